@@ -1,0 +1,343 @@
+// Package initproc is the code of hearth-init, pid 1 of a sandbox.
+//
+// The worker starts hearth-init in fresh mount, pid, uts and ipc namespaces.
+// hearth-init builds the sandbox's file system (read-only base, read-only
+// binds, the scratch dir at /tmp, a minimal /dev, a fresh /proc), pivots into
+// it, and then either starts the sandbox's main process or just waits, so
+// that a zygote can fork a child into the namespaces it holds.
+//
+// The main process joins the sandbox cgroup; hearth-init itself does not
+// stay there, so the sandbox is charged only for what its own processes use.
+// It joins the cgroup through pre-opened cgroup.procs descriptors just long
+// enough to fork, then returns to its home cgroup.
+//
+// The package imports only the standard library and x/sys/unix so that the
+// binary stays small and starts fast. Everything it needs comes on the
+// command line; see Args.
+package initproc
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+func init() {
+	// prctl and the bounding set are per thread; fork happens from the
+	// thread that calls ForkExec. Keep main on one thread.
+	runtime.LockOSThread()
+}
+
+// Bind is a bind mount into the sandbox root.
+type Bind struct {
+	Source, Target string
+	Writable       bool
+}
+
+// Args is hearth-init's command line, parsed.
+type Args struct {
+	Root     string // empty host dir that becomes the sandbox root
+	Base     string // tree bound read-only at /
+	Binds    []Bind
+	Hostname string
+	UID, GID int
+	Dir      string   // working dir of the main process
+	JoinFDs  []int    // cgroup.procs of the sandbox, joined while forking
+	HomeFDs  []int    // cgroup.procs of hearth-init's own cgroup
+	Command  []string // main process; empty means wait for joiners
+	Files    int      // descriptors 3..3+Files-1 are passed to the command
+}
+
+// Format renders a as hearth-init's command line.
+func (a Args) Format() []string {
+	out := []string{"-root", a.Root, "-base", a.Base, "-hostname", a.Hostname,
+		"-uid", strconv.Itoa(a.UID), "-gid", strconv.Itoa(a.GID), "-dir", a.Dir,
+		"-files", strconv.Itoa(a.Files)}
+	for _, b := range a.Binds {
+		mode := "ro"
+		if b.Writable {
+			mode = "rw"
+		}
+		out = append(out, "-bind", b.Source+":"+b.Target+":"+mode)
+	}
+	if len(a.JoinFDs) > 0 {
+		out = append(out, "-join", joinInts(a.JoinFDs))
+	}
+	if len(a.HomeFDs) > 0 {
+		out = append(out, "-home", joinInts(a.HomeFDs))
+	}
+	if len(a.Command) > 0 {
+		out = append(out, "--")
+		out = append(out, a.Command...)
+	}
+	return out
+}
+
+func joinInts(v []int) string {
+	s := make([]string, len(v))
+	for i, n := range v {
+		s[i] = strconv.Itoa(n)
+	}
+	return strings.Join(s, ",")
+}
+
+func parseInts(s string) ([]int, error) {
+	if s == "" {
+		return nil, nil
+	}
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(f)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+// Parse parses hearth-init's command line.
+func Parse(argv []string) (Args, error) {
+	var a Args
+	var binds []string
+	var join, home string
+	fs := flag.NewFlagSet("hearth-init", flag.ContinueOnError)
+	fs.StringVar(&a.Root, "root", "", "sandbox root dir")
+	fs.StringVar(&a.Base, "base", "", "base image dir")
+	fs.StringVar(&a.Hostname, "hostname", "sandbox", "hostname")
+	fs.IntVar(&a.UID, "uid", 65534, "uid of the main process")
+	fs.IntVar(&a.GID, "gid", 65534, "gid of the main process")
+	fs.StringVar(&a.Dir, "dir", "/", "working dir of the main process")
+	fs.IntVar(&a.Files, "files", 0, "extra descriptors for the main process")
+	fs.Func("bind", "src:dst:ro|rw", func(s string) error { binds = append(binds, s); return nil })
+	fs.StringVar(&join, "join", "", "cgroup.procs fds of the sandbox")
+	fs.StringVar(&home, "home", "", "cgroup.procs fds of hearth-init")
+	if err := fs.Parse(argv); err != nil {
+		return a, err
+	}
+	for _, b := range binds {
+		p := strings.Split(b, ":")
+		if len(p) != 3 || (p[2] != "ro" && p[2] != "rw") {
+			return a, fmt.Errorf("bad -bind %q", b)
+		}
+		a.Binds = append(a.Binds, Bind{Source: p[0], Target: p[1], Writable: p[2] == "rw"})
+	}
+	var err error
+	if a.JoinFDs, err = parseInts(join); err != nil {
+		return a, fmt.Errorf("bad -join: %w", err)
+	}
+	if a.HomeFDs, err = parseInts(home); err != nil {
+		return a, fmt.Errorf("bad -home: %w", err)
+	}
+	if a.Root == "" || a.Base == "" {
+		return a, errors.New("-root and -base are required")
+	}
+	a.Command = fs.Args()
+	return a, nil
+}
+
+// Main runs hearth-init and returns its exit code. With a command, the code
+// is the command's (128+signal if it was killed).
+func Main(argv []string) int {
+	a, err := Parse(argv)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "hearth-init:", err)
+		return 125
+	}
+	if err := setup(a); err != nil {
+		fmt.Fprintln(os.Stderr, "hearth-init: setup:", err)
+		return 125
+	}
+	if len(a.Command) == 0 {
+		reap(-1)
+		return 0
+	}
+	pid, err := spawn(a)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "hearth-init: start:", err)
+		return 126
+	}
+	return reap(pid)
+}
+
+// setup builds the root file system and pivots into it.
+func setup(a Args) error {
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+		return fmt.Errorf("make / private: %w", err)
+	}
+	const ro = unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV
+	if err := bind(a.Base, a.Root, ro); err != nil {
+		return err
+	}
+	for _, b := range a.Binds {
+		flags := uintptr(ro)
+		if b.Writable {
+			flags = unix.MS_NOSUID | unix.MS_NODEV
+		}
+		if err := bind(b.Source, filepath.Join(a.Root, b.Target), flags); err != nil {
+			return err
+		}
+	}
+	if err := makeDev(filepath.Join(a.Root, "dev")); err != nil {
+		return err
+	}
+	if err := unix.Sethostname([]byte(a.Hostname)); err != nil {
+		return fmt.Errorf("sethostname: %w", err)
+	}
+	if err := pivot(a.Root); err != nil {
+		return err
+	}
+	if err := unix.Mount("proc", "/proc", "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		return fmt.Errorf("mount /proc: %w", err)
+	}
+	return nil
+}
+
+func bind(src, dst string, flags uintptr) error {
+	if err := unix.Mount(src, dst, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("bind %s on %s: %w", src, dst, err)
+	}
+	if err := unix.Mount("", dst, "", unix.MS_BIND|unix.MS_REMOUNT|flags, ""); err != nil {
+		return fmt.Errorf("remount %s: %w", dst, err)
+	}
+	return nil
+}
+
+// makeDev mounts a tmpfs with only null, zero, random and urandom.
+func makeDev(dev string) error {
+	if err := unix.Mount("tmpfs", dev, "tmpfs", unix.MS_NOSUID|unix.MS_NOEXEC, "size=64k,mode=755"); err != nil {
+		return fmt.Errorf("mount /dev: %w", err)
+	}
+	for _, d := range []struct {
+		name         string
+		major, minor uint32
+	}{{"null", 1, 3}, {"zero", 1, 5}, {"random", 1, 8}, {"urandom", 1, 9}} {
+		p := filepath.Join(dev, d.name)
+		if err := unix.Mknod(p, unix.S_IFCHR|0o666, int(unix.Mkdev(d.major, d.minor))); err != nil {
+			return fmt.Errorf("mknod %s: %w", p, err)
+		}
+		// mknod obeys the umask; devices must be usable by the sandbox user.
+		if err := unix.Chmod(p, 0o666); err != nil {
+			return fmt.Errorf("chmod %s: %w", p, err)
+		}
+	}
+	for name, target := range map[string]string{"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0",
+		"stdout": "/proc/self/fd/1", "stderr": "/proc/self/fd/2"} {
+		if err := unix.Symlink(target, filepath.Join(dev, name)); err != nil {
+			return fmt.Errorf("symlink /dev/%s: %w", name, err)
+		}
+	}
+	// Read-only from here: the sandbox user cannot add files to /dev.
+	if err := unix.Mount("", dev, "", unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NOEXEC, "size=64k,mode=755"); err != nil {
+		return fmt.Errorf("remount /dev: %w", err)
+	}
+	return nil
+}
+
+// pivot makes root the root of this mount namespace and detaches the old
+// root, so no host mount stays reachable.
+func pivot(root string) error {
+	if err := unix.Chdir(root); err != nil {
+		return fmt.Errorf("chdir root: %w", err)
+	}
+	if err := unix.PivotRoot(".", "."); err != nil {
+		return fmt.Errorf("pivot_root: %w", err)
+	}
+	if err := unix.Unmount(".", unix.MNT_DETACH); err != nil {
+		return fmt.Errorf("detach old root: %w", err)
+	}
+	return unix.Chdir("/")
+}
+
+// spawn starts the main process: it joins the sandbox cgroup, gets no
+// capabilities, no_new_privs and an unprivileged uid.
+func spawn(a Args) (int, error) {
+	for _, fd := range a.JoinFDs {
+		if _, err := unix.Write(fd, []byte("0")); err != nil {
+			return 0, fmt.Errorf("join cgroup: %w", err)
+		}
+	}
+	if err := dropPrivileges(); err != nil {
+		return 0, err
+	}
+	files := []uintptr{0, 1, 2}
+	for i := 0; i < a.Files; i++ {
+		files = append(files, uintptr(3+i))
+	}
+	env := os.Environ()
+	pid, err := syscall.ForkExec(a.Command[0], a.Command, &syscall.ProcAttr{
+		Dir:   a.Dir,
+		Env:   env,
+		Files: files,
+		Sys: &syscall.SysProcAttr{
+			Setsid:     true,
+			Credential: &syscall.Credential{Uid: uint32(a.UID), Gid: uint32(a.GID), Groups: []uint32{}},
+		},
+	})
+	// Back home even if the fork failed: hearth-init must not be charged
+	// to, or frozen with, the sandbox.
+	for _, fd := range a.HomeFDs {
+		if _, herr := unix.Write(fd, []byte("0")); herr != nil && err == nil {
+			err = fmt.Errorf("leave cgroup: %w", herr)
+		}
+	}
+	for _, fd := range append(a.JoinFDs, a.HomeFDs...) {
+		unix.Close(fd)
+	}
+	return pid, err
+}
+
+// dropPrivileges empties the bounding set and sets no_new_privs on this
+// thread; the main process inherits both, and setuid to a non-zero uid
+// clears its permitted and effective sets.
+func dropPrivileges() error {
+	last := 40
+	if b, err := os.ReadFile("/proc/sys/kernel/cap_last_cap"); err == nil {
+		if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+			last = n
+		}
+	}
+	for c := 0; c <= last; c++ {
+		if err := unix.Prctl(unix.PR_CAPBSET_DROP, uintptr(c), 0, 0, 0); err != nil && err != unix.EINVAL {
+			return fmt.Errorf("drop capability %d: %w", c, err)
+		}
+	}
+	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+		return fmt.Errorf("no_new_privs: %w", err)
+	}
+	return nil
+}
+
+// reap waits for children. It returns when main exits, with main's status
+// (128+signal when killed); with main < 0 it never returns normally.
+func reap(main int) int {
+	for {
+		var ws unix.WaitStatus
+		pid, err := unix.Wait4(-1, &ws, 0, nil)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			if main < 0 {
+				// No children: a joiner-only sandbox waits for signals.
+				unix.Pause()
+				continue
+			}
+			return 125
+		}
+		if pid == main {
+			if ws.Signaled() {
+				return 128 + int(ws.Signal())
+			}
+			return ws.ExitStatus()
+		}
+	}
+}

@@ -1,0 +1,359 @@
+package function
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// File names read from a function's code directory.
+const (
+	ConfigFile       = "function.yaml"
+	RequirementsFile = "requirements.txt"
+)
+
+// Defaults applied by Parse and Load to fields that function.yaml leaves
+// out.
+const (
+	DefaultMemoryMB = 128
+	DefaultTimeoutS = 30
+	// DefaultMaxConcurrency is the number of sandboxes one function may
+	// use at once when max_concurrency is absent or 0. Four keeps a burst
+	// from one function from taking over a small (2-core) worker while
+	// still overlapping I/O-bound handlers.
+	DefaultMaxConcurrency = 4
+)
+
+// Limits enforced by Validate.
+const (
+	MinMemoryMB       = 16
+	MaxMemoryMB       = 16384
+	MinTimeoutS       = 1
+	MaxTimeoutS       = 900
+	MaxMaxConcurrency = 1000
+	// MaxConfigBytes bounds function.yaml and requirements.txt.
+	MaxConfigBytes = 64 << 10
+)
+
+// Network modes.
+const (
+	// NetworkNone gives the handler no network access beyond what the
+	// host namespace offers to an unprivileged process (SOCK's default:
+	// no network namespace is created).
+	NetworkNone = "none"
+	// NetworkIsolated is reserved for the resource-pool work; Validate
+	// rejects it with ErrUnsupported until then.
+	NetworkIsolated = "isolated"
+)
+
+// Snapshot modes. The empty string means the same as SnapshotAuto.
+const (
+	SnapshotAuto   = "auto"
+	SnapshotAlways = "always"
+	SnapshotNever  = "never"
+)
+
+// ReservedEnvPrefix starts environment names that Hearth sets itself;
+// functions may not set them.
+const ReservedEnvPrefix = "HEARTH_"
+
+// Spec is the configuration of a function. The zero value is not valid;
+// obtain one from Load or Parse.
+type Spec struct {
+	// Handler is "module.func"; module may be dotted (pkg.mod.func).
+	Handler string `json:"handler"`
+	// MemoryMB is the sandbox memory limit.
+	MemoryMB int `json:"memory_mb"`
+	// TimeoutS is the per-invocation time limit in seconds.
+	TimeoutS int `json:"timeout_s"`
+	// MaxConcurrency is the most sandboxes serving this function at once.
+	MaxConcurrency int `json:"max_concurrency"`
+	// Env is added to the handler's environment.
+	Env map[string]string `json:"env,omitempty"`
+	// Network is NetworkNone or NetworkIsolated.
+	Network string `json:"network"`
+	// Snapshot is "", SnapshotAuto, SnapshotAlways or SnapshotNever.
+	Snapshot string `json:"snapshot"`
+	// Requirements are the requirement lines of requirements.txt, with
+	// comments, blank lines and line continuations removed.
+	Requirements []string `json:"requirements,omitempty"`
+}
+
+// file mirrors function.yaml. Pointers tell an absent field from a zero.
+type file struct {
+	Handler        *string           `yaml:"handler"`
+	MemoryMB       *int              `yaml:"memory_mb"`
+	TimeoutS       *int              `yaml:"timeout_s"`
+	MaxConcurrency *int              `yaml:"max_concurrency"`
+	Env            map[string]string `yaml:"env"`
+	Network        *string           `yaml:"network"`
+	Snapshot       *string           `yaml:"snapshot"`
+}
+
+// Parse decodes function.yaml content and fills defaults for absent fields.
+// Handler is left empty when absent: its default depends on the code
+// directory (see Load). Unknown fields are an error. Parse does not call
+// Validate.
+func Parse(data []byte) (Spec, error) {
+	var f file
+	if len(bytes.TrimSpace(data)) > 0 {
+		dec := yaml.NewDecoder(bytes.NewReader(data))
+		dec.KnownFields(true)
+		if err := dec.Decode(&f); err != nil && !errors.Is(err, io.EOF) {
+			return Spec{}, fmt.Errorf("%s: %s: %w", ConfigFile, yamlMsg(err), ErrInvalid)
+		}
+		// A second document would be silently ignored; refuse it.
+		var extra any
+		if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+			return Spec{}, fmt.Errorf("%s: more than one YAML document: %w", ConfigFile, ErrInvalid)
+		}
+	}
+	s := Spec{
+		MemoryMB:       DefaultMemoryMB,
+		TimeoutS:       DefaultTimeoutS,
+		MaxConcurrency: DefaultMaxConcurrency,
+		Network:        NetworkNone,
+		Env:            f.Env,
+	}
+	if f.Handler != nil {
+		s.Handler = *f.Handler
+	}
+	if f.MemoryMB != nil {
+		s.MemoryMB = *f.MemoryMB
+	}
+	if f.TimeoutS != nil {
+		s.TimeoutS = *f.TimeoutS
+	}
+	if f.MaxConcurrency != nil && *f.MaxConcurrency != 0 {
+		s.MaxConcurrency = *f.MaxConcurrency
+	}
+	if f.Network != nil {
+		s.Network = *f.Network
+	}
+	if f.Snapshot != nil {
+		s.Snapshot = *f.Snapshot
+	}
+	return s, nil
+}
+
+// yamlMsg drops the "yaml: " prefix so messages read as one sentence.
+func yamlMsg(err error) string {
+	return strings.TrimPrefix(err.Error(), "yaml: ")
+}
+
+var (
+	identRE  = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	envKeyRE = identRE
+)
+
+// Validate checks the fields that do not depend on the code directory:
+// limits, env names, network and snapshot modes, and the handler's syntax.
+// network: isolated is reported with ErrUnsupported; everything else with
+// ErrInvalid.
+func (s Spec) Validate() error {
+	if _, _, err := splitHandler(s.Handler); err != nil {
+		return err
+	}
+	if s.MemoryMB < MinMemoryMB || s.MemoryMB > MaxMemoryMB {
+		return fmt.Errorf("memory_mb: %d is outside %d..%d: %w", s.MemoryMB, MinMemoryMB, MaxMemoryMB, ErrInvalid)
+	}
+	if s.TimeoutS < MinTimeoutS || s.TimeoutS > MaxTimeoutS {
+		return fmt.Errorf("timeout_s: %d is outside %d..%d: %w", s.TimeoutS, MinTimeoutS, MaxTimeoutS, ErrInvalid)
+	}
+	if s.MaxConcurrency < 1 || s.MaxConcurrency > MaxMaxConcurrency {
+		return fmt.Errorf("max_concurrency: %d is outside 1..%d (0 in function.yaml means %d): %w",
+			s.MaxConcurrency, MaxMaxConcurrency, DefaultMaxConcurrency, ErrInvalid)
+	}
+	keys := make([]string, 0, len(s.Env))
+	for k := range s.Env {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys) // report the same key every time
+	for _, k := range keys {
+		if !envKeyRE.MatchString(k) {
+			return fmt.Errorf("env: %q is not a valid variable name (letters, digits, _; not starting with a digit): %w", k, ErrInvalid)
+		}
+		if strings.HasPrefix(strings.ToUpper(k), ReservedEnvPrefix) {
+			return fmt.Errorf("env: %q is reserved (names starting with %s are set by Hearth): %w", k, ReservedEnvPrefix, ErrInvalid)
+		}
+		if strings.IndexByte(s.Env[k], 0) >= 0 {
+			return fmt.Errorf("env: value of %q contains a NUL byte: %w", k, ErrInvalid)
+		}
+	}
+	switch s.Network {
+	case NetworkNone:
+	case NetworkIsolated:
+		return fmt.Errorf("network: isolated is not yet supported (it comes with the resource-pool work): %w", ErrUnsupported)
+	default:
+		return fmt.Errorf("network: %q is not one of none, isolated: %w", s.Network, ErrInvalid)
+	}
+	switch s.Snapshot {
+	case "", SnapshotAuto, SnapshotAlways, SnapshotNever:
+	default:
+		return fmt.Errorf("snapshot: %q is not one of auto, always, never: %w", s.Snapshot, ErrInvalid)
+	}
+	return nil
+}
+
+// Module returns the handler's module ("pkg.mod") and function name.
+func (s Spec) Module() (module, fn string, err error) {
+	return splitHandler(s.Handler)
+}
+
+func splitHandler(h string) (module, fn string, err error) {
+	if h == "" {
+		return "", "", fmt.Errorf("handler: empty: %w", ErrInvalid)
+	}
+	i := strings.LastIndexByte(h, '.')
+	if i < 0 {
+		return "", "", fmt.Errorf("handler: %q is not of the form module.function: %w", h, ErrInvalid)
+	}
+	module, fn = h[:i], h[i+1:]
+	for _, part := range append(strings.Split(module, "."), fn) {
+		if !identRE.MatchString(part) {
+			return "", "", fmt.Errorf("handler: %q: %q is not a Python identifier: %w", h, part, ErrInvalid)
+		}
+	}
+	return module, fn, nil
+}
+
+// ModuleFile returns the path, relative to the code directory, of the file
+// that defines the handler's module, checking module.py then
+// module/__init__.py (dots in the module become directories).
+func (s Spec) ModuleFile(dir string) (string, error) {
+	module, _, err := splitHandler(s.Handler)
+	if err != nil {
+		return "", err
+	}
+	base := filepath.Join(strings.Split(module, ".")...)
+	cands := []string{base + ".py", filepath.Join(base, "__init__.py")}
+	for _, c := range cands {
+		fi, err := os.Stat(filepath.Join(dir, c))
+		if err == nil && fi.Mode().IsRegular() {
+			return c, nil
+		}
+	}
+	return "", fmt.Errorf("handler %q: module %q not found (looked for %s and %s): %w",
+		s.Handler, module, cands[0], cands[1], ErrInvalid)
+}
+
+// Load reads the function in dir: function.yaml and requirements.txt, both
+// optional. It fills defaults, picks the default handler (f.f when f.py
+// exists, else lambda_function.lambda_handler), validates the result and
+// checks that the handler's module file exists. Requirements are parsed but
+// not checked against a base image; see CheckRequirements.
+func Load(dir string) (Spec, error) {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return Spec{}, fmt.Errorf("loading function: %w", err)
+	}
+	if !fi.IsDir() {
+		return Spec{}, fmt.Errorf("loading function: %s is not a directory: %w", dir, ErrInvalid)
+	}
+	data, err := readSmall(filepath.Join(dir, ConfigFile))
+	if err != nil {
+		return Spec{}, err
+	}
+	s, err := Parse(data)
+	if err != nil {
+		return Spec{}, err
+	}
+	if s.Handler == "" {
+		s.Handler = "lambda_function.lambda_handler"
+		if fi, err := os.Stat(filepath.Join(dir, "f.py")); err == nil && fi.Mode().IsRegular() {
+			s.Handler = "f.f"
+		}
+	}
+	req, err := readSmall(filepath.Join(dir, RequirementsFile))
+	if err != nil {
+		return Spec{}, err
+	}
+	if s.Requirements, err = ParseRequirements(req); err != nil {
+		return Spec{}, err
+	}
+	if err := s.Validate(); err != nil {
+		return Spec{}, err
+	}
+	if _, err := s.ModuleFile(dir); err != nil {
+		return Spec{}, err
+	}
+	return s, nil
+}
+
+// readSmall reads an optional config file; a missing file is empty.
+func readSmall(p string) ([]byte, error) {
+	f, err := os.Open(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", filepath.Base(p), err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", filepath.Base(p), err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file: %w", filepath.Base(p), ErrInvalid)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, MaxConfigBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", filepath.Base(p), err)
+	}
+	if len(data) > MaxConfigBytes {
+		return nil, fmt.Errorf("%s is larger than %d bytes: %w", filepath.Base(p), MaxConfigBytes, ErrInvalid)
+	}
+	return data, nil
+}
+
+// ParseRequirements splits requirements.txt content into requirement
+// lines. It joins backslash continuations and drops comments ("#" at the
+// start of a line or after whitespace) and blank lines. It does not
+// interpret the lines; CheckRequirements does.
+func ParseRequirements(data []byte) ([]string, error) {
+	var out []string
+	var cont strings.Builder
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 0, 4096), MaxConfigBytes+1)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasSuffix(line, `\`) {
+			cont.WriteString(strings.TrimSuffix(line, `\`))
+			continue
+		}
+		cont.WriteString(line)
+		line = cont.String()
+		cont.Reset()
+		if l := stripComment(line); l != "" {
+			out = append(out, l)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("%s: %w", RequirementsFile, err)
+	}
+	if l := stripComment(cont.String()); l != "" {
+		out = append(out, l)
+	}
+	return out, nil
+}
+
+func stripComment(line string) string {
+	for i := 0; i < len(line); i++ {
+		if line[i] == '#' && (i == 0 || line[i-1] == ' ' || line[i-1] == '\t') {
+			line = line[:i]
+			break
+		}
+	}
+	return strings.TrimSpace(line)
+}

@@ -187,10 +187,10 @@ func TestGoldenGDClockAging(t *testing.T) {
 		{op: "end", at: 7 * s, run: 3},
 		// C needs room in a 2 MB pool: B (2) < A (3) goes; clock = 2.
 		{op: "run", at: 8 * s, fn: 2, want: "miss", evict: []int{3}}, // run 4: C
-		{op: "end", at: 9 * s, run: 4}, // C prio = 2 + 2 = 4
+		{op: "end", at: 9 * s, run: 4},                               // C prio = 2 + 2 = 4
 		// D: A (3) < C (4) goes; clock = 3.
 		{op: "run", at: 10 * s, fn: 3, want: "miss", evict: []int{0}}, // run 5: D
-		{op: "end", at: 11 * s, run: 5}, // D prio = 3 + 2 = 5
+		{op: "end", at: 11 * s, run: 5},                               // D prio = 3 + 2 = 5
 		// A again: C (4) < D (5) goes.
 		{op: "run", at: 12 * s, fn: 0, want: "miss", evict: []int{4}},
 	}

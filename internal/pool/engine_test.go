@@ -1,0 +1,195 @@
+package pool_test
+
+import (
+	"errors"
+	"math"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/hearth-run/hearth/internal/pool"
+	"github.com/hearth-run/hearth/internal/pool/policy"
+)
+
+const mb = 1 << 20
+
+func TestSplit(t *testing.T) {
+	tests := []struct {
+		name  string
+		total int64
+		fr    []float64
+		th    []int64
+		want  []pool.Partition
+		err   bool
+	}{
+		{"unified", 1000, []float64{1}, nil, []pool.Partition{{MaxSize: math.MaxInt64, Capacity: 1000}}, false},
+		{"kiss", 1001, []float64{0.8, 0.2}, []int64{225}, []pool.Partition{{225, 800}, {math.MaxInt64, 201}}, false},
+		{"three", 100, []float64{0.5, 0.3, 0.2}, []int64{10, 20}, []pool.Partition{{10, 50}, {20, 30}, {math.MaxInt64, 20}}, false},
+		{"sum", 100, []float64{0.5, 0.4}, []int64{10}, nil, true},
+		{"count", 100, []float64{0.5, 0.5}, nil, nil, true},
+		{"zero fraction", 100, []float64{0, 1}, []int64{10}, nil, true},
+		{"decreasing", 100, []float64{0.5, 0.3, 0.2}, []int64{20, 10}, nil, true},
+		{"negative", -1, []float64{1}, nil, nil, true},
+		{"empty", 100, nil, nil, nil, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := pool.Split(tc.total, tc.fr, tc.th)
+			if tc.err {
+				if !errors.Is(err, pool.ErrConfig) {
+					t.Fatalf("err %v, want ErrConfig", err)
+				}
+				return
+			}
+			if err != nil || !slices.Equal(got, tc.want) {
+				t.Fatalf("Split = %v, %v; want %v", got, err, tc.want)
+			}
+		})
+	}
+}
+
+func lru() pool.Policy { return policy.LRU{} }
+
+func TestNewErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  pool.Config
+	}{
+		{"no partitions", pool.Config{NewPolicy: lru}},
+		{"no policy", pool.Config{Partitions: []pool.Partition{{Capacity: 1}}}},
+		{"nil policy", pool.Config{Partitions: []pool.Partition{{Capacity: 1}}, NewPolicy: func() pool.Policy { return nil }}},
+		{"negative capacity", pool.Config{Partitions: []pool.Partition{{Capacity: -1}}, NewPolicy: lru}},
+		{"zero bound", pool.Config{Partitions: []pool.Partition{{Capacity: 1}, {Capacity: 1}}, NewPolicy: lru}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := pool.New(tc.cfg); !errors.Is(err, pool.ErrConfig) {
+				t.Fatalf("New: %v, want ErrConfig", err)
+			}
+		})
+	}
+}
+
+func newLRU(t *testing.T, borrow bool, parts ...pool.Partition) *pool.Engine {
+	t.Helper()
+	e, err := pool.New(pool.Config{Partitions: parts, Borrow: borrow, NewPolicy: lru})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func TestFuncErrors(t *testing.T) {
+	e := newLRU(t, false, pool.Partition{Capacity: 10 * mb})
+	for _, tc := range []struct {
+		size int64
+		cold time.Duration
+	}{{0, 0}, {-1, 0}, {1, -time.Second}} {
+		if _, err := e.AddFunc(tc.size, tc.cold); !errors.Is(err, pool.ErrConfig) {
+			t.Fatalf("AddFunc(%d, %v): %v, want ErrConfig", tc.size, tc.cold, err)
+		}
+	}
+	if _, _, err := e.Admit(7, 0); !errors.Is(err, pool.ErrNotFound) {
+		t.Fatalf("Admit(unknown): %v", err)
+	}
+	if _, ok := e.Acquire(7, 0); ok {
+		t.Fatal("Acquire(unknown) hit")
+	}
+	if err := e.SetFunc(7, mb, 0); !errors.Is(err, pool.ErrNotFound) {
+		t.Fatalf("SetFunc(unknown): %v", err)
+	}
+	if _, err := e.Warm(7, 0); !errors.Is(err, pool.ErrNotFound) {
+		t.Fatalf("Warm(unknown): %v", err)
+	}
+	for _, id := range []pool.ID{0, 1 << 40, math.MaxUint64} {
+		if err := e.Release(id, 0); !errors.Is(err, pool.ErrNotFound) {
+			t.Fatalf("Release(%#x): %v", id, err)
+		}
+		if err := e.Remove(id); !errors.Is(err, pool.ErrNotFound) {
+			t.Fatalf("Remove(%#x): %v", id, err)
+		}
+		if _, err := e.Resize(id, mb); !errors.Is(err, pool.ErrNotFound) {
+			t.Fatalf("Resize(%#x): %v", id, err)
+		}
+	}
+	// A function larger than the whole pool is always a drop.
+	big, _ := e.AddFunc(11*mb, 0)
+	if _, _, err := e.Admit(big, 0); !errors.Is(err, pool.ErrDrop) {
+		t.Fatalf("Admit(too big): %v", err)
+	}
+}
+
+func TestResize(t *testing.T) {
+	e := newLRU(t, false, pool.Partition{Capacity: 10 * mb})
+	a, _ := e.AddFunc(2*mb, 0)
+	b, _ := e.AddFunc(3*mb, 0)
+	c, _ := e.AddFunc(3*mb, 0)
+	ia, _, _ := e.Admit(a, 0)
+	ib, _, _ := e.Admit(b, 0)
+	ic, _, _ := e.Admit(c, 0)
+	e.Release(ib, 1)
+	e.Release(ic, 2)
+	// a grows from 2 to 6 MB: used 12 > 10, so the LRU idle b goes.
+	ev, err := e.Resize(ia, 6*mb)
+	if err != nil || !slices.Equal(ev, []pool.ID{ib}) {
+		t.Fatalf("Resize grow = %v, %v; want [%v]", ev, err, ib)
+	}
+	if u := e.Stats(0).Used; u != 9*mb {
+		t.Fatalf("used %d MB, want 9", u/mb)
+	}
+	// Growing the idle c past capacity evicts nothing else (only busy a is
+	// left) and overcommits.
+	if ev, err := e.Resize(ic, 5*mb); err != nil || len(ev) != 0 {
+		t.Fatalf("Resize overcommit = %v, %v", ev, err)
+	}
+	if s := e.Stats(0); s.Used != 11*mb || s.Idle != 5*mb {
+		t.Fatalf("stats %+v", s)
+	}
+	if err := e.Check(false); err == nil {
+		t.Fatal("Check(false) accepted an overcommitted partition")
+	}
+	if err := e.Check(true); err != nil {
+		t.Fatal(err)
+	}
+	// Shrinking gives it back.
+	if _, err := e.Resize(ia, 1*mb); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Check(false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Resize(ia, 0); !errors.Is(err, pool.ErrConfig) {
+		t.Fatalf("Resize to 0: %v", err)
+	}
+}
+
+func TestBorrowLoanReturned(t *testing.T) {
+	parts, _ := pool.Split(10*mb, []float64{0.5, 0.5}, []int64{2 * mb})
+	e := newLRU(t, true, parts...)
+	small, _ := e.AddFunc(1*mb, 0)
+	large, _ := e.AddFunc(7*mb, 0)
+	id, _, err := e.Admit(large, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := e.Stats(0); s.Lent != 2*mb || s.Used != 2*mb {
+		t.Fatalf("small partition after loan: %+v", s)
+	}
+	// The small partition has 3 MB left; a fourth small container drops
+	// because its memory is on loan.
+	for i := range 4 {
+		_, _, err := e.Admit(small, time.Duration(i))
+		if (i < 3) != (err == nil) {
+			t.Fatalf("small admit %d: %v", i, err)
+		}
+	}
+	if err := e.Remove(id); err != nil {
+		t.Fatal(err)
+	}
+	if s := e.Stats(0); s.Lent != 0 || s.Used != 3*mb {
+		t.Fatalf("loan not returned: %+v", s)
+	}
+	if err := e.Check(false); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,255 @@
+package runtime
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestConventions(t *testing.T) {
+	tests := []struct {
+		name    string
+		files   map[string]string
+		handler string
+		want    map[string]any
+	}{
+		{
+			name:    "openlambda",
+			files:   map[string]string{"f.py": "def f(event):\n    return {'got': event, 'n': 1}\n"},
+			handler: "",
+			want:    map[string]any{"got": map[string]any{"x": 1.0}, "n": 1.0},
+		},
+		{
+			name:  "lambda",
+			files: map[string]string{"lambda_function.py": lambdaSrc},
+			// Same handler through the Lambda convention with a context.
+			handler: "lambda_function.lambda_handler",
+			want: map[string]any{
+				"event":   map[string]any{"x": 1.0},
+				"name":    "fn1",
+				"version": "rev9",
+				"rid":     "req-42",
+				"mem":     "256",
+				"arn":     "arn:hearth:lambda:local:000000000000:function:fn1",
+				"group":   "/hearth/fn1",
+				"stream":  true,
+			},
+		},
+		{
+			name:    "bound method",
+			files:   map[string]string{"m.py": "class H:\n    def run(self, event, context):\n        return {'rid': context.aws_request_id}\nrun = H().run\n"},
+			handler: "m.run",
+			want:    map[string]any{"rid": "req-42"},
+		},
+		{
+			name:    "package module",
+			files:   map[string]string{"pkg/__init__.py": "", "pkg/mod.py": "def h(e):\n    return e['x'] * 2\n"},
+			handler: "pkg/mod.h",
+			want:    nil, // checked via wantBody
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := start(t, tt.files, Options{Handler: tt.handler, Function: "fn1", Revision: "rev9", MemoryMB: 256, Timeout: 3 * time.Second})
+			c := p.ready(t)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			dl := time.Now().Add(2 * time.Second)
+			r, err := c.Invoke(ctx, Request{ID: "req-42", Event: []byte(`{"x": 1}`), Deadline: dl})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Err != nil {
+				t.Fatalf("handler error: %v %q", r.Err, r.Err.StackTrace)
+			}
+			if tt.want == nil {
+				if string(r.Body) != "2" {
+					t.Fatalf("body = %s, want 2", r.Body)
+				}
+				return
+			}
+			var got map[string]any
+			if err := json.Unmarshal(r.Body, &got); err != nil {
+				t.Fatalf("body %s: %v", r.Body, err)
+			}
+			if rem, ok := got["remaining"]; ok {
+				// The deadline came from the request, 2 s out.
+				if ms := rem.(float64); ms <= 1000 || ms > 2000 {
+					t.Errorf("remaining = %v ms, want (1000, 2000]", ms)
+				}
+				delete(got, "remaining")
+			} else if tt.name == "lambda" {
+				t.Error("no remaining time")
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("body = %v\nwant %v", got, tt.want)
+			}
+		})
+	}
+}
+
+const lambdaSrc = `import os
+def lambda_handler(event, context):
+    return {
+        "event": event,
+        "name": context.function_name,
+        "version": context.function_version,
+        "rid": context.aws_request_id,
+        "mem": context.memory_limit_in_mb,
+        "arn": context.invoked_function_arn,
+        "group": context.log_group_name,
+        "stream": context.log_stream_name.startswith("rev9/"),
+        "remaining": context.get_remaining_time_in_millis(),
+    }
+`
+
+func TestRemainingTimeDefaults(t *testing.T) {
+	p := start(t, map[string]string{"lambda_function.py": lambdaSrc},
+		Options{Handler: "lambda_function.lambda_handler", Function: "fn1", Revision: "rev9", Timeout: 3 * time.Second})
+	c := p.ready(t)
+	tests := []struct {
+		name   string
+		ctx    time.Duration // 0: no ctx deadline
+		lo, hi float64
+	}{
+		{"ctx deadline", 1500 * time.Millisecond, 1000, 1500},
+		{"function timeout", 0, 2500, 3000},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			if tt.ctx > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, tt.ctx)
+				defer cancel()
+			}
+			r, err := c.Invoke(ctx, Request{ID: "r"})
+			if err != nil || r.Err != nil {
+				t.Fatal(err, r.Err)
+			}
+			var got struct{ Remaining float64 }
+			if err := json.Unmarshal(r.Body, &got); err != nil {
+				t.Fatal(err)
+			}
+			if got.Remaining < tt.lo || got.Remaining > tt.hi {
+				t.Errorf("remaining = %v, want [%v, %v]", got.Remaining, tt.lo, tt.hi)
+			}
+		})
+	}
+}
+
+func TestHandlerException(t *testing.T) {
+	src := "def f(event):\n    if event.get('fail'):\n        helper(event)\n    return 'ok'\n\n" +
+		"def helper(event):\n    raise ValueError('bad value %d' % event['fail'])\n"
+	p := start(t, map[string]string{"f.py": src}, Options{Handler: "f.f"})
+	c := p.ready(t)
+
+	r := call(t, c, "1", `{"fail": 7}`)
+	if r.Err == nil {
+		t.Fatalf("no error, body %s", r.Body)
+	}
+	if r.Err.Type != "ValueError" || r.Err.Message != "bad value 7" {
+		t.Errorf("error = %q %q", r.Err.Type, r.Err.Message)
+	}
+	tr := strings.Join(r.Err.StackTrace, "")
+	for _, want := range []string{"f.py\", line 3, in f", "line 7, in helper", "raise ValueError"} {
+		if !strings.Contains(tr, want) {
+			t.Errorf("stack trace lacks %q:\n%s", want, tr)
+		}
+	}
+	if strings.Contains(tr, "hearthrt") {
+		t.Errorf("stack trace shows runtime frames:\n%s", tr)
+	}
+	if len(r.Err.StackTrace) != 2 {
+		t.Errorf("got %d frames, want 2", len(r.Err.StackTrace))
+	}
+	if !waitFor(p.stderr, "[ERROR] ValueError: bad value 7") {
+		t.Errorf("error not logged to stderr: %q", p.stderr.String())
+	}
+
+	// The Lambda shape.
+	b, err := json.Marshal(r.Err)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var shape map[string]any
+	if err := json.Unmarshal(b, &shape); err != nil {
+		t.Fatal(err)
+	}
+	if len(shape) != 3 || shape["errorType"] != "ValueError" || shape["errorMessage"] != "bad value 7" {
+		t.Errorf("marshalled = %s", b)
+	}
+	if st, ok := shape["stackTrace"].([]any); !ok || len(st) != 2 {
+		t.Errorf("stackTrace = %v", shape["stackTrace"])
+	}
+
+	// Same process keeps serving.
+	if r := call(t, c, "2", `{}`); r.Err != nil || string(r.Body) != `"ok"` {
+		t.Fatalf("after exception: %s %v", r.Body, r.Err)
+	}
+}
+
+func TestLoadErrors(t *testing.T) {
+	tests := []struct {
+		name    string
+		files   map[string]string
+		handler string
+		typ     string
+		msg     string
+		trace   string // substring of the joined trace; "" means empty trace
+	}{
+		{"missing module", map[string]string{"f.py": "def f(e): pass\n"}, "nope.f",
+			"Runtime.ImportModuleError", "Unable to import module 'nope': No module named 'nope'", ""},
+		{"missing dependency", map[string]string{"f.py": "import notinstalled\ndef f(e): pass\n"}, "f.f",
+			"Runtime.ImportModuleError", "No module named 'notinstalled'", "import notinstalled"},
+		{"missing function", map[string]string{"f.py": "def g(e): pass\n"}, "f.f",
+			"Runtime.HandlerNotFound", "Handler 'f' missing on module 'f'", ""},
+		{"not callable", map[string]string{"f.py": "f = 3\n"}, "f.f",
+			"Runtime.HandlerNotFound", "not callable", ""},
+		{"syntax error", map[string]string{"f.py": "def f(e)\n    return 1\n"}, "f.f",
+			"Runtime.UserCodeSyntaxError", "Syntax error in module 'f'", "Line 1"},
+		{"raise at import", map[string]string{"f.py": "x = {}\nx['k']\n"}, "f.f",
+			"KeyError", "'k'", "line 2, in <module>"},
+		{"exit at import", map[string]string{"f.py": "import sys\nsys.exit(3)\n"}, "f.f",
+			"SystemExit", "3", "sys.exit(3)"},
+		{"malformed handler", map[string]string{"f.py": ""}, "f.",
+			"Runtime.MalformedHandlerName", "Bad handler 'f.'", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// Not validated, as a registry bug might pass it on.
+			p := start(t, tt.files, Options{Handler: tt.handler})
+			c := p.dial(t)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_, err := c.WaitReady(ctx)
+			var he *HandlerError
+			if !errors.As(err, &he) {
+				t.Fatalf("WaitReady = %v, want *HandlerError", err)
+			}
+			check := func(he *HandlerError) {
+				t.Helper()
+				if he.Type != tt.typ || !strings.Contains(he.Message, tt.msg) {
+					t.Errorf("error = %q %q, want %q containing %q", he.Type, he.Message, tt.typ, tt.msg)
+				}
+				tr := strings.Join(he.StackTrace, "")
+				if tt.trace == "" && tr != "" || !strings.Contains(tr, tt.trace) {
+					t.Errorf("trace = %q, want %q", tr, tt.trace)
+				}
+			}
+			check(he)
+			// Every invoke answers with the load error; the process lives.
+			for i := range 2 {
+				r := call(t, c, "x", "{}")
+				if r.Err == nil {
+					t.Fatalf("invoke %d: body %s, want load error", i, r.Body)
+				}
+				check(r.Err)
+			}
+		})
+	}
+}

@@ -1,0 +1,442 @@
+"""Hearth Python runtime: loads one handler and serves invocations.
+
+The worker passes an already-listening AF_UNIX stream socket as fd 3. The
+runtime accepts one connection at a time, sends a READY (or LOAD-ERROR)
+frame, then answers INVOKE frames until the connection closes, and accepts
+the next connection (after a snapshot restore the worker reconnects).
+
+Frames, both directions: u32 little-endian payload length, u8 type, payload.
+
+  worker -> runtime
+    I  invoke: i64 deadline (unix ms, 0 = none), u16 id length, id, event
+  runtime -> worker
+    R  ready: u64 handler load time (us)
+    L  load error: JSON {errorType, errorMessage, stackTrace}
+    O  result: u64 run time (us), JSON result
+    X  error: u64 run time (us), JSON {errorType, errorMessage, stackTrace}
+
+The protocol never touches stdout or stderr, so handler output cannot
+corrupt it; both are flushed after every invocation.
+
+Startup cost is the product: this module imports nothing beyond what a bare
+`python3 -S` has already loaded plus the _socket and _json C modules.
+traceback and json are imported lazily, on error paths only.
+
+A zygote reuses the pieces: setup_path, then imports, then after the fork
+load and serve.
+"""
+
+import sys
+import posix
+import time
+import _socket
+
+try:
+    import _json
+except ImportError:  # pragma: no cover - CPython always has it
+    _json = None
+
+LISTEN_FD = 3
+
+_FRAME_INVOKE = 0x49  # 'I'
+_READY = b"R"
+_LOAD_ERROR = b"L"
+_RESULT = b"O"
+_ERROR = b"X"
+
+_MAX_FRAME = 1 << 30
+
+
+def _env(environ, key, default=""):
+    v = environ.get(key.encode())
+    if v is None:
+        return default
+    return v.decode("utf-8", "surrogateescape")
+
+
+def _exists(p):
+    try:
+        posix.stat(p)
+    except OSError:
+        return False
+    return True
+
+
+def setup_path(environ=None, code=None):
+    """Set sys.path as site would, without paying for the site import.
+
+    Order: the function code (HEARTH_CODE, default /code), the standard
+    library, HEARTH_PATH entries (the package install cache; before the
+    base image so pinned versions win), then the Debian dist-packages
+    directories. The runtime's own
+    directory is dropped so it cannot shadow the function's modules.
+    .pth files are not processed.
+    """
+    if environ is None:
+        environ = posix.environ
+    if code is None:
+        code = _env(environ, "HEARTH_CODE", "/code")
+    here = __file__.rpartition("/")[0] or "."
+    std = [p for p in sys.path if p and p != here and p != code]
+    extra = [p for p in _env(environ, "HEARTH_PATH").split(":") if p]
+    v = "python%d.%d" % sys.version_info[:2]
+    dist = [
+        "/usr/local/lib/%s/dist-packages" % v,
+        "/usr/lib/python3/dist-packages",
+        "/usr/lib/%s/dist-packages" % v,
+    ]
+    path = [code] + std + extra + [p for p in dist if _exists(p)]
+    seen = set()
+    sys.path[:] = [p for p in path if not (p in seen or seen.add(p))]
+
+
+# JSON. The json package imports re, enum and friends (~5 ms cold); the
+# _json C accelerators it wraps cost ~0.4 ms. Errors are re-raised through
+# the json package so messages match json.loads/json.dumps exactly.
+
+
+class _DecodeCtx:
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    parse_constant = {
+        "-Infinity": float("-inf"),
+        "Infinity": float("inf"),
+        "NaN": float("nan"),
+    }.__getitem__
+
+
+_scan = None
+if _json is not None:
+    try:
+        _scan = _json.make_scanner(_DecodeCtx)
+    except Exception:  # pragma: no cover
+        _scan = None
+
+
+def loads(b):
+    """Decode a JSON request body; empty input gives None."""
+    if not b:
+        return None
+    s = b.decode("utf-8-sig") if b[:3] == b"\xef\xbb\xbf" else b.decode("utf-8")
+    s = s.strip(" \t\n\r")
+    if not s:
+        return None
+    if _scan is not None:
+        try:
+            obj, end = _scan(s, 0)
+            if end == len(s):
+                return obj
+        except (StopIteration, ValueError):
+            pass
+    import json  # slow path; also produces json's exact error message
+
+    return json.loads(s)
+
+
+def _default(o):
+    raise TypeError("Object of type %s is not JSON serializable" % o.__class__.__name__)
+
+
+def dumps(o):
+    """Encode a handler result as compact ASCII JSON bytes."""
+    if _json is not None:
+        # A fresh encoder per call: the circular-reference markers dict can
+        # be left dirty by an exception.
+        enc = _json.make_encoder(
+            {}, _default, _json.encode_basestring_ascii, None, ":", ",", False, False, True
+        )
+        return "".join(enc(o, 0)).encode()
+    import json
+
+    return json.dumps(o, separators=(",", ":")).encode()
+
+
+# Errors in Lambda's shape.
+
+
+def _error(etype, msg, trace=None):
+    return {"errorType": etype, "errorMessage": msg, "stackTrace": trace or []}
+
+
+def _trace(tb):
+    import traceback
+
+    here = __file__
+    frames = [
+        f
+        for f in traceback.extract_tb(tb)
+        if f.filename != here and not f.filename.startswith("<frozen ")
+    ]
+    return traceback.format_list(frames)
+
+
+def _exc_error(e, etype=None):
+    return _error(etype or type(e).__name__, str(e), _trace(e.__traceback__))
+
+
+def _log_error(err):
+    # Lambda prints unhandled errors to the function's log as well.
+    try:
+        f = sys.stderr
+        f.write("[ERROR] %s: %s\n" % (err["errorType"], err["errorMessage"]))
+        if err["stackTrace"]:
+            f.write("Traceback (most recent call last):\n")
+            f.write("".join(err["stackTrace"]))
+        f.flush()
+    except Exception:
+        pass
+
+
+# Handler loading.
+
+
+def _nargs(fn):
+    """Positional parameters fn takes: 1 for f(event), 2 for (event, context).
+
+    Read from the code object: inspect costs far more than the handler.
+    """
+    c = getattr(fn, "__code__", None)
+    drop = 0
+    if c is None:
+        f = getattr(fn, "__func__", None)  # bound method
+        if f is not None:
+            c, drop = getattr(f, "__code__", None), 1
+    if c is None:
+        call = getattr(type(fn), "__call__", None)  # callable instance
+        c, drop = getattr(call, "__code__", None), 1
+    if c is None:
+        return 2
+    if c.co_flags & 0x04:  # *args
+        return 2
+    return max(0, min(2, c.co_argcount - drop))
+
+
+class Handler:
+    """A loaded handler: fn and its convention, or the load error."""
+
+    __slots__ = ("fn", "nargs", "err", "load_us")
+
+    def __init__(self, fn=None, nargs=0, err=None, load_us=0):
+        self.fn = fn
+        self.nargs = nargs
+        self.err = err
+        self.load_us = load_us
+
+
+def load(spec):
+    """Import the handler named by spec ("module.func"); never raises."""
+    t0 = time.perf_counter_ns()
+    try:
+        h = _load(spec)
+    except BaseException as e:  # noqa: B036 - a module may sys.exit at import
+        h = Handler(err=_exc_error(e))
+    h.load_us = (time.perf_counter_ns() - t0) // 1000
+    return h
+
+
+def _load(spec):
+    modname, _, fname = spec.rpartition(".")
+    if not modname or not fname:
+        return Handler(err=_error(
+            "Runtime.MalformedHandlerName",
+            "Bad handler '%s': expected module.function" % spec,
+        ))
+    modname = modname.replace("/", ".")
+    try:
+        __import__(modname)
+        m = sys.modules[modname]
+    except ImportError as e:
+        return Handler(err=_error(
+            "Runtime.ImportModuleError",
+            "Unable to import module '%s': %s" % (modname, e),
+            _trace(e.__traceback__),
+        ))
+    except SyntaxError as e:
+        return Handler(err=_error(
+            "Runtime.UserCodeSyntaxError",
+            "Syntax error in module '%s': %s" % (modname, e),
+            ['  File "%s" Line %s\n    %s' % (e.filename, e.lineno, (e.text or "").strip())],
+        ))
+    fn = getattr(m, fname, None)
+    if fn is None:
+        return Handler(err=_error(
+            "Runtime.HandlerNotFound",
+            "Handler '%s' missing on module '%s'" % (fname, modname),
+        ))
+    if not callable(fn):
+        return Handler(err=_error(
+            "Runtime.HandlerNotFound",
+            "Handler '%s' on module '%s' is not callable" % (fname, modname),
+        ))
+    return Handler(fn=fn, nargs=_nargs(fn))
+
+
+# Invocation.
+
+
+class Meta:
+    """Per-function facts shared by every invocation's context."""
+
+    __slots__ = ("name", "version", "memory_mb", "timeout_ms", "arn", "log_group", "log_stream")
+
+    def __init__(self, environ=None):
+        if environ is None:
+            environ = posix.environ
+        self.name = _env(environ, "HEARTH_FUNCTION", "function")
+        self.version = _env(environ, "HEARTH_REVISION", "$LATEST")
+        self.memory_mb = _env(environ, "HEARTH_MEMORY_MB", "128")
+        try:
+            self.timeout_ms = int(_env(environ, "HEARTH_TIMEOUT_S", "30")) * 1000
+        except ValueError:
+            self.timeout_ms = 30000
+        self.arn = "arn:hearth:lambda:local:000000000000:function:" + self.name
+        self.log_group = "/hearth/" + self.name
+        self.log_stream = "%s/%d" % (self.version, posix.getpid())
+
+
+class Context:
+    """The AWS Lambda context object passed to f(event, context) handlers."""
+
+    __slots__ = (
+        "function_name", "function_version", "invoked_function_arn",
+        "memory_limit_in_mb", "aws_request_id", "log_group_name",
+        "log_stream_name", "identity", "client_context", "_deadline_ms",
+    )
+
+    def __init__(self, meta, request_id, deadline_ms):
+        self.function_name = meta.name
+        self.function_version = meta.version
+        self.invoked_function_arn = meta.arn
+        # A string, as in AWS's runtime (it comes from the environment there).
+        self.memory_limit_in_mb = meta.memory_mb
+        self.aws_request_id = request_id
+        self.log_group_name = meta.log_group
+        self.log_stream_name = meta.log_stream
+        self.identity = None
+        self.client_context = None
+        self._deadline_ms = deadline_ms
+
+    def get_remaining_time_in_millis(self):
+        """Milliseconds left before the worker kills this invocation."""
+        return max(0, self._deadline_ms - time.time_ns() // 1000000)
+
+
+def _frame(t, payload):
+    return len(payload).to_bytes(4, "little") + t + payload
+
+
+def invoke(h, meta, payload):
+    """Run one INVOKE payload through h; returns the response frame."""
+    if h.err is not None:
+        return _frame(_ERROR, bytes(8) + dumps(h.err))
+    deadline = int.from_bytes(payload[0:8], "little", signed=True)
+    n = payload[8] | payload[9] << 8
+    rid = bytes(payload[10:10 + n]).decode("utf-8", "replace")
+    if deadline <= 0:
+        deadline = time.time_ns() // 1000000 + meta.timeout_ms
+    t0 = time.perf_counter_ns()
+    try:
+        event = loads(payload[10 + n:])
+    except Exception as e:
+        err = _error("Runtime.UnmarshalError", "Unable to unmarshal input: %s" % e)
+        return _frame(_ERROR, bytes(8) + dumps(err))
+    try:
+        if h.nargs == 2:
+            r = h.fn(event, Context(meta, rid, deadline))
+        elif h.nargs == 1:
+            r = h.fn(event)
+        else:
+            r = h.fn()
+    except Exception as e:
+        err = _exc_error(e)
+        _log_error(err)
+        t = ((time.perf_counter_ns() - t0) // 1000).to_bytes(8, "little")
+        return _frame(_ERROR, t + dumps(err))
+    try:
+        body = dumps(r)
+    except Exception as e:
+        err = _error("Runtime.MarshalError", "Unable to marshal response: %s" % e)
+        _log_error(err)
+        t = ((time.perf_counter_ns() - t0) // 1000).to_bytes(8, "little")
+        return _frame(_ERROR, t + dumps(err))
+    t = ((time.perf_counter_ns() - t0) // 1000).to_bytes(8, "little")
+    return _frame(_RESULT, t + body)
+
+
+def _flush():
+    for f in (sys.stdout, sys.stderr):
+        if f is not None:
+            try:
+                f.flush()
+            except Exception:
+                pass
+
+
+def _read(c, buf):
+    view = memoryview(buf)
+    n = len(buf)
+    got = 0
+    while got < n:
+        k = c.recv_into(view[got:], n - got)
+        if not k:
+            raise EOFError
+        got += k
+
+
+def serve_conn(c, h, meta):
+    """Answer invocations on one connection until the worker closes it."""
+    if h.err is not None:
+        c.sendall(_frame(_LOAD_ERROR, dumps(h.err)))
+    else:
+        c.sendall(_frame(_READY, h.load_us.to_bytes(8, "little")))
+    hdr = bytearray(5)
+    while True:
+        try:
+            _read(c, hdr)
+        except EOFError:
+            return
+        n = int.from_bytes(hdr[0:4], "little")
+        if hdr[4] != _FRAME_INVOKE or n < 10 or n > _MAX_FRAME:
+            return  # protocol error: drop the connection
+        payload = bytearray(n)
+        _read(c, payload)
+        resp = invoke(h, meta, payload)
+        _flush()
+        c.sendall(resp)
+
+
+def serve(lsock, h, meta):
+    """Accept connections on lsock one at a time, forever."""
+    while True:
+        fd, _ = lsock._accept()
+        c = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM, 0, fd)
+        try:
+            serve_conn(c, h, meta)
+        except (OSError, EOFError):
+            pass  # the worker went away mid-frame; wait for the next one
+        finally:
+            c.close()
+
+
+def main():
+    """Entry point for server.py: path, handler, serve fd 3."""
+    environ = posix.environ
+    setup_path(environ)
+    # Lines reach the worker's log pipe as they are printed, so output
+    # survives a timeout kill; stdout is flushed after each invocation too.
+    if sys.stdout is not None:
+        try:
+            sys.stdout.reconfigure(line_buffering=True)
+        except Exception:
+            pass
+    posix.set_inheritable(LISTEN_FD, False)
+    lsock = _socket.socket(fileno=LISTEN_FD)
+    meta = Meta(environ)
+    h = load(_env(environ, "HEARTH_HANDLER", "f.f"))
+    if h.err is not None:
+        _log_error(h.err)
+    _flush()
+    serve(lsock, h, meta)

@@ -314,7 +314,8 @@ func (e *Engine) Acquire(fn Fn, now time.Duration) (ID, bool) {
 // returns the new container (busy) and the idle containers evicted to make
 // room, which the caller must kill. If the container does not fit even after
 // evicting every idle container of its partition, Admit evicts nothing and
-// returns ErrDrop.
+// returns ErrDrop itself, unwrapped: drops are frequent in simulations of
+// small pools and must not allocate.
 func (e *Engine) Admit(fn Fn, now time.Duration) (ID, []ID, error) {
 	f, err := e.fn(fn)
 	if err != nil {
@@ -326,7 +327,7 @@ func (e *Engine) Admit(fn Fn, now time.Duration) (ID, []ID, error) {
 	lender, ok := e.makeRoom(pi, f.size, e.borrow, false)
 	if !ok {
 		p.st.Drops++
-		return 0, e.out, fmt.Errorf("function %d (%d bytes) in partition %d: %w", fn, f.size, pi, ErrDrop)
+		return 0, e.out, ErrDrop
 	}
 	slot := e.create(fn, f, pi, lender)
 	c := &e.cs[slot]
@@ -348,7 +349,7 @@ func (e *Engine) Warm(fn Fn, now time.Duration) (ID, error) {
 	p := &e.parts[pi]
 	if p.Capacity-p.own-p.lent < f.size {
 		f.pwDue = false
-		return 0, fmt.Errorf("prewarming function %d: %w", fn, ErrDrop)
+		return 0, ErrDrop
 	}
 	keep := p.pol.KeepAlive(fn, now)
 	if f.pwDue {

@@ -1,0 +1,6 @@
+package sim
+
+import "errors"
+
+// ErrConfig reports an invalid simulation configuration.
+var ErrConfig = errors.New("sim: invalid configuration")

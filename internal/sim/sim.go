@@ -1,0 +1,412 @@
+package sim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/hearth-run/hearth/internal/pool"
+	"github.com/hearth-run/hearth/internal/trace"
+)
+
+// DefaultThreshold is the KiSS small/large boundary: 225 MiB.
+const DefaultThreshold = 225 * MiB
+
+// Split is a partitioning of the pool's memory.
+type Split struct {
+	Name       string    // for output, e.g. "unified" or "80/20"
+	Fractions  []float64 // memory share of each partition, summing to 1
+	Thresholds []int64   // largest function size of each partition but the last
+}
+
+// Unified is the single-pool split.
+func Unified() Split { return Split{Name: "unified", Fractions: []float64{1}} }
+
+// ParseSplit parses "unified" or percentages like "80/20" (or "60/30/10"),
+// small partitions first, with one size threshold in bytes between each
+// pair of partitions.
+func ParseSplit(s string, thresholds []int64) (Split, error) {
+	s = strings.TrimSpace(s)
+	if strings.EqualFold(s, "unified") || s == "100" {
+		return Unified(), nil
+	}
+	parts := strings.Split(s, "/")
+	if len(parts) < 2 {
+		return Split{}, fmt.Errorf("split %q: want \"unified\" or percentages like 80/20: %w", s, ErrConfig)
+	}
+	if len(thresholds) != len(parts)-1 {
+		return Split{}, fmt.Errorf("split %q needs %d thresholds, have %d: %w", s, len(parts)-1, len(thresholds), ErrConfig)
+	}
+	sp := Split{Name: s, Thresholds: thresholds}
+	sum := 0.0
+	for _, p := range parts {
+		v, err := strconv.ParseFloat(strings.TrimSpace(p), 64)
+		if err != nil || !(v > 0) || v > 100 {
+			return Split{}, fmt.Errorf("split %q: bad percentage %q: %w", s, p, ErrConfig)
+		}
+		sum += v
+		sp.Fractions = append(sp.Fractions, v/100)
+	}
+	if math.Abs(sum-100) > 1e-6 {
+		return Split{}, fmt.Errorf("split %q sums to %v%%, not 100: %w", s, sum, ErrConfig)
+	}
+	return sp, nil
+}
+
+// Config is one simulated point.
+type Config struct {
+	Policy    string             // name, for output
+	NewPolicy func() pool.Policy // required
+	Memory    int64              // pool memory in bytes
+	Split     Split              // zero value means unified
+	Borrow    bool               // see pool.Config.Borrow
+	// SmallMax classifies functions as small (size <= SmallMax) or large
+	// for the split metrics; 0 means DefaultThreshold.
+	SmallMax int64
+	// SampleEvery is the memory sampling period; 0 means one minute,
+	// negative disables sampling.
+	SampleEvery time.Duration
+	// Check verifies the engine's invariants while running (memory never
+	// over capacity, consistent accounting); slow, for tests.
+	Check bool
+	// Progress, if set, is incremented as invocations are simulated.
+	Progress *atomic.Int64
+}
+
+// Class aggregates the invocations of one class of functions.
+type Class struct {
+	Invocations, Hits, Misses, Drops uint64
+	// ColdTime sums the cold costs added to cold invocations; WarmTime sums
+	// the warm execution times of every served invocation.
+	ColdTime, WarmTime time.Duration
+}
+
+// ColdPct is the cold-start percentage, misses / (hits + misses).
+func (c Class) ColdPct() float64 { return pct(c.Misses, c.Hits+c.Misses) }
+
+// DropPct is the drop percentage, drops / invocations.
+func (c Class) DropPct() float64 { return pct(c.Drops, c.Invocations) }
+
+// ExecIncreasePct is the execution-time increase from cold starts,
+// ColdTime / WarmTime, in percent.
+func (c Class) ExecIncreasePct() float64 {
+	if c.WarmTime == 0 {
+		return 0
+	}
+	return 100 * float64(c.ColdTime) / float64(c.WarmTime)
+}
+
+func pct(a, b uint64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return 100 * float64(a) / float64(b)
+}
+
+func (c *Class) add(d Class) {
+	c.Invocations += d.Invocations
+	c.Hits += d.Hits
+	c.Misses += d.Misses
+	c.Drops += d.Drops
+	c.ColdTime += d.ColdTime
+	c.WarmTime += d.WarmTime
+}
+
+// Sample is the pool's memory at one time.
+type Sample struct {
+	At    time.Duration
+	Used  int64   // bytes of live containers
+	Parts []int64 // bytes charged to each partition
+}
+
+// Result is the outcome of one simulated point.
+type Result struct {
+	Policy string
+	Memory int64
+	Split  string
+	Borrow bool
+
+	All, Small, Large Class
+	Evictions         uint64
+	Expirations       uint64
+	Prewarms          uint64
+	PeakUsed          int64
+	Parts             []pool.Stats
+	Samples           []Sample
+	Wall              time.Duration // real time the run took
+
+	checks uint64
+}
+
+// completion is a busy container and when its invocation ends.
+type completion struct {
+	end time.Duration
+	id  pool.ID
+}
+
+// compHeap is a min-heap of completions by end time.
+type compHeap []completion
+
+func (h *compHeap) push(c completion) {
+	*h = append(*h, c)
+	a := *h
+	i := len(a) - 1
+	for i > 0 {
+		p := (i - 1) / 2
+		if a[p].end <= c.end {
+			break
+		}
+		a[i] = a[p]
+		i = p
+	}
+	a[i] = c
+}
+
+func (h *compHeap) pop() completion {
+	a := *h
+	top := a[0]
+	n := len(a) - 1
+	x := a[n]
+	a = a[:n]
+	i := 0
+	for {
+		l := 2*i + 1
+		if l >= n {
+			break
+		}
+		j := l
+		if r := l + 1; r < n && a[r].end < a[l].end {
+			j = r
+		}
+		if a[j].end >= x.end {
+			break
+		}
+		a[i] = a[j]
+		i = j
+	}
+	if n > 0 {
+		a[i] = x
+	}
+	*h = a
+	return top
+}
+
+const never = time.Duration(math.MaxInt64)
+
+// Run simulates one point.
+func Run(ctx context.Context, w Workload, cfg Config) (Result, error) {
+	start := time.Now()
+	if cfg.NewPolicy == nil {
+		return Result{}, fmt.Errorf("no policy: %w", ErrConfig)
+	}
+	if w.Open == nil || len(w.Funcs) == 0 {
+		return Result{}, fmt.Errorf("empty workload: %w", ErrConfig)
+	}
+	if cfg.Memory <= 0 {
+		return Result{}, fmt.Errorf("memory %d bytes: %w", cfg.Memory, ErrConfig)
+	}
+	sp := cfg.Split
+	if len(sp.Fractions) == 0 {
+		sp = Unified()
+	}
+	parts, err := pool.Split(cfg.Memory, sp.Fractions, sp.Thresholds)
+	if err != nil {
+		return Result{}, fmt.Errorf("split %q: %w", sp.Name, err)
+	}
+	e, err := pool.New(pool.Config{Partitions: parts, Borrow: cfg.Borrow, NewPolicy: cfg.NewPolicy})
+	if err != nil {
+		return Result{}, fmt.Errorf("creating pool: %w", err)
+	}
+	smallMax := cfg.SmallMax
+	if smallMax == 0 {
+		smallMax = DefaultThreshold
+	}
+	n := len(w.Funcs)
+	fns := make([]pool.Fn, n)
+	small := make([]bool, n)
+	cold := make([]time.Duration, n)
+	for i, f := range w.Funcs {
+		if fns[i], err = e.AddFunc(f.Size, f.Cold); err != nil {
+			return Result{}, fmt.Errorf("function %d: %w", i, err)
+		}
+		small[i] = f.Size <= smallMax
+		cold[i] = f.Cold
+	}
+	every := cfg.SampleEvery
+	if every == 0 {
+		every = time.Minute
+	}
+	res := Result{Policy: cfg.Policy, Memory: cfg.Memory, Split: sp.Name, Borrow: cfg.Borrow}
+	nextSample := never
+	if every > 0 {
+		nextSample = 0
+	}
+	var cls [2]Class // 0 small, 1 large
+	comp := make(compHeap, 0, 1024)
+	var inv trace.Invocation
+	src := w.Open()
+	var count, pending int64
+	last := time.Duration(0)
+
+	sample := func(at time.Duration) {
+		s := Sample{At: at, Used: e.Used(), Parts: make([]int64, e.Partitions())}
+		for i := range s.Parts {
+			s.Parts[i] = e.Stats(i).Used
+		}
+		res.Samples = append(res.Samples, s)
+		nextSample = at + every
+	}
+	// advance processes every event before t: completions at or before t,
+	// expiries and samples strictly before t, pre-warms at or before t.
+	advance := func(t time.Duration) error {
+		for {
+			next, kind := never, 0
+			if len(comp) > 0 && comp[0].end <= t {
+				next, kind = comp[0].end, 1
+			}
+			if x, ok := e.NextExpiry(); ok && x < t && x < next {
+				next, kind = x, 2
+			}
+			if p, ok := e.NextPrewarm(); ok && p <= t && p < next {
+				next, kind = p, 3
+			}
+			if nextSample < t && nextSample < next {
+				next, kind = nextSample, 4
+			}
+			switch kind {
+			case 0:
+				return nil
+			case 1:
+				c := comp.pop()
+				if err := e.Release(c.id, c.end); err != nil {
+					return fmt.Errorf("releasing at %v: %w", c.end, err)
+				}
+			case 2:
+				e.Expire(next)
+			case 3:
+				for _, fn := range e.Prewarm(next) {
+					if _, err := e.Warm(fn, next); err != nil && !errors.Is(err, pool.ErrDrop) {
+						return fmt.Errorf("prewarming at %v: %w", next, err)
+					}
+				}
+			case 4:
+				sample(next)
+			}
+			if cfg.Check {
+				if err := check(e, &res); err != nil {
+					return fmt.Errorf("at %v: %w", next, err)
+				}
+			}
+		}
+	}
+
+	for src.Next(&inv) {
+		t := inv.At
+		if t < last {
+			return Result{}, fmt.Errorf("invocation %d at %v before the previous one at %v: %w", count, t, last, ErrConfig)
+		}
+		if inv.Func < 0 || int(inv.Func) >= n {
+			return Result{}, fmt.Errorf("invocation %d: function %d of %d: %w", count, inv.Func, n, ErrConfig)
+		}
+		last = t
+		if err := advance(t); err != nil {
+			return Result{}, err
+		}
+		fi := inv.Func
+		c := &cls[1]
+		if small[fi] {
+			c = &cls[0]
+		}
+		c.Invocations++
+		end := t + inv.Exec
+		id, ok := e.Acquire(fns[fi], t)
+		if ok {
+			c.Hits++
+		} else {
+			var err error
+			id, _, err = e.Admit(fns[fi], t)
+			if err != nil {
+				if !errors.Is(err, pool.ErrDrop) {
+					return Result{}, fmt.Errorf("admitting at %v: %w", t, err)
+				}
+				c.Drops++
+				goto next
+			}
+			c.Misses++
+			c.ColdTime += cold[fi]
+			end += cold[fi]
+		}
+		c.WarmTime += inv.Exec
+		comp.push(completion{end, id})
+		if u := e.Used(); u > res.PeakUsed {
+			res.PeakUsed = u
+		}
+		if cfg.Check {
+			if err := check(e, &res); err != nil {
+				return Result{}, fmt.Errorf("at %v: %w", t, err)
+			}
+		}
+	next:
+		count++
+		if pending++; pending == 1<<16 {
+			if cfg.Progress != nil {
+				cfg.Progress.Add(pending)
+			}
+			pending = 0
+			if err := ctx.Err(); err != nil {
+				return Result{}, err
+			}
+		}
+	}
+	if cfg.Progress != nil {
+		cfg.Progress.Add(pending)
+	}
+	endAt := max(w.Duration, last)
+	if err := advance(endAt); err != nil {
+		return Result{}, err
+	}
+	if every > 0 {
+		sample(endAt)
+	}
+	if w.Total > 0 && count != w.Total {
+		return Result{}, fmt.Errorf("source yielded %d invocations, workload says %d: %w", count, w.Total, ErrConfig)
+	}
+	res.Small, res.Large = cls[0], cls[1]
+	res.All.add(cls[0])
+	res.All.add(cls[1])
+	var engineCount uint64
+	for i := range e.Partitions() {
+		s := e.Stats(i)
+		res.Parts = append(res.Parts, s)
+		res.Evictions += s.Evictions
+		res.Expirations += s.Expirations
+		res.Prewarms += s.Prewarms
+		engineCount += s.Hits + s.Misses + s.Drops
+	}
+	// Every invocation must be counted exactly once, here and in the pool.
+	if all := res.All; all.Hits+all.Misses+all.Drops != uint64(count) || all.Invocations != uint64(count) || engineCount != uint64(count) {
+		return Result{}, fmt.Errorf("counted %d hits + %d misses + %d drops (pool: %d) for %d invocations", all.Hits, all.Misses, all.Drops, engineCount, count)
+	}
+	res.Wall = time.Since(start)
+	return res, nil
+}
+
+// check verifies the pool's invariants cheaply on every event and fully
+// every 4096 events.
+func check(e *pool.Engine, res *Result) error {
+	for i := range e.Partitions() {
+		if s := e.Stats(i); s.Used > s.Capacity {
+			return fmt.Errorf("partition %d uses %d of %d bytes", i, s.Used, s.Capacity)
+		}
+	}
+	res.checks++
+	if res.checks%4096 == 0 {
+		return e.Check(false)
+	}
+	return nil
+}

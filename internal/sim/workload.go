@@ -1,0 +1,117 @@
+package sim
+
+import (
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/hearth-run/hearth/internal/trace"
+)
+
+// MiB is a mebibyte in bytes.
+const MiB = 1 << 20
+
+// Func describes one function of a workload.
+type Func struct {
+	Size int64         // container memory in bytes
+	Cold time.Duration // cold-start cost added to a cold invocation
+}
+
+// Source yields invocations in non-decreasing arrival order;
+// *trace.Generator is one.
+type Source interface {
+	Next(inv *trace.Invocation) bool
+}
+
+// Workload is what a simulation replays.
+type Workload struct {
+	Funcs []Func
+	// Open returns a fresh Source positioned at the first invocation; it is
+	// called once per simulated point, possibly concurrently.
+	Open func() Source
+	// Total is the number of invocations a Source yields, for progress and
+	// checks; 0 if unknown.
+	Total int64
+	// Duration is the trace's length; memory samples cover it. 0 means up
+	// to the last arrival.
+	Duration time.Duration
+}
+
+// ColdModel chooses each function's cold-start cost.
+type ColdModel struct {
+	// Fixed, if positive, is the cold cost of every function. Otherwise the
+	// cost is FaasCache-style: maximum minus average execution time.
+	Fixed time.Duration
+}
+
+// Cost returns the cold cost of a function with durations d.
+func (m ColdModel) Cost(d trace.Durations) time.Duration {
+	if m.Fixed > 0 {
+		return m.Fixed
+	}
+	return time.Duration(max(d.Max-d.Avg, 0) * float64(time.Millisecond))
+}
+
+// FromTrace builds a workload from a 2019-format trace: sizes from the
+// average allocated memory (at least 1 MiB), cold costs from m, arrivals
+// from the trace generator with the given model and seed.
+func FromTrace(t *trace.Trace, model trace.Arrival, seed int64, m ColdModel) (Workload, error) {
+	if t == nil || len(t.Functions) == 0 {
+		return Workload{}, fmt.Errorf("empty trace: %w", ErrConfig)
+	}
+	w := Workload{
+		Funcs:    make([]Func, len(t.Functions)),
+		Open:     func() Source { return trace.NewGenerator(t, model, seed) },
+		Total:    t.Invocations(),
+		Duration: time.Duration(t.Minutes) * time.Minute,
+	}
+	for i := range t.Functions {
+		f := &t.Functions[i]
+		if math.IsNaN(f.MemMB) || f.MemMB < 0 {
+			return Workload{}, fmt.Errorf("function %s: memory %v MB: %w", f.Hash, f.MemMB, ErrConfig)
+		}
+		w.Funcs[i] = Func{Size: max(int64(math.Round(f.MemMB*MiB)), MiB), Cold: m.Cost(f.Dur)}
+	}
+	return w, nil
+}
+
+// sliceSource replays a fixed list of invocations.
+type sliceSource struct {
+	invs []trace.Invocation
+	i    int
+}
+
+func (s *sliceSource) Next(inv *trace.Invocation) bool {
+	if s.i >= len(s.invs) {
+		return false
+	}
+	*inv = s.invs[s.i]
+	s.i++
+	return true
+}
+
+// FromInvocations builds a workload replaying invs (sorted by At), for
+// hand-made traces and the 2021 invocation-level trace.
+func FromInvocations(funcs []Func, invs []trace.Invocation) (Workload, error) {
+	for i := range invs {
+		if f := invs[i].Func; f < 0 || int(f) >= len(funcs) {
+			return Workload{}, fmt.Errorf("invocation %d: function %d of %d: %w", i, f, len(funcs), ErrConfig)
+		}
+		if i > 0 && invs[i].At < invs[i-1].At {
+			return Workload{}, fmt.Errorf("invocation %d at %v before the previous one: %w", i, invs[i].At, ErrConfig)
+		}
+		if invs[i].Exec < 0 {
+			return Workload{}, fmt.Errorf("invocation %d: negative execution time: %w", i, ErrConfig)
+		}
+	}
+	var d time.Duration
+	if n := len(invs); n > 0 {
+		d = invs[n-1].At
+	}
+	return Workload{
+		Funcs:    funcs,
+		Open:     func() Source { return &sliceSource{invs: invs} },
+		Total:    int64(len(invs)),
+		Duration: d,
+	}, nil
+}

@@ -27,6 +27,7 @@ type Generator struct {
 	minute int        // next minute to expand
 	total  int64
 
+	samp    []sampler       // per function
 	buf     []time.Duration // arrival times of the current minute, by function
 	scratch []float64
 	heap    []cursor // min-heap over the functions active this minute
@@ -81,6 +82,10 @@ func NewGenerator(t *Trace, model Arrival, seed int64) *Generator {
 		g.scratch = make([]float64, maxCount)
 	}
 	g.heap = make([]cursor, 0, len(t.Functions))
+	g.samp = make([]sampler, len(t.Functions))
+	for i := range t.Functions {
+		g.samp[i] = newSampler(t.Functions[i].Dur)
+	}
 	return g
 }
 
@@ -100,7 +105,7 @@ func (g *Generator) Next(inv *Invocation) bool {
 	top := h[0]
 	inv.Func = top.fn
 	inv.At = top.at
-	inv.Exec = SampleDuration(g.exec, g.t.Functions[top.fn].Dur)
+	inv.Exec = g.samp[top.fn].at(g.exec.Float64() * 100)
 
 	if top.pos+1 < top.end {
 		h[0].pos++

@@ -40,3 +40,48 @@ func (d Durations) quantile(q float64) float64 {
 func msToDuration(ms float64) time.Duration {
 	return time.Duration(ms*1e6 + 0.5)
 }
+
+// knots are the percentiles that Durations gives, in order.
+var knots = [7]float64{0, 1, 25, 50, 75, 99, 100}
+
+// segOf maps floor(q) for q in [0, 100) to the index of the CDF segment
+// that contains q. It is a constant lookup table.
+var segOf = func() (s [100]uint8) {
+	for q := range s {
+		for k := 1; k < len(knots); k++ {
+			if float64(q) >= knots[k] {
+				s[q] = uint8(k)
+			}
+		}
+	}
+	return s
+}()
+
+// sampler is a Durations precomputed for fast inverse-CDF sampling: on
+// segment k the value in ns is a[k] + b[k]*q. It gives the same result as
+// quantile up to floating-point rounding, without branches that the CPU
+// would mispredict on random quantiles.
+type sampler struct {
+	a, b   [6]float64
+	lo, hi float64 // P0 and P100 in ns, to clamp rounding
+}
+
+func newSampler(d Durations) sampler {
+	v := [7]float64{d.P0, d.P1, d.P25, d.P50, d.P75, d.P99, d.P100}
+	var s sampler
+	for k := range 6 {
+		slope := (v[k+1] - v[k]) * 1e6 / (knots[k+1] - knots[k])
+		s.b[k] = slope
+		s.a[k] = v[k]*1e6 - slope*knots[k]
+	}
+	s.lo, s.hi = v[0]*1e6, max(v[0], v[6])*1e6
+	return s
+}
+
+// at returns the execution time at quantile q in [0, 100).
+func (s *sampler) at(q float64) time.Duration {
+	i := min(int(q), 99)
+	k := segOf[i]
+	ns := s.a[k] + s.b[k]*q
+	return time.Duration(min(max(ns, s.lo), s.hi) + 0.5)
+}

@@ -77,3 +77,38 @@ func TestSampleDurationDegenerate(t *testing.T) {
 		}
 	}
 }
+
+// TestSamplerMatchesQuantile checks that the generator's precomputed
+// sampler agrees with SampleDuration's interpolation to the nanosecond.
+func TestSamplerMatchesQuantile(t *testing.T) {
+	tr := loadReal(t, "sample100-min480-959")
+	r := rand.New(rand.NewSource(2))
+	qs := []float64{0, 0.999, 1, 24.5, 25, 49.99, 50, 74, 75, 98.9, 99, 99.999999}
+	for i, f := range tr.Functions {
+		s := newSampler(f.Dur)
+		for k := range 500 {
+			q := r.Float64() * 100
+			if k < len(qs) {
+				q = qs[k]
+			}
+			got, want := s.at(q), msToDuration(f.Dur.quantile(q))
+			if d := got - want; d < -1 || d > 1 {
+				t.Fatalf("function %d q=%v: sampler %v, quantile %v", i, q, got, want)
+			}
+		}
+	}
+}
+
+// TestGeneratorExecBounds checks the generator's execution times on a
+// real excerpt stay within each function's [P0, P100].
+func TestGeneratorExecBounds(t *testing.T) {
+	tr := loadReal(t, "sample100-min480-959")
+	g := NewGenerator(tr, Uniform, 3)
+	var inv Invocation
+	for g.Next(&inv) {
+		d := tr.Functions[inv.Func].Dur
+		if inv.Exec < msToDuration(d.P0) || inv.Exec > msToDuration(d.P100) {
+			t.Fatalf("exec %v outside [%v, %v] ms", inv.Exec, d.P0, d.P100)
+		}
+	}
+}

@@ -1,0 +1,676 @@
+package cgroup
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// hybridV2 is this kind of host's controller-less cgroup2 mount. On it, v2
+// freeze, kill and attach are real while limits are unavailable.
+const hybridV2 = "/sys/fs/cgroup/unified"
+
+func requireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to create cgroups")
+	}
+}
+
+type modeCase struct {
+	name string
+	opts []Option
+}
+
+// modes lists the cgroup setups to test on this host: the detected one and,
+// on a hybrid host, the cgroup2 side too.
+func modes(t *testing.T) []modeCase {
+	requireRoot(t)
+	cs := []modeCase{{name: "detected"}}
+	if isFS(hybridV2, unix.CGROUP2_SUPER_MAGIC) {
+		cs = append(cs, modeCase{name: "v2-hybrid", opts: []Option{WithMode(V2), WithRoot(hybridV2)}})
+	}
+	return cs
+}
+
+func testParent(t testing.TB) string {
+	n := strings.NewReplacer("/", "-", "#", "-").Replace(t.Name())
+	return fmt.Sprintf("hearth-test-%d-%s", os.Getpid(), n)
+}
+
+// newManager makes a manager with a parent unique to the test and checks
+// at clean-up that Close left nothing behind.
+func newManager(t testing.TB, opts ...Option) *Manager {
+	t.Helper()
+	m, err := NewManager(testParent(t), opts...)
+	if err != nil {
+		t.Fatalf("NewManager: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := m.Close(ctx); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+		for _, d := range m.Dirs() {
+			if _, err := os.Stat(d); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("parent %s left behind (stat: %v)", d, err)
+				removeTree(ctx, d)
+			}
+		}
+	})
+	return m
+}
+
+func create(t testing.TB, m *Manager, name string, lim Limits) *Group {
+	t.Helper()
+	g, err := m.Create(name, lim)
+	if err != nil {
+		t.Fatalf("Create(%s): %v", name, err)
+	}
+	return g
+}
+
+// start runs a command that joins g before exec, through the descriptors
+// from ProcsFiles, the way a zygote child will.
+func start(t testing.TB, g *Group, args ...string) *proc {
+	t.Helper()
+	fs, err := g.ProcsFiles()
+	if err != nil {
+		t.Fatalf("ProcsFiles: %v", err)
+	}
+	defer func() {
+		for _, f := range fs {
+			f.Close()
+		}
+	}()
+	var join strings.Builder
+	for i := range fs {
+		fmt.Fprintf(&join, "echo 0 >&%d || exit 99; ", 3+i)
+	}
+	cmd := exec.Command("/bin/sh", append([]string{"-c", join.String() + `exec "$@"`, "sh"}, args...)...)
+	cmd.ExtraFiles = fs
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting %v: %v", args, err)
+	}
+	p := &proc{Pid: cmd.Process.Pid, done: make(chan struct{})}
+	go func() { p.err = cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-p.done
+	})
+	// Wait until it has joined: its pid is listed in the group.
+	waitFor(t, 5*time.Second, func() bool {
+		pids, _ := g.Pids()
+		return slices.Contains(pids, p.Pid)
+	})
+	return p
+}
+
+// proc is a started process whose exit is collected in the background.
+type proc struct {
+	Pid  int
+	done chan struct{}
+	err  error
+}
+
+// killed waits up to 10 s for p to exit and reports whether SIGKILL ended it.
+func (p *proc) killed(t testing.TB) bool {
+	t.Helper()
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("pid %d did not exit", p.Pid)
+	}
+	var ee *exec.ExitError
+	if !errors.As(p.err, &ee) {
+		return false
+	}
+	ws, _ := ee.Sys().(syscall.WaitStatus)
+	return ws.Signal() == syscall.SIGKILL
+}
+
+func waitFor(t testing.TB, d time.Duration, cond func() bool) {
+	t.Helper()
+	end := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(end) {
+			t.Fatalf("condition not met within %v", d)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func readFile(t testing.TB, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// hasLimits reports whether memory, pids and cpu limits work in m.
+func hasLimits(m *Manager) bool {
+	return m.mode == V1 || (m.enabled["memory"] && m.enabled["pids"] && m.enabled["cpu"])
+}
+
+func ctxT(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestNewManagerBadInput(t *testing.T) {
+	requireRoot(t)
+	tests := []struct {
+		parent string
+		opts   []Option
+		want   error
+	}{
+		{"", nil, ErrBadName},
+		{"/abs", nil, ErrBadName},
+		{"a/../b", nil, ErrBadName},
+		{"a//b", nil, ErrBadName},
+		{"..", nil, ErrBadName},
+		{"ok", []Option{WithMode("v3")}, ErrBadMode},
+		{"ok", []Option{WithRoot(t.TempDir())}, ErrNoCgroups},
+	}
+	for _, tt := range tests {
+		t.Run(tt.parent, func(t *testing.T) {
+			m, err := NewManager(tt.parent, tt.opts...)
+			if !errors.Is(err, tt.want) {
+				if m != nil {
+					m.Close(context.Background())
+				}
+				t.Fatalf("NewManager(%q) = %v, want %v", tt.parent, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestDetect(t *testing.T) {
+	requireRoot(t)
+	m := newManager(t)
+	want := V1
+	if isFS(DefaultRoot, unix.CGROUP2_SUPER_MAGIC) {
+		want = V2
+	}
+	if m.Mode() != want {
+		t.Errorf("Mode() = %q, want %q", m.Mode(), want)
+	}
+	if want == V1 {
+		if len(m.Dirs()) < 1 || len(m.Dirs()) > 4 {
+			t.Errorf("v1 parent in %d hierarchies, want 1..4: %v", len(m.Dirs()), m.Dirs())
+		}
+		// Only the four needed hierarchies get a directory.
+		for _, c := range []string{"blkio", "devices", "cpuset", "perf_event"} {
+			d := filepath.Join(DefaultRoot, c, m.Parent())
+			if _, err := os.Stat(d); err == nil {
+				t.Errorf("parent created in unneeded hierarchy %s", d)
+			}
+		}
+	}
+}
+
+func TestCreateBadInput(t *testing.T) {
+	for _, mc := range modes(t) {
+		t.Run(mc.name, func(t *testing.T) {
+			m := newManager(t, mc.opts...)
+			create(t, m, "dup", Limits{})
+			tests := []struct {
+				name string
+				lim  Limits
+				want error
+			}{
+				{"", Limits{}, ErrBadName},
+				{"..", Limits{}, ErrBadName},
+				{".hidden", Limits{}, ErrBadName},
+				{"a/b", Limits{}, ErrBadName},
+				{"sp ace", Limits{}, ErrBadName},
+				{strings.Repeat("x", 256), Limits{}, ErrBadName},
+				{"negmem", Limits{MemoryBytes: -1}, ErrBadLimits},
+				{"negpids", Limits{Pids: -1}, ErrBadLimits},
+				{"weight", Limits{CPUWeight: 10001}, ErrBadLimits},
+				{"dup", Limits{}, ErrExists},
+			}
+			for _, tt := range tests {
+				t.Run(tt.name, func(t *testing.T) {
+					g, err := m.Create(tt.name, tt.lim)
+					if !errors.Is(err, tt.want) {
+						t.Fatalf("Create(%q, %+v) = %v, want %v", tt.name, tt.lim, err, tt.want)
+					}
+					if g != nil {
+						t.Fatal("non-nil group on error")
+					}
+				})
+			}
+			if _, err := m.Create("bad", Limits{Pids: -5}); err == nil {
+				t.Fatal("no error")
+			}
+			for _, d := range m.dirs("bad") {
+				if _, err := os.Stat(d); err == nil {
+					t.Errorf("failed Create left %s", d)
+				}
+			}
+		})
+	}
+}
+
+func TestCreateLimits(t *testing.T) {
+	requireRoot(t)
+	m := newManager(t)
+	if !hasLimits(m) {
+		t.Fatalf("detected mode %s has no memory/pids/cpu controllers", m.Mode())
+	}
+	tests := []struct {
+		name string
+		lim  Limits
+		// expected file contents: v1 and v2
+		v1, v2 map[string]string
+	}{
+		{
+			name: "limits",
+			lim:  Limits{MemoryBytes: 64 << 20, Pids: 64, CPUWeight: 50},
+			v1:   map[string]string{"memory.limit_in_bytes": "67108864", "pids.max": "64", "cpu.shares": "512"},
+			v2:   map[string]string{"memory.max": "67108864", "pids.max": "64", "cpu.weight": "50"},
+		},
+		{
+			name: "tiny-weight",
+			lim:  Limits{MemoryBytes: 1 << 30, Pids: 1, CPUWeight: 1},
+			v1:   map[string]string{"memory.limit_in_bytes": "1073741824", "pids.max": "1", "cpu.shares": "10"},
+			v2:   map[string]string{"memory.max": "1073741824", "pids.max": "1", "cpu.weight": "1"},
+		},
+		{
+			name: "none",
+			lim:  Limits{},
+			v1:   map[string]string{"memory.limit_in_bytes": "9223372036854771712", "pids.max": "max", "cpu.shares": "1024"},
+			v2:   map[string]string{"memory.max": "max", "pids.max": "max", "cpu.weight": "100"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := create(t, m, tt.name, tt.lim)
+			t.Cleanup(func() { g.Delete(context.Background()) })
+			want := tt.v1
+			if m.Mode() == V2 {
+				want = tt.v2
+			}
+			for file, val := range want {
+				found := false
+				for _, d := range g.Dirs() {
+					if b, err := os.ReadFile(filepath.Join(d, file)); err == nil {
+						found = true
+						if got := strings.TrimSpace(string(b)); got != val {
+							t.Errorf("%s = %q, want %q", file, got, val)
+						}
+					}
+				}
+				if !found {
+					t.Errorf("%s not found in %v", file, g.Dirs())
+				}
+			}
+			if g.MemoryLimit() != tt.lim.MemoryBytes {
+				t.Errorf("MemoryLimit() = %d, want %d", g.MemoryLimit(), tt.lim.MemoryBytes)
+			}
+			if m.swap && tt.lim.MemoryBytes > 0 {
+				file, val := "memory.memsw.limit_in_bytes", strconv.FormatInt(tt.lim.MemoryBytes, 10)
+				if m.Mode() == V2 {
+					file, val = "memory.swap.max", "0"
+				}
+				if got := readFile(t, filepath.Join(g.dirs[m.mem], file)); got != val {
+					t.Errorf("%s = %q, want %q", file, got, val)
+				}
+			}
+		})
+	}
+}
+
+func TestAddAndPids(t *testing.T) {
+	for _, mc := range modes(t) {
+		t.Run(mc.name, func(t *testing.T) {
+			ctx := ctxT(t)
+			m := newManager(t, mc.opts...)
+			g := create(t, m, "add", Limits{})
+			cmd := exec.Command("/bin/sleep", "60")
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+			if err := g.Add(cmd.Process.Pid); err != nil {
+				t.Fatalf("Add: %v", err)
+			}
+			p, err := g.Pids()
+			if err != nil || !slices.Equal(p, []int{cmd.Process.Pid}) {
+				t.Fatalf("Pids() = %v, %v; want [%d]", p, err, cmd.Process.Pid)
+			}
+			// The kernel agrees: every hierarchy lists the new path.
+			cg := readFile(t, fmt.Sprintf("/proc/%d/cgroup", cmd.Process.Pid))
+			want := "/" + m.Parent() + "/add"
+			if n := strings.Count(cg, ":"+want+"\n") + strings.Count(cg+"\n", ":"+want+"\n"); n < len(g.Dirs()) {
+				t.Errorf("/proc/pid/cgroup lists %s in fewer than %d hierarchies:\n%s", want, len(g.Dirs()), cg)
+			}
+			// A child joining through ProcsFiles lands in the group too.
+			c2 := start(t, g, "/bin/sleep", "60")
+			p, _ = g.Pids()
+			if len(p) != 2 || !slices.Contains(p, c2.Pid) {
+				t.Errorf("Pids() = %v, want both %d and %d", p, cmd.Process.Pid, c2.Pid)
+			}
+			if err := g.Add(0); err == nil {
+				t.Error("Add(0) succeeded")
+			}
+			if err := g.Delete(ctx); err != nil {
+				t.Fatalf("Delete: %v", err)
+			}
+			if err := cmd.Wait(); err == nil || cmd.ProcessState.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+				t.Errorf("process not killed by Delete: %v", err)
+			}
+			for _, d := range g.Dirs() {
+				if _, err := os.Stat(d); !errors.Is(err, os.ErrNotExist) {
+					t.Errorf("%s still exists after Delete", d)
+				}
+			}
+			if err := g.Add(os.Getpid()); !errors.Is(err, ErrDeleted) {
+				t.Errorf("Add after Delete = %v, want ErrDeleted", err)
+			}
+			if err := g.Delete(ctx); err != nil {
+				t.Errorf("second Delete: %v", err)
+			}
+		})
+	}
+}
+
+func TestOOMKill(t *testing.T) {
+	requireRoot(t)
+	ctx := ctxT(t)
+	m := newManager(t)
+	if !hasLimits(m) {
+		t.Fatalf("mode %s has no memory controller", m.Mode())
+	}
+	g := create(t, m, "oom", Limits{MemoryBytes: 32 << 20, Pids: 16})
+	t.Cleanup(func() { g.Delete(ctx) })
+	if n, err := g.OOMKills(); err != nil || n != 0 {
+		t.Fatalf("OOMKills() before = %d, %v; want 0", n, err)
+	}
+	cmd := start(t, g, "/usr/bin/python3", "-S", "-c", "import time; time.sleep(0.2); b = bytearray(200 << 20); print('survived')")
+	if !cmd.killed(t) {
+		t.Fatalf("memory hog ended with %v, want SIGKILL", cmd.err)
+	}
+	n, err := g.OOMKills()
+	if err != nil || n < 1 {
+		t.Fatalf("OOMKills() = %d, %v; want >= 1", n, err)
+	}
+	if u, err := g.MemoryUsage(); err != nil || u > 32<<20 {
+		t.Errorf("MemoryUsage() = %d, %v; want <= 32 MiB", u, err)
+	}
+}
+
+func TestMemoryUsage(t *testing.T) {
+	requireRoot(t)
+	m := newManager(t)
+	g := create(t, m, "mem", Limits{MemoryBytes: 256 << 20})
+	start(t, g, "/usr/bin/python3", "-S", "-c", "import time; b = bytearray(40 << 20); time.sleep(60)")
+	waitFor(t, 10*time.Second, func() bool {
+		u, _ := g.MemoryUsage()
+		return u >= 40<<20
+	})
+	total, err := m.Usage()
+	if err != nil || total < 40<<20 {
+		t.Errorf("Manager.Usage() = %d, %v; want >= 40 MiB", total, err)
+	}
+}
+
+func TestPidsLimitContainsForkBomb(t *testing.T) {
+	requireRoot(t)
+	ctx := ctxT(t)
+	m := newManager(t)
+	if !hasLimits(m) {
+		t.Fatalf("mode %s has no pids controller", m.Mode())
+	}
+	const limit = 12
+	g := create(t, m, "bomb", Limits{Pids: limit})
+	start(t, g, "/bin/sh", "-c", "while :; do sleep 30 & done 2>/dev/null")
+	events := filepath.Join(g.dirs[2%len(g.dirs)], "pids.events")
+	if m.Mode() == V2 {
+		events = filepath.Join(g.dirs[0], "pids.events")
+	} else {
+		for _, d := range g.dirs {
+			if _, err := os.Stat(filepath.Join(d, "pids.events")); err == nil {
+				events = filepath.Join(d, "pids.events")
+			}
+		}
+	}
+	// The kernel refused forks at the limit.
+	waitFor(t, 10*time.Second, func() bool {
+		b, _ := os.ReadFile(events)
+		n, err := parseKey(b, "max", events)
+		return err == nil && n > 0
+	})
+	p, err := g.Pids()
+	if err != nil || len(p) > limit || len(p) < limit/2 {
+		t.Errorf("Pids() = %d pids, %v; want between %d and %d", len(p), err, limit/2, limit)
+	}
+	if err := g.Kill(ctx); err != nil {
+		t.Fatalf("Kill: %v", err)
+	}
+	if p, _ := g.Pids(); len(p) != 0 {
+		t.Errorf("after Kill: %v", p)
+	}
+}
+
+// cpuTicks returns utime+stime of pid.
+func cpuTicks(t testing.TB, pid int) int {
+	s := readFile(t, fmt.Sprintf("/proc/%d/stat", pid))
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	u, _ := strconv.Atoi(f[11])
+	k, _ := strconv.Atoi(f[12])
+	return u + k
+}
+
+func TestFreezeThaw(t *testing.T) {
+	for _, mc := range modes(t) {
+		t.Run(mc.name, func(t *testing.T) {
+			ctx := ctxT(t)
+			m := newManager(t, mc.opts...)
+			g := create(t, m, "freeze", Limits{})
+			cmd := start(t, g, "/bin/sh", "-c", "while :; do :; done")
+			pid := cmd.Pid
+			if err := g.Freeze(ctx); err != nil {
+				t.Fatalf("Freeze: %v", err)
+			}
+			a := cpuTicks(t, pid)
+			time.Sleep(300 * time.Millisecond)
+			if b := cpuTicks(t, pid); b != a {
+				t.Errorf("frozen process used CPU: %d -> %d ticks", a, b)
+			}
+			if err := g.Freeze(ctx); err != nil {
+				t.Fatalf("second Freeze: %v", err)
+			}
+			if err := g.Thaw(ctx); err != nil {
+				t.Fatalf("Thaw: %v", err)
+			}
+			a = cpuTicks(t, pid)
+			time.Sleep(300 * time.Millisecond)
+			if b := cpuTicks(t, pid); b <= a {
+				t.Errorf("thawed process used no CPU: %d -> %d ticks", a, b)
+			}
+		})
+	}
+}
+
+func TestKillFrozen(t *testing.T) {
+	for _, mc := range modes(t) {
+		t.Run(mc.name, func(t *testing.T) {
+			ctx := ctxT(t)
+			m := newManager(t, mc.opts...)
+			g := create(t, m, "kill", Limits{})
+			cmd := start(t, g, "/bin/sh", "-c", "sleep 60 & sleep 60 & while :; do :; done")
+			waitFor(t, 5*time.Second, func() bool { p, _ := g.Pids(); return len(p) == 3 })
+			if err := g.Freeze(ctx); err != nil {
+				t.Fatalf("Freeze: %v", err)
+			}
+			if err := g.Kill(ctx); err != nil {
+				t.Fatalf("Kill: %v", err)
+			}
+			if p, err := g.Pids(); err != nil || len(p) != 0 {
+				t.Fatalf("Pids() after Kill = %v, %v", p, err)
+			}
+			if !cmd.killed(t) {
+				t.Errorf("main process: %v, want SIGKILL", cmd.err)
+			}
+			// Kill leaves the group thawed and usable.
+			c := start(t, g, "/bin/sh", "-c", "while :; do :; done")
+			a := cpuTicks(t, c.Pid)
+			time.Sleep(200 * time.Millisecond)
+			if b := cpuTicks(t, c.Pid); b <= a {
+				t.Errorf("process started after Kill does not run: %d -> %d", a, b)
+			}
+			if err := g.Kill(ctx); err != nil {
+				t.Fatal(err)
+			}
+			// Killing an empty group is a no-op.
+			if err := g.Kill(ctx); err != nil {
+				t.Fatalf("Kill empty: %v", err)
+			}
+		})
+	}
+}
+
+func TestSweepAfterCrash(t *testing.T) {
+	for _, mc := range modes(t) {
+		t.Run(mc.name, func(t *testing.T) {
+			ctx := ctxT(t)
+			// The "crashed" worker: groups with processes, one frozen, one
+			// with a nested group, and the manager dropped without Close.
+			old, err := NewManager(testParent(t), mc.opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var cmds []*proc
+			for i := range 3 {
+				g := create(t, old, fmt.Sprintf("sb%d", i), Limits{})
+				cmds = append(cmds, start(t, g, "/bin/sleep", "60"))
+				if i == 1 {
+					if err := g.Freeze(ctx); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if i == 2 {
+					if err := os.Mkdir(filepath.Join(g.dirs[0], "nested"), 0o755); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			m := newManager(t, mc.opts...)
+			own := create(t, m, "mine", Limits{})
+			n, err := m.Sweep(ctx)
+			if err != nil || n != 3 {
+				t.Fatalf("Sweep() = %d, %v; want 3", n, err)
+			}
+			for i, c := range cmds {
+				if !c.killed(t) {
+					t.Errorf("sb%d process: %v, want SIGKILL", i, c.err)
+				}
+			}
+			for _, d := range m.Dirs() {
+				ents, _ := os.ReadDir(d)
+				for _, e := range ents {
+					if e.IsDir() && e.Name() != "mine" {
+						t.Errorf("left after Sweep: %s/%s", d, e.Name())
+					}
+				}
+			}
+			if _, err := os.Stat(own.dirs[0]); err != nil {
+				t.Errorf("Sweep removed the manager's own group: %v", err)
+			}
+			if n, err := m.Sweep(ctx); err != nil || n != 0 {
+				t.Errorf("second Sweep() = %d, %v; want 0", n, err)
+			}
+		})
+	}
+}
+
+func TestCloseLeavesNothing(t *testing.T) {
+	for _, mc := range modes(t) {
+		t.Run(mc.name, func(t *testing.T) {
+			ctx := ctxT(t)
+			m, err := NewManager(testParent(t), mc.opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range 3 {
+				g := create(t, m, fmt.Sprintf("g%d", i), Limits{})
+				if i > 0 {
+					start(t, g, "/bin/sleep", "60")
+				}
+				if i == 2 {
+					g.Freeze(ctx)
+				}
+			}
+			if err := m.Close(ctx); err != nil {
+				t.Fatalf("Close: %v", err)
+			}
+			for _, d := range m.Dirs() {
+				if _, err := os.Stat(d); !errors.Is(err, os.ErrNotExist) {
+					t.Errorf("%s left after Close", d)
+				}
+			}
+		})
+	}
+}
+
+func TestV2WithoutControllers(t *testing.T) {
+	requireRoot(t)
+	if !isFS(hybridV2, unix.CGROUP2_SUPER_MAGIC) {
+		t.Skip("no hybrid cgroup2 mount on this host")
+	}
+	if b, _ := os.ReadFile(filepath.Join(hybridV2, "cgroup.controllers")); hasWord(string(b), "memory") {
+		t.Skip("the hybrid cgroup2 mount has controllers")
+	}
+	m := newManager(t, WithMode(V2), WithRoot(hybridV2))
+	for _, lim := range []Limits{{MemoryBytes: 1 << 20}, {Pids: 3}, {CPUWeight: 10}} {
+		if _, err := m.Create("lim", lim); !errors.Is(err, ErrNoController) {
+			t.Errorf("Create with %+v = %v, want ErrNoController", lim, err)
+		}
+	}
+	g := create(t, m, "plain", Limits{})
+	if _, err := g.OOMKills(); !errors.Is(err, ErrNoController) {
+		t.Errorf("OOMKills() = %v, want ErrNoController", err)
+	}
+	if _, err := g.MemoryUsage(); !errors.Is(err, ErrNoController) {
+		t.Errorf("MemoryUsage() = %v, want ErrNoController", err)
+	}
+}
+
+func TestParseKey(t *testing.T) {
+	tests := []struct {
+		in, key string
+		want    uint64
+		ok      bool
+	}{
+		{"oom_kill_disable 0\nunder_oom 0\noom_kill 3\n", "oom_kill", 3, true},
+		{"low 0\nhigh 0\nmax 7\noom 2\noom_kill 2\noom_group_kill 0\n", "oom_kill", 2, true},
+		{"low 0\nmax 7\n", "oom_kill", 0, false},
+		{"oom_kill x\n", "oom_kill", 0, false},
+		{"", "max", 0, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.key, func(t *testing.T) {
+			got, err := parseKey([]byte(tt.in), tt.key, "f")
+			if (err == nil) != tt.ok || got != tt.want {
+				t.Errorf("parseKey(%q, %q) = %d, %v; want %d, ok=%v", tt.in, tt.key, got, err, tt.want, tt.ok)
+			}
+		})
+	}
+}

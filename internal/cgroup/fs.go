@@ -1,0 +1,227 @@
+package cgroup
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// writeFile writes s to an existing cgroupfs file. Unlike os.WriteFile it
+// never creates the file, so a missing controller file is reported as such.
+func writeFile(path, s string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteString(s)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("writing %q to %s: %w", s, path, err)
+	}
+	return nil
+}
+
+// readUint reads a file holding a single unsigned number ("max" reads as
+// the largest uint64).
+func readUint(path string) (uint64, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	s := strings.TrimSpace(string(b))
+	if s == "max" {
+		return ^uint64(0), nil
+	}
+	v, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("parsing %s: %w", path, err)
+	}
+	return v, nil
+}
+
+// readKey reads the value of key from a flat "key value" file such as
+// memory.events (v2) or memory.oom_control (v1).
+func readKey(path, key string) (uint64, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	return parseKey(b, key, path)
+}
+
+func parseKey(b []byte, key, path string) (uint64, error) {
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), " ")
+		if !ok || k != key {
+			continue
+		}
+		n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("parsing %s in %s: %w", key, path, err)
+		}
+		return n, nil
+	}
+	return 0, fmt.Errorf("no %s in %s", key, path)
+}
+
+// readProcs lists the pids in dir/cgroup.procs.
+func readProcs(dir string) ([]int, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+	if err != nil {
+		return nil, err
+	}
+	var pids []int
+	for _, f := range strings.Fields(string(b)) {
+		p, err := strconv.Atoi(f)
+		if err != nil {
+			return nil, fmt.Errorf("parsing cgroup.procs in %s: %w", dir, err)
+		}
+		pids = append(pids, p)
+	}
+	return pids, nil
+}
+
+// procsUnion lists the pids in any of dirs, sorted and without duplicates.
+// A missing dir counts as empty.
+func procsUnion(dirs []string) ([]int, error) {
+	var all []int
+	for _, d := range dirs {
+		p, err := readProcs(d)
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				continue
+			}
+			return nil, err
+		}
+		all = append(all, p...)
+	}
+	slices.Sort(all)
+	return slices.Compact(all), nil
+}
+
+// poll calls done until it reports true, sleeping with a short exponential
+// back-off: the kernel usually finishes a freeze or an exit within tens of
+// microseconds, so a fixed millisecond sleep would dominate the cost.
+func poll(ctx context.Context, done func() (bool, error)) error {
+	delay := 5 * time.Microsecond
+	for {
+		ok, err := done()
+		if err != nil || ok {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		time.Sleep(delay)
+		if delay < 2*time.Millisecond {
+			delay *= 2
+		}
+	}
+}
+
+// killAll sends SIGKILL to every pid, ignoring ones that are already gone.
+func killAll(pids []int) error {
+	for _, p := range pids {
+		if err := unix.Kill(p, unix.SIGKILL); err != nil && !errors.Is(err, unix.ESRCH) {
+			return fmt.Errorf("killing pid %d: %w", p, err)
+		}
+	}
+	return nil
+}
+
+// removeTree removes the cgroup directory dir and any child groups below
+// it, killing whatever still runs there. It is the slow, thorough path used
+// by Delete and Sweep; the common case is a single successful rmdir.
+func removeTree(ctx context.Context, dir string) error {
+	err := unix.Rmdir(dir)
+	if err == nil || errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	if !errors.Is(err, unix.EBUSY) && !errors.Is(err, unix.ENOTEMPTY) {
+		return fmt.Errorf("removing %s: %w", dir, err)
+	}
+	return poll(ctx, func() (bool, error) {
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				return true, nil
+			}
+			return false, fmt.Errorf("removing %s: %w", dir, err)
+		}
+		for _, e := range ents {
+			if e.IsDir() {
+				if err := removeTree(ctx, filepath.Join(dir, e.Name())); err != nil {
+					return false, err
+				}
+			}
+		}
+		pids, err := readProcs(dir)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return false, fmt.Errorf("removing %s: %w", dir, err)
+		}
+		if err := killAll(pids); err != nil {
+			return false, fmt.Errorf("removing %s: %w", dir, err)
+		}
+		err = unix.Rmdir(dir)
+		switch {
+		case err == nil || errors.Is(err, unix.ENOENT):
+			return true, nil
+		case errors.Is(err, unix.EBUSY) || errors.Is(err, unix.ENOTEMPTY):
+			return false, nil // tasks still exiting
+		default:
+			return false, fmt.Errorf("removing %s: %w", dir, err)
+		}
+	})
+}
+
+// isFS reports whether dir is the root or a directory of a file system with
+// the given magic number.
+func isFS(dir string, magic int64) bool {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return false
+	}
+	return int64(st.Type) == magic
+}
+
+// validName reports whether s can name a group: one plain path element.
+func validName(s string) bool {
+	if s == "" || len(s) > 255 || s[0] == '.' {
+		return false
+	}
+	for _, c := range []byte(s) {
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case c == '-', c == '_', c == '.', c == ':', c == '@':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// validParent reports whether s is a clean relative path of valid names.
+func validParent(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, el := range strings.Split(s, "/") {
+		if !validName(el) {
+			return false
+		}
+	}
+	return true
+}

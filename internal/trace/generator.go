@@ -50,8 +50,9 @@ const execSalt = 0x5DEECE66D
 
 // NewGenerator returns a Generator over t using the given arrival model
 // and seed. The same trace, model and seed always give the same stream.
-// Arrival times are relative to the start of minute t.FirstMinute. t must
-// not change while the Generator is in use.
+// Arrival times are relative to the start of minute t.FirstMinute. Counts
+// beyond t.Minutes and negative counts in a hand-built Trace are ignored.
+// t must not change while the Generator is in use.
 func NewGenerator(t *Trace, model Arrival, seed int64) *Generator {
 	g := &Generator{
 		t:     t,
@@ -64,7 +65,7 @@ func NewGenerator(t *Trace, model Arrival, seed int64) *Generator {
 	for m := 0; m < t.Minutes; m++ {
 		n := 0
 		for i := range t.Functions {
-			if c := t.Functions[i].Counts; m < len(c) {
+			if c := t.Functions[i].Counts; m < len(c) && c[m] > 0 {
 				n += int(c[m])
 			}
 		}
@@ -129,7 +130,7 @@ func (g *Generator) expand() {
 	off := 0
 	for i := range g.t.Functions {
 		c := g.t.Functions[i].Counts
-		if m >= len(c) || c[m] == 0 {
+		if m >= len(c) || c[m] <= 0 {
 			continue
 		}
 		n := int(c[m])

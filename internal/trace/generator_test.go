@@ -42,6 +42,9 @@ func TestEquidistantExact(t *testing.T) {
 			{0, 60 * s, 0}, {0, 60*s + 8571428571, 0}, {0, 60*s + 17142857142, 0}, {0, 60*s + 25714285714, 0},
 			{0, 60*s + 34285714285, 0}, {0, 60*s + 42857142857, 0}, {0, 60*s + 51428571428, 0}}},
 		{"empty", tiny([]int32{0, 0}), nil},
+		{"negative and extra counts ignored", &Trace{Minutes: 1, Functions: []Function{
+			{Counts: []int32{-3}}, {Counts: []int32{1, 5}, Dur: tiny([]int32{0}).Functions[0].Dur}}},
+			[]Invocation{{1, 0, 0}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
@@ -21,7 +22,12 @@ func Plot(dir string, rs []Result) ([]string, error) {
 		return nil, fmt.Errorf("nothing to plot: %w", ErrConfig)
 	}
 	var policies, splits []string
+	var ticks []plot.Tick
 	for _, r := range rs {
+		gb := float64(r.Memory) / (1 << 30)
+		if !slices.ContainsFunc(ticks, func(t plot.Tick) bool { return t.Value == gb }) {
+			ticks = append(ticks, plot.Tick{Value: gb, Label: strconv.FormatFloat(gb, 'g', 4, 64)})
+		}
 		if !slices.Contains(policies, r.Policy) {
 			policies = append(policies, r.Policy)
 		}
@@ -49,6 +55,7 @@ func Plot(dir string, rs []Result) ([]string, error) {
 		p := plot.New()
 		p.Title.Text = f.title
 		p.X.Label.Text = "memory (GB)"
+		p.X.Tick.Marker = plot.ConstantTicks(ticks)
 		p.Y.Label.Text = f.y
 		p.Y.Min = 0
 		p.Legend.Top = true

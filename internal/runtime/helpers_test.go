@@ -107,8 +107,12 @@ func start(t testing.TB, files map[string]string, o Options) *proc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ln.Close() })
+	// Like the worker, keep no copy of the listener once the runtime has
+	// it: a runtime that dies before accepting then resets the pending
+	// connection instead of leaving it queued.
+	ln.SetUnlinkOnClose(false)
 	f, err := ln.File()
+	ln.Close()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,6 +130,7 @@ func start(t testing.TB, files map[string]string, o Options) *proc {
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	f.Close()
 	go func() {
 		p.cmd.Wait()
 		close(p.done)

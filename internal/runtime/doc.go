@@ -9,7 +9,15 @@
 // working directory and an already-listening AF_UNIX stream socket as fd 3
 // (ListenFD). The runtime loads the handler once, then serves one
 // connection at a time on that socket; when a connection closes it accepts
-// the next, so a restored snapshot can be reconnected.
+// the next, so a restored snapshot can be reconnected. The caller should
+// close its own copy of the listening socket once the runtime has started:
+// then a runtime that dies before accepting resets the pending connection
+// (ErrCrashed) instead of leaving it queued until ctx ends.
+//
+// Every connection starts with a READY frame carrying the handler's
+// import time, or a LOAD-ERROR frame; a runtime whose handler failed to
+// load stays up and answers every invocation with that error, as Lambda
+// does.
 //
 // The wire protocol is length-prefixed binary frames (see hearthrt.py):
 // no HTTP parsing and no process per call. It never touches the handler's

@@ -68,9 +68,8 @@ def setup_path(environ=None, code=None):
     Order: the function code (HEARTH_CODE, default /code), the standard
     library, HEARTH_PATH entries (the package install cache; before the
     base image so pinned versions win), then the Debian dist-packages
-    directories. The runtime's own
-    directory is dropped so it cannot shadow the function's modules.
-    .pth files are not processed.
+    directories. The runtime's own directory is dropped so it cannot
+    shadow the function's modules. .pth files are not processed.
     """
     if environ is None:
         environ = posix.environ

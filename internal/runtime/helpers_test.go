@@ -94,6 +94,14 @@ func writeCode(t testing.TB, files map[string]string) string {
 // bad handlers through. Everything is torn down at cleanup.
 func start(t testing.TB, files map[string]string, o Options) *proc {
 	t.Helper()
+	argv := Argv(python)
+	argv[len(argv)-1] = filepath.Join(rtDir, Script)
+	return startArgv(t, files, o, argv)
+}
+
+// startArgv is start with a custom command line.
+func startArgv(t testing.TB, files map[string]string, o Options, argv []string) *proc {
+	t.Helper()
 	code := writeCode(t, files)
 	o.CodeDir = code
 	// Short path: unix socket names are limited to 108 bytes.
@@ -118,8 +126,6 @@ func start(t testing.TB, files map[string]string, o Options) *proc {
 	}
 	defer f.Close()
 
-	argv := Argv(python)
-	argv[len(argv)-1] = filepath.Join(rtDir, Script)
 	p := &proc{sock: sock, stdout: &syncBuf{}, stderr: &syncBuf{}, done: make(chan struct{})}
 	p.cmd = exec.Command(argv[0], argv[1:]...)
 	p.cmd.Dir = code

@@ -308,3 +308,29 @@ func TestSysPath(t *testing.T) {
 		t.Errorf("dist-packages not last: %v", got.Path)
 	}
 }
+
+// TestReuse drives the pieces a zygote child will call, with a str-keyed
+// environment instead of the process's own.
+func TestReuse(t *testing.T) {
+	driver := `import sys, posix, _socket
+sys.path.insert(0, sys.argv[1])
+import hearthrt
+assert "f" not in sys.modules
+env = {k.decode(): v.decode() for k, v in posix.environ.items()}
+hearthrt.setup_path(env)
+hearthrt.line_buffer()
+env.update(HEARTH_HANDLER="lambda_function.lambda_handler", HEARTH_FUNCTION="zz", HEARTH_REVISION="rev9")
+hearthrt.run(_socket.socket(fileno=3), env)
+`
+	p := startArgv(t, map[string]string{"lambda_function.py": lambdaSrc}, Options{Handler: "wrong.one", MemoryMB: 64},
+		[]string{python, "-S", "-B", "-c", driver, rtDir})
+	c := p.ready(t)
+	r := call(t, c, "rid", "[]")
+	var got map[string]any
+	if err := json.Unmarshal(r.Body, &got); err != nil {
+		t.Fatalf("%s %v: %v", r.Body, r.Err, err)
+	}
+	if got["name"] != "zz" || got["mem"] != "64" || got["rid"] != "rid" {
+		t.Errorf("context = %v", got)
+	}
+}

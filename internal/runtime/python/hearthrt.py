@@ -22,8 +22,9 @@ Startup cost is the product: this module imports nothing beyond what a bare
 `python3 -S` has already loaded plus the _socket and _json C modules.
 traceback and json are imported lazily, on error paths only.
 
-A zygote reuses the pieces: setup_path, then imports, then after the fork
-load and serve.
+A zygote reuses the pieces: setup_path and line_buffer, then its imports,
+then in the child after the fork run (load the handler, serve a socket).
+Importing this module only defines things and builds the JSON scanner.
 """
 
 import sys
@@ -48,10 +49,15 @@ _MAX_FRAME = 1 << 30
 
 
 def _env(environ, key, default=""):
+    """Read key from environ, keyed by bytes (posix.environ) or str."""
     v = environ.get(key.encode())
     if v is None:
-        return default
-    return v.decode("utf-8", "surrogateescape")
+        v = environ.get(key)
+        if v is None:
+            return default
+    if isinstance(v, bytes):
+        return v.decode("utf-8", "surrogateescape")
+    return v
 
 
 def _exists(p):
@@ -420,22 +426,35 @@ def serve(lsock, h, meta):
             c.close()
 
 
-def main():
-    """Entry point for server.py: path, handler, serve fd 3."""
-    environ = posix.environ
-    setup_path(environ)
-    # Lines reach the worker's log pipe as they are printed, so output
-    # survives a timeout kill; stdout is flushed after each invocation too.
+def line_buffer():
+    """Make stdout line-buffered, so lines reach the worker's log pipe as
+    they are printed and survive a timeout kill."""
     if sys.stdout is not None:
         try:
             sys.stdout.reconfigure(line_buffering=True)
         except Exception:
             pass
-    posix.set_inheritable(LISTEN_FD, False)
-    lsock = _socket.socket(fileno=LISTEN_FD)
+
+
+def run(lsock, environ=None):
+    """Load the handler named by HEARTH_HANDLER and serve lsock forever.
+
+    This is what a zygote's child calls after the fork, once sys.path
+    (setup_path) and stdout (line_buffer) are set up.
+    """
+    if environ is None:
+        environ = posix.environ
     meta = Meta(environ)
     h = load(_env(environ, "HEARTH_HANDLER", "f.f"))
     if h.err is not None:
         _log_error(h.err)
     _flush()
     serve(lsock, h, meta)
+
+
+def main():
+    """Entry point for server.py: set up, then serve fd 3."""
+    setup_path()
+    line_buffer()
+    posix.set_inheritable(LISTEN_FD, False)
+    run(_socket.socket(fileno=LISTEN_FD))

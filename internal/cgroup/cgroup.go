@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -84,12 +85,12 @@ type Manager struct {
 	parent string
 	// hiers are the distinct hierarchy mount points used (one on v2).
 	// mem and frz index the ones with memory and freezer files.
-	hiers    []string
-	mem, frz int
-	v1       cgroup1.Hierarchy // v1 only
-	v2       *cgroup2.Manager  // v1: nil; v2: the parent group
-	swap     bool              // kernel accounts swap
-	enabled  map[string]bool   // v2: controllers enabled for children
+	hiers               []string
+	mem, cpu, pids, frz int
+	v1                  cgroup1.Hierarchy // v1 only
+	v2                  *cgroup2.Manager  // v1: nil; v2: the parent group
+	swap                bool              // kernel accounts swap
+	enabled             map[string]bool   // v2: controllers enabled for children
 
 	mu     sync.Mutex
 	groups map[string]*Group // guarded by mu
@@ -186,8 +187,10 @@ func (m *Manager) initV1() error {
 			m.mem = i
 			subs = append(subs, cgroup1.NewMemory(m.root))
 		case cgroup1.Cpu:
+			m.cpu = i
 			subs = append(subs, cgroup1.NewCpu(m.root))
 		case cgroup1.Pids:
+			m.pids = i
 			subs = append(subs, cgroup1.NewPids(m.root))
 		case cgroup1.Freezer:
 			m.frz = i
@@ -322,26 +325,40 @@ func (m *Manager) Create(name string, lim Limits) (_ *Group, err error) {
 	return g, nil
 }
 
+// createV1 makes the group in each hierarchy and writes its limits.
+// Written directly: cgroup1.New stats every directory before creating it
+// and opens every file with O_CREAT|O_TRUNC, about 70 us more (a quarter of
+// the whole create+delete) for the same writes. The library still creates
+// the parent.
 func (m *Manager) createV1(g *Group, lim Limits) error {
-	res := &specs.LinuxResources{}
+	for _, d := range g.dirs[1:] {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			return err
+		}
+	}
 	if lim.MemoryBytes > 0 {
-		v := lim.MemoryBytes
-		res.Memory = &specs.LinuxMemory{Limit: &v}
+		v := strconv.FormatInt(lim.MemoryBytes, 10)
+		if err := writeFile(filepath.Join(g.dirs[m.mem], "memory.limit_in_bytes"), v); err != nil {
+			return err
+		}
 		if m.swap {
-			res.Memory.Swap = &v
+			if err := writeFile(filepath.Join(g.dirs[m.mem], "memory.memsw.limit_in_bytes"), v); err != nil {
+				return err
+			}
 		}
 	}
 	if lim.Pids > 0 {
-		v := lim.Pids
-		res.Pids = &specs.LinuxPids{Limit: &v}
+		if err := writeFile(filepath.Join(g.dirs[m.pids], "pids.max"), strconv.FormatInt(lim.Pids, 10)); err != nil {
+			return err
+		}
 	}
 	if lim.CPUWeight > 0 {
 		shares := max(lim.CPUWeight*1024/100, 2) // 2 is v1's minimum
-		res.CPU = &specs.LinuxCPU{Shares: &shares}
+		if err := writeFile(filepath.Join(g.dirs[m.cpu], "cpu.shares"), strconv.FormatUint(shares, 10)); err != nil {
+			return err
+		}
 	}
-	var err error
-	g.c1, err = cgroup1.New(cgroup1.StaticPath(filepath.Join("/", m.parent, g.name)), res, cgroup1.WithHierarchy(m.v1))
-	return err
+	return nil
 }
 
 func (m *Manager) createV2(g *Group, lim Limits) error {
@@ -480,8 +497,7 @@ type Group struct {
 	name  string
 	dirs  []string
 	limit int64
-	c1    cgroup1.Cgroup   // v1
-	c2    *cgroup2.Manager // v2
+	c2    *cgroup2.Manager // v2 only
 
 	deleted atomic.Bool
 }
@@ -505,17 +521,34 @@ func (g *Group) Add(pid int) error {
 		return fmt.Errorf("cgroup %s: adding pid %d: %w", g.name, pid, ErrBadName)
 	}
 	var err error
-	switch {
-	case g.c1 != nil:
-		err = g.c1.AddProc(uint64(pid))
-	case g.c2 != nil:
+	if g.c2 != nil {
 		err = g.c2.AddProc(uint64(pid))
-	default:
-		// A swept group has no library handle; it is never added to.
-		err = ErrDeleted
+	} else {
+		err = addV1(g.dirs, pid)
 	}
 	if err != nil {
 		return fmt.Errorf("cgroup %s: adding pid %d: %w", g.name, pid, err)
+	}
+	return nil
+}
+
+// addV1 writes pid to cgroup.procs of every hierarchy. Written directly
+// because the library needs the cgroup1.Cgroup that createV1 skips.
+func addV1(dirs []string, pid int) error {
+	s := strconv.Itoa(pid)
+	for _, d := range dirs {
+		var err error
+		for try := 0; try < 5; try++ {
+			// EINVAL: the task is still being created (TASK_NEW); runc
+			// and containerd retry too.
+			if err = writeFile(filepath.Join(d, "cgroup.procs"), s); !errors.Is(err, unix.EINVAL) {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+		if err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -592,14 +625,21 @@ func (g *Group) setFrozen(ctx context.Context, frozen bool) error {
 		val = "FROZEN"
 	}
 	state := filepath.Join(dir, "freezer.state")
+	if err := writeFile(state, val); err != nil {
+		return err
+	}
+	n := 0
 	return poll(ctx, func() (bool, error) {
-		// Rewriting retries tasks that could not be frozen on the last
-		// pass, as runc and containerd do.
-		if err := writeFile(state, val); err != nil {
-			return false, err
-		}
 		b, err := os.ReadFile(state)
-		return len(b) > 0 && string(b[:len(b)-1]) == val, err
+		if err != nil || (len(b) > 0 && string(b[:len(b)-1]) == val) {
+			return err == nil, err
+		}
+		// Now and then rewrite the state: that retries tasks that could
+		// not be frozen on the last pass, as runc and containerd do.
+		if n++; n%64 == 0 {
+			return false, writeFile(state, val)
+		}
+		return false, nil
 	})
 }
 
@@ -689,8 +729,23 @@ func (g *Group) Delete(ctx context.Context) error {
 
 // remove kills and rmdirs. Written directly: the library's Delete walks
 // and lstats every file of every hierarchy first and retries with sleeps
-// of up to 80 ms that ignore ctx.
+// of up to 80 ms that ignore ctx. The common case here is an empty group,
+// so rmdir is tried first and only a busy group is killed.
 func (g *Group) remove(ctx context.Context) error {
+	busy := false
+	for _, d := range g.dirs {
+		err := unix.Rmdir(d)
+		switch {
+		case err == nil || errors.Is(err, unix.ENOENT):
+		case errors.Is(err, unix.EBUSY) || errors.Is(err, unix.ENOTEMPTY):
+			busy = true
+		default:
+			return fmt.Errorf("removing %s: %w", d, err)
+		}
+	}
+	if !busy {
+		return nil
+	}
 	if err := g.kill(ctx); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}

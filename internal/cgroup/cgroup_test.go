@@ -440,7 +440,16 @@ func TestPidsLimitContainsForkBomb(t *testing.T) {
 	}
 	const limit = 12
 	g := create(t, m, "bomb", Limits{Pids: limit})
-	start(t, g, "/bin/sh", "-c", "while :; do sleep 30 & done 2>/dev/null")
+	// A real fork bomb: every process forks forever and retries when the
+	// kernel refuses.
+	bomb := start(t, g, "/usr/bin/python3", "-S", "-c", `
+import os, time
+while True:
+    try:
+        os.fork()
+    except OSError:
+        time.sleep(0.001)
+`)
 	events := filepath.Join(g.dirs[2%len(g.dirs)], "pids.events")
 	if m.Mode() == V2 {
 		events = filepath.Join(g.dirs[0], "pids.events")
@@ -466,6 +475,9 @@ func TestPidsLimitContainsForkBomb(t *testing.T) {
 	}
 	if p, _ := g.Pids(); len(p) != 0 {
 		t.Errorf("after Kill: %v", p)
+	}
+	if !bomb.killed(t) {
+		t.Errorf("bomb: %v, want SIGKILL", bomb.err)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -112,11 +113,13 @@ func procsUnion(dirs []string) ([]int, error) {
 	return slices.Compact(all), nil
 }
 
-// poll calls done until it reports true, sleeping with a short exponential
+// poll calls done until it reports true. It spins (yielding the
+// processor) for the first spinFor, then sleeps with an exponential
 // back-off: the kernel usually finishes a freeze or an exit within tens of
-// microseconds, so a fixed millisecond sleep would dominate the cost.
+// microseconds, and Go's shortest sleep costs about that much again.
 func poll(ctx context.Context, done func() (bool, error)) error {
-	delay := 5 * time.Microsecond
+	start := time.Now()
+	delay := 20 * time.Microsecond
 	for {
 		ok, err := done()
 		if err != nil || ok {
@@ -125,12 +128,19 @@ func poll(ctx context.Context, done func() (bool, error)) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
+		if time.Since(start) < spinFor {
+			runtime.Gosched()
+			continue
+		}
 		time.Sleep(delay)
 		if delay < 2*time.Millisecond {
 			delay *= 2
 		}
 	}
 }
+
+// spinFor is how long poll busy-waits before it starts to sleep.
+const spinFor = 200 * time.Microsecond
 
 // killAll sends SIGKILL to every pid, ignoring ones that are already gone.
 func killAll(pids []int) error {

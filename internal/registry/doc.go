@@ -1,0 +1,23 @@
+// Package registry stores deployed functions durably: their code under
+// dataDir/functions/<name>/<revision>/ and their metadata in a bbolt
+// database at dataDir/registry.db.
+//
+// A revision is the SHA-256 of the code tree (sorted relative paths, entry
+// types, normalised modes and contents), so deploying identical code twice
+// yields the same revision and the second deploy changes nothing.
+//
+// A deploy extracts into a staging directory under
+// dataDir/functions/.staging, loads and validates the function's Spec,
+// fsyncs the tree, renames it into place and only then commits the
+// metadata in one bbolt transaction. The commit is the point of no return:
+// a deploy that fails or is interrupted before it leaves the previous
+// revision serving, and Open sweeps whatever it left behind (staging
+// directories, revision directories no metadata names). After the commit
+// the previous revision's directory is removed; sandboxes that bind-mounted
+// it keep their view of the code, and a caller holding the old Function
+// should Get it again.
+//
+// A Registry is safe for concurrent use. Deploys and deletes of the same
+// name are serialised; different names proceed in parallel. Only one
+// process may open a data directory at a time (bbolt holds a file lock).
+package registry

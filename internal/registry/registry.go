@@ -1,0 +1,443 @@
+package registry
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/hearth-run/hearth/internal/archive"
+	"github.com/hearth-run/hearth/internal/function"
+)
+
+// Layout below the data directory.
+const (
+	dbFile     = "registry.db"
+	codeRoot   = "functions"
+	stagingDir = ".staging" // below codeRoot, so renames stay on one file system
+)
+
+var bucket = []byte("functions")
+
+var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+
+// ValidName reports whether name is a valid function name: 1 to 63
+// characters of a-z, 0-9, "_" and "-", starting with a letter or digit.
+func ValidName(name string) bool { return nameRE.MatchString(name) }
+
+func checkName(name string) error {
+	if !ValidName(name) {
+		return fmt.Errorf("function name %q: want 1-63 characters of a-z, 0-9, _ and -, starting with a letter or digit: %w", name, ErrInvalid)
+	}
+	return nil
+}
+
+// Options configures a Registry. The zero value is valid.
+type Options struct {
+	// CheckRequirements, if set, is called during Deploy with the
+	// function's requirement lines (only when there are some); an error
+	// fails the deploy. Typically function.CheckRequirements bound to
+	// the base image.
+	CheckRequirements func(reqs []string) error
+	// MaxBytes and MaxFiles limit uploaded code; zero means the
+	// archive package defaults (50 MB, 10000 files).
+	MaxBytes int64
+	MaxFiles int
+	// LockTimeout bounds the wait for the database file lock held by
+	// another process. Zero means one second.
+	LockTimeout time.Duration
+}
+
+// Source is code to deploy: either an archive (Archive and Size; tar.gz,
+// tar or zip) or a directory (Dir). Exactly one must be set.
+type Source struct {
+	Archive io.ReaderAt
+	Size    int64
+	Dir     string
+}
+
+// Function is a deployed function.
+type Function struct {
+	Name string `json:"name"`
+	// Revision is the full hex SHA-256 of the code tree.
+	Revision string        `json:"revision"`
+	Spec     function.Spec `json:"spec"`
+	// CodeDir holds the code, read-only by convention. It is removed when
+	// a newer revision is deployed or the function is deleted.
+	CodeDir string `json:"code_dir"`
+	// Size is the bytes of file content; Files the number of files and
+	// symlinks.
+	Size       int64     `json:"size"`
+	Files      int       `json:"files"`
+	DeployedAt time.Time `json:"deployed_at"`
+}
+
+// ShortRevision returns the first 16 hex digits of the revision, for
+// display.
+func (f Function) ShortRevision() string {
+	if len(f.Revision) > 16 {
+		return f.Revision[:16]
+	}
+	return f.Revision
+}
+
+// record is what the database stores; CodeDir is derived on read.
+type record struct {
+	Name       string        `json:"name"`
+	Revision   string        `json:"revision"`
+	Spec       function.Spec `json:"spec"`
+	Size       int64         `json:"size"`
+	Files      int           `json:"files"`
+	DeployedAt time.Time     `json:"deployed_at"`
+}
+
+// Registry stores functions. Create one with Open and Close it when done.
+type Registry struct {
+	dir  string // data directory
+	db   *bolt.DB
+	opts Options
+
+	mu    sync.Mutex           // guards locks
+	locks map[string]*nameLock // per-name deploy/delete locks
+}
+
+type nameLock struct {
+	ch   chan struct{} // holds a token while locked
+	refs int           // holders and waiters
+}
+
+// Open opens (creating if needed) the registry in dataDir and sweeps what
+// an interrupted deploy or delete left behind. The caller must Close it.
+func Open(dataDir string, opts Options) (*Registry, error) {
+	if dataDir == "" {
+		return nil, fmt.Errorf("opening registry: empty data directory")
+	}
+	if opts.LockTimeout <= 0 {
+		opts.LockTimeout = time.Second
+	}
+	r := &Registry{dir: dataDir, opts: opts, locks: map[string]*nameLock{}}
+	if err := os.MkdirAll(filepath.Join(dataDir, codeRoot), 0o755); err != nil {
+		return nil, fmt.Errorf("opening registry: %w", err)
+	}
+	db, err := bolt.Open(filepath.Join(dataDir, dbFile), 0o600, &bolt.Options{Timeout: opts.LockTimeout})
+	if err != nil {
+		if errors.Is(err, bolt.ErrTimeout) {
+			return nil, fmt.Errorf("opening registry: %s is in use by another process", filepath.Join(dataDir, dbFile))
+		}
+		return nil, fmt.Errorf("opening registry: %w", err)
+	}
+	r.db = db
+	err = db.Update(func(tx *bolt.Tx) error {
+		_, err := tx.CreateBucketIfNotExists(bucket)
+		return err
+	})
+	if err == nil {
+		err = r.sweep()
+	}
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("opening registry: %w", err)
+	}
+	return r, nil
+}
+
+// Close closes the database. Functions' code stays on disk.
+func (r *Registry) Close() error {
+	if err := r.db.Close(); err != nil {
+		return fmt.Errorf("closing registry: %w", err)
+	}
+	return nil
+}
+
+// sweep removes staging directories and code directories that no record
+// names. Only called from Open, before anything else can use r.
+func (r *Registry) sweep() error {
+	root := filepath.Join(r.dir, codeRoot)
+	if err := os.RemoveAll(filepath.Join(root, stagingDir)); err != nil {
+		return fmt.Errorf("sweeping staging: %w", err)
+	}
+	if err := os.Mkdir(filepath.Join(root, stagingDir), 0o700); err != nil {
+		return fmt.Errorf("sweeping staging: %w", err)
+	}
+	names, err := os.ReadDir(root)
+	if err != nil {
+		return fmt.Errorf("sweeping: %w", err)
+	}
+	for _, n := range names {
+		if n.Name() == stagingDir {
+			continue
+		}
+		dir := filepath.Join(root, n.Name())
+		rec, err := r.get(n.Name())
+		if errors.Is(err, ErrNotFound) || !ValidName(n.Name()) {
+			if err := os.RemoveAll(dir); err != nil {
+				return fmt.Errorf("sweeping: %w", err)
+			}
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("sweeping: %w", err)
+		}
+		revs, err := os.ReadDir(dir)
+		if err != nil {
+			return fmt.Errorf("sweeping: %w", err)
+		}
+		for _, rev := range revs {
+			if rev.Name() != rec.Revision {
+				if err := os.RemoveAll(filepath.Join(dir, rev.Name())); err != nil {
+					return fmt.Errorf("sweeping: %w", err)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func (r *Registry) codeDir(name, rev string) string {
+	return filepath.Join(r.dir, codeRoot, name, rev)
+}
+
+func (r *Registry) fn(rec record) Function {
+	return Function{
+		Name: rec.Name, Revision: rec.Revision, Spec: rec.Spec,
+		CodeDir: r.codeDir(rec.Name, rec.Revision),
+		Size:    rec.Size, Files: rec.Files, DeployedAt: rec.DeployedAt,
+	}
+}
+
+// get reads a record; ErrNotFound when absent.
+func (r *Registry) get(name string) (record, error) {
+	var rec record
+	err := r.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucket).Get([]byte(name))
+		if v == nil {
+			return fmt.Errorf("function %s: %w", name, ErrNotFound)
+		}
+		if err := json.Unmarshal(v, &rec); err != nil {
+			return fmt.Errorf("function %s: decoding metadata: %w", name, err)
+		}
+		return nil
+	})
+	return rec, err
+}
+
+// Get returns the deployed function called name.
+func (r *Registry) Get(name string) (Function, error) {
+	if err := checkName(name); err != nil {
+		return Function{}, err
+	}
+	rec, err := r.get(name)
+	if err != nil {
+		return Function{}, err
+	}
+	return r.fn(rec), nil
+}
+
+// List returns every deployed function, ordered by name.
+func (r *Registry) List() ([]Function, error) {
+	var out []Function
+	err := r.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucket).ForEach(func(k, v []byte) error {
+			var rec record
+			if err := json.Unmarshal(v, &rec); err != nil {
+				return fmt.Errorf("function %s: decoding metadata: %w", k, err)
+			}
+			out = append(out, r.fn(rec))
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listing functions: %w", err)
+	}
+	return out, nil
+}
+
+// Deploy stores the code in src as the function called name and returns
+// it. Deploying the code of the current revision again returns the
+// current Function unchanged. Errors caused by the code match ErrInvalid
+// (see its documentation). If Deploy fails, or ctx ends before the
+// metadata commit, the previous revision stays in place.
+func (r *Registry) Deploy(ctx context.Context, name string, src Source) (Function, error) {
+	if err := checkName(name); err != nil {
+		return Function{}, err
+	}
+	if (src.Archive == nil) == (src.Dir == "") {
+		return Function{}, fmt.Errorf("deploying %s: source needs exactly one of an archive or a directory: %w", name, ErrInvalid)
+	}
+	if err := ctx.Err(); err != nil {
+		return Function{}, fmt.Errorf("deploying %s: %w", name, err)
+	}
+	stage, err := os.MkdirTemp(filepath.Join(r.dir, codeRoot, stagingDir), name+".")
+	if err != nil {
+		return Function{}, fmt.Errorf("deploying %s: %w", name, err)
+	}
+	defer os.RemoveAll(stage)
+	code := filepath.Join(stage, "code")
+	lim := archive.Limits{MaxBytes: r.opts.MaxBytes, MaxFiles: r.opts.MaxFiles}
+	if src.Archive != nil {
+		err = archive.Extract(src.Archive, src.Size, code, lim)
+	} else {
+		err = archive.CopyDir(src.Dir, code, lim)
+	}
+	if err != nil {
+		return Function{}, fmt.Errorf("deploying %s: %w", name, classify(err))
+	}
+	spec, err := function.Load(code)
+	if err != nil {
+		return Function{}, fmt.Errorf("deploying %s: %w", name, badInput{err})
+	}
+	if r.opts.CheckRequirements != nil && len(spec.Requirements) > 0 {
+		if err := r.opts.CheckRequirements(spec.Requirements); err != nil {
+			return Function{}, fmt.Errorf("deploying %s: %w", name, badInput{err})
+		}
+	}
+	sum, err := digest(code, true)
+	if err != nil {
+		return Function{}, fmt.Errorf("deploying %s: %w", name, err)
+	}
+
+	unlock, err := r.lock(ctx, name)
+	if err != nil {
+		return Function{}, fmt.Errorf("deploying %s: %w", name, err)
+	}
+	defer unlock()
+	cur, err := r.get(name)
+	found := err == nil
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return Function{}, fmt.Errorf("deploying %s: %w", name, err)
+	}
+	if found && cur.Revision == sum.rev {
+		if fi, err := os.Stat(r.codeDir(name, cur.Revision)); err == nil && fi.IsDir() {
+			return r.fn(cur), nil
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return Function{}, fmt.Errorf("deploying %s: %w", name, err)
+	}
+	final := r.codeDir(name, sum.rev)
+	if err := r.install(code, final); err != nil {
+		return Function{}, fmt.Errorf("deploying %s: %w", name, err)
+	}
+	rec := record{Name: name, Revision: sum.rev, Spec: spec, Size: sum.size, Files: sum.files,
+		DeployedAt: time.Now().UTC().Truncate(time.Millisecond)}
+	if err := r.put(rec); err != nil {
+		os.RemoveAll(final)
+		return Function{}, fmt.Errorf("deploying %s: %w", name, err)
+	}
+	if found && cur.Revision != sum.rev {
+		// Best effort: a leftover is swept by the next Open.
+		os.RemoveAll(r.codeDir(name, cur.Revision))
+	}
+	return r.fn(rec), nil
+}
+
+// classify marks archive errors about the upload as bad input.
+func classify(err error) error {
+	if errors.Is(err, archive.ErrUnsafe) || errors.Is(err, archive.ErrTooLarge) || errors.Is(err, archive.ErrFormat) {
+		return badInput{err}
+	}
+	return err
+}
+
+// install renames the staged tree to final and makes the rename durable.
+func (r *Registry) install(code, final string) error {
+	parent := filepath.Dir(final)
+	if err := os.MkdirAll(parent, 0o755); err != nil {
+		return fmt.Errorf("installing code: %w", err)
+	}
+	// No record names final (it is not the current revision), so a copy
+	// there is a leftover of an earlier deploy of the same code.
+	if err := os.RemoveAll(final); err != nil {
+		return fmt.Errorf("installing code: %w", err)
+	}
+	if err := os.Rename(code, final); err != nil {
+		return fmt.Errorf("installing code: %w", err)
+	}
+	for _, d := range []string{parent, filepath.Dir(parent)} {
+		if err := syncDir(d); err != nil {
+			os.RemoveAll(final)
+			return fmt.Errorf("installing code: %w", err)
+		}
+	}
+	return nil
+}
+
+func (r *Registry) put(rec record) error {
+	v, err := json.Marshal(rec)
+	if err != nil {
+		return fmt.Errorf("encoding metadata: %w", err)
+	}
+	err = r.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucket).Put([]byte(rec.Name), v)
+	})
+	if err != nil {
+		return fmt.Errorf("committing metadata: %w", err)
+	}
+	return nil
+}
+
+// Delete removes the function called name and its code.
+func (r *Registry) Delete(name string) error {
+	if err := checkName(name); err != nil {
+		return err
+	}
+	unlock, err := r.lock(context.Background(), name)
+	if err != nil {
+		return fmt.Errorf("deleting %s: %w", name, err)
+	}
+	defer unlock()
+	err = r.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucket)
+		if b.Get([]byte(name)) == nil {
+			return fmt.Errorf("function %s: %w", name, ErrNotFound)
+		}
+		return b.Delete([]byte(name))
+	})
+	if err != nil {
+		return fmt.Errorf("deleting %s: %w", name, err)
+	}
+	if err := os.RemoveAll(filepath.Join(r.dir, codeRoot, name)); err != nil {
+		return fmt.Errorf("deleting %s: metadata removed, code left for the next sweep: %w", name, err)
+	}
+	return nil
+}
+
+// lock takes the per-name lock, waiting until ctx ends. The returned func
+// releases it.
+func (r *Registry) lock(ctx context.Context, name string) (func(), error) {
+	r.mu.Lock()
+	l := r.locks[name]
+	if l == nil {
+		l = &nameLock{ch: make(chan struct{}, 1)}
+		r.locks[name] = l
+	}
+	l.refs++
+	r.mu.Unlock()
+	select {
+	case l.ch <- struct{}{}:
+		return func() {
+			<-l.ch
+			r.release(name, l)
+		}, nil
+	case <-ctx.Done():
+		r.release(name, l)
+		return nil, ctx.Err()
+	}
+}
+
+func (r *Registry) release(name string, l *nameLock) {
+	r.mu.Lock()
+	l.refs--
+	if l.refs == 0 {
+		delete(r.locks, name)
+	}
+	r.mu.Unlock()
+}

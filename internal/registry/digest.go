@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+
+	"golang.org/x/sys/unix"
 )
 
 // treeSum is the content hash of a code tree and its totals.
@@ -27,9 +29,8 @@ type treeEntry struct {
 // digest hashes the tree at dir: for each entry in order of its slash
 // relative path, the path, its type and permission bits, and its content
 // (file bytes or symlink target), each length-prefixed so no two trees
-// share a stream. With sync set it also fsyncs every file and directory,
-// so the tree is durable before it is renamed into place.
-func digest(dir string, sync bool) (treeSum, error) {
+// share a stream.
+func digest(dir string) (treeSum, error) {
 	var ents []treeEntry
 	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -63,13 +64,8 @@ func digest(dir string, sync bool) (treeSum, error) {
 		field([]byte(strconv.FormatUint(uint64(e.mode.Type()|e.mode.Perm()), 8)))
 		switch {
 		case e.mode.IsDir():
-			if sync {
-				if err := syncDir(p); err != nil {
-					return treeSum{}, fmt.Errorf("hashing code: %w", err)
-				}
-			}
 		case e.mode.IsRegular():
-			n, err := hashFile(h, p, sync)
+			n, err := hashFile(h, p)
 			if err != nil {
 				return treeSum{}, fmt.Errorf("hashing code: %w", err)
 			}
@@ -91,7 +87,7 @@ func digest(dir string, sync bool) (treeSum, error) {
 }
 
 // hashFile writes the file's length-prefixed content to h.
-func hashFile(h io.Writer, p string, sync bool) (int64, error) {
+func hashFile(h io.Writer, p string) (int64, error) {
 	f, err := os.Open(p)
 	if err != nil {
 		return 0, err
@@ -110,12 +106,20 @@ func hashFile(h io.Writer, p string, sync bool) (int64, error) {
 	if n != fi.Size() {
 		return 0, fmt.Errorf("%s changed while hashing", p)
 	}
-	if sync {
-		if err := f.Sync(); err != nil {
-			return 0, err
-		}
-	}
 	return n, nil
+}
+
+// syncFS flushes the whole file system holding p (syncfs(2)).
+func syncFS(p string) error {
+	f, err := os.Open(p)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := unix.Syncfs(int(f.Fd())); err != nil {
+		return fmt.Errorf("syncing file system of %s: %w", p, err)
+	}
+	return nil
 }
 
 func syncDir(p string) error {

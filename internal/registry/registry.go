@@ -13,6 +13,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 
 	"github.com/hearth-run/hearth/internal/archive"
 	"github.com/hearth-run/hearth/internal/function"
@@ -129,7 +130,7 @@ func Open(dataDir string, opts Options) (*Registry, error) {
 	}
 	db, err := bolt.Open(filepath.Join(dataDir, dbFile), 0o600, &bolt.Options{Timeout: opts.LockTimeout})
 	if err != nil {
-		if errors.Is(err, bolt.ErrTimeout) {
+		if errors.Is(err, bolterrors.ErrTimeout) {
 			return nil, fmt.Errorf("opening registry: %s is in use by another process", filepath.Join(dataDir, dbFile))
 		}
 		return nil, fmt.Errorf("opening registry: %w", err)
@@ -299,7 +300,7 @@ func (r *Registry) Deploy(ctx context.Context, name string, src Source) (Functio
 			return Function{}, fmt.Errorf("deploying %s: %w", name, badInput{err})
 		}
 	}
-	sum, err := digest(code, true)
+	sum, err := digest(code)
 	if err != nil {
 		return Function{}, fmt.Errorf("deploying %s: %w", name, err)
 	}
@@ -320,6 +321,11 @@ func (r *Registry) Deploy(ctx context.Context, name string, src Source) (Functio
 		}
 	}
 	if err := ctx.Err(); err != nil {
+		return Function{}, fmt.Errorf("deploying %s: %w", name, err)
+	}
+	// One syncfs makes every staged file durable before the rename; an
+	// fsync per file costs about a millisecond each.
+	if err := syncFS(code); err != nil {
 		return Function{}, fmt.Errorf("deploying %s: %w", name, err)
 	}
 	final := r.codeDir(name, sum.rev)

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"sort"
@@ -109,7 +110,7 @@ func serves(t *testing.T, r *Registry, name string, files map[string]string) Fun
 			t.Fatalf("%s: %s = %q, %v; want %q", name, p, b, err, c)
 		}
 	}
-	sum, err := digest(fn.CodeDir, false)
+	sum, err := digest(fn.CodeDir)
 	if err != nil || sum.rev != fn.Revision {
 		t.Fatalf("%s: code dir hashes to %s (%v), revision %s", name, sum.rev, err, fn.Revision)
 	}
@@ -519,7 +520,7 @@ func TestDigest(t *testing.T) {
 		if change != nil {
 			change(dir)
 		}
-		s, err := digest(dir, false)
+		s, err := digest(dir)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -547,5 +548,104 @@ func TestDigest(t *testing.T) {
 				t.Errorf("digest %s vs %s, want same=%v", got, ref, tt.same)
 			}
 		})
+	}
+}
+
+// crashEnv names the environment variable that turns TestCrashHelper into
+// a deploy loop for TestKilledDeploy.
+const crashEnv = "HEARTH_REGISTRY_CRASH_HELPER"
+
+// bigVersion is code with enough files that a deploy takes a while.
+func bigVersion(tag string) map[string]string {
+	files := map[string]string{"f.py": "def f(e):\n    return '" + tag + "'\n"}
+	for i := range 150 {
+		files[fmt.Sprintf("pkg/m%03d.py", i)] = strings.Repeat("x = '"+tag+"'\n", 50)
+	}
+	return files
+}
+
+// TestCrashHelper is not a test on its own: run by TestKilledDeploy with
+// crashEnv set, it deploys two versions in turn until it is killed.
+func TestCrashHelper(t *testing.T) {
+	dir := os.Getenv(crashEnv)
+	if dir == "" {
+		return
+	}
+	r, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := tgz(t, bigVersion("a")), tgz(t, bigVersion("b"))
+	os.WriteFile(filepath.Join(dir, "ready"), nil, 0o644)
+	for i := 0; ; i++ {
+		src := a
+		if i%2 == 1 {
+			src = b
+		}
+		if _, err := r.Deploy(context.Background(), "fn", arc(src)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestKilledDeploy kills a process in the middle of deploying, at several
+// points in time, and checks that reopening the registry serves a complete
+// revision (one of those deployed) and leaves nothing behind.
+func TestKilledDeploy(t *testing.T) {
+	dir := t.TempDir()
+	r, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Deploy(context.Background(), "fn", arc(tgz(t, v1))); err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	known := map[string]bool{}
+	for _, v := range []map[string]string{v1, bigVersion("a"), bigVersion("b")} {
+		s, err := digest(srcDir(t, v))
+		if err != nil {
+			t.Fatal(err)
+		}
+		known[s.rev] = true
+	}
+	seen := map[string]bool{}
+	for i, delay := range []time.Duration{0, 2, 5, 9, 14, 20, 27, 35, 44, 54, 70, 90, 600} {
+		t.Run(fmt.Sprint(i), func(t *testing.T) {
+			os.Remove(filepath.Join(dir, "ready"))
+			cmd := exec.Command(os.Args[0], "-test.run=^TestCrashHelper$")
+			cmd.Env = append(os.Environ(), crashEnv+"="+dir)
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			// Wait until it has the database open, then let it deploy
+			// for a while before killing it.
+			for start := time.Now(); ; time.Sleep(time.Millisecond) {
+				if _, err := os.Stat(filepath.Join(dir, "ready")); err == nil {
+					break
+				}
+				if time.Since(start) > 10*time.Second {
+					cmd.Process.Kill()
+					cmd.Wait()
+					t.Fatal("helper did not start")
+				}
+			}
+			time.Sleep(delay * time.Millisecond)
+			cmd.Process.Kill()
+			cmd.Wait()
+			r := open(t, dir, Options{})
+			fn := serves(t, r, "fn", map[string]string{})
+			if !known[fn.Revision] {
+				t.Errorf("serving unknown revision %s", fn.Revision)
+			}
+			seen[fn.Revision] = true
+			noLeftovers(t, r)
+			r.Close()
+		})
+	}
+	// The helper deploys every ~50 ms; after 600 ms at least one deploy
+	// must have committed, or the helper never worked.
+	if len(seen) < 2 {
+		t.Errorf("only %d revision(s) served after kills: the helper did not deploy", len(seen))
 	}
 }

@@ -31,8 +31,9 @@ type Config struct {
 	// partition is a unified pool. At least one is required.
 	Partitions []Partition
 	// Borrow lets a partition that would otherwise drop a new container use
-	// spare (unused, never evicted-for) capacity of another partition. KiSS
-	// pools are static, so it is off by default.
+	// spare (unused) capacity of another partition; the lender takes it
+	// back by evicting the borrower once it is idle, when the lender needs
+	// room. KiSS pools are static, so it is off by default.
 	Borrow bool
 	// NewPolicy returns a fresh policy; it is called once per partition so
 	// each partition has its own clock and state. Required.
@@ -527,47 +528,52 @@ func (e *Engine) NextPrewarm() (time.Duration, bool) {
 	return time.Duration(e.pw.min().key), true
 }
 
-// makeRoom frees need bytes in partition pi by evicting idle containers
-// and, if borrow, finds a lender for the remainder. It returns the lender
-// (-1 if none is needed) and whether need fits. When need cannot fit it
-// evicts nothing, unless force (memory already in use) asks to evict as
-// much as it can anyway.
+// makeRoom frees need bytes in partition pi. In order it uses free memory,
+// then (with borrow) spare memory of another partition, then loans of pi's
+// memory held by idle containers of other partitions (reclaimed by evicting
+// them), then pi's own idle containers, lowest priority first. It returns
+// the lender for the part that pi cannot hold itself (-1 if none) and
+// whether need fits. When need cannot fit it evicts nothing, unless force
+// (memory already in use) asks to evict as much as it can anyway.
 func (e *Engine) makeRoom(pi int32, need int64, borrow, force bool) (int32, bool) {
 	p := &e.parts[pi]
 	free := p.Capacity - p.own - p.lent
 	if free >= need {
 		return -1, true
 	}
-	lender := int32(-1)
-	if free+p.idleOwn < need {
-		if !borrow {
-			if force {
-				e.evictAll(p)
-			}
-			return -1, false
+	var reclaim int64
+	if p.lent > 0 {
+		reclaim = e.idleBorrowers(pi)
+	}
+	lender, spare := int32(-1), int64(0)
+	if borrow {
+		// Unused memory elsewhere first: borrowing it evicts nothing, and
+		// its owner takes it back when it needs it.
+		lender, spare = e.bestLender(pi, false)
+		if free+spare >= need {
+			return lender, true
 		}
-		// Evicting every idle container here still leaves a deficit; find
-		// the partition with the most spare memory to cover it. Evicting
-		// our idle containers may return loans to it, so count those.
-		deficit := need - free - p.idleOwn
-		best, bestFree := int32(-1), int64(0)
-		for qi := range e.parts {
-			if int32(qi) == pi {
-				continue
+		if free+reclaim+spare >= need {
+			e.reclaim(pi, need)
+			if p.Capacity-p.own-p.lent >= need {
+				return -1, true
 			}
-			q := &e.parts[qi]
-			qf := q.Capacity - q.own - q.lent + e.idleLoans(pi, int32(qi))
-			if qf > bestFree {
-				best, bestFree = int32(qi), qf
-			}
+			return lender, true
 		}
-		if best < 0 || bestFree < deficit {
-			if force {
-				e.evictAll(p)
-			}
-			return -1, false
+		// Evicting our idle containers also returns what they borrowed.
+		lender, spare = e.bestLender(pi, true)
+	}
+	if free+reclaim+p.idleOwn+spare < need {
+		if force {
+			e.reclaim(pi, math.MaxInt64)
+			e.evictAll(p)
 		}
-		lender = best
+		return -1, false
+	}
+	// Loans go back first: borrowers are guests, and the partition's own
+	// idle containers are its warm set.
+	if reclaim > 0 {
+		e.reclaim(pi, need)
 	}
 	for p.Capacity-p.own-p.lent < need && p.idle.len() > 0 {
 		e.evictMin(p)
@@ -576,6 +582,27 @@ func (e *Engine) makeRoom(pi int32, need int64, borrow, force bool) (int32, bool
 		return -1, true
 	}
 	return lender, lender >= 0
+}
+
+// bestLender returns the partition other than pi with the most spare
+// memory, and that amount; with idle, counting what evicting pi's idle
+// containers would return to it.
+func (e *Engine) bestLender(pi int32, idle bool) (int32, int64) {
+	best, bestFree := int32(-1), int64(0)
+	for qi := range e.parts {
+		if int32(qi) == pi {
+			continue
+		}
+		q := &e.parts[qi]
+		qf := q.Capacity - q.own - q.lent
+		if idle {
+			qf += e.idleLoans(pi, int32(qi))
+		}
+		if qf > bestFree {
+			best, bestFree = int32(qi), qf
+		}
+	}
+	return best, bestFree
 }
 
 // evictMin evicts the lowest-priority idle container of p and advances p's
@@ -591,6 +618,55 @@ func (e *Engine) evictMin(p *part) {
 func (e *Engine) evictAll(p *part) {
 	for p.idle.len() > 0 {
 		e.evictMin(p)
+	}
+}
+
+// idleBorrowers sums the loans partition pi made to idle containers of
+// other partitions. Only used with borrowing, so a scan is fine.
+func (e *Engine) idleBorrowers(pi int32) int64 {
+	var s int64
+	for qi := range e.parts {
+		if int32(qi) == pi {
+			continue
+		}
+		for _, h := range e.parts[qi].idle.a {
+			if c := &e.cs[h.slot]; c.borrowed > 0 && c.lender == pi {
+				s += c.borrowed
+			}
+		}
+	}
+	return s
+}
+
+// reclaim evicts idle containers of other partitions that borrowed from pi,
+// lowest priority first within each partition, until pi has need bytes
+// free or no such container is left.
+func (e *Engine) reclaim(pi int32, need int64) {
+	p := &e.parts[pi]
+	for p.Capacity-p.own-p.lent < need {
+		var (
+			victim hent
+			vq     *part
+		)
+		for qi := range e.parts {
+			q := &e.parts[qi]
+			if int32(qi) == pi {
+				continue
+			}
+			for _, h := range q.idle.a {
+				if c := &e.cs[h.slot]; c.borrowed > 0 && c.lender == pi &&
+					(vq == nil || h.key < victim.key || (h.key == victim.key && h.seq < victim.seq)) {
+					victim, vq = h, q
+				}
+			}
+		}
+		if vq == nil {
+			return
+		}
+		vq.clock = vq.pol.Evicted(victim.key, vq.clock)
+		vq.st.Evictions++
+		e.out = append(e.out, e.id(victim.slot))
+		e.drop(victim.slot)
 	}
 }
 

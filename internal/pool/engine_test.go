@@ -193,3 +193,47 @@ func TestBorrowLoanReturned(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestBorrowReclaim(t *testing.T) {
+	parts, _ := pool.Split(10*mb, []float64{0.5, 0.5}, []int64{2 * mb})
+	e := newLRU(t, true, parts...)
+	small, _ := e.AddFunc(1*mb, 0)
+	large, _ := e.AddFunc(7*mb, 0)
+	id, _, err := e.Admit(large, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Idle, the large container's 2 MB loan can be reclaimed: the small
+	// partition fills its 5 MB by evicting it.
+	if err := e.Release(id, 1); err != nil {
+		t.Fatal(err)
+	}
+	var evicted []pool.ID
+	for i := range 5 {
+		_, ev, err := e.Admit(small, time.Duration(2+i))
+		if err != nil {
+			t.Fatalf("small admit %d: %v", i, err)
+		}
+		evicted = append(evicted, ev...)
+	}
+	if !slices.Equal(evicted, []pool.ID{id}) {
+		t.Fatalf("evicted %v, want the idle borrower %v", evicted, id)
+	}
+	if s0, s1 := e.Stats(0), e.Stats(1); s0.Lent != 0 || s0.Used != 5*mb || s1.Evictions != 1 || s1.Containers != 0 {
+		t.Fatalf("after reclaim: small %+v large %+v", s0, s1)
+	}
+	// Now the small partition is full and the large one empty: five more
+	// small containers borrow from it, an eleventh drops.
+	for i := range 6 {
+		_, ev, err := e.Admit(small, time.Duration(10+i))
+		if (i < 5) != (err == nil) || len(ev) != 0 {
+			t.Fatalf("small admit %d with the small partition full: %v, %v", 6+i, ev, err)
+		}
+	}
+	if s0, s1 := e.Stats(0), e.Stats(1); s0.Borrowed != 5*mb || s1.Lent != 5*mb || s1.Used != 5*mb || s0.Drops != 1 {
+		t.Fatalf("after borrowing: small %+v large %+v", s0, s1)
+	}
+	if err := e.Check(false); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -147,6 +147,8 @@ func loadTrace(t testing.TB, name string) *trace.Trace {
 // test checks the results again from outside).
 func TestRealTraceInvariants(t *testing.T) {
 	kiss, _ := ParseSplit("80/20", []int64{DefaultThreshold})
+	borrow := kiss
+	borrow.Name = "80/20 borrowing"
 	for _, tc := range []struct {
 		dir     string
 		arrival trace.Arrival
@@ -161,10 +163,10 @@ func TestRealTraceInvariants(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, name := range policy.Names() {
-			for _, sp := range []Split{Unified(), kiss} {
+			for _, sp := range []Split{Unified(), kiss, borrow} {
 				for _, mem := range tc.mems {
 					r, err := Run(context.Background(), w, Config{Policy: name, NewPolicy: mustPolicy(t, name, policy.Options{}),
-						Memory: mem, Split: sp, Check: true})
+						Memory: mem, Split: sp, Borrow: sp.Name == "80/20 borrowing", Check: true})
 					if err != nil {
 						t.Fatalf("%s %s %s %d MiB: %v", tc.dir, name, sp.Name, mem/MiB, err)
 					}

@@ -8,8 +8,8 @@
 //
 // A deploy extracts into a staging directory under
 // dataDir/functions/.staging, loads and validates the function's Spec,
-// makes the tree durable (one syncfs), renames it into place and only then commits the
-// metadata in one bbolt transaction. The commit is the point of no return:
+// makes the tree durable (one syncfs), renames it into place and only
+// then commits the metadata in one bbolt transaction. The commit is the point of no return:
 // a deploy that fails or is interrupted before it leaves the previous
 // revision serving, and Open sweeps whatever it left behind (staging
 // directories, revision directories no metadata names). After the commit

@@ -1,0 +1,180 @@
+package image
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// MarkerFile is the file, at the root of a built tree, that records how it
+// was built.
+const MarkerFile = ".hearth-image.json"
+
+// Marker records how a base image was built.
+type Marker struct {
+	Suite    string   `json:"suite"`
+	Mirror   string   `json:"mirror"`
+	Packages []string `json:"packages"`
+	// Built is the build time in RFC 3339 format (with nanoseconds), UTC.
+	Built string `json:"built"`
+}
+
+// ReadMarker reads the marker of a tree made by Build.
+func ReadMarker(dir string) (Marker, error) {
+	var m Marker
+	b, err := os.ReadFile(filepath.Join(dir, MarkerFile))
+	if err != nil {
+		return m, fmt.Errorf("reading image marker: %w", err)
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		return m, fmt.Errorf("reading image marker in %s: %w", dir, err)
+	}
+	return m, nil
+}
+
+// ID names the image in dir for snapshot descriptors: "sha256:" and the
+// hash of its marker, so a rebuilt image gets a new id. A tree without a
+// marker (a user's --base tree) is named by its absolute path and its
+// python3's size and modification time. ID returns "" for a tree it cannot
+// read.
+func ID(dir string) string {
+	h := sha256.New()
+	if b, err := os.ReadFile(filepath.Join(dir, MarkerFile)); err == nil {
+		h.Write(b)
+	} else {
+		abs, err := filepath.Abs(dir)
+		if err != nil {
+			return ""
+		}
+		py, err := resolveIn(dir, "usr/bin/python3")
+		if err != nil {
+			return ""
+		}
+		st, err := os.Stat(py)
+		if err != nil {
+			return ""
+		}
+		fmt.Fprintf(h, "tree %s\npython3 %d %d\n", abs, st.Size(), st.ModTime().UnixNano())
+	}
+	return "sha256:" + hex.EncodeToString(h.Sum(nil))
+}
+
+// Validate checks that dir is a directory holding an executable
+// usr/bin/python3. Symbolic links are followed inside the tree, as they
+// will be once the tree is a sandbox's root.
+func Validate(dir string) error {
+	st, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	if !st.IsDir() {
+		return fmt.Errorf("%w: %s is not a directory", ErrInvalid, dir)
+	}
+	py, err := resolveIn(dir, "usr/bin/python3")
+	if err != nil {
+		return fmt.Errorf("%w: %s has no usr/bin/python3: %w", ErrInvalid, dir, err)
+	}
+	st, err = os.Stat(py)
+	if err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrInvalid, dir, err)
+	}
+	if !st.Mode().IsRegular() || st.Mode().Perm()&0o111 == 0 {
+		return fmt.Errorf("%w: %s/usr/bin/python3 is not an executable file", ErrInvalid, dir)
+	}
+	return nil
+}
+
+// mountPoints are the directories the sandbox mounts over; the base is
+// bound read-only, so they must exist beforehand.
+var mountPoints = [...]struct {
+	path string
+	mode fs.FileMode
+}{
+	{"code", 0o755},
+	{"hearth", 0o755},
+	{"tmp", 0o1777},
+	{"proc", 0o555},
+	{"dev", 0o755},
+}
+
+// Prepare creates, inside the tree at dir, the mount points a sandbox
+// needs (/code, /hearth, /tmp, /proc, /dev) where they are missing.
+func Prepare(dir string) error {
+	for _, mp := range mountPoints {
+		p, err := resolveIn(dir, mp.path)
+		switch {
+		case err == nil:
+			st, err := os.Stat(p)
+			if err != nil {
+				return fmt.Errorf("preparing %s: %w", dir, err)
+			}
+			if !st.IsDir() {
+				return fmt.Errorf("%w: %s/%s is not a directory", ErrInvalid, dir, mp.path)
+			}
+		case errors.Is(err, fs.ErrNotExist):
+			if err := os.Mkdir(p, mp.mode); err != nil {
+				return fmt.Errorf("preparing %s: %w", dir, err)
+			}
+			// Mkdir applies the umask and drops the sticky bit.
+			if err := os.Chmod(p, mp.mode); err != nil {
+				return fmt.Errorf("preparing %s: %w", dir, err)
+			}
+		default:
+			return fmt.Errorf("preparing %s: %w", dir, err)
+		}
+	}
+	return nil
+}
+
+// resolveIn resolves the relative path rel inside root, following
+// symbolic links as if root were "/". It returns the host path; when the
+// last element does not exist it returns that path with an error wrapping
+// fs.ErrNotExist.
+func resolveIn(root, rel string) (string, error) {
+	const maxLinks = 40
+	links := 0
+	cur := "" // resolved path relative to root, no leading slash
+	rest := strings.Split(filepath.Clean("/" + rel)[1:], "/")
+	for len(rest) > 0 {
+		el := rest[0]
+		rest = rest[1:]
+		switch el {
+		case "", ".":
+			continue
+		case "..":
+			cur = filepath.Dir("/" + cur)[1:]
+			continue
+		}
+		next := filepath.Join(cur, el)
+		full := filepath.Join(root, next)
+		st, err := os.Lstat(full)
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) && len(rest) == 0 {
+				return full, err
+			}
+			return "", err
+		}
+		if st.Mode()&fs.ModeSymlink == 0 {
+			cur = next
+			continue
+		}
+		if links++; links > maxLinks {
+			return "", fmt.Errorf("%s: too many symbolic links", rel)
+		}
+		target, err := os.Readlink(full)
+		if err != nil {
+			return "", err
+		}
+		if filepath.IsAbs(target) {
+			cur = ""
+		}
+		rest = append(strings.Split(target, "/"), rest...)
+	}
+	return filepath.Join(root, cur), nil
+}

@@ -51,8 +51,8 @@ type Stats struct {
 	Idle       int64 // bytes of idle containers charged here
 	Borrowed   int64 // bytes this partition's containers took from others
 	Lent       int64 // bytes other partitions took from this one
-	Containers int
-	IdleCount  int
+	Containers int   // live containers in this partition
+	IdleCount  int   // of which idle
 
 	Hits        uint64 // Acquire found a warm container
 	Misses      uint64 // cold starts: Admit succeeded

@@ -126,18 +126,20 @@ type Sample struct {
 
 // Result is the outcome of one simulated point.
 type Result struct {
-	Policy string
-	Memory int64
-	Split  string
+	Policy string // Config.Policy
+	Memory int64  // pool bytes
+	Split  string // split name
 	Borrow bool
 
+	// All counts every invocation; Small and Large split them by
+	// Config.SmallMax.
 	All, Small, Large Class
-	Evictions         uint64
-	Expirations       uint64
-	Prewarms          uint64
-	PeakUsed          int64
-	Parts             []pool.Stats
-	Samples           []Sample
+	Evictions         uint64        // idle containers evicted for room
+	Expirations       uint64        // idle containers whose keep-alive ended
+	Prewarms          uint64        // containers started ahead of arrivals
+	PeakUsed          int64         // most bytes of live containers at once
+	Parts             []pool.Stats  // final per-partition statistics
+	Samples           []Sample      // memory over time, every SampleEvery
 	Wall              time.Duration // real time the run took
 
 	checks uint64

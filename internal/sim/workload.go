@@ -81,6 +81,7 @@ type sliceSource struct {
 	i    int
 }
 
+// Next implements Source.
 func (s *sliceSource) Next(inv *trace.Invocation) bool {
 	if s.i >= len(s.invs) {
 		return false

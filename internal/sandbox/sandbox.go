@@ -1,0 +1,345 @@
+// Package sandbox creates Hearth's lean sandboxes.
+//
+// A sandbox is a set of fresh mount, pid, uts and ipc namespaces (no network
+// namespace by default, as in SOCK) held by a tiny init (cmd/hearth-init),
+// a root made of read-only bind mounts over a read-only base image, a
+// size-capped scratch tmpfs at /tmp, and its own cgroup. Its main process,
+// if any, runs as an unprivileged user with no capabilities and
+// no_new_privs.
+//
+// Only the scratch tmpfs is mounted in the host's mount namespace (so the
+// worker can reach the runtime socket in it); every other mount lives in the
+// sandbox's own namespace and vanishes with it. Sweep removes what a crashed
+// worker left.
+//
+// A Sandbox is safe for concurrent use; its owner must call Destroy.
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/hearth-run/hearth/internal/cgroup"
+	"github.com/hearth-run/hearth/internal/sandbox/initproc"
+)
+
+// ErrExited is returned when the sandbox's init is gone.
+var ErrExited = errors.New("sandbox exited")
+
+// Bind is a bind mount from the host into the sandbox.
+type Bind = initproc.Bind
+
+// Config describes a sandbox. The zero values of optional fields are
+// usable defaults.
+type Config struct {
+	// ID names the sandbox; it must be unique among live sandboxes.
+	ID string
+	// Binds are mounted over the base, read-only unless Writable. Targets
+	// must exist as directories in the base image.
+	Binds []Bind
+	// ScratchBytes caps the tmpfs at /tmp (default 64 MiB).
+	ScratchBytes int64
+	// Group is the sandbox's cgroup, owned by the caller. The main process
+	// and everything it forks run in it.
+	Group *cgroup.Group
+	// Command is the main process. Empty means the sandbox only holds its
+	// namespaces, for a zygote to fork into.
+	Command []string
+	// Env is the main process's environment.
+	Env []string
+	// Dir is the main process's working directory (default /).
+	Dir string
+	// Socket, if set, names a listening unix socket created in the scratch
+	// dir before the main process starts and passed to it as fd 3.
+	Socket string
+	// Stdout and Stderr receive the main process's output (default discard).
+	Stdout, Stderr io.Writer
+}
+
+// Factory creates sandboxes. Its fields are fixed after construction.
+type Factory struct {
+	// InitPath is the hearth-init binary.
+	InitPath string
+	// Base is the read-only root image.
+	Base string
+	// Dir holds one directory per live sandbox.
+	Dir string
+	// UID and GID run the main process (default 65534, nobody).
+	UID, GID int
+	// Home is the cgroup hearth-init lives in, outside every sandbox.
+	Home *cgroup.Group
+}
+
+// Sandbox is one live sandbox.
+type Sandbox struct {
+	id      string
+	dir     string
+	scratch string
+	group   *cgroup.Group
+	cmd     *exec.Cmd
+	done    chan struct{} // closed when init has exited
+	exitErr error         // valid after done
+
+	mu        sync.Mutex
+	destroyed bool
+}
+
+// Create starts a sandbox. On error nothing is left behind.
+func (f *Factory) Create(ctx context.Context, cfg Config) (_ *Sandbox, err error) {
+	if cfg.ID == "" || filepath.Base(cfg.ID) != cfg.ID {
+		return nil, fmt.Errorf("sandbox: bad id %q", cfg.ID)
+	}
+	if cfg.Group == nil {
+		return nil, fmt.Errorf("sandbox %s: no cgroup", cfg.ID)
+	}
+	s := &Sandbox{
+		id:    cfg.ID,
+		dir:   filepath.Join(f.Dir, cfg.ID),
+		group: cfg.Group,
+		done:  make(chan struct{}),
+	}
+	s.scratch = filepath.Join(s.dir, "scratch")
+	root := filepath.Join(s.dir, "root")
+	if err := os.MkdirAll(root, 0o700); err != nil {
+		return nil, fmt.Errorf("sandbox %s: %w", s.id, err)
+	}
+	if err := os.Mkdir(s.scratch, 0o755); err != nil {
+		os.RemoveAll(s.dir)
+		return nil, fmt.Errorf("sandbox %s: %w", s.id, err)
+	}
+	defer func() {
+		if err != nil {
+			s.cleanupFS()
+		}
+	}()
+	size := cfg.ScratchBytes
+	if size <= 0 {
+		size = 64 << 20
+	}
+	uid, gid := f.ids()
+	opts := fmt.Sprintf("size=%d,mode=1777,uid=0,gid=0", size)
+	if err := unix.Mount("tmpfs", s.scratch, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
+		return nil, fmt.Errorf("sandbox %s: mount scratch: %w", s.id, err)
+	}
+
+	var files []*os.File
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
+	args := initproc.Args{
+		Root:     root,
+		Base:     f.Base,
+		Binds:    append(append([]Bind(nil), cfg.Binds...), Bind{Source: s.scratch, Target: "/tmp", Writable: true}),
+		Hostname: "hearth-" + shortID(s.id),
+		UID:      uid,
+		GID:      gid,
+		Dir:      cfg.Dir,
+		Command:  cfg.Command,
+	}
+	if args.Dir == "" {
+		args.Dir = "/"
+	}
+	if cfg.Socket != "" {
+		l, err := listenUnix(filepath.Join(s.scratch, cfg.Socket), uid, gid)
+		if err != nil {
+			return nil, fmt.Errorf("sandbox %s: %w", s.id, err)
+		}
+		files = append(files, l)
+		args.Files = 1
+	}
+	if len(cfg.Command) > 0 {
+		join, err := cfg.Group.ProcsFiles()
+		if err != nil {
+			return nil, fmt.Errorf("sandbox %s: %w", s.id, err)
+		}
+		for _, j := range join {
+			args.JoinFDs = append(args.JoinFDs, 3+len(files))
+			files = append(files, j)
+		}
+		if f.Home != nil {
+			home, err := f.Home.ProcsFiles()
+			if err != nil {
+				return nil, fmt.Errorf("sandbox %s: %w", s.id, err)
+			}
+			for _, h := range home {
+				args.HomeFDs = append(args.HomeFDs, 3+len(files))
+				files = append(files, h)
+			}
+		}
+	}
+
+	cmd := &exec.Cmd{
+		Path:       f.InitPath,
+		Args:       append([]string{"hearth-init"}, args.Format()...),
+		Env:        cfg.Env,
+		Stdout:     cfg.Stdout,
+		Stderr:     cfg.Stderr,
+		ExtraFiles: files,
+		SysProcAttr: &syscall.SysProcAttr{
+			Cloneflags: unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC,
+			// A dead worker takes its sandboxes with it; the next one sweeps.
+			Pdeathsig: syscall.SIGKILL,
+		},
+	}
+	if cmd.Env == nil {
+		cmd.Env = []string{}
+	}
+	if f.Home != nil && len(cfg.Command) == 0 {
+		// A holder-only init never forks; it can live in Home from the start.
+		if err := cmd.Start(); err != nil {
+			return nil, fmt.Errorf("sandbox %s: start init: %w", s.id, err)
+		}
+		if err := f.Home.Add(cmd.Process.Pid); err != nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+			return nil, fmt.Errorf("sandbox %s: %w", s.id, err)
+		}
+	} else if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("sandbox %s: start init: %w", s.id, err)
+	}
+	s.cmd = cmd
+	go func() {
+		s.exitErr = cmd.Wait()
+		close(s.done)
+	}()
+	return s, nil
+}
+
+func (f *Factory) ids() (int, int) {
+	uid, gid := f.UID, f.GID
+	if uid == 0 {
+		uid = 65534
+	}
+	if gid == 0 {
+		gid = 65534
+	}
+	return uid, gid
+}
+
+func shortID(id string) string {
+	if len(id) > 12 {
+		return id[len(id)-12:]
+	}
+	return id
+}
+
+// listenUnix makes a listening socket at path, owned by uid:gid, and returns
+// it as a file. The socket file stays when the returned file is closed.
+func listenUnix(path string, uid, gid int) (*os.File, error) {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("socket: %w", err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: path}); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("bind %s: %w", path, err)
+	}
+	if err := unix.Listen(fd, 16); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("listen %s: %w", path, err)
+	}
+	// The worker (root) connects; the sandbox user only accepts.
+	if err := os.Chown(path, uid, gid); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), path), nil
+}
+
+// ID returns the sandbox's id.
+func (s *Sandbox) ID() string { return s.id }
+
+// Group returns the sandbox's cgroup.
+func (s *Sandbox) Group() *cgroup.Group { return s.group }
+
+// Scratch returns the host path of the sandbox's /tmp.
+func (s *Sandbox) Scratch() string { return s.scratch }
+
+// SocketPath returns the host path of the named socket in the scratch dir.
+func (s *Sandbox) SocketPath(name string) string { return filepath.Join(s.scratch, name) }
+
+// InitPid returns the host pid of the sandbox's init; its /proc/PID/ns/*
+// files are the sandbox's namespaces.
+func (s *Sandbox) InitPid() int { return s.cmd.Process.Pid }
+
+// Done is closed when the sandbox's init has exited: its main process ended
+// or was killed.
+func (s *Sandbox) Done() <-chan struct{} { return s.done }
+
+// ExitStatus returns the main process's exit code (128+signal if killed),
+// or -1 while it runs.
+func (s *Sandbox) ExitStatus() int {
+	select {
+	case <-s.done:
+		return s.cmd.ProcessState.ExitCode()
+	default:
+		return -1
+	}
+}
+
+// Pause freezes every process of the sandbox.
+func (s *Sandbox) Pause(ctx context.Context) error {
+	if err := s.group.Freeze(ctx); err != nil {
+		return fmt.Errorf("pause %s: %w", s.id, err)
+	}
+	return nil
+}
+
+// Unpause thaws the sandbox.
+func (s *Sandbox) Unpause(ctx context.Context) error {
+	if err := s.group.Thaw(ctx); err != nil {
+		return fmt.Errorf("unpause %s: %w", s.id, err)
+	}
+	return nil
+}
+
+// Destroy kills every process of the sandbox and removes its mounts and
+// directories. The cgroup is killed but not deleted: it belongs to the
+// caller. Destroy is idempotent.
+func (s *Sandbox) Destroy(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.destroyed {
+		return nil
+	}
+	s.destroyed = true
+	var errs []error
+	if err := s.group.Kill(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	// Killing pid 1 kills everything left in its pid namespace.
+	s.cmd.Process.Kill()
+	select {
+	case <-s.done:
+	case <-ctx.Done():
+		errs = append(errs, fmt.Errorf("waiting for init: %w", ctx.Err()))
+	case <-time.After(5 * time.Second):
+		errs = append(errs, errors.New("init did not exit"))
+	}
+	if err := s.cleanupFS(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("destroy %s: %w", s.id, err)
+	}
+	return nil
+}
+
+func (s *Sandbox) cleanupFS() error {
+	if err := unix.Unmount(s.scratch, unix.MNT_DETACH); err != nil && err != unix.EINVAL && err != unix.ENOENT {
+		return fmt.Errorf("unmount scratch: %w", err)
+	}
+	return os.RemoveAll(s.dir)
+}

@@ -1,0 +1,21 @@
+package worker
+
+import "errors"
+
+// Sentinel errors of the invoke path. internal/api maps them to HTTP codes.
+var (
+	// ErrNotFound: no such function.
+	ErrNotFound = errors.New("function not found")
+	// ErrTooMany: the function's concurrency limit and queue are full.
+	ErrTooMany = errors.New("too many concurrent requests")
+	// ErrTimeout: the handler ran past its timeout; its sandbox was killed.
+	ErrTimeout = errors.New("function timed out")
+	// ErrOOM: the sandbox was killed for exceeding its memory limit.
+	ErrOOM = errors.New("out of memory")
+	// ErrCrashed: the sandbox died during the call for another reason.
+	ErrCrashed = errors.New("sandbox crashed")
+	// ErrStart: a sandbox could not be started.
+	ErrStart = errors.New("sandbox start failed")
+	// ErrClosed: the worker is shutting down.
+	ErrClosed = errors.New("worker closed")
+)

@@ -1,0 +1,86 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"sync"
+
+	"github.com/hearth-run/hearth/internal/cgroup"
+	"github.com/hearth-run/hearth/internal/runtime"
+	"github.com/hearth-run/hearth/internal/sandbox"
+)
+
+// errBusy: the sandbox was taken before the background freeze ran.
+var errBusy = errors.New("sandbox in use")
+
+// instance is one sandbox running one revision of a function.
+type instance struct {
+	id       string
+	fn, rev  string
+	sb       *sandbox.Sandbox
+	group    *cgroup.Group
+	conn     *runtime.Conn
+	declared int64
+
+	mu     sync.Mutex // guards the fields below and serialises freeze/thaw
+	idle   bool
+	frozen bool
+}
+
+func (i *instance) markIdle() {
+	i.mu.Lock()
+	i.idle = true
+	i.mu.Unlock()
+}
+
+// freeze pauses an idle sandbox and returns its measured memory.
+func (i *instance) freeze(ctx context.Context) (int64, error) {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if !i.idle {
+		return 0, errBusy
+	}
+	if err := i.sb.Pause(ctx); err != nil {
+		return 0, err
+	}
+	i.frozen = true
+	m, err := i.group.MemoryUsage()
+	if err != nil {
+		return 0, err
+	}
+	return int64(m), nil
+}
+
+// thaw makes a sandbox taken from the cache runnable.
+func (i *instance) thaw(ctx context.Context) error {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	i.idle = false
+	if !i.frozen {
+		return nil
+	}
+	i.frozen = false
+	return i.sb.Unpause(ctx)
+}
+
+func (i *instance) stateName() string {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	switch {
+	case i.frozen:
+		return "paused"
+	case i.idle:
+		return "idle"
+	default:
+		return "busy"
+	}
+}
+
+func (i *instance) exitStatus() int {
+	select {
+	case <-i.sb.Done():
+	default:
+		return -1
+	}
+	return i.sb.ExitStatus()
+}

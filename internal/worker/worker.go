@@ -1,0 +1,642 @@
+// Package worker runs deployed functions in sandboxes: it owns the invoke
+// path (warm thaw, then cold start), the handler cache of paused sandboxes,
+// per-function concurrency limits, logs and metrics.
+//
+// A Worker is safe for concurrent use. Close destroys every sandbox and
+// cgroup it made.
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hearth-run/hearth/internal/cgroup"
+	"github.com/hearth-run/hearth/internal/registry"
+	"github.com/hearth-run/hearth/internal/runtime"
+	"github.com/hearth-run/hearth/internal/sandbox"
+)
+
+// Config configures a Worker. Zero values mean the documented defaults.
+type Config struct {
+	// DataDir holds sandboxes and the runtime files (default /var/lib/hearth).
+	DataDir string
+	// Base is the read-only base image.
+	Base string
+	// InitPath is the hearth-init binary.
+	InitPath string
+	// Python is the interpreter inside the base (default /usr/bin/python3).
+	Python string
+	// WarmBudget bounds the measured memory of paused sandboxes (default 2 GiB).
+	WarmBudget int64
+	// PidsLimit caps processes per sandbox (default 64).
+	PidsLimit int64
+	// ScratchBytes caps each sandbox's /tmp (default 64 MiB).
+	ScratchBytes int64
+	// InitTimeout bounds a cold start up to the handler being loaded (default 60 s).
+	InitTimeout time.Duration
+	// QueueTimeout bounds how long a request waits for a concurrency slot (default 10 s).
+	QueueTimeout time.Duration
+	// MaxQueue bounds waiting requests per function (default 256).
+	MaxQueue int
+	// LogLines is how many output lines are kept per function (default 1000).
+	LogLines int
+	// CgroupParent is the cgroup under which sandboxes live (default "hearth").
+	CgroupParent string
+	// UID and GID run handlers (default 65534).
+	UID, GID int
+	// NoWarm switches the handler cache off: every sandbox is destroyed
+	// after its call, so every call starts cold.
+	NoWarm bool
+	// Logger receives the worker's logs (default slog.Default()).
+	Logger *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.DataDir == "" {
+		c.DataDir = "/var/lib/hearth"
+	}
+	if c.Python == "" {
+		c.Python = "/usr/bin/python3"
+	}
+	if c.WarmBudget <= 0 {
+		c.WarmBudget = 2 << 30
+	}
+	if c.PidsLimit <= 0 {
+		c.PidsLimit = 64
+	}
+	if c.ScratchBytes <= 0 {
+		c.ScratchBytes = 64 << 20
+	}
+	if c.InitTimeout <= 0 {
+		c.InitTimeout = 60 * time.Second
+	}
+	if c.QueueTimeout <= 0 {
+		c.QueueTimeout = 10 * time.Second
+	}
+	if c.MaxQueue <= 0 {
+		c.MaxQueue = 256
+	}
+	if c.LogLines <= 0 {
+		c.LogLines = 1000
+	}
+	if c.CgroupParent == "" {
+		c.CgroupParent = "hearth"
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// socketName is the runtime's listening socket in the sandbox's /tmp.
+const socketName = ".hearth.sock"
+
+// Functions is what the worker needs of the registry.
+type Functions interface {
+	Get(name string) (registry.Function, error)
+}
+
+// Worker runs functions.
+type Worker struct {
+	cfg     Config
+	fns     Functions
+	cg      *cgroup.Manager
+	home    *cgroup.Group
+	factory *sandbox.Factory
+	runtime string // host dir of the runtime files
+	log     *slog.Logger
+	metrics *Metrics
+	seq     atomic.Uint64
+	cache   *warmCache
+
+	mu     sync.Mutex
+	state  map[string]*fnState // by function name; guarded by mu
+	live   map[*instance]struct{}
+	closed bool
+	wg     sync.WaitGroup // background freezes and evictions
+}
+
+// fnState is the per-function runtime state.
+type fnState struct {
+	name  string
+	logs  *logRing
+	slots chan struct{} // concurrency limit of the current spec
+	limit int
+	wait  atomic.Int32 // requests queued for a slot
+}
+
+// New starts a worker: it sweeps what a crashed predecessor left (cgroups,
+// mounts, sockets) and installs the runtime files.
+func New(ctx context.Context, cfg Config, fns Functions) (*Worker, error) {
+	cfg.setDefaults()
+	w := &Worker{
+		cfg:     cfg,
+		fns:     fns,
+		log:     cfg.Logger,
+		state:   make(map[string]*fnState),
+		live:    make(map[*instance]struct{}),
+		metrics: newMetrics(),
+	}
+	w.cache = newWarmCache(cfg.WarmBudget)
+	cg, err := cgroup.NewManager(cfg.CgroupParent)
+	if err != nil {
+		return nil, fmt.Errorf("worker: %w", err)
+	}
+	w.cg = cg
+	if n, err := cg.Sweep(ctx); err != nil {
+		return nil, fmt.Errorf("worker: sweeping cgroups: %w", err)
+	} else if n > 0 {
+		w.log.Info("swept cgroups left by a previous worker", "count", n)
+	}
+	w.home, err = cg.Create("init", cgroup.Limits{})
+	if err != nil {
+		return nil, fmt.Errorf("worker: init cgroup: %w", err)
+	}
+	w.factory = &sandbox.Factory{
+		InitPath: cfg.InitPath,
+		Base:     cfg.Base,
+		Dir:      filepath.Join(cfg.DataDir, "sandboxes"),
+		UID:      cfg.UID,
+		GID:      cfg.GID,
+		Home:     w.home,
+	}
+	if n, err := w.factory.Sweep(); err != nil {
+		return nil, fmt.Errorf("worker: %w", err)
+	} else if n > 0 {
+		w.log.Info("swept mounts left by a previous worker", "count", n)
+	}
+	if err := os.MkdirAll(w.factory.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("worker: %w", err)
+	}
+	w.runtime = filepath.Join(cfg.DataDir, "runtime")
+	if err := runtime.Install(w.runtime); err != nil {
+		return nil, fmt.Errorf("worker: installing runtime: %w", err)
+	}
+	// Best effort: a bytecode cache saves each cold start ~2 ms. The host's
+	// python3 is as good as the base's when versions match; otherwise
+	// Python ignores the cache.
+	if err := runtime.Compile(ctx, "/usr/bin/python3", w.runtime); err != nil {
+		w.log.Debug("runtime bytecode not precompiled", "err", err)
+	}
+	return w, nil
+}
+
+// Metrics returns the worker's Prometheus metrics.
+func (w *Worker) Metrics() *Metrics { return w.metrics }
+
+// CgroupMode reports the host's cgroup mode.
+func (w *Worker) CgroupMode() string { return string(w.cg.Mode()) }
+
+// Result is the outcome of one invocation.
+type Result struct {
+	// Body is the handler's JSON result, when Err is nil.
+	Body []byte
+	// Err is the handler's own error (an exception), if any.
+	Err *runtime.HandlerError
+	// Path is how the call started: "warm" or "cold".
+	Path string
+	// Init is the cold-start time up to the handler being loaded.
+	Init time.Duration
+	// Run is the handler's run time as the worker saw it.
+	Run time.Duration
+	// Revision is the code revision that ran.
+	Revision string
+}
+
+// Invoke runs function name on event.
+func (w *Worker) Invoke(ctx context.Context, name string, event []byte) (Result, error) {
+	start := time.Now()
+	fn, err := w.fns.Get(name)
+	if err != nil {
+		if errors.Is(err, registry.ErrNotFound) {
+			return Result{}, fmt.Errorf("%s: %w", name, ErrNotFound)
+		}
+		return Result{}, err
+	}
+	st, err := w.fnState(fn)
+	if err != nil {
+		return Result{}, err
+	}
+	if err := w.acquireSlot(ctx, st); err != nil {
+		w.metrics.invocations.WithLabelValues("none", "throttled").Inc()
+		return Result{}, err
+	}
+	defer func() { <-st.slots }()
+
+	res := Result{Revision: fn.Revision, Path: "warm"}
+	inst := w.cache.take(fn.Name, fn.Revision)
+	if inst != nil {
+		if err := inst.thaw(ctx); err != nil {
+			w.log.Warn("thaw failed; starting cold", "sandbox", inst.id, "err", err)
+			w.destroy(inst)
+			inst = nil
+		}
+	}
+	if inst == nil {
+		res.Path = "cold"
+		t0 := time.Now()
+		inst, err = w.coldStart(ctx, fn, st)
+		if err != nil {
+			w.metrics.invocations.WithLabelValues("cold", "start_error").Inc()
+			return res, err
+		}
+		res.Init = time.Since(t0)
+		w.metrics.coldStarts.WithLabelValues("cold").Observe(res.Init.Seconds())
+	}
+
+	timeout := time.Duration(fn.Spec.TimeoutS) * time.Second
+	rctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	t1 := time.Now()
+	resp, err := inst.conn.Invoke(rctx, runtime.Request{
+		ID:       strconv.FormatUint(w.seq.Add(1), 36),
+		Event:    event,
+		Deadline: time.Now().Add(timeout),
+	})
+	res.Run = time.Since(t1)
+	if err != nil {
+		err = w.classify(inst, fn, err, rctx)
+		w.destroy(inst)
+		w.metrics.invocations.WithLabelValues(res.Path, errLabel(err)).Inc()
+		return res, err
+	}
+	res.Body, res.Err = resp.Body, resp.Err
+	status := "ok"
+	if res.Err != nil {
+		status = "handler_error"
+	}
+	w.metrics.invocations.WithLabelValues(res.Path, status).Inc()
+	w.metrics.latency.WithLabelValues(res.Path).Observe(time.Since(start).Seconds())
+	w.release(inst)
+	return res, nil
+}
+
+func errLabel(err error) string {
+	switch {
+	case errors.Is(err, ErrTimeout):
+		return "timeout"
+	case errors.Is(err, ErrOOM):
+		return "oom"
+	default:
+		return "crashed"
+	}
+}
+
+// classify turns a failed call into the error the caller sees.
+func (w *Worker) classify(inst *instance, fn registry.Function, err error, ctx context.Context) error {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%s: timed out after %ds: %w", fn.Name, fn.Spec.TimeoutS, ErrTimeout)
+	}
+	if errors.Is(err, runtime.ErrCrashed) {
+		// The kernel counts the kill before the socket reports EOF.
+		if n, _ := inst.sb.Group().OOMKills(); n > 0 {
+			return fmt.Errorf("%s: out of memory: the function exceeded its memory limit of %d MB: %w",
+				fn.Name, fn.Spec.MemoryMB, ErrOOM)
+		}
+		return fmt.Errorf("%s: sandbox exited during the call (status %d): %w",
+			fn.Name, inst.exitStatus(), ErrCrashed)
+	}
+	return fmt.Errorf("%s: %v: %w", fn.Name, err, ErrCrashed)
+}
+
+func (w *Worker) fnState(fn registry.Function) (*fnState, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		return nil, ErrClosed
+	}
+	limit := fn.Spec.MaxConcurrency
+	if limit <= 0 {
+		limit = 1
+	}
+	st := w.state[fn.Name]
+	if st == nil {
+		st = &fnState{name: fn.Name, logs: newLogRing(w.cfg.LogLines)}
+		w.state[fn.Name] = st
+	}
+	if st.slots == nil || st.limit != limit {
+		// A changed limit applies to new requests; calls in flight keep
+		// the old channel, which they release into.
+		st.slots = make(chan struct{}, limit)
+		st.limit = limit
+	}
+	return st, nil
+}
+
+// acquireSlot waits for one of the function's concurrency slots.
+func (w *Worker) acquireSlot(ctx context.Context, st *fnState) error {
+	slots := st.slots
+	select {
+	case slots <- struct{}{}:
+		return nil
+	default:
+	}
+	if int(st.wait.Add(1)) > w.cfg.MaxQueue {
+		st.wait.Add(-1)
+		return fmt.Errorf("%s: %d requests already queued: %w", st.name, w.cfg.MaxQueue, ErrTooMany)
+	}
+	defer st.wait.Add(-1)
+	t := time.NewTimer(w.cfg.QueueTimeout)
+	defer t.Stop()
+	select {
+	case slots <- struct{}{}:
+		return nil
+	case <-t.C:
+		return fmt.Errorf("%s: no free sandbox within %s (max_concurrency %d): %w",
+			st.name, w.cfg.QueueTimeout, st.limit, ErrTooMany)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// coldStart creates a sandbox with a fresh interpreter and waits for the
+// handler to load.
+func (w *Worker) coldStart(ctx context.Context, fn registry.Function, st *fnState) (*instance, error) {
+	ctx, cancel := context.WithTimeout(ctx, w.cfg.InitTimeout)
+	defer cancel()
+	id := fmt.Sprintf("sb-%d-%s", w.seq.Add(1), shortRev(fn.Revision))
+	grp, err := w.cg.Create(id, cgroup.Limits{
+		MemoryBytes: int64(fn.Spec.MemoryMB) << 20,
+		Pids:        w.cfg.PidsLimit,
+		CPUWeight:   100,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %v: %w", fn.Name, err, ErrStart)
+	}
+	env := runtime.Env(runtime.Options{
+		Handler:  fn.Spec.Handler,
+		Function: fn.Name,
+		Revision: fn.Revision,
+		MemoryMB: fn.Spec.MemoryMB,
+		Timeout:  time.Duration(fn.Spec.TimeoutS) * time.Second,
+	})
+	for k, v := range fn.Spec.Env {
+		env = append(env, k+"="+v)
+	}
+	out := &lineWriter{ring: st.logs, log: w.log.With("function", fn.Name), stream: "stdout"}
+	errw := &lineWriter{ring: st.logs, log: w.log.With("function", fn.Name), stream: "stderr"}
+	sb, err := w.factory.Create(ctx, sandbox.Config{
+		ID: id,
+		Binds: []sandbox.Bind{
+			{Source: fn.CodeDir, Target: "/code"},
+			{Source: w.runtime, Target: runtime.MountPoint},
+		},
+		ScratchBytes: w.cfg.ScratchBytes,
+		Group:        grp,
+		Command:      runtime.Argv(w.cfg.Python),
+		Env:          env,
+		Dir:          "/code",
+		Socket:       socketName,
+		Stdout:       out,
+		Stderr:       errw,
+	})
+	if err != nil {
+		grp.Delete(context.Background())
+		return nil, fmt.Errorf("%s: %v: %w", fn.Name, err, ErrStart)
+	}
+	inst := &instance{id: id, fn: fn.Name, rev: fn.Revision, sb: sb, group: grp, declared: int64(fn.Spec.MemoryMB) << 20}
+	w.track(inst)
+	c, err := net.Dial("unix", sb.SocketPath(socketName))
+	if err != nil {
+		w.destroy(inst)
+		return nil, fmt.Errorf("%s: connecting to runtime: %v: %w", fn.Name, err, ErrStart)
+	}
+	inst.conn = runtime.NewConn(c)
+	// A dead sandbox must not leave WaitReady hanging.
+	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
+	go func() {
+		select {
+		case <-sb.Done():
+			c.SetDeadline(time.Now())
+		case <-ctx.Done():
+		}
+	}()
+	_, err = inst.conn.WaitReady(ctx)
+	stop()
+	if err != nil {
+		var herr *runtime.HandlerError
+		if errors.As(err, &herr) {
+			// The handler failed to load: report it like a handler error.
+			w.destroy(inst)
+			return nil, &LoadError{Function: fn.Name, Err: herr}
+		}
+		if n, _ := grp.OOMKills(); n > 0 {
+			w.destroy(inst)
+			return nil, fmt.Errorf("%s: out of memory while loading the handler (limit %d MB): %w", fn.Name, fn.Spec.MemoryMB, ErrOOM)
+		}
+		status := inst.exitStatus()
+		w.destroy(inst)
+		return nil, fmt.Errorf("%s: runtime did not start (exit status %d; see logs): %v: %w", fn.Name, status, err, ErrStart)
+	}
+	c.SetDeadline(time.Time{})
+	return inst, nil
+}
+
+// LoadError is a handler that failed to load (import error, missing
+// function). Its Err has the Lambda error shape.
+type LoadError struct {
+	Function string
+	Err      *runtime.HandlerError
+}
+
+func (e *LoadError) Error() string {
+	return fmt.Sprintf("%s: loading handler: %s: %s", e.Function, e.Err.Type, e.Err.Message)
+}
+
+func shortRev(rev string) string {
+	if len(rev) > 8 {
+		return rev[:8]
+	}
+	return rev
+}
+
+func (w *Worker) track(inst *instance) {
+	w.mu.Lock()
+	w.live[inst] = struct{}{}
+	w.mu.Unlock()
+	w.metrics.sandboxes.Inc()
+}
+
+// release returns a healthy sandbox to the handler cache. The freeze runs in
+// the background: a request that arrives first takes the sandbox still
+// running and skips the thaw.
+func (w *Worker) release(inst *instance) {
+	fn, err := w.fns.Get(inst.fn)
+	if err != nil || fn.Revision != inst.rev || w.cfg.NoWarm || w.isClosed() {
+		// Retired revision, deleted function, no cache or shutdown; off
+		// the response path.
+		w.background(func() { w.destroy(inst) })
+		return
+	}
+	inst.markIdle()
+	victims := w.cache.put(inst)
+	w.destroyAsync(victims)
+	w.background(func() {
+		size, err := inst.freeze(context.Background())
+		if err != nil {
+			if !errors.Is(err, errBusy) {
+				w.log.Warn("freezing sandbox", "sandbox", inst.id, "err", err)
+				if w.cache.remove(inst) {
+					w.destroy(inst)
+				}
+			}
+			return
+		}
+		w.destroyAsync(w.cache.resize(inst, size))
+	})
+}
+
+// background runs f in a goroutine that Close waits for; after Close it
+// runs f at once.
+func (w *Worker) background(f func()) {
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		f()
+		return
+	}
+	w.wg.Add(1)
+	w.mu.Unlock()
+	go func() {
+		defer w.wg.Done()
+		f()
+	}()
+}
+
+func (w *Worker) destroyAsync(victims []*instance) {
+	for _, v := range victims {
+		w.metrics.evictions.Inc()
+		w.background(func() { w.destroy(v) })
+	}
+}
+
+// destroy kills a sandbox and removes its cgroup.
+func (w *Worker) destroy(inst *instance) {
+	w.mu.Lock()
+	_, ok := w.live[inst]
+	delete(w.live, inst)
+	w.mu.Unlock()
+	if !ok {
+		return
+	}
+	w.metrics.sandboxes.Dec()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if inst.conn != nil {
+		inst.conn.Close()
+	}
+	if err := inst.sb.Destroy(ctx); err != nil {
+		w.log.Warn("destroying sandbox", "sandbox", inst.id, "err", err)
+	}
+	if err := inst.group.Delete(ctx); err != nil {
+		w.log.Warn("deleting cgroup", "sandbox", inst.id, "err", err)
+	}
+}
+
+func (w *Worker) isClosed() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.closed
+}
+
+// Retire destroys the cached sandboxes of function name that do not run
+// revision keep (all of them if keep is empty). Busy ones are destroyed
+// when their call ends.
+func (w *Worker) Retire(name, keep string) {
+	for _, inst := range w.cache.drop(name, keep) {
+		w.destroy(inst)
+	}
+	if keep == "" {
+		w.mu.Lock()
+		delete(w.state, name)
+		w.mu.Unlock()
+	}
+}
+
+// Logs returns up to n of the newest output lines of function name.
+func (w *Worker) Logs(name string, n int) []string {
+	w.mu.Lock()
+	st := w.state[name]
+	w.mu.Unlock()
+	if st == nil {
+		return nil
+	}
+	return st.logs.tail(n)
+}
+
+// SandboxInfo describes one live sandbox.
+type SandboxInfo struct {
+	ID       string `json:"id"`
+	Function string `json:"function"`
+	Revision string `json:"revision"`
+	State    string `json:"state"`
+	Memory   int64  `json:"memory_bytes"`
+}
+
+// Status is a snapshot of the worker's state.
+type Status struct {
+	CgroupMode string        `json:"cgroup_mode"`
+	Sandboxes  []SandboxInfo `json:"sandboxes"`
+	WarmBytes  int64         `json:"warm_bytes"`
+	WarmBudget int64         `json:"warm_budget_bytes"`
+}
+
+// Status reports the live sandboxes and memory.
+func (w *Worker) Status() Status {
+	st := Status{CgroupMode: w.CgroupMode(), WarmBudget: w.cfg.WarmBudget, Sandboxes: []SandboxInfo{}}
+	w.mu.Lock()
+	insts := make([]*instance, 0, len(w.live))
+	for inst := range w.live {
+		insts = append(insts, inst)
+	}
+	w.mu.Unlock()
+	for _, inst := range insts {
+		info := SandboxInfo{ID: inst.id, Function: inst.fn, Revision: inst.rev, State: inst.stateName()}
+		if m, err := inst.group.MemoryUsage(); err == nil {
+			info.Memory = int64(m)
+		}
+		st.Sandboxes = append(st.Sandboxes, info)
+	}
+	st.WarmBytes = w.cache.used()
+	return st
+}
+
+// Close destroys every sandbox and cgroup the worker made.
+func (w *Worker) Close(ctx context.Context) error {
+	w.mu.Lock()
+	w.closed = true
+	insts := make([]*instance, 0, len(w.live))
+	for inst := range w.live {
+		insts = append(insts, inst)
+	}
+	w.mu.Unlock()
+	w.wg.Wait()
+	var wg sync.WaitGroup
+	for _, inst := range insts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w.destroy(inst)
+		}()
+	}
+	wg.Wait()
+	var errs []error
+	if err := w.home.Delete(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	if err := w.cg.Close(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	if _, err := w.factory.Sweep(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}

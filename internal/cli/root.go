@@ -28,6 +28,7 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newSimCmd())
+	root.AddCommand(newUpCmd(), newDeployCmd(), newInvokeCmd(), newLsCmd(), newRmCmd(),
+		newStatusCmd(), newLogsCmd(), newImageCmd(), newBenchCmd(), newSimCmd())
 	return root
 }

@@ -1,0 +1,322 @@
+// Package api is Hearth's HTTP API, on the standard library's net/http.
+//
+// Management endpoints (deploy, list, get, delete, logs, status) can be
+// protected by a bearer token; invoke endpoints are open, as they are for
+// any FaaS gateway. Errors are mapped to status codes in one place, status.
+package api
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/hearth-run/hearth/internal/archive"
+	"github.com/hearth-run/hearth/internal/function"
+	"github.com/hearth-run/hearth/internal/registry"
+	"github.com/hearth-run/hearth/internal/worker"
+)
+
+// Registry is what the API needs of the function registry.
+type Registry interface {
+	Deploy(ctx context.Context, name string, src registry.Source) (registry.Function, error)
+	Get(name string) (registry.Function, error)
+	List() ([]registry.Function, error)
+	Delete(name string) error
+}
+
+// Worker is what the API needs of the worker.
+type Worker interface {
+	Invoke(ctx context.Context, name string, event []byte) (worker.Result, error)
+	Retire(name, keep string)
+	Logs(name string, n int) []string
+	Status() worker.Status
+	Metrics() *worker.Metrics
+}
+
+// Config configures the API. Zero values mean the defaults.
+type Config struct {
+	// Token, if set, is required as "Authorization: Bearer TOKEN" on the
+	// management endpoints.
+	Token string
+	// MaxBody bounds invoke request and response bodies (default 6 MB).
+	MaxBody int64
+	// MaxArchive bounds a deployed archive (default 50 MB).
+	MaxArchive int64
+	// TempDir receives uploads while they are checked (default os.TempDir()).
+	TempDir string
+	// Logger (default slog.Default()).
+	Logger *slog.Logger
+}
+
+// Server serves the API.
+type Server struct {
+	cfg Config
+	reg Registry
+	wk  Worker
+	mux *http.ServeMux
+}
+
+// New returns the API handler.
+func New(cfg Config, reg Registry, wk Worker) *Server {
+	if cfg.MaxBody <= 0 {
+		cfg.MaxBody = 6 << 20
+	}
+	if cfg.MaxArchive <= 0 {
+		cfg.MaxArchive = 50 << 20
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	s := &Server{cfg: cfg, reg: reg, wk: wk, mux: http.NewServeMux()}
+	s.mux.HandleFunc("PUT /v1/functions/{name}", s.auth(s.deploy))
+	s.mux.HandleFunc("GET /v1/functions", s.auth(s.list))
+	s.mux.HandleFunc("GET /v1/functions/{name}", s.auth(s.get))
+	s.mux.HandleFunc("DELETE /v1/functions/{name}", s.auth(s.delete))
+	s.mux.HandleFunc("GET /v1/functions/{name}/logs", s.auth(s.logs))
+	s.mux.HandleFunc("POST /v1/functions/{name}/invoke", s.invoke)
+	s.mux.HandleFunc("POST /run/{name}", s.invoke)
+	s.mux.HandleFunc("GET /v1/status", s.auth(s.status))
+	s.mux.Handle("GET /metrics", promhttp.HandlerFor(wk.Metrics().Registry, promhttp.HandlerOpts{}))
+	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok\n")
+	})
+	return s
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+func (s *Server) auth(h http.HandlerFunc) http.HandlerFunc {
+	if s.cfg.Token == "" {
+		return h
+	}
+	want := []byte("Bearer " + s.cfg.Token)
+	return func(w http.ResponseWriter, r *http.Request) {
+		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="hearth"`)
+			writeError(w, http.StatusUnauthorized, "unauthorized", "missing or wrong bearer token")
+			return
+		}
+		h(w, r)
+	}
+}
+
+func (s *Server) deploy(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	f, err := os.CreateTemp(s.cfg.TempDir, "hearth-upload-*")
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	n, err := io.Copy(f, io.LimitReader(r.Body, s.cfg.MaxArchive+1))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "BadRequest", "reading upload: "+err.Error())
+		return
+	}
+	if n > s.cfg.MaxArchive {
+		writeError(w, http.StatusRequestEntityTooLarge, "TooLarge",
+			fmt.Sprintf("archive larger than %d bytes", s.cfg.MaxArchive))
+		return
+	}
+	fn, err := s.reg.Deploy(r.Context(), name, registry.Source{Archive: f, Size: n})
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	s.wk.Retire(fn.Name, fn.Revision)
+	s.cfg.Logger.Info("deployed", "function", fn.Name, "revision", fn.Revision)
+	writeJSON(w, http.StatusOK, fn)
+}
+
+func (s *Server) list(w http.ResponseWriter, r *http.Request) {
+	fns, err := s.reg.List()
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	if fns == nil {
+		fns = []registry.Function{}
+	}
+	writeJSON(w, http.StatusOK, fns)
+}
+
+func (s *Server) get(w http.ResponseWriter, r *http.Request) {
+	fn, err := s.reg.Get(r.PathValue("name"))
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, fn)
+}
+
+func (s *Server) delete(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if err := s.reg.Delete(name); err != nil {
+		s.fail(w, err)
+		return
+	}
+	s.wk.Retire(name, "")
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) logs(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if _, err := s.reg.Get(name); err != nil {
+		s.fail(w, err)
+		return
+	}
+	n := 100
+	if v := r.URL.Query().Get("n"); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil || n < 0 {
+			writeError(w, http.StatusBadRequest, "BadRequest", "n must be a non-negative integer")
+			return
+		}
+	}
+	lines := s.wk.Logs(name, n)
+	if lines == nil {
+		lines = []string{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"function": name, "lines": lines})
+}
+
+func (s *Server) status(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, s.wk.Status())
+}
+
+func (s *Server) invoke(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, s.cfg.MaxBody+1))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "BadRequest", "reading body: "+err.Error())
+		return
+	}
+	if int64(len(body)) > s.cfg.MaxBody {
+		writeError(w, http.StatusRequestEntityTooLarge, "RequestTooLarge",
+			fmt.Sprintf("request body larger than %d bytes", s.cfg.MaxBody))
+		return
+	}
+	if len(body) > 0 && !json.Valid(body) {
+		writeError(w, http.StatusBadRequest, "InvalidRequestContent", "request body is not valid JSON")
+		return
+	}
+	res, err := s.wk.Invoke(r.Context(), r.PathValue("name"), body)
+	h := w.Header()
+	if res.Path != "" {
+		h.Set("X-Hearth-Start-Path", res.Path)
+		h.Set("X-Hearth-Init-Ms", ms(res.Init))
+		h.Set("X-Hearth-Run-Ms", ms(res.Run))
+		h.Set("X-Hearth-Revision", res.Revision)
+	}
+	if err != nil {
+		var le *worker.LoadError
+		if errors.As(err, &le) {
+			h.Set("X-Hearth-Error", "LoadError")
+			writeJSON(w, http.StatusBadGateway, le.Err)
+			return
+		}
+		s.fail(w, err)
+		return
+	}
+	if res.Err != nil {
+		h.Set("X-Hearth-Error", "Unhandled")
+		writeJSON(w, http.StatusInternalServerError, res.Err)
+		return
+	}
+	if int64(len(res.Body)) > s.cfg.MaxBody {
+		writeError(w, http.StatusBadGateway, "ResponseTooLarge",
+			fmt.Sprintf("handler response larger than %d bytes", s.cfg.MaxBody))
+		return
+	}
+	h.Set("Content-Type", "application/json")
+	w.Write(res.Body)
+}
+
+func ms(d time.Duration) string { return strconv.FormatFloat(d.Seconds()*1000, 'f', 3, 64) }
+
+// status maps an error class to an HTTP status code and an error type.
+func status(err error) (int, string) {
+	switch {
+	case errors.Is(err, registry.ErrNotFound), errors.Is(err, worker.ErrNotFound):
+		return http.StatusNotFound, "NotFound"
+	case errors.Is(err, worker.ErrTooMany):
+		return http.StatusTooManyRequests, "TooManyRequests"
+	case errors.Is(err, worker.ErrTimeout):
+		return http.StatusGatewayTimeout, "Timeout"
+	case errors.Is(err, worker.ErrOOM):
+		return http.StatusBadGateway, "OutOfMemory"
+	case errors.Is(err, worker.ErrCrashed), errors.Is(err, worker.ErrStart):
+		return http.StatusBadGateway, "SandboxError"
+	case errors.Is(err, worker.ErrClosed):
+		return http.StatusServiceUnavailable, "ShuttingDown"
+	case errors.Is(err, context.Canceled):
+		return 499, "Canceled"
+	}
+	if code, typ, ok := registryStatus(err); ok {
+		return code, typ
+	}
+	return http.StatusInternalServerError, "InternalError"
+}
+
+func (s *Server) fail(w http.ResponseWriter, err error) {
+	code, typ := status(err)
+	if code >= 500 && code != http.StatusBadGateway && code != http.StatusGatewayTimeout {
+		s.cfg.Logger.Error("request failed", "err", err)
+	}
+	if code == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "1")
+	}
+	writeError(w, code, typ, err.Error())
+}
+
+// apiError is the JSON shape of every error response.
+type apiError struct {
+	Type    string `json:"errorType"`
+	Message string `json:"errorMessage"`
+}
+
+func writeError(w http.ResponseWriter, code int, typ, msg string) {
+	writeJSON(w, code, apiError{Type: typ, Message: strings.TrimSpace(msg)})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+// registryStatus maps deploy errors: the caller's bad input is 400 (413
+// when too large), anything else is the server's.
+func registryStatus(err error) (int, string, bool) {
+	switch {
+	case errors.Is(err, archive.ErrTooLarge):
+		return http.StatusRequestEntityTooLarge, "TooLarge", true
+	case errors.Is(err, archive.ErrUnsafe):
+		return http.StatusBadRequest, "UnsafeArchive", true
+	case errors.Is(err, archive.ErrFormat):
+		return http.StatusBadRequest, "BadArchive", true
+	case errors.Is(err, function.ErrUnsupported):
+		return http.StatusBadRequest, "Unsupported", true
+	case errors.Is(err, function.ErrUnsatisfied):
+		return http.StatusBadRequest, "UnsatisfiedRequirement", true
+	case errors.Is(err, function.ErrInvalid):
+		return http.StatusBadRequest, "InvalidFunction", true
+	case errors.Is(err, registry.ErrInvalid):
+		return http.StatusBadRequest, "InvalidDeploy", true
+	}
+	return 0, "", false
+}

@@ -1,0 +1,116 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hearth-run/hearth/internal/client"
+)
+
+// Worker is a `hearth up` process started for a benchmark, with its own
+// data dir and cgroup parent.
+type Worker struct {
+	URL    string
+	Client *client.Client
+	cmd    *exec.Cmd
+	dir    string
+	out    *lockedBuffer
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// StartWorker runs `hearth up` from binary hearth on a free loopback port
+// with the given extra flags, and waits until it is healthy.
+func StartWorker(ctx context.Context, hearth, base string, extra ...string) (*Worker, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	addr := l.Addr().String()
+	l.Close()
+	dir, err := os.MkdirTemp("", "hearth-bench-")
+	if err != nil {
+		return nil, err
+	}
+	args := append([]string{"up", "--listen", addr, "--data-dir", dir, "--base", base,
+		"--cgroup-parent", fmt.Sprintf("hearth-bench-%d", os.Getpid()), "--log-level", "warn"}, extra...)
+	w := &Worker{URL: "http://" + addr, dir: dir, out: &lockedBuffer{}}
+	w.Client = client.New(w.URL, "")
+	w.cmd = exec.Command(hearth, args...)
+	w.cmd.Stdout, w.cmd.Stderr = w.out, w.out
+	if err := w.cmd.Start(); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for !w.Client.Healthy(ctx) {
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			w.Stop()
+			return nil, fmt.Errorf("worker did not start:\n%s", w.out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return w, nil
+}
+
+// Deploy deploys a function made of name -> source files.
+func (w *Worker) Deploy(ctx context.Context, name string, files map[string]string) error {
+	dir, err := os.MkdirTemp("", "hearth-bench-fn-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	for n, src := range files {
+		if err := os.WriteFile(filepath.Join(dir, n), []byte(src), 0o644); err != nil {
+			return err
+		}
+	}
+	var buf bytes.Buffer
+	if err := client.PackDir(dir, &buf); err != nil {
+		return err
+	}
+	_, err = w.Client.Deploy(ctx, name, &buf)
+	return err
+}
+
+// Stop stops the worker with SIGTERM and removes its data dir.
+func (w *Worker) Stop() error {
+	w.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- w.cmd.Wait() }()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(30 * time.Second):
+		w.cmd.Process.Kill()
+		err = <-done
+	}
+	os.RemoveAll(w.dir)
+	if err != nil {
+		return fmt.Errorf("worker: %v\n%s", err, w.out.String())
+	}
+	return nil
+}

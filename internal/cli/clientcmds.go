@@ -1,0 +1,253 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/hearth-run/hearth/internal/client"
+	"github.com/hearth-run/hearth/internal/image"
+)
+
+// clientFlags are shared by the commands that talk to a worker.
+type clientFlags struct {
+	server string
+	token  string
+}
+
+func (f *clientFlags) add(cmd *cobra.Command) {
+	def := os.Getenv("HEARTH_URL")
+	if def == "" {
+		def = client.DefaultURL
+	}
+	cmd.Flags().StringVar(&f.server, "server", def, "worker URL (or $HEARTH_URL)")
+	cmd.Flags().StringVar(&f.token, "token", os.Getenv("HEARTH_TOKEN"), "bearer token (or $HEARTH_TOKEN)")
+}
+
+func (f *clientFlags) client() *client.Client { return client.New(f.server, f.token) }
+
+func newDeployCmd() *cobra.Command {
+	var cf clientFlags
+	var name string
+	cmd := &cobra.Command{
+		Use:   "deploy DIR|ARCHIVE",
+		Short: "Deploy a function from a directory or a tar.gz/zip archive",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			src := args[0]
+			if name == "" {
+				name = defaultName(src)
+			}
+			info, err := os.Stat(src)
+			if err != nil {
+				return err
+			}
+			var body io.Reader
+			if info.IsDir() {
+				var buf bytes.Buffer
+				if err := client.PackDir(src, &buf); err != nil {
+					return err
+				}
+				body = &buf
+			} else {
+				f, err := os.Open(src)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				body = f
+			}
+			fn, err := cf.client().Deploy(cmd.Context(), name, body)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "deployed %s revision %s (%d bytes)\n", fn.Name, fn.Revision, fn.Size)
+			return nil
+		},
+	}
+	cf.add(cmd)
+	cmd.Flags().StringVar(&name, "name", "", "function name (default: the directory or archive name)")
+	return cmd
+}
+
+// defaultName derives a function name from a path: examples/hello -> hello.
+func defaultName(src string) string {
+	n := filepath.Base(filepath.Clean(src))
+	for _, ext := range []string{".tar.gz", ".tgz", ".zip", ".tar"} {
+		n = strings.TrimSuffix(n, ext)
+	}
+	return strings.ToLower(n)
+}
+
+func newInvokeCmd() *cobra.Command {
+	var cf clientFlags
+	var data string
+	var verbose bool
+	cmd := &cobra.Command{
+		Use:   "invoke NAME",
+		Short: "Invoke a function with a JSON event",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			event := []byte(data)
+			if strings.HasPrefix(data, "@") {
+				var err error
+				if event, err = os.ReadFile(data[1:]); err != nil {
+					return err
+				}
+			}
+			inv, err := cf.client().Invoke(cmd.Context(), args[0], event)
+			if verbose && inv.Path != "" {
+				fmt.Fprintf(cmd.ErrOrStderr(), "path=%s init=%.3fms run=%.3fms total=%s revision=%s\n",
+					inv.Path, inv.InitMs, inv.RunMs, inv.Latency.Round(time.Microsecond), inv.Revision)
+			}
+			if err != nil {
+				var e *client.Error
+				if errors.As(err, &e) && len(e.Body) > 0 {
+					cmd.OutOrStdout().Write(e.Body)
+				}
+				return err
+			}
+			out := cmd.OutOrStdout()
+			out.Write(bytes.TrimSpace(inv.Body))
+			fmt.Fprintln(out)
+			return nil
+		},
+	}
+	cf.add(cmd)
+	cmd.Flags().StringVarP(&data, "data", "d", "{}", "JSON event, or @file")
+	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "print the start path and timings to stderr")
+	return cmd
+}
+
+func newLsCmd() *cobra.Command {
+	var cf clientFlags
+	cmd := &cobra.Command{
+		Use:   "ls",
+		Short: "List deployed functions",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			fns, err := cf.client().List(cmd.Context())
+			if err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tREVISION\tHANDLER\tMEMORY\tSIZE\tDEPLOYED")
+			for _, f := range fns {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%dMB\t%d\t%s\n", f.Name, short(f.Revision), f.Spec.Handler,
+					f.Spec.MemoryMB, f.Size, f.DeployedAt.Local().Format(time.DateTime))
+			}
+			return tw.Flush()
+		},
+	}
+	cf.add(cmd)
+	return cmd
+}
+
+func short(rev string) string {
+	if len(rev) > 12 {
+		return rev[:12]
+	}
+	return rev
+}
+
+func newRmCmd() *cobra.Command {
+	var cf clientFlags
+	cmd := &cobra.Command{
+		Use:   "rm NAME",
+		Short: "Delete a function",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return cf.client().Delete(cmd.Context(), args[0])
+		},
+	}
+	cf.add(cmd)
+	return cmd
+}
+
+func newStatusCmd() *cobra.Command {
+	var cf clientFlags
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show the worker's sandboxes and memory",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			st, err := cf.client().Status(cmd.Context())
+			if err != nil {
+				return err
+			}
+			enc := json.NewEncoder(cmd.OutOrStdout())
+			enc.SetIndent("", "  ")
+			return enc.Encode(st)
+		},
+	}
+	cf.add(cmd)
+	return cmd
+}
+
+func newLogsCmd() *cobra.Command {
+	var cf clientFlags
+	var n int
+	cmd := &cobra.Command{
+		Use:   "logs NAME",
+		Short: "Print a function's newest output lines",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			lines, err := cf.client().Logs(cmd.Context(), args[0], n)
+			if err != nil {
+				return err
+			}
+			for _, l := range lines {
+				fmt.Fprintln(cmd.OutOrStdout(), l)
+			}
+			return nil
+		},
+	}
+	cf.add(cmd)
+	cmd.Flags().IntVarP(&n, "lines", "n", 100, "how many lines")
+	return cmd
+}
+
+func newImageCmd() *cobra.Command {
+	img := &cobra.Command{Use: "image", Short: "Manage the base image"}
+	var dataDir, mirror string
+	var force bool
+	build := &cobra.Command{
+		Use:   "build",
+		Short: "Build the base image (Debian bookworm minbase with python3, numpy, requests, Pillow) with debootstrap",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			if ctx == nil {
+				ctx = context.Background()
+			}
+			opts := image.BuildOptions{DataDir: dataDir, Mirror: mirror, Progress: cmd.ErrOrStderr()}
+			var dir string
+			var err error
+			if force {
+				dir, err = image.Build(ctx, opts)
+			} else {
+				dir, err = image.Ensure(ctx, opts)
+			}
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), dir)
+			return nil
+		},
+	}
+	build.Flags().StringVar(&dataDir, "data-dir", "/var/lib/hearth", "data directory")
+	build.Flags().StringVar(&mirror, "mirror", "", "Debian mirror (default: from the host's apt sources)")
+	build.Flags().BoolVar(&force, "force", false, "rebuild even if an image exists")
+	img.AddCommand(build)
+	return img
+}

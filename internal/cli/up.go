@@ -1,0 +1,249 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/hearth-run/hearth/internal/api"
+	"github.com/hearth-run/hearth/internal/function"
+	"github.com/hearth-run/hearth/internal/image"
+	"github.com/hearth-run/hearth/internal/registry"
+	"github.com/hearth-run/hearth/internal/worker"
+)
+
+// DefaultListen is the worker's default address: loopback only.
+const DefaultListen = "127.0.0.1:7878"
+
+// Config is hearth.yaml. Flags of `hearth up` override it.
+type Config struct {
+	Listen       string `yaml:"listen"`
+	DataDir      string `yaml:"data_dir"`
+	Base         string `yaml:"base"`
+	Init         string `yaml:"init"`
+	Token        string `yaml:"token"`
+	WarmBudgetMB int64  `yaml:"warm_budget_mb"`
+	PidsLimit    int64  `yaml:"pids_limit"`
+	ScratchMB    int64  `yaml:"scratch_mb"`
+	MaxBodyMB    int64  `yaml:"max_body_mb"`
+	MaxArchiveMB int64  `yaml:"max_archive_mb"`
+	MaxFiles     int    `yaml:"max_archive_files"`
+	QueueTimeout string `yaml:"queue_timeout"`
+	CgroupParent string `yaml:"cgroup_parent"`
+	LogLevel     string `yaml:"log_level"`
+	Mirror       string `yaml:"mirror"`
+	NoWarm       bool   `yaml:"no_warm_cache"`
+}
+
+func loadConfig(path string) (Config, error) {
+	cfg := Config{Listen: DefaultListen, DataDir: "/var/lib/hearth"}
+	if path == "" {
+		return cfg, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return cfg, fmt.Errorf("config: %w", err)
+	}
+	defer f.Close()
+	dec := yaml.NewDecoder(f)
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil {
+		return cfg, fmt.Errorf("config %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+func newUpCmd() *cobra.Command {
+	var cfgPath string
+	var flags Config
+	cmd := &cobra.Command{
+		Use:   "up",
+		Short: "Run the worker in the foreground",
+		Long: `Run the Hearth worker in the foreground until SIGTERM or SIGINT.
+
+On first run it builds the base image (a Debian bookworm tree with python3,
+numpy, requests and Pillow) under the data dir, unless --base names a tree.
+On shutdown it destroys every sandbox and cgroup it made.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := loadConfig(cfgPath)
+			if err != nil {
+				return err
+			}
+			fl := cmd.Flags()
+			if fl.Changed("listen") {
+				cfg.Listen = flags.Listen
+			}
+			if fl.Changed("data-dir") {
+				cfg.DataDir = flags.DataDir
+			}
+			if fl.Changed("base") {
+				cfg.Base = flags.Base
+			}
+			if fl.Changed("init") {
+				cfg.Init = flags.Init
+			}
+			if fl.Changed("token") {
+				cfg.Token = flags.Token
+			}
+			if fl.Changed("warm-budget-mb") {
+				cfg.WarmBudgetMB = flags.WarmBudgetMB
+			}
+			if fl.Changed("cgroup-parent") {
+				cfg.CgroupParent = flags.CgroupParent
+			}
+			if fl.Changed("no-warm-cache") {
+				cfg.NoWarm = flags.NoWarm
+			}
+			if fl.Changed("log-level") {
+				cfg.LogLevel = flags.LogLevel
+			}
+			if cfg.Token == "" {
+				cfg.Token = os.Getenv("HEARTH_TOKEN")
+			}
+			return runUp(cmd.Context(), cfg)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfgPath, "config", "", "config file (hearth.yaml)")
+	f.StringVar(&flags.Listen, "listen", DefaultListen, "address to listen on")
+	f.StringVar(&flags.DataDir, "data-dir", "/var/lib/hearth", "data directory")
+	f.StringVar(&flags.Base, "base", "", "base image tree (default: build one under the data dir)")
+	f.StringVar(&flags.Init, "init", "", "hearth-init binary (default: next to hearth, then $PATH)")
+	f.StringVar(&flags.Token, "token", "", "bearer token for management endpoints (or $HEARTH_TOKEN)")
+	f.Int64Var(&flags.WarmBudgetMB, "warm-budget-mb", 2048, "memory budget of paused sandboxes, MB")
+	f.StringVar(&flags.CgroupParent, "cgroup-parent", "hearth", "parent cgroup of sandboxes")
+	f.StringVar(&flags.LogLevel, "log-level", "info", "debug, info, warn or error")
+	f.BoolVar(&flags.NoWarm, "no-warm-cache", false, "destroy sandboxes after each call (every call starts cold)")
+	return cmd
+}
+
+func newLogger(level string) *slog.Logger {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		l = slog.LevelInfo
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
+}
+
+// findInit locates hearth-init: next to this binary, then on $PATH.
+func findInit(path string) (string, error) {
+	if path != "" {
+		return path, nil
+	}
+	if exe, err := os.Executable(); err == nil {
+		p := filepath.Join(filepath.Dir(exe), "hearth-init")
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	p, err := exec.LookPath("hearth-init")
+	if err != nil {
+		return "", errors.New("hearth-init not found next to hearth or on $PATH (build it with: go build -o bin/ ./cmd/...)")
+	}
+	return p, nil
+}
+
+func runUp(ctx context.Context, cfg Config) error {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	log := newLogger(cfg.LogLevel)
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	initPath, err := findInit(cfg.Init)
+	if err != nil {
+		return err
+	}
+	base := cfg.Base
+	if base == "" {
+		base, err = image.Ensure(ctx, image.BuildOptions{DataDir: cfg.DataDir, Mirror: cfg.Mirror, Progress: os.Stderr})
+		if err != nil {
+			return fmt.Errorf("base image: %w", err)
+		}
+	}
+	if err := image.Validate(base); err != nil {
+		return err
+	}
+	if err := image.Prepare(base); err != nil {
+		return err
+	}
+	reg, err := registry.Open(cfg.DataDir, registry.Options{
+		CheckRequirements: func(reqs []string) error { return function.CheckRequirements(base, reqs) },
+		MaxBytes:          cfg.MaxArchiveMB << 20,
+		MaxFiles:          cfg.MaxFiles,
+	})
+	if err != nil {
+		return err
+	}
+	defer reg.Close()
+	wcfg := worker.Config{
+		DataDir:      cfg.DataDir,
+		Base:         base,
+		InitPath:     initPath,
+		WarmBudget:   cfg.WarmBudgetMB << 20,
+		PidsLimit:    cfg.PidsLimit,
+		ScratchBytes: cfg.ScratchMB << 20,
+		CgroupParent: cfg.CgroupParent,
+		NoWarm:       cfg.NoWarm,
+		Logger:       log,
+	}
+	if cfg.QueueTimeout != "" {
+		if wcfg.QueueTimeout, err = time.ParseDuration(cfg.QueueTimeout); err != nil {
+			return fmt.Errorf("queue_timeout: %w", err)
+		}
+	}
+	wk, err := worker.New(ctx, wcfg, reg)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{
+		Handler: api.New(api.Config{
+			Token:      cfg.Token,
+			MaxBody:    cfg.MaxBodyMB << 20,
+			MaxArchive: cfg.MaxArchiveMB << 20,
+			TempDir:    cfg.DataDir,
+			Logger:     log,
+		}, reg, wk),
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		wk.Close(context.Background())
+		return err
+	}
+	log.Info("hearth worker up", "listen", ln.Addr().String(), "data_dir", cfg.DataDir, "base", base,
+		"cgroup_mode", wk.CgroupMode())
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	srv.Shutdown(sctx)
+	if cerr := wk.Close(sctx); cerr != nil {
+		log.Error("cleanup", "err", cerr)
+		if err == nil {
+			err = cerr
+		}
+	}
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}

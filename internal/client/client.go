@@ -1,0 +1,160 @@
+// Package client is a Go client for Hearth's HTTP API, used by the CLI, the
+// benchmarks and the end-to-end tests.
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hearth-run/hearth/internal/registry"
+	"github.com/hearth-run/hearth/internal/worker"
+)
+
+// DefaultURL is where a worker listens by default.
+const DefaultURL = "http://127.0.0.1:7878"
+
+// Client talks to one worker. The zero value is not usable; use New.
+type Client struct {
+	base  string
+	token string
+	http  *http.Client
+}
+
+// New returns a client for the worker at base (for example DefaultURL).
+func New(base, token string) *Client {
+	return &Client{
+		base:  strings.TrimRight(base, "/"),
+		token: token,
+		http: &http.Client{Transport: &http.Transport{
+			MaxIdleConnsPerHost: 64,
+			IdleConnTimeout:     90 * time.Second,
+		}},
+	}
+}
+
+// Error is an error response from the worker.
+type Error struct {
+	Status  int
+	Type    string `json:"errorType"`
+	Message string `json:"errorMessage"`
+	Body    []byte
+}
+
+func (e *Error) Error() string {
+	if e.Message != "" {
+		return fmt.Sprintf("%s (HTTP %d): %s", e.Type, e.Status, e.Message)
+	}
+	return fmt.Sprintf("HTTP %d: %s", e.Status, bytes.TrimSpace(e.Body))
+}
+
+func (c *Client) do(ctx context.Context, method, path string, body io.Reader, out any) (*http.Response, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	if err != nil {
+		return nil, nil, err
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return resp, nil, err
+	}
+	if resp.StatusCode >= 300 {
+		e := &Error{Status: resp.StatusCode, Body: data}
+		json.Unmarshal(data, e)
+		return resp, data, e
+	}
+	if out != nil {
+		if err := json.Unmarshal(data, out); err != nil {
+			return resp, data, fmt.Errorf("decoding %s %s: %w", method, path, err)
+		}
+	}
+	return resp, data, nil
+}
+
+// Deploy uploads an archive (tar.gz or zip) as function name.
+func (c *Client) Deploy(ctx context.Context, name string, archive io.Reader) (registry.Function, error) {
+	var fn registry.Function
+	_, _, err := c.do(ctx, http.MethodPut, "/v1/functions/"+url.PathEscape(name), archive, &fn)
+	return fn, err
+}
+
+// List lists deployed functions.
+func (c *Client) List(ctx context.Context) ([]registry.Function, error) {
+	var fns []registry.Function
+	_, _, err := c.do(ctx, http.MethodGet, "/v1/functions", nil, &fns)
+	return fns, err
+}
+
+// Get describes one function.
+func (c *Client) Get(ctx context.Context, name string) (registry.Function, error) {
+	var fn registry.Function
+	_, _, err := c.do(ctx, http.MethodGet, "/v1/functions/"+url.PathEscape(name), nil, &fn)
+	return fn, err
+}
+
+// Delete removes a function.
+func (c *Client) Delete(ctx context.Context, name string) error {
+	_, _, err := c.do(ctx, http.MethodDelete, "/v1/functions/"+url.PathEscape(name), nil, nil)
+	return err
+}
+
+// Logs returns up to n of a function's newest output lines.
+func (c *Client) Logs(ctx context.Context, name string, n int) ([]string, error) {
+	var out struct {
+		Lines []string `json:"lines"`
+	}
+	_, _, err := c.do(ctx, http.MethodGet, "/v1/functions/"+url.PathEscape(name)+"/logs?n="+strconv.Itoa(n), nil, &out)
+	return out.Lines, err
+}
+
+// Status returns the worker's status.
+func (c *Client) Status(ctx context.Context) (worker.Status, error) {
+	var st worker.Status
+	_, _, err := c.do(ctx, http.MethodGet, "/v1/status", nil, &st)
+	return st, err
+}
+
+// Invocation is the outcome of Invoke.
+type Invocation struct {
+	Body     []byte
+	Path     string // start path: warm, cold (later fork, snapshot)
+	InitMs   float64
+	RunMs    float64
+	Revision string
+	Latency  time.Duration // as the client saw it
+}
+
+// Invoke calls function name with a JSON event. A handler error is returned
+// as an *Error whose Body holds the Lambda-style error.
+func (c *Client) Invoke(ctx context.Context, name string, event []byte) (Invocation, error) {
+	t0 := time.Now()
+	resp, data, err := c.do(ctx, http.MethodPost, "/v1/functions/"+url.PathEscape(name)+"/invoke", bytes.NewReader(event), nil)
+	inv := Invocation{Body: data, Latency: time.Since(t0)}
+	if resp != nil {
+		inv.Path = resp.Header.Get("X-Hearth-Start-Path")
+		inv.Revision = resp.Header.Get("X-Hearth-Revision")
+		inv.InitMs, _ = strconv.ParseFloat(resp.Header.Get("X-Hearth-Init-Ms"), 64)
+		inv.RunMs, _ = strconv.ParseFloat(resp.Header.Get("X-Hearth-Run-Ms"), 64)
+	}
+	return inv, err
+}
+
+// Healthy reports whether the worker answers /healthz.
+func (c *Client) Healthy(ctx context.Context) bool {
+	_, _, err := c.do(ctx, http.MethodGet, "/healthz", nil, nil)
+	return err == nil
+}

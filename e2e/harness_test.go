@@ -1,0 +1,244 @@
+// Package e2e drives real hearth workers through the HTTP API and the CLI:
+// real namespaces, cgroups, mounts and processes. It needs root and a base
+// image ($HEARTH_TEST_BASE, default /var/lib/hearth/base; scripts/test.sh
+// builds it).
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hearth-run/hearth/internal/client"
+	"github.com/hearth-run/hearth/internal/sandbox"
+)
+
+var (
+	binDir   string // hearth and hearth-init, built once
+	testBase string
+	seq      atomic.Int32
+)
+
+func TestMain(m *testing.M) {
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "e2e: tests need root (namespaces, cgroups, mounts)")
+		os.Exit(1)
+	}
+	testBase = os.Getenv("HEARTH_TEST_BASE")
+	if testBase == "" {
+		testBase = "/var/lib/hearth/base"
+	}
+	if _, err := os.Stat(filepath.Join(testBase, "usr/bin/python3")); err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: no base image at %s (run scripts/setup.sh or set HEARTH_TEST_BASE): %v\n", testBase, err)
+		os.Exit(1)
+	}
+	dir, err := os.MkdirTemp("", "hearth-e2e-bin-")
+	if err != nil {
+		panic(err)
+	}
+	build := exec.Command("go", "build", "-o", dir+"/", "../cmd/...")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: building binaries:", err)
+		os.Exit(1)
+	}
+	binDir = dir
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// worker is a `hearth up` process under test.
+type worker struct {
+	t       *testing.T
+	url     string
+	dataDir string
+	cgroup  string
+	args    []string
+	cmd     *exec.Cmd
+	out     *syncBuffer
+	c       *client.Client
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func freePort(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// startWorker starts a worker with its own data dir and cgroup parent. At
+// the end of the test it is stopped with SIGTERM and checked for leaks.
+func startWorker(t *testing.T, extra ...string) *worker {
+	t.Helper()
+	w := &worker{
+		t:       t,
+		dataDir: t.TempDir(),
+		cgroup:  fmt.Sprintf("hearth-e2e-%d-%d", os.Getpid(), seq.Add(1)),
+	}
+	w.args = append([]string{"up", "--listen", freePort(t), "--data-dir", w.dataDir,
+		"--base", testBase, "--cgroup-parent", w.cgroup, "--log-level", "debug"}, extra...)
+	w.url = "http://" + w.args[2]
+	w.c = client.New(w.url, "")
+	w.start()
+	t.Cleanup(func() {
+		w.stop()
+		w.assertClean()
+	})
+	return w
+}
+
+func (w *worker) start() {
+	w.t.Helper()
+	w.out = &syncBuffer{}
+	w.cmd = exec.Command(filepath.Join(binDir, "hearth"), w.args...)
+	w.cmd.Stdout, w.cmd.Stderr = w.out, w.out
+	if err := w.cmd.Start(); err != nil {
+		w.t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for !w.c.Healthy(ctx) {
+		if ctx.Err() != nil {
+			w.cmd.Process.Kill()
+			w.cmd.Wait()
+			w.t.Fatalf("worker did not become healthy:\n%s", w.out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// stop sends SIGTERM and waits.
+func (w *worker) stop() {
+	if w.cmd == nil || w.cmd.ProcessState != nil {
+		return
+	}
+	w.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- w.cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			w.t.Errorf("worker exited with %v:\n%s", err, tail(w.out.String(), 40))
+		}
+	case <-time.After(30 * time.Second):
+		w.cmd.Process.Kill()
+		<-done
+		w.t.Errorf("worker did not stop within 30s")
+	}
+}
+
+// crash kills the worker with SIGKILL, as a crash would.
+func (w *worker) crash() {
+	w.cmd.Process.Kill()
+	w.cmd.Wait()
+}
+
+// assertClean checks that the worker left no mounts, cgroups or processes.
+func (w *worker) assertClean() {
+	w.t.Helper()
+	if m, err := sandbox.MountsUnder(w.dataDir); err != nil || len(m) > 0 {
+		w.t.Errorf("mounts left under %s: %v %v", w.dataDir, m, err)
+	}
+	if left := cgroupsLeft(w.cgroup); len(left) > 0 {
+		w.t.Errorf("cgroups left: %v", left)
+	}
+	out, _ := exec.Command("pgrep", "-f", "hearth-init.*"+w.dataDir).Output()
+	if s := strings.TrimSpace(string(out)); s != "" {
+		w.t.Errorf("hearth-init processes left: %s", s)
+	}
+}
+
+// cgroupsLeft lists cgroup dirs named parent in any hierarchy.
+func cgroupsLeft(parent string) []string {
+	var left []string
+	roots, _ := filepath.Glob("/sys/fs/cgroup/*/" + parent)
+	left = append(left, roots...)
+	if _, err := os.Stat("/sys/fs/cgroup/" + parent); err == nil {
+		left = append(left, "/sys/fs/cgroup/"+parent)
+	}
+	return left
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// hearth runs the CLI against w and returns its combined output.
+func (w *worker) hearth(args ...string) (string, error) {
+	cmd := exec.Command(filepath.Join(binDir, "hearth"), args...)
+	cmd.Env = append(os.Environ(), "HEARTH_URL="+w.url)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// deployDir deploys a directory through the CLI.
+func (w *worker) deployDir(name, dir string) {
+	w.t.Helper()
+	out, err := w.hearth("deploy", dir, "--name", name)
+	if err != nil {
+		w.t.Fatalf("deploy %s: %v\n%s", name, err, out)
+	}
+}
+
+// fn writes a function directory from name -> content pairs.
+func fn(t *testing.T, files ...string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for i := 0; i+1 < len(files); i += 2 {
+		p := filepath.Join(dir, files[i])
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, []byte(files[i+1]), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+func (w *worker) invoke(name, event string) (client.Invocation, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	return w.c.Invoke(ctx, name, []byte(event))
+}
+
+func (w *worker) mustInvoke(name, event string) client.Invocation {
+	w.t.Helper()
+	inv, err := w.invoke(name, event)
+	if err != nil {
+		w.t.Fatalf("invoke %s: %v\nworker log:\n%s", name, err, tail(w.out.String(), 30))
+	}
+	return inv
+}

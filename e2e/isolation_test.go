@@ -1,0 +1,173 @@
+package e2e
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+)
+
+func writeConfig(t *testing.T, yaml string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "hearth.yaml")
+	if err := os.WriteFile(p, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// probe reports what a handler can see and do from inside its sandbox.
+const probe = `
+import os, time
+
+def tryw(path):
+    try:
+        with open(path, "w") as fh:
+            fh.write("x")
+        return True
+    except OSError:
+        return False
+
+def f(e):
+    if e.get("mark"):
+        with open("/tmp/mark", "w") as fh:
+            fh.write(e["mark"])
+        time.sleep(e.get("hold", 0))
+    status = dict(l.split(":", 1) for l in open("/proc/self/status").read().splitlines() if ":" in l)
+    return {
+        "uid": os.getuid(), "gid": os.getgid(),
+        "cap_eff": status["CapEff"].strip(), "cap_bnd": status["CapBnd"].strip(),
+        "no_new_privs": status["NoNewPrivs"].strip(),
+        "pids": sorted(int(p) for p in os.listdir("/proc") if p.isdigit()),
+        "write_base": tryw("/usr/lib/hearth-probe"),
+        "write_code": tryw("/code/probe"),
+        "write_tmp": tryw("/tmp/probe"),
+        "tmp": sorted(os.listdir("/tmp")),
+        "hostname": os.uname().nodename,
+        "dev": sorted(os.listdir("/dev")),
+    }
+`
+
+func checkIsolation(t *testing.T, m map[string]any) {
+	t.Helper()
+	if m["uid"] == float64(0) || m["gid"] == float64(0) {
+		t.Errorf("handler runs as root: uid %v gid %v", m["uid"], m["gid"])
+	}
+	if m["cap_eff"] != "0000000000000000" || m["cap_bnd"] != "0000000000000000" {
+		t.Errorf("capabilities not dropped: eff %v bnd %v", m["cap_eff"], m["cap_bnd"])
+	}
+	if m["no_new_privs"] != "1" {
+		t.Errorf("no_new_privs = %v", m["no_new_privs"])
+	}
+	if m["write_base"] == true || m["write_code"] == true {
+		t.Errorf("base or code writable: %v %v", m["write_base"], m["write_code"])
+	}
+	if m["write_tmp"] != true {
+		t.Errorf("/tmp not writable")
+	}
+	pids, _ := m["pids"].([]any)
+	if len(pids) == 0 || len(pids) > 4 {
+		t.Errorf("handler sees pids %v: want only its sandbox's few processes", pids)
+	}
+	for _, p := range pids {
+		if p.(float64) > 100 {
+			t.Errorf("handler sees a host-numbered pid %v", p)
+		}
+	}
+	if h, _ := m["hostname"].(string); !strings.HasPrefix(h, "hearth-") {
+		t.Errorf("hostname %q: uts namespace not private", h)
+	}
+	if d := m["dev"]; len(d.([]any)) > 8 {
+		t.Errorf("/dev has more than the minimal devices: %v", d)
+	}
+}
+
+func TestIsolation(t *testing.T) {
+	w := startWorker(t)
+	w.deployDir("probe", fn(t, "f.py", probe, "function.yaml", "max_concurrency: 2\n"))
+	checkIsolation(t, decode(t, w.mustInvoke("probe", "{}").Body))
+
+	// Two sandboxes at once: each /tmp is private.
+	var wg sync.WaitGroup
+	res := make([]map[string]any, 2)
+	for i, mark := range []string{"a", "b"} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			inv, err := w.invoke("probe", `{"mark":"`+mark+`","hold":0.5}`)
+			if err != nil {
+				t.Errorf("invoke: %v", err)
+				return
+			}
+			res[i] = decode(t, inv.Body)
+		}()
+	}
+	wg.Wait()
+	if res[0] == nil || res[1] == nil {
+		return
+	}
+	if res[0]["hostname"] == res[1]["hostname"] {
+		t.Fatalf("both calls ran in one sandbox %v", res[0]["hostname"])
+	}
+	for i, r := range res {
+		tmp := r["tmp"].([]any)
+		// The runtime socket lives in /tmp too: count the marks only.
+		marks := 0
+		for _, f := range tmp {
+			if f == "mark" {
+				marks++
+			}
+		}
+		if marks != 1 {
+			t.Errorf("sandbox %d /tmp = %v, want exactly its own mark", i, tmp)
+		}
+	}
+}
+
+func TestMemoryBombIsOOMAndOthersKeepWorking(t *testing.T) {
+	w := startWorker(t)
+	w.deployDir("bomb", fn(t,
+		"f.py", "def f(e):\n    blocks = []\n    while True:\n        blocks.append(bytearray(8 << 20))\n",
+		"function.yaml", "memory_mb: 64\n"))
+	w.deployDir("hello", "../examples/hello")
+	w.mustInvoke("hello", "{}")
+	_, err := w.invoke("bomb", "{}")
+	if !isStatus(err, 502) || !strings.Contains(err.Error(), "out of memory") || !strings.Contains(err.Error(), "64 MB") {
+		t.Fatalf("memory bomb: err = %v, want 502 out of memory with the 64 MB limit", err)
+	}
+	if inv := w.mustInvoke("hello", "{}"); inv.Path != "warm" {
+		t.Errorf("other function lost its warm sandbox: path %s", inv.Path)
+	}
+	// The bomb's function itself recovers with a fresh sandbox.
+	if _, err := w.invoke("bomb", "{}"); !isStatus(err, 502) {
+		t.Errorf("second bomb: %v", err)
+	}
+}
+
+func TestForkBombIsContained(t *testing.T) {
+	w := startWorker(t)
+	w.deployDir("forkbomb", fn(t, "f.py", `
+import os, time
+def f(e):
+    n = 0
+    try:
+        for _ in range(10000):
+            if os.fork() == 0:
+                time.sleep(30)
+                os._exit(0)
+            n += 1
+    except OSError as err:
+        return {"forked": n, "error": err.__class__.__name__}
+    return {"forked": n}
+`, "function.yaml", "timeout_s: 10\n"))
+	w.deployDir("hello", "../examples/hello")
+	inv := w.mustInvoke("forkbomb", "{}")
+	m := decode(t, inv.Body)
+	if n := m["forked"].(float64); n >= 64 || m["error"] == nil {
+		t.Errorf("fork bomb not contained by the pids limit: %v", m)
+	}
+	if inv := w.mustInvoke("hello", `{"name":"x"}`); !strings.Contains(string(inv.Body), "hello, x") {
+		t.Errorf("worker stopped serving: %s", inv.Body)
+	}
+}

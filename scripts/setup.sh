@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what Hearth needs on a Debian 12 machine (as root), builds the
+# binaries into bin/ and the base image into the data dir.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+[ "$(id -u)" = 0 ] || { echo "setup: run as root (Hearth creates namespaces, cgroups and mounts)" >&2; exit 1; }
+export PATH="/usr/local/go/bin:$HOME/go/bin:$PATH"
+command -v go >/dev/null || { echo "setup: Go >= 1.26 is required (https://go.dev/dl)" >&2; exit 1; }
+
+need=()
+for p in debootstrap ca-certificates git; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || need+=("$p")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  echo "setup: installing ${need[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+echo "setup: building bin/hearth and bin/hearth-init"
+go build -o bin/ ./cmd/...
+
+data="${HEARTH_DATA_DIR:-/var/lib/hearth}"
+bin/hearth image build --data-dir "$data" >/dev/null
+echo "setup: base image ready in $data/base"

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs the full test suite: static checks, every package's tests (real
+# namespaces, cgroups and mounts: run as root), and a short fuzz run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+export PATH="/usr/local/go/bin:$HOME/go/bin:$PATH"
+export HEARTH_TEST_BASE="${HEARTH_DATA_DIR:-/var/lib/hearth}/base"
+
+echo "test: gofmt, go vet, staticcheck"
+bad=$(gofmt -l cmd internal)
+[ -z "$bad" ] || { echo "gofmt would change: $bad" >&2; exit 1; }
+go vet ./...
+command -v staticcheck >/dev/null || go install honnef.co/go/tools/cmd/staticcheck@2025.1.1
+staticcheck ./...
+
+echo "test: fuzzing the archive extractor"
+go test -run='^$' -fuzz=FuzzExtract -fuzztime="${FUZZTIME:-20s}" ./internal/archive
+
+echo "test: go test"
+go test -count=1 -timeout 25m ./...

@@ -27,8 +27,9 @@ const (
 
 	// maxID bounds a request id (u16 length on the wire).
 	maxID = math.MaxUint16
-	// maxEvent bounds an event; the runtime refuses larger frames.
-	maxEvent = 1<<30 - 64
+	// maxFrame is the largest invoke frame payload the runtime accepts
+	// (_MAX_FRAME in hearthrt.py).
+	maxFrame = 1 << 30
 	// maxErrorFrame bounds load-error frames, which carry a stack trace.
 	maxErrorFrame = 1 << 20
 	// inlineEvent is the largest event copied into the write buffer so the
@@ -215,7 +216,7 @@ func (c *Conn) Invoke(ctx context.Context, req Request) (Response, error) {
 	if len(req.ID) > maxID {
 		return Response{}, fmt.Errorf("request id of %d bytes: %w", len(req.ID), ErrInvalid)
 	}
-	if len(req.Event) > maxEvent {
+	if 10+len(req.ID)+len(req.Event) > maxFrame {
 		return Response{}, fmt.Errorf("event of %d bytes: %w", len(req.Event), ErrInvalid)
 	}
 	if _, err := c.waitReady(ctx); err != nil {

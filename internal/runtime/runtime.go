@@ -102,40 +102,56 @@ func writeFile(dst string, b []byte) error {
 	return nil
 }
 
-// compileScript byte-compiles the runtime module with hash-based
+// compileScript byte-compiles every .py file under a tree with hash-based
 // invalidation: the cache stays valid across bind mounts and mtime
-// changes, and a stale cache is simply ignored (the runtime runs with -B
-// on a read-only mount, so it never rewrites it). Only the module is
-// compiled: Python never loads the main script from the cache.
-const compileScript = `import py_compile, sys
-py_compile.compile(sys.argv[1], doraise=True,
-    invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH)
+// changes, and a stale one is simply ignored (the runtime runs with -B on
+// read-only mounts, so it never rewrites it). Files that do not compile
+// are skipped: the runtime reports their syntax error at load, as Lambda
+// does.
+const compileScript = `import os, sys, py_compile
+mode = py_compile.PycInvalidationMode.CHECKED_HASH
+for root, dirs, files in os.walk(sys.argv[1]):
+    dirs[:] = [d for d in dirs if d != "__pycache__"]
+    for f in files:
+        if f.endswith(".py"):
+            try:
+                py_compile.compile(os.path.join(root, f), doraise=True, invalidation_mode=mode)
+            except py_compile.PyCompileError:
+                pass
 `
 
-// Compile byte-compiles the runtime installed in dir with the given
-// interpreter, which should be the one the sandbox runs (the cache is
-// per Python version; another version just ignores it). It is optional:
-// without it each start compiles the module in memory, which costs about
-// 2 ms.
+// Compile byte-compiles every Python file under dir into __pycache__
+// directories (0755; each cache file gets its source's mode), with the
+// given interpreter, which should be the one the sandbox runs: the cache
+// is per Python version and another version ignores it.
+//
+// Run it on the runtime dir after Install, and on a function's code at
+// deploy time, while the tree is still writable. It is optional but pays:
+// without a cache every start compiles the runtime (about 2 ms), and the
+// first source compile in a fresh interpreter also pays about 0.7 ms of
+// one-time compiler set-up, so even a one-line handler costs ~1 ms to
+// import from source and ~0.2 ms from its cache. Files with syntax errors
+// are skipped, not reported.
 func Compile(ctx context.Context, python, dir string) error {
-	mod := filepath.Join(dir, "hearthrt.py")
-	cmd := exec.CommandContext(ctx, python, "-S", "-B", "-c", compileScript, mod)
+	if _, err := os.Stat(dir); err != nil {
+		return fmt.Errorf("compiling %s: %w", dir, err)
+	}
+	cmd := exec.CommandContext(ctx, python, "-S", "-B", "-c", compileScript, dir)
 	cmd.Env = []string{}
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("compiling runtime with %s: %w: %s", python, err, bytes.TrimSpace(out))
+		return fmt.Errorf("compiling %s with %s: %w: %s", dir, python, err, bytes.TrimSpace(out))
 	}
-	cache := filepath.Join(dir, "__pycache__")
-	if err := os.Chmod(cache, 0o755); err != nil {
-		return fmt.Errorf("compiling runtime: %w", err)
-	}
-	ents, err := os.ReadDir(cache)
-	if err != nil {
-		return fmt.Errorf("compiling runtime: %w", err)
-	}
-	for _, e := range ents {
-		if err := os.Chmod(filepath.Join(cache, e.Name()), 0o644); err != nil {
-			return fmt.Errorf("compiling runtime: %w", err)
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
 		}
+		if d.IsDir() && d.Name() == "__pycache__" {
+			return os.Chmod(p, 0o755)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("compiling %s: %w", dir, err)
 	}
 	return nil
 }

@@ -169,6 +169,9 @@ func TestInstall(t *testing.T) {
 	if st, err := os.Stat(pycs[0]); err != nil || st.Mode() != 0o644 {
 		t.Errorf("pyc mode: %v %v", st.Mode(), err)
 	}
+	if st, err := os.Stat(filepath.Dir(pycs[0])); err != nil || st.Mode() != fs.ModeDir|0o755 {
+		t.Errorf("cache dir mode: %v %v", st.Mode(), err)
+	}
 	if err := Install(filepath.Join(dir, "server.py", "x")); err == nil {
 		t.Error("Install under a file succeeded")
 	}
@@ -196,5 +199,46 @@ func TestHandlerErrorJSON(t *testing.T) {
 				t.Errorf("Error = %q", got)
 			}
 		})
+	}
+}
+
+func TestCompileCode(t *testing.T) {
+	code := writeCode(t, map[string]string{
+		"f.py":            "def f(e):\n    return e\n",
+		"pkg/__init__.py": "",
+		"pkg/m.py":        "X = 1\n",
+		"bad.py":          "def f(\n",
+		"data.txt":        "not python",
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// Twice: idempotent.
+	for range 2 {
+		if err := Compile(ctx, python, code); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tag := "cpython-3"
+	for _, src := range []string{"f.py", "pkg/__init__.py", "pkg/m.py"} {
+		dir, base := filepath.Split(src)
+		m, _ := filepath.Glob(filepath.Join(code, dir, "__pycache__", base[:len(base)-3]+"."+tag+"*.pyc"))
+		if len(m) != 1 {
+			t.Errorf("%s: cache files %v", src, m)
+			continue
+		}
+		b, err := os.ReadFile(m[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		// PEP 552 flags: hash-based (bit 0) and checked (bit 1).
+		if len(b) < 16 || b[4] != 3 {
+			t.Errorf("%s: flags %v, want checked hash", src, b[4:8])
+		}
+	}
+	if m, _ := filepath.Glob(filepath.Join(code, "__pycache__", "bad.*")); len(m) != 0 {
+		t.Errorf("syntax error compiled: %v", m)
+	}
+	if err := Compile(ctx, python, filepath.Join(code, "missing")); err == nil {
+		t.Error("Compile of a missing dir succeeded")
 	}
 }

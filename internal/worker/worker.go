@@ -363,6 +363,7 @@ func (w *Worker) coldStart(ctx context.Context, fn registry.Function, st *fnStat
 	ctx, cancel := context.WithTimeout(ctx, w.cfg.InitTimeout)
 	defer cancel()
 	id := fmt.Sprintf("sb-%d-%s", w.seq.Add(1), shortRev(fn.Revision))
+	t0 := time.Now()
 	grp, err := w.cg.Create(id, cgroup.Limits{
 		MemoryBytes: int64(fn.Spec.MemoryMB) << 20,
 		Pids:        w.cfg.PidsLimit,
@@ -402,6 +403,7 @@ func (w *Worker) coldStart(ctx context.Context, fn registry.Function, st *fnStat
 		grp.Delete(context.Background())
 		return nil, fmt.Errorf("%s: %v: %w", fn.Name, err, ErrStart)
 	}
+	t2 := time.Now()
 	inst := &instance{id: id, fn: fn.Name, rev: fn.Revision, sb: sb, group: grp, declared: int64(fn.Spec.MemoryMB) << 20}
 	w.track(inst)
 	c, err := net.Dial("unix", sb.SocketPath(socketName))
@@ -437,6 +439,8 @@ func (w *Worker) coldStart(ctx context.Context, fn registry.Function, st *fnStat
 		return nil, fmt.Errorf("%s: runtime did not start (exit status %d; see logs): %v: %w", fn.Name, status, err, ErrStart)
 	}
 	c.SetDeadline(time.Time{})
+	w.log.Debug("cold start", "function", fn.Name, "sandbox", id,
+		"cgroup_and_sandbox", t2.Sub(t0), "to_ready", time.Since(t2))
 	return inst, nil
 }
 

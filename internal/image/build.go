@@ -141,6 +141,15 @@ func build(ctx context.Context, opts BuildOptions) (_ string, err error) {
 	if err != nil {
 		return "", fmt.Errorf("%w: %w (install it with apt-get install debootstrap)", ErrDebootstrap, err)
 	}
+	prog := newProgress(opts.Progress, isTerminal(opts.Progress))
+	// With the lock held, any build directory is a crashed build's.
+	stale, _ := filepath.Glob(filepath.Join(opts.DataDir, ".base-build-*"))
+	for _, d := range stale {
+		fmt.Fprintf(prog.w, "image: removing %s left by an interrupted build\n", d)
+		if err := removeTree(d); err != nil {
+			return "", fmt.Errorf("building image: %w", err)
+		}
+	}
 	tmp, err := os.MkdirTemp(opts.DataDir, ".base-build-")
 	if err != nil {
 		return "", fmt.Errorf("building image: %w", err)
@@ -152,11 +161,10 @@ func build(ctx context.Context, opts BuildOptions) (_ string, err error) {
 			}
 		}
 	}()
-	// debootstrap refuses a target that is not 0755-ish readable.
+	// The tree's root becomes the sandbox's /: readable by everyone.
 	if err := os.Chmod(tmp, 0o755); err != nil {
 		return "", fmt.Errorf("building image: %w", err)
 	}
-	prog := newProgress(opts.Progress, isTerminal(opts.Progress))
 	fmt.Fprintf(prog.w, "image: building Debian %s minbase with %s from %s\n",
 		opts.Suite, strings.Join(opts.Packages, " "), opts.Mirror)
 	start := time.Now()

@@ -81,6 +81,10 @@ func leftovers(t *testing.T, dataDir string) []string {
 func TestBuildWithFakeDebootstrap(t *testing.T) {
 	bin, argsFile := fakeDebootstrap(t, "ok")
 	data := filepath.Join(t.TempDir(), "data")
+	// A crashed build's directory is cleaned up by the next build.
+	if err := os.MkdirAll(filepath.Join(data, ".base-build-123", "usr"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	var out strings.Builder
 	opts := BuildOptions{DataDir: data, Mirror: "http://mirror.invalid/debian", Debootstrap: bin, Progress: &out}
 	dir, err := Build(context.Background(), opts)

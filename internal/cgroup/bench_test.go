@@ -144,33 +144,36 @@ func BenchmarkLifecycleFloor(b *testing.B) {
 }
 
 // BenchmarkFreezeThaw measures a freeze followed by a thaw of a group
-// holding one sleeping process.
+// holding one sleeping process, in each mode this host offers.
 func BenchmarkFreezeThaw(b *testing.B) {
-	requireRoot(b)
-	ctx := context.Background()
-	m := newManager(b)
-	g, err := m.Create("ft", Limits{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	start(b, g, "/bin/sleep", "600")
-	var fs, ts []time.Duration
-	for b.Loop() {
-		t0 := time.Now()
-		if err := g.Freeze(ctx); err != nil {
-			b.Fatal(err)
-		}
-		t1 := time.Now()
-		if err := g.Thaw(ctx); err != nil {
-			b.Fatal(err)
-		}
-		fs = append(fs, t1.Sub(t0))
-		ts = append(ts, time.Since(t1))
-	}
-	slices.Sort(fs)
-	slices.Sort(ts)
-	if len(fs) > 0 {
-		b.ReportMetric(float64(fs[len(fs)/2].Microseconds()), "freeze-p50-us")
-		b.ReportMetric(float64(ts[len(ts)/2].Microseconds()), "thaw-p50-us")
+	for _, mc := range modes(b) {
+		b.Run(mc.name, func(b *testing.B) {
+			ctx := context.Background()
+			m := newManager(b, mc.opts...)
+			g, err := m.Create("ft", Limits{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			start(b, g, "/bin/sleep", "600")
+			var fs, ts []time.Duration
+			for b.Loop() {
+				t0 := time.Now()
+				if err := g.Freeze(ctx); err != nil {
+					b.Fatal(err)
+				}
+				t1 := time.Now()
+				if err := g.Thaw(ctx); err != nil {
+					b.Fatal(err)
+				}
+				fs = append(fs, t1.Sub(t0))
+				ts = append(ts, time.Since(t1))
+			}
+			slices.Sort(fs)
+			slices.Sort(ts)
+			if len(fs) > 0 {
+				b.ReportMetric(float64(fs[len(fs)/2].Microseconds()), "freeze-p50-us")
+				b.ReportMetric(float64(ts[len(ts)/2].Microseconds()), "thaw-p50-us")
+			}
+		})
 	}
 }

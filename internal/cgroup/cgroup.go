@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,7 +15,6 @@ import (
 	cgroups "github.com/containerd/cgroups/v3"
 	"github.com/containerd/cgroups/v3/cgroup1"
 	"github.com/containerd/cgroups/v3/cgroup2"
-	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
 
@@ -83,8 +81,8 @@ type Manager struct {
 	mode   Mode
 	root   string
 	parent string
-	// hiers are the distinct hierarchy mount points used (one on v2).
-	// mem and frz index the ones with memory and freezer files.
+	// hiers are the distinct hierarchy mount points used (one on v2);
+	// mem, cpu, pids and frz index the ones holding each controller.
 	hiers               []string
 	mem, cpu, pids, frz int
 	v1                  cgroup1.Hierarchy // v1 only
@@ -162,111 +160,6 @@ func detect(o options) (Mode, string, error) {
 	return "", "", fmt.Errorf("%s: %w", o.root, ErrNoCgroups)
 }
 
-func (m *Manager) initV1() error {
-	var subs []cgroup1.Subsystem
-	seen := map[string]int{}
-	for _, n := range v1Controllers {
-		dir := filepath.Join(m.root, string(n))
-		if !isFS(dir, unix.CGROUP_SUPER_MAGIC) {
-			return fmt.Errorf("%w: %s is not a cgroup v1 mount", ErrNoController, dir)
-		}
-		// Co-mounted controllers (cpu,cpuacct or custom setups) share one
-		// hierarchy; attach, kill and rmdir once per hierarchy.
-		real, err := filepath.EvalSymlinks(dir)
-		if err != nil {
-			return err
-		}
-		i, ok := seen[real]
-		if !ok {
-			i = len(m.hiers)
-			seen[real] = i
-			m.hiers = append(m.hiers, dir)
-		}
-		switch n {
-		case cgroup1.Memory:
-			m.mem = i
-			subs = append(subs, cgroup1.NewMemory(m.root))
-		case cgroup1.Cpu:
-			m.cpu = i
-			subs = append(subs, cgroup1.NewCpu(m.root))
-		case cgroup1.Pids:
-			m.pids = i
-			subs = append(subs, cgroup1.NewPids(m.root))
-		case cgroup1.Freezer:
-			m.frz = i
-			subs = append(subs, cgroup1.NewFreezer(m.root))
-		}
-	}
-	// Only these four hierarchies: the library default would create the
-	// group in every mounted one (ten here), tripling the cost.
-	m.v1 = func() ([]cgroup1.Subsystem, error) { return subs, nil }
-	if _, err := cgroup1.New(cgroup1.StaticPath("/"+m.parent), &specs.LinuxResources{}, cgroup1.WithHierarchy(m.v1)); err != nil {
-		return fmt.Errorf("creating parent: %w", err)
-	}
-	_, err := os.Stat(filepath.Join(m.hiers[m.mem], m.parent, "memory.memsw.limit_in_bytes"))
-	m.swap = err == nil
-	return nil
-}
-
-func (m *Manager) initV2() error {
-	if !isFS(m.root, unix.CGROUP2_SUPER_MAGIC) {
-		return fmt.Errorf("%w: %s is not a cgroup2 mount", ErrNoCgroups, m.root)
-	}
-	m.hiers = []string{m.root}
-	var err error
-	m.v2, err = cgroup2.NewManager(m.root, "/"+m.parent, &cgroup2.Resources{})
-	if err != nil {
-		return fmt.Errorf("creating parent: %w", err)
-	}
-	avail, err := os.ReadFile(filepath.Join(m.root, "cgroup.controllers"))
-	if err != nil {
-		return err
-	}
-	var want []string
-	for _, c := range v2Controllers {
-		if hasWord(string(avail), c) {
-			want = append(want, c)
-		}
-	}
-	m.enabled = make(map[string]bool)
-	if len(want) == 0 {
-		return nil // e.g. a hybrid host's empty cgroup2: freeze and kill still work
-	}
-	// The library enables controllers in the ancestors' subtree_control;
-	// the parent's own subtree_control is what its children need.
-	if err := m.v2.ToggleControllers(want, cgroup2.Enable); err != nil {
-		return err
-	}
-	dir := filepath.Join(m.root, m.parent)
-	var add string
-	for _, c := range want {
-		add += " +" + c
-	}
-	if err := writeFile(filepath.Join(dir, "cgroup.subtree_control"), add[1:]); err != nil {
-		// EBUSY: the parent holds processes (the no-internal-processes rule).
-		return fmt.Errorf("enabling controllers: %w", err)
-	}
-	on, err := os.ReadFile(filepath.Join(dir, "cgroup.subtree_control"))
-	if err != nil {
-		return err
-	}
-	for _, c := range want {
-		m.enabled[c] = hasWord(string(on), c)
-	}
-	_, err = os.Stat(filepath.Join(dir, "memory.swap.max"))
-	m.swap = err == nil
-	return nil
-}
-
-func hasWord(s, w string) bool {
-	for _, f := range strings.Fields(s) {
-		if f == w {
-			return true
-		}
-	}
-	return false
-}
-
 // Mode reports the cgroup version in use.
 func (m *Manager) Mode() Mode { return m.mode }
 
@@ -323,78 +216,6 @@ func (m *Manager) Create(name string, lim Limits) (_ *Group, err error) {
 	m.groups[name] = g
 	m.mu.Unlock()
 	return g, nil
-}
-
-// createV1 makes the group in each hierarchy and writes its limits.
-// Written directly: cgroup1.New stats every directory before creating it
-// and opens every file with O_CREAT|O_TRUNC, about 70 us more (a quarter of
-// the whole create+delete) for the same writes. The library still creates
-// the parent.
-func (m *Manager) createV1(g *Group, lim Limits) error {
-	for _, d := range g.dirs[1:] {
-		if err := os.Mkdir(d, 0o755); err != nil {
-			return err
-		}
-	}
-	if lim.MemoryBytes > 0 {
-		v := strconv.FormatInt(lim.MemoryBytes, 10)
-		if err := writeFile(filepath.Join(g.dirs[m.mem], "memory.limit_in_bytes"), v); err != nil {
-			return err
-		}
-		if m.swap {
-			if err := writeFile(filepath.Join(g.dirs[m.mem], "memory.memsw.limit_in_bytes"), v); err != nil {
-				return err
-			}
-		}
-	}
-	if lim.Pids > 0 {
-		if err := writeFile(filepath.Join(g.dirs[m.pids], "pids.max"), strconv.FormatInt(lim.Pids, 10)); err != nil {
-			return err
-		}
-	}
-	if lim.CPUWeight > 0 {
-		shares := max(lim.CPUWeight*1024/100, 2) // 2 is v1's minimum
-		if err := writeFile(filepath.Join(g.dirs[m.cpu], "cpu.shares"), strconv.FormatUint(shares, 10)); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (m *Manager) createV2(g *Group, lim Limits) error {
-	res := &cgroup2.Resources{}
-	if lim.MemoryBytes > 0 {
-		if !m.enabled["memory"] {
-			return fmt.Errorf("memory limit: %w", ErrNoController)
-		}
-		v := lim.MemoryBytes
-		res.Memory = &cgroup2.Memory{Max: &v}
-		if m.swap {
-			zero := int64(0)
-			res.Memory.Swap = &zero
-		}
-	}
-	if lim.Pids > 0 {
-		if !m.enabled["pids"] {
-			return fmt.Errorf("pids limit: %w", ErrNoController)
-		}
-		res.Pids = &cgroup2.Pids{Max: lim.Pids}
-	}
-	if lim.CPUWeight > 0 {
-		if !m.enabled["cpu"] {
-			return fmt.Errorf("cpu weight: %w", ErrNoController)
-		}
-		w := lim.CPUWeight
-		res.CPU = &cgroup2.CPU{Weight: &w}
-	}
-	// No resources for NewChild: it would rewrite every ancestor's
-	// subtree_control on each create; the parent already enabled them.
-	c, err := m.v2.NewChild(g.name, nil)
-	if err != nil {
-		return err
-	}
-	g.c2 = c
-	return c.Update(res)
 }
 
 // Sweep kills and removes every child group of the parent that this
@@ -518,7 +339,7 @@ func (g *Group) Add(pid int) error {
 		return fmt.Errorf("cgroup %s: %w", g.name, ErrDeleted)
 	}
 	if pid <= 0 {
-		return fmt.Errorf("cgroup %s: adding pid %d: %w", g.name, pid, ErrBadName)
+		return fmt.Errorf("cgroup %s: adding pid %d: %w", g.name, pid, ErrBadPid)
 	}
 	var err error
 	if g.c2 != nil {
@@ -528,27 +349,6 @@ func (g *Group) Add(pid int) error {
 	}
 	if err != nil {
 		return fmt.Errorf("cgroup %s: adding pid %d: %w", g.name, pid, err)
-	}
-	return nil
-}
-
-// addV1 writes pid to cgroup.procs of every hierarchy. Written directly
-// because the library needs the cgroup1.Cgroup that createV1 skips.
-func addV1(dirs []string, pid int) error {
-	s := strconv.Itoa(pid)
-	for _, d := range dirs {
-		var err error
-		for try := 0; try < 5; try++ {
-			// EINVAL: the task is still being created (TASK_NEW); runc
-			// and containerd retry too.
-			if err = writeFile(filepath.Join(d, "cgroup.procs"), s); !errors.Is(err, unix.EINVAL) {
-				break
-			}
-			time.Sleep(time.Millisecond)
-		}
-		if err != nil {
-			return err
-		}
 	}
 	return nil
 }

@@ -35,7 +35,7 @@ type modeCase struct {
 
 // modes lists the cgroup setups to test on this host: the detected one and,
 // on a hybrid host, the cgroup2 side too.
-func modes(t *testing.T) []modeCase {
+func modes(t testing.TB) []modeCase {
 	requireRoot(t)
 	cs := []modeCase{{name: "detected"}}
 	if isFS(hybridV2, unix.CGROUP2_SUPER_MAGIC) {

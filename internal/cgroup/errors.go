@@ -6,6 +6,8 @@ var (
 	// ErrBadName reports a group or parent name that is not a single, plain
 	// path element (or, for a parent, a clean relative path).
 	ErrBadName = errors.New("cgroup: bad name")
+	// ErrBadPid reports a pid that cannot name a process.
+	ErrBadPid = errors.New("cgroup: bad pid")
 	// ErrBadLimits reports a negative or out-of-range limit.
 	ErrBadLimits = errors.New("cgroup: bad limits")
 	// ErrExists reports that a group of that name already exists.

@@ -1,0 +1,118 @@
+package cgroup
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/containerd/cgroups/v3/cgroup1"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// initV1 finds the four hierarchies and creates the parent in each.
+func (m *Manager) initV1() error {
+	var subs []cgroup1.Subsystem
+	seen := map[string]int{}
+	for _, n := range v1Controllers {
+		dir := filepath.Join(m.root, string(n))
+		if !isFS(dir, unix.CGROUP_SUPER_MAGIC) {
+			return fmt.Errorf("%w: %s is not a cgroup v1 mount", ErrNoController, dir)
+		}
+		// Co-mounted controllers (cpu,cpuacct or custom setups) share one
+		// hierarchy; attach, kill and rmdir once per hierarchy.
+		real, err := filepath.EvalSymlinks(dir)
+		if err != nil {
+			return err
+		}
+		i, ok := seen[real]
+		if !ok {
+			i = len(m.hiers)
+			seen[real] = i
+			m.hiers = append(m.hiers, dir)
+		}
+		switch n {
+		case cgroup1.Memory:
+			m.mem = i
+			subs = append(subs, cgroup1.NewMemory(m.root))
+		case cgroup1.Cpu:
+			m.cpu = i
+			subs = append(subs, cgroup1.NewCpu(m.root))
+		case cgroup1.Pids:
+			m.pids = i
+			subs = append(subs, cgroup1.NewPids(m.root))
+		case cgroup1.Freezer:
+			m.frz = i
+			subs = append(subs, cgroup1.NewFreezer(m.root))
+		}
+	}
+	// Only these four hierarchies: the library default would create the
+	// group in every mounted one (ten here), at 2.5 times the cost.
+	m.v1 = func() ([]cgroup1.Subsystem, error) { return subs, nil }
+	if _, err := cgroup1.New(cgroup1.StaticPath("/"+m.parent), &specs.LinuxResources{}, cgroup1.WithHierarchy(m.v1)); err != nil {
+		return fmt.Errorf("creating parent: %w", err)
+	}
+	_, err := os.Stat(filepath.Join(m.hiers[m.mem], m.parent, "memory.memsw.limit_in_bytes"))
+	m.swap = err == nil
+	return nil
+}
+
+// createV1 makes the group in each hierarchy and writes its limits.
+// Written directly: cgroup1.New stats every directory before creating it
+// and opens every file with O_CREAT|O_TRUNC, about 70 us more (a quarter of
+// the whole create+delete) for the same writes. The library still creates
+// the parent.
+func (m *Manager) createV1(g *Group, lim Limits) error {
+	for _, d := range g.dirs[1:] {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			return err
+		}
+	}
+	if lim.MemoryBytes > 0 {
+		v := strconv.FormatInt(lim.MemoryBytes, 10)
+		if err := writeFile(filepath.Join(g.dirs[m.mem], "memory.limit_in_bytes"), v); err != nil {
+			return err
+		}
+		if m.swap {
+			if err := writeFile(filepath.Join(g.dirs[m.mem], "memory.memsw.limit_in_bytes"), v); err != nil {
+				return err
+			}
+		}
+	}
+	if lim.Pids > 0 {
+		if err := writeFile(filepath.Join(g.dirs[m.pids], "pids.max"), strconv.FormatInt(lim.Pids, 10)); err != nil {
+			return err
+		}
+	}
+	if lim.CPUWeight > 0 {
+		shares := max(lim.CPUWeight*1024/100, 2) // 2 is v1's minimum
+		if err := writeFile(filepath.Join(g.dirs[m.cpu], "cpu.shares"), strconv.FormatUint(shares, 10)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// addV1 writes pid to cgroup.procs of every hierarchy. Written directly
+// because the library needs the cgroup1.Cgroup that createV1 skips.
+func addV1(dirs []string, pid int) error {
+	s := strconv.Itoa(pid)
+	for _, d := range dirs {
+		var err error
+		for try := 0; try < 5; try++ {
+			// EINVAL: the task is still being created (TASK_NEW); runc
+			// and containerd retry too.
+			if err = writeFile(filepath.Join(d, "cgroup.procs"), s); !errors.Is(err, unix.EINVAL) {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -367,8 +367,8 @@ func TestAddAndPids(t *testing.T) {
 			if len(p) != 2 || !slices.Contains(p, c2.Pid) {
 				t.Errorf("Pids() = %v, want both %d and %d", p, cmd.Process.Pid, c2.Pid)
 			}
-			if err := g.Add(0); err == nil {
-				t.Error("Add(0) succeeded")
+			if err := g.Add(0); !errors.Is(err, ErrBadPid) {
+				t.Errorf("Add(0) = %v, want ErrBadPid", err)
 			}
 			if err := g.Delete(ctx); err != nil {
 				t.Fatalf("Delete: %v", err)

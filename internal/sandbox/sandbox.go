@@ -64,6 +64,15 @@ type Config struct {
 	Socket string
 	// Stdout and Stderr receive the main process's output (default discard).
 	Stdout, Stderr io.Writer
+	// Files are passed to the main process after the socket (from fd 3,
+	// or fd 4 with a Socket). Create does not close them.
+	Files []*os.File
+	// HostPID keeps the host's pid namespace. Zygotes need it: setns into
+	// a sandbox's pid namespace only works from an ancestor namespace.
+	HostPID bool
+	// Privileged runs the main process as root with its capabilities.
+	// Only for zygotes, which drop privileges in every child they fork.
+	Privileged bool
 }
 
 // Factory creates sandboxes. Its fields are fixed after construction.
@@ -87,6 +96,7 @@ type Sandbox struct {
 	scratch string
 	group   *cgroup.Group
 	cmd     *exec.Cmd
+	lis     *os.File      // listening socket kept for a joiner, if any
 	done    chan struct{} // closed when init has exited
 	exitErr error         // valid after done
 
@@ -156,9 +166,41 @@ func (f *Factory) Create(ctx context.Context, cfg Config) (_ *Sandbox, err error
 		if err != nil {
 			return nil, fmt.Errorf("sandbox %s: %w", s.id, err)
 		}
-		files = append(files, l)
-		args.Files = 1
+		if len(cfg.Command) > 0 {
+			files = append(files, l)
+			args.Files = 1
+		} else {
+			s.lis = l // for the process that joins (TakeListener)
+			defer func() {
+				if err != nil {
+					l.Close()
+				}
+			}()
+		}
 	}
+	if len(cfg.Command) > 0 && len(cfg.Files) > 0 {
+		// Dup them: everything in files is closed when Create returns.
+		for _, f := range cfg.Files {
+			fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+			if err != nil {
+				return nil, fmt.Errorf("sandbox %s: %w", s.id, err)
+			}
+			files = append(files, os.NewFile(uintptr(fd), f.Name()))
+		}
+		args.Files += len(cfg.Files)
+	}
+	var readyR *os.File
+	if len(cfg.Command) == 0 {
+		r, w, err := os.Pipe()
+		if err != nil {
+			return nil, fmt.Errorf("sandbox %s: %w", s.id, err)
+		}
+		readyR = r
+		defer r.Close()
+		args.Ready = 3 + len(files)
+		files = append(files, w)
+	}
+	args.Privileged = cfg.Privileged
 	if len(cfg.Command) > 0 {
 		join, err := cfg.Group.ProcsFiles()
 		if err != nil {
@@ -188,7 +230,7 @@ func (f *Factory) Create(ctx context.Context, cfg Config) (_ *Sandbox, err error
 		Stderr:     cfg.Stderr,
 		ExtraFiles: files,
 		SysProcAttr: &syscall.SysProcAttr{
-			Cloneflags: unix.CLONE_NEWNS | unix.CLONE_NEWPID | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC,
+			Cloneflags: cloneFlags(cfg.HostPID),
 			// A dead worker takes its sandboxes with it; the next one sweeps.
 			Pdeathsig: syscall.SIGKILL,
 		},
@@ -214,7 +256,56 @@ func (f *Factory) Create(ctx context.Context, cfg Config) (_ *Sandbox, err error
 		s.exitErr = cmd.Wait()
 		close(s.done)
 	}()
+	if readyR != nil {
+		// Joiners must not enter the mount namespace before the pivot.
+		files[args.Ready-3].Close()
+		if dl, ok := ctx.Deadline(); ok {
+			readyR.SetReadDeadline(dl)
+		}
+		if _, rerr := readyR.Read(make([]byte, 1)); rerr != nil {
+			cmd.Process.Kill()
+			<-s.done
+			return nil, fmt.Errorf("sandbox %s: init did not get ready: %w", s.id, rerr)
+		}
+	}
 	return s, nil
+}
+
+func cloneFlags(hostPID bool) uintptr {
+	f := uintptr(unix.CLONE_NEWNS | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC)
+	if !hostPID {
+		f |= unix.CLONE_NEWPID
+	}
+	return f
+}
+
+// TakeListener hands over the listening socket of a sandbox created
+// without a command, for the process that will join it. The caller owns
+// the file and must close it once handed on.
+func (s *Sandbox) TakeListener() *os.File {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := s.lis
+	s.lis = nil
+	return l
+}
+
+// Namespaces opens the sandbox's pid, mnt, uts and ipc namespaces, in
+// that order, for a process that joins it with setns. The caller closes
+// them.
+func (s *Sandbox) Namespaces() ([]*os.File, error) {
+	var out []*os.File
+	for _, ns := range []string{"pid", "mnt", "uts", "ipc"} {
+		f, err := os.Open(fmt.Sprintf("/proc/%d/ns/%s", s.cmd.Process.Pid, ns))
+		if err != nil {
+			for _, o := range out {
+				o.Close()
+			}
+			return nil, fmt.Errorf("sandbox %s: %w", s.id, err)
+		}
+		out = append(out, f)
+	}
+	return out, nil
 }
 
 func (f *Factory) ids() (int, int) {
@@ -315,6 +406,10 @@ func (s *Sandbox) Destroy(ctx context.Context) error {
 		return nil
 	}
 	s.destroyed = true
+	if s.lis != nil {
+		s.lis.Close()
+		s.lis = nil
+	}
 	var errs []error
 	if err := s.group.Kill(ctx); err != nil {
 		errs = append(errs, err)

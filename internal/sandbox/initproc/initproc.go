@@ -54,6 +54,13 @@ type Args struct {
 	HomeFDs  []int    // cgroup.procs of hearth-init's own cgroup
 	Command  []string // main process; empty means wait for joiners
 	Files    int      // descriptors 3..3+Files-1 are passed to the command
+	// Ready, if positive, is a descriptor that gets one byte once the root
+	// is built, so a joiner never enters a half-built mount namespace.
+	Ready int
+	// Privileged keeps the main process root with its capabilities; only
+	// for zygotes, which must setns into sandboxes and drop privileges in
+	// each child themselves.
+	Privileged bool
 }
 
 // Format renders a as hearth-init's command line.
@@ -61,6 +68,12 @@ func (a Args) Format() []string {
 	out := []string{"-root", a.Root, "-base", a.Base, "-hostname", a.Hostname,
 		"-uid", strconv.Itoa(a.UID), "-gid", strconv.Itoa(a.GID), "-dir", a.Dir,
 		"-files", strconv.Itoa(a.Files)}
+	if a.Ready > 0 {
+		out = append(out, "-ready", strconv.Itoa(a.Ready))
+	}
+	if a.Privileged {
+		out = append(out, "-privileged")
+	}
 	for _, b := range a.Binds {
 		mode := "ro"
 		if b.Writable {
@@ -117,6 +130,8 @@ func Parse(argv []string) (Args, error) {
 	fs.IntVar(&a.GID, "gid", 65534, "gid of the main process")
 	fs.StringVar(&a.Dir, "dir", "/", "working dir of the main process")
 	fs.IntVar(&a.Files, "files", 0, "extra descriptors for the main process")
+	fs.IntVar(&a.Ready, "ready", 0, "descriptor told when the root is built")
+	fs.BoolVar(&a.Privileged, "privileged", false, "keep the main process root (zygotes)")
 	fs.Func("bind", "src:dst:ro|rw", func(s string) error { binds = append(binds, s); return nil })
 	fs.StringVar(&join, "join", "", "cgroup.procs fds of the sandbox")
 	fs.StringVar(&home, "home", "", "cgroup.procs fds of hearth-init")
@@ -155,6 +170,10 @@ func Main(argv []string) int {
 	if err := setup(a); err != nil {
 		fmt.Fprintln(os.Stderr, "hearth-init: setup:", err)
 		return 125
+	}
+	if a.Ready > 0 {
+		unix.Write(a.Ready, []byte{1})
+		unix.Close(a.Ready)
 	}
 	if len(a.Command) == 0 {
 		reap(-1)
@@ -195,6 +214,8 @@ func setup(a Args) error {
 	if err := pivot(a.Root); err != nil {
 		return err
 	}
+	// In the host's pid namespace (zygotes) this shows host processes,
+	// which a zygote needs to find its own /proc/self.
 	if err := unix.Mount("proc", "/proc", "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
 		return fmt.Errorf("mount /proc: %w", err)
 	}
@@ -265,8 +286,12 @@ func spawn(a Args) (int, error) {
 			return 0, fmt.Errorf("join cgroup: %w", err)
 		}
 	}
-	if err := dropPrivileges(); err != nil {
-		return 0, err
+	var cred *syscall.Credential
+	if !a.Privileged {
+		if err := dropPrivileges(); err != nil {
+			return 0, err
+		}
+		cred = &syscall.Credential{Uid: uint32(a.UID), Gid: uint32(a.GID), Groups: []uint32{}}
 	}
 	files := []uintptr{0, 1, 2}
 	for i := 0; i < a.Files; i++ {
@@ -279,7 +304,7 @@ func spawn(a Args) (int, error) {
 		Files: files,
 		Sys: &syscall.SysProcAttr{
 			Setsid:     true,
-			Credential: &syscall.Credential{Uid: uint32(a.UID), Gid: uint32(a.GID), Groups: []uint32{}},
+			Credential: cred,
 		},
 	})
 	// Back home even if the fork failed: hearth-init must not be charged

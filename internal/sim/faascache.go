@@ -1,0 +1,642 @@
+package sim
+
+// FaasCache compatibility mode.
+//
+// RunFaasCache reproduces the semantics of the simulator of FaasCache
+// (Fuerst and Sharma, ASPLOS'21; github.com/aFuerst/faascache-sim, whose
+// LambdaScheduler.py was read for reference, not copied), so our figures
+// can be checked against the reference simulator of the field. Its rules
+// differ from Run's in many small ways, each of which changes the counts:
+//
+// Trace (its gen/trace_split_funcs.py):
+//   - functions invoked fewer than twice in the trace are left out;
+//   - memory is the ceiling of the per-function MB, cold (miss) run time is
+//     int(Maximum) ms and warm (hit) run time int(Average) ms, truncated;
+//   - arrivals are equidistant in float milliseconds: a minute with n
+//     invocations starting at s (minute index × 60000, the first column
+//     being minute 0) has them at s + i×(60000/n), and the per-function
+//     lists are stably sorted by time, so equal times go to the function
+//     that comes first in invocations.csv.
+//
+// Simulation (its LambdaScheduler.runActivation), all at arrivals only:
+//   - a container is busy until its start plus its run time and free at
+//     any arrival at or after that end;
+//   - a hit takes the first free container of the function in the order
+//     of the pool's heap array and runs for the average; a miss runs for
+//     the maximum;
+//   - a miss that does not fit evicts, unless every container is busy:
+//     it pops the heap (lowest priority first), setting busy containers
+//     aside, until it has freed at least the new container's full size (not
+//     just the shortfall) or the heap is empty; the clock becomes the
+//     priority of the last container evicted. If the container still does
+//     not fit, the invocation is a drop (evictions are not undone);
+//   - priorities are per function, not per container: after each served
+//     invocation every container of the function gets the same new
+//     priority. LRU: the start time of the function's latest invocation.
+//     GD: clock + freq × (max − avg) / MB, where freq sums the uses of the
+//     function's containers now in the pool (an evicted container takes
+//     its uses with it). FREQ: clock + freq × (max − avg). TTL: LRU order,
+//     plus a lazy purge of the requested function's free containers whose
+//     last start is more than 10 minutes old, done when it is requested;
+//   - ties between equal priorities fall where Python's heapq puts them.
+//     The pool is re-heapified after every step exactly as FaasCache does
+//     (and heapify moves equal elements even in a valid heap), so the heap
+//     array here is kept identical to FaasCache's.
+//
+// Hits and misses count served invocations; drops are invocations that
+// found no room. The golden test in faascache_test.go holds the figures
+// FaasCache itself produced on sample100-min480-959.
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hearth-run/hearth/internal/trace"
+)
+
+// FaasCacheTTL is the keep-alive of FaasCache's TTL policy.
+const FaasCacheTTL = 10 * time.Minute
+
+// FaasCachePolicies returns the policy names RunFaasCache accepts, in the
+// order of the fcPolicy constants.
+func FaasCachePolicies() []string { return []string{"lru", "gd", "freq", "ttl"} }
+
+// FaasCacheFunc is one function as FaasCache sees it.
+type FaasCacheFunc struct {
+	Hash   string
+	MemMB  int64   // ceiling of the per-function MB
+	ColdMs int64   // run time of a miss: the maximum duration, truncated
+	WarmMs int64   // run time of a hit: the average duration, truncated
+	Counts []int32 // per-minute invocation counts
+}
+
+// FaasCacheTrace is a trace in FaasCache's shape.
+type FaasCacheTrace struct {
+	Funcs   []FaasCacheFunc
+	Minutes int
+	// Skipped counts the functions left out for being invoked fewer
+	// than twice, as FaasCache's trace generator does.
+	Skipped int
+	// Total is the number of invocations of Funcs.
+	Total int64
+}
+
+// NewFaasCacheTrace converts a 2019-format trace to FaasCache's shape,
+// keeping the order of t.Functions (ties in arrival time go to the
+// earlier function). A function with memory below one MB after rounding up
+// is an error, since FaasCache's size-aware policies divide by it.
+func NewFaasCacheTrace(t *trace.Trace) (*FaasCacheTrace, error) {
+	if t == nil || len(t.Functions) == 0 {
+		return nil, fmt.Errorf("empty trace: %w", ErrConfig)
+	}
+	ft := &FaasCacheTrace{Minutes: t.Minutes}
+	for i := range t.Functions {
+		f := &t.Functions[i]
+		n := f.Total()
+		if n < 2 {
+			ft.Skipped++
+			continue
+		}
+		mb := math.Ceil(f.MemMB)
+		if math.IsNaN(mb) || mb < 1 || mb > 1<<40 {
+			return nil, fmt.Errorf("function %s: memory %v MB: %w", f.Hash, f.MemMB, ErrConfig)
+		}
+		d := f.Dur
+		if !(d.Max >= 0 && d.Avg >= 0 && d.Max < 1e15 && d.Avg < 1e15) {
+			return nil, fmt.Errorf("function %s: durations avg %v max %v ms: %w", f.Hash, d.Avg, d.Max, ErrConfig)
+		}
+		ft.Funcs = append(ft.Funcs, FaasCacheFunc{
+			Hash: f.Hash, MemMB: int64(mb), ColdMs: int64(d.Max), WarmMs: int64(d.Avg), Counts: f.Counts,
+		})
+		ft.Total += n
+	}
+	if len(ft.Funcs) == 0 {
+		return nil, fmt.Errorf("no function invoked twice or more: %w", ErrConfig)
+	}
+	return ft, nil
+}
+
+// fcArrival is one invocation: time in milliseconds and function.
+type fcArrival struct {
+	at float64
+	fn int32
+}
+
+// fcCursor walks one function's arrivals in the current minute.
+type fcCursor struct {
+	at    float64
+	every float64
+	start float64
+	fn    int32
+	i, n  int32
+}
+
+func (c *fcCursor) less(d *fcCursor) bool {
+	return c.at < d.at || (c.at == d.at && c.fn < d.fn)
+}
+
+// fcSource yields a FaasCacheTrace's arrivals in FaasCache's order, one
+// minute at a time (a minute's arrivals all fall inside it).
+type fcSource struct {
+	ft     *FaasCacheTrace
+	minute int
+	heap   []fcCursor
+}
+
+func (s *fcSource) next(a *fcArrival) bool {
+	for len(s.heap) == 0 {
+		if s.minute >= s.ft.Minutes {
+			return false
+		}
+		s.expand()
+	}
+	h := s.heap
+	top := &h[0]
+	a.at, a.fn = top.at, top.fn
+	if top.i++; top.i < top.n {
+		// The same expression as FaasCache's start + i*every.
+		top.at = top.start + float64(top.i)*top.every
+	} else {
+		h[0] = h[len(h)-1]
+		s.heap = h[:len(h)-1]
+	}
+	s.down(0)
+	return true
+}
+
+func (s *fcSource) expand() {
+	m := s.minute
+	s.minute++
+	start := float64(m * 60000)
+	for i := range s.ft.Funcs {
+		c := s.ft.Funcs[i].Counts
+		if m >= len(c) || c[m] <= 0 {
+			continue
+		}
+		n := c[m]
+		s.heap = append(s.heap, fcCursor{at: start, start: start, every: 60000 / float64(n), fn: int32(i), n: n})
+	}
+	for i := len(s.heap)/2 - 1; i >= 0; i-- {
+		s.down(i)
+	}
+}
+
+func (s *fcSource) down(i int) {
+	h := s.heap
+	n := len(h)
+	for {
+		l := 2*i + 1
+		if l >= n {
+			return
+		}
+		j := l
+		if r := l + 1; r < n && h[r].less(&h[l]) {
+			j = r
+		}
+		if !h[j].less(&h[i]) {
+			return
+		}
+		h[i], h[j] = h[j], h[i]
+		i = j
+	}
+}
+
+// FaasCacheConfig is one point simulated by RunFaasCache.
+type FaasCacheConfig struct {
+	Policy string // one of FaasCachePolicies, case-insensitive
+	// Memory is the pool size in bytes; FaasCache counts whole MB, so it
+	// is rounded down to MiB.
+	Memory int64
+	// SmallMax, SampleEvery and Progress are as in Config.
+	SmallMax    int64
+	SampleEvery time.Duration
+	Progress    *atomic.Int64
+}
+
+type fcPolicy int
+
+const (
+	fcLRU fcPolicy = iota
+	fcGD
+	fcFreq
+	fcTTL
+)
+
+// fcCont is a container.
+type fcCont struct {
+	prio float64
+	last float64 // start of its latest invocation, ms
+	fin  float64 // end of its latest invocation, ms
+	fn   int32
+	uses int64
+}
+
+// fcEngine holds FaasCache's scheduler state. heap is the pool as a
+// Python list kept in heapq order; its layout decides ties.
+type fcEngine struct {
+	pol    fcPolicy
+	funcs  []FaasCacheFunc
+	cap    int64 // MB
+	used   int64 // MB
+	clock  float64
+	heap   []int32 // indices into conts
+	conts  []fcCont
+	free   []int32 // unused indices of conts
+	uses   []int64 // per function: uses of its containers in the pool
+	save   []int32 // scratch for eviction
+	purge  []int32 // scratch for the ttl purge
+	cost   []float64
+	ttl    float64 // ms
+	evicts uint64
+	expire uint64
+	peak   int64
+}
+
+func (e *fcEngine) less(a, b int32) bool { return e.conts[a].prio < e.conts[b].prio }
+
+// siftDown moves the item at pos towards the root while it is smaller than
+// its parent (heapq's _siftdown).
+func (e *fcEngine) siftDown(start, pos int) {
+	h := e.heap
+	x := h[pos]
+	for pos > start {
+		p := (pos - 1) >> 1
+		if !e.less(x, h[p]) {
+			break
+		}
+		h[pos] = h[p]
+		pos = p
+	}
+	h[pos] = x
+}
+
+// siftUp moves the smaller child up until a leaf, puts the item there and
+// sifts it back down (heapq's bottom-up _siftup). Equal items move.
+func (e *fcEngine) siftUp(pos int) {
+	h := e.heap
+	n := len(h)
+	start := pos
+	x := h[pos]
+	c := 2*pos + 1
+	for c < n {
+		if r := c + 1; r < n && !e.less(h[c], h[r]) {
+			c = r
+		}
+		h[pos] = h[c]
+		pos = c
+		c = 2*pos + 1
+	}
+	h[pos] = x
+	e.siftDown(start, pos)
+}
+
+func (e *fcEngine) heapify() {
+	for i := len(e.heap)/2 - 1; i >= 0; i-- {
+		e.siftUp(i)
+	}
+}
+
+func (e *fcEngine) push(c int32) {
+	e.heap = append(e.heap, c)
+	e.siftDown(0, len(e.heap)-1)
+}
+
+func (e *fcEngine) pop() int32 {
+	h := e.heap
+	last := h[len(h)-1]
+	e.heap = h[:len(h)-1]
+	if len(e.heap) == 0 {
+		return last
+	}
+	top := e.heap[0]
+	e.heap[0] = last
+	e.siftUp(0)
+	return top
+}
+
+// drop forgets container c, which is out of the heap.
+func (e *fcEngine) drop(c int32) {
+	k := &e.conts[c]
+	e.used -= e.funcs[k.fn].MemMB
+	e.uses[k.fn] -= k.uses
+	e.free = append(e.free, c)
+}
+
+// priority is FaasCache's calc_priority for a container of fn last
+// started at last, with the function's current pool uses.
+func (e *fcEngine) priority(fn int32, last float64) float64 {
+	switch e.pol {
+	case fcGD:
+		return e.clock + float64(e.uses[fn])*(e.cost[fn]/float64(e.funcs[fn].MemMB))
+	case fcFreq:
+		return e.clock + float64(e.uses[fn])*e.cost[fn]
+	}
+	return last
+}
+
+// find returns the first free container of fn in heap order, or -1,
+// purging stale ones first under ttl.
+func (e *fcEngine) find(fn int32, t float64) int32 {
+	if e.pol != fcTTL {
+		for _, c := range e.heap {
+			if k := &e.conts[c]; k.fn == fn && k.fin <= t {
+				return c
+			}
+		}
+		return -1
+	}
+	e.purge = e.purge[:0]
+	found, seen := int32(-1), false
+	for _, c := range e.heap {
+		k := &e.conts[c]
+		if k.fn != fn || k.fin > t {
+			continue
+		}
+		seen = true
+		if k.last+e.ttl < t {
+			e.purge = append(e.purge, c)
+		} else if found < 0 {
+			found = c
+		}
+	}
+	if !seen {
+		return -1
+	}
+	// Each stale container is removed from the list (first occurrence)
+	// and the list re-heapified, then it is heapified once more, even
+	// when nothing was stale.
+	for _, c := range e.purge {
+		for i, x := range e.heap {
+			if x == c {
+				e.heap = append(e.heap[:i], e.heap[i+1:]...)
+				break
+			}
+		}
+		e.drop(c)
+		e.expire++
+		e.heapify()
+	}
+	e.heapify()
+	return found
+}
+
+// evict frees room for a container of size MB as FaasCache's Eviction
+// does.
+func (e *fcEngine) evict(size int64, t float64) {
+	busy := 0
+	for _, c := range e.heap {
+		if e.conts[c].fin > t {
+			busy++
+		}
+	}
+	if busy == len(e.heap) {
+		return
+	}
+	e.save = e.save[:0]
+	toFree := size
+	var lastPrio float64
+	evicted := false
+	for toFree > 0 && len(e.heap) > 0 {
+		c := e.pop()
+		k := &e.conts[c]
+		if k.fin > t {
+			e.save = append(e.save, c)
+			continue
+		}
+		toFree -= e.funcs[k.fn].MemMB
+		lastPrio, evicted = k.prio, true
+		e.drop(c)
+		e.evicts++
+	}
+	for _, c := range e.save {
+		e.push(c)
+	}
+	if evicted {
+		e.clock = lastPrio
+	}
+}
+
+// activate runs one invocation of fn at t (ms) and reports whether it was
+// a hit, and whether it was served at all.
+func (e *fcEngine) activate(fn int32, t float64) (hit, served bool) {
+	e.heapify() // cleanup_finished
+	c := e.find(fn, t)
+	f := &e.funcs[fn]
+	if c >= 0 {
+		hit = true
+		e.conts[c].fin = t + float64(f.WarmMs)
+	} else {
+		if e.used+f.MemMB > e.cap {
+			e.evict(f.MemMB, t)
+		}
+		if e.used+f.MemMB > e.cap {
+			return false, false
+		}
+		e.used += f.MemMB
+		e.peak = max(e.peak, e.used)
+		if n := len(e.free); n > 0 {
+			c = e.free[n-1]
+			e.free = e.free[:n-1]
+		} else {
+			c = int32(len(e.conts))
+			e.conts = append(e.conts, fcCont{})
+		}
+		e.conts[c] = fcCont{fn: fn, last: t, prio: e.priority(fn, t)}
+		e.push(c)
+		e.heapify()
+		e.conts[c].fin = t + float64(f.ColdMs)
+	}
+	k := &e.conts[c]
+	k.uses++
+	e.uses[fn]++
+	k.last = t
+	p := e.priority(fn, t)
+	for _, x := range e.heap {
+		if e.conts[x].fn == fn {
+			e.conts[x].prio = p
+		}
+	}
+	e.heapify()
+	return hit, true
+}
+
+// RunFaasCache simulates one point with FaasCache's semantics (see the
+// comment at the top of faascache.go). The result's Evictions count
+// containers evicted for room and Expirations the ttl policy's purges.
+func RunFaasCache(ctx context.Context, ft *FaasCacheTrace, cfg FaasCacheConfig) (Result, error) {
+	start := time.Now()
+	if ft == nil || len(ft.Funcs) == 0 {
+		return Result{}, fmt.Errorf("empty FaasCache trace: %w", ErrConfig)
+	}
+	name := strings.ToLower(strings.TrimSpace(cfg.Policy))
+	pol := -1
+	known := FaasCachePolicies()
+	for i, p := range known {
+		if p == name {
+			pol = i
+		}
+	}
+	if pol < 0 {
+		return Result{}, fmt.Errorf("FaasCache policy %q (known: %s): %w", cfg.Policy, strings.Join(known, ", "), ErrConfig)
+	}
+	if cfg.Memory < MiB {
+		return Result{}, fmt.Errorf("memory %d bytes, below 1 MiB: %w", cfg.Memory, ErrConfig)
+	}
+	n := len(ft.Funcs)
+	e := &fcEngine{
+		pol:   fcPolicy(pol),
+		funcs: ft.Funcs,
+		cap:   cfg.Memory / MiB,
+		uses:  make([]int64, n),
+		cost:  make([]float64, n),
+		ttl:   float64(FaasCacheTTL / time.Millisecond),
+	}
+	smallMax := cfg.SmallMax
+	if smallMax == 0 {
+		smallMax = DefaultThreshold
+	}
+	small := make([]bool, n)
+	for i, f := range ft.Funcs {
+		if f.MemMB < 1 {
+			return Result{}, fmt.Errorf("function %s: %d MB: %w", f.Hash, f.MemMB, ErrConfig)
+		}
+		e.cost[i] = float64(f.ColdMs - f.WarmMs)
+		small[i] = f.MemMB*MiB <= smallMax
+	}
+	every := cfg.SampleEvery
+	if every == 0 {
+		every = time.Minute
+	}
+	res := Result{Policy: name, Memory: e.cap * MiB, Split: Unified().Name}
+	nextSample := math.Inf(1)
+	if every > 0 {
+		nextSample = 0
+	}
+	everyMs := float64(every) / float64(time.Millisecond)
+	sample := func(at float64) {
+		u := e.used * MiB
+		res.Samples = append(res.Samples, Sample{At: time.Duration(at * float64(time.Millisecond)), Used: u, Parts: []int64{u}})
+		nextSample = at + everyMs
+	}
+	var cls [2]Class
+	src := &fcSource{ft: ft, heap: make([]fcCursor, 0, n)}
+	var a fcArrival
+	var count, pending int64
+	for src.next(&a) {
+		// The pool only changes at arrivals, so a sample before t shows
+		// the state after the previous one.
+		for nextSample < a.at {
+			sample(nextSample)
+		}
+		f := &ft.Funcs[a.fn]
+		c := &cls[1]
+		if small[a.fn] {
+			c = &cls[0]
+		}
+		c.Invocations++
+		hit, served := e.activate(a.fn, a.at)
+		switch {
+		case !served:
+			c.Drops++
+		case hit:
+			c.Hits++
+			c.WarmTime += time.Duration(f.WarmMs) * time.Millisecond
+		default:
+			c.Misses++
+			c.WarmTime += time.Duration(f.WarmMs) * time.Millisecond
+			c.ColdTime += time.Duration(f.ColdMs-f.WarmMs) * time.Millisecond
+		}
+		count++
+		if pending++; pending == 1<<16 {
+			if cfg.Progress != nil {
+				cfg.Progress.Add(pending)
+			}
+			pending = 0
+			if err := ctx.Err(); err != nil {
+				return Result{}, err
+			}
+		}
+	}
+	if cfg.Progress != nil {
+		cfg.Progress.Add(pending)
+	}
+	if every > 0 {
+		end := float64(ft.Minutes) * 60000
+		for nextSample < end {
+			sample(nextSample)
+		}
+		sample(end)
+	}
+	if count != ft.Total {
+		return Result{}, fmt.Errorf("simulated %d invocations, trace has %d: %w", count, ft.Total, ErrConfig)
+	}
+	res.Small, res.Large = cls[0], cls[1]
+	res.All.add(cls[0])
+	res.All.add(cls[1])
+	res.Evictions, res.Expirations = e.evicts, e.expire
+	res.PeakUsed = e.peak * MiB
+	res.Wall = time.Since(start)
+	return res, nil
+}
+
+// SweepFaasCache runs every config against ft, parallel at a time (0
+// means one per CPU), and returns the results in cfgs order. The first
+// error cancels the rest. If progress is non-nil, a line per finished
+// point is written to it.
+func SweepFaasCache(ctx context.Context, ft *FaasCacheTrace, cfgs []FaasCacheConfig, parallel int, progress io.Writer) ([]Result, error) {
+	if parallel <= 0 {
+		parallel = runtime.GOMAXPROCS(0)
+	}
+	parallel = max(1, min(parallel, len(cfgs)))
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	res := make([]Result, len(cfgs))
+	var (
+		next  atomic.Int64
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		first error
+	)
+	for range parallel {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(cfgs) || ctx.Err() != nil {
+					return
+				}
+				r, err := RunFaasCache(ctx, ft, cfgs[i])
+				mu.Lock()
+				if err != nil {
+					if first == nil {
+						first = fmt.Errorf("policy %s, %d MiB: %w", cfgs[i].Policy, cfgs[i].Memory/MiB, err)
+					}
+					mu.Unlock()
+					cancel()
+					return
+				}
+				res[i] = r
+				if progress != nil {
+					fmt.Fprintf(progress, "faascache %s %d MiB: done in %v\n", r.Policy, r.Memory/MiB, r.Wall.Round(time.Millisecond))
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if first != nil {
+		return nil, first
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return res, nil
+}

@@ -144,8 +144,8 @@ func TestRestartKeepsFunctionsAndLeavesNothing(t *testing.T) {
 	// until the next start sweeps them.
 	w.crash()
 	w.start()
-	if inv := w.mustInvoke("upd", "{}"); string(inv.Body) != `"v2"` || inv.Path != "cold" {
-		t.Errorf("after crash: %s via %s, want \"v2\" via cold", inv.Body, inv.Path)
+	if inv := w.mustInvoke("upd", "{}"); string(inv.Body) != `"v2"` || !fresh(inv.Path) {
+		t.Errorf("after crash: %s via %s, want \"v2\" in a new sandbox", inv.Body, inv.Path)
 	}
 	if inv := w.mustInvoke("hello", `{"name":"back"}`); !strings.Contains(string(inv.Body), "hello, back") {
 		t.Errorf("after crash: %s", inv.Body)
@@ -161,7 +161,7 @@ func TestRestartKeepsFunctionsAndLeavesNothing(t *testing.T) {
 	w.stop()
 	w.assertClean()
 	w.start()
-	if inv := w.mustInvoke("hello", "{}"); inv.Path != "cold" {
+	if inv := w.mustInvoke("hello", "{}"); !fresh(inv.Path) {
 		t.Errorf("after restart: path %s", inv.Path)
 	}
 }

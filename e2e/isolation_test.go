@@ -83,10 +83,27 @@ func checkIsolation(t *testing.T, m map[string]any) {
 	}
 }
 
-func TestIsolation(t *testing.T) {
-	w := startWorker(t)
+// modes runs f against a worker that forks from zygotes and one that
+// starts fresh interpreters: a forked child must be exactly as isolated as
+// a cold-started one.
+func modes(t *testing.T, f func(t *testing.T, w *worker, path string)) {
+	for _, m := range []struct {
+		path  string
+		flags []string
+	}{{"fork", nil}, {"cold", []string{"--no-zygotes"}}} {
+		t.Run(m.path, func(t *testing.T) { f(t, startWorker(t, m.flags...), m.path) })
+	}
+}
+
+func TestIsolation(t *testing.T) { modes(t, testIsolation) }
+
+func testIsolation(t *testing.T, w *worker, path string) {
 	w.deployDir("probe", fn(t, "f.py", probe, "function.yaml", "max_concurrency: 2\n"))
-	checkIsolation(t, decode(t, w.mustInvoke("probe", "{}").Body))
+	inv := w.mustInvoke("probe", "{}")
+	if inv.Path != path {
+		t.Fatalf("path %s, want %s", inv.Path, path)
+	}
+	checkIsolation(t, decode(t, inv.Body))
 
 	// Two sandboxes at once: each /tmp is private.
 	var wg sync.WaitGroup
@@ -125,13 +142,16 @@ func TestIsolation(t *testing.T) {
 	}
 }
 
-func TestMemoryBombIsOOMAndOthersKeepWorking(t *testing.T) {
-	w := startWorker(t)
+func TestMemoryBombIsOOMAndOthersKeepWorking(t *testing.T) { modes(t, testMemoryBomb) }
+
+func testMemoryBomb(t *testing.T, w *worker, path string) {
 	w.deployDir("bomb", fn(t,
 		"f.py", "def f(e):\n    blocks = []\n    while True:\n        blocks.append(bytearray(8 << 20))\n",
 		"function.yaml", "memory_mb: 64\n"))
 	w.deployDir("hello", "../examples/hello")
-	w.mustInvoke("hello", "{}")
+	if inv := w.mustInvoke("hello", "{}"); inv.Path != path {
+		t.Errorf("path %s, want %s", inv.Path, path)
+	}
 	_, err := w.invoke("bomb", "{}")
 	if !isStatus(err, 502) || !strings.Contains(err.Error(), "out of memory") || !strings.Contains(err.Error(), "64 MB") {
 		t.Fatalf("memory bomb: err = %v, want 502 out of memory with the 64 MB limit", err)
@@ -145,8 +165,9 @@ func TestMemoryBombIsOOMAndOthersKeepWorking(t *testing.T) {
 	}
 }
 
-func TestForkBombIsContained(t *testing.T) {
-	w := startWorker(t)
+func TestForkBombIsContained(t *testing.T) { modes(t, testForkBomb) }
+
+func testForkBomb(t *testing.T, w *worker, path string) {
 	w.deployDir("forkbomb", fn(t, "f.py", `
 import os, time
 def f(e):
@@ -163,6 +184,9 @@ def f(e):
 `, "function.yaml", "timeout_s: 10\n"))
 	w.deployDir("hello", "../examples/hello")
 	inv := w.mustInvoke("forkbomb", "{}")
+	if inv.Path != path {
+		t.Errorf("path %s, want %s", inv.Path, path)
+	}
 	m := decode(t, inv.Body)
 	if n := m["forked"].(float64); n >= 64 || m["error"] == nil {
 		t.Errorf("fork bomb not contained by the pids limit: %v", m)

@@ -25,6 +25,7 @@ import (
 	"github.com/hearth-run/hearth/internal/function"
 	"github.com/hearth-run/hearth/internal/registry"
 	"github.com/hearth-run/hearth/internal/worker"
+	"github.com/hearth-run/hearth/internal/zygote"
 )
 
 // Registry is what the API needs of the function registry.
@@ -42,6 +43,7 @@ type Worker interface {
 	Logs(name string, n int) []string
 	Status() worker.Status
 	Metrics() *worker.Metrics
+	Zygotes() []zygote.NodeInfo
 }
 
 // Config configures the API. Zero values mean the defaults.
@@ -87,6 +89,13 @@ func New(cfg Config, reg Registry, wk Worker) *Server {
 	s.mux.HandleFunc("POST /v1/functions/{name}/invoke", s.invoke)
 	s.mux.HandleFunc("POST /run/{name}", s.invoke)
 	s.mux.HandleFunc("GET /v1/status", s.auth(s.status))
+	s.mux.HandleFunc("GET /v1/zygotes", s.auth(func(w http.ResponseWriter, r *http.Request) {
+		nodes := s.wk.Zygotes()
+		if nodes == nil {
+			nodes = []zygote.NodeInfo{}
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"enabled": nodes != nil && len(nodes) > 0, "nodes": nodes})
+	}))
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(wk.Metrics().Registry, promhttp.HandlerOpts{}))
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "ok\n")

@@ -22,6 +22,7 @@ import (
 	"github.com/hearth-run/hearth/internal/image"
 	"github.com/hearth-run/hearth/internal/registry"
 	"github.com/hearth-run/hearth/internal/worker"
+	"github.com/hearth-run/hearth/internal/zygote"
 )
 
 // DefaultListen is the worker's default address: loopback only.
@@ -45,6 +46,16 @@ type Config struct {
 	LogLevel     string `yaml:"log_level"`
 	Mirror       string `yaml:"mirror"`
 	NoWarm       bool   `yaml:"no_warm_cache"`
+	NoZygotes    bool   `yaml:"no_zygotes"`
+	ZygoteTree   string `yaml:"zygote_tree"`
+	Zygote       struct {
+		MemoryMB    int64  `yaml:"memory_mb"`
+		Window      int    `yaml:"window"`
+		Promote     int    `yaml:"promote"`
+		IdleTimeout string `yaml:"idle_timeout"`
+		Max         int    `yaml:"max"`
+		MaxReplicas int    `yaml:"max_replicas"`
+	} `yaml:"zygote"`
 }
 
 func loadConfig(path string) (Config, error) {
@@ -107,6 +118,12 @@ On shutdown it destroys every sandbox and cgroup it made.`,
 			if fl.Changed("no-warm-cache") {
 				cfg.NoWarm = flags.NoWarm
 			}
+			if fl.Changed("no-zygotes") {
+				cfg.NoZygotes = flags.NoZygotes
+			}
+			if fl.Changed("zygote-tree") {
+				cfg.ZygoteTree = flags.ZygoteTree
+			}
 			if fl.Changed("log-level") {
 				cfg.LogLevel = flags.LogLevel
 			}
@@ -127,6 +144,8 @@ On shutdown it destroys every sandbox and cgroup it made.`,
 	f.StringVar(&flags.CgroupParent, "cgroup-parent", "hearth", "parent cgroup of sandboxes")
 	f.StringVar(&flags.LogLevel, "log-level", "info", "debug, info, warn or error")
 	f.BoolVar(&flags.NoWarm, "no-warm-cache", false, "destroy sandboxes after each call (every call starts cold)")
+	f.BoolVar(&flags.NoZygotes, "no-zygotes", false, "never fork from zygotes (every new sandbox starts a fresh interpreter)")
+	f.StringVar(&flags.ZygoteTree, "zygote-tree", "", "start from a zygote tree planned by `hearth zygote plan`")
 	return cmd
 }
 
@@ -198,11 +217,27 @@ func runUp(ctx context.Context, cfg Config) error {
 		ScratchBytes: cfg.ScratchMB << 20,
 		CgroupParent: cfg.CgroupParent,
 		NoWarm:       cfg.NoWarm,
+		NoZygotes:    cfg.NoZygotes,
 		Logger:       log,
 	}
 	if cfg.QueueTimeout != "" {
 		if wcfg.QueueTimeout, err = time.ParseDuration(cfg.QueueTimeout); err != nil {
 			return fmt.Errorf("queue_timeout: %w", err)
+		}
+	}
+	wcfg.Zygote.MemoryBudget = cfg.Zygote.MemoryMB << 20
+	wcfg.Zygote.Window = cfg.Zygote.Window
+	wcfg.Zygote.Promote = cfg.Zygote.Promote
+	wcfg.Zygote.MaxZygotes = cfg.Zygote.Max
+	wcfg.Zygote.MaxReplicas = cfg.Zygote.MaxReplicas
+	if cfg.Zygote.IdleTimeout != "" {
+		if wcfg.Zygote.IdleTimeout, err = time.ParseDuration(cfg.Zygote.IdleTimeout); err != nil {
+			return fmt.Errorf("zygote.idle_timeout: %w", err)
+		}
+	}
+	if cfg.ZygoteTree != "" {
+		if wcfg.ZygoteTree, err = zygote.ReadPlan(cfg.ZygoteTree); err != nil {
+			return err
 		}
 	}
 	wk, err := worker.New(ctx, wcfg, reg)

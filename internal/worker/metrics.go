@@ -10,6 +10,8 @@ type Metrics struct {
 	coldStarts  *prometheus.HistogramVec
 	sandboxes   prometheus.Gauge
 	evictions   prometheus.Counter
+
+	forkFallbacks prometheus.Counter
 }
 
 func newMetrics() *Metrics {
@@ -34,7 +36,10 @@ func newMetrics() *Metrics {
 			Name: "hearth_warm_evictions_total", Help: "Paused sandboxes evicted from the handler cache.",
 		}),
 	}
-	m.Registry.MustRegister(m.invocations, m.latency, m.coldStarts, m.sandboxes, m.evictions,
+	m.forkFallbacks = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "hearth_fork_fallbacks_total", Help: "Zygote forks that failed and fell back to a fresh start.",
+	})
+	m.Registry.MustRegister(m.forkFallbacks, m.invocations, m.latency, m.coldStarts, m.sandboxes, m.evictions,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }

@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -23,6 +22,7 @@ import (
 	"github.com/hearth-run/hearth/internal/registry"
 	"github.com/hearth-run/hearth/internal/runtime"
 	"github.com/hearth-run/hearth/internal/sandbox"
+	"github.com/hearth-run/hearth/internal/zygote"
 )
 
 // Config configures a Worker. Zero values mean the documented defaults.
@@ -53,6 +53,13 @@ type Config struct {
 	CgroupParent string
 	// UID and GID run handlers (default 65534).
 	UID, GID int
+	// NoZygotes switches zygote forks off: every new sandbox gets a fresh
+	// interpreter.
+	NoZygotes bool
+	// Zygote configures the zygote tree.
+	Zygote zygote.Config
+	// ZygoteTree, if set, lists package sets to create nodes for at start.
+	ZygoteTree [][]string
 	// NoWarm switches the handler cache off: every sandbox is destroyed
 	// after its call, so every call starts cold.
 	NoWarm bool
@@ -116,6 +123,11 @@ type Worker struct {
 	metrics *Metrics
 	seq     atomic.Uint64
 	cache   *warmCache
+	zyg     *zygote.Manager // nil when zygotes are off
+
+	resolver *zygote.BaseResolver
+	pkgMu    sync.Mutex
+	pkgCache map[string][]string // package set by revision
 
 	mu     sync.Mutex
 	state  map[string]*fnState // by function name; guarded by mu
@@ -126,8 +138,10 @@ type Worker struct {
 
 // fnState is the per-function runtime state.
 type fnState struct {
-	name  string
-	logs  *logRing
+	name   string
+	logs   *logRing
+	stdout *lineWriter
+	stderr *lineWriter
 	slots chan struct{} // concurrency limit of the current spec
 	limit int
 	wait  atomic.Int32 // requests queued for a slot
@@ -180,13 +194,42 @@ func New(ctx context.Context, cfg Config, fns Functions) (*Worker, error) {
 	if err := runtime.Install(w.runtime); err != nil {
 		return nil, fmt.Errorf("worker: installing runtime: %w", err)
 	}
+	w.resolver = &zygote.BaseResolver{Base: cfg.Base}
+	w.pkgCache = map[string][]string{}
 	// Best effort: a bytecode cache saves each cold start ~2 ms. The host's
 	// python3 is as good as the base's when versions match; otherwise
 	// Python ignores the cache.
 	if err := runtime.Compile(ctx, "/usr/bin/python3", w.runtime); err != nil {
 		w.log.Debug("runtime bytecode not precompiled", "err", err)
 	}
+	if !cfg.NoZygotes {
+		zc := cfg.Zygote
+		zc.Runtime = w.runtime
+		zc.Python = cfg.Python
+		zc.Modules = w.resolver.Modules
+		zc.Logger = w.log.With("component", "zygote")
+		zc.Log = &lineWriter{ring: newLogRing(200), log: zc.Logger, stream: "zygote"}
+		w.zyg, err = zygote.NewManager(ctx, zc, w.factory, w.cg)
+		if err != nil {
+			w.Close(context.Background())
+			return nil, fmt.Errorf("worker: zygotes: %w", err)
+		}
+		if len(cfg.ZygoteTree) > 0 {
+			if err := w.zyg.Plant(ctx, cfg.ZygoteTree); err != nil {
+				w.Close(context.Background())
+				return nil, fmt.Errorf("worker: zygote tree: %w", err)
+			}
+		}
+	}
 	return w, nil
+}
+
+// Zygotes describes the zygote tree; nil when zygotes are off.
+func (w *Worker) Zygotes() []zygote.NodeInfo {
+	if w.zyg == nil {
+		return nil
+	}
+	return w.zyg.Nodes()
 }
 
 // Metrics returns the worker's Prometheus metrics.
@@ -241,15 +284,14 @@ func (w *Worker) Invoke(ctx context.Context, name string, event []byte) (Result,
 		}
 	}
 	if inst == nil {
-		res.Path = "cold"
 		t0 := time.Now()
-		inst, err = w.coldStart(ctx, fn, st)
+		inst, res.Path, err = w.start(ctx, fn, st)
 		if err != nil {
-			w.metrics.invocations.WithLabelValues("cold", "start_error").Inc()
+			w.metrics.invocations.WithLabelValues(res.Path, "start_error").Inc()
 			return res, err
 		}
 		res.Init = time.Since(t0)
-		w.metrics.coldStarts.WithLabelValues("cold").Observe(res.Init.Seconds())
+		w.metrics.coldStarts.WithLabelValues(res.Path).Observe(res.Init.Seconds())
 	}
 
 	timeout := time.Duration(fn.Spec.TimeoutS) * time.Second
@@ -320,6 +362,9 @@ func (w *Worker) fnState(fn registry.Function) (*fnState, error) {
 	st := w.state[fn.Name]
 	if st == nil {
 		st = &fnState{name: fn.Name, logs: newLogRing(w.cfg.LogLines)}
+		log := w.log.With("function", fn.Name)
+		st.stdout = &lineWriter{ring: st.logs, log: log, stream: "stdout"}
+		st.stderr = &lineWriter{ring: st.logs, log: log, stream: "stderr"}
 		w.state[fn.Name] = st
 	}
 	if st.slots == nil || st.limit != limit {
@@ -355,93 +400,6 @@ func (w *Worker) acquireSlot(ctx context.Context, st *fnState) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-}
-
-// coldStart creates a sandbox with a fresh interpreter and waits for the
-// handler to load.
-func (w *Worker) coldStart(ctx context.Context, fn registry.Function, st *fnState) (*instance, error) {
-	ctx, cancel := context.WithTimeout(ctx, w.cfg.InitTimeout)
-	defer cancel()
-	id := fmt.Sprintf("sb-%d-%s", w.seq.Add(1), shortRev(fn.Revision))
-	t0 := time.Now()
-	grp, err := w.cg.Create(id, cgroup.Limits{
-		MemoryBytes: int64(fn.Spec.MemoryMB) << 20,
-		Pids:        w.cfg.PidsLimit,
-		CPUWeight:   100,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("%s: %v: %w", fn.Name, err, ErrStart)
-	}
-	env := runtime.Env(runtime.Options{
-		Handler:  fn.Spec.Handler,
-		Function: fn.Name,
-		Revision: fn.Revision,
-		MemoryMB: fn.Spec.MemoryMB,
-		Timeout:  time.Duration(fn.Spec.TimeoutS) * time.Second,
-	})
-	for k, v := range fn.Spec.Env {
-		env = append(env, k+"="+v)
-	}
-	out := &lineWriter{ring: st.logs, log: w.log.With("function", fn.Name), stream: "stdout"}
-	errw := &lineWriter{ring: st.logs, log: w.log.With("function", fn.Name), stream: "stderr"}
-	sb, err := w.factory.Create(ctx, sandbox.Config{
-		ID: id,
-		Binds: []sandbox.Bind{
-			{Source: fn.CodeDir, Target: "/code"},
-			{Source: w.runtime, Target: runtime.MountPoint},
-		},
-		ScratchBytes: w.cfg.ScratchBytes,
-		Group:        grp,
-		Command:      runtime.Argv(w.cfg.Python),
-		Env:          env,
-		Dir:          "/code",
-		Socket:       socketName,
-		Stdout:       out,
-		Stderr:       errw,
-	})
-	if err != nil {
-		grp.Delete(context.Background())
-		return nil, fmt.Errorf("%s: %v: %w", fn.Name, err, ErrStart)
-	}
-	t2 := time.Now()
-	inst := &instance{id: id, fn: fn.Name, rev: fn.Revision, sb: sb, group: grp, declared: int64(fn.Spec.MemoryMB) << 20}
-	w.track(inst)
-	c, err := net.Dial("unix", sb.SocketPath(socketName))
-	if err != nil {
-		w.destroy(inst)
-		return nil, fmt.Errorf("%s: connecting to runtime: %v: %w", fn.Name, err, ErrStart)
-	}
-	inst.conn = runtime.NewConn(c)
-	// A dead sandbox must not leave WaitReady hanging.
-	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
-	go func() {
-		select {
-		case <-sb.Done():
-			c.SetDeadline(time.Now())
-		case <-ctx.Done():
-		}
-	}()
-	_, err = inst.conn.WaitReady(ctx)
-	stop()
-	if err != nil {
-		var herr *runtime.HandlerError
-		if errors.As(err, &herr) {
-			// The handler failed to load: report it like a handler error.
-			w.destroy(inst)
-			return nil, &LoadError{Function: fn.Name, Err: herr}
-		}
-		if n, _ := grp.OOMKills(); n > 0 {
-			w.destroy(inst)
-			return nil, fmt.Errorf("%s: out of memory while loading the handler (limit %d MB): %w", fn.Name, fn.Spec.MemoryMB, ErrOOM)
-		}
-		status := inst.exitStatus()
-		w.destroy(inst)
-		return nil, fmt.Errorf("%s: runtime did not start (exit status %d; see logs): %v: %w", fn.Name, status, err, ErrStart)
-	}
-	c.SetDeadline(time.Time{})
-	w.log.Debug("cold start", "function", fn.Name, "sandbox", id,
-		"cgroup_and_sandbox", t2.Sub(t0), "to_ready", time.Since(t2))
-	return inst, nil
 }
 
 // LoadError is a handler that failed to load (import error, missing
@@ -623,6 +581,12 @@ func (w *Worker) Close(ctx context.Context) error {
 	}
 	w.mu.Unlock()
 	w.wg.Wait()
+	var errs []error
+	if w.zyg != nil {
+		if err := w.zyg.Close(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	var wg sync.WaitGroup
 	for _, inst := range insts {
 		wg.Add(1)
@@ -632,7 +596,6 @@ func (w *Worker) Close(ctx context.Context) error {
 		}()
 	}
 	wg.Wait()
-	var errs []error
 	if err := w.home.Delete(ctx); err != nil {
 		errs = append(errs, err)
 	}

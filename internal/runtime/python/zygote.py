@@ -1,0 +1,210 @@
+# Hearth zygote: /usr/bin/python3 -S -B /hearth/zygote.py
+#
+# A zygote is an interpreter that has imported a set of packages and forks
+# children on request. fd 3 is a SOCK_SEQPACKET control socket to the
+# worker; each request is one JSON packet with descriptors attached:
+#
+#   {"op": "fork", "uid", "gid", "env": {...}, "ncg": k}
+#       fds: pid, mnt, uts, ipc namespaces of the target sandbox, its
+#       listening socket, stdout, stderr, then k cgroup.procs files.
+#       The zygote enters the sandbox's pid namespace for its children,
+#       forks ONCE, and returns to its own. The child joins the other
+#       namespaces and the cgroup, drops to uid/gid, loads the handler and
+#       serves the socket. Reply: {"pid": host pid} or {"error": msg}.
+#   {"op": "child", "modules": [...], "ncg": k}
+#       fds: the child zygote's control socket, then k cgroup.procs files.
+#       Forks a child zygote that joins its own cgroup, imports the
+#       modules and serves its socket. Reply: {"pid": host pid}. The child
+#       says {"ready": true} or {"error": msg} on its own socket.
+#   {"op": "ping"} -> {"ok": true}
+#
+# The zygote runs as root (it must setns and join cgroups) but with an
+# empty capability bounding set and no_new_privs, so neither it nor its
+# children can gain privileges through exec; setuid in each child then
+# clears its capabilities. All lazy work (ctypes symbol lookups, opening
+# /proc/self/ns/pid) happens here, before any fork.
+import sys
+import posix
+import _socket
+import _signal
+import ctypes
+
+import hearthrt
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWPID = 0x20000000
+PR_SET_NO_NEW_PRIVS = 38
+PR_CAPBSET_DROP = 24
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_setns = _libc.setns
+_setns.argtypes = (ctypes.c_int, ctypes.c_int)
+_prctl = _libc.prctl
+_prctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong)
+
+_MAX_FDS = 64
+
+
+def setns(fd, kind):
+    if _setns(fd, kind) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, "setns: " + posix.strerror(e))
+
+
+def harden():
+    """Empty the bounding set and set no_new_privs (effective caps stay)."""
+    try:
+        last = int(open("/proc/sys/kernel/cap_last_cap").read())
+    except (OSError, ValueError):
+        last = 40
+    for cap in range(last + 1):
+        _prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)
+    if _prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "no_new_privs")
+
+
+def recv(ctl):
+    data, anc, _flags, _addr = ctl.recvmsg(65536, _socket.CMSG_SPACE(_MAX_FDS * 4))
+    if not data:
+        raise EOFError
+    fds = []
+    for level, kind, payload in anc:
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+            n = len(payload) - len(payload) % 4
+            for i in range(0, n, 4):
+                fds.append(int.from_bytes(payload[i:i + 4], sys.byteorder))
+    return hearthrt.loads(data), fds
+
+
+def send(ctl, obj):
+    ctl.sendall(hearthrt.dumps(obj))
+
+
+def child_fork(req, fds, ctl, own_pid_ns):
+    """Fork a function child into the target sandbox."""
+    ncg = int(req.get("ncg", 0))
+    if len(fds) != 7 + ncg:
+        raise ValueError("fork: want %d descriptors, got %d" % (7 + ncg, len(fds)))
+    pidns, mntns, utsns, ipcns, lsock, out, err = fds[:7]
+    cgs = fds[7:]
+    uid = int(req["uid"])
+    gid = int(req["gid"])
+    env = req.get("env") or {}
+    setns(pidns, CLONE_NEWPID)
+    try:
+        pid = posix.fork()
+    except BaseException:
+        setns(own_pid_ns, CLONE_NEWPID)
+        raise
+    if pid == 0:
+        code = 1
+        try:
+            _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
+            setns(mntns, CLONE_NEWNS)
+            setns(utsns, CLONE_NEWUTS)
+            setns(ipcns, CLONE_NEWIPC)
+            for fd in cgs:
+                posix.write(fd, b"0")
+            posix.setsid()
+            posix.dup2(out, 1)
+            posix.dup2(err, 2)
+            null = posix.open("/dev/null", posix.O_RDONLY)
+            posix.dup2(null, 0)
+            posix.dup2(lsock, hearthrt.LISTEN_FD)
+            posix.closerange(hearthrt.LISTEN_FD + 1, 1 << 16)
+            posix.setgroups([])
+            posix.setgid(gid)
+            posix.setuid(uid)
+            posix.chdir(env.get("HEARTH_CODE", "/code"))
+            environ = {k.encode(): v.encode() for k, v in env.items()}
+            posix.environ.clear()
+            posix.environ.update(environ)
+            os_mod = sys.modules.get("os")
+            if os_mod is not None:
+                os_mod.environ.clear()
+                os_mod.environ.update(env)
+            hearthrt.setup_path(env)
+            hearthrt.line_buffer()
+            hearthrt.run(_socket.socket(fileno=hearthrt.LISTEN_FD), env)
+            code = 0
+        except BaseException as e:  # noqa: BLE001 - report, never return into the zygote loop
+            try:
+                posix.write(2, ("hearth zygote child: %r\n" % (e,)).encode())
+            except OSError:
+                pass
+        finally:
+            posix._exit(code)
+    setns(own_pid_ns, CLONE_NEWPID)
+    return pid
+
+
+def spawn_child(req, fds):
+    """Fork a child zygote that imports more modules."""
+    ncg = int(req.get("ncg", 0))
+    if len(fds) != 1 + ncg:
+        raise ValueError("child: want %d descriptors, got %d" % (1 + ncg, len(fds)))
+    ctl_fd = fds[0]
+    pid = posix.fork()
+    if pid == 0:
+        code = 1
+        try:
+            for fd in fds[1:]:
+                posix.write(fd, b"0")
+            ctl = _socket.socket(fileno=ctl_fd)
+            try:
+                for m in req.get("modules", []):
+                    __import__(m)
+            except BaseException as e:  # noqa: BLE001
+                send(ctl, {"error": "import %s: %s: %s" % (m, e.__class__.__name__, e)})
+                posix._exit(1)
+            send(ctl, {"ready": True, "pid": posix.getpid()})
+            serve(ctl)
+            code = 0
+        finally:
+            posix._exit(code)
+    return pid
+
+
+def serve(ctl):
+    own_pid_ns = posix.open("/proc/self/ns/pid", posix.O_RDONLY)
+    while True:
+        try:
+            req, fds = recv(ctl)
+        except (EOFError, OSError):
+            posix._exit(0)  # the worker is gone
+        try:
+            op = req.get("op")
+            if op == "fork":
+                send(ctl, {"pid": child_fork(req, fds, ctl, own_pid_ns)})
+            elif op == "child":
+                send(ctl, {"pid": spawn_child(req, fds)})
+            elif op == "ping":
+                send(ctl, {"ok": True})
+            else:
+                send(ctl, {"error": "unknown op %r" % (op,)})
+        except Exception as e:  # noqa: BLE001
+            send(ctl, {"error": "%s: %s" % (e.__class__.__name__, e)})
+        finally:
+            for fd in fds:
+                try:
+                    posix.close(fd)
+                except OSError:
+                    pass
+
+
+def main():
+    harden()
+    # Children are reaped automatically; a function child's death is seen
+    # by the worker on its socket and in its cgroup.
+    _signal.signal(_signal.SIGCHLD, _signal.SIG_IGN)
+    hearthrt.setup_path()
+    ctl = _socket.socket(fileno=3)
+    posix.set_inheritable(3, False)
+    send(ctl, {"ready": True, "pid": posix.getpid()})
+    serve(ctl)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,272 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hearth-run/hearth/internal/cgroup"
+	"github.com/hearth-run/hearth/internal/registry"
+	"github.com/hearth-run/hearth/internal/runtime"
+	"github.com/hearth-run/hearth/internal/sandbox"
+	"github.com/hearth-run/hearth/internal/zygote"
+)
+
+// Start paths, as reported in X-Hearth-Start-Path and the metrics.
+const (
+	PathWarm = "warm"
+	PathFork = "fork"
+	PathCold = "cold"
+)
+
+// start gives fn a new sandbox with its handler loaded: forked from the
+// best zygote when there is one, else with a fresh interpreter. A failed
+// fork falls back to a fresh start; the caller never sees it.
+func (w *Worker) start(ctx context.Context, fn registry.Function, st *fnState) (*instance, string, error) {
+	ctx, cancel := context.WithTimeout(ctx, w.cfg.InitTimeout)
+	defer cancel()
+	if w.zyg != nil {
+		inst, err := w.forkStart(ctx, fn, st)
+		if err == nil {
+			return inst, PathFork, nil
+		}
+		var le *LoadError
+		if errors.As(err, &le) || errors.Is(err, ErrOOM) || ctx.Err() != nil {
+			return nil, PathFork, err // the handler's fault: a fresh start fails the same way
+		}
+		w.metrics.forkFallbacks.Inc()
+		w.log.Info("fork failed; starting fresh", "function", fn.Name, "err", err)
+	}
+	inst, err := w.coldStart(ctx, fn, st)
+	return inst, PathCold, err
+}
+
+// newSandbox creates fn's cgroup and sandbox. With argv it runs a fresh
+// runtime; without, it is an empty holder a zygote child will join.
+func (w *Worker) newSandbox(ctx context.Context, fn registry.Function, st *fnState, argv, env []string) (*instance, error) {
+	id := fmt.Sprintf("sb-%d-%s", w.seq.Add(1), shortRev(fn.Revision))
+	grp, err := w.cg.Create(id, cgroup.Limits{
+		MemoryBytes: int64(fn.Spec.MemoryMB) << 20,
+		Pids:        w.cfg.PidsLimit,
+		CPUWeight:   100,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %v: %w", fn.Name, err, ErrStart)
+	}
+	sb, err := w.factory.Create(ctx, sandbox.Config{
+		ID: id,
+		Binds: []sandbox.Bind{
+			{Source: fn.CodeDir, Target: runtime.CodeDir},
+			{Source: w.runtime, Target: runtime.MountPoint},
+		},
+		ScratchBytes: w.cfg.ScratchBytes,
+		Group:        grp,
+		Command:      argv,
+		Env:          env,
+		Dir:          runtime.CodeDir,
+		Socket:       socketName,
+		Stdout:       st.stdout,
+		Stderr:       st.stderr,
+	})
+	if err != nil {
+		grp.Delete(context.Background())
+		return nil, fmt.Errorf("%s: %v: %w", fn.Name, err, ErrStart)
+	}
+	inst := &instance{id: id, fn: fn.Name, rev: fn.Revision, sb: sb, group: grp, declared: int64(fn.Spec.MemoryMB) << 20}
+	w.track(inst)
+	return inst, nil
+}
+
+// runtimeEnv is the runtime's environment for fn.
+func (w *Worker) runtimeEnv(fn registry.Function) []string {
+	env := runtime.Env(runtime.Options{
+		Handler:  fn.Spec.Handler,
+		Function: fn.Name,
+		Revision: fn.Revision,
+		MemoryMB: fn.Spec.MemoryMB,
+		Timeout:  time.Duration(fn.Spec.TimeoutS) * time.Second,
+	})
+	env = append(env, "PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp", "LANG=C.UTF-8")
+	for k, v := range fn.Spec.Env {
+		env = append(env, k+"="+v)
+	}
+	return env
+}
+
+// coldStart creates a sandbox with a fresh interpreter and waits for the
+// handler to load.
+func (w *Worker) coldStart(ctx context.Context, fn registry.Function, st *fnState) (*instance, error) {
+	t0 := time.Now()
+	inst, err := w.newSandbox(ctx, fn, st, runtime.Argv(w.cfg.Python), w.runtimeEnv(fn))
+	if err != nil {
+		return nil, err
+	}
+	t1 := time.Now()
+	if err := w.connect(ctx, inst, fn, inst.sb.Done()); err != nil {
+		return nil, err
+	}
+	w.log.Debug("cold start", "function", fn.Name, "sandbox", inst.id,
+		"sandbox_create", t1.Sub(t0), "to_ready", time.Since(t1))
+	return inst, nil
+}
+
+// forkStart creates an empty sandbox and has a zygote fork a child into
+// it that loads the handler.
+func (w *Worker) forkStart(ctx context.Context, fn registry.Function, st *fnState) (*instance, error) {
+	pkgs, err := w.packages(fn)
+	if err != nil {
+		return nil, err
+	}
+	t0 := time.Now()
+	inst, err := w.newSandbox(ctx, fn, st, nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	fail := func(err error) (*instance, error) {
+		w.destroy(inst)
+		return nil, err
+	}
+	t1 := time.Now()
+	ns, err := inst.sb.Namespaces()
+	if err != nil {
+		return fail(err)
+	}
+	defer closeAll(ns)
+	lis := inst.sb.TakeListener()
+	defer lis.Close()
+	procs, err := inst.group.ProcsFiles()
+	if err != nil {
+		return fail(err)
+	}
+	defer closeAll(procs)
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return fail(err)
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		outR.Close()
+		outW.Close()
+		return fail(err)
+	}
+	// The child holds the write ends; the readers end when it exits.
+	go copyLines(st.stdout, outR)
+	go copyLines(st.stderr, errR)
+	env := map[string]string{}
+	for _, kv := range w.runtimeEnv(fn) {
+		k, v, _ := strings.Cut(kv, "=")
+		env[k] = v
+	}
+	_, node, err := w.zyg.Fork(ctx, pkgs, zygote.Target{
+		Namespaces: ns,
+		Listener:   lis,
+		Stdout:     outW,
+		Stderr:     errW,
+		Cgroup:     procs,
+		UID:        w.uid(),
+		GID:        w.gid(),
+		Env:        env,
+	})
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		return fail(err)
+	}
+	t2 := time.Now()
+	if err := w.connect(ctx, inst, fn, nil); err != nil {
+		return nil, err
+	}
+	w.log.Debug("fork start", "function", fn.Name, "sandbox", inst.id, "zygote", node,
+		"sandbox_create", t1.Sub(t0), "fork", t2.Sub(t1), "to_ready", time.Since(t2))
+	return inst, nil
+}
+
+func closeAll(fs []*os.File) {
+	for _, f := range fs {
+		f.Close()
+	}
+}
+
+func copyLines(w io.Writer, r *os.File) {
+	io.Copy(w, r)
+	r.Close()
+}
+
+func (w *Worker) uid() int {
+	if w.cfg.UID == 0 {
+		return 65534
+	}
+	return w.cfg.UID
+}
+
+func (w *Worker) gid() int {
+	if w.cfg.GID == 0 {
+		return 65534
+	}
+	return w.cfg.GID
+}
+
+// packages returns fn's package set, cached per revision.
+func (w *Worker) packages(fn registry.Function) ([]string, error) {
+	w.pkgMu.Lock()
+	defer w.pkgMu.Unlock()
+	if p, ok := w.pkgCache[fn.Revision]; ok {
+		return p, nil
+	}
+	p, err := w.resolver.PackageSet(fn.Spec.Requirements)
+	if err != nil {
+		return nil, err
+	}
+	w.pkgCache[fn.Revision] = p
+	return p, nil
+}
+
+// connect dials the runtime's socket and waits for the handler to load.
+// died, if not nil, closes when the sandbox's main process is gone.
+func (w *Worker) connect(ctx context.Context, inst *instance, fn registry.Function, died <-chan struct{}) error {
+	c, err := net.Dial("unix", inst.sb.SocketPath(socketName))
+	if err != nil {
+		w.destroy(inst)
+		return fmt.Errorf("%s: connecting to runtime: %v: %w", fn.Name, err, ErrStart)
+	}
+	inst.conn = runtime.NewConn(c)
+	// A dead sandbox must not leave WaitReady hanging.
+	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
+	var once sync.Once
+	quit := make(chan struct{})
+	defer once.Do(func() { close(quit) })
+	if died != nil {
+		go func() {
+			select {
+			case <-died:
+				c.SetDeadline(time.Now())
+			case <-quit:
+			}
+		}()
+	}
+	_, err = inst.conn.WaitReady(ctx)
+	stop()
+	if err == nil {
+		c.SetDeadline(time.Time{})
+		return nil
+	}
+	var herr *runtime.HandlerError
+	if errors.As(err, &herr) {
+		// The handler failed to load: report it like a handler error.
+		w.destroy(inst)
+		return &LoadError{Function: fn.Name, Err: herr}
+	}
+	if n, _ := inst.group.OOMKills(); n > 0 {
+		w.destroy(inst)
+		return fmt.Errorf("%s: out of memory while loading the handler (limit %d MB): %w", fn.Name, fn.Spec.MemoryMB, ErrOOM)
+	}
+	status := inst.exitStatus()
+	w.destroy(inst)
+	return fmt.Errorf("%s: runtime did not start (exit status %d; see logs): %v: %w", fn.Name, status, err, ErrStart)
+}

@@ -1,0 +1,537 @@
+package zygote
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hearth-run/hearth/internal/cgroup"
+	"github.com/hearth-run/hearth/internal/sandbox"
+)
+
+// Config configures a Manager. Zero values mean the defaults.
+type Config struct {
+	// Runtime is the host dir of the runtime files.
+	Runtime string
+	// Python is the interpreter inside the base (default /usr/bin/python3).
+	Python string
+	// Binds are read-only mounts every zygote sees (installed packages).
+	Binds []sandbox.Bind
+	// Modules maps a package set to the modules a node imports for it.
+	Modules func(pkgs []string) ([]string, error)
+	// MemoryBudget bounds the memory of all zygotes (default 1 GiB).
+	MemoryBudget int64
+	// Window is how many recent invocations provisioning looks at
+	// (default 100).
+	Window int
+	// Promote is how many of them must use a package set for it to get
+	// its own node (default 3).
+	Promote int
+	// IdleTimeout evicts nodes unused this long (default 10 min).
+	IdleTimeout time.Duration
+	// MaxZygotes bounds the number of zygote processes (default 32).
+	MaxZygotes int
+	// MaxReplicas bounds replicas of one node (default 4).
+	MaxReplicas int
+	// Log receives the zygotes' own output.
+	Log io.Writer
+	// Logger receives the manager's logs (default slog.Default()).
+	Logger *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.Python == "" {
+		c.Python = "/usr/bin/python3"
+	}
+	if c.MemoryBudget <= 0 {
+		c.MemoryBudget = 1 << 30
+	}
+	if c.Window <= 0 {
+		c.Window = 100
+	}
+	if c.Promote <= 0 {
+		c.Promote = 3
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = 10 * time.Minute
+	}
+	if c.MaxZygotes <= 0 {
+		c.MaxZygotes = 32
+	}
+	if c.MaxReplicas <= 0 {
+		c.MaxReplicas = 4
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Log == nil {
+		c.Log = io.Discard
+	}
+}
+
+// Manager owns the zygote tree: it forks function children from the best
+// node, learns which package sets deserve nodes, adds replicas to busy
+// nodes, rebuilds dead zygotes and evicts idle ones. It is safe for
+// concurrent use.
+type Manager struct {
+	cfg     Config
+	factory *sandbox.Factory
+	cg      *cgroup.Manager
+	log     *slog.Logger
+	seq     atomic.Int64
+
+	mu      sync.Mutex // guards everything below and every Node's live state
+	root    *Node
+	nodes   map[string]*Node
+	win     *window
+	procs   int
+	closed  bool
+	nextID  int
+	rootSeq int
+
+	bg     sync.WaitGroup
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+// NewManager starts the root zygote.
+func NewManager(ctx context.Context, cfg Config, f *sandbox.Factory, cg *cgroup.Manager) (*Manager, error) {
+	cfg.setDefaults()
+	m := &Manager{cfg: cfg, factory: f, cg: cg, log: cfg.Logger, nodes: map[string]*Node{}, win: newWindow(cfg.Window)}
+	m.ctx, m.cancel = context.WithCancel(context.Background())
+	m.root = &Node{ID: 0, static: true}
+	m.nodes[""] = m.root
+	m.nextID = 1
+	p, err := m.startRoot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	m.addReplicaLocked(m.root, p)
+	m.mu.Unlock()
+	m.bg.Add(1)
+	go m.janitor()
+	return m, nil
+}
+
+func (m *Manager) startRoot(ctx context.Context) (*Process, error) {
+	m.mu.Lock()
+	m.rootSeq++
+	id := fmt.Sprintf("zygote-root-%d", m.rootSeq)
+	m.mu.Unlock()
+	g, err := m.cg.Create(id, cgroup.Limits{})
+	if err != nil {
+		return nil, fmt.Errorf("zygote cgroup: %w", err)
+	}
+	p, err := StartRoot(ctx, m.factory, RootConfig{ID: id, Group: g, Runtime: m.cfg.Runtime,
+		Binds: m.cfg.Binds, Python: m.cfg.Python, Log: m.cfg.Log})
+	if err != nil {
+		g.Delete(context.Background())
+		return nil, err
+	}
+	return p, nil
+}
+
+// addReplicaLocked adds p to n and watches it: a dead zygote is removed
+// and, if it was the node's last, rebuilt.
+func (m *Manager) addReplicaLocked(n *Node, p *Process) {
+	n.replicas = append(n.replicas, p)
+	m.procs++
+	m.bg.Add(1)
+	go func() {
+		defer m.bg.Done()
+		select {
+		case <-p.Dead():
+		case <-m.ctx.Done():
+			return
+		}
+		m.mu.Lock()
+		removed := m.removeReplicaLocked(n, p)
+		rebuild := removed && !m.closed && len(n.replicas) == 0 && n.pending == 0 && m.nodes[n.Key()] == n
+		if rebuild {
+			n.pending++
+		}
+		m.mu.Unlock()
+		if removed {
+			m.log.Warn("zygote died", "node", n.Key(), "pid", p.Pid())
+			m.release(p)
+		}
+		if rebuild {
+			m.grow(n)
+		}
+	}()
+}
+
+func (m *Manager) removeReplicaLocked(n *Node, p *Process) bool {
+	for i, r := range n.replicas {
+		if r == p {
+			n.replicas = append(n.replicas[:i], n.replicas[i+1:]...)
+			m.procs--
+			return true
+		}
+	}
+	return false
+}
+
+// release kills a zygote and frees its cgroup and sandbox.
+func (m *Manager) release(p *Process) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	p.Destroy(ctx)
+	if err := p.group.Delete(ctx); err != nil {
+		m.log.Warn("deleting zygote cgroup", "err", err)
+	}
+}
+
+// grow adds one replica to n (n.pending was incremented by the caller).
+func (m *Manager) grow(n *Node) {
+	p, err := m.spawn(n)
+	m.mu.Lock()
+	n.pending--
+	if err == nil && (m.closed || m.nodes[n.Key()] != n) {
+		m.mu.Unlock()
+		m.release(p)
+		return
+	}
+	if err == nil {
+		m.addReplicaLocked(n, p)
+	}
+	m.mu.Unlock()
+	if err != nil && m.ctx.Err() == nil {
+		m.log.Warn("zygote not started", "node", n.Key(), "err", err)
+	}
+}
+
+// spawn starts one zygote process for n: the root from scratch, any
+// other node by forking its parent's zygote.
+func (m *Manager) spawn(n *Node) (*Process, error) {
+	ctx, cancel := context.WithTimeout(m.ctx, 2*time.Minute)
+	defer cancel()
+	if n.Parent == nil {
+		return m.startRoot(ctx)
+	}
+	m.mu.Lock()
+	parent := n.Parent.pick()
+	m.mu.Unlock()
+	if parent == nil {
+		return nil, fmt.Errorf("node %s: parent has no zygote: %w", n.Key(), ErrNoZygote)
+	}
+	g, err := m.cg.Create(fmt.Sprintf("zygote-%d-%d", n.ID, m.seq.Add(1)), cgroup.Limits{})
+	if err != nil {
+		return nil, err
+	}
+	p, err := parent.Child(ctx, g, n.Modules)
+	if err != nil {
+		g.Delete(context.Background())
+		return nil, err
+	}
+	return p, nil
+}
+
+// Fork forks a child for a function with package set pkgs into t's
+// sandbox, from the deepest node holding only packages in pkgs. It
+// returns the child's pid and the node's key. ErrDead means the chosen
+// zygote died; the caller starts fresh.
+func (m *Manager) Fork(ctx context.Context, pkgs []string, t Target) (int, string, error) {
+	s := normalize(pkgs)
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return 0, "", ErrNoZygote
+	}
+	m.learnLocked(s)
+	n := lookup(m.root, s, func(n *Node) bool { return n.pick() != nil })
+	if n == nil {
+		m.mu.Unlock()
+		return 0, "", ErrNoZygote
+	}
+	p := n.pick()
+	n.hits++
+	n.lastUse = time.Now()
+	// A busy node gets another replica, off the critical path.
+	if p.Inflight() > 0 && len(n.replicas)+n.pending < m.cfg.MaxReplicas && m.procs+m.pendingLocked() < m.cfg.MaxZygotes {
+		n.pending++
+		m.goBackground(func() { m.grow(n) })
+	}
+	key := n.Key()
+	m.mu.Unlock()
+	pid, err := p.Fork(ctx, t)
+	if err != nil {
+		return 0, key, fmt.Errorf("fork from zygote %s: %w", key, err)
+	}
+	return pid, key, nil
+}
+
+func (m *Manager) pendingLocked() int {
+	n := 0
+	walk(m.root, func(x *Node) { n += x.pending })
+	return n
+}
+
+func (m *Manager) goBackground(f func()) {
+	m.bg.Add(1)
+	go func() {
+		defer m.bg.Done()
+		f()
+	}()
+}
+
+// learnLocked records an invocation's package set and promotes sets that
+// became frequent to nodes, created in the background.
+func (m *Manager) learnLocked(s []string) {
+	for _, key := range m.win.add(s) {
+		if m.win.count(key) < m.cfg.Promote {
+			continue
+		}
+		if _, ok := m.nodes[key]; ok {
+			continue
+		}
+		if m.procs+m.pendingLocked() >= m.cfg.MaxZygotes {
+			return
+		}
+		m.addNodeLocked(splitKey(key), false)
+	}
+}
+
+// addNodeLocked creates node pkgs under the deepest existing node holding
+// a subset of it and starts its first zygote in the background.
+func (m *Manager) addNodeLocked(pkgs []string, static bool) (*Node, error) {
+	parent := lookup(m.root, pkgs, func(*Node) bool { return true })
+	have := map[string]bool{}
+	for _, p := range parent.Packages {
+		have[p] = true
+	}
+	var extra []string
+	for _, p := range pkgs {
+		if !have[p] {
+			extra = append(extra, p)
+		}
+	}
+	mods, err := m.cfg.Modules(extra)
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{ID: m.nextID, Packages: pkgs, Modules: mods, Parent: parent, static: static, lastUse: time.Now()}
+	m.nextID++
+	// Existing nodes that hold more than n and sat under n's parent now
+	// belong under n, so lookups keep descending through supersets.
+	var keep []*Node
+	for _, c := range parent.Children {
+		if subset(pkgs, c.Packages) {
+			c.Parent = n
+			n.Children = append(n.Children, c)
+		} else {
+			keep = append(keep, c)
+		}
+	}
+	parent.Children = append(keep, n)
+	m.nodes[n.Key()] = n
+	n.pending++
+	m.goBackground(func() { m.grow(n) })
+	return n, nil
+}
+
+// janitor evicts idle nodes and keeps zygote memory within budget.
+func (m *Manager) janitor() {
+	defer m.bg.Done()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-m.ctx.Done():
+			return
+		case <-t.C:
+		}
+		m.evict(time.Now())
+	}
+}
+
+// evict removes leaf nodes idle past the timeout, then least recently
+// used leaves while zygote memory is over budget. A node with a request
+// in flight is never evicted.
+func (m *Manager) evict(now time.Time) {
+	m.mu.Lock()
+	var victims []*Process
+	for {
+		var leaves []*Node
+		walk(m.root, func(n *Node) {
+			if n.Parent != nil && len(n.Children) == 0 && n.pending == 0 && !busy(n) {
+				leaves = append(leaves, n)
+			}
+		})
+		sort.Slice(leaves, func(i, j int) bool { return leaves[i].lastUse.Before(leaves[j].lastUse) })
+		var v *Node
+		for _, n := range leaves {
+			if !n.static && now.Sub(n.lastUse) > m.cfg.IdleTimeout {
+				v = n
+				break
+			}
+		}
+		if v == nil && len(leaves) > 0 && m.memoryLocked() > m.cfg.MemoryBudget {
+			v = leaves[0]
+		}
+		if v == nil {
+			break
+		}
+		victims = append(victims, m.removeNodeLocked(v)...)
+	}
+	m.mu.Unlock()
+	for _, p := range victims {
+		m.release(p)
+	}
+}
+
+func busy(n *Node) bool {
+	for _, r := range n.replicas {
+		if r.Inflight() > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+func (m *Manager) memoryLocked() int64 {
+	var total int64
+	walk(m.root, func(n *Node) {
+		for _, r := range n.replicas {
+			total += r.Memory()
+		}
+	})
+	return total
+}
+
+func (m *Manager) removeNodeLocked(n *Node) []*Process {
+	p := n.Parent
+	for i, c := range p.Children {
+		if c == n {
+			p.Children = append(p.Children[:i], p.Children[i+1:]...)
+			break
+		}
+	}
+	for _, c := range n.Children {
+		c.Parent = p
+		p.Children = append(p.Children, c)
+	}
+	delete(m.nodes, n.Key())
+	victims := n.replicas
+	m.procs -= len(victims)
+	n.replicas = nil
+	return victims
+}
+
+// Plant creates nodes from a planned tree (see Plan), each with one
+// zygote, and waits until they are up or ctx ends.
+func (m *Manager) Plant(ctx context.Context, sets [][]string) error {
+	m.mu.Lock()
+	var added []*Node
+	// Parents first: fewer packages first.
+	sort.SliceStable(sets, func(i, j int) bool { return len(sets[i]) < len(sets[j]) })
+	for _, s := range sets {
+		s = normalize(s)
+		if _, ok := m.nodes[joinKey(s)]; ok || len(s) == 0 {
+			continue
+		}
+		n, err := m.addNodeLocked(s, true)
+		if err != nil {
+			m.mu.Unlock()
+			return err
+		}
+		added = append(added, n)
+	}
+	m.mu.Unlock()
+	for _, n := range added {
+		for {
+			m.mu.Lock()
+			ok := len(n.replicas) > 0
+			failed := !ok && n.pending == 0
+			m.mu.Unlock()
+			if ok {
+				break
+			}
+			if failed {
+				return fmt.Errorf("zygote node %s failed to start", n.Key())
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}
+	return nil
+}
+
+func joinKey(s []string) string { return (&Node{Packages: s}).Key() }
+
+// NodeInfo describes one node for /v1/zygotes.
+type NodeInfo struct {
+	ID       int      `json:"id"`
+	Parent   int      `json:"parent"`
+	Packages []string `json:"packages"`
+	Modules  []string `json:"modules"`
+	Replicas int      `json:"replicas"`
+	Pids     []int    `json:"pids"`
+	Hits     int64    `json:"hits"`
+	Forks    int64    `json:"forks"`
+	Memory   int64    `json:"memory_bytes"`
+	LastUse  string   `json:"last_use,omitempty"`
+	Static   bool     `json:"static"`
+}
+
+// Nodes describes the live tree, root first.
+func (m *Manager) Nodes() []NodeInfo {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []NodeInfo
+	walk(m.root, func(n *Node) {
+		info := NodeInfo{ID: n.ID, Parent: -1, Packages: append([]string{}, n.Packages...),
+			Modules: append([]string{}, n.Modules...), Replicas: len(n.replicas), Hits: n.hits, Static: n.static}
+		if n.Parent != nil {
+			info.Parent = n.Parent.ID
+		}
+		for _, r := range n.replicas {
+			info.Pids = append(info.Pids, r.Pid())
+			info.Forks += r.Forks()
+			info.Memory += r.Memory()
+		}
+		if !n.lastUse.IsZero() {
+			info.LastUse = n.lastUse.UTC().Format(time.RFC3339Nano)
+		}
+		out = append(out, info)
+	})
+	return out
+}
+
+// Close kills every zygote and frees their sandboxes and cgroups.
+func (m *Manager) Close(ctx context.Context) error {
+	m.mu.Lock()
+	m.closed = true
+	var victims []*Process
+	walk(m.root, func(n *Node) {
+		victims = append(victims, n.replicas...)
+		n.replicas = nil
+	})
+	m.procs = 0
+	m.mu.Unlock()
+	m.cancel()
+	for _, p := range victims {
+		m.release(p)
+	}
+	done := make(chan struct{})
+	go func() {
+		m.bg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	// Replicas started while closing were released by grow.
+	return nil
+}

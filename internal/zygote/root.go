@@ -1,0 +1,85 @@
+package zygote
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/hearth-run/hearth/internal/cgroup"
+	"github.com/hearth-run/hearth/internal/runtime"
+	"github.com/hearth-run/hearth/internal/sandbox"
+)
+
+// RootConfig describes the root zygote's sandbox.
+type RootConfig struct {
+	// ID names its sandbox.
+	ID string
+	// Group is the root zygote's cgroup.
+	Group *cgroup.Group
+	// Runtime is the host dir of the runtime files (mounted at /hearth).
+	Runtime string
+	// Binds are further read-only mounts, such as installed packages. A
+	// child sees the same paths, so they must match its sandbox's.
+	Binds []sandbox.Bind
+	// Python is the interpreter inside the base (default /usr/bin/python3).
+	Python string
+	// Log receives the zygote's stdout and stderr.
+	Log io.Writer
+}
+
+// zygoteEnv keeps numeric libraries single-threaded: a zygote must not
+// hold threads across fork, and every thread's stack is memory each
+// child would otherwise share.
+var zygoteEnv = []string{
+	"OPENBLAS_NUM_THREADS=1", "OMP_NUM_THREADS=1", "MKL_NUM_THREADS=1",
+	"PYTHONHASHSEED=0", "PATH=/usr/local/bin:/usr/bin:/bin",
+}
+
+// StartRoot starts the root zygote: a bare interpreter with the runtime
+// imported, in its own sandbox (own mount, uts and ipc namespaces; the
+// host's pid namespace, which setns into a sandbox's pid namespace needs).
+func StartRoot(ctx context.Context, f *sandbox.Factory, cfg RootConfig) (*Process, error) {
+	if cfg.Python == "" {
+		cfg.Python = "/usr/bin/python3"
+	}
+	ours, theirs, err := seqpacketPair()
+	if err != nil {
+		return nil, err
+	}
+	defer theirs.Close()
+	binds := append([]sandbox.Bind{{Source: cfg.Runtime, Target: runtime.MountPoint}}, cfg.Binds...)
+	sb, err := f.Create(ctx, sandbox.Config{
+		ID:         cfg.ID,
+		Binds:      binds,
+		Group:      cfg.Group,
+		Command:    []string{cfg.Python, "-S", "-B", runtime.MountPoint + "/zygote.py"},
+		Env:        zygoteEnv,
+		Dir:        "/",
+		Files:      []*os.File{theirs},
+		Stdout:     cfg.Log,
+		Stderr:     cfg.Log,
+		HostPID:    true,
+		Privileged: true,
+	})
+	if err != nil {
+		ours.Close()
+		return nil, fmt.Errorf("starting root zygote: %w", err)
+	}
+	theirs.Close()
+	p, err := attach(ctx, sb, cfg.Group, ours)
+	if err != nil {
+		sb.Destroy(context.Background())
+		return nil, fmt.Errorf("starting root zygote: %w", err)
+	}
+	return p, nil
+}
+
+// Destroy kills the zygote and, for the root, its sandbox.
+func (p *Process) Destroy(ctx context.Context) {
+	p.Kill()
+	p.Wait(ctx)
+	if p.sb != nil {
+		p.sb.Destroy(ctx)
+	}
+}

@@ -142,9 +142,9 @@ type fnState struct {
 	logs   *logRing
 	stdout *lineWriter
 	stderr *lineWriter
-	slots chan struct{} // concurrency limit of the current spec
-	limit int
-	wait  atomic.Int32 // requests queued for a slot
+	slots  chan struct{} // concurrency limit of the current spec
+	limit  int
+	wait   atomic.Int32 // requests queued for a slot
 }
 
 // New starts a worker: it sweeps what a crashed predecessor left (cgroups,

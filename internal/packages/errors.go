@@ -1,0 +1,21 @@
+package packages
+
+import "errors"
+
+var (
+	// ErrResolve reports requirements pip could not resolve: a malformed
+	// requirement, a conflict, or no matching distribution. The error
+	// carries the tail of pip's output.
+	ErrResolve = errors.New("resolving requirements failed")
+
+	// ErrInstall reports a distribution pip could not install. The error
+	// carries the tail of pip's output.
+	ErrInstall = errors.New("installing package failed")
+
+	// ErrInvalid reports a malformed package name, version or config.
+	ErrInvalid = errors.New("invalid package")
+
+	// ErrNotInstalled reports a package Mounts was asked for that is not
+	// in the cache (for example removed by GC).
+	ErrNotInstalled = errors.New("package not installed")
+)

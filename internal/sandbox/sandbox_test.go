@@ -1,0 +1,181 @@
+package sandbox_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hearth-run/hearth/internal/cgroup"
+	"github.com/hearth-run/hearth/internal/image"
+	"github.com/hearth-run/hearth/internal/sandbox"
+)
+
+var initPath, base string
+
+func TestMain(m *testing.M) {
+	base = os.Getenv("HEARTH_TEST_BASE")
+	if base == "" {
+		base = "/var/lib/hearth/base"
+	}
+	if err := image.Validate(base); err != nil {
+		fmt.Fprintln(os.Stderr, "sandbox tests need a base image:", err)
+		os.Exit(1)
+	}
+	if err := image.Prepare(base); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	dir, err := os.MkdirTemp("", "hearth-sandbox-test-")
+	if err != nil {
+		panic(err)
+	}
+	initPath = filepath.Join(dir, "hearth-init")
+	if out, err := exec.Command("go", "build", "-o", initPath, "github.com/hearth-run/hearth/cmd/hearth-init").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "building hearth-init: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+type env struct {
+	f  *sandbox.Factory
+	cg *cgroup.Manager
+}
+
+func setup(t testing.TB) *env {
+	t.Helper()
+	cg, err := cgroup.NewManager(fmt.Sprintf("hearth-sbtest-%d-%s", os.Getpid(), strings.ReplaceAll(t.Name(), "/", "_")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	home, err := cg.Create("init", cgroup.Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &sandbox.Factory{InitPath: initPath, Base: base, Dir: t.TempDir(), Home: home}
+	t.Cleanup(func() {
+		ctx := context.Background()
+		home.Delete(ctx)
+		if err := cg.Close(ctx); err != nil {
+			t.Errorf("cgroups left: %v", err)
+		}
+		if m, _ := sandbox.MountsUnder(f.Dir); len(m) > 0 {
+			t.Errorf("mounts left: %v", m)
+		}
+	})
+	return &env{f: f, cg: cg}
+}
+
+func (e *env) create(t testing.TB, id string, cmd []string, out *strings.Builder) *sandbox.Sandbox {
+	t.Helper()
+	g, err := e.cg.Create(id, cgroup.Limits{MemoryBytes: 64 << 20, Pids: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := sandbox.Config{ID: id, Group: g, Command: cmd, Socket: "s.sock"}
+	if out != nil {
+		cfg.Stdout, cfg.Stderr = out, out
+	}
+	sb, err := e.f.Create(context.Background(), cfg)
+	if err != nil {
+		g.Delete(context.Background())
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		sb.Destroy(context.Background())
+		g.Delete(context.Background())
+	})
+	return sb
+}
+
+func TestMainProcessIsIsolated(t *testing.T) {
+	e := setup(t)
+	var out strings.Builder
+	sb := e.create(t, "main", []string{"/usr/bin/python3", "-S", "-c", `
+import os
+st = dict(l.split(":", 1) for l in open("/proc/self/status").read().splitlines())
+print(os.getuid(), os.getppid(), st["CapEff"].strip(), st["NoNewPrivs"].strip(), sorted(os.listdir("/tmp")))
+`}, &out)
+	select {
+	case <-sb.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("main process did not exit")
+	}
+	if sb.ExitStatus() != 0 {
+		t.Fatalf("exit %d: %s", sb.ExitStatus(), out.String())
+	}
+	// uid nobody, a child of init (pid 1), no capabilities, no_new_privs, the socket in /tmp.
+	if got, want := strings.TrimSpace(out.String()), "65534 1 0000000000000000 1 ['s.sock']"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}
+
+func TestHolderExposesNamespacesAndListener(t *testing.T) {
+	e := setup(t)
+	sb := e.create(t, "holder", nil, nil)
+	ns, err := sb.Namespaces()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		for _, f := range ns {
+			f.Close()
+		}
+	}()
+	self, _ := os.Readlink("/proc/self/ns/mnt")
+	theirs, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", sb.InitPid()))
+	if len(ns) != 4 || self == theirs {
+		t.Errorf("namespaces %d, mnt %s vs host %s", len(ns), theirs, self)
+	}
+	l := sb.TakeListener()
+	if l == nil {
+		t.Fatal("no listener")
+	}
+	l.Close()
+	if sb.TakeListener() != nil {
+		t.Error("listener handed out twice")
+	}
+	if _, err := os.Stat(sb.SocketPath("s.sock")); err != nil {
+		t.Error(err)
+	}
+	if err := sb.Destroy(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(sb.Scratch()); !os.IsNotExist(err) {
+		t.Errorf("scratch survived Destroy: %v", err)
+	}
+}
+
+func BenchmarkCreateDestroy(b *testing.B) {
+	for _, mode := range []string{"holder", "python"} {
+		b.Run(mode, func(b *testing.B) {
+			e := setup(b)
+			var cmd []string
+			if mode == "python" {
+				cmd = []string{"/usr/bin/python3", "-S", "-c", "pass"}
+			}
+			for i := 0; i < b.N; i++ {
+				g, err := e.cg.Create(fmt.Sprint("b", i), cgroup.Limits{MemoryBytes: 64 << 20})
+				if err != nil {
+					b.Fatal(err)
+				}
+				sb, err := e.f.Create(context.Background(), sandbox.Config{ID: fmt.Sprint("b", i), Group: g, Command: cmd, Socket: "s"})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if mode == "python" {
+					<-sb.Done()
+				}
+				sb.Destroy(context.Background())
+				g.Delete(context.Background())
+			}
+		})
+	}
+}

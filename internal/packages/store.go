@@ -513,7 +513,8 @@ func (s *Store) gcViewsLocked(ix *index, grace time.Duration) ([]string, error) 
 			continue
 		}
 		fi, err := d.Info()
-		if err != nil || s.now().Sub(fi.ModTime()) < grace {
+		// File times are real time, whatever clock the Store uses.
+		if err != nil || time.Since(fi.ModTime()) < grace {
 			continue
 		}
 		t, err := s.toTrash(filepath.Join(root, d.Name()))

@@ -118,6 +118,11 @@ type Config struct {
 	Timeout time.Duration
 	// MemoryBytes limits an installer sandbox (default 1 GiB).
 	MemoryBytes int64
+	// Retries is how often pip retries a failed connection (default 2:
+	// pip's own 5, with back-off, make an unreachable index cost 8 s).
+	Retries int
+	// NetTimeout is pip's socket timeout (default 15 s).
+	NetTimeout time.Duration
 	// Parallel is the most pip installs one installer runs at once
 	// (default 4).
 	Parallel int
@@ -178,6 +183,12 @@ func Open(cfg Config) (*Cache, error) {
 	}
 	if cfg.MemoryBytes <= 0 {
 		cfg.MemoryBytes = 1 << 30
+	}
+	if cfg.Retries <= 0 {
+		cfg.Retries = 2
+	}
+	if cfg.NetTimeout <= 0 {
+		cfg.NetTimeout = 15 * time.Second
 	}
 	if cfg.Parallel <= 0 {
 		cfg.Parallel = 4

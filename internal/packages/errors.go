@@ -6,11 +6,11 @@ var (
 	// ErrResolve reports requirements pip could not resolve: a malformed
 	// requirement, a conflict, or no matching distribution. The error
 	// carries the tail of pip's output.
-	ErrResolve = errors.New("resolving requirements failed")
+	ErrResolve = errors.New("install cache: cannot resolve requirements")
 
 	// ErrInstall reports a distribution pip could not install. The error
 	// carries the tail of pip's output.
-	ErrInstall = errors.New("installing package failed")
+	ErrInstall = errors.New("install cache: cannot install package")
 
 	// ErrInvalid reports a malformed package name, version or config.
 	ErrInvalid = errors.New("invalid package")

@@ -93,6 +93,8 @@ func (c *Cache) exec(ctx context.Context, r run) error {
 			// Nothing lands in the base (it is read-only); PEP 668 guards
 			// against installs that do.
 			"PIP_BREAK_SYSTEM_PACKAGES=1",
+			"PIP_RETRIES=" + strconv.Itoa(c.cfg.Retries),
+			"PIP_TIMEOUT=" + strconv.Itoa(int(max(c.cfg.NetTimeout/time.Second, 1))),
 		},
 		Dir:    outPoint,
 		Stdout: &output,

@@ -61,7 +61,8 @@ import (
 	"github.com/hearth-run/hearth/internal/trace"
 )
 
-// FaasCacheTTL is the keep-alive of FaasCache's TTL policy.
+// FaasCacheTTL is the keep-alive of FaasCache's TTL policy, the default of
+// FaasCacheConfig.TTL.
 const FaasCacheTTL = 10 * time.Minute
 
 // FaasCachePolicies returns the policy names RunFaasCache accepts, in the
@@ -214,6 +215,8 @@ type FaasCacheConfig struct {
 	// Memory is the pool size in bytes; FaasCache counts whole MB, so it
 	// is rounded down to MiB.
 	Memory int64
+	// TTL is the ttl policy's keep-alive; 0 means FaasCacheTTL.
+	TTL time.Duration
 	// SmallMax, SampleEvery and Progress are as in Config.
 	SmallMax    int64
 	SampleEvery time.Duration
@@ -229,12 +232,18 @@ const (
 	fcTTL
 )
 
-// fcCont is a container.
-type fcCont struct {
+// fcSlot is a container as an element of the pool's heap array. What the
+// heap and the scans read is kept inline, so they stay in one array.
+type fcSlot struct {
 	prio float64
-	last float64 // start of its latest invocation, ms
-	fin  float64 // end of its latest invocation, ms
+	fin  float64 // end of its latest invocation, ms; busy while fin > now
+	c    int32   // index into fcEngine.conts
 	fn   int32
+}
+
+// fcCont is the rest of a container's state.
+type fcCont struct {
+	last float64 // start of its latest invocation, ms
 	uses int64
 }
 
@@ -246,11 +255,11 @@ type fcEngine struct {
 	cap    int64 // MB
 	used   int64 // MB
 	clock  float64
-	heap   []int32 // indices into conts
+	heap   []fcSlot
 	conts  []fcCont
 	free   []int32 // unused indices of conts
 	uses   []int64 // per function: uses of its containers in the pool
-	save   []int32 // scratch for eviction
+	save   []fcSlot
 	purge  []int32 // scratch for the ttl purge
 	cost   []float64
 	ttl    float64 // ms
@@ -259,8 +268,6 @@ type fcEngine struct {
 	peak   int64
 }
 
-func (e *fcEngine) less(a, b int32) bool { return e.conts[a].prio < e.conts[b].prio }
-
 // siftDown moves the item at pos towards the root while it is smaller than
 // its parent (heapq's _siftdown).
 func (e *fcEngine) siftDown(start, pos int) {
@@ -268,7 +275,7 @@ func (e *fcEngine) siftDown(start, pos int) {
 	x := h[pos]
 	for pos > start {
 		p := (pos - 1) >> 1
-		if !e.less(x, h[p]) {
+		if !(x.prio < h[p].prio) {
 			break
 		}
 		h[pos] = h[p]
@@ -277,38 +284,57 @@ func (e *fcEngine) siftDown(start, pos int) {
 	h[pos] = x
 }
 
-// siftUp moves the smaller child up until a leaf, puts the item there and
-// sifts it back down (heapq's bottom-up _siftup). Equal items move.
+// siftUp is heapq's bottom-up _siftup, which moves the smaller child (the
+// right one on ties) up until a leaf, puts the item there and sifts it back
+// towards pos while it is smaller than its parent. The subtree below pos
+// is a heap whenever heapq calls it, so the children it moves up are
+// non-decreasing and the item comes to rest below the last of them that is
+// <= it. This does the same in one top-down pass that stops there: equal
+// items move exactly as in Python.
 func (e *fcEngine) siftUp(pos int) {
 	h := e.heap
 	n := len(h)
-	start := pos
 	x := h[pos]
-	c := 2*pos + 1
-	for c < n {
-		if r := c + 1; r < n && !e.less(h[c], h[r]) {
+	for {
+		c := 2*pos + 1
+		if c >= n {
+			break
+		}
+		if r := c + 1; r < n && h[r].prio <= h[c].prio {
 			c = r
+		}
+		if h[c].prio > x.prio {
+			break
 		}
 		h[pos] = h[c]
 		pos = c
-		c = 2*pos + 1
 	}
 	h[pos] = x
-	e.siftDown(start, pos)
 }
 
+// heapify is heapq.heapify.
 func (e *fcEngine) heapify() {
-	for i := len(e.heap)/2 - 1; i >= 0; i-- {
+	h := e.heap
+	n := len(h)
+	for i := n/2 - 1; i >= 0; i-- {
+		c := 2*i + 1
+		if r := c + 1; r < n && h[r].prio <= h[c].prio {
+			c = r
+		}
+		// The common case, where siftUp would leave everything in place.
+		if h[i].prio < h[c].prio {
+			continue
+		}
 		e.siftUp(i)
 	}
 }
 
-func (e *fcEngine) push(c int32) {
-	e.heap = append(e.heap, c)
+func (e *fcEngine) push(s fcSlot) {
+	e.heap = append(e.heap, s)
 	e.siftDown(0, len(e.heap)-1)
 }
 
-func (e *fcEngine) pop() int32 {
+func (e *fcEngine) pop() fcSlot {
 	h := e.heap
 	last := h[len(h)-1]
 	e.heap = h[:len(h)-1]
@@ -321,12 +347,11 @@ func (e *fcEngine) pop() int32 {
 	return top
 }
 
-// drop forgets container c, which is out of the heap.
-func (e *fcEngine) drop(c int32) {
-	k := &e.conts[c]
-	e.used -= e.funcs[k.fn].MemMB
-	e.uses[k.fn] -= k.uses
-	e.free = append(e.free, c)
+// drop forgets a container that is out of the heap.
+func (e *fcEngine) drop(s fcSlot) {
+	e.used -= e.funcs[s.fn].MemMB
+	e.uses[s.fn] -= e.conts[s.c].uses
+	e.free = append(e.free, s.c)
 }
 
 // priority is FaasCache's calc_priority for a container of fn last
@@ -341,29 +366,29 @@ func (e *fcEngine) priority(fn int32, last float64) float64 {
 	return last
 }
 
-// find returns the first free container of fn in heap order, or -1,
-// purging stale ones first under ttl.
+// find returns the container index of the first free container of fn in
+// heap order, or -1, purging stale ones first under ttl.
 func (e *fcEngine) find(fn int32, t float64) int32 {
 	if e.pol != fcTTL {
-		for _, c := range e.heap {
-			if k := &e.conts[c]; k.fn == fn && k.fin <= t {
-				return c
+		for i := range e.heap {
+			if s := &e.heap[i]; s.fn == fn && s.fin <= t {
+				return s.c
 			}
 		}
 		return -1
 	}
 	e.purge = e.purge[:0]
 	found, seen := int32(-1), false
-	for _, c := range e.heap {
-		k := &e.conts[c]
-		if k.fn != fn || k.fin > t {
+	for i := range e.heap {
+		s := &e.heap[i]
+		if s.fn != fn || s.fin > t {
 			continue
 		}
 		seen = true
-		if k.last+e.ttl < t {
-			e.purge = append(e.purge, c)
+		if e.conts[s.c].last+e.ttl < t {
+			e.purge = append(e.purge, s.c)
 		} else if found < 0 {
-			found = c
+			found = s.c
 		}
 	}
 	if !seen {
@@ -373,13 +398,13 @@ func (e *fcEngine) find(fn int32, t float64) int32 {
 	// and the list re-heapified, then it is heapified once more, even
 	// when nothing was stale.
 	for _, c := range e.purge {
-		for i, x := range e.heap {
-			if x == c {
+		for i := range e.heap {
+			if s := e.heap[i]; s.c == c {
 				e.heap = append(e.heap[:i], e.heap[i+1:]...)
+				e.drop(s)
 				break
 			}
 		}
-		e.drop(c)
 		e.expire++
 		e.heapify()
 	}
@@ -391,8 +416,8 @@ func (e *fcEngine) find(fn int32, t float64) int32 {
 // does.
 func (e *fcEngine) evict(size int64, t float64) {
 	busy := 0
-	for _, c := range e.heap {
-		if e.conts[c].fin > t {
+	for i := range e.heap {
+		if e.heap[i].fin > t {
 			busy++
 		}
 	}
@@ -404,19 +429,18 @@ func (e *fcEngine) evict(size int64, t float64) {
 	var lastPrio float64
 	evicted := false
 	for toFree > 0 && len(e.heap) > 0 {
-		c := e.pop()
-		k := &e.conts[c]
-		if k.fin > t {
-			e.save = append(e.save, c)
+		s := e.pop()
+		if s.fin > t {
+			e.save = append(e.save, s)
 			continue
 		}
-		toFree -= e.funcs[k.fn].MemMB
-		lastPrio, evicted = k.prio, true
-		e.drop(c)
+		toFree -= e.funcs[s.fn].MemMB
+		lastPrio, evicted = s.prio, true
+		e.drop(s)
 		e.evicts++
 	}
-	for _, c := range e.save {
-		e.push(c)
+	for _, s := range e.save {
+		e.push(s)
 	}
 	if evicted {
 		e.clock = lastPrio
@@ -429,9 +453,9 @@ func (e *fcEngine) activate(fn int32, t float64) (hit, served bool) {
 	e.heapify() // cleanup_finished
 	c := e.find(fn, t)
 	f := &e.funcs[fn]
+	fin := t + float64(f.WarmMs)
 	if c >= 0 {
 		hit = true
-		e.conts[c].fin = t + float64(f.WarmMs)
 	} else {
 		if e.used+f.MemMB > e.cap {
 			e.evict(f.MemMB, t)
@@ -448,19 +472,24 @@ func (e *fcEngine) activate(fn int32, t float64) (hit, served bool) {
 			c = int32(len(e.conts))
 			e.conts = append(e.conts, fcCont{})
 		}
-		e.conts[c] = fcCont{fn: fn, last: t, prio: e.priority(fn, t)}
-		e.push(c)
+		e.conts[c] = fcCont{last: t}
+		// Not busy yet: FaasCache marks it running after these steps,
+		// and nothing in between looks.
+		e.push(fcSlot{prio: e.priority(fn, t), fin: t, c: c, fn: fn})
 		e.heapify()
-		e.conts[c].fin = t + float64(f.ColdMs)
+		fin = t + float64(f.ColdMs)
 	}
 	k := &e.conts[c]
 	k.uses++
 	e.uses[fn]++
 	k.last = t
 	p := e.priority(fn, t)
-	for _, x := range e.heap {
-		if e.conts[x].fn == fn {
-			e.conts[x].prio = p
+	for i := range e.heap {
+		if s := &e.heap[i]; s.fn == fn {
+			s.prio = p
+			if s.c == c {
+				s.fin = fin
+			}
 		}
 	}
 	e.heapify()
@@ -486,6 +515,13 @@ func RunFaasCache(ctx context.Context, ft *FaasCacheTrace, cfg FaasCacheConfig) 
 	if pol < 0 {
 		return Result{}, fmt.Errorf("FaasCache policy %q (known: %s): %w", cfg.Policy, strings.Join(known, ", "), ErrConfig)
 	}
+	if cfg.TTL < 0 {
+		return Result{}, fmt.Errorf("ttl %v must not be negative: %w", cfg.TTL, ErrConfig)
+	}
+	ttl := cfg.TTL
+	if ttl == 0 {
+		ttl = FaasCacheTTL
+	}
 	if cfg.Memory < MiB {
 		return Result{}, fmt.Errorf("memory %d bytes, below 1 MiB: %w", cfg.Memory, ErrConfig)
 	}
@@ -496,7 +532,7 @@ func RunFaasCache(ctx context.Context, ft *FaasCacheTrace, cfg FaasCacheConfig) 
 		cap:   cfg.Memory / MiB,
 		uses:  make([]int64, n),
 		cost:  make([]float64, n),
-		ttl:   float64(FaasCacheTTL / time.Millisecond),
+		ttl:   float64(ttl) / float64(time.Millisecond),
 	}
 	smallMax := cfg.SmallMax
 	if smallMax == 0 {

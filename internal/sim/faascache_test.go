@@ -1,0 +1,351 @@
+package sim
+
+import (
+	"context"
+	"errors"
+	"math"
+	"math/rand"
+	"slices"
+	"strconv"
+	"testing"
+
+	"github.com/hearth-run/hearth/internal/trace"
+)
+
+// TestFaasCacheGolden asserts the compat mode's counts on
+// sample100-min480-959 against the figures FaasCache's own simulator
+// (github.com/aFuerst/faascache-sim at 25110b6, LambdaScheduler.py run by
+// Debian's python3 3.11 with pandas 1.5.3) produced on the same trace. The
+// trace was fed to FaasCache through a converter that applies FaasCache's
+// trace_split_funcs.py rules to the sample (87 of the 100 functions are
+// invoked at least twice; 339,644 invocations), with the minute columns
+// 480..959 as minute indices 0..479 and functions in invocations.csv
+// order. Memory is in MB as FaasCache counts it (8 GB = 8192).
+//
+// Every figure matches exactly: hits, misses, drops and evictions
+// (FaasCache's evdict), so no difference is left to explain. The test does
+// not run FaasCache.
+func TestFaasCacheGolden(t *testing.T) {
+	tr, err := trace.LoadAzure2019(sample100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ft, err := NewFaasCacheTrace(tr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ft.Funcs) != 87 || ft.Skipped != 13 || ft.Total != 339644 {
+		t.Fatalf("converted trace: %d functions, %d skipped, %d invocations; FaasCache has 87, 13, 339644",
+			len(ft.Funcs), ft.Skipped, ft.Total)
+	}
+	tests := []struct {
+		policy                         string
+		mb                             int64
+		hits, misses, drops, evictions uint64
+	}{
+		// Figures from FaasCache.
+		{"lru", 1024, 217908, 36094, 85642, 36058},
+		{"gd", 1024, 218680, 36396, 84568, 36349},
+		{"lru", 8192, 337472, 2172, 0, 1757},
+		{"lru", 32768, 338646, 998, 0, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.policy+"-"+strconv.FormatInt(tc.mb, 10), func(t *testing.T) {
+			t.Parallel()
+			r, err := RunFaasCache(context.Background(), ft, FaasCacheConfig{Policy: tc.policy, Memory: tc.mb * MiB, SampleEvery: -1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			a := r.All
+			if a.Hits != tc.hits || a.Misses != tc.misses || a.Drops != tc.drops || r.Evictions != tc.evictions {
+				t.Errorf("hits %d misses %d drops %d evictions %d; FaasCache: %d %d %d %d",
+					a.Hits, a.Misses, a.Drops, r.Evictions, tc.hits, tc.misses, tc.drops, tc.evictions)
+			}
+			if a.Invocations != uint64(ft.Total) {
+				t.Errorf("%d invocations, want %d", a.Invocations, ft.Total)
+			}
+		})
+	}
+}
+
+// sample100 is the 8-hour, 100-function excerpt of the 2019 trace.
+const sample100 = "/work/shared/data/azure2019/sample100-min480-959"
+
+// counts builds a per-minute count slice with the given minutes set.
+func counts(minutes int, at map[int]int32) []int32 {
+	c := make([]int32, minutes)
+	for m, n := range at {
+		c[m] = n
+	}
+	return c
+}
+
+// TestFaasCacheRules checks each rule on tiny hand-computed traces.
+func TestFaasCacheRules(t *testing.T) {
+	// Three functions in a 101 MB pool. f2 is "large" (SmallMax 50 MiB).
+	// GD priorities (uses × cost / MB): f0 20 per use, f1 10, f2 5000/51.
+	// minute 0: f0 miss, f0 hit (t=30 s), f1 miss. Pool full.
+	// minute 1: f0 hit (busy for 10 ms), f2 miss: evicts f1 (lowest under
+	// both), still 1 MB short, pops busy f0 and keeps it. GD clock = 10.
+	// f0 hit again at 90 s (GD prio 10 + 4×20 = 90).
+	// minute 2: f1 miss: GD evicts f0 (90 < 108.04), LRU evicts f2 (60 s <
+	// 90 s).
+	// minute 3: f0 then f2. GD: f0 miss evicts f1 (100 < 108.04), f2 hit.
+	// LRU: f0 hit, f2 miss evicts f1, pops busy f0.
+	three := &FaasCacheTrace{Minutes: 4, Total: 9, Funcs: []FaasCacheFunc{
+		{Hash: "f0", MemMB: 50, ColdMs: 1010, WarmMs: 10, Counts: counts(4, map[int]int32{0: 2, 1: 2, 3: 1})},
+		{Hash: "f1", MemMB: 50, ColdMs: 510, WarmMs: 10, Counts: counts(4, map[int]int32{0: 1, 2: 1})},
+		{Hash: "f2", MemMB: 51, ColdMs: 5010, WarmMs: 10, Counts: counts(4, map[int]int32{1: 1, 3: 1})},
+	}}
+	// Eviction frees the new container's full size, not the shortfall:
+	// f2 (50 MB, 20 MB short) evicts both f0 (lru 0) and f1 (lru 30 s).
+	// Then f0 fits again at minute 2, and f1 must evict f2.
+	full := &FaasCacheTrace{Minutes: 3, Total: 6, Funcs: []FaasCacheFunc{
+		{Hash: "f0", MemMB: 40, ColdMs: 1000, WarmMs: 500, Counts: counts(3, map[int]int32{0: 1, 2: 1})},
+		{Hash: "f1", MemMB: 40, ColdMs: 1000, WarmMs: 500, Counts: counts(3, map[int]int32{0: 2, 2: 1})},
+		{Hash: "f2", MemMB: 50, ColdMs: 1000, WarmMs: 500, Counts: counts(3, map[int]int32{1: 1})},
+	}}
+	// A drop keeps its evictions: f2 (60 MB) finds f0 busy for minutes,
+	// evicts idle f1 and still does not fit; f1 then misses at minute 2.
+	drop := &FaasCacheTrace{Minutes: 3, Total: 5, Funcs: []FaasCacheFunc{
+		{Hash: "f0", MemMB: 50, ColdMs: 200000, WarmMs: 10, Counts: counts(3, map[int]int32{0: 1})},
+		{Hash: "f1", MemMB: 30, ColdMs: 10, WarmMs: 10, Counts: counts(3, map[int]int32{0: 2, 2: 1})},
+		{Hash: "f2", MemMB: 60, ColdMs: 10, WarmMs: 10, Counts: counts(3, map[int]int32{1: 1})},
+	}}
+	// Everything busy: no eviction at all, a drop.
+	busy := &FaasCacheTrace{Minutes: 2, Total: 2, Funcs: []FaasCacheFunc{
+		{Hash: "f0", MemMB: 60, ColdMs: 120000, WarmMs: 10, Counts: counts(2, map[int]int32{0: 1})},
+		{Hash: "f1", MemMB: 60, ColdMs: 10, WarmMs: 10, Counts: counts(2, map[int]int32{1: 1})},
+	}}
+	// TTL purges lazily on request, only when last start + 10 min is
+	// strictly before now: a hit at exactly 10 minutes, a purge and a
+	// miss 11 minutes after that.
+	ttl := &FaasCacheTrace{Minutes: 22, Total: 3, Funcs: []FaasCacheFunc{
+		{Hash: "f0", MemMB: 10, ColdMs: 100, WarmMs: 10, Counts: counts(22, map[int]int32{0: 1, 10: 1, 21: 1})},
+	}}
+	// A busy container serves nobody: f1's second invocation (30 s) finds
+	// its only container busy until 40 s and starts another; f0's is free.
+	concurrent := &FaasCacheTrace{Minutes: 1, Total: 4, Funcs: []FaasCacheFunc{
+		{Hash: "f0", MemMB: 10, ColdMs: 0, WarmMs: 0, Counts: counts(1, map[int]int32{0: 2})},
+		{Hash: "f1", MemMB: 10, ColdMs: 40000, WarmMs: 40000, Counts: counts(1, map[int]int32{0: 2})},
+	}}
+	type want struct {
+		small, large           Class // only Hits, Misses, Drops compared
+		evictions, expirations uint64
+	}
+	tests := []struct {
+		name   string
+		ft     *FaasCacheTrace
+		policy string
+		mb     int64
+		want   want
+	}{
+		{"gd clock and frequency", three, "gd", 101, want{small: Class{Hits: 3, Misses: 4}, large: Class{Hits: 1, Misses: 1}, evictions: 3}},
+		{"lru order", three, "lru", 101, want{small: Class{Hits: 4, Misses: 3}, large: Class{Misses: 2}, evictions: 3}},
+		{"evict full size", full, "lru", 100, want{small: Class{Hits: 1, Misses: 5}, evictions: 3}},
+		{"drop keeps evictions", drop, "lru", 100, want{small: Class{Hits: 1, Misses: 3}, large: Class{Drops: 1}, evictions: 1}},
+		{"all busy", busy, "gd", 100, want{large: Class{Misses: 1, Drops: 1}}},
+		{"ttl lazy purge", ttl, "ttl", 100, want{small: Class{Hits: 1, Misses: 2}, expirations: 1}},
+		{"busy container not reused", concurrent, "lru", 100, want{small: Class{Hits: 1, Misses: 3}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r, err := RunFaasCache(context.Background(), tc.ft, FaasCacheConfig{Policy: tc.policy, Memory: tc.mb * MiB, SmallMax: 50 * MiB})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := want{
+				small:       Class{Hits: r.Small.Hits, Misses: r.Small.Misses, Drops: r.Small.Drops},
+				large:       Class{Hits: r.Large.Hits, Misses: r.Large.Misses, Drops: r.Large.Drops},
+				evictions:   r.Evictions,
+				expirations: r.Expirations,
+			}
+			if got != tc.want {
+				t.Errorf("got %+v, want %+v", got, tc.want)
+			}
+			if r.PeakUsed > tc.mb*MiB {
+				t.Errorf("peak %d MiB over %d", r.PeakUsed/MiB, tc.mb)
+			}
+			if len(r.Samples) != tc.ft.Minutes+1 {
+				t.Errorf("%d memory samples for %d minutes", len(r.Samples), tc.ft.Minutes)
+			}
+		})
+	}
+}
+
+func TestNewFaasCacheTrace(t *testing.T) {
+	tr := &trace.Trace{Minutes: 2, Functions: []trace.Function{
+		{Hash: "a", Counts: []int32{3, 1}, MemMB: 10.2, Dur: trace.Durations{Avg: 7.9, Max: 20.7}},
+		{Hash: "once", Counts: []int32{0, 1}, MemMB: 10, Dur: trace.Durations{Avg: 1, Max: 2}},
+		{Hash: "c", Counts: []int32{6, 0}, MemMB: 0.5, Dur: trace.Durations{Avg: 0, Max: 3}},
+	}}
+	ft, err := NewFaasCacheTrace(tr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ft.Skipped != 1 || ft.Total != 10 || len(ft.Funcs) != 2 {
+		t.Fatalf("skipped %d total %d funcs %d", ft.Skipped, ft.Total, len(ft.Funcs))
+	}
+	if f := ft.Funcs[0]; f.Hash != "a" || f.MemMB != 11 || f.ColdMs != 20 || f.WarmMs != 7 {
+		t.Errorf("a: %+v", f)
+	}
+	if f := ft.Funcs[1]; f.Hash != "c" || f.MemMB != 1 || f.ColdMs != 3 || f.WarmMs != 0 {
+		t.Errorf("c: %+v", f)
+	}
+	// Equidistant float-ms arrivals; equal times go to the earlier
+	// function.
+	want := []fcArrival{{0, 0}, {0, 1}, {10000, 1}, {20000, 0}, {20000, 1}, {30000, 1}, {40000, 0}, {40000, 1}, {50000, 1}, {60000, 0}}
+	var got []fcArrival
+	src := &fcSource{ft: ft}
+	var a fcArrival
+	for src.next(&a) {
+		got = append(got, a)
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("arrivals %v, want %v", got, want)
+	}
+
+	bad := []struct {
+		name string
+		t    *trace.Trace
+	}{
+		{"nil", nil},
+		{"no function twice", &trace.Trace{Minutes: 1, Functions: []trace.Function{{Hash: "x", Counts: []int32{1}, MemMB: 1}}}},
+		{"zero memory", &trace.Trace{Minutes: 1, Functions: []trace.Function{{Hash: "x", Counts: []int32{2}, MemMB: 0}}}},
+		{"NaN memory", &trace.Trace{Minutes: 1, Functions: []trace.Function{{Hash: "x", Counts: []int32{2}, MemMB: math.NaN()}}}},
+		{"negative duration", &trace.Trace{Minutes: 1, Functions: []trace.Function{{Hash: "x", Counts: []int32{2}, MemMB: 1, Dur: trace.Durations{Max: -1}}}}},
+	}
+	for _, tc := range bad {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := NewFaasCacheTrace(tc.t); !errors.Is(err, ErrConfig) {
+				t.Errorf("err %v, want ErrConfig", err)
+			}
+		})
+	}
+}
+
+func TestRunFaasCacheErrors(t *testing.T) {
+	ft := &FaasCacheTrace{Minutes: 1, Total: 2, Funcs: []FaasCacheFunc{{Hash: "x", MemMB: 1, Counts: []int32{2}}}}
+	tests := []struct {
+		name string
+		ft   *FaasCacheTrace
+		cfg  FaasCacheConfig
+	}{
+		{"nil trace", nil, FaasCacheConfig{Policy: "lru", Memory: MiB}},
+		{"unknown policy", ft, FaasCacheConfig{Policy: "hist", Memory: MiB}},
+		{"no memory", ft, FaasCacheConfig{Policy: "lru", Memory: MiB - 1}},
+		{"negative ttl", ft, FaasCacheConfig{Policy: "ttl", Memory: MiB, TTL: -1}},
+		{"zero-MB function", &FaasCacheTrace{Minutes: 1, Total: 2, Funcs: []FaasCacheFunc{{Hash: "x", Counts: []int32{2}}}}, FaasCacheConfig{Policy: "gd", Memory: MiB}},
+		{"wrong total", &FaasCacheTrace{Minutes: 1, Total: 3, Funcs: ft.Funcs}, FaasCacheConfig{Policy: "lru", Memory: MiB}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := RunFaasCache(context.Background(), tc.ft, tc.cfg); !errors.Is(err, ErrConfig) {
+				t.Errorf("err %v, want ErrConfig", err)
+			}
+		})
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := SweepFaasCache(ctx, ft, []FaasCacheConfig{{Policy: "lru", Memory: MiB}}, 1, nil); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled sweep: %v", err)
+	}
+	if _, err := SweepFaasCache(context.Background(), ft, []FaasCacheConfig{{Policy: "lru", Memory: MiB}, {Policy: "nope", Memory: MiB}}, 2, nil); !errors.Is(err, ErrConfig) {
+		t.Errorf("sweep with a bad point: %v", err)
+	}
+}
+
+// refHeap is CPython's heapq algorithm written out literally (bottom-up
+// _siftup that always descends to a leaf), as the reference for
+// fcEngine's shortcut version.
+type refHeap []fcSlot
+
+func (h refHeap) siftDown(start, pos int) {
+	x := h[pos]
+	for pos > start {
+		p := (pos - 1) >> 1
+		if x.prio < h[p].prio {
+			h[pos] = h[p]
+			pos = p
+			continue
+		}
+		break
+	}
+	h[pos] = x
+}
+
+func (h refHeap) siftUp(pos int) {
+	end, start, x := len(h), pos, h[pos]
+	c := 2*pos + 1
+	for c < end {
+		if r := c + 1; r < end && !(h[c].prio < h[r].prio) {
+			c = r
+		}
+		h[pos] = h[c]
+		pos = c
+		c = 2*pos + 1
+	}
+	h[pos] = x
+	h.siftDown(start, pos)
+}
+
+func (h refHeap) heapify() {
+	for i := len(h)/2 - 1; i >= 0; i-- {
+		h.siftUp(i)
+	}
+}
+
+// TestFaasCacheHeap checks that the heap operations move equal elements
+// exactly as heapq does, on random arrays full of ties.
+func TestFaasCacheHeap(t *testing.T) {
+	r := rand.New(rand.NewSource(7))
+	for round := range 2000 {
+		n := r.Intn(60)
+		h := make([]fcSlot, n)
+		for i := range h {
+			h[i] = fcSlot{prio: float64(r.Intn(1 + round%6)), c: int32(i)}
+		}
+		e := &fcEngine{heap: slices.Clone(h)}
+		ref := refHeap(slices.Clone(h))
+		e.heapify()
+		ref.heapify()
+		for step := 0; step < 20 && len(ref) > 0; step++ {
+			if !slices.Equal(e.heap, []fcSlot(ref)) {
+				t.Fatalf("round %d step %d: heap %v, heapq %v", round, step, e.heap, ref)
+			}
+			switch r.Intn(4) {
+			case 0: // heappop
+				got := e.pop()
+				last := ref[len(ref)-1]
+				ref = ref[:len(ref)-1]
+				want := last
+				if len(ref) > 0 {
+					want, ref[0] = ref[0], last
+					ref.siftUp(0)
+				}
+				if got != want {
+					t.Fatalf("round %d: popped %v, heapq %v", round, got, want)
+				}
+			case 1: // heappush
+				s := fcSlot{prio: float64(r.Intn(4)), c: int32(1000 + step)}
+				e.push(s)
+				ref = append(ref, s)
+				ref.siftDown(0, len(ref)-1)
+			case 2: // re-prioritise one element, then heapify
+				i, p := r.Intn(len(ref)), float64(r.Intn(4))
+				e.heap[i].prio, ref[i].prio = p, p
+				e.heapify()
+				ref.heapify()
+			default: // heapify an already valid heap: ties still move
+				e.heapify()
+				ref.heapify()
+			}
+		}
+	}
+	// The smallest case of a tie moving under heapify.
+	e := &fcEngine{heap: []fcSlot{{prio: 5, c: 0}, {prio: 5, c: 1}, {prio: 7, c: 2}}}
+	e.heapify()
+	if e.heap[0].c != 1 || e.heap[1].c != 0 {
+		t.Errorf("heapify([5a 5b 7]) = %v, heapq gives [5b 5a 7]", e.heap)
+	}
+}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/hearth-run/hearth/internal/archive"
 	"github.com/hearth-run/hearth/internal/function"
+	"github.com/hearth-run/hearth/internal/packages"
 )
 
 // Layout below the data directory.
@@ -48,6 +49,18 @@ type Options struct {
 	// fails the deploy. Typically function.CheckRequirements bound to
 	// the base image.
 	CheckRequirements func(reqs []string) error
+	// Resolve, if set, replaces CheckRequirements: Deploy calls it with
+	// the staged code directory when the function has requirements, and
+	// stores what it returns as Function.Packages. It resolves the
+	// requirements and installs what is missing (packages.Cache.Install).
+	// Errors matching packages.ErrResolve, packages.ErrInstall or
+	// packages.ErrInvalid are the code's fault and match ErrInvalid.
+	Resolve func(ctx context.Context, codeDir string) ([]packages.Package, error)
+	// Deployed, if set, is called after a deploy commits a new revision,
+	// and Deleted after a function is deleted, to keep the package
+	// cache's record of users current. They cannot fail the operation.
+	Deployed func(Function)
+	Deleted  func(name string)
 	// MaxBytes and MaxFiles limit uploaded code; zero means the
 	// archive package defaults (50 MB, 10000 files).
 	MaxBytes int64
@@ -71,6 +84,11 @@ type Function struct {
 	// Revision is the full hex SHA-256 of the code tree.
 	Revision string        `json:"revision"`
 	Spec     function.Spec `json:"spec"`
+	// Packages is the resolved package set (see Options.Resolve): the
+	// packages from the install cache and the base-image ones that
+	// satisfied requirements. Empty without Options.Resolve or
+	// requirements.
+	Packages []packages.Package `json:"packages,omitempty"`
 	// CodeDir holds the code, read-only by convention. It is removed when
 	// a newer revision is deployed or the function is deleted.
 	CodeDir string `json:"code_dir"`
@@ -92,12 +110,13 @@ func (f Function) ShortRevision() string {
 
 // record is what the database stores; CodeDir is derived on read.
 type record struct {
-	Name       string        `json:"name"`
-	Revision   string        `json:"revision"`
-	Spec       function.Spec `json:"spec"`
-	Size       int64         `json:"size"`
-	Files      int           `json:"files"`
-	DeployedAt time.Time     `json:"deployed_at"`
+	Name       string             `json:"name"`
+	Revision   string             `json:"revision"`
+	Spec       function.Spec      `json:"spec"`
+	Packages   []packages.Package `json:"packages,omitempty"`
+	Size       int64              `json:"size"`
+	Files      int                `json:"files"`
+	DeployedAt time.Time          `json:"deployed_at"`
 }
 
 // Registry stores functions. Create one with Open and Close it when done.
@@ -208,7 +227,7 @@ func (r *Registry) codeDir(name, rev string) string {
 
 func (r *Registry) fn(rec record) Function {
 	return Function{
-		Name: rec.Name, Revision: rec.Revision, Spec: rec.Spec,
+		Name: rec.Name, Revision: rec.Revision, Spec: rec.Spec, Packages: rec.Packages,
 		CodeDir: r.codeDir(rec.Name, rec.Revision),
 		Size:    rec.Size, Files: rec.Files, DeployedAt: rec.DeployedAt,
 	}
@@ -295,7 +314,14 @@ func (r *Registry) Deploy(ctx context.Context, name string, src Source) (Functio
 	if err != nil {
 		return Function{}, fmt.Errorf("deploying %s: %w", name, badInput{err})
 	}
-	if r.opts.CheckRequirements != nil && len(spec.Requirements) > 0 {
+	var pkgs []packages.Package
+	switch {
+	case len(spec.Requirements) == 0:
+	case r.opts.Resolve != nil:
+		if pkgs, err = r.opts.Resolve(ctx, code); err != nil {
+			return Function{}, fmt.Errorf("deploying %s: %w", name, classifyResolve(err))
+		}
+	case r.opts.CheckRequirements != nil:
 		if err := r.opts.CheckRequirements(spec.Requirements); err != nil {
 			return Function{}, fmt.Errorf("deploying %s: %w", name, badInput{err})
 		}
@@ -332,7 +358,7 @@ func (r *Registry) Deploy(ctx context.Context, name string, src Source) (Functio
 	if err := r.install(code, final); err != nil {
 		return Function{}, fmt.Errorf("deploying %s: %w", name, err)
 	}
-	rec := record{Name: name, Revision: sum.rev, Spec: spec, Size: sum.size, Files: sum.files,
+	rec := record{Name: name, Revision: sum.rev, Spec: spec, Packages: pkgs, Size: sum.size, Files: sum.files,
 		DeployedAt: time.Now().UTC().Truncate(time.Millisecond)}
 	if err := r.put(rec); err != nil {
 		os.RemoveAll(final)
@@ -342,7 +368,19 @@ func (r *Registry) Deploy(ctx context.Context, name string, src Source) (Functio
 		// Best effort: a leftover is swept by the next Open.
 		os.RemoveAll(r.codeDir(name, cur.Revision))
 	}
-	return r.fn(rec), nil
+	fn := r.fn(rec)
+	if r.opts.Deployed != nil {
+		r.opts.Deployed(fn)
+	}
+	return fn, nil
+}
+
+// classifyResolve marks resolution and install failures as bad input.
+func classifyResolve(err error) error {
+	if errors.Is(err, packages.ErrResolve) || errors.Is(err, packages.ErrInstall) || errors.Is(err, packages.ErrInvalid) {
+		return badInput{err}
+	}
+	return err
 }
 
 // classify marks archive errors about the upload as bad input.
@@ -409,6 +447,9 @@ func (r *Registry) Delete(name string) error {
 	})
 	if err != nil {
 		return fmt.Errorf("deleting %s: %w", name, err)
+	}
+	if r.opts.Deleted != nil {
+		r.opts.Deleted(name)
 	}
 	if err := os.RemoveAll(filepath.Join(r.dir, codeRoot, name)); err != nil {
 		return fmt.Errorf("deleting %s: metadata removed, code left for the next sweep: %w", name, err)

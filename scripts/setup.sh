@@ -9,7 +9,7 @@ export PATH="/usr/local/go/bin:$HOME/go/bin:$PATH"
 command -v go >/dev/null || { echo "setup: Go >= 1.26 is required (https://go.dev/dl)" >&2; exit 1; }
 
 need=()
-for p in debootstrap ca-certificates git; do
+for p in debootstrap ca-certificates git python3; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then

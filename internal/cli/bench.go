@@ -38,5 +38,31 @@ func newBenchCmd() *cobra.Command {
 	startup.Flags().StringVar(&base, "base", "", "base image (default: DATA_DIR/base)")
 	startup.Flags().StringVar(&dataDir, "data-dir", "/var/lib/hearth", "data directory holding the base image")
 	b.AddCommand(startup)
+	var zn int
+	var zbase, zdata string
+	zyg := &cobra.Command{
+		Use:   "zygote",
+		Short: "Fresh import vs zygote fork vs warm, for numpy and numpy+requests handlers",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			exe, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			if zbase == "" {
+				zbase = filepath.Join(zdata, "base")
+			}
+			ctx := cmd.Context()
+			if ctx == nil {
+				ctx = context.Background()
+			}
+			_, err = bench.Zygote(ctx, bench.ZygoteOptions{Hearth: exe, Base: zbase, N: zn, Out: cmd.OutOrStdout()})
+			return err
+		},
+	}
+	zyg.Flags().IntVarP(&zn, "n", "n", 100, "samples per method")
+	zyg.Flags().StringVar(&zbase, "base", "", "base image (default: DATA_DIR/base)")
+	zyg.Flags().StringVar(&zdata, "data-dir", "/var/lib/hearth", "data directory holding the base image")
+	b.AddCommand(zyg)
 	return b
 }

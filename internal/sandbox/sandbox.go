@@ -349,6 +349,10 @@ func listenUnix(path string, uid, gid int) (*os.File, error) {
 	return os.NewFile(uintptr(fd), path), nil
 }
 
+// Root returns the sandbox's root dir. Inside the sandbox's mount
+// namespace, a joiner chroots there after setns.
+func (s *Sandbox) Root() string { return filepath.Join(s.dir, "root") }
+
 // ID returns the sandbox's id.
 func (s *Sandbox) ID() string { return s.id }
 

@@ -169,6 +169,7 @@ func (w *Worker) forkStart(ctx context.Context, fn registry.Function, st *fnStat
 		Stdout:     outW,
 		Stderr:     errW,
 		Cgroup:     procs,
+		Root:       inst.sb.Root(),
 		UID:        w.uid(),
 		GID:        w.gid(),
 		Env:        env,

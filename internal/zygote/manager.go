@@ -215,11 +215,24 @@ func (m *Manager) spawn(n *Node) (*Process, error) {
 	if n.Parent == nil {
 		return m.startRoot(ctx)
 	}
-	m.mu.Lock()
-	parent := n.Parent.pick()
-	m.mu.Unlock()
-	if parent == nil {
-		return nil, fmt.Errorf("node %s: parent has no zygote: %w", n.Key(), ErrNoZygote)
+	// A parent created in the same breath may still be starting.
+	var parent *Process
+	for {
+		m.mu.Lock()
+		parent = n.Parent.pick()
+		starting := n.Parent.pending > 0
+		m.mu.Unlock()
+		if parent != nil {
+			break
+		}
+		if !starting {
+			return nil, fmt.Errorf("node %s: parent has no zygote: %w", n.Key(), ErrNoZygote)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
 	}
 	g, err := m.cg.Create(fmt.Sprintf("zygote-%d-%d", n.ID, m.seq.Add(1)), cgroup.Limits{})
 	if err != nil {

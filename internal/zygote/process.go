@@ -43,6 +43,8 @@ type Target struct {
 	Stdout, Stderr *os.File
 	// Cgroup holds the sandbox cgroup's cgroup.procs files.
 	Cgroup []*os.File
+	// Root is the sandbox's root dir, as a path in its mount namespace.
+	Root string
 	// UID and GID the child runs as.
 	UID, GID int
 	// Env is the child's whole environment (the runtime's HEARTH_* and
@@ -154,7 +156,7 @@ func (p *Process) Fork(ctx context.Context, t Target) (int, error) {
 	fds := append(append([]*os.File{}, t.Namespaces...), t.Listener, t.Stdout, t.Stderr)
 	fds = append(fds, t.Cgroup...)
 	r, err := p.request(ctx, map[string]any{
-		"op": "fork", "uid": t.UID, "gid": t.GID, "env": t.Env, "ncg": len(t.Cgroup),
+		"op": "fork", "root": t.Root, "uid": t.UID, "gid": t.GID, "env": t.Env, "ncg": len(t.Cgroup),
 	}, fds)
 	if err != nil {
 		return 0, err

@@ -4,7 +4,7 @@
 # children on request. fd 3 is a SOCK_SEQPACKET control socket to the
 # worker; each request is one JSON packet with descriptors attached:
 #
-#   {"op": "fork", "uid", "gid", "env": {...}, "ncg": k}
+#   {"op": "fork", "root", "uid", "gid", "env": {...}, "ncg": k}
 #       fds: pid, mnt, uts, ipc namespaces of the target sandbox, its
 #       listening socket, stdout, stderr, then k cgroup.procs files.
 #       The zygote enters the sandbox's pid namespace for its children,
@@ -103,6 +103,10 @@ def child_fork(req, fds, ctl, own_pid_ns):
         try:
             _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
             setns(mntns, CLONE_NEWNS)
+            # setns puts us at the namespace's root; the sandbox is a
+            # chroot inside it (see hearth-init).
+            posix.chroot(req["root"])
+            posix.chdir("/")
             setns(utsns, CLONE_NEWUTS)
             setns(ipcns, CLONE_NEWIPC)
             for fd in cgs:

@@ -2,7 +2,7 @@
 //
 // The worker starts hearth-init in fresh mount, pid, uts and ipc namespaces.
 // hearth-init builds the sandbox's file system (read-only base, read-only
-// binds, the scratch dir at /tmp, a minimal /dev, a fresh /proc), pivots into
+// binds, the scratch dir at /tmp, a minimal /dev, a fresh /proc), chroots into
 // it, and then either starts the sandbox's main process or just waits, so
 // that a zygote can fork a child into the namespaces it holds.
 //
@@ -211,15 +211,22 @@ func setup(a Args) error {
 	if err := unix.Sethostname([]byte(a.Hostname)); err != nil {
 		return fmt.Errorf("sethostname: %w", err)
 	}
-	if err := pivot(a.Root); err != nil {
-		return err
-	}
 	// In the host's pid namespace (zygotes) this shows host processes,
 	// which a zygote needs to find its own /proc/self.
-	if err := unix.Mount("proc", "/proc", "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+	if err := unix.Mount("proc", filepath.Join(a.Root, "proc"), "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
 		return fmt.Errorf("mount /proc: %w", err)
 	}
-	return nil
+	// chroot, not pivot_root: detaching the old root makes the kernel wait
+	// for an RCU grace period (several ms on the critical path). The host
+	// tree stays in this namespace but out of reach: the main process has
+	// no CAP_SYS_CHROOT and runs as another user.
+	if err := unix.Chdir(a.Root); err != nil {
+		return fmt.Errorf("chdir root: %w", err)
+	}
+	if err := unix.Chroot("."); err != nil {
+		return fmt.Errorf("chroot: %w", err)
+	}
+	return unix.Chdir("/")
 }
 
 func bind(src, dst string, flags uintptr) error {
@@ -261,21 +268,6 @@ func makeDev(dev string) error {
 		return fmt.Errorf("remount /dev: %w", err)
 	}
 	return nil
-}
-
-// pivot makes root the root of this mount namespace and detaches the old
-// root, so no host mount stays reachable.
-func pivot(root string) error {
-	if err := unix.Chdir(root); err != nil {
-		return fmt.Errorf("chdir root: %w", err)
-	}
-	if err := unix.PivotRoot(".", "."); err != nil {
-		return fmt.Errorf("pivot_root: %w", err)
-	}
-	if err := unix.Unmount(".", unix.MNT_DETACH); err != nil {
-		return fmt.Errorf("detach old root: %w", err)
-	}
-	return unix.Chdir("/")
 }
 
 // spawn starts the main process: it joins the sandbox cgroup, gets no

@@ -29,6 +29,6 @@ func newRoot() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.AddCommand(newUpCmd(), newDeployCmd(), newInvokeCmd(), newLsCmd(), newRmCmd(),
-		newStatusCmd(), newLogsCmd(), newImageCmd(), newBenchCmd(), newSimCmd())
+		newStatusCmd(), newLogsCmd(), newImageCmd(), newBenchCmd(), newSimCmd(), newPackagesCmd())
 	return root
 }

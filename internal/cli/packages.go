@@ -1,0 +1,301 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/hearth-run/hearth/internal/cgroup"
+	"github.com/hearth-run/hearth/internal/packages"
+	"github.com/hearth-run/hearth/internal/registry"
+	"github.com/hearth-run/hearth/internal/sandbox"
+)
+
+// PackagesConfig is the packages section of hearth.yaml: the package
+// install cache.
+type PackagesConfig struct {
+	// Index says where pip finds distributions (default PyPI).
+	packages.Index `yaml:",inline"`
+	// BudgetMB is the cache size above which packages no function uses
+	// are removed, least recently used first (0: no limit).
+	BudgetMB int64 `yaml:"budget_mb"`
+	// Disabled turns the install cache off: requirements must then be
+	// satisfied by the base image.
+	Disabled bool `yaml:"disabled"`
+}
+
+// packagesDir is the cache directory below the data dir.
+func packagesDir(dataDir string) string { return filepath.Join(dataDir, "packages") }
+
+// addPackageFlags adds the install cache flags of `hearth up`.
+func addPackageFlags(cmd *cobra.Command, pc *PackagesConfig) {
+	f := cmd.Flags()
+	f.StringVar(&pc.URL, "index-url", "", "package index for requirements (default PyPI)")
+	f.StringArrayVar(&pc.ExtraURLs, "extra-index-url", nil, "extra package index (repeatable)")
+	f.StringArrayVar(&pc.FindLinks, "find-links", nil, "directory or URL of distributions for pip (repeatable)")
+	f.StringArrayVar(&pc.TrustedHosts, "trusted-host", nil, "index host reachable without valid HTTPS (repeatable)")
+	f.BoolVar(&pc.NoIndex, "no-index", false, "install only from --find-links")
+	f.Int64Var(&pc.BudgetMB, "package-budget-mb", 0, "install cache size above which unused packages are removed (0: no limit)")
+	f.BoolVar(&pc.Disabled, "no-install-cache", false, "do not install requirements; the base image must satisfy them")
+}
+
+// mergePackageFlags copies the flags that were set from src to dst.
+func mergePackageFlags(cmd *cobra.Command, dst *PackagesConfig, src PackagesConfig) {
+	fl := cmd.Flags()
+	if fl.Changed("index-url") {
+		dst.URL = src.URL
+	}
+	if fl.Changed("extra-index-url") {
+		dst.ExtraURLs = src.ExtraURLs
+	}
+	if fl.Changed("find-links") {
+		dst.FindLinks = src.FindLinks
+	}
+	if fl.Changed("trusted-host") {
+		dst.TrustedHosts = src.TrustedHosts
+	}
+	if fl.Changed("no-index") {
+		dst.NoIndex = src.NoIndex
+	}
+	if fl.Changed("package-budget-mb") {
+		dst.BudgetMB = src.BudgetMB
+	}
+	if fl.Changed("no-install-cache") {
+		dst.Disabled = src.Disabled
+	}
+}
+
+// openPackages opens the install cache for `hearth up`, with its own
+// installer sandboxes (under <data>/installer) and cgroup parent
+// (<cgroup parent>-pkgs), both swept first. It returns nil when the
+// cache is disabled. The returned func releases everything.
+func openPackages(ctx context.Context, cfg Config, base, initPath string, log *slog.Logger) (*packages.Cache, func(context.Context) error, error) {
+	pc := cfg.Packages
+	if pc.Disabled {
+		return nil, func(context.Context) error { return nil }, nil
+	}
+	parent := cfg.CgroupParent
+	if parent == "" {
+		parent = "hearth"
+	}
+	cg, err := cgroup.NewManager(parent + "-pkgs")
+	if err != nil {
+		return nil, nil, fmt.Errorf("install cache: %w", err)
+	}
+	if _, err := cg.Sweep(ctx); err != nil {
+		cg.Close(context.Background())
+		return nil, nil, fmt.Errorf("install cache: %w", err)
+	}
+	f := &sandbox.Factory{InitPath: initPath, Base: base, Dir: filepath.Join(cfg.DataDir, "installer")}
+	if _, err := f.Sweep(); err != nil {
+		cg.Close(context.Background())
+		return nil, nil, fmt.Errorf("install cache: %w", err)
+	}
+	c, err := packages.Open(packages.Config{
+		Dir:       packagesDir(cfg.DataDir),
+		Index:     pc.Index,
+		Sandboxes: f,
+		Cgroups:   cg,
+		Budget:    pc.BudgetMB << 20,
+		Logger:    log.With("component", "packages"),
+	})
+	if err != nil {
+		cg.Close(context.Background())
+		return nil, nil, err
+	}
+	closeFn := func(ctx context.Context) error {
+		return errors.Join(c.Close(), cg.Close(ctx))
+	}
+	return c, closeFn, nil
+}
+
+// packageHooks sets the registry options that resolve and install
+// requirements at deploy time and keep the cache's users current.
+func packageHooks(c *packages.Cache, log *slog.Logger, o *registry.Options) {
+	if c == nil {
+		return
+	}
+	o.Resolve = c.Install
+	o.Deployed = func(fn registry.Function) {
+		if err := c.Use(fn.Name, fn.Packages); err != nil {
+			log.Warn("recording package users", "function", fn.Name, "err", err)
+		}
+	}
+	o.Deleted = func(name string) {
+		if err := c.Release(name); err != nil {
+			log.Warn("recording package users", "function", name, "err", err)
+		}
+	}
+}
+
+// syncPackageUsers makes the cache's users match the registry.
+func syncPackageUsers(c *packages.Cache, reg *registry.Registry) error {
+	if c == nil {
+		return nil
+	}
+	fns, err := reg.List()
+	if err != nil {
+		return err
+	}
+	users := map[string][]packages.Package{}
+	for _, f := range fns {
+		users[f.Name] = f.Packages
+	}
+	return c.SyncUsers(users)
+}
+
+func newPackagesCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "packages",
+		Short: "Inspect and clean the package install cache",
+		Long: `Inspect and clean the package install cache under the data dir.
+
+These commands work on the data dir directly; they are safe while a worker
+runs.`,
+	}
+	cmd.AddCommand(newPackagesLsCmd(), newPackagesGCCmd())
+	return cmd
+}
+
+// storeFlags locate the cache: --data-dir, or data_dir of --config.
+type storeFlags struct {
+	config, dataDir string
+}
+
+func (sf *storeFlags) add(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&sf.config, "config", "", "config file (hearth.yaml) naming the data dir")
+	cmd.Flags().StringVar(&sf.dataDir, "data-dir", "/var/lib/hearth", "data directory")
+}
+
+// open returns the cache's store and the loaded config, or a nil store
+// if the data dir has no cache yet.
+func (sf *storeFlags) open(cmd *cobra.Command) (*packages.Store, Config, error) {
+	cfg, err := loadConfig(sf.config)
+	if err != nil {
+		return nil, cfg, err
+	}
+	if sf.config == "" || cmd.Flags().Changed("data-dir") {
+		cfg.DataDir = sf.dataDir
+	}
+	dir := packagesDir(cfg.DataDir)
+	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+		return nil, cfg, nil
+	}
+	s, err := packages.OpenStore(dir)
+	return s, cfg, err
+}
+
+func newPackagesLsCmd() *cobra.Command {
+	var sf storeFlags
+	cmd := &cobra.Command{
+		Use:   "ls",
+		Short: "List installed packages with size, last use and users",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, _, err := sf.open(cmd)
+			if err != nil {
+				return err
+			}
+			var ents []packages.Entry
+			if s != nil {
+				if ents, err = s.List(); err != nil {
+					return err
+				}
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tVERSION\tSIZE\tLAST USE\tUSERS")
+			var total int64
+			for _, e := range ents {
+				users := strings.Join(e.Users, ",")
+				if users == "" {
+					users = "-"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", e.Name, e.Version, humanBytes(e.Size),
+					e.LastUse.Local().Format(time.DateTime), users)
+				total += e.Size
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%d packages, %s\n", len(ents), humanBytes(total))
+			return nil
+		},
+	}
+	sf.add(cmd)
+	return cmd
+}
+
+func newPackagesGCCmd() *cobra.Command {
+	var sf storeFlags
+	var all bool
+	var budgetMB int64
+	var grace time.Duration
+	cmd := &cobra.Command{
+		Use:   "gc",
+		Short: "Remove packages no deployed function uses",
+		Long: `Remove packages no deployed function uses, least recently used first,
+until the cache fits --budget-mb (default: packages.budget_mb of --config),
+or all of them with --all. Packages used within --grace are kept: a deploy
+may be about to use them.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, cfg, err := sf.open(cmd)
+			if err != nil {
+				return err
+			}
+			if !cmd.Flags().Changed("budget-mb") {
+				budgetMB = cfg.Packages.BudgetMB
+			}
+			if budgetMB < 0 || grace < 0 {
+				return errors.New("packages gc: --budget-mb and --grace must not be negative")
+			}
+			if !all && budgetMB == 0 {
+				return errors.New("packages gc: nothing to do: give --budget-mb or --all")
+			}
+			if s == nil {
+				fmt.Fprintln(cmd.OutOrStdout(), "no package cache")
+				return nil
+			}
+			res, err := s.GC(cmd.Context(), packages.GCOptions{Budget: budgetMB << 20, All: all, Grace: grace})
+			for _, e := range res.Removed {
+				fmt.Fprintf(cmd.OutOrStdout(), "removed %s (%s)\n", e.Package, humanBytes(e.Size))
+			}
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "removed %d packages, freed %s, cache now %s\n",
+				len(res.Removed), humanBytes(res.Freed), humanBytes(res.Size))
+			return nil
+		},
+	}
+	sf.add(cmd)
+	cmd.Flags().BoolVar(&all, "all", false, "remove every unused package, whatever the budget")
+	cmd.Flags().Int64Var(&budgetMB, "budget-mb", 0, "shrink the cache to this size")
+	cmd.Flags().DurationVar(&grace, "grace", 10*time.Minute, "keep packages used this recently")
+	return cmd
+}
+
+// humanBytes formats n in B, KiB, MiB or GiB.
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%dB", n)
+	}
+	v, suffix := float64(n), "B"
+	for _, s := range []string{"KiB", "MiB", "GiB", "TiB"} {
+		if v < unit {
+			break
+		}
+		v /= unit
+		suffix = s
+	}
+	return fmt.Sprintf("%.1f%s", v, suffix)
+}

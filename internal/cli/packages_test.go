@@ -25,7 +25,7 @@ func packageFixture(t *testing.T) string {
 		LastUse   time.Time `json:"last_use"`
 	}
 	ix := struct {
-		Packages map[string]entry   `json:"packages"`
+		Packages map[string]entry    `json:"packages"`
 		Users    map[string][]string `json:"users"`
 	}{Packages: map[string]entry{}, Users: map[string][]string{"f1": {"alpha==2.0"}}}
 	for i, p := range []struct{ name, version, dir string }{

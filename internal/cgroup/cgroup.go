@@ -319,6 +319,9 @@ type Group struct {
 	dirs  []string
 	limit int64
 	c2    *cgroup2.Manager // v2 only
+	// oomBase is the OOM-kill count when a pool last cleaned the group;
+	// the kernel counter cannot be reset.
+	oomBase uint64
 
 	deleted atomic.Bool
 }
@@ -567,8 +570,20 @@ func (g *Group) MemoryUsage() (uint64, error) {
 }
 
 // OOMKills returns how many processes the kernel OOM killer killed in the
-// group. Read directly: the library's v1 stats lack the oom_kill field.
+// group (since a Pool last cleaned it). Read directly: the library's v1
+// stats lack the oom_kill field.
 func (g *Group) OOMKills() (uint64, error) {
+	v, err := g.rawOOMKills()
+	if err != nil {
+		return 0, fmt.Errorf("cgroup %s: oom kills: %w", g.name, err)
+	}
+	if v < g.oomBase {
+		return 0, nil
+	}
+	return v - g.oomBase, nil
+}
+
+func (g *Group) rawOOMKills() (uint64, error) {
 	path := filepath.Join(g.dirs[g.m.mem], "memory.oom_control")
 	if g.m.mode == V2 {
 		path = filepath.Join(g.dirs[0], "memory.events")
@@ -577,10 +592,7 @@ func (g *Group) OOMKills() (uint64, error) {
 	if errors.Is(err, os.ErrNotExist) {
 		err = ErrNoController
 	}
-	if err != nil {
-		return 0, fmt.Errorf("cgroup %s: oom kills: %w", g.name, err)
-	}
-	return v, nil
+	return v, err
 }
 
 func hasLine(s, line string) bool {

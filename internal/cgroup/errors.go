@@ -21,4 +21,9 @@ var (
 	ErrDeleted = errors.New("cgroup: group deleted")
 	// ErrBadMode reports an unknown Mode passed to WithMode.
 	ErrBadMode = errors.New("cgroup: unknown mode")
+	// ErrPoolClosed reports use of a Pool after Close.
+	ErrPoolClosed = errors.New("cgroup: pool closed")
+	// ErrQuarantined reports a group that could not be cleaned for reuse;
+	// the pool keeps it aside and never hands it out again.
+	ErrQuarantined = errors.New("cgroup: group quarantined")
 )

@@ -235,3 +235,7 @@ func validParent(s string) bool {
 	}
 	return true
 }
+
+// isAgain reports EAGAIN, which memory.reclaim returns when it could not
+// reclaim the whole amount asked for.
+func isAgain(err error) bool { return errors.Is(err, unix.EAGAIN) }

@@ -71,27 +71,46 @@ func (m *Manager) createV1(g *Group, lim Limits) error {
 			return err
 		}
 	}
+	return m.limitsV1(g, lim, true)
+}
+
+// limitsV1 writes a group's limits; zero values write the kernel's
+// defaults, so a pooled group can be re-limited or reset, unless fresh (a
+// new group has the defaults already). The swap limit must stay at or
+// above the memory limit: it is raised first and lowered last.
+func (m *Manager) limitsV1(g *Group, lim Limits, fresh bool) error {
+	mem, memsw := filepath.Join(g.dirs[m.mem], "memory.limit_in_bytes"), filepath.Join(g.dirs[m.mem], "memory.memsw.limit_in_bytes")
+	v := "-1"
 	if lim.MemoryBytes > 0 {
-		v := strconv.FormatInt(lim.MemoryBytes, 10)
-		if err := writeFile(filepath.Join(g.dirs[m.mem], "memory.limit_in_bytes"), v); err != nil {
-			return err
+		v = strconv.FormatInt(lim.MemoryBytes, 10)
+	}
+	order := []string{mem, memsw}
+	if lim.MemoryBytes <= 0 || lim.MemoryBytes > g.limit && g.limit > 0 {
+		order = []string{memsw, mem}
+	}
+	for _, f := range order {
+		if f == memsw && !m.swap || fresh && lim.MemoryBytes <= 0 {
+			continue
 		}
-		if m.swap {
-			if err := writeFile(filepath.Join(g.dirs[m.mem], "memory.memsw.limit_in_bytes"), v); err != nil {
-				return err
-			}
+		if err := writeFile(f, v); err != nil {
+			return err
 		}
 	}
-	if lim.Pids > 0 {
-		if err := writeFile(filepath.Join(g.dirs[m.pids], "pids.max"), strconv.FormatInt(lim.Pids, 10)); err != nil {
+	if !fresh || lim.Pids > 0 {
+		p := "max"
+		if lim.Pids > 0 {
+			p = strconv.FormatInt(lim.Pids, 10)
+		}
+		if err := writeFile(filepath.Join(g.dirs[m.pids], "pids.max"), p); err != nil {
 			return err
 		}
 	}
-	if lim.CPUWeight > 0 {
-		shares := max(lim.CPUWeight*1024/100, 2) // 2 is v1's minimum
-		if err := writeFile(filepath.Join(g.dirs[m.cpu], "cpu.shares"), strconv.FormatUint(shares, 10)); err != nil {
-			return err
+	if !fresh || lim.CPUWeight > 0 {
+		shares := uint64(1024)
+		if lim.CPUWeight > 0 {
+			shares = max(lim.CPUWeight*1024/100, 2) // 2 is v1's minimum
 		}
+		return writeFile(filepath.Join(g.dirs[m.cpu], "cpu.shares"), strconv.FormatUint(shares, 10))
 	}
 	return nil
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/hearth-run/hearth/internal/registry"
 	"github.com/hearth-run/hearth/internal/worker"
+	"github.com/hearth-run/hearth/internal/zygote"
 )
 
 // DefaultURL is where a worker listens by default.
@@ -157,4 +158,17 @@ func (c *Client) Invoke(ctx context.Context, name string, event []byte) (Invocat
 func (c *Client) Healthy(ctx context.Context) bool {
 	_, _, err := c.do(ctx, http.MethodGet, "/healthz", nil, nil)
 	return err == nil
+}
+
+// ZygoteTree is the body of GET /v1/zygotes.
+type ZygoteTree struct {
+	Enabled bool              `json:"enabled"`
+	Nodes   []zygote.NodeInfo `json:"nodes"`
+}
+
+// Zygotes returns the worker's live zygote tree.
+func (c *Client) Zygotes(ctx context.Context) (ZygoteTree, error) {
+	var z ZygoteTree
+	_, _, err := c.do(ctx, http.MethodGet, "/v1/zygotes", nil, &z)
+	return z, err
 }

@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -333,20 +334,47 @@ func listenUnix(path string, uid, gid int) (*os.File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("socket: %w", err)
 	}
-	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: path}); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("bind %s: %w", path, err)
+	err = viaDir(path, func(short string) error {
+		if err := unix.Bind(fd, &unix.SockaddrUnix{Name: short}); err != nil {
+			return fmt.Errorf("bind %s: %w", path, err)
+		}
+		// The worker (root) connects; the sandbox user only accepts.
+		return unix.Lchown(short, uid, gid)
+	})
+	if err == nil {
+		err = unix.Listen(fd, 16)
 	}
-	if err := unix.Listen(fd, 16); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("listen %s: %w", path, err)
-	}
-	// The worker (root) connects; the sandbox user only accepts.
-	if err := os.Chown(path, uid, gid); err != nil {
+	if err != nil {
 		unix.Close(fd)
 		return nil, err
 	}
 	return os.NewFile(uintptr(fd), path), nil
+}
+
+// viaDir calls f with a short name for path: socket addresses hold at most
+// 107 bytes, and data dirs can be deep, so the directory is reached
+// through a descriptor's /proc/self/fd link.
+func viaDir(path string, f func(short string) error) error {
+	if len(path) < 100 {
+		return f(path)
+	}
+	dir, err := unix.Open(filepath.Dir(path), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", filepath.Dir(path), err)
+	}
+	defer unix.Close(dir)
+	return f(fmt.Sprintf("/proc/self/fd/%d/%s", dir, filepath.Base(path)))
+}
+
+// Dial connects to the named socket in the sandbox's scratch dir.
+func (s *Sandbox) Dial(name string) (net.Conn, error) {
+	var c net.Conn
+	err := viaDir(s.SocketPath(name), func(short string) error {
+		var err error
+		c, err = net.Dial("unix", short)
+		return err
+	})
+	return c, err
 }
 
 // Root returns the sandbox's root dir. Inside the sandbox's mount

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"strings"
 	"sync"
@@ -231,7 +230,7 @@ func (w *Worker) packages(fn registry.Function) ([]string, error) {
 // connect dials the runtime's socket and waits for the handler to load.
 // died, if not nil, closes when the sandbox's main process is gone.
 func (w *Worker) connect(ctx context.Context, inst *instance, fn registry.Function, died <-chan struct{}) error {
-	c, err := net.Dial("unix", inst.sb.SocketPath(socketName))
+	c, err := inst.sb.Dial(socketName)
 	if err != nil {
 		w.destroy(inst)
 		return fmt.Errorf("%s: connecting to runtime: %v: %w", fn.Name, err, ErrStart)

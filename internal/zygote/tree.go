@@ -142,11 +142,12 @@ func candidates(s []string) []string {
 	if len(s) == 0 {
 		return nil
 	}
-	out := []string{strings.Join(s, ",")}
-	if len(s) > 1 {
-		out = append(out, s...)
+	// Single packages first: when both cross the threshold together, the
+	// set then hangs under a single-package node and imports only the rest.
+	if len(s) == 1 {
+		return []string{s[0]}
 	}
-	return out
+	return append(append([]string{}, s...), strings.Join(s, ","))
 }
 
 // add records an invocation's package set and returns the sets counted.

@@ -1,0 +1,119 @@
+package e2e
+
+import (
+	"context"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hearth-run/hearth/internal/client"
+)
+
+// modulesProbe reports which of the interesting packages are imported in
+// the handler's process before the handler itself imports anything.
+const modulesProbe = `
+import sys
+LOADED = sorted(m for m in ("numpy", "requests", "PIL") if m in sys.modules)
+def f(e):
+    return LOADED
+`
+
+func nodeFor(tree client.ZygoteTree, pkg string) (pids []int, hits int64, ok bool) {
+	for _, n := range tree.Nodes {
+		if len(n.Packages) == 1 && strings.HasPrefix(n.Packages[0], pkg+"==") && n.Replicas > 0 {
+			return n.Pids, n.Hits, true
+		}
+	}
+	return nil, 0, false
+}
+
+func waitZygote(t *testing.T, w *worker, pkg string) []int {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		tree, err := w.c.Zygotes(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pids, _, ok := nodeFor(tree, pkg); ok {
+			return pids
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("no zygote node for %s", pkg)
+	return nil
+}
+
+func TestForkedFunctionSeesExactlyItsOwnPackages(t *testing.T) {
+	w := startWorker(t, "--no-warm-cache", "--config", writeConfig(t, "zygote:\n  promote: 2\n"))
+	w.deployDir("np", fn(t, "f.py", modulesProbe, "requirements.txt", "numpy\n"))
+	w.deployDir("rq", fn(t, "f.py", modulesProbe, "requirements.txt", "requests\n"))
+	w.deployDir("none", fn(t, "f.py", modulesProbe))
+	// Two calls each promote numpy and requests to nodes of their own.
+	for i := 0; i < 2; i++ {
+		w.mustInvoke("np", "{}")
+		w.mustInvoke("rq", "{}")
+	}
+	waitZygote(t, w, "numpy")
+	waitZygote(t, w, "requests")
+	for _, tc := range []struct{ name, want string }{
+		{"np", `["numpy"]`}, {"rq", `["requests"]`}, {"none", `[]`},
+	} {
+		inv := w.mustInvoke(tc.name, "{}")
+		if inv.Path != "fork" || strings.ReplaceAll(string(inv.Body), " ", "") != tc.want {
+			t.Errorf("%s: %s via %s, want %s via fork", tc.name, inv.Body, inv.Path, tc.want)
+		}
+	}
+	tree, err := w.c.Zygotes(context.Background())
+	if err != nil || !tree.Enabled {
+		t.Fatalf("zygotes: %v %+v", err, tree)
+	}
+	if _, hits, _ := nodeFor(tree, "numpy"); hits < 1 {
+		t.Errorf("numpy node has %d hits", hits)
+	}
+	if tree.Nodes[0].Forks < 1 || len(tree.Nodes[0].Packages) != 0 {
+		t.Errorf("root node: %+v", tree.Nodes[0])
+	}
+}
+
+func TestZygoteDeathFallsBackAndIsRebuilt(t *testing.T) {
+	w := startWorker(t, "--no-warm-cache")
+	w.deployDir("hello", "../examples/hello")
+	if inv := w.mustInvoke("hello", "{}"); inv.Path != "fork" {
+		t.Fatalf("path %s, want fork", inv.Path)
+	}
+	tree, err := w.c.Zygotes(context.Background())
+	if err != nil || len(tree.Nodes) == 0 || len(tree.Nodes[0].Pids) != 1 {
+		t.Fatalf("zygotes: %v %+v", err, tree)
+	}
+	old := tree.Nodes[0].Pids[0]
+	if err := syscall.Kill(old, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	// Right away: the call succeeds whatever the path.
+	inv := w.mustInvoke("hello", `{"name":"after"}`)
+	if !strings.Contains(string(inv.Body), "hello, after") {
+		t.Errorf("after zygote death: %s via %s", inv.Body, inv.Path)
+	}
+	// Soon: a new root zygote serves forks again.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		tree, err = w.c.Zygotes(context.Background())
+		if err == nil && len(tree.Nodes) > 0 && len(tree.Nodes[0].Pids) == 1 && tree.Nodes[0].Pids[0] != old {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("root zygote not rebuilt: %+v %v", tree, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if inv := w.mustInvoke("hello", "{}"); inv.Path != "fork" {
+		t.Errorf("after rebuild: path %s, want fork", inv.Path)
+	}
+	pid := tree.Nodes[0].Pids[0]
+	w.stop()
+	if err := syscall.Kill(pid, 0); err == nil {
+		t.Errorf("zygote %d survived shutdown", pid)
+	}
+}

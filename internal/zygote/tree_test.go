@@ -1,0 +1,195 @@
+package zygote
+
+import (
+	"math/rand"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+// tree builds nodes from package sets, each under the deepest subset, the
+// way the Manager does.
+func tree(sets ...string) (*Node, map[string]*Node) {
+	root := &Node{}
+	all := map[string]*Node{"": root}
+	for i, s := range sets {
+		pkgs := normalize(strings.Split(s, ","))
+		parent := lookup(root, pkgs, func(*Node) bool { return true })
+		n := &Node{ID: i + 1, Packages: pkgs, Parent: parent}
+		parent.Children = append(parent.Children, n)
+		all[n.Key()] = n
+	}
+	return root, all
+}
+
+func anyNode(*Node) bool { return true }
+
+func TestLookupPicksDeepestSubset(t *testing.T) {
+	root, _ := tree("numpy", "requests", "numpy,pandas", "numpy,pandas,scipy", "numpy,requests")
+	cases := []struct{ fn, want string }{
+		{"", ""},
+		{"flask", ""},
+		{"numpy", "numpy"},
+		{"numpy,flask", "numpy"},
+		{"numpy,pandas", "numpy,pandas"},
+		{"numpy,pandas,requests", "numpy,pandas"}, // depth 2 ties with numpy,requests; both valid
+		{"numpy,pandas,scipy,torch", "numpy,pandas,scipy"},
+		{"pandas", ""}, // numpy,pandas holds numpy, which pandas alone did not ask for
+		{"requests", "requests"},
+		{"requests,scipy", "requests"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.fn, func(t *testing.T) {
+			var s []string
+			if tc.fn != "" {
+				s = normalize(strings.Split(tc.fn, ","))
+			}
+			got := lookup(root, s, anyNode)
+			if tc.fn == "numpy,pandas,requests" {
+				if k := got.Key(); k != "numpy,pandas" && k != "numpy,requests" {
+					t.Errorf("got %q", k)
+				}
+				return
+			}
+			if got.Key() != tc.want {
+				t.Errorf("lookup(%s) = %q, want %q", tc.fn, got.Key(), tc.want)
+			}
+		})
+	}
+}
+
+func TestLookupSkipsUnusableNodes(t *testing.T) {
+	root, all := tree("numpy", "numpy,pandas")
+	dead := all["numpy,pandas"]
+	got := lookup(root, []string{"numpy", "pandas"}, func(n *Node) bool { return n != dead })
+	if got.Key() != "numpy" {
+		t.Errorf("got %q, want numpy (the deeper node has no zygote)", got.Key())
+	}
+}
+
+// TestNeverForksFromAForeignPackage is the property: whatever the tree and
+// the function's packages, the chosen node holds only requested packages,
+// and no usable node holding only requested packages is deeper.
+func TestNeverForksFromAForeignPackage(t *testing.T) {
+	universe := []string{"a==1", "a==2", "b==1", "c==1", "d==1", "e==1", "f==1"}
+	rng := rand.New(rand.NewSource(1))
+	randSet := func() []string {
+		var s []string
+		for _, p := range universe {
+			if rng.Intn(3) == 0 {
+				s = append(s, p)
+			}
+		}
+		return normalize(s)
+	}
+	for iter := 0; iter < 2000; iter++ {
+		var sets []string
+		for i := 0; i < 1+rng.Intn(12); i++ {
+			if s := randSet(); len(s) > 0 {
+				sets = append(sets, strings.Join(s, ","))
+			}
+		}
+		root, all := tree(sets...)
+		usable := map[*Node]bool{root: true}
+		for _, n := range all {
+			usable[n] = usable[n] || rng.Intn(4) != 0
+		}
+		s := randSet()
+		got := lookup(root, s, func(n *Node) bool { return usable[n] })
+		if got == nil {
+			t.Fatalf("no node for %v (the root always fits)", s)
+		}
+		if !subset(got.Packages, s) {
+			t.Fatalf("tree %v, function %v: chose %v, which holds a package the function did not ask for", sets, s, got.Packages)
+		}
+		for _, n := range all {
+			if usable[n] && subset(n.Packages, s) && len(n.Packages) > len(got.Packages) {
+				t.Fatalf("tree %v, function %v: chose %v but %v is deeper", sets, s, got.Packages, n.Packages)
+			}
+		}
+	}
+}
+
+func TestWindowPromotesFrequentSetsAndForgetsOldOnes(t *testing.T) {
+	w := newWindow(4)
+	w.add([]string{"numpy==1", "requests==2"})
+	w.add([]string{"numpy==1"})
+	w.add([]string{"numpy==1", "pil==9"})
+	if got := w.count("numpy==1"); got != 3 {
+		t.Errorf("numpy counted %d, want 3 (alone and inside two sets)", got)
+	}
+	if got := w.count("numpy==1,requests==2"); got != 1 {
+		t.Errorf("set counted %d, want 1", got)
+	}
+	w.add(nil)
+	w.add(nil) // pushes out the first invocation
+	if got := w.count("numpy==1,requests==2"); got != 0 {
+		t.Errorf("old set still counted %d", got)
+	}
+	if got := w.count("numpy==1"); got != 2 {
+		t.Errorf("numpy counted %d after the window moved, want 2", got)
+	}
+}
+
+func TestLearnPromotesAtThresholdUnderClosestNode(t *testing.T) {
+	m := &Manager{cfg: Config{Promote: 2, MaxZygotes: 100, Modules: func(p []string) ([]string, error) { return p, nil }},
+		nodes: map[string]*Node{}, win: newWindow(10)}
+	m.root = &Node{static: true}
+	m.nodes[""] = m.root
+	m.ctx, m.cancel = contextWithCancel()
+	defer m.cancel()
+	m.mu.Lock()
+	m.learnLocked([]string{"numpy==1", "pandas==2"})
+	if len(m.nodes) != 1 {
+		t.Fatalf("promoted after one use: %v", keys(m.nodes))
+	}
+	m.learnLocked([]string{"numpy==1", "pandas==2"})
+	m.mu.Unlock()
+	want := []string{"", "numpy==1", "numpy==1,pandas==2", "pandas==2"}
+	if got := keys(m.nodes); !reflect.DeepEqual(got, want) {
+		t.Fatalf("nodes %v, want %v", got, want)
+	}
+	both := m.nodes["numpy==1,pandas==2"]
+	if p := both.Parent.Key(); p != "numpy==1" && p != "pandas==2" {
+		t.Errorf("numpy,pandas hangs under %q, want a one-package node", p)
+	}
+	if both.Modules == nil || len(both.Modules) != 1 {
+		t.Errorf("node imports %v, want only what its parent lacks", both.Modules)
+	}
+}
+
+func TestEvictIdleLeavesOnly(t *testing.T) {
+	m := &Manager{cfg: Config{IdleTimeout: time.Minute, MemoryBudget: 1 << 40}, nodes: map[string]*Node{}}
+	root, all := tree("numpy==1", "numpy==1,pandas==2", "requests==1")
+	m.root = root
+	for k, n := range all {
+		m.nodes[k] = n
+	}
+	now := time.Now()
+	all["numpy==1"].lastUse = now.Add(-time.Hour)           // idle, but has a child
+	all["numpy==1,pandas==2"].lastUse = now.Add(-time.Hour) // idle leaf: goes
+	all["requests==1"].lastUse = now                        // fresh: stays
+	all["requests==1"].static = false
+	m.evict(now)
+	got := keys(m.nodes)
+	// numpy==1 became a leaf when its child went, and is idle too: it goes
+	// in the same pass.
+	if want := []string{"", "requests==1"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("after evict: %v, want %v", got, want)
+	}
+}
+
+func TestMakePlanGroupsCoOccurringPackages(t *testing.T) {
+	plan := MakePlan([][]string{
+		{"numpy==1", "pandas==2"}, {"numpy==1", "pandas==2"}, {"numpy==1"}, {"requests==3"},
+	}, 2)
+	var got []string
+	for _, n := range plan.Nodes {
+		got = append(got, strings.Join(n.Packages, ","))
+	}
+	want := []string{"numpy==1", "pandas==2", "numpy==1,pandas==2"}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("plan %v, want %v", got, want)
+	}
+}

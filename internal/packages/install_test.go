@@ -33,10 +33,12 @@ func TestInstallOnce(t *testing.T) {
 	ctx := context.Background()
 	code := codeDir(t, map[string]string{"requirements.txt": "beta[fast]\n"})
 
+	t0 := time.Now()
 	set, err := e.c.Install(ctx, code)
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Logf("first deploy (resolve + install 3 packages): %v", time.Since(t0))
 	cached := Cached(set)
 	if got := names(cached); got != "alpha==2.0 beta==1.0 gamma==0.3" {
 		t.Fatalf("cached set %q", got)
@@ -72,10 +74,12 @@ func TestInstallOnce(t *testing.T) {
 	}
 
 	t.Run("second deploy reuses", func(t *testing.T) {
+		t0 := time.Now()
 		set2, err := e.c.Install(ctx, code)
 		if err != nil {
 			t.Fatal(err)
 		}
+		t.Logf("second deploy (resolve only): %v", time.Since(t0))
 		if names(set2) != names(set) {
 			t.Errorf("second resolve %q, first %q", names(set2), names(set))
 		}

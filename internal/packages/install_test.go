@@ -73,6 +73,21 @@ func TestInstallOnce(t *testing.T) {
 		}
 	}
 
+	t.Run("modules", func(t *testing.T) {
+		for _, p := range cached {
+			mods, err := e.c.Modules(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := strings.ReplaceAll(p.Name, "-", "_"); strings.Join(mods, " ") != want {
+				t.Errorf("%s: modules %v, want [%s]", p, mods, want)
+			}
+		}
+		if _, err := e.c.Modules(Package{Name: "nosuch", Version: "1"}); !errors.Is(err, ErrNotInstalled) {
+			t.Errorf("Modules of a missing package: %v", err)
+		}
+	})
+
 	t.Run("second deploy reuses", func(t *testing.T) {
 		t0 := time.Now()
 		set2, err := e.c.Install(ctx, code)

@@ -2,6 +2,11 @@ package e2e
 
 import (
 	"context"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -115,5 +120,58 @@ func TestZygoteDeathFallsBackAndIsRebuilt(t *testing.T) {
 	w.stop()
 	if err := syscall.Kill(pid, 0); err == nil {
 		t.Errorf("zygote %d survived shutdown", pid)
+	}
+}
+
+func TestPlannedTreeAndMetrics(t *testing.T) {
+	dir := t.TempDir()
+	reqs := []string{"numpy\nrequests\n", "numpy\n", "requests>=2\nnumpy\n"}
+	args := []string{"zygote", "plan", "--base", testBase}
+	for i, r := range reqs {
+		p := dir + "/" + string(rune('a'+i)) + ".txt"
+		if err := os.WriteFile(p, []byte(r), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		args = append(args, p)
+	}
+	cmd := exec.Command(filepath.Join(binDir, "hearth"), args...)
+	plan, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("zygote plan: %v", err)
+	}
+	if !strings.Contains(string(plan), "numpy==") || !strings.Contains(string(plan), "requests==") {
+		t.Fatalf("plan: %s", plan)
+	}
+	planFile := filepath.Join(dir, "tree.json")
+	os.WriteFile(planFile, plan, 0o644)
+
+	w := startWorker(t, "--zygote-tree", planFile)
+	tree, err := w.c.Zygotes(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tree.Nodes) != 4 { // root, numpy, requests, numpy+requests
+		t.Fatalf("tree has %d nodes, want 4: %+v", len(tree.Nodes), tree.Nodes)
+	}
+	for _, n := range tree.Nodes {
+		if n.Replicas != 1 || (n.ID != 0 && !n.Static) {
+			t.Errorf("node %v: %d replicas, static %v", n.Packages, n.Replicas, n.Static)
+		}
+	}
+	w.deployDir("np", fn(t, "f.py", modulesProbe, "requirements.txt", "numpy\n"))
+	if inv := w.mustInvoke("np", "{}"); inv.Path != "fork" || strings.ReplaceAll(string(inv.Body), " ", "") != `["numpy"]` {
+		t.Errorf("first call: %s via %s, want [\"numpy\"] via fork", inv.Body, inv.Path)
+	}
+	resp, err := http.Get(w.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`hearth_zygote_forks_total{node="numpy==`, `hearth_invocations_total{path="fork",status="ok"} 1`,
+		`hearth_invoke_duration_seconds_count{path="fork"} 1`} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/hearth-run/hearth/internal/function"
 	"github.com/hearth-run/hearth/internal/image"
 	"github.com/hearth-run/hearth/internal/registry"
+	"github.com/hearth-run/hearth/internal/runtime"
 	"github.com/hearth-run/hearth/internal/worker"
 	"github.com/hearth-run/hearth/internal/zygote"
 )
@@ -210,8 +211,16 @@ func runUp(ctx context.Context, cfg Config) error {
 	defer closePkgs(context.Background())
 	regOpts := registry.Options{
 		CheckRequirements: func(reqs []string) error { return function.CheckRequirements(base, reqs) },
-		MaxBytes:          cfg.MaxArchiveMB << 20,
-		MaxFiles:          cfg.MaxFiles,
+		// Bytecode saves every fresh start and fork the compile of the
+		// handler module (~1 ms); the host's python3 has the base's version.
+		Prepare: func(ctx context.Context, dir string) error {
+			if err := runtime.Compile(ctx, "/usr/bin/python3", dir); err != nil {
+				log.Debug("function bytecode not precompiled", "err", err)
+			}
+			return nil
+		},
+		MaxBytes: cfg.MaxArchiveMB << 20,
+		MaxFiles: cfg.MaxFiles,
 	}
 	packageHooks(pkgs, log, &regOpts)
 	reg, err := registry.Open(cfg.DataDir, regOpts)

@@ -214,6 +214,7 @@ func New(ctx context.Context, cfg Config, fns Functions) (*Worker, error) {
 			w.Close(context.Background())
 			return nil, fmt.Errorf("worker: zygotes: %w", err)
 		}
+		w.metrics.Registry.MustRegister(newZygoteCollector(w))
 		if len(cfg.ZygoteTree) > 0 {
 			if err := w.zyg.Plant(ctx, cfg.ZygoteTree); err != nil {
 				w.Close(context.Background())

@@ -28,6 +28,7 @@ import posix
 import _socket
 import _signal
 import ctypes
+import gc
 
 import hearthrt
 
@@ -163,6 +164,9 @@ def spawn_child(req, fds):
             except BaseException as e:  # noqa: BLE001
                 send(ctl, {"error": "import %s: %s: %s" % (m, e.__class__.__name__, e)})
                 posix._exit(1)
+            # Objects that exist now are never collected: the collector would
+            # otherwise touch (and copy) their pages in every child.
+            gc.freeze()
             send(ctl, {"ready": True, "pid": posix.getpid()})
             serve(ctl)
             code = 0
@@ -204,6 +208,7 @@ def main():
     # by the worker on its socket and in its cgroup.
     _signal.signal(_signal.SIGCHLD, _signal.SIG_IGN)
     hearthrt.setup_path()
+    gc.freeze()
     ctl = _socket.socket(fileno=3)
     posix.set_inheritable(3, False)
     send(ctl, {"ready": True, "pid": posix.getpid()})

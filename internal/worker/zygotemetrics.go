@@ -1,0 +1,45 @@
+package worker
+
+import (
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// zygoteCollector reports the zygote tree at scrape time, so the figures
+// are the same as /v1/zygotes.
+type zygoteCollector struct {
+	w                             *Worker
+	replicas, hits, forks, memory *prometheus.Desc
+}
+
+func newZygoteCollector(w *Worker) *zygoteCollector {
+	l := []string{"node"}
+	return &zygoteCollector{
+		w:        w,
+		replicas: prometheus.NewDesc("hearth_zygote_replicas", "Zygote processes of a tree node.", l, nil),
+		hits:     prometheus.NewDesc("hearth_zygote_hits_total", "Invocations a tree node was chosen for.", l, nil),
+		forks:    prometheus.NewDesc("hearth_zygote_forks_total", "Children forked by a tree node's live zygotes.", l, nil),
+		memory:   prometheus.NewDesc("hearth_zygote_memory_bytes", "Memory charged to a tree node's zygotes, shared pages of their children included.", l, nil),
+	}
+}
+
+func (c *zygoteCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.replicas
+	ch <- c.hits
+	ch <- c.forks
+	ch <- c.memory
+}
+
+func (c *zygoteCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, n := range c.w.Zygotes() {
+		node := strings.Join(n.Packages, ",")
+		if node == "" {
+			node = "root"
+		}
+		ch <- prometheus.MustNewConstMetric(c.replicas, prometheus.GaugeValue, float64(n.Replicas), node)
+		ch <- prometheus.MustNewConstMetric(c.hits, prometheus.CounterValue, float64(n.Hits), node)
+		ch <- prometheus.MustNewConstMetric(c.forks, prometheus.CounterValue, float64(n.Forks), node)
+		ch <- prometheus.MustNewConstMetric(c.memory, prometheus.GaugeValue, float64(n.Memory), node)
+	}
+}

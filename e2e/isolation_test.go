@@ -86,12 +86,12 @@ func checkIsolation(t *testing.T, m map[string]any) {
 // modes runs f against a worker that forks from zygotes and one that
 // starts fresh interpreters: a forked child must be exactly as isolated as
 // a cold-started one.
-func modes(t *testing.T, f func(t *testing.T, w *worker, path string)) {
+func modes(t *testing.T, f func(t *testing.T, w *worker, path string), flags ...string) {
 	for _, m := range []struct {
 		path  string
 		flags []string
 	}{{"fork", nil}, {"cold", []string{"--no-zygotes"}}} {
-		t.Run(m.path, func(t *testing.T) { f(t, startWorker(t, m.flags...), m.path) })
+		t.Run(m.path, func(t *testing.T) { f(t, startWorker(t, append(m.flags, flags...)...), m.path) })
 	}
 }
 

@@ -263,6 +263,9 @@ func runUp(ctx context.Context, cfg Config) error {
 			return err
 		}
 	}
+	if pkgs != nil {
+		wcfg.Packages = pkgs
+	}
 	wk, err := worker.New(ctx, wcfg, reg)
 	if err != nil {
 		return err

@@ -1,9 +1,9 @@
 package packages
 
 import (
-	"archive/zip"
 	"context"
 	"fmt"
+	"github.com/hearth-run/hearth/internal/packages/wheeltest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -64,83 +64,19 @@ func testMain(m *testing.M) int {
 	return m.Run()
 }
 
-// wheel describes a small pure-Python distribution.
-type wheel struct {
-	name, version string
-	requires      []string            // Requires-Dist lines
-	extras        map[string][]string // extra -> requirements
-	files         map[string]string   // extra files, path -> content
-}
-
 // testWheels are the wheelhouse: dependencies between packages, two
 // versions of alpha, an extra, and one wheel that resolves but cannot
 // install (a file outside the install directory).
-var testWheels = []wheel{
-	{name: "alpha", version: "1.0"},
-	{name: "alpha", version: "2.0"},
-	{name: "beta", version: "1.0", requires: []string{"alpha>=1.5"}, extras: map[string][]string{"fast": {"gamma"}}},
-	{name: "gamma", version: "0.3", requires: []string{"six"}},
-	{name: "delta", version: "1.0", requires: []string{"alpha<2"}},
-	{name: "Evil.Pkg", version: "1.0", files: map[string]string{"../../escape.py": "x = 1\n"}},
+var testWheels = []wheeltest.Wheel{
+	{Name: "alpha", Version: "1.0"},
+	{Name: "alpha", Version: "2.0"},
+	{Name: "beta", Version: "1.0", Requires: []string{"alpha>=1.5"}, Extras: map[string][]string{"fast": {"gamma"}}},
+	{Name: "gamma", Version: "0.3", Requires: []string{"six"}},
+	{Name: "delta", Version: "1.0", Requires: []string{"alpha<2"}},
+	{Name: "Evil.Pkg", Version: "1.0", Files: map[string]string{"../../escape.py": "x = 1\n"}},
 }
 
-func makeWheelhouse(dir string) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	for _, w := range testWheels {
-		if err := w.write(dir); err != nil {
-			return fmt.Errorf("%s %s: %w", w.name, w.version, err)
-		}
-	}
-	return nil
-}
-
-// write writes w as dir/<name>-<version>-py3-none-any.whl: a zip with the
-// module and a .dist-info, as the wheel format (PEP 427) lays it out.
-func (w wheel) write(dir string) error {
-	mod := strings.ToLower(strings.NewReplacer("-", "_", ".", "_").Replace(w.name))
-	dist := fmt.Sprintf("%s-%s", mod, w.version)
-	f, err := os.Create(filepath.Join(dir, dist+"-py3-none-any.whl"))
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	z := zip.NewWriter(f)
-	var meta strings.Builder
-	fmt.Fprintf(&meta, "Metadata-Version: 2.1\nName: %s\nVersion: %s\n", w.name, w.version)
-	for _, r := range w.requires {
-		fmt.Fprintf(&meta, "Requires-Dist: %s\n", r)
-	}
-	for e, rs := range w.extras {
-		fmt.Fprintf(&meta, "Provides-Extra: %s\n", e)
-		for _, r := range rs {
-			fmt.Fprintf(&meta, "Requires-Dist: %s ; extra == %q\n", r, e)
-		}
-	}
-	files := map[string]string{
-		mod + "/__init__.py":         fmt.Sprintf("VERSION = %q\n", w.version),
-		dist + ".dist-info/METADATA": meta.String(),
-		dist + ".dist-info/WHEEL":    "Wheel-Version: 1.0\nGenerator: hearth-test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-		dist + ".dist-info/RECORD":   "",
-	}
-	for p, c := range w.files {
-		files[p] = c
-	}
-	for p, c := range files {
-		fw, err := z.Create(p)
-		if err != nil {
-			return err
-		}
-		if _, err := fw.Write([]byte(c)); err != nil {
-			return err
-		}
-	}
-	if err := z.Close(); err != nil {
-		return err
-	}
-	return f.Close()
-}
+func makeWheelhouse(dir string) error { return wheeltest.House(dir, testWheels...) }
 
 // env is a cache under test with its own data dir and cgroup parent.
 type env struct {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hearth-run/hearth/internal/cgroup"
+	"github.com/hearth-run/hearth/internal/packages"
 	"github.com/hearth-run/hearth/internal/registry"
 	"github.com/hearth-run/hearth/internal/runtime"
 	"github.com/hearth-run/hearth/internal/sandbox"
@@ -58,12 +59,27 @@ func (w *Worker) newSandbox(ctx context.Context, fn registry.Function, st *fnSta
 	if err != nil {
 		return nil, fmt.Errorf("%s: %v: %w", fn.Name, err, ErrStart)
 	}
+	binds := []sandbox.Bind{
+		{Source: fn.CodeDir, Target: runtime.CodeDir},
+		{Source: w.runtime, Target: runtime.MountPoint},
+	}
+	if len(packages.Cached(fn.Packages)) > 0 {
+		if w.cfg.Packages == nil {
+			grp.Delete(context.Background())
+			return nil, fmt.Errorf("%s: needs installed packages but the install cache is off: %w", fn.Name, ErrStart)
+		}
+		ms, err := w.cfg.Packages.Mounts(fn.Packages)
+		if err != nil {
+			grp.Delete(context.Background())
+			return nil, fmt.Errorf("%s: %v: %w", fn.Name, err, ErrStart)
+		}
+		for _, m := range ms {
+			binds = append(binds, sandbox.Bind{Source: m.HostDir, Target: m.SandboxDir})
+		}
+	}
 	sb, err := w.factory.Create(ctx, sandbox.Config{
-		ID: id,
-		Binds: []sandbox.Bind{
-			{Source: fn.CodeDir, Target: runtime.CodeDir},
-			{Source: w.runtime, Target: runtime.MountPoint},
-		},
+		ID:    id,
+		Binds: binds,
 		ScratchBytes: w.cfg.ScratchBytes,
 		Group:        grp,
 		Command:      argv,
@@ -90,6 +106,7 @@ func (w *Worker) runtimeEnv(fn registry.Function) []string {
 		Revision: fn.Revision,
 		MemoryMB: fn.Spec.MemoryMB,
 		Timeout:  time.Duration(fn.Spec.TimeoutS) * time.Second,
+		Path:     packages.SysPath(fn.Packages),
 	})
 	env = append(env, "PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp", "LANG=C.UTF-8")
 	for k, v := range fn.Spec.Env {
@@ -219,9 +236,17 @@ func (w *Worker) packages(fn registry.Function) ([]string, error) {
 	if p, ok := w.pkgCache[fn.Revision]; ok {
 		return p, nil
 	}
-	p, err := w.resolver.PackageSet(fn.Spec.Requirements)
-	if err != nil {
-		return nil, err
+	var p []string
+	if len(fn.Packages) > 0 {
+		// Resolved at deploy by the install cache: base and installed.
+		for _, pkg := range fn.Packages {
+			p = append(p, pkg.String())
+		}
+	} else {
+		var err error
+		if p, err = w.resolver.PackageSet(fn.Spec.Requirements); err != nil {
+			return nil, err
+		}
 	}
 	w.pkgCache[fn.Revision] = p
 	return p, nil
@@ -269,4 +294,47 @@ func (w *Worker) connect(ctx context.Context, inst *instance, fn registry.Functi
 	status := inst.exitStatus()
 	w.destroy(inst)
 	return fmt.Errorf("%s: runtime did not start (exit status %d; see logs): %v: %w", fn.Name, status, err, ErrStart)
+}
+
+// modules maps zygote package sets to modules: base-image packages
+// through the base's metadata, installed ones through the cache.
+func (w *Worker) modules(pkgs []string) ([]string, error) {
+	var out []string
+	for _, s := range pkgs {
+		p, err := packages.ParsePackage(s)
+		if err != nil {
+			return nil, err
+		}
+		var mods []string
+		if w.cfg.Packages != nil {
+			mods, err = w.cfg.Packages.Modules(p)
+		}
+		if w.cfg.Packages == nil || err != nil {
+			// Not installed by the cache: the base image has it.
+			if mods, err = w.resolver.Modules([]string{s}); err != nil {
+				return nil, err
+			}
+		}
+		out = append(out, mods...)
+	}
+	return out, nil
+}
+
+// pkgPaths returns the sys.path entries of the installed packages of a
+// zygote package set; base-image packages need none.
+func (w *Worker) pkgPaths(pkgs []string) []string {
+	if w.cfg.Packages == nil {
+		return nil
+	}
+	var set []packages.Package
+	for _, s := range pkgs {
+		p, err := packages.ParsePackage(s)
+		if err != nil {
+			continue
+		}
+		if _, err := w.cfg.Packages.Modules(p); err == nil {
+			set = append(set, p)
+		}
+	}
+	return packages.SysPath(set)
 }

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/hearth-run/hearth/internal/cgroup"
+	"github.com/hearth-run/hearth/internal/packages"
 	"github.com/hearth-run/hearth/internal/registry"
 	"github.com/hearth-run/hearth/internal/runtime"
 	"github.com/hearth-run/hearth/internal/sandbox"
@@ -58,6 +59,9 @@ type Config struct {
 	NoZygotes bool
 	// Zygote configures the zygote tree.
 	Zygote zygote.Config
+	// Packages, if set, is the install cache: each function's installed
+	// packages are mounted read-only into its sandboxes and zygotes.
+	Packages Packages
 	// ZygoteTree, if set, lists package sets to create nodes for at start.
 	ZygoteTree [][]string
 	// NoWarm switches the handler cache off: every sandbox is destroyed
@@ -105,6 +109,15 @@ func (c *Config) setDefaults() {
 
 // socketName is the runtime's listening socket in the sandbox's /tmp.
 const socketName = ".hearth.sock"
+
+// Packages is what the worker needs of the package install cache.
+type Packages interface {
+	// Dir is the host directory holding one directory per package, the
+	// same layout as packages.MountPoint in a sandbox.
+	Dir() string
+	Mounts(set []packages.Package) ([]packages.Mount, error)
+	Modules(p packages.Package) ([]string, error)
+}
 
 // Functions is what the worker needs of the registry.
 type Functions interface {
@@ -206,7 +219,13 @@ func New(ctx context.Context, cfg Config, fns Functions) (*Worker, error) {
 		zc := cfg.Zygote
 		zc.Runtime = w.runtime
 		zc.Python = cfg.Python
-		zc.Modules = w.resolver.Modules
+		zc.Modules = w.modules
+		zc.Paths = w.pkgPaths
+		if cfg.Packages != nil {
+			// Zygotes see the whole cache at the sandboxes' paths, so a
+			// package installed later is importable without a restart.
+			zc.Binds = append(zc.Binds, sandbox.Bind{Source: cfg.Packages.Dir(), Target: packages.MountPoint})
+		}
 		zc.Logger = w.log.With("component", "zygote")
 		zc.Log = &lineWriter{ring: newLogRing(200), log: zc.Logger, stream: "zygote"}
 		w.zyg, err = zygote.NewManager(ctx, zc, w.factory, w.cg)

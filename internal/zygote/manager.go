@@ -24,6 +24,9 @@ type Config struct {
 	Binds []sandbox.Bind
 	// Modules maps a package set to the modules a node imports for it.
 	Modules func(pkgs []string) ([]string, error)
+	// Paths maps a package set to the sys.path entries its imports need
+	// (installed packages; none for the base image's). Nil means none.
+	Paths func(pkgs []string) []string
 	// MemoryBudget bounds the memory of all zygotes (default 1 GiB).
 	MemoryBudget int64
 	// Window is how many recent invocations provisioning looks at
@@ -238,7 +241,7 @@ func (m *Manager) spawn(n *Node) (*Process, error) {
 	if err != nil {
 		return nil, err
 	}
-	p, err := parent.Child(ctx, g, n.Modules)
+	p, err := parent.Child(ctx, g, n.Modules, n.Path)
 	if err != nil {
 		g.Delete(context.Background())
 		return nil, err
@@ -330,6 +333,9 @@ func (m *Manager) addNodeLocked(pkgs []string, static bool) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{ID: m.nextID, Packages: pkgs, Modules: mods, Parent: parent, static: static, lastUse: time.Now()}
+	if m.cfg.Paths != nil {
+		n.Path = m.cfg.Paths(extra)
+	}
 	m.nextID++
 	// Existing nodes that hold more than n and sat under n's parent now
 	// belong under n, so lookups keep descending through supersets.

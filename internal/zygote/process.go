@@ -165,9 +165,9 @@ func (p *Process) Fork(ctx context.Context, t Target) (int, error) {
 	return r.PID, nil
 }
 
-// Child forks a child zygote that joins group and imports modules. It
-// returns once the imports are done.
-func (p *Process) Child(ctx context.Context, group *cgroup.Group, modules []string) (*Process, error) {
+// Child forks a child zygote that joins group, appends path to sys.path
+// and imports modules. It returns once the imports are done.
+func (p *Process) Child(ctx context.Context, group *cgroup.Group, modules, path []string) (*Process, error) {
 	ours, theirs, err := seqpacketPair()
 	if err != nil {
 		return nil, err
@@ -178,7 +178,7 @@ func (p *Process) Child(ctx context.Context, group *cgroup.Group, modules []stri
 		theirs.Close()
 		return nil, err
 	}
-	_, err = p.request(ctx, map[string]any{"op": "child", "modules": modules, "ncg": len(procs)},
+	_, err = p.request(ctx, map[string]any{"op": "child", "modules": modules, "path": path, "ncg": len(procs)},
 		append([]*os.File{theirs}, procs...))
 	theirs.Close()
 	for _, f := range procs {

@@ -12,8 +12,10 @@ type Node struct {
 	ID int
 	// Packages are "name==version", sorted, including the parent's.
 	Packages []string
-	// Modules are what this node imports on top of its parent.
+	// Modules are what this node imports on top of its parent, and Path
+	// the sys.path entries those imports need.
 	Modules  []string
+	Path     []string
 	Parent   *Node
 	Children []*Node
 

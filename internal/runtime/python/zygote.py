@@ -11,7 +11,7 @@
 #       forks ONCE, and returns to its own. The child joins the other
 #       namespaces and the cgroup, drops to uid/gid, loads the handler and
 #       serves the socket. Reply: {"pid": host pid} or {"error": msg}.
-#   {"op": "child", "modules": [...], "ncg": k}
+#   {"op": "child", "modules": [...], "path": [...], "ncg": k}
 #       fds: the child zygote's control socket, then k cgroup.procs files.
 #       Forks a child zygote that joins its own cgroup, imports the
 #       modules and serves its socket. Reply: {"pid": host pid}. The child
@@ -158,6 +158,9 @@ def spawn_child(req, fds):
             for fd in fds[1:]:
                 posix.write(fd, b"0")
             ctl = _socket.socket(fileno=ctl_fd)
+            for p in req.get("path") or []:
+                if p not in sys.path:
+                    sys.path.append(p)
             try:
                 for m in req.get("modules", []):
                     __import__(m)

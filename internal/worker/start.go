@@ -78,8 +78,8 @@ func (w *Worker) newSandbox(ctx context.Context, fn registry.Function, st *fnSta
 		}
 	}
 	sb, err := w.factory.Create(ctx, sandbox.Config{
-		ID:    id,
-		Binds: binds,
+		ID:           id,
+		Binds:        binds,
 		ScratchBytes: w.cfg.ScratchBytes,
 		Group:        grp,
 		Command:      argv,

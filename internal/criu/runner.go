@@ -1,0 +1,207 @@
+package criu
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"runtime"
+	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// Job is one criu invocation.
+type Job struct {
+	// Args follow the criu binary, e.g. {"dump", "-t", "42", ...}.
+	Args []string
+	// Files become descriptors 3, 4, ... of criu, for --inherit-fd.
+	Files []*os.File
+	// UID and GID, if non-zero, become criu's real uid and gid; its
+	// effective ids stay root. prlimit(2) on another user's process needs
+	// either CAP_SYS_RESOURCE or matching real ids, so a dump of a process
+	// running as UID:GID sets them when the host withholds the capability.
+	UID, GID int
+	// Stderr receives criu's own output (default: kept for the error).
+	Stderr io.Writer
+	// Cgroup lists a cgroup's directories (one per hierarchy) that criu
+	// starts in, so that what it restores is created, and charged, there
+	// from the first page. On cgroup v1 the runner thread joins them
+	// through their tasks files just long enough to fork; on v2 criu is
+	// cloned into the group (CLONE_INTO_CGROUP).
+	Cgroup []string
+}
+
+// Runner launches criu from a dedicated thread in a private mount namespace
+// with a tmpfs on /run, where criu caches its kernel-feature probe. The
+// caller must Close it.
+type Runner struct {
+	bin  *Binary
+	reqs chan *startReq
+	quit chan struct{}
+	once sync.Once
+	gone chan struct{} // closed when the thread has exited
+}
+
+type startReq struct {
+	job Job
+	cmd *exec.Cmd
+	fn  func() error // instead of cmd: run fn on the thread
+	err chan error
+}
+
+// NewRunner starts the runner thread and runs `criu check` on it, which
+// also fills the probe cache. It fails with ErrCheck if the check fails.
+func NewRunner(ctx context.Context, bin *Binary) (*Runner, error) {
+	r := &Runner{bin: bin, reqs: make(chan *startReq), quit: make(chan struct{}), gone: make(chan struct{})}
+	ready := make(chan error, 1)
+	go r.loop(ready)
+	if err := <-ready; err != nil {
+		return nil, err
+	}
+	if err := r.Run(ctx, Job{Args: []string{"check"}}); err != nil {
+		r.Close()
+		return nil, fmt.Errorf("%v: %w", err, ErrCheck)
+	}
+	return r, nil
+}
+
+// Binary returns the criu the runner runs.
+func (r *Runner) Binary() *Binary { return r.bin }
+
+func (r *Runner) loop(ready chan<- error) {
+	defer close(r.gone)
+	// Never unlocked: the thread's mount namespace and ids differ from the
+	// rest of the process, so it must die with this goroutine.
+	runtime.LockOSThread()
+	if err := privateRun(); err != nil {
+		ready <- err
+		return
+	}
+	ready <- nil
+	for {
+		select {
+		case req := <-r.reqs:
+			req.err <- r.start(req)
+		case <-r.quit:
+			return
+		}
+	}
+}
+
+// privateRun moves the calling thread into a new mount namespace that
+// follows the host's (slave propagation) and mounts a tmpfs on /run.
+func privateRun() error {
+	if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
+		return fmt.Errorf("criu runner: unshare mount namespace: %w", err)
+	}
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_SLAVE, ""); err != nil {
+		return fmt.Errorf("criu runner: make / slave: %w", err)
+	}
+	if err := unix.Mount("tmpfs", "/run", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "size=4m,mode=755"); err != nil {
+		return fmt.Errorf("criu runner: tmpfs on /run: %w", err)
+	}
+	return nil
+}
+
+// start runs on the runner thread.
+func (r *Runner) start(req *startReq) error {
+	if req.fn != nil {
+		return req.fn()
+	}
+	if len(req.job.Cgroup) > 0 {
+		back, err := joinCgroup(req.job.Cgroup, req.cmd)
+		if err != nil {
+			return err
+		}
+		defer back()
+	}
+	if req.job.GID != 0 {
+		if _, _, e := unix.RawSyscall(unix.SYS_SETRESGID, uintptr(req.job.GID), ^uintptr(0), ^uintptr(0)); e != 0 {
+			return fmt.Errorf("setresgid %d: %w", req.job.GID, e)
+		}
+		defer unix.RawSyscall(unix.SYS_SETRESGID, 0, ^uintptr(0), ^uintptr(0))
+	}
+	if req.job.UID != 0 {
+		if _, _, e := unix.RawSyscall(unix.SYS_SETRESUID, uintptr(req.job.UID), ^uintptr(0), ^uintptr(0)); e != 0 {
+			return fmt.Errorf("setresuid %d: %w", req.job.UID, e)
+		}
+		defer unix.RawSyscall(unix.SYS_SETRESUID, 0, ^uintptr(0), ^uintptr(0))
+	}
+	return req.cmd.Start()
+}
+
+// Start launches criu for job on the runner thread and returns the
+// running command; the caller must Wait for it. ctx kills criu.
+func (r *Runner) Start(ctx context.Context, job Job) (*exec.Cmd, error) {
+	cmd := r.bin.Command(ctx, job.Args...)
+	cmd.ExtraFiles = job.Files
+	cmd.Stderr = job.Stderr
+	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
+	// Pdeathsig follows the forking thread, which lives as long as r.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	req := &startReq{job: job, cmd: cmd, err: make(chan error, 1)}
+	select {
+	case r.reqs <- req:
+	case <-r.gone:
+		return nil, ErrClosed
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if err := <-req.err; err != nil {
+		return nil, fmt.Errorf("starting criu: %w", err)
+	}
+	return cmd, nil
+}
+
+// Do runs fn on the runner thread, in its mount namespace: for example to
+// mount something only criu should see. fn must not unlock the thread.
+func (r *Runner) Do(ctx context.Context, fn func() error) error {
+	req := &startReq{fn: fn, err: make(chan error, 1)}
+	select {
+	case r.reqs <- req:
+	case <-r.gone:
+		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return <-req.err
+}
+
+// Run runs criu for job to completion. On failure the error carries the
+// tail of criu's output.
+func (r *Runner) Run(ctx context.Context, job Job) error {
+	var buf bytes.Buffer
+	if job.Stderr == nil {
+		job.Stderr = &buf
+	}
+	cmd, err := r.Start(ctx, job)
+	if err != nil {
+		return err
+	}
+	if err := cmd.Wait(); err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("criu %s: %w", job.Args[0], ctx.Err())
+		}
+		return fmt.Errorf("criu %s: %v: %s", job.Args[0], err, tail(buf.Bytes(), 800))
+	}
+	return nil
+}
+
+// Close stops the runner thread. Commands already started keep running.
+func (r *Runner) Close() error {
+	r.once.Do(func() { close(r.quit) })
+	<-r.gone
+	return nil
+}
+
+func tail(b []byte, n int) string {
+	b = bytes.TrimSpace(b)
+	if len(b) > n {
+		b = append([]byte("..."), b[len(b)-n:]...)
+	}
+	return string(b)
+}

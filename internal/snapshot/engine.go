@@ -1,0 +1,654 @@
+package snapshot
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/hearth-run/hearth/internal/cgroup"
+	"github.com/hearth-run/hearth/internal/criu"
+)
+
+// Layout of a snapshot directory.
+const (
+	imagesDir   = "images"
+	scratchFile = "scratch.tar"
+)
+
+// scratchKey is the CRIU external-mount key of the sandbox's /tmp.
+const scratchKey = "scratch"
+
+// ReseedSignal is sent to a restored runtime that handles it, so that it
+// reseeds its random generators and runs its after-restore hooks (see
+// internal/snapshot/python).
+const ReseedSignal = unix.SIGUSR2
+
+// EngineConfig configures an Engine.
+type EngineConfig struct {
+	// CRIU is the criu to run; required (see criu.Find).
+	CRIU *criu.Binary
+	// Base is the base image directory; restored sandboxes get it as
+	// their read-only root. Required.
+	Base string
+	// Dir holds one directory per restored sandbox (its scratch mount);
+	// usually the worker's sandboxes directory, so one sweep covers
+	// both. Required.
+	Dir string
+}
+
+// Engine checkpoints sandboxes with CRIU and restores them into fresh
+// ones. It is safe for concurrent use; the caller must Close it.
+//
+// NewEngine turns Dir into a shared mount (a bind mount of itself, if it
+// is not a mount point yet) so that scratch mounts made there later reach
+// criu's private mount namespace.
+type Engine struct {
+	run    *criu.Runner
+	root   string // read-only bind of the base, in criu's namespace
+	dir    string
+	shared bool // Dir was bind-mounted by NewEngine
+}
+
+// privateRoot is where the runner thread mounts the base read-only: under
+// its private /run, invisible to the rest of the host.
+const privateRoot = "/run/hearth-root"
+
+// NewEngine checks cfg, starts a criu runner (running `criu check`) and
+// returns an engine. A failing check returns an error wrapping
+// criu.ErrCheck and ErrDisabled.
+func NewEngine(ctx context.Context, cfg EngineConfig) (_ *Engine, err error) {
+	if cfg.CRIU == nil {
+		return nil, fmt.Errorf("snapshot engine: no criu: %w", ErrDisabled)
+	}
+	if cfg.Base == "" || cfg.Dir == "" {
+		return nil, fmt.Errorf("snapshot engine: Base and Dir are required: %w", ErrInvalid)
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("snapshot engine: %w", err)
+	}
+	e := &Engine{dir: cfg.Dir, root: privateRoot}
+	if e.shared, err = makeShared(cfg.Dir); err != nil {
+		return nil, fmt.Errorf("snapshot engine: %w", err)
+	}
+	defer func() {
+		if err != nil && e.shared {
+			unix.Unmount(cfg.Dir, unix.MNT_DETACH)
+		}
+	}()
+	if e.run, err = criu.NewRunner(ctx, cfg.CRIU); err != nil {
+		return nil, fmt.Errorf("snapshot engine: %w: %w", err, ErrDisabled)
+	}
+	// CRIU mounts --root as the restored root but drops its flags: give it
+	// a read-only bind so restored sandboxes cannot write to the base.
+	err = e.run.Do(ctx, func() error {
+		if err := os.MkdirAll(privateRoot, 0o755); err != nil {
+			return err
+		}
+		if err := unix.Mount(cfg.Base, privateRoot, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+			return fmt.Errorf("bind %s: %w", cfg.Base, err)
+		}
+		return unix.Mount("", privateRoot, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV, "")
+	})
+	if err != nil {
+		e.run.Close()
+		return nil, fmt.Errorf("snapshot engine: read-only base: %w", err)
+	}
+	return e, nil
+}
+
+// Close stops the criu runner. Restored sandboxes keep running.
+func (e *Engine) Close() error {
+	e.run.Close()
+	if e.shared {
+		// Lazily: sandboxes may still have scratch mounts below.
+		if err := unix.Unmount(e.dir, unix.MNT_DETACH); err != nil {
+			return fmt.Errorf("snapshot engine: unmount %s: %w", e.dir, err)
+		}
+	}
+	return nil
+}
+
+// CRIUVersion returns the version of the criu in use.
+func (e *Engine) CRIUVersion() string { return e.run.Binary().Version }
+
+// makeShared makes dir a shared mount, bind-mounting it on itself first
+// unless it is a mount point. It reports whether it made the bind.
+func makeShared(dir string) (bool, error) {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return false, err
+	}
+	if dir, err = filepath.EvalSymlinks(dir); err != nil {
+		return false, err
+	}
+	mounts, err := readMountinfo(os.Getpid())
+	if err != nil {
+		return false, err
+	}
+	bound := false
+	isMount := false
+	for _, m := range mounts {
+		if m.point == dir {
+			isMount = true
+		}
+	}
+	if !isMount {
+		if err := unix.Mount(dir, dir, "", unix.MS_BIND, ""); err != nil {
+			return false, fmt.Errorf("bind %s on itself: %w", dir, err)
+		}
+		bound = true
+	}
+	if err := unix.Mount("", dir, "", unix.MS_SHARED, ""); err != nil {
+		if bound {
+			unix.Unmount(dir, unix.MNT_DETACH)
+		}
+		return false, fmt.Errorf("make %s shared: %w", dir, err)
+	}
+	return bound, nil
+}
+
+// DumpSpec says what to checkpoint.
+type DumpSpec struct {
+	// Pid is the sandbox's pid 1 (on the host), whose tree and
+	// namespaces are dumped. It must be the runtime itself (a sandbox
+	// whose init execs its main process), idle: no open connection.
+	Pid int
+	// Scratch is the host path of the sandbox's /tmp.
+	Scratch string
+	// Socket names the runtime's listening socket in the scratch dir.
+	Socket string
+	// ListenFD is the socket's descriptor number in the process
+	// (default 3).
+	ListenFD int
+	// ScratchBytes is the scratch tmpfs size to restore with.
+	ScratchBytes int64
+	// LeaveRunning keeps the process running after the dump; by default
+	// CRIU kills it.
+	LeaveRunning bool
+	// Identity of the snapshot, copied into the descriptor.
+	Key, Function, Revision, BaseImage string
+	Packages                           []string
+}
+
+// Dump checkpoints spec.Pid's tree into dir, which must exist and be
+// empty, and returns the descriptor without Files (see Seal). The images
+// go to dir/images, the scratch contents to dir/scratch.tar.
+func (e *Engine) Dump(ctx context.Context, spec DumpSpec, dir string) (*Descriptor, error) {
+	if err := ValidKey(spec.Key); err != nil {
+		return nil, err
+	}
+	if spec.Pid <= 1 || spec.Scratch == "" || spec.Socket == "" {
+		return nil, fmt.Errorf("dump %s: Pid, Scratch and Socket are required: %w", spec.Key, ErrInvalid)
+	}
+	if spec.ListenFD == 0 {
+		spec.ListenFD = 3
+	}
+	t0 := time.Now()
+	d := &Descriptor{
+		Format: FormatVersion, Key: spec.Key, Function: spec.Function, Revision: spec.Revision,
+		BaseImage: spec.BaseImage, Packages: spec.Packages, Created: t0.UTC(),
+		Socket: spec.Socket, ScratchBytes: spec.ScratchBytes,
+	}
+	var err error
+	if d.UID, d.GID, err = procIDs(spec.Pid); err != nil {
+		return nil, fmt.Errorf("dump %s: %w", spec.Key, err)
+	}
+	mounts, err := readMountinfo(spec.Pid)
+	if err != nil {
+		return nil, fmt.Errorf("dump %s: %w", spec.Key, err)
+	}
+	args := []string{"dump", "-t", strconv.Itoa(spec.Pid), "-D", filepath.Join(dir, imagesDir),
+		"--manage-cgroups=ignore", "-o", filepath.Join(dir, ".tmp-dump.log")}
+	if spec.LeaveRunning {
+		args = append(args, "--leave-running")
+	}
+	inside := map[int]bool{}
+	for _, m := range mounts {
+		inside[m.id] = true
+		switch {
+		case m.point == "/" || m.fstype == "proc" || m.point == "/dev" && m.fstype == "tmpfs":
+			// The root comes from --root; proc and /dev are CRIU's.
+		case m.point == "/tmp":
+			args = append(args, "--external", "mnt["+m.point+"]:"+scratchKey)
+		default:
+			k := fmt.Sprintf("m%d", len(d.Mounts))
+			d.Mounts = append(d.Mounts, Mount{Target: m.point, Key: k})
+			args = append(args, "--external", "mnt["+m.point+"]:"+k)
+		}
+	}
+	fds, ext, err := outsideFDs(spec.Pid, spec.ListenFD, inside)
+	if err != nil {
+		return nil, fmt.Errorf("dump %s: %w", spec.Key, err)
+	}
+	d.FDs = fds
+	for _, x := range ext {
+		args = append(args, "--external", x)
+	}
+	if err := os.Mkdir(filepath.Join(dir, imagesDir), 0o700); err != nil {
+		return nil, fmt.Errorf("dump %s: %w", spec.Key, err)
+	}
+	if err := e.run.Run(ctx, criu.Job{Args: args, UID: d.UID, GID: d.GID}); err != nil {
+		return nil, fmt.Errorf("dump %s: %w%s", spec.Key, err, logTail(filepath.Join(dir, ".tmp-dump.log")))
+	}
+	os.Remove(filepath.Join(dir, ".tmp-dump.log"))
+	// The runtime only waits in accept(2) now (or is gone): /tmp is quiet.
+	if err := packScratch(spec.Scratch, filepath.Join(dir, scratchFile)); err != nil {
+		return nil, fmt.Errorf("dump %s: %w", spec.Key, err)
+	}
+	d.DumpTime = time.Since(t0)
+	return d, nil
+}
+
+// outsideFDs finds pid's descriptors that refer to objects outside the
+// sandbox: stdio pipes, the listening socket and host files (only
+// /dev/null is allowed). It returns them and CRIU --external entries.
+func outsideFDs(pid, listenFD int, inside map[int]bool) ([]FD, []string, error) {
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		return nil, nil, err
+	}
+	var fds []FD
+	var ext []string
+	for _, ent := range ents {
+		n, err := strconv.Atoi(ent.Name())
+		if err != nil {
+			continue
+		}
+		link, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%d", pid, n))
+		if err != nil {
+			continue // closed meanwhile
+		}
+		switch {
+		case strings.HasPrefix(link, "pipe:["):
+			if n <= 2 {
+				fds = append(fds, FD{Num: n, Kind: FDPipe, Key: link})
+			}
+		case strings.HasPrefix(link, "socket:["):
+			if n == listenFD {
+				fds = append(fds, FD{Num: n, Kind: FDListen, Key: link})
+			}
+		case strings.HasPrefix(link, "/"):
+			mnt, err := fdMount(pid, n)
+			if err != nil {
+				return nil, nil, err
+			}
+			if inside[mnt] {
+				continue
+			}
+			if link != "/dev/null" {
+				return nil, nil, fmt.Errorf("fd %d is host file %s: %w", n, link, ErrUnsupported)
+			}
+			var st unix.Stat_t
+			if err := unix.Stat(fmt.Sprintf("/proc/%d/fd/%d", pid, n), &st); err != nil {
+				return nil, nil, err
+			}
+			key := fmt.Sprintf("file[%x:%x]", mnt, st.Ino)
+			fds = append(fds, FD{Num: n, Kind: FDNull, Key: key})
+			ext = append(ext, key)
+		}
+	}
+	seen := map[string]bool{}
+	out := ext[:0]
+	for _, x := range ext {
+		if !seen[x] {
+			seen[x] = true
+			out = append(out, x)
+		}
+	}
+	return fds, out, nil
+}
+
+func fdMount(pid, fd int) (int, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%d", pid, fd))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "mnt_id:"); ok {
+			return strconv.Atoi(strings.TrimSpace(v))
+		}
+	}
+	return 0, fmt.Errorf("fd %d: no mnt_id", fd)
+}
+
+type mountEntry struct {
+	id     int
+	point  string
+	fstype string
+}
+
+func readMountinfo(pid int) ([]mountEntry, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/mountinfo", pid))
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []mountEntry
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		sep := -1
+		for i, s := range fields {
+			if s == "-" {
+				sep = i
+				break
+			}
+		}
+		if len(fields) < 5 || sep < 0 || sep+1 >= len(fields) {
+			return nil, fmt.Errorf("mountinfo: bad line %q", sc.Text())
+		}
+		id, err := strconv.Atoi(fields[0])
+		if err != nil {
+			return nil, fmt.Errorf("mountinfo: bad line %q", sc.Text())
+		}
+		out = append(out, mountEntry{id: id, point: unescape(fields[4]), fstype: fields[sep+1]})
+	}
+	return out, sc.Err()
+}
+
+// unescape undoes mountinfo's octal escapes (\040 for space).
+func unescape(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+4 <= len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+func procIDs(pid int) (uid, gid int, err error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Uid:"); ok {
+			uid, err = strconv.Atoi(strings.Fields(v)[0])
+		} else if v, ok := strings.CutPrefix(line, "Gid:"); ok {
+			gid, err = strconv.Atoi(strings.Fields(v)[0])
+		}
+		if err != nil {
+			return 0, 0, fmt.Errorf("status of %d: %w", pid, err)
+		}
+	}
+	return uid, gid, nil
+}
+
+// catches reports whether pid has a handler for sig.
+func catches(pid int, sig syscall.Signal) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "SigCgt:"); ok {
+			mask, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			return err == nil && mask&(1<<(uint(sig)-1)) != 0
+		}
+	}
+	return false
+}
+
+func logTail(p string) string {
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return ""
+	}
+	var errs []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.Contains(line, "Error") && !strings.Contains(line, "RLIMIT_NOFILE for self") {
+			errs = append(errs, strings.TrimSpace(line))
+		}
+	}
+	if len(errs) > 4 {
+		errs = errs[len(errs)-4:]
+	}
+	if len(errs) == 0 {
+		return ""
+	}
+	return "; criu log: " + strings.Join(errs, " | ")
+}
+
+// RestoreSpec says where to restore a snapshot.
+type RestoreSpec struct {
+	// ID names the restored sandbox; its directory is Dir/ID.
+	ID string
+	// Binds give the host source of every mount target the descriptor
+	// lists (function code, runtime, packages).
+	Binds map[string]string
+	// Group is the sandbox's cgroup, owned by the caller; the restored
+	// process is created in it, so its memory is charged there.
+	Group *cgroup.Group
+	// Stdout and Stderr replace the process's stdio pipes (default
+	// /dev/null). Restore does not close them.
+	Stdout, Stderr *os.File
+	// NoReseed skips the reseed signal.
+	NoReseed bool
+}
+
+// Sandbox is a restored sandbox: a process tree in fresh namespaces,
+// with its own scratch tmpfs and cgroup. Its owner must call Destroy.
+type Sandbox struct {
+	id, dir, scratch, socket string
+	pid                      int
+	group                    *cgroup.Group
+	proc                     *os.Process
+	done                     chan struct{}
+	state                    *os.ProcessState // valid after done
+	// Reseeded reports whether the reseed signal was sent.
+	Reseeded bool
+	// RestoreTime is how long the CRIU restore took.
+	RestoreTime time.Duration
+
+	mu        sync.Mutex
+	destroyed bool
+}
+
+// Restore restores the snapshot in dir (verified by the caller) into a
+// fresh sandbox. On error nothing is left behind but the caller's cgroup.
+func (e *Engine) Restore(ctx context.Context, dir string, d *Descriptor, spec RestoreSpec) (_ *Sandbox, err error) {
+	if spec.ID == "" || filepath.Base(spec.ID) != spec.ID || spec.Group == nil {
+		return nil, fmt.Errorf("restore %s: bad id %q or no cgroup: %w", d.Key, spec.ID, ErrInvalid)
+	}
+	var args []string
+	for _, m := range d.Mounts {
+		src, ok := spec.Binds[m.Target]
+		if !ok {
+			return nil, fmt.Errorf("restore %s: no source for mount %s: %w", d.Key, m.Target, ErrInvalid)
+		}
+		args = append(args, "--external", "mnt["+m.Key+"]:"+src)
+	}
+	s := &Sandbox{id: spec.ID, dir: filepath.Join(e.dir, spec.ID), group: spec.Group, done: make(chan struct{})}
+	s.scratch = filepath.Join(s.dir, "scratch")
+	s.socket = filepath.Join(s.scratch, d.Socket)
+	if err := os.MkdirAll(s.scratch, 0o755); err != nil {
+		return nil, fmt.Errorf("restore %s: %w", d.Key, err)
+	}
+	defer func() {
+		if err != nil {
+			s.cleanupFS()
+		}
+	}()
+	size := d.ScratchBytes
+	if size <= 0 {
+		size = 64 << 20
+	}
+	if err := unix.Mount("tmpfs", s.scratch, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV,
+		fmt.Sprintf("size=%d,mode=1777,uid=0,gid=0", size)); err != nil {
+		return nil, fmt.Errorf("restore %s: mount scratch: %w", d.Key, err)
+	}
+	if err := unpackScratch(filepath.Join(dir, scratchFile), s.scratch); err != nil {
+		return nil, fmt.Errorf("restore %s: %w", d.Key, err)
+	}
+	os.Remove(s.socket)
+	lis, err := listenUnix(s.socket, d.UID, d.GID)
+	if err != nil {
+		return nil, fmt.Errorf("restore %s: %w", d.Key, err)
+	}
+	defer lis.Close()
+	null, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	if err != nil {
+		return nil, fmt.Errorf("restore %s: %w", d.Key, err)
+	}
+	defer null.Close()
+	var files []*os.File
+	inherited := map[string]bool{}
+	for _, fd := range d.FDs {
+		if inherited[fd.Key] {
+			continue // stdout and stderr on one pipe
+		}
+		inherited[fd.Key] = true
+		var f *os.File
+		switch fd.Kind {
+		case FDNull:
+			f = null
+		case FDListen:
+			f = lis
+		case FDPipe:
+			f = null
+			if fd.Num == 1 && spec.Stdout != nil {
+				f = spec.Stdout
+			} else if fd.Num == 2 && spec.Stderr != nil {
+				f = spec.Stderr
+			}
+		default:
+			return nil, fmt.Errorf("restore %s: fd %d of kind %q: %w", d.Key, fd.Num, fd.Kind, ErrInvalid)
+		}
+		args = append(args, "--inherit-fd", fmt.Sprintf("fd[%d]:%s", 3+len(files), fd.Key))
+		files = append(files, f)
+	}
+	pidfile := filepath.Join(s.dir, "pid")
+	logfile := filepath.Join(s.dir, "restore.log")
+	args = append([]string{"restore", "-D", filepath.Join(dir, imagesDir), "--root", e.root,
+		"--external", "mnt[" + scratchKey + "]:" + s.scratch,
+		"--manage-cgroups=ignore", "--restore-detached", "--restore-sibling",
+		"--pidfile", pidfile, "-o", logfile}, args...)
+	t0 := time.Now()
+	if err := e.run.Run(ctx, criu.Job{Args: args, Files: files, Cgroup: spec.Group.Dirs()}); err != nil {
+		return nil, fmt.Errorf("restore %s: %w%s", d.Key, err, logTail(logfile))
+	}
+	s.RestoreTime = time.Since(t0)
+	b, err := os.ReadFile(pidfile)
+	if err != nil {
+		return nil, fmt.Errorf("restore %s: pidfile: %w", d.Key, err)
+	}
+	if s.pid, err = strconv.Atoi(string(bytes.TrimSpace(b))); err != nil || s.pid <= 1 {
+		return nil, fmt.Errorf("restore %s: bad pidfile %q: %w", d.Key, b, ErrInvalid)
+	}
+	os.Remove(pidfile)
+	os.Remove(logfile)
+	// --restore-sibling made the restored init our child: we reap it.
+	if s.proc, err = os.FindProcess(s.pid); err != nil {
+		unix.Kill(s.pid, unix.SIGKILL)
+		return nil, fmt.Errorf("restore %s: %w", d.Key, err)
+	}
+	go func() {
+		s.state, _ = s.proc.Wait()
+		close(s.done)
+	}()
+	if !spec.NoReseed && catches(s.pid, ReseedSignal) {
+		// Pending before the worker connects: the runtime runs its
+		// handler before it accepts (and answers) the connection.
+		if err := s.proc.Signal(ReseedSignal); err == nil {
+			s.Reseeded = true
+		}
+	}
+	return s, nil
+}
+
+// listenUnix makes a listening socket at path owned by uid:gid.
+func listenUnix(path string, uid, gid int) (*os.File, error) {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("socket: %w", err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: path}); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("bind %s: %w", path, err)
+	}
+	if err := unix.Listen(fd, 16); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("listen %s: %w", path, err)
+	}
+	if err := os.Chown(path, uid, gid); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), path), nil
+}
+
+// ID returns the sandbox's id.
+func (s *Sandbox) ID() string { return s.id }
+
+// Pid returns the host pid of the restored init (the runtime).
+func (s *Sandbox) Pid() int { return s.pid }
+
+// Scratch returns the host path of the sandbox's /tmp.
+func (s *Sandbox) Scratch() string { return s.scratch }
+
+// SocketPath returns the host path of the runtime's socket.
+func (s *Sandbox) SocketPath() string { return s.socket }
+
+// Group returns the sandbox's cgroup.
+func (s *Sandbox) Group() *cgroup.Group { return s.group }
+
+// Done is closed when the restored init has exited.
+func (s *Sandbox) Done() <-chan struct{} { return s.done }
+
+// Destroy kills the sandbox's processes and removes its scratch mount and
+// directory. The cgroup is the caller's. Destroy is idempotent.
+func (s *Sandbox) Destroy(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.destroyed {
+		return nil
+	}
+	s.destroyed = true
+	var errs []error
+	if err := s.group.Kill(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	// Killing pid 1 kills its whole pid namespace.
+	s.proc.Kill()
+	select {
+	case <-s.done:
+	case <-ctx.Done():
+		errs = append(errs, fmt.Errorf("waiting for init: %w", ctx.Err()))
+	case <-time.After(5 * time.Second):
+		errs = append(errs, errors.New("init did not exit"))
+	}
+	if err := s.cleanupFS(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("destroy %s: %w", s.id, err)
+	}
+	return nil
+}
+
+func (s *Sandbox) cleanupFS() error {
+	if err := unix.Unmount(s.scratch, unix.MNT_DETACH); err != nil && err != unix.EINVAL && err != unix.ENOENT {
+		return fmt.Errorf("unmount scratch: %w", err)
+	}
+	return os.RemoveAll(s.dir)
+}

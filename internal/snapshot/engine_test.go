@@ -1,0 +1,175 @@
+package snapshot
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hearth-run/hearth/internal/runtime"
+)
+
+// dumpSource invokes src once (so state exists), then dumps and seals it
+// into a new dir.
+func dumpSource(t *testing.T, e *testEnv, src *source, key string) (string, *Descriptor) {
+	t.Helper()
+	r, _ := invoke(t, src.sb.SocketPath(sockName))
+	if r.N != 1 || r.InitS < 1 || r.NFile != 1 {
+		t.Fatalf("source first invoke: %+v", r)
+	}
+	dir := filepath.Join(e.work, "snap-"+key)
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	d, err := e.engine.Dump(ctx, DumpSpec{
+		Pid: src.sb.InitPid(), Scratch: src.sb.Scratch(), Socket: sockName, LeaveRunning: true,
+		Key: key, Function: "slow", Revision: "r1", BaseImage: "test-base", Packages: []string{"numpy"},
+	}, dir)
+	if err != nil {
+		t.Fatalf("dump: %v", err)
+	}
+	if err := Seal(dir, d); err != nil {
+		t.Fatal(err)
+	}
+	return dir, d
+}
+
+func restoreOne(t *testing.T, e *testEnv, dir string, d *Descriptor, code string) *Sandbox {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	id := fmt.Sprintf("rst-%d", seq.Add(1))
+	g := newGroup(t, e, id)
+	s, err := e.engine.Restore(ctx, dir, d, RestoreSpec{
+		ID: id, Group: g,
+		Binds: map[string]string{runtime.CodeDir: code, runtime.MountPoint: e.rt},
+	})
+	if err != nil {
+		t.Fatalf("restore: %v", err)
+	}
+	t.Cleanup(func() { s.Destroy(context.Background()) })
+	return s
+}
+
+func TestDumpRestore(t *testing.T) {
+	e := needEnv(t)
+	src := startSource(t, e, codeDir(t, e))
+	dir, d := dumpSource(t, e, src, "slow-r1")
+	t.Logf("dump %v, %d files, %d bytes", d.DumpTime, len(d.Files), d.Bytes)
+	if len(d.Mounts) != 2 || d.Socket != sockName {
+		t.Fatalf("descriptor mounts %+v socket %q", d.Mounts, d.Socket)
+	}
+	if err := Verify(dir, d); err != nil {
+		t.Fatal(err)
+	}
+
+	// The source keeps running (LeaveRunning) and keeps its state.
+	if r, _ := invoke(t, src.sb.SocketPath(sockName)); r.N != 2 {
+		t.Fatalf("source after dump: n=%d, want 2", r.N)
+	}
+
+	// Two concurrent restores of the same snapshot.
+	const copies = 2
+	boxes := make([]*Sandbox, copies)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var errs []string
+	for i := range boxes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			id := fmt.Sprintf("rst-%d", seq.Add(1))
+			g := newGroup(t, e, id)
+			s, err := e.engine.Restore(ctx, dir, d, RestoreSpec{
+				ID: id, Group: g,
+				Binds: map[string]string{runtime.CodeDir: src.code, runtime.MountPoint: e.rt},
+			})
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, err.Error())
+				return
+			}
+			t.Cleanup(func() { s.Destroy(context.Background()) })
+			boxes[i] = s
+		}()
+	}
+	wg.Wait()
+	if len(errs) > 0 {
+		t.Fatalf("restores: %v", errs)
+	}
+	var results []result
+	for _, s := range boxes {
+		t.Logf("restore %s: criu %v, pid %d, reseeded %v", s.ID(), s.RestoreTime, s.Pid(), s.Reseeded)
+		if !s.Reseeded {
+			t.Errorf("%s: reseed signal not sent", s.ID())
+		}
+		r, ready := invoke(t, s.SocketPath())
+		t.Logf("  first invoke: ready in %v: %+v", ready, r)
+		// State from before the dump: one call made, the file written once.
+		if r.N != 2 || r.NFile != 2 || r.Sum != 499999500000 || r.InitS < 1 {
+			t.Errorf("%s: state not intact: %+v", s.ID(), r)
+		}
+		if len(r.Hooks) != 1 || r.Hooks[0] != 1 {
+			t.Errorf("%s: after-restore hooks ran %v, want [1]", s.ID(), r.Hooks)
+		}
+		results = append(results, r)
+		// Each copy is its own pid namespace: its init is pid 1 there.
+		if ns := nsPid(t, s.Pid()); ns != "1" {
+			t.Errorf("%s: pid in its namespace %s, want 1", s.ID(), ns)
+		}
+		// And in its own cgroup.
+		pids, err := s.Group().Pids()
+		if err != nil || len(pids) != 1 || pids[0] != s.Pid() {
+			t.Errorf("%s: cgroup pids %v (%v), want [%d]", s.ID(), pids, err, s.Pid())
+		}
+	}
+	if results[0].R == results[1].R || results[0].NP == results[1].NP {
+		t.Errorf("restored copies share PRNG state: %+v vs %+v", results[0], results[1])
+	}
+	if boxes[0].Scratch() == boxes[1].Scratch() {
+		t.Error("copies share a scratch dir")
+	}
+	// Scratch contents were restored per copy: writes do not leak.
+	for _, s := range boxes {
+		b, err := os.ReadFile(filepath.Join(s.Scratch(), "state.txt"))
+		if err != nil || string(b) != "xx" {
+			t.Errorf("%s: scratch state.txt %q (%v), want xx", s.ID(), b, err)
+		}
+	}
+	// Destroy cleans up: the process is gone and so is the dir.
+	s := boxes[0]
+	if err := s.Destroy(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-s.Done():
+	default:
+		t.Error("Done not closed after Destroy")
+	}
+	if _, err := os.Stat(s.Scratch()); !os.IsNotExist(err) {
+		t.Errorf("scratch left behind: %v", err)
+	}
+}
+
+func nsPid(t *testing.T, pid int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range splitLines(string(b)) {
+		if len(line) > 6 && line[:6] == "NSpid:" {
+			f := fieldsOf(line[6:])
+			return f[len(f)-1]
+		}
+	}
+	return ""
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/hearth-run/hearth/internal/worker"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -84,7 +85,7 @@ func openPackages(ctx context.Context, cfg Config, base, initPath string, log *s
 	}
 	parent := cfg.CgroupParent
 	if parent == "" {
-		parent = "hearth"
+		parent = worker.DefaultCgroupParent(cfg.DataDir)
 	}
 	cg, err := cgroup.NewManager(parent + "-pkgs")
 	if err != nil {

@@ -146,7 +146,7 @@ On shutdown it destroys every sandbox and cgroup it made.`,
 	f.StringVar(&flags.Init, "init", "", "hearth-init binary (default: next to hearth, then $PATH)")
 	f.StringVar(&flags.Token, "token", "", "bearer token for management endpoints (or $HEARTH_TOKEN)")
 	f.Int64Var(&flags.WarmBudgetMB, "warm-budget-mb", 2048, "memory budget of paused sandboxes, MB")
-	f.StringVar(&flags.CgroupParent, "cgroup-parent", "hearth", "parent cgroup of sandboxes")
+	f.StringVar(&flags.CgroupParent, "cgroup-parent", "", "parent cgroup of sandboxes (default: hearth, or hearth-<hash> for a non-default data dir)")
 	f.StringVar(&flags.LogLevel, "log-level", "info", "debug, info, warn or error")
 	f.BoolVar(&flags.NoWarm, "no-warm-cache", false, "destroy sandboxes after each call (every call starts cold)")
 	f.BoolVar(&flags.NoZygotes, "no-zygotes", false, "never fork from zygotes (every new sandbox starts a fresh interpreter)")

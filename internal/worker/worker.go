@@ -8,6 +8,8 @@ package worker
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -50,7 +52,8 @@ type Config struct {
 	MaxQueue int
 	// LogLines is how many output lines are kept per function (default 1000).
 	LogLines int
-	// CgroupParent is the cgroup under which sandboxes live (default "hearth").
+	// CgroupParent is the cgroup under which sandboxes live (default
+	// DefaultCgroupParent(DataDir)).
 	CgroupParent string
 	// UID and GID run handlers (default 65534).
 	UID, GID int
@@ -100,11 +103,26 @@ func (c *Config) setDefaults() {
 		c.LogLines = 1000
 	}
 	if c.CgroupParent == "" {
-		c.CgroupParent = "hearth"
+		c.CgroupParent = DefaultCgroupParent(c.DataDir)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+}
+
+// DefaultCgroupParent is "hearth" for the default data dir and
+// "hearth-<hash>" for any other, so that two workers with their own data
+// dirs never sweep each other's cgroups.
+func DefaultCgroupParent(dataDir string) string {
+	abs, err := filepath.Abs(dataDir)
+	if err != nil {
+		abs = dataDir
+	}
+	if abs == "/var/lib/hearth" {
+		return "hearth"
+	}
+	sum := sha256.Sum256([]byte(abs))
+	return "hearth-" + hex.EncodeToString(sum[:4])
 }
 
 // socketName is the runtime's listening socket in the sandbox's /tmp.

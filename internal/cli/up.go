@@ -57,6 +57,7 @@ type Config struct {
 		Promote     int    `yaml:"promote"`
 		IdleTimeout string `yaml:"idle_timeout"`
 		Max         int    `yaml:"max"`
+		Min         int    `yaml:"min"`
 		MaxReplicas int    `yaml:"max_replicas"`
 	} `yaml:"zygote"`
 }
@@ -252,6 +253,7 @@ func runUp(ctx context.Context, cfg Config) error {
 	wcfg.Zygote.Window = cfg.Zygote.Window
 	wcfg.Zygote.Promote = cfg.Zygote.Promote
 	wcfg.Zygote.MaxZygotes = cfg.Zygote.Max
+	wcfg.Zygote.MinZygotes = cfg.Zygote.Min
 	wcfg.Zygote.MaxReplicas = cfg.Zygote.MaxReplicas
 	if cfg.Zygote.IdleTimeout != "" {
 		if wcfg.Zygote.IdleTimeout, err = time.ParseDuration(cfg.Zygote.IdleTimeout); err != nil {

@@ -39,6 +39,9 @@ type Config struct {
 	IdleTimeout time.Duration
 	// MaxZygotes bounds the number of zygote processes (default 32).
 	MaxZygotes int
+	// MinZygotes keeps at least this many zygote processes: idle nodes
+	// are not evicted below it (the memory budget still applies).
+	MinZygotes int
 	// MaxReplicas bounds replicas of one node (default 4).
 	MaxReplicas int
 	// Log receives the zygotes' own output.
@@ -386,6 +389,9 @@ func (m *Manager) evict(now time.Time) {
 		sort.Slice(leaves, func(i, j int) bool { return leaves[i].lastUse.Before(leaves[j].lastUse) })
 		var v *Node
 		for _, n := range leaves {
+			if m.procs <= m.cfg.MinZygotes {
+				break
+			}
 			if !n.static && now.Sub(n.lastUse) > m.cfg.IdleTimeout {
 				v = n
 				break

@@ -193,3 +193,20 @@ func TestMakePlanGroupsCoOccurringPackages(t *testing.T) {
 		t.Errorf("plan %v, want %v", got, want)
 	}
 }
+
+func TestEvictKeepsMinimumZygotes(t *testing.T) {
+	m := &Manager{cfg: Config{IdleTimeout: time.Minute, MemoryBudget: 1 << 40, MinZygotes: 3}, nodes: map[string]*Node{}}
+	root, all := tree("a==1", "b==1")
+	m.root = root
+	for k, n := range all {
+		m.nodes[k] = n
+	}
+	m.procs = 3 // root, a, b: each pretends to have a zygote
+	for _, n := range all {
+		n.lastUse = time.Now().Add(-time.Hour)
+	}
+	m.evict(time.Now())
+	if len(m.nodes) != 3 {
+		t.Errorf("evicted below the minimum: %v", keys(m.nodes))
+	}
+}

@@ -389,7 +389,7 @@ func (m *Manager) evict(now time.Time) {
 		sort.Slice(leaves, func(i, j int) bool { return leaves[i].lastUse.Before(leaves[j].lastUse) })
 		var v *Node
 		for _, n := range leaves {
-			if m.procs <= m.cfg.MinZygotes {
+			if m.cfg.MinZygotes > 0 && m.procs <= m.cfg.MinZygotes {
 				break
 			}
 			if !n.static && now.Sub(n.lastUse) > m.cfg.IdleTimeout {

@@ -193,11 +193,15 @@ func Seal(dir string, d *Descriptor) error {
 	if err := d.Validate(); err != nil {
 		return fmt.Errorf("sealing %s: %w", dir, err)
 	}
-	b, err := json.MarshalIndent(d, "", "  ")
+	b, err := marshalDescriptor(d)
 	if err != nil {
 		return fmt.Errorf("sealing %s: %w", dir, err)
 	}
 	return writeFileAtomic(filepath.Join(dir, DescriptorName), b)
+}
+
+func marshalDescriptor(d *Descriptor) ([]byte, error) {
+	return json.MarshalIndent(d, "", "  ")
 }
 
 // ReadDescriptor reads and validates the descriptor in dir.

@@ -1,0 +1,629 @@
+package netns
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/bits"
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// DefaultSubnet is the private IPv4 subnet sandboxes get addresses from.
+var DefaultSubnet = netip.MustParsePrefix("10.200.0.0/16")
+
+// MaxPrefix is the longest name prefix: bridge and veth names add up to
+// six characters and Linux allows fifteen.
+const MaxPrefix = 8
+
+// maxPorts is the most ports one Linux bridge takes (BR_MAX_PORTS) less
+// one: port numbers are 10 bits and 0 is not used.
+const maxPorts = 1023
+
+// maxVeth bounds veth numbers so that names fit in fifteen characters.
+const maxVeth = 999999
+
+// rulePriority orders the pool's forwarding rules among the host's
+// policy rules: after local (0), before main (32766).
+const rulePriority = 10900
+
+// Config configures a Pool.
+type Config struct {
+	// Prefix starts the name of every bridge and veth the pool makes: 1 to
+	// MaxPrefix lower-case letters and digits, unique per worker. Sweep
+	// removes exactly the objects with this prefix.
+	Prefix string
+	// Subnet is the IPv4 subnet addresses come from (default
+	// DefaultSubnet). Each bridge takes one block of it: a /22 for the
+	// default 1000 ports per bridge.
+	Subnet netip.Prefix
+	// Reserve is how many ready namespaces the background refiller keeps
+	// (default 8; -1 keeps none, for an unpooled baseline).
+	Reserve int
+	// MaxIdle caps ready namespaces: Put keeps a scrubbed namespace while
+	// fewer are ready and destroys it otherwise (default 2*Reserve).
+	MaxIdle int
+	// PortsPerBridge is how many namespaces share a bridge (default 1000,
+	// at most 1023).
+	PortsPerBridge int
+	// NAT would masquerade sandbox traffic to the outside. It is not
+	// implemented (no nftables client yet); true is refused with
+	// ErrUnsupported.
+	NAT bool
+}
+
+func (c *Config) setDefaults() error {
+	if c.Prefix == "" || len(c.Prefix) > MaxPrefix {
+		return fmt.Errorf("%w: prefix %q must have 1 to %d characters", ErrBadConfig, c.Prefix, MaxPrefix)
+	}
+	for _, r := range c.Prefix {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9') {
+			return fmt.Errorf("%w: prefix %q: only a-z and 0-9", ErrBadConfig, c.Prefix)
+		}
+	}
+	if !c.Subnet.IsValid() {
+		c.Subnet = DefaultSubnet
+	}
+	if !c.Subnet.Addr().Is4() || c.Subnet.Bits() > 29 || c.Subnet.Masked() != c.Subnet {
+		return fmt.Errorf("%w: subnet %s must be a masked IPv4 prefix of /29 or shorter", ErrBadConfig, c.Subnet)
+	}
+	if c.PortsPerBridge == 0 {
+		c.PortsPerBridge = 1000
+	}
+	if c.PortsPerBridge < 1 || c.PortsPerBridge > maxPorts {
+		return fmt.Errorf("%w: %d ports per bridge (1..%d)", ErrBadConfig, c.PortsPerBridge, maxPorts)
+	}
+	switch {
+	case c.Reserve == 0:
+		c.Reserve = 8
+	case c.Reserve == -1:
+		c.Reserve = 0
+	case c.Reserve < -1:
+		return fmt.Errorf("%w: reserve %d", ErrBadConfig, c.Reserve)
+	}
+	if c.MaxIdle < c.Reserve {
+		if c.MaxIdle == 0 {
+			c.MaxIdle = 2 * c.Reserve
+		} else {
+			c.MaxIdle = c.Reserve
+		}
+	}
+	if c.NAT {
+		return fmt.Errorf("NAT: %w (no nftables client in this build)", ErrUnsupported)
+	}
+	return nil
+}
+
+// Stats counts a pool's work since it was made.
+type Stats struct {
+	Ready     int   `json:"ready"`     // scrubbed namespaces waiting
+	Live      int   `json:"live"`      // namespaces ready or out
+	Bridges   int   `json:"bridges"`   // bridges made
+	Hits      int64 `json:"hits"`      // Gets served from the reserve
+	Misses    int64 `json:"misses"`    // Gets that created a namespace on demand
+	Created   int64 `json:"created"`   // namespaces made (background and on demand)
+	Reused    int64 `json:"reused"`    // Puts that returned a namespace to the reserve
+	Destroyed int64 `json:"destroyed"` // namespaces destroyed
+	// Discarded counts Puts that found something of the old sandbox
+	// still there (a process, a socket, a foreign link): the namespace
+	// was destroyed, never handed out again.
+	Discarded int64 `json:"discarded"`
+}
+
+// Pool makes and keeps network namespaces. See the package doc.
+type Pool struct {
+	cfg       Config
+	nl        *netlink.Handle // in the host namespace
+	host      netns.NsHandle  // the host namespace, to return threads to
+	blockBits int             // host bits of one bridge's block
+	blocks    int             // blocks in the subnet
+	offline   *os.File
+
+	kick chan struct{}
+	stop chan struct{}
+	done chan struct{}
+
+	mu      sync.Mutex
+	bridges []*bridge       // guarded by mu; by block
+	vseq    int             // guarded by mu; number of the last veth made
+	live    map[string]bool // guarded by mu; veths of namespaces not destroyed
+	ready   []*NS           // guarded by mu
+	st      Stats           // guarded by mu
+	closed  bool            // guarded by mu
+	brMu    sync.Mutex
+}
+
+type bridge struct {
+	idx   int
+	name  string
+	index int // ifindex
+	gw    netip.Addr
+	base  netip.Addr // first address of the block
+	free  []int      // free host numbers below next; guarded by Pool.mu
+	next  int        // next never-used host number; guarded by Pool.mu
+	ports int        // taken ports; guarded by Pool.mu
+}
+
+// New sweeps what a crashed pool with the same prefix left, makes the
+// shared offline namespace and starts filling the reserve in the
+// background. The caller must Close the pool.
+func New(ctx context.Context, cfg Config) (_ *Pool, err error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	if _, err := Sweep(cfg.Prefix); err != nil {
+		return nil, err
+	}
+	p := &Pool{cfg: cfg, live: map[string]bool{}, kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	hostBits := 32 - cfg.Subnet.Bits()
+	p.blockBits = min(bits.Len(uint(cfg.PortsPerBridge+2)), hostBits)
+	if 1<<p.blockBits < cfg.PortsPerBridge+3 {
+		// The subnet is smaller than one block: fewer ports.
+		p.cfg.PortsPerBridge = 1<<p.blockBits - 3
+	}
+	p.blocks = 1 << (hostBits - p.blockBits)
+	p.nl, err = netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		return nil, fmt.Errorf("netns: netlink: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			p.nl.Close()
+			p.host.Close()
+		}
+	}()
+	p.host, err = netns.GetFromPath("/proc/self/ns/net")
+	if err != nil {
+		return nil, fmt.Errorf("netns: host namespace: %w", err)
+	}
+	fd, h, err := p.unshare(false)
+	if err != nil {
+		return nil, fmt.Errorf("netns: offline namespace: %w", err)
+	}
+	h.Close()
+	p.offline = os.NewFile(uintptr(fd), "netns-offline")
+	go p.refill()
+	p.wake()
+	return p, nil
+}
+
+// Offline returns the shared, empty namespace (only loopback, and that
+// down) for sandboxes that need no network. The pool owns the file; it
+// stays open until Close.
+func (p *Pool) Offline() *os.File { return p.offline }
+
+// Prefix returns the name prefix of the pool's bridges and veths.
+func (p *Pool) Prefix() string { return p.cfg.Prefix }
+
+// Get returns a ready namespace, or makes one on the spot when none is
+// ready (counted as a miss). The caller owns it and must Put or Destroy
+// it.
+func (p *Pool) Get(ctx context.Context) (*NS, error) {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil, ErrClosed
+	}
+	if n := len(p.ready); n > 0 {
+		ns := p.ready[n-1]
+		p.ready = p.ready[:n-1]
+		p.st.Hits++
+		p.mu.Unlock()
+		p.wake()
+		return ns, nil
+	}
+	p.st.Misses++
+	p.mu.Unlock()
+	p.wake()
+	return p.Create(ctx)
+}
+
+// Create makes a namespace now, bypassing the reserve: the unpooled path.
+// The caller owns it and must Put or Destroy it.
+func (p *Pool) Create(ctx context.Context) (_ *NS, err error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	br, host, err := p.alloc()
+	if err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	p.vseq = p.vseq%maxVeth + 1
+	ns := &NS{p: p, br: br, host: host, veth: p.cfg.Prefix + "v" + strconv.Itoa(p.vseq)}
+	p.mu.Unlock()
+	ns.addr = netip.PrefixFrom(addN(br.base, host), 32-p.blockBits)
+	defer func() {
+		if err != nil {
+			ns.teardown()
+		}
+	}()
+	fd, h, err := p.unshare(true)
+	if err != nil {
+		return nil, fmt.Errorf("netns: new namespace: %w", err)
+	}
+	ns.file, ns.h = os.NewFile(uintptr(fd), "netns-"+ns.veth), h
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, fmt.Errorf("netns: %w", err)
+	}
+	ns.ino = st.Ino
+	veth := &netlink.Veth{
+		LinkAttrs:     netlink.LinkAttrs{Name: ns.veth, Flags: net.FlagUp, MasterIndex: br.index},
+		PeerName:      "eth0",
+		PeerNamespace: netlink.NsFd(fd),
+	}
+	if err := p.nl.LinkAdd(veth); err != nil {
+		return nil, fmt.Errorf("netns: veth %s: %w", ns.veth, err)
+	}
+	ns.hostLink = veth
+	if err := p.nl.LinkSetIsolated(veth, true); err != nil {
+		return nil, fmt.Errorf("netns: isolating %s: %w", ns.veth, err)
+	}
+	eth0, err := h.LinkByName("eth0")
+	if err != nil {
+		return nil, fmt.Errorf("netns: %w", err)
+	}
+	ns.eth0 = eth0
+	if err := h.AddrAdd(eth0, &netlink.Addr{IPNet: ipNet(ns.addr)}); err != nil {
+		return nil, fmt.Errorf("netns: address %s: %w", ns.addr, err)
+	}
+	if err := h.LinkSetUp(eth0); err != nil {
+		return nil, fmt.Errorf("netns: eth0 up: %w", err)
+	}
+	if err := h.RouteAdd(&netlink.Route{LinkIndex: eth0.Attrs().Index, Gw: br.gw.AsSlice()}); err != nil {
+		return nil, fmt.Errorf("netns: default route: %w", err)
+	}
+	p.mu.Lock()
+	p.st.Created++
+	p.live[ns.veth] = true
+	p.mu.Unlock()
+	return ns, nil
+}
+
+// unshare makes a network namespace and a netlink handle inside it, on a
+// locked thread that returns to the host namespace afterwards. With up,
+// loopback is brought up. A thread that cannot return stays locked and
+// dies with its goroutine.
+func (p *Pool) unshare(up bool) (fd int, h *netlink.Handle, err error) {
+	type result struct {
+		fd  int
+		h   *netlink.Handle
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		ns, err := netns.New()
+		if err != nil {
+			// unshare failed: the thread is still in the host namespace.
+			runtime.UnlockOSThread()
+			ch <- result{err: err}
+			return
+		}
+		// Netlink sockets belong to the namespace they are made in: route
+		// for configuration, sock_diag to look for sockets on release.
+		h, err := netlink.NewHandle(unix.NETLINK_ROUTE, unix.NETLINK_INET_DIAG)
+		if err == nil && up {
+			// IPv4 only on eth0 (made later; it takes the defaults): no
+			// link-local address, router solicitations or v6 routes to
+			// scrub. Loopback keeps ::1.
+			if werr := os.WriteFile("/proc/sys/net/ipv6/conf/default/disable_ipv6", []byte("1"), 0); werr != nil && !errors.Is(werr, os.ErrNotExist) {
+				err = werr
+			}
+		}
+		if err == nil && up {
+			// Loopback is always link 1 of a new namespace.
+			err = h.LinkSetUp(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: 1, Name: "lo"}})
+		}
+		if serr := netns.Set(p.host); serr != nil {
+			// Leave the thread locked: the runtime discards it.
+			if h != nil {
+				h.Close()
+			}
+			ns.Close()
+			ch <- result{err: fmt.Errorf("returning to the host namespace: %w", serr)}
+			return
+		}
+		runtime.UnlockOSThread()
+		if err != nil {
+			if h != nil {
+				h.Close()
+			}
+			ns.Close()
+		}
+		ch <- result{int(ns), h, err}
+	}()
+	r := <-ch
+	return r.fd, r.h, r.err
+}
+
+// alloc takes a free address, adding a bridge when all are full.
+func (p *Pool) alloc() (*bridge, int, error) {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil, 0, ErrClosed
+	}
+	if br, host, ok := p.allocLocked(); ok {
+		p.mu.Unlock()
+		return br, host, nil
+	}
+	p.mu.Unlock()
+	// Make bridges one at a time, outside mu: it takes milliseconds.
+	p.brMu.Lock()
+	defer p.brMu.Unlock()
+	p.mu.Lock()
+	if br, host, ok := p.allocLocked(); ok {
+		p.mu.Unlock()
+		return br, host, nil
+	}
+	idx := len(p.bridges)
+	p.mu.Unlock()
+	if idx >= p.blocks {
+		return nil, 0, fmt.Errorf("%w: %d bridges of %d ports in %s", ErrExhausted, idx, p.cfg.PortsPerBridge, p.cfg.Subnet)
+	}
+	br, err := p.newBridge(idx)
+	if err != nil {
+		return nil, 0, err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.bridges = append(p.bridges, br)
+	p.st.Bridges++
+	br2, host, _ := p.allocLocked()
+	return br2, host, nil
+}
+
+func (p *Pool) allocLocked() (*bridge, int, bool) {
+	for _, br := range p.bridges {
+		if br.ports >= p.cfg.PortsPerBridge {
+			continue
+		}
+		br.ports++
+		if n := len(br.free); n > 0 {
+			h := br.free[n-1]
+			br.free = br.free[:n-1]
+			return br, h, true
+		}
+		br.next++
+		return br, br.next, true
+	}
+	return nil, 0, false
+}
+
+func (p *Pool) release(br *bridge, host int) {
+	p.mu.Lock()
+	br.free = append(br.free, host)
+	br.ports--
+	p.mu.Unlock()
+}
+
+// newBridge makes bridge idx with the first address of its block (the
+// gateway) and a rule that refuses to forward from it into the subnet.
+func (p *Pool) newBridge(idx int) (*bridge, error) {
+	base := addN(p.cfg.Subnet.Addr(), idx<<p.blockBits)
+	br := &bridge{idx: idx, name: p.cfg.Prefix + "b" + strconv.Itoa(idx), base: base, gw: addN(base, 1), next: 1}
+	link := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: br.name, Flags: net.FlagUp}}
+	if err := p.nl.LinkAdd(link); err != nil {
+		return nil, fmt.Errorf("netns: bridge %s: %w", br.name, err)
+	}
+	br.index = link.Index
+	fail := func(err error) (*bridge, error) {
+		p.nl.LinkDel(link)
+		return nil, fmt.Errorf("netns: bridge %s: %w", br.name, err)
+	}
+	if err := p.nl.AddrAdd(link, &netlink.Addr{IPNet: ipNet(netip.PrefixFrom(br.gw, 32-p.blockBits))}); err != nil {
+		return fail(err)
+	}
+	if err := p.nl.LinkSetUp(link); err != nil {
+		return fail(err)
+	}
+	if err := p.nl.RuleAdd(p.rule(br.name)); err != nil {
+		return fail(fmt.Errorf("forwarding rule: %w", err))
+	}
+	return br, nil
+}
+
+// rule refuses to route packets that come in on bridge into the subnet,
+// in case the host forwards: sandboxes on different bridges must not
+// reach each other through it. Local delivery (the gateway) is decided by
+// the local table first.
+func (p *Pool) rule(bridge string) *netlink.Rule {
+	r := netlink.NewRule()
+	r.Family = unix.AF_INET
+	r.Priority = rulePriority
+	r.IifName = bridge
+	r.Dst = ipNet(p.cfg.Subnet)
+	r.Type = unix.RTN_PROHIBIT
+	return r
+}
+
+// Put scrubs ns and keeps it for reuse, or destroys it when MaxIdle are
+// ready or something of the old sandbox is still there (see the package
+// doc; the latter is counted as Discarded and reported with ErrInUse).
+// Put may wait for the kernel to finish tearing down the old sandbox's
+// processes, up to ctx's deadline; call it off the critical path.
+func (p *Pool) Put(ctx context.Context, ns *NS) error {
+	if ns == nil || ns.p != p {
+		return fmt.Errorf("%w: namespace from another pool", ErrBadConfig)
+	}
+	if err := ns.scrub(ctx); err != nil {
+		p.mu.Lock()
+		p.st.Discarded++
+		p.mu.Unlock()
+		ns.Destroy()
+		return fmt.Errorf("netns %s: discarded: %w", ns.veth, err)
+	}
+	p.mu.Lock()
+	if !p.closed && len(p.ready) < p.cfg.MaxIdle {
+		p.ready = append(p.ready, ns)
+		p.st.Reused++
+		p.mu.Unlock()
+		return nil
+	}
+	p.mu.Unlock()
+	ns.Destroy()
+	return nil
+}
+
+// Fill blocks until the reserve is full or ctx ends.
+func (p *Pool) Fill(ctx context.Context) error {
+	for {
+		p.mu.Lock()
+		n, closed := len(p.ready), p.closed
+		p.mu.Unlock()
+		if closed {
+			return ErrClosed
+		}
+		if n >= p.cfg.Reserve {
+			return nil
+		}
+		p.wake()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Millisecond):
+		}
+	}
+}
+
+// Stats returns the pool's counters.
+func (p *Pool) Stats() Stats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s := p.st
+	s.Ready = len(p.ready)
+	s.Live = int(s.Created - s.Destroyed)
+	return s
+}
+
+// Close stops the refiller and destroys the ready namespaces, the offline
+// namespace and the bridges. Namespaces still out should be Destroyed
+// first: their veths go with the bridges, but their descriptors stay
+// open until their owners close them.
+func (p *Pool) Close(ctx context.Context) error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil
+	}
+	p.closed = true
+	close(p.stop)
+	ready := p.ready
+	p.ready = nil
+	p.mu.Unlock()
+	<-p.done
+	for _, ns := range ready {
+		ns.Destroy()
+	}
+	p.offline.Close()
+	var errs []error
+	if err := p.waitVeths(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	p.mu.Lock()
+	brs := p.bridges
+	p.bridges = nil
+	p.mu.Unlock()
+	for _, br := range brs {
+		if err := p.nl.RuleDel(p.rule(br.name)); err != nil && !errors.Is(err, unix.ENOENT) {
+			errs = append(errs, fmt.Errorf("netns: rule of %s: %w", br.name, err))
+		}
+		if err := p.nl.LinkDel(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Index: br.index, Name: br.name}}); err != nil {
+			errs = append(errs, fmt.Errorf("netns: bridge %s: %w", br.name, err))
+		}
+	}
+	p.nl.Close()
+	p.host.Close()
+	return errors.Join(errs...)
+}
+
+func (p *Pool) wake() {
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
+}
+
+// refill makes namespaces until the reserve is full, whenever woken.
+func (p *Pool) refill() {
+	defer close(p.done)
+	for {
+		select {
+		case <-p.stop:
+			return
+		case <-p.kick:
+		}
+		for {
+			p.mu.Lock()
+			full := p.closed || len(p.ready) >= p.cfg.Reserve
+			p.mu.Unlock()
+			if full {
+				break
+			}
+			ns, err := p.Create(context.Background())
+			if err != nil {
+				break // Get falls back to Create meanwhile and reports the error
+			}
+			p.mu.Lock()
+			if p.closed {
+				p.mu.Unlock()
+				ns.Destroy()
+				return
+			}
+			p.ready = append(p.ready, ns)
+			p.mu.Unlock()
+		}
+	}
+}
+
+func addN(a netip.Addr, n int) netip.Addr {
+	b := a.As4()
+	v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+	v += uint32(n)
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+}
+
+func ipNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+// waitVeths waits until the kernel has removed the veths of destroyed
+// namespaces, so that Close leaves nothing behind. Veths of namespaces
+// still out stay; their owners must Destroy them first.
+func (p *Pool) waitVeths(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for {
+		links, err := p.nl.LinkList()
+		if err != nil {
+			return fmt.Errorf("netns: listing links: %w", err)
+		}
+		var left []string
+		p.mu.Lock()
+		for _, l := range links {
+			if n := l.Attrs().Name; ours(p.cfg.Prefix, "v", n) && !p.live[n] {
+				left = append(left, n)
+			}
+		}
+		p.mu.Unlock()
+		if len(left) == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("netns: veths %v not gone: %w", left, ctx.Err())
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}

@@ -1,0 +1,647 @@
+package netns
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+var seq atomic.Int32
+
+func requireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for network namespaces")
+	}
+}
+
+// testConfig gives each pool a prefix and a /20 subnet of its own, so
+// tests and test binaries can run side by side.
+func testConfig() Config {
+	n := int(seq.Add(1))
+	pid := os.Getpid()
+	return Config{
+		Prefix: fmt.Sprintf("t%s%d", strconv.FormatInt(int64(pid%46656), 36), n%100),
+		Subnet: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(100 + pid%100), byte(n % 16 * 16), 0}), 20),
+	}
+}
+
+func newPool(t testing.TB, cfg Config) *Pool {
+	t.Helper()
+	p, err := New(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := p.Close(context.Background()); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+		if left := linksWithPrefix(t, cfg.Prefix); len(left) > 0 {
+			t.Errorf("links left after Close: %v", left)
+		}
+	})
+	return p
+}
+
+func ctxT(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func get(t testing.TB, p *Pool) *NS {
+	t.Helper()
+	ns, err := p.Get(ctxT(t))
+	if err != nil {
+		t.Fatalf("Get: %v", err)
+	}
+	t.Cleanup(ns.Destroy)
+	return ns
+}
+
+// inNS runs f on a thread in ns's network namespace.
+func inNS(t testing.TB, f *os.File, fn func()) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		host, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			done <- err
+			return
+		}
+		defer host.Close()
+		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+			done <- err
+			return
+		}
+		fn()
+		if err := unix.Setns(int(host.Fd()), unix.CLONE_NEWNET); err != nil {
+			done <- err // the thread stays locked and dies
+			return
+		}
+		runtime.UnlockOSThread()
+		done <- nil
+	}()
+	if err := <-done; err != nil {
+		t.Fatalf("in namespace: %v", err)
+	}
+}
+
+// linksWithPrefix lists the host's links whose names start with prefix.
+func linksWithPrefix(t testing.TB, prefix string) []string {
+	t.Helper()
+	links, err := netlink.LinkList()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, l := range links {
+		if strings.HasPrefix(l.Attrs().Name, prefix) {
+			out = append(out, l.Attrs().Name)
+		}
+	}
+	return out
+}
+
+// netnsFDs counts this process's descriptors that hold a network
+// namespace.
+func netnsFDs(t testing.TB) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range ents {
+		if l, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && strings.HasPrefix(l, "net:[") {
+			n++
+		}
+	}
+	return n
+}
+
+func rulesFor(t testing.TB, prefix string) int {
+	t.Helper()
+	rules, err := netlink.RuleList(unix.AF_INET)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, r := range rules {
+		if r.Priority == rulePriority && ours(prefix, "b", r.IifName) {
+			n++
+		}
+	}
+	return n
+}
+
+func TestConfigBadInput(t *testing.T) {
+	requireRoot(t)
+	good := testConfig()
+	tests := []struct {
+		name string
+		edit func(*Config)
+		want error
+	}{
+		{"empty prefix", func(c *Config) { c.Prefix = "" }, ErrBadConfig},
+		{"long prefix", func(c *Config) { c.Prefix = "abcdefghi" }, ErrBadConfig},
+		{"upper-case prefix", func(c *Config) { c.Prefix = "Hx" }, ErrBadConfig},
+		{"dash in prefix", func(c *Config) { c.Prefix = "h-x" }, ErrBadConfig},
+		{"ipv6 subnet", func(c *Config) { c.Subnet = netip.MustParsePrefix("fd00::/64") }, ErrBadConfig},
+		{"tiny subnet", func(c *Config) { c.Subnet = netip.MustParsePrefix("10.9.9.0/30") }, ErrBadConfig},
+		{"unmasked subnet", func(c *Config) { c.Subnet = netip.MustParsePrefix("10.9.9.1/24") }, ErrBadConfig},
+		{"too many ports", func(c *Config) { c.PortsPerBridge = 1024 }, ErrBadConfig},
+		{"negative reserve", func(c *Config) { c.Reserve = -2 }, ErrBadConfig},
+		{"nat", func(c *Config) { c.NAT = true }, ErrUnsupported},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := good
+			tt.edit(&c)
+			p, err := New(context.Background(), c)
+			if !errors.Is(err, tt.want) {
+				if p != nil {
+					p.Close(context.Background())
+				}
+				t.Fatalf("New(%+v) = %v, want %v", c, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestNamespaceSetup(t *testing.T) {
+	requireRoot(t)
+	cfg := testConfig()
+	p := newPool(t, cfg)
+	ns := get(t, p)
+	if !cfg.Subnet.Contains(ns.Addr().Addr()) || ns.Addr().Bits() != 22 {
+		t.Errorf("Addr() = %s, want a /22 in %s", ns.Addr(), cfg.Subnet)
+	}
+	// The host end is an isolated port of the bridge.
+	hl, err := netlink.LinkByName(ns.HostVeth())
+	if err != nil {
+		t.Fatalf("host veth: %v", err)
+	}
+	br, err := netlink.LinkByName(ns.Bridge())
+	if err != nil {
+		t.Fatalf("bridge: %v", err)
+	}
+	if hl.Attrs().MasterIndex != br.Attrs().Index || hl.Attrs().Flags&net.FlagUp == 0 {
+		t.Errorf("veth %s: master %d up %v, want master %d and up", ns.HostVeth(), hl.Attrs().MasterIndex, hl.Attrs().Flags&net.FlagUp != 0, br.Attrs().Index)
+	}
+	if pi, err := netlink.LinkGetProtinfo(hl); err != nil || !pi.Isolated {
+		t.Errorf("veth %s protinfo %+v, %v; want isolated", ns.HostVeth(), pi, err)
+	}
+	var links []string
+	var routes []netlink.Route
+	var addrs []netlink.Addr
+	inNS(t, ns.File(), func() {
+		ls, _ := netlink.LinkList()
+		for _, l := range ls {
+			links = append(links, fmt.Sprintf("%s:%v", l.Attrs().Name, l.Attrs().Flags&net.FlagUp != 0))
+		}
+		routes, _ = netlink.RouteList(nil, netlink.FAMILY_V4)
+		addrs, _ = netlink.AddrList(nil, netlink.FAMILY_V4)
+	})
+	if strings.Join(links, " ") != "lo:true eth0:true" {
+		t.Errorf("links in the namespace: %v, want lo and eth0, both up", links)
+	}
+	def := false
+	for _, r := range routes {
+		if r.Dst == nil || r.Dst.IP.IsUnspecified() {
+			def = r.Gw.Equal(ns.Gateway().AsSlice())
+		}
+	}
+	if !def {
+		t.Errorf("routes %v: want a default route via %s", routes, ns.Gateway())
+	}
+	var got []string
+	for _, a := range addrs {
+		got = append(got, a.IPNet.String())
+	}
+	if strings.Join(got, " ") != "127.0.0.1/8 "+ns.Addr().String() {
+		t.Errorf("addresses %v, want 127.0.0.1/8 and %s", got, ns.Addr())
+	}
+	// The default route works: the namespace reaches a listener on the
+	// gateway, and the host reaches one in the namespace.
+	l, err := net.Listen("tcp", netip.AddrPortFrom(ns.Gateway(), 0).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go acceptAll(l)
+	inNS(t, ns.File(), func() {
+		c, err := net.DialTimeout("tcp", l.Addr().String(), time.Second)
+		if err != nil {
+			t.Errorf("namespace to gateway: %v", err)
+			return
+		}
+		c.Close()
+	})
+}
+
+func acceptAll(l net.Listener) {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		c.Close()
+	}
+}
+
+// listenIn opens a TCP listener inside ns, on its address.
+func listenIn(t testing.TB, ns *NS) net.Listener {
+	t.Helper()
+	var l net.Listener
+	var err error
+	inNS(t, ns.File(), func() {
+		l, err = net.Listen("tcp", netip.AddrPortFrom(ns.Addr().Addr(), 0).String())
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go acceptAll(l)
+	return l
+}
+
+// dialFrom tries to connect from inside ns.
+func dialFrom(t testing.TB, ns *NS, addr string) error {
+	t.Helper()
+	var err error
+	inNS(t, ns.File(), func() {
+		var c net.Conn
+		c, err = net.DialTimeout("tcp", addr, 300*time.Millisecond)
+		if err == nil {
+			c.Close()
+		}
+	})
+	return err
+}
+
+func TestIsolation(t *testing.T) {
+	requireRoot(t)
+	cfg := testConfig()
+	cfg.PortsPerBridge = 2 // a and b share a bridge, c gets a second one
+	cfg.Reserve = -1
+	p := newPool(t, cfg)
+	a, b, c := get(t, p), get(t, p), get(t, p)
+	if a.Bridge() != b.Bridge() || c.Bridge() == a.Bridge() {
+		t.Fatalf("bridges %s %s %s: want a and b together, c apart", a.Bridge(), b.Bridge(), c.Bridge())
+	}
+	if s := p.Stats(); s.Bridges != 2 {
+		t.Errorf("stats %+v: want 2 bridges", s)
+	}
+	// A service on the host's loopback.
+	hostLo, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hostLo.Close()
+	go acceptAll(hostLo)
+	port := hostLo.Addr().(*net.TCPAddr).Port
+	lb := listenIn(t, b)
+	// Positive controls: the host reaches both listeners.
+	for _, addr := range []string{hostLo.Addr().String(), lb.Addr().String()} {
+		conn, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			t.Fatalf("host cannot reach %s: %v", addr, err)
+		}
+		conn.Close()
+	}
+	for _, tt := range []struct {
+		name string
+		from *NS
+		to   string
+	}{
+		{"host loopback", a, hostLo.Addr().String()},
+		{"host loopback port on gateway", a, netip.AddrPortFrom(a.Gateway(), uint16(port)).String()},
+		{"sandbox on same bridge", a, lb.Addr().String()},
+		{"sandbox on other bridge", c, lb.Addr().String()},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := dialFrom(t, tt.from, tt.to); err == nil {
+				t.Errorf("%s reached %s", tt.from.Addr(), tt.to)
+			}
+		})
+	}
+}
+
+func TestOffline(t *testing.T) {
+	requireRoot(t)
+	p := newPool(t, testConfig())
+	var links []netlink.Link
+	var derr error
+	inNS(t, p.Offline(), func() {
+		links, _ = netlink.LinkList()
+		var c net.Conn
+		c, derr = net.DialTimeout("tcp", "127.0.0.1:22", 300*time.Millisecond)
+		if derr == nil {
+			c.Close()
+		}
+	})
+	if len(links) != 1 || links[0].Attrs().Name != "lo" || links[0].Attrs().Flags&net.FlagUp != 0 {
+		t.Errorf("offline namespace links %v, want only lo, down", links)
+	}
+	if !errors.Is(derr, syscall.ENETUNREACH) {
+		t.Errorf("dial 127.0.0.1 from the offline namespace: %v, want ENETUNREACH", derr)
+	}
+}
+
+func TestExhaustionFallsBack(t *testing.T) {
+	requireRoot(t)
+	cfg := testConfig()
+	cfg.Reserve = 1
+	p := newPool(t, cfg)
+	if err := p.Fill(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	const n = 5
+	seen := map[netip.Addr]bool{}
+	for range n {
+		ns := get(t, p)
+		if seen[ns.Addr().Addr()] {
+			t.Errorf("address %s handed out twice", ns.Addr())
+		}
+		seen[ns.Addr().Addr()] = true
+	}
+	s := p.Stats()
+	t.Logf("%+v", s)
+	if s.Hits+s.Misses != n || s.Hits < 1 || s.Misses < 1 {
+		t.Errorf("stats %+v: want %d gets, both hits and misses", s, n)
+	}
+}
+
+func TestPutScrubs(t *testing.T) {
+	requireRoot(t)
+	ctx := ctxT(t)
+	cfg := testConfig()
+	cfg.Reserve = -1
+	cfg.MaxIdle = 4
+	p := newPool(t, cfg)
+	ns := get(t, p)
+	// What a privileged sandbox could leave: an extra address, an extra
+	// route, a neighbour entry, traffic on the counters.
+	extra := netip.MustParsePrefix("192.0.2.7/32")
+	inNS(t, ns.File(), func() {
+		lo, _ := netlink.LinkByName("lo")
+		eth0, _ := netlink.LinkByName("eth0")
+		if err := netlink.AddrAdd(lo, &netlink.Addr{IPNet: ipNet(extra)}); err != nil {
+			t.Errorf("adding address: %v", err)
+		}
+		if err := netlink.RouteAdd(&netlink.Route{LinkIndex: eth0.Attrs().Index, Dst: ipNet(netip.MustParsePrefix("198.51.100.0/24")), Gw: ns.Gateway().AsSlice()}); err != nil {
+			t.Errorf("adding route: %v", err)
+		}
+		c, err := net.DialTimeout("tcp", netip.AddrPortFrom(ns.Gateway(), 9).String(), 300*time.Millisecond)
+		if err == nil {
+			c.Close()
+		}
+	})
+	if c, err := ns.Counters(); err != nil || c.TxPackets == 0 {
+		t.Fatalf("Counters() = %+v, %v; want traffic", c, err)
+	}
+	if err := p.Put(ctx, ns); err != nil {
+		t.Fatalf("Put: %v", err)
+	}
+	again := get(t, p)
+	if again != ns {
+		t.Fatalf("Get after Put returned %s, want the returned %s", again.Addr(), ns.Addr())
+	}
+	var addrs []string
+	var routes []string
+	var neigh []netlink.Neigh
+	inNS(t, ns.File(), func() {
+		as, _ := netlink.AddrList(nil, netlink.FAMILY_V4)
+		for _, a := range as {
+			addrs = append(addrs, a.IPNet.String())
+		}
+		rs, _ := netlink.RouteList(nil, netlink.FAMILY_V4)
+		for _, r := range rs {
+			routes = append(routes, r.String())
+		}
+		eth0, _ := netlink.LinkByName("eth0")
+		neigh, _ = netlink.NeighList(eth0.Attrs().Index, netlink.FAMILY_V4)
+	})
+	if strings.Join(addrs, " ") != "127.0.0.1/8 "+ns.Addr().String() {
+		t.Errorf("addresses after Put: %v", addrs)
+	}
+	if len(routes) != 2 {
+		t.Errorf("routes after Put: %v, want the default and the block's", routes)
+	}
+	if len(neigh) != 0 {
+		t.Errorf("neighbours after Put: %v", neigh)
+	}
+	if c, err := ns.Counters(); err != nil || c != (Counters{}) {
+		t.Errorf("Counters() after Put = %+v, %v; want zero", c, err)
+	}
+	t.Run("process left", func(t *testing.T) {
+		ns := get(t, p)
+		cmd := helper(t, "sleep", ns.File())
+		sctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+		defer cancel()
+		err := p.Put(sctx, ns)
+		if !errors.Is(err, ErrInUse) {
+			t.Errorf("Put with a process inside = %v, want ErrInUse", err)
+		}
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	t.Run("socket left", func(t *testing.T) {
+		ns := get(t, p)
+		var fd int
+		inNS(t, ns.File(), func() {
+			var err error
+			fd, err = unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+			if err == nil {
+				err = unix.Bind(fd, &unix.SockaddrInet4{Port: 5353})
+			}
+			if err != nil {
+				t.Errorf("socket: %v", err)
+			}
+		})
+		defer unix.Close(fd)
+		if err := p.Put(ctx, ns); !errors.Is(err, ErrInUse) {
+			t.Errorf("Put with a socket inside = %v, want ErrInUse", err)
+		}
+	})
+	s := p.Stats()
+	if s.Discarded != 2 || s.Reused != 1 {
+		t.Errorf("stats %+v: want 2 discarded, 1 reused", s)
+	}
+}
+
+// helper starts this test binary as a process that enters f's network
+// namespace and then does what is asked.
+func helper(t testing.TB, what string, f *os.File) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$")
+	cmd.Env = append(os.Environ(), "NETNS_HELPER="+what)
+	if f != nil {
+		cmd.ExtraFiles = []*os.File{f}
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	})
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "ready") {
+		t.Fatalf("helper %s: %q, %v", what, line, err)
+	}
+	return cmd
+}
+
+// TestHelperProcess is not a test: helper runs it in a child process.
+func TestHelperProcess(t *testing.T) {
+	switch os.Getenv("NETNS_HELPER") {
+	case "":
+		return
+	case "sleep":
+		runtime.LockOSThread()
+		if err := unix.Setns(3, unix.CLONE_NEWNET); err != nil {
+			fmt.Println("setns:", err)
+			os.Exit(1)
+		}
+		fmt.Println("ready")
+		time.Sleep(time.Minute)
+	case "pool":
+		// A worker that gets killed: a pool with namespaces out.
+		var cfg Config
+		cfg.Prefix = os.Getenv("NETNS_PREFIX")
+		cfg.Subnet = netip.MustParsePrefix(os.Getenv("NETNS_SUBNET"))
+		cfg.Reserve = 3
+		p, err := New(context.Background(), cfg)
+		if err == nil {
+			err = p.Fill(context.Background())
+		}
+		if err == nil {
+			_, err = p.Get(context.Background())
+		}
+		if err != nil {
+			fmt.Println("pool:", err)
+			os.Exit(1)
+		}
+		fmt.Println("ready")
+		time.Sleep(time.Minute)
+	}
+	os.Exit(0)
+}
+
+func TestSweepAfterCrash(t *testing.T) {
+	requireRoot(t)
+	cfg := testConfig()
+	// A neighbour worker whose objects the sweep must not touch.
+	other := newPool(t, testConfig())
+	keep := get(t, other)
+
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$")
+	cmd.Env = append(os.Environ(), "NETNS_HELPER=pool", "NETNS_PREFIX="+cfg.Prefix, "NETNS_SUBNET="+cfg.Subnet.String())
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line, _ := bufio.NewReader(out).ReadString('\n')
+	if !strings.HasPrefix(line, "ready") {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("helper: %q", line)
+	}
+	if left := linksWithPrefix(t, cfg.Prefix); len(left) < 2 {
+		t.Fatalf("links of the helper's pool: %v, want its bridge and veths", left)
+	}
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	// The namespaces died with the process and took their veths; the
+	// bridge and its rule stay until swept.
+	n, err := Sweep(cfg.Prefix)
+	if err != nil {
+		t.Fatalf("Sweep: %v", err)
+	}
+	if n < 2 {
+		t.Errorf("Sweep removed %d objects, want at least the bridge and its rule", n)
+	}
+	if left := linksWithPrefix(t, cfg.Prefix); len(left) > 0 {
+		t.Errorf("links left after Sweep: %v", left)
+	}
+	if r := rulesFor(t, cfg.Prefix); r != 0 {
+		t.Errorf("%d rules left after Sweep", r)
+	}
+	if _, err := netlink.LinkByName(keep.HostVeth()); err != nil {
+		t.Errorf("Sweep removed another pool's veth %s: %v", keep.HostVeth(), err)
+	}
+	if n, err := Sweep(cfg.Prefix); err != nil || n != 0 {
+		t.Errorf("second Sweep = %d, %v; want 0", n, err)
+	}
+}
+
+func TestNoLeaks(t *testing.T) {
+	requireRoot(t)
+	ctx := ctxT(t)
+	cfg := testConfig()
+	cfg.Reserve = 4
+	fds := netnsFDs(t)
+	p, err := New(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const cycles = 1000
+	t0 := time.Now()
+	for i := range cycles {
+		ns, err := p.Get(ctx)
+		if err != nil {
+			t.Fatalf("cycle %d: Get: %v", i, err)
+		}
+		if i%2 == 0 {
+			if err := p.Put(ctx, ns); err != nil {
+				t.Fatalf("cycle %d: Put: %v", i, err)
+			}
+		} else {
+			ns.Destroy()
+		}
+	}
+	t.Logf("%d cycles in %v: %+v", cycles, time.Since(t0), p.Stats())
+	if err := p.Close(ctx); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if s := p.Stats(); s.Live != 0 {
+		t.Errorf("stats after Close %+v: want nothing live", s)
+	}
+	if left := linksWithPrefix(t, cfg.Prefix); len(left) > 0 {
+		t.Errorf("links left: %v", left)
+	}
+	if r := rulesFor(t, cfg.Prefix); r != 0 {
+		t.Errorf("%d rules left", r)
+	}
+	if n := netnsFDs(t); n != fds {
+		t.Errorf("namespace descriptors: %d after, %d before", n, fds)
+	}
+}

@@ -9,8 +9,7 @@ var (
 	ErrInvalid = errors.New("invalid function configuration")
 
 	// ErrUnsupported reports a configuration that is well formed but not
-	// supported yet, such as network: isolated or a requirements.txt
-	// option line. It exists so these can be lifted later without
+	// supported yet, such as a requirements.txt option line. It exists so these can be lifted later without
 	// changing callers.
 	ErrUnsupported = errors.New("not supported yet")
 

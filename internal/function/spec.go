@@ -51,9 +51,15 @@ const (
 	// host namespace offers to an unprivileged process (SOCK's default:
 	// no network namespace is created).
 	NetworkNone = "none"
-	// NetworkIsolated is reserved for the resource-pool work; Validate
-	// rejects it with ErrUnsupported until then.
+	// NetworkIsolated gives each sandbox its own network namespace from
+	// the worker's pool: a veth to an isolated bridge port, a private
+	// address and a default route. It reaches neither the host's
+	// loopback nor other sandboxes.
 	NetworkIsolated = "isolated"
+	// NetworkOffline puts the sandbox in one empty network namespace the
+	// worker shares among such sandboxes: no interface but a loopback
+	// that is down, so no IP traffic at all, for the price of a setns.
+	NetworkOffline = "offline"
 )
 
 // Snapshot modes. The empty string means the same as SnapshotAuto.
@@ -80,7 +86,7 @@ type Spec struct {
 	MaxConcurrency int `json:"max_concurrency"`
 	// Env is added to the handler's environment.
 	Env map[string]string `json:"env,omitempty"`
-	// Network is NetworkNone or NetworkIsolated.
+	// Network is NetworkNone, NetworkIsolated or NetworkOffline.
 	Network string `json:"network"`
 	// Snapshot is "", SnapshotAuto, SnapshotAlways or SnapshotNever.
 	Snapshot string `json:"snapshot"`
@@ -158,8 +164,7 @@ var (
 
 // Validate checks the fields that do not depend on the code directory:
 // limits, env names, network and snapshot modes, and the handler's syntax.
-// network: isolated is reported with ErrUnsupported; everything else with
-// ErrInvalid.
+// Errors wrap ErrInvalid.
 func (s Spec) Validate() error {
 	if _, _, err := splitHandler(s.Handler); err != nil {
 		return err
@@ -191,11 +196,9 @@ func (s Spec) Validate() error {
 		}
 	}
 	switch s.Network {
-	case NetworkNone:
-	case NetworkIsolated:
-		return fmt.Errorf("network: isolated is not yet supported (it comes with the resource-pool work): %w", ErrUnsupported)
+	case NetworkNone, NetworkIsolated, NetworkOffline:
 	default:
-		return fmt.Errorf("network: %q is not one of none, isolated: %w", s.Network, ErrInvalid)
+		return fmt.Errorf("network: %q is not one of none, isolated, offline: %w", s.Network, ErrInvalid)
 	}
 	switch s.Snapshot {
 	case "", SnapshotAuto, SnapshotAlways, SnapshotNever:

@@ -58,6 +58,16 @@ snapshot: always
 			return s
 		}()},
 		{"max_concurrency 0 means default", map[string]string{"f.py": "", "function.yaml": "max_concurrency: 0"}, def("f.f")},
+		{"network isolated", map[string]string{"f.py": "", "function.yaml": "network: isolated"}, func() Spec {
+			s := def("f.f")
+			s.Network = NetworkIsolated
+			return s
+		}()},
+		{"network offline", map[string]string{"f.py": "", "function.yaml": "network: offline"}, func() Spec {
+			s := def("f.f")
+			s.Network = NetworkOffline
+			return s
+		}()},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -102,9 +112,8 @@ func TestLoadErrors(t *testing.T) {
 		{"env reserved", map[string]string{"f.py": "", "function.yaml": "env: {HEARTH_SOCKET: x}"}, ErrInvalid, "reserved"},
 		{"env reserved lower", map[string]string{"f.py": "", "function.yaml": "env: {hearth_x: x}"}, ErrInvalid, "reserved"},
 		{"env not a map", map[string]string{"f.py": "", "function.yaml": "env: [a, b]"}, ErrInvalid, "cannot unmarshal"},
-		{"network isolated", map[string]string{"f.py": "", "function.yaml": "network: isolated"}, ErrUnsupported,
-			"network: isolated is not yet supported (it comes with the resource-pool work)"},
 		{"network bogus", map[string]string{"f.py": "", "function.yaml": "network: host"}, ErrInvalid, "host"},
+		{"network empty", map[string]string{"f.py": "", "function.yaml": "network: \"\""}, ErrInvalid, "not one of none, isolated, offline"},
 		{"snapshot bogus", map[string]string{"f.py": "", "function.yaml": "snapshot: sometimes"}, ErrInvalid, "sometimes"},
 		{"yaml too big", map[string]string{"f.py": "", "function.yaml": "#" + strings.Repeat("x", MaxConfigBytes)}, ErrInvalid, "larger"},
 	}

@@ -74,6 +74,11 @@ type Config struct {
 	// Privileged runs the main process as root with its capabilities.
 	// Only for zygotes, which drop privileges in every child they fork.
 	Privileged bool
+	// NetNS, if set, is a network namespace (from internal/netns) that
+	// the sandbox's init enters before anything else, so the sandbox
+	// leaves the host's network. Nil keeps the host's network, as in
+	// SOCK. Create does not close it.
+	NetNS *os.File
 }
 
 // Factory creates sandboxes. Its fields are fixed after construction.
@@ -202,6 +207,15 @@ func (f *Factory) Create(ctx context.Context, cfg Config) (_ *Sandbox, err error
 		files = append(files, w)
 	}
 	args.Privileged = cfg.Privileged
+	if cfg.NetNS != nil {
+		// A dup: everything in files is closed when Create returns.
+		fd, err := unix.FcntlInt(cfg.NetNS.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			return nil, fmt.Errorf("sandbox %s: netns: %w", s.id, err)
+		}
+		args.NetNS = 3 + len(files)
+		files = append(files, os.NewFile(uintptr(fd), "netns"))
+	}
 	if len(cfg.Command) > 0 {
 		join, err := cfg.Group.ProcsFiles()
 		if err != nil {

@@ -61,6 +61,10 @@ type Args struct {
 	// for zygotes, which must setns into sandboxes and drop privileges in
 	// each child themselves.
 	Privileged bool
+	// NetNS, if positive, is a network namespace descriptor that
+	// hearth-init enters first thing (instead of keeping the host's
+	// network), and closes.
+	NetNS int
 }
 
 // Format renders a as hearth-init's command line.
@@ -70,6 +74,9 @@ func (a Args) Format() []string {
 		"-files", strconv.Itoa(a.Files)}
 	if a.Ready > 0 {
 		out = append(out, "-ready", strconv.Itoa(a.Ready))
+	}
+	if a.NetNS > 0 {
+		out = append(out, "-netns", strconv.Itoa(a.NetNS))
 	}
 	if a.Privileged {
 		out = append(out, "-privileged")
@@ -132,6 +139,7 @@ func Parse(argv []string) (Args, error) {
 	fs.IntVar(&a.Files, "files", 0, "extra descriptors for the main process")
 	fs.IntVar(&a.Ready, "ready", 0, "descriptor told when the root is built")
 	fs.BoolVar(&a.Privileged, "privileged", false, "keep the main process root (zygotes)")
+	fs.IntVar(&a.NetNS, "netns", 0, "network namespace descriptor to enter")
 	fs.Func("bind", "src:dst:ro|rw", func(s string) error { binds = append(binds, s); return nil })
 	fs.StringVar(&join, "join", "", "cgroup.procs fds of the sandbox")
 	fs.StringVar(&home, "home", "", "cgroup.procs fds of hearth-init")
@@ -166,6 +174,15 @@ func Main(argv []string) int {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "hearth-init:", err)
 		return 125
+	}
+	if a.NetNS > 0 {
+		// Before anything else; this thread (locked in init) forks the
+		// main process, which inherits the namespace.
+		if err := unix.Setns(a.NetNS, unix.CLONE_NEWNET); err != nil {
+			fmt.Fprintln(os.Stderr, "hearth-init: setns net:", err)
+			return 125
+		}
+		unix.Close(a.NetNS)
 	}
 	if err := setup(a); err != nil {
 		fmt.Fprintln(os.Stderr, "hearth-init: setup:", err)

@@ -64,5 +64,6 @@ func newBenchCmd() *cobra.Command {
 	zyg.Flags().StringVar(&zbase, "base", "", "base image (default: DATA_DIR/base)")
 	zyg.Flags().StringVar(&zdata, "data-dir", "/var/lib/hearth", "data directory holding the base image")
 	b.AddCommand(zyg)
+	b.AddCommand(newBenchReplayCmd())
 	return b
 }

@@ -70,6 +70,8 @@ type Config struct {
 	// NoWarm switches the handler cache off: every sandbox is destroyed
 	// after its call, so every call starts cold.
 	NoWarm bool
+	// Resources configures the pre-made cgroups and network namespaces.
+	Resources ResourceConfig
 	// Logger receives the worker's logs (default slog.Default()).
 	Logger *slog.Logger
 }
@@ -155,6 +157,7 @@ type Worker struct {
 	seq     atomic.Uint64
 	cache   *warmCache
 	zyg     *zygote.Manager // nil when zygotes are off
+	res     *resources
 
 	resolver *zygote.BaseResolver
 	pkgMu    sync.Mutex
@@ -200,6 +203,9 @@ func New(ctx context.Context, cfg Config, fns Functions) (*Worker, error) {
 		return nil, fmt.Errorf("worker: sweeping cgroups: %w", err)
 	} else if n > 0 {
 		w.log.Info("swept cgroups left by a previous worker", "count", n)
+	}
+	if err := w.initResources(ctx); err != nil {
+		return nil, fmt.Errorf("worker: resource pools: %w", err)
 	}
 	w.home, err = cg.Create("init", cgroup.Limits{})
 	if err != nil {
@@ -536,9 +542,10 @@ func (w *Worker) destroy(inst *instance) {
 	if err := inst.sb.Destroy(ctx); err != nil {
 		w.log.Warn("destroying sandbox", "sandbox", inst.id, "err", err)
 	}
-	if err := inst.group.Delete(ctx); err != nil {
+	if err := w.dropGroup(ctx, inst.group); err != nil {
 		w.log.Warn("deleting cgroup", "sandbox", inst.id, "err", err)
 	}
+	w.dropNet(ctx, inst.net)
 }
 
 func (w *Worker) isClosed() bool {
@@ -635,6 +642,9 @@ func (w *Worker) Close(ctx context.Context) error {
 	}
 	wg.Wait()
 	if err := w.home.Delete(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	if err := w.closeResources(ctx); err != nil {
 		errs = append(errs, err)
 	}
 	if err := w.cg.Close(ctx); err != nil {

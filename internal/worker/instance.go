@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/hearth-run/hearth/internal/cgroup"
+	"github.com/hearth-run/hearth/internal/netns"
 	"github.com/hearth-run/hearth/internal/runtime"
 	"github.com/hearth-run/hearth/internal/sandbox"
 )
@@ -19,6 +20,7 @@ type instance struct {
 	fn, rev  string
 	sb       *sandbox.Sandbox
 	group    *cgroup.Group
+	net      *netns.NS // isolated network, given back on destroy; nil otherwise
 	conn     *runtime.Conn
 	declared int64
 

@@ -31,7 +31,7 @@ const (
 func (w *Worker) start(ctx context.Context, fn registry.Function, st *fnState) (*instance, string, error) {
 	ctx, cancel := context.WithTimeout(ctx, w.cfg.InitTimeout)
 	defer cancel()
-	if w.zyg != nil {
+	if w.zyg != nil && hostNetwork(fn) {
 		inst, err := w.forkStart(ctx, fn, st)
 		if err == nil {
 			return inst, PathFork, nil
@@ -51,7 +51,7 @@ func (w *Worker) start(ctx context.Context, fn registry.Function, st *fnState) (
 // runtime; without, it is an empty holder a zygote child will join.
 func (w *Worker) newSandbox(ctx context.Context, fn registry.Function, st *fnState, argv, env []string) (*instance, error) {
 	id := fmt.Sprintf("sb-%d-%s", w.seq.Add(1), shortRev(fn.Revision))
-	grp, err := w.cg.Create(id, cgroup.Limits{
+	grp, err := w.newGroup(ctx, id, cgroup.Limits{
 		MemoryBytes: int64(fn.Spec.MemoryMB) << 20,
 		Pids:        w.cfg.PidsLimit,
 		CPUWeight:   100,
@@ -65,19 +65,25 @@ func (w *Worker) newSandbox(ctx context.Context, fn registry.Function, st *fnSta
 	}
 	if len(packages.Cached(fn.Packages)) > 0 {
 		if w.cfg.Packages == nil {
-			grp.Delete(context.Background())
+			w.dropGroup(context.Background(), grp)
 			return nil, fmt.Errorf("%s: needs installed packages but the install cache is off: %w", fn.Name, ErrStart)
 		}
 		ms, err := w.cfg.Packages.Mounts(fn.Packages)
 		if err != nil {
-			grp.Delete(context.Background())
+			w.dropGroup(context.Background(), grp)
 			return nil, fmt.Errorf("%s: %v: %w", fn.Name, err, ErrStart)
 		}
 		for _, m := range ms {
 			binds = append(binds, sandbox.Bind{Source: m.HostDir, Target: m.SandboxDir})
 		}
 	}
+	netFile, ns, err := w.network(ctx, fn)
+	if err != nil {
+		w.dropGroup(context.Background(), grp)
+		return nil, fmt.Errorf("%s: %v: %w", fn.Name, err, ErrStart)
+	}
 	sb, err := w.factory.Create(ctx, sandbox.Config{
+		NetNS:        netFile,
 		ID:           id,
 		Binds:        binds,
 		ScratchBytes: w.cfg.ScratchBytes,
@@ -90,10 +96,11 @@ func (w *Worker) newSandbox(ctx context.Context, fn registry.Function, st *fnSta
 		Stderr:       st.stderr,
 	})
 	if err != nil {
-		grp.Delete(context.Background())
+		w.dropGroup(context.Background(), grp)
+		w.dropNet(context.Background(), ns)
 		return nil, fmt.Errorf("%s: %v: %w", fn.Name, err, ErrStart)
 	}
-	inst := &instance{id: id, fn: fn.Name, rev: fn.Revision, sb: sb, group: grp, declared: int64(fn.Spec.MemoryMB) << 20}
+	inst := &instance{id: id, fn: fn.Name, rev: fn.Revision, sb: sb, group: grp, net: ns, declared: int64(fn.Spec.MemoryMB) << 20}
 	w.track(inst)
 	return inst, nil
 }

@@ -1,0 +1,222 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"net/netip"
+	"os"
+	"strconv"
+	"sync"
+
+	"github.com/hearth-run/hearth/internal/cgroup"
+	"github.com/hearth-run/hearth/internal/function"
+	"github.com/hearth-run/hearth/internal/netns"
+	"github.com/hearth-run/hearth/internal/registry"
+)
+
+// ResourceConfig configures the pre-made resources that keep cold starts flat
+// under concurrency (cgroups, network namespaces). The zero value pools
+// both with their default reserves.
+type ResourceConfig struct {
+	// NoPools makes every cgroup and namespace on the critical path and
+	// deletes it afterwards: the unpooled baseline.
+	NoPools bool
+	// Cgroups is the cgroup reserve (default 16).
+	Cgroups int
+	// NetNS is the network-namespace reserve for `network: isolated`
+	// functions (default 8). The namespace pool starts with the first
+	// isolated or offline sandbox.
+	NetNS int
+	// Subnet is the private subnet of isolated sandboxes (default
+	// netns.DefaultSubnet). Workers on one host need distinct subnets.
+	Subnet netip.Prefix
+	// NAT would give isolated sandboxes a way out; not implemented.
+	NAT bool
+	// Prefix names the worker's bridges and veths (default: derived from
+	// CgroupParent, so a restarted worker sweeps what it left).
+	Prefix string
+}
+
+// resources holds the worker's resource pools.
+type resources struct {
+	cfg ResourceConfig
+	cg  *cgroup.Pool // nil with NoPools
+
+	mu  sync.Mutex
+	ns  *netns.Pool // made on first use; guarded by mu
+	err error       // why ns could not be made; guarded by mu
+}
+
+// initResources sweeps the namespaces' bridges a crashed predecessor left and
+// starts the cgroup pool.
+func (w *Worker) initResources(ctx context.Context) error {
+	c := w.cfg.Resources
+	if c.Prefix == "" {
+		h := fnv.New32a()
+		h.Write([]byte(w.cfg.CgroupParent))
+		c.Prefix = "h" + strconv.FormatUint(uint64(h.Sum32()), 36)
+	}
+	if c.NAT {
+		return fmt.Errorf("network NAT: %w", netns.ErrUnsupported)
+	}
+	if n, err := netns.Sweep(c.Prefix); err != nil {
+		return fmt.Errorf("sweeping network namespaces: %w", err)
+	} else if n > 0 {
+		w.log.Info("swept network objects left by a previous worker", "count", n)
+	}
+	w.res = &resources{cfg: c}
+	if c.NoPools {
+		return nil
+	}
+	reserve := c.Cgroups
+	if reserve <= 0 {
+		reserve = 16
+	}
+	p, err := w.cg.NewPool(cgroup.PoolConfig{
+		Reserve: reserve,
+		OnQuarantine: func(name string, err error) {
+			w.log.Error("cgroup quarantined: it could not be cleaned and will not be reused", "cgroup", name, "err", err)
+		},
+	})
+	if err != nil {
+		return err
+	}
+	w.res.cg = p
+	return nil
+}
+
+// netPool returns the namespace pool, making it on first use.
+func (w *Worker) netPool(ctx context.Context) (*netns.Pool, error) {
+	p := w.res
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ns != nil || p.err != nil {
+		return p.ns, p.err
+	}
+	reserve := p.cfg.NetNS
+	if p.cfg.NoPools {
+		reserve = -1
+	}
+	p.ns, p.err = netns.New(ctx, netns.Config{Prefix: p.cfg.Prefix, Subnet: p.cfg.Subnet, Reserve: reserve})
+	if p.err != nil {
+		p.err = fmt.Errorf("network namespaces: %w", p.err)
+	}
+	return p.ns, p.err
+}
+
+// newGroup gives a sandbox its cgroup: from the pool, or made now.
+func (w *Worker) newGroup(ctx context.Context, id string, lim cgroup.Limits) (*cgroup.Group, error) {
+	if w.res.cg != nil {
+		return w.res.cg.Get(ctx, lim)
+	}
+	return w.cg.Create(id, lim)
+}
+
+// dropGroup cleans a dead sandbox's cgroup back into the pool, or deletes
+// it.
+func (w *Worker) dropGroup(ctx context.Context, g *cgroup.Group) error {
+	if w.res.cg != nil {
+		return w.res.cg.Put(ctx, g)
+	}
+	return g.Delete(ctx)
+}
+
+// network returns the namespace a sandbox of fn enters (nil: the host's)
+// and, for isolated functions, the namespace to give back afterwards.
+func (w *Worker) network(ctx context.Context, fn registry.Function) (*os.File, *netns.NS, error) {
+	switch fn.Spec.Network {
+	case function.NetworkIsolated, function.NetworkOffline:
+	default:
+		return nil, nil, nil
+	}
+	p, err := w.netPool(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	if fn.Spec.Network == function.NetworkOffline {
+		return p.Offline(), nil, nil
+	}
+	var ns *netns.NS
+	if w.res.cfg.NoPools {
+		ns, err = p.Create(ctx)
+	} else {
+		ns, err = p.Get(ctx)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	return ns.File(), ns, nil
+}
+
+// dropNet scrubs a dead sandbox's namespace back into the pool, or
+// destroys it.
+func (w *Worker) dropNet(ctx context.Context, ns *netns.NS) {
+	if ns == nil {
+		return
+	}
+	p, _ := w.netPool(ctx)
+	if w.res.cfg.NoPools || p == nil {
+		ns.Destroy()
+		return
+	}
+	if err := p.Put(ctx, ns); err != nil {
+		w.log.Warn("network namespace not reused", "veth", ns.HostVeth(), "err", err)
+	}
+}
+
+// hostNetwork reports whether fn's sandboxes keep the host's network:
+// only those may be forked from a zygote, whose children do not enter a
+// network namespace.
+func hostNetwork(fn registry.Function) bool {
+	return fn.Spec.Network == "" || fn.Spec.Network == function.NetworkNone
+}
+
+// ResourceStats describes the worker's resource pools.
+type ResourceStats struct {
+	Cgroups *cgroup.PoolStats `json:"cgroups,omitempty"`
+	NetNS   *netns.Stats      `json:"netns,omitempty"`
+}
+
+// ResourceStats returns the pools' counters (nil fields for pools not in use).
+func (w *Worker) ResourceStats() ResourceStats {
+	var s ResourceStats
+	if w.res == nil {
+		return s
+	}
+	if w.res.cg != nil {
+		c := w.res.cg.Stats()
+		s.Cgroups = &c
+	}
+	w.res.mu.Lock()
+	ns := w.res.ns
+	w.res.mu.Unlock()
+	if ns != nil {
+		n := ns.Stats()
+		s.NetNS = &n
+	}
+	return s
+}
+
+// closeResources removes what the pools hold; sandboxes must be gone.
+func (w *Worker) closeResources(ctx context.Context) error {
+	if w.res == nil {
+		return nil
+	}
+	var errs []error
+	if w.res.cg != nil {
+		if err := w.res.cg.Close(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	w.res.mu.Lock()
+	ns := w.res.ns
+	w.res.mu.Unlock()
+	if ns != nil {
+		if err := ns.Close(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}

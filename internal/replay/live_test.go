@@ -1,4 +1,4 @@
-package replay
+package replay_test
 
 import (
 	"bufio"
@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/hearth-run/hearth/internal/bench"
+	"github.com/hearth-run/hearth/internal/replay"
 	"github.com/hearth-run/hearth/internal/trace"
 )
 
@@ -114,11 +115,11 @@ func TestReplayLive(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pop, err := ParsePopularity("none=1,numpy=1")
+	pop, err := replay.ParsePopularity("none=1,numpy=1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	plan, err := NewPlan(win, PlanConfig{Speed: 72, Seed: 3, Arrival: trace.Exponential,
+	plan, err := replay.NewPlan(win, replay.PlanConfig{Speed: 72, Seed: 3, Arrival: trace.Exponential,
 		Popularity: pop, MemCapMB: 16, ExecCap: 300 * time.Millisecond, Prefix: "rt-"})
 	if err != nil {
 		t.Fatal(err)
@@ -136,10 +137,10 @@ func TestReplayLive(t *testing.T) {
 			t.Error(err)
 		}
 	}()
-	if err := Deploy(ctx, w.Client, plan); err != nil {
+	if err := replay.Deploy(ctx, w.Client, plan); err != nil {
 		t.Fatal(err)
 	}
-	res, err := Run(ctx, w.Client, plan, Options{MaxInFlight: 16})
+	res, err := replay.Run(ctx, w.Client, plan, replay.Options{MaxInFlight: 16})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,7 +151,7 @@ func TestReplayLive(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := WriteCSV(f, plan, res.Records); err != nil {
+	if err := replay.WriteCSV(f, plan, res.Records); err != nil {
 		t.Fatal(err)
 	}
 	f.Close()
@@ -199,11 +200,11 @@ func TestReplayLive(t *testing.T) {
 		t.Errorf("want both warm and non-warm starts, got %v", csvPaths)
 	}
 	var sb strings.Builder
-	if err := WriteSummary(&sb, res); err != nil {
+	if err := replay.WriteSummary(&sb, res); err != nil {
 		t.Fatal(err)
 	}
 	t.Log("\n" + sb.String())
-	sums := Summarize(plan, res.Records)
+	sums := replay.Summarize(plan, res.Records)
 	total := 0
 	for _, s := range sums {
 		total += s.N
@@ -214,9 +215,9 @@ func TestReplayLive(t *testing.T) {
 	if total != len(plan.Calls) {
 		t.Errorf("summaries count %d calls, want %d", total, len(plan.Calls))
 	}
-	files, err := Plot(dir, res)
+	files, err := replay.Plot(dir, res)
 	if d := os.Getenv("HEARTH_REPLAY_KEEP"); d != "" {
-		Plot(d, res) // for looking at the figures by hand
+		replay.Plot(d, res) // for looking at the figures by hand
 	}
 	if err != nil {
 		t.Fatal(err)
@@ -229,7 +230,7 @@ func TestReplayLive(t *testing.T) {
 			t.Errorf("plot %s: %v", f, err)
 		}
 	}
-	if err := Remove(ctx, w.Client, plan); err != nil {
+	if err := replay.Remove(ctx, w.Client, plan); err != nil {
 		t.Error(err)
 	}
 }

@@ -9,26 +9,26 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hearth-run/hearth/internal/runtime"
+	"github.com/hearth-run/hearth/internal/snapshot/snaptest"
 )
 
 // dumpSource invokes src once (so state exists), then dumps and seals it
 // into a new dir.
-func dumpSource(t *testing.T, e *testEnv, src *source, key string) (string, *Descriptor) {
+func dumpSource(t *testing.T, e *snaptest.Env, src *snaptest.Source, key string) (string, *Descriptor) {
 	t.Helper()
-	r, _ := invoke(t, src.sb.SocketPath(sockName))
+	r, _ := snaptest.Invoke(t, src.SB.SocketPath(snaptest.Socket))
 	if r.N != 1 || r.InitS < 1 || r.NFile != 1 {
 		t.Fatalf("source first invoke: %+v", r)
 	}
-	dir := filepath.Join(e.work, "snap-"+key)
+	dir := filepath.Join(e.Work, "snap-"+key)
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	d, err := e.engine.Dump(ctx, DumpSpec{
-		Pid: src.sb.InitPid(), Scratch: src.sb.Scratch(), Socket: sockName, LeaveRunning: true,
+	d, err := engine.Dump(ctx, DumpSpec{
+		Pid: src.SB.InitPid(), Scratch: src.SB.Scratch(), Socket: snaptest.Socket, LeaveRunning: true,
 		Key: key, Function: "slow", Revision: "r1", BaseImage: "test-base", Packages: []string{"numpy"},
 	}, dir)
 	if err != nil {
@@ -40,29 +40,12 @@ func dumpSource(t *testing.T, e *testEnv, src *source, key string) (string, *Des
 	return dir, d
 }
 
-func restoreOne(t *testing.T, e *testEnv, dir string, d *Descriptor, code string) *Sandbox {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	id := fmt.Sprintf("rst-%d", seq.Add(1))
-	g := newGroup(t, e, id)
-	s, err := e.engine.Restore(ctx, dir, d, RestoreSpec{
-		ID: id, Group: g,
-		Binds: map[string]string{runtime.CodeDir: code, runtime.MountPoint: e.rt},
-	})
-	if err != nil {
-		t.Fatalf("restore: %v", err)
-	}
-	t.Cleanup(func() { s.Destroy(context.Background()) })
-	return s
-}
-
 func TestDumpRestore(t *testing.T) {
 	e := needEnv(t)
-	src := startSource(t, e, codeDir(t, e))
+	src := e.StartSource(t, e.CodeDir(t))
 	dir, d := dumpSource(t, e, src, "slow-r1")
 	t.Logf("dump %v, %d files, %d bytes", d.DumpTime, len(d.Files), d.Bytes)
-	if len(d.Mounts) != 2 || d.Socket != sockName {
+	if len(d.Mounts) != 2 || d.Socket != snaptest.Socket {
 		t.Fatalf("descriptor mounts %+v socket %q", d.Mounts, d.Socket)
 	}
 	if err := Verify(dir, d); err != nil {
@@ -70,7 +53,7 @@ func TestDumpRestore(t *testing.T) {
 	}
 
 	// The source keeps running (LeaveRunning) and keeps its state.
-	if r, _ := invoke(t, src.sb.SocketPath(sockName)); r.N != 2 {
+	if r, _ := snaptest.Invoke(t, src.SB.SocketPath(snaptest.Socket)); r.N != 2 {
 		t.Fatalf("source after dump: n=%d, want 2", r.N)
 	}
 
@@ -86,11 +69,11 @@ func TestDumpRestore(t *testing.T) {
 			defer wg.Done()
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			id := fmt.Sprintf("rst-%d", seq.Add(1))
-			g := newGroup(t, e, id)
-			s, err := e.engine.Restore(ctx, dir, d, RestoreSpec{
+			id := fmt.Sprintf("rst-%d", e.Seq())
+			g := e.NewGroup(t, id)
+			s, err := engine.Restore(ctx, dir, d, RestoreSpec{
 				ID: id, Group: g,
-				Binds: map[string]string{runtime.CodeDir: src.code, runtime.MountPoint: e.rt},
+				Binds: e.Binds(src.Code),
 			})
 			mu.Lock()
 			defer mu.Unlock()
@@ -106,13 +89,13 @@ func TestDumpRestore(t *testing.T) {
 	if len(errs) > 0 {
 		t.Fatalf("restores: %v", errs)
 	}
-	var results []result
+	var results []snaptest.Result
 	for _, s := range boxes {
 		t.Logf("restore %s: criu %v, pid %d, reseeded %v", s.ID(), s.RestoreTime, s.Pid(), s.Reseeded)
 		if !s.Reseeded {
 			t.Errorf("%s: reseed signal not sent", s.ID())
 		}
-		r, ready := invoke(t, s.SocketPath())
+		r, ready := snaptest.Invoke(t, s.SocketPath())
 		t.Logf("  first invoke: ready in %v: %+v", ready, r)
 		// State from before the dump: one call made, the file written once.
 		if r.N != 2 || r.NFile != 2 || r.Sum != 499999500000 || r.InitS < 1 {
@@ -158,18 +141,4 @@ func TestDumpRestore(t *testing.T) {
 	if _, err := os.Stat(s.Scratch()); !os.IsNotExist(err) {
 		t.Errorf("scratch left behind: %v", err)
 	}
-}
-
-func nsPid(t *testing.T, pid int) string {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range splitLines(string(b)) {
-		if len(line) > 6 && line[:6] == "NSpid:" {
-			f := fieldsOf(line[6:])
-			return f[len(f)-1]
-		}
-	}
-	return ""
 }

@@ -270,6 +270,8 @@ func status(err error) (int, string) {
 		return http.StatusBadGateway, "SandboxError"
 	case errors.Is(err, worker.ErrClosed):
 		return http.StatusServiceUnavailable, "ShuttingDown"
+	case errors.Is(err, worker.ErrDrop):
+		return http.StatusServiceUnavailable, "PoolFull"
 	case errors.Is(err, context.Canceled):
 		return 499, "Canceled"
 	}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -49,6 +50,40 @@ type Config struct {
 	NoWarm       bool   `yaml:"no_warm_cache"`
 	NoZygotes    bool   `yaml:"no_zygotes"`
 	ZygoteTree   string `yaml:"zygote_tree"`
+	// Pre-made cgroups and network namespaces (issue 5). NoPools makes
+	// them on the critical path instead.
+	NoPools     bool   `yaml:"no_pools"`
+	CgroupPool  int    `yaml:"cgroup_pool"`
+	NetnsPool   int    `yaml:"netns_pool"`
+	NetnsSubnet string `yaml:"netns_subnet"`
+	NetnsNAT    bool   `yaml:"netns_nat"`
+	// Policy is the warm pool's keep-alive policy: lru, gd, freq, ttl or hist.
+	Policy string `yaml:"policy"`
+	// Pools splits warm_budget_mb into size-partitioned pools in percent,
+	// smallest first ("80/20", the default) or "unified".
+	Pools string `yaml:"pools"`
+	// PoolThresholdMB is the small/large boundary of two pools (default 225).
+	PoolThresholdMB int64 `yaml:"pool_threshold_mb"`
+	// PoolThresholdsMB are the boundaries of three or more pools.
+	PoolThresholdsMB []int64 `yaml:"pool_thresholds_mb"`
+	// Borrow lets a full pool use another's spare memory.
+	Borrow bool `yaml:"borrow"`
+	// TTL is the ttl policy's keep-alive (default 10m).
+	TTL string `yaml:"ttl"`
+	// OnDrop is reject (a 503 at once) or queue (a bounded wait, then 503)
+	// when a pool is full of busy sandboxes.
+	OnDrop    string `yaml:"on_drop"`
+	DropQueue int    `yaml:"drop_queue"`
+	DropWait  string `yaml:"drop_wait"`
+	// Hist tunes the hist policy (durations as "1m"); empty means the
+	// paper's defaults.
+	Hist struct {
+		Bin        string  `yaml:"bin"`
+		Range      string  `yaml:"range"`
+		Fixed      string  `yaml:"fixed"`
+		MinSamples int     `yaml:"min_samples"`
+		MinCV      float64 `yaml:"min_cv"`
+	} `yaml:"hist"`
 	// Packages configures the package install cache.
 	Packages PackagesConfig `yaml:"packages"`
 	Zygote   struct {
@@ -128,9 +163,16 @@ On shutdown it destroys every sandbox and cgroup it made.`,
 			if fl.Changed("zygote-tree") {
 				cfg.ZygoteTree = flags.ZygoteTree
 			}
+			if fl.Changed("policy") {
+				cfg.Policy = flags.Policy
+			}
+			if fl.Changed("pools") {
+				cfg.Pools = flags.Pools
+			}
 			if fl.Changed("log-level") {
 				cfg.LogLevel = flags.LogLevel
 			}
+			mergeResourceFlags(cmd, &cfg, flags)
 			mergePackageFlags(cmd, &cfg.Packages, flags.Packages)
 			if cfg.Token == "" {
 				cfg.Token = os.Getenv("HEARTH_TOKEN")
@@ -146,10 +188,16 @@ On shutdown it destroys every sandbox and cgroup it made.`,
 	f.StringVar(&flags.Base, "base", "", "base image tree (default: build one under the data dir)")
 	f.StringVar(&flags.Init, "init", "", "hearth-init binary (default: next to hearth, then $PATH)")
 	f.StringVar(&flags.Token, "token", "", "bearer token for management endpoints (or $HEARTH_TOKEN)")
-	f.Int64Var(&flags.WarmBudgetMB, "warm-budget-mb", 2048, "memory budget of paused sandboxes, MB")
+	f.Int64Var(&flags.WarmBudgetMB, "warm-budget-mb", 2048, "memory budget of all sandboxes, busy and paused, MB")
+	f.StringVar(&flags.Policy, "policy", "lru", "warm pool policy: lru, gd, freq, ttl or hist")
+	f.StringVar(&flags.Pools, "pools", "80/20", `warm pool split in percent, small functions first, or "unified"`)
 	f.StringVar(&flags.CgroupParent, "cgroup-parent", "", "parent cgroup of sandboxes (default: hearth, or hearth-<hash> for a non-default data dir)")
 	f.StringVar(&flags.LogLevel, "log-level", "info", "debug, info, warn or error")
 	f.BoolVar(&flags.NoWarm, "no-warm-cache", false, "destroy sandboxes after each call (every call starts cold)")
+	f.BoolVar(&flags.NoPools, "no-pools", false, "make cgroups and network namespaces on the critical path (no pre-made resources)")
+	f.IntVar(&flags.CgroupPool, "cgroup-pool", 16, "pre-made cgroups kept ready")
+	f.IntVar(&flags.NetnsPool, "netns-pool", 8, "pre-made network namespaces kept ready for network: isolated")
+	f.StringVar(&flags.NetnsSubnet, "netns-subnet", "10.200.0.0/16", "private IPv4 subnet of isolated sandboxes (distinct per worker on a host)")
 	f.BoolVar(&flags.NoZygotes, "no-zygotes", false, "never fork from zygotes (every new sandbox starts a fresh interpreter)")
 	f.StringVar(&flags.ZygoteTree, "zygote-tree", "", "start from a zygote tree planned by `hearth zygote plan`")
 	return cmd
@@ -244,10 +292,16 @@ func runUp(ctx context.Context, cfg Config) error {
 		NoZygotes:    cfg.NoZygotes,
 		Logger:       log,
 	}
+	if wcfg.Resources, err = resourceConfig(cfg); err != nil {
+		return err
+	}
 	if cfg.QueueTimeout != "" {
 		if wcfg.QueueTimeout, err = time.ParseDuration(cfg.QueueTimeout); err != nil {
 			return fmt.Errorf("queue_timeout: %w", err)
 		}
+	}
+	if wcfg.Pool, err = poolConfig(cfg); err != nil {
+		return err
 	}
 	wcfg.Zygote.MemoryBudget = cfg.Zygote.MemoryMB << 20
 	wcfg.Zygote.Window = cfg.Zygote.Window
@@ -309,4 +363,90 @@ func runUp(ctx context.Context, cfg Config) error {
 		err = nil
 	}
 	return err
+}
+
+// poolConfig turns the warm-pool settings of hearth.yaml into the worker's.
+func poolConfig(cfg Config) (worker.PoolConfig, error) {
+	pc := worker.PoolConfig{Policy: cfg.Policy, Borrow: cfg.Borrow, OnDrop: cfg.OnDrop, DropQueue: cfg.DropQueue}
+	split := cfg.Pools
+	if split == "" {
+		split = "80/20"
+	}
+	var err error
+	if pc.Fractions, err = worker.ParseSplit(split); err != nil {
+		return pc, err
+	}
+	switch {
+	case len(cfg.PoolThresholdsMB) > 0:
+		if cfg.PoolThresholdMB != 0 {
+			return pc, errors.New("pool_threshold_mb and pool_thresholds_mb: set one, not both")
+		}
+		for _, t := range cfg.PoolThresholdsMB {
+			pc.Thresholds = append(pc.Thresholds, t<<20)
+		}
+	case cfg.PoolThresholdMB != 0:
+		pc.Thresholds = []int64{cfg.PoolThresholdMB << 20}
+	case len(pc.Fractions) == 2:
+		pc.Thresholds = []int64{worker.DefaultThreshold}
+	}
+	if len(pc.Thresholds) != len(pc.Fractions)-1 {
+		return pc, fmt.Errorf("pools %q makes %d pools, which need %d thresholds (pool_threshold_mb or pool_thresholds_mb), got %d",
+			split, len(pc.Fractions), len(pc.Fractions)-1, len(pc.Thresholds))
+	}
+	if cfg.DropQueue < 0 {
+		return pc, fmt.Errorf("drop_queue %d must not be negative", cfg.DropQueue)
+	}
+	for _, d := range []struct {
+		name string
+		s    string
+		to   *time.Duration
+	}{
+		{"ttl", cfg.TTL, &pc.TTL}, {"drop_wait", cfg.DropWait, &pc.DropWait},
+		{"hist.bin", cfg.Hist.Bin, &pc.Hist.Bin}, {"hist.range", cfg.Hist.Range, &pc.Hist.Range},
+		{"hist.fixed", cfg.Hist.Fixed, &pc.Hist.Fixed},
+	} {
+		if d.s == "" {
+			continue
+		}
+		v, err := time.ParseDuration(d.s)
+		if err != nil || v <= 0 {
+			return pc, fmt.Errorf("%s: %q is not a positive duration", d.name, d.s)
+		}
+		*d.to = v
+	}
+	pc.Hist.MinSamples, pc.Hist.MinCV = cfg.Hist.MinSamples, cfg.Hist.MinCV
+	return pc, nil
+}
+
+// mergeResourceFlags lets the resource-pool flags override hearth.yaml.
+func mergeResourceFlags(cmd *cobra.Command, cfg *Config, flags Config) {
+	fl := cmd.Flags()
+	if fl.Changed("no-pools") {
+		cfg.NoPools = flags.NoPools
+	}
+	if fl.Changed("cgroup-pool") {
+		cfg.CgroupPool = flags.CgroupPool
+	}
+	if fl.Changed("netns-pool") {
+		cfg.NetnsPool = flags.NetnsPool
+	}
+	if fl.Changed("netns-subnet") {
+		cfg.NetnsSubnet = flags.NetnsSubnet
+	}
+}
+
+// resourceConfig turns hearth.yaml's pool settings into the worker's.
+func resourceConfig(cfg Config) (worker.ResourceConfig, error) {
+	r := worker.ResourceConfig{NoPools: cfg.NoPools, Cgroups: cfg.CgroupPool, NetNS: cfg.NetnsPool, NAT: cfg.NetnsNAT}
+	if cfg.CgroupPool < 0 || cfg.NetnsPool < 0 {
+		return r, fmt.Errorf("cgroup_pool and netns_pool must not be negative (got %d, %d)", cfg.CgroupPool, cfg.NetnsPool)
+	}
+	if cfg.NetnsSubnet != "" {
+		p, err := netip.ParsePrefix(cfg.NetnsSubnet)
+		if err != nil {
+			return r, fmt.Errorf("netns_subnet: %w", err)
+		}
+		r.Subnet = p
+	}
+	return r, nil
 }

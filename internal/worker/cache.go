@@ -1,137 +1,513 @@
 package worker
 
 import (
-	"container/list"
+	"context"
+	"errors"
+	"fmt"
 	"sync"
+	"time"
+
+	"github.com/hearth-run/hearth/internal/pool"
+	"github.com/hearth-run/hearth/internal/pool/policy"
+	"github.com/hearth-run/hearth/internal/registry"
 )
 
-// warmCache is the handler cache: idle sandboxes by function, evicted
-// least recently used first when their measured memory exceeds the budget.
+// Drop behaviours of PoolConfig.OnDrop.
+const (
+	// DropReject answers a request that finds no room at once with ErrDrop.
+	DropReject = "reject"
+	// DropQueue lets such a request wait, boundedly, for memory to come free.
+	DropQueue = "queue"
+)
+
+// PoolConfig configures the warm pool: the internal/pool engine that keeps
+// sandboxes, busy and paused, under the worker's memory budget. The zero
+// value is one unified LRU pool that rejects at once when full.
+type PoolConfig struct {
+	// Policy names the keep-alive policy: lru (default), gd, freq, ttl or
+	// hist (see internal/pool/policy).
+	Policy string
+	// Fractions splits Config.WarmBudget into size-partitioned pools
+	// (KiSS), smallest sizes first, summing to 1. Nil or one fraction is a
+	// unified pool.
+	Fractions []float64
+	// Thresholds[i] is the largest declared memory limit (bytes) routed to
+	// pool i; one fewer than Fractions. With two pools and none given the
+	// threshold is DefaultThreshold.
+	Thresholds []int64
+	// Borrow lets a full pool use spare memory of another (KiSS pools are
+	// static, so off by default).
+	Borrow bool
+	// TTL is the ttl policy's keep-alive (default 10 minutes).
+	TTL time.Duration
+	// Hist tunes the hist policy; zero fields are the paper's defaults.
+	Hist policy.HistOptions
+	// OnDrop is DropReject (default) or DropQueue.
+	OnDrop string
+	// DropQueue bounds requests waiting for memory with DropQueue (default 64).
+	DropQueue int
+	// DropWait bounds how long one request waits for memory (default 5 s).
+	DropWait time.Duration
+}
+
+// DefaultThreshold is the KiSS small/large boundary: 225 MB.
+const DefaultThreshold int64 = 225 << 20
+
+func (c *PoolConfig) setDefaults() {
+	if c.Policy == "" {
+		c.Policy = "lru"
+	}
+	if len(c.Fractions) == 0 {
+		c.Fractions = []float64{1}
+	}
+	if len(c.Fractions) == 2 && len(c.Thresholds) == 0 {
+		c.Thresholds = []int64{DefaultThreshold}
+	}
+	if c.OnDrop == "" {
+		c.OnDrop = DropReject
+	}
+	if c.DropQueue <= 0 {
+		c.DropQueue = 64
+	}
+	if c.DropWait <= 0 {
+		c.DropWait = 5 * time.Second
+	}
+}
+
+// PoolStatus describes one pool (partition) of the warm pool.
+type PoolStatus struct {
+	Name string `json:"name"`
+	// MaxSize is the largest declared memory limit routed here; 0 for the
+	// last pool, which takes every size.
+	MaxSize  int64 `json:"max_size_bytes"`
+	Capacity int64 `json:"capacity_bytes"`
+	// Used is the memory charged to the pool: busy and paused sandboxes at
+	// their measured cgroup usage (declared limit until first measured),
+	// plus what it lends to other pools.
+	Used          int64  `json:"used_bytes"`
+	Idle          int64  `json:"idle_bytes"`
+	Borrowed      int64  `json:"borrowed_bytes"`
+	Lent          int64  `json:"lent_bytes"`
+	Sandboxes     int    `json:"sandboxes"`
+	IdleSandboxes int    `json:"idle_sandboxes"`
+	Hits          uint64 `json:"hits"`
+	Misses        uint64 `json:"misses"` // cold starts
+	Drops         uint64 `json:"drops"`  // requests refused for lack of memory
+	Evictions     uint64 `json:"evictions"`
+	Expirations   uint64 `json:"expirations"`
+	Prewarms      uint64 `json:"prewarms"`
+}
+
+type fnKey struct{ name, rev string }
+
+type fnInfo struct {
+	fnKey
+	declared int64
+	cold     time.Duration // smoothed measured start time
+}
+
+// warmCache is the handler cache: a mutex-wrapped pool.Engine that accounts
+// every sandbox (busy ones from admission, paused ones until evicted or
+// expired) and decides which paused sandbox to evict. It maps engine IDs to
+// instances and function revisions to engine functions. A timer goroutine,
+// started with the first idle sandbox, expires keep-alives eagerly and
+// starts pre-warms (hist policy).
 type warmCache struct {
-	mu     sync.Mutex
-	budget int64
-	bytes  int64
-	lru    *list.List // of *instance, most recent at the front
-	elems  map[*instance]*list.Element
-	sizes  map[*instance]int64
-	byFn   map[string][]*instance // idle stack per function, newest last
+	w     *Worker
+	cfg   PoolConfig
+	names []string // pool names by partition
+	epoch time.Time
+
+	mu      sync.Mutex // guards the fields below
+	e       *pool.Engine
+	fns     map[fnKey]pool.Fn
+	info    []fnInfo // by pool.Fn
+	insts   map[pool.ID]*instance
+	ids     map[*instance]pool.ID
+	drops   []uint64      // requests refused, by partition
+	freed   chan struct{} // closed and replaced when memory may have come free
+	waiting int           // requests queued for memory
+	closed  bool
+
+	loop sync.Once
+	wake chan struct{} // cap 1: the timer loop re-reads its deadline
+	done chan struct{}
+	wg   sync.WaitGroup
 }
 
-func newWarmCache(budget int64) *warmCache {
-	return &warmCache{
-		budget: budget,
-		lru:    list.New(),
-		elems:  make(map[*instance]*list.Element),
-		sizes:  make(map[*instance]int64),
-		byFn:   make(map[string][]*instance),
+func newWarmCache(w *Worker) (*warmCache, error) {
+	cfg := w.cfg.Pool
+	cfg.setDefaults()
+	if cfg.OnDrop != DropReject && cfg.OnDrop != DropQueue {
+		return nil, fmt.Errorf("pool: on_drop %q: want %s or %s: %w", cfg.OnDrop, DropReject, DropQueue, pool.ErrConfig)
 	}
+	newPol, err := policy.New(cfg.Policy, policy.Options{TTL: cfg.TTL, Hist: cfg.Hist})
+	if err != nil {
+		return nil, fmt.Errorf("pool policy: %w", err)
+	}
+	parts, err := pool.Split(w.cfg.WarmBudget, cfg.Fractions, cfg.Thresholds)
+	if err != nil {
+		return nil, fmt.Errorf("pool partitions: %w", err)
+	}
+	e, err := pool.New(pool.Config{Partitions: parts, Borrow: cfg.Borrow, NewPolicy: newPol})
+	if err != nil {
+		return nil, fmt.Errorf("pool: %w", err)
+	}
+	c := &warmCache{
+		w:     w,
+		cfg:   cfg,
+		names: poolNames(len(parts)),
+		epoch: time.Now(),
+		e:     e,
+		fns:   make(map[fnKey]pool.Fn),
+		insts: make(map[pool.ID]*instance),
+		ids:   make(map[*instance]pool.ID),
+		drops: make([]uint64, len(parts)),
+		freed: make(chan struct{}),
+		wake:  make(chan struct{}, 1),
+		done:  make(chan struct{}),
+	}
+	w.metrics.Registry.MustRegister(newPoolCollector(c))
+	return c, nil
 }
 
-// take removes and returns the newest idle sandbox of fn at revision rev.
-func (c *warmCache) take(fn, rev string) *instance {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	stack := c.byFn[fn]
-	for j := len(stack) - 1; j >= 0; j-- {
-		if inst := stack[j]; inst.rev == rev {
-			c.removeLocked(inst)
-			return inst
+func poolNames(n int) []string {
+	switch n {
+	case 1:
+		return []string{"unified"}
+	case 2:
+		return []string{"small", "large"}
+	}
+	ns := make([]string, n)
+	for i := range ns {
+		ns[i] = fmt.Sprintf("p%d", i)
+	}
+	return ns
+}
+
+// now is the engine's clock: monotonic time since the cache was made.
+func (c *warmCache) now() time.Duration { return time.Since(c.epoch) }
+
+// fnLocked returns the engine function of fn's revision, registering it
+// at its declared memory limit.
+func (c *warmCache) fnLocked(name, rev string, declared int64) (pool.Fn, error) {
+	k := fnKey{name, rev}
+	if f, ok := c.fns[k]; ok {
+		return f, nil
+	}
+	f, err := c.e.AddFunc(declared, 0)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", name, err)
+	}
+	c.fns[k] = f
+	c.info = append(c.info, fnInfo{fnKey: k, declared: declared})
+	return f, nil
+}
+
+// signalLocked wakes requests waiting for memory.
+func (c *warmCache) signalLocked() {
+	close(c.freed)
+	c.freed = make(chan struct{})
+}
+
+// take returns a thawed warm sandbox of fn, or nil and a reservation: room
+// admitted in fn's pool for a sandbox the caller starts and then passes to
+// bind (or abort on failure). Evicted paused sandboxes are destroyed off
+// the request path. When the pool is full of busy sandboxes take returns
+// ErrDrop, at once or (DropQueue) after a bounded wait.
+func (c *warmCache) take(ctx context.Context, fn registry.Function) (*instance, pool.ID, error) {
+	declared := int64(fn.Spec.MemoryMB) << 20
+	arrive := true
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
 		}
+	}()
+	for {
+		c.mu.Lock()
+		if c.closed {
+			c.mu.Unlock()
+			return nil, 0, ErrClosed
+		}
+		f, err := c.fnLocked(fn.Name, fn.Revision, declared)
+		if err != nil {
+			c.mu.Unlock()
+			return nil, 0, err
+		}
+		if arrive {
+			// A queued request retries as a new arrival: the engine has no
+			// other way to hand it a sandbox released meanwhile.
+			if id, ok := c.e.Acquire(f, c.now()); ok {
+				inst := c.insts[id]
+				c.mu.Unlock()
+				if err := inst.thaw(ctx); err != nil {
+					c.w.log.Warn("thaw failed; starting cold", "sandbox", inst.id, "err", err)
+					c.w.destroy(inst) // forgets it
+					arrive = false
+					continue
+				}
+				return inst, 0, nil
+			}
+		}
+		id, victims, err := c.e.Admit(f, c.now())
+		if err == nil {
+			vs := c.detachLocked(victims)
+			c.mu.Unlock()
+			c.w.destroyAsync(vs)
+			return nil, id, nil
+		}
+		if !errors.Is(err, pool.ErrDrop) {
+			c.mu.Unlock()
+			return nil, 0, fmt.Errorf("%s: admitting sandbox: %w", fn.Name, err)
+		}
+		pi, _ := c.e.Partition(f)
+		ps := c.e.Stats(pi)
+		if declared > ps.Capacity && !c.cfg.Borrow {
+			c.drops[pi]++
+			c.mu.Unlock()
+			return nil, 0, fmt.Errorf("%s: memory_mb %d exceeds the %s pool's capacity of %d MB, so it can never start: %w",
+				fn.Name, fn.Spec.MemoryMB, c.names[pi], ps.Capacity>>20, ErrDrop)
+		}
+		if c.cfg.OnDrop != DropQueue || c.waiting >= c.cfg.DropQueue || (timer != nil && ctx.Err() != nil) {
+			c.drops[pi]++
+			c.mu.Unlock()
+			return nil, 0, c.dropErr(fn, pi, ps)
+		}
+		if timer == nil {
+			timer = time.NewTimer(c.cfg.DropWait)
+		}
+		freed := c.freed
+		c.waiting++
+		c.mu.Unlock()
+		var expired bool
+		select {
+		case <-freed:
+		case <-timer.C:
+			expired = true
+		case <-ctx.Done():
+		}
+		c.mu.Lock()
+		c.waiting--
+		if expired || ctx.Err() != nil {
+			c.drops[pi]++
+			c.mu.Unlock()
+			if ctx.Err() != nil {
+				return nil, 0, ctx.Err()
+			}
+			return nil, 0, fmt.Errorf("%s: waited %s: %w", fn.Name, c.cfg.DropWait, c.dropErr(fn, pi, ps))
+		}
+		c.mu.Unlock()
+		arrive = true
 	}
-	return nil
 }
 
-// put adds an idle sandbox, counted at its declared size until measured,
-// and returns the sandboxes evicted to stay in budget.
-func (c *warmCache) put(inst *instance) []*instance {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.elems[inst] = c.lru.PushFront(inst)
-	c.sizes[inst] = inst.declared
-	c.bytes += inst.declared
-	c.byFn[inst.fn] = append(c.byFn[inst.fn], inst)
-	return c.evictLocked(inst)
+func (c *warmCache) dropErr(fn registry.Function, pi int, ps pool.Stats) error {
+	return fmt.Errorf("%s: no room for a %d MB sandbox in the %s pool (%d of %d MB in use, %d MB paused): %w",
+		fn.Name, fn.Spec.MemoryMB, c.names[pi], ps.Used>>20, ps.Capacity>>20, ps.Idle>>20, ErrDrop)
 }
 
-// resize records a sandbox's measured memory.
-func (c *warmCache) resize(inst *instance, size int64) []*instance {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	old, ok := c.sizes[inst]
-	if !ok {
+// detachLocked maps evicted or expired engine IDs to their instances and
+// forgets them.
+func (c *warmCache) detachLocked(ids []pool.ID) []*instance {
+	if len(ids) == 0 {
 		return nil
 	}
-	c.sizes[inst] = size
-	c.bytes += size - old
-	return c.evictLocked(nil)
-}
-
-// evictLocked evicts from the cold end until the cache fits; keep is
-// evicted last, since it was just used.
-func (c *warmCache) evictLocked(keep *instance) []*instance {
-	var out []*instance
-	for c.bytes > c.budget && c.lru.Len() > 0 {
-		e := c.lru.Back()
-		inst := e.Value.(*instance)
-		if inst == keep && c.lru.Len() > 1 {
-			e = e.Prev()
-			inst = e.Value.(*instance)
-		}
-		c.removeLocked(inst)
-		out = append(out, inst)
-	}
-	return out
-}
-
-func (c *warmCache) remove(inst *instance) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if _, ok := c.elems[inst]; !ok {
-		return false
-	}
-	c.removeLocked(inst)
-	return true
-}
-
-func (c *warmCache) removeLocked(inst *instance) {
-	e, ok := c.elems[inst]
-	if !ok {
-		return
-	}
-	c.lru.Remove(e)
-	delete(c.elems, inst)
-	c.bytes -= c.sizes[inst]
-	delete(c.sizes, inst)
-	stack := c.byFn[inst.fn]
-	for j, x := range stack {
-		if x == inst {
-			stack = append(stack[:j], stack[j+1:]...)
-			break
-		}
-	}
-	if len(stack) == 0 {
-		delete(c.byFn, inst.fn)
-	} else {
-		c.byFn[inst.fn] = stack
-	}
-}
-
-// drop removes every idle sandbox of fn not at revision keep.
-func (c *warmCache) drop(fn, keep string) []*instance {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	var out []*instance
-	for _, inst := range append([]*instance(nil), c.byFn[fn]...) {
-		if keep == "" || inst.rev != keep {
-			c.removeLocked(inst)
+	out := make([]*instance, 0, len(ids))
+	for _, id := range ids {
+		if inst, ok := c.insts[id]; ok {
+			delete(c.insts, id)
+			delete(c.ids, inst)
 			out = append(out, inst)
 		}
 	}
 	return out
 }
 
+// bind attaches a started sandbox to its reservation and records the
+// measured start time as the function's cold-start cost.
+func (c *warmCache) bind(id pool.ID, inst *instance, start time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.insts[id] = inst
+	c.ids[inst] = id
+	c.measureLocked(inst, start)
+}
+
+// measureLocked folds a measured start time into inst's function's cold
+// cost (an EWMA, so one slow start does not dominate).
+func (c *warmCache) measureLocked(inst *instance, start time.Duration) {
+	f, ok := c.fns[fnKey{inst.fn, inst.rev}]
+	if !ok {
+		return
+	}
+	fi := &c.info[f]
+	if fi.cold == 0 {
+		fi.cold = start
+	} else {
+		fi.cold = (3*fi.cold + start) / 4
+	}
+	c.e.SetFunc(f, fi.declared, fi.cold)
+}
+
+// abort gives back the reservation of a sandbox that failed to start.
+func (c *warmCache) abort(id pool.ID) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.e.Remove(id); err == nil {
+		c.signalLocked()
+	}
+}
+
+// put makes a sandbox idle after its call. A sandbox the pool does not know
+// (retired meanwhile) comes back as a victim to destroy.
+func (c *warmCache) put(inst *instance) []*instance {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	id, ok := c.ids[inst]
+	if !ok || c.closed {
+		return []*instance{inst}
+	}
+	if err := c.e.Release(id, c.now()); err != nil {
+		c.w.log.Warn("releasing sandbox", "sandbox", inst.id, "err", err)
+		return nil
+	}
+	c.signalLocked()
+	c.kick()
+	return nil
+}
+
+// warm adds a pre-warmed, idle sandbox. It reports false if the pool has no
+// free memory for it (a pre-warm never evicts); the caller destroys it.
+func (c *warmCache) warm(inst *instance, start time.Duration) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return false
+	}
+	f, err := c.fnLocked(inst.fn, inst.rev, inst.declared)
+	if err != nil {
+		return false
+	}
+	c.measureLocked(inst, start)
+	id, err := c.e.Warm(f, c.now())
+	if err != nil {
+		return false
+	}
+	c.insts[id] = inst
+	c.ids[inst] = id
+	c.signalLocked()
+	c.kick()
+	return true
+}
+
+// resize charges a sandbox at its measured memory and returns the paused
+// sandboxes evicted to make room for growth.
+func (c *warmCache) resize(inst *instance, size int64) []*instance {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	id, ok := c.ids[inst]
+	if !ok || size <= 0 {
+		return nil
+	}
+	victims, err := c.e.Resize(id, size)
+	if err != nil {
+		c.w.log.Warn("resizing sandbox", "sandbox", inst.id, "err", err)
+		return nil
+	}
+	c.signalLocked()
+	return c.detachLocked(victims)
+}
+
+// remove forgets an idle sandbox; it reports false if the sandbox is busy
+// or unknown.
+func (c *warmCache) remove(inst *instance) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	id, ok := c.ids[inst]
+	if !ok || inst.stateName() == "busy" {
+		return false
+	}
+	c.removeLocked(inst, id)
+	return true
+}
+
+// forget drops a sandbox that is being destroyed, busy or idle.
+func (c *warmCache) forget(inst *instance) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if id, ok := c.ids[inst]; ok {
+		c.removeLocked(inst, id)
+	}
+}
+
+func (c *warmCache) removeLocked(inst *instance, id pool.ID) {
+	delete(c.ids, inst)
+	delete(c.insts, id)
+	if err := c.e.Remove(id); err != nil {
+		c.w.log.Warn("removing sandbox from pool", "sandbox", inst.id, "err", err)
+	}
+	c.signalLocked()
+}
+
+// drop removes every idle sandbox of fn not at revision keep (all if keep
+// is empty) and returns them to destroy.
+func (c *warmCache) drop(fn, keep string) []*instance {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []*instance
+	for inst, id := range c.ids {
+		if inst.fn != fn || (keep != "" && inst.rev == keep) || inst.stateName() == "busy" {
+			continue
+		}
+		c.removeLocked(inst, id)
+		out = append(out, inst)
+	}
+	return out
+}
+
+// used returns the bytes charged for paused sandboxes.
 func (c *warmCache) used() int64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.bytes
+	var n int64
+	for i := range c.e.Partitions() {
+		n += c.e.Stats(i).Idle
+	}
+	return n
+}
+
+// stats describes every pool.
+func (c *warmCache) stats() []PoolStatus {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]PoolStatus, c.e.Partitions())
+	for i := range out {
+		s := c.e.Stats(i)
+		ms := s.MaxSize
+		if i == len(out)-1 {
+			ms = 0
+		}
+		out[i] = PoolStatus{
+			Name: c.names[i], MaxSize: ms, Capacity: s.Capacity, Used: s.Used, Idle: s.Idle,
+			Borrowed: s.Borrowed, Lent: s.Lent, Sandboxes: s.Containers, IdleSandboxes: s.IdleCount,
+			Hits: s.Hits, Misses: s.Misses, Drops: c.drops[i], Evictions: s.Evictions,
+			Expirations: s.Expirations, Prewarms: s.Prewarms,
+		}
+	}
+	return out
+}
+
+// close stops the timer loop; later releases destroy their sandboxes.
+func (c *warmCache) close() {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.closed = true
+	c.signalLocked()
+	c.mu.Unlock()
+	close(c.done)
+	c.wg.Wait()
 }

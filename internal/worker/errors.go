@@ -16,6 +16,9 @@ var (
 	ErrCrashed = errors.New("sandbox crashed")
 	// ErrStart: a sandbox could not be started.
 	ErrStart = errors.New("sandbox start failed")
+	// ErrDrop: the warm pool has no room for a new sandbox (its pool is full
+	// of busy ones); the caller may retry later.
+	ErrDrop = errors.New("warm pool full")
 	// ErrClosed: the worker is shutting down.
 	ErrClosed = errors.New("worker closed")
 )

@@ -43,3 +43,52 @@ func newMetrics() *Metrics {
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }
+
+// poolCollector reports the warm pool per pool (partition) at scrape time,
+// so the figures are the same as the pools in /v1/status.
+type poolCollector struct {
+	c                               *warmCache
+	used, capacity, idle, sandboxes *prometheus.Desc
+	hits, misses, drops, evictions  *prometheus.Desc
+	expirations, prewarms           *prometheus.Desc
+}
+
+func newPoolCollector(c *warmCache) *poolCollector {
+	l := []string{"pool"}
+	d := func(name, help string) *prometheus.Desc { return prometheus.NewDesc(name, help, l, nil) }
+	return &poolCollector{
+		c:           c,
+		used:        d("hearth_pool_used_bytes", "Memory charged to a warm pool: busy and paused sandboxes at their measured cgroup usage."),
+		capacity:    d("hearth_pool_capacity_bytes", "Memory budget of a warm pool."),
+		idle:        d("hearth_pool_idle_bytes", "Memory of a warm pool's paused sandboxes."),
+		sandboxes:   d("hearth_pool_sandboxes", "Sandboxes, busy and paused, in a warm pool."),
+		hits:        d("hearth_pool_hits_total", "Invocations served by a paused sandbox of a warm pool."),
+		misses:      d("hearth_pool_misses_total", "Invocations that started a new sandbox in a warm pool (cold starts)."),
+		drops:       d("hearth_pool_drops_total", "Invocations refused because a warm pool was full of busy sandboxes."),
+		evictions:   d("hearth_pool_evictions_total", "Paused sandboxes evicted to make room in a warm pool."),
+		expirations: d("hearth_pool_expirations_total", "Paused sandboxes destroyed when their keep-alive ended."),
+		prewarms:    d("hearth_pool_prewarms_total", "Sandboxes started ahead of a predicted invocation."),
+	}
+}
+
+func (p *poolCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{p.used, p.capacity, p.idle, p.sandboxes, p.hits, p.misses, p.drops, p.evictions, p.expirations, p.prewarms} {
+		ch <- d
+	}
+}
+
+func (p *poolCollector) Collect(ch chan<- prometheus.Metric) {
+	g, c := prometheus.GaugeValue, prometheus.CounterValue
+	for _, s := range p.c.stats() {
+		ch <- prometheus.MustNewConstMetric(p.used, g, float64(s.Used), s.Name)
+		ch <- prometheus.MustNewConstMetric(p.capacity, g, float64(s.Capacity), s.Name)
+		ch <- prometheus.MustNewConstMetric(p.idle, g, float64(s.Idle), s.Name)
+		ch <- prometheus.MustNewConstMetric(p.sandboxes, g, float64(s.Sandboxes), s.Name)
+		ch <- prometheus.MustNewConstMetric(p.hits, c, float64(s.Hits), s.Name)
+		ch <- prometheus.MustNewConstMetric(p.misses, c, float64(s.Misses), s.Name)
+		ch <- prometheus.MustNewConstMetric(p.drops, c, float64(s.Drops), s.Name)
+		ch <- prometheus.MustNewConstMetric(p.evictions, c, float64(s.Evictions), s.Name)
+		ch <- prometheus.MustNewConstMetric(p.expirations, c, float64(s.Expirations), s.Name)
+		ch <- prometheus.MustNewConstMetric(p.prewarms, c, float64(s.Prewarms), s.Name)
+	}
+}

@@ -38,8 +38,11 @@ type Config struct {
 	InitPath string
 	// Python is the interpreter inside the base (default /usr/bin/python3).
 	Python string
-	// WarmBudget bounds the measured memory of paused sandboxes (default 2 GiB).
+	// WarmBudget bounds the memory of all sandboxes, busy and paused, at
+	// their measured cgroup usage (default 2 GiB); Pool splits it.
 	WarmBudget int64
+	// Pool configures the warm pool: policy, partitions, drop behaviour.
+	Pool PoolConfig
 	// PidsLimit caps processes per sandbox (default 64).
 	PidsLimit int64
 	// ScratchBytes caps each sandbox's /tmp (default 64 MiB).
@@ -193,7 +196,11 @@ func New(ctx context.Context, cfg Config, fns Functions) (*Worker, error) {
 		live:    make(map[*instance]struct{}),
 		metrics: newMetrics(),
 	}
-	w.cache = newWarmCache(cfg.WarmBudget)
+	cache, err := newWarmCache(w)
+	if err != nil {
+		return nil, fmt.Errorf("worker: %w", err)
+	}
+	w.cache = cache
 	cg, err := cgroup.NewManager(cfg.CgroupParent)
 	if err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
@@ -319,22 +326,22 @@ func (w *Worker) Invoke(ctx context.Context, name string, event []byte) (Result,
 	defer func() { <-st.slots }()
 
 	res := Result{Revision: fn.Revision, Path: "warm"}
-	inst := w.cache.take(fn.Name, fn.Revision)
-	if inst != nil {
-		if err := inst.thaw(ctx); err != nil {
-			w.log.Warn("thaw failed; starting cold", "sandbox", inst.id, "err", err)
-			w.destroy(inst)
-			inst = nil
-		}
+	// A warm (thawed) sandbox, or room reserved in the pool for a new one.
+	inst, resv, err := w.cache.take(ctx, fn)
+	if err != nil {
+		w.metrics.invocations.WithLabelValues("none", "dropped").Inc()
+		return Result{}, err
 	}
 	if inst == nil {
 		t0 := time.Now()
 		inst, res.Path, err = w.start(ctx, fn, st)
 		if err != nil {
+			w.cache.abort(resv)
 			w.metrics.invocations.WithLabelValues(res.Path, "start_error").Inc()
 			return res, err
 		}
 		res.Init = time.Since(t0)
+		w.cache.bind(resv, inst, res.Init)
 		w.metrics.coldStarts.WithLabelValues(res.Path).Observe(res.Init.Seconds())
 	}
 
@@ -533,6 +540,7 @@ func (w *Worker) destroy(inst *instance) {
 	if !ok {
 		return
 	}
+	w.cache.forget(inst)
 	w.metrics.sandboxes.Dec()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -594,6 +602,8 @@ type Status struct {
 	Sandboxes  []SandboxInfo `json:"sandboxes"`
 	WarmBytes  int64         `json:"warm_bytes"`
 	WarmBudget int64         `json:"warm_budget_bytes"`
+	Policy     string        `json:"policy"`
+	Pools      []PoolStatus  `json:"pools"`
 }
 
 // Status reports the live sandboxes and memory.
@@ -613,6 +623,7 @@ func (w *Worker) Status() Status {
 		st.Sandboxes = append(st.Sandboxes, info)
 	}
 	st.WarmBytes = w.cache.used()
+	st.Policy, st.Pools = w.cache.cfg.Policy, w.cache.stats()
 	return st
 }
 
@@ -625,6 +636,7 @@ func (w *Worker) Close(ctx context.Context) error {
 		insts = append(insts, inst)
 	}
 	w.mu.Unlock()
+	w.cache.close()
 	w.wg.Wait()
 	var errs []error
 	if w.zyg != nil {

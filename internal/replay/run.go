@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/hearth-run/hearth/internal/client"
 )
 
@@ -234,6 +236,16 @@ loop:
 	return res, err
 }
 
+// isTerminal reports whether w is a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}
+
 // startBar draws a progress bar on w until the returned func is called.
 func startBar(w io.Writer, total int, done, inflight *atomic.Int64) func() {
 	if w == nil {
@@ -257,7 +269,13 @@ func startBar(w io.Writer, total int, done, inflight *atomic.Int64) func() {
 	}
 	go func() {
 		defer wg.Done()
-		t := time.NewTicker(250 * time.Millisecond)
+		// Redraw often on a terminal; into a file or pipe, where every
+		// redraw stays, rarely.
+		every := 10 * time.Second
+		if isTerminal(w) {
+			every = 250 * time.Millisecond
+		}
+		t := time.NewTicker(every)
 		defer t.Stop()
 		for {
 			select {

@@ -78,7 +78,7 @@ func TestBadInputGetsClearErrorsAndLosesNothing(t *testing.T) {
 		{"too large", big, 413, ""},
 		{"bad yaml", tarGz(t, ok, entry{name: "function.yaml", body: "memory_mb: [oops"}), 400, ""},
 		{"unknown field", tarGz(t, ok, entry{name: "function.yaml", body: "memroy_mb: 5\n"}), 400, "memroy_mb"},
-		{"isolated network", tarGz(t, ok, entry{name: "function.yaml", body: "network: isolated\n"}), 400, "not yet supported"},
+		{"unknown network", tarGz(t, ok, entry{name: "function.yaml", body: "network: carrier-pigeon\n"}), 400, "network"},
 		{"missing handler", tarGz(t, entry{name: "other.py", body: "x=1"}), 400, "handler"},
 		{"uninstallable requirement", tarGz(t, ok, entry{name: "requirements.txt", body: "surely-not-a-package==9.9\n"}), 400, "install cache"},
 	}

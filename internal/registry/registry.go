@@ -131,6 +131,11 @@ type Registry struct {
 
 	mu    sync.Mutex           // guards locks
 	locks map[string]*nameLock // per-name deploy/delete locks
+
+	// recs caches decoded records: Get is on every invocation's path, and
+	// this process is the database's only writer.
+	recMu sync.RWMutex
+	recs  map[string]record
 }
 
 type nameLock struct {
@@ -239,7 +244,12 @@ func (r *Registry) fn(rec record) Function {
 
 // get reads a record; ErrNotFound when absent.
 func (r *Registry) get(name string) (record, error) {
-	var rec record
+	r.recMu.RLock()
+	rec, ok := r.recs[name]
+	r.recMu.RUnlock()
+	if ok {
+		return rec, nil
+	}
 	err := r.db.View(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucket).Get([]byte(name))
 		if v == nil {
@@ -250,7 +260,21 @@ func (r *Registry) get(name string) (record, error) {
 		}
 		return nil
 	})
+	if err == nil {
+		r.recMu.Lock()
+		if r.recs == nil {
+			r.recs = map[string]record{}
+		}
+		r.recs[name] = rec
+		r.recMu.Unlock()
+	}
 	return rec, err
+}
+
+func (r *Registry) forget(name string) {
+	r.recMu.Lock()
+	delete(r.recs, name)
+	r.recMu.Unlock()
 }
 
 // Get returns the deployed function called name.
@@ -428,6 +452,7 @@ func (r *Registry) put(rec record) error {
 	if err != nil {
 		return fmt.Errorf("encoding metadata: %w", err)
 	}
+	defer r.forget(rec.Name)
 	err = r.db.Update(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucket).Put([]byte(rec.Name), v)
 	})
@@ -447,6 +472,7 @@ func (r *Registry) Delete(name string) error {
 		return fmt.Errorf("deleting %s: %w", name, err)
 	}
 	defer unlock()
+	defer r.forget(name)
 	err = r.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucket)
 		if b.Get([]byte(name)) == nil {

@@ -302,7 +302,7 @@ func TestDeployBad(t *testing.T) {
 		{"not an archive", "fn", arc([]byte("def f(e): pass")), archive.ErrFormat},
 		{"no handler", "fn", arc(tgz(t, map[string]string{"main.py": ""})), function.ErrInvalid},
 		{"bad yaml", "fn", arc(tgz(t, map[string]string{"f.py": "", "function.yaml": "memory_mb: 1"})), function.ErrInvalid},
-		{"isolated network", "fn", arc(tgz(t, map[string]string{"f.py": "", "function.yaml": "network: isolated"})), function.ErrUnsupported},
+		{"unknown network", "fn", arc(tgz(t, map[string]string{"f.py": "", "function.yaml": "network: carrier-pigeon"})), function.ErrInvalid},
 		{"requirement", "fn", arc(tgz(t, map[string]string{"f.py": "", "requirements.txt": "numpy\nscipy\n"})), errReq},
 		{"missing dir", "fn", Source{Dir: filepath.Join(t.TempDir(), "nope")}, os.ErrNotExist},
 	}

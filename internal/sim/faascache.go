@@ -43,8 +43,18 @@ package sim
 //     (and heapify moves equal elements even in a valid heap), so the heap
 //     array here is kept identical to FaasCache's.
 //
-// Hits and misses count served invocations; drops are invocations that
-// found no room. The golden test in faascache_test.go holds the figures
+// Hits and misses are what FaasCache logs as "hit" and "miss"; drops are
+// its capacity_misses. Memory held by busy containers counts against the
+// capacity. Its HIST, LND, SIZE and RAND policies are not reproduced.
+//
+// Run differs on every point above: it evicts only the shortfall, one
+// idle container at a time, by per-container priorities set when a
+// container is released; a cold start adds max − avg to a sampled
+// execution time; equidistant arrivals are exact integer nanoseconds;
+// sizes are not rounded and functions invoked once are kept. Its counts are
+// therefore not FaasCache's.
+//
+// The golden test in faascache_test.go holds the figures
 // FaasCache itself produced on sample100-min480-959; all of them match.
 //
 // Speed, one core, sample100-min480-959 at 8 GB (339,644 invocations):

@@ -208,6 +208,9 @@ func (e *Engine) Dump(ctx context.Context, spec DumpSpec, dir string) (*Descript
 	if err != nil {
 		return nil, fmt.Errorf("dump %s: %w", spec.Key, err)
 	}
+	if err := waitIdle(ctx, spec.Pid, spec.ListenFD); err != nil {
+		return nil, fmt.Errorf("dump %s: %w", spec.Key, err)
+	}
 	args := []string{"dump", "-t", strconv.Itoa(spec.Pid), "-D", filepath.Join(dir, imagesDir),
 		"--manage-cgroups=ignore", "-o", filepath.Join(dir, ".tmp-dump.log")}
 	if spec.LeaveRunning {
@@ -248,6 +251,41 @@ func (e *Engine) Dump(ctx context.Context, spec DumpSpec, dir string) (*Descript
 	}
 	d.DumpTime = time.Since(t0)
 	return d, nil
+}
+
+// waitIdle waits until pid holds no socket but its listener: a worker
+// that just closed its connection may be faster than the runtime noticing,
+// and CRIU cannot dump a socket whose peer is outside the sandbox.
+func waitIdle(ctx context.Context, pid, listenFD int) error {
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		busy := -1
+		ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+		if err != nil {
+			return err
+		}
+		for _, ent := range ents {
+			n, err := strconv.Atoi(ent.Name())
+			if err != nil || n == listenFD {
+				continue
+			}
+			if link, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%d", pid, n)); err == nil && strings.HasPrefix(link, "socket:[") {
+				busy = n
+				break
+			}
+		}
+		if busy < 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("fd %d is a socket other than the listener (an open connection?): %w", busy, ErrUnsupported)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Millisecond):
+		}
+	}
 }
 
 // outsideFDs finds pid's descriptors that refer to objects outside the

@@ -2,6 +2,7 @@ package snapshot
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hearth-run/hearth/internal/runtime"
 	"github.com/hearth-run/hearth/internal/snapshot/snaptest"
 )
 
@@ -141,4 +143,78 @@ func TestDumpRestore(t *testing.T) {
 	if _, err := os.Stat(s.Scratch()); !os.IsNotExist(err) {
 		t.Errorf("scratch left behind: %v", err)
 	}
+}
+
+func TestEngineBadInput(t *testing.T) {
+	e := needEnv(t)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name string
+		spec DumpSpec
+	}{
+		{"bad key", DumpSpec{Key: "../x", Pid: 100, Scratch: "/tmp", Socket: "s"}},
+		{"no pid", DumpSpec{Key: "k", Scratch: "/tmp", Socket: "s"}},
+		{"pid 1", DumpSpec{Key: "k", Pid: 1, Scratch: "/tmp", Socket: "s"}},
+		{"no socket", DumpSpec{Key: "k", Pid: 100, Scratch: "/tmp"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := engine.Dump(ctx, tc.spec, t.TempDir()); !errors.Is(err, ErrInvalid) {
+				t.Fatalf("dump: %v, want ErrInvalid", err)
+			}
+		})
+	}
+	if _, err := NewEngine(ctx, EngineConfig{}); !errors.Is(err, ErrDisabled) {
+		t.Errorf("engine without criu: %v", err)
+	}
+	if _, err := NewEngine(ctx, EngineConfig{CRIU: e.CRIU}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("engine without dirs: %v", err)
+	}
+
+	src := e.StartSource(t, e.CodeDir(t))
+	dir, d := dumpSource(t, e, src, "bad-input")
+	g := e.NewGroup(t, fmt.Sprintf("rst-%d", e.Seq()))
+	t.Run("missing bind", func(t *testing.T) {
+		_, err := engine.Restore(ctx, dir, d, RestoreSpec{ID: "x1", Group: g, Binds: map[string]string{}})
+		if !errors.Is(err, ErrInvalid) {
+			t.Fatalf("restore: %v, want ErrInvalid", err)
+		}
+	})
+	t.Run("bad id", func(t *testing.T) {
+		_, err := engine.Restore(ctx, dir, d, RestoreSpec{ID: "a/b", Group: g, Binds: e.Binds(src.Code)})
+		if !errors.Is(err, ErrInvalid) {
+			t.Fatalf("restore: %v, want ErrInvalid", err)
+		}
+	})
+	t.Run("images missing", func(t *testing.T) {
+		// Unverified damage reaches CRIU: the restore fails cleanly.
+		if err := os.Rename(filepath.Join(dir, imagesDir, "pstree.img"), filepath.Join(dir, "pstree.bak")); err != nil {
+			t.Fatal(err)
+		}
+		defer os.Rename(filepath.Join(dir, "pstree.bak"), filepath.Join(dir, imagesDir, "pstree.img"))
+		_, err := engine.Restore(ctx, dir, d, RestoreSpec{ID: "x2", Group: g, Binds: e.Binds(src.Code)})
+		if err == nil {
+			t.Fatal("restore without pstree.img succeeded")
+		}
+		if _, err := os.Stat(filepath.Join(e.SbDir, "x2")); !os.IsNotExist(err) {
+			t.Fatalf("failed restore left its dir: %v", err)
+		}
+		if pids, _ := g.Pids(); len(pids) != 0 {
+			t.Fatalf("failed restore left processes %v", pids)
+		}
+	})
+	t.Run("open connection", func(t *testing.T) {
+		c, err := runtime.Dial(ctx, src.SB.SocketPath(snaptest.Socket))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := c.WaitReady(ctx); err != nil {
+			t.Fatal(err)
+		}
+		_, err = engine.Dump(ctx, DumpSpec{Key: "busy", Pid: src.SB.InitPid(), Scratch: src.SB.Scratch(),
+			Socket: snaptest.Socket, LeaveRunning: true}, t.TempDir())
+		if !errors.Is(err, ErrUnsupported) {
+			t.Fatalf("dump with a connection open: %v, want ErrUnsupported", err)
+		}
+	})
 }

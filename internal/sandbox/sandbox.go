@@ -103,6 +103,7 @@ type Sandbox struct {
 	group   *cgroup.Group
 	cmd     *exec.Cmd
 	lis     *os.File      // listening socket kept for a joiner, if any
+	ownNet  bool          // entered Config.NetNS
 	done    chan struct{} // closed when init has exited
 	exitErr error         // valid after done
 
@@ -207,6 +208,7 @@ func (f *Factory) Create(ctx context.Context, cfg Config) (_ *Sandbox, err error
 		files = append(files, w)
 	}
 	args.Privileged = cfg.Privileged
+	s.ownNet = cfg.NetNS != nil
 	if cfg.NetNS != nil {
 		// A dup: everything in files is closed when Create returns.
 		fd, err := unix.FcntlInt(cfg.NetNS.Fd(), unix.F_DUPFD_CLOEXEC, 0)
@@ -306,11 +308,15 @@ func (s *Sandbox) TakeListener() *os.File {
 }
 
 // Namespaces opens the sandbox's pid, mnt, uts and ipc namespaces, in
-// that order, for a process that joins it with setns. The caller closes
-// them.
+// that order, and its net namespace last if it has its own, for a process
+// that joins it with setns. The caller closes them.
 func (s *Sandbox) Namespaces() ([]*os.File, error) {
 	var out []*os.File
-	for _, ns := range []string{"pid", "mnt", "uts", "ipc"} {
+	kinds := []string{"pid", "mnt", "uts", "ipc"}
+	if s.ownNet {
+		kinds = append(kinds, "net")
+	}
+	for _, ns := range kinds {
 		f, err := os.Open(fmt.Sprintf("/proc/%d/ns/%s", s.cmd.Process.Pid, ns))
 		if err != nil {
 			for _, o := range out {

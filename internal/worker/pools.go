@@ -166,13 +166,6 @@ func (w *Worker) dropNet(ctx context.Context, ns *netns.NS) {
 	}
 }
 
-// hostNetwork reports whether fn's sandboxes keep the host's network:
-// only those may be forked from a zygote, whose children do not enter a
-// network namespace.
-func hostNetwork(fn registry.Function) bool {
-	return fn.Spec.Network == "" || fn.Spec.Network == function.NetworkNone
-}
-
 // ResourceStats describes the worker's resource pools.
 type ResourceStats struct {
 	Cgroups *cgroup.PoolStats `json:"cgroups,omitempty"`

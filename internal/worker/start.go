@@ -31,7 +31,7 @@ const (
 func (w *Worker) start(ctx context.Context, fn registry.Function, st *fnState) (*instance, string, error) {
 	ctx, cancel := context.WithTimeout(ctx, w.cfg.InitTimeout)
 	defer cancel()
-	if w.zyg != nil && hostNetwork(fn) {
+	if w.zyg != nil {
 		inst, err := w.forkStart(ctx, fn, st)
 		if err == nil {
 			return inst, PathFork, nil

@@ -35,7 +35,8 @@ type Process struct {
 
 // Target is the sandbox a child is forked into.
 type Target struct {
-	// Namespaces are the sandbox's pid, mnt, uts and ipc namespaces.
+	// Namespaces are the sandbox's pid, mnt, uts and ipc namespaces, and
+	// its net namespace fifth if it has its own.
 	Namespaces []*os.File
 	// Listener is the runtime's listening socket in the sandbox's /tmp.
 	Listener *os.File
@@ -150,13 +151,16 @@ func (p *Process) broken(err error) error {
 // Fork forks a child into t's sandbox and returns its host pid. The child
 // loads the handler named in t.Env and serves t.Listener.
 func (p *Process) Fork(ctx context.Context, t Target) (int, error) {
-	if len(t.Namespaces) != 4 {
-		return 0, fmt.Errorf("fork: want 4 namespaces, got %d", len(t.Namespaces))
+	if len(t.Namespaces) != 4 && len(t.Namespaces) != 5 {
+		return 0, fmt.Errorf("fork: want 4 or 5 namespaces, got %d", len(t.Namespaces))
 	}
-	fds := append(append([]*os.File{}, t.Namespaces...), t.Listener, t.Stdout, t.Stderr)
+	fds := append(append([]*os.File{}, t.Namespaces[:4]...), t.Listener, t.Stdout, t.Stderr)
 	fds = append(fds, t.Cgroup...)
+	if len(t.Namespaces) == 5 {
+		fds = append(fds, t.Namespaces[4])
+	}
 	r, err := p.request(ctx, map[string]any{
-		"op": "fork", "root": t.Root, "uid": t.UID, "gid": t.GID, "env": t.Env, "ncg": len(t.Cgroup),
+		"op": "fork", "root": t.Root, "net": len(t.Namespaces) == 5, "uid": t.UID, "gid": t.GID, "env": t.Env, "ncg": len(t.Cgroup),
 	}, fds)
 	if err != nil {
 		return 0, err

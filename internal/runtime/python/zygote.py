@@ -6,7 +6,8 @@
 #
 #   {"op": "fork", "root", "uid", "gid", "env": {...}, "ncg": k}
 #       fds: pid, mnt, uts, ipc namespaces of the target sandbox, its
-#       listening socket, stdout, stderr, then k cgroup.procs files.
+#       listening socket, stdout, stderr, k cgroup.procs files, and its
+#       net namespace last when "net" is true.
 #       The zygote enters the sandbox's pid namespace for its children,
 #       forks ONCE, and returns to its own. The child joins the other
 #       namespaces and the cgroup, drops to uid/gid, loads the handler and
@@ -36,6 +37,7 @@ CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
 CLONE_NEWIPC = 0x08000000
 CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
 PR_SET_NO_NEW_PRIVS = 38
 PR_CAPBSET_DROP = 24
 
@@ -86,10 +88,12 @@ def send(ctl, obj):
 def child_fork(req, fds, ctl, own_pid_ns):
     """Fork a function child into the target sandbox."""
     ncg = int(req.get("ncg", 0))
-    if len(fds) != 7 + ncg:
-        raise ValueError("fork: want %d descriptors, got %d" % (7 + ncg, len(fds)))
+    net = 1 if req.get("net") else 0
+    if len(fds) != 7 + ncg + net:
+        raise ValueError("fork: want %d descriptors, got %d" % (7 + ncg + net, len(fds)))
     pidns, mntns, utsns, ipcns, lsock, out, err = fds[:7]
-    cgs = fds[7:]
+    cgs = fds[7:7 + ncg]
+    netns = fds[7 + ncg] if net else -1
     uid = int(req["uid"])
     gid = int(req["gid"])
     env = req.get("env") or {}
@@ -110,6 +114,8 @@ def child_fork(req, fds, ctl, own_pid_ns):
             posix.chdir("/")
             setns(utsns, CLONE_NEWUTS)
             setns(ipcns, CLONE_NEWIPC)
+            if netns >= 0:
+                setns(netns, CLONE_NEWNET)
             for fd in cgs:
                 posix.write(fd, b"0")
             posix.setsid()

@@ -1,0 +1,248 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"hash/fnv"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+)
+
+// netProbe is a handler that reports its network: its interfaces and
+// address, whether it reaches each target, and (with listen) keeps a TCP
+// listener open on all its addresses for other sandboxes to try.
+const netProbe = `
+import socket, threading
+
+_lis = None
+
+def reach(target):
+    host, port = target.rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=0.5).close()
+        return "ok"
+    except OSError as e:
+        return type(e).__name__ + ": " + str(e)
+
+def addr():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.connect(("192.0.2.1", 9))  # no packet is sent; picks the source address
+        return s.getsockname()[0]
+    except OSError:
+        return ""
+    finally:
+        s.close()
+
+def f(e):
+    global _lis
+    if e.get("listen") and _lis is None:
+        _lis = socket.socket()
+        _lis.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        _lis.bind(("0.0.0.0", e["listen"]))
+        _lis.listen(16)
+        # The kernel completes handshakes even while the sandbox is paused.
+    self_ok = None
+    if e.get("self"):
+        l = socket.socket()
+        l.bind(("127.0.0.1", 0))
+        l.listen(1)
+        self_ok = reach("127.0.0.1:%d" % l.getsockname()[1])
+        l.close()
+    return {
+        "ifaces": sorted(n for _, n in socket.if_nameindex()),
+        "addr": addr(),
+        "reach": {t: reach(t) for t in e.get("targets", [])},
+        "self": self_ok,
+    }
+`
+
+// netPrefix is the worker's bridge and veth name prefix for a cgroup
+// parent, as the worker derives it.
+func netPrefix(cgroupParent string) string {
+	h := fnv.New32a()
+	h.Write([]byte(cgroupParent))
+	return "h" + strconv.FormatUint(uint64(h.Sum32()), 36)
+}
+
+// testSubnet is a /16 of 10.0.0.0/8 for this test process, so concurrent
+// runs do not share bridges' addresses.
+func testSubnet() string {
+	return fmt.Sprintf("10.%d.0.0/16", 128+(os.Getpid()+int(seq.Add(1)))%100)
+}
+
+func linksWithPrefix(t *testing.T, prefix string) []string {
+	t.Helper()
+	links, err := netlink.LinkList()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, l := range links {
+		if strings.HasPrefix(l.Attrs().Name, prefix) {
+			out = append(out, l.Attrs().Name)
+		}
+	}
+	return out
+}
+
+// waitNoLinks waits for the kernel to finish removing a stopped worker's
+// links (namespaces are torn down in the background).
+func waitNoLinks(t *testing.T, prefix string) {
+	t.Helper()
+	end := time.Now().Add(10 * time.Second)
+	for {
+		left := linksWithPrefix(t, prefix)
+		if len(left) == 0 {
+			return
+		}
+		if time.Now().After(end) {
+			t.Errorf("links left by the worker: %v", left)
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+type netReport struct {
+	Ifaces []string          `json:"ifaces"`
+	Addr   string            `json:"addr"`
+	Reach  map[string]string `json:"reach"`
+	Self   *string           `json:"self"`
+}
+
+func probeNet(t *testing.T, w *worker, name string, event any) netReport {
+	t.Helper()
+	b, _ := json.Marshal(event)
+	inv := w.mustInvoke(name, string(b))
+	var r netReport
+	if err := json.Unmarshal(inv.Body, &r); err != nil {
+		t.Fatalf("%s: %v: %s", name, err, inv.Body)
+	}
+	return r
+}
+
+func TestIsolatedNetwork(t *testing.T) {
+	w := startWorker(t, "--netns-subnet", testSubnet(), "--netns-pool", "2")
+	prefix := netPrefix(w.cgroup)
+	defer func() {
+		w.stop() // clean-ups run after this; the links must go with the worker
+		waitNoLinks(t, prefix)
+	}()
+	for _, n := range []string{"srv", "cli"} {
+		w.deployDir(n, fn(t, "f.py", netProbe, "function.yaml", "network: isolated\n"))
+	}
+	w.deployDir("host", fn(t, "f.py", netProbe, "function.yaml", "network: none\n"))
+	w.deployDir("off", fn(t, "f.py", netProbe, "function.yaml", "network: offline\n"))
+
+	// A service on the host's loopback.
+	hostLo, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hostLo.Close()
+	go func() {
+		for {
+			c, err := hostLo.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	hostPort := hostLo.Addr().(*net.TCPAddr).Port
+
+	srv := probeNet(t, w, "srv", map[string]any{"listen": 8080})
+	if strings.Join(srv.Ifaces, ",") != "eth0,lo" || srv.Addr == "" {
+		t.Fatalf("isolated sandbox: interfaces %v, address %q; want eth0 and lo with an address", srv.Ifaces, srv.Addr)
+	}
+	srvAddr := net.JoinHostPort(srv.Addr, "8080")
+	// Positive controls: the host reaches the sandbox's listener, and a
+	// host-network sandbox reaches the host's loopback service.
+	c, err := net.DialTimeout("tcp", srvAddr, 2*time.Second)
+	if err != nil {
+		t.Fatalf("host cannot reach the isolated sandbox's listener %s: %v", srvAddr, err)
+	}
+	c.Close()
+	hostLoAddr := hostLo.Addr().String()
+	if r := probeNet(t, w, "host", map[string]any{"targets": []string{hostLoAddr}}); r.Reach[hostLoAddr] != "ok" {
+		t.Fatalf("host-network sandbox cannot reach %s: %v", hostLoAddr, r.Reach)
+	}
+
+	// The gateway (first address of the sandbox's /22) is the host too:
+	// its loopback-only service must not answer there either.
+	block := netip.PrefixFrom(netip.MustParseAddr(srv.Addr), 22).Masked().Addr()
+	gwAddr := net.JoinHostPort(block.Next().String(), strconv.Itoa(hostPort))
+	targets := []string{hostLoAddr, srvAddr, gwAddr}
+	cli := probeNet(t, w, "cli", map[string]any{"targets": targets, "self": true})
+	if cli.Addr == "" || cli.Addr == srv.Addr {
+		t.Fatalf("second isolated sandbox has address %q (first: %q)", cli.Addr, srv.Addr)
+	}
+	if cli.Self == nil || *cli.Self != "ok" {
+		t.Errorf("isolated sandbox cannot reach its own loopback: %v", cli.Self)
+	}
+	for _, tgt := range targets {
+		if cli.Reach[tgt] == "ok" {
+			t.Errorf("isolated sandbox %s reached %s", cli.Addr, tgt)
+		}
+	}
+	off := probeNet(t, w, "off", map[string]any{"targets": []string{hostLoAddr, srvAddr}, "self": true})
+	if strings.Join(off.Ifaces, ",") != "lo" || off.Addr != "" {
+		t.Errorf("offline sandbox: interfaces %v, address %q; want only lo and no address", off.Ifaces, off.Addr)
+	}
+	for tgt, res := range off.Reach {
+		if res == "ok" {
+			t.Errorf("offline sandbox reached %s", tgt)
+		}
+	}
+	if len(linksWithPrefix(t, prefix)) == 0 {
+		t.Errorf("no links with the worker's prefix %q: isolated sandboxes did not use its pool", prefix)
+	}
+}
+
+func TestPoolsCrashLeavesNothing(t *testing.T) {
+	for _, mode := range []string{"pooled", "unpooled"} {
+		t.Run(mode, func(t *testing.T) {
+			extra := []string{"--netns-subnet", testSubnet(), "--no-warm-cache"}
+			if mode == "unpooled" {
+				extra = append(extra, "--no-pools")
+			}
+			w := startWorker(t, extra...)
+			prefix := netPrefix(w.cgroup)
+			defer func() {
+				w.stop()
+				waitNoLinks(t, prefix)
+			}()
+			w.deployDir("iso", fn(t, "f.py", netProbe, "function.yaml", "network: isolated\n"))
+			w.deployDir("plain", fn(t, "f.py", netProbe))
+			for range 3 {
+				if r := probeNet(t, w, "iso", map[string]any{}); r.Addr == "" {
+					t.Fatalf("isolated sandbox without an address: %+v", r)
+				}
+				probeNet(t, w, "plain", map[string]any{})
+			}
+			if len(linksWithPrefix(t, prefix)) == 0 {
+				t.Fatalf("no bridge or veth with prefix %q before the crash", prefix)
+			}
+			w.crash()
+			// The restarted worker sweeps the bridges and cgroups; the
+			// namespaces died with the old process. Stopping it cleanly
+			// must then leave nothing (checked by startWorker's clean-up
+			// and waitNoLinks).
+			w.start()
+			if !strings.Contains(w.out.String(), "swept network objects left by a previous worker") {
+				t.Errorf("the restarted worker did not sweep the crashed one's bridge:\n%s", tail(w.out.String(), 20))
+			}
+			if r := probeNet(t, w, "iso", map[string]any{}); r.Addr == "" {
+				t.Fatalf("isolated sandbox after restart without an address: %+v", r)
+			}
+		})
+	}
+}

@@ -117,6 +117,7 @@ func loadConfig(path string) (Config, error) {
 
 func newUpCmd() *cobra.Command {
 	var cfgPath string
+	var fresh bool
 	var flags Config
 	cmd := &cobra.Command{
 		Use:   "up",
@@ -156,6 +157,9 @@ On shutdown it destroys every sandbox and cgroup it made.`,
 			}
 			if fl.Changed("no-warm-cache") {
 				cfg.NoWarm = flags.NoWarm
+			}
+			if fresh {
+				cfg.NoWarm, cfg.NoZygotes, cfg.NoPools = true, true, true
 			}
 			if fl.Changed("no-zygotes") {
 				cfg.NoZygotes = flags.NoZygotes
@@ -198,6 +202,7 @@ On shutdown it destroys every sandbox and cgroup it made.`,
 	f.IntVar(&flags.CgroupPool, "cgroup-pool", 16, "pre-made cgroups kept ready")
 	f.IntVar(&flags.NetnsPool, "netns-pool", 8, "pre-made network namespaces kept ready for network: isolated")
 	f.StringVar(&flags.NetnsSubnet, "netns-subnet", "10.200.0.0/16", "private IPv4 subnet of isolated sandboxes (distinct per worker on a host)")
+	f.BoolVar(&fresh, "fresh", false, "start every invocation fresh: no warm cache, zygotes or pools (a Docker-like baseline)")
 	f.BoolVar(&flags.NoZygotes, "no-zygotes", false, "never fork from zygotes (every new sandbox starts a fresh interpreter)")
 	f.StringVar(&flags.ZygoteTree, "zygote-tree", "", "start from a zygote tree planned by `hearth zygote plan`")
 	return cmd

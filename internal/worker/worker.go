@@ -599,6 +599,7 @@ type SandboxInfo struct {
 // Status is a snapshot of the worker's state.
 type Status struct {
 	CgroupMode string        `json:"cgroup_mode"`
+	Tiers      Tiers         `json:"tiers"`
 	Sandboxes  []SandboxInfo `json:"sandboxes"`
 	WarmBytes  int64         `json:"warm_bytes"`
 	WarmBudget int64         `json:"warm_budget_bytes"`
@@ -606,9 +607,28 @@ type Status struct {
 	Pools      []PoolStatus  `json:"pools"`
 }
 
+// Tiers says which cache tiers are on; each can be switched off so that
+// one machine can compare designs side by side.
+type Tiers struct {
+	Warm      bool `json:"warm"`
+	Snapshots bool `json:"snapshots"`
+	Zygotes   bool `json:"zygotes"`
+	Pools     bool `json:"pools"`
+}
+
+// Tiers reports the worker's tier switches.
+func (w *Worker) Tiers() Tiers {
+	return Tiers{
+		Warm:      !w.cfg.NoWarm,
+		Snapshots: false, // not wired into the worker yet
+		Zygotes:   w.zyg != nil,
+		Pools:     !w.cfg.Resources.NoPools,
+	}
+}
+
 // Status reports the live sandboxes and memory.
 func (w *Worker) Status() Status {
-	st := Status{CgroupMode: w.CgroupMode(), WarmBudget: w.cfg.WarmBudget, Sandboxes: []SandboxInfo{}}
+	st := Status{CgroupMode: w.CgroupMode(), WarmBudget: w.cfg.WarmBudget, Sandboxes: []SandboxInfo{}, Tiers: w.Tiers()}
 	w.mu.Lock()
 	insts := make([]*instance, 0, len(w.live))
 	for inst := range w.live {

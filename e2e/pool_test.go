@@ -1,0 +1,307 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	hw "github.com/hearth-run/hearth/internal/worker"
+)
+
+// holder keeps about 60 MB resident for the sandbox's life, so its
+// measured (frozen) size is well known: above 300/5 MB and below 300/3.5.
+const holder = `
+X = b"x" * (60 << 20)
+
+def f(e):
+    return len(X)
+`
+
+const sleeper = `
+import time
+
+def f(e):
+    time.sleep(e.get("s", 0))
+    return "slept"
+`
+
+func (w *worker) status() hw.Status {
+	w.t.Helper()
+	st, err := w.c.Status(context.Background())
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return st
+}
+
+func poolNamed(t *testing.T, st hw.Status, name string) hw.PoolStatus {
+	t.Helper()
+	for _, p := range st.Pools {
+		if p.Name == name {
+			return p
+		}
+	}
+	t.Fatalf("no pool %q in status: %+v", name, st.Pools)
+	return hw.PoolStatus{}
+}
+
+// waitPaused waits until every live sandbox is paused and charged at its
+// measured size, so the pool's figures are settled.
+func (w *worker) waitPaused() hw.Status {
+	w.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		st := w.status()
+		ok := true
+		for _, s := range st.Sandboxes {
+			ok = ok && s.State == "paused"
+		}
+		var idle, used int64
+		for _, p := range st.Pools {
+			idle += int64(p.IdleSandboxes)
+			used += int64(p.Sandboxes)
+		}
+		if ok && int64(len(st.Sandboxes)) == used && idle == used {
+			return st
+		}
+		if time.Now().After(deadline) {
+			w.t.Fatalf("sandboxes did not settle paused: %+v %+v", st.Sandboxes, st.Pools)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (w *worker) metrics() string {
+	w.t.Helper()
+	resp, err := http.Get(w.url + "/metrics")
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+func sandboxesOf(st hw.Status, fn string) int {
+	n := 0
+	for _, s := range st.Sandboxes {
+		if s.Function == fn {
+			n++
+		}
+	}
+	return n
+}
+
+func TestWarmPoolEvictsLRUAndReports(t *testing.T) {
+	w := startWorker(t, "--config", writeConfig(t, "warm_budget_mb: 300\npools: unified\npolicy: lru\n"))
+	for _, n := range []string{"a", "b", "c", "d"} {
+		w.deployDir(n, fn(t, "f.py", holder, "function.yaml", "memory_mb: 128\n"))
+	}
+	// Three paused holders (~3 × 70 MB) fit; the fourth cold start needs
+	// its declared 128 MB and so evicts the least recently used, a.
+	for _, n := range []string{"a", "b", "c", "d"} {
+		if inv := w.mustInvoke(n, "{}"); !fresh(inv.Path) {
+			t.Fatalf("first call of %s: path %s", n, inv.Path)
+		}
+		w.waitPaused()
+	}
+	st := w.waitPaused()
+	p := poolNamed(t, st, "unified")
+	if p.Evictions != 1 || sandboxesOf(st, "a") != 0 || sandboxesOf(st, "b") != 1 {
+		t.Fatalf("after 4 cold starts: evictions %d, sandboxes %+v, want a evicted", p.Evictions, st.Sandboxes)
+	}
+	if p.Capacity != 300<<20 || p.Used > p.Capacity || p.Used < 3*60<<20 {
+		t.Errorf("pool used %d of %d, want three measured holders", p.Used, p.Capacity)
+	}
+	// b is warm; a starts again and evicts c, now the least recently used.
+	if inv := w.mustInvoke("b", "{}"); inv.Path != "warm" {
+		t.Errorf("b: path %s, want warm", inv.Path)
+	}
+	if inv := w.mustInvoke("a", "{}"); !fresh(inv.Path) {
+		t.Errorf("a after eviction: path %s, want a fresh start", inv.Path)
+	}
+	st = w.waitPaused()
+	p = poolNamed(t, st, "unified")
+	if p.Evictions != 2 || sandboxesOf(st, "c") != 0 || sandboxesOf(st, "b")+sandboxesOf(st, "d")+sandboxesOf(st, "a") != 3 {
+		t.Errorf("second eviction: evictions %d, sandboxes %+v, want c evicted", p.Evictions, st.Sandboxes)
+	}
+	if p.Hits != 1 || p.Misses != 5 || p.Drops != 0 {
+		t.Errorf("hits %d misses %d drops %d, want 1 5 0", p.Hits, p.Misses, p.Drops)
+	}
+	m := w.metrics()
+	for _, want := range []string{
+		`hearth_pool_evictions_total{pool="unified"} 2`,
+		`hearth_pool_hits_total{pool="unified"} 1`,
+		`hearth_pool_misses_total{pool="unified"} 5`,
+		`hearth_pool_capacity_bytes{pool="unified"} 3.145728e+08`,
+		fmt.Sprintf(`hearth_pool_used_bytes{pool="unified"} %g`, float64(p.Used)),
+	} {
+		if !strings.Contains(m, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+}
+
+// invokeRaw calls a function over plain HTTP, to see the headers.
+func (w *worker) invokeRaw(name, event string) (*http.Response, string) {
+	w.t.Helper()
+	resp, err := http.Post(w.url+"/v1/functions/"+name+"/invoke", "application/json", strings.NewReader(event))
+	if err != nil {
+		w.t.Error(err)
+		return nil, ""
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, string(b)
+}
+
+// concurrently makes n calls at once and returns their status codes and
+// Retry-After headers, in completion order.
+func (w *worker) concurrently(n int, name, event string) (codes []int, retry []string, bodies []string) {
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, body := w.invokeRaw(name, event)
+			if resp == nil {
+				return
+			}
+			mu.Lock()
+			codes = append(codes, resp.StatusCode)
+			retry = append(retry, resp.Header.Get("Retry-After"))
+			bodies = append(bodies, body)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return codes, retry, bodies
+}
+
+func count(xs []int, x int) int {
+	n := 0
+	for _, v := range xs {
+		if v == x {
+			n++
+		}
+	}
+	return n
+}
+
+func TestWarmPoolDropIs503WithRetryAfter(t *testing.T) {
+	w := startWorker(t, "--config", writeConfig(t, "warm_budget_mb: 300\npools: unified\non_drop: reject\n"))
+	w.deployDir("slow", fn(t, "f.py", sleeper, "function.yaml", "memory_mb: 128\nmax_concurrency: 4\n"))
+	// Two busy 128 MB sandboxes fill the pool: the third call is dropped.
+	codes, retry, bodies := w.concurrently(3, "slow", `{"s": 1}`)
+	if count(codes, 200) != 2 || count(codes, 503) != 1 {
+		t.Fatalf("codes %v, want two 200 and one 503; bodies %q", codes, bodies)
+	}
+	for i, c := range codes {
+		if c == 503 && (retry[i] == "" || !strings.Contains(bodies[i], "PoolFull") || !strings.Contains(bodies[i], "unified pool")) {
+			t.Errorf("503 without Retry-After or a clear error: %q %q", retry[i], bodies[i])
+		}
+	}
+	p := poolNamed(t, w.waitPaused(), "unified")
+	if p.Drops != 1 || p.Misses != 2 {
+		t.Errorf("drops %d misses %d, want 1 2", p.Drops, p.Misses)
+	}
+	if m := w.metrics(); !strings.Contains(m, `hearth_pool_drops_total{pool="unified"} 1`) {
+		t.Errorf("/metrics lacks the drop")
+	}
+	// The pool is not stuck: a later call is served warm.
+	if inv := w.mustInvoke("slow", "{}"); inv.Path != "warm" {
+		t.Errorf("after the drop: path %s, want warm", inv.Path)
+	}
+}
+
+func TestWarmPoolQueueWaitsBounded(t *testing.T) {
+	w := startWorker(t, "--config", writeConfig(t,
+		"warm_budget_mb: 300\npools: unified\non_drop: queue\ndrop_wait: 600ms\n"))
+	w.deployDir("slow", fn(t, "f.py", sleeper, "function.yaml", "memory_mb: 128\nmax_concurrency: 4\n"))
+	w.deployDir("quick", fn(t, "f.py", sleeper, "function.yaml", "memory_mb: 128\nmax_concurrency: 4\n"))
+	// Long calls: the third waits for memory, boundedly, and gets a 503.
+	t0 := time.Now()
+	codes, retry, bodies := w.concurrently(3, "slow", `{"s": 1.5}`)
+	if count(codes, 200) != 2 || count(codes, 503) != 1 {
+		t.Fatalf("bounded: codes %v, want two 200 and one 503; %q", codes, bodies)
+	}
+	for i, c := range codes {
+		if c == 503 && (retry[i] == "" || !strings.Contains(bodies[i], "waited 600ms")) {
+			t.Errorf("queued drop: Retry-After %q body %q", retry[i], bodies[i])
+		}
+	}
+	if d := time.Since(t0); d > 10*time.Second {
+		t.Errorf("calls took %s", d)
+	}
+	w.waitPaused()
+	// Short calls of another function: two new 128 MB sandboxes fill the
+	// pool again (the paused ones are charged at their few measured MB);
+	// the third call waits for one to come free and runs on it, warm.
+	codes, _, bodies = w.concurrently(3, "quick", `{"s": 0.3}`)
+	if count(codes, 200) != 3 {
+		t.Fatalf("queued: codes %v, want three 200; %q", codes, bodies)
+	}
+	if p := poolNamed(t, w.waitPaused(), "unified"); p.Drops != 1 || p.Misses != 4 || p.Hits != 1 {
+		t.Errorf("hits %d misses %d drops %d, want 1 4 1", p.Hits, p.Misses, p.Drops)
+	}
+}
+
+func TestWarmPoolPartitionsAndMeasuredMemory(t *testing.T) {
+	w := startWorker(t, "--config", writeConfig(t, "warm_budget_mb: 1000\npools: 60/40\npool_threshold_mb: 225\n"))
+	w.deployDir("tiny", fn(t, "f.py", "def f(e):\n    return 1\n", "function.yaml", "memory_mb: 128\n"))
+	w.deployDir("big", fn(t, "f.py", "def f(e):\n    return 2\n", "function.yaml", "memory_mb: 256\n"))
+	w.deployDir("huge", fn(t, "f.py", "def f(e):\n    return 3\n", "function.yaml", "memory_mb: 512\n"))
+	w.mustInvoke("tiny", "{}")
+	w.mustInvoke("big", "{}")
+	_, err := w.invoke("huge", "{}")
+	if !isStatus(err, 503) || !strings.Contains(err.Error(), "exceeds the large pool's capacity of 400 MB") {
+		t.Errorf("huge: err %v, want a 503 naming the large pool's capacity", err)
+	}
+	st := w.waitPaused()
+	small, large := poolNamed(t, st, "small"), poolNamed(t, st, "large")
+	if small.Capacity != 600<<20 || small.MaxSize != 225<<20 || large.Capacity != 400<<20 {
+		t.Errorf("capacities %d/%d, small max %d", small.Capacity, large.Capacity, small.MaxSize)
+	}
+	if small.Misses != 1 || small.Sandboxes != 1 || large.Misses != 1 || large.Sandboxes != 1 || large.Drops != 1 {
+		t.Errorf("routing: small %+v large %+v", small, large)
+	}
+	// Charged at the measured cgroup usage of a frozen tiny handler, not
+	// the declared limit.
+	for _, p := range []hw.PoolStatus{small, large} {
+		if p.Used <= 0 || p.Used > 48<<20 {
+			t.Errorf("pool %s charges %d bytes for one tiny paused sandbox, want measured (0, 48 MB]", p.Name, p.Used)
+		}
+	}
+	t.Logf("measured: small %.1f MB, large %.1f MB", float64(small.Used)/(1<<20), float64(large.Used)/(1<<20))
+}
+
+func TestWarmPoolTTLExpiresEagerly(t *testing.T) {
+	w := startWorker(t, "--config", writeConfig(t, "policy: ttl\nttl: 1s\n"))
+	w.deployDir("brief", fn(t, "f.py", "def f(e):\n    return 1\n"))
+	w.mustInvoke("brief", "{}")
+	if st := w.waitPaused(); sandboxesOf(st, "brief") != 1 || st.Policy != "ttl" {
+		t.Fatalf("after the call: %+v policy %s", st.Sandboxes, st.Policy)
+	}
+	// No other call comes: the sandbox must go by itself.
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		st := w.status()
+		p := poolNamed(t, st, "small")
+		if sandboxesOf(st, "brief") == 0 && p.Used == 0 && p.Expirations == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not expired 3s after a 1s ttl: %+v %+v", st.Sandboxes, p)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if inv := w.mustInvoke("brief", "{}"); !fresh(inv.Path) {
+		t.Errorf("after expiry: path %s, want a fresh start", inv.Path)
+	}
+}

@@ -2,6 +2,7 @@ package snapshot
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 
@@ -27,7 +28,10 @@ func Probe(ctx context.Context, criuRoot string) Availability {
 	}
 	bin, err := criu.Find(ctx, criuRoot)
 	if err != nil {
-		return Availability{Reason: fmt.Sprintf("%v; run scripts/criu.sh to install CRIU >= %s", err, criu.MinVersion)}
+		if errors.Is(err, criu.ErrTooOld) {
+			return Availability{Reason: fmt.Sprintf("%v (run scripts/criu.sh for a private CRIU >= %s)", err, criu.MinVersion)}
+		}
+		return Availability{Reason: err.Error()}
 	}
 	if err := bin.Check(ctx); err != nil {
 		return Availability{CRIU: bin, Reason: err.Error()}

@@ -1,0 +1,132 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/hearth-run/hearth/internal/image"
+	"github.com/hearth-run/hearth/internal/snapshot"
+)
+
+// doctorConfig is what `hearth doctor` checks.
+type doctorConfig struct {
+	DataDir  string
+	Base     string // default: the data dir's base image
+	Init     string // default: findInit
+	CRIURoot string // default: criu.DefaultRoot
+	Cgroups  string // cgroup file system root
+}
+
+func newDoctorCmd() *cobra.Command {
+	cfg := doctorConfig{}
+	cmd := &cobra.Command{
+		Use:   "doctor",
+		Short: "Check that this host can run Hearth, and whether snapshots are available",
+		Long: "doctor checks what `hearth up` needs (root, cgroups, the base image with Python, hearth-init)\n" +
+			"and the optional function snapshots (CRIU >= 4.1; scripts/criu.sh installs it).\n" +
+			"It exits non-zero only when a required check fails: without CRIU, Hearth runs with snapshots disabled.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), time.Minute)
+			defer cancel()
+			if n := runDoctor(ctx, cfg, cmd.OutOrStdout()); n > 0 {
+				return fmt.Errorf("doctor: %d required check(s) failed", n)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.DataDir, "data-dir", "/var/lib/hearth", "data directory")
+	f.StringVar(&cfg.Base, "base", "", "base image tree (default: the data dir's)")
+	f.StringVar(&cfg.Init, "init", "", "hearth-init binary (default: next to hearth, then $PATH)")
+	f.StringVar(&cfg.CRIURoot, "criu-root", "", "private CRIU root made by scripts/criu.sh (default /var/lib/hearth/criu-root)")
+	f.StringVar(&cfg.Cgroups, "cgroup-root", "/sys/fs/cgroup", "cgroup file system root")
+	return cmd
+}
+
+// runDoctor prints one line per check and returns how many required
+// checks failed.
+func runDoctor(ctx context.Context, cfg doctorConfig, w io.Writer) int {
+	failed := 0
+	report := func(ok, required bool, what, detail string) {
+		mark := "ok  "
+		switch {
+		case !ok && required:
+			mark = "FAIL"
+			failed++
+		case !ok:
+			mark = "off "
+		}
+		fmt.Fprintf(w, "%s  %-12s %s\n", mark, what, detail)
+	}
+
+	if os.Geteuid() == 0 {
+		report(true, true, "root", "running as root")
+	} else {
+		report(false, true, "root", "Hearth creates namespaces, cgroups and mounts: run as root")
+	}
+
+	if detail, ok := cgroupSummary(cfg.Cgroups); ok {
+		report(true, true, "cgroups", detail)
+	} else {
+		report(false, true, "cgroups", detail)
+	}
+
+	base := cfg.Base
+	if base == "" {
+		base = image.Dir(cfg.DataDir)
+	}
+	if err := image.Validate(base); err != nil {
+		report(false, true, "base image", fmt.Sprintf("%s: %v (build it with: hearth image build --data-dir %s)", base, err, cfg.DataDir))
+	} else if _, err := os.Stat(filepath.Join(base, "usr/bin/python3")); err != nil {
+		report(false, true, "base image", fmt.Sprintf("%s has no usr/bin/python3", base))
+	} else {
+		report(true, true, "base image", fmt.Sprintf("%s (id %.12s)", base, strings.TrimPrefix(image.ID(base), "sha256:")))
+	}
+
+	if p, err := findInit(cfg.Init); err != nil {
+		report(false, true, "hearth-init", err.Error())
+	} else if st, err := os.Stat(p); err != nil || st.Mode()&0o111 == 0 {
+		report(false, true, "hearth-init", fmt.Sprintf("%s is not an executable file", p))
+	} else {
+		report(true, true, "hearth-init", p)
+	}
+
+	a := snapshot.Probe(ctx, cfg.CRIURoot)
+	if a.Available {
+		report(true, false, "snapshots", fmt.Sprintf("available: CRIU %s (%s)", a.CRIU.Version, a.CRIU.Path))
+	} else {
+		report(false, false, "snapshots", "disabled: "+a.Reason)
+	}
+	return failed
+}
+
+// cgroupSummary describes the cgroup setup Hearth would use.
+func cgroupSummary(root string) (string, bool) {
+	var v1 []string
+	for _, c := range []string{"memory", "cpu", "pids", "freezer"} {
+		if _, err := os.Stat(filepath.Join(root, c, "cgroup.procs")); err == nil {
+			v1 = append(v1, c)
+		}
+	}
+	if len(v1) == 4 {
+		return "v1 (" + strings.Join(v1, ", ") + ")", true
+	}
+	for _, p := range []string{root, filepath.Join(root, "unified")} {
+		b, err := os.ReadFile(filepath.Join(p, "cgroup.controllers"))
+		if err == nil && strings.Contains(string(b), "memory") {
+			return "v2 (" + strings.TrimSpace(string(b)) + ")", true
+		}
+	}
+	if len(v1) > 0 {
+		return fmt.Sprintf("v1 with only %s mounted; Hearth needs memory, cpu, pids and freezer", strings.Join(v1, ", ")), false
+	}
+	return "no usable cgroup file system under " + root, false
+}

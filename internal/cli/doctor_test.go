@@ -1,0 +1,59 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestDoctor(t *testing.T) {
+	dir := t.TempDir()
+	initBin := filepath.Join(dir, "hearth-init")
+	if err := os.WriteFile(initBin, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	noExec := filepath.Join(dir, "not-exec")
+	if err := os.WriteFile(noExec, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name   string
+		cfg    doctorConfig
+		failed int
+		want   []string
+	}{
+		{
+			name:   "no base, no criu",
+			cfg:    doctorConfig{DataDir: dir, Init: initBin, CRIURoot: filepath.Join(dir, "no-criu"), Cgroups: "/sys/fs/cgroup"},
+			failed: 1,
+			want:   []string{"FAIL  base image", "ok    hearth-init", "off   snapshots    disabled: "},
+		},
+		{
+			name:   "bad init and cgroups",
+			cfg:    doctorConfig{DataDir: dir, Init: noExec, CRIURoot: filepath.Join(dir, "no-criu"), Cgroups: dir},
+			failed: 3,
+			want:   []string{"FAIL  cgroups      no usable cgroup", "FAIL  hearth-init  " + noExec + " is not an executable"},
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var out bytes.Buffer
+			got := runDoctor(context.Background(), tc.cfg, &out)
+			wantFailed := tc.failed
+			if os.Geteuid() != 0 {
+				wantFailed++
+			}
+			if got != wantFailed {
+				t.Errorf("failed checks %d, want %d:\n%s", got, wantFailed, &out)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(out.String(), w) {
+					t.Errorf("output lacks %q:\n%s", w, &out)
+				}
+			}
+		})
+	}
+}

@@ -2,6 +2,8 @@ package cli
 
 import (
 	"context"
+	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 
@@ -65,5 +67,40 @@ func newBenchCmd() *cobra.Command {
 	zyg.Flags().StringVar(&zdata, "data-dir", "/var/lib/hearth", "data directory holding the base image")
 	b.AddCommand(zyg)
 	b.AddCommand(newBenchReplayCmd())
+	b.AddCommand(newBenchConcurrencyCmd())
 	return b
+}
+
+func newBenchConcurrencyCmd() *cobra.Command {
+	var base, dataDir, subnet string
+	var ns []int
+	c := &cobra.Command{
+		Use:   "concurrency",
+		Short: "Bursts of concurrent cold starts: host network vs isolated, pooled vs unpooled; PCPM Table 1",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			exe, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			if base == "" {
+				base = filepath.Join(dataDir, "base")
+			}
+			p, err := netip.ParsePrefix(subnet)
+			if err != nil {
+				return fmt.Errorf("--subnet: %w", err)
+			}
+			ctx := cmd.Context()
+			if ctx == nil {
+				ctx = context.Background()
+			}
+			_, err = bench.Concurrency(ctx, bench.ConcurrencyOptions{Hearth: exe, Base: base, Ns: ns, Subnet: p, Out: cmd.OutOrStdout()})
+			return err
+		},
+	}
+	c.Flags().IntSliceVar(&ns, "n", []int{1, 10, 50, 100}, "burst sizes")
+	c.Flags().StringVar(&subnet, "subnet", "10.199.0.0/16", "subnet for isolated sandboxes and the namespace table")
+	c.Flags().StringVar(&base, "base", "", "base image (default: DATA_DIR/base)")
+	c.Flags().StringVar(&dataDir, "data-dir", "/var/lib/hearth", "data directory holding the base image")
+	return c
 }

@@ -269,7 +269,11 @@ func (c *warmCache) take(ctx context.Context, fn registry.Function) (*instance, 
 			return nil, 0, fmt.Errorf("%s: memory_mb %d exceeds the %s pool's capacity of %d MB, so it can never start: %w",
 				fn.Name, fn.Spec.MemoryMB, c.names[pi], ps.Capacity>>20, ErrDrop)
 		}
-		if c.cfg.OnDrop != DropQueue || c.waiting >= c.cfg.DropQueue || (timer != nil && ctx.Err() != nil) {
+		if err := ctx.Err(); err != nil {
+			c.mu.Unlock()
+			return nil, 0, err
+		}
+		if c.cfg.OnDrop != DropQueue || c.waiting >= c.cfg.DropQueue {
 			c.drops[pi]++
 			c.mu.Unlock()
 			return nil, 0, c.dropErr(fn, pi, ps)
@@ -289,12 +293,13 @@ func (c *warmCache) take(ctx context.Context, fn registry.Function) (*instance, 
 		}
 		c.mu.Lock()
 		c.waiting--
-		if expired || ctx.Err() != nil {
+		if err := ctx.Err(); err != nil {
+			c.mu.Unlock()
+			return nil, 0, err
+		}
+		if expired {
 			c.drops[pi]++
 			c.mu.Unlock()
-			if ctx.Err() != nil {
-				return nil, 0, ctx.Err()
-			}
 			return nil, 0, fmt.Errorf("%s: waited %s: %w", fn.Name, c.cfg.DropWait, c.dropErr(fn, pi, ps))
 		}
 		c.mu.Unlock()

@@ -1,6 +1,9 @@
 package worker
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
 
 // Metrics are the worker's Prometheus collectors, on their own registry.
 type Metrics struct {
@@ -40,7 +43,7 @@ func newMetrics() *Metrics {
 		Name: "hearth_fork_fallbacks_total", Help: "Zygote forks that failed and fell back to a fresh start.",
 	})
 	m.Registry.MustRegister(m.forkFallbacks, m.invocations, m.latency, m.coldStarts, m.sandboxes, m.evictions,
-		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 

@@ -1,0 +1,290 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/hearth-run/hearth/internal/function"
+	"github.com/hearth-run/hearth/internal/pool"
+	"github.com/hearth-run/hearth/internal/registry"
+)
+
+// These tests drive the cache's bookkeeping with instances that have no
+// sandbox: they are never frozen (thaw is a no-op) and never tracked as
+// live, so destroy leaves them alone. Real sandboxes are covered by the
+// e2e tests (e2e/pool_test.go).
+
+const mib = 1 << 20
+
+func newTestCache(t *testing.T, budget int64, pc PoolConfig) *warmCache {
+	t.Helper()
+	w := &Worker{
+		cfg:     Config{WarmBudget: budget, Pool: pc},
+		log:     slog.New(slog.DiscardHandler),
+		metrics: newMetrics(),
+		state:   map[string]*fnState{},
+		live:    map[*instance]struct{}{},
+	}
+	c, err := newWarmCache(w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.cache = c
+	t.Cleanup(c.close)
+	return c
+}
+
+func testFn(name string, mb int) registry.Function {
+	return registry.Function{Name: name, Revision: "r1", Spec: function.Spec{MemoryMB: mb}}
+}
+
+// fakeStart plays a cold start: take must reserve, and the new instance is
+// bound to the reservation.
+func fakeStart(t *testing.T, c *warmCache, fn registry.Function) *instance {
+	t.Helper()
+	inst, id, err := c.take(context.Background(), fn)
+	if err != nil || inst != nil || id == 0 {
+		t.Fatalf("take %s: inst %v id %v err %v, want a reservation", fn.Name, inst, id, err)
+	}
+	inst = &instance{id: fn.Name, fn: fn.Name, rev: fn.Revision, declared: int64(fn.Spec.MemoryMB) * mib}
+	c.bind(id, inst, 50*time.Millisecond)
+	return inst
+}
+
+func fakePark(t *testing.T, c *warmCache, inst *instance, size int64) []*instance {
+	t.Helper()
+	inst.markIdle()
+	if v := c.put(inst); len(v) != 0 {
+		t.Fatalf("put %s: victims %v", inst.id, v)
+	}
+	return c.resize(inst, size)
+}
+
+func TestCacheWarmHitAndLRUEviction(t *testing.T) {
+	c := newTestCache(t, 300*mib, PoolConfig{})
+	a, b, x := testFn("a", 128), testFn("b", 128), testFn("x", 128)
+	ia := fakeStart(t, c, a)
+	fakePark(t, c, ia, 70*mib)
+	ib := fakeStart(t, c, b)
+	fakePark(t, c, ib, 70*mib)
+	got, id, err := c.take(context.Background(), a)
+	if err != nil || got != ia || id != 0 {
+		t.Fatalf("warm take: %v %v %v, want a's instance", got, id, err)
+	}
+	fakePark(t, c, ia, 70*mib) // a is now more recent than b
+	ix := fakeStart(t, c, x)   // 140 + 128 fits
+	if v := fakePark(t, c, ix, 100*mib); len(v) != 0 {
+		t.Fatalf("resize evicted %v", v)
+	}
+	// 240 MB paused: a new 128 MB start must evict b (LRU), then it fits.
+	inst, id, err := c.take(context.Background(), testFn("y", 128))
+	if err != nil || inst != nil || id == 0 {
+		t.Fatalf("take y: %v %v %v", inst, id, err)
+	}
+	st := c.stats()[0]
+	if st.Name != "unified" || st.Evictions != 1 || st.Hits != 1 || st.Misses != 4 || st.Used != (70+100+128)*mib {
+		t.Errorf("stats %+v", st)
+	}
+	if _, ok := c.ids[ib]; ok {
+		t.Errorf("b still cached after eviction")
+	}
+	c.abort(id)
+	if got := c.stats()[0].Used; got != (70+100)*mib {
+		t.Errorf("used after abort = %d MB", got/mib)
+	}
+}
+
+func TestCacheDrops(t *testing.T) {
+	tests := []struct {
+		name string
+		pc   PoolConfig
+		fn   registry.Function
+		want string
+	}{
+		{"busy", PoolConfig{}, testFn("c", 128), "no room for a 128 MB sandbox in the unified pool"},
+		{"too big for its pool", PoolConfig{Fractions: []float64{0.8, 0.2}}, testFn("big", 256), "exceeds the large pool's capacity of 60 MB"},
+		{"queue timeout", PoolConfig{OnDrop: DropQueue, DropQueue: 1, DropWait: 50 * time.Millisecond}, testFn("c", 128), "waited 50ms"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newTestCache(t, 300*mib, tc.pc)
+			fakeStart(t, c, testFn("a", 128))
+			if len(tc.pc.Fractions) < 2 {
+				fakeStart(t, c, testFn("b", 128))
+			}
+			t0 := time.Now()
+			_, _, err := c.take(context.Background(), tc.fn)
+			if !errors.Is(err, ErrDrop) || !contains(err.Error(), tc.want) {
+				t.Fatalf("err %v, want ErrDrop saying %q", err, tc.want)
+			}
+			if tc.pc.OnDrop == DropQueue && time.Since(t0) < tc.pc.DropWait {
+				t.Errorf("returned after %s, before the %s wait", time.Since(t0), tc.pc.DropWait)
+			}
+			var drops uint64
+			for _, p := range c.stats() {
+				drops += p.Drops
+			}
+			if drops != 1 {
+				t.Errorf("drops = %d, want 1", drops)
+			}
+		})
+	}
+}
+
+func contains(s, sub string) bool {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if s[i:i+len(sub)] == sub {
+			return true
+		}
+	}
+	return false
+}
+
+func TestCacheQueueGetsReleasedSandbox(t *testing.T) {
+	c := newTestCache(t, 300*mib, PoolConfig{OnDrop: DropQueue, DropQueue: 1, DropWait: 5 * time.Second})
+	f := testFn("a", 128)
+	i1 := fakeStart(t, c, f)
+	fakeStart(t, c, f)
+	type res struct {
+		inst *instance
+		id   pool.ID
+		err  error
+	}
+	// A canceled request does not wait.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, _, err := c.take(ctx, f); !errors.Is(err, context.Canceled) {
+		t.Errorf("canceled take: %v", err)
+	}
+	done := make(chan res, 1)
+	go func() {
+		inst, id, err := c.take(context.Background(), f)
+		done <- res{inst, id, err}
+	}()
+	// The third request waits; releasing i1 hands it over warm.
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		c.mu.Lock()
+		n := c.waiting
+		c.mu.Unlock()
+		if n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("request never queued")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	// The queue holds one request: the next is dropped at once.
+	if _, _, err := c.take(context.Background(), f); !errors.Is(err, ErrDrop) {
+		t.Errorf("take with a full queue: %v, want ErrDrop", err)
+	}
+	fakePark(t, c, i1, 10*mib)
+	select {
+	case r := <-done:
+		if r.err != nil || r.inst != i1 {
+			t.Fatalf("queued take: %+v, want i1 warm", r)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("queued request not woken by the release")
+	}
+}
+
+func TestCacheRetireAndForget(t *testing.T) {
+	c := newTestCache(t, 1000*mib, PoolConfig{})
+	f := testFn("a", 128)
+	old := fakeStart(t, c, f)
+	fakePark(t, c, old, 5*mib)
+	f2 := f
+	f2.Revision = "r2"
+	busy := fakeStart(t, c, f2)
+	if got := c.drop("a", "r2"); len(got) != 1 || got[0] != old {
+		t.Fatalf("drop: %v, want the idle old-revision sandbox only", got)
+	}
+	c.forget(busy)
+	if st := c.stats()[0]; st.Sandboxes != 0 || st.Used != 0 {
+		t.Errorf("after retire and forget: %+v", st)
+	}
+	// A sandbox unknown to the pool comes back from put to be destroyed.
+	if v := c.put(busy); len(v) != 1 || v[0] != busy {
+		t.Errorf("put of a forgotten sandbox: %v", v)
+	}
+}
+
+func TestCacheTTLExpiresEagerly(t *testing.T) {
+	c := newTestCache(t, 300*mib, PoolConfig{Policy: "ttl", TTL: 100 * time.Millisecond})
+	inst := fakeStart(t, c, testFn("a", 128))
+	fakePark(t, c, inst, 5*mib)
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		st := c.stats()[0]
+		if st.Expirations == 1 && st.Sandboxes == 0 && st.Used == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not expired: %+v", st)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestNewWarmCacheBadConfig(t *testing.T) {
+	tests := []struct {
+		name string
+		pc   PoolConfig
+	}{
+		{"policy", PoolConfig{Policy: "mru"}},
+		{"on_drop", PoolConfig{OnDrop: "wait"}},
+		{"fractions", PoolConfig{Fractions: []float64{0.5, 0.4}}},
+		{"thresholds", PoolConfig{Fractions: []float64{0.5, 0.3, 0.2}}},
+		{"ttl", PoolConfig{Policy: "ttl", TTL: -time.Second}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			w := &Worker{cfg: Config{WarmBudget: 300 * mib, Pool: tc.pc}, metrics: newMetrics()}
+			if _, err := newWarmCache(w); err == nil {
+				t.Errorf("config %+v accepted", tc.pc)
+			}
+		})
+	}
+}
+
+func TestParseSplit(t *testing.T) {
+	tests := []struct {
+		in   string
+		want []float64
+		bad  bool
+	}{
+		{in: "", want: []float64{1}},
+		{in: "unified", want: []float64{1}},
+		{in: "100", want: []float64{1}},
+		{in: "80/20", want: []float64{0.8, 0.2}},
+		{in: " 50 / 30 / 20 ", want: []float64{0.5, 0.3, 0.2}},
+		{in: "80/30", bad: true},
+		{in: "80/x", bad: true},
+		{in: "100/0", bad: true},
+		{in: "-20/120", bad: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.in, func(t *testing.T) {
+			got, err := ParseSplit(tc.in)
+			if tc.bad {
+				if !errors.Is(err, pool.ErrConfig) {
+					t.Fatalf("ParseSplit(%q) = %v, %v; want ErrConfig", tc.in, got, err)
+				}
+				return
+			}
+			if err != nil || len(got) != len(tc.want) {
+				t.Fatalf("ParseSplit(%q) = %v, %v; want %v", tc.in, got, err, tc.want)
+			}
+			for i := range got {
+				if d := got[i] - tc.want[i]; d > 1e-9 || d < -1e-9 {
+					t.Errorf("ParseSplit(%q)[%d] = %v, want %v", tc.in, i, got[i], tc.want[i])
+				}
+			}
+		})
+	}
+}

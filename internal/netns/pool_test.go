@@ -608,7 +608,7 @@ func TestNoLeaks(t *testing.T) {
 	ctx := ctxT(t)
 	cfg := testConfig()
 	cfg.Reserve = 4
-	fds := netnsFDs(t)
+	fds, mounts := netnsFDs(t), mountCount(t)
 	p, err := New(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -644,4 +644,18 @@ func TestNoLeaks(t *testing.T) {
 	if n := netnsFDs(t); n != fds {
 		t.Errorf("namespace descriptors: %d after, %d before", n, fds)
 	}
+	if n := mountCount(t); n != mounts {
+		t.Errorf("mounts: %d after, %d before", n, mounts)
+	}
+}
+
+// mountCount counts the mounts this process sees (namespaces held open
+// by bind mounts, as `ip netns add` makes, would show up here).
+func mountCount(t testing.TB) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Count(string(b), "\n")
 }

@@ -24,3 +24,9 @@ go build -o bin/ ./cmd/...
 data="${HEARTH_DATA_DIR:-/var/lib/hearth}"
 bin/hearth image build --data-dir "$data" >/dev/null
 echo "setup: base image ready in $data/base"
+
+# Function snapshots need CRIU >= 4.1, installed privately (scripts/criu.sh is
+# idempotent). Optional: without it Hearth runs with snapshots disabled.
+if ! HEARTH_CRIU_ROOT="${HEARTH_CRIU_ROOT:-$data/criu-root}" scripts/criu.sh; then
+  echo "setup: CRIU not installed; snapshots disabled (see: bin/hearth doctor)" >&2
+fi

@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"hash/fnv"
+	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"strconv"
@@ -204,6 +206,82 @@ func TestIsolatedNetwork(t *testing.T) {
 	}
 	if len(linksWithPrefix(t, prefix)) == 0 {
 		t.Errorf("no links with the worker's prefix %q: isolated sandboxes did not use its pool", prefix)
+	}
+	// Once the reserve has refilled, an isolated start takes a pre-made
+	// namespace.
+	waitMetric(t, w, `hearth_resource_pool_ready{pool="netns"}`, 2)
+	hits := metricValue(t, w, `hearth_resource_pool_gets_total{pool="netns",result="hit"}`)
+	w.deployDir("late", fn(t, "f.py", netProbe, "function.yaml", "network: isolated\n"))
+	probeNet(t, w, "late", map[string]any{}) // a new sandbox: the others are warm
+	if got := metricValue(t, w, `hearth_resource_pool_gets_total{pool="netns",result="hit"}`); got != hits+1 {
+		t.Errorf("netns pool hits went from %v to %v, want one more", hits, got)
+	}
+}
+
+// metricValue reads one sample from the worker's /metrics (-1 if absent).
+func metricValue(t *testing.T, w *worker, series string) float64 {
+	t.Helper()
+	resp, err := http.Get(w.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, series+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%s: %v", l, err)
+			}
+			return f
+		}
+	}
+	return -1
+}
+
+func waitMetric(t *testing.T, w *worker, series string, want float64) {
+	t.Helper()
+	end := time.Now().Add(10 * time.Second)
+	for metricValue(t, w, series) < want {
+		if time.Now().After(end) {
+			t.Fatalf("%s stayed below %v", series, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestPoolExhaustionFallsBack(t *testing.T) {
+	w := startWorker(t, "--netns-subnet", testSubnet(), "--netns-pool", "1", "--cgroup-pool", "1", "--no-warm-cache")
+	prefix := netPrefix(w.cgroup)
+	defer func() {
+		w.stop()
+		waitNoLinks(t, prefix)
+	}()
+	const n = 6
+	for i := range n {
+		w.deployDir(fmt.Sprintf("x%d", i), fn(t, "f.py", netProbe, "function.yaml", "network: isolated\n"))
+	}
+	// A burst of distinct isolated functions, far beyond both reserves:
+	// every call succeeds, and the on-demand creations are counted.
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			_, err := w.invoke(fmt.Sprintf("x%d", i), "{}")
+			errs <- err
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Errorf("invoke during exhaustion: %v", err)
+		}
+	}
+	for _, pool := range []string{"cgroup", "netns"} {
+		hit := metricValue(t, w, `hearth_resource_pool_gets_total{pool="`+pool+`",result="hit"}`)
+		miss := metricValue(t, w, `hearth_resource_pool_gets_total{pool="`+pool+`",result="miss"}`)
+		t.Logf("%s pool: %v hits, %v misses", pool, hit, miss)
+		if miss < 1 || hit+miss < n {
+			t.Errorf("%s pool: %v hits, %v misses; want at least %d gets, some of them misses", pool, hit, miss, n)
+		}
 	}
 }
 

@@ -112,6 +112,7 @@ type Stats struct {
 	Misses    int64 `json:"misses"`    // Gets that created a namespace on demand
 	Created   int64 `json:"created"`   // namespaces made (background and on demand)
 	Reused    int64 `json:"reused"`    // Puts that returned a namespace to the reserve
+	Removed   int64 `json:"removed"`   // Puts that destroyed a clean namespace (MaxIdle ready)
 	Destroyed int64 `json:"destroyed"` // namespaces destroyed
 	// Discarded counts Puts that found something of the old sandbox
 	// still there (a process, a socket, a foreign link): the namespace
@@ -471,6 +472,7 @@ func (p *Pool) Put(ctx context.Context, ns *NS) error {
 		p.mu.Unlock()
 		return nil
 	}
+	p.st.Removed++
 	p.mu.Unlock()
 	ns.Destroy()
 	return nil

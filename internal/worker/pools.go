@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"sync"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/hearth-run/hearth/internal/cgroup"
 	"github.com/hearth-run/hearth/internal/function"
 	"github.com/hearth-run/hearth/internal/netns"
@@ -67,6 +69,9 @@ func (w *Worker) initResources(ctx context.Context) error {
 		w.log.Info("swept network objects left by a previous worker", "count", n)
 	}
 	w.res = &resources{cfg: c}
+	if err := w.metrics.Registry.Register(newResourceCollector(w)); err != nil {
+		return fmt.Errorf("registering metrics: %w", err)
+	}
 	if c.NoPools {
 		return nil
 	}
@@ -212,4 +217,52 @@ func (w *Worker) closeResources(ctx context.Context) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// resourceCollector reports the resource pools at scrape time.
+type resourceCollector struct {
+	w                        *Worker
+	ready, gets, created     *prometheus.Desc
+	reused, dropped, removed *prometheus.Desc
+}
+
+func newResourceCollector(w *Worker) *resourceCollector {
+	l := []string{"pool"}
+	return &resourceCollector{
+		w:       w,
+		ready:   prometheus.NewDesc("hearth_resource_pool_ready", "Pre-made cgroups or network namespaces ready.", l, nil),
+		gets:    prometheus.NewDesc("hearth_resource_pool_gets_total", "Resources handed to sandboxes: hit (pre-made) or miss (made on demand).", []string{"pool", "result"}, nil),
+		created: prometheus.NewDesc("hearth_resource_pool_created_total", "Resources made by the pool.", l, nil),
+		reused:  prometheus.NewDesc("hearth_resource_pool_reused_total", "Resources cleaned and returned to the pool.", l, nil),
+		dropped: prometheus.NewDesc("hearth_resource_pool_unclean_total", "Resources that could not be cleaned: quarantined cgroups, discarded namespaces.", l, nil),
+		removed: prometheus.NewDesc("hearth_resource_pool_removed_total", "Resources deleted on return because the pool was full.", l, nil),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *resourceCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.ready, c.gets, c.created, c.reused, c.dropped, c.removed} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *resourceCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.w.ResourceStats()
+	emit := func(pool string, ready int, hits, misses, created, reused, dropped, removed int64) {
+		g, ct := prometheus.GaugeValue, prometheus.CounterValue
+		ch <- prometheus.MustNewConstMetric(c.ready, g, float64(ready), pool)
+		ch <- prometheus.MustNewConstMetric(c.gets, ct, float64(hits), pool, "hit")
+		ch <- prometheus.MustNewConstMetric(c.gets, ct, float64(misses), pool, "miss")
+		ch <- prometheus.MustNewConstMetric(c.created, ct, float64(created), pool)
+		ch <- prometheus.MustNewConstMetric(c.reused, ct, float64(reused), pool)
+		ch <- prometheus.MustNewConstMetric(c.dropped, ct, float64(dropped), pool)
+		ch <- prometheus.MustNewConstMetric(c.removed, ct, float64(removed), pool)
+	}
+	if cg := s.Cgroups; cg != nil {
+		emit("cgroup", cg.Ready, cg.Hits, cg.Misses, cg.Created, cg.Reused, int64(cg.Quarantined), cg.Removed)
+	}
+	if ns := s.NetNS; ns != nil {
+		emit("netns", ns.Ready, ns.Hits, ns.Misses, ns.Created, ns.Reused, ns.Discarded, ns.Removed)
+	}
 }

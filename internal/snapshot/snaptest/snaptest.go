@@ -100,10 +100,14 @@ func Setup(name string) (*Env, func(), error) {
 		os.RemoveAll(work)
 	}
 	fail := func(err error) (*Env, func(), error) { cleanup(); return nil, nop, err }
-	e.Init = filepath.Join(work, "execinit")
-	build := exec.Command("go", "build", "-o", e.Init, "github.com/hearth-run/hearth/internal/snapshot/testdata/execinit")
-	if out, err := build.CombinedOutput(); err != nil {
-		return fail(fmt.Errorf("building execinit: %v: %s", err, out))
+	// $HEARTH_TEST_INIT overrides the stand-in, e.g. with a hearth-init
+	// that has the exec mode (wrapped to pass -exec).
+	if e.Init = os.Getenv("HEARTH_TEST_INIT"); e.Init == "" {
+		e.Init = filepath.Join(work, "execinit")
+		build := exec.Command("go", "build", "-o", e.Init, "github.com/hearth-run/hearth/internal/snapshot/testdata/execinit")
+		if out, err := build.CombinedOutput(); err != nil {
+			return fail(fmt.Errorf("building execinit: %v: %s", err, out))
+		}
 	}
 	if e.CRIU, err = criu.Find(ctx, os.Getenv("HEARTH_CRIU_ROOT")); err != nil {
 		return fail(fmt.Errorf("CRIU (run scripts/criu.sh): %w", err))

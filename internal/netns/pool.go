@@ -149,7 +149,7 @@ type bridge struct {
 	index int // ifindex
 	gw    netip.Addr
 	base  netip.Addr // first address of the block
-	free  []int      // free host numbers below next; guarded by Pool.mu
+	free  []int      // freed host numbers, oldest first; guarded by Pool.mu
 	next  int        // next never-used host number; guarded by Pool.mu
 	ports int        // taken ports; guarded by Pool.mu
 }
@@ -391,13 +391,16 @@ func (p *Pool) allocLocked() (*bridge, int, bool) {
 			continue
 		}
 		br.ports++
-		if n := len(br.free); n > 0 {
-			h := br.free[n-1]
-			br.free = br.free[:n-1]
-			return br, h, true
+		// Fresh addresses first, then the longest-free one: a destroyed
+		// namespace's veth lingers until the kernel has torn it down,
+		// and its address must not be reused meanwhile.
+		if br.next <= p.cfg.PortsPerBridge {
+			br.next++
+			return br, br.next, true
 		}
-		br.next++
-		return br, br.next, true
+		h := br.free[0]
+		br.free = br.free[1:]
+		return br, h, true
 	}
 	return nil, 0, false
 }

@@ -60,9 +60,15 @@ func setup(t testing.TB) *env {
 		t.Fatal(err)
 	}
 	f := &sandbox.Factory{InitPath: initPath, Base: base, Dir: t.TempDir(), Home: home}
+	if err := f.Prepare(); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
 		ctx := context.Background()
 		home.Delete(ctx)
+		if _, err := f.Sweep(); err != nil {
+			t.Error(err)
+		}
 		if err := cg.Close(ctx); err != nil {
 			t.Errorf("cgroups left: %v", err)
 		}

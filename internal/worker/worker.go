@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -226,12 +225,10 @@ func New(ctx context.Context, cfg Config, fns Functions) (*Worker, error) {
 		GID:      cfg.GID,
 		Home:     w.home,
 	}
-	if n, err := w.factory.Sweep(); err != nil {
-		return nil, fmt.Errorf("worker: %w", err)
-	} else if n > 0 {
-		w.log.Info("swept mounts left by a previous worker", "count", n)
+	if m, err := sandbox.MountsUnder(w.factory.Dir); err == nil && len(m) > 0 {
+		w.log.Info("sweeping mounts left by a previous worker", "count", len(m))
 	}
-	if err := os.MkdirAll(w.factory.Dir, 0o700); err != nil {
+	if err := w.factory.Prepare(); err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
 	}
 	w.runtime = filepath.Join(cfg.DataDir, "runtime")
@@ -544,6 +541,10 @@ func (w *Worker) destroy(inst *instance) {
 	w.metrics.sandboxes.Dec()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	// Taking the sandbox back from the freezer first turns a background
+	// freeze that has not run yet into a no-op: a freeze racing the kill
+	// would leave the killed processes frozen for good.
+	inst.thaw(ctx)
 	if inst.conn != nil {
 		inst.conn.Close()
 	}

@@ -252,9 +252,10 @@ func (f *Factory) Create(ctx context.Context, cfg Config) (_ *Sandbox, err error
 			Pdeathsig: syscall.SIGKILL,
 		},
 	}
-	if cmd.Env == nil {
-		cmd.Env = []string{}
-	}
+	// hearth-init is short-lived work then a sleeper: one P and no GC keep
+	// it from competing for the CPUs during a start. It drops these
+	// before starting the main process.
+	cmd.Env = append(append([]string{}, cfg.Env...), initproc.RuntimeEnv...)
 	if f.Home != nil && len(cfg.Command) == 0 {
 		// A holder-only init never forks; it can live in Home from the start.
 		if err := cmd.Start(); err != nil {

@@ -36,6 +36,10 @@ func init() {
 	runtime.LockOSThread()
 }
 
+// RuntimeEnv tunes hearth-init's own Go runtime; Main removes it from the
+// environment the main process gets.
+var RuntimeEnv = []string{"GOMAXPROCS=1", "GOGC=off"}
+
 // Bind is a bind mount into the sandbox root.
 type Bind struct {
 	Source, Target string
@@ -306,7 +310,16 @@ func spawn(a Args) (int, error) {
 	for i := 0; i < a.Files; i++ {
 		files = append(files, uintptr(3+i))
 	}
-	env := os.Environ()
+	var env []string
+	for _, kv := range os.Environ() {
+		keep := true
+		for _, r := range RuntimeEnv {
+			keep = keep && kv != r
+		}
+		if keep {
+			env = append(env, kv)
+		}
+	}
 	pid, err := syscall.ForkExec(a.Command[0], a.Command, &syscall.ProcAttr{
 		Dir:   a.Dir,
 		Env:   env,

@@ -482,7 +482,9 @@ func (w *Worker) release(inst *instance) {
 	fn, err := w.fns.Get(inst.fn)
 	if err != nil || fn.Revision != inst.rev || w.cfg.NoWarm || w.isClosed() {
 		// Retired revision, deleted function, no cache or shutdown; off
-		// the response path.
+		// the response path, but out of the pool's accounting now, so the
+		// next start does not see memory that is already being freed.
+		w.cache.forget(inst)
 		w.background(func() { w.destroy(inst) })
 		return
 	}

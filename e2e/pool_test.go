@@ -305,3 +305,31 @@ func TestWarmPoolTTLExpiresEagerly(t *testing.T) {
 		t.Errorf("after expiry: path %s, want a fresh start", inv.Path)
 	}
 }
+
+func TestWarmPoolHistPrewarms(t *testing.T) {
+	// Short bins so the histogram fills in seconds: idle times of ~400 ms
+	// fall in one 50 ms bin, the histogram is representative after four,
+	// and a 50% margin pre-warms ~200 ms after each release.
+	w := startWorker(t, "--config", writeConfig(t,
+		"policy: hist\nhist:\n  bin: 50ms\n  range: 2s\n  min_samples: 4\n  margin: 0.5\n  fixed: 10s\n"))
+	w.deployDir("periodic", fn(t, "f.py", "def f(e):\n    return 1\n"))
+	var paths []string
+	for range 8 {
+		paths = append(paths, w.mustInvoke("periodic", "{}").Path)
+		time.Sleep(400 * time.Millisecond)
+	}
+	p := poolNamed(t, w.status(), "small")
+	// Once representative, every release unloads the sandbox at once and
+	// a pre-warmed one takes the next call: without pre-warming those
+	// calls would all start fresh.
+	warm := 0
+	for _, path := range paths[5:] {
+		if path == "warm" {
+			warm++
+		}
+	}
+	t.Logf("paths %v; prewarms %d, expirations %d", paths, p.Prewarms, p.Expirations)
+	if p.Prewarms < 2 || p.Expirations < 2 || warm < 2 {
+		t.Errorf("paths %v, pool %+v: want pre-warmed warm calls after the 5th", paths, p)
+	}
+}

@@ -29,6 +29,6 @@ func newRoot() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.AddCommand(newZygoteCmd(), newUpCmd(), newDeployCmd(), newInvokeCmd(), newLsCmd(), newRmCmd(),
-		newStatusCmd(), newLogsCmd(), newImageCmd(), newBenchCmd(), newSimCmd(), newPackagesCmd(), newReplayCmd(), newDoctorCmd())
+		newStatusCmd(), newLogsCmd(), newImageCmd(), newBenchCmd(), newSimCmd(), newPackagesCmd(), newReplayCmd(), newDoctorCmd(), newSnapshotCmd())
 	return root
 }

@@ -83,6 +83,7 @@ type Config struct {
 		Fixed      string  `yaml:"fixed"`
 		MinSamples int     `yaml:"min_samples"`
 		MinCV      float64 `yaml:"min_cv"`
+		Margin     float64 `yaml:"margin"`
 	} `yaml:"hist"`
 	// Packages configures the package install cache.
 	Packages PackagesConfig `yaml:"packages"`
@@ -419,7 +420,7 @@ func poolConfig(cfg Config) (worker.PoolConfig, error) {
 		}
 		*d.to = v
 	}
-	pc.Hist.MinSamples, pc.Hist.MinCV = cfg.Hist.MinSamples, cfg.Hist.MinCV
+	pc.Hist.MinSamples, pc.Hist.MinCV, pc.Hist.Margin = cfg.Hist.MinSamples, cfg.Hist.MinCV, cfg.Hist.Margin
 	return pc, nil
 }
 

@@ -377,3 +377,25 @@ func TestCacheRemoteSingleflight(t *testing.T) {
 		t.Fatalf("remote miss: %v", err)
 	}
 }
+
+func TestReadDir(t *testing.T) {
+	dir := t.TempDir()
+	c := openCache(t, dir, 0, nil)
+	mustCreate(t, c, "a", 1000)
+	time.Sleep(5 * time.Millisecond)
+	mustCreate(t, c, "b", 2000)
+	os.MkdirAll(filepath.Join(dir, "junk"), 0o700)
+	l, err := ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(l) != 2 || l[0].Key != "b" || l[1].Key != "a" || l[0].Bytes != 2000 || l[0].Blocks < 2000 {
+		t.Fatalf("ReadDir: %+v", l)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "junk")); err != nil {
+		t.Fatalf("ReadDir changed the directory: %v", err)
+	}
+	if _, err := ReadDir(filepath.Join(dir, "nope")); err == nil {
+		t.Fatal("ReadDir of a missing dir: no error")
+	}
+}

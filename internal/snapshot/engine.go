@@ -45,6 +45,9 @@ type EngineConfig struct {
 	// usually the worker's sandboxes directory, so one sweep covers
 	// both. Required.
 	Dir string
+	// BaseID, if set, is the base image's id (internal/image.ID);
+	// Restore refuses snapshots taken on another base image.
+	BaseID string
 }
 
 // Engine checkpoints sandboxes with CRIU and restores them into fresh
@@ -55,6 +58,7 @@ type EngineConfig struct {
 // criu's private mount namespace.
 type Engine struct {
 	run    *criu.Runner
+	baseID string
 	root   string // read-only bind of the base, in criu's namespace
 	dir    string
 	shared bool // Dir was bind-mounted by NewEngine
@@ -77,7 +81,7 @@ func NewEngine(ctx context.Context, cfg EngineConfig) (_ *Engine, err error) {
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("snapshot engine: %w", err)
 	}
-	e := &Engine{dir: cfg.Dir, root: privateRoot}
+	e := &Engine{dir: cfg.Dir, root: privateRoot, baseID: cfg.BaseID}
 	if e.shared, err = makeShared(cfg.Dir); err != nil {
 		return nil, fmt.Errorf("snapshot engine: %w", err)
 	}
@@ -507,6 +511,9 @@ type Sandbox struct {
 func (e *Engine) Restore(ctx context.Context, dir string, d *Descriptor, spec RestoreSpec) (_ *Sandbox, err error) {
 	if spec.ID == "" || filepath.Base(spec.ID) != spec.ID || spec.Group == nil {
 		return nil, fmt.Errorf("restore %s: bad id %q or no cgroup: %w", d.Key, spec.ID, ErrInvalid)
+	}
+	if e.baseID != "" && d.BaseImage != e.baseID {
+		return nil, fmt.Errorf("restore %s: taken on base image %q, this one is %q: %w", d.Key, d.BaseImage, e.baseID, ErrInvalid)
 	}
 	var args []string
 	for _, m := range d.Mounts {

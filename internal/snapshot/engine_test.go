@@ -179,6 +179,17 @@ func TestEngineBadInput(t *testing.T) {
 			t.Fatalf("restore: %v, want ErrInvalid", err)
 		}
 	})
+	t.Run("other base image", func(t *testing.T) {
+		eng, err := NewEngine(ctx, EngineConfig{CRIU: e.CRIU, Base: e.Base, Dir: e.SbDir, BaseID: "another-image"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer eng.Close()
+		_, err = eng.Restore(ctx, dir, d, RestoreSpec{ID: "x0", Group: g, Binds: e.Binds(src.Code)})
+		if !errors.Is(err, ErrInvalid) {
+			t.Fatalf("restore: %v, want ErrInvalid", err)
+		}
+	})
 	t.Run("bad id", func(t *testing.T) {
 		_, err := engine.Restore(ctx, dir, d, RestoreSpec{ID: "a/b", Group: g, Binds: e.Binds(src.Code)})
 		if !errors.Is(err, ErrInvalid) {

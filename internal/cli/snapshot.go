@@ -1,0 +1,82 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/hearth-run/hearth/internal/snapshot"
+)
+
+// snapshotDir is where a worker keeps its snapshot cache.
+func snapshotDir(dataDir string) string { return filepath.Join(dataDir, "snapshots") }
+
+func newSnapshotCmd() *cobra.Command {
+	var dataDir string
+	cmd := &cobra.Command{
+		Use:   "snapshot",
+		Short: "List and remove function snapshots in the local cache",
+	}
+	cmd.PersistentFlags().StringVar(&dataDir, "data-dir", "/var/lib/hearth", "data directory")
+	ls := &cobra.Command{
+		Use:   "ls",
+		Short: "List cached snapshots, most recently used first",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return snapshotLs(cmd.OutOrStdout(), snapshotDir(dataDir))
+		},
+	}
+	rm := &cobra.Command{
+		Use:   "rm KEY...",
+		Short: "Remove cached snapshots (a worker then falls back to a fork or a cold start)",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return snapshotRm(snapshotDir(dataDir), args)
+		},
+	}
+	cmd.AddCommand(ls, rm)
+	return cmd
+}
+
+func snapshotLs(w io.Writer, dir string) error {
+	l, err := snapshot.ReadDir(dir)
+	if os.IsNotExist(err) {
+		l, err = nil, nil
+	}
+	if err != nil {
+		return fmt.Errorf("listing snapshots: %w", err)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "KEY\tFUNCTION\tREVISION\tSIZE\tON DISK\tCREATED\tLAST USED")
+	for _, i := range l {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%.1f MiB\t%.1f MiB\t%s\t%s\n", i.Key, i.Function, i.Revision,
+			float64(i.Bytes)/(1<<20), float64(i.Blocks)/(1<<20),
+			i.Created.Local().Format(time.DateTime), i.LastUse.Local().Format(time.DateTime))
+	}
+	return tw.Flush()
+}
+
+func snapshotRm(dir string, keys []string) error {
+	for _, k := range keys {
+		if err := snapshot.ValidKey(k); err != nil {
+			return err
+		}
+		p := filepath.Join(dir, k)
+		if _, err := os.Stat(filepath.Join(p, snapshot.DescriptorName)); err != nil {
+			return fmt.Errorf("snapshot %s: %w", k, snapshot.ErrNotFound)
+		}
+		// Descriptor first: what is left is never taken for a snapshot.
+		if err := os.Remove(filepath.Join(p, snapshot.DescriptorName)); err != nil {
+			return fmt.Errorf("removing snapshot %s: %w", k, err)
+		}
+		if err := os.RemoveAll(p); err != nil {
+			return fmt.Errorf("removing snapshot %s: %w", k, err)
+		}
+	}
+	return nil
+}

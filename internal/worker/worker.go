@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -226,12 +225,10 @@ func New(ctx context.Context, cfg Config, fns Functions) (*Worker, error) {
 		GID:      cfg.GID,
 		Home:     w.home,
 	}
-	if n, err := w.factory.Sweep(); err != nil {
-		return nil, fmt.Errorf("worker: %w", err)
-	} else if n > 0 {
-		w.log.Info("swept mounts left by a previous worker", "count", n)
+	if m, err := sandbox.MountsUnder(w.factory.Dir); err == nil && len(m) > 0 {
+		w.log.Info("sweeping mounts left by a previous worker", "count", len(m))
 	}
-	if err := os.MkdirAll(w.factory.Dir, 0o700); err != nil {
+	if err := w.factory.Prepare(); err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
 	}
 	w.runtime = filepath.Join(cfg.DataDir, "runtime")
@@ -485,7 +482,9 @@ func (w *Worker) release(inst *instance) {
 	fn, err := w.fns.Get(inst.fn)
 	if err != nil || fn.Revision != inst.rev || w.cfg.NoWarm || w.isClosed() {
 		// Retired revision, deleted function, no cache or shutdown; off
-		// the response path.
+		// the response path, but out of the pool's accounting now, so the
+		// next start does not see memory that is already being freed.
+		w.cache.forget(inst)
 		w.background(func() { w.destroy(inst) })
 		return
 	}

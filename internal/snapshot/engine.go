@@ -215,8 +215,15 @@ func (e *Engine) Dump(ctx context.Context, spec DumpSpec, dir string) (*Descript
 	if err := waitIdle(ctx, spec.Pid, spec.ListenFD); err != nil {
 		return nil, fmt.Errorf("dump %s: %w", spec.Key, err)
 	}
+	// Logs and stats go to a work dir outside the snapshot.
+	work, err := os.MkdirTemp("", "hearth-dump-")
+	if err != nil {
+		return nil, fmt.Errorf("dump %s: %w", spec.Key, err)
+	}
+	defer os.RemoveAll(work)
+	logfile := filepath.Join(work, "dump.log")
 	args := []string{"dump", "-t", strconv.Itoa(spec.Pid), "-D", filepath.Join(dir, imagesDir),
-		"--manage-cgroups=ignore", "-o", filepath.Join(dir, ".tmp-dump.log")}
+		"-W", work, "--manage-cgroups=ignore", "-o", logfile}
 	if spec.LeaveRunning {
 		args = append(args, "--leave-running")
 	}
@@ -246,9 +253,8 @@ func (e *Engine) Dump(ctx context.Context, spec DumpSpec, dir string) (*Descript
 		return nil, fmt.Errorf("dump %s: %w", spec.Key, err)
 	}
 	if err := e.run.Run(ctx, criu.Job{Args: args, UID: d.UID, GID: d.GID}); err != nil {
-		return nil, fmt.Errorf("dump %s: %w%s", spec.Key, err, logTail(filepath.Join(dir, ".tmp-dump.log")))
+		return nil, fmt.Errorf("dump %s: %w%s", spec.Key, err, logTail(logfile))
 	}
-	os.Remove(filepath.Join(dir, ".tmp-dump.log"))
 	// The runtime only waits in accept(2) now (or is gone): /tmp is quiet.
 	if err := packScratch(spec.Scratch, filepath.Join(dir, scratchFile)); err != nil {
 		return nil, fmt.Errorf("dump %s: %w", spec.Key, err)
@@ -584,7 +590,9 @@ func (e *Engine) Restore(ctx context.Context, dir string, d *Descriptor, spec Re
 	}
 	pidfile := filepath.Join(s.dir, "pid")
 	logfile := filepath.Join(s.dir, "restore.log")
-	args = append([]string{"restore", "-D", filepath.Join(dir, imagesDir), "--root", e.root,
+	// -W: logs and stats go to the sandbox's dir, never into the shared,
+	// verified snapshot.
+	args = append([]string{"restore", "-D", filepath.Join(dir, imagesDir), "-W", s.dir, "--root", e.root,
 		"--external", "mnt[" + scratchKey + "]:" + s.scratch,
 		"--manage-cgroups=ignore", "--restore-detached", "--restore-sibling",
 		"--pidfile", pidfile, "-o", logfile}, args...)

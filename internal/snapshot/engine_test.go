@@ -3,6 +3,7 @@ package snapshot
 import (
 	"context"
 	"errors"
+	"io/fs"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -129,6 +130,17 @@ func TestDumpRestore(t *testing.T) {
 		if err != nil || string(b) != "xx" {
 			t.Errorf("%s: scratch state.txt %q (%v), want xx", s.ID(), b, err)
 		}
+	}
+	// Restores leave the shared snapshot untouched (no logs, no stats).
+	n := 0
+	filepath.WalkDir(dir, func(p string, de fs.DirEntry, err error) error {
+		if err == nil && !de.IsDir() {
+			n++
+		}
+		return nil
+	})
+	if n != len(d.Files)+1 {
+		t.Errorf("snapshot dir holds %d files after restores, want %d", n, len(d.Files)+1)
 	}
 	// Destroy cleans up: the process is gone and so is the dir.
 	s := boxes[0]

@@ -51,6 +51,7 @@ func (w *Worker) start(ctx context.Context, fn registry.Function, st *fnState) (
 // runtime; without, it is an empty holder a zygote child will join.
 func (w *Worker) newSandbox(ctx context.Context, fn registry.Function, st *fnState, argv, env []string) (*instance, error) {
 	id := fmt.Sprintf("sb-%d-%s", w.seq.Add(1), shortRev(fn.Revision))
+	t0 := time.Now()
 	grp, err := w.newGroup(ctx, id, cgroup.Limits{
 		MemoryBytes: int64(fn.Spec.MemoryMB) << 20,
 		Pids:        w.cfg.PidsLimit,
@@ -82,6 +83,7 @@ func (w *Worker) newSandbox(ctx context.Context, fn registry.Function, st *fnSta
 		w.dropGroup(context.Background(), grp)
 		return nil, fmt.Errorf("%s: %v: %w", fn.Name, err, ErrStart)
 	}
+	t1 := time.Now()
 	sb, err := w.factory.Create(ctx, sandbox.Config{
 		NetNS:        netFile,
 		ID:           id,
@@ -102,6 +104,7 @@ func (w *Worker) newSandbox(ctx context.Context, fn registry.Function, st *fnSta
 	}
 	inst := &instance{id: id, fn: fn.Name, rev: fn.Revision, sb: sb, group: grp, net: ns, declared: int64(fn.Spec.MemoryMB) << 20}
 	w.track(inst)
+	w.log.Debug("sandbox", "function", fn.Name, "sandbox", id, "cgroup", t1.Sub(t0), "create", time.Since(t1))
 	return inst, nil
 }
 

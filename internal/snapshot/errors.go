@@ -22,3 +22,6 @@ var (
 	// ErrClosed reports use of a Cache after Close.
 	ErrClosed = errors.New("snapshot: cache closed")
 )
+
+// ErrBusy reports a snapshot of that key already being created.
+var ErrBusy = errors.New("snapshot: already being created")

@@ -1,0 +1,116 @@
+package snapshot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/hearth-run/hearth/internal/snapshot/snaptest"
+)
+
+func TestServiceDisabled(t *testing.T) {
+	t.Setenv("PATH", t.TempDir())
+	_, err := OpenService(context.Background(), ServiceConfig{DataDir: t.TempDir(), Base: "/", SandboxDir: t.TempDir(),
+		CRIURoot: filepath.Join(t.TempDir(), "none")})
+	if !errors.Is(err, ErrDisabled) {
+		t.Fatalf("OpenService without CRIU: %v, want ErrDisabled", err)
+	}
+	if _, err := OpenService(context.Background(), ServiceConfig{}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("OpenService without dirs: %v, want ErrInvalid", err)
+	}
+}
+
+func TestService(t *testing.T) {
+	e := needEnv(t)
+	ctx := context.Background()
+	s, err := OpenService(ctx, ServiceConfig{DataDir: t.TempDir(), Base: e.Base, BaseID: "base-1", SandboxDir: e.SbDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if s.Worth(50*time.Millisecond, false) || !s.Worth(50*time.Millisecond, true) || !s.Worth(time.Second, false) {
+		t.Error("Worth: wrong threshold decisions")
+	}
+	src := e.StartSource(t, e.CodeDir(t))
+	first, _ := snaptest.Invoke(t, src.SB.SocketPath(snaptest.Socket))
+	key := Key("slow", "r1")
+	spec := DumpSpec{Pid: src.SB.InitPid(), Scratch: src.SB.Scratch(), Socket: snaptest.Socket,
+		Key: key, Function: "slow", Revision: "r1", BaseImage: "base-1"}
+
+	s.mu.Lock()
+	s.creating[key] = true
+	s.mu.Unlock()
+	if _, err := s.Create(ctx, spec); !errors.Is(err, ErrBusy) {
+		t.Fatalf("second create: %v, want ErrBusy", err)
+	}
+	s.mu.Lock()
+	delete(s.creating, key)
+	s.mu.Unlock()
+	if _, err := s.Create(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+
+	if !s.Prefer(key, 0) {
+		t.Error("Prefer without a measurement: false")
+	}
+	id := fmt.Sprintf("svc-%d", e.Seq())
+	sb, err := s.Restore(ctx, key, RestoreSpec{ID: id, Group: e.NewGroup(t, id), Binds: e.Binds(src.Code)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Destroy(ctx)
+	r, _ := snaptest.Invoke(t, sb.SocketPath())
+	if r.InitS != first.InitS || r.N != 2 {
+		t.Fatalf("restored %+v, source %+v", r, first)
+	}
+	if s.Prefer(key, time.Microsecond) || !s.Prefer(key, time.Second) {
+		t.Error("Prefer ignores the measured restore time")
+	}
+	if _, err := s.Restore(ctx, "absent", RestoreSpec{ID: "x", Group: sb.Group()}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("restore of a missing snapshot: %v", err)
+	}
+
+	reg := prometheus.NewRegistry()
+	if err := reg.Register(s.Collector()); err != nil {
+		t.Fatal(err)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.Metric {
+			name := mf.GetName()
+			for _, l := range m.Label {
+				name += "/" + l.GetValue()
+			}
+			switch {
+			case m.Counter != nil:
+				got[name] = m.Counter.GetValue()
+			case m.Gauge != nil:
+				got[name] = m.Gauge.GetValue()
+			case m.Histogram != nil:
+				got[name] = float64(m.Histogram.GetSampleCount())
+			}
+		}
+	}
+	for name, want := range map[string]float64{
+		"hearth_snapshot_dump_seconds":       1,
+		"hearth_snapshot_restore_seconds":    1,
+		"hearth_snapshot_hits_total/local":   1,
+		"hearth_snapshot_misses_total/local": 1,
+	} {
+		if got[name] != want {
+			t.Errorf("%s = %v, want %v (all: %v)", name, got[name], want, got)
+		}
+	}
+	if got["hearth_snapshot_cache_bytes"] <= 0 {
+		t.Errorf("cache bytes %v", got["hearth_snapshot_cache_bytes"])
+	}
+}

@@ -91,10 +91,11 @@ func New(cfg Config, reg Registry, wk Worker) *Server {
 	s.mux.HandleFunc("GET /v1/status", s.auth(s.status))
 	s.mux.HandleFunc("GET /v1/zygotes", s.auth(func(w http.ResponseWriter, r *http.Request) {
 		nodes := s.wk.Zygotes()
+		enabled := len(nodes) > 0 // the root exists whenever zygotes are on
 		if nodes == nil {
 			nodes = []zygote.NodeInfo{}
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"enabled": nodes != nil && len(nodes) > 0, "nodes": nodes})
+		writeJSON(w, http.StatusOK, map[string]any{"enabled": enabled, "nodes": nodes})
 	}))
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(wk.Metrics().Registry, promhttp.HandlerOpts{}))
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {

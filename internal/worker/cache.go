@@ -240,6 +240,13 @@ func (c *warmCache) take(ctx context.Context, fn registry.Function) (*instance, 
 			// other way to hand it a sandbox released meanwhile.
 			if id, ok := c.e.Acquire(f, c.now()); ok {
 				inst := c.insts[id]
+				if inst == nil {
+					// Idle containers are always bound; never hand out a
+					// hole if that breaks.
+					c.e.Remove(id)
+					c.mu.Unlock()
+					continue
+				}
 				c.mu.Unlock()
 				if err := inst.thaw(ctx); err != nil {
 					c.w.log.Warn("thaw failed; starting cold", "sandbox", inst.id, "err", err)

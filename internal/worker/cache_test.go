@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"testing"
 	"time"
@@ -19,7 +20,7 @@ import (
 
 const mib = 1 << 20
 
-func newTestCache(t *testing.T, budget int64, pc PoolConfig) *warmCache {
+func newTestCache(t testing.TB, budget int64, pc PoolConfig) *warmCache {
 	t.Helper()
 	w := &Worker{
 		cfg:     Config{WarmBudget: budget, Pool: pc},
@@ -43,7 +44,7 @@ func testFn(name string, mb int) registry.Function {
 
 // fakeStart plays a cold start: take must reserve, and the new instance is
 // bound to the reservation.
-func fakeStart(t *testing.T, c *warmCache, fn registry.Function) *instance {
+func fakeStart(t testing.TB, c *warmCache, fn registry.Function) *instance {
 	t.Helper()
 	inst, id, err := c.take(context.Background(), fn)
 	if err != nil || inst != nil || id == 0 {
@@ -54,7 +55,7 @@ func fakeStart(t *testing.T, c *warmCache, fn registry.Function) *instance {
 	return inst
 }
 
-func fakePark(t *testing.T, c *warmCache, inst *instance, size int64) []*instance {
+func fakePark(t testing.TB, c *warmCache, inst *instance, size int64) []*instance {
 	t.Helper()
 	inst.markIdle()
 	if v := c.put(inst); len(v) != 0 {
@@ -286,5 +287,27 @@ func TestParseSplit(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// BenchmarkCacheWarmCycle measures the pool's share of a warm invocation:
+// take (Acquire) and put (Release), with 1,000 functions cached.
+func BenchmarkCacheWarmCycle(b *testing.B) {
+	c := newTestCache(b, 1<<40, PoolConfig{Policy: "gd"})
+	fns := make([]registry.Function, 1000)
+	for i := range fns {
+		fns[i] = testFn(fmt.Sprint("f", i), 128)
+		inst := fakeStart(b, c, fns[i])
+		fakePark(b, c, inst, 8*mib)
+	}
+	ctx := context.Background()
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		inst, _, err := c.take(ctx, fns[i%len(fns)])
+		if err != nil || inst == nil {
+			b.Fatalf("take: %v %v", inst, err)
+		}
+		inst.markIdle()
+		c.put(inst)
 	}
 }

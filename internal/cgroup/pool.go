@@ -26,6 +26,11 @@ type PoolConfig struct {
 	// are Prefix-N; they must not collide with other groups of the
 	// manager.
 	Prefix string
+	// RefillDelay is how long the refiller waits after the last Get before
+	// it cleans or creates groups, unless fewer than a quarter of the
+	// reserve is ready (default 5 ms; negative: no wait): during a burst
+	// the CPU is the burst's.
+	RefillDelay time.Duration
 	// OnQuarantine, if set, is called (from the goroutine that called Put)
 	// for each group that could not be cleaned.
 	OnQuarantine func(name string, err error)
@@ -60,10 +65,12 @@ type Pool struct {
 	done chan struct{}
 
 	mu          sync.Mutex
-	ready       []*Group // guarded by mu; clean, unlimited groups
-	quarantined []*Group // guarded by mu
-	names       []string // guarded by mu; quarantined names, for Stats
-	seq         int      // guarded by mu
+	ready       []*Group  // guarded by mu; clean, unlimited groups
+	dirty       []*Group  // guarded by mu; released, waiting to be cleaned
+	lastGet     time.Time // guarded by mu
+	quarantined []*Group  // guarded by mu
+	names       []string  // guarded by mu; quarantined names, for Stats
+	seq         int       // guarded by mu
 	st          PoolStats
 	closed      bool
 }
@@ -87,6 +94,9 @@ func (m *Manager) NewPool(cfg PoolConfig) (*Pool, error) {
 	if cfg.Prefix == "" {
 		cfg.Prefix = "pool"
 	}
+	if cfg.RefillDelay == 0 {
+		cfg.RefillDelay = 5 * time.Millisecond
+	}
 	if !validName(cfg.Prefix + "-0") {
 		return nil, fmt.Errorf("cgroup pool prefix %q: %w", cfg.Prefix, ErrBadName)
 	}
@@ -109,6 +119,7 @@ func (p *Pool) Get(ctx context.Context, lim Limits) (*Group, error) {
 			p.mu.Unlock()
 			return nil, fmt.Errorf("cgroup pool: %w", ErrPoolClosed)
 		}
+		p.lastGet = time.Now()
 		n := len(p.ready)
 		if n == 0 {
 			p.st.Misses++
@@ -167,6 +178,24 @@ func (p *Pool) Put(ctx context.Context, g *Group) error {
 		return fmt.Errorf("cgroup %s: %v: %w", g.name, err, ErrQuarantined)
 	}
 	return nil
+}
+
+// Release hands g back without waiting: the refiller cleans it (as Put
+// does) once Gets have quietened down. Use it on the path that tears a
+// sandbox down.
+func (p *Pool) Release(g *Group) {
+	if g == nil {
+		return
+	}
+	p.mu.Lock()
+	if p.closed || g.m != p.m {
+		p.mu.Unlock()
+		g.Delete(context.Background())
+		return
+	}
+	p.dirty = append(p.dirty, g)
+	p.mu.Unlock()
+	p.wake()
 }
 
 // clean makes g as good as new.
@@ -261,8 +290,8 @@ func (p *Pool) Close(ctx context.Context) error {
 	p.mu.Unlock()
 	<-p.done
 	p.mu.Lock()
-	gs := append(p.ready, p.quarantined...)
-	p.ready, p.quarantined = nil, nil
+	gs := append(append(p.ready, p.dirty...), p.quarantined...)
+	p.ready, p.dirty, p.quarantined = nil, nil, nil
 	p.mu.Unlock()
 	var errs []error
 	for _, g := range gs {
@@ -285,7 +314,9 @@ func (p *Pool) nameLocked() string {
 	return p.cfg.Prefix + "-" + strconv.Itoa(p.seq)
 }
 
-// refill creates groups until the reserve is full, whenever woken.
+// refill cleans released groups and creates new ones until the reserve
+// is full, whenever woken; it holds back while Gets keep coming unless
+// the reserve runs low.
 func (p *Pool) refill() {
 	defer close(p.done)
 	for {
@@ -296,10 +327,39 @@ func (p *Pool) refill() {
 		}
 		for {
 			p.mu.Lock()
-			if p.closed || len(p.ready) >= p.cfg.Reserve {
+			if p.closed {
 				p.mu.Unlock()
+				return
+			}
+			need := len(p.ready) < p.cfg.Reserve
+			var dirty *Group
+			if len(p.dirty) > 0 {
+				dirty = p.dirty[0]
+			}
+			quiet := time.Since(p.lastGet)
+			low := len(p.ready) < max(1, p.cfg.Reserve/4)
+			p.mu.Unlock()
+			if dirty == nil && !need {
 				break
 			}
+			if wait := p.cfg.RefillDelay - quiet; wait > 0 && !low {
+				select {
+				case <-p.stop:
+					return
+				case <-time.After(wait):
+				}
+				continue
+			}
+			if dirty != nil {
+				p.mu.Lock()
+				p.dirty = p.dirty[1:]
+				p.mu.Unlock()
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				p.Put(ctx, dirty) // quarantine is reported through OnQuarantine
+				cancel()
+				continue
+			}
+			p.mu.Lock()
 			name := p.nameLocked()
 			p.mu.Unlock()
 			g, err := p.m.Create(name, Limits{})

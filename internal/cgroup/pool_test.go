@@ -374,3 +374,26 @@ func TestPoolNoLeaks(t *testing.T) {
 		t.Errorf("Get after Close = %v, want ErrPoolClosed", err)
 	}
 }
+
+func TestPoolReleaseCleansInBackground(t *testing.T) {
+	requireRoot(t)
+	ctx := ctxT(t)
+	m := newManager(t)
+	p := newPool(t, m, PoolConfig{Reserve: 2})
+	if err := p.Fill(ctx); err != nil {
+		t.Fatal(err)
+	}
+	g, err := p.Get(ctx, Limits{Pids: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr := start(t, g, "/bin/sleep", "60")
+	p.Release(g)
+	if !pr.killed(t) {
+		t.Errorf("process in a released group was not killed: %v", pr.err)
+	}
+	waitFor(t, 10*time.Second, func() bool { return p.Stats().Reused == 1 })
+	if got := readFile(t, filepath.Join(g.dirs[m.pids], "pids.max")); got != "max" {
+		t.Errorf("released group's pids.max = %q, want max", got)
+	}
+}

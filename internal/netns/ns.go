@@ -173,8 +173,11 @@ func (ns *NS) scrub(ctx context.Context) error {
 	return ns.resetCounters()
 }
 
-// noSockets fails if any TCP, UDP or unix socket (abstract unix names are
-// per network namespace) is left, TIME_WAIT included.
+// noSockets fails if any bound or connected TCP, UDP or unix socket
+// (abstract unix names are per network namespace) is left, TIME_WAIT
+// included. An unbound socket is invisible to sock_diag; it can only
+// outlive the sandbox if its descriptor was passed out, which the worker
+// never accepts.
 func (ns *NS) noSockets() error {
 	for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
 		tcp, err := ns.h.SocketDiagTCP(fam)

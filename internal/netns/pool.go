@@ -55,6 +55,10 @@ type Config struct {
 	// PortsPerBridge is how many namespaces share a bridge (default 1000,
 	// at most 1023).
 	PortsPerBridge int
+	// RefillDelay is how long the refiller waits after the last Get
+	// before it scrubs or creates namespaces, unless fewer than a quarter
+	// of the reserve is ready (default 5 ms; negative: no wait).
+	RefillDelay time.Duration
 	// NAT would masquerade sandbox traffic to the outside. It is not
 	// implemented (no nftables client yet); true is refused with
 	// ErrUnsupported.
@@ -97,6 +101,9 @@ func (c *Config) setDefaults() error {
 			c.MaxIdle = c.Reserve
 		}
 	}
+	if c.RefillDelay == 0 {
+		c.RefillDelay = 5 * time.Millisecond
+	}
 	if c.NAT {
 		return fmt.Errorf("NAT: %w (no nftables client in this build)", ErrUnsupported)
 	}
@@ -138,6 +145,8 @@ type Pool struct {
 	vseq    int             // guarded by mu; number of the last veth made
 	live    map[string]bool // guarded by mu; veths of namespaces not destroyed
 	ready   []*NS           // guarded by mu
+	dirty   []*NS           // guarded by mu; released, waiting to be scrubbed
+	lastGet time.Time       // guarded by mu
 	st      Stats           // guarded by mu
 	closed  bool            // guarded by mu
 	brMu    sync.Mutex
@@ -214,6 +223,7 @@ func (p *Pool) Get(ctx context.Context) (*NS, error) {
 		p.mu.Unlock()
 		return nil, ErrClosed
 	}
+	p.lastGet = time.Now()
 	if n := len(p.ready); n > 0 {
 		ns := p.ready[n-1]
 		p.ready = p.ready[:n-1]
@@ -481,6 +491,24 @@ func (p *Pool) Put(ctx context.Context, ns *NS) error {
 	return nil
 }
 
+// Release hands ns back without waiting: the refiller scrubs it (as Put
+// does) once Gets have quietened down. Use it on the path that tears a
+// sandbox down, so that scrubbing does not compete with a burst of starts.
+func (p *Pool) Release(ns *NS) {
+	if ns == nil {
+		return
+	}
+	p.mu.Lock()
+	if p.closed || ns.p != p {
+		p.mu.Unlock()
+		ns.Destroy()
+		return
+	}
+	p.dirty = append(p.dirty, ns)
+	p.mu.Unlock()
+	p.wake()
+}
+
 // Fill blocks until the reserve is full or ctx ends.
 func (p *Pool) Fill(ctx context.Context) error {
 	for {
@@ -524,8 +552,8 @@ func (p *Pool) Close(ctx context.Context) error {
 	}
 	p.closed = true
 	close(p.stop)
-	ready := p.ready
-	p.ready = nil
+	ready := append(p.ready, p.dirty...)
+	p.ready, p.dirty = nil, nil
 	p.mu.Unlock()
 	<-p.done
 	for _, ns := range ready {
@@ -560,7 +588,10 @@ func (p *Pool) wake() {
 	}
 }
 
-// refill makes namespaces until the reserve is full, whenever woken.
+// refill scrubs released namespaces and makes new ones until the reserve
+// is full, whenever woken. It holds back while Gets keep coming (a burst:
+// its CPU and the kernel's network lock are the burst's), unless the
+// reserve runs low.
 func (p *Pool) refill() {
 	defer close(p.done)
 	for {
@@ -571,10 +602,37 @@ func (p *Pool) refill() {
 		}
 		for {
 			p.mu.Lock()
-			full := p.closed || len(p.ready) >= p.cfg.Reserve
+			if p.closed {
+				p.mu.Unlock()
+				return
+			}
+			need := len(p.ready) < p.cfg.Reserve
+			var dirty *NS
+			if len(p.dirty) > 0 {
+				dirty = p.dirty[0]
+			}
+			quiet := time.Since(p.lastGet)
+			low := len(p.ready) < max(1, p.cfg.Reserve/4)
 			p.mu.Unlock()
-			if full {
+			if dirty == nil && !need {
 				break
+			}
+			if wait := p.cfg.RefillDelay - quiet; wait > 0 && !low {
+				select {
+				case <-p.stop:
+					return
+				case <-time.After(wait):
+				}
+				continue
+			}
+			if dirty != nil {
+				p.mu.Lock()
+				p.dirty = p.dirty[1:]
+				p.mu.Unlock()
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				p.Put(ctx, dirty) // counted in Stats either way
+				cancel()
+				continue
 			}
 			ns, err := p.Create(context.Background())
 			if err != nil {

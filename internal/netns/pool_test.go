@@ -660,3 +660,38 @@ func mountCount(t testing.TB) int {
 	}
 	return strings.Count(string(b), " - nsfs ")
 }
+
+func TestReleaseScrubsInBackground(t *testing.T) {
+	requireRoot(t)
+	ctx := ctxT(t)
+	cfg := testConfig()
+	cfg.Reserve = 2
+	p := newPool(t, cfg)
+	if err := p.Fill(ctx); err != nil {
+		t.Fatal(err)
+	}
+	clean, busy := get(t, p), get(t, p)
+	var fd int
+	inNS(t, busy.File(), func() {
+		var err error
+		if fd, err = unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0); err == nil {
+			err = unix.Bind(fd, &unix.SockaddrInet4{Port: 5354})
+		}
+		if err != nil {
+			t.Errorf("socket: %v", err)
+		}
+	})
+	defer unix.Close(fd)
+	p.Release(clean)
+	p.Release(busy)
+	end := time.Now().Add(10 * time.Second)
+	for s := p.Stats(); s.Reused+s.Discarded < 2; s = p.Stats() {
+		if time.Now().After(end) {
+			t.Fatalf("released namespaces not scrubbed: %+v", s)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if s := p.Stats(); s.Reused != 1 || s.Discarded != 1 {
+		t.Errorf("stats %+v: want the clean one reused and the one with a socket discarded", s)
+	}
+}

@@ -119,11 +119,12 @@ func (w *Worker) newGroup(ctx context.Context, id string, lim cgroup.Limits) (*c
 	return w.cg.Create(id, lim)
 }
 
-// dropGroup cleans a dead sandbox's cgroup back into the pool, or deletes
-// it.
+// dropGroup hands a dead sandbox's cgroup back to the pool, which cleans
+// it in the background once starts quieten down, or deletes it.
 func (w *Worker) dropGroup(ctx context.Context, g *cgroup.Group) error {
 	if w.res.cg != nil {
-		return w.res.cg.Put(ctx, g)
+		w.res.cg.Release(g)
+		return nil
 	}
 	return g.Delete(ctx)
 }
@@ -155,8 +156,8 @@ func (w *Worker) network(ctx context.Context, fn registry.Function) (*os.File, *
 	return ns.File(), ns, nil
 }
 
-// dropNet scrubs a dead sandbox's namespace back into the pool, or
-// destroys it.
+// dropNet hands a dead sandbox's namespace back to the pool, or destroys
+// it.
 func (w *Worker) dropNet(ctx context.Context, ns *netns.NS) {
 	if ns == nil {
 		return
@@ -166,9 +167,9 @@ func (w *Worker) dropNet(ctx context.Context, ns *netns.NS) {
 		ns.Destroy()
 		return
 	}
-	if err := p.Put(ctx, ns); err != nil {
-		w.log.Warn("network namespace not reused", "veth", ns.HostVeth(), "err", err)
-	}
+	// Scrubbed in the background; a namespace that is not clean is
+	// discarded and counted (hearth_resource_pool_unclean_total).
+	p.Release(ns)
 }
 
 // ResourceStats describes the worker's resource pools.

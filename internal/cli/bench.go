@@ -74,6 +74,7 @@ func newBenchCmd() *cobra.Command {
 func newBenchConcurrencyCmd() *cobra.Command {
 	var base, dataDir, subnet string
 	var ns []int
+	var rounds int
 	c := &cobra.Command{
 		Use:   "concurrency",
 		Short: "Bursts of concurrent cold starts: host network vs isolated, pooled vs unpooled; PCPM Table 1",
@@ -94,11 +95,12 @@ func newBenchConcurrencyCmd() *cobra.Command {
 			if ctx == nil {
 				ctx = context.Background()
 			}
-			_, err = bench.Concurrency(ctx, bench.ConcurrencyOptions{Hearth: exe, Base: base, Ns: ns, Subnet: p, Out: cmd.OutOrStdout()})
+			_, err = bench.Concurrency(ctx, bench.ConcurrencyOptions{Hearth: exe, Base: base, Ns: ns, Rounds: rounds, Subnet: p, Out: cmd.OutOrStdout()})
 			return err
 		},
 	}
 	c.Flags().IntSliceVar(&ns, "n", []int{1, 10, 50, 100}, "burst sizes")
+	c.Flags().IntVar(&rounds, "rounds", 3, "bursts of each size")
 	c.Flags().StringVar(&subnet, "subnet", "10.199.0.0/16", "subnet for isolated sandboxes and the namespace table")
 	c.Flags().StringVar(&base, "base", "", "base image (default: DATA_DIR/base)")
 	c.Flags().StringVar(&dataDir, "data-dir", "/var/lib/hearth", "data directory holding the base image")

@@ -35,5 +35,19 @@
 // before use and rebuilt from disk at start. A [Remote] (internal/snapshot/s3)
 // shares them between workers.
 //
-// Engine, Cache and Sandbox are safe for concurrent use.
+// # Use from a worker
+//
+// [OpenService] bundles all of the above with the policy: it returns an
+// error wrapping [ErrDisabled] when CRIU is unavailable (the worker runs
+// on without snapshots). After a start whose measured init is
+// [Service.Worth] a snapshot, the worker starts a spare sandbox with
+// sandbox.Config.Exec set (the same binds, env and socket), waits for
+// READY, closes its connection and calls [Service.Create] off the
+// critical path, then destroys the spare. On a later cold start it tries
+// [Service.Restore] before a zygote fork when [Service.Prefer] says the
+// measured restore beats fork plus init, and falls back on any error.
+// Keys come from [Key](function, revision), so a new revision never finds
+// an old snapshot.
+//
+// Engine, Cache, Service and Sandbox are safe for concurrent use.
 package snapshot

@@ -178,13 +178,16 @@ func (w *worker) assertClean() {
 	}
 }
 
-// cgroupsLeft lists cgroup dirs named parent in any hierarchy.
+// cgroupsLeft lists cgroup dirs named parent (or the install cache's
+// parent-pkgs) in any hierarchy.
 func cgroupsLeft(parent string) []string {
 	var left []string
-	roots, _ := filepath.Glob("/sys/fs/cgroup/*/" + parent)
-	left = append(left, roots...)
-	if _, err := os.Stat("/sys/fs/cgroup/" + parent); err == nil {
-		left = append(left, "/sys/fs/cgroup/"+parent)
+	for _, name := range []string{parent, parent + "-pkgs"} {
+		roots, _ := filepath.Glob("/sys/fs/cgroup/*/" + name)
+		left = append(left, roots...)
+		if _, err := os.Stat("/sys/fs/cgroup/" + name); err == nil {
+			left = append(left, "/sys/fs/cgroup/"+name)
+		}
 	}
 	return left
 }

@@ -665,8 +665,44 @@ func (s *Sandbox) SocketPath() string { return s.socket }
 // Group returns the sandbox's cgroup.
 func (s *Sandbox) Group() *cgroup.Group { return s.group }
 
+// InitPid is Pid, named as sandbox.Sandbox names it.
+func (s *Sandbox) InitPid() int { return s.pid }
+
 // Done is closed when the restored init has exited.
 func (s *Sandbox) Done() <-chan struct{} { return s.done }
+
+// ExitStatus returns the init's exit code (128+signal if killed), or -1
+// while it runs.
+func (s *Sandbox) ExitStatus() int {
+	select {
+	case <-s.done:
+		if s.state == nil {
+			return -1
+		}
+		if ws, ok := s.state.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			return 128 + int(ws.Signal())
+		}
+		return s.state.ExitCode()
+	default:
+		return -1
+	}
+}
+
+// Pause freezes every process of the sandbox.
+func (s *Sandbox) Pause(ctx context.Context) error {
+	if err := s.group.Freeze(ctx); err != nil {
+		return fmt.Errorf("pause %s: %w", s.id, err)
+	}
+	return nil
+}
+
+// Unpause thaws the sandbox.
+func (s *Sandbox) Unpause(ctx context.Context) error {
+	if err := s.group.Thaw(ctx); err != nil {
+		return fmt.Errorf("unpause %s: %w", s.id, err)
+	}
+	return nil
+}
 
 // Destroy kills the sandbox's processes and removes its scratch mount and
 // directory. The cgroup is the caller's. Destroy is idempotent.

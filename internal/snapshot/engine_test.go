@@ -142,8 +142,21 @@ func TestDumpRestore(t *testing.T) {
 	if n != len(d.Files)+1 {
 		t.Errorf("snapshot dir holds %d files after restores, want %d", n, len(d.Files)+1)
 	}
+	// A restored copy pauses and resumes like any sandbox.
+	if err := boxes[1].Pause(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := boxes[1].Unpause(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := snaptest.Invoke(t, boxes[1].SocketPath()); r.N != 3 {
+		t.Errorf("after pause/unpause: n=%d, want 3", r.N)
+	}
 	// Destroy cleans up: the process is gone and so is the dir.
 	s := boxes[0]
+	if s.ExitStatus() != -1 {
+		t.Errorf("exit status %d while running", s.ExitStatus())
+	}
 	if err := s.Destroy(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -154,6 +167,9 @@ func TestDumpRestore(t *testing.T) {
 	}
 	if _, err := os.Stat(s.Scratch()); !os.IsNotExist(err) {
 		t.Errorf("scratch left behind: %v", err)
+	}
+	if st := s.ExitStatus(); st != 128+9 {
+		t.Errorf("exit status after Destroy %d, want %d (SIGKILL)", st, 128+9)
 	}
 }
 

@@ -112,6 +112,14 @@ func TestDumpRestore(t *testing.T) {
 		if ns := nsPid(t, s.Pid()); ns != "1" {
 			t.Errorf("%s: pid in its namespace %s, want 1", s.ID(), ns)
 		}
+		// With the source's privileges: none.
+		st := procStatus(t, s.Pid())
+		for k, want := range map[string]string{"Uid": "65534", "Gid": "65534", "CapEff": "0000000000000000",
+			"CapBnd": "0000000000000000", "NoNewPrivs": "1"} {
+			if got := st[k]; got != want {
+				t.Errorf("%s: %s %q, want %q", s.ID(), k, got, want)
+			}
+		}
 		// And in its own cgroup.
 		pids, err := s.Group().Pids()
 		if err != nil || len(pids) != 1 || pids[0] != s.Pid() {

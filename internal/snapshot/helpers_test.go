@@ -58,3 +58,20 @@ func nsPid(t *testing.T, pid int) string {
 	}
 	return ""
 }
+
+// procStatus returns the first field of each line of /proc/PID/status.
+func procStatus(t *testing.T, pid int) map[string]string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if f := strings.Fields(v); ok && len(f) > 0 {
+			out[k] = f[0]
+		}
+	}
+	return out
+}

@@ -16,8 +16,11 @@ mirror="${HEARTH_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 [ "$(id -u)" = 0 ] || { echo "criu.sh: run as root" >&2; exit 1; }
 
 run_criu() { # root args...
+  # In a private mount namespace with a tmpfs on /run: `criu check` writes
+  # its probe cache there and must not litter the host's /run.
   local r="$1"; shift
-  "$r/lib64/ld-linux-x86-64.so.2" --library-path "$r/usr/lib/x86_64-linux-gnu" "$r/usr/sbin/criu" "$@"
+  unshare -m sh -c 'mount --make-rprivate / && mount -t tmpfs -o size=4m tmpfs /run && exec "$@"' criu \
+    "$r/lib64/ld-linux-x86-64.so.2" --library-path "$r/usr/lib/x86_64-linux-gnu" "$r/usr/sbin/criu" "$@"
 }
 
 if [ -x "$dir/usr/sbin/criu" ] && run_criu "$dir" check >/dev/null 2>&1; then

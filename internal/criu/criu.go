@@ -105,6 +105,9 @@ func (b *Binary) Command(ctx context.Context, args ...string) *exec.Cmd {
 }
 
 // Check runs `criu check`, which probes the kernel features CRIU needs.
+// Run here, in the caller's mount namespace, criu may leave
+// /run/criu.kdat.tmp behind when /run is not a tmpfs; NewRunner runs the
+// same check in its private namespace.
 func (b *Binary) Check(ctx context.Context) error {
 	out, err := b.Command(ctx, "check").CombinedOutput()
 	if err != nil {

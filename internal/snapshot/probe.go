@@ -33,8 +33,12 @@ func Probe(ctx context.Context, criuRoot string) Availability {
 		}
 		return Availability{Reason: err.Error()}
 	}
-	if err := bin.Check(ctx); err != nil {
+	// Through a runner: `criu check` writes its probe cache into /run,
+	// which must be the runner's private tmpfs, not the host's.
+	r, err := criu.NewRunner(ctx, bin)
+	if err != nil {
 		return Availability{CRIU: bin, Reason: err.Error()}
 	}
+	r.Close()
 	return Availability{Available: true, CRIU: bin}
 }

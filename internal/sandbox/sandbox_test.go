@@ -107,7 +107,8 @@ func TestMainProcessIsIsolated(t *testing.T) {
 	sb := e.create(t, "main", []string{"/usr/bin/python3", "-S", "-c", `
 import os
 st = dict(l.split(":", 1) for l in open("/proc/self/status").read().splitlines())
-print(os.getuid(), os.getppid(), st["CapEff"].strip(), st["NoNewPrivs"].strip(), sorted(os.listdir("/tmp")))
+print(os.getuid(), os.getppid(), st["CapEff"].strip(), st["NoNewPrivs"].strip(), sorted(os.listdir("/tmp")),
+      sorted(int(f) for f in os.listdir("/proc/self/fd")))
 `}, &out)
 	select {
 	case <-sb.Done():
@@ -117,8 +118,11 @@ print(os.getuid(), os.getppid(), st["CapEff"].strip(), st["NoNewPrivs"].strip(),
 	if sb.ExitStatus() != 0 {
 		t.Fatalf("exit %d: %s", sb.ExitStatus(), out.String())
 	}
-	// uid nobody, a child of init (pid 1), no capabilities, no_new_privs, the socket in /tmp.
-	if got, want := strings.TrimSpace(out.String()), "65534 1 0000000000000000 1 ['s.sock']"; got != want {
+	// uid nobody, a child of init (pid 1), no capabilities, no_new_privs,
+	// the socket in /tmp, and no descriptor beyond stdio and the socket
+	// (3; 4 is listdir's own): hearth-init's writable cgroup.procs files
+	// must not leak, or the process could leave its cgroup.
+	if got, want := strings.TrimSpace(out.String()), "65534 1 0000000000000000 1 ['s.sock'] [0, 1, 2, 3, 4]"; got != want {
 		t.Errorf("got %q, want %q", got, want)
 	}
 }

@@ -299,6 +299,15 @@ func spawn(a Args) (int, error) {
 			return 0, fmt.Errorf("join cgroup: %w", err)
 		}
 	}
+	// Only descriptors 0..2+Files may reach the main process. The
+	// cgroup.procs descriptors (sandbox and home) are writable: a process
+	// holding one could move itself into hearth-init's unlimited home
+	// group. ForkExec passes on every descriptor not marked close-on-exec.
+	if err := unix.CloseRange(uint(3+a.Files), ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
+		for fd := 3 + a.Files; fd < 1024; fd++ {
+			unix.CloseOnExec(fd)
+		}
+	}
 	var cred *syscall.Credential
 	if !a.Privileged {
 		if err := dropPrivileges(); err != nil {

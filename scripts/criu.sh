@@ -11,7 +11,13 @@
 set -euo pipefail
 
 dir="${1:-${HEARTH_CRIU_ROOT:-/var/lib/hearth/criu-root}}"
-mirror="${HEARTH_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+# The mirror the host's apt sources use, unless one is given.
+mirror="${HEARTH_DEBIAN_MIRROR:-}"
+if [ -z "$mirror" ]; then
+  hearth="$(dirname "$0")/../bin/hearth"
+  [ -x "$hearth" ] && mirror="$("$hearth" image mirror 2>/dev/null || true)"
+fi
+[ -n "$mirror" ] || { echo "criu.sh: no Debian mirror found in the apt sources; set HEARTH_DEBIAN_MIRROR" >&2; exit 1; }
 
 [ "$(id -u)" = 0 ] || { echo "criu.sh: run as root" >&2; exit 1; }
 

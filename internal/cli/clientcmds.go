@@ -249,5 +249,18 @@ func newImageCmd() *cobra.Command {
 	build.Flags().StringVar(&mirror, "mirror", "", "Debian mirror (default: from the host's apt sources)")
 	build.Flags().BoolVar(&force, "force", false, "rebuild even if an image exists")
 	img.AddCommand(build)
+	img.AddCommand(&cobra.Command{
+		Use:   "mirror",
+		Short: "Print the Debian mirror the host's apt sources use (what image build uses by default)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			m, err := image.HostMirror(image.DefaultAptDir, image.DefaultSuite)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), m)
+			return nil
+		},
+	})
 	return img
 }

@@ -247,7 +247,7 @@ func TestBuildBadOptions(t *testing.T) {
 		want error
 	}{
 		{"no-data-dir", BuildOptions{Mirror: "http://m.invalid/debian", Debootstrap: bin}, ErrBadOptions},
-		{"mirror-without-scheme", BuildOptions{Mirror: "deb.debian.org/debian", Debootstrap: bin}, ErrBadOptions},
+		{"mirror-without-scheme", BuildOptions{Mirror: "deb.mirror.example.net/debian", Debootstrap: bin}, ErrBadOptions},
 		{"mirror-bad-scheme", BuildOptions{Mirror: "cdrom:/x", Debootstrap: bin}, ErrBadOptions},
 		{"no-host-mirror", BuildOptions{AptDir: emptyApt, Debootstrap: bin}, ErrNoMirror},
 		{"bad-package", BuildOptions{Mirror: "http://m.invalid/debian", Packages: []string{"a,b"}, Debootstrap: bin}, ErrBadOptions},

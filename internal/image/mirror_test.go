@@ -11,13 +11,13 @@ import (
 
 func TestParseSourcesList(t *testing.T) {
 	const list = `# comment
-deb http://deb.debian.org/debian bookworm main contrib
+deb http://deb.mirror.example.net/debian bookworm main contrib
 deb-src http://src.example.org/debian bookworm main
-deb http://security.debian.org/debian-security bookworm-security main
+deb http://security.mirror.example.net/debian-security bookworm-security main
 deb [arch=amd64 signed-by=/usr/share/keyrings/k.gpg] https://mirror.example.org/debian/ bookworm main
 deb [ trusted=yes ] file:///srv/mirror bookworm main # local
 deb cdrom:[Debian GNU/Linux 12]/ bookworm main
-deb http://deb.debian.org/debian bullseye main
+deb http://deb.mirror.example.net/debian bullseye main
 deb http://broken.example.org
    deb   http://spaced.example.org/debian   bookworm   main
 `
@@ -25,9 +25,9 @@ deb http://broken.example.org
 		suite string
 		want  []string
 	}{
-		{"bookworm", []string{"http://deb.debian.org/debian", "https://mirror.example.org/debian", "file:///srv/mirror", "http://spaced.example.org/debian"}},
-		{"bookworm-security", []string{"http://security.debian.org/debian-security"}},
-		{"bullseye", []string{"http://deb.debian.org/debian"}},
+		{"bookworm", []string{"http://deb.mirror.example.net/debian", "https://mirror.example.org/debian", "file:///srv/mirror", "http://spaced.example.org/debian"}},
+		{"bookworm-security", []string{"http://security.mirror.example.net/debian-security"}},
+		{"bullseye", []string{"http://deb.mirror.example.net/debian"}},
 		{"trixie", nil},
 	}
 	for _, tt := range tests {
@@ -45,15 +45,15 @@ deb http://broken.example.org
 
 // hostSources is Debian 12's stock debian.sources, as on this machine.
 const hostSources = `Types: deb
-# http://snapshot.debian.org/archive/debian/20250520T000000Z
-URIs: http://deb.debian.org/debian
+# http://snapshot.mirror.example.net/archive/debian/20250520T000000Z
+URIs: http://deb.mirror.example.net/debian
 Suites: bookworm bookworm-updates
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 
 Types: deb
-# http://snapshot.debian.org/archive/debian-security/20250520T000000Z
-URIs: http://deb.debian.org/debian-security
+# http://snapshot.mirror.example.net/archive/debian-security/20250520T000000Z
+URIs: http://deb.mirror.example.net/debian-security
 Suites: bookworm-security
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
@@ -88,9 +88,9 @@ Signed-By:
 		want            []string
 		bad             bool
 	}{
-		{"host-bookworm", hostSources, "bookworm", []string{"http://deb.debian.org/debian"}, false},
-		{"host-updates", hostSources, "bookworm-updates", []string{"http://deb.debian.org/debian"}, false},
-		{"host-security", hostSources, "bookworm-security", []string{"http://deb.debian.org/debian-security"}, false},
+		{"host-bookworm", hostSources, "bookworm", []string{"http://deb.mirror.example.net/debian"}, false},
+		{"host-updates", hostSources, "bookworm-updates", []string{"http://deb.mirror.example.net/debian"}, false},
+		{"host-security", hostSources, "bookworm-security", []string{"http://deb.mirror.example.net/debian-security"}, false},
 		{"host-trixie", hostSources, "trixie", nil, false},
 		{"multiline", more, "bookworm", []string{"https://a.example.org/debian", "http://b.example.org/debian"}, false},
 		{"malformed", "Types deb\n", "bookworm", nil, true},
@@ -124,7 +124,7 @@ func TestHostMirror(t *testing.T) {
 		files map[string]string
 		want  string
 	}{
-		{"deb822", map[string]string{"sources.list.d/debian.sources": hostSources}, "http://deb.debian.org/debian"},
+		{"deb822", map[string]string{"sources.list.d/debian.sources": hostSources}, "http://deb.mirror.example.net/debian"},
 		{"one-line-first", map[string]string{
 			"sources.list":                  "deb http://first.example.org/debian bookworm main\n",
 			"sources.list.d/debian.sources": hostSources,

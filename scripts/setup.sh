@@ -30,3 +30,8 @@ echo "setup: base image ready in $data/base"
 if ! HEARTH_CRIU_ROOT="${HEARTH_CRIU_ROOT:-$data/criu-root}" scripts/criu.sh; then
   echo "setup: CRIU not installed; snapshots disabled (see: bin/hearth doctor)" >&2
 fi
+
+# The tests' S3 server (Apache-2.0), started on loopback by the tests that
+# need a remote snapshot store.
+command -v versitygw >/dev/null || [ -x "$(go env GOPATH)/bin/versitygw" ] ||
+  go install github.com/versity/versitygw/cmd/versitygw@v1.8.0

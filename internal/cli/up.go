@@ -202,6 +202,7 @@ On shutdown it destroys every sandbox and cgroup it made.`,
 	f.BoolVar(&flags.NoPools, "no-pools", false, "make cgroups and network namespaces on the critical path (no pre-made resources)")
 	f.IntVar(&flags.CgroupPool, "cgroup-pool", 16, "pre-made cgroups kept ready")
 	f.IntVar(&flags.NetnsPool, "netns-pool", 8, "pre-made network namespaces kept ready for network: isolated")
+	f.BoolVar(&flags.NetnsNAT, "netns-nat", false, "let isolated sandboxes out through the host (nftables masquerade; turns on IPv4 forwarding)")
 	f.StringVar(&flags.NetnsSubnet, "netns-subnet", "10.200.0.0/16", "private IPv4 subnet of isolated sandboxes (distinct per worker on a host)")
 	f.BoolVar(&fresh, "fresh", false, "start every invocation fresh: no warm cache, zygotes or pools (a Docker-like baseline)")
 	f.BoolVar(&flags.NoZygotes, "no-zygotes", false, "never fork from zygotes (every new sandbox starts a fresh interpreter)")
@@ -438,6 +439,9 @@ func mergeResourceFlags(cmd *cobra.Command, cfg *Config, flags Config) {
 	}
 	if fl.Changed("netns-subnet") {
 		cfg.NetnsSubnet = flags.NetnsSubnet
+	}
+	if fl.Changed("netns-nat") {
+		cfg.NetnsNAT = flags.NetnsNAT
 	}
 }
 

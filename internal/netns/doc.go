@@ -29,5 +29,11 @@
 // down) for `network: offline` sandboxes: they leave the host's network
 // without paying for a namespace each.
 //
+// An nftables table (hearth-PREFIX) drops forwarded packets into the
+// pool's bridges unless they belong to a connection a sandbox opened, in
+// case the host forwards. With Config.NAT it also masquerades sandbox
+// traffic that leaves through the host's other interfaces (off by
+// default).
+//
 // A Pool is safe for concurrent use; Close removes everything it made.
 package netns

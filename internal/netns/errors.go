@@ -9,8 +9,6 @@ var (
 	ErrExhausted = errors.New("netns: subnet exhausted")
 	// ErrClosed reports use of a Pool after Close.
 	ErrClosed = errors.New("netns: pool closed")
-	// ErrUnsupported reports a feature this host or build cannot provide.
-	ErrUnsupported = errors.New("netns: unsupported")
 	// ErrInUse reports a namespace that still holds a process or a socket
 	// of its last sandbox; Put discards it instead of reusing it.
 	ErrInUse = errors.New("netns: namespace still in use")

@@ -59,9 +59,10 @@ type Config struct {
 	// before it scrubs or creates namespaces, unless fewer than a quarter
 	// of the reserve is ready (default 5 ms; negative: no wait).
 	RefillDelay time.Duration
-	// NAT would masquerade sandbox traffic to the outside. It is not
-	// implemented (no nftables client yet); true is refused with
-	// ErrUnsupported.
+	// NAT masquerades sandbox traffic that leaves through the host's
+	// other interfaces (an nftables table named hearth-PREFIX) and turns
+	// on the host's IPv4 forwarding. Off by default: isolated sandboxes
+	// then reach nothing beyond their gateway.
 	NAT bool
 }
 
@@ -104,9 +105,6 @@ func (c *Config) setDefaults() error {
 	if c.RefillDelay == 0 {
 		c.RefillDelay = 5 * time.Millisecond
 	}
-	if c.NAT {
-		return fmt.Errorf("NAT: %w (no nftables client in this build)", ErrUnsupported)
-	}
 	return nil
 }
 
@@ -135,6 +133,7 @@ type Pool struct {
 	blockBits int             // host bits of one bridge's block
 	blocks    int             // blocks in the subnet
 	offline   *os.File
+	nft       bool // the pool's nftables table is installed
 
 	kick chan struct{}
 	stop chan struct{}
@@ -194,6 +193,18 @@ func New(ctx context.Context, cfg Config) (_ *Pool, err error) {
 	p.host, err = netns.GetFromPath("/proc/self/ns/net")
 	if err != nil {
 		return nil, fmt.Errorf("netns: host namespace: %w", err)
+	}
+	// The nftables table keeps forwarded connections out of the pool's
+	// bridges; without nf_tables only NAT is impossible.
+	if terr := addTable(cfg.Prefix, cfg.Subnet, cfg.NAT); terr == nil {
+		p.nft = true
+		defer func() {
+			if err != nil {
+				delTable(cfg.Prefix)
+			}
+		}()
+	} else if cfg.NAT {
+		return nil, terr
 	}
 	fd, h, err := p.unshare(false)
 	if err != nil {
@@ -574,6 +585,11 @@ func (p *Pool) Close(ctx context.Context) error {
 		}
 		if err := p.nl.LinkDel(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Index: br.index, Name: br.name}}); err != nil {
 			errs = append(errs, fmt.Errorf("netns: bridge %s: %w", br.name, err))
+		}
+	}
+	if p.nft {
+		if _, err := delTable(p.cfg.Prefix); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	p.nl.Close()

@@ -168,7 +168,6 @@ func TestConfigBadInput(t *testing.T) {
 		{"unmasked subnet", func(c *Config) { c.Subnet = netip.MustParsePrefix("10.9.9.1/24") }, ErrBadConfig},
 		{"too many ports", func(c *Config) { c.PortsPerBridge = 1024 }, ErrBadConfig},
 		{"negative reserve", func(c *Config) { c.Reserve = -2 }, ErrBadConfig},
-		{"nat", func(c *Config) { c.NAT = true }, ErrUnsupported},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -694,4 +693,107 @@ func TestReleaseScrubsInBackground(t *testing.T) {
 	if s := p.Stats(); s.Reused != 1 || s.Discarded != 1 {
 		t.Errorf("stats %+v: want the clean one reused and the one with a socket discarded", s)
 	}
+}
+
+// outside makes a namespace standing for the world beyond the host: a
+// veth pair from the host (hostAddr) to it (its address), with a route
+// back to the pool's subnet through the host.
+func outside(t *testing.T, name string, hostAddr, addr netip.Prefix, back netip.Prefix) *os.File {
+	t.Helper()
+	// A pool only to borrow its namespace maker; nothing else is made.
+	p, err := New(context.Background(), Config{Prefix: "o" + strconv.FormatInt(int64(os.Getpid()%46656), 36), Subnet: netip.MustParsePrefix("10.255.255.0/29"), Reserve: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close(context.Background()) })
+	fd, h, err := p.unshare(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := os.NewFile(uintptr(fd), "outside")
+	t.Cleanup(func() { h.Close(); f.Close() })
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name, Flags: net.FlagUp}, PeerName: "eth0", PeerNamespace: netlink.NsFd(fd)}
+	if err := netlink.LinkAdd(veth); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { netlink.LinkDel(veth) })
+	if err := netlink.AddrAdd(veth, &netlink.Addr{IPNet: ipNet(hostAddr)}); err != nil {
+		t.Fatal(err)
+	}
+	eth0, err := h.LinkByName("eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.AddrAdd(eth0, &netlink.Addr{IPNet: ipNet(addr)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.LinkSetUp(eth0); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.RouteAdd(&netlink.Route{LinkIndex: eth0.Attrs().Index, Dst: ipNet(back), Gw: hostAddr.Addr().AsSlice()}); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func TestNAT(t *testing.T) {
+	requireRoot(t)
+	old, err := os.ReadFile(ipForward)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.WriteFile(ipForward, old, 0) })
+	cfg := testConfig()
+	cfg.NAT = true
+	cfg.Reserve = -1
+	p := newPool(t, cfg)
+	ns := get(t, p)
+	n := seq.Add(1)
+	hostAddr := netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 18, byte(n), 1}), 30)
+	outAddr := netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 18, byte(n), 2}), 30)
+	world := outside(t, cfg.Prefix+"o", hostAddr, outAddr, cfg.Subnet)
+
+	// A server out there records who connects.
+	var l net.Listener
+	inNS(t, world, func() { l, err = net.Listen("tcp", netip.AddrPortFrom(outAddr.Addr(), 0).String()) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	peers := make(chan string, 4)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			peers <- c.RemoteAddr().(*net.TCPAddr).IP.String()
+			c.Close()
+		}
+	}()
+	if err := dialFrom(t, ns, l.Addr().String()); err != nil {
+		t.Fatalf("sandbox cannot reach the outside through NAT: %v", err)
+	}
+	if got := <-peers; got != hostAddr.Addr().String() {
+		t.Errorf("the outside saw %s, want the host's %s (masqueraded)", got, hostAddr.Addr())
+	}
+	// Forwarding is on, yet nobody outside opens a connection to a
+	// sandbox: the pool's forward chain drops it.
+	ls := listenIn(t, ns)
+	var derr error
+	inNS(t, world, func() {
+		var c net.Conn
+		if c, derr = net.DialTimeout("tcp", ls.Addr().String(), 300*time.Millisecond); derr == nil {
+			c.Close()
+		}
+	})
+	if derr == nil {
+		t.Errorf("the outside opened a connection to sandbox %s", ls.Addr())
+	}
+	// The host itself still can (not forwarded).
+	c, err := net.DialTimeout("tcp", ls.Addr().String(), time.Second)
+	if err != nil {
+		t.Fatalf("host cannot reach the sandbox: %v", err)
+	}
+	c.Close()
 }

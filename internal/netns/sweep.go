@@ -9,8 +9,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Sweep removes the bridges, veths and forwarding rules that a pool with
-// this prefix left behind, for example when its worker was killed. The
+// Sweep removes the bridges, veths, forwarding rules and NAT table that a
+// pool with this prefix left behind, for example when its worker was killed. The
 // namespaces themselves died with that worker's descriptors. It touches
 // nothing whose name does not start with prefix+"b" or prefix+"v" followed
 // by a number, and returns how many objects it removed.
@@ -25,6 +25,12 @@ func Sweep(prefix string) (int, error) {
 	}
 	defer h.Close()
 	n := 0
+	// A host without nf_tables has no table to sweep either.
+	if had, err := delTable(prefix); err == nil && had {
+		n++
+	} else if err != nil && !errors.Is(err, unix.EPROTONOSUPPORT) && !errors.Is(err, unix.EAFNOSUPPORT) {
+		return 0, err
+	}
 	rules, err := h.RuleList(unix.AF_INET)
 	if err != nil {
 		return 0, fmt.Errorf("netns: sweep: listing rules: %w", err)

@@ -34,7 +34,8 @@ type ResourceConfig struct {
 	// Subnet is the private subnet of isolated sandboxes (default
 	// netns.DefaultSubnet). Workers on one host need distinct subnets.
 	Subnet netip.Prefix
-	// NAT would give isolated sandboxes a way out; not implemented.
+	// NAT lets isolated sandboxes out through the host (masquerade);
+	// off by default.
 	NAT bool
 	// Prefix names the worker's bridges and veths (default: derived from
 	// CgroupParent, so a restarted worker sweeps what it left).
@@ -59,9 +60,6 @@ func (w *Worker) initResources(ctx context.Context) error {
 		h := fnv.New32a()
 		h.Write([]byte(w.cfg.CgroupParent))
 		c.Prefix = "h" + strconv.FormatUint(uint64(h.Sum32()), 36)
-	}
-	if c.NAT {
-		return fmt.Errorf("network NAT: %w", netns.ErrUnsupported)
 	}
 	if n, err := netns.Sweep(c.Prefix); err != nil {
 		return fmt.Errorf("sweeping network namespaces: %w", err)
@@ -104,7 +102,7 @@ func (w *Worker) netPool(ctx context.Context) (*netns.Pool, error) {
 	if p.cfg.NoPools {
 		reserve = -1
 	}
-	p.ns, p.err = netns.New(ctx, netns.Config{Prefix: p.cfg.Prefix, Subnet: p.cfg.Subnet, Reserve: reserve})
+	p.ns, p.err = netns.New(ctx, netns.Config{Prefix: p.cfg.Prefix, Subnet: p.cfg.Subnet, Reserve: reserve, NAT: p.cfg.NAT})
 	if p.err != nil {
 		p.err = fmt.Errorf("network namespaces: %w", p.err)
 	}

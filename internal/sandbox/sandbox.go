@@ -51,7 +51,8 @@ type Config struct {
 	// ScratchBytes caps the tmpfs at /tmp (default 64 MiB).
 	ScratchBytes int64
 	// Group is the sandbox's cgroup, owned by the caller. The main process
-	// and everything it forks run in it.
+	// and everything it forks run in it. A holder (no Command) may get it
+	// later, with SetGroup.
 	Group *cgroup.Group
 	// Command is the main process. Empty means the sandbox only holds its
 	// namespaces, for a zygote to fork into.
@@ -116,7 +117,7 @@ func (f *Factory) Create(ctx context.Context, cfg Config) (_ *Sandbox, err error
 	if cfg.ID == "" || filepath.Base(cfg.ID) != cfg.ID {
 		return nil, fmt.Errorf("sandbox: bad id %q", cfg.ID)
 	}
-	if cfg.Group == nil {
+	if cfg.Group == nil && len(cfg.Command) > 0 {
 		return nil, fmt.Errorf("sandbox %s: no cgroup", cfg.ID)
 	}
 	s := &Sandbox{
@@ -408,6 +409,11 @@ func (s *Sandbox) ID() string { return s.id }
 // Group returns the sandbox's cgroup.
 func (s *Sandbox) Group() *cgroup.Group { return s.group }
 
+// SetGroup gives a sandbox made without a cgroup (a pre-made holder) the
+// cgroup its joiner will join. It must be called before Pause, Unpause or
+// the join.
+func (s *Sandbox) SetGroup(g *cgroup.Group) { s.group = g }
+
 // Scratch returns the host path of the sandbox's /tmp.
 func (s *Sandbox) Scratch() string { return s.scratch }
 
@@ -464,9 +470,13 @@ func (s *Sandbox) Destroy(ctx context.Context) error {
 		s.lis = nil
 	}
 	var errs []error
-	if err := s.group.Kill(ctx); err != nil {
-		errs = append(errs, err)
+	// A holder nobody joined has no cgroup: killing init empties it.
+	if s.group != nil {
+		if err := s.group.Kill(ctx); err != nil {
+			errs = append(errs, err)
+		}
 	}
+
 	// Killing pid 1 kills everything left in its pid namespace.
 	s.cmd.Process.Kill()
 	select {

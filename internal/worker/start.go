@@ -150,7 +150,13 @@ func (w *Worker) forkStart(ctx context.Context, fn registry.Function, st *fnStat
 		return nil, err
 	}
 	t0 := time.Now()
-	inst, err := w.newSandbox(ctx, fn, st, nil, nil)
+	var inst *instance
+	var mounts [][2]string
+	if sb := w.takeHolder(fn); sb != nil {
+		inst, mounts, err = w.adopt(ctx, sb, fn)
+	} else {
+		inst, err = w.newSandbox(ctx, fn, st, nil, nil)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -196,6 +202,7 @@ func (w *Worker) forkStart(ctx context.Context, fn registry.Function, st *fnStat
 		Stderr:     errW,
 		Cgroup:     procs,
 		Root:       inst.sb.Root(),
+		Mounts:     mounts,
 		UID:        w.uid(),
 		GID:        w.gid(),
 		Env:        env,

@@ -59,6 +59,9 @@ type Config struct {
 	CgroupParent string
 	// UID and GID run handlers (default 65534).
 	UID, GID int
+	// PreMade is how many generic sandboxes are kept ready for zygote
+	// forks (default 4; negative: none). Off with Resources.NoPools too.
+	PreMade int
 	// NoZygotes switches zygote forks off: every new sandbox gets a fresh
 	// interpreter.
 	NoZygotes bool
@@ -160,6 +163,8 @@ type Worker struct {
 	cache   *warmCache
 	zyg     *zygote.Manager // nil when zygotes are off
 	res     *resources
+	holders *holders      // pre-made sandboxes for forks; nil when off
+	stop    chan struct{} // closed by Close
 
 	resolver *zygote.BaseResolver
 	pkgMu    sync.Mutex
@@ -194,12 +199,18 @@ func New(ctx context.Context, cfg Config, fns Functions) (*Worker, error) {
 		state:   make(map[string]*fnState),
 		live:    make(map[*instance]struct{}),
 		metrics: newMetrics(),
+		stop:    make(chan struct{}),
 	}
 	cache, err := newWarmCache(w)
 	if err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
 	}
 	w.cache = cache
+	// Every start moves a process into a cgroup; by default each move
+	// waits for an RCU grace period (~10 ms here). See FavorDynMods.
+	if _, err := cgroup.FavorDynMods(); err != nil {
+		w.log.Warn("cgroup moves stay slow", "err", err)
+	}
 	cg, err := cgroup.NewManager(cfg.CgroupParent)
 	if err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
@@ -262,6 +273,13 @@ func New(ctx context.Context, cfg Config, fns Functions) (*Worker, error) {
 			return nil, fmt.Errorf("worker: zygotes: %w", err)
 		}
 		w.metrics.Registry.MustRegister(newZygoteCollector(w))
+		if cfg.PreMade >= 0 && !cfg.Resources.NoPools {
+			n := cfg.PreMade
+			if n == 0 {
+				n = 4
+			}
+			w.startHolders(n)
+		}
 		if len(cfg.ZygoteTree) > 0 {
 			if err := w.zyg.Plant(ctx, cfg.ZygoteTree); err != nil {
 				w.Close(context.Background())
@@ -653,6 +671,9 @@ func (w *Worker) Status() Status {
 // Close destroys every sandbox and cgroup the worker made.
 func (w *Worker) Close(ctx context.Context) error {
 	w.mu.Lock()
+	if !w.closed {
+		close(w.stop)
+	}
 	w.closed = true
 	insts := make([]*instance, 0, len(w.live))
 	for inst := range w.live {
@@ -661,6 +682,9 @@ func (w *Worker) Close(ctx context.Context) error {
 	w.mu.Unlock()
 	w.cache.close()
 	w.wg.Wait()
+	if w.holders != nil {
+		w.holders.close(ctx)
+	}
 	var errs []error
 	if w.zyg != nil {
 		if err := w.zyg.Close(ctx); err != nil {

@@ -46,6 +46,10 @@ type Target struct {
 	Cgroup []*os.File
 	// Root is the sandbox's root dir, as a path in its mount namespace.
 	Root string
+	// Mounts are bound read-only into the sandbox by the child before it
+	// chroots: host path -> path in the sandbox. They let a generic,
+	// pre-made sandbox take any function's code and packages.
+	Mounts [][2]string
 	// UID and GID the child runs as.
 	UID, GID int
 	// Env is the child's whole environment (the runtime's HEARTH_* and
@@ -160,7 +164,7 @@ func (p *Process) Fork(ctx context.Context, t Target) (int, error) {
 		fds = append(fds, t.Namespaces[4])
 	}
 	r, err := p.request(ctx, map[string]any{
-		"op": "fork", "root": t.Root, "net": len(t.Namespaces) == 5, "uid": t.UID, "gid": t.GID, "env": t.Env, "ncg": len(t.Cgroup),
+		"op": "fork", "root": t.Root, "mounts": t.Mounts, "net": len(t.Namespaces) == 5, "uid": t.UID, "gid": t.GID, "env": t.Env, "ncg": len(t.Cgroup),
 	}, fds)
 	if err != nil {
 		return 0, err

@@ -4,7 +4,8 @@
 # children on request. fd 3 is a SOCK_SEQPACKET control socket to the
 # worker; each request is one JSON packet with descriptors attached:
 #
-#   {"op": "fork", "root", "uid", "gid", "env": {...}, "ncg": k}
+#   {"op": "fork", "root", "mounts": [[src, dst], ...], "uid", "gid",
+#    "env": {...}, "ncg": k}
 #       fds: pid, mnt, uts, ipc namespaces of the target sandbox, its
 #       listening socket, stdout, stderr, k cgroup.procs files, and its
 #       net namespace last when "net" is true.
@@ -46,6 +47,9 @@ _setns = _libc.setns
 _setns.argtypes = (ctypes.c_int, ctypes.c_int)
 _prctl = _libc.prctl
 _prctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong)
+_mount = _libc.mount
+_mount.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p)
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC = 1, 2, 4, 32, 4096, 16384
 
 _MAX_FDS = 64
 
@@ -54,6 +58,14 @@ def setns(fd, kind):
     if _setns(fd, kind) != 0:
         e = ctypes.get_errno()
         raise OSError(e, "setns: " + posix.strerror(e))
+
+
+def bind_ro(src, dst):
+    """Bind src read-only on dst (paths in the current mount namespace)."""
+    for flags, s in ((MS_BIND | MS_REC, src), (MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, None)):
+        if _mount(s.encode() if s else None, dst.encode(), None, flags, None) != 0:
+            e = ctypes.get_errno()
+            raise OSError(e, "mount %s on %s: %s" % (src, dst, posix.strerror(e)))
 
 
 def harden():
@@ -108,9 +120,14 @@ def child_fork(req, fds, ctl, own_pid_ns):
         try:
             _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
             setns(mntns, CLONE_NEWNS)
-            # setns puts us at the namespace's root; the sandbox is a
-            # chroot inside it (see hearth-init).
-            posix.chroot(req["root"])
+            # setns puts us at the namespace's root, where the host's tree
+            # is still mounted; the sandbox is a chroot inside it (see
+            # hearth-init). A pre-made sandbox gets the function's code and
+            # packages here, before the chroot hides the host paths.
+            root = req["root"]
+            for src, dst in req.get("mounts") or []:
+                bind_ro(src, root + dst)
+            posix.chroot(root)
             posix.chdir("/")
             setns(utsns, CLONE_NEWUTS)
             setns(ipcns, CLONE_NEWIPC)

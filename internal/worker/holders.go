@@ -1,0 +1,136 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/hearth-run/hearth/internal/cgroup"
+	"github.com/hearth-run/hearth/internal/packages"
+	"github.com/hearth-run/hearth/internal/registry"
+	"github.com/hearth-run/hearth/internal/runtime"
+	"github.com/hearth-run/hearth/internal/sandbox"
+)
+
+// holders keeps generic sandboxes made ahead of need: namespaces, a
+// scratch tmpfs with the runtime socket, no code and no cgroup. A zygote
+// child binds the function's code and packages into one before it
+// chroots, so a fork start skips the ~1-2 ms of creating a sandbox (and
+// its tail on a busy machine). Only host-network functions use them.
+type holders struct {
+	w    *Worker
+	size int
+	ch   chan *sandbox.Sandbox
+	wake chan struct{}
+	done chan struct{}
+}
+
+func (w *Worker) startHolders(size int) {
+	h := &holders{w: w, size: size, ch: make(chan *sandbox.Sandbox, size),
+		wake: make(chan struct{}, 1), done: make(chan struct{})}
+	w.holders = h
+	go h.fill()
+}
+
+// take returns a pre-made sandbox, or nil if none is ready.
+func (h *holders) take() *sandbox.Sandbox {
+	select {
+	case sb := <-h.ch:
+		select {
+		case h.wake <- struct{}{}:
+		default:
+		}
+		return sb
+	default:
+		return nil
+	}
+}
+
+// fill keeps the reserve full, off the critical path.
+func (h *holders) fill() {
+	defer close(h.done)
+	for {
+		for len(h.ch) < h.size {
+			if h.w.isClosed() {
+				return
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			sb, err := h.w.factory.Create(ctx, sandbox.Config{
+				ID:           fmt.Sprintf("pre-%d", h.w.seq.Add(1)),
+				Binds:        []sandbox.Bind{{Source: h.w.runtime, Target: runtime.MountPoint}},
+				ScratchBytes: h.w.cfg.ScratchBytes,
+				Socket:       socketName,
+			})
+			cancel()
+			if err != nil {
+				h.w.log.Warn("pre-made sandbox", "err", err)
+				select {
+				case <-time.After(time.Second):
+				case <-h.w.stop:
+					return
+				}
+				continue
+			}
+			h.ch <- sb
+		}
+		select {
+		case <-h.wake:
+		case <-h.w.stop:
+			return
+		}
+	}
+}
+
+// close destroys the reserve once fill has stopped.
+func (h *holders) close(ctx context.Context) {
+	<-h.done
+	for {
+		select {
+		case sb := <-h.ch:
+			sb.Destroy(ctx)
+		default:
+			return
+		}
+	}
+}
+
+// adopt turns a pre-made sandbox into fn's instance: it gets fn's cgroup,
+// and the mounts the zygote child must make for fn's code and packages.
+func (w *Worker) adopt(ctx context.Context, sb *sandbox.Sandbox, fn registry.Function) (*instance, [][2]string, error) {
+	mounts := [][2]string{{fn.CodeDir, runtime.CodeDir}}
+	if len(packages.Cached(fn.Packages)) > 0 {
+		if w.cfg.Packages == nil {
+			sb.Destroy(ctx)
+			return nil, nil, fmt.Errorf("%s: needs installed packages but the install cache is off: %w", fn.Name, ErrStart)
+		}
+		ms, err := w.cfg.Packages.Mounts(fn.Packages)
+		if err != nil {
+			sb.Destroy(ctx)
+			return nil, nil, fmt.Errorf("%s: %v: %w", fn.Name, err, ErrStart)
+		}
+		for _, m := range ms {
+			mounts = append(mounts, [2]string{m.HostDir, m.SandboxDir})
+		}
+	}
+	grp, err := w.newGroup(ctx, sb.ID(), cgroup.Limits{
+		MemoryBytes: int64(fn.Spec.MemoryMB) << 20,
+		Pids:        w.cfg.PidsLimit,
+		CPUWeight:   100,
+	})
+	if err != nil {
+		sb.Destroy(ctx)
+		return nil, nil, fmt.Errorf("%s: %v: %w", fn.Name, err, ErrStart)
+	}
+	sb.SetGroup(grp)
+	inst := &instance{id: sb.ID(), fn: fn.Name, rev: fn.Revision, sb: sb, group: grp, declared: int64(fn.Spec.MemoryMB) << 20}
+	w.track(inst)
+	return inst, mounts, nil
+}
+
+// takeHolder returns a pre-made sandbox for fn, or nil.
+func (w *Worker) takeHolder(fn registry.Function) *sandbox.Sandbox {
+	if w.holders == nil || (fn.Spec.Network != "" && fn.Spec.Network != "none") {
+		return nil
+	}
+	return w.holders.take()
+}

@@ -283,11 +283,18 @@ func listenIn(t testing.TB, ns *NS) net.Listener {
 
 // dialFrom tries to connect from inside ns.
 func dialFrom(t testing.TB, ns *NS, addr string) error {
+	return dialFromWithin(t, ns, addr, 300*time.Millisecond)
+}
+
+// dialFromWithin is dialFrom with a timeout. A connection that must work
+// gets seconds: its first SYN can be lost while the kernel loads the NAT
+// modules or resolves the neighbour, and TCP resends it after 1 s.
+func dialFromWithin(t testing.TB, ns *NS, addr string, timeout time.Duration) error {
 	t.Helper()
 	var err error
 	inNS(t, ns.File(), func() {
 		var c net.Conn
-		c, err = net.DialTimeout("tcp", addr, 300*time.Millisecond)
+		c, err = net.DialTimeout("tcp", addr, timeout)
 		if err == nil {
 			c.Close()
 		}
@@ -771,7 +778,7 @@ func TestNAT(t *testing.T) {
 			c.Close()
 		}
 	}()
-	if err := dialFrom(t, ns, l.Addr().String()); err != nil {
+	if err := dialFromWithin(t, ns, l.Addr().String(), 5*time.Second); err != nil {
 		t.Fatalf("sandbox cannot reach the outside through NAT: %v", err)
 	}
 	if got := <-peers; got != hostAddr.Addr().String() {

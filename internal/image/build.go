@@ -1,7 +1,6 @@
 package image
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,10 +9,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/hearth-run/hearth/internal/mountinfo"
 
 	"golang.org/x/sys/unix"
 )
@@ -258,7 +258,7 @@ func swapIn(tmp, dir string) error {
 // mounted below it: a killed debootstrap can leave /proc or a bind of the
 // host's /dev there, and RemoveAll would walk into them.
 func removeTree(dir string) error {
-	mps, err := mountsUnder(dir)
+	mps, err := mountinfo.Under(dir)
 	if err != nil {
 		return err
 	}
@@ -267,68 +267,10 @@ func removeTree(dir string) error {
 			return fmt.Errorf("unmounting %s: %w", mp, err)
 		}
 	}
-	if mps, err := mountsUnder(dir); err != nil || len(mps) > 0 {
+	if mps, err := mountinfo.Under(dir); err != nil || len(mps) > 0 {
 		return fmt.Errorf("not removing %s: still mounted: %v %v", dir, mps, err)
 	}
 	return os.RemoveAll(dir)
-}
-
-// mountsUnder lists mount points at or below dir, deepest first.
-func mountsUnder(dir string) ([]string, error) {
-	abs, err := filepath.Abs(dir)
-	if err != nil {
-		return nil, err
-	}
-	if real, err := filepath.EvalSymlinks(abs); err == nil {
-		abs = real
-	}
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var out []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fs := strings.Fields(sc.Text())
-		if len(fs) < 5 {
-			continue
-		}
-		mp := unescapeMount(fs[4])
-		if mp == abs || strings.HasPrefix(mp, abs+"/") {
-			out = append(out, mp)
-		}
-	}
-	slices.SortFunc(out, func(a, b string) int { return strings.Count(b, "/") - strings.Count(a, "/") })
-	return out, sc.Err()
-}
-
-// unescapeMount undoes mountinfo's octal escapes (\040 for a space).
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			var v byte
-			ok := true
-			for _, c := range []byte(s[i+1 : i+4]) {
-				if c < '0' || c > '7' {
-					ok = false
-					break
-				}
-				v = v*8 + c - '0'
-			}
-			if ok {
-				b.WriteByte(v)
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // lock takes the data directory's build lock, waiting (and saying so)

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hearth-run/hearth/internal/mountinfo"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -291,7 +293,7 @@ func TestRemoveTreeUnmounts(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(proc, "f"), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if mps, _ := mountsUnder(dir); !slices.Equal(mps, []string{proc}) {
+	if mps, _ := mountinfo.Under(dir); !slices.Equal(mps, []string{proc}) {
 		t.Fatalf("mountsUnder = %v, want [%s]", mps, proc)
 	}
 	if err := removeTree(dir); err != nil {
@@ -300,24 +302,7 @@ func TestRemoveTreeUnmounts(t *testing.T) {
 	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
 		t.Error("tree not removed")
 	}
-	if mps, _ := mountsUnder(dir); len(mps) != 0 {
+	if mps, _ := mountinfo.Under(dir); len(mps) != 0 {
 		t.Errorf("still mounted: %v", mps)
-	}
-}
-
-func TestUnescapeMount(t *testing.T) {
-	tests := map[string]string{
-		`/a/b`:         "/a/b",
-		`/a\040b`:      "/a b",
-		`/a\011b\134c`: "/a\tb\\c",
-		`/bad\09`:      `/bad\09`,
-		`/end\04`:      `/end\04`,
-	}
-	for in, want := range tests {
-		t.Run(in, func(t *testing.T) {
-			if got := unescapeMount(in); got != want {
-				t.Errorf("unescapeMount(%q) = %q, want %q", in, got, want)
-			}
-		})
 	}
 }

@@ -1,12 +1,11 @@
 package sandbox
 
 import (
-	"bufio"
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
-	"strings"
+
+	"github.com/hearth-run/hearth/internal/mountinfo"
 
 	"golang.org/x/sys/unix"
 )
@@ -41,57 +40,7 @@ func (f *Factory) Sweep() (int, error) {
 
 // MountsUnder lists the mount points at or below dir in this mount
 // namespace, deepest first.
-func MountsUnder(dir string) ([]string, error) {
-	dir = filepath.Clean(dir)
-	fh, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil, err
-	}
-	defer fh.Close()
-	var out []string
-	sc := bufio.NewScanner(fh)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) < 5 {
-			continue
-		}
-		mp := unescapeMount(f[4])
-		if mp == dir || strings.HasPrefix(mp, dir+"/") {
-			out = append(out, mp)
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })
-	return out, sc.Err()
-}
-
-// unescapeMount undoes mountinfo's octal escapes (\040 for space).
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			var v byte
-			ok := true
-			for _, c := range s[i+1 : i+4] {
-				if c < '0' || c > '7' {
-					ok = false
-					break
-				}
-				v = v*8 + byte(c-'0')
-			}
-			if ok {
-				b.WriteByte(v)
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
+func MountsUnder(dir string) ([]string, error) { return mountinfo.Under(dir) }
 
 // Prepare sweeps f.Dir and mounts a small tmpfs on it: sandbox dirs are
 // ephemeral, and creating them on a disk costs about a millisecond on the

@@ -275,12 +275,17 @@ func TestPoolExhaustionFallsBack(t *testing.T) {
 			t.Errorf("invoke during exhaustion: %v", err)
 		}
 	}
+	// Every start got both resources, through the pools. A namespace takes
+	// ~2 ms to make, so the burst outruns its one-deep reserve and some
+	// gets must be counted as misses. A cgroup is refilled in ~0.1 ms,
+	// faster than zygote forks arrive, so whether this burst exhausts it
+	// is timing; internal/cgroup's pool tests cover its fallback.
 	for _, pool := range []string{"cgroup", "netns"} {
 		hit := metricValue(t, w, `hearth_resource_pool_gets_total{pool="`+pool+`",result="hit"}`)
 		miss := metricValue(t, w, `hearth_resource_pool_gets_total{pool="`+pool+`",result="miss"}`)
 		t.Logf("%s pool: %v hits, %v misses", pool, hit, miss)
-		if miss < 1 || hit+miss < n {
-			t.Errorf("%s pool: %v hits, %v misses; want at least %d gets, some of them misses", pool, hit, miss, n)
+		if hit+miss < n || (pool == "netns" && miss < 1) {
+			t.Errorf("%s pool: %v hits, %v misses; want at least %d gets (netns: some misses)", pool, hit, miss, n)
 		}
 	}
 }

@@ -75,6 +75,11 @@ type Config struct {
 	// Privileged runs the main process as root with its capabilities.
 	// Only for zygotes, which drop privileges in every child they fork.
 	Privileged bool
+	// Exec makes the main process the sandbox's pid 1: hearth-init execs
+	// it instead of forking it. Snapshots need this: CRIU dumps a pid
+	// namespace from its init, whose executable must be inside the
+	// sandbox. The main process then reaps its own orphans.
+	Exec bool
 	// NetNS, if set, is a network namespace (from internal/netns) that
 	// the sandbox's init enters before anything else, so the sandbox
 	// leaves the host's network. Nil keeps the host's network, as in
@@ -209,6 +214,12 @@ func (f *Factory) Create(ctx context.Context, cfg Config) (_ *Sandbox, err error
 		files = append(files, w)
 	}
 	args.Privileged = cfg.Privileged
+	if cfg.Exec {
+		if len(cfg.Command) == 0 || cfg.Privileged || cfg.HostPID {
+			return nil, fmt.Errorf("sandbox %s: Exec needs a Command and its own pid namespace, unprivileged", s.id)
+		}
+		args.Exec = true
+	}
 	s.ownNet = cfg.NetNS != nil
 	if cfg.NetNS != nil {
 		// A dup: everything in files is closed when Create returns.

@@ -189,3 +189,62 @@ func BenchmarkCreateDestroy(b *testing.B) {
 		})
 	}
 }
+
+// TestExecRunsMainProcessAsPid1: in exec mode (sandboxes to be
+// checkpointed) the main process is the sandbox's pid 1, unprivileged,
+// in its cgroup, with no extra descriptors, and the host's mounts are
+// detached (pivot_root), not merely hidden by a chroot.
+func TestExecRunsMainProcessAsPid1(t *testing.T) {
+	e := setup(t)
+	g, err := e.cg.Create("exec", cgroup.Limits{MemoryBytes: 64 << 20, Pids: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Delete(context.Background())
+	var out strings.Builder
+	sb, err := e.f.Create(context.Background(), sandbox.Config{ID: "exec", Group: g, Socket: "s.sock", Exec: true,
+		Stdout: &out, Stderr: &out, Command: []string{"/usr/bin/python3", "-S", "-c", fmt.Sprintf(`
+import os
+st = dict(l.split(":", 1) for l in open("/proc/self/status").read().splitlines())
+mounts = open("/proc/self/mountinfo").read()
+print(os.getpid(), os.getuid(), st["CapEff"].strip(), st["NoNewPrivs"].strip(),
+      sorted(int(f) for f in os.listdir("/proc/self/fd")), "exec" in open("/proc/self/cgroup").read(),
+      %q in mounts)
+`, e.f.Dir)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Destroy(context.Background())
+	select {
+	case <-sb.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("main process did not exit")
+	}
+	if sb.ExitStatus() != 0 {
+		t.Fatalf("exit %d: %s", sb.ExitStatus(), out.String())
+	}
+	if got, want := strings.TrimSpace(out.String()), "1 65534 0000000000000000 1 [0, 1, 2, 3, 4] True False"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}
+
+func TestExecNeedsACommand(t *testing.T) {
+	e := setup(t)
+	g, err := e.cg.Create("noexec", cgroup.Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Delete(context.Background())
+	for _, cfg := range []sandbox.Config{
+		{ID: "nocmd", Group: g, Exec: true},
+		{ID: "priv", Group: g, Exec: true, Privileged: true, Command: []string{"/bin/true"}},
+	} {
+		t.Run(cfg.ID, func(t *testing.T) {
+			sb, err := e.f.Create(context.Background(), cfg)
+			if err == nil {
+				sb.Destroy(context.Background())
+				t.Fatal("created")
+			}
+		})
+	}
+}

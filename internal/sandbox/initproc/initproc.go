@@ -65,6 +65,9 @@ type Args struct {
 	// for zygotes, which must setns into sandboxes and drop privileges in
 	// each child themselves.
 	Privileged bool
+	// Exec makes the main process pid 1: hearth-init execs it after
+	// joining the cgroup and dropping privileges (snapshots need it).
+	Exec bool
 	// NetNS, if positive, is a network namespace descriptor that
 	// hearth-init enters first thing (instead of keeping the host's
 	// network), and closes.
@@ -84,6 +87,9 @@ func (a Args) Format() []string {
 	}
 	if a.Privileged {
 		out = append(out, "-privileged")
+	}
+	if a.Exec {
+		out = append(out, "-exec")
 	}
 	for _, b := range a.Binds {
 		mode := "ro"
@@ -143,6 +149,7 @@ func Parse(argv []string) (Args, error) {
 	fs.IntVar(&a.Files, "files", 0, "extra descriptors for the main process")
 	fs.IntVar(&a.Ready, "ready", 0, "descriptor told when the root is built")
 	fs.BoolVar(&a.Privileged, "privileged", false, "keep the main process root (zygotes)")
+	fs.BoolVar(&a.Exec, "exec", false, "exec the main process as pid 1 (snapshots)")
 	fs.IntVar(&a.NetNS, "netns", 0, "network namespace descriptor to enter")
 	fs.Func("bind", "src:dst:ro|rw", func(s string) error { binds = append(binds, s); return nil })
 	fs.StringVar(&join, "join", "", "cgroup.procs fds of the sandbox")
@@ -200,6 +207,11 @@ func Main(argv []string) int {
 		reap(-1)
 		return 0
 	}
+	if a.Exec {
+		err := execMain(a)
+		fmt.Fprintln(os.Stderr, "hearth-init: exec:", err)
+		return 126
+	}
 	pid, err := spawn(a)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "hearth-init: start:", err)
@@ -236,6 +248,11 @@ func setup(a Args) error {
 	// which a zygote needs to find its own /proc/self.
 	if err := unix.Mount("proc", filepath.Join(a.Root, "proc"), "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
 		return fmt.Errorf("mount /proc: %w", err)
+	}
+	if a.Exec {
+		// Snapshot sources pivot: CRIU dumps a mount namespace only if it
+		// is the task's root, and they are off the critical path.
+		return pivot(a.Root)
 	}
 	// chroot, not pivot_root: detaching the old root makes the kernel wait
 	// for an RCU grace period (several ms on the critical path). The host
@@ -396,4 +413,57 @@ func reap(main int) int {
 			return ws.ExitStatus()
 		}
 	}
+}
+
+// execMain replaces hearth-init with the main process, which becomes the
+// sandbox's pid 1 in its cgroup, unprivileged, with only descriptors
+// 0..2+Files open. It returns only on failure.
+func execMain(a Args) error {
+	for _, fd := range a.JoinFDs {
+		if _, err := unix.Write(fd, []byte("0")); err != nil {
+			return fmt.Errorf("join cgroup: %w", err)
+		}
+	}
+	for _, fd := range append(a.JoinFDs, a.HomeFDs...) {
+		unix.Close(fd)
+	}
+	if err := dropPrivileges(); err != nil {
+		return err
+	}
+	// Nothing else (the Go runtime's own files included) may survive the
+	// exec: CRIU cannot dump descriptors of host files.
+	for fd := 3 + a.Files; fd < 1024; fd++ {
+		unix.CloseOnExec(fd)
+	}
+	if _, err := unix.Setsid(); err != nil {
+		return fmt.Errorf("setsid: %w", err)
+	}
+	if err := unix.Setgroups(nil); err != nil {
+		return fmt.Errorf("setgroups: %w", err)
+	}
+	if err := unix.Setresgid(a.GID, a.GID, a.GID); err != nil {
+		return fmt.Errorf("setresgid: %w", err)
+	}
+	if err := unix.Setresuid(a.UID, a.UID, a.UID); err != nil {
+		return fmt.Errorf("setresuid: %w", err)
+	}
+	if err := unix.Chdir(a.Dir); err != nil {
+		return fmt.Errorf("chdir %s: %w", a.Dir, err)
+	}
+	return unix.Exec(a.Command[0], a.Command, os.Environ())
+}
+
+// pivot makes root the root of this mount namespace and detaches the old
+// root, so that no host mount stays in the namespace.
+func pivot(root string) error {
+	if err := unix.Chdir(root); err != nil {
+		return fmt.Errorf("chdir root: %w", err)
+	}
+	if err := unix.PivotRoot(".", "."); err != nil {
+		return fmt.Errorf("pivot_root: %w", err)
+	}
+	if err := unix.Unmount(".", unix.MNT_DETACH); err != nil {
+		return fmt.Errorf("detach old root: %w", err)
+	}
+	return unix.Chdir("/")
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/hearth-run/hearth/internal/archive"
 	"github.com/hearth-run/hearth/internal/function"
 	"github.com/hearth-run/hearth/internal/registry"
+	"github.com/hearth-run/hearth/internal/snapshot"
 	"github.com/hearth-run/hearth/internal/worker"
 	"github.com/hearth-run/hearth/internal/zygote"
 )
@@ -44,6 +45,10 @@ type Worker interface {
 	Status() worker.Status
 	Metrics() *worker.Metrics
 	Zygotes() []zygote.NodeInfo
+	// Snapshots lists the local snapshots (nil when snapshots are off);
+	// CreateSnapshot snapshots a function now.
+	Snapshots() []worker.SnapshotInfo
+	CreateSnapshot(ctx context.Context, name string) (worker.SnapshotInfo, error)
 }
 
 // Config configures the API. Zero values mean the defaults.
@@ -97,6 +102,8 @@ func New(cfg Config, reg Registry, wk Worker) *Server {
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"enabled": enabled, "nodes": nodes})
 	}))
+	s.mux.HandleFunc("GET /v1/snapshots", s.auth(s.snapshots))
+	s.mux.HandleFunc("POST /v1/functions/{name}/snapshot", s.auth(s.createSnapshot))
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(wk.Metrics().Registry, promhttp.HandlerOpts{}))
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "ok\n")
@@ -203,6 +210,28 @@ func (s *Server) logs(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"function": name, "lines": lines})
 }
 
+// snapshots answers {"enabled": bool, "snapshots": [...]}.
+func (s *Server) snapshots(w http.ResponseWriter, r *http.Request) {
+	l := s.wk.Snapshots()
+	enabled := s.wk.Status().Tiers.Snapshots
+	if l == nil {
+		l = []worker.SnapshotInfo{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"enabled": enabled, "snapshots": l})
+}
+
+// createSnapshot snapshots a function now and answers when the snapshot
+// is stored (and uploaded, with a remote store).
+func (s *Server) createSnapshot(w http.ResponseWriter, r *http.Request) {
+	info, err := s.wk.CreateSnapshot(r.Context(), r.PathValue("name"))
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	s.cfg.Logger.Info("snapshot created", "function", info.Function, "key", info.Key)
+	writeJSON(w, http.StatusOK, info)
+}
+
 func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, s.wk.Status())
 }
@@ -273,6 +302,12 @@ func status(err error) (int, string) {
 		return http.StatusServiceUnavailable, "ShuttingDown"
 	case errors.Is(err, worker.ErrDrop):
 		return http.StatusServiceUnavailable, "PoolFull"
+	case errors.Is(err, worker.ErrSnapshotsOff):
+		return http.StatusConflict, "SnapshotsOff"
+	case errors.Is(err, worker.ErrNotSnapshottable):
+		return http.StatusBadRequest, "NotSnapshottable"
+	case errors.Is(err, snapshot.ErrBusy):
+		return http.StatusConflict, "SnapshotBusy"
 	case errors.Is(err, context.Canceled):
 		return 499, "Canceled"
 	}

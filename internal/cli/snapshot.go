@@ -1,16 +1,23 @@
 package cli
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/hearth-run/hearth/internal/client"
 	"github.com/hearth-run/hearth/internal/snapshot"
+	"github.com/hearth-run/hearth/internal/worker"
 )
 
 // snapshotDir is where a worker keeps its snapshot cache.
@@ -20,7 +27,7 @@ func newSnapshotCmd() *cobra.Command {
 	var dataDir string
 	cmd := &cobra.Command{
 		Use:   "snapshot",
-		Short: "List and remove function snapshots in the local cache",
+		Short: "List, remove and create function snapshots",
 	}
 	cmd.PersistentFlags().StringVar(&dataDir, "data-dir", "/var/lib/hearth", "data directory")
 	ls := &cobra.Command{
@@ -39,8 +46,60 @@ func newSnapshotCmd() *cobra.Command {
 			return snapshotRm(snapshotDir(dataDir), args)
 		},
 	}
-	cmd.AddCommand(ls, rm)
+	var cf clientFlags
+	create := &cobra.Command{
+		Use:   "create NAME",
+		Short: "Snapshot a function's current revision now, through the worker's API",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), 5*time.Minute)
+			defer cancel()
+			info, err := snapshotCreate(ctx, cf.server, cf.token, args[0])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "snapshot %s of %s revision %s (%.1f MiB)\n",
+				info.Key, info.Function, info.Revision, float64(info.Bytes)/(1<<20))
+			return nil
+		},
+	}
+	cf.add(create)
+	cmd.AddCommand(ls, rm, create)
 	return cmd
+}
+
+// snapshotCreate asks the worker at server to snapshot function name.
+func snapshotCreate(ctx context.Context, server, token, name string) (worker.SnapshotInfo, error) {
+	var info worker.SnapshotInfo
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	u := strings.TrimRight(server, "/") + "/v1/functions/" + url.PathEscape(name) + "/snapshot"
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, nil)
+	if err != nil {
+		return info, fmt.Errorf("snapshot %s: %w", name, err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return info, fmt.Errorf("snapshot %s: %w", name, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return info, fmt.Errorf("snapshot %s: %w", name, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		e := &client.Error{Status: resp.StatusCode, Body: body}
+		json.Unmarshal(body, e)
+		return info, fmt.Errorf("snapshot %s: %w", name, e)
+	}
+	if err := json.Unmarshal(body, &info); err != nil {
+		return info, fmt.Errorf("snapshot %s: decoding the answer: %w", name, err)
+	}
+	return info, nil
 }
 
 func snapshotLs(w io.Writer, dir string) error {

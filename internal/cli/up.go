@@ -50,6 +50,10 @@ type Config struct {
 	NoWarm       bool   `yaml:"no_warm_cache"`
 	NoZygotes    bool   `yaml:"no_zygotes"`
 	ZygoteTree   string `yaml:"zygote_tree"`
+	// NoSnapshots switches function snapshots off (issue 6).
+	NoSnapshots bool `yaml:"no_snapshots"`
+	// Snapshot configures function snapshots.
+	Snapshot SnapshotConfig `yaml:"snapshot"`
 	// Pre-made cgroups and network namespaces (issue 5). NoPools makes
 	// them on the critical path instead.
 	NoPools     bool   `yaml:"no_pools"`
@@ -160,7 +164,10 @@ On shutdown it destroys every sandbox and cgroup it made.`,
 				cfg.NoWarm = flags.NoWarm
 			}
 			if fresh {
-				cfg.NoWarm, cfg.NoZygotes, cfg.NoPools = true, true, true
+				cfg.NoWarm, cfg.NoZygotes, cfg.NoPools, cfg.NoSnapshots = true, true, true, true
+			}
+			if fl.Changed("no-snapshots") {
+				cfg.NoSnapshots = flags.NoSnapshots
 			}
 			if fl.Changed("no-zygotes") {
 				cfg.NoZygotes = flags.NoZygotes
@@ -204,7 +211,8 @@ On shutdown it destroys every sandbox and cgroup it made.`,
 	f.IntVar(&flags.NetnsPool, "netns-pool", 8, "pre-made network namespaces kept ready for network: isolated")
 	f.BoolVar(&flags.NetnsNAT, "netns-nat", false, "let isolated sandboxes out through the host (nftables masquerade; turns on IPv4 forwarding)")
 	f.StringVar(&flags.NetnsSubnet, "netns-subnet", "10.200.0.0/16", "private IPv4 subnet of isolated sandboxes (distinct per worker on a host)")
-	f.BoolVar(&fresh, "fresh", false, "start every invocation fresh: no warm cache, zygotes or pools (a Docker-like baseline)")
+	f.BoolVar(&fresh, "fresh", false, "start every invocation fresh: no warm cache, zygotes, pools or snapshots (a Docker-like baseline)")
+	f.BoolVar(&flags.NoSnapshots, "no-snapshots", false, "never snapshot or restore functions")
 	f.BoolVar(&flags.NoZygotes, "no-zygotes", false, "never fork from zygotes (every new sandbox starts a fresh interpreter)")
 	f.StringVar(&flags.ZygoteTree, "zygote-tree", "", "start from a zygote tree planned by `hearth zygote plan`")
 	return cmd
@@ -297,7 +305,11 @@ func runUp(ctx context.Context, cfg Config) error {
 		CgroupParent: cfg.CgroupParent,
 		NoWarm:       cfg.NoWarm,
 		NoZygotes:    cfg.NoZygotes,
+		NoSnapshots:  cfg.NoSnapshots,
 		Logger:       log,
+	}
+	if wcfg.Snapshot, err = snapshotConfig(cfg.Snapshot); err != nil {
+		return err
 	}
 	if wcfg.Resources, err = resourceConfig(cfg); err != nil {
 		return err
@@ -459,4 +471,76 @@ func resourceConfig(cfg Config) (worker.ResourceConfig, error) {
 		r.Subnet = p
 	}
 	return r, nil
+}
+
+// SnapshotConfig is the snapshot section of hearth.yaml.
+type SnapshotConfig struct {
+	// Threshold is the init time above which a function is snapshotted
+	// (default 100ms).
+	Threshold string `yaml:"threshold"`
+	// MaxMB bounds the local snapshot cache on disk (default 4096).
+	MaxMB int64 `yaml:"max_mb"`
+	// CRIURoot is the private CRIU root (default /var/lib/hearth/criu-root).
+	CRIURoot string `yaml:"criu_root"`
+	// S3, if its endpoint is set, is the remote store snapshots are
+	// shared through.
+	S3 S3Config `yaml:"s3"`
+}
+
+// S3Config locates the remote snapshot store. The keys may also come
+// from $HEARTH_S3_ACCESS_KEY and $HEARTH_S3_SECRET_KEY (or the AWS_
+// variables), which keeps secrets out of hearth.yaml.
+type S3Config struct {
+	Endpoint  string `yaml:"endpoint"`
+	Bucket    string `yaml:"bucket"`
+	Prefix    string `yaml:"prefix"`
+	AccessKey string `yaml:"access_key"`
+	SecretKey string `yaml:"secret_key"`
+	Region    string `yaml:"region"`
+	TLS       bool   `yaml:"tls"`
+	CAFile    string `yaml:"ca_file"`
+}
+
+// snapshotConfig turns hearth.yaml's snapshot section into the worker's.
+func snapshotConfig(c SnapshotConfig) (worker.SnapshotConfig, error) {
+	out := worker.SnapshotConfig{CRIURoot: c.CRIURoot}
+	if c.Threshold != "" {
+		d, err := time.ParseDuration(c.Threshold)
+		if err != nil || d <= 0 {
+			return out, fmt.Errorf("snapshot.threshold: %q is not a positive duration", c.Threshold)
+		}
+		out.Threshold = d
+	}
+	if c.MaxMB < 0 {
+		return out, fmt.Errorf("snapshot.max_mb %d must not be negative", c.MaxMB)
+	}
+	out.MaxBytes = c.MaxMB << 20
+	if c.S3.Endpoint == "" {
+		if c.S3 != (S3Config{}) {
+			return out, errors.New("snapshot.s3: endpoint is required")
+		}
+		return out, nil
+	}
+	s3c := c.S3
+	if s3c.AccessKey == "" {
+		s3c.AccessKey = firstEnv("HEARTH_S3_ACCESS_KEY", "AWS_ACCESS_KEY_ID")
+	}
+	if s3c.SecretKey == "" {
+		s3c.SecretKey = firstEnv("HEARTH_S3_SECRET_KEY", "AWS_SECRET_ACCESS_KEY")
+	}
+	r, err := openRemote(s3c)
+	if err != nil {
+		return out, fmt.Errorf("snapshot.s3: %w", err)
+	}
+	out.Remote = r
+	return out, nil
+}
+
+func firstEnv(names ...string) string {
+	for _, n := range names {
+		if v := os.Getenv(n); v != "" {
+			return v
+		}
+	}
+	return ""
 }

@@ -21,4 +21,9 @@ var (
 	ErrDrop = errors.New("warm pool full")
 	// ErrClosed: the worker is shutting down.
 	ErrClosed = errors.New("worker closed")
+	// ErrSnapshotsOff: function snapshots are switched off or unavailable.
+	ErrSnapshotsOff = errors.New("snapshots are off")
+	// ErrNotSnapshottable: the function's spec rules out snapshots
+	// (snapshot: never, or its own network).
+	ErrNotSnapshottable = errors.New("function cannot be snapshotted")
 )

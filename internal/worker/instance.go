@@ -3,13 +3,29 @@ package worker
 import (
 	"context"
 	"errors"
+	"net"
 	"sync"
+	"time"
 
 	"github.com/hearth-run/hearth/internal/cgroup"
 	"github.com/hearth-run/hearth/internal/netns"
 	"github.com/hearth-run/hearth/internal/runtime"
-	"github.com/hearth-run/hearth/internal/sandbox"
 )
+
+// box is what the worker uses of a sandbox: *sandbox.Sandbox and
+// restored snapshots (restoredBox) both have it.
+type box interface {
+	ID() string
+	Group() *cgroup.Group
+	InitPid() int
+	Done() <-chan struct{}
+	ExitStatus() int
+	Pause(ctx context.Context) error
+	Unpause(ctx context.Context) error
+	Destroy(ctx context.Context) error
+	// Dial connects to the socket name in the sandbox's /tmp.
+	Dial(name string) (net.Conn, error)
+}
 
 // errBusy: the sandbox was taken before the background freeze ran.
 var errBusy = errors.New("sandbox in use")
@@ -18,11 +34,12 @@ var errBusy = errors.New("sandbox in use")
 type instance struct {
 	id       string
 	fn, rev  string
-	sb       *sandbox.Sandbox
+	sb       box // *sandbox.Sandbox, or a restored snapshot
 	group    *cgroup.Group
 	net      *netns.NS // isolated network, given back on destroy; nil otherwise
 	conn     *runtime.Conn
 	declared int64
+	load     time.Duration // handler load time the runtime reported
 
 	mu     sync.Mutex // guards the fields below and serialises freeze/thaw
 	idle   bool

@@ -77,6 +77,11 @@ type Config struct {
 	NoWarm bool
 	// Resources configures the pre-made cgroups and network namespaces.
 	Resources ResourceConfig
+	// NoSnapshots switches function snapshots off. Without a working
+	// CRIU they are off anyway (Tiers reports it).
+	NoSnapshots bool
+	// Snapshot configures function snapshots.
+	Snapshot SnapshotConfig
 	// Logger receives the worker's logs (default slog.Default()).
 	Logger *slog.Logger
 }
@@ -164,6 +169,7 @@ type Worker struct {
 	zyg     *zygote.Manager // nil when zygotes are off
 	res     *resources
 	holders *holders      // pre-made sandboxes for forks; nil when off
+	snap    *snapshots    // nil when snapshots are off
 	stop    chan struct{} // closed by Close
 
 	resolver *zygote.BaseResolver
@@ -248,6 +254,10 @@ func New(ctx context.Context, cfg Config, fns Functions) (*Worker, error) {
 	}
 	w.resolver = &zygote.BaseResolver{Base: cfg.Base}
 	w.pkgCache = map[string][]string{}
+	if err := w.openSnapshots(ctx); err != nil {
+		w.Close(context.Background())
+		return nil, fmt.Errorf("worker: snapshots: %w", err)
+	}
 	// Best effort: a bytecode cache saves each cold start ~2 ms. The host's
 	// python3 is as good as the base's when versions match; otherwise
 	// Python ignores the cache.
@@ -310,7 +320,7 @@ type Result struct {
 	Body []byte
 	// Err is the handler's own error (an exception), if any.
 	Err *runtime.HandlerError
-	// Path is how the call started: "warm" or "cold".
+	// Path is how the call started: "warm", "snapshot", "fork" or "cold".
 	Path string
 	// Init is the cold-start time up to the handler being loaded.
 	Init time.Duration
@@ -590,6 +600,7 @@ func (w *Worker) Retire(name, keep string) {
 	for _, inst := range w.cache.drop(name, keep) {
 		w.destroy(inst)
 	}
+	w.retireSnapshots(name, keep)
 	if keep == "" {
 		w.mu.Lock()
 		delete(w.state, name)
@@ -641,7 +652,7 @@ type Tiers struct {
 func (w *Worker) Tiers() Tiers {
 	return Tiers{
 		Warm:      !w.cfg.NoWarm,
-		Snapshots: false, // not wired into the worker yet
+		Snapshots: w.snap != nil,
 		Zygotes:   w.zyg != nil,
 		Pools:     !w.cfg.Resources.NoPools,
 	}
@@ -700,6 +711,13 @@ func (w *Worker) Close(ctx context.Context) error {
 		}()
 	}
 	wg.Wait()
+	if w.snap != nil {
+		// Only now: closing detaches the sandboxes dir the restored
+		// sandboxes live in.
+		if err := w.snap.svc.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if err := w.home.Delete(ctx); err != nil {
 		errs = append(errs, err)
 	}

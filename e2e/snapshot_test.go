@@ -1,0 +1,272 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// slowInit is a handler with numpy and a 1 s init. It leaves a file in
+// /tmp at import; its answer shows whether the init ran in this process
+// (t0, the import time), the state the init built, a counter, random draws
+// that restored copies must not share, and the after-restore hooks run.
+const slowInit = `import time, random, os
+import numpy
+import hearth_snapshot
+T0 = time.time()
+time.sleep(1.0)
+DATA = numpy.arange(1000000, dtype=numpy.int64)
+with open("/tmp/init.txt", "w") as fh:
+    fh.write(repr(T0))
+N = 0
+HOOKS = []
+
+@hearth_snapshot.after_restore
+def _hook():
+    HOOKS.append(hearth_snapshot.restores)
+
+def f(event, ctx):
+    global N
+    N += 1
+    with open("/tmp/init.txt") as fh:
+        t0_file = float(fh.read())
+    return {"n": N, "sum": int(DATA.sum()), "t0": T0, "t0_file": t0_file,
+            "r": random.random(), "np": float(numpy.random.random()), "hooks": HOOKS}
+`
+
+type slowAnswer struct {
+	N      int     `json:"n"`
+	Sum    int64   `json:"sum"`
+	T0     float64 `json:"t0"`
+	T0File float64 `json:"t0_file"`
+	R      float64 `json:"r"`
+	NP     float64 `json:"np"`
+	Hooks  []int   `json:"hooks"`
+}
+
+type snapshotList struct {
+	Enabled   bool `json:"enabled"`
+	Snapshots []struct {
+		Key      string    `json:"key"`
+		Function string    `json:"function"`
+		Revision string    `json:"revision"`
+		Bytes    int64     `json:"bytes"`
+		Created  time.Time `json:"created"`
+		LastUse  time.Time `json:"last_use"`
+		Local    bool      `json:"local"`
+	} `json:"snapshots"`
+}
+
+func (w *worker) snapshots() snapshotList {
+	w.t.Helper()
+	resp, err := http.Get(w.url + "/v1/snapshots")
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var l snapshotList
+	if err := json.NewDecoder(resp.Body).Decode(&l); err != nil || resp.StatusCode != http.StatusOK {
+		w.t.Fatalf("GET /v1/snapshots: %d %v", resp.StatusCode, err)
+	}
+	return l
+}
+
+// waitSnapshot waits until function name has a snapshot created after
+// since, and returns its key.
+func (w *worker) waitSnapshot(name string, since time.Time) string {
+	w.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, s := range w.snapshots().Snapshots {
+			if s.Function == name && s.Created.After(since) && s.Bytes > 0 && s.Local {
+				return s.Key
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	w.t.Fatalf("no snapshot of %s after %s; log:\n%s", name, since, tail(w.out.String(), 30))
+	return ""
+}
+
+func (w *worker) metric(name string) string {
+	w.t.Helper()
+	resp, err := http.Get(w.url + "/metrics")
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, name+" ") {
+			return strings.TrimPrefix(l, name+" ")
+		}
+	}
+	return ""
+}
+
+func decodeSlow(t *testing.T, body []byte) slowAnswer {
+	t.Helper()
+	var a slowAnswer
+	if err := json.Unmarshal(body, &a); err != nil {
+		t.Fatalf("answer %s: %v", body, err)
+	}
+	if a.Sum != 499999500000 || a.T0File != a.T0 {
+		t.Errorf("init state lost: %s", body)
+	}
+	return a
+}
+
+// TestSnapshotLifecycle: a slow-init function is snapshotted after its
+// first call; later starts restore it with its state and without
+// re-running the init, two concurrent restores draw different numbers, a
+// corrupt snapshot falls back and is deleted, a restart keeps the cache,
+// and `hearth snapshot create` snapshots on demand.
+func TestSnapshotLifecycle(t *testing.T) {
+	// Budget for two 256 MB sandboxes at once in the large pool.
+	w := startWorker(t, "--no-warm-cache", "--warm-budget-mb", "4096")
+	if l := w.snapshots(); !l.Enabled || len(l.Snapshots) != 0 {
+		t.Fatalf("fresh worker: %+v, want enabled and empty", l)
+	}
+	w.deployDir("slow", fn(t, "f.py", slowInit, "requirements.txt", "numpy\n",
+		"function.yaml", "memory_mb: 256\nsnapshot: always\n"))
+	t0 := time.Now()
+	first := w.mustInvoke("slow", "{}")
+	if first.Path == "snapshot" || first.InitMs < 1000 {
+		t.Fatalf("first call: path %s init %.1f ms, want a fresh start with the 1 s init", first.Path, first.InitMs)
+	}
+	a0 := decodeSlow(t, first.Body)
+	key := w.waitSnapshot("slow", t0)
+
+	// Two restores at once: the same init, not re-run, different draws.
+	var wg sync.WaitGroup
+	invs := make([]slowAnswer, 2)
+	paths := make([]string, 2)
+	inits := make([]float64, 2)
+	for i := range invs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			inv, err := w.invoke("slow", "{}")
+			if err != nil {
+				t.Errorf("invoke: %v", err)
+				return
+			}
+			invs[i], paths[i], inits[i] = decodeSlow(t, inv.Body), inv.Path, inv.InitMs
+		}()
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	for i, a := range invs {
+		if paths[i] != "snapshot" || inits[i] > 500 {
+			t.Errorf("restore %d: path %s init %.1f ms, want snapshot well under the 1 s init", i, paths[i], inits[i])
+		}
+		if a.N != 1 || a.T0 == a0.T0 || a.T0 != invs[0].T0 || len(a.Hooks) != 1 || a.Hooks[0] != 1 {
+			t.Errorf("restore %d: %+v; want n 1, the snapshot's init time (not %v, same in both), hooks [1]", i, a, a0.T0)
+		}
+	}
+	if invs[0].R == invs[1].R || invs[0].NP == invs[1].NP {
+		t.Errorf("two restores share PRNG state: %+v %+v", invs[0], invs[1])
+	}
+
+	// `hearth snapshot create` snapshots a function on demand; never
+	// means never.
+	w.deployDir("hello", "../examples/hello")
+	if out, err := w.hearth("snapshot", "create", "hello"); err != nil || !strings.Contains(out, "snapshot hello-") {
+		t.Fatalf("snapshot create hello: %v\n%s", err, out)
+	}
+	if inv := w.mustInvoke("hello", `{"name":"x"}`); inv.Path != "snapshot" {
+		t.Errorf("hello after snapshot create: path %s, want snapshot", inv.Path)
+	}
+	w.deployDir("never", fn(t, "f.py", "def f(e):\n    return 1\n", "function.yaml", "snapshot: never\n"))
+	if out, err := w.hearth("snapshot", "create", "never"); err == nil || !strings.Contains(out, "NotSnapshottable") {
+		t.Errorf("snapshot create of a snapshot: never function: %v\n%s", err, out)
+	}
+	if out, err := w.hearth("snapshot", "create", "nosuch"); err == nil || !strings.Contains(out, "404") && !strings.Contains(out, "NotFound") {
+		t.Errorf("snapshot create of a missing function: %v\n%s", err, out)
+	}
+
+	// A restart keeps the cache: the first call restores.
+	w.stop()
+	w.start()
+	if inv := w.mustInvoke("slow", "{}"); inv.Path != "snapshot" {
+		t.Errorf("after restart: path %s, want snapshot", inv.Path)
+	}
+
+	// Corrupt a memory image: the next start falls back, the snapshot is
+	// deleted (then made again, as the function says always).
+	imgs, _ := filepath.Glob(filepath.Join(w.dataDir, "snapshots", key, "images", "pages-*.img"))
+	if len(imgs) == 0 {
+		t.Fatalf("no page images in snapshot %s", key)
+	}
+	f, err := os.OpenFile(imgs[0], os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteAt([]byte("corrupt!"), 4096)
+	f.Close()
+	t1 := time.Now()
+	inv := w.mustInvoke("slow", "{}")
+	if inv.Path == "snapshot" {
+		t.Errorf("corrupt snapshot restored")
+	}
+	if a := decodeSlow(t, inv.Body); a.N != 1 {
+		t.Errorf("fallback answer %+v", a)
+	}
+	if got := w.metric("hearth_snapshot_corrupt_total"); got != "1" {
+		t.Errorf("hearth_snapshot_corrupt_total %q, want 1", got)
+	}
+	w.waitSnapshot("slow", t1) // a new one replaced it
+	if inv := w.mustInvoke("slow", "{}"); inv.Path != "snapshot" {
+		t.Errorf("after re-creation: path %s, want snapshot", inv.Path)
+	}
+
+	// A new revision never restores the old one, whose snapshot goes.
+	w.deployDir("slow", fn(t, "f.py", slowInit+"\n# v2\n", "requirements.txt", "numpy\n",
+		"function.yaml", "memory_mb: 256\nsnapshot: always\n"))
+	if inv := w.mustInvoke("slow", "{}"); inv.Path == "snapshot" {
+		t.Errorf("new revision restored the old revision's snapshot")
+	}
+	for _, s := range w.snapshots().Snapshots {
+		if s.Key == key {
+			t.Errorf("old revision's snapshot %s kept after the deploy", key)
+		}
+	}
+}
+
+// TestNoSnapshots: with --no-snapshots nothing is snapshotted or
+// restored, and the status says so.
+func TestNoSnapshots(t *testing.T) {
+	w := startWorker(t, "--no-snapshots", "--no-warm-cache")
+	st, err := w.c.Status(context.Background())
+	if err != nil || st.Tiers.Snapshots {
+		t.Fatalf("status tiers %+v (%v), want snapshots off", st.Tiers, err)
+	}
+	w.deployDir("quick", fn(t, "f.py", "import time\ntime.sleep(0.2)\ndef f(e):\n    return 1\n",
+		"function.yaml", "snapshot: always\n"))
+	for i := 0; i < 3; i++ {
+		if inv := w.mustInvoke("quick", "{}"); inv.Path == "snapshot" {
+			t.Errorf("call %d restored a snapshot with --no-snapshots", i)
+		}
+	}
+	if l := w.snapshots(); l.Enabled || len(l.Snapshots) != 0 {
+		t.Errorf("/v1/snapshots %+v, want disabled and empty", l)
+	}
+	if out, err := w.hearth("snapshot", "create", "quick"); err == nil || !strings.Contains(out, "SnapshotsOff") {
+		t.Errorf("snapshot create with snapshots off: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(filepath.Join(w.dataDir, "snapshots")); err == nil {
+		entries, _ := os.ReadDir(filepath.Join(w.dataDir, "snapshots"))
+		if len(entries) > 0 {
+			t.Errorf("snapshot files made with --no-snapshots: %v", entries)
+		}
+	}
+}

@@ -1,0 +1,403 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hearth-run/hearth/internal/cgroup"
+	"github.com/hearth-run/hearth/internal/function"
+	"github.com/hearth-run/hearth/internal/image"
+	"github.com/hearth-run/hearth/internal/packages"
+	"github.com/hearth-run/hearth/internal/registry"
+	"github.com/hearth-run/hearth/internal/runtime"
+	"github.com/hearth-run/hearth/internal/sandbox"
+	"github.com/hearth-run/hearth/internal/snapshot"
+	snappy "github.com/hearth-run/hearth/internal/snapshot/python"
+)
+
+// SnapshotConfig configures function snapshots (see internal/snapshot).
+type SnapshotConfig struct {
+	// Remote, if set, is the store snapshots are shared through.
+	Remote snapshot.Remote
+	// Threshold is the measured init time above which a function is
+	// snapshotted (default 100 ms); function.yaml's snapshot: always and
+	// never override it.
+	Threshold time.Duration
+	// MaxBytes bounds the local snapshot cache on disk (default 4 GiB).
+	MaxBytes int64
+	// CRIURoot is the private CRIU root (default criu.DefaultRoot).
+	CRIURoot string
+}
+
+// SnapshotInfo describes one snapshot the worker knows of.
+type SnapshotInfo struct {
+	Key      string    `json:"key"`
+	Function string    `json:"function"`
+	Revision string    `json:"revision"`
+	Bytes    int64     `json:"bytes"`
+	Blocks   int64     `json:"disk_bytes"`
+	Created  time.Time `json:"created"`
+	LastUse  time.Time `json:"last_use"`
+	Local    bool      `json:"local"`
+	Remote   bool      `json:"remote"`
+}
+
+// snapshots is the worker's snapshot state around the Service.
+type snapshots struct {
+	svc    *snapshot.Service
+	baseID string
+	remote bool
+
+	mu    sync.Mutex
+	fresh map[string]time.Duration // key: last fork or cold start time, guarded by mu
+	worth map[string]bool          // key: whether its last measured init was worth a snapshot; guarded by mu
+	busy  map[string]bool          // keys being snapshotted in the background; guarded by mu
+}
+
+// openSnapshots installs the after-restore module next to the runtime
+// and opens the snapshot service, unless snapshots are off. Missing CRIU
+// is not an error: the worker runs without snapshots.
+func (w *Worker) openSnapshots(ctx context.Context) error {
+	// Always installed: handlers may import it to register hooks
+	// whether or not this worker restores them.
+	lib := filepath.Join(w.runtime, "lib")
+	if err := os.MkdirAll(lib, 0o755); err != nil {
+		return err
+	}
+	if err := snappy.Install(lib); err != nil {
+		return err
+	}
+	if w.cfg.NoSnapshots {
+		return nil
+	}
+	baseID := image.ID(w.cfg.Base)
+	c := w.cfg.Snapshot
+	svc, err := snapshot.OpenService(ctx, snapshot.ServiceConfig{
+		DataDir:    w.cfg.DataDir,
+		Base:       w.cfg.Base,
+		BaseID:     baseID,
+		SandboxDir: w.factory.Dir,
+		CRIURoot:   c.CRIURoot,
+		MaxBytes:   c.MaxBytes,
+		Remote:     c.Remote,
+		Threshold:  c.Threshold,
+	})
+	if errors.Is(err, snapshot.ErrDisabled) {
+		w.log.Info("function snapshots disabled", "reason", err)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	w.snap = &snapshots{svc: svc, baseID: baseID, remote: c.Remote != nil,
+		fresh: map[string]time.Duration{}, worth: map[string]bool{}, busy: map[string]bool{}}
+	w.metrics.Registry.MustRegister(svc.Collector())
+	return nil
+}
+
+// snapshottable reports whether fn may have a snapshot: not when its
+// spec says never, and only with the host's network (a snapshot does not
+// carry a network namespace).
+func snapshottable(fn registry.Function) bool {
+	return fn.Spec.Snapshot != function.SnapshotNever && (fn.Spec.Network == "" || fn.Spec.Network == "none")
+}
+
+// tryRestore restores fn from its snapshot when one may exist and the
+// measured restore beats the measured fresh start. Any failure returns
+// nil: the caller forks or starts cold instead.
+func (w *Worker) tryRestore(ctx context.Context, fn registry.Function, st *fnState) *instance {
+	s := w.snap
+	if s == nil || !snapshottable(fn) {
+		return nil
+	}
+	key := snapshot.Key(fn.Name, fn.Revision)
+	s.mu.Lock()
+	worth, known := s.worth[key]
+	fresh, measured := s.fresh[key]
+	s.mu.Unlock()
+	if known && !worth {
+		return nil // its init is too short for a snapshot to exist
+	}
+	if measured && !s.svc.Prefer(key, fresh) {
+		return nil
+	}
+	inst, err := w.restoreStart(ctx, fn, st, key)
+	if err == nil {
+		return inst
+	}
+	switch {
+	case errors.Is(err, snapshot.ErrNotFound):
+		w.log.Debug("no snapshot", "function", fn.Name, "key", key)
+	case ctx.Err() != nil:
+		w.log.Info("snapshot restore cut short", "function", fn.Name, "err", err)
+	default:
+		w.log.Warn("snapshot restore failed; starting fresh", "function", fn.Name, "key", key, "err", err)
+		// A snapshot that does not restore is of no use: drop it, so the
+		// next start does not try again and a new one can replace it.
+		// (A corrupt one is already gone.)
+		if rerr := s.svc.Cache().Remove(key); rerr != nil && !errors.Is(rerr, snapshot.ErrNotFound) {
+			w.log.Warn("removing snapshot", "key", key, "err", rerr)
+		}
+	}
+	return nil
+}
+
+// restoreStart restores snapshot key of fn into a new cgroup and waits
+// for its runtime to answer.
+func (w *Worker) restoreStart(ctx context.Context, fn registry.Function, st *fnState, key string) (*instance, error) {
+	t0 := time.Now()
+	binds, err := w.snapshotBinds(fn)
+	if err != nil {
+		return nil, err
+	}
+	id := fmt.Sprintf("sb-%d-%s", w.seq.Add(1), shortRev(fn.Revision))
+	grp, err := w.newGroup(ctx, id, cgroup.Limits{
+		MemoryBytes: int64(fn.Spec.MemoryMB) << 20,
+		Pids:        w.cfg.PidsLimit,
+		CPUWeight:   100,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %v: %w", fn.Name, err, ErrStart)
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		w.dropGroup(context.Background(), grp)
+		return nil, err
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		outR.Close()
+		outW.Close()
+		w.dropGroup(context.Background(), grp)
+		return nil, err
+	}
+	sb, err := w.snap.svc.Restore(ctx, key, snapshot.RestoreSpec{
+		ID: id, Group: grp, Binds: binds, Stdout: outW, Stderr: errW,
+	})
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		outR.Close()
+		errR.Close()
+		w.dropGroup(context.Background(), grp)
+		return nil, err
+	}
+	// The restored process holds the write ends; the readers end when it
+	// exits.
+	go copyLines(st.stdout, outR)
+	go copyLines(st.stderr, errR)
+	inst := &instance{id: id, fn: fn.Name, rev: fn.Revision, sb: restoredBox{sb}, group: grp,
+		declared: int64(fn.Spec.MemoryMB) << 20}
+	w.track(inst)
+	t1 := time.Now()
+	if err := w.connect(ctx, inst, fn, sb.Done()); err != nil {
+		return nil, err // connect destroyed it
+	}
+	w.log.Debug("snapshot start", "function", fn.Name, "sandbox", id, "restore", t1.Sub(t0),
+		"criu", sb.RestoreTime, "to_ready", time.Since(t1))
+	return inst, nil
+}
+
+// snapshotBinds maps the mount targets of fn's sandboxes to their host
+// sources: code, runtime and installed packages.
+func (w *Worker) snapshotBinds(fn registry.Function) (map[string]string, error) {
+	binds := map[string]string{runtime.CodeDir: fn.CodeDir, runtime.MountPoint: w.runtime}
+	if len(packages.Cached(fn.Packages)) > 0 {
+		if w.cfg.Packages == nil {
+			return nil, fmt.Errorf("%s: needs installed packages but the install cache is off: %w", fn.Name, ErrStart)
+		}
+		ms, err := w.cfg.Packages.Mounts(fn.Packages)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %v: %w", fn.Name, err, ErrStart)
+		}
+		for _, m := range ms {
+			binds[m.SandboxDir] = m.HostDir
+		}
+	}
+	return binds, nil
+}
+
+// started records a fork or cold start of fn that took took, and
+// snapshots fn in the background when its init makes that worthwhile.
+func (w *Worker) started(fn registry.Function, inst *instance, took time.Duration) {
+	s := w.snap
+	if s == nil || !snapshottable(fn) {
+		return
+	}
+	key := snapshot.Key(fn.Name, fn.Revision)
+	worth := s.svc.Worth(inst.load, fn.Spec.Snapshot == function.SnapshotAlways)
+	s.mu.Lock()
+	s.fresh[key] = took
+	s.worth[key] = worth
+	// One background creation per key: the spare takes as long as a
+	// cold start, and starts meanwhile would each ask for one.
+	create := worth && !s.busy[key]
+	if create {
+		s.busy[key] = true
+	}
+	s.mu.Unlock()
+	if !create {
+		return
+	}
+	if w.hasSnapshot(key) {
+		s.done(key)
+		return
+	}
+	w.background(func() {
+		defer s.done(key)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*w.cfg.InitTimeout)
+		defer cancel()
+		if _, err := w.createSnapshot(ctx, fn); err != nil && !errors.Is(err, snapshot.ErrBusy) && !errors.Is(err, ErrClosed) {
+			w.log.Warn("creating snapshot", "function", fn.Name, "err", err)
+		}
+	})
+}
+
+func (s *snapshots) done(key string) {
+	s.mu.Lock()
+	delete(s.busy, key)
+	s.mu.Unlock()
+}
+
+// hasSnapshot reports whether the local cache holds key.
+func (w *Worker) hasSnapshot(key string) bool {
+	for _, i := range w.snap.svc.Cache().List() {
+		if i.Key == key {
+			return true
+		}
+	}
+	return false
+}
+
+// CreateSnapshot snapshots function name's current revision now and
+// returns the snapshot's description. It fails with ErrSnapshotsOff when
+// snapshots are off, and for functions whose spec says never or that
+// have their own network.
+func (w *Worker) CreateSnapshot(ctx context.Context, name string) (SnapshotInfo, error) {
+	if w.snap == nil {
+		return SnapshotInfo{}, ErrSnapshotsOff
+	}
+	fn, err := w.fns.Get(name)
+	if err != nil {
+		if errors.Is(err, registry.ErrNotFound) {
+			return SnapshotInfo{}, fmt.Errorf("%s: %w", name, ErrNotFound)
+		}
+		return SnapshotInfo{}, err
+	}
+	if !snapshottable(fn) {
+		return SnapshotInfo{}, fmt.Errorf("%s: snapshot %q, network %q: %w", name, fn.Spec.Snapshot, fn.Spec.Network, ErrNotSnapshottable)
+	}
+	d, err := w.createSnapshot(ctx, fn)
+	if err != nil {
+		return SnapshotInfo{}, err
+	}
+	return SnapshotInfo{Key: d.Key, Function: d.Function, Revision: d.Revision, Bytes: d.Bytes,
+		Created: d.Created, Local: true, Remote: w.snap.remote}, nil
+}
+
+// createSnapshot starts a spare sandbox of fn whose runtime is its pid 1,
+// waits for the handler to load, and checkpoints it. The spare never
+// serves a call; CRIU kills it after the dump.
+func (w *Worker) createSnapshot(ctx context.Context, fn registry.Function) (*snapshot.Descriptor, error) {
+	st, err := w.fnState(fn)
+	if err != nil {
+		return nil, err
+	}
+	pkgs, err := w.packages(fn)
+	if err != nil {
+		return nil, err
+	}
+	inst, err := w.makeSandbox(ctx, fn, st, runtime.Argv(w.cfg.Python), w.runtimeEnv(fn), true)
+	if err != nil {
+		return nil, err
+	}
+	defer w.destroy(inst)
+	if err := w.connect(ctx, inst, fn, inst.sb.Done()); err != nil {
+		return nil, err
+	}
+	// Idle, as Dump requires: the runtime goes back to accept.
+	inst.conn.Close()
+	scratch := ""
+	if sb, ok := inst.sb.(*sandbox.Sandbox); ok {
+		scratch = sb.Scratch()
+	}
+	key := snapshot.Key(fn.Name, fn.Revision)
+	t0 := time.Now()
+	d, err := w.snap.svc.Create(ctx, snapshot.DumpSpec{
+		Pid:          inst.sb.InitPid(),
+		Scratch:      scratch,
+		Socket:       socketName,
+		ScratchBytes: w.cfg.ScratchBytes,
+		Key:          key,
+		Function:     fn.Name,
+		Revision:     fn.Revision,
+		BaseImage:    w.snap.baseID,
+		Packages:     pkgs,
+	})
+	if d == nil {
+		return nil, fmt.Errorf("%s: snapshot: %w", fn.Name, err)
+	}
+	if err != nil {
+		// Only the upload failed: the local snapshot is usable.
+		w.log.Warn("uploading snapshot", "function", fn.Name, "key", key, "err", err)
+	}
+	w.log.Info("snapshot created", "function", fn.Name, "key", key, "bytes", d.Bytes, "took", time.Since(t0))
+	return d, nil
+}
+
+// Snapshots lists the snapshots in the local cache, most recently used
+// first; nil when snapshots are off.
+func (w *Worker) Snapshots() []SnapshotInfo {
+	if w.snap == nil {
+		return nil
+	}
+	l := w.snap.svc.Cache().List()
+	out := make([]SnapshotInfo, 0, len(l))
+	for _, i := range l {
+		out = append(out, SnapshotInfo{Key: i.Key, Function: i.Function, Revision: i.Revision,
+			Bytes: i.Bytes, Blocks: i.Blocks, Created: i.Created, LastUse: i.LastUse,
+			Local: true, Remote: w.snap.remote})
+	}
+	return out
+}
+
+// retireSnapshots removes the local snapshots of function name that are
+// not of revision keep (all of them if keep is empty).
+func (w *Worker) retireSnapshots(name, keep string) {
+	if w.snap == nil {
+		return
+	}
+	for _, i := range w.snap.svc.Cache().List() {
+		if i.Function == name && (keep == "" || i.Revision != keep) {
+			if err := w.snap.svc.Cache().Remove(i.Key); err != nil && !errors.Is(err, snapshot.ErrNotFound) {
+				w.log.Warn("removing snapshot", "key", i.Key, "err", err)
+			}
+		}
+	}
+}
+
+// restoredBox is a restored snapshot as the worker's box.
+type restoredBox struct{ *snapshot.Sandbox }
+
+// Dial connects to socket name in the restored sandbox's /tmp, through
+// /proc/self/fd so that a long data dir path cannot exceed the socket
+// path limit.
+func (r restoredBox) Dial(name string) (net.Conn, error) {
+	d, err := os.Open(r.Scratch())
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
+	c, err := net.Dial("unix", "/proc/self/fd/"+strconv.Itoa(int(d.Fd()))+"/"+name)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", filepath.Join(r.Scratch(), name), err)
+	}
+	return c, nil
+}

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -11,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hearth-run/hearth/internal/snapshot/snaptest"
 )
 
 // slowInit is a handler with numpy and a 1 s init. It leaves a file in
@@ -93,6 +96,17 @@ func (w *worker) waitSnapshot(name string, since time.Time) string {
 	}
 	w.t.Fatalf("no snapshot of %s after %s; log:\n%s", name, since, tail(w.out.String(), 30))
 	return ""
+}
+
+func (w *worker) del(path string) int {
+	w.t.Helper()
+	req, _ := http.NewRequest(http.MethodDelete, w.url+path, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }
 
 func (w *worker) metric(name string) string {
@@ -186,6 +200,23 @@ func TestSnapshotLifecycle(t *testing.T) {
 	if inv := w.mustInvoke("hello", `{"name":"x"}`); inv.Path != "snapshot" {
 		t.Errorf("hello after snapshot create: path %s, want snapshot", inv.Path)
 	}
+	// DELETE drops it: the next start is fresh (and hello's short init
+	// makes no new one).
+	var helloKey string
+	for _, s := range w.snapshots().Snapshots {
+		if s.Function == "hello" {
+			helloKey = s.Key
+		}
+	}
+	if code := w.del("/v1/snapshots/" + helloKey); code != http.StatusNoContent {
+		t.Errorf("DELETE snapshot %q: %d", helloKey, code)
+	}
+	if code := w.del("/v1/snapshots/" + helloKey); code != http.StatusNotFound {
+		t.Errorf("second DELETE snapshot %q: %d, want 404", helloKey, code)
+	}
+	if inv := w.mustInvoke("hello", `{"name":"x"}`); inv.Path == "snapshot" {
+		t.Errorf("hello restored a deleted snapshot")
+	}
 	w.deployDir("never", fn(t, "f.py", "def f(e):\n    return 1\n", "function.yaml", "snapshot: never\n"))
 	if out, err := w.hearth("snapshot", "create", "never"); err == nil || !strings.Contains(out, "NotSnapshottable") {
 		t.Errorf("snapshot create of a snapshot: never function: %v\n%s", err, out)
@@ -268,5 +299,40 @@ func TestNoSnapshots(t *testing.T) {
 		if len(entries) > 0 {
 			t.Errorf("snapshot files made with --no-snapshots: %v", entries)
 		}
+	}
+}
+
+// TestSnapshotRemoteRoundTrip: worker A snapshots a function into a
+// shared S3 store; worker B, with its own data dir, restores it on its
+// first call without ever running the init, and caches it.
+func TestSnapshotRemoteRoundTrip(t *testing.T) {
+	srv := snaptest.StartS3(t)
+	cfg := writeConfig(t, fmt.Sprintf("snapshot:\n  s3:\n    endpoint: %q\n    bucket: e2e\n    access_key: %q\n    secret_key: %q\n",
+		srv.Endpoint, srv.Access, srv.Secret))
+	files := []string{"f.py", slowInit, "requirements.txt", "numpy\n", "function.yaml", "memory_mb: 256\nsnapshot: always\n"}
+	a := startWorker(t, "--no-warm-cache", "--config", cfg)
+	a.deployDir("slow", fn(t, files...))
+	// Synchronous: stored and uploaded when it answers.
+	if out, err := a.hearth("snapshot", "create", "slow"); err != nil {
+		t.Fatalf("snapshot create: %v\n%s", err, out)
+	}
+	ra := decodeSlow(t, a.mustInvoke("slow", "{}").Body)
+
+	b := startWorker(t, "--no-warm-cache", "--config", cfg)
+	b.deployDir("slow", fn(t, files...))
+	for i := 0; i < 2; i++ { // a download, then the cached copy
+		inv := b.mustInvoke("slow", "{}")
+		if inv.Path != "snapshot" || inv.InitMs > 1000 {
+			t.Errorf("worker B call %d: path %s init %.1f ms, want a snapshot restore", i, inv.Path, inv.InitMs)
+		}
+		if rb := decodeSlow(t, inv.Body); rb.T0 != ra.T0 || rb.N != 1 {
+			t.Errorf("worker B call %d: %+v, want the init of A's snapshot (t0 %v)", i, rb, ra.T0)
+		}
+	}
+	if got := b.metric(`hearth_snapshot_hits_total{where="remote"}`); got != "1" {
+		t.Errorf("worker B remote hits %q, want 1", got)
+	}
+	if l := b.snapshots(); len(l.Snapshots) != 1 || !l.Snapshots[0].Local {
+		t.Errorf("worker B cache %+v, want the fetched snapshot", l)
 	}
 }

@@ -49,6 +49,8 @@ type Worker interface {
 	// CreateSnapshot snapshots a function now.
 	Snapshots() []worker.SnapshotInfo
 	CreateSnapshot(ctx context.Context, name string) (worker.SnapshotInfo, error)
+	// RemoveSnapshot deletes a snapshot from the local cache.
+	RemoveSnapshot(key string) error
 }
 
 // Config configures the API. Zero values mean the defaults.
@@ -104,6 +106,13 @@ func New(cfg Config, reg Registry, wk Worker) *Server {
 	}))
 	s.mux.HandleFunc("GET /v1/snapshots", s.auth(s.snapshots))
 	s.mux.HandleFunc("POST /v1/functions/{name}/snapshot", s.auth(s.createSnapshot))
+	s.mux.HandleFunc("DELETE /v1/snapshots/{key}", s.auth(func(w http.ResponseWriter, r *http.Request) {
+		if err := s.wk.RemoveSnapshot(r.PathValue("key")); err != nil {
+			s.fail(w, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}))
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(wk.Metrics().Registry, promhttp.HandlerOpts{}))
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "ok\n")
@@ -288,7 +297,7 @@ func ms(d time.Duration) string { return strconv.FormatFloat(d.Seconds()*1000, '
 // status maps an error class to an HTTP status code and an error type.
 func status(err error) (int, string) {
 	switch {
-	case errors.Is(err, registry.ErrNotFound), errors.Is(err, worker.ErrNotFound):
+	case errors.Is(err, registry.ErrNotFound), errors.Is(err, worker.ErrNotFound), errors.Is(err, worker.ErrNoSnapshot):
 		return http.StatusNotFound, "NotFound"
 	case errors.Is(err, worker.ErrTooMany):
 		return http.StatusTooManyRequests, "TooManyRequests"
@@ -306,6 +315,8 @@ func status(err error) (int, string) {
 		return http.StatusConflict, "SnapshotsOff"
 	case errors.Is(err, worker.ErrNotSnapshottable):
 		return http.StatusBadRequest, "NotSnapshottable"
+	case errors.Is(err, worker.ErrBadSnapshotKey):
+		return http.StatusBadRequest, "BadRequest"
 	case errors.Is(err, snapshot.ErrBusy):
 		return http.StatusConflict, "SnapshotBusy"
 	case errors.Is(err, context.Canceled):

@@ -68,7 +68,59 @@ func newBenchCmd() *cobra.Command {
 	b.AddCommand(zyg)
 	b.AddCommand(newBenchReplayCmd())
 	b.AddCommand(newBenchConcurrencyCmd())
+	b.AddCommand(newBenchSnapshotCmd())
 	return b
+}
+
+func newBenchSnapshotCmd() *cobra.Command {
+	var o bench.SnapshotOptions
+	var dataDir string
+	cmd := &cobra.Command{
+		Use:   "snapshot",
+		Short: "Cold vs local vs remote snapshot restore of a numpy + 1 s init handler (Table 6.2)",
+		Long: `Reproduce the thesis' Table 6.2 in one run: a handler with numpy and a
+1 s init started cold (no snapshots, zygotes or warm cache), restored from
+the local snapshot cache, restored on a second worker that fetches the
+snapshot from S3 every time (its local copy dropped before each call), and
+restored on that worker from its cached copy. Without --s3-endpoint a
+versitygw is started on loopback.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			exe, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			o.Hearth = exe
+			if o.Base == "" {
+				o.Base = filepath.Join(dataDir, "base")
+			}
+			if o.S3Endpoint != "" {
+				if o.S3Access == "" {
+					o.S3Access = firstEnv("HEARTH_S3_ACCESS_KEY", "AWS_ACCESS_KEY_ID")
+				}
+				if o.S3Secret == "" {
+					o.S3Secret = firstEnv("HEARTH_S3_SECRET_KEY", "AWS_SECRET_ACCESS_KEY")
+				}
+			}
+			o.Out = cmd.OutOrStdout()
+			ctx := cmd.Context()
+			if ctx == nil {
+				ctx = context.Background()
+			}
+			_, err = bench.Snapshot(ctx, o)
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.IntVarP(&o.N, "n", "n", 50, "samples per snapshot method")
+	f.IntVar(&o.ColdN, "cold-n", 10, "cold-start samples (over a second each)")
+	f.StringVar(&o.Base, "base", "", "base image (default: DATA_DIR/base)")
+	f.StringVar(&dataDir, "data-dir", "/var/lib/hearth", "data directory holding the base image")
+	f.StringVar(&o.S3Endpoint, "s3-endpoint", "", "host:port of an S3 store to use (default: start versitygw on loopback)")
+	f.StringVar(&o.S3Access, "s3-access-key", "", "S3 access key (or $HEARTH_S3_ACCESS_KEY)")
+	f.StringVar(&o.S3Secret, "s3-secret-key", "", "S3 secret key (or $HEARTH_S3_SECRET_KEY)")
+	f.StringVar(&o.VersityGW, "versitygw", "", "versitygw binary (default: $PATH, $GOPATH/bin, ~/go/bin)")
+	return cmd
 }
 
 func newBenchConcurrencyCmd() *cobra.Command {

@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hearth-run/hearth/internal/snapshot"
 )
@@ -54,5 +57,38 @@ func TestSnapshotLsRm(t *testing.T) {
 	out.Reset()
 	if err := snapshotLs(&out, filepath.Join(data, "none")); err != nil || strings.Count(out.String(), "\n") != 1 {
 		t.Errorf("empty ls: %v\n%s", err, &out)
+	}
+}
+
+func TestSnapshotConfig(t *testing.T) {
+	cases := []struct {
+		name string
+		in   SnapshotConfig
+		bad  bool
+	}{
+		{"defaults", SnapshotConfig{}, false},
+		{"threshold", SnapshotConfig{Threshold: "250ms", MaxMB: 100}, false},
+		{"bad threshold", SnapshotConfig{Threshold: "soon"}, true},
+		{"negative threshold", SnapshotConfig{Threshold: "-1s"}, true},
+		{"negative max", SnapshotConfig{MaxMB: -1}, true},
+		{"s3 without endpoint", SnapshotConfig{S3: S3Config{Bucket: "b"}}, true},
+		{"s3 without bucket", SnapshotConfig{S3: S3Config{Endpoint: "127.0.0.1:1"}}, true},
+		// A store that is down at start is logged, not fatal.
+		{"s3 unreachable", SnapshotConfig{S3: S3Config{Endpoint: "127.0.0.1:1", Bucket: "b"}}, false},
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got, err := snapshotConfig(context.Background(), c.in, log)
+			if (err != nil) != c.bad {
+				t.Fatalf("err %v, want error %v", err, c.bad)
+			}
+			if err == nil && (c.in.S3.Endpoint != "") != (got.Remote != nil) {
+				t.Errorf("remote %v for endpoint %q", got.Remote, c.in.S3.Endpoint)
+			}
+			if err == nil && c.in.Threshold == "250ms" && (got.Threshold != 250*time.Millisecond || got.MaxBytes != 100<<20) {
+				t.Errorf("got %+v", got)
+			}
+		})
 	}
 }

@@ -308,8 +308,10 @@ func runUp(ctx context.Context, cfg Config) error {
 		NoSnapshots:  cfg.NoSnapshots,
 		Logger:       log,
 	}
-	if wcfg.Snapshot, err = snapshotConfig(cfg.Snapshot); err != nil {
-		return err
+	if !cfg.NoSnapshots {
+		if wcfg.Snapshot, err = snapshotConfig(ctx, cfg.Snapshot, log); err != nil {
+			return err
+		}
 	}
 	if wcfg.Resources, err = resourceConfig(cfg); err != nil {
 		return err
@@ -502,7 +504,7 @@ type S3Config struct {
 }
 
 // snapshotConfig turns hearth.yaml's snapshot section into the worker's.
-func snapshotConfig(c SnapshotConfig) (worker.SnapshotConfig, error) {
+func snapshotConfig(ctx context.Context, c SnapshotConfig, log *slog.Logger) (worker.SnapshotConfig, error) {
 	out := worker.SnapshotConfig{CRIURoot: c.CRIURoot}
 	if c.Threshold != "" {
 		d, err := time.ParseDuration(c.Threshold)
@@ -528,7 +530,7 @@ func snapshotConfig(c SnapshotConfig) (worker.SnapshotConfig, error) {
 	if s3c.SecretKey == "" {
 		s3c.SecretKey = firstEnv("HEARTH_S3_SECRET_KEY", "AWS_SECRET_ACCESS_KEY")
 	}
-	r, err := openRemote(s3c)
+	r, err := openRemote(ctx, s3c, log)
 	if err != nil {
 		return out, fmt.Errorf("snapshot.s3: %w", err)
 	}

@@ -26,4 +26,8 @@ var (
 	// ErrNotSnapshottable: the function's spec rules out snapshots
 	// (snapshot: never, or its own network).
 	ErrNotSnapshottable = errors.New("function cannot be snapshotted")
+	// ErrNoSnapshot: no such snapshot in the local cache.
+	ErrNoSnapshot = errors.New("snapshot not found")
+	// ErrBadSnapshotKey: a malformed snapshot key.
+	ErrBadSnapshotKey = errors.New("bad snapshot key")
 )

@@ -368,6 +368,25 @@ func (w *Worker) Snapshots() []SnapshotInfo {
 	return out
 }
 
+// RemoveSnapshot deletes snapshot key from the local cache (a copy in
+// the remote store stays). A snapshot being restored goes when that
+// restore is done.
+func (w *Worker) RemoveSnapshot(key string) error {
+	if w.snap == nil {
+		return ErrSnapshotsOff
+	}
+	if err := snapshot.ValidKey(key); err != nil {
+		return fmt.Errorf("snapshot %q: %w", key, ErrBadSnapshotKey)
+	}
+	if err := w.snap.svc.Cache().Remove(key); err != nil {
+		if errors.Is(err, snapshot.ErrNotFound) {
+			return fmt.Errorf("snapshot %s: %w", key, ErrNoSnapshot)
+		}
+		return err
+	}
+	return nil
+}
+
 // retireSnapshots removes the local snapshots of function name that are
 // not of revision keep (all of them if keep is empty).
 func (w *Worker) retireSnapshots(name, keep string) {

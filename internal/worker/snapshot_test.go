@@ -1,0 +1,30 @@
+package worker
+
+import (
+	"testing"
+
+	"github.com/hearth-run/hearth/internal/function"
+	"github.com/hearth-run/hearth/internal/registry"
+)
+
+func TestSnapshottable(t *testing.T) {
+	cases := []struct {
+		snapshot, network string
+		want              bool
+	}{
+		{"", "", true},
+		{function.SnapshotAuto, "none", true},
+		{function.SnapshotAlways, "", true},
+		{function.SnapshotNever, "", false},
+		{function.SnapshotAlways, function.NetworkIsolated, false},
+		{"", function.NetworkOffline, false},
+	}
+	for _, c := range cases {
+		t.Run(c.snapshot+"/"+c.network, func(t *testing.T) {
+			fn := registry.Function{Name: "f", Spec: function.Spec{Snapshot: c.snapshot, Network: c.network}}
+			if got := snapshottable(fn); got != c.want {
+				t.Errorf("snapshottable = %v, want %v", got, c.want)
+			}
+		})
+	}
+}

@@ -59,7 +59,12 @@ type snapshots struct {
 	fresh map[string]time.Duration // key: last fork or cold start time, guarded by mu
 	worth map[string]bool          // key: whether its last measured init was worth a snapshot; guarded by mu
 	busy  map[string]bool          // keys being snapshotted in the background; guarded by mu
+	fail  map[string]time.Time     // key: when its last background creation failed; guarded by mu
 }
+
+// retryAfter is how long a failed background creation is not retried:
+// each attempt costs a whole cold start, and failures tend to repeat.
+const retryAfter = 10 * time.Minute
 
 // openSnapshots installs the after-restore module next to the runtime
 // and opens the snapshot service, unless snapshots are off. Missing CRIU
@@ -97,7 +102,7 @@ func (w *Worker) openSnapshots(ctx context.Context) error {
 		return err
 	}
 	w.snap = &snapshots{svc: svc, baseID: baseID, remote: c.Remote != nil,
-		fresh: map[string]time.Duration{}, worth: map[string]bool{}, busy: map[string]bool{}}
+		fresh: map[string]time.Duration{}, worth: map[string]bool{}, busy: map[string]bool{}, fail: map[string]time.Time{}}
 	w.metrics.Registry.MustRegister(svc.Collector())
 	return nil
 }
@@ -238,7 +243,8 @@ func (w *Worker) started(fn registry.Function, inst *instance, took time.Duratio
 	s.worth[key] = worth
 	// One background creation per key: the spare takes as long as a
 	// cold start, and starts meanwhile would each ask for one.
-	create := worth && !s.busy[key]
+	failed, ok := s.fail[key]
+	create := worth && !s.busy[key] && (!ok || time.Since(failed) > retryAfter)
 	if create {
 		s.busy[key] = true
 	}
@@ -255,7 +261,10 @@ func (w *Worker) started(fn registry.Function, inst *instance, took time.Duratio
 		ctx, cancel := context.WithTimeout(context.Background(), 2*w.cfg.InitTimeout)
 		defer cancel()
 		if _, err := w.createSnapshot(ctx, fn); err != nil && !errors.Is(err, snapshot.ErrBusy) && !errors.Is(err, ErrClosed) {
-			w.log.Warn("creating snapshot", "function", fn.Name, "err", err)
+			w.log.Warn("creating snapshot; not retried for a while", "function", fn.Name, "retry_after", retryAfter, "err", err)
+			s.mu.Lock()
+			s.fail[key] = time.Now()
+			s.mu.Unlock()
 		}
 	})
 }

@@ -1,6 +1,8 @@
 // Package worker runs deployed functions in sandboxes: it owns the invoke
-// path (warm thaw, then cold start), the handler cache of paused sandboxes,
-// per-function concurrency limits, logs and metrics.
+// path (warm thaw, then snapshot restore, zygote fork or cold start), the
+// handler cache of paused sandboxes, function snapshots (made off the
+// critical path from spare sandboxes), per-function concurrency limits,
+// logs and metrics.
 //
 // A Worker is safe for concurrent use. Close destroys every sandbox and
 // cgroup it made.

@@ -27,12 +27,12 @@ type ReplayConfig struct {
 
 // ReplayConfigs returns the three configurations of the PARSEC comparison:
 // fresh (every start a fresh interpreter, nothing kept warm, a Docker-like
-// baseline), SOCK-like (lean sandboxes and the handler cache, no zygotes)
-// and Hearth (everything on).
+// baseline), SOCK-like (lean sandboxes and the handler cache, no zygotes,
+// no snapshots) and Hearth (everything on).
 func ReplayConfigs() []ReplayConfig {
 	return []ReplayConfig{
-		{"fresh", []string{"--no-warm-cache", "--no-zygotes"}},
-		{"sock-like", []string{"--no-zygotes"}},
+		{"fresh", []string{"--fresh"}},
+		{"sock-like", []string{"--no-zygotes", "--no-snapshots"}},
 		{"hearth", nil},
 	}
 }

@@ -54,7 +54,7 @@ func Startup(ctx context.Context, o StartupOptions) ([]Sample, error) {
 	samples = append(samples, warm)
 
 	// Cold: every call gets a new sandbox and a fresh interpreter.
-	w, err = StartWorker(ctx, o.Hearth, o.Base, "--no-warm-cache", "--no-zygotes")
+	w, err = StartWorker(ctx, o.Hearth, o.Base, "--no-warm-cache", "--no-zygotes", "--no-snapshots")
 	if err != nil {
 		return nil, err
 	}

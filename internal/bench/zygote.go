@@ -79,8 +79,10 @@ func Zygote(ctx context.Context, o ZygoteOptions) (ZygoteResult, error) {
 		warm  bool
 	}
 	for _, c := range []cfg{
-		{"Installed+Imported", []string{"--no-warm-cache", "--no-zygotes"}, "cold", false},
-		{"Zygote", []string{"--no-warm-cache", "--zygote-tree", plan}, "fork", false},
+		// Snapshots off throughout: numpy's import is slow enough to earn
+		// one, and this benchmark compares imports with forks.
+		{"Installed+Imported", []string{"--no-warm-cache", "--no-zygotes", "--no-snapshots"}, "cold", false},
+		{"Zygote", []string{"--no-warm-cache", "--no-snapshots", "--zygote-tree", plan}, "fork", false},
 		{"Warm", []string{"--zygote-tree", plan}, "warm", true},
 	} {
 		w, err := StartWorker(ctx, o.Hearth, o.Base, c.flags...)
@@ -112,7 +114,7 @@ func Zygote(ctx context.Context, o ZygoteOptions) (ZygoteResult, error) {
 		}
 	}
 	// And a paused fresh-interpreter sandbox, for comparison.
-	w, err := StartWorker(ctx, o.Hearth, o.Base, "--no-zygotes")
+	w, err := StartWorker(ctx, o.Hearth, o.Base, "--no-zygotes", "--no-snapshots")
 	if err != nil {
 		return res, err
 	}

@@ -26,6 +26,7 @@ const (
 	Zip
 )
 
+// String names the format.
 func (f Format) String() string {
 	switch f {
 	case TarGz:

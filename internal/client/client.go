@@ -49,6 +49,7 @@ type Error struct {
 	Body    []byte
 }
 
+// Error describes the response: its error type, status and message.
 func (e *Error) Error() string {
 	if e.Message != "" {
 		return fmt.Sprintf("%s (HTTP %d): %s", e.Type, e.Status, e.Message)

@@ -487,6 +487,7 @@ type LoadError struct {
 	Err      *runtime.HandlerError
 }
 
+// Error names the function and the load error.
 func (e *LoadError) Error() string {
 	return fmt.Sprintf("%s: loading handler: %s: %s", e.Function, e.Err.Type, e.Err.Message)
 }

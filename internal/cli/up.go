@@ -52,6 +52,9 @@ type Config struct {
 	ZygoteTree   string `yaml:"zygote_tree"`
 	// NoSnapshots switches function snapshots off (issue 6).
 	NoSnapshots bool `yaml:"no_snapshots"`
+	// PreMade is how many empty sandboxes wait for zygote forks (default
+	// 4; negative: none).
+	PreMade int `yaml:"premade_sandboxes"`
 	// Snapshot configures function snapshots.
 	Snapshot SnapshotConfig `yaml:"snapshot"`
 	// Pre-made cgroups and network namespaces (issue 5). NoPools makes
@@ -169,6 +172,9 @@ On shutdown it destroys every sandbox and cgroup it made.`,
 			if fl.Changed("no-snapshots") {
 				cfg.NoSnapshots = flags.NoSnapshots
 			}
+			if fl.Changed("premade") {
+				cfg.PreMade = flags.PreMade
+			}
 			if fl.Changed("no-zygotes") {
 				cfg.NoZygotes = flags.NoZygotes
 			}
@@ -213,6 +219,7 @@ On shutdown it destroys every sandbox and cgroup it made.`,
 	f.StringVar(&flags.NetnsSubnet, "netns-subnet", "10.200.0.0/16", "private IPv4 subnet of isolated sandboxes (distinct per worker on a host)")
 	f.BoolVar(&fresh, "fresh", false, "start every invocation fresh: no warm cache, zygotes, pools or snapshots (a Docker-like baseline)")
 	f.BoolVar(&flags.NoSnapshots, "no-snapshots", false, "never snapshot or restore functions")
+	f.IntVar(&flags.PreMade, "premade", 0, "empty sandboxes kept ready for zygote forks (default 4; negative: none)")
 	f.BoolVar(&flags.NoZygotes, "no-zygotes", false, "never fork from zygotes (every new sandbox starts a fresh interpreter)")
 	f.StringVar(&flags.ZygoteTree, "zygote-tree", "", "start from a zygote tree planned by `hearth zygote plan`")
 	return cmd
@@ -305,6 +312,7 @@ func runUp(ctx context.Context, cfg Config) error {
 		CgroupParent: cfg.CgroupParent,
 		NoWarm:       cfg.NoWarm,
 		NoZygotes:    cfg.NoZygotes,
+		PreMade:      cfg.PreMade,
 		NoSnapshots:  cfg.NoSnapshots,
 		Logger:       log,
 	}

@@ -41,17 +41,35 @@ func Startup(ctx context.Context, o StartupOptions) ([]Sample, error) {
 	if err != nil {
 		return nil, err
 	}
-	warm, err := func() (Sample, error) {
+	warm, err := func() ([]Sample, error) {
 		defer w.Stop()
 		if err := w.Deploy(ctx, "hello", HelloFn); err != nil {
-			return Sample{}, err
+			return nil, err
 		}
-		return invokeN(ctx, w, "warm invoke (hello)", "hello", o.N, "warm", true)
+		a, err := invokeN(ctx, w, "warm invoke (hello)", "hello", o.N, "warm", true)
+		if err != nil {
+			return nil, err
+		}
+		// The same with the sandbox frozen between calls: a thaw on the
+		// path, as for any call that comes after a pause.
+		b := Sample{Name: "warm invoke, thawed (hello)"}
+		for i := 0; i < o.N; i++ {
+			time.Sleep(20 * time.Millisecond)
+			inv, err := w.Client.Invoke(ctx, "hello", []byte("{}"))
+			if err != nil {
+				return nil, err
+			}
+			if inv.Path != "warm" {
+				return nil, fmt.Errorf("thawed warm call %d took path %q", i, inv.Path)
+			}
+			b.D = append(b.D, inv.Latency)
+		}
+		return []Sample{a, b}, nil
 	}()
 	if err != nil {
 		return nil, err
 	}
-	samples = append(samples, warm)
+	samples = append(samples, warm...)
 
 	// Cold: every call gets a new sandbox and a fresh interpreter.
 	w, err = StartWorker(ctx, o.Hearth, o.Base, "--no-warm-cache", "--no-zygotes", "--no-snapshots")
@@ -97,6 +115,7 @@ func Startup(ctx context.Context, o StartupOptions) ([]Sample, error) {
 			{"cold invoke (hello)", "host python3 -S -c pass"},
 			{"cold invoke (numpy-stats)", "host python3 -c 'import numpy'"},
 			{"warm invoke (hello)", "host python3 -S -c pass"},
+			{"warm invoke, thawed (hello)", "warm invoke (hello)"},
 		})
 	}
 	return samples, nil

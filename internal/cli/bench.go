@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -14,11 +15,29 @@ import (
 
 func newBenchCmd() *cobra.Command {
 	b := &cobra.Command{Use: "bench", Short: "Run benchmarks against a real worker"}
+	b.AddCommand(
+		samplesCmd("startup", "Warm and cold invoke latency, against bare python3 started in the same run",
+			func(ctx context.Context, exe, base string, n int, out io.Writer) error {
+				_, err := bench.Startup(ctx, bench.StartupOptions{Hearth: exe, Base: base, N: n, Out: out})
+				return err
+			}),
+		samplesCmd("zygote", "Fresh import vs zygote fork vs warm, for numpy and numpy+requests handlers",
+			func(ctx context.Context, exe, base string, n int, out io.Writer) error {
+				_, err := bench.Zygote(ctx, bench.ZygoteOptions{Hearth: exe, Base: base, N: n, Out: out})
+				return err
+			}),
+		newBenchReplayCmd(), newBenchConcurrencyCmd(), newBenchSnapshotCmd())
+	return b
+}
+
+// samplesCmd is a benchmark that takes the hearth binary, a base image and
+// a sample count.
+func samplesCmd(use, short string, run func(ctx context.Context, exe, base string, n int, out io.Writer) error) *cobra.Command {
 	var n int
 	var base, dataDir string
-	startup := &cobra.Command{
-		Use:   "startup",
-		Short: "Warm and cold invoke latency, against bare python3 started in the same run",
+	c := &cobra.Command{
+		Use:   use,
+		Short: short,
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			exe, err := os.Executable()
@@ -32,44 +51,13 @@ func newBenchCmd() *cobra.Command {
 			if ctx == nil {
 				ctx = context.Background()
 			}
-			_, err = bench.Startup(ctx, bench.StartupOptions{Hearth: exe, Base: base, N: n, Out: cmd.OutOrStdout()})
-			return err
+			return run(ctx, exe, base, n, cmd.OutOrStdout())
 		},
 	}
-	startup.Flags().IntVarP(&n, "n", "n", 100, "samples per method")
-	startup.Flags().StringVar(&base, "base", "", "base image (default: DATA_DIR/base)")
-	startup.Flags().StringVar(&dataDir, "data-dir", "/var/lib/hearth", "data directory holding the base image")
-	b.AddCommand(startup)
-	var zn int
-	var zbase, zdata string
-	zyg := &cobra.Command{
-		Use:   "zygote",
-		Short: "Fresh import vs zygote fork vs warm, for numpy and numpy+requests handlers",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			exe, err := os.Executable()
-			if err != nil {
-				return err
-			}
-			if zbase == "" {
-				zbase = filepath.Join(zdata, "base")
-			}
-			ctx := cmd.Context()
-			if ctx == nil {
-				ctx = context.Background()
-			}
-			_, err = bench.Zygote(ctx, bench.ZygoteOptions{Hearth: exe, Base: zbase, N: zn, Out: cmd.OutOrStdout()})
-			return err
-		},
-	}
-	zyg.Flags().IntVarP(&zn, "n", "n", 100, "samples per method")
-	zyg.Flags().StringVar(&zbase, "base", "", "base image (default: DATA_DIR/base)")
-	zyg.Flags().StringVar(&zdata, "data-dir", "/var/lib/hearth", "data directory holding the base image")
-	b.AddCommand(zyg)
-	b.AddCommand(newBenchReplayCmd())
-	b.AddCommand(newBenchConcurrencyCmd())
-	b.AddCommand(newBenchSnapshotCmd())
-	return b
+	c.Flags().IntVarP(&n, "n", "n", 100, "samples per method")
+	c.Flags().StringVar(&base, "base", "", "base image (default: DATA_DIR/base)")
+	c.Flags().StringVar(&dataDir, "data-dir", "/var/lib/hearth", "data directory holding the base image")
+	return c
 }
 
 func newBenchSnapshotCmd() *cobra.Command {

@@ -3,7 +3,6 @@ package packages
 import (
 	"context"
 	"fmt"
-	"github.com/hearth-run/hearth/internal/packages/wheeltest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/hearth-run/hearth/internal/cgroup"
+	"github.com/hearth-run/hearth/internal/packages/wheeltest"
 	"github.com/hearth-run/hearth/internal/sandbox"
 )
 

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hearth-run/hearth/internal/fsutil"
+
 	"github.com/hearth-run/hearth/internal/cgroup"
 	"github.com/hearth-run/hearth/internal/function"
 	"github.com/hearth-run/hearth/internal/sandbox"
@@ -260,7 +262,7 @@ func (c *Cache) collect(out string, i int, p Package) error {
 	if err := seal(t); err != nil {
 		return fmt.Errorf("installing %s: %w", p, err)
 	}
-	size, err := diskUsage(t)
+	size, err := fsutil.DiskUsage(t)
 	if err != nil {
 		return fmt.Errorf("installing %s: %w", p, err)
 	}

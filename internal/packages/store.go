@@ -558,20 +558,3 @@ func (s *Store) view(cached []Package) (string, error) {
 	}
 	return v, nil
 }
-
-// diskUsage sums the allocated bytes of the tree at dir.
-func diskUsage(dir string) (int64, error) {
-	var n int64
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		var st unix.Stat_t
-		if err := unix.Lstat(p, &st); err != nil {
-			return err
-		}
-		n += st.Blocks * 512
-		return nil
-	})
-	return n, err
-}

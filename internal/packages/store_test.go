@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hearth-run/hearth/internal/fsutil"
 )
 
 // clock is a settable test clock.
@@ -26,7 +28,7 @@ func stage(t *testing.T, s *Store, p Package, size int) {
 	if err := os.WriteFile(filepath.Join(dir, "data"), make([]byte, size), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	n, err := diskUsage(dir)
+	n, err := fsutil.DiskUsage(dir)
 	if err != nil {
 		t.Fatal(err)
 	}

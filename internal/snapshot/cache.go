@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -14,6 +13,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/hearth-run/hearth/internal/fsutil"
 )
 
 // Remote is a shared snapshot store (internal/snapshot/s3 implements it).
@@ -132,7 +133,7 @@ func OpenCache(cfg CacheConfig) (*Cache, error) {
 			os.RemoveAll(p) // never sealed, or not ours
 			continue
 		}
-		blocks, err := diskUsage(p)
+		blocks, err := fsutil.DiskUsage(p)
 		if err != nil {
 			return nil, fmt.Errorf("snapshot cache: %w", err)
 		}
@@ -223,7 +224,7 @@ func (c *Cache) tempDir(key string) (string, error) {
 // commit renames the sealed snapshot in tmp into place, marks it
 // verified, and evicts.
 func (c *Cache) commit(key, tmp string, d *Descriptor) error {
-	blocks, err := diskUsage(tmp)
+	blocks, err := fsutil.DiskUsage(tmp)
 	if err != nil {
 		os.RemoveAll(tmp)
 		return fmt.Errorf("snapshot %s: %w", key, err)
@@ -498,23 +499,6 @@ func (c *Cache) evictLocked() {
 		c.dropLocked(e)
 		c.stats.Evictions++
 	}
-}
-
-// diskUsage sums the blocks allocated to everything under dir.
-func diskUsage(dir string) (int64, error) {
-	var total int64
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		var st syscall.Stat_t
-		if err := syscall.Lstat(p, &st); err != nil {
-			return err
-		}
-		total += st.Blocks * 512
-		return nil
-	})
-	return total, err
 }
 
 func signatures(dir string, d *Descriptor) (map[string]fileSig, error) {

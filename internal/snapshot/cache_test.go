@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/hearth-run/hearth/internal/fsutil"
 )
 
 // fakeSnapshot returns a fill func writing files of the given sizes with
@@ -167,7 +169,7 @@ func TestCacheEvictionKeepsPinned(t *testing.T) {
 	}
 	// Usage counts blocks on disk, as du does.
 	used, _ := c.Usage()
-	du, err := diskUsage(c.Dir())
+	du, err := fsutil.DiskUsage(c.Dir())
 	if err != nil {
 		t.Fatal(err)
 	}

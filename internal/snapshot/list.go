@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/hearth-run/hearth/internal/fsutil"
 )
 
 // ReadDir lists the sealed snapshots in a cache directory without
@@ -26,7 +28,7 @@ func ReadDir(dir string) ([]Info, error) {
 		if err != nil || d.Key != ent.Name() {
 			continue
 		}
-		blocks, err := diskUsage(p)
+		blocks, err := fsutil.DiskUsage(p)
 		if err != nil {
 			continue
 		}

@@ -5,7 +5,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -13,12 +12,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/hearth-run/hearth/internal/bench"
 	"github.com/hearth-run/hearth/internal/client"
 	"github.com/hearth-run/hearth/internal/sandbox"
 )
@@ -66,25 +65,8 @@ type worker struct {
 	cgroup  string
 	args    []string
 	cmd     *exec.Cmd
-	out     *syncBuffer
+	out     *bench.LockedBuffer
 	c       *client.Client
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func freePort(t *testing.T) string {
@@ -119,7 +101,7 @@ func startWorker(t *testing.T, extra ...string) *worker {
 
 func (w *worker) start() {
 	w.t.Helper()
-	w.out = &syncBuffer{}
+	w.out = &bench.LockedBuffer{}
 	w.cmd = exec.Command(filepath.Join(binDir, "hearth"), w.args...)
 	w.cmd.Stdout, w.cmd.Stderr = w.out, w.out
 	if err := w.cmd.Start(); err != nil {

@@ -22,21 +22,25 @@ type Worker struct {
 	Client *client.Client
 	cmd    *exec.Cmd
 	dir    string
-	out    *lockedBuffer
+	out    *LockedBuffer
 }
 
-type lockedBuffer struct {
+// LockedBuffer is a bytes.Buffer safe for concurrent writers, for a
+// child process's combined output.
+type LockedBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (l *lockedBuffer) Write(p []byte) (int, error) {
+// Write appends p.
+func (l *LockedBuffer) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.Write(p)
 }
 
-func (l *lockedBuffer) String() string {
+// String returns everything written so far.
+func (l *LockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
@@ -57,7 +61,7 @@ func StartWorker(ctx context.Context, hearth, base string, extra ...string) (*Wo
 	}
 	args := append([]string{"up", "--listen", addr, "--data-dir", dir, "--base", base,
 		"--cgroup-parent", fmt.Sprintf("hearth-bench-%d", os.Getpid()), "--log-level", "warn"}, extra...)
-	w := &Worker{URL: "http://" + addr, dir: dir, out: &lockedBuffer{}}
+	w := &Worker{URL: "http://" + addr, dir: dir, out: &LockedBuffer{}}
 	w.Client = client.New(w.URL, "")
 	w.cmd = exec.Command(hearth, args...)
 	w.cmd.Stdout, w.cmd.Stderr = w.out, w.out

@@ -1,11 +1,13 @@
 package e2e
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 func writeConfig(t *testing.T, yaml string) string {
@@ -86,12 +88,47 @@ func checkIsolation(t *testing.T, m map[string]any) {
 // modes runs f against a worker that forks from zygotes and one that
 // starts fresh interpreters: a forked child must be exactly as isolated as
 // a cold-started one.
+// modes runs f against three workers: one whose fork starts take spare
+// zygote children forked ahead of need (the default; primed so that the
+// root node has spares, and checked to have used them), one that forks
+// on demand, and one with fresh interpreters only.
 func modes(t *testing.T, f func(t *testing.T, w *worker, path string), flags ...string) {
 	for _, m := range []struct {
-		path  string
-		flags []string
-	}{{"fork", nil}, {"cold", []string{"--no-zygotes"}}} {
-		t.Run(m.path, func(t *testing.T) { f(t, startWorker(t, append(m.flags, flags...)...), m.path) })
+		name, path string
+		flags      []string
+	}{{"spare", "fork", nil}, {"fork", "fork", []string{"--spares", "-1"}}, {"cold", "cold", []string{"--no-zygotes"}}} {
+		t.Run(m.name, func(t *testing.T) {
+			w := startWorker(t, append(m.flags, flags...)...)
+			if m.name == "spare" {
+				primeSpares(t, w)
+			}
+			f(t, w, m.path)
+			if m.name == "spare" && metricValue(t, w, "hearth_spare_starts_total") < 1 {
+				t.Errorf("no start took a spare")
+			}
+		})
+	}
+}
+
+// primeSpares makes the root zygote node keep spares: a start from it
+// asks for them.
+func primeSpares(t *testing.T, w *worker) {
+	t.Helper()
+	w.deployDir("primer", "../examples/hello")
+	w.mustInvoke("primer", "{}")
+	end := time.Now().Add(30 * time.Second)
+	for {
+		tree, err := w.c.Zygotes(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(tree.Nodes) > 0 && tree.Nodes[0].Spares > 0 {
+			return
+		}
+		if time.Now().After(end) {
+			t.Fatalf("root zygote node has no spares: %+v", tree.Nodes)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 

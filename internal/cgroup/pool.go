@@ -381,6 +381,19 @@ func (p *Pool) refill() {
 	}
 }
 
+// SetLimits changes the limits of a live group, zero values as the
+// defaults. Lowering the memory limit below the group's usage fails.
+func (g *Group) SetLimits(lim Limits) error {
+	if err := lim.validate(); err != nil {
+		return fmt.Errorf("cgroup %s: %w", g.name, err)
+	}
+	if err := g.m.setLimits(g, lim); err != nil {
+		return fmt.Errorf("cgroup %s: %w", g.name, err)
+	}
+	g.limit = lim.MemoryBytes
+	return nil
+}
+
 // setLimits writes lim to an existing group, zero values as the defaults.
 func (m *Manager) setLimits(g *Group, lim Limits) error {
 	if m.mode == V1 {

@@ -55,6 +55,9 @@ type Config struct {
 	// PreMade is how many empty sandboxes wait for zygote forks (default
 	// 4; negative: none).
 	PreMade int `yaml:"premade_sandboxes"`
+	// Spares is how many zygote children are forked ahead of need per
+	// recently used zygote node (default 2; negative: none).
+	Spares int `yaml:"spares"`
 	// Snapshot configures function snapshots.
 	Snapshot SnapshotConfig `yaml:"snapshot"`
 	// Pre-made cgroups and network namespaces (issue 5). NoPools makes
@@ -175,6 +178,9 @@ On shutdown it destroys every sandbox and cgroup it made.`,
 			if fl.Changed("premade") {
 				cfg.PreMade = flags.PreMade
 			}
+			if fl.Changed("spares") {
+				cfg.Spares = flags.Spares
+			}
 			if fl.Changed("no-zygotes") {
 				cfg.NoZygotes = flags.NoZygotes
 			}
@@ -220,6 +226,7 @@ On shutdown it destroys every sandbox and cgroup it made.`,
 	f.BoolVar(&fresh, "fresh", false, "start every invocation fresh: no warm cache, zygotes, pools or snapshots (a Docker-like baseline)")
 	f.BoolVar(&flags.NoSnapshots, "no-snapshots", false, "never snapshot or restore functions")
 	f.IntVar(&flags.PreMade, "premade", 0, "empty sandboxes kept ready for zygote forks (default 4; negative: none)")
+	f.IntVar(&flags.Spares, "spares", 0, "zygote children forked ahead of need per recently used zygote node (default 2; negative: none)")
 	f.BoolVar(&flags.NoZygotes, "no-zygotes", false, "never fork from zygotes (every new sandbox starts a fresh interpreter)")
 	f.StringVar(&flags.ZygoteTree, "zygote-tree", "", "start from a zygote tree planned by `hearth zygote plan`")
 	return cmd
@@ -313,6 +320,7 @@ func runUp(ctx context.Context, cfg Config) error {
 		NoWarm:       cfg.NoWarm,
 		NoZygotes:    cfg.NoZygotes,
 		PreMade:      cfg.PreMade,
+		Spares:       cfg.Spares,
 		NoSnapshots:  cfg.NoSnapshots,
 		Logger:       log,
 	}

@@ -110,11 +110,13 @@ type Sandbox struct {
 	cmd     *exec.Cmd
 	lis     *os.File      // listening socket kept for a joiner, if any
 	ownNet  bool          // entered Config.NetNS
+	hostPID bool          // in the host's pid namespace (Config.HostPID)
 	done    chan struct{} // closed when init has exited
 	exitErr error         // valid after done
 
 	mu        sync.Mutex
 	destroyed bool
+	paused    bool
 }
 
 // Create starts a sandbox. On error nothing is left behind.
@@ -221,6 +223,7 @@ func (f *Factory) Create(ctx context.Context, cfg Config) (_ *Sandbox, err error
 		args.Exec = true
 	}
 	s.ownNet = cfg.NetNS != nil
+	s.hostPID = cfg.HostPID
 	if cfg.NetNS != nil {
 		// A dup: everything in files is closed when Create returns.
 		fd, err := unix.FcntlInt(cfg.NetNS.Fd(), unix.F_DUPFD_CLOEXEC, 0)
@@ -452,10 +455,17 @@ func (s *Sandbox) ExitStatus() int {
 
 // Pause freezes every process of the sandbox.
 func (s *Sandbox) Pause(ctx context.Context) error {
+	s.setPaused(true)
 	if err := s.group.Freeze(ctx); err != nil {
 		return fmt.Errorf("pause %s: %w", s.id, err)
 	}
 	return nil
+}
+
+func (s *Sandbox) setPaused(p bool) {
+	s.mu.Lock()
+	s.paused = p
+	s.mu.Unlock()
 }
 
 // Unpause thaws the sandbox.
@@ -463,6 +473,7 @@ func (s *Sandbox) Unpause(ctx context.Context) error {
 	if err := s.group.Thaw(ctx); err != nil {
 		return fmt.Errorf("unpause %s: %w", s.id, err)
 	}
+	s.setPaused(false)
 	return nil
 }
 
@@ -481,14 +492,24 @@ func (s *Sandbox) Destroy(ctx context.Context) error {
 		s.lis = nil
 	}
 	var errs []error
-	// A holder nobody joined has no cgroup: killing init empties it.
-	if s.group != nil {
+	// Killing pid 1 kills everything in its pid namespace, and init's
+	// exit waits for all of it, so a sandbox with its own pid namespace
+	// needs no cgroup-wide kill: that one freezes the group, and the
+	// first freeze on the machine patches kernel code (a static key) with
+	// a stall of every CPU, on each teardown. Frozen tasks only die when
+	// thawed, and a sandbox in the host's pid namespace outlives its
+	// init, so those two get the cgroup kill first; a group that still
+	// lists a process after init's exit gets it too. A holder nobody
+	// joined has no cgroup: killing init empties it.
+	groupKill := func() {
 		if err := s.group.Kill(ctx); err != nil {
 			errs = append(errs, err)
 		}
 	}
-
-	// Killing pid 1 kills everything left in its pid namespace.
+	early := s.group != nil && (s.hostPID || s.paused)
+	if early {
+		groupKill()
+	}
 	s.cmd.Process.Kill()
 	select {
 	case <-s.done:
@@ -496,6 +517,11 @@ func (s *Sandbox) Destroy(ctx context.Context) error {
 		errs = append(errs, fmt.Errorf("waiting for init: %w", ctx.Err()))
 	case <-time.After(5 * time.Second):
 		errs = append(errs, errors.New("init did not exit"))
+	}
+	if s.group != nil && !early {
+		if pids, err := s.group.Pids(); err != nil || len(pids) > 0 {
+			groupKill()
+		}
 	}
 	if err := s.cleanupFS(); err != nil {
 		errs = append(errs, err)

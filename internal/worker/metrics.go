@@ -15,6 +15,7 @@ type Metrics struct {
 	evictions   prometheus.Counter
 
 	forkFallbacks prometheus.Counter
+	spareStarts   prometheus.Counter
 }
 
 func newMetrics() *Metrics {
@@ -42,7 +43,10 @@ func newMetrics() *Metrics {
 	m.forkFallbacks = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "hearth_fork_fallbacks_total", Help: "Zygote forks that failed and fell back to a fresh start.",
 	})
-	m.Registry.MustRegister(m.forkFallbacks, m.invocations, m.latency, m.coldStarts, m.sandboxes, m.evictions,
+	m.spareStarts = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "hearth_spare_starts_total", Help: "Fork starts served by a zygote child forked ahead of need (a spare).",
+	})
+	m.Registry.MustRegister(m.forkFallbacks, m.spareStarts, m.invocations, m.latency, m.coldStarts, m.sandboxes, m.evictions,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -131,6 +131,16 @@ func (w *Worker) makeSandbox(ctx context.Context, fn registry.Function, st *fnSt
 	return inst, nil
 }
 
+// envMap is runtimeEnv as a map, as zygote children take it.
+func (w *Worker) envMap(fn registry.Function) map[string]string {
+	env := map[string]string{}
+	for _, kv := range w.runtimeEnv(fn) {
+		k, v, _ := strings.Cut(kv, "=")
+		env[k] = v
+	}
+	return env
+}
+
 // runtimeEnv is the runtime's environment for fn.
 func (w *Worker) runtimeEnv(fn registry.Function) []string {
 	env := runtime.Env(runtime.Options{
@@ -172,7 +182,25 @@ func (w *Worker) forkStart(ctx context.Context, fn registry.Function, st *fnStat
 	if err != nil {
 		return nil, err
 	}
+	node, err := w.zyg.Route(pkgs)
+	if err != nil {
+		return nil, err
+	}
 	t0 := time.Now()
+	if sp := w.takeSpare(fn, node); sp != nil {
+		inst, err := w.spareStart(ctx, fn, st, sp)
+		var le *LoadError
+		if err == nil {
+			w.metrics.spareStarts.Inc()
+			w.log.Debug("spare start", "function", fn.Name, "zygote", node, "to_ready", time.Since(t0))
+			return inst, nil
+		}
+		if errors.As(err, &le) || ctx.Err() != nil {
+			return nil, err
+		}
+		w.metrics.forkFallbacks.Inc()
+		w.log.Info("spare failed; forking", "function", fn.Name, "err", err)
+	}
 	var inst *instance
 	var mounts [][2]string
 	if sb := w.takeHolder(fn); sb != nil {
@@ -217,12 +245,7 @@ func (w *Worker) forkStart(ctx context.Context, fn registry.Function, st *fnStat
 	// The child holds the write ends; the readers end when it exits.
 	go copyLines(st.stdout, outR)
 	go copyLines(st.stderr, errR)
-	env := map[string]string{}
-	for _, kv := range w.runtimeEnv(fn) {
-		k, v, _ := strings.Cut(kv, "=")
-		env[k] = v
-	}
-	_, node, err := w.zyg.Fork(ctx, pkgs, zygote.Target{
+	_, err = w.zyg.ForkFrom(ctx, node, zygote.Target{
 		Namespaces: ns,
 		Listener:   lis,
 		Stdout:     outW,
@@ -232,7 +255,7 @@ func (w *Worker) forkStart(ctx context.Context, fn registry.Function, st *fnStat
 		Mounts:     mounts,
 		UID:        w.uid(),
 		GID:        w.gid(),
-		Env:        env,
+		Env:        w.envMap(fn),
 	})
 	outW.Close()
 	errW.Close()

@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -69,6 +70,11 @@ type Config struct {
 	// PreMade is how many generic sandboxes are kept ready for zygote
 	// forks (default 4; negative: none). Off with Resources.NoPools too.
 	PreMade int
+	// Spares is how many zygote children are forked ahead of need for
+	// each zygote node used in the last minute, so that a fork start only
+	// hands one its function (default 2; negative: none). They need
+	// pre-made sandboxes (PreMade not negative).
+	Spares int
 	// NoZygotes switches zygote forks off: every new sandbox gets a fresh
 	// interpreter.
 	NoZygotes bool
@@ -179,6 +185,7 @@ type Worker struct {
 	zyg     *zygote.Manager // nil when zygotes are off
 	res     *resources
 	holders *holders      // pre-made sandboxes for forks; nil when off
+	spares  *spares       // children forked ahead of need; nil when off
 	snap    *snapshots    // nil when snapshots are off
 	stop    chan struct{} // closed by Close
 
@@ -299,6 +306,12 @@ func New(ctx context.Context, cfg Config, fns Functions) (*Worker, error) {
 				n = 4
 			}
 			w.startHolders(n)
+			if per := cfg.Spares; per >= 0 {
+				if per == 0 {
+					per = 2
+				}
+				w.startSpares(per)
+			}
 		}
 		if len(cfg.ZygoteTree) > 0 {
 			if err := w.zyg.Plant(ctx, cfg.ZygoteTree); err != nil {
@@ -315,7 +328,13 @@ func (w *Worker) Zygotes() []zygote.NodeInfo {
 	if w.zyg == nil {
 		return nil
 	}
-	return w.zyg.Nodes()
+	nodes := w.zyg.Nodes()
+	if w.spares != nil {
+		for i := range nodes {
+			nodes[i].Spares = w.spares.count(strings.Join(nodes[i].Packages, ","))
+		}
+	}
+	return nodes
 }
 
 // Metrics returns the worker's Prometheus metrics.
@@ -709,6 +728,9 @@ func (w *Worker) Close(ctx context.Context) error {
 	w.wg.Wait()
 	if w.holders != nil {
 		w.holders.close(ctx)
+	}
+	if w.spares != nil {
+		w.spares.close()
 	}
 	var errs []error
 	if w.zyg != nil {

@@ -11,6 +11,7 @@ import (
 type zygoteCollector struct {
 	w                             *Worker
 	replicas, hits, forks, memory *prometheus.Desc
+	spares                        *prometheus.Desc
 }
 
 func newZygoteCollector(w *Worker) *zygoteCollector {
@@ -21,6 +22,7 @@ func newZygoteCollector(w *Worker) *zygoteCollector {
 		hits:     prometheus.NewDesc("hearth_zygote_hits_total", "Invocations a tree node was chosen for.", l, nil),
 		forks:    prometheus.NewDesc("hearth_zygote_forks_total", "Children forked by a tree node's live zygotes.", l, nil),
 		memory:   prometheus.NewDesc("hearth_zygote_memory_bytes", "Memory charged to a tree node's zygotes, shared pages of their children included.", l, nil),
+		spares:   prometheus.NewDesc("hearth_zygote_spares", "Children of a tree node forked ahead of need, waiting for a function.", l, nil),
 	}
 }
 
@@ -29,6 +31,7 @@ func (c *zygoteCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.hits
 	ch <- c.forks
 	ch <- c.memory
+	ch <- c.spares
 }
 
 func (c *zygoteCollector) Collect(ch chan<- prometheus.Metric) {
@@ -41,5 +44,6 @@ func (c *zygoteCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.hits, prometheus.CounterValue, float64(n.Hits), node)
 		ch <- prometheus.MustNewConstMetric(c.forks, prometheus.CounterValue, float64(n.Forks), node)
 		ch <- prometheus.MustNewConstMetric(c.memory, prometheus.GaugeValue, float64(n.Memory), node)
+		ch <- prometheus.MustNewConstMetric(c.spares, prometheus.GaugeValue, float64(n.Spares), node)
 	}
 }

@@ -257,17 +257,29 @@ func (m *Manager) spawn(n *Node) (*Process, error) {
 // returns the child's pid and the node's key. ErrDead means the chosen
 // zygote died; the caller starts fresh.
 func (m *Manager) Fork(ctx context.Context, pkgs []string, t Target) (int, string, error) {
+	key, err := m.Route(pkgs)
+	if err != nil {
+		return 0, "", err
+	}
+	pid, err := m.ForkFrom(ctx, key, t)
+	return pid, key, err
+}
+
+// Route records a start of a function with package set pkgs, for
+// provisioning, and returns the key of the node to fork it from: the
+// deepest one holding only packages in pkgs. A busy node gets another
+// replica in the background.
+func (m *Manager) Route(pkgs []string) (string, error) {
 	s := normalize(pkgs)
 	m.mu.Lock()
+	defer m.mu.Unlock()
 	if m.closed {
-		m.mu.Unlock()
-		return 0, "", ErrNoZygote
+		return "", ErrNoZygote
 	}
 	m.learnLocked(s)
 	n := lookup(m.root, s, func(n *Node) bool { return n.pick() != nil })
 	if n == nil {
-		m.mu.Unlock()
-		return 0, "", ErrNoZygote
+		return "", ErrNoZygote
 	}
 	p := n.pick()
 	n.hits++
@@ -277,13 +289,59 @@ func (m *Manager) Fork(ctx context.Context, pkgs []string, t Target) (int, strin
 		n.pending++
 		m.goBackground(func() { m.grow(n) })
 	}
-	key := n.Key()
-	m.mu.Unlock()
+	return n.Key(), nil
+}
+
+// process returns the least-loaded replica of node key.
+func (m *Manager) process(key string) (*Process, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil, ErrNoZygote
+	}
+	n := m.nodes[key]
+	if n == nil {
+		return nil, fmt.Errorf("zygote node %q: %w", key, ErrNoZygote)
+	}
+	p := n.pick()
+	if p == nil {
+		return nil, fmt.Errorf("zygote node %q has no live zygote: %w", key, ErrNoZygote)
+	}
+	return p, nil
+}
+
+// ForkFrom forks a child from node key (from Route) into t's sandbox.
+func (m *Manager) ForkFrom(ctx context.Context, key string, t Target) (int, error) {
+	p, err := m.process(key)
+	if err != nil {
+		return 0, err
+	}
 	pid, err := p.Fork(ctx, t)
 	if err != nil {
-		return 0, key, fmt.Errorf("fork from zygote %s: %w", key, err)
+		return 0, fmt.Errorf("fork from zygote %s: %w", key, err)
 	}
-	return pid, key, nil
+	return pid, nil
+}
+
+// SpareFrom forks a spare child from node key into t's sandbox.
+func (m *Manager) SpareFrom(ctx context.Context, key string, t SpareTarget) (*Spare, error) {
+	p, err := m.process(key)
+	if err != nil {
+		return nil, err
+	}
+	s, err := p.Spare(ctx, t)
+	if err != nil {
+		return nil, fmt.Errorf("spare from zygote %s: %w", key, err)
+	}
+	return s, nil
+}
+
+// Has reports whether node key exists.
+func (m *Manager) Has(key string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, ok := m.nodes[key]
+	return ok && !m.closed
 }
 
 func (m *Manager) pendingLocked() int {
@@ -506,6 +564,9 @@ type NodeInfo struct {
 	Memory   int64    `json:"memory_bytes"`
 	LastUse  string   `json:"last_use,omitempty"`
 	Static   bool     `json:"static"`
+	// Spares is how many children of this node wait, forked ahead of
+	// need, for a function (filled in by the worker).
+	Spares int `json:"spares"`
 }
 
 // Nodes describes the live tree, root first.
@@ -544,6 +605,11 @@ func (m *Manager) Close(ctx context.Context) error {
 	m.procs = 0
 	m.mu.Unlock()
 	m.cancel()
+	// Child zygotes inherited the root's output pipe: all must be dead
+	// before the root's sandbox waits for that pipe's end.
+	for _, p := range victims {
+		p.Kill()
+	}
 	for _, p := range victims {
 		m.release(p)
 	}

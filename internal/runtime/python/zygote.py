@@ -18,6 +18,15 @@
 #       Forks a child zygote that joins its own cgroup, imports the
 #       modules and serves its socket. Reply: {"pid": host pid}. The child
 #       says {"ready": true} or {"error": msg} on its own socket.
+#   {"op": "spare", "root", "ncg": k}
+#       fds: as for "fork" (no net namespace), then a control socket.
+#       Forks a child that does everything "fork" does up to the point
+#       where it needs the function (its mounts, uid, environment), and
+#       waits on the control socket for
+#         {"op": "go", "mounts": [dst, ...], "uid", "gid", "env"}
+#       with one detached mount (open_tree) per dst attached, which it
+#       moves into place before it drops to uid/gid and loads the
+#       handler. So a start pays for none of the fork. Reply: {"pid"}.
 #   {"op": "ping"} -> {"ok": true}
 #
 # The zygote runs as root (it must setns and join cgroups) but with an
@@ -49,6 +58,13 @@ _prctl = _libc.prctl
 _prctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong)
 _mount = _libc.mount
 _mount.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p)
+_syscall = _libc.syscall
+_syscall.restype = ctypes.c_long
+# move_mount(2) has the same number on every architecture (new syscalls
+# share one table since Linux 5.1).
+SYS_MOVE_MOUNT = 429
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+AT_FDCWD = -100
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC = 1, 2, 4, 32, 4096, 16384
 
 _MAX_FDS = 64
@@ -66,6 +82,15 @@ def bind_ro(src, dst):
         if _mount(s.encode() if s else None, dst.encode(), None, flags, None) != 0:
             e = ctypes.get_errno()
             raise OSError(e, "mount %s on %s: %s" % (src, dst, posix.strerror(e)))
+
+
+def move_mount(fd, dst):
+    """Attach the detached mount tree fd (from open_tree) at dst."""
+    if _syscall(ctypes.c_long(SYS_MOVE_MOUNT), ctypes.c_long(fd), ctypes.c_char_p(b""),
+                ctypes.c_long(AT_FDCWD), ctypes.c_char_p(dst.encode()),
+                ctypes.c_long(MOVE_MOUNT_F_EMPTY_PATH)) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, "move_mount on %s: %s" % (dst, posix.strerror(e)))
 
 
 def harden():
@@ -97,18 +122,56 @@ def send(ctl, obj):
     ctl.sendall(hearthrt.dumps(obj))
 
 
-def child_fork(req, fds, ctl, own_pid_ns):
-    """Fork a function child into the target sandbox."""
-    ncg = int(req.get("ncg", 0))
-    net = 1 if req.get("net") else 0
-    if len(fds) != 7 + ncg + net:
-        raise ValueError("fork: want %d descriptors, got %d" % (7 + ncg + net, len(fds)))
-    pidns, mntns, utsns, ipcns, lsock, out, err = fds[:7]
-    cgs = fds[7:7 + ncg]
-    netns = fds[7 + ncg] if net else -1
-    uid = int(req["uid"])
-    gid = int(req["gid"])
+def enter(req, mntns, utsns, ipcns, netns, cgs, lsock, out, err, keep=-1):
+    """In a just-forked child: join the target sandbox up to its cgroup and
+    stdio. keep, if set, becomes fd LISTEN_FD + 1; all other fds close."""
+    _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
+    setns(mntns, CLONE_NEWNS)
+    # setns puts us at the namespace's root, where the host's tree is
+    # still mounted; the sandbox is a chroot inside it (see hearth-init).
+    # A pre-made sandbox gets the function's code and packages here,
+    # before the chroot hides the host paths.
+    root = req["root"]
+    for src, dst in req.get("mounts") or []:
+        bind_ro(src, root + dst)
+    posix.chroot(root)
+    posix.chdir("/")
+    setns(utsns, CLONE_NEWUTS)
+    setns(ipcns, CLONE_NEWIPC)
+    if netns >= 0:
+        setns(netns, CLONE_NEWNET)
+    for fd in cgs:
+        posix.write(fd, b"0")
+    posix.setsid()
+    posix.dup2(out, 1)
+    posix.dup2(err, 2)
+    null = posix.open("/dev/null", posix.O_RDONLY)
+    posix.dup2(null, 0)
+    posix.dup2(lsock, hearthrt.LISTEN_FD)
+    if keep >= 0:
+        posix.dup2(keep, hearthrt.LISTEN_FD + 1)
+        posix.closerange(hearthrt.LISTEN_FD + 2, 1 << 16)
+    else:
+        posix.closerange(hearthrt.LISTEN_FD + 1, 1 << 16)
+    hearthrt.line_buffer()
+
+
+def become(req):
+    """Drop to the function's uid/gid and environment, load its handler and
+    serve it. Never returns."""
     env = req.get("env") or {}
+    posix.setgroups([])
+    posix.setgid(int(req["gid"]))
+    posix.setuid(int(req["uid"]))
+    posix.chdir(env.get("HEARTH_CODE", "/code"))
+    hearthrt.set_environ(env)
+    hearthrt.setup_path(env)
+    hearthrt.run(_socket.socket(fileno=hearthrt.LISTEN_FD), env)
+
+
+def forked(pidns, own_pid_ns, body):
+    """Enter the target's pid namespace, fork once, run body in the child
+    and return the child's host pid in the parent."""
     setns(pidns, CLONE_NEWPID)
     try:
         pid = posix.fork()
@@ -118,44 +181,7 @@ def child_fork(req, fds, ctl, own_pid_ns):
     if pid == 0:
         code = 1
         try:
-            _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
-            setns(mntns, CLONE_NEWNS)
-            # setns puts us at the namespace's root, where the host's tree
-            # is still mounted; the sandbox is a chroot inside it (see
-            # hearth-init). A pre-made sandbox gets the function's code and
-            # packages here, before the chroot hides the host paths.
-            root = req["root"]
-            for src, dst in req.get("mounts") or []:
-                bind_ro(src, root + dst)
-            posix.chroot(root)
-            posix.chdir("/")
-            setns(utsns, CLONE_NEWUTS)
-            setns(ipcns, CLONE_NEWIPC)
-            if netns >= 0:
-                setns(netns, CLONE_NEWNET)
-            for fd in cgs:
-                posix.write(fd, b"0")
-            posix.setsid()
-            posix.dup2(out, 1)
-            posix.dup2(err, 2)
-            null = posix.open("/dev/null", posix.O_RDONLY)
-            posix.dup2(null, 0)
-            posix.dup2(lsock, hearthrt.LISTEN_FD)
-            posix.closerange(hearthrt.LISTEN_FD + 1, 1 << 16)
-            posix.setgroups([])
-            posix.setgid(gid)
-            posix.setuid(uid)
-            posix.chdir(env.get("HEARTH_CODE", "/code"))
-            environ = {k.encode(): v.encode() for k, v in env.items()}
-            posix.environ.clear()
-            posix.environ.update(environ)
-            os_mod = sys.modules.get("os")
-            if os_mod is not None:
-                os_mod.environ.clear()
-                os_mod.environ.update(env)
-            hearthrt.setup_path(env)
-            hearthrt.line_buffer()
-            hearthrt.run(_socket.socket(fileno=hearthrt.LISTEN_FD), env)
+            body()
             code = 0
         except BaseException as e:  # noqa: BLE001 - report, never return into the zygote loop
             try:
@@ -166,6 +192,54 @@ def child_fork(req, fds, ctl, own_pid_ns):
             posix._exit(code)
     setns(own_pid_ns, CLONE_NEWPID)
     return pid
+
+
+def child_fork(req, fds, own_pid_ns):
+    """Fork a function child into the target sandbox."""
+    ncg = int(req.get("ncg", 0))
+    net = 1 if req.get("net") else 0
+    if len(fds) != 7 + ncg + net:
+        raise ValueError("fork: want %d descriptors, got %d" % (7 + ncg + net, len(fds)))
+    pidns, mntns, utsns, ipcns, lsock, out, err = fds[:7]
+    cgs = fds[7:7 + ncg]
+    netns = fds[7 + ncg] if net else -1
+
+    def body():
+        enter(req, mntns, utsns, ipcns, netns, cgs, lsock, out, err)
+        become(req)
+    return forked(pidns, own_pid_ns, body)
+
+
+def spare_fork(req, fds, own_pid_ns):
+    """Fork a spare child into the target sandbox: it waits for "go"."""
+    ncg = int(req.get("ncg", 0))
+    if len(fds) != 8 + ncg:
+        raise ValueError("spare: want %d descriptors, got %d" % (8 + ncg, len(fds)))
+    pidns, mntns, utsns, ipcns, lsock, out, err = fds[:7]
+    cgs = fds[7:7 + ncg]
+    ctl_fd = fds[7 + ncg]
+
+    def body():
+        enter(req, mntns, utsns, ipcns, -1, cgs, lsock, out, err, keep=ctl_fd)
+        ctl = _socket.socket(fileno=hearthrt.LISTEN_FD + 1)
+        hearthrt.rehearse()
+        try:
+            go, mfds = recv(ctl)
+        except (EOFError, OSError):
+            posix._exit(0)  # discarded before use
+        try:
+            mounts = go.get("mounts") or []
+            if go.get("op") != "go" or len(mounts) != len(mfds):
+                raise ValueError("spare: want go with one descriptor per mount, got %r" % (go,))
+            for fd, dst in zip(mfds, mounts):
+                move_mount(fd, dst)
+                posix.close(fd)
+        except BaseException as e:  # noqa: BLE001
+            send(ctl, {"error": "%s: %s" % (e.__class__.__name__, e)})
+            raise
+        ctl.close()
+        become(go)
+    return forked(pidns, own_pid_ns, body)
 
 
 def spawn_child(req, fds):
@@ -211,7 +285,9 @@ def serve(ctl):
         try:
             op = req.get("op")
             if op == "fork":
-                send(ctl, {"pid": child_fork(req, fds, ctl, own_pid_ns)})
+                send(ctl, {"pid": child_fork(req, fds, own_pid_ns)})
+            elif op == "spare":
+                send(ctl, {"pid": spare_fork(req, fds, own_pid_ns)})
             elif op == "child":
                 send(ctl, {"pid": spawn_child(req, fds)})
             elif op == "ping":

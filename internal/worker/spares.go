@@ -1,0 +1,322 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/hearth-run/hearth/internal/cgroup"
+	"github.com/hearth-run/hearth/internal/packages"
+	"github.com/hearth-run/hearth/internal/registry"
+	"github.com/hearth-run/hearth/internal/runtime"
+	"github.com/hearth-run/hearth/internal/sandbox"
+	"github.com/hearth-run/hearth/internal/zygote"
+)
+
+// spareIdle is how long a zygote node keeps its spares after its last
+// start.
+const spareIdle = time.Minute
+
+// spareQuiet is how long the refill waits after the last start that took
+// a spare: making one costs a few ms of CPU (a sandbox, a fork, the
+// rehearsal), which would otherwise compete with the start that just
+// took one, on a machine with few cores.
+const spareQuiet = 3 * time.Millisecond
+
+// spareMemory bounds a spare's cgroup until it gets a function: it holds
+// about 1 MB then.
+const spareMemory = 64 << 20
+
+// spares keeps, for each zygote node used in the last minute, a few
+// children forked ahead of need into pre-made sandboxes (zygote.Spare).
+// A fork start takes one and only hands it the function, so the fork and
+// the joining of the sandbox are off the critical path; the reserve is
+// refilled in the background. Only host-network functions use them, as
+// with holders.
+type spares struct {
+	w   *Worker
+	per int // spares kept per node
+
+	mu      sync.Mutex
+	ready   map[string][]*spare  // by node key
+	lastUse map[string]time.Time // nodes that want spares
+	taken   time.Time            // last take
+	wake    chan struct{}
+	done    chan struct{}
+}
+
+// spare is one waiting child with its sandbox.
+type spare struct {
+	sb       *sandbox.Sandbox
+	group    *cgroup.Group
+	child    *zygote.Spare
+	out, err *os.File // read ends of its stdout and stderr
+}
+
+func (w *Worker) startSpares(per int) {
+	s := &spares{w: w, per: per, ready: map[string][]*spare{}, lastUse: map[string]time.Time{},
+		wake: make(chan struct{}, 1), done: make(chan struct{})}
+	w.spares = s
+	go s.fill()
+}
+
+// take returns a spare of node key, or nil, and asks for a refill.
+func (s *spares) take(key string) *spare {
+	s.mu.Lock()
+	s.lastUse[key] = time.Now()
+	s.taken = time.Now()
+	var sp *spare
+	if q := s.ready[key]; len(q) > 0 {
+		sp = q[0]
+		s.ready[key] = q[1:]
+	}
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+	return sp
+}
+
+// count returns the number of ready spares of node key.
+func (s *spares) count(key string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.ready[key])
+}
+
+// fill keeps per spares for each recently used node and drops the spares
+// of nodes idle for spareIdle or gone from the tree.
+func (s *spares) fill() {
+	defer close(s.done)
+	tick := time.NewTicker(5 * time.Second)
+	defer tick.Stop()
+	for {
+		s.trim(time.Now())
+		for {
+			if !s.quiet() {
+				return
+			}
+			key, ok := s.short()
+			if !ok || s.w.isClosed() {
+				break
+			}
+			sp, err := s.make(key)
+			if err != nil {
+				s.w.log.Warn("spare zygote child", "node", key, "err", err)
+				select {
+				case <-time.After(time.Second):
+				case <-s.w.stop:
+					return
+				}
+				continue
+			}
+			s.mu.Lock()
+			s.ready[key] = append(s.ready[key], sp)
+			s.mu.Unlock()
+		}
+		select {
+		case <-s.wake:
+		case <-tick.C:
+		case <-s.w.stop:
+			return
+		}
+	}
+}
+
+// quiet waits until no spare was taken for spareQuiet, and reports
+// false if the worker is stopping.
+func (s *spares) quiet() bool {
+	for {
+		s.mu.Lock()
+		wait := spareQuiet - time.Since(s.taken)
+		s.mu.Unlock()
+		if wait <= 0 {
+			return true
+		}
+		select {
+		case <-time.After(wait):
+		case <-s.w.stop:
+			return false
+		}
+	}
+}
+
+// short returns a node that wants another spare (the root's key is "").
+func (s *spares) short() (string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for key := range s.lastUse {
+		if len(s.ready[key]) < s.per {
+			return key, true
+		}
+	}
+	return "", false
+}
+
+func (s *spares) trim(now time.Time) {
+	var drop []*spare
+	s.mu.Lock()
+	for key, t := range s.lastUse {
+		if now.Sub(t) > spareIdle || !s.w.zyg.Has(key) {
+			drop = append(drop, s.ready[key]...)
+			delete(s.ready, key)
+			delete(s.lastUse, key)
+		}
+	}
+	s.mu.Unlock()
+	for _, sp := range drop {
+		s.w.discard(sp)
+	}
+}
+
+// make forks one spare of node key into a new pre-made sandbox.
+func (s *spares) make(key string) (_ *spare, err error) {
+	w := s.w
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	sb, err := w.factory.Create(ctx, sandbox.Config{
+		ID:           fmt.Sprintf("spare-%d", w.seq.Add(1)),
+		Binds:        []sandbox.Bind{{Source: w.runtime, Target: runtime.MountPoint}},
+		ScratchBytes: w.cfg.ScratchBytes,
+		Socket:       socketName,
+	})
+	if err != nil {
+		return nil, err
+	}
+	sp := &spare{sb: sb}
+	defer func() {
+		if err != nil {
+			w.discard(sp)
+		}
+	}()
+	if sp.group, err = w.newGroup(ctx, sb.ID(), cgroup.Limits{MemoryBytes: spareMemory, Pids: w.cfg.PidsLimit, CPUWeight: 100}); err != nil {
+		return nil, err
+	}
+	sb.SetGroup(sp.group)
+	ns, err := sb.Namespaces()
+	if err != nil {
+		return nil, err
+	}
+	defer closeAll(ns)
+	lis := sb.TakeListener()
+	defer lis.Close()
+	procs, err := sp.group.ProcsFiles()
+	if err != nil {
+		return nil, err
+	}
+	defer closeAll(procs)
+	var outW, errW *os.File
+	if sp.out, outW, err = os.Pipe(); err != nil {
+		return nil, err
+	}
+	defer outW.Close()
+	if sp.err, errW, err = os.Pipe(); err != nil {
+		return nil, err
+	}
+	defer errW.Close()
+	sp.child, err = w.zyg.SpareFrom(ctx, key, zygote.SpareTarget{
+		Namespaces: ns, Listener: lis, Stdout: outW, Stderr: errW, Cgroup: procs, Root: sb.Root(),
+	})
+	return sp, err
+}
+
+// discard destroys a spare that was never used.
+func (w *Worker) discard(sp *spare) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if sp.child != nil {
+		sp.child.Close()
+	}
+	if err := sp.sb.Destroy(ctx); err != nil {
+		w.log.Warn("destroying spare", "sandbox", sp.sb.ID(), "err", err)
+	}
+	if sp.group != nil {
+		w.dropGroup(ctx, sp.group)
+	}
+	for _, f := range []*os.File{sp.out, sp.err} {
+		if f != nil {
+			f.Close()
+		}
+	}
+}
+
+// close drops every spare once fill has stopped.
+func (s *spares) close() {
+	<-s.done
+	s.mu.Lock()
+	var all []*spare
+	for _, q := range s.ready {
+		all = append(all, q...)
+	}
+	s.ready = map[string][]*spare{}
+	s.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, sp := range all {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.w.discard(sp)
+		}()
+	}
+	wg.Wait()
+}
+
+// takeSpare returns a spare of node key for fn, or nil.
+func (w *Worker) takeSpare(fn registry.Function, key string) *spare {
+	if w.spares == nil || (fn.Spec.Network != "" && fn.Spec.Network != "none") {
+		return nil
+	}
+	return w.spares.take(key)
+}
+
+// spareStart gives sp to fn: the function's limits on its cgroup, its
+// code and packages mounted, its identity and environment; then waits for
+// the handler to load.
+func (w *Worker) spareStart(ctx context.Context, fn registry.Function, st *fnState, sp *spare) (*instance, error) {
+	mounts := []zygote.Mount{{Source: fn.CodeDir, Target: runtime.CodeDir}}
+	if len(packages.Cached(fn.Packages)) > 0 {
+		if w.cfg.Packages == nil {
+			w.discard(sp)
+			return nil, fmt.Errorf("%s: needs installed packages but the install cache is off: %w", fn.Name, ErrStart)
+		}
+		ms, err := w.cfg.Packages.Mounts(fn.Packages)
+		if err != nil {
+			w.discard(sp)
+			return nil, fmt.Errorf("%s: %v: %w", fn.Name, err, ErrStart)
+		}
+		for _, m := range ms {
+			mounts = append(mounts, zygote.Mount{Source: m.HostDir, Target: m.SandboxDir})
+		}
+	}
+	if err := sp.group.SetLimits(cgroup.Limits{MemoryBytes: int64(fn.Spec.MemoryMB) << 20, Pids: w.cfg.PidsLimit, CPUWeight: 100}); err != nil {
+		w.discard(sp)
+		return nil, fmt.Errorf("%s: %v: %w", fn.Name, err, ErrStart)
+	}
+	inst := &instance{id: sp.sb.ID(), fn: fn.Name, rev: fn.Revision, sb: sp.sb, group: sp.group, declared: int64(fn.Spec.MemoryMB) << 20}
+	w.track(inst)
+	go copyLines(st.stdout, sp.out)
+	go copyLines(st.stderr, sp.err)
+	err := sp.child.Go(zygote.Start{Mounts: mounts, UID: w.uid(), GID: w.gid(), Env: w.envMap(fn)})
+	if err == nil {
+		err = w.connect(ctx, inst, fn, nil)
+	} else {
+		w.destroy(inst)
+	}
+	if err != nil {
+		var le *LoadError
+		if !errors.As(err, &le) {
+			if why := sp.child.Err(10 * time.Millisecond); why != nil {
+				err = fmt.Errorf("%w (%v)", err, why)
+			}
+		}
+	}
+	sp.child.Close()
+	if err != nil {
+		return nil, err
+	}
+	return inst, nil
+}

@@ -55,9 +55,12 @@ type Config struct {
 	// PreMade is how many empty sandboxes wait for zygote forks (default
 	// 4; negative: none).
 	PreMade int `yaml:"premade_sandboxes"`
-	// Spares is how many zygote children are forked ahead of need per
-	// recently used zygote node (default 2; negative: none).
+	// Spares is how many zygote children, at least, are forked ahead of
+	// need per recently used zygote node (default 2; negative: none).
 	Spares int `yaml:"spares"`
+	// MaxSpares bounds all spares; a node that saw a burst keeps as many
+	// as the burst's concurrent starts (default 128).
+	MaxSpares int `yaml:"max_spares"`
 	// Snapshot configures function snapshots.
 	Snapshot SnapshotConfig `yaml:"snapshot"`
 	// Pre-made cgroups and network namespaces (issue 5). NoPools makes
@@ -181,6 +184,9 @@ On shutdown it destroys every sandbox and cgroup it made.`,
 			if fl.Changed("spares") {
 				cfg.Spares = flags.Spares
 			}
+			if fl.Changed("max-spares") {
+				cfg.MaxSpares = flags.MaxSpares
+			}
 			if fl.Changed("no-zygotes") {
 				cfg.NoZygotes = flags.NoZygotes
 			}
@@ -226,7 +232,8 @@ On shutdown it destroys every sandbox and cgroup it made.`,
 	f.BoolVar(&fresh, "fresh", false, "start every invocation fresh: no warm cache, zygotes, pools or snapshots (a Docker-like baseline)")
 	f.BoolVar(&flags.NoSnapshots, "no-snapshots", false, "never snapshot or restore functions")
 	f.IntVar(&flags.PreMade, "premade", 0, "empty sandboxes kept ready for zygote forks (default 4; negative: none)")
-	f.IntVar(&flags.Spares, "spares", 0, "zygote children forked ahead of need per recently used zygote node (default 2; negative: none)")
+	f.IntVar(&flags.Spares, "spares", 0, "zygote children forked ahead of need per recently used zygote node, at least (default 2; negative: none)")
+	f.IntVar(&flags.MaxSpares, "max-spares", 0, "bound on all spares; a node that saw a burst keeps one per concurrent start for a minute (default 128)")
 	f.BoolVar(&flags.NoZygotes, "no-zygotes", false, "never fork from zygotes (every new sandbox starts a fresh interpreter)")
 	f.StringVar(&flags.ZygoteTree, "zygote-tree", "", "start from a zygote tree planned by `hearth zygote plan`")
 	return cmd
@@ -321,6 +328,7 @@ func runUp(ctx context.Context, cfg Config) error {
 		NoZygotes:    cfg.NoZygotes,
 		PreMade:      cfg.PreMade,
 		Spares:       cfg.Spares,
+		MaxSpares:    cfg.MaxSpares,
 		NoSnapshots:  cfg.NoSnapshots,
 		Logger:       log,
 	}

@@ -32,17 +32,27 @@ func (w *Worker) startHolders(size int) {
 	go h.fill()
 }
 
-// take returns a pre-made sandbox, or nil if none is ready.
+// take returns a pre-made sandbox, or nil if none is ready. One whose
+// init has died (killed from outside) is destroyed instead.
 func (h *holders) take() *sandbox.Sandbox {
-	select {
-	case sb := <-h.ch:
+	for {
 		select {
-		case h.wake <- struct{}{}:
+		case sb := <-h.ch:
+			select {
+			case h.wake <- struct{}{}:
+			default:
+			}
+			select {
+			case <-sb.Done():
+				h.w.log.Warn("pre-made sandbox died", "sandbox", sb.ID())
+				h.w.background(func() { sb.Destroy(context.Background()) })
+				continue
+			default:
+			}
+			return sb
 		default:
+			return nil
 		}
-		return sb
-	default:
-		return nil
 	}
 }
 

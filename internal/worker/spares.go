@@ -30,22 +30,38 @@ const spareQuiet = 3 * time.Millisecond
 // about 1 MB then.
 const spareMemory = 64 << 20
 
-// spares keeps, for each zygote node used in the last minute, a few
-// children forked ahead of need into pre-made sandboxes (zygote.Spare).
-// A fork start takes one and only hands it the function, so the fork and
-// the joining of the sandbox are off the critical path; the reserve is
-// refilled in the background. Only host-network functions use them, as
-// with holders.
+// spares keeps, for each zygote node used in the last minute, children
+// forked ahead of need into pre-made sandboxes (zygote.Spare). A fork
+// start takes one and only hands it the function, so the fork and the
+// joining of the sandbox are off the critical path; the reserve is
+// refilled in the background. A node keeps min spares, or as many as its
+// most concurrent starts of the last minute (a burst), up to max in all.
+// Only host-network functions use them, as with holders.
 type spares struct {
-	w   *Worker
-	per int // spares kept per node
+	w        *Worker
+	min, max int
 
-	mu      sync.Mutex
-	ready   map[string][]*spare  // by node key
-	lastUse map[string]time.Time // nodes that want spares
-	taken   time.Time            // last take
-	wake    chan struct{}
-	done    chan struct{}
+	mu    sync.Mutex
+	nodes map[string]*spareNode // by node key
+	taken time.Time             // last take
+	wake  chan struct{}
+	done  chan struct{}
+}
+
+// spareNode is the reserve of one zygote node and its recent demand.
+type spareNode struct {
+	ready    []*spare
+	lastUse  time.Time
+	inflight int       // starts from this node under way
+	peak     int       // most starts under way at once since peakAt
+	peakAt   time.Time // when peak was last reached
+}
+
+func (n *spareNode) want(min int, now time.Time) int {
+	if now.Sub(n.peakAt) > spareIdle {
+		n.peak = n.inflight
+	}
+	return max(min, n.peak)
 }
 
 // spare is one waiting child with its sandbox.
@@ -56,22 +72,33 @@ type spare struct {
 	out, err *os.File // read ends of its stdout and stderr
 }
 
-func (w *Worker) startSpares(per int) {
-	s := &spares{w: w, per: per, ready: map[string][]*spare{}, lastUse: map[string]time.Time{},
+func (w *Worker) startSpares(min, max int) {
+	s := &spares{w: w, min: min, max: max, nodes: map[string]*spareNode{},
 		wake: make(chan struct{}, 1), done: make(chan struct{})}
 	w.spares = s
 	go s.fill()
 }
 
-// take returns a spare of node key, or nil, and asks for a refill.
+// take records a start from node key and returns a spare of it, or nil;
+// either way it asks for a refill. The caller calls finish when the start
+// is over.
 func (s *spares) take(key string) *spare {
+	now := time.Now()
 	s.mu.Lock()
-	s.lastUse[key] = time.Now()
-	s.taken = time.Now()
+	n := s.nodes[key]
+	if n == nil {
+		n = &spareNode{}
+		s.nodes[key] = n
+	}
+	n.lastUse, s.taken = now, now
+	n.inflight++
+	if n.inflight >= n.peak {
+		n.peak, n.peakAt = n.inflight, now
+	}
 	var sp *spare
-	if q := s.ready[key]; len(q) > 0 {
-		sp = q[0]
-		s.ready[key] = q[1:]
+	if len(n.ready) > 0 {
+		sp = n.ready[0]
+		n.ready = n.ready[1:]
 	}
 	s.mu.Unlock()
 	select {
@@ -81,15 +108,27 @@ func (s *spares) take(key string) *spare {
 	return sp
 }
 
+// finish ends a start recorded by take.
+func (s *spares) finish(key string) {
+	s.mu.Lock()
+	if n := s.nodes[key]; n != nil {
+		n.inflight--
+	}
+	s.mu.Unlock()
+}
+
 // count returns the number of ready spares of node key.
 func (s *spares) count(key string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.ready[key])
+	if n := s.nodes[key]; n != nil {
+		return len(n.ready)
+	}
+	return 0
 }
 
-// fill keeps per spares for each recently used node and drops the spares
-// of nodes idle for spareIdle or gone from the tree.
+// fill keeps each recently used node's reserve at its want and drops the
+// spares of nodes idle for spareIdle or gone from the tree.
 func (s *spares) fill() {
 	defer close(s.done)
 	tick := time.NewTicker(5 * time.Second)
@@ -115,8 +154,14 @@ func (s *spares) fill() {
 				continue
 			}
 			s.mu.Lock()
-			s.ready[key] = append(s.ready[key], sp)
+			if n := s.nodes[key]; n != nil {
+				n.ready = append(n.ready, sp)
+				sp = nil
+			}
 			s.mu.Unlock()
+			if sp != nil {
+				s.w.discard(sp)
+			}
 		}
 		select {
 		case <-s.wake:
@@ -127,9 +172,11 @@ func (s *spares) fill() {
 	}
 }
 
-// quiet waits until no spare was taken for spareQuiet, and reports
-// false if the worker is stopping.
+// quiet waits until no start is under way (for at most a second) and no
+// spare was taken for spareQuiet, and reports false if the worker is
+// stopping.
 func (s *spares) quiet() bool {
+	s.w.starts.wait(time.Second, s.w.stop)
 	for {
 		s.mu.Lock()
 		wait := spareQuiet - time.Since(s.taken)
@@ -145,26 +192,38 @@ func (s *spares) quiet() bool {
 	}
 }
 
-// short returns a node that wants another spare (the root's key is "").
+// short returns the node furthest below its want (the root's key is ""),
+// if the reserve is below max.
 func (s *spares) short() (string, bool) {
+	now := time.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for key := range s.lastUse {
-		if len(s.ready[key]) < s.per {
-			return key, true
+	total, best, gap := 0, "", 0
+	for key, n := range s.nodes {
+		total += len(n.ready)
+		if g := n.want(s.min, now) - len(n.ready); g > gap {
+			best, gap = key, g
 		}
 	}
-	return "", false
+	return best, gap > 0 && total < s.max
 }
 
 func (s *spares) trim(now time.Time) {
 	var drop []*spare
 	s.mu.Lock()
-	for key, t := range s.lastUse {
-		if now.Sub(t) > spareIdle || !s.w.zyg.Has(key) {
-			drop = append(drop, s.ready[key]...)
-			delete(s.ready, key)
-			delete(s.lastUse, key)
+	for key, n := range s.nodes {
+		idle := now.Sub(n.lastUse) > spareIdle && n.inflight == 0
+		if idle || !s.w.zyg.Has(key) {
+			drop = append(drop, n.ready...)
+			n.ready = nil
+			if idle {
+				delete(s.nodes, key)
+			}
+		}
+		// A burst that is over no longer needs its spares kept.
+		if extra := len(n.ready) - n.want(s.min, now); extra > 0 {
+			drop = append(drop, n.ready[len(n.ready)-extra:]...)
+			n.ready = n.ready[:len(n.ready)-extra]
 		}
 	}
 	s.mu.Unlock()
@@ -249,10 +308,10 @@ func (s *spares) close() {
 	<-s.done
 	s.mu.Lock()
 	var all []*spare
-	for _, q := range s.ready {
-		all = append(all, q...)
+	for _, n := range s.nodes {
+		all = append(all, n.ready...)
+		n.ready = nil
 	}
-	s.ready = map[string][]*spare{}
 	s.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, sp := range all {
@@ -265,12 +324,14 @@ func (s *spares) close() {
 	wg.Wait()
 }
 
-// takeSpare returns a spare of node key for fn, or nil.
-func (w *Worker) takeSpare(fn registry.Function, key string) *spare {
+// takeSpare returns a spare of node key for fn, or nil; counted says
+// whether the start was recorded, so that the caller must call
+// spares.finish.
+func (w *Worker) takeSpare(fn registry.Function, key string) (sp *spare, counted bool) {
 	if w.spares == nil || (fn.Spec.Network != "" && fn.Spec.Network != "none") {
-		return nil
+		return nil, false
 	}
-	return w.spares.take(key)
+	return w.spares.take(key), true
 }
 
 // spareStart gives sp to fn: the function's limits on its cgroup, its

@@ -34,6 +34,8 @@ const (
 func (w *Worker) start(ctx context.Context, fn registry.Function, st *fnState) (*instance, string, error) {
 	ctx, cancel := context.WithTimeout(ctx, w.cfg.InitTimeout)
 	defer cancel()
+	w.starts.enter()
+	defer w.starts.leave()
 	if inst := w.tryRestore(ctx, fn, st); inst != nil {
 		return inst, PathSnapshot, nil
 	}
@@ -187,7 +189,11 @@ func (w *Worker) forkStart(ctx context.Context, fn registry.Function, st *fnStat
 		return nil, err
 	}
 	t0 := time.Now()
-	if sp := w.takeSpare(fn, node); sp != nil {
+	sp, counted := w.takeSpare(fn, node)
+	if counted {
+		defer w.spares.finish(node)
+	}
+	if sp != nil {
 		inst, err := w.spareStart(ctx, fn, st, sp)
 		var le *LoadError
 		if err == nil {

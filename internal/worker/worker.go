@@ -9,6 +9,7 @@
 package worker
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -70,11 +71,15 @@ type Config struct {
 	// PreMade is how many generic sandboxes are kept ready for zygote
 	// forks (default 4; negative: none). Off with Resources.NoPools too.
 	PreMade int
-	// Spares is how many zygote children are forked ahead of need for
-	// each zygote node used in the last minute, so that a fork start only
-	// hands one its function (default 2; negative: none). They need
-	// pre-made sandboxes (PreMade not negative).
+	// Spares is how many zygote children, at least, are forked ahead of
+	// need for each zygote node used in the last minute, so that a fork
+	// start only hands one its function (default 2; negative: none).
+	// They need pre-made sandboxes (PreMade not negative).
 	Spares int
+	// MaxSpares bounds all spares: a node whose starts came in a burst
+	// keeps as many spares as the burst had starts under way at once, for
+	// a minute (default 128; each holds about 2 MB).
+	MaxSpares int
 	// NoZygotes switches zygote forks off: every new sandbox gets a fresh
 	// interpreter.
 	NoZygotes bool
@@ -188,6 +193,7 @@ type Worker struct {
 	spares  *spares       // children forked ahead of need; nil when off
 	snap    *snapshots    // nil when snapshots are off
 	stop    chan struct{} // closed by Close
+	starts  *startGate    // starts under way
 
 	resolver *zygote.BaseResolver
 	pkgMu    sync.Mutex
@@ -223,6 +229,7 @@ func New(ctx context.Context, cfg Config, fns Functions) (*Worker, error) {
 		live:    make(map[*instance]struct{}),
 		metrics: newMetrics(),
 		stop:    make(chan struct{}),
+		starts:  newStartGate(),
 	}
 	cache, err := newWarmCache(w)
 	if err != nil {
@@ -306,11 +313,8 @@ func New(ctx context.Context, cfg Config, fns Functions) (*Worker, error) {
 				n = 4
 			}
 			w.startHolders(n)
-			if per := cfg.Spares; per >= 0 {
-				if per == 0 {
-					per = 2
-				}
-				w.startSpares(per)
+			if cfg.Spares >= 0 {
+				w.startSpares(cmp.Or(cfg.Spares, 2), cmp.Or(cfg.MaxSpares, 128))
 			}
 		}
 		if len(cfg.ZygoteTree) > 0 {
@@ -543,7 +547,10 @@ func (w *Worker) release(inst *instance) {
 		// the response path, but out of the pool's accounting now, so the
 		// next start does not see memory that is already being freed.
 		w.cache.forget(inst)
-		w.background(func() { w.destroy(inst) })
+		w.background(func() {
+			w.starts.wait(teardownDelay, w.stop)
+			w.destroy(inst)
+		})
 		return
 	}
 	inst.markIdle()
@@ -566,6 +573,11 @@ func (w *Worker) release(inst *instance) {
 		w.destroyAsync(w.cache.resize(inst, size))
 	})
 }
+
+// teardownDelay bounds how long the teardown of a sandbox whose call is
+// done waits for starts under way to finish: on two cores, tearing down
+// (process exits, reaping, unmounting) takes a fifth of a burst's CPU.
+const teardownDelay = 500 * time.Millisecond
 
 // background runs f in a goroutine that Close waits for; after Close it
 // runs f at once.

@@ -2,12 +2,14 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -174,4 +176,68 @@ func TestPlannedTreeAndMetrics(t *testing.T) {
 			t.Errorf("/metrics lacks %s", want)
 		}
 	}
+}
+
+// rootSpares returns how many spares the root zygote node holds.
+func rootSpares(t *testing.T, w *worker) int {
+	t.Helper()
+	tree, err := w.c.Zygotes(context.Background())
+	if err != nil || len(tree.Nodes) == 0 {
+		t.Fatalf("zygotes: %v %+v", err, tree)
+	}
+	return tree.Nodes[0].Spares
+}
+
+// waitRootSpares waits until the root node holds want spares.
+func waitRootSpares(t *testing.T, w *worker, want int) {
+	t.Helper()
+	end := time.Now().Add(30 * time.Second)
+	for rootSpares(t, w) != want {
+		if time.Now().After(end) {
+			t.Fatalf("root node holds %d spares, want %d", rootSpares(t, w), want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestSparesFollowBursts(t *testing.T) {
+	w := startWorker(t, "--no-warm-cache", "--max-spares", "5")
+	const n = 7
+	for i := range n {
+		w.deployDir(fmt.Sprintf("h%d", i), "../examples/hello")
+	}
+	burst := func() {
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				inv, err := w.invoke(fmt.Sprintf("h%d", i), `{"name":"b"}`)
+				if err != nil || inv.Path != "fork" || !strings.Contains(string(inv.Body), "hello, b") {
+					t.Errorf("burst call %d: %v %s via %s", i, err, inv.Body, inv.Path)
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	// One start asks for the default two spares.
+	w.mustInvoke("h0", "{}")
+	waitRootSpares(t, w, 2)
+	before := metricValue(t, w, "hearth_spare_starts_total")
+	// A burst of 7 overlapping starts: the node then keeps one spare per
+	// start under way, bounded by --max-spares.
+	burst()
+	if got := metricValue(t, w, "hearth_spare_starts_total") - before; got < 2 {
+		t.Errorf("burst took %v spares, want at least the 2 ready", got)
+	}
+	waitRootSpares(t, w, 5)
+	before = metricValue(t, w, "hearth_spare_starts_total")
+	burst()
+	if got := metricValue(t, w, "hearth_spare_starts_total") - before; got != 5 {
+		t.Errorf("second burst took %v spares, want all 5", got)
+	}
+	waitRootSpares(t, w, 5)
+	// Shutdown removes every spare with its sandbox and cgroup.
+	w.stop()
+	w.assertClean()
 }

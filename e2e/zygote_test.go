@@ -201,10 +201,12 @@ func waitRootSpares(t *testing.T, w *worker, want int) {
 }
 
 func TestSparesFollowBursts(t *testing.T) {
-	w := startWorker(t, "--no-warm-cache", "--max-spares", "5")
+	w := startWorker(t, "--no-warm-cache", "--no-snapshots", "--max-spares", "5")
 	const n = 7
+	// Loading takes a while, so the starts of a burst overlap.
+	slow := fn(t, "f.py", "import time\ntime.sleep(0.3)\ndef f(e):\n    return 'hello, ' + e['name']\n")
 	for i := range n {
-		w.deployDir(fmt.Sprintf("h%d", i), "../examples/hello")
+		w.deployDir(fmt.Sprintf("h%d", i), slow)
 	}
 	burst := func() {
 		var wg sync.WaitGroup
@@ -221,7 +223,7 @@ func TestSparesFollowBursts(t *testing.T) {
 		wg.Wait()
 	}
 	// One start asks for the default two spares.
-	w.mustInvoke("h0", "{}")
+	w.mustInvoke("h0", `{"name":"a"}`)
 	waitRootSpares(t, w, 2)
 	before := metricValue(t, w, "hearth_spare_starts_total")
 	// A burst of 7 overlapping starts: the node then keeps one spare per

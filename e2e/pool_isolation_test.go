@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"hash/fnv"
@@ -132,7 +133,9 @@ func probeNet(t *testing.T, w *worker, name string, event any) netReport {
 }
 
 func TestIsolatedNetwork(t *testing.T) {
-	w := startWorker(t, "--netns-subnet", testSubnet(), "--netns-pool", "2")
+	// Without spares, so that every start below takes its namespace
+	// from the pool (TestIsolatedSpare covers spares).
+	w := startWorker(t, "--netns-subnet", testSubnet(), "--netns-pool", "2", "--spares", "-1")
 	prefix := netPrefix(w.cgroup)
 	defer func() {
 		w.stop() // clean-ups run after this; the links must go with the worker
@@ -327,5 +330,57 @@ func TestPoolsCrashLeavesNothing(t *testing.T) {
 				t.Fatalf("isolated sandbox after restart without an address: %+v", r)
 			}
 		})
+	}
+}
+
+// TestIsolatedSpare: an isolated function started from a spare (forked
+// ahead of need, waiting in its own pooled namespace) is as isolated as
+// one started on demand.
+func TestIsolatedSpare(t *testing.T) {
+	w := startWorker(t, "--netns-subnet", testSubnet(), "--netns-pool", "2")
+	prefix := netPrefix(w.cgroup)
+	defer func() {
+		w.stop()
+		waitNoLinks(t, prefix)
+	}()
+	hostLo, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hostLo.Close()
+	w.deployDir("first", fn(t, "f.py", netProbe, "function.yaml", "network: isolated\n"))
+	first := probeNet(t, w, "first", map[string]any{"listen": 8080})
+	// The first isolated start asks for isolated spares.
+	end := time.Now().Add(30 * time.Second)
+	for {
+		tree, err := w.c.Zygotes(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tree.Nodes[0].Spares > 0 {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatal("no isolated spare was made")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	before := metricValue(t, w, "hearth_spare_starts_total")
+	w.deployDir("second", fn(t, "f.py", netProbe, "function.yaml", "network: isolated\n"))
+	targets := []string{hostLo.Addr().String(), net.JoinHostPort(first.Addr, "8080")}
+	r := probeNet(t, w, "second", map[string]any{"targets": targets, "self": true})
+	if got := metricValue(t, w, "hearth_spare_starts_total"); got != before+1 {
+		t.Fatalf("spare starts went from %v to %v: the start did not take a spare", before, got)
+	}
+	if strings.Join(r.Ifaces, ",") != "eth0,lo" || r.Addr == "" || r.Addr == first.Addr {
+		t.Errorf("spare-started isolated sandbox: interfaces %v, address %q (first: %q)", r.Ifaces, r.Addr, first.Addr)
+	}
+	if r.Self == nil || *r.Self != "ok" {
+		t.Errorf("cannot reach its own loopback: %v", r.Self)
+	}
+	for _, tgt := range targets {
+		if r.Reach[tgt] == "ok" {
+			t.Errorf("spare-started isolated sandbox reached %s", tgt)
+		}
 	}
 }

@@ -130,7 +130,12 @@ func (w *Worker) dropGroup(ctx context.Context, g *cgroup.Group) error {
 // network returns the namespace a sandbox of fn enters (nil: the host's)
 // and, for isolated functions, the namespace to give back afterwards.
 func (w *Worker) network(ctx context.Context, fn registry.Function) (*os.File, *netns.NS, error) {
-	switch fn.Spec.Network {
+	return w.networkFor(ctx, fn.Spec.Network)
+}
+
+// networkFor is network for a function.Spec.Network value.
+func (w *Worker) networkFor(ctx context.Context, kind string) (*os.File, *netns.NS, error) {
+	switch kind {
 	case function.NetworkIsolated, function.NetworkOffline:
 	default:
 		return nil, nil, nil
@@ -139,7 +144,7 @@ func (w *Worker) network(ctx context.Context, fn registry.Function) (*os.File, *
 	if err != nil {
 		return nil, nil, err
 	}
-	if fn.Spec.Network == function.NetworkOffline {
+	if kind == function.NetworkOffline {
 		return p.Offline(), nil, nil
 	}
 	var ns *netns.NS

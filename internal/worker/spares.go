@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/hearth-run/hearth/internal/cgroup"
+	"github.com/hearth-run/hearth/internal/function"
+	"github.com/hearth-run/hearth/internal/netns"
 	"github.com/hearth-run/hearth/internal/packages"
 	"github.com/hearth-run/hearth/internal/registry"
 	"github.com/hearth-run/hearth/internal/runtime"
@@ -36,13 +38,14 @@ const spareMemory = 64 << 20
 // joining of the sandbox are off the critical path; the reserve is
 // refilled in the background. A node keeps min spares, or as many as its
 // most concurrent starts of the last minute (a burst), up to max in all.
-// Only host-network functions use them, as with holders.
+// Reserves are per node and network kind: a spare for isolated functions
+// waits in its own network namespace from the pool.
 type spares struct {
 	w        *Worker
 	min, max int
 
 	mu    sync.Mutex
-	nodes map[string]*spareNode // by node key
+	nodes map[string]*spareNode // by spareKey
 	taken time.Time             // last take
 	wakes []chan struct{}       // one per filler
 	done  chan struct{}
@@ -53,8 +56,10 @@ type spares struct {
 // hundred in about half the time on two cores.
 const spareMakers = 2
 
-// spareNode is the reserve of one zygote node and its recent demand.
+// spareNode is the reserve of one zygote node for one network kind, and
+// its recent demand.
 type spareNode struct {
+	node, net string // zygote node key; function.Spec.Network, "" for the host's
 	ready    []*spare
 	making   int // being made
 	lastUse  time.Time
@@ -70,10 +75,13 @@ func (n *spareNode) want(min int, now time.Time) int {
 	return max(min, n.peak)
 }
 
+func spareKey(node, net string) string { return node + "\x00" + net }
+
 // spare is one waiting child with its sandbox.
 type spare struct {
 	sb       *sandbox.Sandbox
 	group    *cgroup.Group
+	net      *netns.NS // isolated network, given back on destroy; nil otherwise
 	child    *zygote.Spare
 	out, err *os.File // read ends of its stdout and stderr
 }
@@ -100,12 +108,13 @@ func (w *Worker) startSpares(min, max int) {
 // take records a start from node key and returns a spare of it, or nil;
 // either way it asks for a refill. The caller calls finish when the start
 // is over.
-func (s *spares) take(key string) *spare {
+func (s *spares) take(node, net string) *spare {
 	now := time.Now()
+	key := spareKey(node, net)
 	s.mu.Lock()
 	n := s.nodes[key]
 	if n == nil {
-		n = &spareNode{}
+		n = &spareNode{node: node, net: net}
 		s.nodes[key] = n
 	}
 	n.lastUse, s.taken = now, now
@@ -129,22 +138,25 @@ func (s *spares) take(key string) *spare {
 }
 
 // finish ends a start recorded by take.
-func (s *spares) finish(key string) {
+func (s *spares) finish(node, net string) {
 	s.mu.Lock()
-	if n := s.nodes[key]; n != nil {
+	if n := s.nodes[spareKey(node, net)]; n != nil {
 		n.inflight--
 	}
 	s.mu.Unlock()
 }
 
-// count returns the number of ready spares of node key.
+// count returns the number of ready spares of zygote node key.
 func (s *spares) count(key string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if n := s.nodes[key]; n != nil {
-		return len(n.ready)
+	c := 0
+	for _, n := range s.nodes {
+		if n.node == key {
+			c += len(n.ready)
+		}
 	}
-	return 0
+	return c
 }
 
 // fill keeps each recently used node's reserve at its want and drops the
@@ -162,14 +174,14 @@ func (s *spares) fill(wake <-chan struct{}) {
 			if !ok || s.w.isClosed() {
 				break
 			}
-			sp, err := s.make(key)
+			sp, err := s.make(key.node, key.net)
 			s.mu.Lock()
-			if n := s.nodes[key]; n != nil {
+			if n := s.nodes[spareKey(key.node, key.net)]; n != nil {
 				n.making--
 			}
 			s.mu.Unlock()
 			if err != nil {
-				s.w.log.Warn("spare zygote child", "node", key, "err", err)
+				s.w.log.Warn("spare zygote child", "node", key.node, "network", key.net, "err", err)
 				select {
 				case <-time.After(time.Second):
 				case <-s.w.stop:
@@ -178,7 +190,7 @@ func (s *spares) fill(wake <-chan struct{}) {
 				continue
 			}
 			s.mu.Lock()
-			if n := s.nodes[key]; n != nil {
+			if n := s.nodes[spareKey(key.node, key.net)]; n != nil {
 				n.ready = append(n.ready, sp)
 				sp = nil
 			}
@@ -218,21 +230,22 @@ func (s *spares) quiet() bool {
 
 // short picks the node furthest below its want (the root's key is ""),
 // if the reserve is below max, and counts a spare as being made for it.
-func (s *spares) short() (string, bool) {
+func (s *spares) short() (*spareNode, bool) {
 	now := time.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	total, best, gap := 0, "", 0
-	for key, n := range s.nodes {
+	total, gap := 0, 0
+	var best *spareNode
+	for _, n := range s.nodes {
 		total += len(n.ready) + n.making
 		if g := n.want(s.min, now) - len(n.ready) - n.making; g > gap {
-			best, gap = key, g
+			best, gap = n, g
 		}
 	}
 	if gap <= 0 || total >= s.max {
-		return "", false
+		return nil, false
 	}
-	s.nodes[best].making++
+	best.making++
 	return best, true
 }
 
@@ -241,7 +254,7 @@ func (s *spares) trim(now time.Time) {
 	s.mu.Lock()
 	for key, n := range s.nodes {
 		idle := now.Sub(n.lastUse) > spareIdle && n.inflight == 0
-		if idle || !s.w.zyg.Has(key) {
+		if idle || !s.w.zyg.Has(n.node) {
 			drop = append(drop, n.ready...)
 			n.ready = nil
 			if idle {
@@ -260,21 +273,28 @@ func (s *spares) trim(now time.Time) {
 	}
 }
 
-// make forks one spare of node key into a new pre-made sandbox.
-func (s *spares) make(key string) (_ *spare, err error) {
+// make forks one spare of zygote node key, for functions of network
+// kind net, into a new pre-made sandbox.
+func (s *spares) make(key, net string) (_ *spare, err error) {
 	w := s.w
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	netFile, ns, err := w.networkFor(ctx, net)
+	if err != nil {
+		return nil, err
+	}
 	sb, err := w.factory.Create(ctx, sandbox.Config{
 		ID:           fmt.Sprintf("spare-%d", w.seq.Add(1)),
 		Binds:        []sandbox.Bind{{Source: w.runtime, Target: runtime.MountPoint}},
 		ScratchBytes: w.cfg.ScratchBytes,
 		Socket:       socketName,
+		NetNS:        netFile,
 	})
 	if err != nil {
+		w.dropNet(ctx, ns)
 		return nil, err
 	}
-	sp := &spare{sb: sb}
+	sp := &spare{sb: sb, net: ns}
 	defer func() {
 		if err != nil {
 			w.discard(sp)
@@ -284,11 +304,11 @@ func (s *spares) make(key string) (_ *spare, err error) {
 		return nil, err
 	}
 	sb.SetGroup(sp.group)
-	ns, err := sb.Namespaces()
+	nsFiles, err := sb.Namespaces()
 	if err != nil {
 		return nil, err
 	}
-	defer closeAll(ns)
+	defer closeAll(nsFiles)
 	lis := sb.TakeListener()
 	defer lis.Close()
 	procs, err := sp.group.ProcsFiles()
@@ -306,7 +326,7 @@ func (s *spares) make(key string) (_ *spare, err error) {
 	}
 	defer errW.Close()
 	sp.child, err = w.zyg.SpareFrom(ctx, key, zygote.SpareTarget{
-		Namespaces: ns, Listener: lis, Stdout: outW, Stderr: errW, Cgroup: procs, Root: sb.Root(),
+		Namespaces: nsFiles, Listener: lis, Stdout: outW, Stderr: errW, Cgroup: procs, Root: sb.Root(),
 	})
 	return sp, err
 }
@@ -324,6 +344,7 @@ func (w *Worker) discard(sp *spare) {
 	if sp.group != nil {
 		w.dropGroup(ctx, sp.group)
 	}
+	w.dropNet(ctx, sp.net)
 	for _, f := range []*os.File{sp.out, sp.err} {
 		if f != nil {
 			f.Close()
@@ -356,10 +377,18 @@ func (s *spares) close() {
 // whether the start was recorded, so that the caller must call
 // spares.finish.
 func (w *Worker) takeSpare(fn registry.Function, key string) (sp *spare, counted bool) {
-	if w.spares == nil || (fn.Spec.Network != "" && fn.Spec.Network != "none") {
+	if w.spares == nil {
 		return nil, false
 	}
-	return w.spares.take(key), true
+	return w.spares.take(key, spareNet(fn)), true
+}
+
+// spareNet is fn's network kind as spares are kept: "" for the host's.
+func spareNet(fn registry.Function) string {
+	if fn.Spec.Network == function.NetworkNone {
+		return ""
+	}
+	return fn.Spec.Network
 }
 
 // spareStart gives sp to fn: the function's limits on its cgroup, its
@@ -385,7 +414,7 @@ func (w *Worker) spareStart(ctx context.Context, fn registry.Function, st *fnSta
 		w.discard(sp)
 		return nil, fmt.Errorf("%s: %v: %w", fn.Name, err, ErrStart)
 	}
-	inst := &instance{id: sp.sb.ID(), fn: fn.Name, rev: fn.Revision, sb: sp.sb, group: sp.group, declared: int64(fn.Spec.MemoryMB) << 20}
+	inst := &instance{id: sp.sb.ID(), fn: fn.Name, rev: fn.Revision, sb: sp.sb, group: sp.group, net: sp.net, declared: int64(fn.Spec.MemoryMB) << 20}
 	w.track(inst)
 	go copyLines(st.stdout, sp.out)
 	go copyLines(st.stderr, sp.err)

@@ -25,7 +25,8 @@ type Spare struct {
 
 // SpareTarget is the pre-made sandbox a spare waits in.
 type SpareTarget struct {
-	// Namespaces are the sandbox's pid, mnt, uts and ipc namespaces.
+	// Namespaces are the sandbox's pid, mnt, uts and ipc namespaces, and
+	// its net namespace fifth if it has its own.
 	Namespaces []*os.File
 	// Listener is the runtime's listening socket in the sandbox's /tmp.
 	Listener *os.File
@@ -56,16 +57,20 @@ type Start struct {
 // Spare forks a spare child into t's sandbox and returns once it is
 // forked (it finishes joining in the background).
 func (p *Process) Spare(ctx context.Context, t SpareTarget) (*Spare, error) {
-	if len(t.Namespaces) != 4 {
-		return nil, fmt.Errorf("spare: want 4 namespaces, got %d", len(t.Namespaces))
+	if len(t.Namespaces) != 4 && len(t.Namespaces) != 5 {
+		return nil, fmt.Errorf("spare: want 4 or 5 namespaces, got %d", len(t.Namespaces))
 	}
 	ours, theirs, err := seqpacketPair()
 	if err != nil {
 		return nil, err
 	}
-	fds := append(append([]*os.File{}, t.Namespaces...), t.Listener, t.Stdout, t.Stderr)
-	fds = append(append(fds, t.Cgroup...), theirs)
-	r, err := p.request(ctx, map[string]any{"op": "spare", "root": t.Root, "ncg": len(t.Cgroup)}, fds)
+	fds := append(append([]*os.File{}, t.Namespaces[:4]...), t.Listener, t.Stdout, t.Stderr)
+	fds = append(fds, t.Cgroup...)
+	if len(t.Namespaces) == 5 {
+		fds = append(fds, t.Namespaces[4])
+	}
+	fds = append(fds, theirs)
+	r, err := p.request(ctx, map[string]any{"op": "spare", "root": t.Root, "ncg": len(t.Cgroup), "net": len(t.Namespaces) == 5}, fds)
 	theirs.Close()
 	if err != nil {
 		ours.Close()

@@ -18,8 +18,8 @@
 #       Forks a child zygote that joins its own cgroup, imports the
 #       modules and serves its socket. Reply: {"pid": host pid}. The child
 #       says {"ready": true} or {"error": msg} on its own socket.
-#   {"op": "spare", "root", "ncg": k}
-#       fds: as for "fork" (no net namespace), then a control socket.
+#   {"op": "spare", "root", "ncg": k, "net": bool}
+#       fds: as for "fork", then a control socket.
 #       Forks a child that does everything "fork" does up to the point
 #       where it needs the function (its mounts, uid, environment), and
 #       waits on the control socket for
@@ -213,14 +213,16 @@ def child_fork(req, fds, own_pid_ns):
 def spare_fork(req, fds, own_pid_ns):
     """Fork a spare child into the target sandbox: it waits for "go"."""
     ncg = int(req.get("ncg", 0))
-    if len(fds) != 8 + ncg:
-        raise ValueError("spare: want %d descriptors, got %d" % (8 + ncg, len(fds)))
+    net = 1 if req.get("net") else 0
+    if len(fds) != 8 + ncg + net:
+        raise ValueError("spare: want %d descriptors, got %d" % (8 + ncg + net, len(fds)))
     pidns, mntns, utsns, ipcns, lsock, out, err = fds[:7]
     cgs = fds[7:7 + ncg]
-    ctl_fd = fds[7 + ncg]
+    netns = fds[7 + ncg] if net else -1
+    ctl_fd = fds[7 + ncg + net]
 
     def body():
-        enter(req, mntns, utsns, ipcns, -1, cgs, lsock, out, err, keep=ctl_fd)
+        enter(req, mntns, utsns, ipcns, netns, cgs, lsock, out, err, keep=ctl_fd)
         ctl = _socket.socket(fileno=hearthrt.LISTEN_FD + 1)
         hearthrt.rehearse()
         try:

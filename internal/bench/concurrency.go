@@ -47,6 +47,9 @@ type Burst struct {
 	InitP50 time.Duration `json:"init_p50"`
 	// Paths counts the start paths the worker reported (fork, cold).
 	Paths map[string]int `json:"paths"`
+	// Spares counts the fork starts that took a spare zygote child
+	// (forked ahead of need), over all rounds.
+	Spares int `json:"spares"`
 
 	lat, inits []time.Duration
 }
@@ -112,14 +115,14 @@ func Concurrency(ctx context.Context, o ConcurrencyOptions) (*ConcurrencyResult,
 	res := &ConcurrencyResult{}
 	fmt.Fprintf(o.Out, "Concurrent cold starts of distinct functions (warm cache off), client-side latency over %d rounds after one uncounted burst\n"+
 		"of the same size; total is the median round's\n", o.Rounds)
-	fmt.Fprintf(o.Out, "%-34s %5s %10s %10s %10s %10s %10s  %s\n", "config", "N", "p50 ms", "p99 ms", "init p50", "total ms", "starts/s", "paths")
+	fmt.Fprintf(o.Out, "%-34s %5s %10s %10s %10s %10s %10s %7s  %s\n", "config", "N", "p50 ms", "p99 ms", "init p50", "total ms", "starts/s", "spares", "paths")
 	for _, c := range cfgs {
 		bs, err := runConfig(ctx, o, c, maxN)
 		if err != nil {
 			return res, fmt.Errorf("%s: %w", c.name, err)
 		}
 		for _, b := range bs {
-			fmt.Fprintf(o.Out, "%-34s %5d %10s %10s %10s %10s %10.0f  %v\n", b.Config, b.N, ms(b.P50), ms(b.P99), ms(b.InitP50), ms(b.Total), b.PerSec, b.Paths)
+			fmt.Fprintf(o.Out, "%-34s %5d %10s %10s %10s %10s %10.0f %7d  %v\n", b.Config, b.N, ms(b.P50), ms(b.P99), ms(b.InitP50), ms(b.Total), b.PerSec, b.Spares, b.Paths)
 		}
 		res.Bursts = append(res.Bursts, bs...)
 	}
@@ -182,7 +185,9 @@ func runConfig(ctx context.Context, o ConcurrencyOptions, c concurrencyConfig, m
 		return nil, err
 	}
 	var out []Burst
-	settle := time.Duration(maxN)*5*time.Millisecond + 300*time.Millisecond
+	// Time for the last burst's teardown and the reserves' refill (about
+	// 0.4 s of two cores for a hundred spares) before the next.
+	settle := time.Duration(maxN)*15*time.Millisecond + 500*time.Millisecond
 	for _, n := range o.Ns {
 		var rounds []Burst
 		var lat, inits []time.Duration
@@ -193,14 +198,24 @@ func runConfig(ctx context.Context, o ConcurrencyOptions, c concurrencyConfig, m
 		if _, err := burst(ctx, w, c.name, n); err != nil {
 			return nil, err
 		}
+		spares := 0
 		for range o.Rounds {
 			// Let the pools refill and the last burst's teardown finish
 			// off the clock.
 			time.Sleep(settle)
+			before, err := w.Metric(ctx, "hearth_spare_starts_total")
+			if err != nil {
+				return nil, err
+			}
 			b, err := burst(ctx, w, c.name, n)
 			if err != nil {
 				return nil, err
 			}
+			after, err := w.Metric(ctx, "hearth_spare_starts_total")
+			if err != nil {
+				return nil, err
+			}
+			spares += int(after - before)
 			rounds = append(rounds, b)
 			lat, inits = append(lat, b.lat...), append(inits, b.inits...)
 		}
@@ -209,6 +224,7 @@ func runConfig(ctx context.Context, o ConcurrencyOptions, c concurrencyConfig, m
 		b.P50, b.P99 = Sample{D: lat}.P50(), Sample{D: lat}.P99()
 		b.InitP50 = Sample{D: inits}.P50()
 		b.PerSec = float64(n) / b.Total.Seconds()
+		b.Spares = spares
 		b.Paths = map[string]int{}
 		for _, r := range rounds {
 			for p, k := range r.Paths {

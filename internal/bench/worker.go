@@ -1,13 +1,17 @@
 package bench
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -98,6 +102,27 @@ func (w *Worker) Deploy(ctx context.Context, name string, files map[string]strin
 	}
 	_, err = w.Client.Deploy(ctx, name, &buf)
 	return err
+}
+
+// Metric reads one unlabelled series from the worker's /metrics (0 if
+// absent).
+func (w *Worker) Metric(ctx context.Context, series string) (float64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, w.URL+"/metrics", nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), series+" "); ok {
+			return strconv.ParseFloat(v, 64)
+		}
+	}
+	return 0, sc.Err()
 }
 
 // Stop stops the worker with SIGTERM and removes its data dir.

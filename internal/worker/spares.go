@@ -37,7 +37,7 @@ const spareMemory = 64 << 20
 // start takes one and only hands it the function, so the fork and the
 // joining of the sandbox are off the critical path; the reserve is
 // refilled in the background. A node keeps min spares, or as many as its
-// most concurrent starts of the last minute (a burst), up to max in all.
+// biggest burst of starts in the last minute, up to max in all.
 // Reserves are per node and network kind: a spare for isolated functions
 // waits in its own network namespace from the pool.
 type spares struct {
@@ -63,10 +63,17 @@ type spareNode struct {
 	ready    []*spare
 	making   int // being made
 	lastUse  time.Time
-	inflight int       // starts from this node under way
-	peak     int       // most starts under way at once since peakAt
-	peakAt   time.Time // when peak was last reached
+	inflight int         // starts from this node under way
+	recent   []time.Time // starts in the last spareBurst
+	peak     int         // biggest burst since peakAt
+	peakAt   time.Time   // when peak was last reached
 }
+
+// spareBurst is the window in which starts count as one burst: a burst
+// of a hundred requests arrives within a few tens of milliseconds, but
+// the first of them may be done before the last arrives, so starts
+// under way at once undercount it.
+const spareBurst = 250 * time.Millisecond
 
 func (n *spareNode) want(min int, now time.Time) int {
 	if now.Sub(n.peakAt) > spareIdle {
@@ -119,8 +126,16 @@ func (s *spares) take(node, net string) *spare {
 	}
 	n.lastUse, s.taken = now, now
 	n.inflight++
-	if n.inflight >= n.peak {
-		n.peak, n.peakAt = n.inflight, now
+	i := 0
+	for i < len(n.recent) && now.Sub(n.recent[i]) > spareBurst {
+		i++
+	}
+	n.recent = append(n.recent[i:], now)
+	if len(n.recent) > s.max {
+		n.recent = n.recent[len(n.recent)-s.max:]
+	}
+	if b := max(len(n.recent), n.inflight); b >= n.peak {
+		n.peak, n.peakAt = b, now
 	}
 	var sp *spare
 	if len(n.ready) > 0 {

@@ -166,8 +166,10 @@ const probeHandler = "def f(e):\n    return 1\n"
 // fires one burst per N.
 func runConfig(ctx context.Context, o ConcurrencyOptions, c concurrencyConfig, maxN int) ([]Burst, error) {
 	// The worker admits sandboxes against a memory budget by their
-	// declared limits: give it room for every sandbox of a burst.
-	flags := append([]string{"--no-warm-cache", "--warm-budget-mb", strconv.Itoa(64 * (maxN + 16)), "--pools", "unified"}, c.flags...)
+	// declared limits: give it room for every sandbox of a burst. No
+	// snapshots: the benchmark measures zygote starts, and a snapshot
+	// taken mid-burst (CRIU) would steal its CPU.
+	flags := append([]string{"--no-warm-cache", "--no-snapshots", "--warm-budget-mb", strconv.Itoa(64 * (maxN + 16)), "--pools", "unified"}, c.flags...)
 	w, err := StartWorker(ctx, o.Hearth, o.Base, flags...)
 	if err != nil {
 		return nil, err

@@ -95,11 +95,12 @@ type spare struct {
 
 func (w *Worker) startSpares(min, max int) {
 	s := &spares{w: w, min: min, max: max, nodes: map[string]*spareNode{}, done: make(chan struct{})}
+	for range spareMakers {
+		s.wakes = append(s.wakes, make(chan struct{}, 1))
+	}
 	w.spares = s
 	var wg sync.WaitGroup
-	for range spareMakers {
-		wake := make(chan struct{}, 1)
-		s.wakes = append(s.wakes, wake)
+	for _, wake := range s.wakes {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -112,9 +113,9 @@ func (w *Worker) startSpares(min, max int) {
 	}()
 }
 
-// take records a start from node key and returns a spare of it, or nil;
-// either way it asks for a refill. The caller calls finish when the start
-// is over.
+// take records a start from zygote node node of a function of network
+// kind net, and returns a spare for it, or nil; either way it asks for a
+// refill. The caller calls finish when the start is over.
 func (s *spares) take(node, net string) *spare {
 	now := time.Now()
 	key := spareKey(node, net)

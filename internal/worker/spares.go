@@ -60,13 +60,13 @@ const spareMakers = 2
 // its recent demand.
 type spareNode struct {
 	node, net string // zygote node key; function.Spec.Network, "" for the host's
-	ready    []*spare
-	making   int // being made
-	lastUse  time.Time
-	inflight int         // starts from this node under way
-	recent   []time.Time // starts in the last spareBurst
-	peak     int         // biggest burst since peakAt
-	peakAt   time.Time   // when peak was last reached
+	ready     []*spare
+	making    int // being made
+	lastUse   time.Time
+	inflight  int         // starts from this node under way
+	recent    []time.Time // starts in the last spareBurst
+	peak      int         // biggest burst since peakAt
+	peakAt    time.Time   // when peak was last reached
 }
 
 // spareBurst is the window in which starts count as one burst: a burst

@@ -75,11 +75,13 @@ type spareNode struct {
 // under way at once undercount it.
 const spareBurst = 250 * time.Millisecond
 
-func (n *spareNode) want(min int, now time.Time) int {
+// want is how many spares the node should hold: lo, or its biggest
+// recent burst, but never more than hi.
+func (n *spareNode) want(lo, hi int, now time.Time) int {
 	if now.Sub(n.peakAt) > spareIdle {
 		n.peak = n.inflight
 	}
-	return max(min, n.peak)
+	return min(max(lo, n.peak), hi)
 }
 
 func spareKey(node, net string) string { return node + "\x00" + net }
@@ -254,7 +256,7 @@ func (s *spares) short() (*spareNode, bool) {
 	var best *spareNode
 	for _, n := range s.nodes {
 		total += len(n.ready) + n.making
-		if g := n.want(s.min, now) - len(n.ready) - n.making; g > gap {
+		if g := n.want(s.min, s.max, now) - len(n.ready) - n.making; g > gap {
 			best, gap = n, g
 		}
 	}
@@ -278,7 +280,7 @@ func (s *spares) trim(now time.Time) {
 			}
 		}
 		// A burst that is over no longer needs its spares kept.
-		if extra := len(n.ready) - n.want(s.min, now); extra > 0 {
+		if extra := len(n.ready) - n.want(s.min, s.max, now); extra > 0 {
 			drop = append(drop, n.ready[len(n.ready)-extra:]...)
 			n.ready = n.ready[:len(n.ready)-extra]
 		}

@@ -1,0 +1,96 @@
+package worker
+
+import (
+	"testing"
+	"time"
+)
+
+func TestStartGate(t *testing.T) {
+	g := newStartGate()
+	t0 := time.Now()
+	g.wait(time.Second, nil)
+	if d := time.Since(t0); d > 100*time.Millisecond {
+		t.Fatalf("idle gate waited %v", d)
+	}
+	g.enter()
+	g.enter()
+	done := make(chan struct{})
+	go func() {
+		g.wait(10*time.Second, nil)
+		close(done)
+	}()
+	g.leave()
+	select {
+	case <-done:
+		t.Fatal("wait returned with a start still under way")
+	case <-time.After(50 * time.Millisecond):
+	}
+	g.leave()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("wait did not return once the starts were over")
+	}
+	g.enter()
+	t0 = time.Now()
+	g.wait(50*time.Millisecond, nil)
+	if d := time.Since(t0); d < 50*time.Millisecond || d > 2*time.Second {
+		t.Fatalf("busy gate waited %v, want its bound of 50ms", d)
+	}
+}
+
+func TestSparesFollowBurstsWithinBounds(t *testing.T) {
+	s := &spares{min: 2, max: 8, nodes: map[string]*spareNode{}}
+	if sp := s.take("numpy", ""); sp != nil {
+		t.Fatal("a spare out of an empty reserve")
+	}
+	s.finish("numpy", "")
+	n := s.nodes[spareKey("numpy", "")]
+	now := time.Now()
+	if got := n.want(s.min, s.max, now); got != 2 {
+		t.Fatalf("after one start want %d, want the minimum 2", got)
+	}
+	// A burst of 5 starts, some over before the last arrives.
+	for i := range 5 {
+		s.take("numpy", "")
+		if i%2 == 0 {
+			s.finish("numpy", "")
+		}
+	}
+	if got := n.want(s.min, s.max, time.Now()); got != 6 {
+		t.Fatalf("after a burst of 5 (6 starts within the window) want %d, want 6", got)
+	}
+	// Other network kinds keep their own reserve.
+	s.take("numpy", "isolated")
+	if got := s.nodes[spareKey("numpy", "isolated")].want(s.min, s.max, time.Now()); got != 2 {
+		t.Fatalf("isolated reserve wants %d, want 2", got)
+	}
+	// A burst larger than max is counted up to max.
+	for range 20 {
+		s.take("big", "")
+	}
+	if got := s.nodes[spareKey("big", "")].want(s.min, s.max, time.Now()); got != 8 {
+		t.Fatalf("burst of 20 wants %d, want max 8", got)
+	}
+	// short hands out work up to max spares in all, biggest gap first.
+	var made []string
+	for {
+		n, ok := s.short()
+		if !ok {
+			break
+		}
+		made = append(made, n.node)
+	}
+	if len(made) != 8 || made[0] != "big" {
+		t.Fatalf("short gave %v, want 8 spares in all, the first for big", made)
+	}
+	// A minute later the burst is forgotten: back to the minimum (the
+	// starts of big are still under way, so they count, up to max).
+	later := time.Now().Add(2 * spareIdle)
+	if got := n.want(s.min, s.max, later); got != 2 {
+		t.Fatalf("a minute on, want %d, want 2", got)
+	}
+	if got := s.nodes[spareKey("big", "")].want(s.min, s.max, later); got != 8 {
+		t.Fatalf("with 20 starts under way, want %d, want max 8", got)
+	}
+}

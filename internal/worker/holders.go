@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/hearth-run/hearth/internal/cgroup"
@@ -65,12 +66,7 @@ func (h *holders) fill() {
 				return
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			sb, err := h.w.factory.Create(ctx, sandbox.Config{
-				ID:           fmt.Sprintf("pre-%d", h.w.seq.Add(1)),
-				Binds:        []sandbox.Bind{{Source: h.w.runtime, Target: runtime.MountPoint}},
-				ScratchBytes: h.w.cfg.ScratchBytes,
-				Socket:       socketName,
-			})
+			sb, err := h.w.premade(ctx, "pre", nil)
 			cancel()
 			if err != nil {
 				h.w.log.Warn("pre-made sandbox", "err", err)
@@ -102,6 +98,19 @@ func (h *holders) close(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// premade creates an empty sandbox for a zygote child to join: its
+// namespaces (and netFile's network namespace, if not nil), a scratch /tmp
+// with the runtime's socket and the runtime files; no code and no cgroup.
+func (w *Worker) premade(ctx context.Context, prefix string, netFile *os.File) (*sandbox.Sandbox, error) {
+	return w.factory.Create(ctx, sandbox.Config{
+		ID:           fmt.Sprintf("%s-%d", prefix, w.seq.Add(1)),
+		Binds:        []sandbox.Bind{{Source: w.runtime, Target: runtime.MountPoint}},
+		ScratchBytes: w.cfg.ScratchBytes,
+		Socket:       socketName,
+		NetNS:        netFile,
+	})
 }
 
 // adopt turns a pre-made sandbox into fn's instance: it gets fn's cgroup,

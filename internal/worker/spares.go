@@ -301,13 +301,7 @@ func (s *spares) make(key, net string) (_ *spare, err error) {
 	if err != nil {
 		return nil, err
 	}
-	sb, err := w.factory.Create(ctx, sandbox.Config{
-		ID:           fmt.Sprintf("spare-%d", w.seq.Add(1)),
-		Binds:        []sandbox.Bind{{Source: w.runtime, Target: runtime.MountPoint}},
-		ScratchBytes: w.cfg.ScratchBytes,
-		Socket:       socketName,
-		NetNS:        netFile,
-	})
+	sb, err := w.premade(ctx, "spare", netFile)
 	if err != nil {
 		w.dropNet(ctx, ns)
 		return nil, err
@@ -318,33 +312,20 @@ func (s *spares) make(key, net string) (_ *spare, err error) {
 			w.discard(sp)
 		}
 	}()
-	if sp.group, err = w.newGroup(ctx, sb.ID(), cgroup.Limits{MemoryBytes: spareMemory, Pids: w.cfg.PidsLimit, CPUWeight: 100}); err != nil {
+	// The lowest CPU weight until it gets a function: the child's
+	// rehearsal then yields to running functions and starts.
+	if sp.group, err = w.newGroup(ctx, sb.ID(), cgroup.Limits{MemoryBytes: spareMemory, Pids: w.cfg.PidsLimit, CPUWeight: 1}); err != nil {
 		return nil, err
 	}
 	sb.SetGroup(sp.group)
-	nsFiles, err := sb.Namespaces()
+	j, err := openJoin(sb, sp.group)
 	if err != nil {
 		return nil, err
 	}
-	defer closeAll(nsFiles)
-	lis := sb.TakeListener()
-	defer lis.Close()
-	procs, err := sp.group.ProcsFiles()
-	if err != nil {
-		return nil, err
-	}
-	defer closeAll(procs)
-	var outW, errW *os.File
-	if sp.out, outW, err = os.Pipe(); err != nil {
-		return nil, err
-	}
-	defer outW.Close()
-	if sp.err, errW, err = os.Pipe(); err != nil {
-		return nil, err
-	}
-	defer errW.Close()
+	defer j.close()
+	sp.out, sp.err = j.outR, j.errR
 	sp.child, err = w.zyg.SpareFrom(ctx, key, zygote.SpareTarget{
-		Namespaces: nsFiles, Listener: lis, Stdout: outW, Stderr: errW, Cgroup: procs, Root: sb.Root(),
+		Namespaces: j.ns, Listener: j.lis, Stdout: j.outW, Stderr: j.errW, Cgroup: j.procs, Root: sb.Root(),
 	})
 	return sp, err
 }

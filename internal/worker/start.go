@@ -226,45 +226,26 @@ func (w *Worker) forkStart(ctx context.Context, fn registry.Function, st *fnStat
 	if !ok {
 		return fail(fmt.Errorf("%s: fork into a sandbox of type %T: %w", fn.Name, inst.sb, ErrStart))
 	}
-	ns, err := fsb.Namespaces()
+	j, err := openJoin(fsb, inst.group)
 	if err != nil {
-		return fail(err)
-	}
-	defer closeAll(ns)
-	lis := fsb.TakeListener()
-	defer lis.Close()
-	procs, err := inst.group.ProcsFiles()
-	if err != nil {
-		return fail(err)
-	}
-	defer closeAll(procs)
-	outR, outW, err := os.Pipe()
-	if err != nil {
-		return fail(err)
-	}
-	errR, errW, err := os.Pipe()
-	if err != nil {
-		outR.Close()
-		outW.Close()
 		return fail(err)
 	}
 	// The child holds the write ends; the readers end when it exits.
-	go copyLines(st.stdout, outR)
-	go copyLines(st.stderr, errR)
+	go copyLines(st.stdout, j.outR)
+	go copyLines(st.stderr, j.errR)
 	_, err = w.zyg.ForkFrom(ctx, node, zygote.Target{
-		Namespaces: ns,
-		Listener:   lis,
-		Stdout:     outW,
-		Stderr:     errW,
-		Cgroup:     procs,
+		Namespaces: j.ns,
+		Listener:   j.lis,
+		Stdout:     j.outW,
+		Stderr:     j.errW,
+		Cgroup:     j.procs,
 		Root:       fsb.Root(),
 		Mounts:     mounts,
 		UID:        w.uid(),
 		GID:        w.gid(),
 		Env:        w.envMap(fn),
 	})
-	outW.Close()
-	errW.Close()
+	j.close()
 	if err != nil {
 		return fail(err)
 	}
@@ -277,9 +258,54 @@ func (w *Worker) forkStart(ctx context.Context, fn registry.Function, st *fnStat
 	return inst, nil
 }
 
+// join holds what a zygote child needs to join a sandbox: its
+// namespaces, its runtime listener, its cgroup's cgroup.procs files and
+// the write ends of pipes for its stdout and stderr, whose read ends
+// (outR, errR) the caller keeps.
+type join struct {
+	ns, procs  []*os.File
+	lis        *os.File
+	outR, outW *os.File
+	errR, errW *os.File
+}
+
+func openJoin(sb *sandbox.Sandbox, g *cgroup.Group) (_ *join, err error) {
+	j := &join{}
+	defer func() {
+		if err != nil {
+			j.close()
+			closeAll([]*os.File{j.outR, j.errR})
+		}
+	}()
+	if j.ns, err = sb.Namespaces(); err != nil {
+		return nil, err
+	}
+	j.lis = sb.TakeListener()
+	if j.procs, err = g.ProcsFiles(); err != nil {
+		return nil, err
+	}
+	if j.outR, j.outW, err = os.Pipe(); err != nil {
+		return nil, err
+	}
+	if j.errR, j.errW, err = os.Pipe(); err != nil {
+		return nil, err
+	}
+	return j, nil
+}
+
+// close closes everything but the read ends, once the child has its own
+// copies.
+func (j *join) close() {
+	closeAll(j.ns)
+	closeAll(j.procs)
+	closeAll([]*os.File{j.lis, j.outW, j.errW})
+}
+
 func closeAll(fs []*os.File) {
 	for _, f := range fs {
-		f.Close()
+		if f != nil {
+			f.Close()
+		}
 	}
 }
 

@@ -122,40 +122,6 @@ def send(ctl, obj):
     ctl.sendall(hearthrt.dumps(obj))
 
 
-def enter(req, mntns, utsns, ipcns, netns, cgs, lsock, out, err, keep=-1):
-    """In a just-forked child: join the target sandbox up to its cgroup and
-    stdio. keep, if set, becomes fd LISTEN_FD + 1; all other fds close."""
-    _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
-    setns(mntns, CLONE_NEWNS)
-    # setns puts us at the namespace's root, where the host's tree is
-    # still mounted; the sandbox is a chroot inside it (see hearth-init).
-    # A pre-made sandbox gets the function's code and packages here,
-    # before the chroot hides the host paths.
-    root = req["root"]
-    for src, dst in req.get("mounts") or []:
-        bind_ro(src, root + dst)
-    posix.chroot(root)
-    posix.chdir("/")
-    setns(utsns, CLONE_NEWUTS)
-    setns(ipcns, CLONE_NEWIPC)
-    if netns >= 0:
-        setns(netns, CLONE_NEWNET)
-    for fd in cgs:
-        posix.write(fd, b"0")
-    posix.setsid()
-    posix.dup2(out, 1)
-    posix.dup2(err, 2)
-    null = posix.open("/dev/null", posix.O_RDONLY)
-    posix.dup2(null, 0)
-    posix.dup2(lsock, hearthrt.LISTEN_FD)
-    if keep >= 0:
-        posix.dup2(keep, hearthrt.LISTEN_FD + 1)
-        posix.closerange(hearthrt.LISTEN_FD + 2, 1 << 16)
-    else:
-        posix.closerange(hearthrt.LISTEN_FD + 1, 1 << 16)
-    hearthrt.line_buffer()
-
-
 def become(req):
     """Drop to the function's uid/gid and environment, load its handler and
     serve it. Never returns."""
@@ -194,35 +160,71 @@ def forked(pidns, own_pid_ns, body):
     return pid
 
 
+class Target:
+    """The descriptors of a fork or spare request, by name."""
+
+    def __init__(self, op, req, fds, extra):
+        ncg = int(req.get("ncg", 0))
+        net = 1 if req.get("net") else 0
+        want = 7 + ncg + net + extra
+        if len(fds) != want:
+            raise ValueError("%s: want %d descriptors, got %d" % (op, want, len(fds)))
+        self.pidns, self.mntns, self.utsns, self.ipcns, self.lsock, self.out, self.err = fds[:7]
+        self.cgs = fds[7:7 + ncg]
+        self.netns = fds[7 + ncg] if net else -1
+        self.rest = fds[7 + ncg + net:]
+
+    def enter(self, req, keep=-1):
+        """In a just-forked child: join the target sandbox up to its cgroup and
+        stdio. keep, if set, becomes fd LISTEN_FD + 1; all other fds close."""
+        _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
+        setns(self.mntns, CLONE_NEWNS)
+        # setns puts us at the namespace's root, where the host's tree is
+        # still mounted; the sandbox is a chroot inside it (see hearth-init).
+        # A pre-made sandbox gets the function's code and packages here,
+        # before the chroot hides the host paths.
+        root = req["root"]
+        for src, dst in req.get("mounts") or []:
+            bind_ro(src, root + dst)
+        posix.chroot(root)
+        posix.chdir("/")
+        setns(self.utsns, CLONE_NEWUTS)
+        setns(self.ipcns, CLONE_NEWIPC)
+        if self.netns >= 0:
+            setns(self.netns, CLONE_NEWNET)
+        for fd in self.cgs:
+            posix.write(fd, b"0")
+        posix.setsid()
+        posix.dup2(self.out, 1)
+        posix.dup2(self.err, 2)
+        null = posix.open("/dev/null", posix.O_RDONLY)
+        posix.dup2(null, 0)
+        posix.dup2(self.lsock, hearthrt.LISTEN_FD)
+        if keep >= 0:
+            posix.dup2(keep, hearthrt.LISTEN_FD + 1)
+            posix.closerange(hearthrt.LISTEN_FD + 2, 1 << 16)
+        else:
+            posix.closerange(hearthrt.LISTEN_FD + 1, 1 << 16)
+        hearthrt.line_buffer()
+
+
 def child_fork(req, fds, own_pid_ns):
     """Fork a function child into the target sandbox."""
-    ncg = int(req.get("ncg", 0))
-    net = 1 if req.get("net") else 0
-    if len(fds) != 7 + ncg + net:
-        raise ValueError("fork: want %d descriptors, got %d" % (7 + ncg + net, len(fds)))
-    pidns, mntns, utsns, ipcns, lsock, out, err = fds[:7]
-    cgs = fds[7:7 + ncg]
-    netns = fds[7 + ncg] if net else -1
+    t = Target("fork", req, fds, 0)
 
     def body():
-        enter(req, mntns, utsns, ipcns, netns, cgs, lsock, out, err)
+        t.enter(req)
         become(req)
-    return forked(pidns, own_pid_ns, body)
+    return forked(t.pidns, own_pid_ns, body)
 
 
 def spare_fork(req, fds, own_pid_ns):
     """Fork a spare child into the target sandbox: it waits for "go"."""
-    ncg = int(req.get("ncg", 0))
-    net = 1 if req.get("net") else 0
-    if len(fds) != 8 + ncg + net:
-        raise ValueError("spare: want %d descriptors, got %d" % (8 + ncg + net, len(fds)))
-    pidns, mntns, utsns, ipcns, lsock, out, err = fds[:7]
-    cgs = fds[7:7 + ncg]
-    netns = fds[7 + ncg] if net else -1
-    ctl_fd = fds[7 + ncg + net]
+    t = Target("spare", req, fds, 1)
+    ctl_fd = t.rest[0]
 
     def body():
-        enter(req, mntns, utsns, ipcns, netns, cgs, lsock, out, err, keep=ctl_fd)
+        t.enter(req, keep=ctl_fd)
         ctl = _socket.socket(fileno=hearthrt.LISTEN_FD + 1)
         hearthrt.rehearse()
         try:
@@ -241,7 +243,7 @@ def spare_fork(req, fds, own_pid_ns):
             raise
         ctl.close()
         become(go)
-    return forked(pidns, own_pid_ns, body)
+    return forked(t.pidns, own_pid_ns, body)
 
 
 def spawn_child(req, fds):

@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -30,12 +31,20 @@ type ZygoteOptions struct {
 // ZygoteResult is what Zygote measured.
 type ZygoteResult struct {
 	Samples []Sample
-	// FrozenForkBytes is the memory charged to a paused sandbox forked
-	// from the numpy zygote (its private pages; shared ones stay with the
-	// zygote).
-	FrozenForkBytes int64
-	// FrozenColdBytes is the same for a fresh interpreter.
-	FrozenColdBytes int64
+	// Frozen is the memory of a paused numpy sandbox after one call, by
+	// how it started: forked on demand, from a spare, fresh interpreter.
+	Frozen []FrozenMemory
+}
+
+// FrozenMemory is the memory of one paused sandbox.
+type FrozenMemory struct {
+	Start string
+	// Charged is what its cgroup is charged: shared pages, and pages a
+	// forked child copied before it joined the cgroup, stay with the
+	// zygote.
+	Charged int64
+	// Private is what its processes map alone (smaps), wherever charged.
+	Private int64
 }
 
 // Zygote compares, in one run, three ways to serve the numpy and the
@@ -111,10 +120,33 @@ func Zygote(ctx context.Context, o ZygoteOptions) (ZygoteResult, error) {
 				}
 			}
 			if c.warm {
-				// The warm worker forked the sandboxes it keeps; they are
-				// paused now. Measure one.
-				res.FrozenForkBytes, err = pausedMemory(ctx, w, "numpy")
-				return err
+				// The warm worker forked the sandboxes it keeps on demand
+				// (the node had no spares yet); they are paused now.
+				m := FrozenMemory{Start: "forked on demand"}
+				if m.Charged, m.Private, err = pausedMemory(ctx, w, "numpy"); err != nil {
+					return err
+				}
+				res.Frozen = append(res.Frozen, m)
+				// The numpy node has spares now: a second function with
+				// the same code starts from one.
+				if err := w.Deploy(ctx, "numpy-2", NumpyFn); err != nil {
+					return err
+				}
+				if err := waitSpares(ctx, w); err != nil {
+					return err
+				}
+				inv, err := w.Client.Invoke(ctx, "numpy-2", []byte("{}"))
+				if err != nil {
+					return err
+				}
+				if inv.Path != "fork" {
+					return fmt.Errorf("numpy-2 took path %q, want fork", inv.Path)
+				}
+				m = FrozenMemory{Start: "from a spare"}
+				if m.Charged, m.Private, err = pausedMemory(ctx, w, "numpy-2"); err != nil {
+					return err
+				}
+				res.Frozen = append(res.Frozen, m)
 			}
 			return nil
 		}()
@@ -135,7 +167,9 @@ func Zygote(ctx context.Context, o ZygoteOptions) (ZygoteResult, error) {
 		if _, err := w.Client.Invoke(ctx, "numpy", []byte("{}")); err != nil {
 			return err
 		}
-		res.FrozenColdBytes, err = pausedMemory(ctx, w, "numpy")
+		m := FrozenMemory{Start: "fresh interpreter"}
+		m.Charged, m.Private, err = pausedMemory(ctx, w, "numpy")
+		res.Frozen = append(res.Frozen, m)
 		return err
 	}()
 	if err != nil {
@@ -149,26 +183,47 @@ func Zygote(ctx context.Context, o ZygoteOptions) (ZygoteResult, error) {
 			{"Installed+Imported (numpy-requests)", "Zygote (numpy-requests)"},
 			{"Zygote (numpy)", "Warm (numpy)"},
 		})
-		fmt.Fprintf(o.Out, "\nmemory charged to a paused sandbox: forked %.2f MiB, fresh interpreter %.2f MiB\n",
-			float64(res.FrozenForkBytes)/(1<<20), float64(res.FrozenColdBytes)/(1<<20))
+		fmt.Fprintf(o.Out, "\nmemory of a paused numpy sandbox after one call (charged: to its cgroup; private: mapped by it alone)\n")
+		for _, m := range res.Frozen {
+			fmt.Fprintf(o.Out, "%-20s charged %6.2f MiB   private %6.2f MiB\n", m.Start, float64(m.Charged)/(1<<20), float64(m.Private)/(1<<20))
+		}
 	}
 	return res, nil
 }
 
-// pausedMemory waits for fn's sandbox to be paused and returns its memory.
-func pausedMemory(ctx context.Context, w *Worker, fn string) (int64, error) {
-	deadline := time.Now().Add(5 * time.Second)
+// waitSpares waits until some zygote node of w holds a spare.
+func waitSpares(ctx context.Context, w *Worker) error {
+	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
-		st, err := w.Client.Status(ctx)
+		tree, err := w.Client.Zygotes(ctx)
 		if err != nil {
-			return 0, err
+			return err
 		}
-		for _, s := range st.Sandboxes {
-			if s.Function == fn && s.State == "paused" {
-				return s.Memory, nil
+		for _, n := range tree.Nodes {
+			if n.Spares > 0 {
+				return nil
 			}
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return 0, fmt.Errorf("no paused sandbox of %s", fn)
+	return errors.New("no zygote node holds a spare")
+}
+
+// pausedMemory waits for fn's sandbox to be paused and returns its memory:
+// as charged to its cgroup, and private to its processes.
+func pausedMemory(ctx context.Context, w *Worker, fn string) (charged, private int64, err error) {
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		st, err := w.Client.Status(ctx)
+		if err != nil {
+			return 0, 0, err
+		}
+		for _, s := range st.Sandboxes {
+			if s.Function == fn && s.State == "paused" {
+				return s.Memory, s.Private, nil
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return 0, 0, fmt.Errorf("no paused sandbox of %s", fn)
 }

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -670,7 +671,13 @@ type SandboxInfo struct {
 	Function string `json:"function"`
 	Revision string `json:"revision"`
 	State    string `json:"state"`
-	Memory   int64  `json:"memory_bytes"`
+	// Memory is what the sandbox's cgroup is charged. Pages its processes
+	// share with a zygote are charged to the zygote, and so are those a
+	// forked child copied before it joined the cgroup.
+	Memory int64 `json:"memory_bytes"`
+	// Private is the memory mapped by the sandbox's processes alone (smaps
+	// Private_Clean + Private_Dirty), wherever it is charged.
+	Private int64 `json:"private_bytes"`
 }
 
 // Status is a snapshot of the worker's state.
@@ -682,6 +689,26 @@ type Status struct {
 	WarmBudget int64         `json:"warm_budget_bytes"`
 	Policy     string        `json:"policy"`
 	Pools      []PoolStatus  `json:"pools"`
+}
+
+// privateBytes returns the memory pid maps alone, from its smaps_rollup;
+// 0 if it is gone.
+func privateBytes(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+	if err != nil {
+		return 0
+	}
+	var total int64
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok || (k != "Private_Clean" && k != "Private_Dirty") {
+			continue
+		}
+		if n, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64); err == nil {
+			total += n << 10
+		}
+	}
+	return total
 }
 
 // Tiers says which cache tiers are on; each can be switched off so that
@@ -716,6 +743,11 @@ func (w *Worker) Status() Status {
 		info := SandboxInfo{ID: inst.id, Function: inst.fn, Revision: inst.rev, State: inst.stateName()}
 		if m, err := inst.group.MemoryUsage(); err == nil {
 			info.Memory = int64(m)
+		}
+		if pids, err := inst.group.Pids(); err == nil {
+			for _, pid := range pids {
+				info.Private += privateBytes(pid)
+			}
 		}
 		st.Sandboxes = append(st.Sandboxes, info)
 	}

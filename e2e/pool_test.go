@@ -279,6 +279,14 @@ func TestWarmPoolPartitionsAndMeasuredMemory(t *testing.T) {
 		}
 	}
 	t.Logf("measured: small %.1f MB, large %.1f MB", float64(small.Used)/(1<<20), float64(large.Used)/(1<<20))
+	// Status shows each sandbox's private memory beside its charge: a
+	// forked handler maps some pages alone, far fewer than a whole
+	// interpreter (~30 MB for a fresh one).
+	for _, sb := range st.Sandboxes {
+		if sb.Private <= 0 || sb.Private > 16<<20 {
+			t.Errorf("sandbox %s of %s: private %d bytes, want (0, 16 MB]", sb.ID, sb.Function, sb.Private)
+		}
+	}
 }
 
 func TestWarmPoolTTLExpiresEagerly(t *testing.T) {

@@ -5,22 +5,23 @@ import (
 	"time"
 )
 
-// startGate counts starts under way, so that work that can wait (the
-// teardown of a sandbox whose call is done) keeps out of a burst of
-// starts on a machine with few cores.
-type startGate struct {
+// busyGate counts invocations under way (a start, if any, and the call),
+// so that work that can wait (tearing down a sandbox whose call is done,
+// making spares) keeps out of a burst on a machine with few cores: done
+// as soon as the starts are, it delays the burst's last answers.
+type busyGate struct {
 	mu   sync.Mutex
 	n    int
 	idle chan struct{} // closed while n == 0
 }
 
-func newStartGate() *startGate {
-	g := &startGate{idle: make(chan struct{})}
+func newBusyGate() *busyGate {
+	g := &busyGate{idle: make(chan struct{})}
 	close(g.idle)
 	return g
 }
 
-func (g *startGate) enter() {
+func (g *busyGate) enter() {
 	g.mu.Lock()
 	if g.n == 0 {
 		g.idle = make(chan struct{})
@@ -29,7 +30,7 @@ func (g *startGate) enter() {
 	g.mu.Unlock()
 }
 
-func (g *startGate) leave() {
+func (g *busyGate) leave() {
 	g.mu.Lock()
 	g.n--
 	if g.n == 0 {
@@ -38,9 +39,9 @@ func (g *startGate) leave() {
 	g.mu.Unlock()
 }
 
-// wait returns once no start is under way, or after max, or when stop
-// closes.
-func (g *startGate) wait(max time.Duration, stop <-chan struct{}) {
+// wait returns once no invocation is under way, or after max, or when
+// stop closes.
+func (g *busyGate) wait(max time.Duration, stop <-chan struct{}) {
 	g.mu.Lock()
 	idle := g.idle
 	g.mu.Unlock()

@@ -226,11 +226,11 @@ func (s *spares) fill(wake <-chan struct{}) {
 	}
 }
 
-// quiet waits until no start is under way (for at most a second) and no
-// spare was taken for spareQuiet, and reports false if the worker is
-// stopping.
+// quiet waits until no invocation is under way (for at most a second)
+// and no spare was taken for spareQuiet, and reports false if the worker
+// is stopping.
 func (s *spares) quiet() bool {
-	s.w.starts.wait(time.Second, s.w.stop)
+	s.w.busy.wait(time.Second, s.w.stop)
 	for {
 		s.mu.Lock()
 		wait := spareQuiet - time.Since(s.taken)

@@ -5,8 +5,8 @@ import (
 	"time"
 )
 
-func TestStartGate(t *testing.T) {
-	g := newStartGate()
+func TestBusyGate(t *testing.T) {
+	g := newBusyGate()
 	t0 := time.Now()
 	g.wait(time.Second, nil)
 	if d := time.Since(t0); d > 100*time.Millisecond {

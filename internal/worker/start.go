@@ -34,8 +34,6 @@ const (
 func (w *Worker) start(ctx context.Context, fn registry.Function, st *fnState) (*instance, string, error) {
 	ctx, cancel := context.WithTimeout(ctx, w.cfg.InitTimeout)
 	defer cancel()
-	w.starts.enter()
-	defer w.starts.leave()
 	if inst := w.tryRestore(ctx, fn, st); inst != nil {
 		return inst, PathSnapshot, nil
 	}

@@ -194,7 +194,7 @@ type Worker struct {
 	spares  *spares       // children forked ahead of need; nil when off
 	snap    *snapshots    // nil when snapshots are off
 	stop    chan struct{} // closed by Close
-	starts  *startGate    // starts under way
+	busy    *busyGate     // invocations under way
 
 	resolver *zygote.BaseResolver
 	pkgMu    sync.Mutex
@@ -230,7 +230,7 @@ func New(ctx context.Context, cfg Config, fns Functions) (*Worker, error) {
 		live:    make(map[*instance]struct{}),
 		metrics: newMetrics(),
 		stop:    make(chan struct{}),
-		starts:  newStartGate(),
+		busy:    newBusyGate(),
 	}
 	cache, err := newWarmCache(w)
 	if err != nil {
@@ -383,6 +383,8 @@ func (w *Worker) Invoke(ctx context.Context, name string, event []byte) (Result,
 		return Result{}, err
 	}
 	defer func() { <-st.slots }()
+	w.busy.enter()
+	defer w.busy.leave()
 
 	res := Result{Revision: fn.Revision, Path: "warm"}
 	// A warm (thawed) sandbox, or room reserved in the pool for a new one.
@@ -549,7 +551,7 @@ func (w *Worker) release(inst *instance) {
 		// next start does not see memory that is already being freed.
 		w.cache.forget(inst)
 		w.background(func() {
-			w.starts.wait(teardownDelay, w.stop)
+			w.busy.wait(teardownDelay, w.stop)
 			w.destroy(inst)
 		})
 		return
@@ -576,8 +578,9 @@ func (w *Worker) release(inst *instance) {
 }
 
 // teardownDelay bounds how long the teardown of a sandbox whose call is
-// done waits for starts under way to finish: on two cores, tearing down
-// (process exits, reaping, unmounting) takes a fifth of a burst's CPU.
+// done waits for the invocations under way to finish: on two cores,
+// tearing down (process exits, reaping, unmounting) takes a fifth of a
+// burst's CPU.
 const teardownDelay = 500 * time.Millisecond
 
 // background runs f in a goroutine that Close waits for; after Close it

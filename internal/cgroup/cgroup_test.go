@@ -337,6 +337,63 @@ func TestCreateLimits(t *testing.T) {
 	}
 }
 
+func TestSetLimitsAndCPUWeight(t *testing.T) {
+	requireRoot(t)
+	m := newManager(t)
+	g := create(t, m, "relimit", Limits{MemoryBytes: 64 << 20, Pids: 16, CPUWeight: 1})
+	t.Cleanup(func() { g.Delete(context.Background()) })
+	file, want := "cpu.shares", "10"
+	if m.Mode() == V2 {
+		file, want = "cpu.weight", "1"
+	}
+	cpuFile := func() string {
+		for _, d := range g.Dirs() {
+			if b, err := os.ReadFile(filepath.Join(d, file)); err == nil {
+				return strings.TrimSpace(string(b))
+			}
+		}
+		t.Fatalf("%s not found in %v", file, g.Dirs())
+		return ""
+	}
+	if got := cpuFile(); got != want {
+		t.Fatalf("%s = %q, want %q", file, got, want)
+	}
+	// A spare gets its function's limits: a bigger memory limit, the
+	// default weight.
+	if err := g.SetLimits(Limits{MemoryBytes: 128 << 20, Pids: 16, CPUWeight: 100}); err != nil {
+		t.Fatal(err)
+	}
+	if g.MemoryLimit() != 128<<20 {
+		t.Errorf("MemoryLimit() = %d after SetLimits", g.MemoryLimit())
+	}
+	want = "1024"
+	if m.Mode() == V2 {
+		want = "100"
+	}
+	if got := cpuFile(); got != want {
+		t.Errorf("after SetLimits %s = %q, want %q", file, got, want)
+	}
+	// A dying sandbox gets the lowest weight.
+	if err := g.SetCPUWeight(1); err != nil {
+		t.Fatal(err)
+	}
+	want = "10"
+	if m.Mode() == V2 {
+		want = "1"
+	}
+	if got := cpuFile(); got != want {
+		t.Errorf("after SetCPUWeight(1) %s = %q, want %q", file, got, want)
+	}
+	for _, bad := range []uint64{0, 10001} {
+		if err := g.SetCPUWeight(bad); !errors.Is(err, ErrBadLimits) {
+			t.Errorf("SetCPUWeight(%d) = %v, want ErrBadLimits", bad, err)
+		}
+	}
+	if err := g.SetLimits(Limits{Pids: -1}); !errors.Is(err, ErrBadLimits) {
+		t.Errorf("SetLimits with negative pids = %v, want ErrBadLimits", err)
+	}
+}
+
 func TestAddAndPids(t *testing.T) {
 	for _, mc := range modes(t) {
 		t.Run(mc.name, func(t *testing.T) {

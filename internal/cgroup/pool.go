@@ -394,6 +394,27 @@ func (g *Group) SetLimits(lim Limits) error {
 	return nil
 }
 
+// SetCPUWeight changes only the group's CPU weight (1-10000; 100 is the
+// default share).
+func (g *Group) SetCPUWeight(w uint64) error {
+	if w < 1 || w > 10000 {
+		return fmt.Errorf("cgroup %s: cpu weight %d: %w", g.name, w, ErrBadLimits)
+	}
+	m := g.m
+	var err error
+	if m.mode == V1 {
+		err = writeFile(filepath.Join(g.dirs[m.cpu], "cpu.shares"), strconv.FormatUint(max(w*1024/100, 2), 10))
+	} else if m.enabled["cpu"] {
+		err = writeFile(filepath.Join(g.dirs[0], "cpu.weight"), strconv.FormatUint(w, 10))
+	} else {
+		err = fmt.Errorf("cpu weight: %w", ErrNoController)
+	}
+	if err != nil {
+		return fmt.Errorf("cgroup %s: %w", g.name, err)
+	}
+	return nil
+}
+
 // setLimits writes lim to an existing group, zero values as the defaults.
 func (m *Manager) setLimits(g *Group, lim Limits) error {
 	if m.mode == V1 {

@@ -627,6 +627,10 @@ func (w *Worker) destroy(inst *instance) {
 	if inst.conn != nil {
 		inst.conn.Close()
 	}
+	// The dying processes' exits (unmapping an interpreter's memory) run
+	// at their cgroup's CPU weight: the lowest, so that they yield to
+	// live calls and starts. The pool resets it.
+	inst.group.SetCPUWeight(1)
 	if err := inst.sb.Destroy(ctx); err != nil {
 		w.log.Warn("destroying sandbox", "sandbox", inst.id, "err", err)
 	}

@@ -425,3 +425,101 @@ func TestNew(t *testing.T) {
 		t.Fatalf("Names() = %v", got)
 	}
 }
+
+func TestGoldenHistSeries(t *testing.T) {
+	// Idle times all over the 4 h range: after SeriesMin (3) of them the
+	// next one is forecast. A steady 5 h forecasts 5 h: pre-warm at
+	// 5h*0.85 = 4h15m, keep alive until 5h*1.15 = 5h45m.
+	h := NewHist(HistOptions{})
+	for i := range 3 {
+		if k := h.KeepAlive(0, 0); i > 0 && k != 4*time.Hour {
+			t.Fatalf("after %d out-of-bounds idle times: keep-alive %v, want the fixed 4h", i, k)
+		}
+		h.Arrive(0, 0, 5*time.Hour)
+	}
+	rep, pre, keep := h.Windows(0, time.Hour)
+	if rep || pre != 4*time.Hour+15*time.Minute || keep != 5*time.Hour+45*time.Minute {
+		t.Fatalf("windows = %v, %v, %v; want false, 4h15m, 5h45m", rep, pre, keep)
+	}
+	if k := h.KeepAlive(0, time.Hour); k != 0 {
+		t.Fatalf("keep-alive %v, want 0 (unloaded, pre-warmed later)", k)
+	}
+	at, dur, ok := h.Prewarm(0, time.Hour)
+	if !ok || at != time.Hour+pre || dur != keep-pre {
+		t.Fatalf("Prewarm = %v, %v, %v; want %v, %v, true", at, dur, ok, time.Hour+pre, keep-pre)
+	}
+
+	// An alternating 5 h / 7 h series is forecast between the two.
+	h2 := NewHist(HistOptions{})
+	for i := range 8 {
+		h2.Arrive(0, 0, time.Duration(5+2*(i%2))*time.Hour)
+	}
+	_, pre, keep = h2.Windows(0, 0)
+	next := time.Duration(float64(pre) / 0.85)
+	if next < 5*time.Hour || next > 7*time.Hour || keep <= pre {
+		t.Fatalf("alternating 5h/7h: forecast %v (windows %v, %v), want within [5h, 7h]", next, pre, keep)
+	}
+
+	// Switched off, or outnumbered by idle times in bounds: no forecast.
+	h3 := NewHist(HistOptions{SeriesMin: -1})
+	h4 := NewHist(HistOptions{})
+	for range 5 {
+		h3.Arrive(0, 0, 5*time.Hour)
+		h4.Arrive(0, 0, 5*time.Hour)
+	}
+	for range 6 {
+		h4.Arrive(0, 0, 5*time.Minute)
+	}
+	if k := h3.KeepAlive(0, 0); k != 4*time.Hour {
+		t.Fatalf("series off: keep-alive %v, want 4h", k)
+	}
+	// 6 in bounds, all in bin 5, outnumber the 5 out: the histogram
+	// decides (pre-warm at 5 min less 10%).
+	if rep, pre, _ := h4.Windows(0, 0); !rep || pre != 4*time.Minute+30*time.Second {
+		t.Fatalf("mostly in bounds: windows %v, %v; want the histogram's (true, 4m30s)", rep, pre)
+	}
+}
+
+func TestGoldenHistSeriesPrewarmsThroughTheEngine(t *testing.T) {
+	// A function invoked every 5 h for 1 s: from the fourth call on, its
+	// container is unloaded at release and pre-warmed 4h15m later, so the
+	// next call is warm.
+	h := NewHist(HistOptions{})
+	e, err := pool.New(pool.Config{Partitions: []pool.Partition{{Capacity: 10 * mb}}, NewPolicy: func() pool.Policy { return h }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fn, _ := e.AddFunc(mb, s)
+	period := 5 * time.Hour
+	var warm int
+	for i := range 8 {
+		now := time.Duration(i) * period
+		for {
+			at, ok := e.NextPrewarm()
+			if !ok || at > now {
+				break
+			}
+			e.Expire(at) // containers unloaded at release go first
+			for _, f := range e.Prewarm(at) {
+				if _, err := e.Warm(f, at); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		e.Expire(now)
+		id, ok := e.Acquire(fn, now)
+		if ok {
+			warm++
+		} else if id, _, err = e.Admit(fn, now); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.Release(id, now+s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Calls 0-3 are cold (the first has no idle time; the fixed 4 h
+	// keep-alive ends before each next call); 4-7 are pre-warmed.
+	if warm != 4 {
+		t.Fatalf("%d warm calls of 8, want 4", warm)
+	}
+}

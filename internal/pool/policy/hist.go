@@ -33,6 +33,15 @@ type HistOptions struct {
 	// its histogram (an O(bins) scan); one Bin, since windows move by
 	// whole bins.
 	Refresh time.Duration
+	// SeriesMin is how many out-of-bounds idle times a function needs,
+	// when they outnumber those in bounds, before its next idle time is
+	// forecast as a time series instead of given the fixed keep-alive
+	// (the paper's fallback, there with ARIMA); 3. Negative: never.
+	SeriesMin int
+	// SeriesMargin places the windows around a forecast idle time f:
+	// pre-warm at f*(1-SeriesMargin), keep alive until f*(1+SeriesMargin);
+	// 0.15.
+	SeriesMargin float64
 }
 
 func (o HistOptions) withDefaults() HistOptions {
@@ -63,6 +72,12 @@ func (o HistOptions) withDefaults() HistOptions {
 	if o.Refresh == 0 {
 		o.Refresh = o.Bin
 	}
+	if o.SeriesMin == 0 {
+		o.SeriesMin = 3
+	}
+	if o.SeriesMargin == 0 {
+		o.SeriesMargin = 0.15
+	}
 	return o
 }
 
@@ -70,8 +85,8 @@ func (o HistOptions) validate() error {
 	switch {
 	case o.Bin < 0, o.Range < 0, o.Fixed < 0, o.Refresh < 0, o.MinSamples < 0, o.MinCV < 0:
 		return fmt.Errorf("hist options %+v: negative value: %w", o, pool.ErrConfig)
-	case o.Head < 0 || o.Head >= 1, o.Tail < 0 || o.Tail > 1, o.Margin < 0 || o.Margin >= 1:
-		return fmt.Errorf("hist options: head %v, tail %v, margin %v out of range: %w", o.Head, o.Tail, o.Margin, pool.ErrConfig)
+	case o.Head < 0 || o.Head >= 1, o.Tail < 0 || o.Tail > 1, o.Margin < 0 || o.Margin >= 1, o.SeriesMargin < 0 || o.SeriesMargin >= 1:
+		return fmt.Errorf("hist options: head %v, tail %v, margins %v, %v out of range: %w", o.Head, o.Tail, o.Margin, o.SeriesMargin, pool.ErrConfig)
 	}
 	d := o.withDefaults()
 	if d.Range < d.Bin {
@@ -92,9 +107,15 @@ func (o HistOptions) validate() error {
 // pre-warmed at the Head percentile minus Margin, then kept until the Tail
 // percentile plus Margin; if the head percentile is the first bin there is
 // no pre-warm and the container just stays for the keep-alive window.
-// Otherwise it uses a fixed keep-alive. Under memory pressure it evicts in
-// LRU order. The paper's time-series fallback for many out-of-bounds idle
-// times is not implemented; such functions get the fixed keep-alive.
+// When out-of-bounds idle times outnumber the others (at least SeriesMin
+// of them), the next idle time is forecast from the recent out-of-bounds
+// ones as a time series, and the container is unloaded at release,
+// pre-warmed SeriesMargin before the forecast and kept SeriesMargin after
+// it. The paper fits ARIMA; this forecast is simple exponential smoothing
+// of the log idle times (ARIMA(0,1,1)), its smoothing factor chosen by
+// the smallest one-step error over the last seriesLen idle times. Otherwise
+// it uses a fixed keep-alive. Under memory pressure it evicts in LRU
+// order.
 type Hist struct {
 	o   HistOptions
 	nb  int
@@ -106,10 +127,16 @@ type histFn struct {
 	n, oob    uint32
 	dirty     bool
 	computed  bool
-	at        time.Duration // when the windows were last computed
-	rep       bool
-	pre, keep time.Duration // pre-warm delay after release; keep-alive end after release
+	at        time.Duration   // when the windows were last computed
+	rep       bool            // the histogram is representative
+	series    bool            // windows come from the time-series forecast
+	pre, keep time.Duration   // pre-warm delay after release; keep-alive end after release
+	last      []time.Duration // the last seriesLen out-of-bounds idle times, oldest first
 }
+
+// seriesLen is how many recent out-of-bounds idle times the forecast
+// looks at.
+const seriesLen = 8
 
 var _ pool.Policy = (*Hist)(nil)
 
@@ -137,6 +164,11 @@ func (h *Hist) Arrive(fn pool.Fn, _, idle time.Duration) {
 	b := int(idle / h.o.Bin)
 	if b >= h.nb {
 		f.oob++
+		if len(f.last) == seriesLen {
+			copy(f.last, f.last[1:])
+			f.last = f.last[:seriesLen-1]
+		}
+		f.last = append(f.last, idle)
 		return
 	}
 	if f.bins == nil {
@@ -155,7 +187,7 @@ func (*Hist) Evicted(_, clock float64) float64 { return clock }
 func (h *Hist) KeepAlive(fn pool.Fn, now time.Duration) time.Duration {
 	f := h.windows(fn, now)
 	switch {
-	case !f.rep:
+	case !f.rep && !f.series:
 		return h.o.Fixed
 	case f.pre > 0:
 		return 0 // unloaded now, pre-warmed later
@@ -167,7 +199,7 @@ func (h *Hist) KeepAlive(fn pool.Fn, now time.Duration) time.Duration {
 // Prewarm implements pool.Policy.
 func (h *Hist) Prewarm(fn pool.Fn, now time.Duration) (time.Duration, time.Duration, bool) {
 	f := h.windows(fn, now)
-	if !f.rep || f.pre <= 0 {
+	if (!f.rep && !f.series) || f.pre <= 0 {
 		return 0, 0, false
 	}
 	return now + f.pre, f.keep - f.pre, true
@@ -175,7 +207,8 @@ func (h *Hist) Prewarm(fn pool.Fn, now time.Duration) (time.Duration, time.Durat
 
 // Windows reports fn's current state: whether its histogram is
 // representative, its pre-warm delay and its keep-alive end, both measured
-// from the moment a container becomes idle.
+// from the moment a container becomes idle. With rep false, non-zero
+// windows come from the time-series forecast.
 func (h *Hist) Windows(fn pool.Fn, now time.Duration) (rep bool, pre, keep time.Duration) {
 	f := h.windows(fn, now)
 	return f.rep, f.pre, f.keep
@@ -187,8 +220,15 @@ func (h *Hist) windows(fn pool.Fn, now time.Duration) *histFn {
 		return f
 	}
 	f.dirty, f.computed, f.at = false, true, now
-	f.rep = false
+	f.rep, f.series, f.pre, f.keep = false, false, 0, 0
 	in := f.n - f.oob
+	if f.oob > in && h.o.SeriesMin > 0 && int(f.oob) >= h.o.SeriesMin {
+		next := forecast(f.last)
+		f.series = true
+		f.pre = time.Duration(float64(next) * (1 - h.o.SeriesMargin))
+		f.keep = time.Duration(float64(next) * (1 + h.o.SeriesMargin))
+		return f
+	}
 	if int(f.n) < h.o.MinSamples || in == 0 || f.oob > in {
 		return f
 	}
@@ -217,4 +257,26 @@ func (h *Hist) windows(fn pool.Fn, now time.Duration) *histFn {
 	f.pre = time.Duration(float64(time.Duration(head)*h.o.Bin) * (1 - h.o.Margin))
 	f.keep = time.Duration(float64(time.Duration(tail+1)*h.o.Bin) * (1 + h.o.Margin))
 	return f
+}
+
+// forecast predicts the idle time after xs (oldest first, at least one) by
+// simple exponential smoothing of their logarithms, with the smoothing
+// factor of smallest one-step squared error among a few.
+func forecast(xs []time.Duration) time.Duration {
+	logs := make([]float64, len(xs))
+	for i, x := range xs {
+		logs[i] = math.Log(max(x.Seconds(), 1))
+	}
+	best, bestErr := 0.0, math.Inf(1)
+	for _, a := range []float64{0.2, 0.5, 0.8, 1} {
+		level, sse := logs[0], 0.0
+		for _, v := range logs[1:] {
+			sse += (v - level) * (v - level)
+			level = a*v + (1-a)*level
+		}
+		if sse < bestErr {
+			best, bestErr = level, sse
+		}
+	}
+	return time.Duration(math.Exp(best) * float64(time.Second))
 }

@@ -97,6 +97,10 @@ type Config struct {
 		MinSamples int     `yaml:"min_samples"`
 		MinCV      float64 `yaml:"min_cv"`
 		Margin     float64 `yaml:"margin"`
+		// SeriesMin and SeriesMargin tune the time-series fallback
+		// (series_min: -1 switches it off).
+		SeriesMin    int     `yaml:"series_min"`
+		SeriesMargin float64 `yaml:"series_margin"`
 	} `yaml:"hist"`
 	// Packages configures the package install cache.
 	Packages PackagesConfig `yaml:"packages"`
@@ -460,6 +464,7 @@ func poolConfig(cfg Config) (worker.PoolConfig, error) {
 		*d.to = v
 	}
 	pc.Hist.MinSamples, pc.Hist.MinCV, pc.Hist.Margin = cfg.Hist.MinSamples, cfg.Hist.MinCV, cfg.Hist.Margin
+	pc.Hist.SeriesMin, pc.Hist.SeriesMargin = cfg.Hist.SeriesMin, cfg.Hist.SeriesMargin
 	return pc, nil
 }
 

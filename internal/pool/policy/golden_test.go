@@ -408,6 +408,8 @@ func TestNew(t *testing.T) {
 		{"ttl", Options{TTL: -time.Second}, pool.ErrConfig},
 		{"hist", Options{Hist: HistOptions{Head: 0.99, Tail: 0.5}}, pool.ErrConfig},
 		{"hist", Options{Hist: HistOptions{Margin: 1.5}}, pool.ErrConfig},
+		{"hist", Options{Hist: HistOptions{SeriesMargin: 1.5}}, pool.ErrConfig},
+		{"hist", Options{Hist: HistOptions{SeriesMin: -1}}, nil},
 		{"hist", Options{Hist: HistOptions{Bin: time.Hour, Range: time.Minute}}, pool.ErrConfig},
 	}
 	for _, tc := range tests {

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/hearth-run/hearth/internal/reserve"
 )
 
 // PoolConfig configures a Pool. The zero value keeps eight groups ready.
@@ -319,66 +321,56 @@ func (p *Pool) nameLocked() string {
 // the reserve runs low.
 func (p *Pool) refill() {
 	defer close(p.done)
-	for {
-		select {
-		case <-p.stop:
-			return
-		case <-p.kick:
-		}
-		for {
-			p.mu.Lock()
-			if p.closed {
-				p.mu.Unlock()
-				return
-			}
-			need := len(p.ready) < p.cfg.Reserve
-			var dirty *Group
-			if len(p.dirty) > 0 {
-				dirty = p.dirty[0]
-			}
-			quiet := time.Since(p.lastGet)
-			low := len(p.ready) < max(1, p.cfg.Reserve/4)
-			p.mu.Unlock()
-			if dirty == nil && !need {
-				break
-			}
-			if wait := p.cfg.RefillDelay - quiet; wait > 0 && !low {
-				select {
-				case <-p.stop:
-					return
-				case <-time.After(wait):
-				}
-				continue
-			}
-			if dirty != nil {
-				p.mu.Lock()
-				p.dirty = p.dirty[1:]
-				p.mu.Unlock()
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				p.Put(ctx, dirty) // quarantine is reported through OnQuarantine
-				cancel()
-				continue
-			}
-			p.mu.Lock()
-			name := p.nameLocked()
-			p.mu.Unlock()
-			g, err := p.m.Create(name, Limits{})
-			if err != nil {
-				// Try again on the next wake-up (the next Get or Put);
-				// Get falls back to Create meanwhile and reports the error.
-				break
-			}
-			p.mu.Lock()
-			if p.closed {
-				p.mu.Unlock()
-				g.Delete(context.Background())
-				return
-			}
-			p.ready = append(p.ready, g)
-			p.st.Created++
-			p.mu.Unlock()
-		}
+	reserve.Loop(p.kick, p.stop, p.cfg.RefillDelay, p.due, p.makeOne)
+}
+
+func (p *Pool) due() reserve.Due {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	d := reserve.Due{Closed: p.closed, Short: len(p.ready) < p.cfg.Reserve,
+		SinceGet: time.Since(p.lastGet), Low: len(p.ready) < max(1, p.cfg.Reserve/4)}
+	if len(p.dirty) > 0 {
+		d.Clean = p.cleanOne
 	}
+	return d
+}
+
+// cleanOne cleans the oldest released group back into the reserve.
+func (p *Pool) cleanOne() {
+	p.mu.Lock()
+	if len(p.dirty) == 0 {
+		p.mu.Unlock()
+		return
+	}
+	dirty := p.dirty[0]
+	p.dirty = p.dirty[1:]
+	p.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	p.Put(ctx, dirty) // quarantine is reported through OnQuarantine
+	cancel()
+}
+
+// makeOne creates a group for the reserve.
+func (p *Pool) makeOne() (more, closed bool) {
+	p.mu.Lock()
+	name := p.nameLocked()
+	p.mu.Unlock()
+	g, err := p.m.Create(name, Limits{})
+	if err != nil {
+		// Try again on the next wake-up (the next Get or Put); Get falls
+		// back to Create meanwhile and reports the error.
+		return false, false
+	}
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		g.Delete(context.Background())
+		return false, true
+	}
+	p.ready = append(p.ready, g)
+	p.st.Created++
+	p.mu.Unlock()
+	return true, false
 }
 
 // SetLimits changes the limits of a live group, zero values as the

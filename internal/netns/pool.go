@@ -16,6 +16,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/hearth-run/hearth/internal/reserve"
 )
 
 // DefaultSubnet is the private IPv4 subnet sandboxes get addresses from.
@@ -610,60 +612,50 @@ func (p *Pool) wake() {
 // reserve runs low.
 func (p *Pool) refill() {
 	defer close(p.done)
-	for {
-		select {
-		case <-p.stop:
-			return
-		case <-p.kick:
-		}
-		for {
-			p.mu.Lock()
-			if p.closed {
-				p.mu.Unlock()
-				return
-			}
-			need := len(p.ready) < p.cfg.Reserve
-			var dirty *NS
-			if len(p.dirty) > 0 {
-				dirty = p.dirty[0]
-			}
-			quiet := time.Since(p.lastGet)
-			low := len(p.ready) < max(1, p.cfg.Reserve/4)
-			p.mu.Unlock()
-			if dirty == nil && !need {
-				break
-			}
-			if wait := p.cfg.RefillDelay - quiet; wait > 0 && !low {
-				select {
-				case <-p.stop:
-					return
-				case <-time.After(wait):
-				}
-				continue
-			}
-			if dirty != nil {
-				p.mu.Lock()
-				p.dirty = p.dirty[1:]
-				p.mu.Unlock()
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				p.Put(ctx, dirty) // counted in Stats either way
-				cancel()
-				continue
-			}
-			ns, err := p.Create(context.Background())
-			if err != nil {
-				break // Get falls back to Create meanwhile and reports the error
-			}
-			p.mu.Lock()
-			if p.closed {
-				p.mu.Unlock()
-				ns.Destroy()
-				return
-			}
-			p.ready = append(p.ready, ns)
-			p.mu.Unlock()
-		}
+	reserve.Loop(p.kick, p.stop, p.cfg.RefillDelay, p.due, p.makeOne)
+}
+
+func (p *Pool) due() reserve.Due {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	d := reserve.Due{Closed: p.closed, Short: len(p.ready) < p.cfg.Reserve,
+		SinceGet: time.Since(p.lastGet), Low: len(p.ready) < max(1, p.cfg.Reserve/4)}
+	if len(p.dirty) > 0 {
+		d.Clean = p.scrubOne
 	}
+	return d
+}
+
+// scrubOne scrubs the oldest released namespace back into the reserve.
+func (p *Pool) scrubOne() {
+	p.mu.Lock()
+	if len(p.dirty) == 0 {
+		p.mu.Unlock()
+		return
+	}
+	dirty := p.dirty[0]
+	p.dirty = p.dirty[1:]
+	p.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	p.Put(ctx, dirty) // counted in Stats either way
+	cancel()
+}
+
+// makeOne makes a namespace for the reserve.
+func (p *Pool) makeOne() (more, closed bool) {
+	ns, err := p.Create(context.Background())
+	if err != nil {
+		return false, false // Get falls back to Create meanwhile and reports the error
+	}
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		ns.Destroy()
+		return false, true
+	}
+	p.ready = append(p.ready, ns)
+	p.mu.Unlock()
+	return true, false
 }
 
 func addN(a netip.Addr, n int) netip.Addr {

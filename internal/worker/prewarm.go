@@ -95,13 +95,16 @@ func (w *Worker) prewarm(name string) {
 		w.destroy(inst)
 		return
 	}
-	w.park(inst)
+	w.park(inst, 0)
 }
 
-// park freezes an idle sandbox in the background and charges it at its
-// measured memory, as release does after a call.
-func (w *Worker) park(inst *instance) {
+// park freezes an idle sandbox in the background, after delay if
+// positive, and charges it at its measured memory.
+func (w *Worker) park(inst *instance, delay time.Duration) {
 	w.background(func() {
+		if delay > 0 {
+			time.Sleep(delay)
+		}
 		size, err := inst.freeze(context.Background())
 		if err != nil {
 			if !errors.Is(err, errBusy) {

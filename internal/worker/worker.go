@@ -559,22 +559,7 @@ func (w *Worker) release(inst *instance) {
 	inst.markIdle()
 	victims := w.cache.put(inst)
 	w.destroyAsync(victims)
-	w.background(func() {
-		if d := w.cfg.FreezeDelay; d > 0 {
-			time.Sleep(d)
-		}
-		size, err := inst.freeze(context.Background())
-		if err != nil {
-			if !errors.Is(err, errBusy) {
-				w.log.Warn("freezing sandbox", "sandbox", inst.id, "err", err)
-				if w.cache.remove(inst) {
-					w.destroy(inst)
-				}
-			}
-			return
-		}
-		w.destroyAsync(w.cache.resize(inst, size))
-	})
+	w.park(inst, w.cfg.FreezeDelay)
 }
 
 // teardownDelay bounds how long the teardown of a sandbox whose call is

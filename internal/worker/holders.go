@@ -148,7 +148,7 @@ func (w *Worker) adopt(ctx context.Context, sb *sandbox.Sandbox, fn registry.Fun
 
 // takeHolder returns a pre-made sandbox for fn, or nil.
 func (w *Worker) takeHolder(fn registry.Function) *sandbox.Sandbox {
-	if w.holders == nil || (fn.Spec.Network != "" && fn.Spec.Network != "none") {
+	if w.holders == nil || netKind(fn) != "" {
 		return nil
 	}
 	return w.holders.take()

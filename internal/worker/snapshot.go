@@ -111,7 +111,7 @@ func (w *Worker) openSnapshots(ctx context.Context) error {
 // spec says never, and only with the host's network (a snapshot does not
 // carry a network namespace).
 func snapshottable(fn registry.Function) bool {
-	return fn.Spec.Snapshot != function.SnapshotNever && (fn.Spec.Network == "" || fn.Spec.Network == "none")
+	return fn.Spec.Snapshot != function.SnapshotNever && netKind(fn) == ""
 }
 
 // tryRestore restores fn from its snapshot when one may exist and the

@@ -379,11 +379,12 @@ func (w *Worker) takeSpare(fn registry.Function, key string) (sp *spare, counted
 	if w.spares == nil {
 		return nil, false
 	}
-	return w.spares.take(key, spareNet(fn)), true
+	return w.spares.take(key, netKind(fn)), true
 }
 
-// spareNet is fn's network kind as spares are kept: "" for the host's.
-func spareNet(fn registry.Function) string {
+// netKind is fn's network kind: "" for the host's (NetworkNone or unset),
+// else function.NetworkIsolated or function.NetworkOffline.
+func netKind(fn registry.Function) string {
 	if fn.Spec.Network == function.NetworkNone {
 		return ""
 	}

@@ -189,7 +189,7 @@ func (w *Worker) forkStart(ctx context.Context, fn registry.Function, st *fnStat
 	t0 := time.Now()
 	sp, counted := w.takeSpare(fn, node)
 	if counted {
-		defer w.spares.finish(node, spareNet(fn))
+		defer w.spares.finish(node, netKind(fn))
 	}
 	if sp != nil {
 		inst, err := w.spareStart(ctx, fn, st, sp)

@@ -100,7 +100,9 @@ func sandboxesOf(st hw.Status, fn string) int {
 func TestWarmPoolEvictsLRUAndReports(t *testing.T) {
 	w := startWorker(t, "--config", writeConfig(t, "warm_budget_mb: 300\npools: unified\npolicy: lru\n"))
 	for _, n := range []string{"a", "b", "c", "d"} {
-		w.deployDir(n, fn(t, "f.py", holder, "function.yaml", "memory_mb: 128\n"))
+		// No snapshots: whether a restore beats a fresh start depends on
+		// the machine's load, and this test wants the fresh starts.
+		w.deployDir(n, fn(t, "f.py", holder, "function.yaml", "memory_mb: 128\nsnapshot: never\n"))
 	}
 	// Three paused holders (~3 × 70 MB) fit; the fourth cold start needs
 	// its declared 128 MB and so evicts the least recently used, a.

@@ -34,6 +34,29 @@ const scratchKey = "scratch"
 // internal/snapshot/python).
 const ReseedSignal = unix.SIGUSR2
 
+// rndReseedCRNG is RNDRESEEDCRNG, _IO('R', 0x07) in linux/random.h.
+const rndReseedCRNG = 0x5207
+
+// rekeyKernelRNG makes the kernel re-key its random generator, which
+// starts a new generation. glibc >= 2.41 serves getrandom(3) from the
+// vDSO with per-thread state that is valid only within the generation it
+// was keyed in; a restored copy holds the checkpointed process's state,
+// so without a new generation every copy restored before the kernel's
+// next scheduled re-key (up to a minute) would draw the same bytes from
+// os.urandom. A copy then re-keys its state from the kernel on its first
+// draw. Needs CAP_SYS_ADMIN.
+func rekeyKernelRNG() error {
+	f, err := os.Open("/dev/urandom")
+	if err != nil {
+		return fmt.Errorf("re-keying the kernel's random generator: %w", err)
+	}
+	defer f.Close()
+	if err := unix.IoctlSetInt(int(f.Fd()), rndReseedCRNG, 0); err != nil {
+		return fmt.Errorf("re-keying the kernel's random generator: %w", err)
+	}
+	return nil
+}
+
 // EngineConfig configures an Engine.
 type EngineConfig struct {
 	// CRIU is the criu to run; required (see criu.Find).
@@ -619,6 +642,11 @@ func (e *Engine) Restore(ctx context.Context, dir string, d *Descriptor, spec Re
 		s.state, _ = s.proc.Wait()
 		close(s.done)
 	}()
+	if err := rekeyKernelRNG(); err != nil {
+		s.proc.Kill()
+		<-s.done
+		return nil, fmt.Errorf("restore %s: %w", d.Key, err)
+	}
 	if !spec.NoReseed && catches(s.pid, ReseedSignal) {
 		// Pending before the worker connects: the runtime runs its
 		// handler before it accepts (and answers) the connection.

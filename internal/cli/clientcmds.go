@@ -219,18 +219,18 @@ func newLogsCmd() *cobra.Command {
 
 func newImageCmd() *cobra.Command {
 	img := &cobra.Command{Use: "image", Short: "Manage the base image"}
-	var dataDir, mirror string
+	var dataDir, mirror, suite string
 	var force bool
 	build := &cobra.Command{
 		Use:   "build",
-		Short: "Build the base image (Debian bookworm minbase with python3, numpy, requests, Pillow) with debootstrap",
+		Short: "Build the base image (Debian " + image.DefaultSuite + " minbase with python3, numpy, requests, Pillow) with debootstrap",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			if ctx == nil {
 				ctx = context.Background()
 			}
-			opts := image.BuildOptions{DataDir: dataDir, Mirror: mirror, Progress: cmd.ErrOrStderr()}
+			opts := image.BuildOptions{DataDir: dataDir, Mirror: mirror, Suite: suite, Progress: cmd.ErrOrStderr()}
 			var dir string
 			var err error
 			if force {
@@ -247,6 +247,7 @@ func newImageCmd() *cobra.Command {
 	}
 	build.Flags().StringVar(&dataDir, "data-dir", "/var/lib/hearth", "data directory")
 	build.Flags().StringVar(&mirror, "mirror", "", "Debian mirror (default: from the host's apt sources)")
+	build.Flags().StringVar(&suite, "suite", image.DefaultSuite, "Debian release to build from")
 	build.Flags().BoolVar(&force, "force", false, "rebuild even if an image exists")
 	img.AddCommand(build)
 	img.AddCommand(&cobra.Command{

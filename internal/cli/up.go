@@ -142,7 +142,7 @@ func newUpCmd() *cobra.Command {
 		Short: "Run the worker in the foreground",
 		Long: `Run the Hearth worker in the foreground until SIGTERM or SIGINT.
 
-On first run it builds the base image (a Debian bookworm tree with python3,
+On first run it builds the base image (a Debian trixie tree with python3,
 numpy, requests and Pillow) under the data dir, unless --base names a tree.
 On shutdown it destroys every sandbox and cgroup it made.`,
 		Args: cobra.NoArgs,

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -18,8 +19,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// DefaultSuite is the Debian release the base image is built from.
-const DefaultSuite = "bookworm"
+// DefaultSuite is the Debian release the base image is built from. Its
+// Python (3.13) has immortal objects, which the zygotes use to keep a
+// forked child's copied pages few (see the runtime's zygote.py).
+const DefaultSuite = "trixie"
 
 // BaseDir is the image's directory name under the data directory.
 const BaseDir = "base"
@@ -28,7 +31,7 @@ const BaseDir = "base"
 func DefaultPackages() []string {
 	return []string{
 		"python3", "python3-numpy", "python3-requests", "python3-pil",
-		"python3-pip", "python3-setuptools", "python3-wheel", "ca-certificates",
+		"python3-pip", "python3-setuptools", "python3-wheel", "python3-six", "ca-certificates",
 	}
 }
 
@@ -92,14 +95,15 @@ func (o *BuildOptions) fill() error {
 func Dir(dataDir string) string { return filepath.Join(dataDir, BaseDir) }
 
 // Ensure returns the base image under opts.DataDir, building it first if
-// there is none. An existing tree that fails Validate is an error, not
-// rebuilt: it may be a user's.
+// there is none, or if Build made the one there from another suite or
+// package list (an upgrade of Hearth changed them). An existing tree that
+// fails Validate is an error, not rebuilt: it may be a user's.
 func Ensure(ctx context.Context, opts BuildOptions) (string, error) {
 	if opts.DataDir == "" {
 		return "", fmt.Errorf("%w: no data directory", ErrBadOptions)
 	}
 	dir := Dir(opts.DataDir)
-	if _, err := os.Lstat(dir); err == nil {
+	if _, err := os.Lstat(dir); err == nil && !stale(dir, opts) {
 		return dir, Validate(dir)
 	}
 	unlock, err := lock(ctx, opts.DataDir, opts.Progress)
@@ -108,10 +112,28 @@ func Ensure(ctx context.Context, opts BuildOptions) (string, error) {
 	}
 	defer unlock()
 	// Another process may have built it while we waited for the lock.
-	if _, err := os.Lstat(dir); err == nil {
+	if _, err := os.Lstat(dir); err == nil && !stale(dir, opts) {
 		return dir, Validate(dir)
 	}
 	return build(ctx, opts)
+}
+
+// stale reports whether dir was made by Build from another suite or
+// package list than opts asks for (defaults filled in). A tree without a
+// marker is not Build's and never stale.
+func stale(dir string, opts BuildOptions) bool {
+	m, err := ReadMarker(dir)
+	if err != nil {
+		return false
+	}
+	suite, pkgs := opts.Suite, opts.Packages
+	if suite == "" {
+		suite = DefaultSuite
+	}
+	if len(pkgs) == 0 {
+		pkgs = DefaultPackages()
+	}
+	return m.Suite != suite || !slices.Equal(m.Packages, pkgs)
 }
 
 // Build builds the base image with debootstrap and puts it in place under

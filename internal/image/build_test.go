@@ -115,7 +115,7 @@ func TestBuildWithFakeDebootstrap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m.Suite != "bookworm" || m.Mirror != opts.Mirror || !slices.Equal(m.Packages, DefaultPackages()) {
+	if m.Suite != DefaultSuite || m.Mirror != opts.Mirror || !slices.Equal(m.Packages, DefaultPackages()) {
 		t.Errorf("marker %+v", m)
 	}
 	if _, err := time.Parse(time.RFC3339Nano, m.Built); err != nil {
@@ -126,7 +126,7 @@ func TestBuildWithFakeDebootstrap(t *testing.T) {
 		t.Fatalf("debootstrap ran %d times", len(c))
 	}
 	args := strings.Fields(c[0])
-	wantArgs := []string{"--variant=minbase", "--include=" + strings.Join(DefaultPackages(), ","), "bookworm"}
+	wantArgs := []string{"--variant=minbase", "--include=" + strings.Join(DefaultPackages(), ","), DefaultSuite}
 	if len(args) != 5 || !slices.Equal(args[:3], wantArgs) || args[4] != opts.Mirror || !strings.HasPrefix(args[3], filepath.Join(data, ".base-build-")) {
 		t.Errorf("debootstrap args %q", args)
 	}
@@ -232,6 +232,23 @@ func TestEnsure(t *testing.T) {
 	}
 	if n := len(calls(t, argsFile)); n != 1 {
 		t.Fatalf("Ensure rebuilt an existing image")
+	}
+	// An image Build made from another suite (an older Hearth's) is
+	// rebuilt; a tree without a marker is a user's and kept.
+	older := opts
+	older.Suite = "bookworm"
+	if _, err := Build(context.Background(), older); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Ensure(context.Background(), opts); err != nil {
+		t.Fatal(err)
+	}
+	if m, _ := ReadMarker(dir); m.Suite != DefaultSuite || len(calls(t, argsFile)) != 3 {
+		t.Fatalf("Ensure kept an image built from %s (debootstrap ran %d times)", m.Suite, len(calls(t, argsFile)))
+	}
+	os.Remove(filepath.Join(dir, MarkerFile))
+	if _, err := Ensure(context.Background(), opts); err != nil || len(calls(t, argsFile)) != 3 {
+		t.Fatalf("Ensure on a tree without a marker: %v, debootstrap ran %d times", err, len(calls(t, argsFile)))
 	}
 	// An existing but broken tree is reported, not replaced.
 	os.Remove(filepath.Join(dir, "usr/bin/python3"))

@@ -1,11 +1,12 @@
 // Package image builds, checks and prepares the read-only base image that
-// every Hearth sandbox runs on: a Debian bookworm minbase tree with python3
+// every Hearth sandbox runs on: a Debian trixie minbase tree with python3
 // and a handful of Debian python packages, made with debootstrap.
 //
 // Build runs debootstrap in a temporary directory under the data directory
 // and renames the finished tree into place, so a half-built tree is never
 // used; it condenses debootstrap's output into one progress line per step.
-// Ensure builds only when no image exists. Validate and Prepare work on any
+// Ensure builds when no image exists, or when Build made the one there
+// from another suite or package list. Validate and Prepare work on any
 // tree, including one a user passes with --base. ID names an image for
 // snapshot descriptors.
 //

@@ -2,6 +2,7 @@ package image
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"net/url"
@@ -17,7 +18,36 @@ const DefaultAptDir = "/etc/apt"
 // HostMirror returns the first Debian mirror that the apt sources under
 // aptDir (normally DefaultAptDir) use for suite, reading sources.list and
 // then sources.list.d/*.list and *.sources in name order, as apt does.
+// When none lists suite, it returns the mirror of the host's own release
+// (a suite without "-updates", "-security" and the like): a Debian
+// archive mirror serves every release, so a bookworm host can build a
+// trixie image.
 func HostMirror(aptDir, suite string) (string, error) {
+	if m, err := hostMirror(aptDir, suite); err == nil || !errors.Is(err, ErrNoMirror) {
+		return m, err
+	}
+	if m, err := hostMirror(aptDir, ""); err == nil {
+		return m, nil
+	}
+	return "", fmt.Errorf("%w for %s in %s (pass a mirror explicitly)", ErrNoMirror, suite, aptDir)
+}
+
+// release reports whether suite names a release's main archive, as
+// "trixie" or "stable" do and "trixie-security" does not.
+func release(suite string) bool {
+	return suite != "" && !strings.ContainsAny(suite, "-/")
+}
+
+// matches reports whether an apt source's suite s serves want; an empty
+// want takes any release.
+func matches(s, want string) bool {
+	if want == "" {
+		return release(s)
+	}
+	return s == want
+}
+
+func hostMirror(aptDir, suite string) (string, error) {
 	files := []string{filepath.Join(aptDir, "sources.list")}
 	ents, err := os.ReadDir(filepath.Join(aptDir, "sources.list.d"))
 	if err != nil && !os.IsNotExist(err) {
@@ -67,8 +97,8 @@ func usableURI(u string) bool {
 	return false
 }
 
-// ParseSourcesList returns the URIs of the "deb" lines for suite in the
-// one-line format of sources.list:
+// ParseSourcesList returns the URIs of the "deb" lines for suite (for any
+// release when suite is empty) in the one-line format of sources.list:
 //
 //	deb [ option=value ... ] uri suite component...
 func ParseSourcesList(r io.Reader, suite string) ([]string, error) {
@@ -89,15 +119,15 @@ func ParseSourcesList(r io.Reader, suite string) ([]string, error) {
 			}
 			f = f[i+1:]
 		}
-		if len(f) >= 2 && f[1] == suite && usableURI(f[0]) {
+		if len(f) >= 2 && matches(f[1], suite) && usableURI(f[0]) {
 			uris = append(uris, strings.TrimSuffix(f[0], "/"))
 		}
 	}
 	return uris, sc.Err()
 }
 
-// ParseDeb822 returns the URIs of the enabled "deb" stanzas for suite in
-// the deb822 format of *.sources files.
+// ParseDeb822 returns the URIs of the enabled "deb" stanzas for suite (for
+// any release when suite is empty) in the deb822 format of *.sources files.
 func ParseDeb822(r io.Reader, suite string) ([]string, error) {
 	var uris []string
 	stanza := map[string]string{}
@@ -108,7 +138,7 @@ func ParseDeb822(r io.Reader, suite string) ([]string, error) {
 			return
 		}
 		if slices.Contains(strings.Fields(stanza["types"]), "deb") &&
-			slices.Contains(strings.Fields(stanza["suites"]), suite) {
+			slices.ContainsFunc(strings.Fields(stanza["suites"]), func(s string) bool { return matches(s, suite) }) {
 			for _, u := range strings.Fields(stanza["uris"]) {
 				if usableURI(u) {
 					uris = append(uris, strings.TrimSuffix(u, "/"))

@@ -123,20 +123,35 @@ func TestHostMirror(t *testing.T) {
 		name  string
 		files map[string]string
 		want  string
+		suite string // default bookworm
 	}{
-		{"deb822", map[string]string{"sources.list.d/debian.sources": hostSources}, "http://deb.mirror.example.net/debian"},
+		{"deb822", map[string]string{"sources.list.d/debian.sources": hostSources}, "http://deb.mirror.example.net/debian", ""},
 		{"one-line-first", map[string]string{
 			"sources.list":                  "deb http://first.example.org/debian bookworm main\n",
 			"sources.list.d/debian.sources": hostSources,
-		}, "http://first.example.org/debian"},
+		}, "http://first.example.org/debian", ""},
 		{"list-in-d", map[string]string{
 			"sources.list":                              "# empty\n",
 			"sources.list.d/a.list":                     "deb http://a.example.org/debian bookworm-security main\n",
 			"sources.list.d/b.list":                     "deb http://b.example.org/debian bookworm main\n",
 			"sources.list.d/c.sources.disabled-by-farm": hostSources,
-		}, "http://b.example.org/debian"},
-		{"disabled-only", map[string]string{"sources.list.d/debian.sources.disabled": hostSources}, ""},
-		{"none", nil, ""},
+		}, "http://b.example.org/debian", ""},
+		{"disabled-only", map[string]string{"sources.list.d/debian.sources.disabled": hostSources}, "", ""},
+		{"none", nil, "", ""},
+		// A bookworm host building a trixie image: the host release's
+		// archive mirror, never its security mirror.
+		{"other-release", map[string]string{
+			"sources.list.d/a.list": "deb http://a.example.org/debian-security bookworm-security main\n",
+			"sources.list.d/b.list": "deb http://b.example.org/debian bookworm main\n",
+		}, "http://b.example.org/debian", "trixie"},
+		{"other-release-deb822", map[string]string{"sources.list.d/debian.sources": hostSources}, "http://deb.mirror.example.net/debian", "trixie"},
+		{"listed-release-first", map[string]string{
+			"sources.list.d/a.list": "deb http://a.example.org/debian bookworm main\n",
+			"sources.list.d/b.list": "deb http://b.example.org/debian trixie main\n",
+		}, "http://b.example.org/debian", "trixie"},
+		{"security-only", map[string]string{
+			"sources.list": "deb http://a.example.org/debian-security bookworm-security main\n",
+		}, "", "trixie"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -144,7 +159,11 @@ func TestHostMirror(t *testing.T) {
 			for n, s := range tt.files {
 				write(t, dir, n, s)
 			}
-			got, err := HostMirror(dir, "bookworm")
+			suite := tt.suite
+			if suite == "" {
+				suite = "bookworm"
+			}
+			got, err := HostMirror(dir, suite)
 			if tt.want == "" {
 				if !errors.Is(err, ErrNoMirror) {
 					t.Fatalf("HostMirror = %q, %v; want ErrNoMirror", got, err)

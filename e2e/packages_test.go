@@ -2,8 +2,11 @@ package e2e
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hearth-run/hearth/internal/packages/wheeltest"
 )
@@ -74,4 +77,75 @@ func TestInstalledPackagesInBothModes(t *testing.T) {
 			}
 		}
 	}, "--no-index", "--find-links", wheels, "--no-warm-cache", "--config", writeConfig(t, "zygote:\n  promote: 2\n"))
+}
+
+// drawProbe returns a draw from Python's and from numpy's global generator.
+const drawProbe = `
+import random
+import numpy.random
+def f(e):
+    return {"py": random.random(), "np": float(numpy.random.random())}
+`
+
+// TestForkedChildrenDrawApart checks that children forked from a zygote
+// that holds numpy's global generator (its package imports numpy.random)
+// do not share that generator's state: Python reseeds its own random
+// module after a fork, numpy does not.
+func TestForkedChildrenDrawApart(t *testing.T) {
+	wheels := t.TempDir()
+	if err := wheeltest.House(wheels, wheeltest.Wheel{Name: "drawer", Version: "1.0",
+		Files: map[string]string{"drawer/__init__.py": "import numpy.random\nVERSION = '1.0'\n"}},
+	); err != nil {
+		t.Fatal(err)
+	}
+	w := startWorker(t, "--no-index", "--find-links", wheels, "--no-warm-cache", "--no-snapshots",
+		"--config", writeConfig(t, "zygote:\n  promote: 2\n"))
+	for _, n := range []string{"d1", "d2"} {
+		w.deployDir(n, fn(t, "f.py", drawProbe, "requirements.txt", "drawer\nnumpy\n"))
+	}
+	// Two starts promote {drawer, numpy}; wait for its node.
+	w.mustInvoke("d1", "{}")
+	w.mustInvoke("d2", "{}")
+	end := time.Now().Add(30 * time.Second)
+	for !w.hasNode("drawer==1.0") {
+		if time.Now().After(end) {
+			t.Fatal("no zygote node holds drawer")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	seen := map[float64]string{}
+	forks := 0
+	for i := range 6 {
+		name := []string{"d1", "d2"}[i%2]
+		inv := w.mustInvoke(name, "{}")
+		if inv.Path != "fork" {
+			continue
+		}
+		forks++
+		m := decode(t, inv.Body)
+		for _, k := range []string{"py", "np"} {
+			v := m[k].(float64)
+			if prev, ok := seen[v]; ok {
+				t.Errorf("%s call %d drew %s %v, as %s did", name, i, k, v, prev)
+			}
+			seen[v] = fmt.Sprintf("%s call %d (%s)", name, i, k)
+		}
+	}
+	if forks < 4 {
+		t.Errorf("%d of 6 calls forked, want at least 4", forks)
+	}
+}
+
+// hasNode reports whether the live zygote tree has a node holding pkg.
+func (w *worker) hasNode(pkg string) bool {
+	tree, err := w.c.Zygotes(context.Background())
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	for _, n := range tree.Nodes {
+		if slices.Contains(n.Packages, pkg) {
+			return true
+		}
+	}
+	return false
 }

@@ -122,9 +122,22 @@ def send(ctl, obj):
     ctl.sendall(hearthrt.dumps(obj))
 
 
+def reseed():
+    """Reseed what a child would otherwise share with its zygote and its
+    siblings: Python's random module reseeds itself after a fork, numpy's
+    global generator does not."""
+    np_random = sys.modules.get("numpy.random")
+    if np_random is not None:
+        try:
+            np_random.seed()
+        except Exception as e:  # noqa: BLE001 - numpy's own failure
+            posix.write(2, ("hearth: reseeding numpy.random: %r\n" % (e,)).encode())
+
+
 def become(req):
     """Drop to the function's uid/gid and environment, load its handler and
     serve it. Never returns."""
+    reseed()
     env = req.get("env") or {}
     posix.setgroups([])
     posix.setgid(int(req["gid"]))

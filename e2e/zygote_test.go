@@ -243,3 +243,66 @@ func TestSparesFollowBursts(t *testing.T) {
 	w.stop()
 	w.assertClean()
 }
+
+// rootReplicas returns how many replicas the root zygote node has.
+func rootReplicas(t *testing.T, w *worker) int {
+	t.Helper()
+	tree, err := w.c.Zygotes(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range tree.Nodes {
+		if len(n.Packages) == 0 {
+			return n.Replicas
+		}
+	}
+	t.Fatal("no root node")
+	return 0
+}
+
+// TestReplicasFollowConcurrentForks checks that a node gets replicas when
+// starts queue on its zygote, and only then: one start at a time, served
+// by spares while the zygote makes more in the background, needs none.
+func TestReplicasFollowConcurrentForks(t *testing.T) {
+	t.Run("sequential", func(t *testing.T) {
+		w := startWorker(t, "--no-warm-cache", "--no-snapshots", "--config", writeConfig(t, "zygote:\n  promote: 2\n"))
+		w.deployDir("np", fn(t, "f.py", modulesProbe, "requirements.txt", "numpy\n"))
+		w.mustInvoke("np", "{}")
+		w.mustInvoke("np", "{}")
+		waitZygote(t, w, "numpy")
+		// Starts 1-9 ms apart: the node makes spares between them.
+		for i := range 100 {
+			w.mustInvoke("np", "{}")
+			time.Sleep(time.Duration(1+i%9) * time.Millisecond)
+		}
+		time.Sleep(500 * time.Millisecond) // a replica would have started by now
+		tree, err := w.c.Zygotes(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pids, _, _ := nodeFor(tree, "numpy"); len(pids) != 1 {
+			t.Errorf("100 starts one at a time: numpy node has %d replicas, want 1", len(pids))
+		}
+		if metricValue(t, w, "hearth_spare_starts_total") < 50 {
+			t.Errorf("fewer than 50 of 100 starts took a spare")
+		}
+	})
+	t.Run("concurrent", func(t *testing.T) {
+		w := startWorker(t, "--no-warm-cache", "--no-snapshots", "--spares", "-1")
+		w.deployDir("hello", "../examples/hello")
+		w.mustInvoke("hello", "{}")
+		deadline := time.Now().Add(30 * time.Second)
+		for rootReplicas(t, w) < 2 {
+			if time.Now().After(deadline) {
+				t.Fatalf("bursts of 8 concurrent forks: root node still has %d replica", rootReplicas(t, w))
+			}
+			for _, c := range must(w.concurrently(8, "hello", "{}")) {
+				if c != http.StatusOK {
+					t.Fatalf("status %d", c)
+				}
+			}
+		}
+	})
+}
+
+func must(codes []int, _, _ []string) []int { return codes }

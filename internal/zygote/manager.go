@@ -284,8 +284,10 @@ func (m *Manager) Route(pkgs []string) (string, error) {
 	p := n.pick()
 	n.hits++
 	n.lastUse = time.Now()
-	// A busy node gets another replica, off the critical path.
-	if p.Inflight() > 0 && len(n.replicas)+n.pending < m.cfg.MaxReplicas && m.procs+m.pendingLocked() < m.cfg.MaxZygotes {
+	// A node busy forking for other starts gets another replica, off the
+	// critical path. Making spares does not count: a start served by a
+	// spare never waits on the zygote.
+	if p.Forking() > 0 && len(n.replicas)+n.pending < m.cfg.MaxReplicas && m.procs+m.pendingLocked() < m.cfg.MaxZygotes {
 		n.pending++
 		m.goBackground(func() { m.grow(n) })
 	}

@@ -29,6 +29,7 @@ type Process struct {
 
 	mu       sync.Mutex // serialises requests on ctl
 	inflight atomic.Int32
+	forking  atomic.Int32 // forks on a start's critical path, in flight
 	forks    atomic.Int64
 	killOnce sync.Once
 }
@@ -72,6 +73,10 @@ func (p *Process) Dead() <-chan struct{} { return p.dead }
 
 // Inflight is the number of requests waiting for or using this zygote.
 func (p *Process) Inflight() int { return int(p.inflight.Load()) }
+
+// Forking is the number of Fork requests (starts waiting on this zygote)
+// in flight; background work such as making spares is not counted.
+func (p *Process) Forking() int { return int(p.forking.Load()) }
 
 // Forks is the number of children forked.
 func (p *Process) Forks() int64 { return p.forks.Load() }
@@ -163,6 +168,8 @@ func (p *Process) Fork(ctx context.Context, t Target) (int, error) {
 	if len(t.Namespaces) == 5 {
 		fds = append(fds, t.Namespaces[4])
 	}
+	p.forking.Add(1)
+	defer p.forking.Add(-1)
 	r, err := p.request(ctx, map[string]any{
 		"op": "fork", "root": t.Root, "mounts": t.Mounts, "net": len(t.Namespaces) == 5, "uid": t.UID, "gid": t.GID, "env": t.Env, "ncg": len(t.Cgroup),
 	}, fds)

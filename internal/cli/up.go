@@ -298,13 +298,21 @@ func runUp(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer closePkgs(context.Background())
+	// Bytecode saves every fresh start and fork the compile of the
+	// handler module (~1 ms); the base image's python3 makes it for the
+	// version the sandboxes run.
+	argv, env, err := image.Python(base)
+	if err != nil {
+		log.Warn("function bytecode will not be precompiled", "err", err)
+	}
 	regOpts := registry.Options{
 		CheckRequirements: func(reqs []string) error { return function.CheckRequirements(base, reqs) },
-		// Bytecode saves every fresh start and fork the compile of the
-		// handler module (~1 ms); the host's python3 has the base's version.
 		Prepare: func(ctx context.Context, dir string) error {
-			if err := runtime.Compile(ctx, "/usr/bin/python3", dir); err != nil {
-				log.Debug("function bytecode not precompiled", "err", err)
+			if argv == nil {
+				return nil
+			}
+			if err := runtime.Compile(ctx, runtime.Python{Argv: argv, Env: env}, dir); err != nil {
+				log.Warn("function bytecode not precompiled", "err", err)
 			}
 			return nil
 		},

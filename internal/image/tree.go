@@ -2,10 +2,12 @@ package image
 
 import (
 	"crypto/sha256"
+	"debug/elf"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -177,4 +179,52 @@ func resolveIn(root, rel string) (string, error) {
 		rest = append(strings.Split(target, "/"), rest...)
 	}
 	return filepath.Join(root, cur), nil
+}
+
+// Python returns the command line and environment that run the image's
+// python3 straight on the host, without a sandbox: through the image's own
+// dynamic loader and libraries, with the image's standard library. The
+// host's python3 may be another version (a Debian 12 host has 3.11, the
+// image 3.13); this one byte-compiles code for the version that sandboxes
+// run. Only for trusted, short jobs: nothing isolates it.
+func Python(dir string) (argv, env []string, err error) {
+	py, err := resolveIn(dir, "usr/bin/python3")
+	if err != nil {
+		return nil, nil, fmt.Errorf("image python: %w", err)
+	}
+	f, err := elf.Open(py)
+	if err != nil {
+		return nil, nil, fmt.Errorf("image python: %w", err)
+	}
+	defer f.Close()
+	var interp string
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			b, err := io.ReadAll(p.Open())
+			if err != nil {
+				return nil, nil, fmt.Errorf("image python: reading its loader's name: %w", err)
+			}
+			interp = strings.TrimRight(string(b), "\x00")
+		}
+	}
+	if interp == "" {
+		return nil, nil, fmt.Errorf("image python: %s names no dynamic loader", py)
+	}
+	ld, err := resolveIn(dir, interp)
+	if err != nil {
+		return nil, nil, fmt.Errorf("image python: loader %s: %w", interp, err)
+	}
+	// The image's library directories, multiarch ones first, as its own
+	// ld.so.conf would list them.
+	var libs []string
+	for _, l := range []string{"usr/lib", "lib"} {
+		multi, _ := filepath.Glob(filepath.Join(dir, l, "*-linux-gnu*"))
+		for _, m := range append(multi, filepath.Join(dir, l)) {
+			if st, err := os.Stat(m); err == nil && st.IsDir() {
+				libs = append(libs, m)
+			}
+		}
+	}
+	argv = []string{ld, "--library-path", strings.Join(libs, ":"), py}
+	return argv, []string{"PYTHONHOME=" + filepath.Dir(filepath.Dir(py))}, nil
 }

@@ -159,7 +159,7 @@ func TestInstall(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := Compile(ctx, python, dir); err != nil {
+	if err := Compile(ctx, HostPython(python), dir); err != nil {
 		t.Fatal(err)
 	}
 	pycs, _ := filepath.Glob(filepath.Join(dir, "__pycache__", "hearthrt.*.pyc"))
@@ -175,7 +175,7 @@ func TestInstall(t *testing.T) {
 	if err := Install(filepath.Join(dir, "server.py", "x")); err == nil {
 		t.Error("Install under a file succeeded")
 	}
-	if err := Compile(ctx, "/nonexistent/python", dir); err == nil {
+	if err := Compile(ctx, HostPython("/nonexistent/python"), dir); err == nil {
 		t.Error("Compile with a missing interpreter succeeded")
 	}
 }
@@ -214,7 +214,7 @@ func TestCompileCode(t *testing.T) {
 	defer cancel()
 	// Twice: idempotent.
 	for range 2 {
-		if err := Compile(ctx, python, code); err != nil {
+		if err := Compile(ctx, HostPython(python), code); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -238,7 +238,7 @@ func TestCompileCode(t *testing.T) {
 	if m, _ := filepath.Glob(filepath.Join(code, "__pycache__", "bad.*")); len(m) != 0 {
 		t.Errorf("syntax error compiled: %v", m)
 	}
-	if err := Compile(ctx, python, filepath.Join(code, "missing")); err == nil {
+	if err := Compile(ctx, HostPython(python), filepath.Join(code, "missing")); err == nil {
 		t.Error("Compile of a missing dir succeeded")
 	}
 }

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/hearth-run/hearth/internal/cgroup"
+	"github.com/hearth-run/hearth/internal/image"
 	"github.com/hearth-run/hearth/internal/packages"
 	"github.com/hearth-run/hearth/internal/registry"
 	"github.com/hearth-run/hearth/internal/runtime"
@@ -283,11 +284,13 @@ func New(ctx context.Context, cfg Config, fns Functions) (*Worker, error) {
 		w.Close(context.Background())
 		return nil, fmt.Errorf("worker: snapshots: %w", err)
 	}
-	// Best effort: a bytecode cache saves each cold start ~2 ms. The host's
-	// python3 is as good as the base's when versions match; otherwise
-	// Python ignores the cache.
-	if err := runtime.Compile(ctx, "/usr/bin/python3", w.runtime); err != nil {
-		w.log.Debug("runtime bytecode not precompiled", "err", err)
+	// Best effort: a bytecode cache saves each cold start ~2 ms. It is
+	// compiled by the base image's own python3, whose version the
+	// sandboxes run.
+	if argv, env, err := image.Python(cfg.Base); err != nil {
+		w.log.Warn("runtime bytecode not precompiled", "err", err)
+	} else if err := runtime.Compile(ctx, runtime.Python{Argv: argv, Env: env}, w.runtime); err != nil {
+		w.log.Warn("runtime bytecode not precompiled", "err", err)
 	}
 	if !cfg.NoZygotes {
 		zc := cfg.Zygote

@@ -142,6 +142,9 @@ def immortalize():
     return n
 
 
+_REHEARSALS = 4
+
+
 def settle():
     """Before a zygote's first fork: rehearse a start and a call here, so
     the interpreter's caches and specialized bytecode along those paths are
@@ -150,7 +153,10 @@ def settle():
     path = list(sys.path)
     environ = {k.decode(): v.decode() for k, v in posix.environ.items()}
     try:
-        hearthrt.rehearse()
+        # More than once: CPython specializes an instruction on its second
+        # run, and a child would otherwise write that into shared code.
+        for _ in range(_REHEARSALS):
+            hearthrt.rehearse()
     except Exception as e:  # noqa: BLE001 - an optimization only
         posix.write(2, ("hearth zygote: rehearsal: %r\n" % (e,)).encode())
     finally:

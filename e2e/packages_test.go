@@ -2,7 +2,10 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -159,4 +162,46 @@ func (w *worker) hasNode(pkg string) bool {
 		}
 	}
 	return false
+}
+
+// TestPackagesForAnotherPythonReinstalled restarts a worker whose install
+// cache says its packages were built for Python 3.11 (an older base
+// image): the worker drops them, installs the deployed functions' sets
+// again before it serves, and the function keeps working.
+func TestPackagesForAnotherPythonReinstalled(t *testing.T) {
+	wheels := t.TempDir()
+	if err := wheeltest.House(wheels, wheeltest.Wheel{Name: "alpha", Version: "1.0"}); err != nil {
+		t.Fatal(err)
+	}
+	w := startWorker(t, "--no-index", "--find-links", wheels)
+	w.deployDir("old", fn(t, "f.py", versionProbe, "requirements.txt", "alpha==1.0\n"))
+	if m := decode(t, w.mustInvoke("old", "{}").Body); m["version"] != "1.0" {
+		t.Fatalf("before: %v", m)
+	}
+	w.stop()
+	ix := filepath.Join(w.dataDir, "packages", "index.json")
+	b, err := os.ReadFile(ix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	installed := m["packages"].(map[string]any)["alpha==1.0"].(map[string]any)["installed"]
+	m["python"] = "3.11"
+	b, _ = json.Marshal(m)
+	if err := os.WriteFile(ix, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	w.start()
+	if m := decode(t, w.mustInvoke("old", "{}").Body); m["version"] != "1.0" {
+		t.Errorf("after the restart: %v", m)
+	}
+	b, _ = os.ReadFile(ix)
+	json.Unmarshal(b, &m)
+	e, ok := m["packages"].(map[string]any)["alpha==1.0"].(map[string]any)
+	if !ok || e["installed"] == installed || m["python"] == "3.11" {
+		t.Errorf("alpha not installed again for the base's Python: %s", b)
+	}
 }

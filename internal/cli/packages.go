@@ -137,6 +137,37 @@ func packageHooks(c *packages.Cache, log *slog.Logger, o *registry.Options) {
 	}
 }
 
+// reinstallPackages installs again, in one installer, the packages of every
+// deployed function after the cache dropped them for another Python (an
+// upgrade changed the base image). A failure is logged: the functions it
+// leaves without their packages report it when they start.
+func reinstallPackages(ctx context.Context, c *packages.Cache, reg *registry.Registry, log *slog.Logger) {
+	if c == nil || len(c.Dropped()) == 0 {
+		return
+	}
+	fns, err := reg.List()
+	if err != nil {
+		log.Warn("reinstalling packages", "err", err)
+		return
+	}
+	var set []packages.Package
+	seen := map[string]bool{}
+	for _, f := range fns {
+		for _, p := range f.Packages {
+			if !seen[p.String()] {
+				seen[p.String()] = true
+				set = append(set, p)
+			}
+		}
+	}
+	t0 := time.Now()
+	if err := c.Ensure(ctx, set); err != nil {
+		log.Warn("reinstalling packages for the base image's Python", "err", err)
+		return
+	}
+	log.Info("reinstalled packages for the base image's Python", "functions", len(fns), "took", time.Since(t0).Round(time.Millisecond))
+}
+
 // syncPackageUsers makes the cache's users match the registry.
 func syncPackageUsers(c *packages.Cache, reg *registry.Registry) error {
 	if c == nil {

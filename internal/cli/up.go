@@ -328,6 +328,7 @@ func runUp(ctx context.Context, cfg Config) error {
 	if err := syncPackageUsers(pkgs, reg); err != nil {
 		return err
 	}
+	reinstallPackages(ctx, pkgs, reg, log)
 	wcfg := worker.Config{
 		DataDir:      cfg.DataDir,
 		Base:         base,

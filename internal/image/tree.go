@@ -228,3 +228,17 @@ func Python(dir string) (argv, env []string, err error) {
 	argv = []string{ld, "--library-path", strings.Join(libs, ":"), py}
 	return argv, []string{"PYTHONHOME=" + filepath.Dir(filepath.Dir(py))}, nil
 }
+
+// PythonVersion returns the version ("3.13") of the image's python3, from
+// the name of the interpreter its usr/bin/python3 resolves to.
+func PythonVersion(dir string) (string, error) {
+	py, err := resolveIn(dir, "usr/bin/python3")
+	if err != nil {
+		return "", fmt.Errorf("image python version: %w", err)
+	}
+	v, ok := strings.CutPrefix(filepath.Base(py), "python")
+	if !ok || !strings.Contains(v, ".") {
+		return "", fmt.Errorf("image python version: %s names no version", py)
+	}
+	return v, nil
+}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/hearth-run/hearth/internal/cgroup"
 	"github.com/hearth-run/hearth/internal/function"
+	"github.com/hearth-run/hearth/internal/image"
 	"github.com/hearth-run/hearth/internal/sandbox"
 )
 
@@ -155,6 +156,8 @@ type Cache struct {
 
 	mu      sync.Mutex         // guards flights
 	flights map[string]*flight // installs in progress, by name==version
+
+	dropped []Package // removed at Open: installed for another Python
 }
 
 // flight is one package being installed; done is closed when err is set.
@@ -208,14 +211,32 @@ func Open(cfg Config) (*Cache, error) {
 		return nil, err
 	}
 	base := cfg.Sandboxes.Base
+	version, err := image.PythonVersion(base)
+	if err != nil {
+		return nil, fmt.Errorf("opening package cache: %w", err)
+	}
+	dropped, err := st.Adopt(version)
+	if err != nil {
+		return nil, fmt.Errorf("opening package cache: %w", err)
+	}
+	if len(dropped) > 0 {
+		log.Warn("installed packages were for another Python; removed", "python", version, "packages", len(dropped))
+	}
 	return &Cache{
 		Store:   st,
 		cfg:     cfg,
 		log:     log,
 		base:    sync.OnceValues(func() (map[string][]function.Dist, error) { return function.InstalledDists(base) }),
 		flights: map[string]*flight{},
+		dropped: dropped,
 	}, nil
 }
+
+// Dropped returns the packages Open removed because they had been
+// installed for another Python version than the base image's (see
+// Store.Adopt). Install the sets of the functions that use them again
+// with Ensure.
+func (c *Cache) Dropped() []Package { return c.dropped }
 
 // Close writes pending uses to the index. Installs in progress are not
 // waited for; their callers' contexts govern them.

@@ -42,6 +42,10 @@ type Entry struct {
 
 // index is index.json.
 type index struct {
+	// Python is the version ("3.13") of the interpreter the packages were
+	// installed for; empty in caches from before it was recorded, which
+	// were all made for 3.11.
+	Python string `json:"python,omitempty"`
 	// Packages is keyed by name==version.
 	Packages map[string]*Entry `json:"packages"`
 	// Users maps a function name to the keys of its cached packages.
@@ -116,6 +120,36 @@ func (s *Store) Sweep() error {
 	})
 	removeAll(trash)
 	return err
+}
+
+// Adopt makes the cache hold packages for Python version python only.
+// If the index says they were installed for another version (or does
+// not say, and holds packages), every package is removed, since compiled
+// extensions and version-specific files would not load, and Adopt
+// returns them; the functions using them keep their records, so their
+// sets can be installed again. Only the installing process may call it.
+func (s *Store) Adopt(python string) ([]Package, error) {
+	var dropped []Package
+	var trash []string
+	err := s.update(func(ix *index) (bool, error) {
+		if ix.Python == python {
+			return false, nil
+		}
+		for k, e := range ix.Packages {
+			t, err := s.toTrash(s.path(e.Package))
+			if err != nil {
+				return true, err
+			}
+			trash = append(trash, t)
+			dropped = append(dropped, e.Package)
+			delete(ix.Packages, k)
+		}
+		ix.Python = python
+		return true, nil
+	})
+	removeAll(trash)
+	sort.Slice(dropped, func(i, j int) bool { return dropped[i].String() < dropped[j].String() })
+	return dropped, err
 }
 
 // reconcileLocked drops index entries whose directory is gone and moves

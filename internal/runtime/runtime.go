@@ -75,6 +75,16 @@ func Install(dir string) error {
 			// Unchanged: keep it, and with it a valid compiled cache.
 			return os.Chmod(dst, 0o644)
 		}
+		// A changed module loses its compiled caches first: they are
+		// unchecked (see Compile) and would otherwise shadow it.
+		if name, ok := strings.CutSuffix(filepath.Base(dst), ".py"); ok {
+			stale, _ := filepath.Glob(filepath.Join(filepath.Dir(dst), "__pycache__", name+".*.pyc"))
+			for _, c := range stale {
+				if err := os.Remove(c); err != nil {
+					return fmt.Errorf("installing runtime: %w", err)
+				}
+			}
+		}
 		return writeFile(dst, b)
 	})
 }
@@ -102,14 +112,16 @@ func writeFile(dst string, b []byte) error {
 	return nil
 }
 
-// compileScript byte-compiles every .py file under a tree with hash-based
-// invalidation: the cache stays valid across bind mounts and mtime
-// changes, and a stale one is simply ignored (the runtime runs with -B on
-// read-only mounts, so it never rewrites it). Files that do not compile
-// are skipped: the runtime reports their syntax error at load, as Lambda
+// compileScript byte-compiles every .py file under a tree with unchecked
+// hash-based caches (PEP 552): an import then neither stats nor reads and
+// hashes the source. That is safe because the trees compiled never change
+// afterwards (a function revision's code, staged and hashed before it is
+// compiled; the runtime, installed and compiled at start-up), and bind
+// mounts and mtimes do not matter to it. Files that do not compile are
+// skipped: the runtime reports their syntax error at load, as Lambda
 // does.
 const compileScript = `import os, sys, py_compile
-mode = py_compile.PycInvalidationMode.CHECKED_HASH
+mode = py_compile.PycInvalidationMode.UNCHECKED_HASH
 for root, dirs, files in os.walk(sys.argv[1]):
     dirs[:] = [d for d in dirs if d != "__pycache__"]
     for f in files:

@@ -113,10 +113,20 @@ func TestInstall(t *testing.T) {
 			t.Fatal(err)
 		}
 		if i == 0 {
+			if err := Compile(context.Background(), HostPython(python), dir); err != nil {
+				t.Fatal(err)
+			}
 			if err := os.WriteFile(filepath.Join(dir, "hearthrt.py"), []byte("stale"), 0o600); err != nil {
 				t.Fatal(err)
 			}
 		}
+	}
+	// The replaced module's unchecked cache went with it; the others stay.
+	if m, _ := filepath.Glob(filepath.Join(dir, "__pycache__", "hearthrt.*.pyc")); len(m) != 0 {
+		t.Errorf("stale caches kept: %v", m)
+	}
+	if m, _ := filepath.Glob(filepath.Join(dir, "__pycache__", "zygote.*.pyc")); len(m) != 1 {
+		t.Errorf("caches of unchanged modules: %v", m)
 	}
 	n := 0
 	err := fs.WalkDir(FS(), ".", func(p string, d fs.DirEntry, err error) error {
@@ -230,9 +240,9 @@ func TestCompileCode(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// PEP 552 flags: hash-based (bit 0) and checked (bit 1).
-		if len(b) < 16 || b[4] != 3 {
-			t.Errorf("%s: flags %v, want checked hash", src, b[4:8])
+		// PEP 552 flags: hash-based (bit 0), not checked (bit 1).
+		if len(b) < 16 || b[4] != 1 {
+			t.Errorf("%s: flags %v, want unchecked hash", src, b[4:8])
 		}
 	}
 	if m, _ := filepath.Glob(filepath.Join(code, "__pycache__", "bad.*")); len(m) != 0 {

@@ -618,8 +618,7 @@ func (p *Pool) refill() {
 func (p *Pool) due() reserve.Due {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	d := reserve.Due{Closed: p.closed, Short: len(p.ready) < p.cfg.Reserve,
-		SinceGet: time.Since(p.lastGet), Low: len(p.ready) < max(1, p.cfg.Reserve/4)}
+	d := reserve.Level(p.closed, len(p.ready), p.cfg.Reserve, p.lastGet)
 	if len(p.dirty) > 0 {
 		d.Clean = p.scrubOne
 	}

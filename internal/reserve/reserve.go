@@ -21,6 +21,14 @@ type Due struct {
 	Low bool
 }
 
+// Level is the Due of a pool with ready of its size resources ready, the
+// last handed out at lastGet: short below size, low below a quarter of it
+// (at least one), when the refiller stops holding back for a burst. The
+// pool sets Clean itself.
+func Level(closed bool, ready, size int, lastGet time.Time) Due {
+	return Due{Closed: closed, Short: ready < size, SinceGet: time.Since(lastGet), Low: ready < max(1, size/4)}
+}
+
 // Loop refills a pool until stop closes: whenever kick fires, it asks due
 // what to do and does it, cleaning before making, until nothing is due.
 // While the last Get is more recent than hold and the reserve is not low,

@@ -311,7 +311,7 @@ func runUp(ctx context.Context, cfg Config) error {
 			if argv == nil {
 				return nil
 			}
-			if err := runtime.Compile(ctx, runtime.Python{Argv: argv, Env: env}, dir); err != nil {
+			if err := runtime.Compile(ctx, argv, env, dir); err != nil {
 				log.Warn("function bytecode not precompiled", "err", err)
 			}
 			return nil

@@ -49,7 +49,7 @@ func BenchmarkStart(b *testing.B) {
 		}
 	})
 	compiled := writeCode(b, map[string]string{"f.py": "def f(event):\n    return {'hello': event}\n"})
-	if err := Compile(context.Background(), HostPython(python), compiled); err != nil {
+	if err := Compile(context.Background(), []string{python}, nil, compiled); err != nil {
 		b.Fatal(err)
 	}
 	for _, bc := range []struct{ name, dir, code string }{
@@ -75,7 +75,7 @@ func BenchmarkStart(b *testing.B) {
 // starts, so load from other work hits both alike, and reports medians.
 func BenchmarkStartP50(b *testing.B) {
 	code := writeCode(b, map[string]string{"f.py": "def f(event):\n    return {'hello': event}\n"})
-	if err := Compile(context.Background(), HostPython(python), code); err != nil {
+	if err := Compile(context.Background(), []string{python}, nil, code); err != nil {
 		b.Fatal(err)
 	}
 	var bare, bareUp, ready, result []time.Duration

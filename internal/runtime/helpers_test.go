@@ -38,7 +38,7 @@ func runMain(m *testing.M) int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := Compile(ctx, HostPython(python), dir); err != nil {
+	if err := Compile(ctx, []string{python}, nil, dir); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}

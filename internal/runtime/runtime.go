@@ -132,22 +132,11 @@ for root, dirs, files in os.walk(sys.argv[1]):
                 pass
 `
 
-// Python is how to run an interpreter on the host: a command line (the
-// interpreter and whatever runs it, such as a dynamic loader) and its
-// environment.
-type Python struct {
-	Argv []string
-	Env  []string
-}
-
-// HostPython is the interpreter at path, run as it is.
-func HostPython(path string) Python { return Python{Argv: []string{path}} }
-
 // Compile byte-compiles every Python file under dir into __pycache__
 // directories (0755; each cache file gets its source's mode), with the
-// given interpreter, which must be the version the sandbox runs (see
-// image.Python): the cache is per Python version and another version
-// ignores it.
+// interpreter that the command line python runs, in environment env. It
+// must be the version the sandbox runs (see image.Python): the cache is
+// per Python version and another version ignores it.
 //
 // Run it on the runtime dir after Install, and on a function's code at
 // deploy time, while the tree is still writable. It is optional but pays:
@@ -156,19 +145,18 @@ func HostPython(path string) Python { return Python{Argv: []string{path}} }
 // one-time compiler set-up, so even a one-line handler costs ~1 ms to
 // import from source and ~0.2 ms from its cache. Files with syntax errors
 // are skipped, not reported.
-func Compile(ctx context.Context, py Python, dir string) error {
+func Compile(ctx context.Context, python, env []string, dir string) error {
 	if _, err := os.Stat(dir); err != nil {
 		return fmt.Errorf("compiling %s: %w", dir, err)
 	}
-	if len(py.Argv) == 0 {
+	if len(python) == 0 {
 		return fmt.Errorf("compiling %s: no interpreter", dir)
 	}
-	python := py.Argv[len(py.Argv)-1]
-	args := append(py.Argv[1:len(py.Argv):len(py.Argv)], "-S", "-B", "-c", compileScript, dir)
-	cmd := exec.CommandContext(ctx, py.Argv[0], args...)
-	cmd.Env = append([]string{}, py.Env...)
+	args := append(python[1:len(python):len(python)], "-S", "-B", "-c", compileScript, dir)
+	cmd := exec.CommandContext(ctx, python[0], args...)
+	cmd.Env = append([]string{}, env...)
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("compiling %s with %s: %w: %s", dir, python, err, bytes.TrimSpace(out))
+		return fmt.Errorf("compiling %s with %s: %w: %s", dir, python[len(python)-1], err, bytes.TrimSpace(out))
 	}
 	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {

@@ -113,7 +113,7 @@ func TestInstall(t *testing.T) {
 			t.Fatal(err)
 		}
 		if i == 0 {
-			if err := Compile(context.Background(), HostPython(python), dir); err != nil {
+			if err := Compile(context.Background(), []string{python}, nil, dir); err != nil {
 				t.Fatal(err)
 			}
 			if err := os.WriteFile(filepath.Join(dir, "hearthrt.py"), []byte("stale"), 0o600); err != nil {
@@ -169,7 +169,7 @@ func TestInstall(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := Compile(ctx, HostPython(python), dir); err != nil {
+	if err := Compile(ctx, []string{python}, nil, dir); err != nil {
 		t.Fatal(err)
 	}
 	pycs, _ := filepath.Glob(filepath.Join(dir, "__pycache__", "hearthrt.*.pyc"))
@@ -185,7 +185,7 @@ func TestInstall(t *testing.T) {
 	if err := Install(filepath.Join(dir, "server.py", "x")); err == nil {
 		t.Error("Install under a file succeeded")
 	}
-	if err := Compile(ctx, HostPython("/nonexistent/python"), dir); err == nil {
+	if err := Compile(ctx, []string{"/nonexistent/python"}, nil, dir); err == nil {
 		t.Error("Compile with a missing interpreter succeeded")
 	}
 }
@@ -224,7 +224,7 @@ func TestCompileCode(t *testing.T) {
 	defer cancel()
 	// Twice: idempotent.
 	for range 2 {
-		if err := Compile(ctx, HostPython(python), code); err != nil {
+		if err := Compile(ctx, []string{python}, nil, code); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -248,7 +248,7 @@ func TestCompileCode(t *testing.T) {
 	if m, _ := filepath.Glob(filepath.Join(code, "__pycache__", "bad.*")); len(m) != 0 {
 		t.Errorf("syntax error compiled: %v", m)
 	}
-	if err := Compile(ctx, HostPython(python), filepath.Join(code, "missing")); err == nil {
+	if err := Compile(ctx, []string{python}, nil, filepath.Join(code, "missing")); err == nil {
 		t.Error("Compile of a missing dir succeeded")
 	}
 }

@@ -289,7 +289,7 @@ func New(ctx context.Context, cfg Config, fns Functions) (*Worker, error) {
 	// sandboxes run.
 	if argv, env, err := image.Python(cfg.Base); err != nil {
 		w.log.Warn("runtime bytecode not precompiled", "err", err)
-	} else if err := runtime.Compile(ctx, runtime.Python{Argv: argv, Env: env}, w.runtime); err != nil {
+	} else if err := runtime.Compile(ctx, argv, env, w.runtime); err != nil {
 		w.log.Warn("runtime bytecode not precompiled", "err", err)
 	}
 	if !cfg.NoZygotes {

@@ -61,12 +61,7 @@ func (o *BuildOptions) fill() error {
 	if o.DataDir == "" {
 		return fmt.Errorf("%w: no data directory", ErrBadOptions)
 	}
-	if o.Suite == "" {
-		o.Suite = DefaultSuite
-	}
-	if len(o.Packages) == 0 {
-		o.Packages = DefaultPackages()
-	}
+	o.Suite, o.Packages = o.wanted()
 	for _, p := range o.Packages {
 		if p == "" || strings.ContainsAny(p, ", \t\n") {
 			return fmt.Errorf("%w: bad package name %q", ErrBadOptions, p)
@@ -126,14 +121,20 @@ func stale(dir string, opts BuildOptions) bool {
 	if err != nil {
 		return false
 	}
-	suite, pkgs := opts.Suite, opts.Packages
+	suite, pkgs := opts.wanted()
+	return m.Suite != suite || !slices.Equal(m.Packages, pkgs)
+}
+
+// wanted returns the suite and packages o asks for, defaults filled in.
+func (o BuildOptions) wanted() (suite string, pkgs []string) {
+	suite, pkgs = o.Suite, o.Packages
 	if suite == "" {
 		suite = DefaultSuite
 	}
 	if len(pkgs) == 0 {
 		pkgs = DefaultPackages()
 	}
-	return m.Suite != suite || !slices.Equal(m.Packages, pkgs)
+	return suite, pkgs
 }
 
 // Build builds the base image with debootstrap and puts it in place under

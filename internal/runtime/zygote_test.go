@@ -1,0 +1,88 @@
+package runtime
+
+import (
+	"encoding/json"
+	"os/exec"
+	"testing"
+)
+
+// zygoteMemProbe runs zygote.py's settling steps in a plain interpreter
+// and reports what they change: how many pages 200 new objects of one
+// size class land on after holes were punched into that class's pools
+// (with or without fill_pools), and how many pages of the interpreter's
+// own code are cached but unmapped (before and after populate_files).
+const zygoteMemProbe = `import sys, json, ctypes
+sys.path.insert(0, sys.argv[1])
+import zygote
+
+def unmapped_cached_pages():
+    # Pages of the interpreter's r-x mappings that are in the page cache
+    # but not in this process's page tables.
+    n = 0
+    for line in open("/proc/self/maps"):
+        f = line.split()
+        if len(f) < 6 or f[1] != "r-xp" or not f[5].startswith("/"):
+            continue
+        lo, hi = (int(x, 16) for x in f[0].split("-"))
+        vec = ctypes.create_string_buffer((hi - lo) // 4096)
+        zygote._mincore(lo, hi - lo, vec)
+        with open("/proc/self/pagemap", "rb") as pm:
+            pm.seek(lo // 4096 * 8)
+            ents = pm.read((hi - lo) // 4096 * 8)
+        for i, c in enumerate(vec.raw):
+            present = int.from_bytes(ents[i*8:i*8+8], "little") >> 63
+            n += (c & 1) and not present
+    return n
+
+before = unmapped_cached_pages()
+mapped = zygote.populate_files()
+after = unmapped_cached_pages()
+
+# bytes(60) is a 96-byte pymalloc block. Keep 20000, free one in 16.
+keep = [bytes(60) for _ in range(20000)]
+del keep[::16]
+filled = zygote.fill_pools() if sys.argv[2] == "fill" else 0
+new = [bytes(60) for _ in range(200)]
+pages = len({id(o) >> 12 for o in new})
+print(json.dumps({"pages": pages, "filled": filled, "before": before, "after": after, "mapped": mapped}))
+`
+
+func zygoteMem(t *testing.T, mode string) map[string]int {
+	t.Helper()
+	out, err := exec.Command(python, "-S", "-B", "-c", zygoteMemProbe, rtDir, mode).CombinedOutput()
+	if err != nil {
+		t.Fatalf("probe: %v\n%s", err, out)
+	}
+	var m map[string]int
+	if err := json.Unmarshal(out, &m); err != nil {
+		t.Fatalf("probe output %q: %v", out, err)
+	}
+	return m
+}
+
+// TestZygoteSettlesMemory checks the two steps by which a zygote keeps a
+// child's own pages few: fill_pools takes the holes of pymalloc's pools,
+// so that a child's new objects pack into fresh pools instead of copying
+// one zygote page each; populate_files maps the cached pages of the
+// zygote's code, so that a child never maps one alone.
+func TestZygoteSettlesMemory(t *testing.T) {
+	holes := zygoteMem(t, "holes")
+	filled := zygoteMem(t, "fill")
+	t.Logf("200 objects of 96 bytes: on %d pages among holes, %d after fill_pools (%d blocks taken); "+
+		"cached code pages unmapped: %d, then %d after populate_files mapped %d",
+		holes["pages"], filled["pages"], filled["filled"], filled["before"], filled["after"], filled["mapped"])
+	// 200 blocks of 96 bytes packed fill 5 pages (6 if they straddle).
+	if filled["pages"] > 8 {
+		t.Errorf("after fill_pools, 200 new objects span %d pages, want <= 8", filled["pages"])
+	}
+	if holes["pages"] < 4*filled["pages"] {
+		t.Errorf("without fill_pools, 200 new objects span %d pages: the probe made no scattered holes", holes["pages"])
+	}
+	if filled["filled"] < 1250 {
+		t.Errorf("fill_pools took %d blocks, want at least the 1250 holes punched", filled["filled"])
+	}
+	if filled["mapped"] <= 0 || filled["after"] != 0 {
+		t.Errorf("populate_files mapped %d pages; %d cached code pages unmapped before, %d after, want 0",
+			filled["mapped"], filled["before"], filled["after"])
+	}
+}

@@ -63,17 +63,12 @@ type spareNode struct {
 	ready     []*spare
 	making    int // being made
 	lastUse   time.Time
-	inflight  int         // starts from this node under way
-	recent    []time.Time // starts in the last spareBurst
-	peak      int         // biggest burst since peakAt
-	peakAt    time.Time   // when peak was last reached
+	inflight  int       // starts from this node under way
+	deficit   int       // starts since the reserve was last back at its want
+	peak      int       // biggest burst since peakAt
+	peakAt    time.Time // when peak was last reached
 }
 
-// spareBurst is the window in which starts count as one burst: a burst
-// of a hundred requests arrives within a few tens of milliseconds, but
-// the first of them may be done before the last arrives, so starts
-// under way at once undercount it.
-const spareBurst = 250 * time.Millisecond
 
 // want is how many spares the node should hold: lo, or its biggest
 // recent burst, but never more than hi.
@@ -129,15 +124,12 @@ func (s *spares) take(node, net string) *spare {
 	}
 	n.lastUse, s.taken = now, now
 	n.inflight++
-	i := 0
-	for i < len(n.recent) && now.Sub(n.recent[i]) > spareBurst {
-		i++
-	}
-	n.recent = append(n.recent[i:], now)
-	if len(n.recent) > s.max {
-		n.recent = n.recent[len(n.recent)-s.max:]
-	}
-	if b := max(len(n.recent), n.inflight); b >= n.peak {
+	// A burst is the starts that came before the refill caught up: the
+	// refill waits for a quiet moment, so a burst's starts all count, even
+	// those over before the last arrives, while starts one at a time, each
+	// refilled before the next, count one each.
+	n.deficit = min(n.deficit+1, s.max)
+	if b := max(n.deficit, n.inflight); b >= n.peak {
 		n.peak, n.peakAt = b, now
 	}
 	var sp *spare
@@ -207,13 +199,7 @@ func (s *spares) fill(wake <-chan struct{}) {
 				}
 				continue
 			}
-			s.mu.Lock()
-			if n := s.nodes[spareKey(key.node, key.net)]; n != nil {
-				n.ready = append(n.ready, sp)
-				sp = nil
-			}
-			s.mu.Unlock()
-			if sp != nil {
+			if !s.add(key.node, key.net, sp) {
 				s.w.discard(sp)
 			}
 		}
@@ -224,6 +210,22 @@ func (s *spares) fill(wake <-chan struct{}) {
 			return
 		}
 	}
+}
+
+// add puts a made spare in its node's reserve; false if the node is gone.
+// A reserve back at its want ends the burst that drained it.
+func (s *spares) add(node, net string, sp *spare) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := s.nodes[spareKey(node, net)]
+	if n == nil {
+		return false
+	}
+	n.ready = append(n.ready, sp)
+	if len(n.ready) >= n.want(s.min, s.max, time.Now()) {
+		n.deficit = 0
+	}
+	return true
 }
 
 // quiet waits until no invocation is under way (for at most a second)

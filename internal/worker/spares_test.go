@@ -39,6 +39,39 @@ func TestBusyGate(t *testing.T) {
 	}
 }
 
+// TestSparesForStartsOneAtATime checks that starts which each find the
+// reserve refilled are no burst, however many come in a second: a node
+// keeps the minimum.
+func TestSparesForStartsOneAtATime(t *testing.T) {
+	s := &spares{min: 2, max: 64, nodes: map[string]*spareNode{}}
+	fill := func() {
+		for {
+			n, ok := s.short()
+			if !ok {
+				return
+			}
+			n.making--
+			if !s.add(n.node, n.net, &spare{}) {
+				t.Fatal("add to a live node failed")
+			}
+		}
+	}
+	for range 40 { // 40 starts 10 ms apart would be 40 in one 250 ms window
+		if s.take("numpy", "") == nil && len(s.nodes[spareKey("numpy", "")].ready) > 0 {
+			t.Fatal("no spare taken from a non-empty reserve")
+		}
+		s.finish("numpy", "")
+		fill()
+	}
+	n := s.nodes[spareKey("numpy", "")]
+	if got := n.want(s.min, s.max, time.Now()); got != 2 || len(n.ready) != 2 {
+		t.Fatalf("after 40 starts one at a time want %d with %d ready, want the minimum 2", got, len(n.ready))
+	}
+	if s.add("gone", "", &spare{}) {
+		t.Error("add to an unknown node succeeded")
+	}
+}
+
 func TestSparesFollowBurstsWithinBounds(t *testing.T) {
 	s := &spares{min: 2, max: 8, nodes: map[string]*spareNode{}}
 	if sp := s.take("numpy", ""); sp != nil {
@@ -58,7 +91,7 @@ func TestSparesFollowBurstsWithinBounds(t *testing.T) {
 		}
 	}
 	if got := n.want(s.min, s.max, time.Now()); got != 6 {
-		t.Fatalf("after a burst of 5 (6 starts within the window) want %d, want 6", got)
+		t.Fatalf("after a burst of 5 (6 starts since the reserve was full) want %d, want 6", got)
 	}
 	// Other network kinds keep their own reserve.
 	s.take("numpy", "isolated")

@@ -69,7 +69,6 @@ type spareNode struct {
 	peakAt    time.Time // when peak was last reached
 }
 
-
 // want is how many spares the node should hold: lo, or its biggest
 // recent burst, but never more than hi.
 func (n *spareNode) want(lo, hi int, now time.Time) int {

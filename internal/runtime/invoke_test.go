@@ -334,3 +334,62 @@ hearthrt.run(_socket.socket(fileno=3), env)
 		t.Errorf("context = %v", got)
 	}
 }
+
+// handlerModuleProbe reports how its module was imported, from inside
+// the handler: the attributes the import system sets, whether a normal
+// import statement finds the same module, and whether sys.path was
+// searched (a finder made for the code dir) by the time it ran.
+const handlerModuleProbe = `import sys
+SEARCHED = sys.path[0] in sys.path_importer_cache
+def f(e):
+    m = sys.modules[__name__]
+    import importlib
+    again = importlib.import_module(__name__)
+    return {"kind": KIND, "name": __name__, "file": __file__, "cached": __cached__,
+            "loader": type(__loader__).__name__, "spec_name": __spec__.name,
+            "origin": __spec__.origin, "has_location": __spec__.has_location,
+            "parent": __spec__.parent, "same": again is m, "package": __package__,
+            "searched": SEARCHED}
+`
+
+// TestHandlerImportedAsByImport checks that the handler's module comes
+// out of the runtime's shortcut (straight from the code dir, no sys.path
+// search) exactly as an import statement makes it, and that the shortcut
+// stands aside where the search would find something else first: a
+// package of the same name.
+func TestHandlerImportedAsByImport(t *testing.T) {
+	probe := func(files map[string]string) map[string]any {
+		t.Helper()
+		p := start(t, files, Options{Handler: "f.f"})
+		r := call(t, p.ready(t), "x", "{}")
+		var got map[string]any
+		if err := json.Unmarshal(r.Body, &got); err != nil {
+			t.Fatalf("%s %v: %v", r.Body, r.Err, err)
+		}
+		got["dir"] = p.cmd.Dir
+		return got
+	}
+	got := probe(map[string]string{"f.py": "KIND = 'module'\n" + handlerModuleProbe})
+	dir := got["dir"].(string)
+	want := map[string]any{"kind": "module", "name": "f", "file": dir + "/f.py",
+		"loader": "SourceFileLoader", "spec_name": "f", "origin": dir + "/f.py",
+		"has_location": true, "parent": "", "same": true, "package": "",
+		"searched": false} // the shortcut built no finder for the code dir
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("module import: %s = %v, want %v", k, got[k], v)
+		}
+	}
+	if c, _ := got["cached"].(string); !strings.HasPrefix(c, dir+"/__pycache__/f.") || !strings.HasSuffix(c, ".pyc") {
+		t.Errorf("module import: __cached__ = %q, want %s/__pycache__/f.*.pyc", c, dir)
+	}
+	// A package shadows a module of the same name, as in any import.
+	got = probe(map[string]string{
+		"f.py":          "KIND = 'module'\n" + handlerModuleProbe,
+		"f/__init__.py": "KIND = 'package'\n" + handlerModuleProbe,
+	})
+	if got["kind"] != "package" || got["package"] != "f" || got["searched"] != true {
+		t.Errorf("with a package f beside f.py: imported %v (package %v, searched %v), want the package by a search",
+			got["kind"], got["package"], got["searched"])
+	}
+}

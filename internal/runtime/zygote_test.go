@@ -86,3 +86,45 @@ func TestZygoteSettlesMemory(t *testing.T) {
 			filled["mapped"], filled["before"], filled["after"])
 	}
 }
+
+// TestSetEnviron checks that a zygote child's environment is replaced
+// everywhere it is read: posix.environ, os.environ and the C library's
+// (getenv, as extensions read it), with nothing left of the zygote's.
+func TestSetEnviron(t *testing.T) {
+	const driver = `import sys, os, posix, ctypes, json
+sys.path.insert(0, sys.argv[1])
+import hearthrt
+getenv = ctypes.CDLL(None).getenv
+getenv.restype = ctypes.c_char_p
+hearthrt.set_environ({"KEEP": "same", "CHANGED": "new", "ADDED": "yes"})
+print(json.dumps({"os": dict(os.environ), "posix": {k.decode(): v.decode() for k, v in posix.environ.items()},
+    "c": {k: (getenv(k.encode()) or b"").decode() for k in ("KEEP", "CHANGED", "ADDED", "GONE", "PATH")}}))
+`
+	cmd := exec.Command(python, "-S", "-B", "-c", driver, rtDir)
+	cmd.Env = []string{"KEEP=same", "CHANGED=old", "GONE=zygote's", "PATH=/usr/bin"}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	var got map[string]map[string]string
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatalf("%q: %v", out, err)
+	}
+	want := map[string]string{"KEEP": "same", "CHANGED": "new", "ADDED": "yes"}
+	for _, view := range []string{"os", "posix"} {
+		if len(got[view]) != len(want) {
+			t.Errorf("%s environ = %v, want %v", view, got[view], want)
+		}
+		for k, v := range want {
+			if got[view][k] != v {
+				t.Errorf("%s environ[%s] = %q, want %q", view, k, got[view][k], v)
+			}
+		}
+	}
+	want["GONE"], want["PATH"] = "", ""
+	for k, v := range want {
+		if got["c"][k] != v {
+			t.Errorf("getenv(%s) = %q, want %q", k, got["c"][k], v)
+		}
+	}
+}

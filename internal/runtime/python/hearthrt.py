@@ -245,6 +245,37 @@ def load(spec):
     return h
 
 
+def _import_from_code(name):
+    """Import top-level module name from the code dir (sys.path[0]) as
+    sys.path's search would find it there, without the search: in a fresh
+    process every meta path finder and path hook is tried, and the code
+    dir's finder is built, on the start's critical path. Returns False,
+    having done nothing, unless the search would surely end at
+    CODE/name.py: not a builtin or frozen module, no package or extension
+    module of that name beside it."""
+    if "." in name or name in sys.modules or name in sys.builtin_module_names:
+        return False
+    imp = sys.modules.get("_imp")
+    boot = sys.modules.get("_frozen_importlib")
+    ext = sys.modules.get("_frozen_importlib_external")
+    if imp is None or boot is None or ext is None or imp.is_frozen(name):
+        return False
+    code = sys.path[0] if sys.path else ""
+    try:
+        names = set(posix.listdir(code))
+    except (OSError, TypeError):
+        return False
+    if name + ".py" not in names or name in names:
+        return False
+    for suffix in imp.extension_suffixes():
+        if name + suffix in names:
+            return False
+    path = code + "/" + name + ".py"
+    loader = ext.SourceFileLoader(name, path)
+    boot._load(ext.spec_from_file_location(name, path, loader=loader))
+    return True
+
+
 def _load(spec):
     modname, _, fname = spec.rpartition(".")
     if not modname or not fname:
@@ -254,7 +285,8 @@ def _load(spec):
         ))
     modname = modname.replace("/", ".")
     try:
-        __import__(modname)
+        if not _import_from_code(modname):
+            __import__(modname)
         m = sys.modules[modname]
     except ImportError as e:
         return Handler(err=_error(
@@ -459,14 +491,24 @@ def snapshot_install():
 
 
 def set_environ(env):
-    """Replace the process environment (posix and os) with env (str: str)."""
-    environ = {k.encode(): v.encode() for k, v in env.items()}
-    posix.environ.clear()
-    posix.environ.update(environ)
+    """Replace the process environment with env (str: str): posix.environ,
+    os.environ and the C library's, which extensions read with getenv.
+
+    Only what changes is put or unset: this runs on every zygote start."""
+    new = {k.encode(): v.encode() for k, v in env.items()}
+    old = posix.environ
+    for k in [k for k in old if k not in new]:
+        posix.unsetenv(k)
+    for k, v in new.items():
+        if old.get(k) != v:
+            posix.putenv(k, v)
+    old.clear()
+    old.update(new)
     os_mod = sys.modules.get("os")
-    if os_mod is not None:
-        os_mod.environ.clear()
-        os_mod.environ.update(env)
+    if os_mod is not None and getattr(os_mod.environ, "_data", None) is not old:
+        # os.environ keeps its own copy (not so on CPython for POSIX).
+        os_mod.environ._data.clear()
+        os_mod.environ._data.update(new)
 
 
 def rehearse(scratch="/tmp"):

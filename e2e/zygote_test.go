@@ -160,9 +160,20 @@ func TestPlannedTreeAndMetrics(t *testing.T) {
 			t.Errorf("node %v: %d replicas, static %v", n.Packages, n.Replicas, n.Static)
 		}
 	}
+	// Planted nodes get spares before their first start, so it takes one.
+	end := time.Now().Add(30 * time.Second)
+	for nodeSpares(t, w, "numpy==") < 2 {
+		if time.Now().After(end) {
+			t.Fatalf("planted numpy node holds %d spares before any start, want 2", nodeSpares(t, w, "numpy=="))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	w.deployDir("np", fn(t, "f.py", modulesProbe, "requirements.txt", "numpy\n"))
 	if inv := w.mustInvoke("np", "{}"); inv.Path != "fork" || strings.ReplaceAll(string(inv.Body), " ", "") != `["numpy"]` {
 		t.Errorf("first call: %s via %s, want [\"numpy\"] via fork", inv.Body, inv.Path)
+	}
+	if got := metricValue(t, w, "hearth_spare_starts_total"); got != 1 {
+		t.Errorf("first call of a planted node: %v spare starts, want 1", got)
 	}
 	resp, err := http.Get(w.url + "/metrics")
 	if err != nil {
@@ -176,6 +187,23 @@ func TestPlannedTreeAndMetrics(t *testing.T) {
 			t.Errorf("/metrics lacks %s", want)
 		}
 	}
+}
+
+// nodeSpares returns how many spares the node holding exactly one
+// package, whose name==version starts with prefix, holds.
+func nodeSpares(t *testing.T, w *worker, prefix string) int {
+	t.Helper()
+	tree, err := w.c.Zygotes(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range tree.Nodes {
+		if len(n.Packages) == 1 && strings.HasPrefix(n.Packages[0], prefix) {
+			return n.Spares
+		}
+	}
+	t.Fatalf("no node holds only %s*: %+v", prefix, tree.Nodes)
+	return 0
 }
 
 // rootSpares returns how many spares the root zygote node holds.

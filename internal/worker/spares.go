@@ -137,13 +137,32 @@ func (s *spares) take(node, net string) *spare {
 		n.ready = n.ready[1:]
 	}
 	s.mu.Unlock()
+	s.wake()
+	return sp
+}
+
+// prime gives zygote node node a reserve for functions of network kind
+// net before its first start, as if it had just been used: a node that
+// was planted or promoted is about to be, and its first start then takes
+// a spare too. Unused, the reserve goes after spareIdle.
+func (s *spares) prime(node, net string) {
+	s.mu.Lock()
+	key := spareKey(node, net)
+	if s.nodes[key] == nil {
+		s.nodes[key] = &spareNode{node: node, net: net, lastUse: time.Now()}
+	}
+	s.mu.Unlock()
+	s.wake()
+}
+
+// wake asks every filler to look at the reserves.
+func (s *spares) wake() {
 	for _, wake := range s.wakes {
 		select {
 		case wake <- struct{}{}:
 		default:
 		}
 	}
-	return sp
 }
 
 // finish ends a start recorded by take.

@@ -304,6 +304,13 @@ func New(ctx context.Context, cfg Config, fns Functions) (*Worker, error) {
 			zc.Binds = append(zc.Binds, sandbox.Bind{Source: cfg.Packages.Dir(), Target: packages.MountPoint})
 		}
 		zc.Logger = w.log.With("component", "zygote")
+		// Set before any node but the root can be ready: startSpares runs
+		// before Plant, and promotions come with invocations.
+		zc.NodeReady = func(key string) {
+			if w.spares != nil {
+				w.spares.prime(key, "")
+			}
+		}
 		zc.Log = &lineWriter{ring: newLogRing(200), log: zc.Logger, stream: "zygote"}
 		w.zyg, err = zygote.NewManager(ctx, zc, w.factory, w.cg)
 		if err != nil {

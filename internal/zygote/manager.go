@@ -48,6 +48,10 @@ type Config struct {
 	Log io.Writer
 	// Logger receives the manager's logs (default slog.Default()).
 	Logger *slog.Logger
+	// NodeReady, if set, is called (from its own goroutine) when a node
+	// other than the root gets its first zygote: planted or promoted, it
+	// is about to be used.
+	NodeReady func(key string)
 }
 
 func (c *Config) setDefaults() {
@@ -204,10 +208,15 @@ func (m *Manager) grow(n *Node) {
 		m.release(p)
 		return
 	}
+	first := false
 	if err == nil {
 		m.addReplicaLocked(n, p)
+		first = len(n.replicas) == 1 && n.Parent != nil
 	}
 	m.mu.Unlock()
+	if first && m.cfg.NodeReady != nil {
+		m.cfg.NodeReady(n.Key())
+	}
 	if err != nil && m.ctx.Err() == nil {
 		m.log.Warn("zygote not started", "node", n.Key(), "err", err)
 	}

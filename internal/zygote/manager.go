@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -379,11 +381,31 @@ func (m *Manager) learnLocked(s []string) {
 		if _, ok := m.nodes[key]; ok {
 			continue
 		}
+		if !strings.Contains(key, ",") && !m.aloneUsefulLocked(key) {
+			continue
+		}
 		if m.procs+m.pendingLocked() >= m.cfg.MaxZygotes {
 			return
 		}
 		m.addNodeLocked(splitKey(key), false)
 	}
+}
+
+// aloneUsefulLocked reports whether a node holding only package p would
+// be used: by invocations whose whole package set is too rare for a node
+// of its own, or as the common parent of two or more sets that have (or
+// will have) one, which then share p's pages. A package that only comes
+// with one frequent set would get a zygote no start forks from.
+func (m *Manager) aloneUsefulLocked(p string) bool {
+	rest, sets := m.win.count(p), 0
+	for key, c := range m.win.counts {
+		if c < m.cfg.Promote || !strings.Contains(key, ",") || !slices.Contains(splitKey(key), p) {
+			continue
+		}
+		rest -= c
+		sets++
+	}
+	return rest >= m.cfg.Promote || sets >= 2
 }
 
 // addNodeLocked creates node pkgs under the deepest existing node holding

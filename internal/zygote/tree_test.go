@@ -145,17 +145,34 @@ func TestLearnPromotesAtThresholdUnderClosestNode(t *testing.T) {
 		t.Fatalf("promoted after one use: %v", keys(m.nodes))
 	}
 	m.learnLocked([]string{"numpy==1", "pandas==2"})
-	m.mu.Unlock()
-	want := []string{"", "numpy==1", "numpy==1,pandas==2", "pandas==2"}
+	// The set is frequent; numpy and pandas alone come only with it, so
+	// nodes of their own would serve no start.
+	want := []string{"", "numpy==1,pandas==2"}
 	if got := keys(m.nodes); !reflect.DeepEqual(got, want) {
 		t.Fatalf("nodes %v, want %v", got, want)
 	}
-	both := m.nodes["numpy==1,pandas==2"]
-	if p := both.Parent.Key(); p != "numpy==1" && p != "pandas==2" {
-		t.Errorf("numpy,pandas hangs under %q, want a one-package node", p)
+	// A second frequent set with numpy makes numpy their common parent.
+	m.learnLocked([]string{"numpy==1", "scipy==3"})
+	m.learnLocked([]string{"numpy==1", "scipy==3"})
+	want = []string{"", "numpy==1", "numpy==1,pandas==2", "numpy==1,scipy==3"}
+	if got := keys(m.nodes); !reflect.DeepEqual(got, want) {
+		t.Fatalf("nodes %v, want %v", got, want)
 	}
-	if both.Modules == nil || len(both.Modules) != 1 {
-		t.Errorf("node imports %v, want only what its parent lacks", both.Modules)
+	for _, k := range []string{"numpy==1,pandas==2", "numpy==1,scipy==3"} {
+		if p := m.nodes[k].Parent.Key(); p != "numpy==1" {
+			t.Errorf("%s hangs under %q, want numpy==1", k, p)
+		}
+	}
+	if sc := m.nodes["numpy==1,scipy==3"]; len(sc.Modules) != 1 {
+		t.Errorf("numpy,scipy imports %v, want only what its parent lacks", sc.Modules)
+	}
+	// A package used alone, often enough, gets its node.
+	for range 2 {
+		m.learnLocked([]string{"requests==2"})
+	}
+	m.mu.Unlock()
+	if _, ok := m.nodes["requests==2"]; !ok {
+		t.Errorf("requests used alone twice has no node: %v", keys(m.nodes))
 	}
 }
 

@@ -32,12 +32,13 @@ const spareQuiet = 3 * time.Millisecond
 // about 1 MB then.
 const spareMemory = 64 << 20
 
-// spares keeps, for each zygote node used in the last minute, children
-// forked ahead of need into pre-made sandboxes (zygote.Spare). A fork
-// start takes one and only hands it the function, so the fork and the
-// joining of the sandbox are off the critical path; the reserve is
-// refilled in the background. A node keeps min spares, or as many as its
-// biggest burst of starts in the last minute, up to max in all.
+// spares keeps, for each zygote node used (or planted, or promoted) in
+// the last minute, children forked ahead of need into pre-made sandboxes
+// (zygote.Spare). A fork start takes one and only hands it the function,
+// so the fork and the joining of the sandbox are off the critical path;
+// the reserve is refilled in the background. A node keeps min spares, or
+// as many as its biggest burst of starts in the last minute (the starts
+// before the refill caught up), up to max in all.
 // Reserves are per node and network kind: a spare for isolated functions
 // waits in its own network namespace from the pool.
 type spares struct {

@@ -122,29 +122,30 @@ func Zygote(ctx context.Context, o ZygoteOptions) (ZygoteResult, error) {
 				res.Samples = append(res.Samples, s)
 			}
 			if c.warm {
-				// The warm worker forked the sandboxes it keeps on demand
-				// (the node had no spares yet); they are paused now.
-				m := FrozenMemory{Start: "forked on demand"}
-				if m.Charged, m.Private, err = pausedMemory(ctx, w, "numpy"); err != nil {
-					return err
-				}
-				res.Frozen = append(res.Frozen, m)
-				// The numpy node has spares now: a second function with
-				// the same code starts from one.
+				// The numpy node keeps spares: a second function with the
+				// same code starts from one.
 				if err := w.Deploy(ctx, "numpy-2", NumpyFn); err != nil {
 					return err
 				}
 				if err := waitSpares(ctx, w); err != nil {
 					return err
 				}
+				before, err := w.Metric(ctx, "hearth_spare_starts_total")
+				if err != nil {
+					return err
+				}
 				inv, err := w.Client.Invoke(ctx, "numpy-2", []byte("{}"))
 				if err != nil {
 					return err
 				}
-				if inv.Path != "fork" {
-					return fmt.Errorf("numpy-2 took path %q, want fork", inv.Path)
+				after, err := w.Metric(ctx, "hearth_spare_starts_total")
+				if err != nil {
+					return err
 				}
-				m = FrozenMemory{Start: "from a spare"}
+				if inv.Path != "fork" || after != before+1 {
+					return fmt.Errorf("numpy-2 took path %q and %v spares, want fork from a spare", inv.Path, after-before)
+				}
+				m := FrozenMemory{Start: "from a spare"}
 				if m.Charged, m.Private, err = pausedMemory(ctx, w, "numpy-2"); err != nil {
 					return err
 				}
@@ -156,26 +157,39 @@ func Zygote(ctx context.Context, o ZygoteOptions) (ZygoteResult, error) {
 			return res, err
 		}
 	}
-	// And a paused fresh-interpreter sandbox, for comparison.
-	w, err := StartWorker(ctx, o.Hearth, o.Base, "--no-zygotes", "--no-snapshots")
-	if err != nil {
-		return res, err
-	}
-	err = func() error {
-		defer w.Stop()
-		if err := w.Deploy(ctx, "numpy", NumpyFn); err != nil {
-			return err
+	// A paused sandbox forked on demand (no spares), and a fresh
+	// interpreter's, for comparison.
+	for _, c := range []struct {
+		start, path string
+		flags       []string
+	}{
+		{"forked on demand", "fork", []string{"--spares", "-1", "--no-snapshots", "--zygote-tree", plan}},
+		{"fresh interpreter", "cold", []string{"--no-zygotes", "--no-snapshots"}},
+	} {
+		w, err := StartWorker(ctx, o.Hearth, o.Base, c.flags...)
+		if err != nil {
+			return res, err
 		}
-		if _, err := w.Client.Invoke(ctx, "numpy", []byte("{}")); err != nil {
+		err = func() error {
+			defer w.Stop()
+			if err := w.Deploy(ctx, "numpy", NumpyFn); err != nil {
+				return err
+			}
+			inv, err := w.Client.Invoke(ctx, "numpy", []byte("{}"))
+			if err != nil {
+				return err
+			}
+			if inv.Path != c.path {
+				return fmt.Errorf("%s: took path %q, want %q", c.start, inv.Path, c.path)
+			}
+			m := FrozenMemory{Start: c.start}
+			m.Charged, m.Private, err = pausedMemory(ctx, w, "numpy")
+			res.Frozen = append(res.Frozen, m)
 			return err
+		}()
+		if err != nil {
+			return res, err
 		}
-		m := FrozenMemory{Start: "fresh interpreter"}
-		m.Charged, m.Private, err = pausedMemory(ctx, w, "numpy")
-		res.Frozen = append(res.Frozen, m)
-		return err
-	}()
-	if err != nil {
-		return res, err
 	}
 	if o.Out != nil {
 		fmt.Fprintf(o.Out, "hearth bench zygote: %d samples each, end-to-end invoke over loopback HTTP;\n"+

@@ -22,3 +22,6 @@ go test -run='^$' -fuzz=FuzzExtract -fuzztime="${FUZZTIME:-15000x}" -fuzzminimiz
 
 echo "test: go test"
 go test -count=1 -timeout 25m ./...
+
+echo "test: race detector on the worker's and zygote manager's unit tests"
+go test -race -count=1 ./internal/worker ./internal/zygote ./internal/pool/... ./internal/reserve

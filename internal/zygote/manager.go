@@ -229,7 +229,10 @@ func (m *Manager) grow(n *Node) {
 func (m *Manager) spawn(n *Node) (*Process, error) {
 	ctx, cancel := context.WithTimeout(m.ctx, 2*time.Minute)
 	defer cancel()
-	if n.Parent == nil {
+	m.mu.Lock()
+	root := n.Parent == nil // a promotion may re-parent n meanwhile
+	m.mu.Unlock()
+	if root {
 		return m.startRoot(ctx)
 	}
 	// A parent created in the same breath may still be starting.

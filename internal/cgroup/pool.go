@@ -366,8 +366,14 @@ func (p *Pool) makeOne() (more, closed bool) {
 		g.Delete(context.Background())
 		return false, true
 	}
-	p.ready = append(p.ready, g)
 	p.st.Created++
+	if len(p.ready) >= p.cfg.MaxIdle {
+		// Puts refilled the reserve while this group was being made.
+		p.mu.Unlock()
+		g.Delete(context.Background())
+		return false, false
+	}
+	p.ready = append(p.ready, g)
 	p.mu.Unlock()
 	return true, false
 }

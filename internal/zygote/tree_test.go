@@ -1,6 +1,7 @@
 package zygote
 
 import (
+	"log/slog"
 	"math/rand"
 	"reflect"
 	"strings"
@@ -134,7 +135,7 @@ func TestWindowPromotesFrequentSetsAndForgetsOldOnes(t *testing.T) {
 
 func TestLearnPromotesAtThresholdUnderClosestNode(t *testing.T) {
 	m := &Manager{cfg: Config{Promote: 2, MaxZygotes: 100, Modules: func(p []string) ([]string, error) { return p, nil }},
-		nodes: map[string]*Node{}, win: newWindow(10)}
+		nodes: map[string]*Node{}, win: newWindow(10), log: slog.New(slog.DiscardHandler)}
 	m.root = &Node{static: true}
 	m.nodes[""] = m.root
 	m.ctx, m.cancel = contextWithCancel()

@@ -104,14 +104,14 @@ func TestReplayTable(t *testing.T) {
 	}
 }
 
-// TestReplayBenchLive runs the comparison on two functions for four trace
-// minutes at 60x and checks that each configuration really removes its
-// paths: fresh never serves warm or fork, SOCK-like never forks.
-func TestReplayBenchLive(t *testing.T) {
+// liveHearth builds the hearth binaries for a test that runs real
+// workers, and returns the hearth binary and the base image to use.
+func liveHearth(t *testing.T) (hearth, base string) {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Fatal("needs root: it runs real workers")
 	}
-	base := os.Getenv("HEARTH_TEST_BASE")
+	base = os.Getenv("HEARTH_TEST_BASE")
 	if base == "" {
 		base = "/var/lib/hearth/base"
 	}
@@ -119,6 +119,14 @@ func TestReplayBenchLive(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", bin+"/", "github.com/hearth-run/hearth/cmd/...").CombinedOutput(); err != nil {
 		t.Fatalf("building hearth: %v\n%s", err, out)
 	}
+	return filepath.Join(bin, "hearth"), base
+}
+
+// TestReplayBenchLive runs the comparison on two functions for four trace
+// minutes at 60x and checks that each configuration really removes its
+// paths: fresh never serves warm or fork, SOCK-like never forks.
+func TestReplayBenchLive(t *testing.T) {
+	hearth, base := liveHearth(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var out strings.Builder
@@ -127,7 +135,7 @@ func TestReplayBenchLive(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	rep, err := Replay(ctx, ReplayOptions{Hearth: filepath.Join(bin, "hearth"), Base: base,
+	rep, err := Replay(ctx, ReplayOptions{Hearth: hearth, Base: base,
 		TraceDir: "../../../shared/data/azure2019/sample100-min480-959", Minutes: 4, Speed: 60,
 		Funcs: 2, HiRate: 2, LoRate: 1, ExecCap: 200 * time.Millisecond, MemCapMB: 8,
 		Popularity: pop, OutDir: dir, Out: &out})

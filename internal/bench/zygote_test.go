@@ -2,9 +2,6 @@ package bench
 
 import (
 	"context"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -16,21 +13,11 @@ import (
 // names, and a paused forked sandbox holds far less of its own than a
 // fresh interpreter's.
 func TestZygoteBenchLive(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Fatal("needs root: it runs real workers")
-	}
-	base := os.Getenv("HEARTH_TEST_BASE")
-	if base == "" {
-		base = "/var/lib/hearth/base"
-	}
-	bin := t.TempDir()
-	if out, err := exec.Command("go", "build", "-o", bin+"/", "github.com/hearth-run/hearth/cmd/...").CombinedOutput(); err != nil {
-		t.Fatalf("building hearth: %v\n%s", err, out)
-	}
+	hearth, base := liveHearth(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	var out strings.Builder
-	res, err := Zygote(ctx, ZygoteOptions{Hearth: filepath.Join(bin, "hearth"), Base: base, N: 3, Out: &out})
+	res, err := Zygote(ctx, ZygoteOptions{Hearth: hearth, Base: base, N: 3, Out: &out})
 	t.Log("\n" + out.String())
 	if err != nil {
 		t.Fatal(err)

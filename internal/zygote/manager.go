@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -402,13 +401,24 @@ func (m *Manager) learnLocked(s []string) {
 func (m *Manager) aloneUsefulLocked(p string) bool {
 	rest, sets := m.win.count(p), 0
 	for key, c := range m.win.counts {
-		if c < m.cfg.Promote || !strings.Contains(key, ",") || !slices.Contains(splitKey(key), p) {
+		if c < m.cfg.Promote || !strings.Contains(key, ",") || !hasPackage(key, p) {
 			continue
 		}
 		rest -= c
 		sets++
 	}
 	return rest >= m.cfg.Promote || sets >= 2
+}
+
+// hasPackage reports whether node key holds package p, without
+// splitting the key (this runs on the invocation path).
+func hasPackage(key, p string) bool {
+	for k := range strings.SplitSeq(key, ",") {
+		if k == p {
+			return true
+		}
+	}
+	return false
 }
 
 // addNodeLocked creates node pkgs under the deepest existing node holding

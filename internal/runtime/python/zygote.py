@@ -145,6 +145,12 @@ def immortalize():
 _malloc_trim = _libc.malloc_trim
 _malloc_trim.argtypes = (ctypes.c_size_t,)
 
+
+def trim():
+    """Give back to the kernel the heap pages freed since the last trim."""
+    _malloc_trim(0)
+
+
 _REHEARSALS = 4
 
 
@@ -175,7 +181,7 @@ def settle():
     fill_pools()
     # Heap pages freed by the above go back to the kernel, so a child's
     # allocations there touch fresh pages rather than copy old ones.
-    _malloc_trim(0)
+    trim()
 
 
 MADV_POPULATE_READ = 22
@@ -301,11 +307,6 @@ def reseed():
             posix.write(2, ("hearth: reseeding numpy.random: %r\n" % (e,)).encode())
 
 
-def trim():
-    """Give back the heap pages the start and first call used and freed."""
-    _malloc_trim(0)
-
-
 def become(req):
     """Drop to the function's uid/gid and environment, load its handler and
     serve it. Never returns."""
@@ -317,7 +318,7 @@ def become(req):
     posix.chdir(env.get("HEARTH_CODE", "/code"))
     hearthrt.set_environ(env)
     hearthrt.setup_path(env)
-    hearthrt.after_first_call = trim
+    hearthrt.after_first_call = trim  # what the start and first call freed
     hearthrt.run(_socket.socket(fileno=hearthrt.LISTEN_FD), env)
 
 
@@ -413,7 +414,7 @@ def spare_fork(req, fds, own_pid_ns):
         t.enter(req, keep=ctl_fd)
         ctl = _socket.socket(fileno=hearthrt.LISTEN_FD + 1)
         hearthrt.rehearse()
-        _malloc_trim(0)  # what the rehearsal freed
+        trim()  # what the rehearsal freed
         try:
             go, mfds = recv(ctl)
         except (EOFError, OSError):

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
+	"time"
 )
 
 // DefaultRoot is where scripts/criu.sh installs the private trixie root.
@@ -27,6 +29,23 @@ type Binary struct {
 	Loader, LibPath string
 	// Version is criu's version, such as "4.1.1".
 	Version string
+	// NoBreakpoints runs criu in its mode for hosts whose hardware
+	// breakpoints do not trap (see ProbeBreakpoints): CRIU_FAULT=130,
+	// CRIU's FI_NO_BREAKPOINTS, makes it stop its parasite by stepping
+	// through system calls instead of at a breakpoint.
+	NoBreakpoints bool
+}
+
+// noBreakpointsEnv is CRIU's fault-injection switch for FI_NO_BREAKPOINTS.
+const noBreakpointsEnv = "CRIU_FAULT=130"
+
+// Mode names how criu stops its parasite: "breakpoints" or
+// "no-breakpoints".
+func (b *Binary) Mode() string {
+	if b.NoBreakpoints {
+		return "no-breakpoints"
+	}
+	return "breakpoints"
 }
 
 // Find locates criu: first the private root (root, or DefaultRoot when
@@ -98,10 +117,26 @@ func (b *Binary) Argv(args ...string) []string {
 	return append([]string{b.Loader, "--library-path", b.LibPath, b.Path}, args...)
 }
 
-// Command returns an exec.Cmd running criu with args.
+// Command returns an exec.Cmd running criu with args, in its own process
+// group: when ctx ends the whole group is killed, since a criu cut short
+// may have helpers of its own.
 func (b *Binary) Command(ctx context.Context, args ...string) *exec.Cmd {
 	argv := b.Argv(args...)
-	return exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
+	if b.NoBreakpoints {
+		cmd.Env = append(cmd.Env, noBreakpointsEnv)
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.Cancel = func() error {
+		// The group's id is criu's pid. Killing criu, its tracer, also
+		// detaches every task it had seized.
+		return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
+	// Output pipes held open by a surviving grandchild must not block
+	// Wait forever.
+	cmd.WaitDelay = 2 * time.Second
+	return cmd
 }
 
 // Check runs `criu check`, which probes the kernel features CRIU needs.

@@ -12,3 +12,10 @@ var (
 	// ErrClosed reports use of a Runner after Close.
 	ErrClosed = errors.New("criu: runner closed")
 )
+
+// ErrNoBreakpoints reports that hardware breakpoints set through ptrace do
+// not trap on this host; CRIU must run without them (NoBreakpoints).
+var ErrNoBreakpoints = errors.New("criu: hardware breakpoints do not trap on this host")
+
+// ErrTimeout reports a criu run cut short by its deadline.
+var ErrTimeout = errors.New("criu: deadline exceeded")

@@ -9,7 +9,7 @@ import (
 	"os/exec"
 	"runtime"
 	"sync"
-	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -27,6 +27,10 @@ type Job struct {
 	UID, GID int
 	// Stderr receives criu's own output (default: kept for the error).
 	Stderr io.Writer
+	// Timeout bounds the run (default DefaultTimeout): criu is then
+	// killed with its whole process group, which releases the tasks it
+	// traced.
+	Timeout time.Duration
 	// Cgroup lists a cgroup's directories (one per hierarchy) that criu
 	// starts in, so that what it restores is created, and charged, there
 	// from the first page. On cgroup v1 the runner thread joins them
@@ -140,9 +144,8 @@ func (r *Runner) Start(ctx context.Context, job Job) (*exec.Cmd, error) {
 	cmd := r.bin.Command(ctx, job.Args...)
 	cmd.ExtraFiles = job.Files
 	cmd.Stderr = job.Stderr
-	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
-	// Pdeathsig follows the forking thread, which lives as long as r.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	// Pdeathsig (set by Command) follows the forking thread, which lives
+	// as long as r.
 	req := &startReq{job: job, cmd: cmd, err: make(chan error, 1)}
 	select {
 	case r.reqs <- req:
@@ -171,9 +174,22 @@ func (r *Runner) Do(ctx context.Context, fn func() error) error {
 	return <-req.err
 }
 
-// Run runs criu for job to completion. On failure the error carries the
-// tail of criu's output.
+// DefaultTimeout bounds a criu run whose Job sets no Timeout. A dump or
+// restore of a sandbox takes well under a second; a criu that runs for
+// this long is stuck (a parasite that never stops, say).
+const DefaultTimeout = 30 * time.Second
+
+// Run runs criu for job to completion, or until job.Timeout, when it kills
+// criu's process group and returns an error wrapping ErrTimeout. On
+// failure the error carries the tail of criu's output.
 func (r *Runner) Run(ctx context.Context, job Job) error {
+	timeout := job.Timeout
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	parent := ctx
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
 	var buf bytes.Buffer
 	if job.Stderr == nil {
 		job.Stderr = &buf
@@ -183,8 +199,11 @@ func (r *Runner) Run(ctx context.Context, job Job) error {
 		return err
 	}
 	if err := cmd.Wait(); err != nil {
+		if parent.Err() != nil {
+			return fmt.Errorf("criu %s: %w", job.Args[0], parent.Err())
+		}
 		if ctx.Err() != nil {
-			return fmt.Errorf("criu %s: %w", job.Args[0], ctx.Err())
+			return fmt.Errorf("criu %s: killed after %s (mode %s): %w", job.Args[0], timeout, r.bin.Mode(), ErrTimeout)
 		}
 		return fmt.Errorf("criu %s: %v: %s", job.Args[0], err, tail(buf.Bytes(), 800))
 	}

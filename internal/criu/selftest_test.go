@@ -1,0 +1,79 @@
+package criu
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+)
+
+// runner finds the private CRIU and starts a runner, set up for this
+// host's breakpoints.
+func runner(t *testing.T, noBreakpoints bool) *Runner {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatal("needs root")
+	}
+	ctx := context.Background()
+	b, err := Find(ctx, os.Getenv("HEARTH_CRIU_ROOT"))
+	if err != nil {
+		t.Fatalf("no CRIU (run scripts/criu.sh): %v", err)
+	}
+	b.NoBreakpoints = noBreakpoints
+	r, err := NewRunner(ctx, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r
+}
+
+// criuLeft lists criu processes still running, and sleeps of the
+// self-test.
+func criuLeft() string {
+	out, _ := exec.Command("pgrep", "-a", "-f", "usr/sbin/criu|^/bin/sleep 1000$").Output()
+	return strings.TrimSpace(string(out))
+}
+
+// TestSelfTest dumps and restores a process in the mode this host needs,
+// which the breakpoint probe decides.
+func TestSelfTest(t *testing.T) {
+	bp := ProbeBreakpoints(context.Background(), 3*time.Second)
+	if bp != nil && !errors.Is(bp, ErrNoBreakpoints) {
+		t.Fatalf("breakpoint probe could not run: %v", bp)
+	}
+	t.Logf("hardware breakpoints: %v", bp)
+	r := runner(t, bp != nil)
+	res, err := r.SelfTest(context.Background(), 10*time.Second)
+	if err != nil {
+		t.Fatalf("self-test in mode %s: %v", r.Binary().Mode(), err)
+	}
+	t.Logf("mode %s: dump %v, restore %v", r.Binary().Mode(), res.Dump, res.Restore)
+	if left := criuLeft(); left != "" {
+		t.Errorf("left running: %s", left)
+	}
+}
+
+// TestHangKilled runs criu with breakpoints on a host where they do not
+// trap: the dump hangs, and the deadline must kill criu and release and
+// end the test process.
+func TestHangKilled(t *testing.T) {
+	if err := ProbeBreakpoints(context.Background(), 3*time.Second); !errors.Is(err, ErrNoBreakpoints) {
+		t.Skipf("hardware breakpoints trap on this host (%v): a dump with them does not hang here", err)
+	}
+	r := runner(t, false)
+	t0 := time.Now()
+	_, err := r.SelfTest(context.Background(), time.Second)
+	if !errors.Is(err, ErrTimeout) {
+		t.Fatalf("self-test with breakpoints: %v, want ErrTimeout", err)
+	}
+	if d := time.Since(t0); d > 10*time.Second {
+		t.Errorf("the hang took %v to end, deadline 1s", d)
+	}
+	if left := criuLeft(); left != "" {
+		t.Errorf("left running: %s", left)
+	}
+}

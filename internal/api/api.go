@@ -222,11 +222,12 @@ func (s *Server) logs(w http.ResponseWriter, r *http.Request) {
 // snapshots answers {"enabled": bool, "snapshots": [...]}.
 func (s *Server) snapshots(w http.ResponseWriter, r *http.Request) {
 	l := s.wk.Snapshots()
-	enabled := s.wk.Status().Tiers.Snapshots
+	tiers := s.wk.Status().Tiers
+	enabled := tiers.Snapshots
 	if l == nil {
 		l = []worker.SnapshotInfo{}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"enabled": enabled, "snapshots": l})
+	writeJSON(w, http.StatusOK, map[string]any{"enabled": enabled, "off": tiers.SnapshotsOff, "snapshots": l})
 }
 
 // createSnapshot snapshots a function now and answers when the snapshot

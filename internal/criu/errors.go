@@ -19,3 +19,7 @@ var ErrNoBreakpoints = errors.New("criu: hardware breakpoints do not trap on thi
 
 // ErrTimeout reports a criu run cut short by its deadline.
 var ErrTimeout = errors.New("criu: deadline exceeded")
+
+// ErrSelfTest reports that criu failed to dump and restore a tiny process
+// on this host (see Runner.SelfTest).
+var ErrSelfTest = errors.New("criu: self-test failed")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -28,7 +29,8 @@ func TestServiceDisabled(t *testing.T) {
 func TestService(t *testing.T) {
 	e := needEnv(t)
 	ctx := context.Background()
-	s, err := OpenService(ctx, ServiceConfig{DataDir: t.TempDir(), Base: e.Base, BaseID: "base-1", SandboxDir: e.SbDir})
+	s, err := OpenService(ctx, ServiceConfig{DataDir: t.TempDir(), Base: e.Base, BaseID: "base-1", SandboxDir: e.SbDir,
+		CRIURoot: os.Getenv("HEARTH_CRIU_ROOT")})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -80,6 +80,7 @@ func (w *Worker) openSnapshots(ctx context.Context) error {
 		return err
 	}
 	if w.cfg.NoSnapshots {
+		w.snapOff = "switched off (--no-snapshots)"
 		return nil
 	}
 	baseID := image.ID(w.cfg.Base)
@@ -95,7 +96,8 @@ func (w *Worker) openSnapshots(ctx context.Context) error {
 		Threshold:  c.Threshold,
 	})
 	if errors.Is(err, snapshot.ErrDisabled) {
-		w.log.Info("function snapshots disabled", "reason", err)
+		w.log.Warn("function snapshots disabled", "reason", err)
+		w.snapOff = err.Error()
 		return nil
 	}
 	if err != nil {

@@ -194,6 +194,7 @@ type Worker struct {
 	holders *holders      // pre-made sandboxes for forks; nil when off
 	spares  *spares       // children forked ahead of need; nil when off
 	snap    *snapshots    // nil when snapshots are off
+	snapOff string        // why snap is nil
 	stop    chan struct{} // closed by Close
 	busy    *busyGate     // invocations under way
 
@@ -720,15 +721,18 @@ type Tiers struct {
 	Snapshots bool `json:"snapshots"`
 	Zygotes   bool `json:"zygotes"`
 	Pools     bool `json:"pools"`
+	// SnapshotsOff says why snapshots are off, when they are.
+	SnapshotsOff string `json:"snapshots_off,omitempty"`
 }
 
 // Tiers reports the worker's tier switches.
 func (w *Worker) Tiers() Tiers {
 	return Tiers{
-		Warm:      !w.cfg.NoWarm,
-		Snapshots: w.snap != nil,
-		Zygotes:   w.zyg != nil,
-		Pools:     !w.cfg.Resources.NoPools,
+		Warm:         !w.cfg.NoWarm,
+		Snapshots:    w.snap != nil,
+		Zygotes:      w.zyg != nil,
+		Pools:        !w.cfg.Resources.NoPools,
+		SnapshotsOff: w.snapOff,
 	}
 }
 

@@ -100,13 +100,23 @@ func runDoctor(ctx context.Context, cfg doctorConfig, w io.Writer) int {
 	}
 
 	a := snapshot.Probe(ctx, cfg.CRIURoot)
+	if a.CRIU != nil {
+		if a.Report.Breakpoints == "" {
+			report(true, false, "breakpoints", "hardware breakpoints trap: CRIU stops its parasite with one")
+		} else {
+			report(false, false, "breakpoints", a.Report.Breakpoints+"; CRIU runs in mode "+a.CRIU.Mode())
+		}
+	}
 	if a.Available {
-		report(true, false, "snapshots", fmt.Sprintf("available: CRIU %s (%s)", a.CRIU.Version, a.CRIU.Path))
+		report(true, false, "snapshots", fmt.Sprintf("available: CRIU %s (%s), mode %s; test dump %.0f ms, restore %.0f ms",
+			a.CRIU.Version, a.CRIU.Path, a.CRIU.Mode(), ms(a.Report.SelfTest.Dump), ms(a.Report.SelfTest.Restore)))
 	} else {
 		report(false, false, "snapshots", "disabled: "+a.Reason)
 	}
 	return failed
 }
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
 // cgroupSummary describes the cgroup setup Hearth would use.
 func cgroupSummary(root string) (string, bool) {

@@ -140,8 +140,8 @@ func TestRestartKeepsFunctionsAndLeavesNothing(t *testing.T) {
 	w.mustInvoke("hello", "{}")
 	w.mustInvoke("upd", "{}")
 
-	// A crash: the sandboxes die with the worker; mounts and cgroups stay
-	// until the next start sweeps them.
+	// A crash: the worker's reaper sweeps its sandboxes, mounts and
+	// cgroups; no deployed function is lost.
 	w.crash()
 	w.start()
 	if inv := w.mustInvoke("upd", "{}"); string(inv.Body) != `"v2"` || !fresh(inv.Path) {

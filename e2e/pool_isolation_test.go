@@ -318,13 +318,16 @@ func TestPoolsCrashLeavesNothing(t *testing.T) {
 				t.Fatalf("no bridge or veth with prefix %q before the crash", prefix)
 			}
 			w.crash()
-			// The restarted worker sweeps the bridges and cgroups; the
-			// namespaces died with the old process. Stopping it cleanly
-			// must then leave nothing (checked by startWorker's clean-up
-			// and waitNoLinks).
+			// The worker's reaper sweeps the bridges and cgroups (the
+			// namespaces died with the old process) without waiting for
+			// a restart, and the restarted worker says so. Stopping it
+			// cleanly must then leave nothing (checked by startWorker's
+			// clean-up and waitNoLinks).
+			w.waitReaped(15 * time.Second)
+			waitNoLinks(t, prefix)
 			w.start()
-			if !strings.Contains(w.out.String(), "swept network objects left by a previous worker") {
-				t.Errorf("the restarted worker did not sweep the crashed one's bridge:\n%s", tail(w.out.String(), 20))
+			if !strings.Contains(w.out.String(), "its reaper swept") {
+				t.Errorf("the restarted worker did not report the reaper's sweep:\n%s", tail(w.out.String(), 20))
 			}
 			if r := probeNet(t, w, "iso", map[string]any{}); r.Addr == "" {
 				t.Fatalf("isolated sandbox after restart without an address: %+v", r)

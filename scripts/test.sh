@@ -1,9 +1,31 @@
 #!/usr/bin/env bash
 # Runs the full test suite: static checks, every package's tests (real
 # namespaces, cgroups and mounts: run as root), and a short fuzz run.
+#
+#   scripts/test.sh          the suite
+#   scripts/test.sh --busy   the suite with a CPU hog on every core, as on a
+#                            busy production host (HEARTH_HOG_NICE sets the
+#                            hog's nice value, default 0: it competes as an
+#                            equal)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+busy=0
+for a in "$@"; do
+  case "$a" in
+    --busy) busy=1 ;;
+    *) echo "test.sh: unknown argument $a (use --busy)" >&2; exit 2 ;;
+  esac
+done
 scripts/setup.sh
+if [ "$busy" = 1 ]; then
+  hogs=()
+  for _ in $(seq "$(nproc)"); do
+    nice -n "${HEARTH_HOG_NICE:-0}" sh -c 'while :; do :; done' &
+    hogs+=($!)
+  done
+  trap 'kill "${hogs[@]}" 2>/dev/null || true' EXIT
+  echo "test: busy mode: ${#hogs[@]} CPU hogs (nice ${HEARTH_HOG_NICE:-0}) running: ${hogs[*]}"
+fi
 export PATH="/usr/local/go/bin:$HOME/go/bin:$PATH"
 export HEARTH_TEST_BASE="${HEARTH_DATA_DIR:-/var/lib/hearth}/base"
 

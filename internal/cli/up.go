@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -280,6 +281,29 @@ func runUp(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	// One worker per data dir; then sweep what a predecessor left (its
+	// reaper may have been killed with it), and start our own reaper.
+	host := worker.Host{DataDir: cfg.DataDir, CgroupParent: cfg.CgroupParent}.Resolve()
+	lock, err := worker.AcquireLock(ctx, cfg.DataDir, 10*time.Second)
+	if err != nil {
+		return err
+	}
+	defer lock.Release()
+	if b, err := os.ReadFile(filepath.Join(cfg.DataDir, worker.ReapLog)); err == nil {
+		log.Warn("the previous worker exited uncleanly; its reaper swept", "reaper", strings.TrimSpace(string(b)))
+		os.Remove(filepath.Join(cfg.DataDir, worker.ReapLog))
+	}
+	if s, err := worker.Sweep(ctx, host); err != nil {
+		return fmt.Errorf("sweeping what a previous worker left: %w", err)
+	} else if !s.Empty() {
+		log.Warn("swept what a previous worker left", "swept", s.String())
+	}
+	alive, err := startReaper(host)
+	if err != nil {
+		return err
+	}
+	// Closed after a clean shutdown, or by the kernel when we die.
+	defer alive.Close()
 	base := cfg.Base
 	if base == "" {
 		base, err = image.Ensure(ctx, image.BuildOptions{DataDir: cfg.DataDir, Mirror: cfg.Mirror, Progress: os.Stderr})
@@ -297,7 +321,13 @@ func runUp(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	defer closePkgs(context.Background())
+	defer func() {
+		// Bounded: shutdown has a budget (see shutdownTimeout); the
+		// reaper sweeps what an unfinished close leaves.
+		cctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		closePkgs(cctx)
+	}()
 	// Bytecode saves every fresh start and fork the compile of the
 	// handler module (~1 ms); the base image's python3 makes it for the
 	// version the sandboxes run.
@@ -384,6 +414,10 @@ func runUp(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	// Requests run under reqCtx: shutdown cancels those still running
+	// after a short grace.
+	reqCtx, cancelRequests := context.WithCancel(context.Background())
+	defer cancelRequests()
 	srv := &http.Server{
 		Handler: api.New(api.Config{
 			Token:      cfg.Token,
@@ -393,6 +427,7 @@ func runUp(ctx context.Context, cfg Config) error {
 			Logger:     log,
 		}, reg, wk),
 		ReadHeaderTimeout: 10 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return reqCtx },
 	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -407,20 +442,59 @@ func runUp(ctx context.Context, cfg Config) error {
 	case <-ctx.Done():
 	case err = <-errc:
 	}
-	log.Info("shutting down")
-	sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	srv.Shutdown(sctx)
-	if cerr := wk.Close(sctx); cerr != nil {
-		log.Error("cleanup", "err", cerr)
-		if err == nil {
-			err = cerr
-		}
+	if cerr := shutdown(srv, wk, cancelRequests, log); cerr != nil && err == nil {
+		err = cerr
 	}
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}
 	return err
+}
+
+// Shutdown budget: a worker stops within shutdownTimeout of SIGTERM,
+// whatever is in flight. Requests get shutdownGrace to finish, then are
+// cancelled; the worker's Close gets the rest. What is still running then
+// is left to the reaper, which sweeps once this process has exited.
+const (
+	shutdownTimeout = 4500 * time.Millisecond
+	shutdownGrace   = 1500 * time.Millisecond
+)
+
+// shutdown stops srv and wk within shutdownTimeout. A second SIGTERM or
+// SIGINT exits at once.
+func shutdown(srv *http.Server, wk *worker.Worker, cancelRequests func(), log *slog.Logger) error {
+	t0 := time.Now()
+	log.Info("shutting down")
+	force := make(chan os.Signal, 1)
+	signal.Notify(force, syscall.SIGTERM, syscall.SIGINT)
+	go func() {
+		<-force
+		log.Warn("second signal: exiting now; the reaper sweeps what is left")
+		os.Exit(2)
+	}()
+	deadline := t0.Add(shutdownTimeout)
+	gctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	if err := srv.Shutdown(gctx); err != nil {
+		log.Warn("requests still running after the grace; cancelling them", "grace", shutdownGrace)
+		cancelRequests()
+		srv.Close()
+	}
+	cancel()
+	cctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- wk.Close(cctx) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			log.Error("cleanup", "err", err)
+		}
+		log.Info("shut down", "took", time.Since(t0).Round(time.Millisecond))
+		return err
+	case <-cctx.Done():
+		log.Error("cleanup did not finish in time; the reaper sweeps what is left", "took", time.Since(t0).Round(time.Millisecond))
+		return fmt.Errorf("shutdown: cleanup did not finish within %s", shutdownTimeout)
+	}
 }
 
 // poolConfig turns the warm-pool settings of hearth.yaml into the worker's.

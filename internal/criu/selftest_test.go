@@ -12,7 +12,7 @@ import (
 
 // runner finds the private CRIU and starts a runner, set up for this
 // host's breakpoints.
-func runner(t *testing.T, noBreakpoints bool) *Runner {
+func runner(t testing.TB, noBreakpoints bool) *Runner {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Fatal("needs root")

@@ -31,3 +31,6 @@ var (
 	// ErrBadSnapshotKey: a malformed snapshot key.
 	ErrBadSnapshotKey = errors.New("bad snapshot key")
 )
+
+// ErrDataDirBusy reports a data dir that another worker holds.
+var ErrDataDirBusy = errors.New("data dir in use by another worker")

@@ -65,7 +65,7 @@ func (h *holders) fill() {
 			if h.w.isClosed() {
 				return
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			ctx, cancel := context.WithTimeout(h.w.life, 30*time.Second)
 			sb, err := h.w.premade(ctx, "pre", nil)
 			cancel()
 			if err != nil {

@@ -40,6 +40,9 @@ type instance struct {
 	conn     *runtime.Conn
 	declared int64
 	load     time.Duration // handler load time the runtime reported
+	// snapshot marks the spare a snapshot is dumped from: it never
+	// serves a call and is never in the warm pool.
+	snapshot bool
 
 	mu     sync.Mutex // guards the fields below and serialises freeze/thaw
 	idle   bool
@@ -86,6 +89,8 @@ func (i *instance) stateName() string {
 	i.mu.Lock()
 	defer i.mu.Unlock()
 	switch {
+	case i.snapshot:
+		return "snapshotting"
 	case i.frozen:
 		return "paused"
 	case i.idle:

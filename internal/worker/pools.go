@@ -4,10 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"net/netip"
 	"os"
-	"strconv"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -57,9 +55,7 @@ type resources struct {
 func (w *Worker) initResources(ctx context.Context) error {
 	c := w.cfg.Resources
 	if c.Prefix == "" {
-		h := fnv.New32a()
-		h.Write([]byte(w.cfg.CgroupParent))
-		c.Prefix = "h" + strconv.FormatUint(uint64(h.Sum32()), 36)
+		c.Prefix = NetPrefix(w.cfg.CgroupParent)
 	}
 	if n, err := netns.Sweep(c.Prefix); err != nil {
 		return fmt.Errorf("sweeping network namespaces: %w", err)

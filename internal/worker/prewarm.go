@@ -84,7 +84,7 @@ func (w *Worker) prewarm(name string) {
 		return
 	}
 	t0 := time.Now()
-	inst, path, err := w.start(context.Background(), fn, st)
+	inst, path, err := w.start(w.life, fn, st)
 	if err != nil {
 		w.log.Warn("pre-warm failed", "function", name, "err", err)
 		return

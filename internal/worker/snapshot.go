@@ -260,9 +260,9 @@ func (w *Worker) started(fn registry.Function, inst *instance, took time.Duratio
 	}
 	w.background(func() {
 		defer s.done(key)
-		ctx, cancel := context.WithTimeout(context.Background(), 2*w.cfg.InitTimeout)
+		ctx, cancel := context.WithTimeout(w.life, 2*w.cfg.InitTimeout)
 		defer cancel()
-		if _, err := w.createSnapshot(ctx, fn); err != nil && !errors.Is(err, snapshot.ErrBusy) && !errors.Is(err, ErrClosed) {
+		if _, err := w.createSnapshot(ctx, fn); err != nil && !errors.Is(err, snapshot.ErrBusy) && !errors.Is(err, ErrClosed) && w.life.Err() == nil {
 			w.log.Warn("creating snapshot; not retried for a while", "function", fn.Name, "retry_after", retryAfter, "err", err)
 			s.mu.Lock()
 			s.fail[key] = time.Now()
@@ -329,6 +329,12 @@ func (w *Worker) createSnapshot(ctx context.Context, fn registry.Function) (*sna
 	if err != nil {
 		return nil, err
 	}
+	inst.mu.Lock()
+	inst.snapshot = true
+	inst.mu.Unlock()
+	// Whatever becomes of the dump (done, failed, cut short by its
+	// deadline or by Close), the spare goes: CRIU killed it or released
+	// it mid-dump.
 	defer w.destroy(inst)
 	if err := w.connect(ctx, inst, fn, inst.sb.Done()); err != nil {
 		return nil, err

@@ -316,7 +316,7 @@ func (s *spares) trim(now time.Time) {
 // kind net, into a new pre-made sandbox.
 func (s *spares) make(key, net string) (_ *spare, err error) {
 	w := s.w
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(s.w.life, 30*time.Second)
 	defer cancel()
 	netFile, ns, err := w.networkFor(ctx, net)
 	if err != nil {

@@ -191,12 +191,14 @@ type Worker struct {
 	cache   *warmCache
 	zyg     *zygote.Manager // nil when zygotes are off
 	res     *resources
-	holders *holders      // pre-made sandboxes for forks; nil when off
-	spares  *spares       // children forked ahead of need; nil when off
-	snap    *snapshots    // nil when snapshots are off
-	snapOff string        // why snap is nil
-	stop    chan struct{} // closed by Close
-	busy    *busyGate     // invocations under way
+	holders *holders        // pre-made sandboxes for forks; nil when off
+	spares  *spares         // children forked ahead of need; nil when off
+	snap    *snapshots      // nil when snapshots are off
+	snapOff string          // why snap is nil
+	stop    chan struct{}   // closed by Close
+	life    context.Context // cancelled by Close: background work stops
+	endLife context.CancelFunc
+	busy    *busyGate // invocations under way
 
 	resolver *zygote.BaseResolver
 	pkgMu    sync.Mutex
@@ -234,6 +236,7 @@ func New(ctx context.Context, cfg Config, fns Functions) (*Worker, error) {
 		stop:    make(chan struct{}),
 		busy:    newBusyGate(),
 	}
+	w.life, w.endLife = context.WithCancel(context.Background())
 	cache, err := newWarmCache(w)
 	if err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
@@ -769,6 +772,9 @@ func (w *Worker) Close(ctx context.Context) error {
 		close(w.stop)
 	}
 	w.closed = true
+	// Background work in flight (snapshot dumps, refills) ends now, so
+	// that shutdown does not wait for it.
+	w.endLife()
 	insts := make([]*instance, 0, len(w.live))
 	for inst := range w.live {
 		insts = append(insts, inst)

@@ -500,6 +500,11 @@ func logTail(p string) string {
 	return "; criu log: " + strings.Join(errs, " | ")
 }
 
+// RestoreTimeout bounds a CRIU restore. Restores are on the invocation
+// path and take well under a second; one that takes this long is stuck,
+// and the caller is better off forking or starting cold.
+const RestoreTimeout = 10 * time.Second
+
 // RestoreSpec says where to restore a snapshot.
 type RestoreSpec struct {
 	// ID names the restored sandbox; its directory is Dir/ID.
@@ -620,7 +625,7 @@ func (e *Engine) Restore(ctx context.Context, dir string, d *Descriptor, spec Re
 		"--manage-cgroups=ignore", "--restore-detached", "--restore-sibling",
 		"--pidfile", pidfile, "-o", logfile}, args...)
 	t0 := time.Now()
-	if err := e.run.Run(ctx, criu.Job{Args: args, Files: files, Cgroup: spec.Group.Dirs()}); err != nil {
+	if err := e.run.Run(ctx, criu.Job{Args: args, Files: files, Cgroup: spec.Group.Dirs(), Timeout: RestoreTimeout}); err != nil {
 		return nil, fmt.Errorf("restore %s: %w%s", d.Key, err, logTail(logfile))
 	}
 	s.RestoreTime = time.Since(t0)

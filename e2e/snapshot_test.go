@@ -198,8 +198,11 @@ func TestSnapshotLifecycle(t *testing.T) {
 		return
 	}
 	for i, a := range invs {
-		if paths[i] != "snapshot" || inits[i] > 500 {
-			t.Errorf("restore %d: path %s init %.1f ms, want snapshot well under the 1 s init", i, paths[i], inits[i])
+		// That the init did not run again is checked below (its T0); the
+		// time only has to beat the fresh start's in the same run, since
+		// a busy host slows restores too.
+		if paths[i] != "snapshot" || inits[i] >= first.InitMs {
+			t.Errorf("restore %d: path %s init %.1f ms, want a snapshot faster than the fresh start's %.1f ms", i, paths[i], inits[i], first.InitMs)
 		}
 		if a.N != 1 || a.T0 == a0.T0 || a.T0 != invs[0].T0 || len(a.Hooks) != 1 || a.Hooks[0] != 1 {
 			t.Errorf("restore %d: %+v; want n 1, the snapshot's init time (not %v, same in both), hooks [1]", i, a, a0.T0)

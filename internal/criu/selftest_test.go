@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -31,11 +32,17 @@ func runner(t testing.TB, noBreakpoints bool) *Runner {
 	return r
 }
 
-// criuLeft lists criu processes still running, and sleeps of the
-// self-test.
+// criuLeft lists this test's children still running: criu, the self-test's
+// sleep and its restored copy (restored as our child).
 func criuLeft() string {
-	out, _ := exec.Command("pgrep", "-a", "-f", "usr/sbin/criu|^/bin/sleep 1000$").Output()
-	return strings.TrimSpace(string(out))
+	out, _ := exec.Command("pgrep", "-a", "-P", strconv.Itoa(os.Getpid())).Output()
+	var left []string
+	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if strings.Contains(l, "criu") || strings.Contains(l, "sleep") {
+			left = append(left, l)
+		}
+	}
+	return strings.Join(left, "\n")
 }
 
 // TestSelfTest dumps and restores a process in the mode this host needs,

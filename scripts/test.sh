@@ -2,6 +2,7 @@
 # Runs the full test suite: static checks, every package's tests (real
 # namespaces, cgroups and mounts: run as root), and a short fuzz run.
 set -euo pipefail
+case $0 in */*) . "${0%/*}/asroot.sh" ;; *) . ./asroot.sh ;; esac
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 export PATH="/usr/local/go/bin:$HOME/go/bin:$PATH"

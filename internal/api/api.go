@@ -163,7 +163,11 @@ func (s *Server) deploy(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.wk.Retire(fn.Name, fn.Revision)
-	s.cfg.Logger.Info("deployed", "function", fn.Name, "revision", fn.Revision)
+	if len(fn.Warnings) > 0 {
+		s.cfg.Logger.Info("deployed", "function", fn.Name, "revision", fn.Revision, "warnings", fn.Warnings)
+	} else {
+		s.cfg.Logger.Info("deployed", "function", fn.Name, "revision", fn.Revision)
+	}
 	writeJSON(w, http.StatusOK, fn)
 }
 

@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 
@@ -179,21 +181,8 @@ func (s Spec) Validate() error {
 		return fmt.Errorf("max_concurrency: %d is outside 1..%d (0 in function.yaml means %d): %w",
 			s.MaxConcurrency, MaxMaxConcurrency, DefaultMaxConcurrency, ErrInvalid)
 	}
-	keys := make([]string, 0, len(s.Env))
-	for k := range s.Env {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys) // report the same key every time
-	for _, k := range keys {
-		if !envKeyRE.MatchString(k) {
-			return fmt.Errorf("env: %q is not a valid variable name (letters, digits, _; not starting with a digit): %w", k, ErrInvalid)
-		}
-		if strings.HasPrefix(strings.ToUpper(k), ReservedEnvPrefix) {
-			return fmt.Errorf("env: %q is reserved (names starting with %s are set by Hearth): %w", k, ReservedEnvPrefix, ErrInvalid)
-		}
-		if strings.IndexByte(s.Env[k], 0) >= 0 {
-			return fmt.Errorf("env: value of %q contains a NUL byte: %w", k, ErrInvalid)
-		}
+	if err := checkEnv("env", s.Env); err != nil {
+		return err
 	}
 	switch s.Network {
 	case NetworkNone, NetworkIsolated, NetworkOffline:
@@ -204,6 +193,28 @@ func (s Spec) Validate() error {
 	case "", SnapshotAuto, SnapshotAlways, SnapshotNever:
 	default:
 		return fmt.Errorf("snapshot: %q is not one of auto, always, never: %w", s.Snapshot, ErrInvalid)
+	}
+	return nil
+}
+
+// checkEnv checks environment names and values; field names where they
+// come from in messages.
+func checkEnv(field string, env map[string]string) error {
+	keys := make([]string, 0, len(env))
+	for k := range env {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys) // report the same key every time
+	for _, k := range keys {
+		if !envKeyRE.MatchString(k) {
+			return fmt.Errorf("%s: %q is not a valid variable name (letters, digits, _; not starting with a digit): %w", field, k, ErrInvalid)
+		}
+		if strings.HasPrefix(strings.ToUpper(k), ReservedEnvPrefix) {
+			return fmt.Errorf("%s: %q is reserved (names starting with %s are set by Hearth): %w", field, k, ReservedEnvPrefix, ErrInvalid)
+		}
+		if strings.IndexByte(env[k], 0) >= 0 {
+			return fmt.Errorf("%s: value of %q contains a NUL byte: %w", field, k, ErrInvalid)
+		}
 	}
 	return nil
 }
@@ -250,28 +261,54 @@ func (s Spec) ModuleFile(dir string) (string, error) {
 		s.Handler, module, cands[0], cands[1], ErrInvalid)
 }
 
-// Load reads the function in dir: function.yaml and requirements.txt, both
-// optional. It fills defaults, picks the default handler (f.f when f.py
+// Load reads the function in dir: function.yaml, OpenLambda's ol.yaml and
+// requirements.txt, all optional. It fills defaults, picks the default
+// handler (OL_ENTRY_FILE's module.f when ol.yaml sets it, f.f when f.py
 // exists, else lambda_function.lambda_handler), validates the result and
-// checks that the handler's module file exists. Requirements are parsed but
-// not checked against a base image; see CheckRequirements.
-func Load(dir string) (Spec, error) {
+// checks that the handler's module file exists. ol.yaml's environment is
+// added to the function's; function.yaml wins where both set a variable.
+// The warnings say what of ol.yaml the Spec leaves out. Requirements are
+// parsed but not checked against a base image; see CheckRequirements.
+func Load(dir string) (_ Spec, warnings []string, _ error) {
 	fi, err := os.Stat(dir)
 	if err != nil {
-		return Spec{}, fmt.Errorf("loading function: %w", err)
+		return Spec{}, nil, fmt.Errorf("loading function: %w", err)
 	}
 	if !fi.IsDir() {
-		return Spec{}, fmt.Errorf("loading function: %s is not a directory: %w", dir, ErrInvalid)
+		return Spec{}, nil, fmt.Errorf("loading function: %s is not a directory: %w", dir, ErrInvalid)
 	}
 	data, err := readSmall(filepath.Join(dir, ConfigFile))
 	if err != nil {
-		return Spec{}, err
+		return Spec{}, nil, err
 	}
 	s, err := Parse(data)
 	if err != nil {
-		return Spec{}, err
+		return Spec{}, nil, err
 	}
-	if s.Handler == "" {
+	data, err = readSmall(filepath.Join(dir, OpenLambdaFile))
+	if err != nil {
+		return Spec{}, nil, err
+	}
+	ol, warnings, err := parseOpenLambda(data)
+	if err != nil {
+		return Spec{}, nil, err
+	}
+	if len(ol.Env) > 0 {
+		env := maps.Clone(ol.Env)
+		for _, k := range slices.Sorted(maps.Keys(s.Env)) {
+			if v, ok := env[k]; ok && v != s.Env[k] {
+				warnings = append(warnings, fmt.Sprintf("%s: environment.%s: ignored: %s's env sets it", OpenLambdaFile, k, ConfigFile))
+			}
+			env[k] = s.Env[k]
+		}
+		s.Env = env
+	}
+	switch {
+	case s.Handler != "" && ol.Module != "":
+		warnings = append(warnings, fmt.Sprintf("%s: environment.%s: not used to pick the handler: %s sets handler %s", OpenLambdaFile, olEntryFile, ConfigFile, s.Handler))
+	case ol.Module != "":
+		s.Handler = ol.Module + ".f"
+	case s.Handler == "":
 		s.Handler = "lambda_function.lambda_handler"
 		if fi, err := os.Stat(filepath.Join(dir, "f.py")); err == nil && fi.Mode().IsRegular() {
 			s.Handler = "f.f"
@@ -279,18 +316,18 @@ func Load(dir string) (Spec, error) {
 	}
 	req, err := readSmall(filepath.Join(dir, RequirementsFile))
 	if err != nil {
-		return Spec{}, err
+		return Spec{}, nil, err
 	}
 	if s.Requirements, err = ParseRequirements(req); err != nil {
-		return Spec{}, err
+		return Spec{}, nil, err
 	}
 	if err := s.Validate(); err != nil {
-		return Spec{}, err
+		return Spec{}, nil, err
 	}
 	if _, err := s.ModuleFile(dir); err != nil {
-		return Spec{}, err
+		return Spec{}, nil, err
 	}
-	return s, nil
+	return s, warnings, nil
 }
 
 // readSmall reads an optional config file; a missing file is empty.

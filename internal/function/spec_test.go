@@ -71,9 +71,12 @@ snapshot: always
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := Load(writeTree(t, tt.files))
+			got, warns, err := Load(writeTree(t, tt.files))
 			if err != nil {
 				t.Fatalf("Load: %v", err)
+			}
+			if len(warns) > 0 {
+				t.Errorf("warnings: %q", warns)
 			}
 			if !reflect.DeepEqual(got, tt.want) {
 				t.Errorf("Load =\n %+v\nwant\n %+v", got, tt.want)
@@ -119,7 +122,7 @@ func TestLoadErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := Load(writeTree(t, tt.files))
+			_, _, err := Load(writeTree(t, tt.files))
 			if !errors.Is(err, tt.want) {
 				t.Fatalf("Load error = %v, want %v", err, tt.want)
 			}
@@ -132,10 +135,10 @@ func TestLoadErrors(t *testing.T) {
 
 func TestLoadNotDir(t *testing.T) {
 	dir := writeTree(t, map[string]string{"f.py": ""})
-	if _, err := Load(filepath.Join(dir, "f.py")); !errors.Is(err, ErrInvalid) {
+	if _, _, err := Load(filepath.Join(dir, "f.py")); !errors.Is(err, ErrInvalid) {
 		t.Errorf("Load(file) = %v, want ErrInvalid", err)
 	}
-	if _, err := Load(filepath.Join(dir, "missing")); !errors.Is(err, os.ErrNotExist) {
+	if _, _, err := Load(filepath.Join(dir, "missing")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("Load(missing) = %v, want ErrNotExist", err)
 	}
 }

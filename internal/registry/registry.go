@@ -54,7 +54,8 @@ type Options struct {
 	// stores what it returns as Function.Packages. It resolves the
 	// requirements and installs what is missing (packages.Cache.Install).
 	// Errors matching packages.ErrResolve, packages.ErrInstall or
-	// packages.ErrInvalid are the code's fault and match ErrInvalid.
+	// packages.ErrInvalid are the code's fault and match ErrInvalid;
+	// packages.ErrIndexUnreachable is not.
 	Resolve func(ctx context.Context, codeDir string) ([]packages.Package, error)
 	// Deployed, if set, is called after a deploy commits a new revision,
 	// and Deleted after a function is deleted, to keep the package

@@ -13,7 +13,7 @@ import (
 // and the keys Hearth has no equivalent for come back as warnings, in
 // the deploy response and printed by `hearth deploy`.
 func TestOpenLambdaConfig(t *testing.T) {
-	w := startWorker(t)
+	w := startWorker(t, "--no-snapshots") // CRIU is not what this tests
 	dir := fn(t,
 		"app.py", "import os\ndef f(event):\n    return {'greeting': os.environ.get('GREETING'), 'n': os.environ.get('N')}\n",
 		"ol.yaml", `triggers:

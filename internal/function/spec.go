@@ -34,6 +34,9 @@ const (
 	// from one function from taking over a small (2-core) worker while
 	// still overlapping I/O-bound handlers.
 	DefaultMaxConcurrency = 4
+	// DefaultTmpMB is the size of /tmp, AWS Lambda's default ephemeral
+	// storage.
+	DefaultTmpMB = 512
 )
 
 // Limits enforced by Validate.
@@ -43,6 +46,8 @@ const (
 	MinTimeoutS       = 1
 	MaxTimeoutS       = 900
 	MaxMaxConcurrency = 1000
+	MinTmpMB          = 8
+	MaxTmpMB          = 10240 // AWS Lambda's largest ephemeral storage
 	// MaxConfigBytes bounds function.yaml and requirements.txt.
 	MaxConfigBytes = 64 << 10
 )
@@ -71,6 +76,17 @@ const (
 	SnapshotNever  = "never"
 )
 
+// Where /tmp lives. The empty string means the same as TmpDisk.
+const (
+	// TmpDisk puts /tmp in a file system on the worker's disk: its files
+	// are page cache, which the kernel writes back and reclaims, so a
+	// function can keep more in /tmp than its memory_mb.
+	TmpDisk = "disk"
+	// TmpMemory puts /tmp in a tmpfs: faster, but every byte in it counts
+	// against memory_mb.
+	TmpMemory = "memory"
+)
+
 // ReservedEnvPrefix starts environment names that Hearth sets itself;
 // functions may not set them.
 const ReservedEnvPrefix = "HEARTH_"
@@ -92,6 +108,11 @@ type Spec struct {
 	Network string `json:"network"`
 	// Snapshot is "", SnapshotAuto, SnapshotAlways or SnapshotNever.
 	Snapshot string `json:"snapshot"`
+	// TmpMB is the most a sandbox can keep in /tmp. Records written before
+	// it existed read 0, which means DefaultTmpMB.
+	TmpMB int `json:"tmp_mb"`
+	// TmpStorage is "", TmpDisk or TmpMemory.
+	TmpStorage string `json:"tmp_storage,omitempty"`
 	// Requirements are the requirement lines of requirements.txt, with
 	// comments, blank lines and line continuations removed.
 	Requirements []string `json:"requirements,omitempty"`
@@ -106,6 +127,8 @@ type file struct {
 	Env            map[string]string `yaml:"env"`
 	Network        *string           `yaml:"network"`
 	Snapshot       *string           `yaml:"snapshot"`
+	TmpMB          *int              `yaml:"tmp_mb"`
+	TmpStorage     *string           `yaml:"tmp_storage"`
 }
 
 // Parse decodes function.yaml content and fills defaults for absent fields.
@@ -132,6 +155,7 @@ func Parse(data []byte) (Spec, error) {
 		MaxConcurrency: DefaultMaxConcurrency,
 		Network:        NetworkNone,
 		Env:            f.Env,
+		TmpMB:          DefaultTmpMB,
 	}
 	if f.Handler != nil {
 		s.Handler = *f.Handler
@@ -150,6 +174,12 @@ func Parse(data []byte) (Spec, error) {
 	}
 	if f.Snapshot != nil {
 		s.Snapshot = *f.Snapshot
+	}
+	if f.TmpMB != nil {
+		s.TmpMB = *f.TmpMB
+	}
+	if f.TmpStorage != nil {
+		s.TmpStorage = *f.TmpStorage
 	}
 	return s, nil
 }
@@ -193,6 +223,14 @@ func (s Spec) Validate() error {
 	case "", SnapshotAuto, SnapshotAlways, SnapshotNever:
 	default:
 		return fmt.Errorf("snapshot: %q is not one of auto, always, never: %w", s.Snapshot, ErrInvalid)
+	}
+	if s.TmpMB < MinTmpMB || s.TmpMB > MaxTmpMB {
+		return fmt.Errorf("tmp_mb: %d is outside %d..%d: %w", s.TmpMB, MinTmpMB, MaxTmpMB, ErrInvalid)
+	}
+	switch s.TmpStorage {
+	case "", TmpDisk, TmpMemory:
+	default:
+		return fmt.Errorf("tmp_storage: %q is not one of disk, memory: %w", s.TmpStorage, ErrInvalid)
 	}
 	return nil
 }

@@ -28,7 +28,7 @@ func writeTree(t *testing.T, files map[string]string) string {
 func TestLoad(t *testing.T) {
 	def := func(h string) Spec {
 		return Spec{Handler: h, MemoryMB: DefaultMemoryMB, TimeoutS: DefaultTimeoutS,
-			MaxConcurrency: DefaultMaxConcurrency, Network: NetworkNone}
+			MaxConcurrency: DefaultMaxConcurrency, Network: NetworkNone, TmpMB: DefaultTmpMB}
 	}
 	tests := []struct {
 		name  string
@@ -48,10 +48,13 @@ max_concurrency: 2
 env: {GREETING: hi, N: 3}
 network: none
 snapshot: always
+tmp_mb: 2048
+tmp_storage: memory
 `,
 			"requirements.txt": "# deps\nnumpy>=1.0  # from Debian\n\nrequests \\\n  ==2.28.1\n",
 		}, Spec{Handler: "app.main.run", MemoryMB: 256, TimeoutS: 5, MaxConcurrency: 2,
 			Env: map[string]string{"GREETING": "hi", "N": "3"}, Network: "none", Snapshot: "always",
+			TmpMB: 2048, TmpStorage: TmpMemory,
 			Requirements: []string{"numpy>=1.0", "requests   ==2.28.1"}}},
 		{"package handler", map[string]string{"pkg/__init__.py": "", "function.yaml": "handler: pkg.h"}, func() Spec {
 			s := def("pkg.h")
@@ -118,6 +121,9 @@ func TestLoadErrors(t *testing.T) {
 		{"network bogus", map[string]string{"f.py": "", "function.yaml": "network: host"}, ErrInvalid, "host"},
 		{"network empty", map[string]string{"f.py": "", "function.yaml": "network: \"\""}, ErrInvalid, "not one of none, isolated, offline"},
 		{"snapshot bogus", map[string]string{"f.py": "", "function.yaml": "snapshot: sometimes"}, ErrInvalid, "sometimes"},
+		{"tmp too small", map[string]string{"f.py": "", "function.yaml": "tmp_mb: 7"}, ErrInvalid, "tmp_mb"},
+		{"tmp too big", map[string]string{"f.py": "", "function.yaml": "tmp_mb: 10241"}, ErrInvalid, "tmp_mb"},
+		{"tmp storage bogus", map[string]string{"f.py": "", "function.yaml": "tmp_storage: ssd"}, ErrInvalid, "ssd"},
 		{"yaml too big", map[string]string{"f.py": "", "function.yaml": "#" + strings.Repeat("x", MaxConfigBytes)}, ErrInvalid, "larger"},
 	}
 	for _, tt := range tests {

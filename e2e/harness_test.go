@@ -145,7 +145,8 @@ func (w *worker) crash() {
 	w.cmd.Wait()
 }
 
-// assertClean checks that the worker left no mounts, cgroups or processes.
+// assertClean checks that the worker left no mounts, cgroups, loop devices
+// or processes.
 func (w *worker) assertClean() {
 	w.t.Helper()
 	if m, err := sandbox.MountsUnder(w.dataDir); err != nil || len(m) > 0 {
@@ -153,6 +154,17 @@ func (w *worker) assertClean() {
 	}
 	if left := cgroupsLeft(w.cgroup); len(left) > 0 {
 		w.t.Errorf("cgroups left: %v", left)
+	}
+	// A /tmp's loop device goes once its last user has: poll briefly.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		left := sandbox.LoopDevicesUnder(w.dataDir)
+		if len(left) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			w.t.Errorf("loop devices left backed by files in %s: %v", w.dataDir, left)
+			break
+		}
 	}
 	out, _ := exec.Command("pgrep", "-f", "hearth-init.*"+w.dataDir).Output()
 	if s := strings.TrimSpace(string(out)); s != "" {

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hearth-run/hearth/internal/client"
 	"github.com/hearth-run/hearth/internal/packages/wheeltest"
 )
 
@@ -203,5 +205,38 @@ func TestPackagesForAnotherPythonReinstalled(t *testing.T) {
 	e, ok := m["packages"].(map[string]any)["alpha==1.0"].(map[string]any)
 	if !ok || e["installed"] == installed || m["python"] == "3.11" {
 		t.Errorf("alpha not installed again for the base's Python: %s", b)
+	}
+}
+
+// TestDeployUnreachableIndex deploys a function whose requirements need
+// an index that refuses connections: the deploy fails with 502, says the
+// index was unreachable and names every requirement it could not
+// resolve (not numpy, which the base image has), and the worker logs it.
+func TestDeployUnreachableIndex(t *testing.T) {
+	closed := freePort(t) // nobody listens there once freePort returns
+	w := startWorker(t, "--index-url", "http://"+closed+"/simple")
+	dir := fn(t, "f.py", "def f(e):\n    return 1\n", "requirements.txt", "alpha\nnumpy\nbeta>=1.0\nrequests-mock\n")
+	out, err := w.hearth("deploy", dir, "--name", "offline")
+	if err == nil {
+		t.Fatalf("deploy succeeded:\n%s", out)
+	}
+	for _, want := range []string{"package index http://" + closed + "/simple could not be reached",
+		"could not resolve alpha, beta>=1.0, requests-mock"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("hearth deploy output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "numpy") {
+		t.Errorf("output names numpy, which the base image has:\n%s", out)
+	}
+	var buf bytes.Buffer
+	if err := client.PackDir(dir, &buf); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.c.Deploy(t.Context(), "offline", &buf); !isStatus(err, 502) {
+		t.Errorf("API deploy: %v, want 502 (the index, not the code)", err)
+	}
+	if s := w.out.String(); !strings.Contains(s, "deploy failed") || !strings.Contains(s, "could not resolve alpha") {
+		t.Errorf("worker log does not record the failed deploy:\n%s", tail(s, 20))
 	}
 }

@@ -2,6 +2,7 @@
 # Runs Hearth end to end on embedded defaults: builds everything, starts a
 # worker, deploys the examples, invokes them (cold, then warm), stops it.
 set -euo pipefail
+case $0 in */*) . "${0%/*}/asroot.sh" ;; *) . ./asroot.sh ;; esac
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Installs what Hearth needs on a Debian 12 machine (as root), builds the
-# binaries into bin/ and the base image into the data dir.
+# Installs what Hearth needs on a Debian 12 machine (as root, or through
+# sudo: see asroot.sh), builds the binaries into bin/ and the base image
+# into the data dir.
 set -euo pipefail
+case $0 in */*) . "${0%/*}/asroot.sh" ;; *) . ./asroot.sh ;; esac
 cd "$(dirname "$0")/.."
 
-[ "$(id -u)" = 0 ] || { echo "setup: run as root (Hearth creates namespaces, cgroups and mounts)" >&2; exit 1; }
 export PATH="/usr/local/go/bin:$HOME/go/bin:$PATH"
 command -v go >/dev/null || { echo "setup: Go >= 1.26 is required (https://go.dev/dl)" >&2; exit 1; }
 

@@ -8,6 +8,7 @@
 #                            hog's nice value, default 0: it competes as an
 #                            equal)
 set -euo pipefail
+case $0 in */*) . "${0%/*}/asroot.sh" ;; *) . ./asroot.sh ;; esac
 cd "$(dirname "$0")/.."
 busy=0
 for a in "$@"; do

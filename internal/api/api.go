@@ -23,6 +23,7 @@ import (
 
 	"github.com/hearth-run/hearth/internal/archive"
 	"github.com/hearth-run/hearth/internal/function"
+	"github.com/hearth-run/hearth/internal/packages"
 	"github.com/hearth-run/hearth/internal/registry"
 	"github.com/hearth-run/hearth/internal/snapshot"
 	"github.com/hearth-run/hearth/internal/worker"
@@ -159,11 +160,19 @@ func (s *Server) deploy(w http.ResponseWriter, r *http.Request) {
 	}
 	fn, err := s.reg.Deploy(r.Context(), name, registry.Source{Archive: f, Size: n})
 	if err != nil {
-		s.fail(w, err)
+		// Every failed deploy is in the log, the caller's mistakes too:
+		// the worker's operator sees why a deploy did not take.
+		code, typ := status(err)
+		s.cfg.Logger.Warn("deploy failed", "function", name, "status", code, "err", err)
+		writeFailure(w, code, typ, err)
 		return
 	}
 	s.wk.Retire(fn.Name, fn.Revision)
-	s.cfg.Logger.Info("deployed", "function", fn.Name, "revision", fn.Revision)
+	if len(fn.Warnings) > 0 {
+		s.cfg.Logger.Info("deployed", "function", fn.Name, "revision", fn.Revision, "warnings", fn.Warnings)
+	} else {
+		s.cfg.Logger.Info("deployed", "function", fn.Name, "revision", fn.Revision)
+	}
 	writeJSON(w, http.StatusOK, fn)
 }
 
@@ -322,6 +331,8 @@ func status(err error) (int, string) {
 		return http.StatusConflict, "SnapshotBusy"
 	case errors.Is(err, context.Canceled):
 		return 499, "Canceled"
+	case errors.Is(err, packages.ErrIndexUnreachable):
+		return http.StatusBadGateway, "IndexUnreachable"
 	}
 	if code, typ, ok := registryStatus(err); ok {
 		return code, typ
@@ -334,6 +345,10 @@ func (s *Server) fail(w http.ResponseWriter, err error) {
 	if code >= 500 && code != http.StatusBadGateway && code != http.StatusGatewayTimeout {
 		s.cfg.Logger.Error("request failed", "err", err)
 	}
+	writeFailure(w, code, typ, err)
+}
+
+func writeFailure(w http.ResponseWriter, code int, typ string, err error) {
 	if code == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", "1")
 	}

@@ -72,6 +72,9 @@ func newDeployCmd() *cobra.Command {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "deployed %s revision %s (%d bytes)\n", fn.Name, fn.Revision, fn.Size)
+			for _, w := range fn.Warnings {
+				fmt.Fprintf(cmd.ErrOrStderr(), "warning: %s\n", w)
+			}
 			return nil
 		},
 	}

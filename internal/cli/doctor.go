@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/hearth-run/hearth/internal/image"
+	"github.com/hearth-run/hearth/internal/sandbox"
 	"github.com/hearth-run/hearth/internal/snapshot"
 )
 
@@ -97,6 +98,12 @@ func runDoctor(ctx context.Context, cfg doctorConfig, w io.Writer) int {
 		report(false, true, "hearth-init", fmt.Sprintf("%s is not an executable file", p))
 	} else {
 		report(true, true, "hearth-init", p)
+	}
+
+	if err := sandbox.ProbeDisks(); err != nil {
+		report(false, false, "disk /tmp", "off: sandboxes' /tmp is a tmpfs, counted against each function's memory: "+err.Error())
+	} else {
+		report(true, false, "disk /tmp", "ext4 images on loop devices")
 	}
 
 	a := snapshot.Probe(ctx, cfg.CRIURoot)

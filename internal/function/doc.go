@@ -1,6 +1,8 @@
 // Package function describes a deployable Hearth function: its Spec, read
-// from an optional function.yaml and requirements.txt in the code
-// directory, and the checks a deploy runs on it.
+// from an optional function.yaml, OpenLambda's ol.yaml and
+// requirements.txt in the code directory, and the checks a deploy runs on
+// it. What of ol.yaml has no Hearth equivalent comes back from Load as
+// warnings, so that nothing in it is ignored silently.
 //
 // A Spec returned by Load is complete: defaults are filled in and it has
 // been validated against the code directory. Parse only decodes

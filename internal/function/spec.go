@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 
@@ -32,6 +34,9 @@ const (
 	// from one function from taking over a small (2-core) worker while
 	// still overlapping I/O-bound handlers.
 	DefaultMaxConcurrency = 4
+	// DefaultTmpMB is the size of /tmp, AWS Lambda's default ephemeral
+	// storage.
+	DefaultTmpMB = 512
 )
 
 // Limits enforced by Validate.
@@ -41,6 +46,8 @@ const (
 	MinTimeoutS       = 1
 	MaxTimeoutS       = 900
 	MaxMaxConcurrency = 1000
+	MinTmpMB          = 8
+	MaxTmpMB          = 10240 // AWS Lambda's largest ephemeral storage
 	// MaxConfigBytes bounds function.yaml and requirements.txt.
 	MaxConfigBytes = 64 << 10
 )
@@ -69,6 +76,17 @@ const (
 	SnapshotNever  = "never"
 )
 
+// Where /tmp lives. The empty string means the same as TmpDisk.
+const (
+	// TmpDisk puts /tmp in a file system on the worker's disk: its files
+	// are page cache, which the kernel writes back and reclaims, so a
+	// function can keep more in /tmp than its memory_mb.
+	TmpDisk = "disk"
+	// TmpMemory puts /tmp in a tmpfs: faster, but every byte in it counts
+	// against memory_mb.
+	TmpMemory = "memory"
+)
+
 // ReservedEnvPrefix starts environment names that Hearth sets itself;
 // functions may not set them.
 const ReservedEnvPrefix = "HEARTH_"
@@ -90,6 +108,11 @@ type Spec struct {
 	Network string `json:"network"`
 	// Snapshot is "", SnapshotAuto, SnapshotAlways or SnapshotNever.
 	Snapshot string `json:"snapshot"`
+	// TmpMB is the most a sandbox can keep in /tmp. Records written before
+	// it existed read 0, which means DefaultTmpMB.
+	TmpMB int `json:"tmp_mb"`
+	// TmpStorage is "", TmpDisk or TmpMemory.
+	TmpStorage string `json:"tmp_storage,omitempty"`
 	// Requirements are the requirement lines of requirements.txt, with
 	// comments, blank lines and line continuations removed.
 	Requirements []string `json:"requirements,omitempty"`
@@ -104,6 +127,8 @@ type file struct {
 	Env            map[string]string `yaml:"env"`
 	Network        *string           `yaml:"network"`
 	Snapshot       *string           `yaml:"snapshot"`
+	TmpMB          *int              `yaml:"tmp_mb"`
+	TmpStorage     *string           `yaml:"tmp_storage"`
 }
 
 // Parse decodes function.yaml content and fills defaults for absent fields.
@@ -130,6 +155,7 @@ func Parse(data []byte) (Spec, error) {
 		MaxConcurrency: DefaultMaxConcurrency,
 		Network:        NetworkNone,
 		Env:            f.Env,
+		TmpMB:          DefaultTmpMB,
 	}
 	if f.Handler != nil {
 		s.Handler = *f.Handler
@@ -148,6 +174,12 @@ func Parse(data []byte) (Spec, error) {
 	}
 	if f.Snapshot != nil {
 		s.Snapshot = *f.Snapshot
+	}
+	if f.TmpMB != nil {
+		s.TmpMB = *f.TmpMB
+	}
+	if f.TmpStorage != nil {
+		s.TmpStorage = *f.TmpStorage
 	}
 	return s, nil
 }
@@ -179,21 +211,8 @@ func (s Spec) Validate() error {
 		return fmt.Errorf("max_concurrency: %d is outside 1..%d (0 in function.yaml means %d): %w",
 			s.MaxConcurrency, MaxMaxConcurrency, DefaultMaxConcurrency, ErrInvalid)
 	}
-	keys := make([]string, 0, len(s.Env))
-	for k := range s.Env {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys) // report the same key every time
-	for _, k := range keys {
-		if !envKeyRE.MatchString(k) {
-			return fmt.Errorf("env: %q is not a valid variable name (letters, digits, _; not starting with a digit): %w", k, ErrInvalid)
-		}
-		if strings.HasPrefix(strings.ToUpper(k), ReservedEnvPrefix) {
-			return fmt.Errorf("env: %q is reserved (names starting with %s are set by Hearth): %w", k, ReservedEnvPrefix, ErrInvalid)
-		}
-		if strings.IndexByte(s.Env[k], 0) >= 0 {
-			return fmt.Errorf("env: value of %q contains a NUL byte: %w", k, ErrInvalid)
-		}
+	if err := checkEnv("env", s.Env); err != nil {
+		return err
 	}
 	switch s.Network {
 	case NetworkNone, NetworkIsolated, NetworkOffline:
@@ -204,6 +223,36 @@ func (s Spec) Validate() error {
 	case "", SnapshotAuto, SnapshotAlways, SnapshotNever:
 	default:
 		return fmt.Errorf("snapshot: %q is not one of auto, always, never: %w", s.Snapshot, ErrInvalid)
+	}
+	if s.TmpMB < MinTmpMB || s.TmpMB > MaxTmpMB {
+		return fmt.Errorf("tmp_mb: %d is outside %d..%d: %w", s.TmpMB, MinTmpMB, MaxTmpMB, ErrInvalid)
+	}
+	switch s.TmpStorage {
+	case "", TmpDisk, TmpMemory:
+	default:
+		return fmt.Errorf("tmp_storage: %q is not one of disk, memory: %w", s.TmpStorage, ErrInvalid)
+	}
+	return nil
+}
+
+// checkEnv checks environment names and values; field names where they
+// come from in messages.
+func checkEnv(field string, env map[string]string) error {
+	keys := make([]string, 0, len(env))
+	for k := range env {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys) // report the same key every time
+	for _, k := range keys {
+		if !envKeyRE.MatchString(k) {
+			return fmt.Errorf("%s: %q is not a valid variable name (letters, digits, _; not starting with a digit): %w", field, k, ErrInvalid)
+		}
+		if strings.HasPrefix(strings.ToUpper(k), ReservedEnvPrefix) {
+			return fmt.Errorf("%s: %q is reserved (names starting with %s are set by Hearth): %w", field, k, ReservedEnvPrefix, ErrInvalid)
+		}
+		if strings.IndexByte(env[k], 0) >= 0 {
+			return fmt.Errorf("%s: value of %q contains a NUL byte: %w", field, k, ErrInvalid)
+		}
 	}
 	return nil
 }
@@ -250,28 +299,54 @@ func (s Spec) ModuleFile(dir string) (string, error) {
 		s.Handler, module, cands[0], cands[1], ErrInvalid)
 }
 
-// Load reads the function in dir: function.yaml and requirements.txt, both
-// optional. It fills defaults, picks the default handler (f.f when f.py
+// Load reads the function in dir: function.yaml, OpenLambda's ol.yaml and
+// requirements.txt, all optional. It fills defaults, picks the default
+// handler (OL_ENTRY_FILE's module.f when ol.yaml sets it, f.f when f.py
 // exists, else lambda_function.lambda_handler), validates the result and
-// checks that the handler's module file exists. Requirements are parsed but
-// not checked against a base image; see CheckRequirements.
-func Load(dir string) (Spec, error) {
+// checks that the handler's module file exists. ol.yaml's environment is
+// added to the function's; function.yaml wins where both set a variable.
+// The warnings say what of ol.yaml the Spec leaves out. Requirements are
+// parsed but not checked against a base image; see CheckRequirements.
+func Load(dir string) (_ Spec, warnings []string, _ error) {
 	fi, err := os.Stat(dir)
 	if err != nil {
-		return Spec{}, fmt.Errorf("loading function: %w", err)
+		return Spec{}, nil, fmt.Errorf("loading function: %w", err)
 	}
 	if !fi.IsDir() {
-		return Spec{}, fmt.Errorf("loading function: %s is not a directory: %w", dir, ErrInvalid)
+		return Spec{}, nil, fmt.Errorf("loading function: %s is not a directory: %w", dir, ErrInvalid)
 	}
 	data, err := readSmall(filepath.Join(dir, ConfigFile))
 	if err != nil {
-		return Spec{}, err
+		return Spec{}, nil, err
 	}
 	s, err := Parse(data)
 	if err != nil {
-		return Spec{}, err
+		return Spec{}, nil, err
 	}
-	if s.Handler == "" {
+	data, err = readSmall(filepath.Join(dir, OpenLambdaFile))
+	if err != nil {
+		return Spec{}, nil, err
+	}
+	ol, warnings, err := parseOpenLambda(data)
+	if err != nil {
+		return Spec{}, nil, err
+	}
+	if len(ol.Env) > 0 {
+		env := maps.Clone(ol.Env)
+		for _, k := range slices.Sorted(maps.Keys(s.Env)) {
+			if v, ok := env[k]; ok && v != s.Env[k] {
+				warnings = append(warnings, fmt.Sprintf("%s: environment.%s: ignored: %s's env sets it", OpenLambdaFile, k, ConfigFile))
+			}
+			env[k] = s.Env[k]
+		}
+		s.Env = env
+	}
+	switch {
+	case s.Handler != "" && ol.Module != "":
+		warnings = append(warnings, fmt.Sprintf("%s: environment.%s: not used to pick the handler: %s sets handler %s", OpenLambdaFile, olEntryFile, ConfigFile, s.Handler))
+	case ol.Module != "":
+		s.Handler = ol.Module + ".f"
+	case s.Handler == "":
 		s.Handler = "lambda_function.lambda_handler"
 		if fi, err := os.Stat(filepath.Join(dir, "f.py")); err == nil && fi.Mode().IsRegular() {
 			s.Handler = "f.f"
@@ -279,18 +354,18 @@ func Load(dir string) (Spec, error) {
 	}
 	req, err := readSmall(filepath.Join(dir, RequirementsFile))
 	if err != nil {
-		return Spec{}, err
+		return Spec{}, nil, err
 	}
 	if s.Requirements, err = ParseRequirements(req); err != nil {
-		return Spec{}, err
+		return Spec{}, nil, err
 	}
 	if err := s.Validate(); err != nil {
-		return Spec{}, err
+		return Spec{}, nil, err
 	}
 	if _, err := s.ModuleFile(dir); err != nil {
-		return Spec{}, err
+		return Spec{}, nil, err
 	}
-	return s, nil
+	return s, warnings, nil
 }
 
 // readSmall reads an optional config file; a missing file is empty.

@@ -28,7 +28,7 @@ func writeTree(t *testing.T, files map[string]string) string {
 func TestLoad(t *testing.T) {
 	def := func(h string) Spec {
 		return Spec{Handler: h, MemoryMB: DefaultMemoryMB, TimeoutS: DefaultTimeoutS,
-			MaxConcurrency: DefaultMaxConcurrency, Network: NetworkNone}
+			MaxConcurrency: DefaultMaxConcurrency, Network: NetworkNone, TmpMB: DefaultTmpMB}
 	}
 	tests := []struct {
 		name  string
@@ -48,10 +48,13 @@ max_concurrency: 2
 env: {GREETING: hi, N: 3}
 network: none
 snapshot: always
+tmp_mb: 2048
+tmp_storage: memory
 `,
 			"requirements.txt": "# deps\nnumpy>=1.0  # from Debian\n\nrequests \\\n  ==2.28.1\n",
 		}, Spec{Handler: "app.main.run", MemoryMB: 256, TimeoutS: 5, MaxConcurrency: 2,
 			Env: map[string]string{"GREETING": "hi", "N": "3"}, Network: "none", Snapshot: "always",
+			TmpMB: 2048, TmpStorage: TmpMemory,
 			Requirements: []string{"numpy>=1.0", "requests   ==2.28.1"}}},
 		{"package handler", map[string]string{"pkg/__init__.py": "", "function.yaml": "handler: pkg.h"}, func() Spec {
 			s := def("pkg.h")
@@ -71,9 +74,12 @@ snapshot: always
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := Load(writeTree(t, tt.files))
+			got, warns, err := Load(writeTree(t, tt.files))
 			if err != nil {
 				t.Fatalf("Load: %v", err)
+			}
+			if len(warns) > 0 {
+				t.Errorf("warnings: %q", warns)
 			}
 			if !reflect.DeepEqual(got, tt.want) {
 				t.Errorf("Load =\n %+v\nwant\n %+v", got, tt.want)
@@ -115,11 +121,14 @@ func TestLoadErrors(t *testing.T) {
 		{"network bogus", map[string]string{"f.py": "", "function.yaml": "network: host"}, ErrInvalid, "host"},
 		{"network empty", map[string]string{"f.py": "", "function.yaml": "network: \"\""}, ErrInvalid, "not one of none, isolated, offline"},
 		{"snapshot bogus", map[string]string{"f.py": "", "function.yaml": "snapshot: sometimes"}, ErrInvalid, "sometimes"},
+		{"tmp too small", map[string]string{"f.py": "", "function.yaml": "tmp_mb: 7"}, ErrInvalid, "tmp_mb"},
+		{"tmp too big", map[string]string{"f.py": "", "function.yaml": "tmp_mb: 10241"}, ErrInvalid, "tmp_mb"},
+		{"tmp storage bogus", map[string]string{"f.py": "", "function.yaml": "tmp_storage: ssd"}, ErrInvalid, "ssd"},
 		{"yaml too big", map[string]string{"f.py": "", "function.yaml": "#" + strings.Repeat("x", MaxConfigBytes)}, ErrInvalid, "larger"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := Load(writeTree(t, tt.files))
+			_, _, err := Load(writeTree(t, tt.files))
 			if !errors.Is(err, tt.want) {
 				t.Fatalf("Load error = %v, want %v", err, tt.want)
 			}
@@ -132,10 +141,10 @@ func TestLoadErrors(t *testing.T) {
 
 func TestLoadNotDir(t *testing.T) {
 	dir := writeTree(t, map[string]string{"f.py": ""})
-	if _, err := Load(filepath.Join(dir, "f.py")); !errors.Is(err, ErrInvalid) {
+	if _, _, err := Load(filepath.Join(dir, "f.py")); !errors.Is(err, ErrInvalid) {
 		t.Errorf("Load(file) = %v, want ErrInvalid", err)
 	}
-	if _, err := Load(filepath.Join(dir, "missing")); !errors.Is(err, os.ErrNotExist) {
+	if _, _, err := Load(filepath.Join(dir, "missing")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("Load(missing) = %v, want ErrNotExist", err)
 	}
 }

@@ -12,6 +12,12 @@ var (
 	// carries the tail of pip's output.
 	ErrInstall = errors.New("install cache: cannot install package")
 
+	// ErrIndexUnreachable reports that pip could not reach a package
+	// index (connection refused, no route, name resolution, TLS): the
+	// requirements may be fine, the index or the network is not. The
+	// error names the index and every requirement left unresolved.
+	ErrIndexUnreachable = errors.New("install cache: package index unreachable")
+
 	// ErrInvalid reports a malformed package name, version or config.
 	ErrInvalid = errors.New("invalid package")
 

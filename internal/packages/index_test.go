@@ -70,14 +70,51 @@ func TestUnreachableIndex(t *testing.T) {
 	}
 	addr := l.Addr().String()
 	l.Close()
-	e := newEnv(t, Config{Index: Index{URL: "http://" + addr + "/simple"}})
+	e := newEnv(t, Config{Index: Index{URL: "http://user:secret@" + addr + "/simple"}})
 	t0 := time.Now()
-	_, err = e.c.Install(context.Background(), codeDir(t, map[string]string{"requirements.txt": "alpha\n"}))
-	if !errors.Is(err, ErrResolve) || !strings.Contains(err.Error(), "No matching distribution found for alpha") {
-		t.Fatalf("err = %v, want ErrResolve naming alpha", err)
+	// numpy is in the base image: it needs no index.
+	_, err = e.c.Install(context.Background(), codeDir(t, map[string]string{
+		"requirements.txt": "alpha\nnumpy\nbeta>=1.0\n-r more.txt\n",
+		"more.txt":         "gamma[fast]==0.3 ; python_version >= '3'\n",
+	}))
+	if !errors.Is(err, ErrIndexUnreachable) || errors.Is(err, ErrResolve) {
+		t.Fatalf("err = %v, want ErrIndexUnreachable (not the code's fault)", err)
+	}
+	msg := err.Error()
+	for _, want := range []string{"package index http://" + addr + "/simple could not be reached",
+		"Connection refused", "could not resolve alpha, beta>=1.0, gamma[fast]==0.3"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error %q does not say %q", msg, want)
+		}
+	}
+	if strings.Contains(msg, "numpy") || strings.Contains(msg, "secret") {
+		t.Errorf("error %q names numpy (in the base image) or the index's password", msg)
 	}
 	// Two retries with back-off, not pip's default five (~8 s).
 	if d := time.Since(t0); d > 5*time.Second {
 		t.Errorf("failing took %v", d)
+	}
+}
+
+func TestUnreachableOutput(t *testing.T) {
+	tests := []struct{ out, want string }{
+		{"WARNING: Retrying (Retry(total=1, connect=None, read=None, redirect=None, status=None)) after connection broken by " +
+			"'NewConnectionError('<pip._vendor.urllib3.connection.HTTPConnection object at 0x7f9d3a805940>: Failed to establish a new connection: [Errno 111] Connection refused')': /simple/alpha/\n" +
+			"ERROR: Could not find a version that satisfies the requirement alpha (from versions: none)\n",
+			"Failed to establish a new connection: [Errno 111] Connection refused"},
+		{"WARNING: Retrying (Retry(total=0, connect=None, read=None, redirect=None, status=None)) after connection broken by " +
+			"'ConnectTimeoutError(<pip._vendor.urllib3.connection.HTTPSConnection object at 0x7f>, 'Connection to pypi.org timed out. (connect timeout=15)')': /simple/x/\n",
+			"Connection to pypi.org timed out. (connect timeout=15)"},
+		{"WARNING: Retrying (Retry(total=0, connect=None, read=None, redirect=None, status=None)) after connection broken by " +
+			"'NameResolutionError(\"<pip._vendor.urllib3.connection.HTTPSConnection object at 0x7f>: Failed to resolve 'pypi.org' ([Errno -3] Temporary failure in name resolution)\")': /simple/x/\n",
+			"Failed to resolve 'pypi.org' ([Errno -3] Temporary failure in name resolution)"},
+		{"Could not fetch URL https://pypi.org/simple/x/: There was a problem confirming the ssl certificate: HTTPSConnectionPool(host='pypi.org', port=443) - skipping\n",
+			"There was a problem confirming the ssl certificate: HTTPSConnectionPool(host='pypi.org', port=443)"},
+		{"ERROR: Could not find a version that satisfies the requirement nosuch (from versions: none)\n", ""},
+	}
+	for _, tt := range tests {
+		if got := unreachable(tt.out); got != tt.want {
+			t.Errorf("unreachable(%q)\n = %q\nwant %q", tt.out, got, tt.want)
+		}
 	}
 }

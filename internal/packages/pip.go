@@ -156,6 +156,9 @@ func (c *Cache) resolve(ctx context.Context, codeDir string) ([]Package, error) 
 	var set []Package
 	err := c.exec(ctx, run{code: codeDir, argv: argv, collect: func(out string, status int, output string) error {
 		if status != 0 {
+			if why := unreachable(output); why != "" {
+				return c.unreachableErr(codeDir, output, why)
+			}
 			return fmt.Errorf("%w: pip: %s", ErrResolve, pipTail(output))
 		}
 		b, err := os.ReadFile(filepath.Join(out, "report.json"))
@@ -256,6 +259,9 @@ func (c *Cache) collect(out string, i int, p Package) error {
 	}
 	logb, _ := os.ReadFile(filepath.Join(out, "log", strconv.Itoa(i)))
 	if rc := strings.TrimSpace(string(rcb)); rc != "0" {
+		if why := unreachable(string(logb)); why != "" {
+			return fmt.Errorf("%w: installing %s: the %s could not be reached (%s)", ErrIndexUnreachable, p, c.cfg.Index.indexes(), why)
+		}
 		return fmt.Errorf("%w: %s: pip exited with status %s: %s", ErrInstall, p, rc, pipTail(string(logb)))
 	}
 	t := filepath.Join(out, "t", strconv.Itoa(i))

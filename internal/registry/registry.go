@@ -54,7 +54,8 @@ type Options struct {
 	// stores what it returns as Function.Packages. It resolves the
 	// requirements and installs what is missing (packages.Cache.Install).
 	// Errors matching packages.ErrResolve, packages.ErrInstall or
-	// packages.ErrInvalid are the code's fault and match ErrInvalid.
+	// packages.ErrInvalid are the code's fault and match ErrInvalid;
+	// packages.ErrIndexUnreachable is not.
 	Resolve func(ctx context.Context, codeDir string) ([]packages.Package, error)
 	// Deployed, if set, is called after a deploy commits a new revision,
 	// and Deleted after a function is deleted, to keep the package
@@ -101,6 +102,9 @@ type Function struct {
 	Size       int64     `json:"size"`
 	Files      int       `json:"files"`
 	DeployedAt time.Time `json:"deployed_at"`
+	// Warnings name what of the code's configuration the deploy ignored:
+	// the keys of OpenLambda's ol.yaml that Hearth has no equivalent for.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // ShortRevision returns the first 16 hex digits of the revision, for
@@ -121,6 +125,7 @@ type record struct {
 	Size       int64              `json:"size"`
 	Files      int                `json:"files"`
 	DeployedAt time.Time          `json:"deployed_at"`
+	Warnings   []string           `json:"warnings,omitempty"`
 }
 
 // Registry stores functions. Create one with Open and Close it when done.
@@ -238,7 +243,7 @@ func (r *Registry) fn(rec record) Function {
 	return Function{
 		Name: rec.Name, Revision: rec.Revision, Spec: rec.Spec, Packages: rec.Packages,
 		CodeDir: r.codeDir(rec.Name, rec.Revision),
-		Size:    rec.Size, Files: rec.Files, DeployedAt: rec.DeployedAt,
+		Size:    rec.Size, Files: rec.Files, DeployedAt: rec.DeployedAt, Warnings: rec.Warnings,
 	}
 }
 
@@ -338,7 +343,7 @@ func (r *Registry) Deploy(ctx context.Context, name string, src Source) (Functio
 	if err != nil {
 		return Function{}, fmt.Errorf("deploying %s: %w", name, classify(err))
 	}
-	spec, err := function.Load(code)
+	spec, warnings, err := function.Load(code)
 	if err != nil {
 		return Function{}, fmt.Errorf("deploying %s: %w", name, badInput{err})
 	}
@@ -392,7 +397,7 @@ func (r *Registry) Deploy(ctx context.Context, name string, src Source) (Functio
 		return Function{}, fmt.Errorf("deploying %s: %w", name, err)
 	}
 	rec := record{Name: name, Revision: sum.rev, Spec: spec, Packages: pkgs, Size: sum.size, Files: sum.files,
-		DeployedAt: time.Now().UTC().Truncate(time.Millisecond)}
+		DeployedAt: time.Now().UTC().Truncate(time.Millisecond), Warnings: warnings}
 	if err := r.put(rec); err != nil {
 		os.RemoveAll(final)
 		return Function{}, fmt.Errorf("deploying %s: %w", name, err)

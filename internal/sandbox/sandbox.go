@@ -3,14 +3,17 @@
 // A sandbox is a set of fresh mount, pid, uts and ipc namespaces (no network
 // namespace by default, as in SOCK) held by a tiny init (cmd/hearth-init),
 // a root made of read-only bind mounts over a read-only base image, a
-// size-capped scratch tmpfs at /tmp, and its own cgroup. Its main process,
-// if any, runs as an unprivileged user with no capabilities and
-// no_new_privs.
+// size-capped scratch file system at /tmp (ext4 on disk from Disks, or a
+// tmpfs), and its own cgroup. Its main process, if any, runs as an
+// unprivileged user with no capabilities and no_new_privs.
 //
-// Only the scratch tmpfs is mounted in the host's mount namespace (so the
-// worker can reach the runtime socket in it); every other mount lives in the
-// sandbox's own namespace and vanishes with it. Sweep removes what a crashed
-// worker left.
+// The scratch file system is made detached (fsmount) and init moves it
+// onto /tmp: it is in no mount namespace but the sandbox's, so no other
+// sandbox's copy of the host's mounts holds it once the sandbox is gone.
+// The worker reaches the runtime's socket in it through the descriptor it
+// keeps (/proc/self/fd). Every mount of a sandbox lives in its own
+// namespace and vanishes with it; Sweep and SweepDisks remove what a
+// crashed worker left.
 //
 // A Sandbox is safe for concurrent use; its owner must call Destroy.
 package sandbox
@@ -24,6 +27,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -33,9 +37,6 @@ import (
 	"github.com/hearth-run/hearth/internal/cgroup"
 	"github.com/hearth-run/hearth/internal/sandbox/initproc"
 )
-
-// ErrExited is returned when the sandbox's init is gone.
-var ErrExited = errors.New("sandbox exited")
 
 // Bind is a bind mount from the host into the sandbox.
 type Bind = initproc.Bind
@@ -48,8 +49,13 @@ type Config struct {
 	// Binds are mounted over the base, read-only unless Writable. Targets
 	// must exist as directories in the base image.
 	Binds []Bind
-	// ScratchBytes caps the tmpfs at /tmp (default 64 MiB).
+	// ScratchBytes caps /tmp (default 64 MiB).
 	ScratchBytes int64
+	// ScratchDisk puts /tmp on disk, in a file system from Factory.Disks
+	// (which must be set), so that its files are page cache the kernel can
+	// write back and reclaim, not memory charged for good to the
+	// sandbox's cgroup. False: a tmpfs.
+	ScratchDisk bool
 	// Group is the sandbox's cgroup, owned by the caller. The main process
 	// and everything it forks run in it. A holder (no Command) may get it
 	// later, with SetGroup.
@@ -99,13 +105,17 @@ type Factory struct {
 	UID, GID int
 	// Home is the cgroup hearth-init lives in, outside every sandbox.
 	Home *cgroup.Group
+	// Disks makes the on-disk /tmp of sandboxes with ScratchDisk; nil
+	// means none can have one. The Factory does not own it.
+	Disks *Disks
 }
 
 // Sandbox is one live sandbox.
 type Sandbox struct {
 	id      string
 	dir     string
-	scratch string
+	tmp     *os.File // the scratch file system's root (a detached mount, then /tmp's)
+	scratch string   // tmp as a path, through /proc/self/fd
 	group   *cgroup.Group
 	cmd     *exec.Cmd
 	lis     *os.File      // listening socket kept for a joiner, if any
@@ -133,13 +143,8 @@ func (f *Factory) Create(ctx context.Context, cfg Config) (_ *Sandbox, err error
 		group: cfg.Group,
 		done:  make(chan struct{}),
 	}
-	s.scratch = filepath.Join(s.dir, "scratch")
 	root := filepath.Join(s.dir, "root")
 	if err := os.MkdirAll(root, 0o700); err != nil {
-		return nil, fmt.Errorf("sandbox %s: %w", s.id, err)
-	}
-	if err := os.Mkdir(s.scratch, 0o755); err != nil {
-		os.RemoveAll(s.dir)
 		return nil, fmt.Errorf("sandbox %s: %w", s.id, err)
 	}
 	defer func() {
@@ -147,15 +152,11 @@ func (f *Factory) Create(ctx context.Context, cfg Config) (_ *Sandbox, err error
 			s.cleanupFS()
 		}
 	}()
-	size := cfg.ScratchBytes
-	if size <= 0 {
-		size = 64 << 20
+	if s.tmp, err = f.scratch(ctx, cfg); err != nil {
+		return nil, fmt.Errorf("sandbox %s: scratch: %w", s.id, err)
 	}
+	s.scratch = fdPath(s.tmp)
 	uid, gid := f.ids()
-	opts := fmt.Sprintf("size=%d,mode=1777,uid=0,gid=0", size)
-	if err := unix.Mount("tmpfs", s.scratch, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
-		return nil, fmt.Errorf("sandbox %s: mount scratch: %w", s.id, err)
-	}
 
 	var files []*os.File
 	defer func() {
@@ -166,7 +167,7 @@ func (f *Factory) Create(ctx context.Context, cfg Config) (_ *Sandbox, err error
 	args := initproc.Args{
 		Root:     root,
 		Base:     f.Base,
-		Binds:    append(append([]Bind(nil), cfg.Binds...), Bind{Source: s.scratch, Target: "/tmp", Writable: true}),
+		Binds:    cfg.Binds,
 		Hostname: "hearth-" + shortID(s.id),
 		UID:      uid,
 		GID:      gid,
@@ -204,6 +205,14 @@ func (f *Factory) Create(ctx context.Context, cfg Config) (_ *Sandbox, err error
 		}
 		args.Files += len(cfg.Files)
 	}
+	// A dup for init, which moves the scratch onto /tmp: everything in
+	// files is closed when Create returns.
+	tmpFD, err := unix.FcntlInt(s.tmp.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox %s: scratch: %w", s.id, err)
+	}
+	args.Tmp = 3 + len(files)
+	files = append(files, os.NewFile(uintptr(tmpFD), "tmp"))
 	var readyR *os.File
 	if len(cfg.Command) == 0 {
 		r, w, err := os.Pipe()
@@ -304,6 +313,39 @@ func (f *Factory) Create(ctx context.Context, cfg Config) (_ *Sandbox, err error
 	return s, nil
 }
 
+// scratch makes the sandbox's /tmp, detached: a file system from f.Disks
+// (ScratchDisk) or a new tmpfs, cfg.ScratchBytes large, root mode 1777.
+func (f *Factory) scratch(ctx context.Context, cfg Config) (*os.File, error) {
+	size := cfg.ScratchBytes
+	if size <= 0 {
+		size = 64 << 20
+	}
+	if cfg.ScratchDisk {
+		if f.Disks == nil {
+			return nil, fmt.Errorf("on disk: %w", ErrNoDisks)
+		}
+		return f.Disks.Take(ctx, size)
+	}
+	fs, err := unix.Fsopen("tmpfs", unix.FSOPEN_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("fsopen tmpfs: %w", err)
+	}
+	defer unix.Close(fs)
+	for k, v := range map[string]string{"size": strconv.FormatInt(size, 10), "mode": "1777"} {
+		if err := unix.FsconfigSetString(fs, k, v); err != nil {
+			return nil, fmt.Errorf("tmpfs %s=%s: %w", k, v, err)
+		}
+	}
+	if err := unix.FsconfigCreate(fs); err != nil {
+		return nil, fmt.Errorf("tmpfs: %w", err)
+	}
+	m, err := unix.Fsmount(fs, unix.FSMOUNT_CLOEXEC, unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV)
+	if err != nil {
+		return nil, fmt.Errorf("fsmount tmpfs: %w", err)
+	}
+	return os.NewFile(uintptr(m), "tmp"), nil
+}
+
 func cloneFlags(hostPID bool) uintptr {
 	f := uintptr(unix.CLONE_NEWNS | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC)
 	if !hostPID {
@@ -402,10 +444,15 @@ func viaDir(path string, f func(short string) error) error {
 	return f(fmt.Sprintf("/proc/self/fd/%d/%s", dir, filepath.Base(path)))
 }
 
-// Dial connects to the named socket in the sandbox's scratch dir.
+// Dial connects to the named socket in the sandbox's /tmp.
 func (s *Sandbox) Dial(name string) (net.Conn, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock() // Destroy closes the descriptor the path goes through
+	if s.destroyed {
+		return nil, fmt.Errorf("sandbox %s: %w", s.id, ErrExited)
+	}
 	var c net.Conn
-	err := viaDir(s.SocketPath(name), func(short string) error {
+	err := viaDir(filepath.Join(s.scratch, name), func(short string) error {
 		var err error
 		c, err = net.Dial("unix", short)
 		return err
@@ -428,11 +475,25 @@ func (s *Sandbox) Group() *cgroup.Group { return s.group }
 // the join.
 func (s *Sandbox) SetGroup(g *cgroup.Group) { s.group = g }
 
-// Scratch returns the host path of the sandbox's /tmp.
-func (s *Sandbox) Scratch() string { return s.scratch }
+// Scratch returns a path to the sandbox's /tmp for this process
+// (/proc/self/fd/N), valid until Destroy; "" after.
+func (s *Sandbox) Scratch() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.destroyed {
+		return ""
+	}
+	return s.scratch
+}
 
-// SocketPath returns the host path of the named socket in the scratch dir.
-func (s *Sandbox) SocketPath(name string) string { return filepath.Join(s.scratch, name) }
+// SocketPath returns a path for this process to the named socket in the
+// sandbox's /tmp, valid until Destroy; "" after.
+func (s *Sandbox) SocketPath(name string) string {
+	if dir := s.Scratch(); dir != "" {
+		return filepath.Join(dir, name)
+	}
+	return ""
+}
 
 // InitPid returns the host pid of the sandbox's init; its /proc/PID/ns/*
 // files are the sandbox's namespaces.
@@ -532,9 +593,12 @@ func (s *Sandbox) Destroy(ctx context.Context) error {
 	return nil
 }
 
+// cleanupFS drops the worker's hold on the scratch file system, which
+// goes with the sandbox's mount namespace (its loop device and image
+// with it), and removes the sandbox's directory.
 func (s *Sandbox) cleanupFS() error {
-	if err := unix.Unmount(s.scratch, unix.MNT_DETACH); err != nil && err != unix.EINVAL && err != unix.ENOENT {
-		return fmt.Errorf("unmount scratch: %w", err)
+	if s.tmp != nil {
+		s.tmp.Close()
 	}
 	return os.RemoveAll(s.dir)
 }

@@ -158,8 +158,12 @@ func TestHolderExposesNamespacesAndListener(t *testing.T) {
 	if err := sb.Destroy(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(sb.Scratch()); !os.IsNotExist(err) {
-		t.Errorf("scratch survived Destroy: %v", err)
+	if p := sb.Scratch(); p != "" {
+		t.Errorf("scratch path %q after Destroy", p)
+	}
+	if c, err := sb.Dial("s.sock"); err == nil {
+		c.Close()
+		t.Error("dialled a destroyed sandbox")
 	}
 }
 

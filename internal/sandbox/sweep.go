@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/hearth-run/hearth/internal/mountinfo"
 
@@ -56,4 +57,52 @@ func (f *Factory) Prepare() error {
 		return fmt.Errorf("sandbox dir: mount tmpfs: %w", err)
 	}
 	return nil
+}
+
+// SweepDisks removes what a Disks over dir left: its image files (a
+// crashed worker's, and the templates) and the loop devices still backed
+// by a file in dir. A device nobody uses is detached at once; one still
+// mounted (a sandbox that outlived its worker) goes when its last user
+// does. The file systems themselves need no sweep: a crashed worker's
+// descriptors closed with it, and a sandbox's mount namespace dies with
+// the sandbox. It returns how many loop devices it released.
+func SweepDisks(dir string) (int, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return 0, fmt.Errorf("sweep disks: %w", err)
+	}
+	n := 0
+	for _, dev := range LoopDevicesUnder(abs) {
+		fd, err := unix.Open(dev, unix.O_RDWR|unix.O_CLOEXEC, 0)
+		if err != nil {
+			continue // gone meanwhile
+		}
+		// On a device in use this only sets autoclear.
+		if err := unix.IoctlSetInt(fd, unix.LOOP_CLR_FD, 0); err == nil {
+			n++
+		}
+		unix.Close(fd)
+	}
+	if err := os.RemoveAll(abs); err != nil {
+		return n, fmt.Errorf("sweep disks: %w", err)
+	}
+	return n, nil
+}
+
+// LoopDevicesUnder lists the loop devices (/dev/loopN) whose backing file
+// is, or was before it was unlinked, below dir.
+func LoopDevicesUnder(dir string) []string {
+	files, _ := filepath.Glob("/sys/block/loop*/loop/backing_file")
+	var out []string
+	for _, bf := range files {
+		b, err := os.ReadFile(bf)
+		if err != nil {
+			continue
+		}
+		p := strings.TrimSuffix(strings.TrimSpace(string(b)), " (deleted)")
+		if strings.HasPrefix(p, strings.TrimSuffix(dir, "/")+"/") {
+			out = append(out, "/dev/"+filepath.Base(filepath.Dir(filepath.Dir(bf))))
+		}
+	}
+	return out
 }

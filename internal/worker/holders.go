@@ -14,10 +14,12 @@ import (
 )
 
 // holders keeps generic sandboxes made ahead of need: namespaces, a
-// scratch tmpfs with the runtime socket, no code and no cgroup. A zygote
+// /tmp of Config.ScratchBytes with the runtime socket, no code and no
+// cgroup. A zygote
 // child binds the function's code and packages into one before it
 // chroots, so a fork start skips the ~1-2 ms of creating a sandbox (and
-// its tail on a busy machine). Only host-network functions use them.
+// its tail on a busy machine). Only host-network functions whose /tmp
+// is the pre-made one use them.
 type holders struct {
 	w    *Worker
 	size int
@@ -108,6 +110,7 @@ func (w *Worker) premade(ctx context.Context, prefix string, netFile *os.File) (
 		ID:           fmt.Sprintf("%s-%d", prefix, w.seq.Add(1)),
 		Binds:        []sandbox.Bind{{Source: w.runtime, Target: runtime.MountPoint}},
 		ScratchBytes: w.cfg.ScratchBytes,
+		ScratchDisk:  w.disks != nil,
 		Socket:       socketName,
 		NetNS:        netFile,
 	})
@@ -148,7 +151,7 @@ func (w *Worker) adopt(ctx context.Context, sb *sandbox.Sandbox, fn registry.Fun
 
 // takeHolder returns a pre-made sandbox for fn, or nil.
 func (w *Worker) takeHolder(fn registry.Function) *sandbox.Sandbox {
-	if w.holders == nil || netKind(fn) != "" {
+	if w.holders == nil || netKind(fn) != "" || !w.premadeFits(fn) {
 		return nil
 	}
 	return w.holders.take()

@@ -345,13 +345,16 @@ func (w *Worker) createSnapshot(ctx context.Context, fn registry.Function) (*sna
 	if sb, ok := inst.sb.(*sandbox.Sandbox); ok {
 		scratch = sb.Scratch()
 	}
+	// A restore gives the sandbox a tmpfs of this size (internal/snapshot
+	// has no on-disk /tmp yet).
+	tmpBytes, _ := w.scratch(fn)
 	key := snapshot.Key(fn.Name, fn.Revision)
 	t0 := time.Now()
 	d, err := w.snap.svc.Create(ctx, snapshot.DumpSpec{
 		Pid:          inst.sb.InitPid(),
 		Scratch:      scratch,
 		Socket:       socketName,
-		ScratchBytes: w.cfg.ScratchBytes,
+		ScratchBytes: tmpBytes,
 		Key:          key,
 		Function:     fn.Name,
 		Revision:     fn.Revision,

@@ -395,9 +395,10 @@ func (s *spares) close() {
 
 // takeSpare returns a spare of node key for fn, or nil; counted says
 // whether the start was recorded, so that the caller must call
-// spares.finish.
+// spares.finish. A function whose /tmp is not the pre-made one records
+// nothing: no spare could serve it.
 func (w *Worker) takeSpare(fn registry.Function, key string) (sp *spare, counted bool) {
-	if w.spares == nil {
+	if w.spares == nil || !w.premadeFits(fn) {
 		return nil, false
 	}
 	return w.spares.take(key, netKind(fn)), true

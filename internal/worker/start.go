@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hearth-run/hearth/internal/cgroup"
+	"github.com/hearth-run/hearth/internal/function"
 	"github.com/hearth-run/hearth/internal/packages"
 	"github.com/hearth-run/hearth/internal/registry"
 	"github.com/hearth-run/hearth/internal/runtime"
@@ -106,11 +108,13 @@ func (w *Worker) makeSandbox(ctx context.Context, fn registry.Function, st *fnSt
 		return nil, fmt.Errorf("%s: %v: %w", fn.Name, err, ErrStart)
 	}
 	t1 := time.Now()
+	tmpBytes, tmpDisk := w.scratch(fn)
 	sb, err := w.factory.Create(ctx, sandbox.Config{
 		NetNS:        netFile,
 		ID:           id,
 		Binds:        binds,
-		ScratchBytes: w.cfg.ScratchBytes,
+		ScratchBytes: tmpBytes,
+		ScratchDisk:  tmpDisk,
 		Group:        grp,
 		Command:      argv,
 		Env:          env,
@@ -129,6 +133,20 @@ func (w *Worker) makeSandbox(ctx context.Context, fn registry.Function, st *fnSt
 	w.track(inst)
 	w.log.Debug("sandbox", "function", fn.Name, "sandbox", id, "cgroup", t1.Sub(t0), "create", time.Since(t1))
 	return inst, nil
+}
+
+// scratch is fn's /tmp: its size (tmp_mb), and whether it is on disk,
+// as it is unless fn asks for memory or the host has no loop devices.
+func (w *Worker) scratch(fn registry.Function) (bytes int64, disk bool) {
+	mb := cmp.Or(fn.Spec.TmpMB, function.DefaultTmpMB)
+	return int64(mb) << 20, w.disks != nil && fn.Spec.TmpStorage != function.TmpMemory
+}
+
+// premadeFits reports whether pre-made sandboxes (holders, spares), whose
+// /tmp is made before the function is known, have fn's /tmp.
+func (w *Worker) premadeFits(fn registry.Function) bool {
+	bytes, disk := w.scratch(fn)
+	return bytes == w.cfg.ScratchBytes && disk == (w.disks != nil)
 }
 
 // envMap is runtimeEnv as a map, as zygote children take it.

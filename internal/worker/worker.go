@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/hearth-run/hearth/internal/cgroup"
+	"github.com/hearth-run/hearth/internal/function"
 	"github.com/hearth-run/hearth/internal/image"
 	"github.com/hearth-run/hearth/internal/packages"
 	"github.com/hearth-run/hearth/internal/registry"
@@ -50,8 +51,14 @@ type Config struct {
 	Pool PoolConfig
 	// PidsLimit caps processes per sandbox (default 64).
 	PidsLimit int64
-	// ScratchBytes caps each sandbox's /tmp (default 64 MiB).
+	// ScratchBytes is the /tmp of pre-made sandboxes (holders and
+	// spares), which only serve functions whose tmp_mb matches it
+	// (default function.DefaultTmpMB MiB, function.yaml's own default).
+	// A function's /tmp is its tmp_mb, on disk unless it asks for memory.
 	ScratchBytes int64
+	// ReadyScratch is how many on-disk /tmp file systems are kept ready
+	// for each size in use (default 4; negative: none).
+	ReadyScratch int
 	// InitTimeout bounds a cold start up to the handler being loaded (default 60 s).
 	InitTimeout time.Duration
 	// QueueTimeout bounds how long a request waits for a concurrency slot (default 10 s).
@@ -123,7 +130,7 @@ func (c *Config) setDefaults() {
 		c.PidsLimit = 64
 	}
 	if c.ScratchBytes <= 0 {
-		c.ScratchBytes = 64 << 20
+		c.ScratchBytes = function.DefaultTmpMB << 20
 	}
 	if c.InitTimeout <= 0 {
 		c.InitTimeout = 60 * time.Second
@@ -184,7 +191,8 @@ type Worker struct {
 	cg      *cgroup.Manager
 	home    *cgroup.Group
 	factory *sandbox.Factory
-	runtime string // host dir of the runtime files
+	disks   *sandbox.Disks // on-disk /tmp; nil: every /tmp is in memory
+	runtime string         // host dir of the runtime files
 	log     *slog.Logger
 	metrics *Metrics
 	seq     atomic.Uint64
@@ -281,6 +289,17 @@ func New(ctx context.Context, cfg Config, fns Functions) (*Worker, error) {
 	w.runtime = filepath.Join(cfg.DataDir, "runtime")
 	if err := runtime.Install(w.runtime); err != nil {
 		return nil, fmt.Errorf("worker: installing runtime: %w", err)
+	}
+	// Sandboxes' /tmp on disk, as AWS Lambda's: in memory it would count
+	// against the function's memory, and cap it at that.
+	disks, err := sandbox.OpenDisks(filepath.Join(cfg.DataDir, "scratch"), sandbox.DisksConfig{
+		Ready: cfg.ReadyScratch, Logger: w.log.With("component", "scratch")})
+	if err != nil {
+		w.log.Warn("sandbox /tmp in memory (tmpfs), counted against each function's memory", "err", err)
+	} else {
+		w.disks = disks
+		w.factory.Disks = disks
+		disks.Keep(cfg.ScratchBytes)
 	}
 	w.resolver = &zygote.BaseResolver{Base: cfg.Base}
 	w.pkgCache = map[string][]string{}
@@ -821,6 +840,12 @@ func (w *Worker) Close(ctx context.Context) error {
 	}
 	if _, err := w.factory.Sweep(); err != nil {
 		errs = append(errs, err)
+	}
+	if w.disks != nil {
+		// Last: every sandbox, and so every /tmp but the ready ones, is gone.
+		if err := w.disks.Close(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -2,9 +2,10 @@
 //
 // The worker starts hearth-init in fresh mount, pid, uts and ipc namespaces.
 // hearth-init builds the sandbox's file system (read-only base, read-only
-// binds, the scratch dir at /tmp, a minimal /dev, a fresh /proc), chroots into
-// it, and then either starts the sandbox's main process or just waits, so
-// that a zygote can fork a child into the namespaces it holds.
+// binds, the scratch file system moved onto /tmp, a minimal /dev, a fresh
+// /proc), chroots into it, and then either starts the sandbox's main
+// process or just waits, so that a zygote can fork a child into the
+// namespaces it holds.
 //
 // The main process joins the sandbox cgroup; hearth-init itself does not
 // stay there, so the sandbox is charged only for what its own processes use.
@@ -72,6 +73,11 @@ type Args struct {
 	// hearth-init enters first thing (instead of keeping the host's
 	// network), and closes.
 	NetNS int
+	// Tmp, if positive, is a detached mount (fsmount or open_tree) that
+	// hearth-init moves onto the root's /tmp after the binds, and closes:
+	// the scratch file system, which is then in this mount namespace
+	// only, never in the host's.
+	Tmp int
 }
 
 // Format renders a as hearth-init's command line.
@@ -84,6 +90,9 @@ func (a Args) Format() []string {
 	}
 	if a.NetNS > 0 {
 		out = append(out, "-netns", strconv.Itoa(a.NetNS))
+	}
+	if a.Tmp > 0 {
+		out = append(out, "-tmp", strconv.Itoa(a.Tmp))
 	}
 	if a.Privileged {
 		out = append(out, "-privileged")
@@ -151,6 +160,7 @@ func Parse(argv []string) (Args, error) {
 	fs.BoolVar(&a.Privileged, "privileged", false, "keep the main process root (zygotes)")
 	fs.BoolVar(&a.Exec, "exec", false, "exec the main process as pid 1 (snapshots)")
 	fs.IntVar(&a.NetNS, "netns", 0, "network namespace descriptor to enter")
+	fs.IntVar(&a.Tmp, "tmp", 0, "detached mount to move onto /tmp")
 	fs.Func("bind", "src:dst:ro|rw", func(s string) error { binds = append(binds, s); return nil })
 	fs.StringVar(&join, "join", "", "cgroup.procs fds of the sandbox")
 	fs.StringVar(&home, "home", "", "cgroup.procs fds of hearth-init")
@@ -237,6 +247,13 @@ func setup(a Args) error {
 		if err := bind(b.Source, filepath.Join(a.Root, b.Target), flags); err != nil {
 			return err
 		}
+	}
+	if a.Tmp > 0 {
+		dst := filepath.Join(a.Root, "tmp")
+		if err := unix.MoveMount(a.Tmp, "", unix.AT_FDCWD, dst, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+			return fmt.Errorf("move scratch onto %s: %w", dst, err)
+		}
+		unix.Close(a.Tmp)
 	}
 	if err := makeDev(filepath.Join(a.Root, "dev")); err != nil {
 		return err

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -20,12 +21,22 @@ func packScratch(dir, dst string) error {
 	if err != nil {
 		return err
 	}
+	// Through an os.Root: dir may be a /proc/self/fd/N magic link (a
+	// /tmp mounted only in the sandbox), which a plain walk would not
+	// descend, and nothing the sandbox left may lead the walk outside.
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		f.Close()
+		return err
+	}
+	defer root.Close()
+	fsys := root.FS()
 	tw := tar.NewWriter(f)
-	err = filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
+	err = fs.WalkDir(fsys, ".", func(p string, e fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
-		if p == dir {
+		if p == "." {
 			return nil
 		}
 		t := e.Type()
@@ -38,7 +49,7 @@ func packScratch(dir, dst string) error {
 		}
 		link := ""
 		if t&fs.ModeSymlink != 0 {
-			if link, err = os.Readlink(p); err != nil {
+			if link, err = root.Readlink(p); err != nil {
 				return err
 			}
 		}
@@ -46,8 +57,7 @@ func packScratch(dir, dst string) error {
 		if err != nil {
 			return err
 		}
-		rel, _ := filepath.Rel(dir, p)
-		h.Name = filepath.ToSlash(rel)
+		h.Name = p
 		if t.IsDir() {
 			h.Name += "/"
 		}
@@ -57,7 +67,7 @@ func packScratch(dir, dst string) error {
 			return err
 		}
 		if t.IsRegular() {
-			src, err := os.Open(p)
+			src, err := root.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 			if err != nil {
 				return err
 			}

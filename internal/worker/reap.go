@@ -18,6 +18,7 @@ import (
 	"github.com/hearth-run/hearth/internal/criu"
 	"github.com/hearth-run/hearth/internal/mountinfo"
 	"github.com/hearth-run/hearth/internal/netns"
+	"github.com/hearth-run/hearth/internal/sandbox"
 )
 
 // Host names what a worker owns on the host, outside its data files:
@@ -73,8 +74,8 @@ const probeDirAge = time.Minute
 // Sweep removes what a worker of h left behind, for example when it was
 // killed: it kills every process in its cgroups (thawing frozen ones) and
 // deletes the groups, unmounts what it mounted below its sandbox dirs,
-// deletes its bridges, veths and NAT rules, and removes temporary upload
-// and probe files. It must not run while that worker runs.
+// deletes its bridges, veths and NAT rules, detaches and removes its /tmp
+// images, and removes temporary upload and probe files. It must not run while that worker runs.
 func Sweep(ctx context.Context, h Host) (Swept, error) {
 	h = h.Resolve()
 	var s Swept
@@ -114,7 +115,14 @@ func Sweep(ctx context.Context, h Host) (Swept, error) {
 			s.Mounts++
 		}
 	}
-	n, err := netns.Sweep(h.NetPrefix)
+	// /tmp images on loop devices: their mounts went with the sandboxes'
+	// mount namespaces, now that every process is dead.
+	n, err := sandbox.SweepDisks(filepath.Join(h.DataDir, "scratch"))
+	s.Files += n
+	if err != nil {
+		errs = append(errs, err)
+	}
+	n, err = netns.Sweep(h.NetPrefix)
 	s.Net += n
 	if err != nil {
 		errs = append(errs, err)

@@ -53,6 +53,14 @@ func setup(a initproc.Args) error {
 			return err
 		}
 	}
+	if a.Tmp > 0 {
+		// As hearth-init: the scratch file system comes detached.
+		dst := filepath.Join(a.Root, "tmp")
+		if err := unix.MoveMount(a.Tmp, "", unix.AT_FDCWD, dst, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+			return fmt.Errorf("move scratch onto %s: %w", dst, err)
+		}
+		unix.Close(a.Tmp)
+	}
 	dev := filepath.Join(a.Root, "dev")
 	if err := unix.Mount("tmpfs", dev, "tmpfs", unix.MS_NOSUID|unix.MS_NOEXEC, "size=64k,mode=755"); err != nil {
 		return err

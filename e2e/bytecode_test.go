@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -279,6 +280,55 @@ func TestCompileBomb(t *testing.T) {
 			if during < 3 {
 				t.Errorf("%d calls of another function completed during the %v deploy, want at least 3", during, took)
 			}
+		})
+	}
+}
+
+// TestCompileBombDiesWithTheWorker: a compile in progress does not
+// outlive its worker, whether the worker stops (SIGTERM: the deploy's
+// context ends) or dies (SIGKILL: the sandbox's init has a parent-death
+// signal, and the reaper sweeps the compile's cgroup).
+func TestCompileBombDiesWithTheWorker(t *testing.T) {
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL} {
+		t.Run(sig.String(), func(t *testing.T) {
+			// Limits the bomb stays within for most of a minute.
+			w := startWorker(t, "--compile-timeout", "5m", "--compile-memory-mb", "4096")
+			bomb := fn(t, "f.py", cacheProbe, "bomb.py", compileBomb())
+			deployed := make(chan struct{})
+			go func() {
+				defer close(deployed)
+				w.hearth("deploy", bomb, "--name", "bomb") // fails when the worker goes
+			}()
+			deadline := time.Now().Add(60 * time.Second)
+			for len(inCompileGroup(w.cgroup)) == 0 {
+				if time.Now().After(deadline) {
+					t.Fatalf("the compile never started:\n%s", tail(w.out.String(), 20))
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			t0 := time.Now()
+			w.cmd.Process.Signal(sig)
+			done := make(chan error, 1)
+			go func() { done <- w.cmd.Wait() }()
+			select {
+			case err := <-done:
+				if sig == syscall.SIGTERM && err != nil {
+					t.Errorf("worker exited with %v after SIGTERM:\n%s", err, tail(w.out.String(), 20))
+				}
+			case <-time.After(30 * time.Second):
+				w.cmd.Process.Kill()
+				<-done
+				t.Fatalf("worker did not exit within 30 s of %v", sig)
+			}
+			for len(inCompileGroup(w.cgroup)) > 0 {
+				if time.Since(t0) > 10*time.Second {
+					t.Fatalf("compiler still running %v after %v: %v", time.Since(t0), sig, inCompileGroup(w.cgroup))
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			t.Logf("no compiler %v after %v", time.Since(t0).Round(time.Millisecond), sig)
+			w.waitReaped(15 * time.Second)
+			<-deployed
 		})
 	}
 }

@@ -113,8 +113,10 @@ const pycPoint = "/tmp/pyc"
 // unchecked-hash header, is copied, and writes stay inside dir (see
 // install). dir must not change during Compile.
 func (c *Compiler) Compile(ctx context.Context, dir string) (int, error) {
-	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
-		return 0, fmt.Errorf("compiling: code dir: %w", errors.Join(err, ErrInvalid))
+	if fi, err := os.Stat(dir); err != nil {
+		return 0, fmt.Errorf("compiling: %w", err)
+	} else if !fi.IsDir() {
+		return 0, fmt.Errorf("compiling: %s is not a directory", dir)
 	}
 	argv := append([]string{c.cfg.Python, "-I", "-S", "-B"}, runtime.CompileArgs(codePoint, pycPoint)...)
 	n := 0

@@ -313,3 +313,11 @@ func TestCompileOutputChecks(t *testing.T) {
 		t.Errorf("install from nothing: %d, %v", n, err)
 	}
 }
+
+func TestCompileMissingDir(t *testing.T) {
+	e := newEnv(t, Config{})
+	c := newCompiler(t, e, CompileConfig{})
+	if n, err := c.Compile(context.Background(), filepath.Join(t.TempDir(), "missing")); n != 0 || !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("Compile of a missing dir: %d, %v", n, err)
+	}
+}

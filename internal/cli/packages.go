@@ -74,14 +74,25 @@ func mergePackageFlags(cmd *cobra.Command, dst *PackagesConfig, src PackagesConf
 	}
 }
 
-// openPackages opens the install cache for `hearth up`, with its own
-// installer sandboxes (under <data>/installer) and cgroup parent
-// (<cgroup parent>-pkgs), both swept first. It returns nil when the
-// cache is disabled. The returned func releases everything.
-func openPackages(ctx context.Context, cfg Config, base, initPath string, log *slog.Logger) (*packages.Cache, func(context.Context) error, error) {
-	pc := cfg.Packages
-	if pc.Disabled {
-		return nil, func(context.Context) error { return nil }, nil
+// installer is what `hearth up` runs in installer sandboxes: the install
+// cache (nil when disabled) and the byte compiler of functions' code.
+type installer struct {
+	cache    *packages.Cache
+	compiler *packages.Compiler
+	// close releases everything.
+	close func(context.Context) error
+}
+
+// openInstaller opens the installer sandboxes (under <data>/installer) and
+// their cgroup parent (<cgroup parent>-pkgs), both swept first, which the
+// worker's reaper sweeps too; and on them the byte compiler and, unless
+// disabled, the install cache. A disabled cache keeps the compiler:
+// function code is untrusted input whichever way its requirements are
+// met, and its compile runs sandboxed or not at all.
+func openInstaller(ctx context.Context, cfg Config, base, initPath string, log *slog.Logger) (*installer, error) {
+	cc, err := compileConfig(cfg.Compile)
+	if err != nil {
+		return nil, err
 	}
 	parent := cfg.CgroupParent
 	if parent == "" {
@@ -89,16 +100,26 @@ func openPackages(ctx context.Context, cfg Config, base, initPath string, log *s
 	}
 	cg, err := cgroup.NewManager(parent + "-pkgs")
 	if err != nil {
-		return nil, nil, fmt.Errorf("install cache: %w", err)
+		return nil, fmt.Errorf("installer: %w", err)
 	}
 	if _, err := cg.Sweep(ctx); err != nil {
 		cg.Close(context.Background())
-		return nil, nil, fmt.Errorf("install cache: %w", err)
+		return nil, fmt.Errorf("installer: %w", err)
 	}
 	f := &sandbox.Factory{InitPath: initPath, Base: base, Dir: filepath.Join(cfg.DataDir, "installer")}
 	if _, err := f.Sweep(); err != nil {
 		cg.Close(context.Background())
-		return nil, nil, fmt.Errorf("install cache: %w", err)
+		return nil, fmt.Errorf("installer: %w", err)
+	}
+	cc.Sandboxes, cc.Cgroups = f, cg
+	inst := &installer{close: cg.Close}
+	if inst.compiler, err = packages.NewCompiler(cc); err != nil {
+		cg.Close(context.Background())
+		return nil, err
+	}
+	pc := cfg.Packages
+	if pc.Disabled {
+		return inst, nil
 	}
 	c, err := packages.Open(packages.Config{
 		Dir:       packagesDir(cfg.DataDir),
@@ -110,12 +131,59 @@ func openPackages(ctx context.Context, cfg Config, base, initPath string, log *s
 	})
 	if err != nil {
 		cg.Close(context.Background())
-		return nil, nil, err
+		return nil, err
 	}
-	closeFn := func(ctx context.Context) error {
+	inst.cache = c
+	inst.close = func(ctx context.Context) error {
 		return errors.Join(c.Close(), cg.Close(ctx))
 	}
-	return c, closeFn, nil
+	return inst, nil
+}
+
+// CompileConfig is the compile section of hearth.yaml: the byte
+// compilation of each deployed function's code, in an installer sandbox.
+type CompileConfig struct {
+	// Timeout bounds one compile (default 30s).
+	Timeout string `yaml:"timeout"`
+	// MemoryMB limits one compile's cgroup (default 256).
+	MemoryMB int64 `yaml:"memory_mb"`
+}
+
+// compileConfig turns the compile section into the compiler's limits.
+func compileConfig(c CompileConfig) (packages.CompileConfig, error) {
+	var cc packages.CompileConfig
+	if c.Timeout != "" {
+		d, err := time.ParseDuration(c.Timeout)
+		if err != nil || d <= 0 {
+			return cc, fmt.Errorf("compile.timeout %q: want a positive duration", c.Timeout)
+		}
+		cc.Timeout = d
+	}
+	if c.MemoryMB < 0 {
+		return cc, fmt.Errorf("compile.memory_mb %d: want a positive size", c.MemoryMB)
+	}
+	cc.MemoryBytes = c.MemoryMB << 20
+	return cc, nil
+}
+
+// compileHook is the registry's Prepare: it precompiles a function's
+// bytecode, which saves every fresh start and fork the compile of its
+// modules (~1 ms for a small handler). Bytecode is an optimisation: a
+// compile that fails, or that the compiler's limits kill (a source that
+// makes it use gigabytes or minutes), is logged and the deploy goes on
+// without it.
+func compileHook(c *packages.Compiler, log *slog.Logger) func(ctx context.Context, name, dir string) error {
+	return func(ctx context.Context, name, dir string) error {
+		t0 := time.Now()
+		n, err := c.Compile(ctx, dir)
+		took := time.Since(t0).Round(time.Millisecond)
+		if err != nil {
+			log.Warn("function bytecode not precompiled; deploying without it", "function", name, "took", took, "err", err)
+			return nil
+		}
+		log.Debug("function bytecode precompiled", "function", name, "files", n, "took", took)
+		return nil
+	}
 }
 
 // packageHooks sets the registry options that resolve and install

@@ -23,7 +23,6 @@ import (
 	"github.com/hearth-run/hearth/internal/function"
 	"github.com/hearth-run/hearth/internal/image"
 	"github.com/hearth-run/hearth/internal/registry"
-	"github.com/hearth-run/hearth/internal/runtime"
 	"github.com/hearth-run/hearth/internal/worker"
 	"github.com/hearth-run/hearth/internal/zygote"
 )
@@ -105,7 +104,9 @@ type Config struct {
 	} `yaml:"hist"`
 	// Packages configures the package install cache.
 	Packages PackagesConfig `yaml:"packages"`
-	Zygote   struct {
+	// Compile bounds the deploy-time byte compilation of function code.
+	Compile CompileConfig `yaml:"compile"`
+	Zygote  struct {
 		MemoryMB    int64  `yaml:"memory_mb"`
 		Window      int    `yaml:"window"`
 		Promote     int    `yaml:"promote"`
@@ -209,6 +210,12 @@ On shutdown it destroys every sandbox and cgroup it made.`,
 			}
 			mergeResourceFlags(cmd, &cfg, flags)
 			mergePackageFlags(cmd, &cfg.Packages, flags.Packages)
+			if fl.Changed("compile-timeout") {
+				cfg.Compile.Timeout = flags.Compile.Timeout
+			}
+			if fl.Changed("compile-memory-mb") {
+				cfg.Compile.MemoryMB = flags.Compile.MemoryMB
+			}
 			if cfg.Token == "" {
 				cfg.Token = os.Getenv("HEARTH_TOKEN")
 			}
@@ -241,6 +248,8 @@ On shutdown it destroys every sandbox and cgroup it made.`,
 	f.IntVar(&flags.MaxSpares, "max-spares", 0, "bound on all spares; a node that saw a burst keeps one per concurrent start for a minute (default 128)")
 	f.BoolVar(&flags.NoZygotes, "no-zygotes", false, "never fork from zygotes (every new sandbox starts a fresh interpreter)")
 	f.StringVar(&flags.ZygoteTree, "zygote-tree", "", "start from a zygote tree planned by `hearth zygote plan`")
+	f.StringVar(&flags.Compile.Timeout, "compile-timeout", "30s", "time limit of a deployed function's byte compilation (past it the deploy goes on without bytecode)")
+	f.Int64Var(&flags.Compile.MemoryMB, "compile-memory-mb", 256, "memory limit of a deployed function's byte compilation, MB")
 	return cmd
 }
 
@@ -317,37 +326,23 @@ func runUp(ctx context.Context, cfg Config) error {
 	if err := image.Prepare(base); err != nil {
 		return err
 	}
-	pkgs, closePkgs, err := openPackages(ctx, cfg, base, initPath, log)
+	inst, err := openInstaller(ctx, cfg, base, initPath, log)
 	if err != nil {
 		return err
 	}
+	pkgs := inst.cache
 	defer func() {
 		// Bounded: shutdown has a budget (see shutdownTimeout); the
 		// reaper sweeps what an unfinished close leaves.
 		cctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		closePkgs(cctx)
+		inst.close(cctx)
 	}()
-	// Bytecode saves every fresh start and fork the compile of the
-	// handler module (~1 ms); the base image's python3 makes it for the
-	// version the sandboxes run.
-	argv, env, err := image.Python(base)
-	if err != nil {
-		log.Warn("function bytecode will not be precompiled", "err", err)
-	}
 	regOpts := registry.Options{
 		CheckRequirements: func(reqs []string) error { return function.CheckRequirements(base, reqs) },
-		Prepare: func(ctx context.Context, dir string) error {
-			if argv == nil {
-				return nil
-			}
-			if err := runtime.Compile(ctx, argv, env, dir); err != nil {
-				log.Warn("function bytecode not precompiled", "err", err)
-			}
-			return nil
-		},
-		MaxBytes: cfg.MaxArchiveMB << 20,
-		MaxFiles: cfg.MaxFiles,
+		Prepare:           compileHook(inst.compiler, log),
+		MaxBytes:          cfg.MaxArchiveMB << 20,
+		MaxFiles:          cfg.MaxFiles,
 	}
 	packageHooks(pkgs, log, &regOpts)
 	reg, err := registry.Open(cfg.DataDir, regOpts)

@@ -147,10 +147,10 @@ type Stats struct {
 // Cache resolves and installs packages. Create it with Open.
 type Cache struct {
 	*Store
-	cfg  Config
-	log  *slog.Logger
-	seq  atomic.Int64
-	base func() (map[string][]function.Dist, error)
+	cfg    Config
+	log    *slog.Logger
+	runner *runner
+	base   func() (map[string][]function.Dist, error)
 
 	pipRuns, installed, shortcuts atomic.Int64
 
@@ -226,6 +226,7 @@ func Open(cfg Config) (*Cache, error) {
 		Store:   st,
 		cfg:     cfg,
 		log:     log,
+		runner:  &runner{sandboxes: cfg.Sandboxes, cgroups: cfg.Cgroups},
 		base:    sync.OnceValues(func() (map[string][]function.Dist, error) { return function.InstalledDists(base) }),
 		flights: map[string]*flight{},
 		dropped: dropped,

@@ -23,6 +23,13 @@
 // cache directory. GC removes packages no function uses, least recently
 // used first, until the cache fits its budget.
 //
+// A Compiler byte-compiles a function's code at deploy in the same kind
+// of installer sandbox, with tighter limits (a compile bomb must not
+// cost more than 256 MiB and 30 s by default), and copies back only the
+// cache files it checked. Both run their sandboxes through one runner:
+// a fresh sandbox and cgroup per run, a memory and pids limit, a
+// deadline, and nothing left when the run returns.
+//
 // Layout below the cache directory:
 //
 //	<name>-<version>/  one installed distribution (wheel-style escaping)
@@ -31,5 +38,5 @@
 //	.trash/            directories being removed (swept on open)
 //	index.json, .lock  the index and its lock file
 //
-// Cache and Store are safe for concurrent use.
+// Cache, Store and Compiler are safe for concurrent use.
 package packages

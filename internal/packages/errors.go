@@ -21,6 +21,14 @@ var (
 	// ErrInvalid reports a malformed package name, version or config.
 	ErrInvalid = errors.New("invalid package")
 
+	// ErrOutOfMemory reports a sandboxed run (pip or the compiler) that
+	// the kernel killed at its cgroup's memory limit.
+	ErrOutOfMemory = errors.New("ran out of memory")
+
+	// ErrTimeout reports a sandboxed run (pip or the compiler) killed at
+	// its time limit.
+	ErrTimeout = errors.New("time limit exceeded")
+
 	// ErrNotInstalled reports a package Mounts was asked for that is not
 	// in the cache (for example removed by GC).
 	ErrNotInstalled = errors.New("package not installed")

@@ -20,23 +20,22 @@ import (
 	"github.com/hearth-run/hearth/internal/sandbox"
 )
 
-// run is one installer sandbox run.
-type run struct {
+// pipRun is one pip run in an installer sandbox.
+type pipRun struct {
 	// code, if set, is bound read-only at /code.
 	code string
 	// argv is the command; out is the host path of /hearth-out, made
 	// before the run and removed after collect.
 	argv []string
 	// collect reads results from out after the command exited with
-	// status; its error is run's.
+	// status; its error is the run's.
 	collect func(out string, status int, output string) error
 }
 
-// exec runs r in a fresh installer sandbox and cgroup and cleans both up.
-func (c *Cache) exec(ctx context.Context, r run) error {
+// exec runs r in a fresh installer sandbox and cgroup (see runner) with
+// a writable output directory at /hearth-out, and cleans all up.
+func (c *Cache) exec(ctx context.Context, r pipRun) error {
 	c.pipRuns.Add(1)
-	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
-	defer cancel()
 	out, err := os.MkdirTemp(filepath.Join(c.Dir(), tmpDir), "run-")
 	if err != nil {
 		return fmt.Errorf("installer: %w", err)
@@ -68,19 +67,14 @@ func (c *Cache) exec(ctx context.Context, r run) error {
 	if r.code != "" {
 		binds = append(binds, sandbox.Bind{Source: r.code, Target: codePoint})
 	}
-	id := fmt.Sprintf("pip-%d-%d", os.Getpid(), c.seq.Add(1))
-	grp, err := c.cfg.Cgroups.Create(id, cgroup.Limits{MemoryBytes: c.cfg.MemoryBytes, Pids: 512, CPUWeight: 100})
-	if err != nil {
-		return fmt.Errorf("installer: %w", err)
-	}
-	defer grp.Delete(context.Background())
-	var output tailBuffer
-	sb, err := c.cfg.Sandboxes.Create(ctx, sandbox.Config{
-		ID:      id,
-		Binds:   binds,
-		Group:   grp,
-		Command: r.argv,
-		Env: []string{
+	return c.runner.run(ctx, job{
+		kind:    "pip",
+		prog:    "pip",
+		argv:    r.argv,
+		binds:   binds,
+		limits:  cgroup.Limits{MemoryBytes: c.cfg.MemoryBytes, Pids: 512, CPUWeight: 100},
+		timeout: c.cfg.Timeout,
+		env: []string{
 			"HOME=" + outPoint + "/home",
 			"TMPDIR=" + outPoint + "/tmp",
 			"PATH=/usr/local/bin:/usr/bin:/bin",
@@ -98,25 +92,11 @@ func (c *Cache) exec(ctx context.Context, r run) error {
 			"PIP_RETRIES=" + strconv.Itoa(c.cfg.Retries),
 			"PIP_TIMEOUT=" + strconv.Itoa(int(max(c.cfg.NetTimeout/time.Second, 1))),
 		},
-		Dir:    outPoint,
-		Stdout: &output,
-		Stderr: &output,
+		dir: outPoint,
+		collect: func(res result) error {
+			return r.collect(out, res.status, res.output)
+		},
 	})
-	if err != nil {
-		return fmt.Errorf("installer: %w", err)
-	}
-	defer sb.Destroy(context.Background())
-	select {
-	case <-sb.Done():
-	case <-ctx.Done():
-		sb.Destroy(context.Background())
-		return fmt.Errorf("installer: pip did not finish: %w (output: %s)", ctx.Err(), output.tail(10))
-	}
-	status := sb.ExitStatus()
-	if n, _ := grp.OOMKills(); n > 0 {
-		return fmt.Errorf("installer: pip ran out of memory (limit %d MiB)", c.cfg.MemoryBytes>>20)
-	}
-	return r.collect(out, status, output.String())
 }
 
 func (c *Cache) ids() (int, int) {
@@ -154,7 +134,7 @@ func (c *Cache) resolve(ctx context.Context, codeDir string) ([]Package, error) 
 		"--report", outPoint + "/report.json",
 		"-r", codeDir0(function.RequirementsFile)}, c.cfg.Index.args()...)
 	var set []Package
-	err := c.exec(ctx, run{code: codeDir, argv: argv, collect: func(out string, status int, output string) error {
+	err := c.exec(ctx, pipRun{code: codeDir, argv: argv, collect: func(out string, status int, output string) error {
 		if status != 0 {
 			if why := unreachable(output); why != "" {
 				return c.unreachableErr(codeDir, output, why)
@@ -232,7 +212,7 @@ func (c *Cache) install(ctx context.Context, pkgs []Package) []error {
 	ab, _ := json.Marshal(c.cfg.Index.args())
 	argv := []string{c.cfg.Python, "-c", driver, string(jb), string(ab), strconv.Itoa(c.cfg.Parallel)}
 	t0 := time.Now()
-	err := c.exec(ctx, run{argv: argv, collect: func(out string, status int, output string) error {
+	err := c.exec(ctx, pipRun{argv: argv, collect: func(out string, status int, output string) error {
 		if status != 0 {
 			return fmt.Errorf("installer exited with status %d: %s", status, tailLines(output, 10))
 		}

@@ -66,10 +66,10 @@ type Options struct {
 	// archive package defaults (50 MB, 10000 files).
 	MaxBytes int64
 	MaxFiles int
-	// Prepare, if set, runs on the staged code after it is validated and
-	// hashed, so what it adds (bytecode caches) does not change the
-	// revision. An error fails the deploy.
-	Prepare func(ctx context.Context, dir string) error
+	// Prepare, if set, runs on the staged code of the function called
+	// name after it is validated and hashed, so what it adds (bytecode
+	// caches) does not change the revision. An error fails the deploy.
+	Prepare func(ctx context.Context, name, dir string) error
 	// LockTimeout bounds the wait for the database file lock held by
 	// another process. Zero means one second.
 	LockTimeout time.Duration
@@ -383,7 +383,7 @@ func (r *Registry) Deploy(ctx context.Context, name string, src Source) (Functio
 		return Function{}, fmt.Errorf("deploying %s: %w", name, err)
 	}
 	if r.opts.Prepare != nil {
-		if err := r.opts.Prepare(ctx, code); err != nil {
+		if err := r.opts.Prepare(ctx, name, code); err != nil {
 			return Function{}, fmt.Errorf("deploying %s: %w", name, err)
 		}
 	}

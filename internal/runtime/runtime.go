@@ -119,18 +119,41 @@ func writeFile(dst string, b []byte) error {
 // compiled; the runtime, installed and compiled at start-up), and bind
 // mounts and mtimes do not matter to it. Files that do not compile are
 // skipped: the runtime reports their syntax error at load, as Lambda
-// does.
+// does. With a second argument the caches go below that directory
+// instead, at the same relative places (see CompileArgs), and a cache
+// that cannot be written (a full disk) is skipped too.
 const compileScript = `import os, sys, py_compile
+src = sys.argv[1]
+out = sys.argv[2] if len(sys.argv) > 2 else None
 mode = py_compile.PycInvalidationMode.UNCHECKED_HASH
-for root, dirs, files in os.walk(sys.argv[1]):
+tag = sys.implementation.cache_tag
+skip = (py_compile.PyCompileError, OSError) if out else py_compile.PyCompileError
+for root, dirs, files in os.walk(src):
     dirs[:] = [d for d in dirs if d != "__pycache__"]
     for f in files:
         if f.endswith(".py"):
+            cfile = None
+            if out:
+                cfile = os.path.join(out, os.path.relpath(root, src), "__pycache__", f[:-3] + "." + tag + ".pyc")
             try:
-                py_compile.compile(os.path.join(root, f), doraise=True, invalidation_mode=mode)
-            except py_compile.PyCompileError:
+                py_compile.compile(os.path.join(root, f), cfile=cfile, doraise=True, invalidation_mode=mode)
+            except skip:
                 pass
 `
+
+// CompileArgs returns the arguments, after an interpreter and its own
+// options, that byte-compile every Python file under src as Compile
+// does. With out set the caches are written below out instead of src,
+// each at the path it would have below src
+// (out/<dir>/__pycache__/<module>.<cache tag>.pyc): for a compiler that
+// may only read src, whose output the caller checks and copies back.
+func CompileArgs(src, out string) []string {
+	args := []string{"-c", compileScript, src}
+	if out != "" {
+		args = append(args, out)
+	}
+	return args
+}
 
 // Compile byte-compiles every Python file under dir into __pycache__
 // directories (0755; each cache file gets its source's mode), with the
@@ -138,8 +161,10 @@ for root, dirs, files in os.walk(sys.argv[1]):
 // must be the version the sandbox runs (see image.Python): the cache is
 // per Python version and another version ignores it.
 //
-// Run it on the runtime dir after Install, and on a function's code at
-// deploy time, while the tree is still writable. It is optional but pays:
+// Compile runs the interpreter on the host, as the caller: use it only
+// on trusted trees (the runtime dir, after Install). Untrusted code (a
+// function's) may make the compiler use any amount of memory and time;
+// packages.Compiler compiles it in a sandbox. It is optional but pays:
 // without a cache every start compiles the runtime (about 2 ms), and the
 // first source compile in a fresh interpreter also pays about 0.7 ms of
 // one-time compiler set-up, so even a one-line handler costs ~1 ms to
@@ -152,7 +177,8 @@ func Compile(ctx context.Context, python, env []string, dir string) error {
 	if len(python) == 0 {
 		return fmt.Errorf("compiling %s: no interpreter", dir)
 	}
-	args := append(python[1:len(python):len(python)], "-S", "-B", "-c", compileScript, dir)
+	args := append(python[1:len(python):len(python)], "-S", "-B")
+	args = append(args, CompileArgs(dir, "")...)
 	cmd := exec.CommandContext(ctx, python[0], args...)
 	cmd.Env = append([]string{}, env...)
 	if out, err := cmd.CombinedOutput(); err != nil {

@@ -42,7 +42,7 @@ type Registry interface {
 type Worker interface {
 	Invoke(ctx context.Context, name string, event []byte) (worker.Result, error)
 	Retire(name, keep string)
-	Logs(name string, n int) []string
+	Logs(name string, n int) []worker.LogLine
 	Status() worker.Status
 	Metrics() *worker.Metrics
 	Zygotes() []zygote.NodeInfo
@@ -223,7 +223,7 @@ func (s *Server) logs(w http.ResponseWriter, r *http.Request) {
 	}
 	lines := s.wk.Logs(name, n)
 	if lines == nil {
-		lines = []string{}
+		lines = []worker.LogLine{}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"function": name, "lines": lines})
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/hearth-run/hearth/internal/client"
 	"github.com/hearth-run/hearth/internal/image"
+	"github.com/hearth-run/hearth/internal/worker"
 )
 
 // clientFlags are shared by the commands that talk to a worker.
@@ -200,24 +201,44 @@ func newStatusCmd() *cobra.Command {
 func newLogsCmd() *cobra.Command {
 	var cf clientFlags
 	var n int
+	var stamps bool
 	cmd := &cobra.Command{
 		Use:   "logs NAME",
-		Short: "Print a function's newest output lines",
-		Args:  cobra.ExactArgs(1),
+		Short: "Print a function's newest output lines, each with its stream",
+		Long: `Print a function's newest output lines, oldest first, in the order the
+handler wrote them, each after the stream it went to:
+
+  stdout | hello
+  stderr | Traceback (most recent call last):
+
+Lines printed through Python's sys.stdout and sys.stderr keep their exact
+order; writes straight to file descriptors 1 and 2 (C extensions,
+subprocesses) keep their order within their stream.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			lines, err := cf.client().Logs(cmd.Context(), args[0], n)
 			if err != nil {
 				return err
 			}
+			out := cmd.OutOrStdout()
 			for _, l := range lines {
-				fmt.Fprintln(cmd.OutOrStdout(), l)
+				printLogLine(out, l, stamps)
 			}
 			return nil
 		},
 	}
 	cf.add(cmd)
-	cmd.Flags().IntVarP(&n, "lines", "n", 100, "how many lines")
+	cmd.Flags().IntVarP(&n, "lines", "n", 100, "how many of the newest lines (0: all the worker keeps)")
+	cmd.Flags().BoolVarP(&stamps, "timestamps", "t", false, "print when the worker received each line")
 	return cmd
+}
+
+// printLogLine prints l as "stream | text", after its time with stamps.
+func printLogLine(w io.Writer, l worker.LogLine, stamps bool) {
+	if stamps {
+		fmt.Fprintf(w, "%s ", l.Time.Local().Format("2006-01-02T15:04:05.000000Z07:00"))
+	}
+	fmt.Fprintf(w, "%s | %s\n", l.Stream, l.Text)
 }
 
 func newImageCmd() *cobra.Command {

@@ -115,9 +115,9 @@ func (c *Client) Delete(ctx context.Context, name string) error {
 }
 
 // Logs returns up to n of a function's newest output lines.
-func (c *Client) Logs(ctx context.Context, name string, n int) ([]string, error) {
+func (c *Client) Logs(ctx context.Context, name string, n int) ([]worker.LogLine, error) {
 	var out struct {
-		Lines []string `json:"lines"`
+		Lines []worker.LogLine `json:"lines"`
 	}
 	_, _, err := c.do(ctx, http.MethodGet, "/v1/functions/"+url.PathEscape(name)+"/logs?n="+strconv.Itoa(n), nil, &out)
 	return out.Lines, err

@@ -23,7 +23,10 @@
 // The wire protocol is length-prefixed binary frames (see hearthrt.py):
 // no HTTP parsing and no process per call. It never touches the handler's
 // stdout or stderr, which stay free for logs and are flushed after each
-// invocation.
+// invocation. The runtime writes both sys.stdout and sys.stderr to fd 1,
+// each line tagged with its stream, so that the order in which they were
+// written survives two pipes read apart; Output parses a pipe back into
+// lines and streams.
 //
 // A Conn is the worker's end of one connection. It is not safe for
 // concurrent use: it serves one request at a time, and a concurrent call

@@ -66,11 +66,26 @@ func (s *syncBuf) String() string {
 
 // proc is a runtime process on the host, standing in for a sandbox.
 type proc struct {
-	cmd    *exec.Cmd
-	sock   string
-	stdout *syncBuf
-	stderr *syncBuf
-	done   chan struct{}
+	cmd  *exec.Cmd
+	sock string
+	// stdout and stderr are the lines written to each stream, as the
+	// worker parses them from the two pipes (Output); lines has them all
+	// in the order they were parsed, as "stdout: text".
+	stdout, stderr, lines *syncBuf
+	done                  chan struct{}
+}
+
+// output returns the Output of a pipe of p whose untagged writes belong
+// to def.
+func (p *proc) output(def Stream) *Output {
+	return NewOutput(def, func(s Stream, line string) {
+		b := p.stdout
+		if s == Stderr {
+			b = p.stderr
+		}
+		b.Write([]byte(line + "\n"))
+		p.lines.Write([]byte(s.String() + ": " + line + "\n"))
+	})
 }
 
 // writeCode writes files into a fresh code directory.
@@ -126,13 +141,13 @@ func startArgv(t testing.TB, files map[string]string, o Options, argv []string) 
 	}
 	defer f.Close()
 
-	p := &proc{sock: sock, stdout: &syncBuf{}, stderr: &syncBuf{}, done: make(chan struct{})}
+	p := &proc{sock: sock, stdout: &syncBuf{}, stderr: &syncBuf{}, lines: &syncBuf{}, done: make(chan struct{})}
 	p.cmd = exec.Command(argv[0], argv[1:]...)
 	p.cmd.Dir = code
 	p.cmd.Env = Env(o)
 	p.cmd.ExtraFiles = []*os.File{f}
-	p.cmd.Stdout = p.stdout
-	p.cmd.Stderr = p.stderr
+	p.cmd.Stdout = p.output(Stdout)
+	p.cmd.Stderr = p.output(Stderr)
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -108,6 +108,33 @@ func TestStdout(t *testing.T) {
 	}
 }
 
+// TestOutputOrder alternates lines on stdout and stderr: they reach the
+// worker's two pipe readers in the order the handler wrote them, each
+// with its stream.
+func TestOutputOrder(t *testing.T) {
+	src := `import sys
+def f(event):
+    for i in range(event):
+        print("out", i)
+        print("err", i, file=sys.stderr)
+        sys.stderr.write("err-b %d\n" % i)
+    return event
+`
+	p := start(t, map[string]string{"f.py": src}, Options{})
+	c := p.ready(t)
+	const n = 300
+	if r := call(t, c, "1", strconv.Itoa(n)); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	var want strings.Builder
+	for i := range n {
+		fmt.Fprintf(&want, "stdout: out %d\nstderr: err %d\nstderr: err-b %d\n", i, i, i)
+	}
+	if !waitFor(p.lines, want.String()) || p.lines.String() != want.String() {
+		t.Errorf("lines out of order:\n%.2000s", p.lines.String())
+	}
+}
+
 func TestDeadline(t *testing.T) {
 	p := start(t, map[string]string{"f.py": echoSrc}, Options{})
 	c := p.ready(t)
@@ -318,7 +345,7 @@ import hearthrt
 assert "f" not in sys.modules
 env = {k.decode(): v.decode() for k, v in posix.environ.items()}
 hearthrt.setup_path(env)
-hearthrt.line_buffer()
+hearthrt.tag_output()
 env.update(HEARTH_HANDLER="lambda_function.lambda_handler", HEARTH_FUNCTION="zz", HEARTH_REVISION="rev9")
 hearthrt.run(_socket.socket(fileno=3), env)
 `

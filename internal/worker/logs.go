@@ -1,80 +1,132 @@
 package worker
 
 import (
-	"bytes"
+	"io"
 	"log/slog"
+	"os"
 	"sync"
+	"time"
+
+	"github.com/hearth-run/hearth/internal/runtime"
 )
+
+// LogLine is one line a function's sandboxes printed.
+type LogLine struct {
+	// Seq numbers the function's lines from 1, in the order they reached
+	// the worker.
+	Seq    uint64    `json:"seq"`
+	Time   time.Time `json:"time"`
+	Stream string    `json:"stream"` // "stdout" or "stderr"
+	Text   string    `json:"text"`
+}
 
 // logRing keeps the last lines a function's sandboxes printed.
 type logRing struct {
 	mu    sync.Mutex
-	lines []string
-	next  int
-	full  bool
+	max   int
+	lines []LogLine // oldest first, from head
+	head  int
+	seq   uint64 // of the newest line
 }
 
 func newLogRing(n int) *logRing {
 	if n <= 0 {
 		n = 1000
 	}
-	return &logRing{lines: make([]string, n)}
+	return &logRing{max: n}
 }
 
-func (r *logRing) add(line string) {
-	r.mu.Lock()
-	r.lines[r.next] = line
-	r.next++
-	if r.next == len(r.lines) {
-		r.next, r.full = 0, true
-	}
-	r.mu.Unlock()
-}
-
-// tail returns up to n of the newest lines, oldest first.
-func (r *logRing) tail(n int) []string {
+func (r *logRing) add(s runtime.Stream, text string) {
+	now := time.Now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	var all []string
-	if r.full {
-		all = append(all, r.lines[r.next:]...)
+	r.seq++
+	r.lines = append(r.lines, LogLine{Seq: r.seq, Time: now, Stream: s.String(), Text: text})
+	if len(r.lines)-r.head > r.max {
+		r.lines[r.head] = LogLine{}
+		r.head++
 	}
-	all = append(all, r.lines[:r.next]...)
-	if n > 0 && len(all) > n {
-		all = all[len(all)-n:]
+	if r.head > len(r.lines)/2 && r.head >= 64 {
+		// Compact: the kept lines move to the front, so the slice never
+		// holds much more than max lines.
+		n := copy(r.lines, r.lines[r.head:])
+		clear(r.lines[n:])
+		r.lines, r.head = r.lines[:n], 0
 	}
-	return all
 }
 
-// lineWriter splits a sandbox's output into lines for the ring and the log.
-type lineWriter struct {
-	ring   *logRing
-	log    *slog.Logger
-	stream string
-	mu     sync.Mutex
-	buf    []byte
+// tail returns up to n of the newest lines (all if n <= 0), oldest first.
+func (r *logRing) tail(n int) []LogLine {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	kept := r.lines[r.head:]
+	if n > 0 && len(kept) > n {
+		kept = kept[len(kept)-n:]
+	}
+	return append([]LogLine(nil), kept...)
 }
 
-func (w *lineWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.buf = append(w.buf, p...)
-	for {
-		i := bytes.IndexByte(w.buf, '\n')
-		if i < 0 {
-			break
-		}
-		w.emit(string(w.buf[:i]))
-		w.buf = w.buf[i+1:]
-	}
-	if len(w.buf) > 16<<10 { // an endless line still shows up
-		w.emit(string(w.buf))
-		w.buf = w.buf[:0]
-	}
-	return len(p), nil
+// logSink receives the output of a function's sandboxes, one pipe per
+// sandbox and stream, for its ring and the worker's debug log.
+type logSink struct {
+	ring *logRing
+	log  *slog.Logger
+	def  runtime.Stream // the stream of the pipes' untagged output
 }
 
-func (w *lineWriter) emit(line string) {
-	w.ring.add(line)
-	w.log.Debug("sandbox output", "stream", w.stream, "line", line)
+// pipe returns the parser of one pipe's output. Each pipe needs its
+// own: a line is only whole within its pipe.
+func (s *logSink) pipe() *runtime.Output {
+	return runtime.NewOutput(s.def, func(st runtime.Stream, line string) {
+		s.ring.add(st, line)
+		s.log.Debug("sandbox output", "stream", st.String(), "line", line)
+	})
+}
+
+// copyLines parses r into s until r's writers are gone, then closes r.
+func copyLines(s *logSink, r *os.File) {
+	o := s.pipe()
+	io.Copy(o, r)
+	o.Close()
+	r.Close()
+}
+
+// outputPipes makes the stdout and stderr pipes of a new sandbox of st's
+// function: the caller passes the write ends to the sandbox and closes
+// them once it has its copies; the read ends are parsed by goroutines
+// that end when every copy of the write ends is closed.
+func outputPipes(st *fnState) (outW, errW *os.File, err error) {
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		outR.Close()
+		outW.Close()
+		return nil, nil, err
+	}
+	go copyLines(st.stdout, outR)
+	go copyLines(st.stderr, errR)
+	return outW, errW, nil
+}
+
+// zygoteLog passes the zygotes' own output to the worker's debug log. A
+// root zygote that is replaced can still be writing while the new one
+// starts, so writes are serialised.
+type zygoteLog struct {
+	mu  sync.Mutex
+	out *runtime.Output
+}
+
+func newZygoteLog(log *slog.Logger) *zygoteLog {
+	return &zygoteLog{out: runtime.NewOutput(runtime.Stderr, func(_ runtime.Stream, line string) {
+		log.Debug("zygote output", "line", line)
+	})}
+}
+
+func (z *zygoteLog) Write(p []byte) (int, error) {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	return z.out.Write(p)
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"strings"
 	"sync"
@@ -107,6 +106,12 @@ func (w *Worker) makeSandbox(ctx context.Context, fn registry.Function, st *fnSt
 		w.dropGroup(context.Background(), grp)
 		return nil, fmt.Errorf("%s: %v: %w", fn.Name, err, ErrStart)
 	}
+	outW, errW, err := outputPipes(st)
+	if err != nil {
+		w.dropGroup(context.Background(), grp)
+		w.dropNet(context.Background(), ns)
+		return nil, fmt.Errorf("%s: %v: %w", fn.Name, err, ErrStart)
+	}
 	t1 := time.Now()
 	tmpBytes, tmpDisk := w.scratch(fn)
 	sb, err := w.factory.Create(ctx, sandbox.Config{
@@ -120,10 +125,13 @@ func (w *Worker) makeSandbox(ctx context.Context, fn registry.Function, st *fnSt
 		Env:          env,
 		Dir:          runtime.CodeDir,
 		Socket:       socketName,
-		Stdout:       st.stdout,
-		Stderr:       st.stderr,
+		Stdout:       outW,
+		Stderr:       errW,
 		Exec:         exec,
 	})
+	// The sandbox holds its copies; the parsers end when it is gone.
+	outW.Close()
+	errW.Close()
 	if err != nil {
 		w.dropGroup(context.Background(), grp)
 		w.dropNet(context.Background(), ns)
@@ -323,11 +331,6 @@ func closeAll(fs []*os.File) {
 			f.Close()
 		}
 	}
-}
-
-func copyLines(w io.Writer, r *os.File) {
-	io.Copy(w, r)
-	r.Close()
 }
 
 func (w *Worker) uid() int {

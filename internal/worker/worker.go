@@ -223,8 +223,8 @@ type Worker struct {
 type fnState struct {
 	name   string
 	logs   *logRing
-	stdout *lineWriter
-	stderr *lineWriter
+	stdout *logSink
+	stderr *logSink
 	slots  chan struct{} // concurrency limit of the current spec
 	limit  int
 	wait   atomic.Int32 // requests queued for a slot
@@ -334,7 +334,7 @@ func New(ctx context.Context, cfg Config, fns Functions) (*Worker, error) {
 				w.spares.prime(key, "")
 			}
 		}
-		zc.Log = &lineWriter{ring: newLogRing(200), log: zc.Logger, stream: "zygote"}
+		zc.Log = newZygoteLog(zc.Logger)
 		w.zyg, err = zygote.NewManager(ctx, zc, w.factory, w.cg)
 		if err != nil {
 			w.Close(context.Background())
@@ -508,8 +508,8 @@ func (w *Worker) fnState(fn registry.Function) (*fnState, error) {
 	if st == nil {
 		st = &fnState{name: fn.Name, logs: newLogRing(w.cfg.LogLines)}
 		log := w.log.With("function", fn.Name)
-		st.stdout = &lineWriter{ring: st.logs, log: log, stream: "stdout"}
-		st.stderr = &lineWriter{ring: st.logs, log: log, stream: "stderr"}
+		st.stdout = &logSink{ring: st.logs, log: log, def: runtime.Stdout}
+		st.stderr = &logSink{ring: st.logs, log: log, def: runtime.Stderr}
 		w.state[fn.Name] = st
 	}
 	if st.slots == nil || st.limit != limit {
@@ -679,8 +679,9 @@ func (w *Worker) Retire(name, keep string) {
 	}
 }
 
-// Logs returns up to n of the newest output lines of function name.
-func (w *Worker) Logs(name string, n int) []string {
+// Logs returns up to n of the newest output lines of function name
+// (all it keeps if n <= 0), oldest first.
+func (w *Worker) Logs(name string, n int) []LogLine {
 	w.mu.Lock()
 	st := w.state[name]
 	w.mu.Unlock()

@@ -16,13 +16,14 @@ Frames, both directions: u32 little-endian payload length, u8 type, payload.
     X  error: u64 run time (us), JSON {errorType, errorMessage, stackTrace}
 
 The protocol never touches stdout or stderr, so handler output cannot
-corrupt it; both are flushed after every invocation.
+corrupt it; both are flushed after every invocation, and both go to fd 1
+as tagged lines (see tag_output), so that their order survives.
 
 Startup cost is the product: this module imports nothing beyond what a bare
 `python3 -S` has already loaded plus the _socket and _json C modules.
 traceback and json are imported lazily, on error paths only.
 
-A zygote reuses the pieces: setup_path and line_buffer, then its imports,
+A zygote reuses the pieces: setup_path and tag_output, then its imports,
 then in the child after the fork run (load the handler, serve a socket).
 Importing this module only defines things and builds the JSON scanner.
 """
@@ -470,14 +471,99 @@ def serve(lsock, h, meta):
             c.close()
 
 
-def line_buffer():
-    """Make stdout line-buffered, so lines reach the worker's log pipe as
-    they are printed and survive a timeout kill."""
-    if sys.stdout is not None:
+# Output. The worker reads fd 1 and fd 2 from two pipes, so it cannot tell
+# which of two writes to different pipes came first. Python's sys.stdout
+# and sys.stderr therefore both write to fd 1, each line framed as
+# _MARK + tag + text + "\n": tag o or e for a whole line of stdout or
+# stderr, O or E for a piece of a line whose end is still to come (what a
+# flush wrote before the newline). One pipe keeps the order; the tag keeps
+# the stream. Writes to the descriptors themselves (C extensions,
+# subprocesses, os.write) stay untagged on their own pipes.
+
+_MARK = b"\x1e"
+_out_lock = None  # made by tag_output (in a zygote's child, after the fork)
+
+
+class _Tagged(object):
+    """The binary layer under a tagged sys.stdout or sys.stderr: each write
+    goes to fd 1 at once, framed line by line with its stream's tag."""
+
+    __slots__ = ("_fd", "_line", "_part", "name")
+
+    def __init__(self, fd, tag, name):
+        self._fd = fd
+        self.name = name
+        self._line = _MARK + tag
+        self._part = _MARK + tag.upper()
+
+    def write(self, b):
+        b = bytes(b)
+        if not b:
+            return 0
+        lines = b.split(b"\n")
+        last = lines.pop()
+        out = [self._line + l + b"\n" for l in lines]
+        if last:
+            out.append(self._part + last + b"\n")
+        data = b"".join(out)
+        with _out_lock:
+            while data:
+                n = posix.write(1, data)
+                data = data[n:]
+        return len(b)
+
+    def flush(self):
+        pass
+
+    def fileno(self):
+        return self._fd  # raw writes to it go to its own pipe, untagged
+
+    def isatty(self):
+        return False
+
+    def readable(self):
+        return False
+
+    def writable(self):
+        return True
+
+    def seekable(self):
+        return False
+
+    def close(self):
+        pass
+
+    @property
+    def closed(self):
+        return False
+
+
+def tag_output():
+    """Replace sys.stdout and sys.stderr with line-buffered streams that
+    write tagged lines to fd 1 (see _Tagged), so that lines reach the
+    worker in the order they were printed, with their stream, and survive
+    a timeout kill."""
+    global _out_lock
+    import _io
+    import _thread
+
+    _out_lock = _thread.allocate_lock()
+    for name, fd, tag in (("stdout", 1, b"o"), ("stderr", 2, b"e")):
+        old = getattr(sys, name)
+        enc = getattr(old, "encoding", None) or "utf-8"
+        errors = getattr(old, "errors", None) or "backslashreplace"
         try:
-            sys.stdout.reconfigure(line_buffering=True)
+            f = _io.TextIOWrapper(_Tagged(fd, tag, "<%s>" % name), encoding=enc, errors=errors,
+                                  newline="\n", line_buffering=True)
         except Exception:
-            pass
+            continue
+        if old is not None:
+            try:
+                old.flush()
+            except Exception:
+                pass
+        setattr(sys, name, f)
+        setattr(sys, "__%s__" % name, f)
 
 
 def snapshot_install():
@@ -552,7 +638,7 @@ def run(lsock, environ=None):
     """Load the handler named by HEARTH_HANDLER and serve lsock forever.
 
     This is what a zygote's child calls after the fork, once sys.path
-    (setup_path) and stdout (line_buffer) are set up.
+    (setup_path) and the output (tag_output) are set up.
     """
     if environ is None:
         environ = posix.environ
@@ -571,6 +657,6 @@ def run(lsock, environ=None):
 def main():
     """Entry point for server.py: set up, then serve fd 3."""
     setup_path()
-    line_buffer()
+    tag_output()
     posix.set_inheritable(LISTEN_FD, False)
     run(_socket.socket(fileno=LISTEN_FD))

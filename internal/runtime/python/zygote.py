@@ -392,7 +392,7 @@ class Target:
             posix.closerange(hearthrt.LISTEN_FD + 2, 1 << 16)
         else:
             posix.closerange(hearthrt.LISTEN_FD + 1, 1 << 16)
-        hearthrt.line_buffer()
+        hearthrt.tag_output()
 
 
 def child_fork(req, fds, own_pid_ns):

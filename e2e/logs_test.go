@@ -2,9 +2,17 @@ package e2e
 
 import (
 	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hearth-run/hearth/internal/bench"
 )
 
 // alternating prints n numbered lines to stdout and to stderr in turn.
@@ -80,4 +88,113 @@ func firstDiff(got, want string) string {
 		}
 	}
 	return "(same)"
+}
+
+// TestLogsLimitAndFollow checks that `hearth logs` says what it leaves
+// out: older lines beyond -n, and lines past the worker's limit that are
+// gone; and that -f prints lines as they come and ends cleanly on SIGINT.
+func TestLogsLimitAndFollow(t *testing.T) {
+	w := startWorker(t, "--log-lines", "50")
+	w.deployDir("alt", fn(t, "f.py", alternating))
+	w.mustInvoke("alt", `{"n": 60, "call": 0}`) // 120 lines
+	for _, q := range []struct {
+		path string
+		code int
+		want string
+	}{
+		{"alt/logs?since=x", 400, "since must be"},
+		{"alt/logs?n=-1", 400, "n must be"},
+		{"nope/logs", 404, "not found"},
+	} {
+		resp, err := http.Get(w.url + "/v1/functions/" + q.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != q.code || !strings.Contains(string(body), q.want) {
+			t.Errorf("GET %s: %d %s, want %d with %q", q.path, resp.StatusCode, body, q.code, q.want)
+		}
+	}
+	var stdout, stderr string
+	for range 100 {
+		stdout, stderr = w.logs(t, "alt", "-n", "0")
+		if strings.Contains(stdout, "err 0 59\n") {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := strings.Count(stdout, "\n"); n != 50 || !strings.HasPrefix(stdout, "stdout | out 0 35\n") {
+		t.Errorf("-n 0: %d lines, want the newest 50, from out 0 35:\n%s", n, stdout)
+	}
+	if !strings.Contains(stderr, "70 older lines were dropped: the worker keeps 50 lines per function") {
+		t.Errorf("-n 0: no note of the dropped lines: %q", stderr)
+	}
+	stdout, stderr = w.logs(t, "alt", "-n", "4")
+	if stdout != "stdout | out 0 58\nstderr | err 0 58\nstdout | out 0 59\nstderr | err 0 59\n" {
+		t.Errorf("-n 4:\n%s", stdout)
+	}
+	if !strings.Contains(stderr, "showing the newest 4 of 50 lines kept") || !strings.Contains(stderr, "70 older lines were dropped") {
+		t.Errorf("-n 4: note %q", stderr)
+	}
+
+	// Follow: lines printed after it started, then a clean end on SIGINT.
+	cmd := exec.Command(filepath.Join(binDir, "hearth"), "logs", "-f", "--interval", "50ms", "-n", "1", "alt")
+	cmd.Env = append(os.Environ(), "HEARTH_URL="+w.url)
+	var out, errOut bench.LockedBuffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	for end := time.Now().Add(30 * time.Second); time.Now().Before(end) && out.String() == ""; {
+		time.Sleep(20 * time.Millisecond) // until it has read the log once
+	}
+	w.mustInvoke("alt", `{"n": 10, "call": 1}`)
+	var want strings.Builder
+	want.WriteString("stderr | err 0 59\n")
+	for i := range 10 {
+		fmt.Fprintf(&want, "stdout | out 1 %d\nstderr | err 1 %d\n", i, i)
+	}
+	for end := time.Now().Add(30 * time.Second); time.Now().Before(end) && out.String() != want.String(); {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if out.String() != want.String() {
+		t.Fatalf("hearth logs -f:\n%s\nstderr: %s", firstDiff(out.String(), want.String()), errOut.String())
+	}
+	// More lines at once than the worker keeps: those it could not show
+	// in time are counted in a note, none are lost silently.
+	w.mustInvoke("alt", `{"n": 60, "call": 2}`)
+	for end := time.Now().Add(30 * time.Second); time.Now().Before(end) && !strings.HasSuffix(out.String(), "err 2 59\n"); {
+		time.Sleep(20 * time.Millisecond)
+	}
+	shown := strings.Count(out.String(), " 2 ")
+	var dropped int
+	for _, l := range strings.Split(errOut.String(), "\n") {
+		var d int
+		if _, err := fmt.Sscanf(l, "hearth: %d lines were dropped before they could be shown", &d); err == nil {
+			dropped += d
+		}
+	}
+	if shown+dropped != 120 || shown < 50 {
+		t.Errorf("hearth logs -f: %d lines of the last call shown and %d noted as dropped, want 120 with at least the 50 kept:\n%s\nstderr: %s",
+			shown, dropped, out.String(), errOut.String())
+	}
+	cmd.Process.Signal(syscall.SIGINT)
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("hearth logs -f ended with %v on SIGINT: %s", err, errOut.String())
+	}
+}
+
+// logs runs `hearth logs` and returns its stdout and stderr apart.
+func (w *worker) logs(t *testing.T, args ...string) (stdout, stderr string) {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(binDir, "hearth"), append([]string{"logs"}, args...)...)
+	cmd.Env = append(os.Environ(), "HEARTH_URL="+w.url)
+	var o, e strings.Builder
+	cmd.Stdout, cmd.Stderr = &o, &e
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("hearth logs %v: %v\n%s%s", args, err, o.String(), e.String())
+	}
+	return o.String(), e.String()
 }

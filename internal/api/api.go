@@ -42,7 +42,7 @@ type Registry interface {
 type Worker interface {
 	Invoke(ctx context.Context, name string, event []byte) (worker.Result, error)
 	Retire(name, keep string)
-	Logs(name string, n int) []worker.LogLine
+	Logs(name string, n int, since uint64) worker.LogTail
 	Status() worker.Status
 	Metrics() *worker.Metrics
 	Zygotes() []zygote.NodeInfo
@@ -207,25 +207,37 @@ func (s *Server) delete(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
+// logs answers a slice of a function's log: ?n= lines (default 100, 0
+// for all the worker keeps), the newest, or with ?since=SEQ the first
+// from that line on. The answer says how many older lines were left out
+// or dropped, and the since that follows it (worker.LogTail).
 func (s *Server) logs(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	if _, err := s.reg.Get(name); err != nil {
 		s.fail(w, err)
 		return
 	}
+	q := r.URL.Query()
 	n := 100
-	if v := r.URL.Query().Get("n"); v != "" {
+	if v := q.Get("n"); v != "" {
 		var err error
 		if n, err = strconv.Atoi(v); err != nil || n < 0 {
 			writeError(w, http.StatusBadRequest, "BadRequest", "n must be a non-negative integer")
 			return
 		}
 	}
-	lines := s.wk.Logs(name, n)
-	if lines == nil {
-		lines = []worker.LogLine{}
+	var since uint64
+	if v := q.Get("since"); v != "" {
+		var err error
+		if since, err = strconv.ParseUint(v, 10, 64); err != nil {
+			writeError(w, http.StatusBadRequest, "BadRequest", "since must be a non-negative integer (a line's seq)")
+			return
+		}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"function": name, "lines": lines})
+	writeJSON(w, http.StatusOK, struct {
+		Function string `json:"function"`
+		worker.LogTail
+	}{name, s.wk.Logs(name, n, since)})
 }
 
 // snapshots answers {"enabled": bool, "snapshots": [...]}.

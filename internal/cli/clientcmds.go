@@ -2,14 +2,17 @@ package cli
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -201,7 +204,8 @@ func newStatusCmd() *cobra.Command {
 func newLogsCmd() *cobra.Command {
 	var cf clientFlags
 	var n int
-	var stamps bool
+	var stamps, follow bool
+	var every time.Duration
 	cmd := &cobra.Command{
 		Use:   "logs NAME",
 		Short: "Print a function's newest output lines, each with its stream",
@@ -213,24 +217,98 @@ handler wrote them, each after the stream it went to:
 
 Lines printed through Python's sys.stdout and sys.stderr keep their exact
 order; writes straight to file descriptors 1 and 2 (C extensions,
-subprocesses) keep their order within their stream.`,
+subprocesses) keep their order within their stream.
+
+The worker keeps a bounded number of lines per function (see "limit" in
+the API's answer); a note on stderr says when older lines were left out
+(-n) or are no longer kept. With -f, new lines are printed as they come
+until interrupted.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			lines, err := cf.client().Logs(cmd.Context(), args[0], n)
+			ctx, stop := signal.NotifyContext(cmp.Or(cmd.Context(), context.Background()), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			c := cf.client()
+			out, errOut := cmd.OutOrStdout(), cmd.ErrOrStderr()
+			t, err := c.Logs(ctx, args[0], n, 0)
 			if err != nil {
 				return err
 			}
-			out := cmd.OutOrStdout()
-			for _, l := range lines {
+			for _, l := range t.Lines {
 				printLogLine(out, l, stamps)
 			}
-			return nil
+			if note := logsNote(t, n); note != "" {
+				fmt.Fprintln(errOut, "hearth:", note)
+			}
+			if !follow {
+				return nil
+			}
+			err = followLogs(ctx, c, args[0], t, every, func(l worker.LogLine) { printLogLine(out, l, stamps) },
+				func(note string) { fmt.Fprintln(errOut, "hearth:", note) })
+			if ctx.Err() != nil {
+				return nil // interrupted: the way a follow ends
+			}
+			return err
 		},
 	}
 	cf.add(cmd)
 	cmd.Flags().IntVarP(&n, "lines", "n", 100, "how many of the newest lines (0: all the worker keeps)")
 	cmd.Flags().BoolVarP(&stamps, "timestamps", "t", false, "print when the worker received each line")
+	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new lines as they come, until interrupted")
+	cmd.Flags().DurationVar(&every, "interval", 500*time.Millisecond, "how often -f asks the worker for new lines")
 	return cmd
+}
+
+// logsNote says what a first answer left out: older lines beyond -n,
+// and lines the worker no longer keeps.
+func logsNote(t worker.LogTail, n int) string {
+	var parts []string
+	if t.Older > 0 {
+		parts = append(parts, fmt.Sprintf("showing the newest %d of %d lines kept (-n %d or -n 0 shows them all)",
+			len(t.Lines), len(t.Lines)+t.Older, len(t.Lines)+t.Older))
+	}
+	if t.Dropped > 0 {
+		parts = append(parts, fmt.Sprintf("%d older lines were dropped: the worker keeps %d lines per function", t.Dropped, t.Limit))
+	}
+	return strings.Join(parts, "; ")
+}
+
+// followLogs polls for the lines after t until ctx ends or the function
+// is gone, passing each line to line and what it could not show to note.
+func followLogs(ctx context.Context, c *client.Client, name string, t worker.LogTail, every time.Duration,
+	line func(worker.LogLine), note func(string)) error {
+	since, epoch := t.Next, t.Epoch
+	tick := time.NewTicker(max(every, 10*time.Millisecond))
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+		for {
+			t, err := c.Logs(ctx, name, 0, since)
+			if err != nil {
+				return err
+			}
+			if t.Epoch != epoch {
+				if epoch != "" {
+					note("the log started anew: the function was deployed again or the worker restarted")
+				}
+				epoch, since = t.Epoch, 1
+				continue
+			}
+			if t.Dropped > 0 {
+				note(fmt.Sprintf("%d lines were dropped before they could be shown", t.Dropped))
+			}
+			for _, l := range t.Lines {
+				line(l)
+			}
+			since = t.Next
+			if t.Newer == 0 {
+				break
+			}
+		}
+	}
 }
 
 // printLogLine prints l as "stream | text", after its time with stamps.

@@ -46,10 +46,13 @@ type Config struct {
 	QueueTimeout string `yaml:"queue_timeout"`
 	CgroupParent string `yaml:"cgroup_parent"`
 	LogLevel     string `yaml:"log_level"`
-	Mirror       string `yaml:"mirror"`
-	NoWarm       bool   `yaml:"no_warm_cache"`
-	NoZygotes    bool   `yaml:"no_zygotes"`
-	ZygoteTree   string `yaml:"zygote_tree"`
+	// LogLines is how many output lines the worker keeps per function
+	// (default 1000); `hearth logs` says when older ones were dropped.
+	LogLines   int    `yaml:"log_lines"`
+	Mirror     string `yaml:"mirror"`
+	NoWarm     bool   `yaml:"no_warm_cache"`
+	NoZygotes  bool   `yaml:"no_zygotes"`
+	ZygoteTree string `yaml:"zygote_tree"`
 	// NoSnapshots switches function snapshots off (issue 6).
 	NoSnapshots bool `yaml:"no_snapshots"`
 	// PreMade is how many empty sandboxes wait for zygote forks (default
@@ -208,6 +211,9 @@ On shutdown it destroys every sandbox and cgroup it made.`,
 			if fl.Changed("log-level") {
 				cfg.LogLevel = flags.LogLevel
 			}
+			if fl.Changed("log-lines") {
+				cfg.LogLines = flags.LogLines
+			}
 			mergeResourceFlags(cmd, &cfg, flags)
 			mergePackageFlags(cmd, &cfg.Packages, flags.Packages)
 			if fl.Changed("compile-timeout") {
@@ -235,6 +241,7 @@ On shutdown it destroys every sandbox and cgroup it made.`,
 	f.StringVar(&flags.Pools, "pools", "80/20", `warm pool split in percent, small functions first, or "unified"`)
 	f.StringVar(&flags.CgroupParent, "cgroup-parent", "", "parent cgroup of sandboxes (default: hearth, or hearth-<hash> for a non-default data dir)")
 	f.StringVar(&flags.LogLevel, "log-level", "info", "debug, info, warn or error")
+	f.IntVar(&flags.LogLines, "log-lines", 1000, "output lines kept per function, for hearth logs")
 	f.BoolVar(&flags.NoWarm, "no-warm-cache", false, "destroy sandboxes after each call (every call starts cold)")
 	f.BoolVar(&flags.NoPools, "no-pools", false, "make cgroups and network namespaces on the critical path (no pre-made resources)")
 	f.IntVar(&flags.CgroupPool, "cgroup-pool", 16, "pre-made cgroups kept ready")
@@ -368,6 +375,7 @@ func runUp(ctx context.Context, cfg Config) error {
 		Spares:       cfg.Spares,
 		MaxSpares:    cfg.MaxSpares,
 		NoSnapshots:  cfg.NoSnapshots,
+		LogLines:     cfg.LogLines,
 		Logger:       log,
 	}
 	if !cfg.NoSnapshots {

@@ -114,13 +114,16 @@ func (c *Client) Delete(ctx context.Context, name string) error {
 	return err
 }
 
-// Logs returns up to n of a function's newest output lines.
-func (c *Client) Logs(ctx context.Context, name string, n int) ([]worker.LogLine, error) {
-	var out struct {
-		Lines []worker.LogLine `json:"lines"`
+// Logs returns up to n output lines of a function (all the worker keeps
+// if n is 0): the newest, or with since > 0 the first from Seq since on.
+func (c *Client) Logs(ctx context.Context, name string, n int, since uint64) (worker.LogTail, error) {
+	var out worker.LogTail
+	path := "/v1/functions/" + url.PathEscape(name) + "/logs?n=" + strconv.Itoa(n)
+	if since > 0 {
+		path += "&since=" + strconv.FormatUint(since, 10)
 	}
-	_, _, err := c.do(ctx, http.MethodGet, "/v1/functions/"+url.PathEscape(name)+"/logs?n="+strconv.Itoa(n), nil, &out)
-	return out.Lines, err
+	_, _, err := c.do(ctx, http.MethodGet, path, nil, &out)
+	return out, err
 }
 
 // Status returns the worker's status.

@@ -4,6 +4,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
 	"sync"
 	"time"
 
@@ -20,8 +21,30 @@ type LogLine struct {
 	Text   string    `json:"text"`
 }
 
+// LogTail is a slice of a function's log, and where it sits in all the
+// lines the function printed.
+type LogTail struct {
+	// Epoch names this log: a function deleted and deployed again, or a
+	// restarted worker, starts a new one with Seq from 1.
+	Epoch string    `json:"epoch"`
+	Lines []LogLine `json:"lines"`
+	// Older counts the kept lines before Lines that n left out.
+	Older int `json:"older"`
+	// Dropped counts the lines before Lines (since Since, if given) that
+	// the worker no longer keeps.
+	Dropped uint64 `json:"dropped"`
+	// Next is the Seq after the last line of Lines (or of the log, if
+	// Lines is empty): Since to ask for what follows.
+	Next uint64 `json:"next"`
+	// Newer counts the kept lines after Lines that n left out.
+	Newer int `json:"newer"`
+	// Limit is how many lines the worker keeps of a function.
+	Limit int `json:"limit"`
+}
+
 // logRing keeps the last lines a function's sandboxes printed.
 type logRing struct {
+	epoch string
 	mu    sync.Mutex
 	max   int
 	lines []LogLine // oldest first, from head
@@ -33,7 +56,7 @@ func newLogRing(n int) *logRing {
 	if n <= 0 {
 		n = 1000
 	}
-	return &logRing{max: n}
+	return &logRing{max: n, epoch: strconv.FormatInt(time.Now().UnixNano(), 36)}
 }
 
 func (r *logRing) add(s runtime.Stream, text string) {
@@ -55,15 +78,39 @@ func (r *logRing) add(s runtime.Stream, text string) {
 	}
 }
 
-// tail returns up to n of the newest lines (all if n <= 0), oldest first.
-func (r *logRing) tail(n int) []LogLine {
+// query returns up to n lines (all if n <= 0), oldest first: the newest
+// ones if since is 0, else the first ones from Seq since on.
+func (r *logRing) query(n int, since uint64) LogTail {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	t := LogTail{Epoch: r.epoch, Limit: r.max, Next: r.seq + 1}
 	kept := r.lines[r.head:]
-	if n > 0 && len(kept) > n {
-		kept = kept[len(kept)-n:]
+	first := r.seq + 1 // Seq of the oldest kept line
+	if len(kept) > 0 {
+		first = kept[0].Seq
 	}
-	return append([]LogLine(nil), kept...)
+	if since == 0 {
+		t.Dropped = first - 1
+		if n > 0 && len(kept) > n {
+			t.Older = len(kept) - n
+			kept = kept[t.Older:]
+		}
+	} else {
+		if since < first {
+			t.Dropped = first - since
+		} else {
+			kept = kept[min(since-first, uint64(len(kept))):]
+		}
+		if n > 0 && len(kept) > n {
+			t.Newer = len(kept) - n
+			kept = kept[:n]
+		}
+	}
+	if len(kept) > 0 {
+		t.Next = kept[len(kept)-1].Seq + 1
+	}
+	t.Lines = append([]LogLine{}, kept...)
+	return t
 }
 
 // logSink receives the output of a function's sandboxes, one pipe per

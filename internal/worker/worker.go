@@ -679,16 +679,18 @@ func (w *Worker) Retire(name, keep string) {
 	}
 }
 
-// Logs returns up to n of the newest output lines of function name
-// (all it keeps if n <= 0), oldest first.
-func (w *Worker) Logs(name string, n int) []LogLine {
+// Logs returns up to n output lines of function name (all it keeps if
+// n <= 0), oldest first: the newest ones if since is 0, else the first
+// ones from Seq since on, to follow the log.
+func (w *Worker) Logs(name string, n int, since uint64) LogTail {
 	w.mu.Lock()
 	st := w.state[name]
 	w.mu.Unlock()
 	if st == nil {
-		return nil
+		// Nothing printed yet; a log starts when it is needed.
+		return LogTail{Lines: []LogLine{}, Next: 1, Limit: w.cfg.LogLines}
 	}
-	return st.logs.tail(n)
+	return st.logs.query(n, since)
 }
 
 // SandboxInfo describes one live sandbox.

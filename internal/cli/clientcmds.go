@@ -219,9 +219,9 @@ Lines printed through Python's sys.stdout and sys.stderr keep their exact
 order; writes straight to file descriptors 1 and 2 (C extensions,
 subprocesses) keep their order within their stream.
 
-The worker keeps a bounded number of lines per function (see "limit" in
-the API's answer); a note on stderr says when older lines were left out
-(-n) or are no longer kept. With -f, new lines are printed as they come
+The worker keeps a bounded number of lines per function, and a bounded
+size of all functions' lines (up --log-lines, --logs-mb); a note on stderr
+says when older lines were left out (-n) or are no longer kept. With -f, new lines are printed as they come
 until interrupted.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -267,7 +267,8 @@ func logsNote(t worker.LogTail, n int) string {
 			len(t.Lines), len(t.Lines)+t.Older, len(t.Lines)+t.Older))
 	}
 	if t.Dropped > 0 {
-		parts = append(parts, fmt.Sprintf("%d older lines were dropped: the worker keeps %d lines per function", t.Dropped, t.Limit))
+		parts = append(parts, fmt.Sprintf("%d older lines were dropped: the worker keeps %d lines per function, and %d MiB of all functions' lines",
+			t.Dropped, t.Limit, t.LimitBytes>>20))
 	}
 	return strings.Join(parts, "; ")
 }

@@ -48,7 +48,9 @@ type Config struct {
 	LogLevel     string `yaml:"log_level"`
 	// LogLines is how many output lines the worker keeps per function
 	// (default 1000); `hearth logs` says when older ones were dropped.
-	LogLines   int    `yaml:"log_lines"`
+	LogLines int `yaml:"log_lines"`
+	// LogsMB bounds the output lines kept of all functions (default 16).
+	LogsMB     int64  `yaml:"logs_mb"`
 	Mirror     string `yaml:"mirror"`
 	NoWarm     bool   `yaml:"no_warm_cache"`
 	NoZygotes  bool   `yaml:"no_zygotes"`
@@ -214,6 +216,9 @@ On shutdown it destroys every sandbox and cgroup it made.`,
 			if fl.Changed("log-lines") {
 				cfg.LogLines = flags.LogLines
 			}
+			if fl.Changed("logs-mb") {
+				cfg.LogsMB = flags.LogsMB
+			}
 			mergeResourceFlags(cmd, &cfg, flags)
 			mergePackageFlags(cmd, &cfg.Packages, flags.Packages)
 			if fl.Changed("compile-timeout") {
@@ -242,6 +247,7 @@ On shutdown it destroys every sandbox and cgroup it made.`,
 	f.StringVar(&flags.CgroupParent, "cgroup-parent", "", "parent cgroup of sandboxes (default: hearth, or hearth-<hash> for a non-default data dir)")
 	f.StringVar(&flags.LogLevel, "log-level", "info", "debug, info, warn or error")
 	f.IntVar(&flags.LogLines, "log-lines", 1000, "output lines kept per function, for hearth logs")
+	f.Int64Var(&flags.LogsMB, "logs-mb", 16, "bound on the output lines kept of all functions, MB")
 	f.BoolVar(&flags.NoWarm, "no-warm-cache", false, "destroy sandboxes after each call (every call starts cold)")
 	f.BoolVar(&flags.NoPools, "no-pools", false, "make cgroups and network namespaces on the critical path (no pre-made resources)")
 	f.IntVar(&flags.CgroupPool, "cgroup-pool", 16, "pre-made cgroups kept ready")
@@ -376,6 +382,7 @@ func runUp(ctx context.Context, cfg Config) error {
 		MaxSpares:    cfg.MaxSpares,
 		NoSnapshots:  cfg.NoSnapshots,
 		LogLines:     cfg.LogLines,
+		LogBytes:     cfg.LogsMB << 20,
 		Logger:       log,
 	}
 	if !cfg.NoSnapshots {

@@ -65,12 +65,13 @@ type Stats struct {
 
 // Engine is the warm-pool state machine. See the package documentation.
 type Engine struct {
-	parts  []part
-	fns    []fnState
-	cs     []ctr
-	free   []int32
-	borrow bool
-	seq    uint64
+	parts   []part
+	fns     []fnState
+	freeFns []Fn // ids of removed functions, for AddFunc to reuse
+	cs      []ctr
+	free    []int32
+	borrow  bool
+	seq     uint64
 
 	idlePos []int32 // shared by every partition's idle heap
 	expPos  []int32
@@ -106,7 +107,7 @@ type fnState struct {
 	seen     bool
 	pwDue    bool
 	pwKeep   time.Duration
-	declared bool
+	declared bool // registered and not removed
 }
 
 type ctr struct {
@@ -200,14 +201,49 @@ func (e *Engine) AddFunc(size int64, cold time.Duration) (Fn, error) {
 	if size <= 0 || cold < 0 {
 		return 0, fmt.Errorf("function size %d, cold cost %v: %w", size, cold, ErrConfig)
 	}
+	f := fnState{size: size, cold: cold, part: int32(e.Route(size)), idle: -1, declared: true}
+	if n := len(e.freeFns); n > 0 {
+		fn := e.freeFns[n-1]
+		e.freeFns = e.freeFns[:n-1]
+		e.fns[fn] = f
+		return fn, nil
+	}
 	if len(e.fns) >= math.MaxInt32 {
 		return 0, fmt.Errorf("too many functions: %w", ErrConfig)
 	}
 	fn := Fn(len(e.fns))
-	e.fns = append(e.fns, fnState{size: size, cold: cold, part: int32(e.Route(size)), idle: -1, declared: true})
+	e.fns = append(e.fns, f)
 	e.pwPos = append(e.pwPos, 0)
 	return fn, nil
 }
+
+// RemoveFunc forgets fn, which must have no containers (else ErrState),
+// so that a long-lived engine holds state only for the functions it
+// still serves: AddFunc reuses the id, and each partition's policy that
+// is a Forgetter drops what it kept about fn.
+func (e *Engine) RemoveFunc(fn Fn) error {
+	f, err := e.fn(fn)
+	if err != nil {
+		return err
+	}
+	if f.n > 0 {
+		return fmt.Errorf("function %d has %d containers: %w", fn, f.n, ErrState)
+	}
+	if e.pw.has(int32(fn)) {
+		e.pw.remove(int32(fn))
+	}
+	for i := range e.parts {
+		if fg, ok := e.parts[i].pol.(Forgetter); ok {
+			fg.Forget(fn)
+		}
+	}
+	e.fns[fn] = fnState{idle: -1}
+	e.freeFns = append(e.freeFns, fn)
+	return nil
+}
+
+// Funcs returns how many functions are registered (added, not removed).
+func (e *Engine) Funcs() int { return len(e.fns) - len(e.freeFns) }
 
 // SetFunc updates a function's declared size and cold cost (for example
 // with a measured cold-start time). New containers use them; existing
@@ -225,7 +261,7 @@ func (e *Engine) SetFunc(fn Fn, size int64, cold time.Duration) error {
 }
 
 func (e *Engine) fn(fn Fn) (*fnState, error) {
-	if int(fn) >= len(e.fns) {
+	if int(fn) >= len(e.fns) || !e.fns[fn].declared {
 		return nil, fmt.Errorf("function %d: %w", fn, ErrNotFound)
 	}
 	return &e.fns[fn], nil
@@ -277,7 +313,7 @@ func (e *Engine) Used() int64 {
 // starts with Admit. Acquire must be called exactly once per invocation: it
 // feeds the policy's history and the hit counter.
 func (e *Engine) Acquire(fn Fn, now time.Duration) (ID, bool) {
-	if int(fn) >= len(e.fns) {
+	if int(fn) >= len(e.fns) || !e.fns[fn].declared {
 		return 0, false
 	}
 	f := &e.fns[fn]

@@ -119,6 +119,77 @@ func TestFuncErrors(t *testing.T) {
 	}
 }
 
+// TestRemoveFunc forgets a function once its containers are gone, so a
+// long-lived engine holds state only for live functions: its id is
+// reused, and a removed id is unknown.
+func TestRemoveFunc(t *testing.T) {
+	e := newLRU(t, false, pool.Partition{Capacity: 10 * mb})
+	a, _ := e.AddFunc(2*mb, 0)
+	b, _ := e.AddFunc(3*mb, 0)
+	id, _, err := e.Admit(a, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.RemoveFunc(a); !errors.Is(err, pool.ErrState) {
+		t.Fatalf("RemoveFunc with a container: %v, want ErrState", err)
+	}
+	if err := e.Release(id, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.RemoveFunc(a); !errors.Is(err, pool.ErrState) {
+		t.Fatalf("RemoveFunc with an idle container: %v, want ErrState", err)
+	}
+	if err := e.Remove(id); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.RemoveFunc(a); err != nil {
+		t.Fatalf("RemoveFunc: %v", err)
+	}
+	if n := e.Funcs(); n != 1 {
+		t.Errorf("Funcs = %d after removing one of two", n)
+	}
+	if _, _, err := e.Admit(a, 0); !errors.Is(err, pool.ErrNotFound) {
+		t.Errorf("Admit(removed): %v, want ErrNotFound", err)
+	}
+	if _, ok := e.Acquire(a, 0); ok {
+		t.Error("Acquire(removed) hit")
+	}
+	if err := e.RemoveFunc(a); !errors.Is(err, pool.ErrNotFound) {
+		t.Errorf("RemoveFunc twice: %v, want ErrNotFound", err)
+	}
+	// The id comes back, with the new function's size.
+	c, _ := e.AddFunc(4*mb, 0)
+	if c != a {
+		t.Errorf("AddFunc after RemoveFunc = %d, want %d reused", c, a)
+	}
+	if _, _, err := e.Admit(c, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := e.Admit(b, 0); err != nil {
+		t.Fatal(err)
+	}
+	if s := e.Stats(0); s.Used != 7*mb || s.Containers != 2 {
+		t.Errorf("stats after reuse: %+v", s)
+	}
+	if err := e.Check(false); err != nil {
+		t.Fatal(err)
+	}
+	// Many functions come and go: the engine keeps as many ids as were
+	// ever live at once.
+	for range 1000 {
+		f, err := e.AddFunc(mb, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f > 2 {
+			t.Fatalf("id %d: ids of removed functions not reused", f)
+		}
+		if err := e.RemoveFunc(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 func TestResize(t *testing.T) {
 	e := newLRU(t, false, pool.Partition{Capacity: 10 * mb})
 	a, _ := e.AddFunc(2*mb, 0)

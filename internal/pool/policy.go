@@ -43,3 +43,9 @@ type Policy interface {
 	// at is when to start it and keep how long it may then wait idle.
 	Prewarm(fn Fn, now time.Duration) (at, keep time.Duration, ok bool)
 }
+
+// Forgetter is a Policy that keeps per-function state. The engine calls
+// Forget when a function is removed, before its id can name another one.
+type Forgetter interface {
+	Forget(fn Fn)
+}

@@ -121,7 +121,8 @@ type warmCache struct {
 	mu      sync.Mutex // guards the fields below
 	e       *pool.Engine
 	fns     map[fnKey]pool.Fn
-	info    []fnInfo // by pool.Fn
+	info    []fnInfo          // by pool.Fn
+	retired map[fnKey]pool.Fn // retired revisions that still have sandboxes
 	insts   map[pool.ID]*instance
 	ids     map[*instance]pool.ID
 	drops   []uint64      // requests refused, by partition
@@ -154,18 +155,19 @@ func newWarmCache(w *Worker) (*warmCache, error) {
 		return nil, fmt.Errorf("pool: %w", err)
 	}
 	c := &warmCache{
-		w:     w,
-		cfg:   cfg,
-		names: poolNames(len(parts)),
-		epoch: time.Now(),
-		e:     e,
-		fns:   make(map[fnKey]pool.Fn),
-		insts: make(map[pool.ID]*instance),
-		ids:   make(map[*instance]pool.ID),
-		drops: make([]uint64, len(parts)),
-		freed: make(chan struct{}),
-		wake:  make(chan struct{}, 1),
-		done:  make(chan struct{}),
+		w:       w,
+		cfg:     cfg,
+		names:   poolNames(len(parts)),
+		epoch:   time.Now(),
+		e:       e,
+		fns:     make(map[fnKey]pool.Fn),
+		retired: make(map[fnKey]pool.Fn),
+		insts:   make(map[pool.ID]*instance),
+		ids:     make(map[*instance]pool.ID),
+		drops:   make([]uint64, len(parts)),
+		freed:   make(chan struct{}),
+		wake:    make(chan struct{}, 1),
+		done:    make(chan struct{}),
 	}
 	w.metrics.Registry.MustRegister(newPoolCollector(c))
 	return c, nil
@@ -200,8 +202,45 @@ func (c *warmCache) fnLocked(name, rev string, declared int64) (pool.Fn, error) 
 		return 0, fmt.Errorf("%s: %w", name, err)
 	}
 	c.fns[k] = f
-	c.info = append(c.info, fnInfo{fnKey: k, declared: declared})
+	fi := fnInfo{fnKey: k, declared: declared}
+	if int(f) < len(c.info) {
+		c.info[f] = fi // the id of a retired revision
+	} else {
+		c.info = append(c.info, fi)
+	}
 	return f, nil
+}
+
+// retire forgets revision rev of function name (its engine function and
+// start-time measure) once it has no sandboxes: now, or when the last
+// one goes (sweepLocked).
+func (c *warmCache) retire(name, rev string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	k := fnKey{name, rev}
+	if f, ok := c.fns[k]; ok {
+		c.retired[k] = f
+		c.sweepLocked()
+	}
+}
+
+// sweepLocked removes the retired revisions whose sandboxes are gone.
+func (c *warmCache) sweepLocked() {
+	for k, f := range c.retired {
+		if err := c.e.RemoveFunc(f); err != nil {
+			continue // sandboxes left (pool.ErrState)
+		}
+		delete(c.retired, k)
+		delete(c.fns, k)
+		c.info[f] = fnInfo{}
+	}
+}
+
+// funcs returns how many function revisions the cache holds, for tests.
+func (c *warmCache) funcs() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.fns)
 }
 
 // signalLocked wakes requests waiting for memory.
@@ -333,6 +372,9 @@ func (c *warmCache) detachLocked(ids []pool.ID) []*instance {
 			out = append(out, inst)
 		}
 	}
+	if len(c.retired) > 0 {
+		c.sweepLocked()
+	}
 	return out
 }
 
@@ -368,6 +410,9 @@ func (c *warmCache) abort(id pool.ID) {
 	defer c.mu.Unlock()
 	if err := c.e.Remove(id); err == nil {
 		c.signalLocked()
+	}
+	if len(c.retired) > 0 {
+		c.sweepLocked()
 	}
 }
 
@@ -460,6 +505,9 @@ func (c *warmCache) removeLocked(inst *instance, id pool.ID) {
 		c.w.log.Warn("removing sandbox from pool", "sandbox", inst.id, "err", err)
 	}
 	c.signalLocked()
+	if len(c.retired) > 0 {
+		c.sweepLocked()
+	}
 }
 
 // drop removes every idle sandbox of fn not at revision keep (all if keep

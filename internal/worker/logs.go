@@ -4,9 +4,11 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/hearth-run/hearth/internal/runtime"
 )
@@ -38,52 +40,162 @@ type LogTail struct {
 	Next uint64 `json:"next"`
 	// Newer counts the kept lines after Lines that n left out.
 	Newer int `json:"newer"`
-	// Limit is how many lines the worker keeps of a function.
-	Limit int `json:"limit"`
+	// Limit is how many lines the worker keeps of a function, and
+	// LimitBytes how much of all functions' lines (the oldest lines of the
+	// functions holding the most go first).
+	Limit      int   `json:"limit"`
+	LimitBytes int64 `json:"limit_bytes"`
 }
 
-// logRing keeps the last lines a function's sandboxes printed.
-type logRing struct {
-	epoch string
+// lineCost is what a kept line is charged against logStore.maxBytes: its
+// text and the LogLine that holds it.
+func lineCost(text string) int64 { return int64(len(text)) + int64(unsafe.Sizeof(LogLine{})) }
+
+// logStore keeps the newest output lines of every function, at most
+// maxLines per function and about maxBytes for all of them, so that the
+// worker's memory stays bounded however many functions print and however
+// much: past maxBytes it drops the oldest lines of the functions that
+// hold the most (see trimLocked). A function's ring is freed with drop.
+// It is safe for concurrent use.
+type logStore struct {
+	maxLines int
+	maxBytes int64
+
 	mu    sync.Mutex
-	max   int
+	bytes int64                 // charged by every ring; guarded by mu
+	rings map[*logRing]struct{} // live rings; guarded by mu
+}
+
+func newLogStore(maxLines int, maxBytes int64) *logStore {
+	return &logStore{maxLines: maxLines, maxBytes: maxBytes, rings: map[*logRing]struct{}{}}
+}
+
+// logRing is one function's lines in a logStore. Its fields are guarded
+// by the store's mu.
+type logRing struct {
+	store *logStore
+	epoch string
 	lines []LogLine // oldest first, from head
 	head  int
 	seq   uint64 // of the newest line
+	bytes int64  // charged for the kept lines
+	gone  bool   // dropped: lines still coming from exiting sandboxes are ignored
 }
 
-func newLogRing(n int) *logRing {
-	if n <= 0 {
-		n = 1000
+// ring returns a new, empty ring.
+func (s *logStore) ring() *logRing {
+	r := &logRing{store: s, epoch: strconv.FormatInt(time.Now().UnixNano(), 36)}
+	s.mu.Lock()
+	s.rings[r] = struct{}{}
+	s.mu.Unlock()
+	return r
+}
+
+// drop frees r: its function is gone.
+func (s *logStore) drop(r *logRing) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if r.gone {
+		return
 	}
-	return &logRing{max: n, epoch: strconv.FormatInt(time.Now().UnixNano(), 36)}
+	r.gone = true
+	delete(s.rings, r)
+	s.bytes -= r.bytes
+	r.lines, r.head, r.bytes = nil, 0, 0
 }
 
-func (r *logRing) add(s runtime.Stream, text string) {
+// usage returns the bytes charged and the number of lines kept, for tests.
+func (s *logStore) usage() (bytes int64, lines int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for r := range s.rings {
+		lines += len(r.lines) - r.head
+	}
+	return s.bytes, lines
+}
+
+func (r *logRing) add(st runtime.Stream, text string) {
 	now := time.Now()
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.seq++
-	r.lines = append(r.lines, LogLine{Seq: r.seq, Time: now, Stream: s.String(), Text: text})
-	if len(r.lines)-r.head > r.max {
-		r.lines[r.head] = LogLine{}
-		r.head++
+	s := r.store
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if r.gone {
+		return
 	}
-	if r.head > len(r.lines)/2 && r.head >= 64 {
-		// Compact: the kept lines move to the front, so the slice never
-		// holds much more than max lines.
+	r.seq++
+	r.lines = append(r.lines, LogLine{Seq: r.seq, Time: now, Stream: st.String(), Text: text})
+	c := lineCost(text)
+	r.bytes += c
+	s.bytes += c
+	if len(r.lines)-r.head > s.maxLines {
+		r.dropOldestLocked()
+	}
+	if s.bytes > s.maxBytes {
+		s.trimLocked()
+	}
+	r.compactLocked()
+}
+
+// dropOldestLocked drops r's oldest line.
+func (r *logRing) dropOldestLocked() {
+	c := lineCost(r.lines[r.head].Text)
+	r.bytes -= c
+	r.store.bytes -= c
+	r.lines[r.head] = LogLine{}
+	r.head++
+}
+
+// compactLocked moves the kept lines to the front once the dropped ones
+// take half the slice, so that it never holds much more than its lines.
+func (r *logRing) compactLocked() {
+	if r.head >= 64 && r.head > len(r.lines)/2 {
 		n := copy(r.lines, r.lines[r.head:])
 		clear(r.lines[n:])
 		r.lines, r.head = r.lines[:n], 0
+		if cap(r.lines) > 4*max(n, 64) {
+			r.lines = append([]LogLine(nil), r.lines...)
+		}
+	}
+}
+
+// trimLocked brings the store down to 7/8 of maxBytes (not to just under
+// it, so that trims are rare), fairly: it finds the largest share q such
+// that no ring holding more than q keeps more, and drops the oldest lines
+// of those rings until each holds at most q. Functions that print little
+// keep all their lines; the noisy ones lose their oldest first.
+func (s *logStore) trimLocked() {
+	target := s.maxBytes / 8 * 7
+	sizes := make([]int64, 0, len(s.rings))
+	for r := range s.rings {
+		sizes = append(sizes, r.bytes)
+	}
+	slices.Sort(sizes)
+	// Water-fill: the rings below q keep all; those above get q each.
+	q, left := int64(0), target
+	for i, b := range sizes {
+		share := left / int64(len(sizes)-i)
+		if b > share {
+			q = share
+			break
+		}
+		left -= b
+		q = b
+	}
+	for r := range s.rings {
+		for r.bytes > q && r.head < len(r.lines) {
+			r.dropOldestLocked()
+		}
+		r.compactLocked()
 	}
 }
 
 // query returns up to n lines (all if n <= 0), oldest first: the newest
 // ones if since is 0, else the first ones from Seq since on.
 func (r *logRing) query(n int, since uint64) LogTail {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	t := LogTail{Epoch: r.epoch, Limit: r.max, Next: r.seq + 1}
+	s := r.store
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t := LogTail{Epoch: r.epoch, Limit: s.maxLines, LimitBytes: s.maxBytes, Next: r.seq + 1}
 	kept := r.lines[r.head:]
 	first := r.seq + 1 // Seq of the oldest kept line
 	if len(kept) > 0 {

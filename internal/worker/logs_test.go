@@ -2,6 +2,8 @@ package worker
 
 import (
 	"fmt"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/hearth-run/hearth/internal/runtime"
@@ -26,7 +28,7 @@ func span(lo, hi uint64) []uint64 {
 // TestLogRingQuery reads a ring of 10 lines that saw 25: the newest n,
 // or the lines from a seq on, and what each answer says it left out.
 func TestLogRingQuery(t *testing.T) {
-	r := newLogRing(10)
+	r := newLogStore(10, 1<<30).ring()
 	for i := 1; i <= 25; i++ {
 		s := runtime.Stdout
 		if i%2 == 0 {
@@ -64,7 +66,7 @@ func TestLogRingQuery(t *testing.T) {
 				t.Errorf("older %d dropped %d next %d newer %d, want %d %d %d %d",
 					got.Older, got.Dropped, got.Next, got.Newer, tt.older, tt.dropped, tt.next, tt.newer)
 			}
-			if got.Limit != 10 || got.Epoch != r.epoch || got.Epoch == "" {
+			if got.Limit != 10 || got.LimitBytes != 1<<30 || got.Epoch != r.epoch || got.Epoch == "" {
 				t.Errorf("limit %d epoch %q", got.Limit, got.Epoch)
 			}
 			for _, l := range got.Lines {
@@ -73,5 +75,83 @@ func TestLogRingQuery(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestLogStoreBound has many functions print, some a lot: the store never
+// holds more than its byte bound, the quiet functions keep all their
+// lines while the noisy ones lose their oldest, and dropping a function's
+// ring frees what it held.
+func TestLogStoreBound(t *testing.T) {
+	const maxBytes = 256 << 10
+	s := newLogStore(1000, maxBytes)
+	line := strings.Repeat("x", 100)
+	quiet := make([]*logRing, 20)
+	for i := range quiet {
+		quiet[i] = s.ring()
+		for range 10 {
+			quiet[i].add(runtime.Stdout, line)
+		}
+	}
+	var noisy []*logRing
+	for range 50 {
+		r := s.ring()
+		noisy = append(noisy, r)
+		for i := range 2000 {
+			r.add(runtime.Stderr, fmt.Sprintf("%s %d", line, i))
+			if b, _ := s.usage(); b > maxBytes {
+				t.Fatalf("store holds %d bytes, bound %d", b, maxBytes)
+			}
+		}
+	}
+	for i, r := range quiet {
+		if tl := r.query(0, 0); len(tl.Lines) != 10 || tl.Dropped != 0 {
+			t.Errorf("quiet function %d: %d lines kept, %d dropped; want all 10", i, len(tl.Lines), tl.Dropped)
+		}
+	}
+	for i, r := range noisy {
+		tl := r.query(0, 0)
+		if len(tl.Lines) == 0 || tl.Lines[len(tl.Lines)-1].Text != line+" 1999" || tl.Dropped+uint64(len(tl.Lines)) != 2000 {
+			t.Errorf("noisy function %d: %d lines kept, %d dropped; want the newest kept and 2000 in all", i, len(tl.Lines), tl.Dropped)
+		}
+	}
+	// Recount what the rings hold: the store's total must match.
+	var sum int64
+	for _, r := range append(quiet, noisy...) {
+		for _, l := range r.query(0, 0).Lines {
+			sum += lineCost(l.Text)
+		}
+	}
+	if b, _ := s.usage(); b != sum {
+		t.Errorf("store charges %d bytes, its lines cost %d", b, sum)
+	}
+	// Functions come and go: dropping frees, and a dropped ring takes no
+	// more lines.
+	for _, r := range append(quiet, noisy...) {
+		s.drop(r)
+	}
+	if b, n := s.usage(); b != 0 || n != 0 || len(s.rings) != 0 {
+		t.Errorf("after dropping every ring: %d bytes, %d lines, %d rings", b, n, len(s.rings))
+	}
+	quiet[0].add(runtime.Stdout, "late line from an exiting sandbox")
+	if b, _ := s.usage(); b != 0 {
+		t.Errorf("a dropped ring took a line: %d bytes", b)
+	}
+}
+
+// TestLogRingLineBound keeps at most maxLines per function, and a ring's
+// slice stays near its kept lines however many go through it.
+func TestLogRingLineBound(t *testing.T) {
+	s := newLogStore(100, 1<<30)
+	r := s.ring()
+	for i := range 100000 {
+		r.add(runtime.Stdout, strconv.Itoa(i))
+	}
+	tl := r.query(0, 0)
+	if len(tl.Lines) != 100 || tl.Lines[0].Text != "99900" || tl.Dropped != 99900 {
+		t.Errorf("%d lines from %q, %d dropped", len(tl.Lines), tl.Lines[0].Text, tl.Dropped)
+	}
+	if c := cap(r.lines); c > 400 {
+		t.Errorf("ring slice has capacity %d for 100 lines", c)
 	}
 }

@@ -347,11 +347,11 @@ func (w *Worker) gid() int {
 	return w.cfg.GID
 }
 
-// packages returns fn's package set, cached per revision.
+// packages returns fn's package set, cached per revision until forget.
 func (w *Worker) packages(fn registry.Function) ([]string, error) {
 	w.pkgMu.Lock()
 	defer w.pkgMu.Unlock()
-	if p, ok := w.pkgCache[fn.Revision]; ok {
+	if p, ok := w.pkgCache[fnKey{fn.Name, fn.Revision}]; ok {
 		return p, nil
 	}
 	var p []string
@@ -366,7 +366,7 @@ func (w *Worker) packages(fn registry.Function) ([]string, error) {
 			return nil, err
 		}
 	}
-	w.pkgCache[fn.Revision] = p
+	w.pkgCache[fnKey{fn.Name, fn.Revision}] = p
 	return p, nil
 }
 

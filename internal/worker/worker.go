@@ -67,6 +67,10 @@ type Config struct {
 	MaxQueue int
 	// LogLines is how many output lines are kept per function (default 1000).
 	LogLines int
+	// LogBytes bounds the output lines kept of all functions (default 16
+	// MiB, counting each line's text and bookkeeping): past it the oldest
+	// lines of the functions that keep the most are dropped.
+	LogBytes int64
 	// CgroupParent is the cgroup under which sandboxes live (default
 	// DefaultCgroupParent(DataDir)).
 	CgroupParent string
@@ -144,6 +148,9 @@ func (c *Config) setDefaults() {
 	if c.LogLines <= 0 {
 		c.LogLines = 1000
 	}
+	if c.LogBytes <= 0 {
+		c.LogBytes = 16 << 20
+	}
 	if c.CgroupParent == "" {
 		c.CgroupParent = DefaultCgroupParent(c.DataDir)
 	}
@@ -210,7 +217,8 @@ type Worker struct {
 
 	resolver *zygote.BaseResolver
 	pkgMu    sync.Mutex
-	pkgCache map[string][]string // package set by revision
+	pkgCache map[fnKey][]string // package set by function revision; guarded by pkgMu
+	logs     *logStore
 
 	mu     sync.Mutex
 	state  map[string]*fnState // by function name; guarded by mu
@@ -219,9 +227,11 @@ type Worker struct {
 	wg     sync.WaitGroup // background freezes and evictions
 }
 
-// fnState is the per-function runtime state.
+// fnState is the per-function runtime state. Retire frees it, and the
+// state the worker keeps per revision of the function (revs).
 type fnState struct {
 	name   string
+	revs   map[string]struct{} // revisions started or invoked here; guarded by Worker.mu
 	logs   *logRing
 	stdout *logSink
 	stderr *logSink
@@ -241,6 +251,7 @@ func New(ctx context.Context, cfg Config, fns Functions) (*Worker, error) {
 		state:   make(map[string]*fnState),
 		live:    make(map[*instance]struct{}),
 		metrics: newMetrics(),
+		logs:    newLogStore(cfg.LogLines, cfg.LogBytes),
 		stop:    make(chan struct{}),
 		busy:    newBusyGate(),
 	}
@@ -302,7 +313,7 @@ func New(ctx context.Context, cfg Config, fns Functions) (*Worker, error) {
 		disks.Keep(cfg.ScratchBytes)
 	}
 	w.resolver = &zygote.BaseResolver{Base: cfg.Base}
-	w.pkgCache = map[string][]string{}
+	w.pkgCache = map[fnKey][]string{}
 	if err := w.openSnapshots(ctx); err != nil {
 		w.Close(context.Background())
 		return nil, fmt.Errorf("worker: snapshots: %w", err)
@@ -506,12 +517,23 @@ func (w *Worker) fnState(fn registry.Function) (*fnState, error) {
 	}
 	st := w.state[fn.Name]
 	if st == nil {
-		st = &fnState{name: fn.Name, logs: newLogRing(w.cfg.LogLines)}
+		// Retire frees the state after the registry's Delete; a caller
+		// that looked the function up just before the Delete must not
+		// make a new state that nothing would free. Rare: once per
+		// function.
+		if _, err := w.fns.Get(fn.Name); err != nil {
+			if errors.Is(err, registry.ErrNotFound) {
+				return nil, fmt.Errorf("%s: %w", fn.Name, ErrNotFound)
+			}
+			return nil, err
+		}
+		st = &fnState{name: fn.Name, revs: map[string]struct{}{}, logs: w.logs.ring()}
 		log := w.log.With("function", fn.Name)
 		st.stdout = &logSink{ring: st.logs, log: log, def: runtime.Stdout}
 		st.stderr = &logSink{ring: st.logs, log: log, def: runtime.Stderr}
 		w.state[fn.Name] = st
 	}
+	st.revs[fn.Revision] = struct{}{}
 	if st.slots == nil || st.limit != limit {
 		// A changed limit applies to new requests; calls in flight keep
 		// the old channel, which they release into.
@@ -583,6 +605,14 @@ func (w *Worker) release(inst *instance) {
 		// the response path, but out of the pool's accounting now, so the
 		// next start does not see memory that is already being freed.
 		w.cache.forget(inst)
+		switch {
+		case errors.Is(err, registry.ErrNotFound):
+			// Deleted during the call, which may have made state that
+			// Retire had already freed.
+			w.forget(inst.fn, "", inst.rev)
+		case err == nil && fn.Revision != inst.rev:
+			w.forget(inst.fn, fn.Revision, inst.rev)
+		}
 		w.background(func() {
 			w.busy.wait(teardownDelay, w.stop)
 			w.destroy(inst)
@@ -672,11 +702,41 @@ func (w *Worker) Retire(name, keep string) {
 		w.destroy(inst)
 	}
 	w.retireSnapshots(name, keep)
-	if keep == "" {
-		w.mu.Lock()
-		delete(w.state, name)
-		w.mu.Unlock()
+	w.forget(name, keep)
+}
+
+// forget frees what the worker keeps of function name's revisions other
+// than keep (all of them, and the function's state and logs, if keep is
+// empty): the revisions it ran (fnState.revs) and also, if given, revs,
+// which an invocation that ended after its function was retired reports.
+// The pool frees a revision that still has sandboxes once they are gone.
+func (w *Worker) forget(name, keep string, revs ...string) {
+	w.mu.Lock()
+	st := w.state[name]
+	if st != nil {
+		for rev := range st.revs {
+			if rev != keep {
+				revs = append(revs, rev)
+				delete(st.revs, rev)
+			}
+		}
+		if keep == "" {
+			delete(w.state, name)
+		}
 	}
+	w.mu.Unlock()
+	if st != nil && keep == "" {
+		w.logs.drop(st.logs)
+	}
+	w.pkgMu.Lock()
+	for _, rev := range revs {
+		delete(w.pkgCache, fnKey{name, rev})
+	}
+	w.pkgMu.Unlock()
+	for _, rev := range revs {
+		w.cache.retire(name, rev)
+	}
+	w.snap.forget(name, revs)
 }
 
 // Logs returns up to n output lines of function name (all it keeps if
@@ -688,7 +748,7 @@ func (w *Worker) Logs(name string, n int, since uint64) LogTail {
 	w.mu.Unlock()
 	if st == nil {
 		// Nothing printed yet; a log starts when it is needed.
-		return LogTail{Lines: []LogLine{}, Next: 1, Limit: w.cfg.LogLines}
+		return LogTail{Lines: []LogLine{}, Next: 1, Limit: w.cfg.LogLines, LimitBytes: w.cfg.LogBytes}
 	}
 	return st.logs.query(n, since)
 }

@@ -525,3 +525,50 @@ func TestGoldenHistSeriesPrewarmsThroughTheEngine(t *testing.T) {
 		t.Fatalf("%d warm calls of 8, want 4", warm)
 	}
 }
+
+// TestHistForget removes a function whose histogram is representative
+// and whose pre-warm is pending: the pre-warm goes, and the function that
+// gets its id starts with no history.
+func TestHistForget(t *testing.T) {
+	h := NewHist(HistOptions{})
+	e, err := pool.New(pool.Config{Partitions: []pool.Partition{{Capacity: 10 * mb}}, NewPolicy: func() pool.Policy { return h }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fn, _ := e.AddFunc(mb, s)
+	var last time.Duration
+	for i := range 11 {
+		now := time.Duration(i) * 30 * time.Minute
+		e.Acquire(fn, now)
+		id, _, err := e.Admit(fn, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = now + s
+		if err := e.Release(id, last); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.Remove(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if rep, _, _ := h.Windows(fn, last); !rep {
+		t.Fatal("histogram not representative after 10 idle times")
+	}
+	if _, ok := e.NextPrewarm(); !ok {
+		t.Fatal("no pre-warm pending")
+	}
+	if err := e.RemoveFunc(fn); err != nil {
+		t.Fatal(err)
+	}
+	if at, ok := e.NextPrewarm(); ok {
+		t.Errorf("pre-warm at %v still pending for a removed function", at)
+	}
+	again, _ := e.AddFunc(mb, s)
+	if again != fn {
+		t.Fatalf("id %d not reused (got %d)", fn, again)
+	}
+	if rep, _, _ := h.Windows(again, last); rep {
+		t.Error("the new function inherited the removed one's histogram")
+	}
+}

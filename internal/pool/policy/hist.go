@@ -138,7 +138,10 @@ type histFn struct {
 // looks at.
 const seriesLen = 8
 
-var _ pool.Policy = (*Hist)(nil)
+var (
+	_ pool.Policy    = (*Hist)(nil)
+	_ pool.Forgetter = (*Hist)(nil)
+)
 
 // NewHist returns a hybrid histogram policy; zero options take defaults.
 func NewHist(o HistOptions) *Hist {
@@ -151,6 +154,13 @@ func (h *Hist) fn(fn pool.Fn) *histFn {
 		h.fns = append(h.fns, make([]histFn, int(fn)+1-len(h.fns))...)
 	}
 	return &h.fns[fn]
+}
+
+// Forget drops fn's histogram and forecast: fn was removed.
+func (h *Hist) Forget(fn pool.Fn) {
+	if int(fn) < len(h.fns) {
+		h.fns[fn] = histFn{}
+	}
 }
 
 // Arrive records fn's idle time.

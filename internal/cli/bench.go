@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -26,7 +27,7 @@ func newBenchCmd() *cobra.Command {
 				_, err := bench.Zygote(ctx, bench.ZygoteOptions{Hearth: exe, Base: base, N: n, Out: out})
 				return err
 			}),
-		newBenchReplayCmd(), newBenchConcurrencyCmd(), newBenchSnapshotCmd())
+		newBenchReplayCmd(), newBenchConcurrencyCmd(), newBenchSnapshotCmd(), newBenchChurnCmd())
 	return b
 }
 
@@ -143,6 +144,45 @@ func newBenchConcurrencyCmd() *cobra.Command {
 	c.Flags().IntVar(&rounds, "rounds", 3, "bursts of each size")
 	c.Flags().StringVar(&subnet, "subnet", "10.199.0.0/16", "subnet for isolated sandboxes and the namespace table")
 	c.Flags().StringVar(&base, "base", "", "base image (default: DATA_DIR/base)")
+	c.Flags().StringVar(&dataDir, "data-dir", "/var/lib/hearth", "data directory holding the base image")
+	return c
+}
+
+func newBenchChurnCmd() *cobra.Command {
+	var o bench.ChurnOptions
+	var dataDir string
+	c := &cobra.Command{
+		Use:   "churn",
+		Short: "Deploy, invoke and delete many functions, each under a new name: does the worker's memory stay bounded?",
+		Long: `Run --cycles deploy/invoke/delete cycles against one worker, each with a
+new function name (and code), and print the worker's resident memory
+(VmRSS), Go heap (live after the last collection, and allocated),
+goroutines and open descriptors at the start, every --every cycles and at
+the end, each once the deleted functions' sandboxes are gone. What a
+worker keeps per function must go with the function: after the first
+cycles the figures should stay flat.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			exe, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			o.Hearth = exe
+			if o.Base == "" {
+				o.Base = filepath.Join(dataDir, "base")
+			}
+			o.Out = cmd.OutOrStdout()
+			_, err = bench.Churn(cmp.Or(cmd.Context(), context.Background()), o)
+			return err
+		},
+	}
+	c.Flags().IntVar(&o.Cycles, "cycles", 500, "deploy/invoke/delete cycles")
+	c.Flags().IntVar(&o.Every, "every", 100, "cycles between samples")
+	c.Flags().IntVar(&o.Lines, "lines", 10, "lines each call prints, half to stdout, half to stderr")
+	c.Flags().IntVar(&o.LineBytes, "line-bytes", 8, "bytes of each line")
+	c.Flags().BoolVar(&o.Keep, "keep", false, "leave the functions deployed (the worker keeps all their logs, up to its bound)")
+	c.Flags().StringArrayVar(&o.Flags, "worker-flag", nil, "extra flag for the worker's hearth up (repeatable), e.g. --worker-flag=--no-snapshots")
+	c.Flags().StringVar(&o.Base, "base", "", "base image (default: DATA_DIR/base)")
 	c.Flags().StringVar(&dataDir, "data-dir", "/var/lib/hearth", "data directory holding the base image")
 	return c
 }

@@ -1,6 +1,8 @@
 package worker
 
 import (
+	"regexp"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -47,7 +49,12 @@ func newMetrics() *Metrics {
 		Name: "hearth_spare_starts_total", Help: "Fork starts served by a zygote child forked ahead of need (a spare).",
 	})
 	m.Registry.MustRegister(m.forkFallbacks, m.spareStarts, m.invocations, m.latency, m.coldStarts, m.sandboxes, m.evictions,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		// go_gc_heap_live_bytes besides the defaults: the heap the last
+		// collection found live, the figure that shows a leak through
+		// the garbage (bench churn reads it).
+		collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(
+			collectors.GoRuntimeMetricsRule{Matcher: regexp.MustCompile(`^/gc/heap/live:bytes$`)})),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 

@@ -231,7 +231,7 @@ func (w *Worker) forkStart(ctx context.Context, fn registry.Function, st *fnStat
 	// The child holds the write ends; the readers end when it exits.
 	go copyLines(st.stdout, j.outR)
 	go copyLines(st.stderr, j.errR)
-	_, err = w.zyg.ForkFrom(ctx, node, zygote.Target{
+	pid, err := w.zyg.ForkFrom(ctx, node, zygote.Target{
 		Namespaces: j.ns,
 		Listener:   j.lis,
 		Stdout:     j.outW,
@@ -247,6 +247,7 @@ func (w *Worker) forkStart(ctx context.Context, fn registry.Function, st *fnStat
 	if err != nil {
 		return fail(err)
 	}
+	inst.proc = openProc(pid)
 	t2 := time.Now()
 	if err := w.connect(ctx, inst, fn, nil); err != nil {
 		return nil, err
@@ -389,9 +390,9 @@ func (w *Worker) connect(ctx context.Context, inst *instance, fn registry.Functi
 		w.destroy(inst)
 		return fmt.Errorf("%s: out of memory while loading the handler (limit %d MB): %w", fn.Name, fn.Spec.MemoryMB, ErrOOM)
 	}
-	status := inst.exitStatus()
+	exit := inst.exit()
 	w.destroy(inst)
-	return fmt.Errorf("%s: runtime did not start (exit status %d; see logs): %v: %w", fn.Name, status, err, ErrStart)
+	return fmt.Errorf("%s: runtime did not start: its process %s (see the function's logs): %v: %w", fn.Name, exit, err, ErrStart)
 }
 
 // modules maps zygote package sets to modules: base-image packages

@@ -465,8 +465,8 @@ func (w *Worker) classify(inst *instance, fn registry.Function, err error, ctx c
 			return fmt.Errorf("%s: out of memory: the function exceeded its memory limit of %d MB: %w",
 				fn.Name, fn.Spec.MemoryMB, ErrOOM)
 		}
-		return fmt.Errorf("%s: sandbox exited during the call (status %d): %w",
-			fn.Name, inst.exitStatus(), ErrCrashed)
+		return fmt.Errorf("%s: the function's process %s during the call: %w",
+			fn.Name, inst.exit(), ErrCrashed)
 	}
 	return fmt.Errorf("%s: %v: %w", fn.Name, err, ErrCrashed)
 }
@@ -622,6 +622,7 @@ func (w *Worker) destroy(inst *instance) {
 	if inst.conn != nil {
 		inst.conn.Close()
 	}
+	inst.proc.close()
 	// The dying processes' exits (unmapping an interpreter's memory) run
 	// at their cgroup's CPU weight: the lowest, so that they yield to
 	// live calls and starts. The pool resets it.

@@ -406,7 +406,8 @@ def invoke(h, meta, payload):
     return _frame(_RESULT, t + body)
 
 
-def _flush():
+def flush():
+    """Flush stdout and stderr, ignoring errors."""
     for f in (sys.stdout, sys.stderr):
         if f is not None:
             try:
@@ -449,7 +450,7 @@ def serve_conn(c, h, meta):
         payload = bytearray(n)
         _read(c, payload)
         resp = invoke(h, meta, payload)
-        _flush()
+        flush()
         c.sendall(resp)
         global after_first_call
         if after_first_call is not None:
@@ -564,7 +565,7 @@ def run(lsock, environ=None):
     h = load(_env(environ, "HEARTH_HANDLER", "f.f"))
     if h.err is not None:
         _log_error(h.err)
-    _flush()
+    flush()
     serve(lsock, h, meta)
 
 

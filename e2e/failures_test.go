@@ -57,3 +57,25 @@ def f(e):
 		t.Errorf("output before sys.exit lost; logs: %q", lines)
 	}
 }
+
+// TestNonFiniteResultIsAnError: JSON has no NaN or Infinity, so a handler
+// returning one fails its call with Lambda's marshal error instead of
+// answering 200 with a body no JSON parser reads.
+func TestNonFiniteResultIsAnError(t *testing.T) {
+	w := startWorker(t)
+	w.deployDir("nan", fn(t, "f.py", `
+def f(e):
+    return {"x": [1.5, float(e["v"])]}
+`))
+	for _, v := range []string{"nan", "inf", "-inf"} {
+		inv, err := w.invoke("nan", `{"v": "`+v+`"}`)
+		var e *client.Error
+		if !errors.As(err, &e) || e.Status != 500 || e.Type != "Runtime.MarshalError" ||
+			!strings.Contains(e.Message, "Out of range float values are not JSON compliant") {
+			t.Errorf("%s: body %s err %v, want 500 Runtime.MarshalError", v, inv.Body, err)
+		}
+	}
+	if inv := w.mustInvoke("nan", `{"v": "2.5"}`); string(inv.Body) != `{"x":[1.5,2.5]}` {
+		t.Errorf("finite result: %s", inv.Body)
+	}
+}

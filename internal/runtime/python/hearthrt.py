@@ -149,17 +149,20 @@ def _default(o):
 
 
 def dumps(o):
-    """Encode a handler result as compact ASCII JSON bytes."""
+    """Encode a handler result as compact ASCII JSON bytes.
+
+    NaN and the infinities raise ValueError: JSON has no such numbers, and
+    a client's parser would reject the body (AWS Lambda fails the call)."""
     if _json is not None:
         # A fresh encoder per call: the circular-reference markers dict can
-        # be left dirty by an exception.
+        # be left dirty by an exception. The last argument is allow_nan.
         enc = _json.make_encoder(
-            {}, _default, _json.encode_basestring_ascii, None, ":", ",", False, False, True
+            {}, _default, _json.encode_basestring_ascii, None, ":", ",", False, False, False
         )
         return "".join(enc(o, 0)).encode()
     import json
 
-    return json.dumps(o, separators=(",", ":")).encode()
+    return json.dumps(o, separators=(",", ":"), allow_nan=False).encode()
 
 
 # Errors in Lambda's shape.

@@ -2,6 +2,9 @@ package e2e
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -77,5 +80,62 @@ def f(e):
 	}
 	if inv := w.mustInvoke("nan", `{"v": "2.5"}`); string(inv.Body) != `{"x":[1.5,2.5]}` {
 		t.Errorf("finite result: %s", inv.Body)
+	}
+}
+
+// TestFunctionNamesAsLambda: names take Lambda's rule (letters of either
+// case, digits, "_" and "-", up to 64); two names that differ only in
+// case are two functions, each with its own code, logs and sandboxes,
+// and both survive a restart. A name no function has, valid or not, is
+// not found (404).
+func TestFunctionNamesAsLambda(t *testing.T) {
+	w := startWorker(t)
+	// The CLI keeps the directory's case.
+	dir := filepath.Join(t.TempDir(), "MyFunc")
+	if err := os.CopyFS(dir, os.DirFS(fn(t, "f.py", "def f(e):\n    print('upper ran')\n    return 'upper'\n"))); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := w.hearth("deploy", dir); err != nil || !strings.Contains(out, "deployed MyFunc ") {
+		t.Fatalf("deploy MyFunc: %v\n%s", err, out)
+	}
+	w.deployDir("myfunc", fn(t, "f.py", "def f(e):\n    print('lower ran')\n    return 'lower'\n"))
+	long := strings.Repeat("Ab_-", 16)
+	w.deployDir(long, fn(t, "f.py", "def f(e):\n    return 'long'\n"))
+	check := func() {
+		t.Helper()
+		for name, want := range map[string]string{"MyFunc": `"upper"`, "myfunc": `"lower"`, long: `"long"`} {
+			if inv := w.mustInvoke(name, "{}"); string(inv.Body) != want {
+				t.Errorf("%s answered %s, want %s", name, inv.Body, want)
+			}
+		}
+	}
+	check()
+	check() // warm
+	lines, err := w.c.Logs(t.Context(), "MyFunc", 100)
+	if err != nil || !slices.Contains(lines, "upper ran") || slices.Contains(lines, "lower ran") {
+		t.Errorf("MyFunc logs %q (%v): want its own output only", lines, err)
+	}
+	out, err := w.hearth("ls")
+	if err != nil || !strings.Contains(out, "MyFunc") || !strings.Contains(out, "myfunc") {
+		t.Errorf("ls: %v\n%s", err, out)
+	}
+	for _, name := range []string{"NoSuchFunction", "bad.name", "x%20y", strings.Repeat("a", 65)} {
+		_, err := w.invoke(name, "{}")
+		var e *client.Error
+		if !errors.As(err, &e) || e.Status != 404 || e.Type != "NotFound" {
+			t.Errorf("invoke %q: %v, want 404 NotFound", name, err)
+		}
+	}
+	w.stop()
+	w.start()
+	check()
+	if err := w.c.Delete(t.Context(), "myfunc"); err != nil {
+		t.Fatal(err)
+	}
+	if inv := w.mustInvoke("MyFunc", "{}"); string(inv.Body) != `"upper"` {
+		t.Errorf("after deleting myfunc, MyFunc answered %s", inv.Body)
+	}
+	if _, err := w.invoke("myfunc", "{}"); !isStatus(err, 404) {
+		t.Errorf("deleted myfunc: %v", err)
 	}
 }

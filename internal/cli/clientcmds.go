@@ -80,13 +80,14 @@ func newDeployCmd() *cobra.Command {
 	return cmd
 }
 
-// defaultName derives a function name from a path: examples/hello -> hello.
+// defaultName derives a function name from a path: examples/hello ->
+// hello, MyFunc.zip -> MyFunc. Names are case-sensitive, as Lambda's are.
 func defaultName(src string) string {
 	n := filepath.Base(filepath.Clean(src))
 	for _, ext := range []string{".tar.gz", ".tgz", ".zip", ".tar"} {
 		n = strings.TrimSuffix(n, ext)
 	}
-	return strings.ToLower(n)
+	return n
 }
 
 func newInvokeCmd() *cobra.Command {

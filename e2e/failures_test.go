@@ -139,3 +139,28 @@ func TestFunctionNamesAsLambda(t *testing.T) {
 		t.Errorf("deleted myfunc: %v", err)
 	}
 }
+
+// TestInvokeVerboseShowsFailedInit: `hearth invoke -v` of a function whose
+// handler does not load says that init failed, and why, not init=0.
+func TestInvokeVerboseShowsFailedInit(t *testing.T) {
+	w := startWorker(t)
+	w.deployDir("badimport", fn(t, "f.py", "import no_such_module\ndef f(e):\n    return 1\n"))
+	w.deployDir("good", fn(t, "f.py", "def f(e):\n    return 1\n"))
+	out, err := w.hearth("invoke", "-v", "badimport")
+	if err == nil {
+		t.Fatalf("invoke of a handler that does not import succeeded:\n%s", out)
+	}
+	if !strings.Contains(out, "init=failed after ") ||
+		!strings.Contains(out, "(Runtime.ImportModuleError: Unable to import module 'f': No module named 'no_such_module')") ||
+		strings.Contains(out, "init=0.000ms") || strings.Contains(out, "run=0") {
+		t.Errorf("invoke -v of a failed init:\n%s", out)
+	}
+	inv, _ := w.invoke("badimport", "{}")
+	if inv.InitError != "Runtime.ImportModuleError" || inv.InitMs <= 0 {
+		t.Errorf("failed init: InitError %q InitMs %v", inv.InitError, inv.InitMs)
+	}
+	out, err = w.hearth("invoke", "-v", "good")
+	if err != nil || !strings.Contains(out, "init=") || strings.Contains(out, "failed") || !strings.Contains(out, "run=") {
+		t.Errorf("invoke -v of a good function: %v\n%s", err, out)
+	}
+}

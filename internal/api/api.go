@@ -265,15 +265,22 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request) {
 	if res.Path != "" {
 		h.Set("X-Hearth-Start-Path", res.Path)
 		h.Set("X-Hearth-Init-Ms", ms(res.Init))
-		h.Set("X-Hearth-Run-Ms", ms(res.Run))
+		if !res.InitFailed {
+			h.Set("X-Hearth-Run-Ms", ms(res.Run))
+		}
 		h.Set("X-Hearth-Revision", res.Revision)
 	}
 	if err != nil {
 		var le *worker.LoadError
 		if errors.As(err, &le) {
 			h.Set("X-Hearth-Error", "LoadError")
+			h.Set("X-Hearth-Init-Error", le.Err.Type)
 			writeJSON(w, http.StatusBadGateway, le.Err)
 			return
+		}
+		if res.InitFailed {
+			_, typ := status(err)
+			h.Set("X-Hearth-Init-Error", typ)
 		}
 		s.fail(w, err)
 		return

@@ -138,6 +138,9 @@ type Invocation struct {
 	RunMs    float64
 	Revision string
 	Latency  time.Duration // as the client saw it
+	// InitError is the error type of a failed start (X-Hearth-Init-Error):
+	// the handler never ran, and InitMs is the time until the failure.
+	InitError string
 }
 
 // Invoke calls function name with a JSON event. A handler error is returned
@@ -151,6 +154,7 @@ func (c *Client) Invoke(ctx context.Context, name string, event []byte) (Invocat
 		inv.Revision = resp.Header.Get("X-Hearth-Revision")
 		inv.InitMs, _ = strconv.ParseFloat(resp.Header.Get("X-Hearth-Init-Ms"), 64)
 		inv.RunMs, _ = strconv.ParseFloat(resp.Header.Get("X-Hearth-Run-Ms"), 64)
+		inv.InitError = resp.Header.Get("X-Hearth-Init-Error")
 	}
 	return inv, err
 }

@@ -366,8 +366,12 @@ type Result struct {
 	Err *runtime.HandlerError
 	// Path is how the call started: "warm", "snapshot", "fork" or "cold".
 	Path string
-	// Init is the cold-start time up to the handler being loaded.
+	// Init is the cold-start time up to the handler being loaded, or up
+	// to the failure when InitFailed.
 	Init time.Duration
+	// InitFailed says the start failed (the invoke error says why): the
+	// handler never ran.
+	InitFailed bool
 	// Run is the handler's run time as the worker saw it.
 	Run time.Duration
 	// Revision is the code revision that ran.
@@ -407,6 +411,7 @@ func (w *Worker) Invoke(ctx context.Context, name string, event []byte) (Result,
 		t0 := time.Now()
 		inst, res.Path, err = w.start(ctx, fn, st)
 		if err != nil {
+			res.Init, res.InitFailed = time.Since(t0), true
 			w.cache.abort(resv)
 			w.metrics.invocations.WithLabelValues(res.Path, "start_error").Inc()
 			return res, err

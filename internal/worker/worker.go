@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/hearth-run/hearth/internal/cgroup"
+	"github.com/hearth-run/hearth/internal/function"
 	"github.com/hearth-run/hearth/internal/image"
 	"github.com/hearth-run/hearth/internal/packages"
 	"github.com/hearth-run/hearth/internal/registry"
@@ -484,7 +485,7 @@ func (w *Worker) fnState(fn registry.Function) (*fnState, error) {
 	}
 	limit := fn.Spec.MaxConcurrency
 	if limit <= 0 {
-		limit = 1
+		limit = function.DefaultMaxConcurrency // Parse fills it in; a zero Spec gets the same
 	}
 	st := w.state[fn.Name]
 	if st == nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -203,5 +204,48 @@ func TestPackagesForAnotherPythonReinstalled(t *testing.T) {
 	e, ok := m["packages"].(map[string]any)["alpha==1.0"].(map[string]any)
 	if !ok || e["installed"] == installed || m["python"] == "3.11" {
 		t.Errorf("alpha not installed again for the base's Python: %s", b)
+	}
+}
+
+// TestPackagesLsAsksItsWorker: `hearth packages ls` without --data-dir
+// lists the cache of the worker it talks to (here one with its own data
+// dir), not the default data dir's, and says which cache it lists; with
+// --data-dir it reads that data dir's cache. A worker without a cache
+// says so.
+func TestPackagesLsAsksItsWorker(t *testing.T) {
+	wheels := t.TempDir()
+	if err := wheeltest.House(wheels, wheeltest.Wheel{Name: "alpha", Version: "1.0"}); err != nil {
+		t.Fatal(err)
+	}
+	w := startWorker(t, "--no-index", "--find-links", wheels)
+	w.deployDir("user-of-alpha", fn(t, "f.py", versionProbe, "requirements.txt", "alpha==1.0\n"))
+	for _, c := range []struct {
+		args  []string
+		where string
+	}{
+		{[]string{"packages", "ls"}, "install cache of the worker at " + w.url},
+		{[]string{"packages", "ls", "--data-dir", w.dataDir}, "install cache in " + filepath.Join(w.dataDir, "packages")},
+	} {
+		out, err := w.hearth(c.args...)
+		if err != nil {
+			t.Fatalf("%v: %v\n%s", c.args, err, out)
+		}
+		lines := strings.Split(out, "\n")
+		if lines[0] != c.where {
+			t.Errorf("%v: first line %q, want %q", c.args, lines[0], c.where)
+		}
+		if !strings.Contains(out, "user-of-alpha") || !regexp.MustCompile(`(?m)^alpha +1\.0 `).MatchString(out) ||
+			!strings.Contains(out, "1 packages,") {
+			t.Errorf("%v does not list alpha 1.0 used by user-of-alpha:\n%s", c.args, out)
+		}
+	}
+	if out, err := w.hearth("packages", "gc", "--all"); err == nil || !strings.Contains(out, "--data-dir") {
+		t.Errorf("packages gc without a data dir: %v\n%s", err, out)
+	}
+
+	off := startWorker(t, "--no-install-cache")
+	out, err := off.hearth("packages", "ls")
+	if err != nil || strings.TrimSpace(out) != "the worker at "+off.url+" runs without an install cache" {
+		t.Errorf("worker without a cache: %v\n%s", err, out)
 	}
 }

@@ -23,6 +23,7 @@ import (
 
 	"github.com/hearth-run/hearth/internal/archive"
 	"github.com/hearth-run/hearth/internal/function"
+	"github.com/hearth-run/hearth/internal/packages"
 	"github.com/hearth-run/hearth/internal/registry"
 	"github.com/hearth-run/hearth/internal/snapshot"
 	"github.com/hearth-run/hearth/internal/worker"
@@ -66,6 +67,24 @@ type Config struct {
 	TempDir string
 	// Logger (default slog.Default()).
 	Logger *slog.Logger
+	// Packages, if set, is the worker's package install cache, which
+	// GET /v1/packages lists; nil when the cache is off.
+	Packages Packages
+}
+
+// Packages is what the API needs of the package install cache.
+type Packages interface {
+	List() ([]packages.Entry, error)
+}
+
+// PackageInfo is one installed package in GET /v1/packages.
+type PackageInfo struct {
+	packages.Package
+	Size      int64     `json:"size"`
+	Installed time.Time `json:"installed"`
+	LastUse   time.Time `json:"last_use"`
+	// Users are the deployed functions whose package set holds it.
+	Users []string `json:"users"`
 }
 
 // Server serves the API.
@@ -104,6 +123,7 @@ func New(cfg Config, reg Registry, wk Worker) *Server {
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"enabled": enabled, "nodes": nodes})
 	}))
+	s.mux.HandleFunc("GET /v1/packages", s.auth(s.packages))
 	s.mux.HandleFunc("GET /v1/snapshots", s.auth(s.snapshots))
 	s.mux.HandleFunc("POST /v1/functions/{name}/snapshot", s.auth(s.createSnapshot))
 	s.mux.HandleFunc("DELETE /v1/snapshots/{key}", s.auth(func(w http.ResponseWriter, r *http.Request) {
@@ -217,6 +237,27 @@ func (s *Server) logs(w http.ResponseWriter, r *http.Request) {
 		lines = []string{}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"function": name, "lines": lines})
+}
+
+// packages answers {"enabled": bool, "packages": [...]}: this worker's
+// install cache, wherever its data dir is.
+func (s *Server) packages(w http.ResponseWriter, r *http.Request) {
+	l := []PackageInfo{}
+	if s.cfg.Packages != nil {
+		ents, err := s.cfg.Packages.List()
+		if err != nil {
+			s.fail(w, err)
+			return
+		}
+		for _, e := range ents {
+			users := e.Users
+			if users == nil {
+				users = []string{}
+			}
+			l = append(l, PackageInfo{Package: e.Package, Size: e.Size, Installed: e.Installed, LastUse: e.LastUse, Users: users})
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"enabled": s.cfg.Packages != nil, "packages": l})
 }
 
 // snapshots answers {"enabled": bool, "snapshots": [...]}.

@@ -391,6 +391,7 @@ func runUp(ctx context.Context, cfg Config) error {
 			MaxArchive: cfg.MaxArchiveMB << 20,
 			TempDir:    cfg.DataDir,
 			Logger:     log,
+			Packages:   apiPackages(pkgs),
 		}, reg, wk),
 		ReadHeaderTimeout: 10 * time.Second,
 	}

@@ -165,6 +165,27 @@ func (c *Client) Healthy(ctx context.Context) bool {
 	return err == nil
 }
 
+// PackageList is the body of GET /v1/packages: the worker's install
+// cache. Enabled is false when the worker runs without one.
+type PackageList struct {
+	Enabled  bool `json:"enabled"`
+	Packages []struct {
+		Name      string    `json:"name"`
+		Version   string    `json:"version"`
+		Size      int64     `json:"size"`
+		Installed time.Time `json:"installed"`
+		LastUse   time.Time `json:"last_use"`
+		Users     []string  `json:"users"`
+	} `json:"packages"`
+}
+
+// Packages lists the worker's installed packages.
+func (c *Client) Packages(ctx context.Context) (PackageList, error) {
+	var l PackageList
+	_, _, err := c.do(ctx, http.MethodGet, "/v1/packages", nil, &l)
+	return l, err
+}
+
 // ZygoteTree is the body of GET /v1/zygotes.
 type ZygoteTree struct {
 	Enabled bool              `json:"enabled"`

@@ -1,7 +1,10 @@
 package e2e
 
 import (
+	"bytes"
 	"errors"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -162,5 +165,106 @@ func TestInvokeVerboseShowsFailedInit(t *testing.T) {
 	out, err = w.hearth("invoke", "-v", "good")
 	if err != nil || !strings.Contains(out, "init=") || strings.Contains(out, "failed") || !strings.Contains(out, "run=") {
 		t.Errorf("invoke -v of a good function: %v\n%s", err, out)
+	}
+}
+
+// TestNoHostPathsInResponses deploys and invokes broken functions and
+// reads every management endpoint: no response, body or header, names
+// the worker's data dir, its base image or its binaries.
+func TestNoHostPathsInResponses(t *testing.T) {
+	w := startWorker(t, "--no-snapshots", "--no-index", "--find-links", t.TempDir())
+	hostPaths := []string{w.dataDir, testBase, binDir}
+	check := func(what string, resp *http.Response, body []byte) {
+		t.Helper()
+		all := string(body)
+		for k, vs := range resp.Header {
+			all += "\n" + k + ": " + strings.Join(vs, ", ")
+		}
+		for _, p := range hostPaths {
+			if strings.Contains(all, p) {
+				t.Errorf("%s (HTTP %d) reveals %s:\n%s", what, resp.StatusCode, p, all)
+			}
+		}
+	}
+	do := func(method, path string, body []byte) (int, []byte) {
+		t.Helper()
+		req, err := http.NewRequest(method, w.url+path, bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		check(method+" "+path, resp, b)
+		return resp.StatusCode, b
+	}
+	deploy := func(name string, entries ...entry) int {
+		t.Helper()
+		code, _ := do("PUT", "/v1/functions/"+name, tarGz(t, entries...))
+		return code
+	}
+	handler := func(src string) entry { return entry{name: "f.py", body: src} }
+
+	if code := deploy("good", handler("def f(e):\n    return 1\n")); code != 200 {
+		t.Fatalf("deploy good: %d", code)
+	}
+	// Deploys that fail.
+	for name, entries := range map[string][]entry{
+		"noreq":     {handler("def f(e):\n    return 1\n"), {name: "requirements.txt", body: "no-such-package==1.0\n"}},
+		"badyaml":   {handler("def f(e):\n    return 1\n"), {name: "function.yaml", body: "memory_mb: [1\n"}},
+		"nomodule":  {{name: "g.py", body: "x = 1\n"}},
+		"unsafe":    {handler(""), {name: "../escape", body: "x"}},
+		"yamldir":   {handler(""), {name: "function.yaml", typ: '5'}},
+		"truncated": nil,
+	} {
+		if code := deploy(name, entries...); code < 400 {
+			t.Errorf("deploy %s: HTTP %d, want an error", name, code)
+		}
+	}
+	// Functions that fail when invoked, each in its own way.
+	broken := map[string][]entry{
+		"importerror":  {handler("import no_such_module\ndef f(e):\n    return 1\n")},
+		"exitatimport": {handler("import os\nos._exit(4)\n")},
+		"crash":        {handler("import os\ndef f(e):\n    os.kill(os.getpid(), 11)\n")},
+		"exits":        {handler("import sys\ndef f(e):\n    sys.exit(3)\n")},
+		"raises":       {handler("def f(e):\n    raise ValueError(open('/proc/self/cmdline').read())\n")},
+		"nan":          {handler("def f(e):\n    return float('nan')\n")},
+		"slow":         {handler("import time\ndef f(e):\n    time.sleep(5)\n"), {name: "function.yaml", body: "timeout_s: 1\n"}},
+		"bomb": {handler("def f(e):\n    b = []\n    while True:\n        b.append(bytearray(4 << 20))\n"),
+			{name: "function.yaml", body: "memory_mb: 32\n"}},
+	}
+	for name, entries := range broken {
+		if code := deploy(name, entries...); code != 200 {
+			t.Fatalf("deploy %s: HTTP %d", name, code)
+		}
+	}
+	for name := range broken {
+		for range 2 { // a fresh start, then whatever comes next
+			if code, body := do("POST", "/v1/functions/"+name+"/invoke", []byte("{}")); code < 400 {
+				t.Errorf("invoke %s: HTTP %d %s, want an error", name, code, body)
+			}
+		}
+		do("GET", "/v1/functions/"+name+"/logs", nil)
+		do("GET", "/v1/functions/"+name, nil)
+		do("POST", "/v1/functions/"+name+"/snapshot", nil)
+	}
+	for _, p := range []string{"/v1/functions", "/v1/functions/good", "/v1/status", "/v1/zygotes",
+		"/v1/packages", "/v1/snapshots", "/v1/functions/nosuch/logs", "/metrics"} {
+		do("GET", p, nil)
+	}
+	do("DELETE", "/v1/snapshots/..%2F..%2Fetc", nil)
+	do("POST", "/v1/functions/nosuch/invoke", []byte("{}"))
+	do("POST", "/run/good", []byte("{not json"))
+	do("DELETE", "/v1/functions/good", nil)
+	// The details are in the worker's log.
+	found := false
+	for _, l := range strings.Split(w.out.String(), "\n") {
+		found = found || strings.Contains(l, "runtime did not start") && strings.Contains(l, w.dataDir+"/sandboxes/")
+	}
+	if !found {
+		t.Errorf("the worker's log lacks the failed start's details")
 	}
 }

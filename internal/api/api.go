@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -70,6 +71,12 @@ type Config struct {
 	// Packages, if set, is the worker's package install cache, which
 	// GET /v1/packages lists; nil when the cache is off.
 	Packages Packages
+	// HostPaths are host directories and files (the data dir, the base
+	// image, the binaries) whose paths the API keeps out of its
+	// responses: error messages and log lines name them as "[worker
+	// path]", and the worker's log gets the full error. TempDir is
+	// always one.
+	HostPaths []string
 }
 
 // Packages is what the API needs of the package install cache.
@@ -93,6 +100,7 @@ type Server struct {
 	reg Registry
 	wk  Worker
 	mux *http.ServeMux
+	red redactor
 }
 
 // New returns the API handler.
@@ -106,7 +114,8 @@ func New(cfg Config, reg Registry, wk Worker) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	s := &Server{cfg: cfg, reg: reg, wk: wk, mux: http.NewServeMux()}
+	s := &Server{cfg: cfg, reg: reg, wk: wk, mux: http.NewServeMux(),
+		red: newRedactor(append(slices.Clone(cfg.HostPaths), cfg.TempDir))}
 	s.mux.HandleFunc("PUT /v1/functions/{name}", s.auth(s.deploy))
 	s.mux.HandleFunc("GET /v1/functions", s.auth(s.list))
 	s.mux.HandleFunc("GET /v1/functions/{name}", s.auth(s.get))
@@ -151,7 +160,7 @@ func (s *Server) auth(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="hearth"`)
-			writeError(w, http.StatusUnauthorized, "unauthorized", "missing or wrong bearer token")
+			s.writeError(w, http.StatusUnauthorized, "unauthorized", "missing or wrong bearer token")
 			return
 		}
 		h(w, r)
@@ -169,11 +178,11 @@ func (s *Server) deploy(w http.ResponseWriter, r *http.Request) {
 	defer f.Close()
 	n, err := io.Copy(f, io.LimitReader(r.Body, s.cfg.MaxArchive+1))
 	if err != nil {
-		writeError(w, http.StatusBadRequest, "BadRequest", "reading upload: "+err.Error())
+		s.writeError(w, http.StatusBadRequest, "BadRequest", "reading upload: "+err.Error())
 		return
 	}
 	if n > s.cfg.MaxArchive {
-		writeError(w, http.StatusRequestEntityTooLarge, "TooLarge",
+		s.writeError(w, http.StatusRequestEntityTooLarge, "TooLarge",
 			fmt.Sprintf("archive larger than %d bytes", s.cfg.MaxArchive))
 		return
 	}
@@ -228,13 +237,18 @@ func (s *Server) logs(w http.ResponseWriter, r *http.Request) {
 	if v := r.URL.Query().Get("n"); v != "" {
 		var err error
 		if n, err = strconv.Atoi(v); err != nil || n < 0 {
-			writeError(w, http.StatusBadRequest, "BadRequest", "n must be a non-negative integer")
+			s.writeError(w, http.StatusBadRequest, "BadRequest", "n must be a non-negative integer")
 			return
 		}
 	}
 	lines := s.wk.Logs(name, n)
 	if lines == nil {
 		lines = []string{}
+	}
+	// The worker's own lines in a function's log (a zygote child's
+	// failure to join its sandbox) may name host paths.
+	for i, l := range lines {
+		lines[i] = s.red.redact(l)
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"function": name, "lines": lines})
 }
@@ -289,16 +303,16 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 func (s *Server) invoke(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(io.LimitReader(r.Body, s.cfg.MaxBody+1))
 	if err != nil {
-		writeError(w, http.StatusBadRequest, "BadRequest", "reading body: "+err.Error())
+		s.writeError(w, http.StatusBadRequest, "BadRequest", "reading body: "+err.Error())
 		return
 	}
 	if int64(len(body)) > s.cfg.MaxBody {
-		writeError(w, http.StatusRequestEntityTooLarge, "RequestTooLarge",
+		s.writeError(w, http.StatusRequestEntityTooLarge, "RequestTooLarge",
 			fmt.Sprintf("request body larger than %d bytes", s.cfg.MaxBody))
 		return
 	}
 	if len(body) > 0 && !json.Valid(body) {
-		writeError(w, http.StatusBadRequest, "InvalidRequestContent", "request body is not valid JSON")
+		s.writeError(w, http.StatusBadRequest, "InvalidRequestContent", "request body is not valid JSON")
 		return
 	}
 	res, err := s.wk.Invoke(r.Context(), r.PathValue("name"), body)
@@ -332,7 +346,7 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if int64(len(res.Body)) > s.cfg.MaxBody {
-		writeError(w, http.StatusBadGateway, "ResponseTooLarge",
+		s.writeError(w, http.StatusBadGateway, "ResponseTooLarge",
 			fmt.Sprintf("handler response larger than %d bytes", s.cfg.MaxBody))
 		return
 	}
@@ -378,13 +392,18 @@ func status(err error) (int, string) {
 
 func (s *Server) fail(w http.ResponseWriter, err error) {
 	code, typ := status(err)
-	if code >= 500 && code != http.StatusBadGateway && code != http.StatusGatewayTimeout {
+	msg := err.Error()
+	switch {
+	case code >= 500 && code != http.StatusBadGateway && code != http.StatusGatewayTimeout:
 		s.cfg.Logger.Error("request failed", "err", err)
+	case s.red.redact(msg) != msg:
+		// The client gets the message without host paths; the log keeps them.
+		s.cfg.Logger.Warn("request failed", "status", code, "err", err)
 	}
 	if code == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", "1")
 	}
-	writeError(w, code, typ, err.Error())
+	s.writeError(w, code, typ, msg)
 }
 
 // apiError is the JSON shape of every error response.
@@ -393,8 +412,9 @@ type apiError struct {
 	Message string `json:"errorMessage"`
 }
 
-func writeError(w http.ResponseWriter, code int, typ, msg string) {
-	writeJSON(w, code, apiError{Type: typ, Message: strings.TrimSpace(msg)})
+// writeError sends an error response; host paths in msg are replaced.
+func (s *Server) writeError(w http.ResponseWriter, code int, typ, msg string) {
+	writeJSON(w, code, apiError{Type: typ, Message: strings.TrimSpace(s.red.redact(msg))})
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

@@ -147,8 +147,9 @@ type Function struct {
 	// requirements.
 	Packages []packages.Package `json:"packages,omitempty"`
 	// CodeDir holds the code, read-only by convention. It is removed when
-	// a newer revision is deployed or the function is deleted.
-	CodeDir string `json:"code_dir"`
+	// a newer revision is deployed or the function is deleted. A host
+	// path: never sent to clients.
+	CodeDir string `json:"-"`
 	// Size is the bytes of file content; Files the number of files and
 	// symlinks.
 	Size       int64     `json:"size"`

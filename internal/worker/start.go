@@ -355,8 +355,11 @@ func (w *Worker) packages(fn registry.Function) ([]string, error) {
 func (w *Worker) connect(ctx context.Context, inst *instance, fn registry.Function, died <-chan struct{}) error {
 	c, err := inst.sb.Dial(socketName)
 	if err != nil {
+		// The error names the socket's host path: the log has it, the
+		// caller does not.
+		w.log.Warn("connecting to runtime", "function", fn.Name, "sandbox", inst.id, "err", err)
 		w.destroy(inst)
-		return fmt.Errorf("%s: connecting to runtime: %v: %w", fn.Name, err, ErrStart)
+		return fmt.Errorf("%s: cannot connect to the runtime: %w", fn.Name, ErrStart)
 	}
 	inst.conn = runtime.NewConn(c)
 	// A dead sandbox must not leave WaitReady hanging.
@@ -390,9 +393,19 @@ func (w *Worker) connect(ctx context.Context, inst *instance, fn registry.Functi
 		w.destroy(inst)
 		return fmt.Errorf("%s: out of memory while loading the handler (limit %d MB): %w", fn.Name, fn.Spec.MemoryMB, ErrOOM)
 	}
-	exit := inst.exit()
+	var why string
+	switch {
+	case ctx.Err() != nil:
+		why = "it was not ready before the start's deadline"
+	case errors.Is(err, runtime.ErrProtocol):
+		why = "it broke the runtime protocol"
+	default:
+		why = "its process " + inst.exit().String()
+	}
+	// err names the socket's host path: the log has it, the caller does not.
+	w.log.Warn("runtime did not start", "function", fn.Name, "sandbox", inst.id, "why", why, "err", err)
 	w.destroy(inst)
-	return fmt.Errorf("%s: runtime did not start: its process %s (see the function's logs): %v: %w", fn.Name, exit, err, ErrStart)
+	return fmt.Errorf("%s: runtime did not start: %s (see the function's logs): %w", fn.Name, why, ErrStart)
 }
 
 // modules maps zygote package sets to modules: base-image packages

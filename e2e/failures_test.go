@@ -3,12 +3,14 @@ package e2e
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/hearth-run/hearth/internal/client"
@@ -17,7 +19,12 @@ import (
 // TestExitStatusReported: a handler that exits, or is killed by a signal,
 // fails its call with that exit status or signal in the message, on every
 // start path, and the function serves again afterwards.
-func TestExitStatusReported(t *testing.T) { modes(t, testExitStatus) }
+func TestExitStatusReported(t *testing.T) { modes(t, testExitStatus, noSnapshots) }
+
+// noSnapshots keeps function snapshots out of tests about something else:
+// a background CRIU dump can hang on a host where CRIU misbehaves, and
+// the worker's stop with it.
+const noSnapshots = "--no-snapshots"
 
 func testExitStatus(t *testing.T, w *worker, path string) {
 	w.deployDir("quits", fn(t, "f.py", `
@@ -68,7 +75,7 @@ def f(e):
 // returning one fails its call with Lambda's marshal error instead of
 // answering 200 with a body no JSON parser reads.
 func TestNonFiniteResultIsAnError(t *testing.T) {
-	w := startWorker(t)
+	w := startWorker(t, noSnapshots)
 	w.deployDir("nan", fn(t, "f.py", `
 def f(e):
     return {"x": [1.5, float(e["v"])]}
@@ -92,7 +99,7 @@ def f(e):
 // and both survive a restart. A name no function has, valid or not, is
 // not found (404).
 func TestFunctionNamesAsLambda(t *testing.T) {
-	w := startWorker(t)
+	w := startWorker(t, noSnapshots)
 	// The CLI keeps the directory's case.
 	dir := filepath.Join(t.TempDir(), "MyFunc")
 	if err := os.CopyFS(dir, os.DirFS(fn(t, "f.py", "def f(e):\n    print('upper ran')\n    return 'upper'\n"))); err != nil {
@@ -146,7 +153,7 @@ func TestFunctionNamesAsLambda(t *testing.T) {
 // TestInvokeVerboseShowsFailedInit: `hearth invoke -v` of a function whose
 // handler does not load says that init failed, and why, not init=0.
 func TestInvokeVerboseShowsFailedInit(t *testing.T) {
-	w := startWorker(t)
+	w := startWorker(t, noSnapshots)
 	w.deployDir("badimport", fn(t, "f.py", "import no_such_module\ndef f(e):\n    return 1\n"))
 	w.deployDir("good", fn(t, "f.py", "def f(e):\n    return 1\n"))
 	out, err := w.hearth("invoke", "-v", "badimport")
@@ -172,7 +179,7 @@ func TestInvokeVerboseShowsFailedInit(t *testing.T) {
 // reads every management endpoint: no response, body or header, names
 // the worker's data dir, its base image or its binaries.
 func TestNoHostPathsInResponses(t *testing.T) {
-	w := startWorker(t, "--no-snapshots", "--no-index", "--find-links", t.TempDir())
+	w := startWorker(t, noSnapshots, "--no-index", "--find-links", t.TempDir())
 	hostPaths := []string{w.dataDir, testBase, binDir}
 	check := func(what string, resp *http.Response, body []byte) {
 		t.Helper()
@@ -266,5 +273,47 @@ func TestNoHostPathsInResponses(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("the worker's log lacks the failed start's details")
+	}
+}
+
+// TestMemoryBombsAreAlwaysOOM: every memory bomb, run again and again on
+// every start path, is reported as out of memory (502 OutOfMemory), never
+// as a sandbox crash: the kernel's OOM kill and the worker's reading of
+// it race, and the worker must wait for the evidence.
+func TestMemoryBombsAreAlwaysOOM(t *testing.T) { modes(t, testMemoryBombs, noSnapshots) }
+
+func testMemoryBombs(t *testing.T, w *worker, path string) {
+	w.deployDir("bomb", fn(t,
+		"f.py", `
+def f(e):
+    blocks = []
+    while True:
+        blocks.append(bytearray(e.get("step", 8) << 20))
+`,
+		"function.yaml", "memory_mb: 64\nmax_concurrency: 2\n"))
+	const rounds = 10
+	for i := range rounds {
+		step := []int{8, 1, 32}[i%3] // big and small allocations
+		_, err := w.invoke("bomb", fmt.Sprintf(`{"step": %d}`, step))
+		var e *client.Error
+		if !errors.As(err, &e) || e.Status != 502 || e.Type != "OutOfMemory" || !strings.Contains(e.Message, "64 MB") {
+			t.Errorf("bomb %d (%d MiB steps): %v, want 502 OutOfMemory naming the 64 MB limit", i, step, err)
+		}
+	}
+	// Two at once, twice.
+	for range 2 {
+		var wg sync.WaitGroup
+		for range 2 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, err := w.invoke("bomb", `{"step": 4}`)
+				var e *client.Error
+				if !errors.As(err, &e) || e.Type != "OutOfMemory" {
+					t.Errorf("concurrent bomb: %v, want OutOfMemory", err)
+				}
+			}()
+		}
+		wg.Wait()
 	}
 }

@@ -6,12 +6,43 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/hearth-run/hearth/internal/cgroup"
 )
 
 // exitWait bounds how long a failed call waits for its runtime process's
 // exit status: the connection reports the death a moment before the
 // process is reaped.
 const exitWait = 2 * time.Second
+
+// oomWait bounds how long the OOM-kill count of a group whose runtime
+// died of SIGKILL is watched for the kill.
+const oomWait = 500 * time.Millisecond
+
+// oomKilled reports whether the kernel's OOM killer ended the runtime of
+// a sandbox in group g, which ended as exit says. The group's OOM-kill
+// count says so, but only for a victim the killer picked in the group;
+// for a runtime that died of SIGKILL (or whose status is unknown) the
+// count is watched for a moment, and a group whose memory use reached its
+// limit counts as well: nothing else in a sandbox SIGKILLs it there.
+func oomKilled(g *cgroup.Group, exit exitInfo) bool {
+	if n, _ := g.OOMKills(); n > 0 {
+		return true
+	}
+	if exit.known && !exit.killed() {
+		return false
+	}
+	if hit, _ := g.ReachedLimit(); hit {
+		return true
+	}
+	for deadline := time.Now().Add(oomWait); time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+		if n, _ := g.OOMKills(); n > 0 {
+			return true
+		}
+	}
+	return false
+}
 
 // exitInfo is how a sandbox's runtime process ended.
 type exitInfo struct {

@@ -389,18 +389,22 @@ func (w *Worker) connect(ctx context.Context, inst *instance, fn registry.Functi
 		w.destroy(inst)
 		return &LoadError{Function: fn.Name, Err: herr}
 	}
-	if n, _ := inst.group.OOMKills(); n > 0 {
-		w.destroy(inst)
-		return fmt.Errorf("%s: out of memory while loading the handler (limit %d MB): %w", fn.Name, fn.Spec.MemoryMB, ErrOOM)
-	}
 	var why string
+	oom := false
 	switch {
 	case ctx.Err() != nil:
 		why = "it was not ready before the start's deadline"
+		n, _ := inst.group.OOMKills()
+		oom = n > 0
 	case errors.Is(err, runtime.ErrProtocol):
 		why = "it broke the runtime protocol"
 	default:
-		why = "its process " + inst.exit().String()
+		exit := inst.exit()
+		why, oom = "its process "+exit.String(), oomKilled(inst.group, exit)
+	}
+	if oom {
+		w.destroy(inst)
+		return fmt.Errorf("%s: out of memory while loading the handler (limit %d MB): %w", fn.Name, fn.Spec.MemoryMB, ErrOOM)
 	}
 	// err names the socket's host path: the log has it, the caller does not.
 	w.log.Warn("runtime did not start", "function", fn.Name, "sandbox", inst.id, "why", why, "err", err)

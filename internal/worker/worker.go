@@ -466,13 +466,13 @@ func (w *Worker) classify(inst *instance, fn registry.Function, err error, ctx c
 		return fmt.Errorf("%s: timed out after %ds: %w", fn.Name, fn.Spec.TimeoutS, ErrTimeout)
 	}
 	if errors.Is(err, runtime.ErrCrashed) {
-		// The kernel counts the kill before the socket reports EOF.
-		if n, _ := inst.sb.Group().OOMKills(); n > 0 {
+		exit := inst.exit()
+		if oomKilled(inst.group, exit) {
 			return fmt.Errorf("%s: out of memory: the function exceeded its memory limit of %d MB: %w",
 				fn.Name, fn.Spec.MemoryMB, ErrOOM)
 		}
 		return fmt.Errorf("%s: the function's process %s during the call: %w",
-			fn.Name, inst.exit(), ErrCrashed)
+			fn.Name, exit, ErrCrashed)
 	}
 	return fmt.Errorf("%s: %v: %w", fn.Name, err, ErrCrashed)
 }

@@ -217,7 +217,7 @@ func TestPackagesLsAsksItsWorker(t *testing.T) {
 	if err := wheeltest.House(wheels, wheeltest.Wheel{Name: "alpha", Version: "1.0"}); err != nil {
 		t.Fatal(err)
 	}
-	w := startWorker(t, "--no-index", "--find-links", wheels)
+	w := startWorker(t, noSnapshots, "--no-index", "--find-links", wheels)
 	w.deployDir("user-of-alpha", fn(t, "f.py", versionProbe, "requirements.txt", "alpha==1.0\n"))
 	for _, c := range []struct {
 		args  []string
@@ -243,7 +243,7 @@ func TestPackagesLsAsksItsWorker(t *testing.T) {
 		t.Errorf("packages gc without a data dir: %v\n%s", err, out)
 	}
 
-	off := startWorker(t, "--no-install-cache")
+	off := startWorker(t, noSnapshots, "--no-install-cache")
 	out, err := off.hearth("packages", "ls")
 	if err != nil || strings.TrimSpace(out) != "the worker at "+off.url+" runs without an install cache" {
 		t.Errorf("worker without a cache: %v\n%s", err, out)

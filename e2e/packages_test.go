@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -238,5 +239,48 @@ func TestDeployUnreachableIndex(t *testing.T) {
 	}
 	if s := w.out.String(); !strings.Contains(s, "deploy failed") || !strings.Contains(s, "could not resolve alpha") {
 		t.Errorf("worker log does not record the failed deploy:\n%s", tail(s, 20))
+	}
+}
+
+// TestPackagesLsAsksItsWorker: `hearth packages ls` without --data-dir
+// lists the cache of the worker it talks to (here one with its own data
+// dir), not the default data dir's, and says which cache it lists; with
+// --data-dir it reads that data dir's cache. A worker without a cache
+// says so.
+func TestPackagesLsAsksItsWorker(t *testing.T) {
+	wheels := t.TempDir()
+	if err := wheeltest.House(wheels, wheeltest.Wheel{Name: "alpha", Version: "1.0"}); err != nil {
+		t.Fatal(err)
+	}
+	w := startWorker(t, noSnapshots, "--no-index", "--find-links", wheels)
+	w.deployDir("user-of-alpha", fn(t, "f.py", versionProbe, "requirements.txt", "alpha==1.0\n"))
+	for _, c := range []struct {
+		args  []string
+		where string
+	}{
+		{[]string{"packages", "ls"}, "install cache of the worker at " + w.url},
+		{[]string{"packages", "ls", "--data-dir", w.dataDir}, "install cache in " + filepath.Join(w.dataDir, "packages")},
+	} {
+		out, err := w.hearth(c.args...)
+		if err != nil {
+			t.Fatalf("%v: %v\n%s", c.args, err, out)
+		}
+		lines := strings.Split(out, "\n")
+		if lines[0] != c.where {
+			t.Errorf("%v: first line %q, want %q", c.args, lines[0], c.where)
+		}
+		if !strings.Contains(out, "user-of-alpha") || !regexp.MustCompile(`(?m)^alpha +1\.0 `).MatchString(out) ||
+			!strings.Contains(out, "1 packages,") {
+			t.Errorf("%v does not list alpha 1.0 used by user-of-alpha:\n%s", c.args, out)
+		}
+	}
+	if out, err := w.hearth("packages", "gc", "--all"); err == nil || !strings.Contains(out, "--data-dir") {
+		t.Errorf("packages gc without a data dir: %v\n%s", err, out)
+	}
+
+	off := startWorker(t, noSnapshots, "--no-install-cache")
+	out, err := off.hearth("packages", "ls")
+	if err != nil || strings.TrimSpace(out) != "the worker at "+off.url+" runs without an install cache" {
+		t.Errorf("worker without a cache: %v\n%s", err, out)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -67,6 +68,30 @@ type Config struct {
 	TempDir string
 	// Logger (default slog.Default()).
 	Logger *slog.Logger
+	// Packages, if set, is the worker's package install cache, which
+	// GET /v1/packages lists; nil when the cache is off.
+	Packages Packages
+	// HostPaths are host directories and files (the data dir, the base
+	// image, the binaries) whose paths the API keeps out of its
+	// responses: error messages and log lines name them as "[worker
+	// path]", and the worker's log gets the full error. TempDir is
+	// always one.
+	HostPaths []string
+}
+
+// Packages is what the API needs of the package install cache.
+type Packages interface {
+	List() ([]packages.Entry, error)
+}
+
+// PackageInfo is one installed package in GET /v1/packages.
+type PackageInfo struct {
+	packages.Package
+	Size      int64     `json:"size"`
+	Installed time.Time `json:"installed"`
+	LastUse   time.Time `json:"last_use"`
+	// Users are the deployed functions whose package set holds it.
+	Users []string `json:"users"`
 }
 
 // Server serves the API.
@@ -75,6 +100,7 @@ type Server struct {
 	reg Registry
 	wk  Worker
 	mux *http.ServeMux
+	red redactor
 }
 
 // New returns the API handler.
@@ -88,7 +114,8 @@ func New(cfg Config, reg Registry, wk Worker) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	s := &Server{cfg: cfg, reg: reg, wk: wk, mux: http.NewServeMux()}
+	s := &Server{cfg: cfg, reg: reg, wk: wk, mux: http.NewServeMux(),
+		red: newRedactor(append(slices.Clone(cfg.HostPaths), cfg.TempDir))}
 	s.mux.HandleFunc("PUT /v1/functions/{name}", s.auth(s.deploy))
 	s.mux.HandleFunc("GET /v1/functions", s.auth(s.list))
 	s.mux.HandleFunc("GET /v1/functions/{name}", s.auth(s.get))
@@ -105,6 +132,7 @@ func New(cfg Config, reg Registry, wk Worker) *Server {
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"enabled": enabled, "nodes": nodes})
 	}))
+	s.mux.HandleFunc("GET /v1/packages", s.auth(s.packages))
 	s.mux.HandleFunc("GET /v1/snapshots", s.auth(s.snapshots))
 	s.mux.HandleFunc("POST /v1/functions/{name}/snapshot", s.auth(s.createSnapshot))
 	s.mux.HandleFunc("DELETE /v1/snapshots/{key}", s.auth(func(w http.ResponseWriter, r *http.Request) {
@@ -132,7 +160,7 @@ func (s *Server) auth(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="hearth"`)
-			writeError(w, http.StatusUnauthorized, "unauthorized", "missing or wrong bearer token")
+			s.writeError(w, http.StatusUnauthorized, "unauthorized", "missing or wrong bearer token")
 			return
 		}
 		h(w, r)
@@ -150,11 +178,11 @@ func (s *Server) deploy(w http.ResponseWriter, r *http.Request) {
 	defer f.Close()
 	n, err := io.Copy(f, io.LimitReader(r.Body, s.cfg.MaxArchive+1))
 	if err != nil {
-		writeError(w, http.StatusBadRequest, "BadRequest", "reading upload: "+err.Error())
+		s.writeError(w, http.StatusBadRequest, "BadRequest", "reading upload: "+err.Error())
 		return
 	}
 	if n > s.cfg.MaxArchive {
-		writeError(w, http.StatusRequestEntityTooLarge, "TooLarge",
+		s.writeError(w, http.StatusRequestEntityTooLarge, "TooLarge",
 			fmt.Sprintf("archive larger than %d bytes", s.cfg.MaxArchive))
 		return
 	}
@@ -164,7 +192,7 @@ func (s *Server) deploy(w http.ResponseWriter, r *http.Request) {
 		// the worker's operator sees why a deploy did not take.
 		code, typ := status(err)
 		s.cfg.Logger.Warn("deploy failed", "function", name, "status", code, "err", err)
-		writeFailure(w, code, typ, err)
+		s.writeFailure(w, code, typ, err)
 		return
 	}
 	s.wk.Retire(fn.Name, fn.Revision)
@@ -222,7 +250,7 @@ func (s *Server) logs(w http.ResponseWriter, r *http.Request) {
 	if v := q.Get("n"); v != "" {
 		var err error
 		if n, err = strconv.Atoi(v); err != nil || n < 0 {
-			writeError(w, http.StatusBadRequest, "BadRequest", "n must be a non-negative integer")
+			s.writeError(w, http.StatusBadRequest, "BadRequest", "n must be a non-negative integer")
 			return
 		}
 	}
@@ -230,14 +258,41 @@ func (s *Server) logs(w http.ResponseWriter, r *http.Request) {
 	if v := q.Get("since"); v != "" {
 		var err error
 		if since, err = strconv.ParseUint(v, 10, 64); err != nil {
-			writeError(w, http.StatusBadRequest, "BadRequest", "since must be a non-negative integer (a line's seq)")
+			s.writeError(w, http.StatusBadRequest, "BadRequest", "since must be a non-negative integer (a line's seq)")
 			return
 		}
+	}
+	// The worker's own lines in a function's log (a zygote child's
+	// failure to join its sandbox) may name host paths.
+	tail := s.wk.Logs(name, n, since)
+	for i := range tail.Lines {
+		tail.Lines[i].Text = s.red.redact(tail.Lines[i].Text)
 	}
 	writeJSON(w, http.StatusOK, struct {
 		Function string `json:"function"`
 		worker.LogTail
-	}{name, s.wk.Logs(name, n, since)})
+	}{name, tail})
+}
+
+// packages answers {"enabled": bool, "packages": [...]}: this worker's
+// install cache, wherever its data dir is.
+func (s *Server) packages(w http.ResponseWriter, r *http.Request) {
+	l := []PackageInfo{}
+	if s.cfg.Packages != nil {
+		ents, err := s.cfg.Packages.List()
+		if err != nil {
+			s.fail(w, err)
+			return
+		}
+		for _, e := range ents {
+			users := e.Users
+			if users == nil {
+				users = []string{}
+			}
+			l = append(l, PackageInfo{Package: e.Package, Size: e.Size, Installed: e.Installed, LastUse: e.LastUse, Users: users})
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"enabled": s.cfg.Packages != nil, "packages": l})
 }
 
 // snapshots answers {"enabled": bool, "snapshots": [...]}.
@@ -270,16 +325,16 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 func (s *Server) invoke(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(io.LimitReader(r.Body, s.cfg.MaxBody+1))
 	if err != nil {
-		writeError(w, http.StatusBadRequest, "BadRequest", "reading body: "+err.Error())
+		s.writeError(w, http.StatusBadRequest, "BadRequest", "reading body: "+err.Error())
 		return
 	}
 	if int64(len(body)) > s.cfg.MaxBody {
-		writeError(w, http.StatusRequestEntityTooLarge, "RequestTooLarge",
+		s.writeError(w, http.StatusRequestEntityTooLarge, "RequestTooLarge",
 			fmt.Sprintf("request body larger than %d bytes", s.cfg.MaxBody))
 		return
 	}
 	if len(body) > 0 && !json.Valid(body) {
-		writeError(w, http.StatusBadRequest, "InvalidRequestContent", "request body is not valid JSON")
+		s.writeError(w, http.StatusBadRequest, "InvalidRequestContent", "request body is not valid JSON")
 		return
 	}
 	res, err := s.wk.Invoke(r.Context(), r.PathValue("name"), body)
@@ -287,15 +342,22 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request) {
 	if res.Path != "" {
 		h.Set("X-Hearth-Start-Path", res.Path)
 		h.Set("X-Hearth-Init-Ms", ms(res.Init))
-		h.Set("X-Hearth-Run-Ms", ms(res.Run))
+		if !res.InitFailed {
+			h.Set("X-Hearth-Run-Ms", ms(res.Run))
+		}
 		h.Set("X-Hearth-Revision", res.Revision)
 	}
 	if err != nil {
 		var le *worker.LoadError
 		if errors.As(err, &le) {
 			h.Set("X-Hearth-Error", "LoadError")
+			h.Set("X-Hearth-Init-Error", le.Err.Type)
 			writeJSON(w, http.StatusBadGateway, le.Err)
 			return
+		}
+		if res.InitFailed {
+			_, typ := status(err)
+			h.Set("X-Hearth-Init-Error", typ)
 		}
 		s.fail(w, err)
 		return
@@ -306,7 +368,7 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if int64(len(res.Body)) > s.cfg.MaxBody {
-		writeError(w, http.StatusBadGateway, "ResponseTooLarge",
+		s.writeError(w, http.StatusBadGateway, "ResponseTooLarge",
 			fmt.Sprintf("handler response larger than %d bytes", s.cfg.MaxBody))
 		return
 	}
@@ -354,17 +416,22 @@ func status(err error) (int, string) {
 
 func (s *Server) fail(w http.ResponseWriter, err error) {
 	code, typ := status(err)
-	if code >= 500 && code != http.StatusBadGateway && code != http.StatusGatewayTimeout {
+	msg := err.Error()
+	switch {
+	case code >= 500 && code != http.StatusBadGateway && code != http.StatusGatewayTimeout:
 		s.cfg.Logger.Error("request failed", "err", err)
+	case s.red.redact(msg) != msg:
+		// The client gets the message without host paths; the log keeps them.
+		s.cfg.Logger.Warn("request failed", "status", code, "err", err)
 	}
-	writeFailure(w, code, typ, err)
+	s.writeFailure(w, code, typ, err)
 }
 
-func writeFailure(w http.ResponseWriter, code int, typ string, err error) {
+func (s *Server) writeFailure(w http.ResponseWriter, code int, typ string, err error) {
 	if code == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", "1")
 	}
-	writeError(w, code, typ, err.Error())
+	s.writeError(w, code, typ, err.Error())
 }
 
 // apiError is the JSON shape of every error response.
@@ -373,8 +440,9 @@ type apiError struct {
 	Message string `json:"errorMessage"`
 }
 
-func writeError(w http.ResponseWriter, code int, typ, msg string) {
-	writeJSON(w, code, apiError{Type: typ, Message: strings.TrimSpace(msg)})
+// writeError sends an error response; host paths in msg are replaced.
+func (s *Server) writeError(w http.ResponseWriter, code int, typ, msg string) {
+	writeJSON(w, code, apiError{Type: typ, Message: strings.TrimSpace(s.red.redact(msg))})
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

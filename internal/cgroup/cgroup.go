@@ -320,8 +320,9 @@ type Group struct {
 	limit int64
 	c2    *cgroup2.Manager // v2 only
 	// oomBase is the OOM-kill count when a pool last cleaned the group;
-	// the kernel counter cannot be reset.
-	oomBase uint64
+	// the kernel counter cannot be reset. oomEvBase is the same for v2's
+	// "oom" events.
+	oomBase, oomEvBase uint64
 
 	deleted atomic.Bool
 }
@@ -593,6 +594,54 @@ func (g *Group) rawOOMKills() (uint64, error) {
 		err = ErrNoController
 	}
 	return v, err
+}
+
+// limitSlack is how far below its limit a group's peak use may stay when
+// a charge fails: the failing charge (up to a 2 MiB huge page) did not fit.
+const limitSlack = 4 << 20
+
+// ReachedLimit reports whether the group's memory use reached its limit
+// since a Pool last cleaned it: on v1 its peak (memory.max_usage_in_bytes,
+// memory.memsw.max_usage_in_bytes with swap accounting) came within a
+// failed charge of the limit, on v2 it counts "oom" events. Unlike the
+// OOM-kill count, which the kernel raises for the victim's group only
+// when it picks one, this says the group itself ran out; a process of
+// the group that died of SIGKILL after it most likely met the OOM
+// killer. (v1's failcnt cannot tell: where the swap limit equals the
+// memory limit, charges fail on memsw, whose failcnt the kernel no longer
+// tracks.) False for a group without a memory limit.
+func (g *Group) ReachedLimit() (bool, error) {
+	if g.limit <= 0 {
+		return false, nil
+	}
+	dir := g.dirs[g.m.mem]
+	if g.m.mode == V2 {
+		v, err := readKey(filepath.Join(g.dirs[0], "memory.events"), "oom")
+		if errors.Is(err, os.ErrNotExist) {
+			err = ErrNoController
+		}
+		if err != nil {
+			return false, fmt.Errorf("cgroup %s: oom events: %w", g.name, err)
+		}
+		return v > g.oomEvBase, nil
+	}
+	files := []string{"memory.max_usage_in_bytes"}
+	if g.m.swap {
+		files = append(files, "memory.memsw.max_usage_in_bytes")
+	}
+	for _, f := range files {
+		peak, err := readUint(filepath.Join(dir, f))
+		if errors.Is(err, os.ErrNotExist) {
+			err = ErrNoController
+		}
+		if err != nil {
+			return false, fmt.Errorf("cgroup %s: peak memory: %w", g.name, err)
+		}
+		if int64(peak) >= g.limit-limitSlack {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 func hasLine(s, line string) bool {

@@ -460,6 +460,9 @@ func TestOOMKill(t *testing.T) {
 	if n, err := g.OOMKills(); err != nil || n != 0 {
 		t.Fatalf("OOMKills() before = %d, %v; want 0", n, err)
 	}
+	if hit, err := g.ReachedLimit(); err != nil || hit {
+		t.Fatalf("ReachedLimit() before = %v, %v; want false", hit, err)
+	}
 	cmd := start(t, g, "/usr/bin/python3", "-S", "-c", "import time; time.sleep(0.2); b = bytearray(200 << 20); print('survived')")
 	if !cmd.killed(t) {
 		t.Fatalf("memory hog ended with %v, want SIGKILL", cmd.err)
@@ -467,6 +470,9 @@ func TestOOMKill(t *testing.T) {
 	n, err := g.OOMKills()
 	if err != nil || n < 1 {
 		t.Fatalf("OOMKills() = %d, %v; want >= 1", n, err)
+	}
+	if hit, err := g.ReachedLimit(); err != nil || !hit {
+		t.Errorf("ReachedLimit() = %v, %v; want true", hit, err)
 	}
 	if u, err := g.MemoryUsage(); err != nil || u > 32<<20 {
 		t.Errorf("MemoryUsage() = %d, %v; want <= 32 MiB", u, err)
@@ -485,6 +491,10 @@ func TestMemoryUsage(t *testing.T) {
 	total, err := m.Usage()
 	if err != nil || total < 40<<20 {
 		t.Errorf("Manager.Usage() = %d, %v; want >= 40 MiB", total, err)
+	}
+	// Far below its limit, the group never reached it.
+	if hit, err := g.ReachedLimit(); err != nil || hit {
+		t.Errorf("ReachedLimit() = %v, %v; want false", hit, err)
 	}
 }
 

@@ -463,7 +463,8 @@ func (m *Manager) limitsV2(g *Group, lim Limits) error {
 
 // resetCounters zeroes the counters the kernel lets us zero, gives the
 // group's remaining charges back (page cache of a dead sandbox), and
-// records the OOM-kill count as the new baseline for OOMKills.
+// records the OOM-kill count (and v2's "oom" events) as the new
+// baselines for OOMKills and ReachedLimit.
 func (m *Manager) resetCounters(g *Group) error {
 	memDir := g.dirs[m.mem]
 	if m.mode == V1 {
@@ -498,5 +499,12 @@ func (m *Manager) resetCounters(g *Group) error {
 		return err
 	}
 	g.oomBase = n
+	if m.mode == V2 {
+		n, err := readKey(filepath.Join(g.dirs[0], "memory.events"), "oom")
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		g.oomEvBase = n
+	}
 	return nil
 }

@@ -344,6 +344,9 @@ func TestPoolResetsOOMCount(t *testing.T) {
 	if n, err := h.OOMKills(); err != nil || n != 0 {
 		t.Errorf("OOMKills() of the reused group = %d, %v; want 0", n, err)
 	}
+	if hit, err := h.ReachedLimit(); err != nil || hit {
+		t.Errorf("ReachedLimit() of the reused group = %v, %v; want false", hit, err)
+	}
 }
 
 func TestPoolNoLeaks(t *testing.T) {

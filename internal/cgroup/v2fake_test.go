@@ -3,6 +3,7 @@ package cgroup
 import (
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 
 	"github.com/containerd/cgroups/v3/cgroup2"
@@ -54,5 +55,52 @@ func TestV2LimitFiles(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestV2ReachedLimit checks, on a fake file tree, that v2's ReachedLimit
+// reads the "oom" events counted since the group was last cleaned.
+func TestV2ReachedLimit(t *testing.T) {
+	root := t.TempDir()
+	if err := os.WriteFile(filepath.Join(root, "cgroup.subtree_control"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	parent, err := cgroup2.NewManager(root, "/hearth", &cgroup2.Resources{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &Manager{
+		mode: V2, root: root, parent: "hearth", hiers: []string{root},
+		v2: parent, groups: map[string]*Group{},
+		enabled: map[string]bool{"memory": true, "pids": true, "cpu": true},
+	}
+	g, err := m.Create("sb", Limits{MemoryBytes: 64 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	events := func(oom int) {
+		t.Helper()
+		s := "low 0\nhigh 0\nmax 12\noom " + strconv.Itoa(oom) + "\noom_kill 0\n"
+		if err := os.WriteFile(filepath.Join(g.Dirs()[0], "memory.events"), []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	events(0)
+	if hit, err := g.ReachedLimit(); err != nil || hit {
+		t.Errorf("no oom events: ReachedLimit() = %v, %v; want false", hit, err)
+	}
+	events(2)
+	if hit, err := g.ReachedLimit(); err != nil || !hit {
+		t.Errorf("2 oom events: ReachedLimit() = %v, %v; want true", hit, err)
+	}
+	if err := m.resetCounters(g); err != nil {
+		t.Fatal(err)
+	}
+	if hit, err := g.ReachedLimit(); err != nil || hit {
+		t.Errorf("after a clean: ReachedLimit() = %v, %v; want false", hit, err)
+	}
+	events(3)
+	if hit, err := g.ReachedLimit(); err != nil || !hit {
+		t.Errorf("an oom event after the clean: ReachedLimit() = %v, %v; want true", hit, err)
 	}
 }

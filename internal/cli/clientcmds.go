@@ -87,13 +87,14 @@ func newDeployCmd() *cobra.Command {
 	return cmd
 }
 
-// defaultName derives a function name from a path: examples/hello -> hello.
+// defaultName derives a function name from a path: examples/hello ->
+// hello, MyFunc.zip -> MyFunc. Names are case-sensitive, as Lambda's are.
 func defaultName(src string) string {
 	n := filepath.Base(filepath.Clean(src))
 	for _, ext := range []string{".tar.gz", ".tgz", ".zip", ".tar"} {
 		n = strings.TrimSuffix(n, ext)
 	}
-	return strings.ToLower(n)
+	return n
 }
 
 func newInvokeCmd() *cobra.Command {
@@ -114,8 +115,8 @@ func newInvokeCmd() *cobra.Command {
 			}
 			inv, err := cf.client().Invoke(cmd.Context(), args[0], event)
 			if verbose && inv.Path != "" {
-				fmt.Fprintf(cmd.ErrOrStderr(), "path=%s init=%.3fms run=%.3fms total=%s revision=%s\n",
-					inv.Path, inv.InitMs, inv.RunMs, inv.Latency.Round(time.Microsecond), inv.Revision)
+				fmt.Fprintf(cmd.ErrOrStderr(), "path=%s %s total=%s revision=%s\n",
+					inv.Path, timings(inv, err), inv.Latency.Round(time.Microsecond), inv.Revision)
 			}
 			if err != nil {
 				var e *client.Error
@@ -134,6 +135,20 @@ func newInvokeCmd() *cobra.Command {
 	cmd.Flags().StringVarP(&data, "data", "d", "{}", "JSON event, or @file")
 	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "print the start path and timings to stderr")
 	return cmd
+}
+
+// timings describes an invocation's init and run for invoke -v; a failed
+// start shows as such, with its error, since nothing ran.
+func timings(inv client.Invocation, err error) string {
+	if inv.InitError == "" {
+		return fmt.Sprintf("init=%.3fms run=%.3fms", inv.InitMs, inv.RunMs)
+	}
+	why := inv.InitError
+	var e *client.Error
+	if errors.As(err, &e) && e.Message != "" {
+		why = e.Type + ": " + e.Message
+	}
+	return fmt.Sprintf("init=failed after %.3fms (%s) run=none", inv.InitMs, why)
 }
 
 func newLsCmd() *cobra.Command {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/hearth-run/hearth/internal/api"
 	"github.com/hearth-run/hearth/internal/cgroup"
 	"github.com/hearth-run/hearth/internal/packages"
 	"github.com/hearth-run/hearth/internal/registry"
@@ -256,80 +257,137 @@ func newPackagesCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "packages",
 		Short: "Inspect and clean the package install cache",
-		Long: `Inspect and clean the package install cache under the data dir.
+		Long: `Inspect and clean the package install cache.
 
-These commands work on the data dir directly; they are safe while a worker
-runs.`,
+ls asks the running worker (--server or $HEARTH_URL) for its cache, or,
+with --data-dir or --config, reads the cache in that data dir. gc works
+on a data dir's cache directly and needs one of those two flags; it is
+safe while a worker runs.`,
 	}
 	cmd.AddCommand(newPackagesLsCmd(), newPackagesGCCmd())
 	return cmd
 }
 
-// storeFlags locate the cache: --data-dir, or data_dir of --config.
+// apiPackages is the cache as the API lists it: nil, not a nil *Cache,
+// when the cache is off.
+func apiPackages(c *packages.Cache) api.Packages {
+	if c == nil {
+		return nil
+	}
+	return c
+}
+
+// storeFlags locate a cache on disk: --data-dir, or data_dir of --config.
+// Neither has a default: a default data dir may well be another worker's.
 type storeFlags struct {
 	config, dataDir string
 }
 
-func (sf *storeFlags) add(cmd *cobra.Command) {
+func (sf *storeFlags) add(cmd *cobra.Command, usage string) {
 	cmd.Flags().StringVar(&sf.config, "config", "", "config file (hearth.yaml) naming the data dir")
-	cmd.Flags().StringVar(&sf.dataDir, "data-dir", "/var/lib/hearth", "data directory")
+	cmd.Flags().StringVar(&sf.dataDir, "data-dir", "", usage)
 }
 
-// open returns the cache's store and the loaded config, or a nil store
-// if the data dir has no cache yet.
-func (sf *storeFlags) open(cmd *cobra.Command) (*packages.Store, Config, error) {
+// given reports whether the flags name a data dir.
+func (sf *storeFlags) given(cmd *cobra.Command) bool {
+	return sf.config != "" || cmd.Flags().Changed("data-dir")
+}
+
+// open returns the cache's store, its directory and the loaded config,
+// or a nil store if the data dir has no cache yet.
+func (sf *storeFlags) open(cmd *cobra.Command) (*packages.Store, string, Config, error) {
 	cfg, err := loadConfig(sf.config)
 	if err != nil {
-		return nil, cfg, err
+		return nil, "", cfg, err
 	}
-	if sf.config == "" || cmd.Flags().Changed("data-dir") {
+	if cmd.Flags().Changed("data-dir") {
 		cfg.DataDir = sf.dataDir
+	}
+	if cfg.DataDir == "" {
+		return nil, "", cfg, errors.New("empty data dir")
 	}
 	dir := packagesDir(cfg.DataDir)
 	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
-		return nil, cfg, nil
+		return nil, dir, cfg, nil
 	}
 	s, err := packages.OpenStore(dir)
-	return s, cfg, err
+	return s, dir, cfg, err
+}
+
+// packageRow is one line of packages ls.
+type packageRow struct {
+	name, version string
+	size          int64
+	lastUse       time.Time
+	users         []string
 }
 
 func newPackagesLsCmd() *cobra.Command {
 	var sf storeFlags
+	var cf clientFlags
 	cmd := &cobra.Command{
 		Use:   "ls",
 		Short: "List installed packages with size, last use and users",
-		Args:  cobra.NoArgs,
+		Long: `List the installed packages of the running worker's install cache, as
+that worker (--server or $HEARTH_URL) reports them; with --data-dir or
+--config, those of the cache in that data dir, read from disk. The first
+line says which cache is listed.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			s, _, err := sf.open(cmd)
-			if err != nil {
-				return err
-			}
-			var ents []packages.Entry
-			if s != nil {
-				if ents, err = s.List(); err != nil {
+			out := cmd.OutOrStdout()
+			var rows []packageRow
+			var where string
+			if sf.given(cmd) {
+				s, dir, _, err := sf.open(cmd)
+				if err != nil {
 					return err
 				}
+				where = "install cache in " + dir
+				if s != nil {
+					ents, err := s.List()
+					if err != nil {
+						return err
+					}
+					for _, e := range ents {
+						rows = append(rows, packageRow{e.Name, e.Version, e.Size, e.LastUse, e.Users})
+					}
+				}
+			} else {
+				l, err := cf.client().Packages(cmd.Context())
+				if err != nil {
+					return fmt.Errorf("asking the worker at %s for its install cache (or give --data-dir to read a data dir's): %w", cf.server, err)
+				}
+				if !l.Enabled {
+					fmt.Fprintf(out, "the worker at %s runs without an install cache\n", cf.server)
+					return nil
+				}
+				where = "install cache of the worker at " + cf.server
+				for _, p := range l.Packages {
+					rows = append(rows, packageRow{p.Name, p.Version, p.Size, p.LastUse, p.Users})
+				}
 			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(out, where)
+			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "NAME\tVERSION\tSIZE\tLAST USE\tUSERS")
 			var total int64
-			for _, e := range ents {
-				users := strings.Join(e.Users, ",")
+			for _, r := range rows {
+				users := strings.Join(r.users, ",")
 				if users == "" {
 					users = "-"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", e.Name, e.Version, humanBytes(e.Size),
-					e.LastUse.Local().Format(time.DateTime), users)
-				total += e.Size
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.name, r.version, humanBytes(r.size),
+					r.lastUse.Local().Format(time.DateTime), users)
+				total += r.size
 			}
 			if err := tw.Flush(); err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%d packages, %s\n", len(ents), humanBytes(total))
+			fmt.Fprintf(out, "%d packages, %s\n", len(rows), humanBytes(total))
 			return nil
 		},
 	}
-	sf.add(cmd)
+	sf.add(cmd, "data dir whose cache to read from disk (default: ask the worker)")
+	cf.add(cmd)
 	return cmd
 }
 
@@ -347,7 +405,10 @@ or all of them with --all. Packages used within --grace are kept: a deploy
 may be about to use them.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			s, cfg, err := sf.open(cmd)
+			if !sf.given(cmd) {
+				return errors.New("packages gc: give --data-dir or --config: gc cleans a data dir's cache directly, and a default one may be another worker's")
+			}
+			s, dir, cfg, err := sf.open(cmd)
 			if err != nil {
 				return err
 			}
@@ -361,9 +422,10 @@ may be about to use them.`,
 				return errors.New("packages gc: nothing to do: give --budget-mb or --all")
 			}
 			if s == nil {
-				fmt.Fprintln(cmd.OutOrStdout(), "no package cache")
+				fmt.Fprintf(cmd.OutOrStdout(), "no install cache in %s\n", dir)
 				return nil
 			}
+			fmt.Fprintf(cmd.OutOrStdout(), "install cache in %s\n", dir)
 			res, err := s.GC(cmd.Context(), packages.GCOptions{Budget: budgetMB << 20, All: all, Grace: grace})
 			for _, e := range res.Removed {
 				fmt.Fprintf(cmd.OutOrStdout(), "removed %s (%s)\n", e.Package, humanBytes(e.Size))
@@ -376,7 +438,7 @@ may be about to use them.`,
 			return nil
 		},
 	}
-	sf.add(cmd)
+	sf.add(cmd, "data dir whose cache to clean (required unless --config names it)")
 	cmd.Flags().BoolVar(&all, "all", false, "remove every unused package, whatever the budget")
 	cmd.Flags().Int64Var(&budgetMB, "budget-mb", 0, "shrink the cache to this size")
 	cmd.Flags().DurationVar(&grace, "grace", 10*time.Minute, "keep packages used this recently")

@@ -91,8 +91,11 @@ func TestPackagesCommand(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			if first, _, _ := strings.Cut(ls, "\n"); first != "install cache in "+packagesDir(data) {
+				t.Errorf("ls does not say which cache it lists: first line %q", first)
+			}
 			var rows []string
-			for _, l := range strings.Split(ls, "\n")[1:] {
+			for _, l := range strings.Split(ls, "\n")[2:] {
 				if f := strings.Fields(l); len(f) >= 2 && !strings.HasSuffix(f[1], "packages,") {
 					rows = append(rows, f[0]+"-"+f[1])
 				}
@@ -102,6 +105,12 @@ func TestPackagesCommand(t *testing.T) {
 			}
 		})
 	}
+	t.Run("gc needs a data dir", func(t *testing.T) {
+		_, err := runPackages(t, "gc", "--all")
+		if err == nil || !strings.Contains(err.Error(), "give --data-dir or --config") {
+			t.Errorf("gc without a data dir: %v", err)
+		}
+	})
 	t.Run("no cache yet", func(t *testing.T) {
 		out, err := runPackages(t, "ls", "--data-dir", t.TempDir())
 		if err != nil || !strings.Contains(out, "0 packages") {

@@ -20,6 +20,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/hearth-run/hearth/internal/api"
+	"github.com/hearth-run/hearth/internal/criu"
 	"github.com/hearth-run/hearth/internal/function"
 	"github.com/hearth-run/hearth/internal/image"
 	"github.com/hearth-run/hearth/internal/registry"
@@ -435,6 +436,8 @@ func runUp(ctx context.Context, cfg Config) error {
 			MaxArchive: cfg.MaxArchiveMB << 20,
 			TempDir:    cfg.DataDir,
 			Logger:     log,
+			Packages:   apiPackages(pkgs),
+			HostPaths:  hostPaths(cfg.DataDir, base, initPath),
 		}, reg, wk),
 		ReadHeaderTimeout: 10 * time.Second,
 		BaseContext:       func(net.Listener) context.Context { return reqCtx },
@@ -667,4 +670,14 @@ func firstEnv(names ...string) string {
 		}
 	}
 	return ""
+}
+
+// hostPaths are the host paths the API keeps out of its responses: the
+// data dir, the base image, the CRIU root, the binaries.
+func hostPaths(dataDir, base, initPath string) []string {
+	paths := []string{dataDir, base, criu.DefaultRoot, initPath}
+	if exe, err := os.Executable(); err == nil {
+		paths = append(paths, exe)
+	}
+	return paths
 }

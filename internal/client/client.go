@@ -141,6 +141,9 @@ type Invocation struct {
 	RunMs    float64
 	Revision string
 	Latency  time.Duration // as the client saw it
+	// InitError is the error type of a failed start (X-Hearth-Init-Error):
+	// the handler never ran, and InitMs is the time until the failure.
+	InitError string
 }
 
 // Invoke calls function name with a JSON event. A handler error is returned
@@ -154,6 +157,7 @@ func (c *Client) Invoke(ctx context.Context, name string, event []byte) (Invocat
 		inv.Revision = resp.Header.Get("X-Hearth-Revision")
 		inv.InitMs, _ = strconv.ParseFloat(resp.Header.Get("X-Hearth-Init-Ms"), 64)
 		inv.RunMs, _ = strconv.ParseFloat(resp.Header.Get("X-Hearth-Run-Ms"), 64)
+		inv.InitError = resp.Header.Get("X-Hearth-Init-Error")
 	}
 	return inv, err
 }
@@ -162,6 +166,27 @@ func (c *Client) Invoke(ctx context.Context, name string, event []byte) (Invocat
 func (c *Client) Healthy(ctx context.Context) bool {
 	_, _, err := c.do(ctx, http.MethodGet, "/healthz", nil, nil)
 	return err == nil
+}
+
+// PackageList is the body of GET /v1/packages: the worker's install
+// cache. Enabled is false when the worker runs without one.
+type PackageList struct {
+	Enabled  bool `json:"enabled"`
+	Packages []struct {
+		Name      string    `json:"name"`
+		Version   string    `json:"version"`
+		Size      int64     `json:"size"`
+		Installed time.Time `json:"installed"`
+		LastUse   time.Time `json:"last_use"`
+		Users     []string  `json:"users"`
+	} `json:"packages"`
+}
+
+// Packages lists the worker's installed packages.
+func (c *Client) Packages(ctx context.Context) (PackageList, error) {
+	var l PackageList
+	_, _, err := c.do(ctx, http.MethodGet, "/v1/packages", nil, &l)
+	return l, err
 }
 
 // ZygoteTree is the body of GET /v1/zygotes.

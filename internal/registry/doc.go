@@ -2,6 +2,11 @@
 // dataDir/functions/<name>/<revision>/ and their metadata in a bbolt
 // database at dataDir/registry.db.
 //
+// Names follow AWS Lambda: 1 to 64 letters, digits, "_" and "-", case
+// included ("Foo" and "foo" are two functions). In a code directory's
+// name each capital is written "^" and its lower case ("Foo" is "^foo"),
+// so no two functions share a directory on a file system that folds case.
+//
 // A revision is the SHA-256 of the code tree (sorted relative paths, entry
 // types, normalised modes and contents), so deploying identical code twice
 // yields the same revision and the second deploy changes nothing.

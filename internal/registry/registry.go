@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"sync"
 	"time"
 
@@ -29,18 +30,70 @@ const (
 
 var bucket = []byte("functions")
 
-var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
-// ValidName reports whether name is a valid function name: 1 to 63
-// characters of a-z, 0-9, "_" and "-", starting with a letter or digit.
+// ValidName reports whether name is a valid function name: AWS Lambda's
+// rule, 1 to 64 letters, digits, "_" and "-". Names are case-sensitive:
+// "Foo" and "foo" are two functions.
 func ValidName(name string) bool { return nameRE.MatchString(name) }
 
 func checkName(name string) error {
 	if !ValidName(name) {
-		return fmt.Errorf("function name %q: want 1-63 characters of a-z, 0-9, _ and -, starting with a letter or digit: %w", name, ErrInvalid)
+		return fmt.Errorf("function name %q: want 1-64 letters, digits, _ and -: %w", name, ErrInvalid)
 	}
 	return nil
 }
+
+// lookupName checks a name to look up. An invalid name is not bad input
+// there: it names no deployed function, so it is not found.
+func lookupName(name string) error {
+	if !ValidName(name) {
+		return fmt.Errorf("function %q: %w", name, ErrNotFound)
+	}
+	return nil
+}
+
+// dirName is the directory of function name's code: the name with each
+// capital letter written as "^" and the letter in lower case, so that two
+// names that differ only in case never share a directory, even on a file
+// system that folds case. Names without capitals are their own directory.
+func dirName(name string) string {
+	if strings.IndexFunc(name, isUpper) < 0 {
+		return name
+	}
+	var b strings.Builder
+	for _, c := range name {
+		if isUpper(c) {
+			b.WriteByte('^')
+			c += 'a' - 'A'
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}
+
+// nameOfDir inverts dirName; ok is false for a directory no valid name
+// maps to.
+func nameOfDir(dir string) (name string, ok bool) {
+	var b strings.Builder
+	for i := 0; i < len(dir); i++ {
+		c := dir[i]
+		if c == '^' {
+			if i+1 == len(dir) || dir[i+1] < 'a' || dir[i+1] > 'z' {
+				return "", false
+			}
+			i++
+			c = dir[i] - ('a' - 'A')
+		} else if c >= 'A' && c <= 'Z' {
+			return "", false
+		}
+		b.WriteByte(c)
+	}
+	name = b.String()
+	return name, ValidName(name)
+}
+
+func isUpper(c rune) bool { return c >= 'A' && c <= 'Z' }
 
 // Options configures a Registry. The zero value is valid.
 type Options struct {
@@ -95,8 +148,9 @@ type Function struct {
 	// requirements.
 	Packages []packages.Package `json:"packages,omitempty"`
 	// CodeDir holds the code, read-only by convention. It is removed when
-	// a newer revision is deployed or the function is deleted.
-	CodeDir string `json:"code_dir"`
+	// a newer revision is deployed or the function is deleted. A host
+	// path: never sent to clients.
+	CodeDir string `json:"-"`
 	// Size is the bytes of file content; Files the number of files and
 	// symlinks.
 	Size       int64     `json:"size"`
@@ -210,8 +264,12 @@ func (r *Registry) sweep() error {
 			continue
 		}
 		dir := filepath.Join(root, n.Name())
-		rec, err := r.get(n.Name())
-		if errors.Is(err, ErrNotFound) || !ValidName(n.Name()) {
+		name, ok := nameOfDir(n.Name())
+		var rec record
+		if ok {
+			rec, err = r.get(name)
+		}
+		if !ok || errors.Is(err, ErrNotFound) {
 			if err := os.RemoveAll(dir); err != nil {
 				return fmt.Errorf("sweeping: %w", err)
 			}
@@ -236,7 +294,7 @@ func (r *Registry) sweep() error {
 }
 
 func (r *Registry) codeDir(name, rev string) string {
-	return filepath.Join(r.dir, codeRoot, name, rev)
+	return filepath.Join(r.dir, codeRoot, dirName(name), rev)
 }
 
 func (r *Registry) fn(rec record) Function {
@@ -284,7 +342,7 @@ func (r *Registry) forget(name string) {
 
 // Get returns the deployed function called name.
 func (r *Registry) Get(name string) (Function, error) {
-	if err := checkName(name); err != nil {
+	if err := lookupName(name); err != nil {
 		return Function{}, err
 	}
 	rec, err := r.get(name)
@@ -328,7 +386,7 @@ func (r *Registry) Deploy(ctx context.Context, name string, src Source) (Functio
 	if err := ctx.Err(); err != nil {
 		return Function{}, fmt.Errorf("deploying %s: %w", name, err)
 	}
-	stage, err := os.MkdirTemp(filepath.Join(r.dir, codeRoot, stagingDir), name+".")
+	stage, err := os.MkdirTemp(filepath.Join(r.dir, codeRoot, stagingDir), dirName(name)+".")
 	if err != nil {
 		return Function{}, fmt.Errorf("deploying %s: %w", name, err)
 	}
@@ -469,7 +527,7 @@ func (r *Registry) put(rec record) error {
 
 // Delete removes the function called name and its code.
 func (r *Registry) Delete(name string) error {
-	if err := checkName(name); err != nil {
+	if err := lookupName(name); err != nil {
 		return err
 	}
 	unlock, err := r.lock(context.Background(), name)
@@ -491,7 +549,7 @@ func (r *Registry) Delete(name string) error {
 	if r.opts.Deleted != nil {
 		r.opts.Deleted(name)
 	}
-	if err := os.RemoveAll(filepath.Join(r.dir, codeRoot, name)); err != nil {
+	if err := os.RemoveAll(filepath.Join(r.dir, codeRoot, dirName(name))); err != nil {
 		return fmt.Errorf("deleting %s: metadata removed, code left for the next sweep: %w", name, err)
 	}
 	return nil

@@ -132,8 +132,8 @@ func noLeftovers(t *testing.T, r *Registry) {
 	}
 	want := map[string]bool{stagingDir: true}
 	for _, fn := range fns {
-		want[fn.Name] = true
-		revs, err := os.ReadDir(filepath.Join(root, fn.Name))
+		want[dirName(fn.Name)] = true
+		revs, err := os.ReadDir(filepath.Join(root, dirName(fn.Name)))
 		if err != nil || len(revs) != 1 || revs[0].Name() != fn.Revision {
 			t.Errorf("%s: revision dirs %v (%v), want only %s", fn.Name, revs, err, fn.Revision)
 		}
@@ -286,12 +286,14 @@ func TestDeployBad(t *testing.T) {
 		src  Source
 		want error
 	}{
-		{"bad name upper", "Fn", arc(tgz(t, v1)), ErrInvalid},
 		{"bad name empty", "", arc(tgz(t, v1)), ErrInvalid},
 		{"bad name dot", ".staging", arc(tgz(t, v1)), ErrInvalid},
 		{"bad name slash", "a/b", arc(tgz(t, v1)), ErrInvalid},
 		{"bad name dotdot", "..", arc(tgz(t, v1)), ErrInvalid},
-		{"bad name long", strings.Repeat("a", 64), arc(tgz(t, v1)), ErrInvalid},
+		{"bad name long", strings.Repeat("a", 65), arc(tgz(t, v1)), ErrInvalid},
+		{"bad name caret", "^fn", arc(tgz(t, v1)), ErrInvalid},
+		{"bad name space", "f n", arc(tgz(t, v1)), ErrInvalid},
+		{"bad name unicode", "fé", arc(tgz(t, v1)), ErrInvalid},
 		{"no source", "fn", Source{}, ErrInvalid},
 		{"two sources", "fn", Source{Archive: bytes.NewReader(nil), Dir: "/tmp"}, ErrInvalid},
 		{"traversal", "fn", arc(tgz(t, map[string]string{"../f.py": "x"})), archive.ErrUnsafe},
@@ -330,14 +332,15 @@ func TestGetDelete(t *testing.T) {
 	if _, err := r.Get("nope"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("Get missing = %v, want ErrNotFound", err)
 	}
-	if _, err := r.Get("../x"); !errors.Is(err, ErrInvalid) {
-		t.Errorf("Get bad name = %v, want ErrInvalid", err)
+	// A name no function can have is not found, not bad input.
+	if _, err := r.Get("../x"); !errors.Is(err, ErrNotFound) || errors.Is(err, ErrInvalid) {
+		t.Errorf("Get bad name = %v, want ErrNotFound", err)
 	}
 	if err := r.Delete("nope"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("Delete missing = %v, want ErrNotFound", err)
 	}
-	if err := r.Delete("A"); !errors.Is(err, ErrInvalid) {
-		t.Errorf("Delete bad name = %v, want ErrInvalid", err)
+	if err := r.Delete("a.b"); !errors.Is(err, ErrNotFound) || errors.Is(err, ErrInvalid) {
+		t.Errorf("Delete bad name = %v, want ErrNotFound", err)
 	}
 	fn, err := r.Deploy(context.Background(), "fn", arc(tgz(t, v1)))
 	if err != nil {
@@ -451,6 +454,8 @@ func TestCrashLeftovers(t *testing.T) {
 	mk("fn/" + strings.Repeat("ab", 32))                   // crashed after rename, before commit
 	mk("ghost/" + strings.Repeat("cd", 32))                // first deploy crashed before commit
 	mk("Bad Name/x")                                       // not ours at all
+	mk("Fn/" + strings.Repeat("ef", 32))                   // capitals are written ^f
+	mk("^/" + strings.Repeat("ef", 32))                    // nor is this an encoded name
 	os.WriteFile(filepath.Join(root, "stray"), nil, 0o644) // a stray file
 
 	r = open(t, dir, Options{})
@@ -647,5 +652,76 @@ func TestKilledDeploy(t *testing.T) {
 	// must have committed, or the helper never worked.
 	if len(seen) < 2 {
 		t.Errorf("only %d revision(s) served after kills: the helper did not deploy", len(seen))
+	}
+}
+
+// TestNamesAreCaseSensitive: Lambda's names (letters of both cases,
+// digits, "_" and "-", up to 64) deploy; names that differ only in case
+// are different functions whose code never shares a directory, even
+// where the file system folds case, and survive a reopen.
+func TestNamesAreCaseSensitive(t *testing.T) {
+	dir := t.TempDir()
+	r := open(t, dir, Options{})
+	ctx := context.Background()
+	v3 := map[string]string{"f.py": "def f(e):\n    return 3\n"}
+	code := map[string]map[string]string{"Foo": v1, "foo": v2, "FOO": v3}
+	long := strings.Repeat("Ab_-9", 12) + "Zz-_" // 64 characters
+	code[long] = v2
+	code["-lead"] = v1
+	code["_Lead"] = v3
+	folded := map[string]string{}
+	for name, files := range code {
+		if _, err := r.Deploy(ctx, name, arc(tgz(t, files))); err != nil {
+			t.Fatalf("Deploy %q: %v", name, err)
+		}
+	}
+	for name, files := range code {
+		fn := serves(t, r, name, files)
+		if fn.Name != name {
+			t.Errorf("Get(%q).Name = %q", name, fn.Name)
+		}
+		key := strings.ToLower(filepath.Dir(fn.CodeDir))
+		if other, ok := folded[key]; ok {
+			t.Errorf("%q and %q share the code dir %s when case folds", name, other, key)
+		}
+		folded[key] = name
+	}
+	fns, err := r.List()
+	if err != nil || len(fns) != len(code) {
+		t.Fatalf("List = %d functions (%v), want %d", len(fns), err, len(code))
+	}
+	if err := r.Delete("foo"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Get("foo"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("deleted foo: %v", err)
+	}
+	delete(code, "foo")
+	r.Close()
+	r = open(t, dir, Options{}) // the sweep must keep every encoded dir
+	for name, files := range code {
+		serves(t, r, name, files)
+	}
+	noLeftovers(t, r)
+}
+
+func TestDirName(t *testing.T) {
+	for _, c := range []struct{ name, dir string }{
+		{"foo", "foo"},
+		{"Foo", "^foo"},
+		{"FOO", "^f^o^o"},
+		{"a-B_c9", "a-^b_c9"},
+	} {
+		if got := dirName(c.name); got != c.dir {
+			t.Errorf("dirName(%q) = %q, want %q", c.name, got, c.dir)
+		}
+		if got, ok := nameOfDir(c.dir); !ok || got != c.name {
+			t.Errorf("nameOfDir(%q) = %q, %v; want %q", c.dir, got, ok, c.name)
+		}
+	}
+	for _, bad := range []string{"Foo", "^", "x^", "^F", "^1", "a b", ".staging", "", strings.Repeat("a", 65)} {
+		if name, ok := nameOfDir(bad); ok {
+			t.Errorf("nameOfDir(%q) = %q, want no name", bad, name)
+		}
 	}
 }

@@ -51,7 +51,11 @@ func TestResults(t *testing.T) {
 		{"nested", `{"a": [1, 2.5, null, true, {"b": "c"}], "big": 123456789012345678901234567890}`,
 			`{"a":[1,2.5,null,true,{"b":"c"}],"big":123456789012345678901234567890}`, "", ""},
 		{"utf-8 bom", "\xef\xbb\xbf[1]", "[1]", "", ""},
-		{"non-finite float", `{"ret": "float('inf')"}`, "Infinity", "", ""},
+		// JSON has no NaN or Infinity: AWS Lambda fails such results too.
+		{"infinity", `{"ret": "float('inf')"}`, "", "Runtime.MarshalError", "Out of range float values are not JSON compliant"},
+		{"nan", `{"ret": "float('nan')"}`, "", "Runtime.MarshalError", "Out of range float values are not JSON compliant"},
+		{"nested -infinity", `{"ret": "{'a': [1, float('-inf')]}"}`, "", "Runtime.MarshalError", "Out of range float values are not JSON compliant"},
+		{"largest floats", `{"ret": "[1e308, -1e308]"}`, "[1e+308,-1e+308]", "", ""},
 		{"tuple", `{"ret": "(1, 'a')"}`, `[1,"a"]`, "", ""},
 		{"set", `{"ret": "{1, 2}"}`, "", "Runtime.MarshalError", "Object of type set is not JSON serializable"},
 		{"bytes", `{"ret": "b'x'"}`, "", "Runtime.MarshalError", "Object of type bytes is not JSON serializable"},

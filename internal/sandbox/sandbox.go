@@ -508,6 +508,11 @@ func (s *Sandbox) Done() <-chan struct{} { return s.done }
 func (s *Sandbox) ExitStatus() int {
 	select {
 	case <-s.done:
+		// With Exec the main process is init itself, which a signal may
+		// kill: ExitCode says -1 for that.
+		if ws, ok := s.cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			return 128 + int(ws.Signal())
+		}
 		return s.cmd.ProcessState.ExitCode()
 	default:
 		return -1

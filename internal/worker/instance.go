@@ -38,6 +38,7 @@ type instance struct {
 	group    *cgroup.Group
 	net      *netns.NS // isolated network, given back on destroy; nil otherwise
 	conn     *runtime.Conn
+	proc     *proc // the runtime process, when a zygote forked it; nil otherwise
 	declared int64
 	load     time.Duration // handler load time the runtime reported
 	// snapshot marks the spare a snapshot is dumped from: it never
@@ -100,11 +101,19 @@ func (i *instance) stateName() string {
 	}
 }
 
-func (i *instance) exitStatus() int {
+// exit waits (up to exitWait) for the sandbox's runtime process to end
+// and says how it ended. A forked runtime is watched through its pidfd;
+// any other is the sandbox's main process, whose status its init reports.
+func (i *instance) exit() exitInfo {
+	ctx, cancel := context.WithTimeout(context.Background(), exitWait)
+	defer cancel()
+	if i.proc != nil {
+		return i.proc.exit(ctx)
+	}
 	select {
 	case <-i.sb.Done():
-	default:
-		return -1
+		return exitFromCode(i.sb.ExitStatus())
+	case <-ctx.Done():
+		return exitInfo{}
 	}
-	return i.sb.ExitStatus()
 }

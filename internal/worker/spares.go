@@ -436,7 +436,8 @@ func (w *Worker) spareStart(ctx context.Context, fn registry.Function, st *fnSta
 		w.discard(sp)
 		return nil, fmt.Errorf("%s: %v: %w", fn.Name, err, ErrStart)
 	}
-	inst := &instance{id: sp.sb.ID(), fn: fn.Name, rev: fn.Revision, sb: sp.sb, group: sp.group, net: sp.net, declared: int64(fn.Spec.MemoryMB) << 20}
+	inst := &instance{id: sp.sb.ID(), fn: fn.Name, rev: fn.Revision, sb: sp.sb, group: sp.group, net: sp.net,
+		proc: openProc(sp.child.Pid()), declared: int64(fn.Spec.MemoryMB) << 20}
 	w.track(inst)
 	go copyLines(st.stdout, sp.out)
 	go copyLines(st.stderr, sp.err)

@@ -257,7 +257,7 @@ func (w *Worker) forkStart(ctx context.Context, fn registry.Function, st *fnStat
 	// The child holds the write ends; the readers end when it exits.
 	go copyLines(st.stdout, j.outR)
 	go copyLines(st.stderr, j.errR)
-	_, err = w.zyg.ForkFrom(ctx, node, zygote.Target{
+	pid, err := w.zyg.ForkFrom(ctx, node, zygote.Target{
 		Namespaces: j.ns,
 		Listener:   j.lis,
 		Stdout:     j.outW,
@@ -273,6 +273,7 @@ func (w *Worker) forkStart(ctx context.Context, fn registry.Function, st *fnStat
 	if err != nil {
 		return fail(err)
 	}
+	inst.proc = openProc(pid)
 	t2 := time.Now()
 	if err := w.connect(ctx, inst, fn, nil); err != nil {
 		return nil, err
@@ -375,8 +376,11 @@ func (w *Worker) packages(fn registry.Function) ([]string, error) {
 func (w *Worker) connect(ctx context.Context, inst *instance, fn registry.Function, died <-chan struct{}) error {
 	c, err := inst.sb.Dial(socketName)
 	if err != nil {
+		// The error names the socket's host path: the log has it, the
+		// caller does not.
+		w.log.Warn("connecting to runtime", "function", fn.Name, "sandbox", inst.id, "err", err)
 		w.destroy(inst)
-		return fmt.Errorf("%s: connecting to runtime: %v: %w", fn.Name, err, ErrStart)
+		return fmt.Errorf("%s: cannot connect to the runtime: %w", fn.Name, ErrStart)
 	}
 	inst.conn = runtime.NewConn(c)
 	// A dead sandbox must not leave WaitReady hanging.
@@ -406,13 +410,27 @@ func (w *Worker) connect(ctx context.Context, inst *instance, fn registry.Functi
 		w.destroy(inst)
 		return &LoadError{Function: fn.Name, Err: herr}
 	}
-	if n, _ := inst.group.OOMKills(); n > 0 {
+	var why string
+	oom := false
+	switch {
+	case ctx.Err() != nil:
+		why = "it was not ready before the start's deadline"
+		n, _ := inst.group.OOMKills()
+		oom = n > 0
+	case errors.Is(err, runtime.ErrProtocol):
+		why = "it broke the runtime protocol"
+	default:
+		exit := inst.exit()
+		why, oom = "its process "+exit.String(), oomKilled(inst.group, exit)
+	}
+	if oom {
 		w.destroy(inst)
 		return fmt.Errorf("%s: out of memory while loading the handler (limit %d MB): %w", fn.Name, fn.Spec.MemoryMB, ErrOOM)
 	}
-	status := inst.exitStatus()
+	// err names the socket's host path: the log has it, the caller does not.
+	w.log.Warn("runtime did not start", "function", fn.Name, "sandbox", inst.id, "why", why, "err", err)
 	w.destroy(inst)
-	return fmt.Errorf("%s: runtime did not start (exit status %d; see logs): %v: %w", fn.Name, status, err, ErrStart)
+	return fmt.Errorf("%s: runtime did not start: %s (see the function's logs): %w", fn.Name, why, ErrStart)
 }
 
 // modules maps zygote package sets to modules: base-image packages

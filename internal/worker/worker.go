@@ -400,8 +400,12 @@ type Result struct {
 	Err *runtime.HandlerError
 	// Path is how the call started: "warm", "snapshot", "fork" or "cold".
 	Path string
-	// Init is the cold-start time up to the handler being loaded.
+	// Init is the cold-start time up to the handler being loaded, or up
+	// to the failure when InitFailed.
 	Init time.Duration
+	// InitFailed says the start failed (the invoke error says why): the
+	// handler never ran.
+	InitFailed bool
 	// Run is the handler's run time as the worker saw it.
 	Run time.Duration
 	// Revision is the code revision that ran.
@@ -441,6 +445,7 @@ func (w *Worker) Invoke(ctx context.Context, name string, event []byte) (Result,
 		t0 := time.Now()
 		inst, res.Path, err = w.start(ctx, fn, st)
 		if err != nil {
+			res.Init, res.InitFailed = time.Since(t0), true
 			w.cache.abort(resv)
 			w.metrics.invocations.WithLabelValues(res.Path, "start_error").Inc()
 			return res, err
@@ -494,13 +499,13 @@ func (w *Worker) classify(inst *instance, fn registry.Function, err error, ctx c
 		return fmt.Errorf("%s: timed out after %ds: %w", fn.Name, fn.Spec.TimeoutS, ErrTimeout)
 	}
 	if errors.Is(err, runtime.ErrCrashed) {
-		// The kernel counts the kill before the socket reports EOF.
-		if n, _ := inst.sb.Group().OOMKills(); n > 0 {
+		exit := inst.exit()
+		if oomKilled(inst.group, exit) {
 			return fmt.Errorf("%s: out of memory: the function exceeded its memory limit of %d MB: %w",
 				fn.Name, fn.Spec.MemoryMB, ErrOOM)
 		}
-		return fmt.Errorf("%s: sandbox exited during the call (status %d): %w",
-			fn.Name, inst.exitStatus(), ErrCrashed)
+		return fmt.Errorf("%s: the function's process %s during the call: %w",
+			fn.Name, exit, ErrCrashed)
 	}
 	return fmt.Errorf("%s: %v: %w", fn.Name, err, ErrCrashed)
 }
@@ -513,7 +518,7 @@ func (w *Worker) fnState(fn registry.Function) (*fnState, error) {
 	}
 	limit := fn.Spec.MaxConcurrency
 	if limit <= 0 {
-		limit = 1
+		limit = function.DefaultMaxConcurrency // Parse fills it in; a zero Spec gets the same
 	}
 	st := w.state[fn.Name]
 	if st == nil {
@@ -675,6 +680,7 @@ func (w *Worker) destroy(inst *instance) {
 	if inst.conn != nil {
 		inst.conn.Close()
 	}
+	inst.proc.close()
 	// The dying processes' exits (unmapping an interpreter's memory) run
 	// at their cgroup's CPU weight: the lowest, so that they yield to
 	// live calls and starts. The pool resets it.

@@ -150,17 +150,20 @@ def _default(o):
 
 
 def dumps(o):
-    """Encode a handler result as compact ASCII JSON bytes."""
+    """Encode a handler result as compact ASCII JSON bytes.
+
+    NaN and the infinities raise ValueError: JSON has no such numbers, and
+    a client's parser would reject the body (AWS Lambda fails the call)."""
     if _json is not None:
         # A fresh encoder per call: the circular-reference markers dict can
-        # be left dirty by an exception.
+        # be left dirty by an exception. The last argument is allow_nan.
         enc = _json.make_encoder(
-            {}, _default, _json.encode_basestring_ascii, None, ":", ",", False, False, True
+            {}, _default, _json.encode_basestring_ascii, None, ":", ",", False, False, False
         )
         return "".join(enc(o, 0)).encode()
     import json
 
-    return json.dumps(o, separators=(",", ":")).encode()
+    return json.dumps(o, separators=(",", ":"), allow_nan=False).encode()
 
 
 # Errors in Lambda's shape.
@@ -407,7 +410,8 @@ def invoke(h, meta, payload):
     return _frame(_RESULT, t + body)
 
 
-def _flush():
+def flush():
+    """Flush stdout and stderr, ignoring errors."""
     for f in (sys.stdout, sys.stderr):
         if f is not None:
             try:
@@ -450,7 +454,7 @@ def serve_conn(c, h, meta):
         payload = bytearray(n)
         _read(c, payload)
         resp = invoke(h, meta, payload)
-        _flush()
+        flush()
         c.sendall(resp)
         global after_first_call
         if after_first_call is not None:
@@ -650,7 +654,7 @@ def run(lsock, environ=None):
     h = load(_env(environ, "HEARTH_HANDLER", "f.f"))
     if h.err is not None:
         _log_error(h.err)
-    _flush()
+    flush()
     serve(lsock, h, meta)
 
 

@@ -322,6 +322,21 @@ def become(req):
     hearthrt.run(_socket.socket(fileno=hearthrt.LISTEN_FD), env)
 
 
+def exit_code(e):
+    """The status an interpreter exits with on SystemExit e: its code if
+    an int, 0 for None, else 1 with the code printed to stderr."""
+    c = e.code
+    if c is None:
+        return 0
+    if isinstance(c, int):
+        return c & 0xFF
+    try:
+        sys.stderr.write("%s\n" % (c,))
+    except Exception:  # noqa: BLE001 - stderr may be gone
+        pass
+    return 1
+
+
 def forked(pidns, own_pid_ns, body):
     """Enter the target's pid namespace, fork once, run body in the child
     and return the child's host pid in the parent."""
@@ -336,12 +351,17 @@ def forked(pidns, own_pid_ns, body):
         try:
             body()
             code = 0
+        except SystemExit as e:
+            # The handler called sys.exit: exit as the interpreter would,
+            # so the worker reports the status the handler chose.
+            code = exit_code(e)
         except BaseException as e:  # noqa: BLE001 - report, never return into the zygote loop
             try:
                 posix.write(2, ("hearth zygote child: %r\n" % (e,)).encode())
             except OSError:
                 pass
         finally:
+            hearthrt.flush()
             posix._exit(code)
     setns(own_pid_ns, CLONE_NEWPID)
     return pid

@@ -455,8 +455,12 @@ func runUp(ctx context.Context, cfg Config) error {
 	case <-ctx.Done():
 	case err = <-errc:
 	}
-	if cerr := shutdown(srv, wk, cancelRequests, log); cerr != nil && err == nil {
-		err = cerr
+	if cerr := shutdown(srv, wk, cancelRequests, log); cerr != nil {
+		if err == nil {
+			err = cerr
+		}
+	} else {
+		alive.WriteString(worker.CleanExit)
 	}
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil

@@ -135,8 +135,9 @@ func Sweep(ctx context.Context, h Host) (Swept, error) {
 	}
 	probes, _ := filepath.Glob(filepath.Join(os.TempDir(), criu.ProbeDirPrefix+"*"))
 	for _, d := range probes {
-		if st, err := os.Stat(d); err == nil && time.Since(st.ModTime()) > probeDirAge && os.RemoveAll(d) == nil {
-			s.Files++
+		// Not counted: any process's probe may have left these.
+		if st, err := os.Stat(d); err == nil && time.Since(st.ModTime()) > probeDirAge {
+			os.RemoveAll(d)
 		}
 	}
 	return s, errors.Join(errs...)
@@ -221,12 +222,16 @@ func (l *Lock) Release() error { return l.f.Close() }
 
 // Reap guards the worker with pid owner: it blocks until alive reaches
 // end of file, which happens when every copy of its write end is closed,
-// that is when the worker has exited, however it ended. It then takes the
+// that is when the worker has exited, however it ended. If the worker
+// wrote CleanExit first, there is nothing to do. It then takes the
 // data dir's lock and sweeps what the worker left, unless a new worker
 // took the data dir first (it swept at its start, and has a reaper of its
 // own). Run it in a process of its own, so that it outlives the worker.
 func Reap(ctx context.Context, h Host, owner int, alive io.Reader) (Swept, error) {
-	io.Copy(io.Discard, alive)
+	b, _ := io.ReadAll(alive)
+	if string(b) == CleanExit {
+		return Swept{}, nil // the worker cleaned up after itself
+	}
 	f, err := os.OpenFile(filepath.Join(h.DataDir, lockFile), os.O_RDWR, 0)
 	if err != nil {
 		return Swept{}, err
@@ -246,6 +251,11 @@ func Reap(ctx context.Context, h Host, owner int, alive io.Reader) (Swept, error
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// CleanExit is what a worker writes to its reaper's pipe after a clean
+// shutdown: there is nothing to sweep, and the reaper must not touch the
+// data dir its owner's caller may be removing.
+const CleanExit = "clean"
 
 // ReapLog is the file in the data dir where a reaper notes what it swept;
 // the next worker logs and removes it.

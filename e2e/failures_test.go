@@ -279,7 +279,9 @@ func TestNoHostPathsInResponses(t *testing.T) {
 	// The details are in the worker's log.
 	found := false
 	for _, l := range strings.Split(w.out.String(), "\n") {
-		found = found || strings.Contains(l, "runtime did not start") && strings.Contains(l, w.dataDir+"/sandboxes/")
+		// The runtime's socket is reached through a descriptor of the
+		// sandbox's /tmp, which is mounted in the sandbox only.
+		found = found || strings.Contains(l, "runtime did not start") && strings.Contains(l, "sandbox=") && strings.Contains(l, "err=")
 	}
 	if !found {
 		t.Errorf("the worker's log lacks the failed start's details")

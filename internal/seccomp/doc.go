@@ -1,7 +1,7 @@
 // Package seccomp builds the system call filter that every piece of tenant
 // code runs under: functions (cold-started, forked from a zygote, or
-// restored from a snapshot) and package installs (pip and the setup.py
-// files it runs).
+// restored from a snapshot), package installs (pip and the setup.py files
+// it runs) and the byte-compiler that reads a function's code at deploy.
 //
 // The filter is a denylist, modelled on the notable exclusions of
 // Docker's default profile: calls that widen the kernel's attack surface

@@ -3,6 +3,7 @@ module github.com/hearth-run/hearth
 go 1.26.8
 
 require (
+	github.com/elastic/go-seccomp-bpf v1.6.0
 	github.com/spf13/cobra v1.10.2
 	gonum.org/v1/plot v0.17.0
 )

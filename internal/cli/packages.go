@@ -19,6 +19,7 @@ import (
 	"github.com/hearth-run/hearth/internal/packages"
 	"github.com/hearth-run/hearth/internal/registry"
 	"github.com/hearth-run/hearth/internal/sandbox"
+	"github.com/hearth-run/hearth/internal/seccomp"
 )
 
 // PackagesConfig is the packages section of hearth.yaml: the package
@@ -107,7 +108,15 @@ func openInstaller(ctx context.Context, cfg Config, base, initPath string, log *
 		cg.Close(context.Background())
 		return nil, fmt.Errorf("installer: %w", err)
 	}
-	f := &sandbox.Factory{InitPath: initPath, Base: base, Dir: filepath.Join(cfg.DataDir, "installer")}
+	// pip runs the setup.py files it installs, and the compiler reads
+	// untrusted code: the installer sandboxes get the functions' seccomp
+	// filter.
+	filter := filepath.Join(cfg.DataDir, "installer-seccomp.bpf")
+	if err := seccomp.WriteFile(filter); err != nil {
+		cg.Close(context.Background())
+		return nil, fmt.Errorf("installer: %w", err)
+	}
+	f := &sandbox.Factory{InitPath: initPath, Base: base, Dir: filepath.Join(cfg.DataDir, "installer"), Seccomp: filter}
 	if _, err := f.Sweep(); err != nil {
 		cg.Close(context.Background())
 		return nil, fmt.Errorf("installer: %w", err)

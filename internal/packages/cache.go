@@ -103,7 +103,9 @@ type Config struct {
 	Index Index
 	// Sandboxes creates installer sandboxes; its Base is the image pip
 	// runs in and whose packages satisfy requirements without installs.
-	// Required. The cache does not sweep its Dir.
+	// Required, with a seccomp filter (Seccomp): pip runs the setup.py
+	// files of what it installs, code as untrusted as a function's. The
+	// cache does not sweep its Dir.
 	Sandboxes *sandbox.Factory
 	// Cgroups holds one group per installer sandbox. Required.
 	Cgroups *cgroup.Manager
@@ -171,6 +173,9 @@ type flight struct {
 func Open(cfg Config) (*Cache, error) {
 	if cfg.Sandboxes == nil || cfg.Cgroups == nil {
 		return nil, fmt.Errorf("opening package cache: sandbox factory and cgroup manager are required: %w", ErrInvalid)
+	}
+	if cfg.Sandboxes.Seccomp == "" {
+		return nil, fmt.Errorf("opening package cache: installer sandboxes need a seccomp filter: %w", ErrInvalid)
 	}
 	if err := cfg.Index.validate(); err != nil {
 		return nil, fmt.Errorf("opening package cache: %w", err)

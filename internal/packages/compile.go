@@ -24,7 +24,8 @@ import (
 // CompileConfig configures a Compiler.
 type CompileConfig struct {
 	// Sandboxes creates the compiler's sandboxes; its Base is the image
-	// whose Python compiles, the one function sandboxes run. Required.
+	// whose Python compiles, the one function sandboxes run. Required,
+	// with a seccomp filter (Seccomp).
 	Sandboxes *sandbox.Factory
 	// Cgroups holds one group per compile. Required. A worker shares
 	// both with its install cache (the installer sandboxes and cgroup
@@ -68,6 +69,9 @@ type Compiler struct {
 func NewCompiler(cfg CompileConfig) (*Compiler, error) {
 	if cfg.Sandboxes == nil || cfg.Cgroups == nil {
 		return nil, fmt.Errorf("compiler: sandbox factory and cgroup manager are required: %w", ErrInvalid)
+	}
+	if cfg.Sandboxes.Seccomp == "" {
+		return nil, fmt.Errorf("compiler: its sandboxes need a seccomp filter: %w", ErrInvalid)
 	}
 	if cfg.Python == "" {
 		cfg.Python = "/usr/bin/python3"

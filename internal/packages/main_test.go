@@ -13,6 +13,7 @@ import (
 	"github.com/hearth-run/hearth/internal/cgroup"
 	"github.com/hearth-run/hearth/internal/packages/wheeltest"
 	"github.com/hearth-run/hearth/internal/sandbox"
+	"github.com/hearth-run/hearth/internal/seccomp"
 )
 
 var (
@@ -103,7 +104,11 @@ func newEnv(t *testing.T, cfg Config) *env {
 			t.Errorf("closing cgroups: %v", err)
 		}
 	})
-	f := &sandbox.Factory{InitPath: initPath, Base: testBase, Dir: filepath.Join(dir, "sandboxes")}
+	filter := filepath.Join(dir, "seccomp.bpf")
+	if err := seccomp.WriteFile(filter); err != nil {
+		t.Fatal(err)
+	}
+	f := &sandbox.Factory{InitPath: initPath, Base: testBase, Dir: filepath.Join(dir, "sandboxes"), Seccomp: filter}
 	t.Cleanup(func() {
 		if m, err := sandbox.MountsUnder(dir); err != nil || len(m) > 0 {
 			t.Errorf("mounts left under %s: %v %v", dir, m, err)

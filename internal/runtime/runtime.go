@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/hearth-run/hearth/internal/seccomp"
 )
 
 //go:embed python
@@ -31,6 +33,12 @@ const (
 
 	// Script is the entry point, relative to MountPoint.
 	Script = "server.py"
+
+	// SeccompFile is the tenant seccomp filter Install writes, relative
+	// to MountPoint (see internal/seccomp). The zygote installs it in
+	// each function child; a cold-started runtime gets it from
+	// hearth-init (sandbox.Factory.Seccomp).
+	SeccompFile = "seccomp.bpf"
 )
 
 // FS returns the runtime's files, rooted at the directory holding
@@ -44,15 +52,19 @@ func FS() fs.FS {
 	return sub
 }
 
-// Install writes the runtime files into dir (created 0755 if missing;
-// files 0644) so it can be bind-mounted read-only at MountPoint. Files are
-// replaced atomically, so a running runtime that has dir mounted never
-// sees a partial file. Install is idempotent.
+// Install writes the runtime files and the seccomp filter (SeccompFile)
+// into dir (created 0755 if missing; files 0644) so it can be
+// bind-mounted read-only at MountPoint. Files are replaced atomically, so
+// a running runtime that has dir mounted never sees a partial file.
+// Install is idempotent.
 func Install(dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("installing runtime: %w", err)
 	}
 	if err := os.Chmod(dir, 0o755); err != nil {
+		return fmt.Errorf("installing runtime: %w", err)
+	}
+	if err := seccomp.WriteFile(filepath.Join(dir, SeccompFile)); err != nil {
 		return fmt.Errorf("installing runtime: %w", err)
 	}
 	src := FS()

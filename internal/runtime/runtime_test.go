@@ -10,6 +10,8 @@ import (
 	"reflect"
 	"testing"
 	"time"
+
+	"github.com/hearth-run/hearth/internal/seccomp"
 )
 
 func TestParseHandler(t *testing.T) {
@@ -159,6 +161,16 @@ func TestInstall(t *testing.T) {
 	}
 	if n < 2 {
 		t.Errorf("installed %d files, want server.py and hearthrt.py", n)
+	}
+	filter, err := seccomp.Filter()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, SeccompFile)); err != nil || !bytes.Equal(b, filter) {
+		t.Errorf("%s: %d bytes (%v), want the seccomp filter's %d", SeccompFile, len(b), err, len(filter))
+	}
+	if st, err := os.Stat(filepath.Join(dir, SeccompFile)); err != nil || st.Mode() != 0o644 {
+		t.Errorf("%s: mode %v (%v), want 0644", SeccompFile, st.Mode(), err)
 	}
 	ents, _ := os.ReadDir(dir)
 	for _, e := range ents {

@@ -2,7 +2,11 @@ package runtime
 
 import (
 	"encoding/json"
+	"os"
 	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
 	"testing"
 )
 
@@ -126,5 +130,46 @@ print(json.dumps({"os": dict(os.environ), "posix": {k.decode(): v.decode() for k
 		if got["c"][k] != v {
 			t.Errorf("getenv(%s) = %q, want %q", k, got["c"][k], v)
 		}
+	}
+}
+
+// TestZygoteConfine: zygote.py's confine installs the filter Install
+// wrote, which denies keyctl with EPERM in the process and what it
+// forks; load_filter refuses a file that is no filter.
+func TestZygoteConfine(t *testing.T) {
+	if runtime.GOARCH != "amd64" {
+		t.Skip("the probe calls keyctl by its x86-64 number")
+	}
+	const driver = `import sys, os, ctypes
+sys.path.insert(0, sys.argv[1])
+import zygote
+zygote._filter = zygote.load_filter(sys.argv[2])
+zygote.harden()
+zygote.confine()
+libc = ctypes.CDLL(None, use_errno=True)
+def probe():
+    st = dict(l.split(":", 1) for l in open("/proc/self/status").read().splitlines())
+    r = libc.syscall(250, 0, -2, 0)  # keyctl(KEYCTL_GET_KEYRING_ID, KEY_SPEC_PROCESS_KEYRING)
+    return "%s/%d" % (st["Seccomp"].strip(), ctypes.get_errno() if r < 0 else 0)
+pid = os.fork()
+if pid == 0:
+    os._exit(0 if probe() == "2/1" else 1)
+print(probe(), os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+`
+	out, err := exec.Command(python, "-S", "-B", "-c", driver, rtDir, filepath.Join(rtDir, SeccompFile)).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if got, want := strings.TrimSpace(string(out)), "2/1 0"; got != want {
+		t.Errorf("got %q, want %q (seccomp mode 2 and EPERM, in the forked child too)", got, want)
+	}
+	bad := filepath.Join(t.TempDir(), "bad.bpf")
+	if err := os.WriteFile(bad, []byte("12345"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err = exec.Command(python, "-S", "-B", "-c", "import sys; sys.path.insert(0, sys.argv[1]); import zygote; zygote.load_filter(sys.argv[2])",
+		rtDir, bad).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "is not a seccomp filter") {
+		t.Errorf("loading a file that is no filter: %v\n%s", err, out)
 	}
 }

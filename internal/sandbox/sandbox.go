@@ -5,7 +5,8 @@
 // a root made of read-only bind mounts over a read-only base image, a
 // size-capped scratch file system at /tmp (ext4 on disk from Disks, or a
 // tmpfs), and its own cgroup. Its main process, if any, runs as an
-// unprivileged user with no capabilities and no_new_privs.
+// unprivileged user with no capabilities, no_new_privs and the
+// factory's seccomp filter.
 //
 // The scratch file system is made detached (fsmount) and init moves it
 // onto /tmp: it is in no mount namespace but the sandbox's, so no other
@@ -108,6 +109,12 @@ type Factory struct {
 	// Disks makes the on-disk /tmp of sandboxes with ScratchDisk; nil
 	// means none can have one. The Factory does not own it.
 	Disks *Disks
+	// Seccomp is a file holding the seccomp filter (as
+	// internal/seccomp.WriteFile writes it) that every unprivileged main
+	// process, and all it forks, runs under. A privileged one (a zygote)
+	// filters its children itself. Empty runs them unfiltered: only
+	// tests of the sandbox itself should leave it so.
+	Seccomp string
 }
 
 // Sandbox is one live sandbox.
@@ -225,6 +232,9 @@ func (f *Factory) Create(ctx context.Context, cfg Config) (_ *Sandbox, err error
 		files = append(files, w)
 	}
 	args.Privileged = cfg.Privileged
+	if len(cfg.Command) > 0 && !cfg.Privileged {
+		args.Seccomp = f.Seccomp
+	}
 	if cfg.Exec {
 		if len(cfg.Command) == 0 || cfg.Privileged || cfg.HostPID {
 			return nil, fmt.Errorf("sandbox %s: Exec needs a Command and its own pid namespace, unprivileged", s.id)

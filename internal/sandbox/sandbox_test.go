@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/hearth-run/hearth/internal/cgroup"
 	"github.com/hearth-run/hearth/internal/image"
 	"github.com/hearth-run/hearth/internal/sandbox"
+	"github.com/hearth-run/hearth/internal/seccomp"
 )
 
 var initPath, base string
@@ -59,7 +61,11 @@ func setup(t testing.TB) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &sandbox.Factory{InitPath: initPath, Base: base, Dir: t.TempDir(), Home: home}
+	filter := filepath.Join(t.TempDir(), "seccomp.bpf")
+	if err := seccomp.WriteFile(filter); err != nil {
+		t.Fatal(err)
+	}
+	f := &sandbox.Factory{InitPath: initPath, Base: base, Dir: t.TempDir(), Home: home, Seccomp: filter}
 	if err := f.Prepare(); err != nil {
 		t.Fatal(err)
 	}
@@ -248,6 +254,97 @@ func TestExecNeedsACommand(t *testing.T) {
 			if err == nil {
 				sb.Destroy(context.Background())
 				t.Fatal("created")
+			}
+		})
+	}
+}
+
+// filterProbe prints the main process's seccomp mode, the errno of
+// keyctl(KEYCTL_GET_KEYRING_ID, KEY_SPEC_PROCESS_KEYRING), which the
+// filter denies (unfiltered: ENOKEY), and the same from a forked child.
+const filterProbe = `
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+def probe():
+    st = dict(l.split(":", 1) for l in open("/proc/self/status").read().splitlines())
+    r = libc.syscall(250, 0, -2, 0)  # keyctl on x86-64
+    return "%s/%d" % (st["Seccomp"].strip(), ctypes.get_errno() if r < 0 else 0)
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.write(w, probe().encode())
+    os._exit(0)
+os.waitpid(pid, 0)
+print(probe(), os.read(r, 64).decode())
+`
+
+// TestMainProcessIsFiltered: the factory's seccomp filter holds the main
+// process, started by a fork or an exec of hearth-init, and its children.
+func TestMainProcessIsFiltered(t *testing.T) {
+	if runtime.GOARCH != "amd64" {
+		t.Skip("the probe calls keyctl by its x86-64 number")
+	}
+	e := setup(t)
+	for _, exec := range []bool{false, true} {
+		t.Run(fmt.Sprint("exec=", exec), func(t *testing.T) {
+			id := fmt.Sprint("filtered-", exec)
+			g, err := e.cg.Create(id, cgroup.Limits{MemoryBytes: 64 << 20, Pids: 16})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer g.Delete(context.Background())
+			var out strings.Builder
+			sb, err := e.f.Create(context.Background(), sandbox.Config{ID: id, Group: g, Exec: exec,
+				Stdout: &out, Stderr: &out, Command: []string{"/usr/bin/python3", "-S", "-c", filterProbe}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sb.Destroy(context.Background())
+			select {
+			case <-sb.Done():
+			case <-time.After(10 * time.Second):
+				t.Fatal("main process did not exit")
+			}
+			if got, want := strings.TrimSpace(out.String()), "2/1 2/1"; sb.ExitStatus() != 0 || got != want {
+				t.Errorf("exit %d, got %q, want %q (seccomp mode 2, EPERM, in the process and its child)", sb.ExitStatus(), got, want)
+			}
+		})
+	}
+}
+
+// TestUnreadableFilterStartsNothing: a filter that cannot be read fails
+// the sandbox closed; the main process never runs unfiltered.
+func TestUnreadableFilterStartsNothing(t *testing.T) {
+	e := setup(t)
+	for _, content := range []string{"", "short"} {
+		t.Run(fmt.Sprintf("%q", content), func(t *testing.T) {
+			f := *e.f
+			f.Seccomp = filepath.Join(t.TempDir(), "seccomp.bpf")
+			if content != "" {
+				os.WriteFile(f.Seccomp, []byte(content), 0o644)
+			}
+			g, err := e.cg.Create("badfilter", cgroup.Limits{MemoryBytes: 64 << 20, Pids: 16})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer g.Delete(context.Background())
+			var out strings.Builder
+			sb, err := f.Create(context.Background(), sandbox.Config{ID: "badfilter", Group: g, Stdout: &out, Stderr: &out,
+				Command: []string{"/bin/touch", "/tmp/ran"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sb.Destroy(context.Background())
+			select {
+			case <-sb.Done():
+			case <-time.After(10 * time.Second):
+				t.Fatal("init did not exit")
+			}
+			if sb.ExitStatus() != 125 || !strings.Contains(out.String(), "seccomp filter") {
+				t.Errorf("exit %d, output %q: want 125 and a seccomp filter error", sb.ExitStatus(), out.String())
+			}
+			if _, err := os.Stat(filepath.Join(sb.Scratch(), "ran")); !os.IsNotExist(err) {
+				t.Errorf("the main process ran (%v)", err)
 			}
 		})
 	}

@@ -283,6 +283,7 @@ func New(ctx context.Context, cfg Config, fns Functions) (*Worker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("worker: init cgroup: %w", err)
 	}
+	w.runtime = filepath.Join(cfg.DataDir, "runtime")
 	w.factory = &sandbox.Factory{
 		InitPath: cfg.InitPath,
 		Base:     cfg.Base,
@@ -290,6 +291,8 @@ func New(ctx context.Context, cfg Config, fns Functions) (*Worker, error) {
 		UID:      cfg.UID,
 		GID:      cfg.GID,
 		Home:     w.home,
+		// Written by runtime.Install below, before any sandbox starts.
+		Seccomp: filepath.Join(w.runtime, runtime.SeccompFile),
 	}
 	if m, err := sandbox.MountsUnder(w.factory.Dir); err == nil && len(m) > 0 {
 		w.log.Info("sweeping mounts left by a previous worker", "count", len(m))
@@ -297,7 +300,6 @@ func New(ctx context.Context, cfg Config, fns Functions) (*Worker, error) {
 	if err := w.factory.Prepare(); err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
 	}
-	w.runtime = filepath.Join(cfg.DataDir, "runtime")
 	if err := runtime.Install(w.runtime); err != nil {
 		return nil, fmt.Errorf("worker: installing runtime: %w", err)
 	}

@@ -32,8 +32,11 @@
 # The zygote runs as root (it must setns and join cgroups) but with an
 # empty capability bounding set and no_new_privs, so neither it nor its
 # children can gain privileges through exec; setuid in each child then
-# clears its capabilities. All lazy work (ctypes symbol lookups, opening
-# /proc/self/ns/pid) happens here, before any fork.
+# clears its capabilities. A function child then installs the tenant
+# seccomp filter (/hearth/seccomp.bpf, loaded once by the root zygote)
+# before it runs any of the function's code or reseeds numpy. All lazy
+# work (ctypes symbol lookups, opening /proc/self/ns/pid, reading the
+# filter) happens here, before any fork.
 import sys
 import posix
 import _socket
@@ -50,6 +53,9 @@ CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 PR_SET_NO_NEW_PRIVS = 38
 PR_CAPBSET_DROP = 24
+PR_SET_SECCOMP = 22
+SECCOMP_MODE_FILTER = 2
+SECCOMP_FILE = "/hearth/seccomp.bpf"
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _setns = _libc.setns
@@ -103,6 +109,35 @@ def harden():
         _prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)
     if _prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "no_new_privs")
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.c_void_p))
+
+
+def load_filter(path=SECCOMP_FILE):
+    """Read a seccomp filter (struct sock_filter entries, 8 bytes each, as
+    internal/seccomp writes them). Returns the buffer and the sock_fprog
+    pointing at it: both must live as long as the zygote."""
+    with open(path, "rb") as fh:
+        data = fh.read()
+    if not data or len(data) % 8:
+        raise ValueError("%s: %d bytes is not a seccomp filter" % (path, len(data)))
+    buf = ctypes.create_string_buffer(data, len(data))
+    return buf, _SockFprog(len(data) // 8, ctypes.addressof(buf))
+
+
+_filter = None  # load_filter()'s result, set in main before the first fork
+
+
+def confine():
+    """Install the tenant seccomp filter on this process (a just-forked
+    child, so its only thread). It needs no_new_privs (see harden), and it
+    is for good: the process and all it forks stay filtered."""
+    _buf, prog = _filter
+    if _prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(prog), 0, 0) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, "seccomp: " + posix.strerror(e))
 
 
 # Python 3.12 and 3.13 on 64-bit take an object whose reference count's
@@ -308,13 +343,15 @@ def reseed():
 
 
 def become(req):
-    """Drop to the function's uid/gid and environment, load its handler and
-    serve it. Never returns."""
-    reseed()
+    """Drop to the function's uid/gid, seccomp filter and environment, load
+    its handler and serve it. Never returns."""
     env = req.get("env") or {}
     posix.setgroups([])
     posix.setgid(int(req["gid"]))
     posix.setuid(int(req["uid"]))
+    # Everything after this runs tenant code (numpy's reseed included).
+    confine()
+    reseed()
     posix.chdir(env.get("HEARTH_CODE", "/code"))
     hearthrt.set_environ(env)
     hearthrt.setup_path(env)
@@ -518,7 +555,9 @@ def serve(ctl):
 
 
 def main():
+    global _filter
     harden()
+    _filter = load_filter()
     # Children are reaped automatically; a function child's death is seen
     # by the worker on its socket and in its cgroup.
     _signal.signal(_signal.SIGCHLD, _signal.SIG_IGN)

@@ -12,12 +12,20 @@
 // It joins the cgroup through pre-opened cgroup.procs descriptors just long
 // enough to fork, then returns to its home cgroup.
 //
+// An unprivileged main process runs under a seccomp filter (see
+// internal/seccomp), which hearth-init reads from the file Args.Seccomp
+// names before it builds the root, and installs once it has dropped
+// privileges: on its own thread right before it execs the main process
+// (Exec), or right before it forks it, which filters hearth-init's
+// forking thread too (it then only reaps).
+//
 // The package imports only the standard library and x/sys/unix so that the
 // binary stays small and starts fast. Everything it needs comes on the
 // command line; see Args.
 package initproc
 
 import (
+	"encoding/binary"
 	"errors"
 	"flag"
 	"fmt"
@@ -27,6 +35,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -78,6 +87,10 @@ type Args struct {
 	// the scratch file system, which is then in this mount namespace
 	// only, never in the host's.
 	Tmp int
+	// Seccomp, if set, is a file holding the seccomp filter of an
+	// unprivileged main process: struct sock_filter entries in native
+	// byte order, as internal/seccomp writes them.
+	Seccomp string
 }
 
 // Format renders a as hearth-init's command line.
@@ -99,6 +112,9 @@ func (a Args) Format() []string {
 	}
 	if a.Exec {
 		out = append(out, "-exec")
+	}
+	if a.Seccomp != "" {
+		out = append(out, "-seccomp", a.Seccomp)
 	}
 	for _, b := range a.Binds {
 		mode := "ro"
@@ -161,6 +177,7 @@ func Parse(argv []string) (Args, error) {
 	fs.BoolVar(&a.Exec, "exec", false, "exec the main process as pid 1 (snapshots)")
 	fs.IntVar(&a.NetNS, "netns", 0, "network namespace descriptor to enter")
 	fs.IntVar(&a.Tmp, "tmp", 0, "detached mount to move onto /tmp")
+	fs.StringVar(&a.Seccomp, "seccomp", "", "seccomp filter file for the main process")
 	fs.Func("bind", "src:dst:ro|rw", func(s string) error { binds = append(binds, s); return nil })
 	fs.StringVar(&join, "join", "", "cgroup.procs fds of the sandbox")
 	fs.StringVar(&home, "home", "", "cgroup.procs fds of hearth-init")
@@ -184,6 +201,11 @@ func Parse(argv []string) (Args, error) {
 	if a.Root == "" || a.Base == "" {
 		return a, errors.New("-root and -base are required")
 	}
+	if a.Seccomp != "" && a.Privileged {
+		// A zygote must setns and mount in its children; it filters
+		// them itself once they are done.
+		return a, errors.New("-seccomp is for an unprivileged main process, not with -privileged")
+	}
 	a.Command = fs.Args()
 	return a, nil
 }
@@ -205,6 +227,14 @@ func Main(argv []string) int {
 		}
 		unix.Close(a.NetNS)
 	}
+	var filter []unix.SockFilter
+	if a.Seccomp != "" && len(a.Command) > 0 {
+		// Before setup: the file is a host path, out of the new root.
+		if filter, err = readFilter(a.Seccomp); err != nil {
+			fmt.Fprintln(os.Stderr, "hearth-init:", err)
+			return 125
+		}
+	}
 	if err := setup(a); err != nil {
 		fmt.Fprintln(os.Stderr, "hearth-init: setup:", err)
 		return 125
@@ -218,11 +248,11 @@ func Main(argv []string) int {
 		return 0
 	}
 	if a.Exec {
-		err := execMain(a)
+		err := execMain(a, filter)
 		fmt.Fprintln(os.Stderr, "hearth-init: exec:", err)
 		return 126
 	}
-	pid, err := spawn(a)
+	pid, err := spawn(a, filter)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "hearth-init: start:", err)
 		return 126
@@ -326,8 +356,8 @@ func makeDev(dev string) error {
 }
 
 // spawn starts the main process: it joins the sandbox cgroup, gets no
-// capabilities, no_new_privs and an unprivileged uid.
-func spawn(a Args) (int, error) {
+// capabilities, no_new_privs, an unprivileged uid and filter, if any.
+func spawn(a Args, filter []unix.SockFilter) (int, error) {
 	for _, fd := range a.JoinFDs {
 		if _, err := unix.Write(fd, []byte("0")); err != nil {
 			return 0, fmt.Errorf("join cgroup: %w", err)
@@ -348,6 +378,11 @@ func spawn(a Args) (int, error) {
 			return 0, err
 		}
 		cred = &syscall.Credential{Uid: uint32(a.UID), Gid: uint32(a.GID), Groups: []uint32{}}
+		// The child inherits this thread's filter; nothing this thread
+		// does after the fork (cgroup writes, reaping) is denied.
+		if err := confine(filter); err != nil {
+			return 0, err
+		}
 	}
 	files := []uintptr{0, 1, 2}
 	for i := 0; i < a.Files; i++ {
@@ -433,9 +468,9 @@ func reap(main int) int {
 }
 
 // execMain replaces hearth-init with the main process, which becomes the
-// sandbox's pid 1 in its cgroup, unprivileged, with only descriptors
-// 0..2+Files open. It returns only on failure.
-func execMain(a Args) error {
+// sandbox's pid 1 in its cgroup, unprivileged, under filter if any, with
+// only descriptors 0..2+Files open. It returns only on failure.
+func execMain(a Args, filter []unix.SockFilter) error {
 	for _, fd := range a.JoinFDs {
 		if _, err := unix.Write(fd, []byte("0")); err != nil {
 			return fmt.Errorf("join cgroup: %w", err)
@@ -467,7 +502,45 @@ func execMain(a Args) error {
 	if err := unix.Chdir(a.Dir); err != nil {
 		return fmt.Errorf("chdir %s: %w", a.Dir, err)
 	}
+	if err := confine(filter); err != nil {
+		return err
+	}
 	return unix.Exec(a.Command[0], a.Command, os.Environ())
+}
+
+// filterInsnSize is the size of a struct sock_filter.
+const filterInsnSize = 8
+
+// readFilter reads a seccomp filter file (see Args.Seccomp).
+func readFilter(path string) ([]unix.SockFilter, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("seccomp filter: %w", err)
+	}
+	n := len(b) / filterInsnSize
+	if n == 0 || len(b)%filterInsnSize != 0 || n > unix.BPF_MAXINSNS {
+		return nil, fmt.Errorf("seccomp filter %s: %d bytes is not a program", path, len(b))
+	}
+	f := make([]unix.SockFilter, n)
+	if _, err := binary.Decode(b, binary.NativeEndian, f); err != nil {
+		return nil, fmt.Errorf("seccomp filter %s: %w", path, err)
+	}
+	return f, nil
+}
+
+// confine installs filter on the calling thread, which must have
+// no_new_privs set; a process it forks or execs keeps the filter. An
+// empty filter installs nothing.
+func confine(filter []unix.SockFilter) error {
+	if len(filter) == 0 {
+		return nil
+	}
+	prog := unix.SockFprog{Len: uint16(len(filter)), Filter: &filter[0]}
+	if _, _, e := unix.RawSyscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, 0, uintptr(unsafe.Pointer(&prog))); e != 0 {
+		return fmt.Errorf("installing the seccomp filter: %w", e)
+	}
+	runtime.KeepAlive(filter)
+	return nil
 }
 
 // pivot makes root the root of this mount namespace and detaches the old

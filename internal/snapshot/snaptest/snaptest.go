@@ -150,7 +150,10 @@ func Setup(name string) (*Env, func(), error) {
 	if err := os.MkdirAll(e.SbDir, 0o755); err != nil {
 		return fail(err)
 	}
-	e.Factory = &sandbox.Factory{InitPath: e.Init, Base: e.Base, Dir: e.SbDir, Home: e.Home}
+	// Filtered as the worker's sandboxes are, so that checkpoints carry
+	// the seccomp filter.
+	e.Factory = &sandbox.Factory{InitPath: e.Init, Base: e.Base, Dir: e.SbDir, Home: e.Home,
+		Seccomp: filepath.Join(e.RT, runtime.SeccompFile)}
 	return e, cleanup, nil
 }
 

@@ -1,0 +1,202 @@
+package seccomp
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+
+	libseccomp "github.com/elastic/go-seccomp-bpf"
+	"github.com/elastic/go-seccomp-bpf/arch"
+	"golang.org/x/net/bpf"
+	"golang.org/x/sys/unix"
+)
+
+// denied are refused with EPERM whatever their arguments.
+var denied = []string{
+	// Kernel interfaces with a long record of privilege escalations and
+	// no use in a function.
+	"io_uring_setup", "io_uring_enter", "io_uring_register",
+	"userfaultfd", "bpf", "perf_event_open",
+	"add_key", "request_key", "keyctl",
+	// Other processes' memory, descriptors and pages.
+	"ptrace", "process_vm_readv", "process_vm_writev", "kcmp",
+	"pidfd_getfd", "process_madvise", "move_pages", "migrate_pages",
+	// The machine: modules, kexec, power, swap, clocks, logs, quotas.
+	"init_module", "finit_module", "delete_module",
+	"kexec_load", "kexec_file_load", "reboot", "swapon", "swapoff",
+	"settimeofday", "clock_settime", "clock_adjtime",
+	"acct", "syslog", "lookup_dcookie", "quotactl", "quotactl_fd",
+	"sethostname", "setdomainname", "vhangup", "fanotify_init",
+	// Mounts, namespaces and file handles (which bypass path checks).
+	"mount", "umount2", "pivot_root", "move_mount", "open_tree",
+	"open_tree_attr", "fsopen", "fsconfig", "fsmount", "fspick",
+	"mount_setattr", "listmount", "statmount",
+	"unshare", "setns",
+	"open_by_handle_at", "name_to_handle_at",
+}
+
+// deniedLegacy are refused too where the native table has them: calls
+// that newer architectures never had (x86 port I/O and LDT, obsolete
+// module and sysctl interfaces).
+var deniedLegacy = []string{
+	"iopl", "ioperm", "modify_ldt", "vm86", "vm86old",
+	"create_module", "get_kernel_syms", "query_module", "nfsservctl",
+	"sysfs", "_sysctl", "ustat", "uselib",
+}
+
+// cloneNamespaces are clone's flags that make new namespaces:
+// CLONE_NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID and NEWNET.
+const cloneNamespaces = unix.CLONE_NEWNS | unix.CLONE_NEWCGROUP | unix.CLONE_NEWUTS |
+	unix.CLONE_NEWIPC | unix.CLONE_NEWUSER | unix.CLONE_NEWPID | unix.CLONE_NEWNET
+
+// personalities are the personality(2) arguments allowed, as Docker
+// allows them: PER_LINUX, UNAME26 with or without PER_LINUX32, and the
+// query 0xffffffff. Others (ADDR_NO_RANDOMIZE, READ_IMPLIES_EXEC...)
+// weaken the process's own hardening.
+var personalities = []uint64{0x0, 0x8, 0x20000, 0x20008, 0xffffffff}
+
+// families are the socket families allowed.
+var families = []uint64{unix.AF_UNIX, unix.AF_INET, unix.AF_INET6, unix.AF_NETLINK}
+
+func notIn(arg uint32, values []uint64) libseccomp.ArgumentConditions {
+	var c libseccomp.ArgumentConditions
+	for _, v := range values {
+		c = append(c, libseccomp.Condition{Argument: arg, Operation: libseccomp.NotEqual, Value: v})
+	}
+	return c
+}
+
+// policy is the filter's policy for the architecture info describes.
+// Argument checks compare all 64 bits, so a value with stray upper bits
+// (which the kernel would truncate to an int) never matches an allowed
+// one: it is denied.
+func policy(info *arch.Info) libseccomp.Policy {
+	names := append([]string{}, denied...)
+	for _, n := range deniedLegacy {
+		if _, ok := info.SyscallNames[n]; ok {
+			names = append(names, n)
+		}
+	}
+	eperm := libseccomp.ActionErrno | libseccomp.Action(unix.EPERM)
+	enosys := libseccomp.ActionErrno | libseccomp.Action(unix.ENOSYS)
+	return libseccomp.Policy{
+		DefaultAction: libseccomp.ActionAllow,
+		Syscalls: []libseccomp.SyscallGroup{
+			{Names: names, Action: eperm},
+			{
+				NamesWithCondtions: []libseccomp.NameWithConditions{
+					{Name: "clone", Conditions: libseccomp.ArgumentConditions{
+						{Argument: 0, Operation: libseccomp.BitsSet, Value: cloneNamespaces}}},
+					{Name: "personality", Conditions: notIn(0, personalities)},
+					{Name: "socket", Conditions: notIn(0, families)},
+					{Name: "socket", Conditions: libseccomp.ArgumentConditions{
+						{Argument: 0, Operation: libseccomp.Equal, Value: unix.AF_NETLINK},
+						{Argument: 2, Operation: libseccomp.NotEqual, Value: unix.NETLINK_ROUTE}}},
+					{Name: "socketpair", Conditions: notIn(0, []uint64{unix.AF_UNIX})},
+				},
+				Action: eperm,
+			},
+			{Names: []string{"clone3"}, Action: enosys},
+		},
+	}
+}
+
+// Offsets in struct seccomp_data.
+const (
+	offNr   = 0
+	offArch = 4
+)
+
+// program assembles the filter for the native architecture. The library
+// sends calls of a foreign ABI to its default action, which for a
+// denylist is to allow them; so the program starts with its own guard
+// that refuses them (EPERM), and numbers past the newest call in the
+// table (ENOSYS).
+func program() ([]bpf.Instruction, error) {
+	info, err := arch.GetInfo("")
+	if err != nil {
+		return nil, fmt.Errorf("seccomp: %w", err)
+	}
+	p := policy(info)
+	body, err := p.Assemble()
+	if err != nil {
+		return nil, fmt.Errorf("seccomp: assembling the filter: %w", err)
+	}
+	newest := 0
+	for nr := range info.SyscallNumbers {
+		newest = max(newest, nr)
+	}
+	guard := []bpf.Instruction{
+		bpf.LoadAbsolute{Off: offArch, Size: 4},
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: uint32(info.ID), SkipTrue: 1},
+		bpf.RetConstant{Val: uint32(libseccomp.ActionErrno) | uint32(unix.EPERM)},
+		bpf.LoadAbsolute{Off: offNr, Size: 4},
+		bpf.JumpIf{Cond: bpf.JumpGreaterThan, Val: uint32(newest), SkipFalse: 1},
+		bpf.RetConstant{Val: uint32(libseccomp.ActionErrno) | uint32(unix.ENOSYS)},
+	}
+	return append(guard, body...), nil
+}
+
+// filter is Filter, built once.
+var filter = sync.OnceValues(func() ([]byte, error) {
+	insns, err := program()
+	if err != nil {
+		return nil, err
+	}
+	raw, err := bpf.Assemble(insns)
+	if err != nil {
+		return nil, fmt.Errorf("seccomp: assembling the filter: %w", err)
+	}
+	if len(raw) > unix.BPF_MAXINSNS {
+		return nil, fmt.Errorf("seccomp: the filter has %d instructions, more than the kernel's %d", len(raw), unix.BPF_MAXINSNS)
+	}
+	var b bytes.Buffer
+	for _, in := range raw {
+		binary.Write(&b, binary.NativeEndian, unix.SockFilter{Code: in.Op, Jt: in.Jt, Jf: in.Jf, K: in.K})
+	}
+	return b.Bytes(), nil
+})
+
+// InstructionSize is the size of one struct sock_filter in Filter's
+// output.
+const InstructionSize = 8
+
+// Filter returns the filter for the native architecture as the array of
+// struct sock_filter (8 bytes each, in native byte order) that
+// prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER) or seccomp(2) takes through
+// a struct sock_fprog. The caller must not modify it.
+func Filter() ([]byte, error) { return filter() }
+
+// WriteFile writes Filter to path (mode 0644), atomically, and leaves an
+// identical file alone.
+func WriteFile(path string) error {
+	b, err := Filter()
+	if err != nil {
+		return err
+	}
+	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, b) {
+		return nil
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), ".seccomp-*")
+	if err != nil {
+		return fmt.Errorf("seccomp: %w", err)
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Chmod(0o644)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return fmt.Errorf("seccomp: writing %s: %w", path, err)
+	}
+	return nil
+}

@@ -102,6 +102,11 @@ type Options struct {
 	// fails the deploy. Typically function.CheckRequirements bound to
 	// the base image.
 	CheckRequirements func(reqs []string) error
+	// Validate, if set, is called during Deploy with the function's loaded
+	// Spec; an error fails the deploy as bad input (it matches ErrInvalid
+	// and keeps its own class). The worker checks there that it could
+	// ever run the function (memory_mb within its warm budget).
+	Validate func(function.Spec) error
 	// Resolve, if set, replaces CheckRequirements: Deploy calls it with
 	// the staged code directory when the function has requirements, and
 	// stores what it returns as Function.Packages. It resolves the
@@ -402,6 +407,9 @@ func (r *Registry) Deploy(ctx context.Context, name string, src Source) (Functio
 		return Function{}, fmt.Errorf("deploying %s: %w", name, classify(err))
 	}
 	spec, warnings, err := function.Load(code)
+	if err == nil && r.opts.Validate != nil {
+		err = r.opts.Validate(spec)
+	}
 	if err != nil {
 		return Function{}, fmt.Errorf("deploying %s: %w", name, badInput{err})
 	}

@@ -725,3 +725,24 @@ func TestDirName(t *testing.T) {
 		}
 	}
 }
+
+func TestValidateHook(t *testing.T) {
+	errBig := errors.New("too much memory")
+	r := open(t, t.TempDir(), Options{Validate: func(s function.Spec) error {
+		if s.MemoryMB > 1024 {
+			return fmt.Errorf("memory_mb %d: %w", s.MemoryMB, errBig)
+		}
+		return nil
+	}})
+	ctx := context.Background()
+	if _, err := r.Deploy(ctx, "fn", arc(tgz(t, v1))); err != nil {
+		t.Fatal(err)
+	}
+	big := map[string]string{"f.py": "def f(e):\n    return 3\n", "function.yaml": "memory_mb: 2048\n"}
+	_, err := r.Deploy(ctx, "fn", arc(tgz(t, big)))
+	if !errors.Is(err, ErrInvalid) || !errors.Is(err, errBig) || !strings.Contains(err.Error(), "memory_mb 2048") {
+		t.Fatalf("Deploy refused by Validate: %v, want ErrInvalid and the hook's error", err)
+	}
+	serves(t, r, "fn", v1)
+	noLeftovers(t, r)
+}

@@ -115,6 +115,7 @@ type fnInfo struct {
 type warmCache struct {
 	w     *Worker
 	cfg   PoolConfig
+	parts []pool.Partition
 	names []string // pool names by partition
 	epoch time.Time
 
@@ -150,13 +151,14 @@ func newWarmCache(w *Worker) (*warmCache, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pool partitions: %w", err)
 	}
-	e, err := pool.New(pool.Config{Partitions: parts, Borrow: cfg.Borrow, NewPolicy: newPol})
+	e, err := pool.New(pool.Config{Partitions: parts, Borrow: cfg.Borrow, Oversize: true, NewPolicy: newPol})
 	if err != nil {
 		return nil, fmt.Errorf("pool: %w", err)
 	}
 	c := &warmCache{
 		w:       w,
 		cfg:     cfg,
+		parts:   parts,
 		names:   poolNames(len(parts)),
 		epoch:   time.Now(),
 		e:       e,
@@ -309,11 +311,12 @@ func (c *warmCache) take(ctx context.Context, fn registry.Function) (*instance, 
 		}
 		pi, _ := c.e.Partition(f)
 		ps := c.e.Stats(pi)
-		if declared > ps.Capacity && !c.cfg.Borrow {
+		if !c.e.Fits(declared) {
+			// Deploy refuses such a function; this one came from a
+			// worker with a larger budget.
 			c.drops[pi]++
 			c.mu.Unlock()
-			return nil, 0, fmt.Errorf("%s: memory_mb %d exceeds the %s pool's capacity of %d MB, so it can never start: %w",
-				fn.Name, fn.Spec.MemoryMB, c.names[pi], ps.Capacity>>20, ErrDrop)
+			return nil, 0, fmt.Errorf("%s: %w", fn.Name, memoryErr(fn.Spec.MemoryMB, c.w.cfg.WarmBudget, c.parts))
 		}
 		if err := ctx.Err(); err != nil {
 			c.mu.Unlock()

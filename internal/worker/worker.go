@@ -45,7 +45,8 @@ type Config struct {
 	// Python is the interpreter inside the base (default /usr/bin/python3).
 	Python string
 	// WarmBudget bounds the memory of all sandboxes, busy and paused, at
-	// their measured cgroup usage (default 2 GiB); Pool splits it.
+	// their measured cgroup usage (default DefaultWarmBudget: half the
+	// machine's memory, or of the worker's cgroup limit); Pool splits it.
 	WarmBudget int64
 	// Pool configures the warm pool: policy, partitions, drop behaviour.
 	Pool PoolConfig
@@ -128,7 +129,7 @@ func (c *Config) setDefaults() {
 		c.Python = "/usr/bin/python3"
 	}
 	if c.WarmBudget <= 0 {
-		c.WarmBudget = 2 << 30
+		c.WarmBudget = DefaultWarmBudget()
 	}
 	if c.PidsLimit <= 0 {
 		c.PidsLimit = 64

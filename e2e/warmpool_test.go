@@ -7,6 +7,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -86,4 +87,97 @@ func TestLargeFunctionsRun(t *testing.T) {
 			t.Errorf("the refused function: %v, want 404", err)
 		}
 	})
+}
+
+// greedy holds 80 MB for its sandbox's life and each call for
+// greedyCall.
+const (
+	greedy = `
+import time
+X = b"x" * (80 << 20)
+
+def f(e):
+    time.sleep(3)
+    return len(X)
+`
+	greedyCall = 3 * time.Second
+)
+
+// One function with a high concurrency fills the pool with busy
+// sandboxes; another function's calls keep succeeding: they wait for the
+// memory the greedy one releases, which it may not take back while it
+// holds more than its share. So a call of the other function waits for
+// about one greedy call, not for as many as the greedy requests that
+// happen to grab the memory first.
+func TestGreedyFunctionLeavesRoomForOthers(t *testing.T) {
+	w := startWorker(t, "--config", writeConfig(t, "warm_budget_mb: 600\npools: unified\n"))
+	w.deployDir("greedy", fn(t, "f.py", greedy, "function.yaml", "memory_mb: 192\nmax_concurrency: 8\nsnapshot: never\n"))
+	w.deployDir("other", fn(t, "f.py", "def f(e):\n    return 'other'\n", "function.yaml", "memory_mb: 192\n"))
+
+	stop := make(chan struct{})
+	var mu sync.Mutex
+	codes := map[int]int{}
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				resp, body := w.invokeRaw("greedy", "{}")
+				if resp == nil {
+					return
+				}
+				mu.Lock()
+				codes[resp.StatusCode]++
+				mu.Unlock()
+				if resp.StatusCode != 200 && resp.StatusCode != 503 {
+					t.Errorf("greedy: %d %s", resp.StatusCode, body)
+				}
+			}
+		}()
+	}
+	defer func() {
+		close(stop)
+		wg.Wait()
+	}()
+
+	// saturated: no paused sandbox, and too little free memory for
+	// another 192 MB sandbox.
+	saturated := func() bool {
+		p := poolNamed(t, w.status(), "unified")
+		return p.IdleSandboxes == 0 && p.Used+192<<20 > p.Capacity
+	}
+	for i := range 5 {
+		deadline := time.Now().Add(30 * time.Second)
+		for !saturated() {
+			if time.Now().After(deadline) {
+				t.Fatalf("the greedy function never filled the pool: %+v", poolNamed(t, w.status(), "unified"))
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		t0 := time.Now()
+		inv, err := w.invoke("other", "{}")
+		if err != nil {
+			t.Fatalf("other call %d with the pool full: %v", i, err)
+		}
+		if string(inv.Body) != `"other"` {
+			t.Errorf("other call %d: body %s", i, inv.Body)
+		}
+		d := time.Since(t0)
+		t.Logf("other call %d: %s via %s", i, d.Round(time.Millisecond), inv.Path)
+		if d > 2*greedyCall {
+			t.Errorf("other call %d took %s: the greedy function kept the memory it released for more than one call", i, d)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if codes[200] == 0 {
+		t.Errorf("the greedy function got no answer: %v", codes)
+	}
+	t.Logf("greedy: %v", codes)
 }

@@ -89,8 +89,10 @@ type Config struct {
 	Borrow bool `yaml:"borrow"`
 	// TTL is the ttl policy's keep-alive (default 10m).
 	TTL string `yaml:"ttl"`
-	// OnDrop is reject (a 503 at once) or queue (a bounded wait, then 503)
-	// when a pool is full of busy sandboxes.
+	// OnDrop is queue (the default: a wait of at most drop_wait, by
+	// default queue_timeout, then 503) or reject (a 503 at once) when a
+	// pool is full of busy sandboxes. Queued requests of functions below
+	// their share of the pool go first.
 	OnDrop    string `yaml:"on_drop"`
 	DropQueue int    `yaml:"drop_queue"`
 	DropWait  string `yaml:"drop_wait"`

@@ -111,6 +111,7 @@ type fnState struct {
 	part     int32
 	over     bool // larger than its partition's capacity: borrows (Oversize)
 	n, busy  int32
+	busySize int64 // bytes of its busy containers
 	idle     int32 // head of the idle list (most recently released), -1 if none
 	freq     int64
 	lastEnd  time.Duration
@@ -352,6 +353,22 @@ func (e *Engine) Partition(fn Fn) (int, error) {
 	return int(f.part), nil
 }
 
+// Usage describes a function's containers.
+type Usage struct {
+	Containers int   // live containers, busy and idle
+	Busy       int   // of which busy
+	BusySize   int64 // bytes charged for the busy ones
+}
+
+// Usage returns what fn's containers hold.
+func (e *Engine) Usage(fn Fn) (Usage, error) {
+	f, err := e.fn(fn)
+	if err != nil {
+		return Usage{}, err
+	}
+	return Usage{Containers: int(f.n), Busy: int(f.busy), BusySize: f.busySize}, nil
+}
+
 // Partitions returns the number of partitions.
 func (e *Engine) Partitions() int { return len(e.parts) }
 
@@ -409,6 +426,7 @@ func (e *Engine) Acquire(fn Fn, now time.Duration) (ID, bool) {
 	e.unidle(slot, c, cp)
 	c.busy = true
 	f.busy++
+	f.busySize += c.size
 	cp.st.Hits++
 	return e.id(slot), true
 }
@@ -439,6 +457,7 @@ func (e *Engine) Admit(fn Fn, now time.Duration) (ID, []ID, error) {
 	c := &e.cs[slot]
 	c.busy = true
 	f.busy++
+	f.busySize += c.size
 	p.st.Misses++
 	return e.id(slot), e.out, nil
 }
@@ -480,6 +499,7 @@ func (e *Engine) Release(id ID, now time.Duration) error {
 	c.busy = false
 	f := &e.fns[c.fn]
 	f.busy--
+	f.busySize -= c.size
 	if now > f.lastEnd {
 		f.lastEnd = now
 	}
@@ -506,6 +526,7 @@ func (e *Engine) Remove(id ID) error {
 	}
 	if c.busy {
 		e.fns[c.fn].busy--
+		e.fns[c.fn].busySize -= c.size
 	}
 	e.parts[c.part].st.Removed++
 	e.drop(slot)
@@ -528,6 +549,9 @@ func (e *Engine) Resize(id ID, size int64) ([]ID, error) {
 	e.out = e.out[:0]
 	p := &e.parts[c.part]
 	delta := size - c.size
+	if c.busy {
+		e.fns[c.fn].busySize += delta
+	}
 	if delta <= 0 {
 		shrink := -delta
 		if r := min(shrink, c.borrowed); r > 0 {
@@ -963,6 +987,7 @@ func (e *Engine) Check(overcommit bool) error {
 	a := make([]acc, len(e.parts))
 	fnN := make([]int32, len(e.fns))
 	fnBusy := make([]int32, len(e.fns))
+	fnBusySize := make([]int64, len(e.fns))
 	for s := range e.cs {
 		c := &e.cs[s]
 		if !c.live {
@@ -978,6 +1003,7 @@ func (e *Engine) Check(overcommit bool) error {
 		fnN[c.fn]++
 		if c.busy {
 			fnBusy[c.fn]++
+			fnBusySize[c.fn] += c.size
 			if e.parts[c.part].idle.has(int32(s)) || e.exp.has(int32(s)) {
 				return fmt.Errorf("busy container slot %d is in an idle heap", s)
 			}
@@ -1001,8 +1027,9 @@ func (e *Engine) Check(overcommit bool) error {
 	}
 	for i := range e.fns {
 		f := &e.fns[i]
-		if f.n != fnN[i] || f.busy != fnBusy[i] {
-			return fmt.Errorf("function %d: n=%d busy=%d, recomputed n=%d busy=%d", i, f.n, f.busy, fnN[i], fnBusy[i])
+		if f.n != fnN[i] || f.busy != fnBusy[i] || f.busySize != fnBusySize[i] {
+			return fmt.Errorf("function %d: n=%d busy=%d (%d bytes), recomputed n=%d busy=%d (%d bytes)",
+				i, f.n, f.busy, f.busySize, fnN[i], fnBusy[i], fnBusySize[i])
 		}
 		k := 0
 		for s := f.idle; s >= 0; s = e.cs[s].next {

@@ -404,3 +404,39 @@ func TestOversize(t *testing.T) {
 		}
 	}
 }
+
+func TestUsage(t *testing.T) {
+	e := newLRU(t, false, pool.Partition{Capacity: 100 * mb})
+	a, _ := e.AddFunc(10*mb, 0)
+	b, _ := e.AddFunc(20*mb, 0)
+	want := func(fn pool.Fn, u pool.Usage) {
+		t.Helper()
+		got, err := e.Usage(fn)
+		if err != nil || got != u {
+			t.Fatalf("Usage(%d) = %+v, %v; want %+v", fn, got, err, u)
+		}
+		if err := e.Check(false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	i1, _, _ := e.Admit(a, 0)
+	i2, _, _ := e.Admit(a, 1)
+	e.Admit(b, 2)
+	want(a, pool.Usage{Containers: 2, Busy: 2, BusySize: 20 * mb})
+	want(b, pool.Usage{Containers: 1, Busy: 1, BusySize: 20 * mb})
+	e.Resize(i1, 4*mb)
+	want(a, pool.Usage{Containers: 2, Busy: 2, BusySize: 14 * mb})
+	e.Release(i1, 3)
+	want(a, pool.Usage{Containers: 2, Busy: 1, BusySize: 10 * mb})
+	e.Resize(i1, 2*mb) // idle: no busy bytes change
+	want(a, pool.Usage{Containers: 2, Busy: 1, BusySize: 10 * mb})
+	if id, ok := e.Acquire(a, 4); !ok || id != i1 {
+		t.Fatalf("Acquire: %v %v", id, ok)
+	}
+	want(a, pool.Usage{Containers: 2, Busy: 2, BusySize: 12 * mb})
+	e.Remove(i2)
+	want(a, pool.Usage{Containers: 1, Busy: 1, BusySize: 2 * mb})
+	if _, err := e.Usage(9); !errors.Is(err, pool.ErrNotFound) {
+		t.Fatalf("Usage(unknown): %v", err)
+	}
+}

@@ -107,8 +107,8 @@ func TestCacheDrops(t *testing.T) {
 		fn   registry.Function
 		want string
 	}{
-		{"busy", PoolConfig{}, testFn("c", 128), "no room for a 128 MB sandbox in the unified pool"},
-		{"too big beside a busy one", PoolConfig{Fractions: []float64{0.8, 0.2}}, testFn("big", 256), "no room for a 256 MB sandbox in the small pool"},
+		{"busy", PoolConfig{OnDrop: DropReject}, testFn("c", 128), "no room for a 128 MB sandbox in the unified pool"},
+		{"too big beside a busy one", PoolConfig{Fractions: []float64{0.8, 0.2}, OnDrop: DropReject}, testFn("big", 256), "no room for a 256 MB sandbox in the small pool"},
 		{"queue timeout", PoolConfig{OnDrop: DropQueue, DropQueue: 1, DropWait: 50 * time.Millisecond}, testFn("c", 128), "waited 50ms"},
 	}
 	for _, tc := range tests {
@@ -408,5 +408,88 @@ func TestDefaultWarmBudget(t *testing.T) {
 	}
 	if b := DefaultWarmBudget(); b <= 0 {
 		t.Errorf("DefaultWarmBudget() = %d", b)
+	}
+}
+
+// waitQueued waits until n requests wait for memory.
+func waitQueued(t *testing.T, c *warmCache, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c.mu.Lock()
+		got := c.waiting
+		c.mu.Unlock()
+		if got == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d requests queued, want %d", got, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+type takeResult struct {
+	inst *instance
+	id   pool.ID
+	err  error
+}
+
+func takeAsync(c *warmCache, fn registry.Function) <-chan takeResult {
+	ch := make(chan takeResult, 1)
+	go func() {
+		inst, id, err := c.take(context.Background(), fn)
+		ch <- takeResult{inst, id, err}
+	}()
+	return ch
+}
+
+// A function whose busy sandboxes fill the pool does not take back the
+// memory it releases while another function waits for room: its requests
+// queue behind, and the other's gets the paused sandboxes evicted for it.
+func TestCacheFairShare(t *testing.T) {
+	c := newTestCache(t, 300*mib, PoolConfig{OnDrop: DropQueue, DropWait: 10 * time.Second})
+	greedy, other := testFn("greedy", 80), testFn("other", 150)
+	g1, g2, g3 := fakeStart(t, c, greedy), fakeStart(t, c, greedy), fakeStart(t, c, greedy)
+	// 240 of 300 MB busy: the other function waits.
+	otherRes := takeAsync(c, other)
+	waitQueued(t, c, 1)
+	// One greedy call ends. Its paused sandbox is not enough for the
+	// other (60 + 80 < 150), and greedy still holds 160 MB busy, whose
+	// share is 150: its next request waits instead of taking it back.
+	fakePark(t, c, g1, 80*mib)
+	greedyRes := takeAsync(c, greedy)
+	waitQueued(t, c, 2)
+	select {
+	case r := <-greedyRes:
+		t.Fatalf("greedy request served while the other waits: %+v", r)
+	case r := <-otherRes:
+		t.Fatalf("other served with 140 MB free: %+v", r)
+	default:
+	}
+	// A second greedy call ends: both paused sandboxes go for the other,
+	// though greedy, 80 MB busy, may have one more only past its share.
+	fakePark(t, c, g2, 80*mib)
+	select {
+	case r := <-otherRes:
+		if r.err != nil || r.inst != nil || r.id == 0 {
+			t.Fatalf("other: %+v, want a reservation", r)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("other still waiting after greedy released 160 MB")
+	}
+	if _, ok := c.ids[g1]; ok {
+		t.Error("greedy's paused sandbox g1 was not evicted")
+	}
+	// Greedy's request gets the next sandbox that comes free.
+	waitQueued(t, c, 1)
+	fakePark(t, c, g3, 80*mib)
+	select {
+	case r := <-greedyRes:
+		if r.err != nil || r.inst != g3 {
+			t.Fatalf("greedy: %+v, want g3 warm", r)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("greedy still waiting")
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -180,4 +181,42 @@ func TestGreedyFunctionLeavesRoomForOthers(t *testing.T) {
 		t.Errorf("the greedy function got no answer: %v", codes)
 	}
 	t.Logf("greedy: %v", codes)
+}
+
+// A paused sandbox whose processes are killed from outside (as the OOM
+// killer or an operator would) is not sent the next call: the call starts
+// another sandbox and succeeds.
+func TestDeadPausedSandboxIsReplaced(t *testing.T) { modes(t, testDeadPausedSandbox) }
+
+func testDeadPausedSandbox(t *testing.T, w *worker, path string) {
+	w.deployDir("victim", fn(t, "f.py", "import os\n\ndef f(e):\n    return os.getpid()\n", "function.yaml", "snapshot: never\n"))
+	w.mustInvoke("victim", "{}")
+	for round := range 2 {
+		st := w.waitPaused()
+		var pids []int
+		for _, s := range st.Sandboxes {
+			if s.Function == "victim" {
+				pids = append(pids, s.Pids...)
+			}
+		}
+		if len(pids) == 0 {
+			t.Fatalf("no processes listed for the paused sandbox: %+v", st.Sandboxes)
+		}
+		for _, pid := range pids {
+			if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+				t.Fatalf("kill %d: %v", pid, err)
+			}
+		}
+		inv := w.mustInvoke("victim", "{}")
+		if inv.Path != path {
+			t.Errorf("round %d: call after the kill started via %s, want a new sandbox via %s", round, inv.Path, path)
+		}
+		// The next call is warm again, on the new sandbox.
+		if inv := w.mustInvoke("victim", "{}"); inv.Path != "warm" {
+			t.Errorf("round %d: second call via %s, want warm", round, inv.Path)
+		}
+	}
+	if v := metricValue(t, w, "hearth_warm_dead_total"); v != 2 {
+		t.Errorf("hearth_warm_dead_total = %v, want 2", v)
+	}
 }

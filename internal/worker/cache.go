@@ -303,8 +303,13 @@ func (c *warmCache) take(ctx context.Context, fn registry.Function) (*instance, 
 				c.leftQueueLocked(queued)
 				c.mu.Unlock()
 				if err := inst.thaw(ctx); err != nil {
-					c.w.log.Warn("thaw failed; starting cold", "sandbox", inst.id, "err", err)
-					c.w.destroy(inst) // forgets it
+					// Never send the call to it: start another. Its memory
+					// is given back before the next admission; the
+					// teardown is off the request path.
+					c.w.log.Warn("cached sandbox unusable; starting another", "function", fn.Name, "sandbox", inst.id, "err", err)
+					c.w.metrics.deadSandboxes.Inc()
+					c.forget(inst)
+					c.w.background(func() { c.w.destroy(inst) })
 					arrive, queued = false, false
 					continue
 				}

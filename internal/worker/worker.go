@@ -773,6 +773,9 @@ type SandboxInfo struct {
 	// Private is the memory mapped by the sandbox's processes alone (smaps
 	// Private_Clean + Private_Dirty), wherever it is charged.
 	Private int64 `json:"private_bytes"`
+	// Pids are the host pids of the processes in the sandbox's cgroup:
+	// its runtime and what that started.
+	Pids []int `json:"pids,omitempty"`
 }
 
 // Status is a snapshot of the worker's state.
@@ -843,6 +846,7 @@ func (w *Worker) Status() Status {
 			info.Memory = int64(m)
 		}
 		if pids, err := inst.group.Pids(); err == nil {
+			info.Pids = pids
 			for _, pid := range pids {
 				info.Private += privateBytes(pid)
 			}

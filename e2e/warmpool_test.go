@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -219,4 +221,156 @@ func testDeadPausedSandbox(t *testing.T, w *worker, path string) {
 	if v := metricValue(t, w, "hearth_warm_dead_total"); v != 2 {
 		t.Errorf("hearth_warm_dead_total = %v, want 2", v)
 	}
+}
+
+// versioned is revision i of a function that reads its code dir on every
+// call: a module imported on the first call and a data file each time.
+func versioned(t *testing.T, i int) []byte {
+	return tarGz(t,
+		entry{name: "f.py", body: fmt.Sprintf(`import time
+
+V = %d
+
+def f(e):
+    time.sleep(e.get("s", 0))
+    import helper
+    with open("data.txt") as fh:
+        return [V, helper.V, fh.read()]
+`, i)},
+		entry{name: "helper.py", body: fmt.Sprintf("V = %d\n", i)},
+		entry{name: "data.txt", body: strconv.Itoa(i)},
+		entry{name: "function.yaml", body: "max_concurrency: 8\nsnapshot: never\n"})
+}
+
+type versionedCall struct {
+	rev, body string
+	err       error
+}
+
+// checkVersioned checks that each call ran one revision throughout: the
+// handler, its module and its data file all of the version deployed
+// under the revision the call reports.
+func checkVersioned(t *testing.T, calls []versionedCall, versions map[string]int) {
+	t.Helper()
+	for _, c := range calls {
+		if c.err != nil {
+			t.Errorf("call failed: %v", c.err)
+			continue
+		}
+		v, ok := versions[c.rev]
+		if want := fmt.Sprintf(`[%d,%d,"%d"]`, v, v, v); !ok || strings.ReplaceAll(c.body, " ", "") != want {
+			t.Errorf("call of revision %.12s (version %d, known %v): body %s", c.rev, v, ok, c.body)
+		}
+	}
+}
+
+// Redeploys and a delete while calls run: every call runs the revision it
+// came with to the end (its code stays until it is done), and after the
+// delete new calls get 404.
+func TestCallsRunTheirRevisionThroughDeploysAndDelete(t *testing.T) {
+	w := startWorker(t)
+	ctx := context.Background()
+	versions := map[string]int{}
+	deploy := func(name string, i int) {
+		t.Helper()
+		dctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		defer cancel()
+		f, err := w.c.Deploy(dctx, name, bytes.NewReader(versioned(t, i)))
+		if err != nil {
+			t.Fatalf("deploy %s v%d: %v", name, i, err)
+		}
+		versions[f.Revision] = i
+	}
+	call := func(name string, s float64) versionedCall {
+		inv, err := w.invoke(name, fmt.Sprintf(`{"s": %g}`, s))
+		return versionedCall{inv.Revision, string(inv.Body), err}
+	}
+
+	t.Run("redeploys", func(t *testing.T) {
+		deploy("flux", 0)
+		stop := make(chan struct{})
+		var mu sync.Mutex
+		var calls []versionedCall
+		var wg sync.WaitGroup
+		for range 6 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					c := call("flux", 0.05)
+					mu.Lock()
+					calls = append(calls, c)
+					mu.Unlock()
+				}
+			}()
+		}
+		// Back and forth between three versions: a revision comes back
+		// while sandboxes of its previous deploy may still run.
+		for i := 1; i <= 12; i++ {
+			deploy("flux", i%3)
+			time.Sleep(150 * time.Millisecond)
+		}
+		close(stop)
+		wg.Wait()
+		if len(calls) < 24 {
+			t.Errorf("only %d calls ran", len(calls))
+		}
+		checkVersioned(t, calls, versions)
+	})
+
+	t.Run("delete", func(t *testing.T) {
+		deploy("gone", 7)
+		done := make(chan versionedCall, 3)
+		for range 3 {
+			go func() { done <- call("gone", 1.5) }()
+		}
+		// Delete once all three calls run in their sandboxes.
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			busy := 0
+			for _, s := range w.status().Sandboxes {
+				if s.Function == "gone" && s.State == "busy" {
+					busy++
+				}
+			}
+			if busy == 3 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the calls never all ran: %+v", w.status().Sandboxes)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if err := w.c.Delete(ctx, "gone"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.invoke("gone", "{}"); !isStatus(err, 404) {
+			t.Errorf("call after the delete: %v, want 404", err)
+		}
+		var calls []versionedCall
+		for range 3 {
+			calls = append(calls, <-done)
+		}
+		checkVersioned(t, calls, versions)
+		// Its sandboxes and code go once the calls are over.
+		for {
+			if sandboxesOf(w.status(), "gone") == 0 && !exists(filepath.Join(w.dataDir, "functions", "gone")) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("deleted function's sandboxes or code left: %+v", w.status().Sandboxes)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }

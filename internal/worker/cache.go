@@ -300,6 +300,7 @@ func (c *warmCache) take(ctx context.Context, fn registry.Function) (*instance, 
 					c.mu.Unlock()
 					continue
 				}
+				inst.claim()
 				c.leftQueueLocked(queued)
 				c.mu.Unlock()
 				if err := inst.thaw(ctx); err != nil {
@@ -570,7 +571,7 @@ func (c *warmCache) remove(inst *instance) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	id, ok := c.ids[inst]
-	if !ok || inst.stateName() == "busy" {
+	if !ok || inst.inUse() {
 		return false
 	}
 	c.removeLocked(inst, id)
@@ -599,13 +600,14 @@ func (c *warmCache) removeLocked(inst *instance, id pool.ID) {
 }
 
 // drop removes every idle sandbox of fn not at revision keep (all if keep
-// is empty) and returns them to destroy.
+// is empty) and returns them to destroy. One in use (taken from the pool,
+// even if not yet thawed) finishes its call first; release retires it.
 func (c *warmCache) drop(fn, keep string) []*instance {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var out []*instance
 	for inst, id := range c.ids {
-		if inst.fn != fn || (keep != "" && inst.rev == keep) || inst.stateName() == "busy" {
+		if inst.fn != fn || (keep != "" && inst.rev == keep) || inst.inUse() {
 			continue
 		}
 		c.removeLocked(inst, id)

@@ -493,3 +493,37 @@ func TestCacheFairShare(t *testing.T) {
 		t.Fatal("greedy still waiting")
 	}
 }
+
+// The worker keeps one registry lease per revision while calls and
+// sandboxes use its code, and gives it back with the last of them.
+func TestCodeHolds(t *testing.T) {
+	w := &Worker{code: map[fnKey]*codeHold{}}
+	released := map[string]int{}
+	lease := func(fn registry.Function) func() {
+		return func() { released[fn.Revision]++ }
+	}
+	r1, r2 := testFn("a", 128), testFn("a", 128)
+	r2.Revision = "r2"
+	k1 := w.holdCode(r1, lease(r1)) // a call
+	k2 := w.holdCode(r1, lease(r1)) // another call of the same revision
+	if released["r1"] != 1 {
+		t.Fatalf("second lease of r1 kept: released %v", released)
+	}
+	if !w.retainCode(k1) { // its sandbox
+		t.Fatal("retainCode of a held revision failed")
+	}
+	if w.retainCode(fnKey{"a", "r2"}) {
+		t.Fatal("retainCode of an unheld revision succeeded")
+	}
+	k3 := w.holdCode(r2, lease(r2))
+	w.dropCode(k1)
+	w.dropCode(k2)
+	if released["r1"] != 1 {
+		t.Fatalf("r1 released while its sandbox lives: %v", released)
+	}
+	w.dropCode(k1) // the sandbox is destroyed
+	w.dropCode(k3)
+	if released["r1"] != 2 || released["r2"] != 1 || len(w.code) != 0 {
+		t.Fatalf("released %v, holds %v", released, w.code)
+	}
+}

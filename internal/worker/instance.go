@@ -53,6 +53,7 @@ type instance struct {
 	// snapshot marks the spare a snapshot is dumped from: it never
 	// serves a call and is never in the warm pool.
 	snapshot bool
+	code     bool // holds its revision's code (Worker.retainCode)
 
 	mu     sync.Mutex // guards the fields below and serialises freeze/thaw
 	idle   bool
@@ -66,6 +67,22 @@ func (i *instance) markIdle() {
 	i.mu.Lock()
 	i.idle = true
 	i.mu.Unlock()
+}
+
+// claim marks a sandbox the cache hands out as in use, before it is
+// thawed: a background freeze then leaves it alone, and a retirement
+// does not destroy it under its call.
+func (i *instance) claim() {
+	i.mu.Lock()
+	i.idle = false
+	i.mu.Unlock()
+}
+
+// inUse reports whether the sandbox is serving a call (or about to).
+func (i *instance) inUse() bool {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	return !i.idle
 }
 
 // freeze pauses an idle sandbox and returns its measured memory.

@@ -190,6 +190,10 @@ type Packages interface {
 // Functions is what the worker needs of the registry.
 type Functions interface {
 	Get(name string) (registry.Function, error)
+	// Lease is Get, and keeps the revision's code directory on disk until
+	// release is called, even when a newer revision is deployed or the
+	// function is deleted meanwhile.
+	Lease(name string) (fn registry.Function, release func(), err error)
 }
 
 // Worker runs functions.
@@ -226,6 +230,18 @@ type Worker struct {
 	live   map[*instance]struct{}
 	closed bool
 	wg     sync.WaitGroup // background freezes and evictions
+
+	codeMu sync.Mutex
+	code   map[fnKey]*codeHold // guarded by codeMu
+}
+
+// codeHold is the worker's lease on one revision's code directory, held
+// while calls of that revision run and its sandboxes live: a sandbox's
+// bind mount shows the directory itself, so the registry must not remove
+// it under them.
+type codeHold struct {
+	n       int // calls and sandboxes using it
+	release func()
 }
 
 // fnState is the per-function runtime state. Retire frees it, and the
@@ -255,6 +271,7 @@ func New(ctx context.Context, cfg Config, fns Functions) (*Worker, error) {
 		logs:    newLogStore(cfg.LogLines, cfg.LogBytes),
 		stop:    make(chan struct{}),
 		busy:    newBusyGate(),
+		code:    make(map[fnKey]*codeHold),
 	}
 	w.life, w.endLife = context.WithCancel(context.Background())
 	cache, err := newWarmCache(w)
@@ -413,16 +430,20 @@ type Result struct {
 	Revision string
 }
 
-// Invoke runs function name on event.
+// Invoke runs function name on event. The call runs the revision
+// deployed when it came, to the end, whatever is deployed or deleted
+// meanwhile: it holds that revision's code.
 func (w *Worker) Invoke(ctx context.Context, name string, event []byte) (Result, error) {
 	start := time.Now()
-	fn, err := w.fns.Get(name)
+	fn, release, err := w.fns.Lease(name)
 	if err != nil {
 		if errors.Is(err, registry.ErrNotFound) {
 			return Result{}, fmt.Errorf("%s: %w", name, ErrNotFound)
 		}
 		return Result{}, err
 	}
+	code := w.holdCode(fn, release)
+	defer w.dropCode(code)
 	st, err := w.fnState(fn)
 	if err != nil {
 		return Result{}, err
@@ -595,10 +616,55 @@ func shortRev(rev string) string {
 }
 
 func (w *Worker) track(inst *instance) {
+	inst.code = w.retainCode(fnKey{inst.fn, inst.rev})
 	w.mu.Lock()
 	w.live[inst] = struct{}{}
 	w.mu.Unlock()
 	w.metrics.sandboxes.Inc()
+}
+
+// holdCode counts a user of fn's code, whose lease release the caller
+// took from the registry, and returns the key for dropCode.
+func (w *Worker) holdCode(fn registry.Function, release func()) fnKey {
+	k := fnKey{fn.Name, fn.Revision}
+	w.codeMu.Lock()
+	h := w.code[k]
+	if h == nil {
+		w.code[k] = &codeHold{n: 1, release: release}
+		w.codeMu.Unlock()
+		return k
+	}
+	h.n++
+	w.codeMu.Unlock()
+	release() // the worker holds one lease per revision
+	return k
+}
+
+// retainCode counts another user of code the worker holds (a sandbox
+// started by a call that holds it); false if it holds none (a start
+// outside a call).
+func (w *Worker) retainCode(k fnKey) bool {
+	w.codeMu.Lock()
+	defer w.codeMu.Unlock()
+	h := w.code[k]
+	if h == nil {
+		return false
+	}
+	h.n++
+	return true
+}
+
+// dropCode ends a use of k's code; the last gives the lease back.
+func (w *Worker) dropCode(k fnKey) {
+	w.codeMu.Lock()
+	h := w.code[k]
+	if h.n--; h.n > 0 {
+		w.codeMu.Unlock()
+		return
+	}
+	delete(w.code, k)
+	w.codeMu.Unlock()
+	h.release()
 }
 
 // release returns a healthy sandbox to the handler cache. The freeze runs in
@@ -693,6 +759,10 @@ func (w *Worker) destroy(inst *instance) {
 		w.log.Warn("deleting cgroup", "sandbox", inst.id, "err", err)
 	}
 	w.dropNet(ctx, inst.net)
+	if inst.code {
+		// Unmounted: the registry may remove a retired revision's code.
+		w.dropCode(fnKey{inst.fn, inst.rev})
+	}
 }
 
 func (w *Worker) isClosed() bool {

@@ -37,6 +37,9 @@ func memTotal(t *testing.T) int64 {
 	return 0
 }
 
+// These tests switch snapshots off: they are about the warm pool, and a
+// background snapshot would only add a start path.
+
 // Functions of 512 MB and 1 GB run: by default the budget follows the
 // machine's memory, and under a small budget a function larger than its
 // pool uses the biggest pool and borrows the rest. Only a function that
@@ -46,7 +49,7 @@ func TestLargeFunctionsRun(t *testing.T) {
 		return fn(t, "f.py", "def f(e):\n    return "+mb+"\n", "function.yaml", "memory_mb: "+mb+"\n")
 	}
 	t.Run("default budget", func(t *testing.T) {
-		w := startWorker(t)
+		w := startWorker(t, "--no-snapshots")
 		st := w.status()
 		if half := memTotal(t) / 2; st.WarmBudget <= 0 || st.WarmBudget > half {
 			t.Errorf("default warm budget %d MB, want half the machine's memory (%d MB) or less under a cgroup limit",
@@ -61,7 +64,7 @@ func TestLargeFunctionsRun(t *testing.T) {
 	})
 	t.Run("small budget", func(t *testing.T) {
 		// 80/20 of 1024 MB: the large pool holds 204 MB.
-		w := startWorker(t, "--config", writeConfig(t, "warm_budget_mb: 1024\n"))
+		w := startWorker(t, "--no-snapshots", "--config", writeConfig(t, "warm_budget_mb: 1024\n"))
 		w.deployDir("small", fn(t, "f.py", "def f(e):\n    return 1\n"))
 		w.mustInvoke("small", "{}")
 		for _, mb := range []string{"512", "1024"} {
@@ -111,9 +114,10 @@ def f(e):
 // memory the greedy one releases, which it may not take back while it
 // holds more than its share. So a call of the other function waits for
 // about one greedy call, not for as many as the greedy requests that
-// happen to grab the memory first.
+// happen to grab the memory first (TestCacheFairShare checks the order
+// exactly).
 func TestGreedyFunctionLeavesRoomForOthers(t *testing.T) {
-	w := startWorker(t, "--config", writeConfig(t, "warm_budget_mb: 600\npools: unified\n"))
+	w := startWorker(t, "--no-snapshots", "--config", writeConfig(t, "warm_budget_mb: 600\npools: unified\n"))
 	w.deployDir("greedy", fn(t, "f.py", greedy, "function.yaml", "memory_mb: 192\nmax_concurrency: 8\nsnapshot: never\n"))
 	w.deployDir("other", fn(t, "f.py", "def f(e):\n    return 'other'\n", "function.yaml", "memory_mb: 192\n"))
 
@@ -173,8 +177,10 @@ func TestGreedyFunctionLeavesRoomForOthers(t *testing.T) {
 		}
 		d := time.Since(t0)
 		t.Logf("other call %d: %s via %s", i, d.Round(time.Millisecond), inv.Path)
-		if d > 2*greedyCall {
-			t.Errorf("other call %d took %s: the greedy function kept the memory it released for more than one call", i, d)
+		// About one greedy call (or its start and call, when the pool
+		// was just filled), with room for a slow machine.
+		if d > 3*greedyCall {
+			t.Errorf("other call %d took %s: the greedy function kept the memory it released", i, d)
 		}
 	}
 	mu.Lock()
@@ -188,7 +194,9 @@ func TestGreedyFunctionLeavesRoomForOthers(t *testing.T) {
 // A paused sandbox whose processes are killed from outside (as the OOM
 // killer or an operator would) is not sent the next call: the call starts
 // another sandbox and succeeds.
-func TestDeadPausedSandboxIsReplaced(t *testing.T) { modes(t, testDeadPausedSandbox) }
+func TestDeadPausedSandboxIsReplaced(t *testing.T) {
+	modes(t, testDeadPausedSandbox, "--no-snapshots")
+}
 
 func testDeadPausedSandbox(t *testing.T, w *worker, path string) {
 	w.deployDir("victim", fn(t, "f.py", "import os\n\ndef f(e):\n    return os.getpid()\n", "function.yaml", "snapshot: never\n"))
@@ -268,7 +276,7 @@ func checkVersioned(t *testing.T, calls []versionedCall, versions map[string]int
 // came with to the end (its code stays until it is done), and after the
 // delete new calls get 404.
 func TestCallsRunTheirRevisionThroughDeploysAndDelete(t *testing.T) {
-	w := startWorker(t)
+	w := startWorker(t, "--no-snapshots")
 	ctx := context.Background()
 	versions := map[string]int{}
 	deploy := func(name string, i int) {

@@ -395,6 +395,10 @@ func status(err error) (int, string) {
 		return http.StatusServiceUnavailable, "ShuttingDown"
 	case errors.Is(err, worker.ErrDrop):
 		return http.StatusServiceUnavailable, "PoolFull"
+	case errors.Is(err, worker.ErrMemoryTooLarge):
+		// At deploy and, for a function deployed under a larger budget,
+		// at invoke: retrying cannot help.
+		return http.StatusUnprocessableEntity, "MemoryTooLarge"
 	case errors.Is(err, worker.ErrSnapshotsOff):
 		return http.StatusConflict, "SnapshotsOff"
 	case errors.Is(err, worker.ErrNotSnapshottable):

@@ -89,8 +89,10 @@ type Config struct {
 	Borrow bool `yaml:"borrow"`
 	// TTL is the ttl policy's keep-alive (default 10m).
 	TTL string `yaml:"ttl"`
-	// OnDrop is reject (a 503 at once) or queue (a bounded wait, then 503)
-	// when a pool is full of busy sandboxes.
+	// OnDrop is queue (the default: a wait of at most drop_wait, by
+	// default queue_timeout, then 503) or reject (a 503 at once) when a
+	// pool is full of busy sandboxes. Queued requests of functions below
+	// their share of the pool go first.
 	OnDrop    string `yaml:"on_drop"`
 	DropQueue int    `yaml:"drop_queue"`
 	DropWait  string `yaml:"drop_wait"`
@@ -242,7 +244,7 @@ On shutdown it destroys every sandbox and cgroup it made.`,
 	f.StringVar(&flags.Base, "base", "", "base image tree (default: build one under the data dir)")
 	f.StringVar(&flags.Init, "init", "", "hearth-init binary (default: next to hearth, then $PATH)")
 	f.StringVar(&flags.Token, "token", "", "bearer token for management endpoints (or $HEARTH_TOKEN)")
-	f.Int64Var(&flags.WarmBudgetMB, "warm-budget-mb", 2048, "memory budget of all sandboxes, busy and paused, MB")
+	f.Int64Var(&flags.WarmBudgetMB, "warm-budget-mb", 0, "memory budget of all sandboxes, busy and paused, MB (default: half of the machine's memory, or of the worker's cgroup limit)")
 	f.StringVar(&flags.Policy, "policy", "lru", "warm pool policy: lru, gd, freq, ttl or hist")
 	f.StringVar(&flags.Pools, "pools", "80/20", `warm pool split in percent, small functions first, or "unified"`)
 	f.StringVar(&flags.CgroupParent, "cgroup-parent", "", "parent cgroup of sandboxes (default: hearth, or hearth-<hash> for a non-default data dir)")
@@ -352,11 +354,27 @@ func runUp(ctx context.Context, cfg Config) error {
 		defer cancel()
 		inst.close(cctx)
 	}()
+	// The warm pool is settled before the registry opens: a deploy is
+	// refused when the pool could never hold the function's sandbox.
+	if cfg.WarmBudgetMB < 0 {
+		return fmt.Errorf("warm_budget_mb %d must not be negative", cfg.WarmBudgetMB)
+	}
+	budget := cfg.WarmBudgetMB << 20
+	if budget == 0 {
+		budget = worker.DefaultWarmBudget()
+	}
+	poolCfg, err := poolConfig(cfg)
+	if err != nil {
+		return err
+	}
 	regOpts := registry.Options{
 		CheckRequirements: func(reqs []string) error { return function.CheckRequirements(base, reqs) },
-		Prepare:           compileHook(inst.compiler, log),
-		MaxBytes:          cfg.MaxArchiveMB << 20,
-		MaxFiles:          cfg.MaxFiles,
+		Validate: func(s function.Spec) error {
+			return worker.CheckMemory(budget, poolCfg, s.MemoryMB)
+		},
+		Prepare:  compileHook(inst.compiler, log),
+		MaxBytes: cfg.MaxArchiveMB << 20,
+		MaxFiles: cfg.MaxFiles,
 	}
 	packageHooks(pkgs, log, &regOpts)
 	reg, err := registry.Open(cfg.DataDir, regOpts)
@@ -372,7 +390,8 @@ func runUp(ctx context.Context, cfg Config) error {
 		DataDir:      cfg.DataDir,
 		Base:         base,
 		InitPath:     initPath,
-		WarmBudget:   cfg.WarmBudgetMB << 20,
+		WarmBudget:   budget,
+		Pool:         poolCfg,
 		PidsLimit:    cfg.PidsLimit,
 		ScratchBytes: cfg.ScratchMB << 20,
 		CgroupParent: cfg.CgroupParent,
@@ -398,9 +417,6 @@ func runUp(ctx context.Context, cfg Config) error {
 		if wcfg.QueueTimeout, err = time.ParseDuration(cfg.QueueTimeout); err != nil {
 			return fmt.Errorf("queue_timeout: %w", err)
 		}
-	}
-	if wcfg.Pool, err = poolConfig(cfg); err != nil {
-		return err
 	}
 	wcfg.Zygote.MemoryBudget = cfg.Zygote.MemoryMB << 20
 	wcfg.Zygote.Window = cfg.Zygote.Window

@@ -35,6 +35,13 @@ type Config struct {
 	// back by evicting the borrower once it is idle, when the lender needs
 	// room. KiSS pools are static, so it is off by default.
 	Borrow bool
+	// Oversize places a function larger than its partition's capacity in
+	// the partition with the most capacity instead, and lets one larger
+	// than that too borrow the rest from the partition with the most
+	// memory not held by busy containers, evicting idle containers of
+	// both as needed. Without it such a function is always dropped, as
+	// in KiSS, whose static pools the simulator reproduces.
+	Oversize bool
 	// NewPolicy returns a fresh policy; it is called once per partition so
 	// each partition has its own clock and state. Required.
 	NewPolicy func() Policy
@@ -65,13 +72,15 @@ type Stats struct {
 
 // Engine is the warm-pool state machine. See the package documentation.
 type Engine struct {
-	parts   []part
-	fns     []fnState
-	freeFns []Fn // ids of removed functions, for AddFunc to reuse
-	cs      []ctr
-	free    []int32
-	borrow  bool
-	seq     uint64
+	parts    []part
+	layout   []Partition // as configured
+	fns      []fnState
+	freeFns  []Fn // ids of removed functions, for AddFunc to reuse
+	cs       []ctr
+	free     []int32
+	borrow   bool
+	oversize bool
+	seq      uint64
 
 	idlePos []int32 // shared by every partition's idle heap
 	expPos  []int32
@@ -100,7 +109,9 @@ type fnState struct {
 	size     int64
 	cold     time.Duration
 	part     int32
+	over     bool // larger than its partition's capacity: borrows (Oversize)
 	n, busy  int32
+	busySize int64 // bytes of its busy containers
 	idle     int32 // head of the idle list (most recently released), -1 if none
 	freq     int64
 	lastEnd  time.Duration
@@ -130,7 +141,7 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.NewPolicy == nil {
 		return nil, fmt.Errorf("no policy: %w", ErrConfig)
 	}
-	e := &Engine{borrow: cfg.Borrow}
+	e := &Engine{borrow: cfg.Borrow, oversize: cfg.Oversize}
 	e.exp.pos = &e.expPos
 	e.pw.pos = &e.pwPos
 	for i, p := range cfg.Partitions {
@@ -149,6 +160,7 @@ func New(cfg Config) (*Engine, error) {
 		}
 		e.parts = append(e.parts, part{Partition: p, pol: pol})
 	}
+	e.layout = append([]Partition(nil), cfg.Partitions...)
 	for i := range e.parts {
 		e.parts[i].idle.pos = &e.idlePos
 	}
@@ -201,7 +213,8 @@ func (e *Engine) AddFunc(size int64, cold time.Duration) (Fn, error) {
 	if size <= 0 || cold < 0 {
 		return 0, fmt.Errorf("function size %d, cold cost %v: %w", size, cold, ErrConfig)
 	}
-	f := fnState{size: size, cold: cold, part: int32(e.Route(size)), idle: -1, declared: true}
+	f := fnState{size: size, cold: cold, idle: -1, declared: true}
+	e.place(&f)
 	if n := len(e.freeFns); n > 0 {
 		fn := e.freeFns[n-1]
 		e.freeFns = e.freeFns[:n-1]
@@ -256,8 +269,15 @@ func (e *Engine) SetFunc(fn Fn, size int64, cold time.Duration) error {
 	if size <= 0 || cold < 0 {
 		return fmt.Errorf("function size %d, cold cost %v: %w", size, cold, ErrConfig)
 	}
-	f.size, f.cold, f.part = size, cold, int32(e.Route(size))
+	f.size, f.cold = size, cold
+	e.place(f)
 	return nil
+}
+
+// place routes f to its partition by its size.
+func (e *Engine) place(f *fnState) {
+	pi := route(e.layout, f.size, e.oversize)
+	f.part, f.over = int32(pi), e.oversize && f.size > e.layout[pi].Capacity
 }
 
 func (e *Engine) fn(fn Fn) (*fnState, error) {
@@ -268,13 +288,60 @@ func (e *Engine) fn(fn Fn) (*fnState, error) {
 }
 
 // Route returns the partition a function of the given size goes to.
-func (e *Engine) Route(size int64) int {
-	for i := 0; i < len(e.parts)-1; i++ {
-		if size <= e.parts[i].MaxSize {
-			return i
+func (e *Engine) Route(size int64) int { return route(e.layout, size, e.oversize) }
+
+// route is the partition of the given size in parts: the first whose
+// MaxSize it does not exceed; with oversize, one it does not fit goes to
+// the partition with the most capacity (the last of equals) instead.
+func route(parts []Partition, size int64, oversize bool) int {
+	pi := len(parts) - 1
+	for i := 0; i < len(parts)-1; i++ {
+		if size <= parts[i].MaxSize {
+			pi = i
+			break
 		}
 	}
-	return len(e.parts) - 1
+	if !oversize || size <= parts[pi].Capacity {
+		return pi
+	}
+	for i, p := range parts {
+		if p.Capacity >= parts[pi].Capacity {
+			pi = i
+		}
+	}
+	return pi
+}
+
+// Fits reports whether a container of size bytes could ever be admitted
+// under cfg, with no other container in the pool: within its
+// partition's capacity, or, with Borrow or Oversize, within that plus
+// the largest capacity of another partition. With one or two partitions
+// and Oversize, that is the whole memory.
+func (cfg Config) Fits(size int64) bool {
+	if len(cfg.Partitions) == 0 {
+		return false
+	}
+	pi := route(cfg.Partitions, size, cfg.Oversize)
+	room := cfg.Partitions[pi].Capacity
+	if size <= room {
+		return true
+	}
+	if !cfg.Borrow && !cfg.Oversize {
+		return false
+	}
+	var other int64
+	for i, p := range cfg.Partitions {
+		if i != pi {
+			other = max(other, p.Capacity)
+		}
+	}
+	return size <= room+other
+}
+
+// Fits reports whether a container of size bytes could ever be admitted
+// (see Config.Fits).
+func (e *Engine) Fits(size int64) bool {
+	return Config{Partitions: e.layout, Borrow: e.borrow, Oversize: e.oversize}.Fits(size)
 }
 
 // Partition returns the partition fn's new containers go to.
@@ -284,6 +351,22 @@ func (e *Engine) Partition(fn Fn) (int, error) {
 		return 0, err
 	}
 	return int(f.part), nil
+}
+
+// Usage describes a function's containers.
+type Usage struct {
+	Containers int   // live containers, busy and idle
+	Busy       int   // of which busy
+	BusySize   int64 // bytes charged for the busy ones
+}
+
+// Usage returns what fn's containers hold.
+func (e *Engine) Usage(fn Fn) (Usage, error) {
+	f, err := e.fn(fn)
+	if err != nil {
+		return Usage{}, err
+	}
+	return Usage{Containers: int(f.n), Busy: int(f.busy), BusySize: f.busySize}, nil
 }
 
 // Partitions returns the number of partitions.
@@ -343,6 +426,7 @@ func (e *Engine) Acquire(fn Fn, now time.Duration) (ID, bool) {
 	e.unidle(slot, c, cp)
 	c.busy = true
 	f.busy++
+	f.busySize += c.size
 	cp.st.Hits++
 	return e.id(slot), true
 }
@@ -361,7 +445,10 @@ func (e *Engine) Admit(fn Fn, now time.Duration) (ID, []ID, error) {
 	e.out = e.out[:0]
 	pi := f.part
 	p := &e.parts[pi]
-	lender, ok := e.makeRoom(pi, f.size, e.borrow, false)
+	lender, ok := e.makeRoom(pi, f.size, e.borrow || f.over, false)
+	if !ok && f.over {
+		lender, ok = e.stretch(pi, f.size)
+	}
 	if !ok {
 		p.st.Drops++
 		return 0, e.out, ErrDrop
@@ -370,6 +457,7 @@ func (e *Engine) Admit(fn Fn, now time.Duration) (ID, []ID, error) {
 	c := &e.cs[slot]
 	c.busy = true
 	f.busy++
+	f.busySize += c.size
 	p.st.Misses++
 	return e.id(slot), e.out, nil
 }
@@ -411,6 +499,7 @@ func (e *Engine) Release(id ID, now time.Duration) error {
 	c.busy = false
 	f := &e.fns[c.fn]
 	f.busy--
+	f.busySize -= c.size
 	if now > f.lastEnd {
 		f.lastEnd = now
 	}
@@ -437,6 +526,7 @@ func (e *Engine) Remove(id ID) error {
 	}
 	if c.busy {
 		e.fns[c.fn].busy--
+		e.fns[c.fn].busySize -= c.size
 	}
 	e.parts[c.part].st.Removed++
 	e.drop(slot)
@@ -459,6 +549,9 @@ func (e *Engine) Resize(id ID, size int64) ([]ID, error) {
 	e.out = e.out[:0]
 	p := &e.parts[c.part]
 	delta := size - c.size
+	if c.busy {
+		e.fns[c.fn].busySize += delta
+	}
 	if delta <= 0 {
 		shrink := -delta
 		if r := min(shrink, c.borrowed); r > 0 {
@@ -488,8 +581,13 @@ func (e *Engine) Resize(id ID, size int64) ([]ID, error) {
 		p.idle.remove(slot)
 		p.idleOwn -= c.size - c.borrowed
 	}
-	lender, _ := e.makeRoom(c.part, delta, e.borrow, true)
+	lender, _ := e.makeRoom(c.part, delta, e.borrow || e.fns[c.fn].over, true)
 	c.size = size
+	if lender >= 0 && c.borrowed > 0 && lender != c.lender {
+		// A container borrows from one lender; the partition stays over
+		// capacity instead until containers go away.
+		lender = -1
+	}
 	if lender >= 0 {
 		free := max(p.Capacity-p.own-p.lent, 0)
 		d := delta - free
@@ -618,6 +716,53 @@ func (e *Engine) makeRoom(pi int32, need int64, borrow, force bool) (int32, bool
 		return -1, true
 	}
 	return lender, lender >= 0
+}
+
+// stretch makes room for a container of an Oversize function that
+// makeRoom could not place: more than partition pi can hold even with the
+// spare memory of another. It counts the memory of pi and of each other
+// partition not held by busy containers; if pi's and the best other's
+// together are enough, it evicts the idle containers (and idle borrowers)
+// of pi, then as many of the other's as the rest needs, lowest priority
+// first, and returns the other as the lender. Otherwise it evicts nothing.
+func (e *Engine) stretch(pi int32, need int64) (int32, bool) {
+	lender, room := int32(-1), int64(0)
+	for qi := range e.parts {
+		if int32(qi) == pi {
+			continue
+		}
+		if r := e.room(int32(qi)); lender < 0 || r > room {
+			lender, room = int32(qi), r
+		}
+	}
+	if lender < 0 || e.room(pi)+room < need {
+		return -1, false
+	}
+	p, q := &e.parts[pi], &e.parts[lender]
+	e.reclaim(pi, need)
+	for p.Capacity-p.own-p.lent < need && p.idle.len() > 0 {
+		e.evictMin(p)
+	}
+	short := need - max(p.Capacity-p.own-p.lent, 0)
+	if short <= 0 {
+		return -1, true
+	}
+	e.reclaim(lender, short)
+	for q.Capacity-q.own-q.lent < short && q.idle.len() > 0 {
+		e.evictMin(q)
+	}
+	return lender, q.Capacity-q.own-q.lent >= short
+}
+
+// room returns the memory of partition pi that busy containers do not
+// hold: free, idle own and lent to idle containers of others.
+func (e *Engine) room(pi int32) int64 {
+	p := &e.parts[pi]
+	var idleLent int64
+	if p.lent > 0 {
+		idleLent = e.idleBorrowers(pi)
+	}
+	return p.Capacity - (p.own - p.idleOwn) - (p.lent - idleLent)
 }
 
 // bestLender returns the partition other than pi with the most spare
@@ -842,6 +987,7 @@ func (e *Engine) Check(overcommit bool) error {
 	a := make([]acc, len(e.parts))
 	fnN := make([]int32, len(e.fns))
 	fnBusy := make([]int32, len(e.fns))
+	fnBusySize := make([]int64, len(e.fns))
 	for s := range e.cs {
 		c := &e.cs[s]
 		if !c.live {
@@ -857,6 +1003,7 @@ func (e *Engine) Check(overcommit bool) error {
 		fnN[c.fn]++
 		if c.busy {
 			fnBusy[c.fn]++
+			fnBusySize[c.fn] += c.size
 			if e.parts[c.part].idle.has(int32(s)) || e.exp.has(int32(s)) {
 				return fmt.Errorf("busy container slot %d is in an idle heap", s)
 			}
@@ -880,8 +1027,9 @@ func (e *Engine) Check(overcommit bool) error {
 	}
 	for i := range e.fns {
 		f := &e.fns[i]
-		if f.n != fnN[i] || f.busy != fnBusy[i] {
-			return fmt.Errorf("function %d: n=%d busy=%d, recomputed n=%d busy=%d", i, f.n, f.busy, fnN[i], fnBusy[i])
+		if f.n != fnN[i] || f.busy != fnBusy[i] || f.busySize != fnBusySize[i] {
+			return fmt.Errorf("function %d: n=%d busy=%d (%d bytes), recomputed n=%d busy=%d (%d bytes)",
+				i, f.n, f.busy, f.busySize, fnN[i], fnBusy[i], fnBusySize[i])
 		}
 		k := 0
 		for s := f.idle; s >= 0; s = e.cs[s].next {

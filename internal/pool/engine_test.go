@@ -308,3 +308,135 @@ func TestBorrowReclaim(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestOversize(t *testing.T) {
+	// 70/30 of 1000 MB: the large partition holds 300 MB.
+	parts, _ := pool.Split(1000*mb, []float64{0.7, 0.3}, []int64{225 * mb})
+	t.Run("static pools drop", func(t *testing.T) {
+		e := newLRU(t, false, parts...)
+		big, _ := e.AddFunc(400*mb, 0)
+		if p, _ := e.Partition(big); p != 1 {
+			t.Fatalf("400 MB routed to %d, want the large partition", p)
+		}
+		if _, _, err := e.Admit(big, 0); !errors.Is(err, pool.ErrDrop) {
+			t.Fatalf("Admit: %v, want ErrDrop", err)
+		}
+		if (pool.Config{Partitions: parts}).Fits(400 * mb) {
+			t.Error("Fits(400 MB) without Oversize")
+		}
+	})
+
+	e, err := pool.New(pool.Config{Partitions: parts, Oversize: true, NewPolicy: lru})
+	if err != nil {
+		t.Fatal(err)
+	}
+	small, _ := e.AddFunc(100*mb, 0)
+	large, _ := e.AddFunc(250*mb, 0)
+	mid, _ := e.AddFunc(400*mb, 0)
+	whole, _ := e.AddFunc(1000*mb, 0)
+	for _, tc := range []struct {
+		fn   pool.Fn
+		part int
+	}{{small, 0}, {large, 1}, {mid, 0}, {whole, 0}} {
+		if p, _ := e.Partition(tc.fn); p != tc.part {
+			t.Errorf("function %d routed to %d, want %d", tc.fn, p, tc.part)
+		}
+	}
+	check := func() {
+		t.Helper()
+		if err := e.Check(false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Larger than its partition: placed in the largest one, no loan.
+	im, _, err := e.Admit(mid, 0)
+	if err != nil {
+		t.Fatalf("400 MB: %v", err)
+	}
+	check()
+	if s := e.Stats(0); s.Used != 400*mb || s.Borrowed != 0 {
+		t.Fatalf("after the 400 MB container: %+v", s)
+	}
+	// Idle containers everywhere: the whole-memory function evicts them
+	// all, its own partition's first, and borrows the large partition.
+	e.Release(im, 1)
+	is, _, _ := e.Admit(small, 2)
+	e.Release(is, 3)
+	il, _, _ := e.Admit(large, 4)
+	e.Release(il, 5)
+	check()
+	iw, ev, err := e.Admit(whole, 6)
+	if err != nil {
+		t.Fatalf("1000 MB with idle containers: %v", err)
+	}
+	if !slices.Equal(ev, []pool.ID{im, is, il}) {
+		t.Fatalf("evicted %v, want %v", ev, []pool.ID{im, is, il})
+	}
+	check()
+	if s0, s1 := e.Stats(0), e.Stats(1); s0.Borrowed != 300*mb || s1.Lent != 300*mb || s0.Used != 700*mb {
+		t.Fatalf("loan: %+v %+v", s0, s1)
+	}
+	// Busy, it holds everything: others drop until it is idle, then
+	// evict it.
+	if _, _, err := e.Admit(large, 7); !errors.Is(err, pool.ErrDrop) {
+		t.Fatalf("large while the whole pool is busy: %v", err)
+	}
+	e.Release(iw, 8)
+	il, ev, err = e.Admit(large, 9)
+	if err != nil || !slices.Equal(ev, []pool.ID{iw}) {
+		t.Fatalf("large after release: %v %v, want the idle borrower evicted", ev, err)
+	}
+	check()
+	// A busy container in the lender leaves too little: nothing is
+	// evicted and the call drops.
+	is, _, _ = e.Admit(small, 10)
+	e.Release(is, 11)
+	if _, ev, err := e.Admit(whole, 12); !errors.Is(err, pool.ErrDrop) || len(ev) != 0 {
+		t.Fatalf("1000 MB beside a busy 250 MB: %v %v", ev, err)
+	}
+	check()
+	for _, tc := range []struct {
+		size int64
+		fits bool
+	}{{100 * mb, true}, {700 * mb, true}, {1000 * mb, true}, {1000*mb + 1, false}} {
+		if got := e.Fits(tc.size); got != tc.fits {
+			t.Errorf("Fits(%d) = %v", tc.size, got)
+		}
+	}
+}
+
+func TestUsage(t *testing.T) {
+	e := newLRU(t, false, pool.Partition{Capacity: 100 * mb})
+	a, _ := e.AddFunc(10*mb, 0)
+	b, _ := e.AddFunc(20*mb, 0)
+	want := func(fn pool.Fn, u pool.Usage) {
+		t.Helper()
+		got, err := e.Usage(fn)
+		if err != nil || got != u {
+			t.Fatalf("Usage(%d) = %+v, %v; want %+v", fn, got, err, u)
+		}
+		if err := e.Check(false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	i1, _, _ := e.Admit(a, 0)
+	i2, _, _ := e.Admit(a, 1)
+	e.Admit(b, 2)
+	want(a, pool.Usage{Containers: 2, Busy: 2, BusySize: 20 * mb})
+	want(b, pool.Usage{Containers: 1, Busy: 1, BusySize: 20 * mb})
+	e.Resize(i1, 4*mb)
+	want(a, pool.Usage{Containers: 2, Busy: 2, BusySize: 14 * mb})
+	e.Release(i1, 3)
+	want(a, pool.Usage{Containers: 2, Busy: 1, BusySize: 10 * mb})
+	e.Resize(i1, 2*mb) // idle: no busy bytes change
+	want(a, pool.Usage{Containers: 2, Busy: 1, BusySize: 10 * mb})
+	if id, ok := e.Acquire(a, 4); !ok || id != i1 {
+		t.Fatalf("Acquire: %v %v", id, ok)
+	}
+	want(a, pool.Usage{Containers: 2, Busy: 2, BusySize: 12 * mb})
+	e.Remove(i2)
+	want(a, pool.Usage{Containers: 1, Busy: 1, BusySize: 2 * mb})
+	if _, err := e.Usage(9); !errors.Is(err, pool.ErrNotFound) {
+		t.Fatalf("Usage(unknown): %v", err)
+	}
+}

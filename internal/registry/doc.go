@@ -18,9 +18,11 @@
 // a deploy that fails or is interrupted before it leaves the previous
 // revision serving, and Open sweeps whatever it left behind (staging
 // directories, revision directories no metadata names). After the commit
-// the previous revision's directory is removed; sandboxes that bind-mounted
-// it keep their view of the code, and a caller holding the old Function
-// should Get it again.
+// the previous revision's directory is removed, at once or, while leases
+// hold it (Registry.Lease), when the last is released: a sandbox's bind
+// mount shows the directory itself, so removing its files would pull the
+// code out from under the sandboxes of that revision. A caller holding
+// the old Function should Get it again.
 //
 // A Registry is safe for concurrent use. Deploys and deletes of the same
 // name are serialised; different names proceed in parallel. Only one

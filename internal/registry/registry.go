@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -102,6 +103,11 @@ type Options struct {
 	// fails the deploy. Typically function.CheckRequirements bound to
 	// the base image.
 	CheckRequirements func(reqs []string) error
+	// Validate, if set, is called during Deploy with the function's loaded
+	// Spec; an error fails the deploy as bad input (it matches ErrInvalid
+	// and keeps its own class). The worker checks there that it could
+	// ever run the function (memory_mb within its warm budget).
+	Validate func(function.Spec) error
 	// Resolve, if set, replaces CheckRequirements: Deploy calls it with
 	// the staged code directory when the function has requirements, and
 	// stores what it returns as Function.Packages. It resolves the
@@ -148,8 +154,9 @@ type Function struct {
 	// requirements.
 	Packages []packages.Package `json:"packages,omitempty"`
 	// CodeDir holds the code, read-only by convention. It is removed when
-	// a newer revision is deployed or the function is deleted. A host
-	// path: never sent to clients.
+	// a newer revision is deployed or the function is deleted, once no
+	// lease (see Registry.Lease) holds it. A host path: never sent to
+	// clients.
 	CodeDir string `json:"-"`
 	// Size is the bytes of file content; Files the number of files and
 	// symlinks.
@@ -193,8 +200,18 @@ type Registry struct {
 
 	// recs caches decoded records: Get is on every invocation's path, and
 	// this process is the database's only writer.
-	recMu sync.RWMutex
-	recs  map[string]record
+	recMu  sync.RWMutex
+	recs   map[string]record
+	recGen uint64 // bumped by forget: a read of the database that began before must not be cached
+
+	leaseMu sync.Mutex            // guards leases
+	leases  map[string]*codeLease // by code dir
+}
+
+// codeLease counts the holders of one revision's code directory.
+type codeLease struct {
+	n       int
+	retired bool // no longer deployed: removed when n drops to 0
 }
 
 type nameLock struct {
@@ -211,7 +228,7 @@ func Open(dataDir string, opts Options) (*Registry, error) {
 	if opts.LockTimeout <= 0 {
 		opts.LockTimeout = time.Second
 	}
-	r := &Registry{dir: dataDir, opts: opts, locks: map[string]*nameLock{}}
+	r := &Registry{dir: dataDir, opts: opts, locks: map[string]*nameLock{}, leases: map[string]*codeLease{}}
 	if err := os.MkdirAll(filepath.Join(dataDir, codeRoot), 0o755); err != nil {
 		return nil, fmt.Errorf("opening registry: %w", err)
 	}
@@ -309,6 +326,7 @@ func (r *Registry) fn(rec record) Function {
 func (r *Registry) get(name string) (record, error) {
 	r.recMu.RLock()
 	rec, ok := r.recs[name]
+	gen := r.recGen
 	r.recMu.RUnlock()
 	if ok {
 		return rec, nil
@@ -328,15 +346,21 @@ func (r *Registry) get(name string) (record, error) {
 		if r.recs == nil {
 			r.recs = map[string]record{}
 		}
-		r.recs[name] = rec
+		// A deploy or delete that committed while we read may have
+		// forgotten the record already: what we read may be stale.
+		if r.recGen == gen {
+			r.recs[name] = rec
+		}
 		r.recMu.Unlock()
 	}
 	return rec, err
 }
 
+// forget drops name's cached record after its metadata changed.
 func (r *Registry) forget(name string) {
 	r.recMu.Lock()
 	delete(r.recs, name)
+	r.recGen++
 	r.recMu.Unlock()
 }
 
@@ -350,6 +374,97 @@ func (r *Registry) Get(name string) (Function, error) {
 		return Function{}, err
 	}
 	return r.fn(rec), nil
+}
+
+// Lease returns the deployed function called name, as Get does, and
+// keeps its revision's code directory on disk until release is called,
+// even if a newer revision is deployed or the function is deleted
+// meanwhile: sandboxes that run the revision read their code from it.
+// release may be called more than once; the directory of a revision no
+// longer deployed goes with the last release.
+func (r *Registry) Lease(name string) (Function, func(), error) {
+	for {
+		fn, err := r.Get(name)
+		if err != nil {
+			return Function{}, nil, err
+		}
+		dir := fn.CodeDir
+		r.leaseMu.Lock()
+		l := r.leases[dir]
+		if l == nil {
+			l = &codeLease{}
+			r.leases[dir] = l
+		}
+		l.n++
+		r.leaseMu.Unlock()
+		// A deploy or delete that committed before the count may have
+		// removed the directory already; one that commits after it sees
+		// the count. So the revision must still be current now.
+		cur, err := r.get(name)
+		if err == nil && cur.Revision == fn.Revision {
+			var once sync.Once
+			return fn, func() { once.Do(func() { r.unlease(name, dir) }) }, nil
+		}
+		r.unlease(name, dir)
+		if err != nil {
+			return Function{}, nil, err
+		}
+	}
+}
+
+// unlease drops a holder of dir, a code directory of function name, and
+// removes the directory if it was the last of a retired revision.
+func (r *Registry) unlease(name, dir string) {
+	r.leaseMu.Lock()
+	l := r.leases[dir]
+	var trash string
+	if l.n--; l.n <= 0 {
+		delete(r.leases, dir)
+		if l.retired {
+			trash = r.trashLocked(dir)
+		}
+	}
+	r.leaseMu.Unlock()
+	if trash == "" {
+		return
+	}
+	os.RemoveAll(trash)
+	// The function's own directory goes with its last revision, unless it
+	// was deployed again meanwhile.
+	unlock, err := r.lock(context.Background(), name)
+	if err != nil {
+		return
+	}
+	defer unlock()
+	if _, err := r.get(name); errors.Is(err, ErrNotFound) {
+		os.Remove(filepath.Dir(dir))
+	}
+}
+
+// retireLocked retires the code directory dir of a revision that is no
+// longer deployed: at once if no lease holds it (it returns the trash
+// directory for the caller to remove after unlocking), else when the
+// last lease is released. Called with leaseMu held.
+func (r *Registry) retireLocked(dir string) string {
+	if l := r.leases[dir]; l != nil && l.n > 0 {
+		l.retired = true
+		return ""
+	}
+	return r.trashLocked(dir)
+}
+
+// trashLocked moves dir into a fresh directory under staging and returns
+// that; a rename, so that a deploy of the same revision that follows
+// never meets a half-removed tree. Open sweeps staging, so a crash leaves
+// nothing. Called with leaseMu held.
+func (r *Registry) trashLocked(dir string) string {
+	trash, err := os.MkdirTemp(filepath.Join(r.dir, codeRoot, stagingDir), "retired.")
+	if err != nil {
+		os.RemoveAll(dir) // best effort; a leftover is swept by the next Open
+		return ""
+	}
+	os.Rename(dir, filepath.Join(trash, "code"))
+	return trash
 }
 
 // List returns every deployed function, ordered by name.
@@ -402,6 +517,9 @@ func (r *Registry) Deploy(ctx context.Context, name string, src Source) (Functio
 		return Function{}, fmt.Errorf("deploying %s: %w", name, classify(err))
 	}
 	spec, warnings, err := function.Load(code)
+	if err == nil && r.opts.Validate != nil {
+		err = r.opts.Validate(spec)
+	}
 	if err != nil {
 		return Function{}, fmt.Errorf("deploying %s: %w", name, badInput{err})
 	}
@@ -451,18 +569,39 @@ func (r *Registry) Deploy(ctx context.Context, name string, src Source) (Functio
 		return Function{}, fmt.Errorf("deploying %s: %w", name, err)
 	}
 	final := r.codeDir(name, sum.rev)
-	if err := r.install(code, final); err != nil {
-		return Function{}, fmt.Errorf("deploying %s: %w", name, err)
+	// An earlier deploy of this code may still be on disk, retired but
+	// held by sandboxes of that revision: it serves again (the revision
+	// is the content's hash), so they keep their code.
+	r.leaseMu.Lock()
+	l := r.leases[final]
+	reused := l != nil && l.retired
+	if reused {
+		l.retired = false
+	}
+	r.leaseMu.Unlock()
+	if !reused {
+		if err := r.install(code, final); err != nil {
+			return Function{}, fmt.Errorf("deploying %s: %w", name, err)
+		}
 	}
 	rec := record{Name: name, Revision: sum.rev, Spec: spec, Packages: pkgs, Size: sum.size, Files: sum.files,
 		DeployedAt: time.Now().UTC().Truncate(time.Millisecond), Warnings: warnings}
 	if err := r.put(rec); err != nil {
-		os.RemoveAll(final)
+		r.leaseMu.Lock()
+		trash := r.retireLocked(final)
+		r.leaseMu.Unlock()
+		os.RemoveAll(trash)
 		return Function{}, fmt.Errorf("deploying %s: %w", name, err)
 	}
 	if found && cur.Revision != sum.rev {
-		// Best effort: a leftover is swept by the next Open.
-		os.RemoveAll(r.codeDir(name, cur.Revision))
+		// Removed now, or by the release of its last lease. Best effort:
+		// a leftover is swept by the next Open.
+		r.leaseMu.Lock()
+		trash := r.retireLocked(r.codeDir(name, cur.Revision))
+		r.leaseMu.Unlock()
+		if trash != "" {
+			os.RemoveAll(trash)
+		}
 	}
 	fn := r.fn(rec)
 	if r.opts.Deployed != nil {
@@ -549,7 +688,32 @@ func (r *Registry) Delete(name string) error {
 	if r.opts.Deleted != nil {
 		r.opts.Deleted(name)
 	}
-	if err := os.RemoveAll(filepath.Join(r.dir, codeRoot, dirName(name))); err != nil {
+	// Each revision's code goes now, or with the release of its last
+	// lease (a call or sandbox still running it); the function's
+	// directory goes with the last.
+	fdir := filepath.Join(r.dir, codeRoot, dirName(name))
+	revs, err := os.ReadDir(fdir)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("deleting %s: metadata removed, code left for the next sweep: %w", name, err)
+	}
+	var trash []string
+	r.leaseMu.Lock()
+	for _, rev := range revs {
+		if t := r.retireLocked(filepath.Join(fdir, rev.Name())); t != "" {
+			trash = append(trash, t)
+		}
+	}
+	r.leaseMu.Unlock()
+	var errs []error
+	for _, t := range trash {
+		if err := os.RemoveAll(t); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := os.Remove(fdir); err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, syscall.ENOTEMPTY) {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("deleting %s: metadata removed, code left for the next sweep: %w", name, err)
 	}
 	return nil

@@ -725,3 +725,174 @@ func TestDirName(t *testing.T) {
 		}
 	}
 }
+
+func TestValidateHook(t *testing.T) {
+	errBig := errors.New("too much memory")
+	r := open(t, t.TempDir(), Options{Validate: func(s function.Spec) error {
+		if s.MemoryMB > 1024 {
+			return fmt.Errorf("memory_mb %d: %w", s.MemoryMB, errBig)
+		}
+		return nil
+	}})
+	ctx := context.Background()
+	if _, err := r.Deploy(ctx, "fn", arc(tgz(t, v1))); err != nil {
+		t.Fatal(err)
+	}
+	big := map[string]string{"f.py": "def f(e):\n    return 3\n", "function.yaml": "memory_mb: 2048\n"}
+	_, err := r.Deploy(ctx, "fn", arc(tgz(t, big)))
+	if !errors.Is(err, ErrInvalid) || !errors.Is(err, errBig) || !strings.Contains(err.Error(), "memory_mb 2048") {
+		t.Fatalf("Deploy refused by Validate: %v, want ErrInvalid and the hook's error", err)
+	}
+	serves(t, r, "fn", v1)
+	noLeftovers(t, r)
+}
+
+// exists reports whether path is there.
+func exists(t *testing.T, path string) bool {
+	t.Helper()
+	_, err := os.Stat(path)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Fatal(err)
+	}
+	return err == nil
+}
+
+func TestLeaseKeepsRetiredCode(t *testing.T) {
+	r := open(t, t.TempDir(), Options{})
+	ctx := context.Background()
+	first, err := r.Deploy(ctx, "fn", arc(tgz(t, v1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	leased, release, err := r.Lease("fn")
+	if err != nil || leased.Revision != first.Revision {
+		t.Fatalf("Lease: %+v %v", leased, err)
+	}
+	// A redeploy serves the new code; the leased revision's stays.
+	second, err := r.Deploy(ctx, "fn", arc(tgz(t, v2)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	serves(t, r, "fn", v2)
+	if b, err := os.ReadFile(filepath.Join(leased.CodeDir, "f.py")); err != nil || string(b) != v1["f.py"] {
+		t.Fatalf("leased code after a redeploy: %q %v", b, err)
+	}
+	if again, rel2, err := r.Lease("fn"); err != nil || again.Revision != second.Revision {
+		t.Fatalf("Lease after redeploy: %+v %v", again, err)
+	} else {
+		rel2()
+	}
+	release()
+	release() // idempotent
+	if exists(t, leased.CodeDir) {
+		t.Error("retired code still there after its last lease")
+	}
+	noLeftovers(t, r)
+
+	t.Run("redeployed while leased", func(t *testing.T) {
+		old, release, err := r.Lease("fn")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.Deploy(ctx, "fn", arc(tgz(t, v1))); err != nil {
+			t.Fatal(err)
+		}
+		var before, after os.FileInfo
+		before, _ = os.Stat(old.CodeDir)
+		// Back to the leased code: its directory serves again, the same
+		// one, and its lease's release leaves it.
+		if _, err := r.Deploy(ctx, "fn", arc(tgz(t, v2))); err != nil {
+			t.Fatal(err)
+		}
+		after, _ = os.Stat(old.CodeDir)
+		if before == nil || after == nil || !os.SameFile(before, after) {
+			t.Errorf("redeploying leased code replaced its directory")
+		}
+		release()
+		serves(t, r, "fn", v2)
+		noLeftovers(t, r)
+	})
+
+	t.Run("delete", func(t *testing.T) {
+		held, release, err := r.Lease("fn")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Delete("fn"); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := r.Lease("fn"); !errors.Is(err, ErrNotFound) {
+			t.Errorf("Lease after Delete: %v", err)
+		}
+		if !exists(t, filepath.Join(held.CodeDir, "f.py")) {
+			t.Fatal("leased code removed by Delete")
+		}
+		release()
+		if exists(t, filepath.Dir(held.CodeDir)) {
+			t.Error("function dir still there after the last lease")
+		}
+		noLeftovers(t, r)
+	})
+}
+
+// Leases taken while the code is redeployed over and over always hold a
+// directory with the code of the revision they name, and Get returns the
+// last deployed revision.
+func TestLeaseRacesDeploys(t *testing.T) {
+	r := open(t, t.TempDir(), Options{})
+	ctx := context.Background()
+	version := func(i int) map[string]string {
+		return map[string]string{"f.py": fmt.Sprintf("def f(e):\n    return %d\n", i)}
+	}
+	content := map[string]string{} // revision -> f.py
+	var mu sync.Mutex
+	deploy := func(i int) {
+		fn, err := r.Deploy(ctx, "fn", arc(tgz(t, version(i))))
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		mu.Lock()
+		content[fn.Revision] = version(i)["f.py"]
+		mu.Unlock()
+		// Readers racing the deploy never leave a stale record cached.
+		if cur, err := r.Get("fn"); err != nil || cur.Revision != fn.Revision {
+			t.Errorf("Get after deploying %s: %s, %v", fn.ShortRevision(), cur.ShortRevision(), err)
+		}
+	}
+	deploy(0)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				fn, release, err := r.Lease("fn")
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				b, err := os.ReadFile(filepath.Join(fn.CodeDir, "f.py"))
+				mu.Lock()
+				want, known := content[fn.Revision]
+				mu.Unlock()
+				if err != nil || (known && string(b) != want) {
+					t.Errorf("leased revision %s: f.py %q, %v; want %q", fn.ShortRevision(), b, err, want)
+				}
+				release()
+			}
+		}()
+	}
+	for i := 1; i <= 30; i++ {
+		deploy(i % 3)
+	}
+	close(stop)
+	wg.Wait()
+	noLeftovers(t, r)
+}

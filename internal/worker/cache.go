@@ -16,13 +16,15 @@ import (
 const (
 	// DropReject answers a request that finds no room at once with ErrDrop.
 	DropReject = "reject"
-	// DropQueue lets such a request wait, boundedly, for memory to come free.
+	// DropQueue lets such a request wait, boundedly, for memory to come
+	// free; requests of functions below their share of the pool go first.
 	DropQueue = "queue"
 )
 
 // PoolConfig configures the warm pool: the internal/pool engine that keeps
 // sandboxes, busy and paused, under the worker's memory budget. The zero
-// value is one unified LRU pool that rejects at once when full.
+// value is one unified LRU pool whose requests wait for memory when it is
+// full.
 type PoolConfig struct {
 	// Policy names the keep-alive policy: lru (default), gd, freq, ttl or
 	// hist (see internal/pool/policy).
@@ -42,11 +44,12 @@ type PoolConfig struct {
 	TTL time.Duration
 	// Hist tunes the hist policy; zero fields are the paper's defaults.
 	Hist policy.HistOptions
-	// OnDrop is DropReject (default) or DropQueue.
+	// OnDrop is DropQueue (default) or DropReject.
 	OnDrop string
 	// DropQueue bounds requests waiting for memory with DropQueue (default 64).
 	DropQueue int
-	// DropWait bounds how long one request waits for memory (default 5 s).
+	// DropWait bounds how long one request waits for memory (default
+	// Config.QueueTimeout, 10 s).
 	DropWait time.Duration
 }
 
@@ -64,13 +67,13 @@ func (c *PoolConfig) setDefaults() {
 		c.Thresholds = []int64{DefaultThreshold}
 	}
 	if c.OnDrop == "" {
-		c.OnDrop = DropReject
+		c.OnDrop = DropQueue
 	}
 	if c.DropQueue <= 0 {
 		c.DropQueue = 64
 	}
 	if c.DropWait <= 0 {
-		c.DropWait = 5 * time.Second
+		c.DropWait = 10 * time.Second
 	}
 }
 
@@ -115,6 +118,7 @@ type fnInfo struct {
 type warmCache struct {
 	w     *Worker
 	cfg   PoolConfig
+	parts []pool.Partition
 	names []string // pool names by partition
 	epoch time.Time
 
@@ -125,9 +129,10 @@ type warmCache struct {
 	retired map[fnKey]pool.Fn // retired revisions that still have sandboxes
 	insts   map[pool.ID]*instance
 	ids     map[*instance]pool.ID
-	drops   []uint64      // requests refused, by partition
-	freed   chan struct{} // closed and replaced when memory may have come free
-	waiting int           // requests queued for memory
+	drops   []uint64        // requests refused, by partition
+	freed   chan struct{}   // closed and replaced when memory may have come free
+	waiting int             // requests queued for memory
+	waiters map[pool.Fn]int // of which, by function
 	closed  bool
 
 	loop sync.Once
@@ -138,6 +143,9 @@ type warmCache struct {
 
 func newWarmCache(w *Worker) (*warmCache, error) {
 	cfg := w.cfg.Pool
+	if cfg.DropWait <= 0 {
+		cfg.DropWait = w.cfg.QueueTimeout
+	}
 	cfg.setDefaults()
 	if cfg.OnDrop != DropReject && cfg.OnDrop != DropQueue {
 		return nil, fmt.Errorf("pool: on_drop %q: want %s or %s: %w", cfg.OnDrop, DropReject, DropQueue, pool.ErrConfig)
@@ -150,13 +158,14 @@ func newWarmCache(w *Worker) (*warmCache, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pool partitions: %w", err)
 	}
-	e, err := pool.New(pool.Config{Partitions: parts, Borrow: cfg.Borrow, NewPolicy: newPol})
+	e, err := pool.New(pool.Config{Partitions: parts, Borrow: cfg.Borrow, Oversize: true, NewPolicy: newPol})
 	if err != nil {
 		return nil, fmt.Errorf("pool: %w", err)
 	}
 	c := &warmCache{
 		w:       w,
 		cfg:     cfg,
+		parts:   parts,
 		names:   poolNames(len(parts)),
 		epoch:   time.Now(),
 		e:       e,
@@ -166,6 +175,7 @@ func newWarmCache(w *Worker) (*warmCache, error) {
 		ids:     make(map[*instance]pool.ID),
 		drops:   make([]uint64, len(parts)),
 		freed:   make(chan struct{}),
+		waiters: make(map[pool.Fn]int),
 		wake:    make(chan struct{}, 1),
 		done:    make(chan struct{}),
 	}
@@ -253,10 +263,13 @@ func (c *warmCache) signalLocked() {
 // admitted in fn's pool for a sandbox the caller starts and then passes to
 // bind (or abort on failure). Evicted paused sandboxes are destroyed off
 // the request path. When the pool is full of busy sandboxes take returns
-// ErrDrop, at once or (DropQueue) after a bounded wait.
+// ErrDrop, at once or (DropQueue) after a bounded wait. While requests
+// wait, a function that holds its share of the pool lets those of
+// functions below theirs have the memory that comes free (yieldLocked).
 func (c *warmCache) take(ctx context.Context, fn registry.Function) (*instance, pool.ID, error) {
 	declared := int64(fn.Spec.MemoryMB) << 20
 	arrive := true
+	queued := false // the request waited for memory
 	var timer *time.Timer
 	defer func() {
 		if timer != nil {
@@ -274,7 +287,8 @@ func (c *warmCache) take(ctx context.Context, fn registry.Function) (*instance, 
 			c.mu.Unlock()
 			return nil, 0, err
 		}
-		if arrive {
+		yield := c.yieldLocked(f)
+		if arrive && !yield {
 			// A queued request retries as a new arrival: the engine has no
 			// other way to hand it a sandbox released meanwhile.
 			if id, ok := c.e.Acquire(f, c.now()); ok {
@@ -286,41 +300,55 @@ func (c *warmCache) take(ctx context.Context, fn registry.Function) (*instance, 
 					c.mu.Unlock()
 					continue
 				}
+				inst.claim()
+				c.leftQueueLocked(queued)
 				c.mu.Unlock()
 				if err := inst.thaw(ctx); err != nil {
-					c.w.log.Warn("thaw failed; starting cold", "sandbox", inst.id, "err", err)
-					c.w.destroy(inst) // forgets it
-					arrive = false
+					// Never send the call to it: start another. Its memory
+					// is given back before the next admission; the
+					// teardown is off the request path.
+					c.w.log.Warn("cached sandbox unusable; starting another", "function", fn.Name, "sandbox", inst.id, "err", err)
+					c.w.metrics.deadSandboxes.Inc()
+					c.forget(inst)
+					c.w.background(func() { c.w.destroy(inst) })
+					arrive, queued = false, false
 					continue
 				}
 				return inst, 0, nil
 			}
 		}
-		id, victims, err := c.e.Admit(f, c.now())
-		if err == nil {
-			vs := c.detachLocked(victims)
-			c.mu.Unlock()
-			c.w.destroyAsync(vs)
-			return nil, id, nil
-		}
-		if !errors.Is(err, pool.ErrDrop) {
-			c.mu.Unlock()
-			return nil, 0, fmt.Errorf("%s: admitting sandbox: %w", fn.Name, err)
+		if !yield {
+			id, victims, err := c.e.Admit(f, c.now())
+			if err == nil {
+				vs := c.detachLocked(victims)
+				c.leftQueueLocked(queued)
+				c.mu.Unlock()
+				c.w.destroyAsync(vs)
+				return nil, id, nil
+			}
+			if !errors.Is(err, pool.ErrDrop) {
+				c.mu.Unlock()
+				return nil, 0, fmt.Errorf("%s: admitting sandbox: %w", fn.Name, err)
+			}
 		}
 		pi, _ := c.e.Partition(f)
 		ps := c.e.Stats(pi)
-		if declared > ps.Capacity && !c.cfg.Borrow {
+		if !c.e.Fits(declared) {
+			// Deploy refuses such a function; this one came from a
+			// worker with a larger budget.
 			c.drops[pi]++
+			c.leftQueueLocked(queued)
 			c.mu.Unlock()
-			return nil, 0, fmt.Errorf("%s: memory_mb %d exceeds the %s pool's capacity of %d MB, so it can never start: %w",
-				fn.Name, fn.Spec.MemoryMB, c.names[pi], ps.Capacity>>20, ErrDrop)
+			return nil, 0, fmt.Errorf("%s: %w", fn.Name, memoryErr(fn.Spec.MemoryMB, c.w.cfg.WarmBudget, c.parts))
 		}
 		if err := ctx.Err(); err != nil {
+			c.leftQueueLocked(queued)
 			c.mu.Unlock()
 			return nil, 0, err
 		}
 		if c.cfg.OnDrop != DropQueue || c.waiting >= c.cfg.DropQueue {
 			c.drops[pi]++
+			c.leftQueueLocked(queued)
 			c.mu.Unlock()
 			return nil, 0, c.dropErr(fn, pi, ps)
 		}
@@ -329,6 +357,7 @@ func (c *warmCache) take(ctx context.Context, fn registry.Function) (*instance, 
 		}
 		freed := c.freed
 		c.waiting++
+		c.waiters[f]++
 		c.mu.Unlock()
 		var expired bool
 		select {
@@ -339,18 +368,78 @@ func (c *warmCache) take(ctx context.Context, fn registry.Function) (*instance, 
 		}
 		c.mu.Lock()
 		c.waiting--
+		if c.waiters[f]--; c.waiters[f] <= 0 {
+			delete(c.waiters, f)
+		}
+		queued = true
 		if err := ctx.Err(); err != nil {
+			c.leftQueueLocked(queued)
 			c.mu.Unlock()
 			return nil, 0, err
 		}
 		if expired {
 			c.drops[pi]++
+			c.leftQueueLocked(queued)
 			c.mu.Unlock()
 			return nil, 0, fmt.Errorf("%s: waited %s: %w", fn.Name, c.cfg.DropWait, c.dropErr(fn, pi, ps))
 		}
 		c.mu.Unlock()
 		arrive = true
 	}
+}
+
+// leftQueueLocked wakes the waiting requests when one that waited leaves
+// the queue: those that let it go first look again.
+func (c *warmCache) leftQueueLocked(queued bool) {
+	if queued && c.waiting > 0 {
+		c.signalLocked()
+	}
+}
+
+// yieldLocked reports whether a request of f must let the requests of
+// other functions waiting for memory in f's pool have what comes free
+// first. Each function with busy sandboxes or waiting requests in a pool
+// has an equal share of its capacity; f yields when another sandbox
+// would take its busy ones past that share while a waiting function's
+// would not (or it has none busy: every function may run one). f then
+// queues too, and its paused sandboxes are evicted for the others. So a
+// function with a high concurrency can fill the pool while no other
+// needs room, but cannot keep the others out.
+func (c *warmCache) yieldLocked(f pool.Fn) bool {
+	if len(c.waiters) == 0 || len(c.waiters) == 1 && c.waiters[f] > 0 {
+		return false
+	}
+	uf, _ := c.e.Usage(f)
+	if uf.Busy == 0 {
+		return false
+	}
+	pi, _ := c.e.Partition(f)
+	n := 0
+	for g := range c.info {
+		g := pool.Fn(g)
+		if p, _ := c.e.Partition(g); p != pi {
+			continue
+		}
+		if u, _ := c.e.Usage(g); u.Busy > 0 || c.waiters[g] > 0 {
+			n++
+		}
+	}
+	share := c.e.Stats(pi).Capacity / int64(max(n, 1))
+	if uf.BusySize+c.info[f].declared <= share {
+		return false
+	}
+	for g := range c.waiters {
+		if g == f {
+			continue
+		}
+		if p, _ := c.e.Partition(g); p != pi {
+			continue
+		}
+		if u, _ := c.e.Usage(g); u.Busy == 0 || u.BusySize+c.info[g].declared <= share {
+			return true
+		}
+	}
+	return false
 }
 
 func (c *warmCache) dropErr(fn registry.Function, pi int, ps pool.Stats) error {
@@ -482,7 +571,7 @@ func (c *warmCache) remove(inst *instance) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	id, ok := c.ids[inst]
-	if !ok || inst.stateName() == "busy" {
+	if !ok || inst.inUse() {
 		return false
 	}
 	c.removeLocked(inst, id)
@@ -511,13 +600,14 @@ func (c *warmCache) removeLocked(inst *instance, id pool.ID) {
 }
 
 // drop removes every idle sandbox of fn not at revision keep (all if keep
-// is empty) and returns them to destroy.
+// is empty) and returns them to destroy. One in use (taken from the pool,
+// even if not yet thawed) finishes its call first; release retires it.
 func (c *warmCache) drop(fn, keep string) []*instance {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var out []*instance
 	for inst, id := range c.ids {
-		if inst.fn != fn || (keep != "" && inst.rev == keep) || inst.stateName() == "busy" {
+		if inst.fn != fn || (keep != "" && inst.rev == keep) || inst.inUse() {
 			continue
 		}
 		c.removeLocked(inst, id)

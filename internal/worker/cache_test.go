@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -105,8 +107,8 @@ func TestCacheDrops(t *testing.T) {
 		fn   registry.Function
 		want string
 	}{
-		{"busy", PoolConfig{}, testFn("c", 128), "no room for a 128 MB sandbox in the unified pool"},
-		{"too big for its pool", PoolConfig{Fractions: []float64{0.8, 0.2}}, testFn("big", 256), "exceeds the large pool's capacity of 60 MB"},
+		{"busy", PoolConfig{OnDrop: DropReject}, testFn("c", 128), "no room for a 128 MB sandbox in the unified pool"},
+		{"too big beside a busy one", PoolConfig{Fractions: []float64{0.8, 0.2}, OnDrop: DropReject}, testFn("big", 256), "no room for a 256 MB sandbox in the small pool"},
 		{"queue timeout", PoolConfig{OnDrop: DropQueue, DropQueue: 1, DropWait: 50 * time.Millisecond}, testFn("c", 128), "waited 50ms"},
 	}
 	for _, tc := range tests {
@@ -309,5 +311,219 @@ func BenchmarkCacheWarmCycle(b *testing.B) {
 		}
 		inst.markIdle()
 		c.put(inst)
+	}
+}
+
+// A function larger than its pool's share of the budget runs (in the
+// pool with the most memory, borrowing the rest); only one larger than
+// the whole budget is refused, at once, as never able to run.
+func TestCacheOversizeFunctions(t *testing.T) {
+	kiss := PoolConfig{Fractions: []float64{0.8, 0.2}}
+	c := newTestCache(t, 2048*mib, kiss)
+	for _, mb := range []int{409, 512, 1024, 1638, 2048} {
+		f := testFn(fmt.Sprint("f", mb), mb)
+		inst := fakeStart(t, c, f)
+		var used int64
+		for _, p := range c.stats() {
+			used += p.Used
+		}
+		if used != int64(mb)*mib {
+			t.Errorf("%d MB: pools charge %d MB", mb, used/mib)
+		}
+		c.forget(inst)
+	}
+	// A small paused sandbox in each pool is evicted for the whole
+	// budget.
+	small := fakeStart(t, c, testFn("small", 128))
+	fakePark(t, c, small, 20*mib)
+	large := fakeStart(t, c, testFn("large", 300))
+	fakePark(t, c, large, 30*mib)
+	fakeStart(t, c, testFn("all", 2048))
+	if _, ok := c.ids[small]; ok {
+		t.Error("the small pool's paused sandbox was not evicted")
+	}
+	if _, ok := c.ids[large]; ok {
+		t.Error("the large pool's paused sandbox was not evicted")
+	}
+
+	_, _, err := c.take(context.Background(), testFn("huge", 2049))
+	if !errors.Is(err, ErrMemoryTooLarge) || !contains(err.Error(), "whole warm budget of 2048 MB") {
+		t.Fatalf("2049 MB: %v, want ErrMemoryTooLarge naming the budget", err)
+	}
+	for _, tc := range []struct {
+		pc   PoolConfig
+		mb   int
+		want string
+	}{
+		{kiss, 2048, ""},
+		{kiss, 2049, "whole warm budget of 2048 MB"},
+		{PoolConfig{}, 2048, ""},
+		{PoolConfig{Fractions: []float64{0.5, 0.3, 0.2}, Thresholds: []int64{100 * mib, 200 * mib}}, 1639, "the 1638 MB of its 2048 MB"},
+		{PoolConfig{Fractions: []float64{0.5, 0.3, 0.2}, Thresholds: []int64{100 * mib, 200 * mib}}, 1638, ""},
+	} {
+		err := CheckMemory(2048*mib, tc.pc, tc.mb)
+		if tc.want == "" && err != nil || tc.want != "" && (!errors.Is(err, ErrMemoryTooLarge) || !contains(err.Error(), tc.want)) {
+			t.Errorf("CheckMemory(%v, %d MB) = %v, want %q", tc.pc.Fractions, tc.mb, err, tc.want)
+		}
+	}
+}
+
+func TestDefaultWarmBudget(t *testing.T) {
+	dir := t.TempDir()
+	write := func(p, s string) string {
+		t.Helper()
+		p = filepath.Join(dir, p)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	meminfo := write("meminfo", "MemTotal:       24684000 kB\nMemFree:        1000 kB\n")
+	root := filepath.Join(dir, "cg")
+	// v1: the limit of an ancestor counts; "no limit" does not.
+	write("cg/memory/a/memory.limit_in_bytes", "8589934592\n")
+	write("cg/memory/a/b/memory.limit_in_bytes", "9223372036854771712\n")
+	v1 := write("self-v1", "9:name=systemd:/\n4:memory:/a/b\n0::/\n")
+	// v2: memory.max of the group itself.
+	write("cg/w/memory.max", "6442450944\n")
+	write("cg/memory.max", "max\n")
+	v2 := write("self-v2", "0::/w\n")
+	unlimited := write("self-none", "4:memory:/\n")
+	for _, tc := range []struct {
+		name, meminfo, self string
+		want                int64
+	}{
+		{"machine", meminfo, unlimited, 24684000 << 10 / 2},
+		{"v1 ancestor limit", meminfo, v1, 4 << 30},
+		{"v2 limit", meminfo, v2, 3 << 30},
+		{"no meminfo", filepath.Join(dir, "missing"), v2, 3 << 30},
+		{"nothing readable", filepath.Join(dir, "missing"), filepath.Join(dir, "missing"), 2 << 30},
+	} {
+		if got := warmBudget(tc.meminfo, tc.self, root); got != tc.want {
+			t.Errorf("%s: %d MB, want %d MB", tc.name, got>>20, tc.want>>20)
+		}
+	}
+	if b := DefaultWarmBudget(); b <= 0 {
+		t.Errorf("DefaultWarmBudget() = %d", b)
+	}
+}
+
+// waitQueued waits until n requests wait for memory.
+func waitQueued(t *testing.T, c *warmCache, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c.mu.Lock()
+		got := c.waiting
+		c.mu.Unlock()
+		if got == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d requests queued, want %d", got, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+type takeResult struct {
+	inst *instance
+	id   pool.ID
+	err  error
+}
+
+func takeAsync(c *warmCache, fn registry.Function) <-chan takeResult {
+	ch := make(chan takeResult, 1)
+	go func() {
+		inst, id, err := c.take(context.Background(), fn)
+		ch <- takeResult{inst, id, err}
+	}()
+	return ch
+}
+
+// A function whose busy sandboxes fill the pool does not take back the
+// memory it releases while another function waits for room: its requests
+// queue behind, and the other's gets the paused sandboxes evicted for it.
+func TestCacheFairShare(t *testing.T) {
+	c := newTestCache(t, 300*mib, PoolConfig{OnDrop: DropQueue, DropWait: 10 * time.Second})
+	greedy, other := testFn("greedy", 80), testFn("other", 150)
+	g1, g2, g3 := fakeStart(t, c, greedy), fakeStart(t, c, greedy), fakeStart(t, c, greedy)
+	// 240 of 300 MB busy: the other function waits.
+	otherRes := takeAsync(c, other)
+	waitQueued(t, c, 1)
+	// One greedy call ends. Its paused sandbox is not enough for the
+	// other (60 + 80 < 150), and greedy still holds 160 MB busy, whose
+	// share is 150: its next request waits instead of taking it back.
+	fakePark(t, c, g1, 80*mib)
+	greedyRes := takeAsync(c, greedy)
+	waitQueued(t, c, 2)
+	select {
+	case r := <-greedyRes:
+		t.Fatalf("greedy request served while the other waits: %+v", r)
+	case r := <-otherRes:
+		t.Fatalf("other served with 140 MB free: %+v", r)
+	default:
+	}
+	// A second greedy call ends: both paused sandboxes go for the other,
+	// though greedy, 80 MB busy, may have one more only past its share.
+	fakePark(t, c, g2, 80*mib)
+	select {
+	case r := <-otherRes:
+		if r.err != nil || r.inst != nil || r.id == 0 {
+			t.Fatalf("other: %+v, want a reservation", r)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("other still waiting after greedy released 160 MB")
+	}
+	if _, ok := c.ids[g1]; ok {
+		t.Error("greedy's paused sandbox g1 was not evicted")
+	}
+	// Greedy's request gets the next sandbox that comes free.
+	waitQueued(t, c, 1)
+	fakePark(t, c, g3, 80*mib)
+	select {
+	case r := <-greedyRes:
+		if r.err != nil || r.inst != g3 {
+			t.Fatalf("greedy: %+v, want g3 warm", r)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("greedy still waiting")
+	}
+}
+
+// The worker keeps one registry lease per revision while calls and
+// sandboxes use its code, and gives it back with the last of them.
+func TestCodeHolds(t *testing.T) {
+	w := &Worker{code: map[fnKey]*codeHold{}}
+	released := map[string]int{}
+	lease := func(fn registry.Function) func() {
+		return func() { released[fn.Revision]++ }
+	}
+	r1, r2 := testFn("a", 128), testFn("a", 128)
+	r2.Revision = "r2"
+	k1 := w.holdCode(r1, lease(r1)) // a call
+	k2 := w.holdCode(r1, lease(r1)) // another call of the same revision
+	if released["r1"] != 1 {
+		t.Fatalf("second lease of r1 kept: released %v", released)
+	}
+	if !w.retainCode(k1) { // its sandbox
+		t.Fatal("retainCode of a held revision failed")
+	}
+	if w.retainCode(fnKey{"a", "r2"}) {
+		t.Fatal("retainCode of an unheld revision succeeded")
+	}
+	k3 := w.holdCode(r2, lease(r2))
+	w.dropCode(k1)
+	w.dropCode(k2)
+	if released["r1"] != 1 {
+		t.Fatalf("r1 released while its sandbox lives: %v", released)
+	}
+	w.dropCode(k1) // the sandbox is destroyed
+	w.dropCode(k3)
+	if released["r1"] != 2 || released["r2"] != 1 || len(w.code) != 0 {
+		t.Fatalf("released %v, holds %v", released, w.code)
 	}
 }

@@ -19,6 +19,10 @@ var (
 	// ErrDrop: the warm pool has no room for a new sandbox (its pool is full
 	// of busy ones); the caller may retry later.
 	ErrDrop = errors.New("warm pool full")
+	// ErrMemoryTooLarge: the function's memory_mb is more than the warm
+	// pool could ever give one sandbox (see CheckMemory); retrying cannot
+	// help.
+	ErrMemoryTooLarge = errors.New("memory_mb too large for this worker")
 	// ErrClosed: the worker is shutting down.
 	ErrClosed = errors.New("worker closed")
 	// ErrSnapshotsOff: function snapshots are switched off or unavailable.

@@ -29,6 +29,12 @@ func (f *testFns) Get(name string) (registry.Function, error) {
 	return fn, nil
 }
 
+// Lease is Get: the records have no code directory to keep.
+func (f *testFns) Lease(name string) (registry.Function, func(), error) {
+	fn, err := f.Get(name)
+	return fn, func() {}, err
+}
+
 func (f *testFns) set(fn registry.Function) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -3,7 +3,11 @@ package worker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
+	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -30,6 +34,11 @@ type box interface {
 // errBusy: the sandbox was taken before the background freeze ran.
 var errBusy = errors.New("sandbox in use")
 
+// errDead: a paused sandbox's runtime died while it waited in the cache
+// (killed from outside, or by the OOM killer); a call sent to it would
+// fail, so the caller starts another.
+var errDead = errors.New("paused sandbox died")
+
 // instance is one sandbox running one revision of a function.
 type instance struct {
 	id       string
@@ -44,16 +53,36 @@ type instance struct {
 	// snapshot marks the spare a snapshot is dumped from: it never
 	// serves a call and is never in the warm pool.
 	snapshot bool
+	code     bool // holds its revision's code (Worker.retainCode)
 
 	mu     sync.Mutex // guards the fields below and serialises freeze/thaw
 	idle   bool
 	frozen bool
+	// pids are the processes in the sandbox's cgroup when it was paused
+	// (none can start while it is), for thaw's check; nil if unknown.
+	pids []int
 }
 
 func (i *instance) markIdle() {
 	i.mu.Lock()
 	i.idle = true
 	i.mu.Unlock()
+}
+
+// claim marks a sandbox the cache hands out as in use, before it is
+// thawed: a background freeze then leaves it alone, and a retirement
+// does not destroy it under its call.
+func (i *instance) claim() {
+	i.mu.Lock()
+	i.idle = false
+	i.mu.Unlock()
+}
+
+// inUse reports whether the sandbox is serving a call (or about to).
+func (i *instance) inUse() bool {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	return !i.idle
 }
 
 // freeze pauses an idle sandbox and returns its measured memory.
@@ -63,10 +92,9 @@ func (i *instance) freeze(ctx context.Context) (int64, error) {
 	if !i.idle {
 		return 0, errBusy
 	}
-	if err := i.sb.Pause(ctx); err != nil {
+	if err := i.pauseLocked(ctx); err != nil {
 		return 0, err
 	}
-	i.frozen = true
 	m, err := i.group.MemoryUsage()
 	if err != nil {
 		return 0, err
@@ -74,7 +102,23 @@ func (i *instance) freeze(ctx context.Context) (int64, error) {
 	return int64(m), nil
 }
 
-// thaw makes a sandbox taken from the cache runnable.
+// pauseLocked freezes the sandbox and notes its processes.
+func (i *instance) pauseLocked(ctx context.Context) error {
+	if err := i.sb.Pause(ctx); err != nil {
+		return err
+	}
+	i.frozen = true
+	i.pids = nil
+	if pids, err := i.group.Pids(); err == nil {
+		i.pids = append([]int{}, pids...)
+	}
+	return nil
+}
+
+// thaw makes a sandbox taken from the cache runnable. If it was paused
+// and its runtime died meanwhile, it is thawed all the same (so that the
+// processes with a kill pending exit) and thaw returns an error matching
+// errDead.
 func (i *instance) thaw(ctx context.Context) error {
 	i.mu.Lock()
 	defer i.mu.Unlock()
@@ -82,8 +126,75 @@ func (i *instance) thaw(ctx context.Context) error {
 	if !i.frozen {
 		return nil
 	}
+	dead := i.deadLocked()
 	i.frozen = false
-	return i.sb.Unpause(ctx)
+	if err := i.sb.Unpause(ctx); err != nil {
+		return err
+	}
+	return dead
+}
+
+// deadLocked reports, with errDead, a frozen sandbox whose runtime is
+// gone: its init exited, its cgroup had no process left when it was
+// paused, or one of the processes it had then is gone, a zombie or has a
+// kill pending. Checked before the thaw: in a cgroup v1 freezer a killed
+// process stays frozen, with SIGKILL pending, until thawed, and would
+// then die under the call. The processes noted at the pause spare a read
+// of the cgroup on the call's path (one /proc read each, usually one). A
+// check that cannot read the processes reports nothing; the call finds
+// out.
+func (i *instance) deadLocked() error {
+	select {
+	case <-i.sb.Done():
+		return fmt.Errorf("%w: exit status %d", errDead, i.sb.ExitStatus())
+	default:
+	}
+	pids := i.pids
+	if pids == nil {
+		var err error
+		if pids, err = i.group.Pids(); err != nil {
+			return nil
+		}
+	}
+	if len(pids) == 0 {
+		return fmt.Errorf("%w: no process left", errDead)
+	}
+	for _, pid := range pids {
+		if why := procDead(pid); why != "" {
+			return fmt.Errorf("%w: process %d %s", errDead, pid, why)
+		}
+	}
+	return nil
+}
+
+// sigkill is SIGKILL's bit in /proc/<pid>/status signal masks.
+const sigkill = 1 << (9 - 1)
+
+// procDead says why frozen process pid is as good as dead ("" if it is
+// not): gone, a zombie, or with SIGKILL pending.
+func procDead(pid int) string {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return "gone"
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		v = strings.TrimSpace(v)
+		switch k {
+		case "State":
+			if strings.HasPrefix(v, "Z") || strings.HasPrefix(v, "X") {
+				return "exited"
+			}
+		case "SigPnd", "ShdPnd":
+			if m, err := strconv.ParseUint(v, 16, 64); err == nil && m&sigkill != 0 {
+				return "killed"
+			}
+		}
+	}
+	return ""
 }
 
 func (i *instance) stateName() string {

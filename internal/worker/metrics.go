@@ -18,6 +18,7 @@ type Metrics struct {
 
 	forkFallbacks prometheus.Counter
 	spareStarts   prometheus.Counter
+	deadSandboxes prometheus.Counter
 }
 
 func newMetrics() *Metrics {
@@ -48,7 +49,10 @@ func newMetrics() *Metrics {
 	m.spareStarts = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "hearth_spare_starts_total", Help: "Fork starts served by a zygote child forked ahead of need (a spare).",
 	})
-	m.Registry.MustRegister(m.forkFallbacks, m.spareStarts, m.invocations, m.latency, m.coldStarts, m.sandboxes, m.evictions,
+	m.deadSandboxes = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "hearth_warm_dead_total", Help: "Cached sandboxes found dead (or failing to thaw) when taken, replaced by a new start.",
+	})
+	m.Registry.MustRegister(m.forkFallbacks, m.spareStarts, m.deadSandboxes, m.invocations, m.latency, m.coldStarts, m.sandboxes, m.evictions,
 		// go_gc_heap_live_bytes besides the defaults: the heap the last
 		// collection found live, the figure that shows a leak through
 		// the garbage (bench churn reads it).

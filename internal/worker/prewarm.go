@@ -75,10 +75,11 @@ func (c *warmCache) run() {
 // so it uses the fastest one available, and parks it paused in the pool.
 // A pre-warm never evicts: without free memory the sandbox is destroyed.
 func (w *Worker) prewarm(name string) {
-	fn, err := w.fns.Get(name)
+	fn, release, err := w.fns.Lease(name)
 	if err != nil {
 		return // deleted meanwhile
 	}
+	defer w.dropCode(w.holdCode(fn, release))
 	st, err := w.fnState(fn)
 	if err != nil {
 		return

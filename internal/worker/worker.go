@@ -45,7 +45,8 @@ type Config struct {
 	// Python is the interpreter inside the base (default /usr/bin/python3).
 	Python string
 	// WarmBudget bounds the memory of all sandboxes, busy and paused, at
-	// their measured cgroup usage (default 2 GiB); Pool splits it.
+	// their measured cgroup usage (default DefaultWarmBudget: half the
+	// machine's memory, or of the worker's cgroup limit); Pool splits it.
 	WarmBudget int64
 	// Pool configures the warm pool: policy, partitions, drop behaviour.
 	Pool PoolConfig
@@ -128,7 +129,7 @@ func (c *Config) setDefaults() {
 		c.Python = "/usr/bin/python3"
 	}
 	if c.WarmBudget <= 0 {
-		c.WarmBudget = 2 << 30
+		c.WarmBudget = DefaultWarmBudget()
 	}
 	if c.PidsLimit <= 0 {
 		c.PidsLimit = 64
@@ -189,6 +190,10 @@ type Packages interface {
 // Functions is what the worker needs of the registry.
 type Functions interface {
 	Get(name string) (registry.Function, error)
+	// Lease is Get, and keeps the revision's code directory on disk until
+	// release is called, even when a newer revision is deployed or the
+	// function is deleted meanwhile.
+	Lease(name string) (fn registry.Function, release func(), err error)
 }
 
 // Worker runs functions.
@@ -225,6 +230,18 @@ type Worker struct {
 	live   map[*instance]struct{}
 	closed bool
 	wg     sync.WaitGroup // background freezes and evictions
+
+	codeMu sync.Mutex
+	code   map[fnKey]*codeHold // guarded by codeMu
+}
+
+// codeHold is the worker's lease on one revision's code directory, held
+// while calls of that revision run and its sandboxes live: a sandbox's
+// bind mount shows the directory itself, so the registry must not remove
+// it under them.
+type codeHold struct {
+	n       int // calls and sandboxes using it
+	release func()
 }
 
 // fnState is the per-function runtime state. Retire frees it, and the
@@ -254,6 +271,7 @@ func New(ctx context.Context, cfg Config, fns Functions) (*Worker, error) {
 		logs:    newLogStore(cfg.LogLines, cfg.LogBytes),
 		stop:    make(chan struct{}),
 		busy:    newBusyGate(),
+		code:    make(map[fnKey]*codeHold),
 	}
 	w.life, w.endLife = context.WithCancel(context.Background())
 	cache, err := newWarmCache(w)
@@ -414,16 +432,20 @@ type Result struct {
 	Revision string
 }
 
-// Invoke runs function name on event.
+// Invoke runs function name on event. The call runs the revision
+// deployed when it came, to the end, whatever is deployed or deleted
+// meanwhile: it holds that revision's code.
 func (w *Worker) Invoke(ctx context.Context, name string, event []byte) (Result, error) {
 	start := time.Now()
-	fn, err := w.fns.Get(name)
+	fn, release, err := w.fns.Lease(name)
 	if err != nil {
 		if errors.Is(err, registry.ErrNotFound) {
 			return Result{}, fmt.Errorf("%s: %w", name, ErrNotFound)
 		}
 		return Result{}, err
 	}
+	code := w.holdCode(fn, release)
+	defer w.dropCode(code)
 	st, err := w.fnState(fn)
 	if err != nil {
 		return Result{}, err
@@ -596,10 +618,55 @@ func shortRev(rev string) string {
 }
 
 func (w *Worker) track(inst *instance) {
+	inst.code = w.retainCode(fnKey{inst.fn, inst.rev})
 	w.mu.Lock()
 	w.live[inst] = struct{}{}
 	w.mu.Unlock()
 	w.metrics.sandboxes.Inc()
+}
+
+// holdCode counts a user of fn's code, whose lease release the caller
+// took from the registry, and returns the key for dropCode.
+func (w *Worker) holdCode(fn registry.Function, release func()) fnKey {
+	k := fnKey{fn.Name, fn.Revision}
+	w.codeMu.Lock()
+	h := w.code[k]
+	if h == nil {
+		w.code[k] = &codeHold{n: 1, release: release}
+		w.codeMu.Unlock()
+		return k
+	}
+	h.n++
+	w.codeMu.Unlock()
+	release() // the worker holds one lease per revision
+	return k
+}
+
+// retainCode counts another user of code the worker holds (a sandbox
+// started by a call that holds it); false if it holds none (a start
+// outside a call).
+func (w *Worker) retainCode(k fnKey) bool {
+	w.codeMu.Lock()
+	defer w.codeMu.Unlock()
+	h := w.code[k]
+	if h == nil {
+		return false
+	}
+	h.n++
+	return true
+}
+
+// dropCode ends a use of k's code; the last gives the lease back.
+func (w *Worker) dropCode(k fnKey) {
+	w.codeMu.Lock()
+	h := w.code[k]
+	if h.n--; h.n > 0 {
+		w.codeMu.Unlock()
+		return
+	}
+	delete(w.code, k)
+	w.codeMu.Unlock()
+	h.release()
 }
 
 // release returns a healthy sandbox to the handler cache. The freeze runs in
@@ -694,6 +761,10 @@ func (w *Worker) destroy(inst *instance) {
 		w.log.Warn("deleting cgroup", "sandbox", inst.id, "err", err)
 	}
 	w.dropNet(ctx, inst.net)
+	if inst.code {
+		// Unmounted: the registry may remove a retired revision's code.
+		w.dropCode(fnKey{inst.fn, inst.rev})
+	}
 }
 
 func (w *Worker) isClosed() bool {
@@ -774,6 +845,9 @@ type SandboxInfo struct {
 	// Private is the memory mapped by the sandbox's processes alone (smaps
 	// Private_Clean + Private_Dirty), wherever it is charged.
 	Private int64 `json:"private_bytes"`
+	// Pids are the host pids of the processes in the sandbox's cgroup:
+	// its runtime and what that started.
+	Pids []int `json:"pids,omitempty"`
 }
 
 // Status is a snapshot of the worker's state.
@@ -844,6 +918,7 @@ func (w *Worker) Status() Status {
 			info.Memory = int64(m)
 		}
 		if pids, err := inst.group.Pids(); err == nil {
+			info.Pids = pids
 			for _, pid := range pids {
 				info.Private += privateBytes(pid)
 			}

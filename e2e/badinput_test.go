@@ -46,7 +46,11 @@ func tarGz(t *testing.T, entries ...entry) []byte {
 }
 
 func TestBadInputGetsClearErrorsAndLosesNothing(t *testing.T) {
-	w := startWorker(t, "--config", writeConfig(t, "max_archive_mb: 1\nmax_body_mb: 1\n"))
+	// A local (empty) wheelhouse: an uninstallable requirement is the
+	// caller's mistake (400), not an unreachable index (PyPI is not
+	// reachable from the test hosts; that case has its own test).
+	w := startWorker(t, "--config", writeConfig(t, "max_archive_mb: 1\nmax_body_mb: 1\n"),
+		"--no-index", "--find-links", t.TempDir())
 	w.deployDir("good", fn(t, "f.py", "def f(e):\n    return 'good'\n"))
 	good := w.mustInvoke("good", "{}")
 

@@ -2,7 +2,11 @@
 //
 // Management endpoints (deploy, list, get, delete, logs, status) can be
 // protected by a bearer token; invoke endpoints are open, as they are for
-// any FaaS gateway. Errors are mapped to status codes in one place, status.
+// any FaaS gateway, so every route but /healthz is bounded (Limits): its
+// body, its client address's requests in flight, its response's write
+// time; HTTPServer and LimitListener bound the rest (header and read
+// timeouts, connections in total and per address). Errors are mapped to
+// status codes in one place, status.
 package api
 
 import (
@@ -77,6 +81,10 @@ type Config struct {
 	// path]", and the worker's log gets the full error. TempDir is
 	// always one.
 	HostPaths []string
+	// Limits bound clients' connections, requests and timeouts; New
+	// applies their defaults. Serve the handler with HTTPServer on a
+	// LimitListener with the same Limits (see Server.Limits).
+	Limits Limits
 }
 
 // Packages is what the API needs of the package install cache.
@@ -101,7 +109,12 @@ type Server struct {
 	wk  Worker
 	mux *http.ServeMux
 	red redactor
+	// requests counts each client address's requests in flight.
+	requests ipCounter
 }
+
+// Limits returns the server's limits, defaults applied.
+func (s *Server) Limits() Limits { return s.cfg.Limits }
 
 // New returns the API handler.
 func New(cfg Config, reg Registry, wk Worker) *Server {
@@ -114,35 +127,41 @@ func New(cfg Config, reg Registry, wk Worker) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	cfg.Limits = cfg.Limits.WithDefaults()
 	s := &Server{cfg: cfg, reg: reg, wk: wk, mux: http.NewServeMux(),
-		red: newRedactor(append(slices.Clone(cfg.HostPaths), cfg.TempDir))}
-	s.mux.HandleFunc("PUT /v1/functions/{name}", s.auth(s.deploy))
-	s.mux.HandleFunc("GET /v1/functions", s.auth(s.list))
-	s.mux.HandleFunc("GET /v1/functions/{name}", s.auth(s.get))
-	s.mux.HandleFunc("DELETE /v1/functions/{name}", s.auth(s.delete))
-	s.mux.HandleFunc("GET /v1/functions/{name}/logs", s.auth(s.logs))
-	s.mux.HandleFunc("POST /v1/functions/{name}/invoke", s.invoke)
-	s.mux.HandleFunc("POST /run/{name}", s.invoke)
-	s.mux.HandleFunc("GET /v1/status", s.auth(s.status))
-	s.mux.HandleFunc("GET /v1/zygotes", s.auth(func(w http.ResponseWriter, r *http.Request) {
+		red:      newRedactor(append(slices.Clone(cfg.HostPaths), cfg.TempDir)),
+		requests: ipCounter{max: cfg.Limits.MaxRequestsPerIP}}
+	// Every route but /healthz is bounded (see bounded): the body by
+	// what the route takes, none but a small one for most.
+	small := func(h http.HandlerFunc) http.HandlerFunc { return s.bounded(maxSmallBody, h) }
+	s.mux.HandleFunc("PUT /v1/functions/{name}", s.bounded(cfg.MaxArchive, s.auth(s.deploy)))
+	s.mux.HandleFunc("GET /v1/functions", small(s.auth(s.list)))
+	s.mux.HandleFunc("GET /v1/functions/{name}", small(s.auth(s.get)))
+	s.mux.HandleFunc("DELETE /v1/functions/{name}", small(s.auth(s.delete)))
+	s.mux.HandleFunc("GET /v1/functions/{name}/logs", small(s.auth(s.logs)))
+	s.mux.HandleFunc("POST /v1/functions/{name}/invoke", s.bounded(cfg.MaxBody, s.invoke))
+	s.mux.HandleFunc("POST /run/{name}", s.bounded(cfg.MaxBody, s.invoke))
+	s.mux.HandleFunc("GET /v1/status", small(s.auth(s.status)))
+	s.mux.HandleFunc("GET /v1/zygotes", small(s.auth(func(w http.ResponseWriter, r *http.Request) {
 		nodes := s.wk.Zygotes()
 		enabled := len(nodes) > 0 // the root exists whenever zygotes are on
 		if nodes == nil {
 			nodes = []zygote.NodeInfo{}
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"enabled": enabled, "nodes": nodes})
-	}))
-	s.mux.HandleFunc("GET /v1/packages", s.auth(s.packages))
-	s.mux.HandleFunc("GET /v1/snapshots", s.auth(s.snapshots))
-	s.mux.HandleFunc("POST /v1/functions/{name}/snapshot", s.auth(s.createSnapshot))
-	s.mux.HandleFunc("DELETE /v1/snapshots/{key}", s.auth(func(w http.ResponseWriter, r *http.Request) {
+	})))
+	s.mux.HandleFunc("GET /v1/packages", small(s.auth(s.packages)))
+	s.mux.HandleFunc("GET /v1/snapshots", small(s.auth(s.snapshots)))
+	s.mux.HandleFunc("POST /v1/functions/{name}/snapshot", small(s.auth(s.createSnapshot)))
+	s.mux.HandleFunc("DELETE /v1/snapshots/{key}", small(s.auth(func(w http.ResponseWriter, r *http.Request) {
 		if err := s.wk.RemoveSnapshot(r.PathValue("key")); err != nil {
 			s.fail(w, err)
 			return
 		}
 		w.WriteHeader(http.StatusNoContent)
-	}))
-	s.mux.Handle("GET /metrics", promhttp.HandlerFor(wk.Metrics().Registry, promhttp.HandlerOpts{}))
+	})))
+	s.mux.Handle("GET /metrics", small(promhttp.HandlerFor(wk.Metrics().Registry, promhttp.HandlerOpts{}).ServeHTTP))
+	// Unbounded: a liveness probe must get through whatever clients hold.
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "ok\n")
 	})
@@ -178,7 +197,7 @@ func (s *Server) deploy(w http.ResponseWriter, r *http.Request) {
 	defer f.Close()
 	n, err := io.Copy(f, io.LimitReader(r.Body, s.cfg.MaxArchive+1))
 	if err != nil {
-		s.writeError(w, http.StatusBadRequest, "BadRequest", "reading upload: "+err.Error())
+		s.bodyError(w, "archive", "TooLarge", err)
 		return
 	}
 	if n > s.cfg.MaxArchive {
@@ -325,7 +344,7 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 func (s *Server) invoke(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(io.LimitReader(r.Body, s.cfg.MaxBody+1))
 	if err != nil {
-		s.writeError(w, http.StatusBadRequest, "BadRequest", "reading body: "+err.Error())
+		s.bodyError(w, "request body", "RequestTooLarge", err)
 		return
 	}
 	if int64(len(body)) > s.cfg.MaxBody {

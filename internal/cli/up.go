@@ -114,7 +114,9 @@ type Config struct {
 	Packages PackagesConfig `yaml:"packages"`
 	// Compile bounds the deploy-time byte compilation of function code.
 	Compile CompileConfig `yaml:"compile"`
-	Zygote  struct {
+	// HTTP bounds the API server's connections, requests and timeouts.
+	HTTP   HTTPConfig `yaml:"http"`
+	Zygote struct {
 		MemoryMB    int64  `yaml:"memory_mb"`
 		Window      int    `yaml:"window"`
 		Promote     int    `yaml:"promote"`
@@ -223,6 +225,7 @@ On shutdown it destroys every sandbox and cgroup it made.`,
 				cfg.LogsMB = flags.LogsMB
 			}
 			mergeResourceFlags(cmd, &cfg, flags)
+			mergeHTTPFlags(cmd, &cfg.HTTP, flags.HTTP)
 			mergePackageFlags(cmd, &cfg.Packages, flags.Packages)
 			if fl.Changed("compile-timeout") {
 				cfg.Compile.Timeout = flags.Compile.Timeout
@@ -239,6 +242,7 @@ On shutdown it destroys every sandbox and cgroup it made.`,
 	f := cmd.Flags()
 	f.StringVar(&cfgPath, "config", "", "config file (hearth.yaml)")
 	addPackageFlags(cmd, &flags.Packages)
+	addHTTPFlags(cmd, &flags.HTTP)
 	f.StringVar(&flags.Listen, "listen", DefaultListen, "address to listen on")
 	f.StringVar(&flags.DataDir, "data-dir", "/var/lib/hearth", "data directory")
 	f.StringVar(&flags.Base, "base", "", "base image tree (default: build one under the data dir)")
@@ -441,28 +445,33 @@ func runUp(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	limits, err := httpLimits(cfg.HTTP, log)
+	if err != nil {
+		wk.Close(context.Background())
+		return err
+	}
 	// Requests run under reqCtx: shutdown cancels those still running
 	// after a short grace.
 	reqCtx, cancelRequests := context.WithCancel(context.Background())
 	defer cancelRequests()
-	srv := &http.Server{
-		Handler: api.New(api.Config{
-			Token:      cfg.Token,
-			MaxBody:    cfg.MaxBodyMB << 20,
-			MaxArchive: cfg.MaxArchiveMB << 20,
-			TempDir:    cfg.DataDir,
-			Logger:     log,
-			Packages:   apiPackages(pkgs),
-			HostPaths:  hostPaths(cfg.DataDir, base, initPath),
-		}, reg, wk),
-		ReadHeaderTimeout: 10 * time.Second,
-		BaseContext:       func(net.Listener) context.Context { return reqCtx },
-	}
+	handler := api.New(api.Config{
+		Token:      cfg.Token,
+		MaxBody:    cfg.MaxBodyMB << 20,
+		MaxArchive: cfg.MaxArchiveMB << 20,
+		TempDir:    cfg.DataDir,
+		Logger:     log,
+		Packages:   apiPackages(pkgs),
+		HostPaths:  hostPaths(cfg.DataDir, base, initPath),
+		Limits:     limits,
+	}, reg, wk)
+	srv := api.HTTPServer(handler, handler.Limits())
+	srv.BaseContext = func(net.Listener) context.Context { return reqCtx }
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		wk.Close(context.Background())
 		return err
 	}
+	ln = api.LimitListener(ln, handler.Limits())
 	log.Info("hearth worker up", "listen", ln.Addr().String(), "data_dir", cfg.DataDir, "base", base,
 		"cgroup_mode", wk.CgroupMode())
 	errc := make(chan error, 1)

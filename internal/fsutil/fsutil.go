@@ -26,3 +26,22 @@ func DiskUsage(dir string) (int64, error) {
 	})
 	return n, err
 }
+
+// beneath is how OpenBeneath resolves: inside the directory, no symlink
+// (nor /proc magic link) on the way.
+const beneath = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS
+
+// OpenBeneath opens name, relative to the directory dirfd, with
+// openat2(2): a component that is a symlink, or a path leaving dirfd,
+// fails (ELOOP, EXDEV). It is how the worker, as root, reaches into a
+// tree that untrusted code can write, such as a sandbox's /tmp.
+func OpenBeneath(dirfd int, name string, flags int, mode uint32) (int, error) {
+	for {
+		fd, err := unix.Openat2(dirfd, name, &unix.OpenHow{
+			Flags: uint64(flags | unix.O_CLOEXEC), Mode: uint64(mode), Resolve: beneath})
+		if err == unix.EINTR || err == unix.EAGAIN {
+			continue // EAGAIN: a rename raced the lookup
+		}
+		return fd, err
+	}
+}

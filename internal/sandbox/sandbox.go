@@ -185,7 +185,7 @@ func (f *Factory) Create(ctx context.Context, cfg Config) (_ *Sandbox, err error
 		args.Dir = "/"
 	}
 	if cfg.Socket != "" {
-		l, err := listenUnix(filepath.Join(s.scratch, cfg.Socket), uid, gid)
+		l, err := listenUnix(filepath.Join(s.scratch, cfg.Socket))
 		if err != nil {
 			return nil, fmt.Errorf("sandbox %s: %w", s.id, err)
 		}
@@ -415,19 +415,21 @@ func shortID(id string) string {
 	return id
 }
 
-// listenUnix makes a listening socket at path, owned by uid:gid, and returns
-// it as a file. The socket file stays when the returned file is closed.
-func listenUnix(path string, uid, gid int) (*os.File, error) {
+// listenUnix makes a listening socket at path and returns it as a file.
+// The socket file stays when the returned file is closed. It stays the
+// worker's (root's): the sandbox's user only accepts on the descriptor,
+// and in the sticky /tmp it can then neither remove nor replace the file
+// (see DialIn).
+func listenUnix(path string) (*os.File, error) {
 	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("socket: %w", err)
 	}
 	err = viaDir(path, func(short string) error {
 		if err := unix.Bind(fd, &unix.SockaddrUnix{Name: short}); err != nil {
-			return fmt.Errorf("bind %s: %w", path, err)
+			return fmt.Errorf("bind %s: %w", filepath.Base(path), err)
 		}
-		// The worker (root) connects; the sandbox user only accepts.
-		return unix.Lchown(short, uid, gid)
+		return nil
 	})
 	if err == nil {
 		err = unix.Listen(fd, 16)
@@ -454,20 +456,15 @@ func viaDir(path string, f func(short string) error) error {
 	return f(fmt.Sprintf("/proc/self/fd/%d/%s", dir, filepath.Base(path)))
 }
 
-// Dial connects to the named socket in the sandbox's /tmp.
+// Dial connects to the named socket in the sandbox's /tmp; a symlink or
+// a socket the worker did not make is refused (see DialAt).
 func (s *Sandbox) Dial(name string) (net.Conn, error) {
 	s.mu.Lock()
-	defer s.mu.Unlock() // Destroy closes the descriptor the path goes through
+	defer s.mu.Unlock() // Destroy closes the descriptor the dial goes through
 	if s.destroyed {
 		return nil, fmt.Errorf("sandbox %s: %w", s.id, ErrExited)
 	}
-	var c net.Conn
-	err := viaDir(filepath.Join(s.scratch, name), func(short string) error {
-		var err error
-		c, err = net.Dial("unix", short)
-		return err
-	})
-	return c, err
+	return DialAt(s.tmp, name)
 }
 
 // Root returns the sandbox's root dir. Inside the sandbox's mount

@@ -579,8 +579,9 @@ func (e *Engine) Restore(ctx context.Context, dir string, d *Descriptor, spec Re
 	if err := unpackScratch(filepath.Join(dir, scratchFile), s.scratch); err != nil {
 		return nil, fmt.Errorf("restore %s: %w", d.Key, err)
 	}
+	// The worker's own socket, whatever the scratch held under its name.
 	os.Remove(s.socket)
-	lis, err := listenUnix(s.socket, d.UID, d.GID)
+	lis, err := listenUnix(s.socket)
 	if err != nil {
 		return nil, fmt.Errorf("restore %s: %w", d.Key, err)
 	}
@@ -662,8 +663,11 @@ func (e *Engine) Restore(ctx context.Context, dir string, d *Descriptor, spec Re
 	return s, nil
 }
 
-// listenUnix makes a listening socket at path owned by uid:gid.
-func listenUnix(path string, uid, gid int) (*os.File, error) {
+// listenUnix makes a listening socket at path. It stays root's: the
+// restored runtime only accepts on the descriptor, and in the sticky
+// /tmp its user can then neither remove nor replace the file, which the
+// worker dials (see sandbox.DialIn).
+func listenUnix(path string) (*os.File, error) {
 	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("socket: %w", err)
@@ -675,10 +679,6 @@ func listenUnix(path string, uid, gid int) (*os.File, error) {
 	if err := unix.Listen(fd, 16); err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("listen %s: %w", path, err)
-	}
-	if err := os.Chown(path, uid, gid); err != nil {
-		unix.Close(fd)
-		return nil, err
 	}
 	return os.NewFile(uintptr(fd), path), nil
 }

@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"time"
 
@@ -425,18 +424,7 @@ func (w *Worker) retireSnapshots(name, keep string) {
 // restoredBox is a restored snapshot as the worker's box.
 type restoredBox struct{ *snapshot.Sandbox }
 
-// Dial connects to socket name in the restored sandbox's /tmp, through
-// /proc/self/fd so that a long data dir path cannot exceed the socket
-// path limit.
-func (r restoredBox) Dial(name string) (net.Conn, error) {
-	d, err := os.Open(r.Scratch())
-	if err != nil {
-		return nil, err
-	}
-	defer d.Close()
-	c, err := net.Dial("unix", "/proc/self/fd/"+strconv.Itoa(int(d.Fd()))+"/"+name)
-	if err != nil {
-		return nil, fmt.Errorf("dial %s: %w", filepath.Join(r.Scratch(), name), err)
-	}
-	return c, nil
-}
+// Dial connects to socket name in the restored sandbox's /tmp; a
+// symlink or a socket the worker did not make is refused (see
+// sandbox.DialIn).
+func (r restoredBox) Dial(name string) (net.Conn, error) { return sandbox.DialIn(r.Scratch(), name) }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -50,13 +51,34 @@ type Limits struct {
 	// CPUWeight is the relative CPU weight, 1..10000 with 100 the default.
 	// v1 maps it to cpu.shares = weight*1024/100. Zero keeps the default.
 	CPUWeight uint64
+	// CPUs caps the CPU time the group gets, in CPUs (0.5 is half of one
+	// CPU's time, 2 two CPUs'): a quota of CPUs*CPUPeriod per CPUPeriod
+	// (v1 cpu.cfs_quota_us, v2 cpu.max). A weight only divides what is
+	// contended; a quota bounds a busy group even on an idle host. Zero
+	// means no quota; at least MinCPUs otherwise.
+	CPUs float64
 }
 
+// CPU quota bounds: the period every quota is over, and the smallest
+// quota the kernel takes (1 ms per period).
+const (
+	CPUPeriod = 100 * time.Millisecond
+	MinCPUs   = 0.01
+)
+
 func (l Limits) validate() error {
-	if l.MemoryBytes < 0 || l.Pids < 0 || l.CPUWeight > 10000 {
+	if l.MemoryBytes < 0 || l.Pids < 0 || l.CPUWeight > 10000 || l.CPUs < 0 || l.CPUs > 0 && l.CPUs < MinCPUs {
 		return fmt.Errorf("%w: %+v", ErrBadLimits, l)
 	}
 	return nil
+}
+
+// cpuQuota is l's quota per CPUPeriod in microseconds, or -1 for none.
+func (l Limits) cpuQuota() int64 {
+	if l.CPUs <= 0 {
+		return -1
+	}
+	return int64(math.Round(l.CPUs * float64(CPUPeriod/time.Microsecond)))
 }
 
 // Option configures a Manager.

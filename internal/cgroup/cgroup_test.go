@@ -243,6 +243,8 @@ func TestCreateBadInput(t *testing.T) {
 				{"negmem", Limits{MemoryBytes: -1}, ErrBadLimits},
 				{"negpids", Limits{Pids: -1}, ErrBadLimits},
 				{"weight", Limits{CPUWeight: 10001}, ErrBadLimits},
+				{"negcpus", Limits{CPUs: -1}, ErrBadLimits},
+				{"tinycpus", Limits{CPUs: 0.001}, ErrBadLimits},
 				{"dup", Limits{}, ErrExists},
 			}
 			for _, tt := range tests {
@@ -282,9 +284,10 @@ func TestCreateLimits(t *testing.T) {
 	}{
 		{
 			name: "limits",
-			lim:  Limits{MemoryBytes: 64 << 20, Pids: 64, CPUWeight: 50},
-			v1:   map[string]string{"memory.limit_in_bytes": "67108864", "pids.max": "64", "cpu.shares": "512"},
-			v2:   map[string]string{"memory.max": "67108864", "pids.max": "64", "cpu.weight": "50"},
+			lim:  Limits{MemoryBytes: 64 << 20, Pids: 64, CPUWeight: 50, CPUs: 0.5},
+			v1: map[string]string{"memory.limit_in_bytes": "67108864", "pids.max": "64", "cpu.shares": "512",
+				"cpu.cfs_quota_us": "50000", "cpu.cfs_period_us": "100000"},
+			v2: map[string]string{"memory.max": "67108864", "pids.max": "64", "cpu.weight": "50", "cpu.max": "50000 100000"},
 		},
 		{
 			name: "tiny-weight",
@@ -295,8 +298,9 @@ func TestCreateLimits(t *testing.T) {
 		{
 			name: "none",
 			lim:  Limits{},
-			v1:   map[string]string{"memory.limit_in_bytes": "9223372036854771712", "pids.max": "max", "cpu.shares": "1024"},
-			v2:   map[string]string{"memory.max": "max", "pids.max": "max", "cpu.weight": "100"},
+			v1: map[string]string{"memory.limit_in_bytes": "9223372036854771712", "pids.max": "max", "cpu.shares": "1024",
+				"cpu.cfs_quota_us": "-1"},
+			v2: map[string]string{"memory.max": "max", "pids.max": "max", "cpu.weight": "100", "cpu.max": "max 100000"},
 		},
 	}
 	for _, tt := range tests {
@@ -391,6 +395,28 @@ func TestSetLimitsAndCPUWeight(t *testing.T) {
 	}
 	if err := g.SetLimits(Limits{Pids: -1}); !errors.Is(err, ErrBadLimits) {
 		t.Errorf("SetLimits with negative pids = %v, want ErrBadLimits", err)
+	}
+	// A CPU quota comes and goes with the limits: a pooled group handed
+	// to a function gets the function's, a group put back none.
+	file, want = "cpu.cfs_quota_us", "25000"
+	if m.Mode() == V2 {
+		file, want = "cpu.max", "25000 100000"
+	}
+	if err := g.SetLimits(Limits{MemoryBytes: 128 << 20, CPUs: 0.25}); err != nil {
+		t.Fatal(err)
+	}
+	if got := cpuFile(); got != want {
+		t.Errorf("after SetLimits(CPUs 0.25) %s = %q, want %q", file, got, want)
+	}
+	if err := g.SetLimits(Limits{}); err != nil {
+		t.Fatal(err)
+	}
+	want = "-1"
+	if m.Mode() == V2 {
+		want = "max 100000"
+	}
+	if got := cpuFile(); got != want {
+		t.Errorf("after SetLimits({}) %s = %q, want %q", file, got, want)
 	}
 }
 

@@ -429,6 +429,11 @@ func (m *Manager) limitsV2(g *Group, lim Limits) error {
 		set            bool
 	}
 	mem, swap, pids, wt := "max", "max", "max", "100"
+	period := strconv.FormatInt(int64(CPUPeriod/time.Microsecond), 10)
+	quota := "max " + period
+	if lim.CPUs > 0 {
+		quota = strconv.FormatInt(lim.cpuQuota(), 10) + " " + period
+	}
 	if lim.MemoryBytes > 0 {
 		mem, swap = strconv.FormatInt(lim.MemoryBytes, 10), "0"
 	}
@@ -443,6 +448,7 @@ func (m *Manager) limitsV2(g *Group, lim Limits) error {
 		{"memory", "memory.swap.max", swap, lim.MemoryBytes > 0},
 		{"pids", "pids.max", pids, lim.Pids > 0},
 		{"cpu", "cpu.weight", wt, lim.CPUWeight > 0},
+		{"cpu", "cpu.max", quota, lim.CPUs > 0},
 	}
 	for _, x := range ws {
 		if !m.enabled[x.ctl] {

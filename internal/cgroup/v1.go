@@ -110,7 +110,19 @@ func (m *Manager) limitsV1(g *Group, lim Limits, fresh bool) error {
 		if lim.CPUWeight > 0 {
 			shares = max(lim.CPUWeight*1024/100, 2) // 2 is v1's minimum
 		}
-		return writeFile(filepath.Join(g.dirs[m.cpu], "cpu.shares"), strconv.FormatUint(shares, 10))
+		if err := writeFile(filepath.Join(g.dirs[m.cpu], "cpu.shares"), strconv.FormatUint(shares, 10)); err != nil {
+			return err
+		}
+	}
+	if !fresh || lim.CPUs > 0 {
+		// The period first: the quota is checked against it (and a new
+		// group's period is the default, 100 ms, already).
+		if !fresh {
+			if err := writeFile(filepath.Join(g.dirs[m.cpu], "cpu.cfs_period_us"), strconv.FormatInt(int64(CPUPeriod/time.Microsecond), 10)); err != nil {
+				return err
+			}
+		}
+		return writeFile(filepath.Join(g.dirs[m.cpu], "cpu.cfs_quota_us"), strconv.FormatInt(lim.cpuQuota(), 10))
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/containerd/cgroups/v3/cgroup2"
 	"golang.org/x/sys/unix"
@@ -82,12 +83,19 @@ func (m *Manager) createV2(g *Group, lim Limits) error {
 		}
 		res.Pids = &cgroup2.Pids{Max: lim.Pids}
 	}
-	if lim.CPUWeight > 0 {
+	if lim.CPUWeight > 0 || lim.CPUs > 0 {
 		if !m.enabled["cpu"] {
-			return fmt.Errorf("cpu weight: %w", ErrNoController)
+			return fmt.Errorf("cpu weight or quota: %w", ErrNoController)
 		}
-		w := lim.CPUWeight
-		res.CPU = &cgroup2.CPU{Weight: &w}
+		res.CPU = &cgroup2.CPU{}
+		if lim.CPUWeight > 0 {
+			w := lim.CPUWeight
+			res.CPU.Weight = &w
+		}
+		if lim.CPUs > 0 {
+			quota, period := lim.cpuQuota(), uint64(CPUPeriod/time.Microsecond)
+			res.CPU.Max = cgroup2.NewCPUMax(&quota, &period)
+		}
 	}
 	// No resources for NewChild: it would rewrite every ancestor's
 	// subtree_control on each create; the parent already enabled them.

@@ -19,12 +19,14 @@ func TestV2LimitFiles(t *testing.T) {
 		swap bool
 		want map[string]string // file -> content; "" means must not exist
 	}{
-		{"all", Limits{MemoryBytes: 64 << 20, Pids: 32, CPUWeight: 250}, true,
-			map[string]string{"memory.max": "67108864", "memory.swap.max": "0", "pids.max": "32", "cpu.weight": "250"}},
+		{"all", Limits{MemoryBytes: 64 << 20, Pids: 32, CPUWeight: 250, CPUs: 1.5}, true,
+			map[string]string{"memory.max": "67108864", "memory.swap.max": "0", "pids.max": "32", "cpu.weight": "250", "cpu.max": "150000 100000"}},
+		{"quota-only", Limits{CPUs: 0.25}, true,
+			map[string]string{"cpu.weight": "", "cpu.max": "25000 100000"}},
 		{"no-swap-accounting", Limits{MemoryBytes: 1 << 20}, false,
 			map[string]string{"memory.max": "1048576", "memory.swap.max": "", "pids.max": "", "cpu.weight": ""}},
 		{"none", Limits{}, true,
-			map[string]string{"memory.max": "", "memory.swap.max": "", "pids.max": "", "cpu.weight": ""}},
+			map[string]string{"memory.max": "", "memory.swap.max": "", "pids.max": "", "cpu.weight": "", "cpu.max": ""}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -52,6 +54,24 @@ func TestV2LimitFiles(t *testing.T) {
 					t.Errorf("%s written (%q), want untouched", file, b)
 				case want != "" && string(b) != want:
 					t.Errorf("%s = %q, %v; want %q", file, b, err, want)
+				}
+			}
+			// Re-limiting (a pooled group handed to a function) writes
+			// the quota; resetting it writes no quota. (SetLimits writes
+			// every file, which must exist, as the kernel's do; empty
+			// them first: a fake file is not truncated by a write.)
+			for _, lim := range []struct {
+				lim  Limits
+				want string
+			}{{Limits{CPUs: 0.5}, "50000 100000"}, {Limits{}, "max 100000"}} {
+				for _, f := range []string{"memory.max", "memory.swap.max", "pids.max", "cpu.weight", "cpu.max"} {
+					os.WriteFile(filepath.Join(g.Dirs()[0], f), nil, 0o644)
+				}
+				if err := g.SetLimits(lim.lim); err != nil {
+					t.Fatal(err)
+				}
+				if b, _ := os.ReadFile(filepath.Join(g.Dirs()[0], "cpu.max")); string(b) != lim.want {
+					t.Errorf("after SetLimits(%+v) cpu.max = %q, want %q", lim.lim, b, lim.want)
 				}
 			}
 		})

@@ -37,6 +37,10 @@ const (
 	// DefaultTmpMB is the size of /tmp, AWS Lambda's default ephemeral
 	// storage.
 	DefaultTmpMB = 512
+	// DefaultCPUs is a sandbox's CPU quota when cpus is absent or 0: one
+	// CPU's time, so that one busy function cannot take a small worker's
+	// every core from the others.
+	DefaultCPUs = 1.0
 )
 
 // Limits enforced by Validate.
@@ -48,6 +52,9 @@ const (
 	MaxMaxConcurrency = 1000
 	MinTmpMB          = 8
 	MaxTmpMB          = 10240 // AWS Lambda's largest ephemeral storage
+	// MinCPUs is the smallest quota the kernel takes (1 ms per 100 ms).
+	MinCPUs = 0.01
+	MaxCPUs = 256
 	// MaxConfigBytes bounds function.yaml and requirements.txt.
 	MaxConfigBytes = 64 << 10
 )
@@ -102,6 +109,10 @@ type Spec struct {
 	TimeoutS int `json:"timeout_s"`
 	// MaxConcurrency is the most sandboxes serving this function at once.
 	MaxConcurrency int `json:"max_concurrency"`
+	// CPUs is each sandbox's CPU quota in CPUs (0.5: half of one CPU's
+	// time). Zero, as in functions deployed before it existed, means
+	// DefaultCPUs; see CPULimit.
+	CPUs float64 `json:"cpus,omitempty"`
 	// Env is added to the handler's environment.
 	Env map[string]string `json:"env,omitempty"`
 	// Network is NetworkNone, NetworkIsolated or NetworkOffline.
@@ -124,6 +135,7 @@ type file struct {
 	MemoryMB       *int              `yaml:"memory_mb"`
 	TimeoutS       *int              `yaml:"timeout_s"`
 	MaxConcurrency *int              `yaml:"max_concurrency"`
+	CPUs           *float64          `yaml:"cpus"`
 	Env            map[string]string `yaml:"env"`
 	Network        *string           `yaml:"network"`
 	Snapshot       *string           `yaml:"snapshot"`
@@ -153,6 +165,7 @@ func Parse(data []byte) (Spec, error) {
 		MemoryMB:       DefaultMemoryMB,
 		TimeoutS:       DefaultTimeoutS,
 		MaxConcurrency: DefaultMaxConcurrency,
+		CPUs:           DefaultCPUs,
 		Network:        NetworkNone,
 		Env:            f.Env,
 		TmpMB:          DefaultTmpMB,
@@ -168,6 +181,9 @@ func Parse(data []byte) (Spec, error) {
 	}
 	if f.MaxConcurrency != nil && *f.MaxConcurrency != 0 {
 		s.MaxConcurrency = *f.MaxConcurrency
+	}
+	if f.CPUs != nil && *f.CPUs != 0 {
+		s.CPUs = *f.CPUs
 	}
 	if f.Network != nil {
 		s.Network = *f.Network
@@ -210,6 +226,9 @@ func (s Spec) Validate() error {
 	if s.MaxConcurrency < 1 || s.MaxConcurrency > MaxMaxConcurrency {
 		return fmt.Errorf("max_concurrency: %d is outside 1..%d (0 in function.yaml means %d): %w",
 			s.MaxConcurrency, MaxMaxConcurrency, DefaultMaxConcurrency, ErrInvalid)
+	}
+	if c := s.CPULimit(); c < MinCPUs || c > MaxCPUs || c != c {
+		return fmt.Errorf("cpus: %g is outside %g..%d (0 in function.yaml means %g): %w", s.CPUs, MinCPUs, MaxCPUs, DefaultCPUs, ErrInvalid)
 	}
 	if err := checkEnv("env", s.Env); err != nil {
 		return err
@@ -255,6 +274,15 @@ func checkEnv(field string, env map[string]string) error {
 		}
 	}
 	return nil
+}
+
+// CPULimit is the sandbox's CPU quota in CPUs: CPUs, or DefaultCPUs for
+// a spec without one.
+func (s Spec) CPULimit() float64 {
+	if s.CPUs == 0 {
+		return DefaultCPUs
+	}
+	return s.CPUs
 }
 
 // Module returns the handler's module ("pkg.mod") and function name.

@@ -28,7 +28,7 @@ func writeTree(t *testing.T, files map[string]string) string {
 func TestLoad(t *testing.T) {
 	def := func(h string) Spec {
 		return Spec{Handler: h, MemoryMB: DefaultMemoryMB, TimeoutS: DefaultTimeoutS,
-			MaxConcurrency: DefaultMaxConcurrency, Network: NetworkNone, TmpMB: DefaultTmpMB}
+			MaxConcurrency: DefaultMaxConcurrency, CPUs: DefaultCPUs, Network: NetworkNone, TmpMB: DefaultTmpMB}
 	}
 	tests := []struct {
 		name  string
@@ -45,6 +45,7 @@ func TestLoad(t *testing.T) {
 memory_mb: 256
 timeout_s: 5
 max_concurrency: 2
+cpus: 0.5
 env: {GREETING: hi, N: 3}
 network: none
 snapshot: always
@@ -52,7 +53,7 @@ tmp_mb: 2048
 tmp_storage: memory
 `,
 			"requirements.txt": "# deps\nnumpy>=1.0  # from Debian\n\nrequests \\\n  ==2.28.1\n",
-		}, Spec{Handler: "app.main.run", MemoryMB: 256, TimeoutS: 5, MaxConcurrency: 2,
+		}, Spec{Handler: "app.main.run", MemoryMB: 256, TimeoutS: 5, MaxConcurrency: 2, CPUs: 0.5,
 			Env: map[string]string{"GREETING": "hi", "N": "3"}, Network: "none", Snapshot: "always",
 			TmpMB: 2048, TmpStorage: TmpMemory,
 			Requirements: []string{"numpy>=1.0", "requests   ==2.28.1"}}},
@@ -61,6 +62,12 @@ tmp_storage: memory
 			return s
 		}()},
 		{"max_concurrency 0 means default", map[string]string{"f.py": "", "function.yaml": "max_concurrency: 0"}, def("f.f")},
+		{"cpus 0 means default", map[string]string{"f.py": "", "function.yaml": "cpus: 0"}, def("f.f")},
+		{"cpus above one", map[string]string{"f.py": "", "function.yaml": "cpus: 2"}, func() Spec {
+			s := def("f.f")
+			s.CPUs = 2
+			return s
+		}()},
 		{"network isolated", map[string]string{"f.py": "", "function.yaml": "network: isolated"}, func() Spec {
 			s := def("f.f")
 			s.Network = NetworkIsolated
@@ -113,6 +120,11 @@ func TestLoadErrors(t *testing.T) {
 		{"timeout zero", map[string]string{"f.py": "", "function.yaml": "timeout_s: 0"}, ErrInvalid, "timeout_s"},
 		{"timeout high", map[string]string{"f.py": "", "function.yaml": "timeout_s: 901"}, ErrInvalid, "timeout_s"},
 		{"concurrency negative", map[string]string{"f.py": "", "function.yaml": "max_concurrency: -1"}, ErrInvalid, "max_concurrency"},
+		{"cpus negative", map[string]string{"f.py": "", "function.yaml": "cpus: -1"}, ErrInvalid, "cpus"},
+		{"cpus tiny", map[string]string{"f.py": "", "function.yaml": "cpus: 0.001"}, ErrInvalid, "cpus"},
+		{"cpus huge", map[string]string{"f.py": "", "function.yaml": "cpus: 1000"}, ErrInvalid, "cpus"},
+		{"cpus nan", map[string]string{"f.py": "", "function.yaml": "cpus: .nan"}, ErrInvalid, "cpus"},
+		{"cpus not a number", map[string]string{"f.py": "", "function.yaml": "cpus: lots"}, ErrInvalid, "line 1"},
 		{"env bad key", map[string]string{"f.py": "", "function.yaml": "env: {\"A-B\": x}"}, ErrInvalid, "A-B"},
 		{"env digit key", map[string]string{"f.py": "", "function.yaml": "env: {\"1A\": x}"}, ErrInvalid, "1A"},
 		{"env reserved", map[string]string{"f.py": "", "function.yaml": "env: {HEARTH_SOCKET: x}"}, ErrInvalid, "reserved"},

@@ -6,7 +6,6 @@ import (
 	"os"
 	"time"
 
-	"github.com/hearth-run/hearth/internal/cgroup"
 	"github.com/hearth-run/hearth/internal/packages"
 	"github.com/hearth-run/hearth/internal/registry"
 	"github.com/hearth-run/hearth/internal/runtime"
@@ -134,11 +133,7 @@ func (w *Worker) adopt(ctx context.Context, sb *sandbox.Sandbox, fn registry.Fun
 			mounts = append(mounts, [2]string{m.HostDir, m.SandboxDir})
 		}
 	}
-	grp, err := w.newGroup(ctx, sb.ID(), cgroup.Limits{
-		MemoryBytes: int64(fn.Spec.MemoryMB) << 20,
-		Pids:        w.cfg.PidsLimit,
-		CPUWeight:   100,
-	})
+	grp, err := w.newGroup(ctx, sb.ID(), w.limits(fn))
 	if err != nil {
 		sb.Destroy(ctx)
 		return nil, nil, fmt.Errorf("%s: %v: %w", fn.Name, err, ErrStart)

@@ -10,7 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hearth-run/hearth/internal/cgroup"
 	"github.com/hearth-run/hearth/internal/function"
 	"github.com/hearth-run/hearth/internal/image"
 	"github.com/hearth-run/hearth/internal/packages"
@@ -164,11 +163,7 @@ func (w *Worker) restoreStart(ctx context.Context, fn registry.Function, st *fnS
 		return nil, err
 	}
 	id := fmt.Sprintf("sb-%d-%s", w.seq.Add(1), shortRev(fn.Revision))
-	grp, err := w.newGroup(ctx, id, cgroup.Limits{
-		MemoryBytes: int64(fn.Spec.MemoryMB) << 20,
-		Pids:        w.cfg.PidsLimit,
-		CPUWeight:   100,
-	})
+	grp, err := w.newGroup(ctx, id, w.limits(fn))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %v: %w", fn.Name, err, ErrStart)
 	}

@@ -432,7 +432,7 @@ func (w *Worker) spareStart(ctx context.Context, fn registry.Function, st *fnSta
 			mounts = append(mounts, zygote.Mount{Source: m.HostDir, Target: m.SandboxDir})
 		}
 	}
-	if err := sp.group.SetLimits(cgroup.Limits{MemoryBytes: int64(fn.Spec.MemoryMB) << 20, Pids: w.cfg.PidsLimit, CPUWeight: 100}); err != nil {
+	if err := sp.group.SetLimits(w.limits(fn)); err != nil {
 		w.discard(sp)
 		return nil, fmt.Errorf("%s: %v: %w", fn.Name, err, ErrStart)
 	}

@@ -64,6 +64,19 @@ func (w *Worker) startFresh(ctx context.Context, fn registry.Function, st *fnSta
 	return inst, PathCold, err
 }
 
+// limits are the cgroup limits of fn's sandboxes, however they start:
+// a new or pooled group, a pre-made holder's, a spare's when it is handed
+// to fn. The CPU quota bounds a busy function even where nothing else
+// competes for the CPU, so that its neighbours keep their latency.
+func (w *Worker) limits(fn registry.Function) cgroup.Limits {
+	return cgroup.Limits{
+		MemoryBytes: int64(fn.Spec.MemoryMB) << 20,
+		Pids:        w.cfg.PidsLimit,
+		CPUWeight:   100,
+		CPUs:        fn.Spec.CPULimit(),
+	}
+}
+
 // newSandbox creates fn's cgroup and sandbox. With argv it runs a fresh
 // runtime; without, it is an empty holder a zygote child will join.
 func (w *Worker) newSandbox(ctx context.Context, fn registry.Function, st *fnState, argv, env []string) (*instance, error) {
@@ -75,11 +88,7 @@ func (w *Worker) newSandbox(ctx context.Context, fn registry.Function, st *fnSta
 func (w *Worker) makeSandbox(ctx context.Context, fn registry.Function, st *fnState, argv, env []string, exec bool) (*instance, error) {
 	id := fmt.Sprintf("sb-%d-%s", w.seq.Add(1), shortRev(fn.Revision))
 	t0 := time.Now()
-	grp, err := w.newGroup(ctx, id, cgroup.Limits{
-		MemoryBytes: int64(fn.Spec.MemoryMB) << 20,
-		Pids:        w.cfg.PidsLimit,
-		CPUWeight:   100,
-	})
+	grp, err := w.newGroup(ctx, id, w.limits(fn))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %v: %w", fn.Name, err, ErrStart)
 	}

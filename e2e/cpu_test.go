@@ -1,0 +1,220 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// cgroupPy reports the process's cgroup: the cpu controller's path, or
+// v2's.
+const cgroupPy = `
+import time
+
+def cgroup():
+    v2 = ""
+    for line in open("/proc/self/cgroup"):
+        _, ctls, path = line.rstrip("\n").split(":", 2)
+        if "cpu" in ctls.split(","):
+            return path
+        if ctls == "":
+            v2 = path
+    return v2
+`
+
+// spin burns CPU for s seconds and reports its CPU and wall time, and its
+// cgroup.
+const spin = cgroupPy + `
+def f(e):
+    w0, c0 = time.perf_counter(), time.process_time()
+    while time.perf_counter() - w0 < e["s"]:
+        pass
+    return {"wall": time.perf_counter() - w0, "cpu": time.process_time() - c0, "cgroup": cgroup()}
+`
+
+// work does a fixed amount of CPU work and reports how long it took, and
+// its cgroup.
+const work = cgroupPy + `
+def f(e):
+    t0 = time.perf_counter()
+    n = 0
+    for i in range(300000):
+        n += i * i
+    return {"took": time.perf_counter() - t0, "cgroup": cgroup()}
+`
+
+// cpuDir is the directory of the cgroup at path (as /proc/PID/cgroup
+// names it) in the cpu hierarchy, v1 or v2.
+func cpuDir(t *testing.T, path string) string {
+	t.Helper()
+	for _, root := range []string{"/sys/fs/cgroup/cpu", "/sys/fs/cgroup/cpu,cpuacct", "/sys/fs/cgroup"} {
+		if _, err := os.Stat(filepath.Join(root, path, "cpu.stat")); err == nil {
+			return filepath.Join(root, path)
+		}
+	}
+	t.Fatalf("no cpu.stat for cgroup %s", path)
+	return ""
+}
+
+// cpuStat reads cpu.stat in dir.
+func cpuStat(t *testing.T, dir string) map[string]int64 {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, "cpu.stat"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := map[string]int64{}
+	for _, l := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(l, " "); ok {
+			st[k], _ = strconv.ParseInt(v, 10, 64)
+		}
+	}
+	return st
+}
+
+// cpuQuota reads the quota in dir as "QUOTA PERIOD" in microseconds
+// (v2's cpu.max; v1's two files joined).
+func cpuQuota(t *testing.T, dir string) string {
+	t.Helper()
+	if b, err := os.ReadFile(filepath.Join(dir, "cpu.max")); err == nil {
+		return strings.TrimSpace(string(b))
+	}
+	q, err1 := os.ReadFile(filepath.Join(dir, "cpu.cfs_quota_us"))
+	p, err2 := os.ReadFile(filepath.Join(dir, "cpu.cfs_period_us"))
+	if err1 != nil || err2 != nil {
+		t.Fatalf("no CPU quota files in %s: %v %v", dir, err1, err2)
+	}
+	return strings.TrimSpace(string(q)) + " " + strings.TrimSpace(string(p))
+}
+
+// TestCPULimitKeepsNeighboursFast runs a function that spins on the CPU
+// in two sandboxes at once (cpus: 0.5 each) next to one that measures
+// its own latency: the spinner gets no more than its quota, its cgroups
+// show throttling, and the other function's latency stays within twice
+// what it was alone.
+func TestCPULimitKeepsNeighboursFast(t *testing.T) {
+	w := startWorker(t)
+	// The quota is what keeps neighbours apart on a host with CPU to
+	// spare; on one whose other work (other tests, test.sh --busy's
+	// hogs) leaves the worker less than its sandboxes want, the weights
+	// share it out and no quota binds. So the worker's sandboxes get the
+	// host first: the most weight for their parent group.
+	favour(t, w.cgroup)
+	w.deployDir("hog", fn(t, "f.py", spin, "function.yaml", "cpus: 0.5\nmax_concurrency: 2\ntimeout_s: 60\n"))
+	w.deployDir("victim", fn(t, "f.py", work))
+	// took calls the victim and returns its latency as its client sees
+	// it (what a neighbour's spinning took from the worker and from the
+	// victim's sandbox), and the part its own work took.
+	took := func() (float64, float64) {
+		inv := w.mustInvoke("victim", "{}")
+		var r struct{ Took float64 }
+		if err := json.Unmarshal(inv.Body, &r); err != nil {
+			t.Fatal(err)
+		}
+		return inv.Latency.Seconds(), r.Took
+	}
+	// Two hog sandboxes, started before anything is measured.
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Add(1)
+		go func() { defer wg.Done(); w.mustInvoke("hog", `{"s": 0}`) }()
+	}
+	wg.Wait()
+	for range 5 {
+		took()
+	}
+	// The default quota: one CPU.
+	var v struct{ Cgroup string }
+	json.Unmarshal(w.mustInvoke("victim", "{}").Body, &v)
+	if q := cpuQuota(t, cpuDir(t, v.Cgroup)); q != "100000 100000" {
+		t.Errorf("victim's cgroup %s has quota %q, want the default 100000 per 100000 us", v.Cgroup, q)
+	}
+	var alone, aloneWork []float64
+	for range 20 {
+		l, w := took()
+		alone, aloneWork = append(alone, l), append(aloneWork, w)
+	}
+
+	type spun struct {
+		Wall, CPU float64
+		Cgroup    string
+	}
+	hogs := make([]spun, 2)
+	const secs = 6
+	for i := range hogs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			inv, err := w.invoke("hog", fmt.Sprintf(`{"s": %d}`, secs))
+			if err != nil {
+				t.Errorf("hog: %v", err)
+				return
+			}
+			json.Unmarshal(inv.Body, &hogs[i])
+		}()
+	}
+	time.Sleep(500 * time.Millisecond)
+	var busy, busyWork []float64
+	for end := time.Now().Add((secs - 1) * time.Second); time.Now().Before(end); {
+		l, w := took()
+		busy, busyWork = append(busy, l), append(busyWork, w)
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+
+	a, b := median(alone), median(busy)
+	t.Logf("victim p50: %.1f ms alone, %.1f ms next to two spinners (%d calls); its own work: %.1f ms, %.1f ms; spinners: %+v",
+		a*1000, b*1000, len(busy), median(aloneWork)*1000, median(busyWork)*1000, hogs)
+	if b > 2*a {
+		t.Errorf("victim p50 %.1f ms next to the spinners, more than twice its %.1f ms alone", b*1000, a*1000)
+	}
+	if hogs[0].Cgroup == hogs[1].Cgroup {
+		t.Fatalf("the two spinners ran in one cgroup %q, want two sandboxes", hogs[0].Cgroup)
+	}
+	for i, h := range hogs {
+		if share := h.CPU / h.Wall; share > 0.6 {
+			t.Errorf("spinner %d got %.2f of a CPU over %.1f s, more than its 0.5 quota", i, share, h.Wall)
+		}
+		dir := cpuDir(t, h.Cgroup)
+		if q := cpuQuota(t, dir); q != "50000 100000" {
+			t.Errorf("spinner %d's cgroup %s has quota %q, want 50000 per 100000 us", i, h.Cgroup, q)
+		}
+		if st := cpuStat(t, dir); st["nr_throttled"] == 0 {
+			t.Errorf("spinner %d's cgroup %s shows no throttling: %v", i, h.Cgroup, st)
+		}
+	}
+}
+
+// favour gives the cgroup parent the most CPU weight there is, v1 or v2.
+func favour(t *testing.T, parent string) {
+	t.Helper()
+	for _, f := range []struct{ path, val string }{
+		{filepath.Join("/sys/fs/cgroup/cpu", parent, "cpu.shares"), "262144"},
+		{filepath.Join("/sys/fs/cgroup", parent, "cpu.weight"), "10000"},
+	} {
+		if err := os.WriteFile(f.path, []byte(f.val), 0o644); err == nil {
+			return
+		}
+	}
+	t.Fatalf("cannot raise the CPU weight of cgroup parent %s", parent)
+}
+
+func median(v []float64) float64 {
+	s := append([]float64(nil), v...)
+	for i := range s {
+		for j := i + 1; j < len(s); j++ {
+			if s[j] < s[i] {
+				s[i], s[j] = s[j], s[i]
+			}
+		}
+	}
+	return s[len(s)/2]
+}

@@ -31,9 +31,16 @@ type RootConfig struct {
 // zygoteEnv keeps numeric libraries single-threaded: a zygote must not
 // hold threads across fork, and every thread's stack is memory each
 // child would otherwise share.
+//
+// It sets no PYTHONHASHSEED: each root zygote draws its own random hash
+// secret (from getrandom) when it starts, as a fresh interpreter does. A
+// forked process cannot draw another one (every dict and set it holds is
+// keyed by the hashes it has), so the nodes forked from a root and the
+// functions forked from any of them share it; see the README's "What
+// forked functions share".
 var zygoteEnv = []string{
 	"OPENBLAS_NUM_THREADS=1", "OMP_NUM_THREADS=1", "MKL_NUM_THREADS=1",
-	"PYTHONHASHSEED=0", "PATH=/usr/local/bin:/usr/bin:/bin",
+	"PATH=/usr/local/bin:/usr/bin:/bin",
 }
 
 // StartRoot starts the root zygote: a bare interpreter with the runtime

@@ -382,7 +382,7 @@ func TestOversize(t *testing.T) {
 		t.Fatalf("large while the whole pool is busy: %v", err)
 	}
 	e.Release(iw, 8)
-	il, ev, err = e.Admit(large, 9)
+	_, ev, err = e.Admit(large, 9)
 	if err != nil || !slices.Equal(ev, []pool.ID{iw}) {
 		t.Fatalf("large after release: %v %v, want the idle borrower evicted", ev, err)
 	}

@@ -1,7 +1,9 @@
-// Package reserve runs the background refill shared by Hearth's pools of
-// resources made ahead of need (cgroups, network namespaces): clean what
-// came back, top the reserve up, and hold back while a burst is taking
-// from it.
+// Package reserve is the machinery shared by Hearth's pools of resources
+// made ahead of need (cgroups, network namespaces, pre-made sandboxes):
+// Pool keeps the ready and released resources, caps them at MaxIdle and
+// counts its work, and its refiller (Loop) cleans what came back, tops
+// the reserve up, and holds back while a burst is taking from it. The
+// resource's own package says how to make, clean and destroy one.
 package reserve
 
 import "time"

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hearth-run/hearth/internal/reserve"
@@ -53,28 +54,20 @@ type PoolStats struct {
 
 // Pool hands out pre-created, clean groups of one Manager so that a cold
 // start does not pay for mkdir in four hierarchies. It refills itself in
-// the background. A group from Get goes back with Put (which cleans it) or
-// is deleted by its owner; either is fine.
+// the background (a reserve.Pool of groups). A group from Get goes back
+// with Put (which cleans it) or is deleted by its owner; either is fine.
 //
 // A Pool is safe for concurrent use. Close deletes the ready groups and
 // retries the quarantined ones; it does not touch groups that are out.
 type Pool struct {
 	m   *Manager
 	cfg PoolConfig
-
-	kick chan struct{} // wakes the refiller
-	stop chan struct{}
-	done chan struct{}
+	res *reserve.Pool[*Group]
+	seq atomic.Int64 // numbers the groups' names
 
 	mu          sync.Mutex
-	ready       []*Group  // guarded by mu; clean, unlimited groups
-	dirty       []*Group  // guarded by mu; released, waiting to be cleaned
-	lastGet     time.Time // guarded by mu
-	quarantined []*Group  // guarded by mu
-	names       []string  // guarded by mu; quarantined names, for Stats
-	seq         int       // guarded by mu
-	st          PoolStats
-	closed      bool
+	quarantined []*Group // guarded by mu
+	names       []string // guarded by mu; quarantined names, for Stats
 }
 
 // NewPool starts a pool of m's groups; the reserve fills in the background
@@ -86,12 +79,8 @@ func (m *Manager) NewPool(cfg PoolConfig) (*Pool, error) {
 	if cfg.Reserve == 0 {
 		cfg.Reserve = 8
 	}
-	if cfg.MaxIdle < cfg.Reserve {
-		if cfg.MaxIdle == 0 {
-			cfg.MaxIdle = 2 * cfg.Reserve
-		} else {
-			cfg.MaxIdle = cfg.Reserve
-		}
+	if cfg.MaxIdle == 0 {
+		cfg.MaxIdle = 2 * cfg.Reserve
 	}
 	if cfg.Prefix == "" {
 		cfg.Prefix = "pool"
@@ -102,9 +91,22 @@ func (m *Manager) NewPool(cfg PoolConfig) (*Pool, error) {
 	if !validName(cfg.Prefix + "-0") {
 		return nil, fmt.Errorf("cgroup pool prefix %q: %w", cfg.Prefix, ErrBadName)
 	}
-	p := &Pool{m: m, cfg: cfg, kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
-	go p.refill()
-	p.wake()
+	p := &Pool{m: m, cfg: cfg}
+	p.res = reserve.New(reserve.Config[*Group]{
+		Reserve:      cfg.Reserve,
+		MaxIdle:      cfg.MaxIdle,
+		RefillDelay:  cfg.RefillDelay,
+		CleanTimeout: 10 * time.Second,
+		Make: func(context.Context) (*Group, error) {
+			// On failure the refiller tries again on the next Get or Put;
+			// Get falls back to Create meanwhile and reports the error.
+			return m.Create(p.name(), Limits{})
+		},
+		Clean:   p.clean,
+		Destroy: func(ctx context.Context, g *Group) error { return g.Delete(ctx) },
+		Discard: p.quarantine,
+		Closed:  fmt.Errorf("cgroup pool: %w", ErrPoolClosed),
+	})
 	return p, nil
 }
 
@@ -116,25 +118,13 @@ func (p *Pool) Get(ctx context.Context, lim Limits) (*Group, error) {
 		return nil, fmt.Errorf("cgroup pool: %w", err)
 	}
 	for {
-		p.mu.Lock()
-		if p.closed {
-			p.mu.Unlock()
-			return nil, fmt.Errorf("cgroup pool: %w", ErrPoolClosed)
+		g, ok, err := p.res.Take()
+		if err != nil {
+			return nil, err
 		}
-		p.lastGet = time.Now()
-		n := len(p.ready)
-		if n == 0 {
-			p.st.Misses++
-			name := p.nameLocked()
-			p.mu.Unlock()
-			p.wake()
-			return p.m.Create(name, lim)
+		if !ok {
+			return p.m.Create(p.name(), lim)
 		}
-		g := p.ready[n-1]
-		p.ready = p.ready[:n-1]
-		p.st.Hits++
-		p.mu.Unlock()
-		p.wake()
 		if err := p.m.setLimits(g, lim); err != nil {
 			// Broken between Put and now (removed by hand?): drop it and
 			// try the next one.
@@ -162,22 +152,8 @@ func (p *Pool) Put(ctx context.Context, g *Group) error {
 	if g.deleted.Load() {
 		return fmt.Errorf("cgroup %s: %w", g.name, ErrDeleted)
 	}
-	if err := p.clean(ctx, g); err != nil {
-		p.quarantine(g, err)
-		return fmt.Errorf("cgroup %s: %v: %w", g.name, err, ErrQuarantined)
-	}
-	p.mu.Lock()
-	if !p.closed && len(p.ready) < p.cfg.MaxIdle {
-		p.ready = append(p.ready, g)
-		p.st.Reused++
-		p.mu.Unlock()
-		return nil
-	}
-	p.st.Removed++
-	p.mu.Unlock()
-	if err := g.Delete(ctx); err != nil {
-		p.quarantine(g, err)
-		return fmt.Errorf("cgroup %s: %v: %w", g.name, err, ErrQuarantined)
+	if err := p.res.Put(ctx, g); err != nil {
+		return fmt.Errorf("cgroup %s: %w: %w", g.name, err, ErrQuarantined)
 	}
 	return nil
 }
@@ -189,19 +165,18 @@ func (p *Pool) Release(g *Group) {
 	if g == nil {
 		return
 	}
-	p.mu.Lock()
-	if p.closed || g.m != p.m {
-		p.mu.Unlock()
+	if g.m != p.m {
 		g.Delete(context.Background())
 		return
 	}
-	p.dirty = append(p.dirty, g)
-	p.mu.Unlock()
-	p.wake()
+	p.res.Release(g)
 }
 
 // clean makes g as good as new.
 func (p *Pool) clean(ctx context.Context, g *Group) error {
+	if g.deleted.Load() {
+		return ErrDeleted // deleted by its owner after Release: nothing to keep
+	}
 	if err := g.kill(ctx); err != nil {
 		return fmt.Errorf("killing: %w", err)
 	}
@@ -236,7 +211,12 @@ func (p *Pool) clean(ctx context.Context, g *Group) error {
 	return nil
 }
 
+// quarantine keeps g aside for good: it could not be cleaned (or
+// deleted). A group already deleted is only forgotten.
 func (p *Pool) quarantine(g *Group, err error) {
+	if errors.Is(err, ErrDeleted) {
+		return
+	}
 	p.mu.Lock()
 	p.quarantined = append(p.quarantined, g)
 	p.names = append(p.names, g.name)
@@ -247,55 +227,31 @@ func (p *Pool) quarantine(g *Group, err error) {
 }
 
 // Fill blocks until the reserve is full or ctx ends.
-func (p *Pool) Fill(ctx context.Context) error {
-	for {
-		p.mu.Lock()
-		n, closed := len(p.ready), p.closed
-		p.mu.Unlock()
-		if closed {
-			return fmt.Errorf("cgroup pool: %w", ErrPoolClosed)
-		}
-		if n >= p.cfg.Reserve {
-			return nil
-		}
-		p.wake()
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(time.Millisecond):
-		}
-	}
-}
+func (p *Pool) Fill(ctx context.Context) error { return p.res.Fill(ctx) }
 
 // Stats returns the pool's counters.
 func (p *Pool) Stats() PoolStats {
+	r := p.res.Stats()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	s := p.st
-	s.Ready = len(p.ready)
-	s.Quarantined = len(p.quarantined)
-	s.QuarantinedNames = slices.Clone(p.names)
-	return s
+	return PoolStats{
+		Ready: r.Ready, Hits: r.Hits, Misses: r.Misses, Created: r.Made, Reused: r.Reused, Removed: r.Removed,
+		Quarantined: len(p.quarantined), QuarantinedNames: slices.Clone(p.names),
+	}
 }
 
 // Close stops the refiller, deletes the ready groups and tries once more
 // to delete the quarantined ones. Groups still out are their owners' (or
 // the Manager's Close's) to delete.
 func (p *Pool) Close(ctx context.Context) error {
-	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
+	if p.res.Closed() {
 		return nil
 	}
-	p.closed = true
-	close(p.stop)
-	p.mu.Unlock()
-	<-p.done
+	errs := []error{p.res.Close(ctx)}
 	p.mu.Lock()
-	gs := append(append(p.ready, p.dirty...), p.quarantined...)
-	p.ready, p.dirty, p.quarantined = nil, nil, nil
+	gs := p.quarantined
+	p.quarantined = nil
 	p.mu.Unlock()
-	var errs []error
 	for _, g := range gs {
 		if err := g.Delete(ctx); err != nil {
 			errs = append(errs, err)
@@ -304,167 +260,8 @@ func (p *Pool) Close(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-func (p *Pool) wake() {
-	select {
-	case p.kick <- struct{}{}:
-	default:
-	}
-}
-
-func (p *Pool) nameLocked() string {
-	p.seq++
-	return p.cfg.Prefix + "-" + strconv.Itoa(p.seq)
-}
-
-// refill cleans released groups and creates new ones until the reserve
-// is full, whenever woken; it holds back while Gets keep coming unless
-// the reserve runs low.
-func (p *Pool) refill() {
-	defer close(p.done)
-	reserve.Loop(p.kick, p.stop, p.cfg.RefillDelay, p.due, p.makeOne)
-}
-
-func (p *Pool) due() reserve.Due {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	d := reserve.Level(p.closed, len(p.ready), p.cfg.Reserve, p.lastGet)
-	if len(p.dirty) > 0 {
-		d.Clean = p.cleanOne
-	}
-	return d
-}
-
-// cleanOne cleans the oldest released group back into the reserve.
-func (p *Pool) cleanOne() {
-	p.mu.Lock()
-	if len(p.dirty) == 0 {
-		p.mu.Unlock()
-		return
-	}
-	dirty := p.dirty[0]
-	p.dirty = p.dirty[1:]
-	p.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	p.Put(ctx, dirty) // quarantine is reported through OnQuarantine
-	cancel()
-}
-
-// makeOne creates a group for the reserve.
-func (p *Pool) makeOne() (more, closed bool) {
-	p.mu.Lock()
-	name := p.nameLocked()
-	p.mu.Unlock()
-	g, err := p.m.Create(name, Limits{})
-	if err != nil {
-		// Try again on the next wake-up (the next Get or Put); Get falls
-		// back to Create meanwhile and reports the error.
-		return false, false
-	}
-	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
-		g.Delete(context.Background())
-		return false, true
-	}
-	p.st.Created++
-	if len(p.ready) >= p.cfg.MaxIdle {
-		// Puts refilled the reserve while this group was being made.
-		p.mu.Unlock()
-		g.Delete(context.Background())
-		return false, false
-	}
-	p.ready = append(p.ready, g)
-	p.mu.Unlock()
-	return true, false
-}
-
-// SetLimits changes the limits of a live group, zero values as the
-// defaults. Lowering the memory limit below the group's usage fails.
-func (g *Group) SetLimits(lim Limits) error {
-	if err := lim.validate(); err != nil {
-		return fmt.Errorf("cgroup %s: %w", g.name, err)
-	}
-	if err := g.m.setLimits(g, lim); err != nil {
-		return fmt.Errorf("cgroup %s: %w", g.name, err)
-	}
-	g.limit = lim.MemoryBytes
-	return nil
-}
-
-// SetCPUWeight changes only the group's CPU weight (1-10000; 100 is the
-// default share).
-func (g *Group) SetCPUWeight(w uint64) error {
-	if w < 1 || w > 10000 {
-		return fmt.Errorf("cgroup %s: cpu weight %d: %w", g.name, w, ErrBadLimits)
-	}
-	m := g.m
-	var err error
-	if m.mode == V1 {
-		err = writeFile(filepath.Join(g.dirs[m.cpu], "cpu.shares"), strconv.FormatUint(max(w*1024/100, 2), 10))
-	} else if m.enabled["cpu"] {
-		err = writeFile(filepath.Join(g.dirs[0], "cpu.weight"), strconv.FormatUint(w, 10))
-	} else {
-		err = fmt.Errorf("cpu weight: %w", ErrNoController)
-	}
-	if err != nil {
-		return fmt.Errorf("cgroup %s: %w", g.name, err)
-	}
-	return nil
-}
-
-// setLimits writes lim to an existing group, zero values as the defaults.
-func (m *Manager) setLimits(g *Group, lim Limits) error {
-	if m.mode == V1 {
-		return m.limitsV1(g, lim, false)
-	}
-	return m.limitsV2(g, lim)
-}
-
-// limitsV2 writes a v2 group's limit files. A controller that is not
-// enabled is skipped when its default is wanted and reported otherwise.
-func (m *Manager) limitsV2(g *Group, lim Limits) error {
-	dir := g.dirs[0]
-	type w struct {
-		ctl, file, val string
-		set            bool
-	}
-	mem, swap, pids, wt := "max", "max", "max", "100"
-	period := strconv.FormatInt(int64(CPUPeriod/time.Microsecond), 10)
-	quota := "max " + period
-	if lim.CPUs > 0 {
-		quota = strconv.FormatInt(lim.cpuQuota(), 10) + " " + period
-	}
-	if lim.MemoryBytes > 0 {
-		mem, swap = strconv.FormatInt(lim.MemoryBytes, 10), "0"
-	}
-	if lim.Pids > 0 {
-		pids = strconv.FormatInt(lim.Pids, 10)
-	}
-	if lim.CPUWeight > 0 {
-		wt = strconv.FormatUint(lim.CPUWeight, 10)
-	}
-	ws := []w{
-		{"memory", "memory.max", mem, lim.MemoryBytes > 0},
-		{"memory", "memory.swap.max", swap, lim.MemoryBytes > 0},
-		{"pids", "pids.max", pids, lim.Pids > 0},
-		{"cpu", "cpu.weight", wt, lim.CPUWeight > 0},
-		{"cpu", "cpu.max", quota, lim.CPUs > 0},
-	}
-	for _, x := range ws {
-		if !m.enabled[x.ctl] {
-			if x.set {
-				return fmt.Errorf("%s: %w", x.file, ErrNoController)
-			}
-			continue
-		}
-		if x.file == "memory.swap.max" && !m.swap {
-			continue
-		}
-		if err := writeFile(filepath.Join(dir, x.file), x.val); err != nil {
-			return err
-		}
-	}
-	return nil
+func (p *Pool) name() string {
+	return p.cfg.Prefix + "-" + strconv.FormatInt(p.seq.Add(1), 10)
 }
 
 // resetCounters zeroes the counters the kernel lets us zero, gives the

@@ -1,0 +1,97 @@
+package cgroup
+
+import (
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"time"
+)
+
+// SetLimits changes the limits of a live group, zero values as the
+// defaults. Lowering the memory limit below the group's usage fails.
+func (g *Group) SetLimits(lim Limits) error {
+	if err := lim.validate(); err != nil {
+		return fmt.Errorf("cgroup %s: %w", g.name, err)
+	}
+	if err := g.m.setLimits(g, lim); err != nil {
+		return fmt.Errorf("cgroup %s: %w", g.name, err)
+	}
+	g.limit = lim.MemoryBytes
+	return nil
+}
+
+// SetCPUWeight changes only the group's CPU weight (1-10000; 100 is the
+// default share).
+func (g *Group) SetCPUWeight(w uint64) error {
+	if w < 1 || w > 10000 {
+		return fmt.Errorf("cgroup %s: cpu weight %d: %w", g.name, w, ErrBadLimits)
+	}
+	m := g.m
+	var err error
+	if m.mode == V1 {
+		err = writeFile(filepath.Join(g.dirs[m.cpu], "cpu.shares"), strconv.FormatUint(max(w*1024/100, 2), 10))
+	} else if m.enabled["cpu"] {
+		err = writeFile(filepath.Join(g.dirs[0], "cpu.weight"), strconv.FormatUint(w, 10))
+	} else {
+		err = fmt.Errorf("cpu weight: %w", ErrNoController)
+	}
+	if err != nil {
+		return fmt.Errorf("cgroup %s: %w", g.name, err)
+	}
+	return nil
+}
+
+// setLimits writes lim to an existing group, zero values as the defaults.
+func (m *Manager) setLimits(g *Group, lim Limits) error {
+	if m.mode == V1 {
+		return m.limitsV1(g, lim, false)
+	}
+	return m.limitsV2(g, lim)
+}
+
+// limitsV2 writes a v2 group's limit files. A controller that is not
+// enabled is skipped when its default is wanted and reported otherwise.
+func (m *Manager) limitsV2(g *Group, lim Limits) error {
+	dir := g.dirs[0]
+	type w struct {
+		ctl, file, val string
+		set            bool
+	}
+	mem, swap, pids, wt := "max", "max", "max", "100"
+	period := strconv.FormatInt(int64(CPUPeriod/time.Microsecond), 10)
+	quota := "max " + period
+	if lim.CPUs > 0 {
+		quota = strconv.FormatInt(lim.cpuQuota(), 10) + " " + period
+	}
+	if lim.MemoryBytes > 0 {
+		mem, swap = strconv.FormatInt(lim.MemoryBytes, 10), "0"
+	}
+	if lim.Pids > 0 {
+		pids = strconv.FormatInt(lim.Pids, 10)
+	}
+	if lim.CPUWeight > 0 {
+		wt = strconv.FormatUint(lim.CPUWeight, 10)
+	}
+	ws := []w{
+		{"memory", "memory.max", mem, lim.MemoryBytes > 0},
+		{"memory", "memory.swap.max", swap, lim.MemoryBytes > 0},
+		{"pids", "pids.max", pids, lim.Pids > 0},
+		{"cpu", "cpu.weight", wt, lim.CPUWeight > 0},
+		{"cpu", "cpu.max", quota, lim.CPUs > 0},
+	}
+	for _, x := range ws {
+		if !m.enabled[x.ctl] {
+			if x.set {
+				return fmt.Errorf("%s: %w", x.file, ErrNoController)
+			}
+			continue
+		}
+		if x.file == "memory.swap.max" && !m.swap {
+			continue
+		}
+		if err := writeFile(filepath.Join(dir, x.file), x.val); err != nil {
+			return err
+		}
+	}
+	return nil
+}

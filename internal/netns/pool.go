@@ -136,20 +136,14 @@ type Pool struct {
 	blocks    int             // blocks in the subnet
 	offline   *os.File
 	nft       bool // the pool's nftables table is installed
-
-	kick chan struct{}
-	stop chan struct{}
-	done chan struct{}
+	res       *reserve.Pool[*NS]
 
 	mu      sync.Mutex
 	bridges []*bridge       // guarded by mu; by block
 	vseq    int             // guarded by mu; number of the last veth made
 	live    map[string]bool // guarded by mu; veths of namespaces not destroyed
-	ready   []*NS           // guarded by mu
-	dirty   []*NS           // guarded by mu; released, waiting to be scrubbed
-	lastGet time.Time       // guarded by mu
-	st      Stats           // guarded by mu
-	closed  bool            // guarded by mu
+	st      Stats           // guarded by mu; Bridges, Created, Destroyed, Discarded
+	closed  bool            // guarded by mu; the bridges are gone or going
 	brMu    sync.Mutex
 }
 
@@ -174,7 +168,7 @@ func New(ctx context.Context, cfg Config) (_ *Pool, err error) {
 	if _, err := Sweep(cfg.Prefix); err != nil {
 		return nil, err
 	}
-	p := &Pool{cfg: cfg, live: map[string]bool{}, kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	p := &Pool{cfg: cfg, live: map[string]bool{}}
 	hostBits := 32 - cfg.Subnet.Bits()
 	p.blockBits = min(bits.Len(uint(cfg.PortsPerBridge+2)), hostBits)
 	if 1<<p.blockBits < cfg.PortsPerBridge+3 {
@@ -214,8 +208,25 @@ func New(ctx context.Context, cfg Config) (_ *Pool, err error) {
 	}
 	h.Close()
 	p.offline = os.NewFile(uintptr(fd), "netns-offline")
-	go p.refill()
-	p.wake()
+	// The refiller holds back while Gets keep coming (a burst: its CPU
+	// and the kernel's network lock are the burst's), unless the reserve
+	// runs low.
+	p.res = reserve.New(reserve.Config[*NS]{
+		Reserve:      p.cfg.Reserve,
+		MaxIdle:      p.cfg.MaxIdle,
+		RefillDelay:  p.cfg.RefillDelay,
+		CleanTimeout: 5 * time.Second,
+		Make:         p.Create, // on failure, Get falls back to Create meanwhile and reports the error
+		Clean:        func(ctx context.Context, ns *NS) error { return ns.scrub(ctx) },
+		Destroy:      func(_ context.Context, ns *NS) error { ns.Destroy(); return nil },
+		Discard: func(ns *NS, _ error) {
+			p.mu.Lock()
+			p.st.Discarded++
+			p.mu.Unlock()
+			ns.Destroy()
+		},
+		Closed: ErrClosed,
+	})
 	return p, nil
 }
 
@@ -231,23 +242,10 @@ func (p *Pool) Prefix() string { return p.cfg.Prefix }
 // ready (counted as a miss). The caller owns it and must Put or Destroy
 // it.
 func (p *Pool) Get(ctx context.Context) (*NS, error) {
-	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
-		return nil, ErrClosed
+	ns, ok, err := p.res.Take()
+	if err != nil || ok {
+		return ns, err
 	}
-	p.lastGet = time.Now()
-	if n := len(p.ready); n > 0 {
-		ns := p.ready[n-1]
-		p.ready = p.ready[:n-1]
-		p.st.Hits++
-		p.mu.Unlock()
-		p.wake()
-		return ns, nil
-	}
-	p.st.Misses++
-	p.mu.Unlock()
-	p.wake()
 	return p.Create(ctx)
 }
 
@@ -484,23 +482,9 @@ func (p *Pool) Put(ctx context.Context, ns *NS) error {
 	if ns == nil || ns.p != p {
 		return fmt.Errorf("%w: namespace from another pool", ErrBadConfig)
 	}
-	if err := ns.scrub(ctx); err != nil {
-		p.mu.Lock()
-		p.st.Discarded++
-		p.mu.Unlock()
-		ns.Destroy()
+	if err := p.res.Put(ctx, ns); err != nil {
 		return fmt.Errorf("netns %s: discarded: %w", ns.veth, err)
 	}
-	p.mu.Lock()
-	if !p.closed && len(p.ready) < p.cfg.MaxIdle {
-		p.ready = append(p.ready, ns)
-		p.st.Reused++
-		p.mu.Unlock()
-		return nil
-	}
-	p.st.Removed++
-	p.mu.Unlock()
-	ns.Destroy()
 	return nil
 }
 
@@ -511,44 +495,23 @@ func (p *Pool) Release(ns *NS) {
 	if ns == nil {
 		return
 	}
-	p.mu.Lock()
-	if p.closed || ns.p != p {
-		p.mu.Unlock()
+	if ns.p != p {
 		ns.Destroy()
 		return
 	}
-	p.dirty = append(p.dirty, ns)
-	p.mu.Unlock()
-	p.wake()
+	p.res.Release(ns)
 }
 
 // Fill blocks until the reserve is full or ctx ends.
-func (p *Pool) Fill(ctx context.Context) error {
-	for {
-		p.mu.Lock()
-		n, closed := len(p.ready), p.closed
-		p.mu.Unlock()
-		if closed {
-			return ErrClosed
-		}
-		if n >= p.cfg.Reserve {
-			return nil
-		}
-		p.wake()
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(time.Millisecond):
-		}
-	}
-}
+func (p *Pool) Fill(ctx context.Context) error { return p.res.Fill(ctx) }
 
 // Stats returns the pool's counters.
 func (p *Pool) Stats() Stats {
+	r := p.res.Stats()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	s := p.st
-	s.Ready = len(p.ready)
+	s.Ready, s.Hits, s.Misses, s.Reused, s.Removed = r.Ready, r.Hits, r.Misses, r.Reused, r.Removed
 	s.Live = int(s.Created - s.Destroyed)
 	return s
 }
@@ -564,14 +527,8 @@ func (p *Pool) Close(ctx context.Context) error {
 		return nil
 	}
 	p.closed = true
-	close(p.stop)
-	ready := append(p.ready, p.dirty...)
-	p.ready, p.dirty = nil, nil
 	p.mu.Unlock()
-	<-p.done
-	for _, ns := range ready {
-		ns.Destroy()
-	}
+	p.res.Close(ctx) // stops the refiller, destroys the ready and released namespaces
 	p.offline.Close()
 	var errs []error
 	if err := p.waitVeths(ctx); err != nil {
@@ -597,64 +554,6 @@ func (p *Pool) Close(ctx context.Context) error {
 	p.nl.Close()
 	p.host.Close()
 	return errors.Join(errs...)
-}
-
-func (p *Pool) wake() {
-	select {
-	case p.kick <- struct{}{}:
-	default:
-	}
-}
-
-// refill scrubs released namespaces and makes new ones until the reserve
-// is full, whenever woken. It holds back while Gets keep coming (a burst:
-// its CPU and the kernel's network lock are the burst's), unless the
-// reserve runs low.
-func (p *Pool) refill() {
-	defer close(p.done)
-	reserve.Loop(p.kick, p.stop, p.cfg.RefillDelay, p.due, p.makeOne)
-}
-
-func (p *Pool) due() reserve.Due {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	d := reserve.Level(p.closed, len(p.ready), p.cfg.Reserve, p.lastGet)
-	if len(p.dirty) > 0 {
-		d.Clean = p.scrubOne
-	}
-	return d
-}
-
-// scrubOne scrubs the oldest released namespace back into the reserve.
-func (p *Pool) scrubOne() {
-	p.mu.Lock()
-	if len(p.dirty) == 0 {
-		p.mu.Unlock()
-		return
-	}
-	dirty := p.dirty[0]
-	p.dirty = p.dirty[1:]
-	p.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	p.Put(ctx, dirty) // counted in Stats either way
-	cancel()
-}
-
-// makeOne makes a namespace for the reserve.
-func (p *Pool) makeOne() (more, closed bool) {
-	ns, err := p.Create(context.Background())
-	if err != nil {
-		return false, false // Get falls back to Create meanwhile and reports the error
-	}
-	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
-		ns.Destroy()
-		return false, true
-	}
-	p.ready = append(p.ready, ns)
-	p.mu.Unlock()
-	return true, false
 }
 
 func addN(a netip.Addr, n int) netip.Addr {

@@ -804,3 +804,60 @@ func TestNAT(t *testing.T) {
 	}
 	c.Close()
 }
+
+// TestRefillKeepsMaxIdle hands a namespace back while the refiller is
+// making one for the reserve it had just taken from: the namespace the
+// refiller finishes after Put filled the reserve must be destroyed, not
+// kept above MaxIdle. With bridges of one port the refiller's make needs
+// a new bridge; holding brMu (bridges are made one at a time) keeps it
+// waiting in alloc until the Put is done, as a slow make on a busy host
+// does.
+func TestRefillKeepsMaxIdle(t *testing.T) {
+	requireRoot(t)
+	ctx := ctxT(t)
+	cfg := testConfig()
+	cfg.Reserve, cfg.MaxIdle, cfg.PortsPerBridge, cfg.RefillDelay = 1, 1, 1, -1
+	p := newPool(t, cfg)
+	if err := p.Fill(ctx); err != nil {
+		t.Fatal(err)
+	}
+	before := p.Stats()
+	p.brMu.Lock()
+	ns, err := p.Get(ctx) // the refiller starts making one, and waits for brMu
+	if err != nil {
+		p.brMu.Unlock()
+		t.Fatalf("Get: %v", err)
+	}
+	if !waitStack(t, "netns.(*Pool).alloc(") {
+		p.brMu.Unlock()
+		t.Fatal("the refiller did not start making a namespace")
+	}
+	err = p.Put(ctx, ns)
+	p.brMu.Unlock()
+	if err != nil {
+		t.Fatalf("Put: %v", err)
+	}
+	// Wait for the refiller's namespace (made, then kept or destroyed).
+	s := p.Stats()
+	for end := time.Now().Add(10 * time.Second); s.Created == before.Created || s.Live != s.Ready; s = p.Stats() {
+		if time.Now().After(end) {
+			t.Fatalf("refiller made nothing: %+v", s)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	if s.Ready > cfg.MaxIdle || s.Live != s.Ready {
+		t.Errorf("%+v: want at most MaxIdle=%d ready and nothing else live", s, cfg.MaxIdle)
+	}
+}
+
+// waitStack waits up to 10 s for a goroutine whose stack holds fn.
+func waitStack(t testing.TB, fn string) bool {
+	t.Helper()
+	buf := make([]byte, 1<<20)
+	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(time.Millisecond) {
+		if strings.Contains(string(buf[:runtime.Stack(buf, true)]), fn) {
+			return true
+		}
+	}
+	return false
+}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/hearth-run/hearth/internal/packages"
 	"github.com/hearth-run/hearth/internal/registry"
+	"github.com/hearth-run/hearth/internal/reserve"
 	"github.com/hearth-run/hearth/internal/runtime"
 	"github.com/hearth-run/hearth/internal/sandbox"
 )
@@ -18,86 +19,61 @@ import (
 // child binds the function's code and packages into one before it
 // chroots, so a fork start skips the ~1-2 ms of creating a sandbox (and
 // its tail on a busy machine). Only host-network functions whose /tmp
-// is the pre-made one use them.
+// is the pre-made one use them. A sandbox taken is never given back.
 type holders struct {
-	w    *Worker
-	size int
-	ch   chan *sandbox.Sandbox
-	wake chan struct{}
-	done chan struct{}
+	w   *Worker
+	res *reserve.Pool[*sandbox.Sandbox]
 }
 
 func (w *Worker) startHolders(size int) {
-	h := &holders{w: w, size: size, ch: make(chan *sandbox.Sandbox, size),
-		wake: make(chan struct{}, 1), done: make(chan struct{})}
-	w.holders = h
-	go h.fill()
+	w.holders = &holders{w: w, res: reserve.New(reserve.Config[*sandbox.Sandbox]{
+		Reserve:     size,
+		RefillDelay: -1,          // off the critical path already: a zygote child waits for none
+		Retry:       time.Second, // after a failed make
+		Make: func(context.Context) (*sandbox.Sandbox, error) {
+			if w.isClosed() {
+				return nil, ErrClosed
+			}
+			ctx, cancel := context.WithTimeout(w.life, 30*time.Second)
+			defer cancel()
+			sb, err := w.premade(ctx, "pre", nil)
+			if err != nil {
+				w.log.Warn("pre-made sandbox", "err", err)
+			}
+			return sb, err
+		},
+		Destroy: func(ctx context.Context, sb *sandbox.Sandbox) error { return sb.Destroy(ctx) },
+		Closed:  ErrClosed,
+	})}
 }
 
 // take returns a pre-made sandbox, or nil if none is ready. One whose
 // init has died (killed from outside) is destroyed instead.
 func (h *holders) take() *sandbox.Sandbox {
 	for {
-		select {
-		case sb := <-h.ch:
-			select {
-			case h.wake <- struct{}{}:
-			default:
-			}
-			select {
-			case <-sb.Done():
-				h.w.log.Warn("pre-made sandbox died", "sandbox", sb.ID())
-				h.w.background(func() { sb.Destroy(context.Background()) })
-				continue
-			default:
-			}
-			return sb
-		default:
+		sb, ok, _ := h.res.Take()
+		if !ok {
 			return nil
 		}
-	}
-}
-
-// fill keeps the reserve full, off the critical path.
-func (h *holders) fill() {
-	defer close(h.done)
-	for {
-		for len(h.ch) < h.size {
-			if h.w.isClosed() {
-				return
-			}
-			ctx, cancel := context.WithTimeout(h.w.life, 30*time.Second)
-			sb, err := h.w.premade(ctx, "pre", nil)
-			cancel()
-			if err != nil {
-				h.w.log.Warn("pre-made sandbox", "err", err)
-				select {
-				case <-time.After(time.Second):
-				case <-h.w.stop:
-					return
+		select {
+		case <-sb.Done():
+			h.w.log.Warn("pre-made sandbox died", "sandbox", sb.ID())
+			h.w.background(func() {
+				if err := sb.Destroy(context.Background()); err != nil {
+					h.w.log.Warn("destroying a dead pre-made sandbox", "sandbox", sb.ID(), "err", err)
 				}
-				continue
-			}
-			h.ch <- sb
+			})
+			continue
+		default:
 		}
-		select {
-		case <-h.wake:
-		case <-h.w.stop:
-			return
-		}
+		return sb
 	}
 }
 
-// close destroys the reserve once fill has stopped.
+// close stops the refill and destroys the reserve.
 func (h *holders) close(ctx context.Context) {
-	<-h.done
-	for {
-		select {
-		case sb := <-h.ch:
-			sb.Destroy(ctx)
-		default:
-			return
-		}
+	if err := h.res.Close(ctx); err != nil {
+		h.w.log.Warn("destroying pre-made sandboxes", "err", err)
 	}
 }
 

@@ -16,4 +16,12 @@ var (
 	// ErrUnsatisfied reports a requirement that no distribution in the
 	// base image satisfies.
 	ErrUnsatisfied = errors.New("requirement not satisfied by the base image")
+
+	// ErrRequirements marks a failure to install a function's
+	// requirements that the function is at fault for (nothing satisfies
+	// a requirement, a distribution does not build, a malformed name or
+	// version): the install cache's errors of that kind match it, so
+	// that a deploy refuses the function as bad input without knowing
+	// the cache.
+	ErrRequirements = errors.New("requirements cannot be installed")
 )

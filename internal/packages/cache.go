@@ -370,7 +370,7 @@ func dedupe(set []Package) []Package {
 func (c *Cache) Ensure(ctx context.Context, set []Package) error {
 	cached := Cached(set)
 	for _, p := range cached {
-		if err := p.validate(); err != nil {
+		if err := checkPackage(p); err != nil {
 			return err
 		}
 	}
@@ -450,7 +450,7 @@ func (s *Store) Mounts(set []Package) ([]Mount, error) {
 		return nil, nil
 	}
 	for _, p := range cached {
-		if err := p.validate(); err != nil {
+		if err := checkPackage(p); err != nil {
 			return nil, err
 		}
 		if !s.has(p) {
@@ -463,7 +463,7 @@ func (s *Store) Mounts(set []Package) ([]Mount, error) {
 	}
 	out := []Mount{{HostDir: view, SandboxDir: MountPoint}}
 	for _, p := range cached {
-		out = append(out, Mount{HostDir: s.path(p), SandboxDir: MountPoint + "/" + p.dir()})
+		out = append(out, Mount{HostDir: s.path(p), SandboxDir: MountPoint + "/" + pkgDir(p)})
 	}
 	s.touchLater(cached)
 	return out, nil
@@ -474,7 +474,7 @@ func (s *Store) Mounts(set []Package) ([]Mount, error) {
 func SysPath(set []Package) []string {
 	var out []string
 	for _, p := range Cached(set) {
-		out = append(out, MountPoint+"/"+p.dir())
+		out = append(out, MountPoint+"/"+pkgDir(p))
 	}
 	return out
 }

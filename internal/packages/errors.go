@@ -1,16 +1,32 @@
 package packages
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/hearth-run/hearth/internal/function"
+)
+
+// codeFault is a sentinel error that also matches
+// function.ErrRequirements: the function being deployed, not the worker,
+// is at fault.
+type codeFault string
+
+func (e codeFault) Error() string { return string(e) }
+
+// Is reports whether target is function.ErrRequirements.
+func (e codeFault) Is(target error) bool { return target == function.ErrRequirements }
 
 var (
 	// ErrResolve reports requirements pip could not resolve: a malformed
 	// requirement, a conflict, or no matching distribution. The error
-	// carries the tail of pip's output.
-	ErrResolve = errors.New("install cache: cannot resolve requirements")
+	// carries the tail of pip's output. It matches
+	// function.ErrRequirements.
+	ErrResolve error = codeFault("install cache: cannot resolve requirements")
 
 	// ErrInstall reports a distribution pip could not install. The error
-	// carries the tail of pip's output.
-	ErrInstall = errors.New("install cache: cannot install package")
+	// carries the tail of pip's output. It matches
+	// function.ErrRequirements.
+	ErrInstall error = codeFault("install cache: cannot install package")
 
 	// ErrIndexUnreachable reports that pip could not reach a package
 	// index (connection refused, no route, name resolution, TLS): the
@@ -18,8 +34,9 @@ var (
 	// error names the index and every requirement left unresolved.
 	ErrIndexUnreachable = errors.New("install cache: package index unreachable")
 
-	// ErrInvalid reports a malformed package name, version or config.
-	ErrInvalid = errors.New("invalid package")
+	// ErrInvalid reports a malformed package name, version or config. It
+	// matches function.ErrRequirements.
+	ErrInvalid error = codeFault("invalid package")
 
 	// ErrOutOfMemory reports a sandboxed run (pip or the compiler) that
 	// the kernel killed at its cgroup's memory limit.

@@ -16,7 +16,7 @@ import (
 // RECORD lists (Python packages and modules, not metadata, scripts or
 // bytecode caches).
 func (s *Store) Modules(p Package) ([]string, error) {
-	if err := p.validate(); err != nil {
+	if err := checkPackage(p); err != nil {
 		return nil, err
 	}
 	if !s.has(p) {

@@ -11,18 +11,9 @@ import (
 	"github.com/hearth-run/hearth/internal/function"
 )
 
-// Package is one resolved distribution of a function.
-type Package struct {
-	// Name is normalised per PEP 503.
-	Name    string `json:"name"`
-	Version string `json:"version"`
-	// Base marks a distribution the base image provides: it is not in
-	// the cache and needs no mount.
-	Base bool `json:"base,omitempty"`
-}
-
-// String returns "name==version".
-func (p Package) String() string { return p.Name + "==" + p.Version }
+// Package is one resolved distribution of a function (defined with the
+// function, which lists its packages).
+type Package = function.Package
 
 var (
 	normNameRE = regexp.MustCompile(`^[a-z0-9]+(?:-[a-z0-9]+)*$`)
@@ -31,8 +22,8 @@ var (
 	versionRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9.+!_-]*$`)
 )
 
-// validate checks that p can name a cache directory.
-func (p Package) validate() error {
+// checkPackage checks that p can name a cache directory.
+func checkPackage(p Package) error {
 	if !normNameRE.MatchString(p.Name) {
 		return fmt.Errorf("package name %q is not a normalised project name: %w", p.Name, ErrInvalid)
 	}
@@ -42,10 +33,10 @@ func (p Package) validate() error {
 	return nil
 }
 
-// dir is the package's directory name below the cache: the name and
+// pkgDir is the package's directory name below the cache: the name and
 // version joined by "-" with "-" inside each escaped to "_", as in wheel
 // file names, so it splits unambiguously.
-func (p Package) dir() string {
+func pkgDir(p Package) string {
 	return strings.ReplaceAll(p.Name, "-", "_") + "-" + strings.ReplaceAll(p.Version, "-", "_")
 }
 
@@ -56,7 +47,7 @@ func ParsePackage(s string) (Package, error) {
 		return Package{}, fmt.Errorf("package %q: want name==version: %w", s, ErrInvalid)
 	}
 	p := Package{Name: function.NormalizeName(name), Version: strings.TrimSpace(ver)}
-	if err := p.validate(); err != nil {
+	if err := checkPackage(p); err != nil {
 		return Package{}, err
 	}
 	return p, nil

@@ -154,7 +154,7 @@ func (c *Cache) resolve(ctx context.Context, codeDir string) ([]Package, error) 
 		}
 		for _, it := range rep.Install {
 			p := Package{Name: function.NormalizeName(it.Metadata.Name), Version: it.Metadata.Version}
-			if err := p.validate(); err != nil {
+			if err := checkPackage(p); err != nil {
 				return fmt.Errorf("%w: pip chose %s==%s: %w", ErrResolve, it.Metadata.Name, it.Metadata.Version, err)
 			}
 			set = append(set, p)
@@ -165,7 +165,7 @@ func (c *Cache) resolve(ctx context.Context, codeDir string) ([]Package, error) 
 		}
 		for _, m := range satisfiedRE.FindAllStringSubmatch(output, -1) {
 			p := Package{Name: function.NormalizeName(m[1]), Version: m[3], Base: true}
-			if !inst[p.Name] && p.validate() == nil {
+			if !inst[p.Name] && checkPackage(p) == nil {
 				set = append(set, p)
 			}
 		}

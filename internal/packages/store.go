@@ -91,7 +91,7 @@ func OpenStore(dir string, opts ...Option) (*Store, error) {
 func (s *Store) Dir() string { return s.dir }
 
 // path returns p's host directory.
-func (s *Store) path(p Package) string { return filepath.Join(s.dir, p.dir()) }
+func (s *Store) path(p Package) string { return filepath.Join(s.dir, pkgDir(p)) }
 
 // has reports whether p's directory exists.
 func (s *Store) has(p Package) bool {
@@ -163,7 +163,7 @@ func (s *Store) reconcileLocked(ix *index) ([]string, error) {
 	}
 	known := map[string]bool{}
 	for _, e := range ix.Packages {
-		known[e.dir()] = true
+		known[pkgDir(e.Package)] = true
 	}
 	ents, err := os.ReadDir(s.dir)
 	if err != nil {
@@ -573,7 +573,7 @@ func (s *Store) view(cached []Package) (string, error) {
 		return "", fmt.Errorf("creating package view: %w", err)
 	}
 	for _, p := range cached {
-		if err := os.Mkdir(filepath.Join(tmp, p.dir()), 0o755); err != nil {
+		if err := os.Mkdir(filepath.Join(tmp, pkgDir(p)), 0o755); err != nil {
 			os.RemoveAll(tmp)
 			return "", fmt.Errorf("creating package view: %w", err)
 		}

@@ -279,8 +279,8 @@ func TestParsePackage(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if p.String() != tt.want || p.dir() != tt.dir {
-				t.Errorf("got %s in %s, want %s in %s", p, p.dir(), tt.want, tt.dir)
+			if p.String() != tt.want || pkgDir(p) != tt.dir {
+				t.Errorf("got %s in %s, want %s in %s", p, pkgDir(p), tt.want, tt.dir)
 			}
 		})
 	}

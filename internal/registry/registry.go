@@ -19,7 +19,6 @@ import (
 
 	"github.com/hearth-run/hearth/internal/archive"
 	"github.com/hearth-run/hearth/internal/function"
-	"github.com/hearth-run/hearth/internal/packages"
 )
 
 // Layout below the data directory.
@@ -112,10 +111,10 @@ type Options struct {
 	// the staged code directory when the function has requirements, and
 	// stores what it returns as Function.Packages. It resolves the
 	// requirements and installs what is missing (packages.Cache.Install).
-	// Errors matching packages.ErrResolve, packages.ErrInstall or
-	// packages.ErrInvalid are the code's fault and match ErrInvalid;
-	// packages.ErrIndexUnreachable is not.
-	Resolve func(ctx context.Context, codeDir string) ([]packages.Package, error)
+	// Errors matching function.ErrRequirements (the install cache's
+	// ErrResolve, ErrInstall and ErrInvalid do) are the code's fault and
+	// match ErrInvalid; others, such as an unreachable index, are not.
+	Resolve func(ctx context.Context, codeDir string) ([]function.Package, error)
 	// Deployed, if set, is called after a deploy commits a new revision,
 	// and Deleted after a function is deleted, to keep the package
 	// cache's record of users current. They cannot fail the operation.
@@ -142,47 +141,16 @@ type Source struct {
 	Dir     string
 }
 
-// Function is a deployed function.
-type Function struct {
-	Name string `json:"name"`
-	// Revision is the full hex SHA-256 of the code tree.
-	Revision string        `json:"revision"`
-	Spec     function.Spec `json:"spec"`
-	// Packages is the resolved package set (see Options.Resolve): the
-	// packages from the install cache and the base-image ones that
-	// satisfied requirements. Empty without Options.Resolve or
-	// requirements.
-	Packages []packages.Package `json:"packages,omitempty"`
-	// CodeDir holds the code, read-only by convention. It is removed when
-	// a newer revision is deployed or the function is deleted, once no
-	// lease (see Registry.Lease) holds it. A host path: never sent to
-	// clients.
-	CodeDir string `json:"-"`
-	// Size is the bytes of file content; Files the number of files and
-	// symlinks.
-	Size       int64     `json:"size"`
-	Files      int       `json:"files"`
-	DeployedAt time.Time `json:"deployed_at"`
-	// Warnings name what of the code's configuration the deploy ignored:
-	// the keys of OpenLambda's ol.yaml that Hearth has no equivalent for.
-	Warnings []string `json:"warnings,omitempty"`
-}
-
-// ShortRevision returns the first 16 hex digits of the revision, for
-// display.
-func (f Function) ShortRevision() string {
-	if len(f.Revision) > 16 {
-		return f.Revision[:16]
-	}
-	return f.Revision
-}
+// Function is a deployed function (see function.Function; Packages is
+// what Options.Resolve returned).
+type Function = function.Function
 
 // record is what the database stores; CodeDir is derived on read.
 type record struct {
 	Name       string             `json:"name"`
 	Revision   string             `json:"revision"`
 	Spec       function.Spec      `json:"spec"`
-	Packages   []packages.Package `json:"packages,omitempty"`
+	Packages   []function.Package `json:"packages,omitempty"`
 	Size       int64              `json:"size"`
 	Files      int                `json:"files"`
 	DeployedAt time.Time          `json:"deployed_at"`
@@ -523,7 +491,7 @@ func (r *Registry) Deploy(ctx context.Context, name string, src Source) (Functio
 	if err != nil {
 		return Function{}, fmt.Errorf("deploying %s: %w", name, badInput{err})
 	}
-	var pkgs []packages.Package
+	var pkgs []function.Package
 	switch {
 	case len(spec.Requirements) == 0:
 	case r.opts.Resolve != nil:
@@ -612,7 +580,7 @@ func (r *Registry) Deploy(ctx context.Context, name string, src Source) (Functio
 
 // classifyResolve marks resolution and install failures as bad input.
 func classifyResolve(err error) error {
-	if errors.Is(err, packages.ErrResolve) || errors.Is(err, packages.ErrInstall) || errors.Is(err, packages.ErrInvalid) {
+	if errors.Is(err, function.ErrRequirements) {
 		return badInput{err}
 	}
 	return err

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hearth-run/hearth/internal/client"
+	"github.com/hearth-run/hearth/api/types"
 )
 
 // modulesProbe reports which of the interesting packages are imported in
@@ -26,7 +26,7 @@ def f(e):
     return LOADED
 `
 
-func nodeFor(tree client.ZygoteTree, pkg string) (pids []int, hits int64, ok bool) {
+func nodeFor(tree types.ZygoteTree, pkg string) (pids []int, hits int64, ok bool) {
 	for _, n := range tree.Nodes {
 		if len(n.Packages) == 1 && strings.HasPrefix(n.Packages[0], pkg+"==") && n.Replicas > 0 {
 			return n.Pids, n.Hits, true

@@ -26,6 +26,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/hearth-run/hearth/api/types"
 	"github.com/hearth-run/hearth/internal/archive"
 	"github.com/hearth-run/hearth/internal/function"
 	"github.com/hearth-run/hearth/internal/packages"
@@ -92,16 +93,6 @@ type Packages interface {
 	List() ([]packages.Entry, error)
 }
 
-// PackageInfo is one installed package in GET /v1/packages.
-type PackageInfo struct {
-	packages.Package
-	Size      int64     `json:"size"`
-	Installed time.Time `json:"installed"`
-	LastUse   time.Time `json:"last_use"`
-	// Users are the deployed functions whose package set holds it.
-	Users []string `json:"users"`
-}
-
 // Server serves the API.
 type Server struct {
 	cfg Config
@@ -148,7 +139,7 @@ func New(cfg Config, reg Registry, wk Worker) *Server {
 		if nodes == nil {
 			nodes = []zygote.NodeInfo{}
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"enabled": enabled, "nodes": nodes})
+		writeJSON(w, http.StatusOK, types.ZygoteTree{Enabled: enabled, Nodes: nodes})
 	})))
 	s.mux.HandleFunc("GET /v1/packages", small(s.auth(s.packages)))
 	s.mux.HandleFunc("GET /v1/snapshots", small(s.auth(s.snapshots)))
@@ -287,16 +278,13 @@ func (s *Server) logs(w http.ResponseWriter, r *http.Request) {
 	for i := range tail.Lines {
 		tail.Lines[i].Text = s.red.redact(tail.Lines[i].Text)
 	}
-	writeJSON(w, http.StatusOK, struct {
-		Function string `json:"function"`
-		worker.LogTail
-	}{name, tail})
+	writeJSON(w, http.StatusOK, types.FunctionLog{Function: name, LogTail: tail})
 }
 
 // packages answers {"enabled": bool, "packages": [...]}: this worker's
 // install cache, wherever its data dir is.
 func (s *Server) packages(w http.ResponseWriter, r *http.Request) {
-	l := []PackageInfo{}
+	l := []types.PackageInfo{}
 	if s.cfg.Packages != nil {
 		ents, err := s.cfg.Packages.List()
 		if err != nil {
@@ -308,21 +296,20 @@ func (s *Server) packages(w http.ResponseWriter, r *http.Request) {
 			if users == nil {
 				users = []string{}
 			}
-			l = append(l, PackageInfo{Package: e.Package, Size: e.Size, Installed: e.Installed, LastUse: e.LastUse, Users: users})
+			l = append(l, types.PackageInfo{Package: e.Package, Size: e.Size, Installed: e.Installed, LastUse: e.LastUse, Users: users})
 		}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"enabled": s.cfg.Packages != nil, "packages": l})
+	writeJSON(w, http.StatusOK, types.PackageList{Enabled: s.cfg.Packages != nil, Packages: l})
 }
 
 // snapshots answers {"enabled": bool, "snapshots": [...]}.
 func (s *Server) snapshots(w http.ResponseWriter, r *http.Request) {
-	l := s.wk.Snapshots()
 	tiers := s.wk.Status().Tiers
-	enabled := tiers.Snapshots
-	if l == nil {
-		l = []worker.SnapshotInfo{}
+	l := types.SnapshotList{Enabled: tiers.Snapshots, Off: tiers.SnapshotsOff, Snapshots: []types.Snapshot{}}
+	for _, info := range s.wk.Snapshots() {
+		l.Snapshots = append(l.Snapshots, types.Snapshot(info))
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"enabled": enabled, "off": tiers.SnapshotsOff, "snapshots": l})
+	writeJSON(w, http.StatusOK, l)
 }
 
 // createSnapshot snapshots a function now and answers when the snapshot
@@ -334,7 +321,7 @@ func (s *Server) createSnapshot(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.cfg.Logger.Info("snapshot created", "function", info.Function, "key", info.Key)
-	writeJSON(w, http.StatusOK, info)
+	writeJSON(w, http.StatusOK, types.Snapshot(info))
 }
 
 func (s *Server) status(w http.ResponseWriter, r *http.Request) {
@@ -457,15 +444,9 @@ func (s *Server) writeFailure(w http.ResponseWriter, code int, typ string, err e
 	s.writeError(w, code, typ, err.Error())
 }
 
-// apiError is the JSON shape of every error response.
-type apiError struct {
-	Type    string `json:"errorType"`
-	Message string `json:"errorMessage"`
-}
-
 // writeError sends an error response; host paths in msg are replaced.
 func (s *Server) writeError(w http.ResponseWriter, code int, typ, msg string) {
-	writeJSON(w, code, apiError{Type: typ, Message: strings.TrimSpace(s.red.redact(msg))})
+	writeJSON(w, code, types.Error{Type: typ, Message: strings.TrimSpace(s.red.redact(msg))})
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

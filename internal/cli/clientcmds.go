@@ -18,9 +18,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/hearth-run/hearth/api/types"
 	"github.com/hearth-run/hearth/internal/client"
 	"github.com/hearth-run/hearth/internal/image"
-	"github.com/hearth-run/hearth/internal/worker"
 )
 
 // clientFlags are shared by the commands that talk to a worker.
@@ -257,7 +257,7 @@ until interrupted.`,
 			if !follow {
 				return nil
 			}
-			err = followLogs(ctx, c, args[0], t, every, func(l worker.LogLine) { printLogLine(out, l, stamps) },
+			err = followLogs(ctx, c, args[0], t, every, func(l types.LogLine) { printLogLine(out, l, stamps) },
 				func(note string) { fmt.Fprintln(errOut, "hearth:", note) })
 			if ctx.Err() != nil {
 				return nil // interrupted: the way a follow ends
@@ -275,7 +275,7 @@ until interrupted.`,
 
 // logsNote says what a first answer left out: older lines beyond -n,
 // and lines the worker no longer keeps.
-func logsNote(t worker.LogTail, n int) string {
+func logsNote(t types.LogTail, n int) string {
 	var parts []string
 	if t.Older > 0 {
 		parts = append(parts, fmt.Sprintf("showing the newest %d of %d lines kept (-n %d or -n 0 shows them all)",
@@ -290,8 +290,8 @@ func logsNote(t worker.LogTail, n int) string {
 
 // followLogs polls for the lines after t until ctx ends or the function
 // is gone, passing each line to line and what it could not show to note.
-func followLogs(ctx context.Context, c *client.Client, name string, t worker.LogTail, every time.Duration,
-	line func(worker.LogLine), note func(string)) error {
+func followLogs(ctx context.Context, c *client.Client, name string, t types.LogTail, every time.Duration,
+	line func(types.LogLine), note func(string)) error {
 	since, epoch := t.Next, t.Epoch
 	tick := time.NewTicker(max(every, 10*time.Millisecond))
 	defer tick.Stop()
@@ -328,7 +328,7 @@ func followLogs(ctx context.Context, c *client.Client, name string, t worker.Log
 }
 
 // printLogLine prints l as "stream | text", after its time with stamps.
-func printLogLine(w io.Writer, l worker.LogLine, stamps bool) {
+func printLogLine(w io.Writer, l types.LogLine, stamps bool) {
 	if stamps {
 		fmt.Fprintf(w, "%s ", l.Time.Local().Format("2006-01-02T15:04:05.000000Z07:00"))
 	}

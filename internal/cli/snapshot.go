@@ -15,9 +15,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/hearth-run/hearth/api/types"
 	"github.com/hearth-run/hearth/internal/client"
 	"github.com/hearth-run/hearth/internal/snapshot"
-	"github.com/hearth-run/hearth/internal/worker"
 )
 
 // snapshotDir is where a worker keeps its snapshot cache.
@@ -69,8 +69,8 @@ func newSnapshotCmd() *cobra.Command {
 }
 
 // snapshotCreate asks the worker at server to snapshot function name.
-func snapshotCreate(ctx context.Context, server, token, name string) (worker.SnapshotInfo, error) {
-	var info worker.SnapshotInfo
+func snapshotCreate(ctx context.Context, server, token, name string) (types.Snapshot, error) {
+	var info types.Snapshot
 	if ctx == nil {
 		ctx = context.Background()
 	}

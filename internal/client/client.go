@@ -14,9 +14,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hearth-run/hearth/internal/registry"
-	"github.com/hearth-run/hearth/internal/worker"
-	"github.com/hearth-run/hearth/internal/zygote"
+	"github.com/hearth-run/hearth/api/types"
 )
 
 // DefaultURL is where a worker listens by default.
@@ -41,7 +39,8 @@ func New(base, token string) *Client {
 	}
 }
 
-// Error is an error response from the worker.
+// Error is an error response from the worker: its status, the error
+// type and message of its body (types.Error), and the body itself.
 type Error struct {
 	Status  int
 	Type    string `json:"errorType"`
@@ -75,9 +74,9 @@ func (c *Client) do(ctx context.Context, method, path string, body io.Reader, ou
 		return resp, nil, err
 	}
 	if resp.StatusCode >= 300 {
-		e := &Error{Status: resp.StatusCode, Body: data}
-		json.Unmarshal(data, e)
-		return resp, data, e
+		var body types.Error
+		json.Unmarshal(data, &body) // a body that is not one leaves Type and Message empty
+		return resp, data, &Error{Status: resp.StatusCode, Type: body.Type, Message: body.Message, Body: data}
 	}
 	if out != nil {
 		if err := json.Unmarshal(data, out); err != nil {
@@ -88,22 +87,22 @@ func (c *Client) do(ctx context.Context, method, path string, body io.Reader, ou
 }
 
 // Deploy uploads an archive (tar.gz or zip) as function name.
-func (c *Client) Deploy(ctx context.Context, name string, archive io.Reader) (registry.Function, error) {
-	var fn registry.Function
+func (c *Client) Deploy(ctx context.Context, name string, archive io.Reader) (types.Function, error) {
+	var fn types.Function
 	_, _, err := c.do(ctx, http.MethodPut, "/v1/functions/"+url.PathEscape(name), archive, &fn)
 	return fn, err
 }
 
 // List lists deployed functions.
-func (c *Client) List(ctx context.Context) ([]registry.Function, error) {
-	var fns []registry.Function
+func (c *Client) List(ctx context.Context) ([]types.Function, error) {
+	var fns []types.Function
 	_, _, err := c.do(ctx, http.MethodGet, "/v1/functions", nil, &fns)
 	return fns, err
 }
 
 // Get describes one function.
-func (c *Client) Get(ctx context.Context, name string) (registry.Function, error) {
-	var fn registry.Function
+func (c *Client) Get(ctx context.Context, name string) (types.Function, error) {
+	var fn types.Function
 	_, _, err := c.do(ctx, http.MethodGet, "/v1/functions/"+url.PathEscape(name), nil, &fn)
 	return fn, err
 }
@@ -116,8 +115,8 @@ func (c *Client) Delete(ctx context.Context, name string) error {
 
 // Logs returns up to n output lines of a function (all the worker keeps
 // if n is 0): the newest, or with since > 0 the first from Seq since on.
-func (c *Client) Logs(ctx context.Context, name string, n int, since uint64) (worker.LogTail, error) {
-	var out worker.LogTail
+func (c *Client) Logs(ctx context.Context, name string, n int, since uint64) (types.LogTail, error) {
+	var out types.LogTail
 	path := "/v1/functions/" + url.PathEscape(name) + "/logs?n=" + strconv.Itoa(n)
 	if since > 0 {
 		path += "&since=" + strconv.FormatUint(since, 10)
@@ -127,8 +126,8 @@ func (c *Client) Logs(ctx context.Context, name string, n int, since uint64) (wo
 }
 
 // Status returns the worker's status.
-func (c *Client) Status(ctx context.Context) (worker.Status, error) {
-	var st worker.Status
+func (c *Client) Status(ctx context.Context) (types.Status, error) {
+	var st types.Status
 	_, _, err := c.do(ctx, http.MethodGet, "/v1/status", nil, &st)
 	return st, err
 }
@@ -168,36 +167,16 @@ func (c *Client) Healthy(ctx context.Context) bool {
 	return err == nil
 }
 
-// PackageList is the body of GET /v1/packages: the worker's install
-// cache. Enabled is false when the worker runs without one.
-type PackageList struct {
-	Enabled  bool `json:"enabled"`
-	Packages []struct {
-		Name      string    `json:"name"`
-		Version   string    `json:"version"`
-		Size      int64     `json:"size"`
-		Installed time.Time `json:"installed"`
-		LastUse   time.Time `json:"last_use"`
-		Users     []string  `json:"users"`
-	} `json:"packages"`
-}
-
 // Packages lists the worker's installed packages.
-func (c *Client) Packages(ctx context.Context) (PackageList, error) {
-	var l PackageList
+func (c *Client) Packages(ctx context.Context) (types.PackageList, error) {
+	var l types.PackageList
 	_, _, err := c.do(ctx, http.MethodGet, "/v1/packages", nil, &l)
 	return l, err
 }
 
-// ZygoteTree is the body of GET /v1/zygotes.
-type ZygoteTree struct {
-	Enabled bool              `json:"enabled"`
-	Nodes   []zygote.NodeInfo `json:"nodes"`
-}
-
 // Zygotes returns the worker's live zygote tree.
-func (c *Client) Zygotes(ctx context.Context) (ZygoteTree, error) {
-	var z ZygoteTree
+func (c *Client) Zygotes(ctx context.Context) (types.ZygoteTree, error) {
+	var z types.ZygoteTree
 	_, _, err := c.do(ctx, http.MethodGet, "/v1/zygotes", nil, &z)
 	return z, err
 }

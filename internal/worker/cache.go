@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hearth-run/hearth/api/types"
 	"github.com/hearth-run/hearth/internal/pool"
 	"github.com/hearth-run/hearth/internal/pool/policy"
 	"github.com/hearth-run/hearth/internal/registry"
@@ -78,28 +79,7 @@ func (c *PoolConfig) setDefaults() {
 }
 
 // PoolStatus describes one pool (partition) of the warm pool.
-type PoolStatus struct {
-	Name string `json:"name"`
-	// MaxSize is the largest declared memory limit routed here; 0 for the
-	// last pool, which takes every size.
-	MaxSize  int64 `json:"max_size_bytes"`
-	Capacity int64 `json:"capacity_bytes"`
-	// Used is the memory charged to the pool: busy and paused sandboxes at
-	// their measured cgroup usage (declared limit until first measured),
-	// plus what it lends to other pools.
-	Used          int64  `json:"used_bytes"`
-	Idle          int64  `json:"idle_bytes"`
-	Borrowed      int64  `json:"borrowed_bytes"`
-	Lent          int64  `json:"lent_bytes"`
-	Sandboxes     int    `json:"sandboxes"`
-	IdleSandboxes int    `json:"idle_sandboxes"`
-	Hits          uint64 `json:"hits"`
-	Misses        uint64 `json:"misses"` // cold starts
-	Drops         uint64 `json:"drops"`  // requests refused for lack of memory
-	Evictions     uint64 `json:"evictions"`
-	Expirations   uint64 `json:"expirations"`
-	Prewarms      uint64 `json:"prewarms"`
-}
+type PoolStatus = types.PoolStatus
 
 type fnKey struct{ name, rev string }
 

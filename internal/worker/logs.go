@@ -10,42 +10,16 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/hearth-run/hearth/api/types"
 	"github.com/hearth-run/hearth/internal/runtime"
 )
 
 // LogLine is one line a function's sandboxes printed.
-type LogLine struct {
-	// Seq numbers the function's lines from 1, in the order they reached
-	// the worker.
-	Seq    uint64    `json:"seq"`
-	Time   time.Time `json:"time"`
-	Stream string    `json:"stream"` // "stdout" or "stderr"
-	Text   string    `json:"text"`
-}
+type LogLine = types.LogLine
 
 // LogTail is a slice of a function's log, and where it sits in all the
 // lines the function printed.
-type LogTail struct {
-	// Epoch names this log: a function deleted and deployed again, or a
-	// restarted worker, starts a new one with Seq from 1.
-	Epoch string    `json:"epoch"`
-	Lines []LogLine `json:"lines"`
-	// Older counts the kept lines before Lines that n left out.
-	Older int `json:"older"`
-	// Dropped counts the lines before Lines (since Since, if given) that
-	// the worker no longer keeps.
-	Dropped uint64 `json:"dropped"`
-	// Next is the Seq after the last line of Lines (or of the log, if
-	// Lines is empty): Since to ask for what follows.
-	Next uint64 `json:"next"`
-	// Newer counts the kept lines after Lines that n left out.
-	Newer int `json:"newer"`
-	// Limit is how many lines the worker keeps of a function, and
-	// LimitBytes how much of all functions' lines (the oldest lines of the
-	// functions holding the most go first).
-	Limit      int   `json:"limit"`
-	LimitBytes int64 `json:"limit_bytes"`
-}
+type LogTail = types.LogTail
 
 // lineCost is what a kept line is charged against logStore.maxBytes: its
 // text and the LogLine that holds it.

@@ -24,6 +24,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hearth-run/hearth/api/types"
 	"github.com/hearth-run/hearth/internal/cgroup"
 	"github.com/hearth-run/hearth/internal/function"
 	"github.com/hearth-run/hearth/internal/image"
@@ -832,34 +833,12 @@ func (w *Worker) Logs(name string, n int, since uint64) LogTail {
 	return st.logs.query(n, since)
 }
 
-// SandboxInfo describes one live sandbox.
-type SandboxInfo struct {
-	ID       string `json:"id"`
-	Function string `json:"function"`
-	Revision string `json:"revision"`
-	State    string `json:"state"`
-	// Memory is what the sandbox's cgroup is charged. Pages its processes
-	// share with a zygote are charged to the zygote, and so are those a
-	// forked child copied before it joined the cgroup.
-	Memory int64 `json:"memory_bytes"`
-	// Private is the memory mapped by the sandbox's processes alone (smaps
-	// Private_Clean + Private_Dirty), wherever it is charged.
-	Private int64 `json:"private_bytes"`
-	// Pids are the host pids of the processes in the sandbox's cgroup:
-	// its runtime and what that started.
-	Pids []int `json:"pids,omitempty"`
-}
+// SandboxInfo describes one live sandbox (the shape GET /v1/status
+// answers).
+type SandboxInfo = types.SandboxInfo
 
-// Status is a snapshot of the worker's state.
-type Status struct {
-	CgroupMode string        `json:"cgroup_mode"`
-	Tiers      Tiers         `json:"tiers"`
-	Sandboxes  []SandboxInfo `json:"sandboxes"`
-	WarmBytes  int64         `json:"warm_bytes"`
-	WarmBudget int64         `json:"warm_budget_bytes"`
-	Policy     string        `json:"policy"`
-	Pools      []PoolStatus  `json:"pools"`
-}
+// Status is a snapshot of the worker's state (the body of GET /v1/status).
+type Status = types.Status
 
 // privateBytes returns the memory pid maps alone, from its smaps_rollup;
 // 0 if it is gone.
@@ -883,14 +862,7 @@ func privateBytes(pid int) int64 {
 
 // Tiers says which cache tiers are on; each can be switched off so that
 // one machine can compare designs side by side.
-type Tiers struct {
-	Warm      bool `json:"warm"`
-	Snapshots bool `json:"snapshots"`
-	Zygotes   bool `json:"zygotes"`
-	Pools     bool `json:"pools"`
-	// SnapshotsOff says why snapshots are off, when they are.
-	SnapshotsOff string `json:"snapshots_off,omitempty"`
-}
+type Tiers = types.Tiers
 
 // Tiers reports the worker's tier switches.
 func (w *Worker) Tiers() Tiers {

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hearth-run/hearth/api/types"
 	"github.com/hearth-run/hearth/internal/cgroup"
 	"github.com/hearth-run/hearth/internal/sandbox"
 )
@@ -598,22 +599,7 @@ func (m *Manager) Plant(ctx context.Context, sets [][]string) error {
 func joinKey(s []string) string { return (&Node{Packages: s}).Key() }
 
 // NodeInfo describes one node for /v1/zygotes.
-type NodeInfo struct {
-	ID       int      `json:"id"`
-	Parent   int      `json:"parent"`
-	Packages []string `json:"packages"`
-	Modules  []string `json:"modules"`
-	Replicas int      `json:"replicas"`
-	Pids     []int    `json:"pids"`
-	Hits     int64    `json:"hits"`
-	Forks    int64    `json:"forks"`
-	Memory   int64    `json:"memory_bytes"`
-	LastUse  string   `json:"last_use,omitempty"`
-	Static   bool     `json:"static"`
-	// Spares is how many children of this node wait, forked ahead of
-	// need, for a function (filled in by the worker).
-	Spares int `json:"spares"`
-}
+type NodeInfo = types.ZygoteNode
 
 // Nodes describes the live tree, root first.
 func (m *Manager) Nodes() []NodeInfo {

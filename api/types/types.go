@@ -1,0 +1,204 @@
+// Package types holds the JSON shapes of Hearth's HTTP API: the bodies
+// the worker's API (internal/api) answers and its clients (internal/client,
+// the CLI, replay, and the gateway and Lambda API to come) decode. It is a
+// leaf: it imports only the function description (internal/function),
+// never the server side, so a client links no sandbox, cgroup, namespace
+// or CRIU code. The worker and the zygote manager fill in some of these
+// values directly (their Status, LogTail, NodeInfo are these types).
+//
+// Field names and tags are the wire format: renaming one breaks clients.
+package types
+
+import (
+	"time"
+
+	"github.com/hearth-run/hearth/internal/function"
+)
+
+// Error is the body of every error response (errorType and errorMessage,
+// as AWS Lambda's). A handler's own error (X-Hearth-Error: Unhandled or
+// LoadError) carries its stack trace too.
+type Error struct {
+	Type       string   `json:"errorType"`
+	Message    string   `json:"errorMessage"`
+	StackTrace []string `json:"stackTrace,omitempty"`
+}
+
+// Function is a deployed function: the body of PUT and GET
+// /v1/functions/{name}, and GET /v1/functions lists them. Its host
+// directory is never sent.
+type Function = function.Function
+
+// Package is one resolved distribution of a function's requirements.
+type Package = function.Package
+
+// Spec is a function's configuration, as deployed.
+type Spec = function.Spec
+
+// Status is the body of GET /v1/status: a snapshot of the worker's state.
+type Status struct {
+	CgroupMode string        `json:"cgroup_mode"`
+	Tiers      Tiers         `json:"tiers"`
+	Sandboxes  []SandboxInfo `json:"sandboxes"`
+	WarmBytes  int64         `json:"warm_bytes"`
+	WarmBudget int64         `json:"warm_budget_bytes"`
+	Policy     string        `json:"policy"`
+	Pools      []PoolStatus  `json:"pools"`
+}
+
+// Tiers says which cache tiers are on; each can be switched off so that
+// one machine can compare designs side by side.
+type Tiers struct {
+	Warm      bool `json:"warm"`
+	Snapshots bool `json:"snapshots"`
+	Zygotes   bool `json:"zygotes"`
+	Pools     bool `json:"pools"`
+	// SnapshotsOff says why snapshots are off, when they are.
+	SnapshotsOff string `json:"snapshots_off,omitempty"`
+}
+
+// SandboxInfo describes one live sandbox.
+type SandboxInfo struct {
+	ID       string `json:"id"`
+	Function string `json:"function"`
+	Revision string `json:"revision"`
+	State    string `json:"state"`
+	// Memory is what the sandbox's cgroup is charged. Pages its processes
+	// share with a zygote are charged to the zygote, and so are those a
+	// forked child copied before it joined the cgroup.
+	Memory int64 `json:"memory_bytes"`
+	// Private is the memory mapped by the sandbox's processes alone (smaps
+	// Private_Clean + Private_Dirty), wherever it is charged.
+	Private int64 `json:"private_bytes"`
+	// Pids are the host pids of the processes in the sandbox's cgroup:
+	// its runtime and what that started.
+	Pids []int `json:"pids,omitempty"`
+}
+
+// PoolStatus describes one pool (partition) of the warm pool.
+type PoolStatus struct {
+	Name string `json:"name"`
+	// MaxSize is the largest declared memory limit routed here; 0 for the
+	// last pool, which takes every size.
+	MaxSize  int64 `json:"max_size_bytes"`
+	Capacity int64 `json:"capacity_bytes"`
+	// Used is the memory charged to the pool: busy and paused sandboxes at
+	// their measured cgroup usage (declared limit until first measured),
+	// plus what it lends to other pools.
+	Used          int64  `json:"used_bytes"`
+	Idle          int64  `json:"idle_bytes"`
+	Borrowed      int64  `json:"borrowed_bytes"`
+	Lent          int64  `json:"lent_bytes"`
+	Sandboxes     int    `json:"sandboxes"`
+	IdleSandboxes int    `json:"idle_sandboxes"`
+	Hits          uint64 `json:"hits"`
+	Misses        uint64 `json:"misses"` // cold starts
+	Drops         uint64 `json:"drops"`  // requests refused for lack of memory
+	Evictions     uint64 `json:"evictions"`
+	Expirations   uint64 `json:"expirations"`
+	Prewarms      uint64 `json:"prewarms"`
+}
+
+// LogLine is one line a function's sandboxes printed.
+type LogLine struct {
+	// Seq numbers the function's lines from 1, in the order they reached
+	// the worker.
+	Seq    uint64    `json:"seq"`
+	Time   time.Time `json:"time"`
+	Stream string    `json:"stream"` // "stdout" or "stderr"
+	Text   string    `json:"text"`
+}
+
+// LogTail is a slice of a function's log, and where it sits in all the
+// lines the function printed.
+type LogTail struct {
+	// Epoch names this log: a function deleted and deployed again, or a
+	// restarted worker, starts a new one with Seq from 1.
+	Epoch string    `json:"epoch"`
+	Lines []LogLine `json:"lines"`
+	// Older counts the kept lines before Lines that n left out.
+	Older int `json:"older"`
+	// Dropped counts the lines before Lines (since Since, if given) that
+	// the worker no longer keeps.
+	Dropped uint64 `json:"dropped"`
+	// Next is the Seq after the last line of Lines (or of the log, if
+	// Lines is empty): Since to ask for what follows.
+	Next uint64 `json:"next"`
+	// Newer counts the kept lines after Lines that n left out.
+	Newer int `json:"newer"`
+	// Limit is how many lines the worker keeps of a function, and
+	// LimitBytes how much of all functions' lines (the oldest lines of the
+	// functions holding the most go first).
+	Limit      int   `json:"limit"`
+	LimitBytes int64 `json:"limit_bytes"`
+}
+
+// FunctionLog is the body of GET /v1/functions/{name}/logs.
+type FunctionLog struct {
+	Function string `json:"function"`
+	LogTail
+}
+
+// Snapshot describes one snapshot the worker knows of: an element of
+// GET /v1/snapshots, and the body of POST /v1/functions/{name}/snapshot.
+type Snapshot struct {
+	Key      string    `json:"key"`
+	Function string    `json:"function"`
+	Revision string    `json:"revision"`
+	Bytes    int64     `json:"bytes"`
+	Blocks   int64     `json:"disk_bytes"`
+	Created  time.Time `json:"created"`
+	LastUse  time.Time `json:"last_use"`
+	Local    bool      `json:"local"`
+	Remote   bool      `json:"remote"`
+}
+
+// SnapshotList is the body of GET /v1/snapshots. Off says why snapshots
+// are off, when they are.
+type SnapshotList struct {
+	Enabled   bool       `json:"enabled"`
+	Off       string     `json:"off"`
+	Snapshots []Snapshot `json:"snapshots"`
+}
+
+// ZygoteNode describes one node of the live zygote tree.
+type ZygoteNode struct {
+	ID       int      `json:"id"`
+	Parent   int      `json:"parent"`
+	Packages []string `json:"packages"`
+	Modules  []string `json:"modules"`
+	Replicas int      `json:"replicas"`
+	Pids     []int    `json:"pids"`
+	Hits     int64    `json:"hits"`
+	Forks    int64    `json:"forks"`
+	Memory   int64    `json:"memory_bytes"`
+	LastUse  string   `json:"last_use,omitempty"`
+	Static   bool     `json:"static"`
+	// Spares is how many children of this node wait, forked ahead of
+	// need, for a function (filled in by the worker).
+	Spares int `json:"spares"`
+}
+
+// ZygoteTree is the body of GET /v1/zygotes, root first. Enabled is
+// false when the worker runs without zygotes.
+type ZygoteTree struct {
+	Enabled bool         `json:"enabled"`
+	Nodes   []ZygoteNode `json:"nodes"`
+}
+
+// PackageInfo is one installed package in GET /v1/packages.
+type PackageInfo struct {
+	Package
+	Size      int64     `json:"size"`
+	Installed time.Time `json:"installed"`
+	LastUse   time.Time `json:"last_use"`
+	// Users are the deployed functions whose package set holds it.
+	Users []string `json:"users"`
+}
+
+// PackageList is the body of GET /v1/packages: the worker's install
+// cache. Enabled is false when the worker runs without one.
+type PackageList struct {
+	Enabled  bool          `json:"enabled"`
+	Packages []PackageInfo `json:"packages"`
+}

@@ -76,12 +76,15 @@ type Config struct {
 	// Files are passed to the main process after the socket (from fd 3,
 	// or fd 4 with a Socket). Create does not close them.
 	Files []*os.File
-	// HostPID keeps the host's pid namespace. Zygotes need it: setns into
-	// a sandbox's pid namespace only works from an ancestor namespace.
-	HostPID bool
-	// Privileged runs the main process as root with its capabilities.
-	// Only for zygotes, which drop privileges in every child they fork.
-	Privileged bool
+	// Zygote makes the sandbox of a root zygote: its own empty network
+	// namespace, a pivoted root and a /proc that hides other users'
+	// processes (see initproc.Args.Zygote). The main process runs
+	// unprivileged under Factory.ZygoteSeccomp instead of Seccomp: it
+	// must make the user and other namespaces of the children it forks.
+	Zygote bool
+	// UID and GID, if not zero, run the main process instead of the
+	// Factory's.
+	UID, GID int
 	// Exec makes the main process the sandbox's pid 1: hearth-init execs
 	// it instead of forking it. Snapshots need this: CRIU dumps a pid
 	// namespace from its init, whose executable must be inside the
@@ -115,6 +118,9 @@ type Factory struct {
 	// filters its children itself. Empty runs them unfiltered: only
 	// tests of the sandbox itself should leave it so.
 	Seccomp string
+	// ZygoteSeccomp is the filter of zygotes' main processes (see
+	// Config.Zygote); empty runs them unfiltered.
+	ZygoteSeccomp string
 }
 
 // Sandbox is one live sandbox.
@@ -124,10 +130,11 @@ type Sandbox struct {
 	tmp     *os.File // the scratch file system's root (a detached mount, then /tmp's)
 	scratch string   // tmp as a path, through /proc/self/fd
 	group   *cgroup.Group
-	cmd     *exec.Cmd
+	cmd     *exec.Cmd // hearth-init; nil for a shell (see Shell)
+	pidfd   *os.File  // a shell's main process, once adopted
+	pid     int       // its host pid
 	lis     *os.File      // listening socket kept for a joiner, if any
 	ownNet  bool          // entered Config.NetNS
-	hostPID bool          // in the host's pid namespace (Config.HostPID)
 	done    chan struct{} // closed when init has exited
 	exitErr error         // valid after done
 
@@ -164,6 +171,9 @@ func (f *Factory) Create(ctx context.Context, cfg Config) (_ *Sandbox, err error
 	}
 	s.scratch = fdPath(s.tmp)
 	uid, gid := f.ids()
+	if cfg.UID != 0 {
+		uid, gid = cfg.UID, cfg.GID
+	}
 
 	var files []*os.File
 	defer func() {
@@ -231,18 +241,23 @@ func (f *Factory) Create(ctx context.Context, cfg Config) (_ *Sandbox, err error
 		args.Ready = 3 + len(files)
 		files = append(files, w)
 	}
-	args.Privileged = cfg.Privileged
-	if len(cfg.Command) > 0 && !cfg.Privileged {
+	args.Zygote = cfg.Zygote
+	if len(cfg.Command) > 0 {
 		args.Seccomp = f.Seccomp
+		if cfg.Zygote {
+			args.Seccomp = f.ZygoteSeccomp
+		}
 	}
 	if cfg.Exec {
-		if len(cfg.Command) == 0 || cfg.Privileged || cfg.HostPID {
-			return nil, fmt.Errorf("sandbox %s: Exec needs a Command and its own pid namespace, unprivileged", s.id)
+		if len(cfg.Command) == 0 || cfg.Zygote {
+			return nil, fmt.Errorf("sandbox %s: Exec needs a Command, and is not for a zygote", s.id)
 		}
 		args.Exec = true
 	}
+	if cfg.Zygote && (len(cfg.Command) == 0 || cfg.NetNS != nil) {
+		return nil, fmt.Errorf("sandbox %s: a zygote's sandbox needs a Command and makes its own network namespace", s.id)
+	}
 	s.ownNet = cfg.NetNS != nil
-	s.hostPID = cfg.HostPID
 	if cfg.NetNS != nil {
 		// A dup: everything in files is closed when Create returns.
 		fd, err := unix.FcntlInt(cfg.NetNS.Fd(), unix.F_DUPFD_CLOEXEC, 0)
@@ -281,7 +296,7 @@ func (f *Factory) Create(ctx context.Context, cfg Config) (_ *Sandbox, err error
 		Stderr:     cfg.Stderr,
 		ExtraFiles: files,
 		SysProcAttr: &syscall.SysProcAttr{
-			Cloneflags: cloneFlags(cfg.HostPID),
+			Cloneflags: cloneFlags(cfg.Zygote),
 			// A dead worker takes its sandboxes with it; the next one sweeps.
 			Pdeathsig: syscall.SIGKILL,
 		},
@@ -356,10 +371,10 @@ func (f *Factory) scratch(ctx context.Context, cfg Config) (*os.File, error) {
 	return os.NewFile(uintptr(m), "tmp"), nil
 }
 
-func cloneFlags(hostPID bool) uintptr {
-	f := uintptr(unix.CLONE_NEWNS | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC)
-	if !hostPID {
-		f |= unix.CLONE_NEWPID
+func cloneFlags(zygote bool) uintptr {
+	f := uintptr(unix.CLONE_NEWNS | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC | unix.CLONE_NEWPID)
+	if zygote {
+		f |= unix.CLONE_NEWNET
 	}
 	return f
 }
@@ -385,6 +400,9 @@ func (s *Sandbox) Namespaces() ([]*os.File, error) {
 		kinds = append(kinds, "net")
 	}
 	for _, ns := range kinds {
+		if s.cmd == nil {
+			return nil, fmt.Errorf("sandbox %s: a shell has no namespaces of its own", s.id)
+		}
 		f, err := os.Open(fmt.Sprintf("/proc/%d/ns/%s", s.cmd.Process.Pid, ns))
 		if err != nil {
 			for _, o := range out {
@@ -504,7 +522,14 @@ func (s *Sandbox) SocketPath(name string) string {
 
 // InitPid returns the host pid of the sandbox's init; its /proc/PID/ns/*
 // files are the sandbox's namespaces.
-func (s *Sandbox) InitPid() int { return s.cmd.Process.Pid }
+func (s *Sandbox) InitPid() int {
+	if s.cmd == nil {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.pid
+	}
+	return s.cmd.Process.Pid
+}
 
 // Done is closed when the sandbox's init has exited: its main process ended
 // or was killed.
@@ -515,6 +540,9 @@ func (s *Sandbox) Done() <-chan struct{} { return s.done }
 func (s *Sandbox) ExitStatus() int {
 	select {
 	case <-s.done:
+		if s.cmd == nil {
+			return shellExit(s.pidfd)
+		}
 		// With Exec the main process is init itself, which a signal may
 		// kill: ExitCode says -1 for that.
 		if ws, ok := s.cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
@@ -570,8 +598,7 @@ func (s *Sandbox) Destroy(ctx context.Context) error {
 	// needs no cgroup-wide kill: that one freezes the group, and the
 	// first freeze on the machine patches kernel code (a static key) with
 	// a stall of every CPU, on each teardown. Frozen tasks only die when
-	// thawed, and a sandbox in the host's pid namespace outlives its
-	// init, so those two get the cgroup kill first; a group that still
+	// thawed, so a paused sandbox gets the cgroup kill first; a group that still
 	// lists a process after init's exit gets it too. A holder nobody
 	// joined has no cgroup: killing init empties it.
 	groupKill := func() {
@@ -579,7 +606,10 @@ func (s *Sandbox) Destroy(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
-	early := s.group != nil && (s.hostPID || s.paused)
+	if s.cmd == nil {
+		return s.destroyShell(ctx, groupKill, errs)
+	}
+	early := s.group != nil && s.paused
 	if early {
 		groupKill()
 	}

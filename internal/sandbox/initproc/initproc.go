@@ -71,10 +71,13 @@ type Args struct {
 	// Ready, if positive, is a descriptor that gets one byte once the root
 	// is built, so a joiner never enters a half-built mount namespace.
 	Ready int
-	// Privileged keeps the main process root with its capabilities; only
-	// for zygotes, which must setns into sandboxes and drop privileges in
-	// each child themselves.
-	Privileged bool
+	// Zygote builds a sandbox for a zygote: the root is pivoted to (no
+	// host tree left in the namespace: a zygote makes user namespaces for
+	// its children, and with one any process could leave a chroot), and
+	// /proc hides other users' processes (the functions forked from
+	// zygotes, which run as their own users). The main process is
+	// unprivileged, as any other, under the filter Seccomp names.
+	Zygote bool
 	// Exec makes the main process pid 1: hearth-init execs it after
 	// joining the cgroup and dropping privileges (snapshots need it).
 	Exec bool
@@ -107,8 +110,8 @@ func (a Args) Format() []string {
 	if a.Tmp > 0 {
 		out = append(out, "-tmp", strconv.Itoa(a.Tmp))
 	}
-	if a.Privileged {
-		out = append(out, "-privileged")
+	if a.Zygote {
+		out = append(out, "-zygote")
 	}
 	if a.Exec {
 		out = append(out, "-exec")
@@ -173,7 +176,7 @@ func Parse(argv []string) (Args, error) {
 	fs.StringVar(&a.Dir, "dir", "/", "working dir of the main process")
 	fs.IntVar(&a.Files, "files", 0, "extra descriptors for the main process")
 	fs.IntVar(&a.Ready, "ready", 0, "descriptor told when the root is built")
-	fs.BoolVar(&a.Privileged, "privileged", false, "keep the main process root (zygotes)")
+	fs.BoolVar(&a.Zygote, "zygote", false, "a zygote's sandbox: pivot, hide other users' processes")
 	fs.BoolVar(&a.Exec, "exec", false, "exec the main process as pid 1 (snapshots)")
 	fs.IntVar(&a.NetNS, "netns", 0, "network namespace descriptor to enter")
 	fs.IntVar(&a.Tmp, "tmp", 0, "detached mount to move onto /tmp")
@@ -201,10 +204,8 @@ func Parse(argv []string) (Args, error) {
 	if a.Root == "" || a.Base == "" {
 		return a, errors.New("-root and -base are required")
 	}
-	if a.Seccomp != "" && a.Privileged {
-		// A zygote must setns and mount in its children; it filters
-		// them itself once they are done.
-		return a, errors.New("-seccomp is for an unprivileged main process, not with -privileged")
+	if a.Zygote && a.Exec {
+		return a, errors.New("-zygote and -exec exclude each other")
 	}
 	a.Command = fs.Args()
 	return a, nil
@@ -291,12 +292,14 @@ func setup(a Args) error {
 	if err := unix.Sethostname([]byte(a.Hostname)); err != nil {
 		return fmt.Errorf("sethostname: %w", err)
 	}
-	// In the host's pid namespace (zygotes) this shows host processes,
-	// which a zygote needs to find its own /proc/self.
-	if err := unix.Mount("proc", filepath.Join(a.Root, "proc"), "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+	procOpts := ""
+	if a.Zygote {
+		procOpts = "hidepid=invisible"
+	}
+	if err := unix.Mount("proc", filepath.Join(a.Root, "proc"), "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, procOpts); err != nil {
 		return fmt.Errorf("mount /proc: %w", err)
 	}
-	if a.Exec {
+	if a.Exec || a.Zygote {
 		// Snapshot sources pivot: CRIU dumps a mount namespace only if it
 		// is the task's root, and they are off the critical path.
 		return pivot(a.Root)
@@ -372,17 +375,14 @@ func spawn(a Args, filter []unix.SockFilter) (int, error) {
 			unix.CloseOnExec(fd)
 		}
 	}
-	var cred *syscall.Credential
-	if !a.Privileged {
-		if err := dropPrivileges(); err != nil {
-			return 0, err
-		}
-		cred = &syscall.Credential{Uid: uint32(a.UID), Gid: uint32(a.GID), Groups: []uint32{}}
-		// The child inherits this thread's filter; nothing this thread
-		// does after the fork (cgroup writes, reaping) is denied.
-		if err := confine(filter); err != nil {
-			return 0, err
-		}
+	if err := dropPrivileges(); err != nil {
+		return 0, err
+	}
+	cred := &syscall.Credential{Uid: uint32(a.UID), Gid: uint32(a.GID), Groups: []uint32{}}
+	// The child inherits this thread's filter; nothing this thread
+	// does after the fork (cgroup writes, reaping) is denied.
+	if err := confine(filter); err != nil {
+		return 0, err
 	}
 	files := []uintptr{0, 1, 2}
 	for i := 0; i < a.Files; i++ {

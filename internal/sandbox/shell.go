@@ -1,0 +1,140 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Shell makes the parts of a sandbox that a zygote child builds its own
+// sandbox around: the scratch file system (detached, for the child to
+// move onto its /tmp, see ScratchMount), the runtime's listening socket
+// in it (cfg.Socket, see TakeListener) and cfg.Group, if set. No process
+// runs in it until Adopt; the child makes its own namespaces, as their
+// owner, in a user namespace of its own.
+//
+// Only ID, ScratchBytes, ScratchDisk, Socket and Group of cfg are used.
+func (f *Factory) Shell(ctx context.Context, cfg Config) (_ *Sandbox, err error) {
+	if cfg.ID == "" || filepath.Base(cfg.ID) != cfg.ID {
+		return nil, fmt.Errorf("sandbox: bad id %q", cfg.ID)
+	}
+	s := &Sandbox{id: cfg.ID, dir: filepath.Join(f.Dir, cfg.ID), group: cfg.Group, done: make(chan struct{})}
+	if err := os.MkdirAll(s.dir, 0o700); err != nil {
+		return nil, fmt.Errorf("sandbox %s: %w", s.id, err)
+	}
+	defer func() {
+		if err != nil {
+			s.cleanupFS()
+		}
+	}()
+	if s.tmp, err = f.scratch(ctx, cfg); err != nil {
+		return nil, fmt.Errorf("sandbox %s: scratch: %w", s.id, err)
+	}
+	s.scratch = fdPath(s.tmp)
+	if cfg.Socket != "" {
+		if s.lis, err = listenUnix(filepath.Join(s.scratch, cfg.Socket)); err != nil {
+			return nil, fmt.Errorf("sandbox %s: %w", s.id, err)
+		}
+	}
+	return s, nil
+}
+
+// ScratchMount returns a descriptor of the shell's scratch file system,
+// a detached mount until a process moves it into its mount namespace
+// (move_mount). The caller closes it.
+func (s *Sandbox) ScratchMount() (*os.File, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.destroyed {
+		return nil, fmt.Errorf("sandbox %s: %w", s.id, ErrExited)
+	}
+	fd, err := unix.FcntlInt(s.tmp.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox %s: scratch: %w", s.id, err)
+	}
+	return os.NewFile(uintptr(fd), "scratch"), nil
+}
+
+// Adopt makes the process pidfd refers to (host pid pid) the shell's
+// main process: Done closes when it exits. The shell owns pidfd.
+func (s *Sandbox) Adopt(pidfd *os.File, pid int) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd != nil || s.pidfd != nil {
+		pidfd.Close()
+		return fmt.Errorf("sandbox %s: adopt: it has a main process", s.id)
+	}
+	if s.destroyed {
+		pidfd.Close()
+		return fmt.Errorf("sandbox %s: %w", s.id, ErrExited)
+	}
+	s.pidfd, s.pid = pidfd, pid
+	go func() {
+		// A pidfd polls readable when its process exits.
+		fds := []unix.PollFd{{Fd: int32(pidfd.Fd()), Events: unix.POLLIN}}
+		for {
+			if _, err := unix.Poll(fds, -1); err != unix.EINTR {
+				break
+			}
+		}
+		close(s.done)
+	}()
+	return nil
+}
+
+// destroyShell is Destroy for a shell: its main process (pid 1 of its
+// own pid namespace) dies with a kill of its cgroup, and the pid
+// namespace with it. Called with s.mu held.
+func (s *Sandbox) destroyShell(ctx context.Context, groupKill func(), errs []error) error {
+	if s.group != nil {
+		groupKill()
+	}
+	if s.pidfd != nil {
+		// Not in the cgroup yet (killed while joining): by its pidfd.
+		unix.PidfdSendSignal(int(s.pidfd.Fd()), unix.SIGKILL, nil, 0)
+		select {
+		case <-s.done:
+		case <-ctx.Done():
+			errs = append(errs, fmt.Errorf("waiting for the main process: %w", ctx.Err()))
+		case <-time.After(5 * time.Second):
+			errs = append(errs, errors.New("the main process did not exit"))
+		}
+		// The poller is done with it (or never will be: leak one fd
+		// rather than poll a reused descriptor).
+		select {
+		case <-s.done:
+			s.pidfd.Close()
+		default:
+		}
+	}
+	if err := s.cleanupFS(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("destroy %s: %w", s.id, err)
+	}
+	return nil
+}
+
+// shellExit is the exit status of an exited adopted process, as
+// ExitStatus reports it, from its pidfd (Linux 6.15 keeps it after the
+// process is reaped); -1 where the kernel does not tell.
+func shellExit(pidfd *os.File) int {
+	if pidfd == nil {
+		return -1
+	}
+	info := unix.PidfdInfo{Mask: unix.PIDFD_INFO_EXIT}
+	if err := unix.IoctlPidfdInfo(int(pidfd.Fd()), &info); err != nil || info.Mask&unix.PIDFD_INFO_EXIT == 0 {
+		return -1
+	}
+	ws := unix.WaitStatus(info.Exit_code)
+	if ws.Signaled() {
+		return 128 + int(ws.Signal())
+	}
+	return ws.ExitStatus()
+}

@@ -37,6 +37,7 @@ type simConfig struct {
 	parallel   int
 	quiet      bool
 	faascache  bool
+	maxSkipped float64 // percent of the trace that may be in skipped or suspect rows
 }
 
 func newSimCmd() *cobra.Command {
@@ -52,6 +53,13 @@ Cold-start cost per function: by default FaasCache-style, the maximum minus
 the average execution time from the trace (which excludes cold starts);
 --cold sets a fixed cost instead. Warm execution times are sampled from the
 duration percentiles (2019) or replayed exactly (2021).
+
+Rows of the trace that cannot be used are skipped, and the last row of a
+file without a final newline is kept but suspect (a file cut inside it reads
+30 as 3). sim lists them on stderr by reason with their line numbers, and
+refuses the trace when they hold more than --max-skipped percent of its rows
+or of its invocations (a -1 in the busiest function's row is one row but
+most of the trace).
 
 --faascache reproduces the simulator of FaasCache (ASPLOS'21) instead, for
 cross-checking against it: its trace rules (functions invoked at least
@@ -93,14 +101,18 @@ trace, a unified pool and the policies ` + strings.Join(sim.FaasCachePolicies(),
 	f.IntVar(&c.parallel, "parallel", 0, "points simulated at once (default: one per CPU)")
 	f.BoolVar(&c.quiet, "quiet", false, "no progress bar")
 	f.BoolVar(&c.faascache, "faascache", false, "reproduce FaasCache's simulator (see above) instead of Hearth's engine")
+	f.Float64Var(&c.maxSkipped, "max-skipped", 1, "refuse a trace with more than this `percent` of its rows or invocations in skipped or suspect rows (100 allows any)")
 	return cmd
 }
 
 func runSim(ctx context.Context, c simConfig, stdout, stderr io.Writer) error {
+	if !(c.maxSkipped >= 0 && c.maxSkipped <= 100) {
+		return fmt.Errorf("--max-skipped %v: want a percentage from 0 to 100", c.maxSkipped)
+	}
 	if c.faascache {
 		return runSimFaasCache(ctx, c, stdout, stderr)
 	}
-	w, err := loadWorkload(c)
+	w, err := loadWorkload(c, stderr)
 	if err != nil {
 		return err
 	}
@@ -129,6 +141,9 @@ func runSimFaasCache(ctx context.Context, c simConfig, stdout, stderr io.Writer)
 	t, err := trace.LoadAzure2019(c.traceDir)
 	if err != nil {
 		return fmt.Errorf("loading trace: %w", err)
+	}
+	if err := checkSkips(c, t.Skipped, &t.Report, stderr); err != nil {
+		return err
 	}
 	ft, err := sim.NewFaasCacheTrace(t)
 	if err != nil {
@@ -190,7 +205,17 @@ func writeSim(out string, rs []sim.Result, invocations int64, el time.Duration, 
 	return nil
 }
 
-func loadWorkload(c simConfig) (sim.Workload, error) {
+// checkSkips lists what loading the trace skipped or doubted on stderr and
+// refuses the trace if that is more than --max-skipped of it.
+func checkSkips(c simConfig, counts trace.SkipCounts, r *trace.SkipReport, stderr io.Writer) error {
+	trace.WriteSkips(stderr, counts, r)
+	if err := trace.CheckSkips(counts, r, c.maxSkipped/100); err != nil {
+		return fmt.Errorf("%w; the rows are listed above: repair the trace, or pass --max-skipped 100 to simulate what is left", err)
+	}
+	return nil
+}
+
+func loadWorkload(c simConfig, stderr io.Writer) (sim.Workload, error) {
 	cold := sim.ColdModel{Fixed: c.cold}
 	if c.cold < 0 {
 		return sim.Workload{}, fmt.Errorf("--cold %v must not be negative", c.cold)
@@ -203,6 +228,9 @@ func loadWorkload(c simConfig) (sim.Workload, error) {
 		if err != nil {
 			return sim.Workload{}, fmt.Errorf("loading trace: %w", err)
 		}
+		if err := checkSkips(c, t.Skipped, &t.Report, stderr); err != nil {
+			return sim.Workload{}, err
+		}
 		return sim.FromTrace(t, c.arrival, c.seed, cold)
 	case c.trace2021 != "":
 		if !(c.funcMB > 0) {
@@ -211,6 +239,9 @@ func loadWorkload(c simConfig) (sim.Workload, error) {
 		t, err := trace.LoadAzure2021(c.trace2021)
 		if err != nil {
 			return sim.Workload{}, fmt.Errorf("loading trace: %w", err)
+		}
+		if err := checkSkips(c, t.Skipped, &t.Report, stderr); err != nil {
+			return sim.Workload{}, err
 		}
 		agg := t.Aggregate() // for per-function durations, hence cold costs
 		funcs := make([]sim.Func, len(agg.Functions))

@@ -63,8 +63,10 @@ most of the trace).
 
 --faascache reproduces the simulator of FaasCache (ASPLOS'21) instead, for
 cross-checking against it: its trace rules (functions invoked at least
-twice, memory rounded up to whole MB, float-millisecond equidistant
-arrivals), a miss running for the maximum duration and a hit for the
+twice, an app's memory divided among the functions durations.csv lists for
+it and rounded up to whole MB, float-millisecond equidistant arrivals,
+same-instant arrivals in the order of its joined table, which groups them
+by app), a miss running for the maximum duration and a hit for the
 average, its eviction and priority rules and its tie order. It takes a 2019
 trace, a unified pool and the policies ` + strings.Join(sim.FaasCachePolicies(), ", ") + `.`,
 		Example: `  hearth sim --trace ../shared/data/azure2019/sample100-min480-959 \
@@ -145,7 +147,11 @@ func runSimFaasCache(ctx context.Context, c simConfig, stdout, stderr io.Writer)
 	if err := checkSkips(c, t.Skipped, &t.Report, stderr); err != nil {
 		return err
 	}
-	ft, err := sim.NewFaasCacheTrace(t)
+	mem, err := trace.LoadAppMemory2019(c.traceDir)
+	if err != nil {
+		return fmt.Errorf("loading trace: %w", err)
+	}
+	ft, err := sim.NewFaasCacheTrace(t, mem)
 	if err != nil {
 		return fmt.Errorf("converting trace: %w", err)
 	}

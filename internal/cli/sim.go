@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -132,7 +133,30 @@ func runSim(ctx context.Context, c simConfig, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("simulating: %w", err)
 	}
-	return writeSim(c.out, rs, w.Total, time.Since(start), stdout)
+	return writeSim(c.out, rs, plotInfo(c), w.Total, time.Since(start), stdout)
+}
+
+// plotInfo describes the run for the plots' titles.
+func plotInfo(c simConfig) sim.PlotInfo {
+	in := sim.PlotInfo{Threshold: "threshold " + c.thresholds + " MB"}
+	switch {
+	case c.faascache:
+		in.Trace = filepath.Base(c.traceDir)
+		in.Cold = "FaasCache's rules: a miss runs for the max duration, a hit for the avg"
+		in.Extra = "hearth sim --faascache"
+		return in
+	case c.traceDir != "":
+		in.Trace = filepath.Base(c.traceDir)
+		in.Extra = c.arrival.String() + " arrivals"
+	default:
+		in.Trace = filepath.Base(c.trace2021)
+		in.Extra = fmt.Sprintf("exact replay, %g MB per function", c.funcMB)
+	}
+	in.Cold = "cold cost = max - avg duration"
+	if c.cold > 0 {
+		in.Cold = "cold cost " + c.cold.String()
+	}
+	return in
 }
 
 // runSimFaasCache is runSim in FaasCache-compatible mode.
@@ -176,12 +200,12 @@ func runSimFaasCache(ctx context.Context, c simConfig, stdout, stderr io.Writer)
 	if err != nil {
 		return fmt.Errorf("simulating: %w", err)
 	}
-	return writeSim(c.out, rs, ft.Total, time.Since(start), stdout)
+	return writeSim(c.out, rs, plotInfo(c), ft.Total, time.Since(start), stdout)
 }
 
 // writeSim writes the results to out and prints the table and throughput.
-func writeSim(out string, rs []sim.Result, invocations int64, el time.Duration, stdout io.Writer) error {
-	paths, err := sim.WriteAll(out, rs)
+func writeSim(out string, rs []sim.Result, info sim.PlotInfo, invocations int64, el time.Duration, stdout io.Writer) error {
+	paths, err := sim.WriteAll(out, rs, info)
 	if err != nil {
 		return err
 	}

@@ -6,6 +6,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/hearth-run/hearth/internal/trace"
 )
 
 func TestSimCommand(t *testing.T) {
@@ -26,7 +29,7 @@ func TestSimCommand(t *testing.T) {
 	if !strings.Contains(stderr.String(), "100%") {
 		t.Fatalf("no progress bar on stderr: %q", stderr.String())
 	}
-	for _, f := range []string{"results.csv", "memory.csv", "coldstart.png", "drops.png", "coldstart-lru.png", "coldstart-gd.png"} {
+	for _, f := range []string{"results.csv", "memory.csv", "coldstart.png", "coldstart-lru.png", "coldstart-gd.png"} {
 		if st, err := os.Stat(filepath.Join(out, f)); err != nil || st.Size() == 0 {
 			t.Fatalf("%s: %v", f, err)
 		}
@@ -189,5 +192,28 @@ func TestSimSuspectRow2021(t *testing.T) {
 		if !strings.Contains(stderr.String()+stdout.String(), w) {
 			t.Errorf("output lacks %q:\n%s\n%s", w, stderr.String(), stdout.String())
 		}
+	}
+}
+
+// TestSimPlotInfo: the plots' titles carry the trace's name (not its
+// path), the threshold and the cold-cost rule, so that runs at 100 and
+// 225 MB do not look alike.
+func TestSimPlotInfo(t *testing.T) {
+	c := simConfig{traceDir: "/some/where/sample100-min480-959", thresholds: "100", cold: 500 * time.Millisecond, arrival: trace.Uniform}
+	if in := plotInfo(c); in.Trace != "sample100-min480-959" || in.Threshold != "threshold 100 MB" ||
+		in.Cold != "cold cost 500ms" || in.Extra != "uniform arrivals" {
+		t.Errorf("plotInfo = %+v", in)
+	}
+	c.cold = 0
+	if in := plotInfo(c); in.Cold != "cold cost = max - avg duration" {
+		t.Errorf("default cold rule: %+v", in)
+	}
+	c.faascache = true
+	if in := plotInfo(c); !strings.Contains(in.Cold, "FaasCache") || in.Extra != "hearth sim --faascache" {
+		t.Errorf("faascache: %+v", in)
+	}
+	c = simConfig{trace2021: "/a/Azure2021_200.csv", thresholds: "225", funcMB: 128}
+	if in := plotInfo(c); in.Trace != "Azure2021_200.csv" || in.Extra != "exact replay, 128 MB per function" {
+		t.Errorf("2021: %+v", in)
 	}
 }

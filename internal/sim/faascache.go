@@ -60,6 +60,14 @@ package sim
 //     (and heapify moves equal elements even in a valid heap), so the heap
 //     array here is kept identical to FaasCache's.
 //
+// Input FaasCache would read differently, all of which the loader reports
+// as skipped rows (hearth sim lists them): a function whose own memory.csv
+// row is missing or unreadable is dropped here, where FaasCache would size
+// it from its app's first row; of duplicate invocations.csv rows the first
+// is kept here, where FaasCache keeps the first invoked at least twice;
+// FaasCache counts the first durations row with an empty HashFunction
+// among its app's functions.
+//
 // Hits and misses are what FaasCache logs as "hit" and "miss"; drops are
 // its capacity_misses. Memory held by busy containers counts against the
 // capacity. Its HIST, LND, SIZE and RAND policies are not reproduced.

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -37,6 +38,7 @@ type simConfig struct {
 	parallel   int
 	quiet      bool
 	faascache  bool
+	maxSkipped float64 // percent of the trace that may be in skipped or suspect rows
 }
 
 func newSimCmd() *cobra.Command {
@@ -53,10 +55,19 @@ the average execution time from the trace (which excludes cold starts);
 --cold sets a fixed cost instead. Warm execution times are sampled from the
 duration percentiles (2019) or replayed exactly (2021).
 
+Rows of the trace that cannot be used are skipped, and the last row of a
+file without a final newline is kept but suspect (a file cut inside it reads
+30 as 3). sim lists them on stderr by reason with their line numbers, and
+refuses the trace when they hold more than --max-skipped percent of its rows
+or of its invocations (a -1 in the busiest function's row is one row but
+most of the trace).
+
 --faascache reproduces the simulator of FaasCache (ASPLOS'21) instead, for
 cross-checking against it: its trace rules (functions invoked at least
-twice, memory rounded up to whole MB, float-millisecond equidistant
-arrivals), a miss running for the maximum duration and a hit for the
+twice, an app's memory divided among the functions durations.csv lists for
+it and rounded up to whole MB, float-millisecond equidistant arrivals,
+same-instant arrivals in the order of its joined table, which groups them
+by app), a miss running for the maximum duration and a hit for the
 average, its eviction and priority rules and its tie order. It takes a 2019
 trace, a unified pool and the policies ` + strings.Join(sim.FaasCachePolicies(), ", ") + `.`,
 		Example: `  hearth sim --trace ../shared/data/azure2019/sample100-min480-959 \
@@ -93,14 +104,18 @@ trace, a unified pool and the policies ` + strings.Join(sim.FaasCachePolicies(),
 	f.IntVar(&c.parallel, "parallel", 0, "points simulated at once (default: one per CPU)")
 	f.BoolVar(&c.quiet, "quiet", false, "no progress bar")
 	f.BoolVar(&c.faascache, "faascache", false, "reproduce FaasCache's simulator (see above) instead of Hearth's engine")
+	f.Float64Var(&c.maxSkipped, "max-skipped", 1, "refuse a trace with more than this `percent` of its rows or invocations in skipped or suspect rows (100 allows any)")
 	return cmd
 }
 
 func runSim(ctx context.Context, c simConfig, stdout, stderr io.Writer) error {
+	if !(c.maxSkipped >= 0 && c.maxSkipped <= 100) {
+		return fmt.Errorf("--max-skipped %v: want a percentage from 0 to 100", c.maxSkipped)
+	}
 	if c.faascache {
 		return runSimFaasCache(ctx, c, stdout, stderr)
 	}
-	w, err := loadWorkload(c)
+	w, err := loadWorkload(c, stderr)
 	if err != nil {
 		return err
 	}
@@ -118,7 +133,30 @@ func runSim(ctx context.Context, c simConfig, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("simulating: %w", err)
 	}
-	return writeSim(c.out, rs, w.Total, time.Since(start), stdout)
+	return writeSim(c.out, rs, plotInfo(c), w.Total, time.Since(start), stdout)
+}
+
+// plotInfo describes the run for the plots' titles.
+func plotInfo(c simConfig) sim.PlotInfo {
+	in := sim.PlotInfo{Threshold: "threshold " + c.thresholds + " MB"}
+	switch {
+	case c.faascache:
+		in.Trace = filepath.Base(c.traceDir)
+		in.Cold = "FaasCache's rules: a miss runs for the max duration, a hit for the avg"
+		in.Extra = "hearth sim --faascache"
+		return in
+	case c.traceDir != "":
+		in.Trace = filepath.Base(c.traceDir)
+		in.Extra = c.arrival.String() + " arrivals"
+	default:
+		in.Trace = filepath.Base(c.trace2021)
+		in.Extra = fmt.Sprintf("exact replay, %g MB per function", c.funcMB)
+	}
+	in.Cold = "cold cost = max - avg duration"
+	if c.cold > 0 {
+		in.Cold = "cold cost " + c.cold.String()
+	}
+	return in
 }
 
 // runSimFaasCache is runSim in FaasCache-compatible mode.
@@ -130,7 +168,14 @@ func runSimFaasCache(ctx context.Context, c simConfig, stdout, stderr io.Writer)
 	if err != nil {
 		return fmt.Errorf("loading trace: %w", err)
 	}
-	ft, err := sim.NewFaasCacheTrace(t)
+	if err := checkSkips(c, t.Skipped, &t.Report, stderr); err != nil {
+		return err
+	}
+	mem, err := trace.LoadAppMemory2019(c.traceDir)
+	if err != nil {
+		return fmt.Errorf("loading trace: %w", err)
+	}
+	ft, err := sim.NewFaasCacheTrace(t, mem)
 	if err != nil {
 		return fmt.Errorf("converting trace: %w", err)
 	}
@@ -155,12 +200,12 @@ func runSimFaasCache(ctx context.Context, c simConfig, stdout, stderr io.Writer)
 	if err != nil {
 		return fmt.Errorf("simulating: %w", err)
 	}
-	return writeSim(c.out, rs, ft.Total, time.Since(start), stdout)
+	return writeSim(c.out, rs, plotInfo(c), ft.Total, time.Since(start), stdout)
 }
 
 // writeSim writes the results to out and prints the table and throughput.
-func writeSim(out string, rs []sim.Result, invocations int64, el time.Duration, stdout io.Writer) error {
-	paths, err := sim.WriteAll(out, rs)
+func writeSim(out string, rs []sim.Result, info sim.PlotInfo, invocations int64, el time.Duration, stdout io.Writer) error {
+	paths, err := sim.WriteAll(out, rs, info)
 	if err != nil {
 		return err
 	}
@@ -190,7 +235,17 @@ func writeSim(out string, rs []sim.Result, invocations int64, el time.Duration, 
 	return nil
 }
 
-func loadWorkload(c simConfig) (sim.Workload, error) {
+// checkSkips lists what loading the trace skipped or doubted on stderr and
+// refuses the trace if that is more than --max-skipped of it.
+func checkSkips(c simConfig, counts trace.SkipCounts, r *trace.SkipReport, stderr io.Writer) error {
+	trace.WriteSkips(stderr, counts, r)
+	if err := trace.CheckSkips(counts, r, c.maxSkipped/100); err != nil {
+		return fmt.Errorf("%w; the rows are listed above: repair the trace, or pass --max-skipped 100 to simulate what is left", err)
+	}
+	return nil
+}
+
+func loadWorkload(c simConfig, stderr io.Writer) (sim.Workload, error) {
 	cold := sim.ColdModel{Fixed: c.cold}
 	if c.cold < 0 {
 		return sim.Workload{}, fmt.Errorf("--cold %v must not be negative", c.cold)
@@ -203,6 +258,9 @@ func loadWorkload(c simConfig) (sim.Workload, error) {
 		if err != nil {
 			return sim.Workload{}, fmt.Errorf("loading trace: %w", err)
 		}
+		if err := checkSkips(c, t.Skipped, &t.Report, stderr); err != nil {
+			return sim.Workload{}, err
+		}
 		return sim.FromTrace(t, c.arrival, c.seed, cold)
 	case c.trace2021 != "":
 		if !(c.funcMB > 0) {
@@ -211,6 +269,9 @@ func loadWorkload(c simConfig) (sim.Workload, error) {
 		t, err := trace.LoadAzure2021(c.trace2021)
 		if err != nil {
 			return sim.Workload{}, fmt.Errorf("loading trace: %w", err)
+		}
+		if err := checkSkips(c, t.Skipped, &t.Report, stderr); err != nil {
+			return sim.Workload{}, err
 		}
 		agg := t.Aggregate() // for per-function durations, hence cold costs
 		funcs := make([]sim.Func, len(agg.Functions))

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -64,5 +65,29 @@ func TestSimFaasCacheErrors(t *testing.T) {
 				t.Errorf("err %v, want %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestSimFaasCacheApps runs the command on a trace whose apps have several
+// functions and checks one point against FaasCache's own figures (see
+// TestFaasCacheGoldenApps in internal/sim): the command must divide memory
+// and order ties as FaasCache does.
+func TestSimFaasCacheApps(t *testing.T) {
+	out := t.TempDir()
+	cmd := newSimCmd()
+	cmd.SetOut(&bytes.Buffer{})
+	cmd.SetErr(&bytes.Buffer{})
+	cmd.SetArgs([]string{"--faascache", "--trace", "../sim/testdata/faascache/apps-perfunc",
+		"--policies", "gd", "--mem", strconv.FormatFloat(900.0/1024, 'g', -1, 64), "--out", out, "--quiet"})
+	if err := cmd.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	csv, err := os.ReadFile(filepath.Join(out, "results.csv"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// policy,split,borrow,memory_mb,memory_gb,all_invocations,all_hits,all_misses,all_drops
+	if !strings.Contains(string(csv), "gd,unified,false,900,0.8789,698,549,134,15,") {
+		t.Errorf("results.csv:\n%s\nwant gd at 900 MB: 549 hits, 134 misses, 15 drops as FaasCache", csv)
 	}
 }

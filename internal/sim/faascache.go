@@ -10,13 +10,30 @@ package sim
 //
 // Trace (its gen/trace_split_funcs.py):
 //   - functions invoked fewer than twice in the trace are left out;
-//   - memory is the ceiling of the per-function MB, cold (miss) run time is
-//     int(Maximum) ms and warm (hit) run time int(Average) ms, truncated;
+//   - memory is divided among an app's functions: each function gets
+//     ceil(M / n) MB, where M is the AverageAllocatedMb of the app's first
+//     row in memory.csv (per app or per function alike) and n the number
+//     of distinct functions durations.csv lists for the app, counting
+//     those invoked fewer than twice or not at all. The function's own
+//     memory row is not used. (Run takes that row undivided, or a per-app
+//     value divided over the app's loaded functions.) Cold (miss) run time
+//     is int(Maximum) ms and warm (hit) run time int(Average) ms,
+//     truncated;
 //   - arrivals are equidistant in float milliseconds: a minute with n
 //     invocations starting at s (minute index × 60000, the first column
-//     being minute 0) has them at s + i×(60000/n), and the per-function
-//     lists are stably sorted by time, so equal times go to the function
-//     that comes first in invocations.csv.
+//     being minute 0) has them at s + i×(60000/n);
+//   - arrivals at the same instant (every function's first of a minute,
+//     and any that coincide) are served in the order of the functions in
+//     FaasCache's joined table, since its combined trace is the
+//     per-function lists concatenated in that order and stably sorted by
+//     time. FaasCache fixes no order of its own: its table join decides
+//     it. With the pandas its scripts need (1.x; Debian's 1.5.3 was used),
+//     the inner join on HashApp groups each app's functions together, apps
+//     in the order of their first function in invocations.csv and
+//     functions within an app in file order; NewFaasCacheTrace orders
+//     them so. (pandas 2.2 changed inner joins to keep the left order,
+//     which would be plain invocations.csv order, but its sum over the
+//     invocation rows, which holds text columns, fails there.)
 //
 // Simulation (its LambdaScheduler.runActivation), all at arrivals only:
 //   - a container is busy until its start plus its run time and free at
@@ -43,6 +60,14 @@ package sim
 //     (and heapify moves equal elements even in a valid heap), so the heap
 //     array here is kept identical to FaasCache's.
 //
+// Input FaasCache would read differently, all of which the loader reports
+// as skipped rows (hearth sim lists them): a function whose own memory.csv
+// row is missing or unreadable is dropped here, where FaasCache would size
+// it from its app's first row; of duplicate invocations.csv rows the first
+// is kept here, where FaasCache keeps the first invoked at least twice;
+// FaasCache counts the first durations row with an empty HashFunction
+// among its app's functions.
+//
 // Hits and misses are what FaasCache logs as "hit" and "miss"; drops are
 // its capacity_misses. Memory held by busy containers counts against the
 // capacity. Its HIST, LND, SIZE and RAND policies are not reproduced.
@@ -54,16 +79,27 @@ package sim
 // sizes are not rounded and functions invoked once are kept. Its counts are
 // therefore not FaasCache's.
 //
-// The golden test in faascache_test.go holds the figures
-// FaasCache itself produced on sample100-min480-959; all of them match.
+// The golden tests in faascache_test.go hold the figures FaasCache itself
+// produced on sample100-min480-959 (one function per app) and on two small
+// traces made to exercise the memory division and the tie order (several
+// functions per app, interleaved, many equal arrival times); all of them
+// match. On a held-out 500-function excerpt of the same Azure data, issue
+// #15 found the counts matching FaasCache at all six points tried once
+// memory was divided its way.
 //
-// Speed, one core, sample100-min480-959 at 8 GB (339,644 invocations):
-// FaasCache simulates 4,141/s with LRU and 2,749/s with GD (CPU time of
-// its runActivation loop); this mode 376,000/s and 234,000/s
-// (BenchmarkFaasCache), about 90 and 85 times as fast. It is slower than
-// Run because it must heapify the whole pool two or three times per
-// invocation, as FaasCache does, to keep ties in the same places; Run does
-// the same points at 4 to 8 million per second.
+// Speed, CPU time on one core. sample100-min480-959 at 8 GB (339,644
+// invocations), measured in one session on a host shared with other work:
+// FaasCache simulates 4,456/s with LRU and 3,244/s with GD (CPU time of its
+// runActivation loop); this mode 443,000/s and 282,000/s
+// (BenchmarkFaasCache -cpu 1), about 100 and 87 times as fast; Run does
+// the trace at 6.6 to 6.9 million per second (BenchmarkRun, at 4 GB),
+// about 1,500 times. On the larger 500-function excerpt
+// the pool holds more containers, which costs this mode more than it costs
+// FaasCache: issue #15 measured it at about 54 times FaasCache there, and
+// Run at about 2,350 times (not re-measured here: that excerpt is not in
+// the shared data). This mode is slower than Run because it must heapify
+// the whole pool two or three times per invocation, as FaasCache does, to
+// keep ties in the same places.
 
 import (
 	"context"
@@ -107,25 +143,60 @@ type FaasCacheTrace struct {
 	Total int64
 }
 
-// NewFaasCacheTrace converts a 2019-format trace to FaasCache's shape,
-// keeping the order of t.Functions (ties in arrival time go to the
-// earlier function). A function with memory below one MB after rounding up
-// is an error, since FaasCache's size-aware policies divide by it.
-func NewFaasCacheTrace(t *trace.Trace) (*FaasCacheTrace, error) {
+// NewFaasCacheTrace converts a 2019-format trace to FaasCache's shape.
+//
+// Memory: with mem, each function gets ceil(mem.MB[app] / mem.Funcs[app])
+// MB, as FaasCache's trace generator divides an app's memory among the
+// functions durations.csv lists for it; LoadAppMemory2019 reads mem from the
+// trace's folder. Without mem (nil), each function gets the ceiling of its
+// own MemMB, which is FaasCache's figure only when every app has one
+// function. A function whose memory rounds up to less than one MB is an
+// error, since FaasCache's size-aware policies divide by it.
+//
+// Order: functions are grouped by app, apps in the order of their first
+// function in t, and within an app in t's order. This is the row order of
+// the table FaasCache's generator joins (pandas 1.5's inner join on
+// HashApp groups the rows of each key), and arrivals at the same instant,
+// such as every function's first arrival of a minute, are served in it.
+func NewFaasCacheTrace(t *trace.Trace, mem *trace.AppMemory) (*FaasCacheTrace, error) {
 	if t == nil || len(t.Functions) == 0 {
 		return nil, fmt.Errorf("empty trace: %w", ErrConfig)
 	}
 	ft := &FaasCacheTrace{Minutes: t.Minutes}
+	var order []int // indexes into t.Functions, in FaasCache's order
+	group := map[string]int{}
+	var apps [][]int
 	for i := range t.Functions {
 		f := &t.Functions[i]
-		n := f.Total()
-		if n < 2 {
+		if f.Total() < 2 {
 			ft.Skipped++
 			continue
 		}
-		mb := math.Ceil(f.MemMB)
+		g, ok := group[f.App]
+		if !ok {
+			g = len(apps)
+			group[f.App] = g
+			apps = append(apps, nil)
+		}
+		apps[g] = append(apps[g], i)
+	}
+	for _, fs := range apps {
+		order = append(order, fs...)
+	}
+	for _, i := range order {
+		f := &t.Functions[i]
+		raw := f.MemMB
+		if mem != nil {
+			m, ok1 := mem.MB[f.App]
+			n, ok2 := mem.Funcs[f.App]
+			if !ok1 || !ok2 || n < 1 {
+				return nil, fmt.Errorf("function %s: app %s has no memory row or no durations rows to divide it by: %w", f.Hash, f.App, ErrConfig)
+			}
+			raw = m / float64(n)
+		}
+		mb := math.Ceil(raw)
 		if math.IsNaN(mb) || mb < 1 || mb > 1<<40 {
-			return nil, fmt.Errorf("function %s: memory %v MB: %w", f.Hash, f.MemMB, ErrConfig)
+			return nil, fmt.Errorf("function %s: memory %v MB: %w", f.Hash, raw, ErrConfig)
 		}
 		d := f.Dur
 		if !(d.Max >= 0 && d.Avg >= 0 && d.Max < 1e15 && d.Avg < 1e15) {
@@ -134,7 +205,7 @@ func NewFaasCacheTrace(t *trace.Trace) (*FaasCacheTrace, error) {
 		ft.Funcs = append(ft.Funcs, FaasCacheFunc{
 			Hash: f.Hash, MemMB: int64(mb), ColdMs: int64(d.Max), WarmMs: int64(d.Avg), Counts: f.Counts,
 		})
-		ft.Total += n
+		ft.Total += f.Total()
 	}
 	if len(ft.Funcs) == 0 {
 		return nil, fmt.Errorf("no function invoked twice or more: %w", ErrConfig)
@@ -180,8 +251,11 @@ func (s *fcSource) next(a *fcArrival) bool {
 	top := &h[0]
 	a.at, a.fn = top.at, top.fn
 	if top.i++; top.i < top.n {
-		// The same expression as FaasCache's start + i*every.
-		top.at = top.start + float64(top.i)*top.every
+		// The same expression as FaasCache's start + i*every, rounded
+		// after the product as Python does: the conversion keeps the
+		// compiler from fusing it into one multiply-add, which some
+		// architectures (arm64) would round once and so differently.
+		top.at = top.start + float64(float64(top.i)*top.every)
 	} else {
 		h[0] = h[len(h)-1]
 		s.heap = h[:len(h)-1]

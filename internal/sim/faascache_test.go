@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"math/rand"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"testing"
@@ -32,7 +33,11 @@ func TestFaasCacheGolden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ft, err := NewFaasCacheTrace(tr)
+	mem, err := trace.LoadAppMemory2019(sample100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ft, err := NewFaasCacheTrace(tr, mem)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,6 +76,143 @@ func TestFaasCacheGolden(t *testing.T) {
 			}
 			if a.Invocations != uint64(ft.Total) {
 				t.Errorf("%d invocations, want %d", a.Invocations, ft.Total)
+			}
+		})
+	}
+}
+
+// fcPoint is one point FaasCache simulated, with its counts.
+type fcPoint struct {
+	policy                         string
+	mb                             int64
+	hits, misses, drops, evictions uint64
+}
+
+func (p fcPoint) name() string { return p.policy + "-" + strconv.FormatInt(p.mb, 10) }
+
+// runPoint runs p's policy and memory on ft and returns the counts in p's
+// shape.
+func runPoint(t *testing.T, ft *FaasCacheTrace, p fcPoint) fcPoint {
+	t.Helper()
+	r, err := RunFaasCache(context.Background(), ft, FaasCacheConfig{Policy: p.policy, Memory: p.mb * MiB, SampleEvery: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.All.Invocations != uint64(ft.Total) {
+		t.Errorf("%d invocations, want %d", r.All.Invocations, ft.Total)
+	}
+	return fcPoint{p.policy, p.mb, r.All.Hits, r.All.Misses, r.All.Drops, r.Evictions + r.Expirations}
+}
+
+// TestFaasCacheGoldenApps asserts the compat mode's counts on two small
+// traces made to exercise the two rules sample100 cannot show, against
+// the figures FaasCache's own simulator produced on them (LambdaScheduler.py
+// of github.com/aFuerst/faascache-sim at 25110b6, Debian's python3 3.11,
+// pandas 1.5.3). The trace was built by the steps of FaasCache's
+// gen/trace_split_funcs.py (its pandas joins and memory division, run on
+// these files with only paths and minute column names changed), and the
+// per-function traces were concatenated in the joined table's row order and
+// stably sorted by time, as its gen_representative_trace.py combines them.
+// Every figure matches.
+//
+// Both traces (testdata/faascache, synthetic, written by a seeded
+// generator) have 11 functions of 4 apps, listed interleaved (fA1, fB1, fA2,
+// fC1, ...) over 40 minutes, with many equal arrival times: every
+// function's first arrival of a minute, and counts like 2, 4 and 12 that
+// share instants. fB3 is invoked once and left out, but still takes a share
+// of appB's memory; fA9 and fC9 appear in durations.csv only, and take
+// shares too. apps-perfunc has an in-vitro style memory.csv (per function,
+// with different values within an app: FaasCache takes the app's first
+// row); apps-perapp has the raw trace's per-app memory.csv.
+//
+// The test also runs each trace the way the compat mode did before:
+// memory undivided (each function's own row, or per-app memory divided only
+// over the functions that have invocations), and same-instant arrivals in
+// invocations.csv order rather than grouped by app. Each of those changes
+// the counts at most points, so these traces do tell the rules apart.
+func TestFaasCacheGoldenApps(t *testing.T) {
+	traces := []struct {
+		dir string
+		// FaasCache's memory per function, in its joined order.
+		mem    []int64
+		points []fcPoint
+	}{
+		{"apps-perfunc", []int64{52, 52, 52, 52, 86, 86, 57, 57, 51, 51}, []fcPoint{
+			// Figures from FaasCache.
+			{"lru", 400, 275, 248, 175, 241}, {"gd", 400, 266, 260, 172, 253},
+			{"freq", 400, 268, 258, 172, 251}, {"ttl", 400, 274, 251, 173, 244},
+			{"lru", 900, 502, 178, 18, 164}, {"gd", 900, 549, 134, 15, 119},
+			{"freq", 900, 544, 146, 8, 131}, {"ttl", 900, 504, 176, 18, 162},
+			{"lru", 1500, 631, 67, 0, 44}, {"gd", 1500, 550, 148, 0, 126},
+			{"freq", 1500, 549, 149, 0, 127}, {"ttl", 1500, 642, 56, 0, 39},
+		}},
+		{"apps-perapp", []int64{205, 205, 205, 205, 342, 342, 101, 101, 261, 261}, []fcPoint{
+			// Figures from FaasCache.
+			{"lru", 400, 66, 134, 582, 132}, {"gd", 400, 67, 134, 581, 132},
+			{"freq", 400, 67, 133, 582, 131}, {"ttl", 400, 66, 134, 582, 132},
+			{"lru", 900, 187, 215, 380, 211}, {"gd", 900, 169, 221, 392, 217},
+			{"freq", 900, 167, 220, 395, 216}, {"ttl", 900, 188, 214, 380, 210},
+			{"lru", 1500, 287, 277, 218, 271}, {"gd", 1500, 306, 274, 202, 268},
+			{"freq", 1500, 310, 269, 203, 263}, {"ttl", 1500, 272, 281, 229, 275},
+		}},
+	}
+	wantOrder := []string{"fA1", "fA2", "fA3", "fA4", "fB1", "fB2", "fC1", "fC2", "fD1", "fD2"}
+	for _, tc := range traces {
+		t.Run(tc.dir, func(t *testing.T) {
+			dir := filepath.Join("testdata", "faascache", tc.dir)
+			tr, err := trace.LoadAzure2019(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			mem, err := trace.LoadAppMemory2019(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ft, err := NewFaasCacheTrace(tr, mem)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var order []string
+			var mbs []int64
+			for _, f := range ft.Funcs {
+				order = append(order, f.Hash)
+				mbs = append(mbs, f.MemMB)
+			}
+			if !slices.Equal(order, wantOrder) || !slices.Equal(mbs, tc.mem) || ft.Skipped != 1 {
+				t.Fatalf("functions %v, MB %v, %d left out; FaasCache: %v, %v, 1", order, mbs, ft.Skipped, wantOrder, tc.mem)
+			}
+
+			// The rules as the compat mode had them before: each
+			// function's MemMB as loaded, and invocations.csv order.
+			undivided, err := NewFaasCacheTrace(tr, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fileOrder := *ft
+			fileOrder.Funcs = slices.Clone(ft.Funcs)
+			pos := map[string]int{}
+			for i, f := range tr.Functions {
+				pos[f.Hash] = i
+			}
+			slices.SortFunc(fileOrder.Funcs, func(a, b FaasCacheFunc) int { return pos[a.Hash] - pos[b.Hash] })
+
+			differ := map[string]int{}
+			for _, p := range tc.points {
+				if got := runPoint(t, ft, p); got != p {
+					t.Errorf("%s: hits %d misses %d drops %d evictions %d; FaasCache: %d %d %d %d",
+						p.name(), got.hits, got.misses, got.drops, got.evictions, p.hits, p.misses, p.drops, p.evictions)
+				}
+				for name, other := range map[string]*FaasCacheTrace{"undivided memory": undivided, "invocations.csv order": &fileOrder} {
+					if runPoint(t, other, p) != p {
+						differ[name]++
+					}
+				}
+			}
+			for _, name := range []string{"undivided memory", "invocations.csv order"} {
+				t.Logf("%s changes %d of %d points", name, differ[name], len(tc.points))
+				if differ[name] < len(tc.points)/2 {
+					t.Errorf("%s changes only %d of %d points: the trace does not exercise the rule", name, differ[name], len(tc.points))
+				}
 			}
 		})
 	}
@@ -187,7 +329,7 @@ func TestNewFaasCacheTrace(t *testing.T) {
 		{Hash: "once", Counts: []int32{0, 1}, MemMB: 10, Dur: trace.Durations{Avg: 1, Max: 2}},
 		{Hash: "c", Counts: []int32{6, 0}, MemMB: 0.5, Dur: trace.Durations{Avg: 0, Max: 3}},
 	}}
-	ft, err := NewFaasCacheTrace(tr)
+	ft, err := NewFaasCacheTrace(tr, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -225,7 +367,7 @@ func TestNewFaasCacheTrace(t *testing.T) {
 	}
 	for _, tc := range bad {
 		t.Run(tc.name, func(t *testing.T) {
-			if _, err := NewFaasCacheTrace(tc.t); !errors.Is(err, ErrConfig) {
+			if _, err := NewFaasCacheTrace(tc.t, nil); !errors.Is(err, ErrConfig) {
 				t.Errorf("err %v, want ErrConfig", err)
 			}
 		})
@@ -367,7 +509,7 @@ func BenchmarkFaasCache(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	ft, err := NewFaasCacheTrace(tr)
+	ft, err := NewFaasCacheTrace(tr, nil)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -371,11 +371,11 @@ func TestWriteAll(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	paths, err := WriteAll(dir, rs)
+	paths, err := WriteAll(dir, rs, PlotInfo{Trace: "extremes3", Threshold: "threshold 225 MB", Cold: "cold cost = max - avg duration"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"results.csv", "memory.csv", "coldstart.png", "drops.png", "coldstart-lru.png", "coldstart-gd.png"}
+	want := []string{"results.csv", "memory.csv", "coldstart.png", "coldstart-lru.png", "coldstart-gd.png"}
 	if len(paths) != len(want) {
 		t.Fatalf("wrote %v", paths)
 	}
@@ -400,7 +400,7 @@ func TestWriteAll(t *testing.T) {
 	if len(rows) != len(cfgs)+1 || rows[0][0] != "policy" || rows[1][0] != "lru" || rows[1][3] != "1024" {
 		t.Fatalf("results.csv: %d rows, first %v %v", len(rows), rows[0][:4], rows[1][:4])
 	}
-	if _, err := Plot(dir, nil); !errors.Is(err, ErrConfig) {
+	if _, err := Plot(dir, nil, PlotInfo{}); !errors.Is(err, ErrConfig) {
 		t.Fatalf("Plot(nil) = %v", err)
 	}
 }

@@ -45,57 +45,6 @@ func (f *Function) Rate() float64 {
 	return float64(f.Total()) / float64(len(f.Counts))
 }
 
-// SkipCounts counts the rows skipped while loading, by reason. A row is
-// counted once, under the first reason that applies.
-type SkipCounts struct {
-	// BadInvocations, BadDurations and BadMemory count rows of the
-	// respective file that were malformed: wrong number of fields, an
-	// empty key, or a missing, negative or unparsable number (including
-	// percentiles that decrease). In a 2021 trace BadInvocations counts
-	// its malformed rows.
-	BadInvocations, BadDurations, BadMemory int
-	// Duplicates counts rows whose key was already seen in the same file;
-	// the first row wins.
-	Duplicates int
-	// NoDurations and NoMemory count invocation rows dropped because the
-	// other file has no row for the function (or its app).
-	NoDurations, NoMemory int
-	// Unmatched counts durations and memory rows for which
-	// invocations.csv has no function.
-	Unmatched int
-}
-
-// Total returns the number of skipped rows over all reasons.
-func (s SkipCounts) Total() int {
-	return s.BadInvocations + s.BadDurations + s.BadMemory + s.Duplicates +
-		s.NoDurations + s.NoMemory + s.Unmatched
-}
-
-// String lists the non-zero counts, or "none".
-func (s SkipCounts) String() string {
-	var b strings.Builder
-	add := func(name string, n int) {
-		if n == 0 {
-			return
-		}
-		if b.Len() > 0 {
-			b.WriteString(" ")
-		}
-		fmt.Fprintf(&b, "%s=%d", name, n)
-	}
-	add("bad-invocations", s.BadInvocations)
-	add("bad-durations", s.BadDurations)
-	add("bad-memory", s.BadMemory)
-	add("duplicates", s.Duplicates)
-	add("no-durations", s.NoDurations)
-	add("no-memory", s.NoMemory)
-	add("unmatched", s.Unmatched)
-	if b.Len() == 0 {
-		return "none"
-	}
-	return b.String()
-}
-
 // Trace is a per-minute trace: minute FirstMinute of the original trace is
 // time 0, and it spans Minutes minutes.
 type Trace struct {
@@ -103,6 +52,9 @@ type Trace struct {
 	Minutes     int
 	Functions   []Function
 	Skipped     SkipCounts
+	// Report says which rows were skipped or are suspect and how much of
+	// the trace they hold.
+	Report SkipReport
 }
 
 // Invocations returns the total number of invocations in the trace.
@@ -128,22 +80,41 @@ var durCols = [...]string{"Average", "Minimum", "Maximum",
 	"percentile_Average_50", "percentile_Average_75", "percentile_Average_99",
 	"percentile_Average_100"}
 
+// File names of a 2019 trace.
+const (
+	fileInvocations = "invocations.csv"
+	fileDurations   = "durations.csv"
+	fileMemory      = "memory.csv"
+)
+
+// loader2019 is the state of one LoadAzure2019.
+type loader2019 struct {
+	t     *Trace
+	index map[string]int // HashFunction -> position in t.Functions
+	lines []int          // invocations.csv line of each function
+	// suspect marks functions whose row in some file is the unterminated
+	// last line of that file.
+	suspect []bool
+}
+
 // LoadAzure2019 loads invocations.csv, durations.csv and memory.csv from
 // dir and joins them on HashFunction. Only functions present in all three
 // files (memory by app if memory.csv has no HashFunction column) are kept,
 // in invocations.csv order; everything skipped is counted in
-// Trace.Skipped. It fails if a required column is missing, if the minute
-// columns are not a contiguous range, or if no function remains.
+// Trace.Skipped and located in Trace.Report. It fails if a required column
+// is missing, if the minute columns are not a contiguous range, or if no
+// function remains.
 func LoadAzure2019(dir string) (*Trace, error) {
-	t, index, err := loadInvocations(filepath.Join(dir, "invocations.csv"))
+	l := &loader2019{}
+	if err := l.invocations(filepath.Join(dir, fileInvocations)); err != nil {
+		return nil, err
+	}
+	t := l.t
+	durs, err := l.durations(filepath.Join(dir, fileDurations))
 	if err != nil {
 		return nil, err
 	}
-	durs, err := loadDurations(filepath.Join(dir, "durations.csv"), index, &t.Skipped)
-	if err != nil {
-		return nil, err
-	}
-	mem, err := loadMemory(filepath.Join(dir, "memory.csv"), t, index)
+	mem, err := l.memory(filepath.Join(dir, fileMemory))
 	if err != nil {
 		return nil, err
 	}
@@ -158,12 +129,15 @@ func LoadAzure2019(dir string) (*Trace, error) {
 			}
 		}
 	}
+	rep := &t.Report
 	kept := t.Functions[:0]
 	for i := range t.Functions {
 		f := t.Functions[i]
 		d, ok := durs[i]
 		if !ok {
 			t.Skipped.NoDurations++
+			rep.add(fileInvocations, l.lines[i], reasonNoDurations, "function "+f.Hash+" has no usable row in "+fileDurations)
+			rep.affect(f.Total())
 			continue
 		}
 		f.Dur = d
@@ -171,6 +145,8 @@ func LoadAzure2019(dir string) (*Trace, error) {
 			m, ok := mem.byApp[f.App]
 			if !ok {
 				t.Skipped.NoMemory++
+				rep.add(fileInvocations, l.lines[i], reasonNoMemory, "app "+f.App+" has no usable row in "+fileMemory)
+				rep.affect(f.Total())
 				continue
 			}
 			f.MemMB = m / float64(appFuncs[f.App])
@@ -178,9 +154,14 @@ func LoadAzure2019(dir string) (*Trace, error) {
 			m, ok := mem.byFunc[i]
 			if !ok {
 				t.Skipped.NoMemory++
+				rep.add(fileInvocations, l.lines[i], reasonNoMemory, "function "+f.Hash+" has no usable row in "+fileMemory)
+				rep.affect(f.Total())
 				continue
 			}
 			f.MemMB = m
+		}
+		if l.suspect[i] {
+			rep.affect(f.Total())
 		}
 		kept = append(kept, f)
 	}
@@ -193,17 +174,37 @@ func LoadAzure2019(dir string) (*Trace, error) {
 	return t, nil
 }
 
-// loadInvocations reads invocations.csv and returns the trace with
-// unjoined functions and an index from HashFunction to position.
-func loadInvocations(path string) (*Trace, map[string]int, error) {
+// unterminated is the detail of a suspect last row.
+const unterminated = "last line of the file, which does not end in a newline: kept, but its last field may be cut short"
+
+// readable sums the counts of rec's minute columns that can be read, for a
+// row that is skipped.
+func readable(rec []string, mins []mcol) int64 {
+	var n int64
+	for _, m := range mins {
+		if m.col < len(rec) {
+			if c, ok := parseCount(rec[m.col]); ok {
+				n += int64(c)
+			}
+		}
+	}
+	return n
+}
+
+// mcol is a minute column: the trace's minute number and its position.
+type mcol struct{ minute, col int }
+
+// invocations reads invocations.csv into l.t, with unjoined functions, and
+// builds l.index.
+func (l *loader2019) invocations(path string) error {
 	tb, err := openTable(path)
 	if err != nil {
-		return nil, nil, err
+		return err
 	}
 	defer tb.close()
 	keys, err := tb.need(colFunc, colApp)
 	if err != nil {
-		return nil, nil, err
+		return err
 	}
 	fc, ac := keys[0], keys[1]
 	oc, hasOwner := tb.col[colOwner]
@@ -211,7 +212,6 @@ func loadInvocations(path string) (*Trace, map[string]int, error) {
 
 	// Minute columns are the integer headers, placed by their number so
 	// their order in the file does not matter.
-	type mcol struct{ minute, col int }
 	var mins []mcol
 	for i, h := range tb.header {
 		if m, err := strconv.Atoi(h); err == nil {
@@ -219,64 +219,93 @@ func loadInvocations(path string) (*Trace, map[string]int, error) {
 		}
 	}
 	if len(mins) == 0 {
-		return nil, nil, fmt.Errorf("%s: no minute columns: %w", path, ErrBadHeader)
+		return fmt.Errorf("%s: no minute columns: %w", path, ErrBadHeader)
 	}
 	sort.Slice(mins, func(i, j int) bool { return mins[i].minute < mins[j].minute })
 	for i := 1; i < len(mins); i++ {
 		if mins[i].minute != mins[i-1].minute+1 {
-			return nil, nil, fmt.Errorf("%s: minute columns jump from %d to %d: %w",
+			return fmt.Errorf("%s: minute columns jump from %d to %d: %w",
 				path, mins[i-1].minute, mins[i].minute, ErrBadHeader)
 		}
 	}
 
 	t := &Trace{FirstMinute: mins[0].minute, Minutes: len(mins)}
-	index := map[string]int{}
+	l.t, l.index = t, map[string]int{}
+	rep := &t.Report
 	for {
-		rec, bad, ok, err := tb.next()
+		r, err := tb.next()
 		if err != nil {
-			return nil, nil, err
+			return err
 		}
-		if !ok {
-			break
+		if r.eof {
+			return nil
 		}
-		if bad || strings.TrimSpace(rec[fc]) == "" || strings.TrimSpace(rec[ac]) == "" {
+		rep.Rows++
+		skip := func(reason, detail string) {
+			if r.last {
+				detail += " (" + unterminatedShort + ")"
+			}
+			n := readable(r.rec, mins)
+			rep.Invocations += n
+			rep.affect(n)
+			rep.add(fileInvocations, r.line, reason, detail)
+		}
+		if r.bad {
 			t.Skipped.BadInvocations++
+			skip(reasonBadInvocations, r.why)
+			continue
+		}
+		h, app := strings.TrimSpace(r.rec[fc]), strings.TrimSpace(r.rec[ac])
+		if h == "" || app == "" {
+			t.Skipped.BadInvocations++
+			skip(reasonBadInvocations, "empty "+colFunc+" or "+colApp)
 			continue
 		}
 		counts := make([]int32, len(mins))
-		valid := true
+		why := ""
 		for i, m := range mins {
-			c, ok := parseCount(rec[m.col])
+			c, ok := parseCount(r.rec[m.col])
 			if !ok {
-				valid = false
+				why = fmt.Sprintf("minute %d: count %q is not a non-negative integer", m.minute, r.rec[m.col])
 				break
 			}
 			counts[i] = c
 		}
-		if !valid {
+		if why != "" {
 			t.Skipped.BadInvocations++
+			skip(reasonBadInvocations, why)
 			continue
 		}
-		h := strings.TrimSpace(rec[fc])
-		if _, dup := index[h]; dup {
+		if first, dup := l.index[h]; dup {
 			t.Skipped.Duplicates++
+			skip(reasonDuplicate, fmt.Sprintf("function %s already on line %d", h, l.lines[first]))
 			continue
 		}
-		f := Function{App: strings.TrimSpace(rec[ac]), Hash: h, Counts: counts}
+		f := Function{App: app, Hash: h, Counts: counts}
 		if hasOwner {
-			f.Owner = strings.TrimSpace(rec[oc])
+			f.Owner = strings.TrimSpace(r.rec[oc])
 		}
 		if hasTrigger {
-			f.Trigger = strings.TrimSpace(rec[tc])
+			f.Trigger = strings.TrimSpace(r.rec[tc])
 		}
-		index[h] = len(t.Functions)
+		rep.Invocations += f.Total()
+		if r.last {
+			t.Skipped.NoFinalNewline++
+			rep.add(fileInvocations, r.line, reasonNoFinalNewline, unterminated)
+		}
+		l.index[h] = len(t.Functions)
+		l.lines = append(l.lines, r.line)
+		l.suspect = append(l.suspect, r.last)
 		t.Functions = append(t.Functions, f)
 	}
-	return t, index, nil
 }
 
-// loadDurations reads durations.csv into a map from function position.
-func loadDurations(path string, index map[string]int, sk *SkipCounts) (map[int]Durations, error) {
+// unterminatedShort is added to the detail of a skipped last row.
+const unterminatedShort = "last line, no final newline"
+
+// durations reads durations.csv into a map from function position.
+func (l *loader2019) durations(path string) (map[int]Durations, error) {
+	sk, rep := &l.t.Skipped, &l.t.Report
 	tb, err := openTable(path)
 	if err != nil {
 		return nil, err
@@ -286,43 +315,66 @@ func loadDurations(path string, index map[string]int, sk *SkipCounts) (map[int]D
 	if err != nil {
 		return nil, err
 	}
-	out := make(map[int]Durations, len(index))
+	out := make(map[int]Durations, len(l.index))
 	var v [len(durCols)]float64
 	for {
-		rec, bad, ok, err := tb.next()
+		r, err := tb.next()
 		if err != nil {
 			return nil, err
 		}
-		if !ok {
+		if r.eof {
 			return out, nil
 		}
-		if bad {
+		bad := func(detail string) {
 			sk.BadDurations++
+			if r.last {
+				detail += " (" + unterminatedShort + ")"
+			}
+			rep.add(fileDurations, r.line, reasonBadDurations, detail)
+		}
+		if r.bad {
+			bad(r.why)
 			continue
 		}
-		valid := true
+		why := ""
 		for i, c := range cols[1:] {
-			if v[i], valid = parseNum(rec[c]); !valid {
+			var ok bool
+			if v[i], ok = parseNum(r.rec[c]); !ok {
+				why = fmt.Sprintf("%s %q is not a non-negative number", durCols[i], r.rec[c])
 				break
 			}
 		}
 		d := Durations{Avg: v[0], Min: v[1], Max: v[2], P0: v[3], P1: v[4], P25: v[5],
 			P50: v[6], P75: v[7], P99: v[8], P100: v[9]}
-		h := strings.TrimSpace(rec[cols[0]])
-		if !valid || h == "" || !d.monotone() {
-			sk.BadDurations++
+		h := strings.TrimSpace(r.rec[cols[0]])
+		switch {
+		case why != "":
+		case h == "":
+			why = "empty " + colFunc
+		case !d.monotone():
+			why = "percentiles decrease"
+		}
+		if why != "" {
+			bad(why)
 			continue
 		}
-		i, known := index[h]
+		i, known := l.index[h]
 		if !known {
 			sk.Unmatched++
+			rep.add(fileDurations, r.line, reasonUnmatched, "function "+h+" is not in "+fileInvocations)
 			continue
 		}
 		if _, dup := out[i]; dup {
 			sk.Duplicates++
+			rep.add(fileDurations, r.line, reasonDuplicate, "function "+h+" has an earlier row")
 			continue
 		}
 		out[i] = d
+		if r.last {
+			sk.NoFinalNewline++
+			rep.add(fileDurations, r.line, reasonNoFinalNewline, unterminated)
+			l.suspect[i] = true
+		}
 	}
 }
 
@@ -339,10 +391,11 @@ type memTable struct {
 	byApp  map[string]float64
 }
 
-// loadMemory reads memory.csv. Without a HashFunction column the file is
-// per app and keyed by HashApp.
-func loadMemory(path string, t *Trace, index map[string]int) (memTable, error) {
-	sk := &t.Skipped
+// memory reads memory.csv. Without a HashFunction column the file is per
+// app and keyed by HashApp.
+func (l *loader2019) memory(path string) (memTable, error) {
+	t := l.t
+	sk, rep := &t.Skipped, &t.Report
 	tb, err := openTable(path)
 	if err != nil {
 		return memTable{}, err
@@ -359,7 +412,7 @@ func loadMemory(path string, t *Trace, index map[string]int) (memTable, error) {
 	var mt memTable
 	var apps map[string]bool // apps that have functions in invocations.csv
 	if key == colFunc {
-		mt.byFunc = make(map[int]float64, len(index))
+		mt.byFunc = make(map[int]float64, len(l.index))
 	} else {
 		mt.byApp = map[string]float64{}
 		apps = map[string]bool{}
@@ -368,45 +421,75 @@ func loadMemory(path string, t *Trace, index map[string]int) (memTable, error) {
 		}
 	}
 	for {
-		rec, bad, ok, err := tb.next()
+		r, err := tb.next()
 		if err != nil {
 			return memTable{}, err
 		}
-		if !ok {
-			break
+		if r.eof {
+			return mt, nil
 		}
-		if bad {
+		bad := func(detail string) {
 			sk.BadMemory++
+			if r.last {
+				detail += " (" + unterminatedShort + ")"
+			}
+			rep.add(fileMemory, r.line, reasonBadMemory, detail)
+		}
+		if r.bad {
+			bad(r.why)
 			continue
 		}
-		k := strings.TrimSpace(rec[cols[0]])
-		m, valid := parseNum(rec[cols[1]])
-		if !valid || k == "" {
-			sk.BadMemory++
+		k := strings.TrimSpace(r.rec[cols[0]])
+		m, valid := parseNum(r.rec[cols[1]])
+		switch {
+		case k == "":
+			bad("empty " + key)
 			continue
+		case !valid:
+			bad(fmt.Sprintf("%s %q is not a non-negative number", colMem, r.rec[cols[1]]))
+			continue
+		}
+		suspect := func() {
+			sk.NoFinalNewline++
+			rep.add(fileMemory, r.line, reasonNoFinalNewline, unterminated)
 		}
 		if mt.byFunc != nil {
-			i, known := index[k]
+			i, known := l.index[k]
 			if !known {
 				sk.Unmatched++
+				rep.add(fileMemory, r.line, reasonUnmatched, "function "+k+" is not in "+fileInvocations)
 				continue
 			}
 			if _, dup := mt.byFunc[i]; dup {
 				sk.Duplicates++
+				rep.add(fileMemory, r.line, reasonDuplicate, "function "+k+" has an earlier row")
 				continue
 			}
 			mt.byFunc[i] = m
+			if r.last {
+				suspect()
+				l.suspect[i] = true
+			}
 			continue
 		}
 		if !apps[k] {
 			sk.Unmatched++
+			rep.add(fileMemory, r.line, reasonUnmatched, "app "+k+" has no function in "+fileInvocations)
 			continue
 		}
 		if _, dup := mt.byApp[k]; dup {
 			sk.Duplicates++
+			rep.add(fileMemory, r.line, reasonDuplicate, "app "+k+" has an earlier row")
 			continue
 		}
 		mt.byApp[k] = m
+		if r.last {
+			suspect()
+			for i := range t.Functions {
+				if t.Functions[i].App == k {
+					l.suspect[i] = true
+				}
+			}
+		}
 	}
-	return mt, nil
 }

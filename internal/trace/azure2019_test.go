@@ -104,7 +104,7 @@ func TestHeaderOrderIndependent(t *testing.T) {
 			Dur: Durations{Avg: 50, Min: 10, Max: 100, P0: 10, P1: 11, P25: 30, P50: 50, P75: 70, P99: 99, P100: 100}, MemMB: 128},
 		{Owner: "o2", App: "a2", Hash: "f2", Trigger: "timer", Counts: []int32{0, 3, 0},
 			Dur: Durations{Avg: 5.5, Min: 1, Max: 9, P0: 1, P1: 1, P25: 2, P50: 5, P75: 7, P99: 9, P100: 9}, MemMB: 256.5},
-	}}
+	}, Report: SkipReport{Rows: 2, Invocations: 6}}
 	for name, got := range map[string]*Trace{"ordered": ordered, "shuffled": shuffled} {
 		if !reflect.DeepEqual(got, want) {
 			t.Errorf("%s:\n got %+v\nwant %+v", name, got, want)
@@ -205,5 +205,45 @@ func TestLoadErrors(t *testing.T) {
 				t.Fatalf("error = %v, want %v", err, tt.want)
 			}
 		})
+	}
+}
+
+func TestLoadAppMemory2019(t *testing.T) {
+	am, err := LoadAppMemory2019("testdata/perapp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// durations.csv lists fa1, fa2 (A), fb1 (B) and fc1 (C); memory.csv is
+	// per app, and apps without functions count too.
+	wantMB := map[string]float64{"A": 300, "B": 99.5, "Z": 10}
+	wantFuncs := map[string]int{"A": 2, "B": 1, "C": 1}
+	if !reflect.DeepEqual(am.MB, wantMB) || !reflect.DeepEqual(am.Funcs, wantFuncs) {
+		t.Errorf("MB %v Funcs %v; want %v %v", am.MB, am.Funcs, wantMB, wantFuncs)
+	}
+
+	// Per-function memory: the app's first row counts; a duplicate
+	// durations row does not add a function.
+	dir := t.TempDir()
+	for name, body := range map[string]string{
+		"durations.csv": "HashApp,HashFunction\nA,f1\nA,f2\nA,f1\nB,f3\n",
+		"memory.csv":    "HashFunction,HashApp,AverageAllocatedMb\nf2,A,70\nf1,A,90\nf3,B,5\n",
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	am, err = LoadAppMemory2019(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(am.MB, map[string]float64{"A": 70, "B": 5}) || !reflect.DeepEqual(am.Funcs, map[string]int{"A": 2, "B": 1}) {
+		t.Errorf("MB %v Funcs %v", am.MB, am.Funcs)
+	}
+	// An app's first memory row must have a number.
+	if err := os.WriteFile(filepath.Join(dir, "memory.csv"), []byte("HashApp,AverageAllocatedMb\nA,x\nA,5\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadAppMemory2019(dir); !errors.Is(err, ErrBadRow) || !strings.Contains(err.Error(), "memory.csv line 2") {
+		t.Errorf("bad first memory row: %v", err)
 	}
 }

@@ -3,6 +3,7 @@ package trace
 import (
 	"fmt"
 	"math"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -37,8 +38,10 @@ type Trace2021 struct {
 	Origin time.Duration
 	// Skipped counts malformed rows under BadInvocations: wrong number
 	// of fields, empty app or func, or an end or duration that is not a
-	// finite non-negative number.
+	// finite non-negative number; and a last row without a final newline
+	// under NoFinalNewline. Report locates them.
 	Skipped SkipCounts
+	Report  SkipReport
 }
 
 // Invocations returns the number of calls in the trace.
@@ -64,26 +67,51 @@ func LoadAzure2021(path string) (*Trace2021, error) {
 		return nil, err
 	}
 	t := &Trace2021{}
+	file := filepath.Base(path)
+	rep := &t.Report
 	type key struct{ app, fn string }
 	index := map[key]int{}
 	for {
-		rec, bad, ok, err := tb.next()
+		r, err := tb.next()
 		if err != nil {
 			return nil, err
 		}
-		if !ok {
+		if r.eof {
 			break
 		}
-		if bad {
+		rep.Rows++
+		rep.Invocations++
+		bad := func(detail string) {
 			t.Skipped.BadInvocations++
+			if r.last {
+				detail += " (" + unterminatedShort + ")"
+			}
+			rep.add(file, r.line, reasonBadInvocations, detail)
+			rep.affect(1)
+		}
+		if r.bad {
+			bad(r.why)
 			continue
 		}
+		rec := r.rec
 		k := key{strings.TrimSpace(rec[cols[0]]), strings.TrimSpace(rec[cols[1]])}
 		end, ok1 := parseNum(rec[cols[2]])
 		dur, ok2 := parseNum(rec[cols[3]])
-		if k.app == "" || k.fn == "" || !ok1 || !ok2 {
-			t.Skipped.BadInvocations++
+		switch {
+		case k.app == "" || k.fn == "":
+			bad("empty app or func")
 			continue
+		case !ok1:
+			bad(fmt.Sprintf("end_timestamp %q is not a non-negative number", rec[cols[2]]))
+			continue
+		case !ok2:
+			bad(fmt.Sprintf("duration %q is not a non-negative number", rec[cols[3]]))
+			continue
+		}
+		if r.last {
+			t.Skipped.NoFinalNewline++
+			rep.add(file, r.line, reasonNoFinalNewline, unterminated)
+			rep.affect(1)
 		}
 		// Convert both ends first so that Start+Dur equals End exactly.
 		e, d := secToDuration(end), secToDuration(dur)
@@ -162,7 +190,7 @@ func (t *Trace2021) Aggregate() *Trace {
 		}
 	}
 	minutes := int(last/Minute) + 1
-	out := &Trace{Minutes: minutes, Skipped: t.Skipped, Functions: make([]Function, len(t.Functions))}
+	out := &Trace{Minutes: minutes, Skipped: t.Skipped, Report: t.Report, Functions: make([]Function, len(t.Functions))}
 	ms := []float64{}
 	for i, f := range t.Functions {
 		counts := make([]int32, minutes)

@@ -18,6 +18,25 @@ type table struct {
 	r      *csv.Reader
 	header []string
 	col    map[string]int
+	// unterminated is set when the file does not end in a newline, so its
+	// last record may have been cut short.
+	unterminated bool
+	ahead        *row // the record after the one next returned last
+}
+
+// row is one record of a table.
+type row struct {
+	rec  []string
+	line int // line the record starts on; the header is line 1
+	// bad is set for a record that could not be parsed as CSV (rec is
+	// nil) or whose width differs from the header's; why says which.
+	bad bool
+	why string
+	// last is set for the file's final record when the file does not end
+	// in a newline: a file cut inside that record's last field would read
+	// as a shorter, valid value (30 as 3).
+	last bool
+	eof  bool
 }
 
 // openTable opens path and reads its header row.
@@ -26,9 +45,16 @@ func openTable(path string) (*table, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening trace file: %w", err)
 	}
+	t := &table{path: path, f: f, col: map[string]int{}}
+	if st, err := f.Stat(); err == nil && st.Size() > 0 {
+		var b [1]byte
+		if _, err := f.ReadAt(b[:], st.Size()-1); err == nil {
+			t.unterminated = b[0] != '\n'
+		}
+	}
 	r := csv.NewReader(f)
 	r.FieldsPerRecord = -1 // rows of the wrong width are counted, not fatal
-	r.ReuseRecord = true
+	t.r = r
 	hdr, err := r.Read()
 	if err != nil {
 		f.Close()
@@ -37,7 +63,6 @@ func openTable(path string) (*table, error) {
 		}
 		return nil, fmt.Errorf("reading header of %s: %w", path, err)
 	}
-	t := &table{path: path, f: f, r: r, col: make(map[string]int, len(hdr))}
 	t.header = make([]string, len(hdr))
 	for i, h := range hdr {
 		h = strings.TrimSpace(strings.TrimPrefix(h, "\ufeff"))
@@ -65,25 +90,50 @@ func (t *table) need(names ...string) ([]int, error) {
 	return idx, nil
 }
 
-// next returns the next record. ok is false at the end of the file; bad is
-// true for a record that could not be parsed as CSV or whose width differs
-// from the header's, which the caller counts and skips.
-func (t *table) next() (rec []string, bad, ok bool, err error) {
-	rec, err = t.r.Read()
+// next returns the next record; eof is set at the end of the file. Bad
+// records are returned for the caller to count and skip. The record after
+// it is read ahead, to know whether this one is the file's last.
+func (t *table) next() (row, error) {
+	var cur row
+	if t.ahead != nil {
+		cur, t.ahead = *t.ahead, nil
+	} else {
+		var err error
+		if cur, err = t.read(); err != nil {
+			return row{}, err
+		}
+	}
+	if cur.eof {
+		return cur, nil
+	}
+	nx, err := t.read()
+	if err != nil {
+		return row{}, err
+	}
+	t.ahead = &nx
+	cur.last = nx.eof && t.unterminated
+	return cur, nil
+}
+
+// read reads one record.
+func (t *table) read() (row, error) {
+	rec, err := t.r.Read()
 	if err != nil {
 		if errors.Is(err, io.EOF) {
-			return nil, false, false, nil
+			return row{eof: true}, nil
 		}
 		var pe *csv.ParseError
 		if errors.As(err, &pe) {
-			return nil, true, true, nil
+			return row{line: pe.StartLine, bad: true, why: pe.Err.Error()}, nil
 		}
-		return nil, false, false, fmt.Errorf("reading %s: %w", t.path, err)
+		return row{}, fmt.Errorf("reading %s: %w", t.path, err)
 	}
+	line, _ := t.r.FieldPos(0)
+	r := row{rec: rec, line: line}
 	if len(rec) != len(t.header) {
-		return nil, true, true, nil
+		r.bad, r.why = true, fmt.Sprintf("%d fields, header has %d", len(rec), len(t.header))
 	}
-	return rec, false, true, nil
+	return r, nil
 }
 
 func (t *table) close() { t.f.Close() }

@@ -12,7 +12,12 @@
 //
 // Every file is parsed by header name, never by column position. Rows that
 // are malformed or cannot be joined are skipped and counted in [SkipCounts];
-// a missing required column is an error.
+// a missing required column is an error. The last row of a file that does
+// not end in a newline is kept but counted as suspect, since a file cut
+// inside that row's last field reads as a shorter valid value. A
+// [SkipReport] locates the rows (first few line numbers per reason) and
+// measures how much of the trace they held, so that callers can refuse a
+// damaged trace ([CheckSkips]) rather than simulate what is left of it.
 //
 // A 2019 trace only has per-minute counts, so arrival times inside a minute
 // are synthesised by an [Arrival] model, as the vHive In-Vitro loader does:

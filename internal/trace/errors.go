@@ -17,4 +17,9 @@ var (
 	// ErrBadSelection means a selection (minute range, count or hash)
 	// does not fit the trace.
 	ErrBadSelection = errors.New("invalid selection")
+	// ErrBadRow means a row that a caller cannot do without is malformed.
+	ErrBadRow = errors.New("malformed row")
+	// ErrDamaged means more of a trace is in skipped or suspect rows than
+	// the caller allows.
+	ErrDamaged = errors.New("trace damaged")
 )

@@ -9,7 +9,7 @@ import (
 // clone returns a deep copy of t restricted to the functions at idx, in
 // that order.
 func (t *Trace) clone(idx []int) *Trace {
-	out := &Trace{FirstMinute: t.FirstMinute, Minutes: t.Minutes, Skipped: t.Skipped,
+	out := &Trace{FirstMinute: t.FirstMinute, Minutes: t.Minutes, Skipped: t.Skipped, Report: t.Report,
 		Functions: make([]Function, len(idx))}
 	for k, i := range idx {
 		f := t.Functions[i]
@@ -29,7 +29,7 @@ func (t *Trace) Window(from, to int) (*Trace, error) {
 		return nil, fmt.Errorf("minutes [%d, %d) outside trace minutes [%d, %d): %w",
 			from, to, t.FirstMinute, end, ErrBadSelection)
 	}
-	out := &Trace{FirstMinute: from, Minutes: to - from, Skipped: t.Skipped,
+	out := &Trace{FirstMinute: from, Minutes: to - from, Skipped: t.Skipped, Report: t.Report,
 		Functions: make([]Function, len(t.Functions))}
 	lo, hi := from-t.FirstMinute, to-t.FirstMinute
 	for i, f := range t.Functions {

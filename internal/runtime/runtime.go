@@ -39,6 +39,9 @@ const (
 	// each function child; a cold-started runtime gets it from
 	// hearth-init (sandbox.Factory.Seccomp).
 	SeccompFile = "seccomp.bpf"
+	// ZygoteSeccompFile is the zygotes' own filter (seccomp.ZygoteFilter),
+	// which hearth-init installs on a root zygote.
+	ZygoteSeccompFile = "seccomp-zygote.bpf"
 )
 
 // FS returns the runtime's files, rooted at the directory holding
@@ -65,6 +68,9 @@ func Install(dir string) error {
 		return fmt.Errorf("installing runtime: %w", err)
 	}
 	if err := seccomp.WriteFile(filepath.Join(dir, SeccompFile)); err != nil {
+		return fmt.Errorf("installing runtime: %w", err)
+	}
+	if err := seccomp.WriteZygoteFile(filepath.Join(dir, ZygoteSeccompFile)); err != nil {
 		return fmt.Errorf("installing runtime: %w", err)
 	}
 	src := FS()

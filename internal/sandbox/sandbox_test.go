@@ -247,7 +247,7 @@ func TestExecNeedsACommand(t *testing.T) {
 	defer g.Delete(context.Background())
 	for _, cfg := range []sandbox.Config{
 		{ID: "nocmd", Group: g, Exec: true},
-		{ID: "priv", Group: g, Exec: true, Privileged: true, Command: []string{"/bin/true"}},
+		{ID: "zygote", Group: g, Exec: true, Zygote: true, Command: []string{"/bin/true"}},
 	} {
 		t.Run(cfg.ID, func(t *testing.T) {
 			sb, err := e.f.Create(context.Background(), cfg)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 
 	libseccomp "github.com/elastic/go-seccomp-bpf"
@@ -69,12 +70,25 @@ func notIn(arg uint32, values []uint64) libseccomp.ArgumentConditions {
 	return c
 }
 
-// policy is the filter's policy for the architecture info describes.
+// zygoteAllowed are the calls of denied that a zygote's filter allows:
+// a zygote makes each child in new namespaces of its own (clone3 with
+// CLONE_NEWUSER and the others), and the child, their owner, mounts its
+// /tmp, code and /proc and names its host before it installs the tenant
+// filter. None of them reaches beyond namespaces the caller owns.
+var zygoteAllowed = []string{"mount", "umount2", "move_mount", "sethostname"}
+
+// policy is the filter's policy for the architecture info describes: the
+// tenant filter, or with zygote the zygote's.
 // Argument checks compare all 64 bits, so a value with stray upper bits
 // (which the kernel would truncate to an int) never matches an allowed
 // one: it is denied.
-func policy(info *arch.Info) libseccomp.Policy {
-	names := append([]string{}, denied...)
+func policy(info *arch.Info, zygote bool) libseccomp.Policy {
+	var names []string
+	for _, n := range denied {
+		if !zygote || !slices.Contains(zygoteAllowed, n) {
+			names = append(names, n)
+		}
+	}
 	for _, n := range deniedLegacy {
 		if _, ok := info.SyscallNames[n]; ok {
 			names = append(names, n)
@@ -82,7 +96,7 @@ func policy(info *arch.Info) libseccomp.Policy {
 	}
 	eperm := libseccomp.ActionErrno | libseccomp.Action(unix.EPERM)
 	enosys := libseccomp.ActionErrno | libseccomp.Action(unix.ENOSYS)
-	return libseccomp.Policy{
+	p := libseccomp.Policy{
 		DefaultAction: libseccomp.ActionAllow,
 		Syscalls: []libseccomp.SyscallGroup{
 			{Names: names, Action: eperm},
@@ -99,9 +113,14 @@ func policy(info *arch.Info) libseccomp.Policy {
 				},
 				Action: eperm,
 			},
-			{Names: []string{"clone3"}, Action: enosys},
 		},
 	}
+	if !zygote {
+		// clone3's flags are in memory a filter cannot read: refuse it
+		// whole, and the C library falls back to clone.
+		p.Syscalls = append(p.Syscalls, libseccomp.SyscallGroup{Names: []string{"clone3"}, Action: enosys})
+	}
+	return p
 }
 
 // Offsets in struct seccomp_data.
@@ -115,12 +134,12 @@ const (
 // denylist is to allow them; so the program starts with its own guard
 // that refuses them (EPERM), and numbers past the newest call in the
 // table (ENOSYS).
-func program() ([]bpf.Instruction, error) {
+func program(zygote bool) ([]bpf.Instruction, error) {
 	info, err := arch.GetInfo("")
 	if err != nil {
 		return nil, fmt.Errorf("seccomp: %w", err)
 	}
-	p := policy(info)
+	p := policy(info, zygote)
 	body, err := p.Assemble()
 	if err != nil {
 		return nil, fmt.Errorf("seccomp: assembling the filter: %w", err)
@@ -140,9 +159,14 @@ func program() ([]bpf.Instruction, error) {
 	return append(guard, body...), nil
 }
 
-// filter is Filter, built once.
-var filter = sync.OnceValues(func() ([]byte, error) {
-	insns, err := program()
+// filter is Filter, built once; zygoteFilter ZygoteFilter.
+var (
+	filter       = sync.OnceValues(func() ([]byte, error) { return build(false) })
+	zygoteFilter = sync.OnceValues(func() ([]byte, error) { return build(true) })
+)
+
+func build(zygote bool) ([]byte, error) {
+	insns, err := program(zygote)
 	if err != nil {
 		return nil, err
 	}
@@ -158,7 +182,7 @@ var filter = sync.OnceValues(func() ([]byte, error) {
 		binary.Write(&b, binary.NativeEndian, unix.SockFilter{Code: in.Op, Jt: in.Jt, Jf: in.Jf, K: in.K})
 	}
 	return b.Bytes(), nil
-})
+}
 
 // InstructionSize is the size of one struct sock_filter in Filter's
 // output.
@@ -170,10 +194,21 @@ const InstructionSize = 8
 // a struct sock_fprog. The caller must not modify it.
 func Filter() ([]byte, error) { return filter() }
 
+// ZygoteFilter is Filter for zygotes: it also allows clone3 (with the
+// flags that make namespaces) and the calls a child needs to set up the
+// namespaces clone3 made for it (zygoteAllowed). Each function child
+// then installs Filter on top.
+func ZygoteFilter() ([]byte, error) { return zygoteFilter() }
+
 // WriteFile writes Filter to path (mode 0644), atomically, and leaves an
 // identical file alone.
-func WriteFile(path string) error {
-	b, err := Filter()
+func WriteFile(path string) error { return writeFile(path, Filter) }
+
+// WriteZygoteFile is WriteFile for ZygoteFilter.
+func WriteZygoteFile(path string) error { return writeFile(path, ZygoteFilter) }
+
+func writeFile(path string, filter func() ([]byte, error)) error {
+	b, err := filter()
 	if err != nil {
 		return err
 	}

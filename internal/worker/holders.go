@@ -3,7 +3,6 @@ package worker
 import (
 	"context"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/hearth-run/hearth/internal/packages"
@@ -11,15 +10,14 @@ import (
 	"github.com/hearth-run/hearth/internal/reserve"
 	"github.com/hearth-run/hearth/internal/runtime"
 	"github.com/hearth-run/hearth/internal/sandbox"
+	"github.com/hearth-run/hearth/internal/zygote"
 )
 
-// holders keeps generic sandboxes made ahead of need: namespaces, a
-// /tmp of Config.ScratchBytes with the runtime socket, no code and no
-// cgroup. A zygote
-// child binds the function's code and packages into one before it
-// chroots, so a fork start skips the ~1-2 ms of creating a sandbox (and
-// its tail on a busy machine). Only host-network functions whose /tmp
-// is the pre-made one use them. A sandbox taken is never given back.
+// holders keeps shells made ahead of need (see premade): a /tmp of
+// Config.ScratchBytes with the runtime socket, no code and no cgroup. A
+// zygote child builds its sandbox around one, so a fork start skips
+// making its file system. Only functions whose /tmp is the pre-made one
+// use them. A shell taken is never given back.
 type holders struct {
 	w   *Worker
 	res *reserve.Pool[*sandbox.Sandbox]
@@ -36,7 +34,7 @@ func (w *Worker) startHolders(size int) {
 			}
 			ctx, cancel := context.WithTimeout(w.life, 30*time.Second)
 			defer cancel()
-			sb, err := w.premade(ctx, "pre", nil)
+			sb, err := w.premade(ctx, "pre")
 			if err != nil {
 				w.log.Warn("pre-made sandbox", "err", err)
 			}
@@ -77,52 +75,54 @@ func (h *holders) close(ctx context.Context) {
 	}
 }
 
-// premade creates an empty sandbox for a zygote child to join: its
-// namespaces (and netFile's network namespace, if not nil), a scratch /tmp
-// with the runtime's socket and the runtime files; no code and no cgroup.
-func (w *Worker) premade(ctx context.Context, prefix string, netFile *os.File) (*sandbox.Sandbox, error) {
-	return w.factory.Create(ctx, sandbox.Config{
+// premade makes a shell for a zygote child (see sandbox.Factory.Shell):
+// a scratch /tmp with the runtime's socket; no process, no code and no
+// cgroup yet.
+func (w *Worker) premade(ctx context.Context, prefix string) (*sandbox.Sandbox, error) {
+	return w.factory.Shell(ctx, sandbox.Config{
 		ID:           fmt.Sprintf("%s-%d", prefix, w.seq.Add(1)),
-		Binds:        []sandbox.Bind{{Source: w.runtime, Target: runtime.MountPoint}},
 		ScratchBytes: w.cfg.ScratchBytes,
 		ScratchDisk:  w.disks != nil,
 		Socket:       socketName,
-		NetNS:        netFile,
 	})
 }
 
-// adopt turns a pre-made sandbox into fn's instance: it gets fn's cgroup,
-// and the mounts the zygote child must make for fn's code and packages.
-func (w *Worker) adopt(ctx context.Context, sb *sandbox.Sandbox, fn registry.Function) (*instance, [][2]string, error) {
-	mounts := [][2]string{{fn.CodeDir, runtime.CodeDir}}
-	if len(packages.Cached(fn.Packages)) > 0 {
-		if w.cfg.Packages == nil {
-			sb.Destroy(ctx)
-			return nil, nil, fmt.Errorf("%s: needs installed packages but the install cache is off: %w", fn.Name, ErrStart)
-		}
-		ms, err := w.cfg.Packages.Mounts(fn.Packages)
-		if err != nil {
-			sb.Destroy(ctx)
-			return nil, nil, fmt.Errorf("%s: %v: %w", fn.Name, err, ErrStart)
-		}
-		for _, m := range ms {
-			mounts = append(mounts, [2]string{m.HostDir, m.SandboxDir})
-		}
-	}
+// adopt turns a pre-made shell into fn's instance: it gets fn's cgroup.
+func (w *Worker) adopt(ctx context.Context, sb *sandbox.Sandbox, fn registry.Function) (*instance, error) {
 	grp, err := w.newGroup(ctx, sb.ID(), w.limits(fn))
 	if err != nil {
 		sb.Destroy(ctx)
-		return nil, nil, fmt.Errorf("%s: %v: %w", fn.Name, err, ErrStart)
+		return nil, fmt.Errorf("%s: %v: %w", fn.Name, err, ErrStart)
 	}
 	sb.SetGroup(grp)
 	inst := &instance{id: sb.ID(), fn: fn.Name, rev: fn.Revision, sb: sb, group: grp, declared: int64(fn.Spec.MemoryMB) << 20}
 	w.track(inst)
-	return inst, mounts, nil
+	return inst, nil
+}
+
+// fnMounts are the read-only mounts that give a zygote child fn's code
+// and installed packages, in order.
+func (w *Worker) fnMounts(fn registry.Function) ([]zygote.Mount, error) {
+	mounts := []zygote.Mount{{Source: fn.CodeDir, Target: runtime.CodeDir}}
+	if len(packages.Cached(fn.Packages)) == 0 {
+		return mounts, nil
+	}
+	if w.cfg.Packages == nil {
+		return nil, fmt.Errorf("%s: needs installed packages but the install cache is off: %w", fn.Name, ErrStart)
+	}
+	ms, err := w.cfg.Packages.Mounts(fn.Packages)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %v: %w", fn.Name, err, ErrStart)
+	}
+	for _, m := range ms {
+		mounts = append(mounts, zygote.Mount{Source: m.HostDir, Target: m.SandboxDir})
+	}
+	return mounts, nil
 }
 
 // takeHolder returns a pre-made sandbox for fn, or nil.
 func (w *Worker) takeHolder(fn registry.Function) *sandbox.Sandbox {
-	if w.holders == nil || netKind(fn) != "" || !w.premadeFits(fn) {
+	if w.holders == nil || !w.premadeFits(fn) {
 		return nil
 	}
 	return w.holders.take()

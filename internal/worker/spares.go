@@ -11,9 +11,7 @@ import (
 	"github.com/hearth-run/hearth/internal/cgroup"
 	"github.com/hearth-run/hearth/internal/function"
 	"github.com/hearth-run/hearth/internal/netns"
-	"github.com/hearth-run/hearth/internal/packages"
 	"github.com/hearth-run/hearth/internal/registry"
-	"github.com/hearth-run/hearth/internal/runtime"
 	"github.com/hearth-run/hearth/internal/sandbox"
 	"github.com/hearth-run/hearth/internal/zygote"
 )
@@ -318,16 +316,11 @@ func (s *spares) make(key, net string) (_ *spare, err error) {
 	w := s.w
 	ctx, cancel := context.WithTimeout(s.w.life, 30*time.Second)
 	defer cancel()
-	netFile, ns, err := w.networkFor(ctx, net)
+	sb, err := w.premade(ctx, "spare")
 	if err != nil {
 		return nil, err
 	}
-	sb, err := w.premade(ctx, "spare", netFile)
-	if err != nil {
-		w.dropNet(ctx, ns)
-		return nil, err
-	}
-	sp := &spare{sb: sb, net: ns}
+	sp := &spare{sb: sb}
 	defer func() {
 		if err != nil {
 			w.discard(sp)
@@ -346,8 +339,18 @@ func (s *spares) make(key, net string) (_ *spare, err error) {
 	defer j.close()
 	sp.out, sp.err = j.outR, j.errR
 	sp.child, err = w.zyg.SpareFrom(ctx, key, zygote.SpareTarget{
-		Namespaces: j.ns, Listener: j.lis, Stdout: j.outW, Stderr: j.errW, Cgroup: j.procs, Root: sb.Root(),
+		Scratch: j.scratch, Listener: j.lis, Stdout: j.outW, Stderr: j.errW, Cgroup: j.procs,
+		Net: net != "", Hostname: "hearth-" + shortID(sb.ID()),
 	})
+	if err != nil {
+		return sp, err
+	}
+	if err := sb.Adopt(sp.child.PidFD(), sp.child.Pid()); err != nil {
+		return sp, err
+	}
+	if net == function.NetworkIsolated {
+		sp.net, err = w.attachNet(ctx, sp.child.Pid())
+	}
 	return sp, err
 }
 
@@ -417,20 +420,10 @@ func netKind(fn registry.Function) string {
 // code and packages mounted, its identity and environment; then waits for
 // the handler to load.
 func (w *Worker) spareStart(ctx context.Context, fn registry.Function, st *fnState, sp *spare) (*instance, error) {
-	mounts := []zygote.Mount{{Source: fn.CodeDir, Target: runtime.CodeDir}}
-	if len(packages.Cached(fn.Packages)) > 0 {
-		if w.cfg.Packages == nil {
-			w.discard(sp)
-			return nil, fmt.Errorf("%s: needs installed packages but the install cache is off: %w", fn.Name, ErrStart)
-		}
-		ms, err := w.cfg.Packages.Mounts(fn.Packages)
-		if err != nil {
-			w.discard(sp)
-			return nil, fmt.Errorf("%s: %v: %w", fn.Name, err, ErrStart)
-		}
-		for _, m := range ms {
-			mounts = append(mounts, zygote.Mount{Source: m.HostDir, Target: m.SandboxDir})
-		}
+	mounts, err := w.fnMounts(fn)
+	if err != nil {
+		w.discard(sp)
+		return nil, err
 	}
 	if err := sp.group.SetLimits(w.limits(fn)); err != nil {
 		w.discard(sp)
@@ -441,7 +434,7 @@ func (w *Worker) spareStart(ctx context.Context, fn registry.Function, st *fnSta
 	w.track(inst)
 	go copyLines(st.stdout, sp.out)
 	go copyLines(st.stderr, sp.err)
-	err := sp.child.Go(zygote.Start{Mounts: mounts, UID: w.uid(), GID: w.gid(), Env: w.envMap(fn)})
+	err = sp.child.Go(zygote.Start{Mounts: mounts, UID: w.uid(), GID: w.gid(), Env: w.envMap(fn)})
 	if err == nil {
 		err = w.connect(ctx, inst, fn, nil)
 	} else {

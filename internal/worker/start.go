@@ -12,6 +12,7 @@ import (
 
 	"github.com/hearth-run/hearth/internal/cgroup"
 	"github.com/hearth-run/hearth/internal/function"
+	"github.com/hearth-run/hearth/internal/netns"
 	"github.com/hearth-run/hearth/internal/packages"
 	"github.com/hearth-run/hearth/internal/registry"
 	"github.com/hearth-run/hearth/internal/runtime"
@@ -240,12 +241,15 @@ func (w *Worker) forkStart(ctx context.Context, fn registry.Function, st *fnStat
 		w.metrics.forkFallbacks.Inc()
 		w.log.Info("spare failed; forking", "function", fn.Name, "err", err)
 	}
+	mounts, err := w.fnMounts(fn)
+	if err != nil {
+		return nil, err
+	}
 	var inst *instance
-	var mounts [][2]string
 	if sb := w.takeHolder(fn); sb != nil {
-		inst, mounts, err = w.adopt(ctx, sb, fn)
+		inst, err = w.adopt(ctx, sb, fn)
 	} else {
-		inst, err = w.newSandbox(ctx, fn, st, nil, nil)
+		inst, err = w.newShell(ctx, fn)
 	}
 	if err != nil {
 		return nil, err
@@ -255,10 +259,7 @@ func (w *Worker) forkStart(ctx context.Context, fn registry.Function, st *fnStat
 		return nil, err
 	}
 	t1 := time.Now()
-	fsb, ok := inst.sb.(*sandbox.Sandbox)
-	if !ok {
-		return fail(fmt.Errorf("%s: fork into a sandbox of type %T: %w", fn.Name, inst.sb, ErrStart))
-	}
+	fsb := inst.sb.(*sandbox.Sandbox)
 	j, err := openJoin(fsb, inst.group)
 	if err != nil {
 		return fail(err)
@@ -266,23 +267,33 @@ func (w *Worker) forkStart(ctx context.Context, fn registry.Function, st *fnStat
 	// The child holds the write ends; the readers end when it exits.
 	go copyLines(st.stdout, j.outR)
 	go copyLines(st.stderr, j.errR)
-	pid, err := w.zyg.ForkFrom(ctx, node, zygote.Target{
-		Namespaces: j.ns,
-		Listener:   j.lis,
-		Stdout:     j.outW,
-		Stderr:     j.errW,
-		Cgroup:     j.procs,
-		Root:       fsb.Root(),
-		Mounts:     mounts,
-		UID:        w.uid(),
-		GID:        w.gid(),
-		Env:        w.envMap(fn),
+	kind := netKind(fn)
+	child, err := w.zyg.ForkFrom(ctx, node, zygote.Target{
+		Scratch:  j.scratch,
+		Listener: j.lis,
+		Stdout:   j.outW,
+		Stderr:   j.errW,
+		Cgroup:   j.procs,
+		Net:      kind != "",
+		Hostname: "hearth-" + shortID(inst.id),
+		Mounts:   mounts,
+		UID:      w.uid(),
+		GID:      w.gid(),
+		Env:      w.envMap(fn),
 	})
 	j.close()
 	if err != nil {
 		return fail(err)
 	}
-	inst.proc = openProc(pid)
+	inst.proc = openProc(child.Pid)
+	if err := fsb.Adopt(child.PidFD, child.Pid); err != nil {
+		return fail(err)
+	}
+	if kind == function.NetworkIsolated {
+		if inst.net, err = w.attachNet(ctx, child.Pid); err != nil {
+			return fail(fmt.Errorf("%s: %v: %w", fn.Name, err, ErrStart))
+		}
+	}
 	t2 := time.Now()
 	if err := w.connect(ctx, inst, fn, nil); err != nil {
 		return nil, err
@@ -292,12 +303,55 @@ func (w *Worker) forkStart(ctx context.Context, fn registry.Function, st *fnStat
 	return inst, nil
 }
 
-// join holds what a zygote child needs to join a sandbox: its
-// namespaces, its runtime listener, its cgroup's cgroup.procs files and
-// the write ends of pipes for its stdout and stderr, whose read ends
-// (outR, errR) the caller keeps.
+// newShell makes fn's cgroup and a shell (see premade) of fn's /tmp
+// for a zygote child, when no pre-made one fits.
+func (w *Worker) newShell(ctx context.Context, fn registry.Function) (*instance, error) {
+	id := fmt.Sprintf("sb-%d-%s", w.seq.Add(1), shortRev(fn.Revision))
+	grp, err := w.newGroup(ctx, id, w.limits(fn))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %v: %w", fn.Name, err, ErrStart)
+	}
+	bytes, disk := w.scratch(fn)
+	sb, err := w.factory.Shell(ctx, sandbox.Config{ID: id, ScratchBytes: bytes, ScratchDisk: disk, Socket: socketName, Group: grp})
+	if err != nil {
+		w.dropGroup(context.Background(), grp)
+		return nil, fmt.Errorf("%s: %v: %w", fn.Name, err, ErrStart)
+	}
+	inst := &instance{id: id, fn: fn.Name, rev: fn.Revision, sb: sb, group: grp, declared: int64(fn.Spec.MemoryMB) << 20}
+	w.track(inst)
+	return inst, nil
+}
+
+// attachNet gives the network namespace a zygote child made (process
+// pid) an isolated network from the pool's bridges.
+func (w *Worker) attachNet(ctx context.Context, pid int) (*netns.NS, error) {
+	p, err := w.netPool(ctx)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open(fmt.Sprintf("/proc/%d/ns/net", pid))
+	if err != nil {
+		return nil, fmt.Errorf("network: %w", err)
+	}
+	defer f.Close()
+	return p.Attach(ctx, f)
+}
+
+// shortID is the tail of a sandbox id that names its host.
+func shortID(id string) string {
+	if len(id) > 12 {
+		return id[len(id)-12:]
+	}
+	return id
+}
+
+// join holds what a zygote child needs to build its sandbox around a
+// shell: the shell's scratch (a detached mount), its runtime listener,
+// its cgroup's cgroup.procs files and the write ends of pipes for its
+// stdout and stderr, whose read ends (outR, errR) the caller keeps.
 type join struct {
-	ns, procs  []*os.File
+	scratch    *os.File
+	procs      []*os.File
 	lis        *os.File
 	outR, outW *os.File
 	errR, errW *os.File
@@ -311,10 +365,12 @@ func openJoin(sb *sandbox.Sandbox, g *cgroup.Group) (_ *join, err error) {
 			closeAll([]*os.File{j.outR, j.errR})
 		}
 	}()
-	if j.ns, err = sb.Namespaces(); err != nil {
+	if j.scratch, err = sb.ScratchMount(); err != nil {
 		return nil, err
 	}
-	j.lis = sb.TakeListener()
+	if j.lis = sb.TakeListener(); j.lis == nil {
+		return nil, fmt.Errorf("sandbox %s: no listener to hand over", sb.ID())
+	}
 	if j.procs, err = g.ProcsFiles(); err != nil {
 		return nil, err
 	}
@@ -330,9 +386,8 @@ func openJoin(sb *sandbox.Sandbox, g *cgroup.Group) (_ *join, err error) {
 // close closes everything but the read ends, once the child has its own
 // copies.
 func (j *join) close() {
-	closeAll(j.ns)
 	closeAll(j.procs)
-	closeAll([]*os.File{j.lis, j.outW, j.errW})
+	closeAll([]*os.File{j.scratch, j.lis, j.outW, j.errW})
 }
 
 func closeAll(fs []*os.File) {

@@ -312,6 +312,7 @@ func New(ctx context.Context, cfg Config, fns Functions) (*Worker, error) {
 		Home:     w.home,
 		// Written by runtime.Install below, before any sandbox starts.
 		Seccomp: filepath.Join(w.runtime, runtime.SeccompFile),
+		ZygoteSeccomp: filepath.Join(w.runtime, runtime.ZygoteSeccompFile),
 	}
 	if m, err := sandbox.MountsUnder(w.factory.Dir); err == nil && len(m) > 0 {
 		w.log.Info("sweeping mounts left by a previous worker", "count", len(m))

@@ -13,6 +13,7 @@ import (
 
 	"github.com/hearth-run/hearth/api/types"
 	"github.com/hearth-run/hearth/internal/cgroup"
+	"github.com/hearth-run/hearth/internal/ident"
 	"github.com/hearth-run/hearth/internal/sandbox"
 )
 
@@ -29,6 +30,9 @@ type Config struct {
 	// Paths maps a package set to the sys.path entries its imports need
 	// (installed packages; none for the base image's). Nil means none.
 	Paths func(pkgs []string) []string
+	// UID and GID run the zygotes (default ident.Default.Zygote()): an
+	// identity of their own, which no function shares.
+	UID, GID int
 	// MemoryBudget bounds the memory of all zygotes (default 1 GiB).
 	MemoryBudget int64
 	// Window is how many recent invocations provisioning looks at
@@ -59,6 +63,9 @@ type Config struct {
 func (c *Config) setDefaults() {
 	if c.Python == "" {
 		c.Python = "/usr/bin/python3"
+	}
+	if c.UID == 0 {
+		c.UID, c.GID = ident.Default.Zygote(), ident.Default.Zygote()
 	}
 	if c.MemoryBudget <= 0 {
 		c.MemoryBudget = 1 << 30
@@ -141,7 +148,7 @@ func (m *Manager) startRoot(ctx context.Context) (*Process, error) {
 		return nil, fmt.Errorf("zygote cgroup: %w", err)
 	}
 	p, err := StartRoot(ctx, m.factory, RootConfig{ID: id, Group: g, Runtime: m.cfg.Runtime,
-		Binds: m.cfg.Binds, Python: m.cfg.Python, Log: m.cfg.Log})
+		Binds: m.cfg.Binds, Python: m.cfg.Python, Log: m.cfg.Log, UID: m.cfg.UID, GID: m.cfg.GID})
 	if err != nil {
 		g.Delete(context.Background())
 		return nil, err
@@ -266,19 +273,6 @@ func (m *Manager) spawn(n *Node) (*Process, error) {
 	return p, nil
 }
 
-// Fork forks a child for a function with package set pkgs into t's
-// sandbox, from the deepest node holding only packages in pkgs. It
-// returns the child's pid and the node's key. ErrDead means the chosen
-// zygote died; the caller starts fresh.
-func (m *Manager) Fork(ctx context.Context, pkgs []string, t Target) (int, string, error) {
-	key, err := m.Route(pkgs)
-	if err != nil {
-		return 0, "", err
-	}
-	pid, err := m.ForkFrom(ctx, key, t)
-	return pid, key, err
-}
-
 // Route records a start of a function with package set pkgs, for
 // provisioning, and returns the key of the node to fork it from: the
 // deepest one holding only packages in pkgs. A busy node gets another
@@ -326,17 +320,18 @@ func (m *Manager) process(key string) (*Process, error) {
 	return p, nil
 }
 
-// ForkFrom forks a child from node key (from Route) into t's sandbox.
-func (m *Manager) ForkFrom(ctx context.Context, key string, t Target) (int, error) {
+// ForkFrom clones a function child from node key (from Route) that
+// builds its sandbox from t.
+func (m *Manager) ForkFrom(ctx context.Context, key string, t Target) (Child, error) {
 	p, err := m.process(key)
 	if err != nil {
-		return 0, err
+		return Child{}, err
 	}
-	pid, err := p.Fork(ctx, t)
+	c, err := p.Fork(ctx, t)
 	if err != nil {
-		return 0, fmt.Errorf("fork from zygote %s: %w", key, err)
+		return Child{}, fmt.Errorf("fork from zygote %s: %w", key, err)
 	}
-	return pid, nil
+	return c, nil
 }
 
 // SpareFrom forks a spare child from node key into t's sandbox.

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,28 +36,41 @@ type Process struct {
 	killOnce sync.Once
 }
 
-// Target is the sandbox a child is forked into.
+// Target is what a function child builds its sandbox from. The child
+// makes its own namespaces (user, pid, mount, uts, ipc; network with
+// Net) and owns them; the worker keeps what must stay outside.
 type Target struct {
-	// Namespaces are the sandbox's pid, mnt, uts and ipc namespaces, and
-	// its net namespace fifth if it has its own.
-	Namespaces []*os.File
-	// Listener is the runtime's listening socket in the sandbox's /tmp.
+	// Scratch is the sandbox's /tmp, a detached mount (see
+	// sandbox.Sandbox.ScratchMount).
+	Scratch *os.File
+	// Listener is the runtime's listening socket in Scratch.
 	Listener *os.File
 	// Stdout and Stderr become the child's fd 1 and 2.
 	Stdout, Stderr *os.File
 	// Cgroup holds the sandbox cgroup's cgroup.procs files.
 	Cgroup []*os.File
-	// Root is the sandbox's root dir, as a path in its mount namespace.
-	Root string
-	// Mounts are bound read-only into the sandbox by the child before it
-	// chroots: host path -> path in the sandbox. They let a generic,
-	// pre-made sandbox take any function's code and packages.
-	Mounts [][2]string
-	// UID and GID the child runs as.
+	// Net gives the child an empty network namespace of its own (with
+	// loopback up) instead of the zygote's, which has no network at all.
+	Net bool
+	// Hostname names the sandbox's host.
+	Hostname string
+	// Mounts are bound read-only into the sandbox, in order: host path
+	// -> path in the sandbox. They let a child take any function's code
+	// and packages.
+	Mounts []Mount
+	// UID and GID are the host ids the child runs as; Fork maps them (and
+	// only them) into the child's user namespace.
 	UID, GID int
 	// Env is the child's whole environment (the runtime's HEARTH_* and
 	// the function's own).
 	Env map[string]string
+}
+
+// A Child is a process a zygote cloned: its host pid and a pidfd, which
+// the caller owns.
+type Child struct {
+	Pid   int
+	PidFD *os.File
 }
 
 type reply struct {
@@ -100,18 +115,19 @@ func (p *Process) alive() bool {
 	}
 }
 
-// request sends one packet with fds and reads the reply.
-func (p *Process) request(ctx context.Context, msg any, fds []*os.File) (reply, error) {
+// request sends one packet with fds and reads the reply, and the
+// descriptors that came with it, which the caller owns.
+func (p *Process) request(ctx context.Context, msg any, fds []*os.File) (reply, []*os.File, error) {
 	p.inflight.Add(1)
 	defer p.inflight.Add(-1)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if !p.alive() {
-		return reply{}, ErrDead
+		return reply{}, nil, ErrDead
 	}
 	b, err := json.Marshal(msg)
 	if err != nil {
-		return reply{}, err
+		return reply{}, nil, err
 	}
 	raw := make([]int, len(fds))
 	for i, f := range fds {
@@ -123,28 +139,114 @@ func (p *Process) request(ctx context.Context, msg any, fds []*os.File) (reply, 
 	}
 	p.ctl.SetDeadline(dl)
 	if _, _, err := p.ctl.WriteMsgUnix(b, unix.UnixRights(raw...), nil); err != nil {
-		return reply{}, p.broken(err)
+		return reply{}, nil, p.broken(err)
 	}
 	return p.read()
 }
 
-func (p *Process) read() (reply, error) {
-	buf := make([]byte, 4096)
-	n, _, _, _, err := p.ctl.ReadMsgUnix(buf, nil)
+func (p *Process) read() (reply, []*os.File, error) {
+	r, fds, err := readReply(p.ctl)
 	if err != nil {
-		return reply{}, p.broken(err)
+		if errors.Is(err, errBadReply) {
+			return r, nil, fmt.Errorf("zygote %d: %w", p.pid, err)
+		}
+		return r, nil, p.broken(err)
+	}
+	if r.Error != "" {
+		closeAll(fds)
+		return r, nil, fmt.Errorf("zygote %d: %s", p.pid, r.Error)
+	}
+	return r, fds, nil
+}
+
+var errBadReply = errors.New("bad reply")
+
+// readReply reads one reply packet and the descriptors sent with it.
+func readReply(c *net.UnixConn) (reply, []*os.File, error) {
+	buf := make([]byte, 4096)
+	oob := make([]byte, unix.CmsgSpace(4*4))
+	n, oobn, _, _, err := c.ReadMsgUnix(buf, oob)
+	if err != nil {
+		return reply{}, nil, err
+	}
+	var fds []*os.File
+	if oobn > 0 {
+		msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+		if err == nil {
+			for _, m := range msgs {
+				raw, err := unix.ParseUnixRights(&m)
+				if err != nil {
+					continue
+				}
+				for _, fd := range raw {
+					unix.CloseOnExec(fd)
+					fds = append(fds, os.NewFile(uintptr(fd), "zygote-reply"))
+				}
+			}
+		}
 	}
 	if n == 0 {
-		return reply{}, p.broken(errors.New("zygote closed its control socket"))
+		closeAll(fds)
+		return reply{}, nil, errors.New("zygote closed its control socket")
 	}
 	var r reply
 	if err := json.Unmarshal(buf[:n], &r); err != nil {
-		return r, fmt.Errorf("zygote %d: bad reply %q: %w", p.pid, buf[:n], err)
+		closeAll(fds)
+		return r, nil, fmt.Errorf("%w %q: %v", errBadReply, buf[:n], err)
 	}
-	if r.Error != "" {
-		return r, fmt.Errorf("zygote %d: %s", p.pid, r.Error)
+	return r, fds, nil
+}
+
+func closeAll(fs []*os.File) {
+	for _, f := range fs {
+		f.Close()
 	}
-	return r, nil
+}
+
+// pidOf returns the host pid (the pid in the caller's pid namespace) of
+// the process pidfd refers to.
+func pidOf(pidfd *os.File) (int, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/self/fdinfo/%d", pidfd.Fd()))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Pid:"); ok {
+			pid, err := strconv.Atoi(strings.TrimSpace(v))
+			if err != nil || pid <= 0 {
+				return 0, fmt.Errorf("pidfd: process gone (Pid: %s)", strings.TrimSpace(v))
+			}
+			return pid, nil
+		}
+	}
+	return 0, errors.New("pidfd: no Pid in fdinfo")
+}
+
+// childOf takes the pidfd a reply carried.
+func childOf(fds []*os.File) (Child, error) {
+	if len(fds) != 1 {
+		closeAll(fds)
+		return Child{}, fmt.Errorf("want the child's pidfd, got %d descriptors", len(fds))
+	}
+	pid, err := pidOf(fds[0])
+	if err != nil {
+		fds[0].Close()
+		return Child{}, err
+	}
+	return Child{Pid: pid, PidFD: fds[0]}, nil
+}
+
+// mapIDs maps host uid and gid, as themselves, into the user namespace
+// of the child pid made: the only ids it can take. Only a process
+// privileged outside that namespace (the worker) can write them.
+func mapIDs(pid, uid, gid int) error {
+	if err := os.WriteFile(fmt.Sprintf("/proc/%d/uid_map", pid), fmt.Appendf(nil, "%d %d 1\n", uid, uid), 0); err != nil {
+		return fmt.Errorf("uid_map: %w", err)
+	}
+	if err := os.WriteFile(fmt.Sprintf("/proc/%d/gid_map", pid), fmt.Appendf(nil, "%d %d 1\n", gid, gid), 0); err != nil {
+		return fmt.Errorf("gid_map: %w", err)
+	}
+	return nil
 }
 
 // broken kills a zygote whose control channel failed: its state is
@@ -157,27 +259,64 @@ func (p *Process) broken(err error) error {
 	return fmt.Errorf("zygote %d: %v: %w", p.pid, err, ErrDead)
 }
 
-// Fork forks a child into t's sandbox and returns its host pid. The child
-// loads the handler named in t.Env and serves t.Listener.
-func (p *Process) Fork(ctx context.Context, t Target) (int, error) {
-	if len(t.Namespaces) != 4 && len(t.Namespaces) != 5 {
-		return 0, fmt.Errorf("fork: want 4 or 5 namespaces, got %d", len(t.Namespaces))
+// Fork clones a function child that builds its sandbox from t, loads
+// the handler named in t.Env and serves t.Listener.
+func (p *Process) Fork(ctx context.Context, t Target) (Child, error) {
+	syncR, syncW, err := os.Pipe()
+	if err != nil {
+		return Child{}, err
 	}
-	fds := append(append([]*os.File{}, t.Namespaces[:4]...), t.Listener, t.Stdout, t.Stderr)
-	fds = append(fds, t.Cgroup...)
-	if len(t.Namespaces) == 5 {
-		fds = append(fds, t.Namespaces[4])
+	defer syncW.Close() // the child exits at EOF if it was not told to go on
+	mounts, targets, err := detachAll(t.Mounts)
+	if err != nil {
+		syncR.Close()
+		return Child{}, err
 	}
+	fds := append([]*os.File{syncR, t.Scratch, t.Listener, t.Stdout, t.Stderr}, t.Cgroup...)
+	fds = append(fds, mounts...)
 	p.forking.Add(1)
 	defer p.forking.Add(-1)
-	r, err := p.request(ctx, map[string]any{
-		"op": "fork", "root": t.Root, "mounts": t.Mounts, "net": len(t.Namespaces) == 5, "uid": t.UID, "gid": t.GID, "env": t.Env, "ncg": len(t.Cgroup),
+	_, got, err := p.request(ctx, map[string]any{
+		"op": "fork", "mounts": targets, "net": t.Net, "hostname": t.Hostname,
+		"uid": t.UID, "gid": t.GID, "env": t.Env, "ncg": len(t.Cgroup),
 	}, fds)
+	syncR.Close()
+	closeAll(mounts)
 	if err != nil {
-		return 0, err
+		return Child{}, err
 	}
 	p.forks.Add(1)
-	return r.PID, nil
+	c, err := childOf(got)
+	if err != nil {
+		return Child{}, fmt.Errorf("zygote %d: fork: %w", p.pid, err)
+	}
+	if err := mapIDs(c.Pid, t.UID, t.GID); err != nil {
+		unix.PidfdSendSignal(int(c.PidFD.Fd()), unix.SIGKILL, nil, 0)
+		c.PidFD.Close()
+		return Child{}, fmt.Errorf("zygote %d: fork: %w", p.pid, err)
+	}
+	if _, err := syncW.Write([]byte("1")); err != nil {
+		c.PidFD.Close()
+		return Child{}, fmt.Errorf("zygote %d: fork: %w", p.pid, err)
+	}
+	return c, nil
+}
+
+// detachAll detaches each mount's source (see detach) and returns the
+// descriptors and the targets, in order.
+func detachAll(ms []Mount) ([]*os.File, []string, error) {
+	files := make([]*os.File, 0, len(ms))
+	targets := make([]string, 0, len(ms))
+	for _, m := range ms {
+		f, err := detach(m.Source)
+		if err != nil {
+			closeAll(files)
+			return nil, nil, err
+		}
+		files = append(files, f)
+		targets = append(targets, m.Target)
+	}
+	return files, targets, nil
 }
 
 // Child forks a child zygote that joins group, appends path to sys.path
@@ -193,8 +332,9 @@ func (p *Process) Child(ctx context.Context, group *cgroup.Group, modules, path 
 		theirs.Close()
 		return nil, err
 	}
-	_, err = p.request(ctx, map[string]any{"op": "child", "modules": modules, "path": path, "ncg": len(procs)},
+	_, got, err := p.request(ctx, map[string]any{"op": "child", "modules": modules, "path": path, "ncg": len(procs)},
 		append([]*os.File{theirs}, procs...))
+	closeAll(got)
 	theirs.Close()
 	for _, f := range procs {
 		f.Close()
@@ -207,7 +347,7 @@ func (p *Process) Child(ctx context.Context, group *cgroup.Group, modules, path 
 }
 
 // attach wraps a started zygote's control socket, waits for its ready
-// message (which carries its host pid) and then watches the process.
+// message (which carries its pidfd) and then watches the process.
 func attach(ctx context.Context, sb *sandbox.Sandbox, group *cgroup.Group, ctl *os.File) (*Process, error) {
 	c, err := net.FileConn(ctl)
 	ctl.Close()
@@ -220,22 +360,22 @@ func attach(ctx context.Context, sb *sandbox.Sandbox, group *cgroup.Group, ctl *
 		dl = time.Now().Add(60 * time.Second)
 	}
 	p.ctl.SetDeadline(dl)
-	r, err := p.read()
-	if err == nil && (!r.Ready || r.PID <= 0) {
+	r, got, err := p.read()
+	var me Child
+	if err == nil && !r.Ready {
+		closeAll(got)
 		err = fmt.Errorf("zygote: unexpected first message %+v", r)
+	} else if err == nil {
+		me, err = childOf(got)
 	}
 	if err != nil {
 		p.ctl.Close()
 		killGroup(group)
 		return nil, err
 	}
-	p.pid = r.PID
+	p.pid = me.Pid
 	p.ctl.SetDeadline(time.Time{})
-	pidfd, err := unix.PidfdOpen(p.pid, 0)
-	if err != nil {
-		p.ctl.Close()
-		return nil, fmt.Errorf("zygote %d: pidfd: %w", p.pid, err)
-	}
+	pidfd := int(me.PidFD.Fd())
 	go func() {
 		// A pidfd polls readable when the process exits.
 		fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
@@ -244,7 +384,7 @@ func attach(ctx context.Context, sb *sandbox.Sandbox, group *cgroup.Group, ctl *
 				break
 			}
 		}
-		unix.Close(pidfd)
+		me.PidFD.Close()
 		close(p.dead)
 		p.ctl.Close()
 	}()

@@ -26,6 +26,8 @@ type RootConfig struct {
 	Python string
 	// Log receives the zygote's stdout and stderr.
 	Log io.Writer
+	// UID and GID run the zygote (zero: the sandbox factory's).
+	UID, GID int
 }
 
 // zygoteEnv keeps numeric libraries single-threaded: a zygote must not
@@ -44,8 +46,8 @@ var zygoteEnv = []string{
 }
 
 // StartRoot starts the root zygote: a bare interpreter with the runtime
-// imported, in its own sandbox (own mount, uts and ipc namespaces; the
-// host's pid namespace, which setns into a sandbox's pid namespace needs).
+// imported, in a zygote's sandbox (see sandbox.Config.Zygote), as cfg's
+// unprivileged user.
 func StartRoot(ctx context.Context, f *sandbox.Factory, cfg RootConfig) (*Process, error) {
 	if cfg.Python == "" {
 		cfg.Python = "/usr/bin/python3"
@@ -66,8 +68,9 @@ func StartRoot(ctx context.Context, f *sandbox.Factory, cfg RootConfig) (*Proces
 		Files:      []*os.File{theirs},
 		Stdout:     cfg.Log,
 		Stderr:     cfg.Log,
-		HostPID:    true,
-		Privileged: true,
+		Zygote:     true,
+		UID:        cfg.UID,
+		GID:        cfg.GID,
 	})
 	if err != nil {
 		ours.Close()

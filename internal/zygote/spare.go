@@ -19,23 +19,19 @@ import (
 // numpy zygote, with the copy-on-write faults of the interpreter's
 // after-fork work).
 type Spare struct {
-	pid int
-	ctl *net.UnixConn
+	child Child
+	ctl   *net.UnixConn
 }
 
-// SpareTarget is the pre-made sandbox a spare waits in.
+// SpareTarget is what a spare builds its sandbox from: Target's parts
+// that do not depend on the function.
 type SpareTarget struct {
-	// Namespaces are the sandbox's pid, mnt, uts and ipc namespaces, and
-	// its net namespace fifth if it has its own.
-	Namespaces []*os.File
-	// Listener is the runtime's listening socket in the sandbox's /tmp.
-	Listener *os.File
-	// Stdout and Stderr become the child's fd 1 and 2.
+	Scratch        *os.File
+	Listener       *os.File
 	Stdout, Stderr *os.File
-	// Cgroup holds the sandbox cgroup's cgroup.procs files.
-	Cgroup []*os.File
-	// Root is the sandbox's root dir, as a path in its mount namespace.
-	Root string
+	Cgroup         []*os.File
+	Net            bool
+	Hostname       string
 }
 
 // Mount is a host directory a spare mounts read-only at Target in its
@@ -54,40 +50,47 @@ type Start struct {
 	Env map[string]string
 }
 
-// Spare forks a spare child into t's sandbox and returns once it is
-// forked (it finishes joining in the background).
+// Spare clones a spare child that builds its sandbox from t and returns
+// once it is cloned (it finishes in the background).
 func (p *Process) Spare(ctx context.Context, t SpareTarget) (*Spare, error) {
-	if len(t.Namespaces) != 4 && len(t.Namespaces) != 5 {
-		return nil, fmt.Errorf("spare: want 4 or 5 namespaces, got %d", len(t.Namespaces))
-	}
 	ours, theirs, err := seqpacketPair()
 	if err != nil {
 		return nil, err
 	}
-	fds := append(append([]*os.File{}, t.Namespaces[:4]...), t.Listener, t.Stdout, t.Stderr)
-	fds = append(fds, t.Cgroup...)
-	if len(t.Namespaces) == 5 {
-		fds = append(fds, t.Namespaces[4])
-	}
+	fds := append([]*os.File{t.Scratch, t.Listener, t.Stdout, t.Stderr}, t.Cgroup...)
 	fds = append(fds, theirs)
-	r, err := p.request(ctx, map[string]any{"op": "spare", "root": t.Root, "ncg": len(t.Cgroup), "net": len(t.Namespaces) == 5}, fds)
+	_, got, err := p.request(ctx, map[string]any{"op": "spare", "net": t.Net, "hostname": t.Hostname, "ncg": len(t.Cgroup)}, fds)
 	theirs.Close()
 	if err != nil {
 		ours.Close()
 		return nil, err
 	}
 	p.forks.Add(1)
+	child, err := childOf(got)
+	if err != nil {
+		ours.Close()
+		return nil, fmt.Errorf("zygote %d: spare: %w", p.pid, err)
+	}
 	c, err := net.FileConn(ours)
 	ours.Close()
 	if err != nil {
-		unix.Kill(r.PID, unix.SIGKILL)
+		unix.PidfdSendSignal(int(child.PidFD.Fd()), unix.SIGKILL, nil, 0)
+		child.PidFD.Close()
 		return nil, err
 	}
-	return &Spare{pid: r.PID, ctl: c.(*net.UnixConn)}, nil
+	return &Spare{child: child, ctl: c.(*net.UnixConn)}, nil
 }
 
 // Pid returns the spare's host pid.
-func (s *Spare) Pid() int { return s.pid }
+func (s *Spare) Pid() int { return s.child.Pid }
+
+// PidFD returns a pidfd of the spare, which the caller owns; nil once
+// taken.
+func (s *Spare) PidFD() *os.File {
+	f := s.child.PidFD
+	s.child.PidFD = nil
+	return f
+}
 
 // Go hands the spare its function. The mounts are cloned here as
 // detached read-only trees (open_tree) that the child moves into place,
@@ -95,20 +98,13 @@ func (s *Spare) Pid() int { return s.pid }
 // once the request is sent; the caller then waits for the runtime's READY
 // on the sandbox socket, and on failure may ask Err why.
 func (s *Spare) Go(st Start) error {
-	var files []*os.File
-	defer func() {
-		for _, f := range files {
-			f.Close()
-		}
-	}()
-	targets := make([]string, 0, len(st.Mounts))
-	for _, m := range st.Mounts {
-		f, err := detach(m.Source)
-		if err != nil {
-			return err
-		}
-		files = append(files, f)
-		targets = append(targets, m.Target)
+	files, targets, err := detachAll(st.Mounts)
+	if err != nil {
+		return err
+	}
+	defer closeAll(files)
+	if err := mapIDs(s.child.Pid, st.UID, st.GID); err != nil {
+		return fmt.Errorf("spare %d: %w", s.child.Pid, err)
 	}
 	b, err := json.Marshal(map[string]any{"op": "go", "mounts": targets, "uid": st.UID, "gid": st.GID, "env": st.Env})
 	if err != nil {
@@ -124,7 +120,7 @@ func (s *Spare) Go(st Start) error {
 	}
 	s.ctl.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	if _, _, err := s.ctl.WriteMsgUnix(b, oob, nil); err != nil {
-		return fmt.Errorf("spare %d: %w", s.pid, err)
+		return fmt.Errorf("spare %d: %w", s.child.Pid, err)
 	}
 	return nil
 }
@@ -142,11 +138,18 @@ func (s *Spare) Err(wait time.Duration) error {
 	if json.Unmarshal(buf[:n], &r) != nil || r.Error == "" {
 		return nil
 	}
-	return fmt.Errorf("spare %d: %s", s.pid, r.Error)
+	return fmt.Errorf("spare %d: %s", s.child.Pid, r.Error)
 }
 
-// Close closes the control socket; a spare that never got Go exits.
-func (s *Spare) Close() error { return s.ctl.Close() }
+// Close closes the control socket (a spare that never got Go exits) and
+// its pidfd, if not taken.
+func (s *Spare) Close() error {
+	if s.child.PidFD != nil {
+		s.child.PidFD.Close()
+		s.child.PidFD = nil
+	}
+	return s.ctl.Close()
+}
 
 // detach clones the mount tree at src into a detached, read-only,
 // nosuid, nodev mount.

@@ -4,39 +4,47 @@
 # children on request. fd 3 is a SOCK_SEQPACKET control socket to the
 # worker; each request is one JSON packet with descriptors attached:
 #
-#   {"op": "fork", "root", "mounts": [[src, dst], ...], "uid", "gid",
-#    "env": {...}, "ncg": k}
-#       fds: pid, mnt, uts, ipc namespaces of the target sandbox, its
-#       listening socket, stdout, stderr, k cgroup.procs files, and its
-#       net namespace last when "net" is true.
-#       The zygote enters the sandbox's pid namespace for its children,
-#       forks ONCE, and returns to its own. The child joins the other
-#       namespaces and the cgroup, drops to uid/gid, loads the handler and
-#       serves the socket. Reply: {"pid": host pid} or {"error": msg}.
+#   {"op": "fork", "mounts": [dst, ...], "net": bool, "hostname",
+#    "uid", "gid", "env": {...}, "ncg": k}
+#       fds: a sync pipe's read end, the sandbox's scratch file system (a
+#       detached mount), its listening socket, stdout, stderr, k
+#       cgroup.procs files, then one detached mount (open_tree) per dst.
+#       The zygote clones ONE child into new user, pid, mount, uts and
+#       ipc namespaces (and network, with "net"), which it owns. The
+#       child moves the scratch onto /tmp and the mounts onto their dst,
+#       mounts its /proc, joins the cgroup, takes its stdio and socket,
+#       then waits for a byte on the sync pipe: the worker has mapped
+#       uid and gid in the child's user namespace (the zygote cannot:
+#       it is unprivileged). It then becomes uid/gid, drops every
+#       capability, installs the tenant filter, loads the handler and
+#       serves the socket. Reply: {"pid": pid} with the child's pidfd.
 #   {"op": "child", "modules": [...], "path": [...], "ncg": k}
 #       fds: the child zygote's control socket, then k cgroup.procs files.
 #       Forks a child zygote that joins its own cgroup, imports the
-#       modules and serves its socket. Reply: {"pid": host pid}. The child
-#       says {"ready": true} or {"error": msg} on its own socket.
-#   {"op": "spare", "root", "ncg": k, "net": bool}
-#       fds: as for "fork", then a control socket.
-#       Forks a child that does everything "fork" does up to the point
-#       where it needs the function (its mounts, uid, environment), and
-#       waits on the control socket for
+#       modules and serves its socket. Reply: {"pid": pid}. The child
+#       says {"ready": true} with its pidfd, or {"error": msg}, on its
+#       own socket.
+#   {"op": "spare", "net": bool, "hostname", "ncg": k}
+#       fds: as for "fork" but no sync pipe and no mounts, then a control
+#       socket. Clones a child that does everything "fork" does up to
+#       the point where it needs the function (its code, uid and
+#       environment), and waits on the control socket for
 #         {"op": "go", "mounts": [dst, ...], "uid", "gid", "env"}
-#       with one detached mount (open_tree) per dst attached, which it
-#       moves into place before it drops to uid/gid and loads the
-#       handler. So a start pays for none of the fork. Reply: {"pid"}.
+#       with one detached mount per dst, sent once the worker has mapped
+#       uid and gid. So a start pays for none of the clone. Reply:
+#       {"pid"} with the child's pidfd.
 #   {"op": "ping"} -> {"ok": true}
 #
-# The zygote runs as root (it must setns and join cgroups) but with an
-# empty capability bounding set and no_new_privs, so neither it nor its
-# children can gain privileges through exec; setuid in each child then
-# clears its capabilities. A function child then installs the tenant
-# seccomp filter (/hearth/seccomp.bpf, loaded once by the root zygote)
+# A zygote is unprivileged: a uid of its own, no capabilities, no new
+# privileges, the zygote filter (internal/seccomp ZygoteFilter), in a
+# sandbox of its own (pid, mount, network namespaces; /proc hides other
+# users' processes). Packages it imports run with exactly that. Its
+# children get their privileges inside namespaces they own, and the
+# worker decides which host uid they become. A function child installs
+# the tenant filter (/hearth/seccomp.bpf, read once by the root zygote)
 # before it runs any of the function's code or reseeds numpy. All lazy
-# work (ctypes symbol lookups, opening /proc/self/ns/pid, reading the
-# filter) happens here, before any fork.
+# work (ctypes symbol lookups, reading the filter) happens here, before
+# any fork.
 import sys
 import posix
 import _socket
@@ -49,45 +57,121 @@ import hearthrt
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
 CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
+CLONE_PIDFD = 0x00001000
 PR_SET_NO_NEW_PRIVS = 38
+PR_SET_DUMPABLE = 4
 PR_CAPBSET_DROP = 24
 PR_SET_SECCOMP = 22
 SECCOMP_MODE_FILTER = 2
 SECCOMP_FILE = "/hearth/seccomp.bpf"
+SIGCHLD = 17
 
 _libc = ctypes.CDLL(None, use_errno=True)
-_setns = _libc.setns
-_setns.argtypes = (ctypes.c_int, ctypes.c_int)
 _prctl = _libc.prctl
 _prctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong)
 _mount = _libc.mount
 _mount.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p)
 _syscall = _libc.syscall
 _syscall.restype = ctypes.c_long
-# move_mount(2) has the same number on every architecture (new syscalls
-# share one table since Linux 5.1).
+# clone3 keeps the GIL (a PyDLL function): os.fork holds it too, and the
+# child must not start with it released.
+_syscall_gil = ctypes.PyDLL(None, use_errno=True).syscall
+_syscall_gil.restype = ctypes.c_long
+_before_fork = ctypes.pythonapi.PyOS_BeforeFork
+_after_fork_child = ctypes.pythonapi.PyOS_AfterFork_Child
+_after_fork_parent = ctypes.pythonapi.PyOS_AfterFork_Parent
+_capset = _libc.capset
+_capset.argtypes = (ctypes.c_void_p, ctypes.c_void_p)
+# move_mount(2) and clone3(2) have the same number on every
+# architecture (new syscalls share one table since Linux 5.1).
 SYS_MOVE_MOUNT = 429
+SYS_CLONE3 = 435
 MOVE_MOUNT_F_EMPTY_PATH = 0x4
 AT_FDCWD = -100
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC = 1, 2, 4, 32, 4096, 16384
+MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 2, 4, 8, 16384, 1 << 18
+SIOCSIFFLAGS = 0x8914
+IFF_UP = 0x1
 
 _MAX_FDS = 64
 
 
-def setns(fd, kind):
-    if _setns(fd, kind) != 0:
+class _CloneArgs(ctypes.Structure):
+    _fields_ = tuple((n, ctypes.c_uint64) for n in (
+        "flags", "pidfd", "child_tid", "parent_tid", "exit_signal", "stack",
+        "stack_size", "tls", "set_tid", "set_tid_size", "cgroup"))
+
+
+_clone_pidfd = ctypes.c_int(-1)
+_clone_args = _CloneArgs()
+
+
+def clone(flags):
+    """Fork, as os.fork does, into new namespaces (flags). Returns (pid,
+    pidfd) in the parent and (0, -1) in the child."""
+    _clone_pidfd.value = -1
+    _clone_args.flags = flags | CLONE_PIDFD
+    _clone_args.pidfd = ctypes.addressof(_clone_pidfd)
+    _clone_args.exit_signal = SIGCHLD
+    _before_fork()
+    pid = _syscall_gil(ctypes.c_long(SYS_CLONE3), ctypes.byref(_clone_args), ctypes.c_size_t(ctypes.sizeof(_clone_args)))
+    if pid == 0:
+        _after_fork_child()
+        return 0, -1
+    e = ctypes.get_errno()
+    _after_fork_parent()
+    if pid < 0:
+        raise OSError(e, "clone3: " + posix.strerror(e))
+    return pid, _clone_pidfd.value
+
+
+def mount(src, dst, fstype, flags, data=None):
+    if _mount(src and src.encode(), dst.encode(), fstype and fstype.encode(), flags, data and data.encode()) != 0:
         e = ctypes.get_errno()
-        raise OSError(e, "setns: " + posix.strerror(e))
+        raise OSError(e, "mount %s on %s: %s" % (src, dst, posix.strerror(e)))
 
 
-def bind_ro(src, dst):
-    """Bind src read-only on dst (paths in the current mount namespace)."""
-    for flags, s in ((MS_BIND | MS_REC, src), (MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, None)):
-        if _mount(s.encode() if s else None, dst.encode(), None, flags, None) != 0:
-            e = ctypes.get_errno()
-            raise OSError(e, "mount %s on %s: %s" % (src, dst, posix.strerror(e)))
+def sethostname(name):
+    b = name.encode()
+    if _libc.sethostname(b, len(b)) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, "sethostname: " + posix.strerror(e))
+
+
+def lo_up():
+    """Bring up loopback in a network namespace of the caller's own."""
+    s = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
+    try:
+        import fcntl
+        fcntl.ioctl(s.fileno(), SIOCSIFFLAGS, b"lo" + b"\0" * 14 + IFF_UP.to_bytes(2, sys.byteorder) + b"\0" * 22)
+    finally:
+        s.close()
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = (("version", ctypes.c_uint32), ("pid", ctypes.c_int))
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = (("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32))
+
+
+def drop_caps():
+    """Drop every capability, bounding set first: the child holds all of
+    them in its own user namespace, and keeps none."""
+    try:
+        last = int(open("/proc/sys/kernel/cap_last_cap").read())
+    except (OSError, ValueError):
+        last = 40
+    for cap in range(last + 1):
+        _prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)
+    hdr = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
+    data = (_CapData * 2)()
+    if _capset(ctypes.byref(hdr), data) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, "capset: " + posix.strerror(e))
 
 
 def move_mount(fd, dst):
@@ -97,18 +181,6 @@ def move_mount(fd, dst):
                 ctypes.c_long(MOVE_MOUNT_F_EMPTY_PATH)) != 0:
         e = ctypes.get_errno()
         raise OSError(e, "move_mount on %s: %s" % (dst, posix.strerror(e)))
-
-
-def harden():
-    """Empty the bounding set and set no_new_privs (effective caps stay)."""
-    try:
-        last = int(open("/proc/sys/kernel/cap_last_cap").read())
-    except (OSError, ValueError):
-        last = 40
-    for cap in range(last + 1):
-        _prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)
-    if _prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "no_new_privs")
 
 
 class _SockFprog(ctypes.Structure):
@@ -132,8 +204,9 @@ _filter = None  # load_filter()'s result, set in main before the first fork
 
 def confine():
     """Install the tenant seccomp filter on this process (a just-forked
-    child, so its only thread). It needs no_new_privs (see harden), and it
-    is for good: the process and all it forks stay filtered."""
+    child, so its only thread). It needs no_new_privs (hearth-init set it
+    for the root zygote), and it is for good: the process and all it
+    forks stay filtered."""
     _buf, prog = _filter
     if _prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(prog), 0, 0) != 0:
         e = ctypes.get_errno()
@@ -342,13 +415,22 @@ def reseed():
             posix.write(2, ("hearth: reseeding numpy.random: %r\n" % (e,)).encode())
 
 
-def become(req):
-    """Drop to the function's uid/gid, seccomp filter and environment, load
-    its handler and serve it. Never returns."""
+def become(req, fds=()):
+    """Take the function's code (the detached mounts fds, one per
+    req["mounts"] dst), uid/gid, filter and environment, load its handler
+    and serve it. Never returns."""
+    mounts = req.get("mounts") or []
+    if len(mounts) != len(fds):
+        raise ValueError("want one descriptor per mount, got %d for %r" % (len(fds), mounts))
+    for fd, dst in zip(fds, mounts):
+        move_mount(fd, dst)
+        posix.close(fd)
     env = req.get("env") or {}
+    uid, gid = int(req["uid"]), int(req["gid"])
     posix.setgroups([])
-    posix.setgid(int(req["gid"]))
-    posix.setuid(int(req["uid"]))
+    posix.setresgid(gid, gid, gid)
+    posix.setresuid(uid, uid, uid)
+    drop_caps()
     # Everything after this runs tenant code (numpy's reseed included).
     confine()
     reseed()
@@ -374,15 +456,13 @@ def exit_code(e):
     return 1
 
 
-def forked(pidns, own_pid_ns, body):
-    """Enter the target's pid namespace, fork once, run body in the child
-    and return the child's host pid in the parent."""
-    setns(pidns, CLONE_NEWPID)
-    try:
-        pid = posix.fork()
-    except BaseException:
-        setns(own_pid_ns, CLONE_NEWPID)
-        raise
+def cloned(net, body):
+    """Clone a child into namespaces of its own, run body in it and
+    return (pid, pidfd) in the parent."""
+    flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC
+    if net:
+        flags |= CLONE_NEWNET
+    pid, pidfd = clone(flags)
     if pid == 0:
         code = 1
         try:
@@ -400,42 +480,36 @@ def forked(pidns, own_pid_ns, body):
         finally:
             hearthrt.flush()
             posix._exit(code)
-    setns(own_pid_ns, CLONE_NEWPID)
-    return pid
+    return pid, pidfd
 
 
 class Target:
     """The descriptors of a fork or spare request, by name."""
 
-    def __init__(self, op, req, fds, extra):
+    def __init__(self, op, req, fds, lead, extra):
         ncg = int(req.get("ncg", 0))
-        net = 1 if req.get("net") else 0
-        want = 7 + ncg + net + extra
+        want = lead + 4 + ncg + extra
         if len(fds) != want:
             raise ValueError("%s: want %d descriptors, got %d" % (op, want, len(fds)))
-        self.pidns, self.mntns, self.utsns, self.ipcns, self.lsock, self.out, self.err = fds[:7]
-        self.cgs = fds[7:7 + ncg]
-        self.netns = fds[7 + ncg] if net else -1
-        self.rest = fds[7 + ncg + net:]
+        self.lead = fds[:lead]
+        self.scratch, self.lsock, self.out, self.err = fds[lead:lead + 4]
+        self.cgs = fds[lead + 4:lead + 4 + ncg]
+        self.rest = fds[lead + 4 + ncg:]
 
     def enter(self, req, keep=-1):
-        """In a just-forked child: join the target sandbox up to its cgroup and
-        stdio. keep, if set, becomes fd LISTEN_FD + 1; all other fds close."""
+        """In a just-cloned child, pid 1 of its pid namespace and owner of
+        all its namespaces: build the sandbox (its /tmp, /proc, host name,
+        loopback), join its cgroup, take its stdio and socket. keep, if
+        set, becomes fd LISTEN_FD + 1, and the descriptors of self.rest
+        stay open; all others close."""
         _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
-        setns(self.mntns, CLONE_NEWNS)
-        # setns puts us at the namespace's root, where the host's tree is
-        # still mounted; the sandbox is a chroot inside it (see hearth-init).
-        # A pre-made sandbox gets the function's code and packages here,
-        # before the chroot hides the host paths.
-        root = req["root"]
-        for src, dst in req.get("mounts") or []:
-            bind_ro(src, root + dst)
-        posix.chroot(root)
-        posix.chdir("/")
-        setns(self.utsns, CLONE_NEWUTS)
-        setns(self.ipcns, CLONE_NEWIPC)
-        if self.netns >= 0:
-            setns(self.netns, CLONE_NEWNET)
+        # Mounts made here must not reach the zygote's namespace.
+        mount(None, "/", None, MS_REC | MS_PRIVATE)
+        move_mount(self.scratch, "/tmp")
+        mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        sethostname(req.get("hostname") or "hearth")
+        if req.get("net"):
+            lo_up()
         for fd in self.cgs:
             posix.write(fd, b"0")
         posix.setsid()
@@ -444,27 +518,41 @@ class Target:
         null = posix.open("/dev/null", posix.O_RDONLY)
         posix.dup2(null, 0)
         posix.dup2(self.lsock, hearthrt.LISTEN_FD)
+        first = hearthrt.LISTEN_FD + 1
         if keep >= 0:
-            posix.dup2(keep, hearthrt.LISTEN_FD + 1)
-            posix.closerange(hearthrt.LISTEN_FD + 2, 1 << 16)
-        else:
-            posix.closerange(hearthrt.LISTEN_FD + 1, 1 << 16)
+            posix.dup2(keep, first)
+            first += 1
+        # The mounts still to come and the sync pipe move down, packed.
+        moved = []
+        for fd in self.lead + self.rest:
+            if fd == keep:
+                continue
+            posix.dup2(fd, first)
+            moved.append(first)
+            first += 1
+        posix.closerange(first, 1 << 16)
         hearthrt.tag_output()
+        return moved
 
 
-def child_fork(req, fds, own_pid_ns):
-    """Fork a function child into the target sandbox."""
-    t = Target("fork", req, fds, 0)
+def child_fork(req, fds):
+    """Clone a function child into a sandbox of its own."""
+    t = Target("fork", req, fds, 1, len(req.get("mounts") or []))
 
     def body():
-        t.enter(req)
-        become(req)
-    return forked(t.pidns, own_pid_ns, body)
+        moved = t.enter(req)
+        sync, mounts = moved[0], moved[1:]
+        # The worker maps uid/gid in our user namespace, then says so.
+        if posix.read(sync, 1) != b"1":
+            posix._exit(1)  # the worker gave up on this start
+        posix.close(sync)
+        become(req, mounts)
+    return cloned(req.get("net"), body)
 
 
-def spare_fork(req, fds, own_pid_ns):
-    """Fork a spare child into the target sandbox: it waits for "go"."""
-    t = Target("spare", req, fds, 1)
+def spare_fork(req, fds):
+    """Clone a spare child into a sandbox of its own: it waits for "go"."""
+    t = Target("spare", req, fds, 0, 1)
     ctl_fd = t.rest[0]
 
     def body():
@@ -477,18 +565,23 @@ def spare_fork(req, fds, own_pid_ns):
         except (EOFError, OSError):
             posix._exit(0)  # discarded before use
         try:
-            mounts = go.get("mounts") or []
-            if go.get("op") != "go" or len(mounts) != len(mfds):
-                raise ValueError("spare: want go with one descriptor per mount, got %r" % (go,))
-            for fd, dst in zip(mfds, mounts):
-                move_mount(fd, dst)
-                posix.close(fd)
+            if go.get("op") != "go":
+                raise ValueError("spare: want go, got %r" % (go,))
+            ctl.close()
+            become(go, mfds)
         except BaseException as e:  # noqa: BLE001
-            send(ctl, {"error": "%s: %s" % (e.__class__.__name__, e)})
+            try:
+                send(ctl, {"error": "%s: %s" % (e.__class__.__name__, e)})
+            except OSError:
+                pass
             raise
-        ctl.close()
-        become(go)
-    return forked(t.pidns, own_pid_ns, body)
+    return cloned(req.get("net"), body)
+
+
+def pidfd_self():
+    """A pidfd of this process, for the worker: a zygote's pid means
+    nothing outside its pid namespace."""
+    return _syscall(ctypes.c_long(434), ctypes.c_long(posix.getpid()), ctypes.c_long(0))  # pidfd_open
 
 
 def spawn_child(req, fds):
@@ -503,6 +596,7 @@ def spawn_child(req, fds):
         try:
             for fd in fds[1:]:
                 posix.write(fd, b"0")
+                posix.close(fd)
             ctl = _socket.socket(fileno=ctl_fd)
             for p in req.get("path") or []:
                 if p not in sys.path:
@@ -517,7 +611,7 @@ def spawn_child(req, fds):
             # collector and reference counts would otherwise touch (and copy)
             # their pages in every child.
             settle()
-            send(ctl, {"ready": True, "pid": posix.getpid()})
+            send_ready(ctl)
             serve(ctl)
             code = 0
         finally:
@@ -525,8 +619,24 @@ def spawn_child(req, fds):
     return pid
 
 
+def send_ready(ctl):
+    fd = pidfd_self()
+    if fd < 0:
+        raise OSError(ctypes.get_errno(), "pidfd_open")
+    ctl.sendmsg([hearthrt.dumps({"ready": True, "pid": posix.getpid()})],
+                [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fd.to_bytes(4, sys.byteorder))])
+    posix.close(fd)
+
+
+def reply_pid(ctl, pid, pidfd):
+    try:
+        ctl.sendmsg([hearthrt.dumps({"pid": pid})],
+                    [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, pidfd.to_bytes(4, sys.byteorder))])
+    finally:
+        posix.close(pidfd)
+
+
 def serve(ctl):
-    own_pid_ns = posix.open("/proc/self/ns/pid", posix.O_RDONLY)
     while True:
         try:
             req, fds = recv(ctl)
@@ -535,9 +645,9 @@ def serve(ctl):
         try:
             op = req.get("op")
             if op == "fork":
-                send(ctl, {"pid": child_fork(req, fds, own_pid_ns)})
+                reply_pid(ctl, *child_fork(req, fds))
             elif op == "spare":
-                send(ctl, {"pid": spare_fork(req, fds, own_pid_ns)})
+                reply_pid(ctl, *spare_fork(req, fds))
             elif op == "child":
                 send(ctl, {"pid": spawn_child(req, fds)})
             elif op == "ping":
@@ -556,7 +666,8 @@ def serve(ctl):
 
 def main():
     global _filter
-    harden()
+    # Zygotes share a uid: none may trace another, or read its memory.
+    _prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
     _filter = load_filter()
     # Children are reaped automatically; a function child's death is seen
     # by the worker on its socket and in its cgroup.
@@ -565,7 +676,7 @@ def main():
     settle()
     ctl = _socket.socket(fileno=3)
     posix.set_inheritable(3, False)
-    send(ctl, {"ready": True, "pid": posix.getpid()})
+    send_ready(ctl)
     serve(ctl)
 
 

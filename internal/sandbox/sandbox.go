@@ -77,11 +77,15 @@ type Config struct {
 	// or fd 4 with a Socket). Create does not close them.
 	Files []*os.File
 	// Zygote makes the sandbox of a root zygote: its own empty network
-	// namespace, a pivoted root and a /proc that hides other users'
-	// processes (see initproc.Args.Zygote). The main process runs
+	// namespace (unless ZygoteHostNet), a pivoted root and a /proc that
+	// hides other users' processes (see initproc.Args.Zygote). The main process runs
 	// unprivileged under Factory.ZygoteSeccomp instead of Seccomp: it
 	// must make the user and other namespaces of the children it forks.
 	Zygote bool
+	// ZygoteHostNet keeps a zygote in the host's network namespace, for
+	// functions the operator lets use the host's network: children that
+	// ask for no namespace of their own share their zygote's.
+	ZygoteHostNet bool
 	// UID and GID, if not zero, run the main process instead of the
 	// Factory's.
 	UID, GID int
@@ -130,9 +134,9 @@ type Sandbox struct {
 	tmp     *os.File // the scratch file system's root (a detached mount, then /tmp's)
 	scratch string   // tmp as a path, through /proc/self/fd
 	group   *cgroup.Group
-	cmd     *exec.Cmd // hearth-init; nil for a shell (see Shell)
-	pidfd   *os.File  // a shell's main process, once adopted
-	pid     int       // its host pid
+	cmd     *exec.Cmd     // hearth-init; nil for a shell (see Shell)
+	pidfd   *os.File      // a shell's main process, once adopted
+	pid     int           // its host pid
 	lis     *os.File      // listening socket kept for a joiner, if any
 	ownNet  bool          // entered Config.NetNS
 	done    chan struct{} // closed when init has exited
@@ -296,7 +300,7 @@ func (f *Factory) Create(ctx context.Context, cfg Config) (_ *Sandbox, err error
 		Stderr:     cfg.Stderr,
 		ExtraFiles: files,
 		SysProcAttr: &syscall.SysProcAttr{
-			Cloneflags: cloneFlags(cfg.Zygote),
+			Cloneflags: cloneFlags(cfg.Zygote && !cfg.ZygoteHostNet),
 			// A dead worker takes its sandboxes with it; the next one sweeps.
 			Pdeathsig: syscall.SIGKILL,
 		},
@@ -371,9 +375,9 @@ func (f *Factory) scratch(ctx context.Context, cfg Config) (*os.File, error) {
 	return os.NewFile(uintptr(m), "tmp"), nil
 }
 
-func cloneFlags(zygote bool) uintptr {
+func cloneFlags(newNet bool) uintptr {
 	f := uintptr(unix.CLONE_NEWNS | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC | unix.CLONE_NEWPID)
-	if zygote {
+	if newNet {
 		f |= unix.CLONE_NEWNET
 	}
 	return f

@@ -353,6 +353,8 @@ func New(ctx context.Context, cfg Config, fns Functions) (*Worker, error) {
 		zc.Runtime = w.runtime
 		zc.Python = cfg.Python
 		zc.Modules = w.modules
+		// Functions on the host's network fork from zygotes on it.
+		zc.HostNetwork = true
 		zc.Paths = w.pkgPaths
 		if cfg.Packages != nil {
 			// Zygotes see the whole cache at the sandboxes' paths, so a
@@ -927,11 +929,9 @@ func (w *Worker) Close(ctx context.Context) error {
 		w.spares.close()
 	}
 	var errs []error
-	if w.zyg != nil {
-		if err := w.zyg.Close(ctx); err != nil {
-			errs = append(errs, err)
-		}
-	}
+	// Sandboxes first: a forked one lives in a pid namespace nested in
+	// its root zygote's, whose end waits for it, and a paused one only
+	// dies when its cgroup's kill thaws it.
 	var wg sync.WaitGroup
 	for _, inst := range insts {
 		wg.Add(1)
@@ -941,6 +941,11 @@ func (w *Worker) Close(ctx context.Context) error {
 		}()
 	}
 	wg.Wait()
+	if w.zyg != nil {
+		if err := w.zyg.Close(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if w.snap != nil {
 		// Only now: closing detaches the sandboxes dir the restored
 		// sandboxes live in.

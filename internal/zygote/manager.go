@@ -33,6 +33,10 @@ type Config struct {
 	// UID and GID run the zygotes (default ident.Default.Zygote()): an
 	// identity of their own, which no function shares.
 	UID, GID int
+	// HostNetwork keeps zygotes in the host's network namespace, which
+	// the children of functions allowed the host's network share. Else
+	// zygotes (and the packages they import) have no network at all.
+	HostNetwork bool
 	// MemoryBudget bounds the memory of all zygotes (default 1 GiB).
 	MemoryBudget int64
 	// Window is how many recent invocations provisioning looks at
@@ -148,7 +152,7 @@ func (m *Manager) startRoot(ctx context.Context) (*Process, error) {
 		return nil, fmt.Errorf("zygote cgroup: %w", err)
 	}
 	p, err := StartRoot(ctx, m.factory, RootConfig{ID: id, Group: g, Runtime: m.cfg.Runtime,
-		Binds: m.cfg.Binds, Python: m.cfg.Python, Log: m.cfg.Log, UID: m.cfg.UID, GID: m.cfg.GID})
+		Binds: m.cfg.Binds, Python: m.cfg.Python, Log: m.cfg.Log, UID: m.cfg.UID, GID: m.cfg.GID, HostNetwork: m.cfg.HostNetwork})
 	if err != nil {
 		g.Delete(context.Background())
 		return nil, err

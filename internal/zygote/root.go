@@ -28,6 +28,9 @@ type RootConfig struct {
 	Log io.Writer
 	// UID and GID run the zygote (zero: the sandbox factory's).
 	UID, GID int
+	// HostNetwork keeps the zygote in the host's network namespace (see
+	// Config.HostNetwork).
+	HostNetwork bool
 }
 
 // zygoteEnv keeps numeric libraries single-threaded: a zygote must not
@@ -59,18 +62,19 @@ func StartRoot(ctx context.Context, f *sandbox.Factory, cfg RootConfig) (*Proces
 	defer theirs.Close()
 	binds := append([]sandbox.Bind{{Source: cfg.Runtime, Target: runtime.MountPoint}}, cfg.Binds...)
 	sb, err := f.Create(ctx, sandbox.Config{
-		ID:         cfg.ID,
-		Binds:      binds,
-		Group:      cfg.Group,
-		Command:    []string{cfg.Python, "-S", "-B", runtime.MountPoint + "/zygote.py"},
-		Env:        zygoteEnv,
-		Dir:        "/",
-		Files:      []*os.File{theirs},
-		Stdout:     cfg.Log,
-		Stderr:     cfg.Log,
-		Zygote:     true,
-		UID:        cfg.UID,
-		GID:        cfg.GID,
+		ID:            cfg.ID,
+		Binds:         binds,
+		Group:         cfg.Group,
+		Command:       []string{cfg.Python, "-S", "-B", runtime.MountPoint + "/zygote.py"},
+		Env:           zygoteEnv,
+		Dir:           "/",
+		Files:         []*os.File{theirs},
+		Stdout:        cfg.Log,
+		Stderr:        cfg.Log,
+		Zygote:        true,
+		ZygoteHostNet: cfg.HostNetwork,
+		UID:           cfg.UID,
+		GID:           cfg.GID,
 	})
 	if err != nil {
 		ours.Close()

@@ -42,7 +42,7 @@ func (s *stubWorker) InvokeID(ctx context.Context, name string, event []byte, id
 	}
 	return worker.Result{Body: event, Path: "warm", Revision: "r"}, nil
 }
-func (s *stubWorker) Retire(name, keep string)                          {}
+func (s *stubWorker) Retire(name, keep string)                             {}
 func (s *stubWorker) Logs(name string, n int, since uint64) worker.LogTail { return worker.LogTail{} }
 
 func (s *stubWorker) count(id string) int {

@@ -18,7 +18,7 @@ import (
 const (
 	// MaxClockSkew is how far a request's X-Amz-Date may be from the
 	// worker's clock, as on AWS.
-	MaxClockSkew = 15 * time.Minute
+	MaxClockSkew  = 15 * time.Minute
 	amzDateFormat = "20060102T150405Z"
 	sigAlgorithm  = "AWS4-HMAC-SHA256"
 	signingName   = "lambda"

@@ -71,18 +71,18 @@ type Call struct {
 // Instance is one sandbox running a function's handler. The caller must
 // Close it.
 type Instance struct {
-	s      *Session
-	opts   Options
+	s        *Session
+	opts     Options
 	spec     function.Spec
 	warnings []string
-	code   string
-	group  *cgroup.Group
-	sb     *sandbox.Sandbox
-	conn   *runtime.Conn
-	out    *lineSink
-	outs   []*collector
-	calls  int
-	closed bool
+	code     string
+	group    *cgroup.Group
+	sb       *sandbox.Sandbox
+	conn     *runtime.Conn
+	out      *lineSink
+	outs     []*collector
+	calls    int
+	closed   bool
 }
 
 // Prepare copies opts.Dir and reads its function.yaml and requirements

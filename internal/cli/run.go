@@ -72,6 +72,9 @@ func runLocal(ctx context.Context, rc runConfig, dir string, out io.Writer) erro
 	if ctx == nil {
 		ctx = context.Background()
 	}
+	if err := localrun.CheckRoot(); err != nil {
+		return err
+	}
 	if rc.repeat < 1 {
 		return fmt.Errorf("--repeat %d: want at least 1", rc.repeat)
 	}

@@ -89,8 +89,8 @@ type Session struct {
 // session up. On error nothing is left behind.
 func Open(ctx context.Context, cfg Config) (_ *Session, err error) {
 	cfg.setDefaults()
-	if os.Geteuid() != 0 {
-		return nil, fmt.Errorf("%w (it makes namespaces, cgroups and mounts, as the worker does); try sudo", ErrNotRoot)
+	if err := CheckRoot(); err != nil {
+		return nil, err
 	}
 	if cfg.InitPath == "" {
 		return nil, errors.New("hearth run: no hearth-init binary")
@@ -169,6 +169,15 @@ func Open(ctx context.Context, cfg Config) (_ *Session, err error) {
 		s.factory.Disks = disks
 	}
 	return s, nil
+}
+
+// CheckRoot returns an error matching ErrNotRoot unless this process
+// runs as root.
+func CheckRoot() error {
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("%w (it makes namespaces, cgroups and mounts, as the worker does); try sudo", ErrNotRoot)
+	}
+	return nil
 }
 
 // Dir returns the session's directory.

@@ -61,6 +61,11 @@ func (c *Config) setDefaults() {
 	}
 }
 
+// lockGrace is how old a session's directory without a lock file must
+// be to be swept: a live session makes its lock right after the
+// directory.
+const lockGrace = time.Minute
+
 // runDir is the directory below the data dir that holds sessions.
 const runDir = "run"
 
@@ -244,6 +249,8 @@ func SweepStale(ctx context.Context, dataDir string) (int, error) {
 		} else if !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, err)
 			continue
+		} else if fi, err := os.Stat(dir); err != nil || time.Since(fi.ModTime()) < lockGrace {
+			continue // a session making its lock, or gone meanwhile
 		}
 		// Held until the directory is gone, so that no other sweep
 		// works on it meanwhile.

@@ -10,7 +10,9 @@ export PATH="/usr/local/go/bin:$HOME/go/bin:$PATH"
 command -v go >/dev/null || { echo "setup: Go >= 1.26 is required (https://go.dev/dl)" >&2; exit 1; }
 
 need=()
-for p in debootstrap ca-certificates git python3; do
+# awscli and python3-boto3: the Lambda API's end-to-end tests drive the
+# worker with the real clients.
+for p in debootstrap ca-certificates git python3 awscli python3-boto3; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then

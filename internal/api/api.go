@@ -159,6 +159,18 @@ func New(cfg Config, reg Registry, wk Worker) *Server {
 	return s
 }
 
+// Handle serves pattern with h, bounded as the API's own routes are (its
+// body to maxBody, its client's requests in flight, its write time); with
+// auth, behind the management endpoints' bearer token. It is how the
+// worker mounts other APIs on the same port (the Lambda API).
+func (s *Server) Handle(pattern string, maxBody int64, auth bool, h http.Handler) {
+	f := h.ServeHTTP
+	if auth {
+		f = s.auth(f)
+	}
+	s.mux.HandleFunc(pattern, s.bounded(maxBody, f))
+}
+
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
 

@@ -27,6 +27,11 @@ func newBenchCmd() *cobra.Command {
 				_, err := bench.Zygote(ctx, bench.ZygoteOptions{Hearth: exe, Base: base, N: n, Out: out})
 				return err
 			}),
+		samplesCmd("lambda", "Warm invoke through the Lambda API (SigV4) against /v1 in the same run, and the signature check alone",
+			func(ctx context.Context, exe, base string, n int, out io.Writer) error {
+				_, err := bench.LambdaAPI(ctx, bench.LambdaOptions{Hearth: exe, Base: base, N: n, Out: out})
+				return err
+			}),
 		newBenchReplayCmd(), newBenchConcurrencyCmd(), newBenchSnapshotCmd(), newBenchChurnCmd())
 	return b
 }

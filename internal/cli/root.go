@@ -29,6 +29,6 @@ func newRoot() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.AddCommand(newZygoteCmd(), newUpCmd(), newReapCmd(), newDeployCmd(), newInvokeCmd(), newLsCmd(), newRmCmd(),
-		newStatusCmd(), newLogsCmd(), newImageCmd(), newBenchCmd(), newSimCmd(), newPackagesCmd(), newReplayCmd(), newDoctorCmd(), newSnapshotCmd())
+		newStatusCmd(), newLogsCmd(), newImageCmd(), newBenchCmd(), newSimCmd(), newPackagesCmd(), newReplayCmd(), newDoctorCmd(), newSnapshotCmd(), newAsyncCmd(), newRunCmd())
 	return root
 }

@@ -115,7 +115,9 @@ type Config struct {
 	// Compile bounds the deploy-time byte compilation of function code.
 	Compile CompileConfig `yaml:"compile"`
 	// HTTP bounds the API server's connections, requests and timeouts.
-	HTTP   HTTPConfig `yaml:"http"`
+	HTTP HTTPConfig `yaml:"http"`
+	// Lambda configures the AWS Lambda compatible API.
+	Lambda LambdaConfig `yaml:"lambda"`
 	Zygote struct {
 		MemoryMB    int64  `yaml:"memory_mb"`
 		Window      int    `yaml:"window"`
@@ -226,6 +228,7 @@ On shutdown it destroys every sandbox and cgroup it made.`,
 			}
 			mergeResourceFlags(cmd, &cfg, flags)
 			mergeHTTPFlags(cmd, &cfg.HTTP, flags.HTTP)
+			mergeLambdaFlags(cmd, &cfg.Lambda, flags.Lambda)
 			mergePackageFlags(cmd, &cfg.Packages, flags.Packages)
 			if fl.Changed("compile-timeout") {
 				cfg.Compile.Timeout = flags.Compile.Timeout
@@ -243,6 +246,7 @@ On shutdown it destroys every sandbox and cgroup it made.`,
 	f.StringVar(&cfgPath, "config", "", "config file (hearth.yaml)")
 	addPackageFlags(cmd, &flags.Packages)
 	addHTTPFlags(cmd, &flags.HTTP)
+	addLambdaFlags(cmd, &flags.Lambda)
 	f.StringVar(&flags.Listen, "listen", DefaultListen, "address to listen on")
 	f.StringVar(&flags.DataDir, "data-dir", "/var/lib/hearth", "data directory")
 	f.StringVar(&flags.Base, "base", "", "base image tree (default: build one under the data dir)")
@@ -464,6 +468,13 @@ func runUp(ctx context.Context, cfg Config) error {
 		HostPaths:  hostPaths(cfg.DataDir, base, initPath),
 		Limits:     limits,
 	}, reg, wk)
+	lam, err := mountLambda(cfg, base, reg, wk, handler, log)
+	if err != nil {
+		wk.Close(context.Background())
+		return err
+	}
+	// After shutdown has stopped the server and the worker.
+	defer lam.Close()
 	srv := api.HTTPServer(handler, handler.Limits())
 	srv.BaseContext = func(net.Listener) context.Context { return reqCtx }
 	ln, err := net.Listen("tcp", cfg.Listen)

@@ -413,6 +413,11 @@ func (w *Worker) Zygotes() []zygote.NodeInfo {
 // Metrics returns the worker's Prometheus metrics.
 func (w *Worker) Metrics() *Metrics { return w.metrics }
 
+// Life returns the worker's lifetime: it ends when Close begins, and
+// background work bound to the worker (the Lambda API's asynchronous
+// invocations) stops with it.
+func (w *Worker) Life() context.Context { return w.life }
+
 // CgroupMode reports the host's cgroup mode.
 func (w *Worker) CgroupMode() string { return string(w.cg.Mode()) }
 
@@ -440,6 +445,12 @@ type Result struct {
 // deployed when it came, to the end, whatever is deployed or deleted
 // meanwhile: it holds that revision's code.
 func (w *Worker) Invoke(ctx context.Context, name string, event []byte) (Result, error) {
+	return w.InvokeID(ctx, name, event, "")
+}
+
+// InvokeID is Invoke with the request id the handler sees as
+// context.aws_request_id (the Lambda API passes its own); "" draws one.
+func (w *Worker) InvokeID(ctx context.Context, name string, event []byte, id string) (Result, error) {
 	start := time.Now()
 	fn, release, err := w.fns.Lease(name)
 	if err != nil {
@@ -483,12 +494,15 @@ func (w *Worker) Invoke(ctx context.Context, name string, event []byte) (Result,
 		w.metrics.coldStarts.WithLabelValues(res.Path).Observe(res.Init.Seconds())
 	}
 
+	if id == "" {
+		id = strconv.FormatUint(w.seq.Add(1), 36)
+	}
 	timeout := time.Duration(fn.Spec.TimeoutS) * time.Second
 	rctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	t1 := time.Now()
 	resp, err := inst.conn.Invoke(rctx, runtime.Request{
-		ID:       strconv.FormatUint(w.seq.Add(1), 36),
+		ID:       id,
 		Event:    event,
 		Deadline: time.Now().Add(timeout),
 	})

@@ -23,6 +23,10 @@ type Function struct {
 	Size       int64     `json:"size"`
 	Files      int       `json:"files"`
 	DeployedAt time.Time `json:"deployed_at"`
+	// Slot numbers the function among those deployed on its worker,
+	// from 1, for the life of its name: its sandboxes run as the host
+	// user of that slot (see internal/ident). Zero: none yet.
+	Slot int `json:"-"`
 	// Warnings name what of the code's configuration the deploy ignored:
 	// the keys of OpenLambda's ol.yaml that Hearth has no equivalent for.
 	Warnings []string `json:"warnings,omitempty"`

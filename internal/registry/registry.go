@@ -155,6 +155,11 @@ type record struct {
 	Files      int                `json:"files"`
 	DeployedAt time.Time          `json:"deployed_at"`
 	Warnings   []string           `json:"warnings,omitempty"`
+	// Slot numbers the function among those deployed, from 1, for the
+	// whole life of its name here: the worker runs it as the host user
+	// of that slot. Records from before slots get one at their next
+	// deploy.
+	Slot int `json:"slot,omitempty"`
 }
 
 // Registry stores functions. Create one with Open and Close it when done.
@@ -287,6 +292,7 @@ func (r *Registry) fn(rec record) Function {
 		Name: rec.Name, Revision: rec.Revision, Spec: rec.Spec, Packages: rec.Packages,
 		CodeDir: r.codeDir(rec.Name, rec.Revision),
 		Size:    rec.Size, Files: rec.Files, DeployedAt: rec.DeployedAt, Warnings: rec.Warnings,
+		Slot: rec.Slot,
 	}
 }
 
@@ -554,7 +560,10 @@ func (r *Registry) Deploy(ctx context.Context, name string, src Source) (Functio
 	}
 	rec := record{Name: name, Revision: sum.rev, Spec: spec, Packages: pkgs, Size: sum.size, Files: sum.files,
 		DeployedAt: time.Now().UTC().Truncate(time.Millisecond), Warnings: warnings}
-	if err := r.put(rec); err != nil {
+	if found {
+		rec.Slot = cur.Slot
+	}
+	if err := r.put(&rec); err != nil {
 		r.leaseMu.Lock()
 		trash := r.retireLocked(final)
 		r.leaseMu.Unlock()
@@ -617,19 +626,45 @@ func (r *Registry) install(code, final string) error {
 	return nil
 }
 
-func (r *Registry) put(rec record) error {
-	v, err := json.Marshal(rec)
-	if err != nil {
-		return fmt.Errorf("encoding metadata: %w", err)
-	}
+func (r *Registry) put(rec *record) error {
 	defer r.forget(rec.Name)
-	err = r.db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucket).Put([]byte(rec.Name), v)
+	err := r.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucket)
+		if rec.Slot == 0 {
+			// In the write transaction, which is the only one: no other
+			// deploy can take the same slot meanwhile.
+			var err error
+			if rec.Slot, err = freeSlot(b); err != nil {
+				return err
+			}
+		}
+		v, err := json.Marshal(rec)
+		if err != nil {
+			return fmt.Errorf("encoding metadata: %w", err)
+		}
+		return b.Put([]byte(rec.Name), v)
 	})
 	if err != nil {
 		return fmt.Errorf("committing metadata: %w", err)
 	}
 	return nil
+}
+
+// freeSlot returns the lowest slot no record of b holds.
+func freeSlot(b *bolt.Bucket) (int, error) {
+	used := map[int]bool{}
+	err := b.ForEach(func(_, v []byte) error {
+		var rec record
+		if err := json.Unmarshal(v, &rec); err == nil && rec.Slot > 0 {
+			used[rec.Slot] = true
+		}
+		return nil
+	})
+	n := 1
+	for used[n] {
+		n++
+	}
+	return n, err
 }
 
 // Delete removes the function called name and its code.

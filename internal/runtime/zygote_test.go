@@ -144,7 +144,7 @@ func TestZygoteConfine(t *testing.T) {
 sys.path.insert(0, sys.argv[1])
 import zygote
 zygote._filter = zygote.load_filter(sys.argv[2])
-zygote.harden()
+zygote._prctl(zygote.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)  # hearth-init sets it for a zygote
 zygote.confine()
 libc = ctypes.CDLL(None, use_errno=True)
 def probe():

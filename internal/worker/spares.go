@@ -434,7 +434,10 @@ func (w *Worker) spareStart(ctx context.Context, fn registry.Function, st *fnSta
 	w.track(inst)
 	go copyLines(st.stdout, sp.out)
 	go copyLines(st.stderr, sp.err)
-	err = sp.child.Go(zygote.Start{Mounts: mounts, UID: w.uid(), GID: w.gid(), Env: w.envMap(fn)})
+	uid, gid, err := w.ids(fn)
+	if err == nil {
+		err = sp.child.Go(zygote.Start{Mounts: mounts, UID: uid, GID: gid, Env: w.envMap(fn)})
+	}
 	if err == nil {
 		err = w.connect(ctx, inst, fn, nil)
 	} else {

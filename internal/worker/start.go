@@ -12,6 +12,7 @@ import (
 
 	"github.com/hearth-run/hearth/internal/cgroup"
 	"github.com/hearth-run/hearth/internal/function"
+	"github.com/hearth-run/hearth/internal/ident"
 	"github.com/hearth-run/hearth/internal/netns"
 	"github.com/hearth-run/hearth/internal/packages"
 	"github.com/hearth-run/hearth/internal/registry"
@@ -122,9 +123,19 @@ func (w *Worker) makeSandbox(ctx context.Context, fn registry.Function, st *fnSt
 		w.dropNet(context.Background(), ns)
 		return nil, fmt.Errorf("%s: %v: %w", fn.Name, err, ErrStart)
 	}
+	uid, gid, err := w.ids(fn)
+	if err != nil {
+		w.dropGroup(context.Background(), grp)
+		w.dropNet(context.Background(), ns)
+		outW.Close()
+		errW.Close()
+		return nil, err
+	}
 	t1 := time.Now()
 	tmpBytes, tmpDisk := w.scratch(fn)
 	sb, err := w.factory.Create(ctx, sandbox.Config{
+		UID:          uid,
+		GID:          gid,
 		NetNS:        netFile,
 		ID:           id,
 		Binds:        binds,
@@ -268,6 +279,10 @@ func (w *Worker) forkStart(ctx context.Context, fn registry.Function, st *fnStat
 	go copyLines(st.stdout, j.outR)
 	go copyLines(st.stderr, j.errR)
 	kind := netKind(fn)
+	uid, gid, err := w.ids(fn)
+	if err != nil {
+		return fail(err)
+	}
 	child, err := w.zyg.ForkFrom(ctx, node, zygote.Target{
 		Scratch:  j.scratch,
 		Listener: j.lis,
@@ -277,8 +292,8 @@ func (w *Worker) forkStart(ctx context.Context, fn registry.Function, st *fnStat
 		Net:      kind != "",
 		Hostname: "hearth-" + shortID(inst.id),
 		Mounts:   mounts,
-		UID:      w.uid(),
-		GID:      w.gid(),
+		UID:      uid,
+		GID:      gid,
 		Env:      w.envMap(fn),
 	})
 	j.close()
@@ -398,18 +413,26 @@ func closeAll(fs []*os.File) {
 	}
 }
 
-func (w *Worker) uid() int {
-	if w.cfg.UID == 0 {
-		return 65534
+// ids are the host uid and gid fn's sandboxes run as: its own, from its
+// registry slot, so that no two functions share the kernel's per-user
+// resources (keyrings, inotify instances, process counts), unless the
+// worker runs all as Config.UID.
+func (w *Worker) ids(fn registry.Function) (uid, gid int, err error) {
+	if w.cfg.UID != 0 {
+		return w.cfg.UID, cmp.Or(w.cfg.GID, w.cfg.UID), nil
 	}
-	return w.cfg.UID
-}
-
-func (w *Worker) gid() int {
-	if w.cfg.GID == 0 {
-		return 65534
+	if fn.Slot <= 0 {
+		return 0, 0, fmt.Errorf("%s: no identity (deployed before identities; deploy it again): %w", fn.Name, ErrStart)
 	}
-	return w.cfg.GID
+	r := w.cfg.IDs
+	if r.Size == 0 {
+		r = ident.Default
+	}
+	id, err := r.Function(fn.Slot - 1)
+	if err != nil {
+		return 0, 0, fmt.Errorf("%s: %v: %w", fn.Name, err, ErrStart)
+	}
+	return id, id, nil
 }
 
 // packages returns fn's package set, cached per revision until forget.

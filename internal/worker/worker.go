@@ -27,6 +27,7 @@ import (
 	"github.com/hearth-run/hearth/api/types"
 	"github.com/hearth-run/hearth/internal/cgroup"
 	"github.com/hearth-run/hearth/internal/function"
+	"github.com/hearth-run/hearth/internal/ident"
 	"github.com/hearth-run/hearth/internal/image"
 	"github.com/hearth-run/hearth/internal/packages"
 	"github.com/hearth-run/hearth/internal/registry"
@@ -76,8 +77,11 @@ type Config struct {
 	// CgroupParent is the cgroup under which sandboxes live (default
 	// DefaultCgroupParent(DataDir)).
 	CgroupParent string
-	// UID and GID run handlers (default 65534).
+	// UID and GID, if set, run every function's handlers. Zero: each
+	// function runs as its own host user, from IDs (see internal/ident).
 	UID, GID int
+	// IDs is the block of host ids for sandboxes (default ident.Default).
+	IDs ident.Range
 	// FreezeDelay is how long an idle sandbox stays runnable before it is
 	// frozen (default 2 ms; negative: at once). A call that arrives in
 	// between takes it without a freeze and a thaw (0.1 ms each, more
@@ -311,7 +315,7 @@ func New(ctx context.Context, cfg Config, fns Functions) (*Worker, error) {
 		GID:      cfg.GID,
 		Home:     w.home,
 		// Written by runtime.Install below, before any sandbox starts.
-		Seccomp: filepath.Join(w.runtime, runtime.SeccompFile),
+		Seccomp:       filepath.Join(w.runtime, runtime.SeccompFile),
 		ZygoteSeccomp: filepath.Join(w.runtime, runtime.ZygoteSeccompFile),
 	}
 	if m, err := sandbox.MountsUnder(w.factory.Dir); err == nil && len(m) > 0 {

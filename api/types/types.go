@@ -55,6 +55,9 @@ type Tiers struct {
 	Pools     bool `json:"pools"`
 	// SnapshotsOff says why snapshots are off, when they are.
 	SnapshotsOff string `json:"snapshots_off,omitempty"`
+	// ZygotesOff says why zygotes are off on this host, when a probe
+	// found they cannot fork.
+	ZygotesOff string `json:"zygotes_off,omitempty"`
 }
 
 // SandboxInfo describes one live sandbox.

@@ -106,6 +106,12 @@ func runDoctor(ctx context.Context, cfg doctorConfig, w io.Writer) int {
 		report(true, false, "disk /tmp", "ext4 images on loop devices")
 	}
 
+	if err := probeUserns(); err != nil {
+		report(false, false, "zygotes", "off: every start without a snapshot is cold: "+err.Error())
+	} else {
+		report(true, false, "zygotes", "unprivileged zygotes can fork children into user namespaces of their own")
+	}
+
 	a := snapshot.Probe(ctx, cfg.CRIURoot)
 	if a.CRIU != nil {
 		if a.Report.Breakpoints == "" {

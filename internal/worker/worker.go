@@ -220,6 +220,7 @@ type Worker struct {
 	spares  *spares         // children forked ahead of need; nil when off
 	snap    *snapshots      // nil when snapshots are off
 	snapOff string          // why snap is nil
+	zygOff  string          // why zyg is nil, when a probe found zygotes cannot fork
 	stop    chan struct{}   // closed by Close
 	life    context.Context // cancelled by Close: background work stops
 	endLife context.CancelFunc
@@ -375,6 +376,12 @@ func New(ctx context.Context, cfg Config, fns Functions) (*Worker, error) {
 		}
 		zc.Log = newZygoteLog(zc.Logger)
 		w.zyg, err = zygote.NewManager(ctx, zc, w.factory, w.cg)
+		if errors.Is(err, zygote.ErrUnavailable) {
+			// A host limit, not a fault: serve with fresh starts, and say why.
+			w.zygOff = err.Error()
+			w.log.Warn("zygotes off: every start without a snapshot is cold", "why", err)
+			w.zyg, err = nil, nil
+		}
 		if err != nil {
 			w.Close(context.Background())
 			return nil, fmt.Errorf("worker: zygotes: %w", err)
@@ -893,6 +900,7 @@ func (w *Worker) Tiers() Tiers {
 		Zygotes:      w.zyg != nil,
 		Pools:        !w.cfg.Resources.NoPools,
 		SnapshotsOff: w.snapOff,
+		ZygotesOff:   w.zygOff,
 	}
 }
 

@@ -86,6 +86,12 @@ func StartRoot(ctx context.Context, f *sandbox.Factory, cfg RootConfig) (*Proces
 		sb.Destroy(context.Background())
 		return nil, fmt.Errorf("starting root zygote: %w", err)
 	}
+	// A zygote that cannot make its children's namespaces forks nothing:
+	// say why now, not at every start.
+	if _, _, err := p.request(ctx, map[string]any{"op": "probe"}, nil); err != nil {
+		p.Destroy(context.Background())
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
 	return p, nil
 }
 

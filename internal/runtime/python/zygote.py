@@ -578,6 +578,22 @@ def spare_fork(req, fds):
     return cloned(req.get("net"), body)
 
 
+def probe():
+    """Clone a child as a fork does, into namespaces of its own, and wait
+    for it: {"ok": true}, or the reason this host refuses (no
+    unprivileged user namespaces, for one)."""
+    try:
+        pid, pidfd = cloned(True, lambda: None)
+    except OSError as e:
+        return {"error": "cloning into new user, pid, mount and network namespaces as an unprivileged user: %s" % (e.strerror,)}
+    posix.close(pidfd)
+    try:
+        posix.waitpid(pid, 0)
+    except ChildProcessError:
+        pass  # reaped already (SIGCHLD is ignored)
+    return {"ok": True}
+
+
 def pidfd_self():
     """A pidfd of this process, for the worker: a zygote's pid means
     nothing outside its pid namespace."""
@@ -652,6 +668,8 @@ def serve(ctl):
                 send(ctl, {"pid": spawn_child(req, fds)})
             elif op == "ping":
                 send(ctl, {"ok": True})
+            elif op == "probe":
+                send(ctl, probe())
             else:
                 send(ctl, {"error": "unknown op %r" % (op,)})
         except Exception as e:  # noqa: BLE001

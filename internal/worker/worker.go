@@ -287,6 +287,11 @@ func New(ctx context.Context, cfg Config, fns Functions) (*Worker, error) {
 	w.cache = cache
 	// Every start moves a process into a cgroup; by default each move
 	// waits for an RCU grace period (~10 ms here). See FavorDynMods.
+	if !cfg.NoZygotes {
+		if err := roomForInotify(); err != nil {
+			w.log.Warn("forked functions share the zygotes' inotify limit", "err", err)
+		}
+	}
 	if _, err := cgroup.FavorDynMods(); err != nil {
 		w.log.Warn("cgroup moves stay slow", "err", err)
 	}
@@ -998,4 +1003,29 @@ func (w *Worker) Close(ctx context.Context) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// Inotify instances and watches made in a user namespace count against
+// its owner too: all functions forked from zygotes count against the
+// zygotes' user, each up to its own cap (zygote.py's INOTIFY_LIMITS:
+// 128 and 8192). roomForInotify raises the host's per-user limits to
+// hold 64 such functions at their caps, so that none can exhaust the
+// others'; it never lowers them.
+func roomForInotify() error {
+	for _, l := range []struct {
+		path string
+		min  int
+	}{{"/proc/sys/fs/inotify/max_user_instances", 64 * 128}, {"/proc/sys/fs/inotify/max_user_watches", 64 * 8192}} {
+		b, err := os.ReadFile(l.path)
+		if err != nil {
+			return err
+		}
+		if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && n >= l.min {
+			continue
+		}
+		if err := os.WriteFile(l.path, []byte(strconv.Itoa(l.min)), 0); err != nil {
+			return err
+		}
+	}
+	return nil
 }

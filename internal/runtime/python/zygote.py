@@ -133,6 +133,23 @@ def mount(src, dst, fstype, flags, data=None):
         raise OSError(e, "mount %s on %s: %s" % (src, dst, posix.strerror(e)))
 
 
+# A user namespace starts with no limit of its own on inotify: every
+# instance and watch made in it counts only against its owner, the
+# zygotes' user, which all forked functions share. Each child caps its
+# own at a user's usual share (the worker makes room above for many).
+INOTIFY_LIMITS = (("/proc/sys/user/max_inotify_instances", b"128"),
+                  ("/proc/sys/user/max_inotify_watches", b"8192"))
+
+
+def limit_inotify():
+    for path, value in INOTIFY_LIMITS:
+        fd = posix.open(path, posix.O_WRONLY)
+        try:
+            posix.write(fd, value)
+        finally:
+            posix.close(fd)
+
+
 def sethostname(name):
     b = name.encode()
     if _libc.sethostname(b, len(b)) != 0:
@@ -507,6 +524,7 @@ class Target:
         mount(None, "/", None, MS_REC | MS_PRIVATE)
         move_mount(self.scratch, "/tmp")
         mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        limit_inotify()
         sethostname(req.get("hostname") or "hearth")
         if req.get("net"):
             lo_up()

@@ -228,6 +228,13 @@ func Main(argv []string) int {
 		}
 		unix.Close(a.NetNS)
 	}
+	// A session keyring of its own, empty: hearth-init inherits the
+	// worker's (root's), and whatever it starts would otherwise possess
+	// it, and with it root's keys, across the drop of privileges.
+	if _, _, errno := unix.Syscall(unix.SYS_KEYCTL, unix.KEYCTL_JOIN_SESSION_KEYRING, 0, 0); errno != 0 {
+		fmt.Fprintln(os.Stderr, "hearth-init: a new session keyring:", errno)
+		return 125
+	}
 	var filter []unix.SockFilter
 	if a.Seccomp != "" && len(a.Command) > 0 {
 		// Before setup: the file is a host path, out of the new root.

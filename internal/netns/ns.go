@@ -29,8 +29,9 @@ type NS struct {
 	hostLink netlink.Link
 	eth0     netlink.Link
 
-	base    netlink.LinkStatistics // counters at the last scrub
-	destroy sync.Once
+	base     netlink.LinkStatistics // counters at the last scrub
+	attached bool                   // moved into another's namespace (Attach): never reused
+	destroy  sync.Once
 }
 
 // File returns the namespace's descriptor, for setns or a child process

@@ -495,7 +495,7 @@ func (p *Pool) Release(ns *NS) {
 	if ns == nil {
 		return
 	}
-	if ns.p != p {
+	if ns.p != p || ns.attached {
 		ns.Destroy()
 		return
 	}

@@ -9,10 +9,10 @@
 #       fds: a sync pipe's read end, the sandbox's scratch file system (a
 #       detached mount), its listening socket, stdout, stderr, k
 #       cgroup.procs files, then one detached mount (open_tree) per dst.
-#       The zygote clones ONE child into new user, pid, mount, uts and
-#       ipc namespaces (and network, with "net"), which it owns. The
-#       child moves the scratch onto /tmp and the mounts onto their dst,
-#       mounts its /proc, joins the cgroup, takes its stdio and socket,
+#       The zygote clones ONE child into new user, mount, uts and ipc
+#       namespaces (and network, with "net"), which it owns. The child
+#       moves the scratch onto /tmp and the mounts onto their dst, caps
+#       its inotify use, joins the cgroup, takes its stdio and socket,
 #       then waits for a byte on the sync pipe: the worker has mapped
 #       uid and gid in the child's user namespace (the zygote cannot:
 #       it is unprivileged). It then becomes uid/gid, drops every
@@ -476,7 +476,12 @@ def exit_code(e):
 def cloned(net, body):
     """Clone a child into namespaces of its own, run body in it and
     return (pid, pidfd) in the parent."""
-    flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC
+    # No pid namespace of its own: its pid 1 would ignore the signals it
+    # sends itself (a handler's os.kill or abort would not end it) and
+    # leave its orphans unreaped. It stays in its zygote's, where /proc
+    # shows it its own user's processes only, and its cgroup's kill ends
+    # it and all it forked.
+    flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC
     if net:
         flags |= CLONE_NEWNET
     pid, pidfd = clone(flags)
@@ -514,16 +519,15 @@ class Target:
         self.rest = fds[lead + 4 + ncg:]
 
     def enter(self, req, keep=-1):
-        """In a just-cloned child, pid 1 of its pid namespace and owner of
-        all its namespaces: build the sandbox (its /tmp, /proc, host name,
-        loopback), join its cgroup, take its stdio and socket. keep, if
+        """In a just-cloned child, owner of all its namespaces: build the
+        sandbox (its /tmp, host name, loopback), join its cgroup, take its
+        stdio and socket. keep, if
         set, becomes fd LISTEN_FD + 1, and the descriptors of self.rest
         stay open; all others close."""
         _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
         # Mounts made here must not reach the zygote's namespace.
         mount(None, "/", None, MS_REC | MS_PRIVATE)
         move_mount(self.scratch, "/tmp")
-        mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
         limit_inotify()
         sethostname(req.get("hostname") or "hearth")
         if req.get("net"):

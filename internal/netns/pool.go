@@ -62,10 +62,18 @@ type Config struct {
 	// of the reserve is ready (default 5 ms; negative: no wait).
 	RefillDelay time.Duration
 	// NAT masquerades sandbox traffic that leaves through the host's
-	// other interfaces (an nftables table named hearth-PREFIX) and turns
-	// on the host's IPv4 forwarding. Off by default: isolated sandboxes
-	// then reach nothing beyond their gateway.
+	// other interfaces and turns on the host's IPv4 forwarding. Without
+	// it the pool's table rejects everything sandboxes send beyond their
+	// bridge: no egress.
 	NAT bool
+	// Guard are the host uids whose sockets, in the host's network
+	// namespace, may send nothing to the host's own addresses or into
+	// the pool's bridges (the ids of sandboxes, installers and zygotes).
+	Guard []UIDRange
+	// OfflineReserve is how many empty namespaces (for network: offline)
+	// the refiller keeps ready (default 4; -1 keeps none). They are
+	// never reused: one that comes back is destroyed.
+	OfflineReserve int
 }
 
 func (c *Config) setDefaults() error {
@@ -97,6 +105,19 @@ func (c *Config) setDefaults() error {
 	case c.Reserve < -1:
 		return fmt.Errorf("%w: reserve %d", ErrBadConfig, c.Reserve)
 	}
+	switch {
+	case c.OfflineReserve == 0:
+		c.OfflineReserve = 4
+	case c.OfflineReserve == -1:
+		c.OfflineReserve = 0
+	case c.OfflineReserve < -1:
+		return fmt.Errorf("%w: offline reserve %d", ErrBadConfig, c.OfflineReserve)
+	}
+	for _, g := range c.Guard {
+		if g.First > g.Last {
+			return fmt.Errorf("%w: guard uids %d-%d", ErrBadConfig, g.First, g.Last)
+		}
+	}
 	if c.MaxIdle < c.Reserve {
 		if c.MaxIdle == 0 {
 			c.MaxIdle = 2 * c.Reserve
@@ -113,6 +134,7 @@ func (c *Config) setDefaults() error {
 // Stats counts a pool's work since it was made.
 type Stats struct {
 	Ready     int   `json:"ready"`     // scrubbed namespaces waiting
+	Offline   int   `json:"offline"`   // empty namespaces waiting
 	Live      int   `json:"live"`      // namespaces ready or out
 	Bridges   int   `json:"bridges"`   // bridges made
 	Hits      int64 `json:"hits"`      // Gets served from the reserve
@@ -134,8 +156,6 @@ type Pool struct {
 	host      netns.NsHandle  // the host namespace, to return threads to
 	blockBits int             // host bits of one bridge's block
 	blocks    int             // blocks in the subnet
-	offline   *os.File
-	nft       bool // the pool's nftables table is installed
 
 	kick chan struct{}
 	stop chan struct{}
@@ -146,6 +166,7 @@ type Pool struct {
 	vseq    int             // guarded by mu; number of the last veth made
 	live    map[string]bool // guarded by mu; veths of namespaces not destroyed
 	ready   []*NS           // guarded by mu
+	offline []*NS           // guarded by mu; empty namespaces ready
 	dirty   []*NS           // guarded by mu; released, waiting to be scrubbed
 	lastGet time.Time       // guarded by mu
 	st      Stats           // guarded by mu
@@ -164,9 +185,10 @@ type bridge struct {
 	ports int        // taken ports; guarded by Pool.mu
 }
 
-// New sweeps what a crashed pool with the same prefix left, makes the
-// shared offline namespace and starts filling the reserve in the
-// background. The caller must Close the pool.
+// New sweeps what a crashed pool with the same prefix left, installs the
+// pool's nftables table (without nf_tables there is no pool: the table is
+// what keeps sandboxes off the host) and starts filling the reserves in
+// the background. The caller must Close the pool.
 func New(ctx context.Context, cfg Config) (_ *Pool, err error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
@@ -196,33 +218,57 @@ func New(ctx context.Context, cfg Config) (_ *Pool, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("netns: host namespace: %w", err)
 	}
-	// The nftables table keeps forwarded connections out of the pool's
-	// bridges; without nf_tables only NAT is impossible.
-	if terr := addTable(cfg.Prefix, cfg.Subnet, cfg.NAT); terr == nil {
-		p.nft = true
-		defer func() {
-			if err != nil {
-				delTable(cfg.Prefix)
-			}
-		}()
-	} else if cfg.NAT {
-		return nil, terr
+	if err := addTable(tableSpec{prefix: cfg.Prefix, subnet: cfg.Subnet, nat: cfg.NAT, guard: cfg.Guard}); err != nil {
+		return nil, err
+	}
+	go p.refill()
+	p.wake()
+	return p, nil
+}
+
+// GetOffline returns an empty namespace (only loopback, and that down)
+// of its own for a sandbox that needs no network: a ready one, or one
+// made now. The caller owns it and must Release or Destroy it; it is
+// never reused.
+func (p *Pool) GetOffline(ctx context.Context) (*NS, error) {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil, ErrClosed
+	}
+	p.lastGet = time.Now()
+	if n := len(p.offline); n > 0 {
+		ns := p.offline[n-1]
+		p.offline = p.offline[:n-1]
+		p.st.Hits++
+		p.mu.Unlock()
+		p.wake()
+		return ns, nil
+	}
+	p.st.Misses++
+	p.mu.Unlock()
+	p.wake()
+	return p.CreateOffline(ctx)
+}
+
+// CreateOffline makes an empty namespace now, bypassing the reserve.
+func (p *Pool) CreateOffline(ctx context.Context) (*NS, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
 	fd, h, err := p.unshare(false)
 	if err != nil {
 		return nil, fmt.Errorf("netns: offline namespace: %w", err)
 	}
 	h.Close()
-	p.offline = os.NewFile(uintptr(fd), "netns-offline")
-	go p.refill()
-	p.wake()
-	return p, nil
+	p.mu.Lock()
+	p.st.Created++
+	p.mu.Unlock()
+	return &NS{p: p, file: os.NewFile(uintptr(fd), "netns-offline")}, nil
 }
 
-// Offline returns the shared, empty namespace (only loopback, and that
-// down) for sandboxes that need no network. The pool owns the file; it
-// stays open until Close.
-func (p *Pool) Offline() *os.File { return p.offline }
+// Offline reports whether ns is an empty namespace (network: offline).
+func (ns *NS) Offline() bool { return ns.br == nil }
 
 // Prefix returns the name prefix of the pool's bridges and veths.
 func (p *Pool) Prefix() string { return p.cfg.Prefix }
@@ -484,6 +530,13 @@ func (p *Pool) Put(ctx context.Context, ns *NS) error {
 	if ns == nil || ns.p != p {
 		return fmt.Errorf("%w: namespace from another pool", ErrBadConfig)
 	}
+	if ns.Offline() {
+		p.mu.Lock()
+		p.st.Removed++
+		p.mu.Unlock()
+		ns.Destroy()
+		return nil
+	}
 	if err := ns.scrub(ctx); err != nil {
 		p.mu.Lock()
 		p.st.Discarded++
@@ -512,7 +565,10 @@ func (p *Pool) Release(ns *NS) {
 		return
 	}
 	p.mu.Lock()
-	if p.closed || ns.p != p {
+	if p.closed || ns.p != p || ns.Offline() {
+		if ns.Offline() && ns.p == p {
+			p.st.Removed++
+		}
 		p.mu.Unlock()
 		ns.Destroy()
 		return
@@ -522,16 +578,16 @@ func (p *Pool) Release(ns *NS) {
 	p.wake()
 }
 
-// Fill blocks until the reserve is full or ctx ends.
+// Fill blocks until both reserves are full or ctx ends.
 func (p *Pool) Fill(ctx context.Context) error {
 	for {
 		p.mu.Lock()
-		n, closed := len(p.ready), p.closed
+		n, off, closed := len(p.ready), len(p.offline), p.closed
 		p.mu.Unlock()
 		if closed {
 			return ErrClosed
 		}
-		if n >= p.cfg.Reserve {
+		if n >= p.cfg.Reserve && off >= p.cfg.OfflineReserve {
 			return nil
 		}
 		p.wake()
@@ -549,6 +605,7 @@ func (p *Pool) Stats() Stats {
 	defer p.mu.Unlock()
 	s := p.st
 	s.Ready = len(p.ready)
+	s.Offline = len(p.offline)
 	s.Live = int(s.Created - s.Destroyed)
 	return s
 }
@@ -565,14 +622,13 @@ func (p *Pool) Close(ctx context.Context) error {
 	}
 	p.closed = true
 	close(p.stop)
-	ready := append(p.ready, p.dirty...)
-	p.ready, p.dirty = nil, nil
+	ready := append(append(p.ready, p.dirty...), p.offline...)
+	p.ready, p.dirty, p.offline = nil, nil, nil
 	p.mu.Unlock()
 	<-p.done
 	for _, ns := range ready {
 		ns.Destroy()
 	}
-	p.offline.Close()
 	var errs []error
 	if err := p.waitVeths(ctx); err != nil {
 		errs = append(errs, err)
@@ -589,10 +645,8 @@ func (p *Pool) Close(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("netns: bridge %s: %w", br.name, err))
 		}
 	}
-	if p.nft {
-		if _, err := delTable(p.cfg.Prefix); err != nil {
-			errs = append(errs, err)
-		}
+	if _, err := delTable(p.cfg.Prefix); err != nil {
+		errs = append(errs, err)
 	}
 	p.nl.Close()
 	p.host.Close()
@@ -619,6 +673,9 @@ func (p *Pool) due() reserve.Due {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	d := reserve.Level(p.closed, len(p.ready), p.cfg.Reserve, p.lastGet)
+	off := reserve.Level(p.closed, len(p.offline), p.cfg.OfflineReserve, p.lastGet)
+	d.Short = d.Short || off.Short
+	d.Low = d.Low && p.cfg.Reserve > 0 || off.Low && p.cfg.OfflineReserve > 0
 	if len(p.dirty) > 0 {
 		d.Clean = p.scrubOne
 	}
@@ -640,9 +697,17 @@ func (p *Pool) scrubOne() {
 	cancel()
 }
 
-// makeOne makes a namespace for the reserve.
+// makeOne makes a namespace for the reserve that is shorter: isolated
+// first.
 func (p *Pool) makeOne() (more, closed bool) {
-	ns, err := p.Create(context.Background())
+	p.mu.Lock()
+	offline := len(p.ready) >= p.cfg.Reserve
+	p.mu.Unlock()
+	create := p.Create
+	if offline {
+		create = p.CreateOffline
+	}
+	ns, err := create(context.Background())
 	if err != nil {
 		return false, false // Get falls back to Create meanwhile and reports the error
 	}
@@ -652,7 +717,11 @@ func (p *Pool) makeOne() (more, closed bool) {
 		ns.Destroy()
 		return false, true
 	}
-	p.ready = append(p.ready, ns)
+	if offline {
+		p.offline = append(p.offline, ns)
+	} else {
+		p.ready = append(p.ready, ns)
+	}
 	p.mu.Unlock()
 	return true, false
 }

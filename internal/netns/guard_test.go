@@ -61,7 +61,9 @@ func startHostServices(t *testing.T, bridgeAddr netip.Addr) hostServices {
 	return hs
 }
 
-func itoa(n int) string { return netip.AddrPortFrom(netip.IPv4Unspecified(), uint16(n)).String()[len("0.0.0.0:"):] }
+func itoa(n int) string {
+	return netip.AddrPortFrom(netip.IPv4Unspecified(), uint16(n)).String()[len("0.0.0.0:"):]
+}
 
 // tryTCP connects to addr within timeout.
 func tryTCP(addr string, timeout time.Duration) error {

@@ -418,6 +418,8 @@ func status(err error) (int, string) {
 		// At deploy and, for a function deployed under a larger budget,
 		// at invoke: retrying cannot help.
 		return http.StatusUnprocessableEntity, "MemoryTooLarge"
+	case errors.Is(err, worker.ErrHostNetwork):
+		return http.StatusForbidden, "HostNetworkNotAllowed"
 	case errors.Is(err, worker.ErrSnapshotsOff):
 		return http.StatusConflict, "SnapshotsOff"
 	case errors.Is(err, worker.ErrNotSnapshottable):

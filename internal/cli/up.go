@@ -75,7 +75,21 @@ type Config struct {
 	CgroupPool  int    `yaml:"cgroup_pool"`
 	NetnsPool   int    `yaml:"netns_pool"`
 	NetnsSubnet string `yaml:"netns_subnet"`
-	NetnsNAT    bool   `yaml:"netns_nat"`
+	// NoEgress keeps isolated sandboxes (the default network) from
+	// reaching anything beyond their bridge; by default they get out
+	// through the host's NAT.
+	NoEgress bool `yaml:"no_egress"`
+	// NetnsNAT is the old switch for egress, off by default then; it now
+	// means the opposite of no_egress when set.
+	NetnsNAT *bool `yaml:"netns_nat"`
+	// AllowHostNetwork lets functions ask for network: host (the host's
+	// network namespace). Off by default: such deploys get 403.
+	AllowHostNetwork bool `yaml:"allow_host_network"`
+	// OpenInvoke lets anyone who reaches the listen address invoke
+	// functions without the token. Off by default; refused on an address
+	// other than loopback unless OpenInvokePublic is set too.
+	OpenInvoke       bool `yaml:"open_invoke"`
+	OpenInvokePublic bool `yaml:"open_invoke_public"`
 	// Policy is the warm pool's keep-alive policy: lru, gd, freq, ttl or hist.
 	Policy string `yaml:"policy"`
 	// Pools splits warm_budget_mb into size-partitioned pools in percent,
@@ -259,7 +273,8 @@ On shutdown it destroys every sandbox and cgroup it made.`,
 	f.BoolVar(&flags.NoPools, "no-pools", false, "make cgroups and network namespaces on the critical path (no pre-made resources)")
 	f.IntVar(&flags.CgroupPool, "cgroup-pool", 16, "pre-made cgroups kept ready")
 	f.IntVar(&flags.NetnsPool, "netns-pool", 8, "pre-made network namespaces kept ready for network: isolated")
-	f.BoolVar(&flags.NetnsNAT, "netns-nat", false, "let isolated sandboxes out through the host (nftables masquerade; turns on IPv4 forwarding)")
+	f.BoolVar(&flags.NoEgress, "no-egress", false, "keep isolated sandboxes (the default network) from reaching anything beyond their bridge (default: out through the host's NAT, which turns on IPv4 forwarding)")
+	f.BoolVar(&flags.AllowHostNetwork, "allow-host-network", false, "let functions ask for network: host (the host's network namespace; its loopback and addresses stay closed to them)")
 	f.StringVar(&flags.NetnsSubnet, "netns-subnet", "10.200.0.0/16", "private IPv4 subnet of isolated sandboxes (distinct per worker on a host)")
 	f.BoolVar(&fresh, "fresh", false, "start every invocation fresh: no warm cache, zygotes, pools or snapshots (a Docker-like baseline)")
 	f.BoolVar(&flags.NoSnapshots, "no-snapshots", false, "never snapshot or restore functions")
@@ -374,6 +389,9 @@ func runUp(ctx context.Context, cfg Config) error {
 	regOpts := registry.Options{
 		CheckRequirements: func(reqs []string) error { return function.CheckRequirements(base, reqs) },
 		Validate: func(s function.Spec) error {
+			if err := worker.CheckNetwork(cfg.AllowHostNetwork, s); err != nil {
+				return err
+			}
 			return worker.CheckMemory(budget, poolCfg, s.MemoryMB)
 		},
 		Prepare:  compileHook(inst.compiler, log),
@@ -391,23 +409,24 @@ func runUp(ctx context.Context, cfg Config) error {
 	}
 	reinstallPackages(ctx, pkgs, reg, log)
 	wcfg := worker.Config{
-		DataDir:      cfg.DataDir,
-		Base:         base,
-		InitPath:     initPath,
-		WarmBudget:   budget,
-		Pool:         poolCfg,
-		PidsLimit:    cfg.PidsLimit,
-		ScratchBytes: cfg.ScratchMB << 20,
-		CgroupParent: cfg.CgroupParent,
-		NoWarm:       cfg.NoWarm,
-		NoZygotes:    cfg.NoZygotes,
-		PreMade:      cfg.PreMade,
-		Spares:       cfg.Spares,
-		MaxSpares:    cfg.MaxSpares,
-		NoSnapshots:  cfg.NoSnapshots,
-		LogLines:     cfg.LogLines,
-		LogBytes:     cfg.LogsMB << 20,
-		Logger:       log,
+		DataDir:          cfg.DataDir,
+		Base:             base,
+		InitPath:         initPath,
+		WarmBudget:       budget,
+		Pool:             poolCfg,
+		PidsLimit:        cfg.PidsLimit,
+		ScratchBytes:     cfg.ScratchMB << 20,
+		CgroupParent:     cfg.CgroupParent,
+		NoWarm:           cfg.NoWarm,
+		NoZygotes:        cfg.NoZygotes,
+		PreMade:          cfg.PreMade,
+		Spares:           cfg.Spares,
+		MaxSpares:        cfg.MaxSpares,
+		NoSnapshots:      cfg.NoSnapshots,
+		AllowHostNetwork: cfg.AllowHostNetwork,
+		LogLines:         cfg.LogLines,
+		LogBytes:         cfg.LogsMB << 20,
+		Logger:           log,
 	}
 	if !cfg.NoSnapshots {
 		if wcfg.Snapshot, err = snapshotConfig(ctx, cfg.Snapshot, log); err != nil {
@@ -608,14 +627,23 @@ func mergeResourceFlags(cmd *cobra.Command, cfg *Config, flags Config) {
 	if fl.Changed("netns-subnet") {
 		cfg.NetnsSubnet = flags.NetnsSubnet
 	}
-	if fl.Changed("netns-nat") {
-		cfg.NetnsNAT = flags.NetnsNAT
+	if fl.Changed("no-egress") {
+		cfg.NoEgress = flags.NoEgress
+	}
+	if fl.Changed("allow-host-network") {
+		cfg.AllowHostNetwork = flags.AllowHostNetwork
 	}
 }
 
 // resourceConfig turns hearth.yaml's pool settings into the worker's.
 func resourceConfig(cfg Config) (worker.ResourceConfig, error) {
-	r := worker.ResourceConfig{NoPools: cfg.NoPools, Cgroups: cfg.CgroupPool, NetNS: cfg.NetnsPool, NAT: cfg.NetnsNAT}
+	r := worker.ResourceConfig{NoPools: cfg.NoPools, Cgroups: cfg.CgroupPool, NetNS: cfg.NetnsPool, NoEgress: cfg.NoEgress}
+	if cfg.NetnsNAT != nil {
+		if cfg.NoEgress && *cfg.NetnsNAT {
+			return r, errors.New("netns_nat: true contradicts no_egress: true (netns_nat is deprecated: egress is on unless no_egress)")
+		}
+		r.NoEgress = !*cfg.NetnsNAT
+	}
 	if cfg.CgroupPool < 0 || cfg.NetnsPool < 0 {
 		return r, fmt.Errorf("cgroup_pool and netns_pool must not be negative (got %d, %d)", cfg.CgroupPool, cfg.NetnsPool)
 	}

@@ -12,10 +12,11 @@ func TestSnapshottable(t *testing.T) {
 		snapshot, network string
 		want              bool
 	}{
-		{"", "", true},
+		{"", function.NetworkHost, true},
 		{function.SnapshotAuto, "none", true},
-		{function.SnapshotAlways, "", true},
-		{function.SnapshotNever, "", false},
+		{function.SnapshotAlways, function.NetworkHost, true},
+		{function.SnapshotNever, function.NetworkHost, false},
+		{"", "", false}, // the default, isolated
 		{function.SnapshotAlways, function.NetworkIsolated, false},
 		{"", function.NetworkOffline, false},
 	}

@@ -242,8 +242,8 @@ func (w *Worker) forkStart(ctx context.Context, fn registry.Function, st *fnStat
 	}
 	var inst *instance
 	var mounts [][2]string
-	if sb := w.takeHolder(fn); sb != nil {
-		inst, mounts, err = w.adopt(ctx, sb, fn)
+	if hd := w.takeHolder(fn); hd.sb != nil {
+		inst, mounts, err = w.adopt(ctx, hd, fn)
 	} else {
 		inst, err = w.newSandbox(ctx, fn, st, nil, nil)
 	}

@@ -109,6 +109,10 @@ type Config struct {
 	NoWarm bool
 	// Resources configures the pre-made cgroups and network namespaces.
 	Resources ResourceConfig
+	// AllowHostNetwork lets functions run in the host's network namespace
+	// (network: host). Off by default: deploys and invocations of such
+	// functions fail with ErrHostNetwork.
+	AllowHostNetwork bool
 	// NoSnapshots switches function snapshots off. Without a working
 	// CRIU they are off anyway (Tiers reports it).
 	NoSnapshots bool
@@ -362,7 +366,8 @@ func New(ctx context.Context, cfg Config, fns Functions) (*Worker, error) {
 		// before Plant, and promotions come with invocations.
 		zc.NodeReady = func(key string) {
 			if w.spares != nil {
-				w.spares.prime(key, "")
+				// For the default network.
+				w.spares.prime(key, function.NetworkIsolated)
 			}
 		}
 		zc.Log = newZygoteLog(zc.Logger)
@@ -446,6 +451,11 @@ func (w *Worker) Invoke(ctx context.Context, name string, event []byte) (Result,
 	}
 	code := w.holdCode(fn, release)
 	defer w.dropCode(code)
+	// A function deployed when the worker allowed the host's network, or
+	// before network: none was renamed, on a worker that no longer does.
+	if err := CheckNetwork(w.cfg.AllowHostNetwork, fn.Spec); err != nil {
+		return Result{}, fmt.Errorf("%s: %w", name, err)
+	}
 	st, err := w.fnState(fn)
 	if err != nil {
 		return Result{}, err

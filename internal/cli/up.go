@@ -193,6 +193,12 @@ On shutdown it destroys every sandbox and cgroup it made.`,
 			if fl.Changed("token") {
 				cfg.Token = flags.Token
 			}
+			if fl.Changed("open-invoke") {
+				cfg.OpenInvoke = flags.OpenInvoke
+			}
+			if fl.Changed("open-invoke-public") {
+				cfg.OpenInvokePublic = flags.OpenInvokePublic
+			}
 			if fl.Changed("warm-budget-mb") {
 				cfg.WarmBudgetMB = flags.WarmBudgetMB
 			}
@@ -261,7 +267,9 @@ On shutdown it destroys every sandbox and cgroup it made.`,
 	f.StringVar(&flags.DataDir, "data-dir", "/var/lib/hearth", "data directory")
 	f.StringVar(&flags.Base, "base", "", "base image tree (default: build one under the data dir)")
 	f.StringVar(&flags.Init, "init", "", "hearth-init binary (default: next to hearth, then $PATH)")
-	f.StringVar(&flags.Token, "token", "", "bearer token for management endpoints (or $HEARTH_TOKEN)")
+	f.StringVar(&flags.Token, "token", "", "bearer token of the API (or $HEARTH_TOKEN; default: the data dir's api-token, made at the first start)")
+	f.BoolVar(&flags.OpenInvoke, "open-invoke", false, "serve the invoke endpoints without the token (loopback addresses only, unless --open-invoke-public)")
+	f.BoolVar(&flags.OpenInvokePublic, "open-invoke-public", false, "allow --open-invoke on an address other than loopback")
 	f.Int64Var(&flags.WarmBudgetMB, "warm-budget-mb", 0, "memory budget of all sandboxes, busy and paused, MB (default: half of the machine's memory, or of the worker's cgroup limit)")
 	f.StringVar(&flags.Policy, "policy", "lru", "warm pool policy: lru, gd, freq, ttl or hist")
 	f.StringVar(&flags.Pools, "pools", "80/20", `warm pool split in percent, small functions first, or "unified"`)
@@ -325,6 +333,9 @@ func runUp(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	if err := checkOpenInvoke(cfg); err != nil {
+		return err
+	}
 	// One worker per data dir; then sweep what a predecessor left (its
 	// reaper may have been killed with it), and start our own reaper.
 	host := worker.Host{DataDir: cfg.DataDir, CgroupParent: cfg.CgroupParent}.Resolve()
@@ -333,6 +344,19 @@ func runUp(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer lock.Release()
+	// The API is never open: without a configured token the worker uses
+	// (or makes, at its first start) the one in the data dir.
+	token := cfg.Token
+	if token == "" {
+		var created bool
+		if token, created, err = api.LoadOrCreateToken(cfg.DataDir); err != nil {
+			return err
+		}
+		if created {
+			log.Info("made the API token; the CLI on this host reads it, remote clients pass it with --token or $HEARTH_TOKEN",
+				"file", filepath.Join(cfg.DataDir, api.TokenFile))
+		}
+	}
 	if b, err := os.ReadFile(filepath.Join(cfg.DataDir, worker.ReapLog)); err == nil {
 		log.Warn("the previous worker exited uncleanly; its reaper swept", "reaper", strings.TrimSpace(string(b)))
 		os.Remove(filepath.Join(cfg.DataDir, worker.ReapLog))
@@ -474,7 +498,8 @@ func runUp(ctx context.Context, cfg Config) error {
 	reqCtx, cancelRequests := context.WithCancel(context.Background())
 	defer cancelRequests()
 	handler := api.New(api.Config{
-		Token:      cfg.Token,
+		Token:      token,
+		OpenInvoke: cfg.OpenInvoke,
 		MaxBody:    cfg.MaxBodyMB << 20,
 		MaxArchive: cfg.MaxArchiveMB << 20,
 		TempDir:    cfg.DataDir,
@@ -510,6 +535,27 @@ func runUp(ctx context.Context, cfg Config) error {
 		err = nil
 	}
 	return err
+}
+
+// checkOpenInvoke refuses open_invoke on an address other than loopback
+// unless open_invoke_public says that is meant: anyone who reaches the
+// address could then run every function.
+func checkOpenInvoke(cfg Config) error {
+	if !cfg.OpenInvoke || cfg.OpenInvokePublic {
+		return nil
+	}
+	host, _, err := net.SplitHostPort(cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %q: %w", cfg.Listen, err)
+	}
+	if host == "localhost" {
+		return nil
+	}
+	if a, err := netip.ParseAddr(host); err == nil && a.IsLoopback() {
+		return nil
+	}
+	return fmt.Errorf("open_invoke on %s, which is not a loopback address, would let anyone who reaches it invoke every function; "+
+		"set open_invoke_public as well if that is meant", cfg.Listen)
 }
 
 // Shutdown budget: a worker stops within shutdownTimeout of SIGTERM,

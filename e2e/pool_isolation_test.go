@@ -7,9 +7,9 @@ import (
 	"hash/fnv"
 	"io"
 	"net"
-	"net/http"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -135,7 +135,7 @@ func probeNet(t *testing.T, w *worker, name string, event any) netReport {
 func TestIsolatedNetwork(t *testing.T) {
 	// Without spares, so that every start below takes its namespace
 	// from the pool (TestIsolatedSpare covers spares).
-	w := startWorker(t, "--netns-subnet", testSubnet(), "--netns-pool", "2", "--spares", "-1")
+	w := startWorker(t, "--netns-subnet", testSubnet(), "--netns-pool", "2", "--spares", "-1", "--allow-host-network")
 	prefix := netPrefix(w.cgroup)
 	defer func() {
 		w.stop() // clean-ups run after this; the links must go with the worker
@@ -144,7 +144,7 @@ func TestIsolatedNetwork(t *testing.T) {
 	for _, n := range []string{"srv", "cli"} {
 		w.deployDir(n, fn(t, "f.py", netProbe, "function.yaml", "network: isolated\n"))
 	}
-	w.deployDir("host", fn(t, "f.py", netProbe, "function.yaml", "network: none\n"))
+	w.deployDir("host", fn(t, "f.py", netProbe, "function.yaml", "network: host\n"))
 	w.deployDir("off", fn(t, "f.py", netProbe, "function.yaml", "network: offline\n"))
 
 	// A service on the host's loopback.
@@ -169,16 +169,23 @@ func TestIsolatedNetwork(t *testing.T) {
 		t.Fatalf("isolated sandbox: interfaces %v, address %q; want eth0 and lo with an address", srv.Ifaces, srv.Addr)
 	}
 	srvAddr := net.JoinHostPort(srv.Addr, "8080")
-	// Positive controls: the host reaches the sandbox's listener, and a
-	// host-network sandbox reaches the host's loopback service.
+	// Positive control: the host reaches the sandbox's listener.
 	c, err := net.DialTimeout("tcp", srvAddr, 2*time.Second)
 	if err != nil {
 		t.Fatalf("host cannot reach the isolated sandbox's listener %s: %v", srvAddr, err)
 	}
 	c.Close()
+	// A host-network sandbox sees the host's interfaces, but neither the
+	// host's loopback service nor the isolated sandbox.
 	hostLoAddr := hostLo.Addr().String()
-	if r := probeNet(t, w, "host", map[string]any{"targets": []string{hostLoAddr}}); r.Reach[hostLoAddr] != "ok" {
-		t.Fatalf("host-network sandbox cannot reach %s: %v", hostLoAddr, r.Reach)
+	r := probeNet(t, w, "host", map[string]any{"targets": []string{hostLoAddr, srvAddr}})
+	if !slices.Contains(r.Ifaces, prefix+"b0") {
+		t.Errorf("host-network sandbox: interfaces %v, want the host's (with bridge %sb0)", r.Ifaces, prefix)
+	}
+	for tgt, res := range r.Reach {
+		if res == "ok" {
+			t.Errorf("host-network sandbox reached %s", tgt)
+		}
 	}
 
 	// The gateway (first address of the sandbox's /22) is the host too:
@@ -224,7 +231,7 @@ func TestIsolatedNetwork(t *testing.T) {
 // metricValue reads one sample from the worker's /metrics (-1 if absent).
 func metricValue(t *testing.T, w *worker, series string) float64 {
 	t.Helper()
-	resp, err := http.Get(w.url + "/metrics")
+	resp, err := w.get("/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -71,7 +71,7 @@ type snapshotList struct {
 
 func (w *worker) snapshots() snapshotList {
 	w.t.Helper()
-	resp, err := http.Get(w.url + "/v1/snapshots")
+	resp, err := w.get("/v1/snapshots")
 	if err != nil {
 		w.t.Fatal(err)
 	}
@@ -117,8 +117,7 @@ func (w *worker) waitSnapshot(name string, since time.Time) string {
 
 func (w *worker) del(path string) int {
 	w.t.Helper()
-	req, _ := http.NewRequest(http.MethodDelete, w.url+path, nil)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := w.do(http.MethodDelete, path, "", nil)
 	if err != nil {
 		w.t.Fatal(err)
 	}
@@ -128,7 +127,7 @@ func (w *worker) del(path string) int {
 
 func (w *worker) metric(name string) string {
 	w.t.Helper()
-	resp, err := http.Get(w.url + "/metrics")
+	resp, err := w.get("/metrics")
 	if err != nil {
 		w.t.Fatal(err)
 	}
@@ -159,15 +158,29 @@ func decodeSlow(t *testing.T, body []byte) slowAnswer {
 // re-running the init, two concurrent restores draw different numbers, a
 // corrupt snapshot falls back and is deleted, a restart keeps the cache,
 // and `hearth snapshot create` snapshots on demand.
+// hostNet puts a function in the host's network namespace: snapshots
+// are only taken of such functions (a snapshot does not carry a network
+// namespace yet), which the worker must allow.
+const hostNet = "network: host\n"
+
+func readFile(t *testing.T, p string) string {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
 func TestSnapshotLifecycle(t *testing.T) {
 	// Budget for two 256 MB sandboxes at once in the large pool.
-	w := startWorker(t, "--no-warm-cache", "--warm-budget-mb", "4096")
+	w := startWorker(t, "--no-warm-cache", "--warm-budget-mb", "4096", "--allow-host-network")
 	w.needSnapshots()
 	if l := w.snapshots(); !l.Enabled || len(l.Snapshots) != 0 {
 		t.Fatalf("fresh worker: %+v, want enabled and empty", l)
 	}
 	w.deployDir("slow", fn(t, "f.py", slowInit, "requirements.txt", "numpy\n",
-		"function.yaml", "memory_mb: 256\nsnapshot: always\n"))
+		"function.yaml", "memory_mb: 256\nsnapshot: always\n"+hostNet))
 	t0 := time.Now()
 	first := w.mustInvoke("slow", "{}")
 	if first.Path == "snapshot" || first.InitMs < 1000 {
@@ -214,7 +227,7 @@ func TestSnapshotLifecycle(t *testing.T) {
 
 	// `hearth snapshot create` snapshots a function on demand; never
 	// means never.
-	w.deployDir("hello", "../examples/hello")
+	w.deployDir("hello", fn(t, "f.py", readFile(t, "../examples/hello/f.py"), "function.yaml", hostNet))
 	if out, err := w.hearth("snapshot", "create", "hello"); err != nil || !strings.Contains(out, "snapshot hello-") {
 		t.Fatalf("snapshot create hello: %v\n%s", err, out)
 	}
@@ -283,7 +296,7 @@ func TestSnapshotLifecycle(t *testing.T) {
 
 	// A new revision never restores the old one, whose snapshot goes.
 	w.deployDir("slow", fn(t, "f.py", slowInit+"\n# v2\n", "requirements.txt", "numpy\n",
-		"function.yaml", "memory_mb: 256\nsnapshot: always\n"))
+		"function.yaml", "memory_mb: 256\nsnapshot: always\n"+hostNet))
 	if inv := w.mustInvoke("slow", "{}"); inv.Path == "snapshot" {
 		t.Errorf("new revision restored the old revision's snapshot")
 	}
@@ -330,8 +343,8 @@ func TestSnapshotRemoteRoundTrip(t *testing.T) {
 	srv := snaptest.StartS3(t)
 	cfg := writeConfig(t, fmt.Sprintf("snapshot:\n  s3:\n    endpoint: %q\n    bucket: e2e\n    access_key: %q\n    secret_key: %q\n",
 		srv.Endpoint, srv.Access, srv.Secret))
-	files := []string{"f.py", slowInit, "requirements.txt", "numpy\n", "function.yaml", "memory_mb: 256\nsnapshot: always\n"}
-	a := startWorker(t, "--no-warm-cache", "--config", cfg)
+	files := []string{"f.py", slowInit, "requirements.txt", "numpy\n", "function.yaml", "memory_mb: 256\nsnapshot: always\n"+hostNet}
+	a := startWorker(t, "--no-warm-cache", "--allow-host-network", "--config", cfg)
 	a.needSnapshots()
 	a.deployDir("slow", fn(t, files...))
 	// Synchronous: stored and uploaded when it answers.
@@ -340,7 +353,7 @@ func TestSnapshotRemoteRoundTrip(t *testing.T) {
 	}
 	ra := decodeSlow(t, a.mustInvoke("slow", "{}").Body)
 
-	b := startWorker(t, "--no-warm-cache", "--config", cfg)
+	b := startWorker(t, "--no-warm-cache", "--allow-host-network", "--config", cfg)
 	b.deployDir("slow", fn(t, files...))
 	for i := 0; i < 2; i++ { // a download, then the cached copy
 		inv := b.mustInvoke("slow", "{}")

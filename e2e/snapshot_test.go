@@ -343,7 +343,7 @@ func TestSnapshotRemoteRoundTrip(t *testing.T) {
 	srv := snaptest.StartS3(t)
 	cfg := writeConfig(t, fmt.Sprintf("snapshot:\n  s3:\n    endpoint: %q\n    bucket: e2e\n    access_key: %q\n    secret_key: %q\n",
 		srv.Endpoint, srv.Access, srv.Secret))
-	files := []string{"f.py", slowInit, "requirements.txt", "numpy\n", "function.yaml", "memory_mb: 256\nsnapshot: always\n"+hostNet}
+	files := []string{"f.py", slowInit, "requirements.txt", "numpy\n", "function.yaml", "memory_mb: 256\nsnapshot: always\n" + hostNet}
 	a := startWorker(t, "--no-warm-cache", "--allow-host-network", "--config", cfg)
 	a.needSnapshots()
 	a.deployDir("slow", fn(t, files...))

@@ -49,8 +49,8 @@ type tableSpec struct {
 //     is in it: installers, zygotes) reach neither the worker's API nor
 //     any other local service nor an isolated sandbox. They are rejected,
 //     so the sender learns it at once.
-//   - postrouting, with nat: the subnet's packets leaving through
-//     anything but the pool's bridges are masqueraded, and the host's
+//   - postrouting, with nat: the subnet's packets forwarded from the
+//     pool's bridges to anything but them are masqueraded, and the host's
 //     IPv4 forwarding is turned on; it stays on after Close, as other
 //     software may rely on it by then.
 func addTable(ts tableSpec) error {
@@ -140,6 +140,11 @@ func addTable(ts tableSpec) error {
 			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
 			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: ipNet(ts.subnet).Mask, Xor: make([]byte, 4)},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ts.subnet.Addr().AsSlice()},
+			// iifname "<prefix>b*": forwarded from a sandbox, never the
+			// host's own packets from the bridge's address (to a local
+			// service through lo, which masquerading would break)
+			&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ours},
 			// oifname != "<prefix>b*"
 			&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
 			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: ours},

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/hearth-run/hearth/internal/netns"
 )
 
 // netProbe is a handler that reports its network: its interfaces and
@@ -332,6 +334,9 @@ func TestPoolsCrashLeavesNothing(t *testing.T) {
 			// clean-up and waitNoLinks).
 			w.waitReaped(15 * time.Second)
 			waitNoLinks(t, prefix)
+			if ok, err := netns.HasTable(prefix); err != nil || ok {
+				t.Errorf("nftables table of the crashed worker after its reaper: %v, %v", ok, err)
+			}
 			w.start()
 			if !strings.Contains(w.out.String(), "its reaper swept") {
 				t.Errorf("the restarted worker did not report the reaper's sweep:\n%s", tail(w.out.String(), 20))

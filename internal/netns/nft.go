@@ -254,3 +254,29 @@ func ListRules(prefix string) (Rules, error) {
 	}
 	return r, nil
 }
+
+// Probe checks that this host's kernel takes the pool's kind of table
+// (nf_tables, family inet, with a reject rule): it installs a throwaway
+// table and removes it. Without it there is no pool, and no worker.
+func Probe() error {
+	c, err := nftables.New()
+	if err != nil {
+		return fmt.Errorf("netns: nftables: %w", err)
+	}
+	t := c.AddTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: fmt.Sprintf("hearth-probe-%d", os.Getpid())})
+	ch := c.AddChain(&nftables.Chain{Name: "input", Table: t, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter})
+	c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte("hearth-probe\x00")},
+		&expr.Reject{Type: unix.NFT_REJECT_ICMPX_UNREACH, Code: unix.NFT_REJECT_ICMPX_ADMIN_PROHIBITED},
+	}})
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("netns: nftables inet table: %w", err)
+	}
+	c.DelTable(t)
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("netns: removing the probe table: %w", err)
+	}
+	return nil
+}

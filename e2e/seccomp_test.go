@@ -348,9 +348,9 @@ func TestSeccomp(t *testing.T) {
 		}
 	})
 	t.Run("snapshot", func(t *testing.T) {
-		w := startWorker(t, "--no-warm-cache", "--allow-host-network")
+		w := startWorker(t, "--no-warm-cache")
 		w.needSnapshots()
-		w.deployDir("probe", fn(t, "f.py", syscallProbe, "function.yaml", "snapshot: always\n"+hostNet))
+		w.deployDir("probe", fn(t, "f.py", syscallProbe, "function.yaml", "snapshot: always\n"))
 		t0 := time.Now()
 		runSyscallProbe(t, w, "probe")
 		w.waitSnapshot("probe", t0)

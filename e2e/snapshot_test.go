@@ -158,9 +158,9 @@ func decodeSlow(t *testing.T, body []byte) slowAnswer {
 // re-running the init, two concurrent restores draw different numbers, a
 // corrupt snapshot falls back and is deleted, a restart keeps the cache,
 // and `hearth snapshot create` snapshots on demand.
-// hostNet puts a function in the host's network namespace: snapshots
-// are only taken of such functions (a snapshot does not carry a network
-// namespace yet), which the worker must allow.
+// hostNet puts a function in the host's network namespace, which the
+// worker must allow: its snapshots carry no network namespace, those of
+// the default network (isolated) restore into a fresh one.
 const hostNet = "network: host\n"
 
 func readFile(t *testing.T, p string) string {
@@ -180,7 +180,7 @@ func TestSnapshotLifecycle(t *testing.T) {
 		t.Fatalf("fresh worker: %+v, want enabled and empty", l)
 	}
 	w.deployDir("slow", fn(t, "f.py", slowInit, "requirements.txt", "numpy\n",
-		"function.yaml", "memory_mb: 256\nsnapshot: always\n"+hostNet))
+		"function.yaml", "memory_mb: 256\nsnapshot: always\n"))
 	t0 := time.Now()
 	first := w.mustInvoke("slow", "{}")
 	if first.Path == "snapshot" || first.InitMs < 1000 {
@@ -296,7 +296,7 @@ func TestSnapshotLifecycle(t *testing.T) {
 
 	// A new revision never restores the old one, whose snapshot goes.
 	w.deployDir("slow", fn(t, "f.py", slowInit+"\n# v2\n", "requirements.txt", "numpy\n",
-		"function.yaml", "memory_mb: 256\nsnapshot: always\n"+hostNet))
+		"function.yaml", "memory_mb: 256\nsnapshot: always\n"))
 	if inv := w.mustInvoke("slow", "{}"); inv.Path == "snapshot" {
 		t.Errorf("new revision restored the old revision's snapshot")
 	}
@@ -343,8 +343,8 @@ func TestSnapshotRemoteRoundTrip(t *testing.T) {
 	srv := snaptest.StartS3(t)
 	cfg := writeConfig(t, fmt.Sprintf("snapshot:\n  s3:\n    endpoint: %q\n    bucket: e2e\n    access_key: %q\n    secret_key: %q\n",
 		srv.Endpoint, srv.Access, srv.Secret))
-	files := []string{"f.py", slowInit, "requirements.txt", "numpy\n", "function.yaml", "memory_mb: 256\nsnapshot: always\n" + hostNet}
-	a := startWorker(t, "--no-warm-cache", "--allow-host-network", "--config", cfg)
+	files := []string{"f.py", slowInit, "requirements.txt", "numpy\n", "function.yaml", "memory_mb: 256\nsnapshot: always\n"}
+	a := startWorker(t, "--no-warm-cache", "--config", cfg)
 	a.needSnapshots()
 	a.deployDir("slow", fn(t, files...))
 	// Synchronous: stored and uploaded when it answers.
@@ -353,7 +353,7 @@ func TestSnapshotRemoteRoundTrip(t *testing.T) {
 	}
 	ra := decodeSlow(t, a.mustInvoke("slow", "{}").Body)
 
-	b := startWorker(t, "--no-warm-cache", "--allow-host-network", "--config", cfg)
+	b := startWorker(t, "--no-warm-cache", "--config", cfg)
 	b.deployDir("slow", fn(t, files...))
 	for i := 0; i < 2; i++ { // a download, then the cached copy
 		inv := b.mustInvoke("slow", "{}")

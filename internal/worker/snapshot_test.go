@@ -16,9 +16,9 @@ func TestSnapshottable(t *testing.T) {
 		{function.SnapshotAuto, "none", true},
 		{function.SnapshotAlways, function.NetworkHost, true},
 		{function.SnapshotNever, function.NetworkHost, false},
-		{"", "", false}, // the default, isolated
-		{function.SnapshotAlways, function.NetworkIsolated, false},
-		{"", function.NetworkOffline, false},
+		{"", "", true}, // the default, isolated
+		{function.SnapshotAlways, function.NetworkIsolated, true},
+		{"", function.NetworkOffline, true},
 	}
 	for _, c := range cases {
 		t.Run(c.snapshot+"/"+c.network, func(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -52,17 +53,13 @@ func startHostServices(t *testing.T, bridgeAddr netip.Addr) hostServices {
 			// sandbox's way in is its gateway, a host process's
 			// loopback.
 			dial = bridgeAddr.String()
-			hs.tcp[where+" via loopback"] = net.JoinHostPort("127.0.0.1", itoa(tp))
-			hs.udp[where+" via loopback"] = net.JoinHostPort("127.0.0.1", itoa(up))
+			hs.tcp[where+" via loopback"] = net.JoinHostPort("127.0.0.1", strconv.Itoa(tp))
+			hs.udp[where+" via loopback"] = net.JoinHostPort("127.0.0.1", strconv.Itoa(up))
 		}
-		hs.tcp[where] = net.JoinHostPort(dial, itoa(tp))
-		hs.udp[where] = net.JoinHostPort(dial, itoa(up))
+		hs.tcp[where] = net.JoinHostPort(dial, strconv.Itoa(tp))
+		hs.udp[where] = net.JoinHostPort(dial, strconv.Itoa(up))
 	}
 	return hs
-}
-
-func itoa(n int) string {
-	return netip.AddrPortFrom(netip.IPv4Unspecified(), uint16(n)).String()[len("0.0.0.0:"):]
 }
 
 // tryTCP connects to addr within timeout.

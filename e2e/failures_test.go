@@ -205,11 +205,7 @@ func TestNoHostPathsInResponses(t *testing.T) {
 	}
 	do := func(method, path string, body []byte) (int, []byte) {
 		t.Helper()
-		req, err := http.NewRequest(method, w.url+path, bytes.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := w.do(method, path, "", bytes.NewReader(body))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -7,16 +7,20 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/hearth-run/hearth/internal/api"
 	"github.com/hearth-run/hearth/internal/bench"
 	"github.com/hearth-run/hearth/internal/client"
 	"github.com/hearth-run/hearth/internal/sandbox"
@@ -67,6 +71,7 @@ type worker struct {
 	cmd     *exec.Cmd
 	out     *bench.LockedBuffer
 	c       *client.Client
+	token   string // the API token the worker made in its data dir
 }
 
 func freePort(t *testing.T) string {
@@ -89,6 +94,11 @@ func startWorker(t *testing.T, extra ...string) *worker {
 	}
 	w.args = append([]string{"up", "--listen", freePort(t), "--data-dir", w.dataDir,
 		"--base", testBase, "--cgroup-parent", w.cgroup, "--log-level", "debug"}, extra...)
+	if !slices.Contains(extra, "--netns-subnet") {
+		// Every worker has isolated sandboxes (the default network):
+		// workers side by side need subnets of their own.
+		w.args = append(w.args, "--netns-subnet", testSubnet())
+	}
 	w.url = "http://" + w.args[2]
 	w.c = client.New(w.url, "")
 	w.start()
@@ -117,6 +127,36 @@ func (w *worker) start() {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	// Made at the first start, before the worker serves.
+	t, err := api.ReadToken(filepath.Join(w.dataDir, api.TokenFile))
+	if err != nil {
+		w.cmd.Process.Kill()
+		w.cmd.Wait()
+		w.t.Fatalf("worker's API token: %v", err)
+	}
+	w.token = t
+	w.c = client.New(w.url, t)
+}
+
+// do sends an authenticated request to w's API.
+func (w *worker) do(method, path, contentType string, body io.Reader) (*http.Response, error) {
+	req, err := http.NewRequest(method, w.url+path, body)
+	if err != nil {
+		return nil, err
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	req.Header.Set("Authorization", "Bearer "+w.token)
+	return http.DefaultClient.Do(req)
+}
+
+// get is an authenticated GET of path.
+func (w *worker) get(path string) (*http.Response, error) { return w.do(http.MethodGet, path, "", nil) }
+
+// post is an authenticated POST to path.
+func (w *worker) post(path, contentType string, body io.Reader) (*http.Response, error) {
+	return w.do(http.MethodPost, path, contentType, body)
 }
 
 // stop sends SIGTERM and waits.
@@ -197,7 +237,9 @@ func tail(s string, n int) string {
 // hearth runs the CLI against w and returns its combined output.
 func (w *worker) hearth(args ...string) (string, error) {
 	cmd := exec.Command(filepath.Join(binDir, "hearth"), args...)
-	cmd.Env = append(os.Environ(), "HEARTH_URL="+w.url)
+	// The CLI finds the token as it does on a worker's host: in the data
+	// dir (here not the default one).
+	cmd.Env = append(os.Environ(), "HEARTH_URL="+w.url, "HEARTH_TOKEN_FILE="+filepath.Join(w.dataDir, api.TokenFile))
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }

@@ -160,7 +160,9 @@ func (f *flood) bodies(src string) {
 // their baseline once the flood is over.
 func TestSlowConnectionFlood(t *testing.T) {
 	const maxConns, perIP = 64, 24
-	w := startWorker(t, "--read-header-timeout", "2s", "--read-timeout", "3s",
+	// Invocations open (on loopback), as on a public gateway: the
+	// flood needs no token.
+	w := startWorker(t, "--open-invoke", "--read-header-timeout", "2s", "--read-timeout", "3s",
 		"--max-conns", fmt.Sprint(maxConns), "--max-conns-per-ip", fmt.Sprint(perIP), "--max-requests-per-ip", "8")
 	w.deployDir("victim", fn(t, "f.py", "def f(e):\n    return e\n"))
 	addr := strings.TrimPrefix(w.url, "http://")
@@ -303,7 +305,7 @@ func TestSlowConnectionFlood(t *testing.T) {
 // get 429 while another client's and /healthz go through, and a body that
 // trickles in gets 408.
 func TestHTTPLimits(t *testing.T) {
-	w := startWorker(t, "--config", writeConfig(t, "http:\n  read_timeout: 1s\n  write_timeout: 1s\n  max_requests_per_ip: 2\n"))
+	w := startWorker(t, "--open-invoke", "--config", writeConfig(t, "http:\n  read_timeout: 1s\n  write_timeout: 1s\n  max_requests_per_ip: 2\n"))
 	w.deployDir("sleep", fn(t,
 		"f.py", "import time\ndef f(e):\n    time.sleep(e['s'])\n    return 'slept'\n",
 		"function.yaml", "timeout_s: 20\nmax_concurrency: 3\n"))
@@ -347,7 +349,9 @@ func TestHTTPLimits(t *testing.T) {
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) { return dialFrom("127.0.0.2", addr) }}}
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		resp, err := other.Get(w.url + "/v1/status")
+		req, _ := http.NewRequest(http.MethodGet, w.url+"/v1/status", nil)
+		req.Header.Set("Authorization", "Bearer "+w.token)
+		resp, err := other.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -416,7 +420,7 @@ func TestHTTPLimits(t *testing.T) {
 // connection gets /healthz answered and anything else 503 with
 // Retry-After, and once the holders leave, calls go through again.
 func TestConnectionCapKeepsHealthz(t *testing.T) {
-	w := startWorker(t, "--max-conns", "4", "--max-conns-per-ip", "-1")
+	w := startWorker(t, "--open-invoke", "--max-conns", "4", "--max-conns-per-ip", "-1")
 	w.deployDir("echo", fn(t, "f.py", "def f(e):\n    return e\n"))
 	w.mustInvoke("echo", "{}")
 	addr := strings.TrimPrefix(w.url, "http://")

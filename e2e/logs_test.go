@@ -3,7 +3,6 @@ package e2e
 import (
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hearth-run/hearth/internal/api"
 	"github.com/hearth-run/hearth/internal/bench"
 )
 
@@ -108,7 +108,7 @@ func TestLogsLimitAndFollow(t *testing.T) {
 		{"alt/logs?n=-1", 400, "n must be"},
 		{"nope/logs", 404, "not found"},
 	} {
-		resp, err := http.Get(w.url + "/v1/functions/" + q.path)
+		resp, err := w.get("/v1/functions/" + q.path)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -142,7 +142,7 @@ func TestLogsLimitAndFollow(t *testing.T) {
 
 	// Follow: lines printed after it started, then a clean end on SIGINT.
 	cmd := exec.Command(filepath.Join(binDir, "hearth"), "logs", "-f", "--interval", "50ms", "-n", "1", "alt")
-	cmd.Env = append(os.Environ(), "HEARTH_URL="+w.url)
+	cmd.Env = append(os.Environ(), "HEARTH_URL="+w.url, "HEARTH_TOKEN_FILE="+filepath.Join(w.dataDir, api.TokenFile))
 	var out, errOut bench.LockedBuffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	if err := cmd.Start(); err != nil {
@@ -192,7 +192,7 @@ func TestLogsLimitAndFollow(t *testing.T) {
 func (w *worker) logs(t *testing.T, args ...string) (stdout, stderr string) {
 	t.Helper()
 	cmd := exec.Command(filepath.Join(binDir, "hearth"), append([]string{"logs"}, args...)...)
-	cmd.Env = append(os.Environ(), "HEARTH_URL="+w.url)
+	cmd.Env = append(os.Environ(), "HEARTH_URL="+w.url, "HEARTH_TOKEN_FILE="+filepath.Join(w.dataDir, api.TokenFile))
 	var o, e strings.Builder
 	cmd.Stdout, cmd.Stderr = &o, &e
 	if err := cmd.Run(); err != nil {

@@ -78,7 +78,7 @@ func (w *worker) waitPaused() hw.Status {
 
 func (w *worker) metrics() string {
 	w.t.Helper()
-	resp, err := http.Get(w.url + "/metrics")
+	resp, err := w.get("/metrics")
 	if err != nil {
 		w.t.Fatal(err)
 	}
@@ -152,7 +152,7 @@ func TestWarmPoolEvictsLRUAndReports(t *testing.T) {
 // invokeRaw calls a function over plain HTTP, to see the headers.
 func (w *worker) invokeRaw(name, event string) (*http.Response, string) {
 	w.t.Helper()
-	resp, err := http.Post(w.url+"/v1/functions/"+name+"/invoke", "application/json", strings.NewReader(event))
+	resp, err := w.post("/v1/functions/"+name+"/invoke", "application/json", strings.NewReader(event))
 	if err != nil {
 		w.t.Error(err)
 		return nil, ""

@@ -71,7 +71,7 @@ type snapshotList struct {
 
 func (w *worker) snapshots() snapshotList {
 	w.t.Helper()
-	resp, err := http.Get(w.url + "/v1/snapshots")
+	resp, err := w.get("/v1/snapshots")
 	if err != nil {
 		w.t.Fatal(err)
 	}
@@ -117,8 +117,7 @@ func (w *worker) waitSnapshot(name string, since time.Time) string {
 
 func (w *worker) del(path string) int {
 	w.t.Helper()
-	req, _ := http.NewRequest(http.MethodDelete, w.url+path, nil)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := w.do(http.MethodDelete, path, "", nil)
 	if err != nil {
 		w.t.Fatal(err)
 	}
@@ -128,7 +127,7 @@ func (w *worker) del(path string) int {
 
 func (w *worker) metric(name string) string {
 	w.t.Helper()
-	resp, err := http.Get(w.url + "/metrics")
+	resp, err := w.get("/metrics")
 	if err != nil {
 		w.t.Fatal(err)
 	}
@@ -159,9 +158,23 @@ func decodeSlow(t *testing.T, body []byte) slowAnswer {
 // re-running the init, two concurrent restores draw different numbers, a
 // corrupt snapshot falls back and is deleted, a restart keeps the cache,
 // and `hearth snapshot create` snapshots on demand.
+// hostNet puts a function in the host's network namespace, which the
+// worker must allow: its snapshots carry no network namespace, those of
+// the default network (isolated) restore into a fresh one.
+const hostNet = "network: host\n"
+
+func readFile(t *testing.T, p string) string {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
 func TestSnapshotLifecycle(t *testing.T) {
 	// Budget for two 256 MB sandboxes at once in the large pool.
-	w := startWorker(t, "--no-warm-cache", "--warm-budget-mb", "4096")
+	w := startWorker(t, "--no-warm-cache", "--warm-budget-mb", "4096", "--allow-host-network")
 	w.needSnapshots()
 	if l := w.snapshots(); !l.Enabled || len(l.Snapshots) != 0 {
 		t.Fatalf("fresh worker: %+v, want enabled and empty", l)
@@ -214,7 +227,7 @@ func TestSnapshotLifecycle(t *testing.T) {
 
 	// `hearth snapshot create` snapshots a function on demand; never
 	// means never.
-	w.deployDir("hello", "../examples/hello")
+	w.deployDir("hello", fn(t, "f.py", readFile(t, "../examples/hello/f.py"), "function.yaml", hostNet))
 	if out, err := w.hearth("snapshot", "create", "hello"); err != nil || !strings.Contains(out, "snapshot hello-") {
 		t.Fatalf("snapshot create hello: %v\n%s", err, out)
 	}

@@ -175,7 +175,7 @@ func TestPlannedTreeAndMetrics(t *testing.T) {
 	if got := metricValue(t, w, "hearth_spare_starts_total"); got != 1 {
 		t.Errorf("first call of a planted node: %v spare starts, want 1", got)
 	}
-	resp, err := http.Get(w.url + "/metrics")
+	resp, err := w.get("/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

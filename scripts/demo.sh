@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 
 data="${HEARTH_DATA_DIR:-/var/lib/hearth}"
+# The CLI reads the token the worker makes in its data dir.
+export HEARTH_TOKEN_FILE="$data/api-token"
 log="$(mktemp -t hearth-demo.XXXXXX.log)"
 bin/hearth up --data-dir "$data" >"$log" 2>&1 &
 pid=$!

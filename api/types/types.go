@@ -205,3 +205,18 @@ type PackageList struct {
 	Enabled  bool          `json:"enabled"`
 	Packages []PackageInfo `json:"packages"`
 }
+
+// FunctionInfo is a function as the API returns it: its environment's
+// values never leave the worker (they are often secrets, and anything
+// holding the token, or a log of responses, would have them), only
+// their names, in spec.env_keys.
+type FunctionInfo struct {
+	Function
+	Spec PublicSpec `json:"spec"`
+}
+
+// PublicSpec is a function.Spec without Env's values.
+type PublicSpec struct {
+	function.Spec
+	EnvKeys []string `json:"env_keys,omitempty"`
+}

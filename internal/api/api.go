@@ -1,8 +1,9 @@
 // Package api is Hearth's HTTP API, on the standard library's net/http.
 //
-// Management endpoints (deploy, list, get, delete, logs, status) can be
-// protected by a bearer token; invoke endpoints are open, as they are for
-// any FaaS gateway, so every route but /healthz is bounded (Limits): its
+// Every endpoint but /healthz needs the bearer token (Config.Token; the
+// worker makes one at its first start, see LoadOrCreateToken); invoke
+// endpoints can be opened to anyone (Config.OpenInvoke), as they are on a
+// public FaaS gateway, so every route but /healthz is bounded (Limits): its
 // body, its client address's requests in flight, its response's write
 // time; HTTPServer and LimitListener bound the rest (header and read
 // timeouts, connections in total and per address). Errors are mapped to
@@ -17,6 +18,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"os"
 	"slices"
@@ -62,9 +64,13 @@ type Worker interface {
 
 // Config configures the API. Zero values mean the defaults.
 type Config struct {
-	// Token, if set, is required as "Authorization: Bearer TOKEN" on the
-	// management endpoints.
+	// Token, if set, is required as "Authorization: Bearer TOKEN" on
+	// every endpoint but /healthz (and the invoke endpoints with
+	// OpenInvoke). Empty switches authentication off: only for tests; a
+	// worker always has one.
 	Token string
+	// OpenInvoke serves the invoke endpoints without the token.
+	OpenInvoke bool
 	// MaxBody bounds invoke request and response bodies (default 6 MB).
 	MaxBody int64
 	// MaxArchive bounds a deployed archive (default 50 MB).
@@ -91,6 +97,13 @@ type Config struct {
 // Packages is what the API needs of the package install cache.
 type Packages interface {
 	List() ([]packages.Entry, error)
+}
+
+func publicFunction(fn registry.Function) types.FunctionInfo {
+	spec := fn.Spec
+	keys := slices.Sorted(maps.Keys(spec.Env))
+	spec.Env = nil
+	return types.FunctionInfo{Function: fn, Spec: types.PublicSpec{Spec: spec, EnvKeys: keys}}
 }
 
 // Server serves the API.
@@ -130,8 +143,12 @@ func New(cfg Config, reg Registry, wk Worker) *Server {
 	s.mux.HandleFunc("GET /v1/functions/{name}", small(s.auth(s.get)))
 	s.mux.HandleFunc("DELETE /v1/functions/{name}", small(s.auth(s.delete)))
 	s.mux.HandleFunc("GET /v1/functions/{name}/logs", small(s.auth(s.logs)))
-	s.mux.HandleFunc("POST /v1/functions/{name}/invoke", s.bounded(cfg.MaxBody, s.invoke))
-	s.mux.HandleFunc("POST /run/{name}", s.bounded(cfg.MaxBody, s.invoke))
+	invoke := s.auth(s.invoke)
+	if cfg.OpenInvoke {
+		invoke = s.invoke
+	}
+	s.mux.HandleFunc("POST /v1/functions/{name}/invoke", s.bounded(cfg.MaxBody, invoke))
+	s.mux.HandleFunc("POST /run/{name}", s.bounded(cfg.MaxBody, invoke))
 	s.mux.HandleFunc("GET /v1/status", small(s.auth(s.status)))
 	s.mux.HandleFunc("GET /v1/zygotes", small(s.auth(func(w http.ResponseWriter, r *http.Request) {
 		nodes := s.wk.Zygotes()
@@ -151,7 +168,7 @@ func New(cfg Config, reg Registry, wk Worker) *Server {
 		}
 		w.WriteHeader(http.StatusNoContent)
 	})))
-	s.mux.Handle("GET /metrics", small(promhttp.HandlerFor(wk.Metrics().Registry, promhttp.HandlerOpts{}).ServeHTTP))
+	s.mux.Handle("GET /metrics", small(s.auth(promhttp.HandlerFor(wk.Metrics().Registry, promhttp.HandlerOpts{}).ServeHTTP)))
 	// Unbounded: a liveness probe must get through whatever clients hold.
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "ok\n")
@@ -223,7 +240,7 @@ func (s *Server) deploy(w http.ResponseWriter, r *http.Request) {
 	} else {
 		s.cfg.Logger.Info("deployed", "function", fn.Name, "revision", fn.Revision)
 	}
-	writeJSON(w, http.StatusOK, fn)
+	writeJSON(w, http.StatusOK, publicFunction(fn))
 }
 
 func (s *Server) list(w http.ResponseWriter, r *http.Request) {
@@ -232,10 +249,11 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	if fns == nil {
-		fns = []registry.Function{}
+	out := make([]types.FunctionInfo, 0, len(fns))
+	for _, fn := range fns {
+		out = append(out, publicFunction(fn))
 	}
-	writeJSON(w, http.StatusOK, fns)
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (s *Server) get(w http.ResponseWriter, r *http.Request) {
@@ -244,7 +262,7 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, fn)
+	writeJSON(w, http.StatusOK, publicFunction(fn))
 }
 
 func (s *Server) delete(w http.ResponseWriter, r *http.Request) {
@@ -417,6 +435,8 @@ func status(err error) (int, string) {
 		// At deploy and, for a function deployed under a larger budget,
 		// at invoke: retrying cannot help.
 		return http.StatusUnprocessableEntity, "MemoryTooLarge"
+	case errors.Is(err, worker.ErrHostNetwork):
+		return http.StatusForbidden, "HostNetworkNotAllowed"
 	case errors.Is(err, worker.ErrSnapshotsOff):
 		return http.StatusConflict, "SnapshotsOff"
 	case errors.Is(err, worker.ErrNotSnapshottable):

@@ -107,8 +107,8 @@ func Concurrency(ctx context.Context, o ConcurrencyOptions) (*ConcurrencyResult,
 	reserve := strconv.Itoa(maxN + 8)
 	subnet := []string{"--netns-subnet", o.Subnet.String()}
 	cfgs := []concurrencyConfig{
-		{"host network, cgroups pooled", "none", []string{"--cgroup-pool", reserve}},
-		{"host network, cgroups fresh", "none", []string{"--no-pools"}},
+		{"host network, cgroups pooled", "host", append([]string{"--allow-host-network", "--cgroup-pool", reserve}, subnet...)},
+		{"host network, cgroups fresh", "host", append([]string{"--allow-host-network", "--no-pools"}, subnet...)},
 		{"isolated, netns on critical path", "isolated", append([]string{"--no-pools"}, subnet...)},
 		{"isolated, netns+cgroups pooled", "isolated", append([]string{"--cgroup-pool", reserve, "--netns-pool", reserve}, subnet...)},
 	}

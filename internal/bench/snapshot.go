@@ -126,7 +126,7 @@ func Snapshot(ctx context.Context, o SnapshotOptions) (SnapshotResult, error) {
 	var info struct {
 		Key string `json:"key"`
 	}
-	if err := post(ctx, a.URL+"/v1/functions/"+fn+"/snapshot", &info); err != nil {
+	if err := post(ctx, a, "/v1/functions/"+fn+"/snapshot", &info); err != nil {
 		return res, fmt.Errorf("creating the snapshot: %w", err)
 	}
 	s, err := invokeN(ctx, a, SnapLocal, fn, o.N, "snapshot", true)
@@ -148,7 +148,7 @@ func Snapshot(ctx context.Context, o SnapshotOptions) (SnapshotResult, error) {
 	remote := Sample{Name: SnapRemote}
 	for i := 0; i < o.N; i++ {
 		if i > 0 {
-			if err := remove(ctx, b.URL+"/v1/snapshots/"+info.Key); err != nil {
+			if err := remove(ctx, b, "/v1/snapshots/"+info.Key); err != nil {
 				return res, fmt.Errorf("dropping the local copy: %w", err)
 			}
 		}
@@ -193,19 +193,21 @@ func Snapshot(ctx context.Context, o SnapshotOptions) (SnapshotResult, error) {
 	return res, nil
 }
 
-func post(ctx context.Context, url string, out any) error {
-	return call(ctx, http.MethodPost, url, http.StatusOK, out)
+func post(ctx context.Context, w *Worker, path string, out any) error {
+	return call(ctx, w, http.MethodPost, path, http.StatusOK, out)
 }
 
-func remove(ctx context.Context, url string) error {
-	return call(ctx, http.MethodDelete, url, http.StatusNoContent, nil)
+func remove(ctx context.Context, w *Worker, path string) error {
+	return call(ctx, w, http.MethodDelete, path, http.StatusNoContent, nil)
 }
 
-func call(ctx context.Context, method, url string, want int, out any) error {
+func call(ctx context.Context, w *Worker, method, path string, want int, out any) error {
+	url := w.URL + path
 	req, err := http.NewRequestWithContext(ctx, method, url, nil)
 	if err != nil {
 		return err
 	}
+	req.Header.Set("Authorization", "Bearer "+w.Token)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return err

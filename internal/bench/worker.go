@@ -23,6 +23,7 @@ import (
 // data dir and cgroup parent.
 type Worker struct {
 	URL    string
+	Token  string // the API token the worker made in its data dir
 	Client *client.Client
 	cmd    *exec.Cmd
 	dir    string
@@ -81,6 +82,14 @@ func StartWorker(ctx context.Context, hearth, base string, extra ...string) (*Wo
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	// The worker made its token before it served /healthz.
+	t, err := os.ReadFile(filepath.Join(dir, "api-token"))
+	if err != nil {
+		w.Stop()
+		return nil, fmt.Errorf("worker's API token: %w", err)
+	}
+	w.Token = strings.TrimSpace(string(t))
+	w.Client = client.New(w.URL, w.Token)
 	return w, nil
 }
 
@@ -111,6 +120,7 @@ func (w *Worker) Metric(ctx context.Context, series string) (float64, error) {
 	if err != nil {
 		return 0, err
 	}
+	req.Header.Set("Authorization", "Bearer "+w.Token)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return 0, err

@@ -19,14 +19,16 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/hearth-run/hearth/api/types"
+	"github.com/hearth-run/hearth/internal/api"
 	"github.com/hearth-run/hearth/internal/client"
 	"github.com/hearth-run/hearth/internal/image"
 )
 
 // clientFlags are shared by the commands that talk to a worker.
 type clientFlags struct {
-	server string
-	token  string
+	server    string
+	token     string
+	tokenFile string
 }
 
 func (f *clientFlags) add(cmd *cobra.Command) {
@@ -36,9 +38,25 @@ func (f *clientFlags) add(cmd *cobra.Command) {
 	}
 	cmd.Flags().StringVar(&f.server, "server", def, "worker URL (or $HEARTH_URL)")
 	cmd.Flags().StringVar(&f.token, "token", os.Getenv("HEARTH_TOKEN"), "bearer token (or $HEARTH_TOKEN)")
+	tf := cmp.Or(os.Getenv("HEARTH_TOKEN_FILE"), filepath.Join("/var/lib/hearth", api.TokenFile))
+	cmd.Flags().StringVar(&f.tokenFile, "token-file", tf, "the worker's token file, read when no token is given and the worker is on this host's loopback (or $HEARTH_TOKEN_FILE)")
 }
 
-func (f *clientFlags) client() *client.Client { return client.New(f.server, f.token) }
+func (f *clientFlags) client() *client.Client { return client.New(f.server, f.bearer()) }
+
+// bearer is the token to send: --token, or for a worker on this host's
+// loopback the one in its token file (readable by root only). A token
+// file is never sent to another host.
+func (f *clientFlags) bearer() string {
+	if f.token != "" || !client.Loopback(f.server) {
+		return f.token
+	}
+	t, err := api.ReadToken(f.tokenFile)
+	if err != nil {
+		return ""
+	}
+	return t
+}
 
 func newDeployCmd() *cobra.Command {
 	var cf clientFlags

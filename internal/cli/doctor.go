@@ -11,7 +11,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/hearth-run/hearth/internal/api"
 	"github.com/hearth-run/hearth/internal/image"
+	"github.com/hearth-run/hearth/internal/netns"
 	"github.com/hearth-run/hearth/internal/sandbox"
 	"github.com/hearth-run/hearth/internal/snapshot"
 )
@@ -30,7 +32,7 @@ func newDoctorCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "doctor",
 		Short: "Check that this host can run Hearth, and whether snapshots are available",
-		Long: "doctor checks what `hearth up` needs (root, cgroups, the base image with Python, hearth-init)\n" +
+		Long: "doctor checks what `hearth up` needs (root, cgroups, nftables, the base image with Python, hearth-init)\n" +
 			"and the optional function snapshots (CRIU >= 4.1; scripts/criu.sh installs it).\n" +
 			"It exits non-zero only when a required check fails: without CRIU, Hearth runs with snapshots disabled.",
 		Args: cobra.NoArgs,
@@ -98,6 +100,23 @@ func runDoctor(ctx context.Context, cfg doctorConfig, w io.Writer) int {
 		report(false, true, "hearth-init", fmt.Sprintf("%s is not an executable file", p))
 	} else {
 		report(true, true, "hearth-init", p)
+	}
+
+	// The worker's network pool is not optional: its nftables table keeps
+	// every sandbox off the host (isolated ones, the default, and
+	// host-network ones alike).
+	if err := netns.Probe(); err != nil {
+		report(false, true, "nftables", "sandboxes cannot be kept off the host: "+err.Error())
+	} else {
+		report(true, true, "nftables", "inet tables with reject: sandboxes are kept off the host's addresses and each other")
+	}
+	tok := filepath.Join(cfg.DataDir, api.TokenFile)
+	if fi, err := os.Stat(tok); err != nil {
+		report(true, false, "api token", "none yet: the worker makes "+tok+" at its first start")
+	} else if fi.Mode().Perm() != 0o600 {
+		report(false, false, "api token", fmt.Sprintf("%s has mode %v: the worker sets it back to 0600 when it starts", tok, fi.Mode().Perm()))
+	} else {
+		report(true, false, "api token", tok+" (0600; the CLI on this host reads it)")
 	}
 
 	if err := sandbox.ProbeDisks(); err != nil {

@@ -29,7 +29,7 @@ func TestDoctor(t *testing.T) {
 			name:   "no base, no criu",
 			cfg:    doctorConfig{DataDir: dir, Init: initBin, CRIURoot: filepath.Join(dir, "no-criu"), Cgroups: "/sys/fs/cgroup"},
 			failed: 1,
-			want:   []string{"FAIL  base image", "ok    hearth-init", "off   snapshots    disabled: "},
+			want:   []string{"FAIL  base image", "ok    hearth-init", "ok    nftables", "ok    api token    none yet", "off   snapshots    disabled: "},
 		},
 		{
 			name:   "bad init and cgroups",

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/hearth-run/hearth/internal/api"
 	"github.com/hearth-run/hearth/internal/bench"
 	"github.com/hearth-run/hearth/internal/client"
 	"github.com/hearth-run/hearth/internal/replay"
@@ -175,7 +177,12 @@ func runReplay(ctx context.Context, c replayConfig, stdout, stderr io.Writer) er
 	if err := os.MkdirAll(c.out, 0o755); err != nil {
 		return fmt.Errorf("creating output dir: %w", err)
 	}
-	cl := client.New(c.url, c.token)
+	token := c.token
+	if token == "" && client.Loopback(c.url) {
+		// The worker on this host: its token file, as the other commands.
+		token, _ = api.ReadToken(cmp.Or(os.Getenv("HEARTH_TOKEN_FILE"), filepath.Join("/var/lib/hearth", api.TokenFile)))
+	}
+	cl := client.New(c.url, token)
 	if !cl.Healthy(ctx) {
 		return fmt.Errorf("no worker answers at %s (start one with hearth up)", c.url)
 	}

@@ -54,7 +54,7 @@ func newSnapshotCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), 5*time.Minute)
 			defer cancel()
-			info, err := snapshotCreate(ctx, cf.server, cf.token, args[0])
+			info, err := snapshotCreate(ctx, cf.server, cf.bearer(), args[0])
 			if err != nil {
 				return err
 			}

@@ -75,7 +75,21 @@ type Config struct {
 	CgroupPool  int    `yaml:"cgroup_pool"`
 	NetnsPool   int    `yaml:"netns_pool"`
 	NetnsSubnet string `yaml:"netns_subnet"`
-	NetnsNAT    bool   `yaml:"netns_nat"`
+	// NoEgress keeps isolated sandboxes (the default network) from
+	// reaching anything beyond their bridge; by default they get out
+	// through the host's NAT.
+	NoEgress bool `yaml:"no_egress"`
+	// NetnsNAT is the old switch for egress, off by default then; it now
+	// means the opposite of no_egress when set.
+	NetnsNAT *bool `yaml:"netns_nat"`
+	// AllowHostNetwork lets functions ask for network: host (the host's
+	// network namespace). Off by default: such deploys get 403.
+	AllowHostNetwork bool `yaml:"allow_host_network"`
+	// OpenInvoke lets anyone who reaches the listen address invoke
+	// functions without the token. Off by default; refused on an address
+	// other than loopback unless OpenInvokePublic is set too.
+	OpenInvoke       bool `yaml:"open_invoke"`
+	OpenInvokePublic bool `yaml:"open_invoke_public"`
 	// Policy is the warm pool's keep-alive policy: lru, gd, freq, ttl or hist.
 	Policy string `yaml:"policy"`
 	// Pools splits warm_budget_mb into size-partitioned pools in percent,
@@ -181,6 +195,12 @@ On shutdown it destroys every sandbox and cgroup it made.`,
 			if fl.Changed("token") {
 				cfg.Token = flags.Token
 			}
+			if fl.Changed("open-invoke") {
+				cfg.OpenInvoke = flags.OpenInvoke
+			}
+			if fl.Changed("open-invoke-public") {
+				cfg.OpenInvokePublic = flags.OpenInvokePublic
+			}
 			if fl.Changed("warm-budget-mb") {
 				cfg.WarmBudgetMB = flags.WarmBudgetMB
 			}
@@ -251,7 +271,9 @@ On shutdown it destroys every sandbox and cgroup it made.`,
 	f.StringVar(&flags.DataDir, "data-dir", "/var/lib/hearth", "data directory")
 	f.StringVar(&flags.Base, "base", "", "base image tree (default: build one under the data dir)")
 	f.StringVar(&flags.Init, "init", "", "hearth-init binary (default: next to hearth, then $PATH)")
-	f.StringVar(&flags.Token, "token", "", "bearer token for management endpoints (or $HEARTH_TOKEN)")
+	f.StringVar(&flags.Token, "token", "", "bearer token of the API (or $HEARTH_TOKEN; default: the data dir's api-token, made at the first start)")
+	f.BoolVar(&flags.OpenInvoke, "open-invoke", false, "serve the invoke endpoints without the token (loopback addresses only, unless --open-invoke-public)")
+	f.BoolVar(&flags.OpenInvokePublic, "open-invoke-public", false, "allow --open-invoke on an address other than loopback")
 	f.Int64Var(&flags.WarmBudgetMB, "warm-budget-mb", 0, "memory budget of all sandboxes, busy and paused, MB (default: half of the machine's memory, or of the worker's cgroup limit)")
 	f.StringVar(&flags.Policy, "policy", "lru", "warm pool policy: lru, gd, freq, ttl or hist")
 	f.StringVar(&flags.Pools, "pools", "80/20", `warm pool split in percent, small functions first, or "unified"`)
@@ -263,7 +285,8 @@ On shutdown it destroys every sandbox and cgroup it made.`,
 	f.BoolVar(&flags.NoPools, "no-pools", false, "make cgroups and network namespaces on the critical path (no pre-made resources)")
 	f.IntVar(&flags.CgroupPool, "cgroup-pool", 16, "pre-made cgroups kept ready")
 	f.IntVar(&flags.NetnsPool, "netns-pool", 8, "pre-made network namespaces kept ready for network: isolated")
-	f.BoolVar(&flags.NetnsNAT, "netns-nat", false, "let isolated sandboxes out through the host (nftables masquerade; turns on IPv4 forwarding)")
+	f.BoolVar(&flags.NoEgress, "no-egress", false, "keep isolated sandboxes (the default network) from reaching anything beyond their bridge (default: out through the host's NAT, which turns on IPv4 forwarding)")
+	f.BoolVar(&flags.AllowHostNetwork, "allow-host-network", false, "let functions ask for network: host (the host's network namespace; its loopback and addresses stay closed to them)")
 	f.StringVar(&flags.NetnsSubnet, "netns-subnet", "10.200.0.0/16", "private IPv4 subnet of isolated sandboxes (distinct per worker on a host)")
 	f.BoolVar(&fresh, "fresh", false, "start every invocation fresh: no warm cache, zygotes, pools or snapshots (a Docker-like baseline)")
 	f.BoolVar(&flags.NoSnapshots, "no-snapshots", false, "never snapshot or restore functions")
@@ -314,6 +337,9 @@ func runUp(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	if err := checkOpenInvoke(cfg); err != nil {
+		return err
+	}
 	// One worker per data dir; then sweep what a predecessor left (its
 	// reaper may have been killed with it), and start our own reaper.
 	host := worker.Host{DataDir: cfg.DataDir, CgroupParent: cfg.CgroupParent}.Resolve()
@@ -322,6 +348,19 @@ func runUp(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer lock.Release()
+	// The API is never open: without a configured token the worker uses
+	// (or makes, at its first start) the one in the data dir.
+	token := cfg.Token
+	if token == "" {
+		var created bool
+		if token, created, err = api.LoadOrCreateToken(cfg.DataDir); err != nil {
+			return err
+		}
+		if created {
+			log.Info("made the API token; the CLI on this host reads it, remote clients pass it with --token or $HEARTH_TOKEN",
+				"file", filepath.Join(cfg.DataDir, api.TokenFile))
+		}
+	}
 	if b, err := os.ReadFile(filepath.Join(cfg.DataDir, worker.ReapLog)); err == nil {
 		log.Warn("the previous worker exited uncleanly; its reaper swept", "reaper", strings.TrimSpace(string(b)))
 		os.Remove(filepath.Join(cfg.DataDir, worker.ReapLog))
@@ -378,6 +417,9 @@ func runUp(ctx context.Context, cfg Config) error {
 	regOpts := registry.Options{
 		CheckRequirements: func(reqs []string) error { return function.CheckRequirements(base, reqs) },
 		Validate: func(s function.Spec) error {
+			if err := worker.CheckNetwork(cfg.AllowHostNetwork, s); err != nil {
+				return err
+			}
 			return worker.CheckMemory(budget, poolCfg, s.MemoryMB)
 		},
 		Prepare:  compileHook(inst.compiler, log),
@@ -395,23 +437,24 @@ func runUp(ctx context.Context, cfg Config) error {
 	}
 	reinstallPackages(ctx, pkgs, reg, log)
 	wcfg := worker.Config{
-		DataDir:      cfg.DataDir,
-		Base:         base,
-		InitPath:     initPath,
-		WarmBudget:   budget,
-		Pool:         poolCfg,
-		PidsLimit:    cfg.PidsLimit,
-		ScratchBytes: cfg.ScratchMB << 20,
-		CgroupParent: cfg.CgroupParent,
-		NoWarm:       cfg.NoWarm,
-		NoZygotes:    cfg.NoZygotes,
-		PreMade:      cfg.PreMade,
-		Spares:       cfg.Spares,
-		MaxSpares:    cfg.MaxSpares,
-		NoSnapshots:  cfg.NoSnapshots,
-		LogLines:     cfg.LogLines,
-		LogBytes:     cfg.LogsMB << 20,
-		Logger:       log,
+		DataDir:          cfg.DataDir,
+		Base:             base,
+		InitPath:         initPath,
+		WarmBudget:       budget,
+		Pool:             poolCfg,
+		PidsLimit:        cfg.PidsLimit,
+		ScratchBytes:     cfg.ScratchMB << 20,
+		CgroupParent:     cfg.CgroupParent,
+		NoWarm:           cfg.NoWarm,
+		NoZygotes:        cfg.NoZygotes,
+		PreMade:          cfg.PreMade,
+		Spares:           cfg.Spares,
+		MaxSpares:        cfg.MaxSpares,
+		NoSnapshots:      cfg.NoSnapshots,
+		AllowHostNetwork: cfg.AllowHostNetwork,
+		LogLines:         cfg.LogLines,
+		LogBytes:         cfg.LogsMB << 20,
+		Logger:           log,
 	}
 	if !cfg.NoSnapshots {
 		if wcfg.Snapshot, err = snapshotConfig(ctx, cfg.Snapshot, log); err != nil {
@@ -459,7 +502,8 @@ func runUp(ctx context.Context, cfg Config) error {
 	reqCtx, cancelRequests := context.WithCancel(context.Background())
 	defer cancelRequests()
 	handler := api.New(api.Config{
-		Token:      cfg.Token,
+		Token:      token,
+		OpenInvoke: cfg.OpenInvoke,
 		MaxBody:    cfg.MaxBodyMB << 20,
 		MaxArchive: cfg.MaxArchiveMB << 20,
 		TempDir:    cfg.DataDir,
@@ -502,6 +546,27 @@ func runUp(ctx context.Context, cfg Config) error {
 		err = nil
 	}
 	return err
+}
+
+// checkOpenInvoke refuses open_invoke on an address other than loopback
+// unless open_invoke_public says that is meant: anyone who reaches the
+// address could then run every function.
+func checkOpenInvoke(cfg Config) error {
+	if !cfg.OpenInvoke || cfg.OpenInvokePublic {
+		return nil
+	}
+	host, _, err := net.SplitHostPort(cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %q: %w", cfg.Listen, err)
+	}
+	if host == "localhost" {
+		return nil
+	}
+	if a, err := netip.ParseAddr(host); err == nil && a.IsLoopback() {
+		return nil
+	}
+	return fmt.Errorf("open_invoke on %s, which is not a loopback address, would let anyone who reaches it invoke every function; "+
+		"set open_invoke_public as well if that is meant", cfg.Listen)
 }
 
 // Shutdown budget: a worker stops within shutdownTimeout of SIGTERM,
@@ -619,14 +684,23 @@ func mergeResourceFlags(cmd *cobra.Command, cfg *Config, flags Config) {
 	if fl.Changed("netns-subnet") {
 		cfg.NetnsSubnet = flags.NetnsSubnet
 	}
-	if fl.Changed("netns-nat") {
-		cfg.NetnsNAT = flags.NetnsNAT
+	if fl.Changed("no-egress") {
+		cfg.NoEgress = flags.NoEgress
+	}
+	if fl.Changed("allow-host-network") {
+		cfg.AllowHostNetwork = flags.AllowHostNetwork
 	}
 }
 
 // resourceConfig turns hearth.yaml's pool settings into the worker's.
 func resourceConfig(cfg Config) (worker.ResourceConfig, error) {
-	r := worker.ResourceConfig{NoPools: cfg.NoPools, Cgroups: cfg.CgroupPool, NetNS: cfg.NetnsPool, NAT: cfg.NetnsNAT}
+	r := worker.ResourceConfig{NoPools: cfg.NoPools, Cgroups: cfg.CgroupPool, NetNS: cfg.NetnsPool, NoEgress: cfg.NoEgress}
+	if cfg.NetnsNAT != nil {
+		if cfg.NoEgress && *cfg.NetnsNAT {
+			return r, errors.New("netns_nat: true contradicts no_egress: true (netns_nat is deprecated: egress is on unless no_egress)")
+		}
+		r.NoEgress = !*cfg.NetnsNAT
+	}
 	if cfg.CgroupPool < 0 || cfg.NetnsPool < 0 {
 		return r, fmt.Errorf("cgroup_pool and netns_pool must not be negative (got %d, %d)", cfg.CgroupPool, cfg.NetnsPool)
 	}

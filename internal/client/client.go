@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -159,6 +160,21 @@ func (c *Client) Invoke(ctx context.Context, name string, event []byte) (Invocat
 		inv.InitError = resp.Header.Get("X-Hearth-Init-Error")
 	}
 	return inv, err
+}
+
+// Loopback reports whether base, a worker URL, names this host's
+// loopback (an IP loopback address or localhost).
+func Loopback(base string) bool {
+	u, err := url.Parse(base)
+	if err != nil {
+		return false
+	}
+	h := u.Hostname()
+	if h == "localhost" {
+		return true
+	}
+	a, err := netip.ParseAddr(h)
+	return err == nil && a.IsLoopback()
 }
 
 // Healthy reports whether the worker answers /healthz.

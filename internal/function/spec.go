@@ -61,19 +61,26 @@ const (
 
 // Network modes.
 const (
-	// NetworkNone gives the handler no network access beyond what the
-	// host namespace offers to an unprivileged process (SOCK's default:
-	// no network namespace is created).
-	NetworkNone = "none"
-	// NetworkIsolated gives each sandbox its own network namespace from
-	// the worker's pool: a veth to an isolated bridge port, a private
-	// address and a default route. It reaches neither the host's
-	// loopback nor other sandboxes.
+	// NetworkIsolated, the default, gives each sandbox its own network
+	// namespace from the worker's pool: a veth to an isolated bridge
+	// port, a private address and a default route, with egress through
+	// the host's NAT unless the operator turns it off. It reaches
+	// neither the host's addresses nor other sandboxes.
 	NetworkIsolated = "isolated"
-	// NetworkOffline puts the sandbox in one empty network namespace the
-	// worker shares among such sandboxes: no interface but a loopback
-	// that is down, so no IP traffic at all, for the price of a setns.
+	// NetworkOffline gives each sandbox an empty network namespace of
+	// its own: no interface but a loopback that is down, so no IP
+	// traffic at all (and no abstract unix socket shared with anyone).
 	NetworkOffline = "offline"
+	// NetworkHost runs the sandbox in the host's network namespace (as
+	// SOCK does): the fastest start, but the function sees the host's
+	// interfaces and can bind its ports. A worker accepts it only when
+	// its operator allows it (allow_host_network), and even then drops
+	// the function's packets to the host's own addresses.
+	NetworkHost = "host"
+	// NetworkNone is the deprecated name of NetworkHost (it never meant
+	// "no network"). Parse reads it as NetworkHost and Load warns;
+	// records deployed before the rename keep it and mean the same.
+	NetworkNone = "none"
 )
 
 // Snapshot modes. The empty string means the same as SnapshotAuto.
@@ -115,7 +122,8 @@ type Spec struct {
 	CPUs float64 `json:"cpus,omitempty"`
 	// Env is added to the handler's environment.
 	Env map[string]string `json:"env,omitempty"`
-	// Network is NetworkNone, NetworkIsolated or NetworkOffline.
+	// Network is NetworkIsolated, NetworkOffline or NetworkHost (or
+	// NetworkNone, its old name, in records deployed before the rename).
 	Network string `json:"network"`
 	// Snapshot is "", SnapshotAuto, SnapshotAlways or SnapshotNever.
 	Snapshot string `json:"snapshot"`
@@ -146,19 +154,29 @@ type file struct {
 // Parse decodes function.yaml content and fills defaults for absent fields.
 // Handler is left empty when absent: its default depends on the code
 // directory (see Load). Unknown fields are an error. Parse does not call
-// Validate.
+// Validate. network: none is read as NetworkHost.
 func Parse(data []byte) (Spec, error) {
+	s, _, err := parse(data)
+	return s, err
+}
+
+// noneWarning is Load's warning for the deprecated network: none.
+const noneWarning = ConfigFile + `: network: "none" is deprecated and means "host" (the host's network namespace, which the worker must allow); ` +
+	`write network: host, or drop the line for the default, isolated`
+
+// parse is Parse; deprecated reports a network: none read as host.
+func parse(data []byte) (_ Spec, deprecated bool, _ error) {
 	var f file
 	if len(bytes.TrimSpace(data)) > 0 {
 		dec := yaml.NewDecoder(bytes.NewReader(data))
 		dec.KnownFields(true)
 		if err := dec.Decode(&f); err != nil && !errors.Is(err, io.EOF) {
-			return Spec{}, fmt.Errorf("%s: %s: %w", ConfigFile, yamlMsg(err), ErrInvalid)
+			return Spec{}, false, fmt.Errorf("%s: %s: %w", ConfigFile, yamlMsg(err), ErrInvalid)
 		}
 		// A second document would be silently ignored; refuse it.
 		var extra any
 		if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
-			return Spec{}, fmt.Errorf("%s: more than one YAML document: %w", ConfigFile, ErrInvalid)
+			return Spec{}, false, fmt.Errorf("%s: more than one YAML document: %w", ConfigFile, ErrInvalid)
 		}
 	}
 	s := Spec{
@@ -166,7 +184,7 @@ func Parse(data []byte) (Spec, error) {
 		TimeoutS:       DefaultTimeoutS,
 		MaxConcurrency: DefaultMaxConcurrency,
 		CPUs:           DefaultCPUs,
-		Network:        NetworkNone,
+		Network:        NetworkIsolated,
 		Env:            f.Env,
 		TmpMB:          DefaultTmpMB,
 	}
@@ -188,6 +206,9 @@ func Parse(data []byte) (Spec, error) {
 	if f.Network != nil {
 		s.Network = *f.Network
 	}
+	if s.Network == NetworkNone {
+		s.Network, deprecated = NetworkHost, true
+	}
 	if f.Snapshot != nil {
 		s.Snapshot = *f.Snapshot
 	}
@@ -197,7 +218,7 @@ func Parse(data []byte) (Spec, error) {
 	if f.TmpStorage != nil {
 		s.TmpStorage = *f.TmpStorage
 	}
-	return s, nil
+	return s, deprecated, nil
 }
 
 // yamlMsg drops the "yaml: " prefix so messages read as one sentence.
@@ -234,9 +255,9 @@ func (s Spec) Validate() error {
 		return err
 	}
 	switch s.Network {
-	case NetworkNone, NetworkIsolated, NetworkOffline:
+	case NetworkIsolated, NetworkOffline, NetworkHost, NetworkNone:
 	default:
-		return fmt.Errorf("network: %q is not one of none, isolated, offline: %w", s.Network, ErrInvalid)
+		return fmt.Errorf("network: %q is not one of isolated, offline, host: %w", s.Network, ErrInvalid)
 	}
 	switch s.Snapshot {
 	case "", SnapshotAuto, SnapshotAlways, SnapshotNever:
@@ -274,6 +295,12 @@ func checkEnv(field string, env map[string]string) error {
 		}
 	}
 	return nil
+}
+
+// HostNetwork reports whether the function runs in the host's network
+// namespace (network: host, or none in an old record).
+func (s Spec) HostNetwork() bool {
+	return s.Network == NetworkHost || s.Network == NetworkNone
 }
 
 // CPULimit is the sandbox's CPU quota in CPUs: CPUs, or DefaultCPUs for
@@ -347,7 +374,7 @@ func Load(dir string) (_ Spec, warnings []string, _ error) {
 	if err != nil {
 		return Spec{}, nil, err
 	}
-	s, err := Parse(data)
+	s, deprecated, err := parse(data)
 	if err != nil {
 		return Spec{}, nil, err
 	}
@@ -386,6 +413,9 @@ func Load(dir string) (_ Spec, warnings []string, _ error) {
 	}
 	if s.Requirements, err = ParseRequirements(req); err != nil {
 		return Spec{}, nil, err
+	}
+	if deprecated {
+		warnings = append(warnings, noneWarning)
 	}
 	if err := s.Validate(); err != nil {
 		return Spec{}, nil, err

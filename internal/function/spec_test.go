@@ -28,7 +28,7 @@ func writeTree(t *testing.T, files map[string]string) string {
 func TestLoad(t *testing.T) {
 	def := func(h string) Spec {
 		return Spec{Handler: h, MemoryMB: DefaultMemoryMB, TimeoutS: DefaultTimeoutS,
-			MaxConcurrency: DefaultMaxConcurrency, CPUs: DefaultCPUs, Network: NetworkNone, TmpMB: DefaultTmpMB}
+			MaxConcurrency: DefaultMaxConcurrency, CPUs: DefaultCPUs, Network: NetworkIsolated, TmpMB: DefaultTmpMB}
 	}
 	tests := []struct {
 		name  string
@@ -47,14 +47,14 @@ timeout_s: 5
 max_concurrency: 2
 cpus: 0.5
 env: {GREETING: hi, N: 3}
-network: none
+network: host
 snapshot: always
 tmp_mb: 2048
 tmp_storage: memory
 `,
 			"requirements.txt": "# deps\nnumpy>=1.0  # from Debian\n\nrequests \\\n  ==2.28.1\n",
 		}, Spec{Handler: "app.main.run", MemoryMB: 256, TimeoutS: 5, MaxConcurrency: 2, CPUs: 0.5,
-			Env: map[string]string{"GREETING": "hi", "N": "3"}, Network: "none", Snapshot: "always",
+			Env: map[string]string{"GREETING": "hi", "N": "3"}, Network: NetworkHost, Snapshot: "always",
 			TmpMB: 2048, TmpStorage: TmpMemory,
 			Requirements: []string{"numpy>=1.0", "requests   ==2.28.1"}}},
 		{"package handler", map[string]string{"pkg/__init__.py": "", "function.yaml": "handler: pkg.h"}, func() Spec {
@@ -78,6 +78,11 @@ tmp_storage: memory
 			s.Network = NetworkOffline
 			return s
 		}()},
+		{"network host", map[string]string{"f.py": "", "function.yaml": "network: host"}, func() Spec {
+			s := def("f.f")
+			s.Network = NetworkHost
+			return s
+		}()},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -92,6 +97,27 @@ tmp_storage: memory
 				t.Errorf("Load =\n %+v\nwant\n %+v", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestNetworkNoneIsHost: the deprecated network: none loads as host,
+// with a warning that says so.
+func TestNetworkNoneIsHost(t *testing.T) {
+	got, warns, err := Load(writeTree(t, map[string]string{"f.py": "", "function.yaml": "network: none"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Network != NetworkHost || !got.HostNetwork() {
+		t.Errorf("network: none loaded as %q, want %q", got.Network, NetworkHost)
+	}
+	if len(warns) != 1 || !strings.Contains(warns[0], "deprecated") || !strings.Contains(warns[0], `"host"`) {
+		t.Errorf("warnings %q, want one saying none is deprecated and means host", warns)
+	}
+	// An old record keeps "none": it validates and means the host's.
+	old := got
+	old.Network = NetworkNone
+	if err := old.Validate(); err != nil || !old.HostNetwork() {
+		t.Errorf("record with network none: Validate %v, HostNetwork %v", err, old.HostNetwork())
 	}
 }
 
@@ -130,8 +156,8 @@ func TestLoadErrors(t *testing.T) {
 		{"env reserved", map[string]string{"f.py": "", "function.yaml": "env: {HEARTH_SOCKET: x}"}, ErrInvalid, "reserved"},
 		{"env reserved lower", map[string]string{"f.py": "", "function.yaml": "env: {hearth_x: x}"}, ErrInvalid, "reserved"},
 		{"env not a map", map[string]string{"f.py": "", "function.yaml": "env: [a, b]"}, ErrInvalid, "cannot unmarshal"},
-		{"network bogus", map[string]string{"f.py": "", "function.yaml": "network: host"}, ErrInvalid, "host"},
-		{"network empty", map[string]string{"f.py": "", "function.yaml": "network: \"\""}, ErrInvalid, "not one of none, isolated, offline"},
+		{"network bogus", map[string]string{"f.py": "", "function.yaml": "network: bridge"}, ErrInvalid, "bridge"},
+		{"network empty", map[string]string{"f.py": "", "function.yaml": "network: \"\""}, ErrInvalid, "not one of isolated, offline, host"},
 		{"snapshot bogus", map[string]string{"f.py": "", "function.yaml": "snapshot: sometimes"}, ErrInvalid, "sometimes"},
 		{"tmp too small", map[string]string{"f.py": "", "function.yaml": "tmp_mb: 7"}, ErrInvalid, "tmp_mb"},
 		{"tmp too big", map[string]string{"f.py": "", "function.yaml": "tmp_mb: 10241"}, ErrInvalid, "tmp_mb"},

@@ -86,6 +86,13 @@ func (ns *NS) stats() (netlink.LinkStatistics, error) {
 // no process is left in it. Destroying twice is harmless.
 func (ns *NS) Destroy() {
 	ns.destroy.Do(func() {
+		if ns.Offline() {
+			ns.file.Close()
+			ns.p.mu.Lock()
+			ns.p.st.Destroyed++
+			ns.p.mu.Unlock()
+			return
+		}
 		created := ns.file != nil && ns.hostLink != nil && ns.eth0 != nil
 		ns.teardown()
 		if created {

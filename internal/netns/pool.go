@@ -62,10 +62,18 @@ type Config struct {
 	// of the reserve is ready (default 5 ms; negative: no wait).
 	RefillDelay time.Duration
 	// NAT masquerades sandbox traffic that leaves through the host's
-	// other interfaces (an nftables table named hearth-PREFIX) and turns
-	// on the host's IPv4 forwarding. Off by default: isolated sandboxes
-	// then reach nothing beyond their gateway.
+	// other interfaces and turns on the host's IPv4 forwarding. Without
+	// it the pool's table rejects everything sandboxes send beyond their
+	// bridge: no egress.
 	NAT bool
+	// Guard are the host uids whose sockets, in the host's network
+	// namespace, may send nothing to the host's own addresses or into
+	// the pool's bridges (the ids of sandboxes, installers and zygotes).
+	Guard []UIDRange
+	// OfflineReserve is how many empty namespaces (for network: offline)
+	// the refiller keeps ready (default 4; -1 keeps none). They are
+	// never reused: one that comes back is destroyed.
+	OfflineReserve int
 }
 
 func (c *Config) setDefaults() error {
@@ -97,6 +105,19 @@ func (c *Config) setDefaults() error {
 	case c.Reserve < -1:
 		return fmt.Errorf("%w: reserve %d", ErrBadConfig, c.Reserve)
 	}
+	switch {
+	case c.OfflineReserve == 0:
+		c.OfflineReserve = 4
+	case c.OfflineReserve == -1:
+		c.OfflineReserve = 0
+	case c.OfflineReserve < -1:
+		return fmt.Errorf("%w: offline reserve %d", ErrBadConfig, c.OfflineReserve)
+	}
+	for _, g := range c.Guard {
+		if g.First > g.Last {
+			return fmt.Errorf("%w: guard uids %d-%d", ErrBadConfig, g.First, g.Last)
+		}
+	}
 	if c.MaxIdle < c.Reserve {
 		if c.MaxIdle == 0 {
 			c.MaxIdle = 2 * c.Reserve
@@ -113,6 +134,7 @@ func (c *Config) setDefaults() error {
 // Stats counts a pool's work since it was made.
 type Stats struct {
 	Ready     int   `json:"ready"`     // scrubbed namespaces waiting
+	Offline   int   `json:"offline"`   // empty namespaces waiting
 	Live      int   `json:"live"`      // namespaces ready or out
 	Bridges   int   `json:"bridges"`   // bridges made
 	Hits      int64 `json:"hits"`      // Gets served from the reserve
@@ -130,12 +152,11 @@ type Stats struct {
 // Pool makes and keeps network namespaces. See the package doc.
 type Pool struct {
 	cfg       Config
-	nl        *netlink.Handle // in the host namespace
-	host      netns.NsHandle  // the host namespace, to return threads to
-	blockBits int             // host bits of one bridge's block
-	blocks    int             // blocks in the subnet
-	offline   *os.File
-	nft       bool // the pool's nftables table is installed
+	nl        *netlink.Handle    // in the host namespace
+	host      netns.NsHandle     // the host namespace, to return threads to
+	blockBits int                // host bits of one bridge's block
+	blocks    int                // blocks in the subnet
+	offRes    *reserve.Pool[*NS] // empty namespaces (offline), never reused
 	res       *reserve.Pool[*NS]
 
 	mu      sync.Mutex
@@ -158,9 +179,10 @@ type bridge struct {
 	ports int        // taken ports; guarded by Pool.mu
 }
 
-// New sweeps what a crashed pool with the same prefix left, makes the
-// shared offline namespace and starts filling the reserve in the
-// background. The caller must Close the pool.
+// New sweeps what a crashed pool with the same prefix left, installs the
+// pool's nftables table (without nf_tables there is no pool: the table is
+// what keeps sandboxes off the host) and starts filling the reserves in
+// the background. The caller must Close the pool.
 func New(ctx context.Context, cfg Config) (_ *Pool, err error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
@@ -190,24 +212,9 @@ func New(ctx context.Context, cfg Config) (_ *Pool, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("netns: host namespace: %w", err)
 	}
-	// The nftables table keeps forwarded connections out of the pool's
-	// bridges; without nf_tables only NAT is impossible.
-	if terr := addTable(cfg.Prefix, cfg.Subnet, cfg.NAT); terr == nil {
-		p.nft = true
-		defer func() {
-			if err != nil {
-				delTable(cfg.Prefix)
-			}
-		}()
-	} else if cfg.NAT {
-		return nil, terr
+	if err := addTable(tableSpec{prefix: cfg.Prefix, subnet: cfg.Subnet, nat: cfg.NAT, guard: cfg.Guard}); err != nil {
+		return nil, err
 	}
-	fd, h, err := p.unshare(false)
-	if err != nil {
-		return nil, fmt.Errorf("netns: offline namespace: %w", err)
-	}
-	h.Close()
-	p.offline = os.NewFile(uintptr(fd), "netns-offline")
 	// The refiller holds back while Gets keep coming (a burst: its CPU
 	// and the kernel's network lock are the burst's), unless the reserve
 	// runs low.
@@ -227,13 +234,46 @@ func New(ctx context.Context, cfg Config) (_ *Pool, err error) {
 		},
 		Closed: ErrClosed,
 	})
+	p.offRes = reserve.New(reserve.Config[*NS]{
+		Reserve:     p.cfg.OfflineReserve,
+		RefillDelay: p.cfg.RefillDelay,
+		Make:        p.CreateOffline,
+		Destroy:     func(_ context.Context, ns *NS) error { ns.Destroy(); return nil },
+		Closed:      ErrClosed,
+	})
 	return p, nil
 }
 
-// Offline returns the shared, empty namespace (only loopback, and that
-// down) for sandboxes that need no network. The pool owns the file; it
-// stays open until Close.
-func (p *Pool) Offline() *os.File { return p.offline }
+// GetOffline returns an empty namespace (only loopback, and that down)
+// of its own for a sandbox that needs no network: a ready one, or one
+// made now. The caller owns it and must Release or Destroy it; it is
+// never reused.
+func (p *Pool) GetOffline(ctx context.Context) (*NS, error) {
+	ns, ok, err := p.offRes.Take()
+	if err != nil || ok {
+		return ns, err
+	}
+	return p.CreateOffline(ctx)
+}
+
+// CreateOffline makes an empty namespace now, bypassing the reserve.
+func (p *Pool) CreateOffline(ctx context.Context) (*NS, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	fd, h, err := p.unshare(false)
+	if err != nil {
+		return nil, fmt.Errorf("netns: offline namespace: %w", err)
+	}
+	h.Close()
+	p.mu.Lock()
+	p.st.Created++
+	p.mu.Unlock()
+	return &NS{p: p, file: os.NewFile(uintptr(fd), "netns-offline")}, nil
+}
+
+// Offline reports whether ns is an empty namespace (network: offline).
+func (ns *NS) Offline() bool { return ns.br == nil }
 
 // Prefix returns the name prefix of the pool's bridges and veths.
 func (p *Pool) Prefix() string { return p.cfg.Prefix }
@@ -482,6 +522,10 @@ func (p *Pool) Put(ctx context.Context, ns *NS) error {
 	if ns == nil || ns.p != p {
 		return fmt.Errorf("%w: namespace from another pool", ErrBadConfig)
 	}
+	if ns.Offline() {
+		p.offRes.Release(ns) // never reused: destroyed
+		return nil
+	}
 	if err := p.res.Put(ctx, ns); err != nil {
 		return fmt.Errorf("netns %s: discarded: %w", ns.veth, err)
 	}
@@ -499,25 +543,35 @@ func (p *Pool) Release(ns *NS) {
 		ns.Destroy()
 		return
 	}
+	if ns.Offline() {
+		p.offRes.Release(ns) // never reused: destroyed
+		return
+	}
 	p.res.Release(ns)
 }
 
-// Fill blocks until the reserve is full or ctx ends.
-func (p *Pool) Fill(ctx context.Context) error { return p.res.Fill(ctx) }
+// Fill blocks until both reserves are full or ctx ends.
+func (p *Pool) Fill(ctx context.Context) error {
+	if err := p.res.Fill(ctx); err != nil {
+		return err
+	}
+	return p.offRes.Fill(ctx)
+}
 
 // Stats returns the pool's counters.
 func (p *Pool) Stats() Stats {
-	r := p.res.Stats()
+	r, o := p.res.Stats(), p.offRes.Stats()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	s := p.st
-	s.Ready, s.Hits, s.Misses, s.Reused, s.Removed = r.Ready, r.Hits, r.Misses, r.Reused, r.Removed
+	s.Ready, s.Hits, s.Misses, s.Reused, s.Removed = r.Ready, r.Hits+o.Hits, r.Misses+o.Misses, r.Reused, r.Removed+o.Removed
+	s.Offline = o.Ready
 	s.Live = int(s.Created - s.Destroyed)
 	return s
 }
 
-// Close stops the refiller and destroys the ready namespaces, the offline
-// namespace and the bridges. Namespaces still out should be Destroyed
+// Close stops the refillers and destroys the ready namespaces, isolated
+// and offline, the bridges and the nftables table. Namespaces still out should be Destroyed
 // first: their veths go with the bridges, but their descriptors stay
 // open until their owners close them.
 func (p *Pool) Close(ctx context.Context) error {
@@ -529,7 +583,7 @@ func (p *Pool) Close(ctx context.Context) error {
 	p.closed = true
 	p.mu.Unlock()
 	p.res.Close(ctx) // stops the refiller, destroys the ready and released namespaces
-	p.offline.Close()
+	p.offRes.Close(ctx)
 	var errs []error
 	if err := p.waitVeths(ctx); err != nil {
 		errs = append(errs, err)
@@ -546,10 +600,8 @@ func (p *Pool) Close(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("netns: bridge %s: %w", br.name, err))
 		}
 	}
-	if p.nft {
-		if _, err := delTable(p.cfg.Prefix); err != nil {
-			errs = append(errs, err)
-		}
+	if _, err := delTable(p.cfg.Prefix); err != nil {
+		errs = append(errs, err)
 	}
 	p.nl.Close()
 	p.host.Close()

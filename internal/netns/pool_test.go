@@ -237,8 +237,16 @@ func TestNamespaceSetup(t *testing.T) {
 	if strings.Join(got, " ") != "127.0.0.1/8 "+ns.Addr().String() {
 		t.Errorf("addresses %v, want 127.0.0.1/8 and %s", got, ns.Addr())
 	}
-	// The default route works: the namespace reaches a listener on the
-	// gateway, and the host reaches one in the namespace.
+	// The default route works: the host reaches a listener in the
+	// namespace, and a connection from it to a listener on the gateway
+	// is rejected by the host (an answer that comes back through the
+	// route), not left to time out.
+	ln := listenIn(t, ns)
+	c, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second)
+	if err != nil {
+		t.Fatalf("host to namespace: %v", err)
+	}
+	c.Close()
 	l, err := net.Listen("tcp", netip.AddrPortFrom(ns.Gateway(), 0).String())
 	if err != nil {
 		t.Fatal(err)
@@ -247,11 +255,12 @@ func TestNamespaceSetup(t *testing.T) {
 	go acceptAll(l)
 	inNS(t, ns.File(), func() {
 		c, err := net.DialTimeout("tcp", l.Addr().String(), time.Second)
-		if err != nil {
-			t.Errorf("namespace to gateway: %v", err)
-			return
+		if err == nil {
+			c.Close()
+			t.Errorf("namespace reached a listener on its gateway")
+		} else if !errors.Is(err, syscall.EHOSTUNREACH) {
+			t.Errorf("namespace to gateway: %v, want EHOSTUNREACH (rejected by the host)", err)
 		}
-		c.Close()
 	})
 }
 
@@ -353,9 +362,14 @@ func TestIsolation(t *testing.T) {
 func TestOffline(t *testing.T) {
 	requireRoot(t)
 	p := newPool(t, testConfig())
+	off, err := p.GetOffline(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(off.Destroy)
 	var links []netlink.Link
 	var derr error
-	inNS(t, p.Offline(), func() {
+	inNS(t, off.File(), func() {
 		links, _ = netlink.LinkList()
 		var c net.Conn
 		c, derr = net.DialTimeout("tcp", "127.0.0.1:22", 300*time.Millisecond)
@@ -369,6 +383,50 @@ func TestOffline(t *testing.T) {
 	if !errors.Is(derr, syscall.ENETUNREACH) {
 		t.Errorf("dial 127.0.0.1 from the offline namespace: %v, want ENETUNREACH", derr)
 	}
+	// Each offline sandbox has its own: no abstract unix socket or
+	// loopback is shared between two.
+	other, err := p.GetOffline(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(other.Destroy)
+	if inode(t, other.File()) == inode(t, off.File()) {
+		t.Errorf("two offline namespaces are one (inode %d)", inode(t, off.File()))
+	}
+	var lerr, derr2 error
+	inNS(t, off.File(), func() {
+		var l net.Listener
+		if l, lerr = net.Listen("unix", "@hearth-offline-test"); lerr == nil {
+			t.Cleanup(func() { l.Close() })
+		}
+	})
+	inNS(t, other.File(), func() {
+		var c net.Conn
+		if c, derr2 = net.Dial("unix", "@hearth-offline-test"); derr2 == nil {
+			c.Close()
+		}
+	})
+	if lerr != nil {
+		t.Fatalf("abstract listener in an offline namespace: %v", lerr)
+	}
+	if derr2 == nil {
+		t.Errorf("an offline namespace reached another's abstract unix socket")
+	}
+	// They are not reused: one given back is destroyed.
+	before := p.Stats().Destroyed
+	p.Release(off)
+	if s := p.Stats(); s.Destroyed != before+1 || s.Reused != 0 {
+		t.Errorf("stats after releasing an offline namespace %+v: want it destroyed", s)
+	}
+}
+
+func inode(t testing.TB, f *os.File) uint64 {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Ino
 }
 
 func TestExhaustionFallsBack(t *testing.T) {
@@ -780,6 +838,9 @@ func TestNAT(t *testing.T) {
 	}()
 	if err := dialFromWithin(t, ns, l.Addr().String(), 5*time.Second); err != nil {
 		t.Fatalf("sandbox cannot reach the outside through NAT: %v", err)
+	}
+	if r, err := ListRules(cfg.Prefix); err != nil || !r.Masquerade || r.Chains["forward"] != 1 {
+		t.Errorf("rules %+v, %v: want masquerade and no egress rule", r, err)
 	}
 	if got := <-peers; got != hostAddr.Addr().String() {
 		t.Errorf("the outside saw %s, want the host's %s (masqueraded)", got, hostAddr.Addr())

@@ -28,6 +28,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"sync"
 	"syscall"
@@ -199,7 +200,7 @@ func (f *Factory) Create(ctx context.Context, cfg Config) (_ *Sandbox, err error
 		args.Dir = "/"
 	}
 	if cfg.Socket != "" {
-		l, err := listenUnix(filepath.Join(s.scratch, cfg.Socket))
+		l, err := listenUnix(filepath.Join(s.scratch, cfg.Socket), cfg.NetNS)
 		if err != nil {
 			return nil, fmt.Errorf("sandbox %s: %w", s.id, err)
 		}
@@ -441,9 +442,11 @@ func shortID(id string) string {
 // The socket file stays when the returned file is closed. It stays the
 // worker's (root's): the sandbox's user only accepts on the descriptor,
 // and in the sticky /tmp it can then neither remove nor replace the file
-// (see DialIn).
-func listenUnix(path string) (*os.File, error) {
-	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+// (see DialIn). With netNS, the socket belongs to that network namespace,
+// the sandbox's (a path reaches it from any): CRIU, dumping a sandbox
+// whose namespace is external, finds its sockets there.
+func listenUnix(path string, netNS *os.File) (*os.File, error) {
+	fd, err := socketIn(netNS)
 	if err != nil {
 		return nil, fmt.Errorf("socket: %w", err)
 	}
@@ -461,6 +464,44 @@ func listenUnix(path string) (*os.File, error) {
 		return nil, err
 	}
 	return os.NewFile(uintptr(fd), path), nil
+}
+
+// socketIn makes a unix stream socket in network namespace ns (nil: this
+// thread's), on a locked thread that goes back to its own namespace; one
+// that cannot stays locked and ends with its goroutine.
+func socketIn(ns *os.File) (int, error) {
+	if ns == nil {
+		return unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	}
+	type result struct {
+		fd  int
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		own, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			runtime.UnlockOSThread()
+			ch <- result{-1, err}
+			return
+		}
+		defer own.Close()
+		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
+			ch <- result{-1, fmt.Errorf("setns: %w", err)}
+			return
+		}
+		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if serr := unix.Setns(int(own.Fd()), unix.CLONE_NEWNET); serr != nil {
+			ch <- result{fd, err} // the thread stays locked and dies
+			return
+		}
+		runtime.UnlockOSThread()
+		ch <- result{fd, err}
+	}()
+	r := <-ch
+	return r.fd, r.err
 }
 
 // viaDir calls f with a short name for path: socket addresses hold at most

@@ -37,7 +37,7 @@ func (f *Factory) Shell(ctx context.Context, cfg Config) (_ *Sandbox, err error)
 	}
 	s.scratch = fdPath(s.tmp)
 	if cfg.Socket != "" {
-		if s.lis, err = listenUnix(filepath.Join(s.scratch, cfg.Socket)); err != nil {
+		if s.lis, err = listenUnix(filepath.Join(s.scratch, cfg.Socket), nil); err != nil {
 			return nil, fmt.Errorf("sandbox %s: %w", s.id, err)
 		}
 	}

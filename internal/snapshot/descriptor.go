@@ -47,6 +47,9 @@ type Descriptor struct {
 	// FDs are descriptors that reach outside the sandbox and are handed
 	// in afresh on restore.
 	FDs []FD `json:"fds"`
+	// Net says the process had a network namespace of its own, which was
+	// not dumped: a restore must hand one in (RestoreSpec.NetNS).
+	Net bool `json:"net,omitempty"`
 
 	// Files lists every file of the snapshot but the descriptor.
 	Files []File `json:"files"`

@@ -264,6 +264,19 @@ func (e *Engine) Dump(ctx context.Context, spec DumpSpec, dir string) (*Descript
 			args = append(args, "--external", "mnt["+m.point+"]:"+k)
 		}
 	}
+	// A network namespace of the sandbox's own (isolated, offline) is
+	// external: the restore joins a fresh one from the caller's pool.
+	// The runtime holds no socket in it but its unix listener (waitIdle).
+	own, hostNet, err := netnsInodes(spec.Pid)
+	if err != nil {
+		return nil, fmt.Errorf("dump %s: %w", spec.Key, err)
+	}
+	if own != hostNet {
+		d.Net = true
+		// No TCP connection to freeze (waitIdle): no network lock, which
+		// would need iptables in the namespace.
+		args = append(args, "--external", fmt.Sprintf("net[%d]:%s", own, netKey), "--network-lock", "skip")
+	}
 	fds, ext, err := outsideFDs(spec.Pid, spec.ListenFD, inside)
 	if err != nil {
 		return nil, fmt.Errorf("dump %s: %w", spec.Key, err)
@@ -284,6 +297,22 @@ func (e *Engine) Dump(ctx context.Context, spec DumpSpec, dir string) (*Descript
 	}
 	d.DumpTime = time.Since(t0)
 	return d, nil
+}
+
+// netKey is the CRIU external key of a sandbox's network namespace.
+const netKey = "hearth-net"
+
+// netnsInodes returns the inodes of pid's network namespace and of this
+// process's.
+func netnsInodes(pid int) (own, host uint64, err error) {
+	var a, b unix.Stat_t
+	if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/net", pid), &a); err != nil {
+		return 0, 0, err
+	}
+	if err := unix.Stat("/proc/self/ns/net", &b); err != nil {
+		return 0, 0, err
+	}
+	return a.Ino, b.Ino, nil
 }
 
 // waitIdle waits until pid holds no socket but its listener: a worker
@@ -520,6 +549,10 @@ type RestoreSpec struct {
 	Stdout, Stderr *os.File
 	// NoReseed skips the reseed signal.
 	NoReseed bool
+	// NetNS is the network namespace to restore into, required for a
+	// snapshot taken in one of its own (Descriptor.Net) and refused for
+	// one taken in the host's. Restore does not close it.
+	NetNS *os.File
 }
 
 // Sandbox is a restored sandbox: a process tree in fresh namespaces,
@@ -616,6 +649,15 @@ func (e *Engine) Restore(ctx context.Context, dir string, d *Descriptor, spec Re
 		}
 		args = append(args, "--inherit-fd", fmt.Sprintf("fd[%d]:%s", 3+len(files), fd.Key))
 		files = append(files, f)
+	}
+	switch {
+	case d.Net && spec.NetNS == nil:
+		return nil, fmt.Errorf("restore %s: taken in a network namespace of its own, and none given: %w", d.Key, ErrInvalid)
+	case !d.Net && spec.NetNS != nil:
+		return nil, fmt.Errorf("restore %s: taken in the host's network namespace, and a namespace given: %w", d.Key, ErrInvalid)
+	case d.Net:
+		args = append(args, "--inherit-fd", fmt.Sprintf("fd[%d]:%s", 3+len(files), netKey), "--network-lock", "skip")
+		files = append(files, spec.NetNS)
 	}
 	pidfile := filepath.Join(s.dir, "pid")
 	logfile := filepath.Join(s.dir, "restore.log")

@@ -34,6 +34,9 @@ var (
 	ErrNoSnapshot = errors.New("snapshot not found")
 	// ErrBadSnapshotKey: a malformed snapshot key.
 	ErrBadSnapshotKey = errors.New("bad snapshot key")
+	// ErrHostNetwork: the function asks for the host's network
+	// namespace, which the worker's operator has not allowed.
+	ErrHostNetwork = errors.New("host network not allowed")
 )
 
 // ErrDataDirBusy reports a data dir that another worker holds.

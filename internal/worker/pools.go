@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"slices"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/hearth-run/hearth/internal/cgroup"
 	"github.com/hearth-run/hearth/internal/function"
+	"github.com/hearth-run/hearth/internal/ident"
 	"github.com/hearth-run/hearth/internal/netns"
 	"github.com/hearth-run/hearth/internal/registry"
 )
@@ -26,15 +28,22 @@ type ResourceConfig struct {
 	// Cgroups is the cgroup reserve (default 16).
 	Cgroups int
 	// NetNS is the network-namespace reserve for `network: isolated`
-	// functions (default 8). The namespace pool starts with the first
-	// isolated or offline sandbox.
+	// functions, the default (default 8). The namespace pool, and its
+	// nftables table, start with the worker.
 	NetNS int
 	// Subnet is the private subnet of isolated sandboxes (default
 	// netns.DefaultSubnet). Workers on one host need distinct subnets.
 	Subnet netip.Prefix
-	// NAT lets isolated sandboxes out through the host (masquerade);
-	// off by default.
-	NAT bool
+	// NoEgress keeps isolated sandboxes from reaching anything beyond
+	// their bridge. By default they get out through the host's NAT
+	// (masquerade, with the host's IPv4 forwarding on).
+	NoEgress bool
+	// Guard are the host uids whose sockets in the host's network
+	// namespace must not reach the host's own addresses (the worker's
+	// API included) or isolated sandboxes: the uids sandboxes,
+	// installers and zygotes run as. The worker adds ident.Default and
+	// its handlers' uid.
+	Guard []netns.UIDRange
 	// Prefix names the worker's bridges and veths (default: derived from
 	// CgroupParent, so a restarted worker sweeps what it left).
 	Prefix string
@@ -51,7 +60,9 @@ type resources struct {
 }
 
 // initResources sweeps the namespaces' bridges a crashed predecessor left and
-// starts the cgroup pool.
+// starts the cgroup and namespace pools. The namespace pool's nftables
+// table is what keeps sandboxes of every network kind off the host, so
+// the worker does not start without it.
 func (w *Worker) initResources(ctx context.Context) error {
 	c := w.cfg.Resources
 	if c.Prefix == "" {
@@ -62,9 +73,16 @@ func (w *Worker) initResources(ctx context.Context) error {
 	} else if n > 0 {
 		w.log.Info("swept network objects left by a previous worker", "count", n)
 	}
+	c.Guard = append(slices.Clone(c.Guard), netns.UIDRange{First: uint32(ident.Default.First), Last: uint32(ident.Default.Last())})
+	if u := w.cfg.UID; u != 0 && !ident.Default.Contains(u) {
+		c.Guard = append(c.Guard, netns.UIDRange{First: uint32(u), Last: uint32(u)})
+	}
 	w.res = &resources{cfg: c}
 	if err := w.metrics.Registry.Register(newResourceCollector(w)); err != nil {
 		return fmt.Errorf("registering metrics: %w", err)
+	}
+	if _, err := w.netPool(ctx); err != nil {
+		return err
 	}
 	if c.NoPools {
 		return nil
@@ -86,7 +104,7 @@ func (w *Worker) initResources(ctx context.Context) error {
 	return nil
 }
 
-// netPool returns the namespace pool, making it on first use.
+// netPool returns the namespace pool, making it on first use (at start).
 func (w *Worker) netPool(ctx context.Context) (*netns.Pool, error) {
 	p := w.res
 	p.mu.Lock()
@@ -94,15 +112,27 @@ func (w *Worker) netPool(ctx context.Context) (*netns.Pool, error) {
 	if p.ns != nil || p.err != nil {
 		return p.ns, p.err
 	}
-	reserve := p.cfg.NetNS
+	reserve, offline := p.cfg.NetNS, 0
 	if p.cfg.NoPools {
-		reserve = -1
+		reserve, offline = -1, -1
 	}
-	p.ns, p.err = netns.New(ctx, netns.Config{Prefix: p.cfg.Prefix, Subnet: p.cfg.Subnet, Reserve: reserve, NAT: p.cfg.NAT})
+	p.ns, p.err = netns.New(ctx, netns.Config{Prefix: p.cfg.Prefix, Subnet: p.cfg.Subnet, Reserve: reserve,
+		OfflineReserve: offline, NAT: !p.cfg.NoEgress, Guard: p.cfg.Guard})
 	if p.err != nil {
 		p.err = fmt.Errorf("network namespaces: %w", p.err)
 	}
 	return p.ns, p.err
+}
+
+// CheckNetwork refuses a function in the host's network namespace
+// (network: host, or none in an old record) unless the operator allows
+// it (allowHost). The error wraps ErrHostNetwork.
+func CheckNetwork(allowHost bool, s function.Spec) error {
+	if s.HostNetwork() && !allowHost {
+		return fmt.Errorf("network: %q runs the function in the host's network namespace, which this worker does not allow "+
+			"(its operator can, with allow_host_network); use the default, isolated, or offline: %w", s.Network, ErrHostNetwork)
+	}
+	return nil
 }
 
 // newGroup gives a sandbox its cgroup: from the pool, or made now.
@@ -124,9 +154,10 @@ func (w *Worker) dropGroup(ctx context.Context, g *cgroup.Group) error {
 }
 
 // network returns the namespace a sandbox of fn enters (nil: the host's)
-// and, for isolated functions, the namespace to give back afterwards.
+// and, for isolated and offline functions, the namespace to give back
+// afterwards.
 func (w *Worker) network(ctx context.Context, fn registry.Function) (*os.File, *netns.NS, error) {
-	return w.networkFor(ctx, fn.Spec.Network)
+	return w.networkFor(ctx, netKind(fn))
 }
 
 // networkFor is network for a function.Spec.Network value.
@@ -140,13 +171,15 @@ func (w *Worker) networkFor(ctx context.Context, kind string) (*os.File, *netns.
 	if err != nil {
 		return nil, nil, err
 	}
-	if kind == function.NetworkOffline {
-		return p.Offline(), nil, nil
-	}
 	var ns *netns.NS
-	if w.res.cfg.NoPools {
+	switch {
+	case kind == function.NetworkOffline && w.res.cfg.NoPools:
+		ns, err = p.CreateOffline(ctx)
+	case kind == function.NetworkOffline:
+		ns, err = p.GetOffline(ctx)
+	case w.res.cfg.NoPools:
 		ns, err = p.Create(ctx)
-	} else {
+	default:
 		ns, err = p.Get(ctx)
 	}
 	if err != nil {

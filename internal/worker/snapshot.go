@@ -108,10 +108,11 @@ func (w *Worker) openSnapshots(ctx context.Context) error {
 }
 
 // snapshottable reports whether fn may have a snapshot: not when its
-// spec says never, and only with the host's network (a snapshot does not
-// carry a network namespace).
+// spec says never. A snapshot of a sandbox with a network namespace of
+// its own (isolated, offline) does not carry it: the restore joins a
+// fresh one from the pool.
 func snapshottable(fn registry.Function) bool {
-	return fn.Spec.Snapshot != function.SnapshotNever && netKind(fn) == ""
+	return fn.Spec.Snapshot != function.SnapshotNever
 }
 
 // tryRestore restores fn from its snapshot when one may exist and the
@@ -179,8 +180,17 @@ func (w *Worker) restoreStart(ctx context.Context, fn registry.Function, st *fnS
 		w.dropGroup(context.Background(), grp)
 		return nil, err
 	}
+	netFile, ns, err := w.network(ctx, fn)
+	if err != nil {
+		outR.Close()
+		outW.Close()
+		errR.Close()
+		errW.Close()
+		w.dropGroup(context.Background(), grp)
+		return nil, fmt.Errorf("%s: %v: %w", fn.Name, err, ErrStart)
+	}
 	sb, err := w.snap.svc.Restore(ctx, key, snapshot.RestoreSpec{
-		ID: id, Group: grp, Binds: binds, Stdout: outW, Stderr: errW,
+		ID: id, Group: grp, Binds: binds, Stdout: outW, Stderr: errW, NetNS: netFile,
 	})
 	outW.Close()
 	errW.Close()
@@ -188,13 +198,14 @@ func (w *Worker) restoreStart(ctx context.Context, fn registry.Function, st *fnS
 		outR.Close()
 		errR.Close()
 		w.dropGroup(context.Background(), grp)
+		w.dropNet(context.Background(), ns)
 		return nil, err
 	}
 	// The restored process holds the write ends; the readers end when it
 	// exits.
 	go copyLines(st.stdout, outR)
 	go copyLines(st.stderr, errR)
-	inst := &instance{id: id, fn: fn.Name, rev: fn.Revision, sb: restoredBox{sb}, group: grp,
+	inst := &instance{id: id, fn: fn.Name, rev: fn.Revision, sb: restoredBox{sb}, group: grp, net: ns,
 		declared: int64(fn.Spec.MemoryMB) << 20}
 	w.track(inst)
 	t1 := time.Now()

@@ -12,12 +12,13 @@ func TestSnapshottable(t *testing.T) {
 		snapshot, network string
 		want              bool
 	}{
-		{"", "", true},
+		{"", function.NetworkHost, true},
 		{function.SnapshotAuto, "none", true},
-		{function.SnapshotAlways, "", true},
-		{function.SnapshotNever, "", false},
-		{function.SnapshotAlways, function.NetworkIsolated, false},
-		{"", function.NetworkOffline, false},
+		{function.SnapshotAlways, function.NetworkHost, true},
+		{function.SnapshotNever, function.NetworkHost, false},
+		{"", "", true}, // the default, isolated
+		{function.SnapshotAlways, function.NetworkIsolated, true},
+		{"", function.NetworkOffline, true},
 	}
 	for _, c := range cases {
 		t.Run(c.snapshot+"/"+c.network, func(t *testing.T) {

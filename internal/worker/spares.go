@@ -58,7 +58,7 @@ const spareMakers = 2
 // spareNode is the reserve of one zygote node for one network kind, and
 // its recent demand.
 type spareNode struct {
-	node, net string // zygote node key; function.Spec.Network, "" for the host's
+	node, net string // zygote node key; netKind
 	ready     []*spare
 	making    int // being made
 	lastUse   time.Time
@@ -407,11 +407,15 @@ func (w *Worker) takeSpare(fn registry.Function, key string) (sp *spare, counted
 	return w.spares.take(key, netKind(fn)), true
 }
 
-// netKind is fn's network kind: "" for the host's (NetworkNone or unset),
-// else function.NetworkIsolated or function.NetworkOffline.
+// netKind is fn's network kind: "" for the host's (NetworkHost, or
+// NetworkNone in an old record), else function.NetworkIsolated (also for
+// an unset network: the default) or function.NetworkOffline.
 func netKind(fn registry.Function) string {
-	if fn.Spec.Network == function.NetworkNone {
+	switch {
+	case fn.Spec.HostNetwork():
 		return ""
+	case fn.Spec.Network == "":
+		return function.NetworkIsolated
 	}
 	return fn.Spec.Network
 }

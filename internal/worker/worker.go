@@ -114,6 +114,10 @@ type Config struct {
 	NoWarm bool
 	// Resources configures the pre-made cgroups and network namespaces.
 	Resources ResourceConfig
+	// AllowHostNetwork lets functions run in the host's network namespace
+	// (network: host). Off by default: deploys and invocations of such
+	// functions fail with ErrHostNetwork.
+	AllowHostNetwork bool
 	// NoSnapshots switches function snapshots off. Without a working
 	// CRIU they are off anyway (Tiers reports it).
 	NoSnapshots bool
@@ -363,8 +367,10 @@ func New(ctx context.Context, cfg Config, fns Functions) (*Worker, error) {
 		zc.Runtime = w.runtime
 		zc.Python = cfg.Python
 		zc.Modules = w.modules
-		// Functions on the host's network fork from zygotes on it.
-		zc.HostNetwork = true
+		// Functions on the host's network fork from zygotes on it; where
+		// none may be, zygotes (and the packages they import) have no
+		// network at all.
+		zc.HostNetwork = cfg.AllowHostNetwork
 		zc.Paths = w.pkgPaths
 		if cfg.Packages != nil {
 			// Zygotes see the whole cache at the sandboxes' paths, so a
@@ -376,7 +382,8 @@ func New(ctx context.Context, cfg Config, fns Functions) (*Worker, error) {
 		// before Plant, and promotions come with invocations.
 		zc.NodeReady = func(key string) {
 			if w.spares != nil {
-				w.spares.prime(key, "")
+				// For the default network.
+				w.spares.prime(key, function.NetworkIsolated)
 			}
 		}
 		zc.Log = newZygoteLog(zc.Logger)
@@ -477,6 +484,11 @@ func (w *Worker) InvokeID(ctx context.Context, name string, event []byte, id str
 	}
 	code := w.holdCode(fn, release)
 	defer w.dropCode(code)
+	// A function deployed when the worker allowed the host's network, or
+	// before network: none was renamed, on a worker that no longer does.
+	if err := CheckNetwork(w.cfg.AllowHostNetwork, fn.Spec); err != nil {
+		return Result{}, fmt.Errorf("%s: %w", name, err)
+	}
 	st, err := w.fnState(fn)
 	if err != nil {
 		return Result{}, err

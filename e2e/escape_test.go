@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -619,21 +620,27 @@ func (r *escRun) config(t *testing.T, bridges map[string][2]int, exhaust bool, p
 	// tried on every host address too.
 	_, port, _ := net.SplitHostPort(strings.TrimPrefix(w.url, "http://"))
 	apiPort, _ := strconv.Atoi(port)
-	hostAddrs := []string{}
+	// Addresses by role, so that subtests keep their names whatever the
+	// host's addresses: the loopback, the host's address on its default
+	// route, and each bridge's.
+	type addr struct{ role, ip string }
+	addrs := []addr{{"loopback", "127.0.0.1"}}
 	if a := primaryAddr(); a != "" {
-		hostAddrs = append(hostAddrs, a)
+		addrs = append(addrs, addr{"host_addr", a})
 	}
-	for gw := range bridges {
-		if !slices.Contains(hostAddrs, gw) {
-			hostAddrs = append(hostAddrs, gw)
+	gws := slices.Sorted(maps.Keys(bridges))
+	for i, gw := range gws {
+		role := "bridge"
+		if i > 0 {
+			role += strconv.Itoa(i + 1)
 		}
+		addrs = append(addrs, addr{role, gw})
 	}
-	slices.Sort(hostAddrs)
 	add := func(label, proto, host string, port int, http bool) {
 		cfg.Targets = append(cfg.Targets, escTarget{Label: label, Proto: proto, Host: host, Port: port, HTTP: http})
 	}
-	for _, a := range append([]string{"127.0.0.1"}, hostAddrs...) {
-		add("worker_api_"+a, "tcp", a, apiPort, true)
+	for _, a := range addrs {
+		add("worker_api_via_"+a.role, "tcp", a.ip, apiPort, true)
 	}
 	if r.net.hostNet {
 		return cfg // the host's network: its services are the function's to reach
@@ -643,20 +650,21 @@ func (r *escRun) config(t *testing.T, bridges map[string][2]int, exhaust bool, p
 	if b.lo6TCP != 0 {
 		add("host_loopback6_tcp", "tcp", "::1", b.lo6TCP, false)
 	}
-	for _, a := range append([]string{"127.0.0.1"}, hostAddrs...) {
-		add("host_any_tcp_via_"+a, "tcp", a, b.anyTCP, false)
-		add("host_any_udp_via_"+a, "udp", a, b.anyUDP, false)
+	for _, a := range addrs {
+		add("host_any_tcp_via_"+a.role, "tcp", a.ip, b.anyTCP, false)
+		add("host_any_udp_via_"+a.role, "udp", a.ip, b.anyUDP, false)
 	}
-	for gw, ports := range bridges {
-		add("host_bridge_tcp_"+gw, "tcp", gw, ports[0], false)
-		add("host_bridge_udp_"+gw, "udp", gw, ports[1], false)
+	for i, gw := range gws {
+		role := addrs[len(addrs)-len(gws)+i].role
+		add("host_"+role+"_tcp", "tcp", gw, bridges[gw][0], false)
+		add("host_"+role+"_udp", "udp", gw, bridges[gw][1], false)
 	}
-	for _, a := range []string{"127.0.0.1", r.vinfo.Addr} {
-		if a == "" {
+	for _, a := range []addr{{"loopback", "127.0.0.1"}, {"its_addr", r.vinfo.Addr}} {
+		if a.ip == "" {
 			continue
 		}
-		add("other_sandbox_tcp_"+a, "tcp", a, r.vport, false)
-		add("other_sandbox_udp_"+a, "udp", a, r.vport, false)
+		add("other_sandbox_tcp_via_"+a.role, "tcp", a.ip, r.vport, false)
+		add("other_sandbox_udp_via_"+a.role, "udp", a.ip, r.vport, false)
 	}
 	cfg.Targets = append(cfg.Targets, escTarget{Label: "other_sandbox_abstract_unix", Proto: "unix", Name: r.vtoken})
 	return cfg

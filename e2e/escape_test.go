@@ -79,7 +79,7 @@ if "HEARTH_FUNCTION" not in os.environ:
 
 // escapeSyscalls are the system calls the probe makes by number.
 var escapeSyscalls = []string{"io_uring_setup", "userfaultfd", "keyctl", "add_key", "bpf",
-	"perf_event_open", "kexec_load", "init_module", "ptrace", "socket", "unshare"}
+	"perf_event_open", "kexec_load", "init_module", "ptrace", "socket", "unshare", "setns"}
 
 // seccompChecks are the probe's seccomp checks (SECCOMP_CALLS).
 var seccompChecks = []string{"io_uring_setup", "userfaultfd", "keyctl", "bpf", "perf_event_open",
@@ -168,6 +168,9 @@ type bait struct {
 	shadowSHA string
 	sleeper   int // pid
 	keyDesc   string
+	// sessionDesc names a key in the session keyring the worker inherits
+	// ("" if there is none).
+	sessionDesc string
 
 	mu       sync.Mutex
 	got      map[string]bool
@@ -221,6 +224,18 @@ func newBait(t *testing.T) *bait {
 		t.Logf("host limit: cannot add a key to root's user keyring (%v): the host keyring check has no bait", err)
 		b.keyDesc = ""
 	} else {
+		t.Cleanup(func() { unix.KeyctlInt(unix.KEYCTL_INVALIDATE, id, 0, 0, 0) })
+	}
+
+	// A secret in the session keyring the worker inherits from this
+	// process (as a worker under systemd or sudo has one): a sandbox
+	// that keeps it across setuid possesses it.
+	if _, err := unix.KeyctlGetKeyringID(unix.KEY_SPEC_SESSION_KEYRING, false); err != nil {
+		t.Logf("host limit: this process has no session keyring (%v): the worker-session keyring check has no bait", err)
+	} else if id, err := unix.AddKey("user", b.token+"-sessionkey", []byte("session secret"), unix.KEY_SPEC_SESSION_KEYRING); err != nil {
+		t.Logf("host limit: cannot add a key to this process's session keyring (%v): the worker-session keyring check has no bait", err)
+	} else {
+		b.sessionDesc = b.token + "-sessionkey"
 		t.Cleanup(func() { unix.KeyctlInt(unix.KEYCTL_INVALIDATE, id, 0, 0, 0) })
 	}
 
@@ -614,6 +629,9 @@ func (r *escRun) config(t *testing.T, bridges map[string][2]int, exhaust bool, p
 	if b.keyDesc != "" {
 		cfg.Keys = append(cfg.Keys, escKey{Label: "host_root", Desc: b.keyDesc})
 	}
+	if b.sessionDesc != "" {
+		cfg.Keys = append(cfg.Keys, escKey{Label: "worker_session", Desc: b.sessionDesc})
+	}
 	cfg.Keys = append(cfg.Keys, escKey{Label: "other_function", Desc: r.vtoken + "-key"})
 
 	// Network targets. The worker listens on the loopback; its port is
@@ -697,7 +715,7 @@ type verdict struct {
 func judge(t *testing.T, cfg escConfig, rep escReport, extra []verdict) {
 	t.Helper()
 	want := []string{"capabilities", "host_root", "read_shadow", "read_host_file", "write_host_file",
-		"read_worker_data", "see_host_processes", "see_other_sandbox_processes"}
+		"read_worker_data", "see_host_processes", "see_other_sandbox_processes", "enter_other_sandbox"}
 	for n := range cfg.HostPIDs {
 		want = append(want, "signal_"+n)
 	}

@@ -258,6 +258,24 @@ def processes(rep, cfg):
     rep.check("see_other_sandbox_processes", victim_seen,
               "%d pids in /proc; the victim's marker process %s" % (
                   len(pids), "is listed as %s" % victim_seen if victim_seen else "is not listed"))
+    # Joining another sandbox's namespaces through its processes (those
+    # listed, and its marker's host pid), each in a throwaway child.
+    targets = sorted(set(victim_seen + [cfg["host_pids"].get("victim_sleeper", 0)]) - {0})
+    entered = []
+    for pid in targets:
+        for ns in ("net", "mnt", "pid", "ipc", "uts", "user", "cgroup"):
+            try:
+                fd = os.open("/proc/%d/ns/%s" % (pid, ns), os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                res = in_child(lambda: syscall(cfg["nr"]["setns"], fd, 0)[1])
+            finally:
+                os.close(fd)
+            if res == "ok" and (c := cmdline(pid)) is not None and cfg["victim_token"] in c:
+                entered.append("%s of %d" % (ns, pid))
+    rep.check("enter_other_sandbox", entered, "setns into " + ", ".join(entered) if entered else
+              "no namespace of the other sandbox's processes %s could be joined" % targets)
     tokens = {"host_sleeper": cfg["host_token"], "victim_sleeper": cfg["victim_token"], "worker": cfg["worker_token"]}
     for name, pid in sorted(cfg["host_pids"].items()):
         try:
@@ -272,6 +290,36 @@ def processes(rep, cfg):
             leak = False
             detail += "; that pid is another process here (%r)" % c[:80]
         rep.check("signal_" + name, leak, detail)
+
+
+def in_child(fn):
+    """fn() in a forked child (so that it cannot change this process);
+    returns its JSON-able result."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(r)
+            data = json.dumps(fn()).encode()
+            while data:
+                data = data[os.write(w, data):]
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(w)
+    data = b""
+    while True:
+        b = os.read(r, 65536)
+        if not b:
+            break
+        data += b
+    os.close(r)
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass  # SIGCHLD ignored (a zygote): reaped already
+    return json.loads(data) if data else "child failed"
 
 
 # --- network ---------------------------------------------------------------
@@ -423,32 +471,10 @@ def seccomp_calls(nr):
 
 
 def seccomp(rep, cfg):
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            os.close(r)
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            data = json.dumps(seccomp_calls(cfg["nr"])).encode()
-            while data:
-                data = data[os.write(w, data):]
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(w)
-    data = b""
-    while True:
-        b = os.read(r, 65536)
-        if not b:
-            break
-        data += b
-    os.close(r)
-    try:
-        os.waitpid(pid, 0)
-    except ChildProcessError:
-        pass  # SIGCHLD ignored (a zygote): reaped already
-    out = json.loads(data)
+    def calls():
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        return seccomp_calls(cfg["nr"])
+    out = in_child(calls)
     for name in SECCOMP_CALLS:
         res = out[name]
         rep.check("seccomp_" + name, not (out["mode"] == "2" and res in ("EPERM", "ENOSYS")),
@@ -522,7 +548,7 @@ def run(cfg):
     t0 = time.monotonic()
     rep.guarded(["capabilities", "host_root"], identity, cfg)
     rep.guarded(["read_shadow", "read_host_file", "write_host_file", "read_worker_data"], files, cfg)
-    rep.guarded(["see_host_processes", "see_other_sandbox_processes"] +
+    rep.guarded(["see_host_processes", "see_other_sandbox_processes", "enter_other_sandbox"] +
                 ["signal_" + n for n in cfg["host_pids"]], processes, cfg)
     rep.guarded([t["label"] for t in cfg["targets"] if t["proto"] != "udp"], network, cfg)
     rep.guarded(["keyring_" + k["label"] for k in cfg["keys"]], keyrings, cfg)

@@ -168,9 +168,6 @@ type bait struct {
 	shadowSHA string
 	sleeper   int // pid
 	keyDesc   string
-	// sessionDesc names a key in the session keyring the worker inherits
-	// ("" if there is none).
-	sessionDesc string
 
 	mu       sync.Mutex
 	got      map[string]bool
@@ -224,18 +221,6 @@ func newBait(t *testing.T) *bait {
 		t.Logf("host limit: cannot add a key to root's user keyring (%v): the host keyring check has no bait", err)
 		b.keyDesc = ""
 	} else {
-		t.Cleanup(func() { unix.KeyctlInt(unix.KEYCTL_INVALIDATE, id, 0, 0, 0) })
-	}
-
-	// A secret in the session keyring the worker inherits from this
-	// process (as a worker under systemd or sudo has one): a sandbox
-	// that keeps it across setuid possesses it.
-	if _, err := unix.KeyctlGetKeyringID(unix.KEY_SPEC_SESSION_KEYRING, false); err != nil {
-		t.Logf("host limit: this process has no session keyring (%v): the worker-session keyring check has no bait", err)
-	} else if id, err := unix.AddKey("user", b.token+"-sessionkey", []byte("session secret"), unix.KEY_SPEC_SESSION_KEYRING); err != nil {
-		t.Logf("host limit: cannot add a key to this process's session keyring (%v): the worker-session keyring check has no bait", err)
-	} else {
-		b.sessionDesc = b.token + "-sessionkey"
 		t.Cleanup(func() { unix.KeyctlInt(unix.KEYCTL_INVALIDATE, id, 0, 0, 0) })
 	}
 
@@ -628,9 +613,6 @@ func (r *escRun) config(t *testing.T, bridges map[string][2]int, exhaust bool, p
 	}
 	if b.keyDesc != "" {
 		cfg.Keys = append(cfg.Keys, escKey{Label: "host_root", Desc: b.keyDesc})
-	}
-	if b.sessionDesc != "" {
-		cfg.Keys = append(cfg.Keys, escKey{Label: "worker_session", Desc: b.sessionDesc})
 	}
 	cfg.Keys = append(cfg.Keys, escKey{Label: "other_function", Desc: r.vtoken + "-key"})
 

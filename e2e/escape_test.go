@@ -763,8 +763,20 @@ func commonVerdicts(rep escReport, v victimInfo, after victimState, exhausted bo
 	vs := []verdict{
 		{"own_uid", int(uid) == v.HostUID, fmt.Sprintf("attacker's host uid %d, the other function's %d", int(uid), v.HostUID)},
 		{"host_pid_namespace", rep.Info["ns_pid"] == hostPidNS, fmt.Sprintf("pid namespace %v (the host's is %s)", rep.Info["ns_pid"], hostPidNS)},
-		{"other_sandbox_pid_namespace", rep.Info["ns_pid"] == v.NsPid, fmt.Sprintf("pid namespace %v (the other function's is %s)", rep.Info["ns_pid"], v.NsPid)},
 	}
+	// Functions forked from zygotes share the zygotes' pid namespace (as
+	// pid 1 of its own a function would ignore the signals it sends
+	// itself): that is a leak only if the other's processes show or
+	// take signals there, which the probe tried.
+	shared := rep.Info["ns_pid"] == v.NsPid
+	var through []string
+	for _, c := range []string{"see_other_sandbox_processes", "signal_victim_sleeper", "enter_other_sandbox"} {
+		if ch, ok := rep.Checks[c]; !ok || ch.Leak {
+			through = append(through, c)
+		}
+	}
+	vs = append(vs, verdict{"other_sandbox_pid_namespace", shared && len(through) > 0,
+		fmt.Sprintf("pid namespace %v (the other function's is %s); shared and reached through %v", rep.Info["ns_pid"], v.NsPid, through)})
 	if exhausted {
 		vs = append(vs,
 			verdict{"exhaust_inotify", after.Inotify != "ok", fmt.Sprintf("attacker took %s; the other function's inotify_init1 then: %s",

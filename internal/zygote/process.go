@@ -371,6 +371,9 @@ func attach(ctx context.Context, sb *sandbox.Sandbox, group *cgroup.Group, ctl *
 	if err != nil {
 		p.ctl.Close()
 		killGroup(group)
+		if strings.HasPrefix(r.Error, "unavailable: ") {
+			return nil, fmt.Errorf("%w: %s", ErrUnavailable, strings.TrimPrefix(r.Error, "unavailable: "))
+		}
 		return nil, err
 	}
 	p.pid = me.Pid

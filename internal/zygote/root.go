@@ -2,6 +2,7 @@ package zygote
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -82,6 +83,10 @@ func StartRoot(ctx context.Context, f *sandbox.Factory, cfg RootConfig) (*Proces
 	}
 	theirs.Close()
 	p, err := attach(ctx, sb, cfg.Group, ours)
+	if errors.Is(err, ErrUnavailable) {
+		sb.Destroy(context.Background())
+		return nil, err
+	}
 	if err != nil {
 		sb.Destroy(context.Background())
 		return nil, fmt.Errorf("starting root zygote: %w", err)

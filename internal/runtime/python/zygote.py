@@ -97,6 +97,45 @@ IFF_UP = 0x1
 
 _MAX_FDS = 64
 
+SYS_LANDLOCK_CREATE_RULESET = 444
+SYS_LANDLOCK_RESTRICT_SELF = 446
+LANDLOCK_CREATE_RULESET_VERSION = 1
+LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET = 1
+LANDLOCK_SCOPE_SIGNAL = 2
+
+
+class _RulesetAttr(ctypes.Structure):
+    _fields_ = (("handled_access_fs", ctypes.c_uint64), ("handled_access_net", ctypes.c_uint64),
+                ("scoped", ctypes.c_uint64))
+
+
+def wall_off():
+    """Enter a Landlock domain of this process's own, scoped: from here on
+    it, and all it forks, can signal, trace (or read through /proc) and
+    reach by abstract unix socket only processes of this domain or of
+    domains nested in it. A zygote owns the user namespace of every
+    child it clones, which would let it signal and trace every function
+    forked from any zygote; each node walls itself off before it imports
+    its packages, so that what they run reaches only the node's own
+    children, which asked for them. A function child walls itself off
+    from its siblings too."""
+    abi = _syscall(ctypes.c_long(SYS_LANDLOCK_CREATE_RULESET), None, ctypes.c_size_t(0),
+                   ctypes.c_uint32(LANDLOCK_CREATE_RULESET_VERSION))
+    if abi < 6:
+        raise OSError(ctypes.get_errno() or 95, "landlock: scoped domains need ABI 6 (Linux 6.12), have %d" % abi)
+    attr = _RulesetAttr(0, 0, LANDLOCK_SCOPE_SIGNAL | LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET)
+    fd = _syscall(ctypes.c_long(SYS_LANDLOCK_CREATE_RULESET), ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)),
+                  ctypes.c_uint32(0))
+    if fd < 0:
+        e = ctypes.get_errno()
+        raise OSError(e, "landlock_create_ruleset: " + posix.strerror(e))
+    try:
+        if _syscall(ctypes.c_long(SYS_LANDLOCK_RESTRICT_SELF), ctypes.c_long(fd), ctypes.c_uint32(0)) != 0:
+            e = ctypes.get_errno()
+            raise OSError(e, "landlock_restrict_self: " + posix.strerror(e))
+    finally:
+        posix.close(fd)
+
 
 class _CloneArgs(ctypes.Structure):
     _fields_ = tuple((n, ctypes.c_uint64) for n in (
@@ -448,6 +487,7 @@ def become(req, fds=()):
     posix.setresgid(gid, gid, gid)
     posix.setresuid(uid, uid, uid)
     drop_caps()
+    wall_off()
     # Everything after this runs tenant code (numpy's reseed included).
     confine()
     reseed()
@@ -636,6 +676,7 @@ def spawn_child(req, fds):
                 posix.write(fd, b"0")
                 posix.close(fd)
             ctl = _socket.socket(fileno=ctl_fd)
+            wall_off()
             for p in req.get("path") or []:
                 if p not in sys.path:
                     sys.path.append(p)
@@ -708,6 +749,12 @@ def main():
     global _filter
     # Zygotes share a uid: none may trace another, or read its memory.
     _prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    try:
+        wall_off()
+    except OSError as e:
+        # The worker serves without zygotes, and says why.
+        send(_socket.socket(fileno=3), {"error": "unavailable: %s" % (e,)})
+        posix._exit(1)
     _filter = load_filter()
     # Children are reaped automatically; a function child's death is seen
     # by the worker on its socket and in its cgroup.

@@ -40,13 +40,16 @@ type Config struct {
 	Token        string `yaml:"token"`
 	WarmBudgetMB int64  `yaml:"warm_budget_mb"`
 	PidsLimit    int64  `yaml:"pids_limit"`
-	ScratchMB    int64  `yaml:"scratch_mb"`
-	MaxBodyMB    int64  `yaml:"max_body_mb"`
-	MaxArchiveMB int64  `yaml:"max_archive_mb"`
-	MaxFiles     int    `yaml:"max_archive_files"`
-	QueueTimeout string `yaml:"queue_timeout"`
-	CgroupParent string `yaml:"cgroup_parent"`
-	LogLevel     string `yaml:"log_level"`
+	// CPUsPerGB: CPU quota per GB of a function's memory when it sets no
+	// cpus (default 8: one CPU for 128 MB).
+	CPUsPerGB    float64 `yaml:"cpus_per_gb"`
+	ScratchMB    int64   `yaml:"scratch_mb"`
+	MaxBodyMB    int64   `yaml:"max_body_mb"`
+	MaxArchiveMB int64   `yaml:"max_archive_mb"`
+	MaxFiles     int     `yaml:"max_archive_files"`
+	QueueTimeout string  `yaml:"queue_timeout"`
+	CgroupParent string  `yaml:"cgroup_parent"`
+	LogLevel     string  `yaml:"log_level"`
 	// LogLines is how many output lines the worker keeps per function
 	// (default 1000); `hearth logs` says when older ones were dropped.
 	LogLines int `yaml:"log_lines"`
@@ -443,6 +446,7 @@ func runUp(ctx context.Context, cfg Config) error {
 		WarmBudget:       budget,
 		Pool:             poolCfg,
 		PidsLimit:        cfg.PidsLimit,
+		CPUsPerGB:        cfg.CPUsPerGB,
 		ScratchBytes:     cfg.ScratchMB << 20,
 		CgroupParent:     cfg.CgroupParent,
 		NoWarm:           cfg.NoWarm,

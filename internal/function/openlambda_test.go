@@ -10,7 +10,7 @@ import (
 func TestOpenLambdaConfig(t *testing.T) {
 	def := func(h string, env map[string]string) Spec {
 		return Spec{Handler: h, MemoryMB: DefaultMemoryMB, TimeoutS: DefaultTimeoutS,
-			MaxConcurrency: DefaultMaxConcurrency, CPUs: DefaultCPUs, Network: NetworkIsolated, Env: env, TmpMB: DefaultTmpMB}
+			MaxConcurrency: DefaultMaxConcurrency, Network: NetworkIsolated, Env: env, TmpMB: DefaultTmpMB}
 	}
 	tests := []struct {
 		name  string

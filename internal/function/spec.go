@@ -37,10 +37,14 @@ const (
 	// DefaultTmpMB is the size of /tmp, AWS Lambda's default ephemeral
 	// storage.
 	DefaultTmpMB = 512
-	// DefaultCPUs is a sandbox's CPU quota when cpus is absent or 0: one
-	// CPU's time, so that one busy function cannot take a small worker's
-	// every core from the others.
+	// DefaultCPUs is the CPU quota of a sandbox of DefaultMemoryMB when
+	// cpus is absent or 0: one CPU's time, so that one busy function
+	// cannot take a small worker's every core from the others.
 	DefaultCPUs = 1.0
+	// DefaultCPUsPerGB is the CPU quota per GB of memory of a function
+	// without cpus: as Lambda, CPU in proportion to memory, at a rate
+	// that gives DefaultMemoryMB DefaultCPUs. Workers may set their own.
+	DefaultCPUsPerGB = DefaultCPUs * 1024 / DefaultMemoryMB
 )
 
 // Limits enforced by Validate.
@@ -117,8 +121,7 @@ type Spec struct {
 	// MaxConcurrency is the most sandboxes serving this function at once.
 	MaxConcurrency int `json:"max_concurrency"`
 	// CPUs is each sandbox's CPU quota in CPUs (0.5: half of one CPU's
-	// time). Zero, as in functions deployed before it existed, means
-	// DefaultCPUs; see CPULimit.
+	// time). Zero (absent) means in proportion to MemoryMB; see CPUsFor.
 	CPUs float64 `json:"cpus,omitempty"`
 	// Env is added to the handler's environment.
 	Env map[string]string `json:"env,omitempty"`
@@ -183,7 +186,6 @@ func parse(data []byte) (_ Spec, deprecated bool, _ error) {
 		MemoryMB:       DefaultMemoryMB,
 		TimeoutS:       DefaultTimeoutS,
 		MaxConcurrency: DefaultMaxConcurrency,
-		CPUs:           DefaultCPUs,
 		Network:        NetworkIsolated,
 		Env:            f.Env,
 		TmpMB:          DefaultTmpMB,
@@ -303,13 +305,16 @@ func (s Spec) HostNetwork() bool {
 	return s.Network == NetworkHost || s.Network == NetworkNone
 }
 
-// CPULimit is the sandbox's CPU quota in CPUs: CPUs, or DefaultCPUs for
-// a spec without one.
-func (s Spec) CPULimit() float64 {
-	if s.CPUs == 0 {
-		return DefaultCPUs
+// CPULimit is CPUsFor at DefaultCPUsPerGB.
+func (s Spec) CPULimit() float64 { return s.CPUsFor(DefaultCPUsPerGB) }
+
+// CPUsFor is the sandbox's CPU quota in CPUs: CPUs, or for a spec
+// without, perGB CPUs per GB of MemoryMB, within MinCPUs..MaxCPUs.
+func (s Spec) CPUsFor(perGB float64) float64 {
+	if s.CPUs != 0 {
+		return s.CPUs
 	}
-	return s.CPUs
+	return min(max(float64(s.MemoryMB)/1024*perGB, MinCPUs), MaxCPUs)
 }
 
 // Module returns the handler's module ("pkg.mod") and function name.

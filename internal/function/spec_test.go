@@ -28,7 +28,7 @@ func writeTree(t *testing.T, files map[string]string) string {
 func TestLoad(t *testing.T) {
 	def := func(h string) Spec {
 		return Spec{Handler: h, MemoryMB: DefaultMemoryMB, TimeoutS: DefaultTimeoutS,
-			MaxConcurrency: DefaultMaxConcurrency, CPUs: DefaultCPUs, Network: NetworkIsolated, TmpMB: DefaultTmpMB}
+			MaxConcurrency: DefaultMaxConcurrency, Network: NetworkIsolated, TmpMB: DefaultTmpMB}
 	}
 	tests := []struct {
 		name  string
@@ -225,5 +225,28 @@ func TestParseRequirements(t *testing.T) {
 				t.Errorf("got %q, want %q", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestCPUsFollowMemory: without cpus, a sandbox's quota grows with its
+// memory at the worker's rate; cpus, when set, wins.
+func TestCPUsFollowMemory(t *testing.T) {
+	for _, c := range []struct {
+		mem   int
+		cpus  float64
+		perGB float64
+		want  float64
+	}{
+		{128, 0, DefaultCPUsPerGB, 1},
+		{512, 0, DefaultCPUsPerGB, 4},
+		{64, 0, DefaultCPUsPerGB, 0.5},
+		{1769, 0, 1024.0 / 1769, 1}, // Lambda's rate
+		{512, 0.25, DefaultCPUsPerGB, 0.25},
+		{1, 0, 0.001, MinCPUs},
+	} {
+		s := Spec{MemoryMB: c.mem, CPUs: c.cpus}
+		if got := s.CPUsFor(c.perGB); got < c.want-1e-9 || got > c.want+1e-9 {
+			t.Errorf("memory %d MB, cpus %g, %g per GB: %g CPUs, want %g", c.mem, c.cpus, c.perGB, got, c.want)
+		}
 	}
 }

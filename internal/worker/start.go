@@ -75,7 +75,7 @@ func (w *Worker) limits(fn registry.Function) cgroup.Limits {
 		MemoryBytes: int64(fn.Spec.MemoryMB) << 20,
 		Pids:        w.cfg.PidsLimit,
 		CPUWeight:   100,
-		CPUs:        fn.Spec.CPULimit(),
+		CPUs:        fn.Spec.CPUsFor(w.cfg.CPUsPerGB),
 	}
 }
 

@@ -54,6 +54,10 @@ type Config struct {
 	Pool PoolConfig
 	// PidsLimit caps processes per sandbox (default 64).
 	PidsLimit int64
+	// CPUsPerGB is the CPU quota per GB of memory of functions that set
+	// no cpus (default function.DefaultCPUsPerGB: one CPU for the
+	// default 128 MB, as Lambda gives CPU in proportion to memory).
+	CPUsPerGB float64
 	// ScratchBytes is the /tmp of pre-made sandboxes (holders and
 	// spares), which only serve functions whose tmp_mb matches it
 	// (default function.DefaultTmpMB MiB, function.yaml's own default).
@@ -139,6 +143,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.WarmBudget <= 0 {
 		c.WarmBudget = DefaultWarmBudget()
+	}
+	if c.CPUsPerGB <= 0 {
+		c.CPUsPerGB = function.DefaultCPUsPerGB
 	}
 	if c.PidsLimit <= 0 {
 		c.PidsLimit = 64

@@ -126,8 +126,11 @@ func TestClientReadsWhatTheAPIWrites(t *testing.T) {
 	c, url := serve(t, api.Config{Packages: pk}, reg, wk)
 	ctx := context.Background()
 
+	// What a client gets back: no host path, and no env values (the
+	// API sends the keys only, in spec.env_keys).
 	public := fn
 	public.CodeDir = ""
+	public.Spec.Env = nil
 	got, err := c.Deploy(ctx, "fn", strings.NewReader("archive bytes"))
 	if err != nil || !reflect.DeepEqual(got, public) || string(reg.deployed) != "archive bytes" {
 		t.Errorf("Deploy = %+v, %v (archive %q); want %+v", got, err, reg.deployed, public)

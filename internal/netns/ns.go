@@ -154,7 +154,7 @@ func (ns *NS) scrub(ctx context.Context) error {
 	if err := ns.noSockets(); err != nil {
 		return err
 	}
-	links, err := ns.h.LinkList()
+	links, err := dump(ns.h.LinkList)
 	if err != nil {
 		return fmt.Errorf("listing links: %w", err)
 	}
@@ -212,7 +212,7 @@ func (ns *NS) noSockets() error {
 
 // scrubAddrs removes every address but eth0's own and loopback's.
 func (ns *NS) scrubAddrs() error {
-	addrs, err := ns.h.AddrList(nil, netlink.FAMILY_ALL)
+	addrs, err := dump(func() ([]netlink.Addr, error) { return ns.h.AddrList(nil, netlink.FAMILY_ALL) })
 	if err != nil {
 		return fmt.Errorf("listing addresses: %w", err)
 	}
@@ -243,7 +243,7 @@ func (ns *NS) scrubAddrs() error {
 // scrubRoutes removes every main-table route but the block's and the
 // default one, and puts the default route back if it is gone.
 func (ns *NS) scrubRoutes() error {
-	routes, err := ns.h.RouteList(nil, netlink.FAMILY_V4)
+	routes, err := dump(func() ([]netlink.Route, error) { return ns.h.RouteList(nil, netlink.FAMILY_V4) })
 	if err != nil {
 		return fmt.Errorf("listing routes: %w", err)
 	}

@@ -523,7 +523,7 @@ func (p *Pool) Put(ctx context.Context, ns *NS) error {
 		return fmt.Errorf("%w: namespace from another pool", ErrBadConfig)
 	}
 	if ns.Offline() {
-		p.offRes.Release(ns) // never reused: destroyed
+		p.dropOffline(ns)
 		return nil
 	}
 	if err := p.res.Put(ctx, ns); err != nil {
@@ -544,10 +544,18 @@ func (p *Pool) Release(ns *NS) {
 		return
 	}
 	if ns.Offline() {
-		p.offRes.Release(ns) // never reused: destroyed
+		p.dropOffline(ns)
 		return
 	}
 	p.res.Release(ns)
+}
+
+// dropOffline destroys an empty namespace given back: never reused.
+func (p *Pool) dropOffline(ns *NS) {
+	p.mu.Lock()
+	p.st.Removed++
+	p.mu.Unlock()
+	ns.Destroy()
 }
 
 // Fill blocks until both reserves are full or ctx ends.
@@ -564,7 +572,7 @@ func (p *Pool) Stats() Stats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	s := p.st
-	s.Ready, s.Hits, s.Misses, s.Reused, s.Removed = r.Ready, r.Hits+o.Hits, r.Misses+o.Misses, r.Reused, r.Removed+o.Removed
+	s.Ready, s.Hits, s.Misses, s.Reused, s.Removed = r.Ready, r.Hits+o.Hits, r.Misses+o.Misses, r.Reused, r.Removed+o.Removed+p.st.Removed
 	s.Offline = o.Ready
 	s.Live = int(s.Created - s.Destroyed)
 	return s
@@ -626,7 +634,7 @@ func (p *Pool) waitVeths(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	for {
-		links, err := p.nl.LinkList()
+		links, err := dump(p.nl.LinkList)
 		if err != nil {
 			return fmt.Errorf("netns: listing links: %w", err)
 		}

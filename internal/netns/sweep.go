@@ -31,7 +31,7 @@ func Sweep(prefix string) (int, error) {
 	} else if err != nil && !errors.Is(err, unix.EPROTONOSUPPORT) && !errors.Is(err, unix.EAFNOSUPPORT) {
 		return 0, err
 	}
-	rules, err := h.RuleList(unix.AF_INET)
+	rules, err := dump(func() ([]netlink.Rule, error) { return h.RuleList(unix.AF_INET) })
 	if err != nil {
 		return 0, fmt.Errorf("netns: sweep: listing rules: %w", err)
 	}
@@ -45,7 +45,7 @@ func Sweep(prefix string) (int, error) {
 		}
 		n++
 	}
-	links, err := h.LinkList()
+	links, err := dump(h.LinkList)
 	if err != nil {
 		return n, fmt.Errorf("netns: sweep: listing links: %w", err)
 	}

@@ -60,11 +60,19 @@ func baseImage(t *testing.T) string {
 
 // metricPaths reads hearth_invocations_total from the worker's /metrics
 // and sums it by path over statuses.
-func metricPaths(t *testing.T, url string) map[string]int {
+func metricPaths(t *testing.T, url, token string) map[string]int {
 	t.Helper()
-	resp, err := http.Get(url + "/metrics")
+	req, err := http.NewRequest(http.MethodGet, url+"/metrics", nil)
 	if err != nil {
 		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /metrics: %s", resp.Status)
 	}
 	defer resp.Body.Close()
 	m := map[string]int{}
@@ -192,7 +200,7 @@ func TestReplayLive(t *testing.T) {
 			t.Errorf("function %s: csv rows minus scheduled calls = %d", name, n)
 		}
 	}
-	metrics := metricPaths(t, w.URL)
+	metrics := metricPaths(t, w.URL, w.Token)
 	if fmt.Sprint(metrics) != fmt.Sprint(csvPaths) {
 		t.Errorf("start paths: csv %v, worker metrics %v", csvPaths, metrics)
 	}

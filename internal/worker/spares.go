@@ -339,13 +339,17 @@ func (s *spares) make(key, net string) (_ *spare, err error) {
 	defer j.close()
 	sp.out, sp.err = j.outR, j.errR
 	sp.child, err = w.zyg.SpareFrom(ctx, key, zygote.SpareTarget{
-		Scratch: j.scratch, Listener: j.lis, Stdout: j.outW, Stderr: j.errW, Cgroup: j.procs,
+		Scratch: j.scratch, Listener: j.lis, Stdout: j.outW, Stderr: j.errW, Group: sp.group,
 		Net: net != "", Hostname: "hearth-" + shortID(sb.ID()),
 	})
 	if err != nil {
 		return sp, err
 	}
-	if err := sb.Adopt(sp.child.PidFD(), sp.child.Pid()); err != nil {
+	pidfd, err := sp.child.PidFD()
+	if err != nil {
+		return sp, err
+	}
+	if err := sb.Adopt(pidfd, sp.child.Pid()); err != nil {
 		return sp, err
 	}
 	if net == function.NetworkIsolated {

@@ -288,7 +288,7 @@ func (w *Worker) forkStart(ctx context.Context, fn registry.Function, st *fnStat
 		Listener: j.lis,
 		Stdout:   j.outW,
 		Stderr:   j.errW,
-		Cgroup:   j.procs,
+		Group:    inst.group,
 		Net:      kind != "",
 		Hostname: "hearth-" + shortID(inst.id),
 		Mounts:   mounts,
@@ -361,12 +361,11 @@ func shortID(id string) string {
 }
 
 // join holds what a zygote child needs to build its sandbox around a
-// shell: the shell's scratch (a detached mount), its runtime listener,
-// its cgroup's cgroup.procs files and the write ends of pipes for its
-// stdout and stderr, whose read ends (outR, errR) the caller keeps.
+// shell: the shell's scratch (a detached mount), its runtime listener
+// and the write ends of pipes for its stdout and stderr, whose read ends
+// (outR, errR) the caller keeps.
 type join struct {
 	scratch    *os.File
-	procs      []*os.File
 	lis        *os.File
 	outR, outW *os.File
 	errR, errW *os.File
@@ -386,9 +385,6 @@ func openJoin(sb *sandbox.Sandbox, g *cgroup.Group) (_ *join, err error) {
 	if j.lis = sb.TakeListener(); j.lis == nil {
 		return nil, fmt.Errorf("sandbox %s: no listener to hand over", sb.ID())
 	}
-	if j.procs, err = g.ProcsFiles(); err != nil {
-		return nil, err
-	}
 	if j.outR, j.outW, err = os.Pipe(); err != nil {
 		return nil, err
 	}
@@ -401,7 +397,6 @@ func openJoin(sb *sandbox.Sandbox, g *cgroup.Group) (_ *join, err error) {
 // close closes everything but the read ends, once the child has its own
 // copies.
 func (j *join) close() {
-	closeAll(j.procs)
 	closeAll([]*os.File{j.scratch, j.lis, j.outW, j.errW})
 }
 

@@ -147,7 +147,7 @@ func (m *Manager) startRoot(ctx context.Context) (*Process, error) {
 	m.rootSeq++
 	id := fmt.Sprintf("zygote-root-%d", m.rootSeq)
 	m.mu.Unlock()
-	g, err := m.cg.Create(id, cgroup.Limits{})
+	g, err := m.cg.Create(id, m.limits())
 	if err != nil {
 		return nil, fmt.Errorf("zygote cgroup: %w", err)
 	}
@@ -159,6 +159,18 @@ func (m *Manager) startRoot(ctx context.Context) (*Process, error) {
 	}
 	return p, nil
 }
+
+// limits are each zygote's cgroup limits: packages run in it at import
+// (and may do anything their user can), so it gets a sandbox's bounds:
+// no more memory than all zygotes may have, a few processes (a zygote is
+// single-threaded; its children leave for their own groups at once), one
+// CPU.
+func (m *Manager) limits() cgroup.Limits {
+	return cgroup.Limits{MemoryBytes: m.cfg.MemoryBudget, Pids: zygotePids, CPUWeight: 100, CPUs: 1}
+}
+
+// zygotePids bounds the processes of one zygote's cgroup.
+const zygotePids = 32
 
 // addReplicaLocked adds p to n and watches it: a dead zygote is removed
 // and, if it was the node's last, rebuilt.
@@ -265,7 +277,7 @@ func (m *Manager) spawn(n *Node) (*Process, error) {
 		case <-time.After(5 * time.Millisecond):
 		}
 	}
-	g, err := m.cg.Create(fmt.Sprintf("zygote-%d-%d", n.ID, m.seq.Add(1)), cgroup.Limits{})
+	g, err := m.cg.Create(fmt.Sprintf("zygote-%d-%d", n.ID, m.seq.Add(1)), m.limits())
 	if err != nil {
 		return nil, err
 	}

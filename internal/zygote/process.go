@@ -24,6 +24,8 @@ import (
 // a time; replicas give concurrency.
 type Process struct {
 	pid   int
+	pidMu sync.Mutex
+	pidfd *os.File         // guarded by pidMu; the watcher closes it once the process is gone
 	sb    *sandbox.Sandbox // the root zygote's own sandbox; nil for children
 	group *cgroup.Group
 	ctl   *net.UnixConn
@@ -47,8 +49,10 @@ type Target struct {
 	Listener *os.File
 	// Stdout and Stderr become the child's fd 1 and 2.
 	Stdout, Stderr *os.File
-	// Cgroup holds the sandbox cgroup's cgroup.procs files.
-	Cgroup []*os.File
+	// Group is the sandbox's cgroup. The worker moves the child into it:
+	// a zygote gets no cgroup.procs descriptor, with which it could move
+	// any process of its user (other zygotes) into a sandbox's group.
+	Group *cgroup.Group
 	// Net gives the child an empty network namespace of its own (with
 	// loopback up) instead of the zygote's, which has no network at all.
 	Net bool
@@ -222,29 +226,92 @@ func pidOf(pidfd *os.File) (int, error) {
 	return 0, errors.New("pidfd: no Pid in fdinfo")
 }
 
-// childOf takes the pidfd a reply carried.
-func childOf(fds []*os.File) (Child, error) {
+// childOf takes the pidfd a reply of p carried: it must be of a child
+// of p's (whatever p's packages did, a process it forked is of its own
+// trust domain; another zygote, or a process of another, is not).
+func (p *Process) childOf(fds []*os.File) (Child, error) {
+	return childOf(fds, p.pid)
+}
+
+// childOf takes the pidfd in fds, which must be of a child of parent.
+func childOf(fds []*os.File, parent int) (Child, error) {
 	if len(fds) != 1 {
 		closeAll(fds)
 		return Child{}, fmt.Errorf("want the child's pidfd, got %d descriptors", len(fds))
 	}
-	pid, err := pidOf(fds[0])
+	c := Child{PidFD: fds[0]}
+	var err error
+	if c.Pid, err = pidOf(c.PidFD); err == nil {
+		err = c.parentIs(parent)
+	}
 	if err != nil {
-		fds[0].Close()
+		c.PidFD.Close()
 		return Child{}, err
 	}
-	return Child{Pid: pid, PidFD: fds[0]}, nil
+	return c, nil
+}
+
+// parentIs checks that c's parent is the process parent.
+func (c Child) parentIs(parent int) error {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", c.Pid))
+	if err != nil {
+		return fmt.Errorf("child %d: %w", c.Pid, err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "PPid:"); ok {
+			if pp, _ := strconv.Atoi(strings.TrimSpace(v)); pp != parent {
+				return fmt.Errorf("child %d: its parent is %d, not %d", c.Pid, pp, parent)
+			}
+			return c.alive()
+		}
+	}
+	return fmt.Errorf("child %d: no PPid", c.Pid)
+}
+
+// alive checks that c's process has not exited (so its pid is still its
+// own), through its pidfd.
+func (c Child) alive() error {
+	if err := unix.PidfdSendSignal(int(c.PidFD.Fd()), 0, nil, 0); err != nil {
+		return fmt.Errorf("child %d: %w", c.Pid, err)
+	}
+	return nil
+}
+
+// kill kills c through its pidfd, and closes it.
+func (c Child) kill() {
+	unix.PidfdSendSignal(int(c.PidFD.Fd()), unix.SIGKILL, nil, 0)
+	c.PidFD.Close()
 }
 
 // mapIDs maps host uid and gid, as themselves, into the user namespace
 // of the child pid made: the only ids it can take. Only a process
 // privileged outside that namespace (the worker) can write them.
-func mapIDs(pid, uid, gid int) error {
-	if err := os.WriteFile(fmt.Sprintf("/proc/%d/uid_map", pid), fmt.Appendf(nil, "%d %d 1\n", uid, uid), 0); err != nil {
-		return fmt.Errorf("uid_map: %w", err)
+func mapIDs(c Child, uid, gid int) error {
+	// The directory first, then the check that the process lives: then
+	// the directory is the process's, not a later one's with its pid.
+	dir, err := os.OpenRoot(fmt.Sprintf("/proc/%d", c.Pid))
+	if err != nil {
+		return fmt.Errorf("child %d: %w", c.Pid, err)
 	}
-	if err := os.WriteFile(fmt.Sprintf("/proc/%d/gid_map", pid), fmt.Appendf(nil, "%d %d 1\n", gid, gid), 0); err != nil {
-		return fmt.Errorf("gid_map: %w", err)
+	defer dir.Close()
+	if err := c.alive(); err != nil {
+		return err
+	}
+	for _, m := range []struct {
+		file string
+		id   int
+	}{{"uid_map", uid}, {"gid_map", gid}} {
+		f, err := dir.OpenFile(m.file, os.O_WRONLY, 0)
+		if err != nil {
+			return fmt.Errorf("child %d: %w", c.Pid, err)
+		}
+		_, err = f.Write(fmt.Appendf(nil, "%d %d 1\n", m.id, m.id))
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("child %d: %s: %w", c.Pid, m.file, err)
+		}
 	}
 	return nil
 }
@@ -272,13 +339,12 @@ func (p *Process) Fork(ctx context.Context, t Target) (Child, error) {
 		syncR.Close()
 		return Child{}, err
 	}
-	fds := append([]*os.File{syncR, t.Scratch, t.Listener, t.Stdout, t.Stderr}, t.Cgroup...)
-	fds = append(fds, mounts...)
+	fds := append([]*os.File{syncR, t.Scratch, t.Listener, t.Stdout, t.Stderr}, mounts...)
 	p.forking.Add(1)
 	defer p.forking.Add(-1)
 	_, got, err := p.request(ctx, map[string]any{
 		"op": "fork", "mounts": targets, "net": t.Net, "hostname": t.Hostname,
-		"uid": t.UID, "gid": t.GID, "env": t.Env, "ncg": len(t.Cgroup),
+		"uid": t.UID, "gid": t.GID, "env": t.Env,
 	}, fds)
 	syncR.Close()
 	closeAll(mounts)
@@ -286,13 +352,16 @@ func (p *Process) Fork(ctx context.Context, t Target) (Child, error) {
 		return Child{}, err
 	}
 	p.forks.Add(1)
-	c, err := childOf(got)
+	c, err := p.childOf(got)
 	if err != nil {
 		return Child{}, fmt.Errorf("zygote %d: fork: %w", p.pid, err)
 	}
-	if err := mapIDs(c.Pid, t.UID, t.GID); err != nil {
-		unix.PidfdSendSignal(int(c.PidFD.Fd()), unix.SIGKILL, nil, 0)
-		c.PidFD.Close()
+	err = t.Group.Add(c.Pid)
+	if err == nil {
+		err = mapIDs(c, t.UID, t.GID)
+	}
+	if err != nil {
+		c.kill()
 		return Child{}, fmt.Errorf("zygote %d: fork: %w", p.pid, err)
 	}
 	if _, err := syncW.Write([]byte("1")); err != nil {
@@ -319,64 +388,62 @@ func detachAll(ms []Mount) ([]*os.File, []string, error) {
 	return files, targets, nil
 }
 
-// Child forks a child zygote that joins group, appends path to sys.path
-// and imports modules. It returns once the imports are done.
+// Child forks a child zygote, moves it into group, and has it append
+// path to sys.path and import modules. It returns once the imports are
+// done.
 func (p *Process) Child(ctx context.Context, group *cgroup.Group, modules, path []string) (*Process, error) {
 	ours, theirs, err := seqpacketPair()
 	if err != nil {
 		return nil, err
 	}
-	procs, err := group.ProcsFiles()
-	if err != nil {
-		ours.Close()
-		theirs.Close()
-		return nil, err
-	}
-	_, got, err := p.request(ctx, map[string]any{"op": "child", "modules": modules, "path": path, "ncg": len(procs)},
-		append([]*os.File{theirs}, procs...))
-	closeAll(got)
+	_, got, err := p.request(ctx, map[string]any{"op": "child", "modules": modules, "path": path}, []*os.File{theirs})
 	theirs.Close()
-	for _, f := range procs {
-		f.Close()
-	}
 	if err != nil {
 		ours.Close()
 		return nil, err
 	}
-	return attach(ctx, nil, group, ours)
+	c, err := p.childOf(got)
+	if err == nil {
+		if err = group.Add(c.Pid); err != nil {
+			c.kill()
+		}
+	}
+	if err != nil {
+		ours.Close()
+		return nil, fmt.Errorf("zygote %d: child: %w", p.pid, err)
+	}
+	return attach(ctx, nil, group, ours, c)
 }
 
 // attach wraps a started zygote's control socket, waits for its ready
 // message (which carries its pidfd) and then watches the process.
-func attach(ctx context.Context, sb *sandbox.Sandbox, group *cgroup.Group, ctl *os.File) (*Process, error) {
+func attach(ctx context.Context, sb *sandbox.Sandbox, group *cgroup.Group, ctl *os.File, me Child) (*Process, error) {
 	c, err := net.FileConn(ctl)
 	ctl.Close()
 	if err != nil {
+		me.kill()
 		return nil, err
 	}
-	p := &Process{sb: sb, group: group, ctl: c.(*net.UnixConn), dead: make(chan struct{})}
+	p := &Process{sb: sb, group: group, ctl: c.(*net.UnixConn), dead: make(chan struct{}), pid: me.Pid, pidfd: me.PidFD}
 	dl, ok := ctx.Deadline()
 	if !ok {
 		dl = time.Now().Add(60 * time.Second)
 	}
 	p.ctl.SetDeadline(dl)
 	r, got, err := p.read()
-	var me Child
+	closeAll(got) // the ready message carries nothing: the zygote's pidfd came from its parent
 	if err == nil && !r.Ready {
-		closeAll(got)
 		err = fmt.Errorf("zygote: unexpected first message %+v", r)
-	} else if err == nil {
-		me, err = childOf(got)
 	}
 	if err != nil {
 		p.ctl.Close()
+		me.kill()
 		killGroup(group)
 		if strings.HasPrefix(r.Error, "unavailable: ") {
 			return nil, fmt.Errorf("%w: %s", ErrUnavailable, strings.TrimPrefix(r.Error, "unavailable: "))
 		}
 		return nil, err
 	}
-	p.pid = me.Pid
 	p.ctl.SetDeadline(time.Time{})
 	pidfd := int(me.PidFD.Fd())
 	go func() {
@@ -387,7 +454,10 @@ func attach(ctx context.Context, sb *sandbox.Sandbox, group *cgroup.Group, ctl *
 				break
 			}
 		}
-		me.PidFD.Close()
+		p.pidMu.Lock()
+		p.pidfd.Close()
+		p.pidfd = nil
+		p.pidMu.Unlock()
 		close(p.dead)
 		p.ctl.Close()
 	}()
@@ -404,8 +474,11 @@ func killGroup(g *cgroup.Group) {
 // sandboxes).
 func (p *Process) Kill() {
 	p.killOnce.Do(func() {
-		if p.pid > 0 {
-			unix.Kill(p.pid, unix.SIGKILL)
+		// By pidfd: the zygote may be gone, and its pid another's.
+		p.pidMu.Lock()
+		defer p.pidMu.Unlock()
+		if p.pidfd != nil {
+			unix.PidfdSendSignal(int(p.pidfd.Fd()), unix.SIGKILL, nil, 0)
 		}
 	})
 }

@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
+	"strings"
+	"time"
 
 	"github.com/hearth-run/hearth/internal/cgroup"
 	"github.com/hearth-run/hearth/internal/runtime"
@@ -82,7 +85,16 @@ func StartRoot(ctx context.Context, f *sandbox.Factory, cfg RootConfig) (*Proces
 		return nil, fmt.Errorf("starting root zygote: %w", err)
 	}
 	theirs.Close()
-	p, err := attach(ctx, sb, cfg.Group, ours)
+	// The root's first message carries its pidfd: no package has run in
+	// it yet. It must be the child of the sandbox's init.
+	ours.SetReadDeadline(deadline(ctx))
+	me, err := rootChild(ours, sb.InitPid())
+	if err != nil {
+		ours.Close()
+		sb.Destroy(context.Background())
+		return nil, fmt.Errorf("starting root zygote: %w", err)
+	}
+	p, err := attach(ctx, sb, cfg.Group, ours, me)
 	if errors.Is(err, ErrUnavailable) {
 		sb.Destroy(context.Background())
 		return nil, err
@@ -107,4 +119,34 @@ func (p *Process) Destroy(ctx context.Context) {
 	if p.sb != nil {
 		p.sb.Destroy(ctx)
 	}
+}
+
+func deadline(ctx context.Context) time.Time {
+	if dl, ok := ctx.Deadline(); ok {
+		return dl
+	}
+	return time.Now().Add(60 * time.Second)
+}
+
+// rootChild reads the root zygote's pidfd message on ctl: a packet
+// {"pid": n} with its pidfd. An {"error": ...} packet is returned as
+// the error (with ErrUnavailable for a host limit).
+func rootChild(ctl *os.File, init int) (Child, error) {
+	c, err := net.FileConn(ctl)
+	if err != nil {
+		return Child{}, err
+	}
+	defer c.Close() // a dup: ctl stays open
+	r, fds, err := readReply(c.(*net.UnixConn))
+	if err != nil {
+		return Child{}, err
+	}
+	if r.Error != "" {
+		closeAll(fds)
+		if rest, ok := strings.CutPrefix(r.Error, "unavailable: "); ok {
+			return Child{}, fmt.Errorf("%w: %s", ErrUnavailable, rest)
+		}
+		return Child{}, errors.New(r.Error)
+	}
+	return childOf(fds, init)
 }

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/hearth-run/hearth/internal/cgroup"
 )
 
 // A Spare is a child forked ahead of need into a pre-made sandbox. It has
@@ -29,7 +31,7 @@ type SpareTarget struct {
 	Scratch        *os.File
 	Listener       *os.File
 	Stdout, Stderr *os.File
-	Cgroup         []*os.File
+	Group          *cgroup.Group // the worker moves the spare into it (see Target.Group)
 	Net            bool
 	Hostname       string
 }
@@ -57,16 +59,20 @@ func (p *Process) Spare(ctx context.Context, t SpareTarget) (*Spare, error) {
 	if err != nil {
 		return nil, err
 	}
-	fds := append([]*os.File{t.Scratch, t.Listener, t.Stdout, t.Stderr}, t.Cgroup...)
-	fds = append(fds, theirs)
-	_, got, err := p.request(ctx, map[string]any{"op": "spare", "net": t.Net, "hostname": t.Hostname, "ncg": len(t.Cgroup)}, fds)
+	fds := []*os.File{t.Scratch, t.Listener, t.Stdout, t.Stderr, theirs}
+	_, got, err := p.request(ctx, map[string]any{"op": "spare", "net": t.Net, "hostname": t.Hostname}, fds)
 	theirs.Close()
 	if err != nil {
 		ours.Close()
 		return nil, err
 	}
 	p.forks.Add(1)
-	child, err := childOf(got)
+	child, err := p.childOf(got)
+	if err == nil {
+		if err = t.Group.Add(child.Pid); err != nil {
+			child.kill()
+		}
+	}
 	if err != nil {
 		ours.Close()
 		return nil, fmt.Errorf("zygote %d: spare: %w", p.pid, err)
@@ -84,12 +90,13 @@ func (p *Process) Spare(ctx context.Context, t SpareTarget) (*Spare, error) {
 // Pid returns the spare's host pid.
 func (s *Spare) Pid() int { return s.child.Pid }
 
-// PidFD returns a pidfd of the spare, which the caller owns; nil once
-// taken.
-func (s *Spare) PidFD() *os.File {
-	f := s.child.PidFD
-	s.child.PidFD = nil
-	return f
+// PidFD returns a new pidfd of the spare (a dup), which the caller owns.
+func (s *Spare) PidFD() (*os.File, error) {
+	fd, err := unix.FcntlInt(s.child.PidFD.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("spare %d: %w", s.child.Pid, err)
+	}
+	return os.NewFile(uintptr(fd), "pidfd"), nil
 }
 
 // Go hands the spare its function. The mounts are cloned here as
@@ -103,7 +110,7 @@ func (s *Spare) Go(st Start) error {
 		return err
 	}
 	defer closeAll(files)
-	if err := mapIDs(s.child.Pid, st.UID, st.GID); err != nil {
+	if err := mapIDs(s.child, st.UID, st.GID); err != nil {
 		return fmt.Errorf("spare %d: %w", s.child.Pid, err)
 	}
 	b, err := json.Marshal(map[string]any{"op": "go", "mounts": targets, "uid": st.UID, "gid": st.GID, "env": st.Env})

@@ -5,26 +5,28 @@
 # worker; each request is one JSON packet with descriptors attached:
 #
 #   {"op": "fork", "mounts": [dst, ...], "net": bool, "hostname",
-#    "uid", "gid", "env": {...}, "ncg": k}
+#    "uid", "gid", "env": {...}}
 #       fds: a sync pipe's read end, the sandbox's scratch file system (a
-#       detached mount), its listening socket, stdout, stderr, k
-#       cgroup.procs files, then one detached mount (open_tree) per dst.
+#       detached mount), its listening socket, stdout, stderr, then one
+#       detached mount (open_tree) per dst.
 #       The zygote clones ONE child into new user, mount, uts and ipc
 #       namespaces (and network, with "net"), which it owns. The child
 #       moves the scratch onto /tmp and the mounts onto their dst, caps
-#       its inotify use, joins the cgroup, takes its stdio and socket,
-#       then waits for a byte on the sync pipe: the worker has mapped
-#       uid and gid in the child's user namespace (the zygote cannot:
-#       it is unprivileged). It then becomes uid/gid, drops every
-#       capability, installs the tenant filter, loads the handler and
+#       its inotify use, takes its stdio and socket, then waits for a
+#       byte on the sync pipe: the worker has moved it into its cgroup
+#       and mapped uid and gid in its user namespace (the zygote can do
+#       neither: it is unprivileged, and gets no cgroup descriptor). It
+#       then becomes uid/gid, drops every capability, walls itself off
+#       (Landlock), installs the tenant filter, loads the handler and
 #       serves the socket. Reply: {"pid": pid} with the child's pidfd.
-#   {"op": "child", "modules": [...], "path": [...], "ncg": k}
-#       fds: the child zygote's control socket, then k cgroup.procs files.
-#       Forks a child zygote that joins its own cgroup, imports the
-#       modules and serves its socket. Reply: {"pid": pid}. The child
-#       says {"ready": true} with its pidfd, or {"error": msg}, on its
+#   {"op": "child", "modules": [...], "path": [...]}
+#       fds: the child zygote's control socket.
+#       Forks a child zygote that closes every other descriptor, walls
+#       itself off, imports the modules and serves its socket. Reply:
+#       {"pid": pid} with its pidfd (the worker moves it into its
+#       cgroup). The child says {"ready": true} or {"error": msg} on its
 #       own socket.
-#   {"op": "spare", "net": bool, "hostname", "ncg": k}
+#   {"op": "spare", "net": bool, "hostname"}
 #       fds: as for "fork" but no sync pipe and no mounts, then a control
 #       socket. Clones a child that does everything "fork" does up to
 #       the point where it needs the function (its code, uid and
@@ -33,7 +35,11 @@
 #       with one detached mount per dst, sent once the worker has mapped
 #       uid and gid. So a start pays for none of the clone. Reply:
 #       {"pid"} with the child's pidfd.
+#   {"op": "probe"} -> {"ok": true} once a clone as "fork" makes worked
 #   {"op": "ping"} -> {"ok": true}
+#
+# A root zygote's first packet is {"pid"} with its own pidfd, then
+# {"ready": true} once it has settled.
 #
 # A zygote is unprivileged: a uid of its own, no capabilities, no new
 # privileges, the zygote filter (internal/seccomp ZygoteFilter), in a
@@ -89,6 +95,7 @@ _capset.argtypes = (ctypes.c_void_p, ctypes.c_void_p)
 # architecture (new syscalls share one table since Linux 5.1).
 SYS_MOVE_MOUNT = 429
 SYS_CLONE3 = 435
+SYS_PIDFD_OPEN = 434
 MOVE_MOUNT_F_EMPTY_PATH = 0x4
 AT_FDCWD = -100
 MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 2, 4, 8, 16384, 1 << 18
@@ -549,19 +556,17 @@ class Target:
     """The descriptors of a fork or spare request, by name."""
 
     def __init__(self, op, req, fds, lead, extra):
-        ncg = int(req.get("ncg", 0))
-        want = lead + 4 + ncg + extra
+        want = lead + 4 + extra
         if len(fds) != want:
             raise ValueError("%s: want %d descriptors, got %d" % (op, want, len(fds)))
         self.lead = fds[:lead]
         self.scratch, self.lsock, self.out, self.err = fds[lead:lead + 4]
-        self.cgs = fds[lead + 4:lead + 4 + ncg]
-        self.rest = fds[lead + 4 + ncg:]
+        self.rest = fds[lead + 4:]
 
     def enter(self, req, keep=-1):
         """In a just-cloned child, owner of all its namespaces: build the
-        sandbox (its /tmp, host name, loopback), join its cgroup, take its
-        stdio and socket. keep, if
+        sandbox (its /tmp, host name, loopback), take its stdio and
+        socket (the worker moves it into its cgroup). keep, if
         set, becomes fd LISTEN_FD + 1, and the descriptors of self.rest
         stay open; all others close."""
         _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
@@ -572,8 +577,6 @@ class Target:
         sethostname(req.get("hostname") or "hearth")
         if req.get("net"):
             lo_up()
-        for fd in self.cgs:
-            posix.write(fd, b"0")
         posix.setsid()
         posix.dup2(self.out, 1)
         posix.dup2(self.err, 2)
@@ -659,22 +662,23 @@ def probe():
 def pidfd_self():
     """A pidfd of this process, for the worker: a zygote's pid means
     nothing outside its pid namespace."""
-    return _syscall(ctypes.c_long(434), ctypes.c_long(posix.getpid()), ctypes.c_long(0))  # pidfd_open
+    return _syscall(ctypes.c_long(SYS_PIDFD_OPEN), ctypes.c_long(posix.getpid()), ctypes.c_long(0))
 
 
 def spawn_child(req, fds):
-    """Fork a child zygote that imports more modules."""
-    ncg = int(req.get("ncg", 0))
-    if len(fds) != 1 + ncg:
-        raise ValueError("child: want %d descriptors, got %d" % (1 + ncg, len(fds)))
+    """Fork a child zygote that imports more modules; return its pid and
+    a pidfd of it (the worker moves it into its cgroup)."""
+    if len(fds) != 1:
+        raise ValueError("child: want 1 descriptor, got %d" % len(fds))
     ctl_fd = fds[0]
     pid = posix.fork()
     if pid == 0:
         code = 1
         try:
-            for fd in fds[1:]:
-                posix.write(fd, b"0")
-                posix.close(fd)
+            # Nothing of the parent's may reach the packages: its control
+            # socket to the worker least of all.
+            posix.closerange(3, ctl_fd)
+            posix.closerange(ctl_fd + 1, 1 << 16)
             ctl = _socket.socket(fileno=ctl_fd)
             wall_off()
             for p in req.get("path") or []:
@@ -690,19 +694,24 @@ def spawn_child(req, fds):
             # collector and reference counts would otherwise touch (and copy)
             # their pages in every child.
             settle()
-            send_ready(ctl)
+            send(ctl, {"ready": True})
             serve(ctl)
             code = 0
         finally:
             posix._exit(code)
-    return pid
+    fd = _syscall(ctypes.c_long(SYS_PIDFD_OPEN), ctypes.c_long(pid), ctypes.c_long(0))
+    if fd < 0:
+        raise OSError(ctypes.get_errno(), "pidfd_open")
+    return pid, fd
 
 
-def send_ready(ctl):
+def send_pidfd(ctl):
+    """Tell the worker who this (root) zygote is: its pid means nothing
+    outside its pid namespace."""
     fd = pidfd_self()
     if fd < 0:
         raise OSError(ctypes.get_errno(), "pidfd_open")
-    ctl.sendmsg([hearthrt.dumps({"ready": True, "pid": posix.getpid()})],
+    ctl.sendmsg([hearthrt.dumps({"pid": posix.getpid()})],
                 [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fd.to_bytes(4, sys.byteorder))])
     posix.close(fd)
 
@@ -728,7 +737,7 @@ def serve(ctl):
             elif op == "spare":
                 reply_pid(ctl, *spare_fork(req, fds))
             elif op == "child":
-                send(ctl, {"pid": spawn_child(req, fds)})
+                reply_pid(ctl, *spawn_child(req, fds))
             elif op == "ping":
                 send(ctl, {"ok": True})
             elif op == "probe":
@@ -747,13 +756,16 @@ def serve(ctl):
 
 def main():
     global _filter
+    ctl = _socket.socket(fileno=3)
+    posix.set_inheritable(3, False)
+    send_pidfd(ctl)
     # Zygotes share a uid: none may trace another, or read its memory.
     _prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
     try:
         wall_off()
     except OSError as e:
         # The worker serves without zygotes, and says why.
-        send(_socket.socket(fileno=3), {"error": "unavailable: %s" % (e,)})
+        send(ctl, {"error": "unavailable: %s" % (e,)})
         posix._exit(1)
     _filter = load_filter()
     # Children are reaped automatically; a function child's death is seen
@@ -761,9 +773,7 @@ def main():
     _signal.signal(_signal.SIGCHLD, _signal.SIG_IGN)
     hearthrt.setup_path()
     settle()
-    ctl = _socket.socket(fileno=3)
-    posix.set_inheritable(3, False)
-    send_ready(ctl)
+    send(ctl, {"ready": True})
     serve(ctl)
 
 

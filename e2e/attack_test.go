@@ -4,9 +4,13 @@ import (
 	_ "embed"
 	"encoding/json"
 	"fmt"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/hearth-run/hearth/internal/packages/wheeltest"
 )
@@ -29,16 +33,20 @@ def f(e):
 
 // attackWorker starts a worker whose zygote promotes a package set to a
 // node of its own after two starts, with hearthattack (from attack_node.py)
-// on its package index, and waits until two functions requiring it have
+// on its package index, its import running attacks (see its main), and waits until two functions requiring it have
 // made the node. It returns the node's import report, as a function
 // forked from the node sees it.
-func attackWorker(t *testing.T) (*worker, map[string]any) {
+func attackWorker(t *testing.T, attacks map[string]any) (*worker, map[string]any) {
 	t.Helper()
+	raw, err := json.Marshal(attacks)
+	if err != nil {
+		t.Fatal(err)
+	}
 	wheels := t.TempDir()
 	w := startWorker(t, "--no-snapshots", "--no-index", "--find-links", wheels,
 		"--config", writeConfig(t, "zygote:\n  promote: 2\n"))
 	if err := wheeltest.House(wheels, wheeltest.Wheel{Name: "hearthattack", Version: "1.0",
-		Files: map[string]string{"hearthattack/__init__.py": attackNode}}); err != nil {
+		Files: map[string]string{"hearthattack/__init__.py": attackNode + fmt.Sprintf("\nmain(__import__('json').loads(%q))\n", raw)}}); err != nil {
 		t.Fatal(err)
 	}
 	imp := fn(t, "f.py", attackReportHandler, "requirements.txt", "hearthattack\n")
@@ -78,7 +86,7 @@ func attackWorker(t *testing.T) (*worker, map[string]any) {
 // serves them from its own node, as the function it was sent (its
 // environment, its code, its uid, which the worker maps for it).
 func TestAttackNodeStealsRootRequests(t *testing.T) {
-	w, rep := attackWorker(t)
+	w, rep := attackWorker(t, map[string]any{"thief": true})
 	t.Logf("node's descriptors: %v; thief: %v", rep["fds"], rep["thief"])
 
 	// Victims: functions of other tenants with no packages, so they start
@@ -116,5 +124,66 @@ func TestAttackNodeStealsRootRequests(t *testing.T) {
 	if len(stolen) > 0 {
 		t.Errorf("LEAK: %d of %d other functions' starts were served by the attacker's node:\n%s",
 			len(stolen), victims, strings.Join(stolen, "\n"))
+	}
+}
+
+// TestAttackNodeResources: a package's import code in a zygote node is
+// tenant code, and issue #13 wants it inside a cgroup with limits. Each
+// check is bounded so that the test cannot hurt the host it runs on.
+func TestAttackNodeResources(t *testing.T) {
+	const forkCap = 512 // 8 times a sandbox's default pids limit
+	const inotifyCap = 16384
+	w, rep := attackWorker(t, map[string]any{"forks": forkCap, "inotify": inotifyCap})
+	t.Cleanup(killHolders)
+	t.Logf("node's report: forks %v, inotify %v", rep["forks"], rep["inotify"])
+
+	// A function of another tenant, forked from the root zygote while
+	// the node's holder keeps its inotify instances.
+	vdir := fn(t, "f.py", `
+import ctypes, os
+def f(e):
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.inotify_init1(0o2000000)
+    if fd < 0:
+        return {"inotify": os.strerror(ctypes.get_errno())}
+    os.close(fd)
+    return {"inotify": "ok"}
+`)
+	w.deployDir("inotify-victim", vdir)
+	var vic struct {
+		Inotify string `json:"inotify"`
+	}
+	path := invokeJSON(t, w, "inotify-victim", map[string]any{}, &vic)
+	killHolders()
+
+	t.Run("pids", func(t *testing.T) {
+		f, _ := rep["forks"].(map[string]any)
+		if n, _ := f["n"].(float64); int(n) >= forkCap {
+			t.Errorf("LEAK: the node forked %d processes (%v) and held them at once: no pids limit binds it; a package can exhaust the host's pid space", int(n), f["why"])
+		} else {
+			t.Logf("the node held %v processes, then: %v", f["n"], f["why"])
+		}
+	})
+	t.Run("inotify", func(t *testing.T) {
+		if vic.Inotify != "ok" {
+			t.Errorf("LEAK: the node took %v inotify instances; another tenant's function (a %s start) then got %q from inotify_init1",
+				rep["inotify"], path, vic.Inotify)
+		} else {
+			t.Logf("the node took %v; another tenant's function (a %s start) still made one", rep["inotify"], path)
+		}
+	})
+}
+
+// killHolders kills the attacker's inotify holders (see attack_node.py).
+func killHolders() {
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if b, err := os.ReadFile("/proc/" + e.Name() + "/comm"); err == nil && strings.TrimSpace(string(b)) == "hearthholder" {
+			unix.Kill(pid, unix.SIGKILL)
+		}
 	}
 }

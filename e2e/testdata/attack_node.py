@@ -1,5 +1,6 @@
 # The attacker's package for e2e/attack_test.go: its import code runs in
-# a zygote node (a fork of the root zygote), as any package's would.
+# a zygote node (a fork of the root zygote), as any package's would. The
+# test appends a call of main() with the attacks to run.
 #
 # REPORT says what the node holds that it should not: descriptors it
 # inherited from the zygote it was forked from. If one of them is a
@@ -9,9 +10,11 @@
 # function that starts from the root zygote) is served by a child of this
 # package's node; a handler module planted under the victim's module
 # name ("f") answers in the victim's place with its environment and uid.
+import ctypes
 import os
 import socket
 import sys
+import time
 import types
 
 STOLEN = "hearth-attack-stolen"
@@ -59,6 +62,81 @@ def _start_thief():
     REPORT["thief"] = "serving fd 3 (pid %d)" % pid
 
 
-if "HEARTH_FUNCTION" not in os.environ:
+def _forks(cap):
+    """Fork up to cap processes that wait on a pipe, count them, and let
+    them go: how many processes the node may hold at once."""
+    r, w = os.pipe()
+    n, why = 0, "cap %d reached" % cap
+    kids = []
+    while n < cap:
+        try:
+            pid = os.fork()
+        except OSError as e:
+            why = e.strerror
+            break
+        if pid == 0:
+            try:
+                os.close(w)
+                os.read(r, 1)
+            finally:
+                os._exit(0)
+        kids.append(pid)
+        n += 1
+    os.close(r)
+    os.close(w)
+    for pid in kids:
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+    REPORT["forks"] = {"n": n, "why": why}
+
+
+HOLDER = b"hearthholder"
+
+
+def _inotify(cap, hold_s):
+    """Fork a holder that takes up to cap inotify instances (charged to
+    the zygotes' user, which every forked function's are charged to as
+    well) and keeps them hold_s seconds, or until killed; it is named
+    HOLDER so the test can find and kill it."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(15, HOLDER, 0, 0, 0)  # PR_SET_NAME
+            n, why = 0, "cap %d reached" % cap
+            held = []
+            while n < cap:
+                fd = libc.inotify_init1(0o2000000)
+                if fd < 0:
+                    why = os.strerror(ctypes.get_errno())
+                    break
+                held.append(fd)
+                n += 1
+            os.write(w, ("%d %s" % (n, why)).encode())
+            os.close(w)
+            time.sleep(hold_s)
+        finally:
+            os._exit(0)
+    os.close(w)
+    got = os.read(r, 256).decode()
+    os.close(r)
+    n, _, why = got.partition(" ")
+    REPORT["inotify"] = {"n": int(n or 0), "why": why}
+
+
+def main(attacks):
+    if "HEARTH_FUNCTION" in os.environ:
+        return  # imported by a function, not by a node
     REPORT["fds"] = _fds()
-    _start_thief()
+    # First: with SIGCHLD ignored (as in every zygote), its waits wait for
+    # every child of the node.
+    if "forks" in attacks:
+        _forks(attacks["forks"])
+    if "thief" in attacks:
+        _start_thief()
+    if "inotify" in attacks:
+        _inotify(attacks["inotify"], 60)

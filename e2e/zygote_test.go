@@ -69,7 +69,7 @@ func TestForkedFunctionSeesExactlyItsOwnPackages(t *testing.T) {
 	} {
 		inv := w.mustInvoke(tc.name, "{}")
 		if inv.Path != "fork" || strings.ReplaceAll(string(inv.Body), " ", "") != tc.want {
-			t.Errorf("%s: %s via %s, want %s via fork", tc.name, inv.Body, inv.Path, tc.want)
+			t.Errorf("%s: %s via %s, want %s via fork; worker log:\n%s", tc.name, inv.Body, inv.Path, tc.want, w.out)
 		}
 	}
 	tree, err := w.c.Zygotes(context.Background())

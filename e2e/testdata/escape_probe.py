@@ -17,6 +17,7 @@ import errno
 import hashlib
 import json
 import os
+import resource
 import select
 import signal
 import socket
@@ -494,7 +495,10 @@ def exhaust(rep, cfg):
                   "the probe is the host's root: exhausting inotify would starve the host's root processes")
     else:
         n, res = 0, "ok"
-        while n < 4096:
+        # Leave descriptors for the rest of the probe (sandboxes have
+        # 1024, as Lambda's functions).
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        while n < min(4096, soft - 64):
             ctypes.set_errno(0)
             fd = _libc.inotify_init1(IN_CLOEXEC)
             if fd < 0:
@@ -523,6 +527,20 @@ def exhaust(rep, cfg):
     os.close(r)
     HELD["pipe"] = w
     rep.exhaust["pids"] = "%d processes, then %s" % (n, res)
+
+
+def release_children():
+    """Let the held processes go: in a zygote node they count against the
+    node's own cgroup (its pids cap), and would only stop the node's own
+    forks."""
+    if HELD["pipe"] >= 0:
+        os.close(HELD["pipe"])
+        HELD["pipe"] = -1
+    for pid in HELD["children"]:
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
 
 
 def release():

@@ -1027,14 +1027,16 @@ func (w *Worker) Close(ctx context.Context) error {
 // Inotify instances and watches made in a user namespace count against
 // its owner too: all functions forked from zygotes count against the
 // zygotes' user, each up to its own cap (zygote.py's INOTIFY_LIMITS:
-// 128 and 8192). roomForInotify raises the host's per-user limits to
-// hold 64 such functions at their caps, so that none can exhaust the
+// 128 and 8192), and so does what the zygotes' packages take, up to
+// zygote pids x open files (8 x 1024) per node. roomForInotify raises the
+// host's per-user limits to hold 4 nodes' worth and 64 functions at
+// their caps, so that neither a function nor a node can exhaust the
 // others'; it never lowers them.
 func roomForInotify() error {
 	for _, l := range []struct {
 		path string
 		min  int
-	}{{"/proc/sys/fs/inotify/max_user_instances", 64 * 128}, {"/proc/sys/fs/inotify/max_user_watches", 64 * 8192}} {
+	}{{"/proc/sys/fs/inotify/max_user_instances", 4*8*1024 + 64*128}, {"/proc/sys/fs/inotify/max_user_watches", 64 * 8192}} {
 		b, err := os.ReadFile(l.path)
 		if err != nil {
 			return err

@@ -162,15 +162,18 @@ func (m *Manager) startRoot(ctx context.Context) (*Process, error) {
 
 // limits are each zygote's cgroup limits: packages run in it at import
 // (and may do anything their user can), so it gets a sandbox's bounds:
-// no more memory than all zygotes may have, a few processes (a zygote is
-// single-threaded; its children leave for their own groups at once), one
-// CPU.
+// no more memory than all zygotes may have, a few processes (zygotePids),
+// one CPU.
 func (m *Manager) limits() cgroup.Limits {
 	return cgroup.Limits{MemoryBytes: m.cfg.MemoryBudget, Pids: zygotePids, CPUWeight: 100, CPUs: 1}
 }
 
-// zygotePids bounds the processes of one zygote's cgroup.
-const zygotePids = 32
+// zygotePids bounds the processes of one zygote's cgroup: the zygote and
+// the children it clones, which the worker moves out at once. With the
+// open files limit (initproc.MaxFiles) it bounds the inotify instances a
+// node's packages can take of its user's, which the functions it forks
+// share (see the worker's roomForInotify).
+const zygotePids = 8
 
 // addReplicaLocked adds p to n and watches it: a dead zygote is removed
 // and, if it was the node's last, rebuilt.

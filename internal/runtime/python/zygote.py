@@ -103,6 +103,16 @@ SIOCSIFFLAGS = 0x8914
 IFF_UP = 0x1
 
 _MAX_FDS = 64
+F_DUPFD = 0
+_HIGH_FD = 512  # above every descriptor a zygote or child holds otherwise (MaxFiles is 1024)
+
+
+def _fcntl(fd, cmd, arg):
+    r = _libc.fcntl(fd, cmd, arg)
+    if r < 0:
+        e = ctypes.get_errno()
+        raise OSError(e, "fcntl: " + posix.strerror(e))
+    return r
 
 SYS_LANDLOCK_CREATE_RULESET = 444
 SYS_LANDLOCK_RESTRICT_SELF = 446
@@ -543,8 +553,12 @@ def cloned(net, body):
             code = exit_code(e)
         except BaseException as e:  # noqa: BLE001 - report, never return into the zygote loop
             try:
-                posix.write(2, ("hearth zygote child: %r\n" % (e,)).encode())
-            except OSError:
+                tb = e.__traceback__
+                while tb.tb_next is not None:
+                    tb = tb.tb_next
+                where = "%s:%d" % (tb.tb_frame.f_code.co_name, tb.tb_lineno)
+                posix.write(2, ("hearth zygote child: %r (in %s)\n" % (e, where)).encode())
+            except (OSError, AttributeError):
                 pass
         finally:
             hearthrt.flush()
@@ -570,6 +584,18 @@ class Target:
         set, becomes fd LISTEN_FD + 1, and the descriptors of self.rest
         stay open; all others close."""
         _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
+        # The descriptors came in at whatever numbers were free (in a
+        # node, 3 may be): move them all above the ones set below first,
+        # so that no dup2 there lands on one not yet moved.
+        high = {}
+        for fd in [self.scratch, self.lsock, self.out, self.err] + self.lead + self.rest + ([keep] if keep >= 0 else []):
+            if fd not in high:
+                high[fd] = _fcntl(fd, F_DUPFD, _HIGH_FD)
+        self.scratch, self.lsock, self.out, self.err = (high[fd] for fd in (self.scratch, self.lsock, self.out, self.err))
+        self.lead = [high[fd] for fd in self.lead]
+        self.rest = [high[fd] for fd in self.rest]
+        if keep >= 0:
+            keep = high[keep]
         # Mounts made here must not reach the zygote's namespace.
         mount(None, "/", None, MS_REC | MS_PRIVATE)
         move_mount(self.scratch, "/tmp")

@@ -46,6 +46,9 @@ func init() {
 	runtime.LockOSThread()
 }
 
+// MaxFiles is every sandbox's limit on open files, soft and hard.
+const MaxFiles = 1024
+
 // RuntimeEnv tunes hearth-init's own Go runtime; Main removes it from the
 // environment the main process gets.
 var RuntimeEnv = []string{"GOMAXPROCS=1", "GOGC=off"}
@@ -227,6 +230,13 @@ func Main(argv []string) int {
 			return 125
 		}
 		unix.Close(a.NetNS)
+	}
+	// Open files: Lambda's 1024, hard. In a zygote it also bounds what
+	// a node's packages can hold of what its uid shares with the
+	// functions it forks (inotify instances: pids x files).
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &unix.Rlimit{Cur: MaxFiles, Max: MaxFiles}); err != nil {
+		fmt.Fprintln(os.Stderr, "hearth-init: open files limit:", err)
+		return 125
 	}
 	// A session keyring of its own, empty: hearth-init inherits the
 	// worker's (root's), and whatever it starts would otherwise possess

@@ -247,10 +247,6 @@ func TestNoEgress(t *testing.T) {
 	}
 	cfg := testConfig()
 	cfg.Reserve = -1
-	// No offline reserve: its refill, making namespaces meanwhile, has
-	// made this test's positive control (the host reaching outside()'s
-	// namespace) time out; not understood yet, and not what this tests.
-	cfg.OfflineReserve = -1
 	p := newPool(t, cfg)
 	ns := get(t, p)
 	n := seq.Add(1)

@@ -766,7 +766,7 @@ func TestReleaseScrubsInBackground(t *testing.T) {
 func outside(t *testing.T, name string, hostAddr, addr netip.Prefix, back netip.Prefix) *os.File {
 	t.Helper()
 	// A pool only to borrow its namespace maker; nothing else is made.
-	p, err := New(context.Background(), Config{Prefix: "o" + strconv.FormatInt(int64(os.Getpid()%46656), 36), Subnet: netip.MustParsePrefix("10.255.255.0/29"), Reserve: -1, OfflineReserve: -1})
+	p, err := New(context.Background(), Config{Prefix: "o" + strconv.FormatInt(int64(os.Getpid()%46656), 36), Subnet: netip.MustParsePrefix("10.255.255.0/29"), Reserve: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -811,7 +811,6 @@ func TestNAT(t *testing.T) {
 	cfg := testConfig()
 	cfg.NAT = true
 	cfg.Reserve = -1
-	cfg.OfflineReserve = -1 // see TestNoEgress
 	p := newPool(t, cfg)
 	ns := get(t, p)
 	n := seq.Add(1)

@@ -250,8 +250,7 @@ func TestNoEgress(t *testing.T) {
 	p := newPool(t, cfg)
 	ns := get(t, p)
 	n := seq.Add(1)
-	hostAddr := netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 18, byte(n), 1}), 30)
-	outAddr := netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 18, byte(n), 2}), 30)
+	hostAddr, outAddr := outsideAddrs(n)
 	world := outside(t, cfg.Prefix+"o", hostAddr, outAddr, cfg.Subnet)
 	var l net.Listener
 	inNS(t, world, func() { l, err = net.Listen("tcp", netip.AddrPortFrom(outAddr.Addr(), 0).String()) })

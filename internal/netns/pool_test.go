@@ -763,6 +763,17 @@ func TestReleaseScrubsInBackground(t *testing.T) {
 // outside makes a namespace standing for the world beyond the host: a
 // veth pair from the host (hostAddr) to it (its address), with a route
 // back to the pool's subnet through the host.
+// outsideAddrs are the host's and the outside's addresses of outside()'s
+// link number n: a /30 of 198.19.0.0/16 (RFC 2544's benchmarking block)
+// that depends on the process too, since other tests (e2e's) may run an
+// outside world of their own at the same time.
+func outsideAddrs(n int32) (host, out netip.Prefix) {
+	b := byte(os.Getpid() % 251)
+	c := byte(n%63) * 4
+	return netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 19, b, c + 1}), 30),
+		netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 19, b, c + 2}), 30)
+}
+
 func outside(t *testing.T, name string, hostAddr, addr netip.Prefix, back netip.Prefix) *os.File {
 	t.Helper()
 	// A pool only to borrow its namespace maker; nothing else is made.
@@ -814,8 +825,7 @@ func TestNAT(t *testing.T) {
 	p := newPool(t, cfg)
 	ns := get(t, p)
 	n := seq.Add(1)
-	hostAddr := netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 18, byte(n), 1}), 30)
-	outAddr := netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 18, byte(n), 2}), 30)
+	hostAddr, outAddr := outsideAddrs(n)
 	world := outside(t, cfg.Prefix+"o", hostAddr, outAddr, cfg.Subnet)
 
 	// A server out there records who connects.

@@ -187,6 +187,12 @@ func (q *queue) Start(ctx context.Context) {
 				case <-ctx.Done():
 					return
 				case id := <-q.work:
+					if ctx.Err() != nil {
+						// select picks at random among ready cases: the
+						// end wins. The record stays as it is; the next
+						// worker runs it.
+						return
+					}
 					q.run(ctx, id)
 				}
 			}

@@ -147,7 +147,7 @@ type Config struct {
 }
 
 func loadConfig(path string) (Config, error) {
-	cfg := Config{Listen: DefaultListen, DataDir: "/var/lib/hearth"}
+	cfg := Config{Listen: DefaultListen, DataDir: image.DefaultDataDir}
 	if path == "" {
 		return cfg, nil
 	}
@@ -271,7 +271,7 @@ On shutdown it destroys every sandbox and cgroup it made.`,
 	addHTTPFlags(cmd, &flags.HTTP)
 	addLambdaFlags(cmd, &flags.Lambda)
 	f.StringVar(&flags.Listen, "listen", DefaultListen, "address to listen on")
-	f.StringVar(&flags.DataDir, "data-dir", "/var/lib/hearth", "data directory")
+	f.StringVar(&flags.DataDir, "data-dir", image.DefaultDataDir, "data directory")
 	f.StringVar(&flags.Base, "base", "", "base image tree (default: build one under the data dir)")
 	f.StringVar(&flags.Init, "init", "", "hearth-init binary (default: next to hearth, then $PATH)")
 	f.StringVar(&flags.Token, "token", "", "bearer token of the API (or $HEARTH_TOKEN; default: the data dir's api-token, made at the first start)")

@@ -55,8 +55,8 @@ type PoolConfig struct {
 	DropWait time.Duration `yaml:"drop_wait"`
 }
 
-// DefaultThreshold is the KiSS small/large boundary: 225 MB.
-const DefaultThreshold int64 = 225 << 20
+// DefaultThreshold is the KiSS small/large boundary (pool.DefaultThreshold).
+const DefaultThreshold = pool.DefaultThreshold
 
 func (c *PoolConfig) setDefaults() {
 	if c.Policy == "" {

@@ -275,24 +275,11 @@ func (d *offDuration) UnmarshalYAML(n *yaml.Node) error {
 // default subnet).
 type prefixValue netip.Prefix
 
-func (p *prefixValue) Set(s string) error {
-	if s == "" {
-		*p = prefixValue{}
-		return nil
-	}
-	v, err := netip.ParsePrefix(s)
-	if err != nil {
-		return err
-	}
-	*p = prefixValue(v)
-	return nil
-}
+func (p *prefixValue) Set(s string) error { return (*netip.Prefix)(p).UnmarshalText([]byte(s)) }
 
 func (p *prefixValue) String() string {
-	if v := netip.Prefix(*p); v.IsValid() {
-		return v.String()
-	}
-	return ""
+	b, _ := netip.Prefix(*p).MarshalText()
+	return string(b)
 }
 
 func (p *prefixValue) Type() string { return "prefix" }

@@ -50,6 +50,8 @@ On shutdown it destroys every sandbox and cgroup it made.`,
 	f := cmd.Flags()
 	f.StringVar(&cfgPath, "config", "", "config file (hearth.yaml)")
 	f.BoolVar(&fresh, "fresh", false, "start every invocation fresh: no warm cache, zygotes, pools or snapshots (a Docker-like baseline)")
+	// The flags parse into a config of their own; upConfig applies the
+	// ones given to the loaded hearth.yaml.
 	flags := defaultConfig()
 	upFlags(f, &flags)
 	return cmd

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/hearth-run/hearth/internal/bench"
+	"github.com/hearth-run/hearth/internal/image"
 )
 
 func newBenchCmd() *cobra.Command {
@@ -62,7 +63,7 @@ func samplesCmd(use, short string, run func(ctx context.Context, exe, base strin
 	}
 	c.Flags().IntVarP(&n, "n", "n", 100, "samples per method")
 	c.Flags().StringVar(&base, "base", "", "base image (default: DATA_DIR/base)")
-	c.Flags().StringVar(&dataDir, "data-dir", "/var/lib/hearth", "data directory holding the base image")
+	c.Flags().StringVar(&dataDir, "data-dir", image.DefaultDataDir, "data directory holding the base image")
 	return c
 }
 
@@ -109,7 +110,7 @@ versitygw is started on loopback.`,
 	f.IntVarP(&o.N, "n", "n", 50, "samples per snapshot method")
 	f.IntVar(&o.ColdN, "cold-n", 10, "cold-start samples (over a second each)")
 	f.StringVar(&o.Base, "base", "", "base image (default: DATA_DIR/base)")
-	f.StringVar(&dataDir, "data-dir", "/var/lib/hearth", "data directory holding the base image")
+	f.StringVar(&dataDir, "data-dir", image.DefaultDataDir, "data directory holding the base image")
 	f.StringVar(&o.S3Endpoint, "s3-endpoint", "", "host:port of an S3 store to use (default: start versitygw on loopback)")
 	f.StringVar(&o.S3Access, "s3-access-key", "", "S3 access key (or $HEARTH_S3_ACCESS_KEY)")
 	f.StringVar(&o.S3Secret, "s3-secret-key", "", "S3 secret key (or $HEARTH_S3_SECRET_KEY)")
@@ -149,7 +150,7 @@ func newBenchConcurrencyCmd() *cobra.Command {
 	c.Flags().IntVar(&rounds, "rounds", 3, "bursts of each size")
 	c.Flags().StringVar(&subnet, "subnet", "10.199.0.0/16", "subnet for isolated sandboxes and the namespace table")
 	c.Flags().StringVar(&base, "base", "", "base image (default: DATA_DIR/base)")
-	c.Flags().StringVar(&dataDir, "data-dir", "/var/lib/hearth", "data directory holding the base image")
+	c.Flags().StringVar(&dataDir, "data-dir", image.DefaultDataDir, "data directory holding the base image")
 	return c
 }
 
@@ -188,6 +189,6 @@ cycles the figures should stay flat.`,
 	c.Flags().BoolVar(&o.Keep, "keep", false, "leave the functions deployed (the worker keeps all their logs, up to its bound)")
 	c.Flags().StringArrayVar(&o.Flags, "worker-flag", nil, "extra flag for the worker's hearth up (repeatable), e.g. --worker-flag=--no-snapshots")
 	c.Flags().StringVar(&o.Base, "base", "", "base image (default: DATA_DIR/base)")
-	c.Flags().StringVar(&dataDir, "data-dir", "/var/lib/hearth", "data directory holding the base image")
+	c.Flags().StringVar(&dataDir, "data-dir", image.DefaultDataDir, "data directory holding the base image")
 	return c
 }

@@ -38,7 +38,7 @@ func (f *clientFlags) add(cmd *cobra.Command) {
 	}
 	cmd.Flags().StringVar(&f.server, "server", def, "worker URL (or $HEARTH_URL)")
 	cmd.Flags().StringVar(&f.token, "token", os.Getenv("HEARTH_TOKEN"), "bearer token (or $HEARTH_TOKEN)")
-	tf := cmp.Or(os.Getenv("HEARTH_TOKEN_FILE"), filepath.Join("/var/lib/hearth", api.TokenFile))
+	tf := cmp.Or(os.Getenv("HEARTH_TOKEN_FILE"), filepath.Join(image.DefaultDataDir, api.TokenFile))
 	cmd.Flags().StringVar(&f.tokenFile, "token-file", tf, "the worker's token file, read when no token is given and the worker is on this host's loopback (or $HEARTH_TOKEN_FILE)")
 }
 
@@ -381,7 +381,7 @@ func newImageCmd() *cobra.Command {
 			return nil
 		},
 	}
-	build.Flags().StringVar(&dataDir, "data-dir", "/var/lib/hearth", "data directory")
+	build.Flags().StringVar(&dataDir, "data-dir", image.DefaultDataDir, "data directory")
 	build.Flags().StringVar(&mirror, "mirror", "", "Debian mirror (default: from the host's apt sources)")
 	build.Flags().StringVar(&suite, "suite", image.DefaultSuite, "Debian release to build from")
 	build.Flags().BoolVar(&force, "force", false, "rebuild even if an image exists")

@@ -46,7 +46,7 @@ func newDoctorCmd() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&cfg.DataDir, "data-dir", "/var/lib/hearth", "data directory")
+	f.StringVar(&cfg.DataDir, "data-dir", image.DefaultDataDir, "data directory")
 	f.StringVar(&cfg.Base, "base", "", "base image tree (default: the data dir's)")
 	f.StringVar(&cfg.Init, "init", "", "hearth-init binary (default: next to hearth, then $PATH)")
 	f.StringVar(&cfg.CRIURoot, "criu-root", "", "private CRIU root made by scripts/criu.sh (default /var/lib/hearth/criu-root)")

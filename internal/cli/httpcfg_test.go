@@ -20,7 +20,7 @@ func TestHTTPLimits(t *testing.T) {
 		l.MaxConnsPerIP != api.DefaultMaxConnsPerIP || l.MaxRequestsPerIP != api.DefaultMaxRequestsPerIP || l.MaxConns <= 0 {
 		t.Errorf("defaults: %+v", l)
 	}
-	l, err = httpLimits(HTTPConfig{ReadTimeout: "3s", WriteTimeout: "off", MaxConns: 10, MaxConnsPerIP: -1, MaxRequestsPerIP: 2}, log)
+	l, err = httpLimits(HTTPConfig{ReadTimeout: offDuration(3 * time.Second), WriteTimeout: -1, MaxConns: 10, MaxConnsPerIP: -1, MaxRequestsPerIP: 2}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,9 +33,19 @@ func TestHTTPLimits(t *testing.T) {
 	if again := l.WithDefaults(); again != l {
 		t.Errorf("WithDefaults twice: %+v, then %+v", l, again)
 	}
-	for _, bad := range []HTTPConfig{{ReadTimeout: "soon"}, {IdleTimeout: "-1s"}, {MaxConns: -2}} {
-		if _, err := httpLimits(bad, log); err == nil || !strings.Contains(err.Error(), "http.") {
-			t.Errorf("%+v: %v, want an error naming the setting", bad, err)
+	if _, err := httpLimits(HTTPConfig{MaxConns: -2}, log); err == nil || !strings.Contains(err.Error(), "http.max_conns") {
+		t.Errorf("max_conns -2: %v, want an error naming the setting", err)
+	}
+	// Bad timeouts are refused where they are read: in hearth.yaml (with
+	// the line) and on the command line.
+	for _, bad := range []string{"soon", "-1s", "0s"} {
+		var d offDuration
+		if err := d.Set(bad); err == nil || !strings.Contains(err.Error(), bad) {
+			t.Errorf("%q: %v, want an error quoting it", bad, err)
+		}
+		_, err := loadConfig(writeYAML(t, "http:\n  idle_timeout: "+bad+"\n"))
+		if err == nil || !strings.Contains(err.Error(), "line 2") {
+			t.Errorf("http.idle_timeout %q: %v, want an error naming its line", bad, err)
 		}
 	}
 }

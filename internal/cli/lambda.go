@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/hearth-run/hearth/internal/api"
 	"github.com/hearth-run/hearth/internal/image"
@@ -30,33 +31,14 @@ type LambdaConfig struct {
 	// AccountID is the account in ARNs (default 000000000000).
 	AccountID string `yaml:"account_id"`
 	// Async configures Event invocations.
-	Async struct {
-		MaxQueued    int    `yaml:"max_queued"`
-		Concurrency  int    `yaml:"concurrency"`
-		RetryBackoff string `yaml:"retry_backoff"`
-		MaxAge       string `yaml:"max_age"`
-		KeepRecords  int    `yaml:"keep_records"`
-	} `yaml:"async"`
+	Async lambda.AsyncConfig `yaml:"async"`
 }
 
-func addLambdaFlags(cmd *cobra.Command, c *LambdaConfig) {
-	f := cmd.Flags()
-	f.StringVar(&c.Credentials, "lambda-credentials", "", "access keys of the Lambda API: a file in the AWS credentials format, one [name] per key")
-	f.BoolVar(&c.Insecure, "lambda-api-insecure", false, "serve the Lambda API without checking signatures when no keys are configured")
-	f.StringVar(&c.Async.RetryBackoff, "lambda-retry-backoff", "", "wait before the first retry of a failed Event invocation; the second waits twice as long (default 1m)")
-}
-
-func mergeLambdaFlags(cmd *cobra.Command, c *LambdaConfig, flags LambdaConfig) {
-	fl := cmd.Flags()
-	if fl.Changed("lambda-credentials") {
-		c.Credentials = flags.Credentials
-	}
-	if fl.Changed("lambda-api-insecure") {
-		c.Insecure = flags.Insecure
-	}
-	if fl.Changed("lambda-retry-backoff") {
-		c.Async.RetryBackoff = flags.Async.RetryBackoff
-	}
+// addLambdaFlags declares the lambda flags of `hearth up`, bound to c.
+func addLambdaFlags(f *pflag.FlagSet, c *LambdaConfig) {
+	f.StringVar(&c.Credentials, "lambda-credentials", c.Credentials, "access keys of the Lambda API: a file in the AWS credentials format, one [name] per key")
+	f.BoolVar(&c.Insecure, "lambda-api-insecure", c.Insecure, "serve the Lambda API without checking signatures when no keys are configured")
+	f.DurationVar(&c.Async.RetryBackoff, "lambda-retry-backoff", c.Async.RetryBackoff, "wait before the first retry of a failed Event invocation; the second waits twice as long (default 1m)")
 }
 
 // lambdaConfig turns hearth.yaml's lambda section into the API's.
@@ -83,25 +65,10 @@ func lambdaConfig(c LambdaConfig, dataDir, base string, log *slog.Logger) (lambd
 	if v, err := image.PythonVersion(base); err == nil {
 		out.Runtime = "python" + v
 	}
-	a := c.Async
-	out.Async = lambda.AsyncConfig{MaxQueued: a.MaxQueued, Concurrency: a.Concurrency, KeepRecords: a.KeepRecords}
-	for _, d := range []struct {
-		name string
-		s    string
-		to   *time.Duration
-	}{{"lambda.async.retry_backoff", a.RetryBackoff, &out.Async.RetryBackoff}, {"lambda.async.max_age", a.MaxAge, &out.Async.MaxAge}} {
-		if d.s == "" {
-			continue
-		}
-		v, err := time.ParseDuration(d.s)
-		if err != nil || v <= 0 {
-			return out, fmt.Errorf("%s: %q is not a positive duration", d.name, d.s)
-		}
-		*d.to = v
+	if err := lambdaAsync(c.Async); err != nil {
+		return out, err
 	}
-	if a.MaxQueued < 0 || a.Concurrency < 0 || a.KeepRecords < 0 {
-		return out, fmt.Errorf("lambda.async: max_queued, concurrency and keep_records must not be negative")
-	}
+	out.Async = c.Async
 	return out, nil
 }
 

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/hearth-run/hearth/internal/api"
 	"github.com/hearth-run/hearth/internal/cgroup"
@@ -38,42 +39,16 @@ type PackagesConfig struct {
 // packagesDir is the cache directory below the data dir.
 func packagesDir(dataDir string) string { return filepath.Join(dataDir, "packages") }
 
-// addPackageFlags adds the install cache flags of `hearth up`.
-func addPackageFlags(cmd *cobra.Command, pc *PackagesConfig) {
-	f := cmd.Flags()
-	f.StringVar(&pc.URL, "index-url", "", "package index for requirements (default PyPI)")
-	f.StringArrayVar(&pc.ExtraURLs, "extra-index-url", nil, "extra package index (repeatable)")
-	f.StringArrayVar(&pc.FindLinks, "find-links", nil, "directory or URL of distributions for pip (repeatable)")
-	f.StringArrayVar(&pc.TrustedHosts, "trusted-host", nil, "index host reachable without valid HTTPS (repeatable)")
-	f.BoolVar(&pc.NoIndex, "no-index", false, "install only from --find-links")
-	f.Int64Var(&pc.BudgetMB, "package-budget-mb", 0, "install cache size above which unused packages are removed (0: no limit)")
-	f.BoolVar(&pc.Disabled, "no-install-cache", false, "do not install requirements; the base image must satisfy them")
-}
-
-// mergePackageFlags copies the flags that were set from src to dst.
-func mergePackageFlags(cmd *cobra.Command, dst *PackagesConfig, src PackagesConfig) {
-	fl := cmd.Flags()
-	if fl.Changed("index-url") {
-		dst.URL = src.URL
-	}
-	if fl.Changed("extra-index-url") {
-		dst.ExtraURLs = src.ExtraURLs
-	}
-	if fl.Changed("find-links") {
-		dst.FindLinks = src.FindLinks
-	}
-	if fl.Changed("trusted-host") {
-		dst.TrustedHosts = src.TrustedHosts
-	}
-	if fl.Changed("no-index") {
-		dst.NoIndex = src.NoIndex
-	}
-	if fl.Changed("package-budget-mb") {
-		dst.BudgetMB = src.BudgetMB
-	}
-	if fl.Changed("no-install-cache") {
-		dst.Disabled = src.Disabled
-	}
+// addPackageFlags declares the install cache flags of `hearth up`, bound
+// to pc.
+func addPackageFlags(f *pflag.FlagSet, pc *PackagesConfig) {
+	f.StringVar(&pc.URL, "index-url", pc.URL, "package index for requirements (default PyPI)")
+	f.StringArrayVar(&pc.ExtraURLs, "extra-index-url", pc.ExtraURLs, "extra package index (repeatable)")
+	f.StringArrayVar(&pc.FindLinks, "find-links", pc.FindLinks, "directory or URL of distributions for pip (repeatable)")
+	f.StringArrayVar(&pc.TrustedHosts, "trusted-host", pc.TrustedHosts, "index host reachable without valid HTTPS (repeatable)")
+	f.BoolVar(&pc.NoIndex, "no-index", pc.NoIndex, "install only from --find-links")
+	f.Int64Var(&pc.BudgetMB, "package-budget-mb", pc.BudgetMB, "install cache size above which unused packages are removed (0: no limit)")
+	f.BoolVar(&pc.Disabled, "no-install-cache", pc.Disabled, "do not install requirements; the base image must satisfy them")
 }
 
 // installer is what `hearth up` runs in installer sandboxes: the install
@@ -154,20 +129,16 @@ func openInstaller(ctx context.Context, cfg Config, base, initPath string, log *
 // compilation of each deployed function's code, in an installer sandbox.
 type CompileConfig struct {
 	// Timeout bounds one compile (default 30s).
-	Timeout string `yaml:"timeout"`
+	Timeout time.Duration `yaml:"timeout"`
 	// MemoryMB limits one compile's cgroup (default 256).
 	MemoryMB int64 `yaml:"memory_mb"`
 }
 
 // compileConfig turns the compile section into the compiler's limits.
 func compileConfig(c CompileConfig) (packages.CompileConfig, error) {
-	var cc packages.CompileConfig
-	if c.Timeout != "" {
-		d, err := time.ParseDuration(c.Timeout)
-		if err != nil || d <= 0 {
-			return cc, fmt.Errorf("compile.timeout %q: want a positive duration", c.Timeout)
-		}
-		cc.Timeout = d
+	cc := packages.CompileConfig{Timeout: c.Timeout}
+	if err := nonNegative(setting{"compile.timeout", c.Timeout}); err != nil {
+		return cc, err
 	}
 	if c.MemoryMB < 0 {
 		return cc, fmt.Errorf("compile.memory_mb %d: want a positive size", c.MemoryMB)

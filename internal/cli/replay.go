@@ -16,6 +16,7 @@ import (
 	"github.com/hearth-run/hearth/internal/api"
 	"github.com/hearth-run/hearth/internal/bench"
 	"github.com/hearth-run/hearth/internal/client"
+	"github.com/hearth-run/hearth/internal/image"
 	"github.com/hearth-run/hearth/internal/replay"
 	"github.com/hearth-run/hearth/internal/trace"
 )
@@ -180,7 +181,7 @@ func runReplay(ctx context.Context, c replayConfig, stdout, stderr io.Writer) er
 	token := c.token
 	if token == "" && client.Loopback(c.url) {
 		// The worker on this host: its token file, as the other commands.
-		token, _ = api.ReadToken(cmp.Or(os.Getenv("HEARTH_TOKEN_FILE"), filepath.Join("/var/lib/hearth", api.TokenFile)))
+		token, _ = api.ReadToken(cmp.Or(os.Getenv("HEARTH_TOKEN_FILE"), filepath.Join(image.DefaultDataDir, api.TokenFile)))
 	}
 	cl := client.New(c.url, token)
 	if !cl.Healthy(ctx) {
@@ -296,6 +297,6 @@ improvement in percent (PARSEC's Tables III and IV).`,
 	f.IntVar(&o.MemCapMB, "mem-cap-mb", 64, "most memory a handler touches, MB")
 	f.StringVar(&o.OutDir, "out", "", "`dir` for each configuration's calls.csv and plots (default: none)")
 	f.StringVar(&o.Base, "base", "", "base image (default: DATA_DIR/base)")
-	f.StringVar(&dataDir, "data-dir", "/var/lib/hearth", "data directory holding the base image")
+	f.StringVar(&dataDir, "data-dir", image.DefaultDataDir, "data directory holding the base image")
 	return cmd
 }

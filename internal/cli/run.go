@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/hearth-run/hearth/internal/function"
+	"github.com/hearth-run/hearth/internal/image"
 	"github.com/hearth-run/hearth/internal/localrun"
 	"github.com/hearth-run/hearth/internal/runtime"
 )
@@ -51,7 +52,7 @@ worker does; a running worker is neither needed nor disturbed.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&rc.dataDir, "data-dir", "/var/lib/hearth", "data dir to run in (its base image; a running worker's is fine)")
+	f.StringVar(&rc.dataDir, "data-dir", image.DefaultDataDir, "data dir to run in (its base image; a running worker's is fine)")
 	f.StringVar(&rc.base, "base", "", "base image (default DATA_DIR/base)")
 	f.StringVar(&rc.init, "init", "", "hearth-init binary (default: next to hearth, then $PATH)")
 	f.StringVar(&rc.name, "name", "", "function name the handler sees (default: DIR's name)")

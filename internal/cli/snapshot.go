@@ -17,6 +17,7 @@ import (
 
 	"github.com/hearth-run/hearth/api/types"
 	"github.com/hearth-run/hearth/internal/client"
+	"github.com/hearth-run/hearth/internal/image"
 	"github.com/hearth-run/hearth/internal/snapshot"
 )
 
@@ -29,7 +30,7 @@ func newSnapshotCmd() *cobra.Command {
 		Use:   "snapshot",
 		Short: "List, remove and create function snapshots",
 	}
-	cmd.PersistentFlags().StringVar(&dataDir, "data-dir", "/var/lib/hearth", "data directory")
+	cmd.PersistentFlags().StringVar(&dataDir, "data-dir", image.DefaultDataDir, "data directory")
 	ls := &cobra.Command{
 		Use:   "ls",
 		Short: "List cached snapshots, most recently used first",

@@ -67,9 +67,8 @@ func TestSnapshotConfig(t *testing.T) {
 		bad  bool
 	}{
 		{"defaults", SnapshotConfig{}, false},
-		{"threshold", SnapshotConfig{Threshold: "250ms", MaxMB: 100}, false},
-		{"bad threshold", SnapshotConfig{Threshold: "soon"}, true},
-		{"negative threshold", SnapshotConfig{Threshold: "-1s"}, true},
+		{"threshold", SnapshotConfig{Threshold: 250 * time.Millisecond, MaxMB: 100}, false},
+		{"negative threshold", SnapshotConfig{Threshold: -time.Second}, true},
 		{"negative max", SnapshotConfig{MaxMB: -1}, true},
 		{"s3 without endpoint", SnapshotConfig{S3: S3Config{Bucket: "b"}}, true},
 		{"s3 without bucket", SnapshotConfig{S3: S3Config{Endpoint: "127.0.0.1:1"}}, true},
@@ -86,7 +85,7 @@ func TestSnapshotConfig(t *testing.T) {
 			if err == nil && (c.in.S3.Endpoint != "") != (got.Remote != nil) {
 				t.Errorf("remote %v for endpoint %q", got.Remote, c.in.S3.Endpoint)
 			}
-			if err == nil && c.in.Threshold == "250ms" && (got.Threshold != 250*time.Millisecond || got.MaxBytes != 100<<20) {
+			if err == nil && c.in.Threshold == 250*time.Millisecond && (got.Threshold != 250*time.Millisecond || got.MaxBytes != 100<<20) {
 				t.Errorf("got %+v", got)
 			}
 		})

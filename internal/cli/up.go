@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"go.yaml.in/yaml/v3"
 
 	"github.com/hearth-run/hearth/internal/api"
 	"github.com/hearth-run/hearth/internal/criu"
@@ -28,146 +27,9 @@ import (
 	"github.com/hearth-run/hearth/internal/zygote"
 )
 
-// DefaultListen is the worker's default address: loopback only.
-const DefaultListen = "127.0.0.1:7878"
-
-// Config is hearth.yaml. Flags of `hearth up` override it.
-type Config struct {
-	Listen       string `yaml:"listen"`
-	DataDir      string `yaml:"data_dir"`
-	Base         string `yaml:"base"`
-	Init         string `yaml:"init"`
-	Token        string `yaml:"token"`
-	WarmBudgetMB int64  `yaml:"warm_budget_mb"`
-	PidsLimit    int64  `yaml:"pids_limit"`
-	// CPUsPerGB: CPU quota per GB of a function's memory when it sets no
-	// cpus (default 8: one CPU for 128 MB).
-	CPUsPerGB    float64 `yaml:"cpus_per_gb"`
-	ScratchMB    int64   `yaml:"scratch_mb"`
-	MaxBodyMB    int64   `yaml:"max_body_mb"`
-	MaxArchiveMB int64   `yaml:"max_archive_mb"`
-	MaxFiles     int     `yaml:"max_archive_files"`
-	QueueTimeout string  `yaml:"queue_timeout"`
-	CgroupParent string  `yaml:"cgroup_parent"`
-	LogLevel     string  `yaml:"log_level"`
-	// LogLines is how many output lines the worker keeps per function
-	// (default 1000); `hearth logs` says when older ones were dropped.
-	LogLines int `yaml:"log_lines"`
-	// LogsMB bounds the output lines kept of all functions (default 16).
-	LogsMB     int64  `yaml:"logs_mb"`
-	Mirror     string `yaml:"mirror"`
-	NoWarm     bool   `yaml:"no_warm_cache"`
-	NoZygotes  bool   `yaml:"no_zygotes"`
-	ZygoteTree string `yaml:"zygote_tree"`
-	// NoSnapshots switches function snapshots off (issue 6).
-	NoSnapshots bool `yaml:"no_snapshots"`
-	// PreMade is how many empty sandboxes wait for zygote forks (default
-	// 4; negative: none).
-	PreMade int `yaml:"premade_sandboxes"`
-	// Spares is how many zygote children, at least, are forked ahead of
-	// need per recently used zygote node (default 2; negative: none).
-	Spares int `yaml:"spares"`
-	// MaxSpares bounds all spares; a node that saw a burst keeps as many
-	// as the burst's concurrent starts (default 128).
-	MaxSpares int `yaml:"max_spares"`
-	// Snapshot configures function snapshots.
-	Snapshot SnapshotConfig `yaml:"snapshot"`
-	// Pre-made cgroups and network namespaces (issue 5). NoPools makes
-	// them on the critical path instead.
-	NoPools     bool   `yaml:"no_pools"`
-	CgroupPool  int    `yaml:"cgroup_pool"`
-	NetnsPool   int    `yaml:"netns_pool"`
-	NetnsSubnet string `yaml:"netns_subnet"`
-	// NoEgress keeps isolated sandboxes (the default network) from
-	// reaching anything beyond their bridge; by default they get out
-	// through the host's NAT.
-	NoEgress bool `yaml:"no_egress"`
-	// NetnsNAT is the old switch for egress, off by default then; it now
-	// means the opposite of no_egress when set.
-	NetnsNAT *bool `yaml:"netns_nat"`
-	// AllowHostNetwork lets functions ask for network: host (the host's
-	// network namespace). Off by default: such deploys get 403.
-	AllowHostNetwork bool `yaml:"allow_host_network"`
-	// OpenInvoke lets anyone who reaches the listen address invoke
-	// functions without the token. Off by default; refused on an address
-	// other than loopback unless OpenInvokePublic is set too.
-	OpenInvoke       bool `yaml:"open_invoke"`
-	OpenInvokePublic bool `yaml:"open_invoke_public"`
-	// Policy is the warm pool's keep-alive policy: lru, gd, freq, ttl or hist.
-	Policy string `yaml:"policy"`
-	// Pools splits warm_budget_mb into size-partitioned pools in percent,
-	// smallest first ("80/20", the default) or "unified".
-	Pools string `yaml:"pools"`
-	// PoolThresholdMB is the small/large boundary of two pools (default 225).
-	PoolThresholdMB int64 `yaml:"pool_threshold_mb"`
-	// PoolThresholdsMB are the boundaries of three or more pools.
-	PoolThresholdsMB []int64 `yaml:"pool_thresholds_mb"`
-	// Borrow lets a full pool use another's spare memory.
-	Borrow bool `yaml:"borrow"`
-	// TTL is the ttl policy's keep-alive (default 10m).
-	TTL string `yaml:"ttl"`
-	// OnDrop is queue (the default: a wait of at most drop_wait, by
-	// default queue_timeout, then 503) or reject (a 503 at once) when a
-	// pool is full of busy sandboxes. Queued requests of functions below
-	// their share of the pool go first.
-	OnDrop    string `yaml:"on_drop"`
-	DropQueue int    `yaml:"drop_queue"`
-	DropWait  string `yaml:"drop_wait"`
-	// Hist tunes the hist policy (durations as "1m"); empty means the
-	// paper's defaults.
-	Hist struct {
-		Bin        string  `yaml:"bin"`
-		Range      string  `yaml:"range"`
-		Fixed      string  `yaml:"fixed"`
-		MinSamples int     `yaml:"min_samples"`
-		MinCV      float64 `yaml:"min_cv"`
-		Margin     float64 `yaml:"margin"`
-		// SeriesMin and SeriesMargin tune the time-series fallback
-		// (series_min: -1 switches it off).
-		SeriesMin    int     `yaml:"series_min"`
-		SeriesMargin float64 `yaml:"series_margin"`
-	} `yaml:"hist"`
-	// Packages configures the package install cache.
-	Packages PackagesConfig `yaml:"packages"`
-	// Compile bounds the deploy-time byte compilation of function code.
-	Compile CompileConfig `yaml:"compile"`
-	// HTTP bounds the API server's connections, requests and timeouts.
-	HTTP HTTPConfig `yaml:"http"`
-	// Lambda configures the AWS Lambda compatible API.
-	Lambda LambdaConfig `yaml:"lambda"`
-	Zygote struct {
-		MemoryMB    int64  `yaml:"memory_mb"`
-		Window      int    `yaml:"window"`
-		Promote     int    `yaml:"promote"`
-		IdleTimeout string `yaml:"idle_timeout"`
-		Max         int    `yaml:"max"`
-		Min         int    `yaml:"min"`
-		MaxReplicas int    `yaml:"max_replicas"`
-	} `yaml:"zygote"`
-}
-
-func loadConfig(path string) (Config, error) {
-	cfg := Config{Listen: DefaultListen, DataDir: "/var/lib/hearth"}
-	if path == "" {
-		return cfg, nil
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return cfg, fmt.Errorf("config: %w", err)
-	}
-	defer f.Close()
-	dec := yaml.NewDecoder(f)
-	dec.KnownFields(true)
-	if err := dec.Decode(&cfg); err != nil {
-		return cfg, fmt.Errorf("config %s: %w", path, err)
-	}
-	return cfg, nil
-}
-
 func newUpCmd() *cobra.Command {
 	var cfgPath string
 	var fresh bool
-	var flags Config
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Run the worker in the foreground",
@@ -178,129 +40,41 @@ numpy, requests and Pillow) under the data dir, unless --base names a tree.
 On shutdown it destroys every sandbox and cgroup it made.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := loadConfig(cfgPath)
+			cfg, err := upConfig(cmd, cfgPath, fresh)
 			if err != nil {
 				return err
-			}
-			fl := cmd.Flags()
-			if fl.Changed("listen") {
-				cfg.Listen = flags.Listen
-			}
-			if fl.Changed("data-dir") {
-				cfg.DataDir = flags.DataDir
-			}
-			if fl.Changed("base") {
-				cfg.Base = flags.Base
-			}
-			if fl.Changed("init") {
-				cfg.Init = flags.Init
-			}
-			if fl.Changed("token") {
-				cfg.Token = flags.Token
-			}
-			if fl.Changed("open-invoke") {
-				cfg.OpenInvoke = flags.OpenInvoke
-			}
-			if fl.Changed("open-invoke-public") {
-				cfg.OpenInvokePublic = flags.OpenInvokePublic
-			}
-			if fl.Changed("warm-budget-mb") {
-				cfg.WarmBudgetMB = flags.WarmBudgetMB
-			}
-			if fl.Changed("cgroup-parent") {
-				cfg.CgroupParent = flags.CgroupParent
-			}
-			if fl.Changed("no-warm-cache") {
-				cfg.NoWarm = flags.NoWarm
-			}
-			if fresh {
-				cfg.NoWarm, cfg.NoZygotes, cfg.NoPools, cfg.NoSnapshots = true, true, true, true
-			}
-			if fl.Changed("no-snapshots") {
-				cfg.NoSnapshots = flags.NoSnapshots
-			}
-			if fl.Changed("premade") {
-				cfg.PreMade = flags.PreMade
-			}
-			if fl.Changed("spares") {
-				cfg.Spares = flags.Spares
-			}
-			if fl.Changed("max-spares") {
-				cfg.MaxSpares = flags.MaxSpares
-			}
-			if fl.Changed("no-zygotes") {
-				cfg.NoZygotes = flags.NoZygotes
-			}
-			if fl.Changed("zygote-tree") {
-				cfg.ZygoteTree = flags.ZygoteTree
-			}
-			if fl.Changed("policy") {
-				cfg.Policy = flags.Policy
-			}
-			if fl.Changed("pools") {
-				cfg.Pools = flags.Pools
-			}
-			if fl.Changed("log-level") {
-				cfg.LogLevel = flags.LogLevel
-			}
-			if fl.Changed("log-lines") {
-				cfg.LogLines = flags.LogLines
-			}
-			if fl.Changed("logs-mb") {
-				cfg.LogsMB = flags.LogsMB
-			}
-			mergeResourceFlags(cmd, &cfg, flags)
-			mergeHTTPFlags(cmd, &cfg.HTTP, flags.HTTP)
-			mergeLambdaFlags(cmd, &cfg.Lambda, flags.Lambda)
-			mergePackageFlags(cmd, &cfg.Packages, flags.Packages)
-			if fl.Changed("compile-timeout") {
-				cfg.Compile.Timeout = flags.Compile.Timeout
-			}
-			if fl.Changed("compile-memory-mb") {
-				cfg.Compile.MemoryMB = flags.Compile.MemoryMB
-			}
-			if cfg.Token == "" {
-				cfg.Token = os.Getenv("HEARTH_TOKEN")
 			}
 			return runUp(cmd.Context(), cfg)
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&cfgPath, "config", "", "config file (hearth.yaml)")
-	addPackageFlags(cmd, &flags.Packages)
-	addHTTPFlags(cmd, &flags.HTTP)
-	addLambdaFlags(cmd, &flags.Lambda)
-	f.StringVar(&flags.Listen, "listen", DefaultListen, "address to listen on")
-	f.StringVar(&flags.DataDir, "data-dir", "/var/lib/hearth", "data directory")
-	f.StringVar(&flags.Base, "base", "", "base image tree (default: build one under the data dir)")
-	f.StringVar(&flags.Init, "init", "", "hearth-init binary (default: next to hearth, then $PATH)")
-	f.StringVar(&flags.Token, "token", "", "bearer token of the API (or $HEARTH_TOKEN; default: the data dir's api-token, made at the first start)")
-	f.BoolVar(&flags.OpenInvoke, "open-invoke", false, "serve the invoke endpoints without the token (loopback addresses only, unless --open-invoke-public)")
-	f.BoolVar(&flags.OpenInvokePublic, "open-invoke-public", false, "allow --open-invoke on an address other than loopback")
-	f.Int64Var(&flags.WarmBudgetMB, "warm-budget-mb", 0, "memory budget of all sandboxes, busy and paused, MB (default: half of the machine's memory, or of the worker's cgroup limit)")
-	f.StringVar(&flags.Policy, "policy", "lru", "warm pool policy: lru, gd, freq, ttl or hist")
-	f.StringVar(&flags.Pools, "pools", "80/20", `warm pool split in percent, small functions first, or "unified"`)
-	f.StringVar(&flags.CgroupParent, "cgroup-parent", "", "parent cgroup of sandboxes (default: hearth, or hearth-<hash> for a non-default data dir)")
-	f.StringVar(&flags.LogLevel, "log-level", "info", "debug, info, warn or error")
-	f.IntVar(&flags.LogLines, "log-lines", 1000, "output lines kept per function, for hearth logs")
-	f.Int64Var(&flags.LogsMB, "logs-mb", 16, "bound on the output lines kept of all functions, MB")
-	f.BoolVar(&flags.NoWarm, "no-warm-cache", false, "destroy sandboxes after each call (every call starts cold)")
-	f.BoolVar(&flags.NoPools, "no-pools", false, "make cgroups and network namespaces on the critical path (no pre-made resources)")
-	f.IntVar(&flags.CgroupPool, "cgroup-pool", 16, "pre-made cgroups kept ready")
-	f.IntVar(&flags.NetnsPool, "netns-pool", 8, "pre-made network namespaces kept ready for network: isolated")
-	f.BoolVar(&flags.NoEgress, "no-egress", false, "keep isolated sandboxes (the default network) from reaching anything beyond their bridge (default: out through the host's NAT, which turns on IPv4 forwarding)")
-	f.BoolVar(&flags.AllowHostNetwork, "allow-host-network", false, "let functions ask for network: host (the host's network namespace; its loopback and addresses stay closed to them)")
-	f.StringVar(&flags.NetnsSubnet, "netns-subnet", "10.200.0.0/16", "private IPv4 subnet of isolated sandboxes (distinct per worker on a host)")
 	f.BoolVar(&fresh, "fresh", false, "start every invocation fresh: no warm cache, zygotes, pools or snapshots (a Docker-like baseline)")
-	f.BoolVar(&flags.NoSnapshots, "no-snapshots", false, "never snapshot or restore functions")
-	f.IntVar(&flags.PreMade, "premade", 0, "empty sandboxes kept ready for zygote forks (default 4; negative: none)")
-	f.IntVar(&flags.Spares, "spares", 0, "zygote children forked ahead of need per recently used zygote node, at least (default 2; negative: none)")
-	f.IntVar(&flags.MaxSpares, "max-spares", 0, "bound on all spares; a node that saw a burst keeps one per concurrent start for a minute (default 128)")
-	f.BoolVar(&flags.NoZygotes, "no-zygotes", false, "never fork from zygotes (every new sandbox starts a fresh interpreter)")
-	f.StringVar(&flags.ZygoteTree, "zygote-tree", "", "start from a zygote tree planned by `hearth zygote plan`")
-	f.StringVar(&flags.Compile.Timeout, "compile-timeout", "30s", "time limit of a deployed function's byte compilation (past it the deploy goes on without bytecode)")
-	f.Int64Var(&flags.Compile.MemoryMB, "compile-memory-mb", 256, "memory limit of a deployed function's byte compilation, MB")
+	// The flags parse into a config of their own; upConfig applies the
+	// ones given to the loaded hearth.yaml.
+	flags := defaultConfig()
+	upFlags(f, &flags)
 	return cmd
+}
+
+// upConfig is the configuration of `hearth up`: hearth.yaml at path (if
+// any) over the defaults, then --fresh, then the flags given, which
+// override both; then $HEARTH_TOKEN if no token is set.
+func upConfig(cmd *cobra.Command, path string, fresh bool) (Config, error) {
+	cfg, err := loadConfig(path)
+	if err != nil {
+		return cfg, err
+	}
+	if fresh {
+		cfg.NoWarm, cfg.NoZygotes, cfg.Resources.NoPools, cfg.NoSnapshots = true, true, true, true
+	}
+	if err := overlayFlags(cmd.Flags(), &cfg); err != nil {
+		return cfg, err
+	}
+	if cfg.Token == "" {
+		cfg.Token = os.Getenv("HEARTH_TOKEN")
+	}
+	return cfg, nil
 }
 
 func newLogger(level string) *slog.Logger {
@@ -454,6 +228,8 @@ func runUp(ctx context.Context, cfg Config) error {
 		PreMade:          cfg.PreMade,
 		Spares:           cfg.Spares,
 		MaxSpares:        cfg.MaxSpares,
+		QueueTimeout:     cfg.QueueTimeout,
+		Zygote:           zygoteConfig(cfg.Zygote),
 		NoSnapshots:      cfg.NoSnapshots,
 		AllowHostNetwork: cfg.AllowHostNetwork,
 		LogLines:         cfg.LogLines,
@@ -467,22 +243,6 @@ func runUp(ctx context.Context, cfg Config) error {
 	}
 	if wcfg.Resources, err = resourceConfig(cfg); err != nil {
 		return err
-	}
-	if cfg.QueueTimeout != "" {
-		if wcfg.QueueTimeout, err = time.ParseDuration(cfg.QueueTimeout); err != nil {
-			return fmt.Errorf("queue_timeout: %w", err)
-		}
-	}
-	wcfg.Zygote.MemoryBudget = cfg.Zygote.MemoryMB << 20
-	wcfg.Zygote.Window = cfg.Zygote.Window
-	wcfg.Zygote.Promote = cfg.Zygote.Promote
-	wcfg.Zygote.MaxZygotes = cfg.Zygote.Max
-	wcfg.Zygote.MinZygotes = cfg.Zygote.Min
-	wcfg.Zygote.MaxReplicas = cfg.Zygote.MaxReplicas
-	if cfg.Zygote.IdleTimeout != "" {
-		if wcfg.Zygote.IdleTimeout, err = time.ParseDuration(cfg.Zygote.IdleTimeout); err != nil {
-			return fmt.Errorf("zygote.idle_timeout: %w", err)
-		}
 	}
 	if cfg.ZygoteTree != "" {
 		if wcfg.ZygoteTree, err = zygote.ReadPlan(cfg.ZygoteTree); err != nil {
@@ -619,142 +379,11 @@ func shutdown(srv *http.Server, wk *worker.Worker, cancelRequests func(), log *s
 	}
 }
 
-// poolConfig turns the warm-pool settings of hearth.yaml into the worker's.
-func poolConfig(cfg Config) (worker.PoolConfig, error) {
-	pc := worker.PoolConfig{Policy: cfg.Policy, Borrow: cfg.Borrow, OnDrop: cfg.OnDrop, DropQueue: cfg.DropQueue}
-	split := cfg.Pools
-	if split == "" {
-		split = "80/20"
-	}
-	var err error
-	if pc.Fractions, err = worker.ParseSplit(split); err != nil {
-		return pc, err
-	}
-	switch {
-	case len(cfg.PoolThresholdsMB) > 0:
-		if cfg.PoolThresholdMB != 0 {
-			return pc, errors.New("pool_threshold_mb and pool_thresholds_mb: set one, not both")
-		}
-		for _, t := range cfg.PoolThresholdsMB {
-			pc.Thresholds = append(pc.Thresholds, t<<20)
-		}
-	case cfg.PoolThresholdMB != 0:
-		pc.Thresholds = []int64{cfg.PoolThresholdMB << 20}
-	case len(pc.Fractions) == 2:
-		pc.Thresholds = []int64{worker.DefaultThreshold}
-	}
-	if len(pc.Thresholds) != len(pc.Fractions)-1 {
-		return pc, fmt.Errorf("pools %q makes %d pools, which need %d thresholds (pool_threshold_mb or pool_thresholds_mb), got %d",
-			split, len(pc.Fractions), len(pc.Fractions)-1, len(pc.Thresholds))
-	}
-	if cfg.DropQueue < 0 {
-		return pc, fmt.Errorf("drop_queue %d must not be negative", cfg.DropQueue)
-	}
-	for _, d := range []struct {
-		name string
-		s    string
-		to   *time.Duration
-	}{
-		{"ttl", cfg.TTL, &pc.TTL}, {"drop_wait", cfg.DropWait, &pc.DropWait},
-		{"hist.bin", cfg.Hist.Bin, &pc.Hist.Bin}, {"hist.range", cfg.Hist.Range, &pc.Hist.Range},
-		{"hist.fixed", cfg.Hist.Fixed, &pc.Hist.Fixed},
-	} {
-		if d.s == "" {
-			continue
-		}
-		v, err := time.ParseDuration(d.s)
-		if err != nil || v <= 0 {
-			return pc, fmt.Errorf("%s: %q is not a positive duration", d.name, d.s)
-		}
-		*d.to = v
-	}
-	pc.Hist.MinSamples, pc.Hist.MinCV, pc.Hist.Margin = cfg.Hist.MinSamples, cfg.Hist.MinCV, cfg.Hist.Margin
-	pc.Hist.SeriesMin, pc.Hist.SeriesMargin = cfg.Hist.SeriesMin, cfg.Hist.SeriesMargin
-	return pc, nil
-}
-
-// mergeResourceFlags lets the resource-pool flags override hearth.yaml.
-func mergeResourceFlags(cmd *cobra.Command, cfg *Config, flags Config) {
-	fl := cmd.Flags()
-	if fl.Changed("no-pools") {
-		cfg.NoPools = flags.NoPools
-	}
-	if fl.Changed("cgroup-pool") {
-		cfg.CgroupPool = flags.CgroupPool
-	}
-	if fl.Changed("netns-pool") {
-		cfg.NetnsPool = flags.NetnsPool
-	}
-	if fl.Changed("netns-subnet") {
-		cfg.NetnsSubnet = flags.NetnsSubnet
-	}
-	if fl.Changed("no-egress") {
-		cfg.NoEgress = flags.NoEgress
-	}
-	if fl.Changed("allow-host-network") {
-		cfg.AllowHostNetwork = flags.AllowHostNetwork
-	}
-}
-
-// resourceConfig turns hearth.yaml's pool settings into the worker's.
-func resourceConfig(cfg Config) (worker.ResourceConfig, error) {
-	r := worker.ResourceConfig{NoPools: cfg.NoPools, Cgroups: cfg.CgroupPool, NetNS: cfg.NetnsPool, NoEgress: cfg.NoEgress}
-	if cfg.NetnsNAT != nil {
-		if cfg.NoEgress && *cfg.NetnsNAT {
-			return r, errors.New("netns_nat: true contradicts no_egress: true (netns_nat is deprecated: egress is on unless no_egress)")
-		}
-		r.NoEgress = !*cfg.NetnsNAT
-	}
-	if cfg.CgroupPool < 0 || cfg.NetnsPool < 0 {
-		return r, fmt.Errorf("cgroup_pool and netns_pool must not be negative (got %d, %d)", cfg.CgroupPool, cfg.NetnsPool)
-	}
-	if cfg.NetnsSubnet != "" {
-		p, err := netip.ParsePrefix(cfg.NetnsSubnet)
-		if err != nil {
-			return r, fmt.Errorf("netns_subnet: %w", err)
-		}
-		r.Subnet = p
-	}
-	return r, nil
-}
-
-// SnapshotConfig is the snapshot section of hearth.yaml.
-type SnapshotConfig struct {
-	// Threshold is the init time above which a function is snapshotted
-	// (default 100ms).
-	Threshold string `yaml:"threshold"`
-	// MaxMB bounds the local snapshot cache on disk (default 4096).
-	MaxMB int64 `yaml:"max_mb"`
-	// CRIURoot is the private CRIU root (default /var/lib/hearth/criu-root).
-	CRIURoot string `yaml:"criu_root"`
-	// S3, if its endpoint is set, is the remote store snapshots are
-	// shared through.
-	S3 S3Config `yaml:"s3"`
-}
-
-// S3Config locates the remote snapshot store. The keys may also come
-// from $HEARTH_S3_ACCESS_KEY and $HEARTH_S3_SECRET_KEY (or the AWS_
-// variables), which keeps secrets out of hearth.yaml.
-type S3Config struct {
-	Endpoint  string `yaml:"endpoint"`
-	Bucket    string `yaml:"bucket"`
-	Prefix    string `yaml:"prefix"`
-	AccessKey string `yaml:"access_key"`
-	SecretKey string `yaml:"secret_key"`
-	Region    string `yaml:"region"`
-	TLS       bool   `yaml:"tls"`
-	CAFile    string `yaml:"ca_file"`
-}
-
 // snapshotConfig turns hearth.yaml's snapshot section into the worker's.
 func snapshotConfig(ctx context.Context, c SnapshotConfig, log *slog.Logger) (worker.SnapshotConfig, error) {
-	out := worker.SnapshotConfig{CRIURoot: c.CRIURoot}
-	if c.Threshold != "" {
-		d, err := time.ParseDuration(c.Threshold)
-		if err != nil || d <= 0 {
-			return out, fmt.Errorf("snapshot.threshold: %q is not a positive duration", c.Threshold)
-		}
-		out.Threshold = d
+	out := worker.SnapshotConfig{CRIURoot: c.CRIURoot, Threshold: c.Threshold}
+	if err := nonNegative(setting{"snapshot.threshold", c.Threshold}); err != nil {
+		return out, err
 	}
 	if c.MaxMB < 0 {
 		return out, fmt.Errorf("snapshot.max_mb %d must not be negative", c.MaxMB)

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/hearth-run/hearth/internal/function"
+	"github.com/hearth-run/hearth/internal/image"
 	"github.com/hearth-run/hearth/internal/zygote"
 )
 
@@ -67,7 +68,7 @@ are read from the worker.`,
 	}
 	cf.add(plan)
 	plan.Flags().StringVar(&base, "base", "", "base image (default: DATA_DIR/base)")
-	plan.Flags().StringVar(&dataDir, "data-dir", "/var/lib/hearth", "data directory holding the base image")
+	plan.Flags().StringVar(&dataDir, "data-dir", image.DefaultDataDir, "data directory holding the base image")
 	plan.Flags().IntVar(&min, "min", 2, "functions a package set needs to get a node")
 	ls := &cobra.Command{
 		Use:   "ls",

@@ -11,10 +11,12 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/hearth-run/hearth/internal/image"
 )
 
 // DefaultRoot is where scripts/criu.sh installs the private trixie root.
-const DefaultRoot = "/var/lib/hearth/criu-root"
+const DefaultRoot = image.DefaultDataDir + "/criu-root"
 
 // MinVersion is the oldest CRIU that works on current kernels.
 const MinVersion = "4.1"

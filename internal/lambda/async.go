@@ -39,26 +39,27 @@ const MaxFunctionErrors = 3
 const maxInterrupted = 5
 
 // AsyncConfig configures the queue of Event invocations. Zero values mean
-// the defaults.
+// the defaults. Its yaml tags are the keys of hearth.yaml's lambda.async
+// section; fields tagged "-" are not settings of the file.
 type AsyncConfig struct {
 	// MaxQueued bounds the invocations accepted and not final; past it
 	// Invoke answers 429 TooManyRequestsException (default 1000).
-	MaxQueued int
+	MaxQueued int `yaml:"max_queued"`
 	// Concurrency is how many Event invocations run at once (default 2);
 	// each still waits for its function's max_concurrency.
-	Concurrency int
+	Concurrency int `yaml:"concurrency"`
 	// RetryBackoff is the wait before the first retry after a function
 	// error; the second waits twice as long (default 1m, as Lambda).
-	RetryBackoff time.Duration
+	RetryBackoff time.Duration `yaml:"retry_backoff"`
 	// MaxAge bounds how long an invocation kept from running (throttled,
 	// the worker's pool full) is retried (default 6h, as Lambda).
-	MaxAge time.Duration
+	MaxAge time.Duration `yaml:"max_age"`
 	// KeepRecords bounds the records kept; past it the oldest final ones
 	// go (default 10000).
-	KeepRecords int
+	KeepRecords int `yaml:"keep_records"`
 	// MaxPayload bounds an Event invocation's payload (default 256 KiB,
 	// Lambda's limit for asynchronous invocations).
-	MaxPayload int64
+	MaxPayload int64 `yaml:"-"`
 }
 
 func (c *AsyncConfig) setDefaults() {

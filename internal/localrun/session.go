@@ -42,7 +42,7 @@ type Config struct {
 
 func (c *Config) setDefaults() {
 	if c.DataDir == "" {
-		c.DataDir = "/var/lib/hearth"
+		c.DataDir = image.DefaultDataDir
 	}
 	if c.Base == "" {
 		c.Base = image.Dir(c.DataDir)

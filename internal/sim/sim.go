@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -14,8 +13,8 @@ import (
 	"github.com/hearth-run/hearth/internal/trace"
 )
 
-// DefaultThreshold is the KiSS small/large boundary: 225 MiB.
-const DefaultThreshold = 225 * MiB
+// DefaultThreshold is the KiSS small/large boundary (pool.DefaultThreshold).
+const DefaultThreshold = pool.DefaultThreshold
 
 // Split is a partitioning of the pool's memory.
 type Split struct {
@@ -42,20 +41,11 @@ func ParseSplit(s string, thresholds []int64) (Split, error) {
 	if len(thresholds) != len(parts)-1 {
 		return Split{}, fmt.Errorf("split %q needs %d thresholds, have %d: %w", s, len(parts)-1, len(thresholds), ErrConfig)
 	}
-	sp := Split{Name: s, Thresholds: thresholds}
-	sum := 0.0
-	for _, p := range parts {
-		v, err := strconv.ParseFloat(strings.TrimSpace(p), 64)
-		if err != nil || !(v > 0) || v > 100 {
-			return Split{}, fmt.Errorf("split %q: bad percentage %q: %w", s, p, ErrConfig)
-		}
-		sum += v
-		sp.Fractions = append(sp.Fractions, v/100)
+	f, err := pool.ParsePercents(s)
+	if err != nil {
+		return Split{}, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
-	if math.Abs(sum-100) > 1e-6 {
-		return Split{}, fmt.Errorf("split %q sums to %v%%, not 100: %w", s, sum, ErrConfig)
-	}
-	return sp, nil
+	return Split{Name: s, Fractions: f, Thresholds: thresholds}, nil
 }
 
 // Config is one simulated point.

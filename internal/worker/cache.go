@@ -25,37 +25,38 @@ const (
 // PoolConfig configures the warm pool: the internal/pool engine that keeps
 // sandboxes, busy and paused, under the worker's memory budget. The zero
 // value is one unified LRU pool whose requests wait for memory when it is
-// full.
+// full. Its yaml tags are the keys of hearth.yaml, which the CLI reads
+// straight into it; fields tagged "-" are not settings of the file.
 type PoolConfig struct {
 	// Policy names the keep-alive policy: lru (default), gd, freq, ttl or
 	// hist (see internal/pool/policy).
-	Policy string
+	Policy string `yaml:"policy"`
 	// Fractions splits Config.WarmBudget into size-partitioned pools
 	// (KiSS), smallest sizes first, summing to 1. Nil or one fraction is a
 	// unified pool.
-	Fractions []float64
+	Fractions []float64 `yaml:"-"`
 	// Thresholds[i] is the largest declared memory limit (bytes) routed to
 	// pool i; one fewer than Fractions. With two pools and none given the
 	// threshold is DefaultThreshold.
-	Thresholds []int64
+	Thresholds []int64 `yaml:"-"`
 	// Borrow lets a full pool use spare memory of another (KiSS pools are
 	// static, so off by default).
-	Borrow bool
+	Borrow bool `yaml:"borrow"`
 	// TTL is the ttl policy's keep-alive (default 10 minutes).
-	TTL time.Duration
+	TTL time.Duration `yaml:"ttl"`
 	// Hist tunes the hist policy; zero fields are the paper's defaults.
-	Hist policy.HistOptions
+	Hist policy.HistOptions `yaml:"hist"`
 	// OnDrop is DropQueue (default) or DropReject.
-	OnDrop string
+	OnDrop string `yaml:"on_drop"`
 	// DropQueue bounds requests waiting for memory with DropQueue (default 64).
-	DropQueue int
+	DropQueue int `yaml:"drop_queue"`
 	// DropWait bounds how long one request waits for memory (default
 	// Config.QueueTimeout, 10 s).
-	DropWait time.Duration
+	DropWait time.Duration `yaml:"drop_wait"`
 }
 
-// DefaultThreshold is the KiSS small/large boundary: 225 MB.
-const DefaultThreshold int64 = 225 << 20
+// DefaultThreshold is the KiSS small/large boundary (pool.DefaultThreshold).
+const DefaultThreshold = pool.DefaultThreshold
 
 func (c *PoolConfig) setDefaults() {
 	if c.Policy == "" {

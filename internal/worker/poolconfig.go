@@ -20,21 +20,11 @@ func ParseSplit(s string) ([]float64, error) {
 	if s == "" || strings.EqualFold(s, "unified") {
 		return []float64{1}, nil
 	}
-	parts := strings.Split(s, "/")
-	out := make([]float64, len(parts))
-	sum := 0.0
-	for i, p := range parts {
-		v, err := strconv.ParseFloat(strings.TrimSpace(p), 64)
-		if err != nil || !(v > 0 && v <= 100) {
-			return nil, fmt.Errorf("pools %q: %q is not a percentage in (0, 100]: %w", s, p, pool.ErrConfig)
-		}
-		out[i] = v / 100
-		sum += v
+	f, err := pool.ParsePercents(s)
+	if err != nil {
+		return nil, fmt.Errorf("pools: %w", err)
 	}
-	if sum < 99.999 || sum > 100.001 {
-		return nil, fmt.Errorf("pools %q: percentages sum to %v, not 100: %w", s, sum, pool.ErrConfig)
-	}
-	return out, nil
+	return f, nil
 }
 
 // fallbackWarmBudget is the warm budget when the machine's memory cannot

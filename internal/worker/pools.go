@@ -20,33 +20,34 @@ import (
 
 // ResourceConfig configures the pre-made resources that keep cold starts flat
 // under concurrency (cgroups, network namespaces). The zero value pools
-// both with their default reserves.
+// both with their default reserves. Its yaml tags are the keys of
+// hearth.yaml; fields tagged "-" are not settings of the file.
 type ResourceConfig struct {
 	// NoPools makes every cgroup and namespace on the critical path and
 	// deletes it afterwards: the unpooled baseline.
-	NoPools bool
+	NoPools bool `yaml:"no_pools"`
 	// Cgroups is the cgroup reserve (default 16).
-	Cgroups int
+	Cgroups int `yaml:"cgroup_pool"`
 	// NetNS is the network-namespace reserve for `network: isolated`
 	// functions, the default (default 8). The namespace pool, and its
 	// nftables table, start with the worker.
-	NetNS int
+	NetNS int `yaml:"netns_pool"`
 	// Subnet is the private subnet of isolated sandboxes (default
 	// netns.DefaultSubnet). Workers on one host need distinct subnets.
-	Subnet netip.Prefix
+	Subnet netip.Prefix `yaml:"netns_subnet"`
 	// NoEgress keeps isolated sandboxes from reaching anything beyond
 	// their bridge. By default they get out through the host's NAT
 	// (masquerade, with the host's IPv4 forwarding on).
-	NoEgress bool
+	NoEgress bool `yaml:"no_egress"`
 	// Guard are the host uids whose sockets in the host's network
 	// namespace must not reach the host's own addresses (the worker's
 	// API included) or isolated sandboxes: the uids sandboxes,
 	// installers and zygotes run as. The worker adds ident.Default and
 	// its handlers' uid.
-	Guard []netns.UIDRange
+	Guard []netns.UIDRange `yaml:"-"`
 	// Prefix names the worker's bridges and veths (default: derived from
 	// CgroupParent, so a restarted worker sweeps what it left).
-	Prefix string
+	Prefix string `yaml:"-"`
 }
 
 // resources holds the worker's resource pools.

@@ -136,7 +136,7 @@ func (c *Config) setDefaults() {
 		c.FreezeDelay = 2 * time.Millisecond
 	}
 	if c.DataDir == "" {
-		c.DataDir = "/var/lib/hearth"
+		c.DataDir = image.DefaultDataDir
 	}
 	if c.Python == "" {
 		c.Python = "/usr/bin/python3"
@@ -184,7 +184,7 @@ func DefaultCgroupParent(dataDir string) string {
 	if err != nil {
 		abs = dataDir
 	}
-	if abs == "/var/lib/hearth" {
+	if abs == image.DefaultDataDir {
 		return "hearth"
 	}
 	sum := sha256.Sum256([]byte(abs))

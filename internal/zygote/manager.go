@@ -17,51 +17,53 @@ import (
 	"github.com/hearth-run/hearth/internal/sandbox"
 )
 
-// Config configures a Manager. Zero values mean the defaults.
+// Config configures a Manager. Zero values mean the defaults. Its yaml
+// tags are the keys of hearth.yaml's zygote section; fields tagged "-"
+// are not settings of the file.
 type Config struct {
 	// Runtime is the host dir of the runtime files.
-	Runtime string
+	Runtime string `yaml:"-"`
 	// Python is the interpreter inside the base (default /usr/bin/python3).
-	Python string
+	Python string `yaml:"-"`
 	// Binds are read-only mounts every zygote sees (installed packages).
-	Binds []sandbox.Bind
+	Binds []sandbox.Bind `yaml:"-"`
 	// Modules maps a package set to the modules a node imports for it.
-	Modules func(pkgs []string) ([]string, error)
+	Modules func(pkgs []string) ([]string, error) `yaml:"-"`
 	// Paths maps a package set to the sys.path entries its imports need
 	// (installed packages; none for the base image's). Nil means none.
-	Paths func(pkgs []string) []string
+	Paths func(pkgs []string) []string `yaml:"-"`
 	// UID and GID run the zygotes (default ident.Default.Zygote()): an
 	// identity of their own, which no function shares.
-	UID, GID int
+	UID, GID int `yaml:"-"`
 	// HostNetwork keeps zygotes in the host's network namespace, which
 	// the children of functions allowed the host's network share. Else
 	// zygotes (and the packages they import) have no network at all.
-	HostNetwork bool
+	HostNetwork bool `yaml:"-"`
 	// MemoryBudget bounds the memory of all zygotes (default 1 GiB).
-	MemoryBudget int64
+	MemoryBudget int64 `yaml:"-"`
 	// Window is how many recent invocations provisioning looks at
 	// (default 100).
-	Window int
+	Window int `yaml:"window"`
 	// Promote is how many of them must use a package set for it to get
 	// its own node (default 3).
-	Promote int
+	Promote int `yaml:"promote"`
 	// IdleTimeout evicts nodes unused this long (default 10 min).
-	IdleTimeout time.Duration
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
 	// MaxZygotes bounds the number of zygote processes (default 32).
-	MaxZygotes int
+	MaxZygotes int `yaml:"max"`
 	// MinZygotes keeps at least this many zygote processes: idle nodes
 	// are not evicted below it (the memory budget still applies).
-	MinZygotes int
+	MinZygotes int `yaml:"min"`
 	// MaxReplicas bounds replicas of one node (default 4).
-	MaxReplicas int
+	MaxReplicas int `yaml:"max_replicas"`
 	// Log receives the zygotes' own output.
-	Log io.Writer
+	Log io.Writer `yaml:"-"`
 	// Logger receives the manager's logs (default slog.Default()).
-	Logger *slog.Logger
+	Logger *slog.Logger `yaml:"-"`
 	// NodeReady, if set, is called (from its own goroutine) when a node
 	// other than the root gets its first zygote: planted or promoted, it
 	// is about to be used.
-	NodeReady func(key string)
+	NodeReady func(key string) `yaml:"-"`
 }
 
 func (c *Config) setDefaults() {

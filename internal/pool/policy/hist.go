@@ -9,39 +9,41 @@ import (
 )
 
 // HistOptions configures the hybrid histogram policy. Zero fields take the
-// defaults of "Serverless in the Wild" noted on each field.
+// defaults of "Serverless in the Wild" noted on each field. Its yaml tags
+// are the keys of hearth.yaml's hist section; fields tagged "-" are not
+// settings of the file.
 type HistOptions struct {
-	Bin   time.Duration // histogram bin width; 1 minute
-	Range time.Duration // histogram range; 4 hours (idle times beyond are out of bounds)
-	Head  float64       // pre-warm percentile; 0.05
-	Tail  float64       // keep-alive percentile; 0.99
+	Bin   time.Duration `yaml:"bin"`   // histogram bin width; 1 minute
+	Range time.Duration `yaml:"range"` // histogram range; 4 hours (idle times beyond are out of bounds)
+	Head  float64       `yaml:"-"`     // pre-warm percentile; 0.05
+	Tail  float64       `yaml:"-"`     // keep-alive percentile; 0.99
 	// Margin widens both windows: pre-warm earlier by Margin, keep alive
 	// longer by Margin; 0.10.
-	Margin float64
+	Margin float64 `yaml:"margin"`
 	// MinCV is the coefficient of variation of the bin counts at or above
 	// which the histogram is representative; 2.
-	MinCV float64
+	MinCV float64 `yaml:"min_cv"`
 	// MinSamples is the number of observed idle times below which a
 	// histogram is never representative (the paper leaves it open; a
 	// single sample would give a huge CV); 10.
-	MinSamples int
+	MinSamples int `yaml:"min_samples"`
 	// Fixed is the keep-alive used while the histogram is not
 	// representative, with no pre-warm; the paper's conservative choice,
 	// the histogram Range (4 hours).
-	Fixed time.Duration
+	Fixed time.Duration `yaml:"fixed"`
 	// Refresh bounds how often a function's windows are recomputed from
 	// its histogram (an O(bins) scan); one Bin, since windows move by
 	// whole bins.
-	Refresh time.Duration
+	Refresh time.Duration `yaml:"-"`
 	// SeriesMin is how many out-of-bounds idle times a function needs,
 	// when they outnumber those in bounds, before its next idle time is
 	// forecast as a time series instead of given the fixed keep-alive
 	// (the paper's fallback, there with ARIMA); 3. Negative: never.
-	SeriesMin int
+	SeriesMin int `yaml:"series_min"`
 	// SeriesMargin places the windows around a forecast idle time f:
 	// pre-warm at f*(1-SeriesMargin), keep alive until f*(1+SeriesMargin);
 	// 0.15.
-	SeriesMargin float64
+	SeriesMargin float64 `yaml:"series_margin"`
 }
 
 func (o HistOptions) withDefaults() HistOptions {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/hearth-run/hearth/internal/cgroup"
 	"github.com/hearth-run/hearth/internal/criu"
+	"github.com/hearth-run/hearth/internal/image"
 	"github.com/hearth-run/hearth/internal/runtime"
 	"github.com/hearth-run/hearth/internal/sandbox"
 	"github.com/hearth-run/hearth/internal/snapshot/python"
@@ -97,7 +98,7 @@ func Setup(name string) (*Env, func(), error) {
 	ctx := context.Background()
 	e := &Env{Base: os.Getenv("HEARTH_TEST_BASE")}
 	if e.Base == "" {
-		e.Base = "/var/lib/hearth/base"
+		e.Base = filepath.Join(image.DefaultDataDir, "base")
 	}
 	if _, err := os.Stat(filepath.Join(e.Base, "usr/bin/python3")); err != nil {
 		return nil, nop, fmt.Errorf("no base image at %s (run scripts/setup.sh or set HEARTH_TEST_BASE): %w", e.Base, err)

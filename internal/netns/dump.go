@@ -2,6 +2,7 @@ package netns
 
 import (
 	"errors"
+	"time"
 
 	"github.com/vishvananda/netlink"
 )
@@ -15,10 +16,11 @@ func dump[T any](list func() (T, error)) (T, error) {
 		out T
 		err error
 	)
-	for range 8 {
+	for i := range 8 {
 		if out, err = list(); !errors.Is(err, netlink.ErrDumpInterrupted) {
 			break
 		}
+		time.Sleep(time.Duration(i+1) * time.Millisecond) // let the change end
 	}
 	return out, err
 }

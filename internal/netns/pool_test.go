@@ -37,7 +37,8 @@ func testConfig() Config {
 	pid := os.Getpid()
 	return Config{
 		Prefix: fmt.Sprintf("t%s%d", strconv.FormatInt(int64(pid%46656), 36), n%100),
-		Subnet: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(100 + pid%100), byte(n % 16 * 16), 0}), 20),
+		// 10.100-127: e2e's workers take 10.128-227 (testSubnet there).
+		Subnet: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(100 + pid%28), byte(n % 16 * 16), 0}), 20),
 	}
 }
 
@@ -764,14 +765,13 @@ func TestReleaseScrubsInBackground(t *testing.T) {
 // veth pair from the host (hostAddr) to it (its address), with a route
 // back to the pool's subnet through the host.
 // outsideAddrs are the host's and the outside's addresses of outside()'s
-// link number n: a /30 of 198.19.0.0/16 (RFC 2544's benchmarking block)
-// that depends on the process too, since other tests (e2e's) may run an
-// outside world of their own at the same time.
+// link number n: a /30 of 198.18.0.0/16 (RFC 2544's benchmarking block;
+// e2e's outside host takes 198.19.0.0/16) that depends on the process.
 func outsideAddrs(n int32) (host, out netip.Prefix) {
 	b := byte(os.Getpid() % 251)
 	c := byte(n%63) * 4
-	return netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 19, b, c + 1}), 30),
-		netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 19, b, c + 2}), 30)
+	return netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 18, b, c + 1}), 30),
+		netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 18, b, c + 2}), 30)
 }
 
 func outside(t *testing.T, name string, hostAddr, addr netip.Prefix, back netip.Prefix) *os.File {

@@ -135,9 +135,11 @@ type Sandbox struct {
 	tmp     *os.File // the scratch file system's root (a detached mount, then /tmp's)
 	scratch string   // tmp as a path, through /proc/self/fd
 	group   *cgroup.Group
-	cmd     *exec.Cmd     // hearth-init; nil for a shell (see Shell)
-	pidfd   *os.File      // a shell's main process, once adopted
-	pid     int           // its host pid
+	cmd     *exec.Cmd // hearth-init; nil for a shell (see Shell)
+	pidfd   *os.File  // a shell's main process, once adopted
+	pid     int       // its host pid
+	pre     net.Conn  // the runtime connection made ahead (preDial), until Dial takes it
+	preName string
 	lis     *os.File      // listening socket kept for a joiner, if any
 	ownNet  bool          // entered Config.NetNS
 	done    chan struct{} // closed when init has exited
@@ -203,6 +205,10 @@ func (f *Factory) Create(ctx context.Context, cfg Config) (_ *Sandbox, err error
 		l, err := listenUnix(filepath.Join(s.scratch, cfg.Socket), cfg.NetNS)
 		if err != nil {
 			return nil, fmt.Errorf("sandbox %s: %w", s.id, err)
+		}
+		if err := s.preDial(cfg.Socket); err != nil {
+			l.Close()
+			return nil, err
 		}
 		if len(cfg.Command) > 0 {
 			files = append(files, l)
@@ -519,15 +525,35 @@ func viaDir(path string, f func(short string) error) error {
 	return f(fmt.Sprintf("/proc/self/fd/%d/%s", dir, filepath.Base(path)))
 }
 
-// Dial connects to the named socket in the sandbox's /tmp; a symlink or
-// a socket the worker did not make is refused (see DialAt).
+// Dial returns the connection to the runtime's socket that the sandbox
+// made before any of its processes ran (see preDial), the first time;
+// later, it connects to the named socket in the sandbox's /tmp, where a
+// symlink or a socket the worker did not make is refused (see DialAt).
 func (s *Sandbox) Dial(name string) (net.Conn, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock() // Destroy closes the descriptor the dial goes through
 	if s.destroyed {
 		return nil, fmt.Errorf("sandbox %s: %w", s.id, ErrExited)
 	}
+	if c := s.pre; c != nil && name == s.preName {
+		s.pre = nil
+		return c, nil
+	}
 	return DialAt(s.tmp, name)
+}
+
+// preDial connects to the runtime's listening socket as soon as the
+// worker has made it, while no process of the sandbox has been in its
+// /tmp: the connection waits in the socket's backlog until the runtime
+// accepts it. So a start never goes to the socket by a path in a
+// directory the function writes.
+func (s *Sandbox) preDial(name string) error {
+	c, err := DialAt(s.tmp, name)
+	if err != nil {
+		return fmt.Errorf("sandbox %s: %w", s.id, err)
+	}
+	s.pre, s.preName = c, name
+	return nil
 }
 
 // Root returns the sandbox's root dir. Inside the sandbox's mount
@@ -636,6 +662,10 @@ func (s *Sandbox) Destroy(ctx context.Context) error {
 	if s.lis != nil {
 		s.lis.Close()
 		s.lis = nil
+	}
+	if s.pre != nil {
+		s.pre.Close()
+		s.pre = nil
 	}
 	var errs []error
 	// Killing pid 1 kills everything in its pid namespace, and init's

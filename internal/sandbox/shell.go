@@ -40,6 +40,10 @@ func (f *Factory) Shell(ctx context.Context, cfg Config) (_ *Sandbox, err error)
 		if s.lis, err = listenUnix(filepath.Join(s.scratch, cfg.Socket), nil); err != nil {
 			return nil, fmt.Errorf("sandbox %s: %w", s.id, err)
 		}
+		if err := s.preDial(cfg.Socket); err != nil {
+			s.lis.Close()
+			return nil, err
+		}
 	}
 	return s, nil
 }

@@ -31,7 +31,7 @@ export PATH="/usr/local/go/bin:$HOME/go/bin:$PATH"
 export HEARTH_TEST_BASE="${HEARTH_DATA_DIR:-/var/lib/hearth}/base"
 
 echo "test: gofmt, go vet, staticcheck"
-bad=$(gofmt -l cmd internal)
+bad=$(gofmt -l api cmd e2e internal)
 [ -z "$bad" ] || { echo "gofmt would change: $bad" >&2; exit 1; }
 go vet ./...
 command -v staticcheck >/dev/null || go install honnef.co/go/tools/cmd/staticcheck@v0.6.1

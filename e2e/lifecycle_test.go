@@ -132,3 +132,77 @@ func TestShutdownPrompt(t *testing.T) {
 	}
 	w.waitReaped(5 * time.Second)
 }
+
+// bigInit fills about 300 MB with non-zero pages, so that a snapshot's
+// dump writes them all and is still running when the worker is stopped.
+const bigInit = `BIG = [bytes([i % 251 + 1]) * (1 << 20) for i in range(300)]
+def f(event):
+    return len(BIG)
+`
+
+// TestShutdownDuringDump: SIGTERM while CRIU is dumping a large sandbox
+// in the background stops the worker within its 5 s budget, and no CRIU
+// process, sandbox, mount or cgroup outlives it.
+func TestShutdownDuringDump(t *testing.T) {
+	w := startWorker(t, "--no-warm-cache", "--warm-budget-mb", "4096")
+	w.needSnapshots()
+	w.deployDir("big", fn(t, "f.py", bigInit, "function.yaml", "memory_mb: 768\nsnapshot: always\n"))
+	if inv := w.mustInvoke("big", "{}"); inv.Path == "snapshot" {
+		t.Fatalf("first call: path %s, want a fresh start", inv.Path)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		st, err := w.c.Status(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		dumping := false
+		for _, sb := range st.Sandboxes {
+			dumping = dumping || sb.Function == "big" && sb.State == "snapshotting"
+		}
+		if dumping {
+			break
+		}
+		if l := w.snapshots(); len(l.Snapshots) > 0 {
+			t.Fatalf("the dump ended before it was seen running: %+v", l.Snapshots)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no dump of big began; log:\n%s", tail(w.out.String(), 20))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	criu := func() string {
+		out, _ := exec.Command("pgrep", "-a", "-f", "criu.*"+w.dataDir).Output()
+		return strings.TrimSpace(string(out))
+	}
+	// The sandbox is set aside before CRIU starts: wait for CRIU itself.
+	for criu() == "" {
+		if l := w.snapshots(); len(l.Snapshots) > 0 {
+			t.Fatalf("the dump ended before a criu process was seen: %+v", l.Snapshots)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the sandbox is snapshotting, but no criu process names the data dir %s", w.dataDir)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t0 := time.Now()
+	w.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { w.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		w.cmd.Process.Kill()
+		<-done
+		t.Fatalf("worker did not stop within 30 s of SIGTERM")
+	}
+	took := time.Since(t0)
+	t.Logf("stopped %v after SIGTERM with a dump in flight", took.Round(time.Millisecond))
+	if took > 6*time.Second {
+		t.Errorf("stopped %v after SIGTERM, want within 5 s:\n%s", took, tail(w.out.String(), 20))
+	}
+	w.waitReaped(5 * time.Second)
+	if p := criu(); p != "" {
+		t.Errorf("criu outlived the worker:\n%s", p)
+	}
+}

@@ -20,7 +20,7 @@ func BenchmarkRestore(b *testing.B) {
 	e := env
 	ctx := context.Background()
 	src := e.StartSource(b, e.CodeDir(b))
-	snaptest.Invoke(b, src.SB.SocketPath(snaptest.Socket))
+	snaptest.InvokeSource(b, src.SB)
 	dir := b.TempDir()
 	t0 := time.Now()
 	d, err := engine.Dump(ctx, DumpSpec{Pid: src.SB.InitPid(), Scratch: src.SB.Scratch(), Socket: snaptest.Socket,

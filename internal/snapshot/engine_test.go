@@ -19,7 +19,7 @@ import (
 // into a new dir.
 func dumpSource(t *testing.T, e *snaptest.Env, src *snaptest.Source, key string) (string, *Descriptor) {
 	t.Helper()
-	r, _ := snaptest.Invoke(t, src.SB.SocketPath(snaptest.Socket))
+	r, _ := snaptest.InvokeSource(t, src.SB)
 	if r.N != 1 || r.InitS < 1 || r.NFile != 1 {
 		t.Fatalf("source first invoke: %+v", r)
 	}
@@ -56,7 +56,7 @@ func TestDumpRestore(t *testing.T) {
 	}
 
 	// The source keeps running (LeaveRunning) and keeps its state.
-	if r, _ := snaptest.Invoke(t, src.SB.SocketPath(snaptest.Socket)); r.N != 2 {
+	if r, _ := snaptest.InvokeSource(t, src.SB); r.N != 2 {
 		t.Fatalf("source after dump: n=%d, want 2", r.N)
 	}
 
@@ -250,10 +250,11 @@ func TestEngineBadInput(t *testing.T) {
 		}
 	})
 	t.Run("open connection", func(t *testing.T) {
-		c, err := runtime.Dial(ctx, src.SB.SocketPath(snaptest.Socket))
+		nc, err := src.SB.Dial(snaptest.Socket)
 		if err != nil {
 			t.Fatal(err)
 		}
+		c := runtime.NewConn(nc)
 		defer c.Close()
 		if _, err := c.WaitReady(ctx); err != nil {
 			t.Fatal(err)

@@ -39,7 +39,7 @@ func TestService(t *testing.T) {
 		t.Error("Worth: wrong threshold decisions")
 	}
 	src := e.StartSource(t, e.CodeDir(t))
-	first, _ := snaptest.Invoke(t, src.SB.SocketPath(snaptest.Socket))
+	first, _ := snaptest.InvokeSource(t, src.SB)
 	key := Key("slow", "r1")
 	spec := DumpSpec{Pid: src.SB.InitPid(), Scratch: src.SB.Scratch(), Socket: snaptest.Socket,
 		Key: key, Function: "slow", Revision: "r1", BaseImage: "base-1"}

@@ -36,7 +36,7 @@ func BenchmarkRemoteRestore(b *testing.B) {
 		b.Fatal(err)
 	}
 	src := e.StartSource(b, e.CodeDir(b))
-	snaptest.Invoke(b, src.SB.SocketPath(snaptest.Socket))
+	snaptest.InvokeSource(b, src.SB)
 	key := "bench-remote"
 	if _, err := a.Create(ctx, key, func(dir string) (*snapshot.Descriptor, error) {
 		return engine.Dump(ctx, snapshot.DumpSpec{Pid: src.SB.InitPid(), Scratch: src.SB.Scratch(), Socket: snaptest.Socket, Key: key}, dir)

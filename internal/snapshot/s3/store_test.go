@@ -121,7 +121,7 @@ func TestRemoteRoundTrip(t *testing.T) {
 
 	a := openCache(t, t.TempDir(), newStore(t, srv.Endpoint, srv, "hearth"))
 	src := e.StartSource(t, e.CodeDir(t))
-	first, _ := snaptest.Invoke(t, src.SB.SocketPath(snaptest.Socket))
+	first, _ := snaptest.InvokeSource(t, src.SB)
 	if first.N != 1 || first.InitS < 1 {
 		t.Fatalf("source: %+v", first)
 	}

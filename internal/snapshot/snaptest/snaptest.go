@@ -270,6 +270,26 @@ func Invoke(t testing.TB, path string) (Result, time.Duration) {
 	if err != nil {
 		t.Fatalf("dial %s: %v", path, err)
 	}
+	return invoke(t, ctx, c, path, t0)
+}
+
+// InvokeSource invokes a source sandbox once, through the connection the
+// sandbox made to its runtime before the runtime ran (the first time; see
+// sandbox.Sandbox.Dial): the runtime answers that one first.
+func InvokeSource(t testing.TB, sb *sandbox.Sandbox) (Result, time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	t0 := time.Now()
+	nc, err := sb.Dial(Socket)
+	if err != nil {
+		t.Fatalf("dial source %s: %v", sb.ID(), err)
+	}
+	return invoke(t, ctx, runtime.NewConn(nc), "source "+sb.ID(), t0)
+}
+
+func invoke(t testing.TB, ctx context.Context, c *runtime.Conn, path string, t0 time.Time) (Result, time.Duration) {
+	t.Helper()
 	defer c.Close()
 	if _, err := c.WaitReady(ctx); err != nil {
 		t.Fatalf("ready %s: %v", path, err)

@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -169,6 +170,10 @@ func (o *outsideHost) listen(t *testing.T) net.Listener {
 // the outside host's.
 func freeOutsidePair() (host, out netip.Prefix, err error) {
 	addrs, err := netlink.AddrList(nil, unix.AF_INET)
+	for i := 0; errors.Is(err, netlink.ErrDumpInterrupted) && i < 50; i++ {
+		time.Sleep(10 * time.Millisecond) // addresses come and go: other tests
+		addrs, err = netlink.AddrList(nil, unix.AF_INET)
+	}
 	if err != nil {
 		return host, out, fmt.Errorf("listing the host's addresses: %w", err)
 	}

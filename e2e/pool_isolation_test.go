@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"io"
@@ -85,7 +86,13 @@ func testSubnet() string {
 
 func linksWithPrefix(t *testing.T, prefix string) []string {
 	t.Helper()
+	// A dump the kernel interrupted (links come and go on a busy host:
+	// other tests' workers) is taken again.
 	links, err := netlink.LinkList()
+	for i := 0; errors.Is(err, netlink.ErrDumpInterrupted) && i < 50; i++ {
+		time.Sleep(10 * time.Millisecond)
+		links, err = netlink.LinkList()
+	}
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -63,6 +63,21 @@ func startHostServices(t *testing.T, bridgeAddr netip.Addr) hostServices {
 }
 
 // tryTCP connects to addr within timeout.
+// reachable tries a positive control until it succeeds or 10 s have
+// passed: on a busy host a first SYN or datagram sent while a new link is
+// still coming up is lost, and a retransmission comes only after a
+// second. A failure must still say the service is not there.
+func reachable(try func(string, time.Duration) error, addr string) error {
+	end := time.Now().Add(10 * time.Second)
+	for {
+		err := try(addr, time.Second)
+		if err == nil || time.Now().After(end) {
+			return err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 func tryTCP(addr string, timeout time.Duration) error {
 	c, err := net.DialTimeout("tcp", addr, timeout)
 	if err == nil {
@@ -130,19 +145,19 @@ func TestHostUnreachable(t *testing.T) {
 
 	const quick = 2 * time.Second // a refusal must come well within it
 	for where, addr := range hs.tcp {
-		if err := tryTCP(addr, time.Second); err != nil {
+		if err := reachable(tryTCP, addr); err != nil {
 			t.Fatalf("positive control: host cannot reach its own %s TCP service %s: %v", where, addr, err)
 		}
 	}
 	for where, addr := range hs.udp {
-		if err := tryUDP(addr, time.Second); err != nil {
+		if err := reachable(tryUDP, addr); err != nil {
 			t.Fatalf("positive control: host cannot reach its own %s UDP service %s: %v", where, addr, err)
 		}
 	}
-	if err := tryTCP(lb.Addr().String(), time.Second); err != nil {
+	if err := reachable(tryTCP, lb.Addr().String()); err != nil {
 		t.Fatalf("positive control: host cannot reach sandbox b's listener: %v", err)
 	}
-	if err := tryUDP(ub, time.Second); err != nil {
+	if err := reachable(tryUDP, ub); err != nil {
 		t.Fatalf("positive control: host cannot reach sandbox b's UDP echo: %v", err)
 	}
 
@@ -259,7 +274,7 @@ func TestNoEgress(t *testing.T) {
 	}
 	defer l.Close()
 	go acceptAll(l)
-	if err := tryTCP(l.Addr().String(), time.Second); err != nil {
+	if err := reachable(tryTCP, l.Addr().String()); err != nil {
 		t.Fatalf("positive control: the host cannot reach the outside server: %v", err)
 	}
 	if err := dialFromWithin(t, ns, l.Addr().String(), time.Second); err == nil {

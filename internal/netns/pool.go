@@ -320,7 +320,7 @@ func (p *Pool) Create(ctx context.Context) (_ *NS, err error) {
 	}
 	ns.ino = st.Ino
 	veth := &netlink.Veth{
-		LinkAttrs:     netlink.LinkAttrs{Name: ns.veth, Flags: net.FlagUp, MasterIndex: br.index},
+		LinkAttrs:     netlink.LinkAttrs{Name: ns.veth, MasterIndex: br.index},
 		PeerName:      "eth0",
 		PeerNamespace: netlink.NsFd(fd),
 	}
@@ -328,6 +328,12 @@ func (p *Pool) Create(ctx context.Context) (_ *NS, err error) {
 		return nil, fmt.Errorf("netns: veth %s: %w", ns.veth, err)
 	}
 	ns.hostLink = veth
+	if err := noIPv6(veth.Name); err != nil {
+		return nil, fmt.Errorf("netns: veth %s: %w", ns.veth, err)
+	}
+	if err := p.nl.LinkSetUp(veth); err != nil {
+		return nil, fmt.Errorf("netns: veth %s up: %w", ns.veth, err)
+	}
 	if err := p.nl.LinkSetIsolated(veth, true); err != nil {
 		return nil, fmt.Errorf("netns: isolating %s: %w", ns.veth, err)
 	}
@@ -478,7 +484,7 @@ func (p *Pool) release(br *bridge, host int) {
 func (p *Pool) newBridge(idx int) (*bridge, error) {
 	base := addN(p.cfg.Subnet.Addr(), idx<<p.blockBits)
 	br := &bridge{idx: idx, name: p.cfg.Prefix + "b" + strconv.Itoa(idx), base: base, gw: addN(base, 1), next: 1}
-	link := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: br.name, Flags: net.FlagUp}}
+	link := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: br.name}}
 	if err := p.nl.LinkAdd(link); err != nil {
 		return nil, fmt.Errorf("netns: bridge %s: %w", br.name, err)
 	}
@@ -486,6 +492,9 @@ func (p *Pool) newBridge(idx int) (*bridge, error) {
 	fail := func(err error) (*bridge, error) {
 		p.nl.LinkDel(link)
 		return nil, fmt.Errorf("netns: bridge %s: %w", br.name, err)
+	}
+	if err := noIPv6(br.name); err != nil {
+		return fail(err)
 	}
 	if err := p.nl.AddrAdd(link, &netlink.Addr{IPNet: ipNet(netip.PrefixFrom(br.gw, 32-p.blockBits))}); err != nil {
 		return fail(err)
@@ -655,4 +664,16 @@ func (p *Pool) waitVeths(ctx context.Context) error {
 		case <-time.After(5 * time.Millisecond):
 		}
 	}
+}
+
+// noIPv6 turns IPv6 off on a host link of the pool before it is up.
+// Sandboxes speak IPv4 only (their eth0 has IPv6 off); with it on, the
+// bridge and the veths would send their own router solicitations and
+// multicast reports into every sandbox as soon as they came up.
+func noIPv6(link string) error {
+	err := os.WriteFile("/proc/sys/net/ipv6/conf/"+link+"/disable_ipv6", []byte("1"), 0)
+	if err != nil && !errors.Is(err, os.ErrNotExist) { // no IPv6 in this kernel
+		return fmt.Errorf("turning IPv6 off: %w", err)
+	}
+	return nil
 }

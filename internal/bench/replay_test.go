@@ -159,8 +159,11 @@ func TestReplayBenchLive(t *testing.T) {
 				t.Errorf("sock-like: paths %v, want warm and no fork", paths)
 			}
 		case "hearth":
-			if paths["warm"] == 0 {
-				t.Errorf("hearth: paths %v, want warm starts", paths)
+			// Which of its paths serve depends on how long calls take
+			// (on a very busy host they overlap, and each needs a new
+			// sandbox): it must use its own, not start cold.
+			if paths["warm"]+paths["fork"]+paths["snapshot"] == 0 {
+				t.Errorf("hearth: paths %v, want warm, fork or snapshot starts", paths)
 			}
 		}
 		if _, err := os.Stat(filepath.Join(dir, c.Name, "calls.csv")); err != nil {

@@ -970,14 +970,24 @@ func (w *Worker) Close(ctx context.Context) error {
 		insts = append(insts, inst)
 	}
 	w.mu.Unlock()
+	// Each stage's time goes to the log as it ends: when shutdown runs
+	// out of time, the last one logged says where it was.
+	t0 := time.Now()
+	stage := func(name string) {
+		now := time.Now()
+		w.log.Debug("shutdown", "stage", name, "took", now.Sub(t0).Round(time.Microsecond))
+		t0 = now
+	}
 	w.cache.close()
 	w.wg.Wait()
+	stage("background work")
 	if w.holders != nil {
 		w.holders.close(ctx)
 	}
 	if w.spares != nil {
 		w.spares.close()
 	}
+	stage("pre-made sandboxes and spares")
 	var errs []error
 	// Sandboxes first: a forked one lives in a pid namespace nested in
 	// its root zygote's, whose end waits for it, and a paused one only
@@ -991,10 +1001,12 @@ func (w *Worker) Close(ctx context.Context) error {
 		}()
 	}
 	wg.Wait()
+	stage(fmt.Sprintf("%d sandboxes", len(insts)))
 	if w.zyg != nil {
 		if err := w.zyg.Close(ctx); err != nil {
 			errs = append(errs, err)
 		}
+		stage("zygotes")
 	}
 	if w.snap != nil {
 		// Only now: closing detaches the sandboxes dir the restored
@@ -1002,6 +1014,7 @@ func (w *Worker) Close(ctx context.Context) error {
 		if err := w.snap.svc.Close(); err != nil {
 			errs = append(errs, err)
 		}
+		stage("snapshots")
 	}
 	if err := w.home.Delete(ctx); err != nil {
 		errs = append(errs, err)
@@ -1009,17 +1022,20 @@ func (w *Worker) Close(ctx context.Context) error {
 	if err := w.closeResources(ctx); err != nil {
 		errs = append(errs, err)
 	}
+	stage("resource pools")
 	if err := w.cg.Close(ctx); err != nil {
 		errs = append(errs, err)
 	}
 	if _, err := w.factory.Sweep(); err != nil {
 		errs = append(errs, err)
 	}
+	stage("cgroups and mounts")
 	if w.disks != nil {
 		// Last: every sandbox, and so every /tmp but the ready ones, is gone.
 		if err := w.disks.Close(); err != nil {
 			errs = append(errs, err)
 		}
+		stage("scratch disks")
 	}
 	return errors.Join(errs...)
 }

@@ -366,7 +366,9 @@ func (w *Worker) discard(sp *spare) {
 		w.log.Warn("destroying spare", "sandbox", sp.sb.ID(), "err", err)
 	}
 	if sp.group != nil {
-		w.dropGroup(ctx, sp.group)
+		if err := w.dropGroup(ctx, sp.group); err != nil {
+			w.log.Warn("deleting a spare's cgroup", "sandbox", sp.sb.ID(), "err", err)
+		}
 	}
 	w.dropNet(ctx, sp.net)
 	for _, f := range []*os.File{sp.out, sp.err} {

@@ -323,7 +323,7 @@ func (p *Process) broken(err error) error {
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		return fmt.Errorf("zygote %d: no reply in time: %w", p.pid, ErrDead)
 	}
-	return fmt.Errorf("zygote %d: %v: %w", p.pid, err, ErrDead)
+	return fmt.Errorf("zygote %d: %w: %w", p.pid, err, ErrDead)
 }
 
 // Fork clones a function child that builds its sandbox from t, loads

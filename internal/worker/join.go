@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/hearth-run/hearth/internal/cgroup"
 	"github.com/hearth-run/hearth/internal/netns"
 	"github.com/hearth-run/hearth/internal/sandbox"
 )
@@ -37,17 +36,16 @@ func shortID(id string) string {
 }
 
 // join holds what a zygote child needs to build its sandbox around a
-// shell: the shell's scratch (a detached mount), its runtime listener
-// and the write ends of pipes for its stdout and stderr, whose read ends
-// (outR, errR) the caller keeps.
+// shell: the shell's join handle (its scratch, runtime listener and
+// cgroup) and the write ends of pipes for the child's stdout and stderr,
+// whose read ends (outR, errR) the caller keeps.
 type join struct {
-	scratch    *os.File
-	lis        *os.File
+	*sandbox.Join
 	outR, outW *os.File
 	errR, errW *os.File
 }
 
-func openJoin(sb *sandbox.Sandbox, g *cgroup.Group) (_ *join, err error) {
+func openJoin(sb *sandbox.Sandbox) (_ *join, err error) {
 	j := &join{}
 	defer func() {
 		if err != nil {
@@ -55,11 +53,8 @@ func openJoin(sb *sandbox.Sandbox, g *cgroup.Group) (_ *join, err error) {
 			closeAll([]*os.File{j.outR, j.errR})
 		}
 	}()
-	if j.scratch, err = sb.ScratchMount(); err != nil {
+	if j.Join, err = sb.Join(); err != nil {
 		return nil, err
-	}
-	if j.lis = sb.TakeListener(); j.lis == nil {
-		return nil, fmt.Errorf("sandbox %s: no listener to hand over", sb.ID())
 	}
 	if j.outR, j.outW, err = os.Pipe(); err != nil {
 		return nil, err
@@ -73,7 +68,10 @@ func openJoin(sb *sandbox.Sandbox, g *cgroup.Group) (_ *join, err error) {
 // close closes everything but the read ends, once the child has its own
 // copies.
 func (j *join) close() {
-	closeAll([]*os.File{j.scratch, j.lis, j.outW, j.errW})
+	if j.Join != nil {
+		j.Join.Close()
+	}
+	closeAll([]*os.File{j.outW, j.errW})
 }
 
 func closeAll(fs []*os.File) {

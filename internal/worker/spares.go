@@ -329,14 +329,14 @@ func (s *spares) make(key, net string) (_ *spare, err error) {
 		return nil, err
 	}
 	sb.SetGroup(sp.group)
-	j, err := openJoin(sb, sp.group)
+	j, err := openJoin(sb)
 	if err != nil {
 		return nil, err
 	}
 	defer j.close()
 	sp.out, sp.err = j.outR, j.errR
 	sp.child, err = w.zyg.SpareFrom(ctx, key, zygote.SpareTarget{
-		Scratch: j.scratch, Listener: j.lis, Stdout: j.outW, Stderr: j.errW, Group: sp.group,
+		Scratch: j.Scratch, Listener: j.Listener, Stdout: j.outW, Stderr: j.errW, Group: j.Group,
 		Net: net != "", Hostname: "hearth-" + shortID(sb.ID()),
 	})
 	if err != nil {

@@ -47,7 +47,7 @@ func (f forkStarter) start(ctx context.Context, l *launch) (*instance, error) {
 	cu.Add(func() { w.destroy(inst) })
 	t1 := time.Now()
 	fsb := inst.sb.(*sandbox.Sandbox)
-	j, err := openJoin(fsb, inst.group)
+	j, err := openJoin(fsb)
 	if err != nil {
 		return nil, err
 	}
@@ -55,11 +55,11 @@ func (f forkStarter) start(ctx context.Context, l *launch) (*instance, error) {
 	go copyLines(l.st.stdout, j.outR)
 	go copyLines(l.st.stderr, j.errR)
 	child, err := w.zyg.ForkFrom(ctx, node, zygote.Target{
-		Scratch:  j.scratch,
-		Listener: j.lis,
+		Scratch:  j.Scratch,
+		Listener: j.Listener,
 		Stdout:   j.outW,
 		Stderr:   j.errW,
-		Group:    inst.group,
+		Group:    j.Group,
 		Net:      l.net != "",
 		Hostname: "hearth-" + shortID(inst.id),
 		Mounts:   l.mounts,

@@ -18,6 +18,7 @@ import (
 
 	"github.com/hearth-run/hearth/internal/cgroup"
 	"github.com/hearth-run/hearth/internal/criu"
+	"github.com/hearth-run/hearth/internal/sandbox"
 )
 
 // Layout of a snapshot directory.
@@ -539,8 +540,9 @@ type RestoreSpec struct {
 	// ID names the restored sandbox; its directory is Dir/ID.
 	ID string
 	// Binds give the host source of every mount target the descriptor
-	// lists (function code, runtime, packages).
-	Binds map[string]string
+	// lists (function code, runtime, packages); they are read-only, as
+	// they were at the dump.
+	Binds []sandbox.Bind
 	// Group is the sandbox's cgroup, owned by the caller; the restored
 	// process is created in it, so its memory is charged there.
 	Group *cgroup.Group
@@ -582,9 +584,16 @@ func (e *Engine) Restore(ctx context.Context, dir string, d *Descriptor, spec Re
 	if e.baseID != "" && d.BaseImage != e.baseID {
 		return nil, fmt.Errorf("restore %s: taken on base image %q, this one is %q: %w", d.Key, d.BaseImage, e.baseID, ErrInvalid)
 	}
+	sources := make(map[string]string, len(spec.Binds))
+	for _, b := range spec.Binds {
+		if b.Writable {
+			return nil, fmt.Errorf("restore %s: mount %s: writable: %w", d.Key, b.Target, ErrInvalid)
+		}
+		sources[b.Target] = b.Source
+	}
 	var args []string
 	for _, m := range d.Mounts {
-		src, ok := spec.Binds[m.Target]
+		src, ok := sources[m.Target]
 		if !ok {
 			return nil, fmt.Errorf("restore %s: no source for mount %s: %w", d.Key, m.Target, ErrInvalid)
 		}

@@ -210,7 +210,7 @@ func TestEngineBadInput(t *testing.T) {
 	dir, d := dumpSource(t, e, src, "bad-input")
 	g := e.NewGroup(t, fmt.Sprintf("rst-%d", e.Seq()))
 	t.Run("missing bind", func(t *testing.T) {
-		_, err := engine.Restore(ctx, dir, d, RestoreSpec{ID: "x1", Group: g, Binds: map[string]string{}})
+		_, err := engine.Restore(ctx, dir, d, RestoreSpec{ID: "x1", Group: g, Binds: nil})
 		if !errors.Is(err, ErrInvalid) {
 			t.Fatalf("restore: %v, want ErrInvalid", err)
 		}

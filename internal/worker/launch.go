@@ -13,7 +13,6 @@ import (
 	"github.com/hearth-run/hearth/internal/registry"
 	"github.com/hearth-run/hearth/internal/runtime"
 	"github.com/hearth-run/hearth/internal/sandbox"
-	"github.com/hearth-run/hearth/internal/zygote"
 )
 
 // launch is what any start of a function's sandbox needs, computed once
@@ -31,7 +30,7 @@ type launch struct {
 	binds []sandbox.Bind
 	// mounts are what a zygote child mounts, in order: the code and the
 	// installed packages (it has the runtime from its zygote).
-	mounts []zygote.Mount
+	mounts []sandbox.Bind
 	// limits are the function's cgroup limits.
 	limits cgroup.Limits
 	// env is the runtime's whole environment.
@@ -76,16 +75,13 @@ func (w *Worker) newLaunch(fn registry.Function, st *fnState) (*launch, error) {
 		fn:       fn,
 		st:       st,
 		binds:    append([]sandbox.Bind{code, {Source: w.runtime, Target: runtime.MountPoint}}, pkgs...),
-		mounts:   []zygote.Mount{{Source: code.Source, Target: code.Target}},
+		mounts:   append([]sandbox.Bind{code}, pkgs...),
 		limits:   w.limits(fn),
 		env:      w.runtimeEnv(fn),
 		uid:      uid,
 		gid:      gid,
 		declared: int64(fn.Spec.MemoryMB) << 20,
 		net:      netKind(fn),
-	}
-	for _, b := range pkgs {
-		l.mounts = append(l.mounts, zygote.Mount{Source: b.Source, Target: b.Target})
 	}
 	l.scratchBytes, l.scratchDisk = w.scratch(fn)
 	l.premade = l.scratchBytes == w.cfg.ScratchBytes && l.scratchDisk == (w.disks != nil)
@@ -100,16 +96,6 @@ func (l *launch) envMap() map[string]string {
 		env[k] = v
 	}
 	return env
-}
-
-// bindMap maps the targets of binds to their sources, as a snapshot
-// restore takes them.
-func (l *launch) bindMap() map[string]string {
-	m := make(map[string]string, len(l.binds))
-	for _, b := range l.binds {
-		m[b.Target] = b.Source
-	}
-	return m
 }
 
 // doneSpare tells the spare reserve that the start it counted is over.
@@ -142,13 +128,9 @@ func (w *Worker) packageBinds(fn registry.Function) ([]sandbox.Bind, error) {
 	if w.cfg.Packages == nil {
 		return nil, fmt.Errorf("%s: needs installed packages but the install cache is off: %w", fn.Name, ErrStart)
 	}
-	ms, err := w.cfg.Packages.Mounts(fn.Packages)
+	binds, err := w.cfg.Packages.Mounts(fn.Packages)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w: %w", fn.Name, err, ErrStart)
-	}
-	binds := make([]sandbox.Bind, 0, len(ms))
-	for _, m := range ms {
-		binds = append(binds, sandbox.Bind{Source: m.HostDir, Target: m.SandboxDir})
 	}
 	return binds, nil
 }

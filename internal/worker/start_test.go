@@ -205,9 +205,6 @@ func TestLaunch(t *testing.T) {
 	if len(l.mounts) != 1 || l.mounts[0].Source != fn.CodeDir || l.mounts[0].Target != runtime.CodeDir {
 		t.Errorf("zygote mounts %+v, want the code alone", l.mounts)
 	}
-	if m := l.bindMap(); m[runtime.CodeDir] != fn.CodeDir || m[runtime.MountPoint] != w.runtime {
-		t.Errorf("bind map %v", m)
-	}
 	uid, gid, _ := w.ids(fn)
 	if l.uid != uid || l.gid != gid || uid == 0 {
 		t.Errorf("identity %d:%d, want the function's own %d:%d", l.uid, l.gid, uid, gid)

@@ -92,7 +92,7 @@ func (w *Worker) restoreStart(ctx context.Context, l *launch, key string) (*inst
 	}
 	cu.Add(func() { w.dropNet(context.Background(), ns) })
 	sb, err := w.snap.svc.Restore(ctx, key, snapshot.RestoreSpec{
-		ID: id, Group: grp, Binds: l.bindMap(), Stdout: outW, Stderr: errW, NetNS: netFile,
+		ID: id, Group: grp, Binds: l.binds, Stdout: outW, Stderr: errW, NetNS: netFile,
 	})
 	outW.Close()
 	errW.Close()

@@ -199,7 +199,7 @@ type Packages interface {
 	// Dir is the host directory holding one directory per package, the
 	// same layout as packages.MountPoint in a sandbox.
 	Dir() string
-	Mounts(set []packages.Package) ([]packages.Mount, error)
+	Mounts(set []packages.Package) ([]sandbox.Bind, error)
 	Modules(p packages.Package) ([]string, error)
 }
 

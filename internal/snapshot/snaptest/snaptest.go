@@ -179,8 +179,8 @@ func (e *Env) CodeDir(t testing.TB) string {
 }
 
 // Binds returns the bind sources a restore of a source needs.
-func (e *Env) Binds(code string) map[string]string {
-	return map[string]string{runtime.CodeDir: code, runtime.MountPoint: e.RT}
+func (e *Env) Binds(code string) []sandbox.Bind {
+	return []sandbox.Bind{{Source: code, Target: runtime.CodeDir}, {Source: e.RT, Target: runtime.MountPoint}}
 }
 
 // NewGroup makes a cgroup deleted at the end of the test.

@@ -137,13 +137,19 @@ type Sandbox struct {
 	group   *cgroup.Group
 	cmd     *exec.Cmd // hearth-init; nil for a shell (see Shell)
 	pidfd   *os.File  // a shell's main process, once adopted
-	pid     int       // its host pid
-	pre     net.Conn  // the runtime connection made ahead (preDial), until Dial takes it
-	preName string
-	lis     *os.File      // listening socket kept for a joiner, if any
-	ownNet  bool          // entered Config.NetNS
-	done    chan struct{} // closed when init has exited
-	exitErr error         // valid after done
+	pid     int       // its host pid (a shell's or a restored sandbox's)
+	// restored is the init of a restored sandbox (see AdoptRestored),
+	// restoredState its state once done, and mnt the host path of its
+	// scratch mount; nil and "" otherwise.
+	restored      *os.Process
+	restoredState *os.ProcessState
+	mnt           string
+	pre           net.Conn // the runtime connection made ahead (preDial), until Dial takes it
+	preName       string
+	lis           *os.File      // listening socket kept for a joiner, if any
+	ownNet        bool          // entered Config.NetNS
+	done          chan struct{} // closed when init has exited
+	exitErr       error         // valid after done
 
 	mu        sync.Mutex
 	destroyed bool
@@ -594,7 +600,7 @@ func (s *Sandbox) SocketPath(name string) string {
 // InitPid returns the host pid of the sandbox's init; its /proc/PID/ns/*
 // files are the sandbox's namespaces.
 func (s *Sandbox) InitPid() int {
-	if s.cmd == nil {
+	if s.cmd == nil { // a shell or a restored sandbox
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		return s.pid
@@ -611,6 +617,9 @@ func (s *Sandbox) Done() <-chan struct{} { return s.done }
 func (s *Sandbox) ExitStatus() int {
 	select {
 	case <-s.done:
+		if s.restored != nil {
+			return s.restoredExit()
+		}
 		if s.cmd == nil {
 			return shellExit(s.pidfd)
 		}
@@ -681,6 +690,9 @@ func (s *Sandbox) Destroy(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
+	if s.restored != nil {
+		return s.destroyRestored(ctx, errs)
+	}
 	if s.cmd == nil {
 		return s.destroyShell(ctx, groupKill, errs)
 	}
@@ -716,6 +728,13 @@ func (s *Sandbox) Destroy(ctx context.Context) error {
 func (s *Sandbox) cleanupFS() error {
 	if s.tmp != nil {
 		s.tmp.Close()
+	}
+	if s.mnt != "" {
+		// A restored sandbox's scratch is mounted on the host: removing
+		// the directory first would empty it.
+		if err := unmountScratch(s.mnt); err != nil {
+			return err
+		}
 	}
 	return os.RemoveAll(s.dir)
 }

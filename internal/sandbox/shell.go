@@ -112,7 +112,7 @@ func (s *Sandbox) Join() (*Join, error) {
 func (s *Sandbox) Adopt(pidfd *os.File, pid int) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.cmd != nil || s.pidfd != nil {
+	if s.cmd != nil || s.pidfd != nil || s.restored != nil {
 		pidfd.Close()
 		return fmt.Errorf("sandbox %s: adopt: it has a main process", s.id)
 	}

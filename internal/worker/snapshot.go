@@ -13,7 +13,6 @@ import (
 	"github.com/hearth-run/hearth/internal/image"
 	"github.com/hearth-run/hearth/internal/registry"
 	"github.com/hearth-run/hearth/internal/runtime"
-	"github.com/hearth-run/hearth/internal/sandbox"
 	"github.com/hearth-run/hearth/internal/snapshot"
 	snappy "github.com/hearth-run/hearth/internal/snapshot/python"
 )
@@ -211,7 +210,7 @@ func (w *Worker) createSnapshot(ctx context.Context, fn registry.Function) (*sna
 	if err != nil {
 		return nil, err
 	}
-	inst, err := w.makeSandbox(ctx, l, runtime.Argv(w.cfg.Python), true)
+	inst, sb, err := w.makeSandbox(ctx, l, runtime.Argv(w.cfg.Python), true)
 	if err != nil {
 		return nil, err
 	}
@@ -227,18 +226,14 @@ func (w *Worker) createSnapshot(ctx context.Context, fn registry.Function) (*sna
 	}
 	// Idle, as Dump requires: the runtime goes back to accept.
 	inst.conn.Close()
-	scratch := ""
-	if sb, ok := inst.sb.(*sandbox.Sandbox); ok {
-		scratch = sb.Scratch()
-	}
 	// A restore gives the sandbox a tmpfs of this size (internal/snapshot
 	// has no on-disk /tmp yet).
 	tmpBytes := l.scratchBytes
 	key := snapshot.Key(fn.Name, fn.Revision)
 	t0 := time.Now()
 	d, err := w.snap.svc.Create(ctx, snapshot.DumpSpec{
-		Pid:          inst.sb.InitPid(),
-		Scratch:      scratch,
+		Pid:          sb.InitPid(),
+		Scratch:      sb.Scratch(),
 		Socket:       socketName,
 		ScratchBytes: tmpBytes,
 		Key:          key,

@@ -21,7 +21,7 @@ func (coldStarter) path() string { return PathCold }
 func (c coldStarter) start(ctx context.Context, l *launch) (*instance, error) {
 	w := c.w
 	t0 := time.Now()
-	inst, err := w.makeSandbox(ctx, l, runtime.Argv(w.cfg.Python), false)
+	inst, _, err := w.makeSandbox(ctx, l, runtime.Argv(w.cfg.Python), false)
 	if err != nil {
 		return nil, err
 	}
@@ -37,8 +37,8 @@ func (c coldStarter) start(ctx context.Context, l *launch) (*instance, error) {
 // makeSandbox creates l's cgroup and a sandbox that runs argv, with
 // l's mounts, identity, environment and network. exec makes the runtime
 // the sandbox's pid 1, as a sandbox to be checkpointed needs
-// (createSnapshot).
-func (w *Worker) makeSandbox(ctx context.Context, l *launch, argv []string, exec bool) (*instance, error) {
+// (createSnapshot). It returns the instance and its sandbox.
+func (w *Worker) makeSandbox(ctx context.Context, l *launch, argv []string, exec bool) (*instance, *sandbox.Sandbox, error) {
 	fn := l.fn
 	id := w.sandboxID(fn)
 	var cu cleanup
@@ -46,17 +46,17 @@ func (w *Worker) makeSandbox(ctx context.Context, l *launch, argv []string, exec
 	t0 := time.Now()
 	grp, err := w.newGroup(ctx, id, l.limits)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w: %w", fn.Name, err, ErrStart)
+		return nil, nil, fmt.Errorf("%s: %w: %w", fn.Name, err, ErrStart)
 	}
 	cu.Add(func() { w.putGroup(grp, id) })
 	netFile, ns, err := w.network(ctx, fn)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w: %w", fn.Name, err, ErrStart)
+		return nil, nil, fmt.Errorf("%s: %w: %w", fn.Name, err, ErrStart)
 	}
 	cu.Add(func() { w.dropNet(context.Background(), ns) })
 	outW, errW, err := outputPipes(l.st)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w: %w", fn.Name, err, ErrStart)
+		return nil, nil, fmt.Errorf("%s: %w: %w", fn.Name, err, ErrStart)
 	}
 	t1 := time.Now()
 	sb, err := w.factory.Create(ctx, sandbox.Config{
@@ -80,12 +80,12 @@ func (w *Worker) makeSandbox(ctx context.Context, l *launch, argv []string, exec
 	outW.Close()
 	errW.Close()
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w: %w", fn.Name, err, ErrStart)
+		return nil, nil, fmt.Errorf("%s: %w: %w", fn.Name, err, ErrStart)
 	}
 	cu.Release()
 	inst := l.instance(id, sb, grp)
 	inst.net = ns
 	w.track(inst)
 	w.log.Debug("sandbox", "function", fn.Name, "sandbox", id, "cgroup", t1.Sub(t0), "create", time.Since(t1))
-	return inst, nil
+	return inst, sb, nil
 }

@@ -34,10 +34,11 @@ func (f forkStarter) start(ctx context.Context, l *launch) (*instance, error) {
 	}
 	t0 := time.Now()
 	var inst *instance
-	if sb := w.takeHolder(l); sb != nil {
+	sb := w.takeHolder(l)
+	if sb != nil {
 		inst, err = w.adopt(ctx, sb, l)
 	} else {
-		inst, err = w.newShell(ctx, l)
+		inst, sb, err = w.newShell(ctx, l)
 	}
 	if err != nil {
 		return nil, err
@@ -46,8 +47,7 @@ func (f forkStarter) start(ctx context.Context, l *launch) (*instance, error) {
 	defer cu.Clean()
 	cu.Add(func() { w.destroy(inst) })
 	t1 := time.Now()
-	fsb := inst.sb.(*sandbox.Sandbox)
-	j, err := openJoin(fsb)
+	j, err := openJoin(sb)
 	if err != nil {
 		return nil, err
 	}
@@ -72,7 +72,7 @@ func (f forkStarter) start(ctx context.Context, l *launch) (*instance, error) {
 		return nil, err
 	}
 	inst.proc = openProc(child.Pid)
-	if err := fsb.Adopt(child.PidFD, child.Pid); err != nil {
+	if err := sb.Adopt(child.PidFD, child.Pid); err != nil {
 		return nil, err
 	}
 	if l.net == function.NetworkIsolated {
@@ -92,20 +92,20 @@ func (f forkStarter) start(ctx context.Context, l *launch) (*instance, error) {
 
 // newShell makes l's cgroup and a shell (see premade) of l's /tmp for a
 // zygote child, when no pre-made one fits.
-func (w *Worker) newShell(ctx context.Context, l *launch) (*instance, error) {
+func (w *Worker) newShell(ctx context.Context, l *launch) (*instance, *sandbox.Sandbox, error) {
 	id := w.sandboxID(l.fn)
 	grp, err := w.newGroup(ctx, id, l.limits)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w: %w", l.fn.Name, err, ErrStart)
+		return nil, nil, fmt.Errorf("%s: %w: %w", l.fn.Name, err, ErrStart)
 	}
 	sb, err := w.factory.Shell(ctx, sandbox.Config{ID: id, ScratchBytes: l.scratchBytes, ScratchDisk: l.scratchDisk, Socket: socketName, Group: grp})
 	if err != nil {
 		w.putGroup(grp, id)
-		return nil, fmt.Errorf("%s: %w: %w", l.fn.Name, err, ErrStart)
+		return nil, nil, fmt.Errorf("%s: %w: %w", l.fn.Name, err, ErrStart)
 	}
 	inst := l.instance(id, sb, grp)
 	w.track(inst)
-	return inst, nil
+	return inst, sb, nil
 }
 
 // adopt turns a pre-made shell into l's instance: it gets l's cgroup.

@@ -4,11 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"time"
 
-	"github.com/hearth-run/hearth/internal/sandbox"
 	"github.com/hearth-run/hearth/internal/snapshot"
 )
 
@@ -91,7 +89,7 @@ func (w *Worker) restoreStart(ctx context.Context, l *launch, key string) (*inst
 		return nil, fmt.Errorf("%s: %w: %w", fn.Name, err, ErrStart)
 	}
 	cu.Add(func() { w.dropNet(context.Background(), ns) })
-	sb, err := w.snap.svc.Restore(ctx, key, snapshot.RestoreSpec{
+	r, err := w.snap.svc.Restore(ctx, key, snapshot.RestoreSpec{
 		ID: id, Group: grp, Binds: l.binds, Stdout: outW, Stderr: errW, NetNS: netFile,
 	})
 	outW.Close()
@@ -104,22 +102,14 @@ func (w *Worker) restoreStart(ctx context.Context, l *launch, key string) (*inst
 	// exits.
 	go copyLines(l.st.stdout, outR)
 	go copyLines(l.st.stderr, errR)
-	inst := l.instance(id, restoredBox{sb}, grp)
+	inst := l.instance(id, r.Sandbox, grp)
 	inst.net = ns
 	w.track(inst)
 	t1 := time.Now()
-	if err := w.connect(ctx, inst, fn, sb.Done()); err != nil {
+	if err := w.connect(ctx, inst, fn, r.Done()); err != nil {
 		return nil, err // connect destroyed it
 	}
 	w.log.Debug("snapshot start", "function", fn.Name, "sandbox", id, "restore", t1.Sub(t0),
-		"criu", sb.RestoreTime, "to_ready", time.Since(t1))
+		"criu", r.RestoreTime, "to_ready", time.Since(t1))
 	return inst, nil
 }
-
-// restoredBox is a restored snapshot as the worker's box.
-type restoredBox struct{ *snapshot.Sandbox }
-
-// Dial connects to socket name in the restored sandbox's /tmp; a
-// symlink or a socket the worker did not make is refused (see
-// sandbox.DialIn).
-func (r restoredBox) Dial(name string) (net.Conn, error) { return sandbox.DialIn(r.Scratch(), name) }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"syscall"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -72,12 +71,8 @@ func (s *Sandbox) destroyRestored(ctx context.Context, errs []error) error {
 		errs = append(errs, err)
 	}
 	s.restored.Kill()
-	select {
-	case <-s.done:
-	case <-ctx.Done():
-		errs = append(errs, fmt.Errorf("waiting for init: %w", ctx.Err()))
-	case <-time.After(5 * time.Second):
-		errs = append(errs, errors.New("init did not exit"))
+	if err := s.waitExit(ctx, "init"); err != nil {
+		errs = append(errs, err)
 	}
 	if err := s.cleanupFS(); err != nil {
 		errs = append(errs, err)

@@ -701,12 +701,8 @@ func (s *Sandbox) Destroy(ctx context.Context) error {
 		groupKill()
 	}
 	s.cmd.Process.Kill()
-	select {
-	case <-s.done:
-	case <-ctx.Done():
-		errs = append(errs, fmt.Errorf("waiting for init: %w", ctx.Err()))
-	case <-time.After(5 * time.Second):
-		errs = append(errs, errors.New("init did not exit"))
+	if err := s.waitExit(ctx, "init"); err != nil {
+		errs = append(errs, err)
 	}
 	if s.group != nil && !early {
 		if pids, err := s.group.Pids(); err != nil || len(pids) > 0 {
@@ -720,6 +716,19 @@ func (s *Sandbox) Destroy(ctx context.Context) error {
 		return fmt.Errorf("destroy %s: %w", s.id, err)
 	}
 	return nil
+}
+
+// waitExit waits, after a kill, for the sandbox's main process (what
+// names it) to exit: until ctx ends, or 5 s at most.
+func (s *Sandbox) waitExit(ctx context.Context, what string) error {
+	select {
+	case <-s.done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for %s: %w", what, ctx.Err())
+	case <-time.After(5 * time.Second):
+		return fmt.Errorf("%s did not exit", what)
+	}
 }
 
 // cleanupFS drops the worker's hold on the scratch file system, which

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -144,12 +143,8 @@ func (s *Sandbox) destroyShell(ctx context.Context, groupKill func(), errs []err
 	if s.pidfd != nil {
 		// Not in the cgroup yet (killed while joining): by its pidfd.
 		unix.PidfdSendSignal(int(s.pidfd.Fd()), unix.SIGKILL, nil, 0)
-		select {
-		case <-s.done:
-		case <-ctx.Done():
-			errs = append(errs, fmt.Errorf("waiting for the main process: %w", ctx.Err()))
-		case <-time.After(5 * time.Second):
-			errs = append(errs, errors.New("the main process did not exit"))
+		if err := s.waitExit(ctx, "the main process"); err != nil {
+			errs = append(errs, err)
 		}
 		// The poller is done with it (or never will be: leak one fd
 		// rather than poll a reused descriptor).

@@ -430,21 +430,13 @@ func (c *Cache) Ensure(ctx context.Context, set []Package) error {
 	return nil
 }
 
-// Mount is one read-only bind mount a function sandbox needs.
-type Mount struct {
-	// HostDir is the source on the host.
-	HostDir string
-	// SandboxDir is the target inside the sandbox.
-	SandboxDir string
-}
-
 // Mounts returns the bind mounts that give a sandbox the cached packages
 // of set, in the order they must be made: first a view directory at
 // MountPoint holding the mount points, then each package onto its mount
 // point. All are read-only. An empty result means nothing to mount. A
 // package missing from the cache is an ErrNotInstalled error. Mounts
 // records a use of each package (written to the index later).
-func (s *Store) Mounts(set []Package) ([]Mount, error) {
+func (s *Store) Mounts(set []Package) ([]sandbox.Bind, error) {
 	cached := Cached(set)
 	if len(cached) == 0 {
 		return nil, nil
@@ -461,9 +453,9 @@ func (s *Store) Mounts(set []Package) ([]Mount, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := []Mount{{HostDir: view, SandboxDir: MountPoint}}
+	out := []sandbox.Bind{{Source: view, Target: MountPoint}}
 	for _, p := range cached {
-		out = append(out, Mount{HostDir: s.path(p), SandboxDir: MountPoint + "/" + pkgDir(p)})
+		out = append(out, sandbox.Bind{Source: s.path(p), Target: MountPoint + "/" + pkgDir(p)})
 	}
 	s.touchLater(cached)
 	return out, nil

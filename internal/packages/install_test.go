@@ -240,13 +240,9 @@ print(json.dumps(out))
 // worker will: Mounts in order, read-only, and HEARTH_PATH from SysPath.
 func runProbe(t *testing.T, e *env, set []Package, modules ...string) sandboxResult {
 	t.Helper()
-	ms, err := e.c.Mounts(set)
+	binds, err := e.c.Mounts(set)
 	if err != nil {
 		t.Fatal(err)
-	}
-	var binds []sandbox.Bind
-	for _, m := range ms {
-		binds = append(binds, sandbox.Bind{Source: m.HostDir, Target: m.SandboxDir})
 	}
 	id := fmt.Sprintf("probe-%d", cgroupSeq.Add(1))
 	grp, err := e.cg.Create(id, cgroup.Limits{MemoryBytes: 256 << 20, Pids: 32})

@@ -88,7 +88,7 @@ func probeDisks() (string, error) {
 	}
 	fd, err := unix.Open("/dev/loop-control", unix.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return "", fmt.Errorf("%w: /dev/loop-control: %v", ErrNoDisks, err)
+		return "", fmt.Errorf("%w: /dev/loop-control: %w", ErrNoDisks, err)
 	}
 	unix.Close(fd)
 	return mkfs, nil
@@ -420,7 +420,7 @@ func (d *Disks) mkfs1(p string, size int64) (int64, error) {
 	out, err := exec.Command(d.mkfs, "-q", "-F", "-b", "4096", "-m", "0", "-O", "^has_journal",
 		"-E", "nodiscard,lazy_itable_init=1,root_owner=0:0", "-L", "hearth-tmp", p).CombinedOutput()
 	if err != nil {
-		return 0, fmt.Errorf("sandbox disks: mkfs.ext4: %v: %s", err, out)
+		return 0, fmt.Errorf("sandbox disks: mkfs.ext4: %w: %s", err, out)
 	}
 	m, err := mountImage(f)
 	if err != nil {
@@ -533,7 +533,7 @@ func mountImage(img *os.File) (*os.File, error) {
 func attachLoop(img *os.File) (int, string, error) {
 	ctl, err := unix.Open("/dev/loop-control", unix.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return -1, "", fmt.Errorf("%w: /dev/loop-control: %v", ErrNoDisks, err)
+		return -1, "", fmt.Errorf("%w: /dev/loop-control: %w", ErrNoDisks, err)
 	}
 	defer unix.Close(ctl)
 	for range 64 {

@@ -137,13 +137,19 @@ type Sandbox struct {
 	group   *cgroup.Group
 	cmd     *exec.Cmd // hearth-init; nil for a shell (see Shell)
 	pidfd   *os.File  // a shell's main process, once adopted
-	pid     int       // its host pid
-	pre     net.Conn  // the runtime connection made ahead (preDial), until Dial takes it
-	preName string
-	lis     *os.File      // listening socket kept for a joiner, if any
-	ownNet  bool          // entered Config.NetNS
-	done    chan struct{} // closed when init has exited
-	exitErr error         // valid after done
+	pid     int       // its host pid (a shell's or a restored sandbox's)
+	// restored is the init of a restored sandbox (see AdoptRestored),
+	// restoredState its state once done, and mnt the host path of its
+	// scratch mount; nil and "" otherwise.
+	restored      *os.Process
+	restoredState *os.ProcessState
+	mnt           string
+	pre           net.Conn // the runtime connection made ahead (preDial), until Dial takes it
+	preName       string
+	lis           *os.File      // listening socket kept for a joiner, if any
+	ownNet        bool          // entered Config.NetNS
+	done          chan struct{} // closed when init has exited
+	exitErr       error         // valid after done
 
 	mu        sync.Mutex
 	destroyed bool
@@ -594,7 +600,7 @@ func (s *Sandbox) SocketPath(name string) string {
 // InitPid returns the host pid of the sandbox's init; its /proc/PID/ns/*
 // files are the sandbox's namespaces.
 func (s *Sandbox) InitPid() int {
-	if s.cmd == nil {
+	if s.cmd == nil { // a shell or a restored sandbox
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		return s.pid
@@ -611,6 +617,9 @@ func (s *Sandbox) Done() <-chan struct{} { return s.done }
 func (s *Sandbox) ExitStatus() int {
 	select {
 	case <-s.done:
+		if s.restored != nil {
+			return s.restoredExit()
+		}
 		if s.cmd == nil {
 			return shellExit(s.pidfd)
 		}
@@ -681,6 +690,9 @@ func (s *Sandbox) Destroy(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
+	if s.restored != nil {
+		return s.destroyRestored(ctx, errs)
+	}
 	if s.cmd == nil {
 		return s.destroyShell(ctx, groupKill, errs)
 	}
@@ -689,12 +701,8 @@ func (s *Sandbox) Destroy(ctx context.Context) error {
 		groupKill()
 	}
 	s.cmd.Process.Kill()
-	select {
-	case <-s.done:
-	case <-ctx.Done():
-		errs = append(errs, fmt.Errorf("waiting for init: %w", ctx.Err()))
-	case <-time.After(5 * time.Second):
-		errs = append(errs, errors.New("init did not exit"))
+	if err := s.waitExit(ctx, "init"); err != nil {
+		errs = append(errs, err)
 	}
 	if s.group != nil && !early {
 		if pids, err := s.group.Pids(); err != nil || len(pids) > 0 {
@@ -710,12 +718,32 @@ func (s *Sandbox) Destroy(ctx context.Context) error {
 	return nil
 }
 
+// waitExit waits, after a kill, for the sandbox's main process (what
+// names it) to exit: until ctx ends, or 5 s at most.
+func (s *Sandbox) waitExit(ctx context.Context, what string) error {
+	select {
+	case <-s.done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for %s: %w", what, ctx.Err())
+	case <-time.After(5 * time.Second):
+		return fmt.Errorf("%s did not exit", what)
+	}
+}
+
 // cleanupFS drops the worker's hold on the scratch file system, which
 // goes with the sandbox's mount namespace (its loop device and image
 // with it), and removes the sandbox's directory.
 func (s *Sandbox) cleanupFS() error {
 	if s.tmp != nil {
 		s.tmp.Close()
+	}
+	if s.mnt != "" {
+		// A restored sandbox's scratch is mounted on the host: removing
+		// the directory first would empty it.
+		if err := unmountScratch(s.mnt); err != nil {
+			return err
+		}
 	}
 	return os.RemoveAll(s.dir)
 }

@@ -6,9 +6,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/hearth-run/hearth/internal/cgroup"
 )
 
 // Shell makes the parts of a sandbox that a zygote child builds its own
@@ -64,12 +65,53 @@ func (s *Sandbox) ScratchMount() (*os.File, error) {
 	return os.NewFile(uintptr(fd), "scratch"), nil
 }
 
+// Join is a shell's join handle: what a process that builds its sandbox
+// around the shell (a zygote child) takes from it. Its holder closes it
+// once the process has its own copies.
+type Join struct {
+	// Scratch is the shell's scratch file system, a detached mount (see
+	// ScratchMount).
+	Scratch *os.File
+	// Listener is the runtime's listening socket in Scratch.
+	Listener *os.File
+	// Group is the cgroup the joiner is moved into (see SetGroup).
+	Group *cgroup.Group
+}
+
+// Close closes the handle's descriptors.
+func (j *Join) Close() {
+	for _, f := range []*os.File{j.Scratch, j.Listener} {
+		if f != nil {
+			f.Close()
+		}
+	}
+}
+
+// Join hands out the shell's join handle, once: the listener goes with
+// the first. A shell needs its cgroup set (SetGroup, or Config.Group)
+// before: its joiner is moved into it.
+func (s *Sandbox) Join() (*Join, error) {
+	if s.Group() == nil {
+		return nil, fmt.Errorf("sandbox %s: join: no cgroup", s.id)
+	}
+	scratch, err := s.ScratchMount()
+	if err != nil {
+		return nil, err
+	}
+	lis := s.TakeListener()
+	if lis == nil {
+		scratch.Close()
+		return nil, fmt.Errorf("sandbox %s: join: no listener to hand over", s.id)
+	}
+	return &Join{Scratch: scratch, Listener: lis, Group: s.Group()}, nil
+}
+
 // Adopt makes the process pidfd refers to (host pid pid) the shell's
 // main process: Done closes when it exits. The shell owns pidfd.
 func (s *Sandbox) Adopt(pidfd *os.File, pid int) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.cmd != nil || s.pidfd != nil {
+	if s.cmd != nil || s.pidfd != nil || s.restored != nil {
 		pidfd.Close()
 		return fmt.Errorf("sandbox %s: adopt: it has a main process", s.id)
 	}
@@ -101,12 +143,8 @@ func (s *Sandbox) destroyShell(ctx context.Context, groupKill func(), errs []err
 	if s.pidfd != nil {
 		// Not in the cgroup yet (killed while joining): by its pidfd.
 		unix.PidfdSendSignal(int(s.pidfd.Fd()), unix.SIGKILL, nil, 0)
-		select {
-		case <-s.done:
-		case <-ctx.Done():
-			errs = append(errs, fmt.Errorf("waiting for the main process: %w", ctx.Err()))
-		case <-time.After(5 * time.Second):
-			errs = append(errs, errors.New("the main process did not exit"))
+		if err := s.waitExit(ctx, "the main process"); err != nil {
+			errs = append(errs, err)
 		}
 		// The poller is done with it (or never will be: leak one fd
 		// rather than poll a reused descriptor).

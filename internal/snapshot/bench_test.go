@@ -20,7 +20,7 @@ func BenchmarkRestore(b *testing.B) {
 	e := env
 	ctx := context.Background()
 	src := e.StartSource(b, e.CodeDir(b))
-	snaptest.InvokeSource(b, src.SB)
+	src.Invoke(b)
 	dir := b.TempDir()
 	t0 := time.Now()
 	d, err := engine.Dump(ctx, DumpSpec{Pid: src.SB.InitPid(), Scratch: src.SB.Scratch(), Socket: snaptest.Socket,
@@ -47,7 +47,7 @@ func BenchmarkRestore(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		snaptest.Invoke(b, s.SocketPath())
+		snaptest.Invoke(b, s.SocketPath(snaptest.Socket))
 		total = append(total, time.Since(t0))
 		criu = append(criu, s.RestoreTime)
 		b.StopTimer()

@@ -220,7 +220,7 @@ func ReadDescriptor(dir string) (*Descriptor, error) {
 func ParseDescriptor(b []byte) (*Descriptor, error) {
 	var d Descriptor
 	if err := json.Unmarshal(b, &d); err != nil {
-		return nil, fmt.Errorf("descriptor: %v: %w", err, ErrInvalid)
+		return nil, fmt.Errorf("descriptor: %w: %w", err, ErrInvalid)
 	}
 	if err := d.Validate(); err != nil {
 		return nil, err
@@ -237,14 +237,14 @@ func Verify(dir string, d *Descriptor) error {
 		p := filepath.Join(dir, filepath.FromSlash(f.Path))
 		st, err := os.Lstat(p)
 		if err != nil {
-			return fmt.Errorf("snapshot %s: %s: %v: %w", d.Key, f.Path, err, ErrCorrupt)
+			return fmt.Errorf("snapshot %s: %s: %w: %w", d.Key, f.Path, err, ErrCorrupt)
 		}
 		if !st.Mode().IsRegular() || st.Size() != f.Size {
 			return fmt.Errorf("snapshot %s: %s: size %d, want %d: %w", d.Key, f.Path, st.Size(), f.Size, ErrCorrupt)
 		}
 		sum, _, err := hashFile(p)
 		if err != nil {
-			return fmt.Errorf("snapshot %s: %s: %v: %w", d.Key, f.Path, err, ErrCorrupt)
+			return fmt.Errorf("snapshot %s: %s: %w: %w", d.Key, f.Path, err, ErrCorrupt)
 		}
 		if sum != f.SHA256 {
 			return fmt.Errorf("snapshot %s: %s: checksum mismatch: %w", d.Key, f.Path, ErrCorrupt)

@@ -18,7 +18,9 @@
 // namespaces (so two copies never collide on pids, mounts or sockets),
 // created directly in the caller's cgroup, with the base image as a
 // read-only root and the caller's sources for the bind mounts. The
-// restored init becomes a child of the calling process. If the runtime
+// restored init becomes a child of the calling process, and the tree a
+// [sandbox.Sandbox] (see sandbox.AdoptRestored), which reaps it and
+// tears it down like any other sandbox. If the runtime
 // handles [ReseedSignal] (internal/snapshot/python installs the handler),
 // Restore sends it so the copy reseeds its random generators and runs its
 // after-restore hooks before it answers the worker.

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 
 	"github.com/hearth-run/hearth/internal/cgroup"
 	"github.com/hearth-run/hearth/internal/criu"
+	"github.com/hearth-run/hearth/internal/sandbox"
 )
 
 // Layout of a snapshot directory.
@@ -539,8 +539,9 @@ type RestoreSpec struct {
 	// ID names the restored sandbox; its directory is Dir/ID.
 	ID string
 	// Binds give the host source of every mount target the descriptor
-	// lists (function code, runtime, packages).
-	Binds map[string]string
+	// lists (function code, runtime, packages); they are read-only, as
+	// they were at the dump.
+	Binds []sandbox.Bind
 	// Group is the sandbox's cgroup, owned by the caller; the restored
 	// process is created in it, so its memory is charged there.
 	Group *cgroup.Group
@@ -555,66 +556,78 @@ type RestoreSpec struct {
 	NetNS *os.File
 }
 
-// Sandbox is a restored sandbox: a process tree in fresh namespaces,
-// with its own scratch tmpfs and cgroup. Its owner must call Destroy.
-type Sandbox struct {
-	id, dir, scratch, socket string
-	pid                      int
-	group                    *cgroup.Group
-	proc                     *os.Process
-	done                     chan struct{}
-	state                    *os.ProcessState // valid after done
+// Restored is a restored sandbox (a sandbox.Sandbox, whose owner must
+// call Destroy) and how its restore went.
+type Restored struct {
+	*sandbox.Sandbox
 	// Reseeded reports whether the reseed signal was sent.
 	Reseeded bool
 	// RestoreTime is how long the CRIU restore took.
 	RestoreTime time.Duration
-
-	mu        sync.Mutex
-	destroyed bool
 }
 
 // Restore restores the snapshot in dir (verified by the caller) into a
 // fresh sandbox. On error nothing is left behind but the caller's cgroup.
-func (e *Engine) Restore(ctx context.Context, dir string, d *Descriptor, spec RestoreSpec) (_ *Sandbox, err error) {
+func (e *Engine) Restore(ctx context.Context, dir string, d *Descriptor, spec RestoreSpec) (_ *Restored, err error) {
 	if spec.ID == "" || filepath.Base(spec.ID) != spec.ID || spec.Group == nil {
 		return nil, fmt.Errorf("restore %s: bad id %q or no cgroup: %w", d.Key, spec.ID, ErrInvalid)
 	}
 	if e.baseID != "" && d.BaseImage != e.baseID {
 		return nil, fmt.Errorf("restore %s: taken on base image %q, this one is %q: %w", d.Key, d.BaseImage, e.baseID, ErrInvalid)
 	}
+	sources := make(map[string]string, len(spec.Binds))
+	for _, b := range spec.Binds {
+		if b.Writable {
+			return nil, fmt.Errorf("restore %s: mount %s: writable: %w", d.Key, b.Target, ErrInvalid)
+		}
+		sources[b.Target] = b.Source
+	}
 	var args []string
 	for _, m := range d.Mounts {
-		src, ok := spec.Binds[m.Target]
+		src, ok := sources[m.Target]
 		if !ok {
 			return nil, fmt.Errorf("restore %s: no source for mount %s: %w", d.Key, m.Target, ErrInvalid)
 		}
 		args = append(args, "--external", "mnt["+m.Key+"]:"+src)
 	}
-	s := &Sandbox{id: spec.ID, dir: filepath.Join(e.dir, spec.ID), group: spec.Group, done: make(chan struct{})}
-	s.scratch = filepath.Join(s.dir, "scratch")
-	s.socket = filepath.Join(s.scratch, d.Socket)
-	if err := os.MkdirAll(s.scratch, 0o755); err != nil {
+	sdir := filepath.Join(e.dir, spec.ID)
+	scratch := filepath.Join(sdir, "scratch")
+	socket := filepath.Join(scratch, d.Socket)
+	if err := os.MkdirAll(scratch, 0o755); err != nil {
 		return nil, fmt.Errorf("restore %s: %w", d.Key, err)
 	}
+	var tmp *os.File // the scratch's root; the sandbox owns it once made
+	adopted := false
 	defer func() {
-		if err != nil {
-			s.cleanupFS()
+		if err != nil && !adopted {
+			if tmp != nil {
+				tmp.Close()
+			}
+			unix.Unmount(scratch, unix.MNT_DETACH)
+			os.RemoveAll(sdir)
 		}
 	}()
 	size := d.ScratchBytes
 	if size <= 0 {
 		size = 64 << 20
 	}
-	if err := unix.Mount("tmpfs", s.scratch, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV,
+	if err := unix.Mount("tmpfs", scratch, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV,
 		fmt.Sprintf("size=%d,mode=1777,uid=0,gid=0", size)); err != nil {
 		return nil, fmt.Errorf("restore %s: mount scratch: %w", d.Key, err)
 	}
-	if err := unpackScratch(filepath.Join(dir, scratchFile), s.scratch); err != nil {
+	// Opened before any process of the sandbox runs: what the worker
+	// dials through (sandbox.DialAt) is this file system's root.
+	fd, err := unix.Open(scratch, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("restore %s: scratch: %w", d.Key, err)
+	}
+	tmp = os.NewFile(uintptr(fd), "scratch")
+	if err := unpackScratch(filepath.Join(dir, scratchFile), scratch); err != nil {
 		return nil, fmt.Errorf("restore %s: %w", d.Key, err)
 	}
 	// The worker's own socket, whatever the scratch held under its name.
-	os.Remove(s.socket)
-	lis, err := listenUnix(s.socket)
+	os.Remove(socket)
+	lis, err := listenUnix(socket)
 	if err != nil {
 		return nil, fmt.Errorf("restore %s: %w", d.Key, err)
 	}
@@ -659,56 +672,59 @@ func (e *Engine) Restore(ctx context.Context, dir string, d *Descriptor, spec Re
 		args = append(args, "--inherit-fd", fmt.Sprintf("fd[%d]:%s", 3+len(files), netKey), "--network-lock", "skip")
 		files = append(files, spec.NetNS)
 	}
-	pidfile := filepath.Join(s.dir, "pid")
-	logfile := filepath.Join(s.dir, "restore.log")
+	pidfile := filepath.Join(sdir, "pid")
+	logfile := filepath.Join(sdir, "restore.log")
 	// -W: logs and stats go to the sandbox's dir, never into the shared,
 	// verified snapshot.
-	args = append([]string{"restore", "-D", filepath.Join(dir, imagesDir), "-W", s.dir, "--root", e.root,
-		"--external", "mnt[" + scratchKey + "]:" + s.scratch,
+	args = append([]string{"restore", "-D", filepath.Join(dir, imagesDir), "-W", sdir, "--root", e.root,
+		"--external", "mnt[" + scratchKey + "]:" + scratch,
 		"--manage-cgroups=ignore", "--restore-detached", "--restore-sibling",
 		"--pidfile", pidfile, "-o", logfile}, args...)
 	t0 := time.Now()
 	if err := e.run.Run(ctx, criu.Job{Args: args, Files: files, Cgroup: spec.Group.Dirs(), Timeout: RestoreTimeout}); err != nil {
 		return nil, fmt.Errorf("restore %s: %w%s", d.Key, err, logTail(logfile))
 	}
-	s.RestoreTime = time.Since(t0)
+	took := time.Since(t0)
 	b, err := os.ReadFile(pidfile)
 	if err != nil {
 		return nil, fmt.Errorf("restore %s: pidfile: %w", d.Key, err)
 	}
-	if s.pid, err = strconv.Atoi(string(bytes.TrimSpace(b))); err != nil || s.pid <= 1 {
+	pid, err := strconv.Atoi(string(bytes.TrimSpace(b)))
+	if err != nil || pid <= 1 {
 		return nil, fmt.Errorf("restore %s: bad pidfile %q: %w", d.Key, b, ErrInvalid)
 	}
 	os.Remove(pidfile)
 	os.Remove(logfile)
-	// --restore-sibling made the restored init our child: we reap it.
-	if s.proc, err = os.FindProcess(s.pid); err != nil {
-		unix.Kill(s.pid, unix.SIGKILL)
+	// --restore-sibling made the restored init our child: the sandbox
+	// reaps it.
+	proc, err := os.FindProcess(pid)
+	if err != nil {
+		unix.Kill(pid, unix.SIGKILL)
 		return nil, fmt.Errorf("restore %s: %w", d.Key, err)
 	}
-	go func() {
-		s.state, _ = s.proc.Wait()
-		close(s.done)
-	}()
+	r := &Restored{RestoreTime: took, Sandbox: sandbox.AdoptRestored(sandbox.Restored{
+		ID: spec.ID, Dir: sdir, Scratch: tmp, ScratchMount: scratch, Group: spec.Group, Init: proc,
+	})}
+	adopted = true
 	if err := rekeyKernelRNG(); err != nil {
-		s.proc.Kill()
-		<-s.done
-		return nil, fmt.Errorf("restore %s: %w", d.Key, err)
+		dctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return nil, errors.Join(fmt.Errorf("restore %s: %w", d.Key, err), r.Destroy(dctx))
 	}
-	if !spec.NoReseed && catches(s.pid, ReseedSignal) {
+	if !spec.NoReseed && catches(pid, ReseedSignal) {
 		// Pending before the worker connects: the runtime runs its
 		// handler before it accepts (and answers) the connection.
-		if err := s.proc.Signal(ReseedSignal); err == nil {
-			s.Reseeded = true
+		if err := proc.Signal(ReseedSignal); err == nil {
+			r.Reseeded = true
 		}
 	}
-	return s, nil
+	return r, nil
 }
 
 // listenUnix makes a listening socket at path. It stays root's: the
 // restored runtime only accepts on the descriptor, and in the sticky
 // /tmp its user can then neither remove nor replace the file, which the
-// worker dials (see sandbox.DialIn).
+// worker dials (see sandbox.DialAt).
 func listenUnix(path string) (*os.File, error) {
 	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -723,96 +739,4 @@ func listenUnix(path string) (*os.File, error) {
 		return nil, fmt.Errorf("listen %s: %w", path, err)
 	}
 	return os.NewFile(uintptr(fd), path), nil
-}
-
-// ID returns the sandbox's id.
-func (s *Sandbox) ID() string { return s.id }
-
-// Pid returns the host pid of the restored init (the runtime).
-func (s *Sandbox) Pid() int { return s.pid }
-
-// Scratch returns the host path of the sandbox's /tmp.
-func (s *Sandbox) Scratch() string { return s.scratch }
-
-// SocketPath returns the host path of the runtime's socket.
-func (s *Sandbox) SocketPath() string { return s.socket }
-
-// Group returns the sandbox's cgroup.
-func (s *Sandbox) Group() *cgroup.Group { return s.group }
-
-// InitPid is Pid, named as sandbox.Sandbox names it.
-func (s *Sandbox) InitPid() int { return s.pid }
-
-// Done is closed when the restored init has exited.
-func (s *Sandbox) Done() <-chan struct{} { return s.done }
-
-// ExitStatus returns the init's exit code (128+signal if killed), or -1
-// while it runs.
-func (s *Sandbox) ExitStatus() int {
-	select {
-	case <-s.done:
-		if s.state == nil {
-			return -1
-		}
-		if ws, ok := s.state.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			return 128 + int(ws.Signal())
-		}
-		return s.state.ExitCode()
-	default:
-		return -1
-	}
-}
-
-// Pause freezes every process of the sandbox.
-func (s *Sandbox) Pause(ctx context.Context) error {
-	if err := s.group.Freeze(ctx); err != nil {
-		return fmt.Errorf("pause %s: %w", s.id, err)
-	}
-	return nil
-}
-
-// Unpause thaws the sandbox.
-func (s *Sandbox) Unpause(ctx context.Context) error {
-	if err := s.group.Thaw(ctx); err != nil {
-		return fmt.Errorf("unpause %s: %w", s.id, err)
-	}
-	return nil
-}
-
-// Destroy kills the sandbox's processes and removes its scratch mount and
-// directory. The cgroup is the caller's. Destroy is idempotent.
-func (s *Sandbox) Destroy(ctx context.Context) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.destroyed {
-		return nil
-	}
-	s.destroyed = true
-	var errs []error
-	if err := s.group.Kill(ctx); err != nil {
-		errs = append(errs, err)
-	}
-	// Killing pid 1 kills its whole pid namespace.
-	s.proc.Kill()
-	select {
-	case <-s.done:
-	case <-ctx.Done():
-		errs = append(errs, fmt.Errorf("waiting for init: %w", ctx.Err()))
-	case <-time.After(5 * time.Second):
-		errs = append(errs, errors.New("init did not exit"))
-	}
-	if err := s.cleanupFS(); err != nil {
-		errs = append(errs, err)
-	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("destroy %s: %w", s.id, err)
-	}
-	return nil
-}
-
-func (s *Sandbox) cleanupFS() error {
-	if err := unix.Unmount(s.scratch, unix.MNT_DETACH); err != nil && err != unix.EINVAL && err != unix.ENOENT {
-		return fmt.Errorf("unmount scratch: %w", err)
-	}
-	return os.RemoveAll(s.dir)
 }

@@ -11,7 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/hearth-run/hearth/internal/runtime"
+	"github.com/hearth-run/hearth/internal/sandbox"
 	"github.com/hearth-run/hearth/internal/snapshot/snaptest"
 )
 
@@ -19,7 +22,7 @@ import (
 // into a new dir.
 func dumpSource(t *testing.T, e *snaptest.Env, src *snaptest.Source, key string) (string, *Descriptor) {
 	t.Helper()
-	r, _ := snaptest.InvokeSource(t, src.SB)
+	r, _ := src.Invoke(t)
 	if r.N != 1 || r.InitS < 1 || r.NFile != 1 {
 		t.Fatalf("source first invoke: %+v", r)
 	}
@@ -56,13 +59,13 @@ func TestDumpRestore(t *testing.T) {
 	}
 
 	// The source keeps running (LeaveRunning) and keeps its state.
-	if r, _ := snaptest.InvokeSource(t, src.SB); r.N != 2 {
+	if r, _ := src.Invoke(t); r.N != 2 {
 		t.Fatalf("source after dump: n=%d, want 2", r.N)
 	}
 
 	// Two concurrent restores of the same snapshot.
 	const copies = 2
-	boxes := make([]*Sandbox, copies)
+	boxes := make([]*Restored, copies)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var errs []string
@@ -94,11 +97,11 @@ func TestDumpRestore(t *testing.T) {
 	}
 	var results []snaptest.Result
 	for _, s := range boxes {
-		t.Logf("restore %s: criu %v, pid %d, reseeded %v", s.ID(), s.RestoreTime, s.Pid(), s.Reseeded)
+		t.Logf("restore %s: criu %v, pid %d, reseeded %v", s.ID(), s.RestoreTime, s.InitPid(), s.Reseeded)
 		if !s.Reseeded {
 			t.Errorf("%s: reseed signal not sent", s.ID())
 		}
-		r, ready := snaptest.Invoke(t, s.SocketPath())
+		r, ready := snaptest.Invoke(t, s.SocketPath(snaptest.Socket))
 		t.Logf("  first invoke: ready in %v: %+v", ready, r)
 		// State from before the dump: one call made, the file written once.
 		if r.N != 2 || r.NFile != 2 || r.Sum != 499999500000 || r.InitS < 1 {
@@ -109,11 +112,11 @@ func TestDumpRestore(t *testing.T) {
 		}
 		results = append(results, r)
 		// Each copy is its own pid namespace: its init is pid 1 there.
-		if ns := nsPid(t, s.Pid()); ns != "1" {
+		if ns := nsPid(t, s.InitPid()); ns != "1" {
 			t.Errorf("%s: pid in its namespace %s, want 1", s.ID(), ns)
 		}
 		// With the source's privileges: none.
-		st := procStatus(t, s.Pid())
+		st := procStatus(t, s.InitPid())
 		for k, want := range map[string]string{"Uid": "65534", "Gid": "65534", "CapEff": "0000000000000000",
 			"CapBnd": "0000000000000000", "NoNewPrivs": "1"} {
 			if got := st[k]; got != want {
@@ -122,14 +125,23 @@ func TestDumpRestore(t *testing.T) {
 		}
 		// And in its own cgroup.
 		pids, err := s.Group().Pids()
-		if err != nil || len(pids) != 1 || pids[0] != s.Pid() {
-			t.Errorf("%s: cgroup pids %v (%v), want [%d]", s.ID(), pids, err, s.Pid())
+		if err != nil || len(pids) != 1 || pids[0] != s.InitPid() {
+			t.Errorf("%s: cgroup pids %v (%v), want [%d]", s.ID(), pids, err, s.InitPid())
 		}
 	}
 	if results[0].R == results[1].R || results[0].NP == results[1].NP {
 		t.Errorf("restored copies share PRNG state: %+v vs %+v", results[0], results[1])
 	}
-	if boxes[0].Scratch() == boxes[1].Scratch() {
+	// Each copy has a file system of its own (Scratch is a path through
+	// the sandbox's descriptor: compare what it reaches).
+	var st0, st1 unix.Stat_t
+	if err := unix.Stat(boxes[0].Scratch(), &st0); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Stat(boxes[1].Scratch(), &st1); err != nil {
+		t.Fatal(err)
+	}
+	if st0.Dev == st1.Dev {
 		t.Error("copies share a scratch dir")
 	}
 	// Scratch contents were restored per copy: writes do not leak.
@@ -157,11 +169,15 @@ func TestDumpRestore(t *testing.T) {
 	if err := boxes[1].Unpause(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if r, _ := snaptest.Invoke(t, boxes[1].SocketPath()); r.N != 3 {
+	if r, _ := snaptest.Invoke(t, boxes[1].SocketPath(snaptest.Socket)); r.N != 3 {
 		t.Errorf("after pause/unpause: n=%d, want 3", r.N)
 	}
 	// Destroy cleans up: the process is gone and so is the dir.
 	s := boxes[0]
+	sdir := filepath.Join(e.SbDir, s.ID())
+	if _, err := os.Stat(filepath.Join(sdir, "scratch")); err != nil {
+		t.Fatalf("the restored sandbox's scratch: %v", err)
+	}
 	if s.ExitStatus() != -1 {
 		t.Errorf("exit status %d while running", s.ExitStatus())
 	}
@@ -173,8 +189,11 @@ func TestDumpRestore(t *testing.T) {
 	default:
 		t.Error("Done not closed after Destroy")
 	}
-	if _, err := os.Stat(s.Scratch()); !os.IsNotExist(err) {
+	if _, err := os.Stat(sdir); !os.IsNotExist(err) {
 		t.Errorf("scratch left behind: %v", err)
+	}
+	if ms, err := sandbox.MountsUnder(sdir); err != nil || len(ms) > 0 {
+		t.Errorf("mounts left behind: %v (%v)", ms, err)
 	}
 	if st := s.ExitStatus(); st != 128+9 {
 		t.Errorf("exit status after Destroy %d, want %d (SIGKILL)", st, 128+9)
@@ -210,7 +229,7 @@ func TestEngineBadInput(t *testing.T) {
 	dir, d := dumpSource(t, e, src, "bad-input")
 	g := e.NewGroup(t, fmt.Sprintf("rst-%d", e.Seq()))
 	t.Run("missing bind", func(t *testing.T) {
-		_, err := engine.Restore(ctx, dir, d, RestoreSpec{ID: "x1", Group: g, Binds: map[string]string{}})
+		_, err := engine.Restore(ctx, dir, d, RestoreSpec{ID: "x1", Group: g, Binds: nil})
 		if !errors.Is(err, ErrInvalid) {
 			t.Fatalf("restore: %v, want ErrInvalid", err)
 		}
@@ -250,11 +269,10 @@ func TestEngineBadInput(t *testing.T) {
 		}
 	})
 	t.Run("open connection", func(t *testing.T) {
-		nc, err := src.SB.Dial(snaptest.Socket)
+		c, err := runtime.Dial(ctx, src.SB.SocketPath(snaptest.Socket))
 		if err != nil {
 			t.Fatal(err)
 		}
-		c := runtime.NewConn(nc)
 		defer c.Close()
 		if _, err := c.WaitReady(ctx); err != nil {
 			t.Fatal(err)

@@ -151,7 +151,7 @@ func (s *Service) Create(ctx context.Context, spec DumpSpec) (*Descriptor, error
 // Restore restores snapshot key, from the local cache or the remote
 // store, into a fresh sandbox. Any error means: fall back to a fork or a
 // cold start. The snapshot is pinned only while CRIU reads it.
-func (s *Service) Restore(ctx context.Context, key string, spec RestoreSpec) (*Sandbox, error) {
+func (s *Service) Restore(ctx context.Context, key string, spec RestoreSpec) (*Restored, error) {
 	t0 := time.Now()
 	h, err := s.cache.Acquire(ctx, key)
 	if err != nil {

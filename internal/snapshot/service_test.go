@@ -39,7 +39,7 @@ func TestService(t *testing.T) {
 		t.Error("Worth: wrong threshold decisions")
 	}
 	src := e.StartSource(t, e.CodeDir(t))
-	first, _ := snaptest.InvokeSource(t, src.SB)
+	first, _ := src.Invoke(t)
 	key := Key("slow", "r1")
 	spec := DumpSpec{Pid: src.SB.InitPid(), Scratch: src.SB.Scratch(), Socket: snaptest.Socket,
 		Key: key, Function: "slow", Revision: "r1", BaseImage: "base-1"}
@@ -66,7 +66,7 @@ func TestService(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sb.Destroy(ctx)
-	r, _ := snaptest.Invoke(t, sb.SocketPath())
+	r, _ := snaptest.Invoke(t, sb.SocketPath(snaptest.Socket))
 	if r.InitS != first.InitS || r.N != 2 {
 		t.Fatalf("restored %+v, source %+v", r, first)
 	}

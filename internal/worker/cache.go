@@ -277,7 +277,9 @@ func (c *warmCache) take(ctx context.Context, fn registry.Function) (*instance, 
 				if inst == nil {
 					// Idle containers are always bound; never hand out a
 					// hole if that breaks.
-					c.e.Remove(id)
+					if err := c.e.Remove(id); err != nil {
+						c.w.log.Warn("warm pool accounting: removing an unbound sandbox", "function", fn.Name, "err", err)
+					}
 					c.mu.Unlock()
 					continue
 				}
@@ -471,15 +473,20 @@ func (c *warmCache) measureLocked(inst *instance, start time.Duration) {
 	} else {
 		fi.cold = (3*fi.cold + start) / 4
 	}
-	c.e.SetFunc(f, fi.declared, fi.cold)
+	if err := c.e.SetFunc(f, fi.declared, fi.cold); err != nil {
+		c.w.log.Warn("warm pool accounting: recording a start's cost", "function", inst.fn, "err", err)
+	}
 }
 
 // abort gives back the reservation of a sandbox that failed to start.
 func (c *warmCache) abort(id pool.ID) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if err := c.e.Remove(id); err == nil {
+	switch err := c.e.Remove(id); {
+	case err == nil:
 		c.signalLocked()
+	case !errors.Is(err, pool.ErrNotFound): // a retirement may have removed it
+		c.w.log.Warn("warm pool accounting: giving back a reservation", "err", err)
 	}
 	if len(c.retired) > 0 {
 		c.sweepLocked()

@@ -41,3 +41,8 @@ var (
 
 // ErrDataDirBusy reports a data dir that another worker holds.
 var ErrDataDirBusy = errors.New("data dir in use by another worker")
+
+// errSkip: a start path cannot serve this start (no snapshot, no spare
+// ready, zygotes off); the next path of the chain starts it, and no
+// fallback is counted (see Worker.runChain).
+var errSkip = errors.New("start path not available")

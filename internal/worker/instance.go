@@ -14,10 +14,13 @@ import (
 	"github.com/hearth-run/hearth/internal/cgroup"
 	"github.com/hearth-run/hearth/internal/netns"
 	"github.com/hearth-run/hearth/internal/runtime"
+	"github.com/hearth-run/hearth/internal/sandbox"
 )
 
-// box is what the worker uses of a sandbox: *sandbox.Sandbox and
-// restored snapshots (restoredBox) both have it.
+// box is what an instance uses of its sandbox. The worker's sandboxes
+// are all *sandbox.Sandbox (created, a shell a zygote child joined, or
+// restored from a snapshot); the start paths hold that type, and the
+// warm cache's tests put a plain process in a cgroup behind box.
 type box interface {
 	ID() string
 	Group() *cgroup.Group
@@ -31,6 +34,8 @@ type box interface {
 	Dial(name string) (net.Conn, error)
 }
 
+var _ box = (*sandbox.Sandbox)(nil)
+
 // errBusy: the sandbox was taken before the background freeze ran.
 var errBusy = errors.New("sandbox in use")
 
@@ -43,7 +48,7 @@ var errDead = errors.New("paused sandbox died")
 type instance struct {
 	id       string
 	fn, rev  string
-	sb       box // *sandbox.Sandbox, or a restored snapshot
+	sb       box
 	group    *cgroup.Group
 	net      *netns.NS // isolated network, given back on destroy; nil otherwise
 	conn     *runtime.Conn

@@ -154,6 +154,14 @@ func (w *Worker) dropGroup(ctx context.Context, g *cgroup.Group) error {
 	return g.Delete(ctx)
 }
 
+// putGroup is dropGroup on a failure path, which has nobody to return
+// an error to: it logs it.
+func (w *Worker) putGroup(g *cgroup.Group, id string) {
+	if err := w.dropGroup(context.Background(), g); err != nil {
+		w.log.Warn("deleting cgroup", "sandbox", id, "err", err)
+	}
+}
+
 // network returns the namespace a sandbox of fn enters (nil: the host's)
 // and, for isolated and offline functions, the namespace to give back
 // afterwards.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"sync"
@@ -12,10 +11,8 @@ import (
 
 	"github.com/hearth-run/hearth/internal/function"
 	"github.com/hearth-run/hearth/internal/image"
-	"github.com/hearth-run/hearth/internal/packages"
 	"github.com/hearth-run/hearth/internal/registry"
 	"github.com/hearth-run/hearth/internal/runtime"
-	"github.com/hearth-run/hearth/internal/sandbox"
 	"github.com/hearth-run/hearth/internal/snapshot"
 	snappy "github.com/hearth-run/hearth/internal/snapshot/python"
 )
@@ -115,127 +112,6 @@ func snapshottable(fn registry.Function) bool {
 	return fn.Spec.Snapshot != function.SnapshotNever
 }
 
-// tryRestore restores fn from its snapshot when one may exist and the
-// measured restore beats the measured fresh start. Any failure returns
-// nil: the caller forks or starts cold instead.
-func (w *Worker) tryRestore(ctx context.Context, fn registry.Function, st *fnState) *instance {
-	s := w.snap
-	if s == nil || !snapshottable(fn) {
-		return nil
-	}
-	key := snapshot.Key(fn.Name, fn.Revision)
-	s.mu.Lock()
-	worth, known := s.worth[key]
-	fresh, measured := s.fresh[key]
-	s.mu.Unlock()
-	if known && !worth {
-		return nil // its init is too short for a snapshot to exist
-	}
-	if measured && !s.svc.Prefer(key, fresh) {
-		return nil
-	}
-	inst, err := w.restoreStart(ctx, fn, st, key)
-	if err == nil {
-		return inst
-	}
-	switch {
-	case errors.Is(err, snapshot.ErrNotFound):
-		w.log.Debug("no snapshot", "function", fn.Name, "key", key)
-	case ctx.Err() != nil:
-		w.log.Info("snapshot restore cut short", "function", fn.Name, "err", err)
-	default:
-		w.log.Warn("snapshot restore failed; starting fresh", "function", fn.Name, "key", key, "err", err)
-		// A snapshot that does not restore is of no use: drop it, so the
-		// next start does not try again and a new one can replace it.
-		// (A corrupt one is already gone.)
-		if rerr := s.svc.Cache().Remove(key); rerr != nil && !errors.Is(rerr, snapshot.ErrNotFound) {
-			w.log.Warn("removing snapshot", "key", key, "err", rerr)
-		}
-	}
-	return nil
-}
-
-// restoreStart restores snapshot key of fn into a new cgroup and waits
-// for its runtime to answer.
-func (w *Worker) restoreStart(ctx context.Context, fn registry.Function, st *fnState, key string) (*instance, error) {
-	t0 := time.Now()
-	binds, err := w.snapshotBinds(fn)
-	if err != nil {
-		return nil, err
-	}
-	id := fmt.Sprintf("sb-%d-%s", w.seq.Add(1), shortRev(fn.Revision))
-	grp, err := w.newGroup(ctx, id, w.limits(fn))
-	if err != nil {
-		return nil, fmt.Errorf("%s: %v: %w", fn.Name, err, ErrStart)
-	}
-	outR, outW, err := os.Pipe()
-	if err != nil {
-		w.dropGroup(context.Background(), grp)
-		return nil, err
-	}
-	errR, errW, err := os.Pipe()
-	if err != nil {
-		outR.Close()
-		outW.Close()
-		w.dropGroup(context.Background(), grp)
-		return nil, err
-	}
-	netFile, ns, err := w.network(ctx, fn)
-	if err != nil {
-		outR.Close()
-		outW.Close()
-		errR.Close()
-		errW.Close()
-		w.dropGroup(context.Background(), grp)
-		return nil, fmt.Errorf("%s: %v: %w", fn.Name, err, ErrStart)
-	}
-	sb, err := w.snap.svc.Restore(ctx, key, snapshot.RestoreSpec{
-		ID: id, Group: grp, Binds: binds, Stdout: outW, Stderr: errW, NetNS: netFile,
-	})
-	outW.Close()
-	errW.Close()
-	if err != nil {
-		outR.Close()
-		errR.Close()
-		w.dropGroup(context.Background(), grp)
-		w.dropNet(context.Background(), ns)
-		return nil, err
-	}
-	// The restored process holds the write ends; the readers end when it
-	// exits.
-	go copyLines(st.stdout, outR)
-	go copyLines(st.stderr, errR)
-	inst := &instance{id: id, fn: fn.Name, rev: fn.Revision, sb: restoredBox{sb}, group: grp, net: ns,
-		declared: int64(fn.Spec.MemoryMB) << 20}
-	w.track(inst)
-	t1 := time.Now()
-	if err := w.connect(ctx, inst, fn, sb.Done()); err != nil {
-		return nil, err // connect destroyed it
-	}
-	w.log.Debug("snapshot start", "function", fn.Name, "sandbox", id, "restore", t1.Sub(t0),
-		"criu", sb.RestoreTime, "to_ready", time.Since(t1))
-	return inst, nil
-}
-
-// snapshotBinds maps the mount targets of fn's sandboxes to their host
-// sources: code, runtime and installed packages.
-func (w *Worker) snapshotBinds(fn registry.Function) (map[string]string, error) {
-	binds := map[string]string{runtime.CodeDir: fn.CodeDir, runtime.MountPoint: w.runtime}
-	if len(packages.Cached(fn.Packages)) > 0 {
-		if w.cfg.Packages == nil {
-			return nil, fmt.Errorf("%s: needs installed packages but the install cache is off: %w", fn.Name, ErrStart)
-		}
-		ms, err := w.cfg.Packages.Mounts(fn.Packages)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %v: %w", fn.Name, err, ErrStart)
-		}
-		for _, m := range ms {
-			binds[m.SandboxDir] = m.HostDir
-		}
-	}
-	return binds, nil
-}
-
 // started records a fork or cold start of fn that took took, and
 // snapshots fn in the background when its init makes that worthwhile.
 func (w *Worker) started(fn registry.Function, inst *instance, took time.Duration) {
@@ -330,7 +206,11 @@ func (w *Worker) createSnapshot(ctx context.Context, fn registry.Function) (*sna
 	if err != nil {
 		return nil, err
 	}
-	inst, err := w.makeSandbox(ctx, fn, st, runtime.Argv(w.cfg.Python), w.runtimeEnv(fn), true)
+	l, err := w.newLaunch(fn, st)
+	if err != nil {
+		return nil, err
+	}
+	inst, sb, err := w.makeSandbox(ctx, l, runtime.Argv(w.cfg.Python), true)
 	if err != nil {
 		return nil, err
 	}
@@ -346,18 +226,14 @@ func (w *Worker) createSnapshot(ctx context.Context, fn registry.Function) (*sna
 	}
 	// Idle, as Dump requires: the runtime goes back to accept.
 	inst.conn.Close()
-	scratch := ""
-	if sb, ok := inst.sb.(*sandbox.Sandbox); ok {
-		scratch = sb.Scratch()
-	}
 	// A restore gives the sandbox a tmpfs of this size (internal/snapshot
 	// has no on-disk /tmp yet).
-	tmpBytes, _ := w.scratch(fn)
+	tmpBytes := l.scratchBytes
 	key := snapshot.Key(fn.Name, fn.Revision)
 	t0 := time.Now()
 	d, err := w.snap.svc.Create(ctx, snapshot.DumpSpec{
-		Pid:          inst.sb.InitPid(),
-		Scratch:      scratch,
+		Pid:          sb.InitPid(),
+		Scratch:      sb.Scratch(),
 		Socket:       socketName,
 		ScratchBytes: tmpBytes,
 		Key:          key,
@@ -426,11 +302,3 @@ func (w *Worker) retireSnapshots(name, keep string) {
 		}
 	}
 }
-
-// restoredBox is a restored snapshot as the worker's box.
-type restoredBox struct{ *snapshot.Sandbox }
-
-// Dial connects to socket name in the restored sandbox's /tmp; a
-// symlink or a socket the worker did not make is refused (see
-// sandbox.DialIn).
-func (r restoredBox) Dial(name string) (net.Conn, error) { return sandbox.DialIn(r.Scratch(), name) }

@@ -2,8 +2,6 @@ package worker
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"os"
 	"sync"
 	"time"
@@ -11,7 +9,6 @@ import (
 	"github.com/hearth-run/hearth/internal/cgroup"
 	"github.com/hearth-run/hearth/internal/function"
 	"github.com/hearth-run/hearth/internal/netns"
-	"github.com/hearth-run/hearth/internal/registry"
 	"github.com/hearth-run/hearth/internal/sandbox"
 	"github.com/hearth-run/hearth/internal/zygote"
 )
@@ -332,14 +329,14 @@ func (s *spares) make(key, net string) (_ *spare, err error) {
 		return nil, err
 	}
 	sb.SetGroup(sp.group)
-	j, err := openJoin(sb, sp.group)
+	j, err := openJoin(sb)
 	if err != nil {
 		return nil, err
 	}
 	defer j.close()
 	sp.out, sp.err = j.outR, j.errR
 	sp.child, err = w.zyg.SpareFrom(ctx, key, zygote.SpareTarget{
-		Scratch: j.scratch, Listener: j.lis, Stdout: j.outW, Stderr: j.errW, Group: sp.group,
+		Scratch: j.Scratch, Listener: j.Listener, Stdout: j.outW, Stderr: j.errW, Group: j.Group,
 		Net: net != "", Hostname: "hearth-" + shortID(sb.ID()),
 	})
 	if err != nil {
@@ -369,7 +366,9 @@ func (w *Worker) discard(sp *spare) {
 		w.log.Warn("destroying spare", "sandbox", sp.sb.ID(), "err", err)
 	}
 	if sp.group != nil {
-		w.dropGroup(ctx, sp.group)
+		if err := w.dropGroup(ctx, sp.group); err != nil {
+			w.log.Warn("deleting a spare's cgroup", "sandbox", sp.sb.ID(), "err", err)
+		}
 	}
 	w.dropNet(ctx, sp.net)
 	for _, f := range []*os.File{sp.out, sp.err} {
@@ -398,70 +397,4 @@ func (s *spares) close() {
 		}()
 	}
 	wg.Wait()
-}
-
-// takeSpare returns a spare of node key for fn, or nil; counted says
-// whether the start was recorded, so that the caller must call
-// spares.finish. A function whose /tmp is not the pre-made one records
-// nothing: no spare could serve it.
-func (w *Worker) takeSpare(fn registry.Function, key string) (sp *spare, counted bool) {
-	if w.spares == nil || !w.premadeFits(fn) {
-		return nil, false
-	}
-	return w.spares.take(key, netKind(fn)), true
-}
-
-// netKind is fn's network kind: "" for the host's (NetworkHost, or
-// NetworkNone in an old record), else function.NetworkIsolated (also for
-// an unset network: the default) or function.NetworkOffline.
-func netKind(fn registry.Function) string {
-	switch {
-	case fn.Spec.HostNetwork():
-		return ""
-	case fn.Spec.Network == "":
-		return function.NetworkIsolated
-	}
-	return fn.Spec.Network
-}
-
-// spareStart gives sp to fn: the function's limits on its cgroup, its
-// code and packages mounted, its identity and environment; then waits for
-// the handler to load.
-func (w *Worker) spareStart(ctx context.Context, fn registry.Function, st *fnState, sp *spare) (*instance, error) {
-	mounts, err := w.fnMounts(fn)
-	if err != nil {
-		w.discard(sp)
-		return nil, err
-	}
-	if err := sp.group.SetLimits(w.limits(fn)); err != nil {
-		w.discard(sp)
-		return nil, fmt.Errorf("%s: %v: %w", fn.Name, err, ErrStart)
-	}
-	inst := &instance{id: sp.sb.ID(), fn: fn.Name, rev: fn.Revision, sb: sp.sb, group: sp.group, net: sp.net,
-		proc: openProc(sp.child.Pid()), declared: int64(fn.Spec.MemoryMB) << 20}
-	w.track(inst)
-	go copyLines(st.stdout, sp.out)
-	go copyLines(st.stderr, sp.err)
-	uid, gid, err := w.ids(fn)
-	if err == nil {
-		err = sp.child.Go(zygote.Start{Mounts: mounts, UID: uid, GID: gid, Env: w.envMap(fn)})
-	}
-	if err == nil {
-		err = w.connect(ctx, inst, fn, nil)
-	} else {
-		w.destroy(inst)
-	}
-	if err != nil {
-		var le *LoadError
-		if !errors.As(err, &le) {
-			if why := sp.child.Err(10 * time.Millisecond); why != nil {
-				err = fmt.Errorf("%w (%v)", err, why)
-			}
-		}
-	}
-	sp.child.Close()
-	if err != nil {
-		return nil, err
-	}
-	return inst, nil
 }

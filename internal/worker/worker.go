@@ -199,7 +199,7 @@ type Packages interface {
 	// Dir is the host directory holding one directory per package, the
 	// same layout as packages.MountPoint in a sandbox.
 	Dir() string
-	Mounts(set []packages.Package) ([]packages.Mount, error)
+	Mounts(set []packages.Package) ([]sandbox.Bind, error)
 	Modules(p packages.Package) ([]string, error)
 }
 
@@ -584,7 +584,7 @@ func (w *Worker) classify(inst *instance, fn registry.Function, err error, ctx c
 		return fmt.Errorf("%s: the function's process %s during the call: %w",
 			fn.Name, exit, ErrCrashed)
 	}
-	return fmt.Errorf("%s: %v: %w", fn.Name, err, ErrCrashed)
+	return fmt.Errorf("%s: %w: %w", fn.Name, err, ErrCrashed)
 }
 
 func (w *Worker) fnState(fn registry.Function) (*fnState, error) {
@@ -798,7 +798,9 @@ func (w *Worker) destroy(inst *instance) {
 	// Taking the sandbox back from the freezer first turns a background
 	// freeze that has not run yet into a no-op: a freeze racing the kill
 	// would leave the killed processes frozen for good.
-	inst.thaw(ctx)
+	if err := inst.thaw(ctx); err != nil && !errors.Is(err, errDead) {
+		w.log.Warn("thawing a sandbox to destroy it", "sandbox", inst.id, "err", err)
+	}
 	if inst.conn != nil {
 		inst.conn.Close()
 	}
@@ -806,7 +808,9 @@ func (w *Worker) destroy(inst *instance) {
 	// The dying processes' exits (unmapping an interpreter's memory) run
 	// at their cgroup's CPU weight: the lowest, so that they yield to
 	// live calls and starts. The pool resets it.
-	inst.group.SetCPUWeight(1)
+	if err := inst.group.SetCPUWeight(1); err != nil {
+		w.log.Debug("lowering a dying sandbox's CPU weight", "sandbox", inst.id, "err", err)
+	}
 	if err := inst.sb.Destroy(ctx); err != nil {
 		w.log.Warn("destroying sandbox", "sandbox", inst.id, "err", err)
 	}

@@ -156,7 +156,9 @@ func (m *Manager) startRoot(ctx context.Context) (*Process, error) {
 	p, err := StartRoot(ctx, m.factory, RootConfig{ID: id, Group: g, Runtime: m.cfg.Runtime,
 		Binds: m.cfg.Binds, Python: m.cfg.Python, Log: m.cfg.Log, UID: m.cfg.UID, GID: m.cfg.GID, HostNetwork: m.cfg.HostNetwork})
 	if err != nil {
-		g.Delete(context.Background())
+		if derr := g.Delete(context.Background()); derr != nil {
+			m.log.Warn("deleting zygote cgroup", "err", derr)
+		}
 		return nil, err
 	}
 	return p, nil
@@ -222,7 +224,9 @@ func (m *Manager) removeReplicaLocked(n *Node, p *Process) bool {
 func (m *Manager) release(p *Process) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	p.Destroy(ctx)
+	if err := p.Destroy(ctx); err != nil {
+		m.log.Warn("destroying zygote sandbox", "err", err)
+	}
 	if err := p.group.Delete(ctx); err != nil {
 		m.log.Warn("deleting zygote cgroup", "err", err)
 	}
@@ -288,7 +292,9 @@ func (m *Manager) spawn(n *Node) (*Process, error) {
 	}
 	p, err := parent.Child(ctx, g, n.Modules, n.Path)
 	if err != nil {
-		g.Delete(context.Background())
+		if derr := g.Delete(context.Background()); derr != nil {
+			m.log.Warn("deleting zygote cgroup", "err", derr)
+		}
 		return nil, err
 	}
 	return p, nil

@@ -58,10 +58,10 @@ type Target struct {
 	Net bool
 	// Hostname names the sandbox's host.
 	Hostname string
-	// Mounts are bound read-only into the sandbox, in order: host path
-	// -> path in the sandbox. They let a child take any function's code
-	// and packages.
-	Mounts []Mount
+	// Mounts are bound read-only into the sandbox, in order: Source on
+	// the host at Target in the sandbox. They let a child take any
+	// function's code and packages. None may be Writable.
+	Mounts []sandbox.Bind
 	// UID and GID are the host ids the child runs as; Fork maps them (and
 	// only them) into the child's user namespace.
 	UID, GID int
@@ -323,7 +323,7 @@ func (p *Process) broken(err error) error {
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		return fmt.Errorf("zygote %d: no reply in time: %w", p.pid, ErrDead)
 	}
-	return fmt.Errorf("zygote %d: %v: %w", p.pid, err, ErrDead)
+	return fmt.Errorf("zygote %d: %w: %w", p.pid, err, ErrDead)
 }
 
 // Fork clones a function child that builds its sandbox from t, loads
@@ -372,11 +372,16 @@ func (p *Process) Fork(ctx context.Context, t Target) (Child, error) {
 }
 
 // detachAll detaches each mount's source (see detach) and returns the
-// descriptors and the targets, in order.
-func detachAll(ms []Mount) ([]*os.File, []string, error) {
+// descriptors and the targets, in order. A writable mount is refused:
+// what a child is handed of the host it only reads.
+func detachAll(ms []sandbox.Bind) ([]*os.File, []string, error) {
 	files := make([]*os.File, 0, len(ms))
 	targets := make([]string, 0, len(ms))
 	for _, m := range ms {
+		if m.Writable {
+			closeAll(files)
+			return nil, nil, fmt.Errorf("mount %s: a zygote child gets read-only mounts only", m.Target)
+		}
 		f, err := detach(m.Source)
 		if err != nil {
 			closeAll(files)

@@ -91,34 +91,32 @@ func StartRoot(ctx context.Context, f *sandbox.Factory, cfg RootConfig) (*Proces
 	me, err := rootChild(ours, sb.InitPid())
 	if err != nil {
 		ours.Close()
-		sb.Destroy(context.Background())
-		return nil, fmt.Errorf("starting root zygote: %w", err)
+		return nil, errors.Join(fmt.Errorf("starting root zygote: %w", err), sb.Destroy(context.Background()))
 	}
 	p, err := attach(ctx, sb, cfg.Group, ours, me)
 	if errors.Is(err, ErrUnavailable) {
-		sb.Destroy(context.Background())
-		return nil, err
+		return nil, errors.Join(err, sb.Destroy(context.Background()))
 	}
 	if err != nil {
-		sb.Destroy(context.Background())
-		return nil, fmt.Errorf("starting root zygote: %w", err)
+		return nil, errors.Join(fmt.Errorf("starting root zygote: %w", err), sb.Destroy(context.Background()))
 	}
 	// A zygote that cannot make its children's namespaces forks nothing:
 	// say why now, not at every start.
 	if _, _, err := p.request(ctx, map[string]any{"op": "probe"}, nil); err != nil {
-		p.Destroy(context.Background())
-		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return nil, errors.Join(fmt.Errorf("%w: %w", ErrUnavailable, err), p.Destroy(context.Background()))
 	}
 	return p, nil
 }
 
-// Destroy kills the zygote and, for the root, its sandbox.
-func (p *Process) Destroy(ctx context.Context) {
+// Destroy kills the zygote and, for the root, its sandbox; the error is
+// the sandbox's teardown's.
+func (p *Process) Destroy(ctx context.Context) error {
 	p.Kill()
 	p.Wait(ctx)
 	if p.sb != nil {
-		p.sb.Destroy(ctx)
+		return p.sb.Destroy(ctx)
 	}
+	return nil
 }
 
 func deadline(ctx context.Context) time.Time {

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hearth-run/hearth/internal/cgroup"
+	"github.com/hearth-run/hearth/internal/sandbox"
 )
 
 // A Spare is a child forked ahead of need into a pre-made sandbox. It has
@@ -36,16 +37,12 @@ type SpareTarget struct {
 	Hostname       string
 }
 
-// Mount is a host directory a spare mounts read-only at Target in its
-// sandbox before it loads the function.
-type Mount struct {
-	Source, Target string
-}
-
 // Start is what a spare needs to become a function's sandbox.
 type Start struct {
-	// Mounts are made in order (a later one may sit inside an earlier).
-	Mounts []Mount
+	// Mounts are host directories the spare mounts read-only before it
+	// loads the function, in order (a later one may sit inside an
+	// earlier). None may be Writable.
+	Mounts []sandbox.Bind
 	// UID and GID the child runs as.
 	UID, GID int
 	// Env is the child's whole environment.

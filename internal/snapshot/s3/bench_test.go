@@ -36,7 +36,7 @@ func BenchmarkRemoteRestore(b *testing.B) {
 		b.Fatal(err)
 	}
 	src := e.StartSource(b, e.CodeDir(b))
-	snaptest.InvokeSource(b, src.SB)
+	src.Invoke(b)
 	key := "bench-remote"
 	if _, err := a.Create(ctx, key, func(dir string) (*snapshot.Descriptor, error) {
 		return engine.Dump(ctx, snapshot.DumpSpec{Pid: src.SB.InitPid(), Scratch: src.SB.Scratch(), Socket: snaptest.Socket, Key: key}, dir)
@@ -68,7 +68,7 @@ func BenchmarkRemoteRestore(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		snaptest.Invoke(b, s.SocketPath())
+		snaptest.Invoke(b, s.SocketPath(snaptest.Socket))
 		total = append(total, time.Since(t0))
 		b.StopTimer()
 		s.Destroy(ctx)

@@ -121,7 +121,7 @@ func TestRemoteRoundTrip(t *testing.T) {
 
 	a := openCache(t, t.TempDir(), newStore(t, srv.Endpoint, srv, "hearth"))
 	src := e.StartSource(t, e.CodeDir(t))
-	first, _ := snaptest.InvokeSource(t, src.SB)
+	first, _ := src.Invoke(t)
 	if first.N != 1 || first.InitS < 1 {
 		t.Fatalf("source: %+v", first)
 	}
@@ -169,7 +169,7 @@ func TestRemoteRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sb.Destroy(ctx)
-	r, ready := snaptest.Invoke(t, sb.SocketPath())
+	r, ready := snaptest.Invoke(t, sb.SocketPath(snaptest.Socket))
 	total := time.Since(t0)
 	t.Logf("%d MB: dump %v, upload %v, download %v, restore %v (criu %v) + first invoke (ready %v) = %v",
 		d.Bytes>>20, d.DumpTime, up, down, total, sb.RestoreTime, ready, total)

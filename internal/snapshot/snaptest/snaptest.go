@@ -179,8 +179,8 @@ func (e *Env) CodeDir(t testing.TB) string {
 }
 
 // Binds returns the bind sources a restore of a source needs.
-func (e *Env) Binds(code string) map[string]string {
-	return map[string]string{runtime.CodeDir: code, runtime.MountPoint: e.RT}
+func (e *Env) Binds(code string) []sandbox.Bind {
+	return []sandbox.Bind{{Source: code, Target: runtime.CodeDir}, {Source: e.RT, Target: runtime.MountPoint}}
 }
 
 // NewGroup makes a cgroup deleted at the end of the test.
@@ -270,25 +270,25 @@ func Invoke(t testing.TB, path string) (Result, time.Duration) {
 	if err != nil {
 		t.Fatalf("dial %s: %v", path, err)
 	}
-	return invoke(t, ctx, c, path, t0)
+	return invoke(ctx, t, c, path, t0)
 }
 
-// InvokeSource invokes a source sandbox once, through the connection the
-// sandbox made to its runtime before the runtime ran (the first time; see
-// sandbox.Sandbox.Dial): the runtime answers that one first.
-func InvokeSource(t testing.TB, sb *sandbox.Sandbox) (Result, time.Duration) {
+// Invoke invokes the source's runtime once, through the sandbox's Dial:
+// the first connection is the one the sandbox made before its runtime
+// ran (the runtime answers it first), later ones dial its socket.
+func (s *Source) Invoke(t testing.TB) (Result, time.Duration) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	t0 := time.Now()
-	nc, err := sb.Dial(Socket)
+	c, err := s.SB.Dial(Socket)
 	if err != nil {
-		t.Fatalf("dial source %s: %v", sb.ID(), err)
+		t.Fatalf("dial %s: %v", s.SB.ID(), err)
 	}
-	return invoke(t, ctx, runtime.NewConn(nc), "source "+sb.ID(), t0)
+	return invoke(ctx, t, runtime.NewConn(c), s.SB.ID(), t0)
 }
 
-func invoke(t testing.TB, ctx context.Context, c *runtime.Conn, path string, t0 time.Time) (Result, time.Duration) {
+func invoke(ctx context.Context, t testing.TB, c *runtime.Conn, path string, t0 time.Time) (Result, time.Duration) {
 	t.Helper()
 	defer c.Close()
 	if _, err := c.WaitReady(ctx); err != nil {

@@ -5,12 +5,8 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/hearth-run/hearth/internal/packages"
-	"github.com/hearth-run/hearth/internal/registry"
 	"github.com/hearth-run/hearth/internal/reserve"
-	"github.com/hearth-run/hearth/internal/runtime"
 	"github.com/hearth-run/hearth/internal/sandbox"
-	"github.com/hearth-run/hearth/internal/zygote"
 )
 
 // holders keeps shells made ahead of need (see premade): a /tmp of
@@ -87,42 +83,9 @@ func (w *Worker) premade(ctx context.Context, prefix string) (*sandbox.Sandbox, 
 	})
 }
 
-// adopt turns a pre-made shell into fn's instance: it gets fn's cgroup.
-func (w *Worker) adopt(ctx context.Context, sb *sandbox.Sandbox, fn registry.Function) (*instance, error) {
-	grp, err := w.newGroup(ctx, sb.ID(), w.limits(fn))
-	if err != nil {
-		sb.Destroy(ctx)
-		return nil, fmt.Errorf("%s: %v: %w", fn.Name, err, ErrStart)
-	}
-	sb.SetGroup(grp)
-	inst := &instance{id: sb.ID(), fn: fn.Name, rev: fn.Revision, sb: sb, group: grp, declared: int64(fn.Spec.MemoryMB) << 20}
-	w.track(inst)
-	return inst, nil
-}
-
-// fnMounts are the read-only mounts that give a zygote child fn's code
-// and installed packages, in order.
-func (w *Worker) fnMounts(fn registry.Function) ([]zygote.Mount, error) {
-	mounts := []zygote.Mount{{Source: fn.CodeDir, Target: runtime.CodeDir}}
-	if len(packages.Cached(fn.Packages)) == 0 {
-		return mounts, nil
-	}
-	if w.cfg.Packages == nil {
-		return nil, fmt.Errorf("%s: needs installed packages but the install cache is off: %w", fn.Name, ErrStart)
-	}
-	ms, err := w.cfg.Packages.Mounts(fn.Packages)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %v: %w", fn.Name, err, ErrStart)
-	}
-	for _, m := range ms {
-		mounts = append(mounts, zygote.Mount{Source: m.HostDir, Target: m.SandboxDir})
-	}
-	return mounts, nil
-}
-
-// takeHolder returns a pre-made sandbox for fn, or nil.
-func (w *Worker) takeHolder(fn registry.Function) *sandbox.Sandbox {
-	if w.holders == nil || !w.premadeFits(fn) {
+// takeHolder returns a pre-made sandbox for l, or nil.
+func (w *Worker) takeHolder(l *launch) *sandbox.Sandbox {
+	if w.holders == nil || !l.premade {
 		return nil
 	}
 	return w.holders.take()

@@ -1,0 +1,82 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hearth-run/hearth/internal/zygote"
+)
+
+// spareStarter starts a function in a spare (see spares): a zygote
+// child forked ahead of need into a pre-made sandbox, already in its
+// namespaces and cgroup, that only waits for the function's code,
+// identity and environment. It skips when zygotes or spares are off,
+// when the function's /tmp is not the pre-made one, or when the node's
+// reserve is empty.
+type spareStarter struct{ w *Worker }
+
+func (spareStarter) name() string { return "spare" }
+func (spareStarter) path() string { return PathFork }
+
+// start takes a spare of l's zygote node, hands it l's function and
+// waits for the handler to load. The start is counted in the node's
+// recent demand until the fork paths are done with it (launch.doneSpare).
+func (s spareStarter) start(ctx context.Context, l *launch) (*instance, error) {
+	w := s.w
+	if w.zyg == nil || w.spares == nil || !l.premade {
+		return nil, errSkip
+	}
+	node, err := w.route(l)
+	if err != nil {
+		return nil, errSkip // the fork on demand reports it
+	}
+	t0 := time.Now()
+	sp := w.spares.take(node, l.net)
+	l.spareDone = func() { w.spares.finish(node, l.net) }
+	if sp == nil {
+		return nil, errSkip
+	}
+	inst, err := w.spareStart(ctx, l, sp)
+	if err != nil {
+		return nil, err
+	}
+	w.metrics.spareStarts.Inc()
+	w.log.Debug("spare start", "function", l.fn.Name, "zygote", node, "to_ready", time.Since(t0))
+	return inst, nil
+}
+
+// spareStart gives sp to l's function: its limits on the spare's cgroup,
+// its code and packages mounted, its identity and environment; then
+// waits for the handler to load.
+func (w *Worker) spareStart(ctx context.Context, l *launch, sp *spare) (*instance, error) {
+	if err := sp.group.SetLimits(l.limits); err != nil {
+		w.discard(sp)
+		return nil, fmt.Errorf("%s: %w: %w", l.fn.Name, err, ErrStart)
+	}
+	inst := l.instance(sp.sb.ID(), sp.sb, sp.group)
+	inst.net, inst.proc = sp.net, openProc(sp.child.Pid())
+	w.track(inst)
+	go copyLines(l.st.stdout, sp.out)
+	go copyLines(l.st.stderr, sp.err)
+	err := sp.child.Go(zygote.Start{Mounts: l.mounts, UID: l.uid, GID: l.gid, Env: l.envMap()})
+	if err == nil {
+		err = w.connect(ctx, inst, l.fn, nil)
+	} else {
+		w.destroy(inst)
+	}
+	if err != nil {
+		var le *LoadError
+		if !errors.As(err, &le) {
+			if why := sp.child.Err(10 * time.Millisecond); why != nil {
+				err = fmt.Errorf("%w (%v)", err, why)
+			}
+		}
+	}
+	sp.child.Close()
+	if err != nil {
+		return nil, err
+	}
+	return inst, nil
+}

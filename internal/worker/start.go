@@ -69,14 +69,15 @@ func (w *Worker) start(ctx context.Context, fn registry.Function, st *fnState) (
 //   - any other failure is logged and counted
 //     (hearth_fork_fallbacks_total), and the next path tries.
 //
-// The last path's failure is the start's. A fresh start (any path but a
-// restore) is recorded for the snapshot decision (Worker.started), timed
-// from the first fresh path tried.
+// The last path's failure is the start's: nothing falls back from it,
+// so it is not counted. A fresh start (any path but a restore) is
+// recorded for the snapshot decision (Worker.started), timed from the
+// first fresh path tried.
 func (w *Worker) runChain(ctx context.Context, l *launch, chain []starter) (*instance, string, error) {
 	var t0 time.Time
 	var last error
 	path := PathCold
-	for _, s := range chain {
+	for i, s := range chain {
 		fresh := s.path() != PathSnapshot
 		if fresh && t0.IsZero() {
 			t0 = time.Now()
@@ -92,7 +93,7 @@ func (w *Worker) runChain(ctx context.Context, l *launch, chain []starter) (*ins
 			continue
 		}
 		path, last = s.path(), err
-		if final(ctx, err) {
+		if final(ctx, err) || i == len(chain)-1 {
 			return nil, path, err
 		}
 		w.metrics.forkFallbacks.Inc()

@@ -89,7 +89,7 @@ func TestChainFallbackRules(t *testing.T) {
 			cancel: true, wantPath: PathFork, wantErr: plain, tried: []string{"fork"}},
 		{name: "the last failure is the start's",
 			chain:    []step{{"fork", PathFork, plain}, {"cold", PathCold, ErrStart}},
-			wantPath: PathCold, wantErr: ErrStart, tried: []string{"fork", "cold"}, fallbacks: 2},
+			wantPath: PathCold, wantErr: ErrStart, tried: []string{"fork", "cold"}, fallbacks: 1},
 		{name: "nothing serves",
 			chain:    []step{{"snapshot", PathSnapshot, errSkip}, {"fork", PathFork, errSkip}},
 			wantPath: PathCold, wantErr: ErrStart, tried: []string{"snapshot", "fork"}},

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -127,7 +128,7 @@ func TestDialInRefusesWhatTheWorkerDidNotMake(t *testing.T) {
 func TestSandboxCannotRedirectItsSocket(t *testing.T) {
 	e := setup(t)
 	target, accepted := decoy(t)
-	var out strings.Builder
+	var out lockedBuilder // the sandbox writes it while the test reads
 	sb := e.create(t, "redirect", []string{"/usr/bin/python3", "-S", "-c", `
 import os, socket, sys
 for how in ("unlink", "rename"):
@@ -172,4 +173,23 @@ c.sendall(b"real\n")
 	if accepted() {
 		t.Error("the worker's dial reached the decoy outside the sandbox")
 	}
+}
+
+// lockedBuilder is a strings.Builder that a sandbox's output may write
+// while a test reads it.
+type lockedBuilder struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuilder) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuilder) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

@@ -3,6 +3,7 @@ package sandbox_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -85,7 +86,7 @@ func setup(t testing.TB) *env {
 	return &env{f: f, cg: cg}
 }
 
-func (e *env) create(t testing.TB, id string, cmd []string, out *strings.Builder) *sandbox.Sandbox {
+func (e *env) create(t testing.TB, id string, cmd []string, out io.Writer) *sandbox.Sandbox {
 	t.Helper()
 	g, err := e.cg.Create(id, cgroup.Limits{MemoryBytes: 64 << 20, Pids: 16})
 	if err != nil {

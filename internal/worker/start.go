@@ -107,7 +107,9 @@ func (w *Worker) runChain(ctx context.Context, l *launch, chain []starter) (*ins
 
 // final reports whether a failed start ends the start: the handler's
 // fault (it failed to load, or ran out of memory loading), which another
-// path meets the same way, or the start's deadline.
+// path meets the same way, or the start's deadline. A spare that runs out
+// of memory loading the handler ends the start too: a fork on demand
+// would load the same handler in the same limit.
 func final(ctx context.Context, err error) bool {
 	var le *LoadError
 	return errors.As(err, &le) || errors.Is(err, ErrOOM) || ctx.Err() != nil

@@ -28,6 +28,8 @@ type Worker struct {
 	cmd    *exec.Cmd
 	dir    string
 	out    *LockedBuffer
+	// cgroupParent is the worker's --cgroup-parent.
+	cgroupParent string
 }
 
 // LockedBuffer is a bytes.Buffer safe for concurrent writers, for a
@@ -64,9 +66,10 @@ func StartWorker(ctx context.Context, hearth, base string, extra ...string) (*Wo
 	if err != nil {
 		return nil, err
 	}
+	parent := fmt.Sprintf("hearth-bench-%d", os.Getpid())
 	args := append([]string{"up", "--listen", addr, "--data-dir", dir, "--base", base,
-		"--cgroup-parent", fmt.Sprintf("hearth-bench-%d", os.Getpid()), "--log-level", "warn"}, extra...)
-	w := &Worker{URL: "http://" + addr, dir: dir, out: &LockedBuffer{}}
+		"--cgroup-parent", parent, "--log-level", "warn"}, extra...)
+	w := &Worker{URL: "http://" + addr, dir: dir, out: &LockedBuffer{}, cgroupParent: parent}
 	w.Client = client.New(w.URL, "")
 	w.cmd = exec.Command(hearth, args...)
 	w.cmd.Stdout, w.cmd.Stderr = w.out, w.out

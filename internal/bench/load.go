@@ -57,17 +57,10 @@ func (l *Load) Stop() {
 	l.cmds = nil
 }
 
-// CPUKind names who spent CPU on a worker's starts.
-var CPUKinds = []string{"worker", "hearth-init", "zygote", "sandbox"}
+// CPUKinds name who spent CPU on a worker's starts; see Worker.CPU.
+var CPUKinds = []string{"worker", "reaped", "hearth-init", "zygote", "function", "exited"}
 
-// CPUUse is the CPU time a worker and what it started spent, by kind:
-// "worker" is the hearth up process (all its threads; not the processes
-// it reaped), "hearth-init" its init cgroup (sandboxes' inits, outside the
-// sandboxes), "zygote" the zygote cgroups (what a child spends before it
-// is moved into its sandbox counts there), "sandbox" all the rest of the
-// worker's cgroup parent: the function children and their sandboxes'
-// other processes, including cgroups removed meanwhile (cpuacct charges
-// each parent as it goes).
+// CPUUse is CPU time by kind.
 type CPUUse map[string]time.Duration
 
 // Sub returns u - v by kind.
@@ -88,81 +81,156 @@ func (u CPUUse) Total() time.Duration {
 	return t
 }
 
-// cpuacctRoot is the cgroup v1 cpuacct hierarchy.
+// cpuacctRoot is the cgroup v1 cpuacct hierarchy. The worker does not use
+// it: each process stays in the cpuacct group it was born in, so one
+// group made for the worker counts everything it starts, alive or gone.
 const cpuacctRoot = "/sys/fs/cgroup/cpuacct"
 
-// CPU reads the CPU time w and its processes have used so far. It needs
-// cgroup v1's cpuacct; without it the kinds but "worker" are absent.
+// CPU reads the CPU time w and the processes it started have used so far.
+// The total comes from w's cpuacct group, and is split among the processes
+// alive now by what they are: "worker" is the hearth up process itself
+// (all its threads), "reaped" the children it waited for (hearth-init of
+// gone sandboxes, tools), "hearth-init", "zygote" and "function" (a
+// sandbox's Python runtime) those alive, and "exited" the rest: what
+// processes gone and not waited for by a live one spent, mostly torn-down
+// sandboxes. Without cpuacct (w.acct empty) there is no "exited".
 func (w *Worker) CPU() (CPUUse, error) {
 	u := CPUUse{}
-	t, err := procCPU(w.cmd.Process.Pid)
+	procs, err := descendants(w.cmd.Process.Pid)
 	if err != nil {
 		return nil, err
 	}
-	u["worker"] = t
-	parent := filepath.Join(cpuacctRoot, w.cgroupParent)
-	total, err := cpuacctUsage(parent)
-	if errors.Is(err, os.ErrNotExist) {
-		return u, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	ents, err := os.ReadDir(parent)
-	if err != nil {
-		return nil, err
-	}
-	rest := total
-	for _, e := range ents {
-		kind := ""
+	var split time.Duration
+	for _, p := range procs {
+		kind := "function"
 		switch {
-		case !e.IsDir():
-			continue
-		case e.Name() == "init":
+		case p.pid == w.cmd.Process.Pid:
+			kind = "worker"
+			u["reaped"] += p.children
+			split += p.children
+		case p.comm == "hearth-init":
 			kind = "hearth-init"
-		case strings.HasPrefix(e.Name(), "zygote"):
+			u[kind] += p.children
+			split += p.children
+		case p.zygote:
 			kind = "zygote"
-		default:
-			continue
 		}
-		// Gone meanwhile: the parent's total keeps what it used.
-		x, err := cpuacctUsage(filepath.Join(parent, e.Name()))
-		if err != nil {
-			continue
-		}
-		u[kind] += x
-		rest -= x
+		u[kind] += p.self
+		split += p.self
 	}
-	u["sandbox"] = rest
+	if w.acct != "" {
+		total, err := cpuacctUsage(w.acct)
+		if err != nil {
+			return nil, err
+		}
+		u["exited"] = total - split
+	}
 	return u, nil
 }
 
-// procCPU is user plus system time of process pid (all its threads).
-func procCPU(pid int) (time.Duration, error) {
+// proc is one process's CPU time.
+type proc struct {
+	pid, ppid int
+	comm      string
+	zygote    bool
+	self      time.Duration // utime + stime, all threads
+	children  time.Duration // cutime + cstime: the children it waited for
+}
+
+// descendants returns root and the processes under it.
+func descendants(root int) ([]proc, error) {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	kids := map[int][]proc{}
+	var top *proc
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		p, err := readProc(pid)
+		if err != nil {
+			continue // gone meanwhile
+		}
+		if pid == root {
+			top = &p
+		}
+		kids[p.ppid] = append(kids[p.ppid], p)
+	}
+	if top == nil {
+		return nil, fmt.Errorf("worker %d: %w", root, os.ErrNotExist)
+	}
+	out := []proc{*top}
+	for i := 0; i < len(out); i++ {
+		out = append(out, kids[out[i].pid]...)
+	}
+	return out, nil
+}
+
+// readProc reads /proc/PID/stat, and the command line of a python3.
+func readProc(pid int) (proc, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0, err
+		return proc{}, err
 	}
-	// Fields after the command, which may hold spaces, in parentheses.
-	i := strings.LastIndexByte(string(b), ')')
-	if i < 0 {
-		return 0, fmt.Errorf("/proc/%d/stat: no command", pid)
+	// The command, which may hold spaces, is in parentheses.
+	s := string(b)
+	i, j := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+	if i < 0 || j < i {
+		return proc{}, fmt.Errorf("/proc/%d/stat: no command", pid)
 	}
-	f := strings.Fields(string(b[i+1:]))
-	// f[0] is field 3 (state); utime and stime are fields 14 and 15.
-	if len(f) < 13 {
-		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
+	p := proc{pid: pid, comm: s[i+1 : j]}
+	f := strings.Fields(s[j+1:])
+	// f[0] is field 3 (state): ppid is field 4, utime, stime, cutime and
+	// cstime fields 14 to 17.
+	if len(f) < 15 {
+		return proc{}, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
 	}
-	var ticks int64
-	for _, s := range f[11:13] {
-		v, err := strconv.ParseInt(s, 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+	var v [5]int64
+	for k, x := range []string{f[1], f[11], f[12], f[13], f[14]} {
+		if v[k], err = strconv.ParseInt(x, 10, 64); err != nil {
+			return proc{}, fmt.Errorf("/proc/%d/stat: %w", pid, err)
 		}
-		ticks += v
 	}
 	// USER_HZ is 100 on every Linux ABI Go supports.
-	return time.Duration(ticks) * 10 * time.Millisecond, nil
+	tick := 10 * time.Millisecond
+	p.ppid = int(v[0])
+	p.self = time.Duration(v[1]+v[2]) * tick
+	p.children = time.Duration(v[3]+v[4]) * tick
+	if strings.HasPrefix(p.comm, "python") {
+		cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		p.zygote = strings.Contains(string(cmd), "zygote")
+	}
+	return p, nil
+}
+
+// newAcct makes a cpuacct group for a worker, or returns "" where there
+// is no cgroup v1 cpuacct hierarchy.
+func newAcct(name string) string {
+	if _, err := os.Stat(filepath.Join(cpuacctRoot, "cpuacct.usage")); err != nil {
+		return ""
+	}
+	dir := filepath.Join(cpuacctRoot, name)
+	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+		return ""
+	}
+	return dir
+}
+
+// removeAcct removes a worker's cpuacct group once its last process is
+// gone (a dying sandbox may take a moment).
+func removeAcct(dir string) {
+	if dir == "" {
+		return
+	}
+	for range 100 {
+		if err := os.Remove(dir); err == nil || errors.Is(err, os.ErrNotExist) {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // cpuacctUsage reads a cgroup v1 cpuacct.usage (ns).
@@ -189,16 +257,16 @@ type CPUPerStart struct {
 func cpuTable(w io.Writer, rows []CPUPerStart) {
 	fmt.Fprintf(w, "%-22s %6s", "CPU ms per start", "starts")
 	for _, k := range CPUKinds {
-		fmt.Fprintf(w, " %11s", k)
+		fmt.Fprintf(w, " %12s", k)
 	}
 	fmt.Fprintf(w, " %8s\n", "total")
 	for _, r := range rows {
 		fmt.Fprintf(w, "%-22s %6d", r.Name, r.Starts)
 		for _, k := range CPUKinds {
 			if x, ok := r.Used[k]; ok {
-				fmt.Fprintf(w, " %11.2f", float64(x)/1e6/float64(r.Starts))
+				fmt.Fprintf(w, " %12.2f", float64(x)/1e6/float64(r.Starts))
 			} else {
-				fmt.Fprintf(w, " %11s", "-")
+				fmt.Fprintf(w, " %12s", "-")
 			}
 		}
 		fmt.Fprintf(w, " %8.2f\n", float64(r.Used.Total())/1e6/float64(r.Starts))

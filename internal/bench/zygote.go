@@ -114,6 +114,12 @@ func Zygote(ctx context.Context, o ZygoteOptions) (ZygoteResult, error) {
 		}
 		err = func() error {
 			defer w.Stop()
+			// Deploys first: CPU per start counts starts alone.
+			for _, f := range fns {
+				if err := w.Deploy(ctx, f.name, f.files); err != nil {
+					return err
+				}
+			}
 			var cpu0 CPUUse
 			starts := 0
 			if !c.warm {
@@ -124,9 +130,6 @@ func Zygote(ctx context.Context, o ZygoteOptions) (ZygoteResult, error) {
 				cpu0 = u
 			}
 			for _, f := range fns {
-				if err := w.Deploy(ctx, f.name, f.files); err != nil {
-					return err
-				}
 				s, err := invokeN(ctx, w, fmt.Sprintf("%s (%s)", c.label, f.name), f.name, o.N, c.path, c.warm)
 				if err != nil {
 					return err

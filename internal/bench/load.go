@@ -90,10 +90,13 @@ const cpuacctRoot = "/sys/fs/cgroup/cpuacct"
 // The total comes from w's cpuacct group, and is split among the processes
 // alive now by what they are: "worker" is the hearth up process itself
 // (all its threads), "reaped" the children it waited for (hearth-init of
-// gone sandboxes, tools), "hearth-init", "zygote" and "function" (a
-// sandbox's Python runtime) those alive, and "exited" the rest: what
-// processes gone and not waited for by a live one spent, mostly torn-down
-// sandboxes. Without cpuacct (w.acct empty) there is no "exited".
+// gone sandboxes, tools), "hearth-init", "zygote" (in a zygote's cgroup)
+// and "function" (a sandbox's Python runtime, forked or not, spares
+// included) those alive, and "exited" the rest: what processes gone and
+// not waited for by a live one spent, mostly torn-down sandboxes. Between
+// two readings, a process that dies moves what it had spent from its kind
+// to "exited"; the total is exact. Without cpuacct (w.acct empty) there
+// is no "exited".
 func (w *Worker) CPU() (CPUUse, error) {
 	u := CPUUse{}
 	procs, err := descendants(w.cmd.Process.Pid)
@@ -200,10 +203,27 @@ func readProc(pid int) (proc, error) {
 	p.self = time.Duration(v[1]+v[2]) * tick
 	p.children = time.Duration(v[3]+v[4]) * tick
 	if strings.HasPrefix(p.comm, "python") {
-		cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		p.zygote = strings.Contains(string(cmd), "zygote")
+		p.zygote = inZygoteGroup(pid)
 	}
 	return p, nil
+}
+
+// inZygoteGroup says whether pid is in a zygote's cgroup: a forked child
+// runs the zygote's program too, but the worker moves it into its
+// sandbox's.
+func inZygoteGroup(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		return false
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		// hierarchy-ID:controllers:path; cgroup v2's line has none.
+		f := strings.SplitN(l, ":", 3)
+		if len(f) == 3 && f[1] != "" && strings.HasPrefix(filepath.Base(f[2]), "zygote") {
+			return true
+		}
+	}
+	return false
 }
 
 // newAcct makes a cpuacct group for a worker, or returns "" where there

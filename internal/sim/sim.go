@@ -66,6 +66,9 @@ type Config struct {
 	Check bool
 	// Progress, if set, is incremented as invocations are simulated.
 	Progress *atomic.Int64
+	// PerFunc counts invocations per function too (Result.Funcs), for
+	// comparing a small workload with a live run function by function.
+	PerFunc bool
 }
 
 // Class aggregates the invocations of one class of functions.
@@ -131,14 +134,21 @@ type Result struct {
 	Parts             []pool.Stats  // final per-partition statistics
 	Samples           []Sample      // memory over time, every SampleEvery
 	Wall              time.Duration // real time the run took
+	// Funcs counts each function's invocations, by workload index, when
+	// Config.PerFunc is set (ColdTime and WarmTime included).
+	Funcs []Class
 
 	checks uint64
 }
 
-// completion is a busy container and when its invocation ends.
+// completion is a busy container and when its invocation ends. first
+// marks a container's first invocation, after which it is charged its
+// function's Paused size.
 type completion struct {
-	end time.Duration
-	id  pool.ID
+	end   time.Duration
+	id    pool.ID
+	fn    int32
+	first bool
 }
 
 // compHeap is a min-heap of completions by end time.
@@ -223,11 +233,19 @@ func Run(ctx context.Context, w Workload, cfg Config) (Result, error) {
 	small := make([]bool, n)
 	cold := make([]time.Duration, n)
 	for i, f := range w.Funcs {
+		if f.Paused < 0 {
+			return Result{}, fmt.Errorf("function %d: paused size %d bytes: %w", i, f.Paused, ErrConfig)
+		}
 		if fns[i], err = e.AddFunc(f.Size, f.Cold); err != nil {
 			return Result{}, fmt.Errorf("function %d: %w", i, err)
 		}
 		small[i] = f.Size <= smallMax
 		cold[i] = f.Cold
+	}
+	var per []Class
+	var scratch Class // counts nobody reads, when not per function
+	if cfg.PerFunc {
+		per = make([]Class, n)
 	}
 	every := cfg.SampleEvery
 	if every == 0 {
@@ -278,6 +296,11 @@ func Run(ctx context.Context, w Workload, cfg Config) (Result, error) {
 				if err := e.Release(c.id, c.end); err != nil {
 					return fmt.Errorf("releasing at %v: %w", c.end, err)
 				}
+				if p := w.Funcs[c.fn].Paused; c.first && p > 0 && p != w.Funcs[c.fn].Size {
+					if _, err := e.Resize(c.id, p); err != nil {
+						return fmt.Errorf("resizing at %v: %w", c.end, err)
+					}
+				}
 			case 2:
 				e.Expire(next)
 			case 3:
@@ -315,10 +338,16 @@ func Run(ctx context.Context, w Workload, cfg Config) (Result, error) {
 			c = &cls[0]
 		}
 		c.Invocations++
+		pf := &scratch
+		if per != nil {
+			pf = &per[fi]
+		}
+		pf.Invocations++
 		end := t + inv.Exec
 		id, ok := e.Acquire(fns[fi], t)
 		if ok {
 			c.Hits++
+			pf.Hits++
 		} else {
 			var err error
 			id, _, err = e.Admit(fns[fi], t)
@@ -327,14 +356,18 @@ func Run(ctx context.Context, w Workload, cfg Config) (Result, error) {
 					return Result{}, fmt.Errorf("admitting at %v: %w", t, err)
 				}
 				c.Drops++
+				pf.Drops++
 				goto next
 			}
 			c.Misses++
 			c.ColdTime += cold[fi]
+			pf.Misses++
+			pf.ColdTime += cold[fi]
 			end += cold[fi]
 		}
 		c.WarmTime += inv.Exec
-		comp.push(completion{end, id})
+		pf.WarmTime += inv.Exec
+		comp.push(completion{end: end, id: id, fn: fi, first: !ok})
 		if u := e.Used(); u > res.PeakUsed {
 			res.PeakUsed = u
 		}
@@ -369,6 +402,7 @@ func Run(ctx context.Context, w Workload, cfg Config) (Result, error) {
 		return Result{}, fmt.Errorf("source yielded %d invocations, workload says %d: %w", count, w.Total, ErrConfig)
 	}
 	res.Small, res.Large = cls[0], cls[1]
+	res.Funcs = per
 	res.All.add(cls[0])
 	res.All.add(cls[1])
 	var engineCount uint64

@@ -265,7 +265,16 @@ same window against three fresh workers: fresh (--no-warm-cache
 --no-zygotes: every start a fresh interpreter), SOCK-like (--no-zygotes:
 lean sandboxes and the handler cache) and Hearth (everything on). It prints
 per-function mean response time and cold starts for each, with Hearth's
-improvement in percent (PARSEC's Tables III and IV).`,
+improvement in percent (PARSEC's Tables III and IV).
+
+By default it measures under memory pressure: --extra more functions of the
+trace join PARSEC's, every worker gets a warm budget small enough that
+paused sandboxes are evicted throughout (--warm-budget-mb, one unified LRU
+pool), and the configurations run interleaved, --repeat times. Each run
+reports its start paths, evictions and the memory held by paused sandboxes
+(read from the worker's status every --sample-every, plotted per
+repetition under --out), and, with --sim, the simulator's prediction for
+the same calls, given the start costs and paused memory the run measured.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			exe, err := os.Executable()
@@ -295,7 +304,14 @@ improvement in percent (PARSEC's Tables III and IV).`,
 	f.Var(&o.Arrival, "arrival", "arrival model inside a minute: equidistant, uniform or exponential")
 	f.DurationVar(&o.ExecCap, "exec-cap", 2*time.Second, "longest sampled execution time; functions with a longer median are not picked")
 	f.IntVar(&o.MemCapMB, "mem-cap-mb", 64, "most memory a handler touches, MB")
-	f.StringVar(&o.OutDir, "out", "", "`dir` for each configuration's calls.csv and plots (default: none)")
+	f.IntVar(&o.Extra, "extra", 40, "more functions of the trace beyond PARSEC's, rates spread from --extra-hi-rate to --extra-lo-rate (0: none)")
+	f.Float64Var(&o.ExtraHiRate, "extra-hi-rate", 5, "highest target rate of the extra functions, calls per minute")
+	f.Float64Var(&o.ExtraLoRate, "extra-lo-rate", 0.05, "lowest target rate of the extra functions, calls per minute")
+	f.IntVar(&o.WarmBudgetMB, "warm-budget-mb", bench.DefaultPressureBudgetMB, "every worker's warm budget, one unified pool, MB (0: the workers' default, half the machine's memory)")
+	f.IntVar(&o.Repeat, "repeat", 3, "repetitions of the configurations, interleaved (fresh, sock-like, hearth, fresh, ...)")
+	f.DurationVar(&o.SampleEvery, "sample-every", 2*time.Second, "period of the status reads for the paused sandboxes' memory")
+	f.BoolVar(&o.Sim, "sim", true, "also run each run's workload in the simulator with its measured start costs and paused memory, and compare")
+	f.StringVar(&o.OutDir, "out", "", "`dir` for each run's calls.csv and plots, memory.csv and the paused-memory plots (default: none)")
 	f.StringVar(&o.Base, "base", "", "base image (default: DATA_DIR/base)")
 	f.StringVar(&dataDir, "data-dir", image.DefaultDataDir, "data directory holding the base image")
 	return cmd

@@ -136,6 +136,8 @@ type ReplayRun struct {
 	Pools []types.PoolStatus
 	// Sim is the simulator's prediction for the run, if asked for.
 	Sim *sim.Result
+	// StopErr is how the run's worker failed to stop cleanly, if it did.
+	StopErr error
 }
 
 // Evictions returns the paused sandboxes the run's worker evicted for room.
@@ -313,6 +315,9 @@ func Replay(ctx context.Context, o ReplayOptions) (*ReplayReport, error) {
 			}
 			run.Config, run.Rep, run.Started = c, r, started
 			fmt.Fprintf(o.Out, "repetition %d, %s: %s\n", r, c.Name, run.Result.Stats)
+			if run.StopErr != nil {
+				fmt.Fprintf(o.Out, "  warning: the worker did not stop cleanly: %s\n", lastLine(run.StopErr.Error()))
+			}
 			if o.OutDir != "" {
 				if err := writeReplay(filepath.Join(o.OutDir, fmt.Sprintf("rep%d", r), c.Name), run.Result); err != nil {
 					return rep, err
@@ -335,6 +340,12 @@ func Replay(ctx context.Context, o ReplayOptions) (*ReplayReport, error) {
 	return rep, rep.Tables(o.Out)
 }
 
+// lastLine returns the last non-empty line of s: the worker's last word.
+func lastLine(s string) string {
+	s = strings.TrimSpace(s)
+	return s[strings.LastIndex(s, "\n")+1:]
+}
+
 func configNames(cs []ReplayConfig) string {
 	var names []string
 	for _, c := range cs {
@@ -349,14 +360,22 @@ func warmCached(c ReplayConfig) bool {
 	return !slices.Contains(c.Flags, "--fresh") && !slices.Contains(c.Flags, "--no-warm-cache")
 }
 
-func replayOne(ctx context.Context, o ReplayOptions, plan *replay.Plan, flags []string) (_ *ReplayRun, err error) {
+func replayOne(ctx context.Context, o ReplayOptions, plan *replay.Plan, flags []string) (run *ReplayRun, err error) {
 	w, err := StartWorker(ctx, o.Hearth, o.Base, flags...)
 	if err != nil {
 		return nil, err
 	}
 	defer func() {
-		if serr := w.Stop(); serr != nil && err == nil {
-			err = serr
+		serr := w.Stop()
+		switch {
+		case serr == nil:
+		case err == nil:
+			// The measurement is complete: a worker that was slow to
+			// clean up on a busy host (its reaper sweeps the rest) is
+			// reported with the run, not worth the whole comparison.
+			run.StopErr = serr
+		default:
+			err = errors.Join(err, serr)
 		}
 	}()
 	if err := replay.Deploy(ctx, w.Client, plan); err != nil {
@@ -368,7 +387,7 @@ func replayOne(ctx context.Context, o ReplayOptions, plan *replay.Plan, flags []
 	if err != nil {
 		return nil, err
 	}
-	run := &ReplayRun{Result: res, Sums: replay.Summarize(plan, res.Records), Mem: mem, Paused: paused}
+	run = &ReplayRun{Result: res, Sums: replay.Summarize(plan, res.Records), Mem: mem, Paused: paused}
 	st, err := w.Client.Status(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("reading the worker's status: %w", err)

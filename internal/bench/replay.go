@@ -515,15 +515,19 @@ func (r *ReplayReport) Table(w io.Writer, i int) error {
 	}
 	fmt.Fprintln(tw, line)
 	fmt.Fprintln(tw)
-	fmt.Fprintln(tw, "Start paths, evictions and memory held by paused sandboxes (the pool's charge)")
-	fmt.Fprintln(tw, "config\tcalls\twarm\tsnapshot\tfork\tcold\tnone\tPARSEC cold\tevictions\tdrops\tpaused MiB mean\tpeak\tpaused sandboxes mean\t")
+	fmt.Fprintln(tw, "Start paths, evictions and memory held by paused sandboxes (the pool's charge; all: busy and paused)")
+	fmt.Fprintln(tw, "config\tcalls\twarm\tsnapshot\tfork\tcold\tnone\tPARSEC cold\tevictions\tdrops\tpaused MiB mean\tpeak\tpaused sandboxes mean\tall MiB peak\t")
 	for k := range n {
 		run := runs[k]
 		pc := replay.PathCounts(run.Result.Records)
 		mean, peak, cnt := run.memStats()
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%.1f\t%.1f\t%.1f\t\n", run.Config.Name, len(run.Result.Records),
+		var used int64
+		for _, m := range run.Mem {
+			used = max(used, m.Used)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%.1f\t%.1f\t%.1f\t%.1f\t\n", run.Config.Name, len(run.Result.Records),
 			pc["warm"], pc["snapshot"], pc["fork"], pc["cold"], pc[""], tot[k][1], run.Evictions(), run.Drops(),
-			mean/(1<<20), peak/(1<<20), cnt)
+			mean/(1<<20), peak/(1<<20), cnt, float64(used)/(1<<20))
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -111,8 +111,8 @@ func TestReplayTable(t *testing.T) {
 		"all 7 7 / 7 3 / 3 3 / 1 85.7% 66.7%",
 		// paths, PARSEC cold, evictions, drops, paused MiB mean and peak,
 		// paused sandboxes.
-		"sock-like 3 1 0 0 2 0 3 4 1 20.0 30.0 0.0",
-		"hearth 3 1 1 1 0 0 1 2 1 20.0 30.0 0.0",
+		"sock-like 3 1 0 0 2 0 3 4 1 20.0 30.0 0.0 0.0",
+		"hearth 3 1 1 1 0 0 1 2 1 20.0 30.0 0.0 0.0",
 		// a: 1 -> 1 cold by path (as many), b: 2 -> 2; by PARSEC a 1 -> 0,
 		// b 2 -> 1: fewer for both.
 		"hearth vs sock-like, 2 functions: fewer cold starts by start path for 0, as many for 2, more for 0; by PARSEC's count fewer for 2, as many for 0, more for 0",

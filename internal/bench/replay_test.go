@@ -146,7 +146,7 @@ func liveHearth(t *testing.T) (hearth, base string) {
 
 // TestReplayBenchLive runs the comparison on two PARSEC functions and two
 // more for four trace minutes at 60x, twice, with a warm budget that holds
-// one busy sandbox and little else, and checks that each configuration
+// two busy sandboxes and little else, and checks that each configuration
 // really removes its paths (fresh never serves warm or fork, SOCK-like
 // never forks), that the runs are interleaved, that the budget evicts,
 // that paused memory is sampled and plotted, and that the simulator
@@ -164,7 +164,7 @@ func TestReplayBenchLive(t *testing.T) {
 	rep, err := Replay(ctx, ReplayOptions{Hearth: hearth, Base: base,
 		TraceDir: "../../../shared/data/azure2019/sample100-min480-959", Minutes: 4, Speed: 60,
 		Funcs: 2, HiRate: 2, LoRate: 1, Extra: 2, ExtraHiRate: 1, ExtraLoRate: 0.5,
-		ExecCap: 200 * time.Millisecond, MemCapMB: 8, WarmBudgetMB: 180, Repeat: 2,
+		ExecCap: 200 * time.Millisecond, MemCapMB: 8, WarmBudgetMB: 360, Repeat: 2,
 		SampleEvery: 100 * time.Millisecond, Sim: true, Popularity: pop, OutDir: dir, Out: &out})
 	t.Log("\n" + out.String())
 	if err != nil {
@@ -240,7 +240,7 @@ func TestReplayBenchLive(t *testing.T) {
 		t.Errorf("run order %s, want interleaved", got)
 	}
 	if evictions == 0 {
-		t.Errorf("sock-like evicted nothing with room for one busy sandbox and little more")
+		t.Errorf("sock-like evicted nothing with room for two busy sandboxes and little more")
 	}
 	for _, f := range []string{"memory.csv", "paused-memory-rep1.png", "paused-memory-rep2.png"} {
 		if st, err := os.Stat(filepath.Join(dir, f)); err != nil || st.Size() == 0 {

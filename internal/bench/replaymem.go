@@ -179,6 +179,10 @@ func SimInputs(plan *replay.Plan, run *ReplayRun) []sim.Func {
 	return out
 }
 
+// workerDropWait is how long a worker's request waits for memory before
+// it is refused (worker.PoolConfig.DropWait's default).
+const workerDropWait = 10 * time.Second
+
 // simulateRun runs the run's calls (their wall-clock arrival times and
 // execution times) through the simulator's engine with an LRU policy and
 // a unified pool of budgetMB (0: the worker's default budget, which the
@@ -200,7 +204,7 @@ func simulateRun(ctx context.Context, plan *replay.Plan, run *ReplayRun, budgetM
 		return nil, err
 	}
 	res, err := sim.Run(ctx, wl, sim.Config{Policy: "lru", NewPolicy: np, Memory: int64(budgetMB) << 20,
-		PerFunc: true, SampleEvery: -1})
+		PerFunc: true, SampleEvery: -1, Queue: workerDropWait})
 	if err != nil {
 		return nil, err
 	}
@@ -222,7 +226,7 @@ func (r *ReplayReport) SimTable(w io.Writer) error {
 	if len(simmed) == 0 {
 		return nil
 	}
-	fmt.Fprintf(w, "=== Simulator (internal/sim: LRU, one unified %d MB pool; a sandbox charged its declared memory until its first call ends, then its paused memory measured in the run; non-warm starts delayed by their measured cost) vs live ===\n\n", r.BudgetMB)
+	fmt.Fprintf(w, "=== Simulator (internal/sim: LRU, one unified %d MB pool; a sandbox charged its declared memory until its first call ends, then its paused memory measured in the run; non-warm starts delayed by their measured cost; a call with no room waits up to 10 s for one, as the worker's do) vs live ===\n\n", r.BudgetMB)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "config\trep\tlive non-warm\tsim misses\tsim - live\tlive evictions\tsim evictions\tlive drops\tsim drops\t")
 	for _, k := range simmed {

@@ -69,6 +69,14 @@ type Config struct {
 	// PerFunc counts invocations per function too (Result.Funcs), for
 	// comparing a small workload with a live run function by function.
 	PerFunc bool
+	// Queue, if positive, lets an invocation that finds no room wait for
+	// memory up to that long, as the live worker's requests do (its
+	// on_drop: queue): it retries, in arrival order, whenever a container
+	// is released, first for an idle container of its function and then
+	// for room, and is a drop only if its wait ends first. Its run starts
+	// when it gets a container. The partitions' Drops statistics then
+	// also count the failed tries.
+	Queue time.Duration
 }
 
 // Class aggregates the invocations of one class of functions.
@@ -263,6 +271,67 @@ func Run(ctx context.Context, w Workload, cfg Config) (Result, error) {
 	var count, pending int64
 	last := time.Duration(0)
 
+	// Invocations waiting for memory (Config.Queue), in arrival order.
+	type waiter struct {
+		fn             int32
+		exec, deadline time.Duration
+	}
+	var waiting []waiter
+	var failedTries, timeouts uint64 // engine drops that are not outcomes; outcomes the engine did not count
+	classOf := func(fi int32) (*Class, *Class) {
+		c := &cls[1]
+		if small[fi] {
+			c = &cls[0]
+		}
+		pf := &scratch
+		if per != nil {
+			pf = &per[fi]
+		}
+		return c, pf
+	}
+	retry := func(now time.Duration) error {
+		kept := waiting[:0]
+		for _, wt := range waiting {
+			c, pf := classOf(wt.fn)
+			if wt.deadline < now {
+				c.Drops++
+				pf.Drops++
+				timeouts++
+				continue
+			}
+			end := now + wt.exec
+			id, ok := e.Acquire(fns[wt.fn], now)
+			if ok {
+				c.Hits++
+				pf.Hits++
+			} else {
+				var err error
+				id, _, err = e.Admit(fns[wt.fn], now)
+				if err != nil {
+					if !errors.Is(err, pool.ErrDrop) {
+						return fmt.Errorf("admitting at %v: %w", now, err)
+					}
+					failedTries++
+					kept = append(kept, wt)
+					continue
+				}
+				c.Misses++
+				c.ColdTime += cold[wt.fn]
+				pf.Misses++
+				pf.ColdTime += cold[wt.fn]
+				end += cold[wt.fn]
+			}
+			c.WarmTime += wt.exec
+			pf.WarmTime += wt.exec
+			comp.push(completion{end: end, id: id, fn: wt.fn, first: !ok})
+			if u := e.Used(); u > res.PeakUsed {
+				res.PeakUsed = u
+			}
+		}
+		waiting = kept
+		return nil
+	}
+
 	sample := func(at time.Duration) {
 		s := Sample{At: at, Used: e.Used(), Parts: make([]int64, e.Partitions())}
 		for i := range s.Parts {
@@ -301,6 +370,11 @@ func Run(ctx context.Context, w Workload, cfg Config) (Result, error) {
 						return fmt.Errorf("resizing at %v: %w", c.end, err)
 					}
 				}
+				if len(waiting) > 0 {
+					if err := retry(c.end); err != nil {
+						return err
+					}
+				}
 			case 2:
 				e.Expire(next)
 			case 3:
@@ -333,15 +407,8 @@ func Run(ctx context.Context, w Workload, cfg Config) (Result, error) {
 			return Result{}, err
 		}
 		fi := inv.Func
-		c := &cls[1]
-		if small[fi] {
-			c = &cls[0]
-		}
+		c, pf := classOf(fi)
 		c.Invocations++
-		pf := &scratch
-		if per != nil {
-			pf = &per[fi]
-		}
 		pf.Invocations++
 		end := t + inv.Exec
 		id, ok := e.Acquire(fns[fi], t)
@@ -354,6 +421,11 @@ func Run(ctx context.Context, w Workload, cfg Config) (Result, error) {
 			if err != nil {
 				if !errors.Is(err, pool.ErrDrop) {
 					return Result{}, fmt.Errorf("admitting at %v: %w", t, err)
+				}
+				if cfg.Queue > 0 {
+					failedTries++
+					waiting = append(waiting, waiter{fn: fi, exec: inv.Exec, deadline: t + cfg.Queue})
+					goto next
 				}
 				c.Drops++
 				pf.Drops++
@@ -395,6 +467,18 @@ func Run(ctx context.Context, w Workload, cfg Config) (Result, error) {
 	if err := advance(endAt); err != nil {
 		return Result{}, err
 	}
+	// Invocations still waiting get their chance as containers finish.
+	for len(waiting) > 0 && len(comp) > 0 {
+		if err := advance(comp[0].end); err != nil {
+			return Result{}, err
+		}
+	}
+	for _, wt := range waiting {
+		c, pf := classOf(wt.fn)
+		c.Drops++
+		pf.Drops++
+		timeouts++
+	}
 	if every > 0 {
 		sample(endAt)
 	}
@@ -414,6 +498,7 @@ func Run(ctx context.Context, w Workload, cfg Config) (Result, error) {
 		res.Prewarms += s.Prewarms
 		engineCount += s.Hits + s.Misses + s.Drops
 	}
+	engineCount = engineCount - failedTries + timeouts
 	// Every invocation must be counted exactly once, here and in the pool.
 	if all := res.All; all.Hits+all.Misses+all.Drops != uint64(count) || all.Invocations != uint64(count) || engineCount != uint64(count) {
 		return Result{}, fmt.Errorf("counted %d hits + %d misses + %d drops (pool: %d) for %d invocations", all.Hits, all.Misses, all.Drops, engineCount, count)

@@ -492,3 +492,38 @@ func TestPausedSizeAndPerFunc(t *testing.T) {
 		}
 	}
 }
+
+// TestQueue checks that with Config.Queue an invocation that finds no room
+// waits for a release, as the live worker's requests do, and is a drop
+// only if its wait ends first. f0 holds 100 of 150 MiB from 0 to 3 s; f1
+// (100 MiB) arrives at 1 s, and f0 again at 6 s.
+func TestQueue(t *testing.T) {
+	invs := []trace.Invocation{
+		{Func: 0, At: 0, Exec: 2 * time.Second},
+		{Func: 1, At: time.Second, Exec: time.Second},
+		{Func: 0, At: 6 * time.Second, Exec: time.Second},
+	}
+	funcs := []Func{{Size: 100 * MiB, Cold: time.Second}, {Size: 100 * MiB, Cold: time.Second}}
+	for _, tc := range []struct {
+		queue                time.Duration
+		misses1, drops1, ms0 uint64
+	}{
+		{0, 0, 1, 1},               // dropped at once; f0 stays warm
+		{time.Second, 0, 1, 1},     // gave up at 2 s, before the release at 3 s
+		{5 * time.Second, 1, 0, 2}, // ran from 3 s, evicting f0, which starts cold again
+	} {
+		w, err := FromInvocations(funcs, invs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := Run(context.Background(), w, Config{Policy: "lru", NewPolicy: mustPolicy(t, "lru", policy.Options{}),
+			Memory: 150 * MiB, PerFunc: true, Check: true, Queue: tc.queue})
+		if err != nil {
+			t.Fatalf("queue %v: %v", tc.queue, err)
+		}
+		f0, f1 := r.Funcs[0], r.Funcs[1]
+		if f1.Misses != tc.misses1 || f1.Drops != tc.drops1 || f0.Misses != tc.ms0 || f1.Invocations != 1 || f0.Invocations != 2 {
+			t.Errorf("queue %v: f0 %+v, f1 %+v; want f0 %d misses, f1 %d misses %d drops", tc.queue, f0, f1, tc.ms0, tc.misses1, tc.drops1)
+		}
+	}
+}

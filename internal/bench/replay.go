@@ -45,6 +45,26 @@ func ReplayConfigs() []ReplayConfig {
 // under memory pressure. MEASUREMENT PENDING.
 const DefaultPressureBudgetMB = 1024
 
+// PickReplayConfigs returns the configurations of ReplayConfigs named in
+// names, in that order.
+func PickReplayConfigs(names []string) ([]ReplayConfig, error) {
+	var out []ReplayConfig
+	for _, n := range names {
+		i := slices.IndexFunc(ReplayConfigs(), func(c ReplayConfig) bool { return c.Name == n })
+		if i < 0 {
+			return nil, fmt.Errorf("unknown configuration %q (want %s)", n, configNames(ReplayConfigs()))
+		}
+		if slices.ContainsFunc(out, func(c ReplayConfig) bool { return c.Name == n }) {
+			return nil, fmt.Errorf("configuration %q named twice", n)
+		}
+		out = append(out, ReplayConfigs()[i])
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no configuration named")
+	}
+	return out, nil
+}
+
 // ReplayOptions configure the PARSEC comparison. Zero values take the
 // documented defaults.
 type ReplayOptions struct {

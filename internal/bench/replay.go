@@ -42,8 +42,15 @@ func ReplayConfigs() []ReplayConfig {
 }
 
 // DefaultPressureBudgetMB is the warm budget of `hearth bench replay`
-// under memory pressure. MEASUREMENT PENDING.
-const DefaultPressureBudgetMB = 1024
+// under memory pressure, from a measurement of its default workload (48
+// functions, 8 trace minutes at speed 4) with a 6000 MB budget on the
+// 2-core, 24 GB host: after the first minute's burst of first calls,
+// SOCK-like held 490-720 MB in paused sandboxes (37 on average, about
+// 13 MB each) and Hearth 270-540 MB, besides the busy sandboxes, each
+// charged its declared 144-192 MB until it is paused. 768 MB leaves room
+// for two busy sandboxes and about 400 MB of paused ones: some 60 % of
+// SOCK-like's paused working set, so that it evicts throughout.
+const DefaultPressureBudgetMB = 768
 
 // PickReplayConfigs returns the configurations of ReplayConfigs named in
 // names, in that order.
@@ -95,7 +102,7 @@ type ReplayOptions struct {
 	Popularity replay.Popularity
 	// Extra is how many more functions of the window join PARSEC's
 	// (default none), picked like them with rates spread log-evenly from
-	// ExtraHiRate down to ExtraLoRate (defaults 5 and 0.05 calls per
+	// ExtraHiRate down to ExtraLoRate (defaults 0.5 and 0.05 calls per
 	// minute) but not filtered by median: their execution times are
 	// capped at ExecCap like every call's.
 	Extra                    int
@@ -249,7 +256,7 @@ func Replay(ctx context.Context, o ReplayOptions) (*ReplayReport, error) {
 	o.Funcs = replayOr(o.Funcs, 8)
 	o.HiRate = replayOr(o.HiRate, 2.5)
 	o.LoRate = replayOr(o.LoRate, 0.1)
-	o.ExtraHiRate = replayOr(o.ExtraHiRate, 5)
+	o.ExtraHiRate = replayOr(o.ExtraHiRate, 0.5)
 	o.ExtraLoRate = replayOr(o.ExtraLoRate, 0.05)
 	o.ExecCap = replayOr(o.ExecCap, 2*time.Second)
 	o.Repeat = replayOr(o.Repeat, 1)

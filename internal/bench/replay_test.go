@@ -281,3 +281,22 @@ func TestSimInputs(t *testing.T) {
 		t.Errorf("got %+v\nwant %+v", got, want)
 	}
 }
+
+func TestStepTicks(t *testing.T) {
+	for _, tc := range []struct {
+		lo, hi float64
+		want   string
+	}{
+		{0, 8000, "0 1000 2000 3000 4000 5000 6000 7000 8000"},
+		{0, 135, "0 20 40 60 80 100 120"},
+		{0, 1, "0 0.2 0.4 0.6 0.8 1"},
+	} {
+		var got []string
+		for _, tk := range (stepTicks{}).Ticks(tc.lo, tc.hi) {
+			got = append(got, tk.Label)
+		}
+		if strings.Join(got, " ") != tc.want {
+			t.Errorf("ticks of [%v, %v]: %v, want %s", tc.lo, tc.hi, got, tc.want)
+		}
+	}
+}

@@ -376,9 +376,38 @@ func (r *ReplayReport) PlotMemory(file string, i int, speed float64) (string, er
 		}
 	}
 	p.Y.Max = math.Max(top*1.35, 1)
+	p.Y.Tick.Marker = stepTicks{}
+	p.X.Tick.Marker = stepTicks{}
 	p.Add(plotter.NewGrid())
 	if err := p.Save(8*vg.Inch, 4.5*vg.Inch, file); err != nil {
 		return "", fmt.Errorf("saving plot: %w", err)
 	}
 	return file, nil
+}
+
+// stepTicks labels about eight round values (1, 2 or 5 times a power of
+// ten apart) across an axis: gonum's default gives three or four, too few
+// to read a level off.
+type stepTicks struct{}
+
+// Ticks implements plot.Ticker.
+func (stepTicks) Ticks(lo, hi float64) []plot.Tick {
+	if !(hi > lo) {
+		return []plot.Tick{{Value: lo, Label: strconv.FormatFloat(lo, 'g', 4, 64)}}
+	}
+	raw := (hi - lo) / 8
+	mag := math.Pow(10, math.Floor(math.Log10(raw)))
+	step := mag
+	for _, m := range []float64{1, 2, 5, 10} {
+		if step = m * mag; step >= raw {
+			break
+		}
+	}
+	dec := max(0, int(-math.Floor(math.Log10(step))))
+	var out []plot.Tick
+	for k := math.Ceil(lo / step); k*step <= hi+step/1e6; k++ {
+		v := k * step
+		out = append(out, plot.Tick{Value: v, Label: strconv.FormatFloat(v, 'f', dec, 64)})
+	}
+	return out
 }

@@ -241,6 +241,39 @@ func (r *ReplayReport) SimTable(w io.Writer) error {
 		}
 	}
 	fmt.Fprintln(tw)
+	fmt.Fprintln(tw, "The simulator's inputs as measured: start cost by path (mean response minus execution time, ms, and starts) and memory per paused sandbox")
+	fmt.Fprintln(tw, "config\trep\tsnapshot\tfork\tcold\tpaused MiB per sandbox\t")
+	for _, k := range simmed {
+		for _, runs := range r.Runs {
+			run := runs[k]
+			if run == nil || run.Sim == nil {
+				continue
+			}
+			line := fmt.Sprintf("%s\t%d\t", run.Config.Name, run.Rep)
+			for _, p := range []string{"snapshot", "fork", "cold"} {
+				var sum time.Duration
+				n := 0
+				for _, rec := range run.Result.Records {
+					if rec.OK() && rec.Path == p {
+						sum += max(rec.Response-rec.Exec, 0)
+						n++
+					}
+				}
+				if n == 0 {
+					line += "-\t"
+					continue
+				}
+				line += fmt.Sprintf("%.0f (%d)\t", float64(sum)/float64(n)/1e6, n)
+			}
+			mean, _, cnt := run.memStats()
+			per := "-"
+			if cnt > 0 {
+				per = fmt.Sprintf("%.1f", mean/cnt/(1<<20))
+			}
+			fmt.Fprintln(tw, line+per+"\t")
+		}
+	}
+	fmt.Fprintln(tw)
 	fmt.Fprintln(tw, "Per function, summed over the repetitions: live non-warm starts / simulator's misses")
 	line := "function\tcalls\t"
 	for _, k := range simmed {

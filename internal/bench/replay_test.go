@@ -256,8 +256,8 @@ func TestReplayBenchLive(t *testing.T) {
 
 // TestSimInputs checks what the simulator is given for a run: declared
 // memory at admission, the paused memory measured per function (else the
-// median of its package set's), and the mean measured cost of its
-// non-warm starts (else the run's mean).
+// median of its package set's), and the mean measured start time of its
+// non-warm starts (else the run's mean), not their response time.
 func TestSimInputs(t *testing.T) {
 	plan := &replay.Plan{Funcs: []replay.Func{
 		{Name: "a", MemoryMB: 144},
@@ -266,10 +266,10 @@ func TestSimInputs(t *testing.T) {
 	}}
 	ms := func(v float64) time.Duration { return time.Duration(v * 1e6) }
 	run := &ReplayRun{Paused: []int64{5 << 20, 0, 20 << 20}, Result: &replay.Result{Records: []replay.Record{
-		{Func: 0, Path: "cold", Status: 200, Response: ms(300), Exec: ms(100)},
-		{Func: 0, Path: "warm", Status: 200, Response: ms(900), Exec: ms(100)}, // warm: not a start
-		{Func: 2, Path: "fork", Status: 200, Response: ms(50)},
-		{Func: 2, Path: "cold", Status: 503, Err: "no room", Response: ms(10000)}, // failed: no cost
+		{Func: 0, Path: "cold", Status: 200, Response: ms(3000), Exec: ms(100), InitMs: 200},
+		{Func: 0, Path: "warm", Status: 200, Response: ms(900), Exec: ms(100), InitMs: 0}, // warm: not a start
+		{Func: 2, Path: "fork", Status: 200, Response: ms(500), InitMs: 50},
+		{Func: 2, Path: "cold", Status: 503, Err: "no room", Response: ms(10000), InitMs: 900}, // failed: no cost
 	}}}
 	got := SimInputs(plan, run)
 	want := []sim.Func{

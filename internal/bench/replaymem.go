@@ -132,10 +132,11 @@ func (r *ReplayRun) memStats() (mean, peak, count float64) {
 // at its declared memory (as the worker charges a new sandbox), charged
 // from the end of its first call the memory its paused sandboxes held in
 // the run, and delayed on a non-warm start by its mean measured start
-// cost (response minus execution time) over the run's non-warm starts.
-// A function with no paused sandbox seen takes the median of the others
-// with its package set (else its declared memory); one with no non-warm
-// start takes the run's mean cost.
+// time (the worker's init_ms) over the run's non-warm starts. Not the
+// response time: that includes the wait for memory, which the simulator
+// has itself. A function with no paused sandbox seen takes the median of
+// the others with its package set (else its declared memory); one with
+// no non-warm start takes the run's mean.
 func SimInputs(plan *replay.Plan, run *ReplayRun) []sim.Func {
 	var all []time.Duration
 	per := make([][]time.Duration, len(plan.Funcs))
@@ -143,7 +144,7 @@ func SimInputs(plan *replay.Plan, run *ReplayRun) []sim.Func {
 		if !rec.OK() || rec.Path == "warm" || rec.Path == "" {
 			continue
 		}
-		d := max(rec.Response-rec.Exec, 0)
+		d := time.Duration(rec.InitMs * float64(time.Millisecond))
 		per[rec.Func] = append(per[rec.Func], d)
 		all = append(all, d)
 	}
@@ -183,10 +184,12 @@ func SimInputs(plan *replay.Plan, run *ReplayRun) []sim.Func {
 // it is refused (worker.PoolConfig.DropWait's default).
 const workerDropWait = 10 * time.Second
 
-// simulateRun runs the run's calls (their wall-clock arrival times and
-// execution times) through the simulator's engine with an LRU policy and
-// a unified pool of budgetMB (0: the worker's default budget, which the
-// simulator cannot know, so nothing is simulated).
+// simulateRun runs the run's calls through the simulator's engine with
+// an LRU policy and a unified pool of budgetMB (0: the worker's default
+// budget, which the simulator cannot know, so nothing is simulated). The
+// calls arrive at their wall-clock times and hold their sandbox for the
+// run time the worker measured (the requested execution time for a call
+// that failed), plus, on a non-warm start, the start time (SimInputs).
 func simulateRun(ctx context.Context, plan *replay.Plan, run *ReplayRun, budgetMB int) (*sim.Result, error) {
 	if budgetMB <= 0 {
 		return nil, nil
@@ -194,6 +197,9 @@ func simulateRun(ctx context.Context, plan *replay.Plan, run *ReplayRun, budgetM
 	invs := make([]trace.Invocation, len(plan.Calls))
 	for i, c := range plan.Calls {
 		invs[i] = trace.Invocation{Func: int32(c.Func), At: c.Wall, Exec: c.Exec}
+		if i < len(run.Result.Records) && run.Result.Records[i].OK() {
+			invs[i].Exec = time.Duration(run.Result.Records[i].RunMs * float64(time.Millisecond))
+		}
 	}
 	wl, err := sim.FromInvocations(SimInputs(plan, run), invs)
 	if err != nil {
@@ -226,7 +232,7 @@ func (r *ReplayReport) SimTable(w io.Writer) error {
 	if len(simmed) == 0 {
 		return nil
 	}
-	fmt.Fprintf(w, "=== Simulator (internal/sim: LRU, one unified %d MB pool; a sandbox charged its declared memory until its first call ends, then its paused memory measured in the run; non-warm starts delayed by their measured cost; a call with no room waits up to 10 s for one, as the worker's do) vs live ===\n\n", r.BudgetMB)
+	fmt.Fprintf(w, "=== Simulator (internal/sim: LRU, one unified %d MB pool; a sandbox charged its declared memory until its first call ends, then its paused memory measured in the run; calls held for their measured run time, non-warm starts for their measured start time besides; a call with no room waits up to 10 s for one, as the worker's do) vs live ===\n\n", r.BudgetMB)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "config\trep\tlive non-warm\tsim misses\tsim - live\tlive evictions\tsim evictions\tlive drops\tsim drops\t")
 	for _, k := range simmed {
@@ -241,7 +247,7 @@ func (r *ReplayReport) SimTable(w io.Writer) error {
 		}
 	}
 	fmt.Fprintln(tw)
-	fmt.Fprintln(tw, "The simulator's inputs as measured: start cost by path (mean response minus execution time, ms, and starts) and memory per paused sandbox")
+	fmt.Fprintln(tw, "The simulator's inputs as measured: start time by path (mean init, ms, and starts) and memory per paused sandbox")
 	fmt.Fprintln(tw, "config\trep\tsnapshot\tfork\tcold\tpaused MiB per sandbox\t")
 	for _, k := range simmed {
 		for _, runs := range r.Runs {
@@ -255,7 +261,7 @@ func (r *ReplayReport) SimTable(w io.Writer) error {
 				n := 0
 				for _, rec := range run.Result.Records {
 					if rec.OK() && rec.Path == p {
-						sum += max(rec.Response-rec.Exec, 0)
+						sum += time.Duration(rec.InitMs * float64(time.Millisecond))
 						n++
 					}
 				}

@@ -42,15 +42,18 @@ func ReplayConfigs() []ReplayConfig {
 }
 
 // DefaultPressureBudgetMB is the warm budget of `hearth bench replay`
-// under memory pressure, from a measurement of its default workload (48
-// functions, 8 trace minutes at speed 4) with a 6000 MB budget on the
-// 2-core, 24 GB host: after the first minute's burst of first calls,
-// SOCK-like held 490-720 MB in paused sandboxes (37 on average, about
-// 13 MB each) and Hearth 270-540 MB, besides the busy sandboxes, each
-// charged its declared 144-192 MB until it is paused. 768 MB leaves room
-// for two busy sandboxes and about 400 MB of paused ones: some 60 % of
-// SOCK-like's paused working set, so that it evicts throughout.
-const DefaultPressureBudgetMB = 768
+// under memory pressure, from measurements of its default workload (48
+// functions, 9 trace minutes at speed 4, 151 calls) on the 2-core, 24 GB
+// host. Unconstrained (6000 MB, 8 minutes), SOCK-like held 490-720 MB in
+// paused sandboxes (about 13 MB each) and Hearth 270-540 MB, besides the
+// busy sandboxes, each charged its declared 144-192 MB until paused. At
+// 768 MB the busy sandboxes alone filled the budget: paused ones held
+// 25-46 MiB on average and every non-warm start waited about 2 s for
+// room. At 1280 MB the busy charge still peaks at the budget, and
+// SOCK-like evicts 80-91 paused sandboxes per run (most of its 95-105
+// non-warm starts evict) while holding 66-152 MiB paused on average:
+// evictions throughout, with paused memory a real share of the budget.
+const DefaultPressureBudgetMB = 1280
 
 // PickReplayConfigs returns the configurations of ReplayConfigs named in
 // names, in that order.

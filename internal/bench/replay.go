@@ -9,11 +9,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/hearth-run/hearth/api/types"
 	"github.com/hearth-run/hearth/internal/replay"
+	"github.com/hearth-run/hearth/internal/sim"
 	"github.com/hearth-run/hearth/internal/trace"
 )
 
@@ -35,6 +39,40 @@ func ReplayConfigs() []ReplayConfig {
 		{"sock-like", []string{"--no-zygotes", "--no-snapshots"}},
 		{"hearth", nil},
 	}
+}
+
+// DefaultPressureBudgetMB is the warm budget of `hearth bench replay`
+// under memory pressure, from measurements of its default workload (48
+// functions, 9 trace minutes at speed 4, 151 calls) on the 2-core, 24 GB
+// host. Unconstrained (6000 MB, 8 minutes), SOCK-like held 490-720 MB in
+// paused sandboxes (about 13 MB each) and Hearth 270-540 MB, besides the
+// busy sandboxes, each charged its declared 144-192 MB until paused. At
+// 768 MB the busy sandboxes alone filled the budget: paused ones held
+// 25-46 MiB on average and every non-warm start waited about 2 s for
+// room. At 1280 MB the busy charge still peaks at the budget, and
+// SOCK-like evicts 80-91 paused sandboxes per run (most of its 95-105
+// non-warm starts evict) while holding 66-152 MiB paused on average:
+// evictions throughout, with paused memory a real share of the budget.
+const DefaultPressureBudgetMB = 1280
+
+// PickReplayConfigs returns the configurations of ReplayConfigs named in
+// names, in that order.
+func PickReplayConfigs(names []string) ([]ReplayConfig, error) {
+	var out []ReplayConfig
+	for _, n := range names {
+		i := slices.IndexFunc(ReplayConfigs(), func(c ReplayConfig) bool { return c.Name == n })
+		if i < 0 {
+			return nil, fmt.Errorf("unknown configuration %q (want %s)", n, configNames(ReplayConfigs()))
+		}
+		if slices.ContainsFunc(out, func(c ReplayConfig) bool { return c.Name == n }) {
+			return nil, fmt.Errorf("configuration %q named twice", n)
+		}
+		out = append(out, ReplayConfigs()[i])
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no configuration named")
+	}
+	return out, nil
 }
 
 // ReplayOptions configure the PARSEC comparison. Zero values take the
@@ -65,9 +103,31 @@ type ReplayOptions struct {
 	MemCapMB int
 	// Popularity assigns package sets (default replay.DefaultPopularity).
 	Popularity replay.Popularity
+	// Extra is how many more functions of the window join PARSEC's
+	// (default none), picked like them with rates spread log-evenly from
+	// ExtraHiRate down to ExtraLoRate (defaults 0.5 and 0.05 calls per
+	// minute) but not filtered by median: their execution times are
+	// capped at ExecCap like every call's.
+	Extra                    int
+	ExtraHiRate, ExtraLoRate float64
+	// WarmBudgetMB is every worker's warm budget, one unified pool
+	// (--warm-budget-mb, --pools unified); 0 leaves the worker's
+	// defaults.
+	WarmBudgetMB int
+	// Repeat runs the configurations that many times, interleaved (A B C
+	// A B C ...); default 1.
+	Repeat int
+	// SampleEvery is how often the worker's status is read for the
+	// memory of its paused sandboxes (default 2 s).
+	SampleEvery time.Duration
+	// Sim also runs each run's workload in the simulator (internal/sim)
+	// with the start costs and paused memory the run measured, and
+	// compares its non-warm starts with the run's.
+	Sim bool
 	// Configs are the worker configurations (default ReplayConfigs).
 	Configs []ReplayConfig
-	// OutDir, if set, receives each configuration's CSV and plots.
+	// OutDir, if set, receives each run's CSV and plots and the memory
+	// plots.
 	OutDir string
 	// Out receives the tables; Progress, if set, progress bars and notes.
 	Out, Progress io.Writer
@@ -77,8 +137,56 @@ type ReplayOptions struct {
 type ReplayReport struct {
 	Plan    *replay.Plan
 	Configs []ReplayConfig
-	Results []*replay.Result // by config
-	Sums    [][]replay.Summary
+	// Parsec is how many of Plan.Funcs, the first ones, are PARSEC's
+	// picks; the rest are the extra functions.
+	Parsec int
+	// BudgetMB is the warm budget given to the workers (0: their default).
+	BudgetMB int
+	// Runs holds the runs by repetition, then configuration; a run that
+	// did not happen is nil.
+	Runs [][]*ReplayRun
+}
+
+// ReplayRun is one configuration's run in one repetition.
+type ReplayRun struct {
+	Config ReplayConfig
+	Rep    int // from 1
+	// Started is when its worker was started.
+	Started time.Time
+	Result  *replay.Result
+	Sums    []replay.Summary
+	// Mem is the warm pool's memory over the run, read from the worker's
+	// status every ReplayOptions.SampleEvery.
+	Mem []MemSample
+	// Paused is each function's mean memory per paused sandbox (cgroup
+	// charge) over the samples that saw one, by function index; 0 when
+	// none was seen.
+	Paused []int64
+	// Pools is the warm pool's state at the end of the run.
+	Pools []types.PoolStatus
+	// Sim is the simulator's prediction for the run, if asked for.
+	Sim *sim.Result
+	// StopErr is how the run's worker failed to stop cleanly, if it did.
+	StopErr error
+}
+
+// Evictions returns the paused sandboxes the run's worker evicted for room.
+func (r *ReplayRun) Evictions() uint64 {
+	var n uint64
+	for _, p := range r.Pools {
+		n += p.Evictions
+	}
+	return n
+}
+
+// Drops returns the requests the run's worker refused (or gave up
+// waiting) for lack of memory.
+func (r *ReplayRun) Drops() uint64 {
+	var n uint64
+	for _, p := range r.Pools {
+		n += p.Drops
+	}
+	return n
 }
 
 // PickByRate returns the hashes of n functions of t whose mean rates over
@@ -137,17 +245,25 @@ func upFlags(hearth string, progress io.Writer) (map[string]bool, error) {
 }
 
 // Replay runs the PARSEC comparison: the same replay against a fresh
-// worker per configuration, in order. It prints the tables to o.Out.
+// worker per configuration, the configurations interleaved and repeated
+// o.Repeat times. It prints the tables to o.Out.
 func Replay(ctx context.Context, o ReplayOptions) (*ReplayReport, error) {
 	if o.Hearth == "" || o.Base == "" || o.TraceDir == "" {
 		return nil, errors.New("replay bench: hearth binary, base image and trace dir are required")
+	}
+	if o.Minutes < 0 || o.Funcs < 0 || o.Extra < 0 || o.Repeat < 0 || o.WarmBudgetMB < 0 || o.SampleEvery < 0 {
+		return nil, errors.New("replay bench: minutes, functions, extra, repeat, warm budget and sample period must not be negative")
 	}
 	o.Minutes = replayOr(o.Minutes, 60)
 	o.Speed = replayOr(o.Speed, 12)
 	o.Funcs = replayOr(o.Funcs, 8)
 	o.HiRate = replayOr(o.HiRate, 2.5)
 	o.LoRate = replayOr(o.LoRate, 0.1)
+	o.ExtraHiRate = replayOr(o.ExtraHiRate, 0.5)
+	o.ExtraLoRate = replayOr(o.ExtraLoRate, 0.05)
 	o.ExecCap = replayOr(o.ExecCap, 2*time.Second)
+	o.Repeat = replayOr(o.Repeat, 1)
+	o.SampleEvery = replayOr(o.SampleEvery, 2*time.Second)
 	if o.Configs == nil {
 		o.Configs = ReplayConfigs()
 	}
@@ -171,6 +287,17 @@ func Replay(ctx context.Context, o ReplayOptions) (*ReplayReport, error) {
 	if err != nil {
 		return nil, err
 	}
+	if o.Extra > 0 {
+		taken := map[string]bool{}
+		for _, h := range hashes {
+			taken[h] = true
+		}
+		extra, err := PickByRate(win, o.Extra, o.ExtraHiRate, o.ExtraLoRate, func(f *trace.Function) bool { return !taken[f.Hash] })
+		if err != nil {
+			return nil, fmt.Errorf("extra functions: %w", err)
+		}
+		hashes = append(hashes, extra...)
+	}
 	sel, err := win.Select(hashes...)
 	if err != nil {
 		return nil, err
@@ -184,50 +311,119 @@ func Replay(ctx context.Context, o ReplayOptions) (*ReplayReport, error) {
 	if err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(o.Out, "PARSEC comparison: %d functions, trace minutes [%d, %d) at speed %g (%v wall per configuration), %d calls, arrival %s, seed %d, execution times capped at %v\n\n",
-		len(plan.Funcs), from, from+o.Minutes, o.Speed, plan.Duration().Round(time.Second), len(plan.Calls), o.Arrival, o.Seed, o.ExecCap)
-	rep := &ReplayReport{Plan: plan, Configs: o.Configs}
-	for _, c := range o.Configs {
-		var flags []string
-		for _, f := range c.Flags {
-			if ok, known := have[f]; ok || !known {
-				flags = append(flags, f)
+	var common []string
+	budget := "the workers' default warm budget"
+	if o.WarmBudgetMB > 0 {
+		common = []string{"--warm-budget-mb", strconv.Itoa(o.WarmBudgetMB), "--pools", "unified"}
+		budget = fmt.Sprintf("warm budget %d MB (one unified LRU pool)", o.WarmBudgetMB)
+	}
+	rate := 0.0
+	for _, f := range plan.Funcs {
+		rate += f.Rate
+	}
+	fmt.Fprintf(o.Out, "PARSEC comparison: %d functions (%d PARSEC + %d more of the trace), trace minutes [%d, %d) at speed %g (%v wall per run), %d calls (%.1f/s), arrival %s, seed %d, execution times capped at %v;\n%s; %d repetitions of %s, interleaved\n\n",
+		len(plan.Funcs), o.Funcs, len(plan.Funcs)-o.Funcs, from, from+o.Minutes, o.Speed, plan.Duration().Round(time.Second),
+		len(plan.Calls), rate*o.Speed/60, o.Arrival, o.Seed, o.ExecCap, budget, o.Repeat, configNames(o.Configs))
+	rep := &ReplayReport{Plan: plan, Configs: o.Configs, Parsec: o.Funcs, BudgetMB: o.WarmBudgetMB}
+	for r := 1; r <= o.Repeat; r++ {
+		runs := make([]*ReplayRun, len(o.Configs))
+		rep.Runs = append(rep.Runs, runs)
+		for k, c := range o.Configs {
+			flags := slices.Clone(common)
+			for _, f := range c.Flags {
+				if ok, known := have[f]; ok || !known {
+					flags = append(flags, f)
+				}
 			}
-		}
-		if o.Progress != nil {
-			fmt.Fprintf(o.Progress, "%s: hearth up %s\n", c.Name, strings.Join(flags, " "))
-		}
-		res, err := replayOne(ctx, o, plan, flags)
-		if err != nil {
-			return rep, fmt.Errorf("config %s: %w", c.Name, err)
-		}
-		fmt.Fprintf(o.Out, "%s: %s\n", c.Name, res.Stats)
-		if o.OutDir != "" {
-			if err := writeReplay(filepath.Join(o.OutDir, c.Name), res); err != nil {
-				return rep, err
+			if o.Progress != nil {
+				fmt.Fprintf(o.Progress, "repetition %d/%d, %s: hearth up %s\n", r, o.Repeat, c.Name, strings.Join(flags, " "))
 			}
+			started := time.Now()
+			run, err := replayOne(ctx, o, plan, flags)
+			if err != nil {
+				return rep, fmt.Errorf("repetition %d, config %s: %w", r, c.Name, err)
+			}
+			run.Config, run.Rep, run.Started = c, r, started
+			fmt.Fprintf(o.Out, "repetition %d, %s: %s\n", r, c.Name, run.Result.Stats)
+			if run.StopErr != nil {
+				fmt.Fprintf(o.Out, "  warning: the worker did not stop cleanly: %s\n", lastLine(run.StopErr.Error()))
+			}
+			if o.OutDir != "" {
+				if err := writeReplay(filepath.Join(o.OutDir, fmt.Sprintf("rep%d", r), c.Name), run.Result); err != nil {
+					return rep, err
+				}
+			}
+			if o.Sim && warmCached(c) {
+				if run.Sim, err = simulateRun(ctx, plan, run, o.WarmBudgetMB); err != nil {
+					return rep, fmt.Errorf("repetition %d, config %s: simulating: %w", r, c.Name, err)
+				}
+			}
+			runs[k] = run
 		}
-		rep.Results = append(rep.Results, res)
-		rep.Sums = append(rep.Sums, replay.Summarize(plan, res.Records))
+	}
+	if o.OutDir != "" {
+		if err := rep.writeMemory(o.OutDir, o.Speed); err != nil {
+			return rep, err
+		}
 	}
 	fmt.Fprintln(o.Out)
-	return rep, rep.Table(o.Out)
+	return rep, rep.Tables(o.Out)
 }
 
-func replayOne(ctx context.Context, o ReplayOptions, plan *replay.Plan, flags []string) (_ *replay.Result, err error) {
+// lastLine returns the last non-empty line of s: the worker's last word.
+func lastLine(s string) string {
+	s = strings.TrimSpace(s)
+	return s[strings.LastIndex(s, "\n")+1:]
+}
+
+func configNames(cs []ReplayConfig) string {
+	var names []string
+	for _, c := range cs {
+		names = append(names, c.Name)
+	}
+	return strings.Join(names, ", ")
+}
+
+// warmCached reports whether configuration c keeps sandboxes warm, so
+// that the simulator's warm pool stands for it.
+func warmCached(c ReplayConfig) bool {
+	return !slices.Contains(c.Flags, "--fresh") && !slices.Contains(c.Flags, "--no-warm-cache")
+}
+
+func replayOne(ctx context.Context, o ReplayOptions, plan *replay.Plan, flags []string) (run *ReplayRun, err error) {
 	w, err := StartWorker(ctx, o.Hearth, o.Base, flags...)
 	if err != nil {
 		return nil, err
 	}
 	defer func() {
-		if serr := w.Stop(); serr != nil && err == nil {
-			err = serr
+		serr := w.Stop()
+		switch {
+		case serr == nil:
+		case err == nil:
+			// The measurement is complete: a worker that was slow to
+			// clean up on a busy host (its reaper sweeps the rest) is
+			// reported with the run, not worth the whole comparison.
+			run.StopErr = serr
+		default:
+			err = errors.Join(err, serr)
 		}
 	}()
 	if err := replay.Deploy(ctx, w.Client, plan); err != nil {
 		return nil, err
 	}
-	return replay.Run(ctx, w.Client, plan, replay.Options{Progress: o.Progress})
+	smp := startSampler(ctx, w.Client, plan, o.SampleEvery)
+	res, err := replay.Run(ctx, w.Client, plan, replay.Options{Progress: o.Progress})
+	mem, paused := smp.stop()
+	if err != nil {
+		return nil, err
+	}
+	run = &ReplayRun{Result: res, Sums: replay.Summarize(plan, res.Records), Mem: mem, Paused: paused}
+	st, err := w.Client.Status(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("reading the worker's status: %w", err)
+	}
+	run.Pools = st.Pools
+	return run, nil
 }
 
 // writeReplay writes calls.csv and the plots of one configuration.
@@ -252,23 +448,46 @@ func writeReplay(dir string, res *replay.Result) error {
 	return nil
 }
 
-// Table prints PARSEC's Tables III and IV for the report: per function,
-// mean response time and cold starts per configuration, and how much the
-// last configuration improves on each of the others. Cold starts are
-// shown as "by start path / by PARSEC's definition"; reductions use
-// PARSEC's definition, as PARSEC did.
-func (r *ReplayReport) Table(w io.Writer) error {
-	n := len(r.Sums)
+// Tables prints, for each repetition, PARSEC's Tables III and IV, the
+// start paths and memory of each run and the targets' checks, and then
+// the simulator's predictions against the live runs.
+func (r *ReplayReport) Tables(w io.Writer) error {
+	for i := range r.Runs {
+		if err := r.Table(w, i); err != nil {
+			return err
+		}
+	}
+	return r.SimTable(w)
+}
+
+// Table prints PARSEC's Tables III and IV for repetition i (from 0): per
+// function, mean and p99 response time and cold starts per configuration,
+// and how much the last configuration improves on each of the others.
+// Cold starts are shown as "by start path / by PARSEC's definition";
+// reductions use PARSEC's definition, as PARSEC did. Then each run's
+// start paths, evictions and paused memory, and the targets' checks.
+func (r *ReplayReport) Table(w io.Writer, i int) error {
+	runs := r.Runs[i]
+	n := 0
+	for n < len(runs) && runs[n] != nil {
+		n++
+	}
 	if n == 0 {
 		return nil
 	}
 	last := r.Configs[n-1].Name
+	fmt.Fprintf(w, "=== Repetition %d ===\n\n", i+1)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-	head := func(title string) {
+	head := func(title string, p99 bool) {
 		fmt.Fprintln(tw, title)
-		line := "function\trate/min\tpackages\tcalls\t"
+		line := "function\tset\trate/min\tpackages\tcalls\t"
 		for _, c := range r.Configs[:n] {
 			line += c.Name + "\t"
+		}
+		if p99 {
+			for _, c := range r.Configs[:n] {
+				line += "p99 " + c.Name + "\t"
+			}
 		}
 		for _, c := range r.Configs[:n-1] {
 			line += last + " vs " + c.Name + "\t"
@@ -281,34 +500,43 @@ func (r *ReplayReport) Table(w io.Writer) error {
 		}
 		return fmt.Sprintf("%.1f%%", 100*(base-x)/base)
 	}
-	head("Mean response time (ms) and improvement (Table III)")
-	for i, f := range r.Plan.Funcs {
-		line := fmt.Sprintf("%s\t%.2f\t%s\t%d\t", f.Name, f.Rate, pkgLabel(f.Packages), r.Sums[0][i].N)
+	set := func(f int) string {
+		if f < r.Parsec {
+			return "parsec"
+		}
+		return "extra"
+	}
+	head("Mean and p99 response time (ms) and improvement of the mean (Table III)", true)
+	for fi, f := range r.Plan.Funcs {
+		line := fmt.Sprintf("%s\t%s\t%.2f\t%s\t%d\t", f.Name, set(fi), f.Rate, pkgLabel(f.Packages), runs[0].Sums[fi].N)
 		for k := range n {
-			line += fmt.Sprintf("%.1f\t", float64(r.Sums[k][i].Mean)/1e6)
+			line += fmt.Sprintf("%.1f\t", float64(runs[k].Sums[fi].Mean)/1e6)
+		}
+		for k := range n {
+			line += fmt.Sprintf("%.1f\t", float64(runs[k].Sums[fi].P99)/1e6)
 		}
 		for k := range n - 1 {
-			line += pct(float64(r.Sums[k][i].Mean), float64(r.Sums[n-1][i].Mean)) + "\t"
+			line += pct(float64(runs[k].Sums[fi].Mean), float64(runs[n-1].Sums[fi].Mean)) + "\t"
 		}
 		fmt.Fprintln(tw, line)
 	}
 	fmt.Fprintln(tw)
-	head("Cold starts, by start path / by PARSEC (> run + 30 ms), and reduction by PARSEC's count (Table IV)")
+	head("Cold starts, by start path / by PARSEC (> run + 30 ms), and reduction by PARSEC's count (Table IV)", false)
 	tot := make([][2]int, n)
-	for i, f := range r.Plan.Funcs {
-		line := fmt.Sprintf("%s\t%.2f\t%s\t%d\t", f.Name, f.Rate, pkgLabel(f.Packages), r.Sums[0][i].N)
+	for fi, f := range r.Plan.Funcs {
+		line := fmt.Sprintf("%s\t%s\t%.2f\t%s\t%d\t", f.Name, set(fi), f.Rate, pkgLabel(f.Packages), runs[0].Sums[fi].N)
 		for k := range n {
-			s := r.Sums[k][i]
+			s := runs[k].Sums[fi]
 			tot[k][0] += s.ColdPath
 			tot[k][1] += s.ColdParsec
 			line += fmt.Sprintf("%d / %d\t", s.ColdPath, s.ColdParsec)
 		}
 		for k := range n - 1 {
-			line += pct(float64(r.Sums[k][i].ColdParsec), float64(r.Sums[n-1][i].ColdParsec)) + "\t"
+			line += pct(float64(runs[k].Sums[fi].ColdParsec), float64(runs[n-1].Sums[fi].ColdParsec)) + "\t"
 		}
 		fmt.Fprintln(tw, line)
 	}
-	line := fmt.Sprintf("all\t\t\t%d\t", len(r.Plan.Calls))
+	line := fmt.Sprintf("all\t\t\t\t%d\t", len(r.Plan.Calls))
 	for k := range n {
 		line += fmt.Sprintf("%d / %d\t", tot[k][0], tot[k][1])
 	}
@@ -316,20 +544,91 @@ func (r *ReplayReport) Table(w io.Writer) error {
 		line += pct(float64(tot[k][1]), float64(tot[n-1][1])) + "\t"
 	}
 	fmt.Fprintln(tw, line)
+	fmt.Fprintln(tw)
+	fmt.Fprintln(tw, "Start paths, evictions and memory held by paused sandboxes (the pool's charge; all: busy and paused)")
+	fmt.Fprintln(tw, "config\tcalls\twarm\tsnapshot\tfork\tcold\tnone\tPARSEC cold\tevictions\tdrops\tpaused MiB mean\tpeak\tpaused sandboxes mean\tall MiB peak\t")
+	for k := range n {
+		run := runs[k]
+		pc := replay.PathCounts(run.Result.Records)
+		mean, peak, cnt := run.memStats()
+		var used int64
+		for _, m := range run.Mem {
+			used = max(used, m.Used)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%.1f\t%.1f\t%.1f\t%.1f\t\n", run.Config.Name, len(run.Result.Records),
+			pc["warm"], pc["snapshot"], pc["fork"], pc["cold"], pc[""], tot[k][1], run.Evictions(), run.Drops(),
+			mean/(1<<20), peak/(1<<20), cnt, float64(used)/(1<<20))
+	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
 	errs := 0
 	for k := range n {
-		for _, s := range r.Sums[k] {
+		for _, s := range runs[k].Sums {
 			errs += s.Errors
 		}
 	}
 	if errs > 0 {
-		_, err := fmt.Fprintf(w, "\n%d calls failed over all configurations; see the CSVs\n", errs)
-		return err
+		fmt.Fprintf(w, "\n%d calls failed in this repetition; see the CSVs\n", errs)
 	}
+	fmt.Fprintln(w)
+	r.targets(w, runs[:n])
+	fmt.Fprintln(w)
 	return nil
+}
+
+// targets prints issue 15's checks for one repetition: Hearth has fewer
+// cold starts than SOCK-like for every function, and a lower mean
+// response for at least 7 of the 8 PARSEC functions.
+func (r *ReplayReport) targets(w io.Writer, runs []*ReplayRun) {
+	var sock, hearth *ReplayRun
+	for _, run := range runs {
+		switch run.Config.Name {
+		case "sock-like":
+			sock = run
+		case "hearth":
+			hearth = run
+		}
+	}
+	if sock == nil || hearth == nil {
+		return
+	}
+	var fewer, same, more, fewerP, sameP, moreP, faster int
+	for fi := range r.Plan.Funcs {
+		s, h := sock.Sums[fi], hearth.Sums[fi]
+		switch {
+		case h.ColdPath < s.ColdPath:
+			fewer++
+		case h.ColdPath == s.ColdPath:
+			same++
+		default:
+			more++
+		}
+		switch {
+		case h.ColdParsec < s.ColdParsec:
+			fewerP++
+		case h.ColdParsec == s.ColdParsec:
+			sameP++
+		default:
+			moreP++
+		}
+		if fi < r.Parsec && h.Mean < s.Mean {
+			faster++
+		}
+	}
+	nf := len(r.Plan.Funcs)
+	fmt.Fprintf(w, "hearth vs sock-like, %d functions: fewer cold starts by start path for %d, as many for %d, more for %d; by PARSEC's count fewer for %d, as many for %d, more for %d\n",
+		nf, fewer, same, more, fewerP, sameP, moreP)
+	fmt.Fprintf(w, "  target (fewer for every function): by start path %s, by PARSEC's count %s\n", okWord(fewer == nf), okWord(fewerP == nf))
+	fmt.Fprintf(w, "hearth's mean response lower than sock-like's for %d of %d PARSEC functions (target: at least %d): %s\n",
+		faster, r.Parsec, max(r.Parsec-1, 0), okWord(faster >= r.Parsec-1))
+}
+
+func okWord(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "NOT met"
 }
 
 func pkgLabel(p []string) string {

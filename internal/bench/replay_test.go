@@ -6,11 +6,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/hearth-run/hearth/api/types"
 	"github.com/hearth-run/hearth/internal/replay"
+	"github.com/hearth-run/hearth/internal/sim"
 	"github.com/hearth-run/hearth/internal/trace"
 )
 
@@ -69,16 +72,25 @@ func TestPickByRate(t *testing.T) {
 func TestReplayTable(t *testing.T) {
 	plan := &replay.Plan{Funcs: []replay.Func{{Name: "a", Rate: 2}, {Name: "b", Rate: 0.1, Packages: []string{"numpy"}}}}
 	plan.Calls = make([]replay.Call, 7)
-	sum := func(mean float64, path, parsec int) replay.Summary {
-		return replay.Summary{N: 5, Mean: time.Duration(mean * 1e6), ColdPath: path, ColdParsec: parsec}
+	sum := func(mean, p99 float64, path, parsec int) replay.Summary {
+		return replay.Summary{N: 5, Mean: time.Duration(mean * 1e6), P99: time.Duration(p99 * 1e6), ColdPath: path, ColdParsec: parsec}
 	}
-	r := &ReplayReport{Plan: plan, Configs: ReplayConfigs(), Sums: [][]replay.Summary{
-		{sum(400, 5, 5), sum(300, 2, 2)},
-		{sum(100, 1, 1), sum(200, 2, 2)},
-		{sum(50, 1, 0), sum(300, 2, 1)},
-	}}
+	run := func(c ReplayConfig, paths []string, evictions uint64, sums ...replay.Summary) *ReplayRun {
+		res := &replay.Result{Plan: plan}
+		for _, p := range paths {
+			res.Records = append(res.Records, replay.Record{Path: p, Status: 200})
+		}
+		return &ReplayRun{Config: c, Rep: 1, Result: res, Sums: sums, Pools: []types.PoolStatus{{Evictions: evictions, Drops: 1}},
+			Mem: []MemSample{{Paused: 10 << 20}, {Paused: 30 << 20}}}
+	}
+	cs := ReplayConfigs()
+	r := &ReplayReport{Plan: plan, Configs: cs, Parsec: 1, Runs: [][]*ReplayRun{{
+		run(cs[0], []string{"cold", "cold", "cold"}, 0, sum(400, 900, 5, 5), sum(300, 310, 2, 2)),
+		run(cs[1], []string{"warm", "cold", "cold"}, 4, sum(100, 150, 1, 1), sum(200, 250, 2, 2)),
+		run(cs[2], []string{"warm", "fork", "snapshot"}, 2, sum(50, 60, 1, 0), sum(300, 320, 2, 1)),
+	}}}
 	var b strings.Builder
-	if err := r.Table(&b); err != nil {
+	if err := r.Table(&b, 0); err != nil {
 		t.Fatal(err)
 	}
 	// Compare lines with runs of spaces squeezed, so column widths do
@@ -89,14 +101,24 @@ func TestReplayTable(t *testing.T) {
 	}
 	out := strings.Join(lines, "\n")
 	for _, want := range []string{
-		// a: mean 400 -> 50 is 87.5% better, 100 -> 50 is 50%.
-		"a 2.00 none 5 400.0 100.0 50.0 87.5% 50.0%",
+		// a: mean 400 -> 50 is 87.5% better, 100 -> 50 is 50%; p99s.
+		"a parsec 2.00 none 5 400.0 100.0 50.0 900.0 150.0 60.0 87.5% 50.0%",
 		// b got slower than sock-like: a negative improvement.
-		"b 0.10 numpy 5 300.0 200.0 300.0 0.0% -50.0%",
+		"b extra 0.10 numpy 5 300.0 200.0 300.0 310.0 250.0 320.0 0.0% -50.0%",
 		// cold starts: 5 -> 0 is 100%, 1 -> 0 is 100%.
-		"a 2.00 none 5 5 / 5 1 / 1 1 / 0 100.0% 100.0%",
+		"a parsec 2.00 none 5 5 / 5 1 / 1 1 / 0 100.0% 100.0%",
 		// totals over both: 7 -> 1 is 85.7%, 3 -> 1 is 66.7%.
 		"all 7 7 / 7 3 / 3 3 / 1 85.7% 66.7%",
+		// paths, PARSEC cold, evictions, drops, paused MiB mean and peak,
+		// paused sandboxes.
+		"sock-like 3 1 0 0 2 0 3 4 1 20.0 30.0 0.0 0.0",
+		"hearth 3 1 1 1 0 0 1 2 1 20.0 30.0 0.0 0.0",
+		// a: 1 -> 1 cold by path (as many), b: 2 -> 2; by PARSEC a 1 -> 0,
+		// b 2 -> 1: fewer for both.
+		"hearth vs sock-like, 2 functions: fewer cold starts by start path for 0, as many for 2, more for 0; by PARSEC's count fewer for 2, as many for 0, more for 0",
+		"target (fewer for every function): by start path NOT met, by PARSEC's count met",
+		// The one PARSEC function, a, got faster: 1 of 1, target 0.
+		"hearth's mean response lower than sock-like's for 1 of 1 PARSEC functions (target: at least 0): met",
 	} {
 		if !strings.Contains(out, want+"\n") {
 			t.Errorf("table lacks %q:\n%s", want, out)
@@ -122,12 +144,16 @@ func liveHearth(t *testing.T) (hearth, base string) {
 	return filepath.Join(bin, "hearth"), base
 }
 
-// TestReplayBenchLive runs the comparison on two functions for four trace
-// minutes at 60x and checks that each configuration really removes its
-// paths: fresh never serves warm or fork, SOCK-like never forks.
+// TestReplayBenchLive runs the comparison on two PARSEC functions and two
+// more for four trace minutes at 60x, twice, with a warm budget that holds
+// two busy sandboxes and little else, and checks that each configuration
+// really removes its paths (fresh never serves warm or fork, SOCK-like
+// never forks), that the runs are interleaved, that the budget evicts,
+// that paused memory is sampled and plotted, and that the simulator
+// predicted every run that keeps sandboxes.
 func TestReplayBenchLive(t *testing.T) {
 	hearth, base := liveHearth(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 	var out strings.Builder
 	pop, err := replay.ParsePopularity("numpy=1")
@@ -137,40 +163,143 @@ func TestReplayBenchLive(t *testing.T) {
 	dir := t.TempDir()
 	rep, err := Replay(ctx, ReplayOptions{Hearth: hearth, Base: base,
 		TraceDir: "../../../shared/data/azure2019/sample100-min480-959", Minutes: 4, Speed: 60,
-		Funcs: 2, HiRate: 2, LoRate: 1, ExecCap: 200 * time.Millisecond, MemCapMB: 8,
-		Popularity: pop, OutDir: dir, Out: &out})
+		Funcs: 2, HiRate: 2, LoRate: 1, Extra: 2, ExtraHiRate: 1, ExtraLoRate: 0.5,
+		ExecCap: 200 * time.Millisecond, MemCapMB: 8, WarmBudgetMB: 360, Repeat: 2,
+		SampleEvery: 100 * time.Millisecond, Sim: true, Popularity: pop, OutDir: dir, Out: &out})
 	t.Log("\n" + out.String())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rep.Results) != 3 {
-		t.Fatalf("%d results", len(rep.Results))
+	if len(rep.Plan.Funcs) != 4 || rep.Parsec != 2 {
+		t.Fatalf("%d functions, %d PARSEC's; want 4 and 2", len(rep.Plan.Funcs), rep.Parsec)
 	}
-	for k, c := range rep.Configs {
-		paths := replay.PathCounts(rep.Results[k].Records)
-		n := len(rep.Plan.Calls)
-		switch c.Name {
-		case "fresh":
-			if paths["cold"] != n {
-				t.Errorf("fresh: paths %v, want all %d cold", paths, n)
+	if len(rep.Runs) != 2 {
+		t.Fatalf("%d repetitions, want 2", len(rep.Runs))
+	}
+	var order []string
+	var last time.Time
+	evictions := uint64(0)
+	for i, runs := range rep.Runs {
+		if len(runs) != 3 {
+			t.Fatalf("repetition %d: %d runs", i+1, len(runs))
+		}
+		for k, c := range rep.Configs {
+			run := runs[k]
+			if run.Rep != i+1 || run.Config.Name != c.Name {
+				t.Errorf("run %d/%d is %s of repetition %d", i, k, run.Config.Name, run.Rep)
 			}
-		case "sock-like":
-			if paths["fork"] != 0 || paths["warm"] == 0 {
-				t.Errorf("sock-like: paths %v, want warm and no fork", paths)
+			if !run.Started.After(last) {
+				t.Errorf("repetition %d, %s started before the run listed before it", i+1, c.Name)
 			}
-		case "hearth":
-			// Which of its paths serve depends on how long calls take
-			// (on a very busy host they overlap, and each needs a new
-			// sandbox): it must use its own, not start cold.
-			if paths["warm"]+paths["fork"]+paths["snapshot"] == 0 {
-				t.Errorf("hearth: paths %v, want warm, fork or snapshot starts", paths)
+			last = run.Started
+			order = append(order, c.Name)
+			paths := replay.PathCounts(run.Result.Records)
+			n := len(rep.Plan.Calls)
+			switch c.Name {
+			case "fresh":
+				if paths["cold"] != n {
+					t.Errorf("fresh: paths %v, want all %d cold", paths, n)
+				}
+				if run.Sim != nil {
+					t.Errorf("fresh keeps no sandboxes, yet was simulated")
+				}
+			case "sock-like":
+				if paths["fork"] != 0 || paths["warm"] == 0 {
+					t.Errorf("sock-like: paths %v, want warm and no fork", paths)
+				}
+				evictions += run.Evictions()
+			case "hearth":
+				// Which of its paths serve depends on how long calls take
+				// (on a very busy host they overlap, and each needs a new
+				// sandbox): it must use its own, not start cold.
+				if paths["warm"]+paths["fork"]+paths["snapshot"] == 0 {
+					t.Errorf("hearth: paths %v, want warm, fork or snapshot starts", paths)
+				}
+			}
+			if c.Name != "fresh" {
+				if len(run.Mem) < 2 {
+					t.Errorf("%s: %d memory samples over a run of seconds at 100 ms", c.Name, len(run.Mem))
+				}
+				if _, peak, _ := run.memStats(); peak <= 0 {
+					t.Errorf("%s: no paused memory seen in %d samples", c.Name, len(run.Mem))
+				}
+				if run.Sim == nil || len(run.Sim.Funcs) != 4 {
+					t.Fatalf("%s: no per-function prediction: %+v", c.Name, run.Sim)
+				}
+				var calls uint64
+				for _, f := range run.Sim.Funcs {
+					calls += f.Invocations
+				}
+				if calls != uint64(len(rep.Plan.Calls)) {
+					t.Errorf("%s: simulated %d calls of %d", c.Name, calls, len(rep.Plan.Calls))
+				}
+			}
+			if _, err := os.Stat(filepath.Join(dir, fmt.Sprintf("rep%d", i+1), c.Name, "calls.csv")); err != nil {
+				t.Error(err)
 			}
 		}
-		if _, err := os.Stat(filepath.Join(dir, c.Name, "calls.csv")); err != nil {
-			t.Error(err)
+	}
+	if got := strings.Join(order, " "); got != "fresh sock-like hearth fresh sock-like hearth" {
+		t.Errorf("run order %s, want interleaved", got)
+	}
+	if evictions == 0 {
+		t.Errorf("sock-like evicted nothing with room for two busy sandboxes and little more")
+	}
+	for _, f := range []string{"memory.csv", "paused-memory-rep1.png", "paused-memory-rep2.png"} {
+		if st, err := os.Stat(filepath.Join(dir, f)); err != nil || st.Size() == 0 {
+			t.Errorf("%s: %v", f, err)
 		}
 	}
-	if !strings.Contains(out.String(), "Table IV") {
-		t.Errorf("no table in output")
+	for _, want := range []string{"Table IV", "=== Repetition 2 ===", "target (fewer for every function)", "sim misses"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+}
+
+// TestSimInputs checks what the simulator is given for a run: declared
+// memory at admission, the paused memory measured per function (else the
+// median of its package set's), and the mean measured start time of its
+// non-warm starts (else the run's mean), not their response time.
+func TestSimInputs(t *testing.T) {
+	plan := &replay.Plan{Funcs: []replay.Func{
+		{Name: "a", MemoryMB: 144},
+		{Name: "b", MemoryMB: 160, Packages: []string{"numpy"}},
+		{Name: "c", MemoryMB: 192, Packages: []string{"numpy"}},
+	}}
+	ms := func(v float64) time.Duration { return time.Duration(v * 1e6) }
+	run := &ReplayRun{Paused: []int64{5 << 20, 0, 20 << 20}, Result: &replay.Result{Records: []replay.Record{
+		{Func: 0, Path: "cold", Status: 200, Response: ms(3000), Exec: ms(100), InitMs: 200},
+		{Func: 0, Path: "warm", Status: 200, Response: ms(900), Exec: ms(100), InitMs: 0}, // warm: not a start
+		{Func: 2, Path: "fork", Status: 200, Response: ms(500), InitMs: 50},
+		{Func: 2, Path: "cold", Status: 503, Err: "no room", Response: ms(10000), InitMs: 900}, // failed: no cost
+	}}}
+	got := SimInputs(plan, run)
+	want := []sim.Func{
+		{Size: 144 << 20, Cold: ms(200), Paused: 5 << 20},
+		{Size: 160 << 20, Cold: ms(125), Paused: 20 << 20}, // numpy's median; the run's mean cost
+		{Size: 192 << 20, Cold: ms(50), Paused: 20 << 20},
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("got %+v\nwant %+v", got, want)
+	}
+}
+
+func TestStepTicks(t *testing.T) {
+	for _, tc := range []struct {
+		lo, hi float64
+		want   string
+	}{
+		{0, 8000, "0 1000 2000 3000 4000 5000 6000 7000 8000"},
+		{0, 135, "0 20 40 60 80 100 120"},
+		{0, 1, "0.0 0.2 0.4 0.6 0.8 1.0"},
+	} {
+		var got []string
+		for _, tk := range (stepTicks{}).Ticks(tc.lo, tc.hi) {
+			got = append(got, tk.Label)
+		}
+		if strings.Join(got, " ") != tc.want {
+			t.Errorf("ticks of [%v, %v]: %v, want %s", tc.lo, tc.hi, got, tc.want)
+		}
 	}
 }

@@ -28,6 +28,9 @@ type Worker struct {
 	cmd    *exec.Cmd
 	dir    string
 	out    *LockedBuffer
+	// acct is the worker's cgroup v1 cpuacct group ("" if none): it
+	// counts the CPU of the worker and every process it starts.
+	acct string
 }
 
 // LockedBuffer is a bytes.Buffer safe for concurrent writers, for a
@@ -64,8 +67,9 @@ func StartWorker(ctx context.Context, hearth, base string, extra ...string) (*Wo
 	if err != nil {
 		return nil, err
 	}
+	parent := fmt.Sprintf("hearth-bench-%d", os.Getpid())
 	args := append([]string{"up", "--listen", addr, "--data-dir", dir, "--base", base,
-		"--cgroup-parent", fmt.Sprintf("hearth-bench-%d", os.Getpid()), "--log-level", "warn"}, extra...)
+		"--cgroup-parent", parent, "--log-level", "warn"}, extra...)
 	w := &Worker{URL: "http://" + addr, dir: dir, out: &LockedBuffer{}}
 	w.Client = client.New(w.URL, "")
 	w.cmd = exec.Command(hearth, args...)
@@ -73,6 +77,13 @@ func StartWorker(ctx context.Context, hearth, base string, extra ...string) (*Wo
 	if err := w.cmd.Start(); err != nil {
 		os.RemoveAll(dir)
 		return nil, err
+	}
+	// Before it starts anything: its children are born in its group.
+	if w.acct = newAcct(parent + "-acct"); w.acct != "" {
+		if err := os.WriteFile(filepath.Join(w.acct, "cgroup.procs"), []byte(strconv.Itoa(w.cmd.Process.Pid)), 0o644); err != nil {
+			removeAcct(w.acct)
+			w.acct = ""
+		}
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for !w.Client.Healthy(ctx) {
@@ -148,6 +159,7 @@ func (w *Worker) Stop() error {
 		err = <-done
 	}
 	os.RemoveAll(w.dir)
+	removeAcct(w.acct)
 	if err != nil {
 		return fmt.Errorf("worker: %v\n%s", err, w.out.String())
 	}

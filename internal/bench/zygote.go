@@ -25,7 +25,10 @@ type ZygoteOptions struct {
 	Hearth string
 	Base   string
 	N      int
-	Out    io.Writer
+	// Background is how many CPU-bound processes (nice 10) run during
+	// the measurement: 0 measures on a quiet host.
+	Background int
+	Out        io.Writer
 }
 
 // ZygoteResult is what Zygote measured.
@@ -34,6 +37,9 @@ type ZygoteResult struct {
 	// Frozen is the memory of a paused numpy sandbox after one call, by
 	// how it started: forked on demand, from a spare, fresh interpreter.
 	Frozen []FrozenMemory
+	// CPU is the CPU spent per start, by kind, over the cold and the
+	// fork starts.
+	CPU []CPUPerStart
 }
 
 // FrozenMemory is the memory of one paused sandbox.
@@ -56,6 +62,14 @@ func Zygote(ctx context.Context, o ZygoteOptions) (ZygoteResult, error) {
 	if o.N <= 0 {
 		o.N = 50
 	}
+	if o.Background < 0 {
+		return res, fmt.Errorf("background: %d processes, want 0 or more", o.Background)
+	}
+	load, err := StartLoad(o.Background)
+	if err != nil {
+		return res, err
+	}
+	defer load.Stop()
 	// A planned tree, so the zygotes exist before the first call.
 	r := &zygote.BaseResolver{Base: o.Base}
 	np, err := r.PackageSet([]string{"numpy"})
@@ -100,15 +114,28 @@ func Zygote(ctx context.Context, o ZygoteOptions) (ZygoteResult, error) {
 		}
 		err = func() error {
 			defer w.Stop()
+			// Deploys first: CPU per start counts starts alone.
 			for _, f := range fns {
 				if err := w.Deploy(ctx, f.name, f.files); err != nil {
 					return err
 				}
+			}
+			var cpu0 CPUUse
+			starts := 0
+			if !c.warm {
+				u, err := w.CPU()
+				if err != nil {
+					return err
+				}
+				cpu0 = u
+			}
+			for _, f := range fns {
 				s, err := invokeN(ctx, w, fmt.Sprintf("%s (%s)", c.label, f.name), f.name, o.N, c.path, c.warm)
 				if err != nil {
 					return err
 				}
 				res.Samples = append(res.Samples, s)
+				starts += o.N
 			}
 			if c.path == "fork" {
 				// Starts with no pause between them: the spare reserve
@@ -120,6 +147,16 @@ func Zygote(ctx context.Context, o ZygoteOptions) (ZygoteResult, error) {
 					return err
 				}
 				res.Samples = append(res.Samples, s)
+				starts += o.N
+			}
+			if cpu0 != nil {
+				// The last start's teardown and refills count too.
+				time.Sleep(cpuQuiet)
+				cpu1, err := w.CPU()
+				if err != nil {
+					return err
+				}
+				res.CPU = append(res.CPU, CPUPerStart{Name: c.label, Starts: starts, Used: cpu1.Sub(cpu0)})
 			}
 			if c.warm {
 				// The numpy node keeps spares: a second function with the
@@ -193,12 +230,15 @@ func Zygote(ctx context.Context, o ZygoteOptions) (ZygoteResult, error) {
 	}
 	if o.Out != nil {
 		fmt.Fprintf(o.Out, "hearth bench zygote: %d samples each, end-to-end invoke over loopback HTTP;\n"+
-			"starts %v apart (teardown and refills off the clock) unless back to back\n\n", o.N, settle)
+			"starts %v apart (teardown and refills off the clock) unless back to back;\n"+
+			"background load: %d CPU-bound processes at nice %d\n\n", o.N, settle, o.Background, backgroundNice)
 		Table(o.Out, res.Samples, [][2]string{
 			{"Installed+Imported (numpy)", "Zygote (numpy)"},
 			{"Installed+Imported (numpy-requests)", "Zygote (numpy-requests)"},
 			{"Zygote (numpy)", "Warm (numpy)"},
 		})
+		fmt.Fprintf(o.Out, "\nCPU per start over all starts of a method (gaps, teardown and refills included)\n")
+		cpuTable(o.Out, res.CPU)
 		fmt.Fprintf(o.Out, "\nmemory of a paused numpy sandbox after one call (charged: to its cgroup; private: mapped by it alone)\n")
 		for _, m := range res.Frozen {
 			fmt.Fprintf(o.Out, "%-20s charged %6.2f MiB   private %6.2f MiB\n", m.Start, float64(m.Charged)/(1<<20), float64(m.Private)/(1<<20))
@@ -206,6 +246,10 @@ func Zygote(ctx context.Context, o ZygoteOptions) (ZygoteResult, error) {
 	}
 	return res, nil
 }
+
+// cpuQuiet is how long CPU accounting waits after the last start, for
+// its teardown and the refills it caused.
+const cpuQuiet = 500 * time.Millisecond
 
 // waitSpares waits until some zygote node of w holds a spare.
 func waitSpares(ctx context.Context, w *Worker) error {

@@ -10,20 +10,34 @@ import (
 // TestZygoteBenchLive runs bench zygote with a few samples and checks what
 // it measures, not how fast: every method took its start path (Zygote
 // asserts that per call), each memory figure comes from the start it
-// names, and a paused forked sandbox holds far less of its own than a
-// fresh interpreter's.
+// names, a paused forked sandbox holds far less of its own than a
+// fresh interpreter's, and CPU per start is counted for the cold and the
+// fork starts. With one background loop, which the run must leave behind.
 func TestZygoteBenchLive(t *testing.T) {
 	hearth, base := liveHearth(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	var out strings.Builder
-	res, err := Zygote(ctx, ZygoteOptions{Hearth: hearth, Base: base, N: 3, Out: &out})
+	res, err := Zygote(ctx, ZygoteOptions{Hearth: hearth, Base: base, N: 3, Background: 1, Out: &out})
 	t.Log("\n" + out.String())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(res.Samples) != 7 {
 		t.Errorf("%d samples, want 7 methods", len(res.Samples))
+	}
+	if !strings.Contains(out.String(), "background load: 1 ") {
+		t.Errorf("report does not give the background load used")
+	}
+	if len(res.CPU) != 2 {
+		t.Fatalf("CPU per start for %d methods, want cold and fork: %+v", len(res.CPU), res.CPU)
+	}
+	for _, c := range res.CPU {
+		// A start costs the worker CPU (an HTTP call, a cgroup at least),
+		// and its sandbox much more: not all 10 ms ticks can be empty.
+		if c.Starts == 0 || c.Used.Total() <= 0 {
+			t.Errorf("%s: %d starts, %v CPU", c.Name, c.Starts, c.Used.Total())
+		}
 	}
 	mem := map[string]FrozenMemory{}
 	for _, m := range res.Frozen {

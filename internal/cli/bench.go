@@ -23,11 +23,7 @@ func newBenchCmd() *cobra.Command {
 				_, err := bench.Startup(ctx, bench.StartupOptions{Hearth: exe, Base: base, N: n, Out: out})
 				return err
 			}),
-		samplesCmd("zygote", "Fresh import vs zygote fork vs warm, for numpy and numpy+requests handlers",
-			func(ctx context.Context, exe, base string, n int, out io.Writer) error {
-				_, err := bench.Zygote(ctx, bench.ZygoteOptions{Hearth: exe, Base: base, N: n, Out: out})
-				return err
-			}),
+		newBenchZygoteCmd(),
 		samplesCmd("lambda", "Warm invoke through the Lambda API (SigV4) against /v1 in the same run, and the signature check alone",
 			func(ctx context.Context, exe, base string, n int, out io.Writer) error {
 				_, err := bench.LambdaAPI(ctx, bench.LambdaOptions{Hearth: exe, Base: base, N: n, Out: out})
@@ -64,6 +60,18 @@ func samplesCmd(use, short string, run func(ctx context.Context, exe, base strin
 	c.Flags().IntVarP(&n, "n", "n", 100, "samples per method")
 	c.Flags().StringVar(&base, "base", "", "base image (default: DATA_DIR/base)")
 	c.Flags().StringVar(&dataDir, "data-dir", image.DefaultDataDir, "data directory holding the base image")
+	return c
+}
+
+func newBenchZygoteCmd() *cobra.Command {
+	var background int
+	c := samplesCmd("zygote", "Fresh import vs zygote fork vs warm, for numpy and numpy+requests handlers",
+		func(ctx context.Context, exe, base string, n int, out io.Writer) error {
+			_, err := bench.Zygote(ctx, bench.ZygoteOptions{Hearth: exe, Base: base, N: n, Background: background, Out: out})
+			return err
+		})
+	c.Flags().IntVar(&background, "background", 0,
+		"CPU-bound processes (busy loops at nice 10) to run during the measurement, as on a busy host")
 	return c
 }
 

@@ -256,6 +256,7 @@ func writeReplayOut(dir string, res *replay.Result, stdout io.Writer) error {
 func newBenchReplayCmd() *cobra.Command {
 	var o bench.ReplayOptions
 	var dataDir string
+	var configs []string
 	cmd := &cobra.Command{
 		Use:   "replay",
 		Short: "PARSEC-style comparison: fresh vs SOCK-like vs Hearth on a trace replay",
@@ -265,7 +266,16 @@ same window against three fresh workers: fresh (--no-warm-cache
 --no-zygotes: every start a fresh interpreter), SOCK-like (--no-zygotes:
 lean sandboxes and the handler cache) and Hearth (everything on). It prints
 per-function mean response time and cold starts for each, with Hearth's
-improvement in percent (PARSEC's Tables III and IV).`,
+improvement in percent (PARSEC's Tables III and IV).
+
+By default it measures under memory pressure: --extra more functions of the
+trace join PARSEC's, every worker gets a warm budget small enough that
+paused sandboxes are evicted throughout (--warm-budget-mb, one unified LRU
+pool), and the configurations run interleaved, --repeat times. Each run
+reports its start paths, evictions and the memory held by paused sandboxes
+(read from the worker's status every --sample-every, plotted per
+repetition under --out), and, with --sim, the simulator's prediction for
+the same calls, given the start costs and paused memory the run measured.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			exe, err := os.Executable()
@@ -275,6 +285,9 @@ improvement in percent (PARSEC's Tables III and IV).`,
 			o.Hearth = exe
 			if o.Base == "" {
 				o.Base = filepath.Join(dataDir, "base")
+			}
+			if o.Configs, err = bench.PickReplayConfigs(configs); err != nil {
+				return fmt.Errorf("--configs: %w", err)
 			}
 			o.Out, o.Progress = cmd.OutOrStdout(), cmd.ErrOrStderr()
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt)
@@ -286,8 +299,8 @@ improvement in percent (PARSEC's Tables III and IV).`,
 	f := cmd.Flags()
 	f.StringVar(&o.TraceDir, "trace", "../shared/data/azure2019/sample100-min480-959", "Azure 2019 trace `dir`")
 	f.IntVar(&o.From, "from", 0, "first trace minute (default: the trace's first)")
-	f.IntVar(&o.Minutes, "minutes", 60, "trace minutes to replay")
-	f.Float64Var(&o.Speed, "speed", 12, "speed factor (12: an hour in 5 minutes per configuration)")
+	f.IntVar(&o.Minutes, "minutes", 9, "trace minutes to replay")
+	f.Float64Var(&o.Speed, "speed", 4, "speed factor (4: 9 minutes in 2m15s per run; the default workload's 1.2 calls/s fit two cores)")
 	f.IntVar(&o.Funcs, "functions", 8, "number of functions")
 	f.Float64Var(&o.HiRate, "hi-rate", 2.5, "highest target rate, calls per minute")
 	f.Float64Var(&o.LoRate, "lo-rate", 0.1, "lowest target rate, calls per minute")
@@ -295,7 +308,15 @@ improvement in percent (PARSEC's Tables III and IV).`,
 	f.Var(&o.Arrival, "arrival", "arrival model inside a minute: equidistant, uniform or exponential")
 	f.DurationVar(&o.ExecCap, "exec-cap", 2*time.Second, "longest sampled execution time; functions with a longer median are not picked")
 	f.IntVar(&o.MemCapMB, "mem-cap-mb", 64, "most memory a handler touches, MB")
-	f.StringVar(&o.OutDir, "out", "", "`dir` for each configuration's calls.csv and plots (default: none)")
+	f.IntVar(&o.Extra, "extra", 40, "more functions of the trace beyond PARSEC's, rates spread from --extra-hi-rate to --extra-lo-rate (0: none)")
+	f.Float64Var(&o.ExtraHiRate, "extra-hi-rate", 0.5, "highest target rate of the extra functions, calls per minute")
+	f.Float64Var(&o.ExtraLoRate, "extra-lo-rate", 0.05, "lowest target rate of the extra functions, calls per minute")
+	f.IntVar(&o.WarmBudgetMB, "warm-budget-mb", bench.DefaultPressureBudgetMB, "every worker's warm budget, one unified pool, MB (0: the workers' default, half the machine's memory)")
+	f.StringSliceVar(&configs, "configs", []string{"fresh", "sock-like", "hearth"}, "configurations to run, in this order (of fresh, sock-like, hearth)")
+	f.IntVar(&o.Repeat, "repeat", 3, "repetitions of the configurations, interleaved (fresh, sock-like, hearth, fresh, ...)")
+	f.DurationVar(&o.SampleEvery, "sample-every", 2*time.Second, "period of the status reads for the paused sandboxes' memory")
+	f.BoolVar(&o.Sim, "sim", true, "also run each run's workload in the simulator with its measured start costs and paused memory, and compare")
+	f.StringVar(&o.OutDir, "out", "", "`dir` for each run's calls.csv and plots, memory.csv and the paused-memory plots (default: none)")
 	f.StringVar(&o.Base, "base", "", "base image (default: DATA_DIR/base)")
 	f.StringVar(&dataDir, "data-dir", image.DefaultDataDir, "data directory holding the base image")
 	return cmd

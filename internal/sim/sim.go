@@ -66,6 +66,17 @@ type Config struct {
 	Check bool
 	// Progress, if set, is incremented as invocations are simulated.
 	Progress *atomic.Int64
+	// PerFunc counts invocations per function too (Result.Funcs), for
+	// comparing a small workload with a live run function by function.
+	PerFunc bool
+	// Queue, if positive, lets an invocation that finds no room wait for
+	// memory up to that long, as the live worker's requests do (its
+	// on_drop: queue): it retries, in arrival order, whenever a container
+	// is released, first for an idle container of its function and then
+	// for room, and is a drop only if its wait ends first. Its run starts
+	// when it gets a container. The partitions' Drops statistics then
+	// also count the failed tries.
+	Queue time.Duration
 }
 
 // Class aggregates the invocations of one class of functions.
@@ -131,14 +142,21 @@ type Result struct {
 	Parts             []pool.Stats  // final per-partition statistics
 	Samples           []Sample      // memory over time, every SampleEvery
 	Wall              time.Duration // real time the run took
+	// Funcs counts each function's invocations, by workload index, when
+	// Config.PerFunc is set (ColdTime and WarmTime included).
+	Funcs []Class
 
 	checks uint64
 }
 
-// completion is a busy container and when its invocation ends.
+// completion is a busy container and when its invocation ends. first
+// marks a container's first invocation, after which it is charged its
+// function's Paused size.
 type completion struct {
-	end time.Duration
-	id  pool.ID
+	end   time.Duration
+	id    pool.ID
+	fn    int32
+	first bool
 }
 
 // compHeap is a min-heap of completions by end time.
@@ -223,11 +241,19 @@ func Run(ctx context.Context, w Workload, cfg Config) (Result, error) {
 	small := make([]bool, n)
 	cold := make([]time.Duration, n)
 	for i, f := range w.Funcs {
+		if f.Paused < 0 {
+			return Result{}, fmt.Errorf("function %d: paused size %d bytes: %w", i, f.Paused, ErrConfig)
+		}
 		if fns[i], err = e.AddFunc(f.Size, f.Cold); err != nil {
 			return Result{}, fmt.Errorf("function %d: %w", i, err)
 		}
 		small[i] = f.Size <= smallMax
 		cold[i] = f.Cold
+	}
+	var per []Class
+	var scratch Class // counts nobody reads, when not per function
+	if cfg.PerFunc {
+		per = make([]Class, n)
 	}
 	every := cfg.SampleEvery
 	if every == 0 {
@@ -244,6 +270,67 @@ func Run(ctx context.Context, w Workload, cfg Config) (Result, error) {
 	src := w.Open()
 	var count, pending int64
 	last := time.Duration(0)
+
+	// Invocations waiting for memory (Config.Queue), in arrival order.
+	type waiter struct {
+		fn             int32
+		exec, deadline time.Duration
+	}
+	var waiting []waiter
+	var failedTries, timeouts uint64 // engine drops that are not outcomes; outcomes the engine did not count
+	classOf := func(fi int32) (*Class, *Class) {
+		c := &cls[1]
+		if small[fi] {
+			c = &cls[0]
+		}
+		pf := &scratch
+		if per != nil {
+			pf = &per[fi]
+		}
+		return c, pf
+	}
+	retry := func(now time.Duration) error {
+		kept := waiting[:0]
+		for _, wt := range waiting {
+			c, pf := classOf(wt.fn)
+			if wt.deadline < now {
+				c.Drops++
+				pf.Drops++
+				timeouts++
+				continue
+			}
+			end := now + wt.exec
+			id, ok := e.Acquire(fns[wt.fn], now)
+			if ok {
+				c.Hits++
+				pf.Hits++
+			} else {
+				var err error
+				id, _, err = e.Admit(fns[wt.fn], now)
+				if err != nil {
+					if !errors.Is(err, pool.ErrDrop) {
+						return fmt.Errorf("admitting at %v: %w", now, err)
+					}
+					failedTries++
+					kept = append(kept, wt)
+					continue
+				}
+				c.Misses++
+				c.ColdTime += cold[wt.fn]
+				pf.Misses++
+				pf.ColdTime += cold[wt.fn]
+				end += cold[wt.fn]
+			}
+			c.WarmTime += wt.exec
+			pf.WarmTime += wt.exec
+			comp.push(completion{end: end, id: id, fn: wt.fn, first: !ok})
+			if u := e.Used(); u > res.PeakUsed {
+				res.PeakUsed = u
+			}
+		}
+		waiting = kept
+		return nil
+	}
 
 	sample := func(at time.Duration) {
 		s := Sample{At: at, Used: e.Used(), Parts: make([]int64, e.Partitions())}
@@ -278,6 +365,16 @@ func Run(ctx context.Context, w Workload, cfg Config) (Result, error) {
 				if err := e.Release(c.id, c.end); err != nil {
 					return fmt.Errorf("releasing at %v: %w", c.end, err)
 				}
+				if p := w.Funcs[c.fn].Paused; c.first && p > 0 && p != w.Funcs[c.fn].Size {
+					if _, err := e.Resize(c.id, p); err != nil {
+						return fmt.Errorf("resizing at %v: %w", c.end, err)
+					}
+				}
+				if len(waiting) > 0 {
+					if err := retry(c.end); err != nil {
+						return err
+					}
+				}
 			case 2:
 				e.Expire(next)
 			case 3:
@@ -310,15 +407,14 @@ func Run(ctx context.Context, w Workload, cfg Config) (Result, error) {
 			return Result{}, err
 		}
 		fi := inv.Func
-		c := &cls[1]
-		if small[fi] {
-			c = &cls[0]
-		}
+		c, pf := classOf(fi)
 		c.Invocations++
+		pf.Invocations++
 		end := t + inv.Exec
 		id, ok := e.Acquire(fns[fi], t)
 		if ok {
 			c.Hits++
+			pf.Hits++
 		} else {
 			var err error
 			id, _, err = e.Admit(fns[fi], t)
@@ -326,15 +422,24 @@ func Run(ctx context.Context, w Workload, cfg Config) (Result, error) {
 				if !errors.Is(err, pool.ErrDrop) {
 					return Result{}, fmt.Errorf("admitting at %v: %w", t, err)
 				}
+				if cfg.Queue > 0 {
+					failedTries++
+					waiting = append(waiting, waiter{fn: fi, exec: inv.Exec, deadline: t + cfg.Queue})
+					goto next
+				}
 				c.Drops++
+				pf.Drops++
 				goto next
 			}
 			c.Misses++
 			c.ColdTime += cold[fi]
+			pf.Misses++
+			pf.ColdTime += cold[fi]
 			end += cold[fi]
 		}
 		c.WarmTime += inv.Exec
-		comp.push(completion{end, id})
+		pf.WarmTime += inv.Exec
+		comp.push(completion{end: end, id: id, fn: fi, first: !ok})
 		if u := e.Used(); u > res.PeakUsed {
 			res.PeakUsed = u
 		}
@@ -362,6 +467,18 @@ func Run(ctx context.Context, w Workload, cfg Config) (Result, error) {
 	if err := advance(endAt); err != nil {
 		return Result{}, err
 	}
+	// Invocations still waiting get their chance as containers finish.
+	for len(waiting) > 0 && len(comp) > 0 {
+		if err := advance(comp[0].end); err != nil {
+			return Result{}, err
+		}
+	}
+	for _, wt := range waiting {
+		c, pf := classOf(wt.fn)
+		c.Drops++
+		pf.Drops++
+		timeouts++
+	}
 	if every > 0 {
 		sample(endAt)
 	}
@@ -369,6 +486,7 @@ func Run(ctx context.Context, w Workload, cfg Config) (Result, error) {
 		return Result{}, fmt.Errorf("source yielded %d invocations, workload says %d: %w", count, w.Total, ErrConfig)
 	}
 	res.Small, res.Large = cls[0], cls[1]
+	res.Funcs = per
 	res.All.add(cls[0])
 	res.All.add(cls[1])
 	var engineCount uint64
@@ -380,6 +498,7 @@ func Run(ctx context.Context, w Workload, cfg Config) (Result, error) {
 		res.Prewarms += s.Prewarms
 		engineCount += s.Hits + s.Misses + s.Drops
 	}
+	engineCount = engineCount - failedTries + timeouts
 	// Every invocation must be counted exactly once, here and in the pool.
 	if all := res.All; all.Hits+all.Misses+all.Drops != uint64(count) || all.Invocations != uint64(count) || engineCount != uint64(count) {
 		return Result{}, fmt.Errorf("counted %d hits + %d misses + %d drops (pool: %d) for %d invocations", all.Hits, all.Misses, all.Drops, engineCount, count)

@@ -453,3 +453,77 @@ func BenchmarkDay(b *testing.B) {
 		b.Run(name, func(b *testing.B) { benchRun(b, "sample10-day", name, 256<<30) })
 	}
 }
+
+// TestPausedSizeAndPerFunc checks that a container is charged its
+// function's Paused size once its first invocation ends, as the live
+// worker charges a paused sandbox its measured memory, and that PerFunc
+// counts each function apart. Two 100 MiB functions in 150 MiB: charged
+// 100 MiB throughout, the second evicts the first, which starts cold
+// again; paused at 10 MiB, both stay.
+func TestPausedSizeAndPerFunc(t *testing.T) {
+	invs := []trace.Invocation{
+		{Func: 0, At: 0, Exec: time.Second},
+		{Func: 1, At: 2 * time.Second, Exec: time.Second},
+		{Func: 0, At: 4 * time.Second, Exec: time.Second},
+	}
+	for _, tc := range []struct {
+		paused       int64
+		misses0, hit int
+	}{{0, 2, 0}, {10 * MiB, 1, 1}} {
+		funcs := []Func{{Size: 100 * MiB, Cold: time.Second, Paused: tc.paused}, {Size: 100 * MiB, Cold: time.Second, Paused: tc.paused}}
+		w, err := FromInvocations(funcs, invs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := Run(context.Background(), w, Config{Policy: "lru", NewPolicy: mustPolicy(t, "lru", policy.Options{}),
+			Memory: 150 * MiB, PerFunc: true, Check: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(r.Funcs) != 2 {
+			t.Fatalf("paused %d: %d per-function counts, want 2", tc.paused, len(r.Funcs))
+		}
+		f0, f1 := r.Funcs[0], r.Funcs[1]
+		if f0.Invocations != 2 || f0.Misses != uint64(tc.misses0) || f0.Hits != uint64(tc.hit) || f1.Misses != 1 || f1.Invocations != 1 {
+			t.Errorf("paused %d MiB: f0 %+v, f1 %+v; want f0 %d misses %d hits", tc.paused/MiB, f0, f1, tc.misses0, tc.hit)
+		}
+		if r.All.Misses != f0.Misses+f1.Misses || r.All.Hits != f0.Hits+f1.Hits {
+			t.Errorf("per-function counts %+v %+v do not add up to %+v", f0, f1, r.All)
+		}
+	}
+}
+
+// TestQueue checks that with Config.Queue an invocation that finds no room
+// waits for a release, as the live worker's requests do, and is a drop
+// only if its wait ends first. f0 holds 100 of 150 MiB from 0 to 3 s; f1
+// (100 MiB) arrives at 1 s, and f0 again at 6 s.
+func TestQueue(t *testing.T) {
+	invs := []trace.Invocation{
+		{Func: 0, At: 0, Exec: 2 * time.Second},
+		{Func: 1, At: time.Second, Exec: time.Second},
+		{Func: 0, At: 6 * time.Second, Exec: time.Second},
+	}
+	funcs := []Func{{Size: 100 * MiB, Cold: time.Second}, {Size: 100 * MiB, Cold: time.Second}}
+	for _, tc := range []struct {
+		queue                time.Duration
+		misses1, drops1, ms0 uint64
+	}{
+		{0, 0, 1, 1},               // dropped at once; f0 stays warm
+		{time.Second, 0, 1, 1},     // gave up at 2 s, before the release at 3 s
+		{5 * time.Second, 1, 0, 2}, // ran from 3 s, evicting f0, which starts cold again
+	} {
+		w, err := FromInvocations(funcs, invs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := Run(context.Background(), w, Config{Policy: "lru", NewPolicy: mustPolicy(t, "lru", policy.Options{}),
+			Memory: 150 * MiB, PerFunc: true, Check: true, Queue: tc.queue})
+		if err != nil {
+			t.Fatalf("queue %v: %v", tc.queue, err)
+		}
+		f0, f1 := r.Funcs[0], r.Funcs[1]
+		if f1.Misses != tc.misses1 || f1.Drops != tc.drops1 || f0.Misses != tc.ms0 || f1.Invocations != 1 || f0.Invocations != 2 {
+			t.Errorf("queue %v: f0 %+v, f1 %+v; want f0 %d misses, f1 %d misses %d drops", tc.queue, f0, f1, tc.ms0, tc.misses1, tc.drops1)
+		}
+	}
+}

@@ -15,6 +15,12 @@ const MiB = 1 << 20
 type Func struct {
 	Size int64         // container memory in bytes
 	Cold time.Duration // cold-start cost added to a cold invocation
+	// Paused, if positive, is what a container is charged from the end
+	// of its first invocation on; until then it is charged Size. The live
+	// worker charges a new sandbox its declared limit and, once it has
+	// paused it, its measured memory: far less for a forked sandbox,
+	// whose shared pages its zygote is charged. 0 charges Size throughout.
+	Paused int64
 }
 
 // Source yields invocations in non-decreasing arrival order;

@@ -1,0 +1,294 @@
+package bench
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// backgroundNice is the nice value of the background load: busy CPUs, as
+// on a production host, without starving what is measured outright.
+const backgroundNice = 10
+
+// Load is n CPU-bound processes (shell busy loops) at nice 10, started by a
+// benchmark to measure under CPU contention.
+type Load struct {
+	cmds []*exec.Cmd
+}
+
+// StartLoad starts n busy loops. The caller must Stop them; they also die
+// with the benchmark (parent-death signal) if it is killed.
+func StartLoad(n int) (_ *Load, err error) {
+	l := &Load{}
+	defer func() {
+		if err != nil {
+			l.Stop()
+		}
+	}()
+	for range n {
+		cmd := exec.Command("/bin/sh", "-c", "while :; do :; done")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		if err := cmd.Start(); err != nil {
+			return nil, fmt.Errorf("background load: %w", err)
+		}
+		l.cmds = append(l.cmds, cmd)
+		if err := unix.Setpriority(unix.PRIO_PROCESS, cmd.Process.Pid, backgroundNice); err != nil {
+			return nil, fmt.Errorf("background load: nice: %w", err)
+		}
+	}
+	return l, nil
+}
+
+// Stop kills and reaps the loops.
+func (l *Load) Stop() {
+	for _, c := range l.cmds {
+		c.Process.Kill()
+		c.Wait()
+	}
+	l.cmds = nil
+}
+
+// CPUKinds name who spent CPU on a worker's starts; see Worker.CPU.
+var CPUKinds = []string{"worker", "reaped", "hearth-init", "zygote", "function", "exited"}
+
+// CPUUse is CPU time by kind.
+type CPUUse map[string]time.Duration
+
+// Sub returns u - v by kind.
+func (u CPUUse) Sub(v CPUUse) CPUUse {
+	d := CPUUse{}
+	for k, x := range u {
+		d[k] = x - v[k]
+	}
+	return d
+}
+
+// Total sums the kinds.
+func (u CPUUse) Total() time.Duration {
+	var t time.Duration
+	for _, x := range u {
+		t += x
+	}
+	return t
+}
+
+// cpuacctRoot is the cgroup v1 cpuacct hierarchy. The worker does not use
+// it: each process stays in the cpuacct group it was born in, so one
+// group made for the worker counts everything it starts, alive or gone.
+const cpuacctRoot = "/sys/fs/cgroup/cpuacct"
+
+// CPU reads the CPU time w and the processes it started have used so far.
+// The total comes from w's cpuacct group, and is split among the processes
+// alive now by what they are: "worker" is the hearth up process itself
+// (all its threads), "reaped" the children it waited for (hearth-init of
+// gone sandboxes, tools), "hearth-init", "zygote" (in a zygote's cgroup)
+// and "function" (a sandbox's Python runtime, forked or not, spares
+// included) those alive, and "exited" the rest: what processes gone and
+// not waited for by a live one spent, mostly torn-down sandboxes. Between
+// two readings, a process that dies moves what it had spent from its kind
+// to "exited"; the total is exact. Without cpuacct (w.acct empty) there
+// is no "exited".
+func (w *Worker) CPU() (CPUUse, error) {
+	u := CPUUse{}
+	procs, err := descendants(w.cmd.Process.Pid)
+	if err != nil {
+		return nil, err
+	}
+	var split time.Duration
+	for _, p := range procs {
+		kind := "function"
+		switch {
+		case p.pid == w.cmd.Process.Pid:
+			kind = "worker"
+			u["reaped"] += p.children
+			split += p.children
+		case p.comm == "hearth-init":
+			kind = "hearth-init"
+			u[kind] += p.children
+			split += p.children
+		case p.zygote:
+			kind = "zygote"
+		}
+		u[kind] += p.self
+		split += p.self
+	}
+	if w.acct != "" {
+		total, err := cpuacctUsage(w.acct)
+		if err != nil {
+			return nil, err
+		}
+		u["exited"] = total - split
+	}
+	return u, nil
+}
+
+// proc is one process's CPU time.
+type proc struct {
+	pid, ppid int
+	comm      string
+	zygote    bool
+	self      time.Duration // utime + stime, all threads
+	children  time.Duration // cutime + cstime: the children it waited for
+}
+
+// descendants returns root and the processes under it.
+func descendants(root int) ([]proc, error) {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	kids := map[int][]proc{}
+	var top *proc
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		p, err := readProc(pid)
+		if err != nil {
+			continue // gone meanwhile
+		}
+		if pid == root {
+			top = &p
+		}
+		kids[p.ppid] = append(kids[p.ppid], p)
+	}
+	if top == nil {
+		return nil, fmt.Errorf("worker %d: %w", root, os.ErrNotExist)
+	}
+	out := []proc{*top}
+	for i := 0; i < len(out); i++ {
+		out = append(out, kids[out[i].pid]...)
+	}
+	return out, nil
+}
+
+// readProc reads /proc/PID/stat, and the command line of a python3.
+func readProc(pid int) (proc, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return proc{}, err
+	}
+	// The command, which may hold spaces, is in parentheses.
+	s := string(b)
+	i, j := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+	if i < 0 || j < i {
+		return proc{}, fmt.Errorf("/proc/%d/stat: no command", pid)
+	}
+	p := proc{pid: pid, comm: s[i+1 : j]}
+	f := strings.Fields(s[j+1:])
+	// f[0] is field 3 (state): ppid is field 4, utime, stime, cutime and
+	// cstime fields 14 to 17.
+	if len(f) < 15 {
+		return proc{}, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
+	}
+	var v [5]int64
+	for k, x := range []string{f[1], f[11], f[12], f[13], f[14]} {
+		if v[k], err = strconv.ParseInt(x, 10, 64); err != nil {
+			return proc{}, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+		}
+	}
+	// USER_HZ is 100 on every Linux ABI Go supports.
+	tick := 10 * time.Millisecond
+	p.ppid = int(v[0])
+	p.self = time.Duration(v[1]+v[2]) * tick
+	p.children = time.Duration(v[3]+v[4]) * tick
+	if strings.HasPrefix(p.comm, "python") {
+		p.zygote = inZygoteGroup(pid)
+	}
+	return p, nil
+}
+
+// inZygoteGroup says whether pid is in a zygote's cgroup: a forked child
+// runs the zygote's program too, but the worker moves it into its
+// sandbox's.
+func inZygoteGroup(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		return false
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		// hierarchy-ID:controllers:path; cgroup v2's line has none.
+		f := strings.SplitN(l, ":", 3)
+		if len(f) == 3 && f[1] != "" && strings.HasPrefix(filepath.Base(f[2]), "zygote") {
+			return true
+		}
+	}
+	return false
+}
+
+// newAcct makes a cpuacct group for a worker, or returns "" where there
+// is no cgroup v1 cpuacct hierarchy.
+func newAcct(name string) string {
+	if _, err := os.Stat(filepath.Join(cpuacctRoot, "cpuacct.usage")); err != nil {
+		return ""
+	}
+	dir := filepath.Join(cpuacctRoot, name)
+	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+		return ""
+	}
+	return dir
+}
+
+// removeAcct removes a worker's cpuacct group once its last process is
+// gone (a dying sandbox may take a moment).
+func removeAcct(dir string) {
+	if dir == "" {
+		return
+	}
+	for range 100 {
+		if err := os.Remove(dir); err == nil || errors.Is(err, os.ErrNotExist) {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// cpuacctUsage reads a cgroup v1 cpuacct.usage (ns).
+func cpuacctUsage(dir string) (time.Duration, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "cpuacct.usage"))
+	if err != nil {
+		return 0, err
+	}
+	v, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", dir, err)
+	}
+	return time.Duration(v), nil
+}
+
+// CPUPerStart is the CPU a worker spent per start over a run of starts.
+type CPUPerStart struct {
+	Name   string
+	Starts int
+	Used   CPUUse
+}
+
+// cpuTable prints CPU per start by kind, in ms.
+func cpuTable(w io.Writer, rows []CPUPerStart) {
+	fmt.Fprintf(w, "%-22s %6s", "CPU ms per start", "starts")
+	for _, k := range CPUKinds {
+		fmt.Fprintf(w, " %12s", k)
+	}
+	fmt.Fprintf(w, " %8s\n", "total")
+	for _, r := range rows {
+		fmt.Fprintf(w, "%-22s %6d", r.Name, r.Starts)
+		for _, k := range CPUKinds {
+			if x, ok := r.Used[k]; ok {
+				fmt.Fprintf(w, " %12.2f", float64(x)/1e6/float64(r.Starts))
+			} else {
+				fmt.Fprintf(w, " %12s", "-")
+			}
+		}
+		fmt.Fprintf(w, " %8.2f\n", float64(r.Used.Total())/1e6/float64(r.Starts))
+	}
+}

@@ -210,6 +210,19 @@ func (w *worker) assertClean() {
 	if s := strings.TrimSpace(string(out)); s != "" {
 		w.t.Errorf("hearth-init processes left: %s", s)
 	}
+	// The reaper ends once it has swept (and written what it found into
+	// the data dir, which the test's clean-up removes next).
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		out, _ := exec.Command("pgrep", "-f", "hearth reap --data-dir "+w.dataDir).Output()
+		s := strings.TrimSpace(string(out))
+		if s == "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			w.t.Errorf("the worker's reaper still runs: %s", s)
+			break
+		}
+	}
 }
 
 // cgroupsLeft lists cgroup dirs named parent (or the install cache's

@@ -68,8 +68,12 @@ func StartWorker(ctx context.Context, hearth, base string, extra ...string) (*Wo
 		return nil, err
 	}
 	parent := fmt.Sprintf("hearth-bench-%d", os.Getpid())
+	// The benchmark is one client standing for many: the caps that keep
+	// one address from taking the worker (64 requests in flight) would
+	// cut its bursts short.
 	args := append([]string{"up", "--listen", addr, "--data-dir", dir, "--base", base,
-		"--cgroup-parent", parent, "--log-level", "warn"}, extra...)
+		"--cgroup-parent", parent, "--log-level", "warn",
+		"--max-requests-per-ip", "-1", "--max-conns-per-ip", "-1"}, extra...)
 	w := &Worker{URL: "http://" + addr, dir: dir, out: &LockedBuffer{}}
 	w.Client = client.New(w.URL, "")
 	w.cmd = exec.Command(hearth, args...)

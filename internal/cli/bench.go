@@ -17,25 +17,36 @@ import (
 
 func newBenchCmd() *cobra.Command {
 	b := &cobra.Command{Use: "bench", Short: "Run benchmarks against a real worker"}
+	var worker string
+	b.PersistentFlags().StringVar(&worker, "worker", "",
+		"hearth binary whose workers are measured, e.g. an earlier build to compare with (default: this one)")
+	// The binary the workers run; the benchmark itself (its clients and
+	// tables) is always this one's, so two builds are measured alike.
+	bin := func() (string, error) {
+		if worker != "" {
+			return worker, nil
+		}
+		return os.Executable()
+	}
 	b.AddCommand(
-		samplesCmd("startup", "Warm and cold invoke latency, against bare python3 started in the same run",
+		samplesCmd(bin, "startup", "Warm and cold invoke latency, against bare python3 started in the same run",
 			func(ctx context.Context, exe, base string, n int, out io.Writer) error {
 				_, err := bench.Startup(ctx, bench.StartupOptions{Hearth: exe, Base: base, N: n, Out: out})
 				return err
 			}),
-		newBenchZygoteCmd(),
-		samplesCmd("lambda", "Warm invoke through the Lambda API (SigV4) against /v1 in the same run, and the signature check alone",
+		newBenchZygoteCmd(bin),
+		samplesCmd(bin, "lambda", "Warm invoke through the Lambda API (SigV4) against /v1 in the same run, and the signature check alone",
 			func(ctx context.Context, exe, base string, n int, out io.Writer) error {
 				_, err := bench.LambdaAPI(ctx, bench.LambdaOptions{Hearth: exe, Base: base, N: n, Out: out})
 				return err
 			}),
-		newBenchReplayCmd(), newBenchConcurrencyCmd(), newBenchSnapshotCmd(), newBenchChurnCmd())
+		newBenchReplayCmd(bin), newBenchConcurrencyCmd(bin), newBenchSnapshotCmd(bin), newBenchChurnCmd(bin))
 	return b
 }
 
 // samplesCmd is a benchmark that takes the hearth binary, a base image and
 // a sample count.
-func samplesCmd(use, short string, run func(ctx context.Context, exe, base string, n int, out io.Writer) error) *cobra.Command {
+func samplesCmd(bin func() (string, error), use, short string, run func(ctx context.Context, exe, base string, n int, out io.Writer) error) *cobra.Command {
 	var n int
 	var base, dataDir string
 	c := &cobra.Command{
@@ -43,7 +54,7 @@ func samplesCmd(use, short string, run func(ctx context.Context, exe, base strin
 		Short: short,
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			exe, err := os.Executable()
+			exe, err := bin()
 			if err != nil {
 				return err
 			}
@@ -63,9 +74,9 @@ func samplesCmd(use, short string, run func(ctx context.Context, exe, base strin
 	return c
 }
 
-func newBenchZygoteCmd() *cobra.Command {
+func newBenchZygoteCmd(bin func() (string, error)) *cobra.Command {
 	var background int
-	c := samplesCmd("zygote", "Fresh import vs zygote fork vs warm, for numpy and numpy+requests handlers",
+	c := samplesCmd(bin, "zygote", "Fresh import vs zygote fork vs warm, for numpy and numpy+requests handlers",
 		func(ctx context.Context, exe, base string, n int, out io.Writer) error {
 			_, err := bench.Zygote(ctx, bench.ZygoteOptions{Hearth: exe, Base: base, N: n, Background: background, Out: out})
 			return err
@@ -75,7 +86,7 @@ func newBenchZygoteCmd() *cobra.Command {
 	return c
 }
 
-func newBenchSnapshotCmd() *cobra.Command {
+func newBenchSnapshotCmd(bin func() (string, error)) *cobra.Command {
 	var o bench.SnapshotOptions
 	var dataDir string
 	cmd := &cobra.Command{
@@ -89,7 +100,7 @@ restored on that worker from its cached copy. Without --s3-endpoint a
 versitygw is started on loopback.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			exe, err := os.Executable()
+			exe, err := bin()
 			if err != nil {
 				return err
 			}
@@ -126,7 +137,7 @@ versitygw is started on loopback.`,
 	return cmd
 }
 
-func newBenchConcurrencyCmd() *cobra.Command {
+func newBenchConcurrencyCmd(bin func() (string, error)) *cobra.Command {
 	var base, dataDir, subnet string
 	var ns []int
 	var rounds int
@@ -135,7 +146,7 @@ func newBenchConcurrencyCmd() *cobra.Command {
 		Short: "Bursts of concurrent cold starts: host network vs isolated, pooled vs unpooled; PCPM Table 1",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			exe, err := os.Executable()
+			exe, err := bin()
 			if err != nil {
 				return err
 			}
@@ -162,7 +173,7 @@ func newBenchConcurrencyCmd() *cobra.Command {
 	return c
 }
 
-func newBenchChurnCmd() *cobra.Command {
+func newBenchChurnCmd(bin func() (string, error)) *cobra.Command {
 	var o bench.ChurnOptions
 	var dataDir string
 	c := &cobra.Command{
@@ -177,7 +188,7 @@ worker keeps per function must go with the function: after the first
 cycles the figures should stay flat.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			exe, err := os.Executable()
+			exe, err := bin()
 			if err != nil {
 				return err
 			}

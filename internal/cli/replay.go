@@ -253,7 +253,7 @@ func writeReplayOut(dir string, res *replay.Result, stdout io.Writer) error {
 }
 
 // newBenchReplayCmd is `hearth bench replay`, the PARSEC comparison.
-func newBenchReplayCmd() *cobra.Command {
+func newBenchReplayCmd(bin func() (string, error)) *cobra.Command {
 	var o bench.ReplayOptions
 	var dataDir string
 	var configs []string
@@ -278,7 +278,7 @@ repetition under --out), and, with --sim, the simulator's prediction for
 the same calls, given the start costs and paused memory the run measured.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			exe, err := os.Executable()
+			exe, err := bin()
 			if err != nil {
 				return err
 			}

@@ -15,7 +15,6 @@ import (
 	"github.com/hearth-run/hearth/internal/image"
 	"github.com/hearth-run/hearth/internal/netns"
 	"github.com/hearth-run/hearth/internal/sandbox"
-	"github.com/hearth-run/hearth/internal/sched"
 	"github.com/hearth-run/hearth/internal/snapshot"
 )
 
@@ -130,12 +129,6 @@ func runDoctor(ctx context.Context, cfg doctorConfig, w io.Writer) int {
 		report(false, false, "zygotes", "off: every start without a snapshot is cold: "+err.Error())
 	} else {
 		report(true, false, "zygotes", "unprivileged zygotes can fork children into user namespaces of their own")
-	}
-
-	if err := sched.SetSlice(defaultSchedSlice); err != nil {
-		report(false, false, "sched slice", "the kernel's own: on a busy CPU each process of a start waits for the running task's slice: "+err.Error())
-	} else {
-		report(true, false, "sched slice", fmt.Sprintf("the worker and its sandboxes ask for %s slices (sched_slice): a woken process of a start runs at once", defaultSchedSlice))
 	}
 
 	a := snapshot.Probe(ctx, cfg.CRIURoot)

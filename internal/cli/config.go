@@ -21,10 +21,6 @@ import (
 // DefaultListen is the worker's default address: loopback only.
 const DefaultListen = "127.0.0.1:7878"
 
-// defaultSchedSlice is the scheduler slice a worker asks for (see
-// internal/sched), measured with `hearth bench zygote --background`.
-const defaultSchedSlice = 100 * time.Microsecond
-
 // defaultPools is the warm pool split when none is set: KiSS's two pools.
 const defaultPools = "80/20"
 
@@ -57,14 +53,11 @@ type Config struct {
 	// (default 1000); `hearth logs` says when older ones were dropped.
 	LogLines int `yaml:"log_lines"`
 	// LogsMB bounds the output lines kept of all functions (default 16).
-	LogsMB int64 `yaml:"logs_mb"`
-	// SchedSlice is the scheduler slice the worker and everything it
-	// starts ask for (default defaultSchedSlice; "off": the kernel's).
-	SchedSlice offDuration `yaml:"sched_slice"`
-	Mirror     string      `yaml:"mirror"`
-	NoWarm     bool        `yaml:"no_warm_cache"`
-	NoZygotes  bool        `yaml:"no_zygotes"`
-	ZygoteTree string      `yaml:"zygote_tree"`
+	LogsMB     int64  `yaml:"logs_mb"`
+	Mirror     string `yaml:"mirror"`
+	NoWarm     bool   `yaml:"no_warm_cache"`
+	NoZygotes  bool   `yaml:"no_zygotes"`
+	ZygoteTree string `yaml:"zygote_tree"`
 	// NoSnapshots switches function snapshots off (issue 6).
 	NoSnapshots bool `yaml:"no_snapshots"`
 	// PreMade is how many empty sandboxes wait for zygote forks (default
@@ -198,7 +191,6 @@ func upFlags(f *pflag.FlagSet, c *Config) {
 	f.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info (default), warn or error")
 	f.IntVar(&c.LogLines, "log-lines", c.LogLines, "output lines kept per function, for hearth logs (default 1000)")
 	f.Int64Var(&c.LogsMB, "logs-mb", c.LogsMB, "bound on the output lines kept of all functions, MB (default 16)")
-	f.Var(&c.SchedSlice, "sched-slice", `scheduler slice of the worker and of all it starts, 100µs to 100ms: a short one lets each process of a start run as soon as it is woken on a busy CPU (default `+defaultSchedSlice.String()+`; "off": the kernel's)`)
 	f.BoolVar(&c.NoWarm, "no-warm-cache", c.NoWarm, "destroy sandboxes after each call (every call starts cold)")
 	f.BoolVar(&c.Resources.NoPools, "no-pools", c.Resources.NoPools, "make cgroups and network namespaces on the critical path (no pre-made resources)")
 	f.IntVar(&c.Resources.Cgroups, "cgroup-pool", c.Resources.Cgroups, "pre-made cgroups kept ready (default 16)")

@@ -49,7 +49,6 @@ cgroup_parent: hearth-test
 log_level: debug
 log_lines: 500
 logs_mb: 8
-sched_slice: 250us
 mirror: http://deb.example/debian
 no_warm_cache: true
 no_zygotes: true
@@ -152,11 +151,11 @@ func TestConfigEveryKey(t *testing.T) {
 	}
 	check("top level", []any{cfg.Listen, cfg.DataDir, cfg.Base, cfg.Init, cfg.Token, cfg.WarmBudgetMB, cfg.PidsLimit,
 		cfg.CPUsPerGB, cfg.ScratchMB, cfg.MaxBodyMB, cfg.MaxArchiveMB, cfg.MaxFiles, cfg.QueueTimeout, cfg.CgroupParent,
-		cfg.LogLevel, cfg.LogLines, cfg.LogsMB, cfg.SchedSlice, cfg.Mirror, cfg.NoWarm, cfg.NoZygotes, cfg.ZygoteTree, cfg.NoSnapshots,
+		cfg.LogLevel, cfg.LogLines, cfg.LogsMB, cfg.Mirror, cfg.NoWarm, cfg.NoZygotes, cfg.ZygoteTree, cfg.NoSnapshots,
 		cfg.PreMade, cfg.Spares, cfg.MaxSpares, cfg.AllowHostNetwork, cfg.OpenInvoke, cfg.OpenInvokePublic},
 		[]any{"127.0.0.1:9999", "/srv/hearth", "/srv/base", "/srv/hearth-init", "secret", int64(3000), int64(99),
 			4.5, int64(256), int64(7), int64(51), 1234, 300 * time.Millisecond, "hearth-test",
-			"debug", 500, int64(8), offDuration(250 * time.Microsecond), "http://deb.example/debian", true, true, "/srv/plan.json", true,
+			"debug", 500, int64(8), "http://deb.example/debian", true, true, "/srv/plan.json", true,
 			-1, 3, 64, true, true, true})
 
 	pc, err := poolConfig(cfg)
@@ -235,7 +234,6 @@ func TestConfigDefaults(t *testing.T) {
 func TestConfigRefused(t *testing.T) {
 	for _, c := range []struct{ yaml, want string }{
 		{"nosuch: 1\n", "nosuch"},
-		{"sched_slice: 0s\n", "line 1"},
 		{"zygote:\n  python: /bin/sh\n", "python"},
 		{"zygote:\n  memory_budget: 1\n", "memory_budget"},
 		{"hist:\n  head: 0.1\n", "head"},

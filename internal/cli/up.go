@@ -23,7 +23,6 @@ import (
 	"github.com/hearth-run/hearth/internal/function"
 	"github.com/hearth-run/hearth/internal/image"
 	"github.com/hearth-run/hearth/internal/registry"
-	"github.com/hearth-run/hearth/internal/sched"
 	"github.com/hearth-run/hearth/internal/worker"
 	"github.com/hearth-run/hearth/internal/zygote"
 )
@@ -116,9 +115,6 @@ func runUp(ctx context.Context, cfg Config) error {
 		return err
 	}
 	if err := checkOpenInvoke(cfg); err != nil {
-		return err
-	}
-	if err := setSlice(cfg.SchedSlice, log); err != nil {
 		return err
 	}
 	// One worker per data dir; then sweep what a predecessor left (its
@@ -431,28 +427,4 @@ func hostPaths(dataDir, base, initPath string) []string {
 		paths = append(paths, exe)
 	}
 	return paths
-}
-
-// setSlice gives the worker, and so everything it starts, the configured
-// scheduler slice (see internal/sched); a kernel without custom slices
-// keeps its own, and the worker says so.
-func setSlice(d offDuration, log *slog.Logger) error {
-	if d < 0 {
-		return nil
-	}
-	if d == 0 {
-		d = offDuration(defaultSchedSlice)
-	}
-	if v := time.Duration(d); v < sched.MinSlice || v > sched.MaxSlice {
-		return fmt.Errorf("sched_slice %s: not within [%s, %s] (or \"off\")", v, sched.MinSlice, sched.MaxSlice)
-	}
-	switch err := sched.SetSlice(time.Duration(d)); {
-	case errors.Is(err, sched.ErrUnsupported):
-		log.Info("scheduler slice: the kernel's own", "reason", err)
-	case err != nil:
-		log.Warn("scheduler slice: the kernel's own", "err", err)
-	default:
-		log.Debug("scheduler slice", "slice", time.Duration(d))
-	}
-	return nil
 }

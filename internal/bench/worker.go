@@ -1,10 +1,10 @@
 package bench
 
 import (
-	"errors"
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"

@@ -178,6 +178,7 @@ func TestReplayBenchLive(t *testing.T) {
 	}
 	var order []string
 	var last time.Time
+	pausedSeen := map[string]bool{}
 	evictions := uint64(0)
 	for i, runs := range rep.Runs {
 		if len(runs) != 3 {
@@ -220,8 +221,11 @@ func TestReplayBenchLive(t *testing.T) {
 				if len(run.Mem) < 2 {
 					t.Errorf("%s: %d memory samples over a run of seconds at 100 ms", c.Name, len(run.Mem))
 				}
-				if _, peak, _ := run.memStats(); peak <= 0 {
-					t.Errorf("%s: no paused memory seen in %d samples", c.Name, len(run.Mem))
+				// Whether a sandbox is paused at a sample's instant depends
+				// on the host's pace (a busy one overlaps the calls): asked
+				// of all the repetitions together, below.
+				if _, peak, _ := run.memStats(); peak > 0 {
+					pausedSeen[c.Name] = true
 				}
 				if run.Sim == nil || len(run.Sim.Funcs) != 4 {
 					t.Fatalf("%s: no per-function prediction: %+v", c.Name, run.Sim)
@@ -244,6 +248,11 @@ func TestReplayBenchLive(t *testing.T) {
 	}
 	if evictions == 0 {
 		t.Errorf("sock-like evicted nothing with room for two busy sandboxes and little more")
+	}
+	for _, c := range []string{"sock-like", "hearth"} {
+		if !pausedSeen[c] {
+			t.Errorf("%s: no paused memory seen in any repetition", c)
+		}
 	}
 	for _, f := range []string{"memory.csv", "paused-memory-rep1.png", "paused-memory-rep2.png"} {
 		if st, err := os.Stat(filepath.Join(dir, f)); err != nil || st.Size() == 0 {

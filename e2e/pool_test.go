@@ -98,7 +98,10 @@ func sandboxesOf(st hw.Status, fn string) int {
 }
 
 func TestWarmPoolEvictsLRUAndReports(t *testing.T) {
-	w := startWorker(t, "--config", writeConfig(t, "warm_budget_mb: 300\npools: unified\npolicy: lru\n"))
+	// Charged memory_mb until paused, so that a new sandbox's charge does
+	// not depend on what its function's last sandboxes were measured to
+	// take (TestWarmPoolStartChargeIsMeasuredPeak).
+	w := startWorker(t, "--config", writeConfig(t, "warm_budget_mb: 300\npools: unified\npolicy: lru\npool_charge: declared\n"))
 	for _, n := range []string{"a", "b", "c", "d"} {
 		// No snapshots: whether a restore beats a fresh start depends on
 		// the machine's load, and this test wants the fresh starts.
@@ -194,6 +197,56 @@ func count(xs []int, x int) int {
 		}
 	}
 	return n
+}
+
+// TestWarmPoolStartChargeIsMeasuredPeak: once a function's sandbox has
+// been measured, a new one is charged that peak (with its margin), not
+// memory_mb, so four concurrent calls fit where two 128 MB sandboxes
+// would fill the pool; charged memory_mb (the control), one is refused.
+func TestWarmPoolStartChargeIsMeasuredPeak(t *testing.T) {
+	for _, charge := range []string{"peak", "declared"} {
+		t.Run(charge, func(t *testing.T) {
+			w := startWorker(t, "--config", writeConfig(t, "warm_budget_mb: 300\npools: unified\non_drop: reject\npool_charge: "+charge+"\n"))
+			w.deployDir("slow", fn(t, "f.py", sleeper, "function.yaml", "memory_mb: 128\nmax_concurrency: 8\n"))
+			st := w.status()
+			if st.Charge != charge {
+				t.Errorf("status charge %q, want %q", st.Charge, charge)
+			}
+			w.mustInvoke("slow", "{}")
+			st = w.waitPaused()
+			var sc hw.StartCharge
+			for _, c := range st.Charges {
+				if c.Function == "slow" {
+					sc = c
+				}
+			}
+			if sc.Declared != 128<<20 {
+				t.Fatalf("charges %+v: slow's declared %d, want 128 MiB", st.Charges, sc.Declared)
+			}
+			if charge == "peak" {
+				want := min(sc.Declared, sc.Peak+max(sc.Peak/4, 8<<20))
+				t.Logf("start charge %+v", sc)
+				if sc.Peak <= 0 || sc.Start != want || sc.Start > 64<<20 {
+					t.Fatalf("start charge %+v, want the measured peak plus its margin, at most 64 MiB", sc)
+				}
+			} else if sc.Start != sc.Declared || sc.Peak != 0 {
+				t.Fatalf("start charge %+v, want memory_mb and no peak", sc)
+			}
+			codes, _, bodies := w.concurrently(4, "slow", `{"s": 1}`)
+			switch refused := count(codes, 503); {
+			case count(codes, 200)+refused != 4:
+				t.Fatalf("codes %v, want 200 or 503; %q", codes, bodies)
+			case charge == "peak" && refused != 0:
+				t.Errorf("charged the peak (%d MiB), %d of 4 concurrent calls refused: %q", sc.Start>>20, refused, bodies)
+			case charge == "declared" && refused == 0:
+				t.Errorf("charged memory_mb, all 4 concurrent calls fit in 300 MB: %v", codes)
+			}
+			st = w.waitPaused()
+			if p := poolNamed(t, st, "unified"); p.Used > p.Capacity {
+				t.Errorf("pool %+v over its capacity once paused", p)
+			}
+		})
+	}
 }
 
 func TestWarmPoolDropIs503WithRetryAfter(t *testing.T) {

@@ -44,6 +44,23 @@ type Status struct {
 	WarmBudget int64         `json:"warm_budget_bytes"`
 	Policy     string        `json:"policy"`
 	Pools      []PoolStatus  `json:"pools"`
+	// Charge is what the warm pool charges a new sandbox until it is
+	// paused and measured: "peak" or "declared". Charges lists each
+	// function revision's.
+	Charge  string        `json:"charge"`
+	Charges []StartCharge `json:"charges"`
+}
+
+// StartCharge is what the warm pool charges a new sandbox of a function
+// revision, busy until it is paused and measured.
+type StartCharge struct {
+	Function string `json:"function"`
+	Revision string `json:"revision"`
+	Declared int64  `json:"declared_bytes"` // its memory limit
+	// Peak is the highest peak memory of its last sandboxes after a call
+	// (0 before the first, or where the pool charges declared).
+	Peak  int64 `json:"peak_bytes"`
+	Start int64 `json:"start_bytes"`
 }
 
 // Tiers says which cache tiers are on; each can be switched off so that

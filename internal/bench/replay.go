@@ -29,15 +29,21 @@ type ReplayConfig struct {
 	Flags []string
 }
 
-// ReplayConfigs returns the three configurations of the PARSEC comparison:
+// ReplayConfigs returns the configurations of the PARSEC comparison:
 // fresh (every start a fresh interpreter, nothing kept warm, a Docker-like
 // baseline), SOCK-like (lean sandboxes and the handler cache, no zygotes,
-// no snapshots) and Hearth (everything on).
+// no snapshots, and OpenLambda's charge of a new sandbox: its memory
+// limit until paused) and Hearth (everything on), and two that tell the
+// parts of Hearth's gain apart: SOCK-like charged its measured peaks as
+// Hearth is (sock-peak), and Hearth charged memory limits (hearth-declared).
+// The first three are the default.
 func ReplayConfigs() []ReplayConfig {
 	return []ReplayConfig{
-		{"fresh", []string{"--fresh"}},
-		{"sock-like", []string{"--no-zygotes", "--no-snapshots"}},
+		{"fresh", []string{"--fresh", "--pool-charge=declared"}},
+		{"sock-like", []string{"--no-zygotes", "--no-snapshots", "--pool-charge=declared"}},
 		{"hearth", nil},
+		{"sock-peak", []string{"--no-zygotes", "--no-snapshots", "--pool-charge=peak"}},
+		{"hearth-declared", []string{"--pool-charge=declared"}},
 	}
 }
 
@@ -124,7 +130,8 @@ type ReplayOptions struct {
 	// with the start costs and paused memory the run measured, and
 	// compares its non-warm starts with the run's.
 	Sim bool
-	// Configs are the worker configurations (default ReplayConfigs).
+	// Configs are the worker configurations (default the first three of
+	// ReplayConfigs).
 	Configs []ReplayConfig
 	// OutDir, if set, receives each run's CSV and plots and the memory
 	// plots.
@@ -164,6 +171,9 @@ type ReplayRun struct {
 	Paused []int64
 	// Pools is the warm pool's state at the end of the run.
 	Pools []types.PoolStatus
+	// Charges are the start charges of its functions at the end of the
+	// run (types.Status.Charges).
+	Charges []types.StartCharge
 	// Sim is the simulator's prediction for the run, if asked for.
 	Sim *sim.Result
 	// StopErr is how the run's worker failed to stop cleanly, if it did.
@@ -235,7 +245,8 @@ func upFlags(hearth string, progress io.Writer) (map[string]bool, error) {
 	have := map[string]bool{}
 	for _, c := range ReplayConfigs() {
 		for _, f := range c.Flags {
-			have[f] = strings.Contains(string(out), f+" ")
+			name, _, _ := strings.Cut(f, "=")
+			have[f] = strings.Contains(string(out), name+" ")
 			if !have[f] && progress != nil {
 				fmt.Fprintf(progress, "note: this hearth has no %s flag; configurations that need it run without it\n", f)
 			}
@@ -265,7 +276,7 @@ func Replay(ctx context.Context, o ReplayOptions) (*ReplayReport, error) {
 	o.Repeat = replayOr(o.Repeat, 1)
 	o.SampleEvery = replayOr(o.SampleEvery, 2*time.Second)
 	if o.Configs == nil {
-		o.Configs = ReplayConfigs()
+		o.Configs = ReplayConfigs()[:3]
 	}
 	if o.Out == nil {
 		o.Out = io.Discard
@@ -422,7 +433,7 @@ func replayOne(ctx context.Context, o ReplayOptions, plan *replay.Plan, flags []
 	if err != nil {
 		return nil, fmt.Errorf("reading the worker's status: %w", err)
 	}
-	run.Pools = st.Pools
+	run.Pools, run.Charges = st.Pools, st.Charges
 	return run, nil
 }
 

@@ -83,7 +83,7 @@ func TestReplayTable(t *testing.T) {
 		return &ReplayRun{Config: c, Rep: 1, Result: res, Sums: sums, Pools: []types.PoolStatus{{Evictions: evictions, Drops: 1}},
 			Mem: []MemSample{{Paused: 10 << 20}, {Paused: 30 << 20}}}
 	}
-	cs := ReplayConfigs()
+	cs := ReplayConfigs()[:3]
 	r := &ReplayReport{Plan: plan, Configs: cs, Parsec: 1, Runs: [][]*ReplayRun{{
 		run(cs[0], []string{"cold", "cold", "cold"}, 0, sum(400, 900, 5, 5), sum(300, 310, 2, 2)),
 		run(cs[1], []string{"warm", "cold", "cold"}, 4, sum(100, 150, 1, 1), sum(200, 250, 2, 2)),
@@ -282,10 +282,13 @@ func TestSimInputs(t *testing.T) {
 		{Func: 0, Path: "warm", Status: 200, Response: ms(900), Exec: ms(100), InitMs: 0}, // warm: not a start
 		{Func: 2, Path: "fork", Status: 200, Response: ms(500), InitMs: 50},
 		{Func: 2, Path: "cold", Status: 503, Err: "no room", Response: ms(10000), InitMs: 900}, // failed: no cost
-	}}}
+	}}, Charges: []types.StartCharge{
+		{Function: "a", Declared: 144 << 20, Peak: 4 << 20, Start: 12 << 20},
+		{Function: "c", Declared: 192 << 20, Start: 192 << 20}, // not measured: charged declared
+	}}
 	got := SimInputs(plan, run)
 	want := []sim.Func{
-		{Size: 144 << 20, Cold: ms(200), Paused: 5 << 20},
+		{Size: 144 << 20, Cold: ms(200), Paused: 5 << 20, Start: 12 << 20},
 		{Size: 160 << 20, Cold: ms(125), Paused: 20 << 20}, // numpy's median; the run's mean cost
 		{Size: 192 << 20, Cold: ms(50), Paused: 20 << 20},
 	}

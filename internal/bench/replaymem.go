@@ -129,7 +129,9 @@ func (r *ReplayRun) memStats() (mean, peak, count float64) {
 }
 
 // SimInputs returns the simulator's functions for a run: each admitted
-// at its declared memory (as the worker charges a new sandbox), charged
+// at its declared memory until its first call ends, and then at the
+// start charge the run's worker had learned for it by the end of the
+// run, if it charges peaks (as the worker charges a new sandbox), charged
 // from the end of its first call the memory its paused sandboxes held in
 // the run, and delayed on a non-warm start by its mean measured start
 // time (the worker's init_ms) over the run's non-warm starts. Not the
@@ -168,6 +170,11 @@ func SimInputs(plan *replay.Plan, run *ReplayRun) []sim.Func {
 			c = meanOf(all)
 		}
 		out[i] = sim.Func{Size: int64(f.MemoryMB) << 20, Cold: c}
+		for _, sc := range run.Charges {
+			if sc.Function == f.Name && sc.Peak > 0 {
+				out[i].Start = max(out[i].Start, sc.Start)
+			}
+		}
 		switch {
 		case i < len(run.Paused) && run.Paused[i] > 0:
 			out[i].Paused = run.Paused[i]
@@ -232,7 +239,7 @@ func (r *ReplayReport) SimTable(w io.Writer) error {
 	if len(simmed) == 0 {
 		return nil
 	}
-	fmt.Fprintf(w, "=== Simulator (internal/sim: LRU, one unified %d MB pool; a sandbox charged its declared memory until its first call ends, then its paused memory measured in the run; calls held for their measured run time, non-warm starts for their measured start time besides; a call with no room waits up to 10 s for one, as the worker's do) vs live ===\n\n", r.BudgetMB)
+	fmt.Fprintf(w, "=== Simulator (internal/sim: LRU, one unified %d MB pool; a new sandbox charged its declared memory, or once a call of its function has ended the start charge its worker learned (pool_charge: peak), until its first call ends, then its paused memory measured in the run; calls held for their measured run time, non-warm starts for their measured start time besides; a call with no room waits up to 10 s for one, as the worker's do) vs live ===\n\n", r.BudgetMB)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "config\trep\tlive non-warm\tsim misses\tsim - live\tlive evictions\tsim evictions\tlive drops\tsim drops\t")
 	for _, k := range simmed {
@@ -248,7 +255,7 @@ func (r *ReplayReport) SimTable(w io.Writer) error {
 	}
 	fmt.Fprintln(tw)
 	fmt.Fprintln(tw, "The simulator's inputs as measured: start time by path (mean init, ms, and starts) and memory per paused sandbox")
-	fmt.Fprintln(tw, "config\trep\tsnapshot\tfork\tcold\tpaused MiB per sandbox\t")
+	fmt.Fprintln(tw, "config\trep\tsnapshot\tfork\tcold\tpaused MiB per sandbox\tstart charge MiB mean (functions measured)\t")
 	for _, k := range simmed {
 		for _, runs := range r.Runs {
 			run := runs[k]
@@ -276,7 +283,21 @@ func (r *ReplayReport) SimTable(w io.Writer) error {
 			if cnt > 0 {
 				per = fmt.Sprintf("%.1f", mean/cnt/(1<<20))
 			}
-			fmt.Fprintln(tw, line+per+"\t")
+			var cs []float64
+			for _, sc := range run.Charges {
+				if sc.Peak > 0 {
+					cs = append(cs, float64(sc.Start)/(1<<20))
+				}
+			}
+			charge := "- (declared)"
+			if len(cs) > 0 {
+				var sum float64
+				for _, c := range cs {
+					sum += c
+				}
+				charge = fmt.Sprintf("%.1f (%d)", sum/float64(len(cs)), len(cs))
+			}
+			fmt.Fprintln(tw, line+per+"\t"+charge+"\t")
 		}
 	}
 	fmt.Fprintln(tw)

@@ -592,6 +592,26 @@ func (g *Group) MemoryUsage() (uint64, error) {
 	return v, nil
 }
 
+// PeakMemory returns the most memory the group was charged since a Pool
+// last cleaned it (v1 memory.max_usage_in_bytes) or since it was made
+// (v2 memory.peak, which a pool cannot reset for every reader: a reused
+// v2 group reports the peak of its earlier sandboxes too, an
+// overestimate).
+func (g *Group) PeakMemory() (uint64, error) {
+	file := "memory.max_usage_in_bytes"
+	if g.m.mode == V2 {
+		file = "memory.peak"
+	}
+	v, err := readUint(filepath.Join(g.dirs[g.m.mem], file))
+	if errors.Is(err, os.ErrNotExist) {
+		err = ErrNoController
+	}
+	if err != nil {
+		return 0, fmt.Errorf("cgroup %s: peak memory: %w", g.name, err)
+	}
+	return v, nil
+}
+
 // OOMKills returns how many processes the kernel OOM killer killed in the
 // group (since a Pool last cleaned it). Read directly: the library's v1
 // stats lack the oom_kill field.

@@ -524,6 +524,27 @@ func TestMemoryUsage(t *testing.T) {
 	}
 }
 
+// TestPeakMemory: the peak keeps what a process used and gave back.
+func TestPeakMemory(t *testing.T) {
+	requireRoot(t)
+	m := newManager(t)
+	if !hasLimits(m) {
+		t.Fatalf("mode %s has no memory controller", m.Mode())
+	}
+	g := create(t, m, "peak", Limits{MemoryBytes: 256 << 20})
+	start(t, g, "/usr/bin/python3", "-S", "-c",
+		"import time; b = bytearray(48 << 20); del b; print('freed', flush=True); time.sleep(60)")
+	waitFor(t, 10*time.Second, func() bool {
+		p, _ := g.PeakMemory()
+		u, _ := g.MemoryUsage()
+		return p >= 48<<20 && u < 24<<20
+	})
+	p, err := g.PeakMemory()
+	if err != nil || p >= 256<<20 {
+		t.Errorf("PeakMemory() = %d, %v; want 48 MiB to the limit", p, err)
+	}
+}
+
 func TestPidsLimitContainsForkBomb(t *testing.T) {
 	requireRoot(t)
 	ctx := ctxT(t)

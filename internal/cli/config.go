@@ -86,7 +86,7 @@ type Config struct {
 	OpenInvoke       bool `yaml:"open_invoke"`
 	OpenInvokePublic bool `yaml:"open_invoke_public"`
 	// Pool is the warm pool: policy, borrow, ttl, on_drop (queue, the
-	// default, or reject), drop_queue, drop_wait and hist.
+	// default, or reject), drop_queue, drop_wait, pool_charge and hist.
 	Pool worker.PoolConfig `yaml:",inline"`
 	// Pools splits warm_budget_mb into size-partitioned pools in percent,
 	// smallest first ("80/20", the default) or "unified".
@@ -186,6 +186,7 @@ func upFlags(f *pflag.FlagSet, c *Config) {
 	f.BoolVar(&c.OpenInvokePublic, "open-invoke-public", c.OpenInvokePublic, "allow --open-invoke on an address other than loopback")
 	f.Int64Var(&c.WarmBudgetMB, "warm-budget-mb", c.WarmBudgetMB, "memory budget of all sandboxes, busy and paused, MB (default: half of the machine's memory, or of the worker's cgroup limit)")
 	f.StringVar(&c.Pool.Policy, "policy", c.Pool.Policy, "warm pool policy: lru (default), gd, freq, ttl or hist")
+	f.StringVar(&c.Pool.Charge, "pool-charge", c.Pool.Charge, "what a new sandbox is charged to the warm pool until paused: peak (default: its function's measured peak) or declared (memory_mb)")
 	f.StringVar(&c.Pools, "pools", c.Pools, `warm pool split in percent, small functions first, or "unified"`)
 	f.StringVar(&c.CgroupParent, "cgroup-parent", c.CgroupParent, "parent cgroup of sandboxes (default: hearth, or hearth-<hash> for a non-default data dir)")
 	f.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info (default), warn or error")
@@ -329,6 +330,11 @@ func poolConfig(cfg Config) (worker.PoolConfig, error) {
 	}
 	if pc.DropQueue < 0 {
 		return pc, fmt.Errorf("drop_queue %d must not be negative", pc.DropQueue)
+	}
+	switch pc.Charge {
+	case "", worker.ChargePeak, worker.ChargeDeclared:
+	default:
+		return pc, fmt.Errorf("pool_charge %q: want %s or %s", pc.Charge, worker.ChargePeak, worker.ChargeDeclared)
 	}
 	return pc, nonNegative(setting{"ttl", pc.TTL}, setting{"drop_wait", pc.DropWait},
 		setting{"hist.bin", pc.Hist.Bin}, setting{"hist.range", pc.Hist.Range}, setting{"hist.fixed", pc.Hist.Fixed})

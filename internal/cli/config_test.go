@@ -87,6 +87,7 @@ ttl: 2m
 on_drop: reject
 drop_queue: 9
 drop_wait: 3s
+pool_charge: declared
 hist:
   bin: 2m
   range: 2h
@@ -164,7 +165,7 @@ func TestConfigEveryKey(t *testing.T) {
 	}
 	check("pool", pc, worker.PoolConfig{
 		Policy: "hist", Fractions: []float64{0.6, 0.3, 0.1}, Thresholds: []int64{128 << 20, 512 << 20}, Borrow: true,
-		TTL: 2 * time.Minute, OnDrop: "reject", DropQueue: 9, DropWait: 3 * time.Second,
+		TTL: 2 * time.Minute, OnDrop: "reject", DropQueue: 9, DropWait: 3 * time.Second, Charge: "declared",
 		Hist: policy.HistOptions{Bin: 2 * time.Minute, Range: 2 * time.Hour, Fixed: 30 * time.Minute, MinSamples: 5,
 			MinCV: 1.5, Margin: 0.2, SeriesMin: -1, SeriesMargin: 0.3},
 	})
@@ -252,6 +253,7 @@ func TestConfigRefused(t *testing.T) {
 	for _, c := range []struct{ yaml, want string }{
 		{"ttl: -1s\n", "ttl"},
 		{"drop_wait: -1s\n", "drop_wait"},
+		{"pool_charge: measured\n", "pool_charge"},
 		{"hist:\n  fixed: -1m\n", "hist.fixed"},
 	} {
 		cfg, err := loadConfig(writeYAML(t, c.yaml))

@@ -106,7 +106,8 @@ type part struct {
 }
 
 type fnState struct {
-	size     int64
+	size     int64 // routes the function to its partition
+	start    int64 // charge of a new container; 0: size (SetStartCharge)
 	cold     time.Duration
 	part     int32
 	over     bool // larger than its partition's capacity: borrows (Oversize)
@@ -272,6 +273,31 @@ func (e *Engine) SetFunc(fn Fn, size int64, cold time.Duration) error {
 	f.size, f.cold = size, cold
 	e.place(f)
 	return nil
+}
+
+// SetStartCharge sets what a new container of fn is charged when it is
+// admitted or pre-warmed, until Resize measures it: for example the peak
+// its containers were measured to use, when that is below the declared
+// size. The function keeps its partition, which its size decides. 0
+// charges the size again.
+func (e *Engine) SetStartCharge(fn Fn, bytes int64) error {
+	f, err := e.fn(fn)
+	if err != nil {
+		return err
+	}
+	if bytes < 0 {
+		return fmt.Errorf("start charge %d: %w", bytes, ErrConfig)
+	}
+	f.start = bytes
+	return nil
+}
+
+// charge is what a new container of f is charged.
+func (f *fnState) charge() int64 {
+	if f.start > 0 {
+		return f.start
+	}
+	return f.size
 }
 
 // place routes f to its partition by its size.
@@ -445,9 +471,9 @@ func (e *Engine) Admit(fn Fn, now time.Duration) (ID, []ID, error) {
 	e.out = e.out[:0]
 	pi := f.part
 	p := &e.parts[pi]
-	lender, ok := e.makeRoom(pi, f.size, e.borrow || f.over, false)
+	lender, ok := e.makeRoom(pi, f.charge(), e.borrow || f.over, false)
 	if !ok && f.over {
-		lender, ok = e.stretch(pi, f.size)
+		lender, ok = e.stretch(pi, f.charge())
 	}
 	if !ok {
 		p.st.Drops++
@@ -472,7 +498,7 @@ func (e *Engine) Warm(fn Fn, now time.Duration) (ID, error) {
 	}
 	pi := f.part
 	p := &e.parts[pi]
-	if p.Capacity-p.own-p.lent < f.size {
+	if p.Capacity-p.own-p.lent < f.charge() {
 		f.pwDue = false
 		return 0, ErrDrop
 	}
@@ -880,15 +906,16 @@ func (e *Engine) create(fn Fn, f *fnState, pi, lender int32) int32 {
 		e.expPos = append(e.expPos, 0)
 	}
 	c := &e.cs[slot]
-	*c = ctr{gen: c.gen + 1, live: true, fn: fn, part: pi, lender: -1, size: f.size, prev: -1, next: -1}
+	size := f.charge()
+	*c = ctr{gen: c.gen + 1, live: true, fn: fn, part: pi, lender: -1, size: size, prev: -1, next: -1}
 	if c.gen == 0 {
 		c.gen = 1
 	}
 	p := &e.parts[pi]
-	charge := f.size
+	charge := size
 	if lender >= 0 {
 		free := max(p.Capacity-p.own-p.lent, 0)
-		c.lender, c.borrowed = lender, f.size-free
+		c.lender, c.borrowed = lender, size-free
 		p.borrowed += c.borrowed
 		e.parts[lender].lent += c.borrowed
 		charge = free

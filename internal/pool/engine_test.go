@@ -440,3 +440,56 @@ func TestUsage(t *testing.T) {
 		t.Fatalf("Usage(unknown): %v", err)
 	}
 }
+
+// TestStartCharge: a function's start charge decides what its new
+// containers take of a partition, not where they go.
+func TestStartCharge(t *testing.T) {
+	e := newLRU(t, false, pool.Partition{MaxSize: 4 * mb, Capacity: 10 * mb}, pool.Partition{Capacity: 10 * mb})
+	a, _ := e.AddFunc(8*mb, 0) // routed to the second partition
+	if err := e.SetStartCharge(a, -1); !errors.Is(err, pool.ErrConfig) {
+		t.Fatalf("SetStartCharge(-1) = %v, want ErrConfig", err)
+	}
+	if err := e.SetStartCharge(a, 3*mb); err != nil {
+		t.Fatal(err)
+	}
+	// Three fit where one 8 MB container would leave room for no second.
+	var ids []pool.ID
+	for i := range 3 {
+		id, ev, err := e.Admit(a, time.Duration(i))
+		if err != nil || len(ev) != 0 {
+			t.Fatalf("Admit %d = %v, %v", i, ev, err)
+		}
+		ids = append(ids, id)
+	}
+	if p, _ := e.Partition(a); p != 1 {
+		t.Fatalf("partition %d, want 1: the size routes", p)
+	}
+	if s := e.Stats(1); s.Used != 9*mb || s.Containers != 3 {
+		t.Fatalf("stats %+v, want 9 MB in 3 containers", s)
+	}
+	if u, _ := e.Usage(a); u.BusySize != 9*mb {
+		t.Fatalf("busy size %d, want 9 MB", u.BusySize)
+	}
+	if _, _, err := e.Admit(a, 3); !errors.Is(err, pool.ErrDrop) {
+		t.Fatalf("fourth Admit: %v, want ErrDrop (only busy containers)", err)
+	}
+	// A pre-warm is charged the same.
+	e.Release(ids[0], 4)
+	e.Remove(ids[0])
+	if _, err := e.Warm(a, 5); err != nil {
+		t.Fatalf("Warm: %v", err)
+	}
+	if s := e.Stats(1); s.Used != 9*mb {
+		t.Fatalf("after Warm: used %d MB, want 9", s.Used/mb)
+	}
+	// 0 charges the size again.
+	if err := e.SetStartCharge(a, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := e.Admit(a, 6); !errors.Is(err, pool.ErrDrop) {
+		t.Fatalf("Admit at the size with 1 MB free: %v, want ErrDrop", err)
+	}
+	if err := e.Check(false); err != nil {
+		t.Fatal(err)
+	}
+}

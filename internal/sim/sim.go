@@ -239,6 +239,7 @@ func Run(ctx context.Context, w Workload, cfg Config) (Result, error) {
 	n := len(w.Funcs)
 	fns := make([]pool.Fn, n)
 	small := make([]bool, n)
+	learned := make([]bool, n) // Start charged from here on
 	cold := make([]time.Duration, n)
 	for i, f := range w.Funcs {
 		if f.Paused < 0 {
@@ -246,6 +247,9 @@ func Run(ctx context.Context, w Workload, cfg Config) (Result, error) {
 		}
 		if fns[i], err = e.AddFunc(f.Size, f.Cold); err != nil {
 			return Result{}, fmt.Errorf("function %d: %w", i, err)
+		}
+		if f.Start < 0 {
+			return Result{}, fmt.Errorf("function %d: start charge %d bytes: %w", i, f.Start, ErrConfig)
 		}
 		small[i] = f.Size <= smallMax
 		cold[i] = f.Cold
@@ -365,10 +369,19 @@ func Run(ctx context.Context, w Workload, cfg Config) (Result, error) {
 				if err := e.Release(c.id, c.end); err != nil {
 					return fmt.Errorf("releasing at %v: %w", c.end, err)
 				}
-				if p := w.Funcs[c.fn].Paused; c.first && p > 0 && p != w.Funcs[c.fn].Size {
-					if _, err := e.Resize(c.id, p); err != nil {
+				f := &w.Funcs[c.fn]
+				if c.first && f.Paused > 0 {
+					if _, err := e.Resize(c.id, f.Paused); err != nil {
 						return fmt.Errorf("resizing at %v: %w", c.end, err)
 					}
+				}
+				if f.Start > 0 && !learned[c.fn] {
+					// The worker learns a function's peak from its first
+					// call on.
+					if err := e.SetStartCharge(fns[c.fn], f.Start); err != nil {
+						return err
+					}
+					learned[c.fn] = true
 				}
 				if len(waiting) > 0 {
 					if err := retry(c.end); err != nil {

@@ -527,3 +527,50 @@ func TestQueue(t *testing.T) {
 		}
 	}
 }
+
+// TestStartCharge checks that Func.Start is what a new container takes
+// while busy once the function's first invocation has ended, as the live
+// worker learns it: a second 100 MiB container does not fit in 150 MiB
+// beside a busy first one when charged its size, and does when charged
+// a measured 40 MiB; before the first invocation ends, the size counts.
+func TestStartCharge(t *testing.T) {
+	after := []trace.Invocation{
+		{Func: 0, At: 0, Exec: time.Second / 2},
+		{Func: 0, At: time.Second, Exec: time.Second},
+		{Func: 0, At: time.Second, Exec: time.Second},
+	}
+	before := []trace.Invocation{
+		{Func: 0, At: 0, Exec: 2 * time.Second},
+		{Func: 0, At: time.Second, Exec: time.Second},
+	}
+	for _, tc := range []struct {
+		name                string
+		invs                []trace.Invocation
+		start               int64
+		misses, hits, drops uint64
+	}{
+		{"size", after, 0, 1, 1, 1},
+		{"learned", after, 40 * MiB, 2, 1, 0},
+		{"not yet learned", before, 40 * MiB, 1, 0, 1},
+	} {
+		w, err := FromInvocations([]Func{{Size: 100 * MiB, Cold: time.Millisecond, Start: tc.start}}, tc.invs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := Run(context.Background(), w, Config{Policy: "lru", NewPolicy: mustPolicy(t, "lru", policy.Options{}),
+			Memory: 150 * MiB, Check: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.All.Misses != tc.misses || r.All.Hits != tc.hits || r.All.Drops != tc.drops {
+			t.Errorf("%s: %d misses, %d hits, %d drops; want %d, %d, %d", tc.name, r.All.Misses, r.All.Hits, r.All.Drops, tc.misses, tc.hits, tc.drops)
+		}
+	}
+	w, err := FromInvocations([]Func{{Size: MiB, Start: -1}}, before)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Run(context.Background(), w, Config{Policy: "lru", NewPolicy: mustPolicy(t, "lru", policy.Options{}), Memory: 150 * MiB}); !errors.Is(err, ErrConfig) {
+		t.Errorf("negative start charge: %v, want ErrConfig", err)
+	}
+}

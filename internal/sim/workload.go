@@ -21,6 +21,12 @@ type Func struct {
 	// paused it, its measured memory: far less for a forked sandbox,
 	// whose shared pages its zygote is charged. 0 charges Size throughout.
 	Paused int64
+	// Start, if positive, is what a new container is charged until its
+	// first invocation ends, instead of Size, once an invocation of the
+	// function has ended: the live worker's start charge
+	// (PoolConfig.Charge "peak"), learned from the peak memory of its
+	// sandboxes after their calls. Size still routes the function.
+	Start int64
 }
 
 // Source yields invocations in non-decreasing arrival order;

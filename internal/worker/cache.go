@@ -1,9 +1,11 @@
 package worker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -53,6 +55,38 @@ type PoolConfig struct {
 	// DropWait bounds how long one request waits for memory (default
 	// Config.QueueTimeout, 10 s).
 	DropWait time.Duration `yaml:"drop_wait"`
+	// Charge is what a new sandbox is charged until it is paused and
+	// measured: ChargePeak (default) or ChargeDeclared.
+	Charge string `yaml:"pool_charge"`
+}
+
+// Charges of a new sandbox (PoolConfig.Charge).
+const (
+	// ChargeDeclared charges a new sandbox its function's memory limit
+	// until it is paused, as OpenLambda's memory pool does: what it could
+	// take, so the budget is never overrun, but most of it is never used.
+	ChargeDeclared = "declared"
+	// ChargePeak charges it what the function's recent sandboxes took at
+	// their peak, with a margin (startCharge), and the limit until one is
+	// measured. A call that takes more than its function's sandboxes did
+	// before can overrun the budget by the difference, at most up to its
+	// limit, until its sandbox is paused and measured, as growth measured
+	// at a pause can.
+	ChargePeak = "peak"
+)
+
+// peakWindow is how many of a function's last sandboxes' peaks its start
+// charge covers: enough for a path that starts bigger (a cold start
+// beside forks) to count while it recurs, few enough to forget it when
+// the function has moved to cheaper paths.
+const peakWindow = 8
+
+// startCharge is what a new sandbox of a function is charged, given the
+// highest peak of its last sandboxes and its limit: the peak with a
+// quarter, at least 8 MiB, of margin for calls that take more than
+// these did.
+func startCharge(peak, declared int64) int64 {
+	return min(declared, peak+max(peak/4, 8<<20))
 }
 
 // DefaultThreshold is the KiSS small/large boundary (pool.DefaultThreshold).
@@ -71,6 +105,9 @@ func (c *PoolConfig) setDefaults() {
 	if c.OnDrop == "" {
 		c.OnDrop = DropQueue
 	}
+	if c.Charge == "" {
+		c.Charge = ChargePeak
+	}
 	if c.DropQueue <= 0 {
 		c.DropQueue = 64
 	}
@@ -82,12 +119,21 @@ func (c *PoolConfig) setDefaults() {
 // PoolStatus describes one pool (partition) of the warm pool.
 type PoolStatus = types.PoolStatus
 
+// StartCharge is what the warm pool charges a new sandbox of a function.
+type StartCharge = types.StartCharge
+
 type fnKey struct{ name, rev string }
 
 type fnInfo struct {
 	fnKey
 	declared int64
 	cold     time.Duration // smoothed measured start time
+	// peaks are the peak memory of its last sandboxes after their calls,
+	// a ring of peakWindow from next, and start what a new one is
+	// charged (0: declared).
+	peaks [peakWindow]int64
+	next  int
+	start int64
 }
 
 // warmCache is the handler cache: a mutex-wrapped pool.Engine that accounts
@@ -130,6 +176,9 @@ func newWarmCache(w *Worker) (*warmCache, error) {
 	cfg.setDefaults()
 	if cfg.OnDrop != DropReject && cfg.OnDrop != DropQueue {
 		return nil, fmt.Errorf("pool: on_drop %q: want %s or %s: %w", cfg.OnDrop, DropReject, DropQueue, pool.ErrConfig)
+	}
+	if cfg.Charge != ChargePeak && cfg.Charge != ChargeDeclared {
+		return nil, fmt.Errorf("pool: charge %q: want %s or %s: %w", cfg.Charge, ChargePeak, ChargeDeclared, pool.ErrConfig)
 	}
 	newPol, err := policy.New(cfg.Policy, policy.Options{TTL: cfg.TTL, Hist: cfg.Hist})
 	if err != nil {
@@ -476,6 +525,52 @@ func (c *warmCache) measureLocked(inst *instance, start time.Duration) {
 	if err := c.e.SetFunc(f, fi.declared, fi.cold); err != nil {
 		c.w.log.Warn("warm pool accounting: recording a start's cost", "function", inst.fn, "err", err)
 	}
+}
+
+// learn folds the peak memory of inst's sandbox after a call into its
+// function's start charge (ChargePeak).
+func (c *warmCache) learn(inst *instance) {
+	if c.cfg.Charge != ChargePeak {
+		return
+	}
+	peak, err := inst.group.PeakMemory()
+	if err != nil || peak == 0 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	f, ok := c.fns[fnKey{inst.fn, inst.rev}]
+	if !ok {
+		return
+	}
+	fi := &c.info[f]
+	fi.peaks[fi.next] = int64(peak)
+	fi.next = (fi.next + 1) % peakWindow
+	start := startCharge(slices.Max(fi.peaks[:]), fi.declared)
+	if start == fi.start {
+		return
+	}
+	if err := c.e.SetStartCharge(f, start); err != nil {
+		c.w.log.Warn("warm pool accounting: setting a start charge", "function", inst.fn, "err", err)
+		return
+	}
+	fi.start = start
+}
+
+// charges describes the start charge of every function the pool knows.
+func (c *warmCache) charges() []types.StartCharge {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]types.StartCharge, 0, len(c.fns))
+	for _, f := range c.fns {
+		fi := &c.info[f]
+		out = append(out, types.StartCharge{Function: fi.name, Revision: fi.rev, Declared: fi.declared,
+			Peak: slices.Max(fi.peaks[:]), Start: cmp.Or(fi.start, fi.declared)})
+	}
+	slices.SortFunc(out, func(a, b types.StartCharge) int {
+		return cmp.Or(cmp.Compare(a.Function, b.Function), cmp.Compare(a.Revision, b.Revision))
+	})
+	return out
 }
 
 // abort gives back the reservation of a sandbox that failed to start.

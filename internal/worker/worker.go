@@ -747,6 +747,7 @@ func (w *Worker) release(inst *instance) {
 		return
 	}
 	inst.markIdle()
+	w.cache.learn(inst)
 	victims := w.cache.put(inst)
 	w.destroyAsync(victims)
 	w.park(inst, w.cfg.FreezeDelay)
@@ -956,6 +957,7 @@ func (w *Worker) Status() Status {
 	}
 	st.WarmBytes = w.cache.used()
 	st.Policy, st.Pools = w.cache.cfg.Policy, w.cache.stats()
+	st.Charge, st.Charges = w.cache.cfg.Charge, w.cache.charges()
 	return st
 }
 

@@ -345,6 +345,8 @@ type Group struct {
 	// the kernel counter cannot be reset. oomEvBase is the same for v2's
 	// "oom" events.
 	oomBase, oomEvBase uint64
+	// peakStale marks a v2 group a pool cleaned for reuse (PeakMemory).
+	peakStale bool
 
 	deleted atomic.Bool
 }
@@ -593,13 +595,16 @@ func (g *Group) MemoryUsage() (uint64, error) {
 }
 
 // PeakMemory returns the most memory the group was charged since a Pool
-// last cleaned it (v1 memory.max_usage_in_bytes) or since it was made
-// (v2 memory.peak, which a pool cannot reset for every reader: a reused
-// v2 group reports the peak of its earlier sandboxes too, an
-// overestimate).
+// last cleaned it or ResetPeak (v1 memory.max_usage_in_bytes), or since
+// it was made (v2 memory.peak, Linux 5.19). A v2 group that a Pool
+// cleaned for reuse has ErrPeakUnknown: memory.peak cannot be reset for
+// every reader, so it would report its earlier sandboxes' peak.
 func (g *Group) PeakMemory() (uint64, error) {
 	file := "memory.max_usage_in_bytes"
 	if g.m.mode == V2 {
+		if g.peakStale {
+			return 0, fmt.Errorf("cgroup %s: %w", g.name, ErrPeakUnknown)
+		}
 		file = "memory.peak"
 	}
 	v, err := readUint(filepath.Join(g.dirs[g.m.mem], file))
@@ -610,6 +615,25 @@ func (g *Group) PeakMemory() (uint64, error) {
 		return 0, fmt.Errorf("cgroup %s: peak memory: %w", g.name, err)
 	}
 	return v, nil
+}
+
+// ResetPeak restarts the peak PeakMemory reports from what the group is
+// charged now, on v1; for example after a restore, whose CRIU ran in the
+// group. On v2 it does nothing: memory.peak keeps the higher value.
+func (g *Group) ResetPeak() error {
+	if g.m.mode == V2 {
+		return nil
+	}
+	files := []string{"memory.max_usage_in_bytes"}
+	if g.m.swap {
+		files = append(files, "memory.memsw.max_usage_in_bytes")
+	}
+	for _, f := range files {
+		if err := writeFile(filepath.Join(g.dirs[g.m.mem], f), "0"); err != nil {
+			return fmt.Errorf("cgroup %s: resetting peak memory: %w", g.name, err)
+		}
+	}
+	return nil
 }
 
 // OOMKills returns how many processes the kernel OOM killer killed in the

@@ -543,6 +543,15 @@ func TestPeakMemory(t *testing.T) {
 	if err != nil || p >= 256<<20 {
 		t.Errorf("PeakMemory() = %d, %v; want 48 MiB to the limit", p, err)
 	}
+	if err := g.ResetPeak(); err != nil {
+		t.Fatal(err)
+	}
+	if m.Mode() == V1 {
+		// The peak restarts from what is charged now.
+		if p, err := g.PeakMemory(); err != nil || p >= 24<<20 {
+			t.Errorf("after ResetPeak: PeakMemory() = %d, %v; want under 24 MiB", p, err)
+		}
+	}
 }
 
 func TestPidsLimitContainsForkBomb(t *testing.T) {

@@ -26,4 +26,8 @@ var (
 	// ErrQuarantined reports a group that could not be cleaned for reuse;
 	// the pool keeps it aside and never hands it out again.
 	ErrQuarantined = errors.New("cgroup: group quarantined")
+	// ErrPeakUnknown reports a v2 group reused from a Pool: its
+	// memory.peak, which cannot be reset for every reader, still holds
+	// its earlier sandboxes' peak.
+	ErrPeakUnknown = errors.New("cgroup: peak memory unknown in a reused v2 group")
 )

@@ -290,6 +290,7 @@ func (m *Manager) resetCounters(g *Group) error {
 			return err
 		}
 	} else if m.enabled["memory"] {
+		g.peakStale = true
 		// memory.reclaim (Linux 5.19) pushes out what a dead sandbox left
 		// charged; EAGAIN only means it could not reclaim all of it.
 		if err := writeFile(filepath.Join(memDir, "memory.reclaim"), "1G"); err != nil &&

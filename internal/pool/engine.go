@@ -277,8 +277,8 @@ func (e *Engine) SetFunc(fn Fn, size int64, cold time.Duration) error {
 
 // SetStartCharge sets what a new container of fn is charged when it is
 // admitted or pre-warmed, until Resize measures it: for example the peak
-// its containers were measured to use, when that is below the declared
-// size. The function keeps its partition, which its size decides. 0
+// its containers were measured to use. A charge above the size counts as
+// the size. The function keeps its partition, which its size decides. 0
 // charges the size again.
 func (e *Engine) SetStartCharge(fn Fn, bytes int64) error {
 	f, err := e.fn(fn)
@@ -295,7 +295,7 @@ func (e *Engine) SetStartCharge(fn Fn, bytes int64) error {
 // charge is what a new container of f is charged.
 func (f *fnState) charge() int64 {
 	if f.start > 0 {
-		return f.start
+		return min(f.start, f.size)
 	}
 	return f.size
 }

@@ -492,4 +492,16 @@ func TestStartCharge(t *testing.T) {
 	if err := e.Check(false); err != nil {
 		t.Fatal(err)
 	}
+	// Above the size, the size counts.
+	e2 := newLRU(t, false, pool.Partition{Capacity: 10 * mb})
+	b, _ := e2.AddFunc(8*mb, 0)
+	if err := e2.SetStartCharge(b, 20*mb); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := e2.Admit(b, 0); err != nil {
+		t.Fatalf("Admit charged above its size: %v, want it charged its 8 MB", err)
+	}
+	if s := e2.Stats(0); s.Used != 8*mb {
+		t.Fatalf("used %d MB, want 8", s.Used/mb)
+	}
 }

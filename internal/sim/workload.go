@@ -16,10 +16,11 @@ type Func struct {
 	Size int64         // container memory in bytes
 	Cold time.Duration // cold-start cost added to a cold invocation
 	// Paused, if positive, is what a container is charged from the end
-	// of its first invocation on; until then it is charged Size. The live
+	// of its first invocation on; until then it is charged Size (or
+	// Start). The live
 	// worker charges a new sandbox its declared limit and, once it has
 	// paused it, its measured memory: far less for a forked sandbox,
-	// whose shared pages its zygote is charged. 0 charges Size throughout.
+	// whose shared pages its zygote is charged. 0 keeps the charge it was admitted with.
 	Paused int64
 	// Start, if positive, is what a new container is charged until its
 	// first invocation ends, instead of Size, once an invocation of the

@@ -76,9 +76,10 @@ const (
 )
 
 // peakWindow is how many of a function's last sandboxes' peaks its start
-// charge covers: enough for a path that starts bigger (a cold start
-// beside forks) to count while it recurs, few enough to forget it when
-// the function has moved to cheaper paths.
+// charge covers, each sandbox once however many calls it served: enough
+// for a path that starts bigger (a cold start beside forks) to count
+// while it recurs, few enough to forget it when the function has moved
+// to cheaper paths.
 const peakWindow = 8
 
 // startCharge is what a new sandbox of a function is charged, given the
@@ -128,13 +129,31 @@ type fnInfo struct {
 	fnKey
 	declared int64
 	cold     time.Duration // smoothed measured start time
-	// peaks are the peak memory of its last sandboxes after their calls,
-	// a ring of peakWindow from next, and start what a new one is
-	// charged (0: declared).
+	// peaks are the peak memory of its last peakWindow sandboxes after
+	// their calls, slot i that of sandbox owner[i] (numbered from 1 by
+	// seq), and start what a new one is charged (0: declared).
 	peaks [peakWindow]int64
-	next  int
+	owner [peakWindow]uint64
+	seq   uint64
 	start int64
 }
+
+// note records the peak of a sandbox after a call: in the slot the
+// sandbox holds (*slot, 0 for none yet), or in the oldest one. It returns
+// the highest peak of the window.
+func (fi *fnInfo) note(slot *uint64, peak int64) int64 {
+	i := int(*slot % peakWindow)
+	if *slot == 0 || fi.owner[i] != *slot {
+		fi.seq++
+		*slot, i = fi.seq, int(fi.seq%peakWindow)
+		fi.owner[i] = fi.seq
+	}
+	fi.peaks[i] = peak
+	return slices.Max(fi.peaks[:])
+}
+
+// charge is what a new sandbox of the function is charged.
+func (fi *fnInfo) charge() int64 { return cmp.Or(fi.start, fi.declared) }
 
 // warmCache is the handler cache: a mutex-wrapped pool.Engine that accounts
 // every sandbox (busy ones from admission, paused ones until evicted or
@@ -365,6 +384,7 @@ func (c *warmCache) take(ctx context.Context, fn registry.Function) (*instance, 
 		}
 		pi, _ := c.e.Partition(f)
 		ps := c.e.Stats(pi)
+		charge := c.info[f].charge()
 		if !c.e.Fits(declared) {
 			// Deploy refuses such a function; this one came from a
 			// worker with a larger budget.
@@ -382,7 +402,7 @@ func (c *warmCache) take(ctx context.Context, fn registry.Function) (*instance, 
 			c.drops[pi]++
 			c.leftQueueLocked(queued)
 			c.mu.Unlock()
-			return nil, 0, c.dropErr(fn, pi, ps)
+			return nil, 0, c.dropErr(fn, charge, pi, ps)
 		}
 		if timer == nil {
 			timer = time.NewTimer(c.cfg.DropWait)
@@ -413,7 +433,7 @@ func (c *warmCache) take(ctx context.Context, fn registry.Function) (*instance, 
 			c.drops[pi]++
 			c.leftQueueLocked(queued)
 			c.mu.Unlock()
-			return nil, 0, fmt.Errorf("%s: waited %s: %w", fn.Name, c.cfg.DropWait, c.dropErr(fn, pi, ps))
+			return nil, 0, fmt.Errorf("%s: waited %s: %w", fn.Name, c.cfg.DropWait, c.dropErr(fn, charge, pi, ps))
 		}
 		c.mu.Unlock()
 		arrive = true
@@ -457,7 +477,7 @@ func (c *warmCache) yieldLocked(f pool.Fn) bool {
 		}
 	}
 	share := c.e.Stats(pi).Capacity / int64(max(n, 1))
-	if uf.BusySize+c.info[f].declared <= share {
+	if uf.BusySize+c.info[f].charge() <= share {
 		return false
 	}
 	for g := range c.waiters {
@@ -467,16 +487,16 @@ func (c *warmCache) yieldLocked(f pool.Fn) bool {
 		if p, _ := c.e.Partition(g); p != pi {
 			continue
 		}
-		if u, _ := c.e.Usage(g); u.Busy == 0 || u.BusySize+c.info[g].declared <= share {
+		if u, _ := c.e.Usage(g); u.Busy == 0 || u.BusySize+c.info[g].charge() <= share {
 			return true
 		}
 	}
 	return false
 }
 
-func (c *warmCache) dropErr(fn registry.Function, pi int, ps pool.Stats) error {
-	return fmt.Errorf("%s: no room for a %d MB sandbox in the %s pool (%d of %d MB in use, %d MB paused): %w",
-		fn.Name, fn.Spec.MemoryMB, c.names[pi], ps.Used>>20, ps.Capacity>>20, ps.Idle>>20, ErrDrop)
+func (c *warmCache) dropErr(fn registry.Function, charge int64, pi int, ps pool.Stats) error {
+	return fmt.Errorf("%s: no room for a sandbox charged %d MB (memory_mb %d) in the %s pool (%d of %d MB in use, %d MB paused): %w",
+		fn.Name, charge>>20, fn.Spec.MemoryMB, c.names[pi], ps.Used>>20, ps.Capacity>>20, ps.Idle>>20, ErrDrop)
 }
 
 // detachLocked maps evicted or expired engine IDs to their instances and
@@ -537,6 +557,11 @@ func (c *warmCache) learn(inst *instance) {
 	if err != nil || peak == 0 {
 		return
 	}
+	c.notePeak(inst, int64(peak))
+}
+
+// notePeak is learn with the peak read.
+func (c *warmCache) notePeak(inst *instance, peak int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	f, ok := c.fns[fnKey{inst.fn, inst.rev}]
@@ -544,9 +569,7 @@ func (c *warmCache) learn(inst *instance) {
 		return
 	}
 	fi := &c.info[f]
-	fi.peaks[fi.next] = int64(peak)
-	fi.next = (fi.next + 1) % peakWindow
-	start := startCharge(slices.Max(fi.peaks[:]), fi.declared)
+	start := startCharge(fi.note(&inst.peakSlot, peak), fi.declared)
 	if start == fi.start {
 		return
 	}
@@ -565,7 +588,7 @@ func (c *warmCache) charges() []types.StartCharge {
 	for _, f := range c.fns {
 		fi := &c.info[f]
 		out = append(out, types.StartCharge{Function: fi.name, Revision: fi.rev, Declared: fi.declared,
-			Peak: slices.Max(fi.peaks[:]), Start: cmp.Or(fi.start, fi.declared)})
+			Peak: slices.Max(fi.peaks[:]), Start: fi.charge()})
 	}
 	slices.SortFunc(out, func(a, b types.StartCharge) int {
 		return cmp.Or(cmp.Compare(a.Function, b.Function), cmp.Compare(a.Revision, b.Revision))

@@ -107,8 +107,8 @@ func TestCacheDrops(t *testing.T) {
 		fn   registry.Function
 		want string
 	}{
-		{"busy", PoolConfig{OnDrop: DropReject}, testFn("c", 128), "no room for a 128 MB sandbox in the unified pool"},
-		{"too big beside a busy one", PoolConfig{Fractions: []float64{0.8, 0.2}, OnDrop: DropReject}, testFn("big", 256), "no room for a 256 MB sandbox in the small pool"},
+		{"busy", PoolConfig{OnDrop: DropReject}, testFn("c", 128), "no room for a sandbox charged 128 MB (memory_mb 128) in the unified pool"},
+		{"too big beside a busy one", PoolConfig{Fractions: []float64{0.8, 0.2}, OnDrop: DropReject}, testFn("big", 256), "no room for a sandbox charged 256 MB (memory_mb 256) in the small pool"},
 		{"queue timeout", PoolConfig{OnDrop: DropQueue, DropQueue: 1, DropWait: 50 * time.Millisecond}, testFn("c", 128), "waited 50ms"},
 	}
 	for _, tc := range tests {
@@ -525,5 +525,81 @@ func TestCodeHolds(t *testing.T) {
 	w.dropCode(k3)
 	if released["r1"] != 2 || released["r2"] != 1 || len(w.code) != 0 {
 		t.Fatalf("released %v, holds %v", released, w.code)
+	}
+}
+
+func TestStartChargeRule(t *testing.T) {
+	for _, tc := range []struct{ peak, declared, want int64 }{
+		{1 * mib, 128 * mib, 9 * mib},     // at least 8 MiB of margin
+		{64 * mib, 128 * mib, 80 * mib},   // a quarter
+		{120 * mib, 128 * mib, 128 * mib}, // never above memory_mb
+	} {
+		if got := startCharge(tc.peak, tc.declared); got != tc.want {
+			t.Errorf("startCharge(%d MiB, %d MiB) = %d MiB, want %d", tc.peak/mib, tc.declared/mib, got/mib, tc.want/mib)
+		}
+	}
+}
+
+// TestPeakWindowPerSandbox: a function's start charge covers the peaks
+// of its last peakWindow sandboxes, each once however many calls it
+// served, and a new sandbox is admitted at it.
+func TestPeakWindowPerSandbox(t *testing.T) {
+	c := newTestCache(t, 1024*mib, PoolConfig{OnDrop: DropReject})
+	fn := testFn("f", 128)
+	chargeOf := func() StartCharge {
+		t.Helper()
+		for _, sc := range c.charges() {
+			if sc.Function == "f" {
+				return sc
+			}
+		}
+		t.Fatalf("no start charge for f in %+v", c.charges())
+		return StartCharge{}
+	}
+	cold := fakeStart(t, c, fn)
+	if sc := chargeOf(); sc.Start != 128*mib || sc.Peak != 0 {
+		t.Fatalf("before a measure: %+v, want memory_mb", sc)
+	}
+	c.notePeak(cold, 40*mib) // a cold start's peak
+	if sc := chargeOf(); sc.Start != 50*mib || sc.Peak != 40*mib {
+		t.Fatalf("after a 40 MiB peak: %+v, want 50 MiB", sc)
+	}
+	// One forked sandbox serving many calls holds one slot: the cold
+	// peak stays.
+	fork := fakeStart(t, c, fn)
+	if u, _ := c.e.Usage(c.fns[fnKey{"f", "r1"}]); u.BusySize != 128*mib+50*mib {
+		t.Fatalf("busy %d MiB, want 128 + 50: the second admitted at the start charge", u.BusySize/mib)
+	}
+	for range 3 * peakWindow {
+		c.notePeak(fork, 2*mib)
+	}
+	if sc := chargeOf(); sc.Start != 50*mib {
+		t.Fatalf("after one sandbox's many calls: %+v, want the cold peak kept", sc)
+	}
+	// peakWindow-1 more sandboxes push it out.
+	for i := range peakWindow - 1 {
+		var slot uint64
+		c.mu.Lock()
+		fi := &c.info[c.fns[fnKey{"f", "r1"}]]
+		fi.note(&slot, 2*mib)
+		c.mu.Unlock()
+		if sc := chargeOf(); i < peakWindow-2 && sc.Start != 50*mib {
+			t.Fatalf("%d sandboxes after the cold one: %+v, want its peak kept", i+2, sc)
+		}
+	}
+	c.notePeak(fork, 3*mib) // its own slot, still in the window
+	if sc := chargeOf(); sc.Start != 11*mib || sc.Peak != 3*mib {
+		t.Fatalf("after %d sandboxes of 2-3 MiB: %+v, want 3 + 8 MiB", peakWindow, sc)
+	}
+}
+
+func TestDeclaredChargeLearnsNothing(t *testing.T) {
+	c := newTestCache(t, 1024*mib, PoolConfig{OnDrop: DropReject, Charge: ChargeDeclared})
+	inst := fakeStart(t, c, testFn("f", 128))
+	c.learn(inst) // no group: must not read one
+	for _, sc := range c.charges() {
+		if sc.Start != 128*mib || sc.Peak != 0 {
+			t.Errorf("declared charge: %+v", sc)
+		}
 	}
 }

@@ -54,6 +54,9 @@ type instance struct {
 	conn     *runtime.Conn
 	proc     *proc // the runtime process, when a zygote forked it; nil otherwise
 	declared int64
+	// peakSlot is the sandbox's slot among its function's last peaks
+	// (fnInfo.note); guarded by the warm cache's mutex.
+	peakSlot uint64
 	load     time.Duration // handler load time the runtime reported
 	// snapshot marks the spare a snapshot is dumped from: it never
 	// serves a call and is never in the warm pool.

@@ -102,6 +102,10 @@ func (w *Worker) restoreStart(ctx context.Context, l *launch, key string) (*inst
 	// exits.
 	go copyLines(l.st.stdout, outR)
 	go copyLines(l.st.stderr, errR)
+	// CRIU ran in the group: the function's peak starts from here.
+	if err := grp.ResetPeak(); err != nil {
+		w.log.Warn("restored sandbox", "sandbox", id, "err", err)
+	}
 	inst := l.instance(id, r.Sandbox, grp)
 	inst.net = ns
 	w.track(inst)

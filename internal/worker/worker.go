@@ -746,8 +746,8 @@ func (w *Worker) release(inst *instance) {
 		})
 		return
 	}
+	w.cache.learn(inst) // before markIdle: an idle sandbox may be dropped, its group cleaned
 	inst.markIdle()
-	w.cache.learn(inst)
 	victims := w.cache.put(inst)
 	w.destroyAsync(victims)
 	w.park(inst, w.cfg.FreezeDelay)

@@ -117,7 +117,11 @@ def f(e):
 // happen to grab the memory first (TestCacheFairShare checks the order
 // exactly).
 func TestGreedyFunctionLeavesRoomForOthers(t *testing.T) {
-	w := startWorker(t, "--no-snapshots", "--config", writeConfig(t, "warm_budget_mb: 600\npools: unified\n"))
+	// Charged memory_mb until paused, so that the greedy function fills
+	// the pool with a known number of sandboxes and the other's paused
+	// sandbox is evicted for them: the case where fairness matters. (With
+	// peaks charged, a greedy sandbox's charge follows its growth.)
+	w := startWorker(t, "--no-snapshots", "--config", writeConfig(t, "warm_budget_mb: 600\npools: unified\npool_charge: declared\n"))
 	w.deployDir("greedy", fn(t, "f.py", greedy, "function.yaml", "memory_mb: 192\nmax_concurrency: 8\nsnapshot: never\n"))
 	w.deployDir("other", fn(t, "f.py", "def f(e):\n    return 'other'\n", "function.yaml", "memory_mb: 192\n"))
 

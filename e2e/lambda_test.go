@@ -385,7 +385,11 @@ func TestLambdaAsyncCrash(t *testing.T) {
 	go sink.Serve(ln)
 	defer sink.Close()
 
-	w := startLambdaWorker(t)
+	// Retries 10 s apart, not Lambda's minute: once (of four suite runs)
+	// the first calls after the restart could not reach the sink for
+	// about 30 s, and their retries fell beyond the wait. The failed
+	// attempts are logged below.
+	w := startLambdaWorker(t, "--lambda-retry-backoff", "10s")
 	handler := `import os, time, urllib.request
 def lambda_handler(event, context):
     time.sleep(0.03)
@@ -459,6 +463,9 @@ def lambda_handler(event, context):
 		}
 		if r.Attempts > 1 {
 			retried++
+		}
+		if r.FunctionErrors > 0 {
+			t.Logf("%s (%s): %d attempts, %d failed, succeeded at %s", id, m, r.Attempts, r.FunctionErrors, r.Updated.Format(time.TimeOnly))
 		}
 	}
 	t.Logf("%d accepted, all succeeded; %d ran again after the kill (attempts > 1)", len(accepted), retried)

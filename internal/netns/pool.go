@@ -2,6 +2,7 @@ package netns
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"math/bits"
@@ -484,7 +485,17 @@ func (p *Pool) release(br *bridge, host int) {
 func (p *Pool) newBridge(idx int) (*bridge, error) {
 	base := addN(p.cfg.Subnet.Addr(), idx<<p.blockBits)
 	br := &bridge{idx: idx, name: p.cfg.Prefix + "b" + strconv.Itoa(idx), base: base, gw: addN(base, 1), next: 1}
-	link := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: br.name}}
+	// A bridge without an address of its own takes the lowest of its
+	// ports' and changes it when that port goes: sandboxes that cached
+	// the gateway's old address then lose their way out until their
+	// neighbour entry expires, about 30 s. So it gets a fixed one, random
+	// and locally administered.
+	mac := make(net.HardwareAddr, 6)
+	if _, err := rand.Read(mac); err != nil {
+		return nil, fmt.Errorf("netns: bridge %s: address: %w", br.name, err)
+	}
+	mac[0] = mac[0]&^1 | 2 // unicast, locally administered
+	link := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: br.name, HardwareAddr: mac}}
 	if err := p.nl.LinkAdd(link); err != nil {
 		return nil, fmt.Errorf("netns: bridge %s: %w", br.name, err)
 	}

@@ -944,3 +944,60 @@ func waitStack(t testing.TB, fn string) bool {
 	}
 	return false
 }
+
+// TestBridgeAddressStays: the gateway's link address does not follow the
+// bridge's ports. A bridge without an address of its own takes its
+// lowest port's and changes it when that port goes, and sandboxes that
+// cached the old one lose their way out for about 30 s.
+func TestBridgeAddressStays(t *testing.T) {
+	requireRoot(t)
+	cfg := testConfig()
+	cfg.Reserve = -1
+	p := newPool(t, cfg)
+	var nss []*NS
+	for range 3 {
+		ns, err := p.Create(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		nss = append(nss, ns)
+	}
+	addr := func() string {
+		t.Helper()
+		br, err := netlink.LinkByName(nss[0].Bridge())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return br.Attrs().HardwareAddr.String()
+	}
+	first := addr()
+	if first == "00:00:00:00:00:00" {
+		t.Fatalf("bridge address %s", first)
+	}
+	for _, ns := range nss {
+		ns.Destroy()
+	}
+	// The veths go in the background.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		br, err := netlink.LinkByName(nss[0].Bridge())
+		if err != nil {
+			t.Fatal(err)
+		}
+		ports := 0
+		ls, _ := netlink.LinkList()
+		for _, l := range ls {
+			if l.Attrs().MasterIndex == br.Attrs().Index {
+				ports++
+			}
+		}
+		if ports == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d ports left on the bridge", ports)
+		}
+	}
+	if got := addr(); got != first {
+		t.Errorf("bridge address %s after its ports went, %s before", got, first)
+	}
+}

@@ -331,10 +331,8 @@ func poolConfig(cfg Config) (worker.PoolConfig, error) {
 	if pc.DropQueue < 0 {
 		return pc, fmt.Errorf("drop_queue %d must not be negative", pc.DropQueue)
 	}
-	switch pc.Charge {
-	case "", worker.ChargePeak, worker.ChargeDeclared:
-	default:
-		return pc, fmt.Errorf("pool_charge %q: want %s or %s", pc.Charge, worker.ChargePeak, worker.ChargeDeclared)
+	if err := worker.CheckCharge(pc.Charge); err != nil {
+		return pc, fmt.Errorf("pool_charge: %w", err)
 	}
 	return pc, nonNegative(setting{"ttl", pc.TTL}, setting{"drop_wait", pc.DropWait},
 		setting{"hist.bin", pc.Hist.Bin}, setting{"hist.range", pc.Hist.Range}, setting{"hist.fixed", pc.Hist.Fixed})

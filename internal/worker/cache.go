@@ -75,6 +75,16 @@ const (
 	ChargePeak = "peak"
 )
 
+// CheckCharge reports whether charge is a valid PoolConfig.Charge; ""
+// is the default.
+func CheckCharge(charge string) error {
+	switch charge {
+	case "", ChargePeak, ChargeDeclared:
+		return nil
+	}
+	return fmt.Errorf("charge %q: want %s or %s: %w", charge, ChargePeak, ChargeDeclared, pool.ErrConfig)
+}
+
 // peakWindow is how many of a function's last sandboxes' peaks its start
 // charge covers, each sandbox once however many calls it served: enough
 // for a path that starts bigger (a cold start beside forks) to count
@@ -196,8 +206,8 @@ func newWarmCache(w *Worker) (*warmCache, error) {
 	if cfg.OnDrop != DropReject && cfg.OnDrop != DropQueue {
 		return nil, fmt.Errorf("pool: on_drop %q: want %s or %s: %w", cfg.OnDrop, DropReject, DropQueue, pool.ErrConfig)
 	}
-	if cfg.Charge != ChargePeak && cfg.Charge != ChargeDeclared {
-		return nil, fmt.Errorf("pool: charge %q: want %s or %s: %w", cfg.Charge, ChargePeak, ChargeDeclared, pool.ErrConfig)
+	if err := CheckCharge(cfg.Charge); err != nil {
+		return nil, fmt.Errorf("pool: %w", err)
 	}
 	newPol, err := policy.New(cfg.Policy, policy.Options{TTL: cfg.TTL, Hist: cfg.Hist})
 	if err != nil {

@@ -283,19 +283,17 @@ func (r *ReplayReport) SimTable(w io.Writer) error {
 			if cnt > 0 {
 				per = fmt.Sprintf("%.1f", mean/cnt/(1<<20))
 			}
-			var cs []float64
+			var sum float64
+			n := 0
 			for _, sc := range run.Charges {
 				if sc.Peak > 0 {
-					cs = append(cs, float64(sc.Start)/(1<<20))
+					sum += float64(sc.Start) / (1 << 20)
+					n++
 				}
 			}
 			charge := "- (declared)"
-			if len(cs) > 0 {
-				var sum float64
-				for _, c := range cs {
-					sum += c
-				}
-				charge = fmt.Sprintf("%.1f (%d)", sum/float64(len(cs)), len(cs))
+			if n > 0 {
+				charge = fmt.Sprintf("%.1f (%d)", sum/float64(n), n)
 			}
 			fmt.Fprintln(tw, line+per+"\t"+charge+"\t")
 		}

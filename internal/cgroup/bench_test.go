@@ -144,12 +144,28 @@ func BenchmarkLifecycleFloor(b *testing.B) {
 }
 
 // BenchmarkFreezeThaw measures a freeze followed by a thaw of a group
-// holding one sleeping process, in each mode this host offers.
+// holding one sleeping process, in each mode this host offers; on v1 also
+// without the manager's frozen pin group (unpinned), the baseline the pin
+// saves the kernel's text patching against.
 func BenchmarkFreezeThaw(b *testing.B) {
-	for _, mc := range modes(b) {
+	ms := modes(b)
+	ms = append(ms, modeCase{name: "unpinned", opts: ms[0].opts})
+	for _, mc := range ms {
 		b.Run(mc.name, func(b *testing.B) {
 			ctx := context.Background()
 			m := newManager(b, mc.opts...)
+			if mc.name == "unpinned" {
+				if m.pin == "" {
+					b.Skip("no pin to remove: not cgroup v1")
+				}
+				if err := writeFile(filepath.Join(m.pin, "freezer.state"), "THAWED"); err != nil {
+					b.Fatal(err)
+				}
+				if err := unix.Rmdir(m.pin); err != nil {
+					b.Fatal(err)
+				}
+				m.pin = ""
+			}
 			g, err := m.Create("ft", Limits{})
 			if err != nil {
 				b.Fatal(err)

@@ -111,6 +111,7 @@ type Manager struct {
 	v2                  *cgroup2.Manager  // v1: nil; v2: the parent group
 	swap                bool              // kernel accounts swap
 	enabled             map[string]bool   // v2: controllers enabled for children
+	pin                 string            // v1: the frozen group pinFreezer made, or ""
 
 	mu     sync.Mutex
 	groups map[string]*Group // guarded by mu
@@ -261,6 +262,9 @@ func (m *Manager) Sweep(ctx context.Context) (int, error) {
 		delete(names, n)
 	}
 	m.mu.Unlock()
+	if m.pin != "" {
+		delete(names, pinName)
+	}
 	sorted := make([]string, 0, len(names))
 	for n := range names {
 		sorted = append(sorted, n)
@@ -294,6 +298,13 @@ func (m *Manager) Close(ctx context.Context) error {
 	}
 	if len(errs) > 0 {
 		return errors.Join(errs...)
+	}
+	if m.pin != "" {
+		// Empty, so it goes frozen or not.
+		if err := unix.Rmdir(m.pin); err != nil && !errors.Is(err, unix.ENOENT) {
+			errs = append(errs, fmt.Errorf("removing %s: %w", m.pin, err))
+		}
+		m.pin = ""
 	}
 	for _, d := range m.Dirs() {
 		err := unix.Rmdir(d)

@@ -721,7 +721,7 @@ func TestSweepAfterCrash(t *testing.T) {
 			for _, d := range m.Dirs() {
 				ents, _ := os.ReadDir(d)
 				for _, e := range ents {
-					if e.IsDir() && e.Name() != "mine" {
+					if e.IsDir() && e.Name() != "mine" && e.Name() != pinName {
 						t.Errorf("left after Sweep: %s/%s", d, e.Name())
 					}
 				}
@@ -731,6 +731,66 @@ func TestSweepAfterCrash(t *testing.T) {
 			}
 			if n, err := m.Sweep(ctx); err != nil || n != 0 {
 				t.Errorf("second Sweep() = %d, %v; want 0", n, err)
+			}
+		})
+	}
+}
+
+// TestFreezerPin checks that a v1 manager keeps its empty pin group
+// frozen through kills, sweeps and freezes of its groups, and removes it
+// on Close.
+func TestFreezerPin(t *testing.T) {
+	for _, mc := range modes(t) {
+		t.Run(mc.name, func(t *testing.T) {
+			ctx := ctxT(t)
+			m, err := NewManager(testParent(t), mc.opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m.Mode() != V1 {
+				// v2's freezer keeps no such key: nothing to pin.
+				if m.pin != "" {
+					t.Errorf("v2 manager pinned %s", m.pin)
+				}
+				m.Close(ctx)
+				return
+			}
+			pin := filepath.Join(m.hiers[m.frz], m.parent, pinName)
+			frozen := func(when string) {
+				t.Helper()
+				b, err := os.ReadFile(filepath.Join(pin, "freezer.state"))
+				if err != nil || strings.TrimSpace(string(b)) != "FROZEN" {
+					t.Fatalf("%s: pin state %q, %v; want FROZEN", when, b, err)
+				}
+			}
+			frozen("after NewManager")
+			g := create(t, m, "g", Limits{})
+			start(t, g, "/bin/sleep", "60")
+			if err := g.Freeze(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := g.Kill(ctx); err != nil {
+				t.Fatal(err)
+			}
+			frozen("after a kill")
+			if n, err := m.Sweep(ctx); err != nil || n != 0 {
+				t.Fatalf("Sweep() = %d, %v; want 0 (the pin is the manager's)", n, err)
+			}
+			frozen("after Sweep")
+			// A second manager of the parent (a restarted worker) adopts it.
+			m2, err := NewManager(m.parent, mc.opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m2.pin != pin {
+				t.Errorf("second manager's pin %q, want %q", m2.pin, pin)
+			}
+			if err := m.Close(ctx); err != nil {
+				t.Fatalf("Close: %v", err)
+			}
+			m2.Close(ctx)
+			if _, err := os.Stat(pin); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("pin left after Close (stat: %v)", err)
 			}
 		})
 	}

@@ -57,7 +57,31 @@ func (m *Manager) initV1() error {
 	}
 	_, err := os.Stat(filepath.Join(m.hiers[m.mem], m.parent, "memory.memsw.limit_in_bytes"))
 	m.swap = err == nil
+	m.pinFreezer()
 	return nil
+}
+
+// pinName is the freezer group pinFreezer keeps frozen. Group names
+// cannot start with a dot, so no sandbox's group can take it.
+const pinName = ".frozen-pin"
+
+// pinFreezer keeps one empty freezer group frozen for the manager's life.
+// The v1 freezer switches a kernel static key on when the first group
+// freezes and off when the last thaws; each switch rewrites kernel text
+// with an interrupt to every CPU, which costs milliseconds on a busy or
+// virtualized host. Without a pin every Kill (freeze, kill, thaw) and
+// every pause of the only paused sandbox switches it twice. A host
+// without the pin works the same, only slower, so a failure is ignored.
+func (m *Manager) pinFreezer() {
+	dir := filepath.Join(m.hiers[m.frz], m.parent, pinName)
+	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+		return
+	}
+	if writeFile(filepath.Join(dir, "freezer.state"), "FROZEN") != nil {
+		unix.Rmdir(dir)
+		return
+	}
+	m.pin = dir
 }
 
 // createV1 makes the group in each hierarchy and writes its limits.

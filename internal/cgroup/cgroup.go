@@ -544,12 +544,82 @@ func (g *Group) kill(ctx context.Context) error {
 // again.
 const waitRound = 200 * time.Millisecond
 
-// waitEmpty polls until no hierarchy of the group lists a process.
+// waitEmpty waits until no hierarchy of the group lists a process. It
+// sleeps on the listed processes' pidfds until they exit rather than
+// reading the lists in a loop: a killed sandbox takes milliseconds to
+// unmap its memory, and a loop would take CPU from the starts running
+// meanwhile.
 func (g *Group) waitEmpty(ctx context.Context) error {
-	return poll(ctx, func() (bool, error) {
-		p, err := procsUnion(g.dirs)
-		return len(p) == 0, err
-	})
+	delay := 50 * time.Microsecond
+	for {
+		pids, err := procsUnion(g.dirs)
+		if err != nil || len(pids) == 0 {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if !waitExit(ctx, pids) {
+			// Listed, yet exited or without a pidfd: the kernel has
+			// still to unlist them. Back off as poll does.
+			time.Sleep(delay)
+			delay = min(2*delay, 2*time.Millisecond)
+		}
+	}
+}
+
+// waitExit waits until every process of pids that can be watched by
+// pidfd has exited, or ctx ends. It reports whether it had to wait: false
+// when all had exited already, or none had a pidfd.
+func waitExit(ctx context.Context, pids []int) bool {
+	var live []unix.PollFd
+	var open []int
+	defer func() {
+		for _, fd := range open {
+			unix.Close(fd)
+		}
+	}()
+	for _, p := range pids {
+		fd, err := unix.PidfdOpen(p, 0)
+		if err != nil {
+			continue // gone already (or no pidfds: the caller sleeps)
+		}
+		open = append(open, fd)
+		live = append(live, unix.PollFd{Fd: int32(fd), Events: unix.POLLIN})
+	}
+	waited := false
+	for first := true; len(live) > 0; first = false {
+		// The first look does not block; then bounded waits, so that ctx
+		// is looked at now and then.
+		ms := 0
+		if !first {
+			ms = 10
+			if dl, ok := ctx.Deadline(); ok {
+				ms = max(min(ms, int(time.Until(dl)/time.Millisecond)), 1)
+			}
+		}
+		n, err := unix.Poll(live, ms)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return waited
+		}
+		if first && n < len(live) {
+			waited = true
+		}
+		if n == 0 && ctx.Err() != nil {
+			return waited
+		}
+		rest := live[:0]
+		for _, f := range live {
+			if f.Revents == 0 {
+				rest = append(rest, f)
+			}
+		}
+		live = rest
+	}
+	return waited
 }
 
 // Delete kills the group's processes and removes it from every hierarchy.

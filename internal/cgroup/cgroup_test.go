@@ -796,6 +796,38 @@ func TestFreezerPin(t *testing.T) {
 	}
 }
 
+func TestSetWeight(t *testing.T) {
+	for _, mc := range modes(t) {
+		t.Run(mc.name, func(t *testing.T) {
+			m := newManager(t, mc.opts...)
+			if err := m.SetWeight(0); !errors.Is(err, ErrBadLimits) {
+				t.Errorf("SetWeight(0) = %v, want ErrBadLimits", err)
+			}
+			if err := m.SetWeight(10001); !errors.Is(err, ErrBadLimits) {
+				t.Errorf("SetWeight(10001) = %v, want ErrBadLimits", err)
+			}
+			err := m.SetWeight(300)
+			if m.Mode() == V2 && errors.Is(err, ErrNoController) {
+				t.Skipf("no cpu controller for %s's children on this host: %v", m.parent, err)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			file, want := "cpu.shares", "3072"
+			if m.Mode() == V2 {
+				file, want = "cpu.weight", "300"
+			}
+			b, err := os.ReadFile(filepath.Join(m.hiers[m.cpu], m.parent, file))
+			if err != nil || strings.TrimSpace(string(b)) != want {
+				t.Errorf("%s = %q, %v; want %s", file, b, err, want)
+			}
+		})
+	}
+	if DefaultWeight(2) != 200 || DefaultWeight(0) != 100 || DefaultWeight(500) != 10000 {
+		t.Errorf("DefaultWeight: 2 CPUs %d, 0 %d, 500 %d; want 200, 100, 10000", DefaultWeight(2), DefaultWeight(0), DefaultWeight(500))
+	}
+}
+
 func TestCloseLeavesNothing(t *testing.T) {
 	for _, mc := range modes(t) {
 		t.Run(mc.name, func(t *testing.T) {

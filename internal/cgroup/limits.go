@@ -1,7 +1,9 @@
 package cgroup
 
 import (
+	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strconv"
 	"time"
@@ -94,4 +96,32 @@ func (m *Manager) limitsV2(g *Group, lim Limits) error {
 		}
 	}
 	return nil
+}
+
+// SetWeight sets the parent group's CPU weight (1..10000, 100 that of a
+// default group): the share of a contended host that all the manager's
+// groups together get against the host's other groups and sessions.
+// Nice values do not reach across groups, so without it a niced busy
+// loop in its own session (an autogroup) or service competes with all
+// the sandboxes together as an equal.
+func (m *Manager) SetWeight(w uint64) error {
+	if w < 1 || w > 10000 {
+		return fmt.Errorf("cpu weight %d: want 1..10000: %w", w, ErrBadLimits)
+	}
+	dir := filepath.Join(m.hiers[m.cpu], m.parent)
+	if m.mode == V2 {
+		err := writeFile(filepath.Join(dir, "cpu.weight"), strconv.FormatUint(w, 10))
+		if errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("cpu weight: %w", ErrNoController)
+		}
+		return err
+	}
+	return writeFile(filepath.Join(dir, "cpu.shares"), strconv.FormatUint(max(w*1024/100, 2), 10))
+}
+
+// DefaultWeight is the parent weight a host of n CPUs gets by default:
+// a default group's per CPU, as kubelet gives its pods' parent group
+// (capped at the maximum).
+func DefaultWeight(n int) uint64 {
+	return uint64(min(max(n, 1)*100, 10000))
 }

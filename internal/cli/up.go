@@ -223,6 +223,7 @@ func runUp(ctx context.Context, cfg Config) error {
 		CPUsPerGB:        cfg.CPUsPerGB,
 		ScratchBytes:     cfg.ScratchMB << 20,
 		CgroupParent:     cfg.CgroupParent,
+		CPUWeight:        cfg.CPUWeight,
 		NoWarm:           cfg.NoWarm,
 		NoZygotes:        cfg.NoZygotes,
 		PreMade:          cfg.PreMade,

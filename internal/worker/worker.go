@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	goruntime "runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -81,6 +82,11 @@ type Config struct {
 	// CgroupParent is the cgroup under which sandboxes live (default
 	// DefaultCgroupParent(DataDir)).
 	CgroupParent string
+	// CPUWeight is the CPU weight of CgroupParent, so of all sandboxes
+	// and zygotes together, against the host's other groups (1..10000,
+	// 100 a default group's; 0: cgroup.DefaultWeight of the host's CPUs,
+	// as kubelet weighs its pods).
+	CPUWeight uint64
 	// UID and GID, if set, run every function's handlers. Zero: each
 	// function runs as its own host user, from IDs (see internal/ident).
 	UID, GID int
@@ -311,6 +317,16 @@ func New(ctx context.Context, cfg Config, fns Functions) (*Worker, error) {
 		return nil, fmt.Errorf("worker: %w", err)
 	}
 	w.cg = cg
+	weight := cfg.CPUWeight
+	if weight == 0 {
+		weight = cgroup.DefaultWeight(goruntime.NumCPU())
+	}
+	if err := cg.SetWeight(weight); err != nil {
+		if cfg.CPUWeight != 0 {
+			return nil, fmt.Errorf("worker: cpu_weight: %w", err)
+		}
+		w.log.Warn("sandboxes keep a default group's CPU weight", "err", err)
+	}
 	if n, err := cg.Sweep(ctx); err != nil {
 		return nil, fmt.Errorf("worker: sweeping cgroups: %w", err)
 	} else if n > 0 {

@@ -40,6 +40,56 @@ type ZygoteResult struct {
 	// CPU is the CPU spent per start, by kind, over the cold and the
 	// fork starts.
 	CPU []CPUPerStart
+	// Waits is, per fork-start method, what the sandbox process did
+	// during its start: where a start's time goes on a busy host.
+	Waits []StartWait
+}
+
+// StartWait is what the sandbox processes of one method's fork starts
+// did from the start's hand-over (a spare's go, an on-demand fork's
+// clone) until their handler was loaded, per start: ran, or waited on
+// a CPU run queue (the worker's schedstat metrics).
+type StartWait struct {
+	Name      string
+	Starts    int
+	Spares    int // of Starts, from a spare
+	CPU, Wait time.Duration
+}
+
+// startSums reads the worker's sums of its fork starts' sandbox CPU and
+// run-queue wait, and its count of spare starts.
+func startSums(ctx context.Context, w *Worker) (cpu, wait, spares float64, err error) {
+	for _, kind := range []string{"spare", "fork"} {
+		c, err := w.Metric(ctx, `hearth_start_sandbox_cpu_seconds_total{start="`+kind+`"}`)
+		if err != nil {
+			return 0, 0, 0, err
+		}
+		q, err := w.Metric(ctx, `hearth_start_runqueue_seconds_total{start="`+kind+`"}`)
+		if err != nil {
+			return 0, 0, 0, err
+		}
+		cpu, wait = cpu+c, wait+q
+	}
+	spares, err = w.Metric(ctx, "hearth_spare_starts_total")
+	return cpu, wait, spares, err
+}
+
+// measureWaits runs f, n fork starts named name, and notes their waits.
+func (r *ZygoteResult) measureWaits(ctx context.Context, w *Worker, name string, n int, f func() error) error {
+	c0, q0, s0, err := startSums(ctx, w)
+	if err != nil {
+		return err
+	}
+	if err := f(); err != nil {
+		return err
+	}
+	c1, q1, s1, err := startSums(ctx, w)
+	if err != nil {
+		return err
+	}
+	per := func(d float64) time.Duration { return time.Duration(d / float64(n) * float64(time.Second)) }
+	r.Waits = append(r.Waits, StartWait{Name: name, Starts: n, Spares: int(s1 - s0), CPU: per(c1 - c0), Wait: per(q1 - q0)})
+	return nil
 }
 
 // FrozenMemory is the memory of one paused sandbox.
@@ -130,11 +180,20 @@ func Zygote(ctx context.Context, o ZygoteOptions) (ZygoteResult, error) {
 				cpu0 = u
 			}
 			for _, f := range fns {
-				s, err := invokeN(ctx, w, fmt.Sprintf("%s (%s)", c.label, f.name), f.name, o.N, c.path, c.warm)
+				name := fmt.Sprintf("%s (%s)", c.label, f.name)
+				run := func() error {
+					s, err := invokeN(ctx, w, name, f.name, o.N, c.path, c.warm)
+					res.Samples = append(res.Samples, s)
+					return err
+				}
+				if c.path == "fork" {
+					err = res.measureWaits(ctx, w, name, o.N, run)
+				} else {
+					err = run()
+				}
 				if err != nil {
 					return err
 				}
-				res.Samples = append(res.Samples, s)
 				starts += o.N
 			}
 			if c.path == "fork" {
@@ -142,11 +201,15 @@ func Zygote(ctx context.Context, o ZygoteOptions) (ZygoteResult, error) {
 				// and teardown compete with the next start. Last, because
 				// the node then refills a reserve as big as the run for a
 				// while, which would load the starts measured after it.
-				s, err := invokeSeq(ctx, w, "Zygote (numpy), back to back", "numpy", o.N, c.path, false, 0)
+				name := "Zygote (numpy), back to back"
+				err := res.measureWaits(ctx, w, name, o.N, func() error {
+					s, err := invokeSeq(ctx, w, name, "numpy", o.N, c.path, false, 0)
+					res.Samples = append(res.Samples, s)
+					return err
+				})
 				if err != nil {
 					return err
 				}
-				res.Samples = append(res.Samples, s)
 				starts += o.N
 			}
 			if cpu0 != nil {
@@ -239,6 +302,11 @@ func Zygote(ctx context.Context, o ZygoteOptions) (ZygoteResult, error) {
 		})
 		fmt.Fprintf(o.Out, "\nCPU per start over all starts of a method (gaps, teardown and refills included)\n")
 		cpuTable(o.Out, res.CPU)
+		fmt.Fprintf(o.Out, "\nthe sandbox process during a fork start (from hand-over to loaded handler), mean per start\n")
+		fmt.Fprintf(o.Out, "%-32s %7s %7s %10s %14s\n", "method", "starts", "spares", "ran ms", "run-queue ms")
+		for _, x := range res.Waits {
+			fmt.Fprintf(o.Out, "%-32s %7d %7d %10s %14s\n", x.Name, x.Starts, x.Spares, ms(x.CPU), ms(x.Wait))
+		}
 		fmt.Fprintf(o.Out, "\nmemory of a paused numpy sandbox after one call (charged: to its cgroup; private: mapped by it alone)\n")
 		for _, m := range res.Frozen {
 			fmt.Fprintf(o.Out, "%-20s charged %6.2f MiB   private %6.2f MiB\n", m.Start, float64(m.Charged)/(1<<20), float64(m.Private)/(1<<20))

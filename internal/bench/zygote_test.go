@@ -11,8 +11,9 @@ import (
 // it measures, not how fast: every method took its start path (Zygote
 // asserts that per call), each memory figure comes from the start it
 // names, a paused forked sandbox holds far less of its own than a
-// fresh interpreter's, and CPU per start is counted for the cold and the
-// fork starts. With one background loop, which the run must leave behind.
+// fresh interpreter's, CPU per start is counted for the cold and the
+// fork starts, and so is each fork start's sandbox CPU and run-queue
+// wait. With one background loop, which the run must leave behind.
 func TestZygoteBenchLive(t *testing.T) {
 	hearth, base := liveHearth(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -37,6 +38,16 @@ func TestZygoteBenchLive(t *testing.T) {
 		// and its sandbox much more: not all 10 ms ticks can be empty.
 		if c.Starts == 0 || c.Used.Total() <= 0 {
 			t.Errorf("%s: %d starts, %v CPU", c.Name, c.Starts, c.Used.Total())
+		}
+	}
+	// The sandbox process of every fork start runs (it loads a handler):
+	// a method whose starts show no CPU lost the worker's schedstat sums.
+	if len(res.Waits) != 3 {
+		t.Fatalf("start waits for %d methods, want the 3 fork methods: %+v", len(res.Waits), res.Waits)
+	}
+	for _, x := range res.Waits {
+		if x.Starts != 3 || x.CPU <= 0 || x.Wait < 0 || x.Spares < 0 || x.Spares > x.Starts {
+			t.Errorf("%s: %+v", x.Name, x)
 		}
 	}
 	mem := map[string]FrozenMemory{}

@@ -1,7 +1,11 @@
 package worker
 
 import (
+	"os"
 	"regexp"
+	"strconv"
+	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -19,6 +23,10 @@ type Metrics struct {
 	forkFallbacks prometheus.Counter
 	spareStarts   prometheus.Counter
 	deadSandboxes prometheus.Counter
+	// startWait and startCPU sum, per fork start kind, how long the
+	// sandbox's process waited on a run queue and ran during its start:
+	// where a start spends its time on a busy host.
+	startWait, startCPU *prometheus.CounterVec
 }
 
 func newMetrics() *Metrics {
@@ -46,13 +54,21 @@ func newMetrics() *Metrics {
 	m.forkFallbacks = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "hearth_fork_fallbacks_total", Help: "Zygote forks that failed and fell back to a fresh start.",
 	})
+	m.startWait = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "hearth_start_runqueue_seconds_total",
+		Help: "Time the sandbox process of fork starts waited on a CPU run queue during the start (start: spare or fork, on demand), from /proc/PID/schedstat.",
+	}, []string{"start"})
+	m.startCPU = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "hearth_start_sandbox_cpu_seconds_total",
+		Help: "CPU time the sandbox process of fork starts ran during the start (start: spare or fork, on demand), from /proc/PID/schedstat.",
+	}, []string{"start"})
 	m.spareStarts = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "hearth_spare_starts_total", Help: "Fork starts served by a zygote child forked ahead of need (a spare).",
 	})
 	m.deadSandboxes = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "hearth_warm_dead_total", Help: "Cached sandboxes found dead (or failing to thaw) when taken, replaced by a new start.",
 	})
-	m.Registry.MustRegister(m.forkFallbacks, m.spareStarts, m.deadSandboxes, m.invocations, m.latency, m.coldStarts, m.sandboxes, m.evictions,
+	m.Registry.MustRegister(m.startWait, m.startCPU, m.forkFallbacks, m.spareStarts, m.deadSandboxes, m.invocations, m.latency, m.coldStarts, m.sandboxes, m.evictions,
 		// go_gc_heap_live_bytes besides the defaults: the heap the last
 		// collection found live, the figure that shows a leak through
 		// the garbage (bench churn reads it).
@@ -109,4 +125,38 @@ func (p *poolCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(p.expirations, c, float64(s.Expirations), s.Name)
 		ch <- prometheus.MustNewConstMetric(p.prewarms, c, float64(s.Prewarms), s.Name)
 	}
+}
+
+// schedStat is a process's scheduler counters (see schedstatOf).
+type schedStat struct{ cpu, wait time.Duration }
+
+// schedstatOf reads /proc/PID/schedstat: the time pid's main thread has
+// run and waited on a run queue. ok is false when the kernel keeps none
+// (no CONFIG_SCHED_INFO) or the process is gone.
+func schedstatOf(pid int) (s schedStat, ok bool) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/schedstat")
+	if err != nil {
+		return s, false
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 2 {
+		return s, false
+	}
+	cpu, err1 := strconv.ParseInt(f[0], 10, 64)
+	wait, err2 := strconv.ParseInt(f[1], 10, 64)
+	if err1 != nil || err2 != nil {
+		return s, false
+	}
+	return schedStat{time.Duration(cpu), time.Duration(wait)}, true
+}
+
+// noteStart adds what pid ran and waited since from (zero: since it was
+// born) to the start metrics of kind.
+func (m *Metrics) noteStart(kind string, pid int, from schedStat) {
+	now, ok := schedstatOf(pid)
+	if !ok {
+		return
+	}
+	m.startCPU.WithLabelValues(kind).Add((now.cpu - from.cpu).Seconds())
+	m.startWait.WithLabelValues(kind).Add((now.wait - from.wait).Seconds())
 }

@@ -85,6 +85,7 @@ func (f forkStarter) start(ctx context.Context, l *launch) (*instance, error) {
 	if err := w.connect(ctx, inst, l.fn, nil); err != nil {
 		return nil, err
 	}
+	w.metrics.noteStart("fork", child.Pid, schedStat{})
 	w.log.Debug("fork start", "function", l.fn.Name, "sandbox", inst.id, "zygote", node,
 		"sandbox_create", t1.Sub(t0), "fork", t2.Sub(t1), "to_ready", time.Since(t2))
 	return inst, nil

@@ -51,6 +51,8 @@ func (s spareStarter) start(ctx context.Context, l *launch) (*instance, error) {
 // its code and packages mounted, its identity and environment; then
 // waits for the handler to load.
 func (w *Worker) spareStart(ctx context.Context, l *launch, sp *spare) (*instance, error) {
+	pid := sp.child.Pid()
+	from, _ := schedstatOf(pid)
 	if err := sp.group.SetLimits(l.limits); err != nil {
 		w.discard(sp)
 		return nil, fmt.Errorf("%s: %w: %w", l.fn.Name, err, ErrStart)
@@ -78,5 +80,6 @@ func (w *Worker) spareStart(ctx context.Context, l *launch, sp *spare) (*instanc
 	if err != nil {
 		return nil, err
 	}
+	w.metrics.noteStart("spare", pid, from)
 	return inst, nil
 }

@@ -486,6 +486,17 @@ def recv(ctl):
     return hearthrt.loads(data), fds
 
 
+def pending(ctl):
+    """Whether a message waits on ctl (or it was closed)."""
+    try:
+        ctl.recv(1, _socket.MSG_PEEK | _socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return False
+    except OSError:
+        pass
+    return True
+
+
 def send(ctl, obj):
     ctl.sendall(hearthrt.dumps(obj))
 
@@ -664,8 +675,11 @@ def spare_fork(req, fds):
     def body():
         t.enter(req, keep=ctl_fd)
         ctl = _socket.socket(fileno=hearthrt.LISTEN_FD + 1)
-        hearthrt.rehearse()
-        trim()  # what the rehearsal freed
+        if not pending(ctl):
+            # Only ahead of need: once a start waits for this spare, the
+            # rehearsal would run the same path twice on its clock.
+            hearthrt.rehearse()
+            trim()  # what the rehearsal freed
         try:
             go, mfds = recv(ctl)
         except (EOFError, OSError):

@@ -28,7 +28,9 @@ type ZygoteOptions struct {
 	// Background is how many CPU-bound processes (nice 10) run during
 	// the measurement: 0 measures on a quiet host.
 	Background int
-	Out        io.Writer
+	// CPUWeight, if set, is passed to the workers as --cpu-weight.
+	CPUWeight uint64
+	Out       io.Writer
 }
 
 // ZygoteResult is what Zygote measured.
@@ -158,7 +160,7 @@ func Zygote(ctx context.Context, o ZygoteOptions) (ZygoteResult, error) {
 		{"Zygote", []string{"--no-warm-cache", "--no-snapshots", "--zygote-tree", plan}, "fork", false},
 		{"Warm", []string{"--zygote-tree", plan}, "warm", true},
 	} {
-		w, err := StartWorker(ctx, o.Hearth, o.Base, c.flags...)
+		w, err := StartWorker(ctx, o.Hearth, o.Base, o.flags(c.flags)...)
 		if err != nil {
 			return res, err
 		}
@@ -266,7 +268,7 @@ func Zygote(ctx context.Context, o ZygoteOptions) (ZygoteResult, error) {
 		{"forked on demand", "fork", []string{"--spares", "-1", "--no-snapshots", "--zygote-tree", plan}},
 		{"fresh interpreter", "cold", []string{"--no-zygotes", "--no-snapshots"}},
 	} {
-		w, err := StartWorker(ctx, o.Hearth, o.Base, c.flags...)
+		w, err := StartWorker(ctx, o.Hearth, o.Base, o.flags(c.flags)...)
 		if err != nil {
 			return res, err
 		}
@@ -292,9 +294,13 @@ func Zygote(ctx context.Context, o ZygoteOptions) (ZygoteResult, error) {
 		}
 	}
 	if o.Out != nil {
+		weight := "the worker's default"
+		if o.CPUWeight > 0 {
+			weight = fmt.Sprint(o.CPUWeight)
+		}
 		fmt.Fprintf(o.Out, "hearth bench zygote: %d samples each, end-to-end invoke over loopback HTTP;\n"+
 			"starts %v apart (teardown and refills off the clock) unless back to back;\n"+
-			"background load: %d CPU-bound processes at nice %d\n\n", o.N, settle, o.Background, backgroundNice)
+			"background load: %d CPU-bound processes at nice %d; sandboxes' cpu weight: %s\n\n", o.N, settle, o.Background, backgroundNice, weight)
 		Table(o.Out, res.Samples, [][2]string{
 			{"Installed+Imported (numpy)", "Zygote (numpy)"},
 			{"Installed+Imported (numpy-requests)", "Zygote (numpy-requests)"},
@@ -354,4 +360,12 @@ func pausedMemory(ctx context.Context, w *Worker, fn string) (charged, private i
 		time.Sleep(20 * time.Millisecond)
 	}
 	return 0, 0, fmt.Errorf("no paused sandbox of %s", fn)
+}
+
+// flags adds the options' worker flags to a method's.
+func (o ZygoteOptions) flags(method []string) []string {
+	if o.CPUWeight == 0 {
+		return method
+	}
+	return append([]string{"--cpu-weight", fmt.Sprint(o.CPUWeight)}, method...)
 }

@@ -50,7 +50,8 @@ type ZygoteResult struct {
 // StartWait is what the sandbox processes of one method's fork starts
 // did from the start's hand-over (a spare's go, an on-demand fork's
 // clone) until their handler was loaded, per start: ran, or waited on
-// a CPU run queue (the worker's schedstat metrics).
+// a CPU run queue (the worker's schedstat metrics; -1 when the worker,
+// an older build, has none).
 type StartWait struct {
 	Name      string
 	Starts    int
@@ -90,7 +91,12 @@ func (r *ZygoteResult) measureWaits(ctx context.Context, w *Worker, name string,
 		return err
 	}
 	per := func(d float64) time.Duration { return time.Duration(d / float64(n) * float64(time.Second)) }
-	r.Waits = append(r.Waits, StartWait{Name: name, Starts: n, Spares: int(s1 - s0), CPU: per(c1 - c0), Wait: per(q1 - q0)})
+	x := StartWait{Name: name, Starts: n, Spares: int(s1 - s0), CPU: per(c1 - c0), Wait: per(q1 - q0)}
+	if c1 == 0 {
+		// Starts ran, yet no CPU: a build from before these metrics.
+		x.CPU, x.Wait = -1, -1
+	}
+	r.Waits = append(r.Waits, x)
 	return nil
 }
 
@@ -311,7 +317,11 @@ func Zygote(ctx context.Context, o ZygoteOptions) (ZygoteResult, error) {
 		fmt.Fprintf(o.Out, "\nthe sandbox process during a fork start (from hand-over to loaded handler), mean per start\n")
 		fmt.Fprintf(o.Out, "%-32s %7s %7s %10s %14s\n", "method", "starts", "spares", "ran ms", "run-queue ms")
 		for _, x := range res.Waits {
-			fmt.Fprintf(o.Out, "%-32s %7d %7d %10s %14s\n", x.Name, x.Starts, x.Spares, ms(x.CPU), ms(x.Wait))
+			cpu, wait := ms(x.CPU), ms(x.Wait)
+			if x.CPU < 0 {
+				cpu, wait = "-", "- (worker without the metrics)"
+			}
+			fmt.Fprintf(o.Out, "%-32s %7d %7d %10s %14s\n", x.Name, x.Starts, x.Spares, cpu, wait)
 		}
 		fmt.Fprintf(o.Out, "\nmemory of a paused numpy sandbox after one call (charged: to its cgroup; private: mapped by it alone)\n")
 		for _, m := range res.Frozen {

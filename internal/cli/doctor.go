@@ -131,6 +131,19 @@ func runDoctor(ctx context.Context, cfg doctorConfig, w io.Writer) int {
 		report(true, false, "zygotes", "unprivileged zygotes can fork children into user namespaces of their own")
 	}
 
+	if fc, err := measureFaults(); err != nil {
+		report(false, false, "page faults", "not measured: "+err.Error())
+	} else {
+		detail := fmt.Sprintf("%.1f us to zero a page, %.1f us to copy one on write", us(fc.Zero), us(fc.Copy))
+		if fc.Copy > slowCopy {
+			// Not a failure: everything works, forks are only slower.
+			fmt.Fprintf(w, "slow  %-12s %s: over %.0f us, as in a VM that shadows page tables; a forked child pays one per page it writes, so fork starts and first calls take milliseconds more than elsewhere\n",
+				"page faults", detail, us(slowCopy))
+		} else {
+			report(true, false, "page faults", detail)
+		}
+	}
+
 	a := snapshot.Probe(ctx, cfg.CRIURoot)
 	if a.CRIU != nil {
 		if a.Report.Breakpoints == "" {
@@ -149,6 +162,8 @@ func runDoctor(ctx context.Context, cfg doctorConfig, w io.Writer) int {
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
 
 // cgroupSummary describes the cgroup setup Hearth would use.
 func cgroupSummary(root string) (string, bool) {

@@ -5,8 +5,10 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestDoctor(t *testing.T) {
@@ -54,6 +56,24 @@ func TestDoctor(t *testing.T) {
 					t.Errorf("output lacks %q:\n%s", w, &out)
 				}
 			}
+			if !regexp.MustCompile(`(?m)^(ok  |slow)  page faults  [0-9.]+ us to zero a page, [0-9.]+ us to copy one on write`).MatchString(out.String()) {
+				t.Errorf("output lacks the page fault costs:\n%s", &out)
+			}
 		})
+	}
+}
+
+// TestMeasureFaults checks that both fault probes time real faults: more
+// than nothing, less than the slowest host would take (a millisecond).
+func TestMeasureFaults(t *testing.T) {
+	c, err := measureFaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("zero %v, copy %v per page", c.Zero, c.Copy)
+	for name, d := range map[string]time.Duration{"zero": c.Zero, "copy": c.Copy} {
+		if d <= 0 || d > time.Millisecond {
+			t.Errorf("%s fault %v per page, want (0, 1ms]", name, d)
+		}
 	}
 }

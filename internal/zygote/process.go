@@ -126,6 +126,44 @@ func (p *Process) request(ctx context.Context, msg any, fds []*os.File) (reply, 
 	defer p.inflight.Add(-1)
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	return p.requestLocked(ctx, msg, fds)
+}
+
+// backgroundRequest is request for work no start waits for (a spare):
+// it lets the forks of starts waiting for the zygote go first, for up to
+// yieldFor. A spare's clone takes milliseconds, more on a busy host, and
+// a start queued behind a run of refills would wait for all of them; the
+// bound keeps a steady run of forks from starving the refills.
+func (p *Process) backgroundRequest(ctx context.Context, msg any, fds []*os.File) (reply, []*os.File, error) {
+	p.inflight.Add(1)
+	defer p.inflight.Add(-1)
+	deadline := time.Now().Add(yieldFor)
+	for {
+		p.mu.Lock()
+		if p.forking.Load() == 0 || time.Now().After(deadline) {
+			break
+		}
+		p.mu.Unlock()
+		t := time.NewTimer(yieldPoll)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return reply{}, nil, ctx.Err()
+		case <-t.C:
+		}
+	}
+	defer p.mu.Unlock()
+	return p.requestLocked(ctx, msg, fds)
+}
+
+// yieldFor bounds how long a background request lets starts go first,
+// and yieldPoll is how often it looks whether they have.
+const (
+	yieldFor  = 50 * time.Millisecond
+	yieldPoll = 500 * time.Microsecond
+)
+
+func (p *Process) requestLocked(ctx context.Context, msg any, fds []*os.File) (reply, []*os.File, error) {
 	if !p.alive() {
 		return reply{}, nil, ErrDead
 	}

@@ -57,7 +57,7 @@ func (p *Process) Spare(ctx context.Context, t SpareTarget) (*Spare, error) {
 		return nil, err
 	}
 	fds := []*os.File{t.Scratch, t.Listener, t.Stdout, t.Stderr, theirs}
-	_, got, err := p.request(ctx, map[string]any{"op": "spare", "net": t.Net, "hostname": t.Hostname}, fds)
+	_, got, err := p.backgroundRequest(ctx, map[string]any{"op": "spare", "net": t.Net, "hostname": t.Hostname}, fds)
 	theirs.Close()
 	if err != nil {
 		ours.Close()

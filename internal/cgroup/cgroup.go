@@ -569,9 +569,12 @@ func (g *Group) waitEmpty(ctx context.Context) error {
 }
 
 // waitExit waits until every process of pids that can be watched by
-// pidfd has exited, or ctx ends. It reports whether it had to wait: false
-// when all had exited already, or none had a pidfd.
+// pidfd has exited, ctx ends, or relist has passed (a pid listed may have
+// been reused by a process outside the group before its pidfd was
+// opened: the caller lists again). It reports whether it had to wait:
+// false when all had exited already, or none had a pidfd.
 func waitExit(ctx context.Context, pids []int) bool {
+	end := time.Now().Add(relist)
 	var live []unix.PollFd
 	var open []int
 	defer func() {
@@ -608,7 +611,7 @@ func waitExit(ctx context.Context, pids []int) bool {
 		if first && n < len(live) {
 			waited = true
 		}
-		if n == 0 && ctx.Err() != nil {
+		if n == 0 && (ctx.Err() != nil || time.Now().After(end)) {
 			return waited
 		}
 		rest := live[:0]
@@ -621,6 +624,9 @@ func waitExit(ctx context.Context, pids []int) bool {
 	}
 	return waited
 }
+
+// relist bounds one waitExit.
+const relist = 100 * time.Millisecond
 
 // Delete kills the group's processes and removes it from every hierarchy.
 // Deleting twice is harmless.

@@ -111,7 +111,7 @@ type Manager struct {
 	v2                  *cgroup2.Manager  // v1: nil; v2: the parent group
 	swap                bool              // kernel accounts swap
 	enabled             map[string]bool   // v2: controllers enabled for children
-	pin                 string            // v1: the frozen group pinFreezer made, or ""
+	pin                 string            // v1: the frozen group pinFreezer made, or ""; guarded by mu
 
 	mu     sync.Mutex
 	groups map[string]*Group // guarded by mu
@@ -261,10 +261,10 @@ func (m *Manager) Sweep(ctx context.Context) (int, error) {
 	for n := range m.groups {
 		delete(names, n)
 	}
-	m.mu.Unlock()
 	if m.pin != "" {
 		delete(names, pinName)
 	}
+	m.mu.Unlock()
 	sorted := make([]string, 0, len(names))
 	for n := range names {
 		sorted = append(sorted, n)
@@ -299,12 +299,15 @@ func (m *Manager) Close(ctx context.Context) error {
 	if len(errs) > 0 {
 		return errors.Join(errs...)
 	}
-	if m.pin != "" {
+	m.mu.Lock()
+	pin := m.pin
+	m.pin = ""
+	m.mu.Unlock()
+	if pin != "" {
 		// Empty, so it goes frozen or not.
-		if err := unix.Rmdir(m.pin); err != nil && !errors.Is(err, unix.ENOENT) {
-			errs = append(errs, fmt.Errorf("removing %s: %w", m.pin, err))
+		if err := unix.Rmdir(pin); err != nil && !errors.Is(err, unix.ENOENT) {
+			errs = append(errs, fmt.Errorf("removing %s: %w", pin, err))
 		}
-		m.pin = ""
 	}
 	for _, d := range m.Dirs() {
 		err := unix.Rmdir(d)

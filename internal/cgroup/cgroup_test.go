@@ -823,8 +823,8 @@ func TestSetWeight(t *testing.T) {
 			}
 		})
 	}
-	if DefaultWeight(2) != 200 || DefaultWeight(0) != 100 || DefaultWeight(500) != 10000 {
-		t.Errorf("DefaultWeight: 2 CPUs %d, 0 %d, 500 %d; want 200, 100, 10000", DefaultWeight(2), DefaultWeight(0), DefaultWeight(500))
+	if DefaultWeight(2) != 200 || DefaultWeight(0) != 100 || DefaultWeight(64) != 1000 {
+		t.Errorf("DefaultWeight: 2 CPUs %d, 0 %d, 64 %d; want 200, 100, 1000", DefaultWeight(2), DefaultWeight(0), DefaultWeight(64))
 	}
 }
 

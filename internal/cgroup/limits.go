@@ -120,8 +120,9 @@ func (m *Manager) SetWeight(w uint64) error {
 }
 
 // DefaultWeight is the parent weight a host of n CPUs gets by default:
-// a default group's per CPU, as kubelet gives its pods' parent group
-// (capped at the maximum).
+// a default group's per CPU, as kubelet gives its pods' parent group, up
+// to 1000 (ten default groups), so that on a big host tenants' code does
+// not outweigh the host's own services a hundredfold.
 func DefaultWeight(n int) uint64 {
-	return uint64(min(max(n, 1)*100, 10000))
+	return uint64(min(max(n, 1)*100, 1000))
 }

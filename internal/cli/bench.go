@@ -85,7 +85,7 @@ func newBenchZygoteCmd(bin func() (string, error)) *cobra.Command {
 	c.Flags().IntVar(&background, "background", 0,
 		"CPU-bound processes (busy loops at nice 10) to run during the measurement, as on a busy host")
 	c.Flags().Uint64Var(&weight, "cpu-weight", 0,
-		"the workers' --cpu-weight (default: theirs, 100 per CPU)")
+		"the workers' --cpu-weight (default: theirs, 100 per CPU up to 1000)")
 	return c
 }
 

@@ -50,7 +50,7 @@ type Config struct {
 	CgroupParent string        `yaml:"cgroup_parent"`
 	// CPUWeight is the sandboxes' CPU weight, all together, against the
 	// host's other cgroups (1..10000, 100 a default group's; default 100
-	// per CPU).
+	// per CPU up to 1000).
 	CPUWeight uint64 `yaml:"cpu_weight"`
 	LogLevel  string `yaml:"log_level"`
 	// LogLines is how many output lines the worker keeps per function
@@ -204,7 +204,7 @@ func upFlags(f *pflag.FlagSet, c *Config) {
 	f.BoolVar(&c.AllowHostNetwork, "allow-host-network", c.AllowHostNetwork, "let functions ask for network: host (the host's network namespace; its loopback and addresses stay closed to them)")
 	f.Var((*prefixValue)(&c.Resources.Subnet), "netns-subnet", "private IPv4 subnet of isolated sandboxes, distinct per worker on a host (default "+netns.DefaultSubnet.String()+")")
 	f.BoolVar(&c.NoSnapshots, "no-snapshots", c.NoSnapshots, "never snapshot or restore functions")
-	f.Uint64Var(&c.CPUWeight, "cpu-weight", c.CPUWeight, "CPU weight of all sandboxes together against the host's other cgroups, 1..10000 (100: a default group's; default 100 per CPU, as kubelet gives its pods)")
+	f.Uint64Var(&c.CPUWeight, "cpu-weight", c.CPUWeight, "CPU weight of all sandboxes together against the host's other cgroups, 1..10000 (100: a default group's; default 100 per CPU up to 1000, as kubelet weighs its pods)")
 	f.IntVar(&c.PreMade, "premade", c.PreMade, "empty sandboxes kept ready for zygote forks (default 4; negative: none)")
 	f.IntVar(&c.Spares, "spares", c.Spares, "zygote children forked ahead of need per recently used zygote node, at least (default 2; negative: none)")
 	f.IntVar(&c.MaxSpares, "max-spares", c.MaxSpares, "bound on all spares; a node that saw a burst keeps one per concurrent start for a minute (default 128)")

@@ -70,10 +70,17 @@ func TestMeasureFaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("zero %v, copy %v per page", c.Zero, c.Copy)
+	t.Logf("zero %v, copy %v per page; %d and %d faults", c.Zero, c.Copy, c.ZeroFaults, c.CopyFaults)
 	for name, d := range map[string]time.Duration{"zero": c.Zero, "copy": c.Copy} {
 		if d <= 0 || d > time.Millisecond {
 			t.Errorf("%s fault %v per page, want (0, 1ms]", name, d)
+		}
+	}
+	// Each probe must have timed a fault per page, not writes to pages
+	// mapped already.
+	for name, n := range map[string]int64{"zero": c.ZeroFaults, "copy": c.CopyFaults} {
+		if n < faultPages*9/10 || n > faultPages*2 {
+			t.Errorf("%s probe took %d minor faults, want about %d", name, n, faultPages)
 		}
 	}
 }

@@ -157,6 +157,11 @@ func (m *Metrics) noteStart(kind string, pid int, from schedStat) {
 	if !ok {
 		return
 	}
+	// Negative if pid is another process by now (the sandbox's exited
+	// and its pid was reused): a counter cannot go back, and panics.
+	if now.cpu < from.cpu || now.wait < from.wait {
+		return
+	}
 	m.startCPU.WithLabelValues(kind).Add((now.cpu - from.cpu).Seconds())
 	m.startWait.WithLabelValues(kind).Add((now.wait - from.wait).Seconds())
 }

@@ -85,7 +85,7 @@ type Config struct {
 	// CPUWeight is the CPU weight of CgroupParent, so of all sandboxes
 	// and zygotes together, against the host's other groups (1..10000,
 	// 100 a default group's; 0: cgroup.DefaultWeight of the host's CPUs,
-	// as kubelet weighs its pods).
+	// 100 per CPU up to 1000).
 	CPUWeight uint64
 	// UID and GID, if set, run every function's handlers. Zero: each
 	// function runs as its own host user, from IDs (see internal/ident).
@@ -323,6 +323,7 @@ func New(ctx context.Context, cfg Config, fns Functions) (*Worker, error) {
 	}
 	if err := cg.SetWeight(weight); err != nil {
 		if cfg.CPUWeight != 0 {
+			cg.Close(ctx)
 			return nil, fmt.Errorf("worker: cpu_weight: %w", err)
 		}
 		w.log.Warn("sandboxes keep a default group's CPU weight", "err", err)

@@ -31,7 +31,8 @@ type Process struct {
 	ctl   *net.UnixConn
 	dead  chan struct{}
 
-	mu       sync.Mutex // serialises requests on ctl
+	mu       sync.Mutex   // serialises requests on ctl
+	queued   atomic.Int32 // requests (not background ones) waiting for mu
 	inflight atomic.Int32
 	forking  atomic.Int32 // forks on a start's critical path, in flight
 	forks    atomic.Int64
@@ -124,14 +125,16 @@ func (p *Process) alive() bool {
 func (p *Process) request(ctx context.Context, msg any, fds []*os.File) (reply, []*os.File, error) {
 	p.inflight.Add(1)
 	defer p.inflight.Add(-1)
+	p.queued.Add(1)
 	p.mu.Lock()
+	p.queued.Add(-1)
 	defer p.mu.Unlock()
 	return p.requestLocked(ctx, msg, fds)
 }
 
 // backgroundRequest is request for work no start waits for (a spare):
-// it lets the forks of starts waiting for the zygote go first, for up to
-// yieldFor. A spare's clone takes milliseconds, more on a busy host, and
+// it lets requests waiting for the zygote (a start's fork) go first, for
+// up to yieldFor. A spare's clone takes milliseconds, more on a busy host, and
 // a start queued behind a run of refills would wait for all of them; the
 // bound keeps a steady run of forks from starving the refills.
 func (p *Process) backgroundRequest(ctx context.Context, msg any, fds []*os.File) (reply, []*os.File, error) {
@@ -140,7 +143,7 @@ func (p *Process) backgroundRequest(ctx context.Context, msg any, fds []*os.File
 	deadline := time.Now().Add(yieldFor)
 	for {
 		p.mu.Lock()
-		if p.forking.Load() == 0 || time.Now().After(deadline) {
+		if p.queued.Load() == 0 || time.Now().After(deadline) || !p.alive() {
 			break
 		}
 		p.mu.Unlock()
@@ -149,6 +152,8 @@ func (p *Process) backgroundRequest(ctx context.Context, msg any, fds []*os.File
 		case <-ctx.Done():
 			t.Stop()
 			return reply{}, nil, ctx.Err()
+		case <-p.dead:
+			t.Stop()
 		case <-t.C:
 		}
 	}
@@ -157,8 +162,9 @@ func (p *Process) backgroundRequest(ctx context.Context, msg any, fds []*os.File
 }
 
 // yieldFor bounds how long a background request lets starts go first,
-// and yieldPoll is how often it looks whether they have.
-const (
+// and yieldPoll is how often it looks whether they have. Variables for
+// tests.
+var (
 	yieldFor  = 50 * time.Millisecond
 	yieldPoll = 500 * time.Microsecond
 )

@@ -9,11 +9,10 @@ import (
 	"time"
 )
 
-// TestBackgroundRequestYields checks that a spare's request, queued first,
-// lets a start's fork that queued after it reach the zygote first, and
-// that it still goes once the fork is done. The zygote's end of the
-// control socket is played here: it records the order of the requests.
-func TestBackgroundRequestYields(t *testing.T) {
+// fakeZygote plays the zygote's end of p's control socket: it records
+// each request's op and answers it after a short while (a clone).
+func fakeZygote(t *testing.T) (*Process, func() []string) {
+	t.Helper()
 	ours, theirs, err := seqpacketPair()
 	if err != nil {
 		t.Fatal(err)
@@ -23,15 +22,12 @@ func TestBackgroundRequestYields(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
 	peer, err := net.FileConn(theirs)
 	theirs.Close()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer peer.Close()
-	p := &Process{ctl: c.(*net.UnixConn), dead: make(chan struct{})}
-
+	t.Cleanup(func() { c.Close(); peer.Close() })
 	var mu sync.Mutex
 	var order []string
 	go func() {
@@ -46,46 +42,77 @@ func TestBackgroundRequestYields(t *testing.T) {
 			mu.Lock()
 			order = append(order, m.Op)
 			mu.Unlock()
-			time.Sleep(5 * time.Millisecond) // a clone
+			time.Sleep(5 * time.Millisecond)
 			peer.Write([]byte(`{"ok":true}`))
 		}
 	}()
+	return &Process{ctl: c.(*net.UnixConn), dead: make(chan struct{})}, func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]string(nil), order...)
+	}
+}
 
+// waitFor polls cond for up to 10 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for end := time.Now().Add(10 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+// TestBackgroundRequestYields checks that a spare's request, queued first,
+// lets a start's fork that queued after it reach the zygote first, and
+// still goes once the fork is done.
+func TestBackgroundRequestYields(t *testing.T) {
+	defer func(d time.Duration) { yieldFor = d }(yieldFor)
+	yieldFor = time.Minute // only the order is under test here
+	p, order := fakeZygote(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	// A fork in flight holds the zygote.
-	p.forking.Add(1)
-	p.mu.Lock()
-	var wg sync.WaitGroup
+	p.mu.Lock() // a request in flight holds the zygote
 	errs := make(chan error, 2)
-	wg.Add(1)
 	go func() {
-		defer wg.Done()
 		_, _, err := p.backgroundRequest(ctx, map[string]any{"op": "spare"}, nil)
 		errs <- err
 	}()
-	time.Sleep(20 * time.Millisecond) // the spare queues first
-	wg.Add(1)
+	waitFor(t, "the spare to queue", func() bool { return p.Inflight() == 1 })
 	go func() {
-		defer wg.Done()
-		p.forking.Add(1) // as Fork counts itself before its request
-		defer p.forking.Add(-1)
 		_, _, err := p.request(ctx, map[string]any{"op": "fork"}, nil)
 		errs <- err
 	}()
-	time.Sleep(20 * time.Millisecond)
-	p.forking.Add(-1)
+	waitFor(t, "the fork to queue", func() bool { return p.queued.Load() == 1 })
 	p.mu.Unlock()
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
+	for range 2 {
+		if err := <-errs; err != nil {
 			t.Fatal(err)
 		}
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if len(order) != 2 || order[0] != "fork" || order[1] != "spare" {
-		t.Errorf("the zygote saw %v, want [fork spare]", order)
+	if got := order(); len(got) != 2 || got[0] != "fork" || got[1] != "spare" {
+		t.Errorf("the zygote saw %v, want [fork spare]", got)
+	}
+}
+
+// TestBackgroundRequestYieldsForAWhile checks that a spare goes after
+// yieldFor even while requests keep waiting: refills are not starved.
+func TestBackgroundRequestYieldsForAWhile(t *testing.T) {
+	defer func(d time.Duration) { yieldFor = d }(yieldFor)
+	yieldFor = 30 * time.Millisecond
+	p, order := fakeZygote(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	p.queued.Add(1) // a request that stays queued throughout
+	defer p.queued.Add(-1)
+	t0 := time.Now()
+	if _, _, err := p.backgroundRequest(ctx, map[string]any{"op": "spare"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(t0); d < yieldFor {
+		t.Errorf("the spare went after %v, before its %v of yielding", d, yieldFor)
+	}
+	if got := order(); len(got) != 1 || got[0] != "spare" {
+		t.Errorf("the zygote saw %v, want [spare]", got)
 	}
 }

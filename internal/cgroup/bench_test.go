@@ -153,7 +153,7 @@ func BenchmarkFreezeThaw(b *testing.B) {
 	for _, mc := range ms {
 		b.Run(mc.name, func(b *testing.B) {
 			ctx := context.Background()
-			m := newManager(b, mc.opts...)
+			m := newManager(b, append([]Option{WithFreezerPin()}, mc.opts...)...)
 			if mc.name == "unpinned" {
 				if m.pin == "" {
 					b.Skip("no pin to remove: not cgroup v1")

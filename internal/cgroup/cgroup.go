@@ -84,7 +84,13 @@ func (l Limits) cpuQuota() int64 {
 // Option configures a Manager.
 type Option func(*options)
 
+// WithFreezerPin keeps an empty freezer group frozen below the parent
+// for the manager's life (v1; see pinFreezer). One per host suffices:
+// the worker's sandbox manager takes it.
+func WithFreezerPin() Option { return func(o *options) { o.pin = true } }
+
 type options struct {
+	pin  bool
 	mode Mode
 	root string
 }
@@ -142,6 +148,9 @@ func NewManager(parent string, opts ...Option) (*Manager, error) {
 	}
 	if err != nil {
 		return nil, fmt.Errorf("cgroup parent %s (%s): %w", parent, m.mode, err)
+	}
+	if o.pin && m.mode == V1 {
+		m.pinFreezer()
 	}
 	return m, nil
 }

@@ -743,7 +743,8 @@ func TestFreezerPin(t *testing.T) {
 	for _, mc := range modes(t) {
 		t.Run(mc.name, func(t *testing.T) {
 			ctx := ctxT(t)
-			m, err := NewManager(testParent(t), mc.opts...)
+			opts := append([]Option{WithFreezerPin()}, mc.opts...)
+			m, err := NewManager(testParent(t), opts...)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -778,7 +779,7 @@ func TestFreezerPin(t *testing.T) {
 			}
 			frozen("after Sweep")
 			// A second manager of the parent (a restarted worker) adopts it.
-			m2, err := NewManager(m.parent, mc.opts...)
+			m2, err := NewManager(m.parent, opts...)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -791,6 +792,25 @@ func TestFreezerPin(t *testing.T) {
 			m2.Close(ctx)
 			if _, err := os.Stat(pin); !errors.Is(err, os.ErrNotExist) {
 				t.Errorf("pin left after Close (stat: %v)", err)
+			}
+			// A crashed worker's pin: a manager without the option (the
+			// reaper's) sweeps it.
+			m3, err := NewManager(testParent(t), opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			reaper, err := NewManager(m3.parent, mc.opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n, err := reaper.Sweep(ctx); err != nil || n != 1 {
+				t.Errorf("reaper's Sweep() = %d, %v; want 1 (the pin)", n, err)
+			}
+			if err := reaper.Close(ctx); err != nil {
+				t.Fatalf("reaper's Close: %v", err)
+			}
+			if _, err := os.Stat(pin); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("pin left after the reaper (stat: %v)", err)
 			}
 		})
 	}

@@ -57,7 +57,6 @@ func (m *Manager) initV1() error {
 	}
 	_, err := os.Stat(filepath.Join(m.hiers[m.mem], m.parent, "memory.memsw.limit_in_bytes"))
 	m.swap = err == nil
-	m.pinFreezer()
 	return nil
 }
 
@@ -72,6 +71,8 @@ const pinName = ".frozen-pin"
 // virtualized host. Without a pin every Kill (freeze, kill, thaw) and
 // every pause of the only paused sandbox switches it twice. A host
 // without the pin works the same, only slower, so a failure is ignored.
+// A manager without the option (the reaper's) sweeps a pin left behind
+// like any other group: empty, it goes frozen or not.
 func (m *Manager) pinFreezer() {
 	dir := filepath.Join(m.hiers[m.frz], m.parent, pinName)
 	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {

@@ -312,7 +312,7 @@ func New(ctx context.Context, cfg Config, fns Functions) (*Worker, error) {
 	if _, err := cgroup.FavorDynMods(); err != nil {
 		w.log.Warn("cgroup moves stay slow", "err", err)
 	}
-	cg, err := cgroup.NewManager(cfg.CgroupParent)
+	cg, err := cgroup.NewManager(cfg.CgroupParent, cgroup.WithFreezerPin())
 	if err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
 	}

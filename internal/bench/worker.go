@@ -133,23 +133,39 @@ func (w *Worker) Deploy(ctx context.Context, name string, files map[string]strin
 // Metric reads one unlabelled series from the worker's /metrics (0 if
 // absent).
 func (w *Worker) Metric(ctx context.Context, series string) (float64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, w.URL+"/metrics", nil)
+	v, err := w.Metrics(ctx, series)
 	if err != nil {
 		return 0, err
+	}
+	return v[0], nil
+}
+
+// Metrics reads several series, labelled ones spelled as /metrics
+// prints them (name{label="value"}), from one scrape of /metrics: their
+// values in order, 0 for those absent.
+func (w *Worker) Metrics(ctx context.Context, series ...string) ([]float64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, w.URL+"/metrics", nil)
+	if err != nil {
+		return nil, err
 	}
 	req.Header.Set("Authorization", "Bearer "+w.Token)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	defer resp.Body.Close()
+	out := make([]float64, len(series))
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), series+" "); ok {
-			return strconv.ParseFloat(v, 64)
+		for i, s := range series {
+			if v, ok := strings.CutPrefix(sc.Text(), s+" "); ok {
+				if out[i], err = strconv.ParseFloat(v, 64); err != nil {
+					return nil, fmt.Errorf("metric %s: %w", s, err)
+				}
+			}
 		}
 	}
-	return 0, sc.Err()
+	return out, sc.Err()
 }
 
 // Stop stops the worker with SIGTERM and removes its data dir.

@@ -60,21 +60,16 @@ type StartWait struct {
 }
 
 // startSums reads the worker's sums of its fork starts' sandbox CPU and
-// run-queue wait, and its count of spare starts.
+// run-queue wait, and its count of spare starts, from one scrape.
 func startSums(ctx context.Context, w *Worker) (cpu, wait, spares float64, err error) {
-	for _, kind := range []string{"spare", "fork"} {
-		c, err := w.Metric(ctx, `hearth_start_sandbox_cpu_seconds_total{start="`+kind+`"}`)
-		if err != nil {
-			return 0, 0, 0, err
-		}
-		q, err := w.Metric(ctx, `hearth_start_runqueue_seconds_total{start="`+kind+`"}`)
-		if err != nil {
-			return 0, 0, 0, err
-		}
-		cpu, wait = cpu+c, wait+q
+	v, err := w.Metrics(ctx,
+		`hearth_start_sandbox_cpu_seconds_total{start="spare"}`, `hearth_start_sandbox_cpu_seconds_total{start="fork"}`,
+		`hearth_start_runqueue_seconds_total{start="spare"}`, `hearth_start_runqueue_seconds_total{start="fork"}`,
+		"hearth_spare_starts_total")
+	if err != nil {
+		return 0, 0, 0, err
 	}
-	spares, err = w.Metric(ctx, "hearth_spare_starts_total")
-	return cpu, wait, spares, err
+	return v[0] + v[1], v[2] + v[3], v[4], nil
 }
 
 // measureWaits runs f, n fork starts named name, and notes their waits.

@@ -25,23 +25,35 @@ func (g *Group) SetLimits(lim Limits) error {
 // SetCPUWeight changes only the group's CPU weight (1-10000; 100 is the
 // default share).
 func (g *Group) SetCPUWeight(w uint64) error {
-	if w < 1 || w > 10000 {
-		return fmt.Errorf("cgroup %s: cpu weight %d: %w", g.name, w, ErrBadLimits)
+	if g.m.mode == V2 && !g.m.enabled["cpu"] {
+		return fmt.Errorf("cgroup %s: cpu weight: %w", g.name, ErrNoController)
 	}
-	m := g.m
-	var err error
-	if m.mode == V1 {
-		err = writeFile(filepath.Join(g.dirs[m.cpu], "cpu.shares"), strconv.FormatUint(max(w*1024/100, 2), 10))
-	} else if m.enabled["cpu"] {
-		err = writeFile(filepath.Join(g.dirs[0], "cpu.weight"), strconv.FormatUint(w, 10))
-	} else {
-		err = fmt.Errorf("cpu weight: %w", ErrNoController)
-	}
-	if err != nil {
+	if err := writeWeight(g.m.mode, g.dirs[g.m.cpu], w); err != nil {
 		return fmt.Errorf("cgroup %s: %w", g.name, err)
 	}
 	return nil
 }
+
+// writeWeight writes CPU weight w (1..10000, 100 a default group's) to
+// the group directory dir of the hierarchy holding cpu: v1's cpu.shares,
+// v2's cpu.weight (absent when the parent does not enable cpu).
+func writeWeight(mode Mode, dir string, w uint64) error {
+	if w < 1 || w > 10000 {
+		return fmt.Errorf("cpu weight %d: want 1..10000: %w", w, ErrBadLimits)
+	}
+	if mode == V1 {
+		return writeFile(filepath.Join(dir, "cpu.shares"), strconv.FormatUint(v1Shares(w), 10))
+	}
+	err := writeFile(filepath.Join(dir, "cpu.weight"), strconv.FormatUint(w, 10))
+	if errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("cpu weight: %w", ErrNoController)
+	}
+	return err
+}
+
+// v1Shares is v1's cpu.shares for CPU weight w: 1024 is 100; 2 is v1's
+// minimum.
+func v1Shares(w uint64) uint64 { return max(w*1024/100, 2) }
 
 // setLimits writes lim to an existing group, zero values as the defaults.
 func (m *Manager) setLimits(g *Group, lim Limits) error {
@@ -105,18 +117,7 @@ func (m *Manager) limitsV2(g *Group, lim Limits) error {
 // loop in its own session (an autogroup) or service competes with all
 // the sandboxes together as an equal.
 func (m *Manager) SetWeight(w uint64) error {
-	if w < 1 || w > 10000 {
-		return fmt.Errorf("cpu weight %d: want 1..10000: %w", w, ErrBadLimits)
-	}
-	dir := filepath.Join(m.hiers[m.cpu], m.parent)
-	if m.mode == V2 {
-		err := writeFile(filepath.Join(dir, "cpu.weight"), strconv.FormatUint(w, 10))
-		if errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("cpu weight: %w", ErrNoController)
-		}
-		return err
-	}
-	return writeFile(filepath.Join(dir, "cpu.shares"), strconv.FormatUint(max(w*1024/100, 2), 10))
+	return writeWeight(m.mode, filepath.Join(m.hiers[m.cpu], m.parent), w)
 }
 
 // DefaultWeight is the parent weight a host of n CPUs gets by default:

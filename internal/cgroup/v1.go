@@ -133,7 +133,7 @@ func (m *Manager) limitsV1(g *Group, lim Limits, fresh bool) error {
 	if !fresh || lim.CPUWeight > 0 {
 		shares := uint64(1024)
 		if lim.CPUWeight > 0 {
-			shares = max(lim.CPUWeight*1024/100, 2) // 2 is v1's minimum
+			shares = v1Shares(lim.CPUWeight)
 		}
 		if err := writeFile(filepath.Join(g.dirs[m.cpu], "cpu.shares"), strconv.FormatUint(shares, 10)); err != nil {
 			return err

@@ -495,7 +495,12 @@ func (p *Pool) newBridge(idx int) (*bridge, error) {
 		return nil, fmt.Errorf("netns: bridge %s: address: %w", br.name, err)
 	}
 	mac[0] = mac[0]&^1 | 2 // unicast, locally administered
-	link := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: br.name, HardwareAddr: mac}}
+	// Without snooping the bridge joins no multicast group of its own
+	// (224.0.0.106, the snoopers'), so the host sends sandboxes no IGMP
+	// report they did not ask for: one reached a scrubbed namespace's
+	// counters tens of milliseconds after its bridge came up.
+	snoop := false
+	link := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: br.name, HardwareAddr: mac}, MulticastSnooping: &snoop}
 	if err := p.nl.LinkAdd(link); err != nil {
 		return nil, fmt.Errorf("netns: bridge %s: %w", br.name, err)
 	}

@@ -454,6 +454,33 @@ func TestExhaustionFallsBack(t *testing.T) {
 	}
 }
 
+// igmpGroups lists the IPv4 multicast groups dev is in, as
+// /proc/net/igmp writes them (hex, host byte order).
+func igmpGroups(t *testing.T, dev string) []string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/net/igmp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var groups []string
+	found, in := false, false
+	for _, line := range strings.Split(string(b), "\n")[1:] {
+		f := strings.Fields(line)
+		switch {
+		case len(f) == 0:
+		case !strings.HasPrefix(line, "\t"):
+			in = len(f) > 1 && f[1] == dev
+			found = found || in
+		case in:
+			groups = append(groups, f[0])
+		}
+	}
+	if !found {
+		t.Fatalf("%s not in /proc/net/igmp", dev)
+	}
+	return groups
+}
+
 func TestPutScrubs(t *testing.T) {
 	requireRoot(t)
 	ctx := ctxT(t)
@@ -468,6 +495,11 @@ func TestPutScrubs(t *testing.T) {
 		if b, err := os.ReadFile("/proc/sys/net/ipv6/conf/" + l + "/disable_ipv6"); err == nil && strings.TrimSpace(string(b)) != "1" {
 			t.Errorf("IPv6 is on on the host's link %s", l)
 		}
+	}
+	// Nor IGMP: the bridge may be in no multicast group but all-hosts,
+	// which is never reported.
+	if gs := igmpGroups(t, cfg.Prefix+"b0"); len(gs) != 1 || gs[0] != "010000E0" {
+		t.Errorf("bridge's IPv4 multicast groups %v, want only all-hosts (010000E0)", gs)
 	}
 	// What a privileged sandbox could leave: an extra address, an extra
 	// route, a neighbour entry, traffic on the counters.

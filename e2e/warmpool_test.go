@@ -195,6 +195,85 @@ func TestGreedyFunctionLeavesRoomForOthers(t *testing.T) {
 	t.Logf("greedy: %v", codes)
 }
 
+// A sandbox that grows during a call is charged for it while the call
+// runs: paused sandboxes are evicted then to keep the pool within its
+// budget, not only once the call is over and the sandbox is paused and
+// measured.
+func TestGrowthChargedDuringCall(t *testing.T) {
+	w := startWorker(t, "--no-snapshots", "--config", writeConfig(t, "warm_budget_mb: 320\npools: unified\n"))
+	w.deployDir("grow", fn(t, "f.py", `import time
+
+def f(e):
+    held = b"\x01" * (e["mb"] << 20)  # written: every page is charged
+    time.sleep(e["sleep"])
+    return len(held) >> 20
+`, "function.yaml", "memory_mb: 320\nsnapshot: never\n"))
+	// Small first: paused, grow's sandbox is charged what it holds. Then
+	// three paused sandboxes of 30 MB each, which fit beside it but not
+	// beside it grown.
+	w.mustInvoke("grow", `{"mb": 1, "sleep": 0}`)
+	small := []string{"s1", "s2", "s3"}
+	for _, name := range small {
+		w.deployDir(name, fn(t, "f.py", "HELD = b'\\x01' * (30 << 20)\n\ndef f(e):\n    return 1\n", "function.yaml", "memory_mb: 64\nsnapshot: never\n"))
+		w.mustInvoke(name, "{}")
+	}
+	st := w.waitPaused()
+	if p := poolNamed(t, st, "unified"); p.IdleSandboxes != 4 {
+		t.Fatalf("before the growing call: %+v, want 4 paused sandboxes", p)
+	}
+	before := poolNamed(t, st, "unified").Evictions
+
+	done := make(chan error, 1)
+	go func() {
+		inv, err := w.invoke("grow", `{"mb": 250, "sleep": 6}`)
+		if err == nil && string(inv.Body) != "250" {
+			err = fmt.Errorf("body %s", inv.Body)
+		}
+		done <- err
+	}()
+	// Once the call holds its 250 MB, and while it sleeps, the pool must
+	// charge at least that and have evicted paused sandboxes to stay
+	// within its 320 MB.
+	var charged bool
+	var last string
+	deadline := time.Now().Add(5500 * time.Millisecond)
+	for !charged && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+		st := w.status()
+		var mem int64
+		for _, s := range st.Sandboxes {
+			if s.Function == "grow" {
+				mem = s.Memory
+			}
+		}
+		p := poolNamed(t, st, "unified")
+		last = fmt.Sprintf("sandbox %d MB; pool used %d of %d MB, %d paused, %d evictions",
+			mem>>20, p.Used>>20, p.Capacity>>20, p.IdleSandboxes, p.Evictions)
+		if mem < 250<<20 {
+			continue
+		}
+		charged = p.Used >= mem && p.Used <= p.Capacity && p.Evictions > before
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("the growing call ended before it was charged (%s): %v", last, err)
+	default:
+	}
+	if !charged {
+		t.Errorf("during the call: %s; want its memory charged and paused sandboxes evicted", last)
+	}
+	if err := <-done; err != nil {
+		t.Errorf("growing call: %v", err)
+	}
+	if v := metricValue(t, w, "hearth_warm_growth_charges_total"); v < 1 {
+		t.Errorf("hearth_warm_growth_charges_total = %v, want at least 1", v)
+	}
+	// The small functions still run, started anew where evicted.
+	for _, name := range small {
+		w.mustInvoke(name, "{}")
+	}
+}
+
 // A paused sandbox whose processes are killed from outside (as the OOM
 // killer or an operator would) is not sent the next call: the call starts
 // another sandbox and succeeds.

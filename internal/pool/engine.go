@@ -395,6 +395,15 @@ func (e *Engine) Usage(fn Fn) (Usage, error) {
 	return Usage{Containers: int(f.n), Busy: int(f.busy), BusySize: f.busySize}, nil
 }
 
+// Size returns the bytes charged for container id.
+func (e *Engine) Size(id ID) (int64, error) {
+	_, c, err := e.lookup(id)
+	if err != nil {
+		return 0, err
+	}
+	return c.size, nil
+}
+
 // Partitions returns the number of partitions.
 func (e *Engine) Partitions() int { return len(e.parts) }
 

@@ -69,9 +69,7 @@ const (
 	// ChargePeak charges it what the function's recent sandboxes took at
 	// their peak, with a margin (startCharge), and the limit until one is
 	// measured. A call that takes more than its function's sandboxes did
-	// before can overrun the budget by the difference, at most up to its
-	// limit, until its sandbox is paused and measured, as growth measured
-	// at a pause can.
+	// before is charged its growth while it runs (Worker.watchGrowth).
 	ChargePeak = "peak"
 )
 
@@ -679,6 +677,32 @@ func (c *warmCache) resize(inst *instance, size int64) []*instance {
 	}
 	c.signalLocked()
 	return c.detachLocked(victims)
+}
+
+// grow charges a sandbox in a call for memory it took beyond its charge,
+// with a start charge's margin (startCharge) so that steady growth is not
+// charged sample by sample, and returns the paused sandboxes evicted to make
+// room. Without it a thawed sandbox, charged what it held when it was
+// paused, could grow to its limit unseen by the budget until its next
+// pause. grown reports whether the charge rose.
+func (c *warmCache) grow(inst *instance, usage int64) (victims []*instance, grown bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	id, ok := c.ids[inst]
+	if !ok || c.closed {
+		return nil, false
+	}
+	size, err := c.e.Size(id)
+	if err != nil || usage <= size {
+		return nil, false
+	}
+	charge := max(startCharge(usage, inst.declared), usage)
+	ids, err := c.e.Resize(id, charge)
+	if err != nil {
+		c.w.log.Warn("charging a sandbox's growth", "sandbox", inst.id, "err", err)
+		return nil, false
+	}
+	return c.detachLocked(ids), true
 }
 
 // remove forgets an idle sandbox; it reports false if the sandbox is busy

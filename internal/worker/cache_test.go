@@ -603,3 +603,51 @@ func TestDeclaredChargeLearnsNothing(t *testing.T) {
 		}
 	}
 }
+
+// A sandbox that grows in a call is charged its usage with a start
+// charge's margin, capped at its limit, and paused sandboxes are evicted
+// for it; usage within its charge changes nothing.
+func TestCacheGrowChargesBusySandbox(t *testing.T) {
+	c := newTestCache(t, 300*mib, PoolConfig{Fractions: []float64{1}})
+	a, b, g := testFn("a", 128), testFn("b", 128), testFn("g", 256)
+	ig := fakeStart(t, c, g)
+	fakePark(t, c, ig, 20*mib)
+	ia := fakeStart(t, c, a)
+	fakePark(t, c, ia, 60*mib)
+	ib := fakeStart(t, c, b)
+	fakePark(t, c, ib, 60*mib) // 140 MB used
+	got, _, err := c.take(context.Background(), g)
+	if err != nil || got != ig {
+		t.Fatalf("warm take of g: %v %v", got, err)
+	}
+	if v, grown := c.grow(ig, 20*mib); grown || len(v) != 0 {
+		t.Errorf("grow within the charge: grown %v, victims %v", grown, v)
+	}
+	// 100 MB: charged 125; 245 MB in all fits.
+	if v, grown := c.grow(ig, 100*mib); !grown || len(v) != 0 {
+		t.Errorf("grow to 100 MB: grown %v, victims %v; want charged, none evicted", grown, v)
+	}
+	if used := c.stats()[0].Used; used != (60+60+125)*mib {
+		t.Errorf("used after growing to 100 MB: %d MB, want 245", used/mib)
+	}
+	if v, grown := c.grow(ig, 110*mib); grown || len(v) != 0 {
+		t.Errorf("grow within the margin: grown %v, victims %v", grown, v)
+	}
+	// 250 MB: charged its limit, 256; a (least recently used) and b must
+	// go to make room.
+	v, grown := c.grow(ig, 250*mib)
+	if !grown || len(v) != 2 {
+		t.Fatalf("grow to 250 MB: grown %v, victims %v; want a and b evicted", grown, v)
+	}
+	if used := c.stats()[0].Used; used != 256*mib {
+		t.Errorf("used after growing to 250 MB: %d MB, want 256", used/mib)
+	}
+	// Paused, it is charged what it holds again.
+	fakePark(t, c, ig, 30*mib)
+	if used := c.stats()[0].Used; used != 30*mib {
+		t.Errorf("used after the pause: %d MB, want 30", used/mib)
+	}
+	if _, grown := c.grow(ia, 500*mib); grown {
+		t.Errorf("grow of an evicted sandbox charged it")
+	}
+}

@@ -23,6 +23,7 @@ type Metrics struct {
 	forkFallbacks prometheus.Counter
 	spareStarts   prometheus.Counter
 	deadSandboxes prometheus.Counter
+	growth        prometheus.Counter
 	// startWait and startCPU sum, per fork start kind, how long the
 	// sandbox's process waited on a run queue and ran during its start:
 	// where a start spends its time on a busy host.
@@ -68,7 +69,11 @@ func newMetrics() *Metrics {
 	m.deadSandboxes = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "hearth_warm_dead_total", Help: "Cached sandboxes found dead (or failing to thaw) when taken, replaced by a new start.",
 	})
-	m.Registry.MustRegister(m.startWait, m.startCPU, m.forkFallbacks, m.spareStarts, m.deadSandboxes, m.invocations, m.latency, m.coldStarts, m.sandboxes, m.evictions,
+	m.growth = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "hearth_warm_growth_charges_total",
+		Help: "Times a sandbox in a call was charged more because it took more memory than it was charged (paused sandboxes may be evicted for it).",
+	})
+	m.Registry.MustRegister(m.growth, m.startWait, m.startCPU, m.forkFallbacks, m.spareStarts, m.deadSandboxes, m.invocations, m.latency, m.coldStarts, m.sandboxes, m.evictions,
 		// go_gc_heap_live_bytes besides the defaults: the heap the last
 		// collection found live, the figure that shows a leak through
 		// the garbage (bench churn reads it).

@@ -553,11 +553,13 @@ func (w *Worker) InvokeID(ctx context.Context, name string, event []byte, id str
 	rctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	t1 := time.Now()
+	growth := w.watchGrowth(inst)
 	resp, err := inst.conn.Invoke(rctx, runtime.Request{
 		ID:       id,
 		Event:    event,
 		Deadline: time.Now().Add(timeout),
 	})
+	growth.stop()
 	res.Run = time.Since(t1)
 	if err != nil {
 		err = w.classify(inst, fn, err, rctx)

@@ -8,6 +8,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"time"
 
 	"github.com/hearth-run/hearth/internal/zygote"
@@ -51,45 +53,62 @@ type ZygoteResult struct {
 // did from the start's hand-over (a spare's go, an on-demand fork's
 // clone) until their handler was loaded, per start: ran, or waited on
 // a CPU run queue (the worker's schedstat metrics; -1 when the worker,
-// an older build, has none).
+// an older build, has none); and how long the starts forked on demand
+// waited for their zygote, behind spares' clones and other forks.
 type StartWait struct {
 	Name      string
 	Starts    int
 	Spares    int // of Starts, from a spare
 	CPU, Wait time.Duration
+	Forks     int           // of Starts, forked on demand (-1: unknown)
+	Queued    time.Duration // per on-demand fork
 }
 
-// startSums reads the worker's sums of its fork starts' sandbox CPU and
-// run-queue wait, and its count of spare starts, from one scrape.
-func startSums(ctx context.Context, w *Worker) (cpu, wait, spares float64, err error) {
+// startSums are the worker's sums over its fork starts.
+type startSums struct {
+	cpu, wait, spares, forks, queued float64
+}
+
+// readStartSums reads the worker's sums of its fork starts' sandbox CPU
+// and run-queue wait, its count of spare starts, and its on-demand
+// forks' count and zygote wait, from one scrape.
+func readStartSums(ctx context.Context, w *Worker) (startSums, error) {
 	v, err := w.Metrics(ctx,
 		`hearth_start_sandbox_cpu_seconds_total{start="spare"}`, `hearth_start_sandbox_cpu_seconds_total{start="fork"}`,
 		`hearth_start_runqueue_seconds_total{start="spare"}`, `hearth_start_runqueue_seconds_total{start="fork"}`,
-		"hearth_spare_starts_total")
+		"hearth_spare_starts_total", "hearth_fork_queue_seconds_count", "hearth_fork_queue_seconds_sum")
 	if err != nil {
-		return 0, 0, 0, err
+		return startSums{}, err
 	}
-	return v[0] + v[1], v[2] + v[3], v[4], nil
+	return startSums{cpu: v[0] + v[1], wait: v[2] + v[3], spares: v[4], forks: v[5], queued: v[6]}, nil
 }
 
 // measureWaits runs f, n fork starts named name, and notes their waits.
 func (r *ZygoteResult) measureWaits(ctx context.Context, w *Worker, name string, n int, f func() error) error {
-	c0, q0, s0, err := startSums(ctx, w)
+	s0, err := readStartSums(ctx, w)
 	if err != nil {
 		return err
 	}
 	if err := f(); err != nil {
 		return err
 	}
-	c1, q1, s1, err := startSums(ctx, w)
+	s1, err := readStartSums(ctx, w)
 	if err != nil {
 		return err
 	}
-	per := func(d float64) time.Duration { return time.Duration(d / float64(n) * float64(time.Second)) }
-	x := StartWait{Name: name, Starts: n, Spares: int(s1 - s0), CPU: per(c1 - c0), Wait: per(q1 - q0)}
-	if c1 == 0 {
+	per := func(d float64, n int) time.Duration { return time.Duration(d / float64(n) * float64(time.Second)) }
+	x := StartWait{Name: name, Starts: n, Spares: int(s1.spares - s0.spares), CPU: per(s1.cpu-s0.cpu, n), Wait: per(s1.wait-s0.wait, n),
+		Forks: int(s1.forks - s0.forks)}
+	if x.Forks > 0 {
+		x.Queued = per(s1.queued-s0.queued, x.Forks)
+	}
+	if s1.cpu == 0 {
 		// Starts ran, yet no CPU: a build from before these metrics.
 		x.CPU, x.Wait = -1, -1
+	}
+	if x.Forks == 0 && x.Spares < n {
+		// Forks ran, yet none counted: a build without the queue's.
+		x.Forks = -1
 	}
 	r.Waits = append(r.Waits, x)
 	return nil
@@ -310,13 +329,24 @@ func Zygote(ctx context.Context, o ZygoteOptions) (ZygoteResult, error) {
 		fmt.Fprintf(o.Out, "\nCPU per start over all starts of a method (gaps, teardown and refills included)\n")
 		cpuTable(o.Out, res.CPU)
 		fmt.Fprintf(o.Out, "\nthe sandbox process during a fork start (from hand-over to loaded handler), mean per start\n")
-		fmt.Fprintf(o.Out, "%-32s %7s %7s %10s %14s\n", "method", "starts", "spares", "ran ms", "run-queue ms")
+		fmt.Fprintf(o.Out, "(and, per start forked on demand, its wait for the zygote behind spares' clones and other forks)\n")
+		fmt.Fprintf(o.Out, "%-32s %7s %7s %10s %14s %7s %16s\n", "method", "starts", "spares", "ran ms", "run-queue ms", "forks", "zygote queue ms")
 		for _, x := range res.Waits {
 			cpu, wait := ms(x.CPU), ms(x.Wait)
 			if x.CPU < 0 {
-				cpu, wait = "-", "- (worker without the metrics)"
+				cpu, wait = "-", "-"
 			}
-			fmt.Fprintf(o.Out, "%-32s %7d %7d %10s %14s\n", x.Name, x.Starts, x.Spares, cpu, wait)
+			forks, queued := strconv.Itoa(x.Forks), ms(x.Queued)
+			switch {
+			case x.Forks < 0:
+				forks, queued = "-", "-"
+			case x.Forks == 0:
+				queued = "-"
+			}
+			fmt.Fprintf(o.Out, "%-32s %7d %7d %10s %14s %7s %16s\n", x.Name, x.Starts, x.Spares, cpu, wait, forks, queued)
+		}
+		if slices.ContainsFunc(res.Waits, func(x StartWait) bool { return x.CPU < 0 || x.Forks < 0 }) {
+			fmt.Fprintf(o.Out, "(-: the worker, an older build, has no such metric)\n")
 		}
 		fmt.Fprintf(o.Out, "\nmemory of a paused numpy sandbox after one call (charged: to its cgroup; private: mapped by it alone)\n")
 		for _, m := range res.Frozen {

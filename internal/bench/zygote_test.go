@@ -13,7 +13,8 @@ import (
 // names, a paused forked sandbox holds far less of its own than a
 // fresh interpreter's, CPU per start is counted for the cold and the
 // fork starts, and so is each fork start's sandbox CPU and run-queue
-// wait. With one background loop, which the run must leave behind.
+// wait, and each on-demand fork's wait for its zygote. With one
+// background loop, which the run must leave behind.
 func TestZygoteBenchLive(t *testing.T) {
 	hearth, base := liveHearth(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -48,6 +49,11 @@ func TestZygoteBenchLive(t *testing.T) {
 	for _, x := range res.Waits {
 		if x.Starts != 3 || x.CPU <= 0 || x.Wait < 0 || x.Spares < 0 || x.Spares > x.Starts {
 			t.Errorf("%s: %+v", x.Name, x)
+		}
+		// A fork start is from a spare or forked on demand, and each
+		// of the latter reports its wait for the zygote.
+		if x.Forks != x.Starts-x.Spares || x.Queued < 0 {
+			t.Errorf("%s: %d forks on demand, %v queued each; want %d", x.Name, x.Forks, x.Queued, x.Starts-x.Spares)
 		}
 	}
 	mem := map[string]FrozenMemory{}

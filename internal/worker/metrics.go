@@ -24,6 +24,8 @@ type Metrics struct {
 	spareStarts   prometheus.Counter
 	deadSandboxes prometheus.Counter
 	growth        prometheus.Counter
+	// forkQueued is how long on-demand forks waited for their zygote.
+	forkQueued prometheus.Histogram
 	// startWait and startCPU sum, per fork start kind, how long the
 	// sandbox's process waited on a run queue and ran during its start:
 	// where a start spends its time on a busy host.
@@ -73,7 +75,12 @@ func newMetrics() *Metrics {
 		Name: "hearth_warm_growth_charges_total",
 		Help: "Times a sandbox in a call was charged more because it took more memory than it was charged (paused sandboxes may be evicted for it).",
 	})
-	m.Registry.MustRegister(m.growth, m.startWait, m.startCPU, m.forkFallbacks, m.spareStarts, m.deadSandboxes, m.invocations, m.latency, m.coldStarts, m.sandboxes, m.evictions,
+	m.forkQueued = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "hearth_fork_queue_seconds",
+		Help:    "Time an on-demand fork's request waited for its zygote, behind other requests (forks, spares' clones).",
+		Buckets: buckets,
+	})
+	m.Registry.MustRegister(m.forkQueued, m.growth, m.startWait, m.startCPU, m.forkFallbacks, m.spareStarts, m.deadSandboxes, m.invocations, m.latency, m.coldStarts, m.sandboxes, m.evictions,
 		// go_gc_heap_live_bytes besides the defaults: the heap the last
 		// collection found live, the figure that shows a leak through
 		// the garbage (bench churn reads it).

@@ -71,6 +71,7 @@ func (f forkStarter) start(ctx context.Context, l *launch) (*instance, error) {
 	if err != nil {
 		return nil, err
 	}
+	w.metrics.forkQueued.Observe(child.Queued.Seconds())
 	inst.proc = openProc(child.Pid)
 	if err := sb.Adopt(child.PidFD, child.Pid); err != nil {
 		return nil, err
@@ -87,7 +88,7 @@ func (f forkStarter) start(ctx context.Context, l *launch) (*instance, error) {
 	}
 	w.metrics.noteStart("fork", child.Pid, schedStat{})
 	w.log.Debug("fork start", "function", l.fn.Name, "sandbox", inst.id, "zygote", node,
-		"sandbox_create", t1.Sub(t0), "fork", t2.Sub(t1), "to_ready", time.Since(t2))
+		"sandbox_create", t1.Sub(t0), "fork", t2.Sub(t1), "fork_queued", child.Queued, "to_ready", time.Since(t2))
 	return inst, nil
 }
 

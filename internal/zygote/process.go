@@ -76,6 +76,9 @@ type Target struct {
 type Child struct {
 	Pid   int
 	PidFD *os.File
+	// Queued is how long the fork request waited for its zygote, behind
+	// the requests ahead of it (other forks, a spare's clone under way).
+	Queued time.Duration
 }
 
 type reply struct {
@@ -123,13 +126,23 @@ func (p *Process) alive() bool {
 // request sends one packet with fds and reads the reply, and the
 // descriptors that came with it, which the caller owns.
 func (p *Process) request(ctx context.Context, msg any, fds []*os.File) (reply, []*os.File, error) {
+	r, got, _, err := p.timedRequest(ctx, msg, fds)
+	return r, got, err
+}
+
+// timedRequest is request, which also returns how long it waited for
+// the zygote.
+func (p *Process) timedRequest(ctx context.Context, msg any, fds []*os.File) (reply, []*os.File, time.Duration, error) {
 	p.inflight.Add(1)
 	defer p.inflight.Add(-1)
+	t0 := time.Now()
 	p.queued.Add(1)
 	p.mu.Lock()
 	p.queued.Add(-1)
+	queued := time.Since(t0)
 	defer p.mu.Unlock()
-	return p.requestLocked(ctx, msg, fds)
+	r, got, err := p.requestLocked(ctx, msg, fds)
+	return r, got, queued, err
 }
 
 // backgroundRequest is request for work no start waits for (a spare):
@@ -386,7 +399,7 @@ func (p *Process) Fork(ctx context.Context, t Target) (Child, error) {
 	fds := append([]*os.File{syncR, t.Scratch, t.Listener, t.Stdout, t.Stderr}, mounts...)
 	p.forking.Add(1)
 	defer p.forking.Add(-1)
-	_, got, err := p.request(ctx, map[string]any{
+	_, got, queued, err := p.timedRequest(ctx, map[string]any{
 		"op": "fork", "mounts": targets, "net": t.Net, "hostname": t.Hostname,
 		"uid": t.UID, "gid": t.GID, "env": t.Env,
 	}, fds)
@@ -412,6 +425,7 @@ func (p *Process) Fork(ctx context.Context, t Target) (Child, error) {
 		c.PidFD.Close()
 		return Child{}, fmt.Errorf("zygote %d: fork: %w", p.pid, err)
 	}
+	c.Queued = queued
 	return c, nil
 }
 

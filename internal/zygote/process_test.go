@@ -79,16 +79,24 @@ func TestBackgroundRequestYields(t *testing.T) {
 		errs <- err
 	}()
 	waitFor(t, "the spare to queue", func() bool { return p.Inflight() == 1 })
+	var queued time.Duration
 	go func() {
-		_, _, err := p.request(ctx, map[string]any{"op": "fork"}, nil)
+		var err error
+		_, _, queued, err = p.timedRequest(ctx, map[string]any{"op": "fork"}, nil)
 		errs <- err
 	}()
 	waitFor(t, "the fork to queue", func() bool { return p.queued.Load() == 1 })
+	const held = 20 * time.Millisecond
+	time.Sleep(held)
 	p.mu.Unlock()
 	for range 2 {
 		if err := <-errs; err != nil {
 			t.Fatal(err)
 		}
+	}
+	// The fork reports its wait: at least as long as it was held up.
+	if queued < held {
+		t.Errorf("the fork says it waited %v for the zygote, held for %v", queued, held)
 	}
 	if got := order(); len(got) != 2 || got[0] != "fork" || got[1] != "spare" {
 		t.Errorf("the zygote saw %v, want [fork spare]", got)

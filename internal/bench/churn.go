@@ -46,6 +46,10 @@ type ChurnSample struct {
 	Goroutines          int
 	FDs                 int // open file descriptors of the worker process
 	Sandboxes           int // live sandboxes (hearth_sandboxes)
+	// Spares and Zygotes are the zygote children waiting for a function
+	// and the zygote processes: reserves that follow demand, each with
+	// descriptors and goroutines of its own in the worker.
+	Spares, Zygotes int
 }
 
 // ChurnResult is what Churn measured.
@@ -99,7 +103,7 @@ func Churn(ctx context.Context, o ChurnOptions) (ChurnResult, error) {
 		}
 		fmt.Fprintf(o.Out, "hearth bench churn: %d %s cycles, each a new function name, calls printing %d lines of %d bytes\n\n",
 			o.Cycles, what, o.Lines, o.LineBytes)
-		fmt.Fprintf(o.Out, "%6s %9s %12s %13s %10s %5s %9s\n", "cycle", "rss MiB", "heap live MiB", "heap alloc MiB", "goroutines", "fds", "sandboxes")
+		fmt.Fprintf(o.Out, "%6s %9s %12s %13s %10s %5s %9s %6s %7s\n", "cycle", "rss MiB", "heap live MiB", "heap alloc MiB", "goroutines", "fds", "sandboxes", "spares", "zygotes")
 	}
 	sample := func(cycle int) error {
 		s, err := w.churnSample(ctx, cycle)
@@ -108,8 +112,8 @@ func Churn(ctx context.Context, o ChurnOptions) (ChurnResult, error) {
 		}
 		res.Samples = append(res.Samples, s)
 		if o.Out != nil {
-			fmt.Fprintf(o.Out, "%6d %9.1f %12.2f %13.2f %10d %5d %9d\n", s.Cycle, mib(s.RSS), mib(s.HeapLive), mib(s.HeapAlloc),
-				s.Goroutines, s.FDs, s.Sandboxes)
+			fmt.Fprintf(o.Out, "%6d %9.1f %12.2f %13.2f %10d %5d %9d %6d %7d\n", s.Cycle, mib(s.RSS), mib(s.HeapLive), mib(s.HeapAlloc),
+				s.Goroutines, s.FDs, s.Sandboxes, s.Spares, s.Zygotes)
 		}
 		return nil
 	}
@@ -197,6 +201,14 @@ func (w *Worker) churnSample(ctx context.Context, cycle int) (ChurnSample, error
 			return s, err
 		}
 		*m.v = int64(v)
+	}
+	tree, err := w.Client.Zygotes(ctx)
+	if err != nil {
+		return s, err
+	}
+	for _, n := range tree.Nodes {
+		s.Spares += n.Spares
+		s.Zygotes += n.Replicas
 	}
 	g, err := w.Metric(ctx, "go_goroutines")
 	if err != nil {

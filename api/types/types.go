@@ -52,7 +52,8 @@ type Status struct {
 }
 
 // StartCharge is what the warm pool charges a new sandbox of a function
-// revision, busy until it is paused and measured.
+// revision until it is paused and measured, unless its call makes it
+// grow past that.
 type StartCharge struct {
 	Function string `json:"function"`
 	Revision string `json:"revision"`

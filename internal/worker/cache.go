@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -69,7 +70,8 @@ const (
 	// ChargePeak charges it what the function's recent sandboxes took at
 	// their peak, with a margin (startCharge), and the limit until one is
 	// measured. A call that takes more than its function's sandboxes did
-	// before is charged its growth while it runs (Worker.watchGrowth).
+	// before is charged its growth while it runs, sampled every
+	// growthEvery (Worker.watchGrowth).
 	ChargePeak = "peak"
 )
 
@@ -670,6 +672,13 @@ func (c *warmCache) resize(inst *instance, size int64) []*instance {
 	if !ok || size <= 0 {
 		return nil
 	}
+	if inst.inUse() {
+		// Thawed for a call since it was measured: what it held then
+		// must not undo what its growth in the call was charged.
+		if cur, err := c.e.Size(id); err != nil || size <= cur {
+			return nil
+		}
+	}
 	victims, err := c.e.Resize(id, size)
 	if err != nil {
 		c.w.log.Warn("resizing sandbox", "sandbox", inst.id, "err", err)
@@ -680,30 +689,47 @@ func (c *warmCache) resize(inst *instance, size int64) []*instance {
 }
 
 // grow charges a sandbox in a call for memory it took beyond its charge,
-// with a start charge's margin (startCharge) so that steady growth is not
-// charged sample by sample, and returns the paused sandboxes evicted to make
-// room. Without it a thawed sandbox, charged what it held when it was
-// paused, could grow to its limit unseen by the budget until its next
-// pause. grown reports whether the charge rose.
-func (c *warmCache) grow(inst *instance, usage int64) (victims []*instance, grown bool) {
+// once that is more than growthSlack of it: its usage plus growthSlack
+// of that, so that steady growth is not charged sample by sample, and
+// never more than its limit (or what it is charged already, if more). It
+// returns the paused sandboxes evicted to make room and the sandbox's
+// charge now (0 if the pool no longer has it). Without it a thawed
+// sandbox, charged what it held when it was paused, could grow to its
+// limit unseen by the budget until its next pause. grown reports
+// whether the charge rose.
+func (c *warmCache) grow(inst *instance, usage int64) (victims []*instance, charge int64, grown bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	id, ok := c.ids[inst]
 	if !ok || c.closed {
-		return nil, false
+		return nil, 0, false
 	}
 	size, err := c.e.Size(id)
-	if err != nil || usage <= size {
-		return nil, false
+	if err != nil {
+		return nil, 0, false
 	}
-	charge := max(startCharge(usage, inst.declared), usage)
+	limit := max(inst.declared, size)
+	if inst.declared <= 0 {
+		limit = math.MaxInt64
+	}
+	if usage <= size+growthSlack(size) || size >= limit {
+		return nil, size, false
+	}
+	charge = min(usage+growthSlack(usage), limit)
 	ids, err := c.e.Resize(id, charge)
 	if err != nil {
 		c.w.log.Warn("charging a sandbox's growth", "sandbox", inst.id, "err", err)
-		return nil, false
+		return nil, size, false
 	}
-	return c.detachLocked(ids), true
+	return c.detachLocked(ids), charge, true
 }
+
+// growthSlack is how far a sandbox of size bytes may grow in a call
+// before it is charged for it: an eighth, at least 4 MiB. A warm call
+// nearly always takes a little more than its sandbox held when paused
+// (a socket buffer, an arena, some page cache); charging that would
+// evict paused sandboxes for a few pages.
+func growthSlack(size int64) int64 { return max(size/8, 4<<20) }
 
 // remove forgets an idle sandbox; it reports false if the sandbox is busy
 // or unknown.

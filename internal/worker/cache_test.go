@@ -604,9 +604,10 @@ func TestDeclaredChargeLearnsNothing(t *testing.T) {
 	}
 }
 
-// A sandbox that grows in a call is charged its usage with a start
-// charge's margin, capped at its limit, and paused sandboxes are evicted
-// for it; usage within its charge changes nothing.
+// A sandbox that grows in a call past a slack (an eighth, at least
+// 4 MiB) is charged its usage plus that slack, capped at its limit, and
+// paused sandboxes are evicted for it; a measurement taken at a pause
+// that raced its thaw does not take the charge back while it is busy.
 func TestCacheGrowChargesBusySandbox(t *testing.T) {
 	c := newTestCache(t, 300*mib, PoolConfig{Fractions: []float64{1}})
 	a, b, g := testFn("a", 128), testFn("b", 128), testFn("g", 256)
@@ -620,34 +621,41 @@ func TestCacheGrowChargesBusySandbox(t *testing.T) {
 	if err != nil || got != ig {
 		t.Fatalf("warm take of g: %v %v", got, err)
 	}
-	if v, grown := c.grow(ig, 20*mib); grown || len(v) != 0 {
-		t.Errorf("grow within the charge: grown %v, victims %v", grown, v)
+	used := func() int64 { return c.stats()[0].Used / mib }
+	for _, usage := range []int64{20 * mib, 20*mib + 4096, 24 * mib} {
+		if v, charge, grown := c.grow(ig, usage); grown || len(v) != 0 || charge != 20*mib {
+			t.Errorf("grow to %d KiB, within the slack: grown %v, charge %d, victims %v", usage>>10, grown, charge, v)
+		}
 	}
-	// 100 MB: charged 125; 245 MB in all fits.
-	if v, grown := c.grow(ig, 100*mib); !grown || len(v) != 0 {
-		t.Errorf("grow to 100 MB: grown %v, victims %v; want charged, none evicted", grown, v)
+	// 100 MB: charged 112.5; 232.5 MB in all fits.
+	if v, charge, grown := c.grow(ig, 100*mib); !grown || len(v) != 0 || charge != 100*mib+100*mib/8 {
+		t.Errorf("grow to 100 MB: grown %v, charge %d, victims %v; want charged 112.5 MB, none evicted", grown, charge, v)
 	}
-	if used := c.stats()[0].Used; used != (60+60+125)*mib {
-		t.Errorf("used after growing to 100 MB: %d MB, want 245", used/mib)
-	}
-	if v, grown := c.grow(ig, 110*mib); grown || len(v) != 0 {
-		t.Errorf("grow within the margin: grown %v, victims %v", grown, v)
+	if v, _, grown := c.grow(ig, 110*mib); grown || len(v) != 0 {
+		t.Errorf("grow within the slack of the new charge: grown %v, victims %v", grown, v)
 	}
 	// 250 MB: charged its limit, 256; a (least recently used) and b must
 	// go to make room.
-	v, grown := c.grow(ig, 250*mib)
-	if !grown || len(v) != 2 {
-		t.Fatalf("grow to 250 MB: grown %v, victims %v; want a and b evicted", grown, v)
+	v, charge, grown := c.grow(ig, 250*mib)
+	if !grown || len(v) != 2 || charge != 256*mib {
+		t.Fatalf("grow to 250 MB: grown %v, charge %d, victims %v; want its limit charged, a and b evicted", grown, charge, v)
 	}
-	if used := c.stats()[0].Used; used != 256*mib {
-		t.Errorf("used after growing to 250 MB: %d MB, want 256", used/mib)
+	if u := used(); u != 256 {
+		t.Errorf("used after growing to 250 MB: %d MB, want 256", u)
+	}
+	if _, _, grown := c.grow(ig, 300*mib); grown {
+		t.Errorf("grow past the limit charged more than the limit")
+	}
+	// A pause's measurement that lost the race with the thaw.
+	if v := c.resize(ig, 30*mib); len(v) != 0 || used() != 256 {
+		t.Errorf("resize of the busy sandbox to less: victims %v, used %d MB; want its charge kept", v, used())
 	}
 	// Paused, it is charged what it holds again.
 	fakePark(t, c, ig, 30*mib)
-	if used := c.stats()[0].Used; used != 30*mib {
-		t.Errorf("used after the pause: %d MB, want 30", used/mib)
+	if u := used(); u != 30 {
+		t.Errorf("used after the pause: %d MB, want 30", u)
 	}
-	if _, grown := c.grow(ia, 500*mib); grown {
+	if _, _, grown := c.grow(ia, 500*mib); grown {
 		t.Errorf("grow of an evicted sandbox charged it")
 	}
 }

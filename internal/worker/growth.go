@@ -22,6 +22,7 @@ type growthWatch struct {
 
 	mu      sync.Mutex // held by a sample; guards the fields below
 	t       *time.Timer
+	charge  int64 // the sandbox's charge when last looked up; 0: unknown
 	stopped bool
 }
 
@@ -35,24 +36,39 @@ func (w *Worker) watchGrowth(inst *instance) *growthWatch {
 }
 
 func (g *growthWatch) sample() {
+	victims, grown := g.measure()
+	if grown {
+		g.w.metrics.growth.Inc()
+	}
+	// Outside the lock: once the worker is closing, destroyAsync
+	// destroys in place, which stop must not wait for.
+	g.w.destroyAsync(victims)
+}
+
+func (g *growthWatch) measure() (victims []*instance, grown bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.stopped {
-		return
+		return nil, false
 	}
-	if m, err := g.inst.group.MemoryUsage(); err == nil { // else the sandbox is dying; its call fails and says why
-		victims, grown := g.w.cache.grow(g.inst, int64(m))
-		if grown {
-			g.w.metrics.growth.Inc()
-		}
-		g.w.destroyAsync(victims)
+	defer g.t.Reset(growthEvery)
+	m, err := g.inst.group.MemoryUsage()
+	if err != nil {
+		return nil, false // the sandbox is dying; its call fails and says why
 	}
-	g.t.Reset(growthEvery)
+	usage := int64(m)
+	// The pool's lock only when the sandbox may have outgrown its charge.
+	if g.charge > 0 && usage <= g.charge+growthSlack(g.charge) {
+		return nil, false
+	}
+	victims, g.charge, grown = g.w.cache.grow(g.inst, usage)
+	return victims, grown
 }
 
-// stop ends the watch. It waits for a sample under way, so the caller
-// may then release or destroy the sandbox; it hands nothing to another
-// goroutine, so a short call's answer does not wait for the scheduler.
+// stop ends the watch; it may be called more than once. It waits for a
+// measurement under way, so the caller may then release or destroy the
+// sandbox, and hands nothing to another goroutine, so a short call's
+// answer does not wait for the scheduler.
 func (g *growthWatch) stop() {
 	g.mu.Lock()
 	g.stopped = true

@@ -554,6 +554,7 @@ func (w *Worker) InvokeID(ctx context.Context, name string, event []byte, id str
 	defer cancel()
 	t1 := time.Now()
 	growth := w.watchGrowth(inst)
+	defer growth.stop() // stopped below; this if the call panics
 	resp, err := inst.conn.Invoke(rctx, runtime.Request{
 		ID:       id,
 		Event:    event,

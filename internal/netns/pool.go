@@ -296,15 +296,10 @@ func (p *Pool) Create(ctx context.Context) (_ *NS, err error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	br, host, err := p.alloc()
+	ns, err := p.newNS()
 	if err != nil {
 		return nil, err
 	}
-	p.mu.Lock()
-	p.vseq = p.vseq%maxVeth + 1
-	ns := &NS{p: p, br: br, host: host, veth: p.cfg.Prefix + "v" + strconv.Itoa(p.vseq)}
-	p.mu.Unlock()
-	ns.addr = netip.PrefixFrom(addN(br.base, host), 32-p.blockBits)
 	defer func() {
 		if err != nil {
 			ns.teardown()
@@ -315,48 +310,74 @@ func (p *Pool) Create(ctx context.Context) (_ *NS, err error) {
 		return nil, fmt.Errorf("netns: new namespace: %w", err)
 	}
 	ns.file, ns.h = os.NewFile(uintptr(fd), "netns-"+ns.veth), h
+	if err := p.plug(ns); err != nil {
+		return nil, err
+	}
+	return ns, nil
+}
+
+// newNS allocates an address on a bridge and a veth name for a
+// namespace.
+func (p *Pool) newNS() (*NS, error) {
+	br, host, err := p.alloc()
+	if err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	p.vseq = p.vseq%maxVeth + 1
+	ns := &NS{p: p, br: br, host: host, veth: p.cfg.Prefix + "v" + strconv.Itoa(p.vseq)}
+	p.mu.Unlock()
+	ns.addr = netip.PrefixFrom(addN(br.base, host), 32-p.blockBits)
+	return ns, nil
+}
+
+// plug makes ns's veth pair, its end eth0 made inside ns's namespace
+// (ns.file, with ns.h a netlink handle there), the other on ns's bridge,
+// and gives eth0 ns's address and default route.
+func (p *Pool) plug(ns *NS) error {
+	fd := int(ns.file.Fd())
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
-		return nil, fmt.Errorf("netns: %w", err)
+		return fmt.Errorf("netns: %w", err)
 	}
 	ns.ino = st.Ino
 	veth := &netlink.Veth{
-		LinkAttrs:     netlink.LinkAttrs{Name: ns.veth, MasterIndex: br.index},
+		LinkAttrs:     netlink.LinkAttrs{Name: ns.veth, MasterIndex: ns.br.index},
 		PeerName:      "eth0",
 		PeerNamespace: netlink.NsFd(fd),
 	}
 	if err := p.nl.LinkAdd(veth); err != nil {
-		return nil, fmt.Errorf("netns: veth %s: %w", ns.veth, err)
+		return fmt.Errorf("netns: veth %s: %w", ns.veth, err)
 	}
 	ns.hostLink = veth
 	if err := noIPv6(veth.Name); err != nil {
-		return nil, fmt.Errorf("netns: veth %s: %w", ns.veth, err)
+		return fmt.Errorf("netns: veth %s: %w", ns.veth, err)
 	}
 	if err := p.nl.LinkSetUp(veth); err != nil {
-		return nil, fmt.Errorf("netns: veth %s up: %w", ns.veth, err)
+		return fmt.Errorf("netns: veth %s up: %w", ns.veth, err)
 	}
 	if err := p.nl.LinkSetIsolated(veth, true); err != nil {
-		return nil, fmt.Errorf("netns: isolating %s: %w", ns.veth, err)
+		return fmt.Errorf("netns: isolating %s: %w", ns.veth, err)
 	}
-	eth0, err := h.LinkByName("eth0")
+	eth0, err := ns.h.LinkByName("eth0")
 	if err != nil {
-		return nil, fmt.Errorf("netns: %w", err)
+		return fmt.Errorf("netns: %w", err)
 	}
 	ns.eth0 = eth0
-	if err := h.AddrAdd(eth0, &netlink.Addr{IPNet: ipNet(ns.addr)}); err != nil {
-		return nil, fmt.Errorf("netns: address %s: %w", ns.addr, err)
+	if err := ns.h.AddrAdd(eth0, &netlink.Addr{IPNet: ipNet(ns.addr)}); err != nil {
+		return fmt.Errorf("netns: address %s: %w", ns.addr, err)
 	}
-	if err := h.LinkSetUp(eth0); err != nil {
-		return nil, fmt.Errorf("netns: eth0 up: %w", err)
+	if err := ns.h.LinkSetUp(eth0); err != nil {
+		return fmt.Errorf("netns: eth0 up: %w", err)
 	}
-	if err := h.RouteAdd(&netlink.Route{LinkIndex: eth0.Attrs().Index, Gw: br.gw.AsSlice()}); err != nil {
-		return nil, fmt.Errorf("netns: default route: %w", err)
+	if err := ns.h.RouteAdd(&netlink.Route{LinkIndex: eth0.Attrs().Index, Gw: ns.br.gw.AsSlice()}); err != nil {
+		return fmt.Errorf("netns: default route: %w", err)
 	}
 	p.mu.Lock()
 	p.st.Created++
 	p.live[ns.veth] = true
 	p.mu.Unlock()
-	return ns, nil
+	return nil
 }
 
 // unshare makes a network namespace and a netlink handle inside it, on a

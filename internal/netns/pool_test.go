@@ -1033,3 +1033,107 @@ func TestBridgeAddressStays(t *testing.T) {
 		t.Errorf("bridge address %s after its ports went, %s before", got, first)
 	}
 }
+
+// newTarget makes a network namespace the pool did not make, as a zygote
+// child does, with loopback down.
+func newTarget(t *testing.T) *os.File {
+	t.Helper()
+	var f *os.File
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		host, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			done <- err
+			return
+		}
+		defer host.Close()
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			done <- err
+			return
+		}
+		f, err = os.Open("/proc/thread-self/ns/net")
+		if err := unix.Setns(int(host.Fd()), unix.CLONE_NEWNET); err != nil {
+			done <- err // the thread stays locked and dies
+			return
+		}
+		runtime.UnlockOSThread()
+		done <- err
+	}()
+	if err := <-done; err != nil {
+		t.Fatalf("new namespace: %v", err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
+// Attach gives a namespace made elsewhere a veth pair made in place (the
+// pool's reserve is not touched), an address and a default route that
+// reaches the bridge, leaves its loopback alone, and refuses the Put of
+// the result; Destroy gives the address back.
+func TestAttach(t *testing.T) {
+	requireRoot(t)
+	cfg := testConfig()
+	cfg.Reserve = 2
+	cfg.OfflineReserve = -1
+	p := newPool(t, cfg)
+	if err := p.Fill(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	before := p.Stats()
+	target := newTarget(t)
+	ns, err := p.Attach(ctxT(t), target)
+	if err != nil {
+		t.Fatalf("Attach: %v", err)
+	}
+	if ns.ino != inode(t, target) {
+		t.Errorf("NS stands for namespace %d, want the target's %d", ns.ino, inode(t, target))
+	}
+	after := p.Stats()
+	if after.Hits != before.Hits || after.Misses != before.Misses || after.Ready != before.Ready || after.Created != before.Created+1 {
+		t.Errorf("stats %+v after Attach, %+v before: want one namespace's pair made, the reserve untouched", after, before)
+	}
+	var addrs, routes []string
+	var loUp bool
+	inNS(t, target, func() {
+		as, _ := netlink.AddrList(nil, netlink.FAMILY_V4)
+		for _, a := range as {
+			addrs = append(addrs, a.IPNet.String())
+		}
+		rs, _ := netlink.RouteList(nil, netlink.FAMILY_V4)
+		for _, r := range rs {
+			if r.Dst == nil || r.Dst.IP.IsUnspecified() {
+				routes = append(routes, r.Gw.String())
+			}
+		}
+		lo, _ := netlink.LinkByName("lo")
+		loUp = lo.Attrs().Flags&net.FlagUp != 0
+		// The gateway answers (the pool's table rejects the port, which
+		// is an answer from the bridge too).
+		c, err := net.DialTimeout("tcp", netip.AddrPortFrom(ns.Gateway(), 9).String(), 10*time.Second)
+		if err == nil {
+			c.Close()
+		} else if !errors.Is(err, unix.ECONNREFUSED) && !errors.Is(err, unix.EHOSTUNREACH) {
+			t.Errorf("dialing the gateway: %v", err)
+		}
+	})
+	if strings.Join(addrs, " ") != ns.Addr().String() {
+		t.Errorf("addresses in the target %v, want %s alone (loopback is down)", addrs, ns.Addr())
+	}
+	if len(routes) != 1 || routes[0] != ns.Gateway().String() {
+		t.Errorf("default routes in the target %v, want via %s", routes, ns.Gateway())
+	}
+	if loUp {
+		t.Errorf("Attach brought the target's loopback up: its owner's to do")
+	}
+	if c, err := ns.Counters(); err != nil || c.TxPackets == 0 {
+		t.Errorf("Counters() = %+v, %v; want the dial's packets", c, err)
+	}
+	if err := p.Put(ctxT(t), ns); err == nil {
+		t.Errorf("Put of an attached namespace succeeded")
+	}
+	ns.Destroy()
+	if s := p.Stats(); s.Live != before.Live || s.Destroyed != before.Destroyed+1 {
+		t.Errorf("stats %+v after Destroy, %+v before Attach: want it gone", s, before)
+	}
+}

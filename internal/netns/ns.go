@@ -30,7 +30,7 @@ type NS struct {
 	eth0     netlink.Link
 
 	base     netlink.LinkStatistics // counters at the last scrub
-	attached bool                   // moved into another's namespace (Attach): never reused
+	attached bool                   // another's namespace (Attach): never reused
 	destroy  sync.Once
 }
 

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -309,6 +310,64 @@ func TestSnapshotLifecycle(t *testing.T) {
 
 // TestNoSnapshots: with --no-snapshots nothing is snapshotted or
 // restored, and the status says so.
+// The sandbox a snapshot is dumped from starts at the lowest CPU weight,
+// as a spare does: its whole cold start is background work, no call's.
+func TestSnapshotSourceYields(t *testing.T) {
+	w := startWorker(t, "--no-warm-cache")
+	w.needSnapshots()
+	w.deployDir("slow", fn(t, "f.py", slowInit, "requirements.txt", "numpy\n",
+		"function.yaml", "memory_mb: 256\nsnapshot: always\n"))
+	t0 := time.Now()
+	w.mustInvoke("slow", "{}")
+	// The source's init sleeps a second: long enough to be seen.
+	var share string
+	for deadline := time.Now().Add(20 * time.Second); share == "" && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		for _, s := range w.status().Sandboxes {
+			if s.Function != "slow" || s.State != "snapshotting" || len(s.Pids) == 0 {
+				continue
+			}
+			share = cpuShare(t, s.Pids[0])
+		}
+	}
+	// v1 cpu.shares of weight 1 (1024 per 100, at least 2), or v2 cpu.weight.
+	if share != "10" && share != "1" {
+		t.Errorf("the snapshot source's CPU weight %q, want the lowest (cpu.shares 10 or cpu.weight 1)", share)
+	}
+	w.waitSnapshot("slow", t0)
+}
+
+// cpuShare reads the CPU weight of pid's cgroup: cpu.shares on v1,
+// cpu.weight on v2 ("" if pid is gone).
+func cpuShare(t *testing.T, pid int) string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		return ""
+	}
+	// The v1 cpu controller's line, else (v2) the unified one.
+	path := ""
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.SplitN(line, ":", 3)
+		switch {
+		case len(f) != 3:
+		case slices.Contains(strings.Split(f[1], ","), "cpu"):
+			path = f[2]
+		case f[1] == "" && path == "":
+			path = f[2]
+		}
+	}
+	if path == "" {
+		return ""
+	}
+	dir := cpuDir(t, path)
+	for _, name := range []string{"cpu.shares", "cpu.weight"} {
+		if v, err := os.ReadFile(filepath.Join(dir, name)); err == nil {
+			return strings.TrimSpace(string(v))
+		}
+	}
+	return ""
+}
+
 func TestNoSnapshots(t *testing.T) {
 	w := startWorker(t, "--no-snapshots", "--no-warm-cache")
 	st, err := w.c.Status(context.Background())

@@ -210,6 +210,12 @@ func (w *Worker) createSnapshot(ctx context.Context, fn registry.Function) (*sna
 	if err != nil {
 		return nil, err
 	}
+	// The lowest CPU weight, as a spare's: the source's start (a whole
+	// cold start, imports and all) is no call's, and at the function's
+	// weight it slowed the calls running beside it on a small host. The
+	// weight is not dumped (CRIU leaves cgroups alone): a restored
+	// sandbox gets its function's.
+	l.limits.CPUWeight = 1
 	inst, sb, err := w.makeSandbox(ctx, l, runtime.Argv(w.cfg.Python), true)
 	if err != nil {
 		return nil, err

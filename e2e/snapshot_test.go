@@ -308,8 +308,6 @@ func TestSnapshotLifecycle(t *testing.T) {
 	}
 }
 
-// TestNoSnapshots: with --no-snapshots nothing is snapshotted or
-// restored, and the status says so.
 // The sandbox a snapshot is dumped from starts at the lowest CPU weight,
 // as a spare does: its whole cold start is background work, no call's.
 func TestSnapshotSourceYields(t *testing.T) {
@@ -368,6 +366,8 @@ func cpuShare(t *testing.T, pid int) string {
 	return ""
 }
 
+// TestNoSnapshots: with --no-snapshots nothing is snapshotted or
+// restored, and the status says so.
 func TestNoSnapshots(t *testing.T) {
 	w := startWorker(t, "--no-snapshots", "--no-warm-cache")
 	st, err := w.c.Status(context.Background())

@@ -35,6 +35,10 @@ func (p *Pool) Attach(ctx context.Context, target *os.File) (_ *NS, err error) {
 	ns.attached = true
 	defer func() {
 		if err != nil {
+			// Target lives on (its owner kills it, or may retry): the
+			// pair, if made, would stay with it, with the address
+			// that goes back to the pool.
+			p.nl.LinkDel(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: ns.veth}})
 			ns.Destroy()
 		}
 	}()
@@ -43,7 +47,8 @@ func (p *Pool) Attach(ctx context.Context, target *os.File) (_ *NS, err error) {
 		return nil, fmt.Errorf("netns: %w", err)
 	}
 	ns.file = os.NewFile(uintptr(fd), "netns-"+ns.veth)
-	if ns.h, err = netlink.NewHandleAt(vnetns.NsHandle(fd)); err != nil {
+	// Routing alone: all the NS of another's namespace does.
+	if ns.h, err = netlink.NewHandleAt(vnetns.NsHandle(fd), unix.NETLINK_ROUTE); err != nil {
 		return nil, fmt.Errorf("netns: netlink in the namespace: %w", err)
 	}
 	if err := p.plug(ns); err != nil {

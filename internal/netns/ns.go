@@ -14,8 +14,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// NS is one pooled network namespace: a veth pair to a bridge, an address
-// and a default route. It is owned by whoever got it from the pool until
+// NS is one network namespace of the pool's, or another's it plumbed
+// (Attach): a veth pair to a bridge, an address and a default route. It is owned by whoever got it from the pool until
 // it goes back with Put or Destroy.
 type NS struct {
 	p        *Pool
@@ -93,14 +93,15 @@ func (ns *NS) Destroy() {
 			ns.p.mu.Unlock()
 			return
 		}
-		created := ns.file != nil && ns.hostLink != nil && ns.eth0 != nil
 		ns.teardown()
-		if created {
-			ns.p.mu.Lock()
+		// Counted as destroyed only if it was counted as made: one that
+		// failed half way through plug was not.
+		ns.p.mu.Lock()
+		if ns.p.live[ns.veth] {
 			ns.p.st.Destroyed++
 			delete(ns.p.live, ns.veth)
-			ns.p.mu.Unlock()
 		}
+		ns.p.mu.Unlock()
 	})
 }
 

@@ -136,11 +136,11 @@ func (c *Config) setDefaults() error {
 type Stats struct {
 	Ready     int   `json:"ready"`     // scrubbed namespaces waiting
 	Offline   int   `json:"offline"`   // empty namespaces waiting
-	Live      int   `json:"live"`      // namespaces ready or out
+	Live      int   `json:"live"`      // namespaces ready or out, others' plumbed by Attach included
 	Bridges   int   `json:"bridges"`   // bridges made
 	Hits      int64 `json:"hits"`      // Gets served from the reserve
 	Misses    int64 `json:"misses"`    // Gets that created a namespace on demand
-	Created   int64 `json:"created"`   // namespaces made (background and on demand)
+	Created   int64 `json:"created"`   // namespaces made (background and on demand) or plumbed (Attach)
 	Reused    int64 `json:"reused"`    // Puts that returned a namespace to the reserve
 	Removed   int64 `json:"removed"`   // Puts that destroyed a clean namespace (MaxIdle ready)
 	Destroyed int64 `json:"destroyed"` // namespaces destroyed
@@ -567,6 +567,10 @@ func (p *Pool) rule(bridge string) *netlink.Rule {
 func (p *Pool) Put(ctx context.Context, ns *NS) error {
 	if ns == nil || ns.p != p {
 		return fmt.Errorf("%w: namespace from another pool", ErrBadConfig)
+	}
+	if ns.attached {
+		ns.Destroy()
+		return fmt.Errorf("%w: netns %s is another's namespace (Attach), never reused", ErrBadConfig, ns.veth)
 	}
 	if ns.Offline() {
 		p.dropOffline(ns)

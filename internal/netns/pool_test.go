@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -1135,5 +1136,43 @@ func TestAttach(t *testing.T) {
 	ns.Destroy()
 	if s := p.Stats(); s.Live != before.Live || s.Destroyed != before.Destroyed+1 {
 		t.Errorf("stats %+v after Destroy, %+v before Attach: want it gone", s, before)
+	}
+
+	// A target that cannot take the pair's default route (it has one of
+	// its own): the error, after the pair is made, leaves no host end
+	// behind and counts nothing.
+	before = p.Stats()
+	links := linksWithPrefix(t, cfg.Prefix+"v")
+	taken := newTarget(t)
+	inNS(t, taken, func() {
+		x := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "x0"}, PeerName: "x1"}
+		if err := netlink.LinkAdd(x); err != nil {
+			t.Errorf("a link of its own: %v", err)
+		}
+		for _, name := range []string{"x0", "x1"} {
+			if l, err := netlink.LinkByName(name); err == nil {
+				netlink.LinkSetUp(l)
+			}
+		}
+		x0, err := netlink.LinkByName("x0")
+		if err != nil {
+			t.Fatalf("x0: %v", err)
+		}
+		if err := netlink.AddrAdd(x0, &netlink.Addr{IPNet: ipNet(netip.MustParsePrefix("192.0.2.1/24"))}); err != nil {
+			t.Errorf("an address of its own: %v", err)
+		}
+		if err := netlink.RouteAdd(&netlink.Route{LinkIndex: x0.Attrs().Index, Gw: net.ParseIP("192.0.2.254")}); err != nil {
+			t.Errorf("a default route of its own: %v", err)
+		}
+	})
+	if ns, err := p.Attach(ctxT(t), taken); err == nil {
+		ns.Destroy()
+		t.Fatalf("Attach to a namespace with a default route of its own succeeded")
+	}
+	if s := p.Stats(); s.Live != before.Live || s.Created != before.Created || s.Destroyed != before.Destroyed {
+		t.Errorf("stats %+v after a failed Attach, %+v before: want nothing counted", s, before)
+	}
+	if left := linksWithPrefix(t, cfg.Prefix+"v"); !slices.Equal(left, links) {
+		t.Errorf("host ends %v after a failed Attach, %v before", left, links)
 	}
 }

@@ -79,6 +79,21 @@ func get(t testing.TB, p *Pool) *NS {
 // inNS runs f on a thread in ns's network namespace.
 func inNS(t testing.TB, f *os.File, fn func()) {
 	t.Helper()
+	if err := onThread(func() error {
+		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+			return err
+		}
+		fn()
+		return nil
+	}); err != nil {
+		t.Fatalf("in namespace: %v", err)
+	}
+}
+
+// onThread runs fn on a locked thread, which it then puts back in the
+// host's network namespace (one that cannot go back stays locked and
+// dies), and returns fn's error or that of going back.
+func onThread(fn func() error) error {
 	done := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
@@ -88,21 +103,15 @@ func inNS(t testing.TB, f *os.File, fn func()) {
 			return
 		}
 		defer host.Close()
-		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+		ferr := fn()
+		if err := unix.Setns(int(host.Fd()), unix.CLONE_NEWNET); err != nil {
 			done <- err
 			return
 		}
-		fn()
-		if err := unix.Setns(int(host.Fd()), unix.CLONE_NEWNET); err != nil {
-			done <- err // the thread stays locked and dies
-			return
-		}
 		runtime.UnlockOSThread()
-		done <- nil
+		done <- ferr
 	}()
-	if err := <-done; err != nil {
-		t.Fatalf("in namespace: %v", err)
-	}
+	return <-done
 }
 
 // linksWithPrefix lists the host's links whose names start with prefix.
@@ -1040,28 +1049,14 @@ func TestBridgeAddressStays(t *testing.T) {
 func newTarget(t *testing.T) *os.File {
 	t.Helper()
 	var f *os.File
-	done := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		host, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			done <- err
-			return
-		}
-		defer host.Close()
+	if err := onThread(func() error {
 		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			done <- err
-			return
+			return err
 		}
+		var err error
 		f, err = os.Open("/proc/thread-self/ns/net")
-		if err := unix.Setns(int(host.Fd()), unix.CLONE_NEWNET); err != nil {
-			done <- err // the thread stays locked and dies
-			return
-		}
-		runtime.UnlockOSThread()
-		done <- err
-	}()
-	if err := <-done; err != nil {
+		return err
+	}); err != nil {
 		t.Fatalf("new namespace: %v", err)
 	}
 	t.Cleanup(func() { f.Close() })

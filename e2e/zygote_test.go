@@ -125,6 +125,41 @@ func TestZygoteDeathFallsBackAndIsRebuilt(t *testing.T) {
 	}
 }
 
+// TestRootZygoteDeathSparesItsForks kills the root zygote while a
+// function forked from it is paused in the warm pool: the function's
+// sandbox lives on in the dead root's pid namespace and serves the next
+// call warm; the dead root's sandbox goes at shutdown (assertClean).
+func TestRootZygoteDeathSparesItsForks(t *testing.T) {
+	w := startWorker(t)
+	w.deployDir("hello", "../examples/hello")
+	if inv := w.mustInvoke("hello", "{}"); inv.Path != "fork" {
+		t.Fatalf("path %s, want fork", inv.Path)
+	}
+	tree, err := w.c.Zygotes(context.Background())
+	if err != nil || len(tree.Nodes) == 0 || len(tree.Nodes[0].Pids) != 1 {
+		t.Fatalf("zygotes: %v %+v", err, tree)
+	}
+	old := tree.Nodes[0].Pids[0]
+	if err := syscall.Kill(old, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		tree, err = w.c.Zygotes(context.Background())
+		if err == nil && len(tree.Nodes) > 0 && len(tree.Nodes[0].Pids) == 1 && tree.Nodes[0].Pids[0] != old {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("root zygote not rebuilt: %+v %v", tree, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	inv := w.mustInvoke("hello", `{"name":"again"}`)
+	if inv.Path != "warm" || !strings.Contains(string(inv.Body), "hello, again") {
+		t.Errorf("after the root zygote died: %s via %s, want the paused sandbox (warm); worker log:\n%s", inv.Body, inv.Path, w.out)
+	}
+}
+
 func TestPlannedTreeAndMetrics(t *testing.T) {
 	dir := t.TempDir()
 	reqs := []string{"numpy\nrequests\n", "numpy\n", "requests>=2\nnumpy\n"}

@@ -82,6 +82,9 @@ type Config struct {
 	// hides other users' processes (see initproc.Args.Zygote). The main process runs
 	// unprivileged under Factory.ZygoteSeccomp instead of Seccomp: it
 	// must make the user and other namespaces of the children it forks.
+	// Those children live in the sandbox's pid namespace, so its init
+	// outlives the main process until they have all exited too: Done
+	// closes then, and Destroy kills them with it.
 	Zygote bool
 	// ZygoteHostNet keeps a zygote in the host's network namespace, for
 	// functions the operator lets use the host's network: children that

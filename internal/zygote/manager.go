@@ -201,7 +201,7 @@ func (m *Manager) addReplicaLocked(n *Node, p *Process) {
 		m.mu.Unlock()
 		if removed {
 			m.log.Warn("zygote died", "node", n.Key(), "pid", p.Pid())
-			m.release(p)
+			m.retire(p)
 		}
 		if rebuild {
 			m.grow(n)
@@ -230,6 +230,27 @@ func (m *Manager) release(p *Process) {
 	if err := p.group.Delete(ctx); err != nil {
 		m.log.Warn("deleting zygote cgroup", "err", err)
 	}
+}
+
+// retire frees what a dead zygote held. The spares, functions and child
+// zygotes it forked live on, in the pid namespace of the root's sandbox
+// (see sandbox.Config.Zygote), whose init outlives the root zygote for
+// them: a dead root's sandbox is torn down once they are all gone, or at
+// Close, which kills what is left.
+func (m *Manager) retire(p *Process) {
+	if p.sb == nil {
+		m.release(p)
+		return
+	}
+	m.bg.Add(1) // within the caller's, which is still counted
+	go func() {
+		defer m.bg.Done()
+		select {
+		case <-p.sb.Done():
+		case <-m.ctx.Done():
+		}
+		m.release(p)
+	}()
 }
 
 // grow adds one replica to n (n.pending was incremented by the caller).

@@ -80,6 +80,8 @@ type Args struct {
 	// /proc hides other users' processes (the functions forked from
 	// zygotes, which run as their own users). The main process is
 	// unprivileged, as any other, under the filter Seccomp names.
+	// hearth-init exits only when every process of the pid namespace has
+	// (see reap).
 	Zygote bool
 	// Exec makes the main process pid 1: hearth-init execs it after
 	// joining the cgroup and dropping privileges (snapshots need it).
@@ -262,7 +264,7 @@ func Main(argv []string) int {
 		unix.Close(a.Ready)
 	}
 	if len(a.Command) == 0 {
-		reap(-1)
+		reap(-1, false)
 		return 0
 	}
 	if a.Exec {
@@ -275,7 +277,7 @@ func Main(argv []string) int {
 		fmt.Fprintln(os.Stderr, "hearth-init: start:", err)
 		return 126
 	}
-	return reap(pid)
+	return reap(pid, a.Zygote)
 }
 
 // setup builds the root file system and pivots into it.
@@ -459,8 +461,13 @@ func dropPrivileges() error {
 }
 
 // reap waits for children. It returns when main exits, with main's status
-// (128+signal when killed); with main < 0 it never returns normally.
-func reap(main int) int {
+// (128+signal when killed); with main < 0 it never returns normally. With
+// linger it returns only once every other process of the pid namespace
+// has exited too: a zygote's sandbox outlives its zygote while the spares
+// and functions forked from it (orphans, which the kernel hands to this
+// pid 1) still run, since pid 1's exit would kill them all.
+func reap(main int, linger bool) int {
+	status := -1
 	for {
 		var ws unix.WaitStatus
 		pid, err := unix.Wait4(-1, &ws, 0, nil)
@@ -468,6 +475,9 @@ func reap(main int) int {
 			continue
 		}
 		if err != nil {
+			if status >= 0 {
+				return status // no children left after main's exit
+			}
 			if main < 0 {
 				// No children: a joiner-only sandbox waits for signals.
 				unix.Pause()
@@ -476,10 +486,13 @@ func reap(main int) int {
 			return 125
 		}
 		if pid == main {
+			status = ws.ExitStatus()
 			if ws.Signaled() {
-				return 128 + int(ws.Signal())
+				status = 128 + int(ws.Signal())
 			}
-			return ws.ExitStatus()
+			if !linger {
+				return status
+			}
 		}
 	}
 }

@@ -20,11 +20,6 @@ import (
 // on Lambda: its last 4 KB.
 const maxLogResult = 4 << 10
 
-// logSettle is how long a call with X-Amz-Log-Type: Tail waits, after the
-// handler returned, for the lines it wrote to reach the worker: they come
-// through the sandbox's pipes, apart from the response.
-const logSettle = 2 * time.Millisecond
-
 // Invocation types.
 const (
 	invokeSync  = "RequestResponse"
@@ -153,7 +148,8 @@ func (s *Server) invokeSync(w http.ResponseWriter, r *http.Request, c *call, fn 
 // The lines are the function's that reached the worker during the call:
 // with calls of the function running at once, theirs are among them.
 func (s *Server) logResult(c *call, fn registry.Function, before worker.LogTail, res worker.Result, took time.Duration) string {
-	time.Sleep(logSettle)
+	// The worker returns a call once the lines its sandbox wrote before
+	// answering are in the log (see worker's drainOutput).
 	since := before.Next
 	if since == 0 {
 		since = 1

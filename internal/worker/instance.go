@@ -52,7 +52,8 @@ type instance struct {
 	group    *cgroup.Group
 	net      *netns.NS // isolated network, given back on destroy; nil otherwise
 	conn     *runtime.Conn
-	proc     *proc // the runtime process, when a zygote forked it; nil otherwise
+	proc     *proc      // the runtime process, when a zygote forked it; nil otherwise
+	out      []*outPipe // its stdout and stderr (see drainOutput)
 	declared int64
 	// peakSlot is the sandbox's slot among its function's last peaks
 	// (fnInfo.note); guarded by the warm cache's mutex.

@@ -7,8 +7,12 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 	"unsafe"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/hearth-run/hearth/api/types"
 	"github.com/hearth-run/hearth/internal/runtime"
@@ -216,32 +220,133 @@ func (s *logSink) pipe() *runtime.Output {
 	})
 }
 
-// copyLines parses r into s until r's writers are gone, then closes r.
-func copyLines(s *logSink, r *os.File) {
+// outPipe is the read end of one of a sandbox's output pipes, and its
+// parser. The runtime writes a call's lines to the pipe before it sends
+// the answer, but the parser may read them later: drained tells when
+// all that was written before it was asked has been parsed, so that a
+// call's lines are in its function's log when the call returns.
+type outPipe struct {
+	rc syscall.RawConn
+	// mu is held across each read of the pipe, so drained never sees data
+	// gone from the pipe and not yet counted in read.
+	mu     sync.Mutex
+	read   uint64 // bytes read; guarded by mu
+	parsed atomic.Uint64
+	done   chan struct{} // closed when the pipe's writers are gone
+}
+
+// copyLines parses r, a pipe made by os.Pipe, into s until r's writers
+// are gone, then closes r.
+func copyLines(s *logSink, r *os.File) *outPipe {
+	p := &outPipe{done: make(chan struct{})}
+	rc, err := r.SyscallConn()
+	if err != nil { // not for a pipe from os.Pipe: copy without the count
+		go func() {
+			defer close(p.done)
+			o := s.pipe()
+			io.Copy(o, r)
+			o.Close()
+			r.Close()
+		}()
+		return p
+	}
+	p.rc = rc
+	go p.copy(s, r)
+	return p
+}
+
+func (p *outPipe) copy(s *logSink, r *os.File) {
+	defer close(p.done)
+	defer r.Close()
 	o := s.pipe()
-	io.Copy(o, r)
-	o.Close()
-	r.Close()
+	defer o.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		var n int
+		var rerr error
+		err := p.rc.Read(func(fd uintptr) bool {
+			p.mu.Lock()
+			n, rerr = unix.Read(int(fd), buf)
+			if n > 0 {
+				p.read += uint64(n)
+			}
+			p.mu.Unlock()
+			return rerr != unix.EAGAIN
+		})
+		if n > 0 {
+			o.Write(buf[:n])
+			p.parsed.Add(uint64(n))
+			continue
+		}
+		if err != nil || (rerr != nil && rerr != unix.EINTR) || (rerr == nil && n == 0) {
+			return // closed, failed, or every writer is gone
+		}
+	}
+}
+
+// drained reports whether everything written to the pipe before the
+// call has been parsed: nothing waits in the pipe, and the parser is
+// done with all it read.
+func (p *outPipe) drained() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+	}
+	if p.rc == nil {
+		return true // uncounted: nothing to wait for
+	}
+	var pending int // FIONREAD, which Linux spells TIOCINQ
+	var ierr error
+	p.mu.Lock()
+	cerr := p.rc.Control(func(fd uintptr) { pending, ierr = unix.IoctlGetInt(int(fd), unix.TIOCINQ) })
+	read := p.read
+	p.mu.Unlock()
+	if cerr != nil || ierr != nil {
+		return true // closed under us: the parser is ending
+	}
+	return pending == 0 && p.parsed.Load() >= read
+}
+
+// drainLimit bounds how long a call's answer waits for its output to be
+// parsed. A sandbox that never stops writing (a thread printing in a
+// loop) is never drained: its calls pay this, and only its calls.
+const drainLimit = 250 * time.Millisecond
+
+// drainOutput waits, at most drainLimit, until the lines inst's
+// sandbox wrote so far are in its function's log.
+func (inst *instance) drainOutput() {
+	var deadline time.Time
+	wait := 50 * time.Microsecond
+	for _, p := range inst.out {
+		for !p.drained() {
+			if deadline.IsZero() {
+				deadline = time.Now().Add(drainLimit)
+			} else if time.Now().After(deadline) {
+				return
+			}
+			time.Sleep(wait)
+			wait = min(2*wait, time.Millisecond)
+		}
+	}
 }
 
 // outputPipes makes the stdout and stderr pipes of a new sandbox of st's
 // function: the caller passes the write ends to the sandbox and closes
 // them once it has its copies; the read ends are parsed by goroutines
 // that end when every copy of the write ends is closed.
-func outputPipes(st *fnState) (outW, errW *os.File, err error) {
+func outputPipes(st *fnState) (outW, errW *os.File, out []*outPipe, err error) {
 	outR, outW, err := os.Pipe()
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	errR, errW, err := os.Pipe()
 	if err != nil {
 		outR.Close()
 		outW.Close()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	go copyLines(st.stdout, outR)
-	go copyLines(st.stderr, errR)
-	return outW, errW, nil
+	return outW, errW, []*outPipe{copyLines(st.stdout, outR), copyLines(st.stderr, errR)}, nil
 }
 
 // zygoteLog passes the zygotes' own output to the worker's debug log. A

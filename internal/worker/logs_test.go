@@ -1,10 +1,15 @@
 package worker
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
+	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/hearth-run/hearth/internal/runtime"
 )
@@ -153,5 +158,87 @@ func TestLogRingLineBound(t *testing.T) {
 	}
 	if c := cap(r.lines); c > 400 {
 		t.Errorf("ring slice has capacity %d for 100 lines", c)
+	}
+}
+
+// slowHandler is a slog handler that takes its time over each record
+// until fast is set: a parser that lags behind the pipe, as on a busy
+// host.
+type slowHandler struct {
+	d    time.Duration
+	fast *atomic.Bool
+}
+
+func (h slowHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h slowHandler) Handle(context.Context, slog.Record) error {
+	if h.fast == nil || !h.fast.Load() {
+		time.Sleep(h.d)
+	}
+	return nil
+}
+func (h slowHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h slowHandler) WithGroup(string) slog.Handler      { return h }
+
+// TestDrainOutputWaitsForTheParser writes lines to a sandbox's pipe whose
+// parser lags (5 ms a line): drainOutput returns only once every line
+// is in the function's log, and the log is complete right after.
+func TestDrainOutputWaitsForTheParser(t *testing.T) {
+	ring := newLogStore(100, 1<<20).ring()
+	sink := &logSink{ring: ring, log: slog.New(slowHandler{5 * time.Millisecond, nil}), def: runtime.Stdout}
+	r, wr, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wr.Close()
+	inst := &instance{out: []*outPipe{copyLines(sink, r)}}
+	for round := 1; round <= 3; round++ {
+		for i := 0; i < 5; i++ {
+			fmt.Fprintf(wr, "round %d line %d\n", round, i)
+		}
+		inst.drainOutput()
+		if got := len(ring.query(0, 0).Lines); got != 5*round {
+			t.Fatalf("round %d: %d lines in the log after the drain, want %d", round, got, 5*round)
+		}
+	}
+}
+
+// TestDrainOutputGivesUp: a sandbox that never stops printing costs its
+// call drainLimit, not forever.
+func TestDrainOutputGivesUp(t *testing.T) {
+	var fast atomic.Bool
+	sink := &logSink{ring: newLogStore(10, 1<<20).ring(), log: slog.New(slowHandler{time.Millisecond, &fast}), def: runtime.Stdout}
+	r, wr, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	inst := &instance{out: []*outPipe{copyLines(sink, r)}}
+	fmt.Fprintln(wr, "first") // the pipe is not empty when the drain starts
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer wr.Close()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				fmt.Fprintln(wr, "again")
+			}
+		}
+	}()
+	t0 := time.Now()
+	inst.drainOutput()
+	took := time.Since(t0)
+	fast.Store(true)
+	close(stop)
+	<-done
+	if took < drainLimit || took > drainLimit+2*time.Second {
+		t.Errorf("drain of a pipe that never empties took %v, want about %v", took, drainLimit)
+	}
+	// Once the writers are gone the pipe counts as drained.
+	<-inst.out[0].done
+	if !inst.out[0].drained() {
+		t.Error("a closed pipe is not drained")
 	}
 }

@@ -54,7 +54,7 @@ func (w *Worker) makeSandbox(ctx context.Context, l *launch, argv []string, exec
 		return nil, nil, fmt.Errorf("%s: %w: %w", fn.Name, err, ErrStart)
 	}
 	cu.Add(func() { w.dropNet(context.Background(), ns) })
-	outW, errW, err := outputPipes(l.st)
+	outW, errW, out, err := outputPipes(l.st)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: %w: %w", fn.Name, err, ErrStart)
 	}
@@ -84,7 +84,7 @@ func (w *Worker) makeSandbox(ctx context.Context, l *launch, argv []string, exec
 	}
 	cu.Release()
 	inst := l.instance(id, sb, grp)
-	inst.net = ns
+	inst.net, inst.out = ns, out
 	w.track(inst)
 	w.log.Debug("sandbox", "function", fn.Name, "sandbox", id, "cgroup", t1.Sub(t0), "create", time.Since(t1))
 	return inst, sb, nil

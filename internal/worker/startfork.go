@@ -52,8 +52,7 @@ func (f forkStarter) start(ctx context.Context, l *launch) (*instance, error) {
 		return nil, err
 	}
 	// The child holds the write ends; the readers end when it exits.
-	go copyLines(l.st.stdout, j.outR)
-	go copyLines(l.st.stderr, j.errR)
+	inst.out = []*outPipe{copyLines(l.st.stdout, j.outR), copyLines(l.st.stderr, j.errR)}
 	child, err := w.zyg.ForkFrom(ctx, node, zygote.Target{
 		Scratch:  j.Scratch,
 		Listener: j.Listener,

@@ -100,14 +100,13 @@ func (w *Worker) restoreStart(ctx context.Context, l *launch, key string) (*inst
 	cu.Release()
 	// The restored process holds the write ends; the readers end when it
 	// exits.
-	go copyLines(l.st.stdout, outR)
-	go copyLines(l.st.stderr, errR)
+	out := []*outPipe{copyLines(l.st.stdout, outR), copyLines(l.st.stderr, errR)}
 	// CRIU ran in the group: the function's peak starts from here.
 	if err := grp.ResetPeak(); err != nil {
 		w.log.Warn("restored sandbox", "sandbox", id, "err", err)
 	}
 	inst := l.instance(id, r.Sandbox, grp)
-	inst.net = ns
+	inst.net, inst.out = ns, out
 	w.track(inst)
 	t1 := time.Now()
 	if err := w.connect(ctx, inst, fn, r.Done()); err != nil {

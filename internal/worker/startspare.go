@@ -60,8 +60,7 @@ func (w *Worker) spareStart(ctx context.Context, l *launch, sp *spare) (*instanc
 	inst := l.instance(sp.sb.ID(), sp.sb, sp.group)
 	inst.net, inst.proc = sp.net, openProc(sp.child.Pid())
 	w.track(inst)
-	go copyLines(l.st.stdout, sp.out)
-	go copyLines(l.st.stderr, sp.err)
+	inst.out = []*outPipe{copyLines(l.st.stdout, sp.out), copyLines(l.st.stderr, sp.err)}
 	err := sp.child.Go(zygote.Start{Mounts: l.mounts, UID: l.uid, GID: l.gid, Env: l.envMap()})
 	if err == nil {
 		err = w.connect(ctx, inst, l.fn, nil)

@@ -562,6 +562,7 @@ func (w *Worker) InvokeID(ctx context.Context, name string, event []byte, id str
 	})
 	growth.stop()
 	res.Run = time.Since(t1)
+	inst.drainOutput()
 	if err != nil {
 		err = w.classify(inst, fn, err, rctx)
 		w.destroy(inst)

@@ -375,6 +375,9 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request) {
 	}
 	res, err := s.wk.Invoke(r.Context(), r.PathValue("name"), body)
 	h := w.Header()
+	if res.Wait > 0 {
+		h.Set("X-Hearth-Wait-Ms", ms(res.Wait))
+	}
 	if res.Path != "" {
 		h.Set("X-Hearth-Start-Path", res.Path)
 		h.Set("X-Hearth-Init-Ms", ms(res.Init))

@@ -570,6 +570,45 @@ func (r *ReplayReport) Table(w io.Writer, i int) error {
 			pc["warm"], pc["snapshot"], pc["fork"], pc["cold"], pc[""], tot[k][1], run.Evictions(), run.Drops(),
 			mean/(1<<20), peak/(1<<20), cnt, float64(used)/(1<<20))
 	}
+	fmt.Fprintln(tw)
+	fmt.Fprintln(tw, "Where the response time went, ms: wait (for a concurrency slot and for memory, before the start), start, run, and the rest (HTTP, the client); means, and the wait's p99 and max")
+	fmt.Fprintln(tw, "config\tcalls\twait mean\twait p99\twait max\twaited >100 ms\tstart mean\trun mean\trest mean\t")
+	for k := range n {
+		for _, warm := range []bool{true, false} {
+			var waits []float64
+			var start, run, rest float64
+			for _, rec := range runs[k].Result.Records {
+				if !rec.OK() || (rec.Path == "warm") != warm {
+					continue
+				}
+				waits = append(waits, rec.WaitMs)
+				start += rec.InitMs
+				run += rec.RunMs
+				rest += float64(rec.Response)/1e6 - rec.WaitMs - rec.InitMs - rec.RunMs
+			}
+			name := runs[k].Config.Name + ", non-warm"
+			if warm {
+				name = runs[k].Config.Name + ", warm"
+			}
+			if len(waits) == 0 {
+				fmt.Fprintf(tw, "%s\t0\t-\t-\t-\t-\t-\t-\t-\t\n", name)
+				continue
+			}
+			slices.Sort(waits)
+			var sum float64
+			over := 0
+			for _, v := range waits {
+				sum += v
+				if v > 100 {
+					over++
+				}
+			}
+			c := float64(len(waits))
+			p99 := waits[min(len(waits)-1, int(0.99*c))]
+			fmt.Fprintf(tw, "%s\t%d\t%.1f\t%.1f\t%.1f\t%d\t%.1f\t%.1f\t%.1f\t\n", name, len(waits), sum/c, p99, waits[len(waits)-1],
+				over, start/c, run/c, rest/c)
+		}
+	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}

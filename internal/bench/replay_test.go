@@ -78,7 +78,16 @@ func TestReplayTable(t *testing.T) {
 	run := func(c ReplayConfig, paths []string, evictions uint64, sums ...replay.Summary) *ReplayRun {
 		res := &replay.Result{Plan: plan}
 		for _, p := range paths {
-			res.Records = append(res.Records, replay.Record{Path: p, Status: 200})
+			// 100 ms: waits 20 (1 warm) and starts in 30 (none warm), runs
+			// 40; a snapshot start waited 150 more.
+			rec := replay.Record{Path: p, Status: 200, Response: 100 * time.Millisecond, WaitMs: 20, InitMs: 30, RunMs: 40}
+			switch p {
+			case "warm":
+				rec.WaitMs, rec.InitMs = 1, 0
+			case "snapshot":
+				rec.WaitMs, rec.Response = 170, 250*time.Millisecond
+			}
+			res.Records = append(res.Records, rec)
 		}
 		return &ReplayRun{Config: c, Rep: 1, Result: res, Sums: sums, Pools: []types.PoolStatus{{Evictions: evictions, Drops: 1}},
 			Mem: []MemSample{{Paused: 10 << 20}, {Paused: 30 << 20}}}
@@ -113,6 +122,12 @@ func TestReplayTable(t *testing.T) {
 		// paused sandboxes.
 		"sock-like 3 1 0 0 2 0 3 4 1 20.0 30.0 0.0 0.0",
 		"hearth 3 1 1 1 0 0 1 2 1 20.0 30.0 0.0 0.0",
+		// Where the time went: warm 100 = 1 + 0 + 40 + 59; the two
+		// others waited 20 and 170, the rest 10 and 10.
+		"hearth, warm 1 1.0 1.0 1.0 0 0.0 40.0 59.0",
+		"hearth, non-warm 2 95.0 170.0 170.0 1 30.0 40.0 10.0",
+		"sock-like, non-warm 2 20.0 20.0 20.0 0 30.0 40.0 10.0",
+		"fresh, warm 0 - - - - - - -",
 		// a: 1 -> 1 cold by path (as many), b: 2 -> 2; by PARSEC a 1 -> 0,
 		// b 2 -> 1: fewer for both.
 		"hearth vs sock-like, 2 functions: fewer cold starts by start path for 0, as many for 2, more for 0; by PARSEC's count fewer for 2, as many for 0, more for 0",

@@ -135,10 +135,13 @@ func (c *Client) Status(ctx context.Context) (types.Status, error) {
 
 // Invocation is the outcome of Invoke.
 type Invocation struct {
-	Body     []byte
-	Path     string // start path: warm, cold (later fork, snapshot)
-	InitMs   float64
-	RunMs    float64
+	Body   []byte
+	Path   string // start path: warm, cold (later fork, snapshot)
+	InitMs float64
+	RunMs  float64
+	// WaitMs is how long the call waited for a concurrency slot and for
+	// memory before its start (X-Hearth-Wait-Ms).
+	WaitMs   float64
 	Revision string
 	Latency  time.Duration // as the client saw it
 	// InitError is the error type of a failed start (X-Hearth-Init-Error):
@@ -157,6 +160,7 @@ func (c *Client) Invoke(ctx context.Context, name string, event []byte) (Invocat
 		inv.Revision = resp.Header.Get("X-Hearth-Revision")
 		inv.InitMs, _ = strconv.ParseFloat(resp.Header.Get("X-Hearth-Init-Ms"), 64)
 		inv.RunMs, _ = strconv.ParseFloat(resp.Header.Get("X-Hearth-Run-Ms"), 64)
+		inv.WaitMs, _ = strconv.ParseFloat(resp.Header.Get("X-Hearth-Wait-Ms"), 64)
 		inv.InitError = resp.Header.Get("X-Hearth-Init-Error")
 	}
 	return inv, err

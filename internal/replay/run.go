@@ -33,8 +33,10 @@ type Record struct {
 	// cold), or empty when it reported none (throttled, not found, a
 	// transport error).
 	Path string
-	// InitMs and RunMs are the worker's start and run times.
-	InitMs, RunMs float64
+	// InitMs and RunMs are the worker's start and run times; WaitMs is
+	// how long the call waited, before its start, for a concurrency slot
+	// and for memory.
+	InitMs, RunMs, WaitMs float64
 	// Status is the HTTP status, or 0 when there was no response.
 	Status int
 	// Err is the error message, empty on success.
@@ -204,7 +206,7 @@ loop:
 			defer wg.Done()
 			inv, ierr := c.Invoke(ctx, f.Name, ev)
 			rec.Response = inv.Latency
-			rec.Path, rec.InitMs, rec.RunMs = inv.Path, inv.InitMs, inv.RunMs
+			rec.Path, rec.InitMs, rec.RunMs, rec.WaitMs = inv.Path, inv.InitMs, inv.RunMs, inv.WaitMs
 			var ce *client.Error
 			switch {
 			case ierr == nil:

@@ -482,6 +482,10 @@ type Result struct {
 	// InitFailed says the start failed (the invoke error says why): the
 	// handler never ran.
 	InitFailed bool
+	// Wait is how long the call waited before it had a sandbox or room
+	// for a new one: for one of its function's concurrency slots and for
+	// memory in the warm pool (a warm call's includes the thaw).
+	Wait time.Duration
 	// Run is the handler's run time as the worker saw it.
 	Run time.Duration
 	// Revision is the code revision that ran.
@@ -517,6 +521,7 @@ func (w *Worker) InvokeID(ctx context.Context, name string, event []byte, id str
 	if err != nil {
 		return Result{}, err
 	}
+	tw := time.Now()
 	if err := w.acquireSlot(ctx, st); err != nil {
 		w.metrics.invocations.WithLabelValues("none", "throttled").Inc()
 		return Result{}, err
@@ -528,9 +533,10 @@ func (w *Worker) InvokeID(ctx context.Context, name string, event []byte, id str
 	res := Result{Revision: fn.Revision, Path: "warm"}
 	// A warm (thawed) sandbox, or room reserved in the pool for a new one.
 	inst, resv, err := w.cache.take(ctx, fn)
+	res.Wait = time.Since(tw)
 	if err != nil {
 		w.metrics.invocations.WithLabelValues("none", "dropped").Inc()
-		return Result{}, err
+		return Result{Wait: res.Wait}, err
 	}
 	if inst == nil {
 		t0 := time.Now()

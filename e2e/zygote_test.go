@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -125,39 +126,84 @@ func TestZygoteDeathFallsBackAndIsRebuilt(t *testing.T) {
 	}
 }
 
-// TestRootZygoteDeathSparesItsForks kills the root zygote while a
-// function forked from it is paused in the warm pool: the function's
-// sandbox lives on in the dead root's pid namespace and serves the next
-// call warm; the dead root's sandbox goes at shutdown (assertClean).
+// TestRootZygoteDeathSparesItsForks kills the root zygote while
+// functions forked from it are paused in the warm pool, and a numpy node
+// was forked from it: the functions' sandboxes live on in the dead
+// root's pid namespace and serve the next calls warm; the numpy node's
+// zygote, which would go on forking into that namespace, is replaced by
+// one from the new root; and the dead root's sandbox (its init) goes
+// once its last function is deleted.
 func TestRootZygoteDeathSparesItsForks(t *testing.T) {
-	w := startWorker(t)
+	w := startWorker(t, "--spares", "-1", "--config", writeConfig(t, "zygote:\n  promote: 1\n"))
 	w.deployDir("hello", "../examples/hello")
-	if inv := w.mustInvoke("hello", "{}"); inv.Path != "fork" {
-		t.Fatalf("path %s, want fork", inv.Path)
+	w.deployDir("np", fn(t, "f.py", modulesProbe, "requirements.txt", "numpy\n"))
+	for _, name := range []string{"hello", "np"} {
+		if inv := w.mustInvoke(name, "{}"); inv.Path != "fork" {
+			t.Fatalf("%s: path %s, want fork", name, inv.Path)
+		}
 	}
+	oldNumpy := waitZygote(t, w, "numpy")[0]
 	tree, err := w.c.Zygotes(context.Background())
 	if err != nil || len(tree.Nodes) == 0 || len(tree.Nodes[0].Pids) != 1 {
 		t.Fatalf("zygotes: %v %+v", err, tree)
 	}
 	old := tree.Nodes[0].Pids[0]
+	init := ppid(t, old) // the root sandbox's hearth-init
 	if err := syscall.Kill(old, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		tree, err = w.c.Zygotes(context.Background())
-		if err == nil && len(tree.Nodes) > 0 && len(tree.Nodes[0].Pids) == 1 && tree.Nodes[0].Pids[0] != old {
+		np, _, ok := nodeFor(tree, "numpy")
+		if err == nil && len(tree.Nodes) > 0 && len(tree.Nodes[0].Pids) == 1 && tree.Nodes[0].Pids[0] != old &&
+			ok && len(np) == 1 && np[0] != oldNumpy {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("root zygote not rebuilt: %+v %v", tree, err)
+			t.Fatalf("root and numpy zygotes not rebuilt: %+v %v", tree, err)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+	if err := syscall.Kill(oldNumpy, 0); err != syscall.ESRCH {
+		t.Errorf("the numpy zygote forked from the dead root is still there (kill 0: %v)", err)
 	}
 	inv := w.mustInvoke("hello", `{"name":"again"}`)
 	if inv.Path != "warm" || !strings.Contains(string(inv.Body), "hello, again") {
 		t.Errorf("after the root zygote died: %s via %s, want the paused sandbox (warm); worker log:\n%s", inv.Body, inv.Path, w.out)
 	}
+	if inv := w.mustInvoke("np", "{}"); inv.Path != "warm" {
+		t.Errorf("np after the root zygote died: path %s, want warm", inv.Path)
+	}
+	if err := syscall.Kill(init, 0); err != nil {
+		t.Fatalf("the dead root's sandbox went while functions forked from it were paused: %v", err)
+	}
+	for _, name := range []string{"hello", "np"} {
+		if err := w.c.Delete(context.Background(), name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for deadline := time.Now().Add(10 * time.Second); syscall.Kill(init, 0) == nil; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the dead root's sandbox (init %d) outlived the last function forked from it", init)
+		}
+	}
+}
+
+// ppid returns pid's parent.
+func ppid(t *testing.T, pid int) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// pid (comm) state ppid ...; comm may hold spaces and parentheses.
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	n, err := strconv.Atoi(f[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 func TestPlannedTreeAndMetrics(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -198,15 +199,48 @@ func (m *Manager) addReplicaLocked(n *Node, p *Process) {
 		if rebuild {
 			n.pending++
 		}
+		var orphans []*Process
+		var regrow []*Node
+		if removed && p.sb != nil {
+			orphans, regrow = m.orphansLocked(p)
+		}
 		m.mu.Unlock()
 		if removed {
 			m.log.Warn("zygote died", "node", n.Key(), "pid", p.Pid())
 			m.retire(p)
 		}
+		for _, o := range orphans {
+			m.release(o)
+		}
+		for _, o := range regrow {
+			m.goBackground(func() { m.grow(o) })
+		}
 		if rebuild {
 			m.grow(n)
 		}
 	}()
+}
+
+// orphansLocked takes out of the tree the zygotes forked (at any depth)
+// from root, which died, and returns them and the nodes they leave
+// without a replica, marked pending for a rebuild from the new root.
+// Left alone they would go on forking into the dead root's sandbox and
+// keep it from ever being torn down (see retire).
+func (m *Manager) orphansLocked(root *Process) (orphans []*Process, regrow []*Node) {
+	walk(m.root, func(n *Node) {
+		lost := false
+		for _, r := range slices.Clone(n.replicas) {
+			if r.root == root && r != root && m.removeReplicaLocked(n, r) {
+				orphans = append(orphans, r)
+				lost = true
+			}
+		}
+		if lost && len(n.replicas) == 0 && n.pending == 0 && !m.closed && m.nodes[n.Key()] == n {
+			n.pending++
+			regrow = append(regrow, n)
+		}
+	})
+	return orphans, regrow
 }
 
 func (m *Manager) removeReplicaLocked(n *Node, p *Process) bool {

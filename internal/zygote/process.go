@@ -27,6 +27,7 @@ type Process struct {
 	pidMu sync.Mutex
 	pidfd *os.File         // guarded by pidMu; the watcher closes it once the process is gone
 	sb    *sandbox.Sandbox // the root zygote's own sandbox; nil for children
+	root  *Process         // the root zygote this one descends from (itself for a root)
 	group *cgroup.Group
 	ctl   *net.UnixConn
 	dead  chan struct{}
@@ -475,7 +476,12 @@ func (p *Process) Child(ctx context.Context, group *cgroup.Group, modules, path 
 		ours.Close()
 		return nil, fmt.Errorf("zygote %d: child: %w", p.pid, err)
 	}
-	return attach(ctx, nil, group, ours, c)
+	z, err := attach(ctx, nil, group, ours, c)
+	if err != nil {
+		return nil, err
+	}
+	z.root = p.root
+	return z, nil
 }
 
 // attach wraps a started zygote's control socket, waits for its ready
@@ -488,6 +494,9 @@ func attach(ctx context.Context, sb *sandbox.Sandbox, group *cgroup.Group, ctl *
 		return nil, err
 	}
 	p := &Process{sb: sb, group: group, ctl: c.(*net.UnixConn), dead: make(chan struct{}), pid: me.Pid, pidfd: me.PidFD}
+	if sb != nil {
+		p.root = p
+	}
 	dl, ok := ctx.Deadline()
 	if !ok {
 		dl = time.Now().Add(60 * time.Second)

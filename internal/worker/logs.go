@@ -222,23 +222,24 @@ func (s *logSink) pipe() *runtime.Output {
 
 // outPipe is the read end of one of a sandbox's output pipes, and its
 // parser. The runtime writes a call's lines to the pipe before it sends
-// the answer, but the parser may read them later: drained tells when
-// all that was written before it was asked has been parsed, so that a
-// call's lines are in its function's log when the call returns.
+// the answer, but the parser may read them later: drainOutput waits
+// until all that was written before it was called has been parsed, so
+// that a call's lines are in its function's log when the call returns.
 type outPipe struct {
 	rc syscall.RawConn
-	// mu is held across each read of the pipe, so drained never sees data
-	// gone from the pipe and not yet counted in read.
-	mu     sync.Mutex
-	read   uint64 // bytes read; guarded by mu
-	parsed atomic.Uint64
-	done   chan struct{} // closed when the pipe's writers are gone
+	// mu is held across each read of the pipe, so that mark never sees
+	// data gone from the pipe and not yet counted in read.
+	mu       sync.Mutex
+	read     uint64 // bytes read; guarded by mu
+	parsed   atomic.Uint64
+	progress chan struct{} // a token after each parsed read (capacity 1)
+	done     chan struct{} // closed when the pipe's writers are gone
 }
 
 // copyLines parses r, a pipe made by os.Pipe, into s until r's writers
 // are gone, then closes r.
 func copyLines(s *logSink, r *os.File) *outPipe {
-	p := &outPipe{done: make(chan struct{})}
+	p := &outPipe{progress: make(chan struct{}, 1), done: make(chan struct{})}
 	rc, err := r.SyscallConn()
 	if err != nil { // not for a pipe from os.Pipe: copy without the count
 		go func() {
@@ -276,6 +277,10 @@ func (p *outPipe) copy(s *logSink, r *os.File) {
 		if n > 0 {
 			o.Write(buf[:n])
 			p.parsed.Add(uint64(n))
+			select {
+			case p.progress <- struct{}{}:
+			default:
+			}
 			continue
 		}
 		if err != nil || (rerr != nil && rerr != unix.EINTR) || (rerr == nil && n == 0) {
@@ -284,49 +289,69 @@ func (p *outPipe) copy(s *logSink, r *os.File) {
 	}
 }
 
-// drained reports whether everything written to the pipe before the
-// call has been parsed: nothing waits in the pipe, and the parser is
-// done with all it read.
-func (p *outPipe) drained() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-	}
-	if p.rc == nil {
-		return true // uncounted: nothing to wait for
-	}
+// mark returns how many bytes have been written to the pipe so far:
+// those the parser read and those still in the pipe. ok is false when
+// the pipe is closed (the parser is ending).
+func (p *outPipe) mark() (n uint64, ok bool) {
 	var pending int // FIONREAD, which Linux spells TIOCINQ
 	var ierr error
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	cerr := p.rc.Control(func(fd uintptr) { pending, ierr = unix.IoctlGetInt(int(fd), unix.TIOCINQ) })
-	read := p.read
-	p.mu.Unlock()
 	if cerr != nil || ierr != nil {
-		return true // closed under us: the parser is ending
+		return 0, false
 	}
-	return pending == 0 && p.parsed.Load() >= read
+	return p.read + uint64(pending), true
 }
 
 // drainLimit bounds how long a call's answer waits for its output to be
-// parsed. A sandbox that never stops writing (a thread printing in a
-// loop) is never drained: its calls pay this, and only its calls.
+// parsed: the parser may be slow (a busy host, a flood of lines).
 const drainLimit = 250 * time.Millisecond
 
-// drainOutput waits, at most drainLimit, until the lines inst's
-// sandbox wrote so far are in its function's log.
+// drainOutput waits, at most drainLimit, until what inst's sandbox
+// wrote to its pipes before now is parsed into its function's log. A
+// pipe is first in, first out: what is written after the mark (a
+// thread that goes on printing) is not waited for.
 func (inst *instance) drainOutput() {
-	var deadline time.Time
-	wait := 50 * time.Microsecond
+	var timeout <-chan time.Time
 	for _, p := range inst.out {
-		for !p.drained() {
-			if deadline.IsZero() {
-				deadline = time.Now().Add(drainLimit)
-			} else if time.Now().After(deadline) {
+		if p.rc == nil {
+			continue // uncounted: nothing to wait for
+		}
+		target, ok := p.mark()
+		if !ok {
+			continue
+		}
+	wait:
+		for p.parsed.Load() < target {
+			if timeout == nil {
+				t := time.NewTimer(drainLimit)
+				defer t.Stop()
+				timeout = t.C
+			}
+			select {
+			case <-p.progress:
+			case <-p.done:
+				break wait
+			case <-timeout:
 				return
 			}
-			time.Sleep(wait)
-			wait = min(2*wait, time.Millisecond)
+		}
+	}
+}
+
+// awaitOutputEnd waits, at most drainLimit, for the parsers of inst's
+// pipes to end: after its sandbox is destroyed, so that the lines of a
+// call that failed (the sandbox crashed or ran out of time) are all in
+// the log when it returns.
+func (inst *instance) awaitOutputEnd() {
+	t := time.NewTimer(drainLimit)
+	defer t.Stop()
+	for _, p := range inst.out {
+		select {
+		case <-p.done:
+		case <-t.C:
+			return
 		}
 	}
 }

@@ -566,12 +566,15 @@ func (w *Worker) InvokeID(ctx context.Context, name string, event []byte, id str
 		Event:    event,
 		Deadline: time.Now().Add(timeout),
 	})
-	growth.stop()
 	res.Run = time.Since(t1)
-	inst.drainOutput()
+	if err == nil {
+		inst.drainOutput() // still watched: it runs on until paused
+	}
+	growth.stop()
 	if err != nil {
 		err = w.classify(inst, fn, err, rctx)
 		w.destroy(inst)
+		inst.awaitOutputEnd()
 		w.metrics.invocations.WithLabelValues(res.Path, errLabel(err)).Inc()
 		return res, err
 	}

@@ -702,7 +702,8 @@ func (m *Manager) Nodes() []NodeInfo {
 	return out
 }
 
-// Close kills every zygote and frees their sandboxes and cgroups.
+// Close kills every zygote and frees their sandboxes and cgroups, and
+// the sandboxes of dead roots (see retire) with what still runs in them.
 func (m *Manager) Close(ctx context.Context) error {
 	m.mu.Lock()
 	m.closed = true

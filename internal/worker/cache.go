@@ -189,7 +189,14 @@ type warmCache struct {
 	freed   chan struct{}   // closed and replaced when memory may have come free
 	waiting int             // requests queued for memory
 	waiters map[pool.Fn]int // of which, by function
-	closed  bool
+	// queue holds every queued request's ticket, from its first wait
+	// until it leaves, with its function and the signal round (gen) in
+	// which its last try failed: memory that comes free goes to the
+	// oldest that can take it (olderFitsLocked), as in the simulator.
+	queue  map[uint64]*ticket
+	ticket uint64 // the last ticket given
+	gen    uint64 // signalLocked's rounds
+	closed bool
 
 	loop sync.Once
 	wake chan struct{} // cap 1: the timer loop re-reads its deadline
@@ -235,6 +242,7 @@ func newWarmCache(w *Worker) (*warmCache, error) {
 		drops:   make([]uint64, len(parts)),
 		freed:   make(chan struct{}),
 		waiters: make(map[pool.Fn]int),
+		queue:   make(map[uint64]*ticket),
 		wake:    make(chan struct{}, 1),
 		done:    make(chan struct{}),
 	}
@@ -312,10 +320,48 @@ func (c *warmCache) funcs() int {
 	return len(c.fns)
 }
 
+// A ticket is a queued request's place in the queue for memory.
+type ticket struct {
+	f      pool.Fn
+	failed uint64 // gen of its last failed try; 0 before any
+}
+
 // signalLocked wakes requests waiting for memory.
 func (c *warmCache) signalLocked() {
 	close(c.freed)
 	c.freed = make(chan struct{})
+	c.gen++
+}
+
+// deferPoll bounds how long a request that let an older one go first
+// sleeps before it looks again, should the older one not take the room
+// after all (olderFitsLocked guesses from the partition's totals).
+const deferPoll = 10 * time.Millisecond
+
+// olderFitsLocked reports whether a request queued before ticket t (all
+// queued requests, for a new arrival: t 0) would get a sandbox of its
+// function into f's partition now, by evicting paused ones: it goes
+// first. One that tried and failed since the last signal, or that yields
+// its share (yieldLocked), is passed over.
+func (c *warmCache) olderFitsLocked(t uint64, f pool.Fn) bool {
+	if len(c.queue) == 0 {
+		return false
+	}
+	pi, _ := c.e.Partition(f)
+	ps := c.e.Stats(pi)
+	room := ps.Capacity - ps.Used + ps.Idle
+	for k, q := range c.queue {
+		if t != 0 && k >= t || q.failed == c.gen {
+			continue
+		}
+		if p, _ := c.e.Partition(q.f); p != pi {
+			continue
+		}
+		if c.info[q.f].charge() <= room && !c.yieldLocked(q.f) {
+			return true
+		}
+	}
+	return false
 }
 
 // take returns a thawed warm sandbox of fn, or nil and a reservation: room
@@ -329,6 +375,10 @@ func (c *warmCache) take(ctx context.Context, fn registry.Function) (*instance, 
 	declared := int64(fn.Spec.MemoryMB) << 20
 	arrive := true
 	queued := false // the request waited for memory
+	var my uint64   // its ticket, once queued
+	// patient is false after a wait for an older request that did not
+	// take the room within deferPoll: the next try does not wait again.
+	patient := true
 	var timer *time.Timer
 	defer func() {
 		if timer != nil {
@@ -343,6 +393,7 @@ func (c *warmCache) take(ctx context.Context, fn registry.Function) (*instance, 
 		}
 		f, err := c.fnLocked(fn.Name, fn.Revision, declared)
 		if err != nil {
+			c.leftQueueLocked(queued, my)
 			c.mu.Unlock()
 			return nil, 0, err
 		}
@@ -362,7 +413,7 @@ func (c *warmCache) take(ctx context.Context, fn registry.Function) (*instance, 
 					continue
 				}
 				inst.claim()
-				c.leftQueueLocked(queued)
+				c.leftQueueLocked(queued, my)
 				c.mu.Unlock()
 				if err := inst.thaw(ctx); err != nil {
 					// Never send the call to it: start another. Its memory
@@ -378,11 +429,13 @@ func (c *warmCache) take(ctx context.Context, fn registry.Function) (*instance, 
 				return inst, 0, nil
 			}
 		}
-		if !yield {
+		deferred := !yield && patient && c.olderFitsLocked(my, f)
+		patient = true
+		if !yield && !deferred {
 			id, victims, err := c.e.Admit(f, c.now())
 			if err == nil {
 				vs := c.detachLocked(victims)
-				c.leftQueueLocked(queued)
+				c.leftQueueLocked(queued, my)
 				c.mu.Unlock()
 				c.w.destroyAsync(vs)
 				return nil, id, nil
@@ -390,6 +443,9 @@ func (c *warmCache) take(ctx context.Context, fn registry.Function) (*instance, 
 			if !errors.Is(err, pool.ErrDrop) {
 				c.mu.Unlock()
 				return nil, 0, fmt.Errorf("%s: admitting sandbox: %w", fn.Name, err)
+			}
+			if q := c.queue[my]; q != nil {
+				q.failed = c.gen
 			}
 		}
 		pi, _ := c.e.Partition(f)
@@ -399,23 +455,34 @@ func (c *warmCache) take(ctx context.Context, fn registry.Function) (*instance, 
 			// Deploy refuses such a function; this one came from a
 			// worker with a larger budget.
 			c.drops[pi]++
-			c.leftQueueLocked(queued)
+			c.leftQueueLocked(queued, my)
 			c.mu.Unlock()
 			return nil, 0, fmt.Errorf("%s: %w", fn.Name, memoryErr(fn.Spec.MemoryMB, c.w.cfg.WarmBudget, c.parts))
 		}
 		if err := ctx.Err(); err != nil {
-			c.leftQueueLocked(queued)
+			c.leftQueueLocked(queued, my)
 			c.mu.Unlock()
 			return nil, 0, err
 		}
 		if c.cfg.OnDrop != DropQueue || c.waiting >= c.cfg.DropQueue {
 			c.drops[pi]++
-			c.leftQueueLocked(queued)
+			c.leftQueueLocked(queued, my)
 			c.mu.Unlock()
 			return nil, 0, c.dropErr(fn, charge, pi, ps)
 		}
 		if timer == nil {
 			timer = time.NewTimer(c.cfg.DropWait)
+		}
+		if my == 0 {
+			c.ticket++
+			my = c.ticket
+			c.queue[my] = &ticket{f: f}
+		}
+		var poll *time.Timer
+		var polled <-chan time.Time
+		if deferred {
+			poll = time.NewTimer(deferPoll)
+			polled = poll.C
 		}
 		freed := c.freed
 		c.waiting++
@@ -424,9 +491,14 @@ func (c *warmCache) take(ctx context.Context, fn registry.Function) (*instance, 
 		var expired bool
 		select {
 		case <-freed:
+		case <-polled:
+			patient = false
 		case <-timer.C:
 			expired = true
 		case <-ctx.Done():
+		}
+		if poll != nil {
+			poll.Stop()
 		}
 		c.mu.Lock()
 		c.waiting--
@@ -435,13 +507,13 @@ func (c *warmCache) take(ctx context.Context, fn registry.Function) (*instance, 
 		}
 		queued = true
 		if err := ctx.Err(); err != nil {
-			c.leftQueueLocked(queued)
+			c.leftQueueLocked(queued, my)
 			c.mu.Unlock()
 			return nil, 0, err
 		}
 		if expired {
 			c.drops[pi]++
-			c.leftQueueLocked(queued)
+			c.leftQueueLocked(queued, my)
 			c.mu.Unlock()
 			return nil, 0, fmt.Errorf("%s: waited %s: %w", fn.Name, c.cfg.DropWait, c.dropErr(fn, charge, pi, ps))
 		}
@@ -450,9 +522,13 @@ func (c *warmCache) take(ctx context.Context, fn registry.Function) (*instance, 
 	}
 }
 
-// leftQueueLocked wakes the waiting requests when one that waited leaves
-// the queue: those that let it go first look again.
-func (c *warmCache) leftQueueLocked(queued bool) {
+// leftQueueLocked takes ticket t (if any) out of the queue, and wakes
+// the waiting requests when one that waited leaves it: those that let it
+// go first look again.
+func (c *warmCache) leftQueueLocked(queued bool, t uint64) {
+	if t != 0 {
+		delete(c.queue, t)
+	}
 	if queued && c.waiting > 0 {
 		c.signalLocked()
 	}

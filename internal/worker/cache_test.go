@@ -659,3 +659,50 @@ func TestCacheGrowChargesBusySandbox(t *testing.T) {
 		t.Errorf("grow of an evicted sandbox charged it")
 	}
 }
+
+// Memory that comes free goes to the requests waiting for it in the
+// order they came, as in the simulator (internal/sim): five requests of
+// five functions queue behind a pool full of busy sandboxes, and each
+// sandbox that ends lets the oldest of them in.
+func TestCacheQueueFirstComeFirstServed(t *testing.T) {
+	c := newTestCache(t, 300*mib, PoolConfig{OnDrop: DropQueue, DropWait: 10 * time.Second})
+	var busy []*instance
+	for i := range 3 {
+		busy = append(busy, fakeStart(t, c, testFn(fmt.Sprintf("busy%d", i), 100)))
+	}
+	type served struct {
+		i int
+		takeResult
+	}
+	got := make(chan served, 5)
+	for i := range 5 {
+		go func() {
+			inst, id, err := c.take(context.Background(), testFn(fmt.Sprintf("w%d", i), 100))
+			got <- served{i, takeResult{inst, id, err}}
+		}()
+		waitQueued(t, c, i+1)
+	}
+	var ids []pool.ID
+	for i := range 5 {
+		if i < 3 {
+			fakePark(t, c, busy[i], 100*mib) // evicted for the next in line
+		} else {
+			c.abort(ids[i-3]) // a start that failed gives its room back
+		}
+		select {
+		case r := <-got:
+			if r.i != i {
+				t.Fatalf("w%d got the room that came free before w%d, which came first", r.i, i)
+			}
+			if r.err != nil || r.inst != nil || r.id == 0 {
+				t.Fatalf("w%d: %+v, want a reservation", i, r)
+			}
+			ids = append(ids, r.id)
+		case <-time.After(5 * time.Second):
+			t.Fatalf("w%d still waiting", i)
+		}
+		if i < 4 {
+			waitQueued(t, c, 4-i)
+		}
+	}
+}

@@ -187,7 +187,7 @@ type warmCache struct {
 	ids     map[*instance]pool.ID
 	drops   []uint64        // requests refused, by partition
 	freed   chan struct{}   // closed and replaced when memory may have come free
-	waiting int             // requests queued for memory
+	waiting int             // requests queued for memory (tickets)
 	waiters map[pool.Fn]int // of which, by function
 	// queue holds every queued request's ticket, from its first wait
 	// until it leaves, with its function and the signal round (gen) in
@@ -322,8 +322,11 @@ func (c *warmCache) funcs() int {
 
 // A ticket is a queued request's place in the queue for memory.
 type ticket struct {
-	f      pool.Fn
-	failed uint64 // gen of its last failed try; 0 before any
+	f pool.Fn
+	// failed is 1 + the signal round (gen) in which the request last
+	// tried for room and did not get it (or yielded it); 0 if never.
+	// Until the next signal, others need not let it go first.
+	failed uint64
 }
 
 // signalLocked wakes requests waiting for memory.
@@ -333,35 +336,71 @@ func (c *warmCache) signalLocked() {
 	c.gen++
 }
 
-// deferPoll bounds how long a request that let an older one go first
-// sleeps before it looks again, should the older one not take the room
-// after all (olderFitsLocked guesses from the partition's totals).
-const deferPoll = 10 * time.Millisecond
+// deferPoll bounds how long a request lets older ones go first while
+// none of them leaves the queue: olderFitsLocked guesses from the
+// partition's totals, and a wrong guess must not hold it for long.
+var deferPoll = 10 * time.Millisecond
 
-// olderFitsLocked reports whether a request queued before ticket t (all
-// queued requests, for a new arrival: t 0) would get a sandbox of its
+// enqueueLocked gives a request of f a ticket: it waits for memory, in
+// the queue's order, until leftQueueLocked.
+func (c *warmCache) enqueueLocked(f pool.Fn) uint64 {
+	c.ticket++
+	c.queue[c.ticket] = &ticket{f: f}
+	c.waiting++
+	c.waiters[f]++
+	return c.ticket
+}
+
+// retagLocked moves ticket t to f, its request's function now (a
+// revision retired while it waited gets a new id).
+func (c *warmCache) retagLocked(t uint64, f pool.Fn) {
+	q := c.queue[t]
+	if q == nil || q.f == f {
+		return
+	}
+	if c.waiters[q.f]--; c.waiters[q.f] <= 0 {
+		delete(c.waiters, q.f)
+	}
+	c.waiters[f]++
+	q.f = f
+}
+
+// olderFitsLocked reports whether a request queued before ticket t (any
+// queued request, for a new arrival: t 0) would get a sandbox of its
 // function into f's partition now, by evicting paused ones: it goes
 // first. One that tried and failed since the last signal, or that yields
-// its share (yieldLocked), is passed over.
-func (c *warmCache) olderFitsLocked(t uint64, f pool.Fn) bool {
+// its share (yieldLocked), is passed over. older counts the requests
+// queued before t.
+func (c *warmCache) olderFitsLocked(t uint64, f pool.Fn) (fits bool, older int) {
 	if len(c.queue) == 0 {
-		return false
+		return false, 0
 	}
 	pi, _ := c.e.Partition(f)
 	ps := c.e.Stats(pi)
 	room := ps.Capacity - ps.Used + ps.Idle
+	var yields map[pool.Fn]bool
 	for k, q := range c.queue {
-		if t != 0 && k >= t || q.failed == c.gen {
+		if t != 0 && k >= t {
+			continue
+		}
+		older++
+		if fits || q.failed == c.gen+1 || c.info[q.f].charge() > room {
 			continue
 		}
 		if p, _ := c.e.Partition(q.f); p != pi {
 			continue
 		}
-		if c.info[q.f].charge() <= room && !c.yieldLocked(q.f) {
-			return true
+		y, ok := yields[q.f]
+		if !ok {
+			if yields == nil {
+				yields = map[pool.Fn]bool{}
+			}
+			y = c.yieldLocked(q.f)
+			yields[q.f] = y
 		}
+		fits = !y
 	}
-	return false
+	return fits, older
 }
 
 // take returns a thawed warm sandbox of fn, or nil and a reservation: room
@@ -374,11 +413,11 @@ func (c *warmCache) olderFitsLocked(t uint64, f pool.Fn) bool {
 func (c *warmCache) take(ctx context.Context, fn registry.Function) (*instance, pool.ID, error) {
 	declared := int64(fn.Spec.MemoryMB) << 20
 	arrive := true
-	queued := false // the request waited for memory
-	var my uint64   // its ticket, once queued
-	// patient is false after a wait for an older request that did not
-	// take the room within deferPoll: the next try does not wait again.
-	patient := true
+	var my uint64 // its ticket while it waits for memory (queued)
+	// deferSince is when the request began to let older ones go first;
+	// older, how many were queued before it then.
+	var deferSince time.Time
+	older := -1
 	var timer *time.Timer
 	defer func() {
 		if timer != nil {
@@ -393,9 +432,12 @@ func (c *warmCache) take(ctx context.Context, fn registry.Function) (*instance, 
 		}
 		f, err := c.fnLocked(fn.Name, fn.Revision, declared)
 		if err != nil {
-			c.leftQueueLocked(queued, my)
+			c.leftQueueLocked(my)
 			c.mu.Unlock()
 			return nil, 0, err
+		}
+		if my != 0 {
+			c.retagLocked(my, f)
 		}
 		yield := c.yieldLocked(f)
 		if arrive && !yield {
@@ -413,7 +455,7 @@ func (c *warmCache) take(ctx context.Context, fn registry.Function) (*instance, 
 					continue
 				}
 				inst.claim()
-				c.leftQueueLocked(queued, my)
+				c.leftQueueLocked(my)
 				c.mu.Unlock()
 				if err := inst.thaw(ctx); err != nil {
 					// Never send the call to it: start another. Its memory
@@ -423,29 +465,41 @@ func (c *warmCache) take(ctx context.Context, fn registry.Function) (*instance, 
 					c.w.metrics.deadSandboxes.Inc()
 					c.forget(inst)
 					c.w.background(func() { c.w.destroy(inst) })
-					arrive, queued = false, false
+					arrive, my = false, 0 // its ticket is gone: it queues anew
 					continue
 				}
 				return inst, 0, nil
 			}
 		}
-		deferred := !yield && patient && c.olderFitsLocked(my, f)
-		patient = true
+		// Memory goes to the oldest waiting request that can take it: this
+		// one lets an older one go first, if it could wait for its turn,
+		// until one of them leaves the queue or deferPoll passes.
+		deferred := false
+		if !yield && c.cfg.OnDrop == DropQueue && (my != 0 || c.waiting < c.cfg.DropQueue) {
+			fits, n := c.olderFitsLocked(my, f)
+			if n != older {
+				deferSince, older = time.Time{}, n
+			}
+			if fits && (deferSince.IsZero() || time.Since(deferSince) < deferPoll) {
+				deferred = true
+				if deferSince.IsZero() {
+					deferSince = time.Now()
+				}
+			}
+		}
 		if !yield && !deferred {
 			id, victims, err := c.e.Admit(f, c.now())
 			if err == nil {
 				vs := c.detachLocked(victims)
-				c.leftQueueLocked(queued, my)
+				c.leftQueueLocked(my)
 				c.mu.Unlock()
 				c.w.destroyAsync(vs)
 				return nil, id, nil
 			}
 			if !errors.Is(err, pool.ErrDrop) {
+				c.leftQueueLocked(my)
 				c.mu.Unlock()
 				return nil, 0, fmt.Errorf("%s: admitting sandbox: %w", fn.Name, err)
-			}
-			if q := c.queue[my]; q != nil {
-				q.failed = c.gen
 			}
 		}
 		pi, _ := c.e.Partition(f)
@@ -455,18 +509,17 @@ func (c *warmCache) take(ctx context.Context, fn registry.Function) (*instance, 
 			// Deploy refuses such a function; this one came from a
 			// worker with a larger budget.
 			c.drops[pi]++
-			c.leftQueueLocked(queued, my)
+			c.leftQueueLocked(my)
 			c.mu.Unlock()
 			return nil, 0, fmt.Errorf("%s: %w", fn.Name, memoryErr(fn.Spec.MemoryMB, c.w.cfg.WarmBudget, c.parts))
 		}
 		if err := ctx.Err(); err != nil {
-			c.leftQueueLocked(queued, my)
+			c.leftQueueLocked(my)
 			c.mu.Unlock()
 			return nil, 0, err
 		}
-		if c.cfg.OnDrop != DropQueue || c.waiting >= c.cfg.DropQueue {
+		if c.cfg.OnDrop != DropQueue || my == 0 && c.waiting >= c.cfg.DropQueue {
 			c.drops[pi]++
-			c.leftQueueLocked(queued, my)
 			c.mu.Unlock()
 			return nil, 0, c.dropErr(fn, charge, pi, ps)
 		}
@@ -474,25 +527,23 @@ func (c *warmCache) take(ctx context.Context, fn registry.Function) (*instance, 
 			timer = time.NewTimer(c.cfg.DropWait)
 		}
 		if my == 0 {
-			c.ticket++
-			my = c.ticket
-			c.queue[my] = &ticket{f: f}
+			my = c.enqueueLocked(f)
+		}
+		if !deferred {
+			c.queue[my].failed = c.gen + 1 // tried (or yielded) in this round
 		}
 		var poll *time.Timer
 		var polled <-chan time.Time
 		if deferred {
-			poll = time.NewTimer(deferPoll)
+			poll = time.NewTimer(max(deferPoll-time.Since(deferSince), 0))
 			polled = poll.C
 		}
 		freed := c.freed
-		c.waiting++
-		c.waiters[f]++
 		c.mu.Unlock()
 		var expired bool
 		select {
 		case <-freed:
 		case <-polled:
-			patient = false
 		case <-timer.C:
 			expired = true
 		case <-ctx.Done():
@@ -501,19 +552,14 @@ func (c *warmCache) take(ctx context.Context, fn registry.Function) (*instance, 
 			poll.Stop()
 		}
 		c.mu.Lock()
-		c.waiting--
-		if c.waiters[f]--; c.waiters[f] <= 0 {
-			delete(c.waiters, f)
-		}
-		queued = true
 		if err := ctx.Err(); err != nil {
-			c.leftQueueLocked(queued, my)
+			c.leftQueueLocked(my)
 			c.mu.Unlock()
 			return nil, 0, err
 		}
 		if expired {
 			c.drops[pi]++
-			c.leftQueueLocked(queued, my)
+			c.leftQueueLocked(my)
 			c.mu.Unlock()
 			return nil, 0, fmt.Errorf("%s: waited %s: %w", fn.Name, c.cfg.DropWait, c.dropErr(fn, charge, pi, ps))
 		}
@@ -522,14 +568,19 @@ func (c *warmCache) take(ctx context.Context, fn registry.Function) (*instance, 
 	}
 }
 
-// leftQueueLocked takes ticket t (if any) out of the queue, and wakes
-// the waiting requests when one that waited leaves it: those that let it
-// go first look again.
-func (c *warmCache) leftQueueLocked(queued bool, t uint64) {
-	if t != 0 {
-		delete(c.queue, t)
+// leftQueueLocked takes ticket t (0: none) out of the queue and wakes
+// the requests still waiting: those that let it go first look again.
+func (c *warmCache) leftQueueLocked(t uint64) {
+	q := c.queue[t]
+	if q == nil {
+		return
 	}
-	if queued && c.waiting > 0 {
+	delete(c.queue, t)
+	c.waiting--
+	if c.waiters[q.f]--; c.waiters[q.f] <= 0 {
+		delete(c.waiters, q.f)
+	}
+	if c.waiting > 0 {
 		c.signalLocked()
 	}
 }

@@ -665,6 +665,7 @@ func TestCacheGrowChargesBusySandbox(t *testing.T) {
 // five functions queue behind a pool full of busy sandboxes, and each
 // sandbox that ends lets the oldest of them in.
 func TestCacheQueueFirstComeFirstServed(t *testing.T) {
+	longDeferral(t)
 	c := newTestCache(t, 300*mib, PoolConfig{OnDrop: DropQueue, DropWait: 10 * time.Second})
 	var busy []*instance
 	for i := range 3 {
@@ -704,5 +705,46 @@ func TestCacheQueueFirstComeFirstServed(t *testing.T) {
 		if i < 4 {
 			waitQueued(t, c, 4-i)
 		}
+	}
+}
+
+// longDeferral makes a request let older ones go first for as long as
+// they stay queued, so that the order a test checks does not depend on
+// how soon the older ones run (see deferPoll).
+func longDeferral(t *testing.T) {
+	old := deferPoll
+	deferPoll = time.Minute
+	t.Cleanup(func() { deferPoll = old })
+}
+
+// The order of the queue gives way to the fair share: an older request
+// of a function past its share of the pool does not hold back a younger
+// one of a function below it, and the younger one gets the room at once
+// (with no deferPoll to wait out).
+func TestCacheQueueOrderYieldsToFairShare(t *testing.T) {
+	longDeferral(t)
+	c := newTestCache(t, 300*mib, PoolConfig{OnDrop: DropQueue, DropWait: 10 * time.Second})
+	greedy, other := testFn("greedy", 80), testFn("other", 150)
+	g1, g2, g3 := fakeStart(t, c, greedy), fakeStart(t, c, greedy), fakeStart(t, c, greedy)
+	_ = g3
+	// 240 of 300 MB busy: greedy's next request waits, then other's.
+	greedyRes := takeAsync(c, greedy)
+	waitQueued(t, c, 1)
+	otherRes := takeAsync(c, other)
+	waitQueued(t, c, 2)
+	// Two greedy calls end: 160 MB paused, 80 busy. Greedy, older, would
+	// fit, but one more sandbox takes it past its share (150) while
+	// other, below its share, waits: other gets the room.
+	fakePark(t, c, g1, 80*mib)
+	fakePark(t, c, g2, 80*mib)
+	select {
+	case r := <-otherRes:
+		if r.err != nil || r.inst != nil || r.id == 0 {
+			t.Fatalf("other: %+v, want a reservation", r)
+		}
+	case r := <-greedyRes:
+		t.Fatalf("greedy served first: %+v", r)
+	case <-time.After(5 * time.Second):
+		t.Fatal("other still waiting with room for it: it let greedy, past its share, go first")
 	}
 }

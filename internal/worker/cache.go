@@ -310,6 +310,9 @@ func (c *warmCache) sweepLocked() {
 		delete(c.retired, k)
 		delete(c.fns, k)
 		c.info[f] = fnInfo{}
+		if c.waiters[f] > 0 {
+			c.signalLocked() // its queued requests take their new revision's id
+		}
 	}
 }
 
@@ -341,14 +344,17 @@ func (c *warmCache) signalLocked() {
 // partition's totals, and a wrong guess must not hold it for long.
 var deferPoll = 10 * time.Millisecond
 
-// enqueueLocked gives a request of f a ticket: it waits for memory, in
-// the queue's order, until leftQueueLocked.
-func (c *warmCache) enqueueLocked(f pool.Fn) uint64 {
-	c.ticket++
-	c.queue[c.ticket] = &ticket{f: f}
+// enqueueLocked gives a request of f ticket t, or a new one (t 0): it
+// waits for memory, in the queue's order, until leftQueueLocked.
+func (c *warmCache) enqueueLocked(t uint64, f pool.Fn) uint64 {
+	if t == 0 {
+		c.ticket++
+		t = c.ticket
+	}
+	c.queue[t] = &ticket{f: f}
 	c.waiting++
 	c.waiters[f]++
-	return c.ticket
+	return t
 }
 
 // retagLocked moves ticket t to f, its request's function now (a
@@ -370,7 +376,7 @@ func (c *warmCache) retagLocked(t uint64, f pool.Fn) {
 // function into f's partition now, by evicting paused ones: it goes
 // first. One that tried and failed since the last signal, or that yields
 // its share (yieldLocked), is passed over. older counts the requests
-// queued before t.
+// queued before t in the partition.
 func (c *warmCache) olderFitsLocked(t uint64, f pool.Fn) (fits bool, older int) {
 	if len(c.queue) == 0 {
 		return false, 0
@@ -378,27 +384,23 @@ func (c *warmCache) olderFitsLocked(t uint64, f pool.Fn) (fits bool, older int) 
 	pi, _ := c.e.Partition(f)
 	ps := c.e.Stats(pi)
 	room := ps.Capacity - ps.Used + ps.Idle
-	var yields map[pool.Fn]bool
+	var sh *shares
 	for k, q := range c.queue {
 		if t != 0 && k >= t {
 			continue
+		}
+		if p, err := c.e.Partition(q.f); err != nil || p != pi {
+			continue // another pool's, or a removed revision's until it wakes
 		}
 		older++
 		if fits || q.failed == c.gen+1 || c.info[q.f].charge() > room {
 			continue
 		}
-		if p, _ := c.e.Partition(q.f); p != pi {
-			continue
+		if sh == nil {
+			v := c.sharesLocked(pi)
+			sh = &v
 		}
-		y, ok := yields[q.f]
-		if !ok {
-			if yields == nil {
-				yields = map[pool.Fn]bool{}
-			}
-			y = c.yieldLocked(q.f)
-			yields[q.f] = y
-		}
-		fits = !y
+		fits = !c.yieldsLocked(q.f, *sh)
 	}
 	return fits, older
 }
@@ -427,6 +429,7 @@ func (c *warmCache) take(ctx context.Context, fn registry.Function) (*instance, 
 	for {
 		c.mu.Lock()
 		if c.closed {
+			c.leftQueueLocked(my)
 			c.mu.Unlock()
 			return nil, 0, ErrClosed
 		}
@@ -465,7 +468,12 @@ func (c *warmCache) take(ctx context.Context, fn registry.Function) (*instance, 
 					c.w.metrics.deadSandboxes.Inc()
 					c.forget(inst)
 					c.w.background(func() { c.w.destroy(inst) })
-					arrive, my = false, 0 // its ticket is gone: it queues anew
+					if my != 0 {
+						c.mu.Lock()
+						c.enqueueLocked(my, f) // it keeps its place
+						c.mu.Unlock()
+					}
+					arrive = false
 					continue
 				}
 				return inst, 0, nil
@@ -527,7 +535,7 @@ func (c *warmCache) take(ctx context.Context, fn registry.Function) (*instance, 
 			timer = time.NewTimer(c.cfg.DropWait)
 		}
 		if my == 0 {
-			my = c.enqueueLocked(f)
+			my = c.enqueueLocked(0, f)
 		}
 		if !deferred {
 			c.queue[my].failed = c.gen + 1 // tried (or yielded) in this round
@@ -598,37 +606,61 @@ func (c *warmCache) yieldLocked(f pool.Fn) bool {
 	if len(c.waiters) == 0 || len(c.waiters) == 1 && c.waiters[f] > 0 {
 		return false
 	}
-	uf, _ := c.e.Usage(f)
-	if uf.Busy == 0 {
+	if uf, _ := c.e.Usage(f); uf.Busy == 0 {
 		return false
 	}
 	pi, _ := c.e.Partition(f)
+	return c.yieldsLocked(f, c.sharesLocked(pi))
+}
+
+// shares is one partition's fair-share view (see yieldLocked): each
+// function with busy sandboxes or waiting requests there has an equal
+// share of its capacity, and below lists the waiting functions below
+// theirs.
+type shares struct {
+	share int64
+	below map[pool.Fn]bool
+}
+
+// sharesLocked computes partition pi's shares. Ids of removed functions
+// (a queued request's, until it wakes) count for none.
+func (c *warmCache) sharesLocked(pi int) shares {
 	n := 0
 	for g := range c.info {
 		g := pool.Fn(g)
-		if p, _ := c.e.Partition(g); p != pi {
+		if p, err := c.e.Partition(g); err != nil || p != pi {
 			continue
 		}
 		if u, _ := c.e.Usage(g); u.Busy > 0 || c.waiters[g] > 0 {
 			n++
 		}
 	}
-	share := c.e.Stats(pi).Capacity / int64(max(n, 1))
-	if uf.BusySize+c.info[f].charge() <= share {
+	sh := shares{share: c.e.Stats(pi).Capacity / int64(max(n, 1)), below: map[pool.Fn]bool{}}
+	for g := range c.waiters {
+		if p, err := c.e.Partition(g); err != nil || p != pi {
+			continue
+		}
+		if u, _ := c.e.Usage(g); u.Busy == 0 || u.BusySize+c.info[g].charge() <= sh.share {
+			sh.below[g] = true
+		}
+	}
+	return sh
+}
+
+// yieldsLocked is yieldLocked for f in the partition whose shares are sh.
+func (c *warmCache) yieldsLocked(f pool.Fn, sh shares) bool {
+	if len(c.waiters) == 0 || len(c.waiters) == 1 && c.waiters[f] > 0 {
 		return false
 	}
-	for g := range c.waiters {
-		if g == f {
-			continue
-		}
-		if p, _ := c.e.Partition(g); p != pi {
-			continue
-		}
-		if u, _ := c.e.Usage(g); u.Busy == 0 || u.BusySize+c.info[g].charge() <= share {
-			return true
-		}
+	uf, _ := c.e.Usage(f)
+	if uf.Busy == 0 || uf.BusySize+c.info[f].charge() <= sh.share {
+		return false
 	}
-	return false
+	n := len(sh.below)
+	if sh.below[f] {
+		n--
+	}
+	return n > 0
 }
 
 func (c *warmCache) dropErr(fn registry.Function, charge int64, pi int, ps pool.Stats) error {

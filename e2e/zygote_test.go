@@ -178,6 +178,9 @@ func TestRootZygoteDeathSparesItsForks(t *testing.T) {
 	if err := syscall.Kill(init, 0); err != nil {
 		t.Fatalf("the dead root's sandbox went while functions forked from it were paused: %v", err)
 	}
+	if v := metricValue(t, w, "hearth_zygote_dead_root_sandboxes"); v != 1 {
+		t.Errorf("hearth_zygote_dead_root_sandboxes %v, want 1", v)
+	}
 	for _, name := range []string{"hello", "np"} {
 		if err := w.c.Delete(context.Background(), name); err != nil {
 			t.Fatal(err)
@@ -186,6 +189,11 @@ func TestRootZygoteDeathSparesItsForks(t *testing.T) {
 	for deadline := time.Now().Add(10 * time.Second); syscall.Kill(init, 0) == nil; time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("the dead root's sandbox (init %d) outlived the last function forked from it", init)
+		}
+	}
+	for deadline := time.Now().Add(10 * time.Second); metricValue(t, w, "hearth_zygote_dead_root_sandboxes") != 0; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("hearth_zygote_dead_root_sandboxes did not return to 0")
 		}
 	}
 }

@@ -123,6 +123,8 @@ type Manager struct {
 	bg     sync.WaitGroup
 	ctx    context.Context
 	cancel context.CancelFunc
+
+	deadRoots atomic.Int32 // dead roots whose sandboxes are kept (retire)
 }
 
 // NewManager starts the root zygote.
@@ -276,6 +278,7 @@ func (m *Manager) retire(p *Process) {
 		m.release(p)
 		return
 	}
+	m.deadRoots.Add(1)
 	m.bg.Add(1) // within the caller's, which is still counted
 	go func() {
 		defer m.bg.Done()
@@ -284,8 +287,13 @@ func (m *Manager) retire(p *Process) {
 		case <-m.ctx.Done():
 		}
 		m.release(p)
+		m.deadRoots.Add(-1)
 	}()
 }
+
+// DeadRoots returns how many dead root zygotes' sandboxes are kept for
+// what was forked from them (see retire).
+func (m *Manager) DeadRoots() int { return int(m.deadRoots.Load()) }
 
 // grow adds one replica to n (n.pending was incremented by the caller).
 func (m *Manager) grow(n *Node) {

@@ -174,6 +174,10 @@ type ReplayRun struct {
 	// Charges are the start charges of its functions at the end of the
 	// run (types.Status.Charges).
 	Charges []types.StartCharge
+	// GrowthCharges is how many times a call's growth was charged while
+	// it ran (hearth_warm_growth_charges_total), which the simulator does
+	// not model: each may evict paused sandboxes.
+	GrowthCharges int
 	// Sim is the simulator's prediction for the run, if asked for.
 	Sim *sim.Result
 	// StopErr is how the run's worker failed to stop cleanly, if it did.
@@ -434,6 +438,11 @@ func replayOne(ctx context.Context, o ReplayOptions, plan *replay.Plan, flags []
 		return nil, fmt.Errorf("reading the worker's status: %w", err)
 	}
 	run.Pools, run.Charges = st.Pools, st.Charges
+	g, err := w.Metric(ctx, "hearth_warm_growth_charges_total")
+	if err != nil {
+		return nil, fmt.Errorf("reading the worker's metrics: %w", err)
+	}
+	run.GrowthCharges = int(g)
 	return run, nil
 }
 

@@ -91,31 +91,14 @@ func TestZygoteDeathFallsBackAndIsRebuilt(t *testing.T) {
 	if inv := w.mustInvoke("hello", "{}"); inv.Path != "fork" {
 		t.Fatalf("path %s, want fork", inv.Path)
 	}
-	tree, err := w.c.Zygotes(context.Background())
-	if err != nil || len(tree.Nodes) == 0 || len(tree.Nodes[0].Pids) != 1 {
-		t.Fatalf("zygotes: %v %+v", err, tree)
-	}
-	old := tree.Nodes[0].Pids[0]
-	if err := syscall.Kill(old, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
+	old := killRoot(t, w)
 	// Right away: the call succeeds whatever the path.
 	inv := w.mustInvoke("hello", `{"name":"after"}`)
 	if !strings.Contains(string(inv.Body), "hello, after") {
 		t.Errorf("after zygote death: %s via %s", inv.Body, inv.Path)
 	}
 	// Soon: a new root zygote serves forks again.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		tree, err = w.c.Zygotes(context.Background())
-		if err == nil && len(tree.Nodes) > 0 && len(tree.Nodes[0].Pids) == 1 && tree.Nodes[0].Pids[0] != old {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("root zygote not rebuilt: %+v %v", tree, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	tree := waitTree(t, w, "root zygote not rebuilt", func(tree types.ZygoteTree) bool { return newRoot(tree, old) })
 	if inv := w.mustInvoke("hello", "{}"); inv.Path != "fork" {
 		t.Errorf("after rebuild: path %s, want fork", inv.Path)
 	}
@@ -143,28 +126,12 @@ func TestRootZygoteDeathSparesItsForks(t *testing.T) {
 		}
 	}
 	oldNumpy := waitZygote(t, w, "numpy")[0]
-	tree, err := w.c.Zygotes(context.Background())
-	if err != nil || len(tree.Nodes) == 0 || len(tree.Nodes[0].Pids) != 1 {
-		t.Fatalf("zygotes: %v %+v", err, tree)
-	}
-	old := tree.Nodes[0].Pids[0]
-	init := ppid(t, old) // the root sandbox's hearth-init
-	if err := syscall.Kill(old, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		tree, err = w.c.Zygotes(context.Background())
+	var init int // the root sandbox's hearth-init
+	old := killRoot(t, w, func(root int) { init = ppid(t, root) })
+	waitTree(t, w, "root and numpy zygotes not rebuilt", func(tree types.ZygoteTree) bool {
 		np, _, ok := nodeFor(tree, "numpy")
-		if err == nil && len(tree.Nodes) > 0 && len(tree.Nodes[0].Pids) == 1 && tree.Nodes[0].Pids[0] != old &&
-			ok && len(np) == 1 && np[0] != oldNumpy {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("root and numpy zygotes not rebuilt: %+v %v", tree, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return newRoot(tree, old) && ok && len(np) == 1 && np[0] != oldNumpy
+	})
 	if err := syscall.Kill(oldNumpy, 0); err != syscall.ESRCH {
 		t.Errorf("the numpy zygote forked from the dead root is still there (kill 0: %v)", err)
 	}
@@ -195,6 +162,46 @@ func TestRootZygoteDeathSparesItsForks(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("hearth_zygote_dead_root_sandboxes did not return to 0")
 		}
+	}
+}
+
+// killRoot kills the worker's one root zygote and returns its pid;
+// before the kill, each of before gets that pid.
+func killRoot(t *testing.T, w *worker, before ...func(root int)) int {
+	t.Helper()
+	tree, err := w.c.Zygotes(context.Background())
+	if err != nil || len(tree.Nodes) == 0 || len(tree.Nodes[0].Pids) != 1 {
+		t.Fatalf("zygotes: %v %+v", err, tree)
+	}
+	root := tree.Nodes[0].Pids[0]
+	for _, f := range before {
+		f(root)
+	}
+	if err := syscall.Kill(root, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	return root
+}
+
+// newRoot reports whether tree has one root zygote, not old.
+func newRoot(tree types.ZygoteTree, old int) bool {
+	return len(tree.Nodes) > 0 && len(tree.Nodes[0].Pids) == 1 && tree.Nodes[0].Pids[0] != old
+}
+
+// waitTree polls the zygote tree for up to 30 s until ok holds, and
+// fails with what otherwise.
+func waitTree(t *testing.T, w *worker, what string, ok func(types.ZygoteTree) bool) types.ZygoteTree {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		tree, err := w.c.Zygotes(context.Background())
+		if err == nil && ok(tree) {
+			return tree
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %+v %v", what, tree, err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 

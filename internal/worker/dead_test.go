@@ -115,6 +115,19 @@ func TestCacheReplacesDeadPausedSandbox(t *testing.T) {
 			if err := unix.Kill(b.cmd.Process.Pid, syscall.SIGKILL); err != nil {
 				t.Fatal(err)
 			}
+			// A cgroup v2 freezer lets a killed process run at once to
+			// exit. For a few microseconds, longer if it is preempted, it
+			// shows no trace of the kill: probed on kernel 6.18, /proc
+			// read "State: R", empty SigPnd and ShdPnd and no PF_EXITING
+			// in 1 of about 200 kills. A call that takes it then is one
+			// the kill hit mid-call. This test is about a kill that
+			// landed before the take, so wait until /proc shows it.
+			for deadline := time.Now().Add(5 * time.Second); procDead(b.cmd.Process.Pid) == ""; {
+				if time.Now().After(deadline) {
+					t.Fatal("the killed process shows no kill after 5 s")
+				}
+				time.Sleep(time.Millisecond)
+			}
 			got, id, err = c.take(context.Background(), f)
 			if err != nil || got != nil || id == 0 {
 				t.Fatalf("take after the kill: %v %v %v, want a reservation for a new start", got, id, err)

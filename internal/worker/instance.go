@@ -148,10 +148,12 @@ func (i *instance) thaw(ctx context.Context) error {
 // paused, or one of the processes it had then is gone, a zombie or has a
 // kill pending. Checked before the thaw: in a cgroup v1 freezer a killed
 // process stays frozen, with SIGKILL pending, until thawed, and would
-// then die under the call. The processes noted at the pause spare a read
-// of the cgroup on the call's path (one /proc read each, usually one). A
-// check that cannot read the processes reports nothing; the call finds
-// out.
+// then die under the call. (A cgroup v2 freezer lets a killed process
+// exit at once; for the microseconds that takes, /proc shows no sign of
+// the kill, which is then no different from a kill during the call.)
+// The processes noted at the pause spare a read of the cgroup on the
+// call's path (one /proc read each, usually one). A check that cannot
+// read the processes reports nothing; the call finds out.
 func (i *instance) deadLocked() error {
 	select {
 	case <-i.sb.Done():

@@ -49,6 +49,9 @@ type Status struct {
 	// function revision's.
 	Charge  string        `json:"charge"`
 	Charges []StartCharge `json:"charges"`
+	// GrowthEveryMs is how often a sandbox in a call is measured and
+	// charged its growth; a shorter call is not.
+	GrowthEveryMs float64 `json:"growth_every_ms"`
 }
 
 // StartCharge is what the warm pool charges a new sandbox of a function
@@ -59,9 +62,15 @@ type StartCharge struct {
 	Revision string `json:"revision"`
 	Declared int64  `json:"declared_bytes"` // its memory limit
 	// Peak is the highest peak memory of its last sandboxes after a call
-	// (0 before the first, or where the pool charges declared).
+	// (0 before the first). Where the pool charges declared memory it is
+	// only reported.
 	Peak  int64 `json:"peak_bytes"`
 	Start int64 `json:"start_bytes"`
+	// Grown is what a call that takes Peak is charged once its growth is
+	// seen (sampled every GrowthEveryMs into the call): a paused sandbox
+	// is charged what it held when paused, and its call's growth on top
+	// of that. 0 before the first peak.
+	Grown int64 `json:"grown_bytes,omitempty"`
 }
 
 // Tiers says which cache tiers are on; each can be switched off so that

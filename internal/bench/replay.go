@@ -174,10 +174,16 @@ type ReplayRun struct {
 	// Charges are the start charges of its functions at the end of the
 	// run (types.Status.Charges).
 	Charges []types.StartCharge
+	// Charge is the worker's pool_charge (types.Status.Charge).
+	Charge string
 	// GrowthCharges is how many times a call's growth was charged while
 	// it ran (hearth_warm_growth_charges_total), which the simulator does
 	// not model: each may evict paused sandboxes.
 	GrowthCharges int
+	// GrowthEvery is how often the worker measured a call's growth
+	// (types.Status.GrowthEveryMs): the simulator charges a warm call its
+	// function's grown peak only if it runs that long.
+	GrowthEvery time.Duration
 	// Sim is the simulator's prediction for the run, if asked for.
 	Sim *sim.Result
 	// StopErr is how the run's worker failed to stop cleanly, if it did.
@@ -437,7 +443,8 @@ func replayOne(ctx context.Context, o ReplayOptions, plan *replay.Plan, flags []
 	if err != nil {
 		return nil, fmt.Errorf("reading the worker's status: %w", err)
 	}
-	run.Pools, run.Charges = st.Pools, st.Charges
+	run.Pools, run.Charge, run.Charges = st.Pools, st.Charge, st.Charges
+	run.GrowthEvery = time.Duration(st.GrowthEveryMs * float64(time.Millisecond))
 	g, err := w.Metric(ctx, "hearth_warm_growth_charges_total")
 	if err != nil {
 		return nil, fmt.Errorf("reading the worker's metrics: %w", err)

@@ -284,7 +284,8 @@ func TestReplayBenchLive(t *testing.T) {
 // TestSimInputs checks what the simulator is given for a run: declared
 // memory at admission, the paused memory measured per function (else the
 // median of its package set's), and the mean measured start time of its
-// non-warm starts (else the run's mean), not their response time.
+// non-warm starts (else the run's mean), not their response time, and
+// the charge of a warm call grown to its function's peak.
 func TestSimInputs(t *testing.T) {
 	plan := &replay.Plan{Funcs: []replay.Func{
 		{Name: "a", MemoryMB: 144},
@@ -297,18 +298,25 @@ func TestSimInputs(t *testing.T) {
 		{Func: 0, Path: "warm", Status: 200, Response: ms(900), Exec: ms(100), InitMs: 0}, // warm: not a start
 		{Func: 2, Path: "fork", Status: 200, Response: ms(500), InitMs: 50},
 		{Func: 2, Path: "cold", Status: 503, Err: "no room", Response: ms(10000), InitMs: 900}, // failed: no cost
-	}}, Charges: []types.StartCharge{
-		{Function: "a", Declared: 144 << 20, Peak: 4 << 20, Start: 12 << 20},
+	}}, Charge: "peak", Charges: []types.StartCharge{
+		{Function: "a", Declared: 144 << 20, Peak: 4 << 20, Start: 12 << 20, Grown: 8 << 20},
 		{Function: "c", Declared: 192 << 20, Start: 192 << 20}, // not measured: charged declared
 	}}
 	got := SimInputs(plan, run)
 	want := []sim.Func{
-		{Size: 144 << 20, Cold: ms(200), Paused: 5 << 20, Start: 12 << 20},
-		{Size: 160 << 20, Cold: ms(125), Paused: 20 << 20}, // numpy's median; the run's mean cost
-		{Size: 192 << 20, Cold: ms(50), Paused: 20 << 20},
+		{Size: 144 << 20, Cold: ms(200), Paused: 5 << 20, Start: 12 << 20, Busy: 8 << 20, Kin: 1},
+		{Size: 160 << 20, Cold: ms(125), Paused: 20 << 20, Kin: 2}, // numpy's median; the run's mean cost
+		{Size: 192 << 20, Cold: ms(50), Paused: 20 << 20, Kin: 2},
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("got %+v\nwant %+v", got, want)
+	}
+	// Charged declared, a worker charges no function like its kin.
+	run.Charge = "declared"
+	for i, f := range SimInputs(plan, run) {
+		if f.Kin != 0 {
+			t.Errorf("declared charge: function %d has kin %d", i, f.Kin)
+		}
 	}
 }
 

@@ -134,7 +134,11 @@ func (r *ReplayRun) memStats() (mean, peak, count float64) {
 // run, if it charges peaks (as the worker charges a new sandbox), charged
 // from the end of its first call the memory its paused sandboxes held in
 // the run, and delayed on a non-warm start by its mean measured start
-// time (the worker's init_ms) over the run's non-warm starts. Not the
+// time (the worker's init_ms) over the run's non-warm starts. A warm
+// call is charged, while it runs, what the worker charges a call that
+// grows to its function's peak (StartCharge.Grown). Under pool_charge
+// peak, the functions with the same packages are kin (sim.Func.Kin): the
+// worker charges a new function like them. Not the
 // response time: that includes the wait for memory, which the simulator
 // has itself. A function with no paused sandbox seen takes the median of
 // the others with its package set (else its declared memory); one with
@@ -163,6 +167,7 @@ func SimInputs(plan *replay.Plan, run *ReplayRun) []sim.Func {
 			bySet[pkgLabel(f.Packages)] = append(bySet[pkgLabel(f.Packages)], run.Paused[i])
 		}
 	}
+	kin := map[string]int32{} // package sets numbered from 1
 	out := make([]sim.Func, len(plan.Funcs))
 	for i, f := range plan.Funcs {
 		c := meanOf(per[i])
@@ -170,9 +175,17 @@ func SimInputs(plan *replay.Plan, run *ReplayRun) []sim.Func {
 			c = meanOf(all)
 		}
 		out[i] = sim.Func{Size: int64(f.MemoryMB) << 20, Cold: c}
+		if run.Charge == "peak" {
+			l := pkgLabel(f.Packages)
+			if kin[l] == 0 {
+				kin[l] = int32(len(kin) + 1)
+			}
+			out[i].Kin = kin[l]
+		}
 		for _, sc := range run.Charges {
 			if sc.Function == f.Name && sc.Peak > 0 {
 				out[i].Start = max(out[i].Start, sc.Start)
+				out[i].Busy = max(out[i].Busy, sc.Grown)
 			}
 		}
 		switch {
@@ -217,7 +230,7 @@ func simulateRun(ctx context.Context, plan *replay.Plan, run *ReplayRun, budgetM
 		return nil, err
 	}
 	res, err := sim.Run(ctx, wl, sim.Config{Policy: "lru", NewPolicy: np, Memory: int64(budgetMB) << 20,
-		PerFunc: true, SampleEvery: -1, Queue: workerDropWait})
+		PerFunc: true, SampleEvery: -1, Queue: workerDropWait, BusyAfter: run.GrowthEvery})
 	if err != nil {
 		return nil, err
 	}
@@ -239,7 +252,7 @@ func (r *ReplayReport) SimTable(w io.Writer) error {
 	if len(simmed) == 0 {
 		return nil
 	}
-	fmt.Fprintf(w, "=== Simulator (internal/sim: LRU, one unified %d MB pool; a new sandbox charged its declared memory, or once a call of its function has ended the start charge its worker learned (pool_charge: peak), until its first call ends, then its paused memory measured in the run; calls held for their measured run time, non-warm starts for their measured start time besides; a call with no room waits up to 10 s for one, as the worker's do) vs live ===\n\n", r.BudgetMB)
+	fmt.Fprintf(w, "=== Simulator (internal/sim: LRU, one unified %d MB pool; a new sandbox charged its declared memory, or once a call of its function (else of one with its packages) has ended the start charge its worker learned (pool_charge: peak), until its first call ends, then its paused memory measured in the run, and a warm call that runs past the worker's growth sampling period its function's peak with the worker's growth slack; calls held for their measured run time, non-warm starts for their measured start time besides; a call with no room waits up to 10 s for one, as the worker's do) vs live ===\n\n", r.BudgetMB)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "config\trep\tlive non-warm\tsim misses\tsim - live\tlive evictions\tsim evictions\tlive drops\tsim drops\tlive growth charges (not simulated)\t")
 	for _, k := range simmed {

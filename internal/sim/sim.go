@@ -77,6 +77,10 @@ type Config struct {
 	// when it gets a container. The partitions' Drops statistics then
 	// also count the failed tries.
 	Queue time.Duration
+	// BusyAfter is how long an invocation must run to be charged its
+	// function's Busy size: the live worker samples a call's memory
+	// first that far into it (25 ms), so a shorter one grows unseen.
+	BusyAfter time.Duration
 }
 
 // Class aggregates the invocations of one class of functions.
@@ -151,12 +155,14 @@ type Result struct {
 
 // completion is a busy container and when its invocation ends. first
 // marks a container's first invocation, after which it is charged its
-// function's Paused size.
+// function's Paused size; idle, if positive, is the size a container
+// grown to its function's Busy size for the invocation goes back to.
 type completion struct {
 	end   time.Duration
 	id    pool.ID
 	fn    int32
 	first bool
+	idle  int64
 }
 
 // compHeap is a min-heap of completions by end time.
@@ -240,6 +246,8 @@ func Run(ctx context.Context, w Workload, cfg Config) (Result, error) {
 	fns := make([]pool.Fn, n)
 	small := make([]bool, n)
 	learned := make([]bool, n) // Start charged from here on
+	kin := map[int32][]int{}   // functions by Func.Kin
+	kinStart := map[int32]int64{}
 	cold := make([]time.Duration, n)
 	for i, f := range w.Funcs {
 		if f.Paused < 0 {
@@ -250,6 +258,12 @@ func Run(ctx context.Context, w Workload, cfg Config) (Result, error) {
 		}
 		if f.Start < 0 {
 			return Result{}, fmt.Errorf("function %d: start charge %d bytes: %w", i, f.Start, ErrConfig)
+		}
+		if f.Busy < 0 {
+			return Result{}, fmt.Errorf("function %d: busy size %d bytes: %w", i, f.Busy, ErrConfig)
+		}
+		if f.Kin > 0 {
+			kin[f.Kin] = append(kin[f.Kin], i)
 		}
 		small[i] = f.Size <= smallMax
 		cold[i] = f.Cold
@@ -293,6 +307,23 @@ func Run(ctx context.Context, w Workload, cfg Config) (Result, error) {
 		}
 		return c, pf
 	}
+	// grow charges a warm hit its function's Busy size, evicting idle
+	// containers for it as the live growth charge does, and returns the
+	// size to shrink back to when the invocation ends (0: unchanged).
+	grow := func(id pool.ID, fi int32, exec time.Duration) (int64, error) {
+		busy := w.Funcs[fi].Busy
+		if busy <= 0 || exec < cfg.BusyAfter {
+			return 0, nil
+		}
+		size, err := e.Size(id)
+		if err != nil || busy <= size {
+			return 0, err
+		}
+		if _, err := e.Resize(id, busy); err != nil {
+			return 0, err
+		}
+		return size, nil
+	}
 	retry := func(now time.Duration) error {
 		kept := waiting[:0]
 		for _, wt := range waiting {
@@ -305,9 +336,14 @@ func Run(ctx context.Context, w Workload, cfg Config) (Result, error) {
 			}
 			end := now + wt.exec
 			id, ok := e.Acquire(fns[wt.fn], now)
+			var idle int64
 			if ok {
 				c.Hits++
 				pf.Hits++
+				var err error
+				if idle, err = grow(id, wt.fn, wt.exec); err != nil {
+					return fmt.Errorf("growing at %v: %w", now, err)
+				}
 			} else {
 				var err error
 				id, _, err = e.Admit(fns[wt.fn], now)
@@ -327,7 +363,7 @@ func Run(ctx context.Context, w Workload, cfg Config) (Result, error) {
 			}
 			c.WarmTime += wt.exec
 			pf.WarmTime += wt.exec
-			comp.push(completion{end: end, id: id, fn: wt.fn, first: !ok})
+			comp.push(completion{end: end, id: id, fn: wt.fn, first: !ok, idle: idle})
 			if u := e.Used(); u > res.PeakUsed {
 				res.PeakUsed = u
 			}
@@ -370,18 +406,32 @@ func Run(ctx context.Context, w Workload, cfg Config) (Result, error) {
 					return fmt.Errorf("releasing at %v: %w", c.end, err)
 				}
 				f := &w.Funcs[c.fn]
-				if c.first && f.Paused > 0 {
-					if _, err := e.Resize(c.id, f.Paused); err != nil {
+				back := c.idle
+				if (c.first || back > 0) && f.Paused > 0 {
+					back = f.Paused
+				}
+				if back > 0 {
+					if _, err := e.Resize(c.id, back); err != nil {
 						return fmt.Errorf("resizing at %v: %w", c.end, err)
 					}
 				}
 				if f.Start > 0 && !learned[c.fn] {
 					// The worker learns a function's peak from its first
-					// call on.
+					// call on, and charges its kin that have none alike.
 					if err := e.SetStartCharge(fns[c.fn], f.Start); err != nil {
 						return err
 					}
 					learned[c.fn] = true
+					if k := f.Kin; k > 0 && f.Start > kinStart[k] {
+						kinStart[k] = f.Start
+						for _, g := range kin[k] {
+							if !learned[g] {
+								if err := e.SetStartCharge(fns[g], min(kinStart[k], w.Funcs[g].Size)); err != nil {
+									return err
+								}
+							}
+						}
+					}
 				}
 				if len(waiting) > 0 {
 					if err := retry(c.end); err != nil {
@@ -425,9 +475,13 @@ func Run(ctx context.Context, w Workload, cfg Config) (Result, error) {
 		pf.Invocations++
 		end := t + inv.Exec
 		id, ok := e.Acquire(fns[fi], t)
+		var idle int64
 		if ok {
 			c.Hits++
 			pf.Hits++
+			if idle, err = grow(id, fi, inv.Exec); err != nil {
+				return Result{}, fmt.Errorf("growing at %v: %w", t, err)
+			}
 		} else {
 			var err error
 			id, _, err = e.Admit(fns[fi], t)
@@ -452,7 +506,7 @@ func Run(ctx context.Context, w Workload, cfg Config) (Result, error) {
 		}
 		c.WarmTime += inv.Exec
 		pf.WarmTime += inv.Exec
-		comp.push(completion{end: end, id: id, fn: fi, first: !ok})
+		comp.push(completion{end: end, id: id, fn: fi, first: !ok, idle: idle})
 		if u := e.Used(); u > res.PeakUsed {
 			res.PeakUsed = u
 		}

@@ -574,3 +574,93 @@ func TestStartCharge(t *testing.T) {
 		t.Errorf("negative start charge: %v, want ErrConfig", err)
 	}
 }
+
+// TestBusySize checks that a warm hit is charged its function's Busy
+// size while it runs, evicting idle containers as the live worker's
+// growth charge does, and its Paused size again when it ends. Three
+// 60 MiB functions paused at 10 MiB in 100 MiB: f0 and f1 grown to
+// 50 MiB at once evict f2; shrunk back after, f2's new container fits
+// beside them, so f0's next call is warm. A call shorter than BusyAfter
+// is not grown.
+func TestBusySize(t *testing.T) {
+	s := time.Second
+	invs := []trace.Invocation{
+		{Func: 0, At: 0, Exec: s}, {Func: 1, At: 2 * s, Exec: s}, {Func: 2, At: 4 * s, Exec: s},
+		{Func: 0, At: 6 * s, Exec: s}, {Func: 1, At: 6*s + s/2, Exec: s},
+		{Func: 2, At: 8 * s, Exec: s}, {Func: 0, At: 9*s + s/2, Exec: s},
+	}
+	for _, tc := range []struct {
+		name                   string
+		busy                   int64
+		after                  time.Duration
+		f0miss, f2miss, evicts uint64
+	}{
+		{"none", 0, 0, 1, 1, 0},
+		{"busy", 50 * MiB, 0, 1, 2, 1},
+		{"short calls", 50 * MiB, 2 * s, 1, 1, 0},
+	} {
+		var funcs []Func
+		for range 3 {
+			funcs = append(funcs, Func{Size: 60 * MiB, Cold: time.Millisecond, Paused: 10 * MiB, Busy: tc.busy})
+		}
+		w, err := FromInvocations(funcs, invs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := Run(context.Background(), w, Config{Policy: "lru", NewPolicy: mustPolicy(t, "lru", policy.Options{}),
+			Memory: 100 * MiB, PerFunc: true, Check: true, BusyAfter: tc.after})
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		f0, f2 := r.Funcs[0], r.Funcs[2]
+		if f0.Misses != tc.f0miss || f2.Misses != tc.f2miss || r.Evictions != tc.evicts || r.All.Drops != 0 {
+			t.Errorf("%s: f0 %+v, f2 %+v, %d evictions; want %d and %d misses, %d evictions", tc.name, f0, f2, r.Evictions, tc.f0miss, tc.f2miss, tc.evicts)
+		}
+	}
+	w, err := FromInvocations([]Func{{Size: MiB, Busy: -1}}, invs[:1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Run(context.Background(), w, Config{Policy: "lru", NewPolicy: mustPolicy(t, "lru", policy.Options{}), Memory: 150 * MiB}); !errors.Is(err, ErrConfig) {
+		t.Errorf("negative busy size: %v, want ErrConfig", err)
+	}
+}
+
+// TestKinStartCharge checks that a function with no invocation of its
+// own ended is charged, once one of its kin's has, its kin's Start: f1
+// fits beside a busy f0 (100 of 150 MiB) at f0's 40 MiB, not at its
+// 100 MiB size; another kin, or before f0's first call ends, it does
+// not.
+func TestKinStartCharge(t *testing.T) {
+	s := time.Second
+	after := []trace.Invocation{{Func: 0, At: 0, Exec: s / 2}, {Func: 0, At: s, Exec: 2 * s}, {Func: 1, At: s + s/2, Exec: s}}
+	before := []trace.Invocation{{Func: 0, At: 0, Exec: 2 * s}, {Func: 1, At: s, Exec: s}}
+	for _, tc := range []struct {
+		name          string
+		invs          []trace.Invocation
+		kin0, kin1    int32
+		misses, drops uint64
+	}{
+		{"kin", after, 1, 1, 1, 0},
+		{"other kin", after, 1, 2, 0, 1},
+		{"no kin", after, 0, 0, 0, 1},
+		{"not yet learned", before, 1, 1, 0, 1},
+	} {
+		funcs := []Func{
+			{Size: 100 * MiB, Cold: time.Millisecond, Start: 40 * MiB, Kin: tc.kin0},
+			{Size: 100 * MiB, Cold: time.Millisecond, Start: 30 * MiB, Kin: tc.kin1},
+		}
+		w, err := FromInvocations(funcs, tc.invs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := Run(context.Background(), w, Config{Policy: "lru", NewPolicy: mustPolicy(t, "lru", policy.Options{}),
+			Memory: 150 * MiB, PerFunc: true, Check: true})
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if f1 := r.Funcs[1]; f1.Misses != tc.misses || f1.Drops != tc.drops {
+			t.Errorf("%s: f1 %+v, want %d misses, %d drops", tc.name, f1, tc.misses, tc.drops)
+		}
+	}
+}

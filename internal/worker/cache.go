@@ -717,11 +717,11 @@ func (c *warmCache) measureLocked(inst *instance, start time.Duration) {
 }
 
 // learn folds the peak memory of inst's sandbox after a call into its
-// function's start charge (ChargePeak).
+// function's start charge (ChargePeak). Under ChargeDeclared the peaks
+// are only noted, for the status (StartCharge.Peak): the simulator's
+// comparison with a live run charges a warm call its function's peak, as
+// the growth watch does.
 func (c *warmCache) learn(inst *instance) {
-	if c.cfg.Charge != ChargePeak {
-		return
-	}
 	peak, err := inst.group.PeakMemory()
 	if err != nil || peak == 0 {
 		return
@@ -739,7 +739,7 @@ func (c *warmCache) notePeak(inst *instance, peak int64) {
 	}
 	fi := &c.info[f]
 	start := startCharge(fi.note(&inst.peakSlot, peak), fi.declared)
-	if start == fi.start {
+	if c.cfg.Charge != ChargePeak || start == fi.start {
 		return
 	}
 	if err := c.e.SetStartCharge(f, start); err != nil {
@@ -756,8 +756,12 @@ func (c *warmCache) charges() []types.StartCharge {
 	out := make([]types.StartCharge, 0, len(c.fns))
 	for _, f := range c.fns {
 		fi := &c.info[f]
-		out = append(out, types.StartCharge{Function: fi.name, Revision: fi.rev, Declared: fi.declared,
-			Peak: slices.Max(fi.peaks[:]), Start: fi.charge()})
+		sc := types.StartCharge{Function: fi.name, Revision: fi.rev, Declared: fi.declared,
+			Peak: slices.Max(fi.peaks[:]), Start: fi.charge()}
+		if sc.Peak > 0 {
+			sc.Grown = growthCharge(sc.Peak, max(fi.declared, sc.Peak))
+		}
+		out = append(out, sc)
 	}
 	slices.SortFunc(out, func(a, b types.StartCharge) int {
 		return cmp.Or(cmp.Compare(a.Function, b.Function), cmp.Compare(a.Revision, b.Revision))
@@ -874,7 +878,7 @@ func (c *warmCache) grow(inst *instance, usage int64) (victims []*instance, char
 	if usage <= size+growthSlack(size) || size >= limit {
 		return nil, size, false
 	}
-	charge = min(usage+growthSlack(usage), limit)
+	charge = growthCharge(usage, limit)
 	ids, err := c.e.Resize(id, charge)
 	if err != nil {
 		c.w.log.Warn("charging a sandbox's growth", "sandbox", inst.id, "err", err)
@@ -889,6 +893,11 @@ func (c *warmCache) grow(inst *instance, usage int64) (victims []*instance, char
 // (a socket buffer, an arena, some page cache); charging that would
 // evict paused sandboxes for a few pages.
 func growthSlack(size int64) int64 { return max(size/8, 4<<20) }
+
+// growthCharge is what a sandbox in a call that uses usage bytes is
+// charged once it has grown past its slack: the usage and a slack for
+// more, at most limit.
+func growthCharge(usage, limit int64) int64 { return min(usage+growthSlack(usage), limit) }
 
 // remove forgets an idle sandbox; it reports false if the sandbox is busy
 // or unknown.

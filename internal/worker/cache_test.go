@@ -593,14 +593,33 @@ func TestPeakWindowPerSandbox(t *testing.T) {
 	}
 }
 
-func TestDeclaredChargeLearnsNothing(t *testing.T) {
+// Under ChargeDeclared a peak is noted, for the status, but a new
+// sandbox is still charged its limit.
+func TestDeclaredChargeNotesPeaksOnly(t *testing.T) {
 	c := newTestCache(t, 1024*mib, PoolConfig{OnDrop: DropReject, Charge: ChargeDeclared})
 	inst := fakeStart(t, c, testFn("f", 128))
-	c.learn(inst) // no group: must not read one
+	c.notePeak(inst, 40*mib)
 	for _, sc := range c.charges() {
-		if sc.Start != 128*mib || sc.Peak != 0 {
-			t.Errorf("declared charge: %+v", sc)
+		// A call grown to the peak is charged it and an eighth.
+		if sc.Start != 128*mib || sc.Peak != 40*mib || sc.Grown != 45*mib {
+			t.Errorf("declared charge: %+v, want start 128 MiB, peak 40 MiB, grown 45 MiB", sc)
 		}
+	}
+	fakePark(t, c, inst, 10*mib)
+	if _, id, err := c.take(context.Background(), testFn("g", 128)); err != nil || id == 0 {
+		t.Fatalf("take: %v", err)
+	}
+	if _, _, err := c.take(context.Background(), testFn("f", 128)); err != nil {
+		t.Fatal(err)
+	}
+	// A second sandbox of f (the first is busy again) is admitted at
+	// its limit, not at the peak's charge.
+	_, id, err := c.take(context.Background(), testFn("f", 128))
+	if err != nil || id == 0 {
+		t.Fatalf("take: %v", err)
+	}
+	if size, err := c.e.Size(id); err != nil || size != 128*mib {
+		t.Errorf("new sandbox charged %d MiB (%v), want 128", size>>20, err)
 	}
 }
 

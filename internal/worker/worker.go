@@ -988,6 +988,7 @@ func (w *Worker) Status() Status {
 	st.WarmBytes = w.cache.used()
 	st.Policy, st.Pools = w.cache.cfg.Policy, w.cache.stats()
 	st.Charge, st.Charges = w.cache.cfg.Charge, w.cache.charges()
+	st.GrowthEveryMs = float64(growthEvery) / float64(time.Millisecond)
 	return st
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -137,6 +138,10 @@ type fnKey struct{ name, rev string }
 
 type fnInfo struct {
 	fnKey
+	// kin names the functions that need the same packages (kinOf); ""
+	// if unknown. A function with no measured sandbox of its own is
+	// charged like its kin (kinPeakLocked).
+	kin      string
 	declared int64
 	cold     time.Duration // smoothed measured start time
 	// peaks are the peak memory of its last peakWindow sandboxes after
@@ -269,7 +274,7 @@ func (c *warmCache) now() time.Duration { return time.Since(c.epoch) }
 
 // fnLocked returns the engine function of fn's revision, registering it
 // at its declared memory limit.
-func (c *warmCache) fnLocked(name, rev string, declared int64) (pool.Fn, error) {
+func (c *warmCache) fnLocked(name, rev, kin string, declared int64) (pool.Fn, error) {
 	k := fnKey{name, rev}
 	if f, ok := c.fns[k]; ok {
 		return f, nil
@@ -279,13 +284,60 @@ func (c *warmCache) fnLocked(name, rev string, declared int64) (pool.Fn, error) 
 		return 0, fmt.Errorf("%s: %w", name, err)
 	}
 	c.fns[k] = f
-	fi := fnInfo{fnKey: k, declared: declared}
+	fi := fnInfo{fnKey: k, kin: kin, declared: declared}
 	if int(f) < len(c.info) {
 		c.info[f] = fi // the id of a retired revision
 	} else {
 		c.info = append(c.info, fi)
 	}
+	c.chargeLikeKinLocked(f)
 	return f, nil
+}
+
+// kinOf names fn's kin: the functions with the same requirements, whose
+// sandboxes import the same packages and so start about as big. Its
+// handler's own memory is unknown until measured: the growth watch
+// charges a call that takes more.
+func kinOf(fn registry.Function) string {
+	reqs := slices.Clone(fn.Spec.Requirements)
+	slices.Sort(reqs)
+	return "requirements:" + strings.Join(reqs, "\n")
+}
+
+// kinPeakLocked is the highest peak among the last sandboxes of kin's
+// functions (0: none measured).
+func (c *warmCache) kinPeakLocked(kin string) int64 {
+	var peak int64
+	for _, f := range c.fns {
+		if fi := &c.info[f]; fi.kin == kin {
+			peak = max(peak, slices.Max(fi.peaks[:]))
+		}
+	}
+	return peak
+}
+
+// chargeLikeKinLocked charges a new sandbox of f, a function with no
+// measured sandbox of its own (ChargePeak), like its kin's: a deploy of
+// many functions then does not wait, each charged its full limit, for
+// room that their first calls do not take. Without a measured kin it
+// keeps its limit.
+func (c *warmCache) chargeLikeKinLocked(f pool.Fn) {
+	fi := &c.info[f]
+	if c.cfg.Charge != ChargePeak || fi.kin == "" || slices.Max(fi.peaks[:]) > 0 {
+		return
+	}
+	start := fi.declared
+	if peak := c.kinPeakLocked(fi.kin); peak > 0 {
+		start = startCharge(peak, fi.declared)
+	}
+	if start == fi.charge() {
+		return
+	}
+	if err := c.e.SetStartCharge(f, start); err != nil {
+		c.w.log.Warn("warm pool accounting: setting a start charge", "function", fi.name, "err", err)
+		return
+	}
+	fi.start = start
 }
 
 // retire forgets revision rev of function name (its engine function and
@@ -413,7 +465,7 @@ func (c *warmCache) olderFitsLocked(t uint64, f pool.Fn) (fits bool, older int) 
 // wait, a function that holds its share of the pool lets those of
 // functions below theirs have the memory that comes free (yieldLocked).
 func (c *warmCache) take(ctx context.Context, fn registry.Function) (*instance, pool.ID, error) {
-	declared := int64(fn.Spec.MemoryMB) << 20
+	declared, kin := int64(fn.Spec.MemoryMB)<<20, kinOf(fn)
 	arrive := true
 	var my uint64 // its ticket while it waits for memory (queued)
 	// deferSince is when the request began to let older ones go first;
@@ -433,7 +485,7 @@ func (c *warmCache) take(ctx context.Context, fn registry.Function) (*instance, 
 			c.mu.Unlock()
 			return nil, 0, ErrClosed
 		}
-		f, err := c.fnLocked(fn.Name, fn.Revision, declared)
+		f, err := c.fnLocked(fn.Name, fn.Revision, kin, declared)
 		if err != nil {
 			c.leftQueueLocked(my)
 			c.mu.Unlock()
@@ -747,6 +799,14 @@ func (c *warmCache) notePeak(inst *instance, peak int64) {
 		return
 	}
 	fi.start = start
+	if fi.kin == "" {
+		return
+	}
+	for _, g := range c.fns {
+		if g != f && c.info[g].kin == fi.kin {
+			c.chargeLikeKinLocked(g)
+		}
+	}
 }
 
 // charges describes the start charge of every function the pool knows.
@@ -810,7 +870,7 @@ func (c *warmCache) warm(inst *instance, start time.Duration) bool {
 	if c.closed {
 		return false
 	}
-	f, err := c.fnLocked(inst.fn, inst.rev, inst.declared)
+	f, err := c.fnLocked(inst.fn, inst.rev, "", inst.declared) // known: pre-warmed after a call
 	if err != nil {
 		return false
 	}

@@ -767,3 +767,66 @@ func TestCacheQueueOrderYieldsToFairShare(t *testing.T) {
 		t.Fatal("other still waiting with room for it: it let greedy, past its share, go first")
 	}
 }
+
+// A function with no measured sandbox of its own is charged like the
+// functions with its requirements (its kin), so a deploy of many
+// functions does not wait for room each charged its full limit; its own
+// first peak then replaces its kin's. Another kin, or ChargeDeclared,
+// keeps the limit.
+func TestNewFunctionChargedLikeKin(t *testing.T) {
+	fn := func(name string, mb int, reqs ...string) registry.Function {
+		f := testFn(name, mb)
+		f.Spec.Requirements = reqs
+		return f
+	}
+	admitted := func(c *warmCache, f registry.Function) (*instance, int64) {
+		t.Helper()
+		inst := fakeStart(t, c, f)
+		size, err := c.e.Size(c.ids[inst])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return inst, size >> 20
+	}
+	c := newTestCache(t, 2048*mib, PoolConfig{})
+	a, size := admitted(c, fn("a", 192, "numpy", "Pillow"))
+	if size != 192 {
+		t.Fatalf("first of its kin charged %d MiB, want its limit 192", size)
+	}
+	c.notePeak(a, 40*mib)
+	if _, size := admitted(c, fn("b", 160, "Pillow", "numpy")); size != 50 {
+		t.Errorf("b, a's kin, charged %d MiB, want a's start charge 50 (peak 40 + 8)", size)
+	}
+	if _, size := admitted(c, fn("c", 160)); size != 160 {
+		t.Errorf("c, no requirements, charged %d MiB, want its limit", size)
+	}
+	if _, size := admitted(c, fn("d", 160, "numpy")); size != 160 {
+		t.Errorf("d, numpy alone, charged %d MiB, want its limit", size)
+	}
+	charge := func(name string) StartCharge {
+		for _, sc := range c.charges() {
+			if sc.Function == name {
+				return sc
+			}
+		}
+		t.Fatalf("no charge for %s", name)
+		return StartCharge{}
+	}
+	// a's peak rises: so does its kin's charge, up to b's limit.
+	c.notePeak(a, 150*mib)
+	if sc := charge("b"); sc.Start != 160*mib || sc.Peak != 0 {
+		t.Errorf("b after a's peak of 150 MiB: %+v, want start 160 MiB (its limit), peak 0", sc)
+	}
+	b2 := fakeStart(t, c, fn("b", 160, "numpy", "Pillow"))
+	c.notePeak(b2, 10*mib)
+	if sc := charge("b"); sc.Start != 18*mib {
+		t.Errorf("b after its own peak of 10 MiB: %+v, want start 18 MiB", sc)
+	}
+
+	dc := newTestCache(t, 2048*mib, PoolConfig{Charge: ChargeDeclared})
+	da, _ := admitted(dc, fn("a", 192, "numpy"))
+	dc.notePeak(da, 40*mib)
+	if _, size := admitted(dc, fn("b", 160, "numpy")); size != 160 {
+		t.Errorf("declared charge: a's kin charged %d MiB, want its limit", size)
+	}
+}

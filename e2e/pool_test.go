@@ -203,6 +203,8 @@ func count(xs []int, x int) int {
 // been measured, a new one is charged that peak (with its margin), not
 // memory_mb, so four concurrent calls fit where two 128 MB sandboxes
 // would fill the pool; charged memory_mb (the control), one is refused.
+// So do the first calls of functions with the same requirements (its
+// kin), never measured themselves.
 func TestWarmPoolStartChargeIsMeasuredPeak(t *testing.T) {
 	for _, charge := range []string{"peak", "declared"} {
 		t.Run(charge, func(t *testing.T) {
@@ -229,8 +231,8 @@ func TestWarmPoolStartChargeIsMeasuredPeak(t *testing.T) {
 				if sc.Peak <= 0 || sc.Start != want || sc.Start > 64<<20 {
 					t.Fatalf("start charge %+v, want the measured peak plus its margin, at most 64 MiB", sc)
 				}
-			} else if sc.Start != sc.Declared || sc.Peak != 0 {
-				t.Fatalf("start charge %+v, want memory_mb and no peak", sc)
+			} else if sc.Start != sc.Declared || sc.Peak <= 0 {
+				t.Fatalf("start charge %+v, want memory_mb, and the peak noted", sc)
 			}
 			codes, _, bodies := w.concurrently(4, "slow", `{"s": 1}`)
 			switch refused := count(codes, 503); {
@@ -245,6 +247,37 @@ func TestWarmPoolStartChargeIsMeasuredPeak(t *testing.T) {
 			if p := poolNamed(t, st, "unified"); p.Used > p.Capacity {
 				t.Errorf("pool %+v over its capacity once paused", p)
 			}
+
+			// Functions never called, with slow's requirements (none), are
+			// charged like slow under peak, one sandbox each at a time:
+			// the first calls of three of them fit.
+			var mu sync.Mutex
+			var wg sync.WaitGroup
+			codes = nil
+			for _, name := range []string{"kin1", "kin2", "kin3"} {
+				w.deployDir(name, fn(t, "f.py", sleeper, "function.yaml", "memory_mb: 128\n"))
+			}
+			for _, name := range []string{"kin1", "kin2", "kin3"} {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if resp, _ := w.invokeRaw(name, `{"s": 1}`); resp != nil {
+						mu.Lock()
+						codes = append(codes, resp.StatusCode)
+						mu.Unlock()
+					}
+				}()
+			}
+			wg.Wait()
+			switch refused := count(codes, 503); {
+			case count(codes, 200)+refused != 3:
+				t.Fatalf("kin: codes %v, want 200 or 503", codes)
+			case charge == "peak" && refused != 0:
+				t.Errorf("kin: charged like slow, %d of 3 first calls refused", refused)
+			case charge == "declared" && refused == 0:
+				t.Errorf("kin: charged memory_mb, all 3 first calls fit in 300 MB: %v", codes)
+			}
+			w.waitPaused()
 		})
 	}
 }

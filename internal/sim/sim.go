@@ -307,9 +307,12 @@ func Run(ctx context.Context, w Workload, cfg Config) (Result, error) {
 		}
 		return c, pf
 	}
-	// grow charges a warm hit its function's Busy size, evicting idle
-	// containers for it as the live growth charge does, and returns the
-	// size to shrink back to when the invocation ends (0: unchanged).
+	// grow charges an invocation's container its function's Busy size,
+	// if more than it is charged, evicting idle containers for it as the
+	// live growth charge does, and returns the size to shrink back to
+	// when the invocation ends (0: unchanged). (The live worker also lets
+	// a call grow by a slack before it charges it; a paused sandbox,
+	// measured, is far smaller than its calls' peaks.)
 	grow := func(id pool.ID, fi int32, exec time.Duration) (int64, error) {
 		busy := w.Funcs[fi].Busy
 		if busy <= 0 || exec < cfg.BusyAfter {
@@ -336,14 +339,9 @@ func Run(ctx context.Context, w Workload, cfg Config) (Result, error) {
 			}
 			end := now + wt.exec
 			id, ok := e.Acquire(fns[wt.fn], now)
-			var idle int64
 			if ok {
 				c.Hits++
 				pf.Hits++
-				var err error
-				if idle, err = grow(id, wt.fn, wt.exec); err != nil {
-					return fmt.Errorf("growing at %v: %w", now, err)
-				}
 			} else {
 				var err error
 				id, _, err = e.Admit(fns[wt.fn], now)
@@ -363,6 +361,10 @@ func Run(ctx context.Context, w Workload, cfg Config) (Result, error) {
 			}
 			c.WarmTime += wt.exec
 			pf.WarmTime += wt.exec
+			idle, err := grow(id, wt.fn, wt.exec)
+			if err != nil {
+				return fmt.Errorf("growing at %v: %w", now, err)
+			}
 			comp.push(completion{end: end, id: id, fn: wt.fn, first: !ok, idle: idle})
 			if u := e.Used(); u > res.PeakUsed {
 				res.PeakUsed = u
@@ -475,13 +477,9 @@ func Run(ctx context.Context, w Workload, cfg Config) (Result, error) {
 		pf.Invocations++
 		end := t + inv.Exec
 		id, ok := e.Acquire(fns[fi], t)
-		var idle int64
 		if ok {
 			c.Hits++
 			pf.Hits++
-			if idle, err = grow(id, fi, inv.Exec); err != nil {
-				return Result{}, fmt.Errorf("growing at %v: %w", t, err)
-			}
 		} else {
 			var err error
 			id, _, err = e.Admit(fns[fi], t)
@@ -506,7 +504,13 @@ func Run(ctx context.Context, w Workload, cfg Config) (Result, error) {
 		}
 		c.WarmTime += inv.Exec
 		pf.WarmTime += inv.Exec
-		comp.push(completion{end: end, id: id, fn: fi, first: !ok, idle: idle})
+		{
+			idle, err := grow(id, fi, inv.Exec)
+			if err != nil {
+				return Result{}, fmt.Errorf("growing at %v: %w", t, err)
+			}
+			comp.push(completion{end: end, id: id, fn: fi, first: !ok, idle: idle})
+		}
 		if u := e.Used(); u > res.PeakUsed {
 			res.PeakUsed = u
 		}

@@ -617,7 +617,30 @@ func TestBusySize(t *testing.T) {
 			t.Errorf("%s: f0 %+v, f2 %+v, %d evictions; want %d and %d misses, %d evictions", tc.name, f0, f2, r.Evictions, tc.f0miss, tc.f2miss, tc.evicts)
 		}
 	}
-	w, err := FromInvocations([]Func{{Size: MiB, Busy: -1}}, invs[:1])
+	// A new container admitted at its function's learned Start grows
+	// too: f0's second one, grown from 20 to 60 MiB beside the first
+	// (grown from 10), evicts f1.
+	grown := []trace.Invocation{
+		{Func: 0, At: 0, Exec: s / 2}, {Func: 1, At: s, Exec: s / 2},
+		{Func: 0, At: 2 * s, Exec: s}, {Func: 0, At: 2*s + s/10, Exec: s}, {Func: 1, At: 5 * s, Exec: s / 2},
+	}
+	w, err := FromInvocations([]Func{
+		{Size: 100 * MiB, Cold: time.Millisecond, Paused: 10 * MiB, Start: 20 * MiB, Busy: 60 * MiB},
+		{Size: 30 * MiB, Cold: time.Millisecond},
+	}, grown)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := Run(context.Background(), w, Config{Policy: "lru", NewPolicy: mustPolicy(t, "lru", policy.Options{}),
+		Memory: 130 * MiB, PerFunc: true, Check: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f0, f1 := r.Funcs[0], r.Funcs[1]; f0.Misses != 2 || f1.Misses != 2 || r.Evictions != 1 {
+		t.Errorf("a new container's growth: f0 %+v, f1 %+v, %d evictions; want 2 misses each, 1 eviction", f0, f1, r.Evictions)
+	}
+
+	w, err = FromInvocations([]Func{{Size: MiB, Busy: -1}}, invs[:1])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -648,7 +671,7 @@ func TestKinStartCharge(t *testing.T) {
 	} {
 		funcs := []Func{
 			{Size: 100 * MiB, Cold: time.Millisecond, Start: 40 * MiB, Kin: tc.kin0},
-			{Size: 100 * MiB, Cold: time.Millisecond, Start: 30 * MiB, Kin: tc.kin1},
+			{Size: 100 * MiB, Cold: time.Millisecond, Start: 60 * MiB, Kin: tc.kin1}, // its own would not fit
 		}
 		w, err := FromInvocations(funcs, tc.invs)
 		if err != nil {

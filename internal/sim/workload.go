@@ -28,11 +28,11 @@ type Func struct {
 	// (PoolConfig.Charge "peak"), learned from the peak memory of its
 	// sandboxes after their calls. Size still routes the function.
 	Start int64
-	// Busy, if more than a container is charged when idle, is what it is
-	// charged while it serves an invocation after its first: the live
-	// worker charges a call's growth from its paused size (sampled during
-	// the call, Config.BusyAfter) and measures it again at the pause,
-	// which for a forked sandbox is a fraction of what its calls take.
+	// Busy, if more than a container is charged, is what it is charged
+	// while it serves an invocation: the live worker charges a call's
+	// growth (sampled during the call, Config.BusyAfter) past its paused
+	// size or its start charge, and measures it again at the pause, which
+	// for a forked sandbox is a fraction of what its calls take.
 	Busy int64
 	// Kin, if positive, groups the functions that need the same
 	// packages: one whose own first invocation has not ended is charged,

@@ -140,8 +140,13 @@ type fnInfo struct {
 	fnKey
 	// kin names the functions that need the same packages (kinOf); ""
 	// if unknown. A function with no measured sandbox of its own is
-	// charged like its kin (kinPeakLocked).
+	// charged like its kin (chargeLikeKinLocked), one sandbox at a time:
+	// trial is the reservation admitted so (0: none), and distrust is set
+	// once one went without being measured (its start or call failed),
+	// after which its limit is charged until one is.
 	kin      string
+	trial    pool.ID
+	distrust bool
 	declared int64
 	cold     time.Duration // smoothed measured start time
 	// peaks are the peak memory of its last peakWindow sandboxes after
@@ -189,6 +194,7 @@ type warmCache struct {
 	info    []fnInfo          // by pool.Fn
 	retired map[fnKey]pool.Fn // retired revisions that still have sandboxes
 	insts   map[pool.ID]*instance
+	trials  map[pool.ID]pool.Fn // fnInfo.trial, by reservation
 	ids     map[*instance]pool.ID
 	drops   []uint64        // requests refused, by partition
 	freed   chan struct{}   // closed and replaced when memory may have come free
@@ -243,6 +249,7 @@ func newWarmCache(w *Worker) (*warmCache, error) {
 		fns:     make(map[fnKey]pool.Fn),
 		retired: make(map[fnKey]pool.Fn),
 		insts:   make(map[pool.ID]*instance),
+		trials:  make(map[pool.ID]pool.Fn),
 		ids:     make(map[*instance]pool.ID),
 		drops:   make([]uint64, len(parts)),
 		freed:   make(chan struct{}),
@@ -277,6 +284,11 @@ func (c *warmCache) now() time.Duration { return time.Since(c.epoch) }
 func (c *warmCache) fnLocked(name, rev, kin string, declared int64) (pool.Fn, error) {
 	k := fnKey{name, rev}
 	if f, ok := c.fns[k]; ok {
+		if fi := &c.info[f]; fi.kin == "" && kin != "" {
+			// First seen by a pre-warm, which does not know it.
+			fi.kin = kin
+			c.chargeLikeKinLocked(f, c.kinPeakLocked(kin))
+		}
 		return f, nil
 	}
 	f, err := c.e.AddFunc(declared, 0)
@@ -290,19 +302,31 @@ func (c *warmCache) fnLocked(name, rev, kin string, declared int64) (pool.Fn, er
 	} else {
 		c.info = append(c.info, fi)
 	}
-	c.chargeLikeKinLocked(f)
+	if kin != "" {
+		c.chargeLikeKinLocked(f, c.kinPeakLocked(kin))
+	}
 	return f, nil
 }
 
-// kinOf names fn's kin: the functions with the same requirements, whose
-// sandboxes import the same packages and so start about as big. Its
-// handler's own memory is unknown until measured: the growth watch
-// charges a call that takes more.
+// kinOf names fn's kin: the functions that import the same packages
+// (as resolved at deploy, else as required), whose sandboxes so start
+// about as big. Its handler's own memory is unknown until measured: the
+// growth watch charges a call that takes more.
 func kinOf(fn registry.Function) string {
-	reqs := slices.Clone(fn.Spec.Requirements)
-	slices.Sort(reqs)
-	return "requirements:" + strings.Join(reqs, "\n")
+	var pkgs []string
+	if len(fn.Packages) > 0 {
+		for _, p := range fn.Packages {
+			pkgs = append(pkgs, p.String())
+		}
+	} else {
+		pkgs = slices.Clone(fn.Spec.Requirements)
+	}
+	slices.Sort(pkgs)
+	return "packages:" + strings.Join(pkgs, "\n")
 }
+
+// ownPeak is the highest peak of the function's own last sandboxes.
+func (fi *fnInfo) ownPeak() int64 { return slices.Max(fi.peaks[:]) }
 
 // kinPeakLocked is the highest peak among the last sandboxes of kin's
 // functions (0: none measured).
@@ -310,26 +334,54 @@ func (c *warmCache) kinPeakLocked(kin string) int64 {
 	var peak int64
 	for _, f := range c.fns {
 		if fi := &c.info[f]; fi.kin == kin {
-			peak = max(peak, slices.Max(fi.peaks[:]))
+			peak = max(peak, fi.ownPeak())
 		}
 	}
 	return peak
 }
 
+// refreshKinLocked charges kin's unmeasured functions like kin's highest
+// peak, after it changed.
+func (c *warmCache) refreshKinLocked(kin string) {
+	if kin == "" || c.cfg.Charge != ChargePeak {
+		return
+	}
+	var peak int64
+	var members []pool.Fn
+	for _, f := range c.fns {
+		if fi := &c.info[f]; fi.kin == kin {
+			peak = max(peak, fi.ownPeak())
+			members = append(members, f)
+		}
+	}
+	for _, f := range members {
+		c.chargeLikeKinLocked(f, peak)
+	}
+}
+
 // chargeLikeKinLocked charges a new sandbox of f, a function with no
-// measured sandbox of its own (ChargePeak), like its kin's: a deploy of
-// many functions then does not wait, each charged its full limit, for
-// room that their first calls do not take. Without a measured kin it
-// keeps its limit.
-func (c *warmCache) chargeLikeKinLocked(f pool.Fn) {
+// measured sandbox of its own (ChargePeak), like its kin's, whose
+// highest peak is peak: a deploy of many functions then does not wait,
+// each charged its full limit, for room that their first calls do not
+// take. With no measured kin, one sandbox of f already admitted so and
+// not measured, or one that went unmeasured, it is charged its limit.
+// That bounds what a function that takes more than its kin, at its start
+// where no growth is watched, can take beyond its charge to one sandbox.
+func (c *warmCache) chargeLikeKinLocked(f pool.Fn, peak int64) {
 	fi := &c.info[f]
-	if c.cfg.Charge != ChargePeak || fi.kin == "" || slices.Max(fi.peaks[:]) > 0 {
+	if c.cfg.Charge != ChargePeak || fi.kin == "" || fi.ownPeak() > 0 {
 		return
 	}
 	start := fi.declared
-	if peak := c.kinPeakLocked(fi.kin); peak > 0 {
+	if peak > 0 && fi.trial == 0 && !fi.distrust {
 		start = startCharge(peak, fi.declared)
 	}
+	c.setStartLocked(f, start)
+}
+
+// setStartLocked sets what a new sandbox of f is charged.
+func (c *warmCache) setStartLocked(f pool.Fn, start int64) {
+	fi := &c.info[f]
 	if start == fi.charge() {
 		return
 	}
@@ -338,6 +390,33 @@ func (c *warmCache) chargeLikeKinLocked(f pool.Fn) {
 		return
 	}
 	fi.start = start
+}
+
+// admittedLocked notes reservation id, just admitted for f: if f was
+// charged like its kin, it is its trial, and f's next sandboxes are
+// charged its limit until this one is measured.
+func (c *warmCache) admittedLocked(f pool.Fn, id pool.ID) {
+	fi := &c.info[f]
+	if fi.kin == "" || fi.trial != 0 || fi.ownPeak() > 0 || fi.charge() >= fi.declared {
+		return
+	}
+	fi.trial = id
+	c.trials[id] = f
+	c.setStartLocked(f, fi.declared)
+}
+
+// unmeasuredLocked notes that sandbox (or reservation) id went without a
+// measured peak: if it was its function's trial, the function is charged
+// its limit until one of its sandboxes is measured.
+func (c *warmCache) unmeasuredLocked(id pool.ID) {
+	f, ok := c.trials[id]
+	if !ok {
+		return
+	}
+	delete(c.trials, id)
+	if fi := &c.info[f]; fi.trial == id {
+		fi.trial, fi.distrust = 0, true
+	}
 }
 
 // retire forgets revision rev of function name (its engine function and
@@ -361,7 +440,10 @@ func (c *warmCache) sweepLocked() {
 		}
 		delete(c.retired, k)
 		delete(c.fns, k)
+		kin := c.info[f].kin
+		delete(c.trials, c.info[f].trial)
 		c.info[f] = fnInfo{}
+		c.refreshKinLocked(kin)
 		if c.waiters[f] > 0 {
 			c.signalLocked() // its queued requests take their new revision's id
 		}
@@ -550,6 +632,7 @@ func (c *warmCache) take(ctx context.Context, fn registry.Function) (*instance, 
 		if !yield && !deferred {
 			id, victims, err := c.e.Admit(f, c.now())
 			if err == nil {
+				c.admittedLocked(f, id)
 				vs := c.detachLocked(victims)
 				c.leftQueueLocked(my)
 				c.mu.Unlock()
@@ -790,22 +873,16 @@ func (c *warmCache) notePeak(inst *instance, peak int64) {
 		return
 	}
 	fi := &c.info[f]
+	before := fi.ownPeak()
 	start := startCharge(fi.note(&inst.peakSlot, peak), fi.declared)
-	if c.cfg.Charge != ChargePeak || start == fi.start {
+	delete(c.trials, fi.trial)
+	fi.trial, fi.distrust = 0, false // measured
+	if c.cfg.Charge != ChargePeak {
 		return
 	}
-	if err := c.e.SetStartCharge(f, start); err != nil {
-		c.w.log.Warn("warm pool accounting: setting a start charge", "function", inst.fn, "err", err)
-		return
-	}
-	fi.start = start
-	if fi.kin == "" {
-		return
-	}
-	for _, g := range c.fns {
-		if g != f && c.info[g].kin == fi.kin {
-			c.chargeLikeKinLocked(g)
-		}
+	c.setStartLocked(f, start)
+	if fi.ownPeak() != before {
+		c.refreshKinLocked(fi.kin)
 	}
 }
 
@@ -833,6 +910,7 @@ func (c *warmCache) charges() []types.StartCharge {
 func (c *warmCache) abort(id pool.ID) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.unmeasuredLocked(id)
 	switch err := c.e.Remove(id); {
 	case err == nil:
 		c.signalLocked()
@@ -982,6 +1060,7 @@ func (c *warmCache) forget(inst *instance) {
 }
 
 func (c *warmCache) removeLocked(inst *instance, id pool.ID) {
+	c.unmeasuredLocked(id)
 	delete(c.ids, inst)
 	delete(c.insts, id)
 	if err := c.e.Remove(id); err != nil {

@@ -769,64 +769,104 @@ func TestCacheQueueOrderYieldsToFairShare(t *testing.T) {
 }
 
 // A function with no measured sandbox of its own is charged like the
-// functions with its requirements (its kin), so a deploy of many
-// functions does not wait for room each charged its full limit; its own
-// first peak then replaces its kin's. Another kin, or ChargeDeclared,
-// keeps the limit.
+// functions with its packages (its kin), one sandbox at a time, so a
+// deploy of many functions does not wait for room each charged its full
+// limit; its own first peak then replaces its kin's. Another kin, a
+// second sandbox while the first is unmeasured, one after a sandbox went
+// unmeasured, or ChargeDeclared, keeps the limit.
 func TestNewFunctionChargedLikeKin(t *testing.T) {
 	fn := func(name string, mb int, reqs ...string) registry.Function {
 		f := testFn(name, mb)
 		f.Spec.Requirements = reqs
 		return f
 	}
-	admitted := func(c *warmCache, f registry.Function) (*instance, int64) {
+	c := newTestCache(t, 4096*mib, PoolConfig{})
+	admit := func(f registry.Function) (*instance, pool.ID, int64) {
 		t.Helper()
-		inst := fakeStart(t, c, f)
-		size, err := c.e.Size(c.ids[inst])
+		inst, id, err := c.take(context.Background(), f)
+		if err != nil || inst != nil || id == 0 {
+			t.Fatalf("take %s: %v %v %v, want a reservation", f.Name, inst, id, err)
+		}
+		size, err := c.e.Size(id)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return inst, size >> 20
+		inst = &instance{id: f.Name, fn: f.Name, rev: f.Revision, declared: int64(f.Spec.MemoryMB) * mib}
+		c.bind(id, inst, time.Millisecond)
+		return inst, id, size >> 20
 	}
-	c := newTestCache(t, 2048*mib, PoolConfig{})
-	a, size := admitted(c, fn("a", 192, "numpy", "Pillow"))
+	a, _, size := admit(fn("a", 192, "numpy", "Pillow"))
 	if size != 192 {
 		t.Fatalf("first of its kin charged %d MiB, want its limit 192", size)
 	}
 	c.notePeak(a, 40*mib)
-	if _, size := admitted(c, fn("b", 160, "Pillow", "numpy")); size != 50 {
+	b, _, size := admit(fn("b", 160, "Pillow", "numpy"))
+	if size != 50 {
 		t.Errorf("b, a's kin, charged %d MiB, want a's start charge 50 (peak 40 + 8)", size)
 	}
-	if _, size := admitted(c, fn("c", 160)); size != 160 {
+	if _, _, size := admit(fn("b", 160, "Pillow", "numpy")); size != 160 {
+		t.Errorf("b's second sandbox, the first unmeasured, charged %d MiB, want its limit", size)
+	}
+	if _, _, size := admit(fn("c", 160)); size != 160 {
 		t.Errorf("c, no requirements, charged %d MiB, want its limit", size)
 	}
-	if _, size := admitted(c, fn("d", 160, "numpy")); size != 160 {
+	if _, _, size := admit(fn("d", 160, "numpy")); size != 160 {
 		t.Errorf("d, numpy alone, charged %d MiB, want its limit", size)
 	}
-	charge := func(name string) StartCharge {
+
+	// a's peak rises: so does its kin's charge.
+	c.notePeak(a, 150*mib)
+	if _, _, size := admit(fn("e", 256, "numpy", "Pillow")); size != 187 {
+		t.Errorf("e after a's peak of 150 MiB charged %d MiB, want 187 (and a quarter)", size)
+	}
+	// A trial that fails unmeasured: its function pays its limit.
+	_, fid, _ := admit(fn("f", 256, "numpy", "Pillow"))
+	c.abort(fid)
+	if _, _, size := admit(fn("f", 256, "numpy", "Pillow")); size != 256 {
+		t.Errorf("f after its first start failed charged %d MiB, want its limit", size)
+	}
+	// Measured, b is charged its own peak.
+	c.notePeak(b, 10*mib)
+	if _, _, size := admit(fn("b", 160, "Pillow", "numpy")); size != 18 {
+		t.Errorf("b after its own peak of 10 MiB charged %d MiB, want 18", size)
+	}
+	// A function first seen by a pre-warm learns its kin at its first call.
+	h := &instance{id: "h", fn: "h", rev: "r1", declared: 256 * mib}
+	if !c.warm(h, time.Millisecond) {
+		t.Fatal("pre-warm refused")
+	}
+	if got, _, err := c.take(context.Background(), fn("h", 256, "numpy", "Pillow")); err != nil || got != h {
+		t.Fatalf("take h: %v %v", got, err)
+	}
+	hStart := func() int64 {
 		for _, sc := range c.charges() {
-			if sc.Function == name {
-				return sc
+			if sc.Function == "h" {
+				return sc.Start >> 20
 			}
 		}
-		t.Fatalf("no charge for %s", name)
-		return StartCharge{}
+		return -1
 	}
-	// a's peak rises: so does its kin's charge, up to b's limit.
-	c.notePeak(a, 150*mib)
-	if sc := charge("b"); sc.Start != 160*mib || sc.Peak != 0 {
-		t.Errorf("b after a's peak of 150 MiB: %+v, want start 160 MiB (its limit), peak 0", sc)
+	if got := hStart(); got != 187 {
+		t.Errorf("h, pre-warmed, then called: start charge %d MiB, want its kin's 187", got)
 	}
-	b2 := fakeStart(t, c, fn("b", 160, "numpy", "Pillow"))
-	c.notePeak(b2, 10*mib)
-	if sc := charge("b"); sc.Start != 18*mib {
-		t.Errorf("b after its own peak of 10 MiB: %+v, want start 18 MiB", sc)
+	// a retired and gone: its kin's highest peak is b's.
+	c.retire("a", "r1")
+	c.forget(a)
+	if got := hStart(); got != 18 {
+		t.Errorf("h after a went: start charge %d MiB, want b's 18", got)
+	}
+	if _, _, size := admit(fn("g", 160, "numpy", "Pillow")); size != 18 {
+		t.Errorf("g after a went charged %d MiB, want b's 18", size)
 	}
 
 	dc := newTestCache(t, 2048*mib, PoolConfig{Charge: ChargeDeclared})
-	da, _ := admitted(dc, fn("a", 192, "numpy"))
+	da := fakeStart(t, dc, fn("a", 192, "numpy"))
 	dc.notePeak(da, 40*mib)
-	if _, size := admitted(dc, fn("b", 160, "numpy")); size != 160 {
-		t.Errorf("declared charge: a's kin charged %d MiB, want its limit", size)
+	_, id, err := dc.take(context.Background(), fn("b", 160, "numpy"))
+	if err != nil || id == 0 {
+		t.Fatal(err)
+	}
+	if size, _ := dc.e.Size(id); size != 160*mib {
+		t.Errorf("declared charge: a's kin charged %d MiB, want its limit", size>>20)
 	}
 }

@@ -254,7 +254,7 @@ func (r *ReplayReport) SimTable(w io.Writer) error {
 	}
 	fmt.Fprintf(w, "=== Simulator (internal/sim: LRU, one unified %d MB pool; a new sandbox charged its declared memory, or once a call of its function (else of one with its packages) has ended the start charge its worker learned (pool_charge: peak), until its first call ends, then its paused memory measured in the run, and a warm call that runs past the worker's growth sampling period its function's peak with the worker's growth slack; calls held for their measured run time, non-warm starts for their measured start time besides; a call with no room waits up to 10 s for one, as the worker's do) vs live ===\n\n", r.BudgetMB)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "config\trep\tlive non-warm\tsim misses\tsim - live\tlive evictions\tsim evictions\tlive drops\tsim drops\tlive growth charges (not simulated)\t")
+	fmt.Fprintln(tw, "config\trep\tlive non-warm\tsim misses\tsim - live\tlive evictions\tsim evictions\tlive drops\tsim drops\tlive growth charges\tsim growth charges\t")
 	for _, k := range simmed {
 		for _, runs := range r.Runs {
 			run := runs[k]
@@ -262,8 +262,8 @@ func (r *ReplayReport) SimTable(w io.Writer) error {
 				continue
 			}
 			live := coldPath(run)
-			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\t%d\t%d\t%d\t%d\t%d\t\n", run.Config.Name, run.Rep, live, run.Sim.All.Misses,
-				relDiff(float64(run.Sim.All.Misses), float64(live)), run.Evictions(), run.Sim.Evictions, run.Drops(), run.Sim.All.Drops, run.GrowthCharges)
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t\n", run.Config.Name, run.Rep, live, run.Sim.All.Misses,
+				relDiff(float64(run.Sim.All.Misses), float64(live)), run.Evictions(), run.Sim.Evictions, run.Drops(), run.Sim.All.Drops, run.GrowthCharges, run.Sim.Growths)
 		}
 	}
 	fmt.Fprintln(tw)
@@ -305,7 +305,7 @@ func (r *ReplayReport) SimTable(w io.Writer) error {
 				}
 			}
 			charge := "- (declared)"
-			if n > 0 {
+			if n > 0 && run.Charge != "declared" {
 				charge = fmt.Sprintf("%.1f (%d)", sum/float64(n), n)
 			}
 			fmt.Fprintln(tw, line+per+"\t"+charge+"\t")

@@ -140,6 +140,7 @@ type Result struct {
 	// Config.SmallMax.
 	All, Small, Large Class
 	Evictions         uint64        // idle containers evicted for room
+	Growths           uint64        // invocations charged their function's Busy size
 	Expirations       uint64        // idle containers whose keep-alive ended
 	Prewarms          uint64        // containers started ahead of arrivals
 	PeakUsed          int64         // most bytes of live containers at once
@@ -325,6 +326,7 @@ func Run(ctx context.Context, w Workload, cfg Config) (Result, error) {
 		if _, err := e.Resize(id, busy); err != nil {
 			return 0, err
 		}
+		res.Growths++
 		return size, nil
 	}
 	retry := func(now time.Duration) error {

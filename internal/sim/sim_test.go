@@ -594,10 +594,11 @@ func TestBusySize(t *testing.T) {
 		busy                   int64
 		after                  time.Duration
 		f0miss, f2miss, evicts uint64
+		growths                uint64
 	}{
-		{"none", 0, 0, 1, 1, 0},
-		{"busy", 50 * MiB, 0, 1, 2, 1},
-		{"short calls", 50 * MiB, 2 * s, 1, 1, 0},
+		{"none", 0, 0, 1, 1, 0, 0},
+		{"busy", 50 * MiB, 0, 1, 2, 1, 3}, // the three warm calls
+		{"short calls", 50 * MiB, 2 * s, 1, 1, 0, 0},
 	} {
 		var funcs []Func
 		for range 3 {
@@ -613,8 +614,9 @@ func TestBusySize(t *testing.T) {
 			t.Fatalf("%s: %v", tc.name, err)
 		}
 		f0, f2 := r.Funcs[0], r.Funcs[2]
-		if f0.Misses != tc.f0miss || f2.Misses != tc.f2miss || r.Evictions != tc.evicts || r.All.Drops != 0 {
-			t.Errorf("%s: f0 %+v, f2 %+v, %d evictions; want %d and %d misses, %d evictions", tc.name, f0, f2, r.Evictions, tc.f0miss, tc.f2miss, tc.evicts)
+		if f0.Misses != tc.f0miss || f2.Misses != tc.f2miss || r.Evictions != tc.evicts || r.All.Drops != 0 || r.Growths != tc.growths {
+			t.Errorf("%s: f0 %+v, f2 %+v, %d evictions, %d growths; want %d and %d misses, %d evictions, %d growths",
+				tc.name, f0, f2, r.Evictions, r.Growths, tc.f0miss, tc.f2miss, tc.evicts, tc.growths)
 		}
 	}
 	// A new container admitted at its function's learned Start grows

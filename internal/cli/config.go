@@ -73,6 +73,9 @@ type Config struct {
 	// MaxSpares bounds all spares; a node that saw a burst keeps as many
 	// as the burst's concurrent starts (default 128).
 	MaxSpares int `yaml:"max_spares"`
+	// MaxStarts bounds the starts under way at once (default 2 per CPU;
+	// negative: no bound).
+	MaxStarts int `yaml:"max_starts"`
 	// Snapshot configures function snapshots.
 	Snapshot SnapshotConfig `yaml:"snapshot"`
 	// Resources are the pre-made cgroups and network namespaces (issue
@@ -208,6 +211,7 @@ func upFlags(f *pflag.FlagSet, c *Config) {
 	f.IntVar(&c.PreMade, "premade", c.PreMade, "empty sandboxes kept ready for zygote forks (default 4; negative: none)")
 	f.IntVar(&c.Spares, "spares", c.Spares, "zygote children forked ahead of need per recently used zygote node, at least (default 2; negative: none)")
 	f.IntVar(&c.MaxSpares, "max-spares", c.MaxSpares, "bound on all spares; a node that saw a burst keeps one per concurrent start for a minute (default 128)")
+	f.IntVar(&c.MaxStarts, "max-starts", c.MaxStarts, "starts under way at once; more wait their turn, in arrival order (default 2 per CPU; negative: no bound)")
 	f.BoolVar(&c.NoZygotes, "no-zygotes", c.NoZygotes, "never fork from zygotes (every new sandbox starts a fresh interpreter)")
 	f.StringVar(&c.ZygoteTree, "zygote-tree", c.ZygoteTree, "start from a zygote tree planned by `hearth zygote plan`")
 	f.DurationVar(&c.Compile.Timeout, "compile-timeout", c.Compile.Timeout, "time limit of a deployed function's byte compilation; past it the deploy goes on without bytecode (default 30s)")

@@ -229,6 +229,7 @@ func runUp(ctx context.Context, cfg Config) error {
 		PreMade:          cfg.PreMade,
 		Spares:           cfg.Spares,
 		MaxSpares:        cfg.MaxSpares,
+		MaxStarts:        cfg.MaxStarts,
 		QueueTimeout:     cfg.QueueTimeout,
 		Zygote:           zygoteConfig(cfg.Zygote),
 		NoSnapshots:      cfg.NoSnapshots,

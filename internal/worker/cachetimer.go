@@ -84,8 +84,13 @@ func (w *Worker) prewarm(name string) {
 	if err != nil {
 		return
 	}
+	done, err := w.startSlot(w.life)
+	if err != nil {
+		return
+	}
 	t0 := time.Now()
 	inst, path, err := w.start(w.life, fn, st)
+	done()
 	if err != nil {
 		w.log.Warn("pre-warm failed", "function", name, "err", err)
 		return

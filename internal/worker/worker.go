@@ -109,6 +109,12 @@ type Config struct {
 	// keeps as many spares as the burst had starts under way at once, for
 	// a minute (default 128; each holds about 2 MB).
 	MaxSpares int
+	// MaxStarts bounds the starts under way at once (default 2 per CPU;
+	// negative: no bound); more wait their turn, in arrival order. A
+	// start is mostly CPU (imports, a restore): past a few per CPU more
+	// at once only share the CPU, so each takes as long as all of them,
+	// and slow the calls running beside them.
+	MaxStarts int
 	// NoZygotes switches zygote forks off: every new sandbox gets a fresh
 	// interpreter.
 	NoZygotes bool
@@ -155,6 +161,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.PidsLimit <= 0 {
 		c.PidsLimit = 64
+	}
+	if c.MaxStarts == 0 {
+		c.MaxStarts = 2 * goruntime.NumCPU()
 	}
 	if c.ScratchBytes <= 0 {
 		c.ScratchBytes = function.DefaultTmpMB << 20
@@ -241,7 +250,8 @@ type Worker struct {
 	stop    chan struct{}   // closed by Close
 	life    context.Context // cancelled by Close: background work stops
 	endLife context.CancelFunc
-	busy    *busyGate // invocations under way
+	busy    *busyGate     // invocations under way
+	starts  chan struct{} // a token per start under way (Config.MaxStarts); nil: no bound
 
 	resolver *zygote.BaseResolver
 	pkgMu    sync.Mutex
@@ -294,6 +304,7 @@ func New(ctx context.Context, cfg Config, fns Functions) (*Worker, error) {
 		logs:    newLogStore(cfg.LogLines, cfg.LogBytes),
 		stop:    make(chan struct{}),
 		busy:    newBusyGate(),
+		starts:  startSlots(cfg.MaxStarts),
 		code:    make(map[fnKey]*codeHold),
 	}
 	w.life, w.endLife = context.WithCancel(context.Background())
@@ -539,8 +550,18 @@ func (w *Worker) InvokeID(ctx context.Context, name string, event []byte, id str
 		return Result{Wait: res.Wait}, err
 	}
 	if inst == nil {
+		// Its turn to start, after its room: a start waiting for a
+		// turn holds memory, not a turn waiting for memory.
+		done, err := w.startSlot(ctx)
+		res.Wait = time.Since(tw)
+		if err != nil {
+			w.cache.abort(resv)
+			w.metrics.invocations.WithLabelValues("none", "dropped").Inc()
+			return Result{Wait: res.Wait}, fmt.Errorf("%s: waiting for a start's turn: %w", fn.Name, err)
+		}
 		t0 := time.Now()
 		inst, res.Path, err = w.start(ctx, fn, st)
+		done()
 		if err != nil {
 			res.Init, res.InitFailed = time.Since(t0), true
 			w.cache.abort(resv)

@@ -312,7 +312,7 @@ func TestWarmPoolQueueWaitsBounded(t *testing.T) {
 	w := startWorker(t, "--config", writeConfig(t,
 		"warm_budget_mb: 300\npools: unified\non_drop: queue\ndrop_wait: 600ms\n"))
 	w.deployDir("slow", fn(t, "f.py", sleeper, "function.yaml", "memory_mb: 128\nmax_concurrency: 4\n"))
-	w.deployDir("quick", fn(t, "f.py", sleeper, "function.yaml", "memory_mb: 128\nmax_concurrency: 4\n"))
+	w.deployDir("quick", fn(t, "f.py", sleeper, "function.yaml", "memory_mb: 160\nmax_concurrency: 4\n"))
 	// Long calls: the third waits for memory, boundedly, and gets a 503.
 	t0 := time.Now()
 	codes, retry, bodies := w.concurrently(3, "slow", `{"s": 1.5}`)
@@ -328,9 +328,11 @@ func TestWarmPoolQueueWaitsBounded(t *testing.T) {
 		t.Errorf("calls took %s", d)
 	}
 	w.waitPaused()
-	// Short calls of another function: two new 128 MB sandboxes fill the
-	// pool again (the paused ones are charged at their few measured MB);
-	// the third call waits for one to come free and runs on it, warm.
+	// Short calls of another function: two new sandboxes fill the pool
+	// again (the paused ones are charged at their few measured MB): the
+	// first charged like its kin slow (at most 64 MiB), the second its
+	// 160 MB while the first is unmeasured; the third (160 MB) waits for
+	// one to come free and runs on it, warm.
 	codes, _, bodies = w.concurrently(3, "quick", `{"s": 0.3}`)
 	if count(codes, 200) != 3 {
 		t.Fatalf("queued: codes %v, want three 200; %q", codes, bodies)

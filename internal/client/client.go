@@ -139,8 +139,8 @@ type Invocation struct {
 	Path   string // start path: warm, cold (later fork, snapshot)
 	InitMs float64
 	RunMs  float64
-	// WaitMs is how long the call waited for a concurrency slot and for
-	// memory before its start (X-Hearth-Wait-Ms).
+	// WaitMs is how long the call waited for a concurrency slot, for
+	// memory and for its turn to start (X-Hearth-Wait-Ms).
 	WaitMs   float64
 	Revision string
 	Latency  time.Duration // as the client saw it

@@ -84,7 +84,7 @@ func (w *Worker) prewarm(name string) {
 	if err != nil {
 		return
 	}
-	done, err := w.startSlot(w.life)
+	done, err := w.startTurn(w.life, name)
 	if err != nil {
 		return
 	}

@@ -225,6 +225,12 @@ func (w *Worker) createSnapshot(ctx context.Context, fn registry.Function) (*sna
 	// weight is not dumped (CRIU leaves cgroups alone): a restored
 	// sandbox gets its function's.
 	l.limits.CPUWeight = 1
+	// The source's start takes a turn as any start (Config.MaxStarts).
+	done, err := w.startTurn(ctx, fn.Name)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
 	inst, sb, err := w.makeSandbox(ctx, l, runtime.Argv(w.cfg.Python), true)
 	if err != nil {
 		return nil, err

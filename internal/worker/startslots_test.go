@@ -3,58 +3,114 @@ package worker
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
 	"time"
 )
 
-// Starts past MaxStarts wait for a turn, in arrival order, and give up
-// with their context; a negative bound is none.
-func TestStartSlots(t *testing.T) {
-	w := &Worker{starts: startSlots(2)}
+// Starts past MaxStarts wait for a turn, in arrival order; one function
+// takes half the turns at most; a start holds its turn for startHold at
+// most; a wait ends with its context, with the worker, or after
+// QueueTimeout; a negative bound is none.
+func TestStartTurns(t *testing.T) {
+	newW := func(max int) *Worker {
+		return &Worker{cfg: Config{QueueTimeout: time.Second}, starts: newStartTurns(max), stop: make(chan struct{})}
+	}
+	w := newW(4)
 	ctx := context.Background()
-	var dones []func()
-	for range 2 {
-		done, err := w.startSlot(ctx)
+	turn := func(name string) func() {
+		t.Helper()
+		done, err := w.startTurn(ctx, name)
 		if err != nil {
 			t.Fatal(err)
 		}
-		dones = append(dones, done)
+		return done
 	}
-	order := make(chan int, 2)
-	for i := range 2 {
+	a1, a2 := turn("a"), turn("a")
+	// a holds its half: its third waits, while b goes.
+	third := make(chan func(), 1)
+	go func() {
+		done, err := w.startTurn(ctx, "a")
+		if err != nil {
+			t.Error(err)
+		}
+		third <- done
+	}()
+	b1 := turn("b")
+	select {
+	case <-third:
+		t.Fatal("a's third start got a turn while a held half of them")
+	case <-time.After(50 * time.Millisecond):
+	}
+	a1()
+	a3 := <-third
+
+	// All four held: later starts wait, in arrival order.
+	b2 := turn("b")
+	order := make(chan string, 2)
+	var wg sync.WaitGroup
+	for _, name := range []string{"c", "d"} {
+		wg.Add(1)
 		go func() {
-			done, err := w.startSlot(ctx)
+			defer wg.Done()
+			done, err := w.startTurn(ctx, name)
 			if err != nil {
 				t.Error(err)
 				return
 			}
-			order <- i
+			order <- name
 			done()
 		}()
 		time.Sleep(20 * time.Millisecond) // queued in this order
 	}
-	select {
-	case i := <-order:
-		t.Fatalf("start %d got a turn while two were under way", i)
-	case <-time.After(50 * time.Millisecond):
-	}
 	cctx, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
 	defer cancel()
-	if _, err := w.startSlot(cctx); !errors.Is(err, context.DeadlineExceeded) {
-		t.Errorf("waiting past its deadline: %v", err)
+	if _, err := w.startTurn(cctx, "e"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("waiting past its context: %v", err)
 	}
-	dones[0]()
-	if i := <-order; i != 0 {
-		t.Errorf("start %d went first, want 0 (arrival order)", i)
+	b1()
+	if got := <-order; got != "c" {
+		t.Errorf("%s went first, want c (arrival order)", got)
 	}
-	if i := <-order; i != 1 {
-		t.Errorf("then start %d, want 1", i)
+	if got := <-order; got != "d" {
+		t.Errorf("then %s, want d", got)
 	}
-	dones[1]()
+	wg.Wait() // c and d gave their turns back
+	a2()
+	a3()
+	b2()
+	a3() // a turn ended twice is given back once
+	w.starts.mu.Lock()
+	left, fns := len(w.starts.all), len(w.starts.fns)
+	w.starts.mu.Unlock()
+	if left != 0 || fns != 0 {
+		t.Errorf("%d turns held and %d functions known after all ended", left, fns)
+	}
 
-	w = &Worker{starts: startSlots(-1)}
+	// A turn not given back ends after startHold; a wait ends after
+	// QueueTimeout, or when the worker closes.
+	startHold = 50 * time.Millisecond
+	t.Cleanup(func() { startHold = time.Second })
+	w = newW(1)
+	w.cfg.QueueTimeout = 20 * time.Millisecond
+	turn("a")
+	if _, err := w.startTurn(ctx, "b"); !errors.Is(err, ErrTooMany) {
+		t.Errorf("a wait past QueueTimeout: %v, want ErrTooMany", err)
+	}
+	w.cfg.QueueTimeout = time.Second
+	t0 := time.Now()
+	turn("b")
+	if d := time.Since(t0); d > 500*time.Millisecond {
+		t.Errorf("a's turn, never ended, held b for %v", d)
+	}
+	go close(w.stop)
+	if _, err := w.startTurn(ctx, "c"); !errors.Is(err, ErrClosed) {
+		t.Errorf("a wait when the worker closes: %v, want ErrClosed", err)
+	}
+
+	w = newW(-1)
 	for range 100 {
-		if _, err := w.startSlot(ctx); err != nil {
+		if _, err := w.startTurn(ctx, "a"); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -110,10 +110,12 @@ type Config struct {
 	// a minute (default 128; each holds about 2 MB).
 	MaxSpares int
 	// MaxStarts bounds the starts under way at once (default 2 per CPU;
-	// negative: no bound); more wait their turn, in arrival order. A
-	// start is mostly CPU (imports, a restore): past a few per CPU more
-	// at once only share the CPU, so each takes as long as all of them,
-	// and slow the calls running beside them.
+	// negative: no bound), half of them for one function's; more wait
+	// their turn, in arrival order, up to QueueTimeout. A start is mostly
+	// CPU (imports, a restore): past a few per CPU more at once only
+	// share the CPU, so each takes as long as all of them, and slow the
+	// calls running beside them. A start holds its turn for a second at
+	// most (startHold).
 	MaxStarts int
 	// NoZygotes switches zygote forks off: every new sandbox gets a fresh
 	// interpreter.
@@ -163,7 +165,7 @@ func (c *Config) setDefaults() {
 		c.PidsLimit = 64
 	}
 	if c.MaxStarts == 0 {
-		c.MaxStarts = 2 * goruntime.NumCPU()
+		c.MaxStarts = 2 * goruntime.GOMAXPROCS(0) // the CPUs it may use
 	}
 	if c.ScratchBytes <= 0 {
 		c.ScratchBytes = function.DefaultTmpMB << 20
@@ -250,8 +252,8 @@ type Worker struct {
 	stop    chan struct{}   // closed by Close
 	life    context.Context // cancelled by Close: background work stops
 	endLife context.CancelFunc
-	busy    *busyGate     // invocations under way
-	starts  chan struct{} // a token per start under way (Config.MaxStarts); nil: no bound
+	busy    *busyGate   // invocations under way
+	starts  *startTurns // Config.MaxStarts; nil: no bound
 
 	resolver *zygote.BaseResolver
 	pkgMu    sync.Mutex
@@ -304,7 +306,7 @@ func New(ctx context.Context, cfg Config, fns Functions) (*Worker, error) {
 		logs:    newLogStore(cfg.LogLines, cfg.LogBytes),
 		stop:    make(chan struct{}),
 		busy:    newBusyGate(),
-		starts:  startSlots(cfg.MaxStarts),
+		starts:  newStartTurns(cfg.MaxStarts),
 		code:    make(map[fnKey]*codeHold),
 	}
 	w.life, w.endLife = context.WithCancel(context.Background())
@@ -494,8 +496,9 @@ type Result struct {
 	// handler never ran.
 	InitFailed bool
 	// Wait is how long the call waited before it had a sandbox or room
-	// for a new one: for one of its function's concurrency slots and for
-	// memory in the warm pool (a warm call's includes the thaw).
+	// for a new one and its turn to start it: for one of its function's
+	// concurrency slots, for memory in the warm pool (a warm call's
+	// includes the thaw) and for a turn (Config.MaxStarts).
 	Wait time.Duration
 	// Run is the handler's run time as the worker saw it.
 	Run time.Duration
@@ -552,16 +555,18 @@ func (w *Worker) InvokeID(ctx context.Context, name string, event []byte, id str
 	if inst == nil {
 		// Its turn to start, after its room: a start waiting for a
 		// turn holds memory, not a turn waiting for memory.
-		done, err := w.startSlot(ctx)
+		done, err := w.startTurn(ctx, fn.Name)
 		res.Wait = time.Since(tw)
 		if err != nil {
 			w.cache.abort(resv)
 			w.metrics.invocations.WithLabelValues("none", "dropped").Inc()
-			return Result{Wait: res.Wait}, fmt.Errorf("%s: waiting for a start's turn: %w", fn.Name, err)
+			return Result{Wait: res.Wait}, err
 		}
 		t0 := time.Now()
-		inst, res.Path, err = w.start(ctx, fn, st)
-		done()
+		inst, res.Path, err = func() (*instance, string, error) {
+			defer done()
+			return w.start(ctx, fn, st)
+		}()
 		if err != nil {
 			res.Init, res.InitFailed = time.Since(t0), true
 			w.cache.abort(resv)

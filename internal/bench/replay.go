@@ -177,11 +177,12 @@ type ReplayRun struct {
 	// Charge is the worker's pool_charge (types.Status.Charge).
 	Charge string
 	// GrowthCharges is how many times a call's growth was charged while
-	// it ran (hearth_warm_growth_charges_total), which the simulator does
-	// not model: each may evict paused sandboxes.
+	// it ran (hearth_warm_growth_charges_total): each may evict paused
+	// sandboxes. The simulator charges a call's growth once, at its
+	// function's peak (sim.Result.Growths).
 	GrowthCharges int
 	// GrowthEvery is how often the worker measured a call's growth
-	// (types.Status.GrowthEveryMs): the simulator charges a warm call its
+	// (types.Status.GrowthEveryMs): the simulator charges a call its
 	// function's grown peak only if it runs that long.
 	GrowthEvery time.Duration
 	// Sim is the simulator's prediction for the run, if asked for.

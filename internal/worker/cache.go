@@ -169,7 +169,7 @@ func (fi *fnInfo) note(slot *uint64, peak int64) int64 {
 		fi.owner[i] = fi.seq
 	}
 	fi.peaks[i] = peak
-	return slices.Max(fi.peaks[:])
+	return fi.ownPeak()
 }
 
 // charge is what a new sandbox of the function is charged.
@@ -280,14 +280,16 @@ func poolNames(n int) []string {
 func (c *warmCache) now() time.Duration { return time.Since(c.epoch) }
 
 // fnLocked returns the engine function of fn's revision, registering it
-// at its declared memory limit.
-func (c *warmCache) fnLocked(name, rev, kin string, declared int64) (pool.Fn, error) {
+// at its declared memory limit. kin, if not nil, names its kin (kinOf):
+// called only for a function it registers or does not know the kin of,
+// off a warm call's path.
+func (c *warmCache) fnLocked(name, rev string, declared int64, kin func() string) (pool.Fn, error) {
 	k := fnKey{name, rev}
 	if f, ok := c.fns[k]; ok {
-		if fi := &c.info[f]; fi.kin == "" && kin != "" {
+		if fi := &c.info[f]; fi.kin == "" && kin != nil {
 			// First seen by a pre-warm, which does not know it.
-			fi.kin = kin
-			c.chargeLikeKinLocked(f, c.kinPeakLocked(kin))
+			fi.kin = kin()
+			c.chargeLikeKinLocked(f, c.kinPeakLocked(fi.kin))
 		}
 		return f, nil
 	}
@@ -296,14 +298,17 @@ func (c *warmCache) fnLocked(name, rev, kin string, declared int64) (pool.Fn, er
 		return 0, fmt.Errorf("%s: %w", name, err)
 	}
 	c.fns[k] = f
-	fi := fnInfo{fnKey: k, kin: kin, declared: declared}
+	fi := fnInfo{fnKey: k, declared: declared}
+	if kin != nil {
+		fi.kin = kin()
+	}
 	if int(f) < len(c.info) {
 		c.info[f] = fi // the id of a retired revision
 	} else {
 		c.info = append(c.info, fi)
 	}
-	if kin != "" {
-		c.chargeLikeKinLocked(f, c.kinPeakLocked(kin))
+	if fi.kin != "" {
+		c.chargeLikeKinLocked(f, c.kinPeakLocked(fi.kin))
 	}
 	return f, nil
 }
@@ -328,15 +333,21 @@ func kinOf(fn registry.Function) string {
 // ownPeak is the highest peak of the function's own last sandboxes.
 func (fi *fnInfo) ownPeak() int64 { return slices.Max(fi.peaks[:]) }
 
-// kinPeakLocked is the highest peak among the last sandboxes of kin's
-// functions (0: none measured).
-func (c *warmCache) kinPeakLocked(kin string) int64 {
-	var peak int64
+// kinLocked returns kin's functions and the highest peak among their
+// last sandboxes (0: none measured).
+func (c *warmCache) kinLocked(kin string) (members []pool.Fn, peak int64) {
 	for _, f := range c.fns {
 		if fi := &c.info[f]; fi.kin == kin {
 			peak = max(peak, fi.ownPeak())
+			members = append(members, f)
 		}
 	}
+	return members, peak
+}
+
+// kinPeakLocked is the highest peak among kin's functions' sandboxes.
+func (c *warmCache) kinPeakLocked(kin string) int64 {
+	_, peak := c.kinLocked(kin)
 	return peak
 }
 
@@ -346,14 +357,7 @@ func (c *warmCache) refreshKinLocked(kin string) {
 	if kin == "" || c.cfg.Charge != ChargePeak {
 		return
 	}
-	var peak int64
-	var members []pool.Fn
-	for _, f := range c.fns {
-		if fi := &c.info[f]; fi.kin == kin {
-			peak = max(peak, fi.ownPeak())
-			members = append(members, f)
-		}
-	}
+	members, peak := c.kinLocked(kin)
 	for _, f := range members {
 		c.chargeLikeKinLocked(f, peak)
 	}
@@ -547,7 +551,8 @@ func (c *warmCache) olderFitsLocked(t uint64, f pool.Fn) (fits bool, older int) 
 // wait, a function that holds its share of the pool lets those of
 // functions below theirs have the memory that comes free (yieldLocked).
 func (c *warmCache) take(ctx context.Context, fn registry.Function) (*instance, pool.ID, error) {
-	declared, kin := int64(fn.Spec.MemoryMB)<<20, kinOf(fn)
+	declared := int64(fn.Spec.MemoryMB) << 20
+	kin := func() string { return kinOf(fn) }
 	arrive := true
 	var my uint64 // its ticket while it waits for memory (queued)
 	// deferSince is when the request began to let older ones go first;
@@ -567,7 +572,7 @@ func (c *warmCache) take(ctx context.Context, fn registry.Function) (*instance, 
 			c.mu.Unlock()
 			return nil, 0, ErrClosed
 		}
-		f, err := c.fnLocked(fn.Name, fn.Revision, kin, declared)
+		f, err := c.fnLocked(fn.Name, fn.Revision, declared, kin)
 		if err != nil {
 			c.leftQueueLocked(my)
 			c.mu.Unlock()
@@ -894,7 +899,7 @@ func (c *warmCache) charges() []types.StartCharge {
 	for _, f := range c.fns {
 		fi := &c.info[f]
 		sc := types.StartCharge{Function: fi.name, Revision: fi.rev, Declared: fi.declared,
-			Peak: slices.Max(fi.peaks[:]), Start: fi.charge()}
+			Peak: fi.ownPeak(), Start: fi.charge()}
 		if sc.Peak > 0 {
 			sc.Grown = growthCharge(sc.Peak, max(fi.declared, sc.Peak))
 		}
@@ -948,7 +953,7 @@ func (c *warmCache) warm(inst *instance, start time.Duration) bool {
 	if c.closed {
 		return false
 	}
-	f, err := c.fnLocked(inst.fn, inst.rev, "", inst.declared) // known: pre-warmed after a call
+	f, err := c.fnLocked(inst.fn, inst.rev, inst.declared, nil) // its kin comes with its first call
 	if err != nil {
 		return false
 	}

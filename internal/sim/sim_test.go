@@ -471,12 +471,7 @@ func TestPausedSizeAndPerFunc(t *testing.T) {
 		misses0, hit int
 	}{{0, 2, 0}, {10 * MiB, 1, 1}} {
 		funcs := []Func{{Size: 100 * MiB, Cold: time.Second, Paused: tc.paused}, {Size: 100 * MiB, Cold: time.Second, Paused: tc.paused}}
-		w, err := FromInvocations(funcs, invs)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r, err := Run(context.Background(), w, Config{Policy: "lru", NewPolicy: mustPolicy(t, "lru", policy.Options{}),
-			Memory: 150 * MiB, PerFunc: true, Check: true})
+		r, err := runLRU(t, funcs, invs, Config{Memory: 150 * MiB, PerFunc: true, Check: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -512,12 +507,7 @@ func TestQueue(t *testing.T) {
 		{time.Second, 0, 1, 1},     // gave up at 2 s, before the release at 3 s
 		{5 * time.Second, 1, 0, 2}, // ran from 3 s, evicting f0, which starts cold again
 	} {
-		w, err := FromInvocations(funcs, invs)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r, err := Run(context.Background(), w, Config{Policy: "lru", NewPolicy: mustPolicy(t, "lru", policy.Options{}),
-			Memory: 150 * MiB, PerFunc: true, Check: true, Queue: tc.queue})
+		r, err := runLRU(t, funcs, invs, Config{Memory: 150 * MiB, PerFunc: true, Check: true, Queue: tc.queue})
 		if err != nil {
 			t.Fatalf("queue %v: %v", tc.queue, err)
 		}
@@ -553,12 +543,7 @@ func TestStartCharge(t *testing.T) {
 		{"learned", after, 40 * MiB, 2, 1, 0},
 		{"not yet learned", before, 40 * MiB, 1, 0, 1},
 	} {
-		w, err := FromInvocations([]Func{{Size: 100 * MiB, Cold: time.Millisecond, Start: tc.start}}, tc.invs)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r, err := Run(context.Background(), w, Config{Policy: "lru", NewPolicy: mustPolicy(t, "lru", policy.Options{}),
-			Memory: 150 * MiB, Check: true})
+		r, err := runLRU(t, []Func{{Size: 100 * MiB, Cold: time.Millisecond, Start: tc.start}}, tc.invs, Config{Memory: 150 * MiB, Check: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -566,11 +551,7 @@ func TestStartCharge(t *testing.T) {
 			t.Errorf("%s: %d misses, %d hits, %d drops; want %d, %d, %d", tc.name, r.All.Misses, r.All.Hits, r.All.Drops, tc.misses, tc.hits, tc.drops)
 		}
 	}
-	w, err := FromInvocations([]Func{{Size: MiB, Start: -1}}, before)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := Run(context.Background(), w, Config{Policy: "lru", NewPolicy: mustPolicy(t, "lru", policy.Options{}), Memory: 150 * MiB}); !errors.Is(err, ErrConfig) {
+	if _, err := runLRU(t, []Func{{Size: MiB, Start: -1}}, before, Config{Memory: 150 * MiB}); !errors.Is(err, ErrConfig) {
 		t.Errorf("negative start charge: %v, want ErrConfig", err)
 	}
 }
@@ -604,12 +585,7 @@ func TestBusySize(t *testing.T) {
 		for range 3 {
 			funcs = append(funcs, Func{Size: 60 * MiB, Cold: time.Millisecond, Paused: 10 * MiB, Busy: tc.busy})
 		}
-		w, err := FromInvocations(funcs, invs)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r, err := Run(context.Background(), w, Config{Policy: "lru", NewPolicy: mustPolicy(t, "lru", policy.Options{}),
-			Memory: 100 * MiB, PerFunc: true, Check: true, BusyAfter: tc.after})
+		r, err := runLRU(t, funcs, invs, Config{Memory: 100 * MiB, PerFunc: true, Check: true, BusyAfter: tc.after})
 		if err != nil {
 			t.Fatalf("%s: %v", tc.name, err)
 		}
@@ -626,15 +602,10 @@ func TestBusySize(t *testing.T) {
 		{Func: 0, At: 0, Exec: s / 2}, {Func: 1, At: s, Exec: s / 2},
 		{Func: 0, At: 2 * s, Exec: s}, {Func: 0, At: 2*s + s/10, Exec: s}, {Func: 1, At: 5 * s, Exec: s / 2},
 	}
-	w, err := FromInvocations([]Func{
+	r, err := runLRU(t, []Func{
 		{Size: 100 * MiB, Cold: time.Millisecond, Paused: 10 * MiB, Start: 20 * MiB, Busy: 60 * MiB},
 		{Size: 30 * MiB, Cold: time.Millisecond},
-	}, grown)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := Run(context.Background(), w, Config{Policy: "lru", NewPolicy: mustPolicy(t, "lru", policy.Options{}),
-		Memory: 130 * MiB, PerFunc: true, Check: true})
+	}, grown, Config{Memory: 130 * MiB, PerFunc: true, Check: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -642,11 +613,7 @@ func TestBusySize(t *testing.T) {
 		t.Errorf("a new container's growth: f0 %+v, f1 %+v, %d evictions; want 2 misses each, 1 eviction", f0, f1, r.Evictions)
 	}
 
-	w, err = FromInvocations([]Func{{Size: MiB, Busy: -1}}, invs[:1])
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := Run(context.Background(), w, Config{Policy: "lru", NewPolicy: mustPolicy(t, "lru", policy.Options{}), Memory: 150 * MiB}); !errors.Is(err, ErrConfig) {
+	if _, err := runLRU(t, []Func{{Size: MiB, Busy: -1}}, invs[:1], Config{Memory: 150 * MiB}); !errors.Is(err, ErrConfig) {
 		t.Errorf("negative busy size: %v, want ErrConfig", err)
 	}
 }
@@ -675,12 +642,7 @@ func TestKinStartCharge(t *testing.T) {
 			{Size: 100 * MiB, Cold: time.Millisecond, Start: 40 * MiB, Kin: tc.kin0},
 			{Size: 100 * MiB, Cold: time.Millisecond, Start: 60 * MiB, Kin: tc.kin1}, // its own would not fit
 		}
-		w, err := FromInvocations(funcs, tc.invs)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r, err := Run(context.Background(), w, Config{Policy: "lru", NewPolicy: mustPolicy(t, "lru", policy.Options{}),
-			Memory: 150 * MiB, PerFunc: true, Check: true})
+		r, err := runLRU(t, funcs, tc.invs, Config{Memory: 150 * MiB, PerFunc: true, Check: true})
 		if err != nil {
 			t.Fatalf("%s: %v", tc.name, err)
 		}
@@ -688,4 +650,15 @@ func TestKinStartCharge(t *testing.T) {
 			t.Errorf("%s: f1 %+v, want %d misses, %d drops", tc.name, f1, tc.misses, tc.drops)
 		}
 	}
+}
+
+// runLRU runs invs of funcs through an LRU pool with cfg's other fields.
+func runLRU(t *testing.T, funcs []Func, invs []trace.Invocation, cfg Config) (Result, error) {
+	t.Helper()
+	w, err := FromInvocations(funcs, invs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Policy, cfg.NewPolicy = "lru", mustPolicy(t, "lru", policy.Options{})
+	return Run(context.Background(), w, cfg)
 }

@@ -616,7 +616,8 @@ func (s *Sandbox) InitPid() int {
 func (s *Sandbox) Done() <-chan struct{} { return s.done }
 
 // ExitStatus returns the main process's exit code (128+signal if killed),
-// or -1 while it runs.
+// or -1 while it runs or if it is not known. For a shell's adopted
+// process it waits (up to a second) for its parent to reap it.
 func (s *Sandbox) ExitStatus() int {
 	select {
 	case <-s.done:

@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/hearth-run/hearth/internal/cgroup"
+	"github.com/hearth-run/hearth/internal/pidfd"
 )
 
 // Shell makes the parts of a sandbox that a zygote child builds its own
@@ -165,18 +167,25 @@ func (s *Sandbox) destroyShell(ctx context.Context, groupKill func(), errs []err
 
 // shellExit is the exit status of an exited adopted process, as
 // ExitStatus reports it, from its pidfd (Linux 6.15 keeps it after the
-// process is reaped); -1 where the kernel does not tell.
-func shellExit(pidfd *os.File) int {
-	if pidfd == nil {
+// process is reaped); -1 where the kernel does not tell, or its parent
+// has not reaped it within shellReap.
+func shellExit(f *os.File) int {
+	if f == nil {
 		return -1
 	}
-	info := unix.PidfdInfo{Mask: unix.PIDFD_INFO_EXIT}
-	if err := unix.IoctlPidfdInfo(int(pidfd.Fd()), &info); err != nil || info.Mask&unix.PIDFD_INFO_EXIT == 0 {
+	ctx, cancel := context.WithTimeout(context.Background(), shellReap)
+	defer cancel()
+	ws, ok := pidfd.Exit(ctx, int(f.Fd()))
+	switch {
+	case !ok:
 		return -1
-	}
-	ws := unix.WaitStatus(info.Exit_code)
-	if ws.Signaled() {
+	case ws.Signaled():
 		return 128 + int(ws.Signal())
+	default:
+		return ws.ExitStatus()
 	}
-	return ws.ExitStatus()
 }
+
+// shellReap bounds how long ExitStatus waits for an adopted process's
+// parent, a zygote, to reap it.
+const shellReap = time.Second

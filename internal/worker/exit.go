@@ -8,6 +8,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hearth-run/hearth/internal/cgroup"
+	"github.com/hearth-run/hearth/internal/pidfd"
 )
 
 // exitWait bounds how long a failed call waits for its runtime process's
@@ -114,28 +115,11 @@ func openProc(pid int) *proc {
 
 // exit waits until the process has exited and been reaped, or ctx ends.
 func (p *proc) exit(ctx context.Context) exitInfo {
-	for {
-		info := unix.PidfdInfo{Mask: unix.PIDFD_INFO_EXIT}
-		err := unix.IoctlPidfdInfo(p.fd, &info)
-		if err == nil && info.Mask&unix.PIDFD_INFO_EXIT != 0 {
-			return exitFromWaitStatus(unix.WaitStatus(info.Exit_code))
-		}
-		if err != nil {
-			// No PIDFD_GET_INFO (before Linux 6.13), or reaped with no
-			// exit information kept (before 6.15).
-			return exitInfo{}
-		}
-		// Running, or exited (POLLIN) and not reaped yet.
-		select {
-		case <-ctx.Done():
-			return exitInfo{}
-		default:
-		}
-		fds := []unix.PollFd{{Fd: int32(p.fd), Events: unix.POLLIN}}
-		if n, _ := unix.Poll(fds, 10); n > 0 {
-			time.Sleep(time.Millisecond)
-		}
+	ws, ok := pidfd.Exit(ctx, p.fd)
+	if !ok {
+		return exitInfo{}
 	}
+	return exitFromWaitStatus(ws)
 }
 
 func (p *proc) close() {

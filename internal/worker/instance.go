@@ -157,7 +157,7 @@ func (i *instance) thaw(ctx context.Context) error {
 func (i *instance) deadLocked() error {
 	select {
 	case <-i.sb.Done():
-		return fmt.Errorf("%w: exit status %d", errDead, i.sb.ExitStatus())
+		return fmt.Errorf("%w: its init exited", errDead)
 	default:
 	}
 	pids := i.pids

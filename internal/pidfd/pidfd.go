@@ -1,0 +1,75 @@
+// Package pidfd reads how a process ended through a pidfd on it, which
+// works for a process the reader did not start and cannot reap.
+package pidfd
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// reapGrace bounds how long ESRCH is taken for a process being reaped:
+// the kernel answers so for a moment while the parent reaps it, and for
+// good on a kernel that keeps no exit status (before Linux 6.15).
+const reapGrace = 100 * time.Millisecond
+
+// Exit waits until the process fd refers to has exited and been reaped
+// and returns its wait status. ok is false if ctx ends first, or if the
+// kernel keeps no exit status (PIDFD_INFO_EXIT, Linux 6.15).
+func Exit(ctx context.Context, fd int) (ws unix.WaitStatus, ok bool) {
+	var gone time.Time // when it was first seen reaping
+	for {
+		ws, st := read(fd)
+		switch st {
+		case ended:
+			return ws, true
+		case unsupported:
+			return 0, false
+		case reaping:
+			if gone.IsZero() {
+				gone = time.Now()
+			} else if time.Since(gone) > reapGrace {
+				return 0, false
+			}
+		}
+		if ctx.Err() != nil {
+			return 0, false
+		}
+		// Running, or exited (POLLIN) and not reaped yet, or being
+		// reaped.
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		if n, _ := unix.Poll(fds, 10); n > 0 {
+			time.Sleep(time.Millisecond)
+		}
+	}
+}
+
+// state is what one read of a pidfd's exit information says.
+type state int
+
+const (
+	running     state = iota // or exited and not reaped yet
+	reaping                  // ESRCH: being reaped, or reaped and no status kept
+	ended                    // reaped, with its status
+	unsupported              // no PIDFD_GET_INFO (before Linux 6.13)
+)
+
+// read reads the exit information of the process fd refers to once.
+func read(fd int) (unix.WaitStatus, state) {
+	info := unix.PidfdInfo{Mask: unix.PIDFD_INFO_EXIT}
+	err := unix.IoctlPidfdInfo(fd, &info)
+	switch {
+	case err == nil && info.Mask&unix.PIDFD_INFO_EXIT != 0:
+		return unix.WaitStatus(info.Exit_code), ended
+	case err == nil:
+		return 0, running
+	case errors.Is(err, unix.ESRCH):
+		// The kernel stores the status a moment after it answers so,
+		// in the reap.
+		return 0, reaping
+	default:
+		return 0, unsupported
+	}
+}

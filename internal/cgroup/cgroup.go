@@ -467,7 +467,7 @@ func (g *Group) setFrozen(ctx context.Context, frozen bool) error {
 		}
 		events := filepath.Join(dir, "cgroup.events")
 		return poll(ctx, func() (bool, error) {
-			b, err := os.ReadFile(events)
+			b, err := readFile(events)
 			return hasLine(string(b), want), err
 		})
 	}
@@ -481,7 +481,7 @@ func (g *Group) setFrozen(ctx context.Context, frozen bool) error {
 	}
 	n := 0
 	return poll(ctx, func() (bool, error) {
-		b, err := os.ReadFile(state)
+		b, err := readFile(state)
 		if err != nil || (len(b) > 0 && string(b[:len(b)-1]) == val) {
 			return err == nil, err
 		}

@@ -152,7 +152,7 @@ func waitFor(t testing.TB, d time.Duration, cond func() bool) {
 	}
 }
 
-func readFile(t testing.TB, path string) string {
+func cat(t testing.TB, path string) string {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -333,7 +333,7 @@ func TestCreateLimits(t *testing.T) {
 				if m.Mode() == V2 {
 					file, val = "memory.swap.max", "0"
 				}
-				if got := readFile(t, filepath.Join(g.dirs[m.mem], file)); got != val {
+				if got := cat(t, filepath.Join(g.dirs[m.mem], file)); got != val {
 					t.Errorf("%s = %q, want %q", file, got, val)
 				}
 			}
@@ -439,7 +439,7 @@ func TestAddAndPids(t *testing.T) {
 				t.Fatalf("Pids() = %v, %v; want [%d]", p, err, cmd.Process.Pid)
 			}
 			// The kernel agrees: every hierarchy lists the new path.
-			cg := readFile(t, fmt.Sprintf("/proc/%d/cgroup", cmd.Process.Pid))
+			cg := cat(t, fmt.Sprintf("/proc/%d/cgroup", cmd.Process.Pid))
 			want := "/" + m.Parent() + "/add"
 			if n := strings.Count(cg, ":"+want+"\n") + strings.Count(cg+"\n", ":"+want+"\n"); n < len(g.Dirs()) {
 				t.Errorf("/proc/pid/cgroup lists %s in fewer than %d hierarchies:\n%s", want, len(g.Dirs()), cg)
@@ -606,7 +606,7 @@ while True:
 
 // cpuTicks returns utime+stime of pid.
 func cpuTicks(t testing.TB, pid int) int {
-	s := readFile(t, fmt.Sprintf("/proc/%d/stat", pid))
+	s := cat(t, fmt.Sprintf("/proc/%d/stat", pid))
 	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
 	u, _ := strconv.Atoi(f[11])
 	k, _ := strconv.Atoi(f[12])

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -19,13 +20,19 @@ import (
 
 // writeFile writes s to an existing cgroupfs file. Unlike os.WriteFile it
 // never creates the file, so a missing controller file is reported as such.
+// Like readFile it makes its system calls directly: an os.File of a
+// regular file costs an epoll registration that fails, and the worker
+// reads and writes tens of these files per start.
 func writeFile(path, s string) error {
-	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	fd, err := open(path, unix.O_WRONLY)
 	if err != nil {
 		return err
 	}
-	_, err = f.WriteString(s)
-	if cerr := f.Close(); err == nil {
+	n, err := unix.Write(fd, []byte(s))
+	if err == nil && n < len(s) {
+		err = io.ErrShortWrite
+	}
+	if cerr := unix.Close(fd); err == nil {
 		err = cerr
 	}
 	if err != nil {
@@ -34,10 +41,52 @@ func writeFile(path, s string) error {
 	return nil
 }
 
+// readFile reads a whole cgroupfs (or procfs) file, as os.ReadFile does;
+// see writeFile.
+func readFile(path string) ([]byte, error) {
+	fd, err := open(path, unix.O_RDONLY)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(fd)
+	b := make([]byte, 0, 512)
+	for {
+		if len(b) == cap(b) {
+			b = slices.Grow(b, cap(b))
+		}
+		n, err := unix.Read(fd, b[len(b):cap(b)])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, &os.PathError{Op: "read", Path: path, Err: err}
+		}
+		if n == 0 {
+			return b, nil
+		}
+		b = b[:len(b)+n]
+	}
+}
+
+// open opens path with flags (and O_CLOEXEC), retrying on EINTR; its
+// error is an *os.PathError, so errors.Is(err, os.ErrNotExist) holds.
+func open(path string, flags int) (int, error) {
+	for {
+		fd, err := unix.Open(path, flags|unix.O_CLOEXEC, 0)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return -1, &os.PathError{Op: "open", Path: path, Err: err}
+		}
+		return fd, nil
+	}
+}
+
 // readUint reads a file holding a single unsigned number ("max" reads as
 // the largest uint64).
 func readUint(path string) (uint64, error) {
-	b, err := os.ReadFile(path)
+	b, err := readFile(path)
 	if err != nil {
 		return 0, err
 	}
@@ -55,7 +104,7 @@ func readUint(path string) (uint64, error) {
 // readKey reads the value of key from a flat "key value" file such as
 // memory.events (v2) or memory.oom_control (v1).
 func readKey(path, key string) (uint64, error) {
-	b, err := os.ReadFile(path)
+	b, err := readFile(path)
 	if err != nil {
 		return 0, err
 	}
@@ -80,7 +129,7 @@ func parseKey(b []byte, key, path string) (uint64, error) {
 
 // readProcs lists the pids in dir/cgroup.procs.
 func readProcs(dir string) ([]int, error) {
-	b, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+	b, err := readFile(filepath.Join(dir, "cgroup.procs"))
 	if err != nil {
 		return nil, err
 	}

@@ -118,16 +118,20 @@ func TestPoolGetPutResets(t *testing.T) {
 				}
 			}
 			for _, f := range files {
-				if got := readFile(t, filepath.Join(f.dir, f.file)); got != f.limited {
+				if got := cat(t, filepath.Join(f.dir, f.file)); got != f.limited {
 					t.Errorf("after Get: %s = %q, want %q", f.file, got, f.limited)
 				}
 			}
-			// Leave a frozen process and some charged memory behind.
-			pr := start(t, g, "/usr/bin/python3", "-S", "-c", "import time; b = bytearray(8 << 20); time.sleep(60)")
+			// Leave a frozen process and some charged memory behind:
+			// anonymous memory, which dies with it, and page cache of a
+			// file on disk, which the clean must reclaim.
+			cached := filepath.Join(t.TempDir(), "cached")
+			pr := start(t, g, "/usr/bin/python3", "-S", "-c",
+				"import sys, time; open(sys.argv[1], 'wb').write(bytes(8 << 20)); b = bytearray(8 << 20); time.sleep(60)", cached)
 			if m.Mode() == V1 {
 				waitFor(t, 10*time.Second, func() bool {
 					u, _ := g.MemoryUsage()
-					return u >= 8<<20
+					return u >= 16<<20
 				})
 			}
 			if err := g.Freeze(ctx); err != nil {
@@ -140,23 +144,28 @@ func TestPoolGetPutResets(t *testing.T) {
 				t.Errorf("process left in the group was not killed: %v", pr.err)
 			}
 			for _, f := range files {
-				if got := readFile(t, filepath.Join(f.dir, f.file)); got != f.reset {
+				if got := cat(t, filepath.Join(f.dir, f.file)); got != f.reset {
 					t.Errorf("after Put: %s = %q, want %q", f.file, got, f.reset)
 				}
 			}
 			if m.Mode() == V1 {
-				if got := readFile(t, filepath.Join(g.dirs[m.mem], "memory.failcnt")); got != "0" {
+				if got := cat(t, filepath.Join(g.dirs[m.mem], "memory.failcnt")); got != "0" {
 					t.Errorf("after Put: memory.failcnt = %q, want 0", got)
 				}
 				// The peak restarts from what is left: far below the 8 MiB used.
-				if got := readFile(t, filepath.Join(g.dirs[m.mem], "memory.max_usage_in_bytes")); len(got) > 6 {
+				if got := cat(t, filepath.Join(g.dirs[m.mem], "memory.max_usage_in_bytes")); len(got) > 6 {
 					t.Errorf("after Put: memory.max_usage_in_bytes = %q, want under 1 MB", got)
 				}
 				if u, err := g.MemoryUsage(); err != nil || u > 1<<20 {
 					t.Errorf("after Put: usage %d, %v; want the sandbox's charges given back", u, err)
 				}
-				if got := readFile(t, filepath.Join(g.dirs[m.frz], "freezer.state")); got != "THAWED" {
+				if got := cat(t, filepath.Join(g.dirs[m.frz], "freezer.state")); got != "THAWED" {
 					t.Errorf("after Put: freezer.state = %q, want THAWED", got)
+				}
+			}
+			if m.Mode() == V2 && m.enabled["memory"] {
+				if u, err := g.MemoryUsage(); err != nil || u > 1<<20 {
+					t.Errorf("after Put: usage %d, %v; want the page cache reclaimed", u, err)
 				}
 			}
 			if s := p.Stats(); s.Reused != 1 || s.Quarantined != 0 {
@@ -172,7 +181,7 @@ func TestPoolGetPutResets(t *testing.T) {
 				t.Errorf("Get after Put returned %s, want the returned %s", h.Name(), g.Name())
 			}
 			for _, f := range files {
-				if got := readFile(t, filepath.Join(f.dir, f.file)); got != f.limited {
+				if got := cat(t, filepath.Join(f.dir, f.file)); got != f.limited {
 					t.Errorf("after second Get: %s = %q, want %q", f.file, got, f.limited)
 				}
 			}
@@ -229,7 +238,7 @@ func TestPoolExhaustionFallsBack(t *testing.T) {
 			t.Errorf("group %s handed out twice", g.Name())
 		}
 		seen[g.Name()] = true
-		if got := readFile(t, filepath.Join(g.dirs[m.pids], "pids.max")); got != "8" {
+		if got := cat(t, filepath.Join(g.dirs[m.pids], "pids.max")); got != "8" {
 			t.Errorf("%s: pids.max = %q, want 8", g.Name(), got)
 		}
 	}
@@ -405,7 +414,7 @@ func TestPoolReleaseCleansInBackground(t *testing.T) {
 		t.Errorf("process in a released group was not killed: %v", pr.err)
 	}
 	waitFor(t, 10*time.Second, func() bool { return p.Stats().Reused == 1 })
-	if got := readFile(t, filepath.Join(g.dirs[m.pids], "pids.max")); got != "max" {
+	if got := cat(t, filepath.Join(g.dirs[m.pids], "pids.max")); got != "max" {
 		t.Errorf("released group's pids.max = %q, want max", got)
 	}
 }

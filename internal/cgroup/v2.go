@@ -23,7 +23,7 @@ func (m *Manager) initV2() error {
 	if err != nil {
 		return fmt.Errorf("creating parent: %w", err)
 	}
-	avail, err := os.ReadFile(filepath.Join(m.root, "cgroup.controllers"))
+	avail, err := readFile(filepath.Join(m.root, "cgroup.controllers"))
 	if err != nil {
 		return err
 	}
@@ -51,7 +51,7 @@ func (m *Manager) initV2() error {
 		// EBUSY: the parent holds processes (the no-internal-processes rule).
 		return fmt.Errorf("enabling controllers: %w", err)
 	}
-	on, err := os.ReadFile(filepath.Join(dir, "cgroup.subtree_control"))
+	on, err := readFile(filepath.Join(dir, "cgroup.subtree_control"))
 	if err != nil {
 		return err
 	}

@@ -117,6 +117,8 @@ type Conn struct {
 	busy atomic.Bool
 
 	// The fields below belong to the call holding busy.
+	pending  string // ID of a request sent ahead (Pipeline), not yet answered
+	sent     bool   // a request was pipelined (see Pipeline)
 	ready    bool
 	info     Ready
 	loadErr  *HandlerError
@@ -201,6 +203,45 @@ func (c *Conn) readReady(ctx context.Context) (err error) {
 	return nil
 }
 
+// PipelineMax is the largest event Pipeline sends: it must fit in the
+// socket's buffer, or the write would wait for the runtime's load.
+const PipelineMax = 64 << 10
+
+// Pipeline sends req now, on a Conn that has not read the ready frame
+// yet: the runtime finds it as soon as it has sent that frame and runs
+// it at once, so a start does not pay a round trip between its ready and
+// its first call, two wake-ups that each wait their turn on a busy CPU.
+// The next Invoke must be for req (its ID): it reads req's result rather
+// than send it again. If the handler fails to load, that Invoke returns
+// the load error as Response.Err, as for any request. A Conn takes one
+// pipelined request in its life, before anything else, of at most
+// PipelineMax bytes of event.
+func (c *Conn) Pipeline(ctx context.Context, req Request) error {
+	if !c.busy.CompareAndSwap(false, true) {
+		return ErrBusy
+	}
+	defer c.busy.Store(false)
+	switch {
+	case c.sent || c.ready || c.broken != nil:
+		return fmt.Errorf("pipelining request %q after the ready frame or another request: %w", req.ID, ErrInvalid)
+	case req.ID == "" || len(req.ID) > maxID:
+		return fmt.Errorf("request id of %d bytes: %w", len(req.ID), ErrInvalid)
+	case len(req.Event) > PipelineMax:
+		return fmt.Errorf("pipelining an event of %d bytes: %w", len(req.Event), ErrInvalid)
+	}
+	c.sent = true
+	if err := c.fail(c.pipeline(ctx, req)); err != nil {
+		return fmt.Errorf("pipelining request %q: %w", req.ID, err)
+	}
+	c.pending = req.ID
+	return nil
+}
+
+func (c *Conn) pipeline(ctx context.Context, req Request) (err error) {
+	defer c.watch(ctx)(&err)
+	return c.send(ctx, req)
+}
+
 // Invoke runs one request and waits for its result. A handler error is
 // returned as Response.Err with a nil error. If ctx ends first, Invoke
 // returns promptly with an error wrapping ctx.Err() (so
@@ -219,6 +260,9 @@ func (c *Conn) Invoke(ctx context.Context, req Request) (Response, error) {
 	if 10+len(req.ID)+len(req.Event) > maxFrame {
 		return Response{}, fmt.Errorf("event of %d bytes: %w", len(req.Event), ErrInvalid)
 	}
+	if c.pending != "" && req.ID != c.pending {
+		return Response{}, fmt.Errorf("request %q while pipelined request %q is unanswered: %w", req.ID, c.pending, ErrInvalid)
+	}
 	if _, err := c.waitReady(ctx); err != nil {
 		var he *HandlerError
 		if !errors.As(err, &he) {
@@ -234,6 +278,16 @@ func (c *Conn) Invoke(ctx context.Context, req Request) (Response, error) {
 
 func (c *Conn) invoke(ctx context.Context, req Request) (r Response, err error) {
 	defer c.watch(ctx)(&err)
+	if c.pending != "" {
+		c.pending = "" // sent ahead, with its deadline then
+	} else if err := c.send(ctx, req); err != nil {
+		return r, err
+	}
+	return c.receive()
+}
+
+// send writes req's invoke frame; its deadline is ctx's unless req has one.
+func (c *Conn) send(ctx context.Context, req Request) error {
 	dl := req.Deadline
 	if dl.IsZero() {
 		dl, _ = ctx.Deadline()
@@ -263,14 +317,18 @@ func (c *Conn) invoke(ctx context.Context, req Request) (r Response, err error) 
 	}
 	c.buf = b
 	if _, err := c.c.Write(b); err != nil {
-		return r, err
+		return err
 	}
 	if !inline {
 		if _, err := c.c.Write(req.Event); err != nil {
-			return r, err
+			return err
 		}
 	}
+	return nil
+}
 
+// receive reads the answer to the request sent last.
+func (c *Conn) receive() (r Response, err error) {
 	typ, n, err := c.readHeader()
 	if err != nil {
 		return r, err

@@ -253,3 +253,85 @@ func TestLoadErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestPipeline: a request sent before the ready frame is run as soon as
+// the handler has loaded, with the deadline it was sent with; Invoke
+// then reads its result, and the Conn serves on as usual. A handler that
+// fails to load answers it with the load error. Misuse is refused.
+func TestPipeline(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	files := map[string]string{"f.py": "import time\ntime.sleep(0.2)\n" +
+		"def f(e, c):\n    return {'e': e, 'left': c.get_remaining_time_in_millis(), 'at': time.time()}\n"}
+	p := start(t, files, Options{Handler: "f.f", Timeout: 30 * time.Second})
+	c := p.dial(t)
+	// An Invoke may come first; a Pipeline after it may not.
+	if _, err := c.Invoke(ctx, Request{ID: "x", Event: []byte("0")}); err != nil {
+		t.Fatalf("Invoke before ready: %v", err)
+	}
+	if err := c.Pipeline(ctx, Request{ID: "late", Event: []byte("1")}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("Pipeline after a call = %v, want ErrInvalid", err)
+	}
+
+	p = start(t, files, Options{Handler: "f.f", Timeout: 30 * time.Second})
+	c = p.dial(t)
+	sent := time.Now()
+	if err := c.Pipeline(ctx, Request{ID: "first", Event: []byte(`{"n": 1}`), Deadline: sent.Add(5 * time.Second)}); err != nil {
+		t.Fatalf("Pipeline: %v", err)
+	}
+	if err := c.Pipeline(ctx, Request{ID: "second", Event: []byte("2")}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("second Pipeline = %v, want ErrInvalid", err)
+	}
+	if _, err := c.Invoke(ctx, Request{ID: "other", Event: []byte("3")}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("Invoke of another request while one is pipelined = %v, want ErrInvalid", err)
+	}
+	if _, err := c.WaitReady(ctx); err != nil {
+		t.Fatalf("WaitReady: %v", err)
+	}
+	// The runtime ran the request before anyone asked for its result.
+	time.Sleep(100 * time.Millisecond)
+	asked := float64(time.Now().UnixMicro()) / 1e6
+	r, err := c.Invoke(ctx, Request{ID: "first", Event: []byte(`{"n": 1}`), Deadline: time.Now().Add(time.Hour)})
+	if err != nil || r.Err != nil {
+		t.Fatalf("Invoke of the pipelined request: %v %v", err, r.Err)
+	}
+	var got struct {
+		E    map[string]int `json:"e"`
+		Left float64        `json:"left"`
+		At   float64        `json:"at"`
+	}
+	if err := json.Unmarshal(r.Body, &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.E["n"] != 1 {
+		t.Errorf("event = %v, want the pipelined one", got.E)
+	}
+	if got.Left > 5000 || got.Left < 1000 {
+		t.Errorf("remaining time %v ms, want under the 5 s it was sent with", got.Left)
+	}
+	if got.At > asked {
+		t.Errorf("ran at %.3f, after Invoke asked at %.3f: not pipelined", got.At, asked)
+	}
+	if r := call(t, c, "next", `{"n": 2}`); r.Err != nil || !strings.Contains(string(r.Body), `"n":2`) {
+		t.Errorf("next call: %s %v", r.Body, r.Err)
+	}
+
+	// A load error answers the pipelined request.
+	p = start(t, map[string]string{"f.py": "raise ValueError('nope')\n"}, Options{Handler: "f.f"})
+	c = p.dial(t)
+	if err := c.Pipeline(ctx, Request{ID: "first", Event: []byte("1")}); err != nil {
+		t.Fatalf("Pipeline: %v", err)
+	}
+	var he *HandlerError
+	if _, err := c.WaitReady(ctx); !errors.As(err, &he) {
+		t.Fatalf("WaitReady = %v, want the load error", err)
+	}
+	r, err = c.Invoke(ctx, Request{ID: "first", Event: []byte("1")})
+	if err != nil || r.Err == nil || r.Err.Type != "ValueError" {
+		t.Errorf("Invoke after a load error: %v %+v, want Response.Err ValueError", err, r.Err)
+	}
+	big := Request{ID: "big", Event: make([]byte, PipelineMax+1)}
+	if err := p.dial(t).Pipeline(ctx, big); !errors.Is(err, ErrInvalid) {
+		t.Errorf("Pipeline of %d bytes = %v, want ErrInvalid", len(big.Event), err)
+	}
+}

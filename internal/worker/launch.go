@@ -48,6 +48,12 @@ type launch struct {
 	// premade reports whether pre-made sandboxes (holders, spares),
 	// whose /tmp is made before the function is known, have its /tmp.
 	premade bool
+	// first is the call waiting for this start, which the fork paths
+	// send ahead of the handler's ready frame (runtime.Conn.Pipeline);
+	// nil for a start no call waits for, or whose event is too big. A
+	// cold start or a restore does not: their loads take long enough to
+	// skew the call's deadline, which the runtime gets with it.
+	first *runtime.Request
 
 	// The zygote node the fork paths start from, asked once (route).
 	routed   bool

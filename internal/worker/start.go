@@ -47,7 +47,9 @@ func (w *Worker) starters() []starter {
 // start gives fn a new sandbox with its handler loaded, by the first
 // start path of the chain that can; a failed restore or fork falls back
 // to the next path, and the caller never sees it.
-func (w *Worker) start(ctx context.Context, fn registry.Function, st *fnState) (*instance, string, error) {
+//
+// first, if not nil, is the call waiting for the start (see launch.first).
+func (w *Worker) start(ctx context.Context, fn registry.Function, st *fnState, first *runtime.Request) (*instance, string, error) {
 	ctx, cancel := context.WithTimeout(ctx, w.cfg.InitTimeout)
 	defer cancel()
 	l, err := w.newLaunch(fn, st)
@@ -55,6 +57,7 @@ func (w *Worker) start(ctx context.Context, fn registry.Function, st *fnState) (
 		// Every path would fail so; a cold start is the last to try.
 		return nil, PathCold, err
 	}
+	l.first = first
 	defer l.doneSpare()
 	return w.runChain(ctx, l, w.starters())
 }
@@ -117,7 +120,11 @@ func final(ctx context.Context, err error) bool {
 
 // connect dials the runtime's socket and waits for the handler to load.
 // died, if not nil, closes when the sandbox's main process is gone.
-func (w *Worker) connect(ctx context.Context, inst *instance, fn registry.Function, died <-chan struct{}) error {
+//
+// With first, the call waiting for the start is sent ahead of the ready
+// frame (runtime.Conn.Pipeline): the runtime runs it as soon as the
+// handler has loaded, without a round trip to the worker in between.
+func (w *Worker) connect(ctx context.Context, inst *instance, fn registry.Function, died <-chan struct{}, first *runtime.Request) error {
 	c, err := inst.sb.Dial(socketName)
 	if err != nil {
 		// The error names the socket's host path: the log has it, the
@@ -127,6 +134,10 @@ func (w *Worker) connect(ctx context.Context, inst *instance, fn registry.Functi
 		return fmt.Errorf("%s: cannot connect to the runtime: %w", fn.Name, ErrStart)
 	}
 	inst.conn = runtime.NewConn(c)
+	if first != nil {
+		// A failed send breaks the Conn: WaitReady reports it.
+		_ = inst.conn.Pipeline(ctx, *first)
+	}
 	// A dead sandbox must not leave WaitReady hanging.
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
 	var once sync.Once

@@ -82,7 +82,7 @@ func (f forkStarter) start(ctx context.Context, l *launch) (*instance, error) {
 	}
 	cu.Release() // connect destroys it if it fails
 	t2 := time.Now()
-	if err := w.connect(ctx, inst, l.fn, nil); err != nil {
+	if err := w.connect(ctx, inst, l.fn, nil, l.first); err != nil {
 		return nil, err
 	}
 	w.metrics.noteStart("fork", child.Pid, schedStat{})

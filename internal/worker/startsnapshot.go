@@ -109,7 +109,7 @@ func (w *Worker) restoreStart(ctx context.Context, l *launch, key string) (*inst
 	inst.net, inst.out = ns, out
 	w.track(inst)
 	t1 := time.Now()
-	if err := w.connect(ctx, inst, fn, r.Done()); err != nil {
+	if err := w.connect(ctx, inst, fn, r.Done(), nil); err != nil {
 		return nil, err // connect destroyed it
 	}
 	w.log.Debug("snapshot start", "function", fn.Name, "sandbox", id, "restore", t1.Sub(t0),

@@ -545,6 +545,10 @@ func (w *Worker) InvokeID(ctx context.Context, name string, event []byte, id str
 	defer w.busy.leave()
 
 	res := Result{Revision: fn.Revision, Path: "warm"}
+	if id == "" {
+		id = strconv.FormatUint(w.seq.Add(1), 36)
+	}
+	timeout := time.Duration(fn.Spec.TimeoutS) * time.Second
 	// A warm (thawed) sandbox, or room reserved in the pool for a new one.
 	inst, resv, err := w.cache.take(ctx, fn)
 	res.Wait = time.Since(tw)
@@ -562,10 +566,14 @@ func (w *Worker) InvokeID(ctx context.Context, name string, event []byte, id str
 			w.metrics.invocations.WithLabelValues("none", "dropped").Inc()
 			return Result{Wait: res.Wait}, err
 		}
+		var first *runtime.Request
+		if len(event) <= runtime.PipelineMax {
+			first = &runtime.Request{ID: id, Event: event, Deadline: time.Now().Add(timeout)}
+		}
 		t0 := time.Now()
 		inst, res.Path, err = func() (*instance, string, error) {
 			defer done()
-			return w.start(ctx, fn, st)
+			return w.start(ctx, fn, st, first)
 		}()
 		if err != nil {
 			res.Init, res.InitFailed = time.Since(t0), true
@@ -578,10 +586,6 @@ func (w *Worker) InvokeID(ctx context.Context, name string, event []byte, id str
 		w.metrics.coldStarts.WithLabelValues(res.Path).Observe(res.Init.Seconds())
 	}
 
-	if id == "" {
-		id = strconv.FormatUint(w.seq.Add(1), 36)
-	}
-	timeout := time.Duration(fn.Spec.TimeoutS) * time.Second
 	rctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	t1 := time.Now()

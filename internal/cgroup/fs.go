@@ -29,6 +29,11 @@ func writeFile(path, s string) error {
 		return err
 	}
 	n, err := unix.Write(fd, []byte(s))
+	for err == unix.EINTR {
+		// A signal in a long write (force_empty's or memory.reclaim's
+		// reclaim, a shrinking limit): the kernel stopped, go on.
+		n, err = unix.Write(fd, []byte(s))
+	}
 	if err == nil && n < len(s) {
 		err = io.ErrShortWrite
 	}

@@ -215,7 +215,9 @@ const PipelineMax = 64 << 10
 // than send it again. If the handler fails to load, that Invoke returns
 // the load error as Response.Err, as for any request. A Conn takes one
 // pipelined request in its life, before anything else, of at most
-// PipelineMax bytes of event.
+// PipelineMax bytes of event. ctx bounds the write only: a zero
+// req.Deadline lets the runtime count the function's timeout from when
+// it runs the request, after the load, as for any call.
 func (c *Conn) Pipeline(ctx context.Context, req Request) error {
 	if !c.busy.CompareAndSwap(false, true) {
 		return ErrBusy
@@ -239,7 +241,7 @@ func (c *Conn) Pipeline(ctx context.Context, req Request) error {
 
 func (c *Conn) pipeline(ctx context.Context, req Request) (err error) {
 	defer c.watch(ctx)(&err)
-	return c.send(ctx, req)
+	return c.send(req)
 }
 
 // Invoke runs one request and waits for its result. A handler error is
@@ -280,18 +282,21 @@ func (c *Conn) invoke(ctx context.Context, req Request) (r Response, err error) 
 	defer c.watch(ctx)(&err)
 	if c.pending != "" {
 		c.pending = "" // sent ahead, with its deadline then
-	} else if err := c.send(ctx, req); err != nil {
+		return c.receive()
+	}
+	if req.Deadline.IsZero() {
+		req.Deadline, _ = ctx.Deadline()
+	}
+	if err := c.send(req); err != nil {
 		return r, err
 	}
 	return c.receive()
 }
 
-// send writes req's invoke frame; its deadline is ctx's unless req has one.
-func (c *Conn) send(ctx context.Context, req Request) error {
+// send writes req's invoke frame. A zero deadline lets the runtime count
+// the function's timeout from when it runs the request.
+func (c *Conn) send(req Request) error {
 	dl := req.Deadline
-	if dl.IsZero() {
-		dl, _ = ctx.Deadline()
-	}
 	var ms int64
 	if !dl.IsZero() {
 		ms = max(dl.UnixMilli(), 1)

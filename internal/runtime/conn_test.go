@@ -255,9 +255,10 @@ func TestLoadErrors(t *testing.T) {
 }
 
 // TestPipeline: a request sent before the ready frame is run as soon as
-// the handler has loaded, with the deadline it was sent with; Invoke
-// then reads its result, and the Conn serves on as usual. A handler that
-// fails to load answers it with the load error. Misuse is refused.
+// the handler has loaded, with the deadline it was sent with, or with
+// the function's whole timeout from then; Invoke then reads its result,
+// and the Conn serves on as usual. A handler that fails to load answers
+// it with the load error. Misuse is refused.
 func TestPipeline(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -314,6 +315,24 @@ func TestPipeline(t *testing.T) {
 	}
 	if r := call(t, c, "next", `{"n": 2}`); r.Err != nil || !strings.Contains(string(r.Body), `"n":2`) {
 		t.Errorf("next call: %s %v", r.Body, r.Err)
+	}
+
+	// Without a deadline, the runtime counts the function's timeout from
+	// when it runs the request: the 0.2 s load is not the call's.
+	p = start(t, files, Options{Handler: "f.f", Timeout: 30 * time.Second})
+	c = p.dial(t)
+	if err := c.Pipeline(ctx, Request{ID: "z", Event: []byte(`{"n": 3}`)}); err != nil {
+		t.Fatalf("Pipeline: %v", err)
+	}
+	r, err = c.Invoke(ctx, Request{ID: "z", Event: []byte(`{"n": 3}`)})
+	if err != nil || r.Err != nil {
+		t.Fatalf("Invoke of the pipelined request: %v %v", err, r.Err)
+	}
+	if err := json.Unmarshal(r.Body, &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.E["n"] != 3 || got.Left > 30000 || got.Left < 29850 {
+		t.Errorf("event %v, remaining time %v ms; want the event and the whole 30 s less the call's own time", got.E, got.Left)
 	}
 
 	// A load error answers the pipelined request.

@@ -59,6 +59,10 @@ type instance struct {
 	// (fnInfo.note); guarded by the warm cache's mutex.
 	peakSlot uint64
 	load     time.Duration // handler load time the runtime reported
+	// firstRan is when the call sent ahead of a start (connect's first)
+	// began to run: when its ready frame was read. Zero once InvokeID
+	// has taken it, and for other starts.
+	firstRan time.Time
 	// snapshot marks the spare a snapshot is dumped from: it never
 	// serves a call and is never in the warm pool.
 	snapshot bool

@@ -155,6 +155,9 @@ func (w *Worker) connect(ctx context.Context, inst *instance, fn registry.Functi
 	ready, err := inst.conn.WaitReady(ctx)
 	stop()
 	if err == nil {
+		if first != nil {
+			inst.firstRan = time.Now()
+		}
 		inst.load = ready.Load
 		c.SetDeadline(time.Time{})
 		return nil

@@ -568,7 +568,9 @@ func (w *Worker) InvokeID(ctx context.Context, name string, event []byte, id str
 		}
 		var first *runtime.Request
 		if len(event) <= runtime.PipelineMax {
-			first = &runtime.Request{ID: id, Event: event, Deadline: time.Now().Add(timeout)}
+			// No deadline: the runtime's timeout runs from the call's
+			// start, after the load, as the worker's below.
+			first = &runtime.Request{ID: id, Event: event}
 		}
 		t0 := time.Now()
 		inst, res.Path, err = func() (*instance, string, error) {
@@ -582,6 +584,9 @@ func (w *Worker) InvokeID(ctx context.Context, name string, event []byte, id str
 			return res, err
 		}
 		res.Init = time.Since(t0)
+		if !inst.firstRan.IsZero() {
+			res.Init = inst.firstRan.Sub(t0) // the call has run since
+		}
 		w.cache.bind(resv, inst, res.Init)
 		w.metrics.coldStarts.WithLabelValues(res.Path).Observe(res.Init.Seconds())
 	}
@@ -589,6 +594,9 @@ func (w *Worker) InvokeID(ctx context.Context, name string, event []byte, id str
 	rctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	t1 := time.Now()
+	if !inst.firstRan.IsZero() {
+		t1, inst.firstRan = inst.firstRan, time.Time{}
+	}
 	growth := w.watchGrowth(inst)
 	defer growth.stop() // stopped below; this if the call panics
 	resp, err := inst.conn.Invoke(rctx, runtime.Request{

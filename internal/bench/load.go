@@ -27,7 +27,16 @@ type Load struct {
 
 // StartLoad starts n busy loops. The caller must Stop them; they also die
 // with the benchmark (parent-death signal) if it is killed.
-func StartLoad(n int) (_ *Load, err error) {
+//
+// With own, the loops run in a session of their own whose autogroup is
+// at nice 10 as well. With the kernel's autogroup on, a nice value only
+// orders the processes of one session: the loops' session as a whole
+// competes with the sandboxes' cgroup at a default group's weight, and
+// the loops take their full share from a waking sandbox however niced.
+// Without own the load is that: work at equal weight, niced in name.
+// With own it is niced as on a host without autogroup. Where the kernel
+// has no autogroup, both are the same.
+func StartLoad(n int, own bool) (_ *Load, err error) {
 	l := &Load{}
 	defer func() {
 		if err != nil {
@@ -36,7 +45,7 @@ func StartLoad(n int) (_ *Load, err error) {
 	}()
 	for range n {
 		cmd := exec.Command("/bin/sh", "-c", "while :; do :; done")
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setsid: own}
 		if err := cmd.Start(); err != nil {
 			return nil, fmt.Errorf("background load: %w", err)
 		}
@@ -44,8 +53,28 @@ func StartLoad(n int) (_ *Load, err error) {
 		if err := unix.Setpriority(unix.PRIO_PROCESS, cmd.Process.Pid, backgroundNice); err != nil {
 			return nil, fmt.Errorf("background load: nice: %w", err)
 		}
+		if own {
+			if err := niceAutogroup(cmd.Process.Pid); err != nil {
+				return nil, err
+			}
+		}
 	}
 	return l, nil
+}
+
+// niceAutogroup sets the nice value of pid's autogroup (its session's,
+// once it has called setsid) to backgroundNice; nothing where the kernel
+// has no autogroup or it is off.
+func niceAutogroup(pid int) error {
+	b, err := os.ReadFile("/proc/sys/kernel/sched_autogroup_enabled")
+	if err != nil || strings.TrimSpace(string(b)) != "1" {
+		return nil
+	}
+	f := fmt.Sprintf("/proc/%d/autogroup", pid)
+	if err := os.WriteFile(f, []byte(strconv.Itoa(backgroundNice)), 0); err != nil {
+		return fmt.Errorf("background load: autogroup nice: %w", err)
+	}
+	return nil
 }
 
 // Stop kills and reaps the loops.

@@ -30,6 +30,9 @@ type ZygoteOptions struct {
 	// Background is how many CPU-bound processes (nice 10) run during
 	// the measurement: 0 measures on a quiet host.
 	Background int
+	// OwnSession runs the background load in a niced session of its own
+	// (see StartLoad).
+	OwnSession bool
 	// CPUWeight, if set, is passed to the workers as --cpu-weight.
 	CPUWeight uint64
 	Out       io.Writer
@@ -137,7 +140,7 @@ func Zygote(ctx context.Context, o ZygoteOptions) (ZygoteResult, error) {
 	if o.Background < 0 {
 		return res, fmt.Errorf("background: %d processes, want 0 or more", o.Background)
 	}
-	load, err := StartLoad(o.Background)
+	load, err := StartLoad(o.Background, o.OwnSession)
 	if err != nil {
 		return res, err
 	}
@@ -318,9 +321,14 @@ func Zygote(ctx context.Context, o ZygoteOptions) (ZygoteResult, error) {
 		if o.CPUWeight > 0 {
 			weight = fmt.Sprint(o.CPUWeight)
 		}
+		session := "in the benchmark's session"
+		if o.OwnSession {
+			session = "in a session of their own, its autogroup niced too"
+		}
 		fmt.Fprintf(o.Out, "hearth bench zygote: %d samples each, end-to-end invoke over loopback HTTP;\n"+
 			"starts %v apart (teardown and refills off the clock) unless back to back;\n"+
-			"background load: %d CPU-bound processes at nice %d; sandboxes' cpu weight: %s\n\n", o.N, settle, o.Background, backgroundNice, weight)
+			"background load: %d CPU-bound processes at nice %d, %s; sandboxes' cpu weight: %s\n\n",
+			o.N, settle, o.Background, backgroundNice, session, weight)
 		Table(o.Out, res.Samples, [][2]string{
 			{"Installed+Imported (numpy)", "Zygote (numpy)"},
 			{"Installed+Imported (numpy-requests)", "Zygote (numpy-requests)"},

@@ -76,14 +76,17 @@ func samplesCmd(bin func() (string, error), use, short string, run func(ctx cont
 
 func newBenchZygoteCmd(bin func() (string, error)) *cobra.Command {
 	var background int
+	var own bool
 	var weight uint64
 	c := samplesCmd(bin, "zygote", "Fresh import vs zygote fork vs warm, for numpy and numpy+requests handlers",
 		func(ctx context.Context, exe, base string, n int, out io.Writer) error {
-			_, err := bench.Zygote(ctx, bench.ZygoteOptions{Hearth: exe, Base: base, N: n, Background: background, CPUWeight: weight, Out: out})
+			_, err := bench.Zygote(ctx, bench.ZygoteOptions{Hearth: exe, Base: base, N: n, Background: background, OwnSession: own, CPUWeight: weight, Out: out})
 			return err
 		})
 	c.Flags().IntVar(&background, "background", 0,
 		"CPU-bound processes (busy loops at nice 10) to run during the measurement, as on a busy host")
+	c.Flags().BoolVar(&own, "background-session", false,
+		"run the background loops in a session of their own whose autogroup is niced too, as nice works without autogroup (default: in the benchmark's session, which competes with the sandboxes at equal weight)")
 	c.Flags().Uint64Var(&weight, "cpu-weight", 0,
 		"the workers' --cpu-weight (default: theirs, 100 per CPU up to 1000)")
 	return c

@@ -30,6 +30,11 @@ type Metrics struct {
 	// sandbox's process waited on a run queue and ran during its start:
 	// where a start spends its time on a busy host.
 	startWait, startCPU *prometheus.CounterVec
+	// turnWait is how long starts waited for their turn (max_starts);
+	// turnOverruns counts turns that ran out (startHold) before their
+	// start had loaded its handler: slow or hostile imports.
+	turnWait     prometheus.Histogram
+	turnOverruns prometheus.Counter
 }
 
 func newMetrics() *Metrics {
@@ -80,7 +85,16 @@ func newMetrics() *Metrics {
 		Help:    "Time an on-demand fork's request waited for its zygote, behind other requests (forks, spares' clones).",
 		Buckets: buckets,
 	})
-	m.Registry.MustRegister(m.forkQueued, m.growth, m.startWait, m.startCPU, m.forkFallbacks, m.spareStarts, m.deadSandboxes, m.invocations, m.latency, m.coldStarts, m.sandboxes, m.evictions,
+	m.turnWait = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "hearth_start_turn_wait_seconds",
+		Help:    "Time a start waited for its turn (max_starts starts under way at once); a wait that timed out is not counted.",
+		Buckets: buckets,
+	})
+	m.turnOverruns = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "hearth_start_turn_overruns_total",
+		Help: "Start turns that ran out (after 1 s) before their start had loaded its handler; the start went on outside the bound.",
+	})
+	m.Registry.MustRegister(m.turnWait, m.turnOverruns, m.forkQueued, m.growth, m.startWait, m.startCPU, m.forkFallbacks, m.spareStarts, m.deadSandboxes, m.invocations, m.latency, m.coldStarts, m.sandboxes, m.evictions,
 		// go_gc_heap_live_bytes besides the defaults: the heap the last
 		// collection found live, the figure that shows a leak through
 		// the garbage (bench churn reads it).

@@ -65,6 +65,7 @@ func (w *Worker) startTurn(ctx context.Context, name string) (func(), error) {
 	if t == nil {
 		return func() {}, nil
 	}
+	t0 := time.Now()
 	timer := time.NewTimer(w.cfg.QueueTimeout)
 	defer timer.Stop()
 	mine := t.fn(name)
@@ -90,14 +91,22 @@ func (w *Worker) startTurn(ctx context.Context, name string) (func(), error) {
 		t.unuse(name)
 		return nil, err
 	}
+	w.metrics.turnWait.Observe(time.Since(t0).Seconds())
 	var once sync.Once
-	end := func() {
+	end := func() bool {
+		ended := false
 		once.Do(func() {
 			<-t.all
 			<-mine
 			t.unuse(name)
+			ended = true
 		})
+		return ended
 	}
-	hold := time.AfterFunc(startHold, end)
+	hold := time.AfterFunc(startHold, func() {
+		if end() {
+			w.metrics.turnOverruns.Inc()
+		}
+	})
 	return func() { hold.Stop(); end() }, nil
 }

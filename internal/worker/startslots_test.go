@@ -6,7 +6,20 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 )
+
+// histCount returns how many observations h holds.
+func histCount(t *testing.T, h prometheus.Histogram) uint64 {
+	t.Helper()
+	var m dto.Metric
+	if err := h.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetHistogram().GetSampleCount()
+}
 
 // Starts past MaxStarts wait for a turn, in arrival order; one function
 // takes half the turns at most; a start holds its turn for startHold at
@@ -14,7 +27,7 @@ import (
 // QueueTimeout; a negative bound is none.
 func TestStartTurns(t *testing.T) {
 	newW := func(max int) *Worker {
-		return &Worker{cfg: Config{QueueTimeout: time.Second}, starts: newStartTurns(max), stop: make(chan struct{})}
+		return &Worker{cfg: Config{QueueTimeout: time.Second}, starts: newStartTurns(max), stop: make(chan struct{}), metrics: newMetrics()}
 	}
 	w := newW(4)
 	ctx := context.Background()
@@ -102,6 +115,16 @@ func TestStartTurns(t *testing.T) {
 	turn("b")
 	if d := time.Since(t0); d > 500*time.Millisecond {
 		t.Errorf("a's turn, never ended, held b for %v", d)
+	}
+	// Metrics: a's turn ran out, b's did not yet; a and b waited (the
+	// timed-out wait is not counted).
+	var m dto.Metric
+	if err := w.metrics.turnOverruns.Write(&m); err != nil || m.GetCounter().GetValue() != 1 {
+		n := m.GetCounter().GetValue()
+		t.Errorf("hearth_start_turn_overruns_total %v, want 1", n)
+	}
+	if n := histCount(t, w.metrics.turnWait); n != 2 {
+		t.Errorf("hearth_start_turn_wait_seconds counts %d waits, want 2", n)
 	}
 	go close(w.stop)
 	if _, err := w.startTurn(ctx, "c"); !errors.Is(err, ErrClosed) {

@@ -26,6 +26,8 @@ import (
 	"time"
 
 	"github.com/hearth-run/hearth/api/types"
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/hearth-run/hearth/internal/cgroup"
 	"github.com/hearth-run/hearth/internal/function"
 	"github.com/hearth-run/hearth/internal/ident"
@@ -310,6 +312,11 @@ func New(ctx context.Context, cfg Config, fns Functions) (*Worker, error) {
 		code:    make(map[fnKey]*codeHold),
 	}
 	w.life, w.endLife = context.WithCancel(context.Background())
+	if t := w.starts; t != nil {
+		w.metrics.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "hearth_start_turns_held", Help: "Start turns held now, of max_starts.",
+		}, func() float64 { return float64(len(t.all)) }))
+	}
 	cache, err := newWarmCache(w)
 	if err != nil {
 		return nil, fmt.Errorf("worker: %w", err)

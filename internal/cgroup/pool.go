@@ -302,10 +302,8 @@ func (m *Manager) resetCounters(g *Group) error {
 	// charge caches (4-300 KiB here) that no reclaim frees, and
 	// force_empty retries on them, rounds of reclaim and a drain of every
 	// CPU's page lists, for nothing: 10 % of the worker's CPU per start.
-	reclaim := true
-	if n, err := m.reclaimable(memDir); err == nil && n < reclaimFloor {
-		reclaim = false
-	}
+	left, lerr := m.reclaimable(memDir)
+	reclaim := lerr != nil || left >= reclaimFloor
 	if m.mode == V1 {
 		// force_empty fails with EBUSY if a task is left; there is none.
 		// First, so the peak restarts from what is left afterwards.

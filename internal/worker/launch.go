@@ -51,8 +51,8 @@ type launch struct {
 	// first is the call waiting for this start, which the fork paths
 	// send ahead of the handler's ready frame (runtime.Conn.Pipeline);
 	// nil for a start no call waits for, or whose event is too big. A
-	// cold start or a restore does not: their loads take long enough to
-	// skew the call's deadline, which the runtime gets with it.
+	// cold start or a restore does not: their loads take tens of ms or
+	// more, against which the round trip saved is noise.
 	first *runtime.Request
 
 	// The zygote node the fork paths start from, asked once (route).

@@ -46,6 +46,16 @@ func counterValue(t *testing.T, c prometheus.Counter) float64 {
 	return m.GetCounter().GetValue()
 }
 
+// histCount returns how many observations h holds.
+func histCount(t *testing.T, h prometheus.Histogram) uint64 {
+	t.Helper()
+	var m dto.Metric
+	if err := h.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetHistogram().GetSampleCount()
+}
+
 func testWorker() *Worker {
 	return &Worker{metrics: newMetrics(), log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 }

@@ -6,20 +6,7 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 )
-
-// histCount returns how many observations h holds.
-func histCount(t *testing.T, h prometheus.Histogram) uint64 {
-	t.Helper()
-	var m dto.Metric
-	if err := h.Write(&m); err != nil {
-		t.Fatal(err)
-	}
-	return m.GetHistogram().GetSampleCount()
-}
 
 // Starts past MaxStarts wait for a turn, in arrival order; one function
 // takes half the turns at most; a start holds its turn for startHold at
@@ -118,9 +105,7 @@ func TestStartTurns(t *testing.T) {
 	}
 	// Metrics: a's turn ran out, b's did not yet; a and b waited (the
 	// timed-out wait is not counted).
-	var m dto.Metric
-	if err := w.metrics.turnOverruns.Write(&m); err != nil || m.GetCounter().GetValue() != 1 {
-		n := m.GetCounter().GetValue()
+	if n := counterValue(t, w.metrics.turnOverruns); n != 1 {
 		t.Errorf("hearth_start_turn_overruns_total %v, want 1", n)
 	}
 	if n := histCount(t, w.metrics.turnWait); n != 2 {

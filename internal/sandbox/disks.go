@@ -366,7 +366,10 @@ func (d *Disks) newName() string {
 
 // template makes the image new file systems of bytes usable bytes are
 // copied from: mkfs.ext4 without a journal (a /tmp does not outlive a
-// crash) or reserved blocks, root directory 1777 and no lost+found, its
+// crash), reserved blocks or a resize inode (it is never grown; its
+// reserved descriptor blocks were 270 of the 330 KiB that every image
+// copied and that attaching it with direct I/O synced to disk), root
+// directory 1777 and no lost+found, its
 // size grown until the free space seen from the sandbox is bytes, never
 // more: ext4's own metadata takes about 4%.
 func (d *Disks) template(bytes int64) (string, error) {
@@ -417,7 +420,7 @@ func (d *Disks) mkfs1(p string, size int64) (int64, error) {
 	if err := f.Truncate(size); err != nil {
 		return 0, fmt.Errorf("sandbox disks: %w", err)
 	}
-	out, err := exec.Command(d.mkfs, "-q", "-F", "-b", "4096", "-m", "0", "-O", "^has_journal",
+	out, err := exec.Command(d.mkfs, "-q", "-F", "-b", "4096", "-m", "0", "-O", "^has_journal,^resize_inode",
 		"-E", "nodiscard,lazy_itable_init=1,root_owner=0:0", "-L", "hearth-tmp", p).CombinedOutput()
 	if err != nil {
 		return 0, fmt.Errorf("sandbox disks: mkfs.ext4: %w: %s", err, out)

@@ -87,7 +87,7 @@ func (l *Load) Stop() {
 }
 
 // CPUKinds name who spent CPU on a worker's starts; see Worker.CPU.
-var CPUKinds = []string{"worker", "reaped", "hearth-init", "zygote", "function", "exited"}
+var CPUKinds = []string{"worker", "reaped", "hearth-init", "zygote", "function", "exited", "kernel"}
 
 // CPUUse is CPU time by kind.
 type CPUUse map[string]time.Duration
@@ -126,6 +126,14 @@ const cpuacctRoot = "/sys/fs/cgroup/cpuacct"
 // two readings, a process that dies moves what it had spent from its kind
 // to "exited"; the total is exact. Without cpuacct (w.acct empty) there
 // is no "exited".
+//
+// "kernel" is what the host's kernel threads spent (kernelCPU): the work
+// the kernel defers to them, which no process is charged for, such as
+// freeing a dead sandbox's network namespace, the conntrack sweep that a
+// masquerade rule makes the kernel run for every host link that goes
+// down, and a loop device's I/O. It is host-wide, so it counts whatever
+// else the kernel does meanwhile too (little, on a host doing nothing
+// else).
 func (w *Worker) CPU() (CPUUse, error) {
 	u := CPUUse{}
 	procs, err := descendants(w.cmd.Process.Pid)
@@ -157,7 +165,75 @@ func (w *Worker) CPU() (CPUUse, error) {
 		}
 		u["exited"] = total - split
 	}
+	k, err := w.kernel.read()
+	if err != nil {
+		return nil, err
+	}
+	u["kernel"] = k
 	return u, nil
+}
+
+// kernelUse counts the CPU time of the host's kernel threads (kthreadd,
+// pid 2, and its children) since its first reading. Kernel threads come
+// and go (an idle kworker exits after minutes), so it adds up each one's
+// growth between readings rather than summing those alive: a sum would
+// lose all a thread that exited had ever used. A thread born since the
+// last reading counts whole; one that exited loses only its last
+// interval's, so the count can undercount, never go back.
+type kernelUse struct {
+	seen  map[kthread]time.Duration // CPU used so far, at the last reading
+	total time.Duration
+}
+
+// kthread names a kernel thread across pid reuse.
+type kthread struct {
+	pid   int
+	start int64 // starttime, in ticks since boot
+}
+
+// read returns the CPU the kernel threads used since the first read.
+func (k *kernelUse) read() (time.Duration, error) {
+	now, err := kernelThreads()
+	if err != nil {
+		return 0, err
+	}
+	if k.seen != nil {
+		for id, t := range now {
+			k.total += t - k.seen[id]
+		}
+	}
+	k.seen = now
+	return k.total, nil
+}
+
+// kernelThreads reads the CPU time each kernel thread alive now has used,
+// from its schedstat (ns) or, without it, its stat (ticks).
+func kernelThreads() (map[kthread]time.Duration, error) {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	out := map[kthread]time.Duration{}
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		p, err := readProc(pid)
+		if err != nil || (pid != 2 && p.ppid != 2) {
+			continue // gone meanwhile, or not a kernel thread
+		}
+		t := p.self
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/schedstat", pid)); err == nil {
+			if f := strings.Fields(string(b)); len(f) > 0 {
+				if ns, err := strconv.ParseInt(f[0], 10, 64); err == nil {
+					t = time.Duration(ns)
+				}
+			}
+		}
+		out[kthread{pid, p.start}] = t
+	}
+	return out, nil
 }
 
 // proc is one process's CPU time.
@@ -167,6 +243,7 @@ type proc struct {
 	zygote    bool
 	self      time.Duration // utime + stime, all threads
 	children  time.Duration // cutime + cstime: the children it waited for
+	start     int64         // starttime: ticks after boot it started at
 }
 
 // descendants returns root and the processes under it.
@@ -217,7 +294,7 @@ func readProc(pid int) (proc, error) {
 	f := strings.Fields(s[j+1:])
 	// f[0] is field 3 (state): ppid is field 4, utime, stime, cutime and
 	// cstime fields 14 to 17.
-	if len(f) < 15 {
+	if len(f) < 20 {
 		return proc{}, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
 	}
 	var v [5]int64
@@ -231,6 +308,9 @@ func readProc(pid int) (proc, error) {
 	p.ppid = int(v[0])
 	p.self = time.Duration(v[1]+v[2]) * tick
 	p.children = time.Duration(v[3]+v[4]) * tick
+	if p.start, err = strconv.ParseInt(f[19], 10, 64); err != nil { // field 22
+		return proc{}, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+	}
 	if strings.HasPrefix(p.comm, "python") {
 		p.zygote = inZygoteGroup(pid)
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -86,5 +87,55 @@ func TestLoadOwnSession(t *testing.T) {
 	mine, _ := os.ReadFile("/proc/self/autogroup")
 	if string(mine) == string(ag) {
 		t.Errorf("the loop shares the test's autogroup %q", mine)
+	}
+}
+
+// TestKernelCPU sees the kernel threads' CPU grow by what freeing network
+// namespaces costs them (cleanup_net runs in a kernel worker, 0.8 ms
+// per namespace with a veth on this machine class).
+func TestKernelCPU(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("making network namespaces needs root")
+	}
+	ip, err := exec.LookPath("ip")
+	if err != nil {
+		t.Skip("no ip (Debian: iproute2)")
+	}
+	var ku kernelUse
+	k0, err := ku.read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ku.seen) == 0 {
+		t.Fatal("no kernel threads found")
+	}
+	const n = 20
+	for i := range n {
+		ns := fmt.Sprintf("hearth-test-kcpu-%d-%d", os.Getpid(), i)
+		for _, args := range [][]string{
+			{"netns", "add", ns},
+			{"-n", ns, "link", "add", "a0", "type", "veth", "peer", "name", "b0"},
+			{"-n", ns, "link", "set", "a0", "up"},
+			{"netns", "del", ns},
+		} {
+			if out, err := exec.Command(ip, args...).CombinedOutput(); err != nil {
+				exec.Command(ip, "netns", "del", ns).Run()
+				t.Fatalf("ip %v: %v: %s", args, err, out)
+			}
+		}
+	}
+	// The namespaces are freed asynchronously; wait for the kernel's work.
+	var k1 time.Duration
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if k1, err = ku.read(); err != nil {
+			t.Fatal(err)
+		}
+		if k1-k0 >= n*400*time.Microsecond {
+			break
+		}
+	}
+	t.Logf("kernel threads used %v while %d network namespaces were freed", k1-k0, n)
+	if d := k1 - k0; d < n*400*time.Microsecond {
+		t.Errorf("kernel threads used %v while %d network namespaces were freed, want at least %v", d, n, n*400*time.Microsecond)
 	}
 }

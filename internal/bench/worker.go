@@ -32,6 +32,8 @@ type Worker struct {
 	// acct is the worker's cgroup v1 cpuacct group ("" if none): it
 	// counts the CPU of the worker and every process it starts.
 	acct string
+	// kernel counts the kernel threads' CPU across CPU's readings.
+	kernel kernelUse
 }
 
 // LockedBuffer is a bytes.Buffer safe for concurrent writers, for a

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -227,4 +228,26 @@ func median(v []float64) float64 {
 		}
 	}
 	return s[len(s)/2]
+}
+
+// TestWorkerProcs: the worker runs its own Go code on half the CPUs by
+// default (procs; at least one), and on as many as --procs says.
+func TestWorkerProcs(t *testing.T) {
+	want := max(1, runtime.GOMAXPROCS(0)/2)
+	if env := os.Getenv("GOMAXPROCS"); env != "" {
+		// The worker inherits it, and then keeps it.
+		n, err := strconv.Atoi(env)
+		if err != nil {
+			t.Skipf("GOMAXPROCS=%q is not a number", env)
+		}
+		want = n
+	}
+	w := startWorker(t)
+	if got := metricValue(t, w, "go_sched_gomaxprocs_threads"); got != float64(want) {
+		t.Errorf("default worker runs on %v Ps, want %d", got, want)
+	}
+	w3 := startWorker(t, "--procs", "3")
+	if got := metricValue(t, w3, "go_sched_gomaxprocs_threads"); got != 3 {
+		t.Errorf("--procs 3: worker runs on %v Ps", got)
+	}
 }

@@ -76,6 +76,9 @@ type Config struct {
 	// MaxStarts bounds the starts under way at once (default 2 per CPU;
 	// negative: no bound).
 	MaxStarts int `yaml:"max_starts"`
+	// Procs is how many threads run the worker's own Go code at once
+	// (GOMAXPROCS; default half the CPUs it may use, at least 1).
+	Procs int `yaml:"procs"`
 	// Snapshot configures function snapshots.
 	Snapshot SnapshotConfig `yaml:"snapshot"`
 	// Resources are the pre-made cgroups and network namespaces (issue
@@ -212,6 +215,7 @@ func upFlags(f *pflag.FlagSet, c *Config) {
 	f.IntVar(&c.Spares, "spares", c.Spares, "zygote children forked ahead of need per recently used zygote node, at least (default 2; negative: none)")
 	f.IntVar(&c.MaxSpares, "max-spares", c.MaxSpares, "bound on all spares; a node that saw a burst keeps one per concurrent start for a minute (default 128)")
 	f.IntVar(&c.MaxStarts, "max-starts", c.MaxStarts, "starts under way at once; more wait their turn, in arrival order (default 2 per CPU; negative: no bound)")
+	f.IntVar(&c.Procs, "procs", c.Procs, "threads that run the worker's own Go code at once (GOMAXPROCS; default half the CPUs it may use, at least 1: the rest are the sandboxes')")
 	f.BoolVar(&c.NoZygotes, "no-zygotes", c.NoZygotes, "never fork from zygotes (every new sandbox starts a fresh interpreter)")
 	f.StringVar(&c.ZygoteTree, "zygote-tree", c.ZygoteTree, "start from a zygote tree planned by `hearth zygote plan`")
 	f.DurationVar(&c.Compile.Timeout, "compile-timeout", c.Compile.Timeout, "time limit of a deployed function's byte compilation; past it the deploy goes on without bytecode (default 30s)")

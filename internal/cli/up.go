@@ -114,6 +114,10 @@ func runUp(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	cpus, err := setProcs(cfg.Procs, log)
+	if err != nil {
+		return err
+	}
 	if err := checkOpenInvoke(cfg); err != nil {
 		return err
 	}
@@ -229,7 +233,7 @@ func runUp(ctx context.Context, cfg Config) error {
 		PreMade:          cfg.PreMade,
 		Spares:           cfg.Spares,
 		MaxSpares:        cfg.MaxSpares,
-		MaxStarts:        cfg.MaxStarts,
+		MaxStarts:        maxStarts(cfg.MaxStarts, cpus),
 		QueueTimeout:     cfg.QueueTimeout,
 		Zygote:           zygoteConfig(cfg.Zygote),
 		NoSnapshots:      cfg.NoSnapshots,

@@ -1,0 +1,58 @@
+package cli
+
+import (
+	"io"
+	"log/slog"
+	"runtime"
+	"testing"
+)
+
+func TestSetProcs(t *testing.T) {
+	old := runtime.GOMAXPROCS(0)
+	defer runtime.GOMAXPROCS(old)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	t.Setenv("GOMAXPROCS", "")
+
+	cpus, err := setProcs(0, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cpus != old {
+		t.Errorf("cpus %d, want the runtime's default %d", cpus, old)
+	}
+	if got, want := runtime.GOMAXPROCS(0), max(1, old/2); got != want {
+		t.Errorf("default: GOMAXPROCS %d, want %d", got, want)
+	}
+	if got := maxStarts(0, cpus); got != 2*old {
+		t.Errorf("default max_starts %d, want 2 per CPU (%d)", got, 2*old)
+	}
+	if got := maxStarts(-1, cpus); got != -1 {
+		t.Errorf("max_starts -1 became %d", got)
+	}
+
+	runtime.GOMAXPROCS(old)
+	if _, err := setProcs(3, log); err != nil {
+		t.Fatal(err)
+	}
+	if got := runtime.GOMAXPROCS(0); got != 3 {
+		t.Errorf("procs 3: GOMAXPROCS %d", got)
+	}
+	if _, err := setProcs(-1, log); err == nil {
+		t.Error("procs -1 accepted")
+	}
+
+	// An operator's $GOMAXPROCS stands when procs is not set.
+	runtime.GOMAXPROCS(5)
+	t.Setenv("GOMAXPROCS", "5")
+	if _, err := setProcs(0, log); err != nil {
+		t.Fatal(err)
+	}
+	if got := runtime.GOMAXPROCS(0); got != 5 {
+		t.Errorf("$GOMAXPROCS=5: GOMAXPROCS %d", got)
+	}
+	for _, d := range []struct{ cpus, want int }{{1, 1}, {2, 1}, {3, 1}, {4, 2}, {64, 32}} {
+		if got := defaultProcs(d.cpus); got != d.want {
+			t.Errorf("defaultProcs(%d) = %d, want %d", d.cpus, got, d.want)
+		}
+	}
+}

@@ -87,7 +87,7 @@ func (l *Load) Stop() {
 }
 
 // CPUKinds name who spent CPU on a worker's starts; see Worker.CPU.
-var CPUKinds = []string{"worker", "reaped", "hearth-init", "zygote", "function", "exited", "kernel"}
+var CPUKinds = []string{"worker", "reaped", "hearth-init", "zygote", "function", "exited"}
 
 // CPUUse is CPU time by kind.
 type CPUUse map[string]time.Duration
@@ -101,11 +101,14 @@ func (u CPUUse) Sub(v CPUUse) CPUUse {
 	return d
 }
 
-// Total sums the kinds.
+// Total sums the kinds but "kernel": the CPU of the worker and the
+// processes it started.
 func (u CPUUse) Total() time.Duration {
 	var t time.Duration
-	for _, x := range u {
-		t += x
+	for k, x := range u {
+		if k != "kernel" {
+			t += x
+		}
 	}
 	return t
 }
@@ -127,7 +130,7 @@ const cpuacctRoot = "/sys/fs/cgroup/cpuacct"
 // to "exited"; the total is exact. Without cpuacct (w.acct empty) there
 // is no "exited".
 //
-// "kernel" is what the host's kernel threads spent (kernelCPU): the work
+// "kernel" is what the host's kernel threads spent (kernelUse): the work
 // the kernel defers to them, which no process is charged for, such as
 // freeing a dead sandbox's network namespace, the conntrack sweep that a
 // masquerade rule makes the kernel run for every host link that goes
@@ -165,11 +168,13 @@ func (w *Worker) CPU() (CPUUse, error) {
 		}
 		u["exited"] = total - split
 	}
-	k, err := w.kernel.read()
+	k, ok, err := w.kernel.read()
 	if err != nil {
 		return nil, err
 	}
-	u["kernel"] = k
+	if ok {
+		u["kernel"] = k
+	}
 	return u, nil
 }
 
@@ -191,11 +196,12 @@ type kthread struct {
 	start int64 // starttime, in ticks since boot
 }
 
-// read returns the CPU the kernel threads used since the first read.
-func (k *kernelUse) read() (time.Duration, error) {
+// read returns the CPU the kernel threads used since the first read; ok
+// is false where none are seen (a pid namespace of its own shows none).
+func (k *kernelUse) read() (_ time.Duration, ok bool, err error) {
 	now, err := kernelThreads()
-	if err != nil {
-		return 0, err
+	if err != nil || len(now) == 0 {
+		return 0, false, err
 	}
 	if k.seen != nil {
 		for id, t := range now {
@@ -203,10 +209,11 @@ func (k *kernelUse) read() (time.Duration, error) {
 		}
 	}
 	k.seen = now
-	return k.total, nil
+	return k.total, true, nil
 }
 
-// kernelThreads reads the CPU time each kernel thread alive now has used,
+// kernelThreads reads the CPU time each kernel thread alive now (PF_KTHREAD)
+// has used,
 // from its schedstat (ns) or, without it, its stat (ticks).
 func kernelThreads() (map[kthread]time.Duration, error) {
 	ents, err := os.ReadDir("/proc")
@@ -220,7 +227,7 @@ func kernelThreads() (map[kthread]time.Duration, error) {
 			continue
 		}
 		p, err := readProc(pid)
-		if err != nil || (pid != 2 && p.ppid != 2) {
+		if err != nil || !p.kthread {
 			continue // gone meanwhile, or not a kernel thread
 		}
 		t := p.self
@@ -236,6 +243,9 @@ func kernelThreads() (map[kthread]time.Duration, error) {
 	return out, nil
 }
 
+// pfKthread is the flags field's bit of a kernel thread (linux/sched.h).
+const pfKthread = 0x00200000
+
 // proc is one process's CPU time.
 type proc struct {
 	pid, ppid int
@@ -244,6 +254,7 @@ type proc struct {
 	self      time.Duration // utime + stime, all threads
 	children  time.Duration // cutime + cstime: the children it waited for
 	start     int64         // starttime: ticks after boot it started at
+	kthread   bool          // a kernel thread (PF_KTHREAD)
 }
 
 // descendants returns root and the processes under it.
@@ -311,6 +322,11 @@ func readProc(pid int) (proc, error) {
 	if p.start, err = strconv.ParseInt(f[19], 10, 64); err != nil { // field 22
 		return proc{}, fmt.Errorf("/proc/%d/stat: %w", pid, err)
 	}
+	flags, err := strconv.ParseUint(f[6], 10, 32) // field 9
+	if err != nil {
+		return proc{}, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+	}
+	p.kthread = flags&pfKthread != 0
 	if strings.HasPrefix(p.comm, "python") {
 		p.zygote = inZygoteGroup(pid)
 	}
@@ -388,16 +404,22 @@ func cpuTable(w io.Writer, rows []CPUPerStart) {
 	for _, k := range CPUKinds {
 		fmt.Fprintf(w, " %12s", k)
 	}
-	fmt.Fprintf(w, " %8s\n", "total")
+	fmt.Fprintf(w, " %8s %8s %8s\n", "total", "kernel", "+kernel")
 	for _, r := range rows {
+		per := func(d time.Duration) float64 { return float64(d) / 1e6 / float64(r.Starts) }
 		fmt.Fprintf(w, "%-22s %6d", r.Name, r.Starts)
 		for _, k := range CPUKinds {
 			if x, ok := r.Used[k]; ok {
-				fmt.Fprintf(w, " %12.2f", float64(x)/1e6/float64(r.Starts))
+				fmt.Fprintf(w, " %12.2f", per(x))
 			} else {
 				fmt.Fprintf(w, " %12s", "-")
 			}
 		}
-		fmt.Fprintf(w, " %8.2f\n", float64(r.Used.Total())/1e6/float64(r.Starts))
+		fmt.Fprintf(w, " %8.2f", per(r.Used.Total()))
+		if k, ok := r.Used["kernel"]; ok {
+			fmt.Fprintf(w, " %8.2f %8.2f\n", per(k), per(r.Used.Total()+k))
+		} else {
+			fmt.Fprintf(w, " %8s %8s\n", "-", "-")
+		}
 	}
 }

@@ -90,9 +90,11 @@ func TestLoadOwnSession(t *testing.T) {
 	}
 }
 
-// TestKernelCPU sees the kernel threads' CPU grow by what freeing network
-// namespaces costs them (cleanup_net runs in a kernel worker, 0.8 ms
-// per namespace with a veth on this machine class).
+// TestKernelCPU: kernel threads are told from processes by their flags,
+// and their CPU grows by what freeing network namespaces costs them
+// (cleanup_net runs in a kernel worker, 0.8 ms per namespace with a veth
+// on this machine class). Other kernel work on a busy host counts too, so
+// the growth check fails only where kernel threads go uncounted.
 func TestKernelCPU(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("making network namespaces needs root")
@@ -102,12 +104,20 @@ func TestKernelCPU(t *testing.T) {
 		t.Skip("no ip (Debian: iproute2)")
 	}
 	var ku kernelUse
-	k0, err := ku.read()
+	k0, ok, err := ku.read()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(ku.seen) == 0 {
-		t.Fatal("no kernel threads found")
+	if !ok {
+		t.Skip("no kernel threads in /proc: a pid namespace of the test's own")
+	}
+	for id := range ku.seen {
+		if id.pid == os.Getpid() || id.pid == 1 {
+			t.Errorf("pid %d counted as a kernel thread", id.pid)
+		}
+	}
+	if _, ok := ku.seen[kthread{pid: 2, start: ku.startOf(t, 2)}]; !ok {
+		t.Errorf("kthreadd (pid 2) not counted: %d threads", len(ku.seen))
 	}
 	const n = 20
 	for i := range n {
@@ -127,15 +137,25 @@ func TestKernelCPU(t *testing.T) {
 	// The namespaces are freed asynchronously; wait for the kernel's work.
 	var k1 time.Duration
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		if k1, err = ku.read(); err != nil {
+		if k1, _, err = ku.read(); err != nil {
 			t.Fatal(err)
 		}
-		if k1-k0 >= n*400*time.Microsecond {
+		if k1-k0 >= n*200*time.Microsecond {
 			break
 		}
 	}
 	t.Logf("kernel threads used %v while %d network namespaces were freed", k1-k0, n)
-	if d := k1 - k0; d < n*400*time.Microsecond {
-		t.Errorf("kernel threads used %v while %d network namespaces were freed, want at least %v", d, n, n*400*time.Microsecond)
+	if d := k1 - k0; d < n*200*time.Microsecond {
+		t.Errorf("kernel threads used %v while %d network namespaces were freed, want at least %v", d, n, n*200*time.Microsecond)
 	}
+}
+
+// startOf is pid's start time, for a kthread key.
+func (*kernelUse) startOf(t *testing.T, pid int) int64 {
+	t.Helper()
+	p, err := readProc(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p.start
 }

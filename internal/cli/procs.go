@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime"
+	"strconv"
 )
 
 // setProcs sets how many threads run the worker's Go code at once
@@ -19,24 +20,26 @@ import (
 // starts on a loaded host got slower (README, "The worker's own
 // threads").
 //
-// n 0 means half the CPUs, at least 1, unless $GOMAXPROCS is set, which
-// then stands.
+// n 0 means half the CPUs, at least 1, unless $GOMAXPROCS holds a
+// number above 0, which then stands; a procs set wins over it.
 func setProcs(n int, log *slog.Logger) (cpus int, err error) {
 	if n < 0 {
 		return 0, fmt.Errorf("procs %d must not be negative", n)
 	}
+	env := runtime.GOMAXPROCS(0)
+	// The runtime's default, whatever $GOMAXPROCS says: the CPUs.
+	runtime.SetDefaultGOMAXPROCS()
 	cpus = runtime.GOMAXPROCS(0)
-	if env := os.Getenv("GOMAXPROCS"); env != "" && n == 0 {
-		// Then GOMAXPROCS(0) is the operator's value, not the CPUs.
-		cpus = runtime.NumCPU()
-		log.Info("worker threads", "procs", runtime.GOMAXPROCS(0), "from", "$GOMAXPROCS", "cpus", cpus)
-		return cpus, nil
-	}
+	from := "procs"
 	if n == 0 {
-		n = defaultProcs(cpus)
+		if v, err := strconv.Atoi(os.Getenv("GOMAXPROCS")); err == nil && v > 0 {
+			n, from = env, "$GOMAXPROCS"
+		} else {
+			n, from = defaultProcs(cpus), "default"
+		}
 	}
 	runtime.GOMAXPROCS(n)
-	log.Info("worker threads", "procs", n, "cpus", cpus)
+	log.Info("worker threads", "procs", n, "from", from, "cpus", cpus)
 	return cpus, nil
 }
 

@@ -93,7 +93,9 @@ func BenchmarkScratchMake(b *testing.B) {
 // (template copy, loop device, mount), a file written, and dropped
 // (unmount, loop device and image freed). cpu-ms/op is the process's CPU
 // time, the kernel's work for it included (its loop I/O threads' not);
-// disk-KiB/op what it sent to the data dir's disk (/proc/self/io).
+// disk-KiB/op the page cache it dirtied for the data dir's disk, the
+// image's copy (/proc/self/io; the loop device's own direct I/O is a
+// kernel thread's and not counted).
 func BenchmarkScratchLife(b *testing.B) {
 	ctx := context.Background()
 	d, err := OpenDisks(filepath.Join(b.TempDir(), "disks"), DisksConfig{Ready: -1})

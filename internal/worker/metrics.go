@@ -95,12 +95,12 @@ func newMetrics() *Metrics {
 		Help: "Start turns that ran out (after 1 s) before their start had loaded its handler; the start went on outside the bound.",
 	})
 	m.Registry.MustRegister(m.turnWait, m.turnOverruns, m.forkQueued, m.growth, m.startWait, m.startCPU, m.forkFallbacks, m.spareStarts, m.deadSandboxes, m.invocations, m.latency, m.coldStarts, m.sandboxes, m.evictions,
-		// go_gc_heap_live_bytes besides the defaults: the heap the last
-		// collection found live, the figure that shows a leak through
-		// the garbage (bench churn reads it); go_sched_gomaxprocs_threads:
-		// the worker's Ps (procs).
+		// go_gc_heap_live_bytes besides the defaults (which have
+		// go_sched_gomaxprocs_threads, the worker's procs): the heap the
+		// last collection found live, the figure that shows a leak
+		// through the garbage (bench churn reads it).
 		collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(
-			collectors.GoRuntimeMetricsRule{Matcher: regexp.MustCompile(`^/gc/heap/live:bytes$|^/sched/gomaxprocs:threads$`)})),
+			collectors.GoRuntimeMetricsRule{Matcher: regexp.MustCompile(`^/gc/heap/live:bytes$`)})),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

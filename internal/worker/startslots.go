@@ -93,20 +93,18 @@ func (w *Worker) startTurn(ctx context.Context, name string) (func(), error) {
 	}
 	w.metrics.turnWait.Observe(time.Since(t0).Seconds())
 	var once sync.Once
-	end := func() bool {
-		ended := false
+	end := func(overrun bool) {
 		once.Do(func() {
+			// Counted before the turn is given back: whoever takes it
+			// next sees the count.
+			if overrun {
+				w.metrics.turnOverruns.Inc()
+			}
 			<-t.all
 			<-mine
 			t.unuse(name)
-			ended = true
 		})
-		return ended
 	}
-	hold := time.AfterFunc(startHold, func() {
-		if end() {
-			w.metrics.turnOverruns.Inc()
-		}
-	})
-	return func() { hold.Stop(); end() }, nil
+	hold := time.AfterFunc(startHold, func() { end(true) })
+	return func() { hold.Stop(); end(false) }, nil
 }

@@ -139,7 +139,11 @@ const cpuacctRoot = "/sys/fs/cgroup/cpuacct"
 // else).
 func (w *Worker) CPU() (CPUUse, error) {
 	u := CPUUse{}
-	procs, err := descendants(w.cmd.Process.Pid)
+	all, err := allProcs()
+	if err != nil {
+		return nil, err
+	}
+	procs, err := descendants(w.cmd.Process.Pid, all)
 	if err != nil {
 		return nil, err
 	}
@@ -168,18 +172,14 @@ func (w *Worker) CPU() (CPUUse, error) {
 		}
 		u["exited"] = total - split
 	}
-	k, ok, err := w.kernel.read()
-	if err != nil {
-		return nil, err
-	}
-	if ok {
+	if k, ok := w.kernel.read(all); ok {
 		u["kernel"] = k
 	}
 	return u, nil
 }
 
-// kernelUse counts the CPU time of the host's kernel threads (kthreadd,
-// pid 2, and its children) since its first reading. Kernel threads come
+// kernelUse counts the CPU time of the host's kernel threads (PF_KTHREAD)
+// since its first reading. Kernel threads come
 // and go (an idle kworker exits after minutes), so it adds up each one's
 // growth between readings rather than summing those alive: a sum would
 // lose all a thread that exited had ever used. A thread born since the
@@ -196,12 +196,13 @@ type kthread struct {
 	start int64 // starttime, in ticks since boot
 }
 
-// read returns the CPU the kernel threads used since the first read; ok
-// is false where none are seen (a pid namespace of its own shows none).
-func (k *kernelUse) read() (_ time.Duration, ok bool, err error) {
-	now, err := kernelThreads()
-	if err != nil || len(now) == 0 {
-		return 0, false, err
+// read returns the CPU the kernel threads among all used since the first
+// read; ok is false where none are seen (a pid namespace of its own shows
+// none).
+func (k *kernelUse) read(all []proc) (_ time.Duration, ok bool) {
+	now := kernelThreads(all)
+	if len(now) == 0 {
+		return 0, false
 	}
 	if k.seen != nil {
 		for id, t := range now {
@@ -209,38 +210,28 @@ func (k *kernelUse) read() (_ time.Duration, ok bool, err error) {
 		}
 	}
 	k.seen = now
-	return k.total, true, nil
+	return k.total, true
 }
 
-// kernelThreads reads the CPU time each kernel thread alive now (PF_KTHREAD)
-// has used,
-// from its schedstat (ns) or, without it, its stat (ticks).
-func kernelThreads() (map[kthread]time.Duration, error) {
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil, err
-	}
+// kernelThreads returns the CPU time each kernel thread among all has
+// used, from its schedstat (ns) or, without it, its stat (ticks).
+func kernelThreads(all []proc) map[kthread]time.Duration {
 	out := map[kthread]time.Duration{}
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
+	for _, p := range all {
+		if !p.kthread {
 			continue
 		}
-		p, err := readProc(pid)
-		if err != nil || !p.kthread {
-			continue // gone meanwhile, or not a kernel thread
-		}
 		t := p.self
-		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/schedstat", pid)); err == nil {
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/schedstat", p.pid)); err == nil {
 			if f := strings.Fields(string(b)); len(f) > 0 {
 				if ns, err := strconv.ParseInt(f[0], 10, 64); err == nil {
 					t = time.Duration(ns)
 				}
 			}
 		}
-		out[kthread{pid, p.start}] = t
+		out[kthread{p.pid, p.start}] = t
 	}
-	return out, nil
+	return out
 }
 
 // pfKthread is the flags field's bit of a kernel thread (linux/sched.h).
@@ -257,25 +248,33 @@ type proc struct {
 	kthread   bool          // a kernel thread (PF_KTHREAD)
 }
 
-// descendants returns root and the processes under it.
-func descendants(root int) ([]proc, error) {
+// allProcs reads every process in /proc, once for both descendants and
+// kernelThreads.
+func allProcs() ([]proc, error) {
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil, err
 	}
-	kids := map[int][]proc{}
-	var top *proc
+	var all []proc
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
 			continue
 		}
-		p, err := readProc(pid)
-		if err != nil {
-			continue // gone meanwhile
+		if p, err := readProc(pid); err == nil { // else gone meanwhile
+			all = append(all, p)
 		}
-		if pid == root {
-			top = &p
+	}
+	return all, nil
+}
+
+// descendants returns root and the processes under it, among all.
+func descendants(root int, all []proc) ([]proc, error) {
+	kids := map[int][]proc{}
+	var top *proc
+	for i, p := range all {
+		if p.pid == root {
+			top = &all[i]
 		}
 		kids[p.ppid] = append(kids[p.ppid], p)
 	}

@@ -55,18 +55,7 @@ func BenchmarkScratchMake(b *testing.B) {
 			if mode == "disk-made" {
 				ready = -1
 			}
-			d, err := OpenDisks(filepath.Join(b.TempDir(), "disks"), DisksConfig{Ready: ready})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer d.Close()
-			f := &Factory{Disks: d}
-			cfg := Config{ScratchBytes: 512 << 20, ScratchDisk: true}
-			m, err := f.scratch(ctx, cfg) // the template
-			if err != nil {
-				b.Fatal(err)
-			}
-			m.Close()
+			d, f, cfg := diskFactory(b, ready)
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				if mode == "disk-ready" && i%4 == 0 {
@@ -98,18 +87,7 @@ func BenchmarkScratchMake(b *testing.B) {
 // kernel thread's and not counted).
 func BenchmarkScratchLife(b *testing.B) {
 	ctx := context.Background()
-	d, err := OpenDisks(filepath.Join(b.TempDir(), "disks"), DisksConfig{Ready: -1})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer d.Close()
-	f := &Factory{Disks: d}
-	cfg := Config{ScratchBytes: 512 << 20, ScratchDisk: true}
-	m, err := f.scratch(ctx, cfg) // the template
-	if err != nil {
-		b.Fatal(err)
-	}
-	m.Close()
+	_, f, cfg := diskFactory(b, -1)
 	var r0, r1 unix.Rusage
 	unix.Getrusage(unix.RUSAGE_SELF, &r0)
 	w0 := writeBytes(b)
@@ -150,4 +128,23 @@ func writeBytes(b *testing.B) int64 {
 	}
 	b.Fatal("no write_bytes in /proc/self/io")
 	return 0
+}
+
+// diskFactory opens Disks keeping ready file systems ready (negative:
+// none), closed at the benchmark's end, and makes its 512 MiB template.
+func diskFactory(b *testing.B, ready int) (*Disks, *Factory, Config) {
+	b.Helper()
+	d, err := OpenDisks(filepath.Join(b.TempDir(), "disks"), DisksConfig{Ready: ready})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { d.Close() })
+	f := &Factory{Disks: d}
+	cfg := Config{ScratchBytes: 512 << 20, ScratchDisk: true}
+	m, err := f.scratch(context.Background(), cfg) // the template
+	if err != nil {
+		b.Fatal(err)
+	}
+	m.Close()
+	return d, f, cfg
 }

@@ -81,3 +81,48 @@ func TestTmpOnDisk(t *testing.T) {
 	w.stop()
 	w.assertClean()
 }
+
+// tmpLister lists /tmp (but the runtime's socket) and its free space as
+// the function sees them, then leaves a file of event["tag"] in it.
+const tmpLister = `
+import os, socket, stat
+def f(e):
+    names = sorted(n for n in os.listdir("/tmp") if not stat.S_ISSOCK(os.lstat("/tmp/" + n).st_mode))
+    st = os.statvfs("/tmp")
+    with open("/tmp/secret-" + e["tag"], "w") as fh:
+        fh.write("tenant " + e["tag"])
+    os.mkdir("/tmp/dir-" + e["tag"])
+    return {"names": names, "free": st.f_bfree, "files": st.f_ffree, "mode": oct(os.stat("/tmp").st_mode & 0o7777)}
+`
+
+// TestTmpReuse: with every sandbox torn down after its call, the worker
+// reuses their /tmp file systems, emptied, and no function ever sees a
+// file another left, or less free space or fewer inodes than the first.
+func TestTmpReuse(t *testing.T) {
+	if err := sandbox.ProbeReuse(); err != nil {
+		t.Skipf("/tmp file systems are not reused on this kernel: %v", err)
+	}
+	w := startWorker(t, "--no-snapshots", "--no-warm-cache")
+	w.deployDir("tenant-a", fn(t, "f.py", tmpLister))
+	w.deployDir("tenant-b", fn(t, "f.py", tmpLister))
+	var first map[string]any
+	for i := range 12 {
+		name := []string{"tenant-a", "tenant-b"}[i%2]
+		inv := w.mustInvoke(name, fmt.Sprintf(`{"tag": "%s-%d"}`, name, i))
+		m := decode(t, inv.Body)
+		if names := m["names"].([]any); len(names) != 0 {
+			t.Fatalf("call %d (%s, %s start) found %v in its new /tmp", i, name, inv.Path, names)
+		}
+		if first == nil {
+			first = m
+		} else if m["free"] != first["free"] || m["files"] != first["files"] || m["mode"] != "0o1777" {
+			t.Errorf("call %d (%s start): /tmp %v, the first saw %v", i, inv.Path, m, first)
+		}
+	}
+	reused := metricValue(t, w, `hearth_scratch_filesystems_total{outcome="reused"}`)
+	if made := metricValue(t, w, `hearth_scratch_filesystems_total{outcome="made"}`); reused < 6 || made < 1 {
+		t.Errorf("/tmp file systems over 12 starts: %v made, %v reused; want at least half reused", made, reused)
+	}
+	w.stop()
+	w.assertClean()
+}

@@ -50,6 +50,27 @@ type ZygoteResult struct {
 	// Waits is, per fork-start method, what the sandbox process did
 	// during its start: where a start's time goes on a busy host.
 	Waits []StartWait
+	// Scratch is, per method measured for CPU, what became of on-disk
+	// /tmp file systems over its starts.
+	Scratch []ScratchUse
+}
+
+// ScratchUse counts the on-disk /tmp file systems a worker made, reused
+// and dropped over one method's starts (all 0 for a build that does not
+// say).
+type ScratchUse struct {
+	Name                  string
+	Made, Reused, Dropped int
+}
+
+// readScratch reads the worker's counts of /tmp file systems.
+func readScratch(ctx context.Context, w *Worker) ([3]float64, error) {
+	v, err := w.Metrics(ctx, `hearth_scratch_filesystems_total{outcome="made"}`,
+		`hearth_scratch_filesystems_total{outcome="reused"}`, `hearth_scratch_filesystems_total{outcome="dropped"}`)
+	if err != nil {
+		return [3]float64{}, err
+	}
+	return [3]float64{v[0], v[1], v[2]}, nil
 }
 
 // StartWait is what the sandbox processes of one method's fork starts
@@ -196,6 +217,7 @@ func Zygote(ctx context.Context, o ZygoteOptions) (ZygoteResult, error) {
 				}
 			}
 			var cpu0 CPUUse
+			var sc0 [3]float64
 			starts := 0
 			if !c.warm {
 				u, err := w.CPU()
@@ -203,6 +225,9 @@ func Zygote(ctx context.Context, o ZygoteOptions) (ZygoteResult, error) {
 					return err
 				}
 				cpu0 = u
+				if sc0, err = readScratch(ctx, w); err != nil {
+					return err
+				}
 			}
 			for _, f := range fns {
 				name := fmt.Sprintf("%s (%s)", c.label, f.name)
@@ -245,6 +270,12 @@ func Zygote(ctx context.Context, o ZygoteOptions) (ZygoteResult, error) {
 					return err
 				}
 				res.CPU = append(res.CPU, CPUPerStart{Name: c.label, Starts: starts, Used: cpu1.Sub(cpu0)})
+				sc1, err := readScratch(ctx, w)
+				if err != nil {
+					return err
+				}
+				res.Scratch = append(res.Scratch, ScratchUse{Name: c.label,
+					Made: int(sc1[0] - sc0[0]), Reused: int(sc1[1] - sc0[1]), Dropped: int(sc1[2] - sc0[2])})
 			}
 			if c.warm {
 				// The numpy node keeps spares: a second function with the
@@ -336,6 +367,9 @@ func Zygote(ctx context.Context, o ZygoteOptions) (ZygoteResult, error) {
 		})
 		fmt.Fprintf(o.Out, "\nCPU per start over all starts of a method (gaps, teardown and refills included)\n")
 		cpuTable(o.Out, res.CPU)
+		for _, x := range res.Scratch {
+			fmt.Fprintf(o.Out, "%s: on-disk /tmp file systems made %d, reused %d, dropped %d\n", x.Name, x.Made, x.Reused, x.Dropped)
+		}
 		fmt.Fprintf(o.Out, "\nthe sandbox process during a fork start (from hand-over to loaded handler), mean per start\n")
 		fmt.Fprintf(o.Out, "(and, per start forked on demand, its wait for the zygote behind spares' clones and other forks)\n")
 		fmt.Fprintf(o.Out, "%-32s %7s %7s %10s %14s %7s %16s\n", "method", "starts", "spares", "ran ms", "run-queue ms", "forks", "zygote queue ms")

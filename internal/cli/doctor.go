@@ -123,6 +123,11 @@ func runDoctor(ctx context.Context, cfg doctorConfig, w io.Writer) int {
 		report(false, false, "disk /tmp", "off: sandboxes' /tmp is a tmpfs, counted against each function's memory: "+err.Error())
 	} else {
 		report(true, false, "disk /tmp", "ext4 images on loop devices")
+		if err := sandbox.ProbeReuse(); err != nil {
+			report(false, false, "disk /tmp reuse", "off: each sandbox's /tmp file system is made for it and dropped after (about 1.2 ms of CPU each): "+err.Error())
+		} else {
+			report(true, false, "disk /tmp reuse", "a sandbox's /tmp file system, emptied, serves the next")
+		}
 	}
 
 	if err := probeUserns(); err != nil {

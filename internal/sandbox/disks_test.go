@@ -74,6 +74,13 @@ print(fstype, tmp[tmp.index("-") + 2], total, free, res, os.stat("/tmp").st_mode
 
 func runProbe(t *testing.T, e *env, id string, cfg sandbox.Config, mb int) string {
 	t.Helper()
+	return runPython(t, e, id, cfg, scratchProbe, fmt.Sprint(mb))
+}
+
+// runPython runs a Python program in a new sandbox of cfg, as its main
+// process, and returns what it printed once it exited 0.
+func runPython(t *testing.T, e *env, id string, cfg sandbox.Config, prog string, args ...string) string {
+	t.Helper()
 	g, err := e.cg.Create(id, cgroup.Limits{MemoryBytes: 64 << 20, Pids: 16})
 	if err != nil {
 		t.Fatal(err)
@@ -81,7 +88,7 @@ func runProbe(t *testing.T, e *env, id string, cfg sandbox.Config, mb int) strin
 	defer g.Delete(context.Background())
 	var out strings.Builder
 	cfg.ID, cfg.Group, cfg.Stdout, cfg.Stderr, cfg.Socket = id, g, &out, &out, "s.sock"
-	cfg.Command = []string{"/usr/bin/python3", "-S", "-c", scratchProbe, fmt.Sprint(mb)}
+	cfg.Command = append([]string{"/usr/bin/python3", "-S", "-c", prog}, args...)
 	sb, err := e.f.Create(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -101,7 +108,8 @@ func runProbe(t *testing.T, e *env, id string, cfg sandbox.Config, mb int) strin
 // TestDiskScratch: an on-disk /tmp is ext4 on a loop device, holds about
 // its size and not a byte more (ENOSPC), takes more than the sandbox's
 // memory limit without an OOM kill, is in no mount namespace but the
-// sandbox's, and its loop device goes with the sandbox.
+// sandbox's, and goes back to the reserve or, loop device and all, away
+// with the sandbox.
 func TestDiskScratch(t *testing.T) {
 	e := setup(t)
 	dir := openDisks(t, e, 1)
@@ -156,8 +164,17 @@ func TestDiskScratch(t *testing.T) {
 	if !slices.Contains(sandbox.LoopDevicesUnder(dir), dev) {
 		t.Errorf("%s is not backed by an image in %s: %v", dev, dir, sandbox.LoopDevicesUnder(dir))
 	}
+	// After it, the file system is either back in the reserve, emptied
+	// (TestDiskReuse), or gone with its loop device.
+	before := e.f.Disks.Stats()
 	if err := sb.Destroy(context.Background()); err != nil {
 		t.Fatal(err)
+	}
+	if e.f.Disks.Reuse() == nil {
+		if st := e.f.Disks.Stats(); st.Reused != before.Reused+1 {
+			t.Errorf("the holder's file system: %+v, then %+v; want it reused", before, st)
+		}
+		return
 	}
 	deadline := time.Now().Add(20 * time.Second)
 	for slices.Contains(sandbox.LoopDevicesUnder(dir), dev) {
@@ -165,6 +182,78 @@ func TestDiskScratch(t *testing.T) {
 			t.Fatalf("%s still attached after Destroy", dev)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// tmpProbe lists /tmp and says which device it is on, then leaves argv[1]
+// files there (a secret in each).
+const tmpProbe = `
+import os, sys
+mnt = [l.split() for l in open("/proc/self/mountinfo")]
+tmp = [m for m in mnt if m[4] == "/tmp"][0]
+st = os.statvfs("/tmp")
+print(tmp[tmp.index("-") + 2], tmp[3], sorted(os.listdir("/tmp")), st.f_bfree, st.f_ffree, oct(os.stat("/tmp").st_mode & 0o7777))
+for i in range(int(sys.argv[1])):
+    with open("/tmp/secret%d" % i, "w") as f:
+        f.write("tenant data")
+`
+
+// TestDiskReuse: a released on-disk /tmp serves the next sandbox empty,
+// the same size and mode, its blocks and inodes all free again; one that
+// anything still holds a file of, or that was left with many files, is
+// dropped, never reused.
+func TestDiskReuse(t *testing.T) {
+	e := setup(t)
+	openDisks(t, e, 1)
+	d := e.f.Disks
+	cfg := sandbox.Config{ScratchDisk: true, ScratchBytes: 16 << 20}
+	first := strings.Fields(runPython(t, e, "a", cfg, tmpProbe, "3"))
+	if d.Reuse() != nil {
+		t.Skipf("this kernel cannot reuse a /tmp file system: %v", d.Reuse())
+	}
+	if len(first) != 6 || !strings.HasPrefix(first[0], "/dev/loop") || first[1] != "/tmp" || first[2] != "['s.sock']" || first[5] != "0o1777" {
+		t.Fatalf("first sandbox's /tmp: %q, want a loop device's tmp with only the socket, mode 1777", first)
+	}
+	if st := d.Stats(); st.Reused < 1 || st.Dropped != 0 {
+		t.Fatalf("after one sandbox: %+v, want its file system reused", st)
+	}
+	// The next sandbox gets the same file system (the reserve holds it),
+	// with none of the first's files, and every block and inode as free.
+	second := strings.Fields(runPython(t, e, "b", cfg, tmpProbe, "0"))
+	if len(second) != 6 || second[0] != first[0] || !slices.Equal(second[2:], first[2:]) {
+		t.Fatalf("second sandbox's /tmp: %q, want %q again (the same device, empty)", second, first)
+	}
+
+	// A file of it still open: dropped.
+	before := d.Stats()
+	g, err := e.cg.Create("held", cgroup.Limits{MemoryBytes: 64 << 20, Pids: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Delete(context.Background())
+	sb, err := e.f.Create(context.Background(), sandbox.Config{ID: "held", Group: g, ScratchDisk: true, ScratchBytes: 16 << 20,
+		Command: []string{"/bin/sh", "-c", "echo x > /tmp/kept"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-sb.Done()
+	held, err := os.Open(filepath.Join(sb.Scratch(), "kept"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sb.Destroy(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	held.Close()
+	if st := d.Stats(); st.Dropped != before.Dropped+1 || st.Reused != before.Reused {
+		t.Errorf("with a file still open: %+v, then %+v; want it dropped", before, st)
+	}
+
+	// Many files left: dropped rather than emptied.
+	before = d.Stats()
+	runPython(t, e, "many", cfg, tmpProbe, "100")
+	if st := d.Stats(); st.Dropped != before.Dropped+1 || st.Reused != before.Reused {
+		t.Errorf("with 100 files left: %+v, then %+v; want it dropped", before, st)
 	}
 }
 

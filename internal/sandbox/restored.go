@@ -74,7 +74,7 @@ func (s *Sandbox) destroyRestored(ctx context.Context, errs []error) error {
 	if err := s.waitExit(ctx, "init"); err != nil {
 		errs = append(errs, err)
 	}
-	if err := s.cleanupFS(); err != nil {
+	if err := s.cleanupFS(false); err != nil {
 		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {

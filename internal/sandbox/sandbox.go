@@ -136,6 +136,7 @@ type Sandbox struct {
 	id      string
 	dir     string
 	tmp     *os.File // the scratch file system's root (a detached mount, then /tmp's)
+	disk    *Scratch // tmp's, if from Disks
 	scratch string   // tmp as a path, through /proc/self/fd
 	group   *cgroup.Group
 	cmd     *exec.Cmd // hearth-init; nil for a shell (see Shell)
@@ -179,10 +180,10 @@ func (f *Factory) Create(ctx context.Context, cfg Config) (_ *Sandbox, err error
 	}
 	defer func() {
 		if err != nil {
-			s.cleanupFS()
+			s.cleanupFS(false)
 		}
 	}()
-	if s.tmp, err = f.scratch(ctx, cfg); err != nil {
+	if s.tmp, s.disk, err = f.scratch(ctx, cfg); err != nil {
 		return nil, fmt.Errorf("sandbox %s: scratch: %w", s.id, err)
 	}
 	s.scratch = fdPath(s.tmp)
@@ -359,36 +360,41 @@ func (f *Factory) Create(ctx context.Context, cfg Config) (_ *Sandbox, err error
 }
 
 // scratch makes the sandbox's /tmp, detached: a file system from f.Disks
-// (ScratchDisk) or a new tmpfs, cfg.ScratchBytes large, root mode 1777.
-func (f *Factory) scratch(ctx context.Context, cfg Config) (*os.File, error) {
+// (ScratchDisk), also returned, or a new tmpfs, cfg.ScratchBytes large,
+// root mode 1777.
+func (f *Factory) scratch(ctx context.Context, cfg Config) (*os.File, *Scratch, error) {
 	size := cfg.ScratchBytes
 	if size <= 0 {
 		size = 64 << 20
 	}
 	if cfg.ScratchDisk {
 		if f.Disks == nil {
-			return nil, fmt.Errorf("on disk: %w", ErrNoDisks)
+			return nil, nil, fmt.Errorf("on disk: %w", ErrNoDisks)
 		}
-		return f.Disks.Take(ctx, size)
+		sc, err := f.Disks.Take(ctx, size)
+		if err != nil {
+			return nil, nil, err
+		}
+		return sc.Mount, sc, nil
 	}
 	fs, err := unix.Fsopen("tmpfs", unix.FSOPEN_CLOEXEC)
 	if err != nil {
-		return nil, fmt.Errorf("fsopen tmpfs: %w", err)
+		return nil, nil, fmt.Errorf("fsopen tmpfs: %w", err)
 	}
 	defer unix.Close(fs)
 	for k, v := range map[string]string{"size": strconv.FormatInt(size, 10), "mode": "1777"} {
 		if err := unix.FsconfigSetString(fs, k, v); err != nil {
-			return nil, fmt.Errorf("tmpfs %s=%s: %w", k, v, err)
+			return nil, nil, fmt.Errorf("tmpfs %s=%s: %w", k, v, err)
 		}
 	}
 	if err := unix.FsconfigCreate(fs); err != nil {
-		return nil, fmt.Errorf("tmpfs: %w", err)
+		return nil, nil, fmt.Errorf("tmpfs: %w", err)
 	}
 	m, err := unix.Fsmount(fs, unix.FSMOUNT_CLOEXEC, unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV)
 	if err != nil {
-		return nil, fmt.Errorf("fsmount tmpfs: %w", err)
+		return nil, nil, fmt.Errorf("fsmount tmpfs: %w", err)
 	}
-	return os.NewFile(uintptr(m), "tmp"), nil
+	return os.NewFile(uintptr(m), "tmp"), nil, nil
 }
 
 func cloneFlags(newNet bool) uintptr {
@@ -713,7 +719,7 @@ func (s *Sandbox) Destroy(ctx context.Context) error {
 			groupKill()
 		}
 	}
-	if err := s.cleanupFS(); err != nil {
+	if err := s.cleanupFS(len(errs) == 0); err != nil {
 		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -737,9 +743,13 @@ func (s *Sandbox) waitExit(ctx context.Context, what string) error {
 
 // cleanupFS drops the worker's hold on the scratch file system, which
 // goes with the sandbox's mount namespace (its loop device and image
-// with it), and removes the sandbox's directory.
-func (s *Sandbox) cleanupFS() error {
-	if s.tmp != nil {
+// with it) or, with gone set when none of the sandbox's processes is
+// left, back to Disks for reuse; and it removes the sandbox's directory.
+func (s *Sandbox) cleanupFS(gone bool) error {
+	if s.disk != nil {
+		s.disk.Release(gone)
+		s.disk = nil
+	} else if s.tmp != nil {
 		s.tmp.Close()
 	}
 	if s.mnt != "" {

@@ -40,7 +40,7 @@ func BenchmarkScratchMake(b *testing.B) {
 	b.Run("tmpfs-detached", func(b *testing.B) {
 		f := &Factory{}
 		for i := 0; i < b.N; i++ {
-			m, err := f.scratch(ctx, Config{ScratchBytes: 512 << 20})
+			m, _, err := f.scratch(ctx, Config{ScratchBytes: 512 << 20})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -65,49 +65,63 @@ func BenchmarkScratchMake(b *testing.B) {
 					}
 					b.StartTimer()
 				}
-				m, err := f.scratch(ctx, cfg)
+				_, sc, err := f.scratch(ctx, cfg)
 				if err != nil {
 					b.Fatal(err)
 				}
 				b.StopTimer()
-				m.Close()
+				sc.Release(false)
 				b.StartTimer()
 			}
 		})
 	}
 }
 
-// BenchmarkScratchLife measures the whole life of an on-disk /tmp made on
-// demand, as every sandbox's costs the worker off the critical path: made
-// (template copy, loop device, mount), a file written, and dropped
-// (unmount, loop device and image freed). cpu-ms/op is the process's CPU
-// time, the kernel's work for it included (its loop I/O threads' not);
-// disk-KiB/op the page cache it dirtied for the data dir's disk, the
-// image's copy (/proc/self/io; the loop device's own direct I/O is a
-// kernel thread's and not counted).
+// BenchmarkScratchLife measures the whole life of an on-disk /tmp, as
+// every sandbox's costs the worker off the critical path: taken, a file
+// written, and released. "new" makes each (template copy, loop device,
+// mount) and drops it (unmount, loop device and image freed), as
+// without reuse; "reused" takes a released one back (the file removed,
+// checked empty, a fresh directory and its mount). cpu-ms/op is the
+// process's CPU time, the kernel's work for it included (its loop I/O
+// threads' not); disk-KiB/op the page cache it dirtied for the data
+// dir's disk, the image's copy (/proc/self/io; the loop device's own
+// direct I/O is a kernel thread's and not counted); reused/op the share
+// of file systems that were reused.
 func BenchmarkScratchLife(b *testing.B) {
-	ctx := context.Background()
-	_, f, cfg := diskFactory(b, -1)
-	var r0, r1 unix.Rusage
-	unix.Getrusage(unix.RUSAGE_SELF, &r0)
-	w0 := writeBytes(b)
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		m, err := f.scratch(ctx, cfg)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(fdPath(m), "sock"), []byte("x"), 0o600); err != nil {
-			b.Fatal(err)
-		}
-		m.Close()
+	for _, mode := range []string{"new", "reused"} {
+		b.Run(mode, func(b *testing.B) {
+			ctx := context.Background()
+			ready := -1
+			if mode == "reused" {
+				ready = 1
+			}
+			d, f, cfg := diskFactory(b, ready)
+			s0 := d.Stats()
+			var r0, r1 unix.Rusage
+			unix.Getrusage(unix.RUSAGE_SELF, &r0)
+			w0 := writeBytes(b)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				m, sc, err := f.scratch(ctx, cfg)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := os.WriteFile(filepath.Join(fdPath(m), "sock"), []byte("x"), 0o600); err != nil {
+					b.Fatal(err)
+				}
+				sc.Release(true)
+			}
+			b.StopTimer()
+			unix.Getrusage(unix.RUSAGE_SELF, &r1)
+			w1 := writeBytes(b)
+			s1 := d.Stats()
+			cpu := time.Duration(r1.Utime.Nano() + r1.Stime.Nano() - r0.Utime.Nano() - r0.Stime.Nano())
+			b.ReportMetric(float64(cpu.Microseconds())/1000/float64(b.N), "cpu-ms/op")
+			b.ReportMetric(float64(w1-w0)/1024/float64(b.N), "disk-KiB/op")
+			b.ReportMetric(float64(s1.Reused-s0.Reused)/float64(b.N), "reused/op")
+		})
 	}
-	b.StopTimer()
-	unix.Getrusage(unix.RUSAGE_SELF, &r1)
-	w1 := writeBytes(b)
-	cpu := time.Duration(r1.Utime.Nano() + r1.Stime.Nano() - r0.Utime.Nano() - r0.Stime.Nano())
-	b.ReportMetric(float64(cpu.Microseconds())/1000/float64(b.N), "cpu-ms/op")
-	b.ReportMetric(float64(w1-w0)/1024/float64(b.N), "disk-KiB/op")
 }
 
 // writeBytes reads the bytes this process sent to storage so far.
@@ -141,10 +155,10 @@ func diskFactory(b *testing.B, ready int) (*Disks, *Factory, Config) {
 	b.Cleanup(func() { d.Close() })
 	f := &Factory{Disks: d}
 	cfg := Config{ScratchBytes: 512 << 20, ScratchDisk: true}
-	m, err := f.scratch(context.Background(), cfg) // the template
+	_, sc, err := f.scratch(context.Background(), cfg) // the template
 	if err != nil {
 		b.Fatal(err)
 	}
-	m.Close()
+	sc.Release(true)
 	return d, f, cfg
 }

@@ -32,10 +32,10 @@ func (f *Factory) Shell(ctx context.Context, cfg Config) (_ *Sandbox, err error)
 	}
 	defer func() {
 		if err != nil {
-			s.cleanupFS()
+			s.cleanupFS(false)
 		}
 	}()
-	if s.tmp, err = f.scratch(ctx, cfg); err != nil {
+	if s.tmp, s.disk, err = f.scratch(ctx, cfg); err != nil {
 		return nil, fmt.Errorf("sandbox %s: scratch: %w", s.id, err)
 	}
 	s.scratch = fdPath(s.tmp)
@@ -156,7 +156,7 @@ func (s *Sandbox) destroyShell(ctx context.Context, groupKill func(), errs []err
 		default:
 		}
 	}
-	if err := s.cleanupFS(); err != nil {
+	if err := s.cleanupFS(len(errs) == 0); err != nil {
 		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {

@@ -9,6 +9,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/hearth-run/hearth/internal/sandbox"
 )
 
 // Metrics are the worker's Prometheus collectors, on their own registry.
@@ -191,4 +193,28 @@ func (m *Metrics) noteStart(kind string, pid int, from schedStat) {
 	}
 	m.startCPU.WithLabelValues(kind).Add((now.cpu - from.cpu).Seconds())
 	m.startWait.WithLabelValues(kind).Add((now.wait - from.wait).Seconds())
+}
+
+// scratchCollector reports what became of the on-disk /tmp file systems.
+type scratchCollector struct {
+	d    *sandbox.Disks
+	desc *prometheus.Desc
+}
+
+func newScratchCollector(d *sandbox.Disks) *scratchCollector {
+	return &scratchCollector{d: d, desc: prometheus.NewDesc("hearth_scratch_filesystems_total",
+		"On-disk /tmp file systems: made, reused (emptied after a sandbox, for another) and dropped (after a sandbox, or unused).",
+		[]string{"outcome"}, nil)}
+}
+
+func (c *scratchCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *scratchCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.d.Stats()
+	for _, v := range []struct {
+		outcome string
+		n       int64
+	}{{"made", st.Made}, {"reused", st.Reused}, {"dropped", st.Dropped}} {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(v.n), v.outcome)
+	}
 }

@@ -391,6 +391,7 @@ func New(ctx context.Context, cfg Config, fns Functions) (*Worker, error) {
 		w.disks = disks
 		w.factory.Disks = disks
 		disks.Keep(cfg.ScratchBytes)
+		w.metrics.Registry.MustRegister(newScratchCollector(disks))
 	}
 	w.resolver = &zygote.BaseResolver{Base: cfg.Base}
 	w.pkgCache = map[fnKey][]string{}

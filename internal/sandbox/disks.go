@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -10,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -17,13 +19,14 @@ import (
 
 // Disks makes the file systems of sandboxes' on-disk /tmp: each is an
 // ext4 file system in a sparse image file in a directory on the data
-// dir's disk, on a loop device, mounted detached (fsmount(2)). Such a mount is
-// in no mount namespace until a sandbox's init moves it onto its /tmp, so
-// no other namespace ever holds a copy of it, and it goes, loop device
-// and image with it, once the last reference (the sandbox's namespace and
-// the worker's descriptor) does. Its files are page cache, which the
-// kernel can write back and reclaim, not tmpfs memory the sandbox's
-// cgroup must hold, and the image's size caps what the sandbox can write.
+// dir's disk, on a loop device, mounted detached (fsmount(2)). Such a
+// mount is in no mount namespace: a sandbox's init moves a mount of it
+// onto its /tmp, so no other namespace ever holds a copy of it, and it
+// goes, loop device and image with it, once the last reference (Disks'
+// descriptor of its root, the sandbox's namespace) does. Its files are
+// page cache, which the kernel can write back and reclaim, not tmpfs
+// memory the sandbox's cgroup must hold, and the image's size caps what
+// the sandbox can write.
 //
 // Making one costs about 2 ms (a sparse copy of a per-size template made
 // once by mkfs.ext4, a loop device, the mount), against 50 us for a
@@ -37,8 +40,9 @@ import (
 // system must be back to the free blocks and inodes it had when made: a
 // file or directory of it that anything still holds open keeps its
 // inode, and such a file system is dropped, never reused. So is one that
-// was left with many files or grew its image much (see reuseFiles). A
-// fresh directory then goes to the next sandbox. That saves making and
+// was left with many files or names, or whose image has grown much since
+// it was made (see reuseFiles). A fresh directory then goes to the next
+// sandbox. That saves making and
 // dropping a file system per sandbox (about 1.2 ms of CPU and 90 KiB
 // written; BenchmarkScratchLife). Kernels that cannot clone a detached
 // mount (open_tree, before Linux 6.15) get a whole new file system per
@@ -145,7 +149,9 @@ func OpenDisks(dir string, cfg DisksConfig) (*Disks, error) {
 		wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
 		sizes: map[int64]*diskSize{},
 	}
-	if err := ProbeReuse(); err != nil {
+	if d.ready == 0 {
+		d.noReuse = errors.New("no reserve kept (Ready < 0)")
+	} else if err := ProbeReuse(); err != nil {
 		d.noReuse = err
 		d.log.Info("sandbox /tmp file systems are not reused on this host: each is made for one sandbox", "err", err)
 	}
@@ -206,16 +212,24 @@ type diskFS struct {
 type Scratch struct {
 	// Mount is a detached mount of the /tmp, root mode 1777: the
 	// sandbox's init moves it onto its /tmp.
-	Mount *os.File
-	d     *Disks
-	fs    *diskFS // nil: Mount is the root of a file system used once
+	Mount    *os.File
+	d        *Disks
+	fs       *diskFS // nil: Mount is the root of a file system used once
+	released atomic.Bool
 }
 
 // Release gives s back once its sandbox is done with it, and closes
-// s.Mount. reuse says that every process that had the /tmp is gone
-// (exited or never started), so that its file system may serve another
-// sandbox once emptied; false drops it.
+// s.Mount; a second call does nothing. reuse says that the sandbox's
+// processes are gone (killed and waited for, or never started), so that
+// its file system may serve another sandbox once emptied; false drops
+// it. What keeps another sandbox from ever meeting anything of this one
+// is not reuse but the check after emptying (see Disks): whatever still
+// holds a file or directory of it, or its mount, keeps an inode in use,
+// and the file system is dropped.
 func (s *Scratch) Release(reuse bool) {
+	if s.released.Swap(true) {
+		return
+	}
 	s.Mount.Close()
 	if s.fs != nil && reuse && s.d.recycle(s.fs) {
 		return
@@ -248,11 +262,14 @@ func (d *Disks) Reuse() error {
 }
 
 const (
-	// reuseFiles is how many files and directories a sandbox may leave
-	// in its /tmp for the file system to be emptied and reused rather
-	// than dropped: removing them costs the worker CPU, dropping the
-	// file system does not.
+	// reuseFiles is how many inodes (files, directories, sockets...) a
+	// sandbox may leave in its /tmp for the file system to be emptied
+	// and reused rather than dropped: removing them costs the worker
+	// CPU, dropping the file system does not.
 	reuseFiles = 64
+	// reuseNames bounds the names removed: hard links give one inode
+	// many, so a /tmp with more is dropped halfway through instead.
+	reuseNames = 4 * reuseFiles
 	// reuseGrowth is how much the image may have grown on the data
 	// dir's disk: the blocks a removed file freed stay allocated in it.
 	reuseGrowth = 16 << 20
@@ -318,8 +335,8 @@ func (fs *diskFS) empty() error {
 	if grew := (ist.Blocks - fs.blocks) * 512; grew > reuseGrowth {
 		return fmt.Errorf("image grew %d MiB", grew>>20)
 	}
-	// RemoveAll works from descriptors and follows no symbolic link.
-	if err := os.RemoveAll(filepath.Join(fdPath(fs.root), "tmp")); err != nil {
+	budget := reuseNames
+	if err := removeTree(int(fs.root.Fd()), "tmp", &budget); err != nil {
 		return err
 	}
 	if err := unix.Fstatfs(int(fs.root.Fd()), &st); err != nil {
@@ -328,6 +345,50 @@ func (fs *diskFS) empty() error {
 	if st.Bfree != fs.free || st.Ffree != fs.files {
 		return fmt.Errorf("emptied, %d blocks and %d inodes still in use: something holds a file of it open",
 			int64(fs.free)-int64(st.Bfree), int64(fs.files)-int64(st.Ffree))
+	}
+	return nil
+}
+
+// errManyNames says a tree had more names than removeTree's budget.
+var errManyNames = errors.New("too many names to remove")
+
+// removeTree removes name, in the directory dir, and all below it,
+// following no symbolic link, and gives up with errManyNames once it has
+// met more than *budget names.
+func removeTree(dir int, name string, budget *int) error {
+	if *budget--; *budget < 0 {
+		return errManyNames
+	}
+	err := unix.Unlinkat(dir, name, 0)
+	if err == nil || err == unix.ENOENT {
+		return nil
+	}
+	if err != unix.EISDIR {
+		return fmt.Errorf("remove %s: %w", name, err)
+	}
+	fd, err := unix.Openat(dir, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", name, err)
+	}
+	d := os.NewFile(uintptr(fd), name)
+	defer d.Close()
+	for {
+		// In batches: a directory may hold very many names.
+		names, err := d.Readdirnames(64)
+		for _, n := range names {
+			if err := removeTree(fd, n, budget); err != nil {
+				return err
+			}
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("read %s: %w", name, err)
+		}
+	}
+	if err := unix.Unlinkat(dir, name, unix.AT_REMOVEDIR); err != nil {
+		return fmt.Errorf("remove %s: %w", name, err)
 	}
 	return nil
 }

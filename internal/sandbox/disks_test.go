@@ -249,11 +249,46 @@ func TestDiskReuse(t *testing.T) {
 		t.Errorf("with a file still open: %+v, then %+v; want it dropped", before, st)
 	}
 
-	// Many files left: dropped rather than emptied.
+	// Many files left, or one file under many names: dropped rather
+	// than emptied.
 	before = d.Stats()
 	runPython(t, e, "many", cfg, tmpProbe, "100")
 	if st := d.Stats(); st.Dropped != before.Dropped+1 || st.Reused != before.Reused {
 		t.Errorf("with 100 files left: %+v, then %+v; want it dropped", before, st)
+	}
+	before = d.Stats()
+	runPython(t, e, "links", cfg, `
+import os
+os.mkdir("/tmp/d")
+open("/tmp/d/f", "w").close()
+for i in range(1000):
+    os.link("/tmp/d/f", "/tmp/d/l%d" % i)
+`)
+	if st := d.Stats(); st.Dropped != before.Dropped+1 || st.Reused != before.Reused {
+		t.Errorf("with 1000 hard links left: %+v, then %+v; want it dropped", before, st)
+	}
+	// And a /tmp whose tree the tenant made deep, with symbolic links to
+	// /etc (the host's, seen from the worker), is emptied and reused,
+	// nothing outside touched.
+	before = d.Stats()
+	runPython(t, e, "deep", cfg, `
+import os
+p = "/tmp"
+for i in range(10):
+    p += "/d%d" % i
+    os.mkdir(p)
+    os.symlink("/etc", p + "/etc")
+open(p + "/f", "w").close()
+`)
+	if st := d.Stats(); st.Reused != before.Reused+1 {
+		t.Errorf("with a deep tree left: %+v, then %+v; want it reused", before, st)
+	}
+	third := strings.Fields(runPython(t, e, "c", cfg, tmpProbe, "0"))
+	if len(third) != 6 || !slices.Equal(third[2:], first[2:]) {
+		t.Errorf("after a deep tree, /tmp: %q, want %q again", third, first)
+	}
+	if _, err := os.Stat("/etc/passwd"); err != nil {
+		t.Errorf("/etc/passwd: %v", err)
 	}
 }
 

@@ -743,8 +743,10 @@ func (s *Sandbox) waitExit(ctx context.Context, what string) error {
 
 // cleanupFS drops the worker's hold on the scratch file system, which
 // goes with the sandbox's mount namespace (its loop device and image
-// with it) or, with gone set when none of the sandbox's processes is
-// left, back to Disks for reuse; and it removes the sandbox's directory.
+// with it) or, with gone set once the sandbox's processes were killed
+// and waited for, back to Disks, which reuses it only if nothing holds
+// any of it anymore (see Scratch.Release); and it removes the sandbox's
+// directory.
 func (s *Sandbox) cleanupFS(gone bool) error {
 	if s.disk != nil {
 		s.disk.Release(gone)

@@ -48,6 +48,7 @@ def f(e):
         "tmp": sorted(os.listdir("/tmp")),
         "hostname": os.uname().nodename,
         "dev": sorted(os.listdir("/dev")),
+        "procfs": sorted(os.listdir("/proc/fs")),
     }
 `
 
@@ -82,6 +83,10 @@ func checkIsolation(t *testing.T, m map[string]any) {
 	}
 	if d := m["dev"]; len(d.([]any)) > 8 {
 		t.Errorf("/dev has more than the minimal devices: %v", d)
+	}
+	// The host's file systems' state (other sandboxes' /tmp among them).
+	if d, ok := m["procfs"].([]any); !ok || len(d) != 0 {
+		t.Errorf("/proc/fs shows %v", d)
 	}
 }
 

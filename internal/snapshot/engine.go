@@ -254,8 +254,9 @@ func (e *Engine) Dump(ctx context.Context, spec DumpSpec, dir string) (*Descript
 	for _, m := range mounts {
 		inside[m.id] = true
 		switch {
-		case m.point == "/" || m.fstype == "proc" || m.point == "/dev" && m.fstype == "tmpfs":
-			// The root comes from --root; proc and /dev are CRIU's.
+		case m.point == "/" || m.fstype == "proc" || m.fstype == "tmpfs" && (m.point == "/dev" || m.point == "/proc/fs"):
+			// The root comes from --root; proc, /dev and the mask on
+			// /proc/fs (see initproc) are CRIU's.
 		case m.point == "/tmp":
 			args = append(args, "--external", "mnt["+m.point+"]:"+scratchKey)
 		default:

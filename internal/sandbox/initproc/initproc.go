@@ -318,6 +318,14 @@ func setup(a Args) error {
 	if err := unix.Mount("proc", filepath.Join(a.Root, "proc"), "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, procOpts); err != nil {
 		return fmt.Errorf("mount /proc: %w", err)
 	}
+	// /proc/fs tells everyone the host's file systems' state: among
+	// them, every sandbox's /tmp (ext4 on a loop device, its free space
+	// group by group). An empty, read-only tmpfs hides it; a forked
+	// child's copy of the mount is locked over it.
+	if err := unix.Mount("tmpfs", filepath.Join(a.Root, "proc", "fs"), "tmpfs",
+		unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "size=4k,nr_inodes=1,mode=555"); err != nil {
+		return fmt.Errorf("mask /proc/fs: %w", err)
+	}
 	if a.Exec || a.Zygote {
 		// Snapshot sources pivot: CRIU dumps a mount namespace only if it
 		// is the task's root, and they are off the critical path.

@@ -31,6 +31,22 @@ def tryw(path):
     except OSError:
         return False
 
+def loopback():
+    import socket
+    try:
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        c = socket.create_connection(s.getsockname(), timeout=2)
+        a, _ = s.accept()
+        c.sendall(b"x")
+        ok = a.recv(1) == b"x"
+        for x in (a, c, s):
+            x.close()
+        return ok
+    except OSError:
+        return False
+
 def f(e):
     if e.get("mark"):
         with open("/tmp/mark", "w") as fh:
@@ -49,6 +65,7 @@ def f(e):
         "hostname": os.uname().nodename,
         "dev": sorted(os.listdir("/dev")),
         "procfs": sorted(os.listdir("/proc/fs")),
+        "loopback": loopback(),
     }
 `
 
@@ -83,6 +100,10 @@ func checkIsolation(t *testing.T, m map[string]any) {
 	}
 	if d := m["dev"]; len(d.([]any)) > 8 {
 		t.Errorf("/dev has more than the minimal devices: %v", d)
+	}
+	// Its own loopback is up: a server on 127.0.0.1 answers it.
+	if m["loopback"] != true {
+		t.Errorf("no loopback of its own: %v", m["loopback"])
 	}
 	// The host's file systems' state (other sandboxes' /tmp among them).
 	if d, ok := m["procfs"].([]any); !ok || len(d) != 0 {

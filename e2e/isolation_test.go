@@ -66,6 +66,7 @@ def f(e):
         "dev": sorted(os.listdir("/dev")),
         "procfs": sorted(os.listdir("/proc/fs")),
         "loopback": loopback(),
+        "ipv6": sorted(l.split()[-1] for l in open("/proc/net/if_inet6") if l.split()[-1] != "lo"),
     }
 `
 
@@ -104,6 +105,10 @@ func checkIsolation(t *testing.T, m map[string]any) {
 	// Its own loopback is up: a server on 127.0.0.1 answers it.
 	if m["loopback"] != true {
 		t.Errorf("no loopback of its own: %v", m["loopback"])
+	}
+	// IPv4 only: no IPv6 address but loopback's.
+	if v6, ok := m["ipv6"].([]any); !ok || len(v6) != 0 {
+		t.Errorf("links with IPv6 addresses: %v", m["ipv6"])
 	}
 	// The host's file systems' state (other sandboxes' /tmp among them).
 	if d, ok := m["procfs"].([]any); !ok || len(d) != 0 {

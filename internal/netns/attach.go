@@ -2,8 +2,10 @@ package netns
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
+	"runtime"
 
 	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
@@ -47,12 +49,71 @@ func (p *Pool) Attach(ctx context.Context, target *os.File) (_ *NS, err error) {
 		return nil, fmt.Errorf("netns: %w", err)
 	}
 	ns.file = os.NewFile(uintptr(fd), "netns-"+ns.veth)
-	// Routing alone: all the NS of another's namespace does.
-	if ns.h, err = netlink.NewHandleAt(vnetns.NsHandle(fd), unix.NETLINK_ROUTE); err != nil {
-		return nil, fmt.Errorf("netns: netlink in the namespace: %w", err)
+	if ns.h, err = p.enter(fd); err != nil {
+		return nil, err
 	}
 	if err := p.plug(ns); err != nil {
 		return nil, err
 	}
 	return ns, nil
+}
+
+// enter makes a netlink handle inside the namespace fd (routing alone:
+// all the NS of another's namespace does) and turns IPv6 off for the
+// links made there from then on, eth0 among them, as a pooled namespace
+// does (see unshare): without it eth0 took a link-local address, with
+// duplicate address detection, router solicitations and multicast
+// reports, the kernel's work for every forked sandbox. It does so on a
+// locked thread that returns to the host namespace afterwards; a thread
+// that cannot return stays locked and dies with its goroutine.
+func (p *Pool) enter(fd int) (*netlink.Handle, error) {
+	type result struct {
+		h   *netlink.Handle
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		if err := vnetns.Set(vnetns.NsHandle(fd)); err != nil {
+			runtime.UnlockOSThread()
+			ch <- result{err: fmt.Errorf("netns: entering the namespace: %w", err)}
+			return
+		}
+		h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+		if err != nil {
+			err = fmt.Errorf("netns: netlink in the namespace: %w", err)
+		} else if werr := writeSysctl("/proc/sys/net/ipv6/conf/default/disable_ipv6", "1"); werr != nil {
+			err = fmt.Errorf("netns: turning IPv6 off in the namespace: %w", werr)
+		}
+		if serr := vnetns.Set(p.host); serr != nil {
+			if h != nil {
+				h.Close()
+			}
+			ch <- result{err: fmt.Errorf("netns: returning to the host namespace: %w", serr)}
+			return
+		}
+		runtime.UnlockOSThread()
+		if err != nil && h != nil {
+			h.Close()
+			h = nil
+		}
+		ch <- result{h, err}
+	}()
+	r := <-ch
+	return r.h, r.err
+}
+
+// writeSysctl writes a /proc/sys file of the calling thread's namespaces;
+// a kernel without the setting (no IPv6) is no error.
+func writeSysctl(path, value string) error {
+	f, err := unix.Open(path, unix.O_WRONLY|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer unix.Close(f)
+	_, err = unix.Write(f, []byte(value))
+	return err
 }

@@ -47,6 +47,13 @@ def loopback():
     except OSError:
         return False
 
+def ipv6_links():
+    try:
+        with open("/proc/net/if_inet6") as fh:
+            return sorted(l.split()[-1] for l in fh if l.split()[-1] != "lo")
+    except FileNotFoundError:  # a kernel without IPv6
+        return []
+
 def f(e):
     if e.get("mark"):
         with open("/tmp/mark", "w") as fh:
@@ -66,7 +73,7 @@ def f(e):
         "dev": sorted(os.listdir("/dev")),
         "procfs": sorted(os.listdir("/proc/fs")),
         "loopback": loopback(),
-        "ipv6": sorted(l.split()[-1] for l in open("/proc/net/if_inet6") if l.split()[-1] != "lo"),
+        "ipv6": ipv6_links(),
     }
 `
 

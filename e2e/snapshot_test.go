@@ -43,17 +43,19 @@ def f(event, ctx):
     with open("/tmp/init.txt") as fh:
         t0_file = float(fh.read())
     return {"n": N, "sum": int(DATA.sum()), "t0": T0, "t0_file": t0_file,
-            "r": random.random(), "np": float(numpy.random.random()), "hooks": HOOKS}
+            "r": random.random(), "np": float(numpy.random.random()), "hooks": HOOKS,
+            "procfs": sorted(os.listdir("/proc/fs"))}
 `
 
 type slowAnswer struct {
-	N      int     `json:"n"`
-	Sum    int64   `json:"sum"`
-	T0     float64 `json:"t0"`
-	T0File float64 `json:"t0_file"`
-	R      float64 `json:"r"`
-	NP     float64 `json:"np"`
-	Hooks  []int   `json:"hooks"`
+	N      int      `json:"n"`
+	Sum    int64    `json:"sum"`
+	T0     float64  `json:"t0"`
+	T0File float64  `json:"t0_file"`
+	R      float64  `json:"r"`
+	NP     float64  `json:"np"`
+	Hooks  []int    `json:"hooks"`
+	ProcFS []string `json:"procfs"`
 }
 
 type snapshotList struct {
@@ -220,6 +222,11 @@ func TestSnapshotLifecycle(t *testing.T) {
 		}
 		if a.N != 1 || a.T0 == a0.T0 || a.T0 != invs[0].T0 || len(a.Hooks) != 1 || a.Hooks[0] != 1 {
 			t.Errorf("restore %d: %+v; want n 1, the snapshot's init time (not %v, same in both), hooks [1]", i, a, a0.T0)
+		}
+		// The mask over /proc/fs (the host's file systems' state) comes
+		// back with the restored mounts.
+		if a.ProcFS == nil || len(a.ProcFS) != 0 {
+			t.Errorf("restore %d: /proc/fs shows %v, want it empty", i, a.ProcFS)
 		}
 	}
 	if invs[0].R == invs[1].R || invs[0].NP == invs[1].NP {

@@ -89,7 +89,7 @@ func (p *Pool) enter(fd int) (*netlink.Handle, error) {
 			if h != nil {
 				h.Close()
 			}
-			ch <- result{err: fmt.Errorf("netns: returning to the host namespace: %w", serr)}
+			ch <- result{err: errors.Join(err, fmt.Errorf("netns: returning to the host namespace: %w", serr))}
 			return
 		}
 		runtime.UnlockOSThread()
@@ -111,9 +111,11 @@ func writeSysctl(path, value string) error {
 		return nil
 	}
 	if err != nil {
-		return err
+		return &os.PathError{Op: "open", Path: path, Err: err}
 	}
 	defer unix.Close(f)
-	_, err = unix.Write(f, []byte(value))
-	return err
+	if _, err := unix.Write(f, []byte(value)); err != nil {
+		return &os.PathError{Op: "write", Path: path, Err: err}
+	}
+	return nil
 }

@@ -319,9 +319,10 @@ func setup(a Args) error {
 		return fmt.Errorf("mount /proc: %w", err)
 	}
 	// /proc/fs tells everyone the host's file systems' state: among
-	// them, every sandbox's /tmp (ext4 on a loop device, its free space
-	// group by group). An empty, read-only tmpfs hides it; a forked
-	// child's copy of the mount is locked over it.
+	// them, every sandbox's on-disk /tmp (ext4 on a loop device, its
+	// free space group by group). An empty, read-only tmpfs hides it; a
+	// forked child's copy of the mount is locked over it. A snapshot's
+	// dump carries it (snapshot.FormatVersion 2).
 	if err := unix.Mount("tmpfs", filepath.Join(a.Root, "proc", "fs"), "tmpfs",
 		unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "size=4k,nr_inodes=1,mode=555"); err != nil {
 		return fmt.Errorf("mask /proc/fs: %w", err)

@@ -5,10 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"runtime"
 
 	"github.com/vishvananda/netlink"
-	vnetns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -64,43 +62,26 @@ func (p *Pool) Attach(ctx context.Context, target *os.File) (_ *NS, err error) {
 // does (see unshare): without it eth0 took a link-local address, with
 // duplicate address detection, router solicitations and multicast
 // reports, the kernel's work for every forked sandbox. It does so on a
-// locked thread that returns to the host namespace afterwards; a thread
-// that cannot return stays locked and dies with its goroutine.
+// thread away from the host namespace (see away).
 func (p *Pool) enter(fd int) (*netlink.Handle, error) {
-	type result struct {
-		h   *netlink.Handle
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		if err := vnetns.Set(vnetns.NsHandle(fd)); err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{err: fmt.Errorf("netns: entering the namespace: %w", err)}
-			return
+	var h *netlink.Handle
+	err := p.away(fd, func() error {
+		var err error
+		if h, err = netlink.NewHandle(unix.NETLINK_ROUTE); err != nil {
+			return fmt.Errorf("netns: netlink in the namespace: %w", err)
 		}
-		h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
-		if err != nil {
-			err = fmt.Errorf("netns: netlink in the namespace: %w", err)
-		} else if werr := writeSysctl("/proc/sys/net/ipv6/conf/default/disable_ipv6", "1"); werr != nil {
-			err = fmt.Errorf("netns: turning IPv6 off in the namespace: %w", werr)
+		if err := writeSysctl("/proc/sys/net/ipv6/conf/default/disable_ipv6", "1"); err != nil {
+			return fmt.Errorf("netns: turning IPv6 off in the namespace: %w", err)
 		}
-		if serr := vnetns.Set(p.host); serr != nil {
-			if h != nil {
-				h.Close()
-			}
-			ch <- result{err: errors.Join(err, fmt.Errorf("netns: returning to the host namespace: %w", serr))}
-			return
-		}
-		runtime.UnlockOSThread()
-		if err != nil && h != nil {
+		return nil
+	})
+	if err != nil {
+		if h != nil {
 			h.Close()
-			h = nil
 		}
-		ch <- result{h, err}
-	}()
-	r := <-ch
-	return r.h, r.err
+		return nil, err
+	}
+	return h, nil
 }
 
 // writeSysctl writes a /proc/sys file of the calling thread's namespaces;

@@ -154,7 +154,7 @@ type Stats struct {
 type Pool struct {
 	cfg       Config
 	nl        *netlink.Handle    // in the host namespace
-	host      netns.NsHandle     // the host namespace, to return threads to
+	host      netns.NsHandle     // the host namespace, to return threads to; see hostMu
 	blockBits int                // host bits of one bridge's block
 	blocks    int                // blocks in the subnet
 	offRes    *reserve.Pool[*NS] // empty namespaces (offline), never reused
@@ -167,6 +167,49 @@ type Pool struct {
 	st      Stats           // guarded by mu; Bridges, Created, Destroyed, Discarded
 	closed  bool            // guarded by mu; the bridges are gone or going
 	brMu    sync.Mutex
+	// hostMu is held (read) by a thread away from the host namespace
+	// until it is back, and by Close to close host: a descriptor number
+	// closed and reused meanwhile would send the thread elsewhere.
+	hostMu     sync.RWMutex
+	hostClosed bool // guarded by hostMu
+}
+
+// away runs f on a thread locked to the network namespace ns (ns < 0:
+// a new one, unshared) and brings the thread back to the host namespace
+// after it; a thread that cannot come back stays locked and dies with
+// its goroutine. It fails without running f once the pool is closed.
+func (p *Pool) away(ns int, f func() error) error {
+	ch := make(chan error, 1)
+	go func() {
+		p.hostMu.RLock()
+		defer p.hostMu.RUnlock()
+		if p.hostClosed {
+			ch <- ErrClosed
+			return
+		}
+		runtime.LockOSThread()
+		var err error
+		if ns < 0 {
+			err = unix.Unshare(unix.CLONE_NEWNET)
+		} else {
+			err = unix.Setns(ns, unix.CLONE_NEWNET)
+		}
+		if err != nil {
+			// Nothing changed: the thread is still in the host namespace.
+			runtime.UnlockOSThread()
+			ch <- fmt.Errorf("netns: leaving the host namespace: %w", err)
+			return
+		}
+		err = f()
+		if serr := netns.Set(p.host); serr != nil {
+			// Leave the thread locked: the runtime discards it.
+			ch <- errors.Join(err, fmt.Errorf("netns: returning to the host namespace: %w", serr))
+			return
+		}
+		runtime.UnlockOSThread()
+		ch <- err
+	}()
+	return <-ch
 }
 
 type bridge struct {
@@ -381,60 +424,43 @@ func (p *Pool) plug(ns *NS) error {
 }
 
 // unshare makes a network namespace and a netlink handle inside it, on a
-// locked thread that returns to the host namespace afterwards. With up,
-// loopback is brought up. A thread that cannot return stays locked and
-// dies with its goroutine.
+// thread away from the host namespace (see away). With up, loopback is
+// brought up.
 func (p *Pool) unshare(up bool) (fd int, h *netlink.Handle, err error) {
-	type result struct {
-		fd  int
-		h   *netlink.Handle
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		ns, err := netns.New()
+	fd = -1
+	err = p.away(-1, func() error {
+		ns, err := netns.Get() // this thread's, the new one
 		if err != nil {
-			// unshare failed: the thread is still in the host namespace.
-			runtime.UnlockOSThread()
-			ch <- result{err: err}
-			return
+			return err
 		}
+		fd = int(ns)
 		// Netlink sockets belong to the namespace they are made in: route
 		// for configuration, sock_diag to look for sockets on release.
-		h, err := netlink.NewHandle(unix.NETLINK_ROUTE, unix.NETLINK_INET_DIAG)
-		if err == nil && up {
-			// IPv4 only on eth0 (made later; it takes the defaults): no
-			// link-local address, router solicitations or v6 routes to
-			// scrub. Loopback keeps ::1.
-			if werr := os.WriteFile("/proc/sys/net/ipv6/conf/default/disable_ipv6", []byte("1"), 0); werr != nil && !errors.Is(werr, os.ErrNotExist) {
-				err = werr
-			}
+		if h, err = netlink.NewHandle(unix.NETLINK_ROUTE, unix.NETLINK_INET_DIAG); err != nil {
+			return err
 		}
-		if err == nil && up {
-			// Loopback is always link 1 of a new namespace.
-			err = h.LinkSetUp(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: 1, Name: "lo"}})
+		if !up {
+			return nil
 		}
-		if serr := netns.Set(p.host); serr != nil {
-			// Leave the thread locked: the runtime discards it.
-			if h != nil {
-				h.Close()
-			}
-			ns.Close()
-			ch <- result{err: fmt.Errorf("returning to the host namespace: %w", serr)}
-			return
+		// IPv4 only on eth0 (made later; it takes the defaults): no
+		// link-local address, router solicitations or v6 routes to
+		// scrub. Loopback keeps ::1.
+		if err := writeSysctl("/proc/sys/net/ipv6/conf/default/disable_ipv6", "1"); err != nil {
+			return err
 		}
-		runtime.UnlockOSThread()
-		if err != nil {
-			if h != nil {
-				h.Close()
-			}
-			ns.Close()
+		// Loopback is always link 1 of a new namespace.
+		return h.LinkSetUp(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: 1, Name: "lo"}})
+	})
+	if err != nil {
+		if h != nil {
+			h.Close()
 		}
-		ch <- result{int(ns), h, err}
-	}()
-	r := <-ch
-	return r.fd, r.h, r.err
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+		return -1, nil, err
+	}
+	return fd, h, nil
 }
 
 // alloc takes a free address, adding a bridge when all are full.
@@ -662,7 +688,10 @@ func (p *Pool) Close(ctx context.Context) error {
 		errs = append(errs, err)
 	}
 	p.nl.Close()
+	p.hostMu.Lock()
+	p.hostClosed = true
 	p.host.Close()
+	p.hostMu.Unlock()
 	return errors.Join(errs...)
 }
 

@@ -124,9 +124,9 @@ func runDoctor(ctx context.Context, cfg doctorConfig, w io.Writer) int {
 	} else {
 		report(true, false, "disk /tmp", "ext4 images on loop devices")
 		if err := sandbox.ProbeReuse(); err != nil {
-			report(false, false, "disk /tmp reuse", "off: each sandbox's /tmp file system is made for it and dropped after (about 1.2 ms of CPU each): "+err.Error())
+			report(false, false, "/tmp reuse", "off: each sandbox's /tmp file system is made for it and dropped after (about 1.2 ms of CPU each): "+err.Error())
 		} else {
-			report(true, false, "disk /tmp reuse", "a sandbox's /tmp file system, emptied, serves the next")
+			report(true, false, "/tmp reuse", "a sandbox's /tmp file system, emptied, serves the next")
 		}
 	}
 

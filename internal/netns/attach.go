@@ -2,7 +2,6 @@ package netns
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 
@@ -82,21 +81,4 @@ func (p *Pool) enter(fd int) (*netlink.Handle, error) {
 		return nil, err
 	}
 	return h, nil
-}
-
-// writeSysctl writes a /proc/sys file of the calling thread's namespaces;
-// a kernel without the setting (no IPv6) is no error.
-func writeSysctl(path, value string) error {
-	f, err := unix.Open(path, unix.O_WRONLY|unix.O_CLOEXEC, 0)
-	if errors.Is(err, unix.ENOENT) {
-		return nil
-	}
-	if err != nil {
-		return &os.PathError{Op: "open", Path: path, Err: err}
-	}
-	defer unix.Close(f)
-	if _, err := unix.Write(f, []byte(value)); err != nil {
-		return &os.PathError{Op: "write", Path: path, Err: err}
-	}
-	return nil
 }

@@ -741,9 +741,25 @@ func (p *Pool) waitVeths(ctx context.Context) error {
 // bridge and the veths would send their own router solicitations and
 // multicast reports into every sandbox as soon as they came up.
 func noIPv6(link string) error {
-	err := os.WriteFile("/proc/sys/net/ipv6/conf/"+link+"/disable_ipv6", []byte("1"), 0)
-	if err != nil && !errors.Is(err, os.ErrNotExist) { // no IPv6 in this kernel
+	if err := writeSysctl("/proc/sys/net/ipv6/conf/"+link+"/disable_ipv6", "1"); err != nil {
 		return fmt.Errorf("turning IPv6 off: %w", err)
+	}
+	return nil
+}
+
+// writeSysctl writes a /proc/sys file of the calling thread's namespaces;
+// a kernel without the setting (no IPv6) is no error.
+func writeSysctl(path, value string) error {
+	f, err := unix.Open(path, unix.O_WRONLY|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	if err != nil {
+		return &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	defer unix.Close(f)
+	if _, err := unix.Write(f, []byte(value)); err != nil {
+		return &os.PathError{Op: "write", Path: path, Err: err}
 	}
 	return nil
 }

@@ -404,14 +404,15 @@ func (fs *diskFS) close() {
 // of it; where released file systems are not reused, one of fs's root.
 func (d *Disks) open(fs *diskFS) (*Scratch, error) {
 	if d.Reuse() == nil {
-		return fs.open(d)
+		return fs.fresh(d)
 	}
 	fs.image.Close()
 	fs.image = nil
 	return &Scratch{Mount: fs.root, d: d}, nil
 }
 
-func (fs *diskFS) open(d *Disks) (*Scratch, error) {
+// fresh makes fs's "tmp" and a Scratch of it.
+func (fs *diskFS) fresh(d *Disks) (*Scratch, error) {
 	root := int(fs.root.Fd())
 	if err := unix.Mkdirat(root, "tmp", 0o700); err != nil {
 		return nil, fmt.Errorf("sandbox disks: %w", err)

@@ -378,6 +378,9 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request) {
 	if res.Wait > 0 {
 		h.Set("X-Hearth-Wait-Ms", ms(res.Wait))
 	}
+	if res.TurnWait > 0 {
+		h.Set("X-Hearth-Turn-Wait-Ms", ms(res.TurnWait))
+	}
 	if res.Path != "" {
 		h.Set("X-Hearth-Start-Path", res.Path)
 		h.Set("X-Hearth-Init-Ms", ms(res.Init))

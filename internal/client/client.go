@@ -141,9 +141,12 @@ type Invocation struct {
 	RunMs  float64
 	// WaitMs is how long the call waited for a concurrency slot, for
 	// memory and for its turn to start (X-Hearth-Wait-Ms).
-	WaitMs   float64
-	Revision string
-	Latency  time.Duration // as the client saw it
+	WaitMs float64
+	// TurnWaitMs is the part of WaitMs spent waiting for a turn to start
+	// (X-Hearth-Turn-Wait-Ms).
+	TurnWaitMs float64
+	Revision   string
+	Latency    time.Duration // as the client saw it
 	// InitError is the error type of a failed start (X-Hearth-Init-Error):
 	// the handler never ran, and InitMs is the time until the failure.
 	InitError string
@@ -161,6 +164,7 @@ func (c *Client) Invoke(ctx context.Context, name string, event []byte) (Invocat
 		inv.InitMs, _ = strconv.ParseFloat(resp.Header.Get("X-Hearth-Init-Ms"), 64)
 		inv.RunMs, _ = strconv.ParseFloat(resp.Header.Get("X-Hearth-Run-Ms"), 64)
 		inv.WaitMs, _ = strconv.ParseFloat(resp.Header.Get("X-Hearth-Wait-Ms"), 64)
+		inv.TurnWaitMs, _ = strconv.ParseFloat(resp.Header.Get("X-Hearth-Turn-Wait-Ms"), 64)
 		inv.InitError = resp.Header.Get("X-Hearth-Init-Error")
 	}
 	return inv, err

@@ -12,7 +12,7 @@ import (
 // milliseconds; scheduled and fire times count from the replay's start,
 // trace_ms from the window's start in trace time.
 var CSVHeader = []string{"function", "hash", "trace_ms", "scheduled_ms", "fire_ms", "late_ms",
-	"response_ms", "path", "wait_ms", "init_ms", "run_ms", "exec_ms", "status", "error"}
+	"response_ms", "path", "wait_ms", "init_ms", "run_ms", "exec_ms", "status", "error", "turn_wait_ms"}
 
 // WriteCSV writes one row per record.
 func WriteCSV(w io.Writer, p *Plan, recs []Record) error {
@@ -24,7 +24,7 @@ func WriteCSV(w io.Writer, p *Plan, recs []Record) error {
 	g := func(v float64) string { return strconv.FormatFloat(v, 'f', 3, 64) }
 	for _, r := range recs {
 		row := []string{r.Name, p.Funcs[r.Func].Hash, f(r.At), f(r.Scheduled), f(r.Fired), f(r.Late()),
-			f(r.Response), r.Path, g(r.WaitMs), g(r.InitMs), g(r.RunMs), f(r.Exec), strconv.Itoa(r.Status), r.Err}
+			f(r.Response), r.Path, g(r.WaitMs), g(r.InitMs), g(r.RunMs), f(r.Exec), strconv.Itoa(r.Status), r.Err, g(r.TurnWaitMs)}
 		if err := cw.Write(row); err != nil {
 			return fmt.Errorf("writing csv: %w", err)
 		}

@@ -34,9 +34,10 @@ type Record struct {
 	// transport error).
 	Path string
 	// InitMs and RunMs are the worker's start and run times; WaitMs is
-	// how long the call waited, before its start, for a concurrency slot
-	// and for memory.
-	InitMs, RunMs, WaitMs float64
+	// how long the call waited, before its start, for a concurrency slot,
+	// for memory and for a turn to start; TurnWaitMs the part of it spent
+	// waiting for the turn.
+	InitMs, RunMs, WaitMs, TurnWaitMs float64
 	// Status is the HTTP status, or 0 when there was no response.
 	Status int
 	// Err is the error message, empty on success.
@@ -206,7 +207,7 @@ loop:
 			defer wg.Done()
 			inv, ierr := c.Invoke(ctx, f.Name, ev)
 			rec.Response = inv.Latency
-			rec.Path, rec.InitMs, rec.RunMs, rec.WaitMs = inv.Path, inv.InitMs, inv.RunMs, inv.WaitMs
+			rec.Path, rec.InitMs, rec.RunMs, rec.WaitMs, rec.TurnWaitMs = inv.Path, inv.InitMs, inv.RunMs, inv.WaitMs, inv.TurnWaitMs
 			var ce *client.Error
 			switch {
 			case ierr == nil:

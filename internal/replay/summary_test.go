@@ -145,7 +145,7 @@ func TestWriteCSV(t *testing.T) {
 	p := twoFuncs()
 	recs := []Record{
 		{Func: 1, Name: "b", At: 2 * time.Second, Scheduled: time.Second, Fired: time.Second + ms(1.5),
-			Response: ms(12.25), Path: "cold", WaitMs: 0.25, InitMs: 10, RunMs: 1.5, Exec: ms(1), Status: 200},
+			Response: ms(12.25), Path: "cold", WaitMs: 0.25, TurnWaitMs: 0.125, InitMs: 10, RunMs: 1.5, Exec: ms(1), Status: 200},
 		{Func: 0, Name: "a", Status: 0, Err: `dial tcp: refused, "quoted"`},
 	}
 	var b strings.Builder
@@ -158,8 +158,8 @@ func TestWriteCSV(t *testing.T) {
 	}
 	want := [][]string{
 		CSVHeader,
-		{"b", "hb", "2000.000", "1000.000", "1001.500", "1.500", "12.250", "cold", "0.250", "10.000", "1.500", "1.000", "200", ""},
-		{"a", "ha", "0.000", "0.000", "0.000", "0.000", "0.000", "", "0.000", "0.000", "0.000", "0.000", "0", `dial tcp: refused, "quoted"`},
+		{"b", "hb", "2000.000", "1000.000", "1001.500", "1.500", "12.250", "cold", "0.250", "10.000", "1.500", "1.000", "200", "", "0.125"},
+		{"a", "ha", "0.000", "0.000", "0.000", "0.000", "0.000", "", "0.000", "0.000", "0.000", "0.000", "0", `dial tcp: refused, "quoted"`, "0.000"},
 	}
 	if fmt.Sprint(rows) != fmt.Sprint(want) {
 		t.Errorf("csv\n got %q\nwant %q", rows, want)

@@ -508,6 +508,9 @@ type Result struct {
 	// concurrency slots, for memory in the warm pool (a warm call's
 	// includes the thaw) and for a turn (Config.MaxStarts).
 	Wait time.Duration
+	// TurnWait is the part of Wait spent waiting for a turn to start,
+	// after the call had its room.
+	TurnWait time.Duration
 	// Run is the handler's run time as the worker saw it.
 	Run time.Duration
 	// Revision is the code revision that ran.
@@ -567,8 +570,9 @@ func (w *Worker) InvokeID(ctx context.Context, name string, event []byte, id str
 	if inst == nil {
 		// Its turn to start, after its room: a start waiting for a
 		// turn holds memory, not a turn waiting for memory.
+		tt := time.Now()
 		done, err := w.startTurn(ctx, fn.Name)
-		res.Wait = time.Since(tw)
+		res.Wait, res.TurnWait = time.Since(tw), time.Since(tt)
 		if err != nil {
 			w.cache.abort(resv)
 			w.metrics.invocations.WithLabelValues("none", "dropped").Inc()

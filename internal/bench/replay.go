@@ -27,6 +27,9 @@ type ReplayConfig struct {
 	Name string
 	// Flags are the extra `hearth up` flags.
 	Flags []string
+	// FirstFit says Flags lift the worker's pass limit (--pass-limit), so
+	// that the simulator, which follows the worker's queue, does too.
+	FirstFit bool
 }
 
 // ReplayConfigs returns the configurations of the PARSEC comparison:
@@ -35,15 +38,17 @@ type ReplayConfig struct {
 // no snapshots, and OpenLambda's charge of a new sandbox: its memory
 // limit until paused) and Hearth (everything on), and two that tell the
 // parts of Hearth's gain apart: SOCK-like charged its measured peaks as
-// Hearth is (sock-peak), and Hearth charged memory limits (hearth-declared).
-// The first three are the default.
+// Hearth is (sock-peak), Hearth charged memory limits (hearth-declared),
+// and Hearth with no pass limit on its memory queue (hearth-firstfit),
+// as before the limit. The first three are the default.
 func ReplayConfigs() []ReplayConfig {
 	return []ReplayConfig{
-		{"fresh", []string{"--fresh", "--pool-charge=declared"}},
-		{"sock-like", []string{"--no-zygotes", "--no-snapshots", "--pool-charge=declared"}},
-		{"hearth", nil},
-		{"sock-peak", []string{"--no-zygotes", "--no-snapshots", "--pool-charge=peak"}},
-		{"hearth-declared", []string{"--pool-charge=declared"}},
+		{Name: "fresh", Flags: []string{"--fresh", "--pool-charge=declared"}},
+		{Name: "sock-like", Flags: []string{"--no-zygotes", "--no-snapshots", "--pool-charge=declared"}},
+		{Name: "hearth"},
+		{Name: "sock-peak", Flags: []string{"--no-zygotes", "--no-snapshots", "--pool-charge=peak"}},
+		{Name: "hearth-declared", Flags: []string{"--pool-charge=declared"}},
+		{Name: "hearth-firstfit", Flags: []string{"--pass-limit=-1ns"}, FirstFit: true},
 	}
 }
 

@@ -25,6 +25,7 @@ import (
 	"github.com/hearth-run/hearth/internal/replay"
 	"github.com/hearth-run/hearth/internal/sim"
 	"github.com/hearth-run/hearth/internal/trace"
+	"github.com/hearth-run/hearth/internal/worker"
 )
 
 // MemSample is the warm pool's state at one time of a run.
@@ -225,12 +226,16 @@ func simulateRun(ctx context.Context, plan *replay.Plan, run *ReplayRun, budgetM
 	if err != nil {
 		return nil, err
 	}
+	passLimit := worker.DefaultPassLimit
+	if run.Config.FirstFit {
+		passLimit = 0
+	}
 	np, err := policy.New("lru", policy.Options{})
 	if err != nil {
 		return nil, err
 	}
 	res, err := sim.Run(ctx, wl, sim.Config{Policy: "lru", NewPolicy: np, Memory: int64(budgetMB) << 20,
-		PerFunc: true, SampleEvery: -1, Queue: workerDropWait, BusyAfter: run.GrowthEvery})
+		PerFunc: true, SampleEvery: -1, Queue: workerDropWait, PassLimit: passLimit, BusyAfter: run.GrowthEvery})
 	if err != nil {
 		return nil, err
 	}

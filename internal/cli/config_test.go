@@ -89,6 +89,7 @@ ttl: 2m
 on_drop: reject
 drop_queue: 9
 drop_wait: 3s
+pass_limit: 250ms
 pool_charge: declared
 hist:
   bin: 2m
@@ -167,7 +168,7 @@ func TestConfigEveryKey(t *testing.T) {
 	}
 	check("pool", pc, worker.PoolConfig{
 		Policy: "hist", Fractions: []float64{0.6, 0.3, 0.1}, Thresholds: []int64{128 << 20, 512 << 20}, Borrow: true,
-		TTL: 2 * time.Minute, OnDrop: "reject", DropQueue: 9, DropWait: 3 * time.Second, Charge: "declared",
+		TTL: 2 * time.Minute, OnDrop: "reject", DropQueue: 9, DropWait: 3 * time.Second, PassLimit: 250 * time.Millisecond, Charge: "declared",
 		Hist: policy.HistOptions{Bin: 2 * time.Minute, Range: 2 * time.Hour, Fixed: 30 * time.Minute, MinSamples: 5,
 			MinCV: 1.5, Margin: 0.2, SeriesMin: -1, SeriesMargin: 0.3},
 	})

@@ -77,6 +77,12 @@ type Config struct {
 	// when it gets a container. The partitions' Drops statistics then
 	// also count the failed tries.
 	Queue time.Duration
+	// PassLimit, with Queue, bounds how long a waiting invocation that
+	// does not fit lets later ones that do take the room first, as the
+	// live worker's pass_limit: past it, later ones in its partition
+	// wait behind it (they still take an idle container of their own
+	// function). 0: no bound (first fit).
+	PassLimit time.Duration
 	// BusyAfter is how long an invocation must run to be charged its
 	// function's Busy size: the live worker samples a call's memory
 	// first that far into it (25 ms), so a shorter one grows unseen.
@@ -292,8 +298,8 @@ func Run(ctx context.Context, w Workload, cfg Config) (Result, error) {
 
 	// Invocations waiting for memory (Config.Queue), in arrival order.
 	type waiter struct {
-		fn             int32
-		exec, deadline time.Duration
+		fn                 int32
+		at, exec, deadline time.Duration
 	}
 	var waiting []waiter
 	var failedTries, timeouts uint64 // engine drops that are not outcomes; outcomes the engine did not count
@@ -329,8 +335,28 @@ func Run(ctx context.Context, w Workload, cfg Config) (Result, error) {
 		res.Growths++
 		return size, nil
 	}
+	// passed reports whether waiter wt, still waiting at now, holds the
+	// later ones in its partition back (Config.PassLimit).
+	passed := func(wt waiter, now time.Duration) bool {
+		return cfg.PassLimit > 0 && now-wt.at >= cfg.PassLimit
+	}
+	partOf := func(fi int32) int {
+		p, _ := e.Partition(fns[fi])
+		return p
+	}
+	// held reports whether an invocation of fi arriving at now must wait
+	// behind a waiter passed for too long.
+	held := func(fi int32, now time.Duration) bool {
+		for _, wt := range waiting {
+			if passed(wt, now) && partOf(wt.fn) == partOf(fi) {
+				return true
+			}
+		}
+		return false
+	}
 	retry := func(now time.Duration) error {
 		kept := waiting[:0]
+		var heldParts map[int]bool // partitions a waiter passed for too long holds
 		for _, wt := range waiting {
 			c, pf := classOf(wt.fn)
 			if wt.deadline < now {
@@ -345,6 +371,10 @@ func Run(ctx context.Context, w Workload, cfg Config) (Result, error) {
 				c.Hits++
 				pf.Hits++
 			} else {
+				if heldParts[partOf(wt.fn)] {
+					kept = append(kept, wt)
+					continue
+				}
 				var err error
 				id, _, err = e.Admit(fns[wt.fn], now)
 				if err != nil {
@@ -353,6 +383,12 @@ func Run(ctx context.Context, w Workload, cfg Config) (Result, error) {
 					}
 					failedTries++
 					kept = append(kept, wt)
+					if passed(wt, now) {
+						if heldParts == nil {
+							heldParts = map[int]bool{}
+						}
+						heldParts[partOf(wt.fn)] = true
+					}
 					continue
 				}
 				c.Misses++
@@ -484,14 +520,21 @@ func Run(ctx context.Context, w Workload, cfg Config) (Result, error) {
 			pf.Hits++
 		} else {
 			var err error
-			id, _, err = e.Admit(fns[fi], t)
+			tried := !(cfg.Queue > 0 && held(fi, t))
+			if tried {
+				id, _, err = e.Admit(fns[fi], t)
+			} else {
+				err = pool.ErrDrop // it waits behind the one held up, untried
+			}
 			if err != nil {
 				if !errors.Is(err, pool.ErrDrop) {
 					return Result{}, fmt.Errorf("admitting at %v: %w", t, err)
 				}
 				if cfg.Queue > 0 {
-					failedTries++
-					waiting = append(waiting, waiter{fn: fi, exec: inv.Exec, deadline: t + cfg.Queue})
+					if tried {
+						failedTries++
+					}
+					waiting = append(waiting, waiter{fn: fi, at: t, exec: inv.Exec, deadline: t + cfg.Queue})
 					goto next
 				}
 				c.Drops++

@@ -662,3 +662,39 @@ func runLRU(t *testing.T, funcs []Func, invs []trace.Invocation, cfg Config) (Re
 	cfg.Policy, cfg.NewPolicy = "lru", mustPolicy(t, "lru", policy.Options{})
 	return Run(context.Background(), w, cfg)
 }
+
+// TestPassLimit checks Config.PassLimit: a waiting invocation that does
+// not fit holds the later ones in its partition back once it has waited
+// that long. f3 (150 MiB) waits from 0.1 s and f4 (50 MiB) from 0.2 s in
+// a pool full of busy f0-f2; f0's end at 1 s frees room for f4 only,
+// and for f5 (50 MiB) at 1.2 s. All give up (Queue 1.5 s) before f1
+// ends at 3 s if they wait.
+func TestPassLimit(t *testing.T) {
+	ms := func(n int) time.Duration { return time.Duration(n) * time.Millisecond }
+	invs := []trace.Invocation{
+		{Func: 0, At: 0, Exec: time.Second},
+		{Func: 1, At: 0, Exec: 3 * time.Second},
+		{Func: 2, At: 0, Exec: 5 * time.Second},
+		{Func: 3, At: ms(100), Exec: time.Second},
+		{Func: 4, At: ms(200), Exec: time.Second},
+		{Func: 5, At: ms(1200), Exec: time.Second},
+	}
+	funcs := []Func{{Size: 100 * MiB}, {Size: 100 * MiB}, {Size: 100 * MiB}, {Size: 150 * MiB}, {Size: 50 * MiB}, {Size: 50 * MiB}}
+	for _, tc := range []struct {
+		limit          time.Duration
+		misses4, drops uint64 // of f4 and of f5 each
+	}{
+		{0, 1, 0},               // no bound: f4 takes the room at 1 s, f5 at 1.2 s
+		{2 * time.Second, 1, 0}, // f3 has waited 1.1 s of 2 at most: both pass it
+		{ms(500), 0, 1},         // f3 has waited past 0.5 s: both wait behind it
+	} {
+		r, err := runLRU(t, funcs, invs, Config{Memory: 300 * MiB, PerFunc: true, Check: true, Queue: ms(1500), PassLimit: tc.limit})
+		if err != nil {
+			t.Fatalf("pass limit %v: %v", tc.limit, err)
+		}
+		f3, f4, f5 := r.Funcs[3], r.Funcs[4], r.Funcs[5]
+		if f4.Misses != tc.misses4 || f4.Drops != tc.drops || f5.Misses != tc.misses4 || f5.Drops != tc.drops || f3.Drops != 1 {
+			t.Errorf("pass limit %v: f3 %+v, f4 %+v, f5 %+v; want f4 and f5 %d misses %d drops, f3 dropped", tc.limit, f3, f4, f5, tc.misses4, tc.drops)
+		}
+	}
+}

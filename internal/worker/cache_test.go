@@ -870,3 +870,57 @@ func TestNewFunctionChargedLikeKin(t *testing.T) {
 		t.Errorf("declared charge: a's kin charged %d MiB, want its limit", size>>20)
 	}
 }
+
+// A request that does not fit lets younger ones that do pass it, for
+// PoolConfig.PassLimit: past it they wait behind it, so that memory
+// freed piecemeal does not go to small requests for as long as they come
+// while a larger one waits. With no bound (negative) the younger one
+// passes whenever it fits.
+func TestCachePassLimit(t *testing.T) {
+	for _, limit := range []time.Duration{-1, 50 * time.Millisecond} {
+		t.Run(fmt.Sprint(limit), func(t *testing.T) {
+			c := newTestCache(t, 300*mib, PoolConfig{OnDrop: DropQueue, DropWait: 10 * time.Second, PassLimit: limit})
+			var busy []*instance
+			for i := range 3 {
+				busy = append(busy, fakeStart(t, c, testFn(fmt.Sprintf("busy%d", i), 100)))
+			}
+			bigRes := takeAsync(c, testFn("big", 150))
+			waitQueued(t, c, 1)
+			smallRes := takeAsync(c, testFn("small", 50))
+			waitQueued(t, c, 2)
+			time.Sleep(2 * max(limit, 0)) // big has waited past the limit
+			// 100 MB come free: room for small, not for big.
+			fakePark(t, c, busy[0], 100*mib)
+			if limit < 0 {
+				select {
+				case r := <-smallRes:
+					if r.err != nil || r.id == 0 {
+						t.Fatalf("small: %+v, want a reservation", r)
+					}
+				case <-time.After(5 * time.Second):
+					t.Fatal("small still waiting with room for it and no pass limit")
+				}
+				return
+			}
+			select {
+			case r := <-smallRes:
+				t.Fatalf("small passed big, which had waited past the pass limit: %+v", r)
+			case r := <-bigRes:
+				t.Fatalf("big served with 100 MB free: %+v", r)
+			case <-time.After(300 * time.Millisecond):
+			}
+			// 200 MB: big first, then small in what is left.
+			fakePark(t, c, busy[1], 100*mib)
+			for _, ch := range []<-chan takeResult{bigRes, smallRes} {
+				select {
+				case r := <-ch:
+					if r.err != nil || r.id == 0 {
+						t.Fatalf("%+v, want a reservation", r)
+					}
+				case <-time.After(5 * time.Second):
+					t.Fatal("still waiting with room")
+				}
+			}
+		})
+	}
+}

@@ -27,9 +27,9 @@ type ReplayConfig struct {
 	Name string
 	// Flags are the extra `hearth up` flags.
 	Flags []string
-	// FirstFit says Flags lift the worker's pass limit (--pass-limit), so
-	// that the simulator, which follows the worker's queue, does too.
-	FirstFit bool
+	// PassLimit is the worker's pass limit that Flags set (--pass-limit),
+	// for the simulator, which follows the worker's queue.
+	PassLimit time.Duration
 }
 
 // ReplayConfigs returns the configurations of the PARSEC comparison:
@@ -39,8 +39,8 @@ type ReplayConfig struct {
 // limit until paused) and Hearth (everything on), and two that tell the
 // parts of Hearth's gain apart: SOCK-like charged its measured peaks as
 // Hearth is (sock-peak), Hearth charged memory limits (hearth-declared),
-// and Hearth with no pass limit on its memory queue (hearth-firstfit),
-// as before the limit. The first three are the default.
+// and Hearth with a pass limit of 100 ms on its memory queue
+// (hearth-passlimit). The first three are the default.
 func ReplayConfigs() []ReplayConfig {
 	return []ReplayConfig{
 		{Name: "fresh", Flags: []string{"--fresh", "--pool-charge=declared"}},
@@ -48,7 +48,7 @@ func ReplayConfigs() []ReplayConfig {
 		{Name: "hearth"},
 		{Name: "sock-peak", Flags: []string{"--no-zygotes", "--no-snapshots", "--pool-charge=peak"}},
 		{Name: "hearth-declared", Flags: []string{"--pool-charge=declared"}},
-		{Name: "hearth-firstfit", Flags: []string{"--pass-limit=-1ns"}, FirstFit: true},
+		{Name: "hearth-passlimit", Flags: []string{"--pass-limit=100ms"}, PassLimit: 100 * time.Millisecond},
 	}
 }
 

@@ -226,16 +226,12 @@ func simulateRun(ctx context.Context, plan *replay.Plan, run *ReplayRun, budgetM
 	if err != nil {
 		return nil, err
 	}
-	passLimit := worker.DefaultPassLimit
-	if run.Config.FirstFit {
-		passLimit = 0
-	}
 	np, err := policy.New("lru", policy.Options{})
 	if err != nil {
 		return nil, err
 	}
 	res, err := sim.Run(ctx, wl, sim.Config{Policy: "lru", NewPolicy: np, Memory: int64(budgetMB) << 20,
-		PerFunc: true, SampleEvery: -1, Queue: workerDropWait, PassLimit: passLimit, BusyAfter: run.GrowthEvery})
+		PerFunc: true, SampleEvery: -1, Queue: workerDropWait, PassLimit: run.Config.PassLimit, PassHold: worker.PassHold, BusyAfter: run.GrowthEvery})
 	if err != nil {
 		return nil, err
 	}

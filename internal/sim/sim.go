@@ -79,10 +79,13 @@ type Config struct {
 	Queue time.Duration
 	// PassLimit, with Queue, bounds how long a waiting invocation that
 	// does not fit lets later ones that do take the room first, as the
-	// live worker's pass_limit: past it, later ones in its partition
-	// wait behind it (they still take an idle container of their own
-	// function). 0: no bound (first fit).
-	PassLimit time.Duration
+	// live worker's pass_limit: past it, for PassHold (0: until it
+	// leaves), later ones in its partition wait behind it (they still
+	// take an idle container of their own function). 0: no bound (first
+	// fit). Unlike the worker's, the simulator's queue has no fair
+	// shares: a waiter of a function over its share holds the others
+	// back too.
+	PassLimit, PassHold time.Duration
 	// BusyAfter is how long an invocation must run to be charged its
 	// function's Busy size: the live worker samples a call's memory
 	// first that far into it (25 ms), so a shorter one grows unseen.
@@ -335,10 +338,17 @@ func Run(ctx context.Context, w Workload, cfg Config) (Result, error) {
 		res.Growths++
 		return size, nil
 	}
-	// passed reports whether waiter wt, still waiting at now, holds the
-	// later ones in its partition back (Config.PassLimit).
+	// passed reports whether waiter wt holds the later ones in its
+	// partition back at now (Config.PassLimit): not once its wait has
+	// ended (it is a drop at the next retry), nor when it needs more
+	// than its partition holds (it borrows).
 	passed := func(wt waiter, now time.Duration) bool {
-		return cfg.PassLimit > 0 && now-wt.at >= cfg.PassLimit
+		waited := now - wt.at
+		if cfg.PassLimit <= 0 || waited < cfg.PassLimit || cfg.PassHold > 0 && waited >= cfg.PassLimit+cfg.PassHold || wt.deadline < now {
+			return false
+		}
+		p, _ := e.Partition(fns[wt.fn])
+		return w.Funcs[wt.fn].Size <= e.Stats(p).Capacity
 	}
 	partOf := func(fi int32) int {
 		p, _ := e.Partition(fns[fi])

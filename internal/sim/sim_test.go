@@ -681,20 +681,22 @@ func TestPassLimit(t *testing.T) {
 	}
 	funcs := []Func{{Size: 100 * MiB}, {Size: 100 * MiB}, {Size: 100 * MiB}, {Size: 150 * MiB}, {Size: 50 * MiB}, {Size: 50 * MiB}}
 	for _, tc := range []struct {
-		limit          time.Duration
+		limit, hold    time.Duration
 		misses4, drops uint64 // of f4 and of f5 each
 	}{
-		{0, 1, 0},               // no bound: f4 takes the room at 1 s, f5 at 1.2 s
-		{2 * time.Second, 1, 0}, // f3 has waited 1.1 s of 2 at most: both pass it
-		{ms(500), 0, 1},         // f3 has waited past 0.5 s: both wait behind it
+		{0, 0, 1, 0},                 // no bound: f4 takes the room at 1 s, f5 at 1.2 s
+		{2 * time.Second, 0, 1, 0},   // f3 has waited 1.1 s of 2 at most: both pass it
+		{ms(500), 0, 0, 1},           // f3 has waited past 0.5 s: both wait behind it
+		{ms(500), time.Second, 0, 1}, // and holds them until 1.5 s
+		{ms(500), ms(200), 1, 0},     // its hold ended at 0.8 s: both pass it
 	} {
-		r, err := runLRU(t, funcs, invs, Config{Memory: 300 * MiB, PerFunc: true, Check: true, Queue: ms(1500), PassLimit: tc.limit})
+		r, err := runLRU(t, funcs, invs, Config{Memory: 300 * MiB, PerFunc: true, Check: true, Queue: ms(1500), PassLimit: tc.limit, PassHold: tc.hold})
 		if err != nil {
 			t.Fatalf("pass limit %v: %v", tc.limit, err)
 		}
 		f3, f4, f5 := r.Funcs[3], r.Funcs[4], r.Funcs[5]
 		if f4.Misses != tc.misses4 || f4.Drops != tc.drops || f5.Misses != tc.misses4 || f5.Drops != tc.drops || f3.Drops != 1 {
-			t.Errorf("pass limit %v: f3 %+v, f4 %+v, f5 %+v; want f4 and f5 %d misses %d drops, f3 dropped", tc.limit, f3, f4, f5, tc.misses4, tc.drops)
+			t.Errorf("pass limit %v hold %v: f3 %+v, f4 %+v, f5 %+v; want f4 and f5 %d misses %d drops, f3 dropped", tc.limit, tc.hold, f3, f4, f5, tc.misses4, tc.drops)
 		}
 	}
 }

@@ -57,10 +57,24 @@ type PoolConfig struct {
 	// DropWait bounds how long one request waits for memory (default
 	// Config.QueueTimeout, 10 s).
 	DropWait time.Duration `yaml:"drop_wait"`
-	// PassLimit bounds how long a request waiting for memory lets
-	// younger ones that fit pass it while it does not (default
-	// DefaultPassLimit; negative: no bound, first fit). Past it they
-	// wait behind it.
+	// PassLimit, if positive, bounds how long a request waiting for
+	// memory lets younger ones of its pool that fit take the room first
+	// (0, the default: no bound, first fit). Past it, for PassHold, the
+	// younger ones do not take room but wait, fitting or not, until it
+	// leaves the queue; they may still take a paused sandbox of their
+	// own function. A request of a function over its fair share
+	// (yieldLocked), or charged more than its pool holds, holds no one
+	// back.
+	//
+	// Without a bound, memory freed piecemeal goes to whichever waiting
+	// requests are charged little enough to fit, for as long as such
+	// requests keep coming, and a function charged more can wait for
+	// drop_wait and be refused. With one, room that fits no one yet sits
+	// unused while the passed request waits for its own: in a replay's
+	// minute-boundary burst (48 functions, 1280 MB, 3 repetitions) a
+	// limit of 100 ms (its hold not yet bounded by PassHold) gave 18.7, 19.1 and 25.5 s of memory waits in all
+	// against 20.0, 19.7 and 14.8 s with none, and no fewer losses of
+	// the PARSEC functions' means. So it is off unless set.
 	PassLimit time.Duration `yaml:"pass_limit"`
 	// Charge is what a new sandbox is charged until it is paused and
 	// measured: ChargePeak (default) or ChargeDeclared.
@@ -131,20 +145,23 @@ func (c *PoolConfig) setDefaults() {
 	if c.DropWait <= 0 {
 		c.DropWait = 10 * time.Second
 	}
-	if c.PassLimit == 0 {
-		c.PassLimit = DefaultPassLimit
-	}
 }
 
-// DefaultPassLimit is PoolConfig.PassLimit's default. Without a bound,
-// memory freed piecemeal at a burst goes to whichever waiting requests
-// are charged little enough to fit, for as long as such requests keep
-// coming, and a function charged more waits the burst out: in a replay's
-// minute-boundary burst (48 functions) functions with measured charges
-// waited 0.9-1.4 s behind younger ones charged less. A tenth of a second
-// is a few forked starts: room that fits no one yet is used meanwhile,
-// and no request is passed for longer than that.
-const DefaultPassLimit = 100 * time.Millisecond
+// PassHold is how long a request passed for PoolConfig.PassLimit holds
+// the younger ones back. A burst's busy sandboxes end within it; one
+// still short of room then waits for memory that does not come free
+// soon (long calls, another pool's memory it must borrow), and holding
+// the pool for it would keep every other start out: it goes back to
+// letting the others pass.
+const PassHold = time.Second
+
+// passHold is PassHold, shortened by tests.
+var passHold = PassHold
+
+// holdPoll is how often a held request looks again: what holds it can
+// end without a signal (its hold runs out, or its function goes over
+// its share when others queue).
+var holdPoll = 25 * time.Millisecond
 
 // PoolStatus describes one pool (partition) of the warm pool.
 type PoolStatus = types.PoolStatus
@@ -530,22 +547,26 @@ func (c *warmCache) retagLocked(t uint64, f pool.Fn) {
 	q.f = f
 }
 
-// passedLocked reports whether a request queued before ticket t (any
-// queued request, for a new arrival: t 0) in f's partition has been
-// passed for long enough (PoolConfig.PassLimit): t must not take the
-// room it waits for, fitting or not. One that yields its share
-// (yieldLocked) holds no one back.
-func (c *warmCache) passedLocked(t uint64, f pool.Fn) bool {
-	if c.cfg.PassLimit < 0 || len(c.queue) == 0 {
+// heldLocked reports whether a request queued before ticket t (any
+// queued request, for a new arrival: t 0) in f's partition holds t back
+// (PoolConfig.PassLimit, PassHold): t must not take room, fitting or not.
+// One that yields its share (yieldLocked), or whose charge is more than
+// its pool holds (it borrows from another), holds no one back.
+func (c *warmCache) heldLocked(t uint64, f pool.Fn) bool {
+	if c.cfg.PassLimit <= 0 || len(c.queue) == 0 {
 		return false
 	}
 	pi, _ := c.e.Partition(f)
+	capacity := c.e.Stats(pi).Capacity
 	var sh *shares
 	for k, q := range c.queue {
-		if t != 0 && k >= t || time.Since(q.since) < c.cfg.PassLimit {
+		if t != 0 && k >= t {
 			continue
 		}
-		if p, err := c.e.Partition(q.f); err != nil || p != pi {
+		if w := time.Since(q.since); w < c.cfg.PassLimit || w >= c.cfg.PassLimit+passHold {
+			continue
+		}
+		if p, err := c.e.Partition(q.f); err != nil || p != pi || c.info[q.f].charge() > capacity {
 			continue
 		}
 		if sh == nil {
@@ -686,8 +707,9 @@ func (c *warmCache) take(ctx context.Context, fn registry.Function) (*instance, 
 			}
 		}
 		// A request passed for too long holds back the younger ones,
-		// which then wait behind it, fitting or not.
-		held := !yield && !deferred && c.cfg.OnDrop == DropQueue && c.passedLocked(my, f)
+		// which then wait behind it, fitting or not (unless the queue
+		// is full: a new arrival that fits then takes the room).
+		held := !yield && !deferred && c.cfg.OnDrop == DropQueue && (my != 0 || c.waiting < c.cfg.DropQueue) && c.heldLocked(my, f)
 		if !yield && !deferred && !held {
 			id, victims, err := c.e.Admit(f, c.now())
 			if err == nil {
@@ -737,8 +759,12 @@ func (c *warmCache) take(ctx context.Context, fn registry.Function) (*instance, 
 		}
 		var poll *time.Timer
 		var polled <-chan time.Time
-		if deferred {
+		switch {
+		case deferred:
 			poll = time.NewTimer(max(deferPoll-time.Since(deferSince), 0))
+			polled = poll.C
+		case held:
+			poll = time.NewTimer(holdPoll)
 			polled = poll.C
 		}
 		freed := c.freed

@@ -874,10 +874,10 @@ func TestNewFunctionChargedLikeKin(t *testing.T) {
 // A request that does not fit lets younger ones that do pass it, for
 // PoolConfig.PassLimit: past it they wait behind it, so that memory
 // freed piecemeal does not go to small requests for as long as they come
-// while a larger one waits. With no bound (negative) the younger one
+// while a larger one waits. With no bound (0) the younger one
 // passes whenever it fits.
 func TestCachePassLimit(t *testing.T) {
-	for _, limit := range []time.Duration{-1, 50 * time.Millisecond} {
+	for _, limit := range []time.Duration{0, 50 * time.Millisecond} {
 		t.Run(fmt.Sprint(limit), func(t *testing.T) {
 			c := newTestCache(t, 300*mib, PoolConfig{OnDrop: DropQueue, DropWait: 10 * time.Second, PassLimit: limit})
 			var busy []*instance
@@ -891,7 +891,7 @@ func TestCachePassLimit(t *testing.T) {
 			time.Sleep(2 * max(limit, 0)) // big has waited past the limit
 			// 100 MB come free: room for small, not for big.
 			fakePark(t, c, busy[0], 100*mib)
-			if limit < 0 {
+			if limit == 0 {
 				select {
 				case r := <-smallRes:
 					if r.err != nil || r.id == 0 {
@@ -922,5 +922,87 @@ func TestCachePassLimit(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A request held back by a passed one looks again on its own: what holds
+// it can end without a signal. Here the passed request, of a function
+// that was the only one waiting, holds the new one back; once that one
+// waits too, the passed one's function is over its share and yields, and
+// the new one takes the room that was free all along.
+func TestCacheHeldLooksAgain(t *testing.T) {
+	c := newTestCache(t, 300*mib, PoolConfig{OnDrop: DropQueue, DropWait: 10 * time.Second, PassLimit: 50 * time.Millisecond})
+	f, h := testFn("f", 150), testFn("h", 100)
+	fakeStart(t, c, f)
+	fakeStart(t, c, h) // 250 of 300 MB busy
+	fRes := takeAsync(c, f)
+	waitQueued(t, c, 1)
+	time.Sleep(100 * time.Millisecond) // f's request is past the pass limit
+	gRes := takeAsync(c, testFn("g", 50))
+	select {
+	case r := <-gRes:
+		if r.err != nil || r.id == 0 {
+			t.Fatalf("g: %+v, want a reservation", r)
+		}
+	case r := <-fRes:
+		t.Fatalf("f served with 50 MB free: %+v", r)
+	case <-time.After(2 * time.Second):
+		t.Fatal("g still waiting with room for it, held by a request that yields")
+	}
+}
+
+// A passed request holds the younger ones back for PassHold only: one
+// still short of room then waits for memory that does not come free
+// soon, and the others pass it again.
+func TestCachePassHoldEnds(t *testing.T) {
+	old := passHold
+	passHold = 300 * time.Millisecond
+	t.Cleanup(func() { passHold = old })
+	c := newTestCache(t, 300*mib, PoolConfig{OnDrop: DropQueue, DropWait: 10 * time.Second, PassLimit: 50 * time.Millisecond})
+	for i := range 2 {
+		fakeStart(t, c, testFn(fmt.Sprintf("busy%d", i), 100))
+	}
+	long := fakeStart(t, c, testFn("long", 100)) // 300 of 300 MB busy
+	bigRes := takeAsync(c, testFn("big", 250))
+	waitQueued(t, c, 1)
+	time.Sleep(100 * time.Millisecond) // big is past the pass limit
+	fakePark(t, c, long, 100*mib)      // 100 MB come free: not enough for big
+	t0 := time.Now()
+	smallRes := takeAsync(c, testFn("small", 50))
+	select {
+	case r := <-smallRes:
+		if r.err != nil || r.id == 0 {
+			t.Fatalf("small: %+v, want a reservation", r)
+		}
+		if d := time.Since(t0); d < 150*time.Millisecond {
+			t.Errorf("small took the room after %v, while big held it (it had %v of its hold left)", d, 250*time.Millisecond)
+		}
+	case r := <-bigRes:
+		t.Fatalf("big served with 100 MB free: %+v", r)
+	case <-time.After(5 * time.Second):
+		t.Fatal("small still waiting after big's hold ended")
+	}
+}
+
+// A passed request charged more than its pool holds waits for memory it
+// must borrow from another pool, which the younger requests of its own
+// do not hold: it holds none of them back.
+func TestCacheBorrowerHoldsNoOne(t *testing.T) {
+	c := newTestCache(t, 1000*mib, PoolConfig{Fractions: []float64{0.8, 0.2}, OnDrop: DropQueue,
+		DropWait: 10 * time.Second, PassLimit: 50 * time.Millisecond})
+	fakeStart(t, c, testFn("large", 200)) // the 200 MB pool is full
+	hugeRes := takeAsync(c, testFn("huge", 900))
+	waitQueued(t, c, 1)
+	time.Sleep(100 * time.Millisecond) // huge is past the pass limit
+	res := takeAsync(c, testFn("small", 100))
+	select {
+	case r := <-res:
+		if r.err != nil || r.id == 0 {
+			t.Fatalf("small: %+v, want a reservation", r)
+		}
+	case r := <-hugeRes:
+		t.Fatalf("huge served with the large pool busy: %+v", r)
+	case <-time.After(500 * time.Millisecond):
+		t.Fatal("small held back by a request that waits for another pool's memory")
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/hearth-run/hearth/api/types"
+	"github.com/hearth-run/hearth/internal/packages/wheeltest"
 )
 
 // modulesProbe reports which of the interesting packages are imported in
@@ -430,3 +431,70 @@ func TestReplicasFollowConcurrentForks(t *testing.T) {
 }
 
 func must(codes []int, _, _ []string) []int { return codes }
+
+// TestZygoteBuildsAtLowestWeight: a zygote being made (here a node
+// promoted after two starts, whose package sleeps two seconds at import)
+// has the lowest CPU weight, as a spare: no start waits on it. Once
+// ready, starts fork from it, and it has a sandbox's weight.
+func TestZygoteBuildsAtLowestWeight(t *testing.T) {
+	wheels := t.TempDir()
+	if err := wheeltest.House(wheels, wheeltest.Wheel{Name: "slowpkg", Version: "1.0",
+		Files: map[string]string{"slowpkg/__init__.py": "import time\ntime.sleep(2)\nVERSION = '1.0'\n"}}); err != nil {
+		t.Fatal(err)
+	}
+	w := startWorker(t, "--no-index", "--find-links", wheels, "--no-warm-cache", noSnapshots, "--spares", "-1",
+		"--config", writeConfig(t, "zygote:\n  promote: 2\n"))
+	w.deployDir("slow", fn(t, "f.py", "import slowpkg\n\ndef f(e):\n    return slowpkg.VERSION\n", "requirements.txt", "slowpkg\n"))
+	w.mustInvoke("slow", "{}")
+	w.mustInvoke("slow", "{}") // the second start promotes slowpkg to a node
+
+	// A node's zygote groups are zygote-<node>-<n>; the root's zygote-root-<n>.
+	v1 := filepath.Join("/sys/fs/cgroup/cpu", w.cgroup)
+	pattern, file, building, ready := filepath.Join(v1, "zygote-[0-9]*"), "cpu.shares", "10", "1024"
+	if _, err := os.Stat(v1); err != nil {
+		pattern, file, building, ready = filepath.Join("/sys/fs/cgroup", w.cgroup, "zygote-[0-9]*"), "cpu.weight", "1", "100"
+	}
+	weight := func() (string, bool) {
+		dirs, _ := filepath.Glob(pattern)
+		if len(dirs) == 0 {
+			return "", false
+		}
+		b, err := os.ReadFile(filepath.Join(dirs[0], file))
+		if err != nil {
+			return "", false
+		}
+		return strings.TrimSpace(string(b)), true
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	got, ok := weight()
+	for !ok {
+		if time.Now().After(deadline) {
+			t.Fatalf("no zygote group for the promoted node under %s", pattern)
+		}
+		time.Sleep(5 * time.Millisecond)
+		got, ok = weight()
+	}
+	if got != building {
+		t.Errorf("the promoted node's zygote, importing its package: %s %s, want %s", file, got, building)
+	}
+	for {
+		tree, err := w.c.Zygotes(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := false
+		for _, n := range tree.Nodes {
+			done = done || len(n.Packages) == 1 && strings.HasPrefix(n.Packages[0], "slowpkg==") && n.Replicas > 0
+		}
+		if done {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("slowpkg's node not ready: %+v", tree.Nodes)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got, _ = weight(); got != ready {
+		t.Errorf("the promoted node's ready zygote: %s %s, want %s", file, got, ready)
+	}
+}

@@ -2,6 +2,7 @@ package zygote
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -172,8 +173,20 @@ func (m *Manager) startRoot(ctx context.Context) (*Process, error) {
 // no more memory than all zygotes may have, a few processes (zygotePids),
 // one CPU.
 func (m *Manager) limits() cgroup.Limits {
-	return cgroup.Limits{MemoryBytes: m.cfg.MemoryBudget, Pids: zygotePids, CPUWeight: 100, CPUs: 1}
+	return cgroup.Limits{MemoryBytes: m.cfg.MemoryBudget, Pids: zygotePids, CPUWeight: zygoteWeight, CPUs: 1}
 }
+
+// zygoteWeight is a ready zygote's CPU weight, a sandbox's: the starts
+// forked from it wait on it. A zygote being made (a new node, or a
+// replica of a busy one, each importing the node's packages) has the
+// lowest, buildWeight, as a spare has: no start waits on it (Route
+// picks among ready ones), and at a burst, when nodes get replicas,
+// their imports at full weight took the CPU from the burst's own starts
+// and calls.
+const (
+	zygoteWeight = 100
+	buildWeight  = 1
+)
 
 // zygotePids bounds the processes of one zygote's cgroup: the zygote and
 // the children it clones, which the worker moves out at once. With the
@@ -349,7 +362,9 @@ func (m *Manager) spawn(n *Node) (*Process, error) {
 		case <-time.After(5 * time.Millisecond):
 		}
 	}
-	g, err := m.cg.Create(fmt.Sprintf("zygote-%d-%d", n.ID, m.seq.Add(1)), m.limits())
+	lim := m.limits()
+	lim.CPUWeight = buildWeight
+	g, err := m.cg.Create(fmt.Sprintf("zygote-%d-%d", n.ID, m.seq.Add(1)), lim)
 	if err != nil {
 		return nil, err
 	}
@@ -359,6 +374,12 @@ func (m *Manager) spawn(n *Node) (*Process, error) {
 			m.log.Warn("deleting zygote cgroup", "err", derr)
 		}
 		return nil, err
+	}
+	// Ready: forks wait on it now. (A v2 parent without the cpu
+	// controller has no weights at all.)
+	if err := g.SetCPUWeight(zygoteWeight); err != nil && !errors.Is(err, cgroup.ErrNoController) {
+		m.release(p)
+		return nil, fmt.Errorf("node %s: %w", n.Key(), err)
 	}
 	return p, nil
 }

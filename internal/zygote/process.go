@@ -452,9 +452,9 @@ func detachAll(ms []sandbox.Bind) ([]*os.File, []string, error) {
 	return files, targets, nil
 }
 
-// Child forks a child zygote, moves it into group, and has it append
-// path to sys.path and import modules. It returns once the imports are
-// done.
+// Child forks a child zygote, moves it into group, and then has it
+// append path to sys.path and import modules. It returns once the
+// imports are done.
 func (p *Process) Child(ctx context.Context, group *cgroup.Group, modules, path []string) (*Process, error) {
 	ours, theirs, err := seqpacketPair()
 	if err != nil {
@@ -468,7 +468,11 @@ func (p *Process) Child(ctx context.Context, group *cgroup.Group, modules, path 
 	}
 	c, err := p.childOf(got)
 	if err == nil {
-		if err = group.Add(c.Pid); err != nil {
+		// In its group before it imports anything (it waits for "go").
+		if err = group.Add(c.Pid); err == nil {
+			_, err = ours.Write([]byte("go"))
+		}
+		if err != nil {
 			c.kill()
 		}
 	}

@@ -744,6 +744,12 @@ def spawn_child(req, fds):
             posix.closerange(3, ctl_fd)
             posix.closerange(ctl_fd + 1, 1 << 16)
             ctl = _socket.socket(fileno=ctl_fd)
+            # Nothing runs before the worker has moved this process into
+            # its own cgroup: a process a package forks at import would
+            # otherwise stay in the parent's, beyond its limits and its
+            # teardown.
+            if ctl.recv(16) != b"go":
+                posix._exit(1)
             wall_off()
             for p in req.get("path") or []:
                 if p not in sys.path:

@@ -432,11 +432,11 @@ func TestReplicasFollowConcurrentForks(t *testing.T) {
 
 func must(codes []int, _, _ []string) []int { return codes }
 
-// TestZygoteBuildsAtLowestWeight: a zygote being made (here a node
+// TestZygoteBuildsAtLowWeight: a zygote being made (here a node
 // promoted after two starts, whose package sleeps two seconds at import)
-// has the lowest CPU weight, as a spare: no start waits on it. Once
-// ready, starts fork from it, and it has a sandbox's weight.
-func TestZygoteBuildsAtLowestWeight(t *testing.T) {
+// has a tenth of a sandbox's CPU weight: no start forks from it yet.
+// Once ready, starts fork from it, and it has a sandbox's weight.
+func TestZygoteBuildsAtLowWeight(t *testing.T) {
 	wheels := t.TempDir()
 	if err := wheeltest.House(wheels, wheeltest.Wheel{Name: "slowpkg", Version: "1.0",
 		Files: map[string]string{"slowpkg/__init__.py": "import time\ntime.sleep(2)\nVERSION = '1.0'\n"}}); err != nil {
@@ -450,9 +450,9 @@ func TestZygoteBuildsAtLowestWeight(t *testing.T) {
 
 	// A node's zygote groups are zygote-<node>-<n>; the root's zygote-root-<n>.
 	v1 := filepath.Join("/sys/fs/cgroup/cpu", w.cgroup)
-	pattern, file, building, ready := filepath.Join(v1, "zygote-[0-9]*"), "cpu.shares", "10", "1024"
+	pattern, file, building, ready := filepath.Join(v1, "zygote-[0-9]*"), "cpu.shares", "102", "1024"
 	if _, err := os.Stat(v1); err != nil {
-		pattern, file, building, ready = filepath.Join("/sys/fs/cgroup", w.cgroup, "zygote-[0-9]*"), "cpu.weight", "1", "100"
+		pattern, file, building, ready = filepath.Join("/sys/fs/cgroup", w.cgroup, "zygote-[0-9]*"), "cpu.weight", "10", "100"
 	}
 	weight := func() (string, bool) {
 		dirs, _ := filepath.Glob(pattern)
@@ -465,17 +465,17 @@ func TestZygoteBuildsAtLowestWeight(t *testing.T) {
 		}
 		return strings.TrimSpace(string(b)), true
 	}
+	// The group's directory exists a moment before its limits are
+	// written (the default is a ready zygote's weight): the import takes
+	// two seconds, in which the building weight must show.
 	deadline := time.Now().Add(10 * time.Second)
-	got, ok := weight()
-	for !ok {
+	got, _ := weight()
+	for got != building {
 		if time.Now().After(deadline) {
-			t.Fatalf("no zygote group for the promoted node under %s", pattern)
+			t.Fatalf("the promoted node's zygote under %s never had %s %s while importing (last read %q)", pattern, file, building, got)
 		}
 		time.Sleep(5 * time.Millisecond)
-		got, ok = weight()
-	}
-	if got != building {
-		t.Errorf("the promoted node's zygote, importing its package: %s %s, want %s", file, got, building)
+		got, _ = weight()
 	}
 	for {
 		tree, err := w.c.Zygotes(context.Background())
@@ -494,7 +494,66 @@ func TestZygoteBuildsAtLowestWeight(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if got, _ = weight(); got != ready {
+	if got, _ := weight(); got != ready {
 		t.Errorf("the promoted node's ready zygote: %s %s, want %s", file, got, ready)
+	}
+}
+
+// TestZygoteImportForksStayInItsGroup: a package that forks at import
+// (a hostile one, say), made a node of the tree, leaves the process it
+// forked in the new zygote's cgroup, within its limits and its teardown,
+// not in the parent zygote's: the zygote imports only once the worker
+// has moved it into its own group.
+func TestZygoteImportForksStayInItsGroup(t *testing.T) {
+	wheels := t.TempDir()
+	if err := wheeltest.House(wheels, wheeltest.Wheel{Name: "forker", Version: "1.0",
+		Files: map[string]string{"forker/__init__.py": "import os, time\nif os.fork() == 0:\n    time.sleep(60)\n    os._exit(0)\nVERSION = '1.0'\n"}}); err != nil {
+		t.Fatal(err)
+	}
+	w := startWorker(t, "--no-index", "--find-links", wheels, "--no-warm-cache", noSnapshots, "--spares", "-1",
+		"--config", writeConfig(t, "zygote:\n  promote: 2\n"))
+	w.deployDir("fk", fn(t, "f.py", "import forker\n\ndef f(e):\n    return forker.VERSION\n", "requirements.txt", "forker\n"))
+	w.mustInvoke("fk", "{}")
+	w.mustInvoke("fk", "{}") // the second start promotes forker to a node
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		tree, err := w.c.Zygotes(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := false
+		for _, n := range tree.Nodes {
+			done = done || len(n.Packages) == 1 && strings.HasPrefix(n.Packages[0], "forker==") && n.Replicas > 0
+		}
+		if done {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("forker's node not ready: %+v", tree.Nodes)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	procs := func(pattern string) (dirs []string, pids []string) {
+		dirs, _ = filepath.Glob(pattern)
+		for _, d := range dirs {
+			b, err := os.ReadFile(filepath.Join(d, "cgroup.procs"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			pids = append(pids, strings.Fields(string(b))...)
+		}
+		return dirs, pids
+	}
+	dir := filepath.Join("/sys/fs/cgroup/pids", w.cgroup)
+	if _, err := os.Stat(dir); err != nil {
+		dir = filepath.Join("/sys/fs/cgroup", w.cgroup)
+	}
+	roots, rootPids := procs(filepath.Join(dir, "zygote-root-*"))
+	nodes, nodePids := procs(filepath.Join(dir, "zygote-[0-9]*"))
+	if len(roots) != 1 || len(rootPids) != 1 {
+		t.Errorf("root zygote groups %v hold processes %v, want one group holding the root zygote alone", roots, rootPids)
+	}
+	if len(nodes) != 1 || len(nodePids) != 2 {
+		t.Errorf("node zygote groups %v hold processes %v, want one group holding the zygote and the process its package forked", nodes, nodePids)
 	}
 }

@@ -2,7 +2,6 @@ package zygote
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -178,14 +177,17 @@ func (m *Manager) limits() cgroup.Limits {
 
 // zygoteWeight is a ready zygote's CPU weight, a sandbox's: the starts
 // forked from it wait on it. A zygote being made (a new node, or a
-// replica of a busy one, each importing the node's packages) has the
-// lowest, buildWeight, as a spare has: no start waits on it (Route
-// picks among ready ones), and at a burst, when nodes get replicas,
-// their imports at full weight took the CPU from the burst's own starts
-// and calls.
+// replica of a busy one, each importing the node's packages) has a
+// tenth of it, buildWeight: no start waits on it (Route picks among
+// ready ones), and at a burst, when nodes get replicas, their imports at
+// full weight took the CPU from the burst's own starts and calls. Not
+// the lowest, as a spare's: starts do wait for it indirectly (forks
+// queued on a busy node's one replica, or importing in the child what a
+// promoted node would hold), and an import of several CPU-seconds must
+// still finish within spawn's two minutes on a busy host.
 const (
 	zygoteWeight = 100
-	buildWeight  = 1
+	buildWeight  = 10
 )
 
 // zygotePids bounds the processes of one zygote's cgroup: the zygote and
@@ -375,9 +377,8 @@ func (m *Manager) spawn(n *Node) (*Process, error) {
 		}
 		return nil, err
 	}
-	// Ready: forks wait on it now. (A v2 parent without the cpu
-	// controller has no weights at all.)
-	if err := g.SetCPUWeight(zygoteWeight); err != nil && !errors.Is(err, cgroup.ErrNoController) {
+	// Ready: forks wait on it now.
+	if err := g.SetCPUWeight(zygoteWeight); err != nil {
 		m.release(p)
 		return nil, fmt.Errorf("node %s: %w", n.Key(), err)
 	}

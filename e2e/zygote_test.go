@@ -477,23 +477,7 @@ func TestZygoteBuildsAtLowWeight(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 		got, _ = weight()
 	}
-	for {
-		tree, err := w.c.Zygotes(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		done := false
-		for _, n := range tree.Nodes {
-			done = done || len(n.Packages) == 1 && strings.HasPrefix(n.Packages[0], "slowpkg==") && n.Replicas > 0
-		}
-		if done {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("slowpkg's node not ready: %+v", tree.Nodes)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitNodeReady(t, w, "slowpkg", deadline)
 	if got, _ := weight(); got != ready {
 		t.Errorf("the promoted node's ready zygote: %s %s, want %s", file, got, ready)
 	}
@@ -515,24 +499,7 @@ func TestZygoteImportForksStayInItsGroup(t *testing.T) {
 	w.deployDir("fk", fn(t, "f.py", "import forker\n\ndef f(e):\n    return forker.VERSION\n", "requirements.txt", "forker\n"))
 	w.mustInvoke("fk", "{}")
 	w.mustInvoke("fk", "{}") // the second start promotes forker to a node
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		tree, err := w.c.Zygotes(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		done := false
-		for _, n := range tree.Nodes {
-			done = done || len(n.Packages) == 1 && strings.HasPrefix(n.Packages[0], "forker==") && n.Replicas > 0
-		}
-		if done {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("forker's node not ready: %+v", tree.Nodes)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitNodeReady(t, w, "forker", time.Now().Add(20*time.Second))
 	procs := func(pattern string) (dirs []string, pids []string) {
 		dirs, _ = filepath.Glob(pattern)
 		for _, d := range dirs {
@@ -555,5 +522,26 @@ func TestZygoteImportForksStayInItsGroup(t *testing.T) {
 	}
 	if len(nodes) != 1 || len(nodePids) != 2 {
 		t.Errorf("node zygote groups %v hold processes %v, want one group holding the zygote and the process its package forked", nodes, nodePids)
+	}
+}
+
+// waitNodeReady waits until the zygote node holding package pkg alone
+// has a ready replica, failing the test past deadline.
+func waitNodeReady(t *testing.T, w *worker, pkg string, deadline time.Time) {
+	t.Helper()
+	for {
+		tree, err := w.c.Zygotes(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range tree.Nodes {
+			if len(n.Packages) == 1 && strings.HasPrefix(n.Packages[0], pkg+"==") && n.Replicas > 0 {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s's node not ready: %+v", pkg, tree.Nodes)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -342,17 +342,16 @@ func Run(ctx context.Context, w Workload, cfg Config) (Result, error) {
 	// partition back at now (Config.PassLimit): not once its wait has
 	// ended (it is a drop at the next retry), nor when it needs more
 	// than its partition holds (it borrows).
+	partOf := func(fi int32) int {
+		p, _ := e.Partition(fns[fi])
+		return p
+	}
 	passed := func(wt waiter, now time.Duration) bool {
 		waited := now - wt.at
 		if cfg.PassLimit <= 0 || waited < cfg.PassLimit || cfg.PassHold > 0 && waited >= cfg.PassLimit+cfg.PassHold || wt.deadline < now {
 			return false
 		}
-		p, _ := e.Partition(fns[wt.fn])
-		return w.Funcs[wt.fn].Size <= e.Stats(p).Capacity
-	}
-	partOf := func(fi int32) int {
-		p, _ := e.Partition(fns[fi])
-		return p
+		return w.Funcs[wt.fn].Size <= e.Stats(partOf(wt.fn)).Capacity
 	}
 	// held reports whether an invocation of fi arriving at now must wait
 	// behind a waiter passed for too long.

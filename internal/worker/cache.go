@@ -72,9 +72,10 @@ type PoolConfig struct {
 	// drop_wait and be refused. With one, room that fits no one yet sits
 	// unused while the passed request waits for its own: in a replay's
 	// minute-boundary burst (48 functions, 1280 MB, 3 repetitions) a
-	// limit of 100 ms (its hold not yet bounded by PassHold) gave 18.7, 19.1 and 25.5 s of memory waits in all
-	// against 20.0, 19.7 and 14.8 s with none, and no fewer losses of
-	// the PARSEC functions' means. So it is off unless set.
+	// limit of 100 ms (its hold not yet bounded by PassHold) gave 18.7,
+	// 19.1 and 25.5 s of memory waits in all against 20.0, 19.7 and
+	// 14.8 s with none, and no fewer losses of the PARSEC functions'
+	// means. So it is off unless set.
 	PassLimit time.Duration `yaml:"pass_limit"`
 	// Charge is what a new sandbox is charged until it is paused and
 	// measured: ChargePeak (default) or ChargeDeclared.

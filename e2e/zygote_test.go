@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -543,5 +544,53 @@ func waitNodeReady(t *testing.T, w *worker, pkg string, deadline time.Time) {
 			t.Fatalf("%s's node not ready: %+v", pkg, tree.Nodes)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestZygoteNodeBuildRetried: a node whose first build fails (here its
+// package raises at import for the first seconds) is not left without a
+// zygote: the tree shows the failure and when the next try comes, and a
+// later try makes it ready. Left so, the node would keep its package set
+// from being promoted again, and forks would go to its parent for good.
+func TestZygoteNodeBuildRetried(t *testing.T) {
+	w := startWorker(t, "--no-index", "--find-links", t.TempDir(), "--no-warm-cache", noSnapshots, "--spares", "-1",
+		"--config", writeConfig(t, "zygote:\n  promote: 2\n"))
+	wheels := w.args[slices.Index(w.args, "--find-links")+1]
+	ready := time.Now().Add(8 * time.Second)
+	if err := wheeltest.House(wheels, wheeltest.Wheel{Name: "flaky", Version: "1.0",
+		Files: map[string]string{"flaky/__init__.py": fmt.Sprintf(
+			"import time\nif time.time() < %d:\n    raise ImportError('flaky: not yet')\nVERSION = '1.0'\n", ready.Unix()+1)}}); err != nil {
+		t.Fatal(err)
+	}
+	w.deployDir("fl", fn(t, "f.py", "import flaky\n\ndef f(e):\n    return flaky.VERSION\n", "requirements.txt", "flaky\n"))
+	// Both starts fail at import, the second promotes flaky to a node,
+	// whose build fails too.
+	for range 2 {
+		if inv, err := w.invoke("fl", "{}"); err == nil {
+			t.Fatalf("a start before the package imports: %s via %s, want an error", inv.Body, inv.Path)
+		}
+	}
+	for {
+		tree, err := w.c.Zygotes(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		i := slices.IndexFunc(tree.Nodes, func(n types.ZygoteNode) bool {
+			return len(n.Packages) == 1 && strings.HasPrefix(n.Packages[0], "flaky==")
+		})
+		if i >= 0 && tree.Nodes[i].Replicas > 0 {
+			t.Fatalf("flaky's node ready while its package cannot be imported: %+v", tree.Nodes[i])
+		}
+		if i >= 0 && tree.Nodes[i].Failures > 0 && tree.Nodes[i].RetryAt != "" {
+			break
+		}
+		if time.Now().After(ready) {
+			t.Fatalf("flaky's node shows no failed build: %+v", tree.Nodes)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	waitNodeReady(t, w, "flaky", ready.Add(25*time.Second))
+	if inv := w.mustInvoke("fl", "{}"); string(inv.Body) != `"1.0"` || inv.Path != "fork" {
+		t.Errorf("after the node's build: %s via %s, want \"1.0\" via fork", inv.Body, inv.Path)
 	}
 }

@@ -204,6 +204,10 @@ type ZygoteNode struct {
 	Memory   int64    `json:"memory_bytes"`
 	LastUse  string   `json:"last_use,omitempty"`
 	Static   bool     `json:"static"`
+	// Failures is how many of the node's builds failed in a row while it
+	// had no zygote, and RetryAt when the next one starts.
+	Failures int    `json:"failures,omitempty"`
+	RetryAt  string `json:"retry_at,omitempty"`
 	// Spares is how many children of this node wait, forked ahead of
 	// need, for a function (filled in by the worker).
 	Spares int `json:"spares"`

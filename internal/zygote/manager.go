@@ -321,17 +321,65 @@ func (m *Manager) grow(n *Node) {
 		return
 	}
 	first := false
+	var retry time.Time
 	if err == nil {
 		m.addReplicaLocked(n, p)
+		n.failures = 0
 		first = len(n.replicas) == 1 && n.Parent != nil
+	} else if !m.closed && m.ctx.Err() == nil && m.nodes[n.Key()] == n && len(n.replicas) == 0 && n.pending == 0 {
+		// The node has no zygote and nothing builds one: left so, it
+		// would keep its package set from being promoted again and, with
+		// children, their rebuilds from forking. Try again later; a
+		// build that always fails (a package that crashes at import)
+		// costs a spawn per retryMax.
+		n.failures++
+		n.retryAt = time.Now().Add(retryDelay(n.failures))
+		retry = n.retryAt
 	}
 	m.mu.Unlock()
 	if first && m.cfg.NodeReady != nil {
 		m.cfg.NodeReady(n.Key())
 	}
 	if err != nil && m.ctx.Err() == nil {
-		m.log.Warn("zygote not started", "node", n.Key(), "err", err)
+		if retry.IsZero() {
+			m.log.Warn("zygote not started", "node", n.Key(), "err", err)
+		} else {
+			m.log.Warn("zygote not started", "node", n.Key(), "err", err, "retry_in", time.Until(retry).Round(time.Millisecond))
+		}
 	}
+}
+
+// Retries of a node whose builds fail start retryMin after the first
+// failure and back off to retryMax.
+const (
+	retryMin = time.Second
+	retryMax = 2 * time.Minute
+)
+
+func retryDelay(failures int) time.Duration {
+	d := retryMin
+	for i := 1; i < failures && d < retryMax; i++ {
+		d *= 2
+	}
+	return min(d, retryMax)
+}
+
+// retryLocked starts a build of each node left without a zygote by failed
+// builds whose retry time has come.
+func (m *Manager) retryLocked(now time.Time) {
+	if m.closed {
+		return
+	}
+	walk(m.root, func(n *Node) {
+		if n.failures == 0 || len(n.replicas) > 0 || n.pending > 0 || now.Before(n.retryAt) {
+			return
+		}
+		if m.procs+m.pendingLocked() >= m.cfg.MaxZygotes {
+			return
+		}
+		n.pending++
+		m.goBackground(func() { m.grow(n) })
+	})
 }
 
 // spawn starts one zygote process for n: the root from scratch, any
@@ -570,7 +618,8 @@ func (m *Manager) addNodeLocked(pkgs []string, static bool) (*Node, error) {
 	return n, nil
 }
 
-// janitor evicts idle nodes and keeps zygote memory within budget.
+// janitor evicts idle nodes, keeps zygote memory within budget and
+// retries the builds of nodes left without a zygote.
 func (m *Manager) janitor() {
 	defer m.bg.Done()
 	t := time.NewTicker(time.Second)
@@ -581,7 +630,11 @@ func (m *Manager) janitor() {
 			return
 		case <-t.C:
 		}
-		m.evict(time.Now())
+		now := time.Now()
+		m.evict(now)
+		m.mu.Lock()
+		m.retryLocked(now)
+		m.mu.Unlock()
 	}
 }
 
@@ -726,6 +779,10 @@ func (m *Manager) Nodes() []NodeInfo {
 		}
 		if !n.lastUse.IsZero() {
 			info.LastUse = n.lastUse.UTC().Format(time.RFC3339Nano)
+		}
+		if n.failures > 0 {
+			info.Failures = n.failures
+			info.RetryAt = n.retryAt.UTC().Format(time.RFC3339Nano)
 		}
 		out = append(out, info)
 	})

@@ -25,6 +25,10 @@ type Node struct {
 	hits     int64
 	lastUse  time.Time
 	static   bool // from a planned tree: never evicted for idleness
+	// failures counts the node's builds that failed in a row while it had
+	// no zygote; the janitor tries again at retryAt (see retryLocked).
+	failures int
+	retryAt  time.Time
 }
 
 // Key is the node's package set as one string.

@@ -228,3 +228,14 @@ func TestEvictKeepsMinimumZygotes(t *testing.T) {
 		t.Errorf("evicted below the minimum: %v", keys(m.nodes))
 	}
 }
+
+func TestRetryDelay(t *testing.T) {
+	for _, c := range []struct {
+		failures int
+		want     time.Duration
+	}{{1, time.Second}, {2, 2 * time.Second}, {3, 4 * time.Second}, {8, 2 * time.Minute}, {1000, 2 * time.Minute}} {
+		if got := retryDelay(c.failures); got != c.want {
+			t.Errorf("retryDelay(%d) = %v, want %v", c.failures, got, c.want)
+		}
+	}
+}

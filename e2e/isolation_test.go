@@ -72,6 +72,7 @@ def f(e):
         "hostname": os.uname().nodename,
         "dev": sorted(os.listdir("/dev")),
         "procfs": sorted(os.listdir("/proc/fs")),
+        "disks": [open("/proc/" + n).read() for n in ("diskstats", "partitions")],
         "loopback": loopback(),
         "ipv6": ipv6_links(),
     }
@@ -120,6 +121,11 @@ func checkIsolation(t *testing.T, m map[string]any) {
 	// The host's file systems' state (other sandboxes' /tmp among them).
 	if d, ok := m["procfs"].([]any); !ok || len(d) != 0 {
 		t.Errorf("/proc/fs shows %v", d)
+	}
+	// The host's block devices and their I/O counters (other sandboxes'
+	// /tmp loop devices among them).
+	if d, ok := m["disks"].([]any); !ok || len(d) != 2 || d[0] != "" || d[1] != "" {
+		t.Errorf("/proc/diskstats and /proc/partitions show %q, want both empty", d)
 	}
 }
 

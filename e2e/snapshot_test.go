@@ -44,7 +44,8 @@ def f(event, ctx):
         t0_file = float(fh.read())
     return {"n": N, "sum": int(DATA.sum()), "t0": T0, "t0_file": t0_file,
             "r": random.random(), "np": float(numpy.random.random()), "hooks": HOOKS,
-            "procfs": sorted(os.listdir("/proc/fs"))}
+            "procfs": sorted(os.listdir("/proc/fs")),
+            "disks": [open("/proc/" + n).read() for n in ("diskstats", "partitions")]}
 `
 
 type slowAnswer struct {
@@ -56,6 +57,7 @@ type slowAnswer struct {
 	NP     float64  `json:"np"`
 	Hooks  []int    `json:"hooks"`
 	ProcFS []string `json:"procfs"`
+	Disks  []string `json:"disks"`
 }
 
 type snapshotList struct {
@@ -227,6 +229,9 @@ func TestSnapshotLifecycle(t *testing.T) {
 		// back with the restored mounts.
 		if a.ProcFS == nil || len(a.ProcFS) != 0 {
 			t.Errorf("restore %d: /proc/fs shows %v, want it empty", i, a.ProcFS)
+		}
+		if len(a.Disks) != 2 || a.Disks[0] != "" || a.Disks[1] != "" {
+			t.Errorf("restore %d: /proc/diskstats and /proc/partitions show %q, want both empty", i, a.Disks)
 		}
 	}
 	if invs[0].R == invs[1].R || invs[0].NP == invs[1].NP {

@@ -22,8 +22,9 @@ const DescriptorName = "descriptor.json"
 // FormatVersion is the descriptor format this package writes and reads.
 // A dump carries its sandbox's mounts, so a change to them is a new
 // format, and snapshots of the old one are dropped and taken again:
-// 2 has /proc/fs masked (see initproc).
-const FormatVersion = 2
+// 2 has /proc/fs masked, 3 /proc/diskstats and /proc/partitions too (see
+// initproc).
+const FormatVersion = 3
 
 // Descriptor describes one snapshot: what it is of, how to restore it and
 // the SHA-256 of every file.

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -18,6 +19,7 @@ import (
 	"github.com/hearth-run/hearth/internal/cgroup"
 	"github.com/hearth-run/hearth/internal/criu"
 	"github.com/hearth-run/hearth/internal/sandbox"
+	"github.com/hearth-run/hearth/internal/sandbox/initproc"
 )
 
 // Layout of a snapshot directory.
@@ -91,6 +93,10 @@ type Engine struct {
 // its private /run, invisible to the rest of the host.
 const privateRoot = "/run/hearth-root"
 
+// privateEmpty is an empty, read-only file in the runner's private /run:
+// what a restore binds over initproc.MaskedFiles, as the sandbox had.
+const privateEmpty = "/run/hearth-mask/empty"
+
 // NewEngine checks cfg, starts a criu runner (running `criu check`) and
 // returns an engine. A failing check returns an error wrapping
 // criu.ErrCheck and ErrDisabled.
@@ -125,7 +131,10 @@ func NewEngine(ctx context.Context, cfg EngineConfig) (_ *Engine, err error) {
 		if err := unix.Mount(cfg.Base, privateRoot, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
 			return fmt.Errorf("bind %s: %w", cfg.Base, err)
 		}
-		return unix.Mount("", privateRoot, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV, "")
+		if err := unix.Mount("", privateRoot, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
+			return err
+		}
+		return makeEmpty(privateEmpty)
 	})
 	if err != nil {
 		e.run.Close()
@@ -144,6 +153,25 @@ func (e *Engine) Close() error {
 		}
 	}
 	return nil
+}
+
+// makeEmpty makes path an empty, read-only file alone in a tmpfs of its
+// own, mounted on path's directory.
+func makeEmpty(path string) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	flags := uintptr(unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC)
+	if err := unix.Mount("tmpfs", dir, "tmpfs", flags, "size=4k,nr_inodes=2,mode=555"); err != nil {
+		return fmt.Errorf("mount %s: %w", dir, err)
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o444)
+	if err != nil {
+		return err
+	}
+	f.Close()
+	return unix.Mount("", dir, "", unix.MS_REMOUNT|unix.MS_RDONLY|flags, "")
 }
 
 // CRIUVersion returns the version of the criu in use.
@@ -259,6 +287,8 @@ func (e *Engine) Dump(ctx context.Context, spec DumpSpec, dir string) (*Descript
 			// /proc/fs (see initproc) are CRIU's.
 		case m.point == "/tmp":
 			args = append(args, "--external", "mnt["+m.point+"]:"+scratchKey)
+		case slices.Contains(maskPoints, m.point):
+			args = append(args, "--external", "mnt["+m.point+"]:"+maskKey(m.point))
 		default:
 			k := fmt.Sprintf("m%d", len(d.Mounts))
 			d.Mounts = append(d.Mounts, Mount{Target: m.point, Key: k})
@@ -299,6 +329,18 @@ func (e *Engine) Dump(ctx context.Context, spec DumpSpec, dir string) (*Descript
 	d.DumpTime = time.Since(t0)
 	return d, nil
 }
+
+// maskPoints are the mounts of initproc.MaskedFiles: restored as binds
+// of privateEmpty.
+var maskPoints = func() (p []string) {
+	for _, f := range initproc.MaskedFiles {
+		p = append(p, "/proc/"+f)
+	}
+	return p
+}()
+
+// maskKey is the CRIU external key of mask point p.
+func maskKey(p string) string { return "mask-" + filepath.Base(p) }
 
 // netKey is the CRIU external key of a sandbox's network namespace.
 const netKey = "hearth-net"
@@ -590,6 +632,9 @@ func (e *Engine) Restore(ctx context.Context, dir string, d *Descriptor, spec Re
 			return nil, fmt.Errorf("restore %s: no source for mount %s: %w", d.Key, m.Target, ErrInvalid)
 		}
 		args = append(args, "--external", "mnt["+m.Key+"]:"+src)
+	}
+	for _, p := range maskPoints {
+		args = append(args, "--external", "mnt["+maskKey(p)+"]:"+privateEmpty)
 	}
 	sdir := filepath.Join(e.dir, spec.ID)
 	scratch := filepath.Join(sdir, "scratch")

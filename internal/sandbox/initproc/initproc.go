@@ -318,14 +318,8 @@ func setup(a Args) error {
 	if err := unix.Mount("proc", filepath.Join(a.Root, "proc"), "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, procOpts); err != nil {
 		return fmt.Errorf("mount /proc: %w", err)
 	}
-	// /proc/fs tells everyone the host's file systems' state: among
-	// them, every sandbox's on-disk /tmp (ext4 on a loop device, its
-	// free space group by group). An empty, read-only tmpfs hides it; a
-	// forked child's copy of the mount is locked over it. A snapshot's
-	// dump carries it (snapshot.FormatVersion 2).
-	if err := unix.Mount("tmpfs", filepath.Join(a.Root, "proc", "fs"), "tmpfs",
-		unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "size=4k,nr_inodes=1,mode=555"); err != nil {
-		return fmt.Errorf("mask /proc/fs: %w", err)
+	if err := maskProc(filepath.Join(a.Root, "proc")); err != nil {
+		return err
 	}
 	if a.Exec || a.Zygote {
 		// Snapshot sources pivot: CRIU dumps a mount namespace only if it
@@ -343,6 +337,46 @@ func setup(a Args) error {
 		return fmt.Errorf("chroot: %w", err)
 	}
 	return unix.Chdir("/")
+}
+
+// MaskedFiles are the /proc files every sandbox sees empty. They list
+// the host's block devices with their I/O counters: among them the loop
+// device of every sandbox's on-disk /tmp, whose counters would tell a
+// tenant when and how much other tenants' functions write.
+var MaskedFiles = []string{"diskstats", "partitions"}
+
+// maskProc hides what /proc tells of the host's disks. Each of
+// MaskedFiles gets a read-only bind of an empty file, whose tmpfs is
+// mounted nowhere else (so no path reaches it); /proc/fs, every file
+// system's state (each sandbox's /tmp, its free space group by group),
+// an empty, read-only tmpfs. A forked child's copies of these mounts are
+// locked over what they hide. A snapshot's dump carries them
+// (snapshot.FormatVersion 3).
+func maskProc(proc string) error {
+	fs := filepath.Join(proc, "fs")
+	// First the empty file, in a tmpfs on /proc/fs for a moment.
+	if err := unix.Mount("tmpfs", fs, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "size=4k,nr_inodes=2,mode=555"); err != nil {
+		return fmt.Errorf("mask /proc: %w", err)
+	}
+	empty := filepath.Join(fs, "empty")
+	fd, err := unix.Open(empty, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, 0o444)
+	if err != nil {
+		return fmt.Errorf("mask /proc: %w", err)
+	}
+	unix.Close(fd)
+	for _, f := range MaskedFiles {
+		if err := bind(empty, filepath.Join(proc, f), unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC); err != nil {
+			return fmt.Errorf("mask /proc/%s: %w", f, err)
+		}
+	}
+	if err := unix.Unmount(fs, 0); err != nil {
+		return fmt.Errorf("mask /proc: %w", err)
+	}
+	if err := unix.Mount("tmpfs", fs, "tmpfs",
+		unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "size=4k,nr_inodes=1,mode=555"); err != nil {
+		return fmt.Errorf("mask /proc/fs: %w", err)
+	}
+	return nil
 }
 
 func bind(src, dst string, flags uintptr) error {

@@ -47,7 +47,7 @@ func LambdaAPI(ctx context.Context, o LambdaOptions) ([]Sample, error) {
 	if o.N <= 0 {
 		o.N = 200
 	}
-	dir, err := os.MkdirTemp("", "hearth-bench-lambda-")
+	dir, err := tempDir("lambda")
 	if err != nil {
 		return nil, err
 	}

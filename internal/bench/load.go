@@ -351,16 +351,34 @@ func inZygoteGroup(pid int) bool {
 }
 
 // newAcct makes a cpuacct group for a worker, or returns "" where there
-// is no cgroup v1 cpuacct hierarchy.
+// is no cgroup v1 cpuacct hierarchy. It first removes the groups of
+// benchmarks that were killed outright (see sweepAcct).
 func newAcct(name string) string {
 	if _, err := os.Stat(filepath.Join(cpuacctRoot, "cpuacct.usage")); err != nil {
 		return ""
 	}
+	sweepAcct()
 	dir := filepath.Join(cpuacctRoot, name)
 	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
 		return ""
 	}
 	return dir
+}
+
+// sweepAcct removes the empty cpuacct groups of benchmarks no longer
+// running (hearth-bench-PID-acct): one killed outright could not remove
+// its own. A group that still holds a process stays.
+func sweepAcct() {
+	dirs, _ := filepath.Glob(filepath.Join(cpuacctRoot, "hearth-bench-*-acct"))
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(strings.TrimSuffix(strings.TrimPrefix(filepath.Base(d), "hearth-bench-"), "-acct"))
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		if err := unix.Kill(pid, 0); errors.Is(err, unix.ESRCH) {
+			os.Remove(d)
+		}
+	}
 }
 
 // removeAcct removes a worker's cpuacct group once its last process is

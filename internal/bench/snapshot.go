@@ -81,7 +81,7 @@ func Snapshot(ctx context.Context, o SnapshotOptions) (SnapshotResult, error) {
 		defer srv.stop()
 		o.S3Endpoint, o.S3Access, o.S3Secret = srv.endpoint, srv.access, srv.secret
 	}
-	dir, err := os.MkdirTemp("", "hearth-bench-snap-")
+	dir, err := tempDir("snap")
 	if err != nil {
 		return res, err
 	}
@@ -239,7 +239,7 @@ func startVersity(ctx context.Context, bin string) (*versity, error) {
 	if bin == "" {
 		return nil, errors.New("versitygw not found: go install github.com/versity/versitygw/cmd/versitygw@v1.8.0, or pass an S3 endpoint")
 	}
-	dir, err := os.MkdirTemp("", "hearth-bench-s3-")
+	dir, err := tempDir("s3")
 	if err != nil {
 		return nil, err
 	}

@@ -66,11 +66,11 @@ func StartWorker(ctx context.Context, hearth, base string, extra ...string) (*Wo
 	}
 	addr := l.Addr().String()
 	l.Close()
-	dir, err := os.MkdirTemp("", "hearth-bench-")
+	parent := fmt.Sprintf("hearth-bench-%d", os.Getpid())
+	dir, err := tempDir("worker")
 	if err != nil {
 		return nil, err
 	}
-	parent := fmt.Sprintf("hearth-bench-%d", os.Getpid())
 	// The benchmark is one client standing for many: the caps that keep
 	// one address from taking the worker (64 requests in flight) would
 	// cut its bursts short.
@@ -81,6 +81,11 @@ func StartWorker(ctx context.Context, hearth, base string, extra ...string) (*Wo
 	w.Client = client.New(w.URL, "")
 	w.cmd = exec.Command(hearth, args...)
 	w.cmd.Stdout, w.cmd.Stderr = w.out, w.out
+	// A benchmark killed outright (SIGKILL: no Stop) takes its worker
+	// down with it: SIGTERM, on which the worker removes its sandboxes
+	// and cgroups. The signal follows the thread that forked, and the
+	// benchmark's goroutines lock none.
+	w.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	if err := w.cmd.Start(); err != nil {
 		os.RemoveAll(dir)
 		return nil, err
@@ -114,7 +119,7 @@ func StartWorker(ctx context.Context, hearth, base string, extra ...string) (*Wo
 
 // Deploy deploys a function made of name -> source files.
 func (w *Worker) Deploy(ctx context.Context, name string, files map[string]string) error {
-	dir, err := os.MkdirTemp("", "hearth-bench-fn-")
+	dir, err := tempDir("fn")
 	if err != nil {
 		return err
 	}
@@ -188,6 +193,13 @@ func (w *Worker) Stop() error {
 		return fmt.Errorf("worker: %v\n%s", err, w.out.String())
 	}
 	return nil
+}
+
+// tempDir makes a temporary directory for kind, named after this
+// process (hearth-bench-PID-KIND-*), so that what a benchmark killed
+// outright left is told apart.
+func tempDir(kind string) (string, error) {
+	return os.MkdirTemp("", fmt.Sprintf("hearth-bench-%d-%s-", os.Getpid(), kind))
 }
 
 // self is this binary, or "" if it cannot be told.

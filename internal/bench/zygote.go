@@ -176,7 +176,7 @@ func Zygote(ctx context.Context, o ZygoteOptions) (ZygoteResult, error) {
 	if err != nil {
 		return res, err
 	}
-	dir, err := os.MkdirTemp("", "hearth-bench-plan-")
+	dir, err := tempDir("plan")
 	if err != nil {
 		return res, err
 	}

@@ -7,7 +7,9 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"os/signal"
 	"path/filepath"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -44,6 +46,16 @@ func newBenchCmd() *cobra.Command {
 	return b
 }
 
+// benchContext is cmd's context, canceled by SIGINT or SIGTERM: a
+// benchmark then stops its workers and background load and removes what
+// it made, as it does when it ends, instead of dying with its workers
+// orphaned. A second signal kills it at once.
+func benchContext(cmd *cobra.Command) (context.Context, context.CancelFunc) {
+	ctx, stop := signal.NotifyContext(cmp.Or(cmd.Context(), context.Background()), os.Interrupt, syscall.SIGTERM)
+	context.AfterFunc(ctx, stop)
+	return ctx, stop
+}
+
 // samplesCmd is a benchmark that takes the hearth binary, a base image and
 // a sample count.
 func samplesCmd(bin func() (string, error), use, short string, run func(ctx context.Context, exe, base string, n int, out io.Writer) error) *cobra.Command {
@@ -61,10 +73,8 @@ func samplesCmd(bin func() (string, error), use, short string, run func(ctx cont
 			if base == "" {
 				base = filepath.Join(dataDir, "base")
 			}
-			ctx := cmd.Context()
-			if ctx == nil {
-				ctx = context.Background()
-			}
+			ctx, stop := benchContext(cmd)
+			defer stop()
 			return run(ctx, exe, base, n, cmd.OutOrStdout())
 		},
 	}
@@ -123,10 +133,8 @@ versitygw is started on loopback.`,
 				}
 			}
 			o.Out = cmd.OutOrStdout()
-			ctx := cmd.Context()
-			if ctx == nil {
-				ctx = context.Background()
-			}
+			ctx, stop := benchContext(cmd)
+			defer stop()
 			_, err = bench.Snapshot(ctx, o)
 			return err
 		},
@@ -163,10 +171,8 @@ func newBenchConcurrencyCmd(bin func() (string, error)) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("--subnet: %w", err)
 			}
-			ctx := cmd.Context()
-			if ctx == nil {
-				ctx = context.Background()
-			}
+			ctx, stop := benchContext(cmd)
+			defer stop()
 			_, err = bench.Concurrency(ctx, bench.ConcurrencyOptions{Hearth: exe, Base: base, Ns: ns, Rounds: rounds, Subnet: p, Out: cmd.OutOrStdout()})
 			return err
 		},
@@ -203,7 +209,9 @@ cycles the figures should stay flat.`,
 				o.Base = filepath.Join(dataDir, "base")
 			}
 			o.Out = cmd.OutOrStdout()
-			_, err = bench.Churn(cmp.Or(cmd.Context(), context.Background()), o)
+			ctx, stop := benchContext(cmd)
+			defer stop()
+			_, err = bench.Churn(ctx, o)
 			return err
 		},
 	}

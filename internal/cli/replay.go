@@ -290,7 +290,7 @@ the same calls, given the start costs and paused memory the run measured.`,
 				return fmt.Errorf("--configs: %w", err)
 			}
 			o.Out, o.Progress = cmd.OutOrStdout(), cmd.ErrOrStderr()
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt)
+			ctx, stop := benchContext(cmd)
 			defer stop()
 			_, err = bench.Replay(ctx, o)
 			return err

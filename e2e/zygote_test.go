@@ -547,21 +547,22 @@ func waitNodeReady(t *testing.T, w *worker, pkg string, deadline time.Time) {
 	}
 }
 
-// TestZygoteNodeBuildRetried: a node whose first build fails (here its
-// package raises at import for the first seconds) is not left without a
-// zygote: the tree shows the failure and when the next try comes, and a
-// later try makes it ready. Left so, the node would keep its package set
-// from being promoted again, and forks would go to its parent for good.
+// TestZygoteNodeBuildRetried: a node whose builds fail (here its package
+// raises at import until a file appears beside it) is not left without a
+// zygote: the tree shows the failures and when the next try comes, and a
+// try after the package is fixed makes it ready. Left so, the node would
+// keep its package set from being promoted again, and forks would go to
+// its parent for good.
 func TestZygoteNodeBuildRetried(t *testing.T) {
-	w := startWorker(t, "--no-index", "--find-links", t.TempDir(), "--no-warm-cache", noSnapshots, "--spares", "-1",
-		"--config", writeConfig(t, "zygote:\n  promote: 2\n"))
-	wheels := w.args[slices.Index(w.args, "--find-links")+1]
-	ready := time.Now().Add(8 * time.Second)
+	wheels := t.TempDir()
 	if err := wheeltest.House(wheels, wheeltest.Wheel{Name: "flaky", Version: "1.0",
-		Files: map[string]string{"flaky/__init__.py": fmt.Sprintf(
-			"import time\nif time.time() < %d:\n    raise ImportError('flaky: not yet')\nVERSION = '1.0'\n", ready.Unix()+1)}}); err != nil {
+		Files: map[string]string{"flaky/__init__.py": "import os\n" +
+			"if not os.path.exists(os.path.join(os.path.dirname(__file__), 'ok')):\n" +
+			"    raise ImportError('flaky: not yet')\nVERSION = '1.0'\n"}}); err != nil {
 		t.Fatal(err)
 	}
+	w := startWorker(t, "--no-index", "--find-links", wheels, "--no-warm-cache", noSnapshots, "--spares", "-1",
+		"--config", writeConfig(t, "zygote:\n  promote: 2\n"))
 	w.deployDir("fl", fn(t, "f.py", "import flaky\n\ndef f(e):\n    return flaky.VERSION\n", "requirements.txt", "flaky\n"))
 	// Both starts fail at import, the second promotes flaky to a node,
 	// whose build fails too.
@@ -570,6 +571,7 @@ func TestZygoteNodeBuildRetried(t *testing.T) {
 			t.Fatalf("a start before the package imports: %s via %s, want an error", inv.Body, inv.Path)
 		}
 	}
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		tree, err := w.c.Zygotes(context.Background())
 		if err != nil {
@@ -584,13 +586,65 @@ func TestZygoteNodeBuildRetried(t *testing.T) {
 		if i >= 0 && tree.Nodes[i].Failures > 0 && tree.Nodes[i].RetryAt != "" {
 			break
 		}
-		if time.Now().After(ready) {
+		if time.Now().After(deadline) {
 			t.Fatalf("flaky's node shows no failed build: %+v", tree.Nodes)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	waitNodeReady(t, w, "flaky", ready.Add(25*time.Second))
+	// Fixed: the installed package (which sandboxes and zygotes see
+	// through a live bind) gets its file.
+	var fixed bool
+	filepath.WalkDir(filepath.Join(w.dataDir, "packages"), func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && filepath.Base(p) == "__init__.py" && filepath.Base(filepath.Dir(p)) == "flaky" {
+			fixed = os.WriteFile(filepath.Join(filepath.Dir(p), "ok"), nil, 0o644) == nil
+		}
+		return nil
+	})
+	if !fixed {
+		t.Fatalf("no installed flaky/__init__.py under %s", filepath.Join(w.dataDir, "packages"))
+	}
+	waitNodeReady(t, w, "flaky", time.Now().Add(40*time.Second))
 	if inv := w.mustInvoke("fl", "{}"); string(inv.Body) != `"1.0"` || inv.Path != "fork" {
 		t.Errorf("after the node's build: %s via %s, want \"1.0\" via fork", inv.Body, inv.Path)
+	}
+}
+
+// TestZygoteDyingYoungBacksOff: a node whose zygote dies soon after it is
+// made (its package ends the process a second after import) is rebuilt
+// after a growing delay, as a failed build is, not at once in a loop.
+func TestZygoteDyingYoungBacksOff(t *testing.T) {
+	wheels := t.TempDir()
+	if err := wheeltest.House(wheels, wheeltest.Wheel{Name: "doomed", Version: "1.0",
+		Files: map[string]string{"doomed/__init__.py": "import os, threading\n" +
+			"threading.Timer(1.0, lambda: os._exit(3)).start()\nVERSION = '1.0'\n"}}); err != nil {
+		t.Fatal(err)
+	}
+	w := startWorker(t, "--no-index", "--find-links", wheels, "--no-warm-cache", noSnapshots, "--spares", "-1",
+		"--config", writeConfig(t, "zygote:\n  promote: 2\n"))
+	w.deployDir("dm", fn(t, "f.py", "import doomed\n\ndef f(e):\n    return doomed.VERSION\n", "requirements.txt", "doomed\n"))
+	w.invoke("dm", "{}")
+	w.invoke("dm", "{}") // the second start promotes doomed to a node
+	builds := map[int]bool{}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		tree, err := w.c.Zygotes(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		i := slices.IndexFunc(tree.Nodes, func(n types.ZygoteNode) bool {
+			return len(n.Packages) == 1 && strings.HasPrefix(n.Packages[0], "doomed==")
+		})
+		if i >= 0 {
+			for _, p := range tree.Nodes[i].Pids {
+				builds[p] = true
+			}
+			if n := tree.Nodes[i]; len(builds) > 0 && n.Failures > 0 && n.RetryAt != "" {
+				return // its zygote died young: a retry is scheduled
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("doomed's node never waited for a retry after %d zygotes (pids %v): %+v", len(builds), builds, tree.Nodes)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -204,8 +204,9 @@ type ZygoteNode struct {
 	Memory   int64    `json:"memory_bytes"`
 	LastUse  string   `json:"last_use,omitempty"`
 	Static   bool     `json:"static"`
-	// Failures is how many of the node's builds failed in a row while it
-	// had no zygote, and RetryAt when the next one starts.
+	// Failures is how many of the node's builds failed (or made a zygote
+	// that died young) since it last had one that lived, and RetryAt when
+	// the next try starts; both are set only while the node waits for it.
 	Failures int    `json:"failures,omitempty"`
 	RetryAt  string `json:"retry_at,omitempty"`
 	// Spares is how many children of this node wait, forked ahead of

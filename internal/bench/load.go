@@ -366,16 +366,12 @@ func newAcct(name string) string {
 }
 
 // sweepAcct removes the empty cpuacct groups of benchmarks no longer
-// running (hearth-bench-PID-acct): one killed outright could not remove
-// its own. A group that still holds a process stays.
+// running (hearth-bench-PID-acct, see deadBench): one killed outright
+// could not remove its own. A group that still holds a process stays.
 func sweepAcct() {
 	dirs, _ := filepath.Glob(filepath.Join(cpuacctRoot, "hearth-bench-*-acct"))
 	for _, d := range dirs {
-		pid, err := strconv.Atoi(strings.TrimSuffix(strings.TrimPrefix(filepath.Base(d), "hearth-bench-"), "-acct"))
-		if err != nil || pid == os.Getpid() {
-			continue
-		}
-		if err := unix.Kill(pid, 0); errors.Is(err, unix.ESRCH) {
+		if deadBench(d, "hearth-bench-", "-acct") {
 			os.Remove(d)
 		}
 	}

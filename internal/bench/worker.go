@@ -66,6 +66,7 @@ func StartWorker(ctx context.Context, hearth, base string, extra ...string) (*Wo
 	}
 	addr := l.Addr().String()
 	l.Close()
+	sweepTemp()
 	parent := fmt.Sprintf("hearth-bench-%d", os.Getpid())
 	dir, err := tempDir("worker")
 	if err != nil {
@@ -83,8 +84,10 @@ func StartWorker(ctx context.Context, hearth, base string, extra ...string) (*Wo
 	w.cmd.Stdout, w.cmd.Stderr = w.out, w.out
 	// A benchmark killed outright (SIGKILL: no Stop) takes its worker
 	// down with it: SIGTERM, on which the worker removes its sandboxes
-	// and cgroups. The signal follows the thread that forked, and the
-	// benchmark's goroutines lock none.
+	// and cgroups. The signal comes when the thread that forked exits,
+	// not the process: benchmarks start workers from goroutines that are
+	// not locked to a thread (whose threads Go keeps for good) or from
+	// the main goroutine (locked to the main thread by initproc's init).
 	w.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	if err := w.cmd.Start(); err != nil {
 		os.RemoveAll(dir)
@@ -200,6 +203,45 @@ func (w *Worker) Stop() error {
 // outright left is told apart.
 func tempDir(kind string) (string, error) {
 	return os.MkdirTemp("", fmt.Sprintf("hearth-bench-%d-%s-", os.Getpid(), kind))
+}
+
+// sweepTemp removes the temporary dirs of benchmarks killed outright
+// (hearth-bench-PID-*, PID no longer running), once their workers, told
+// by their parent-death signal, are surely gone: a minute after the dir
+// last changed, and only if nothing is mounted below it.
+func sweepTemp() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "hearth-bench-*-*"))
+	mounts, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return
+	}
+	for _, d := range dirs {
+		if !deadBench(d, "hearth-bench-", "-") || bytes.Contains(mounts, []byte(" "+d+"/")) || bytes.Contains(mounts, []byte(" "+d+" ")) {
+			continue
+		}
+		os.RemoveAll(d)
+	}
+}
+
+// deadBench reports whether path names a benchmark's dir (base name
+// PREFIX + PID + sep...) whose benchmark no longer runs and which has not
+// changed for a minute: a benchmark in another pid namespace may be
+// making it.
+func deadBench(path, prefix, sep string) bool {
+	rest, ok := strings.CutPrefix(filepath.Base(path), prefix)
+	if !ok {
+		return false
+	}
+	pidStr, _, ok := strings.Cut(rest, sep)
+	pid, err := strconv.Atoi(pidStr)
+	if !ok || err != nil || pid <= 0 || pid == os.Getpid() {
+		return false
+	}
+	if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+		return false
+	}
+	st, err := os.Lstat(path)
+	return err == nil && st.IsDir() && time.Since(st.ModTime()) > time.Minute
 }
 
 // self is this binary, or "" if it cannot be told.

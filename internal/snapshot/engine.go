@@ -163,7 +163,7 @@ func makeEmpty(path string) error {
 		return err
 	}
 	flags := uintptr(unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC)
-	if err := unix.Mount("tmpfs", dir, "tmpfs", flags, "size=4k,nr_inodes=2,mode=555"); err != nil {
+	if err := unix.Mount("tmpfs", dir, "tmpfs", flags, "size=4k,mode=555"); err != nil {
 		return fmt.Errorf("mount %s: %w", dir, err)
 	}
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o444)

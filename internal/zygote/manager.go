@@ -203,6 +203,7 @@ func (m *Manager) addReplicaLocked(n *Node, p *Process) {
 	n.replicas = append(n.replicas, p)
 	m.procs++
 	m.bg.Add(1)
+	born := time.Now()
 	go func() {
 		defer m.bg.Done()
 		select {
@@ -213,6 +214,12 @@ func (m *Manager) addReplicaLocked(n *Node, p *Process) {
 		m.mu.Lock()
 		removed := m.removeReplicaLocked(n, p)
 		rebuild := removed && !m.closed && len(n.replicas) == 0 && n.pending == 0 && m.nodes[n.Key()] == n
+		if rebuild && time.Since(born) < stableFor {
+			// Died young (a package that kills its zygote soon after
+			// import): a failed build, retried later, not at once.
+			m.failLocked(n)
+			rebuild = false
+		}
 		if rebuild {
 			n.pending++
 		}
@@ -324,16 +331,20 @@ func (m *Manager) grow(n *Node) {
 	var retry time.Time
 	if err == nil {
 		m.addReplicaLocked(n, p)
-		n.failures = 0
+		n.builtAt = time.Now()
 		first = len(n.replicas) == 1 && n.Parent != nil
+		// Children left waiting for this node (their builds fork from
+		// it) try again now.
+		for _, c := range n.Children {
+			if c.failures > 0 && len(c.replicas) == 0 {
+				c.retryAt = n.builtAt
+			}
+		}
 	} else if !m.closed && m.ctx.Err() == nil && m.nodes[n.Key()] == n && len(n.replicas) == 0 && n.pending == 0 {
 		// The node has no zygote and nothing builds one: left so, it
 		// would keep its package set from being promoted again and, with
-		// children, their rebuilds from forking. Try again later; a
-		// build that always fails (a package that crashes at import)
-		// costs a spawn per retryMax.
-		n.failures++
-		n.retryAt = time.Now().Add(retryDelay(n.failures))
+		// children, their rebuilds from forking. Try again later.
+		m.failLocked(n)
 		retry = n.retryAt
 	}
 	m.mu.Unlock()
@@ -350,11 +361,25 @@ func (m *Manager) grow(n *Node) {
 }
 
 // Retries of a node whose builds fail start retryMin after the first
-// failure and back off to retryMax.
+// failure and back off to retryMax: a package that always fails at
+// import, or kills its zygote soon after, costs a spawn per retryMax. A
+// zygote that lived stableFor ends the run of failures.
 const (
-	retryMin = time.Second
-	retryMax = 2 * time.Minute
+	retryMin  = time.Second
+	retryMax  = 2 * time.Minute
+	stableFor = 30 * time.Second
 )
+
+// failLocked records a failed build of n, which has no zygote, and when
+// the janitor tries again.
+func (m *Manager) failLocked(n *Node) {
+	now := time.Now()
+	if !n.builtAt.IsZero() && now.Sub(n.builtAt) >= stableFor {
+		n.failures = 0 // its last zygote lived: a new run of failures
+	}
+	n.failures++
+	n.retryAt = now.Add(retryDelay(n.failures))
+}
 
 func retryDelay(failures int) time.Duration {
 	d := retryMin
@@ -780,7 +805,7 @@ func (m *Manager) Nodes() []NodeInfo {
 		if !n.lastUse.IsZero() {
 			info.LastUse = n.lastUse.UTC().Format(time.RFC3339Nano)
 		}
-		if n.failures > 0 {
+		if n.failures > 0 && len(n.replicas) == 0 && n.pending == 0 {
 			info.Failures = n.failures
 			info.RetryAt = n.retryAt.UTC().Format(time.RFC3339Nano)
 		}

@@ -25,10 +25,13 @@ type Node struct {
 	hits     int64
 	lastUse  time.Time
 	static   bool // from a planned tree: never evicted for idleness
-	// failures counts the node's builds that failed in a row while it had
-	// no zygote; the janitor tries again at retryAt (see retryLocked).
+	// failures counts the node's failed builds (and last zygotes that
+	// died young, see stableFor) since its last zygote that lived; while
+	// the node has none, the janitor tries again at retryAt (see
+	// retryLocked). builtAt is when its last build succeeded.
 	failures int
 	retryAt  time.Time
+	builtAt  time.Time
 }
 
 // Key is the node's package set as one string.

@@ -350,12 +350,14 @@ var MaskedFiles = []string{"diskstats", "partitions"}
 // mounted nowhere else (so no path reaches it); /proc/fs, every file
 // system's state (each sandbox's /tmp, its free space group by group),
 // an empty, read-only tmpfs. A forked child's copies of these mounts are
-// locked over what they hide. A snapshot's dump carries them
+// locked over what they hide. A snapshot's restore binds the files again
 // (snapshot.FormatVersion 3).
 func maskProc(proc string) error {
 	fs := filepath.Join(proc, "fs")
-	// First the empty file, in a tmpfs on /proc/fs for a moment.
-	if err := unix.Mount("tmpfs", fs, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "size=4k,nr_inodes=2,mode=555"); err != nil {
+	// First the empty file, in a tmpfs on /proc/fs for a moment. No
+	// inode limit: with a security module a file's xattrs count against
+	// it (Linux 6.6).
+	if err := unix.Mount("tmpfs", fs, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "size=4k,mode=555"); err != nil {
 		return fmt.Errorf("mask /proc: %w", err)
 	}
 	empty := filepath.Join(fs, "empty")

@@ -584,6 +584,10 @@ func TestZygoteNodeBuildRetried(t *testing.T) {
 			t.Fatalf("flaky's node ready while its package cannot be imported: %+v", tree.Nodes[i])
 		}
 		if i >= 0 && tree.Nodes[i].Failures > 0 && tree.Nodes[i].RetryAt != "" {
+			series := fmt.Sprintf(`hearth_zygote_failed_builds{node=%q}`, strings.Join(tree.Nodes[i].Packages, ","))
+			if v := w.metric(series); v == "" || v == "0" {
+				t.Errorf("%s is %q while the tree shows %d failures", series, v, tree.Nodes[i].Failures)
+			}
 			break
 		}
 		if time.Now().After(deadline) {

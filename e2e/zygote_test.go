@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -29,19 +28,36 @@ def f(e):
     return LOADED
 `
 
-func nodeFor(tree types.ZygoteTree, pkg string) (pids []int, hits int64, ok bool) {
+// nodeOf returns the node of tree that holds package pkg (a name) alone.
+func nodeOf(tree types.ZygoteTree, pkg string) (types.ZygoteNode, bool) {
 	for _, n := range tree.Nodes {
-		if len(n.Packages) == 1 && strings.HasPrefix(n.Packages[0], pkg+"==") && n.Replicas > 0 {
-			return n.Pids, n.Hits, true
+		if len(n.Packages) == 1 && strings.HasPrefix(n.Packages[0], pkg+"==") {
+			return n, true
 		}
+	}
+	return types.ZygoteNode{}, false
+}
+
+// nodeFor returns the pids and hits of pkg's node (see nodeOf), if it
+// has a ready zygote.
+func nodeFor(tree types.ZygoteTree, pkg string) (pids []int, hits int64, ok bool) {
+	if n, ok := nodeOf(tree, pkg); ok && n.Replicas > 0 {
+		return n.Pids, n.Hits, true
 	}
 	return nil, 0, false
 }
 
+// waitZygote waits up to 30 s for pkg's node to have a ready zygote, and
+// returns their pids.
 func waitZygote(t *testing.T, w *worker, pkg string) []int {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
+	return waitZygoteBy(t, w, pkg, time.Now().Add(30*time.Second))
+}
+
+// waitZygoteBy is waitZygote, failing the test past deadline.
+func waitZygoteBy(t *testing.T, w *worker, pkg string, deadline time.Time) []int {
+	t.Helper()
+	for {
 		tree, err := w.c.Zygotes(context.Background())
 		if err != nil {
 			t.Fatal(err)
@@ -49,10 +65,28 @@ func waitZygote(t *testing.T, w *worker, pkg string) []int {
 		if pids, _, ok := nodeFor(tree, pkg); ok {
 			return pids
 		}
-		time.Sleep(50 * time.Millisecond)
+		if time.Now().After(deadline) {
+			t.Fatalf("%s's node not ready: %+v", pkg, tree.Nodes)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
-	t.Fatalf("no zygote node for %s", pkg)
-	return nil
+}
+
+// promoteWorker starts a worker that promotes a package set to a node
+// after two starts, with package pkg (version 1.0, whose __init__.py runs
+// init and then sets VERSION) in its package index, and deploys function
+// pkg, which imports it and returns its VERSION.
+func promoteWorker(t *testing.T, pkg, init string) *worker {
+	t.Helper()
+	wheels := t.TempDir()
+	if err := wheeltest.House(wheels, wheeltest.Wheel{Name: pkg, Version: "1.0",
+		Files: map[string]string{pkg + "/__init__.py": init + "VERSION = '1.0'\n"}}); err != nil {
+		t.Fatal(err)
+	}
+	w := startWorker(t, "--no-index", "--find-links", wheels, "--no-warm-cache", noSnapshots, "--spares", "-1",
+		"--config", writeConfig(t, "zygote:\n  promote: 2\n"))
+	w.deployDir(pkg, fn(t, "f.py", fmt.Sprintf("import %s\n\ndef f(e):\n    return %s.VERSION\n", pkg, pkg), "requirements.txt", pkg+"\n"))
+	return w
 }
 
 func TestForkedFunctionSeesExactlyItsOwnPackages(t *testing.T) {
@@ -260,9 +294,9 @@ func TestPlannedTreeAndMetrics(t *testing.T) {
 	}
 	// Planted nodes get spares before their first start, so it takes one.
 	end := time.Now().Add(30 * time.Second)
-	for nodeSpares(t, w, "numpy==") < 2 {
+	for nodeSpares(t, w, "numpy") < 2 {
 		if time.Now().After(end) {
-			t.Fatalf("planted numpy node holds %d spares before any start, want 2", nodeSpares(t, w, "numpy=="))
+			t.Fatalf("planted numpy node holds %d spares before any start, want 2", nodeSpares(t, w, "numpy"))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -287,21 +321,18 @@ func TestPlannedTreeAndMetrics(t *testing.T) {
 	}
 }
 
-// nodeSpares returns how many spares the node holding exactly one
-// package, whose name==version starts with prefix, holds.
-func nodeSpares(t *testing.T, w *worker, prefix string) int {
+// nodeSpares returns how many spares pkg's node (see nodeOf) holds.
+func nodeSpares(t *testing.T, w *worker, pkg string) int {
 	t.Helper()
 	tree, err := w.c.Zygotes(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, n := range tree.Nodes {
-		if len(n.Packages) == 1 && strings.HasPrefix(n.Packages[0], prefix) {
-			return n.Spares
-		}
+	n, ok := nodeOf(tree, pkg)
+	if !ok {
+		t.Fatalf("no node holds only %s: %+v", pkg, tree.Nodes)
 	}
-	t.Fatalf("no node holds only %s*: %+v", prefix, tree.Nodes)
-	return 0
+	return n.Spares
 }
 
 // rootSpares returns how many spares the root zygote node holds.
@@ -438,16 +469,9 @@ func must(codes []int, _, _ []string) []int { return codes }
 // has a tenth of a sandbox's CPU weight: no start forks from it yet.
 // Once ready, starts fork from it, and it has a sandbox's weight.
 func TestZygoteBuildsAtLowWeight(t *testing.T) {
-	wheels := t.TempDir()
-	if err := wheeltest.House(wheels, wheeltest.Wheel{Name: "slowpkg", Version: "1.0",
-		Files: map[string]string{"slowpkg/__init__.py": "import time\ntime.sleep(2)\nVERSION = '1.0'\n"}}); err != nil {
-		t.Fatal(err)
-	}
-	w := startWorker(t, "--no-index", "--find-links", wheels, "--no-warm-cache", noSnapshots, "--spares", "-1",
-		"--config", writeConfig(t, "zygote:\n  promote: 2\n"))
-	w.deployDir("slow", fn(t, "f.py", "import slowpkg\n\ndef f(e):\n    return slowpkg.VERSION\n", "requirements.txt", "slowpkg\n"))
-	w.mustInvoke("slow", "{}")
-	w.mustInvoke("slow", "{}") // the second start promotes slowpkg to a node
+	w := promoteWorker(t, "slowpkg", "import time\ntime.sleep(2)\n")
+	w.mustInvoke("slowpkg", "{}")
+	w.mustInvoke("slowpkg", "{}") // the second start promotes slowpkg to a node
 
 	// A node's zygote groups are zygote-<node>-<n>; the root's zygote-root-<n>.
 	v1 := filepath.Join("/sys/fs/cgroup/cpu", w.cgroup)
@@ -478,7 +502,7 @@ func TestZygoteBuildsAtLowWeight(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 		got, _ = weight()
 	}
-	waitNodeReady(t, w, "slowpkg", deadline)
+	waitZygoteBy(t, w, "slowpkg", deadline)
 	if got, _ := weight(); got != ready {
 		t.Errorf("the promoted node's ready zygote: %s %s, want %s", file, got, ready)
 	}
@@ -490,17 +514,10 @@ func TestZygoteBuildsAtLowWeight(t *testing.T) {
 // not in the parent zygote's: the zygote imports only once the worker
 // has moved it into its own group.
 func TestZygoteImportForksStayInItsGroup(t *testing.T) {
-	wheels := t.TempDir()
-	if err := wheeltest.House(wheels, wheeltest.Wheel{Name: "forker", Version: "1.0",
-		Files: map[string]string{"forker/__init__.py": "import os, time\nif os.fork() == 0:\n    time.sleep(60)\n    os._exit(0)\nVERSION = '1.0'\n"}}); err != nil {
-		t.Fatal(err)
-	}
-	w := startWorker(t, "--no-index", "--find-links", wheels, "--no-warm-cache", noSnapshots, "--spares", "-1",
-		"--config", writeConfig(t, "zygote:\n  promote: 2\n"))
-	w.deployDir("fk", fn(t, "f.py", "import forker\n\ndef f(e):\n    return forker.VERSION\n", "requirements.txt", "forker\n"))
-	w.mustInvoke("fk", "{}")
-	w.mustInvoke("fk", "{}") // the second start promotes forker to a node
-	waitNodeReady(t, w, "forker", time.Now().Add(20*time.Second))
+	w := promoteWorker(t, "forker", "import os, time\nif os.fork() == 0:\n    time.sleep(60)\n    os._exit(0)\n")
+	w.mustInvoke("forker", "{}")
+	w.mustInvoke("forker", "{}") // the second start promotes forker to a node
+	waitZygoteBy(t, w, "forker", time.Now().Add(20*time.Second))
 	procs := func(pattern string) (dirs []string, pids []string) {
 		dirs, _ = filepath.Glob(pattern)
 		for _, d := range dirs {
@@ -526,27 +543,6 @@ func TestZygoteImportForksStayInItsGroup(t *testing.T) {
 	}
 }
 
-// waitNodeReady waits until the zygote node holding package pkg alone
-// has a ready replica, failing the test past deadline.
-func waitNodeReady(t *testing.T, w *worker, pkg string, deadline time.Time) {
-	t.Helper()
-	for {
-		tree, err := w.c.Zygotes(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, n := range tree.Nodes {
-			if len(n.Packages) == 1 && strings.HasPrefix(n.Packages[0], pkg+"==") && n.Replicas > 0 {
-				return
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s's node not ready: %+v", pkg, tree.Nodes)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // TestZygoteNodeBuildRetried: a node whose builds fail (here its package
 // raises at import until a file appears beside it) is not left without a
 // zygote: the tree shows the failures and when the next try comes, and a
@@ -554,20 +550,13 @@ func waitNodeReady(t *testing.T, w *worker, pkg string, deadline time.Time) {
 // keep its package set from being promoted again, and forks would go to
 // its parent for good.
 func TestZygoteNodeBuildRetried(t *testing.T) {
-	wheels := t.TempDir()
-	if err := wheeltest.House(wheels, wheeltest.Wheel{Name: "flaky", Version: "1.0",
-		Files: map[string]string{"flaky/__init__.py": "import os\n" +
-			"if not os.path.exists(os.path.join(os.path.dirname(__file__), 'ok')):\n" +
-			"    raise ImportError('flaky: not yet')\nVERSION = '1.0'\n"}}); err != nil {
-		t.Fatal(err)
-	}
-	w := startWorker(t, "--no-index", "--find-links", wheels, "--no-warm-cache", noSnapshots, "--spares", "-1",
-		"--config", writeConfig(t, "zygote:\n  promote: 2\n"))
-	w.deployDir("fl", fn(t, "f.py", "import flaky\n\ndef f(e):\n    return flaky.VERSION\n", "requirements.txt", "flaky\n"))
+	w := promoteWorker(t, "flaky", "import os\n"+
+		"if not os.path.exists(os.path.join(os.path.dirname(__file__), 'ok')):\n"+
+		"    raise ImportError('flaky: not yet')\n")
 	// Both starts fail at import, the second promotes flaky to a node,
 	// whose build fails too.
 	for range 2 {
-		if inv, err := w.invoke("fl", "{}"); err == nil {
+		if inv, err := w.invoke("flaky", "{}"); err == nil {
 			t.Fatalf("a start before the package imports: %s via %s, want an error", inv.Body, inv.Path)
 		}
 	}
@@ -577,16 +566,14 @@ func TestZygoteNodeBuildRetried(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		i := slices.IndexFunc(tree.Nodes, func(n types.ZygoteNode) bool {
-			return len(n.Packages) == 1 && strings.HasPrefix(n.Packages[0], "flaky==")
-		})
-		if i >= 0 && tree.Nodes[i].Replicas > 0 {
-			t.Fatalf("flaky's node ready while its package cannot be imported: %+v", tree.Nodes[i])
+		n, ok := nodeOf(tree, "flaky")
+		if ok && n.Replicas > 0 {
+			t.Fatalf("flaky's node ready while its package cannot be imported: %+v", n)
 		}
-		if i >= 0 && tree.Nodes[i].Failures > 0 && tree.Nodes[i].RetryAt != "" {
-			series := fmt.Sprintf(`hearth_zygote_failed_builds{node=%q}`, strings.Join(tree.Nodes[i].Packages, ","))
+		if ok && n.Failures > 0 && n.RetryAt != "" {
+			series := fmt.Sprintf(`hearth_zygote_failed_builds{node=%q}`, strings.Join(n.Packages, ","))
 			if v := w.metric(series); v == "" || v == "0" {
-				t.Errorf("%s is %q while the tree shows %d failures", series, v, tree.Nodes[i].Failures)
+				t.Errorf("%s is %q while the tree shows %d failures", series, v, n.Failures)
 			}
 			break
 		}
@@ -607,8 +594,8 @@ func TestZygoteNodeBuildRetried(t *testing.T) {
 	if !fixed {
 		t.Fatalf("no installed flaky/__init__.py under %s", filepath.Join(w.dataDir, "packages"))
 	}
-	waitNodeReady(t, w, "flaky", time.Now().Add(40*time.Second))
-	if inv := w.mustInvoke("fl", "{}"); string(inv.Body) != `"1.0"` || inv.Path != "fork" {
+	waitZygoteBy(t, w, "flaky", time.Now().Add(40*time.Second))
+	if inv := w.mustInvoke("flaky", "{}"); string(inv.Body) != `"1.0"` || inv.Path != "fork" {
 		t.Errorf("after the node's build: %s via %s, want \"1.0\" via fork", inv.Body, inv.Path)
 	}
 }
@@ -617,17 +604,9 @@ func TestZygoteNodeBuildRetried(t *testing.T) {
 // made (its package ends the process a second after import) is rebuilt
 // after a growing delay, as a failed build is, not at once in a loop.
 func TestZygoteDyingYoungBacksOff(t *testing.T) {
-	wheels := t.TempDir()
-	if err := wheeltest.House(wheels, wheeltest.Wheel{Name: "doomed", Version: "1.0",
-		Files: map[string]string{"doomed/__init__.py": "import os, threading\n" +
-			"threading.Timer(1.0, lambda: os._exit(3)).start()\nVERSION = '1.0'\n"}}); err != nil {
-		t.Fatal(err)
-	}
-	w := startWorker(t, "--no-index", "--find-links", wheels, "--no-warm-cache", noSnapshots, "--spares", "-1",
-		"--config", writeConfig(t, "zygote:\n  promote: 2\n"))
-	w.deployDir("dm", fn(t, "f.py", "import doomed\n\ndef f(e):\n    return doomed.VERSION\n", "requirements.txt", "doomed\n"))
-	w.invoke("dm", "{}")
-	w.invoke("dm", "{}") // the second start promotes doomed to a node
+	w := promoteWorker(t, "doomed", "import os, threading\nthreading.Timer(1.0, lambda: os._exit(3)).start()\n")
+	w.invoke("doomed", "{}")
+	w.invoke("doomed", "{}") // the second start promotes doomed to a node
 	builds := map[int]bool{}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -635,14 +614,11 @@ func TestZygoteDyingYoungBacksOff(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		i := slices.IndexFunc(tree.Nodes, func(n types.ZygoteNode) bool {
-			return len(n.Packages) == 1 && strings.HasPrefix(n.Packages[0], "doomed==")
-		})
-		if i >= 0 {
-			for _, p := range tree.Nodes[i].Pids {
+		if n, ok := nodeOf(tree, "doomed"); ok {
+			for _, p := range n.Pids {
 				builds[p] = true
 			}
-			if n := tree.Nodes[i]; len(builds) > 0 && n.Failures > 0 && n.RetryAt != "" {
+			if len(builds) > 0 && n.Failures > 0 && n.RetryAt != "" {
 				return // its zygote died young: a retry is scheduled
 			}
 		}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -248,5 +249,61 @@ func TestWorkerProcs(t *testing.T) {
 	w3 := startWorker(t, "--procs", "3")
 	if got := metricValue(t, w3, "go_sched_gomaxprocs_threads"); got != 3 {
 		t.Errorf("--procs 3: worker runs on %v Ps", got)
+	}
+}
+
+// TestShortFirstWeights: with --short-first, a call's sandbox gets a CPU
+// weight by how long its function's calls have run: twice a sandbox's
+// for one whose calls end at once, half for one whose calls take over a
+// second. Without it, both keep a sandbox's weight.
+func TestShortFirstWeights(t *testing.T) {
+	for _, on := range []bool{true, false} {
+		t.Run(fmt.Sprintf("short-first=%v", on), func(t *testing.T) {
+			flags := []string{noSnapshots}
+			if on {
+				flags = append(flags, "--short-first")
+			}
+			w := startWorker(t, flags...)
+			w.deployDir("quick", fn(t, "f.py", "def f(e):\n    return 1\n"))
+			w.deployDir("long", fn(t, "f.py", "import time\ndef f(e):\n    time.sleep(e.get('s', 0))\n    return 1\n"))
+			w.mustInvoke("quick", "{}")
+			w.mustInvoke("quick", "{}") // weighed by the first call's run time
+			w.mustInvoke("long", `{"s": 1.2}`)
+			done := make(chan error, 1)
+			go func() {
+				_, err := w.invoke("long", `{"s": 1.2}`)
+				done <- err
+			}()
+			defer func() {
+				if err := <-done; err != nil {
+					t.Errorf("the long function's second call: %v", err)
+				}
+			}()
+			shares := func(name string) string {
+				for _, s := range w.status().Sandboxes {
+					if s.Function == name && len(s.Pids) > 0 {
+						return cpuShare(t, s.Pids[0])
+					}
+				}
+				return ""
+			}
+			// v1 cpu.shares (1024 per 100 of weight), or v2 cpu.weight.
+			wantQuick, wantLong := []string{"1024", "100"}, []string{"1024", "100"}
+			if on {
+				wantQuick, wantLong = []string{"2048", "200"}, []string{"512", "50"}
+			}
+			var long string
+			for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+				if long = shares("long"); slices.Contains(wantLong, long) {
+					break
+				}
+			}
+			if !slices.Contains(wantLong, long) {
+				t.Errorf("the long function's sandbox during its second call: CPU weight %q, want one of %v", long, wantLong)
+			}
+			if quick := shares("quick"); !slices.Contains(wantQuick, quick) {
+				t.Errorf("the quick function's sandbox after its second call: CPU weight %q, want one of %v", quick, wantQuick)
+			}
+		})
 	}
 }

@@ -39,8 +39,9 @@ type ReplayConfig struct {
 // limit until paused) and Hearth (everything on), and two that tell the
 // parts of Hearth's gain apart: SOCK-like charged its measured peaks as
 // Hearth is (sock-peak), Hearth charged memory limits (hearth-declared),
-// and Hearth with a pass limit of 100 ms on its memory queue
-// (hearth-passlimit). The first three are the default.
+// Hearth with a pass limit of 100 ms on its memory queue
+// (hearth-passlimit), and Hearth weighing calls' CPU by their functions'
+// run time (hearth-shortfirst). The first three are the default.
 func ReplayConfigs() []ReplayConfig {
 	return []ReplayConfig{
 		{Name: "fresh", Flags: []string{"--fresh", "--pool-charge=declared"}},
@@ -49,6 +50,7 @@ func ReplayConfigs() []ReplayConfig {
 		{Name: "sock-peak", Flags: []string{"--no-zygotes", "--no-snapshots", "--pool-charge=peak"}},
 		{Name: "hearth-declared", Flags: []string{"--pool-charge=declared"}},
 		{Name: "hearth-passlimit", Flags: []string{"--pass-limit=100ms"}, PassLimit: 100 * time.Millisecond},
+		{Name: "hearth-shortfirst", Flags: []string{"--short-first"}},
 	}
 }
 

@@ -238,6 +238,7 @@ func runUp(ctx context.Context, cfg Config) error {
 		Zygote:           zygoteConfig(cfg.Zygote),
 		NoSnapshots:      cfg.NoSnapshots,
 		AllowHostNetwork: cfg.AllowHostNetwork,
+		ShortFirst:       cfg.ShortFirst,
 		LogLines:         cfg.LogLines,
 		LogBytes:         cfg.LogsMB << 20,
 		Logger:           log,

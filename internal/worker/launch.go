@@ -149,7 +149,7 @@ func (w *Worker) limits(fn registry.Function) cgroup.Limits {
 	return cgroup.Limits{
 		MemoryBytes: int64(fn.Spec.MemoryMB) << 20,
 		Pids:        w.cfg.PidsLimit,
-		CPUWeight:   100,
+		CPUWeight:   sandboxWeight,
 		CPUs:        fn.Spec.CPUsFor(w.cfg.CPUsPerGB),
 	}
 }

@@ -138,6 +138,11 @@ type Config struct {
 	// (network: host). Off by default: deploys and invocations of such
 	// functions fail with ErrHostNetwork.
 	AllowHostNetwork bool
+	// ShortFirst weighs a call's sandbox by how long its function's calls
+	// usually take (see shortWeight): under contention, as at a burst,
+	// the CPU goes first to calls that end soon. Off by default: it
+	// shifts CPU between functions.
+	ShortFirst bool
 	// NoSnapshots switches function snapshots off. Without a working
 	// CRIU they are off anyway (Tiers reports it).
 	NoSnapshots bool
@@ -292,6 +297,7 @@ type fnState struct {
 	slots  chan struct{} // concurrency limit of the current spec
 	limit  int
 	wait   atomic.Int32 // requests queued for a slot
+	run    atomic.Int64 // moving average of its calls' run time, ns (Config.ShortFirst)
 }
 
 // New starts a worker: it sweeps what a crashed predecessor left (cgroups,
@@ -603,6 +609,7 @@ func (w *Worker) InvokeID(ctx context.Context, name string, event []byte, id str
 		w.metrics.coldStarts.WithLabelValues(res.Path).Observe(res.Init.Seconds())
 	}
 
+	w.weigh(inst, st)
 	rctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	t1 := time.Now()
@@ -629,6 +636,7 @@ func (w *Worker) InvokeID(ctx context.Context, name string, event []byte, id str
 		return res, err
 	}
 	res.Body, res.Err = resp.Body, resp.Err
+	st.observeRun(res.Run)
 	status := "ok"
 	if res.Err != nil {
 		status = "handler_error"

@@ -1,0 +1,68 @@
+package worker
+
+import (
+	"cmp"
+	"time"
+)
+
+// Config.ShortFirst: a call's sandbox gets a CPU weight by how long its
+// function's calls have run lately, a sandbox's 100 for a call of
+// shortRef, up to twice that for shorter ones and down to half for
+// longer ones. At a burst, when more sandboxes run than there are CPUs,
+// a call that usually takes 150 ms then gets four times the share of one
+// that takes two seconds, so it ends soon instead of being stretched by
+// them; alone on a CPU, any weight runs at full speed. The bounds keep
+// any function's share within a factor of four of another's.
+const (
+	shortRef       = 500 * time.Millisecond
+	shortMinWeight = 50
+	shortMaxWeight = 200
+)
+
+// shortWeight is the CPU weight of a call of a function whose calls have
+// run for run on average (0: none yet, a sandbox's own 100).
+func shortWeight(run time.Duration) uint64 {
+	if run <= 0 {
+		return sandboxWeight
+	}
+	w := uint64(sandboxWeight * float64(shortRef) / float64(run))
+	return min(max(w, shortMinWeight), shortMaxWeight)
+}
+
+// sandboxWeight is the CPU weight a sandbox's limits give it (limits).
+const sandboxWeight = 100
+
+// observeRun folds a call's run time into st's moving average (weight
+// 0.3 for the new call: a function whose calls get longer loses its
+// priority within a few calls).
+func (st *fnState) observeRun(d time.Duration) {
+	for {
+		old := st.run.Load()
+		next := int64(d)
+		if old > 0 {
+			next = old + (int64(d)-old)*3/10
+		}
+		if st.run.CompareAndSwap(old, next) {
+			return
+		}
+	}
+}
+
+// weigh gives inst, about to run a call of st's function, its
+// Config.ShortFirst weight. A sandbox serves one call at a time, so
+// inst.weight needs no lock.
+func (w *Worker) weigh(inst *instance, st *fnState) {
+	if !w.cfg.ShortFirst {
+		return
+	}
+	want := shortWeight(time.Duration(st.run.Load()))
+	have := cmp.Or(inst.weight, sandboxWeight)
+	if want == have {
+		return
+	}
+	if err := inst.group.SetCPUWeight(want); err != nil {
+		w.log.Debug("weighing a call by its function's run time", "sandbox", inst.id, "err", err)
+		return
+	}
+	inst.weight = want
+}

@@ -12,11 +12,14 @@ func TestShortWeight(t *testing.T) {
 	}{
 		{0, 100}, // no call yet: a sandbox's own
 		{shortRef, 100},
+		{450 * time.Millisecond, 100},
+		{400 * time.Millisecond, 141},
 		{250 * time.Millisecond, 200},
 		{150 * time.Millisecond, 200}, // bounded
+		{time.Millisecond, 200},
+		{700 * time.Millisecond, 71},
 		{time.Second, 50},
 		{2 * time.Second, 50}, // bounded
-		{400 * time.Millisecond, 125},
 	} {
 		if got := shortWeight(c.run); got != c.want {
 			t.Errorf("shortWeight(%v) = %d, want %d", c.run, got, c.want)

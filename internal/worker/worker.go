@@ -624,6 +624,9 @@ func (w *Worker) InvokeID(ctx context.Context, name string, event []byte, id str
 		Deadline: time.Now().Add(timeout),
 	})
 	res.Run = time.Since(t1)
+	// Every call the handler ran counts, the longest (timed out, crashed)
+	// too: a function cannot keep a short one's weight by failing.
+	st.observeRun(res.Run)
 	if err == nil {
 		inst.drainOutput() // still watched: it runs on until paused
 	}
@@ -636,7 +639,6 @@ func (w *Worker) InvokeID(ctx context.Context, name string, event []byte, id str
 		return res, err
 	}
 	res.Body, res.Err = resp.Body, resp.Err
-	st.observeRun(res.Run)
 	status := "ok"
 	if res.Err != nil {
 		status = "handler_error"

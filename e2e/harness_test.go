@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -45,7 +46,8 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "e2e: no base image at %s (run scripts/setup.sh or set HEARTH_TEST_BASE): %v\n", testBase, err)
 		os.Exit(1)
 	}
-	dir, err := os.MkdirTemp("", "hearth-e2e-bin-")
+	sweepBinDirs()
+	dir, err := os.MkdirTemp("", fmt.Sprintf("hearth-e2e-bin-%d-", os.Getpid()))
 	if err != nil {
 		panic(err)
 	}
@@ -59,6 +61,19 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// sweepBinDirs removes the binaries of earlier runs that did not get to
+// remove them (a run killed by go test's -timeout exits from a panic):
+// hearth-e2e-bin-PID-* of a PID no longer running.
+func sweepBinDirs() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "hearth-e2e-bin-*-*"))
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(strings.SplitN(strings.TrimPrefix(filepath.Base(d), "hearth-e2e-bin-"), "-", 2)[0])
+		if err == nil && pid != os.Getpid() && syscall.Kill(pid, 0) == syscall.ESRCH {
+			os.RemoveAll(d)
+		}
+	}
 }
 
 // worker is a `hearth up` process under test.

@@ -93,8 +93,9 @@ type Engine struct {
 // its private /run, invisible to the rest of the host.
 const privateRoot = "/run/hearth-root"
 
-// privateEmpty is an empty, read-only file in the runner's private /run:
-// what a restore binds over initproc.MaskedFiles, as the sandbox had.
+// privateEmpty is an empty, read-only file in the runner's private /run
+// (its name is initproc.MountEmpty's): what a restore binds over
+// initproc.MaskedFiles, as the sandbox had.
 const privateEmpty = "/run/hearth-mask/empty"
 
 // NewEngine checks cfg, starts a criu runner (running `criu check`) and
@@ -134,7 +135,7 @@ func NewEngine(ctx context.Context, cfg EngineConfig) (_ *Engine, err error) {
 		if err := unix.Mount("", privateRoot, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
 			return err
 		}
-		return makeEmpty(privateEmpty)
+		return makeEmpty()
 	})
 	if err != nil {
 		e.run.Close()
@@ -155,23 +156,21 @@ func (e *Engine) Close() error {
 	return nil
 }
 
-// makeEmpty makes path an empty, read-only file alone in a tmpfs of its
-// own, mounted on path's directory.
-func makeEmpty(path string) error {
-	dir := filepath.Dir(path)
+// makeEmpty makes privateEmpty, in a read-only tmpfs of its own
+// (initproc.MountEmpty).
+func makeEmpty() error {
+	dir := filepath.Dir(privateEmpty)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	flags := uintptr(unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC)
-	if err := unix.Mount("tmpfs", dir, "tmpfs", flags, "size=4k,mode=555"); err != nil {
-		return fmt.Errorf("mount %s: %w", dir, err)
-	}
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o444)
+	p, err := initproc.MountEmpty(dir)
 	if err != nil {
 		return err
 	}
-	f.Close()
-	return unix.Mount("", dir, "", unix.MS_REMOUNT|unix.MS_RDONLY|flags, "")
+	if p != privateEmpty {
+		return fmt.Errorf("empty file at %s, want %s", p, privateEmpty)
+	}
+	return unix.Mount("", dir, "", unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "")
 }
 
 // CRIUVersion returns the version of the criu in use.

@@ -354,18 +354,11 @@ var MaskedFiles = []string{"diskstats", "partitions"}
 // (snapshot.FormatVersion 3).
 func maskProc(proc string) error {
 	fs := filepath.Join(proc, "fs")
-	// First the empty file, in a tmpfs on /proc/fs for a moment. No
-	// inode limit: with a security module a file's xattrs count against
-	// it (Linux 6.6).
-	if err := unix.Mount("tmpfs", fs, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "size=4k,mode=555"); err != nil {
-		return fmt.Errorf("mask /proc: %w", err)
-	}
-	empty := filepath.Join(fs, "empty")
-	fd, err := unix.Open(empty, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, 0o444)
+	// First the empty file, in a tmpfs on /proc/fs for a moment.
+	empty, err := MountEmpty(fs)
 	if err != nil {
 		return fmt.Errorf("mask /proc: %w", err)
 	}
-	unix.Close(fd)
 	for _, f := range MaskedFiles {
 		if err := bind(empty, filepath.Join(proc, f), unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC); err != nil {
 			return fmt.Errorf("mask /proc/%s: %w", f, err)
@@ -379,6 +372,23 @@ func maskProc(proc string) error {
 		return fmt.Errorf("mask /proc/fs: %w", err)
 	}
 	return nil
+}
+
+// MountEmpty mounts on dir a small tmpfs (nosuid, nodev, noexec) that
+// holds only an empty file, mode 0444, and returns the file's path: what
+// is bound over MaskedFiles. No inode limit: with a security module a
+// file's xattrs count against it (Linux 6.6).
+func MountEmpty(dir string) (string, error) {
+	if err := unix.Mount("tmpfs", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "size=4k,mode=555"); err != nil {
+		return "", fmt.Errorf("mount %s: %w", dir, err)
+	}
+	empty := filepath.Join(dir, "empty")
+	fd, err := unix.Open(empty, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, 0o444)
+	if err != nil {
+		return "", err
+	}
+	unix.Close(fd)
+	return empty, nil
 }
 
 func bind(src, dst string, flags uintptr) error {

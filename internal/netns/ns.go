@@ -281,7 +281,10 @@ func (ns *NS) resetCounters() error {
 	return nil
 }
 
-// procsIn lists the processes whose network namespace has inode ino.
+// procsIn lists the processes with a thread in the network namespace of
+// inode ino. /proc/PID/ns/net is the leader thread's alone: a process
+// whose other thread entered the namespace (setns on a locked thread)
+// holds it too.
 func procsIn(ino uint64) ([]int, error) {
 	d, err := os.Open("/proc")
 	if err != nil {
@@ -299,9 +302,27 @@ func procsIn(ino uint64) ([]int, error) {
 		if err != nil {
 			continue
 		}
-		if unix.Stat("/proc/"+n+"/ns/net", &st) == nil && st.Ino == ino {
+		if unix.Stat("/proc/"+n+"/ns/net", &st) == nil && st.Ino == ino || threadIn("/proc/"+n+"/task", n, ino) {
 			pids = append(pids, pid)
 		}
 	}
 	return pids, nil
+}
+
+// threadIn reports whether a thread other than leader, of the process
+// whose task directory is dir, is in the network namespace of inode ino.
+func threadIn(dir, leader string, ino uint64) bool {
+	d, err := os.Open(dir)
+	if err != nil {
+		return false // gone
+	}
+	defer d.Close()
+	tids, _ := d.Readdirnames(-1)
+	var st unix.Stat_t
+	for _, t := range tids {
+		if t != leader && unix.Stat(dir+"/"+t+"/ns/net", &st) == nil && st.Ino == ino {
+			return true
+		}
+	}
+	return false
 }

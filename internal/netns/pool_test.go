@@ -579,6 +579,17 @@ func TestPutScrubs(t *testing.T) {
 		cmd.Process.Kill()
 		cmd.Wait()
 	})
+	t.Run("thread left", func(t *testing.T) {
+		ns := get(t, p)
+		cmd := helper(t, "thread", ns.File())
+		sctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+		defer cancel()
+		if err := p.Put(sctx, ns); !errors.Is(err, ErrInUse) {
+			t.Errorf("Put with a thread of another process inside = %v, want ErrInUse", err)
+		}
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
 	t.Run("socket left", func(t *testing.T) {
 		ns := get(t, p)
 		var fd int
@@ -598,8 +609,8 @@ func TestPutScrubs(t *testing.T) {
 		}
 	})
 	s := p.Stats()
-	if s.Discarded != 2 || s.Reused != 1 {
-		t.Errorf("stats %+v: want 2 discarded, 1 reused", s)
+	if s.Discarded != 3 || s.Reused != 1 {
+		t.Errorf("stats %+v: want 3 discarded, 1 reused", s)
 	}
 }
 
@@ -643,6 +654,32 @@ func TestHelperProcess(t *testing.T) {
 		if err := unix.Setns(3, unix.CLONE_NEWNET); err != nil {
 			fmt.Println("setns:", err)
 			os.Exit(1)
+		}
+		fmt.Println("ready")
+		time.Sleep(time.Minute)
+	case "thread":
+		// Only a thread other than the leader enters the namespace: the
+		// leader's /proc/PID/ns/net stays the host's. A goroutine that
+		// lands on the leader keeps it, locked, and another is started.
+		res := make(chan error)
+		leader := errors.New("on the leader")
+		for {
+			go func() {
+				runtime.LockOSThread() // never unlocked: the thread stays as set
+				if unix.Gettid() == unix.Getpid() {
+					res <- leader
+				} else {
+					res <- unix.Setns(3, unix.CLONE_NEWNET)
+				}
+				select {}
+			}()
+			if err := <-res; err != leader {
+				if err != nil {
+					fmt.Println("setns:", err)
+					os.Exit(1)
+				}
+				break
+			}
 		}
 		fmt.Println("ready")
 		time.Sleep(time.Minute)

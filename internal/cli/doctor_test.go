@@ -64,23 +64,29 @@ func TestDoctor(t *testing.T) {
 }
 
 // TestMeasureFaults checks that both fault probes time real faults: more
-// than nothing, less than the slowest host would take (a millisecond).
+// than nothing, and per page rather than in all (under maxFault). A fault
+// can take milliseconds: on a VM host that reclaims the memory its guest
+// reported free (free page reporting), the first touch of such a page
+// waits for the host to back it again, 1.4-6.8 ms per page measured on
+// one such host.
+const maxFault = 50 * time.Millisecond
+
 func TestMeasureFaults(t *testing.T) {
 	c, err := measureFaults()
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("zero %v, copy %v per page; %d and %d faults", c.Zero, c.Copy, c.ZeroFaults, c.CopyFaults)
+	t.Logf("zero %v, copy %v per page; %d faults over %d pages and %d over %d", c.Zero, c.Copy, c.ZeroFaults, c.ZeroPages, c.CopyFaults, c.CopyPages)
 	for name, d := range map[string]time.Duration{"zero": c.Zero, "copy": c.Copy} {
-		if d <= 0 || d > time.Millisecond {
-			t.Errorf("%s fault %v per page, want (0, 1ms]", name, d)
+		if d <= 0 || d > maxFault {
+			t.Errorf("%s fault %v per page, want (0, %v]", name, d, maxFault)
 		}
 	}
 	// Each probe must have timed a fault per page, not writes to pages
 	// mapped already.
-	for name, n := range map[string]int64{"zero": c.ZeroFaults, "copy": c.CopyFaults} {
-		if n < faultPages*9/10 || n > faultPages*2 {
-			t.Errorf("%s probe took %d minor faults, want about %d", name, n, faultPages)
+	for name, p := range map[string][2]int64{"zero": {c.ZeroFaults, int64(c.ZeroPages)}, "copy": {c.CopyFaults, int64(c.CopyPages)}} {
+		if n, pages := p[0], p[1]; pages < 64 || n < pages*9/10 || n > pages*2 {
+			t.Errorf("%s probe took %d minor faults over %d pages, want about one per page", name, n, pages)
 		}
 	}
 }

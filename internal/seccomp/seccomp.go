@@ -159,14 +159,55 @@ func program(zygote bool) ([]bpf.Instruction, error) {
 	return append(guard, body...), nil
 }
 
-// filter is Filter, built once; zygoteFilter ZygoteFilter.
+// watched are the socket families whose first socket in a sandbox
+// gets it its network (see NetFilter): the internet ones, and netlink,
+// through which the C library's getaddrinfo asks whether the host has
+// an address at all before it makes one.
+var watched = []uint64{unix.AF_INET, unix.AF_INET6, unix.AF_NETLINK}
+
+// netProgram assembles NetFilter's program: socket(2) of a watched
+// family goes to the listener (SECCOMP_RET_USER_NOTIF), everything else
+// is allowed. Calls of a foreign ABI are allowed too: the filters below
+// it refuse them.
+func netProgram() ([]bpf.Instruction, error) {
+	info, err := arch.GetInfo("")
+	if err != nil {
+		return nil, fmt.Errorf("seccomp: %w", err)
+	}
+	var conds []libseccomp.NameWithConditions
+	for _, f := range watched {
+		conds = append(conds, libseccomp.NameWithConditions{Name: "socket", Conditions: libseccomp.ArgumentConditions{
+			{Argument: 0, Operation: libseccomp.Equal, Value: f}}})
+	}
+	p := libseccomp.Policy{
+		DefaultAction: libseccomp.ActionAllow,
+		Syscalls:      []libseccomp.SyscallGroup{{NamesWithCondtions: conds, Action: libseccomp.ActionUserNotify}},
+	}
+	body, err := p.Assemble()
+	if err != nil {
+		return nil, fmt.Errorf("seccomp: assembling the network filter: %w", err)
+	}
+	guard := []bpf.Instruction{
+		bpf.LoadAbsolute{Off: offArch, Size: 4},
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: uint32(info.ID), SkipTrue: 1},
+		bpf.RetConstant{Val: uint32(libseccomp.ActionAllow)},
+	}
+	return append(guard, body...), nil
+}
+
+// filter is Filter, built once; zygoteFilter ZygoteFilter; netFilter
+// NetFilter.
 var (
 	filter       = sync.OnceValues(func() ([]byte, error) { return build(false) })
 	zygoteFilter = sync.OnceValues(func() ([]byte, error) { return build(true) })
+	netFilter    = sync.OnceValues(func() ([]byte, error) { return encode(netProgram()) })
 )
 
 func build(zygote bool) ([]byte, error) {
-	insns, err := program(zygote)
+	return encode(program(zygote))
+}
+
+func encode(insns []bpf.Instruction, err error) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
@@ -200,12 +241,26 @@ func Filter() ([]byte, error) { return filter() }
 // then installs Filter on top.
 func ZygoteFilter() ([]byte, error) { return zygoteFilter() }
 
+// NetFilter is the filter a root zygote installs on itself, with a
+// listener (SECCOMP_FILTER_FLAG_NEW_LISTENER) that it hands to the
+// worker, before it runs anything else: every process of its tree then
+// stops in socket(2) of AF_INET, AF_INET6 or AF_NETLINK until the worker
+// answers (see Listener). The worker gives a forked sandbox its network
+// only then, so a function that never opens such a socket never pays
+// for a veth pair. It allows everything: the filters stacked on it
+// decide what is refused, and a refusal takes precedence over the
+// notification.
+func NetFilter() ([]byte, error) { return netFilter() }
+
 // WriteFile writes Filter to path (mode 0644), atomically, and leaves an
 // identical file alone.
 func WriteFile(path string) error { return writeFile(path, Filter) }
 
 // WriteZygoteFile is WriteFile for ZygoteFilter.
 func WriteZygoteFile(path string) error { return writeFile(path, ZygoteFilter) }
+
+// WriteNetFile is WriteFile for NetFilter.
+func WriteNetFile(path string) error { return writeFile(path, NetFilter) }
 
 func writeFile(path string, filter func() ([]byte, error)) error {
 	b, err := filter()

@@ -210,6 +210,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(childEnv) == "1" {
 		os.Exit(child())
 	}
+	if os.Getenv(netChildEnv) == "1" {
+		os.Exit(netChild())
+	}
 	os.Exit(m.Run())
 }
 

@@ -1,0 +1,199 @@
+package seccomp
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// netChildEnv makes the test binary a process under NetFilter (see
+// TestMain and netChild).
+const netChildEnv = "HEARTH_SECCOMP_TEST_NET_CHILD"
+
+// netChild installs NetFilter with a listener on its thread, sends the
+// listener on fd 3 (a unix socket), then makes sockets on that thread
+// and prints each one's errno: first a unix one, which the filter lets
+// be, then an internet and a netlink one, which wait for the answer.
+func netChild() int {
+	runtime.LockOSThread()
+	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+		fmt.Fprintln(os.Stderr, "no_new_privs:", err)
+		return 2
+	}
+	l, err := InstallNet()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	if err := unix.Sendmsg(3, []byte("l"), unix.UnixRights(l), nil, 0); err != nil {
+		fmt.Fprintln(os.Stderr, "sending the listener:", err)
+		return 2
+	}
+	unix.Close(l)
+	for _, c := range []struct {
+		name     string
+		family   int
+		protocol int
+	}{{"unix", unix.AF_UNIX, 0}, {"inet", unix.AF_INET, 0}, {"netlink", unix.AF_NETLINK, unix.NETLINK_ROUTE}} {
+		typ := unix.SOCK_DGRAM
+		fd, _, e := unix.RawSyscall(unix.SYS_SOCKET, uintptr(c.family), uintptr(typ), uintptr(c.protocol))
+		if e == 0 {
+			unix.Close(int(fd))
+		}
+		fmt.Printf("%s %d\n", c.name, int(e))
+	}
+	return 0
+}
+
+// TestListener: a process under NetFilter stops in socket(2) of AF_INET
+// and AF_NETLINK, not of AF_UNIX; each call waits until Continue, and
+// then succeeds; Next says ErrGone once the process is gone.
+func TestListener(t *testing.T) {
+	ours, theirs, err := socketPair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ours.Close()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), netChildEnv+"=1")
+	cmd.ExtraFiles = []*os.File{theirs}
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	theirs.Close()
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer cmd.Process.Kill()
+
+	f := recvFile(t, ours)
+	l, err := NewListener(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	for _, want := range []uint64{unix.AF_INET, unix.AF_NETLINK} {
+		n, err := l.Next()
+		if err != nil {
+			t.Fatalf("waiting for the socket(%d) notification: %v (child: %s)", want, err, out.String())
+		}
+		if n.Nr != unix.SYS_SOCKET || n.Args[0] != want || n.Pid != cmd.Process.Pid {
+			t.Fatalf("notification %+v, want socket(%d, ...) of pid %d", n, want, cmd.Process.Pid)
+		}
+		if !l.Valid(n.ID) {
+			t.Errorf("notification %d not valid while its caller waits", n.ID)
+		}
+		// The caller waits for the answer.
+		select {
+		case err := <-exited:
+			t.Fatalf("the child went on without an answer: %v: %s", err, out.String())
+		case <-time.After(100 * time.Millisecond):
+		}
+		if err := l.Continue(n.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := l.Next(); !errors.Is(err, ErrGone) {
+		t.Errorf("Next after the child ended: %v, want ErrGone", err)
+	}
+	if err := <-exited; err != nil {
+		t.Fatalf("child: %v: %s", err, out.String())
+	}
+	if got, want := out.String(), "unix 0\ninet 0\nnetlink 0\n"; got != want {
+		t.Errorf("child said %q, want %q", got, want)
+	}
+}
+
+// TestListenerClose: Close ends a Next that waits.
+func TestListenerClose(t *testing.T) {
+	ours, theirs, err := socketPair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ours.Close()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), netChildEnv+"=1")
+	cmd.ExtraFiles = []*os.File{theirs}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	theirs.Close()
+	defer cmd.Wait()
+	defer cmd.Process.Kill()
+	l, err := NewListener(recvFile(t, ours))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Next(); err != nil { // the child's internet socket, left waiting
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := l.Next()
+		done <- err
+	}()
+	time.Sleep(50 * time.Millisecond)
+	l.Close()
+	select {
+	case err := <-done:
+		if !errors.Is(err, os.ErrClosed) {
+			t.Errorf("Next after Close: %v, want os.ErrClosed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Next did not return after Close")
+	}
+}
+
+// TestNewListenerRefuses: a descriptor that is not a seccomp listener
+// (what a hostile process could send instead) is refused.
+func TestNewListenerRefuses(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if _, err := NewListener(r); err == nil {
+		t.Error("a pipe was taken for a listener")
+	}
+}
+
+func socketPair() (*os.File, *os.File, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	return os.NewFile(uintptr(fds[0]), "ours"), os.NewFile(uintptr(fds[1]), "theirs"), nil
+}
+
+func recvFile(t *testing.T, s *os.File) *os.File {
+	t.Helper()
+	c, err := net.FileConn(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	oob := make([]byte, unix.CmsgSpace(4))
+	_, oobn, _, _, err := c.(*net.UnixConn).ReadMsgUnix(make([]byte, 1), oob)
+	if err != nil {
+		t.Fatalf("receiving the listener: %v", err)
+	}
+	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+	if err != nil || len(msgs) != 1 {
+		t.Fatalf("no descriptor came: %v", err)
+	}
+	fds, err := unix.ParseUnixRights(&msgs[0])
+	if err != nil || len(fds) != 1 {
+		t.Fatalf("no descriptor came: %v", err)
+	}
+	return os.NewFile(uintptr(fds[0]), "listener")
+}

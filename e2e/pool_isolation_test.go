@@ -8,6 +8,7 @@ import (
 	"hash/fnv"
 	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"slices"
@@ -410,5 +411,149 @@ func TestIsolatedSpare(t *testing.T) {
 		if r.Reach[tgt] == "ok" {
 			t.Errorf("spare-started isolated sandbox reached %s", tgt)
 		}
+	}
+}
+
+// lazyProbe reports a sandbox's interfaces from /proc/net/dev, which
+// takes no socket, before and after it fetches "url" (if given) from a
+// process of its own: the network is the sandbox's, whichever of its
+// processes first asks for it.
+const lazyProbe = `
+import subprocess, sys
+
+def ifaces():
+    with open("/proc/net/dev") as f:
+        return sorted(l.split(":")[0].strip() for l in f.readlines()[2:])
+
+FETCH = "import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())"
+
+def f(e):
+    before = ifaces()
+    got = None
+    if e.get("url"):
+        p = subprocess.run([sys.executable, "-c", FETCH, e["url"]], capture_output=True, text=True, timeout=30)
+        got = p.stdout if p.returncode == 0 else "failed: " + p.stderr[-300:]
+    return {"before": before, "after": ifaces(), "got": got}
+`
+
+type lazyReport struct {
+	Before []string `json:"before"`
+	After  []string `json:"after"`
+	Got    *string  `json:"got"`
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return "<nothing>"
+	}
+	return *s
+}
+
+func probeLazy(t *testing.T, w *worker, name, url string) lazyReport {
+	t.Helper()
+	ev := "{}"
+	if url != "" {
+		ev = `{"url": "` + url + `"}`
+	}
+	inv := w.mustInvoke(name, ev)
+	var r lazyReport
+	if err := json.Unmarshal(inv.Body, &r); err != nil {
+		t.Fatalf("%s: %v: %s", name, err, inv.Body)
+	}
+	return r
+}
+
+// TestNetworkAtFirstSocket: a forked sandbox of network: isolated gets
+// its veth pair only when one of its processes first makes an internet
+// or netlink socket; until then it has loopback alone, and a function
+// that never makes one costs none. Then it reaches a server beyond the
+// host's NAT, as one with its network from the start does. Forked on
+// demand and from a spare alike; offline sandboxes never get one; and
+// with --eager-network the network is there from the start.
+func TestNetworkAtFirstSocket(t *testing.T) {
+	ln := newOutsideHost(t).listen(t)
+	srv := &http.Server{Handler: http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		io.WriteString(rw, "hello from outside")
+	})}
+	go srv.Serve(ln)
+	defer srv.Close()
+	url := "http://" + ln.Addr().String() + "/"
+	const attached = `hearth_network_first_socket_total{result="attached"}`
+
+	w := startWorker(t, "--netns-subnet", testSubnet())
+	prefix := netPrefix(w.cgroup)
+	defer func() {
+		w.stop()
+		waitNoLinks(t, prefix)
+	}()
+	w.deployDir("lazy", fn(t, "f.py", lazyProbe))
+	w.deployDir("off", fn(t, "f.py", lazyProbe, "function.yaml", "network: offline\n"))
+
+	r := probeLazy(t, w, "lazy", "")
+	if strings.Join(r.Before, ",") != "lo" || strings.Join(r.After, ",") != "lo" {
+		t.Fatalf("forked sandbox that made no socket: interfaces %v then %v, want lo alone", r.Before, r.After)
+	}
+	if got := metricValue(t, w, attached); got > 0 {
+		t.Errorf("%s = %v before any sandbox made a socket", attached, got)
+	}
+	r = probeLazy(t, w, "lazy", url)
+	if r.Got == nil || *r.Got != "hello from outside" {
+		t.Fatalf("forked sandbox at its first socket: fetched %q, want the outside server's answer", deref(r.Got))
+	}
+	if strings.Join(r.Before, ",") != "lo" || strings.Join(r.After, ",") != "eth0,lo" {
+		t.Errorf("forked sandbox: interfaces %v before its first socket and %v after, want lo, then eth0 and lo", r.Before, r.After)
+	}
+	if got := metricValue(t, w, attached); got != 1 {
+		t.Errorf("%s = %v, want 1", attached, got)
+	}
+
+	// The offline sandbox's socket is let go without a network.
+	r = probeLazy(t, w, "off", url)
+	if r.Got == nil || !strings.HasPrefix(*r.Got, "failed") || strings.Join(r.After, ",") != "lo" {
+		t.Errorf("offline sandbox: fetched %q, interfaces %v; want a failure and lo alone", deref(r.Got), r.After)
+	}
+	if got := metricValue(t, w, attached); got != 1 {
+		t.Errorf("%s = %v after the offline sandbox's socket, want still 1", attached, got)
+	}
+
+	// From a spare: the first isolated start asked for isolated spares.
+	end := time.Now().Add(30 * time.Second)
+	for {
+		tree, err := w.c.Zygotes(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tree.Nodes[0].Spares > 0 {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatal("no isolated spare was made")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	before := metricValue(t, w, "hearth_spare_starts_total")
+	w.deployDir("spare", fn(t, "f.py", lazyProbe))
+	r = probeLazy(t, w, "spare", url)
+	if got := metricValue(t, w, "hearth_spare_starts_total"); got != before+1 {
+		t.Fatalf("spare starts went from %v to %v: the start did not take a spare", before, got)
+	}
+	if r.Got == nil || *r.Got != "hello from outside" || strings.Join(r.Before, ",") != "lo" || strings.Join(r.After, ",") != "eth0,lo" {
+		t.Errorf("spare-started sandbox: fetched %q, interfaces %v then %v; want the answer, lo, then eth0 and lo", deref(r.Got), r.Before, r.After)
+	}
+
+	// Eager: the network is there before any socket.
+	e := startWorker(t, "--netns-subnet", testSubnet(), "--eager-network")
+	eprefix := netPrefix(e.cgroup)
+	defer func() {
+		e.stop()
+		waitNoLinks(t, eprefix)
+	}()
+	e.deployDir("eager", fn(t, "f.py", lazyProbe))
+	r = probeLazy(t, e, "eager", "")
+	if strings.Join(r.Before, ",") != "eth0,lo" {
+		t.Errorf("--eager-network: interfaces %v before any socket, want eth0 and lo", r.Before)
+	}
+	if got := metricValue(t, e, attached); got > 0 {
+		t.Errorf("--eager-network: %s = %v", attached, got)
 	}
 }

@@ -28,7 +28,7 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newZygoteCmd(), newUpCmd(), newReapCmd(), newUsernsProbeCmd(), newDeployCmd(), newInvokeCmd(), newLsCmd(), newRmCmd(),
+	root.AddCommand(newZygoteCmd(), newUpCmd(), newReapCmd(), newUsernsProbeCmd(), newNetWatchProbeCmd(), newDeployCmd(), newInvokeCmd(), newLsCmd(), newRmCmd(),
 		newStatusCmd(), newLogsCmd(), newImageCmd(), newBenchCmd(), newSimCmd(), newPackagesCmd(), newReplayCmd(), newDoctorCmd(), newSnapshotCmd(), newAsyncCmd(), newRunCmd())
 	return root
 }

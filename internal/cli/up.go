@@ -239,6 +239,7 @@ func runUp(ctx context.Context, cfg Config) error {
 		NoSnapshots:      cfg.NoSnapshots,
 		AllowHostNetwork: cfg.AllowHostNetwork,
 		ShortFirst:       cfg.ShortFirst,
+		EagerNetwork:     cfg.EagerNetwork,
 		LogLines:         cfg.LogLines,
 		LogBytes:         cfg.LogsMB << 20,
 		Logger:           log,

@@ -42,6 +42,10 @@ const (
 	// ZygoteSeccompFile is the zygotes' own filter (seccomp.ZygoteFilter),
 	// which hearth-init installs on a root zygote.
 	ZygoteSeccompFile = "seccomp-zygote.bpf"
+	// NetSeccompFile is the network filter (seccomp.NetFilter) a root
+	// zygote installs on itself when the worker asks it to watch for
+	// its tree's first sockets.
+	NetSeccompFile = "seccomp-net.bpf"
 )
 
 // FS returns the runtime's files, rooted at the directory holding
@@ -71,6 +75,9 @@ func Install(dir string) error {
 		return fmt.Errorf("installing runtime: %w", err)
 	}
 	if err := seccomp.WriteZygoteFile(filepath.Join(dir, ZygoteSeccompFile)); err != nil {
+		return fmt.Errorf("installing runtime: %w", err)
+	}
+	if err := seccomp.WriteNetFile(filepath.Join(dir, NetSeccompFile)); err != nil {
 		return fmt.Errorf("installing runtime: %w", err)
 	}
 	src := FS()

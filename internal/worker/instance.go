@@ -51,6 +51,7 @@ type instance struct {
 	sb       box
 	group    *cgroup.Group
 	net      *netns.NS // isolated network, given back on destroy; nil otherwise
+	lazy     *lazyNet  // isolated network made at the first socket (lazynet.go); nil otherwise
 	conn     *runtime.Conn
 	proc     *proc      // the runtime process, when a zygote forked it; nil otherwise
 	out      []*outPipe // its stdout and stderr (see drainOutput)

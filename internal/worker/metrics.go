@@ -37,6 +37,10 @@ type Metrics struct {
 	// start had loaded its handler: slow or hostile imports.
 	turnWait     prometheus.Histogram
 	turnOverruns prometheus.Counter
+	// lazyNet counts networks attached at a sandbox's first socket, by
+	// result; lazyNetSeconds is how long that socket waited.
+	lazyNet        *prometheus.CounterVec
+	lazyNetSeconds prometheus.Histogram
 }
 
 func newMetrics() *Metrics {
@@ -96,7 +100,16 @@ func newMetrics() *Metrics {
 		Name: "hearth_start_turn_overruns_total",
 		Help: "Start turns that ran out (after 1 s) before their start had loaded its handler; the start went on outside the bound.",
 	})
-	m.Registry.MustRegister(m.turnWait, m.turnOverruns, m.forkQueued, m.growth, m.startWait, m.startCPU, m.forkFallbacks, m.spareStarts, m.deadSandboxes, m.invocations, m.latency, m.coldStarts, m.sandboxes, m.evictions,
+	m.lazyNet = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "hearth_network_first_socket_total",
+		Help: "Forked sandboxes of network: isolated whose network was made at their first internet or netlink socket (result: attached or failed); the others never opened one and cost no veth pair.",
+	}, []string{"result"})
+	m.lazyNetSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "hearth_network_first_socket_seconds",
+		Help:    "Time a forked sandbox's first internet or netlink socket waited for its network to be made.",
+		Buckets: buckets,
+	})
+	m.Registry.MustRegister(m.lazyNet, m.lazyNetSeconds, m.turnWait, m.turnOverruns, m.forkQueued, m.growth, m.startWait, m.startCPU, m.forkFallbacks, m.spareStarts, m.deadSandboxes, m.invocations, m.latency, m.coldStarts, m.sandboxes, m.evictions,
 		// go_gc_heap_live_bytes besides the defaults (which have
 		// go_sched_gomaxprocs_threads, the worker's procs): the heap the
 		// last collection found live, the figure that shows a leak

@@ -81,6 +81,7 @@ type spare struct {
 	sb       *sandbox.Sandbox
 	group    *cgroup.Group
 	net      *netns.NS // isolated network, given back on destroy; nil otherwise
+	lazy     *lazyNet  // or made at the first socket
 	child    *zygote.Spare
 	out, err *os.File // read ends of its stdout and stderr
 }
@@ -350,7 +351,11 @@ func (s *spares) make(key, net string) (_ *spare, err error) {
 		return sp, err
 	}
 	if net == function.NetworkIsolated {
-		sp.net, err = w.attachNet(ctx, sp.child.Pid())
+		if w.lazyNetwork(sp.child.Watched()) {
+			sp.lazy, err = w.watchNet(sp.child.Pid())
+		} else {
+			sp.net, err = w.attachNet(ctx, sp.child.Pid())
+		}
 	}
 	return sp, err
 }
@@ -371,6 +376,7 @@ func (w *Worker) discard(sp *spare) {
 		}
 	}
 	w.dropNet(ctx, sp.net)
+	w.dropLazy(ctx, sp.lazy)
 	for _, f := range []*os.File{sp.out, sp.err} {
 		if f != nil {
 			f.Close()

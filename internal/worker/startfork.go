@@ -54,6 +54,15 @@ func (f forkStarter) start(ctx context.Context, l *launch) (*instance, error) {
 	// The child holds the write ends; the readers end when it exits.
 	inst.out = []*outPipe{copyLines(l.st.stdout, j.outR), copyLines(l.st.stderr, j.errR)}
 	child, err := w.zyg.ForkFrom(ctx, node, zygote.Target{
+		Prepare: func(c zygote.Child) error {
+			// Registered before the function's code can open a socket.
+			if l.net != function.NetworkIsolated || !w.lazyNetwork(c.Watched) {
+				return nil
+			}
+			var err error
+			inst.lazy, err = w.watchNet(c.Pid)
+			return err
+		},
 		Scratch:  j.Scratch,
 		Listener: j.Listener,
 		Stdout:   j.outW,
@@ -75,7 +84,7 @@ func (f forkStarter) start(ctx context.Context, l *launch) (*instance, error) {
 	if err := sb.Adopt(child.PidFD, child.Pid); err != nil {
 		return nil, err
 	}
-	if l.net == function.NetworkIsolated {
+	if l.net == function.NetworkIsolated && inst.lazy == nil {
 		if inst.net, err = w.attachNet(ctx, child.Pid); err != nil {
 			return nil, fmt.Errorf("%s: %w: %w", l.fn.Name, err, ErrStart)
 		}

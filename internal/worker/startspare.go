@@ -58,7 +58,7 @@ func (w *Worker) spareStart(ctx context.Context, l *launch, sp *spare) (*instanc
 		return nil, fmt.Errorf("%s: %w: %w", l.fn.Name, err, ErrStart)
 	}
 	inst := l.instance(sp.sb.ID(), sp.sb, sp.group)
-	inst.net, inst.proc = sp.net, openProc(sp.child.Pid())
+	inst.net, inst.lazy, inst.proc = sp.net, sp.lazy, openProc(sp.child.Pid())
 	w.track(inst)
 	inst.out = []*outPipe{copyLines(l.st.stdout, sp.out), copyLines(l.st.stderr, sp.err)}
 	err := sp.child.Go(zygote.Start{Mounts: l.mounts, UID: l.uid, GID: l.gid, Env: l.envMap()})

@@ -143,6 +143,11 @@ type Config struct {
 	// the CPU goes first to calls that end soon. Off by default: it
 	// shifts CPU between functions.
 	ShortFirst bool
+	// EagerNetwork gives a forked sandbox of network: isolated its veth
+	// pair when it starts, as a cold one has it. By default it gets it
+	// when it first makes an internet or netlink socket (see lazynet.go),
+	// and a function that never does costs no veth pair.
+	EagerNetwork bool
 	// NoSnapshots switches function snapshots off. Without a working
 	// CRIU they are off anyway (Tiers reports it).
 	NoSnapshots bool
@@ -257,6 +262,7 @@ type Worker struct {
 	snapOff string          // why snap is nil
 	zygOff  string          // why zyg is nil, when a probe found zygotes cannot fork
 	stop    chan struct{}   // closed by Close
+	nw      netWatch        // forked sandboxes' networks made at their first socket
 	life    context.Context // cancelled by Close: background work stops
 	endLife context.CancelFunc
 	busy    *busyGate   // invocations under way
@@ -401,6 +407,7 @@ func New(ctx context.Context, cfg Config, fns Functions) (*Worker, error) {
 	}
 	w.resolver = &zygote.BaseResolver{Base: cfg.Base}
 	w.pkgCache = map[fnKey][]string{}
+	w.nw.pending = map[nsKey]*lazyNet{}
 	if err := w.openSnapshots(ctx); err != nil {
 		w.Close(context.Background())
 		return nil, fmt.Errorf("worker: snapshots: %w", err)
@@ -438,6 +445,9 @@ func New(ctx context.Context, cfg Config, fns Functions) (*Worker, error) {
 			}
 		}
 		zc.Log = newZygoteLog(zc.Logger)
+		if !cfg.EagerNetwork {
+			zc.NetWatch = w.onNetWatch
+		}
 		w.zyg, err = zygote.NewManager(ctx, zc, w.factory, w.cg)
 		if errors.Is(err, zygote.ErrUnavailable) {
 			// A host limit, not a fault: serve with fresh starts, and say why.
@@ -909,6 +919,7 @@ func (w *Worker) destroy(inst *instance) {
 		w.log.Warn("deleting cgroup", "sandbox", inst.id, "err", err)
 	}
 	w.dropNet(ctx, inst.net)
+	w.dropLazy(ctx, inst.lazy)
 	if inst.code {
 		// Unmounted: the registry may remove a retired revision's code.
 		w.dropCode(fnKey{inst.fn, inst.rev})

@@ -38,6 +38,8 @@ type Process struct {
 	forking  atomic.Int32 // forks on a start's critical path, in flight
 	forks    atomic.Int64
 	killOnce sync.Once
+	watch    netWatch // a root's network filter, until NetWatch takes it
+	watched  bool     // a root's: it installed the network filter
 }
 
 // Target is what a function child builds its sandbox from. The child
@@ -70,6 +72,10 @@ type Target struct {
 	// Env is the child's whole environment (the runtime's HEARTH_* and
 	// the function's own).
 	Env map[string]string
+	// Prepare, if set, is called with the child once it is in Group,
+	// before it goes on to load the function: what must be in place
+	// before any of the function's code runs. An error ends the fork.
+	Prepare func(Child) error
 }
 
 // A Child is a process a zygote cloned: its host pid and a pidfd, which
@@ -80,6 +86,10 @@ type Child struct {
 	// Queued is how long the fork request waited for its zygote, behind
 	// the requests ahead of it (other forks, a spare's clone under way).
 	Queued time.Duration
+	// Watched says that the child is under its root's network filter
+	// (Config.NetWatch): its first socket(2) of an internet or netlink
+	// family waits for the listener's answer.
+	Watched bool
 }
 
 type reply struct {
@@ -87,6 +97,8 @@ type reply struct {
 	Ready bool   `json:"ready"`
 	OK    bool   `json:"ok"`
 	Error string `json:"error"`
+	// NetWatchError is why a root zygote has no network filter.
+	NetWatchError string `json:"net_watch_error"`
 }
 
 // Pid returns the zygote's host pid.
@@ -288,7 +300,9 @@ func pidOf(pidfd *os.File) (int, error) {
 // of p's (whatever p's packages did, a process it forked is of its own
 // trust domain; another zygote, or a process of another, is not).
 func (p *Process) childOf(fds []*os.File) (Child, error) {
-	return childOf(fds, p.pid)
+	c, err := childOf(fds, p.pid)
+	c.Watched = p.root != nil && p.root.watched
+	return c, err
 }
 
 // childOf takes the pidfd in fds, which must be of a child of parent.
@@ -417,6 +431,9 @@ func (p *Process) Fork(ctx context.Context, t Target) (Child, error) {
 	err = t.Group.Add(c.Pid)
 	if err == nil {
 		err = mapIDs(c, t.UID, t.GID)
+	}
+	if err == nil && t.Prepare != nil {
+		err = t.Prepare(c)
 	}
 	if err != nil {
 		c.kill()

@@ -87,6 +87,10 @@ func (p *Process) Spare(ctx context.Context, t SpareTarget) (*Spare, error) {
 // Pid returns the spare's host pid.
 func (s *Spare) Pid() int { return s.child.Pid }
 
+// Watched says that the spare is under its root's network filter (see
+// Child.Watched).
+func (s *Spare) Watched() bool { return s.child.Watched }
+
 // PidFD returns a new pidfd of the spare (a dup), which the caller owns.
 func (s *Spare) PidFD() (*os.File, error) {
 	fd, err := unix.FcntlInt(s.child.PidFD.Fd(), unix.F_DUPFD_CLOEXEC, 0)

@@ -39,7 +39,9 @@
 #   {"op": "ping"} -> {"ok": true}
 #
 # A root zygote's first packet is {"pid"} with its own pidfd, then
-# {"ready": true} once it has settled.
+# {"ready": true} once it has settled. Started with --net-watch, it
+# first installs the network filter (watch_net) and sends its listener
+# after the pidfd, or says in "net_watch_error" why it could not.
 #
 # A zygote is unprivileged: a uid of its own, no capabilities, no new
 # privileges, the zygote filter (internal/seccomp ZygoteFilter), in a
@@ -73,6 +75,11 @@ PR_CAPBSET_DROP = 24
 PR_SET_SECCOMP = 22
 SECCOMP_MODE_FILTER = 2
 SECCOMP_FILE = "/hearth/seccomp.bpf"
+NET_FILE = "/hearth/seccomp-net.bpf"
+SECCOMP_SET_MODE_FILTER = 1
+SECCOMP_FILTER_FLAG_NEW_LISTENER = 8
+SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV = 32
+_SYS_SECCOMP = {"x86_64": 317, "aarch64": 277}
 SIGCHLD = 17
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -223,7 +230,9 @@ def lo_up():
     """Bring up loopback in a network namespace of the caller's own.
     Through ctypes, with the request made in the zygote: importing fcntl
     in each child (its module and shared object) cost 0.5 ms."""
-    s = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
+    # A unix socket reaches the device ioctls as well, and is not one
+    # that the network filter (watch_net) stops on.
+    s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM)
     try:
         if _ioctl(s.fileno(), SIOCSIFFLAGS, _IFREQ_LO_UP) != 0:
             e = ctypes.get_errno()
@@ -775,14 +784,50 @@ def spawn_child(req, fds):
     return pid, fd
 
 
-def send_pidfd(ctl):
+def watch_net():
+    """Install the network filter (internal/seccomp NetFilter) on this
+    process, with a listener, and return the listener's descriptor: every
+    process of the zygote tree then waits in socket(2) of an internet or
+    netlink family until the worker, which reads the listener, has
+    given its sandbox a network."""
+    nr = _SYS_SECCOMP.get(posix.uname().machine)
+    if nr is None:
+        raise OSError(38, "seccomp(2): no call number known for %s" % (posix.uname().machine,))
+    buf, prog = load_filter(NET_FILE)
+    # Once the worker has read a notification, a signal no longer
+    # interrupts the wait (Linux 5.19): else a caller under a stream of
+    # signals would withdraw its notification and send it again, each
+    # time the worker's work.
+    for flags in (SECCOMP_FILTER_FLAG_NEW_LISTENER | SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV,
+                  SECCOMP_FILTER_FLAG_NEW_LISTENER):
+        fd = _syscall(ctypes.c_long(nr), ctypes.c_long(SECCOMP_SET_MODE_FILTER),
+                      ctypes.c_long(flags), ctypes.c_void_p(ctypes.addressof(prog)))
+        if fd >= 0:
+            break
+        e = ctypes.get_errno()
+        if e != 22:  # EINVAL: a kernel without the flag
+            break
+    del buf
+    if fd < 0:
+        raise OSError(e, "seccomp listener: " + posix.strerror(e))
+    return fd
+
+
+def send_pidfd(ctl, watch=-1, why=None):
     """Tell the worker who this (root) zygote is: its pid means nothing
-    outside its pid namespace."""
+    outside its pid namespace. The network filter's listener (watch), if
+    any, goes with it; else why it is not there."""
     fd = pidfd_self()
     if fd < 0:
         raise OSError(ctypes.get_errno(), "pidfd_open")
-    ctl.sendmsg([hearthrt.dumps({"pid": posix.getpid()})],
-                [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fd.to_bytes(4, sys.byteorder))])
+    msg = {"pid": posix.getpid()}
+    fds = [fd]
+    if watch >= 0:
+        fds.append(watch)
+    elif why:
+        msg["net_watch_error"] = why
+    ctl.sendmsg([hearthrt.dumps(msg)],
+                [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, b"".join(f.to_bytes(4, sys.byteorder) for f in fds))])
     posix.close(fd)
 
 
@@ -828,7 +873,16 @@ def main():
     global _filter
     ctl = _socket.socket(fileno=3)
     posix.set_inheritable(3, False)
-    send_pidfd(ctl)
+    watch, why = -1, None
+    if "--net-watch" in sys.argv:
+        try:
+            watch = watch_net()
+        except (OSError, ValueError) as e:
+            why = str(e)
+    send_pidfd(ctl, watch, why)
+    if watch >= 0:
+        # The worker alone answers it: no process of the tree may.
+        posix.close(watch)
     # Zygotes share a uid: none may trace another, or read its memory.
     _prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
     try:

@@ -1,0 +1,146 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
+
+	"github.com/hearth-run/hearth/internal/seccomp"
+)
+
+// newNetWatchProbeCmd is what doctor runs to see whether this host can
+// give forked sandboxes their network at their first socket: it
+// installs the network filter as a root zygote does, sends its listener
+// on fd 3, then makes an internet socket, which waits for the answer.
+func newNetWatchProbeCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:    "net-watch-probe",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			runtime.LockOSThread()
+			if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+				return fmt.Errorf("no_new_privs: %w", err)
+			}
+			l, err := seccomp.InstallNet()
+			if err != nil {
+				return err
+			}
+			if err := unix.Sendmsg(3, []byte("l"), unix.UnixRights(l), nil, 0); err != nil {
+				return fmt.Errorf("sending the listener: %w", err)
+			}
+			unix.Close(l)
+			fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM, 0)
+			if err != nil {
+				return fmt.Errorf("socket after the answer: %w", err)
+			}
+			unix.Close(fd)
+			return nil
+		},
+	}
+}
+
+// probeNetWatch reports whether a process under the network filter stops
+// in socket(2) until the listener lets it go on (seccomp user
+// notification with SECCOMP_USER_NOTIF_FLAG_CONTINUE, Linux 5.5).
+func probeNetWatch() error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	ours, theirs := os.NewFile(uintptr(fds[0]), "probe"), os.NewFile(uintptr(fds[1]), "probe-child")
+	defer ours.Close()
+	var out strings.Builder
+	c := exec.Command(self, "net-watch-probe")
+	c.ExtraFiles = []*os.File{theirs}
+	c.Stdout, c.Stderr = &out, &out
+	if err := c.Start(); err != nil {
+		theirs.Close()
+		return err
+	}
+	theirs.Close()
+	exited := make(chan error, 1)
+	go func() { exited <- c.Wait() }()
+	fail := func(err error) error {
+		c.Process.Kill()
+		<-exited
+		if s := strings.TrimSpace(out.String()); s != "" {
+			return fmt.Errorf("%w (%s)", err, s)
+		}
+		return err
+	}
+	f, err := recvListener(ours)
+	if err != nil {
+		return fail(err)
+	}
+	l, err := seccomp.NewListener(f)
+	if err != nil {
+		return fail(err)
+	}
+	defer l.Close()
+	got := make(chan error, 1)
+	go func() {
+		n, err := l.Next()
+		if err == nil && (n.Nr != unix.SYS_SOCKET || n.Args[0] != unix.AF_INET) {
+			err = fmt.Errorf("notified of call %d (%d), want socket(AF_INET)", n.Nr, n.Args[0])
+		}
+		if err == nil {
+			err = l.Continue(n.ID)
+		}
+		got <- err
+	}()
+	select {
+	case err := <-got:
+		if err != nil {
+			return fail(err)
+		}
+	case err := <-exited:
+		return fmt.Errorf("the filtered process's socket did not wait for the listener: %v (%s)", err, strings.TrimSpace(out.String()))
+	case <-time.After(10 * time.Second):
+		return fail(errors.New("no notification within 10 s"))
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			return fmt.Errorf("the filtered process: %v (%s)", err, strings.TrimSpace(out.String()))
+		}
+	case <-time.After(10 * time.Second):
+		return fail(errors.New("the filtered process did not go on after the answer"))
+	}
+	return nil
+}
+
+func recvListener(s *os.File) (*os.File, error) {
+	c, err := net.FileConn(s)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	oob := make([]byte, unix.CmsgSpace(4))
+	_, oobn, _, _, err := c.(*net.UnixConn).ReadMsgUnix(make([]byte, 1), oob)
+	if err != nil {
+		return nil, fmt.Errorf("receiving the listener: %w", err)
+	}
+	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+	if err != nil || len(msgs) != 1 {
+		return nil, errors.New("no listener came")
+	}
+	fds, err := unix.ParseUnixRights(&msgs[0])
+	if err != nil || len(fds) != 1 {
+		return nil, errors.New("no listener came")
+	}
+	return os.NewFile(uintptr(fds[0]), "listener"), nil
+}

@@ -125,13 +125,6 @@ func (w *Worker) forgetLazy(ln *lazyNet) {
 	w.nw.mu.Unlock()
 }
 
-// attached reports whether ln's namespace got its network.
-func (ln *lazyNet) attached() bool {
-	ln.mu.Lock()
-	defer ln.mu.Unlock()
-	return ln.ns != nil
-}
-
 // attach gives ln's namespace its network, once.
 func (w *Worker) attach(ln *lazyNet) {
 	ln.mu.Lock()

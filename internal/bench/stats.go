@@ -44,18 +44,22 @@ func ms(d time.Duration) string { return fmt.Sprintf("%.3f", float64(d)/1e6) }
 // Table prints samples with p50, p99 and, for each, the ratio of its p50 to
 // the baseline's.
 func Table(w io.Writer, samples []Sample, ratios [][2]string) {
-	fmt.Fprintf(w, "%-34s %6s %10s %10s\n", "method", "n", "p50 ms", "p99 ms")
+	width := 34
+	for _, s := range samples {
+		width = max(width, len(s.Name))
+	}
+	fmt.Fprintf(w, "%-*s %6s %10s %10s\n", width, "method", "n", "p50 ms", "p99 ms")
 	byName := map[string]Sample{}
 	for _, s := range samples {
 		byName[s.Name] = s
-		fmt.Fprintf(w, "%-34s %6d %10s %10s\n", s.Name, len(s.D), ms(s.P50()), ms(s.P99()))
+		fmt.Fprintf(w, "%-*s %6d %10s %10s\n", width, s.Name, len(s.D), ms(s.P50()), ms(s.P99()))
 	}
 	if len(ratios) > 0 {
 		fmt.Fprintln(w)
 	}
 	for _, r := range ratios {
 		a, b := byName[r[0]], byName[r[1]]
-		if b.P50() == 0 {
+		if a.P50() == 0 || b.P50() == 0 {
 			continue
 		}
 		fmt.Fprintf(w, "p50 %-28s / %-28s = %.2fx\n", r[0], r[1], float64(a.P50())/float64(b.P50()))

@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hearth-run/hearth/internal/zygote"
@@ -197,13 +199,20 @@ func Zygote(ctx context.Context, o ZygoteOptions) (ZygoteResult, error) {
 		path  string
 		warm  bool
 	}
-	for _, c := range []cfg{
+	cfgs := []cfg{
 		// Snapshots off throughout: numpy's import is slow enough to earn
 		// one, and this benchmark compares imports with forks.
 		{"Installed+Imported", []string{"--no-warm-cache", "--no-zygotes", "--no-snapshots"}, "cold", false},
 		{"Zygote", []string{"--no-warm-cache", "--no-snapshots", "--zygote-tree", plan}, "fork", false},
 		{"Warm", []string{"--zygote-tree", plan}, "warm", true},
-	} {
+	}
+	// The baseline of the network made at the first socket: the same
+	// fork starts with it made at start (none of these functions opens
+	// a socket). An older worker has no such flag, and no such choice.
+	if hasFlag(o.Hearth, "up", "--eager-network") {
+		cfgs = slices.Insert(cfgs, 2, cfg{eagerLabel, []string{"--no-warm-cache", "--no-snapshots", "--eager-network", "--zygote-tree", plan}, "fork", false})
+	}
+	for _, c := range cfgs {
 		w, err := StartWorker(ctx, o.Hearth, o.Base, o.flags(c.flags)...)
 		if err != nil {
 			return res, err
@@ -251,7 +260,7 @@ func Zygote(ctx context.Context, o ZygoteOptions) (ZygoteResult, error) {
 				// and teardown compete with the next start. Last, because
 				// the node then refills a reserve as big as the run for a
 				// while, which would load the starts measured after it.
-				name := "Zygote (numpy), back to back"
+				name := c.label + " (numpy), back to back"
 				err := res.measureWaits(ctx, w, name, o.N, func() error {
 					s, err := invokeSeq(ctx, w, name, "numpy", o.N, c.path, false, 0)
 					res.Samples = append(res.Samples, s)
@@ -364,9 +373,13 @@ func Zygote(ctx context.Context, o ZygoteOptions) (ZygoteResult, error) {
 			{"Installed+Imported (numpy)", "Zygote (numpy)"},
 			{"Installed+Imported (numpy-requests)", "Zygote (numpy-requests)"},
 			{"Zygote (numpy)", "Warm (numpy)"},
+			{eagerLabel + " (numpy)", "Zygote (numpy)"},
 		})
 		fmt.Fprintf(o.Out, "\nCPU per start over all starts of a method (gaps, teardown and refills included)\n")
 		cpuTable(o.Out, res.CPU)
+		if r := res.cpuRatio("Zygote", eagerLabel); r > 0 {
+			fmt.Fprintf(o.Out, "CPU per fork start (all, kernel threads too): network at the first socket / at start = %.2f\n", r)
+		}
 		for _, x := range res.Scratch {
 			fmt.Fprintf(o.Out, "%s: on-disk /tmp file systems made %d, reused %d, dropped %d\n", x.Name, x.Made, x.Reused, x.Dropped)
 		}
@@ -396,6 +409,35 @@ func Zygote(ctx context.Context, o ZygoteOptions) (ZygoteResult, error) {
 		}
 	}
 	return res, nil
+}
+
+// eagerLabel names the fork starts whose network is made at start
+// (--eager-network).
+const eagerLabel = "Zygote, net at start"
+
+// cpuRatio is the CPU per start, kernel threads included, of method a
+// over method b's; 0 if either was not measured.
+func (r ZygoteResult) cpuRatio(a, b string) float64 {
+	per := func(name string) float64 {
+		for _, c := range r.CPU {
+			if c.Name == name && c.Starts > 0 {
+				return float64(c.Used.Total()+c.Used["kernel"]) / float64(c.Starts)
+			}
+		}
+		return 0
+	}
+	x, y := per(a), per(b)
+	if x == 0 || y == 0 {
+		return 0
+	}
+	return x / y
+}
+
+// hasFlag reports whether hearth's command cmd takes flag: a worker of
+// an older build, being compared, may not.
+func hasFlag(hearth, cmd, flag string) bool {
+	out, err := exec.Command(hearth, cmd, "--help").Output()
+	return err == nil && strings.Contains(string(out), flag+" ")
 }
 
 // cpuQuiet is how long CPU accounting waits after the last start, for

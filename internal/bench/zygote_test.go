@@ -12,7 +12,8 @@ import (
 // asserts that per call), each memory figure comes from the start it
 // names, a paused forked sandbox holds far less of its own than a
 // fresh interpreter's, CPU per start is counted for the cold and the
-// fork starts, and so is each fork start's sandbox CPU and run-queue
+// fork starts (the network made at the first socket, and at start, with
+// their ratio), and so is each fork start's sandbox CPU and run-queue
 // wait, and each on-demand fork's wait for its zygote. With one
 // background loop, which the run must leave behind.
 func TestZygoteBenchLive(t *testing.T) {
@@ -25,14 +26,17 @@ func TestZygoteBenchLive(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res.Samples) != 7 {
-		t.Errorf("%d samples, want 7 methods", len(res.Samples))
+	if len(res.Samples) != 10 {
+		t.Errorf("%d samples, want 10 methods", len(res.Samples))
 	}
 	if !strings.Contains(out.String(), "background load: 1 ") {
 		t.Errorf("report does not give the background load used")
 	}
-	if len(res.CPU) != 2 {
-		t.Fatalf("CPU per start for %d methods, want cold and fork: %+v", len(res.CPU), res.CPU)
+	if len(res.CPU) != 3 {
+		t.Fatalf("CPU per start for %d methods, want cold, fork and fork with the network made at start: %+v", len(res.CPU), res.CPU)
+	}
+	if r := res.cpuRatio("Zygote", eagerLabel); r <= 0 || !strings.Contains(out.String(), "network at the first socket / at start = ") {
+		t.Errorf("no ratio of CPU per fork start with the network made at the first socket to at start (%v)", r)
 	}
 	for _, c := range res.CPU {
 		// A start costs the worker CPU (an HTTP call, a cgroup at least),
@@ -43,8 +47,8 @@ func TestZygoteBenchLive(t *testing.T) {
 	}
 	// The sandbox process of every fork start runs (it loads a handler):
 	// a method whose starts show no CPU lost the worker's schedstat sums.
-	if len(res.Waits) != 3 {
-		t.Fatalf("start waits for %d methods, want the 3 fork methods: %+v", len(res.Waits), res.Waits)
+	if len(res.Waits) != 6 {
+		t.Fatalf("start waits for %d methods, want the 6 fork methods: %+v", len(res.Waits), res.Waits)
 	}
 	for _, x := range res.Waits {
 		if x.Starts != 3 || x.CPU <= 0 || x.Wait < 0 || x.Spares < 0 || x.Spares > x.Starts {

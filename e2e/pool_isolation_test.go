@@ -467,9 +467,10 @@ func probeLazy(t *testing.T, w *worker, name, url string) lazyReport {
 // its veth pair only when one of its processes first makes an internet
 // or netlink socket; until then it has loopback alone, and a function
 // that never makes one costs none. Then it reaches a server beyond the
-// host's NAT, as one with its network from the start does. Forked on
-// demand and from a spare alike; offline sandboxes never get one; and
-// with --eager-network the network is there from the start.
+// host's NAT, as one with its network from the start does. Once a
+// function has used the network, its next sandboxes get it at start.
+// Forked on demand and from a spare alike; offline sandboxes never get
+// one; and with --eager-network the network is there from the start.
 func TestNetworkAtFirstSocket(t *testing.T) {
 	ln := newOutsideHost(t).listen(t)
 	srv := &http.Server{Handler: http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
@@ -479,8 +480,10 @@ func TestNetworkAtFirstSocket(t *testing.T) {
 	defer srv.Close()
 	url := "http://" + ln.Addr().String() + "/"
 	const attached = `hearth_network_first_socket_total{result="attached"}`
+	fetched := func(r lazyReport) bool { return r.Got != nil && *r.Got == "hello from outside" }
 
-	w := startWorker(t, "--netns-subnet", testSubnet())
+	// A new sandbox for every call, forked on demand.
+	w := startWorker(t, "--netns-subnet", testSubnet(), "--no-warm-cache", "--spares", "-1")
 	prefix := netPrefix(w.cgroup)
 	defer func() {
 		w.stop()
@@ -497,7 +500,7 @@ func TestNetworkAtFirstSocket(t *testing.T) {
 		t.Errorf("%s = %v before any sandbox made a socket", attached, got)
 	}
 	r = probeLazy(t, w, "lazy", url)
-	if r.Got == nil || *r.Got != "hello from outside" {
+	if !fetched(r) {
 		t.Fatalf("forked sandbox at its first socket: fetched %q, want the outside server's answer", deref(r.Got))
 	}
 	if strings.Join(r.Before, ",") != "lo" || strings.Join(r.After, ",") != "eth0,lo" {
@@ -505,6 +508,14 @@ func TestNetworkAtFirstSocket(t *testing.T) {
 	}
 	if got := metricValue(t, w, attached); got != 1 {
 		t.Errorf("%s = %v, want 1", attached, got)
+	}
+	// The function has used the network: its next sandbox has it at once.
+	r = probeLazy(t, w, "lazy", "")
+	if strings.Join(r.Before, ",") != "eth0,lo" {
+		t.Errorf("sandbox of a function that used the network: interfaces %v before any socket, want eth0 and lo", r.Before)
+	}
+	if got := metricValue(t, w, attached); got != 1 {
+		t.Errorf("%s = %v after a start with the network made at start, want still 1", attached, got)
 	}
 
 	// The offline sandbox's socket is let go without a network.
@@ -516,10 +527,18 @@ func TestNetworkAtFirstSocket(t *testing.T) {
 		t.Errorf("%s = %v after the offline sandbox's socket, want still 1", attached, got)
 	}
 
-	// From a spare: the first isolated start asked for isolated spares.
+	// From a spare: the first isolated start asks for isolated spares.
+	s := startWorker(t, "--netns-subnet", testSubnet())
+	sprefix := netPrefix(s.cgroup)
+	defer func() {
+		s.stop()
+		waitNoLinks(t, sprefix)
+	}()
+	s.deployDir("first", fn(t, "f.py", lazyProbe))
+	probeLazy(t, s, "first", "")
 	end := time.Now().Add(30 * time.Second)
 	for {
-		tree, err := w.c.Zygotes(context.Background())
+		tree, err := s.c.Zygotes(context.Background())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -531,13 +550,13 @@ func TestNetworkAtFirstSocket(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	before := metricValue(t, w, "hearth_spare_starts_total")
-	w.deployDir("spare", fn(t, "f.py", lazyProbe))
-	r = probeLazy(t, w, "spare", url)
-	if got := metricValue(t, w, "hearth_spare_starts_total"); got != before+1 {
+	before := metricValue(t, s, "hearth_spare_starts_total")
+	s.deployDir("spare", fn(t, "f.py", lazyProbe))
+	r = probeLazy(t, s, "spare", url)
+	if got := metricValue(t, s, "hearth_spare_starts_total"); got != before+1 {
 		t.Fatalf("spare starts went from %v to %v: the start did not take a spare", before, got)
 	}
-	if r.Got == nil || *r.Got != "hello from outside" || strings.Join(r.Before, ",") != "lo" || strings.Join(r.After, ",") != "eth0,lo" {
+	if !fetched(r) || strings.Join(r.Before, ",") != "lo" || strings.Join(r.After, ",") != "eth0,lo" {
 		t.Errorf("spare-started sandbox: fetched %q, interfaces %v then %v; want the answer, lo, then eth0 and lo", deref(r.Got), r.Before, r.After)
 	}
 
@@ -555,5 +574,39 @@ func TestNetworkAtFirstSocket(t *testing.T) {
 	}
 	if got := metricValue(t, e, attached); got > 0 {
 		t.Errorf("--eager-network: %s = %v", attached, got)
+	}
+}
+
+// socketFlood makes internet sockets for a second, after its first, and
+// says how many.
+const socketFlood = `
+import socket, time
+
+def f(e):
+    socket.socket(socket.AF_INET, socket.SOCK_DGRAM).close()
+    n, end = 0, time.monotonic() + 1.0
+    while time.monotonic() < end:
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM).close()
+        n += 1
+    return {"n": n}
+`
+
+// TestSocketFloodBounded: every socket a sandbox under the network
+// filter makes is a round trip to the worker, which no cgroup pays for;
+// the worker answers a sandbox at most 2000 a second, so one that floods
+// slows itself (without the bound, this loop makes 10-25 thousand).
+func TestSocketFloodBounded(t *testing.T) {
+	w := startWorker(t, "--netns-subnet", testSubnet(), "--spares", "-1")
+	w.deployDir("flood", fn(t, "f.py", socketFlood, "function.yaml", "timeout_s: 30\n"))
+	inv := w.mustInvoke("flood", "{}")
+	var r struct{ N int }
+	if err := json.Unmarshal(inv.Body, &r); err != nil {
+		t.Fatalf("%v: %s", err, inv.Body)
+	}
+	t.Logf("%d sockets in a second", r.N)
+	// 200 in each window of 100 ms; a second spans 11 of them, and
+	// more on a busy host that stretches the loop's last call.
+	if r.N <= 0 || r.N > 2600 {
+		t.Errorf("a flooding sandbox made %d sockets in a second, want (0, 2600]", r.N)
 	}
 }

@@ -127,17 +127,29 @@ func (l *Listener) Next() (Notif, error) {
 		// The receive ioctl blocks whatever the descriptor's flags, so
 		// it is made only once poll says a notification waits.
 		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-		if _, err := unix.Poll(pfd, 0); err != nil {
+		for try := 0; ; try++ {
+			pfd[0].Revents = 0
+			_, err := unix.Poll(pfd, 0)
 			if err == unix.EINTR {
-				return false
+				continue
 			}
-			ierr = fmt.Errorf("seccomp: poll: %w", err)
-			return true
+			if err != nil {
+				ierr = fmt.Errorf("seccomp: poll: %w", err)
+				return true
+			}
+			// Older kernels say POLLERR alone when a signal interrupted
+			// their wait for the filter's lock: ask again.
+			if pfd[0].Revents&(unix.POLLERR|unix.POLLHUP) != unix.POLLERR || try == 100 {
+				break
+			}
 		}
 		switch {
 		case pfd[0].Revents&unix.POLLIN != 0:
-		case pfd[0].Revents&(unix.POLLHUP|unix.POLLERR) != 0:
+		case pfd[0].Revents&unix.POLLHUP != 0:
 			ierr = ErrGone
+			return true
+		case pfd[0].Revents&unix.POLLERR != 0:
+			ierr = errors.New("seccomp: the listener says POLLERR")
 			return true
 		default:
 			return false
@@ -189,6 +201,16 @@ func (l *Listener) Continue(id uint64) error {
 	return err
 }
 
+// Fail makes the call of notification id fail with errno e.
+func (l *Listener) Fail(id uint64, e unix.Errno) error {
+	r := notifResp{id: id, error: -int32(e)}
+	err := l.ioctl(unix.SECCOMP_IOCTL_NOTIF_SEND, unsafe.Pointer(&r))
+	if errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	return err
+}
+
 func (l *Listener) ioctl(req uintptr, arg unsafe.Pointer) error {
 	rc, err := l.f.SyscallConn()
 	if err != nil {
@@ -196,8 +218,17 @@ func (l *Listener) ioctl(req uintptr, arg unsafe.Pointer) error {
 	}
 	var e unix.Errno
 	if err := rc.Control(func(fd uintptr) {
-		_, _, e = unix.Syscall(unix.SYS_IOCTL, fd, req, uintptr(arg))
+		// Older kernels take the filter's lock interruptibly.
+		for {
+			_, _, e = unix.Syscall(unix.SYS_IOCTL, fd, req, uintptr(arg))
+			if e != unix.EINTR {
+				return
+			}
+		}
 	}); err != nil {
+		if l.closed.Load() {
+			return fmt.Errorf("seccomp: listener: %w", os.ErrClosed)
+		}
 		return err
 	}
 	if e != 0 {
@@ -207,7 +238,8 @@ func (l *Listener) ioctl(req uintptr, arg unsafe.Pointer) error {
 }
 
 // Close ends a Next in progress (with os.ErrClosed) and closes the
-// listener.
+// listener: the calls of processes under the filter fail with ENOSYS
+// from then on.
 func (l *Listener) Close() error {
 	l.closed.Store(true)
 	return l.f.Close()

@@ -54,8 +54,9 @@ func netChild() int {
 }
 
 // TestListener: a process under NetFilter stops in socket(2) of AF_INET
-// and AF_NETLINK, not of AF_UNIX; each call waits until Continue, and
-// then succeeds; Next says ErrGone once the process is gone.
+// and AF_NETLINK, not of AF_UNIX; each call waits for its answer, and
+// then succeeds (Continue) or fails with the errno given (Fail); Next
+// says ErrGone once the process is gone.
 func TestListener(t *testing.T) {
 	ours, theirs, err := socketPair()
 	if err != nil {
@@ -98,7 +99,11 @@ func TestListener(t *testing.T) {
 			t.Fatalf("the child went on without an answer: %v: %s", err, out.String())
 		case <-time.After(100 * time.Millisecond):
 		}
-		if err := l.Continue(n.ID); err != nil {
+		answer := l.Continue
+		if want == unix.AF_NETLINK {
+			answer = func(id uint64) error { return l.Fail(id, unix.EPERM) }
+		}
+		if err := answer(n.ID); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -108,7 +113,7 @@ func TestListener(t *testing.T) {
 	if err := <-exited; err != nil {
 		t.Fatalf("child: %v: %s", err, out.String())
 	}
-	if got, want := out.String(), "unix 0\ninet 0\nnetlink 0\n"; got != want {
+	if got, want := out.String(), "unix 0\ninet 0\nnetlink 1\n"; got != want {
 		t.Errorf("child said %q, want %q", got, want)
 	}
 }

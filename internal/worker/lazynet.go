@@ -6,8 +6,9 @@ import (
 	"fmt"
 	"os"
 	"sync"
-	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/hearth-run/hearth/internal/netns"
 	"github.com/hearth-run/hearth/internal/seccomp"
@@ -22,84 +23,106 @@ import (
 // of a fork start's CPU. Most functions never open a socket beyond their
 // runtime's unix one.
 //
-// So each root zygote installs the network filter (seccomp.NetFilter)
-// before anything else and hands its listener to the worker: every
-// process of its tree stops in socket(2) of AF_INET, AF_INET6 or
-// AF_NETLINK until the worker answers. A start only registers its
-// child's namespace (watchNet), before the child runs any of the
-// function's code. At the first such socket in the namespace, the
-// worker attaches the network, then lets the call go on: the socket
-// finds eth0, its address and route in place, as if they had been there
-// from the start. A function that never opens one never pays for them.
+// So a child of an isolated function that has not used the network yet
+// is cloned with WatchNet: before anything else it installs the network
+// filter (seccomp.NetFilter) on itself and hands over its listener. It
+// and everything it starts then stop in socket(2) of AF_INET, AF_INET6
+// or AF_NETLINK until the worker answers. A goroutine per sandbox
+// (serveLazy) answers: at the first, it attaches the network, then lets
+// the call go on. The socket finds eth0, its address and route in
+// place, as if they had been there from the start; a function that never
+// opens one never pays for them.
 //
-// The answer decides nothing the caller could change afterwards (it is
-// SECCOMP_USER_NOTIF_FLAG_CONTINUE for a call the filters below allow
-// anyway); what is looked up is the namespace the caller is in, which
-// it cannot leave (the tenant filter refuses setns and unshare).
-// Sockets in zygotes, in namespaces of network: offline and in those
-// already attached are let go at once.
+// The answer decides nothing the caller could change afterwards
+// (SECCOMP_USER_NOTIF_FLAG_CONTINUE, for a call the filters below allow
+// anyway), and the namespace attached is the sandbox's own, known from
+// the listener it came on: a sandbox can at most get its own network
+// earlier.
+//
+// The filter stays for the sandbox's life, so every later such socket
+// is a round trip to the worker too: about 10-30 us of the worker's CPU,
+// which no cgroup is charged. serveLazy answers at most lazyRate of them
+// a second per sandbox; beyond that the caller waits, so a sandbox that
+// floods slows itself and costs the worker a bounded share. And once a
+// function has used the network, its next sandboxes get it at start, with
+// no filter (fnState.netUsed): only the first sandbox of a function that
+// uses the network pays the round trips.
 
-// nsKey names a network namespace: its nsfs inode.
-type nsKey struct{ dev, ino uint64 }
-
-func nsKeyOf(f *os.File) (nsKey, error) {
-	fi, err := f.Stat()
-	if err != nil {
-		return nsKey{}, err
-	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return nsKey{}, errors.New("no stat")
-	}
-	return nsKey{uint64(st.Dev), st.Ino}, nil
-}
-
-// lazyNet is a registered namespace, attached at its first socket.
+// lazyNet is a sandbox's network namespace, waiting for its first
+// socket, and its filter's listener.
 type lazyNet struct {
-	key nsKey
+	l *seccomp.Listener
 
 	mu      sync.Mutex // held while attaching
 	f       *os.File   // the namespace, until attached or dropped
 	ns      *netns.NS  // once attached
-	done    bool       // attached, failed or dropped: never attached again
+	done    bool       // attached or dropped
 	dropped bool
+	used    func() // called once attached (the function's netUsed)
 }
 
-// netWatch holds the registered namespaces.
-type netWatch struct {
-	mu      sync.Mutex
-	pending map[nsKey]*lazyNet
-	served  int    // listeners being served
-	why     string // why the last root zygote has none
-}
+// Round trips answered per second and sandbox once its network is
+// attached, in windows of lazyWindow.
+const (
+	lazyRate   = 2000
+	lazyWindow = 100 * time.Millisecond
+)
 
-// lazyNetwork says whether a start of network: isolated whose child is
-// watched gets its network at its first socket.
-func (w *Worker) lazyNetwork(watched bool) bool {
-	return watched && !w.cfg.EagerNetwork
-}
-
-// watchNet registers the network namespace of process pid (a zygote
-// child that has not yet run the function's code).
-func (w *Worker) watchNet(pid int) (*lazyNet, error) {
+// watchNet takes the listener of the network filter that zygote child
+// pid (pidfd) installed, and serves it until the child's processes are
+// gone or dropLazy. Nothing of the function has run in the child yet.
+func (w *Worker) watchNet(pid int, pidfd, listener *os.File) (*lazyNet, error) {
+	l, err := seccomp.NewListener(listener)
+	if err != nil {
+		return nil, fmt.Errorf("network: %w", err)
+	}
 	f, err := os.Open(fmt.Sprintf("/proc/%d/ns/net", pid))
-	if err != nil {
-		return nil, fmt.Errorf("network: %w", err)
-	}
-	key, err := nsKeyOf(f)
-	if err != nil {
+	if err == nil && unix.PidfdSendSignal(int(pidfd.Fd()), 0, nil, 0) != nil {
+		// The pid could have been another's when opened.
 		f.Close()
+		err = errors.New("the child is gone")
+	}
+	if err != nil {
+		l.Close()
 		return nil, fmt.Errorf("network: %w", err)
 	}
-	ln := &lazyNet{key: key, f: f}
-	w.nw.mu.Lock()
-	w.nw.pending[key] = ln
-	w.nw.mu.Unlock()
+	ln := &lazyNet{l: l, f: f}
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		ln.close()
+		return nil, fmt.Errorf("network: %w", ErrClosed)
+	}
+	w.wg.Add(1)
+	w.mu.Unlock()
+	go w.serveLazy(ln)
 	return ln, nil
 }
 
-// dropLazy unregisters ln and gives back its network, if attached. It
-// waits for an attach under way.
+// onAttach sets what ln calls once its network is attached (at once, if
+// it is).
+func (ln *lazyNet) onAttach(f func()) {
+	ln.mu.Lock()
+	defer ln.mu.Unlock()
+	if ln.ns != nil {
+		f()
+		return
+	}
+	ln.used = f
+}
+
+func (ln *lazyNet) close() {
+	ln.l.Close()
+	if ln.f != nil {
+		ln.f.Close()
+		ln.f = nil
+	}
+}
+
+// dropLazy stops serving ln and gives back its network, if attached,
+// once the sandbox's processes are gone (a process still under the
+// filter would get ENOSYS from its next socket). It waits for an attach
+// under way.
 func (w *Worker) dropLazy(ctx context.Context, ln *lazyNet) {
 	if ln == nil {
 		return
@@ -108,147 +131,77 @@ func (w *Worker) dropLazy(ctx context.Context, ln *lazyNet) {
 	ln.done, ln.dropped = true, true
 	ns := ln.ns
 	ln.ns = nil
-	if ln.f != nil {
-		ln.f.Close()
-		ln.f = nil
-	}
+	ln.close()
 	ln.mu.Unlock()
-	w.forgetLazy(ln)
 	w.dropNet(ctx, ns)
 }
 
-func (w *Worker) forgetLazy(ln *lazyNet) {
-	w.nw.mu.Lock()
-	if w.nw.pending[ln.key] == ln {
-		delete(w.nw.pending, ln.key)
-	}
-	w.nw.mu.Unlock()
-}
-
-// attach gives ln's namespace its network, once.
-func (w *Worker) attach(ln *lazyNet) {
+// attach gives ln's namespace its network, unless it has it. It reports
+// whether the namespace has it.
+func (w *Worker) attach(ln *lazyNet) bool {
 	ln.mu.Lock()
 	defer ln.mu.Unlock()
 	if ln.done {
-		return
+		return ln.ns != nil
 	}
-	ln.done = true
-	defer w.forgetLazy(ln)
 	t0 := time.Now()
 	p, err := w.netPool(w.life)
 	var ns *netns.NS
 	if err == nil {
-		ctx, cancel := context.WithTimeout(w.life, 30*time.Second)
+		ctx, cancel := context.WithTimeout(w.life, 10*time.Second)
 		ns, err = p.Attach(ctx, ln.f)
 		cancel()
 	}
+	if err != nil {
+		// The next socket tries again.
+		w.metrics.lazyNet.WithLabelValues("failed").Inc()
+		w.log.Warn("attaching a sandbox's network at its socket", "err", err)
+		return false
+	}
+	ln.done, ln.ns = true, ns
 	ln.f.Close()
 	ln.f = nil
-	if err != nil {
-		// The call goes on without: its connect finds no route.
-		w.metrics.lazyNet.WithLabelValues("failed").Inc()
-		w.log.Warn("attaching a sandbox's network at its first socket", "err", err)
-		return
+	if ln.used != nil {
+		ln.used()
 	}
-	ln.ns = ns
 	w.metrics.lazyNet.WithLabelValues("attached").Inc()
 	w.metrics.lazyNetSeconds.Observe(time.Since(t0).Seconds())
+	return true
 }
 
-// serveNetWatch answers the network filter's listener l of a root
-// zygote's tree until the tree is gone or the worker closes.
-func (w *Worker) serveNetWatch(l *seccomp.Listener) {
+// serveLazy answers ln's listener until the sandbox's processes are gone,
+// dropLazy closes it, or the worker closes.
+func (w *Worker) serveLazy(ln *lazyNet) {
 	defer w.wg.Done()
-	defer func() {
-		w.nw.mu.Lock()
-		w.nw.served--
-		w.nw.mu.Unlock()
-	}()
-	stop := context.AfterFunc(w.life, func() { l.Close() })
+	stop := context.AfterFunc(w.life, func() { ln.l.Close() })
 	defer stop()
-	defer l.Close()
-	var inflight sync.WaitGroup
-	defer inflight.Wait()
+	window, n := time.Now(), 0
 	for {
-		n, err := l.Next()
+		note, err := ln.l.Next()
 		if err != nil {
 			if !errors.Is(err, seccomp.ErrGone) && !errors.Is(err, os.ErrClosed) {
 				w.log.Warn("network filter listener", "err", err)
 			}
 			return
 		}
-		ln := w.lazyOf(l, n)
-		if ln == nil {
-			if err := l.Continue(n.ID); err != nil {
-				w.log.Debug("answering the network filter", "err", err)
+		if !w.attach(ln) {
+			// The call fails as it would without a route; the next
+			// one tries again.
+			err = ln.l.Fail(note.ID, unix.ENETUNREACH)
+		} else {
+			if n++; n > lazyRate*int(lazyWindow)/int(time.Second) {
+				// Beyond the rate, the caller waits for the next window.
+				if d := time.Until(window.Add(lazyWindow)); d > 0 {
+					time.Sleep(d)
+				}
 			}
-			continue
+			if now := time.Now(); now.Sub(window) >= lazyWindow {
+				window, n = now, 1
+			}
+			err = ln.l.Continue(note.ID)
 		}
-		// Attaching takes a millisecond or more: the next caller, in
-		// another sandbox, does not wait for it.
-		inflight.Add(1)
-		go func() {
-			defer inflight.Done()
-			w.attach(ln)
-			if err := l.Continue(n.ID); err != nil {
-				w.log.Debug("answering the network filter", "err", err)
-			}
-		}()
+		if err != nil && !errors.Is(err, os.ErrClosed) {
+			w.log.Warn("answering the network filter", "err", err)
+		}
 	}
-}
-
-// lazyOf returns the registered namespace that notification n's caller
-// is in, if it is waiting for its network.
-func (w *Worker) lazyOf(l *seccomp.Listener, n seccomp.Notif) *lazyNet {
-	w.nw.mu.Lock()
-	empty := len(w.nw.pending) == 0
-	w.nw.mu.Unlock()
-	if empty {
-		return nil
-	}
-	f, err := os.Open(fmt.Sprintf("/proc/%d/ns/net", n.Pid))
-	if err != nil {
-		return nil
-	}
-	key, err := nsKeyOf(f)
-	f.Close()
-	// Checked after the lookup: only then is the pid known to have
-	// been the caller's.
-	if err != nil || !l.Valid(n.ID) {
-		return nil
-	}
-	w.nw.mu.Lock()
-	defer w.nw.mu.Unlock()
-	return w.nw.pending[key]
-}
-
-// onNetWatch takes a new root zygote's listener (zygote.Config.NetWatch).
-func (w *Worker) onNetWatch(f *os.File, err error) {
-	if err != nil {
-		w.log.Warn("network at first socket is off: forked sandboxes get their network at start", "why", err)
-		w.nw.mu.Lock()
-		w.nw.why = err.Error()
-		w.nw.mu.Unlock()
-		return
-	}
-	l, err := seccomp.NewListener(f)
-	if err != nil {
-		// The root's tree would wait in socket(2) for good: it must not
-		// be used.
-		w.log.Error("network filter listener", "err", err)
-		return
-	}
-	w.mu.Lock()
-	if w.closed {
-		w.mu.Unlock()
-		l.Close()
-		return
-	}
-	w.wg.Add(1)
-	w.mu.Unlock()
-	w.nw.mu.Lock()
-	w.nw.served++
-	w.nw.why = ""
-	w.nw.mu.Unlock()
-	go w.serveNetWatch(l)
 }

@@ -339,6 +339,7 @@ func (s *spares) make(key, net string) (_ *spare, err error) {
 	sp.child, err = w.zyg.SpareFrom(ctx, key, zygote.SpareTarget{
 		Scratch: j.Scratch, Listener: j.Listener, Stdout: j.outW, Stderr: j.errW, Group: j.Group,
 		Net: net != "", Hostname: "hearth-" + shortID(sb.ID()),
+		WatchNet: net == function.NetworkIsolated && !w.cfg.EagerNetwork,
 	})
 	if err != nil {
 		return sp, err
@@ -350,12 +351,13 @@ func (s *spares) make(key, net string) (_ *spare, err error) {
 	if err := sb.Adopt(pidfd, sp.child.Pid()); err != nil {
 		return sp, err
 	}
-	if net == function.NetworkIsolated {
-		if w.lazyNetwork(sp.child.Watched()) {
-			sp.lazy, err = w.watchNet(sp.child.Pid())
-		} else {
-			sp.net, err = w.attachNet(ctx, sp.child.Pid())
+	if l, werr := sp.child.Watch(); l != nil {
+		sp.lazy, err = w.watchNet(sp.child.Pid(), pidfd, l)
+	} else if net == function.NetworkIsolated {
+		if werr != nil && !w.cfg.EagerNetwork {
+			w.log.Warn("a spare gets its network at start: its zygote child could not watch its sockets", "err", werr)
 		}
+		sp.net, err = w.attachNet(ctx, sp.child.Pid())
 	}
 	return sp, err
 }

@@ -53,16 +53,9 @@ func (f forkStarter) start(ctx context.Context, l *launch) (*instance, error) {
 	}
 	// The child holds the write ends; the readers end when it exits.
 	inst.out = []*outPipe{copyLines(l.st.stdout, j.outR), copyLines(l.st.stderr, j.errR)}
+	watch := l.net == function.NetworkIsolated && !w.cfg.EagerNetwork && !l.st.netUsed.Load()
 	child, err := w.zyg.ForkFrom(ctx, node, zygote.Target{
-		Prepare: func(c zygote.Child) error {
-			// Registered before the function's code can open a socket.
-			if l.net != function.NetworkIsolated || !w.lazyNetwork(c.Watched) {
-				return nil
-			}
-			var err error
-			inst.lazy, err = w.watchNet(c.Pid)
-			return err
-		},
+		WatchNet: watch,
 		Scratch:  j.Scratch,
 		Listener: j.Listener,
 		Stdout:   j.outW,
@@ -83,6 +76,17 @@ func (f forkStarter) start(ctx context.Context, l *launch) (*instance, error) {
 	inst.proc = openProc(child.Pid)
 	if err := sb.Adopt(child.PidFD, child.Pid); err != nil {
 		return nil, err
+	}
+	if child.Watch != nil {
+		// Served before the child, told to go on, can make a socket;
+		// if it does sooner, its call waits for this.
+		if inst.lazy, err = w.watchNet(child.Pid, child.PidFD, child.Watch); err != nil {
+			return nil, fmt.Errorf("%s: %w: %w", l.fn.Name, err, ErrStart)
+		}
+		st := l.st
+		inst.lazy.onAttach(func() { st.netUsed.Store(true) })
+	} else if watch {
+		w.log.Warn("a forked sandbox gets its network at start: its zygote child could not watch its sockets", "function", l.fn.Name, "err", child.WatchErr)
 	}
 	if l.net == function.NetworkIsolated && inst.lazy == nil {
 		if inst.net, err = w.attachNet(ctx, child.Pid); err != nil {

@@ -59,6 +59,14 @@ func (w *Worker) spareStart(ctx context.Context, l *launch, sp *spare) (*instanc
 	}
 	inst := l.instance(sp.sb.ID(), sp.sb, sp.group)
 	inst.net, inst.lazy, inst.proc = sp.net, sp.lazy, openProc(sp.child.Pid())
+	if ln := inst.lazy; ln != nil {
+		st := l.st
+		ln.onAttach(func() { st.netUsed.Store(true) })
+		if st.netUsed.Load() {
+			// It will want it: made while the function loads.
+			w.background(func() { w.attach(ln) })
+		}
+	}
 	w.track(inst)
 	inst.out = []*outPipe{copyLines(l.st.stdout, sp.out), copyLines(l.st.stderr, sp.err)}
 	err := sp.child.Go(zygote.Start{Mounts: l.mounts, UID: l.uid, GID: l.gid, Env: l.envMap()})

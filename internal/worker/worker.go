@@ -262,7 +262,6 @@ type Worker struct {
 	snapOff string          // why snap is nil
 	zygOff  string          // why zyg is nil, when a probe found zygotes cannot fork
 	stop    chan struct{}   // closed by Close
-	nw      netWatch        // forked sandboxes' networks made at their first socket
 	life    context.Context // cancelled by Close: background work stops
 	endLife context.CancelFunc
 	busy    *busyGate   // invocations under way
@@ -304,6 +303,9 @@ type fnState struct {
 	limit  int
 	wait   atomic.Int32 // requests queued for a slot
 	run    atomic.Int64 // moving average of its calls' run time, ns (Config.ShortFirst)
+	// netUsed: a sandbox of the function made an internet or netlink
+	// socket, so the next ones get their network at start (lazynet.go).
+	netUsed atomic.Bool
 }
 
 // New starts a worker: it sweeps what a crashed predecessor left (cgroups,
@@ -407,7 +409,6 @@ func New(ctx context.Context, cfg Config, fns Functions) (*Worker, error) {
 	}
 	w.resolver = &zygote.BaseResolver{Base: cfg.Base}
 	w.pkgCache = map[fnKey][]string{}
-	w.nw.pending = map[nsKey]*lazyNet{}
 	if err := w.openSnapshots(ctx); err != nil {
 		w.Close(context.Background())
 		return nil, fmt.Errorf("worker: snapshots: %w", err)
@@ -445,9 +446,6 @@ func New(ctx context.Context, cfg Config, fns Functions) (*Worker, error) {
 			}
 		}
 		zc.Log = newZygoteLog(zc.Logger)
-		if !cfg.EagerNetwork {
-			zc.NetWatch = w.onNetWatch
-		}
 		w.zyg, err = zygote.NewManager(ctx, zc, w.factory, w.cg)
 		if errors.Is(err, zygote.ErrUnavailable) {
 			// A host limit, not a fault: serve with fresh starts, and say why.

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"slices"
 	"sort"
 	"strings"
@@ -66,13 +65,6 @@ type Config struct {
 	// other than the root gets its first zygote: planted or promoted, it
 	// is about to be used.
 	NodeReady func(key string) `yaml:"-"`
-	// NetWatch, if set, has every root zygote install the network
-	// filter (seccomp.NetFilter) before it runs anything else, and is
-	// called with the filter's listener, or with why the zygote could
-	// not install it. The callee owns the listener and must answer it
-	// for as long as the root's tree lives: its processes wait in
-	// socket(2) until answered.
-	NetWatch func(l *os.File, err error) `yaml:"-"`
 }
 
 func (c *Config) setDefaults() {
@@ -165,16 +157,12 @@ func (m *Manager) startRoot(ctx context.Context) (*Process, error) {
 		return nil, fmt.Errorf("zygote cgroup: %w", err)
 	}
 	p, err := StartRoot(ctx, m.factory, RootConfig{ID: id, Group: g, Runtime: m.cfg.Runtime,
-		Binds: m.cfg.Binds, Python: m.cfg.Python, Log: m.cfg.Log, UID: m.cfg.UID, GID: m.cfg.GID, HostNetwork: m.cfg.HostNetwork,
-		NetWatch: m.cfg.NetWatch != nil})
+		Binds: m.cfg.Binds, Python: m.cfg.Python, Log: m.cfg.Log, UID: m.cfg.UID, GID: m.cfg.GID, HostNetwork: m.cfg.HostNetwork})
 	if err != nil {
 		if derr := g.Delete(context.Background()); derr != nil {
 			m.log.Warn("deleting zygote cgroup", "err", derr)
 		}
 		return nil, err
-	}
-	if m.cfg.NetWatch != nil {
-		m.cfg.NetWatch(p.NetWatch())
 	}
 	return p, nil
 }

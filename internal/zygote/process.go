@@ -38,8 +38,6 @@ type Process struct {
 	forking  atomic.Int32 // forks on a start's critical path, in flight
 	forks    atomic.Int64
 	killOnce sync.Once
-	watch    netWatch // a root's network filter, until NetWatch takes it
-	watched  bool     // a root's: it installed the network filter
 }
 
 // Target is what a function child builds its sandbox from. The child
@@ -72,10 +70,9 @@ type Target struct {
 	// Env is the child's whole environment (the runtime's HEARTH_* and
 	// the function's own).
 	Env map[string]string
-	// Prepare, if set, is called with the child once it is in Group,
-	// before it goes on to load the function: what must be in place
-	// before any of the function's code runs. An error ends the fork.
-	Prepare func(Child) error
+	// WatchNet has the child install the network filter on itself
+	// before anything else and hand over its listener (Child.Watch).
+	WatchNet bool
 }
 
 // A Child is a process a zygote cloned: its host pid and a pidfd, which
@@ -86,10 +83,13 @@ type Child struct {
 	// Queued is how long the fork request waited for its zygote, behind
 	// the requests ahead of it (other forks, a spare's clone under way).
 	Queued time.Duration
-	// Watched says that the child is under its root's network filter
-	// (Config.NetWatch): its first socket(2) of an internet or netlink
-	// family waits for the listener's answer.
-	Watched bool
+	// Watch is the listener of the network filter the child installed
+	// on itself (Target.WatchNet), which the caller owns: the child and
+	// all it starts wait in socket(2) of an internet or netlink family
+	// until it is answered (see seccomp.NetFilter). Nil if it was not
+	// asked for, or with WatchErr saying why the child could not.
+	Watch    *os.File
+	WatchErr error
 }
 
 type reply struct {
@@ -97,7 +97,7 @@ type reply struct {
 	Ready bool   `json:"ready"`
 	OK    bool   `json:"ok"`
 	Error string `json:"error"`
-	// NetWatchError is why a root zygote has no network filter.
+	// NetWatchError is why a child asked to watch its sockets could not.
 	NetWatchError string `json:"net_watch_error"`
 }
 
@@ -300,9 +300,30 @@ func pidOf(pidfd *os.File) (int, error) {
 // of p's (whatever p's packages did, a process it forked is of its own
 // trust domain; another zygote, or a process of another, is not).
 func (p *Process) childOf(fds []*os.File) (Child, error) {
-	c, err := childOf(fds, p.pid)
-	c.Watched = p.root != nil && p.root.watched
-	return c, err
+	return childOf(fds, p.pid)
+}
+
+// watchOf takes what a fork or spare reply says of the child's network
+// filter: its listener, fds[1] (a zygote's packages could send anything
+// there: seccomp.NewListener checks it), or why there is none.
+func watchOf(r reply, fds []*os.File, asked bool) ([]*os.File, *os.File, error) {
+	var l *os.File
+	if len(fds) == 2 {
+		l, fds = fds[1], fds[:1]
+	}
+	if !asked {
+		if l != nil {
+			l.Close()
+		}
+		return fds, nil, nil
+	}
+	if l != nil {
+		return fds, l, nil
+	}
+	if r.NetWatchError != "" {
+		return fds, nil, errors.New(r.NetWatchError)
+	}
+	return fds, nil, errors.New("the zygote sent no listener")
 }
 
 // childOf takes the pidfd in fds, which must be of a child of parent.
@@ -321,6 +342,12 @@ func childOf(fds []*os.File, parent int) (Child, error) {
 		return Child{}, err
 	}
 	return c, nil
+}
+
+func (c Child) closeWatch() {
+	if c.Watch != nil {
+		c.Watch.Close()
+	}
 }
 
 // parentIs checks that c's parent is the process parent.
@@ -414,9 +441,9 @@ func (p *Process) Fork(ctx context.Context, t Target) (Child, error) {
 	fds := append([]*os.File{syncR, t.Scratch, t.Listener, t.Stdout, t.Stderr}, mounts...)
 	p.forking.Add(1)
 	defer p.forking.Add(-1)
-	_, got, queued, err := p.timedRequest(ctx, map[string]any{
+	r, got, queued, err := p.timedRequest(ctx, map[string]any{
 		"op": "fork", "mounts": targets, "net": t.Net, "hostname": t.Hostname,
-		"uid": t.UID, "gid": t.GID, "env": t.Env,
+		"uid": t.UID, "gid": t.GID, "env": t.Env, "watch": t.WatchNet,
 	}, fds)
 	syncR.Close()
 	closeAll(mounts)
@@ -424,23 +451,27 @@ func (p *Process) Fork(ctx context.Context, t Target) (Child, error) {
 		return Child{}, err
 	}
 	p.forks.Add(1)
+	got, watch, watchErr := watchOf(r, got, t.WatchNet)
 	c, err := p.childOf(got)
 	if err != nil {
+		if watch != nil {
+			watch.Close()
+		}
 		return Child{}, fmt.Errorf("zygote %d: fork: %w", p.pid, err)
 	}
+	c.Watch, c.WatchErr = watch, watchErr
 	err = t.Group.Add(c.Pid)
 	if err == nil {
 		err = mapIDs(c, t.UID, t.GID)
 	}
-	if err == nil && t.Prepare != nil {
-		err = t.Prepare(c)
-	}
 	if err != nil {
 		c.kill()
+		c.closeWatch()
 		return Child{}, fmt.Errorf("zygote %d: fork: %w", p.pid, err)
 	}
 	if _, err := syncW.Write([]byte("1")); err != nil {
 		c.PidFD.Close()
+		c.closeWatch()
 		return Child{}, fmt.Errorf("zygote %d: fork: %w", p.pid, err)
 	}
 	c.Queued = queued

@@ -35,9 +35,6 @@ type RootConfig struct {
 	// HostNetwork keeps the zygote in the host's network namespace (see
 	// Config.HostNetwork).
 	HostNetwork bool
-	// NetWatch has the zygote install the network filter first (see
-	// Config.NetWatch); Process.NetWatch then gives its listener.
-	NetWatch bool
 }
 
 // zygoteEnv keeps numeric libraries single-threaded: a zygote must not
@@ -68,15 +65,11 @@ func StartRoot(ctx context.Context, f *sandbox.Factory, cfg RootConfig) (*Proces
 	}
 	defer theirs.Close()
 	binds := append([]sandbox.Bind{{Source: cfg.Runtime, Target: runtime.MountPoint}}, cfg.Binds...)
-	argv := []string{cfg.Python, "-S", "-B", runtime.MountPoint + "/zygote.py"}
-	if cfg.NetWatch {
-		argv = append(argv, "--net-watch")
-	}
 	sb, err := f.Create(ctx, sandbox.Config{
 		ID:            cfg.ID,
 		Binds:         binds,
 		Group:         cfg.Group,
-		Command:       argv,
+		Command:       []string{cfg.Python, "-S", "-B", runtime.MountPoint + "/zygote.py"},
 		Env:           zygoteEnv,
 		Dir:           "/",
 		Files:         []*os.File{theirs},
@@ -95,22 +88,12 @@ func StartRoot(ctx context.Context, f *sandbox.Factory, cfg RootConfig) (*Proces
 	// The root's first message carries its pidfd: no package has run in
 	// it yet. It must be the child of the sandbox's init.
 	ours.SetReadDeadline(deadline(ctx))
-	me, watch, err := rootChild(ours, sb.InitPid())
+	me, err := rootChild(ours, sb.InitPid())
 	if err != nil {
 		ours.Close()
 		return nil, errors.Join(fmt.Errorf("starting root zygote: %w", err), sb.Destroy(context.Background()))
 	}
-	if cfg.NetWatch && watch.f == nil && watch.err == nil {
-		watch.err = errors.New("the zygote sent no listener")
-	}
-	if !cfg.NetWatch && watch.f != nil {
-		watch.f.Close()
-		watch.f = nil
-	}
 	p, err := attach(ctx, sb, cfg.Group, ours, me)
-	if err != nil && watch.f != nil {
-		watch.f.Close()
-	}
 	if errors.Is(err, ErrUnavailable) {
 		return nil, errors.Join(err, sb.Destroy(context.Background()))
 	}
@@ -120,29 +103,9 @@ func StartRoot(ctx context.Context, f *sandbox.Factory, cfg RootConfig) (*Proces
 	// A zygote that cannot make its children's namespaces forks nothing:
 	// say why now, not at every start.
 	if _, _, err := p.request(ctx, map[string]any{"op": "probe"}, nil); err != nil {
-		if watch.f != nil {
-			watch.f.Close()
-		}
 		return nil, errors.Join(fmt.Errorf("%w: %w", ErrUnavailable, err), p.Destroy(context.Background()))
 	}
-	p.watch, p.watched = watch, watch.f != nil
 	return p, nil
-}
-
-// netWatch is what a root zygote sent of the network filter: its
-// listener, or why there is none.
-type netWatch struct {
-	f   *os.File
-	err error
-}
-
-// NetWatch hands over the listener of the network filter the root
-// zygote installed (RootConfig.NetWatch), once: the caller owns it. It
-// returns nil and why when the zygote has none.
-func (p *Process) NetWatch() (*os.File, error) {
-	w := p.watch
-	p.watch = netWatch{err: errors.New("taken")}
-	return w.f, w.err
 }
 
 // Destroy kills the zygote and, for the root, its sandbox; the error is
@@ -164,36 +127,24 @@ func deadline(ctx context.Context) time.Time {
 }
 
 // rootChild reads the root zygote's pidfd message on ctl: a packet
-// {"pid": n} with its pidfd, and the network filter's listener or why
-// it has none. An {"error": ...} packet is returned as the error (with
-// ErrUnavailable for a host limit).
-func rootChild(ctl *os.File, init int) (Child, netWatch, error) {
+// {"pid": n} with its pidfd. An {"error": ...} packet is returned as
+// the error (with ErrUnavailable for a host limit).
+func rootChild(ctl *os.File, init int) (Child, error) {
 	c, err := net.FileConn(ctl)
 	if err != nil {
-		return Child{}, netWatch{}, err
+		return Child{}, err
 	}
 	defer c.Close() // a dup: ctl stays open
 	r, fds, err := readReply(c.(*net.UnixConn))
 	if err != nil {
-		return Child{}, netWatch{}, err
+		return Child{}, err
 	}
 	if r.Error != "" {
 		closeAll(fds)
 		if rest, ok := strings.CutPrefix(r.Error, "unavailable: "); ok {
-			return Child{}, netWatch{}, fmt.Errorf("%w: %s", ErrUnavailable, rest)
+			return Child{}, fmt.Errorf("%w: %s", ErrUnavailable, rest)
 		}
-		return Child{}, netWatch{}, errors.New(r.Error)
+		return Child{}, errors.New(r.Error)
 	}
-	var w netWatch
-	if len(fds) == 2 {
-		w.f, fds = fds[1], fds[:1]
-	} else if r.NetWatchError != "" {
-		w.err = errors.New(r.NetWatchError)
-	}
-	me, err := childOf(fds, init)
-	if err != nil && w.f != nil {
-		w.f.Close()
-		w.f = nil
-	}
-	return me, w, err
+	return childOf(fds, init)
 }

@@ -35,6 +35,7 @@ type SpareTarget struct {
 	Group          *cgroup.Group // the worker moves the spare into it (see Target.Group)
 	Net            bool
 	Hostname       string
+	WatchNet       bool // see Target.WatchNet
 }
 
 // Start is what a spare needs to become a function's sandbox.
@@ -57,13 +58,14 @@ func (p *Process) Spare(ctx context.Context, t SpareTarget) (*Spare, error) {
 		return nil, err
 	}
 	fds := []*os.File{t.Scratch, t.Listener, t.Stdout, t.Stderr, theirs}
-	_, got, err := p.backgroundRequest(ctx, map[string]any{"op": "spare", "net": t.Net, "hostname": t.Hostname}, fds)
+	r, got, err := p.backgroundRequest(ctx, map[string]any{"op": "spare", "net": t.Net, "hostname": t.Hostname, "watch": t.WatchNet}, fds)
 	theirs.Close()
 	if err != nil {
 		ours.Close()
 		return nil, err
 	}
 	p.forks.Add(1)
+	got, watch, watchErr := watchOf(r, got, t.WatchNet)
 	child, err := p.childOf(got)
 	if err == nil {
 		if err = t.Group.Add(child.Pid); err != nil {
@@ -71,14 +73,19 @@ func (p *Process) Spare(ctx context.Context, t SpareTarget) (*Spare, error) {
 		}
 	}
 	if err != nil {
+		if watch != nil {
+			watch.Close()
+		}
 		ours.Close()
 		return nil, fmt.Errorf("zygote %d: spare: %w", p.pid, err)
 	}
+	child.Watch, child.WatchErr = watch, watchErr
 	c, err := net.FileConn(ours)
 	ours.Close()
 	if err != nil {
 		unix.PidfdSendSignal(int(child.PidFD.Fd()), unix.SIGKILL, nil, 0)
 		child.PidFD.Close()
+		child.closeWatch()
 		return nil, err
 	}
 	return &Spare{child: child, ctl: c.(*net.UnixConn)}, nil
@@ -87,9 +94,13 @@ func (p *Process) Spare(ctx context.Context, t SpareTarget) (*Spare, error) {
 // Pid returns the spare's host pid.
 func (s *Spare) Pid() int { return s.child.Pid }
 
-// Watched says that the spare is under its root's network filter (see
-// Child.Watched).
-func (s *Spare) Watched() bool { return s.child.Watched }
+// Watch hands over the spare's network filter listener (see
+// Child.Watch), once: the caller owns it.
+func (s *Spare) Watch() (*os.File, error) {
+	l, err := s.child.Watch, s.child.WatchErr
+	s.child.Watch, s.child.WatchErr = nil, nil
+	return l, err
+}
 
 // PidFD returns a new pidfd of the spare (a dup), which the caller owns.
 func (s *Spare) PidFD() (*os.File, error) {
@@ -152,6 +163,8 @@ func (s *Spare) Err(wait time.Duration) error {
 // Close closes the control socket (a spare that never got Go exits) and
 // its pidfd, if not taken.
 func (s *Spare) Close() error {
+	s.child.closeWatch()
+	s.child.Watch = nil
 	if s.child.PidFD != nil {
 		s.child.PidFD.Close()
 		s.child.PidFD = nil

@@ -39,9 +39,12 @@
 #   {"op": "ping"} -> {"ok": true}
 #
 # A root zygote's first packet is {"pid"} with its own pidfd, then
-# {"ready": true} once it has settled. Started with --net-watch, it
-# first installs the network filter (watch_net) and sends its listener
-# after the pidfd, or says in "net_watch_error" why it could not.
+# {"ready": true} once it has settled.
+#
+# "fork" and "spare" with "watch": true clone a child that first installs
+# the network filter on itself (watch_net) and hands its listener over;
+# the reply carries it after the pidfd, or says in "net_watch_error" why
+# there is none.
 #
 # A zygote is unprivileged: a uid of its own, no capabilities, no new
 # privileges, the zygote filter (internal/seccomp ZygoteFilter), in a
@@ -573,9 +576,12 @@ def exit_code(e):
     return 1
 
 
-def cloned(net, body):
+def cloned(net, body, watch=False):
     """Clone a child into namespaces of its own, run body in it and
-    return (pid, pidfd) in the parent."""
+    return (pid, pidfd, listener, why) in the parent. With watch, the
+    child first installs the network filter on itself (watch_net) and
+    hands its listener back, which the parent returns (else -1, with
+    why it could not)."""
     # No pid namespace of its own: its pid 1 would ignore the signals it
     # sends itself (a handler's os.kill or abort would not end it) and
     # leave its orphans unreaped. It stays in its zygote's, where /proc
@@ -584,10 +590,15 @@ def cloned(net, body):
     flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC
     if net:
         flags |= CLONE_NEWNET
+    if watch:
+        ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
     pid, pidfd = clone(flags)
     if pid == 0:
         code = 1
         try:
+            if watch:
+                ours.close()
+                hand_over_watch(theirs)
             body()
             code = 0
         except SystemExit as e:
@@ -606,7 +617,40 @@ def cloned(net, body):
         finally:
             hearthrt.flush()
             posix._exit(code)
-    return pid, pidfd
+    listener, why = -1, None
+    if watch:
+        theirs.close()
+        try:
+            msg, fds = recv(ours)
+            if fds:
+                listener = fds[0]
+                for fd in fds[1:]:
+                    posix.close(fd)
+            else:
+                why = msg.get("error") or "no listener"
+        except (EOFError, OSError, ValueError) as e:
+            why = "the child sent no listener: %s" % (e,)
+        finally:
+            ours.close()
+    return pid, pidfd, listener, why
+
+
+def hand_over_watch(sock):
+    """In a just-cloned child: install the network filter on this process
+    (its only thread) and send its listener to the parent on sock; or
+    send why not. Nothing of the function has run yet."""
+    try:
+        fd = watch_net()
+    except (OSError, ValueError) as e:
+        sock.sendall(hearthrt.dumps({"error": str(e)}))
+        sock.close()
+        return
+    try:
+        sock.sendmsg([hearthrt.dumps({"ok": True})],
+                     [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fd.to_bytes(4, sys.byteorder))])
+    finally:
+        posix.close(fd)
+        sock.close()
 
 
 class Target:
@@ -682,7 +726,7 @@ def child_fork(req, fds):
             posix._exit(1)  # the worker gave up on this start
         posix.close(sync)
         become(req, mounts)
-    return cloned(req.get("net"), body)
+    return cloned(req.get("net"), body, bool(req.get("watch")))
 
 
 def spare_fork(req, fds):
@@ -713,7 +757,7 @@ def spare_fork(req, fds):
             except OSError:
                 pass
             raise
-    return cloned(req.get("net"), body)
+    return cloned(req.get("net"), body, bool(req.get("watch")))
 
 
 def probe():
@@ -721,7 +765,7 @@ def probe():
     for it: {"ok": true}, or the reason this host refuses (no
     unprivileged user namespaces, for one)."""
     try:
-        pid, pidfd = cloned(True, lambda: None)
+        pid, pidfd, _, _ = cloned(True, lambda: None)
     except OSError as e:
         return {"error": "cloning into new user, pid, mount and network namespaces as an unprivileged user: %s" % (e.strerror,)}
     posix.close(pidfd)
@@ -786,10 +830,10 @@ def spawn_child(req, fds):
 
 def watch_net():
     """Install the network filter (internal/seccomp NetFilter) on this
-    process, with a listener, and return the listener's descriptor: every
-    process of the zygote tree then waits in socket(2) of an internet or
-    netlink family until the worker, which reads the listener, has
-    given its sandbox a network."""
+    process, with a listener, and return the listener's descriptor: the
+    process and all it starts then wait in socket(2) of an internet or
+    netlink family until the worker, which reads the listener, answers
+    (it gives the sandbox its network at the first)."""
     nr = _SYS_SECCOMP.get(posix.uname().machine)
     if nr is None:
         raise OSError(38, "seccomp(2): no call number known for %s" % (posix.uname().machine,))
@@ -813,30 +857,32 @@ def watch_net():
     return fd
 
 
-def send_pidfd(ctl, watch=-1, why=None):
+def send_pidfd(ctl):
     """Tell the worker who this (root) zygote is: its pid means nothing
-    outside its pid namespace. The network filter's listener (watch), if
-    any, goes with it; else why it is not there."""
+    outside its pid namespace."""
     fd = pidfd_self()
     if fd < 0:
         raise OSError(ctypes.get_errno(), "pidfd_open")
-    msg = {"pid": posix.getpid()}
-    fds = [fd]
-    if watch >= 0:
-        fds.append(watch)
-    elif why:
-        msg["net_watch_error"] = why
-    ctl.sendmsg([hearthrt.dumps(msg)],
-                [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, b"".join(f.to_bytes(4, sys.byteorder) for f in fds))])
+    ctl.sendmsg([hearthrt.dumps({"pid": posix.getpid()})],
+                [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fd.to_bytes(4, sys.byteorder))])
     posix.close(fd)
 
 
-def reply_pid(ctl, pid, pidfd):
+def reply_pid(ctl, pid, pidfd, listener=-1, why=None):
+    """Send a cloned child's pid with its pidfd and, if it watches its
+    sockets, its listener (else why not, if it was asked to)."""
+    msg = {"pid": pid}
+    fds = [pidfd]
+    if listener >= 0:
+        fds.append(listener)
+    elif why:
+        msg["net_watch_error"] = why
     try:
-        ctl.sendmsg([hearthrt.dumps({"pid": pid})],
-                    [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, pidfd.to_bytes(4, sys.byteorder))])
+        ctl.sendmsg([hearthrt.dumps(msg)],
+                    [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, b"".join(f.to_bytes(4, sys.byteorder) for f in fds))])
     finally:
-        posix.close(pidfd)
+        for f in fds:
+            posix.close(f)
 
 
 def serve(ctl):
@@ -873,16 +919,7 @@ def main():
     global _filter
     ctl = _socket.socket(fileno=3)
     posix.set_inheritable(3, False)
-    watch, why = -1, None
-    if "--net-watch" in sys.argv:
-        try:
-            watch = watch_net()
-        except (OSError, ValueError) as e:
-            why = str(e)
-    send_pidfd(ctl, watch, why)
-    if watch >= 0:
-        # The worker alone answers it: no process of the tree may.
-        posix.close(watch)
+    send_pidfd(ctl)
     # Zygotes share a uid: none may trace another, or read its memory.
     _prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
     try:

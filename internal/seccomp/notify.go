@@ -6,6 +6,7 @@ import (
 	"os"
 	"runtime"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -56,7 +57,13 @@ const notifIDValid = 0x40082102
 type Listener struct {
 	f      *os.File
 	closed atomic.Bool
+	// recv is the thread in the receive ioctl, or 0; see Next.
+	recv atomic.Int32
 }
+
+// recvStall is how long the receive ioctl may block before its thread
+// is interrupted (see Next).
+const recvStall = 50 * time.Millisecond
 
 // NewListener takes f, which must be a seccomp listener (a process under
 // the filter may have sent anything else); f is closed either way.
@@ -126,46 +133,66 @@ func (l *Listener) Next() (Notif, error) {
 	err = rc.Read(func(fd uintptr) bool {
 		// The receive ioctl blocks whatever the descriptor's flags, so
 		// it is made only once poll says a notification waits.
-		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-		for try := 0; ; try++ {
-			pfd[0].Revents = 0
-			_, err := unix.Poll(pfd, 0)
-			if err == unix.EINTR {
-				continue
+		for {
+			pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+			for try := 0; ; try++ {
+				pfd[0].Revents = 0
+				_, err := unix.Poll(pfd, 0)
+				if err == unix.EINTR {
+					continue
+				}
+				if err != nil {
+					ierr = fmt.Errorf("seccomp: poll: %w", err)
+					return true
+				}
+				// Older kernels say POLLERR alone when a signal interrupted
+				// their wait for the filter's lock: ask again.
+				if pfd[0].Revents&(unix.POLLERR|unix.POLLHUP) != unix.POLLERR || try == 100 {
+					break
+				}
 			}
-			if err != nil {
-				ierr = fmt.Errorf("seccomp: poll: %w", err)
+			switch {
+			case pfd[0].Revents&unix.POLLIN != 0:
+			case pfd[0].Revents&unix.POLLHUP != 0:
+				ierr = ErrGone
+				return true
+			case pfd[0].Revents&unix.POLLERR != 0:
+				ierr = errors.New("seccomp: the listener says POLLERR")
+				return true
+			default:
+				return false
+			}
+			// The ioctl blocks until a notification is there, whatever poll
+			// said: another holder of the listener (one a hostile process
+			// kept a copy of) may take it first. So the thread is
+			// interrupted if it waits (SIGURG, the Go runtime's preemption
+			// signal, harmless to it if it has gone on meanwhile), and the
+			// call fails with EINTR.
+			n = notif{}
+			l.recv.Store(int32(unix.Gettid()))
+			t := time.AfterFunc(recvStall, func() {
+				if tid := l.recv.Load(); tid != 0 {
+					unix.Tgkill(unix.Getpid(), int(tid), unix.SIGURG)
+				}
+			})
+			_, _, e := unix.Syscall(unix.SYS_IOCTL, fd, unix.SECCOMP_IOCTL_NOTIF_RECV, uintptr(unsafe.Pointer(&n)))
+			l.recv.Store(0)
+			t.Stop()
+			switch e {
+			case 0:
+				got = true
+				return true
+			case unix.ENOENT, unix.EINTR:
+				// The caller was killed between poll and receive, or
+				// another holder took the notification: poll again.
+				if l.closed.Load() {
+					ierr = fmt.Errorf("seccomp: listener: %w", os.ErrClosed)
+					return true
+				}
+			default:
+				ierr = fmt.Errorf("seccomp: receiving a notification: %w", e)
 				return true
 			}
-			// Older kernels say POLLERR alone when a signal interrupted
-			// their wait for the filter's lock: ask again.
-			if pfd[0].Revents&(unix.POLLERR|unix.POLLHUP) != unix.POLLERR || try == 100 {
-				break
-			}
-		}
-		switch {
-		case pfd[0].Revents&unix.POLLIN != 0:
-		case pfd[0].Revents&unix.POLLHUP != 0:
-			ierr = ErrGone
-			return true
-		case pfd[0].Revents&unix.POLLERR != 0:
-			ierr = errors.New("seccomp: the listener says POLLERR")
-			return true
-		default:
-			return false
-		}
-		n = notif{}
-		_, _, e := unix.Syscall(unix.SYS_IOCTL, fd, unix.SECCOMP_IOCTL_NOTIF_RECV, uintptr(unsafe.Pointer(&n)))
-		switch e {
-		case 0:
-			got = true
-			return true
-		case unix.ENOENT, unix.EINTR:
-			// The caller was killed between poll and receive.
-			return false
-		default:
-			ierr = fmt.Errorf("seccomp: receiving a notification: %w", e)
-			return true
 		}
 	})
 	if err != nil {

@@ -7,9 +7,12 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -38,6 +41,17 @@ func netChild() int {
 		return 2
 	}
 	unix.Close(l)
+	if n, _ := strconv.Atoi(os.Getenv(netChildEnv + "_N")); n > 0 {
+		for range n {
+			fd, _, e := unix.RawSyscall(unix.SYS_SOCKET, unix.AF_INET, unix.SOCK_DGRAM, 0)
+			if e != 0 {
+				fmt.Println("inet", int(e))
+				return 1
+			}
+			unix.Close(int(fd))
+		}
+		return 0
+	}
 	for _, c := range []struct {
 		name     string
 		family   int
@@ -201,4 +215,84 @@ func recvFile(t *testing.T, s *os.File) *os.File {
 		t.Fatalf("no descriptor came: %v", err)
 	}
 	return os.NewFile(uintptr(fds[0]), "listener")
+}
+
+// TestListenerShared: a second holder of the listener (a copy a hostile
+// process kept) takes some of the notifications. Next, which polls and
+// then receives, must not stay blocked in the receive when the other
+// took the one poll saw: it still sees the filter's last process go
+// (ErrGone), and every call gets its answer from one or the other.
+func TestListenerShared(t *testing.T) {
+	ours, theirs, err := socketPair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ours.Close()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), netChildEnv+"=1", netChildEnv+"_N=300")
+	cmd.ExtraFiles = []*os.File{theirs}
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	theirs.Close()
+	defer cmd.Wait()
+	defer cmd.Process.Kill()
+	f := recvFile(t, ours)
+	thief, err := unix.Dup(int(f.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := NewListener(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	stolen := 0
+	go func() {
+		// Blocking receives on its own copy, as another process would.
+		defer wg.Done()
+		runtime.LockOSThread()
+		for {
+			var n notif
+			if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(thief), unix.SECCOMP_IOCTL_NOTIF_RECV, uintptr(unsafe.Pointer(&n))); e != 0 {
+				if e == unix.EINTR || e == unix.ENOENT {
+					continue
+				}
+				return // the filter is gone (or the copy closed)
+			}
+			stolen++
+			r := notifResp{id: n.id, flags: unix.SECCOMP_USER_NOTIF_FLAG_CONTINUE}
+			unix.Syscall(unix.SYS_IOCTL, uintptr(thief), unix.SECCOMP_IOCTL_NOTIF_SEND, uintptr(unsafe.Pointer(&r)))
+		}
+	}()
+	done := make(chan error, 1)
+	got := 0
+	go func() {
+		for {
+			n, err := l.Next()
+			if err != nil {
+				done <- err
+				return
+			}
+			got++
+			l.Continue(n.ID)
+		}
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrGone) {
+			t.Errorf("Next: %v, want ErrGone once the child is gone", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("Next still waits 30 s on (it answered %d; the other holder %d; child: %s)", got, stolen, out.String())
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("child: %v: %s", err, out.String())
+	}
+	unix.Close(thief)
+	t.Logf("answered %d, the other holder %d", got, stolen)
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+	"golang.org/x/time/rate"
 
 	"github.com/hearth-run/hearth/internal/netns"
 	"github.com/hearth-run/hearth/internal/seccomp"
@@ -42,11 +43,13 @@ import (
 // The filter stays for the sandbox's life, so every later such socket
 // is a round trip to the worker too: about 10-30 us of the worker's CPU,
 // which no cgroup is charged. serveLazy answers at most lazyRate of them
-// a second per sandbox; beyond that the caller waits, so a sandbox that
-// floods slows itself and costs the worker a bounded share. And once a
-// function has used the network, its next sandboxes get it at start, with
-// no filter (fnState.netUsed): only the first sandbox of a function that
-// uses the network pays the round trips.
+// a second per sandbox, and lazyRateTotal for all; beyond that the
+// callers wait, so a sandbox that floods slows itself and the filters
+// cost the worker a bounded share. And once a function has used the
+// network, its next sandboxes forked on demand get it at start, with no
+// filter (fnState.netUsed). Spares are cloned before their function is
+// known, with the filter: one given to such a function has its network
+// made at once, but keeps the filter.
 
 // lazyNet is a sandbox's network namespace, waiting for its first
 // socket, and its filter's listener.
@@ -58,15 +61,26 @@ type lazyNet struct {
 	ns      *netns.NS  // once attached
 	done    bool       // attached or dropped
 	dropped bool
-	used    func() // called once attached (the function's netUsed)
+	used    func()    // called once attached (the function's netUsed)
+	failed  time.Time // the last failed attempt
+	warned  bool      // a failure was logged
 }
 
-// Round trips answered per second and sandbox once its network is
-// attached, in windows of lazyWindow.
+// Round trips answered per second: per sandbox, and by all sandboxes
+// together. Each sandbox's goroutine waits for one answer at a time, so
+// under the worker-wide bound the sandboxes that flood share it evenly
+// with the others. At 10-30 us of the worker's CPU each, the worker-wide
+// bound caps what all the filters cost at a quarter of a CPU or so.
 const (
-	lazyRate   = 2000
-	lazyWindow = 100 * time.Millisecond
+	lazyRate      = 2000
+	lazyRateTotal = 10000
+	// lazyRetry spaces attempts to plumb a sandbox whose plumbing
+	// failed; the sockets between fail at once.
+	lazyRetry = time.Second
 )
+
+// lazyAll bounds the answers of all sandboxes together.
+var lazyAll = rate.NewLimiter(lazyRateTotal, lazyRateTotal/10)
 
 // watchNet takes the listener of the network filter that zygote child
 // pid (pidfd) installed, and serves it until the child's processes are
@@ -99,15 +113,12 @@ func (w *Worker) watchNet(pid int, pidfd, listener *os.File) (*lazyNet, error) {
 	return ln, nil
 }
 
-// onAttach sets what ln calls once its network is attached (at once, if
-// it is).
+// onAttach sets what ln calls once its network is attached from now on:
+// not for an attach before (a socket a spare's zygote code made, before
+// the function had it).
 func (ln *lazyNet) onAttach(f func()) {
 	ln.mu.Lock()
 	defer ln.mu.Unlock()
-	if ln.ns != nil {
-		f()
-		return
-	}
 	ln.used = f
 }
 
@@ -131,8 +142,13 @@ func (w *Worker) dropLazy(ctx context.Context, ln *lazyNet) {
 	ln.done, ln.dropped = true, true
 	ns := ln.ns
 	ln.ns = nil
-	ln.close()
+	if ln.f != nil {
+		ln.f.Close()
+		ln.f = nil
+	}
 	ln.mu.Unlock()
+	// Not under ln.mu: closing waits for a receive under way.
+	ln.l.Close()
 	w.dropNet(ctx, ns)
 }
 
@@ -144,6 +160,9 @@ func (w *Worker) attach(ln *lazyNet) bool {
 	if ln.done {
 		return ln.ns != nil
 	}
+	if time.Since(ln.failed) < lazyRetry {
+		return false
+	}
 	t0 := time.Now()
 	p, err := w.netPool(w.life)
 	var ns *netns.NS
@@ -153,9 +172,13 @@ func (w *Worker) attach(ln *lazyNet) bool {
 		cancel()
 	}
 	if err != nil {
-		// The next socket tries again.
+		// A socket after lazyRetry tries again.
+		ln.failed = time.Now()
 		w.metrics.lazyNet.WithLabelValues("failed").Inc()
-		w.log.Warn("attaching a sandbox's network at its socket", "err", err)
+		if !ln.warned {
+			ln.warned = true
+			w.log.Warn("attaching a sandbox's network at its socket", "err", err)
+		}
 		return false
 	}
 	ln.done, ln.ns = true, ns
@@ -175,33 +198,33 @@ func (w *Worker) serveLazy(ln *lazyNet) {
 	defer w.wg.Done()
 	stop := context.AfterFunc(w.life, func() { ln.l.Close() })
 	defer stop()
-	window, n := time.Now(), 0
+	// Beyond the rates, the callers wait: a sandbox that floods slows
+	// itself.
+	own := rate.NewLimiter(lazyRate, lazyRate/10)
 	for {
 		note, err := ln.l.Next()
 		if err != nil {
 			if !errors.Is(err, seccomp.ErrGone) && !errors.Is(err, os.ErrClosed) {
+				// Unanswered, its calls would wait for good: closed,
+				// they fail (ENOSYS).
 				w.log.Warn("network filter listener", "err", err)
+				ln.l.Close()
 			}
 			return
 		}
-		if !w.attach(ln) {
-			// The call fails as it would without a route; the next
-			// one tries again.
-			err = ln.l.Fail(note.ID, unix.ENETUNREACH)
-		} else {
-			if n++; n > lazyRate*int(lazyWindow)/int(time.Second) {
-				// Beyond the rate, the caller waits for the next window.
-				if d := time.Until(window.Add(lazyWindow)); d > 0 {
-					time.Sleep(d)
-				}
-			}
-			if now := time.Now(); now.Sub(window) >= lazyWindow {
-				window, n = now, 1
-			}
+		if own.Wait(w.life) != nil || lazyAll.Wait(w.life) != nil {
+			return // the worker is closing
+		}
+		if w.attach(ln) {
 			err = ln.l.Continue(note.ID)
+		} else {
+			// As without a route.
+			err = ln.l.Fail(note.ID, unix.ENETUNREACH)
 		}
 		if err != nil && !errors.Is(err, os.ErrClosed) {
 			w.log.Warn("answering the network filter", "err", err)
+			ln.l.Close()
+			return
 		}
 	}
 }

@@ -354,8 +354,8 @@ func (s *spares) make(key, net string) (_ *spare, err error) {
 	if l, werr := sp.child.Watch(); l != nil {
 		sp.lazy, err = w.watchNet(sp.child.Pid(), pidfd, l)
 	} else if net == function.NetworkIsolated {
-		if werr != nil && !w.cfg.EagerNetwork {
-			w.log.Warn("a spare gets its network at start: its zygote child could not watch its sockets", "err", werr)
+		if werr != nil && !w.cfg.EagerNetwork && !w.watchWarned.Swap(true) {
+			w.log.Warn("spares get their network at start: a zygote child could not watch its sockets (said once)", "err", werr)
 		}
 		sp.net, err = w.attachNet(ctx, sp.child.Pid())
 	}

@@ -75,6 +75,9 @@ func (f forkStarter) start(ctx context.Context, l *launch) (*instance, error) {
 	w.metrics.forkQueued.Observe(child.Queued.Seconds())
 	inst.proc = openProc(child.Pid)
 	if err := sb.Adopt(child.PidFD, child.Pid); err != nil {
+		if child.Watch != nil {
+			child.Watch.Close()
+		}
 		return nil, err
 	}
 	if child.Watch != nil {
@@ -85,8 +88,8 @@ func (f forkStarter) start(ctx context.Context, l *launch) (*instance, error) {
 		}
 		st := l.st
 		inst.lazy.onAttach(func() { st.netUsed.Store(true) })
-	} else if watch {
-		w.log.Warn("a forked sandbox gets its network at start: its zygote child could not watch its sockets", "function", l.fn.Name, "err", child.WatchErr)
+	} else if watch && !w.watchWarned.Swap(true) {
+		w.log.Warn("forked sandboxes get their network at start: a zygote child could not watch its sockets (said once)", "function", l.fn.Name, "err", child.WatchErr)
 	}
 	if l.net == function.NetworkIsolated && inst.lazy == nil {
 		if inst.net, err = w.attachNet(ctx, child.Pid); err != nil {

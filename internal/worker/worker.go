@@ -256,16 +256,19 @@ type Worker struct {
 	cache   *warmCache
 	zyg     *zygote.Manager // nil when zygotes are off
 	res     *resources
-	holders *holders        // pre-made sandboxes for forks; nil when off
-	spares  *spares         // children forked ahead of need; nil when off
-	snap    *snapshots      // nil when snapshots are off
-	snapOff string          // why snap is nil
-	zygOff  string          // why zyg is nil, when a probe found zygotes cannot fork
-	stop    chan struct{}   // closed by Close
-	life    context.Context // cancelled by Close: background work stops
-	endLife context.CancelFunc
-	busy    *busyGate   // invocations under way
-	starts  *startTurns // Config.MaxStarts; nil: no bound
+	holders *holders      // pre-made sandboxes for forks; nil when off
+	spares  *spares       // children forked ahead of need; nil when off
+	snap    *snapshots    // nil when snapshots are off
+	snapOff string        // why snap is nil
+	zygOff  string        // why zyg is nil, when a probe found zygotes cannot fork
+	stop    chan struct{} // closed by Close
+	// watchWarned: a zygote child that could not watch its sockets was
+	// logged (lazynet.go); once, not at every start.
+	watchWarned atomic.Bool
+	life        context.Context // cancelled by Close: background work stops
+	endLife     context.CancelFunc
+	busy        *busyGate   // invocations under way
+	starts      *startTurns // Config.MaxStarts; nil: no bound
 
 	resolver *zygote.BaseResolver
 	pkgMu    sync.Mutex

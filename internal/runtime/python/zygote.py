@@ -504,7 +504,12 @@ def recv(ctl):
             n = len(payload) - len(payload) % 4
             for i in range(0, n, 4):
                 fds.append(int.from_bytes(payload[i:i + 4], sys.byteorder))
-    return hearthrt.loads(data), fds
+    try:
+        return hearthrt.loads(data), fds
+    except Exception:
+        for fd in fds:
+            posix.close(fd)
+        raise
 
 
 def pending(ctl):
@@ -627,8 +632,8 @@ def cloned(net, body, watch=False):
                 for fd in fds[1:]:
                     posix.close(fd)
             else:
-                why = msg.get("error") or "no listener"
-        except (EOFError, OSError, ValueError) as e:
+                why = (msg.get("error") if isinstance(msg, dict) else None) or "no listener"
+        except Exception as e:  # noqa: BLE001 - whatever the child sent, the fork stands
             why = "the child sent no listener: %s" % (e,)
         finally:
             ours.close()

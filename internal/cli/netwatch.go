@@ -48,10 +48,18 @@ func newNetWatchProbeCmd() *cobra.Command {
 	}
 }
 
+// netWatchProbeEnv marks the probe's process.
+const netWatchProbeEnv = "HEARTH_NET_WATCH_PROBE"
+
 // probeNetWatch reports whether a process under the network filter stops
 // in socket(2) until the listener lets it go on (seccomp user
 // notification with SECCOMP_USER_NOTIF_FLAG_CONTINUE, Linux 5.5).
 func probeNetWatch() error {
+	// A probe that started another would multiply (it did: the test
+	// binary, executed as the probe, ran the doctor's test again).
+	if os.Getenv(netWatchProbeEnv) != "" {
+		return errors.New("a probe may not start another")
+	}
 	self, err := os.Executable()
 	if err != nil {
 		return err
@@ -64,6 +72,7 @@ func probeNetWatch() error {
 	defer ours.Close()
 	var out strings.Builder
 	c := exec.Command(self, "net-watch-probe")
+	c.Env = append(os.Environ(), netWatchProbeEnv+"=1")
 	c.ExtraFiles = []*os.File{theirs}
 	c.Stdout, c.Stderr = &out, &out
 	if err := c.Start(); err != nil {

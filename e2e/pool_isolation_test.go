@@ -362,6 +362,25 @@ func TestPoolsCrashLeavesNothing(t *testing.T) {
 	}
 }
 
+// waitRootSpare waits until w's root zygote node holds a spare.
+func waitRootSpare(t *testing.T, w *worker) {
+	t.Helper()
+	end := time.Now().Add(30 * time.Second)
+	for {
+		tree, err := w.c.Zygotes(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tree.Nodes[0].Spares > 0 {
+			return
+		}
+		if time.Now().After(end) {
+			t.Fatal("no isolated spare was made")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // TestIsolatedSpare: an isolated function started from a spare (forked
 // ahead of need, waiting in its own pooled namespace) is as isolated as
 // one started on demand.
@@ -380,20 +399,7 @@ func TestIsolatedSpare(t *testing.T) {
 	w.deployDir("first", fn(t, "f.py", netProbe, "function.yaml", "network: isolated\n"))
 	first := probeNet(t, w, "first", map[string]any{"listen": 8080})
 	// The first isolated start asks for isolated spares.
-	end := time.Now().Add(30 * time.Second)
-	for {
-		tree, err := w.c.Zygotes(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if tree.Nodes[0].Spares > 0 {
-			break
-		}
-		if time.Now().After(end) {
-			t.Fatal("no isolated spare was made")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitRootSpare(t, w)
 	before := metricValue(t, w, "hearth_spare_starts_total")
 	w.deployDir("second", fn(t, "f.py", netProbe, "function.yaml", "network: isolated\n"))
 	targets := []string{hostLo.Addr().String(), net.JoinHostPort(first.Addr, "8080")}
@@ -536,20 +542,7 @@ func TestNetworkAtFirstSocket(t *testing.T) {
 	}()
 	s.deployDir("first", fn(t, "f.py", lazyProbe))
 	probeLazy(t, s, "first", "")
-	end := time.Now().Add(30 * time.Second)
-	for {
-		tree, err := s.c.Zygotes(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if tree.Nodes[0].Spares > 0 {
-			break
-		}
-		if time.Now().After(end) {
-			t.Fatal("no isolated spare was made")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitRootSpare(t, s)
 	before := metricValue(t, s, "hearth_spare_starts_total")
 	s.deployDir("spare", fn(t, "f.py", lazyProbe))
 	r = probeLazy(t, s, "spare", url)

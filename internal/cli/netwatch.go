@@ -3,7 +3,6 @@ package cli
 import (
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"runtime"
@@ -90,11 +89,7 @@ func probeNetWatch() error {
 		}
 		return err
 	}
-	f, err := recvListener(ours)
-	if err != nil {
-		return fail(err)
-	}
-	l, err := seccomp.NewListener(f)
+	l, err := seccomp.ReceiveListener(ours, 10*time.Second)
 	if err != nil {
 		return fail(err)
 	}
@@ -129,27 +124,4 @@ func probeNetWatch() error {
 		return fail(errors.New("the filtered process did not go on after the answer"))
 	}
 	return nil
-}
-
-func recvListener(s *os.File) (*os.File, error) {
-	c, err := net.FileConn(s)
-	if err != nil {
-		return nil, err
-	}
-	defer c.Close()
-	c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	oob := make([]byte, unix.CmsgSpace(4))
-	_, oobn, _, _, err := c.(*net.UnixConn).ReadMsgUnix(make([]byte, 1), oob)
-	if err != nil {
-		return nil, fmt.Errorf("receiving the listener: %w", err)
-	}
-	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
-	if err != nil || len(msgs) != 1 {
-		return nil, errors.New("no listener came")
-	}
-	fds, err := unix.ParseUnixRights(&msgs[0])
-	if err != nil || len(fds) != 1 {
-		return nil, errors.New("no listener came")
-	}
-	return os.NewFile(uintptr(fds[0]), "listener"), nil
 }

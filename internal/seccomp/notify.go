@@ -3,6 +3,7 @@ package seccomp
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"runtime"
 	"sync/atomic"
@@ -112,6 +113,35 @@ func InstallNet() (int, error) {
 		return -1, fmt.Errorf("seccomp: installing the network filter with a listener: %w", e)
 	}
 	return int(fd), nil
+}
+
+// ReceiveListener reads one descriptor sent with SCM_RIGHTS on the unix
+// socket s (a process under the filter handing its listener over) and
+// takes it as a Listener (see NewListener). It waits until timeout.
+func ReceiveListener(s *os.File, timeout time.Duration) (*Listener, error) {
+	c, err := net.FileConn(s)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(timeout))
+	oob := make([]byte, unix.CmsgSpace(4))
+	_, oobn, _, _, err := c.(*net.UnixConn).ReadMsgUnix(make([]byte, 1), oob)
+	if err != nil {
+		return nil, fmt.Errorf("seccomp: receiving the listener: %w", err)
+	}
+	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+	if err != nil || len(msgs) != 1 {
+		return nil, errors.New("seccomp: no listener came")
+	}
+	fds, err := unix.ParseUnixRights(&msgs[0])
+	if err != nil || len(fds) != 1 {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+		return nil, errors.New("seccomp: no listener came")
+	}
+	return NewListener(os.NewFile(uintptr(fds[0]), "listener"))
 }
 
 // ErrGone is returned by Next once no process is left under the filter.

@@ -3,7 +3,6 @@ package seccomp
 import (
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"runtime"
@@ -67,35 +66,63 @@ func netChild() int {
 	return 0
 }
 
-// TestListener: a process under NetFilter stops in socket(2) of AF_INET
-// and AF_NETLINK, not of AF_UNIX; each call waits for its answer, and
-// then succeeds (Continue) or fails with the errno given (Fail); Next
-// says ErrGone once the process is gone.
-func TestListener(t *testing.T) {
+// netProc is the test binary run as netChild, with its listener.
+type netProc struct {
+	cmd    *exec.Cmd
+	out    *strings.Builder
+	l      *Listener
+	done   chan struct{}
+	waited error
+}
+
+// startNetChild starts netChild (env added to its environment) and
+// receives its listener; the child is killed and waited for at the end.
+func startNetChild(t *testing.T, env ...string) *netProc {
+	t.Helper()
 	ours, theirs, err := socketPair()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ours.Close()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), netChildEnv+"=1")
-	cmd.ExtraFiles = []*os.File{theirs}
-	var out strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
+	p := &netProc{out: &strings.Builder{}, done: make(chan struct{})}
+	p.cmd = exec.Command(os.Args[0], "-test.run=^$")
+	p.cmd.Env = append(append(os.Environ(), netChildEnv+"=1"), env...)
+	p.cmd.ExtraFiles = []*os.File{theirs}
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	theirs.Close()
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	defer cmd.Process.Kill()
-
-	f := recvFile(t, ours)
-	l, err := NewListener(f)
-	if err != nil {
+	go func() {
+		p.waited = p.cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		p.cmd.Process.Kill()
+		<-p.done
+		if p.l != nil {
+			p.l.Close()
+		}
+	})
+	if p.l, err = ReceiveListener(ours, 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
+	return p
+}
+
+// wait waits for the child to exit and returns how.
+func (p *netProc) wait() error {
+	<-p.done
+	return p.waited
+}
+
+// TestListener: a process under NetFilter stops in socket(2) of AF_INET
+// and AF_NETLINK, not of AF_UNIX; each call waits for its answer, and
+// then succeeds (Continue) or fails with the errno given (Fail); Next
+// says ErrGone once the process is gone.
+func TestListener(t *testing.T) {
+	p := startNetChild(t)
+	l, out, cmd := p.l, p.out, p.cmd
 	for _, want := range []uint64{unix.AF_INET, unix.AF_NETLINK} {
 		n, err := l.Next()
 		if err != nil {
@@ -109,8 +136,8 @@ func TestListener(t *testing.T) {
 		}
 		// The caller waits for the answer.
 		select {
-		case err := <-exited:
-			t.Fatalf("the child went on without an answer: %v: %s", err, out.String())
+		case <-p.done:
+			t.Fatalf("the child went on without an answer: %v: %s", p.waited, out.String())
 		case <-time.After(100 * time.Millisecond):
 		}
 		answer := l.Continue
@@ -124,7 +151,7 @@ func TestListener(t *testing.T) {
 	if _, err := l.Next(); !errors.Is(err, ErrGone) {
 		t.Errorf("Next after the child ended: %v, want ErrGone", err)
 	}
-	if err := <-exited; err != nil {
+	if err := p.wait(); err != nil {
 		t.Fatalf("child: %v: %s", err, out.String())
 	}
 	if got, want := out.String(), "unix 0\ninet 0\nnetlink 1\n"; got != want {
@@ -134,24 +161,7 @@ func TestListener(t *testing.T) {
 
 // TestListenerClose: Close ends a Next that waits.
 func TestListenerClose(t *testing.T) {
-	ours, theirs, err := socketPair()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ours.Close()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), netChildEnv+"=1")
-	cmd.ExtraFiles = []*os.File{theirs}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	theirs.Close()
-	defer cmd.Wait()
-	defer cmd.Process.Kill()
-	l, err := NewListener(recvFile(t, ours))
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := startNetChild(t).l
 	if _, err := l.Next(); err != nil { // the child's internet socket, left waiting
 		t.Fatal(err)
 	}
@@ -193,62 +203,23 @@ func socketPair() (*os.File, *os.File, error) {
 	return os.NewFile(uintptr(fds[0]), "ours"), os.NewFile(uintptr(fds[1]), "theirs"), nil
 }
 
-func recvFile(t *testing.T, s *os.File) *os.File {
-	t.Helper()
-	c, err := net.FileConn(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetReadDeadline(time.Now().Add(30 * time.Second))
-	oob := make([]byte, unix.CmsgSpace(4))
-	_, oobn, _, _, err := c.(*net.UnixConn).ReadMsgUnix(make([]byte, 1), oob)
-	if err != nil {
-		t.Fatalf("receiving the listener: %v", err)
-	}
-	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
-	if err != nil || len(msgs) != 1 {
-		t.Fatalf("no descriptor came: %v", err)
-	}
-	fds, err := unix.ParseUnixRights(&msgs[0])
-	if err != nil || len(fds) != 1 {
-		t.Fatalf("no descriptor came: %v", err)
-	}
-	return os.NewFile(uintptr(fds[0]), "listener")
-}
-
 // TestListenerShared: a second holder of the listener (a copy a hostile
 // process kept) takes some of the notifications. Next, which polls and
 // then receives, must not stay blocked in the receive when the other
 // took the one poll saw: it still sees the filter's last process go
 // (ErrGone), and every call gets its answer from one or the other.
 func TestListenerShared(t *testing.T) {
-	ours, theirs, err := socketPair()
+	p := startNetChild(t, netChildEnv+"_N=300")
+	l, out := p.l, p.out
+	var thief int
+	rc, err := l.f.SyscallConn()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ours.Close()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), netChildEnv+"=1", netChildEnv+"_N=300")
-	cmd.ExtraFiles = []*os.File{theirs}
-	var out strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	theirs.Close()
-	defer cmd.Wait()
-	defer cmd.Process.Kill()
-	f := recvFile(t, ours)
-	thief, err := unix.Dup(int(f.Fd()))
+	rc.Control(func(fd uintptr) { thief, err = unix.Dup(int(fd)) })
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := NewListener(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
 	var wg sync.WaitGroup
 	wg.Add(1)
 	stolen := 0
@@ -290,7 +261,7 @@ func TestListenerShared(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatalf("Next still waits 30 s on (it answered %d; the other holder %d; child: %s)", got, stolen, out.String())
 	}
-	if err := cmd.Wait(); err != nil {
+	if err := p.wait(); err != nil {
 		t.Errorf("child: %v: %s", err, out.String())
 	}
 	unix.Close(thief)

@@ -433,19 +433,27 @@ def ifaces():
 
 FETCH = "import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())"
 
+def filters():
+    with open("/proc/self/status") as f:
+        for l in f:
+            if l.startswith("Seccomp_filters:"):
+                return int(l.split()[1])
+    return -1
+
 def f(e):
     before = ifaces()
     got = None
     if e.get("url"):
         p = subprocess.run([sys.executable, "-c", FETCH, e["url"]], capture_output=True, text=True, timeout=30)
         got = p.stdout if p.returncode == 0 else "failed: " + p.stderr[-300:]
-    return {"before": before, "after": ifaces(), "got": got}
+    return {"before": before, "after": ifaces(), "got": got, "filters": filters()}
 `
 
 type lazyReport struct {
-	Before []string `json:"before"`
-	After  []string `json:"after"`
-	Got    *string  `json:"got"`
+	Before  []string `json:"before"`
+	After   []string `json:"after"`
+	Got     *string  `json:"got"`
+	Filters int      `json:"filters"` // seccomp filters on the process (Linux 5.9)
 }
 
 func deref(s *string) string {
@@ -534,7 +542,8 @@ func TestNetworkAtFirstSocket(t *testing.T) {
 	}
 
 	// From a spare: the first isolated start asks for isolated spares.
-	s := startWorker(t, "--netns-subnet", testSubnet())
+	// A new sandbox for every call.
+	s := startWorker(t, "--netns-subnet", testSubnet(), "--no-warm-cache")
 	sprefix := netPrefix(s.cgroup)
 	defer func() {
 		s.stop()
@@ -551,6 +560,27 @@ func TestNetworkAtFirstSocket(t *testing.T) {
 	}
 	if !fetched(r) || strings.Join(r.Before, ",") != "lo" || strings.Join(r.After, ",") != "eth0,lo" {
 		t.Errorf("spare-started sandbox: fetched %q, interfaces %v then %v; want the answer, lo, then eth0 and lo", deref(r.Got), r.Before, r.After)
+	}
+	watched := r.Filters
+	// The function has used the network: its next start finds no spare
+	// of its kind yet, so it is forked on demand with its network and no
+	// network filter, and asks for spares of that kind; the one after
+	// takes one of those, network in place, filter-free too.
+	r = probeLazy(t, s, "spare", "")
+	if strings.Join(r.Before, ",") != "eth0,lo" || r.Filters != watched-1 {
+		t.Errorf("on-demand sandbox of a function that used the network: interfaces %v, %d seccomp filters; want eth0 and lo, %d", r.Before, r.Filters, watched-1)
+	}
+	waitRootSpares(t, s, 4) // two of each kind
+	before = metricValue(t, s, "hearth_spare_starts_total")
+	r = probeLazy(t, s, "spare", url)
+	if got := metricValue(t, s, "hearth_spare_starts_total"); got != before+1 {
+		t.Fatalf("spare starts went from %v to %v: the start did not take a spare", before, got)
+	}
+	if !fetched(r) || strings.Join(r.Before, ",") != "eth0,lo" || r.Filters != watched-1 {
+		t.Errorf("spare-started sandbox of a function that used the network: fetched %q, interfaces %v, %d seccomp filters; want the answer, eth0 and lo, %d (no network filter)", deref(r.Got), r.Before, r.Filters, watched-1)
+	}
+	if got := metricValue(t, s, attached); got != 1 {
+		t.Errorf("%s = %v after starts with the network in place, want 1", attached, got)
 	}
 
 	// Eager: the network is there before any socket.

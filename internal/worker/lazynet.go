@@ -47,9 +47,8 @@ import (
 // callers wait, so a sandbox that floods slows itself and the filters
 // cost the worker a bounded share. And once a function has used the
 // network, its next sandboxes forked on demand get it at start, with no
-// filter (fnState.netUsed). Spares are cloned before their function is
-// known, with the filter: one given to such a function has its network
-// made at once, but keeps the filter.
+// filter (fnState.netUsed), forked on demand or from spares of their own
+// kind, made with their network (netWired).
 
 // lazyNet is a sandbox's network namespace, waiting for its first
 // socket, and its filter's listener.

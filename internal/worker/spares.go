@@ -35,7 +35,9 @@ const spareMemory = 64 << 20
 // as many as its biggest burst of starts in the last minute (the starts
 // before the refill caught up), up to max in all.
 // Reserves are per node and network kind: a spare for isolated functions
-// waits in its own network namespace from the pool.
+// waits in its own network namespace from the pool, and those of the
+// functions among them that have used the network have their own
+// (netWired).
 type spares struct {
 	w        *Worker
 	min, max int
@@ -55,7 +57,7 @@ const spareMakers = 2
 // spareNode is the reserve of one zygote node for one network kind, and
 // its recent demand.
 type spareNode struct {
-	node, net string // zygote node key; netKind
+	node, net string // zygote node key; netKind or netWired
 	ready     []*spare
 	making    int // being made
 	lastUse   time.Time
@@ -75,6 +77,24 @@ func (n *spareNode) want(lo, hi int, now time.Time) int {
 }
 
 func spareKey(node, net string) string { return node + "\x00" + net }
+
+// netWired is the spare kind, beside the network kinds (netKind), of
+// isolated functions that have used the network (fnState.netUsed) while
+// the network comes at the first socket: their spares are made with
+// their veth pair in place and without the network filter, which a
+// process can never shed. A spare of the plain isolated kind given to
+// such a function would keep the filter, and every later socket of its
+// would be a round trip to the worker, within lazyRate.
+const netWired = "isolated+wired"
+
+// spareKind is the spare kind l's start takes: l's network kind, or
+// netWired.
+func (w *Worker) spareKind(l *launch) string {
+	if l.net == function.NetworkIsolated && !w.cfg.EagerNetwork && l.st.netUsed.Load() {
+		return netWired
+	}
+	return l.net
+}
 
 // spare is one waiting child with its sandbox.
 type spare struct {
@@ -353,7 +373,7 @@ func (s *spares) make(key, net string) (_ *spare, err error) {
 	}
 	if l, werr := sp.child.Watch(); l != nil {
 		sp.lazy, err = w.watchNet(sp.child.Pid(), pidfd, l)
-	} else if net == function.NetworkIsolated {
+	} else if net == function.NetworkIsolated || net == netWired {
 		if werr != nil && !w.cfg.EagerNetwork && !w.watchWarned.Swap(true) {
 			w.log.Warn("spares get their network at start: a zygote child could not watch its sockets (said once)", "err", werr)
 		}

@@ -33,8 +33,9 @@ func (s spareStarter) start(ctx context.Context, l *launch) (*instance, error) {
 		return nil, errSkip // the fork on demand reports it
 	}
 	t0 := time.Now()
-	sp := w.spares.take(node, l.net)
-	l.spareDone = func() { w.spares.finish(node, l.net) }
+	kind := w.spareKind(l)
+	sp := w.spares.take(node, kind)
+	l.spareDone = func() { w.spares.finish(node, kind) }
 	if sp == nil {
 		return nil, errSkip
 	}
@@ -63,7 +64,8 @@ func (w *Worker) spareStart(ctx context.Context, l *launch, sp *spare) (*instanc
 		st := l.st
 		ln.onAttach(func() { st.netUsed.Store(true) })
 		if st.netUsed.Load() {
-			// It will want it: made while the function loads.
+			// Used the network since its kind was chosen (spareKind):
+			// it will want it, made while the function loads.
 			w.background(func() { w.attach(ln) })
 		}
 	}

@@ -308,6 +308,9 @@ def load_filter(path=SECCOMP_FILE):
 
 
 _filter = None  # load_filter()'s result, set in main before the first fork
+# The network filter's (watch_net), or why it could not be read: read
+# once here rather than by each child, on its start's clock.
+_net_filter = None
 
 
 def confine():
@@ -842,7 +845,9 @@ def watch_net():
     nr = _SYS_SECCOMP.get(posix.uname().machine)
     if nr is None:
         raise OSError(38, "seccomp(2): no call number known for %s" % (posix.uname().machine,))
-    buf, prog = load_filter(NET_FILE)
+    if isinstance(_net_filter, Exception):
+        raise _net_filter
+    _buf, prog = _net_filter
     # Once the worker has read a notification, a signal no longer
     # interrupts the wait (Linux 5.19): else a caller under a stream of
     # signals would withdraw its notification and send it again, each
@@ -856,7 +861,6 @@ def watch_net():
         e = ctypes.get_errno()
         if e != 22:  # EINVAL: a kernel without the flag
             break
-    del buf
     if fd < 0:
         raise OSError(e, "seccomp listener: " + posix.strerror(e))
     return fd
@@ -921,7 +925,7 @@ def serve(ctl):
 
 
 def main():
-    global _filter
+    global _filter, _net_filter
     ctl = _socket.socket(fileno=3)
     posix.set_inheritable(3, False)
     send_pidfd(ctl)
@@ -934,6 +938,10 @@ def main():
         send(ctl, {"error": "unavailable: %s" % (e,)})
         posix._exit(1)
     _filter = load_filter()
+    try:
+        _net_filter = load_filter(NET_FILE)
+    except (OSError, ValueError) as e:
+        _net_filter = e
     # Children are reaped automatically; a function child's death is seen
     # by the worker on its socket and in its cgroup.
     _signal.signal(_signal.SIGCHLD, _signal.SIG_IGN)

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -163,4 +164,25 @@ func zombie(pid int) bool {
 	s := string(b)
 	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
 	return len(f) > 0 && f[0] == "Z"
+}
+
+// TestBenchNetwork runs hearth bench network briefly: the used function's
+// sandboxes, from wired spares or forked on demand, are none under the
+// network filter, and the new functions' filtered sandboxes are held to
+// the worker's bound of 2000 sockets a second (about 500 us each).
+func TestBenchNetwork(t *testing.T) {
+	out, err := exec.Command(filepath.Join(binDir, "hearth"), "bench", "network", "-n", "3", "--base", testBase).CombinedOutput()
+	if err != nil {
+		t.Fatalf("hearth bench network: %v\n%s", err, out)
+	}
+	if !regexp.MustCompile(`the used function's 6 sandboxes: [0-9]+ from spares, the rest forked on demand; under the filter: 0\n`).Match(out) {
+		t.Errorf("the used function's sandboxes were not all free of the filter:\n%s", out)
+	}
+	m := regexp.MustCompile(`(?m)^2000 sockets, under the filter +3 +([0-9.]+) `).FindSubmatch(out)
+	if m == nil {
+		t.Fatalf("no 2000-socket filtered row:\n%s", out)
+	}
+	if p50, _ := strconv.ParseFloat(string(m[1]), 64); p50 < 400 {
+		t.Errorf("2000 sockets under the filter: p50 %.2f us each, want the bound's 450 or more:\n%s", p50, out)
+	}
 }

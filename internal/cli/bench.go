@@ -42,6 +42,11 @@ func newBenchCmd() *cobra.Command {
 				_, err := bench.LambdaAPI(ctx, bench.LambdaOptions{Hearth: exe, Base: base, N: n, Out: out})
 				return err
 			}),
+		samplesCmd(bin, "network", "What an internet socket costs a forked sandbox under the network filter (until its function has used the network) and with its network from the start",
+			func(ctx context.Context, exe, base string, n int, out io.Writer) error {
+				_, err := bench.Network(ctx, bench.NetworkOptions{Hearth: exe, Base: base, N: n, Out: out})
+				return err
+			}),
 		newBenchReplayCmd(bin), newBenchConcurrencyCmd(bin), newBenchSnapshotCmd(bin), newBenchChurnCmd(bin))
 	return b
 }

@@ -542,8 +542,8 @@ func TestNetworkAtFirstSocket(t *testing.T) {
 	}
 
 	// From a spare: the first isolated start asks for isolated spares.
-	// A new sandbox for every call.
-	s := startWorker(t, "--netns-subnet", testSubnet(), "--no-warm-cache")
+	// A new sandbox for every call, and no snapshot to restore from.
+	s := startWorker(t, "--netns-subnet", testSubnet(), "--no-warm-cache", "--no-snapshots")
 	sprefix := netPrefix(s.cgroup)
 	defer func() {
 		s.stop()
@@ -562,12 +562,16 @@ func TestNetworkAtFirstSocket(t *testing.T) {
 		t.Errorf("spare-started sandbox: fetched %q, interfaces %v then %v; want the answer, lo, then eth0 and lo", deref(r.Got), r.Before, r.After)
 	}
 	watched := r.Filters
+	if watched < 0 {
+		t.Log("no Seccomp_filters in /proc/PID/status (Linux before 5.9): the filters are not counted")
+	}
+	unfiltered := func(r lazyReport) bool { return watched < 0 || r.Filters == watched-1 }
 	// The function has used the network: its next start finds no spare
 	// of its kind yet, so it is forked on demand with its network and no
 	// network filter, and asks for spares of that kind; the one after
 	// takes one of those, network in place, filter-free too.
 	r = probeLazy(t, s, "spare", "")
-	if strings.Join(r.Before, ",") != "eth0,lo" || r.Filters != watched-1 {
+	if strings.Join(r.Before, ",") != "eth0,lo" || !unfiltered(r) {
 		t.Errorf("on-demand sandbox of a function that used the network: interfaces %v, %d seccomp filters; want eth0 and lo, %d", r.Before, r.Filters, watched-1)
 	}
 	waitRootSpares(t, s, 4) // two of each kind
@@ -576,7 +580,7 @@ func TestNetworkAtFirstSocket(t *testing.T) {
 	if got := metricValue(t, s, "hearth_spare_starts_total"); got != before+1 {
 		t.Fatalf("spare starts went from %v to %v: the start did not take a spare", before, got)
 	}
-	if !fetched(r) || strings.Join(r.Before, ",") != "eth0,lo" || r.Filters != watched-1 {
+	if !fetched(r) || strings.Join(r.Before, ",") != "eth0,lo" || !unfiltered(r) {
 		t.Errorf("spare-started sandbox of a function that used the network: fetched %q, interfaces %v, %d seccomp filters; want the answer, eth0 and lo, %d (no network filter)", deref(r.Got), r.Before, r.Filters, watched-1)
 	}
 	if got := metricValue(t, s, attached); got != 1 {

@@ -47,7 +47,9 @@ func Network(ctx context.Context, o NetworkOptions) ([]Sample, error) {
 	if o.N <= 0 {
 		o.N = 20
 	}
-	w, err := StartWorker(ctx, o.Hearth, o.Base, "--no-warm-cache", "--no-snapshots")
+	// A subnet of its own: its sandboxes get veth pairs, which would
+	// clash with those of a worker on the default one.
+	w, err := StartWorker(ctx, o.Hearth, o.Base, "--no-warm-cache", "--no-snapshots", "--netns-subnet", "10.251.0.0/16")
 	if err != nil {
 		return nil, err
 	}

@@ -42,9 +42,9 @@ const (
 	// ZygoteSeccompFile is the zygotes' own filter (seccomp.ZygoteFilter),
 	// which hearth-init installs on a root zygote.
 	ZygoteSeccompFile = "seccomp-zygote.bpf"
-	// NetSeccompFile is the network filter (seccomp.NetFilter) a root
-	// zygote installs on itself when the worker asks it to watch for
-	// its tree's first sockets.
+	// NetSeccompFile is the network filter (seccomp.NetFilter) a zygote
+	// child installs on itself when the worker asks it to watch for its
+	// first socket; the zygote reads it once.
 	NetSeccompFile = "seccomp-net.bpf"
 )
 

@@ -46,9 +46,9 @@ import (
 // a second per sandbox, and lazyRateTotal for all; beyond that the
 // callers wait, so a sandbox that floods slows itself and the filters
 // cost the worker a bounded share. And once a function has used the
-// network, its next sandboxes forked on demand get it at start, with no
-// filter (fnState.netUsed), forked on demand or from spares of their own
-// kind, made with their network (netWired).
+// network, its next sandboxes get it at start, with no filter
+// (fnState.netUsed): forked on demand, or from spares of their own kind,
+// made with their network (netWired).
 
 // lazyNet is a sandbox's network namespace, waiting for its first
 // socket, and its filter's listener.

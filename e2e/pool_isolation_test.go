@@ -604,6 +604,70 @@ func TestNetworkAtFirstSocket(t *testing.T) {
 	}
 }
 
+// socketsN makes "n" internet sockets and says how many seccomp filters
+// its process has.
+const socketsN = `
+import socket
+
+def f(e):
+    for _ in range(e["n"]):
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM).close()
+    with open("/proc/self/status") as f:
+        for l in f:
+            if l.startswith("Seccomp_filters:"):
+                return {"filters": int(l.split()[1])}
+    return {"filters": -1}
+`
+
+// TestFilteredSandboxRetired: a warm sandbox under the network filter
+// whose sockets, once its network came, reach 200 is not kept warm after
+// its call: each was a round trip to the worker. Its function's next
+// sandbox has its network from the start and no filter, and is kept. A
+// sandbox that made a few stays warm, filter and all.
+func TestFilteredSandboxRetired(t *testing.T) {
+	w := startWorker(t, "--netns-subnet", testSubnet(), "--spares", "-1", "--no-snapshots")
+	prefix := netPrefix(w.cgroup)
+	defer func() {
+		w.stop()
+		waitNoLinks(t, prefix)
+	}()
+	w.deployDir("busy", fn(t, "f.py", socketsN))
+	w.deployDir("light", fn(t, "f.py", socketsN))
+	call := func(name string, n int) (string, int) {
+		t.Helper()
+		inv := w.mustInvoke(name, fmt.Sprintf(`{"n": %d}`, n))
+		var r struct{ Filters int }
+		if err := json.Unmarshal(inv.Body, &r); err != nil {
+			t.Fatalf("%s: %v: %s", name, err, inv.Body)
+		}
+		return inv.Path, r.Filters
+	}
+	// The control: calls one after the other reuse the warm sandbox.
+	path, filtered := call("light", 5)
+	if path != "fork" {
+		t.Fatalf("light's first call took path %s, want fork", path)
+	}
+	if path, f := call("light", 5); path != "warm" || f != filtered {
+		t.Errorf("light's second call: path %s, %d filters; want the same sandbox, warm, %d", path, f, filtered)
+	}
+	if path, f := call("busy", 300); path != "fork" || f != filtered {
+		t.Fatalf("busy's first call: path %s, %d filters; want fork, %d", path, f, filtered)
+	}
+	path, f := call("busy", 1)
+	if path != "fork" {
+		t.Errorf("busy's second call took path %s: the sandbox that made 300 sockets under the filter was kept", path)
+	}
+	if filtered >= 0 && f != filtered-1 {
+		t.Errorf("busy's second sandbox has %d seccomp filters, want %d (no network filter)", f, filtered-1)
+	}
+	if path, _ := call("busy", 300); path != "warm" {
+		t.Errorf("busy's third call took path %s, want warm: a sandbox without the filter is kept", path)
+	}
+	if got := metricValue(t, w, "hearth_network_filter_retired_total"); got != 1 {
+		t.Errorf("hearth_network_filter_retired_total = %v, want 1", got)
+	}
+}
+
 // socketFlood makes internet sockets for a second, after its first, and
 // says how many.
 const socketFlood = `

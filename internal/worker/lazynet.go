@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -63,6 +64,25 @@ type lazyNet struct {
 	used    func()    // called once attached (the function's netUsed)
 	failed  time.Time // the last failed attempt
 	warned  bool      // a failure was logged
+
+	// after counts the sockets let through once attached: each was a
+	// round trip that a sandbox without the filter does not make.
+	after atomic.Int64
+}
+
+// lazyRetire is how many round trips after its network came make a
+// sandbox not worth keeping warm: about a fork start's CPU (30-50 us
+// each on a 2-vCPU PVM guest, 7 without the filter, `hearth bench
+// network`), and the burst past which the worker's bound slows it. Its
+// function has used the network, so the sandbox that replaces it has
+// its network from the start, without the filter: the tax is paid once,
+// rather than for every socket of a warm sandbox's life.
+const lazyRetire = 200
+
+// retire reports whether ln's sandbox should not be kept warm: its
+// network is made and its filter has since sent lazyRetire sockets.
+func (ln *lazyNet) retire() bool {
+	return ln != nil && ln.after.Load() >= lazyRetire
 }
 
 // Round trips answered per second: per sandbox, and by all sandboxes
@@ -216,6 +236,7 @@ func (w *Worker) serveLazy(ln *lazyNet) {
 		}
 		if w.attach(ln) {
 			err = ln.l.Continue(note.ID)
+			ln.after.Add(1)
 		} else {
 			// As without a route.
 			err = ln.l.Fail(note.ID, unix.ENETUNREACH)

@@ -41,6 +41,9 @@ type Metrics struct {
 	// result; lazyNetSeconds is how long that socket waited.
 	lazyNet        *prometheus.CounterVec
 	lazyNetSeconds prometheus.Histogram
+	// lazyRetired counts warm sandboxes retired for their filter's
+	// round trips (lazyNet.retire).
+	lazyRetired prometheus.Counter
 }
 
 func newMetrics() *Metrics {
@@ -109,7 +112,11 @@ func newMetrics() *Metrics {
 		Help:    "Time a forked sandbox's first internet or netlink socket waited for its network to be made.",
 		Buckets: buckets,
 	})
-	m.Registry.MustRegister(m.lazyNet, m.lazyNetSeconds, m.turnWait, m.turnOverruns, m.forkQueued, m.growth, m.startWait, m.startCPU, m.forkFallbacks, m.spareStarts, m.deadSandboxes, m.invocations, m.latency, m.coldStarts, m.sandboxes, m.evictions,
+	m.lazyRetired = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "hearth_network_filter_retired_total",
+		Help: "Sandboxes not kept warm after a call because their network filter had sent the worker many sockets since their network was made: the function's next sandbox has its network from the start, without the filter.",
+	})
+	m.Registry.MustRegister(m.lazyNet, m.lazyNetSeconds, m.lazyRetired, m.turnWait, m.turnOverruns, m.forkQueued, m.growth, m.startWait, m.startCPU, m.forkFallbacks, m.spareStarts, m.deadSandboxes, m.invocations, m.latency, m.coldStarts, m.sandboxes, m.evictions,
 		// go_gc_heap_live_bytes besides the defaults (which have
 		// go_sched_gomaxprocs_threads, the worker's procs): the heap the
 		// last collection found live, the figure that shows a leak

@@ -828,8 +828,13 @@ func (w *Worker) dropCode(k fnKey) {
 // running and skips the thaw.
 func (w *Worker) release(inst *instance) {
 	fn, err := w.fns.Get(inst.fn)
-	if err != nil || fn.Revision != inst.rev || w.cfg.NoWarm || w.isClosed() {
-		// Retired revision, deleted function, no cache or shutdown; off
+	retire := inst.lazy.retire()
+	if retire {
+		w.metrics.lazyRetired.Inc()
+	}
+	if err != nil || fn.Revision != inst.rev || w.cfg.NoWarm || w.isClosed() || retire {
+		// Retired revision, deleted function, no cache, shutdown, or a
+		// network filter that costs more than a new sandbox; off
 		// the response path, but out of the pool's accounting now, so the
 		// next start does not see memory that is already being freed.
 		w.cache.forget(inst)

@@ -87,6 +87,17 @@ func spareKey(node, net string) string { return node + "\x00" + net }
 // would be a round trip to the worker, within lazyRate.
 const netWired = "isolated+wired"
 
+// usedNet records that a sandbox of st's function, forked from zygote
+// node node, made its first socket: the function's next sandboxes get
+// their network at start, and spares of that kind are made for the node
+// now, so that the next start finds one.
+func (w *Worker) usedNet(st *fnState, node string) {
+	if st.netUsed.Swap(true) || w.spares == nil {
+		return
+	}
+	w.spares.prime(node, netWired)
+}
+
 // spareKind is the spare kind l's start takes: l's network kind, or
 // netWired.
 func (w *Worker) spareKind(l *launch) string {

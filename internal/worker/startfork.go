@@ -87,7 +87,7 @@ func (f forkStarter) start(ctx context.Context, l *launch) (*instance, error) {
 			return nil, fmt.Errorf("%s: %w: %w", l.fn.Name, err, ErrStart)
 		}
 		st := l.st
-		inst.lazy.onAttach(func() { st.netUsed.Store(true) })
+		inst.lazy.onAttach(func() { w.usedNet(st, node) })
 	} else if watch && !w.watchWarned.Swap(true) {
 		w.log.Warn("forked sandboxes get their network at start: a zygote child could not watch its sockets (said once)", "function", l.fn.Name, "err", child.WatchErr)
 	}

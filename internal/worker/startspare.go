@@ -62,7 +62,8 @@ func (w *Worker) spareStart(ctx context.Context, l *launch, sp *spare) (*instanc
 	inst.net, inst.lazy, inst.proc = sp.net, sp.lazy, openProc(sp.child.Pid())
 	if ln := inst.lazy; ln != nil {
 		st := l.st
-		ln.onAttach(func() { st.netUsed.Store(true) })
+		node := l.node
+		ln.onAttach(func() { w.usedNet(st, node) })
 		if st.netUsed.Load() {
 			// Used the network since its kind was chosen (spareKind):
 			// it will want it, made while the function loads.

@@ -617,10 +617,11 @@ def f(e):
 `
 
 // TestFilteredSandboxRetired: a warm sandbox under the network filter
-// whose sockets, once its network came, reach 200 is not kept warm after
-// its call: each was a round trip to the worker. Its function's next
-// sandbox has its network from the start and no filter, and is kept. A
-// sandbox that made a few stays warm, filter and all.
+// whose sockets, once its network came, cost more in round trips to the
+// worker (30 us each, counted) than a start of its function is not kept
+// warm after its call. Its function's next sandbox has its network from
+// the start and no filter, and is kept. One of a function slow to start
+// (half a second), whose sockets cost less, stays warm, filter and all.
 func TestFilteredSandboxRetired(t *testing.T) {
 	w := startWorker(t, "--netns-subnet", testSubnet(), "--spares", "-1", "--no-snapshots")
 	prefix := netPrefix(w.cgroup)
@@ -629,7 +630,7 @@ func TestFilteredSandboxRetired(t *testing.T) {
 		waitNoLinks(t, prefix)
 	}()
 	w.deployDir("busy", fn(t, "f.py", socketsN))
-	w.deployDir("light", fn(t, "f.py", socketsN))
+	w.deployDir("slow", fn(t, "f.py", "import time\ntime.sleep(0.5)\n"+socketsN))
 	call := func(name string, n int) (string, int) {
 		t.Helper()
 		inv := w.mustInvoke(name, fmt.Sprintf(`{"n": %d}`, n))
@@ -639,25 +640,28 @@ func TestFilteredSandboxRetired(t *testing.T) {
 		}
 		return inv.Path, r.Filters
 	}
-	// The control: calls one after the other reuse the warm sandbox.
-	path, filtered := call("light", 5)
+	// 1000 sockets count for 30 ms, less than a start of slow: calls one
+	// after the other reuse its warm sandbox, with the filter.
+	path, filtered := call("slow", 1000)
 	if path != "fork" {
-		t.Fatalf("light's first call took path %s, want fork", path)
+		t.Fatalf("slow's first call took path %s, want fork", path)
 	}
-	if path, f := call("light", 5); path != "warm" || f != filtered {
-		t.Errorf("light's second call: path %s, %d filters; want the same sandbox, warm, %d", path, f, filtered)
+	if path, f := call("slow", 1000); path != "warm" || f != filtered {
+		t.Errorf("slow's second call: path %s, %d filters; want the same sandbox, warm, %d", path, f, filtered)
 	}
-	if path, f := call("busy", 300); path != "fork" || f != filtered {
+	// 10000 sockets (5 s at the worker's bound) count for 300 ms: more
+	// than a fork start, even on a busy host.
+	if path, f := call("busy", 10000); path != "fork" || f != filtered {
 		t.Fatalf("busy's first call: path %s, %d filters; want fork, %d", path, f, filtered)
 	}
 	path, f := call("busy", 1)
 	if path != "fork" {
-		t.Errorf("busy's second call took path %s: the sandbox that made 300 sockets under the filter was kept", path)
+		t.Errorf("busy's second call took path %s: the sandbox that made 10000 sockets under the filter was kept", path)
 	}
 	if filtered >= 0 && f != filtered-1 {
 		t.Errorf("busy's second sandbox has %d seccomp filters, want %d (no network filter)", f, filtered-1)
 	}
-	if path, _ := call("busy", 300); path != "warm" {
+	if path, _ := call("busy", 10000); path != "warm" {
 		t.Errorf("busy's third call took path %s, want warm: a sandbox without the filter is kept", path)
 	}
 	if got := metricValue(t, w, "hearth_network_filter_retired_total"); got != 1 {

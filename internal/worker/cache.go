@@ -920,6 +920,18 @@ func (c *warmCache) bind(id pool.ID, inst *instance, start time.Duration) {
 	c.measureLocked(inst, start)
 }
 
+// startCost returns what a start of inst's function costs: its smoothed
+// measured start time (0 if none).
+func (c *warmCache) startCost(inst *instance) time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	f, ok := c.fns[fnKey{inst.fn, inst.rev}]
+	if !ok {
+		return 0
+	}
+	return c.info[f].cold
+}
+
 // measureLocked folds a measured start time into inst's function's cold
 // cost (an EWMA, so one slow start does not dominate).
 func (c *warmCache) measureLocked(inst *instance, start time.Duration) {

@@ -70,19 +70,40 @@ type lazyNet struct {
 	after atomic.Int64
 }
 
-// lazyRetire is how many round trips after its network came make a
-// sandbox not worth keeping warm: about a fork start's CPU (30-50 us
-// each on a 2-vCPU PVM guest, 7 without the filter, `hearth bench
-// network`), and the burst past which the worker's bound slows it. Its
-// function has used the network, so the sandbox that replaces it has
-// its network from the start, without the filter: the tax is paid once,
-// rather than for every socket of a warm sandbox's life.
-const lazyRetire = 200
+// A warm sandbox under the filter pays lazyTax more for each socket than
+// one without (34-40 us against 7-10 on a 2-vCPU PVM guest, `hearth
+// bench network`; ten times that past the worker's burst). Once what its
+// function's sockets have cost so reaches what a start of the function
+// costs (its measured start time), and lazyRetire sockets at least (the
+// burst), it is not kept warm after its call: its function has used the
+// network, so the sandbox that replaces it has its network from the
+// start, without the filter. The tax is paid about once, rather than for
+// every socket of a warm sandbox's life, and a function slow to start
+// keeps its sandbox longer.
+const (
+	lazyTax    = 30 * time.Microsecond
+	lazyRetire = 200
+)
 
-// retire reports whether ln's sandbox should not be kept warm: its
-// network is made and its filter has since sent lazyRetire sockets.
-func (ln *lazyNet) retire() bool {
-	return ln != nil && ln.after.Load() >= lazyRetire
+// retire reports whether ln's sandbox should not be kept warm, given
+// what a start of its function costs.
+func (ln *lazyNet) retire(start time.Duration) bool {
+	if ln == nil {
+		return false
+	}
+	n := ln.after.Load()
+	return n >= lazyRetire && time.Duration(n)*lazyTax >= start
+}
+
+// markUsed marks ln's function as having used the network (ln.used), if
+// its sandbox has it: a spare attached before its function took it did
+// not mark it then.
+func (ln *lazyNet) markUsed() {
+	ln.mu.Lock()
+	defer ln.mu.Unlock()
+	if ln.used != nil && ln.ns != nil {
+		ln.used()
+	}
 }
 
 // Round trips answered per second: per sandbox, and by all sandboxes
@@ -103,8 +124,10 @@ var lazyAll = rate.NewLimiter(lazyRateTotal, lazyRateTotal/10)
 
 // watchNet takes the listener of the network filter that zygote child
 // pid (pidfd) installed, and serves it until the child's processes are
-// gone or dropLazy. Nothing of the function has run in the child yet.
-func (w *Worker) watchNet(pid int, pidfd, listener *os.File) (*lazyNet, error) {
+// gone or dropLazy; used, if set, is called once its network is made
+// (see onAttach). The child may run its function already: a fork's
+// child is told to go on before this.
+func (w *Worker) watchNet(pid int, pidfd, listener *os.File, used func()) (*lazyNet, error) {
 	l, err := seccomp.NewListener(listener)
 	if err != nil {
 		return nil, fmt.Errorf("network: %w", err)
@@ -119,7 +142,7 @@ func (w *Worker) watchNet(pid int, pidfd, listener *os.File) (*lazyNet, error) {
 		l.Close()
 		return nil, fmt.Errorf("network: %w", err)
 	}
-	ln := &lazyNet{l: l, f: f}
+	ln := &lazyNet{l: l, f: f, used: used}
 	w.mu.Lock()
 	if w.closed {
 		w.mu.Unlock()
@@ -132,13 +155,14 @@ func (w *Worker) watchNet(pid int, pidfd, listener *os.File) (*lazyNet, error) {
 	return ln, nil
 }
 
-// onAttach sets what ln calls once its network is attached from now on:
-// not for an attach before (a socket a spare's zygote code made, before
-// the function had it).
+// onAttach sets what ln calls once its network is attached from now on,
+// and counts its sockets from now on: not an attach or sockets before
+// (a spare's zygote code's, before its function had it).
 func (ln *lazyNet) onAttach(f func()) {
 	ln.mu.Lock()
 	defer ln.mu.Unlock()
 	ln.used = f
+	ln.after.Store(0)
 }
 
 func (ln *lazyNet) close() {

@@ -383,7 +383,7 @@ func (s *spares) make(key, net string) (_ *spare, err error) {
 		return sp, err
 	}
 	if l, werr := sp.child.Watch(); l != nil {
-		sp.lazy, err = w.watchNet(sp.child.Pid(), pidfd, l)
+		sp.lazy, err = w.watchNet(sp.child.Pid(), pidfd, l, nil) // its function's, once it has one
 	} else if net == function.NetworkIsolated || net == netWired {
 		if werr != nil && !w.cfg.EagerNetwork && !w.watchWarned.Swap(true) {
 			w.log.Warn("spares get their network at start: a zygote child could not watch its sockets (said once)", "err", werr)

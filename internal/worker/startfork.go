@@ -83,11 +83,11 @@ func (f forkStarter) start(ctx context.Context, l *launch) (*instance, error) {
 	if child.Watch != nil {
 		// Served before the child, told to go on, can make a socket;
 		// if it does sooner, its call waits for this.
-		if inst.lazy, err = w.watchNet(child.Pid, child.PidFD, child.Watch); err != nil {
+		st := l.st
+		used := func() { w.usedNet(st, node) }
+		if inst.lazy, err = w.watchNet(child.Pid, child.PidFD, child.Watch, used); err != nil {
 			return nil, fmt.Errorf("%s: %w: %w", l.fn.Name, err, ErrStart)
 		}
-		st := l.st
-		inst.lazy.onAttach(func() { w.usedNet(st, node) })
 	} else if watch && !w.watchWarned.Swap(true) {
 		w.log.Warn("forked sandboxes get their network at start: a zygote child could not watch its sockets (said once)", "function", l.fn.Name, "err", child.WatchErr)
 	}

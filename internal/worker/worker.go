@@ -828,11 +828,15 @@ func (w *Worker) dropCode(k fnKey) {
 // running and skips the thaw.
 func (w *Worker) release(inst *instance) {
 	fn, err := w.fns.Get(inst.fn)
-	retire := inst.lazy.retire()
-	if retire {
+	drop := err != nil || fn.Revision != inst.rev || w.cfg.NoWarm || w.isClosed()
+	if !drop && inst.lazy.retire(w.cache.startCost(inst)) {
+		// Its replacement must come without the filter.
+		inst.lazy.markUsed()
 		w.metrics.lazyRetired.Inc()
+		w.cache.learn(inst) // its peak, as for one kept
+		drop = true
 	}
-	if err != nil || fn.Revision != inst.rev || w.cfg.NoWarm || w.isClosed() || retire {
+	if drop {
 		// Retired revision, deleted function, no cache, shutdown, or a
 		// network filter that costs more than a new sandbox; off
 		// the response path, but out of the pool's accounting now, so the

@@ -168,8 +168,9 @@ func zombie(pid int) bool {
 
 // TestBenchNetwork runs hearth bench network briefly: the used function's
 // sandboxes, from wired spares or forked on demand, are none under the
-// network filter, and the new functions' filtered sandboxes are held to
-// the worker's bound of 2000 sockets a second (about 500 us each).
+// network filter, the new functions' filtered sandboxes are held to the
+// worker's bound of 2000 sockets a second (about 500 us each), and the
+// warm function's calls are accounted for.
 func TestBenchNetwork(t *testing.T) {
 	out, err := exec.Command(filepath.Join(binDir, "hearth"), "bench", "network", "-n", "3", "--base", testBase).CombinedOutput()
 	if err != nil {
@@ -177,6 +178,9 @@ func TestBenchNetwork(t *testing.T) {
 	}
 	if !regexp.MustCompile(`the used function's 6 sandboxes: [0-9]+ from spares, the rest forked on demand; under the filter: 0\n`).Match(out) {
 		t.Errorf("the used function's sandboxes were not all free of the filter:\n%s", out)
+	}
+	if !regexp.MustCompile(`the warm function's calls took paths fork( (warm|fork)){11}; sandboxes retired for their filter: [0-9]+\n`).Match(out) {
+		t.Errorf("no account of the warm function's calls:\n%s", out)
 	}
 	m := regexp.MustCompile(`(?m)^2000 sockets, under the filter +3 +([0-9.]+) `).FindSubmatch(out)
 	if m == nil {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 )
 
@@ -47,11 +48,45 @@ func Network(ctx context.Context, o NetworkOptions) ([]Sample, error) {
 	if o.N <= 0 {
 		o.N = 20
 	}
+	samples, used, err := perStart(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	warm, retired, err := warmCalls(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	samples = append(samples, warm...)
+	if o.Out != nil {
+		fmt.Fprintf(o.Out, "hearth bench network: %d sandboxes per method, each a fork start of its own, then %d calls of\n", o.N, warmCallsN)
+		fmt.Fprintf(o.Out, "one function kept warm; the mean time a sandbox of an isolated function takes to make and close an internet socket\n\n")
+		width := 0
+		for _, s := range samples {
+			width = max(width, len(s.Name))
+		}
+		fmt.Fprintf(o.Out, "%-*s %6s %10s %10s\n", width, "method", "n", "p50 us", "p99 us")
+		for _, s := range samples {
+			fmt.Fprintf(o.Out, "%-*s %6d %10.2f %10.2f\n", width, s.Name, len(s.D), us(s.P50()), us(s.P99()))
+		}
+		fmt.Fprintln(o.Out)
+		for i := 0; i+1 < len(samples); i += 2 {
+			a, b := samples[i], samples[i+1]
+			if a.P50() > 0 && b.P50() > 0 {
+				fmt.Fprintf(o.Out, "p50 %s / %s = %.2fx\n", a.Name, b.Name, float64(a.P50())/float64(b.P50()))
+			}
+		}
+		fmt.Fprintf(o.Out, "\n%s\n%s\n", used, retired)
+	}
+	return samples, nil
+}
+
+// perStart measures new sandboxes, one per call.
+func perStart(ctx context.Context, o NetworkOptions) ([]Sample, string, error) {
 	// A subnet of its own: its sandboxes get veth pairs, which would
 	// clash with those of a worker on the default one.
 	w, err := StartWorker(ctx, o.Hearth, o.Base, "--no-warm-cache", "--no-snapshots", "--netns-subnet", "10.251.0.0/16")
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	defer w.Stop()
 	call := func(fn string, n int) (time.Duration, error) {
@@ -69,10 +104,10 @@ func Network(ctx context.Context, o NetworkOptions) ([]Sample, error) {
 		return time.Duration(r.NS), nil
 	}
 	if err := w.Deploy(ctx, "used", SocketFn); err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	if _, err := call("used", 1); err != nil { // it has used the network
-		return nil, err
+		return nil, "", err
 	}
 	var samples []Sample
 	fromSpares := 0 // of the used function's sandboxes
@@ -84,25 +119,25 @@ func Network(ctx context.Context, o NetworkOptions) ([]Sample, error) {
 			// both alike.
 			fn := fmt.Sprintf("new-%d-%d", n, i)
 			if err := w.Deploy(ctx, fn, SocketFn); err != nil {
-				return nil, err
+				return nil, "", err
 			}
 			d, err := call(fn, n)
 			if err != nil {
-				return nil, err
+				return nil, "", err
 			}
 			filtered.D = append(filtered.D, d)
 			time.Sleep(settle)
 			before, err := w.Metric(ctx, "hearth_spare_starts_total")
 			if err != nil {
-				return nil, err
+				return nil, "", err
 			}
 			if d, err = call("used", n); err != nil {
-				return nil, err
+				return nil, "", err
 			}
 			used.D = append(used.D, d)
 			after, err := w.Metric(ctx, "hearth_spare_starts_total")
 			if err != nil {
-				return nil, err
+				return nil, "", err
 			}
 			fromSpares += int(after - before)
 			time.Sleep(settle)
@@ -111,27 +146,62 @@ func Network(ctx context.Context, o NetworkOptions) ([]Sample, error) {
 	}
 	attached, err := w.Metric(ctx, `hearth_network_first_socket_total{result="attached"}`)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	starts := len(networkSockets) * o.N
-	if o.Out != nil {
-		fmt.Fprintf(o.Out, "hearth bench network: %d sandboxes per method, each a fork start of its own;\n", o.N)
-		fmt.Fprintf(o.Out, "the mean time a sandbox of an isolated function takes to make and close an internet socket\n\n")
-		fmt.Fprintf(o.Out, "%-36s %6s %10s %10s\n", "method", "n", "p50 us", "p99 us")
-		for _, s := range samples {
-			fmt.Fprintf(o.Out, "%-36s %6d %10.2f %10.2f\n", s.Name, len(s.D), us(s.P50()), us(s.P99()))
-		}
-		fmt.Fprintln(o.Out)
-		for i := 0; i+1 < len(samples); i += 2 {
-			a, b := samples[i], samples[i+1]
-			fmt.Fprintf(o.Out, "p50 %s / %s = %.2fx\n", a.Name, b.Name, float64(a.P50())/float64(b.P50()))
-		}
-		// Each new function's sandbox, and the used one's first, got its
-		// network at its first socket; any more did too, under the filter.
-		fmt.Fprintf(o.Out, "\nthe used function's %d sandboxes: %d from spares, the rest forked on demand; under the filter: %.0f\n",
-			starts, fromSpares, attached-float64(starts)-1)
+	// Each new function's sandbox, and the used one's first, got its
+	// network at its first socket; any more did too, under the filter.
+	return samples, fmt.Sprintf("the used function's %d sandboxes: %d from spares, the rest forked on demand; under the filter: %.0f",
+		starts, fromSpares, attached-float64(starts)-1), nil
+}
+
+// warmCallsN calls are made to one function kept warm, warmSockets
+// sockets each.
+const (
+	warmCallsN   = 12
+	warmSockets  = 300
+	warmCallsGap = 200 * time.Millisecond
+)
+
+// warmCalls measures one function's warm sandbox: its first, under the
+// filter, until the worker replaces it (its sockets' round trips came to
+// a start's cost), then the one without the filter that replaced it.
+func warmCalls(ctx context.Context, o NetworkOptions) ([]Sample, string, error) {
+	w, err := StartWorker(ctx, o.Hearth, o.Base, "--no-snapshots", "--netns-subnet", "10.252.0.0/16")
+	if err != nil {
+		return nil, "", err
 	}
-	return samples, nil
+	defer w.Stop()
+	if err := w.Deploy(ctx, "warm", SocketFn); err != nil {
+		return nil, "", err
+	}
+	filtered := Sample{Name: fmt.Sprintf("%d sockets a warm call, under the filter", warmSockets)}
+	after := Sample{Name: fmt.Sprintf("%d sockets a warm call, after its replacement", warmSockets)}
+	var paths []string
+	for i := range warmCallsN {
+		inv, err := w.Client.Invoke(ctx, "warm", fmt.Appendf(nil, `{"n": %d}`, warmSockets))
+		if err != nil {
+			return nil, "", fmt.Errorf("warm: %w", err)
+		}
+		var r struct{ NS int64 }
+		if err := json.Unmarshal(inv.Body, &r); err != nil || r.NS <= 0 {
+			return nil, "", fmt.Errorf("warm: answer %q", inv.Body)
+		}
+		paths = append(paths, inv.Path)
+		// The first sandbox serves until a call takes a new one.
+		if i == 0 || (len(after.D) == 0 && inv.Path == "warm") {
+			filtered.D = append(filtered.D, time.Duration(r.NS))
+		} else {
+			after.D = append(after.D, time.Duration(r.NS))
+		}
+		time.Sleep(warmCallsGap)
+	}
+	retired, err := w.Metric(ctx, "hearth_network_filter_retired_total")
+	if err != nil {
+		return nil, "", err
+	}
+	return []Sample{filtered, after}, fmt.Sprintf("the warm function's calls took paths %s; sandboxes retired for their filter: %.0f",
+		strings.Join(paths, " "), retired), nil
 }
 
 func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }

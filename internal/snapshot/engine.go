@@ -111,6 +111,7 @@ func NewEngine(ctx context.Context, cfg EngineConfig) (_ *Engine, err error) {
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("snapshot engine: %w", err)
 	}
+	sweepDumps()
 	e := &Engine{dir: cfg.Dir, root: privateRoot, baseID: cfg.BaseID}
 	if e.shared, err = makeShared(cfg.Dir); err != nil {
 		return nil, fmt.Errorf("snapshot engine: %w", err)
@@ -266,7 +267,7 @@ func (e *Engine) Dump(ctx context.Context, spec DumpSpec, dir string) (*Descript
 		return nil, fmt.Errorf("dump %s: %w", spec.Key, err)
 	}
 	// Logs and stats go to a work dir outside the snapshot.
-	work, err := os.MkdirTemp("", "hearth-dump-")
+	work, err := os.MkdirTemp("", fmt.Sprintf("%s%d-", dumpPrefix, os.Getpid()))
 	if err != nil {
 		return nil, fmt.Errorf("dump %s: %w", spec.Key, err)
 	}
@@ -784,4 +785,40 @@ func listenUnix(path string) (*os.File, error) {
 		return nil, fmt.Errorf("listen %s: %w", path, err)
 	}
 	return os.NewFile(uintptr(fd), path), nil
+}
+
+// dumpPrefix begins the name of a dump's work dir (its log) in the
+// temporary directory, followed by the dumping process's pid: a worker
+// killed during a dump leaves it behind, and the next engine removes
+// those of processes gone (sweepDumps).
+const dumpPrefix = "hearth-dump-"
+
+// sweepDumps removes the dump work dirs of processes gone.
+func sweepDumps() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), dumpPrefix+"*"))
+	for _, d := range dirs {
+		if deadDump(d) {
+			os.RemoveAll(d)
+		}
+	}
+}
+
+// deadDump reports whether path is a dump's work dir whose process is
+// gone and which has not changed for a minute: a process in another pid
+// namespace may be dumping into it.
+func deadDump(path string) bool {
+	rest, ok := strings.CutPrefix(filepath.Base(path), dumpPrefix)
+	if !ok {
+		return false
+	}
+	pidStr, _, _ := strings.Cut(rest, "-")
+	pid, err := strconv.Atoi(pidStr)
+	if err != nil || pid <= 0 || pid == os.Getpid() {
+		return false
+	}
+	if err := unix.Kill(pid, 0); !errors.Is(err, unix.ESRCH) {
+		return false
+	}
+	st, err := os.Lstat(path)
+	return err == nil && st.IsDir() && time.Since(st.ModTime()) > time.Minute
 }

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/hearth-run/hearth/internal/fsutil"
 )
 
 // backgroundNice is the nice value of the background load: busy CPUs, as
@@ -366,12 +368,12 @@ func newAcct(name string) string {
 }
 
 // sweepAcct removes the empty cpuacct groups of benchmarks no longer
-// running (hearth-bench-PID-acct, see deadBench): one killed outright
+// running (hearth-bench-PID-acct, see fsutil.Orphaned): one killed outright
 // could not remove its own. A group that still holds a process stays.
 func sweepAcct() {
 	dirs, _ := filepath.Glob(filepath.Join(cpuacctRoot, "hearth-bench-*-acct"))
 	for _, d := range dirs {
-		if deadBench(d, "hearth-bench-", "-acct") {
+		if fsutil.Orphaned(d, "hearth-bench-", "-acct") {
 			os.Remove(d)
 		}
 	}

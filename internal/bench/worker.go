@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/hearth-run/hearth/internal/client"
+	"github.com/hearth-run/hearth/internal/fsutil"
 )
 
 // Worker is a `hearth up` process started for a benchmark, with its own
@@ -216,32 +217,11 @@ func sweepTemp() {
 		return
 	}
 	for _, d := range dirs {
-		if !deadBench(d, "hearth-bench-", "-") || bytes.Contains(mounts, []byte(" "+d+"/")) || bytes.Contains(mounts, []byte(" "+d+" ")) {
+		if !fsutil.Orphaned(d, "hearth-bench-", "-") || bytes.Contains(mounts, []byte(" "+d+"/")) || bytes.Contains(mounts, []byte(" "+d+" ")) {
 			continue
 		}
 		os.RemoveAll(d)
 	}
-}
-
-// deadBench reports whether path names a benchmark's dir (base name
-// PREFIX + PID + sep...) whose benchmark no longer runs and which has not
-// changed for a minute: a benchmark in another pid namespace may be
-// making it.
-func deadBench(path, prefix, sep string) bool {
-	rest, ok := strings.CutPrefix(filepath.Base(path), prefix)
-	if !ok {
-		return false
-	}
-	pidStr, _, ok := strings.Cut(rest, sep)
-	pid, err := strconv.Atoi(pidStr)
-	if !ok || err != nil || pid <= 0 || pid == os.Getpid() {
-		return false
-	}
-	if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
-		return false
-	}
-	st, err := os.Lstat(path)
-	return err == nil && st.IsDir() && time.Since(st.ModTime()) > time.Minute
 }
 
 // self is this binary, or "" if it cannot be told.

@@ -2,8 +2,13 @@
 package fsutil
 
 import (
+	"errors"
 	"io/fs"
+	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -44,4 +49,25 @@ func OpenBeneath(dirfd int, name string, flags int, mode uint32) (int, error) {
 		}
 		return fd, err
 	}
+}
+
+// Orphaned reports whether path names a dir (base name prefix + PID,
+// then sep and more, or nothing) that a process left: the process is
+// gone, not this one, and the dir has not changed for a minute, as a
+// process in another pid namespace may be using it.
+func Orphaned(path, prefix, sep string) bool {
+	rest, ok := strings.CutPrefix(filepath.Base(path), prefix)
+	if !ok {
+		return false
+	}
+	pidStr, _, _ := strings.Cut(rest, sep)
+	pid, err := strconv.Atoi(pidStr)
+	if err != nil || pid <= 0 || pid == os.Getpid() {
+		return false
+	}
+	if err := unix.Kill(pid, 0); !errors.Is(err, unix.ESRCH) {
+		return false
+	}
+	st, err := os.Lstat(path)
+	return err == nil && st.IsDir() && time.Since(st.ModTime()) > time.Minute
 }

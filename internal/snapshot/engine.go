@@ -18,6 +18,7 @@ import (
 
 	"github.com/hearth-run/hearth/internal/cgroup"
 	"github.com/hearth-run/hearth/internal/criu"
+	"github.com/hearth-run/hearth/internal/fsutil"
 	"github.com/hearth-run/hearth/internal/sandbox"
 	"github.com/hearth-run/hearth/internal/sandbox/initproc"
 )
@@ -797,28 +798,8 @@ const dumpPrefix = "hearth-dump-"
 func sweepDumps() {
 	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), dumpPrefix+"*"))
 	for _, d := range dirs {
-		if deadDump(d) {
+		if fsutil.Orphaned(d, dumpPrefix, "-") {
 			os.RemoveAll(d)
 		}
 	}
-}
-
-// deadDump reports whether path is a dump's work dir whose process is
-// gone and which has not changed for a minute: a process in another pid
-// namespace may be dumping into it.
-func deadDump(path string) bool {
-	rest, ok := strings.CutPrefix(filepath.Base(path), dumpPrefix)
-	if !ok {
-		return false
-	}
-	pidStr, _, _ := strings.Cut(rest, "-")
-	pid, err := strconv.Atoi(pidStr)
-	if err != nil || pid <= 0 || pid == os.Getpid() {
-		return false
-	}
-	if err := unix.Kill(pid, 0); !errors.Is(err, unix.ESRCH) {
-		return false
-	}
-	st, err := os.Lstat(path)
-	return err == nil && st.IsDir() && time.Since(st.ModTime()) > time.Minute
 }

@@ -94,19 +94,28 @@ func probeNetWatch() error {
 		return fail(err)
 	}
 	defer l.Close()
-	got := make(chan error, 1)
+	// The answer is given here, not in the goroutine: the process can
+	// exit only after it, so exited cannot win a race against a
+	// notification already received (it did under load, when the
+	// goroutine answered and was preempted before reporting).
+	type notified struct {
+		n   seccomp.Notif
+		err error
+	}
+	got := make(chan notified, 1)
 	go func() {
 		n, err := l.Next()
-		if err == nil && (n.Nr != unix.SYS_SOCKET || n.Args[0] != unix.AF_INET) {
-			err = fmt.Errorf("notified of call %d (%d), want socket(AF_INET)", n.Nr, n.Args[0])
-		}
-		if err == nil {
-			err = l.Continue(n.ID)
-		}
-		got <- err
+		got <- notified{n, err}
 	}()
 	select {
-	case err := <-got:
+	case g := <-got:
+		err := g.err
+		if err == nil && (g.n.Nr != unix.SYS_SOCKET || g.n.Args[0] != unix.AF_INET) {
+			err = fmt.Errorf("notified of call %d (%d), want socket(AF_INET)", g.n.Nr, g.n.Args[0])
+		}
+		if err == nil {
+			err = l.Continue(g.n.ID)
+		}
 		if err != nil {
 			return fail(err)
 		}

@@ -295,8 +295,14 @@ func TestSlowConnectionFlood(t *testing.T) {
 	after := sample(150)
 	usual, d := p50(append(base, after...)), p50(during)
 	t.Logf("victim p50: %v before, %v after, %v during the flood (%d calls)", p50(base), p50(after), d, len(during))
-	if d > 2*usual {
-		t.Errorf("victim p50 %v during the flood, more than twice its usual %v", d, usual)
+	// Twice the usual plus a margin for the host: on a busy 2-CPU host
+	// (the suite's --busy hogs, other packages' tests) a call waits for
+	// a scheduler slice or two (3 ms each) at its wake-ups, and the
+	// flood's own clients run here too: 5.4 ms was seen against a usual
+	// 1.2 ms. A flood that reached the victim costs it seconds (the
+	// header and read timeouts), not milliseconds.
+	if limit := 2*usual + 5*time.Millisecond; d > limit {
+		t.Errorf("victim p50 %v during the flood, more than %v (twice its usual %v and 5 ms)", d, limit, usual)
 	}
 }
 

@@ -6,7 +6,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"strings"
 	"testing"
 )
@@ -172,54 +171,5 @@ print(probe(), os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
 		rtDir, bad).CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "is not a seccomp filter") {
 		t.Errorf("loading a file that is no filter: %v\n%s", err, out)
-	}
-}
-
-// TestRehearse: a rehearsal runs a call as the worker makes it, a frame
-// on a socket read by serve_conn, through the handler and back; and it
-// leaves nothing behind: no file in its scratch dir, no module, no path
-// finder.
-func TestRehearse(t *testing.T) {
-	const driver = `import sys, json, os
-sys.path.insert(0, sys.argv[1])
-import hearthrt
-scratch = sys.argv[2]
-answers, reads = [], [0]
-invoke, read = hearthrt.invoke, hearthrt._read
-def counted_invoke(h, meta, payload):
-    r = invoke(h, meta, payload)
-    answers.append(r[4:5].decode() + bytes(r[13:]).decode())
-    return r
-def counted_read(c, buf):
-    reads[0] += 1
-    return read(c, buf)
-hearthrt.invoke, hearthrt._read = counted_invoke, counted_read
-hearthrt.rehearse(scratch)
-print(json.dumps({"answers": answers, "reads": reads[0], "left": os.listdir(scratch),
-    "module": "_hearth_rehearsal" in sys.modules, "finder": scratch in sys.path_importer_cache}))
-`
-	scratch := t.TempDir()
-	out, err := exec.Command(python, "-S", "-B", "-c", driver, rtDir, scratch).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%v\n%s", err, out)
-	}
-	var got struct {
-		Answers        []string
-		Reads          int
-		Left           []string
-		Module, Finder bool
-	}
-	if err := json.Unmarshal(out, &got); err != nil {
-		t.Fatalf("%q: %v", out, err)
-	}
-	if want := []string{`O{"ok":{"a":[1,2.5,"x"]}}`}; !slices.Equal(got.Answers, want) {
-		t.Errorf("answers %q, want %q", got.Answers, want)
-	}
-	// A header and a payload, then the end of the stream.
-	if got.Reads != 3 {
-		t.Errorf("the call was read from a socket %d times, want 3 (header, payload, end)", got.Reads)
-	}
-	if len(got.Left) > 0 || got.Module || got.Finder {
-		t.Errorf("left behind: files %v, module %v, path finder %v", got.Left, got.Module, got.Finder)
 	}
 }

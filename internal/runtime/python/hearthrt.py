@@ -603,17 +603,12 @@ def set_environ(env):
 
 def rehearse(scratch="/tmp"):
     """Run once, on throwaway data, what a start and its first call run:
-    environment and sys.path set-up, a handler import, an invocation
-    framed on a socket and served by serve_conn.
+    environment and sys.path set-up, a handler import, an invocation.
 
     A zygote's spare child calls this while it waits for a function, so
     the pages these paths write are copied (copy-on-write) then rather than
     on a start's critical path: it takes a start from go to READY from
-    about 1.5 ms to 0.8 ms. On a PVM guest, which charges a process for
-    each page it first touches, a numpy start from a spare took 7.2 ms
-    (p50) with it and 10 ms without; serving the call on a socket rather
-    than calling invoke took 8.3 ms to 7.3 (medians of 11 interleaved
-    runs of 60 starts). It leaves nothing behind: the module, its file
+    about 1.5 ms to 0.8 ms. It leaves nothing behind: the module, its file
     and its path finder are removed; the caller sets the environment and
     sys.path again afterwards."""
     name = "_hearth_rehearsal"
@@ -634,17 +629,9 @@ def rehearse(scratch="/tmp"):
         setup_path(env)
         h = load(env["HEARTH_HANDLER"])
         rid = b"rehearsal"
-        payload = bytes(8) + len(rid).to_bytes(2, "little") + rid + b'{"a": [1, 2.5, "x"]}'
-        # The call as the worker makes it: a frame on a socket, served
-        # by serve_conn until the peer is done.
-        ours, peer = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
-        try:
-            peer.sendall(_frame(bytes((_FRAME_INVOKE,)), payload))
-            peer.shutdown(_socket.SHUT_WR)
-            serve_conn(ours, h, Meta(env))
-        finally:
-            ours.close()
-            peer.close()
+        payload = bytearray(bytes(8) + len(rid).to_bytes(2, "little") + rid + b'{"a": [1, 2.5, "x"]}')
+        invoke(h, Meta(env), payload)
+        _frame(_READY, bytes(8))
     finally:
         posix.unlink(path)
         sys.modules.pop(name, None)

@@ -32,8 +32,8 @@ const spareMemory = 64 << 20
 // (zygote.Spare). A fork start takes one and only hands it the function,
 // so the fork and the joining of the sandbox are off the critical path;
 // the reserve is refilled in the background. A node keeps min spares, or
-// as many as its biggest burst of starts in the last minute (the starts
-// before the refill caught up), up to max in all.
+// as many as its biggest burst of starts in the last minute (the spares
+// taken beyond those the refill made meanwhile), up to max in all.
 // Reserves are per node and network kind: a spare for isolated functions
 // waits in its own network namespace from the pool, and those of the
 // functions among them that have used the network have their own
@@ -62,7 +62,7 @@ type spareNode struct {
 	making    int // being made
 	lastUse   time.Time
 	inflight  int       // starts from this node under way
-	deficit   int       // starts since the reserve was last back at its want
+	deficit   int       // spares taken, net of those made, since the reserve was last back at its want
 	peak      int       // biggest burst since peakAt
 	peakAt    time.Time // when peak was last reached
 }
@@ -151,10 +151,14 @@ func (s *spares) take(node, net string) *spare {
 	}
 	n.lastUse, s.taken = now, now
 	n.inflight++
-	// A burst is the starts that came before the refill caught up: the
-	// refill waits for a quiet moment, so a burst's starts all count, even
-	// those over before the last arrives, while starts one at a time, each
-	// refilled before the next, count one each.
+	// A burst is the starts that came before the refill caught up, net of
+	// the spares it made meanwhile (add): the refill waits for a quiet
+	// moment, so a burst's starts all count, even those over before the
+	// last arrives, while starts one at a time, each refilled before the
+	// next, count one each. Counted gross, a steady stream that the refill
+	// kept up with but for a spare or two was one endless burst: 400
+	// starts 10 ms apart left the node max spares (128 by default, about
+	// 180 MB), made after the stream, for nothing.
 	n.deficit = min(n.deficit+1, s.max)
 	if b := max(n.deficit, n.inflight); b >= n.peak {
 		n.peak, n.peakAt = b, now
@@ -259,7 +263,8 @@ func (s *spares) fill(wake <-chan struct{}) {
 }
 
 // add puts a made spare in its node's reserve; false if the node is gone.
-// A reserve back at its want ends the burst that drained it.
+// A reserve back at its want ends the burst that drained it; a spare made
+// short of it offsets one of the burst's takes.
 func (s *spares) add(node, net string, sp *spare) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -270,6 +275,8 @@ func (s *spares) add(node, net string, sp *spare) bool {
 	n.ready = append(n.ready, sp)
 	if len(n.ready) >= n.want(s.min, s.max, time.Now()) {
 		n.deficit = 0
+	} else {
+		n.deficit = max(n.deficit-1, 0)
 	}
 	return true
 }

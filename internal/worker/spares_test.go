@@ -72,6 +72,38 @@ func TestSparesForStartsOneAtATime(t *testing.T) {
 	}
 }
 
+// TestSparesForAStreamSlightlyAhead checks that a stream of starts the
+// refill nearly keeps up with counts as a burst of the spares it fell
+// behind by, not of all its starts: a node that made nine spares for every
+// ten taken wants ten after a hundred starts, not max.
+func TestSparesForAStreamSlightlyAhead(t *testing.T) {
+	s := &spares{min: 2, max: 64, nodes: map[string]*spareNode{}}
+	s.prime("numpy", "")
+	refill := func() {
+		n, ok := s.short()
+		if !ok {
+			t.Fatal("a reserve below its want has nothing to make")
+		}
+		n.making--
+		if !s.add(n.node, n.net, &spare{}) {
+			t.Fatal("add to a live node failed")
+		}
+	}
+	refill()
+	refill()
+	for i := range 100 {
+		s.take("numpy", "")
+		s.finish("numpy", "")
+		if i%10 != 9 {
+			refill()
+		}
+	}
+	n := s.nodes[spareKey("numpy", "")]
+	if got := n.want(s.min, s.max, time.Now()); got < 9 || got > 12 {
+		t.Fatalf("after 100 starts with 90 refills want %d, want about the 10 the refill fell behind", got)
+	}
+}
+
 func TestSparesFollowBurstsWithinBounds(t *testing.T) {
 	s := &spares{min: 2, max: 8, nodes: map[string]*spareNode{}}
 	if sp := s.take("numpy", ""); sp != nil {

@@ -233,7 +233,10 @@ func (p *Process) read() (reply, []*os.File, error) {
 	return r, fds, nil
 }
 
-var errBadReply = errors.New("bad reply")
+var (
+	errBadReply = errors.New("bad reply")
+	errHungUp   = errors.New("closed its control socket")
+)
 
 // readReply reads one reply packet and the descriptors sent with it.
 func readReply(c *net.UnixConn) (reply, []*os.File, error) {
@@ -261,7 +264,7 @@ func readReply(c *net.UnixConn) (reply, []*os.File, error) {
 	}
 	if n == 0 {
 		closeAll(fds)
-		return reply{}, nil, errors.New("zygote closed its control socket")
+		return reply{}, nil, errHungUp
 	}
 	var r reply
 	if err := json.Unmarshal(buf[:n], &r); err != nil {

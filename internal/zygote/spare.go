@@ -3,6 +3,7 @@ package zygote
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -51,7 +52,8 @@ type Start struct {
 }
 
 // Spare clones a spare child that builds its sandbox from t and returns
-// once it is cloned (it finishes in the background).
+// once it is cloned (it finishes in the background) and, with
+// t.WatchNet, has sent its listener.
 func (p *Process) Spare(ctx context.Context, t SpareTarget) (*Spare, error) {
 	ours, theirs, err := seqpacketPair()
 	if err != nil {
@@ -65,7 +67,7 @@ func (p *Process) Spare(ctx context.Context, t SpareTarget) (*Spare, error) {
 		return nil, err
 	}
 	p.forks.Add(1)
-	got, watch, watchErr := watchOf(r, got, t.WatchNet)
+	got, _, _ = watchOf(r, got, false) // a spare sends its listener itself (watchFrom)
 	child, err := p.childOf(got)
 	if err == nil {
 		if err = t.Group.Add(child.Pid); err != nil {
@@ -73,22 +75,58 @@ func (p *Process) Spare(ctx context.Context, t SpareTarget) (*Spare, error) {
 		}
 	}
 	if err != nil {
-		if watch != nil {
-			watch.Close()
-		}
 		ours.Close()
 		return nil, fmt.Errorf("zygote %d: spare: %w", p.pid, err)
 	}
-	child.Watch, child.WatchErr = watch, watchErr
 	c, err := net.FileConn(ours)
 	ours.Close()
 	if err != nil {
 		unix.PidfdSendSignal(int(child.PidFD.Fd()), unix.SIGKILL, nil, 0)
 		child.PidFD.Close()
-		child.closeWatch()
 		return nil, err
 	}
-	return &Spare{child: child, ctl: c.(*net.UnixConn)}, nil
+	s := &Spare{child: child, ctl: c.(*net.UnixConn)}
+	if t.WatchNet {
+		if err := s.watchFrom(ctx); err != nil {
+			unix.PidfdSendSignal(int(child.PidFD.Fd()), unix.SIGKILL, nil, 0)
+			s.Close()
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// watchFrom reads a watching spare's first message on its control
+// socket: the listener of the network filter it installed on itself (a
+// zygote's packages could send anything there: seccomp.NewListener
+// checks it), or why there is none. The spare sends it there rather than
+// through its zygote, so the zygote replies at once, and serves a start's
+// fork meanwhile rather than wait for a child that, on a busy host, waits
+// for a CPU.
+func (s *Spare) watchFrom(ctx context.Context) error {
+	dl, ok := ctx.Deadline()
+	if !ok {
+		dl = time.Now().Add(30 * time.Second)
+	}
+	s.ctl.SetReadDeadline(dl)
+	defer s.ctl.SetReadDeadline(time.Time{})
+	r, fds, err := readReply(s.ctl)
+	if errors.Is(err, errHungUp) {
+		err = errors.New("it exited")
+	}
+	if err != nil {
+		return fmt.Errorf("spare %d: waiting for its network filter's listener: %w", s.child.Pid, err)
+	}
+	switch {
+	case len(fds) > 0:
+		s.child.Watch = fds[0]
+		closeAll(fds[1:])
+	case r.Error != "":
+		s.child.WatchErr = errors.New(r.Error)
+	default:
+		s.child.WatchErr = errors.New("the spare sent no listener")
+	}
+	return nil
 }
 
 // Pid returns the spare's host pid.

@@ -42,9 +42,11 @@
 # {"ready": true} once it has settled.
 #
 # "fork" and "spare" with "watch": true clone a child that first installs
-# the network filter on itself (watch_net) and hands its listener over;
-# the reply carries it after the pidfd, or says in "net_watch_error" why
-# there is none.
+# the network filter on itself (watch_net) and hands its listener over.
+# A fork's reply carries it after the pidfd, or says in "net_watch_error"
+# why there is none. A spare sends it itself, as its first message on its
+# control socket ({"ok": true} with the listener, or {"error": msg}), so
+# its zygote replies at once and waits for no child of its own.
 #
 # A zygote is unprivileged: a uid of its own, no capabilities, no new
 # privileges, the zygote filter (internal/seccomp ZygoteFilter), in a
@@ -645,8 +647,9 @@ def cloned(net, body, watch=False):
 
 def hand_over_watch(sock):
     """In a just-cloned child: install the network filter on this process
-    (its only thread) and send its listener to the parent on sock; or
-    send why not. Nothing of the function has run yet."""
+    (its only thread) and send its listener on sock (to its zygote, or a
+    spare's to the worker), then close sock; or send why not. Nothing of
+    the function has run yet."""
     try:
         fd = watch_net()
     except (OSError, ValueError) as e:
@@ -741,8 +744,11 @@ def spare_fork(req, fds):
     """Clone a spare child into a sandbox of its own: it waits for "go"."""
     t = Target("spare", req, fds, 0, 1)
     ctl_fd = t.rest[0]
+    watch = bool(req.get("watch"))
 
     def body():
+        if watch:
+            hand_over_watch(_socket.socket(fileno=posix.dup(ctl_fd)))
         t.enter(req, keep=ctl_fd)
         ctl = _socket.socket(fileno=hearthrt.LISTEN_FD + 1)
         if not pending(ctl):
@@ -765,7 +771,7 @@ def spare_fork(req, fds):
             except OSError:
                 pass
             raise
-    return cloned(req.get("net"), body, bool(req.get("watch")))
+    return cloned(req.get("net"), body)
 
 
 def probe():

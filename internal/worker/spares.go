@@ -32,8 +32,8 @@ const spareMemory = 64 << 20
 // (zygote.Spare). A fork start takes one and only hands it the function,
 // so the fork and the joining of the sandbox are off the critical path;
 // the reserve is refilled in the background. A node keeps min spares, or
-// as many as its biggest burst of starts in the last minute (the spares
-// taken beyond those the refill made meanwhile), up to max in all.
+// as many as its biggest burst of starts in the last minute (the starts
+// beyond the spares the refill made meanwhile), up to max in all.
 // Reserves are per node and network kind: a spare for isolated functions
 // waits in its own network namespace from the pool, and those of the
 // functions among them that have used the network have their own
@@ -62,7 +62,7 @@ type spareNode struct {
 	making    int // being made
 	lastUse   time.Time
 	inflight  int       // starts from this node under way
-	deficit   int       // spares taken, net of those made, since the reserve was last back at its want
+	deficit   int       // starts, net of the spares made, since the reserve was last back at its want
 	peak      int       // biggest burst since peakAt
 	peakAt    time.Time // when peak was last reached
 }
@@ -71,7 +71,9 @@ type spareNode struct {
 // recent burst, but never more than hi.
 func (n *spareNode) want(lo, hi int, now time.Time) int {
 	if now.Sub(n.peakAt) > spareIdle {
-		n.peak = n.inflight
+		// A shortfall a minute old is forgotten with its peak: the next
+		// start counts from nothing, not from it.
+		n.peak, n.deficit = n.inflight, 0
 	}
 	return min(max(lo, n.peak), hi)
 }

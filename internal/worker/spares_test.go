@@ -102,6 +102,14 @@ func TestSparesForAStreamSlightlyAhead(t *testing.T) {
 	if got := n.want(s.min, s.max, time.Now()); got < 9 || got > 12 {
 		t.Fatalf("after 100 starts with 90 refills want %d, want about the 10 the refill fell behind", got)
 	}
+	// A minute on, with the reserve never made up, the shortfall is
+	// forgotten with its peak: one more start is no burst.
+	n.want(s.min, s.max, time.Now().Add(2*spareIdle))
+	s.take("numpy", "")
+	s.finish("numpy", "")
+	if got := n.want(s.min, s.max, time.Now()); got != 2 {
+		t.Fatalf("one start a minute after an unmade shortfall: want %d, want the minimum 2", got)
+	}
 }
 
 func TestSparesFollowBurstsWithinBounds(t *testing.T) {

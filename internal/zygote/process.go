@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strconv"
@@ -243,6 +244,9 @@ func readReply(c *net.UnixConn) (reply, []*os.File, error) {
 	buf := make([]byte, 4096)
 	oob := make([]byte, unix.CmsgSpace(4*4))
 	n, oobn, _, _, err := c.ReadMsgUnix(buf, oob)
+	if errors.Is(err, io.EOF) {
+		return reply{}, nil, errHungUp
+	}
 	if err != nil {
 		return reply{}, nil, err
 	}
@@ -306,9 +310,10 @@ func (p *Process) childOf(fds []*os.File) (Child, error) {
 	return childOf(fds, p.pid)
 }
 
-// watchOf takes what a fork or spare reply says of the child's network
-// filter: its listener, fds[1] (a zygote's packages could send anything
-// there: seccomp.NewListener checks it), or why there is none.
+// watchOf takes what a fork reply says of the child's network filter:
+// its listener, fds[1] (a zygote's packages could send anything there:
+// seccomp.NewListener checks it), or why there is none. A spare sends its
+// own (Spare.watchFrom); asked false closes any stray one.
 func watchOf(r reply, fds []*os.File, asked bool) ([]*os.File, *os.File, error) {
 	var l *os.File
 	if len(fds) == 2 {

@@ -86,6 +86,9 @@ func (p *Process) Spare(ctx context.Context, t SpareTarget) (*Spare, error) {
 		return nil, err
 	}
 	s := &Spare{child: child, ctl: c.(*net.UnixConn)}
+	// The child is in the spare's group already (weight 1), as it was
+	// when its zygote relayed the listener: in the zygote's cgroup, spares
+	// still sending theirs would count against its process limit.
 	if t.WatchNet {
 		if err := s.watchFrom(ctx); err != nil {
 			unix.PidfdSendSignal(int(child.PidFD.Fd()), unix.SIGKILL, nil, 0)
@@ -102,17 +105,20 @@ func (p *Process) Spare(ctx context.Context, t SpareTarget) (*Spare, error) {
 // checks it), or why there is none. The spare sends it there rather than
 // through its zygote, so the zygote replies at once, and serves a start's
 // fork meanwhile rather than wait for a child that, on a busy host, waits
-// for a CPU.
+// for a CPU. It waits at most watchWait, and no longer than ctx.
 func (s *Spare) watchFrom(ctx context.Context) error {
-	dl, ok := ctx.Deadline()
-	if !ok {
-		dl = time.Now().Add(30 * time.Second)
+	dl := time.Now().Add(watchWait)
+	if d, ok := ctx.Deadline(); ok && d.Before(dl) {
+		dl = d
 	}
 	s.ctl.SetReadDeadline(dl)
 	defer s.ctl.SetReadDeadline(time.Time{})
+	stop := context.AfterFunc(ctx, func() { s.ctl.SetReadDeadline(time.Unix(1, 0)) })
+	defer stop()
 	r, fds, err := readReply(s.ctl)
-	if errors.Is(err, errHungUp) {
-		err = errors.New("it exited")
+	if ctx.Err() != nil {
+		closeAll(fds)
+		err = ctx.Err()
 	}
 	if err != nil {
 		return fmt.Errorf("spare %d: waiting for its network filter's listener: %w", s.child.Pid, err)
@@ -128,6 +134,12 @@ func (s *Spare) watchFrom(ctx context.Context) error {
 	}
 	return nil
 }
+
+// watchWait bounds how long Spare waits for a watching spare's
+// listener: a few system calls after its clone, which even at the lowest
+// CPU weight on a busy host take well under a second. A child that sends
+// nothing is killed; the refill tries again. A variable for tests.
+var watchWait = 10 * time.Second
 
 // Pid returns the spare's host pid.
 func (s *Spare) Pid() int { return s.child.Pid }

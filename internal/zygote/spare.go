@@ -81,8 +81,7 @@ func (p *Process) Spare(ctx context.Context, t SpareTarget) (*Spare, error) {
 	c, err := net.FileConn(ours)
 	ours.Close()
 	if err != nil {
-		unix.PidfdSendSignal(int(child.PidFD.Fd()), unix.SIGKILL, nil, 0)
-		child.PidFD.Close()
+		child.kill()
 		return nil, err
 	}
 	s := &Spare{child: child, ctl: c.(*net.UnixConn)}
@@ -179,16 +178,8 @@ func (s *Spare) Go(st Start) error {
 	if err != nil {
 		return err
 	}
-	raw := make([]int, len(files))
-	for i, f := range files {
-		raw[i] = int(f.Fd())
-	}
-	var oob []byte
-	if len(raw) > 0 {
-		oob = unix.UnixRights(raw...)
-	}
 	s.ctl.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	if _, _, err := s.ctl.WriteMsgUnix(b, oob, nil); err != nil {
+	if _, _, err := s.ctl.WriteMsgUnix(b, rights(files), nil); err != nil {
 		return fmt.Errorf("spare %d: %w", s.child.Pid, err)
 	}
 	return nil
@@ -220,6 +211,18 @@ func (s *Spare) Close() error {
 		s.child.PidFD = nil
 	}
 	return s.ctl.Close()
+}
+
+// rights is the control message that passes files, or nil for none.
+func rights(files []*os.File) []byte {
+	if len(files) == 0 {
+		return nil
+	}
+	raw := make([]int, len(files))
+	for i, f := range files {
+		raw[i] = int(f.Fd())
+	}
+	return unix.UnixRights(raw...)
 }
 
 // detach clones the mount tree at src into a detached, read-only,

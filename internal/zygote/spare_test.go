@@ -109,15 +109,7 @@ func TestWatchFrom(t *testing.T) {
 // sendMsg sends one packet with descriptors fds (closed after) on peer.
 func sendMsg(t *testing.T, peer *os.File, msg string, fds ...*os.File) {
 	t.Helper()
-	raw := make([]int, len(fds))
-	for i, f := range fds {
-		raw[i] = int(f.Fd())
-	}
-	var oob []byte
-	if len(raw) > 0 {
-		oob = unix.UnixRights(raw...)
-	}
-	if err := unix.Sendmsg(int(peer.Fd()), []byte(msg), oob, nil, 0); err != nil && !errors.Is(err, unix.EPIPE) {
+	if err := unix.Sendmsg(int(peer.Fd()), []byte(msg), rights(fds), nil, 0); err != nil && !errors.Is(err, unix.EPIPE) {
 		t.Fatal(err)
 	}
 	for _, f := range fds {

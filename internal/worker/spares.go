@@ -65,6 +65,30 @@ type spareNode struct {
 	deficit   int       // starts, net of the spares made, since the reserve was last back at its want
 	peak      int       // biggest burst since peakAt
 	peakAt    time.Time // when peak was last reached
+	failures  int       // makes failed in a row
+	retryAt   time.Time // no make before, after a failure
+}
+
+// Back-off of a node whose spares fail to be made (its zygote is
+// stuck, crashing, or out of memory): the first retry after
+// spareRetryMin, each further failure doubling it up to spareRetryMax.
+// It is per node, so the other nodes' reserves are refilled meanwhile,
+// instead of every refill going to the failing node, furthest below
+// its want.
+const (
+	spareRetryMin = time.Second
+	spareRetryMax = 30 * time.Second
+)
+
+// failed records a failed make and returns the node's back-off.
+func (n *spareNode) failed(now time.Time) time.Duration {
+	n.failures++
+	d := spareRetryMax
+	if n.failures <= 5 { // 1 s << 5 is past the maximum
+		d = min(spareRetryMin<<(n.failures-1), spareRetryMax)
+	}
+	n.retryAt = now.Add(d)
+	return d
 }
 
 // want is how many spares the node should hold: lo, or its biggest
@@ -237,31 +261,61 @@ func (s *spares) fill(wake <-chan struct{}) {
 				break
 			}
 			sp, err := s.make(key.node, key.net)
+			var retry time.Duration
 			s.mu.Lock()
-			if n := s.nodes[spareKey(key.node, key.net)]; n != nil {
+			n := s.nodes[spareKey(key.node, key.net)]
+			if n != nil {
 				n.making--
+				if err != nil {
+					retry = n.failed(time.Now())
+				}
 			}
 			s.mu.Unlock()
 			if err != nil {
-				s.w.log.Warn("spare zygote child", "node", key.node, "network", key.net, "err", err)
-				select {
-				case <-time.After(time.Second):
-				case <-s.w.stop:
-					return
-				}
+				s.w.log.Warn("spare zygote child", "node", key.node, "network", key.net, "err", err, "retry_in", retry)
 				continue
 			}
 			if !s.add(key.node, key.net, sp) {
 				s.w.discard(sp)
 			}
 		}
+		// A node in back-off is looked at again when it ends, not at
+		// the next tick or start.
+		var retry <-chan time.Time
+		var t *time.Timer
+		if d, ok := s.nextRetry(time.Now()); ok {
+			t = time.NewTimer(d)
+			retry = t.C
+		}
 		select {
 		case <-wake:
 		case <-tick.C:
+		case <-retry:
 		case <-s.w.stop:
 			return
 		}
+		if t != nil {
+			t.Stop()
+		}
 	}
+}
+
+// nextRetry is the time until the earliest back-off of a node below
+// its want ends, if any is in back-off.
+func (s *spares) nextRetry(now time.Time) (time.Duration, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var d time.Duration
+	ok := false
+	for _, n := range s.nodes {
+		if !now.Before(n.retryAt) || n.want(s.min, s.max, now)-len(n.ready)-n.making <= 0 {
+			continue
+		}
+		if w := n.retryAt.Sub(now); !ok || w < d {
+			d, ok = w, true
+		}
+	}
+	return d, ok
 }
 
 // add puts a made spare in its node's reserve; false if the node is gone.
@@ -275,6 +329,7 @@ func (s *spares) add(node, net string, sp *spare) bool {
 		return false
 	}
 	n.ready = append(n.ready, sp)
+	n.failures, n.retryAt = 0, time.Time{}
 	if len(n.ready) >= n.want(s.min, s.max, time.Now()) {
 		n.deficit = 0
 	} else {
@@ -304,7 +359,8 @@ func (s *spares) quiet() bool {
 }
 
 // short picks the node furthest below its want (the root's key is ""),
-// if the reserve is below max, and counts a spare as being made for it.
+// of those not in back-off, if the reserve is below max, and counts a
+// spare as being made for it.
 func (s *spares) short() (*spareNode, bool) {
 	now := time.Now()
 	s.mu.Lock()
@@ -313,6 +369,9 @@ func (s *spares) short() (*spareNode, bool) {
 	var best *spareNode
 	for _, n := range s.nodes {
 		total += len(n.ready) + n.making
+		if now.Before(n.retryAt) {
+			continue
+		}
 		if g := n.want(s.min, s.max, now) - len(n.ready) - n.making; g > gap {
 			best, gap = n, g
 		}

@@ -167,3 +167,61 @@ func TestSparesFollowBurstsWithinBounds(t *testing.T) {
 		t.Fatalf("with 20 starts under way, want %d, want max 8", got)
 	}
 }
+
+// TestSparesBackOffPerNode checks that a node whose spares fail to be
+// made is left alone for a back-off that doubles with each failure, while
+// the other nodes are refilled, and that a spare made ends it.
+func TestSparesBackOffPerNode(t *testing.T) {
+	s := &spares{min: 2, max: 64, nodes: map[string]*spareNode{}}
+	for range 5 {
+		s.take("bad", "") // the biggest gap
+	}
+	s.prime("good", "")
+	n, ok := s.short()
+	if !ok || n.node != "bad" {
+		t.Fatalf("short gave %v, want the furthest below its want, bad", n)
+	}
+	now := time.Now()
+	n.making--
+	if d := n.failed(now); d != spareRetryMin {
+		t.Fatalf("first back-off %v, want %v", d, spareRetryMin)
+	}
+	for range 2 {
+		m, ok := s.short()
+		if !ok || m.node != "good" {
+			t.Fatalf("with bad in back-off short gave %v, want good", m)
+		}
+		m.making--
+		s.add(m.node, m.net, &spare{})
+	}
+	if m, ok := s.short(); ok {
+		t.Fatalf("short gave %s, want nothing: good is full, bad in back-off", m.node)
+	}
+	if d, ok := s.nextRetry(now); !ok || d != spareRetryMin {
+		t.Fatalf("next retry in %v (%v), want %v", d, ok, spareRetryMin)
+	}
+	var ds []time.Duration
+	for range 7 {
+		ds = append(ds, n.failed(now))
+	}
+	want := []time.Duration{2 * time.Second, 4 * time.Second, 8 * time.Second, 16 * time.Second, spareRetryMax, spareRetryMax, spareRetryMax}
+	for i := range want {
+		if ds[i] != want[i] {
+			t.Fatalf("back-offs %v, want %v", ds, want)
+		}
+	}
+	// Once the back-off is over, the node is refilled, and a spare made
+	// ends its back-off.
+	n.retryAt = time.Now().Add(-time.Millisecond)
+	if m, ok := s.short(); !ok || m != n {
+		t.Fatalf("after its back-off short gave %v, want bad", m)
+	}
+	n.making--
+	s.add("bad", "", &spare{})
+	if n.failures != 0 || !n.retryAt.IsZero() {
+		t.Fatalf("after a spare made: %d failures, retry at %v; want none", n.failures, n.retryAt)
+	}
+	if _, ok := s.nextRetry(time.Now()); ok {
+		t.Fatal("a retry pending with no node in back-off")
+	}
+}

@@ -188,6 +188,9 @@ type ReplayRun struct {
 	// sandboxes. The simulator charges a call's growth once, at its
 	// function's peak (sim.Result.Growths).
 	GrowthCharges int
+	// CPU is what the worker and the processes it started spent over the
+	// calls, by kind (Worker.CPU).
+	CPU CPUUse
 	// GrowthEvery is how often the worker measured a call's growth
 	// (types.Status.GrowthEveryMs): the simulator charges a call its
 	// function's grown peak only if it runs that long.
@@ -441,12 +444,18 @@ func replayOne(ctx context.Context, o ReplayOptions, plan *replay.Plan, flags []
 		return nil, err
 	}
 	smp := startSampler(ctx, w.Client, plan, o.SampleEvery)
+	cpu0, cerr := w.CPU()
 	res, err := replay.Run(ctx, w.Client, plan, replay.Options{Progress: o.Progress})
+	cpu1, cerr1 := w.CPU()
 	mem, paused := smp.stop()
 	if err != nil {
 		return nil, err
 	}
 	run = &ReplayRun{Result: res, Sums: replay.Summarize(plan, res.Records), Mem: mem, Paused: paused}
+	if err := errors.Join(cerr, cerr1); err != nil {
+		return nil, fmt.Errorf("reading the worker's CPU: %w", err)
+	}
+	run.CPU = cpu1.Sub(cpu0)
 	st, err := w.Client.Status(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("reading the worker's status: %w", err)
@@ -632,6 +641,35 @@ func (r *ReplayReport) Table(w io.Writer, i int) error {
 			fmt.Fprintf(tw, "%s\t%d\t%.1f\t%.1f\t%.1f\t%d\t%.1f\t%.1f\t%.1f\t\n", name, len(waits), sum/c, p99, waits[len(waits)-1],
 				over, start/c, run/c, rest/c)
 		}
+	}
+	fmt.Fprintln(tw)
+	fmt.Fprintln(tw, "CPU over the calls, s, by process: the worker, hearth-init, zygotes, the functions' interpreters (spares included), sandboxes gone and tools (exited), and the host's kernel threads; and the calls' run time beyond their sampled execution (the handler touching its memory, and waiting for a CPU)")
+	line = "config\t"
+	for _, k := range CPUKinds {
+		line += k + "\t"
+	}
+	fmt.Fprintln(tw, line+"total\tkernel\trun - exec\t")
+	for k := range n {
+		u := runs[k].CPU
+		line := runs[k].Config.Name + "\t"
+		for _, kind := range CPUKinds {
+			if x, ok := u[kind]; ok {
+				line += fmt.Sprintf("%.1f\t", x.Seconds())
+			} else {
+				line += "-\t"
+			}
+		}
+		kern := "-"
+		if x, ok := u["kernel"]; ok {
+			kern = fmt.Sprintf("%.1f", x.Seconds())
+		}
+		var over float64
+		for _, rec := range runs[k].Result.Records {
+			if rec.OK() {
+				over += rec.RunMs - float64(rec.Exec)/1e6
+			}
+		}
+		fmt.Fprintf(tw, "%s%.1f\t%s\t%.1f\t\n", line, u.Total().Seconds(), kern, over/1e3)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -40,8 +40,9 @@ type ReplayConfig struct {
 // parts of Hearth's gain apart: SOCK-like charged its measured peaks as
 // Hearth is (sock-peak), Hearth charged memory limits (hearth-declared),
 // Hearth with a pass limit of 100 ms on its memory queue
-// (hearth-passlimit), and Hearth weighing calls' CPU by their functions'
-// run time (hearth-shortfirst). The first three are the default.
+// (hearth-passlimit), Hearth weighing calls' CPU by their functions'
+// run time (hearth-shortfirst), and Hearth without snapshots
+// (hearth-nosnap). The first three are the default.
 func ReplayConfigs() []ReplayConfig {
 	return []ReplayConfig{
 		{Name: "fresh", Flags: []string{"--fresh", "--pool-charge=declared"}},
@@ -51,6 +52,7 @@ func ReplayConfigs() []ReplayConfig {
 		{Name: "hearth-declared", Flags: []string{"--pool-charge=declared"}},
 		{Name: "hearth-passlimit", Flags: []string{"--pass-limit=100ms"}, PassLimit: 100 * time.Millisecond},
 		{Name: "hearth-shortfirst", Flags: []string{"--short-first"}},
+		{Name: "hearth-nosnap", Flags: []string{"--no-snapshots"}},
 	}
 }
 

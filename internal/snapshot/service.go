@@ -47,6 +47,12 @@ type Service struct {
 	mu       sync.Mutex
 	creating map[string]bool          // guarded by mu
 	restore  map[string]time.Duration // EWMA of restore time per key, guarded by mu
+	// anyRestore is the EWMA of every key's restore time, from the
+	// probe's restore of a tiny process (a lower bound: a function's
+	// image is larger), and seen whether there is one: what a key not
+	// yet restored may expect on this host. Guarded by mu.
+	anyRestore time.Duration
+	seen       bool
 
 	dumps, restores, uploads, downloads prometheus.Histogram
 	failures                            *prometheus.CounterVec
@@ -92,6 +98,9 @@ func OpenService(ctx context.Context, cfg ServiceConfig) (*Service, error) {
 		}, []string{"op"}),
 	}
 	s.stats = newStatsCollector(cache)
+	if r := a.Report.SelfTest.Restore; r > 0 {
+		s.anyRestore, s.seen = r, true
+	}
 	return s, nil
 }
 
@@ -172,23 +181,44 @@ func (s *Service) Restore(ctx context.Context, key string, spec RestoreSpec) (*R
 	}
 	took := time.Since(t1)
 	s.restores.Observe(took.Seconds())
+	s.observe(key, took)
+	return sb, nil
+}
+
+// observe folds a restore of key that took took into its average and
+// the host's.
+func (s *Service) observe(key string, took time.Duration) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	if old, ok := s.restore[key]; ok {
 		s.restore[key] = (3*old + took) / 4
 	} else {
 		s.restore[key] = took
 	}
-	s.mu.Unlock()
-	return sb, nil
+	if s.seen {
+		s.anyRestore = (3*s.anyRestore + took) / 4
+	} else {
+		s.anyRestore, s.seen = took, true
+	}
 }
 
 // Prefer reports whether restoring key should beat the alternative start
 // (fork or cold start plus the function's init), from the restore times
-// measured so far. Without a measurement it says yes, to get one.
-func (s *Service) Prefer(key string, alternative time.Duration) bool {
+// measured so far: key's own, or, before key's first restore, the
+// host's (from the probe's on). A host where CRIU restores slowly (a
+// second and more for a function, where a fork start takes tens of ms)
+// then neither restores nor snapshots a function that forks faster;
+// each first restore had cost a start, and each dump a cold start and a
+// CRIU run. always (the function asks for snapshots) counts key's own
+// restores only, so its first is tried. Without a measurement it says
+// yes, to get one.
+func (s *Service) Prefer(key string, alternative time.Duration, always bool) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	t, ok := s.restore[key]
+	if !ok && !always && s.seen {
+		t, ok = s.anyRestore, true
+	}
 	return !ok || t < alternative
 }
 

@@ -57,8 +57,20 @@ func TestService(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	if !s.Prefer(key, 0) {
-		t.Error("Prefer without a measurement: false")
+	// The probe's restore of a tiny process is what a key not yet
+	// restored expects; a function that asks for snapshots tries its
+	// first.
+	s.mu.Lock()
+	seed, seen := s.anyRestore, s.seen
+	s.mu.Unlock()
+	if !seen || seed <= 0 {
+		t.Fatalf("no host restore time from the probe (%v, %v)", seed, seen)
+	}
+	if s.Prefer(key, seed, false) || !s.Prefer(key, seed+time.Millisecond, false) {
+		t.Errorf("Prefer before a restore ignores the probe's restore time %v", seed)
+	}
+	if !s.Prefer(key, 0, true) {
+		t.Error("Prefer without a measurement of its own, for a function that asks for snapshots: false")
 	}
 	id := fmt.Sprintf("svc-%d", e.Seq())
 	sb, err := s.Restore(ctx, key, RestoreSpec{ID: id, Group: e.NewGroup(t, id), Binds: e.Binds(src.Code)})
@@ -78,8 +90,33 @@ func TestService(t *testing.T) {
 	if !measured || took <= 0 {
 		t.Fatalf("no restore time recorded for %s", key)
 	}
-	if s.Prefer(key, took) || !s.Prefer(key, took+time.Millisecond) {
-		t.Errorf("Prefer ignores the measured restore time (%v)", took)
+	for _, always := range []bool{false, true} {
+		if s.Prefer(key, took, always) || !s.Prefer(key, took+time.Millisecond, always) {
+			t.Errorf("Prefer (always %v) ignores the measured restore time (%v)", always, took)
+		}
+	}
+	// A key never restored expects the host's restore time, the probe's
+	// and this restore's average.
+	s.mu.Lock()
+	host := s.anyRestore
+	s.mu.Unlock()
+	if want := (3*seed + took) / 4; host != want {
+		t.Errorf("host restore time %v after the probe's %v and a restore of %v, want %v", host, seed, took, want)
+	}
+	other := Key("other", "r1")
+	if s.Prefer(other, host, false) || !s.Prefer(other, host+time.Millisecond, false) {
+		t.Errorf("Prefer for a key not yet restored ignores the host's restore time (%v)", host)
+	}
+	// A key's own stays its own.
+	s.observe(other, 3*took)
+	s.mu.Lock()
+	own := s.restore[key]
+	s.mu.Unlock()
+	if own != took {
+		t.Errorf("after another key's restore: own %v, want %v", own, took)
+	}
+	if !s.Prefer(key, took+time.Millisecond, false) || s.Prefer(other, 2*took, false) {
+		t.Error("Prefer mixes a key's own restore time with another's")
 	}
 	if _, err := s.Restore(ctx, "absent", RestoreSpec{ID: "x", Group: sb.Group()}); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("restore of a missing snapshot: %v", err)

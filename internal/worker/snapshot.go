@@ -124,7 +124,10 @@ func (w *Worker) started(fn registry.Function, inst *instance, took time.Duratio
 		return
 	}
 	key := snapshot.Key(fn.Name, fn.Revision)
-	worth := s.svc.Worth(inst.load, fn.Spec.Snapshot == function.SnapshotAlways)
+	always := fn.Spec.Snapshot == function.SnapshotAlways
+	// Not worth a dump either when a restore is expected to be slower
+	// than this start: the snapshot would never be restored.
+	worth := s.svc.Worth(inst.load, always) && (always || s.svc.Prefer(key, took, false))
 	s.mu.Lock()
 	s.fresh[key] = took
 	s.worth[key] = worth

@@ -7,6 +7,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/hearth-run/hearth/internal/function"
 	"github.com/hearth-run/hearth/internal/snapshot"
 )
 
@@ -34,7 +35,7 @@ func (s snapshotStarter) start(ctx context.Context, l *launch) (*instance, error
 	if known && !worth {
 		return nil, errSkip // its init is too short for a snapshot to exist
 	}
-	if measured && !snap.svc.Prefer(key, fresh) {
+	if measured && !snap.svc.Prefer(key, fresh, fn.Spec.Snapshot == function.SnapshotAlways) {
 		return nil, errSkip
 	}
 	inst, err := w.restoreStart(ctx, l, key)

@@ -94,11 +94,17 @@ var CPUKinds = []string{"worker", "reaped", "hearth-init", "zygote", "function",
 // CPUUse is CPU time by kind.
 type CPUUse map[string]time.Duration
 
-// Sub returns u - v by kind.
+// Sub returns u - v by kind, over the kinds of either: a kind gone
+// since v (the last zygote exited) counts its loss.
 func (u CPUUse) Sub(v CPUUse) CPUUse {
 	d := CPUUse{}
 	for k, x := range u {
 		d[k] = x - v[k]
+	}
+	for k, x := range v {
+		if _, ok := u[k]; !ok {
+			d[k] = -x
+		}
 	}
 	return d
 }

@@ -162,3 +162,14 @@ func (*kernelUse) startOf(t *testing.T, pid int) int64 {
 	}
 	return p.start
 }
+
+// TestCPUUseSub checks that a kind gone between two readings counts its
+// loss, so the total stays exact.
+func TestCPUUseSub(t *testing.T) {
+	before := CPUUse{"worker": 10, "zygote": 5, "exited": 1}
+	after := CPUUse{"worker": 12, "exited": 7} // the zygote exited: its 5 moved to exited
+	d := after.Sub(before)
+	if d["worker"] != 2 || d["exited"] != 6 || d["zygote"] != -5 || d.Total() != after.Total()-before.Total() {
+		t.Fatalf("Sub = %v (total %v), want worker 2, exited 6, zygote -5, total %v", d, d.Total(), after.Total()-before.Total())
+	}
+}

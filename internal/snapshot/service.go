@@ -46,13 +46,15 @@ type Service struct {
 
 	mu       sync.Mutex
 	creating map[string]bool          // guarded by mu
-	restore  map[string]time.Duration // EWMA of restore time per key, guarded by mu
-	// anyRestore is the EWMA of every key's restore time, from the
-	// probe's restore of a tiny process (a lower bound: a function's
-	// image is larger), and seen whether there is one: what a key not
-	// yet restored may expect on this host. Guarded by mu.
-	anyRestore time.Duration
-	seen       bool
+	restore  map[string]time.Duration // EWMA of restore starts per key (Restored), guarded by mu
+	// probeDump and probeRestore are what the probe's dump and restore
+	// of a tiny process took (0 if unknown), and quickDump the quickest
+	// dump of a function so far: before any function has been restored,
+	// a key expects a restore to take quickDump scaled by the probe's
+	// restore over its dump (a dump and a restore of one image cost
+	// alike, by the same host's page and ptrace costs), or the probe's
+	// restore before any dump. Guarded by mu.
+	probeDump, probeRestore, quickDump time.Duration
 
 	dumps, restores, uploads, downloads prometheus.Histogram
 	failures                            *prometheus.CounterVec
@@ -98,9 +100,7 @@ func OpenService(ctx context.Context, cfg ServiceConfig) (*Service, error) {
 		}, []string{"op"}),
 	}
 	s.stats = newStatsCollector(cache)
-	if r := a.Report.SelfTest.Restore; r > 0 {
-		s.anyRestore, s.seen = r, true
-	}
+	s.probeDump, s.probeRestore = a.Report.SelfTest.Dump, a.Report.SelfTest.Restore
 	return s, nil
 }
 
@@ -144,7 +144,13 @@ func (s *Service) Create(ctx context.Context, spec DumpSpec) (*Descriptor, error
 		s.failures.WithLabelValues("dump").Inc()
 		return nil, err
 	}
-	s.dumps.Observe(time.Since(t0).Seconds())
+	took := time.Since(t0)
+	s.dumps.Observe(took.Seconds())
+	s.mu.Lock()
+	if s.quickDump == 0 || took < s.quickDump {
+		s.quickDump = took
+	}
+	s.mu.Unlock()
 	if !s.remote {
 		return d, nil
 	}
@@ -179,15 +185,14 @@ func (s *Service) Restore(ctx context.Context, key string, spec RestoreSpec) (*R
 		s.failures.WithLabelValues("restore").Inc()
 		return nil, err
 	}
-	took := time.Since(t1)
-	s.restores.Observe(took.Seconds())
-	s.observe(key, took)
+	s.restores.Observe(time.Since(t1).Seconds())
 	return sb, nil
 }
 
-// observe folds a restore of key that took took into its average and
-// the host's.
-func (s *Service) observe(key string, took time.Duration) {
+// Restored records that a start restored from key took took, from the
+// start's beginning to its runtime's ready, as a fresh start is timed;
+// Prefer weighs the two.
+func (s *Service) Restored(key string, took time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if old, ok := s.restore[key]; ok {
@@ -195,31 +200,48 @@ func (s *Service) observe(key string, took time.Duration) {
 	} else {
 		s.restore[key] = took
 	}
-	if s.seen {
-		s.anyRestore = (3*s.anyRestore + took) / 4
-	} else {
-		s.anyRestore, s.seen = took, true
-	}
 }
 
 // Prefer reports whether restoring key should beat the alternative start
-// (fork or cold start plus the function's init), from the restore times
-// measured so far: key's own, or, before key's first restore, the
-// host's (from the probe's on). A host where CRIU restores slowly (a
-// second and more for a function, where a fork start takes tens of ms)
-// then neither restores nor snapshots a function that forks faster;
-// each first restore had cost a start, and each dump a cold start and a
-// CRIU run. always (the function asks for snapshots) counts key's own
-// restores only, so its first is tried. Without a measurement it says
-// yes, to get one.
+// (fork or cold start plus the function's init), from the restore starts
+// measured so far (Restored): key's own, or, before key's first, the
+// host's quickest function's (before any, one estimated from the
+// quickest dump, or the probe's restore; see quickDump). A host where CRIU
+// restores slowly (a second and more for a function, where a fork start
+// takes tens of ms) then neither restores nor snapshots a function that
+// forks faster than any function restores; each first restore had cost
+// a start, and each dump a cold start and a CRIU run. The quickest, not
+// an average, so that heavy functions' slow restores do not keep a light
+// one from ever being tried. always (the function asks for snapshots)
+// counts key's own restores only, so its first is tried. Without a
+// measurement it says yes, to get one.
 func (s *Service) Prefer(key string, alternative time.Duration, always bool) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	t, ok := s.restore[key]
-	if !ok && !always && s.seen {
-		t, ok = s.anyRestore, true
+	if !ok && !always {
+		t, ok = s.quickestLocked()
 	}
 	return !ok || t < alternative
+}
+
+// quickestLocked is the host's quickest function restore so far, or
+// before any the estimate from the quickest dump (see quickDump).
+func (s *Service) quickestLocked() (time.Duration, bool) {
+	var q time.Duration
+	for _, t := range s.restore {
+		if q == 0 || t < q {
+			q = t
+		}
+	}
+	if q > 0 {
+		return q, true
+	}
+	q = s.probeRestore
+	if s.quickDump > 0 && s.probeDump > 0 && s.probeRestore > 0 {
+		q = max(q, time.Duration(float64(s.quickDump)*float64(s.probeRestore)/float64(s.probeDump)))
+	}
+	return q, q > 0
 }
 
 // Collector returns the service's Prometheus metrics: dump, restore,

@@ -57,22 +57,28 @@ func TestService(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// The probe's restore of a tiny process is what a key not yet
-	// restored expects; a function that asks for snapshots tries its
+	// Before any function has been restored, a key expects the quickest
+	// dump scaled by the probe's restore over its dump (the probe's
+	// restore at least); a function that asks for snapshots tries its
 	// first.
 	s.mu.Lock()
-	seed, seen := s.anyRestore, s.seen
+	seed, _ := s.quickestLocked()
+	pd, pr, qd := s.probeDump, s.probeRestore, s.quickDump
 	s.mu.Unlock()
-	if !seen || seed <= 0 {
-		t.Fatalf("no host restore time from the probe (%v, %v)", seed, seen)
+	if pd <= 0 || pr <= 0 || qd <= 0 {
+		t.Fatalf("probe dump %v, restore %v, quickest dump %v: want all measured", pd, pr, qd)
+	}
+	if want := max(pr, time.Duration(float64(qd)*float64(pr)/float64(pd))); seed != want {
+		t.Fatalf("expected restore before any %v, want %v (probe dump %v, restore %v, quickest dump %v)", seed, want, pd, pr, qd)
 	}
 	if s.Prefer(key, seed, false) || !s.Prefer(key, seed+time.Millisecond, false) {
-		t.Errorf("Prefer before a restore ignores the probe's restore time %v", seed)
+		t.Errorf("Prefer before any restore ignores the probe's restore time %v", seed)
 	}
 	if !s.Prefer(key, 0, true) {
 		t.Error("Prefer without a measurement of its own, for a function that asks for snapshots: false")
 	}
 	id := fmt.Sprintf("svc-%d", e.Seq())
+	t0 := time.Now()
 	sb, err := s.Restore(ctx, key, RestoreSpec{ID: id, Group: e.NewGroup(t, id), Binds: e.Binds(src.Code)})
 	if err != nil {
 		t.Fatal(err)
@@ -84,39 +90,35 @@ func TestService(t *testing.T) {
 	}
 	// Compare against the time this restore actually took: a fixed bound
 	// (a second) is exceeded when the host is busy.
-	s.mu.Lock()
-	took, measured := s.restore[key]
-	s.mu.Unlock()
-	if !measured || took <= 0 {
-		t.Fatalf("no restore time recorded for %s", key)
-	}
+	took := time.Since(t0)
+	s.Restored(key, took)
 	for _, always := range []bool{false, true} {
 		if s.Prefer(key, took, always) || !s.Prefer(key, took+time.Millisecond, always) {
 			t.Errorf("Prefer (always %v) ignores the measured restore time (%v)", always, took)
 		}
 	}
-	// A key never restored expects the host's restore time, the probe's
-	// and this restore's average.
-	s.mu.Lock()
-	host := s.anyRestore
-	s.mu.Unlock()
-	if want := (3*seed + took) / 4; host != want {
-		t.Errorf("host restore time %v after the probe's %v and a restore of %v, want %v", host, seed, took, want)
+	// A key never restored expects the host's quickest function restore,
+	// no longer the probe's.
+	other, third := Key("other", "r1"), Key("third", "r1")
+	if s.Prefer(other, took, false) || !s.Prefer(other, took+time.Millisecond, false) {
+		t.Errorf("Prefer for a key not yet restored ignores the host's restore time (%v)", took)
 	}
-	other := Key("other", "r1")
-	if s.Prefer(other, host, false) || !s.Prefer(other, host+time.Millisecond, false) {
-		t.Errorf("Prefer for a key not yet restored ignores the host's restore time (%v)", host)
-	}
-	// A key's own stays its own.
-	s.observe(other, 3*took)
-	s.mu.Lock()
-	own := s.restore[key]
-	s.mu.Unlock()
-	if own != took {
-		t.Errorf("after another key's restore: own %v, want %v", own, took)
-	}
+	// A slower function's restores neither change a key's own nor raise
+	// what an unrestored key expects; a quicker one's lowers it.
+	s.Restored(other, 3*took)
+	s.Restored(other, 3*took)
 	if !s.Prefer(key, took+time.Millisecond, false) || s.Prefer(other, 2*took, false) {
 		t.Error("Prefer mixes a key's own restore time with another's")
+	}
+	if !s.Prefer(third, took+time.Millisecond, false) {
+		t.Error("a slower function's restores raised what an unrestored key expects")
+	}
+	s.Restored(Key("quick", "r1"), took/2)
+	s.mu.Lock()
+	q, _ := s.quickestLocked()
+	s.mu.Unlock()
+	if q >= took || s.Prefer(third, q, false) || !s.Prefer(third, q+time.Millisecond, false) {
+		t.Errorf("after quicker restores of another function, an unrestored key expects %v, want below %v", q, took)
 	}
 	if _, err := s.Restore(ctx, "absent", RestoreSpec{ID: "x", Group: sb.Group()}); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("restore of a missing snapshot: %v", err)

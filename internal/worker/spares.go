@@ -80,8 +80,17 @@ const (
 	spareRetryMax = 30 * time.Second
 )
 
-// failed records a failed make and returns the node's back-off.
+// failed records a failed make and returns the node's back-off. Makes
+// that fail together (both fillers were on the node when its zygote
+// broke) count once; failures long after the last back-off ended start
+// over.
 func (n *spareNode) failed(now time.Time) time.Duration {
+	if now.Before(n.retryAt) {
+		return n.retryAt.Sub(now)
+	}
+	if n.failures > 0 && now.Sub(n.retryAt) > spareRetryMax {
+		n.failures = 0
+	}
 	n.failures++
 	d := spareRetryMax
 	if n.failures <= 5 { // 1 s << 5 is past the maximum
@@ -300,18 +309,19 @@ func (s *spares) fill(wake <-chan struct{}) {
 	}
 }
 
-// nextRetry is the time until the earliest back-off of a node below
-// its want ends, if any is in back-off.
+// nextRetry is the time until the earliest back-off of a failing node
+// below its want ends (0 if one has), if any node is failing.
 func (s *spares) nextRetry(now time.Time) (time.Duration, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var d time.Duration
 	ok := false
 	for _, n := range s.nodes {
-		if !now.Before(n.retryAt) || n.want(s.min, s.max, now)-len(n.ready)-n.making <= 0 {
+		if n.failures == 0 || n.want(s.min, s.max, now)-len(n.ready)-n.making <= 0 {
 			continue
 		}
-		if w := n.retryAt.Sub(now); !ok || w < d {
+		// A back-off over since short looked is due now.
+		if w := max(n.retryAt.Sub(now), 0); !ok || w < d {
 			d, ok = w, true
 		}
 	}
@@ -369,7 +379,9 @@ func (s *spares) short() (*spareNode, bool) {
 	var best *spareNode
 	for _, n := range s.nodes {
 		total += len(n.ready) + n.making
-		if now.Before(n.retryAt) {
+		// In back-off, or failing and already being tried by the other
+		// filler: a stuck zygote holds up one filler, not both.
+		if now.Before(n.retryAt) || n.failures > 0 && n.making > 0 {
 			continue
 		}
 		if g := n.want(s.min, s.max, now) - len(n.ready) - n.making; g > gap {

@@ -200,15 +200,37 @@ func TestSparesBackOffPerNode(t *testing.T) {
 	if d, ok := s.nextRetry(now); !ok || d != spareRetryMin {
 		t.Fatalf("next retry in %v (%v), want %v", d, ok, spareRetryMin)
 	}
+	// A second failure within the back-off (the other filler's make
+	// failing with it) does not count.
+	if d := n.failed(now.Add(time.Millisecond)); d != spareRetryMin-time.Millisecond || n.failures != 1 {
+		t.Fatalf("a failure within the back-off: %v, %d failures; want the back-off's rest, 1", d, n.failures)
+	}
 	var ds []time.Duration
+	at := now
 	for range 7 {
-		ds = append(ds, n.failed(now))
+		at = n.retryAt
+		ds = append(ds, n.failed(at))
 	}
 	want := []time.Duration{2 * time.Second, 4 * time.Second, 8 * time.Second, 16 * time.Second, spareRetryMax, spareRetryMax, spareRetryMax}
 	for i := range want {
 		if ds[i] != want[i] {
 			t.Fatalf("back-offs %v, want %v", ds, want)
 		}
+	}
+	// A failing node being made is left to that filler.
+	n.retryAt = time.Now().Add(-time.Millisecond)
+	n.making++
+	if m, ok := s.short(); ok && m == n {
+		t.Fatal("short gave a failing node already being made to a second filler")
+	}
+	n.making--
+	if d, ok := s.nextRetry(time.Now()); !ok || d != 0 {
+		t.Fatalf("a failing node whose back-off is over: next retry in %v (%v), want now", d, ok)
+	}
+	// A failure long after the last back-off starts over.
+	late := n.retryAt.Add(2 * spareRetryMax)
+	if d := n.failed(late); d != spareRetryMin || n.failures != 1 {
+		t.Fatalf("a failure long after: back-off %v with %d failures, want %v and 1", d, n.failures, spareRetryMin)
 	}
 	// Once the back-off is over, the node is refilled, and a spare made
 	// ends its back-off.

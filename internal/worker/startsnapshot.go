@@ -33,7 +33,7 @@ func (s snapshotStarter) start(ctx context.Context, l *launch) (*instance, error
 	fresh, measured := snap.fresh[key]
 	snap.mu.Unlock()
 	if known && !worth {
-		return nil, errSkip // its init is too short for a snapshot to exist
+		return nil, errSkip // its init is too short, or its fresh start quicker than a restore is expected to be
 	}
 	if measured && !snap.svc.Prefer(key, fresh, fn.Spec.Snapshot == function.SnapshotAlways) {
 		return nil, errSkip
@@ -113,6 +113,7 @@ func (w *Worker) restoreStart(ctx context.Context, l *launch, key string) (*inst
 	if err := w.connect(ctx, inst, fn, r.Done(), nil); err != nil {
 		return nil, err // connect destroyed it
 	}
+	w.snap.svc.Restored(key, time.Since(t0))
 	w.log.Debug("snapshot start", "function", fn.Name, "sandbox", id, "restore", t1.Sub(t0),
 		"criu", r.RestoreTime, "to_ready", time.Since(t1))
 	return inst, nil

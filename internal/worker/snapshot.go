@@ -55,6 +55,9 @@ type snapshots struct {
 	worth map[string]bool          // key: whether its last measured init was worth a snapshot; guarded by mu
 	busy  map[string]bool          // keys being snapshotted in the background; guarded by mu
 	fail  map[string]time.Time     // key: when its last background creation failed; guarded by mu
+	// turn lets one background creation run at a time, each deciding
+	// once the last is done, with what it measured.
+	turn chan struct{}
 }
 
 // snapshotDelay is the longest a background snapshot creation waits for
@@ -103,7 +106,8 @@ func (w *Worker) openSnapshots(ctx context.Context) error {
 		return err
 	}
 	w.snap = &snapshots{svc: svc, baseID: baseID, remote: c.Remote != nil,
-		fresh: map[string]time.Duration{}, worth: map[string]bool{}, busy: map[string]bool{}, fail: map[string]time.Time{}}
+		fresh: map[string]time.Duration{}, worth: map[string]bool{}, busy: map[string]bool{}, fail: map[string]time.Time{},
+		turn: make(chan struct{}, 1)}
 	w.metrics.Registry.MustRegister(svc.Collector())
 	return nil
 }
@@ -152,7 +156,22 @@ func (w *Worker) started(fn registry.Function, inst *instance, took time.Duratio
 		// burst, on a small host, they slow the burst's own starts and
 		// calls (measured: 7 % more total response over a replay's first
 		// two minutes), for a snapshot only a later start uses.
+		select {
+		case s.turn <- struct{}{}:
+			defer func() { <-s.turn }()
+		case <-w.stop:
+			return
+		}
 		w.busy.wait(snapshotDelay, w.stop)
+		// Asked again now: the restores and dumps since this start
+		// (a burst's starts all ask before the first dump is done) may
+		// say a restore would not beat it.
+		if !always && !s.svc.Prefer(key, took, false) {
+			s.mu.Lock()
+			s.worth[key] = false
+			s.mu.Unlock()
+			return
+		}
 		ctx, cancel := context.WithTimeout(w.life, 2*w.cfg.InitTimeout)
 		defer cancel()
 		if _, err := w.createSnapshot(ctx, fn); err != nil && !errors.Is(err, snapshot.ErrBusy) && !errors.Is(err, ErrClosed) && w.life.Err() == nil {

@@ -206,10 +206,8 @@ func TestSparesBackOffPerNode(t *testing.T) {
 		t.Fatalf("a failure within the back-off: %v, %d failures; want the back-off's rest, 1", d, n.failures)
 	}
 	var ds []time.Duration
-	at := now
 	for range 7 {
-		at = n.retryAt
-		ds = append(ds, n.failed(at))
+		ds = append(ds, n.failed(n.retryAt)) // each as the last back-off ends
 	}
 	want := []time.Duration{2 * time.Second, 4 * time.Second, 8 * time.Second, 16 * time.Second, spareRetryMax, spareRetryMax, spareRetryMax}
 	for i := range want {

@@ -608,6 +608,10 @@ type Restored struct {
 	Reseeded bool
 	// RestoreTime is how long the CRIU restore took.
 	RestoreTime time.Duration
+	// Download is how long fetching the snapshot from the remote store
+	// took (Service.Restore on a local miss), 0 if it was local: a cost
+	// of this restore, not of restoring.
+	Download time.Duration
 }
 
 // Restore restores the snapshot in dir (verified by the caller) into a

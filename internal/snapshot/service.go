@@ -176,8 +176,10 @@ func (s *Service) Restore(ctx context.Context, key string, spec RestoreSpec) (*R
 		return nil, err
 	}
 	defer h.Release()
+	var dl time.Duration
 	if h.Remote {
-		s.downloads.Observe(time.Since(t0).Seconds())
+		dl = time.Since(t0)
+		s.downloads.Observe(dl.Seconds())
 	}
 	t1 := time.Now()
 	sb, err := s.eng.Restore(ctx, h.Dir(), h.Descriptor(), spec)
@@ -186,6 +188,7 @@ func (s *Service) Restore(ctx context.Context, key string, spec RestoreSpec) (*R
 		return nil, err
 	}
 	s.restores.Observe(time.Since(t1).Seconds())
+	sb.Download = dl
 	return sb, nil
 }
 

@@ -163,13 +163,18 @@ func (w *Worker) started(fn registry.Function, inst *instance, took time.Duratio
 			return
 		}
 		w.busy.wait(snapshotDelay, w.stop)
-		// Asked again now: the restores and dumps since this start
-		// (a burst's starts all ask before the first dump is done) may
-		// say a restore would not beat it.
-		if !always && !s.svc.Prefer(key, took, false) {
-			s.mu.Lock()
+		// Asked again now, with the function's latest start and what
+		// the restores and dumps since have measured (a burst's starts
+		// all ask before the first dump is done); and none made
+		// meanwhile (hearth snapshot create).
+		s.mu.Lock()
+		worth, fresh := s.worth[key], s.fresh[key]
+		if worth && !always && !s.svc.Prefer(key, fresh, false) {
+			worth = false
 			s.worth[key] = false
-			s.mu.Unlock()
+		}
+		s.mu.Unlock()
+		if !worth || w.hasSnapshot(key) {
 			return
 		}
 		ctx, cancel := context.WithTimeout(w.life, 2*w.cfg.InitTimeout)

@@ -658,7 +658,7 @@ func (r *ReplayReport) Table(w io.Writer, i int) error {
 		}
 	}
 	fmt.Fprintln(tw)
-	fmt.Fprintln(tw, "CPU over the calls and the 12 s after them, s, by process: the worker, hearth-init, zygotes, the functions' interpreters (spares included), sandboxes gone and tools (exited), and the host's kernel threads; and the calls' run time beyond their sampled execution (the handler touching its memory, and waiting for a CPU)")
+	fmt.Fprintf(tw, "CPU over the calls and the %v after them, s, by process: the worker, hearth-init, zygotes, the functions' interpreters (spares included), sandboxes gone and tools (exited), and the host's kernel threads; and the calls' run time beyond their sampled execution (the handler touching its memory, and waiting for a CPU)\n", cpuSettle)
 	line = "config\t"
 	for _, k := range CPUKinds {
 		line += k + "\t"

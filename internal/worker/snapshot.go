@@ -129,9 +129,7 @@ func (w *Worker) started(fn registry.Function, inst *instance, took time.Duratio
 	}
 	key := snapshot.Key(fn.Name, fn.Revision)
 	always := fn.Spec.Snapshot == function.SnapshotAlways
-	// Not worth a dump either when a restore is expected to be slower
-	// than this start: the snapshot would never be restored.
-	worth := s.svc.Worth(inst.load, always) && (always || s.svc.Prefer(key, took, false))
+	worth := s.svc.Worth(inst.load, always) && s.dumpWorth(key, took, always)
 	s.mu.Lock()
 	s.fresh[key] = took
 	s.worth[key] = worth
@@ -169,7 +167,7 @@ func (w *Worker) started(fn registry.Function, inst *instance, took time.Duratio
 		// meanwhile (hearth snapshot create).
 		s.mu.Lock()
 		worth, fresh := s.worth[key], s.fresh[key]
-		if worth && !always && !s.svc.Prefer(key, fresh, false) {
+		if worth && !s.dumpWorth(key, fresh, always) {
 			worth = false
 			s.worth[key] = false
 		}
@@ -186,6 +184,14 @@ func (w *Worker) started(fn registry.Function, inst *instance, took time.Duratio
 			s.mu.Unlock()
 		}
 	})
+}
+
+// dumpWorth reports whether a snapshot of key may be dumped, given its
+// function's fresh start: not when a restore is expected to be slower,
+// as it would never be restored, unless the function asks for
+// snapshots (always).
+func (s *snapshots) dumpWorth(key string, fresh time.Duration, always bool) bool {
+	return always || s.svc.Prefer(key, fresh, false)
 }
 
 func (s *snapshots) done(key string) {

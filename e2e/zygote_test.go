@@ -640,3 +640,30 @@ func TestZygoteDyingYoungBacksOff(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestDeployPlantsNode checks that a deployed function's package set gets
+// a zygote node before the function's first call, again after a restart,
+// and that the first call forks from it with the package imported.
+func TestDeployPlantsNode(t *testing.T) {
+	w := startWorker(t, "--no-warm-cache", noSnapshots)
+	w.deployDir("np", fn(t, "f.py", modulesProbe, "requirements.txt", "numpy\n"))
+	planted := func(tree types.ZygoteTree) bool {
+		n, ok := nodeOf(tree, "numpy")
+		return ok && n.Replicas > 0 && n.Deployed && n.Hits == 0
+	}
+	waitTree(t, w, "numpy's node not planted at deploy", planted)
+	inv := w.mustInvoke("np", "{}")
+	if inv.Path != "fork" || strings.ReplaceAll(string(inv.Body), " ", "") != `["numpy"]` {
+		t.Errorf("first call: %s via %s, want [\"numpy\"] via fork; worker log:\n%s", inv.Body, inv.Path, w.out)
+	}
+	tree, err := w.c.Zygotes(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := nodeOf(tree, "numpy"); n.Hits != 1 {
+		t.Errorf("numpy's node has %d hits after the first call, want 1", n.Hits)
+	}
+	w.stop()
+	w.start()
+	waitTree(t, w, "numpy's node not planted again after a restart", planted)
+}

@@ -204,6 +204,9 @@ type ZygoteNode struct {
 	Memory   int64    `json:"memory_bytes"`
 	LastUse  string   `json:"last_use,omitempty"`
 	Static   bool     `json:"static"`
+	// Deployed is true for a node planted for deployed functions'
+	// package sets, before their first call.
+	Deployed bool `json:"deployed"`
 	// Failures is how many of the node's builds failed (or made a zygote
 	// that died young) since it last had one that lived, and RetryAt when
 	// the next try starts; both are set only while the node waits for it.

@@ -41,8 +41,10 @@ type ReplayConfig struct {
 // Hearth is (sock-peak), Hearth charged memory limits (hearth-declared),
 // Hearth with a pass limit of 100 ms on its memory queue
 // (hearth-passlimit), Hearth weighing calls' CPU by their functions'
-// run time (hearth-shortfirst), and Hearth without snapshots
-// (hearth-nosnap). The first three are the default.
+// run time (hearth-shortfirst), Hearth without snapshots
+// (hearth-nosnap), and Hearth without zygote nodes planted at deploy
+// for the functions' packages (hearth-noplant): its nodes come only
+// from calls. The first three are the default.
 func ReplayConfigs() []ReplayConfig {
 	return []ReplayConfig{
 		{Name: "fresh", Flags: []string{"--fresh", "--pool-charge=declared"}},
@@ -53,6 +55,7 @@ func ReplayConfigs() []ReplayConfig {
 		{Name: "hearth-passlimit", Flags: []string{"--pass-limit=100ms"}, PassLimit: 100 * time.Millisecond},
 		{Name: "hearth-shortfirst", Flags: []string{"--short-first"}},
 		{Name: "hearth-nosnap", Flags: []string{"--no-snapshots"}},
+		{Name: "hearth-noplant", Flags: []string{"--plant-deployed=-1"}},
 	}
 }
 

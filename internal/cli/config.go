@@ -228,6 +228,7 @@ func upFlags(f *pflag.FlagSet, c *Config) {
 	f.IntVar(&c.Procs, "procs", c.Procs, "threads that run the worker's own Go code at once (GOMAXPROCS; default half the CPUs it may use, at least 1: the rest are the sandboxes')")
 	f.BoolVar(&c.NoZygotes, "no-zygotes", c.NoZygotes, "never fork from zygotes (every new sandbox starts a fresh interpreter)")
 	f.StringVar(&c.ZygoteTree, "zygote-tree", c.ZygoteTree, "start from a zygote tree planned by `hearth zygote plan`")
+	f.IntVar(&c.Zygote.PlantDeployed, "plant-deployed", c.Zygote.PlantDeployed, "zygote nodes planted for deployed functions' package sets before their first call, at most, at once (default half of zygote.max; negative: none, nodes come only from calls)")
 	f.DurationVar(&c.Compile.Timeout, "compile-timeout", c.Compile.Timeout, "time limit of a deployed function's byte compilation; past it the deploy goes on without bytecode (default 30s)")
 	f.Int64Var(&c.Compile.MemoryMB, "compile-memory-mb", c.Compile.MemoryMB, "memory limit of a deployed function's byte compilation, MB (default 256)")
 }

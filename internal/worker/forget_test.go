@@ -35,6 +35,16 @@ func (f *testFns) Lease(name string) (registry.Function, func(), error) {
 	return fn, func() {}, err
 }
 
+func (f *testFns) List() ([]registry.Function, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []registry.Function
+	for _, fn := range f.fns {
+		out = append(out, fn)
+	}
+	return out, nil
+}
+
 func (f *testFns) set(fn registry.Function) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -239,6 +239,8 @@ type Functions interface {
 	// release is called, even when a newer revision is deployed or the
 	// function is deleted meanwhile.
 	Lease(name string) (fn registry.Function, release func(), err error)
+	// List returns every deployed function.
+	List() ([]registry.Function, error)
 }
 
 // Worker runs functions.
@@ -477,8 +479,52 @@ func New(ctx context.Context, cfg Config, fns Functions) (*Worker, error) {
 				return nil, fmt.Errorf("worker: zygote tree: %w", err)
 			}
 		}
+		w.plantDeployed()
 	}
 	return w, nil
+}
+
+// plantDeployed tells the zygote manager the package sets of the
+// functions deployed before this start, which it plants nodes for in the
+// background (zygote.Manager.Deployed).
+func (w *Worker) plantDeployed() {
+	fns, err := w.fns.List()
+	if err != nil {
+		w.log.Warn("no zygote nodes planted for deployed functions", "err", err)
+		return
+	}
+	sets := map[string][]string{}
+	for _, fn := range fns {
+		pkgs, err := w.packages(fn)
+		if err != nil {
+			w.log.Warn("no zygote node planted for a deployed function", "function", fn.Name, "err", err)
+			continue
+		}
+		sets[fn.Name] = append([]string{}, pkgs...)
+	}
+	w.zyg.Deployed(sets)
+}
+
+// deployed tells the zygote manager the package set of function name,
+// deployed at revision rev, or that the function is gone if rev is empty.
+func (w *Worker) deployed(name, rev string) {
+	if w.zyg == nil {
+		return
+	}
+	if rev == "" {
+		w.zyg.Deployed(map[string][]string{name: nil})
+		return
+	}
+	fn, err := w.fns.Get(name)
+	if err != nil || fn.Revision != rev {
+		return // deleted or deployed again meanwhile: that call tells
+	}
+	pkgs, err := w.packages(fn)
+	if err != nil {
+		w.log.Warn("no zygote node planted for a deployed function", "function", name, "err", err)
+		return
+	}
+	w.zyg.Deployed(map[string][]string{name: append([]string{}, pkgs...)})
 }
 
 // Zygotes describes the zygote tree; nil when zygotes are off.
@@ -944,13 +990,16 @@ func (w *Worker) isClosed() bool {
 
 // Retire destroys the cached sandboxes of function name that do not run
 // revision keep (all of them if keep is empty). Busy ones are destroyed
-// when their call ends.
+// when their call ends. It is called after every deploy (keep is the new
+// revision) and delete (keep is empty), and so also plants a zygote node
+// for a newly deployed function's packages.
 func (w *Worker) Retire(name, keep string) {
 	for _, inst := range w.cache.drop(name, keep) {
 		w.destroy(inst)
 	}
 	w.retireSnapshots(name, keep)
 	w.forget(name, keep)
+	w.deployed(name, keep)
 }
 
 // forget frees what the worker keeps of function name's revisions other

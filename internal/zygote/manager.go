@@ -57,6 +57,10 @@ type Config struct {
 	MinZygotes int `yaml:"min"`
 	// MaxReplicas bounds replicas of one node (default 4).
 	MaxReplicas int `yaml:"max_replicas"`
+	// PlantDeployed bounds the nodes planted ahead of calls for the
+	// package sets of deployed functions (see Manager.Deployed) that
+	// exist at once (default half of MaxZygotes; negative: none).
+	PlantDeployed int `yaml:"plant_deployed"`
 	// Log receives the zygotes' own output.
 	Log io.Writer `yaml:"-"`
 	// Logger receives the manager's logs (default slog.Default()).
@@ -92,6 +96,9 @@ func (c *Config) setDefaults() {
 	if c.MaxReplicas <= 0 {
 		c.MaxReplicas = 4
 	}
+	if c.PlantDeployed == 0 {
+		c.PlantDeployed = max(c.MaxZygotes/2, 1)
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -111,14 +118,17 @@ type Manager struct {
 	log     *slog.Logger
 	seq     atomic.Int64
 
-	mu      sync.Mutex // guards everything below and every Node's live state
-	root    *Node
-	nodes   map[string]*Node
-	win     *window
-	procs   int
-	closed  bool
-	nextID  int
-	rootSeq int
+	mu    sync.Mutex // guards everything below and every Node's live state
+	root  *Node
+	nodes map[string]*Node
+	win   *window
+	// deployed maps each deployed function's name to its package set's
+	// key (see Deployed).
+	deployed map[string]string
+	procs    int
+	closed   bool
+	nextID   int
+	rootSeq  int
 
 	bg     sync.WaitGroup
 	ctx    context.Context
@@ -130,7 +140,8 @@ type Manager struct {
 // NewManager starts the root zygote.
 func NewManager(ctx context.Context, cfg Config, f *sandbox.Factory, cg *cgroup.Manager) (*Manager, error) {
 	cfg.setDefaults()
-	m := &Manager{cfg: cfg, factory: f, cg: cg, log: cfg.Logger, nodes: map[string]*Node{}, win: newWindow(cfg.Window)}
+	m := &Manager{cfg: cfg, factory: f, cg: cg, log: cfg.Logger, nodes: map[string]*Node{}, win: newWindow(cfg.Window),
+		deployed: map[string]string{}}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	m.root = &Node{ID: 0, static: true}
 	m.nodes[""] = m.root
@@ -783,6 +794,105 @@ func (m *Manager) Plant(ctx context.Context, sets [][]string) error {
 
 func joinKey(s []string) string { return (&Node{Packages: s}).Key() }
 
+// Deployed records the package sets of deployed functions: fns maps a
+// function's name to its set, or to nil when the function is gone. Each
+// given set that no node holds gets one, planted now rather than after
+// Promote calls in the window: without it a function's first starts fork
+// from a node without its packages and import them in the child, which
+// costs them a second or more. A package that two or more deployed sets
+// hold, and no node holds alone, gets a node first, as their common
+// parent: they then share its pages and import only the rest.
+//
+// Planted nodes are not static: idle past IdleTimeout, or least recently
+// used over the memory budget, they are evicted like learned ones, and a
+// set is planted again only when a function with it is deployed again (or
+// the worker restarts). At most cfg.PlantDeployed of them exist at once,
+// none past MaxZygotes or while zygotes are over their memory budget, and
+// the sets of more functions go first.
+func (m *Manager) Deployed(fns map[string][]string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return
+	}
+	want := map[string]bool{}
+	for name, pkgs := range fns {
+		if pkgs == nil {
+			delete(m.deployed, name)
+			continue
+		}
+		k := joinKey(normalize(pkgs))
+		m.deployed[name] = k
+		if k != "" {
+			want[k] = true
+		}
+	}
+	if m.cfg.PlantDeployed < 0 || len(want) == 0 {
+		return
+	}
+	users := map[string]int{} // deployed set -> its functions
+	for _, k := range m.deployed {
+		if k != "" {
+			users[k]++
+		}
+	}
+	shared := map[string]int{} // package -> deployed sets of several holding it
+	for k := range users {
+		if strings.Contains(k, ",") {
+			for _, p := range splitKey(k) {
+				shared[p]++
+			}
+		}
+	}
+	for k := range want {
+		for _, p := range splitKey(k) {
+			if shared[p] >= 2 {
+				want[p] = true
+				users[p] = max(users[p], shared[p])
+			}
+		}
+	}
+	order := make([]string, 0, len(want))
+	for k := range want {
+		order = append(order, k)
+	}
+	// Parents before their children, then the sets of more functions.
+	sort.Slice(order, func(i, j int) bool {
+		a, b := order[i], order[j]
+		if na, nb := strings.Count(a, ","), strings.Count(b, ","); na != nb {
+			return na < nb
+		}
+		if users[a] != users[b] {
+			return users[a] > users[b]
+		}
+		return a < b
+	})
+	planted := 0
+	walk(m.root, func(n *Node) {
+		if n.deployed {
+			planted++
+		}
+	})
+	for _, k := range order {
+		if _, ok := m.nodes[k]; ok {
+			continue
+		}
+		if planted >= m.cfg.PlantDeployed || m.procs+m.pendingLocked() >= m.cfg.MaxZygotes ||
+			m.memoryLocked() >= m.cfg.MemoryBudget {
+			m.log.Info("zygote node not planted for deployed functions", "node", k,
+				"planted", planted, "plant_deployed", m.cfg.PlantDeployed, "zygotes", m.procs+m.pendingLocked())
+			return
+		}
+		n, err := m.addNodeLocked(splitKey(k), false)
+		if err != nil {
+			m.log.Warn("zygote node not planted for deployed functions", "node", k, "err", err)
+			continue
+		}
+		n.deployed = true
+		planted++
+	}
+}
+
 // NodeInfo describes one node for /v1/zygotes.
 type NodeInfo = types.ZygoteNode
 
@@ -793,7 +903,8 @@ func (m *Manager) Nodes() []NodeInfo {
 	var out []NodeInfo
 	walk(m.root, func(n *Node) {
 		info := NodeInfo{ID: n.ID, Parent: -1, Packages: append([]string{}, n.Packages...),
-			Modules: append([]string{}, n.Modules...), Replicas: len(n.replicas), Hits: n.hits, Static: n.static}
+			Modules: append([]string{}, n.Modules...), Replicas: len(n.replicas), Hits: n.hits, Static: n.static,
+			Deployed: n.deployed}
 		if n.Parent != nil {
 			info.Parent = n.Parent.ID
 		}

@@ -25,6 +25,7 @@ type Node struct {
 	hits     int64
 	lastUse  time.Time
 	static   bool // from a planned tree: never evicted for idleness
+	deployed bool // planted for deployed functions (Manager.Deployed)
 	// failures counts the node's failed builds (and last zygotes that
 	// died young, see stableFor) since its last zygote that lived; while
 	// the node has none, the janitor tries again at retryAt (see

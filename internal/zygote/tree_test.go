@@ -239,3 +239,94 @@ func TestRetryDelay(t *testing.T) {
 		}
 	}
 }
+
+// testManager is a Manager without processes: its nodes' builds fail
+// (the root has no zygote), which leaves the tree as planned.
+func testManager(cfg Config) *Manager {
+	cfg.Modules = func(p []string) ([]string, error) { return p, nil }
+	cfg.MemoryBudget = 1 << 40
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	cfg.setDefaults()
+	m := &Manager{cfg: cfg, nodes: map[string]*Node{}, win: newWindow(cfg.Window),
+		deployed: map[string]string{}, log: cfg.Logger}
+	m.root = &Node{static: true}
+	m.nodes[""] = m.root
+	m.ctx, m.cancel = contextWithCancel()
+	return m
+}
+
+func TestDeployedPlantsSetsAndSharedParents(t *testing.T) {
+	m := testManager(Config{MaxZygotes: 100})
+	defer m.bg.Wait()
+	defer m.cancel()
+	m.Deployed(map[string][]string{"a": {"pandas==2", "numpy==1"}, "none": {}})
+	// numpy alone comes with one deployed set only: no node of its own.
+	if got, want := keys(m.nodes), []string{"", "numpy==1,pandas==2"}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("nodes %v, want %v", got, want)
+	}
+	if n := m.nodes["numpy==1,pandas==2"]; !n.deployed || n.static {
+		t.Errorf("planted node: deployed %v static %v, want deployed and not static", n.deployed, n.static)
+	}
+	// A second set with numpy makes numpy their common parent.
+	m.Deployed(map[string][]string{"b": {"numpy==1", "scipy==3"}})
+	want := []string{"", "numpy==1", "numpy==1,pandas==2", "numpy==1,scipy==3"}
+	if got := keys(m.nodes); !reflect.DeepEqual(got, want) {
+		t.Fatalf("nodes %v, want %v", got, want)
+	}
+	for _, k := range want[2:] {
+		if p := m.nodes[k].Parent.Key(); p != "numpy==1" {
+			t.Errorf("%s hangs under %q, want numpy==1", k, p)
+		}
+	}
+	if mods := m.nodes["numpy==1,scipy==3"].Modules; !reflect.DeepEqual(mods, []string{"scipy==3"}) {
+		t.Errorf("numpy,scipy imports %v, want only what its parent lacks", mods)
+	}
+	// A set that already has a node (here learned) is not planted again.
+	m.mu.Lock()
+	learned, _ := m.addNodeLocked([]string{"requests==1"}, false)
+	m.mu.Unlock()
+	m.Deployed(map[string][]string{"c": {"requests==1"}})
+	if m.nodes["requests==1"] != learned || learned.deployed {
+		t.Errorf("a learned node was replaced or marked planted")
+	}
+	m.Deployed(map[string][]string{"a": nil})
+	if _, ok := m.deployed["a"]; ok {
+		t.Errorf("deleted function still counted: %v", m.deployed)
+	}
+}
+
+func TestDeployedBound(t *testing.T) {
+	m := testManager(Config{MaxZygotes: 100, PlantDeployed: 2})
+	defer m.bg.Wait()
+	defer m.cancel()
+	// Three sets, one used by two functions: it goes first, and only two
+	// nodes are planted.
+	m.Deployed(map[string][]string{
+		"a": {"pandas==2"}, "b": {"scipy==3"}, "c": {"scipy==3"}, "d": {"torch==1"},
+	})
+	got := keys(m.nodes)
+	if len(got) != 3 || m.nodes["scipy==3"] == nil {
+		t.Fatalf("nodes %v, want the root, scipy and one more", got)
+	}
+	m.Deployed(map[string][]string{"e": {"jax==1"}})
+	if len(m.nodes) != 3 {
+		t.Errorf("planted past the bound: %v", keys(m.nodes))
+	}
+	// The zygote bound holds too.
+	m = testManager(Config{MaxZygotes: 1})
+	defer m.bg.Wait()
+	defer m.cancel()
+	m.procs = 1 // the root
+	m.Deployed(map[string][]string{"a": {"pandas==2"}})
+	if len(m.nodes) != 1 {
+		t.Errorf("planted past max zygotes: %v", keys(m.nodes))
+	}
+	// And none at all when switched off.
+	m = testManager(Config{MaxZygotes: 100, PlantDeployed: -1})
+	defer m.bg.Wait()
+	defer m.cancel()
+	m.Deployed(map[string][]string{"a": {"pandas==2"}})
+	if len(m.nodes) != 1 {
+		t.Errorf("planted with plant_deployed -1: %v", keys(m.nodes))
+	}
+}

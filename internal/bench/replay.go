@@ -607,8 +607,8 @@ func (r *ReplayReport) Table(w io.Writer, i int) error {
 	}
 	fmt.Fprintln(tw, line)
 	fmt.Fprintln(tw)
-	fmt.Fprintln(tw, "Start paths, evictions and memory held by paused sandboxes (the pool's charge; all: busy and paused)")
-	fmt.Fprintln(tw, "config\tcalls\twarm\tsnapshot\tfork\tcold\tnone\tPARSEC cold\tevictions\tdrops\tpaused MiB mean\tpeak\tpaused sandboxes mean\tall MiB peak\t")
+	fmt.Fprintln(tw, "Start paths, evictions and memory held by paused sandboxes (the pool's charge; all: busy and paused), and by the zygotes (their cgroups, outside the pool)")
+	fmt.Fprintln(tw, "config\tcalls\twarm\tsnapshot\tfork\tcold\tnone\tPARSEC cold\tevictions\tdrops\tpaused MiB mean\tpeak\tpaused sandboxes mean\tall MiB peak\tzygotes MiB mean\tpeak\t")
 	for k := range n {
 		run := runs[k]
 		pc := replay.PathCounts(run.Result.Records)
@@ -617,9 +617,10 @@ func (r *ReplayReport) Table(w io.Writer, i int) error {
 		for _, m := range run.Mem {
 			used = max(used, m.Used)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%.1f\t%.1f\t%.1f\t%.1f\t\n", run.Config.Name, len(run.Result.Records),
+		zmean, zpeak := run.zygoteStats()
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t\n", run.Config.Name, len(run.Result.Records),
 			pc["warm"], pc["snapshot"], pc["fork"], pc["cold"], pc[""], tot[k][1], run.Evictions(), run.Drops(),
-			mean/(1<<20), peak/(1<<20), cnt, float64(used)/(1<<20))
+			mean/(1<<20), peak/(1<<20), cnt, float64(used)/(1<<20), zmean/(1<<20), zpeak/(1<<20))
 	}
 	fmt.Fprintln(tw)
 	fmt.Fprintln(tw, "Where the response time went, ms: wait (for a concurrency slot and for memory, before the start), start, run, and the rest (HTTP, the client); means, and the wait's p99 and max")

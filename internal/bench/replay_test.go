@@ -90,7 +90,7 @@ func TestReplayTable(t *testing.T) {
 			res.Records = append(res.Records, rec)
 		}
 		return &ReplayRun{Config: c, Rep: 1, Result: res, Sums: sums, Pools: []types.PoolStatus{{Evictions: evictions, Drops: 1}},
-			Mem: []MemSample{{Paused: 10 << 20}, {Paused: 30 << 20}}}
+			Mem: []MemSample{{Paused: 10 << 20, Zygotes: 40 << 20}, {Paused: 30 << 20, Zygotes: 60 << 20}}}
 	}
 	cs := ReplayConfigs()[:3]
 	r := &ReplayReport{Plan: plan, Configs: cs, Parsec: 1, Runs: [][]*ReplayRun{{
@@ -119,9 +119,9 @@ func TestReplayTable(t *testing.T) {
 		// totals over both: 7 -> 1 is 85.7%, 3 -> 1 is 66.7%.
 		"all 7 7 / 7 3 / 3 3 / 1 85.7% 66.7%",
 		// paths, PARSEC cold, evictions, drops, paused MiB mean and peak,
-		// paused sandboxes.
-		"sock-like 3 1 0 0 2 0 3 4 1 20.0 30.0 0.0 0.0",
-		"hearth 3 1 1 1 0 0 1 2 1 20.0 30.0 0.0 0.0",
+		// paused sandboxes, all MiB peak, zygotes MiB mean and peak.
+		"sock-like 3 1 0 0 2 0 3 4 1 20.0 30.0 0.0 0.0 50.0 60.0",
+		"hearth 3 1 1 1 0 0 1 2 1 20.0 30.0 0.0 0.0 50.0 60.0",
 		// Where the time went: warm 100 = 1 + 0 + 40 + 59; the two
 		// others waited 20 and 170, the rest 10 and 10.
 		"hearth, warm 1 1.0 1.0 1.0 0 0.0 40.0 59.0",

@@ -39,6 +39,9 @@ type MemSample struct {
 	PausedN int
 	// Used is what the pool charges all its sandboxes, busy and paused.
 	Used int64
+	// Zygotes is the memory charged to the zygotes' cgroups, all nodes
+	// together (0 without zygotes).
+	Zygotes int64
 }
 
 // sampler reads a worker's status periodically during a run.
@@ -73,6 +76,11 @@ func startSampler(ctx context.Context, c *client.Client, plan *replay.Plan, ever
 				m := MemSample{At: time.Since(start), Paused: st.WarmBytes}
 				for _, p := range st.Pools {
 					m.Used += p.Used
+				}
+				if z, err := c.Zygotes(ctx); err == nil {
+					for _, n := range z.Nodes {
+						m.Zygotes += n.Memory
+					}
 				}
 				s.mu.Lock()
 				for _, sb := range st.Sandboxes {
@@ -127,6 +135,19 @@ func (r *ReplayRun) memStats() (mean, peak, count float64) {
 	}
 	n := float64(len(r.Mem))
 	return mean / n, peak, count / n
+}
+
+// zygoteStats returns the run's mean and peak memory of all zygotes, over
+// its samples.
+func (r *ReplayRun) zygoteStats() (mean, peak float64) {
+	if len(r.Mem) == 0 {
+		return 0, 0
+	}
+	for _, m := range r.Mem {
+		mean += float64(m.Zygotes)
+		peak = max(peak, float64(m.Zygotes))
+	}
+	return mean / float64(len(r.Mem)), peak
 }
 
 // SimInputs returns the simulator's functions for a run: each admitted
@@ -373,7 +394,7 @@ func (r *ReplayReport) writeMemory(dir string, speed float64) error {
 		return err
 	}
 	cw := csv.NewWriter(f)
-	cw.Write([]string{"rep", "config", "t_s", "paused_bytes", "paused_sandboxes", "used_bytes"})
+	cw.Write([]string{"rep", "config", "t_s", "paused_bytes", "paused_sandboxes", "used_bytes", "zygote_bytes"})
 	for _, runs := range r.Runs {
 		for _, run := range runs {
 			if run == nil {
@@ -381,7 +402,7 @@ func (r *ReplayReport) writeMemory(dir string, speed float64) error {
 			}
 			for _, m := range run.Mem {
 				cw.Write([]string{strconv.Itoa(run.Rep), run.Config.Name, strconv.FormatFloat(m.At.Seconds(), 'f', 3, 64),
-					strconv.FormatInt(m.Paused, 10), strconv.Itoa(m.PausedN), strconv.FormatInt(m.Used, 10)})
+					strconv.FormatInt(m.Paused, 10), strconv.Itoa(m.PausedN), strconv.FormatInt(m.Used, 10), strconv.FormatInt(m.Zygotes, 10)})
 			}
 		}
 	}

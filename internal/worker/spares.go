@@ -2,6 +2,8 @@ package worker
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"os"
 	"sync"
 	"time"
@@ -44,8 +46,12 @@ type spares struct {
 
 	mu    sync.Mutex
 	nodes map[string]*spareNode // by spareKey
-	taken time.Time             // last take
-	wakes []chan struct{}       // one per filler
+	// host is the back-off of failures that are no node's: no pre-made
+	// sandbox, cgroup or join descriptors (errSpareHost). Only its
+	// failures and retryAt are used; while it lasts no spare is made.
+	host  spareNode
+	taken time.Time       // last take
+	wakes []chan struct{} // one per filler
 	done  chan struct{}
 }
 
@@ -79,6 +85,11 @@ const (
 	spareRetryMin = time.Second
 	spareRetryMax = 30 * time.Second
 )
+
+// errSpareHost marks a spare's make that failed before its zygote was
+// asked: the host's part (a pre-made sandbox, a cgroup), which every node
+// would fail alike. It backs off all makes, not the node it was for.
+var errSpareHost = errors.New("spare sandbox")
 
 // failed records a failed make and returns the node's back-off. Makes
 // that fail together (both fillers were on the node when its zygote
@@ -271,15 +282,23 @@ func (s *spares) fill(wake <-chan struct{}) {
 			}
 			sp, err := s.make(key.node, key.net)
 			var retry time.Duration
+			host := errors.Is(err, errSpareHost)
 			s.mu.Lock()
 			n := s.nodes[spareKey(key.node, key.net)]
 			if n != nil {
 				n.making--
-				if err != nil {
-					retry = n.failed(time.Now())
-				}
+			}
+			switch {
+			case host:
+				retry = s.host.failed(time.Now())
+			case err != nil && n != nil:
+				retry = n.failed(time.Now())
 			}
 			s.mu.Unlock()
+			if host {
+				s.w.log.Warn("spares not made", "err", err, "retry_in", retry)
+				continue
+			}
 			if err != nil {
 				s.w.log.Warn("spare zygote child", "node", key.node, "network", key.net, "err", err, "retry_in", retry)
 				continue
@@ -314,6 +333,9 @@ func (s *spares) fill(wake <-chan struct{}) {
 func (s *spares) nextRetry(now time.Time) (time.Duration, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if now.Before(s.host.retryAt) {
+		return s.host.retryAt.Sub(now), true
+	}
 	var d time.Duration
 	ok := false
 	for _, n := range s.nodes {
@@ -340,6 +362,7 @@ func (s *spares) add(node, net string, sp *spare) bool {
 	}
 	n.ready = append(n.ready, sp)
 	n.failures, n.retryAt = 0, time.Time{}
+	s.host.failures, s.host.retryAt = 0, time.Time{}
 	if len(n.ready) >= n.want(s.min, s.max, time.Now()) {
 		n.deficit = 0
 	} else {
@@ -375,6 +398,9 @@ func (s *spares) short() (*spareNode, bool) {
 	now := time.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if now.Before(s.host.retryAt) {
+		return nil, false
+	}
 	total, gap := 0, 0
 	var best *spareNode
 	for _, n := range s.nodes {
@@ -427,7 +453,7 @@ func (s *spares) make(key, net string) (_ *spare, err error) {
 	defer cancel()
 	sb, err := w.premade(ctx, "spare")
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", errSpareHost, err)
 	}
 	sp := &spare{sb: sb}
 	defer func() {
@@ -438,12 +464,12 @@ func (s *spares) make(key, net string) (_ *spare, err error) {
 	// The lowest CPU weight until it gets a function: the child's
 	// rehearsal then yields to running functions and starts.
 	if sp.group, err = w.newGroup(ctx, sb.ID(), cgroup.Limits{MemoryBytes: spareMemory, Pids: w.cfg.PidsLimit, CPUWeight: 1}); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", errSpareHost, err)
 	}
 	sb.SetGroup(sp.group)
 	j, err := openJoin(sb)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", errSpareHost, err)
 	}
 	defer j.close()
 	sp.out, sp.err = j.outR, j.errR

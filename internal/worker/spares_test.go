@@ -245,3 +245,42 @@ func TestSparesBackOffPerNode(t *testing.T) {
 		t.Fatal("a retry pending with no node in back-off")
 	}
 }
+
+// TestSparesBackOffHost checks that a failure of the host's part of a
+// spare (errSpareHost) backs off every make, blames no node, and ends
+// with the first spare made.
+func TestSparesBackOffHost(t *testing.T) {
+	s := &spares{min: 2, max: 64, nodes: map[string]*spareNode{}}
+	s.prime("a", "")
+	s.prime("b", "")
+	n, ok := s.short()
+	if !ok {
+		t.Fatal("short gave nothing with two empty reserves")
+	}
+	n.making--
+	now := time.Now()
+	if d := s.host.failed(now); d != spareRetryMin {
+		t.Fatalf("first host back-off %v, want %v", d, spareRetryMin)
+	}
+	if m, ok := s.short(); ok {
+		t.Fatalf("short gave %s during the host's back-off", m.node)
+	}
+	if d, ok := s.nextRetry(now); !ok || d != spareRetryMin {
+		t.Fatalf("next retry in %v (%v), want the host's %v", d, ok, spareRetryMin)
+	}
+	for _, key := range []string{"a", "b"} {
+		if f := s.nodes[spareKey(key, "")].failures; f != 0 {
+			t.Errorf("node %s blamed for the host's failure: %d failures", key, f)
+		}
+	}
+	s.host.retryAt = time.Now().Add(-time.Millisecond)
+	m, ok := s.short()
+	if !ok {
+		t.Fatal("short gave nothing after the host's back-off")
+	}
+	m.making--
+	s.add(m.node, m.net, &spare{})
+	if s.host.failures != 0 || !s.host.retryAt.IsZero() {
+		t.Errorf("a spare made left the host in back-off: %d failures", s.host.failures)
+	}
+}

@@ -207,20 +207,27 @@ func (w *Worker) packages(fn registry.Function) ([]string, error) {
 	if p, ok := w.pkgCache[fnKey{fn.Name, fn.Revision}]; ok {
 		return p, nil
 	}
-	var p []string
-	if len(fn.Packages) > 0 {
-		// Resolved at deploy by the install cache: base and installed.
-		for _, pkg := range fn.Packages {
-			p = append(p, pkg.String())
-		}
-	} else {
-		var err error
-		if p, err = w.resolver.PackageSet(fn.Spec.Requirements); err != nil {
-			return nil, err
-		}
+	p, err := w.packageSet(fn)
+	if err != nil {
+		return nil, err
 	}
 	w.pkgCache[fnKey{fn.Name, fn.Revision}] = p
 	return p, nil
+}
+
+// packageSet resolves fn's package set, uncached: packages keeps the
+// sets of revisions that start here, which forget frees, and a set read
+// for planting (deployed) need not outlive the call.
+func (w *Worker) packageSet(fn registry.Function) ([]string, error) {
+	if len(fn.Packages) > 0 {
+		// Resolved at deploy by the install cache: base and installed.
+		p := make([]string, 0, len(fn.Packages))
+		for _, pkg := range fn.Packages {
+			p = append(p, pkg.String())
+		}
+		return p, nil
+	}
+	return w.resolver.PackageSet(fn.Spec.Requirements)
 }
 
 // instance is the instance of sandbox sb (id, in cgroup g) started for

@@ -276,6 +276,9 @@ type Worker struct {
 	pkgMu    sync.Mutex
 	pkgCache map[fnKey][]string // package set by function revision; guarded by pkgMu
 	logs     *logStore
+	// plantMu orders what the zygote manager is told of deploys and
+	// deletes (deployed).
+	plantMu sync.Mutex
 
 	mu     sync.Mutex
 	state  map[string]*fnState // by function name; guarded by mu
@@ -488,6 +491,8 @@ func New(ctx context.Context, cfg Config, fns Functions) (*Worker, error) {
 // functions deployed before this start, which it plants nodes for in the
 // background (zygote.Manager.Deployed).
 func (w *Worker) plantDeployed() {
+	w.plantMu.Lock()
+	defer w.plantMu.Unlock()
 	fns, err := w.fns.List()
 	if err != nil {
 		w.log.Warn("no zygote nodes planted for deployed functions", "err", err)
@@ -495,36 +500,41 @@ func (w *Worker) plantDeployed() {
 	}
 	sets := map[string][]string{}
 	for _, fn := range fns {
-		pkgs, err := w.packages(fn)
+		pkgs, err := w.packageSet(fn)
 		if err != nil {
 			w.log.Warn("no zygote node planted for a deployed function", "function", fn.Name, "err", err)
 			continue
 		}
-		sets[fn.Name] = append([]string{}, pkgs...)
+		sets[fn.Name] = pkgs
 	}
 	w.zyg.Deployed(sets)
 }
 
-// deployed tells the zygote manager the package set of function name,
-// deployed at revision rev, or that the function is gone if rev is empty.
-func (w *Worker) deployed(name, rev string) {
+// deployed tells the zygote manager the package set of function name as
+// the registry has it now, after a deploy or a delete. One at a time, each
+// reading the registry under plantMu: of a deploy and a delete racing, the
+// last to tell has read the registry last.
+func (w *Worker) deployed(name string) {
 	if w.zyg == nil {
 		return
 	}
-	if rev == "" {
+	w.plantMu.Lock()
+	defer w.plantMu.Unlock()
+	fn, err := w.fns.Get(name)
+	if errors.Is(err, registry.ErrNotFound) {
 		w.zyg.Deployed(map[string][]string{name: nil})
 		return
 	}
-	fn, err := w.fns.Get(name)
-	if err != nil || fn.Revision != rev {
-		return // deleted or deployed again meanwhile: that call tells
-	}
-	pkgs, err := w.packages(fn)
 	if err != nil {
 		w.log.Warn("no zygote node planted for a deployed function", "function", name, "err", err)
 		return
 	}
-	w.zyg.Deployed(map[string][]string{name: append([]string{}, pkgs...)})
+	pkgs, err := w.packageSet(fn)
+	if err != nil {
+		w.log.Warn("no zygote node planted for a deployed function", "function", name, "err", err)
+		return
+	}
+	w.zyg.Deployed(map[string][]string{name: pkgs})
 }
 
 // Zygotes describes the zygote tree; nil when zygotes are off.
@@ -999,7 +1009,7 @@ func (w *Worker) Retire(name, keep string) {
 	}
 	w.retireSnapshots(name, keep)
 	w.forget(name, keep)
-	w.deployed(name, keep)
+	w.deployed(name)
 }
 
 // forget frees what the worker keeps of function name's revisions other

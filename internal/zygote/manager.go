@@ -578,11 +578,31 @@ func (m *Manager) learnLocked(s []string) {
 		if !strings.Contains(key, ",") && !m.aloneUsefulLocked(key) {
 			continue
 		}
-		if m.procs+m.pendingLocked() >= m.cfg.MaxZygotes {
+		if m.procs+m.pendingLocked() >= m.cfg.MaxZygotes && !m.dropUnusedLocked() {
 			return
 		}
 		m.addNodeLocked(splitKey(key), false)
 	}
+}
+
+// dropUnusedLocked evicts one leaf planted for deployed functions that no
+// call has used, the least recently planted first, to make room for a
+// node calls asked for; false if there is none.
+func (m *Manager) dropUnusedLocked() bool {
+	var v *Node
+	walk(m.root, func(n *Node) {
+		if n.Parent != nil && len(n.Children) == 0 && n.pending == 0 && !busy(n) && unused(n) &&
+			(v == nil || n.lastUse.Before(v.lastUse)) {
+			v = n
+		}
+	})
+	if v == nil {
+		return false
+	}
+	for _, p := range m.removeNodeLocked(v) {
+		m.goBackground(func() { m.release(p) })
+	}
+	return true
 }
 
 // aloneUsefulLocked reports whether a node holding only package p would
@@ -699,7 +719,12 @@ func (m *Manager) evict(now time.Time) {
 			}
 		}
 		if v == nil && len(leaves) > 0 && m.memoryLocked() > m.cfg.MemoryBudget {
+			// A node planted for deployed functions that no call has
+			// used goes before any that served calls.
 			v = leaves[0]
+			if i := slices.IndexFunc(leaves, unused); i >= 0 {
+				v = leaves[i]
+			}
 		}
 		if v == nil {
 			break
@@ -711,6 +736,10 @@ func (m *Manager) evict(now time.Time) {
 		m.release(p)
 	}
 }
+
+// unused reports whether n was planted for deployed functions and no
+// call has used it yet.
+func unused(n *Node) bool { return n.deployed && n.hits == 0 }
 
 func busy(n *Node) bool {
 	for _, r := range n.replicas {
@@ -803,12 +832,13 @@ func joinKey(s []string) string { return (&Node{Packages: s}).Key() }
 // hold, and no node holds alone, gets a node first, as their common
 // parent: they then share its pages and import only the rest.
 //
-// Planted nodes are not static: idle past IdleTimeout, or least recently
-// used over the memory budget, they are evicted like learned ones, and a
-// set is planted again only when a function with it is deployed again (or
-// the worker restarts). At most cfg.PlantDeployed of them exist at once,
-// none past MaxZygotes or while zygotes are over their memory budget, and
-// the sets of more functions go first.
+// Planted nodes are not static: idle past IdleTimeout, or over the memory
+// budget, they are evicted like learned ones (first, while no call has
+// used them), and a set is planted again only when a function with it is
+// deployed again (or the worker restarts). At most cfg.PlantDeployed of
+// them exist at once, none past MaxZygotes or the memory budget (nodes
+// still building counted at the mean zygote's size), and the sets of more
+// functions go first.
 func (m *Manager) Deployed(fns map[string][]string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -844,28 +874,15 @@ func (m *Manager) Deployed(fns map[string][]string) {
 			}
 		}
 	}
-	for k := range want {
-		for _, p := range splitKey(k) {
-			if shared[p] >= 2 {
-				want[p] = true
-				users[p] = max(users[p], shared[p])
-			}
-		}
-	}
 	order := make([]string, 0, len(want))
 	for k := range want {
 		order = append(order, k)
 	}
-	// Parents before their children, then the sets of more functions.
 	sort.Slice(order, func(i, j int) bool {
-		a, b := order[i], order[j]
-		if na, nb := strings.Count(a, ","), strings.Count(b, ","); na != nb {
-			return na < nb
+		if a, b := users[order[i]], users[order[j]]; a != b {
+			return a > b
 		}
-		if users[a] != users[b] {
-			return users[a] > users[b]
-		}
-		return a < b
+		return order[i] < order[j]
 	})
 	planted := 0
 	walk(m.root, func(n *Node) {
@@ -873,16 +890,37 @@ func (m *Manager) Deployed(fns map[string][]string) {
 			planted++
 		}
 	})
+	// Choose the sets of more functions first, each with the shared
+	// parent it lacks, while there is room; then create parents first.
+	used, mean, pending := m.memoryLocked(), m.meanMemoryLocked(), m.pendingLocked()
+	var chosen []string
+	pick := func(k string) bool {
+		if _, ok := m.nodes[k]; ok || slices.Contains(chosen, k) {
+			return true
+		}
+		more := pending + len(chosen) + 1
+		if planted+len(chosen) >= m.cfg.PlantDeployed || m.procs+more > m.cfg.MaxZygotes ||
+			used+int64(more)*mean > m.cfg.MemoryBudget {
+			return false
+		}
+		chosen = append(chosen, k)
+		return true
+	}
+	full := false
 	for _, k := range order {
-		if _, ok := m.nodes[k]; ok {
-			continue
+		for _, p := range splitKey(k) {
+			if strings.Contains(k, ",") && shared[p] >= 2 && !pick(p) {
+				full = true
+			}
 		}
-		if planted >= m.cfg.PlantDeployed || m.procs+m.pendingLocked() >= m.cfg.MaxZygotes ||
-			m.memoryLocked() >= m.cfg.MemoryBudget {
-			m.log.Info("zygote node not planted for deployed functions", "node", k,
+		if full || !pick(k) {
+			m.log.Info("zygote nodes not planted for deployed functions: no room", "first", k,
 				"planted", planted, "plant_deployed", m.cfg.PlantDeployed, "zygotes", m.procs+m.pendingLocked())
-			return
+			break
 		}
+	}
+	sort.SliceStable(chosen, func(i, j int) bool { return strings.Count(chosen[i], ",") < strings.Count(chosen[j], ",") })
+	for _, k := range chosen {
 		n, err := m.addNodeLocked(splitKey(k), false)
 		if err != nil {
 			m.log.Warn("zygote node not planted for deployed functions", "node", k, "err", err)
@@ -891,6 +929,29 @@ func (m *Manager) Deployed(fns map[string][]string) {
 		n.deployed = true
 		planted++
 	}
+}
+
+// meanMemoryLocked is the mean memory of the zygotes other than the
+// root's, or the root's without one: what a zygote being built is
+// expected to hold.
+func (m *Manager) meanMemoryLocked() int64 {
+	var sum, n int64
+	walk(m.root, func(x *Node) {
+		if x == m.root {
+			return
+		}
+		for _, r := range x.replicas {
+			sum += r.Memory()
+			n++
+		}
+	})
+	if n > 0 {
+		return sum / n
+	}
+	for _, r := range m.root.replicas {
+		return r.Memory()
+	}
+	return 0
 }
 
 // NodeInfo describes one node for /v1/zygotes.

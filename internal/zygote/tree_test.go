@@ -330,3 +330,43 @@ func TestDeployedBound(t *testing.T) {
 		t.Errorf("planted with plant_deployed -1: %v", keys(m.nodes))
 	}
 }
+
+// TestDeployedPicksSetsOfMoreFunctions checks that under the bound the
+// sets of more functions are planted first, whatever their size.
+func TestDeployedPicksSetsOfMoreFunctions(t *testing.T) {
+	m := testManager(Config{MaxZygotes: 100, PlantDeployed: 1})
+	defer m.bg.Wait()
+	defer m.cancel()
+	m.Deployed(map[string][]string{
+		"x": {"a==1"}, "y": {"b==1"},
+		"p": {"c==1", "d==1"}, "q": {"c==1", "d==1"}, "r": {"c==1", "d==1"},
+	})
+	if got, want := keys(m.nodes), []string{"", "c==1,d==1"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("nodes %v, want %v", got, want)
+	}
+}
+
+// TestPlantedGiveWay checks that a planted node no call has used gives
+// way to a node calls ask for when the zygotes are at their bound, and
+// one a call has used does not.
+func TestPlantedGiveWay(t *testing.T) {
+	m := testManager(Config{MaxZygotes: 10, Promote: 2})
+	defer m.bg.Wait()
+	defer m.cancel()
+	m.Deployed(map[string][]string{"x": {"a==1"}, "y": {"b==1"}})
+	m.bg.Wait() // their builds fail: no root zygote here
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.nodes["a==1"].hits = 1 // used
+	m.procs = m.cfg.MaxZygotes
+	m.learnLocked([]string{"c==1"})
+	m.learnLocked([]string{"c==1"})
+	if got, want := keys(m.nodes), []string{"", "a==1", "c==1"}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("nodes %v, want %v: the unused planted b==1 gone for c==1", got, want)
+	}
+	m.learnLocked([]string{"d==1"})
+	m.learnLocked([]string{"d==1"})
+	if _, ok := m.nodes["d==1"]; ok || m.nodes["a==1"] == nil {
+		t.Errorf("a used planted node gave way: %v", keys(m.nodes))
+	}
+}

@@ -281,25 +281,10 @@ func (s *spares) fill(wake <-chan struct{}) {
 				break
 			}
 			sp, err := s.make(key.node, key.net)
-			var retry time.Duration
-			host := errors.Is(err, errSpareHost)
-			s.mu.Lock()
-			n := s.nodes[spareKey(key.node, key.net)]
-			if n != nil {
-				n.making--
-			}
-			switch {
-			case host:
-				retry = s.host.failed(time.Now())
-			case err != nil && n != nil:
-				retry = n.failed(time.Now())
-			}
-			s.mu.Unlock()
-			if host {
+			if retry, host := s.made(key.node, key.net, err, time.Now()); host {
 				s.w.log.Warn("spares not made", "err", err, "retry_in", retry)
 				continue
-			}
-			if err != nil {
+			} else if err != nil {
 				s.w.log.Warn("spare zygote child", "node", key.node, "network", key.net, "err", err, "retry_in", retry)
 				continue
 			}
@@ -326,6 +311,26 @@ func (s *spares) fill(wake <-chan struct{}) {
 			t.Stop()
 		}
 	}
+}
+
+// made ends a make for node and net counted by short, which failed with
+// err (nil: it did not), and returns the back-off the failure started or
+// extended: the host's for a failure in the host's part (errSpareHost,
+// reported by host), else the node's.
+func (s *spares) made(node, net string, err error, now time.Time) (retry time.Duration, host bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := s.nodes[spareKey(node, net)]
+	if n != nil {
+		n.making--
+	}
+	switch {
+	case errors.Is(err, errSpareHost):
+		return s.host.failed(now), true
+	case err != nil && n != nil:
+		return n.failed(now), false
+	}
+	return 0, false
 }
 
 // nextRetry is the time until the earliest back-off of a failing node

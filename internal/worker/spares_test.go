@@ -1,6 +1,8 @@
 package worker
 
 import (
+	"errors"
+	"fmt"
 	"testing"
 	"time"
 )
@@ -248,7 +250,7 @@ func TestSparesBackOffPerNode(t *testing.T) {
 
 // TestSparesBackOffHost checks that a failure of the host's part of a
 // spare (errSpareHost) backs off every make, blames no node, and ends
-// with the first spare made.
+// with the first spare made; and that a zygote's failure blames its node.
 func TestSparesBackOffHost(t *testing.T) {
 	s := &spares{min: 2, max: 64, nodes: map[string]*spareNode{}}
 	s.prime("a", "")
@@ -257,10 +259,13 @@ func TestSparesBackOffHost(t *testing.T) {
 	if !ok {
 		t.Fatal("short gave nothing with two empty reserves")
 	}
-	n.making--
 	now := time.Now()
-	if d := s.host.failed(now); d != spareRetryMin {
-		t.Fatalf("first host back-off %v, want %v", d, spareRetryMin)
+	herr := fmt.Errorf("%w: %w", errSpareHost, errors.New("no pre-made sandbox"))
+	if d, host := s.made(n.node, n.net, herr, now); !host || d != spareRetryMin {
+		t.Fatalf("a host failure: back-off %v, host %v; want %v, true", d, host, spareRetryMin)
+	}
+	if n.making != 0 {
+		t.Errorf("a failed make still counted as being made: %d", n.making)
 	}
 	if m, ok := s.short(); ok {
 		t.Fatalf("short gave %s during the host's back-off", m.node)
@@ -278,9 +283,19 @@ func TestSparesBackOffHost(t *testing.T) {
 	if !ok {
 		t.Fatal("short gave nothing after the host's back-off")
 	}
-	m.making--
+	if _, host := s.made(m.node, m.net, nil, time.Now()); host {
+		t.Fatal("a make that did not fail reported as the host's failure")
+	}
 	s.add(m.node, m.net, &spare{})
 	if s.host.failures != 0 || !s.host.retryAt.IsZero() {
 		t.Errorf("a spare made left the host in back-off: %d failures", s.host.failures)
+	}
+	// A zygote's failure is its node's.
+	m, _ = s.short()
+	if d, host := s.made(m.node, m.net, fmt.Errorf("spare from zygote: %w", errors.New("broken pipe")), time.Now()); host || d != spareRetryMin || m.failures != 1 {
+		t.Fatalf("a zygote's failure: back-off %v, host %v, node failures %d; want %v, false, 1", d, host, m.failures, spareRetryMin)
+	}
+	if !s.host.retryAt.IsZero() {
+		t.Error("a zygote's failure backed off the host")
 	}
 }

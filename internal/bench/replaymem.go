@@ -81,6 +81,8 @@ func startSampler(ctx context.Context, c *client.Client, plan *replay.Plan, ever
 					for _, n := range z.Nodes {
 						m.Zygotes += n.Memory
 					}
+				} else if k := len(s.mem); k > 0 {
+					m.Zygotes = s.mem[k-1].Zygotes // not read: as last read
 				}
 				s.mu.Lock()
 				for _, sb := range st.Sandboxes {

@@ -45,8 +45,9 @@ type Service struct {
 	remote    bool
 
 	mu       sync.Mutex
-	creating map[string]bool          // guarded by mu
-	restore  map[string]time.Duration // EWMA of restore starts per key (Restored), guarded by mu
+	creating map[string]bool         // guarded by mu
+	restore  map[string]*restoreTime // per key (Restored), guarded by mu
+	now      func() time.Time        // time.Now; tests set it
 	// probeDump and probeRestore are what the probe's dump and restore
 	// of a tiny process took (0 if unknown), and quickDump the quickest
 	// dump of a function so far: before any function has been restored,
@@ -90,7 +91,7 @@ func OpenService(ctx context.Context, cfg ServiceConfig) (*Service, error) {
 	}
 	s := &Service{
 		eng: eng, cache: cache, threshold: cfg.Threshold, remote: cfg.Remote != nil,
-		creating: map[string]bool{}, restore: map[string]time.Duration{},
+		creating: map[string]bool{}, restore: map[string]*restoreTime{}, now: time.Now,
 		dumps:     h("hearth_snapshot_dump_seconds", "Time to checkpoint a sandbox, seal and store the snapshot locally."),
 		restores:  h("hearth_snapshot_restore_seconds", "Time to restore a snapshot into a fresh sandbox (CRIU)."),
 		uploads:   h("hearth_snapshot_upload_seconds", "Time to upload a snapshot to the remote store."),
@@ -192,55 +193,131 @@ func (s *Service) Restore(ctx context.Context, key string, spec RestoreSpec) (*R
 	return sb, nil
 }
 
+// restoreTime is what a key's restore starts took: an EWMA, trusted
+// for ttl after the last one (at).
+type restoreTime struct {
+	took time.Duration
+	at   time.Time
+	ttl  time.Duration
+	// lostTo is the alternative that Prefer last found quicker than
+	// took, while took was fresh (0: it last found none).
+	lostTo time.Duration
+}
+
+// A key's restore time is trusted for restoreTTL after its last restore.
+// On a host where restores lose to forks no start restores, so nothing
+// would ever measure again: one measured in a burst, or a host whose load
+// changed, would keep the function off snapshots for good. Expired, the
+// key asks the host's quickest fresh restore of any key and, without one,
+// restores to measure again. A retry that loses again doubles the time
+// its figure is trusted, up to restoreTTLMax: a host whose restores keep
+// losing pays one slow restore per key per (growing) ttl, and only while
+// no fresh restore of another key says no.
+const (
+	restoreTTL    = 10 * time.Minute
+	restoreTTLMax = 2 * time.Hour
+)
+
+// fresh reports whether r is still trusted at now.
+func (r *restoreTime) fresh(now time.Time) bool { return now.Sub(r.at) < r.ttl }
+
 // Restored records that a start restored from key took took, from the
 // start's beginning to its runtime's ready, as a fresh start is timed;
 // Prefer weighs the two.
 func (s *Service) Restored(key string, took time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if old, ok := s.restore[key]; ok {
-		s.restore[key] = (3*old + took) / 4
-	} else {
-		s.restore[key] = took
+	now := s.now()
+	r, ok := s.restore[key]
+	switch {
+	case !ok:
+		s.restore[key] = &restoreTime{took: took, at: now, ttl: restoreTTL}
+	case !r.fresh(now):
+		// A retry after expiry: the old figure is out of date. Trusted
+		// twice as long if it loses again to what the old one lost to.
+		ttl := restoreTTL
+		if r.lostTo > 0 && took >= r.lostTo {
+			ttl = min(2*r.ttl, restoreTTLMax)
+		}
+		*r = restoreTime{took: took, at: now, ttl: ttl}
+	default:
+		r.took, r.at = (3*r.took+took)/4, now
 	}
+}
+
+// Forget drops what Restored measured of key, whose function revision is
+// gone.
+func (s *Service) Forget(key string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.restore, key)
 }
 
 // Prefer reports whether restoring key should beat the alternative start
 // (fork or cold start plus the function's init), from the restore starts
-// measured so far (Restored): key's own, or, before key's first, the
-// host's quickest function's (before any, one estimated from the
-// quickest dump, or the probe's restore; see quickDump). A host where CRIU
-// restores slowly (a second and more for a function, where a fork start
-// takes tens of ms) then neither restores nor snapshots a function that
-// forks faster than any function restores; each first restore had cost
-// a start, and each dump a cold start and a CRIU run. The quickest, not
-// an average, so that heavy functions' slow restores do not keep a light
-// one from ever being tried. always (the function asks for snapshots)
-// counts key's own restores only, so its first is tried. Without a
-// measurement it says yes, to get one.
+// measured so far (Restored): key's own while fresh (see restoreTTL), else
+// the host's quickest fresh function restore; without one, yes if key's
+// own expired (to measure again), else an estimate from the quickest dump
+// or the probe's restore (see quickDump). A host where CRIU restores
+// slowly (a second and more for a function, where a fork start takes tens
+// of ms) then neither restores nor snapshots a function that forks faster
+// than any function restores; each first restore had cost a start, and
+// each dump a cold start and a CRIU run. The quickest, not an average, so
+// that heavy functions' slow restores do not keep a light one from ever
+// being tried. always (the function asks for snapshots) counts key's own
+// restores only, so its first is tried. Without a measurement it says
+// yes, to get one.
 func (s *Service) Prefer(key string, alternative time.Duration, always bool) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	t, ok := s.restore[key]
-	if !ok && !always {
-		t, ok = s.quickestLocked()
+	now := s.now()
+	r, had := s.restore[key]
+	if had && r.fresh(now) {
+		r.lostTo = 0
+		if r.took >= alternative {
+			r.lostTo = alternative
+		}
+		return r.took < alternative
 	}
+	if always {
+		return true
+	}
+	if t, ok := s.freshestLocked(now); ok {
+		return t < alternative
+	}
+	if had {
+		return true
+	}
+	t, ok := s.estimateLocked()
 	return !ok || t < alternative
 }
 
-// quickestLocked is the host's quickest function restore so far, or
-// before any the estimate from the quickest dump (see quickDump).
-func (s *Service) quickestLocked() (time.Duration, bool) {
-	var q time.Duration
-	for _, t := range s.restore {
-		if q == 0 || t < q {
-			q = t
-		}
-	}
-	if q > 0 {
+// quickestLocked is the host's quickest fresh function restore at now,
+// or without one the estimate (estimateLocked).
+func (s *Service) quickestLocked(now time.Time) (time.Duration, bool) {
+	if q, ok := s.freshestLocked(now); ok {
 		return q, true
 	}
-	q = s.probeRestore
+	return s.estimateLocked()
+}
+
+// freshestLocked is the host's quickest function restore still trusted
+// at now, if any.
+func (s *Service) freshestLocked(now time.Time) (time.Duration, bool) {
+	var q time.Duration
+	for _, r := range s.restore {
+		if r.fresh(now) && (q == 0 || r.took < q) {
+			q = r.took
+		}
+	}
+	return q, q > 0
+}
+
+// estimateLocked is a restore time expected before any function restore
+// is trusted: the quickest dump scaled by the probe's restore over its
+// dump (the probe's restore at least; see quickDump).
+func (s *Service) estimateLocked() (time.Duration, bool) {
+	q := s.probeRestore
 	if s.quickDump > 0 && s.probeDump > 0 && s.probeRestore > 0 {
 		q = max(q, time.Duration(float64(s.quickDump)*float64(s.probeRestore)/float64(s.probeDump)))
 	}

@@ -62,7 +62,7 @@ func TestService(t *testing.T) {
 	// restore at least); a function that asks for snapshots tries its
 	// first.
 	s.mu.Lock()
-	seed, _ := s.quickestLocked()
+	seed, _ := s.quickestLocked(s.now())
 	pd, pr, qd := s.probeDump, s.probeRestore, s.quickDump
 	s.mu.Unlock()
 	if pd <= 0 || pr <= 0 || qd <= 0 {
@@ -115,7 +115,7 @@ func TestService(t *testing.T) {
 	}
 	s.Restored(Key("quick", "r1"), took/2)
 	s.mu.Lock()
-	q, _ := s.quickestLocked()
+	q, _ := s.quickestLocked(s.now())
 	s.mu.Unlock()
 	if q >= took || s.Prefer(third, q, false) || !s.Prefer(third, q+time.Millisecond, false) {
 		t.Errorf("after quicker restores of another function, an unrestored key expects %v, want below %v", q, took)
@@ -161,5 +161,85 @@ func TestService(t *testing.T) {
 	}
 	if got["hearth_snapshot_cache_bytes"] <= 0 {
 		t.Errorf("cache bytes %v", got["hearth_snapshot_cache_bytes"])
+	}
+}
+
+// TestPreferExpires checks that restore times expire: a function
+// measured once as restoring slowly is tried again after restoreTTL, and
+// after each retry that finds it still slow the wait doubles.
+func TestPreferExpires(t *testing.T) {
+	now := time.Unix(1e9, 0)
+	// The probe's restore is slow too: a key never restored expects it.
+	s := &Service{restore: map[string]*restoreTime{}, now: func() time.Time { return now },
+		probeRestore: time.Second, probeDump: time.Second}
+	fork := 50 * time.Millisecond
+	slow, quick := time.Second, 10*time.Millisecond
+	if s.Prefer("b", fork, false) {
+		t.Fatal("a key never restored ignores the probe's slow restore")
+	}
+	s.Restored("a", slow)
+	if s.Prefer("a", fork, false) || s.Prefer("b", fork, false) {
+		t.Fatal("a fresh slow restore is preferred to a fork")
+	}
+	now = now.Add(restoreTTL)
+	// Expired, with no fresh figure of any key: a measures again, though
+	// the probe says no; b, never restored, still goes by the probe.
+	if !s.Prefer("a", fork, false) || !s.Prefer("a", fork, true) {
+		t.Fatal("an expired restore time still decides")
+	}
+	if s.Prefer("b", fork, false) {
+		t.Fatal("a key never restored retries as if it had expired")
+	}
+	// The retry replaces the figure rather than averaging it in, and as
+	// it lost again, the next wait is twice as long.
+	s.Restored("a", slow)
+	now = now.Add(restoreTTL)
+	if s.Prefer("a", fork, false) {
+		t.Fatal("retried slow restore trusted for less than twice restoreTTL")
+	}
+	now = now.Add(restoreTTL)
+	if !s.Prefer("a", fork, false) {
+		t.Fatal("retried slow restore trusted for more than twice restoreTTL")
+	}
+	s.Restored("a", quick)
+	if !s.Prefer("a", fork, false) {
+		t.Fatal("a retry that found a quick restore is averaged with the expired slow one")
+	}
+	if ttl := s.restore["a"].ttl; ttl != restoreTTL {
+		t.Errorf("a retry that won: trusted for %v, want %v", ttl, restoreTTL)
+	}
+	// A fresh slow restore of another key keeps an expired key from
+	// retrying; a fresh quick one invites it.
+	now = now.Add(restoreTTLMax)
+	s.Restored("c", slow)
+	if s.Prefer("a", fork, false) {
+		t.Fatal("an expired key retries though a fresh restore of another key says no")
+	}
+	s.Restored("d", quick)
+	if !s.Prefer("a", fork, false) {
+		t.Fatal("an expired key ignores another key's fresh quick restore")
+	}
+	// Retries that keep losing double the wait up to restoreTTLMax.
+	for range 10 {
+		r := s.restore["a"]
+		r.at = now
+		s.Prefer("a", fork, false)
+		r.at = now.Add(-r.ttl)
+		s.Restored("a", slow)
+	}
+	if ttl := s.restore["a"].ttl; ttl != restoreTTLMax {
+		t.Errorf("ttl after many lost retries %v, want %v", ttl, restoreTTLMax)
+	}
+	// An expiry of a key not called meanwhile (it lost nothing) does not
+	// double.
+	s.Restored("e", quick)
+	s.restore["e"].at = now.Add(-restoreTTL)
+	s.Restored("e", slow)
+	if ttl := s.restore["e"].ttl; ttl != restoreTTL {
+		t.Errorf("a retry after an expiry that lost nothing: trusted for %v, want %v", ttl, restoreTTL)
+	}
+	s.Forget("a")
+	if _, ok := s.restore["a"]; ok {
+		t.Error("Forget left a's restore time")
 	}
 }

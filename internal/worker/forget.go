@@ -17,6 +17,7 @@ func (s *snapshots) forget(name string, revs []string) {
 		delete(s.fresh, key)
 		delete(s.worth, key)
 		delete(s.fail, key)
+		delete(s.starts, key)
 		if s.svc != nil {
 			s.svc.Forget(key)
 		}

@@ -55,9 +55,21 @@ type snapshots struct {
 	worth map[string]bool          // key: whether its last measured init was worth a snapshot; guarded by mu
 	busy  map[string]bool          // keys being snapshotted in the background; guarded by mu
 	fail  map[string]time.Time     // key: when its last background creation failed; guarded by mu
-	// turn lets one background creation run at a time, each deciding
-	// once the last is done, with what it measured.
-	turn chan struct{}
+	// starts counts each key's fork and cold starts, which a snapshot
+	// would have saved; guarded by mu.
+	starts map[string]int
+	// turns lets one background creation run at a time, each deciding
+	// once the last is done, with what it measured; the key whose starts
+	// cost most so far goes first (rank).
+	turns *dumpTurns
+}
+
+// rank is what key's fork and cold starts have cost so far: how many
+// times its last start time.
+func (s *snapshots) rank(key string) float64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return float64(s.starts[key]) * float64(s.fresh[key])
 }
 
 // snapshotDelay is the longest a background snapshot creation waits for
@@ -107,7 +119,7 @@ func (w *Worker) openSnapshots(ctx context.Context) error {
 	}
 	w.snap = &snapshots{svc: svc, baseID: baseID, remote: c.Remote != nil,
 		fresh: map[string]time.Duration{}, worth: map[string]bool{}, busy: map[string]bool{}, fail: map[string]time.Time{},
-		turn: make(chan struct{}, 1)}
+		starts: map[string]int{}, turns: newDumpTurns()}
 	w.metrics.Registry.MustRegister(svc.Collector())
 	return nil
 }
@@ -133,6 +145,7 @@ func (w *Worker) started(fn registry.Function, inst *instance, took time.Duratio
 	s.mu.Lock()
 	s.fresh[key] = took
 	s.worth[key] = worth
+	s.starts[key]++
 	// One background creation per key: the spare takes as long as a
 	// cold start, and starts meanwhile would each ask for one.
 	failed, ok := s.fail[key]
@@ -154,12 +167,10 @@ func (w *Worker) started(fn registry.Function, inst *instance, took time.Duratio
 		// burst, on a small host, they slow the burst's own starts and
 		// calls (measured: 7 % more total response over a replay's first
 		// two minutes), for a snapshot only a later start uses.
-		select {
-		case s.turn <- struct{}{}:
-			defer func() { <-s.turn }()
-		case <-w.stop:
+		if !s.turns.acquire(key, w.stop, s.rank) {
 			return
 		}
+		defer s.turns.release(s.rank)
 		w.busy.wait(snapshotDelay, w.stop)
 		// Asked again now, with the function's latest start and what
 		// the restores and dumps since have measured (a burst's starts

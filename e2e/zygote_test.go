@@ -83,8 +83,9 @@ func promoteWorker(t *testing.T, pkg, init string) *worker {
 		Files: map[string]string{pkg + "/__init__.py": init + "VERSION = '1.0'\n"}}); err != nil {
 		t.Fatal(err)
 	}
+	// Not planted at deploy: these tests are about promotion.
 	w := startWorker(t, "--no-index", "--find-links", wheels, "--no-warm-cache", noSnapshots, "--spares", "-1",
-		"--config", writeConfig(t, "zygote:\n  promote: 2\n"))
+		"--plant-deployed", "-1", "--config", writeConfig(t, "zygote:\n  promote: 2\n"))
 	w.deployDir(pkg, fn(t, "f.py", fmt.Sprintf("import %s\n\ndef f(e):\n    return %s.VERSION\n", pkg, pkg), "requirements.txt", pkg+"\n"))
 	return w
 }

@@ -662,6 +662,33 @@ func (r *ReplayReport) Table(w io.Writer, i int) error {
 		}
 	}
 	fmt.Fprintln(tw)
+	fmt.Fprintln(tw, "Calls running at once during a call's run (itself included), mean over its run time, then over the calls: what a call's CPU was shared with")
+	fmt.Fprintln(tw, "config\twarm\tnon-warm\tall\t")
+	for k := range n {
+		recs := runs[k].Result.Records
+		var sum [2]float64
+		var cnt [2]int
+		for i, o := range runsAtOnce(recs) {
+			if o == 0 {
+				continue
+			}
+			j := 1
+			if recs[i].Path == "warm" {
+				j = 0
+			}
+			sum[j] += o
+			cnt[j]++
+		}
+		mean := func(s float64, c int) string {
+			if c == 0 {
+				return "-"
+			}
+			return fmt.Sprintf("%.1f", s/float64(c))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t\n", runs[k].Config.Name, mean(sum[0], cnt[0]), mean(sum[1], cnt[1]),
+			mean(sum[0]+sum[1], cnt[0]+cnt[1]))
+	}
+	fmt.Fprintln(tw)
 	fmt.Fprintf(tw, "CPU over the calls and the %v after them, s, by process: the worker, hearth-init, zygotes, the functions' interpreters (spares included), sandboxes gone and tools (exited), and the host's kernel threads; and the calls' run time beyond their sampled execution (the handler touching its memory, and waiting for a CPU)\n", cpuSettle)
 	line = "config\t"
 	for _, k := range CPUKinds {
@@ -775,4 +802,32 @@ func replayOr[T comparable](v, def T) T {
 		return def
 	}
 	return v
+}
+
+// runsAtOnce returns, for each of recs, how many calls ran at once during
+// its run, itself included, averaged over its run time: on a small host
+// the calls share the CPUs (a handler touching its memory is CPU), so
+// more at once stretches each. 0 for a call that failed or ran no time.
+func runsAtOnce(recs []replay.Record) []float64 {
+	type span struct{ a, b float64 }
+	sp := make([]span, len(recs))
+	for i, r := range recs {
+		if !r.OK() || r.RunMs <= 0 {
+			continue
+		}
+		a := float64(r.Fired)/1e6 + r.WaitMs + r.InitMs
+		sp[i] = span{a, a + r.RunMs}
+	}
+	out := make([]float64, len(recs))
+	for i, s := range sp {
+		if s.b <= s.a {
+			continue
+		}
+		var tot float64
+		for _, o := range sp {
+			tot += max(0, min(s.b, o.b)-max(s.a, o.a))
+		}
+		out[i] = tot / (s.b - s.a)
+	}
+	return out
 }

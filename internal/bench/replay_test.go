@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -128,6 +129,10 @@ func TestReplayTable(t *testing.T) {
 		"hearth, non-warm 2 95.0 170.0 170.0 1 30.0 40.0 10.0",
 		"sock-like, non-warm 2 20.0 20.0 20.0 0 30.0 40.0 10.0",
 		"fresh, warm 0 - - - - - - -",
+		// Runs at once: sock-like's two cold calls ran side by side
+		// (each from 50 to 90 ms), its warm one alone (1 to 41 ms).
+		"sock-like 1.0 2.0 1.7",
+		"hearth 1.0 1.0 1.0",
 		// a: 1 -> 1 cold by path (as many), b: 2 -> 2; by PARSEC a 1 -> 0,
 		// b 2 -> 1: fewer for both.
 		"hearth vs sock-like, 2 functions: fewer cold starts by start path for 0, as many for 2, more for 0; by PARSEC's count fewer for 2, as many for 0, more for 0",
@@ -335,6 +340,25 @@ func TestStepTicks(t *testing.T) {
 		}
 		if strings.Join(got, " ") != tc.want {
 			t.Errorf("ticks of [%v, %v]: %v, want %s", tc.lo, tc.hi, got, tc.want)
+		}
+	}
+}
+
+// TestRunsAtOnce checks the overlap of calls' runs: partial overlaps
+// count by their share of the run, failed calls not at all.
+func TestRunsAtOnce(t *testing.T) {
+	ms := func(v float64) time.Duration { return time.Duration(v * 1e6) }
+	recs := []replay.Record{
+		{Status: 200, Fired: ms(0), WaitMs: 10, InitMs: 10, RunMs: 100}, // runs 20-120
+		{Status: 200, Fired: ms(70), RunMs: 100},                        // runs 70-170: half with the first
+		{Status: 200, Fired: ms(500), RunMs: 10},                        // alone
+		{Status: 500, Fired: ms(0), RunMs: 1000, Err: "boom"},           // failed: not counted
+	}
+	got := runsAtOnce(recs)
+	want := []float64{1.5, 1.5, 1, 0}
+	for i := range want {
+		if math.Abs(got[i]-want[i]) > 1e-9 {
+			t.Errorf("call %d: %v at once, want %v (all: %v)", i, got[i], want[i], got)
 		}
 	}
 }

@@ -589,17 +589,12 @@ func (m *Manager) learnLocked(s []string) {
 // call has used, the least recently planted first, to make room for a
 // node calls asked for; false if there is none.
 func (m *Manager) dropUnusedLocked() bool {
-	var v *Node
-	walk(m.root, func(n *Node) {
-		if n.Parent != nil && len(n.Children) == 0 && n.pending == 0 && !busy(n) && unused(n) &&
-			(v == nil || n.lastUse.Before(v.lastUse)) {
-			v = n
-		}
-	})
-	if v == nil {
+	leaves := m.leavesLocked()
+	i := slices.IndexFunc(leaves, unused)
+	if i < 0 {
 		return false
 	}
-	for _, p := range m.removeNodeLocked(v) {
+	for _, p := range m.removeNodeLocked(leaves[i]) {
 		m.goBackground(func() { m.release(p) })
 	}
 	return true
@@ -701,13 +696,7 @@ func (m *Manager) evict(now time.Time) {
 	m.mu.Lock()
 	var victims []*Process
 	for {
-		var leaves []*Node
-		walk(m.root, func(n *Node) {
-			if n.Parent != nil && len(n.Children) == 0 && n.pending == 0 && !busy(n) {
-				leaves = append(leaves, n)
-			}
-		})
-		sort.Slice(leaves, func(i, j int) bool { return leaves[i].lastUse.Before(leaves[j].lastUse) })
+		leaves := m.leavesLocked()
 		var v *Node
 		for _, n := range leaves {
 			if m.cfg.MinZygotes > 0 && m.procs <= m.cfg.MinZygotes {
@@ -737,6 +726,20 @@ func (m *Manager) evict(now time.Time) {
 	}
 }
 
+// leavesLocked returns the nodes that may be evicted now, least recently
+// used first: leaves other than the root, with no build under way and no
+// request in flight.
+func (m *Manager) leavesLocked() []*Node {
+	var leaves []*Node
+	walk(m.root, func(n *Node) {
+		if n.Parent != nil && len(n.Children) == 0 && n.pending == 0 && !busy(n) {
+			leaves = append(leaves, n)
+		}
+	})
+	sort.Slice(leaves, func(i, j int) bool { return leaves[i].lastUse.Before(leaves[j].lastUse) })
+	return leaves
+}
+
 // unused reports whether n was planted for deployed functions and no
 // call has used it yet.
 func unused(n *Node) bool { return n.deployed && n.hits == 0 }
@@ -751,13 +754,31 @@ func busy(n *Node) bool {
 }
 
 func (m *Manager) memoryLocked() int64 {
-	var total int64
-	walk(m.root, func(n *Node) {
-		for _, r := range n.replicas {
-			total += r.Memory()
+	total, _ := m.memoryStatsLocked()
+	return total
+}
+
+// memoryStatsLocked returns the memory of all zygotes and what a zygote
+// being built is expected to hold: the mean of those other than the
+// root's, or the root's without one. Each zygote's cgroup is read once.
+func (m *Manager) memoryStatsLocked() (total, mean int64) {
+	var rest, n int64
+	walk(m.root, func(x *Node) {
+		for _, r := range x.replicas {
+			b := r.Memory()
+			total += b
+			if x != m.root {
+				rest += b
+				n++
+			} else if mean == 0 {
+				mean = b
+			}
 		}
 	})
-	return total
+	if n > 0 {
+		mean = rest / n
+	}
+	return total, mean
 }
 
 func (m *Manager) removeNodeLocked(n *Node) []*Process {
@@ -892,7 +913,8 @@ func (m *Manager) Deployed(fns map[string][]string) {
 	})
 	// Choose the sets of more functions first, each with the shared
 	// parent it lacks, while there is room; then create parents first.
-	used, mean, pending := m.memoryLocked(), m.meanMemoryLocked(), m.pendingLocked()
+	used, mean := m.memoryStatsLocked()
+	pending := m.pendingLocked()
 	var chosen []string
 	pick := func(k string) bool {
 		if _, ok := m.nodes[k]; ok || slices.Contains(chosen, k) {
@@ -906,14 +928,14 @@ func (m *Manager) Deployed(fns map[string][]string) {
 		chosen = append(chosen, k)
 		return true
 	}
-	full := false
 	for _, k := range order {
+		room := true
 		for _, p := range splitKey(k) {
-			if strings.Contains(k, ",") && shared[p] >= 2 && !pick(p) {
-				full = true
+			if room && strings.Contains(k, ",") && shared[p] >= 2 {
+				room = pick(p)
 			}
 		}
-		if full || !pick(k) {
+		if !room || !pick(k) {
 			m.log.Info("zygote nodes not planted for deployed functions: no room", "first", k,
 				"planted", planted, "plant_deployed", m.cfg.PlantDeployed, "zygotes", m.procs+m.pendingLocked())
 			break
@@ -929,29 +951,6 @@ func (m *Manager) Deployed(fns map[string][]string) {
 		n.deployed = true
 		planted++
 	}
-}
-
-// meanMemoryLocked is the mean memory of the zygotes other than the
-// root's, or the root's without one: what a zygote being built is
-// expected to hold.
-func (m *Manager) meanMemoryLocked() int64 {
-	var sum, n int64
-	walk(m.root, func(x *Node) {
-		if x == m.root {
-			return
-		}
-		for _, r := range x.replicas {
-			sum += r.Memory()
-			n++
-		}
-	})
-	if n > 0 {
-		return sum / n
-	}
-	for _, r := range m.root.replicas {
-		return r.Memory()
-	}
-	return 0
 }
 
 // NodeInfo describes one node for /v1/zygotes.

@@ -292,15 +292,6 @@ func (s *Service) Prefer(key string, alternative time.Duration, always bool) boo
 	return !ok || t < alternative
 }
 
-// quickestLocked is the host's quickest fresh function restore at now,
-// or without one the estimate (estimateLocked).
-func (s *Service) quickestLocked(now time.Time) (time.Duration, bool) {
-	if q, ok := s.freshestLocked(now); ok {
-		return q, true
-	}
-	return s.estimateLocked()
-}
-
 // freshestLocked is the host's quickest function restore still trusted
 // at now, if any.
 func (s *Service) freshestLocked(now time.Time) (time.Duration, bool) {

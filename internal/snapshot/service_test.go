@@ -243,3 +243,13 @@ func TestPreferExpires(t *testing.T) {
 		t.Error("Forget left a's restore time")
 	}
 }
+
+// quickestLocked is what Prefer expects of a key never restored: the
+// host's quickest fresh function restore at now, or without one the
+// estimate (estimateLocked).
+func (s *Service) quickestLocked(now time.Time) (time.Duration, bool) {
+	if q, ok := s.freshestLocked(now); ok {
+		return q, true
+	}
+	return s.estimateLocked()
+}

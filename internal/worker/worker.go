@@ -525,11 +525,10 @@ func (w *Worker) deployed(name string) {
 		w.zyg.Deployed(map[string][]string{name: nil})
 		return
 	}
-	if err != nil {
-		w.log.Warn("no zygote node planted for a deployed function", "function", name, "err", err)
-		return
+	var pkgs []string
+	if err == nil {
+		pkgs, err = w.packageSet(fn)
 	}
-	pkgs, err := w.packageSet(fn)
 	if err != nil {
 		w.log.Warn("no zygote node planted for a deployed function", "function", name, "err", err)
 		return

@@ -309,3 +309,66 @@ func TestShortFirstWeights(t *testing.T) {
 		})
 	}
 }
+
+// TestFirstComeWeights: with --first-come, a running call's sandbox gets
+// a CPU weight that grows with the time since the call arrived, up to
+// 16 times a sandbox's, and goes back to a sandbox's once the call has
+// held it for 2 s, while it still runs. Without it the weight stays a
+// sandbox's throughout.
+func TestFirstComeWeights(t *testing.T) {
+	for _, on := range []bool{true, false} {
+		t.Run(fmt.Sprintf("first-come=%v", on), func(t *testing.T) {
+			flags := []string{noSnapshots}
+			if on {
+				flags = append(flags, "--first-come")
+			}
+			w := startWorker(t, flags...)
+			w.deployDir("hold", fn(t, "f.py", "import time\ndef f(e):\n    time.sleep(e.get('s', 0))\n    return 1\n"))
+			w.mustInvoke("hold", "{}") // started; the next call is warm
+			done := make(chan error, 1)
+			go func() {
+				_, err := w.invoke("hold", `{"s": 3.5}`)
+				done <- err
+			}()
+			// v1 cpu.shares (1024 per 100 of weight), or v2 cpu.weight.
+			base, top := []string{"1024", "100"}, []string{"16384", "1600"}
+			var seen []string // the weights seen, each change once
+			ended := false
+			for !ended {
+				select {
+				case err := <-done:
+					if err != nil {
+						t.Fatalf("the held call: %v", err)
+					}
+					ended = true
+				case <-time.After(20 * time.Millisecond):
+				}
+				for _, s := range w.status().Sandboxes {
+					if s.Function == "hold" && len(s.Pids) > 0 {
+						if v := cpuShare(t, s.Pids[0]); v != "" && (len(seen) == 0 || seen[len(seen)-1] != v) {
+							seen = append(seen, v)
+						}
+					}
+				}
+			}
+			// Sampled every 20 ms: the 200 ms climb may show some of its
+			// steps or none, but the top's 1.8 s and the base after it
+			// show.
+			topAt := slices.IndexFunc(seen, func(v string) bool { return slices.Contains(top, v) })
+			if !on {
+				for _, v := range seen {
+					if !slices.Contains(base, v) {
+						t.Errorf("without --first-come the call's sandbox had CPU weight %q (all seen: %v)", v, seen)
+					}
+				}
+				return
+			}
+			if topAt < 0 {
+				t.Fatalf("the call's sandbox never had the top weight %v; weights seen: %v", top, seen)
+			}
+			if !slices.ContainsFunc(seen[topAt:], func(v string) bool { return slices.Contains(base, v) }) {
+				t.Errorf("the call's sandbox did not go back to a sandbox's weight %v after 2 s; weights seen: %v", base, seen)
+			}
+		})
+	}
+}

@@ -41,7 +41,8 @@ type ReplayConfig struct {
 // Hearth is (sock-peak), Hearth charged memory limits (hearth-declared),
 // Hearth with a pass limit of 100 ms on its memory queue
 // (hearth-passlimit), Hearth weighing calls' CPU by their functions'
-// run time (hearth-shortfirst), Hearth without snapshots
+// run time (hearth-shortfirst), Hearth weighing running calls' CPU by
+// their arrival (hearth-firstcome), Hearth without snapshots
 // (hearth-nosnap), and Hearth without zygote nodes planted at deploy
 // for the functions' packages (hearth-noplant): its nodes come only
 // from calls. The first three are the default.
@@ -54,6 +55,7 @@ func ReplayConfigs() []ReplayConfig {
 		{Name: "hearth-declared", Flags: []string{"--pool-charge=declared"}},
 		{Name: "hearth-passlimit", Flags: []string{"--pass-limit=100ms"}, PassLimit: 100 * time.Millisecond},
 		{Name: "hearth-shortfirst", Flags: []string{"--short-first"}},
+		{Name: "hearth-firstcome", Flags: []string{"--first-come"}},
 		{Name: "hearth-nosnap", Flags: []string{"--no-snapshots"}},
 		{Name: "hearth-noplant", Flags: []string{"--plant-deployed=-1"}},
 	}

@@ -312,7 +312,7 @@ the same calls, given the start costs and paused memory the run measured.`,
 	f.Float64Var(&o.ExtraHiRate, "extra-hi-rate", 0.5, "highest target rate of the extra functions, calls per minute")
 	f.Float64Var(&o.ExtraLoRate, "extra-lo-rate", 0.05, "lowest target rate of the extra functions, calls per minute")
 	f.IntVar(&o.WarmBudgetMB, "warm-budget-mb", bench.DefaultPressureBudgetMB, "every worker's warm budget, one unified pool, MB (0: the workers' default, half the machine's memory)")
-	f.StringSliceVar(&configs, "configs", []string{"fresh", "sock-like", "hearth"}, "configurations to run, in this order (of fresh, sock-like, hearth, and sock-peak, hearth-declared, hearth-passlimit, hearth-shortfirst, hearth-nosnap and hearth-noplant, which tell apart what the start charge, the start paths, the memory queue's pass limit, short-first CPU weights, snapshots and zygote nodes planted at deploy gain)")
+	f.StringSliceVar(&configs, "configs", []string{"fresh", "sock-like", "hearth"}, "configurations to run, in this order (of fresh, sock-like, hearth, and sock-peak, hearth-declared, hearth-passlimit, hearth-shortfirst, hearth-firstcome, hearth-nosnap and hearth-noplant, which tell apart what the start charge, the start paths, the memory queue's pass limit, short-first and first-come CPU weights, snapshots and zygote nodes planted at deploy gain)")
 	f.IntVar(&o.Repeat, "repeat", 3, "repetitions of the configurations, interleaved (fresh, sock-like, hearth, fresh, ...)")
 	f.DurationVar(&o.SampleEvery, "sample-every", 2*time.Second, "period of the status reads for the paused sandboxes' memory")
 	f.BoolVar(&o.Sim, "sim", true, "also run each run's workload in the simulator with its measured start costs and paused memory, and compare")

@@ -69,9 +69,15 @@ func (w *Worker) weigh(inst *instance, st *fnState) {
 	if want == have {
 		return
 	}
-	if err := inst.group.SetCPUWeight(want); err != nil {
-		w.log.Debug("weighing a call by its function's run time", "sandbox", inst.id, "err", err)
+	w.setWeight(inst, want)
+}
+
+// setWeight sets the CPU weight of inst's sandbox for the call it runs
+// (Config.ShortFirst, Config.FirstCome).
+func (w *Worker) setWeight(inst *instance, weight uint64) {
+	if err := inst.group.SetCPUWeight(weight); err != nil {
+		w.log.Debug("weighing a call's CPU", "sandbox", inst.id, "weight", weight, "err", err)
 		return
 	}
-	inst.weight = want
+	inst.weight = weight
 }

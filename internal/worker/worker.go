@@ -143,6 +143,11 @@ type Config struct {
 	// the CPU goes first to calls that end soon. Off by default: it
 	// shifts CPU between functions.
 	ShortFirst bool
+	// FirstCome weighs a running call's sandbox by how long ago the call
+	// reached the worker (see comeWeight): at a burst the earlier calls
+	// end first, instead of all late. It treats every call alike. Not
+	// with ShortFirst.
+	FirstCome bool
 	// EagerNetwork gives a forked sandbox of network: isolated its veth
 	// pair when it starts, as a cold one has it. By default it gets it
 	// when it first makes an internet or netlink socket (see lazynet.go),
@@ -269,6 +274,7 @@ type Worker struct {
 	watchWarned atomic.Bool
 	life        context.Context // cancelled by Close: background work stops
 	endLife     context.CancelFunc
+	come        *firstCome  // Config.FirstCome; nil without
 	busy        *busyGate   // invocations under way
 	starts      *startTurns // Config.MaxStarts; nil: no bound
 
@@ -334,6 +340,17 @@ func New(ctx context.Context, cfg Config, fns Functions) (*Worker, error) {
 		code:    make(map[fnKey]*codeHold),
 	}
 	w.life, w.endLife = context.WithCancel(context.Background())
+	if cfg.FirstCome {
+		if cfg.ShortFirst {
+			return nil, errors.New("worker: FirstCome and ShortFirst both weigh calls' CPU; choose one")
+		}
+		w.come = newFirstCome(w.setWeight)
+		w.wg.Add(1)
+		go func() {
+			defer w.wg.Done()
+			w.come.run(w.life)
+		}()
+	}
 	if t := w.starts; t != nil {
 		w.metrics.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "hearth_start_turns_held", Help: "Start turns held now, of max_starts.",
@@ -676,6 +693,9 @@ func (w *Worker) InvokeID(ctx context.Context, name string, event []byte, id str
 	}
 
 	w.weigh(inst, st)
+	if w.come != nil {
+		w.come.add(inst, start)
+	}
 	rctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	t1 := time.Now()
@@ -690,6 +710,9 @@ func (w *Worker) InvokeID(ctx context.Context, name string, event []byte, id str
 		Deadline: time.Now().Add(timeout),
 	})
 	res.Run = time.Since(t1)
+	if w.come != nil {
+		w.come.done(inst)
+	}
 	// Every call the handler ran counts, the longest (timed out, crashed)
 	// too: a function cannot keep a short one's weight by failing.
 	st.observeRun(res.Run)

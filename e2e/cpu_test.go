@@ -310,11 +310,10 @@ func TestShortFirstWeights(t *testing.T) {
 	}
 }
 
-// TestFirstComeWeights: with --first-come, a running call's sandbox gets
-// a CPU weight that grows with the time since the call arrived, up to
-// 16 times a sandbox's, and goes back to a sandbox's once the call has
-// held it for 2 s, while it still runs. Without it the weight stays a
-// sandbox's throughout.
+// TestFirstComeWeights: with --first-come, while two calls run, the
+// earlier one's sandbox gets 16 times a sandbox's CPU weight and the
+// later one's 8 times; a call running alone has a sandbox's. Without it
+// every sandbox keeps a sandbox's weight.
 func TestFirstComeWeights(t *testing.T) {
 	for _, on := range []bool{true, false} {
 		t.Run(fmt.Sprintf("first-come=%v", on), func(t *testing.T) {
@@ -324,50 +323,68 @@ func TestFirstComeWeights(t *testing.T) {
 			}
 			w := startWorker(t, flags...)
 			w.deployDir("hold", fn(t, "f.py", "import time\ndef f(e):\n    time.sleep(e.get('s', 0))\n    return 1\n"))
-			w.mustInvoke("hold", "{}") // started; the next call is warm
-			done := make(chan error, 1)
-			go func() {
-				_, err := w.invoke("hold", `{"s": 3.5}`)
-				done <- err
-			}()
+			// Two sandboxes, warm, so that both calls below run at once.
+			var wg sync.WaitGroup
+			for range 2 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					w.mustInvoke("hold", `{"s": 0.5}`)
+				}()
+			}
+			wg.Wait()
+			errs := make(chan error, 2)
+			call := func(s float64) {
+				_, err := w.invoke("hold", fmt.Sprintf(`{"s": %v}`, s))
+				errs <- err
+			}
+			go call(3)
+			time.Sleep(300 * time.Millisecond)
+			go call(1.5)
 			// v1 cpu.shares (1024 per 100 of weight), or v2 cpu.weight.
-			base, top := []string{"1024", "100"}, []string{"16384", "1600"}
-			var seen []string // the weights seen, each change once
-			ended := false
-			for !ended {
+			seen := map[int][]string{} // by sandbox pid: the weights seen, each change once
+			for done := 0; done < 2; {
 				select {
-				case err := <-done:
+				case err := <-errs:
 					if err != nil {
-						t.Fatalf("the held call: %v", err)
+						t.Fatalf("a held call: %v", err)
 					}
-					ended = true
+					done++
 				case <-time.After(20 * time.Millisecond):
 				}
 				for _, s := range w.status().Sandboxes {
-					if s.Function == "hold" && len(s.Pids) > 0 {
-						if v := cpuShare(t, s.Pids[0]); v != "" && (len(seen) == 0 || seen[len(seen)-1] != v) {
-							seen = append(seen, v)
-						}
+					if s.Function != "hold" || len(s.Pids) == 0 {
+						continue
+					}
+					p := s.Pids[0]
+					if v := cpuShare(t, p); v != "" && (len(seen[p]) == 0 || seen[p][len(seen[p])-1] != v) {
+						seen[p] = append(seen[p], v)
 					}
 				}
 			}
-			// Sampled every 20 ms: the 200 ms climb may show some of its
-			// steps or none, but the top's 1.8 s and the base after it
-			// show.
-			topAt := slices.IndexFunc(seen, func(v string) bool { return slices.Contains(top, v) })
+			base := []string{"1024", "100"}
 			if !on {
-				for _, v := range seen {
-					if !slices.Contains(base, v) {
-						t.Errorf("without --first-come the call's sandbox had CPU weight %q (all seen: %v)", v, seen)
+				for p, vs := range seen {
+					for _, v := range vs {
+						if !slices.Contains(base, v) {
+							t.Errorf("without --first-come sandbox %d had CPU weight %q (all seen: %v)", p, v, seen)
+						}
 					}
 				}
 				return
 			}
-			if topAt < 0 {
-				t.Fatalf("the call's sandbox never had the top weight %v; weights seen: %v", top, seen)
+			var top, second bool
+			for _, vs := range seen {
+				top = top || slices.ContainsFunc(vs, func(v string) bool { return v == "16384" || v == "1600" })
+				second = second || slices.ContainsFunc(vs, func(v string) bool { return v == "8192" || v == "800" })
 			}
-			if !slices.ContainsFunc(seen[topAt:], func(v string) bool { return slices.Contains(base, v) }) {
-				t.Errorf("the call's sandbox did not go back to a sandbox's weight %v after 2 s; weights seen: %v", base, seen)
+			if !top || !second {
+				t.Errorf("with two calls running, want the earlier's sandbox at 16x a sandbox's weight and the later's at 8x; weights seen by sandbox: %v", seen)
+			}
+			for p, vs := range seen {
+				if !slices.Contains(base, vs[len(vs)-1]) {
+					t.Errorf("sandbox %d ended its call at weight %s, want a sandbox's %v (all seen: %v)", p, vs[len(vs)-1], base, seen)
+				}
 			}
 		})
 	}

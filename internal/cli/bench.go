@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -47,7 +48,7 @@ func newBenchCmd() *cobra.Command {
 				_, err := bench.Network(ctx, bench.NetworkOptions{Hearth: exe, Base: base, N: n, Out: out})
 				return err
 			}),
-		newBenchReplayCmd(bin), newBenchConcurrencyCmd(bin), newBenchSnapshotCmd(bin), newBenchChurnCmd(bin))
+		newBenchReplayCmd(bin), newBenchConcurrencyCmd(bin), newBenchWeightsCmd(bin), newBenchSnapshotCmd(bin), newBenchChurnCmd(bin))
 	return b
 }
 
@@ -104,6 +105,40 @@ func newBenchZygoteCmd(bin func() (string, error)) *cobra.Command {
 		"run the background loops in a session of their own whose autogroup is niced too, as nice works without autogroup (default: in the benchmark's session, which competes with the sandboxes at equal weight)")
 	c.Flags().Uint64Var(&weight, "cpu-weight", 0,
 		"the workers' --cpu-weight (default: theirs, 100 per CPU up to 1000)")
+	return c
+}
+
+func newBenchWeightsCmd(bin func() (string, error)) *cobra.Command {
+	var o bench.WeightsOptions
+	var dataDir string
+	c := &cobra.Command{
+		Use:   "weights",
+		Short: "Bursts of CPU-hungry calls, more than the CPUs: default CPU weights vs first-come (and short-first), interleaved",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			exe, err := bin()
+			if err != nil {
+				return err
+			}
+			o.Hearth, o.Out = exe, cmd.OutOrStdout()
+			if o.Base == "" {
+				o.Base = filepath.Join(dataDir, "base")
+			}
+			ctx, stop := benchContext(cmd)
+			defer stop()
+			_, err = bench.Weights(ctx, o)
+			return err
+		},
+	}
+	f := c.Flags()
+	f.IntVarP(&o.Rounds, "n", "n", 20, "bursts per configuration")
+	f.IntVar(&o.Size, "size", 8, "calls in a burst")
+	f.DurationVar(&o.Gap, "gap", 25*time.Millisecond, "time between a burst's calls")
+	f.IntVar(&o.TouchMB, "touch-mb", 64, "memory each call writes, one byte a page")
+	f.IntVar(&o.Background, "background", 0, "CPU-bound processes (busy loops at nice 10) to run during the measurement")
+	f.StringSliceVar(&o.Configs, "configs", []string{"default", "first-come"}, "configurations, the first the baseline (of default, first-come, short-first)")
+	f.StringVar(&o.Base, "base", "", "base image (default: DATA_DIR/base)")
+	f.StringVar(&dataDir, "data-dir", image.DefaultDataDir, "data directory holding the base image")
 	return c
 }
 

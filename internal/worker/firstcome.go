@@ -3,47 +3,47 @@ package worker
 import (
 	"cmp"
 	"context"
+	"slices"
 	"sync"
 	"time"
 )
 
-// Config.FirstCome: while a call runs, its sandbox's CPU weight grows
-// with the time since the call reached the worker, doubling every
-// comeStep from a sandbox's 100 to comeMax. At a burst, when more calls
-// want the CPUs than there are, the earlier ones then take most of it
-// and end in turn, instead of all being stretched to the burst's end: a
-// burst of n equal calls on one CPU ends on average after about (n+1)/2
-// calls' time rather than n. Alone on a CPU, any weight runs at full
-// speed, and a call that waits (sleeps, I/O) leaves its share to others.
+// Config.FirstCome: while calls run, their sandboxes' CPU weights follow
+// the order in which the calls reached the worker: the earliest running
+// call gets comeMax, the next half that, and so on down to a sandbox's
+// 100 (a call running alone keeps 100: there is nothing to order). At a burst, when more calls want the CPUs than there are, the
+// earlier ones then take most of it and end in turn, instead of all
+// being stretched to the burst's end: a burst of n equal calls on one
+// CPU ends on average after about (n+1)/2 calls' time rather than n.
+// Alone on a CPU, any weight runs at full speed, and a call that waits
+// (sleeps, I/O) leaves its share to the others.
 //
 // It treats every call alike, whatever its function's past, so it does
 // not shift CPU between tenants as Config.ShortFirst does. Its bound is
-// comeHold: a call running longer than that goes back to a sandbox's
-// weight, so a call that spins keeps no lead over the calls after it
-// for longer than that. The weights are shares among the sandboxes
-// only: the worker, its zygotes and the rest of the host keep theirs.
+// comeHold: a call running longer than that leaves the order at a
+// sandbox's weight, so a call that spins keeps no lead over the calls
+// after it for longer than that. No call gets less than a sandbox's
+// weight, and the weights are shares among the sandboxes only: the
+// worker, its zygotes and the rest of the host keep theirs.
 const (
-	comeStep = 50 * time.Millisecond
-	comeMax  = 1600 // 16× a sandbox's, reached after 4 steps
+	comeMax  = 1600 // 16× a sandbox's
 	comeHold = 2 * time.Second
-	comeTick = 25 * time.Millisecond
+	comeTick = 50 * time.Millisecond // how often calls past comeHold are let go
 )
 
-// comeWeight is the Config.FirstCome weight of a call that reached the
-// worker age ago and has been running (or starting) since.
-func comeWeight(age time.Duration) uint64 {
-	if age < 0 || age >= comeHold {
+// comeWeight is the Config.FirstCome weight of the call of rank r among
+// the running calls younger than comeHold (0: the earliest), or of one
+// outside the order (r < 0).
+func comeWeight(r int) uint64 {
+	if r < 0 || r >= 8 {
 		return sandboxWeight
 	}
-	w := uint64(sandboxWeight)
-	for s := comeStep; s <= age && w < comeMax; s += comeStep {
-		w *= 2
-	}
-	return min(w, comeMax)
+	return max(uint64(comeMax)>>r, sandboxWeight)
 }
 
-// firstCome keeps the running calls' arrival times and moves their
-// sandboxes' weights as they age, every comeTick while any runs.
+// firstCome keeps the running calls' arrival times and their sandboxes'
+// weights by their order: on each call's start and end, and every
+// comeTick while any runs, for the calls past comeHold.
 type firstCome struct {
 	set  func(inst *instance, weight uint64) // writes inst's CPU weight
 	now  func() time.Time
@@ -82,13 +82,33 @@ func (fc *firstCome) run(ctx context.Context) {
 	}
 }
 
-// update gives each running call the weight of its age.
+// update gives each running call the weight of its rank.
 func (fc *firstCome) update() {
-	now := fc.now()
 	fc.mu.Lock()
 	defer fc.mu.Unlock()
+	fc.updateLocked()
+}
+
+func (fc *firstCome) updateLocked() {
+	now := fc.now()
+	order := make([]*instance, 0, len(fc.calls))
 	for inst, arrived := range fc.calls {
-		fc.weighLocked(inst, comeWeight(now.Sub(arrived)))
+		if now.Sub(arrived) >= comeHold {
+			fc.weighLocked(inst, sandboxWeight)
+			continue
+		}
+		order = append(order, inst)
+	}
+	slices.SortFunc(order, func(a, b *instance) int {
+		return cmp.Or(fc.calls[a].Compare(fc.calls[b]), cmp.Compare(a.id, b.id))
+	})
+	if len(order) == 1 {
+		// Alone, its weight orders nothing: no cgroup write for it.
+		fc.weighLocked(order[0], sandboxWeight)
+		return
+	}
+	for r, inst := range order {
+		fc.weighLocked(inst, comeWeight(r))
 	}
 }
 
@@ -99,8 +119,7 @@ func (fc *firstCome) weighLocked(inst *instance, want uint64) {
 }
 
 // add counts inst's call, which reached the worker at arrived, as
-// running, and weighs it at once: a call that waited for its start is
-// already old.
+// running, and weighs the running calls by their new order.
 func (fc *firstCome) add(inst *instance, arrived time.Time) {
 	fc.mu.Lock()
 	defer fc.mu.Unlock()
@@ -111,13 +130,15 @@ func (fc *firstCome) add(inst *instance, arrived time.Time) {
 		}
 	}
 	fc.calls[inst] = arrived
-	fc.weighLocked(inst, comeWeight(fc.now().Sub(arrived)))
+	fc.updateLocked()
 }
 
-// done ends inst's call and gives its sandbox a sandbox's weight back.
+// done ends inst's call, gives its sandbox a sandbox's weight back, and
+// moves the calls after it up.
 func (fc *firstCome) done(inst *instance) {
 	fc.mu.Lock()
 	defer fc.mu.Unlock()
 	delete(fc.calls, inst)
 	fc.weighLocked(inst, sandboxWeight)
+	fc.updateLocked()
 }

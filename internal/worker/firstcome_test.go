@@ -8,32 +8,17 @@ import (
 )
 
 func TestComeWeight(t *testing.T) {
-	for _, c := range []struct {
-		age  time.Duration
-		want uint64
-	}{
-		{-time.Millisecond, 100}, // a clock step back: a sandbox's own
-		{0, 100},
-		{49 * time.Millisecond, 100},
-		{comeStep, 200},
-		{2 * comeStep, 400},
-		{3 * comeStep, 800},
-		{4 * comeStep, 1600},
-		{time.Second, 1600}, // bounded
-		{comeHold - time.Millisecond, 1600},
-		{comeHold, 100}, // held long enough: no lead any more
-		{time.Minute, 100},
-	} {
-		if got := comeWeight(c.age); got != c.want {
-			t.Errorf("comeWeight(%v) = %d, want %d", c.age, got, c.want)
+	for r, want := range map[int]uint64{-1: 100, 0: 1600, 1: 800, 2: 400, 3: 200, 4: 100, 5: 100, 8: 100, 100: 100} {
+		if got := comeWeight(r); got != want {
+			t.Errorf("comeWeight(%d) = %d, want %d", r, got, want)
 		}
 	}
 }
 
-// TestFirstCome drives the bookkeeping on a fake clock: a call is
-// weighed by its arrival as it is added, moves up as it ages, goes back
-// to a sandbox's weight past comeHold and when done, and no weight is
-// written that is already set.
+// TestFirstCome drives the bookkeeping on a fake clock: the running
+// calls are weighed by their order of arrival as calls start and end, a
+// call alone keeps a sandbox's weight, one past comeHold leaves the
+// order, and no weight is written that is already set.
 func TestFirstCome(t *testing.T) {
 	now := time.Unix(1000, 0)
 	var writes []uint64
@@ -42,48 +27,70 @@ func TestFirstCome(t *testing.T) {
 		writes = append(writes, w)
 	})
 	fc.now = func() time.Time { return now }
+	weights := func(insts ...*instance) []uint64 {
+		var w []uint64
+		for _, i := range insts {
+			w = append(w, max(i.weight, sandboxWeight))
+		}
+		return w
+	}
+	same := func(a, b []uint64) bool {
+		if len(a) != len(b) {
+			return false
+		}
+		for i := range a {
+			if a[i] != b[i] {
+				return false
+			}
+		}
+		return true
+	}
 
-	a, b := &instance{id: "a"}, &instance{id: "b"}
-	fc.add(a, now) // arrived now: a sandbox's weight, no write
+	a, b, c := &instance{id: "a"}, &instance{id: "b"}, &instance{id: "c"}
+	fc.add(a, now.Add(-100*time.Millisecond))
 	if len(writes) != 0 {
-		t.Fatalf("a call just arrived wrote %v", writes)
+		t.Fatalf("a call alone wrote %v", writes)
 	}
-	fc.add(b, now.Add(-150*time.Millisecond)) // waited 150 ms for its start
-	if b.weight != 800 {
-		t.Fatalf("a call that arrived 150 ms ago: weight %d, want 800", b.weight)
-	}
-	now = now.Add(60 * time.Millisecond)
-	fc.update()
-	if a.weight != 200 || b.weight != 1600 {
-		t.Fatalf("after 60 ms: weights %d and %d, want 200 and 1600", a.weight, b.weight)
+	// c arrived after b but starts running first (b's start took longer).
+	fc.add(c, now.Add(-20*time.Millisecond))
+	fc.add(b, now.Add(-50*time.Millisecond))
+	if got := weights(a, b, c); !same(got, []uint64{1600, 800, 400}) {
+		t.Fatalf("three calls: weights %v, want 1600 800 400 by arrival", got)
 	}
 	n := len(writes)
 	fc.update()
 	if len(writes) != n {
 		t.Fatalf("an update with nothing changed wrote %v", writes[n:])
 	}
-	now = now.Add(comeHold - 100*time.Millisecond) // b past comeHold, a not
-	fc.update()
-	if a.weight != 1600 || b.weight != 100 {
-		t.Fatalf("b past its hold: weights %d and %d, want 1600 and 100", a.weight, b.weight)
+	fc.done(a) // the others move up
+	if got := weights(a, b, c); !same(got, []uint64{100, 1600, 800}) {
+		t.Fatalf("a done: weights %v, want 100 1600 800", got)
 	}
-	fc.done(a)
-	if a.weight != 100 {
-		t.Fatalf("a done: weight %d, want 100", a.weight)
+	now = now.Add(comeHold - 30*time.Millisecond) // b past comeHold, c not
+	fc.update()
+	if got := weights(b, c); !same(got, []uint64{100, 100}) {
+		t.Fatalf("b past its hold, c alone in the order: weights %v, want 100 100", got)
+	}
+	d := &instance{id: "d"}
+	fc.add(d, now)
+	if got := weights(b, c, d); !same(got, []uint64{100, 1600, 800}) {
+		t.Fatalf("d after c, b out of the order: weights %v, want 100 1600 800", got)
+	}
+	fc.done(b)
+	fc.done(c)
+	fc.done(d)
+	if got := weights(b, c, d); !same(got, []uint64{100, 100, 100}) {
+		t.Fatalf("all done: weights %v", got)
 	}
 	n = len(writes)
-	fc.done(b) // already back at 100
-	if len(writes) != n {
-		t.Fatalf("done at a sandbox's weight wrote %v", writes[n:])
-	}
 	fc.update()
 	if len(writes) != n {
 		t.Fatalf("an update with no call running wrote %v", writes[n:])
 	}
 }
 
-// TestFirstComeRun: the loop wakes for a call added to an empty set,
-// moves its weight with real time, and ends with its context.
+// TestFirstComeRun: the loop wakes for calls added to an empty set, lets
+// a call go past comeHold with real time, and ends with its context.
 func TestFirstComeRun(t *testing.T) {
 	var mu sync.Mutex
 	fc := newFirstCome(func(inst *instance, w uint64) {
@@ -98,18 +105,21 @@ func TestFirstComeRun(t *testing.T) {
 		close(ended)
 	}()
 	time.Sleep(3 * comeTick) // idle: the loop waits for a call
-	inst := &instance{id: "a"}
-	fc.add(inst, time.Now())
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	old, young := &instance{id: "old"}, &instance{id: "young"}
+	fc.add(old, time.Now().Add(-comeHold+200*time.Millisecond))
+	fc.add(young, time.Now())
+	weight := func(i *instance) uint64 {
 		mu.Lock()
-		w := inst.weight
-		mu.Unlock()
-		if w == comeMax {
-			break
-		}
+		defer mu.Unlock()
+		return i.weight
+	}
+	if weight(old) != comeMax {
+		t.Fatalf("the older call: weight %d, want %d", weight(old), comeMax)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for weight(old) != sandboxWeight {
 		if time.Now().After(deadline) {
-			t.Fatalf("weight %d 10 s after the call was added, want %d", w, comeMax)
+			t.Fatalf("weight %d 10 s after the call passed its hold, want %d", weight(old), sandboxWeight)
 		}
 		time.Sleep(comeTick)
 	}

@@ -1,0 +1,251 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"time"
+)
+
+// WeightsOptions configures the CPU-weights benchmark: bursts of calls
+// that each need CPU (they write memory), more at once than the host has
+// CPUs, against workers that weigh calls' CPU in different ways.
+type WeightsOptions struct {
+	// Hearth is the hearth binary; Base the base image.
+	Hearth, Base string
+	// Rounds is how many bursts each configuration gets (default 20),
+	// interleaved: one burst of each in turn.
+	Rounds int
+	// Size is the calls in a burst (default 8), Gap the time between
+	// their arrivals (default 25 ms).
+	Size int
+	Gap  time.Duration
+	// TouchMB is the memory each call writes, one byte a page (default
+	// 64): its CPU, mostly page faults.
+	TouchMB int
+	// Background is how many CPU-bound processes (nice 10) run during
+	// the measurement.
+	Background int
+	// Configs are the configurations, by name (default: default,
+	// first-come); the first is the baseline of the ratios.
+	Configs []string
+	Out     io.Writer
+}
+
+// WeightsConfigs are the configurations the benchmark knows: the worker's
+// flags of each.
+var WeightsConfigs = map[string][]string{
+	"default":     nil,
+	"first-come":  {"--first-come"},
+	"short-first": {"--short-first"},
+}
+
+// WeightsResult is one configuration's calls.
+type WeightsResult struct {
+	Config string
+	// Response is each measured call's latency as the client saw it,
+	// from its own send; Last is each burst's time from its first send
+	// to its last answer.
+	Response, Last []time.Duration
+	// Warm counts the measured calls that found a warm sandbox.
+	Warm int
+}
+
+const weightsHandler = `import time
+
+def f(event):
+    mb = int(event.get("mb", 0))
+    if mb > 0:
+        buf = bytearray(mb << 20)
+        buf[::4096] = b"\x01" * ((len(buf) + 4095) // 4096)
+        del buf
+    return mb
+`
+
+// Weights runs the benchmark. Each configuration's worker first serves one
+// burst unmeasured, so that the measured ones find their sandboxes warm:
+// what differs is only how the CPU is shared while they run.
+func Weights(ctx context.Context, o WeightsOptions) ([]WeightsResult, error) {
+	if o.Rounds <= 0 {
+		o.Rounds = 20
+	}
+	if o.Size <= 0 {
+		o.Size = 8
+	}
+	if o.Gap <= 0 {
+		o.Gap = 25 * time.Millisecond
+	}
+	if o.TouchMB <= 0 {
+		o.TouchMB = 64
+	}
+	if len(o.Configs) == 0 {
+		o.Configs = []string{"default", "first-come"}
+	}
+	for _, c := range o.Configs {
+		if _, ok := WeightsConfigs[c]; !ok {
+			return nil, fmt.Errorf("bench weights: unknown configuration %q", c)
+		}
+	}
+	files := map[string]string{
+		"f.py": weightsHandler,
+		"function.yaml": fmt.Sprintf("memory_mb: %d\ntimeout_s: 60\nmax_concurrency: %d\n",
+			(o.TouchMB+64+15)/16*16, o.Size),
+	}
+	event := fmt.Appendf(nil, `{"mb": %d}`, o.TouchMB)
+
+	workers := make([]*Worker, len(o.Configs))
+	defer func() {
+		for _, w := range workers {
+			if w != nil {
+				w.Stop()
+			}
+		}
+	}()
+	for i, c := range o.Configs {
+		// Room for every sandbox of a burst twice over, so that none is
+		// evicted between bursts.
+		budget := 2 * o.Size * (o.TouchMB + 64)
+		// The workers run side by side: each its own cgroup parent and
+		// subnet, or the second would sweep the first's as left over.
+		flags := append([]string{"--no-snapshots", "--warm-budget-mb", fmt.Sprint(budget),
+			"--cgroup-parent", fmt.Sprintf("hearth-bench-%d-w%d", os.Getpid(), i),
+			"--netns-subnet", fmt.Sprintf("10.%d.0.0/16", 240+i)}, WeightsConfigs[c]...)
+		w, err := StartWorker(ctx, o.Hearth, o.Base, flags...)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", c, err)
+		}
+		workers[i] = w
+		if err := w.Deploy(ctx, "burst", files); err != nil {
+			return nil, fmt.Errorf("%s: deploy: %w", c, err)
+		}
+		if _, err := weightsBurst(ctx, w, o.Size, o.Gap, event); err != nil {
+			return nil, fmt.Errorf("%s: warm-up: %w", c, err)
+		}
+	}
+	if o.Background > 0 {
+		load, err := StartLoad(o.Background, false)
+		if err != nil {
+			return nil, err
+		}
+		defer load.Stop()
+	}
+	res := make([]WeightsResult, len(o.Configs))
+	for i, c := range o.Configs {
+		res[i].Config = c
+	}
+	for range o.Rounds {
+		for i, w := range workers {
+			calls, err := weightsBurst(ctx, w, o.Size, o.Gap, event)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", o.Configs[i], err)
+			}
+			var last time.Duration
+			for _, c := range calls {
+				res[i].Response = append(res[i].Response, c.latency)
+				last = max(last, c.sent+c.latency)
+				if c.path == "warm" {
+					res[i].Warm++
+				}
+			}
+			res[i].Last = append(res[i].Last, last)
+			time.Sleep(200 * time.Millisecond) // the sandboxes pause
+		}
+	}
+	if o.Out != nil {
+		weightsReport(o, res)
+	}
+	return res, nil
+}
+
+// weightsCall is one call of a burst: when it was sent after the burst's
+// first, and how long its answer took.
+type weightsCall struct {
+	sent, latency time.Duration
+	path          string
+}
+
+// weightsBurst sends n calls gap apart, each from its own goroutine, and waits
+// for all of them.
+func weightsBurst(ctx context.Context, w *Worker, n int, gap time.Duration, event []byte) ([]weightsCall, error) {
+	calls := make([]weightsCall, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	t0 := time.Now()
+	for i := range n {
+		if d := time.Until(t0.Add(time.Duration(i) * gap)); d > 0 {
+			time.Sleep(d)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			calls[i].sent = time.Since(t0)
+			inv, err := w.Client.Invoke(ctx, "burst", event)
+			calls[i].latency, calls[i].path, errs[i] = inv.Latency, inv.Path, err
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return nil, err
+		}
+	}
+	return calls, nil
+}
+
+func meanOf(d []time.Duration) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	var s time.Duration
+	for _, x := range d {
+		s += x
+	}
+	return s / time.Duration(len(d))
+}
+
+func weightsReport(o WeightsOptions, res []WeightsResult) {
+	w := o.Out
+	fmt.Fprintf(w, "hearth bench weights: %d bursts per configuration, interleaved; %d calls a burst, %v apart, each writing %d MB one byte a page;\n",
+		o.Rounds, o.Size, o.Gap, o.TouchMB)
+	fmt.Fprintf(w, "sandboxes warm (one burst unmeasured first); background load: %d CPU-bound processes at nice %d\n\n", o.Background, backgroundNice)
+	fmt.Fprintf(w, "%-12s %6s %6s %10s %10s %10s %10s\n", "config", "calls", "warm", "mean ms", "p50 ms", "p99 ms", "burst ms")
+	for _, r := range res {
+		s := Sample{D: r.Response}
+		fmt.Fprintf(w, "%-12s %6d %6d %10s %10s %10s %10s\n", r.Config, len(r.Response), r.Warm,
+			ms(meanOf(r.Response)), ms(s.P50()), ms(s.P99()), ms(meanOf(r.Last)))
+	}
+	if len(res) < 2 {
+		return
+	}
+	fmt.Fprintln(w)
+	b := res[0]
+	for _, r := range res[1:] {
+		fmt.Fprintf(w, "%s / %s: mean response %.2fx, p99 %.2fx, burst %.2fx; bursts with a lower mean %d of %d\n",
+			r.Config, b.Config,
+			ratio(meanOf(r.Response), meanOf(b.Response)),
+			ratio(Sample{D: r.Response}.P99(), Sample{D: b.Response}.P99()),
+			ratio(meanOf(r.Last), meanOf(b.Last)),
+			lowerBursts(r.Response, b.Response, o.Size), len(b.Last))
+	}
+}
+
+func ratio(a, b time.Duration) float64 {
+	if b == 0 {
+		return 0
+	}
+	return float64(a) / float64(b)
+}
+
+// lowerBursts counts the rounds in which a's burst had a lower mean
+// response than b's in the same round (each burst is size calls).
+func lowerBursts(a, b []time.Duration, size int) int {
+	n := 0
+	for i := 0; i+size <= min(len(a), len(b)); i += size {
+		if meanOf(a[i:i+size]) < meanOf(b[i:i+size]) {
+			n++
+		}
+	}
+	return n
+}

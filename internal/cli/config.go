@@ -390,6 +390,14 @@ func zygoteConfig(c ZygoteConfig) zygote.Config {
 }
 
 // lambdaAsync checks the Event invocation settings of the lambda section.
+// cpuWeights checks that at most one way of weighing calls' CPU is on.
+func cpuWeights(cfg Config) error {
+	if cfg.ShortFirst && cfg.FirstCome {
+		return errors.New("short_first and first_come both set calls' CPU weights; choose one")
+	}
+	return nil
+}
+
 func lambdaAsync(a lambda.AsyncConfig) error {
 	if a.MaxQueued < 0 || a.Concurrency < 0 || a.KeepRecords < 0 {
 		return fmt.Errorf("lambda.async: max_queued, concurrency and keep_records must not be negative")

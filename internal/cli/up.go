@@ -184,8 +184,8 @@ func runUp(ctx context.Context, cfg Config) error {
 	}()
 	// The warm pool is settled before the registry opens: a deploy is
 	// refused when the pool could never hold the function's sandbox.
-	if cfg.ShortFirst && cfg.FirstCome {
-		return errors.New("short_first and first_come both set calls' CPU weights; choose one")
+	if err := cpuWeights(cfg); err != nil {
+		return err
 	}
 	if cfg.WarmBudgetMB < 0 {
 		return fmt.Errorf("warm_budget_mb %d must not be negative", cfg.WarmBudgetMB)

@@ -311,9 +311,9 @@ func TestShortFirstWeights(t *testing.T) {
 }
 
 // TestFirstComeWeights: with --first-come, while two calls run, the
-// earlier one's sandbox gets 16 times a sandbox's CPU weight and the
-// later one's 8 times; a call running alone has a sandbox's. Without it
-// every sandbox keeps a sandbox's weight.
+// earlier one's sandbox gets two thirds of their default weight (133 of
+// 200) and the later one's a third (67); a call running alone has a
+// sandbox's 100. Without it every sandbox keeps a sandbox's weight.
 func TestFirstComeWeights(t *testing.T) {
 	for _, on := range []bool{true, false} {
 		t.Run(fmt.Sprintf("first-come=%v", on), func(t *testing.T) {
@@ -338,11 +338,12 @@ func TestFirstComeWeights(t *testing.T) {
 				_, err := w.invoke("hold", fmt.Sprintf(`{"s": %v}`, s))
 				errs <- err
 			}
+			// The first call arrives first and ends last.
 			go call(3)
 			time.Sleep(300 * time.Millisecond)
 			go call(1.5)
-			// v1 cpu.shares (1024 per 100 of weight), or v2 cpu.weight.
 			seen := map[int][]string{} // by sandbox pid: the weights seen, each change once
+			first := 0                 // the first call's sandbox: the one busy alone
 			for done := 0; done < 2; {
 				select {
 				case err := <-errs:
@@ -352,17 +353,25 @@ func TestFirstComeWeights(t *testing.T) {
 					done++
 				case <-time.After(20 * time.Millisecond):
 				}
+				var busy []int
 				for _, s := range w.status().Sandboxes {
 					if s.Function != "hold" || len(s.Pids) == 0 {
 						continue
 					}
 					p := s.Pids[0]
+					if s.State == "busy" {
+						busy = append(busy, p)
+					}
 					if v := cpuShare(t, p); v != "" && (len(seen[p]) == 0 || seen[p][len(seen[p])-1] != v) {
 						seen[p] = append(seen[p], v)
 					}
 				}
+				if len(busy) == 1 && done < 2 {
+					first = busy[0]
+				}
 			}
-			base := []string{"1024", "100"}
+			// v1 cpu.shares (1024 per 100 of weight), or v2 cpu.weight.
+			base, earlier, later := []string{"1024", "100"}, []string{"1361", "133"}, []string{"686", "67"}
 			if !on {
 				for p, vs := range seen {
 					for _, v := range vs {
@@ -373,15 +382,17 @@ func TestFirstComeWeights(t *testing.T) {
 				}
 				return
 			}
-			var top, second bool
-			for _, vs := range seen {
-				top = top || slices.ContainsFunc(vs, func(v string) bool { return v == "16384" || v == "1600" })
-				second = second || slices.ContainsFunc(vs, func(v string) bool { return v == "8192" || v == "800" })
-			}
-			if !top || !second {
-				t.Errorf("with two calls running, want the earlier's sandbox at 16x a sandbox's weight and the later's at 8x; weights seen by sandbox: %v", seen)
+			if first == 0 || len(seen) != 2 {
+				t.Fatalf("the first call's sandbox not told apart (busy alone: %d); weights seen by sandbox: %v", first, seen)
 			}
 			for p, vs := range seen {
+				want := later
+				if p == first {
+					want = earlier
+				}
+				if !slices.ContainsFunc(vs, func(v string) bool { return slices.Contains(want, v) }) {
+					t.Errorf("sandbox %d (first call's: %v): weights %v, want one of %v while both ran", p, p == first, vs, want)
+				}
 				if !slices.Contains(base, vs[len(vs)-1]) {
 					t.Errorf("sandbox %d ended its call at weight %s, want a sandbox's %v (all seen: %v)", p, vs[len(vs)-1], base, seen)
 				}

@@ -22,7 +22,7 @@ type WeightsOptions struct {
 	// their arrivals (default 25 ms).
 	Size int
 	Gap  time.Duration
-	// TouchMB is the memory each call writes, one byte a page (default
+	// TouchMB is the memory each call writes, in a fresh buffer (default
 	// 64): its CPU, mostly page faults.
 	TouchMB int
 	// Background is how many CPU-bound processes (nice 10) run during
@@ -53,6 +53,8 @@ type WeightsResult struct {
 	Warm int
 }
 
+// weightsHandler writes mb MB afresh (bytearray zero-fills them; the
+// byte a page is the replay's handler's), then frees them: page faults.
 const weightsHandler = `import time
 
 def f(event):
@@ -111,7 +113,7 @@ func Weights(ctx context.Context, o WeightsOptions) ([]WeightsResult, error) {
 		// subnet, or the second would sweep the first's as left over.
 		flags := append([]string{"--no-snapshots", "--warm-budget-mb", fmt.Sprint(budget),
 			"--cgroup-parent", fmt.Sprintf("hearth-bench-%d-w%d", os.Getpid(), i),
-			"--netns-subnet", fmt.Sprintf("10.%d.0.0/16", 240+i)}, WeightsConfigs[c]...)
+			"--netns-subnet", fmt.Sprintf("10.%d.0.0/16", 240+i%16)}, WeightsConfigs[c]...)
 		w, err := StartWorker(ctx, o.Hearth, o.Base, flags...)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", c, err)
@@ -120,7 +122,9 @@ func Weights(ctx context.Context, o WeightsOptions) ([]WeightsResult, error) {
 		if err := w.Deploy(ctx, "burst", files); err != nil {
 			return nil, fmt.Errorf("%s: deploy: %w", c, err)
 		}
-		if _, err := weightsBurst(ctx, w, o.Size, o.Gap, event); err != nil {
+		// All at once, so that none finds another's sandbox free: Size
+		// sandboxes for the measured bursts.
+		if _, err := weightsBurst(ctx, w, o.Size, 0, event); err != nil {
 			return nil, fmt.Errorf("%s: warm-up: %w", c, err)
 		}
 	}
@@ -135,8 +139,18 @@ func Weights(ctx context.Context, o WeightsOptions) ([]WeightsResult, error) {
 	for i, c := range o.Configs {
 		res[i].Config = c
 	}
-	for range o.Rounds {
-		for i, w := range workers {
+	order := make([]int, len(workers))
+	for round := range o.Rounds {
+		// Each round in the other order (ABBA): what one worker's burst
+		// leaves behind (freezes, refills) falls on each alike.
+		for k := range order {
+			order[k] = k
+			if round%2 == 1 {
+				order[k] = len(order) - 1 - k
+			}
+		}
+		for _, i := range order {
+			w := workers[i]
 			calls, err := weightsBurst(ctx, w, o.Size, o.Gap, event)
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", o.Configs[i], err)
@@ -207,14 +221,20 @@ func meanOf(d []time.Duration) time.Duration {
 
 func weightsReport(o WeightsOptions, res []WeightsResult) {
 	w := o.Out
-	fmt.Fprintf(w, "hearth bench weights: %d bursts per configuration, interleaved; %d calls a burst, %v apart, each writing %d MB one byte a page;\n",
+	fmt.Fprintf(w, "hearth bench weights: %d bursts per configuration, interleaved; %d calls a burst, %v apart, each writing %d MB afresh;\n",
 		o.Rounds, o.Size, o.Gap, o.TouchMB)
-	fmt.Fprintf(w, "sandboxes warm (one burst unmeasured first); background load: %d CPU-bound processes at nice %d\n\n", o.Background, backgroundNice)
+	fmt.Fprintf(w, "sandboxes warm (one burst unmeasured first), configurations in turn, each round in the other order; background load: %d CPU-bound processes at nice %d\n\n", o.Background, backgroundNice)
 	fmt.Fprintf(w, "%-12s %6s %6s %10s %10s %10s %10s\n", "config", "calls", "warm", "mean ms", "p50 ms", "p99 ms", "burst ms")
 	for _, r := range res {
 		s := Sample{D: r.Response}
 		fmt.Fprintf(w, "%-12s %6d %6d %10s %10s %10s %10s\n", r.Config, len(r.Response), r.Warm,
 			ms(meanOf(r.Response)), ms(s.P50()), ms(s.P99()), ms(meanOf(r.Last)))
+	}
+	for _, r := range res {
+		if r.Warm < len(r.Response) {
+			fmt.Fprintf(w, "warning: %s: %d of %d measured calls started a sandbox: their start is in their response\n",
+				r.Config, len(r.Response)-r.Warm, len(r.Response))
+		}
 	}
 	if len(res) < 2 {
 		return

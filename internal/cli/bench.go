@@ -134,7 +134,7 @@ func newBenchWeightsCmd(bin func() (string, error)) *cobra.Command {
 	f.IntVarP(&o.Rounds, "n", "n", 20, "bursts per configuration")
 	f.IntVar(&o.Size, "size", 8, "calls in a burst")
 	f.DurationVar(&o.Gap, "gap", 25*time.Millisecond, "time between a burst's calls")
-	f.IntVar(&o.TouchMB, "touch-mb", 64, "memory each call writes, one byte a page")
+	f.IntVar(&o.TouchMB, "touch-mb", 64, "memory each call writes afresh")
 	f.IntVar(&o.Background, "background", 0, "CPU-bound processes (busy loops at nice 10) to run during the measurement")
 	f.StringSliceVar(&o.Configs, "configs", []string{"default", "first-come"}, "configurations, the first the baseline (of default, first-come, short-first)")
 	f.StringVar(&o.Base, "base", "", "base image (default: DATA_DIR/base)")

@@ -93,8 +93,9 @@ type Config struct {
 	// ShortFirst weighs calls' CPU by their functions' usual run time
 	// (worker.Config.ShortFirst). Off by default.
 	ShortFirst bool `yaml:"short_first"`
-	// FirstCome weighs a running call's CPU by how long ago it arrived
-	// (worker.Config.FirstCome). Off by default; not with ShortFirst.
+	// FirstCome shares the running calls' CPU weight by their order of
+	// arrival (worker.Config.FirstCome). Off by default; not with
+	// ShortFirst.
 	FirstCome bool `yaml:"first_come"`
 	// EagerNetwork gives forked sandboxes their network at start
 	// (worker.Config.EagerNetwork) rather than at their first socket.
@@ -220,7 +221,7 @@ func upFlags(f *pflag.FlagSet, c *Config) {
 	f.BoolVar(&c.Resources.NoEgress, "no-egress", c.Resources.NoEgress, "keep isolated sandboxes (the default network) from reaching anything beyond their bridge (default: out through the host's NAT, which turns on IPv4 forwarding)")
 	f.BoolVar(&c.AllowHostNetwork, "allow-host-network", c.AllowHostNetwork, "let functions ask for network: host (the host's network namespace; its loopback and addresses stay closed to them)")
 	f.BoolVar(&c.ShortFirst, "short-first", c.ShortFirst, "under CPU contention, give calls of functions that usually run short more CPU weight (50-200 against a sandbox's 100; shifts CPU between functions)")
-	f.BoolVar(&c.FirstCome, "first-come", c.FirstCome, "under CPU contention, give running calls more CPU weight the earlier they arrived (100 doubling every 50 ms to 1600, for at most 2 s of a call), so a burst's calls end in turn; treats every call alike; not with --short-first")
+	f.BoolVar(&c.FirstCome, "first-come", c.FirstCome, "under CPU contention, share the running calls' CPU weight by their order of arrival (16 parts for the earliest, halving to 1), among the calls that arrived in the last 2 s and within their default total, so a burst's calls end in turn; not with --short-first")
 	f.BoolVar(&c.EagerNetwork, "eager-network", c.EagerNetwork, "give forked sandboxes of network: isolated their veth pair at start (default: at their first internet or netlink socket, so that a function that opens none costs none)")
 	f.Var((*prefixValue)(&c.Resources.Subnet), "netns-subnet", "private IPv4 subnet of isolated sandboxes, distinct per worker on a host (default "+netns.DefaultSubnet.String()+")")
 	f.BoolVar(&c.NoSnapshots, "no-snapshots", c.NoSnapshots, "never snapshot or restore functions")
@@ -389,7 +390,6 @@ func zygoteConfig(c ZygoteConfig) zygote.Config {
 	return zc
 }
 
-// lambdaAsync checks the Event invocation settings of the lambda section.
 // cpuWeights checks that at most one way of weighing calls' CPU is on.
 func cpuWeights(cfg Config) error {
 	if cfg.ShortFirst && cfg.FirstCome {
@@ -398,6 +398,7 @@ func cpuWeights(cfg Config) error {
 	return nil
 }
 
+// lambdaAsync checks the Event invocation settings of the lambda section.
 func lambdaAsync(a lambda.AsyncConfig) error {
 	if a.MaxQueued < 0 || a.Concurrency < 0 || a.KeepRecords < 0 {
 		return fmt.Errorf("lambda.async: max_queued, concurrency and keep_records must not be negative")

@@ -9,36 +9,48 @@ import (
 )
 
 // Config.FirstCome: while calls run, their sandboxes' CPU weights follow
-// the order in which the calls reached the worker: the earliest running
-// call gets comeMax, the next half that, and so on down to a sandbox's
-// 100 (a call running alone keeps 100: there is nothing to order). At a burst, when more calls want the CPUs than there are, the
-// earlier ones then take most of it and end in turn, instead of all
-// being stretched to the burst's end: a burst of n equal calls on one
-// CPU ends on average after about (n+1)/2 calls' time rather than n.
-// Alone on a CPU, any weight runs at full speed, and a call that waits
-// (sleeps, I/O) leaves its share to the others.
+// the order in which the calls reached the worker. The running calls
+// that arrived less than comeHold ago share the weight they would have
+// by default, a sandbox's 100 each, in proportion to comeRank: 16 parts
+// for the earliest, 8 for the next, then 4, 2, and 1 for each later one.
+// At a burst, when more calls want the CPUs than there are, the earlier
+// ones then take most of it and end in turn, instead of all being
+// stretched to the burst's end: a burst of n equal calls on one CPU ends
+// on average after about (n+1)/2 calls' time rather than n. Alone on a
+// CPU, any weight runs at full speed, and a call that waits (sleeps,
+// I/O) leaves its share to the others.
 //
-// It treats every call alike, whatever its function's past, so it does
-// not shift CPU between tenants as Config.ShortFirst does. Its bound is
-// comeHold: a call running longer than that leaves the order at a
-// sandbox's weight, so a call that spins keeps no lead over the calls
-// after it for longer than that. No call gets less than a sandbox's
-// weight, and the weights are shares among the sandboxes only: the
-// worker, its zygotes and the rest of the host keep theirs.
+// The young calls' weights add up to what they would be by default, so
+// they take nothing from the calls past comeHold (a sandbox's weight
+// each, as by default) nor from the rest of the host: the order only
+// moves CPU among calls that arrived within comeHold of each other, from
+// later to earlier, whatever their functions. A call alone keeps 100.
 const (
-	comeMax  = 1600 // 16× a sandbox's
 	comeHold = 2 * time.Second
 	comeTick = 50 * time.Millisecond // how often calls past comeHold are let go
 )
 
-// comeWeight is the Config.FirstCome weight of the call of rank r among
-// the running calls younger than comeHold (0: the earliest), or of one
-// outside the order (r < 0).
-func comeWeight(r int) uint64 {
-	if r < 0 || r >= 8 {
-		return sandboxWeight
+// comeRank is the share of the call of rank r (0: the earliest) among
+// the young running calls: halving per rank down to 1.
+func comeRank(r int) uint64 {
+	if r >= 4 {
+		return 1
 	}
-	return max(uint64(comeMax)>>r, sandboxWeight)
+	return 16 >> r
+}
+
+// comeWeights returns the weights of n young running calls, earliest
+// first: their comeRank shares of 100·n, each at least 1.
+func comeWeights(n int) []uint64 {
+	var sum uint64
+	for r := range n {
+		sum += comeRank(r)
+	}
+	w := make([]uint64, n)
+	for r := range n {
+		w[r] = max(1, (comeRank(r)*sandboxWeight*uint64(n)+sum/2)/sum)
+	}
+	return w
 }
 
 // firstCome keeps the running calls' arrival times and their sandboxes'
@@ -49,8 +61,9 @@ type firstCome struct {
 	now  func() time.Time
 	wake chan struct{} // a call was added to an empty set
 
-	mu    sync.Mutex
-	calls map[*instance]time.Time // running calls by sandbox: their arrival
+	mu      sync.Mutex
+	calls   map[*instance]time.Time // running calls by sandbox: their arrival
+	stopped bool                    // the worker is closing: no more writes
 }
 
 func newFirstCome(set func(*instance, uint64)) *firstCome {
@@ -90,6 +103,9 @@ func (fc *firstCome) update() {
 }
 
 func (fc *firstCome) updateLocked() {
+	if fc.stopped {
+		return
+	}
 	now := fc.now()
 	order := make([]*instance, 0, len(fc.calls))
 	for inst, arrived := range fc.calls {
@@ -102,13 +118,8 @@ func (fc *firstCome) updateLocked() {
 	slices.SortFunc(order, func(a, b *instance) int {
 		return cmp.Or(fc.calls[a].Compare(fc.calls[b]), cmp.Compare(a.id, b.id))
 	})
-	if len(order) == 1 {
-		// Alone, its weight orders nothing: no cgroup write for it.
-		fc.weighLocked(order[0], sandboxWeight)
-		return
-	}
-	for r, inst := range order {
-		fc.weighLocked(inst, comeWeight(r))
+	for i, w := range comeWeights(len(order)) {
+		fc.weighLocked(order[i], w)
 	}
 }
 
@@ -123,6 +134,9 @@ func (fc *firstCome) weighLocked(inst *instance, want uint64) {
 func (fc *firstCome) add(inst *instance, arrived time.Time) {
 	fc.mu.Lock()
 	defer fc.mu.Unlock()
+	if fc.stopped {
+		return
+	}
 	if len(fc.calls) == 0 {
 		select {
 		case fc.wake <- struct{}{}:
@@ -134,11 +148,23 @@ func (fc *firstCome) add(inst *instance, arrived time.Time) {
 }
 
 // done ends inst's call, gives its sandbox a sandbox's weight back, and
-// moves the calls after it up.
+// moves the calls after it up. A call already done is left alone.
 func (fc *firstCome) done(inst *instance) {
 	fc.mu.Lock()
 	defer fc.mu.Unlock()
+	if _, ok := fc.calls[inst]; !ok || fc.stopped {
+		return
+	}
 	delete(fc.calls, inst)
 	fc.weighLocked(inst, sandboxWeight)
 	fc.updateLocked()
+}
+
+// stop ends all writes: the worker is destroying the sandboxes, and
+// their groups go back to the pools.
+func (fc *firstCome) stop() {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	fc.stopped = true
+	clear(fc.calls)
 }

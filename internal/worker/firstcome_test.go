@@ -1,17 +1,38 @@
 package worker
 
 import (
+	"cmp"
 	"context"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 )
 
-func TestComeWeight(t *testing.T) {
-	for r, want := range map[int]uint64{-1: 100, 0: 1600, 1: 800, 2: 400, 3: 200, 4: 100, 5: 100, 8: 100, 100: 100} {
-		if got := comeWeight(r); got != want {
-			t.Errorf("comeWeight(%d) = %d, want %d", r, got, want)
+func TestComeWeights(t *testing.T) {
+	for n, want := range map[int][]uint64{
+		0: {},
+		1: {100}, // alone: a sandbox's own
+		2: {133, 67},
+		3: {171, 86, 43},
+		6: {300, 150, 75, 38, 19, 19},
+	} {
+		got := comeWeights(n)
+		if !slices.Equal(got, want) {
+			t.Errorf("comeWeights(%d) = %v, want %v", n, got, want)
 		}
+		var sum uint64
+		for _, w := range got {
+			sum += w
+		}
+		if d := int(sum) - 100*n; d < -n || d > n {
+			t.Errorf("comeWeights(%d) adds up to %d, want %d (give or take rounding)", n, sum, 100*n)
+		}
+	}
+	// Many calls: the earliest still leads, none below 1.
+	w := comeWeights(1000)
+	if w[0] <= w[1] || w[999] < 1 {
+		t.Errorf("comeWeights(1000): first %d, second %d, last %d", w[0], w[1], w[999])
 	}
 }
 
@@ -30,7 +51,7 @@ func TestFirstCome(t *testing.T) {
 	weights := func(insts ...*instance) []uint64 {
 		var w []uint64
 		for _, i := range insts {
-			w = append(w, max(i.weight, sandboxWeight))
+			w = append(w, cmp.Or(i.weight, sandboxWeight))
 		}
 		return w
 	}
@@ -54,8 +75,8 @@ func TestFirstCome(t *testing.T) {
 	// c arrived after b but starts running first (b's start took longer).
 	fc.add(c, now.Add(-20*time.Millisecond))
 	fc.add(b, now.Add(-50*time.Millisecond))
-	if got := weights(a, b, c); !same(got, []uint64{1600, 800, 400}) {
-		t.Fatalf("three calls: weights %v, want 1600 800 400 by arrival", got)
+	if got := weights(a, b, c); !same(got, []uint64{171, 86, 43}) {
+		t.Fatalf("three calls: weights %v, want 171 86 43 by arrival", got)
 	}
 	n := len(writes)
 	fc.update()
@@ -63,8 +84,13 @@ func TestFirstCome(t *testing.T) {
 		t.Fatalf("an update with nothing changed wrote %v", writes[n:])
 	}
 	fc.done(a) // the others move up
-	if got := weights(a, b, c); !same(got, []uint64{100, 1600, 800}) {
-		t.Fatalf("a done: weights %v, want 100 1600 800", got)
+	if got := weights(a, b, c); !same(got, []uint64{100, 133, 67}) {
+		t.Fatalf("a done: weights %v, want 100 133 67", got)
+	}
+	n = len(writes)
+	fc.done(a) // twice: as the deferred one does after the call's own
+	if len(writes) != n {
+		t.Fatalf("a second done wrote %v", writes[n:])
 	}
 	now = now.Add(comeHold - 30*time.Millisecond) // b past comeHold, c not
 	fc.update()
@@ -73,8 +99,8 @@ func TestFirstCome(t *testing.T) {
 	}
 	d := &instance{id: "d"}
 	fc.add(d, now)
-	if got := weights(b, c, d); !same(got, []uint64{100, 1600, 800}) {
-		t.Fatalf("d after c, b out of the order: weights %v, want 100 1600 800", got)
+	if got := weights(b, c, d); !same(got, []uint64{100, 133, 67}) {
+		t.Fatalf("d after c, b out of the order: weights %v, want 100 133 67", got)
 	}
 	fc.done(b)
 	fc.done(c)
@@ -86,6 +112,19 @@ func TestFirstCome(t *testing.T) {
 	fc.update()
 	if len(writes) != n {
 		t.Fatalf("an update with no call running wrote %v", writes[n:])
+	}
+
+	// Stopped (the worker closing): nothing is written any more.
+	e, f := &instance{id: "e"}, &instance{id: "f"}
+	fc.add(e, now)
+	fc.add(f, now)
+	fc.stop()
+	n = len(writes)
+	fc.add(&instance{id: "g"}, now)
+	fc.update()
+	fc.done(e)
+	if len(writes) != n {
+		t.Fatalf("writes after stop: %v", writes[n:])
 	}
 }
 
@@ -106,15 +145,15 @@ func TestFirstComeRun(t *testing.T) {
 	}()
 	time.Sleep(3 * comeTick) // idle: the loop waits for a call
 	old, young := &instance{id: "old"}, &instance{id: "young"}
-	fc.add(old, time.Now().Add(-comeHold+200*time.Millisecond))
+	fc.add(old, time.Now().Add(-comeHold+time.Second))
 	fc.add(young, time.Now())
 	weight := func(i *instance) uint64 {
 		mu.Lock()
 		defer mu.Unlock()
 		return i.weight
 	}
-	if weight(old) != comeMax {
-		t.Fatalf("the older call: weight %d, want %d", weight(old), comeMax)
+	if w := comeWeights(2)[0]; weight(old) != w {
+		t.Fatalf("the older call: weight %d, want %d", weight(old), w)
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for weight(old) != sandboxWeight {

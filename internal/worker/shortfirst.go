@@ -58,8 +58,9 @@ func (st *fnState) observeRun(d time.Duration) {
 }
 
 // weigh gives inst, about to run a call of st's function, its
-// Config.ShortFirst weight. A sandbox serves one call at a time, so
-// inst.weight needs no lock.
+// Config.ShortFirst weight. A sandbox serves one call at a time, and
+// Config.FirstCome (which sets inst.weight under its own lock) is not on
+// with ShortFirst, so inst.weight needs no lock here.
 func (w *Worker) weigh(inst *instance, st *fnState) {
 	if !w.cfg.ShortFirst {
 		return

@@ -143,10 +143,11 @@ type Config struct {
 	// the CPU goes first to calls that end soon. Off by default: it
 	// shifts CPU between functions.
 	ShortFirst bool
-	// FirstCome weighs a running call's sandbox by how long ago the call
-	// reached the worker (see comeWeight): at a burst the earlier calls
-	// end first, instead of all late. It treats every call alike. Not
-	// with ShortFirst.
+	// FirstCome shares the running calls' CPU weight by the order in
+	// which they reached the worker (see comeWeights): at a burst the
+	// earlier calls end first, instead of all late. Their weights add up
+	// to the default's, so it moves CPU only among calls that arrived
+	// within 2 s of each other. Not with ShortFirst.
 	FirstCome bool
 	// EagerNetwork gives a forked sandbox of network: isolated its veth
 	// pair when it starts, as a cold one has it. By default it gets it
@@ -340,16 +341,8 @@ func New(ctx context.Context, cfg Config, fns Functions) (*Worker, error) {
 		code:    make(map[fnKey]*codeHold),
 	}
 	w.life, w.endLife = context.WithCancel(context.Background())
-	if cfg.FirstCome {
-		if cfg.ShortFirst {
-			return nil, errors.New("worker: FirstCome and ShortFirst both weigh calls' CPU; choose one")
-		}
-		w.come = newFirstCome(w.setWeight)
-		w.wg.Add(1)
-		go func() {
-			defer w.wg.Done()
-			w.come.run(w.life)
-		}()
+	if cfg.FirstCome && cfg.ShortFirst {
+		return nil, errors.New("worker: FirstCome and ShortFirst both weigh calls' CPU; choose one")
 	}
 	if t := w.starts; t != nil {
 		w.metrics.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -500,6 +493,15 @@ func New(ctx context.Context, cfg Config, fns Functions) (*Worker, error) {
 			}
 		}
 		w.plantDeployed()
+	}
+	if cfg.FirstCome {
+		// Last: no error return after it leaves the loop running.
+		w.come = newFirstCome(w.setWeight)
+		w.wg.Add(1)
+		go func() {
+			defer w.wg.Done()
+			w.come.run(w.life)
+		}()
 	}
 	return w, nil
 }
@@ -695,6 +697,7 @@ func (w *Worker) InvokeID(ctx context.Context, name string, event []byte, id str
 	w.weigh(inst, st)
 	if w.come != nil {
 		w.come.add(inst, start)
+		defer w.come.done(inst) // done below; this if the call panics
 	}
 	rctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -1178,6 +1181,10 @@ func (w *Worker) Close(ctx context.Context) error {
 		t0 = now
 	}
 	w.cache.close()
+	if w.come != nil {
+		// Before the sandboxes go: their groups go back to the pools.
+		w.come.stop()
+	}
 	w.wg.Wait()
 	stage("background work")
 	if w.holders != nil {

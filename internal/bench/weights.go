@@ -25,6 +25,10 @@ type WeightsOptions struct {
 	// TouchMB is the memory each call writes, in a fresh buffer (default
 	// 64): its CPU, mostly page faults.
 	TouchMB int
+	// Heavy is how many of a burst's first calls write HeavyMB instead
+	// (default 0): a burst led by calls that need much more CPU than the
+	// rest, where an order by arrival makes the rest wait.
+	Heavy, HeavyMB int
 	// Background is how many CPU-bound processes (nice 10) run during
 	// the measurement.
 	Background int
@@ -49,6 +53,9 @@ type WeightsResult struct {
 	// from its own send; Last is each burst's time from its first send
 	// to its last answer.
 	Response, Last []time.Duration
+	// Heavy is the part of Response of the bursts' heavy calls
+	// (WeightsOptions.Heavy).
+	Heavy []time.Duration
 	// Warm counts the measured calls that found a warm sandbox.
 	Warm int
 }
@@ -82,6 +89,13 @@ func Weights(ctx context.Context, o WeightsOptions) ([]WeightsResult, error) {
 	if o.TouchMB <= 0 {
 		o.TouchMB = 64
 	}
+	if o.Heavy > 0 && o.HeavyMB <= 0 {
+		o.HeavyMB = 8 * o.TouchMB
+	}
+	most := o.TouchMB
+	if o.Heavy > 0 {
+		most = max(most, o.HeavyMB)
+	}
 	if len(o.Configs) == 0 {
 		o.Configs = []string{"default", "first-come"}
 	}
@@ -93,9 +107,16 @@ func Weights(ctx context.Context, o WeightsOptions) ([]WeightsResult, error) {
 	files := map[string]string{
 		"f.py": weightsHandler,
 		"function.yaml": fmt.Sprintf("memory_mb: %d\ntimeout_s: 60\nmax_concurrency: %d\n",
-			(o.TouchMB+64+15)/16*16, o.Size),
+			(most+64+15)/16*16, o.Size),
 	}
-	event := fmt.Appendf(nil, `{"mb": %d}`, o.TouchMB)
+	events := make([][]byte, o.Size)
+	for i := range events {
+		mb := o.TouchMB
+		if i < o.Heavy {
+			mb = o.HeavyMB
+		}
+		events[i] = fmt.Appendf(nil, `{"mb": %d}`, mb)
+	}
 
 	workers := make([]*Worker, len(o.Configs))
 	defer func() {
@@ -108,7 +129,7 @@ func Weights(ctx context.Context, o WeightsOptions) ([]WeightsResult, error) {
 	for i, c := range o.Configs {
 		// Room for every sandbox of a burst twice over, so that none is
 		// evicted between bursts.
-		budget := 2 * o.Size * (o.TouchMB + 64)
+		budget := 2 * o.Size * (most + 64)
 		// The workers run side by side: each its own cgroup parent and
 		// subnet, or the second would sweep the first's as left over.
 		flags := append([]string{"--no-snapshots", "--warm-budget-mb", fmt.Sprint(budget),
@@ -124,7 +145,7 @@ func Weights(ctx context.Context, o WeightsOptions) ([]WeightsResult, error) {
 		}
 		// All at once, so that none finds another's sandbox free: Size
 		// sandboxes for the measured bursts.
-		if _, err := weightsBurst(ctx, w, o.Size, 0, event); err != nil {
+		if _, err := weightsBurst(ctx, w, 0, events); err != nil {
 			return nil, fmt.Errorf("%s: warm-up: %w", c, err)
 		}
 	}
@@ -151,13 +172,16 @@ func Weights(ctx context.Context, o WeightsOptions) ([]WeightsResult, error) {
 		}
 		for _, i := range order {
 			w := workers[i]
-			calls, err := weightsBurst(ctx, w, o.Size, o.Gap, event)
+			calls, err := weightsBurst(ctx, w, o.Gap, events)
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", o.Configs[i], err)
 			}
 			var last time.Duration
-			for _, c := range calls {
+			for j, c := range calls {
 				res[i].Response = append(res[i].Response, c.latency)
+				if j < o.Heavy {
+					res[i].Heavy = append(res[i].Heavy, c.latency)
+				}
 				last = max(last, c.sent+c.latency)
 				if c.path == "warm" {
 					res[i].Warm++
@@ -182,7 +206,8 @@ type weightsCall struct {
 
 // weightsBurst sends n calls gap apart, each from its own goroutine, and waits
 // for all of them.
-func weightsBurst(ctx context.Context, w *Worker, n int, gap time.Duration, event []byte) ([]weightsCall, error) {
+func weightsBurst(ctx context.Context, w *Worker, gap time.Duration, events [][]byte) ([]weightsCall, error) {
+	n := len(events)
 	calls := make([]weightsCall, n)
 	errs := make([]error, n)
 	var wg sync.WaitGroup
@@ -195,7 +220,7 @@ func weightsBurst(ctx context.Context, w *Worker, n int, gap time.Duration, even
 		go func() {
 			defer wg.Done()
 			calls[i].sent = time.Since(t0)
-			inv, err := w.Client.Invoke(ctx, "burst", event)
+			inv, err := w.Client.Invoke(ctx, "burst", events[i])
 			calls[i].latency, calls[i].path, errs[i] = inv.Latency, inv.Path, err
 		}()
 	}
@@ -221,14 +246,23 @@ func meanOf(d []time.Duration) time.Duration {
 
 func weightsReport(o WeightsOptions, res []WeightsResult) {
 	w := o.Out
-	fmt.Fprintf(w, "hearth bench weights: %d bursts per configuration, interleaved; %d calls a burst, %v apart, each writing %d MB afresh;\n",
+	fmt.Fprintf(w, "hearth bench weights: %d bursts per configuration, interleaved; %d calls a burst, %v apart, each writing %d MB afresh",
 		o.Rounds, o.Size, o.Gap, o.TouchMB)
+	if o.Heavy > 0 {
+		fmt.Fprintf(w, ", but the first %d %d MB", o.Heavy, o.HeavyMB)
+	}
+	fmt.Fprintln(w, ";")
 	fmt.Fprintf(w, "sandboxes warm (one burst unmeasured first), configurations in turn, each round in the other order; background load: %d CPU-bound processes at nice %d\n\n", o.Background, backgroundNice)
 	fmt.Fprintf(w, "%-12s %6s %6s %10s %10s %10s %10s\n", "config", "calls", "warm", "mean ms", "p50 ms", "p99 ms", "burst ms")
 	for _, r := range res {
 		s := Sample{D: r.Response}
 		fmt.Fprintf(w, "%-12s %6d %6d %10s %10s %10s %10s\n", r.Config, len(r.Response), r.Warm,
 			ms(meanOf(r.Response)), ms(s.P50()), ms(s.P99()), ms(meanOf(r.Last)))
+		if o.Heavy > 0 {
+			light := lightOf(r)
+			fmt.Fprintf(w, "%-12s %13s %10s %10s (the %d heavy calls of each burst)\n", "", "heavy", ms(meanOf(r.Heavy)), ms(Sample{D: r.Heavy}.P99()), o.Heavy)
+			fmt.Fprintf(w, "%-12s %13s %10s %10s (the others)\n", "", "light", ms(meanOf(light)), ms(Sample{D: light}.P99()))
+		}
 	}
 	for _, r := range res {
 		if r.Warm < len(r.Response) {
@@ -242,6 +276,10 @@ func weightsReport(o WeightsOptions, res []WeightsResult) {
 	fmt.Fprintln(w)
 	b := res[0]
 	for _, r := range res[1:] {
+		if o.Heavy > 0 {
+			fmt.Fprintf(w, "%s / %s: light calls' mean %.2fx, heavy calls' mean %.2fx\n", r.Config, b.Config,
+				ratio(meanOf(lightOf(r)), meanOf(lightOf(b))), ratio(meanOf(r.Heavy), meanOf(b.Heavy)))
+		}
 		fmt.Fprintf(w, "%s / %s: mean response %.2fx, p99 %.2fx, burst %.2fx; bursts with a lower mean %d of %d\n",
 			r.Config, b.Config,
 			ratio(meanOf(r.Response), meanOf(b.Response)),
@@ -249,6 +287,22 @@ func weightsReport(o WeightsOptions, res []WeightsResult) {
 			ratio(meanOf(r.Last), meanOf(b.Last)),
 			lowerBursts(r.Response, b.Response, o.Size), len(b.Last))
 	}
+}
+
+// lightOf returns r's responses of the calls that are not heavy.
+func lightOf(r WeightsResult) []time.Duration {
+	if len(r.Heavy) == 0 {
+		return r.Response
+	}
+	size := len(r.Response) / len(r.Last)
+	heavy := len(r.Heavy) / len(r.Last)
+	var out []time.Duration
+	for i, d := range r.Response {
+		if i%size >= heavy {
+			out = append(out, d)
+		}
+	}
+	return out
 }
 
 func ratio(a, b time.Duration) float64 {

@@ -135,6 +135,8 @@ func newBenchWeightsCmd(bin func() (string, error)) *cobra.Command {
 	f.IntVar(&o.Size, "size", 8, "calls in a burst")
 	f.DurationVar(&o.Gap, "gap", 25*time.Millisecond, "time between a burst's calls")
 	f.IntVar(&o.TouchMB, "touch-mb", 64, "memory each call writes afresh")
+	f.IntVar(&o.Heavy, "heavy", 0, "how many of a burst's first calls write --heavy-mb instead: a burst led by calls that need much more CPU")
+	f.IntVar(&o.HeavyMB, "heavy-mb", 0, "memory the heavy calls write (default: 8 times --touch-mb)")
 	f.IntVar(&o.Background, "background", 0, "CPU-bound processes (busy loops at nice 10) to run during the measurement")
 	f.StringSliceVar(&o.Configs, "configs", []string{"default", "first-come"}, "configurations, the first the baseline (of default, first-come, short-first)")
 	f.StringVar(&o.Base, "base", "", "base image (default: DATA_DIR/base)")

@@ -3,6 +3,7 @@ package zygote
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"reflect"
@@ -57,7 +58,7 @@ func heldProcess(t *testing.T, cm *cgroup.Manager, name string, mb int) *Process
 	}
 	in.Write([]byte("x"))
 	buf := make([]byte, 5)
-	if _, err := out.Read(buf); err != nil || string(buf) != "held\n" {
+	if _, err := io.ReadFull(out, buf); err != nil || string(buf) != "held\n" {
 		t.Fatalf("%s: python3 did not hold its memory: %q %v", name, buf, err)
 	}
 	p := &Process{pid: cmd.Process.Pid, pidfd: os.NewFile(uintptr(fd), "pidfd"), group: g, dead: make(chan struct{})}

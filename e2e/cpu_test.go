@@ -310,17 +310,14 @@ func TestShortFirstWeights(t *testing.T) {
 	}
 }
 
-// TestFirstComeWeights: with --first-come, while two calls run, the
+// TestFirstComeWeights: with first-come (the default), while two calls run, the
 // earlier one's sandbox gets two thirds of their default weight (133 of
 // 200) and the later one's a third (67); a call running alone has a
 // sandbox's 100. Without it every sandbox keeps a sandbox's weight.
 func TestFirstComeWeights(t *testing.T) {
 	for _, on := range []bool{true, false} {
 		t.Run(fmt.Sprintf("first-come=%v", on), func(t *testing.T) {
-			flags := []string{noSnapshots}
-			if on {
-				flags = append(flags, "--first-come")
-			}
+			flags := []string{noSnapshots, fmt.Sprintf("--first-come=%v", on)}
 			w := startWorker(t, flags...)
 			w.deployDir("hold", fn(t, "f.py", "import time\ndef f(e):\n    time.sleep(e.get('s', 0))\n    return 1\n"))
 			// Two sandboxes, warm, so that both calls below run at once.

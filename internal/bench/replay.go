@@ -36,26 +36,27 @@ type ReplayConfig struct {
 // fresh (every start a fresh interpreter, nothing kept warm, a Docker-like
 // baseline), SOCK-like (lean sandboxes and the handler cache, no zygotes,
 // no snapshots, and OpenLambda's charge of a new sandbox: its memory
-// limit until paused) and Hearth (everything on), and two that tell the
-// parts of Hearth's gain apart: SOCK-like charged its measured peaks as
-// Hearth is (sock-peak), Hearth charged memory limits (hearth-declared),
-// Hearth with a pass limit of 100 ms on its memory queue
-// (hearth-passlimit), Hearth weighing calls' CPU by their functions'
-// run time (hearth-shortfirst), Hearth weighing running calls' CPU by
-// their arrival (hearth-firstcome), Hearth without snapshots
-// (hearth-nosnap), and Hearth without zygote nodes planted at deploy
-// for the functions' packages (hearth-noplant): its nodes come only
-// from calls. The first three are the default.
+// limit until paused; both share the CPU alike among calls) and Hearth
+// (everything on), and others that tell the parts of Hearth's gain
+// apart: SOCK-like charged its measured peaks as Hearth is (sock-peak),
+// Hearth charged memory limits (hearth-declared), Hearth with a pass
+// limit of 100 ms on its memory queue (hearth-passlimit), Hearth
+// weighing calls' CPU by their functions' run time (hearth-shortfirst),
+// Hearth sharing running calls' CPU alike rather than by their arrival
+// (hearth-nofirstcome), Hearth without snapshots (hearth-nosnap), and
+// Hearth without zygote nodes planted at deploy for the functions'
+// packages (hearth-noplant): its nodes come only from calls. The first
+// three are the default.
 func ReplayConfigs() []ReplayConfig {
 	return []ReplayConfig{
 		{Name: "fresh", Flags: []string{"--fresh", "--pool-charge=declared"}},
-		{Name: "sock-like", Flags: []string{"--no-zygotes", "--no-snapshots", "--pool-charge=declared"}},
+		{Name: "sock-like", Flags: []string{"--no-zygotes", "--no-snapshots", "--pool-charge=declared", "--first-come=false"}},
 		{Name: "hearth"},
-		{Name: "sock-peak", Flags: []string{"--no-zygotes", "--no-snapshots", "--pool-charge=peak"}},
+		{Name: "sock-peak", Flags: []string{"--no-zygotes", "--no-snapshots", "--pool-charge=peak", "--first-come=false"}},
 		{Name: "hearth-declared", Flags: []string{"--pool-charge=declared"}},
 		{Name: "hearth-passlimit", Flags: []string{"--pass-limit=100ms"}, PassLimit: 100 * time.Millisecond},
 		{Name: "hearth-shortfirst", Flags: []string{"--short-first"}},
-		{Name: "hearth-firstcome", Flags: []string{"--first-come"}},
+		{Name: "hearth-nofirstcome", Flags: []string{"--first-come=false"}},
 		{Name: "hearth-nosnap", Flags: []string{"--no-snapshots"}},
 		{Name: "hearth-noplant", Flags: []string{"--plant-deployed=-1"}},
 	}

@@ -32,7 +32,7 @@ type WeightsOptions struct {
 	// Background is how many CPU-bound processes (nice 10) run during
 	// the measurement.
 	Background int
-	// Configs are the configurations, by name (default: default,
+	// Configs are the configurations, by name (default: alike,
 	// first-come); the first is the baseline of the ratios.
 	Configs []string
 	Out     io.Writer
@@ -41,7 +41,7 @@ type WeightsOptions struct {
 // WeightsConfigs are the configurations the benchmark knows: the worker's
 // flags of each.
 var WeightsConfigs = map[string][]string{
-	"default":     nil,
+	"alike":       {"--first-come=false"},
 	"first-come":  {"--first-come"},
 	"short-first": {"--short-first"},
 }
@@ -97,7 +97,7 @@ func Weights(ctx context.Context, o WeightsOptions) ([]WeightsResult, error) {
 		most = max(most, o.HeavyMB)
 	}
 	if len(o.Configs) == 0 {
-		o.Configs = []string{"default", "first-come"}
+		o.Configs = []string{"alike", "first-come"}
 	}
 	for _, c := range o.Configs {
 		if _, ok := WeightsConfigs[c]; !ok {
@@ -127,12 +127,13 @@ func Weights(ctx context.Context, o WeightsOptions) ([]WeightsResult, error) {
 		}
 	}()
 	for i, c := range o.Configs {
-		// Room for every sandbox of a burst twice over, so that none is
+		// Room for every sandbox of a burst twice over, in one pool (the
+		// size partitions would hold fewer large ones), so that none is
 		// evicted between bursts.
 		budget := 2 * o.Size * (most + 64)
 		// The workers run side by side: each its own cgroup parent and
 		// subnet, or the second would sweep the first's as left over.
-		flags := append([]string{"--no-snapshots", "--warm-budget-mb", fmt.Sprint(budget),
+		flags := append([]string{"--no-snapshots", "--warm-budget-mb", fmt.Sprint(budget), "--pools", "unified",
 			"--cgroup-parent", fmt.Sprintf("hearth-bench-%d-w%d", os.Getpid(), i),
 			"--netns-subnet", fmt.Sprintf("10.%d.0.0/16", 240+i%16)}, WeightsConfigs[c]...)
 		w, err := StartWorker(ctx, o.Hearth, o.Base, flags...)

@@ -113,7 +113,7 @@ func newBenchWeightsCmd(bin func() (string, error)) *cobra.Command {
 	var dataDir string
 	c := &cobra.Command{
 		Use:   "weights",
-		Short: "Bursts of CPU-hungry calls, more than the CPUs: default CPU weights vs first-come (and short-first), interleaved",
+		Short: "Bursts of CPU-hungry calls, more than the CPUs: CPU shared alike vs first-come (and short-first), interleaved",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			exe, err := bin()
@@ -138,7 +138,7 @@ func newBenchWeightsCmd(bin func() (string, error)) *cobra.Command {
 	f.IntVar(&o.Heavy, "heavy", 0, "how many of a burst's first calls write --heavy-mb instead: a burst led by calls that need much more CPU")
 	f.IntVar(&o.HeavyMB, "heavy-mb", 0, "memory the heavy calls write (default: 8 times --touch-mb)")
 	f.IntVar(&o.Background, "background", 0, "CPU-bound processes (busy loops at nice 10) to run during the measurement")
-	f.StringSliceVar(&o.Configs, "configs", []string{"default", "first-come"}, "configurations, the first the baseline (of default, first-come, short-first)")
+	f.StringSliceVar(&o.Configs, "configs", []string{"alike", "first-come"}, "configurations, the first the baseline (of alike, first-come, short-first)")
 	f.StringVar(&o.Base, "base", "", "base image (default: DATA_DIR/base)")
 	f.StringVar(&dataDir, "data-dir", image.DefaultDataDir, "data directory holding the base image")
 	return c

@@ -94,8 +94,8 @@ type Config struct {
 	// (worker.Config.ShortFirst). Off by default.
 	ShortFirst bool `yaml:"short_first"`
 	// FirstCome shares the running calls' CPU weight by their order of
-	// arrival (worker.Config.FirstCome). Off by default; not with
-	// ShortFirst.
+	// arrival (worker.Config.FirstCome). On by default; ShortFirst
+	// replaces it.
 	FirstCome bool `yaml:"first_come"`
 	// EagerNetwork gives forked sandboxes their network at start
 	// (worker.Config.EagerNetwork) rather than at their first socket.
@@ -167,7 +167,7 @@ type S3Config struct {
 // defaults the CLI owns. Every other zero value means the default of the
 // package that reads it.
 func defaultConfig() Config {
-	return Config{Listen: DefaultListen, DataDir: image.DefaultDataDir, Pools: defaultPools}
+	return Config{Listen: DefaultListen, DataDir: image.DefaultDataDir, Pools: defaultPools, FirstCome: true}
 }
 
 // loadConfig reads hearth.yaml at path over the defaults; an unknown key
@@ -221,7 +221,7 @@ func upFlags(f *pflag.FlagSet, c *Config) {
 	f.BoolVar(&c.Resources.NoEgress, "no-egress", c.Resources.NoEgress, "keep isolated sandboxes (the default network) from reaching anything beyond their bridge (default: out through the host's NAT, which turns on IPv4 forwarding)")
 	f.BoolVar(&c.AllowHostNetwork, "allow-host-network", c.AllowHostNetwork, "let functions ask for network: host (the host's network namespace; its loopback and addresses stay closed to them)")
 	f.BoolVar(&c.ShortFirst, "short-first", c.ShortFirst, "under CPU contention, give calls of functions that usually run short more CPU weight (50-200 against a sandbox's 100; shifts CPU between functions)")
-	f.BoolVar(&c.FirstCome, "first-come", c.FirstCome, "under CPU contention, share the running calls' CPU weight by their order of arrival (16 parts for the earliest, halving to 1), among the calls that arrived in the last 2 s and within their default total, so a burst's calls end in turn; not with --short-first")
+	f.BoolVar(&c.FirstCome, "first-come", c.FirstCome, "under CPU contention, share the running calls' CPU weight by their order of arrival (16 parts for the earliest, halving to 1), among the calls that arrived in the last 2 s and within their default total, calls that have used 300 ms of CPU last, so a burst's calls end in turn; --short-first replaces it")
 	f.BoolVar(&c.EagerNetwork, "eager-network", c.EagerNetwork, "give forked sandboxes of network: isolated their veth pair at start (default: at their first internet or netlink socket, so that a function that opens none costs none)")
 	f.Var((*prefixValue)(&c.Resources.Subnet), "netns-subnet", "private IPv4 subnet of isolated sandboxes, distinct per worker on a host (default "+netns.DefaultSubnet.String()+")")
 	f.BoolVar(&c.NoSnapshots, "no-snapshots", c.NoSnapshots, "never snapshot or restore functions")
@@ -390,13 +390,9 @@ func zygoteConfig(c ZygoteConfig) zygote.Config {
 	return zc
 }
 
-// cpuWeights checks that at most one way of weighing calls' CPU is on.
-func cpuWeights(cfg Config) error {
-	if cfg.ShortFirst && cfg.FirstCome {
-		return errors.New("short_first and first_come both set calls' CPU weights; choose one")
-	}
-	return nil
-}
+// firstCome reports whether the worker shares calls' CPU weight by
+// their order of arrival: first_come, unless short_first replaces it.
+func firstCome(cfg Config) bool { return cfg.FirstCome && !cfg.ShortFirst }
 
 // lambdaAsync checks the Event invocation settings of the lambda section.
 func lambdaAsync(a lambda.AsyncConfig) error {

@@ -226,6 +226,13 @@ func TestConfigDefaults(t *testing.T) {
 	if cfg.DataDir != image.DefaultDataDir || cfg.Listen != DefaultListen {
 		t.Errorf("data dir %q, listen %q", cfg.DataDir, cfg.Listen)
 	}
+	if !firstCome(cfg) {
+		t.Error("first-come CPU weights off by default")
+	}
+	cfg.ShortFirst = true
+	if firstCome(cfg) {
+		t.Error("first-come CPU weights on with short_first")
+	}
 	pc, err := poolConfig(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -279,13 +286,6 @@ func TestConfigRefused(t *testing.T) {
 	}
 	if err := lambdaAsync(cfg.Lambda.Async); err == nil || !strings.Contains(err.Error(), "lambda.async.max_age") {
 		t.Errorf("lambda.async.max_age -1h: %v", err)
-	}
-	cfg, err = loadConfig(writeYAML(t, "short_first: true\nfirst_come: true\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cpuWeights(cfg); err == nil || !strings.Contains(err.Error(), "first_come") {
-		t.Errorf("short_first and first_come: %v", err)
 	}
 }
 
@@ -348,7 +348,7 @@ packages:
 	check("packages.extra_index_urls", got.Packages.ExtraURLs, []string{"http://extra.example/simple"})
 	check("data_dir", got.DataDir, image.DefaultDataDir)
 	// --fresh, with --no-pools=false.
-	check("fresh", []bool{got.NoWarm, got.NoZygotes, got.NoSnapshots, got.Resources.NoPools}, []bool{true, true, true, false})
+	check("fresh", []bool{got.NoWarm, got.NoZygotes, got.NoSnapshots, got.Resources.NoPools, got.FirstCome}, []bool{true, true, true, false, false})
 
 	cmd = newUpCmd()
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {

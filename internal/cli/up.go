@@ -49,7 +49,7 @@ On shutdown it destroys every sandbox and cgroup it made.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&cfgPath, "config", "", "config file (hearth.yaml)")
-	f.BoolVar(&fresh, "fresh", false, "start every invocation fresh: no warm cache, zygotes, pools or snapshots (a Docker-like baseline)")
+	f.BoolVar(&fresh, "fresh", false, "start every invocation fresh: no warm cache, zygotes, pools, snapshots or first-come CPU weights (a Docker-like baseline)")
 	// The flags parse into a config of their own; upConfig applies the
 	// ones given to the loaded hearth.yaml.
 	flags := defaultConfig()
@@ -67,6 +67,7 @@ func upConfig(cmd *cobra.Command, path string, fresh bool) (Config, error) {
 	}
 	if fresh {
 		cfg.NoWarm, cfg.NoZygotes, cfg.Resources.NoPools, cfg.NoSnapshots = true, true, true, true
+		cfg.FirstCome = false
 	}
 	if err := overlayFlags(cmd.Flags(), &cfg); err != nil {
 		return cfg, err
@@ -184,9 +185,6 @@ func runUp(ctx context.Context, cfg Config) error {
 	}()
 	// The warm pool is settled before the registry opens: a deploy is
 	// refused when the pool could never hold the function's sandbox.
-	if err := cpuWeights(cfg); err != nil {
-		return err
-	}
 	if cfg.WarmBudgetMB < 0 {
 		return fmt.Errorf("warm_budget_mb %d must not be negative", cfg.WarmBudgetMB)
 	}
@@ -242,7 +240,7 @@ func runUp(ctx context.Context, cfg Config) error {
 		NoSnapshots:      cfg.NoSnapshots,
 		AllowHostNetwork: cfg.AllowHostNetwork,
 		ShortFirst:       cfg.ShortFirst,
-		FirstCome:        cfg.FirstCome,
+		FirstCome:        firstCome(cfg),
 		EagerNetwork:     cfg.EagerNetwork,
 		LogLines:         cfg.LogLines,
 		LogBytes:         cfg.LogsMB << 20,

@@ -1,9 +1,13 @@
 package worker
 
 import (
+	"bytes"
 	"cmp"
 	"context"
+	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -20,6 +24,13 @@ import (
 // CPU, any weight runs at full speed, and a call that waits (sleeps,
 // I/O) leaves its share to the others.
 //
+// A young call that has used comeCPU of CPU goes to the end of the
+// order: at a burst led by a few calls that need far more CPU than the
+// rest, the order by arrival alone made the rest wait behind them (in
+// `hearth bench weights --heavy 2`, the light calls' mean response
+// doubled). A call's CPU is its sandbox's processes' (utime and stime,
+// with their waited-for children's), read every comeTick.
+//
 // The young calls' weights add up to what they would be by default, so
 // they take nothing from the calls past comeHold (a sandbox's weight
 // each, as by default) nor from the rest of the host: the order only
@@ -27,7 +38,8 @@ import (
 // later to earlier, whatever their functions. A call alone keeps 100.
 const (
 	comeHold = 2 * time.Second
-	comeTick = 50 * time.Millisecond // how often calls past comeHold are let go
+	comeCPU  = 300 * time.Millisecond
+	comeTick = 50 * time.Millisecond // how often the calls' CPU and age are read
 )
 
 // comeRank is the share of the call of rank r (0: the earliest) among
@@ -61,14 +73,56 @@ type firstCome struct {
 	now  func() time.Time
 	wake chan struct{} // a call was added to an empty set
 
+	// cpu reads the CPU time inst's processes have used so far.
+	cpu func(inst *instance) (time.Duration, bool)
+
 	mu      sync.Mutex
-	calls   map[*instance]time.Time // running calls by sandbox: their arrival
+	calls   map[*instance]*comeCall // running calls by sandbox
 	stopped bool                    // the worker is closing: no more writes
 }
 
+// comeCall is one running call.
+type comeCall struct {
+	arrived time.Time
+	cpu0    time.Duration // its sandbox's CPU when first read; -1 before
+	heavy   bool          // has used comeCPU: last in the order
+}
+
 func newFirstCome(set func(*instance, uint64)) *firstCome {
-	return &firstCome{set: set, now: time.Now, wake: make(chan struct{}, 1),
-		calls: make(map[*instance]time.Time)}
+	return &firstCome{set: set, now: time.Now, cpu: sandboxCPU, wake: make(chan struct{}, 1),
+		calls: make(map[*instance]*comeCall)}
+}
+
+// sandboxCPU is the CPU time inst's processes have used, with their
+// waited-for children's, from /proc/PID/stat.
+func sandboxCPU(inst *instance) (time.Duration, bool) {
+	pids, err := inst.group.Pids()
+	if err != nil || len(pids) == 0 {
+		return 0, false
+	}
+	var ticks int64
+	for _, pid := range pids {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+		if err != nil {
+			continue // gone since
+		}
+		// After the command's closing parenthesis: state is field 3,
+		// utime, stime, cutime and cstime fields 14 to 17.
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) < 15 {
+			continue
+		}
+		for _, v := range f[11:15] {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			ticks += n
+		}
+	}
+	// USER_HZ: 100 on every Linux ABI.
+	return time.Duration(ticks) * 10 * time.Millisecond, true
 }
 
 // run moves the weights until ctx ends.
@@ -95,10 +149,35 @@ func (fc *firstCome) run(ctx context.Context) {
 	}
 }
 
-// update gives each running call the weight of its rank.
+// update reads the young calls' CPU, outside the lock, and gives each
+// running call the weight of its rank.
 func (fc *firstCome) update() {
+	now := fc.now()
+	fc.mu.Lock()
+	var probe []*comeCall
+	var insts []*instance
+	for inst, c := range fc.calls {
+		if !c.heavy && now.Sub(c.arrived) < comeHold {
+			probe, insts = append(probe, c), append(insts, inst)
+		}
+	}
+	fc.mu.Unlock()
+	used := make([]time.Duration, len(insts))
+	ok := make([]bool, len(insts))
+	for i, inst := range insts {
+		used[i], ok[i] = fc.cpu(inst)
+	}
 	fc.mu.Lock()
 	defer fc.mu.Unlock()
+	for i, c := range probe {
+		switch {
+		case !ok[i] || fc.calls[insts[i]] != c: // unread, or done since
+		case c.cpu0 < 0:
+			c.cpu0 = used[i]
+		case used[i]-c.cpu0 >= comeCPU:
+			c.heavy = true
+		}
+	}
 	fc.updateLocked()
 }
 
@@ -108,19 +187,31 @@ func (fc *firstCome) updateLocked() {
 	}
 	now := fc.now()
 	order := make([]*instance, 0, len(fc.calls))
-	for inst, arrived := range fc.calls {
-		if now.Sub(arrived) >= comeHold {
+	for inst, c := range fc.calls {
+		if now.Sub(c.arrived) >= comeHold {
 			fc.weighLocked(inst, sandboxWeight)
 			continue
 		}
 		order = append(order, inst)
 	}
 	slices.SortFunc(order, func(a, b *instance) int {
-		return cmp.Or(fc.calls[a].Compare(fc.calls[b]), cmp.Compare(a.id, b.id))
+		ca, cb := fc.calls[a], fc.calls[b]
+		return cmp.Or(compareBool(ca.heavy, cb.heavy), ca.arrived.Compare(cb.arrived), cmp.Compare(a.id, b.id))
 	})
 	for i, w := range comeWeights(len(order)) {
 		fc.weighLocked(order[i], w)
 	}
+}
+
+// compareBool orders false before true.
+func compareBool(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case b:
+		return -1
+	}
+	return 1
 }
 
 func (fc *firstCome) weighLocked(inst *instance, want uint64) {
@@ -143,7 +234,7 @@ func (fc *firstCome) add(inst *instance, arrived time.Time) {
 		default:
 		}
 	}
-	fc.calls[inst] = arrived
+	fc.calls[inst] = &comeCall{arrived: arrived, cpu0: -1}
 	fc.updateLocked()
 }
 

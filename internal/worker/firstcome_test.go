@@ -3,10 +3,16 @@ package worker
 import (
 	"cmp"
 	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
 	"slices"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hearth-run/hearth/internal/cgroup"
 )
 
 func TestComeWeights(t *testing.T) {
@@ -48,6 +54,7 @@ func TestFirstCome(t *testing.T) {
 		writes = append(writes, w)
 	})
 	fc.now = func() time.Time { return now }
+	fc.cpu = func(*instance) (time.Duration, bool) { return 0, true }
 	weights := func(insts ...*instance) []uint64 {
 		var w []uint64
 		for _, i := range insts {
@@ -137,6 +144,7 @@ func TestFirstComeRun(t *testing.T) {
 		inst.weight = w
 		mu.Unlock()
 	})
+	fc.cpu = func(*instance) (time.Duration, bool) { return 0, true }
 	ctx, cancel := context.WithCancel(context.Background())
 	ended := make(chan struct{})
 	go func() {
@@ -167,5 +175,92 @@ func TestFirstComeRun(t *testing.T) {
 	case <-ended:
 	case <-time.After(5 * time.Second):
 		t.Fatal("the loop did not end with its context")
+	}
+}
+
+// TestFirstComeHeavy: a young call that has used comeCPU of CPU since
+// its first reading goes to the end of the order, behind later calls;
+// CPU used before the first reading does not count.
+func TestFirstComeHeavy(t *testing.T) {
+	now := time.Unix(1000, 0)
+	used := map[*instance]time.Duration{}
+	fc := newFirstCome(func(inst *instance, w uint64) { inst.weight = w })
+	fc.now = func() time.Time { return now }
+	fc.cpu = func(inst *instance) (time.Duration, bool) { return used[inst], true }
+
+	a, b, c := &instance{id: "a"}, &instance{id: "b"}, &instance{id: "c"}
+	used[a] = 5 * time.Second // a warm sandbox's earlier calls
+	fc.add(a, now)
+	fc.add(b, now.Add(10*time.Millisecond))
+	fc.add(c, now.Add(20*time.Millisecond))
+	fc.update() // first readings
+	if a.weight != 171 {
+		t.Fatalf("a, the earliest, with CPU from earlier calls only: weight %d, want 171", a.weight)
+	}
+	used[a] += comeCPU - time.Millisecond
+	fc.update()
+	if a.weight != 171 {
+		t.Fatalf("a just short of comeCPU: weight %d, want 171", a.weight)
+	}
+	used[a] += time.Millisecond
+	fc.update()
+	if a.weight != 43 || b.weight != 171 || c.weight != 86 {
+		t.Fatalf("a heavy: weights a %d b %d c %d, want 43 171 86 (b, c, then a)", a.weight, b.weight, c.weight)
+	}
+	used[a] = 0 // it stays heavy for the rest of its call
+	fc.update()
+	if a.weight != 43 {
+		t.Fatalf("a heavy once: weight %d, want 43", a.weight)
+	}
+	fc.done(a)
+	fc.add(a, now.Add(30*time.Millisecond)) // its next call starts afresh
+	fc.update()
+	if a.weight != 43 || b.weight != 171 {
+		t.Fatalf("a's next call, the latest: weights a %d b %d, want 43 171", a.weight, b.weight)
+	}
+}
+
+// TestSandboxCPU reads a real process's CPU in a real cgroup, and what
+// its exited, waited-for child used.
+func TestSandboxCPU(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to create cgroups")
+	}
+	cm, err := cgroup.NewManager(fmt.Sprintf("hearth-test-%d-cpu", os.Getpid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cm.Close(context.Background()) })
+	g, err := cm.Create("sb", cgroup.Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { g.Delete(context.Background()) })
+	// The shell waits for a line, has a child spin for 0.3 s of CPU,
+	// waits for it, then sleeps.
+	cmd := exec.Command("/bin/sh", "-c", "read x; timeout 0.3 sh -c 'while :; do :; done'; echo spun; sleep 600")
+	in, _ := cmd.StdinPipe()
+	out, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	if err := g.Add(cmd.Process.Pid); err != nil {
+		t.Fatal(err)
+	}
+	inst := &instance{id: "sb", group: g}
+	before, ok := sandboxCPU(inst)
+	if !ok {
+		t.Fatal("no CPU read for a live sandbox")
+	}
+	in.Write([]byte("go\n"))
+	buf := make([]byte, 5)
+	if _, err := io.ReadFull(out, buf); err != nil {
+		t.Fatal(err)
+	}
+	after, ok := sandboxCPU(inst)
+	// The child ran 0.3 s of wall time; on a busy host less of CPU.
+	if !ok || after-before < 50*time.Millisecond || after-before > 2*time.Second {
+		t.Errorf("CPU %v, then %v after a child spun for 0.3 s (ok %v)", before, after, ok)
 	}
 }

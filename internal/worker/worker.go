@@ -147,7 +147,8 @@ type Config struct {
 	// which they reached the worker (see comeWeights): at a burst the
 	// earlier calls end first, instead of all late. Their weights add up
 	// to the default's, so it moves CPU only among calls that arrived
-	// within 2 s of each other. Not with ShortFirst.
+	// within 2 s of each other; a call that has used 300 ms of CPU goes
+	// last. Not with ShortFirst. (The CLI turns it on by default.)
 	FirstCome bool
 	// EagerNetwork gives a forked sandbox of network: isolated its veth
 	// pair when it starts, as a cold one has it. By default it gets it

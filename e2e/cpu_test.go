@@ -260,7 +260,9 @@ func TestWorkerProcs(t *testing.T) {
 func TestShortFirstWeights(t *testing.T) {
 	for _, on := range []bool{true, false} {
 		t.Run(fmt.Sprintf("short-first=%v", on), func(t *testing.T) {
-			flags := []string{noSnapshots}
+			// Without it, first-come stays off too: its weights would
+			// show whenever two calls overlap.
+			flags := []string{noSnapshots, "--first-come=false"}
 			if on {
 				flags = append(flags, "--short-first")
 			}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -691,6 +692,39 @@ func (g *Group) MemoryUsage() (uint64, error) {
 		return 0, fmt.Errorf("cgroup %s: %w", g.name, err)
 	}
 	return v, nil
+}
+
+// CPUUsage returns the CPU time the group's processes have used, exited
+// ones included: v2's cpu.stat usage_usec (there with or without the cpu
+// controller), or v1's cpuacct.usage where cpuacct shares the cpu
+// controller's hierarchy. Elsewhere (v1 with cpuacct apart) it returns
+// ErrNoController.
+func (g *Group) CPUUsage() (time.Duration, error) {
+	dir := g.dirs[g.m.cpu]
+	if g.m.mode == V1 {
+		v, err := readUint(filepath.Join(dir, "cpuacct.usage"))
+		if errors.Is(err, os.ErrNotExist) {
+			return 0, fmt.Errorf("cgroup %s: cpu usage: %w", g.name, ErrNoController)
+		}
+		if err != nil {
+			return 0, fmt.Errorf("cgroup %s: cpu usage: %w", g.name, err)
+		}
+		return time.Duration(v), nil
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "cpu.stat"))
+	if err != nil {
+		return 0, fmt.Errorf("cgroup %s: cpu usage: %w", g.name, err)
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "usage_usec "); ok {
+			n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("cgroup %s: cpu usage: %w", g.name, err)
+			}
+			return time.Duration(n) * time.Microsecond, nil
+		}
+	}
+	return 0, fmt.Errorf("cgroup %s: cpu usage: no usage_usec in cpu.stat: %w", g.name, ErrNoController)
 }
 
 // PeakMemory returns the most memory the group was charged since a Pool

@@ -394,6 +394,19 @@ func zygoteConfig(c ZygoteConfig) zygote.Config {
 // their order of arrival: first_come, unless short_first replaces it.
 func firstCome(cfg Config) bool { return cfg.FirstCome && !cfg.ShortFirst }
 
+// cpuWeightsName says how the worker weighs calls' CPU, for its log.
+func cpuWeightsName(cfg Config) string {
+	switch {
+	case cfg.ShortFirst && cfg.FirstCome:
+		return "short_first (replaces first_come)"
+	case cfg.ShortFirst:
+		return "short_first"
+	case cfg.FirstCome:
+		return "first_come"
+	}
+	return "alike"
+}
+
 // lambdaAsync checks the Event invocation settings of the lambda section.
 func lambdaAsync(a lambda.AsyncConfig) error {
 	if a.MaxQueued < 0 || a.Concurrency < 0 || a.KeepRecords < 0 {

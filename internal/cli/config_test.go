@@ -80,7 +80,7 @@ no_egress: false
 netns_nat: true
 allow_host_network: true
 short_first: true
-first_come: true
+first_come: false
 eager_network: true
 open_invoke: true
 open_invoke_public: true
@@ -159,7 +159,7 @@ func TestConfigEveryKey(t *testing.T) {
 	check("top level", []any{cfg.Listen, cfg.DataDir, cfg.Base, cfg.Init, cfg.Token, cfg.WarmBudgetMB, cfg.PidsLimit,
 		cfg.CPUsPerGB, cfg.ScratchMB, cfg.MaxBodyMB, cfg.MaxArchiveMB, cfg.MaxFiles, cfg.QueueTimeout, cfg.CgroupParent,
 		cfg.LogLevel, cfg.LogLines, cfg.LogsMB, cfg.Mirror, cfg.NoWarm, cfg.NoZygotes, cfg.ZygoteTree, cfg.NoSnapshots,
-		cfg.PreMade, cfg.Spares, cfg.MaxSpares, cfg.MaxStarts, cfg.Procs, cfg.AllowHostNetwork, cfg.ShortFirst, cfg.FirstCome, cfg.EagerNetwork, cfg.OpenInvoke, cfg.OpenInvokePublic},
+		cfg.PreMade, cfg.Spares, cfg.MaxSpares, cfg.MaxStarts, cfg.Procs, cfg.AllowHostNetwork, cfg.ShortFirst, !cfg.FirstCome, cfg.EagerNetwork, cfg.OpenInvoke, cfg.OpenInvokePublic},
 		[]any{"127.0.0.1:9999", "/srv/hearth", "/srv/base", "/srv/hearth-init", "secret", int64(3000), int64(99),
 			4.5, int64(256), int64(7), int64(51), 1234, 300 * time.Millisecond, "hearth-test",
 			"debug", 500, int64(8), "http://deb.example/debian", true, true, "/srv/plan.json", true,

@@ -302,7 +302,7 @@ func runUp(ctx context.Context, cfg Config) error {
 	}
 	ln = api.LimitListener(ln, handler.Limits())
 	log.Info("hearth worker up", "listen", ln.Addr().String(), "data_dir", cfg.DataDir, "base", base,
-		"cgroup_mode", wk.CgroupMode())
+		"cgroup_mode", wk.CgroupMode(), "cpu_weights", cpuWeightsName(cfg))
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {

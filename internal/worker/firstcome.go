@@ -28,8 +28,13 @@ import (
 // order: at a burst led by a few calls that need far more CPU than the
 // rest, the order by arrival alone made the rest wait behind them (in
 // `hearth bench weights --heavy 2`, the light calls' mean response
-// doubled). A call's CPU is its sandbox's processes' (utime and stime,
-// with their waited-for children's), read every comeTick.
+// doubled). A call's CPU is its sandbox's (sandboxCPU), read every
+// comeTick while at least two calls are young, from the first such
+// reading on. Where the host keeps no CPU count per cgroup (v1 with
+// cpuacct apart), it is the sum over the sandbox's live processes and
+// the children they reaped: a call can hide CPU from it (children left
+// unreaped), which wins it no more than the order by arrival, within
+// comeHold.
 //
 // The young calls' weights add up to what they would be by default, so
 // they take nothing from the calls past comeHold (a sandbox's weight
@@ -39,7 +44,7 @@ import (
 const (
 	comeHold = 2 * time.Second
 	comeCPU  = 300 * time.Millisecond
-	comeTick = 50 * time.Millisecond // how often the calls' CPU and age are read
+	comeTick = 50 * time.Millisecond // how often the young calls' CPU and age are read
 )
 
 // comeRank is the share of the call of rank r (0: the earliest) among
@@ -93,33 +98,54 @@ func newFirstCome(set func(*instance, uint64)) *firstCome {
 		calls: make(map[*instance]*comeCall)}
 }
 
-// sandboxCPU is the CPU time inst's processes have used, with their
-// waited-for children's, from /proc/PID/stat.
+// sandboxCPU is the CPU time inst's sandbox has used: its cgroup's own
+// count where the host keeps one (cgroup v2; v1 with cpuacct beside
+// cpu), else the sum over the processes in it, from /proc/PID/stat with
+// their waited-for children's (at most comeProcs of them, so that a
+// sandbox full of processes costs the worker no more).
 func sandboxCPU(inst *instance) (time.Duration, bool) {
+	if d, err := inst.group.CPUUsage(); err == nil {
+		return d, true
+	}
 	pids, err := inst.group.Pids()
 	if err != nil || len(pids) == 0 {
 		return 0, false
 	}
-	var ticks int64
-	for _, pid := range pids {
+	var sum time.Duration
+	for _, pid := range pids[:min(len(pids), comeProcs)] {
 		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 		if err != nil {
 			continue // gone since
 		}
-		// After the command's closing parenthesis: state is field 3,
-		// utime, stime, cutime and cstime fields 14 to 17.
-		i := bytes.LastIndexByte(b, ')')
-		if i < 0 {
-			continue
+		if d, ok := statCPU(b); ok {
+			sum += d
 		}
-		f := strings.Fields(string(b[i+1:]))
-		if len(f) < 15 {
-			continue
+	}
+	return sum, true
+}
+
+// comeProcs bounds the processes sandboxCPU reads per sandbox.
+const comeProcs = 16
+
+// statCPU returns utime + stime + cutime + cstime of a /proc/PID/stat
+// line: fields 14 to 17, counted after the command's closing
+// parenthesis (the command may hold spaces and parentheses).
+func statCPU(b []byte) (time.Duration, bool) {
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, false
+	}
+	f := strings.Fields(string(b[i+1:])) // f[0] is field 3, the state
+	if len(f) < 15 {
+		return 0, false
+	}
+	var ticks int64
+	for _, v := range f[11:15] {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return 0, false
 		}
-		for _, v := range f[11:15] {
-			n, _ := strconv.ParseInt(v, 10, 64)
-			ticks += n
-		}
+		ticks += n
 	}
 	// USER_HZ: 100 on every Linux ABI.
 	return time.Duration(ticks) * 10 * time.Millisecond, true
@@ -156,12 +182,21 @@ func (fc *firstCome) update() {
 	fc.mu.Lock()
 	var probe []*comeCall
 	var insts []*instance
+	young := 0
 	for inst, c := range fc.calls {
-		if !c.heavy && now.Sub(c.arrived) < comeHold {
-			probe, insts = append(probe, c), append(insts, inst)
+		if now.Sub(c.arrived) < comeHold {
+			young++
+			if !c.heavy {
+				probe, insts = append(probe, c), append(insts, inst)
+			}
 		}
 	}
 	fc.mu.Unlock()
+	if young < 2 {
+		// Alone or none: no order to keep, nothing to read. A call's
+		// CPU is counted from the first tick at which it has company.
+		probe, insts = nil, nil
+	}
 	used := make([]time.Duration, len(insts))
 	ok := make([]bool, len(insts))
 	for i, inst := range insts {

@@ -213,54 +213,137 @@ func TestFirstComeHeavy(t *testing.T) {
 		t.Fatalf("a heavy once: weight %d, want 43", a.weight)
 	}
 	fc.done(a)
-	fc.add(a, now.Add(30*time.Millisecond)) // its next call starts afresh
+	fc.add(a, now) // its next call starts afresh: light, and the earliest
 	fc.update()
-	if a.weight != 43 || b.weight != 171 {
-		t.Fatalf("a's next call, the latest: weights a %d b %d, want 43 171", a.weight, b.weight)
+	if a.weight != 171 || b.weight != 86 {
+		t.Fatalf("a's next call, the earliest: weights a %d b %d, want 171 86", a.weight, b.weight)
 	}
 }
 
-// TestSandboxCPU reads a real process's CPU in a real cgroup, and what
-// its exited, waited-for child used.
+// TestFirstComeProbe: a reading that fails, or that comes back after
+// its call ended (and another began on the same sandbox), changes
+// nothing; a call alone is not read at all.
+func TestFirstComeProbe(t *testing.T) {
+	now := time.Unix(1000, 0)
+	fc := newFirstCome(func(inst *instance, w uint64) { inst.weight = w })
+	fc.now = func() time.Time { return now }
+	a, b := &instance{id: "a"}, &instance{id: "b"}
+	reads := 0
+	fc.cpu = func(*instance) (time.Duration, bool) { reads++; return 0, true }
+	fc.add(a, now)
+	fc.update()
+	if reads != 0 {
+		t.Fatalf("a call alone read %d times", reads)
+	}
+	fc.add(b, now.Add(time.Millisecond))
+	fc.cpu = func(*instance) (time.Duration, bool) { return 0, false }
+	fc.update()
+	if c := fc.calls[a]; c.cpu0 != -1 {
+		t.Fatalf("a failed read set cpu0 %v", c.cpu0)
+	}
+	// During the read, a's call ends and the next begins: the reading,
+	// of the call before, is dropped.
+	fc.cpu = func(inst *instance) (time.Duration, bool) {
+		if inst == a {
+			fc.done(a)
+			fc.add(a, now)
+		}
+		return time.Hour, true
+	}
+	fc.update()
+	if c := fc.calls[a]; c.cpu0 != -1 || c.heavy {
+		t.Fatalf("a reading of the call before: cpu0 %v heavy %v", c.cpu0, c.heavy)
+	}
+}
+
+func TestStatCPU(t *testing.T) {
+	// pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt
+	// majflt cmajflt utime stime cutime cstime priority ...
+	line := "42 (a) (b c) S 1 42 42 0 -1 4194560 100 200 3 4 250 50 7 3 20 0 1 0 100 0 0\n"
+	d, ok := statCPU([]byte(line))
+	if !ok || d != 3100*time.Millisecond {
+		t.Errorf("statCPU = %v %v, want 3.1s (utime 250 + stime 50 + cutime 7 + cstime 3 ticks)", d, ok)
+	}
+	if _, ok := statCPU([]byte("42 (a) S 1")); ok {
+		t.Error("a short line parsed")
+	}
+}
+
+// TestSandboxCPU reads a real sandbox's CPU in a real cgroup: a child
+// that spun for 0.3 s of its own CPU and was reaped, then a live process
+// that did the same.
 func TestSandboxCPU(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to create cgroups")
 	}
-	cm, err := cgroup.NewManager(fmt.Sprintf("hearth-test-%d-cpu", os.Getpid()))
+	py, err := exec.LookPath("python3")
 	if err != nil {
-		t.Fatal(err)
+		t.Skip("python3 to spin: not found")
 	}
-	t.Cleanup(func() { cm.Close(context.Background()) })
-	g, err := cm.Create("sb", cgroup.Limits{})
-	if err != nil {
-		t.Fatal(err)
+	// The detected mode (here v1, with cpuacct apart from cpu: the sum
+	// over the processes), and a hybrid host's cgroup2 side (its own
+	// count, cpu.stat's usage_usec).
+	modes := []struct {
+		name string
+		opts []cgroup.Option
+	}{{"detected", nil}}
+	if st, err := os.Stat("/sys/fs/cgroup/unified/cgroup.procs"); err == nil && !st.IsDir() {
+		modes = append(modes, struct {
+			name string
+			opts []cgroup.Option
+		}{"v2-hybrid", []cgroup.Option{cgroup.WithMode(cgroup.V2), cgroup.WithRoot("/sys/fs/cgroup/unified")}})
 	}
-	t.Cleanup(func() { g.Delete(context.Background()) })
-	// The shell waits for a line, has a child spin for 0.3 s of CPU,
-	// waits for it, then sleeps.
-	cmd := exec.Command("/bin/sh", "-c", "read x; timeout 0.3 sh -c 'while :; do :; done'; echo spun; sleep 600")
-	in, _ := cmd.StdinPipe()
-	out, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	if err := g.Add(cmd.Process.Pid); err != nil {
-		t.Fatal(err)
-	}
-	inst := &instance{id: "sb", group: g}
-	before, ok := sandboxCPU(inst)
-	if !ok {
-		t.Fatal("no CPU read for a live sandbox")
-	}
-	in.Write([]byte("go\n"))
-	buf := make([]byte, 5)
-	if _, err := io.ReadFull(out, buf); err != nil {
-		t.Fatal(err)
-	}
-	after, ok := sandboxCPU(inst)
-	// The child ran 0.3 s of wall time; on a busy host less of CPU.
-	if !ok || after-before < 50*time.Millisecond || after-before > 2*time.Second {
-		t.Errorf("CPU %v, then %v after a child spun for 0.3 s (ok %v)", before, after, ok)
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			cm, err := cgroup.NewManager(fmt.Sprintf("hearth-test-%d-cpu-%s", os.Getpid(), m.name), m.opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { cm.Close(context.Background()) })
+			g, err := cm.Create("sb", cgroup.Limits{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { g.Delete(context.Background()) })
+			// Spinning counts its own CPU, not wall time: a busy host only
+			// makes it take longer.
+			spin := py + ` -c 'import sys, time
+while time.process_time() < 0.3: pass
+print("spun", flush=True)
+if sys.argv[1:]: time.sleep(600)' `
+			cmd := exec.Command("/bin/sh", "-c", "read x; "+spin+"; read x; "+spin+" live")
+			in, _ := cmd.StdinPipe()
+			out, _ := cmd.StdoutPipe()
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+			if err := g.Add(cmd.Process.Pid); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := g.CPUUsage(); m.name == "v2-hybrid" && err != nil {
+				t.Errorf("cgroup2's own CPU count: %v", err)
+			}
+			inst := &instance{id: "sb", group: g}
+			step := func(what string) time.Duration {
+				t.Helper()
+				before, ok := sandboxCPU(inst)
+				if !ok {
+					t.Fatal("no CPU read for a live sandbox")
+				}
+				in.Write([]byte("go\n"))
+				buf := make([]byte, 5)
+				if _, err := io.ReadFull(out, buf); err != nil {
+					t.Fatal(err)
+				}
+				after, ok := sandboxCPU(inst)
+				if !ok || after-before < 250*time.Millisecond || after-before > 3*time.Second {
+					t.Errorf("%s: CPU %v, then %v after 0.3 s of spinning (ok %v)", what, before, after, ok)
+				}
+				return after
+			}
+			step("a reaped child")
+			step("a live process")
+		})
 	}
 }

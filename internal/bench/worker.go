@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -68,6 +69,11 @@ func StartWorker(ctx context.Context, hearth, base string, extra ...string) (*Wo
 	addr := l.Addr().String()
 	l.Close()
 	sweepTemp()
+	// A build from before first-come (--worker OLD) shares the CPU alike
+	// and has no flag to say so.
+	if i := slices.Index(extra, "--first-come=false"); i >= 0 && !hasFlag(hearth, "up", "--first-come") {
+		extra = slices.Delete(slices.Clone(extra), i, i+1)
+	}
 	parent := fmt.Sprintf("hearth-bench-%d", os.Getpid())
 	dir, err := tempDir("worker")
 	if err != nil {

@@ -43,19 +43,9 @@ func TestCacheReplacesDeadPausedSandbox(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to create cgroups")
 	}
-	modes := []struct {
-		name string
-		opts []cgroup.Option
-	}{{"detected", nil}}
-	if st, err := os.Stat("/sys/fs/cgroup/unified/cgroup.procs"); err == nil && !st.IsDir() {
-		// A hybrid host's cgroup2 side: there a frozen process dies at
-		// once when killed.
-		modes = append(modes, struct {
-			name string
-			opts []cgroup.Option
-		}{"v2-hybrid", []cgroup.Option{cgroup.WithMode(cgroup.V2), cgroup.WithRoot("/sys/fs/cgroup/unified")}})
-	}
-	for _, m := range modes {
+	// On a hybrid host's cgroup2 side a frozen process dies at once when
+	// killed.
+	for _, m := range cgroupModes() {
 		t.Run(m.name, func(t *testing.T) {
 			cm, err := cgroup.NewManager(fmt.Sprintf("hearth-test-%d-dead-%s", os.Getpid(), m.name), m.opts...)
 			if err != nil {
@@ -149,4 +139,20 @@ func TestCacheReplacesDeadPausedSandbox(t *testing.T) {
 			}
 		})
 	}
+}
+
+// cgroupMode is a cgroup manager's mode for a test: its name and options.
+type cgroupMode struct {
+	name string
+	opts []cgroup.Option
+}
+
+// cgroupModes returns the detected mode and, on a hybrid host, the mode
+// of its cgroup2 side.
+func cgroupModes() []cgroupMode {
+	modes := []cgroupMode{{"detected", nil}}
+	if st, err := os.Stat("/sys/fs/cgroup/unified/cgroup.procs"); err == nil && !st.IsDir() {
+		modes = append(modes, cgroupMode{"v2-hybrid", []cgroup.Option{cgroup.WithMode(cgroup.V2), cgroup.WithRoot("/sys/fs/cgroup/unified")}})
+	}
+	return modes
 }

@@ -283,17 +283,7 @@ func TestSandboxCPU(t *testing.T) {
 	// The detected mode (here v1, with cpuacct apart from cpu: the sum
 	// over the processes), and a hybrid host's cgroup2 side (its own
 	// count, cpu.stat's usage_usec).
-	modes := []struct {
-		name string
-		opts []cgroup.Option
-	}{{"detected", nil}}
-	if st, err := os.Stat("/sys/fs/cgroup/unified/cgroup.procs"); err == nil && !st.IsDir() {
-		modes = append(modes, struct {
-			name string
-			opts []cgroup.Option
-		}{"v2-hybrid", []cgroup.Option{cgroup.WithMode(cgroup.V2), cgroup.WithRoot("/sys/fs/cgroup/unified")}})
-	}
-	for _, m := range modes {
+	for _, m := range cgroupModes() {
 		t.Run(m.name, func(t *testing.T) {
 			cm, err := cgroup.NewManager(fmt.Sprintf("hearth-test-%d-cpu-%s", os.Getpid(), m.name), m.opts...)
 			if err != nil {

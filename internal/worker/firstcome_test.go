@@ -21,7 +21,8 @@ func TestComeWeights(t *testing.T) {
 		1: {100}, // alone: a sandbox's own
 		2: {133, 67},
 		3: {171, 86, 43},
-		6: {300, 150, 75, 38, 19, 19},
+		4: {213, 107, 53, 27},
+		6: {293, 147, 73, 37, 25, 25}, // the tail at comeTail
 	} {
 		got := comeWeights(n)
 		if !slices.Equal(got, want) {
@@ -35,11 +36,59 @@ func TestComeWeights(t *testing.T) {
 			t.Errorf("comeWeights(%d) adds up to %d, want %d (give or take rounding)", n, sum, 100*n)
 		}
 	}
-	// Many calls: the earliest still leads, none below 1.
-	w := comeWeights(1000)
-	if w[0] <= w[1] || w[999] < 1 {
-		t.Errorf("comeWeights(1000): first %d, second %d, last %d", w[0], w[1], w[999])
+	// Any number: by rank, never above comeMax, and never more than the
+	// default's sum (exactly it, give or take rounding, until the cap).
+	for n := 1; n <= 1000; n++ {
+		w := comeWeights(n)
+		var sum uint64
+		for r, x := range w {
+			sum += x
+			if x > comeMax || x < 1 || r > 0 && x > w[r-1] {
+				t.Fatalf("comeWeights(%d): weight %d of rank %d (the one before: %v)", n, x, r, w[max(r-1, 0)])
+			}
+		}
+		if d := int(sum) - 100*n; d > n || w[0] < comeMax && d < -n {
+			t.Fatalf("comeWeights(%d) adds up to %d, want %d", n, sum, 100*n)
+		}
 	}
+	if w := comeWeights(1000); w[0] != comeMax || w[4] != comeTail || w[999] != comeTail {
+		t.Errorf("comeWeights(1000): first %d, fifth %d, last %d", w[0], w[4], w[999])
+	}
+}
+
+// TestFirstComeBurstWrites counts the weight writes of a burst of 200
+// calls that arrive together and end in turn: each start and end
+// rewrites the first comeTop's weights and its own, not every young
+// call's. (Weighing the tail by 100·n/parts as well wrote 7,335.)
+func TestFirstComeBurstWrites(t *testing.T) {
+	now := time.Unix(1000, 0)
+	writes := 0
+	fc := newFirstCome(func(inst *instance, w uint64) {
+		inst.weight = w
+		writes++
+	})
+	fc.now = func() time.Time { return now }
+	const n = 200
+	insts := make([]*instance, n)
+	for i := range insts {
+		insts[i] = &instance{id: fmt.Sprintf("%03d", i)}
+		fc.add(insts[i], now.Add(time.Duration(i)*time.Millisecond-time.Second))
+	}
+	if w := insts[0].weight; w != comeWeights(n)[0] || insts[n-1].weight != comeTail {
+		t.Fatalf("after the burst's starts: first %d, last %d, want %d, %d", w, insts[n-1].weight, comeWeights(n)[0], comeTail)
+	}
+	for _, inst := range insts {
+		fc.done(inst)
+	}
+	for _, inst := range insts {
+		if inst.weight != sandboxWeight {
+			t.Fatalf("%s left at weight %d", inst.id, inst.weight)
+		}
+	}
+	if limit := 6 * 2 * n; writes > limit {
+		t.Errorf("a burst of %d calls wrote %d weights, want at most %d (6 per start or end)", n, writes, limit)
+	}
+	t.Logf("a burst of %d calls: %d weight writes", n, writes)
 }
 
 // TestFirstCome drives the bookkeeping on a fake clock: the running

@@ -342,7 +342,7 @@ func (m *Manager) grow(n *Node) {
 	var retry time.Time
 	if err == nil {
 		m.addReplicaLocked(n, p)
-		n.builtAt = time.Now()
+		n.builtAt, n.err = time.Now(), nil
 		first = len(n.replicas) == 1 && n.Parent != nil
 		// Children left waiting for this node (their builds fork from
 		// it) try again now.
@@ -351,7 +351,10 @@ func (m *Manager) grow(n *Node) {
 				c.retryAt = n.builtAt
 			}
 		}
-	} else if !m.closed && m.ctx.Err() == nil && m.nodes[n.Key()] == n && len(n.replicas) == 0 && n.pending == 0 {
+	} else {
+		n.err = err
+	}
+	if err != nil && !m.closed && m.ctx.Err() == nil && m.nodes[n.Key()] == n && len(n.replicas) == 0 && n.pending == 0 {
 		// The node has no zygote and nothing builds one: left so, it
 		// would keep its package set from being promoted again and, with
 		// children, their rebuilds from forking. Try again later.
@@ -448,13 +451,30 @@ func (m *Manager) spawn(n *Node) (*Process, error) {
 		case <-time.After(5 * time.Millisecond):
 		}
 	}
+	// What n imports on top of its parent, resolved off the lock (it
+	// reads the packages' metadata), and at each build: a node put in
+	// between since has imported some of it.
+	m.mu.Lock()
+	extra := n.extraLocked()
+	m.mu.Unlock()
+	mods, err := m.cfg.Modules(extra)
+	if err != nil {
+		return nil, fmt.Errorf("node %s: %w", n.Key(), err)
+	}
+	var path []string
+	if m.cfg.Paths != nil {
+		path = m.cfg.Paths(extra)
+	}
+	m.mu.Lock()
+	n.Modules, n.Path = mods, path
+	m.mu.Unlock()
 	lim := m.limits()
 	lim.CPUWeight = buildWeight
 	g, err := m.cg.Create(fmt.Sprintf("zygote-%d-%d", n.ID, m.seq.Add(1)), lim)
 	if err != nil {
 		return nil, err
 	}
-	p, err := parent.Child(ctx, g, n.Modules, n.Path)
+	p, err := parent.Child(ctx, g, mods, path)
 	if err != nil {
 		if derr := g.Delete(context.Background()); derr != nil {
 			m.log.Warn("deleting zygote cgroup", "err", derr)
@@ -629,27 +649,13 @@ func hasPackage(key, p string) bool {
 }
 
 // addNodeLocked creates node pkgs under the deepest existing node holding
-// a subset of it and starts its first zygote in the background.
-func (m *Manager) addNodeLocked(pkgs []string, static bool) (*Node, error) {
+// a subset of it and starts its first zygote in the background, which
+// resolves the modules it imports (spawn): that reads the packages'
+// metadata from disk, which is not done under the lock that every fork
+// takes.
+func (m *Manager) addNodeLocked(pkgs []string, static bool) *Node {
 	parent := lookup(m.root, pkgs, func(*Node) bool { return true })
-	have := map[string]bool{}
-	for _, p := range parent.Packages {
-		have[p] = true
-	}
-	var extra []string
-	for _, p := range pkgs {
-		if !have[p] {
-			extra = append(extra, p)
-		}
-	}
-	mods, err := m.cfg.Modules(extra)
-	if err != nil {
-		return nil, err
-	}
-	n := &Node{ID: m.nextID, Packages: pkgs, Modules: mods, Parent: parent, static: static, lastUse: time.Now()}
-	if m.cfg.Paths != nil {
-		n.Path = m.cfg.Paths(extra)
-	}
+	n := &Node{ID: m.nextID, Packages: pkgs, Parent: parent, static: static, lastUse: time.Now()}
 	m.nextID++
 	// Existing nodes that hold more than n and sat under n's parent now
 	// belong under n, so lookups keep descending through supersets.
@@ -666,7 +672,7 @@ func (m *Manager) addNodeLocked(pkgs []string, static bool) (*Node, error) {
 	m.nodes[n.Key()] = n
 	n.pending++
 	m.goBackground(func() { m.grow(n) })
-	return n, nil
+	return n
 }
 
 // janitor evicts idle nodes, keeps zygote memory within budget and
@@ -812,12 +818,7 @@ func (m *Manager) Plant(ctx context.Context, sets [][]string) error {
 		if _, ok := m.nodes[joinKey(s)]; ok || len(s) == 0 {
 			continue
 		}
-		n, err := m.addNodeLocked(s, true)
-		if err != nil {
-			m.mu.Unlock()
-			return err
-		}
-		added = append(added, n)
+		added = append(added, m.addNodeLocked(s, true))
 	}
 	m.mu.Unlock()
 	for _, n := range added {
@@ -830,7 +831,10 @@ func (m *Manager) Plant(ctx context.Context, sets [][]string) error {
 				break
 			}
 			if failed {
-				return fmt.Errorf("zygote node %s failed to start", n.Key())
+				m.mu.Lock()
+				err := n.err
+				m.mu.Unlock()
+				return fmt.Errorf("zygote node %s failed to start: %w", n.Key(), err)
 			}
 			select {
 			case <-ctx.Done():
@@ -943,12 +947,7 @@ func (m *Manager) Deployed(fns map[string][]string) {
 	}
 	sort.SliceStable(chosen, func(i, j int) bool { return strings.Count(chosen[i], ",") < strings.Count(chosen[j], ",") })
 	for _, k := range chosen {
-		n, err := m.addNodeLocked(splitKey(k), false)
-		if err != nil {
-			m.log.Warn("zygote node not planted for deployed functions", "node", k, "err", err)
-			continue
-		}
-		n.deployed = true
+		m.addNodeLocked(splitKey(k), false).deployed = true
 		planted++
 	}
 }

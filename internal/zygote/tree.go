@@ -12,14 +12,17 @@ type Node struct {
 	ID int
 	// Packages are "name==version", sorted, including the parent's.
 	Packages []string
-	// Modules are what this node imports on top of its parent, and Path
-	// the sys.path entries those imports need.
-	Modules  []string
-	Path     []string
 	Parent   *Node
 	Children []*Node
 
 	// Guarded by the Manager's mutex.
+
+	// Modules are what this node's last build imported on top of its
+	// parent (nil before the first), and Path the sys.path entries those
+	// imports needed.
+	Modules  []string
+	Path     []string
+	err      error // why the last build failed
 	replicas []*Process
 	pending  int // replicas being created
 	hits     int64
@@ -33,6 +36,21 @@ type Node struct {
 	failures int
 	retryAt  time.Time
 	builtAt  time.Time
+}
+
+// extraLocked returns the packages n holds and its parent does not.
+func (n *Node) extraLocked() []string {
+	have := map[string]bool{}
+	for _, p := range n.Parent.Packages {
+		have[p] = true
+	}
+	var extra []string
+	for _, p := range n.Packages {
+		if !have[p] {
+			extra = append(extra, p)
+		}
+	}
+	return extra
 }
 
 // Key is the node's package set as one string.

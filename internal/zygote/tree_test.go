@@ -164,8 +164,8 @@ func TestLearnPromotesAtThresholdUnderClosestNode(t *testing.T) {
 			t.Errorf("%s hangs under %q, want numpy==1", k, p)
 		}
 	}
-	if sc := m.nodes["numpy==1,scipy==3"]; len(sc.Modules) != 1 {
-		t.Errorf("numpy,scipy imports %v, want only what its parent lacks", sc.Modules)
+	if extra := m.nodes["numpy==1,scipy==3"].extraLocked(); len(extra) != 1 {
+		t.Errorf("numpy,scipy imports %v, want only what its parent lacks", extra)
 	}
 	// A package used alone, often enough, gets its node.
 	for range 2 {
@@ -278,12 +278,12 @@ func TestDeployedPlantsSetsAndSharedParents(t *testing.T) {
 			t.Errorf("%s hangs under %q, want numpy==1", k, p)
 		}
 	}
-	if mods := m.nodes["numpy==1,scipy==3"].Modules; !reflect.DeepEqual(mods, []string{"scipy==3"}) {
+	if mods := m.nodes["numpy==1,scipy==3"].extraLocked(); !reflect.DeepEqual(mods, []string{"scipy==3"}) {
 		t.Errorf("numpy,scipy imports %v, want only what its parent lacks", mods)
 	}
 	// A set that already has a node (here learned) is not planted again.
 	m.mu.Lock()
-	learned, _ := m.addNodeLocked([]string{"requests==1"}, false)
+	learned := m.addNodeLocked([]string{"requests==1"}, false)
 	m.mu.Unlock()
 	m.Deployed(map[string][]string{"c": {"requests==1"}})
 	if m.nodes["requests==1"] != learned || learned.deployed {

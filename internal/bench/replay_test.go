@@ -289,8 +289,9 @@ func TestReplayBenchLive(t *testing.T) {
 // TestSimInputs checks what the simulator is given for a run: declared
 // memory at admission, the paused memory measured per function (else the
 // median of its package set's), and the mean measured start time of its
-// non-warm starts (else the run's mean), not their response time, and
-// the charge of a warm call grown to its function's peak.
+// non-warm starts with their wait for a turn (else the run's mean), not
+// their response time, and the charge of a warm call grown to its
+// function's peak.
 func TestSimInputs(t *testing.T) {
 	plan := &replay.Plan{Funcs: []replay.Func{
 		{Name: "a", MemoryMB: 144},
@@ -301,7 +302,7 @@ func TestSimInputs(t *testing.T) {
 	run := &ReplayRun{Paused: []int64{5 << 20, 0, 20 << 20}, Result: &replay.Result{Records: []replay.Record{
 		{Func: 0, Path: "cold", Status: 200, Response: ms(3000), Exec: ms(100), InitMs: 200},
 		{Func: 0, Path: "warm", Status: 200, Response: ms(900), Exec: ms(100), InitMs: 0}, // warm: not a start
-		{Func: 2, Path: "fork", Status: 200, Response: ms(500), InitMs: 50},
+		{Func: 2, Path: "fork", Status: 200, Response: ms(500), InitMs: 50, TurnWaitMs: 30}, // held its room for both
 		{Func: 2, Path: "cold", Status: 503, Err: "no room", Response: ms(10000), InitMs: 900}, // failed: no cost
 	}}, Charge: "peak", Charges: []types.StartCharge{
 		{Function: "a", Declared: 144 << 20, Peak: 4 << 20, Start: 12 << 20, Grown: 8 << 20},
@@ -310,8 +311,8 @@ func TestSimInputs(t *testing.T) {
 	got := SimInputs(plan, run)
 	want := []sim.Func{
 		{Size: 144 << 20, Cold: ms(200), Paused: 5 << 20, Start: 12 << 20, Busy: 8 << 20, Kin: 1},
-		{Size: 160 << 20, Cold: ms(125), Paused: 20 << 20, Kin: 2}, // numpy's median; the run's mean cost
-		{Size: 192 << 20, Cold: ms(50), Paused: 20 << 20, Kin: 2},
+		{Size: 160 << 20, Cold: ms(140), Paused: 20 << 20, Kin: 2}, // numpy's median; the run's mean cost
+		{Size: 192 << 20, Cold: ms(80), Paused: 20 << 20, Kin: 2},
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("got %+v\nwant %+v", got, want)

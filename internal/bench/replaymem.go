@@ -158,7 +158,9 @@ func (r *ReplayRun) zygoteStats() (mean, peak float64) {
 // run, if it charges peaks (as the worker charges a new sandbox), charged
 // from the end of its first call the memory its paused sandboxes held in
 // the run, and delayed on a non-warm start by its mean measured start
-// time (the worker's init_ms) over the run's non-warm starts. A warm
+// time over the run's non-warm starts: the worker's init_ms, and its
+// turn_wait_ms, the wait for a turn to start, which the worker spends
+// holding the start's room in the pool (the simulator has no turns). A warm
 // call is charged, while it runs, what the worker charges a call that
 // grows to its function's peak (StartCharge.Grown). Under pool_charge
 // peak, the functions with the same packages are kin (sim.Func.Kin): the
@@ -174,7 +176,7 @@ func SimInputs(plan *replay.Plan, run *ReplayRun) []sim.Func {
 		if !rec.OK() || rec.Path == "warm" || rec.Path == "" {
 			continue
 		}
-		d := time.Duration(rec.InitMs * float64(time.Millisecond))
+		d := time.Duration((rec.InitMs + rec.TurnWaitMs) * float64(time.Millisecond))
 		per[rec.Func] = append(per[rec.Func], d)
 		all = append(all, d)
 	}
@@ -276,7 +278,7 @@ func (r *ReplayReport) SimTable(w io.Writer) error {
 	if len(simmed) == 0 {
 		return nil
 	}
-	fmt.Fprintf(w, "=== Simulator (internal/sim: LRU, one unified %d MB pool; a new sandbox charged its declared memory, or once a call of its function (else of one with its packages) has ended the start charge its worker learned (pool_charge: peak), until its first call ends, then its paused memory measured in the run, and a warm call that runs past the worker's growth sampling period its function's peak with the worker's growth slack; calls held for their measured run time, non-warm starts for their measured start time besides; a call with no room waits up to 10 s for one, as the worker's do) vs live ===\n\n", r.BudgetMB)
+	fmt.Fprintf(w, "=== Simulator (internal/sim: LRU, one unified %d MB pool; a new sandbox charged its declared memory, or once a call of its function (else of one with its packages) has ended the start charge its worker learned (pool_charge: peak), until its first call ends, then its paused memory measured in the run, and a warm call that runs past the worker's growth sampling period its function's peak with the worker's growth slack; calls held for their measured run time, non-warm starts for their measured start time and wait for a turn besides; a call with no room waits up to 10 s for one, as the worker's do) vs live ===\n\n", r.BudgetMB)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "config\trep\tlive non-warm\tsim misses\tsim - live\tlive evictions\tsim evictions\tlive drops\tsim drops\tlive growth charges\tsim growth charges\t")
 	for _, k := range simmed {

@@ -301,8 +301,8 @@ func TestSimInputs(t *testing.T) {
 	ms := func(v float64) time.Duration { return time.Duration(v * 1e6) }
 	run := &ReplayRun{Paused: []int64{5 << 20, 0, 20 << 20}, Result: &replay.Result{Records: []replay.Record{
 		{Func: 0, Path: "cold", Status: 200, Response: ms(3000), Exec: ms(100), InitMs: 200},
-		{Func: 0, Path: "warm", Status: 200, Response: ms(900), Exec: ms(100), InitMs: 0}, // warm: not a start
-		{Func: 2, Path: "fork", Status: 200, Response: ms(500), InitMs: 50, TurnWaitMs: 30}, // held its room for both
+		{Func: 0, Path: "warm", Status: 200, Response: ms(900), Exec: ms(100), InitMs: 0},      // warm: not a start
+		{Func: 2, Path: "fork", Status: 200, Response: ms(500), InitMs: 50, TurnWaitMs: 30},    // held its room for both
 		{Func: 2, Path: "cold", Status: 503, Err: "no room", Response: ms(10000), InitMs: 900}, // failed: no cost
 	}}, Charge: "peak", Charges: []types.StartCharge{
 		{Function: "a", Declared: 144 << 20, Peak: 4 << 20, Start: 12 << 20, Grown: 8 << 20},

@@ -2,6 +2,7 @@ package zygote
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -354,7 +355,15 @@ func (m *Manager) grow(n *Node) {
 	} else {
 		n.err = err
 	}
-	if err != nil && !m.closed && m.ctx.Err() == nil && m.nodes[n.Key()] == n && len(n.replicas) == 0 && n.pending == 0 {
+	dropped := false
+	if errors.Is(err, errUnresolved) && n.builtAt.IsZero() && !m.closed && m.nodes[n.Key()] == n && len(n.replicas) == 0 && n.pending == 0 {
+		// Never built, and no build would be: gone, as if never
+		// added, its children back under its parent, so that it holds
+		// no place among the planted nodes nor keeps its children from
+		// rebuilding.
+		m.removeNodeLocked(n) // it has no zygote to release
+		dropped = true
+	} else if err != nil && !m.closed && m.ctx.Err() == nil && m.nodes[n.Key()] == n && len(n.replicas) == 0 && n.pending == 0 {
 		// The node has no zygote and nothing builds one: left so, it
 		// would keep its package set from being promoted again and, with
 		// children, their rebuilds from forking. Try again later.
@@ -366,9 +375,12 @@ func (m *Manager) grow(n *Node) {
 		m.cfg.NodeReady(n.Key())
 	}
 	if err != nil && m.ctx.Err() == nil {
-		if retry.IsZero() {
+		switch {
+		case dropped:
+			m.log.Warn("zygote node dropped", "node", n.Key(), "err", err)
+		case retry.IsZero():
 			m.log.Warn("zygote not started", "node", n.Key(), "err", err)
-		} else {
+		default:
 			m.log.Warn("zygote not started", "node", n.Key(), "err", err, "retry_in", time.Until(retry).Round(time.Millisecond))
 		}
 	}
@@ -421,6 +433,10 @@ func (m *Manager) retryLocked(now time.Time) {
 	})
 }
 
+// errUnresolved: a node's packages have no modules to import (a package
+// no longer installed, or not in the base image).
+var errUnresolved = errors.New("cannot resolve the modules to import")
+
 // spawn starts one zygote process for n: the root from scratch, any
 // other node by forking its parent's zygote.
 func (m *Manager) spawn(n *Node) (*Process, error) {
@@ -432,12 +448,19 @@ func (m *Manager) spawn(n *Node) (*Process, error) {
 	if root {
 		return m.startRoot(ctx)
 	}
-	// A parent created in the same breath may still be starting.
+	// A parent created in the same breath may still be starting. What
+	// n imports is what it holds beyond the parent it forks from, taken
+	// with it, at each build: a node put in between since has imported
+	// some of it.
 	var parent *Process
+	var extra []string
 	for {
 		m.mu.Lock()
 		parent = n.Parent.pick()
 		starting := n.Parent.pending > 0
+		if parent != nil {
+			extra = n.extraLocked()
+		}
 		m.mu.Unlock()
 		if parent != nil {
 			break
@@ -451,15 +474,10 @@ func (m *Manager) spawn(n *Node) (*Process, error) {
 		case <-time.After(5 * time.Millisecond):
 		}
 	}
-	// What n imports on top of its parent, resolved off the lock (it
-	// reads the packages' metadata), and at each build: a node put in
-	// between since has imported some of it.
-	m.mu.Lock()
-	extra := n.extraLocked()
-	m.mu.Unlock()
+	// Resolved off the lock: it reads the packages' metadata.
 	mods, err := m.cfg.Modules(extra)
 	if err != nil {
-		return nil, fmt.Errorf("node %s: %w", n.Key(), err)
+		return nil, fmt.Errorf("node %s: %w: %w", n.Key(), errUnresolved, err)
 	}
 	var path []string
 	if m.cfg.Paths != nil {
@@ -834,6 +852,9 @@ func (m *Manager) Plant(ctx context.Context, sets [][]string) error {
 				m.mu.Lock()
 				err := n.err
 				m.mu.Unlock()
+				if err == nil {
+					err = errors.New("its zygote died")
+				}
 				return fmt.Errorf("zygote node %s failed to start: %w", n.Key(), err)
 			}
 			select {

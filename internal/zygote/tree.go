@@ -17,9 +17,9 @@ type Node struct {
 
 	// Guarded by the Manager's mutex.
 
-	// Modules are what this node's last build imported on top of its
-	// parent (nil before the first), and Path the sys.path entries those
-	// imports needed.
+	// Modules are what this node's last build imported, or tried to, on
+	// top of its parent (nil before the first), and Path the sys.path
+	// entries those imports needed.
 	Modules  []string
 	Path     []string
 	err      error // why the last build failed

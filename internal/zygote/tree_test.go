@@ -1,10 +1,14 @@
 package zygote
 
 import (
+	"context"
+	"errors"
 	"log/slog"
 	"math/rand"
 	"reflect"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -368,5 +372,66 @@ func TestPlantedGiveWay(t *testing.T) {
 	m.learnLocked([]string{"d==1"})
 	if _, ok := m.nodes["d==1"]; ok || m.nodes["a==1"] == nil {
 		t.Errorf("a used planted node gave way: %v", keys(m.nodes))
+	}
+}
+
+// TestUnresolvedNodeDropped: a node's modules are resolved at its build,
+// against the parent it forks from. A node whose modules cannot be
+// resolved (a package no longer installed) is dropped at its first
+// build, and the larger node put under it goes back under its parent,
+// instead of holding its place and failing for good; Plant says why.
+func TestUnresolvedNodeDropped(t *testing.T) {
+	m := testManager(Config{MaxZygotes: 100})
+	defer m.bg.Wait()
+	defer m.cancel()
+	var mu sync.Mutex
+	var asked [][]string
+	m.cfg.Modules = func(p []string) ([]string, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		asked = append(asked, slices.Clone(p))
+		if slices.Contains(p, "gone==1") {
+			return nil, errors.New("gone==1: not installed")
+		}
+		return p, nil
+	}
+	// The root has a zygote (never forked from here: the builds below
+	// stop at their modules), and a node built before gone==1 went.
+	m.mu.Lock()
+	m.root.replicas = []*Process{{dead: make(chan struct{})}}
+	big := &Node{ID: 99, Packages: []string{"gone==1", "numpy==1"}, Parent: m.root,
+		replicas: []*Process{{dead: make(chan struct{})}}, builtAt: time.Now()}
+	m.root.Children = append(m.root.Children, big)
+	m.nodes[big.Key()] = big
+	gone := m.addNodeLocked([]string{"gone==1"}, false)
+	if big.Parent != gone {
+		t.Fatalf("the larger node hangs under %q, want gone==1", big.Parent.Key())
+	}
+	m.mu.Unlock()
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		m.mu.Lock()
+		_, ok := m.nodes["gone==1"]
+		parent := big.Parent
+		m.mu.Unlock()
+		if !ok {
+			if parent != m.root || !slices.Contains(m.root.Children, big) {
+				t.Fatalf("gone==1 dropped; the larger node hangs under %q", parent.Key())
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a node whose modules cannot be resolved was not dropped")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	mu.Lock()
+	if !reflect.DeepEqual(asked, [][]string{{"gone==1"}}) {
+		t.Errorf("modules asked for %v, want [[gone==1]]: what the node holds beyond its parent", asked)
+	}
+	mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := m.Plant(ctx, [][]string{{"gone==1"}}); err == nil || !strings.Contains(err.Error(), "not installed") {
+		t.Errorf("Plant of a node that cannot be resolved: %v, want its cause", err)
 	}
 }

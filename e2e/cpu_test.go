@@ -399,3 +399,52 @@ func TestFirstComeWeights(t *testing.T) {
 		})
 	}
 }
+
+// TestFirstComeStarts: under --first-come a call's sandbox takes the
+// call's rank from the start of its load, not once it has loaded. A call
+// whose handler loads slowly arrives first; a warm call arrives 300 ms
+// later and runs while the first one's handler still loads: the loading
+// sandbox has the earlier call's weight and the warm one the later's.
+func TestFirstComeStarts(t *testing.T) {
+	w := startWorker(t, noSnapshots, "--first-come=true")
+	w.deployDir("hold", fn(t, "f.py", "import time\ndef f(e):\n    time.sleep(e.get('s', 0))\n    return 1\n"))
+	// The load sleeps 1.6 s: the call stays young (2 s) throughout.
+	w.deployDir("slowload", fn(t, "f.py", "import time\ntime.sleep(1.6)\ndef f(e):\n    return 1\n"))
+	w.mustInvoke("hold", `{"s": 0}`) // warm
+	errs := make(chan error, 2)
+	call := func(name, event string) {
+		_, err := w.invoke(name, event)
+		errs <- err
+	}
+	t0 := time.Now()
+	go call("slowload", `{}`)
+	time.Sleep(300 * time.Millisecond)
+	go call("hold", `{"s": 2}`)
+	// Weights seen while the slow handler surely still loads (before
+	// 1.4 s): by function, each change once.
+	seen := map[string][]string{}
+	for time.Since(t0) < 1400*time.Millisecond {
+		time.Sleep(20 * time.Millisecond)
+		for _, s := range w.status().Sandboxes {
+			if s.State != "busy" || len(s.Pids) == 0 || s.Function != "hold" && s.Function != "slowload" {
+				continue
+			}
+			if v := cpuShare(t, s.Pids[0]); v != "" && time.Since(t0) < 1400*time.Millisecond {
+				if vs := seen[s.Function]; len(vs) == 0 || vs[len(vs)-1] != v {
+					seen[s.Function] = append(vs, v)
+				}
+			}
+		}
+	}
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatalf("a call: %v", err)
+		}
+	}
+	// v1 cpu.shares (1024 per 100 of weight), or v2 cpu.weight.
+	for f, want := range map[string][]string{"slowload": {"1361", "133"}, "hold": {"686", "67"}} {
+		if !slices.ContainsFunc(seen[f], func(v string) bool { return slices.Contains(want, v) }) {
+			t.Errorf("%s's sandbox: weights %v while the slow handler loaded, want one of %v (all seen: %v)", f, seen[f], want, seen)
+		}
+	}
+}

@@ -89,7 +89,7 @@ func (w *Worker) prewarm(name string) {
 		return
 	}
 	t0 := time.Now()
-	inst, path, err := w.start(w.life, fn, st, nil)
+	inst, path, err := w.start(w.life, fn, st, nil, time.Time{})
 	done()
 	if err != nil {
 		w.log.Warn("pre-warm failed", "function", name, "err", err)

@@ -13,7 +13,9 @@ import (
 )
 
 // Config.FirstCome: while calls run, their sandboxes' CPU weights follow
-// the order in which the calls reached the worker. The running calls
+// the order in which the calls reached the worker. A call runs from the
+// start of its sandbox's load (a start it waits for: Worker.connect), or
+// from its thaw. The running calls
 // that arrived less than comeHold ago share the weight they would have
 // by default, a sandbox's 100 each: each after the first four gets
 // comeTail, and the first four share the rest in proportion to
@@ -273,11 +275,12 @@ func (fc *firstCome) weighLocked(inst *instance, want uint64) {
 }
 
 // add counts inst's call, which reached the worker at arrived, as
-// running, and weighs the running calls by their new order.
+// running, and weighs the running calls by their new order. A call
+// added already (from its start on: Worker.connect) keeps its place.
 func (fc *firstCome) add(inst *instance, arrived time.Time) {
 	fc.mu.Lock()
 	defer fc.mu.Unlock()
-	if fc.stopped {
+	if _, ok := fc.calls[inst]; ok || fc.stopped {
 		return
 	}
 	if len(fc.calls) == 0 {
@@ -300,6 +303,18 @@ func (fc *firstCome) done(inst *instance) {
 	}
 	delete(fc.calls, inst)
 	fc.weighLocked(inst, sandboxWeight)
+	fc.updateLocked()
+}
+
+// forget drops inst, whose sandbox is being destroyed, with no write to
+// its group, and moves the calls after it up.
+func (fc *firstCome) forget(inst *instance) {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	if _, ok := fc.calls[inst]; !ok || fc.stopped {
+		return
+	}
+	delete(fc.calls, inst)
 	fc.updateLocked()
 }
 

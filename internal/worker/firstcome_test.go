@@ -184,6 +184,42 @@ func TestFirstCome(t *testing.T) {
 	}
 }
 
+// TestFirstComeForget: a call added at its start (Worker.connect) and
+// again when it runs keeps its first place, and a sandbox destroyed
+// while it runs (a failed start) leaves the order with no write to its
+// group, which the pool hands on.
+func TestFirstComeForget(t *testing.T) {
+	now := time.Unix(1000, 0)
+	writes := map[string][]uint64{}
+	fc := newFirstCome(func(inst *instance, w uint64) {
+		inst.weight = w
+		writes[inst.id] = append(writes[inst.id], w)
+	})
+	fc.now = func() time.Time { return now }
+	a, b, c := &instance{id: "a"}, &instance{id: "b"}, &instance{id: "c"}
+	fc.add(b, now.Add(-500*time.Millisecond)) // b's start, for a call that waited
+	fc.add(a, now.Add(-100*time.Millisecond))
+	fc.add(b, now) // b's call runs: added again, later
+	if a.weight != 67 || b.weight != 133 {
+		t.Fatalf("b added again: weights a %d b %d, want 67 133 (b arrived first)", a.weight, b.weight)
+	}
+	fc.add(c, now)
+	before := len(writes["c"])
+	fc.forget(c)
+	if len(writes["c"]) != before {
+		t.Fatalf("forget wrote %v to the destroyed sandbox's group", writes["c"][before:])
+	}
+	if a.weight != 67 || b.weight != 133 {
+		t.Fatalf("c forgotten: weights a %d b %d, want 67 133", a.weight, b.weight)
+	}
+	fc.forget(c) // twice, and after done
+	fc.done(a)
+	fc.forget(a)
+	if a.weight != 100 || b.weight != 100 {
+		t.Fatalf("a done: weights a %d b %d, want 100 100", a.weight, b.weight)
+	}
+}
+
 // TestFirstComeRun: the loop wakes for calls added to an empty set, lets
 // a call go past comeHold with real time, and ends with its context.
 func TestFirstComeRun(t *testing.T) {

@@ -54,6 +54,10 @@ type launch struct {
 	// cold start or a restore does not: their loads take tens of ms or
 	// more, against which the round trip saved is noise.
 	first *runtime.Request
+	// arrived is when the call waiting for this start reached the
+	// worker; zero for a start no call waits for. Under
+	// Config.FirstCome the start runs at the call's rank (connect).
+	arrived time.Time
 
 	// The zygote node the fork paths start from, asked once (route).
 	routed   bool

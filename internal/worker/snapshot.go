@@ -286,7 +286,7 @@ func (w *Worker) createSnapshot(ctx context.Context, fn registry.Function) (*sna
 	// deadline or by Close), the spare goes: CRIU killed it or released
 	// it mid-dump.
 	defer w.destroy(inst)
-	if err := w.connect(ctx, inst, fn, inst.sb.Done(), nil); err != nil {
+	if err := w.connect(ctx, inst, l, inst.sb.Done(), nil); err != nil {
 		return nil, err
 	}
 	// Idle, as Dump requires: the runtime goes back to accept.

@@ -48,8 +48,9 @@ func (w *Worker) starters() []starter {
 // start path of the chain that can; a failed restore or fork falls back
 // to the next path, and the caller never sees it.
 //
-// first, if not nil, is the call waiting for the start (see launch.first).
-func (w *Worker) start(ctx context.Context, fn registry.Function, st *fnState, first *runtime.Request) (*instance, string, error) {
+// first, if not nil, is the call waiting for the start (see launch.first),
+// and arrived when a call waiting for it came (see launch.arrived).
+func (w *Worker) start(ctx context.Context, fn registry.Function, st *fnState, first *runtime.Request, arrived time.Time) (*instance, string, error) {
 	ctx, cancel := context.WithTimeout(ctx, w.cfg.InitTimeout)
 	defer cancel()
 	l, err := w.newLaunch(fn, st)
@@ -57,7 +58,7 @@ func (w *Worker) start(ctx context.Context, fn registry.Function, st *fnState, f
 		// Every path would fail so; a cold start is the last to try.
 		return nil, PathCold, err
 	}
-	l.first = first
+	l.first, l.arrived = first, arrived
 	defer l.doneSpare()
 	return w.runChain(ctx, l, w.starters())
 }
@@ -118,13 +119,23 @@ func final(ctx context.Context, err error) bool {
 	return errors.As(err, &le) || errors.Is(err, ErrOOM) || ctx.Err() != nil
 }
 
-// connect dials the runtime's socket and waits for the handler to load.
-// died, if not nil, closes when the sandbox's main process is gone.
+// connect dials the runtime's socket of l's sandbox inst and waits for
+// the handler to load. died, if not nil, closes when the sandbox's main
+// process is gone.
 //
 // With first, the call waiting for the start is sent ahead of the ready
 // frame (runtime.Conn.Pipeline): the runtime runs it as soon as the
 // handler has loaded, without a round trip to the worker in between.
-func (w *Worker) connect(ctx context.Context, inst *instance, fn registry.Function, died <-chan struct{}, first *runtime.Request) error {
+//
+// Under Config.FirstCome, the sandbox of a start a call waits for takes
+// the call's rank from here on: the load is CPU spent for that call,
+// and the call may have arrived before the calls that run meanwhile (it
+// waited for memory, or for a turn to start).
+func (w *Worker) connect(ctx context.Context, inst *instance, l *launch, died <-chan struct{}, first *runtime.Request) error {
+	fn := l.fn
+	if w.come != nil && !l.arrived.IsZero() {
+		w.come.add(inst, l.arrived) // destroy forgets it
+	}
 	c, err := inst.sb.Dial(socketName)
 	if err != nil {
 		// The error names the socket's host path: the log has it, the

@@ -26,7 +26,7 @@ func (c coldStarter) start(ctx context.Context, l *launch) (*instance, error) {
 		return nil, err
 	}
 	t1 := time.Now()
-	if err := w.connect(ctx, inst, l.fn, inst.sb.Done(), nil); err != nil {
+	if err := w.connect(ctx, inst, l, inst.sb.Done(), nil); err != nil {
 		return nil, err
 	}
 	w.log.Debug("cold start", "function", l.fn.Name, "sandbox", inst.id,

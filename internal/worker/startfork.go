@@ -98,7 +98,7 @@ func (f forkStarter) start(ctx context.Context, l *launch) (*instance, error) {
 	}
 	cu.Release() // connect destroys it if it fails
 	t2 := time.Now()
-	if err := w.connect(ctx, inst, l.fn, nil, l.first); err != nil {
+	if err := w.connect(ctx, inst, l, nil, l.first); err != nil {
 		return nil, err
 	}
 	w.metrics.noteStart("fork", child.Pid, schedStat{})

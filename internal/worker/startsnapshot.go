@@ -110,7 +110,7 @@ func (w *Worker) restoreStart(ctx context.Context, l *launch, key string) (*inst
 	inst.net, inst.out = ns, out
 	w.track(inst)
 	t1 := time.Now()
-	if err := w.connect(ctx, inst, fn, r.Done(), nil); err != nil {
+	if err := w.connect(ctx, inst, l, r.Done(), nil); err != nil {
 		return nil, err // connect destroyed it
 	}
 	// Less the download: the next restore finds it local.

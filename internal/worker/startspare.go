@@ -74,7 +74,7 @@ func (w *Worker) spareStart(ctx context.Context, l *launch, sp *spare) (*instanc
 	inst.out = []*outPipe{copyLines(l.st.stdout, sp.out), copyLines(l.st.stderr, sp.err)}
 	err := sp.child.Go(zygote.Start{Mounts: l.mounts, UID: l.uid, GID: l.gid, Env: l.envMap()})
 	if err == nil {
-		err = w.connect(ctx, inst, l.fn, nil, l.first)
+		err = w.connect(ctx, inst, l, nil, l.first)
 	} else {
 		w.destroy(inst)
 	}

@@ -679,7 +679,7 @@ func (w *Worker) InvokeID(ctx context.Context, name string, event []byte, id str
 		t0 := time.Now()
 		inst, res.Path, err = func() (*instance, string, error) {
 			defer done()
-			return w.start(ctx, fn, st, first)
+			return w.start(ctx, fn, st, first, start)
 		}()
 		if err != nil {
 			res.Init, res.InitFailed = time.Since(t0), true
@@ -977,6 +977,11 @@ func (w *Worker) destroyAsync(victims []*instance) {
 
 // destroy kills a sandbox and removes its cgroup.
 func (w *Worker) destroy(inst *instance) {
+	if w.come != nil {
+		// No weight is written to its group from here on: the pool
+		// resets the group and hands it to another sandbox.
+		w.come.forget(inst)
+	}
 	w.mu.Lock()
 	_, ok := w.live[inst]
 	delete(w.live, inst)

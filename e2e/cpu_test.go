@@ -408,8 +408,10 @@ func TestFirstComeWeights(t *testing.T) {
 func TestFirstComeStarts(t *testing.T) {
 	w := startWorker(t, noSnapshots, "--first-come=true")
 	w.deployDir("hold", fn(t, "f.py", "import time\ndef f(e):\n    time.sleep(e.get('s', 0))\n    return 1\n"))
-	// The load sleeps 1.6 s: the call stays young (2 s) throughout.
-	w.deployDir("slowload", fn(t, "f.py", "import time\ntime.sleep(1.6)\ndef f(e):\n    return 1\n"))
+	// The load sleeps 3 s: it outlasts the readings below, which end
+	// while both calls are young (2 s), however long the start took to
+	// get to the load on a busy host.
+	w.deployDir("slowload", fn(t, "f.py", "import time\ntime.sleep(3)\ndef f(e):\n    return 1\n"))
 	w.mustInvoke("hold", `{"s": 0}`) // warm
 	errs := make(chan error, 2)
 	call := func(name, event string) {
@@ -419,17 +421,18 @@ func TestFirstComeStarts(t *testing.T) {
 	t0 := time.Now()
 	go call("slowload", `{}`)
 	time.Sleep(300 * time.Millisecond)
-	go call("hold", `{"s": 2}`)
+	go call("hold", `{"s": 2.5}`)
 	// Weights seen while the slow handler surely still loads (before
-	// 1.4 s): by function, each change once.
+	// 1.9 s): by function, each change once.
+	const until = 1900 * time.Millisecond
 	seen := map[string][]string{}
-	for time.Since(t0) < 1400*time.Millisecond {
+	for time.Since(t0) < until {
 		time.Sleep(20 * time.Millisecond)
 		for _, s := range w.status().Sandboxes {
 			if s.State != "busy" || len(s.Pids) == 0 || s.Function != "hold" && s.Function != "slowload" {
 				continue
 			}
-			if v := cpuShare(t, s.Pids[0]); v != "" && time.Since(t0) < 1400*time.Millisecond {
+			if v := cpuShare(t, s.Pids[0]); v != "" && time.Since(t0) < until {
 				if vs := seen[s.Function]; len(vs) == 0 || vs[len(vs)-1] != v {
 					seen[s.Function] = append(vs, v)
 				}

@@ -27,8 +27,8 @@ import (
 // CPU, any weight runs at full speed, and a call that waits (sleeps,
 // I/O) leaves its share to the others.
 //
-// A young call that has used comeCPU of CPU goes to the end of the
-// order: at a burst led by a few calls that need far more CPU than the
+// A young call that has used comeCPU of CPU running its handler (its
+// sandbox's load not counted) goes to the end of the order: at a burst led by a few calls that need far more CPU than the
 // rest, the order by arrival alone made the rest wait behind them (in
 // `hearth bench weights --heavy 2`, the light calls' mean response
 // doubled). A call's CPU is its sandbox's (sandboxCPU), read every
@@ -274,15 +274,41 @@ func (fc *firstCome) weighLocked(inst *instance, want uint64) {
 	}
 }
 
-// add counts inst's call, which reached the worker at arrived, as
-// running, and weighs the running calls by their new order. A call
-// added already (from its start on: Worker.connect) keeps its place.
+// add counts the call that inst's start is for, which reached the
+// worker at arrived, as running from its load on (Worker.connect), and
+// weighs the running calls by their new order.
 func (fc *firstCome) add(inst *instance, arrived time.Time) {
 	fc.mu.Lock()
 	defer fc.mu.Unlock()
 	if _, ok := fc.calls[inst]; ok || fc.stopped {
 		return
 	}
+	fc.addLocked(inst, arrived)
+}
+
+// running counts inst's call, which reached the worker at arrived, as
+// running its handler: added if no start added it (a warm call), else
+// its CPU counted afresh, so that its load's, spent while the call
+// waited for it, does not send it to the end of the order.
+func (fc *firstCome) running(inst *instance, arrived time.Time) {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	if fc.stopped {
+		return
+	}
+	c, ok := fc.calls[inst]
+	if !ok {
+		fc.addLocked(inst, arrived)
+		return
+	}
+	heavy := c.heavy
+	c.arrived, c.cpu0, c.heavy = arrived, -1, false
+	if heavy {
+		fc.updateLocked()
+	}
+}
+
+func (fc *firstCome) addLocked(inst *instance, arrived time.Time) {
 	if len(fc.calls) == 0 {
 		select {
 		case fc.wake <- struct{}{}:

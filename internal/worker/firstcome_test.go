@@ -184,8 +184,8 @@ func TestFirstCome(t *testing.T) {
 	}
 }
 
-// TestFirstComeForget: a call added at its start (Worker.connect) and
-// again when it runs keeps its first place, and a sandbox destroyed
+// TestFirstComeForget: a call added at its start (Worker.connect) keeps
+// its place when its handler runs (running), and a sandbox destroyed
 // while it runs (a failed start) leaves the order with no write to its
 // group, which the pool hands on.
 func TestFirstComeForget(t *testing.T) {
@@ -199,9 +199,10 @@ func TestFirstComeForget(t *testing.T) {
 	a, b, c := &instance{id: "a"}, &instance{id: "b"}, &instance{id: "c"}
 	fc.add(b, now.Add(-500*time.Millisecond)) // b's start, for a call that waited
 	fc.add(a, now.Add(-100*time.Millisecond))
-	fc.add(b, now) // b's call runs: added again, later
+	fc.add(b, now) // added twice: the first stands
+	fc.running(b, now.Add(-500*time.Millisecond))
 	if a.weight != 67 || b.weight != 133 {
-		t.Fatalf("b added again: weights a %d b %d, want 67 133 (b arrived first)", a.weight, b.weight)
+		t.Fatalf("b's handler runs: weights a %d b %d, want 67 133 (b arrived first)", a.weight, b.weight)
 	}
 	fc.add(c, now)
 	before := len(writes["c"])
@@ -298,10 +299,34 @@ func TestFirstComeHeavy(t *testing.T) {
 		t.Fatalf("a heavy once: weight %d, want 43", a.weight)
 	}
 	fc.done(a)
-	fc.add(a, now) // its next call starts afresh: light, and the earliest
+	fc.running(a, now) // its next call starts afresh: light, and the earliest
 	fc.update()
 	if a.weight != 171 || b.weight != 86 {
 		t.Fatalf("a's next call, the earliest: weights a %d b %d, want 171 86", a.weight, b.weight)
+	}
+
+	// A start's load: its CPU sends a call being loaded last, but not
+	// once the handler runs the call (running counts afresh).
+	d := &instance{id: "d"}
+	fc.add(d, now.Add(-time.Second)) // waited: the earliest
+	fc.update()                      // first reading
+	if d.weight != 213 {
+		t.Fatalf("d loading, the earliest of four: weight %d, want 213", d.weight)
+	}
+	used[d] += comeCPU // a heavy import
+	fc.update()
+	if d.weight != 27 {
+		t.Fatalf("d heavy while loading: weight %d, want 27", d.weight)
+	}
+	fc.running(d, now.Add(-time.Second))
+	if d.weight != 213 {
+		t.Fatalf("d's handler runs: weight %d, want 213 (its load not counted)", d.weight)
+	}
+	fc.update() // a fresh first reading
+	used[d] += comeCPU - time.Millisecond
+	fc.update()
+	if d.weight != 213 {
+		t.Fatalf("d short of comeCPU since it ran: weight %d, want 213", d.weight)
 	}
 }
 

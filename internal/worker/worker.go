@@ -687,6 +687,9 @@ func (w *Worker) InvokeID(ctx context.Context, name string, event []byte, id str
 			w.metrics.invocations.WithLabelValues(res.Path, "start_error").Inc()
 			return res, err
 		}
+		if w.come != nil {
+			defer w.come.done(inst) // connect counted it; this if a panic comes first
+		}
 		res.Init = time.Since(t0)
 		if !inst.firstRan.IsZero() {
 			res.Init = inst.firstRan.Sub(t0) // the call has run since
@@ -697,7 +700,7 @@ func (w *Worker) InvokeID(ctx context.Context, name string, event []byte, id str
 
 	w.weigh(inst, st)
 	if w.come != nil {
-		w.come.add(inst, start)
+		w.come.running(inst, start)
 		defer w.come.done(inst) // done below; this if the call panics
 	}
 	rctx, cancel := context.WithTimeout(ctx, timeout)

@@ -411,7 +411,11 @@ func TestSandboxCPU(t *testing.T) {
 while time.process_time() < 0.3: pass
 print("spun", flush=True)
 if sys.argv[1:]: time.sleep(600)' `
-			cmd := exec.Command("/bin/sh", "-c", "read x; "+spin+"; read x; "+spin+" live")
+			// The shell says "reap" once it has waited for the first
+			// spinner: until then, on a busy host, the spinner may be
+			// gone from the group and not yet counted in the shell's
+			// children (the unreaped window firstcome.go's doc names).
+			cmd := exec.Command("/bin/sh", "-c", "read x; "+spin+"; echo reap; read x; "+spin+" live")
 			in, _ := cmd.StdinPipe()
 			out, _ := cmd.StdoutPipe()
 			if err := cmd.Start(); err != nil {
@@ -425,16 +429,16 @@ if sys.argv[1:]: time.sleep(600)' `
 				t.Errorf("cgroup2's own CPU count: %v", err)
 			}
 			inst := &instance{id: "sb", group: g}
-			step := func(what string) time.Duration {
+			step := func(what, says string) time.Duration {
 				t.Helper()
 				before, ok := sandboxCPU(inst)
 				if !ok {
 					t.Fatal("no CPU read for a live sandbox")
 				}
 				in.Write([]byte("go\n"))
-				buf := make([]byte, 5)
-				if _, err := io.ReadFull(out, buf); err != nil {
-					t.Fatal(err)
+				buf := make([]byte, len(says))
+				if _, err := io.ReadFull(out, buf); err != nil || string(buf) != says {
+					t.Fatalf("%s: read %q, %v; want %q", what, buf, err, says)
 				}
 				after, ok := sandboxCPU(inst)
 				if !ok || after-before < 250*time.Millisecond || after-before > 3*time.Second {
@@ -442,8 +446,8 @@ if sys.argv[1:]: time.sleep(600)' `
 				}
 				return after
 			}
-			step("a reaped child")
-			step("a live process")
+			step("a reaped child", "spun\nreap\n")
+			step("a live process", "spun\n")
 		})
 	}
 }

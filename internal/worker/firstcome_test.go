@@ -72,7 +72,7 @@ func TestFirstComeBurstWrites(t *testing.T) {
 	insts := make([]*instance, n)
 	for i := range insts {
 		insts[i] = &instance{id: fmt.Sprintf("%03d", i)}
-		fc.add(insts[i], now.Add(time.Duration(i)*time.Millisecond-time.Second))
+		fc.running(insts[i], now.Add(time.Duration(i)*time.Millisecond-time.Second))
 	}
 	if w := insts[0].weight; w != comeWeights(n)[0] || insts[n-1].weight != comeTail {
 		t.Fatalf("after the burst's starts: first %d, last %d, want %d, %d", w, insts[n-1].weight, comeWeights(n)[0], comeTail)
@@ -124,13 +124,13 @@ func TestFirstCome(t *testing.T) {
 	}
 
 	a, b, c := &instance{id: "a"}, &instance{id: "b"}, &instance{id: "c"}
-	fc.add(a, now.Add(-100*time.Millisecond))
+	fc.running(a, now.Add(-100*time.Millisecond))
 	if len(writes) != 0 {
 		t.Fatalf("a call alone wrote %v", writes)
 	}
 	// c arrived after b but starts running first (b's start took longer).
-	fc.add(c, now.Add(-20*time.Millisecond))
-	fc.add(b, now.Add(-50*time.Millisecond))
+	fc.running(c, now.Add(-20*time.Millisecond))
+	fc.running(b, now.Add(-50*time.Millisecond))
 	if got := weights(a, b, c); !same(got, []uint64{171, 86, 43}) {
 		t.Fatalf("three calls: weights %v, want 171 86 43 by arrival", got)
 	}
@@ -154,7 +154,7 @@ func TestFirstCome(t *testing.T) {
 		t.Fatalf("b past its hold, c alone in the order: weights %v, want 100 100", got)
 	}
 	d := &instance{id: "d"}
-	fc.add(d, now)
+	fc.running(d, now)
 	if got := weights(b, c, d); !same(got, []uint64{100, 133, 67}) {
 		t.Fatalf("d after c, b out of the order: weights %v, want 100 133 67", got)
 	}
@@ -172,11 +172,11 @@ func TestFirstCome(t *testing.T) {
 
 	// Stopped (the worker closing): nothing is written any more.
 	e, f := &instance{id: "e"}, &instance{id: "f"}
-	fc.add(e, now)
-	fc.add(f, now)
+	fc.running(e, now)
+	fc.running(f, now)
 	fc.stop()
 	n = len(writes)
-	fc.add(&instance{id: "g"}, now)
+	fc.running(&instance{id: "g"}, now)
 	fc.update()
 	fc.done(e)
 	if len(writes) != n {
@@ -197,14 +197,17 @@ func TestFirstComeForget(t *testing.T) {
 	})
 	fc.now = func() time.Time { return now }
 	a, b, c := &instance{id: "a"}, &instance{id: "b"}, &instance{id: "c"}
-	fc.add(b, now.Add(-500*time.Millisecond)) // b's start, for a call that waited
-	fc.add(a, now.Add(-100*time.Millisecond))
-	fc.add(b, now) // added twice: the first stands
+	fc.load(b, now.Add(-500*time.Millisecond)) // b's start, for a call that waited
+	fc.running(a, now.Add(-100*time.Millisecond))
+	fc.load(b, now) // loaded twice: the first stands
 	fc.running(b, now.Add(-500*time.Millisecond))
 	if a.weight != 67 || b.weight != 133 {
 		t.Fatalf("b's handler runs: weights a %d b %d, want 67 133 (b arrived first)", a.weight, b.weight)
 	}
-	fc.add(c, now)
+	fc.load(c, now) // the latest, loading: not below a sandbox's weight
+	if cw := cmp.Or(c.weight, sandboxWeight); a.weight != 86 || b.weight != 171 || cw != 100 {
+		t.Fatalf("c loads: weights a %d b %d c %d, want 86 171 100", a.weight, b.weight, cw)
+	}
 	before := len(writes["c"])
 	fc.forget(c)
 	if len(writes["c"]) != before {
@@ -239,8 +242,8 @@ func TestFirstComeRun(t *testing.T) {
 	}()
 	time.Sleep(3 * comeTick) // idle: the loop waits for a call
 	old, young := &instance{id: "old"}, &instance{id: "young"}
-	fc.add(old, time.Now().Add(-comeHold+time.Second))
-	fc.add(young, time.Now())
+	fc.running(old, time.Now().Add(-comeHold+time.Second))
+	fc.running(young, time.Now())
 	weight := func(i *instance) uint64 {
 		mu.Lock()
 		defer mu.Unlock()
@@ -276,9 +279,9 @@ func TestFirstComeHeavy(t *testing.T) {
 
 	a, b, c := &instance{id: "a"}, &instance{id: "b"}, &instance{id: "c"}
 	used[a] = 5 * time.Second // a warm sandbox's earlier calls
-	fc.add(a, now)
-	fc.add(b, now.Add(10*time.Millisecond))
-	fc.add(c, now.Add(20*time.Millisecond))
+	fc.running(a, now)
+	fc.running(b, now.Add(10*time.Millisecond))
+	fc.running(c, now.Add(20*time.Millisecond))
 	fc.update() // first readings
 	if a.weight != 171 {
 		t.Fatalf("a, the earliest, with CPU from earlier calls only: weight %d, want 171", a.weight)
@@ -308,15 +311,15 @@ func TestFirstComeHeavy(t *testing.T) {
 	// A start's load: its CPU sends a call being loaded last, but not
 	// once the handler runs the call (running counts afresh).
 	d := &instance{id: "d"}
-	fc.add(d, now.Add(-time.Second)) // waited: the earliest
-	fc.update()                      // first reading
+	fc.load(d, now.Add(-time.Second)) // waited: the earliest
+	fc.update()                       // first reading
 	if d.weight != 213 {
 		t.Fatalf("d loading, the earliest of four: weight %d, want 213", d.weight)
 	}
 	used[d] += comeCPU // a heavy import
 	fc.update()
-	if d.weight != 27 {
-		t.Fatalf("d heavy while loading: weight %d, want 27", d.weight)
+	if d.weight != 100 || c.weight != 53 {
+		t.Fatalf("d heavy while loading: weights d %d c %d, want 100 53 (last, but a load keeps a sandbox's weight)", d.weight, c.weight)
 	}
 	fc.running(d, now.Add(-time.Second))
 	if d.weight != 213 {
@@ -340,12 +343,12 @@ func TestFirstComeProbe(t *testing.T) {
 	a, b := &instance{id: "a"}, &instance{id: "b"}
 	reads := 0
 	fc.cpu = func(*instance) (time.Duration, bool) { reads++; return 0, true }
-	fc.add(a, now)
+	fc.running(a, now)
 	fc.update()
 	if reads != 0 {
 		t.Fatalf("a call alone read %d times", reads)
 	}
-	fc.add(b, now.Add(time.Millisecond))
+	fc.running(b, now.Add(time.Millisecond))
 	fc.cpu = func(*instance) (time.Duration, bool) { return 0, false }
 	fc.update()
 	if c := fc.calls[a]; c.cpu0 != -1 {
@@ -356,7 +359,7 @@ func TestFirstComeProbe(t *testing.T) {
 	fc.cpu = func(inst *instance) (time.Duration, bool) {
 		if inst == a {
 			fc.done(a)
-			fc.add(a, now)
+			fc.running(a, now)
 		}
 		return time.Hour, true
 	}

@@ -128,13 +128,14 @@ func final(ctx context.Context, err error) bool {
 // handler has loaded, without a round trip to the worker in between.
 //
 // Under Config.FirstCome, the sandbox of a start a call waits for takes
-// the call's rank from here on: the load is CPU spent for that call,
-// and the call may have arrived before the calls that run meanwhile (it
-// waited for memory, or for a turn to start).
+// the call's rank from here on, never below a sandbox's weight while it
+// loads (firstCome.load): the load is CPU spent for that call, and the
+// call may have arrived before the calls that run meanwhile (it waited
+// for memory, or for a turn to start).
 func (w *Worker) connect(ctx context.Context, inst *instance, l *launch, died <-chan struct{}, first *runtime.Request) error {
 	fn := l.fn
 	if w.come != nil && !l.arrived.IsZero() {
-		w.come.add(inst, l.arrived) // destroy forgets it
+		w.come.load(inst, l.arrived) // destroy forgets it
 	}
 	c, err := inst.sb.Dial(socketName)
 	if err != nil {

@@ -335,26 +335,22 @@ func (fc *firstCome) addLocked(inst *instance, arrived time.Time) {
 
 // done ends inst's call, gives its sandbox a sandbox's weight back, and
 // moves the calls after it up. A call already done is left alone.
-func (fc *firstCome) done(inst *instance) {
-	fc.mu.Lock()
-	defer fc.mu.Unlock()
-	if _, ok := fc.calls[inst]; !ok || fc.stopped {
-		return
-	}
-	delete(fc.calls, inst)
-	fc.weighLocked(inst, sandboxWeight)
-	fc.updateLocked()
-}
+func (fc *firstCome) done(inst *instance) { fc.remove(inst, true) }
 
 // forget drops inst, whose sandbox is being destroyed, with no write to
 // its group, and moves the calls after it up.
-func (fc *firstCome) forget(inst *instance) {
+func (fc *firstCome) forget(inst *instance) { fc.remove(inst, false) }
+
+func (fc *firstCome) remove(inst *instance, reset bool) {
 	fc.mu.Lock()
 	defer fc.mu.Unlock()
 	if _, ok := fc.calls[inst]; !ok || fc.stopped {
 		return
 	}
 	delete(fc.calls, inst)
+	if reset {
+		fc.weighLocked(inst, sandboxWeight)
+	}
 	fc.updateLocked()
 }
 

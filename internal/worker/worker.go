@@ -654,6 +654,15 @@ func (w *Worker) InvokeID(ctx context.Context, name string, event []byte, id str
 	timeout := time.Duration(fn.Spec.TimeoutS) * time.Second
 	// A warm (thawed) sandbox, or room reserved in the pool for a new one.
 	inst, resv, err := w.cache.take(ctx, fn)
+	if w.come != nil {
+		// Done below; this if a panic comes first (connect counted a
+		// started sandbox already).
+		defer func() {
+			if inst != nil {
+				w.come.done(inst)
+			}
+		}()
+	}
 	res.Wait = time.Since(tw)
 	if err != nil {
 		w.metrics.invocations.WithLabelValues("none", "dropped").Inc()
@@ -687,9 +696,6 @@ func (w *Worker) InvokeID(ctx context.Context, name string, event []byte, id str
 			w.metrics.invocations.WithLabelValues(res.Path, "start_error").Inc()
 			return res, err
 		}
-		if w.come != nil {
-			defer w.come.done(inst) // connect counted it; this if a panic comes first
-		}
 		res.Init = time.Since(t0)
 		if !inst.firstRan.IsZero() {
 			res.Init = inst.firstRan.Sub(t0) // the call has run since
@@ -701,7 +707,6 @@ func (w *Worker) InvokeID(ctx context.Context, name string, event []byte, id str
 	w.weigh(inst, st)
 	if w.come != nil {
 		w.come.running(inst, start)
-		defer w.come.done(inst) // done below; this if the call panics
 	}
 	rctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()

@@ -356,14 +356,16 @@ func (m *Manager) grow(n *Node) {
 		n.err = err
 	}
 	dropped := false
-	if errors.Is(err, errUnresolved) && n.builtAt.IsZero() && !m.closed && m.nodes[n.Key()] == n && len(n.replicas) == 0 && n.pending == 0 {
+	// n is still in the tree with no zygote, and nothing builds one.
+	bare := !m.closed && m.nodes[n.Key()] == n && len(n.replicas) == 0 && n.pending == 0
+	if errors.Is(err, errUnresolved) && n.builtAt.IsZero() && bare {
 		// Never built, and no build would be: gone, as if never
 		// added, its children back under its parent, so that it holds
 		// no place among the planted nodes nor keeps its children from
 		// rebuilding.
 		m.removeNodeLocked(n) // it has no zygote to release
 		dropped = true
-	} else if err != nil && !m.closed && m.ctx.Err() == nil && m.nodes[n.Key()] == n && len(n.replicas) == 0 && n.pending == 0 {
+	} else if err != nil && m.ctx.Err() == nil && bare {
 		// The node has no zygote and nothing builds one: left so, it
 		// would keep its package set from being promoted again and, with
 		// children, their rebuilds from forking. Try again later.

@@ -121,13 +121,14 @@ func (u CPUUse) Total() time.Duration {
 	return t
 }
 
-// cpuacctRoot is the cgroup v1 cpuacct hierarchy. The worker does not use
-// it: each process stays in the cpuacct group it was born in, so one
-// group made for the worker counts everything it starts, alive or gone.
+// cpuacctRoot is the cgroup v1 cpuacct hierarchy. Each process stays in
+// the cpuacct group it was born in unless moved, so one group made for
+// the worker counts everything it starts, alive or gone, but for the
+// sandboxes it moves into its parent's groups (Worker.sandboxes).
 const cpuacctRoot = "/sys/fs/cgroup/cpuacct"
 
 // CPU reads the CPU time w and the processes it started have used so far.
-// The total comes from w's cpuacct group, and is split among the processes
+// The total comes from w's cpuacct groups, and is split among the processes
 // alive now by what they are: "worker" is the hearth up process itself
 // (all its threads), "reaped" the children it waited for (hearth-init of
 // gone sandboxes, tools), "hearth-init", "zygote" (in a zygote's cgroup)
@@ -178,7 +179,14 @@ func (w *Worker) CPU() (CPUUse, error) {
 		if err != nil {
 			return nil, err
 		}
-		u["exited"] = total - split
+		// A worker that uses cpuacct moves its sandboxes and zygotes
+		// out of w.acct into groups under its parent, whose count keeps
+		// what removed groups used; an older build leaves them in w.acct.
+		sb, err := cpuacctUsage(w.sandboxes)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, err
+		}
+		u["exited"] = total + sb - split
 	}
 	if k, ok := w.kernel.read(all); ok {
 		u["kernel"] = k

@@ -32,8 +32,10 @@ type Worker struct {
 	dir    string
 	out    *LockedBuffer
 	// acct is the worker's cgroup v1 cpuacct group ("" if none): it
-	// counts the CPU of the worker and every process it starts.
-	acct string
+	// counts the CPU of the worker and of the processes it starts, but
+	// for those it moves into its own cpuacct groups, under sandboxes
+	// (the parent's cpuacct group, where it makes one).
+	acct, sandboxes string
 	// kernel counts the kernel threads' CPU across CPU's readings.
 	kernel kernelUse
 }
@@ -101,7 +103,14 @@ func StartWorker(ctx context.Context, hearth, base string, extra ...string) (*Wo
 		return nil, err
 	}
 	// Before it starts anything: its children are born in its group.
+	// The last --cgroup-parent given wins.
+	for i, a := range args[:len(args)-1] {
+		if a == "--cgroup-parent" {
+			parent = args[i+1]
+		}
+	}
 	if w.acct = newAcct(parent + "-acct"); w.acct != "" {
+		w.sandboxes = filepath.Join(cpuacctRoot, parent)
 		if err := os.WriteFile(filepath.Join(w.acct, "cgroup.procs"), []byte(strconv.Itoa(w.cmd.Process.Pid)), 0o644); err != nil {
 			removeAcct(w.acct)
 			w.acct = ""

@@ -34,8 +34,10 @@ const (
 const DefaultRoot = "/sys/fs/cgroup"
 
 // v1Controllers are the only v1 hierarchies Hearth creates groups in. The
-// first one holds the memory files, the last one the freezer files.
-var v1Controllers = [...]cgroup1.Name{cgroup1.Memory, cgroup1.Cpu, cgroup1.Pids, cgroup1.Freezer}
+// first one holds the memory files. cpuacct is optional: where it is
+// mounted apart from cpu, a group of its own per sandbox is the only
+// count of the CPU its processes used, exited ones included.
+var v1Controllers = [...]cgroup1.Name{cgroup1.Memory, cgroup1.Cpu, cgroup1.Cpuacct, cgroup1.Pids, cgroup1.Freezer}
 
 // v2Controllers are enabled for the parent's children when available.
 var v2Controllers = [...]string{"cpu", "memory", "pids"}
@@ -111,14 +113,15 @@ type Manager struct {
 	root   string
 	parent string
 	// hiers are the distinct hierarchy mount points used (one on v2);
-	// mem, cpu, pids and frz index the ones holding each controller.
-	hiers               []string
-	mem, cpu, pids, frz int
-	v1                  cgroup1.Hierarchy // v1 only
-	v2                  *cgroup2.Manager  // v1: nil; v2: the parent group
-	swap                bool              // kernel accounts swap
-	enabled             map[string]bool   // v2: controllers enabled for children
-	pin                 string            // v1: the frozen group pinFreezer made, or ""; guarded by mu
+	// mem, cpu, acct, pids and frz index the ones holding each controller
+	// (acct is -1 on a v1 host without cpuacct).
+	hiers                     []string
+	mem, cpu, acct, pids, frz int
+	v1                        cgroup1.Hierarchy // v1 only
+	v2                        *cgroup2.Manager  // v1: nil; v2: the parent group
+	swap                      bool              // kernel accounts swap
+	enabled                   map[string]bool   // v2: controllers enabled for children
+	pin                       string            // v1: the frozen group pinFreezer made, or ""; guarded by mu
 
 	mu     sync.Mutex
 	groups map[string]*Group // guarded by mu
@@ -696,11 +699,13 @@ func (g *Group) MemoryUsage() (uint64, error) {
 
 // CPUUsage returns the CPU time the group's processes have used, exited
 // ones included: v2's cpu.stat usage_usec (there with or without the cpu
-// controller), or v1's cpuacct.usage where cpuacct shares the cpu
-// controller's hierarchy. Elsewhere (v1 with cpuacct apart) it returns
-// ErrNoController.
+// controller), or v1's cpuacct.usage. On a v1 host without cpuacct it
+// returns ErrNoController.
 func (g *Group) CPUUsage() (time.Duration, error) {
-	dir := g.dirs[g.m.cpu]
+	if g.m.acct < 0 {
+		return 0, fmt.Errorf("cgroup %s: cpu usage: %w", g.name, ErrNoController)
+	}
+	dir := g.dirs[g.m.acct]
 	if g.m.mode == V1 {
 		v, err := readUint(filepath.Join(dir, "cpuacct.usage"))
 		if errors.Is(err, os.ErrNotExist) {

@@ -211,10 +211,14 @@ func TestDetect(t *testing.T) {
 		t.Errorf("Mode() = %q, want %q", m.Mode(), want)
 	}
 	if want == V1 {
-		if len(m.Dirs()) < 1 || len(m.Dirs()) > 4 {
-			t.Errorf("v1 parent in %d hierarchies, want 1..4: %v", len(m.Dirs()), m.Dirs())
+		if len(m.Dirs()) < 1 || len(m.Dirs()) > 5 {
+			t.Errorf("v1 parent in %d hierarchies, want 1..5: %v", len(m.Dirs()), m.Dirs())
 		}
-		// Only the four needed hierarchies get a directory.
+		// cpuacct is used wherever it is mounted, apart from cpu or not.
+		if isFS(filepath.Join(DefaultRoot, "cpuacct"), unix.CGROUP_SUPER_MAGIC) && m.acct < 0 {
+			t.Errorf("cpuacct is mounted but not used: %v", m.Dirs())
+		}
+		// Only the needed hierarchies get a directory.
 		for _, c := range []string{"blkio", "devices", "cpuset", "perf_event"} {
 			d := filepath.Join(DefaultRoot, c, m.Parent())
 			if _, err := os.Stat(d); err == nil {
@@ -521,6 +525,63 @@ func TestMemoryUsage(t *testing.T) {
 	// Far below its limit, the group never reached it.
 	if hit, err := g.ReachedLimit(); err != nil || hit {
 		t.Errorf("ReachedLimit() = %v, %v; want false", hit, err)
+	}
+}
+
+// TestCPUUsage: a group's CPU count keeps what a child used after it
+// exited, before its parent reaps it (a /proc sum would have lost it) and
+// after.
+func TestCPUUsage(t *testing.T) {
+	for _, mc := range modes(t) {
+		t.Run(mc.name, func(t *testing.T) {
+			m := newManager(t, mc.opts...)
+			if m.acct < 0 {
+				t.Skip("no cpuacct hierarchy on this v1 host: CPUUsage is ErrNoController")
+			}
+			g := create(t, m, "cpu", Limits{})
+			// The child spins 0.3 s of its own CPU (not wall time: a busy
+			// host only makes it slower) and exits; the parent sees it
+			// exit without reaping it (WNOWAIT), says so, and waits for
+			// a line before reaping.
+			out := filepath.Join(t.TempDir(), "out")
+			fifo := filepath.Join(t.TempDir(), "go")
+			if err := unix.Mkfifo(fifo, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			start(t, g, "/usr/bin/python3", "-S", "-c", `import os, sys, time
+pid = os.fork()
+if pid == 0:
+    while time.process_time() < 0.3: pass
+    os._exit(0)
+os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+open(sys.argv[1], "w").write("exited")
+open(sys.argv[2]).read()
+os.waitpid(pid, 0)
+open(sys.argv[1], "w").write("reaped")
+time.sleep(60)`, out, fifo)
+			read := func(what string) time.Duration {
+				t.Helper()
+				waitFor(t, 30*time.Second, func() bool {
+					b, _ := os.ReadFile(out)
+					return string(b) == what
+				})
+				u, err := g.CPUUsage()
+				if err != nil {
+					t.Fatalf("%s: CPUUsage: %v", what, err)
+				}
+				if u < 300*time.Millisecond {
+					t.Errorf("%s: CPUUsage() = %v, want at least the child's 300ms", what, u)
+				}
+				return u
+			}
+			u := read("exited")
+			if err := os.WriteFile(fifo, []byte("go\n"), 0); err != nil {
+				t.Fatal(err)
+			}
+			if r := read("reaped"); r < u {
+				t.Errorf("CPUUsage() went back from %v to %v", u, r)
+			}
+		})
 	}
 }
 

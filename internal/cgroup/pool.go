@@ -321,9 +321,10 @@ func (m *Manager) resetCounters(g *Group) error {
 				return err
 			}
 		}
-		// cpuacct is often co-mounted with cpu; reset its usage if so.
-		if err := writeFile(filepath.Join(g.dirs[m.cpu], "cpuacct.usage"), "0"); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return err
+		if m.acct >= 0 {
+			if err := writeFile(filepath.Join(g.dirs[m.acct], "cpuacct.usage"), "0"); err != nil {
+				return err
+			}
 		}
 	} else if m.enabled["memory"] {
 		g.peakStale = true

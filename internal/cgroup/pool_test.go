@@ -162,6 +162,12 @@ func TestPoolGetPutResets(t *testing.T) {
 				if got := cat(t, filepath.Join(g.dirs[m.frz], "freezer.state")); got != "THAWED" {
 					t.Errorf("after Put: freezer.state = %q, want THAWED", got)
 				}
+				// What the dead process used is not the next sandbox's.
+				if m.acct >= 0 {
+					if u, err := g.CPUUsage(); err != nil || u != 0 {
+						t.Errorf("after Put: CPUUsage() = %v, %v; want 0", u, err)
+					}
+				}
 			}
 			if m.Mode() == V2 && m.enabled["memory"] {
 				if u, err := g.MemoryUsage(); err != nil || u > 1<<20 {

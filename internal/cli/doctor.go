@@ -185,7 +185,12 @@ func cgroupSummary(root string) (string, bool) {
 		}
 	}
 	if len(v1) == 4 {
-		return "v1 (" + strings.Join(v1, ", ") + ")", true
+		// Without cpuacct, first-come's 300 ms rule sums the CPU of a
+		// sandbox's live processes, which children left unreaped escape.
+		if _, err := os.Stat(filepath.Join(root, "cpuacct", "cpuacct.usage")); err != nil {
+			return "v1 (" + strings.Join(v1, ", ") + "; no cpuacct: a sandbox's CPU is summed over its live processes)", true
+		}
+		return "v1 (" + strings.Join(v1, ", ") + ", cpuacct)", true
 	}
 	for _, p := range []string{root, filepath.Join(root, "unified")} {
 		b, err := os.ReadFile(filepath.Join(p, "cgroup.controllers"))

@@ -93,3 +93,22 @@ func TestMeasureFaults(t *testing.T) {
 		}
 	}
 }
+
+// TestCgroupSummary: on v1, doctor says whether a sandbox's CPU has its
+// own count (cpuacct) or is summed over its live processes. The tree is
+// plain files standing for the mounts: the summary reads only names.
+func TestCgroupSummary(t *testing.T) {
+	root := t.TempDir()
+	for _, c := range []string{"memory", "cpu", "pids", "freezer"} {
+		os.MkdirAll(filepath.Join(root, c), 0o755)
+		os.WriteFile(filepath.Join(root, c, "cgroup.procs"), nil, 0o644)
+	}
+	if s, ok := cgroupSummary(root); !ok || !strings.Contains(s, "no cpuacct: a sandbox's CPU is summed") {
+		t.Errorf("without cpuacct: %q, %v", s, ok)
+	}
+	os.MkdirAll(filepath.Join(root, "cpuacct"), 0o755)
+	os.WriteFile(filepath.Join(root, "cpuacct", "cpuacct.usage"), []byte("0\n"), 0o644)
+	if s, ok := cgroupSummary(root); !ok || s != "v1 (memory, cpu, pids, freezer, cpuacct)" {
+		t.Errorf("with cpuacct: %q, %v", s, ok)
+	}
+}

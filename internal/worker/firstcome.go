@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/hearth-run/hearth/internal/cgroup"
 )
 
 // Config.FirstCome: while calls run, their sandboxes' CPU weights follow
@@ -34,9 +36,9 @@ import (
 // `hearth bench weights --heavy 2`, the light calls' mean response
 // doubled). A call's CPU is its sandbox's (sandboxCPU), read every
 // comeTick while at least two calls are young, from the first such
-// reading on. Where the host keeps no CPU count per cgroup (v1 with
-// cpuacct apart), it is the sum over the sandbox's live processes and
-// the children they reaped: a call can hide CPU from it (children left
+// reading on. Where the host keeps no CPU count per cgroup (v1 without
+// cpuacct), it is the sum over the sandbox's live processes and the
+// children they reaped: a call can hide CPU from it (children left
 // unreaped), which wins it no more than the order by arrival, within
 // comeHold.
 //
@@ -121,15 +123,19 @@ func newFirstCome(set func(*instance, uint64)) *firstCome {
 }
 
 // sandboxCPU is the CPU time inst's sandbox has used: its cgroup's own
-// count where the host keeps one (cgroup v2; v1 with cpuacct beside
-// cpu), else the sum over the processes in it, from /proc/PID/stat with
-// their waited-for children's (at most comeProcs of them, so that a
-// sandbox full of processes costs the worker no more).
+// count where the host keeps one (v2, or v1 with cpuacct), else procCPU.
 func sandboxCPU(inst *instance) (time.Duration, bool) {
 	if d, err := inst.group.CPUUsage(); err == nil {
 		return d, true
 	}
-	pids, err := inst.group.Pids()
+	return procCPU(inst.group)
+}
+
+// procCPU sums the CPU time of the processes in g, from /proc/PID/stat
+// with their waited-for children's (at most comeProcs of them, so that a
+// sandbox full of processes costs the worker no more).
+func procCPU(g *cgroup.Group) (time.Duration, bool) {
+	pids, err := g.Pids()
 	if err != nil || len(pids) == 0 {
 		return 0, false
 	}

@@ -92,7 +92,7 @@ func TestBenchStopsWhatItStarted(t *testing.T) {
 				time.Sleep(100 * time.Millisecond)
 			}
 			dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), parent+"-*"))
-			acct, _ := filepath.Glob("/sys/fs/cgroup/cpuacct/" + parent + "-acct")
+			acct, _ := filepath.Glob("/sys/fs/cgroup/cpuacct/" + parent + "-*-acct")
 			if c.sig == syscall.SIGKILL {
 				// Its temporary dirs and cpuacct group are its own to
 				// remove (the next benchmark sweeps the group).
@@ -101,14 +101,18 @@ func TestBenchStopsWhatItStarted(t *testing.T) {
 				}
 				if len(acct) > 0 {
 					// Swept once a minute old (a benchmark in another pid
-					// namespace may be making it): age it.
+					// namespace may be making it): age them.
 					old := time.Now().Add(-2 * time.Minute)
-					if err := os.Chtimes(acct[0], old, old); err != nil {
-						t.Fatal(err)
+					for _, a := range acct {
+						if err := os.Chtimes(a, old, old); err != nil {
+							t.Fatal(err)
+						}
 					}
 					sweepRun(t)
-					if _, err := os.Stat(acct[0]); err == nil {
-						t.Errorf("the next benchmark left the dead one's %s", acct[0])
+					for _, a := range acct {
+						if _, err := os.Stat(a); err == nil {
+							t.Errorf("the next benchmark left the dead one's %s", a)
+						}
 					}
 				}
 				return

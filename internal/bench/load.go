@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -127,6 +128,9 @@ func (u CPUUse) Total() time.Duration {
 // sandboxes it moves into its parent's groups (Worker.sandboxes).
 const cpuacctRoot = "/sys/fs/cgroup/cpuacct"
 
+// acctSeq numbers the workers' cpuacct groups within a benchmark.
+var acctSeq atomic.Int64
+
 // CPU reads the CPU time w and the processes it started have used so far.
 // The total comes from w's cpuacct groups, and is split among the processes
 // alive now by what they are: "worker" is the hearth up process itself
@@ -182,11 +186,21 @@ func (w *Worker) CPU() (CPUUse, error) {
 		// A worker that uses cpuacct moves its sandboxes and zygotes
 		// out of w.acct into groups under its parent, whose count keeps
 		// what removed groups used; an older build leaves them in w.acct.
-		sb, err := cpuacctUsage(w.sandboxes)
-		if err != nil && !errors.Is(err, os.ErrNotExist) {
-			return nil, err
+		for _, d := range w.sandboxes {
+			sb, err := cpuacctUsage(d)
+			if errors.Is(err, os.ErrNotExist) && !w.made[d] {
+				continue // not made (yet), or an older build's worker
+			}
+			if err != nil {
+				return nil, err
+			}
+			if w.made == nil {
+				w.made = map[string]bool{}
+			}
+			w.made[d] = true
+			total += sb
 		}
-		u["exited"] = total + sb - split
+		u["exited"] = total - split
 	}
 	if k, ok := w.kernel.read(all); ok {
 		u["kernel"] = k
@@ -382,12 +396,12 @@ func newAcct(name string) string {
 }
 
 // sweepAcct removes the empty cpuacct groups of benchmarks no longer
-// running (hearth-bench-PID-acct, see fsutil.Orphaned): one killed outright
+// running (hearth-bench-PID-N-acct, see fsutil.Orphaned): one killed outright
 // could not remove its own. A group that still holds a process stays.
 func sweepAcct() {
 	dirs, _ := filepath.Glob(filepath.Join(cpuacctRoot, "hearth-bench-*-acct"))
 	for _, d := range dirs {
-		if fsutil.Orphaned(d, "hearth-bench-", "-acct") {
+		if fsutil.Orphaned(d, "hearth-bench-", "-") {
 			os.Remove(d)
 		}
 	}

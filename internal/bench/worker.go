@@ -34,8 +34,12 @@ type Worker struct {
 	// acct is the worker's cgroup v1 cpuacct group ("" if none): it
 	// counts the CPU of the worker and of the processes it starts, but
 	// for those it moves into its own cpuacct groups, under sandboxes
-	// (the parent's cpuacct group, where it makes one).
-	acct, sandboxes string
+	// (its parent's and its installer's, where it makes them).
+	acct      string
+	sandboxes []string
+	// made marks the groups of sandboxes that existed at a reading: one
+	// gone since (a worker that died) makes the count wrong, an error.
+	made map[string]bool
 	// kernel counts the kernel threads' CPU across CPU's readings.
 	kernel kernelUse
 }
@@ -102,15 +106,19 @@ func StartWorker(ctx context.Context, hearth, base string, extra ...string) (*Wo
 		os.RemoveAll(dir)
 		return nil, err
 	}
-	// Before it starts anything: its children are born in its group.
-	// The last --cgroup-parent given wins.
-	for i, a := range args[:len(args)-1] {
-		if a == "--cgroup-parent" {
-			parent = args[i+1]
+	// Before it starts anything: its children are born in its group, one
+	// per worker (two may run at once).
+	if w.acct = newAcct(fmt.Sprintf("hearth-bench-%d-%d-acct", os.Getpid(), acctSeq.Add(1))); w.acct != "" {
+		// The last --cgroup-parent given wins; its installs go to
+		// PARENT-pkgs.
+		for i, a := range args {
+			if v, ok := strings.CutPrefix(a, "--cgroup-parent="); ok {
+				parent = v
+			} else if a == "--cgroup-parent" && i+1 < len(args) {
+				parent = args[i+1]
+			}
 		}
-	}
-	if w.acct = newAcct(parent + "-acct"); w.acct != "" {
-		w.sandboxes = filepath.Join(cpuacctRoot, parent)
+		w.sandboxes = []string{filepath.Join(cpuacctRoot, parent), filepath.Join(cpuacctRoot, parent+"-pkgs")}
 		if err := os.WriteFile(filepath.Join(w.acct, "cgroup.procs"), []byte(strconv.Itoa(w.cmd.Process.Pid)), 0o644); err != nil {
 			removeAcct(w.acct)
 			w.acct = ""

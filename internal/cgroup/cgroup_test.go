@@ -585,6 +585,60 @@ time.sleep(60)`, out, fifo)
 	}
 }
 
+// TestCpuacctOptional: a v1 host whose cpuacct hierarchy is missing, or
+// where the parent cannot be made in it (read-only here), still gets a
+// manager, with no CPU count, or cpu's where cpuacct shares its mount.
+// The roots are bind mounts of this host's hierarchies.
+func TestCpuacctOptional(t *testing.T) {
+	requireRoot(t)
+	if isFS(DefaultRoot, unix.CGROUP2_SUPER_MAGIC) {
+		t.Skip("cgroup v2 host: no v1 hierarchies to bind")
+	}
+	for _, ro := range []bool{false, true} {
+		t.Run(map[bool]string{false: "absent", true: "read-only"}[ro], func(t *testing.T) {
+			root := t.TempDir()
+			bind := func(c string, flags uintptr) {
+				t.Helper()
+				dst := filepath.Join(root, c)
+				if err := os.Mkdir(dst, 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := unix.Mount(filepath.Join(DefaultRoot, c), dst, "", unix.MS_BIND, ""); err != nil {
+					t.Fatalf("bind %s: %v", c, err)
+				}
+				t.Cleanup(func() { unix.Unmount(dst, unix.MNT_DETACH) })
+				if flags != 0 {
+					if err := unix.Mount("", dst, "", unix.MS_BIND|unix.MS_REMOUNT|flags, ""); err != nil {
+						t.Fatalf("remount %s: %v", c, err)
+					}
+				}
+			}
+			for _, c := range []string{"memory", "cpu", "pids", "freezer"} {
+				bind(c, 0)
+			}
+			if ro {
+				bind("cpuacct", unix.MS_RDONLY)
+			}
+			m := newManager(t, WithMode(V1), WithRoot(root))
+			shared := false
+			if _, err := os.Stat(filepath.Join(m.hiers[m.cpu], "cpuacct.usage")); err == nil {
+				shared = true
+			}
+			if shared && m.acct != m.cpu || !shared && m.acct != -1 {
+				t.Errorf("acct %d (cpu %d, cpuacct in cpu's mount %v): %v", m.acct, m.cpu, shared, m.Dirs())
+			}
+			g := create(t, m, "g", Limits{})
+			_, err := g.CPUUsage()
+			if shared && err != nil || !shared && !errors.Is(err, ErrNoController) {
+				t.Errorf("CPUUsage: %v (cpuacct in cpu's mount %v)", err, shared)
+			}
+			if err := g.Delete(ctxT(t)); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
 // TestPeakMemory: the peak keeps what a process used and gave back.
 func TestPeakMemory(t *testing.T) {
 	requireRoot(t)

@@ -20,10 +20,10 @@ func (m *Manager) initV1() error {
 	m.acct = -1
 	for _, n := range v1Controllers {
 		dir := filepath.Join(m.root, string(n))
+		if n == cgroup1.Cpuacct && !usable(dir, m.parent) {
+			continue // optional: the CPU count only
+		}
 		if !isFS(dir, unix.CGROUP_SUPER_MAGIC) {
-			if n == cgroup1.Cpuacct {
-				continue
-			}
 			return fmt.Errorf("%w: %s is not a cgroup v1 mount", ErrNoController, dir)
 		}
 		// Co-mounted controllers (cpu,cpuacct or custom setups) share one
@@ -56,6 +56,10 @@ func (m *Manager) initV1() error {
 			subs = append(subs, cgroup1.NewFreezer(m.root))
 		}
 	}
+	// cpu,cpuacct mounted as cpu alone, with no cpuacct link beside it.
+	if _, err := os.Stat(filepath.Join(m.hiers[m.cpu], "cpuacct.usage")); m.acct < 0 && err == nil {
+		m.acct = m.cpu
+	}
 	// Only these hierarchies: the library default would create the group
 	// in every mounted one (ten here), at twice the cost.
 	m.v1 = func() ([]cgroup1.Subsystem, error) { return subs, nil }
@@ -65,6 +69,15 @@ func (m *Manager) initV1() error {
 	_, err := os.Stat(filepath.Join(m.hiers[m.mem], m.parent, "memory.memsw.limit_in_bytes"))
 	m.swap = err == nil
 	return nil
+}
+
+// usable says whether dir is a cgroup v1 mount where the parent exists
+// or can be made (not so in a read-only or undelegated hierarchy).
+func usable(dir, parent string) bool {
+	if !isFS(dir, unix.CGROUP_SUPER_MAGIC) {
+		return false
+	}
+	return os.MkdirAll(filepath.Join(dir, parent), 0o755) == nil
 }
 
 // pinName is the freezer group pinFreezer keeps frozen. Group names

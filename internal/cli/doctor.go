@@ -187,7 +187,8 @@ func cgroupSummary(root string) (string, bool) {
 	if len(v1) == 4 {
 		// Without cpuacct, first-come's 300 ms rule sums the CPU of a
 		// sandbox's live processes, which children left unreaped escape.
-		if _, err := os.Stat(filepath.Join(root, "cpuacct", "cpuacct.usage")); err != nil {
+		_, err := os.Stat(filepath.Join(root, "cpuacct", "cpuacct.usage"))
+		if _, cerr := os.Stat(filepath.Join(root, "cpu", "cpuacct.usage")); err != nil && cerr != nil {
 			return "v1 (" + strings.Join(v1, ", ") + "; no cpuacct: a sandbox's CPU is summed over its live processes)", true
 		}
 		return "v1 (" + strings.Join(v1, ", ") + ", cpuacct)", true

@@ -54,10 +54,12 @@ func probeBreakpoints(ctx context.Context, timeout time.Duration) (err error) {
 		unix.Kill(pid, unix.SIGKILL)
 		cmd.Wait()
 	}()
+	// Each wait below has the whole timeout: on a starved host the first
+	// must not leave the second too little to tell.
 	deadline := time.Now().Add(timeout)
 	// Interrupted while still starting (the loader, the shell's set-up),
 	// it would stop at an instruction it never runs again, and the probe
-	// would find no trap where there is one: 1 probe in 15 did on one
+	// would find no trap where there is one: 2 probes in 60 did on one
 	// host. 20 ms of CPU is far past a shell's start.
 	for cpuTicks(pid) < 2 {
 		if err := ctx.Err(); err != nil {
@@ -74,6 +76,7 @@ func probeBreakpoints(ctx context.Context, timeout time.Duration) (err error) {
 	if err := unix.PtraceInterrupt(pid); err != nil {
 		return fmt.Errorf("breakpoint probe: interrupt: %w", err)
 	}
+	deadline = time.Now().Add(timeout)
 	if _, err := waitStop(ctx, pid, deadline, nil); err != nil {
 		return fmt.Errorf("breakpoint probe: waiting for the interrupt: %w", err)
 	}
@@ -99,7 +102,11 @@ func probeBreakpoints(ctx context.Context, timeout time.Duration) (err error) {
 	// busy the host.
 	cpu0 := cpuTicks(pid)
 	ran := func() bool { return cpuTicks(pid)-cpu0 >= 5 }
-	sig, err := waitStop(ctx, pid, deadline, ran)
+	sig, err := waitStop(ctx, pid, time.Now().Add(timeout), ran)
+	if errors.Is(err, errTimeout) && !ran() {
+		// Starved, not shown a missing trap: say so, not ErrNoBreakpoints.
+		return fmt.Errorf("breakpoint probe: the child ran only %d ms of CPU past the breakpoint in %v", (cpuTicks(pid)-cpu0)*10, timeout)
+	}
 	if errors.Is(err, errTimeout) {
 		// The child kept running past the breakpoint: say how long, so
 		// that a child starved of CPU is not mistaken for a missing trap.

@@ -64,6 +64,11 @@ func (m *Manager) initV1() error {
 	// in every mounted one (ten here), at twice the cost.
 	m.v1 = func() ([]cgroup1.Subsystem, error) { return subs, nil }
 	if _, err := cgroup1.New(cgroup1.StaticPath("/"+m.parent), &specs.LinuxResources{}, cgroup1.WithHierarchy(m.v1)); err != nil {
+		// Not the parents made before the failing one (empty ones only:
+		// a crashed worker's groups stay for the next one to sweep).
+		for _, h := range m.hiers {
+			unix.Rmdir(filepath.Join(h, m.parent))
+		}
 		return fmt.Errorf("creating parent: %w", err)
 	}
 	_, err := os.Stat(filepath.Join(m.hiers[m.mem], m.parent, "memory.memsw.limit_in_bytes"))

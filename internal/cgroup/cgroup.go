@@ -508,7 +508,7 @@ func (g *Group) Kill(ctx context.Context) error {
 }
 
 func (g *Group) kill(ctx context.Context) error {
-	pids, err := procsUnion(g.dirs)
+	pids, err := firstProcs(g.dirs)
 	if err != nil {
 		return err
 	}
@@ -568,7 +568,7 @@ const waitRound = 200 * time.Millisecond
 func (g *Group) waitEmpty(ctx context.Context) error {
 	delay := 50 * time.Microsecond
 	for {
-		pids, err := procsUnion(g.dirs)
+		pids, err := firstProcs(g.dirs)
 		if err != nil || len(pids) == 0 {
 			return err
 		}

@@ -759,6 +759,42 @@ func TestFreezeThaw(t *testing.T) {
 	}
 }
 
+// TestKillPartlyJoined: a process in one v1 hierarchy of the group only
+// (the last but one, as one caught midway through joining them all) is
+// found and killed, and the group is empty only once it is gone from
+// there: emptiness is not read off the first hierarchy alone.
+func TestKillPartlyJoined(t *testing.T) {
+	requireRoot(t)
+	m := newManager(t)
+	if m.Mode() != V1 || len(m.hiers) < 2 {
+		t.Skip("needs several cgroup v1 hierarchies")
+	}
+	g := create(t, m, "partly", Limits{})
+	cmd := exec.Command("/bin/sleep", "60")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &proc{Pid: cmd.Process.Pid, done: make(chan struct{})}
+	go func() { p.err = cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() { cmd.Process.Kill(); <-p.done })
+	last := g.dirs[len(g.dirs)-2]
+	if err := addV1([]string{last}, p.Pid); err != nil {
+		t.Fatal(err)
+	}
+	if pids, err := g.Pids(); err != nil || !slices.Equal(pids, []int{p.Pid}) {
+		t.Fatalf("Pids() = %v, %v; want [%d] (in %s only)", pids, err, p.Pid, last)
+	}
+	if err := g.Kill(ctxT(t)); err != nil {
+		t.Fatalf("Kill: %v", err)
+	}
+	if !p.killed(t) {
+		t.Errorf("process in %s only: %v, want SIGKILL", last, p.err)
+	}
+	if pids, err := g.Pids(); err != nil || len(pids) != 0 {
+		t.Errorf("Pids() after Kill = %v, %v", pids, err)
+	}
+}
+
 func TestKillFrozen(t *testing.T) {
 	for _, mc := range modes(t) {
 		t.Run(mc.name, func(t *testing.T) {

@@ -149,6 +149,23 @@ func readProcs(dir string) ([]int, error) {
 	return pids, nil
 }
 
+// firstProcs lists the pids of the first of dirs that has any, or none
+// if all are empty: whether a group is empty, for one read in the usual
+// case where its processes are in every hierarchy (a kill waits through
+// several such checks, and each read opens a cgroupfs file).
+func firstProcs(dirs []string) ([]int, error) {
+	for _, d := range dirs {
+		p, err := readProcs(d)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, err
+		}
+		if len(p) > 0 {
+			return p, nil
+		}
+	}
+	return nil, nil
+}
+
 // procsUnion lists the pids in any of dirs, sorted and without duplicates.
 // A missing dir counts as empty.
 func procsUnion(dirs []string) ([]int, error) {

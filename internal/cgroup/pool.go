@@ -198,7 +198,7 @@ func (p *Pool) clean(ctx context.Context, g *Group) error {
 	if err := g.setFrozen(ctx, false); err != nil {
 		return fmt.Errorf("thawing: %w", err)
 	}
-	if pids, err := procsUnion(g.dirs); err != nil || len(pids) > 0 {
+	if pids, err := firstProcs(g.dirs); err != nil || len(pids) > 0 {
 		return fmt.Errorf("processes left after kill: %v (%v)", pids, err)
 	}
 	if err := p.m.setLimits(g, Limits{}); err != nil {

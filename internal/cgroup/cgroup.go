@@ -248,6 +248,7 @@ func (m *Manager) Create(name string, lim Limits) (_ *Group, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("cgroup %s: %w", name, err)
 	}
+	holdDirs(g.dirs)
 	m.mu.Lock()
 	m.groups[name] = g
 	m.mu.Unlock()
@@ -663,6 +664,9 @@ func (g *Group) Delete(ctx context.Context) error {
 // of up to 80 ms that ignore ctx. The common case here is an empty group,
 // so rmdir is tried first and only a busy group is killed.
 func (g *Group) remove(ctx context.Context) error {
+	// Before the rmdir: a directory made again under the same path must
+	// not be reached through this one's descriptor.
+	releaseDirs(g.dirs)
 	busy := false
 	for _, d := range g.dirs {
 		err := unix.Rmdir(d)

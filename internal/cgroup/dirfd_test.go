@@ -1,0 +1,79 @@
+package cgroup
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestHeldDirs: a group's files are opened through descriptors of its
+// directories, held from Create to Delete and then closed: none is left
+// open after many groups, and a group made again under the same name is
+// reached through its own.
+func TestHeldDirs(t *testing.T) {
+	for _, mc := range modes(t) {
+		t.Run(mc.name, func(t *testing.T) {
+			m := newManager(t, mc.opts...)
+			fds := func() int {
+				ents, err := os.ReadDir("/proc/self/fd")
+				if err != nil {
+					t.Fatal(err)
+				}
+				return len(ents)
+			}
+			before, held := fds(), heldFDs.Load()
+			for range 20 {
+				g := create(t, m, "held", Limits{})
+				if got := heldFDs.Load() - held; got != int64(len(g.dirs)) {
+					t.Fatalf("%d descriptors held for %d directories", got, len(g.dirs))
+				}
+				procs := filepath.Join(g.dirs[len(g.dirs)-1], "cgroup.procs")
+				fd, err, ok := openHeld(procs, unix.O_RDONLY|unix.O_CLOEXEC)
+				if !ok || err != nil {
+					t.Fatalf("openHeld(%s) = %v, %v", procs, ok, err)
+				}
+				unix.Close(fd)
+				// Through the held descriptor: the group's own file.
+				start(t, g, "/bin/sleep", "60")
+				if pids, err := g.Pids(); err != nil || len(pids) != 1 {
+					t.Fatalf("Pids() = %v, %v", pids, err)
+				}
+				if err := g.Delete(ctxT(t)); err != nil {
+					t.Fatal(err)
+				}
+				if _, _, ok := openHeld(procs, unix.O_RDONLY); ok {
+					t.Fatalf("%s still held after Delete", procs)
+				}
+			}
+			if got := heldFDs.Load(); got != held {
+				t.Errorf("%d descriptors held after the groups were deleted, want %d", got, held)
+			}
+			if got := fds(); got > before+2 {
+				t.Errorf("%d descriptors open after 20 groups, %d before", got, before)
+			}
+		})
+	}
+}
+
+// TestHeldDirsBudget: past the budget a group's files are opened by
+// path, and work the same.
+func TestHeldDirsBudget(t *testing.T) {
+	requireRoot(t)
+	m := newManager(t)
+	saved := maxHeld
+	maxHeld = heldFDs.Load()
+	t.Cleanup(func() { maxHeld = saved })
+	g := create(t, m, "unheld", Limits{MemoryBytes: 64 << 20})
+	if _, _, ok := openHeld(filepath.Join(g.dirs[0], "cgroup.procs"), unix.O_RDONLY); ok {
+		t.Fatal("a descriptor was held past the budget")
+	}
+	start(t, g, "/bin/sleep", "60")
+	if err := g.Kill(ctxT(t)); err != nil {
+		t.Fatalf("Kill by paths: %v", err)
+	}
+	if err := g.Delete(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -248,7 +248,7 @@ func (m *Manager) Create(name string, lim Limits) (_ *Group, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("cgroup %s: %w", name, err)
 	}
-	holdDirs(g.dirs)
+	g.held = holdDirs(g.dirs)
 	m.mu.Lock()
 	m.groups[name] = g
 	m.mu.Unlock()
@@ -367,6 +367,7 @@ type Group struct {
 	m     *Manager
 	name  string
 	dirs  []string
+	held  []*dirFD // descriptors of dirs (holdDirs), nil where none
 	limit int64
 	c2    *cgroup2.Manager // v2 only
 	// oomBase is the OOM-kill count when a pool last cleaned the group;
@@ -666,7 +667,7 @@ func (g *Group) Delete(ctx context.Context) error {
 func (g *Group) remove(ctx context.Context) error {
 	// Before the rmdir: a directory made again under the same path must
 	// not be reached through this one's descriptor.
-	releaseDirs(g.dirs)
+	releaseDirs(g.dirs, g.held)
 	busy := false
 	for _, d := range g.dirs {
 		err := unix.Rmdir(d)

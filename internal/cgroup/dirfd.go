@@ -29,42 +29,52 @@ type dirFD struct {
 var (
 	dirFDs sync.Map // directory path → *dirFD
 	// heldFDs counts the descriptors held, at most maxHeld: a host's
-	// file limit is shared with the worker's sockets and pipes.
+	// file limit is shared with the worker's sockets and pipes, and
+	// every process the worker starts copies its descriptor table.
 	heldFDs atomic.Int64
-	maxHeld = func() int64 {
-		var rl unix.Rlimit
-		if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err != nil || rl.Cur == unix.RLIM_INFINITY {
-			return 4096
-		}
-		return int64(rl.Cur / 8)
-	}()
+	maxHeld atomic.Int64
 )
 
+func init() {
+	n := int64(1024)
+	var rl unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err == nil && rl.Cur != unix.RLIM_INFINITY {
+		n = min(n, int64(rl.Cur/8))
+	}
+	maxHeld.Store(n)
+}
+
 // holdDirs opens and registers a descriptor for each of dirs, as far as
-// the budget allows; a directory left out is opened by path.
-func holdDirs(dirs []string) {
-	for _, d := range dirs {
-		if heldFDs.Add(1) > maxHeld {
+// the budget allows, and returns them (nil where a directory is left
+// out, to be opened by path) for releaseDirs.
+func holdDirs(dirs []string) []*dirFD {
+	held := make([]*dirFD, len(dirs))
+	for i, d := range dirs {
+		if heldFDs.Add(1) > maxHeld.Load() {
 			heldFDs.Add(-1)
-			return
+			break
 		}
 		fd, err := unix.Open(d, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 		if err != nil {
 			heldFDs.Add(-1)
 			continue
 		}
-		if old, loaded := dirFDs.Swap(d, &dirFD{fd: fd}); loaded {
+		held[i] = &dirFD{fd: fd}
+		if old, loaded := dirFDs.Swap(d, held[i]); loaded {
 			old.(*dirFD).close()
 		}
 	}
+	return held
 }
 
-// releaseDirs unregisters and closes the descriptors of dirs, waiting
-// for any openat using one.
-func releaseDirs(dirs []string) {
-	for _, d := range dirs {
-		if v, ok := dirFDs.LoadAndDelete(d); ok {
-			v.(*dirFD).close()
+// releaseDirs unregisters and closes held, the descriptors holdDirs gave
+// for dirs, waiting for any openat using one. Another group's under the
+// same path stays.
+func releaseDirs(dirs []string, held []*dirFD) {
+	for i, h := range held {
+		if h != nil {
+			dirFDs.CompareAndDelete(dirs[i], h)
+			h.close()
 		}
 	}
 }
@@ -81,21 +91,25 @@ func (d *dirFD) close() {
 
 // openHeld opens path relative to its directory's held descriptor, if
 // there is one (ok false otherwise).
-func openHeld(path string, flags int) (fd int, err error, ok bool) {
-	v, found := dirFDs.Load(filepath.Dir(path))
+func openHeld(path string, flags int) (fd int, ok bool, err error) {
+	dir, base := filepath.Dir(path), filepath.Base(path)
+	if filepath.Join(dir, base) != path {
+		return -1, false, nil // not clean (a trailing slash): by path
+	}
+	v, found := dirFDs.Load(dir)
 	if !found {
-		return -1, nil, false
+		return -1, false, nil
 	}
 	d := v.(*dirFD)
 	d.mu.RLock()
 	defer d.mu.RUnlock()
 	if d.fd < 0 {
-		return -1, nil, false
+		return -1, false, nil
 	}
 	for {
-		fd, err = unix.Openat(d.fd, filepath.Base(path), flags, 0)
+		fd, err = unix.Openat(d.fd, base, flags, 0)
 		if err != unix.EINTR {
-			return fd, err, true
+			return fd, true, err
 		}
 	}
 }

@@ -30,7 +30,7 @@ func TestHeldDirs(t *testing.T) {
 					t.Fatalf("%d descriptors held for %d directories", got, len(g.dirs))
 				}
 				procs := filepath.Join(g.dirs[len(g.dirs)-1], "cgroup.procs")
-				fd, err, ok := openHeld(procs, unix.O_RDONLY|unix.O_CLOEXEC)
+				fd, ok, err := openHeld(procs, unix.O_RDONLY|unix.O_CLOEXEC)
 				if !ok || err != nil {
 					t.Fatalf("openHeld(%s) = %v, %v", procs, ok, err)
 				}
@@ -43,7 +43,7 @@ func TestHeldDirs(t *testing.T) {
 				if err := g.Delete(ctxT(t)); err != nil {
 					t.Fatal(err)
 				}
-				if _, _, ok := openHeld(procs, unix.O_RDONLY); ok {
+				if _, ok, _ := openHeld(procs, unix.O_RDONLY); ok {
 					t.Fatalf("%s still held after Delete", procs)
 				}
 			}
@@ -62,11 +62,11 @@ func TestHeldDirs(t *testing.T) {
 func TestHeldDirsBudget(t *testing.T) {
 	requireRoot(t)
 	m := newManager(t)
-	saved := maxHeld
-	maxHeld = heldFDs.Load()
-	t.Cleanup(func() { maxHeld = saved })
+	saved := maxHeld.Load()
+	maxHeld.Store(heldFDs.Load())
+	t.Cleanup(func() { maxHeld.Store(saved) })
 	g := create(t, m, "unheld", Limits{MemoryBytes: 64 << 20})
-	if _, _, ok := openHeld(filepath.Join(g.dirs[0], "cgroup.procs"), unix.O_RDONLY); ok {
+	if _, ok, _ := openHeld(filepath.Join(g.dirs[0], "cgroup.procs"), unix.O_RDONLY); ok {
 		t.Fatal("a descriptor was held past the budget")
 	}
 	start(t, g, "/bin/sleep", "60")
@@ -75,5 +75,30 @@ func TestHeldDirsBudget(t *testing.T) {
 	}
 	if err := g.Delete(ctxT(t)); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestReleaseKeepsNewer: releasing an old holder of a path leaves the
+// descriptor of a newer one (a group made again under the same name)
+// registered, and the counter balanced.
+func TestReleaseKeepsNewer(t *testing.T) {
+	dir := t.TempDir()
+	held := heldFDs.Load()
+	old := holdDirs([]string{dir})
+	newer := holdDirs([]string{dir})
+	if old[0] == nil || newer[0] == nil {
+		t.Fatal("no descriptor held")
+	}
+	releaseDirs([]string{dir}, old)
+	v, ok := dirFDs.Load(dir)
+	if !ok || v.(*dirFD) != newer[0] {
+		t.Fatalf("after the old holder's release: %v, %v; want the newer descriptor", v, ok)
+	}
+	releaseDirs([]string{dir}, newer)
+	if _, ok := dirFDs.Load(dir); ok {
+		t.Error("still registered after both releases")
+	}
+	if got := heldFDs.Load(); got != held {
+		t.Errorf("held %d, want %d", got, held)
 	}
 }

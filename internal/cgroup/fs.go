@@ -76,7 +76,7 @@ func readFile(path string) ([]byte, error) {
 // open opens path with flags (and O_CLOEXEC), retrying on EINTR; its
 // error is an *os.PathError, so errors.Is(err, os.ErrNotExist) holds.
 func open(path string, flags int) (int, error) {
-	if fd, err, ok := openHeld(path, flags|unix.O_CLOEXEC); ok {
+	if fd, ok, err := openHeld(path, flags|unix.O_CLOEXEC); ok {
 		if err != nil {
 			return -1, &os.PathError{Op: "open", Path: path, Err: err}
 		}

@@ -253,7 +253,7 @@ func TestNamespaceSetup(t *testing.T) {
 	// is rejected by the host (an answer that comes back through the
 	// route), not left to time out.
 	ln := listenIn(t, ns)
-	c, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second)
+	c, err := net.DialTimeout("tcp", ln.Addr().String(), mustDial)
 	if err != nil {
 		t.Fatalf("host to namespace: %v", err)
 	}
@@ -301,6 +301,12 @@ func listenIn(t testing.TB, ns *NS) net.Listener {
 	return l
 }
 
+// mustDial bounds a connection that must work: seconds, as its first SYN
+// can be lost while the kernel resolves the neighbour or loads the NAT
+// modules, and TCP resends it after 1 s (a 1 s bound failed once, on a
+// busy host, for the host's dial into a namespace).
+const mustDial = 5 * time.Second
+
 // dialFrom tries to connect from inside ns.
 func dialFrom(t testing.TB, ns *NS, addr string) error {
 	return dialFromWithin(t, ns, addr, 300*time.Millisecond)
@@ -346,7 +352,7 @@ func TestIsolation(t *testing.T) {
 	lb := listenIn(t, b)
 	// Positive controls: the host reaches both listeners.
 	for _, addr := range []string{hostLo.Addr().String(), lb.Addr().String()} {
-		conn, err := net.DialTimeout("tcp", addr, time.Second)
+		conn, err := net.DialTimeout("tcp", addr, mustDial)
 		if err != nil {
 			t.Fatalf("host cannot reach %s: %v", addr, err)
 		}
@@ -960,7 +966,7 @@ func TestNAT(t *testing.T) {
 		t.Errorf("the outside opened a connection to sandbox %s", ls.Addr())
 	}
 	// The host itself still can (not forwarded).
-	c, err := net.DialTimeout("tcp", ls.Addr().String(), time.Second)
+	c, err := net.DialTimeout("tcp", ls.Addr().String(), mustDial)
 	if err != nil {
 		t.Fatalf("host cannot reach the sandbox: %v", err)
 	}

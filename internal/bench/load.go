@@ -194,9 +194,6 @@ func (w *Worker) CPU() (CPUUse, error) {
 			if err != nil {
 				return nil, err
 			}
-			if w.made == nil {
-				w.made = map[string]bool{}
-			}
 			w.made[d] = true
 			total += sb
 		}

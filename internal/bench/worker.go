@@ -119,6 +119,7 @@ func StartWorker(ctx context.Context, hearth, base string, extra ...string) (*Wo
 			}
 		}
 		w.sandboxes = []string{filepath.Join(cpuacctRoot, parent), filepath.Join(cpuacctRoot, parent+"-pkgs")}
+		w.made = map[string]bool{}
 		if err := os.WriteFile(filepath.Join(w.acct, "cgroup.procs"), []byte(strconv.Itoa(w.cmd.Process.Pid)), 0o644); err != nil {
 			removeAcct(w.acct)
 			w.acct = ""

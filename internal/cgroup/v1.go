@@ -20,11 +20,14 @@ func (m *Manager) initV1() error {
 	m.acct = -1
 	for _, n := range v1Controllers {
 		dir := filepath.Join(m.root, string(n))
-		if n == cgroup1.Cpuacct && !usable(dir, m.parent) {
-			continue // optional: the CPU count only
-		}
 		if !isFS(dir, unix.CGROUP_SUPER_MAGIC) {
+			if n == cgroup1.Cpuacct {
+				continue // optional: the CPU count only
+			}
 			return fmt.Errorf("%w: %s is not a cgroup v1 mount", ErrNoController, dir)
+		}
+		if n == cgroup1.Cpuacct && !canMake(dir, m.parent) {
+			continue
 		}
 		// Co-mounted controllers (cpu,cpuacct or custom setups) share one
 		// hierarchy; attach, kill and rmdir once per hierarchy.
@@ -76,12 +79,9 @@ func (m *Manager) initV1() error {
 	return nil
 }
 
-// usable says whether dir is a cgroup v1 mount where the parent exists
-// or can be made (not so in a read-only or undelegated hierarchy).
-func usable(dir, parent string) bool {
-	if !isFS(dir, unix.CGROUP_SUPER_MAGIC) {
-		return false
-	}
+// canMake says whether the parent exists in hierarchy dir or can be made
+// there (not so in a read-only or undelegated one).
+func canMake(dir, parent string) bool {
 	return os.MkdirAll(filepath.Join(dir, parent), 0o755) == nil
 }
 

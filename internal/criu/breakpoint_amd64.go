@@ -55,7 +55,7 @@ func probeBreakpoints(ctx context.Context, timeout time.Duration) (err error) {
 		cmd.Wait()
 	}()
 	// Each wait below has the whole timeout: on a starved host the first
-	// must not leave the second too little to tell.
+	// must not leave the next too little to tell.
 	deadline := time.Now().Add(timeout)
 	// Interrupted while still starting (the loader, the shell's set-up),
 	// it would stop at an instruction it never runs again, and the probe
@@ -76,8 +76,7 @@ func probeBreakpoints(ctx context.Context, timeout time.Duration) (err error) {
 	if err := unix.PtraceInterrupt(pid); err != nil {
 		return fmt.Errorf("breakpoint probe: interrupt: %w", err)
 	}
-	deadline = time.Now().Add(timeout)
-	if _, err := waitStop(ctx, pid, deadline, nil); err != nil {
+	if _, err := waitStop(ctx, pid, time.Now().Add(timeout), nil); err != nil {
 		return fmt.Errorf("breakpoint probe: waiting for the interrupt: %w", err)
 	}
 	var regs unix.PtraceRegs

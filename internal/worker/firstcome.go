@@ -31,23 +31,24 @@ import (
 // I/O) leaves its share to the others.
 //
 // A young call that has used comeCPU of CPU running its handler (its
-// sandbox's load not counted) goes to the end of the order: at a burst led by a few calls that need far more CPU than the
-// rest, the order by arrival alone made the rest wait behind them (in
-// `hearth bench weights --heavy 2`, the light calls' mean response
-// doubled). A call's CPU is its sandbox's (sandboxCPU), read every
-// comeTick while at least two calls are young, from the first such
-// reading on. Where the host keeps no CPU count per cgroup (v1 without
-// cpuacct), it is the sum over the sandbox's live processes and the
-// children they reaped: a call can hide CPU from it (children left
-// unreaped), which wins it no more than the order by arrival, within
-// comeHold.
+// sandbox's load not counted) goes to the end of the order: at a burst
+// led by a few calls that need far more CPU than the rest, the order by
+// arrival alone made the rest wait behind them (in `hearth bench weights
+// --heavy 2`, the light calls' mean response doubled). A call's CPU is
+// its sandbox's (sandboxCPU), read every comeTick while at least two
+// calls are young, from the first such reading on. Where the host keeps
+// no CPU count per cgroup (v1 without cpuacct), it is the sum over the
+// sandbox's live processes and the children they reaped: a call can hide
+// CPU from it (children left unreaped), which wins it no more than the
+// order by arrival, within comeHold.
 //
 // The young calls' weights add up to what they would be by default (but
 // for loads raised to a sandbox's weight, which take no more than an
-// unranked start did), so they take nothing from the calls past comeHold (a sandbox's weight
-// each, as by default) nor from the rest of the host: the order only
-// moves CPU among calls that arrived within comeHold of each other, from
-// later to earlier, whatever their functions. A call alone keeps 100.
+// unranked start did), so they take nothing from the calls past comeHold
+// (a sandbox's weight each, as by default) nor from the rest of the
+// host: the order only moves CPU among calls that arrived within
+// comeHold of each other, from later to earlier, whatever their
+// functions. A call alone keeps 100.
 const (
 	comeHold = 2 * time.Second
 	comeCPU  = 300 * time.Millisecond

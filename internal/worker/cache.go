@@ -1021,9 +1021,15 @@ func (c *warmCache) abort(id pool.ID) {
 	}
 }
 
-// put makes a sandbox idle after its call. A sandbox the pool does not know
-// (retired meanwhile) comes back as a victim to destroy.
-func (c *warmCache) put(inst *instance) []*instance {
+// put makes a sandbox idle after its call and, if size is positive,
+// charges it that: its memory as the call left it, which the pause
+// measures again. Both before any waiting request looks: charged its
+// start charge or its call's growth, a sandbox that will pause at a
+// fraction of it would be the first evicted for a request in a burst,
+// to free memory it does not hold. It returns the sandboxes to destroy:
+// inst itself if the pool does not know it (retired meanwhile), or
+// those evicted if it is charged more than before.
+func (c *warmCache) put(inst *instance, size int64) []*instance {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	id, ok := c.ids[inst]
@@ -1034,9 +1040,17 @@ func (c *warmCache) put(inst *instance) []*instance {
 		c.w.log.Warn("releasing sandbox", "sandbox", inst.id, "err", err)
 		return nil
 	}
+	var victims []*instance
+	if size > 0 {
+		ids, err := c.e.Resize(id, size)
+		if err != nil {
+			c.w.log.Warn("resizing sandbox", "sandbox", inst.id, "err", err)
+		}
+		victims = c.detachLocked(ids)
+	}
 	c.signalLocked()
 	c.kick()
-	return nil
+	return victims
 }
 
 // warm adds a pre-warmed, idle sandbox. It reports false if the pool has no

@@ -60,7 +60,7 @@ func fakeStart(t testing.TB, c *warmCache, fn registry.Function) *instance {
 func fakePark(t testing.TB, c *warmCache, inst *instance, size int64) []*instance {
 	t.Helper()
 	inst.markIdle()
-	if v := c.put(inst); len(v) != 0 {
+	if v := c.put(inst, 0); len(v) != 0 {
 		t.Fatalf("put %s: victims %v", inst.id, v)
 	}
 	return c.resize(inst, size)
@@ -196,6 +196,53 @@ func TestCacheQueueGetsReleasedSandbox(t *testing.T) {
 	}
 }
 
+// TestCacheReleaseChargesMeasured checks that a sandbox released in a
+// burst is charged what it holds before a waiting request looks: the
+// request then fits beside it and evicts nothing. Charged its start
+// charge until its pause, as before, it was the first one evicted.
+func TestCacheReleaseChargesMeasured(t *testing.T) {
+	c := newTestCache(t, 210*mib, PoolConfig{OnDrop: DropQueue, DropWait: 5 * time.Second})
+	a := fakeStart(t, c, testFn("a", 100))
+	fakeStart(t, c, testFn("b", 100))
+	done := make(chan error, 1)
+	go func() {
+		inst, id, err := c.take(context.Background(), testFn("c", 100))
+		if err == nil && (inst != nil || id == 0) {
+			err = fmt.Errorf("take c: %v %v, want a reservation", inst, id)
+		}
+		done <- err
+	}()
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		c.mu.Lock()
+		n := c.waiting
+		c.mu.Unlock()
+		if n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("c never queued")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	a.markIdle()
+	if v := c.put(a, 5*mib); len(v) != 0 {
+		t.Fatalf("put a: victims %v", v)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("c not admitted after a's release")
+	}
+	st := c.stats()[0]
+	if _, ok := c.ids[a]; !ok || st.Evictions != 0 || st.Used != (5+100+100)*mib {
+		t.Errorf("a cached: %v; stats %+v, want no eviction and 205 MB used", ok, st)
+	}
+}
+
 func TestCacheRetireAndForget(t *testing.T) {
 	c := newTestCache(t, 1000*mib, PoolConfig{})
 	f := testFn("a", 128)
@@ -212,7 +259,7 @@ func TestCacheRetireAndForget(t *testing.T) {
 		t.Errorf("after retire and forget: %+v", st)
 	}
 	// A sandbox unknown to the pool comes back from put to be destroyed.
-	if v := c.put(busy); len(v) != 1 || v[0] != busy {
+	if v := c.put(busy, 0); len(v) != 1 || v[0] != busy {
 		t.Errorf("put of a forgotten sandbox: %v", v)
 	}
 }
@@ -310,7 +357,7 @@ func BenchmarkCacheWarmCycle(b *testing.B) {
 			b.Fatalf("take: %v %v", inst, err)
 		}
 		inst.markIdle()
-		c.put(inst)
+		c.put(inst, 0)
 	}
 }
 

@@ -947,8 +947,12 @@ func (w *Worker) release(inst *instance) {
 		return
 	}
 	w.cache.learn(inst) // before markIdle: an idle sandbox may be dropped, its group cleaned
+	size, err := inst.group.MemoryUsage()
+	if err != nil {
+		size = 0 // charged as it was until the pause measures it
+	}
 	inst.markIdle()
-	victims := w.cache.put(inst)
+	victims := w.cache.put(inst, int64(size))
 	w.destroyAsync(victims)
 	w.park(inst, w.cfg.FreezeDelay)
 }

@@ -71,6 +71,10 @@ type StartCharge struct {
 	// is charged what it held when paused, and its call's growth on top
 	// of that. 0 before the first peak.
 	Grown int64 `json:"grown_bytes,omitempty"`
+	// GrowthMs is the mean time from the start of a call whose growth
+	// was charged to the last such charge (0: none seen). In a burst it
+	// comes late: the calls touch their memory while sharing the CPUs.
+	GrowthMs float64 `json:"growth_ms,omitempty"`
 }
 
 // Tiers says which cache tiers are on; each can be switched off so that

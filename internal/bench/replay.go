@@ -151,6 +151,12 @@ type ReplayOptions struct {
 	// OutDir, if set, receives each run's CSV and plots and the memory
 	// plots.
 	OutDir string
+	// PoolEvents also writes, for each run that keeps sandboxes warm,
+	// every change to its warm pool's sandboxes (pool.Event) to
+	// pool-live.csv beside its calls.csv, and with Sim the simulator's
+	// to pool-sim.csv: where the two part shows why their cold starts
+	// differ. It needs OutDir.
+	PoolEvents bool
 	// Out receives the tables; Progress, if set, progress bars and notes.
 	Out, Progress io.Writer
 }
@@ -307,6 +313,9 @@ func Replay(ctx context.Context, o ReplayOptions) (*ReplayReport, error) {
 	if o.Configs == nil {
 		o.Configs = ReplayConfigs()[:3]
 	}
+	if o.PoolEvents && o.OutDir == "" {
+		return nil, errors.New("replay bench: pool events need an output dir")
+	}
 	if o.Out == nil {
 		o.Out = io.Discard
 	}
@@ -375,6 +384,18 @@ func Replay(ctx context.Context, o ReplayOptions) (*ReplayReport, error) {
 					flags = append(flags, f)
 				}
 			}
+			runDir := filepath.Join(o.OutDir, fmt.Sprintf("rep%d", r), c.Name)
+			events := o.PoolEvents && warmCached(c)
+			if events {
+				if err := os.MkdirAll(runDir, 0o755); err != nil {
+					return rep, err
+				}
+				abs, err := filepath.Abs(filepath.Join(runDir, "pool-live.csv"))
+				if err != nil {
+					return rep, err
+				}
+				flags = append(flags, "--pool-events="+abs)
+			}
 			if o.Progress != nil {
 				fmt.Fprintf(o.Progress, "repetition %d/%d, %s: hearth up %s\n", r, o.Repeat, c.Name, strings.Join(flags, " "))
 			}
@@ -389,12 +410,16 @@ func Replay(ctx context.Context, o ReplayOptions) (*ReplayReport, error) {
 				fmt.Fprintf(o.Out, "  warning: the worker did not stop cleanly: %s\n", lastLine(run.StopErr.Error()))
 			}
 			if o.OutDir != "" {
-				if err := writeReplay(filepath.Join(o.OutDir, fmt.Sprintf("rep%d", r), c.Name), run.Result); err != nil {
+				if err := writeReplay(runDir, run.Result); err != nil {
 					return rep, err
 				}
 			}
 			if o.Sim && warmCached(c) {
-				if run.Sim, err = simulateRun(ctx, plan, run, o.WarmBudgetMB); err != nil {
+				var simEvents string
+				if events {
+					simEvents = filepath.Join(runDir, "pool-sim.csv")
+				}
+				if run.Sim, err = simulateRun(ctx, plan, run, o.WarmBudgetMB, simEvents); err != nil {
 					return rep, fmt.Errorf("repetition %d, config %s: simulating: %w", r, c.Name, err)
 				}
 			}

@@ -21,6 +21,7 @@ import (
 	"gonum.org/v1/plot/vg"
 
 	"github.com/hearth-run/hearth/internal/client"
+	"github.com/hearth-run/hearth/internal/pool"
 	"github.com/hearth-run/hearth/internal/pool/policy"
 	"github.com/hearth-run/hearth/internal/replay"
 	"github.com/hearth-run/hearth/internal/sim"
@@ -160,9 +161,11 @@ func (r *ReplayRun) zygoteStats() (mean, peak float64) {
 // the run, and delayed on a non-warm start by its mean measured start
 // time over the run's non-warm starts: the worker's init_ms, and its
 // turn_wait_ms, the wait for a turn to start, which the worker spends
-// holding the start's room in the pool (the simulator has no turns). A warm
-// call is charged, while it runs, what the worker charges a call that
-// grows to its function's peak (StartCharge.Grown). Under pool_charge
+// holding the start's room in the pool (the simulator has no turns). A
+// call is charged, from as far into it as the worker's growth charges
+// came on average (StartCharge.GrowthMs) to its end, what the worker
+// charges a call that grows to its function's peak (StartCharge.Grown).
+// Under pool_charge
 // peak, the functions with the same packages are kin (sim.Func.Kin): the
 // worker charges a new function like them. Not the
 // response time: that includes the wait for memory, which the simulator
@@ -212,6 +215,7 @@ func SimInputs(plan *replay.Plan, run *ReplayRun) []sim.Func {
 			if sc.Function == f.Name && sc.Peak > 0 {
 				out[i].Start = max(out[i].Start, sc.Start)
 				out[i].Busy = max(out[i].Busy, sc.Grown)
+				out[i].GrowAt = max(out[i].GrowAt, time.Duration(sc.GrowthMs*float64(time.Millisecond)))
 			}
 		}
 		switch {
@@ -236,7 +240,9 @@ const workerDropWait = 10 * time.Second
 // calls arrive at their wall-clock times and hold their sandbox for the
 // run time the worker measured (the requested execution time for a call
 // that failed), plus, on a non-warm start, the start time (SimInputs).
-func simulateRun(ctx context.Context, plan *replay.Plan, run *ReplayRun, budgetMB int) (*sim.Result, error) {
+// With events set, the pool's events go to that file (pool.EventWriter),
+// with the revision column empty.
+func simulateRun(ctx context.Context, plan *replay.Plan, run *ReplayRun, budgetMB int, events string) (res *sim.Result, err error) {
 	if budgetMB <= 0 {
 		return nil, nil
 	}
@@ -255,12 +261,26 @@ func simulateRun(ctx context.Context, plan *replay.Plan, run *ReplayRun, budgetM
 	if err != nil {
 		return nil, err
 	}
-	res, err := sim.Run(ctx, wl, sim.Config{Policy: "lru", NewPolicy: np, Memory: int64(budgetMB) << 20,
-		PerFunc: true, SampleEvery: -1, Queue: workerDropWait, PassLimit: run.Config.PassLimit, PassHold: worker.PassHold, BusyAfter: run.GrowthEvery})
+	cfg := sim.Config{Policy: "lru", NewPolicy: np, Memory: int64(budgetMB) << 20,
+		PerFunc: true, SampleEvery: -1, Queue: workerDropWait, PassLimit: run.Config.PassLimit, PassHold: worker.PassHold, BusyAfter: run.GrowthEvery}
+	if events != "" {
+		f, err := os.Create(events)
+		if err != nil {
+			return nil, err
+		}
+		ew := pool.NewEventWriter(f)
+		defer func() {
+			if cerr := errors.Join(ew.Flush(), f.Close()); cerr != nil && err == nil {
+				err = fmt.Errorf("simulator's pool events: %w", cerr)
+			}
+		}()
+		cfg.Observe = func(ev pool.Event) { ew.Write(ev, plan.Funcs[ev.Fn].Name, "") }
+	}
+	r, err := sim.Run(ctx, wl, cfg)
 	if err != nil {
 		return nil, err
 	}
-	return &res, nil
+	return &r, nil
 }
 
 // SimTable prints the simulator's non-warm starts (misses) against the
@@ -278,7 +298,7 @@ func (r *ReplayReport) SimTable(w io.Writer) error {
 	if len(simmed) == 0 {
 		return nil
 	}
-	fmt.Fprintf(w, "=== Simulator (internal/sim: LRU, one unified %d MB pool; a new sandbox charged its declared memory, or once a call of its function (else of one with its packages) has ended the start charge its worker learned (pool_charge: peak), until its first call ends, then its paused memory measured in the run, and a warm call that runs past the worker's growth sampling period its function's peak with the worker's growth slack; calls held for their measured run time, non-warm starts for their measured start time and wait for a turn besides; a call with no room waits up to 10 s for one, as the worker's do) vs live ===\n\n", r.BudgetMB)
+	fmt.Fprintf(w, "=== Simulator (internal/sim: LRU, one unified %d MB pool; a new sandbox charged its declared memory, or once a call of its function (else of one with its packages) has ended the start charge its worker learned (pool_charge: peak), until its first call ends, then its paused memory measured in the run, and a call, from as far into it as the worker's growth charges came on average, its function's peak with the worker's growth slack; calls held for their measured run time, non-warm starts for their measured start time and wait for a turn besides; a call with no room waits up to 10 s for one, as the worker's do) vs live ===\n\n", r.BudgetMB)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "config\trep\tlive non-warm\tsim misses\tsim - live\tlive evictions\tsim evictions\tlive drops\tsim drops\tlive growth charges\tsim growth charges\t")
 	for _, k := range simmed {

@@ -317,6 +317,7 @@ the same calls, given the start costs and paused memory the run measured.`,
 	f.DurationVar(&o.SampleEvery, "sample-every", 2*time.Second, "period of the status reads for the paused sandboxes' memory")
 	f.BoolVar(&o.Sim, "sim", true, "also run each run's workload in the simulator with its measured start costs and paused memory, and compare")
 	f.StringVar(&o.OutDir, "out", "", "`dir` for each run's calls.csv and plots, memory.csv and the paused-memory plots (default: none)")
+	f.BoolVar(&o.PoolEvents, "pool-events", false, "also write each run's warm pool events (admit, hit, release, resize, evict, expire, remove) to pool-live.csv under --out, and the simulator's to pool-sim.csv, to see where they part")
 	f.StringVar(&o.Base, "base", "", "base image (default: DATA_DIR/base)")
 	f.StringVar(&dataDir, "data-dir", image.DefaultDataDir, "data directory holding the base image")
 	return cmd

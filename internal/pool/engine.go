@@ -45,6 +45,10 @@ type Config struct {
 	// NewPolicy returns a fresh policy; it is called once per partition so
 	// each partition has its own clock and state. Required.
 	NewPolicy func() Policy
+	// Observe, if not nil, is told of every change to a container, in
+	// order, from inside the Engine's method that made it; it must not
+	// call the Engine.
+	Observe func(Event)
 }
 
 // Stats describes one partition.
@@ -90,6 +94,9 @@ type Engine struct {
 
 	out   []ID // returned by Admit, Resize, Expire
 	outFn []Fn // returned by Prewarm
+
+	observe func(Event)   // Config.Observe
+	clock   time.Duration // the last now given, for Events
 }
 
 type part struct {
@@ -142,7 +149,7 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.NewPolicy == nil {
 		return nil, fmt.Errorf("no policy: %w", ErrConfig)
 	}
-	e := &Engine{borrow: cfg.Borrow, oversize: cfg.Oversize}
+	e := &Engine{borrow: cfg.Borrow, oversize: cfg.Oversize, observe: cfg.Observe}
 	e.exp.pos = &e.expPos
 	e.pw.pos = &e.pwPos
 	for i, p := range cfg.Partitions {
@@ -463,6 +470,10 @@ func (e *Engine) Acquire(fn Fn, now time.Duration) (ID, bool) {
 	f.busy++
 	f.busySize += c.size
 	cp.st.Hits++
+	if e.observe != nil {
+		e.clock = now
+		e.emit(OpHit, slot, e.Used())
+	}
 	return e.id(slot), true
 }
 
@@ -478,6 +489,7 @@ func (e *Engine) Admit(fn Fn, now time.Duration) (ID, []ID, error) {
 		return 0, nil, err
 	}
 	e.out = e.out[:0]
+	e.clock = now
 	pi := f.part
 	p := &e.parts[pi]
 	lender, ok := e.makeRoom(pi, f.charge(), e.borrow || f.over, false)
@@ -494,6 +506,9 @@ func (e *Engine) Admit(fn Fn, now time.Duration) (ID, []ID, error) {
 	f.busy++
 	f.busySize += c.size
 	p.st.Misses++
+	if e.observe != nil {
+		e.emit(OpAdmit, slot, e.Used())
+	}
 	return e.id(slot), e.out, nil
 }
 
@@ -519,6 +534,10 @@ func (e *Engine) Warm(fn Fn, now time.Duration) (ID, error) {
 	slot := e.create(fn, f, pi, -1)
 	e.idleAt(slot, &e.cs[slot], now, keep)
 	p.st.Prewarms++
+	if e.observe != nil {
+		e.clock = now
+		e.emit(OpWarm, slot, e.Used())
+	}
 	return e.id(slot), nil
 }
 
@@ -540,6 +559,10 @@ func (e *Engine) Release(id ID, now time.Duration) error {
 	}
 	p := &e.parts[c.part]
 	e.idleAt(slot, c, now, p.pol.KeepAlive(c.fn, now))
+	if e.observe != nil {
+		e.clock = now
+		e.emit(OpRelease, slot, e.Used())
+	}
 	if at, keep, ok := p.pol.Prewarm(c.fn, now); ok {
 		fi := int32(c.fn)
 		if e.pw.has(fi) {
@@ -564,20 +587,21 @@ func (e *Engine) Remove(id ID) error {
 		e.fns[c.fn].busySize -= c.size
 	}
 	e.parts[c.part].st.Removed++
-	e.drop(slot)
+	e.dropAs(OpRemove, slot)
 	return nil
 }
 
-// Resize sets a container's accounted size to its measured usage. Growth
-// may evict idle containers of its partition (returned, to be killed) and,
-// with Borrow, take spare memory of another partition. Memory in use cannot
-// be refused, so if that is not enough the partition stays over capacity
-// until containers go away; Stats shows it.
-func (e *Engine) Resize(id ID, size int64) ([]ID, error) {
+// Resize sets a container's accounted size to its measured usage at now.
+// Growth may evict idle containers of its partition (returned, to be
+// killed) and, with Borrow, take spare memory of another partition.
+// Memory in use cannot be refused, so if that is not enough the
+// partition stays over capacity until containers go away; Stats shows it.
+func (e *Engine) Resize(id ID, size int64, now time.Duration) ([]ID, error) {
 	slot, c, err := e.lookup(id)
 	if err != nil {
 		return nil, err
 	}
+	e.clock = now
 	if size <= 0 {
 		return nil, fmt.Errorf("resizing container %#x to %d bytes: %w", id, size, ErrConfig)
 	}
@@ -600,6 +624,9 @@ func (e *Engine) Resize(id ID, size int64) ([]ID, error) {
 			p.idleOwn -= shrink
 		}
 		c.size = size
+		if e.observe != nil {
+			e.emit(OpResize, slot, e.Used())
+		}
 		return e.out, nil
 	}
 	// Take the container out of the idle heap while making room so it does
@@ -637,6 +664,9 @@ func (e *Engine) Resize(id ID, size int64) ([]ID, error) {
 		p.idle.push(slot, key.key, key.seq)
 		p.idleOwn += c.size - c.borrowed
 	}
+	if e.observe != nil {
+		e.emit(OpResize, slot, e.Used())
+	}
 	return e.out, nil
 }
 
@@ -648,6 +678,7 @@ func (e *Engine) Resize(id ID, size int64) ([]ID, error) {
 // count dead-weight containers as warm capacity.
 func (e *Engine) Expire(now time.Duration) []ID {
 	e.out = e.out[:0]
+	e.clock = now
 	for e.exp.len() > 0 {
 		h := e.exp.min()
 		if time.Duration(h.key) > now {
@@ -656,7 +687,7 @@ func (e *Engine) Expire(now time.Duration) []ID {
 		c := &e.cs[h.slot]
 		e.parts[c.part].st.Expirations++
 		e.out = append(e.out, e.id(h.slot))
-		e.drop(h.slot)
+		e.dropAs(OpExpire, h.slot)
 	}
 	return e.out
 }
@@ -828,7 +859,7 @@ func (e *Engine) evictMin(p *part) {
 	p.clock = p.pol.Evicted(h.key, p.clock)
 	p.st.Evictions++
 	e.out = append(e.out, e.id(h.slot))
-	e.drop(h.slot)
+	e.dropAs(OpEvict, h.slot)
 }
 
 func (e *Engine) evictAll(p *part) {
@@ -882,7 +913,7 @@ func (e *Engine) reclaim(pi int32, need int64) {
 		vq.clock = vq.pol.Evicted(victim.key, vq.clock)
 		vq.st.Evictions++
 		e.out = append(e.out, e.id(victim.slot))
-		e.drop(victim.slot)
+		e.dropAs(OpEvict, victim.slot)
 	}
 }
 
@@ -973,6 +1004,18 @@ func (e *Engine) unidle(slot int32, c *ctr, p *part) {
 		e.cs[c.next].prev = c.prev
 	}
 	c.prev, c.next = -1, -1
+}
+
+// dropAs drops a container and tells the observer why.
+func (e *Engine) dropAs(op Op, slot int32) {
+	if e.observe == nil {
+		e.drop(slot)
+		return
+	}
+	c := &e.cs[slot]
+	used := e.Used() - c.size
+	e.emit(op, slot, used)
+	e.drop(slot)
 }
 
 // drop removes a container from every structure and frees its slot.

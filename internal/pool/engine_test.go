@@ -108,7 +108,7 @@ func TestFuncErrors(t *testing.T) {
 		if err := e.Remove(id); !errors.Is(err, pool.ErrNotFound) {
 			t.Fatalf("Remove(%#x): %v", id, err)
 		}
-		if _, err := e.Resize(id, mb); !errors.Is(err, pool.ErrNotFound) {
+		if _, err := e.Resize(id, mb, 0); !errors.Is(err, pool.ErrNotFound) {
 			t.Fatalf("Resize(%#x): %v", id, err)
 		}
 	}
@@ -201,7 +201,7 @@ func TestResize(t *testing.T) {
 	e.Release(ib, 1)
 	e.Release(ic, 2)
 	// a grows from 2 to 6 MB: used 12 > 10, so the LRU idle b goes.
-	ev, err := e.Resize(ia, 6*mb)
+	ev, err := e.Resize(ia, 6*mb, 0)
 	if err != nil || !slices.Equal(ev, []pool.ID{ib}) {
 		t.Fatalf("Resize grow = %v, %v; want [%v]", ev, err, ib)
 	}
@@ -210,7 +210,7 @@ func TestResize(t *testing.T) {
 	}
 	// Growing the idle c past capacity evicts nothing else (only busy a is
 	// left) and overcommits.
-	if ev, err := e.Resize(ic, 5*mb); err != nil || len(ev) != 0 {
+	if ev, err := e.Resize(ic, 5*mb, 0); err != nil || len(ev) != 0 {
 		t.Fatalf("Resize overcommit = %v, %v", ev, err)
 	}
 	if s := e.Stats(0); s.Used != 11*mb || s.Idle != 5*mb {
@@ -223,13 +223,13 @@ func TestResize(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Shrinking gives it back.
-	if _, err := e.Resize(ia, 1*mb); err != nil {
+	if _, err := e.Resize(ia, 1*mb, 0); err != nil {
 		t.Fatal(err)
 	}
 	if err := e.Check(false); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.Resize(ia, 0); !errors.Is(err, pool.ErrConfig) {
+	if _, err := e.Resize(ia, 0, 0); !errors.Is(err, pool.ErrConfig) {
 		t.Fatalf("Resize to 0: %v", err)
 	}
 }
@@ -424,11 +424,11 @@ func TestUsage(t *testing.T) {
 	e.Admit(b, 2)
 	want(a, pool.Usage{Containers: 2, Busy: 2, BusySize: 20 * mb})
 	want(b, pool.Usage{Containers: 1, Busy: 1, BusySize: 20 * mb})
-	e.Resize(i1, 4*mb)
+	e.Resize(i1, 4*mb, 0)
 	want(a, pool.Usage{Containers: 2, Busy: 2, BusySize: 14 * mb})
 	e.Release(i1, 3)
 	want(a, pool.Usage{Containers: 2, Busy: 1, BusySize: 10 * mb})
-	e.Resize(i1, 2*mb) // idle: no busy bytes change
+	e.Resize(i1, 2*mb, 0) // idle: no busy bytes change
 	want(a, pool.Usage{Containers: 2, Busy: 1, BusySize: 10 * mb})
 	if id, ok := e.Acquire(a, 4); !ok || id != i1 {
 		t.Fatalf("Acquire: %v %v", id, ok)

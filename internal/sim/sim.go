@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -55,6 +56,10 @@ type Config struct {
 	Memory    int64              // pool memory in bytes
 	Split     Split              // zero value means unified
 	Borrow    bool               // see pool.Config.Borrow
+	// Observe, if not nil, is told of every change to a container (see
+	// pool.Config.Observe), with the simulated time; an Event's Fn is
+	// its function's index in Workload.Funcs.
+	Observe func(pool.Event)
 	// SmallMax classifies functions as small (size <= SmallMax) or large
 	// for the split metrics; 0 means DefaultThreshold.
 	SmallMax int64
@@ -167,12 +172,16 @@ type Result struct {
 // marks a container's first invocation, after which it is charged its
 // function's Paused size; idle, if positive, is the size a container
 // grown to its function's Busy size for the invocation goes back to.
+// With grow set it is instead when invocation call of the container is
+// charged its growth (Func.GrowAt).
 type completion struct {
 	end   time.Duration
 	id    pool.ID
 	fn    int32
 	first bool
+	grow  bool
 	idle  int64
+	call  uint64
 }
 
 // compHeap is a min-heap of completions by end time.
@@ -244,7 +253,7 @@ func Run(ctx context.Context, w Workload, cfg Config) (Result, error) {
 	if err != nil {
 		return Result{}, fmt.Errorf("split %q: %w", sp.Name, err)
 	}
-	e, err := pool.New(pool.Config{Partitions: parts, Borrow: cfg.Borrow, NewPolicy: cfg.NewPolicy})
+	e, err := pool.New(pool.Config{Partitions: parts, Borrow: cfg.Borrow, NewPolicy: cfg.NewPolicy, Observe: cfg.Observe})
 	if err != nil {
 		return Result{}, fmt.Errorf("creating pool: %w", err)
 	}
@@ -259,6 +268,7 @@ func Run(ctx context.Context, w Workload, cfg Config) (Result, error) {
 	kin := map[int32][]int{}   // functions by Func.Kin
 	kinStart := map[int32]int64{}
 	cold := make([]time.Duration, n)
+	grows := false // some container may grow past the pool (Func.Busy)
 	for i, f := range w.Funcs {
 		if f.Paused < 0 {
 			return Result{}, fmt.Errorf("function %d: paused size %d bytes: %w", i, f.Paused, ErrConfig)
@@ -272,6 +282,10 @@ func Run(ctx context.Context, w Workload, cfg Config) (Result, error) {
 		if f.Busy < 0 {
 			return Result{}, fmt.Errorf("function %d: busy size %d bytes: %w", i, f.Busy, ErrConfig)
 		}
+		if f.GrowAt < 0 {
+			return Result{}, fmt.Errorf("function %d: growth at %v: %w", i, f.GrowAt, ErrConfig)
+		}
+		grows = grows || f.Busy > 0
 		if f.Kin > 0 {
 			kin[f.Kin] = append(kin[f.Kin], i)
 		}
@@ -323,20 +337,46 @@ func Run(ctx context.Context, w Workload, cfg Config) (Result, error) {
 	// when the invocation ends (0: unchanged). (The live worker also lets
 	// a call grow by a slack before it charges it; a paused sandbox,
 	// measured, is far smaller than its calls' peaks.)
-	grow := func(id pool.ID, fi int32, exec time.Duration) (int64, error) {
+	grow := func(id pool.ID, fi int32, now time.Duration) (int64, error) {
 		busy := w.Funcs[fi].Busy
-		if busy <= 0 || exec < cfg.BusyAfter {
-			return 0, nil
-		}
 		size, err := e.Size(id)
 		if err != nil || busy <= size {
 			return 0, err
 		}
-		if _, err := e.Resize(id, busy); err != nil {
+		if _, err := e.Resize(id, busy, now); err != nil {
 			return 0, err
 		}
 		res.Growths++
 		return size, nil
+	}
+	// Invocations whose growth is charged later (Func.GrowAt): the call
+	// each container of them serves, and the size a grown one goes back
+	// to at its end.
+	var calls uint64
+	growing := map[pool.ID]uint64{}
+	grownFrom := map[pool.ID]int64{}
+	// run holds container id for an invocation of fi whose handler runs
+	// from from to end, and charges its growth at once or schedules it.
+	run := func(id pool.ID, fi int32, from, end time.Duration, first bool) error {
+		f := &w.Funcs[fi]
+		after := cmp.Or(f.GrowAt, cfg.BusyAfter)
+		if f.Busy <= 0 || end-from < after {
+			comp.push(completion{end: end, id: id, fn: fi, first: first})
+			return nil
+		}
+		if f.GrowAt <= 0 {
+			idle, err := grow(id, fi, from)
+			if err != nil {
+				return err
+			}
+			comp.push(completion{end: end, id: id, fn: fi, first: first, idle: idle})
+			return nil
+		}
+		calls++
+		growing[id] = calls
+		comp.push(completion{end: from + after, id: id, fn: fi, grow: true, call: calls})
+		comp.push(completion{end: end, id: id, fn: fi, first: first, call: calls})
+		return nil
 	}
 	// passed reports whether waiter wt holds the later ones in its
 	// partition back at now (Config.PassLimit): not once its wait has
@@ -408,11 +448,9 @@ func Run(ctx context.Context, w Workload, cfg Config) (Result, error) {
 			}
 			c.WarmTime += wt.exec
 			pf.WarmTime += wt.exec
-			idle, err := grow(id, wt.fn, wt.exec)
-			if err != nil {
+			if err := run(id, wt.fn, end-wt.exec, end, !ok); err != nil {
 				return fmt.Errorf("growing at %v: %w", now, err)
 			}
-			comp.push(completion{end: end, id: id, fn: wt.fn, first: !ok, idle: idle})
 			if u := e.Used(); u > res.PeakUsed {
 				res.PeakUsed = u
 			}
@@ -451,16 +489,37 @@ func Run(ctx context.Context, w Workload, cfg Config) (Result, error) {
 				return nil
 			case 1:
 				c := comp.pop()
+				if c.grow {
+					if growing[c.id] != c.call {
+						break // ended first (a growth at its very end)
+					}
+					idle, err := grow(c.id, c.fn, c.end)
+					if err != nil {
+						return fmt.Errorf("growing at %v: %w", c.end, err)
+					}
+					if idle > 0 {
+						grownFrom[c.id] = idle
+					}
+					if u := e.Used(); u > res.PeakUsed {
+						res.PeakUsed = u
+					}
+					break
+				}
 				if err := e.Release(c.id, c.end); err != nil {
 					return fmt.Errorf("releasing at %v: %w", c.end, err)
 				}
 				f := &w.Funcs[c.fn]
 				back := c.idle
+				if c.call != 0 {
+					back = grownFrom[c.id]
+					delete(grownFrom, c.id)
+					delete(growing, c.id)
+				}
 				if (c.first || back > 0) && f.Paused > 0 {
 					back = f.Paused
 				}
 				if back > 0 {
-					if _, err := e.Resize(c.id, back); err != nil {
+					if _, err := e.Resize(c.id, back, c.end); err != nil {
 						return fmt.Errorf("resizing at %v: %w", c.end, err)
 					}
 				}
@@ -499,7 +558,7 @@ func Run(ctx context.Context, w Workload, cfg Config) (Result, error) {
 				sample(next)
 			}
 			if cfg.Check {
-				if err := check(e, &res); err != nil {
+				if err := check(e, &res, grows); err != nil {
 					return fmt.Errorf("at %v: %w", next, err)
 				}
 			}
@@ -558,18 +617,14 @@ func Run(ctx context.Context, w Workload, cfg Config) (Result, error) {
 		}
 		c.WarmTime += inv.Exec
 		pf.WarmTime += inv.Exec
-		{
-			idle, err := grow(id, fi, inv.Exec)
-			if err != nil {
-				return Result{}, fmt.Errorf("growing at %v: %w", t, err)
-			}
-			comp.push(completion{end: end, id: id, fn: fi, first: !ok, idle: idle})
+		if err := run(id, fi, end-inv.Exec, end, !ok); err != nil {
+			return Result{}, fmt.Errorf("growing at %v: %w", t, err)
 		}
 		if u := e.Used(); u > res.PeakUsed {
 			res.PeakUsed = u
 		}
 		if cfg.Check {
-			if err := check(e, &res); err != nil {
+			if err := check(e, &res, grows); err != nil {
 				return Result{}, fmt.Errorf("at %v: %w", t, err)
 			}
 		}
@@ -634,15 +689,19 @@ func Run(ctx context.Context, w Workload, cfg Config) (Result, error) {
 
 // check verifies the pool's invariants cheaply on every event and fully
 // every 4096 events.
-func check(e *pool.Engine, res *Result) error {
+// check verifies the engine's invariants. With over set, a partition
+// may hold more than its capacity: a container grown in an invocation
+// (Func.Busy) is charged its growth whether or not idle ones can make
+// room, as memory in use cannot be refused.
+func check(e *pool.Engine, res *Result, over bool) error {
 	for i := range e.Partitions() {
-		if s := e.Stats(i); s.Used > s.Capacity {
+		if s := e.Stats(i); s.Used > s.Capacity && !over {
 			return fmt.Errorf("partition %d uses %d of %d bytes", i, s.Used, s.Capacity)
 		}
 	}
 	res.checks++
 	if res.checks%4096 == 0 {
-		return e.Check(false)
+		return e.Check(over)
 	}
 	return nil
 }

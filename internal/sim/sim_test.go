@@ -618,6 +618,52 @@ func TestBusySize(t *testing.T) {
 	}
 }
 
+// TestGrowAt checks Func.GrowAt: f0's call (from 20 ms, 200 ms long) is
+// charged its 60 MiB Busy only 50 ms in, so f1's container, idle at 50
+// MiB since 10 ms, is still there for f1's call at 60 ms, which then
+// holds it past the growth (the pool runs over until f1's call ends).
+// Charged from the start, the growth evicts it at 20 ms, and f1's call
+// finds no room. A call shorter than GrowAt is not charged at all.
+func TestGrowAt(t *testing.T) {
+	ms := time.Millisecond
+	invs := []trace.Invocation{
+		{Func: 1, At: 0, Exec: 10 * ms}, {Func: 0, At: 20 * ms, Exec: 200 * ms},
+		{Func: 1, At: 60 * ms, Exec: 100 * ms}, {Func: 0, At: 300 * ms, Exec: 30 * ms},
+	}
+	for _, tc := range []struct {
+		name            string
+		at              time.Duration
+		f1miss, f1drop  uint64
+		evicts, growths uint64
+		growthAt        time.Duration // of f0's first
+	}{
+		{"late", 50 * ms, 1, 0, 0, 1, 70 * ms},
+		// f1's second call finds no room beside f0's grown container.
+		{"at once", 0, 1, 1, 1, 2, 20 * ms},
+	} {
+		var grewAt []time.Duration
+		cfg := Config{Memory: 100 * MiB, PerFunc: true, Check: true, Observe: func(ev pool.Event) {
+			if ev.Op == pool.OpResize && ev.Fn == 0 && ev.Size == 60*MiB {
+				grewAt = append(grewAt, ev.At)
+			}
+		}}
+		r, err := runLRU(t, []Func{
+			{Size: 10 * MiB, Cold: 0, Paused: 5 * MiB, Busy: 60 * MiB, GrowAt: tc.at},
+			{Size: 50 * MiB, Cold: 0},
+		}, invs, cfg)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if f1 := r.Funcs[1]; f1.Misses != tc.f1miss || f1.Drops != tc.f1drop || r.Evictions != tc.evicts || r.Growths != tc.growths {
+			t.Errorf("%s: f1 %+v, %d evictions, %d growths; want %d misses, %d drops, %d evictions, %d growths",
+				tc.name, f1, r.Evictions, r.Growths, tc.f1miss, tc.f1drop, tc.evicts, tc.growths)
+		}
+		if len(grewAt) == 0 || grewAt[0] != tc.growthAt {
+			t.Errorf("%s: f0 grew at %v, want first at %v", tc.name, grewAt, tc.growthAt)
+		}
+	}
+}
+
 // TestKinStartCharge checks that a function with no invocation of its
 // own ended is charged, once one of its kin's has, its kin's Start: f1
 // fits beside a busy f0 (100 of 150 MiB) at f0's 40 MiB, not at its

@@ -34,6 +34,13 @@ type Func struct {
 	// size or its start charge, and measures it again at the pause, which
 	// for a forked sandbox is a fraction of what its calls take.
 	Busy int64
+	// GrowAt, if positive, is how far into an invocation (its handler's
+	// run, after any start) it is charged Busy, if it runs that long: the
+	// live worker's mean time from a call's start to its last growth
+	// charge, which in a burst comes late (the calls share the CPUs as
+	// they touch their memory). Otherwise an invocation that runs at
+	// least Config.BusyAfter is charged Busy from its start.
+	GrowAt time.Duration
 	// Kin, if positive, groups the functions that need the same
 	// packages: one whose own first invocation has not ended is charged,
 	// once one of its kin's has, the highest Start among those (at most

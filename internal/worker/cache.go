@@ -80,6 +80,10 @@ type PoolConfig struct {
 	// Charge is what a new sandbox is charged until it is paused and
 	// measured: ChargePeak (default) or ChargeDeclared.
 	Charge string `yaml:"pool_charge"`
+	// Events, if set, is a file the pool's events are written to as CSV
+	// (eventLog), until the worker stops: for comparing a live pool with
+	// the simulator's (hearth bench replay --pool-events).
+	Events string `yaml:"pool_events"`
 }
 
 // Charges of a new sandbox (PoolConfig.Charge).
@@ -192,6 +196,10 @@ type fnInfo struct {
 	owner [peakWindow]uint64
 	seq   uint64
 	start int64
+	// grewSum sums, over grewN calls whose growth was charged, how far
+	// into each call the last charge came.
+	grewSum time.Duration
+	grewN   int
 }
 
 // note records the peak of a sandbox after a call: in the slot the
@@ -244,6 +252,7 @@ type warmCache struct {
 	ticket uint64 // the last ticket given
 	gen    uint64 // signalLocked's rounds
 	closed bool
+	log    *eventLog // PoolConfig.Events; nil if off
 
 	loop sync.Once
 	wake chan struct{} // cap 1: the timer loop re-reads its deadline
@@ -271,9 +280,11 @@ func newWarmCache(w *Worker) (*warmCache, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pool partitions: %w", err)
 	}
-	e, err := pool.New(pool.Config{Partitions: parts, Borrow: cfg.Borrow, Oversize: true, NewPolicy: newPol})
-	if err != nil {
-		return nil, fmt.Errorf("pool: %w", err)
+	var log *eventLog
+	if cfg.Events != "" {
+		if log, err = openEventLog(cfg.Events); err != nil {
+			return nil, err
+		}
 	}
 	c := &warmCache{
 		w:       w,
@@ -281,7 +292,7 @@ func newWarmCache(w *Worker) (*warmCache, error) {
 		parts:   parts,
 		names:   poolNames(len(parts)),
 		epoch:   time.Now(),
-		e:       e,
+		log:     log,
 		fns:     make(map[fnKey]pool.Fn),
 		retired: make(map[fnKey]pool.Fn),
 		insts:   make(map[pool.ID]*instance),
@@ -293,6 +304,23 @@ func newWarmCache(w *Worker) (*warmCache, error) {
 		queue:   make(map[uint64]*ticket),
 		wake:    make(chan struct{}, 1),
 		done:    make(chan struct{}),
+	}
+	pc := pool.Config{Partitions: parts, Borrow: cfg.Borrow, Oversize: true, NewPolicy: newPol}
+	if log != nil {
+		pc.Observe = func(ev pool.Event) {
+			if c.log != nil {
+				// The engine stamps a removal with the last time it
+				// was given; the log wants when it happened.
+				ev.At = c.now()
+				c.log.write(ev, c.info[ev.Fn].fnKey)
+			}
+		}
+	}
+	if c.e, err = pool.New(pc); err != nil {
+		if log != nil {
+			log.close()
+		}
+		return nil, fmt.Errorf("pool: %w", err)
 	}
 	w.metrics.Registry.MustRegister(newPoolCollector(c))
 	return c, nil
@@ -997,6 +1025,9 @@ func (c *warmCache) charges() []types.StartCharge {
 		if sc.Peak > 0 {
 			sc.Grown = growthCharge(sc.Peak, max(fi.declared, sc.Peak))
 		}
+		if fi.grewN > 0 {
+			sc.GrowthMs = float64(fi.grewSum/time.Duration(fi.grewN)) / float64(time.Millisecond)
+		}
 		out = append(out, sc)
 	}
 	slices.SortFunc(out, func(a, b types.StartCharge) int {
@@ -1028,13 +1059,21 @@ func (c *warmCache) abort(id pool.ID) {
 // fraction of it would be the first evicted for a request in a burst,
 // to free memory it does not hold. It returns the sandboxes to destroy:
 // inst itself if the pool does not know it (retired meanwhile), or
-// those evicted if it is charged more than before.
-func (c *warmCache) put(inst *instance, size int64) []*instance {
+// those evicted if it is charged more than before. grew, if positive,
+// is how far into the call its growth was last charged, for the status
+// (StartCharge.GrowthMs).
+func (c *warmCache) put(inst *instance, size int64, grew time.Duration) []*instance {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	id, ok := c.ids[inst]
 	if !ok || c.closed {
 		return []*instance{inst}
+	}
+	if grew > 0 {
+		if f, ok := c.fns[fnKey{inst.fn, inst.rev}]; ok {
+			c.info[f].grewSum += grew
+			c.info[f].grewN++
+		}
 	}
 	if err := c.e.Release(id, c.now()); err != nil {
 		c.w.log.Warn("releasing sandbox", "sandbox", inst.id, "err", err)
@@ -1042,7 +1081,7 @@ func (c *warmCache) put(inst *instance, size int64) []*instance {
 	}
 	var victims []*instance
 	if size > 0 {
-		ids, err := c.e.Resize(id, size)
+		ids, err := c.e.Resize(id, size, c.now())
 		if err != nil {
 			c.w.log.Warn("resizing sandbox", "sandbox", inst.id, "err", err)
 		}
@@ -1093,7 +1132,7 @@ func (c *warmCache) resize(inst *instance, size int64) []*instance {
 			return nil
 		}
 	}
-	victims, err := c.e.Resize(id, size)
+	victims, err := c.e.Resize(id, size, c.now())
 	if err != nil {
 		c.w.log.Warn("resizing sandbox", "sandbox", inst.id, "err", err)
 		return nil
@@ -1130,7 +1169,7 @@ func (c *warmCache) grow(inst *instance, usage int64) (victims []*instance, char
 		return nil, size, false
 	}
 	charge = growthCharge(usage, limit)
-	ids, err := c.e.Resize(id, charge)
+	ids, err := c.e.Resize(id, charge, c.now())
 	if err != nil {
 		c.w.log.Warn("charging a sandbox's growth", "sandbox", inst.id, "err", err)
 		return nil, size, false
@@ -1246,4 +1285,12 @@ func (c *warmCache) close() {
 	c.mu.Unlock()
 	close(c.done)
 	c.wg.Wait()
+	c.mu.Lock()
+	if c.log != nil {
+		if err := c.log.close(); err != nil {
+			c.w.log.Warn("warm pool", "err", err)
+		}
+		c.log = nil
+	}
+	c.mu.Unlock()
 }

@@ -60,7 +60,7 @@ func fakeStart(t testing.TB, c *warmCache, fn registry.Function) *instance {
 func fakePark(t testing.TB, c *warmCache, inst *instance, size int64) []*instance {
 	t.Helper()
 	inst.markIdle()
-	if v := c.put(inst, 0); len(v) != 0 {
+	if v := c.put(inst, 0, 0); len(v) != 0 {
 		t.Fatalf("put %s: victims %v", inst.id, v)
 	}
 	return c.resize(inst, size)
@@ -226,7 +226,7 @@ func TestCacheReleaseChargesMeasured(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 	a.markIdle()
-	if v := c.put(a, 5*mib); len(v) != 0 {
+	if v := c.put(a, 5*mib, 0); len(v) != 0 {
 		t.Fatalf("put a: victims %v", v)
 	}
 	select {
@@ -259,7 +259,7 @@ func TestCacheRetireAndForget(t *testing.T) {
 		t.Errorf("after retire and forget: %+v", st)
 	}
 	// A sandbox unknown to the pool comes back from put to be destroyed.
-	if v := c.put(busy, 0); len(v) != 1 || v[0] != busy {
+	if v := c.put(busy, 0, 0); len(v) != 1 || v[0] != busy {
 		t.Errorf("put of a forgotten sandbox: %v", v)
 	}
 }
@@ -357,7 +357,7 @@ func BenchmarkCacheWarmCycle(b *testing.B) {
 			b.Fatalf("take: %v %v", inst, err)
 		}
 		inst.markIdle()
-		c.put(inst, 0)
+		c.put(inst, 0, 0)
 	}
 }
 

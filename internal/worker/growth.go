@@ -20,15 +20,18 @@ type growthWatch struct {
 	w    *Worker
 	inst *instance
 
+	start time.Time // of the call
+
 	mu      sync.Mutex // held by a sample; guards the fields below
 	t       *time.Timer
-	charge  int64 // the sandbox's charge when last looked up; 0: unknown
+	charge  int64         // the sandbox's charge when last looked up; 0: unknown
+	grewAt  time.Duration // into the call, of the last growth charged; 0: none
 	stopped bool
 }
 
 // watchGrowth starts watching inst's call.
 func (w *Worker) watchGrowth(inst *instance) *growthWatch {
-	g := &growthWatch{w: w, inst: inst}
+	g := &growthWatch{w: w, inst: inst, start: time.Now()}
 	g.mu.Lock()
 	g.t = time.AfterFunc(growthEvery, g.sample)
 	g.mu.Unlock()
@@ -62,6 +65,9 @@ func (g *growthWatch) measure() (victims []*instance, grown bool) {
 		return nil, false
 	}
 	victims, g.charge, grown = g.w.cache.grow(g.inst, usage)
+	if grown {
+		g.grewAt = time.Since(g.start)
+	}
 	return victims, grown
 }
 
@@ -74,4 +80,12 @@ func (g *growthWatch) stop() {
 	g.stopped = true
 	g.t.Stop()
 	g.mu.Unlock()
+}
+
+// grew returns how far into the call its last growth was charged (0:
+// none); for after stop.
+func (g *growthWatch) grew() time.Duration {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.grewAt
 }

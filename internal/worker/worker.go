@@ -746,7 +746,7 @@ func (w *Worker) InvokeID(ctx context.Context, name string, event []byte, id str
 	}
 	w.metrics.invocations.WithLabelValues(res.Path, status).Inc()
 	w.metrics.latency.WithLabelValues(res.Path).Observe(time.Since(start).Seconds())
-	w.release(inst)
+	w.release(inst, growth.grew())
 	return res, nil
 }
 
@@ -915,8 +915,9 @@ func (w *Worker) dropCode(k fnKey) {
 
 // release returns a healthy sandbox to the handler cache. The freeze runs in
 // the background: a request that arrives first takes the sandbox still
-// running and skips the thaw.
-func (w *Worker) release(inst *instance) {
+// running and skips the thaw. grew is how far into its call its growth
+// was last charged (0: none).
+func (w *Worker) release(inst *instance, grew time.Duration) {
 	fn, err := w.fns.Get(inst.fn)
 	drop := err != nil || fn.Revision != inst.rev || w.cfg.NoWarm || w.isClosed()
 	if !drop && inst.lazy.retire(w.cache.startCost(inst)) {
@@ -952,7 +953,7 @@ func (w *Worker) release(inst *instance) {
 		size = 0 // charged as it was until the pause measures it
 	}
 	inst.markIdle()
-	victims := w.cache.put(inst, int64(size))
+	victims := w.cache.put(inst, int64(size), grew)
 	w.destroyAsync(victims)
 	w.park(inst, w.cfg.FreezeDelay)
 }

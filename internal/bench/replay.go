@@ -270,6 +270,9 @@ func PickByRate(t *trace.Trace, n int, hi, lo float64, ok func(*trace.Function) 
 	return out, nil
 }
 
+// poolEventsFlag is hearth up's flag for ReplayOptions.PoolEvents.
+const poolEventsFlag = "--pool-events"
+
 // upFlags returns the flags that `hearth up` of binary hearth accepts
 // among want, and notes the missing ones on progress.
 func upFlags(hearth string, progress io.Writer) (map[string]bool, error) {
@@ -277,7 +280,7 @@ func upFlags(hearth string, progress io.Writer) (map[string]bool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("hearth up --help: %v\n%s", err, out)
 	}
-	have := map[string]bool{}
+	have := map[string]bool{poolEventsFlag: strings.Contains(string(out), poolEventsFlag+" ")}
 	for _, c := range ReplayConfigs() {
 		for _, f := range c.Flags {
 			name, _, _ := strings.Cut(f, "=")
@@ -360,6 +363,9 @@ func Replay(ctx context.Context, o ReplayOptions) (*ReplayReport, error) {
 	if err != nil {
 		return nil, err
 	}
+	if o.PoolEvents && !have[poolEventsFlag] {
+		return nil, fmt.Errorf("replay bench: %s has no %s flag to write its pool's events", o.Hearth, poolEventsFlag)
+	}
 	var common []string
 	budget := "the workers' default warm budget"
 	if o.WarmBudgetMB > 0 {
@@ -394,7 +400,7 @@ func Replay(ctx context.Context, o ReplayOptions) (*ReplayReport, error) {
 				if err != nil {
 					return rep, err
 				}
-				flags = append(flags, "--pool-events="+abs)
+				flags = append(flags, poolEventsFlag+"="+abs)
 			}
 			if o.Progress != nil {
 				fmt.Fprintf(o.Progress, "repetition %d/%d, %s: hearth up %s\n", r, o.Repeat, c.Name, strings.Join(flags, " "))

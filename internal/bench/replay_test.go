@@ -292,7 +292,7 @@ func TestReplayBenchLive(t *testing.T) {
 // median of its package set's), and the mean measured start time of its
 // non-warm starts with their wait for a turn (else the run's mean), not
 // their response time, and the charge of a warm call grown to its
-// function's peak.
+// function's peak, when the worker's growth charges came.
 func TestSimInputs(t *testing.T) {
 	plan := &replay.Plan{Funcs: []replay.Func{
 		{Name: "a", MemoryMB: 144},
@@ -317,6 +317,15 @@ func TestSimInputs(t *testing.T) {
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("got %+v\nwant %+v", got, want)
+	}
+	// A worker that says when its growth charges came: a gets its peak
+	// that far into its calls; b, measured too but never charged for
+	// growth (its calls too short to sample), none.
+	run.Charges = append(run.Charges, types.StartCharge{Function: "b", Declared: 160 << 20, Peak: 30 << 20, Start: 40 << 20, Grown: 34 << 20})
+	run.Charges[0].GrowthMs = 120
+	got = SimInputs(plan, run)
+	if got[0].Busy != 8<<20 || got[0].GrowAt != ms(120) || got[1].Busy != 0 || got[1].GrowAt != 0 || got[1].Start != 40<<20 {
+		t.Errorf("with growth times: a %+v, b %+v; want a grown 8 MiB at 120 ms, b not grown", got[0], got[1])
 	}
 	// Charged declared, a worker charges no function like its kin.
 	run.Charge = "declared"

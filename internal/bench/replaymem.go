@@ -20,6 +20,7 @@ import (
 	"gonum.org/v1/plot/plotutil"
 	"gonum.org/v1/plot/vg"
 
+	"github.com/hearth-run/hearth/api/types"
 	"github.com/hearth-run/hearth/internal/client"
 	"github.com/hearth-run/hearth/internal/pool"
 	"github.com/hearth-run/hearth/internal/pool/policy"
@@ -164,7 +165,8 @@ func (r *ReplayRun) zygoteStats() (mean, peak float64) {
 // holding the start's room in the pool (the simulator has no turns). A
 // call is charged, from as far into it as the worker's growth charges
 // came on average (StartCharge.GrowthMs) to its end, what the worker
-// charges a call that grows to its function's peak (StartCharge.Grown).
+// charges a call that grows to its function's peak (StartCharge.Grown),
+// if the worker charged any of its calls' growth.
 // Under pool_charge
 // peak, the functions with the same packages are kin (sim.Func.Kin): the
 // worker charges a new function like them. Not the
@@ -196,6 +198,10 @@ func SimInputs(plan *replay.Plan, run *ReplayRun) []sim.Func {
 			bySet[pkgLabel(f.Packages)] = append(bySet[pkgLabel(f.Packages)], run.Paused[i])
 		}
 	}
+	// A worker that reports when its growth charges came (growth_ms) had
+	// none for a function without it: its calls were too short to be
+	// sampled, or stayed within their charge. An older one reports none.
+	timed := slices.ContainsFunc(run.Charges, func(sc types.StartCharge) bool { return sc.GrowthMs > 0 })
 	kin := map[string]int32{} // package sets numbered from 1
 	out := make([]sim.Func, len(plan.Funcs))
 	for i, f := range plan.Funcs {
@@ -214,8 +220,10 @@ func SimInputs(plan *replay.Plan, run *ReplayRun) []sim.Func {
 		for _, sc := range run.Charges {
 			if sc.Function == f.Name && sc.Peak > 0 {
 				out[i].Start = max(out[i].Start, sc.Start)
-				out[i].Busy = max(out[i].Busy, sc.Grown)
-				out[i].GrowAt = max(out[i].GrowAt, time.Duration(sc.GrowthMs*float64(time.Millisecond)))
+				if sc.GrowthMs > 0 || !timed {
+					out[i].Busy = max(out[i].Busy, sc.Grown)
+					out[i].GrowAt = max(out[i].GrowAt, time.Duration(sc.GrowthMs*float64(time.Millisecond)))
+				}
 			}
 		}
 		switch {
@@ -264,9 +272,9 @@ func simulateRun(ctx context.Context, plan *replay.Plan, run *ReplayRun, budgetM
 	cfg := sim.Config{Policy: "lru", NewPolicy: np, Memory: int64(budgetMB) << 20,
 		PerFunc: true, SampleEvery: -1, Queue: workerDropWait, PassLimit: run.Config.PassLimit, PassHold: worker.PassHold, BusyAfter: run.GrowthEvery}
 	if events != "" {
-		f, err := os.Create(events)
-		if err != nil {
-			return nil, err
+		f, ferr := os.Create(events)
+		if ferr != nil {
+			return nil, ferr
 		}
 		ew := pool.NewEventWriter(f)
 		defer func() {

@@ -355,9 +355,10 @@ func Run(ctx context.Context, w Workload, cfg Config) (Result, error) {
 	var calls uint64
 	growing := map[pool.ID]uint64{}
 	grownFrom := map[pool.ID]int64{}
-	// run holds container id for an invocation of fi whose handler runs
-	// from from to end, and charges its growth at once or schedules it.
-	run := func(id pool.ID, fi int32, from, end time.Duration, first bool) error {
+	// run holds container id, taken at at, for an invocation of fi whose
+	// handler runs from from to end, and charges its growth at once or
+	// schedules it.
+	run := func(id pool.ID, fi int32, at, from, end time.Duration, first bool) error {
 		f := &w.Funcs[fi]
 		after := cmp.Or(f.GrowAt, cfg.BusyAfter)
 		if f.Busy <= 0 || end-from < after {
@@ -365,7 +366,7 @@ func Run(ctx context.Context, w Workload, cfg Config) (Result, error) {
 			return nil
 		}
 		if f.GrowAt <= 0 {
-			idle, err := grow(id, fi, from)
+			idle, err := grow(id, fi, at)
 			if err != nil {
 				return err
 			}
@@ -448,7 +449,7 @@ func Run(ctx context.Context, w Workload, cfg Config) (Result, error) {
 			}
 			c.WarmTime += wt.exec
 			pf.WarmTime += wt.exec
-			if err := run(id, wt.fn, end-wt.exec, end, !ok); err != nil {
+			if err := run(id, wt.fn, now, end-wt.exec, end, !ok); err != nil {
 				return fmt.Errorf("growing at %v: %w", now, err)
 			}
 			if u := e.Used(); u > res.PeakUsed {
@@ -617,7 +618,7 @@ func Run(ctx context.Context, w Workload, cfg Config) (Result, error) {
 		}
 		c.WarmTime += inv.Exec
 		pf.WarmTime += inv.Exec
-		if err := run(id, fi, end-inv.Exec, end, !ok); err != nil {
+		if err := run(id, fi, t, end-inv.Exec, end, !ok); err != nil {
 			return Result{}, fmt.Errorf("growing at %v: %w", t, err)
 		}
 		if u := e.Used(); u > res.PeakUsed {
@@ -688,8 +689,7 @@ func Run(ctx context.Context, w Workload, cfg Config) (Result, error) {
 }
 
 // check verifies the pool's invariants cheaply on every event and fully
-// every 4096 events.
-// check verifies the engine's invariants. With over set, a partition
+// every 4096 events. With over set, a partition
 // may hold more than its capacity: a container grown in an invocation
 // (Func.Busy) is charged its growth whether or not idle ones can make
 // room, as memory in use cannot be refused.

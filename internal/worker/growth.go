@@ -29,9 +29,10 @@ type growthWatch struct {
 	stopped bool
 }
 
-// watchGrowth starts watching inst's call.
-func (w *Worker) watchGrowth(inst *instance) *growthWatch {
-	g := &growthWatch{w: w, inst: inst, start: time.Now()}
+// watchGrowth starts watching inst's call, whose handler started at
+// start (before now if it was sent with the sandbox's start).
+func (w *Worker) watchGrowth(inst *instance, start time.Time) *growthWatch {
+	g := &growthWatch{w: w, inst: inst, start: start}
 	g.mu.Lock()
 	g.t = time.AfterFunc(growthEvery, g.sample)
 	g.mu.Unlock()

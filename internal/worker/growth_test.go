@@ -1,6 +1,9 @@
 package worker
 
-import "testing"
+import (
+	"testing"
+	"time"
+)
 
 // BenchmarkGrowthWatchShortCall is what watching a call for growth adds
 // to one shorter than growthEvery: a timer armed and stopped.
@@ -8,6 +11,6 @@ func BenchmarkGrowthWatchShortCall(b *testing.B) {
 	c := newTestCache(b, 300*mib, PoolConfig{})
 	inst := &instance{id: "x"}
 	for b.Loop() {
-		c.w.watchGrowth(inst).stop()
+		c.w.watchGrowth(inst, time.Now()).stop()
 	}
 }

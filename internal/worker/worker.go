@@ -355,6 +355,12 @@ func New(ctx context.Context, cfg Config, fns Functions) (*Worker, error) {
 		return nil, fmt.Errorf("worker: %w", err)
 	}
 	w.cache = cache
+	made := false
+	defer func() {
+		if !made {
+			cache.close() // its event log, if any (close is idempotent)
+		}
+	}()
 	// Every start moves a process into a cgroup; by default each move
 	// waits for an RCU grace period (~10 ms here). See FavorDynMods.
 	if !cfg.NoZygotes {
@@ -504,6 +510,7 @@ func New(ctx context.Context, cfg Config, fns Functions) (*Worker, error) {
 			w.come.run(w.life)
 		}()
 	}
+	made = true
 	return w, nil
 }
 
@@ -714,7 +721,7 @@ func (w *Worker) InvokeID(ctx context.Context, name string, event []byte, id str
 	if !inst.firstRan.IsZero() {
 		t1, inst.firstRan = inst.firstRan, time.Time{}
 	}
-	growth := w.watchGrowth(inst)
+	growth := w.watchGrowth(inst, t1)
 	defer growth.stop() // stopped below; this if the call panics
 	resp, err := inst.conn.Invoke(rctx, runtime.Request{
 		ID:       id,

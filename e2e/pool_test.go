@@ -5,11 +5,14 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/hearth-run/hearth/internal/pool"
 	hw "github.com/hearth-run/hearth/internal/worker"
 )
 
@@ -101,7 +104,8 @@ func TestWarmPoolEvictsLRUAndReports(t *testing.T) {
 	// Charged memory_mb until paused, so that a new sandbox's charge does
 	// not depend on what its function's last sandboxes were measured to
 	// take (TestWarmPoolStartChargeIsMeasuredPeak).
-	w := startWorker(t, "--config", writeConfig(t, "warm_budget_mb: 300\npools: unified\npolicy: lru\npool_charge: declared\n"))
+	events := filepath.Join(t.TempDir(), "pool.csv")
+	w := startWorker(t, "--config", writeConfig(t, "warm_budget_mb: 300\npools: unified\npolicy: lru\npool_charge: declared\npool_events: "+events+"\n"))
 	for _, n := range []string{"a", "b", "c", "d"} {
 		// No snapshots: whether a restore beats a fresh start depends on
 		// the machine's load, and this test wants the fresh starts.
@@ -149,6 +153,38 @@ func TestWarmPoolEvictsLRUAndReports(t *testing.T) {
 		if !strings.Contains(m, want) {
 			t.Errorf("/metrics lacks %s", want)
 		}
+	}
+	// The pool's event log, complete once the worker stops: the same
+	// story, and each release followed by the sandbox's measured charge.
+	w.stop()
+	b, err := os.ReadFile(events)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) == 0 || lines[0] != strings.TrimSpace(pool.EventHeader) {
+		t.Fatalf("pool events: header %q", lines[:min(1, len(lines))])
+	}
+	var story []string
+	last := map[string]string{} // sandbox id -> its last op
+	for i, l := range lines[1:] {
+		f := strings.Split(l, ",")
+		if len(f) != 7 {
+			t.Fatalf("pool events line %d: %q", i+2, l)
+		}
+		op, name, id := f[1], f[2], f[4]
+		switch op {
+		case "admit", "hit", "evict":
+			story = append(story, op+" "+name)
+		}
+		if last[id] == "release" && op != "resize" {
+			t.Errorf("line %d: %s released without its measured charge, then %s", i+2, name, op)
+		}
+		last[id] = op
+	}
+	want := "admit a,admit b,admit c,evict a,admit d,hit b,evict c,admit a"
+	if got := strings.Join(story, ","); got != want {
+		t.Errorf("pool events: %s, want %s", got, want)
 	}
 }
 
@@ -280,6 +316,47 @@ func TestWarmPoolStartChargeIsMeasuredPeak(t *testing.T) {
 			w.waitPaused()
 		})
 	}
+}
+
+// TestWarmPoolReleaseChargesMeasured: a request waiting for memory in a
+// pool full of busy sandboxes, each charged memory_mb, gets the room of
+// the first to finish without evicting it. Released, that sandbox is
+// charged what it holds (a sleeper: a few MiB) before the waiting
+// request looks; charged its 128 MB until its pause measured it, it was
+// evicted for room it did not take.
+func TestWarmPoolReleaseChargesMeasured(t *testing.T) {
+	w := startWorker(t, "--config", writeConfig(t, "warm_budget_mb: 300\npools: unified\npolicy: lru\npool_charge: declared\n"))
+	for _, n := range []string{"a", "b", "c"} {
+		w.deployDir(n, fn(t, "f.py", sleeper, "function.yaml", "memory_mb: 128\nsnapshot: never\n"))
+	}
+	var wg sync.WaitGroup
+	call := func(name, event string) {
+		defer wg.Done()
+		if _, err := w.invoke(name, event); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	wg.Add(2)
+	go call("a", `{"s": 1}`)
+	go call("b", `{"s": 4}`)
+	// c comes once a and b are both charged: it waits for a to end.
+	deadline := time.Now().Add(3 * time.Second)
+	for poolNamed(t, w.status(), "unified").Used < 256<<20 {
+		if time.Now().After(deadline) {
+			t.Fatalf("a and b not both admitted: %+v", poolNamed(t, w.status(), "unified"))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if inv, err := w.invoke("c", "{}"); err != nil {
+		t.Fatalf("c: %v", err)
+	} else if inv.Path == "warm" {
+		t.Fatalf("c: path warm, want a start")
+	}
+	st := w.status()
+	if p := poolNamed(t, st, "unified"); p.Evictions != 0 || sandboxesOf(st, "a") != 1 {
+		t.Errorf("after c: %d evictions, %d sandboxes of a; want a kept (pool %+v)", p.Evictions, sandboxesOf(st, "a"), p)
+	}
+	wg.Wait()
 }
 
 func TestWarmPoolDropIs503WithRetryAfter(t *testing.T) {

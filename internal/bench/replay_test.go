@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hearth-run/hearth/api/types"
+	"github.com/hearth-run/hearth/internal/pool"
 	"github.com/hearth-run/hearth/internal/replay"
 	"github.com/hearth-run/hearth/internal/sim"
 	"github.com/hearth-run/hearth/internal/trace"
@@ -186,7 +187,7 @@ func TestReplayBenchLive(t *testing.T) {
 		TraceDir: "../../../shared/data/azure2019/sample100-min480-959", Minutes: 4, Speed: 60,
 		Funcs: 2, HiRate: 2, LoRate: 1, Extra: 2, ExtraHiRate: 1, ExtraLoRate: 0.5,
 		ExecCap: 200 * time.Millisecond, MemCapMB: 8, WarmBudgetMB: 300, Repeat: 2,
-		SampleEvery: 100 * time.Millisecond, Sim: true, Popularity: pop, OutDir: dir, Out: &out})
+		SampleEvery: 100 * time.Millisecond, Sim: true, Popularity: pop, OutDir: dir, Out: &out, PoolEvents: true})
 	t.Log("\n" + out.String())
 	if err != nil {
 		t.Fatal(err)
@@ -259,8 +260,29 @@ func TestReplayBenchLive(t *testing.T) {
 					t.Errorf("%s: simulated %d calls of %d", c.Name, calls, len(rep.Plan.Calls))
 				}
 			}
-			if _, err := os.Stat(filepath.Join(dir, fmt.Sprintf("rep%d", i+1), c.Name, "calls.csv")); err != nil {
+			runDir := filepath.Join(dir, fmt.Sprintf("rep%d", i+1), c.Name)
+			if _, err := os.Stat(filepath.Join(runDir, "calls.csv")); err != nil {
 				t.Error(err)
+			}
+			// The pools' events, live and simulated, for the runs that
+			// keep sandboxes: one admit or hit per call each (the run's
+			// calls all succeed, and the simulator serves them all).
+			for _, f := range []string{"pool-live.csv", "pool-sim.csv"} {
+				b, err := os.ReadFile(filepath.Join(runDir, f))
+				if c.Name == "fresh" {
+					if err == nil {
+						t.Errorf("fresh keeps no sandboxes, yet wrote %s", f)
+					}
+					continue
+				}
+				if err != nil {
+					t.Error(err)
+					continue
+				}
+				starts := strings.Count(string(b), ",admit,") + strings.Count(string(b), ",hit,")
+				if !strings.HasPrefix(string(b), pool.EventHeader) || starts != len(rep.Plan.Calls) {
+					t.Errorf("%s %s: %d admits and hits for %d calls:\n%.300s", c.Name, f, starts, len(rep.Plan.Calls), b)
+				}
 			}
 		}
 	}

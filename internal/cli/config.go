@@ -207,7 +207,7 @@ func upFlags(f *pflag.FlagSet, c *Config) {
 	f.BoolVar(&c.OpenInvokePublic, "open-invoke-public", c.OpenInvokePublic, "allow --open-invoke on an address other than loopback")
 	f.Int64Var(&c.WarmBudgetMB, "warm-budget-mb", c.WarmBudgetMB, "memory budget of all sandboxes, busy and paused, MB (default: half of the machine's memory, or of the worker's cgroup limit)")
 	f.StringVar(&c.Pool.Policy, "policy", c.Pool.Policy, "warm pool policy: lru (default), gd, freq, ttl or hist")
-	f.StringVar(&c.Pool.Charge, "pool-charge", c.Pool.Charge, "what a new sandbox is charged to the warm pool until paused: peak (default: its function's measured peak) or declared (memory_mb)")
+	f.StringVar(&c.Pool.Charge, "pool-charge", c.Pool.Charge, "what a new sandbox is charged to the warm pool until its first call ends: peak (default: its function's measured peak) or declared (memory_mb)")
 	f.StringVar(&c.Pool.Events, "pool-events", c.Pool.Events, "write every change to the warm pool's sandboxes (admit, hit, release, resize, evict, expire, remove) to this CSV file, for comparing with the simulator (it grows with every call and is never rotated)")
 	f.DurationVar(&c.Pool.PassLimit, "pass-limit", c.Pool.PassLimit, "how long a request waiting for memory lets younger ones that fit take the room first; then, for up to a second, they wait behind it (default 0: no bound, first fit)")
 	f.StringVar(&c.Pools, "pools", c.Pools, `warm pool split in percent, small functions first, or "unified"`)

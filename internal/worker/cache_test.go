@@ -168,19 +168,7 @@ func TestCacheQueueGetsReleasedSandbox(t *testing.T) {
 		done <- res{inst, id, err}
 	}()
 	// The third request waits; releasing i1 hands it over warm.
-	deadline := time.Now().Add(2 * time.Second)
-	for {
-		c.mu.Lock()
-		n := c.waiting
-		c.mu.Unlock()
-		if n == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("request never queued")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitQueued(t, c, 1)
 	// The queue holds one request: the next is dropped at once.
 	if _, _, err := c.take(context.Background(), f); !errors.Is(err, ErrDrop) {
 		t.Errorf("take with a full queue: %v, want ErrDrop", err)
@@ -212,19 +200,7 @@ func TestCacheReleaseChargesMeasured(t *testing.T) {
 		}
 		done <- err
 	}()
-	deadline := time.Now().Add(2 * time.Second)
-	for {
-		c.mu.Lock()
-		n := c.waiting
-		c.mu.Unlock()
-		if n == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("c never queued")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitQueued(t, c, 1)
 	a.markIdle()
 	if v := c.put(a, 5*mib, 0); len(v) != 0 {
 		t.Fatalf("put a: victims %v", v)

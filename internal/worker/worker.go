@@ -955,10 +955,8 @@ func (w *Worker) release(inst *instance, grew time.Duration) {
 		return
 	}
 	w.cache.learn(inst) // before markIdle: an idle sandbox may be dropped, its group cleaned
-	size, err := inst.group.MemoryUsage()
-	if err != nil {
-		size = 0 // charged as it was until the pause measures it
-	}
+	// 0 if unread: then charged as it was until the pause measures it.
+	size, _ := inst.group.MemoryUsage()
 	inst.markIdle()
 	victims := w.cache.put(inst, int64(size), grew)
 	w.destroyAsync(victims)

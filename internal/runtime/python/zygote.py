@@ -346,6 +346,10 @@ def immortalize():
     refcnt = ctypes.c_uint32
     seen = set()
     todo = gc.get_objects()
+    # The collector tracks seen, so it is in todo: made immortal, it and
+    # the id of every object visited would live as long as the zygote,
+    # megabytes (7.5 MiB with numpy) whose page tables every fork copies.
+    seen.add(id(seen))
     todo.append(sys.modules)
     n = 0
     get_referents = gc.get_referents
@@ -392,10 +396,10 @@ def settle():
     finally:
         sys.path[:] = path
         hearthrt.set_environ(environ)
+    del path, environ  # before immortalize, which would keep them
     immortalize()
     gc.freeze()
     populate_files()
-    del path, environ
     # A full collection empties the free lists (tuples, lists, dicts...),
     # whose objects a child would otherwise reuse in place, scattered.
     gc.collect()

@@ -55,6 +55,18 @@ type ZygoteResult struct {
 	// Scratch is, per method measured for CPU, what became of on-disk
 	// /tmp file systems over its starts.
 	Scratch []ScratchUse
+	// Zygotes is each zygote node's anonymous memory, before its first
+	// fork start.
+	Zygotes []ZygoteMemory
+}
+
+// ZygoteMemory is a zygote node's anonymous memory (smaps_rollup's
+// Anonymous, of its first replica): each fork copies its page-table
+// entries, and each child's exit unmaps them, so a start's CPU grows
+// with it.
+type ZygoteMemory struct {
+	Packages []string
+	Anon     int64 // bytes
 }
 
 // ScratchUse counts the on-disk /tmp file systems a worker made, reused
@@ -225,6 +237,11 @@ func Zygote(ctx context.Context, o ZygoteOptions) (ZygoteResult, error) {
 					return err
 				}
 			}
+			if c.path == "fork" && res.Zygotes == nil {
+				if res.Zygotes, err = zygoteMemory(ctx, w); err != nil {
+					return err
+				}
+			}
 			var cpu0 CPUUse
 			var sc0 [3]float64
 			starts := 0
@@ -383,6 +400,10 @@ func Zygote(ctx context.Context, o ZygoteOptions) (ZygoteResult, error) {
 		for _, x := range res.Scratch {
 			fmt.Fprintf(o.Out, "%s: on-disk /tmp file systems made %d, reused %d, dropped %d\n", x.Name, x.Made, x.Reused, x.Dropped)
 		}
+		fmt.Fprintf(o.Out, "\nanonymous memory of each zygote (each fork copies its page-table entries, each exit unmaps them)\n")
+		for _, z := range res.Zygotes {
+			fmt.Fprintf(o.Out, "%-32s %8.2f MiB\n", "["+strings.Join(z.Packages, " ")+"]", float64(z.Anon)/(1<<20))
+		}
 		fmt.Fprintf(o.Out, "\nthe sandbox process during a fork start (from hand-over to loaded handler), mean per start\n")
 		fmt.Fprintf(o.Out, "(and, per start forked on demand, its wait for the zygote behind spares' clones and other forks)\n")
 		fmt.Fprintf(o.Out, "%-32s %7s %7s %10s %14s %7s %16s\n", "method", "starts", "spares", "ran ms", "run-queue ms", "forks", "zygote queue ms")
@@ -460,6 +481,48 @@ func waitSpares(ctx context.Context, w *Worker) error {
 		time.Sleep(20 * time.Millisecond)
 	}
 	return errors.New("no zygote node holds a spare")
+}
+
+// zygoteMemory reads the anonymous memory of each of w's zygote nodes
+// that has a process, root first.
+func zygoteMemory(ctx context.Context, w *Worker) ([]ZygoteMemory, error) {
+	tree, err := w.Client.Zygotes(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []ZygoteMemory
+	for _, n := range tree.Nodes {
+		if len(n.Pids) == 0 {
+			continue
+		}
+		anon, err := anonymous(n.Pids[0])
+		if err != nil {
+			return nil, fmt.Errorf("zygote node %d: %w", n.ID, err)
+		}
+		out = append(out, ZygoteMemory{Packages: n.Packages, Anon: anon})
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no zygote node has a process")
+	}
+	return out, nil
+}
+
+// anonymous is the Anonymous line of pid's smaps_rollup, in bytes.
+func anonymous(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "Anonymous:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("smaps_rollup: %q: %w", line, err)
+			}
+			return kb << 10, nil
+		}
+	}
+	return 0, errors.New("smaps_rollup has no Anonymous line")
 }
 
 // pausedMemory waits for fn's sandbox to be paused and returns its memory:

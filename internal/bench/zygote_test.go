@@ -75,4 +75,19 @@ func TestZygoteBenchLive(t *testing.T) {
 			t.Errorf("%s: %d bytes private, want (0, a quarter of a fresh interpreter's %d]", start, m.Private, fresh.Private)
 		}
 	}
+	// The planned tree's zygotes (root, numpy, numpy+requests) each hold
+	// anonymous memory, and one that imported numpy more than the root.
+	anon := map[string]int64{}
+	for _, z := range res.Zygotes {
+		anon[strings.Join(z.Packages, " ")] = z.Anon
+	}
+	root, ok := anon[""]
+	if len(res.Zygotes) != 3 || !ok || root <= 0 || !strings.Contains(out.String(), "anonymous memory of each zygote") {
+		t.Fatalf("zygotes' anonymous memory: %+v, want root, numpy and numpy+requests, reported", res.Zygotes)
+	}
+	for pkgs, a := range anon {
+		if pkgs != "" && a <= root {
+			t.Errorf("zygote [%s]: %d bytes anonymous, want more than the root's %d", pkgs, a, root)
+		}
+	}
 }

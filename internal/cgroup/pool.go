@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hearth-run/hearth/internal/reserve"
+	"golang.org/x/sys/unix"
 )
 
 // PoolConfig configures a Pool. The zero value keeps eight groups ready.
@@ -183,6 +184,9 @@ func (p *Pool) clean(ctx context.Context, g *Group) error {
 	// The sandbox's processes cannot make child groups (no privileges),
 	// but a group with children must never be handed out as empty.
 	for _, d := range g.dirs {
+		if !mayHaveChildren(d) {
+			continue
+		}
 		ents, err := os.ReadDir(d)
 		if err != nil {
 			return err
@@ -209,6 +213,16 @@ func (p *Pool) clean(ctx context.Context, g *Group) error {
 		return fmt.Errorf("resetting counters: %w", err)
 	}
 	return nil
+}
+
+// mayHaveChildren reports whether the group directory d may hold child
+// groups. cgroupfs (kernfs) gives a directory 2 links plus one per
+// subdirectory, so a stat answers what listing its dozens of files
+// would, on every clean; any other count (a file system that does not
+// count, or an error) says list it.
+func mayHaveChildren(d string) bool {
+	var st unix.Stat_t
+	return unix.Stat(d, &st) != nil || st.Nlink != 2
 }
 
 // quarantine keeps g aside for good: it could not be cleaned (or

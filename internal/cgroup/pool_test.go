@@ -424,3 +424,48 @@ func TestPoolReleaseCleansInBackground(t *testing.T) {
 		t.Errorf("released group's pids.max = %q, want max", got)
 	}
 }
+
+// TestPoolPutRemovesChildGroups: a group handed back with child groups
+// (one nested two deep, in every hierarchy) is reused without them. The
+// clean looks for children only where the directory's link count says
+// there are some, so this fails if that count is misread.
+func TestPoolPutRemovesChildGroups(t *testing.T) {
+	for _, mc := range modes(t) {
+		t.Run(mc.name, func(t *testing.T) {
+			ctx := ctxT(t)
+			m := newManager(t, mc.opts...)
+			p := newPool(t, m, PoolConfig{Reserve: 1})
+			g, err := p.Get(ctx, Limits{})
+			if err != nil {
+				t.Fatalf("Get: %v", err)
+			}
+			for _, d := range g.dirs {
+				if mayHaveChildren(d) {
+					t.Fatalf("%s: a new group counted as having children", d)
+				}
+				if err := os.MkdirAll(filepath.Join(d, "a", "b"), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if !mayHaveChildren(d) {
+					t.Fatalf("%s: a group with a child counted as having none", d)
+				}
+			}
+			if err := p.Put(ctx, g); err != nil {
+				t.Fatalf("Put: %v", err)
+			}
+			for _, d := range g.dirs {
+				if _, err := os.Stat(filepath.Join(d, "a")); !errors.Is(err, os.ErrNotExist) {
+					t.Errorf("%s: child group left after Put (%v)", d, err)
+				}
+			}
+			h, err := p.Get(ctx, Limits{})
+			if err != nil {
+				t.Fatalf("Get: %v", err)
+			}
+			defer h.Delete(ctx)
+			if h != g {
+				t.Errorf("Get after Put returned %s, want the cleaned %s", h.Name(), g.Name())
+			}
+		})
+	}
+}

@@ -17,6 +17,7 @@ import (
 	cgroups "github.com/containerd/cgroups/v3"
 	"github.com/containerd/cgroups/v3/cgroup1"
 	"github.com/containerd/cgroups/v3/cgroup2"
+	"github.com/hearth-run/hearth/internal/pidfd"
 	"golang.org/x/sys/unix"
 )
 
@@ -592,8 +593,6 @@ func (g *Group) waitEmpty(ctx context.Context) error {
 // opened: the caller lists again). It reports whether it had to wait:
 // false when all had exited already, or none had a pidfd.
 func waitExit(ctx context.Context, pids []int) bool {
-	end := time.Now().Add(relist)
-	var live []unix.PollFd
 	var open []int
 	defer func() {
 		for _, fd := range open {
@@ -606,41 +605,30 @@ func waitExit(ctx context.Context, pids []int) bool {
 			continue // gone already (or no pidfds: the caller sleeps)
 		}
 		open = append(open, fd)
-		live = append(live, unix.PollFd{Fd: int32(fd), Events: unix.POLLIN})
 	}
+	wctx, cancel := context.WithTimeout(ctx, relist)
+	defer cancel()
 	waited := false
-	for first := true; len(live) > 0; first = false {
-		// The first look does not block; then bounded waits, so that ctx
-		// is looked at now and then.
-		ms := 0
-		if !first {
-			ms = 10
-			if dl, ok := ctx.Deadline(); ok {
-				ms = max(min(ms, int(time.Until(dl)/time.Millisecond)), 1)
-			}
-		}
-		n, err := unix.Poll(live, ms)
-		if err == unix.EINTR {
+	for _, fd := range open {
+		// In the runtime's poller: a blocking poll(2) would hold a
+		// thread for the milliseconds a killed sandbox takes to unmap.
+		if !waited && pidfdExited(fd) {
 			continue
 		}
-		if err != nil {
-			return waited
+		waited = true
+		if pidfd.Wait(wctx, fd) != nil {
+			break
 		}
-		if first && n < len(live) {
-			waited = true
-		}
-		if n == 0 && (ctx.Err() != nil || time.Now().After(end)) {
-			return waited
-		}
-		rest := live[:0]
-		for _, f := range live {
-			if f.Revents == 0 {
-				rest = append(rest, f)
-			}
-		}
-		live = rest
 	}
 	return waited
+}
+
+// pidfdExited reports whether the process pidfd fd refers to has exited
+// (it polls readable).
+func pidfdExited(fd int) bool {
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	n, _ := unix.Poll(fds, 0)
+	return n > 0
 }
 
 // relist bounds one waitExit.

@@ -5,6 +5,7 @@ package pidfd
 import (
 	"context"
 	"errors"
+	"os"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -71,5 +72,70 @@ func read(fd int) (unix.WaitStatus, state) {
 		return 0, reaping
 	default:
 		return 0, unsupported
+	}
+}
+
+// Wait waits until the process fd refers to has exited (its pidfd polls
+// readable), or ctx ends, and then returns ctx's error. It waits in the
+// Go runtime's poller, on a non-blocking duplicate of fd: a poll(2) that
+// blocks holds an OS thread for as long as it waits, one per live
+// sandbox and zygote, and has the scheduler take its processor back
+// each time. Where the poller does not take the pidfd, it polls.
+func Wait(ctx context.Context, fd int) error {
+	nfd, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return pollWait(ctx, fd)
+	}
+	// O_NONBLOCK belongs to the open file, which fd shares; a pidfd's
+	// only blocking use, waitid(P_PIDFD), is not Hearth's.
+	if err := unix.SetNonblock(nfd, true); err != nil {
+		unix.Close(nfd)
+		return pollWait(ctx, fd)
+	}
+	f := os.NewFile(uintptr(nfd), "pidfd")
+	defer f.Close()
+	rc, err := f.SyscallConn()
+	if err == nil {
+		err = f.SetReadDeadline(time.Time{})
+	}
+	if err != nil {
+		return pollWait(ctx, nfd) // not in the poller
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		f.SetReadDeadline(dl)
+	}
+	stop := context.AfterFunc(ctx, func() { f.SetReadDeadline(time.Unix(1, 0)) })
+	defer stop()
+	err = rc.Read(func(uintptr) bool { return exited(nfd) })
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return context.DeadlineExceeded
+		}
+		return pollWait(ctx, nfd)
+	}
+	return nil
+}
+
+// exited reports whether fd polls readable now: its process has exited.
+func exited(fd int) bool {
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	n, _ := unix.Poll(fds, 0)
+	return n > 0
+}
+
+// pollWait is Wait in bounded poll(2)s, for a pidfd the poller refuses.
+func pollWait(ctx context.Context, fd int) error {
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		n, err := unix.Poll(fds, 10)
+		if n > 0 || (err != nil && err != unix.EINTR) {
+			return nil
+		}
 	}
 }

@@ -2,6 +2,7 @@ package pidfd
 
 import (
 	"context"
+	"os"
 	"os/exec"
 	"testing"
 	"time"
@@ -111,4 +112,74 @@ func TestExitStatus(t *testing.T) {
 		t.Errorf("reaped late: %v %v, want killed by SIGKILL", ws, ok)
 	}
 	unix.Close(fd)
+}
+
+// TestWaitHoldsNoThread: 40 goroutines wait with Wait on 40 live
+// processes, and the test process gains far fewer than 40 threads (a
+// blocking poll(2) holds one each); each Wait returns once its process
+// is killed, and not before; one bounded by a deadline returns
+// context.DeadlineExceeded while its process lives.
+func TestWaitHoldsNoThread(t *testing.T) {
+	const n = 40
+	threads := func() int {
+		ents, err := os.ReadDir("/proc/self/task")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(ents)
+	}
+	var cmds []*exec.Cmd
+	var fds []int
+	t.Cleanup(func() {
+		for i, c := range cmds {
+			c.Process.Kill()
+			c.Wait()
+			unix.Close(fds[i])
+		}
+	})
+	for range n {
+		c := exec.Command("/bin/sleep", "60")
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		fd, err := unix.PidfdOpen(c.Process.Pid, 0)
+		if err != nil {
+			c.Process.Kill()
+			c.Wait()
+			t.Fatal(err)
+		}
+		cmds, fds = append(cmds, c), append(fds, fd)
+	}
+	before := threads()
+	done := make(chan int, n)
+	for i, fd := range fds {
+		go func() {
+			if err := Wait(context.Background(), fd); err != nil {
+				t.Errorf("Wait %d: %v", i, err)
+			}
+			done <- i
+		}()
+	}
+	time.Sleep(200 * time.Millisecond)
+	if len(done) > 0 {
+		t.Fatalf("%d waits returned while their processes live", len(done))
+	}
+	if grew := threads() - before; grew >= n/2 {
+		t.Errorf("%d goroutines waiting on pidfds added %d threads, want far fewer", n, grew)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := Wait(ctx, fds[0]); err != context.DeadlineExceeded {
+		t.Errorf("Wait past its deadline = %v, want context.DeadlineExceeded", err)
+	}
+	for _, c := range cmds {
+		c.Process.Kill()
+	}
+	for range n {
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("waits still blocked 5 s after their processes were killed")
+		}
+	}
 }

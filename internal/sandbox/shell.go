@@ -108,28 +108,23 @@ func (s *Sandbox) Join() (*Join, error) {
 	return &Join{Scratch: scratch, Listener: lis, Group: s.Group()}, nil
 }
 
-// Adopt makes the process pidfd refers to (host pid pid) the shell's
-// main process: Done closes when it exits. The shell owns pidfd.
-func (s *Sandbox) Adopt(pidfd *os.File, pid int) error {
+// Adopt makes the process pidfd pf refers to (host pid pid) the shell's
+// main process: Done closes when it exits. The shell owns pf.
+func (s *Sandbox) Adopt(pf *os.File, pid int) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.cmd != nil || s.pidfd != nil || s.restored != nil {
-		pidfd.Close()
+		pf.Close()
 		return fmt.Errorf("sandbox %s: adopt: it has a main process", s.id)
 	}
 	if s.destroyed {
-		pidfd.Close()
+		pf.Close()
 		return fmt.Errorf("sandbox %s: %w", s.id, ErrExited)
 	}
-	s.pidfd, s.pid = pidfd, pid
+	s.pidfd, s.pid = pf, pid
+	fd := int(pf.Fd())
 	go func() {
-		// A pidfd polls readable when its process exits.
-		fds := []unix.PollFd{{Fd: int32(pidfd.Fd()), Events: unix.POLLIN}}
-		for {
-			if _, err := unix.Poll(fds, -1); err != unix.EINTR {
-				break
-			}
-		}
+		pidfd.Wait(context.Background(), fd)
 		close(s.done)
 	}()
 	return nil

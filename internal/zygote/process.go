@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/hearth-run/hearth/internal/cgroup"
+	"github.com/hearth-run/hearth/internal/pidfd"
 	"github.com/hearth-run/hearth/internal/sandbox"
 )
 
@@ -577,15 +578,9 @@ func attach(ctx context.Context, sb *sandbox.Sandbox, group *cgroup.Group, ctl *
 		return nil, err
 	}
 	p.ctl.SetDeadline(time.Time{})
-	pidfd := int(me.PidFD.Fd())
+	fd := int(me.PidFD.Fd())
 	go func() {
-		// A pidfd polls readable when the process exits.
-		fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
-		for {
-			if _, err := unix.Poll(fds, -1); err != unix.EINTR {
-				break
-			}
-		}
+		pidfd.Wait(context.Background(), fd)
 		p.pidMu.Lock()
 		p.pidfd.Close()
 		p.pidfd = nil

@@ -178,8 +178,18 @@ func (p *Pool) clean(ctx context.Context, g *Group) error {
 	if g.deleted.Load() {
 		return ErrDeleted // deleted by its owner after Release: nothing to keep
 	}
-	if err := g.kill(ctx); err != nil {
-		return fmt.Errorf("killing: %w", err)
+	// A group its owner emptied (a sandbox's Destroy kills and waits) is
+	// empty at the first look; only one with processes left is killed
+	// here and looked at again after the thaw. Nothing else can add one:
+	// only the worker moves processes into groups.
+	left, err := firstProcs(g.dirs)
+	if err != nil {
+		return err
+	}
+	if len(left) > 0 {
+		if err := g.kill(ctx); err != nil {
+			return fmt.Errorf("killing: %w", err)
+		}
 	}
 	// The sandbox's processes cannot make child groups (no privileges),
 	// but a group with children must never be handed out as empty.
@@ -202,8 +212,10 @@ func (p *Pool) clean(ctx context.Context, g *Group) error {
 	if err := g.setFrozen(ctx, false); err != nil {
 		return fmt.Errorf("thawing: %w", err)
 	}
-	if pids, err := firstProcs(g.dirs); err != nil || len(pids) > 0 {
-		return fmt.Errorf("processes left after kill: %v (%v)", pids, err)
+	if len(left) > 0 {
+		if pids, err := firstProcs(g.dirs); err != nil || len(pids) > 0 {
+			return fmt.Errorf("processes left after kill: %v (%v)", pids, err)
+		}
 	}
 	if err := p.m.setLimits(g, Limits{}); err != nil {
 		return fmt.Errorf("resetting limits: %w", err)

@@ -38,11 +38,12 @@ func Exit(ctx context.Context, fd int) (ws unix.WaitStatus, ok bool) {
 		if ctx.Err() != nil {
 			return 0, false
 		}
-		// Running, or exited (POLLIN) and not reaped yet, or being
-		// reaped.
-		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-		if n, _ := unix.Poll(fds, 10); n > 0 {
+		// Exited (POLLIN) and not reaped yet, or being reaped: look again
+		// soon. Running: wait for its exit, holding no thread.
+		if exited(fd) {
 			time.Sleep(time.Millisecond)
+		} else {
+			Wait(ctx, fd)
 		}
 	}
 }

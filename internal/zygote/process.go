@@ -342,9 +342,18 @@ func childOf(fds []*os.File, parent int) (Child, error) {
 		return Child{}, fmt.Errorf("want the child's pidfd, got %d descriptors", len(fds))
 	}
 	c := Child{PidFD: fds[0]}
+	pid, ppid, ok := pidInfo(int(c.PidFD.Fd()))
 	var err error
-	if c.Pid, err = pidOf(c.PidFD); err == nil {
-		err = c.parentIs(parent)
+	switch {
+	case ok && ppid != parent:
+		err = fmt.Errorf("child %d: its parent is %d, not %d", pid, ppid, parent)
+	case ok:
+		c.Pid = pid
+		err = c.alive()
+	default:
+		if c.Pid, err = pidOf(c.PidFD); err == nil {
+			err = c.parentIs(parent)
+		}
 	}
 	if err != nil {
 		c.PidFD.Close()
@@ -357,6 +366,23 @@ func (c Child) closeWatch() {
 	if c.Watch != nil {
 		c.Watch.Close()
 	}
+}
+
+// pidInfo reads the pid and parent pid of the process pidfd fd refers
+// to with PIDFD_GET_INFO (Linux 6.13), from the pidfd itself: no pid
+// read there can have been reused. ok is false where fd is not a pidfd
+// of pidfs (Linux 6.9), whose ioctls alone are asked, or the kernel
+// does not answer: pidOf and parentIs then read /proc.
+func pidInfo(fd int) (pid, ppid int, ok bool) {
+	var fs unix.Statfs_t
+	if unix.Fstatfs(fd, &fs) != nil || fs.Type != unix.PID_FS_MAGIC {
+		return 0, 0, false
+	}
+	info := unix.PidfdInfo{Mask: unix.PIDFD_INFO_PID}
+	if unix.IoctlPidfdInfo(fd, &info) != nil || info.Mask&unix.PIDFD_INFO_PID == 0 || info.Tgid == 0 {
+		return 0, 0, false
+	}
+	return int(info.Tgid), int(info.Ppid), true
 }
 
 // parentIs checks that c's parent is the process parent.

@@ -1,0 +1,72 @@
+package zygote
+
+import (
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestChildOf: the pidfd a zygote replies with is taken only if it is a
+// pidfd, of a live process, whose parent is that zygote; the pid comes
+// from the pidfd, through PIDFD_GET_INFO where the kernel has it, and
+// the same answers come from /proc where it has not.
+func TestChildOf(t *testing.T) {
+	pidfdOf := func(pid int) *os.File {
+		fd, err := unix.PidfdOpen(pid, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return os.NewFile(uintptr(fd), "pidfd")
+	}
+	cmd := exec.Command("/bin/sleep", "60")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	pid := cmd.Process.Pid
+
+	f := pidfdOf(pid)
+	_, _, viaIoctl := pidInfo(int(f.Fd()))
+	t.Logf("PIDFD_GET_INFO used: %v", viaIoctl)
+	c, err := childOf([]*os.File{f}, os.Getpid())
+	if err != nil || c.Pid != pid {
+		t.Fatalf("childOf a child: %+v, %v; want pid %d", c, err, pid)
+	}
+	c.PidFD.Close()
+	// The fallback through /proc gives the same answers.
+	f = pidfdOf(pid)
+	if got, err := pidOf(f); err != nil || got != pid {
+		t.Errorf("pidOf = %d, %v; want %d", got, err, pid)
+	}
+	if err := (Child{Pid: pid, PidFD: f}).parentIs(os.Getpid()); err != nil {
+		t.Errorf("parentIs(the test) = %v", err)
+	}
+	f.Close()
+
+	// Of another parent (the test's own parent is not this child's).
+	if _, err := childOf([]*os.File{pidfdOf(pid)}, os.Getppid()); err == nil || !strings.Contains(err.Error(), "its parent is") {
+		t.Errorf("childOf with the wrong parent = %v, want refused", err)
+	}
+	// Not a pidfd at all.
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	if _, err := childOf([]*os.File{r}, os.Getpid()); err == nil {
+		t.Errorf("childOf a pipe: accepted")
+	}
+	// A pidfd of a process that has exited and been reaped.
+	gone := exec.Command("/bin/true")
+	if err := gone.Start(); err != nil {
+		t.Fatal(err)
+	}
+	g := pidfdOf(gone.Process.Pid)
+	gone.Wait()
+	if _, err := childOf([]*os.File{g}, os.Getpid()); err == nil {
+		t.Errorf("childOf a reaped process: accepted")
+	}
+}

@@ -1,7 +1,6 @@
 package worker
 
 import (
-	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -9,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sys/unix"
 
 	"github.com/hearth-run/hearth/internal/sandbox"
 )
@@ -183,11 +183,19 @@ type schedStat struct{ cpu, wait time.Duration }
 // run and waited on a run queue. ok is false when the kernel keeps none
 // (no CONFIG_SCHED_INFO) or the process is gone.
 func schedstatOf(pid int) (s schedStat, ok bool) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/schedstat")
+	// Twice per start: one open, read and close (os.ReadFile also stats
+	// the file and offers it to the poller).
+	fd, err := unix.Open("/proc/"+strconv.Itoa(pid)+"/schedstat", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return s, false
 	}
-	f := strings.Fields(string(b))
+	var buf [128]byte // three decimal counters
+	n, err := unix.Read(fd, buf[:])
+	unix.Close(fd)
+	if err != nil || n <= 0 {
+		return s, false
+	}
+	f := strings.Fields(string(buf[:n]))
 	if len(f) < 2 {
 		return s, false
 	}

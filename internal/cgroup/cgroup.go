@@ -444,7 +444,7 @@ func (g *Group) Pids() ([]int, error) {
 
 // Freeze stops every process in the group and waits until all are frozen.
 func (g *Group) Freeze(ctx context.Context) error {
-	if err := g.setFrozen(ctx, true); err != nil {
+	if err := g.setFrozen(ctx, true, spinFor); err != nil {
 		return fmt.Errorf("cgroup %s: freezing: %w", g.name, err)
 	}
 	return nil
@@ -452,17 +452,17 @@ func (g *Group) Freeze(ctx context.Context) error {
 
 // Thaw resumes the group's processes and waits until none is frozen.
 func (g *Group) Thaw(ctx context.Context) error {
-	if err := g.setFrozen(ctx, false); err != nil {
+	if err := g.setFrozen(ctx, false, spinFor); err != nil {
 		return fmt.Errorf("cgroup %s: thawing: %w", g.name, err)
 	}
 	return nil
 }
 
 // setFrozen writes the freezer state and polls until the kernel reports
-// it. Written directly: the library polls with a fixed 1 ms sleep (ten
+// it, spinning for the first spin (see poll). Written directly: the library polls with a fixed 1 ms sleep (ten
 // times a typical freeze) and on v2 checks cgroup.freeze, which shows the
 // requested state, not cgroup.events, which shows the reached one.
-func (g *Group) setFrozen(ctx context.Context, frozen bool) error {
+func (g *Group) setFrozen(ctx context.Context, frozen bool, spin time.Duration) error {
 	dir := g.dirs[g.m.frz]
 	if g.m.mode == V2 {
 		val, want := "0", "frozen 0"
@@ -473,7 +473,7 @@ func (g *Group) setFrozen(ctx context.Context, frozen bool) error {
 			return err
 		}
 		events := filepath.Join(dir, "cgroup.events")
-		return poll(ctx, func() (bool, error) {
+		return poll(ctx, spin, func() (bool, error) {
 			b, err := readFile(events)
 			return hasLine(string(b), want), err
 		})
@@ -487,7 +487,7 @@ func (g *Group) setFrozen(ctx context.Context, frozen bool) error {
 		return err
 	}
 	n := 0
-	return poll(ctx, func() (bool, error) {
+	return poll(ctx, spin, func() (bool, error) {
 		b, err := readFile(state)
 		if err != nil || (len(b) > 0 && string(b[:len(b)-1]) == val) {
 			return err == nil, err
@@ -526,7 +526,7 @@ func (g *Group) kill(ctx context.Context) error {
 			if err := g.waitEmpty(ctx); err != nil {
 				return err
 			}
-			return g.setFrozen(ctx, false)
+			return g.setFrozen(ctx, false, 0)
 		}
 		if !errors.Is(err, os.ErrNotExist) {
 			return err
@@ -535,7 +535,10 @@ func (g *Group) kill(ctx context.Context) error {
 	// Freeze first so nothing forks between listing and killing; SIGKILL
 	// is delivered to frozen tasks once they are thawed.
 	for {
-		if err := g.setFrozen(ctx, true); err != nil {
+		// Not spinning: a kill is teardown, off any start's path, and a
+		// v1 freezer's state is worked out anew (every task of the group
+		// looked at) on each read.
+		if err := g.setFrozen(ctx, true, 0); err != nil {
 			return err
 		}
 		pids, err := procsUnion(g.dirs)
@@ -545,7 +548,7 @@ func (g *Group) kill(ctx context.Context) error {
 		if err := killAll(pids); err != nil {
 			return err
 		}
-		if err := g.setFrozen(ctx, false); err != nil {
+		if err := g.setFrozen(ctx, false, 0); err != nil {
 			return err
 		}
 		// A task can be in some v1 hierarchies but not the freezer's; go

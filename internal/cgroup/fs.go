@@ -191,10 +191,11 @@ func procsUnion(dirs []string) ([]int, error) {
 }
 
 // poll calls done until it reports true. It spins (yielding the
-// processor) for the first spinFor, then sleeps with an exponential
-// back-off: the kernel usually finishes a freeze or an exit within tens of
-// microseconds, and Go's shortest sleep costs about that much again.
-func poll(ctx context.Context, done func() (bool, error)) error {
+// processor) for the first spin (spinFor where a caller waits on it),
+// then sleeps with an exponential back-off: the kernel usually finishes a
+// freeze or an exit within tens of microseconds, and Go's shortest sleep
+// costs about that much again.
+func poll(ctx context.Context, spin time.Duration, done func() (bool, error)) error {
 	start := time.Now()
 	delay := 20 * time.Microsecond
 	for {
@@ -205,7 +206,7 @@ func poll(ctx context.Context, done func() (bool, error)) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if time.Since(start) < spinFor {
+		if time.Since(start) < spin {
 			runtime.Gosched()
 			continue
 		}
@@ -240,7 +241,7 @@ func removeTree(ctx context.Context, dir string) error {
 	if !errors.Is(err, unix.EBUSY) && !errors.Is(err, unix.ENOTEMPTY) {
 		return fmt.Errorf("removing %s: %w", dir, err)
 	}
-	return poll(ctx, func() (bool, error) {
+	return poll(ctx, spinFor, func() (bool, error) {
 		ents, err := os.ReadDir(dir)
 		if err != nil {
 			if errors.Is(err, os.ErrNotExist) {

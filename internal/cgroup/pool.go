@@ -209,7 +209,7 @@ func (p *Pool) clean(ctx context.Context, g *Group) error {
 			}
 		}
 	}
-	if err := g.setFrozen(ctx, false); err != nil {
+	if err := g.setFrozen(ctx, false, 0); err != nil {
 		return fmt.Errorf("thawing: %w", err)
 	}
 	if len(left) > 0 {

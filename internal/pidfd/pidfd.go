@@ -77,37 +77,44 @@ func read(fd int) (unix.WaitStatus, state) {
 }
 
 // Wait waits until the process fd refers to has exited (its pidfd polls
-// readable), or ctx ends, and then returns ctx's error. It waits in the
-// Go runtime's poller, on a non-blocking duplicate of fd: a poll(2) that
-// blocks holds an OS thread for as long as it waits, one per live
-// sandbox and zygote, and has the scheduler take its processor back
-// each time. Where the poller does not take the pidfd, it polls.
+// readable), or ctx ends, and then returns ctx's error; fd must stay open
+// until it returns. It waits in the Go runtime's poller, through an
+// epoll instance of its own that watches fd (fd's open file is left as
+// it is: no flag of it changes): a poll(2) that blocks holds an OS
+// thread for as long as it waits, one per live sandbox and zygote, and
+// has the scheduler take its processor back each time. Where that fails,
+// it polls.
 func Wait(ctx context.Context, fd int) error {
-	nfd, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return pollWait(ctx, fd)
 	}
-	// O_NONBLOCK belongs to the open file, which fd shares; a pidfd's
-	// only blocking use, waitid(P_PIDFD), is not Hearth's.
-	if err := unix.SetNonblock(nfd, true); err != nil {
-		unix.Close(nfd)
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}
+	if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+		unix.Close(ep)
 		return pollWait(ctx, fd)
 	}
-	f := os.NewFile(uintptr(nfd), "pidfd")
+	// Non-blocking, so that os.NewFile hands it to the poller: it polls
+	// readable while fd does.
+	if err := unix.SetNonblock(ep, true); err != nil {
+		unix.Close(ep)
+		return pollWait(ctx, fd)
+	}
+	f := os.NewFile(uintptr(ep), "pidfd-epoll")
 	defer f.Close()
 	rc, err := f.SyscallConn()
 	if err == nil {
 		err = f.SetReadDeadline(time.Time{})
 	}
 	if err != nil {
-		return pollWait(ctx, nfd) // not in the poller
+		return pollWait(ctx, fd) // not in the poller
 	}
 	if dl, ok := ctx.Deadline(); ok {
 		f.SetReadDeadline(dl)
 	}
 	stop := context.AfterFunc(ctx, func() { f.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
-	err = rc.Read(func(uintptr) bool { return exited(nfd) })
+	err = rc.Read(func(uintptr) bool { return exited(fd) })
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -115,7 +122,7 @@ func Wait(ctx context.Context, fd int) error {
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			return context.DeadlineExceeded
 		}
-		return pollWait(ctx, nfd)
+		return pollWait(ctx, fd)
 	}
 	return nil
 }

@@ -169,8 +169,22 @@ func TestWaitHoldsNoThread(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
+	flags, err := unix.FcntlInt(uintptr(fds[0]), unix.F_GETFL, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := Wait(ctx, fds[0]); err != context.DeadlineExceeded {
 		t.Errorf("Wait past its deadline = %v, want context.DeadlineExceeded", err)
+	}
+	// The caller's pidfd is as it was: no flag of its open file changed
+	// (O_NONBLOCK would make a waitid(P_PIDFD) on it fail with EAGAIN).
+	if after, err := unix.FcntlInt(uintptr(fds[0]), unix.F_GETFL, 0); err != nil || after != flags {
+		t.Errorf("pidfd flags %#x after Wait, %#x before (%v)", after, flags, err)
+	}
+	cctx, ccancel := context.WithCancel(context.Background())
+	go func() { time.Sleep(20 * time.Millisecond); ccancel() }()
+	if err := Wait(cctx, fds[1]); err != context.Canceled {
+		t.Errorf("Wait cancelled = %v, want context.Canceled", err)
 	}
 	for _, c := range cmds {
 		c.Process.Kill()

@@ -208,7 +208,7 @@ func TestImmortalizeKeepsNothingOfItsOwn(t *testing.T) {
 	// The runtime goes on the base's /tmp in a mount namespace of the
 	// probe's own: the base image is shared and stays as it is.
 	cmd := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-ec",
-		`mount --bind "$1" "$2/tmp"; exec chroot "$2" /usr/bin/python3 -S -B -c "$3"`,
+		`mount --bind "$1" "$2/tmp"; exec chroot "$2" /usr/bin/python3 -E -S -B -c "$3"`,
 		"sh", rtDir, base, immortalProbe)
 	out, err := cmd.CombinedOutput()
 	if err != nil {

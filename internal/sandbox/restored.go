@@ -44,10 +44,7 @@ func AdoptRestored(r Restored) *Sandbox {
 	s := &Sandbox{id: r.ID, dir: r.Dir, tmp: r.Scratch, group: r.Group, restored: r.Init,
 		pid: r.Init.Pid, mnt: r.ScratchMount, done: make(chan struct{})}
 	s.scratch = fdPath(s.tmp)
-	go func() {
-		s.restoredState, _ = s.restored.Wait()
-		close(s.done)
-	}()
+	s.watchExit(r.Init.Pid, func() { s.restoredState, _ = s.restored.Wait() })
 	return s
 }
 

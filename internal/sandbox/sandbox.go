@@ -340,10 +340,7 @@ func (f *Factory) Create(ctx context.Context, cfg Config) (_ *Sandbox, err error
 		return nil, fmt.Errorf("sandbox %s: start init: %w", s.id, err)
 	}
 	s.cmd = cmd
-	go func() {
-		s.exitErr = cmd.Wait()
-		close(s.done)
-	}()
+	s.watchExit(cmd.Process.Pid, func() { s.exitErr = cmd.Wait() })
 	if readyR != nil {
 		// Joiners must not enter the mount namespace before the pivot.
 		files[args.Ready-3].Close()

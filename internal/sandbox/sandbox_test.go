@@ -350,3 +350,41 @@ func TestUnreadableFilterStartsNothing(t *testing.T) {
 		})
 	}
 }
+
+// TestLiveSandboxesHoldNoThread: a live sandbox's init is awaited in Go's
+// poller, not in a wait4 that holds an OS thread for the sandbox's life.
+// 12 holders add far fewer than 12 threads, and each one's Done still
+// closes when it is destroyed.
+func TestLiveSandboxesHoldNoThread(t *testing.T) {
+	e := setup(t)
+	threads := func() int {
+		ents, err := os.ReadDir("/proc/self/task")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(ents)
+	}
+	// One first, so the runtime's own threads for making sandboxes exist.
+	first := e.create(t, "warm", nil, nil)
+	time.Sleep(100 * time.Millisecond)
+	before := threads()
+	const n = 12
+	var sbs []*sandbox.Sandbox
+	for i := range n {
+		sbs = append(sbs, e.create(t, fmt.Sprintf("h%d", i), nil, nil))
+	}
+	time.Sleep(200 * time.Millisecond)
+	if grew := threads() - before; grew >= n/2 {
+		t.Errorf("%d live sandboxes added %d threads, want far fewer", n, grew)
+	}
+	for _, sb := range append(sbs, first) {
+		if err := sb.Destroy(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-sb.Done():
+		case <-time.After(5 * time.Second):
+			t.Fatalf("Done still open 5 s after Destroy")
+		}
+	}
+}

@@ -130,6 +130,23 @@ func (s *Sandbox) Adopt(pf *os.File, pid int) error {
 	return nil
 }
 
+// watchExit closes s.done once the process pid, the caller's child, has
+// exited and reap has reaped it. It waits for the exit in Go's poller,
+// on a pidfd opened now, before anyone can reap the child (only reap
+// does): reap alone (a wait4) would hold an OS thread for the sandbox's
+// whole life, one per live cold, restored or pre-made sandbox.
+func (s *Sandbox) watchExit(pid int, reap func()) {
+	fd, err := unix.PidfdOpen(pid, 0)
+	go func() {
+		if err == nil {
+			pidfd.Wait(context.Background(), fd)
+			unix.Close(fd)
+		}
+		reap()
+		close(s.done)
+	}()
+}
+
 // destroyShell is Destroy for a shell: its main process (pid 1 of its
 // own pid namespace) dies with a kill of its cgroup, and the pid
 // namespace with it. Called with s.mu held.

@@ -42,8 +42,13 @@ func Exit(ctx context.Context, fd int) (ws unix.WaitStatus, ok bool) {
 		// soon. Running: wait for its exit, holding no thread.
 		if exited(fd) {
 			time.Sleep(time.Millisecond)
-		} else {
-			Wait(ctx, fd)
+		} else if Wait(ctx, fd) != nil {
+			// ctx ended (its deadline may pass a moment before ctx.Err
+			// says so): one last look.
+			if ws, st := read(fd); st == ended {
+				return ws, true
+			}
+			return 0, false
 		}
 	}
 }

@@ -1,8 +1,10 @@
 package zygote
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -58,6 +60,35 @@ func TestChildOf(t *testing.T) {
 	w.Close()
 	if _, err := childOf([]*os.File{r}, os.Getpid()); err == nil {
 		t.Errorf("childOf a pipe: accepted")
+	}
+	// A pidfd of one thread (PIDFD_THREAD), of a child that has two: it
+	// would poll readable when that thread exits.
+	py := exec.Command("/usr/bin/python3", "-S", "-c",
+		"import threading, time; threading.Thread(target=time.sleep, args=(60,)).start(); print(flush=True); time.sleep(60)")
+	out, err := py.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := py.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { py.Process.Kill(); py.Wait() }()
+	if _, err := out.Read(make([]byte, 1)); err != nil {
+		t.Fatalf("the threaded child did not start: %v", err)
+	}
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", py.Process.Pid))
+	if err != nil || len(tasks) < 2 {
+		t.Fatalf("threaded child has tasks %v (%v), want 2", tasks, err)
+	}
+	for _, task := range tasks {
+		tid, _ := strconv.Atoi(task.Name())
+		fd, err := unix.PidfdOpen(tid, unix.O_EXCL) // PIDFD_THREAD
+		if err != nil {
+			t.Skipf("host limit: no thread pidfds (PIDFD_THREAD, Linux 6.9): %v", err)
+		}
+		if c, err := childOf([]*os.File{os.NewFile(uintptr(fd), "pidfd")}, os.Getpid()); err == nil {
+			t.Errorf("childOf a thread's pidfd (tid %d): accepted as %+v", tid, c)
+		}
 	}
 	// A pidfd of a process that has exited and been reaped.
 	gone := exec.Command("/bin/true")

@@ -345,6 +345,10 @@ func childOf(fds []*os.File, parent int) (Child, error) {
 	pid, ppid, ok := pidInfo(int(c.PidFD.Fd()))
 	var err error
 	switch {
+	case threadPidfd(int(c.PidFD.Fd())):
+		// It would poll readable when that thread exits, not the
+		// process: a zygote could end a live sandbox's watch early.
+		err = errors.New("the zygote sent a thread's pidfd, not its child's")
 	case ok && ppid != parent:
 		err = fmt.Errorf("child %d: its parent is %d, not %d", pid, ppid, parent)
 	case ok:
@@ -366,6 +370,14 @@ func (c Child) closeWatch() {
 	if c.Watch != nil {
 		c.Watch.Close()
 	}
+}
+
+// threadPidfd reports whether fd is a pidfd of one thread
+// (PIDFD_THREAD, which is O_EXCL among its file flags), or its flags
+// cannot be read.
+func threadPidfd(fd int) bool {
+	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+	return err != nil || fl&unix.O_EXCL != 0
 }
 
 // pidInfo reads the pid and parent pid of the process pidfd fd refers

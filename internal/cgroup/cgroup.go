@@ -17,8 +17,9 @@ import (
 	cgroups "github.com/containerd/cgroups/v3"
 	"github.com/containerd/cgroups/v3/cgroup1"
 	"github.com/containerd/cgroups/v3/cgroup2"
-	"github.com/hearth-run/hearth/internal/pidfd"
 	"golang.org/x/sys/unix"
+
+	"github.com/hearth-run/hearth/internal/pidfd"
 )
 
 // Mode is the cgroup version sandboxes are placed in.
@@ -459,9 +460,10 @@ func (g *Group) Thaw(ctx context.Context) error {
 }
 
 // setFrozen writes the freezer state and polls until the kernel reports
-// it, spinning for the first spin (see poll). Written directly: the library polls with a fixed 1 ms sleep (ten
-// times a typical freeze) and on v2 checks cgroup.freeze, which shows the
-// requested state, not cgroup.events, which shows the reached one.
+// it, spinning for the first spin (see poll). Written directly: the
+// library polls with a fixed 1 ms sleep (ten times a typical freeze) and
+// on v2 checks cgroup.freeze, which shows the requested state, not
+// cgroup.events, which shows the reached one.
 func (g *Group) setFrozen(ctx context.Context, frozen bool, spin time.Duration) error {
 	dir := g.dirs[g.m.frz]
 	if g.m.mode == V2 {
@@ -615,7 +617,7 @@ func waitExit(ctx context.Context, pids []int) bool {
 	for _, fd := range open {
 		// In the runtime's poller: a blocking poll(2) would hold a
 		// thread for the milliseconds a killed sandbox takes to unmap.
-		if !waited && pidfdExited(fd) {
+		if !waited && pidfd.Exited(fd) {
 			continue
 		}
 		waited = true
@@ -624,14 +626,6 @@ func waitExit(ctx context.Context, pids []int) bool {
 		}
 	}
 	return waited
-}
-
-// pidfdExited reports whether the process pidfd fd refers to has exited
-// (it polls readable).
-func pidfdExited(fd int) bool {
-	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-	n, _ := unix.Poll(fds, 0)
-	return n > 0
 }
 
 // relist bounds one waitExit.

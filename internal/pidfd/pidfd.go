@@ -40,7 +40,7 @@ func Exit(ctx context.Context, fd int) (ws unix.WaitStatus, ok bool) {
 		}
 		// Exited (POLLIN) and not reaped yet, or being reaped: look again
 		// soon. Running: wait for its exit, holding no thread.
-		if exited(fd) {
+		if Exited(fd) {
 			time.Sleep(time.Millisecond)
 		} else if Wait(ctx, fd) != nil {
 			// ctx ended (its deadline may pass a moment before ctx.Err
@@ -119,7 +119,7 @@ func Wait(ctx context.Context, fd int) error {
 	}
 	stop := context.AfterFunc(ctx, func() { f.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
-	err = rc.Read(func(uintptr) bool { return exited(fd) })
+	err = rc.Read(func(uintptr) bool { return Exited(fd) })
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -132,8 +132,9 @@ func Wait(ctx context.Context, fd int) error {
 	return nil
 }
 
-// exited reports whether fd polls readable now: its process has exited.
-func exited(fd int) bool {
+// Exited reports whether the pidfd fd polls readable now: its process
+// has exited.
+func Exited(fd int) bool {
 	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
 	n, _ := unix.Poll(fds, 0)
 	return n > 0

@@ -342,13 +342,16 @@ func childOf(fds []*os.File, parent int) (Child, error) {
 		return Child{}, fmt.Errorf("want the child's pidfd, got %d descriptors", len(fds))
 	}
 	c := Child{PidFD: fds[0]}
-	pid, ppid, ok := pidInfo(int(c.PidFD.Fd()))
-	var err error
-	switch {
-	case threadPidfd(int(c.PidFD.Fd())):
+	fd := int(c.PidFD.Fd())
+	if threadPidfd(fd) {
 		// It would poll readable when that thread exits, not the
 		// process: a zygote could end a live sandbox's watch early.
-		err = errors.New("the zygote sent a thread's pidfd, not its child's")
+		c.PidFD.Close()
+		return Child{}, errors.New("the zygote sent a thread's pidfd, not its child's")
+	}
+	pid, ppid, ok := pidInfo(fd)
+	var err error
+	switch {
 	case ok && ppid != parent:
 		err = fmt.Errorf("child %d: its parent is %d, not %d", pid, ppid, parent)
 	case ok:

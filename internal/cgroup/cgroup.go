@@ -539,8 +539,15 @@ func (g *Group) kill(ctx context.Context) error {
 	for {
 		// Not spinning: a kill is teardown, off any start's path, and a
 		// v1 freezer's state is worked out anew (every task of the group
-		// looked at) on each read.
-		if err := g.setFrozen(ctx, true, 0); err != nil {
+		// looked at) on each read. Bounded: a task in a killable sleep
+		// (a FUSE request, a lock taken killably) never freezes, yet
+		// SIGKILL ends it, so after freezeBound the rest are killed
+		// anyway, as runc does; a fork that slips past the list is
+		// caught by the next round.
+		fctx, cancel := context.WithTimeout(ctx, freezeBound)
+		err := g.setFrozen(fctx, true, 0)
+		cancel()
+		if err != nil && (ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded)) {
 			return err
 		}
 		pids, err := procsUnion(g.dirs)
@@ -567,6 +574,10 @@ func (g *Group) kill(ctx context.Context) error {
 // waitRound bounds one kill round before the group is frozen and killed
 // again.
 const waitRound = 200 * time.Millisecond
+
+// freezeBound bounds a v1 kill's freeze: long enough for the freezer's
+// own retries (setFrozen rewrites the state about every 120 ms).
+const freezeBound = 250 * time.Millisecond
 
 // waitEmpty waits until no hierarchy of the group lists a process. It
 // sleeps on the listed processes' pidfds until they exit rather than

@@ -2,6 +2,7 @@ package cgroup
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -831,6 +833,97 @@ func TestKillFrozen(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestKillUnfreezable: a task in a killable sleep, which the v1 freezer
+// cannot freeze but SIGKILL ends, does not hold a kill until its ctx
+// ends. The sleep is a lookup on a FUSE mount whose server answered INIT
+// and then nothing: the freezer's wake-up interrupts the request, and
+// FUSE then waits for it killably (fuseStuck). That is the test's way to
+// make one; a tenant can reach other killable sleeps.
+func TestKillUnfreezable(t *testing.T) {
+	for _, mc := range modes(t) {
+		t.Run(mc.name, func(t *testing.T) {
+			dir, queued, abort := fuseStuck(t)
+			m := newManager(t, mc.opts...)
+			g := create(t, m, "stuck", Limits{})
+			// A shell that waits for its stat, stuck: both in the group.
+			p := start(t, g, "/bin/sh", "-c", "stat "+dir+"/x; sleep 60")
+			// Cleaned up first: a test that fails with the stat stuck
+			// (or frozen) must not wait for it forever.
+			t.Cleanup(func() {
+				abort()
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				g.Thaw(ctx)
+			})
+			queued()
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			begin := time.Now()
+			if err := g.Kill(ctx); err != nil {
+				t.Fatalf("Kill with a task that cannot freeze: %v (after %v)", err, time.Since(begin))
+			}
+			took := time.Since(begin)
+			t.Logf("Kill took %v", took)
+			if !p.killed(t) {
+				t.Errorf("shell: %v, want SIGKILL", p.err)
+			}
+			if pids, err := g.Pids(); err != nil || len(pids) != 0 {
+				t.Errorf("Pids() after Kill = %v, %v", pids, err)
+			}
+		})
+	}
+}
+
+// fuseStuck mounts a FUSE file system whose server (the test) answers
+// INIT and no other request. It returns the mount point, a function that
+// waits until a request is queued, and one that aborts the connection
+// and unmounts (also at clean-up): any request still waiting fails. The
+// request is left queued: one the server has read is waited for
+// uninterruptibly, even by a killed task; a queued one killably.
+func fuseStuck(t *testing.T) (string, func(), func()) {
+	t.Helper()
+	dev, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0)
+	if err != nil {
+		t.Skipf("no FUSE device to make an unfreezable task with: %v", err)
+	}
+	dir := t.TempDir()
+	opts := fmt.Sprintf("fd=%d,rootmode=40000,user_id=0,group_id=0", dev.Fd())
+	if err := unix.Mount("hearth-test", dir, "fuse", unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
+		dev.Close()
+		t.Skipf("cannot mount FUSE to make an unfreezable task with: %v", err)
+	}
+	var once sync.Once
+	abort := func() { once.Do(func() { dev.Close(); unix.Unmount(dir, unix.MNT_DETACH) }) }
+	t.Cleanup(abort)
+	// The INIT request: a 40-byte fuse_in_header (len, opcode, unique
+	// at 8), then fuse_init_in.
+	buf := make([]byte, 1<<17)
+	fd := int(dev.Fd())
+	n, err := unix.Read(fd, buf)
+	if err != nil || n < 40 || binary.LittleEndian.Uint32(buf[4:]) != 26 { // FUSE_INIT
+		t.Fatalf("reading FUSE INIT: %d bytes, %v", n, err)
+	}
+	// fuse_out_header (len, error, unique), then a 64-byte
+	// fuse_init_out: version 7.31, max_write 64 KiB (a read needs room
+	// for that and the headers), the rest zero.
+	out := make([]byte, 16+64)
+	binary.LittleEndian.PutUint32(out[0:], uint32(len(out)))
+	copy(out[8:16], buf[8:16])
+	binary.LittleEndian.PutUint32(out[16:], 7)
+	binary.LittleEndian.PutUint32(out[20:], 31)
+	binary.LittleEndian.PutUint32(out[36:], 1<<16)
+	if _, err := unix.Write(fd, out); err != nil {
+		t.Fatalf("answering FUSE INIT: %v", err)
+	}
+	return dir, func() {
+		t.Helper()
+		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		if n, err := unix.Poll(pfd, 5000); n != 1 {
+			t.Fatalf("no FUSE request within 5 s (poll: %v)", err)
+		}
+	}, abort
 }
 
 func TestSweepAfterCrash(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -410,6 +411,36 @@ func (g *Group) Add(pid int) error {
 		return fmt.Errorf("cgroup %s: adding pid %d: %w", g.name, pid, err)
 	}
 	return nil
+}
+
+// AddChild moves process pid into the group, for a process the caller
+// watches through a pidfd but did not fork (a zygote's child): its parent
+// can reap it at any time, and its pid then goes to the next process
+// made, anyone's. alive must report, through that pidfd, whether the
+// process is still unreaped. It is asked after the move, because only
+// then does it prove that the pid written was the process's. If it fails,
+// or the move does (on v1 it can fail midway), whatever process holds pid
+// now and is in the group is moved back out, to the root group of every
+// hierarchy: another's process must not stay where the group's limits
+// and kills reach it.
+func (g *Group) AddChild(pid int, alive func() error) error {
+	err := g.Add(pid)
+	if err == nil {
+		if err = alive(); err == nil {
+			return nil
+		}
+		err = fmt.Errorf("cgroup %s: adding pid %d: %w", g.name, pid, err)
+	}
+	if pids, lerr := g.Pids(); lerr != nil || !slices.Contains(pids, pid) {
+		return err
+	}
+	s := strconv.Itoa(pid)
+	for _, h := range g.m.hiers {
+		if werr := writeFile(filepath.Join(h, "cgroup.procs"), s); werr != nil && !errors.Is(werr, unix.ESRCH) {
+			return fmt.Errorf("%w; moving pid %d out again: %w", err, pid, werr)
+		}
+	}
+	return fmt.Errorf("%w (pid %d moved out again)", err, pid)
 }
 
 // ProcsFiles opens cgroup.procs of every hierarchy of the group for

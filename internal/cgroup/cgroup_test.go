@@ -761,6 +761,64 @@ func TestFreezeThaw(t *testing.T) {
 	}
 }
 
+// TestAddChild: a process whose watcher says it lives is moved in; one
+// whose watcher says it was reaped (so its pid may be another's now) is
+// moved back out to the root groups, and is neither left in the group
+// nor killed.
+func TestAddChild(t *testing.T) {
+	for _, mc := range modes(t) {
+		t.Run(mc.name, func(t *testing.T) {
+			m := newManager(t, mc.opts...)
+			g := create(t, m, "child", Limits{})
+			run := func() *proc {
+				cmd := exec.Command("/bin/sleep", "60")
+				if err := cmd.Start(); err != nil {
+					t.Fatal(err)
+				}
+				p := &proc{Pid: cmd.Process.Pid, done: make(chan struct{})}
+				go func() { p.err = cmd.Wait(); close(p.done) }()
+				t.Cleanup(func() { cmd.Process.Kill(); <-p.done })
+				return p
+			}
+			a := run()
+			if err := g.AddChild(a.Pid, func() error { return nil }); err != nil {
+				t.Fatalf("AddChild of a live child: %v", err)
+			}
+			if p, _ := g.Pids(); !slices.Equal(p, []int{a.Pid}) {
+				t.Fatalf("Pids() = %v, want [%d]", p, a.Pid)
+			}
+
+			b := run()
+			reaped := errors.New("reaped")
+			err := g.AddChild(b.Pid, func() error { return reaped })
+			if !errors.Is(err, reaped) || !strings.Contains(err.Error(), "moved out again") {
+				t.Fatalf("AddChild with a dead watcher = %v, want the watcher's error and the pid moved out", err)
+			}
+			if p, _ := g.Pids(); !slices.Equal(p, []int{a.Pid}) {
+				t.Errorf("Pids() = %v, want [%d] alone", p, a.Pid)
+			}
+			// In the root group of every hierarchy the group uses.
+			after := cat(t, fmt.Sprintf("/proc/%d/cgroup", b.Pid))
+			if strings.Contains(after, m.Parent()) {
+				t.Errorf("/proc/pid/cgroup after the move out still names %s:\n%s", m.Parent(), after)
+			}
+			select {
+			case <-b.done:
+				t.Errorf("the process moved out was ended: %v", b.err)
+			case <-time.After(50 * time.Millisecond):
+			}
+			if err := g.Kill(ctxT(t)); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-b.done:
+				t.Errorf("the process moved out was killed with the group: %v", b.err)
+			case <-time.After(50 * time.Millisecond):
+			}
+		})
+	}
+}
+
 // TestKillPartlyJoined: a process in one v1 hierarchy of the group only
 // (the last but one, as one caught midway through joining them all) is
 // found and killed, and the group is empty only once it is gone from

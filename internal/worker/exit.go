@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"fmt"
+	"os"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -99,17 +100,15 @@ type proc struct {
 	fd int
 }
 
-// openProc opens a pidfd on pid; nil if the process is already gone (its
-// status is then unknown).
-func openProc(pid int) *proc {
-	if pid <= 0 {
-		return nil
-	}
-	fd, err := unix.PidfdOpen(pid, unix.PIDFD_NONBLOCK)
+// procOf watches the process of pidfd f through a duplicate of it; nil
+// if it cannot be duplicated. Not a pidfd opened by pid: a zygote's
+// child can be reaped by its zygote at any time, and its pid then be
+// another's.
+func procOf(f *os.File) *proc {
+	fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
 		return nil
 	}
-	unix.CloseOnExec(fd)
 	return &proc{fd: fd}
 }
 

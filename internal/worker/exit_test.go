@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"os"
 	"os/exec"
 	"testing"
 	"time"
@@ -34,7 +35,7 @@ func TestExitFromCode(t *testing.T) {
 // TestProcExit reads real processes' exit statuses through their pidfds,
 // after their parent (here the test) reaped them.
 func TestProcExit(t *testing.T) {
-	if probe := openProc(unix.Getpid()); probe == nil {
+	if probe := openProcT(t, unix.Getpid()); probe == nil {
 		t.Fatal("pidfd_open on self failed")
 	} else {
 		defer probe.close()
@@ -54,7 +55,7 @@ func TestProcExit(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		p := openProc(cmd.Process.Pid)
+		p := openProcT(t, cmd.Process.Pid)
 		if p == nil {
 			t.Fatalf("%s: no pidfd", c.script)
 		}
@@ -73,11 +74,24 @@ func TestProcExit(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()
-	p := openProc(cmd.Process.Pid)
+	p := openProcT(t, cmd.Process.Pid)
 	defer p.close()
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	if e := p.exit(ctx); e.known {
 		t.Errorf("live process: %v, want unknown", e)
 	}
+}
+
+// openProcT watches process pid through a pidfd opened by pid (the test's
+// own child, or itself: no reuse), as procOf does through its own.
+func openProcT(t *testing.T, pid int) *proc {
+	t.Helper()
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		t.Fatalf("pidfd_open(%d): %v", pid, err)
+	}
+	f := os.NewFile(uintptr(fd), "pidfd")
+	defer f.Close()
+	return procOf(f)
 }

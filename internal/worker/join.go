@@ -2,8 +2,11 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/hearth-run/hearth/internal/netns"
 	"github.com/hearth-run/hearth/internal/sandbox"
@@ -13,13 +16,20 @@ import (
 // sandbox the worker made for it.
 
 // attachNet gives the network namespace a zygote child made (process
-// pid) an isolated network from the pool's bridges.
-func (w *Worker) attachNet(ctx context.Context, pid int) (*netns.NS, error) {
+// pid, pidfd) an isolated network from the pool's bridges.
+func (w *Worker) attachNet(ctx context.Context, pid int, pidfd *os.File) (*netns.NS, error) {
 	p, err := w.netPool(ctx)
 	if err != nil {
 		return nil, err
 	}
 	f, err := os.Open(fmt.Sprintf("/proc/%d/ns/net", pid))
+	if err == nil && unix.PidfdSendSignal(int(pidfd.Fd()), 0, nil, 0) != nil {
+		// Its zygote can reap it at any time: the pid could have been
+		// another's when opened, and a veth must not go to another's
+		// namespace.
+		f.Close()
+		err = errors.New("the child is gone")
+	}
 	if err != nil {
 		return nil, fmt.Errorf("network: %w", err)
 	}

@@ -499,7 +499,7 @@ func (s *spares) make(key, net string) (_ *spare, err error) {
 		if werr != nil && !w.cfg.EagerNetwork && !w.watchWarned.Swap(true) {
 			w.log.Warn("spares get their network at start: a zygote child could not watch its sockets (said once)", "err", werr)
 		}
-		sp.net, err = w.attachNet(ctx, sp.child.Pid())
+		sp.net, err = w.attachNet(ctx, sp.child.Pid(), pidfd)
 	}
 	return sp, err
 }

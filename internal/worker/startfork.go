@@ -73,7 +73,7 @@ func (f forkStarter) start(ctx context.Context, l *launch) (*instance, error) {
 		return nil, err
 	}
 	w.metrics.forkQueued.Observe(child.Queued.Seconds())
-	inst.proc = openProc(child.Pid)
+	inst.proc = procOf(child.PidFD)
 	if err := sb.Adopt(child.PidFD, child.Pid); err != nil {
 		if child.Watch != nil {
 			child.Watch.Close()
@@ -92,7 +92,7 @@ func (f forkStarter) start(ctx context.Context, l *launch) (*instance, error) {
 		w.log.Warn("forked sandboxes get their network at start: a zygote child could not watch its sockets (said once)", "function", l.fn.Name, "err", child.WatchErr)
 	}
 	if l.net == function.NetworkIsolated && inst.lazy == nil {
-		if inst.net, err = w.attachNet(ctx, child.Pid); err != nil {
+		if inst.net, err = w.attachNet(ctx, child.Pid, child.PidFD); err != nil {
 			return nil, fmt.Errorf("%s: %w: %w", l.fn.Name, err, ErrStart)
 		}
 	}

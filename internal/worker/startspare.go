@@ -59,7 +59,11 @@ func (w *Worker) spareStart(ctx context.Context, l *launch, sp *spare) (*instanc
 		return nil, fmt.Errorf("%s: %w: %w", l.fn.Name, err, ErrStart)
 	}
 	inst := l.instance(sp.sb.ID(), sp.sb, sp.group)
-	inst.net, inst.lazy, inst.proc = sp.net, sp.lazy, openProc(sp.child.Pid())
+	inst.net, inst.lazy = sp.net, sp.lazy
+	if f, err := sp.child.PidFD(); err == nil {
+		inst.proc = procOf(f)
+		f.Close()
+	}
 	if ln := inst.lazy; ln != nil {
 		st := l.st
 		node := l.node

@@ -1,14 +1,18 @@
 package zygote
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/hearth-run/hearth/internal/cgroup"
 )
 
 // TestChildOf: the pidfd a zygote replies with is taken only if it is a
@@ -99,5 +103,80 @@ func TestChildOf(t *testing.T) {
 	gone.Wait()
 	if _, err := childOf([]*os.File{g}, os.Getpid()); err == nil {
 		t.Errorf("childOf a reaped process: accepted")
+	}
+}
+
+// TestJoinChecksThePidfd: a child reaped by its zygote before the worker
+// moves it, its pid already another process's (here, a pid that names a
+// live process, with the reaped child's pidfd), is refused, and that
+// other process is neither left in the group nor killed with it.
+func TestJoinChecksThePidfd(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to create cgroups")
+	}
+	cm, err := cgroup.NewManager(fmt.Sprintf("hearth-test-%d-zjoin", os.Getpid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	defer cm.Close(ctx)
+	g, err := cm.Create("join", cgroup.Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone := exec.Command("/bin/true")
+	if err := gone.Start(); err != nil {
+		t.Fatal(err)
+	}
+	fd, err := unix.PidfdOpen(gone.Process.Pid, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone.Wait()
+	other := exec.Command("/bin/sleep", "60")
+	if err := other.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- other.Wait() }()
+	defer func() { other.Process.Kill(); <-done }()
+
+	c := Child{Pid: other.Process.Pid, PidFD: os.NewFile(uintptr(fd), "pidfd")}
+	defer c.PidFD.Close()
+	if err := c.join(g); err == nil {
+		t.Fatal("join of a reaped child's pid: accepted")
+	} else {
+		t.Logf("join: %v", err)
+	}
+	if p, err := g.Pids(); err != nil || len(p) != 0 {
+		t.Errorf("group holds %v (%v) after a refused join, want nothing", p, err)
+	}
+	if err := g.Kill(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		t.Errorf("the other process ended: %v", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+
+	// A live child joins.
+	live := exec.Command("/bin/sleep", "60")
+	if err := live.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { live.Process.Kill(); live.Wait() }()
+	lfd, err := unix.PidfdOpen(live.Process.Pid, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lc := Child{Pid: live.Process.Pid, PidFD: os.NewFile(uintptr(lfd), "pidfd")}
+	defer lc.PidFD.Close()
+	if err := lc.join(g); err != nil {
+		t.Fatalf("join of a live child: %v", err)
+	}
+	if p, _ := g.Pids(); len(p) != 1 || p[0] != live.Process.Pid {
+		t.Errorf("group holds %v, want [%d]", p, live.Process.Pid)
 	}
 }

@@ -426,6 +426,13 @@ func (c Child) alive() error {
 	return nil
 }
 
+// join moves c into g. Its zygote can reap it at any time, and its pid
+// then goes to the next process made: the move is checked through the
+// pidfd, and undone if that says c was reaped (Group.AddChild).
+func (c Child) join(g *cgroup.Group) error {
+	return g.AddChild(c.Pid, c.alive)
+}
+
 // kill kills c through its pidfd, and closes it.
 func (c Child) kill() {
 	unix.PidfdSendSignal(int(c.PidFD.Fd()), unix.SIGKILL, nil, 0)
@@ -510,7 +517,7 @@ func (p *Process) Fork(ctx context.Context, t Target) (Child, error) {
 		return Child{}, fmt.Errorf("zygote %d: fork: %w", p.pid, err)
 	}
 	c.Watch, c.WatchErr = watch, watchErr
-	err = t.Group.Add(c.Pid)
+	err = c.join(t.Group)
 	if err == nil {
 		err = mapIDs(c, t.UID, t.GID)
 	}
@@ -567,7 +574,7 @@ func (p *Process) Child(ctx context.Context, group *cgroup.Group, modules, path 
 	c, err := p.childOf(got)
 	if err == nil {
 		// In its group before it imports anything (it waits for "go").
-		if err = group.Add(c.Pid); err == nil {
+		if err = c.join(group); err == nil {
 			_, err = ours.Write([]byte("go"))
 		}
 		if err != nil {

@@ -415,14 +415,14 @@ func (g *Group) Add(pid int) error {
 
 // AddChild moves process pid into the group, for a process the caller
 // watches through a pidfd but did not fork (a zygote's child): its parent
-// can reap it at any time, and its pid then goes to the next process
-// made, anyone's. alive must report, through that pidfd, whether the
-// process is still unreaped. It is asked after the move, because only
+// can reap it at any time, and its pid then goes to the next process or
+// thread made, anyone's. alive must report, through that pidfd, whether
+// the process is still unreaped. It is asked after the move, because only
 // then does it prove that the pid written was the process's. If it fails,
-// or the move does (on v1 it can fail midway), whatever process holds pid
-// now and is in the group is moved back out, to the root group of every
-// hierarchy: another's process must not stay where the group's limits
-// and kills reach it.
+// or the move does (on v1 it can fail midway), the process now holding
+// pid, if the move took it into the group, is moved back to its parent's
+// groups (moveHome): neither left where the group's limits and kills
+// reach it, nor freed of its own.
 func (g *Group) AddChild(pid int, alive func() error) error {
 	err := g.Add(pid)
 	if err == nil {
@@ -431,16 +431,96 @@ func (g *Group) AddChild(pid int, alive func() error) error {
 		}
 		err = fmt.Errorf("cgroup %s: adding pid %d: %w", g.name, pid, err)
 	}
-	if pids, lerr := g.Pids(); lerr != nil || !slices.Contains(pids, pid) {
+	if merr := g.moveHome(pid); merr != nil {
+		return fmt.Errorf("%w; moving pid %d out again: %w", err, pid, merr)
+	}
+	return err
+}
+
+// moveHome moves the process that task id (a pid, or a thread's id:
+// writing either to cgroup.procs moves the whole process) names, if it
+// is in the group, to the groups its parent is in. That is where it
+// was made, unless it moved since or its parent did.
+func (g *Group) moveHome(id int) error {
+	tgid, ppid, err := procIDs(id)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil // gone
+	}
+	if err != nil {
 		return err
 	}
-	s := strconv.Itoa(pid)
-	for _, h := range g.m.hiers {
-		if werr := writeFile(filepath.Join(h, "cgroup.procs"), s); werr != nil && !errors.Is(werr, unix.ESRCH) {
-			return fmt.Errorf("%w; moving pid %d out again: %w", err, pid, werr)
+	pids, err := g.Pids()
+	if err != nil {
+		return err
+	}
+	if !slices.Contains(pids, tgid) {
+		return nil
+	}
+	home, err := g.m.groupsOf(ppid)
+	if err != nil {
+		return fmt.Errorf("pid %d's parent %d: %w", tgid, ppid, err)
+	}
+	s := strconv.Itoa(tgid)
+	for _, d := range home {
+		if err := writeFile(filepath.Join(d, "cgroup.procs"), s); err != nil && !errors.Is(err, unix.ESRCH) {
+			return err
 		}
 	}
-	return fmt.Errorf("%w (pid %d moved out again)", err, pid)
+	return nil
+}
+
+// procIDs reads the thread group and parent of task id from /proc.
+func procIDs(id int) (tgid, ppid int, err error) {
+	b, err := readFile(fmt.Sprintf("/proc/%d/status", id))
+	if err != nil {
+		return 0, 0, err
+	}
+	tgid, ppid = -1, -1
+	for _, l := range strings.Split(string(b), "\n") {
+		k, v, _ := strings.Cut(l, ":")
+		switch k {
+		case "Tgid":
+			tgid, err = strconv.Atoi(strings.TrimSpace(v))
+		case "PPid":
+			ppid, err = strconv.Atoi(strings.TrimSpace(v))
+		}
+		if err != nil {
+			return 0, 0, fmt.Errorf("/proc/%d/status: %w", id, err)
+		}
+	}
+	if tgid <= 0 || ppid < 0 {
+		return 0, 0, fmt.Errorf("/proc/%d/status: no Tgid or PPid", id)
+	}
+	return tgid, ppid, nil
+}
+
+// groupsOf returns the directories of the groups process pid is in, one
+// per hierarchy m uses, from /proc/PID/cgroup (its paths are relative to
+// the worker's cgroup namespace, which is where m's roots are mounted).
+func (m *Manager) groupsOf(pid int) ([]string, error) {
+	b, err := readFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		return nil, err
+	}
+	dirs := make([]string, len(m.hiers))
+	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		parts := strings.SplitN(l, ":", 3)
+		if len(parts) != 3 {
+			continue
+		}
+		ctrls, path := strings.Split(parts[1], ","), parts[2]
+		for i, h := range m.hiers {
+			if m.mode == V2 && parts[0] == "0" && parts[1] == "" || m.mode == V1 && slices.Contains(ctrls, filepath.Base(h)) {
+				dirs[i] = filepath.Join(h, path)
+			}
+		}
+	}
+	for i, d := range dirs {
+		if d == "" {
+			return nil, fmt.Errorf("/proc/%d/cgroup: no group in %s", pid, m.hiers[i])
+		}
+	}
+	return dirs, nil
 }
 
 // ProcsFiles opens cgroup.procs of every hierarchy of the group for
@@ -576,25 +656,24 @@ func (g *Group) kill(ctx context.Context) error {
 		// anyway, as runc does; a fork that slips past the list is
 		// caught by the next round.
 		fctx, cancel := context.WithTimeout(ctx, freezeBound)
-		err := g.setFrozen(fctx, true, 0)
+		ferr := g.setFrozen(fctx, true, 0)
 		cancel()
-		if err != nil && (ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded)) {
-			return err
+		if ferr != nil && fctx.Err() == nil {
+			return ferr // not the bound: cgroupfs failed
 		}
-		pids, err := procsUnion(g.dirs)
-		if err != nil {
-			return err
-		}
-		if err := killAll(pids); err != nil {
-			return err
-		}
-		if err := g.setFrozen(ctx, false, 0); err != nil {
+		kerr := killListed(g.dirs, ferr == nil)
+		// Thawed even once ctx has ended: a group must not stay frozen
+		// (a v1 thaw takes effect at once).
+		tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		terr := g.setFrozen(tctx, false, 0)
+		cancel()
+		if err := errors.Join(kerr, terr, ctx.Err()); err != nil {
 			return err
 		}
 		// A task can be in some v1 hierarchies but not the freezer's; go
 		// round again if anything is left after a short wait.
 		wctx, cancel := context.WithTimeout(ctx, waitRound)
-		err = g.waitEmpty(wctx)
+		err := g.waitEmpty(wctx)
 		cancel()
 		if err == nil || ctx.Err() != nil {
 			return err
@@ -602,12 +681,50 @@ func (g *Group) kill(ctx context.Context) error {
 	}
 }
 
+// killListed sends SIGKILL to every process listed in dirs. Unless the
+// group is frozen (its list stable: a frozen task cannot exit), a listed
+// process can exit, be reaped by its parent outside the group, and its
+// pid go to another process before the signal: so it opens a pidfd of
+// each, lists again, and signals through the pidfds of those still
+// listed, which are the group's processes (a pid names one live process).
+func killListed(dirs []string, frozen bool) error {
+	pids, err := procsUnion(dirs)
+	if err != nil || frozen {
+		return errors.Join(err, killAll(pids))
+	}
+	fds := make(map[int]int, len(pids))
+	defer func() {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+	}()
+	for _, p := range pids {
+		if fd, err := unix.PidfdOpen(p, 0); err == nil {
+			fds[p] = fd
+		}
+	}
+	now, err := procsUnion(dirs)
+	if err != nil {
+		return err
+	}
+	for _, p := range now {
+		fd, ok := fds[p]
+		if !ok {
+			continue // new since the first list: the next round's
+		}
+		if err := unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
+			return fmt.Errorf("killing pid %d: %w", p, err)
+		}
+	}
+	return nil
+}
+
 // waitRound bounds one kill round before the group is frozen and killed
 // again.
 const waitRound = 200 * time.Millisecond
 
-// freezeBound bounds a v1 kill's freeze: long enough for the freezer's
-// own retries (setFrozen rewrites the state about every 120 ms).
+// freezeBound bounds a v1 kill's freeze: long enough for one of the
+// freezer's retries (setFrozen rewrites the state after about 150 ms).
 const freezeBound = 250 * time.Millisecond
 
 // waitEmpty waits until no hierarchy of the group lists a process. It

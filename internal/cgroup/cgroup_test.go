@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -763,24 +764,29 @@ func TestFreezeThaw(t *testing.T) {
 
 // TestAddChild: a process whose watcher says it lives is moved in; one
 // whose watcher says it was reaped (so its pid may be another's now) is
-// moved back out to the root groups, and is neither left in the group
-// nor killed.
+// moved back out, to the groups its parent is in, and is neither left in
+// the group nor killed. So is a process whose thread's id was given (a
+// reused pid can be a thread's: writing it moves the whole process).
 func TestAddChild(t *testing.T) {
 	for _, mc := range modes(t) {
 		t.Run(mc.name, func(t *testing.T) {
 			m := newManager(t, mc.opts...)
 			g := create(t, m, "child", Limits{})
-			run := func() *proc {
-				cmd := exec.Command("/bin/sleep", "60")
+			run := func(args ...string) (*proc, io.Reader) {
+				cmd := exec.Command(args[0], args[1:]...)
+				out, err := cmd.StdoutPipe()
+				if err != nil {
+					t.Fatal(err)
+				}
 				if err := cmd.Start(); err != nil {
 					t.Fatal(err)
 				}
 				p := &proc{Pid: cmd.Process.Pid, done: make(chan struct{})}
 				go func() { p.err = cmd.Wait(); close(p.done) }()
 				t.Cleanup(func() { cmd.Process.Kill(); <-p.done })
-				return p
+				return p, out
 			}
-			a := run()
+			a, _ := run("/bin/sleep", "60")
 			if err := g.AddChild(a.Pid, func() error { return nil }); err != nil {
 				t.Fatalf("AddChild of a live child: %v", err)
 			}
@@ -788,32 +794,48 @@ func TestAddChild(t *testing.T) {
 				t.Fatalf("Pids() = %v, want [%d]", p, a.Pid)
 			}
 
-			b := run()
+			ours := cat(t, "/proc/self/cgroup")
+			b, _ := run("/bin/sleep", "60")
+			// A process with two threads; its second thread's id is given.
+			c, out := run("/usr/bin/python3", "-S", "-c",
+				"import threading, time; threading.Thread(target=time.sleep, args=(60,)).start(); print(flush=True); time.sleep(60)")
+			if _, err := out.Read(make([]byte, 1)); err != nil {
+				t.Fatalf("the threaded process did not start: %v", err)
+			}
+			tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", c.Pid))
+			if err != nil || len(tasks) != 2 {
+				t.Fatalf("threaded process has tasks %v (%v), want 2", tasks, err)
+			}
+			tid, _ := strconv.Atoi(tasks[1].Name())
+			if tid == c.Pid {
+				tid, _ = strconv.Atoi(tasks[0].Name())
+			}
 			reaped := errors.New("reaped")
-			err := g.AddChild(b.Pid, func() error { return reaped })
-			if !errors.Is(err, reaped) || !strings.Contains(err.Error(), "moved out again") {
-				t.Fatalf("AddChild with a dead watcher = %v, want the watcher's error and the pid moved out", err)
-			}
-			if p, _ := g.Pids(); !slices.Equal(p, []int{a.Pid}) {
-				t.Errorf("Pids() = %v, want [%d] alone", p, a.Pid)
-			}
-			// In the root group of every hierarchy the group uses.
-			after := cat(t, fmt.Sprintf("/proc/%d/cgroup", b.Pid))
-			if strings.Contains(after, m.Parent()) {
-				t.Errorf("/proc/pid/cgroup after the move out still names %s:\n%s", m.Parent(), after)
-			}
-			select {
-			case <-b.done:
-				t.Errorf("the process moved out was ended: %v", b.err)
-			case <-time.After(50 * time.Millisecond):
+			for _, x := range []struct {
+				p  *proc
+				id int
+			}{{b, b.Pid}, {c, tid}} {
+				err := g.AddChild(x.id, func() error { return reaped })
+				if !errors.Is(err, reaped) {
+					t.Fatalf("AddChild(%d) with a dead watcher = %v, want the watcher's error", x.id, err)
+				}
+				if p, _ := g.Pids(); !slices.Equal(p, []int{a.Pid}) {
+					t.Errorf("AddChild(%d): Pids() = %v, want [%d] alone", x.id, p, a.Pid)
+				}
+				// Back in its parent's (the test's) groups.
+				if got := cat(t, fmt.Sprintf("/proc/%d/cgroup", x.p.Pid)); got != ours {
+					t.Errorf("AddChild(%d): pid %d is in\n%s\nwant its parent's\n%s", x.id, x.p.Pid, got, ours)
+				}
 			}
 			if err := g.Kill(ctxT(t)); err != nil {
 				t.Fatal(err)
 			}
-			select {
-			case <-b.done:
-				t.Errorf("the process moved out was killed with the group: %v", b.err)
-			case <-time.After(50 * time.Millisecond):
+			for _, x := range []*proc{b, c} {
+				select {
+				case <-x.done:
+					t.Errorf("pid %d, moved out, was killed with the group: %v", x.Pid, x.err)
+				case <-time.After(50 * time.Millisecond):
+				}
 			}
 		})
 	}

@@ -413,114 +413,22 @@ func (g *Group) Add(pid int) error {
 	return nil
 }
 
-// AddChild moves process pid into the group, for a process the caller
-// watches through a pidfd but did not fork (a zygote's child): its parent
-// can reap it at any time, and its pid then goes to the next process or
-// thread made, anyone's. alive must report, through that pidfd, whether
-// the process is still unreaped. It is asked after the move, because only
-// then does it prove that the pid written was the process's. If it fails,
-// or the move does (on v1 it can fail midway), the process now holding
-// pid, if the move took it into the group, is moved back to its parent's
-// groups (moveHome): neither left where the group's limits and kills
-// reach it, nor freed of its own.
-func (g *Group) AddChild(pid int, alive func() error) error {
-	err := g.Add(pid)
-	if err == nil {
-		if err = alive(); err == nil {
-			return nil
+// MoveOut moves process pid from the group to the root group of every
+// hierarchy, if the group holds it: for a process that must leave and
+// whose own group is unknown (see zygote's join). Every hierarchy is
+// tried; a process gone meanwhile is not an error.
+func (g *Group) MoveOut(pid int) error {
+	s := strconv.Itoa(pid)
+	var errs []error
+	for _, h := range g.m.hiers {
+		if err := writeFile(filepath.Join(h, "cgroup.procs"), s); err != nil && !errors.Is(err, unix.ESRCH) {
+			errs = append(errs, err)
 		}
-		err = fmt.Errorf("cgroup %s: adding pid %d: %w", g.name, pid, err)
 	}
-	if merr := g.moveHome(pid); merr != nil {
-		return fmt.Errorf("%w; moving pid %d out again: %w", err, pid, merr)
-	}
-	return err
-}
-
-// moveHome moves the process that task id (a pid, or a thread's id:
-// writing either to cgroup.procs moves the whole process) names, if it
-// is in the group, to the groups its parent is in. That is where it
-// was made, unless it moved since or its parent did.
-func (g *Group) moveHome(id int) error {
-	tgid, ppid, err := procIDs(id)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil // gone
-	}
-	if err != nil {
-		return err
-	}
-	pids, err := g.Pids()
-	if err != nil {
-		return err
-	}
-	if !slices.Contains(pids, tgid) {
-		return nil
-	}
-	home, err := g.m.groupsOf(ppid)
-	if err != nil {
-		return fmt.Errorf("pid %d's parent %d: %w", tgid, ppid, err)
-	}
-	s := strconv.Itoa(tgid)
-	for _, d := range home {
-		if err := writeFile(filepath.Join(d, "cgroup.procs"), s); err != nil && !errors.Is(err, unix.ESRCH) {
-			return err
-		}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("cgroup %s: moving pid %d out: %w", g.name, pid, err)
 	}
 	return nil
-}
-
-// procIDs reads the thread group and parent of task id from /proc.
-func procIDs(id int) (tgid, ppid int, err error) {
-	b, err := readFile(fmt.Sprintf("/proc/%d/status", id))
-	if err != nil {
-		return 0, 0, err
-	}
-	tgid, ppid = -1, -1
-	for _, l := range strings.Split(string(b), "\n") {
-		k, v, _ := strings.Cut(l, ":")
-		switch k {
-		case "Tgid":
-			tgid, err = strconv.Atoi(strings.TrimSpace(v))
-		case "PPid":
-			ppid, err = strconv.Atoi(strings.TrimSpace(v))
-		}
-		if err != nil {
-			return 0, 0, fmt.Errorf("/proc/%d/status: %w", id, err)
-		}
-	}
-	if tgid <= 0 || ppid < 0 {
-		return 0, 0, fmt.Errorf("/proc/%d/status: no Tgid or PPid", id)
-	}
-	return tgid, ppid, nil
-}
-
-// groupsOf returns the directories of the groups process pid is in, one
-// per hierarchy m uses, from /proc/PID/cgroup (its paths are relative to
-// the worker's cgroup namespace, which is where m's roots are mounted).
-func (m *Manager) groupsOf(pid int) ([]string, error) {
-	b, err := readFile(fmt.Sprintf("/proc/%d/cgroup", pid))
-	if err != nil {
-		return nil, err
-	}
-	dirs := make([]string, len(m.hiers))
-	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
-		parts := strings.SplitN(l, ":", 3)
-		if len(parts) != 3 {
-			continue
-		}
-		ctrls, path := strings.Split(parts[1], ","), parts[2]
-		for i, h := range m.hiers {
-			if m.mode == V2 && parts[0] == "0" && parts[1] == "" || m.mode == V1 && slices.Contains(ctrls, filepath.Base(h)) {
-				dirs[i] = filepath.Join(h, path)
-			}
-		}
-	}
-	for i, d := range dirs {
-		if d == "" {
-			return nil, fmt.Errorf("/proc/%d/cgroup: no group in %s", pid, m.hiers[i])
-		}
-	}
-	return dirs, nil
 }
 
 // ProcsFiles opens cgroup.procs of every hierarchy of the group for
@@ -657,16 +565,20 @@ func (g *Group) kill(ctx context.Context) error {
 		// caught by the next round.
 		fctx, cancel := context.WithTimeout(ctx, freezeBound)
 		ferr := g.setFrozen(fctx, true, 0)
+		bounded := fctx.Err() != nil // the bound or ctx ended it, not cgroupfs
 		cancel()
-		if ferr != nil && fctx.Err() == nil {
-			return ferr // not the bound: cgroupfs failed
+		var kerr error
+		if ferr == nil || bounded {
+			kerr = g.killListed(ferr == nil)
 		}
-		kerr := killListed(g.dirs, ferr == nil)
-		// Thawed even once ctx has ended: a group must not stay frozen
-		// (a v1 thaw takes effect at once).
+		// Thawed whatever happened, even once ctx has ended: a group must
+		// not stay frozen (a v1 thaw takes effect at once).
 		tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 		terr := g.setFrozen(tctx, false, 0)
 		cancel()
+		if !bounded {
+			kerr = errors.Join(ferr, kerr)
+		}
 		if err := errors.Join(kerr, terr, ctx.Err()); err != nil {
 			return err
 		}
@@ -681,29 +593,55 @@ func (g *Group) kill(ctx context.Context) error {
 	}
 }
 
-// killListed sends SIGKILL to every process listed in dirs. Unless the
-// group is frozen (its list stable: a frozen task cannot exit), a listed
-// process can exit, be reaped by its parent outside the group, and its
-// pid go to another process before the signal: so it opens a pidfd of
-// each, lists again, and signals through the pidfds of those still
-// listed, which are the group's processes (a pid names one live process).
-func killListed(dirs []string, frozen bool) error {
-	pids, err := procsUnion(dirs)
-	if err != nil || frozen {
-		return errors.Join(err, killAll(pids))
+// killListed sends SIGKILL to every process listed in the group's
+// hierarchies. Those the freezer's lists while the group is frozen are
+// signalled by pid: frozen, they cannot exit, so their pids are theirs.
+// Any other (the group not frozen, or a task in some hierarchies but not
+// the freezer's) can exit, be reaped by its parent outside the group, and
+// its pid go to another process before the signal: so a pidfd of each is
+// opened, the lists are read again, and those still listed are signalled
+// through their pidfds (a pid names one live process at a time).
+func (g *Group) killListed(frozen bool) error {
+	var all, sure []int
+	for i, d := range g.dirs {
+		p, err := readProcs(d)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		if i == g.m.frz && frozen {
+			sure = p
+		}
+		all = append(all, p...)
 	}
-	fds := make(map[int]int, len(pids))
+	if err := killAll(sure); err != nil {
+		return err
+	}
+	slices.Sort(all)
+	all = slices.Compact(all)
+	fds := make(map[int]int)
 	defer func() {
 		for _, fd := range fds {
 			unix.Close(fd)
 		}
 	}()
-	for _, p := range pids {
-		if fd, err := unix.PidfdOpen(p, 0); err == nil {
-			fds[p] = fd
+	var errs []error
+	for _, p := range all {
+		if slices.Contains(sure, p) {
+			continue
 		}
+		fd, err := unix.PidfdOpen(p, 0)
+		if err != nil {
+			if !errors.Is(err, unix.ESRCH) {
+				errs = append(errs, fmt.Errorf("pidfd of pid %d: %w", p, err))
+			}
+			continue
+		}
+		fds[p] = fd
 	}
-	now, err := procsUnion(dirs)
+	if len(fds) == 0 {
+		return errors.Join(errs...)
+	}
+	now, err := procsUnion(g.dirs)
 	if err != nil {
 		return err
 	}
@@ -713,10 +651,10 @@ func killListed(dirs []string, frozen bool) error {
 			continue // new since the first list: the next round's
 		}
 		if err := unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
-			return fmt.Errorf("killing pid %d: %w", p, err)
+			errs = append(errs, fmt.Errorf("killing pid %d: %w", p, err))
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // waitRound bounds one kill round before the group is frozen and killed

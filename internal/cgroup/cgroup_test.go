@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -762,80 +761,45 @@ func TestFreezeThaw(t *testing.T) {
 	}
 }
 
-// TestAddChild: a process whose watcher says it lives is moved in; one
-// whose watcher says it was reaped (so its pid may be another's now) is
-// moved back out, to the groups its parent is in, and is neither left in
-// the group nor killed. So is a process whose thread's id was given (a
-// reused pid can be a thread's: writing it moves the whole process).
-func TestAddChild(t *testing.T) {
+// TestMoveOut: a process moved out of a group is in the root group of
+// every hierarchy the group uses, not killed with the group, and moving
+// out one that is gone is not an error.
+func TestMoveOut(t *testing.T) {
 	for _, mc := range modes(t) {
 		t.Run(mc.name, func(t *testing.T) {
 			m := newManager(t, mc.opts...)
-			g := create(t, m, "child", Limits{})
-			run := func(args ...string) (*proc, io.Reader) {
-				cmd := exec.Command(args[0], args[1:]...)
-				out, err := cmd.StdoutPipe()
-				if err != nil {
-					t.Fatal(err)
-				}
-				if err := cmd.Start(); err != nil {
-					t.Fatal(err)
-				}
-				p := &proc{Pid: cmd.Process.Pid, done: make(chan struct{})}
-				go func() { p.err = cmd.Wait(); close(p.done) }()
-				t.Cleanup(func() { cmd.Process.Kill(); <-p.done })
-				return p, out
+			g := create(t, m, "out", Limits{})
+			p := start(t, g, "/bin/sleep", "60")
+			if err := g.MoveOut(p.Pid); err != nil {
+				t.Fatalf("MoveOut: %v", err)
 			}
-			a, _ := run("/bin/sleep", "60")
-			if err := g.AddChild(a.Pid, func() error { return nil }); err != nil {
-				t.Fatalf("AddChild of a live child: %v", err)
+			if pids, err := g.Pids(); err != nil || len(pids) != 0 {
+				t.Errorf("Pids() after MoveOut = %v, %v; want none", pids, err)
 			}
-			if p, _ := g.Pids(); !slices.Equal(p, []int{a.Pid}) {
-				t.Fatalf("Pids() = %v, want [%d]", p, a.Pid)
-			}
-
-			ours := cat(t, "/proc/self/cgroup")
-			b, _ := run("/bin/sleep", "60")
-			// A process with two threads; its second thread's id is given.
-			c, out := run("/usr/bin/python3", "-S", "-c",
-				"import threading, time; threading.Thread(target=time.sleep, args=(60,)).start(); print(flush=True); time.sleep(60)")
-			if _, err := out.Read(make([]byte, 1)); err != nil {
-				t.Fatalf("the threaded process did not start: %v", err)
-			}
-			tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", c.Pid))
-			if err != nil || len(tasks) != 2 {
-				t.Fatalf("threaded process has tasks %v (%v), want 2", tasks, err)
-			}
-			tid, _ := strconv.Atoi(tasks[1].Name())
-			if tid == c.Pid {
-				tid, _ = strconv.Atoi(tasks[0].Name())
-			}
-			reaped := errors.New("reaped")
-			for _, x := range []struct {
-				p  *proc
-				id int
-			}{{b, b.Pid}, {c, tid}} {
-				err := g.AddChild(x.id, func() error { return reaped })
-				if !errors.Is(err, reaped) {
-					t.Fatalf("AddChild(%d) with a dead watcher = %v, want the watcher's error", x.id, err)
-				}
-				if p, _ := g.Pids(); !slices.Equal(p, []int{a.Pid}) {
-					t.Errorf("AddChild(%d): Pids() = %v, want [%d] alone", x.id, p, a.Pid)
-				}
-				// Back in its parent's (the test's) groups.
-				if got := cat(t, fmt.Sprintf("/proc/%d/cgroup", x.p.Pid)); got != ours {
-					t.Errorf("AddChild(%d): pid %d is in\n%s\nwant its parent's\n%s", x.id, x.p.Pid, got, ours)
+			cg := cat(t, fmt.Sprintf("/proc/%d/cgroup", p.Pid))
+			for _, h := range m.hiers {
+				ctrl := filepath.Base(h)
+				for _, l := range strings.Split(cg, "\n") {
+					f := strings.SplitN(l, ":", 3)
+					if len(f) == 3 && (m.mode == V1 && slices.Contains(strings.Split(f[1], ","), ctrl) || m.mode == V2 && f[0] == "0") && f[2] != "/" {
+						t.Errorf("after MoveOut, %s: %s, want /", h, f[2])
+					}
 				}
 			}
 			if err := g.Kill(ctxT(t)); err != nil {
 				t.Fatal(err)
 			}
-			for _, x := range []*proc{b, c} {
-				select {
-				case <-x.done:
-					t.Errorf("pid %d, moved out, was killed with the group: %v", x.Pid, x.err)
-				case <-time.After(50 * time.Millisecond):
-				}
+			select {
+			case <-p.done:
+				t.Errorf("the process moved out was killed with the group: %v", p.err)
+			case <-time.After(50 * time.Millisecond):
+			}
+			gone := exec.Command("/bin/true")
+			if err := gone.Run(); err != nil {
+				t.Fatal(err)
+			}
+			if err := g.MoveOut(gone.Process.Pid); err != nil {
+				t.Errorf("MoveOut of a process gone: %v", err)
 			}
 		})
 	}
@@ -951,6 +915,24 @@ func TestKillUnfreezable(t *testing.T) {
 			}
 			if pids, err := g.Pids(); err != nil || len(pids) != 0 {
 				t.Errorf("Pids() after Kill = %v, %v", pids, err)
+			}
+			if m.Mode() != V1 {
+				return // cgroup.kill: no freeze
+			}
+			// A kill whose ctx ends while it waits for the freeze still
+			// kills what it lists, and leaves the group thawed.
+			p = start(t, g, "/bin/sh", "-c", "stat "+dir+"/y; sleep 60")
+			queued()
+			short, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+			defer cancel()
+			if err := g.Kill(short); !errors.Is(err, context.DeadlineExceeded) {
+				t.Errorf("Kill with a ctx shorter than the freeze = %v, want its deadline", err)
+			}
+			if !p.killed(t) {
+				t.Errorf("shell, its kill's ctx ended mid-freeze: %v, want SIGKILL", p.err)
+			}
+			if s := cat(t, filepath.Join(g.dirs[m.frz], "freezer.state")); s != "THAWED" {
+				t.Errorf("freezer.state after a kill whose ctx ended = %s, want THAWED", s)
 			}
 		})
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -107,9 +108,11 @@ func TestChildOf(t *testing.T) {
 }
 
 // TestJoinChecksThePidfd: a child reaped by its zygote before the worker
-// moves it, its pid already another process's (here, a pid that names a
-// live process, with the reaped child's pidfd), is refused, and that
-// other process is neither left in the group nor killed with it.
+// moves it, its pid already another's, is refused, and what the move took
+// into the group is moved out again, not killed with it: into the
+// zygote's group if it is of the zygote's pid namespace (here, the test's
+// own), else to the root groups; a thread's id moves its whole process
+// out. A live child joins.
 func TestJoinChecksThePidfd(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to create cgroups")
@@ -121,62 +124,127 @@ func TestJoinChecksThePidfd(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	defer cm.Close(ctx)
-	g, err := cm.Create("join", cgroup.Limits{})
+	mk := func(name string) *cgroup.Group {
+		g, err := cm.Create(name, cgroup.Limits{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return g
+	}
+	home := mk("zygote")
+	self, err := unix.PidfdOpen(os.Getpid(), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	gone := exec.Command("/bin/true")
-	if err := gone.Start(); err != nil {
-		t.Fatal(err)
+	ns, err := pidNS(self, os.Getpid())
+	unix.Close(self)
+	if err != nil || ns == 0 {
+		t.Fatalf("pidNS(self) = %d, %v", ns, err)
 	}
-	fd, err := unix.PidfdOpen(gone.Process.Pid, 0)
-	if err != nil {
-		t.Fatal(err)
+	// A pidfd of a process reaped already.
+	reaped := func() *os.File {
+		gone := exec.Command("/bin/true")
+		if err := gone.Start(); err != nil {
+			t.Fatal(err)
+		}
+		fd, err := unix.PidfdOpen(gone.Process.Pid, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gone.Wait()
+		return os.NewFile(uintptr(fd), "pidfd")
 	}
-	gone.Wait()
-	other := exec.Command("/bin/sleep", "60")
-	if err := other.Start(); err != nil {
-		t.Fatal(err)
+	type proc struct {
+		pid  int
+		done chan struct{} // closed once it has exited (and err is set)
+		err  *error
 	}
-	done := make(chan error, 1)
-	go func() { done <- other.Wait() }()
-	defer func() { other.Process.Kill(); <-done }()
+	run := func(args ...string) (proc, *os.File) {
+		cmd := exec.Command(args[0], args[1:]...)
+		r, w, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd.Stdout = w
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		w.Close()
+		p := proc{cmd.Process.Pid, make(chan struct{}), new(error)}
+		go func() { *p.err = cmd.Wait(); close(p.done) }()
+		t.Cleanup(func() { cmd.Process.Kill(); <-p.done; r.Close() })
+		return p, r
+	}
+	inGroup := func(g *cgroup.Group, pid int) bool {
+		p, _ := g.Pids()
+		return slices.Contains(p, pid)
+	}
 
-	c := Child{Pid: other.Process.Pid, PidFD: os.NewFile(uintptr(fd), "pidfd")}
-	defer c.PidFD.Close()
-	if err := c.join(g); err == nil {
-		t.Fatal("join of a reaped child's pid: accepted")
-	} else {
-		t.Logf("join: %v", err)
+	threaded, out := run("/usr/bin/python3", "-S", "-c",
+		"import threading, time; threading.Thread(target=time.sleep, args=(60,)).start(); print(flush=True); time.sleep(60)")
+	out.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := out.Read(make([]byte, 1)); err != nil {
+		t.Fatalf("the threaded process did not start: %v", err)
 	}
-	if p, err := g.Pids(); err != nil || len(p) != 0 {
-		t.Errorf("group holds %v (%v) after a refused join, want nothing", p, err)
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", threaded.pid))
+	if err != nil || len(tasks) != 2 {
+		t.Fatalf("threaded process has tasks %v (%v), want 2", tasks, err)
 	}
-	if err := g.Kill(ctx); err != nil {
-		t.Fatal(err)
+	tid := threaded.pid
+	for _, e := range tasks {
+		if n, _ := strconv.Atoi(e.Name()); n != threaded.pid {
+			tid = n
+		}
 	}
-	select {
-	case err := <-done:
-		t.Errorf("the other process ended: %v", err)
-	case <-time.After(50 * time.Millisecond):
+	a, _ := run("/bin/sleep", "60")
+	b, _ := run("/bin/sleep", "60")
+	for _, c := range []struct {
+		name   string
+		p      proc
+		id     int
+		z      *Process
+		toHome bool
+	}{
+		{"of the zygote's pid namespace", a, a.pid, &Process{group: home, ns: ns}, true},
+		{"of another pid namespace", b, b.pid, &Process{group: home, ns: ns + 1}, false},
+		{"a thread's id", threaded, tid, &Process{group: home, ns: ns}, true},
+	} {
+		g := mk("join-" + strconv.Itoa(c.p.pid))
+		ch := Child{Pid: c.id, PidFD: reaped()}
+		err := ch.join(g, c.z)
+		ch.PidFD.Close()
+		if err == nil {
+			t.Errorf("%s: join of a reaped child's pid: accepted", c.name)
+		}
+		if p, err := g.Pids(); err != nil || len(p) != 0 {
+			t.Errorf("%s: group holds %v (%v) after a refused join, want nothing", c.name, p, err)
+		}
+		if got := inGroup(home, c.p.pid); got != c.toHome {
+			t.Errorf("%s: in the zygote's group: %v, want %v", c.name, got, c.toHome)
+		}
+		if err := g.Kill(ctx); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-c.p.done:
+			t.Errorf("%s: the process moved out ended: %v", c.name, *c.p.err)
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
 
 	// A live child joins.
-	live := exec.Command("/bin/sleep", "60")
-	if err := live.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { live.Process.Kill(); live.Wait() }()
-	lfd, err := unix.PidfdOpen(live.Process.Pid, 0)
+	live, _ := run("/bin/sleep", "60")
+	lfd, err := unix.PidfdOpen(live.pid, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	lc := Child{Pid: live.Process.Pid, PidFD: os.NewFile(uintptr(lfd), "pidfd")}
+	lc := Child{Pid: live.pid, PidFD: os.NewFile(uintptr(lfd), "pidfd")}
 	defer lc.PidFD.Close()
-	if err := lc.join(g); err != nil {
+	g := mk("live")
+	if err := lc.join(g, &Process{group: home, ns: ns}); err != nil {
 		t.Fatalf("join of a live child: %v", err)
 	}
-	if p, _ := g.Pids(); len(p) != 1 || p[0] != live.Process.Pid {
-		t.Errorf("group holds %v, want [%d]", p, live.Process.Pid)
+	if p, _ := g.Pids(); len(p) != 1 || p[0] != live.pid {
+		t.Errorf("group holds %v, want [%d]", p, live.pid)
 	}
 }

@@ -31,6 +31,7 @@ type Process struct {
 	sb    *sandbox.Sandbox // the root zygote's own sandbox; nil for children
 	root  *Process         // the root zygote this one descends from (itself for a root)
 	group *cgroup.Group
+	ns    uint64 // its pid namespace's inode, its whole tree's (0 if unknown)
 	ctl   *net.UnixConn
 	dead  chan struct{}
 
@@ -426,11 +427,75 @@ func (c Child) alive() error {
 	return nil
 }
 
-// join moves c into g. Its zygote can reap it at any time, and its pid
-// then goes to the next process made: the move is checked through the
-// pidfd, and undone if that says c was reaped (Group.AddChild).
-func (c Child) join(g *cgroup.Group) error {
-	return g.AddChild(c.Pid, c.alive)
+// join moves c, a child of zygote z, into g, which holds no process yet.
+// z can reap c at any time, and c's pid then goes to the next process or
+// thread made, anyone's. So the move is checked through c's pidfd after
+// it is made, and if c was reaped, whatever the move took into g is moved
+// out again (evict).
+func (c Child) join(g *cgroup.Group, z *Process) error {
+	err := g.Add(c.Pid)
+	if err == nil {
+		if err = c.alive(); err == nil {
+			return nil
+		}
+	}
+	if eerr := z.evict(g); eerr != nil {
+		return fmt.Errorf("%w; moving out what the move took in: %w", err, eerr)
+	}
+	return err
+}
+
+// evict moves every process in g, which held none before a join that
+// failed, out again. One in z's pid namespace is of z's tree (z's own
+// fork or its orphan, or a sandbox's process whose new thread took the
+// pid) and goes to z's group, where it was made or which holds z's
+// doing: not out of every limit. Any other, a process of the host that
+// happened to take the pid, goes to the root groups, its own being
+// unknown. Each is identified through a pidfd while it is looked at.
+func (z *Process) evict(g *cgroup.Group) error {
+	pids, err := g.Pids()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, pid := range pids {
+		fd, err := unix.PidfdOpen(pid, 0)
+		if err != nil {
+			continue // gone
+		}
+		ns, nerr := pidNS(fd, pid)
+		if nerr == nil && z.ns != 0 && ns == z.ns && z.group != nil {
+			err = z.group.Add(pid)
+		} else {
+			err = g.MoveOut(pid)
+		}
+		unix.Close(fd)
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// pidNS returns the inode of the pid namespace of pidfd fd's process
+// (pid): from the pidfd (Linux 6.11), else from /proc, checked against
+// the pidfd afterwards.
+func pidNS(fd, pid int) (uint64, error) {
+	var st unix.Stat_t
+	if nsfd, err := unix.IoctlRetInt(fd, unix.PIDFD_GET_PID_NAMESPACE); err == nil {
+		defer unix.Close(nsfd)
+		if err := unix.Fstat(nsfd, &st); err != nil {
+			return 0, err
+		}
+		return st.Ino, nil
+	}
+	if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/pid", pid), &st); err != nil {
+		return 0, err
+	}
+	if err := unix.PidfdSendSignal(fd, 0, nil, 0); err != nil {
+		return 0, err
+	}
+	return st.Ino, nil
 }
 
 // kill kills c through its pidfd, and closes it.
@@ -517,7 +582,7 @@ func (p *Process) Fork(ctx context.Context, t Target) (Child, error) {
 		return Child{}, fmt.Errorf("zygote %d: fork: %w", p.pid, err)
 	}
 	c.Watch, c.WatchErr = watch, watchErr
-	err = c.join(t.Group)
+	err = c.join(t.Group, p)
 	if err == nil {
 		err = mapIDs(c, t.UID, t.GID)
 	}
@@ -574,7 +639,7 @@ func (p *Process) Child(ctx context.Context, group *cgroup.Group, modules, path 
 	c, err := p.childOf(got)
 	if err == nil {
 		// In its group before it imports anything (it waits for "go").
-		if err = c.join(group); err == nil {
+		if err = c.join(group, p); err == nil {
 			_, err = ours.Write([]byte("go"))
 		}
 		if err != nil {
@@ -603,6 +668,7 @@ func attach(ctx context.Context, sb *sandbox.Sandbox, group *cgroup.Group, ctl *
 		return nil, err
 	}
 	p := &Process{sb: sb, group: group, ctl: c.(*net.UnixConn), dead: make(chan struct{}), pid: me.Pid, pidfd: me.PidFD}
+	p.ns, _ = pidNS(int(me.PidFD.Fd()), me.Pid)
 	if sb != nil {
 		p.root = p
 	}

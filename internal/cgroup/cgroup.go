@@ -393,7 +393,8 @@ func (g *Group) Dirs() []string { return g.dirs }
 // none).
 func (g *Group) MemoryLimit() int64 { return g.limit }
 
-// Add moves process pid into the group (in every v1 hierarchy).
+// Add moves process pid into the group (in every v1 hierarchy, the
+// freezer's last).
 func (g *Group) Add(pid int) error {
 	if g.deleted.Load() {
 		return fmt.Errorf("cgroup %s: %w", g.name, ErrDeleted)
@@ -405,28 +406,14 @@ func (g *Group) Add(pid int) error {
 	if g.c2 != nil {
 		err = g.c2.AddProc(uint64(pid))
 	} else {
-		err = addV1(g.dirs, pid)
+		// The freezer's last: a process moved from a frozen group (see
+		// zygote's join) thaws there, and must stay frozen until it is
+		// in every other hierarchy.
+		dirs := slices.Concat(g.dirs[:g.m.frz], g.dirs[g.m.frz+1:], g.dirs[g.m.frz:g.m.frz+1])
+		err = addV1(dirs, pid)
 	}
 	if err != nil {
 		return fmt.Errorf("cgroup %s: adding pid %d: %w", g.name, pid, err)
-	}
-	return nil
-}
-
-// MoveOut moves process pid from the group to the root group of every
-// hierarchy, if the group holds it: for a process that must leave and
-// whose own group is unknown (see zygote's join). Every hierarchy is
-// tried; a process gone meanwhile is not an error.
-func (g *Group) MoveOut(pid int) error {
-	s := strconv.Itoa(pid)
-	var errs []error
-	for _, h := range g.m.hiers {
-		if err := writeFile(filepath.Join(h, "cgroup.procs"), s); err != nil && !errors.Is(err, unix.ESRCH) {
-			errs = append(errs, err)
-		}
-	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("cgroup %s: moving pid %d out: %w", g.name, pid, err)
 	}
 	return nil
 }
@@ -569,7 +556,7 @@ func (g *Group) kill(ctx context.Context) error {
 		cancel()
 		var kerr error
 		if ferr == nil || bounded {
-			kerr = g.killListed(ferr == nil)
+			kerr = g.killListed()
 		}
 		// Thawed whatever happened, even once ctx has ended: a group must
 		// not stay frozen (a v1 thaw takes effect at once).
@@ -594,30 +581,18 @@ func (g *Group) kill(ctx context.Context) error {
 }
 
 // killListed sends SIGKILL to every process listed in the group's
-// hierarchies. Those the freezer's lists while the group is frozen are
-// signalled by pid: frozen, they cannot exit, so their pids are theirs.
-// Any other (the group not frozen, or a task in some hierarchies but not
-// the freezer's) can exit, be reaped by its parent outside the group, and
-// its pid go to another process before the signal: so a pidfd of each is
-// opened, the lists are read again, and those still listed are signalled
-// through their pidfds (a pid names one live process at a time).
-func (g *Group) killListed(frozen bool) error {
-	var all, sure []int
-	for i, d := range g.dirs {
-		p, err := readProcs(d)
-		if err != nil && !errors.Is(err, os.ErrNotExist) {
-			return err
-		}
-		if i == g.m.frz && frozen {
-			sure = p
-		}
-		all = append(all, p...)
-	}
-	if err := killAll(sure); err != nil {
+// hierarchies. A listed process can exit, be reaped by its parent outside
+// the group, and its pid go to another process before the signal: one
+// the freezer has not frozen (the group not frozen yet, a task outside
+// the freezer's group, an OOM victim, which the freezer skips). So a
+// pidfd of each is opened, the lists are read again, and those still
+// listed are signalled through their pidfds (a pid names one live
+// process at a time).
+func (g *Group) killListed() error {
+	all, err := procsUnion(g.dirs)
+	if err != nil {
 		return err
 	}
-	slices.Sort(all)
-	all = slices.Compact(all)
 	fds := make(map[int]int)
 	defer func() {
 		for _, fd := range fds {
@@ -626,9 +601,6 @@ func (g *Group) killListed(frozen bool) error {
 	}()
 	var errs []error
 	for _, p := range all {
-		if slices.Contains(sure, p) {
-			continue
-		}
 		fd, err := unix.PidfdOpen(p, 0)
 		if err != nil {
 			if !errors.Is(err, unix.ESRCH) {

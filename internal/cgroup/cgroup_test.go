@@ -761,50 +761,6 @@ func TestFreezeThaw(t *testing.T) {
 	}
 }
 
-// TestMoveOut: a process moved out of a group is in the root group of
-// every hierarchy the group uses, not killed with the group, and moving
-// out one that is gone is not an error.
-func TestMoveOut(t *testing.T) {
-	for _, mc := range modes(t) {
-		t.Run(mc.name, func(t *testing.T) {
-			m := newManager(t, mc.opts...)
-			g := create(t, m, "out", Limits{})
-			p := start(t, g, "/bin/sleep", "60")
-			if err := g.MoveOut(p.Pid); err != nil {
-				t.Fatalf("MoveOut: %v", err)
-			}
-			if pids, err := g.Pids(); err != nil || len(pids) != 0 {
-				t.Errorf("Pids() after MoveOut = %v, %v; want none", pids, err)
-			}
-			cg := cat(t, fmt.Sprintf("/proc/%d/cgroup", p.Pid))
-			for _, h := range m.hiers {
-				ctrl := filepath.Base(h)
-				for _, l := range strings.Split(cg, "\n") {
-					f := strings.SplitN(l, ":", 3)
-					if len(f) == 3 && (m.mode == V1 && slices.Contains(strings.Split(f[1], ","), ctrl) || m.mode == V2 && f[0] == "0") && f[2] != "/" {
-						t.Errorf("after MoveOut, %s: %s, want /", h, f[2])
-					}
-				}
-			}
-			if err := g.Kill(ctxT(t)); err != nil {
-				t.Fatal(err)
-			}
-			select {
-			case <-p.done:
-				t.Errorf("the process moved out was killed with the group: %v", p.err)
-			case <-time.After(50 * time.Millisecond):
-			}
-			gone := exec.Command("/bin/true")
-			if err := gone.Run(); err != nil {
-				t.Fatal(err)
-			}
-			if err := g.MoveOut(gone.Process.Pid); err != nil {
-				t.Errorf("MoveOut of a process gone: %v", err)
-			}
-		})
-	}
-}
-
 // TestKillPartlyJoined: a process in one v1 hierarchy of the group only
 // (the last but one, as one caught midway through joining them all) is
 // found and killed, and the group is empty only once it is gone from
@@ -893,14 +849,16 @@ func TestKillUnfreezable(t *testing.T) {
 			g := create(t, m, "stuck", Limits{})
 			// A shell that waits for its stat, stuck: both in the group.
 			p := start(t, g, "/bin/sh", "-c", "stat "+dir+"/x; sleep 60")
-			// Cleaned up first: a test that fails with the stat stuck
-			// (or frozen) must not wait for it forever.
-			t.Cleanup(func() {
+			// Cleaned up before each process's own clean-up (which
+			// waits for it): a test that fails with the stat stuck (or
+			// frozen) must not wait for it forever.
+			unstick := func() {
 				abort()
 				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 				defer cancel()
 				g.Thaw(ctx)
-			})
+			}
+			t.Cleanup(unstick)
 			queued()
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
@@ -922,6 +880,7 @@ func TestKillUnfreezable(t *testing.T) {
 			// A kill whose ctx ends while it waits for the freeze still
 			// kills what it lists, and leaves the group thawed.
 			p = start(t, g, "/bin/sh", "-c", "stat "+dir+"/y; sleep 60")
+			t.Cleanup(unstick)
 			queued()
 			short, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 			defer cancel()

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -107,13 +106,12 @@ func TestChildOf(t *testing.T) {
 	}
 }
 
-// TestJoinChecksThePidfd: a child reaped by its zygote before the worker
-// moves it, its pid already another's, is refused, and what the move took
-// into the group is moved out again, not killed with it: into the
-// zygote's group if it is of the zygote's pid namespace (here, the test's
-// own), else to the root groups; a thread's id moves its whole process
-// out. A live child joins.
-func TestJoinChecksThePidfd(t *testing.T) {
+// TestJoinHoldsTheZygoteStill: a child is moved while its zygote's group
+// is frozen, after a check through its pidfd: one reaped already (its pid
+// another's now) is refused and nothing is moved, so that other process
+// is neither moved nor killed with the group; a live one is moved, and
+// both groups are left thawed; a zygote without a group is refused.
+func TestJoinHoldsTheZygoteStill(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to create cgroups")
 	}
@@ -131,120 +129,87 @@ func TestJoinChecksThePidfd(t *testing.T) {
 		}
 		return g
 	}
-	home := mk("zygote")
-	self, err := unix.PidfdOpen(os.Getpid(), 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns, err := pidNS(self, os.Getpid())
-	unix.Close(self)
-	if err != nil || ns == 0 {
-		t.Fatalf("pidNS(self) = %d, %v", ns, err)
-	}
-	// A pidfd of a process reaped already.
-	reaped := func() *os.File {
-		gone := exec.Command("/bin/true")
-		if err := gone.Start(); err != nil {
-			t.Fatal(err)
-		}
-		fd, err := unix.PidfdOpen(gone.Process.Pid, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		gone.Wait()
-		return os.NewFile(uintptr(fd), "pidfd")
-	}
 	type proc struct {
 		pid  int
 		done chan struct{} // closed once it has exited (and err is set)
 		err  *error
 	}
-	run := func(args ...string) (proc, *os.File) {
+	run := func(args ...string) proc {
 		cmd := exec.Command(args[0], args[1:]...)
-		r, w, err := os.Pipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		cmd.Stdout = w
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		w.Close()
 		p := proc{cmd.Process.Pid, make(chan struct{}), new(error)}
 		go func() { *p.err = cmd.Wait(); close(p.done) }()
-		t.Cleanup(func() { cmd.Process.Kill(); <-p.done; r.Close() })
-		return p, r
+		t.Cleanup(func() { cmd.Process.Kill(); <-p.done })
+		return p
 	}
-	inGroup := func(g *cgroup.Group, pid int) bool {
-		p, _ := g.Pids()
-		return slices.Contains(p, pid)
+	zg := mk("zygote")
+	z := &Process{pid: 1, group: zg}
+
+	// A pidfd of a process reaped already, and a live process given as
+	// its pid (as if that pid had been taken since).
+	gone := exec.Command("/bin/true")
+	if err := gone.Start(); err != nil {
+		t.Fatal(err)
+	}
+	fd, err := unix.PidfdOpen(gone.Process.Pid, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone.Wait()
+	other := run("/bin/sleep", "60")
+	g := mk("reaped")
+	c := Child{Pid: other.pid, PidFD: os.NewFile(uintptr(fd), "pidfd")}
+	if err := c.join(g, z); err == nil {
+		t.Errorf("join of a reaped child: accepted")
+	}
+	c.PidFD.Close()
+	if p, err := g.Pids(); err != nil || len(p) != 0 {
+		t.Errorf("group holds %v (%v) after a refused join, want nothing", p, err)
+	}
+	if err := g.Kill(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-other.done:
+		t.Errorf("the other process ended: %v", *other.err)
+	case <-time.After(50 * time.Millisecond):
 	}
 
-	threaded, out := run("/usr/bin/python3", "-S", "-c",
-		"import threading, time; threading.Thread(target=time.sleep, args=(60,)).start(); print(flush=True); time.sleep(60)")
-	out.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if _, err := out.Read(make([]byte, 1)); err != nil {
-		t.Fatalf("the threaded process did not start: %v", err)
+	// A live child, in its zygote's group as a fork is.
+	live := run("/bin/sleep", "60")
+	if err := zg.Add(live.pid); err != nil {
+		t.Fatal(err)
 	}
-	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", threaded.pid))
-	if err != nil || len(tasks) != 2 {
-		t.Fatalf("threaded process has tasks %v (%v), want 2", tasks, err)
-	}
-	tid := threaded.pid
-	for _, e := range tasks {
-		if n, _ := strconv.Atoi(e.Name()); n != threaded.pid {
-			tid = n
-		}
-	}
-	a, _ := run("/bin/sleep", "60")
-	b, _ := run("/bin/sleep", "60")
-	for _, c := range []struct {
-		name   string
-		p      proc
-		id     int
-		z      *Process
-		toHome bool
-	}{
-		{"of the zygote's pid namespace", a, a.pid, &Process{group: home, ns: ns}, true},
-		{"of another pid namespace", b, b.pid, &Process{group: home, ns: ns + 1}, false},
-		{"a thread's id", threaded, tid, &Process{group: home, ns: ns}, true},
-	} {
-		g := mk("join-" + strconv.Itoa(c.p.pid))
-		ch := Child{Pid: c.id, PidFD: reaped()}
-		err := ch.join(g, c.z)
-		ch.PidFD.Close()
-		if err == nil {
-			t.Errorf("%s: join of a reaped child's pid: accepted", c.name)
-		}
-		if p, err := g.Pids(); err != nil || len(p) != 0 {
-			t.Errorf("%s: group holds %v (%v) after a refused join, want nothing", c.name, p, err)
-		}
-		if got := inGroup(home, c.p.pid); got != c.toHome {
-			t.Errorf("%s: in the zygote's group: %v, want %v", c.name, got, c.toHome)
-		}
-		if err := g.Kill(ctx); err != nil {
-			t.Fatal(err)
-		}
-		select {
-		case <-c.p.done:
-			t.Errorf("%s: the process moved out ended: %v", c.name, *c.p.err)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-
-	// A live child joins.
-	live, _ := run("/bin/sleep", "60")
 	lfd, err := unix.PidfdOpen(live.pid, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	lc := Child{Pid: live.pid, PidFD: os.NewFile(uintptr(lfd), "pidfd")}
 	defer lc.PidFD.Close()
-	g := mk("live")
-	if err := lc.join(g, &Process{group: home, ns: ns}); err != nil {
+	g = mk("live")
+	if err := lc.join(g, z); err != nil {
 		t.Fatalf("join of a live child: %v", err)
 	}
 	if p, _ := g.Pids(); len(p) != 1 || p[0] != live.pid {
 		t.Errorf("group holds %v, want [%d]", p, live.pid)
+	}
+	if p, _ := zg.Pids(); len(p) != 0 {
+		t.Errorf("the zygote's group still holds %v", p)
+	}
+	for _, x := range []*cgroup.Group{zg, g} {
+		for _, d := range x.Dirs() {
+			if b, err := os.ReadFile(d + "/freezer.state"); err == nil && string(b) != "THAWED\n" {
+				t.Errorf("%s/freezer.state = %q after a join, want THAWED", d, b)
+			}
+			if b, err := os.ReadFile(d + "/cgroup.freeze"); err == nil && string(b) != "0\n" {
+				t.Errorf("%s/cgroup.freeze = %q after a join, want 0", d, b)
+			}
+		}
+	}
+
+	if err := lc.join(g, &Process{pid: 1}); err == nil {
+		t.Errorf("join with a zygote without a group: accepted")
 	}
 }

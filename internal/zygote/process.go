@@ -31,7 +31,6 @@ type Process struct {
 	sb    *sandbox.Sandbox // the root zygote's own sandbox; nil for children
 	root  *Process         // the root zygote this one descends from (itself for a root)
 	group *cgroup.Group
-	ns    uint64 // its pid namespace's inode, its whole tree's (0 if unknown)
 	ctl   *net.UnixConn
 	dead  chan struct{}
 
@@ -41,6 +40,7 @@ type Process struct {
 	forking  atomic.Int32 // forks on a start's critical path, in flight
 	forks    atomic.Int64
 	killOnce sync.Once
+	joinMu   sync.Mutex // one join's freeze of group at a time
 }
 
 // Target is what a function child builds its sandbox from. The child
@@ -427,76 +427,45 @@ func (c Child) alive() error {
 	return nil
 }
 
-// join moves c, a child of zygote z, into g, which holds no process yet.
-// z can reap c at any time, and c's pid then goes to the next process or
-// thread made, anyone's. So the move is checked through c's pidfd after
-// it is made, and if c was reaped, whatever the move took into g is moved
-// out again (evict).
+// join moves c, a child of zygote z, into g. The move is by pid, and z
+// could reap c at any time (it ignores SIGCHLD: c's pid is freed the
+// moment c exits), and c's pid then go to the next process or thread
+// made, anyone's, which the move would take instead. So z's group, which
+// holds z and c, is frozen for the move: neither runs, a v1 freezer holds
+// even a killed task, and c's pid stays c's. c is checked alive through
+// its pidfd once the group is frozen, then moved, the freezer hierarchy
+// last (it thaws there). On v2 a killed task leaves a frozen group, so a
+// process of the zygotes' user could still end c meanwhile: c is checked
+// again after the move, and the move reported failed if c is gone.
 func (c Child) join(g *cgroup.Group, z *Process) error {
-	err := g.Add(c.Pid)
-	if err == nil {
-		if err = c.alive(); err == nil {
-			return nil
-		}
+	if z.group == nil {
+		return errors.New("the zygote has no cgroup to hold its child in while it is moved")
 	}
-	if eerr := z.evict(g); eerr != nil {
-		return fmt.Errorf("%w; moving out what the move took in: %w", err, eerr)
-	}
-	return err
-}
-
-// evict moves every process in g, which held none before a join that
-// failed, out again. One in z's pid namespace is of z's tree (z's own
-// fork or its orphan, or a sandbox's process whose new thread took the
-// pid) and goes to z's group, where it was made or which holds z's
-// doing: not out of every limit. Any other, a process of the host that
-// happened to take the pid, goes to the root groups, its own being
-// unknown. Each is identified through a pidfd while it is looked at.
-func (z *Process) evict(g *cgroup.Group) error {
-	pids, err := g.Pids()
+	z.joinMu.Lock()
+	defer z.joinMu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), joinFreeze)
+	defer cancel()
+	err := z.group.Freeze(ctx)
+	defer func() {
+		tctx, cancel := context.WithTimeout(context.Background(), joinFreeze)
+		defer cancel()
+		z.group.Thaw(tctx)
+	}()
 	if err != nil {
+		return fmt.Errorf("holding zygote %d still for its child's move: %w", z.pid, err)
+	}
+	if err := c.alive(); err != nil {
 		return err
 	}
-	var errs []error
-	for _, pid := range pids {
-		fd, err := unix.PidfdOpen(pid, 0)
-		if err != nil {
-			continue // gone
-		}
-		ns, nerr := pidNS(fd, pid)
-		if nerr == nil && z.ns != 0 && ns == z.ns && z.group != nil {
-			err = z.group.Add(pid)
-		} else {
-			err = g.MoveOut(pid)
-		}
-		unix.Close(fd)
-		if err != nil {
-			errs = append(errs, err)
-		}
+	if err := g.Add(c.Pid); err != nil {
+		return err
 	}
-	return errors.Join(errs...)
+	return c.alive()
 }
 
-// pidNS returns the inode of the pid namespace of pidfd fd's process
-// (pid): from the pidfd (Linux 6.11), else from /proc, checked against
-// the pidfd afterwards.
-func pidNS(fd, pid int) (uint64, error) {
-	var st unix.Stat_t
-	if nsfd, err := unix.IoctlRetInt(fd, unix.PIDFD_GET_PID_NAMESPACE); err == nil {
-		defer unix.Close(nsfd)
-		if err := unix.Fstat(nsfd, &st); err != nil {
-			return 0, err
-		}
-		return st.Ino, nil
-	}
-	if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/pid", pid), &st); err != nil {
-		return 0, err
-	}
-	if err := unix.PidfdSendSignal(fd, 0, nil, 0); err != nil {
-		return 0, err
-	}
-	return st.Ino, nil
-}
+// joinFreeze bounds the freeze of a zygote's group for a join (and its
+// thaw): a zygote that will not freeze in time fails only its own starts.
+const joinFreeze = 2 * time.Second
 
 // kill kills c through its pidfd, and closes it.
 func (c Child) kill() {
@@ -668,7 +637,6 @@ func attach(ctx context.Context, sb *sandbox.Sandbox, group *cgroup.Group, ctl *
 		return nil, err
 	}
 	p := &Process{sb: sb, group: group, ctl: c.(*net.UnixConn), dead: make(chan struct{}), pid: me.Pid, pidfd: me.PidFD}
-	p.ns, _ = pidNS(int(me.PidFD.Fd()), me.Pid)
 	if sb != nil {
 		p.root = p
 	}

@@ -449,6 +449,16 @@ func (g *Group) Pids() ([]int, error) {
 	return p, nil
 }
 
+// FrozenPids lists the processes in the group's freezer hierarchy (the
+// only one on v2): the ones Freeze holds still.
+func (g *Group) FrozenPids() ([]int, error) {
+	p, err := readProcs(g.dirs[g.m.frz])
+	if err != nil {
+		return nil, fmt.Errorf("cgroup %s: %w", g.name, err)
+	}
+	return p, nil
+}
+
 // Freeze stops every process in the group and waits until all are frozen.
 func (g *Group) Freeze(ctx context.Context) error {
 	if err := g.setFrozen(ctx, true, spinFor); err != nil {

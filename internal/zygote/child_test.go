@@ -109,8 +109,9 @@ func TestChildOf(t *testing.T) {
 // TestJoinHoldsTheZygoteStill: a child is moved while its zygote's group
 // is frozen, after a check through its pidfd: one reaped already (its pid
 // another's now) is refused and nothing is moved, so that other process
-// is neither moved nor killed with the group; a live one is moved, and
-// both groups are left thawed; a zygote without a group is refused.
+// is neither moved nor killed with the group; so is one outside the
+// zygote's group; a live one in it is moved, and both groups are left
+// thawed; a zygote without a group is refused.
 func TestJoinHoldsTheZygoteStill(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to create cgroups")
@@ -159,14 +160,23 @@ func TestJoinHoldsTheZygoteStill(t *testing.T) {
 	}
 	gone.Wait()
 	other := run("/bin/sleep", "60")
+	// In the zygote's group, as the zygote's own fork that took the pid
+	// would be: only the pidfd tells them apart.
+	za := &Process{pid: 1, group: mk("zygote-a")}
+	if err := za.group.Add(other.pid); err != nil {
+		t.Fatal(err)
+	}
 	g := mk("reaped")
 	c := Child{Pid: other.pid, PidFD: os.NewFile(uintptr(fd), "pidfd")}
-	if err := c.join(g, z); err == nil {
+	if err := c.join(g, za); err == nil {
 		t.Errorf("join of a reaped child: accepted")
 	}
 	c.PidFD.Close()
 	if p, err := g.Pids(); err != nil || len(p) != 0 {
 		t.Errorf("group holds %v (%v) after a refused join, want nothing", p, err)
+	}
+	if p, _ := za.group.Pids(); len(p) != 1 || p[0] != other.pid {
+		t.Errorf("the zygote's group holds %v, want [%d] still", p, other.pid)
 	}
 	if err := g.Kill(ctx); err != nil {
 		t.Fatal(err)
@@ -175,6 +185,24 @@ func TestJoinHoldsTheZygoteStill(t *testing.T) {
 	case <-other.done:
 		t.Errorf("the other process ended: %v", *other.err)
 	case <-time.After(50 * time.Millisecond):
+	}
+
+	// A live child of the zygote's that is not in its group (one in a
+	// sandbox's already, say): not held still by the freeze, and not the
+	// zygote's to hand over.
+	away := run("/bin/sleep", "60")
+	afd, err := unix.PidfdOpen(away.pid, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ac := Child{Pid: away.pid, PidFD: os.NewFile(uintptr(afd), "pidfd")}
+	g = mk("away")
+	if err := ac.join(g, z); err == nil || !strings.Contains(err.Error(), "not in zygote") {
+		t.Errorf("join of a child outside the zygote's group = %v, want refused", err)
+	}
+	ac.PidFD.Close()
+	if p, _ := g.Pids(); len(p) != 0 {
+		t.Errorf("group holds %v after a refused join, want nothing", p)
 	}
 
 	// A live child, in its zygote's group as a fork is.

@@ -294,6 +294,10 @@ func (m *Manager) removeReplicaLocked(n *Node, p *Process) bool {
 func (m *Manager) release(p *Process) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	// Not during a join: a kill of the group would end the child it
+	// holds still, and free its pid before the move.
+	p.joinMu.Lock()
+	defer p.joinMu.Unlock()
 	if err := p.Destroy(ctx); err != nil {
 		m.log.Warn("destroying zygote sandbox", "err", err)
 	}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -432,11 +433,18 @@ func (c Child) alive() error {
 // moment c exits), and c's pid then go to the next process or thread
 // made, anyone's, which the move would take instead. So z's group, which
 // holds z and c, is frozen for the move: neither runs, a v1 freezer holds
-// even a killed task, and c's pid stays c's. c is checked alive through
-// its pidfd once the group is frozen, then moved, the freezer hierarchy
-// last (it thaws there). On v2 a killed task leaves a frozen group, so a
-// process of the zygotes' user could still end c meanwhile: c is checked
-// again after the move, and the move reported failed if c is gone.
+// even a killed task, and c's pid stays c's. Once the group is frozen, c
+// must be listed in it (a child of z elsewhere, one already in a
+// sandbox's group or made there with CLONE_PARENT, is not held still, and
+// is not z's to hand over) and alive through its pidfd; then it is
+// moved, the freezer hierarchy last (it thaws there), and checked again.
+//
+// What the freeze does not hold: on v2 a killed task leaves a frozen
+// group, and on both an OOM victim is thawed, and a task already exiting
+// when the freeze starts is skipped. The check after the move sees such
+// a loss; it cannot undo a move that took another process in the
+// microseconds between, which would need the pid counter to have come
+// round to the pid then.
 func (c Child) join(g *cgroup.Group, z *Process) error {
 	if z.group == nil {
 		return errors.New("the zygote has no cgroup to hold its child in while it is moved")
@@ -453,6 +461,13 @@ func (c Child) join(g *cgroup.Group, z *Process) error {
 	}()
 	if err != nil {
 		return fmt.Errorf("holding zygote %d still for its child's move: %w", z.pid, err)
+	}
+	held, err := z.group.FrozenPids()
+	if err != nil {
+		return err
+	}
+	if !slices.Contains(held, c.Pid) {
+		return fmt.Errorf("child %d is not in zygote %d's group", c.Pid, z.pid)
 	}
 	if err := c.alive(); err != nil {
 		return err

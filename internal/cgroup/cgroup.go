@@ -467,6 +467,15 @@ func (g *Group) Freeze(ctx context.Context) error {
 	return nil
 }
 
+// FreezeIdle is Freeze waiting sleeping, not spinning first: for callers
+// off a start's critical path, whose wait costs no CPU.
+func (g *Group) FreezeIdle(ctx context.Context) error {
+	if err := g.setFrozen(ctx, true, 0); err != nil {
+		return fmt.Errorf("cgroup %s: freezing: %w", g.name, err)
+	}
+	return nil
+}
+
 // Thaw resumes the group's processes and waits until none is frozen.
 func (g *Group) Thaw(ctx context.Context) error {
 	if err := g.setFrozen(ctx, false, spinFor); err != nil {

@@ -168,7 +168,7 @@ func TestJoinHoldsTheZygoteStill(t *testing.T) {
 	}
 	g := mk("reaped")
 	c := Child{Pid: other.pid, PidFD: os.NewFile(uintptr(fd), "pidfd")}
-	if err := c.join(g, za); err == nil {
+	if err := c.join(g, za, true); err == nil {
 		t.Errorf("join of a reaped child: accepted")
 	}
 	c.PidFD.Close()
@@ -197,7 +197,7 @@ func TestJoinHoldsTheZygoteStill(t *testing.T) {
 	}
 	ac := Child{Pid: away.pid, PidFD: os.NewFile(uintptr(afd), "pidfd")}
 	g = mk("away")
-	if err := ac.join(g, z); err == nil || !strings.Contains(err.Error(), "not in zygote") {
+	if err := ac.join(g, z, false); err == nil || !strings.Contains(err.Error(), "not in zygote") {
 		t.Errorf("join of a child outside the zygote's group = %v, want refused", err)
 	}
 	ac.PidFD.Close()
@@ -217,7 +217,7 @@ func TestJoinHoldsTheZygoteStill(t *testing.T) {
 	lc := Child{Pid: live.pid, PidFD: os.NewFile(uintptr(lfd), "pidfd")}
 	defer lc.PidFD.Close()
 	g = mk("live")
-	if err := lc.join(g, z); err != nil {
+	if err := lc.join(g, z, true); err != nil {
 		t.Fatalf("join of a live child: %v", err)
 	}
 	if p, _ := g.Pids(); len(p) != 1 || p[0] != live.pid {
@@ -237,7 +237,7 @@ func TestJoinHoldsTheZygoteStill(t *testing.T) {
 		}
 	}
 
-	if err := lc.join(g, &Process{pid: 1}); err == nil {
+	if err := lc.join(g, &Process{pid: 1}, false); err == nil {
 		t.Errorf("join with a zygote without a group: accepted")
 	}
 }

@@ -445,7 +445,10 @@ func (c Child) alive() error {
 // a loss; it cannot undo a move that took another process in the
 // microseconds between, which would need the pid counter to have come
 // round to the pid then.
-func (c Child) join(g *cgroup.Group, z *Process) error {
+//
+// urgent says a start waits for the move: the freeze is then awaited
+// spinning for a moment, else sleeping.
+func (c Child) join(g *cgroup.Group, z *Process, urgent bool) error {
 	if z.group == nil {
 		return errors.New("the zygote has no cgroup to hold its child in while it is moved")
 	}
@@ -453,7 +456,11 @@ func (c Child) join(g *cgroup.Group, z *Process) error {
 	defer z.joinMu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), joinFreeze)
 	defer cancel()
-	err := z.group.Freeze(ctx)
+	freeze := z.group.FreezeIdle
+	if urgent {
+		freeze = z.group.Freeze
+	}
+	err := freeze(ctx)
 	defer func() {
 		tctx, cancel := context.WithTimeout(context.Background(), joinFreeze)
 		defer cancel()
@@ -566,7 +573,7 @@ func (p *Process) Fork(ctx context.Context, t Target) (Child, error) {
 		return Child{}, fmt.Errorf("zygote %d: fork: %w", p.pid, err)
 	}
 	c.Watch, c.WatchErr = watch, watchErr
-	err = c.join(t.Group, p)
+	err = c.join(t.Group, p, true)
 	if err == nil {
 		err = mapIDs(c, t.UID, t.GID)
 	}
@@ -623,7 +630,7 @@ func (p *Process) Child(ctx context.Context, group *cgroup.Group, modules, path 
 	c, err := p.childOf(got)
 	if err == nil {
 		// In its group before it imports anything (it waits for "go").
-		if err = c.join(group, p); err == nil {
+		if err = c.join(group, p, false); err == nil {
 			_, err = ours.Write([]byte("go"))
 		}
 		if err != nil {

@@ -70,7 +70,7 @@ func (p *Process) Spare(ctx context.Context, t SpareTarget) (*Spare, error) {
 	got, _, _ = watchOf(r, got, false) // a spare sends its listener itself (watchFrom)
 	child, err := p.childOf(got)
 	if err == nil {
-		if err = child.join(t.Group, p); err != nil {
+		if err = child.join(t.Group, p, false); err != nil {
 			child.kill()
 		}
 	}

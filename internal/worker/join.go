@@ -22,19 +22,28 @@ func (w *Worker) attachNet(ctx context.Context, pid int, pidfd *os.File) (*netns
 	if err != nil {
 		return nil, err
 	}
-	f, err := os.Open(fmt.Sprintf("/proc/%d/ns/net", pid))
-	if err == nil && unix.PidfdSendSignal(int(pidfd.Fd()), 0, nil, 0) != nil {
-		// Its zygote can reap it at any time: the pid could have been
-		// another's when opened, and a veth must not go to another's
-		// namespace.
-		f.Close()
-		err = errors.New("the child is gone")
-	}
+	f, err := childNetNS(pid, pidfd)
 	if err != nil {
 		return nil, fmt.Errorf("network: %w", err)
 	}
 	defer f.Close()
 	return p.Attach(ctx, f)
+}
+
+// childNetNS opens the network namespace of zygote child pid, checked
+// against its pidfd once open: its zygote can reap it at any time, and
+// the pid could have been another's when opened; a veth or a watch must
+// not go to another's namespace.
+func childNetNS(pid int, pidfd *os.File) (*os.File, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/ns/net", pid))
+	if err != nil {
+		return nil, err
+	}
+	if unix.PidfdSendSignal(int(pidfd.Fd()), 0, nil, 0) != nil {
+		f.Close()
+		return nil, errors.New("the child is gone")
+	}
+	return f, nil
 }
 
 // shortID is the tail of a sandbox id that names its host.

@@ -132,12 +132,7 @@ func (w *Worker) watchNet(pid int, pidfd, listener *os.File, used func()) (*lazy
 	if err != nil {
 		return nil, fmt.Errorf("network: %w", err)
 	}
-	f, err := os.Open(fmt.Sprintf("/proc/%d/ns/net", pid))
-	if err == nil && unix.PidfdSendSignal(int(pidfd.Fd()), 0, nil, 0) != nil {
-		// The pid could have been another's when opened.
-		f.Close()
-		err = errors.New("the child is gone")
-	}
+	f, err := childNetNS(pid, pidfd)
 	if err != nil {
 		l.Close()
 		return nil, fmt.Errorf("network: %w", err)

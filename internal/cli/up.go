@@ -350,6 +350,7 @@ func checkOpenInvoke(cfg Config) error {
 const (
 	shutdownTimeout = 4500 * time.Millisecond
 	shutdownGrace   = 1500 * time.Millisecond
+	shutdownReport  = 300 * time.Millisecond
 )
 
 // shutdown stops srv and wk within shutdownTimeout. A second SIGTERM or
@@ -372,8 +373,13 @@ func shutdown(srv *http.Server, wk *worker.Worker, cancelRequests func(), log *s
 		srv.Close()
 	}
 	cancel()
-	cctx, cancel := context.WithDeadline(context.Background(), deadline)
+	// Close's own waits end shutdownReport before the deadline, so that
+	// the error it then returns, which names what it waited for, is
+	// logged; the deadline itself holds whatever Close does.
+	cctx, cancel := context.WithDeadline(context.Background(), deadline.Add(-shutdownReport))
 	defer cancel()
+	hard := time.NewTimer(time.Until(deadline))
+	defer hard.Stop()
 	done := make(chan error, 1)
 	go func() { done <- wk.Close(cctx) }()
 	select {
@@ -383,7 +389,7 @@ func shutdown(srv *http.Server, wk *worker.Worker, cancelRequests func(), log *s
 		}
 		log.Info("shut down", "took", time.Since(t0).Round(time.Millisecond))
 		return err
-	case <-cctx.Done():
+	case <-hard.C:
 		log.Error("cleanup did not finish in time; the reaper sweeps what is left", "took", time.Since(t0).Round(time.Millisecond))
 		return fmt.Errorf("shutdown: cleanup did not finish within %s", shutdownTimeout)
 	}

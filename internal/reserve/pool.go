@@ -270,7 +270,9 @@ func (p *Pool[T]) cleanOne() {
 	t := p.dirty[0]
 	p.dirty = p.dirty[1:]
 	p.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.CleanTimeout)
+	// Close ends a clean in progress (and waits for it): the resource
+	// goes to Discard, as any unclean one does.
+	ctx, cancel := context.WithTimeout(p.life, p.cfg.CleanTimeout)
 	p.Put(ctx, t) // a failure went to Discard
 	cancel()
 }

@@ -21,6 +21,7 @@ type ints struct {
 	dirtyOnes map[int]bool  // Clean fails for these
 	gate      chan struct{} // if not nil, Make waits for it
 	making    chan struct{} // if not nil, Make signals it started
+	stuck     chan struct{} // if not nil, Clean signals it and waits for its ctx
 }
 
 func (w *ints) config() Config[int] {
@@ -43,6 +44,11 @@ func (w *ints) config() Config[int] {
 			return w.next, nil
 		},
 		Clean: func(ctx context.Context, n int) error {
+			if w.stuck != nil {
+				w.stuck <- struct{}{}
+				<-ctx.Done()
+				return ctx.Err()
+			}
 			w.mu.Lock()
 			defer w.mu.Unlock()
 			if w.dirtyOnes[n] {
@@ -144,6 +150,32 @@ func TestPoolMakeKeepsMaxIdle(t *testing.T) {
 	waitFor(t, func() bool { d, _ := w.gone(); return len(d) == 1 })
 	if s := p.Stats(); s.Ready != 1 || s.Made != 2 {
 		t.Errorf("stats %+v: want the one Put kept and the late one destroyed", s)
+	}
+}
+
+// TestPoolCloseEndsAClean releases a resource whose clean only ends with
+// its ctx: Close must not wait the clean's timeout out (a worker's
+// shutdown has 4.5 s in all), and the resource goes to Discard.
+func TestPoolCloseEndsAClean(t *testing.T) {
+	w := &ints{stuck: make(chan struct{}, 1)}
+	cfg := w.config()
+	cfg.Reserve, cfg.MaxIdle, cfg.RefillDelay, cfg.CleanTimeout = 1, 1, -1, time.Minute
+	p := New(cfg)
+	if err := p.Fill(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	a, _, _ := p.Take()
+	p.Release(a)
+	<-w.stuck
+	t0 := time.Now()
+	if err := p.Close(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(t0); d > 5*time.Second {
+		t.Errorf("Close took %v with a clean in progress", d)
+	}
+	if _, discarded := w.gone(); !slices.Equal(discarded, []int{a}) {
+		t.Errorf("discarded %v, want [%d]: the clean Close ended", discarded, a)
 	}
 }
 

@@ -240,7 +240,8 @@ func (w *Worker) ResourceStats() ResourceStats {
 }
 
 // closeResources removes what the pools hold; sandboxes must be gone.
-func (w *Worker) closeResources(ctx context.Context) error {
+// Each pool's end is logged through stage.
+func (w *Worker) closeResources(ctx context.Context, stage func(string)) error {
 	if w.res == nil {
 		return nil
 	}
@@ -249,6 +250,7 @@ func (w *Worker) closeResources(ctx context.Context) error {
 		if err := w.res.cg.Close(ctx); err != nil {
 			errs = append(errs, err)
 		}
+		stage("cgroup pool")
 	}
 	w.res.mu.Lock()
 	ns := w.res.ns
@@ -257,6 +259,7 @@ func (w *Worker) closeResources(ctx context.Context) error {
 		if err := ns.Close(ctx); err != nil {
 			errs = append(errs, err)
 		}
+		stage("network pool")
 	}
 	return errors.Join(errs...)
 }

@@ -1249,10 +1249,10 @@ func (w *Worker) Close(ctx context.Context) error {
 	if err := w.home.Delete(ctx); err != nil {
 		errs = append(errs, err)
 	}
-	if err := w.closeResources(ctx); err != nil {
+	stage("init group")
+	if err := w.closeResources(ctx, stage); err != nil {
 		errs = append(errs, err)
 	}
-	stage("resource pools")
 	if err := w.cg.Close(ctx); err != nil {
 		errs = append(errs, err)
 	}

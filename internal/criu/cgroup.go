@@ -1,6 +1,7 @@
 package criu
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -11,18 +12,27 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// joinCgroup moves the calling thread (v1) into dirs, or arranges for cmd
-// to be cloned into the v2 group, and returns a func that undoes it. It
-// must run on a locked thread.
-func joinCgroup(dirs []string, cmd *exec.Cmd) (func(), error) {
+// joinCgroup moves the calling thread into the v1 dirs and returns the
+// v2 ones, which cmd must enter before it runs (enterStopped), and a func
+// that moves the thread back. It must run on a locked thread.
+//
+// A v2 group is not entered by CLONE_INTO_CGROUP: kernels with the 2025
+// fix of the race between fork and cgroup.kill (Linux 6.14, backported
+// to stable ones; 6.18 here) compare the target group's kill count with
+// the forking process's own group's, so a child cloned into a group that
+// was ever emptied through cgroup.kill (every pooled group) is killed at
+// birth. cmd is started traced instead, stops
+// at its exec, and is moved by pid before it runs a single instruction
+// of criu.
+func joinCgroup(dirs []string, cmd *exec.Cmd) (func(), []string, error) {
 	mounts, err := cgroupMounts()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	tid := strconv.Itoa(unix.Gettid())
 	mine, err := os.ReadFile("/proc/thread-self/cgroup")
 	if err != nil {
-		return nil, fmt.Errorf("reading own cgroups: %w", err)
+		return nil, nil, fmt.Errorf("reading own cgroups: %w", err)
 	}
 	var undo []string // tasks files to write tid back to
 	back := func() {
@@ -30,38 +40,64 @@ func joinCgroup(dirs []string, cmd *exec.Cmd) (func(), error) {
 			os.WriteFile(f, []byte(tid), 0)
 		}
 	}
+	var v2 []string
 	for _, d := range dirs {
 		m, ok := mountOf(mounts, d)
 		if !ok {
 			back()
-			return nil, fmt.Errorf("no cgroup mount holds %s", d)
+			return nil, nil, fmt.Errorf("no cgroup mount holds %s", d)
 		}
 		if m.v2 {
-			f, err := os.Open(d)
-			if err != nil {
-				back()
-				return nil, fmt.Errorf("opening cgroup %s: %w", d, err)
-			}
-			// The fd must outlive Start only; the caller's Start runs
-			// before back.
-			cmd.SysProcAttr.UseCgroupFD = true
-			cmd.SysProcAttr.CgroupFD = int(f.Fd())
-			prev := back
-			back = func() { prev(); f.Close() }
+			v2 = append(v2, d)
 			continue
 		}
 		cur, ok := ownPath(string(mine), m.controllers)
 		if !ok {
 			back()
-			return nil, fmt.Errorf("own cgroup for %s not found", m.point)
+			return nil, nil, fmt.Errorf("own cgroup for %s not found", m.point)
 		}
 		if err := os.WriteFile(filepath.Join(d, "tasks"), []byte(tid), 0); err != nil {
 			back()
-			return nil, fmt.Errorf("joining cgroup %s: %w", d, err)
+			return nil, nil, fmt.Errorf("joining cgroup %s: %w", d, err)
 		}
 		undo = append(undo, filepath.Join(m.point, cur, "tasks"))
 	}
-	return back, nil
+	if len(v2) > 0 {
+		cmd.SysProcAttr.Ptrace = true // stops at exec: see enterStopped
+	}
+	return back, v2, nil
+}
+
+// enterStopped moves pid, a child of the calling thread started with
+// Ptrace and so stopped at its exec, into the v2 dirs, then lets it run.
+// It must run on the thread that started pid (its tracer).
+func enterStopped(pid int, dirs []string) error {
+	var ws unix.WaitStatus
+	for {
+		_, err := unix.Wait4(pid, &ws, unix.WALL, nil)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("waiting for criu to stop at exec: %w", err)
+		}
+		break
+	}
+	if !ws.Stopped() {
+		return fmt.Errorf("criu did not stop at exec: wait status %#x", uint32(ws))
+	}
+	var errs []error
+	for _, d := range dirs {
+		if err := os.WriteFile(filepath.Join(d, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0); err != nil {
+			errs = append(errs, fmt.Errorf("moving criu into cgroup %s: %w", d, err))
+			break
+		}
+	}
+	// Detached with no signal: the exec's SIGTRAP is dropped.
+	if err := unix.PtraceDetach(pid); err != nil {
+		errs = append(errs, fmt.Errorf("letting criu run: %w", err))
+	}
+	return errors.Join(errs...)
 }
 
 type cgMount struct {

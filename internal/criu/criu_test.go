@@ -3,8 +3,11 @@ package criu
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -100,4 +103,88 @@ func TestRunner(t *testing.T) {
 	if err := r.Run(ctx, Job{Args: []string{"check"}}); !errors.Is(err, ErrClosed) {
 		t.Fatalf("run after close: %v, want ErrClosed", err)
 	}
+}
+
+// TestRunnerIntoKilledV2Group runs criu in a cgroup2 group that was
+// emptied through cgroup.kill before, as every pooled group is: kernels
+// that kill a child cloned into such a group (CLONE_INTO_CGROUP, see
+// joinCgroup) must not take criu down with it. It uses a hybrid host's
+// cgroup2 mount, or a v2 host's.
+func TestRunnerIntoKilledV2Group(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("needs root")
+	}
+	root := "/sys/fs/cgroup"
+	if !isCgroup2(root) {
+		root = "/sys/fs/cgroup/unified"
+		if !isCgroup2(root) {
+			t.Skip("no cgroup2 mount on this host (neither /sys/fs/cgroup nor /sys/fs/cgroup/unified)")
+		}
+	}
+	dir := filepath.Join(root, fmt.Sprintf("hearth-test-criu-%d", os.Getpid()))
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(dir) })
+	if _, err := os.Stat(filepath.Join(dir, "cgroup.kill")); err != nil {
+		t.Skipf("no cgroup.kill (Linux 5.14) on this host: %v", err)
+	}
+	// A member, killed through cgroup.kill.
+	sleep := exec.Command("/bin/sleep", "60")
+	if err := sleep.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(sleep.Process.Pid)), 0); err != nil {
+		sleep.Process.Kill()
+		sleep.Wait()
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "cgroup.kill"), []byte("1"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := sleep.Wait(); err == nil || !strings.Contains(err.Error(), "killed") {
+		t.Fatalf("member after cgroup.kill: %v, want killed", err)
+	}
+	ctx := context.Background()
+	b, err := Find(ctx, os.Getenv("HEARTH_CRIU_ROOT"))
+	if err != nil {
+		t.Fatalf("no CRIU (run scripts/criu.sh): %v", err)
+	}
+	r, err := NewRunner(ctx, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	before := cpuUsec(t, dir)
+	if err := r.Run(ctx, Job{Args: []string{"check"}, Cgroup: []string{dir}}); err != nil {
+		t.Fatalf("criu check in a group killed before: %v", err)
+	}
+	// It ran there: the group's CPU count (core, no controller needed) grew.
+	if after := cpuUsec(t, dir); after <= before {
+		t.Errorf("group's usage_usec %d -> %d: criu did not run in it", before, after)
+	}
+}
+
+func isCgroup2(dir string) bool {
+	var st unix.Statfs_t
+	return unix.Statfs(dir, &st) == nil && st.Type == unix.CGROUP2_SUPER_MAGIC
+}
+
+func cpuUsec(t *testing.T, dir string) int {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, "cpu.stat"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "usage_usec "); ok {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+	}
+	t.Fatalf("no usage_usec in %s/cpu.stat", dir)
+	return 0
 }

@@ -34,8 +34,9 @@ type Job struct {
 	// Cgroup lists a cgroup's directories (one per hierarchy) that criu
 	// starts in, so that what it restores is created, and charged, there
 	// from the first page. On cgroup v1 the runner thread joins them
-	// through their tasks files just long enough to fork; on v2 criu is
-	// cloned into the group (CLONE_INTO_CGROUP).
+	// through their tasks files just long enough to fork; a v2 group
+	// (a hybrid host's too) criu enters stopped at its exec (see
+	// joinCgroup).
 	Cgroup []string
 }
 
@@ -116,12 +117,14 @@ func (r *Runner) start(req *startReq) error {
 	if req.fn != nil {
 		return req.fn()
 	}
+	var v2 []string
 	if len(req.job.Cgroup) > 0 {
-		back, err := joinCgroup(req.job.Cgroup, req.cmd)
+		back, dirs, err := joinCgroup(req.job.Cgroup, req.cmd)
 		if err != nil {
 			return err
 		}
 		defer back()
+		v2 = dirs
 	}
 	if req.job.GID != 0 {
 		if _, _, e := unix.RawSyscall(unix.SYS_SETRESGID, uintptr(req.job.GID), ^uintptr(0), ^uintptr(0)); e != 0 {
@@ -135,7 +138,17 @@ func (r *Runner) start(req *startReq) error {
 		}
 		defer unix.RawSyscall(unix.SYS_SETRESUID, 0, ^uintptr(0), ^uintptr(0))
 	}
-	return req.cmd.Start()
+	if err := req.cmd.Start(); err != nil {
+		return err
+	}
+	if len(v2) > 0 {
+		if err := enterStopped(req.cmd.Process.Pid, v2); err != nil {
+			req.cmd.Process.Kill()
+			req.cmd.Wait()
+			return err
+		}
+	}
+	return nil
 }
 
 // Start launches criu for job on the runner thread and returns the

@@ -96,10 +96,16 @@ type Option func(*options)
 func WithFreezerPin() Option { return func(o *options) { o.pin = true } }
 
 type options struct {
-	pin  bool
-	mode Mode
-	root string
+	pin       bool
+	mode      Mode
+	root      string
+	noUnified bool
 }
+
+// withoutUnified keeps a v1 manager off a hybrid host's cgroup2 mount
+// (see Manager.uni): its kills freeze and signal, as on a host without
+// one. For tests of that path.
+func withoutUnified() Option { return func(o *options) { o.noUnified = true } }
 
 // WithMode forces the cgroup version instead of detecting it.
 func WithMode(m Mode) Option { return func(o *options) { o.mode = m } }
@@ -125,6 +131,13 @@ type Manager struct {
 	swap                      bool              // kernel accounts swap
 	enabled                   map[string]bool   // v2: controllers enabled for children
 	pin                       string            // v1: the frozen group pinFreezer made, or ""; guarded by mu
+	// uni indexes, on a v1 host, the hybrid cgroup2 mount (always
+	// hiers[0]; -1 if not used). It holds no controllers; a group there
+	// is where its processes are killed, all at once with cgroup.kill
+	// (Linux 5.14), and listed first. Add and ProcsFiles put a process
+	// there before any v1 hierarchy, so a process in the group's v1
+	// groups is in it too (its children inherit it).
+	uni int
 
 	mu     sync.Mutex
 	groups map[string]*Group // guarded by mu
@@ -141,7 +154,7 @@ func NewManager(parent string, opts ...Option) (*Manager, error) {
 	if !validParent(parent) {
 		return nil, fmt.Errorf("cgroup parent %q: %w", parent, ErrBadName)
 	}
-	m := &Manager{parent: parent, groups: make(map[string]*Group)}
+	m := &Manager{parent: parent, groups: make(map[string]*Group), uni: -1}
 	var err error
 	m.mode, m.root, err = detect(o)
 	if err != nil {
@@ -149,7 +162,7 @@ func NewManager(parent string, opts ...Option) (*Manager, error) {
 	}
 	switch m.mode {
 	case V1:
-		err = m.initV1()
+		err = m.initV1(!o.noUnified)
 	case V2:
 		err = m.initV2()
 	}
@@ -393,8 +406,9 @@ func (g *Group) Dirs() []string { return g.dirs }
 // none).
 func (g *Group) MemoryLimit() int64 { return g.limit }
 
-// Add moves process pid into the group (in every v1 hierarchy, the
-// freezer's last).
+// Add moves process pid into the group (on v1: first into the hybrid
+// cgroup2 mount's group, if used, then every v1 hierarchy, the freezer's
+// last).
 func (g *Group) Add(pid int) error {
 	if g.deleted.Load() {
 		return fmt.Errorf("cgroup %s: %w", g.name, ErrDeleted)
@@ -406,9 +420,10 @@ func (g *Group) Add(pid int) error {
 	if g.c2 != nil {
 		err = g.c2.AddProc(uint64(pid))
 	} else {
-		// The freezer's last: a process moved from a frozen group (see
-		// zygote's join) thaws there, and must stay frozen until it is
-		// in every other hierarchy.
+		// In g.dirs order, so the cgroup2 group (hiers[0]) first: see
+		// Manager.uni. The freezer's last: a process moved from a
+		// frozen group (see zygote's join) thaws there, and must stay
+		// frozen until it is in every other hierarchy.
 		dirs := slices.Concat(g.dirs[:g.m.frz], g.dirs[g.m.frz+1:], g.dirs[g.m.frz:g.m.frz+1])
 		err = addV1(dirs, pid)
 	}
@@ -420,8 +435,9 @@ func (g *Group) Add(pid int) error {
 
 // ProcsFiles opens cgroup.procs of every hierarchy of the group for
 // writing. A child process that inherits them joins the group by writing
-// "0" to each, without knowing any paths (zygote forks). The caller owns
-// and closes the files.
+// "0" to each in order (the hybrid cgroup2 mount's first, see
+// Manager.uni), without knowing any paths (zygote forks). The caller
+// owns and closes the files.
 func (g *Group) ProcsFiles() ([]*os.File, error) {
 	if g.deleted.Load() {
 		return nil, fmt.Errorf("cgroup %s: %w", g.name, ErrDeleted)
@@ -559,8 +575,35 @@ func (g *Group) kill(ctx context.Context) error {
 			return err
 		}
 	}
+	if g.m.uni >= 0 {
+		// The same through the hybrid cgroup2 mount: no freeze, and so
+		// no wait for a task that cannot freeze. v1-frozen tasks die
+		// once thawed (they run no code of theirs first).
+		err := writeFile(filepath.Join(g.dirs[g.m.uni], "cgroup.kill"), "1")
+		if err == nil {
+			// Usually thawed already (a sandbox's teardown thaws it
+			// first): a read, not a write and a read.
+			if b, err := readFile(filepath.Join(g.dirs[g.m.frz], "freezer.state")); err != nil || string(b) != "THAWED\n" {
+				if err := g.setFrozen(ctx, false, 0); err != nil {
+					return err
+				}
+			}
+			// A process in the v1 groups alone (never there: see
+			// Manager.uni) would outlast the round; the freeze below
+			// kills it.
+			wctx, cancel := context.WithTimeout(ctx, waitRound)
+			err := g.waitEmpty(wctx)
+			cancel()
+			if err == nil || ctx.Err() != nil {
+				return err
+			}
+		} else if !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	}
 	// Freeze first so nothing forks between listing and killing; SIGKILL
 	// is delivered to frozen tasks once they are thawed.
+	frozenKills.Add(1)
 	for {
 		// Not spinning: a kill is teardown, off any start's path, and a
 		// v1 freezer's state is worked out anew (every task of the group
@@ -647,6 +690,10 @@ func (g *Group) killListed() error {
 	}
 	return errors.Join(errs...)
 }
+
+// frozenKills counts the kills that froze their group (the tests' way to
+// tell which way a kill went).
+var frozenKills atomic.Int64
 
 // waitRound bounds one kill round before the group is frozen and killed
 // again.

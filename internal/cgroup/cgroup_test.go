@@ -42,6 +42,10 @@ func modes(t testing.TB) []modeCase {
 	cs := []modeCase{{name: "detected"}}
 	if isFS(hybridV2, unix.CGROUP2_SUPER_MAGIC) {
 		cs = append(cs, modeCase{name: "v2-hybrid", opts: []Option{WithMode(V2), WithRoot(hybridV2)}})
+		if !isFS(DefaultRoot, unix.CGROUP2_SUPER_MAGIC) {
+			// v1 as on a host without the cgroup2 mount: kills freeze.
+			cs = append(cs, modeCase{name: "v1-legacy", opts: []Option{withoutUnified()}})
+		}
 	}
 	return cs
 }
@@ -213,8 +217,17 @@ func TestDetect(t *testing.T) {
 		t.Errorf("Mode() = %q, want %q", m.Mode(), want)
 	}
 	if want == V1 {
-		if len(m.Dirs()) < 1 || len(m.Dirs()) > 5 {
-			t.Errorf("v1 parent in %d hierarchies, want 1..5: %v", len(m.Dirs()), m.Dirs())
+		v1 := m.Dirs()
+		if isFS(hybridV2, unix.CGROUP2_SUPER_MAGIC) && m.uni == 0 {
+			if want := filepath.Join(hybridV2, m.Parent()); v1[0] != want {
+				t.Errorf("first hierarchy %s, want the hybrid cgroup2 mount's %s", v1[0], want)
+			}
+			v1 = v1[1:]
+		} else if m.uni >= 0 {
+			t.Errorf("uni = %d without a hybrid cgroup2 mount", m.uni)
+		}
+		if len(v1) < 1 || len(v1) > 5 {
+			t.Errorf("v1 parent in %d hierarchies, want 1..5: %v", len(v1), v1)
 		}
 		// cpuacct is used wherever it is mounted, apart from cpu or not.
 		if isFS(filepath.Join(DefaultRoot, "cpuacct"), unix.CGROUP_SUPER_MAGIC) && m.acct < 0 {
@@ -786,8 +799,12 @@ func TestKillPartlyJoined(t *testing.T) {
 	if pids, err := g.Pids(); err != nil || !slices.Equal(pids, []int{p.Pid}) {
 		t.Fatalf("Pids() = %v, %v; want [%d] (in %s only)", pids, err, p.Pid, last)
 	}
+	frozen := frozenKills.Load()
 	if err := g.Kill(ctxT(t)); err != nil {
 		t.Fatalf("Kill: %v", err)
+	}
+	if m.uni >= 0 && frozenKills.Load() == frozen {
+		t.Errorf("Kill of a process outside the unified group did not fall back to the freeze")
 	}
 	if !p.killed(t) {
 		t.Errorf("process in %s only: %v, want SIGKILL", last, p.err)
@@ -835,6 +852,83 @@ func TestKillFrozen(t *testing.T) {
 	}
 }
 
+// TestUnifiedKill: on a v1 host with a hybrid cgroup2 mount, a group's
+// processes are in its cgroup2 group too, whether they joined through
+// ProcsFiles or Add, and a kill there ends them all: a fork loop's and
+// v1-frozen ones included. It leaves the group thawed.
+func TestUnifiedKill(t *testing.T) {
+	requireRoot(t)
+	m := newManager(t)
+	if m.Mode() != V1 || m.uni < 0 {
+		t.Skip("needs a v1 host with a hybrid cgroup2 mount that has cgroup.kill (Linux 5.14)")
+	}
+	ctx := ctxT(t)
+	g := create(t, m, "uni", Limits{})
+	if !strings.HasPrefix(g.dirs[m.uni], hybridV2+"/") {
+		t.Fatalf("unified group %s not under %s", g.dirs[m.uni], hybridV2)
+	}
+	fs, err := g.ProcsFiles()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fs {
+		f.Close()
+	}
+	if want := filepath.Join(g.dirs[m.uni], "cgroup.procs"); fs[0].Name() != want {
+		t.Errorf("ProcsFiles()[0] = %s, want %s: a joiner must be there before any v1 group", fs[0].Name(), want)
+	}
+	loop := start(t, g, "/bin/sh", "-c", "while :; do sleep 60 & done")
+	cmd := exec.Command("/bin/sleep", "60")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	added := &proc{Pid: cmd.Process.Pid, done: make(chan struct{})}
+	go func() { added.err = cmd.Wait(); close(added.done) }()
+	t.Cleanup(func() { cmd.Process.Kill(); <-added.done })
+	if err := g.Add(added.Pid); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, func() bool { p, _ := g.Pids(); return len(p) >= 6 })
+	if err := g.Freeze(ctx); err != nil {
+		t.Fatalf("Freeze: %v", err)
+	}
+	// Held still: every hierarchy lists the same processes.
+	uni, err := readProcs(g.dirs[m.uni])
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(uni)
+	if !slices.Contains(uni, added.Pid) || !slices.Contains(uni, loop.Pid) {
+		t.Errorf("unified group lists %v: want %d (Add) and %d (ProcsFiles) among them", uni, added.Pid, loop.Pid)
+	}
+	for _, d := range g.dirs {
+		p, err := readProcs(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		slices.Sort(p)
+		if !slices.Equal(p, uni) {
+			t.Errorf("%s lists %v, the unified group %v", d, p, uni)
+		}
+	}
+	frozen := frozenKills.Load()
+	if err := g.Kill(ctx); err != nil {
+		t.Fatalf("Kill: %v", err)
+	}
+	if n := frozenKills.Load() - frozen; n != 0 {
+		t.Errorf("Kill froze the group (%d times): want cgroup.kill alone", n)
+	}
+	if !loop.killed(t) || !added.killed(t) {
+		t.Errorf("fork loop: %v, added: %v; want both SIGKILL", loop.err, added.err)
+	}
+	if p, err := g.Pids(); err != nil || len(p) != 0 {
+		t.Errorf("Pids() after Kill = %v, %v", p, err)
+	}
+	if s := cat(t, filepath.Join(g.dirs[m.frz], "freezer.state")); s != "THAWED" {
+		t.Errorf("freezer.state after Kill = %s, want THAWED", s)
+	}
+}
+
 // TestKillUnfreezable: a task in a killable sleep, which the v1 freezer
 // cannot freeze but SIGKILL ends, does not hold a kill until its ctx
 // ends. The sleep is a lookup on a FUSE mount whose server answered INIT
@@ -874,7 +968,7 @@ func TestKillUnfreezable(t *testing.T) {
 			if pids, err := g.Pids(); err != nil || len(pids) != 0 {
 				t.Errorf("Pids() after Kill = %v, %v", pids, err)
 			}
-			if m.Mode() != V1 {
+			if m.Mode() != V1 || m.uni >= 0 {
 				return // cgroup.kill: no freeze
 			}
 			// A kill whose ctx ends while it waits for the freeze still

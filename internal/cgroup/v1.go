@@ -13,11 +13,21 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// initV1 finds the hierarchies and creates the parent in each.
-func (m *Manager) initV1() error {
+// initV1 finds the hierarchies and creates the parent in each; with
+// unified, also in a hybrid host's cgroup2 mount, if its groups can be
+// killed there (see Manager.uni).
+func (m *Manager) initV1(unified bool) error {
 	var subs []cgroup1.Subsystem
 	seen := map[string]int{}
 	m.acct = -1
+	if u := filepath.Join(m.root, "unified"); unified && isFS(u, unix.CGROUP2_SUPER_MAGIC) && canMake(u, m.parent) {
+		if _, err := os.Stat(filepath.Join(u, m.parent, "cgroup.kill")); err == nil {
+			m.uni = 0
+			m.hiers = append(m.hiers, u)
+		} else {
+			unix.Rmdir(filepath.Join(u, m.parent)) // made for the look only, or another's in use
+		}
+	}
 	for _, n := range v1Controllers {
 		dir := filepath.Join(m.root, string(n))
 		if !isFS(dir, unix.CGROUP_SUPER_MAGIC) {

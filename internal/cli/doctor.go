@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
 	"github.com/hearth-run/hearth/internal/api"
 	"github.com/hearth-run/hearth/internal/image"
@@ -185,13 +186,17 @@ func cgroupSummary(root string) (string, bool) {
 		}
 	}
 	if len(v1) == 4 {
+		kill := "; kills freeze the group first: no cgroup2 mount with cgroup.kill beside"
+		if unifiedKill(filepath.Join(root, "unified")) {
+			kill = "; kills through the hybrid cgroup2 mount's cgroup.kill"
+		}
 		// Without cpuacct, first-come's 300 ms rule sums the CPU of a
 		// sandbox's live processes, which children left unreaped escape.
 		_, err := os.Stat(filepath.Join(root, "cpuacct", "cpuacct.usage"))
 		if _, cerr := os.Stat(filepath.Join(root, "cpu", "cpuacct.usage")); err != nil && cerr != nil {
-			return "v1 (" + strings.Join(v1, ", ") + "; no cpuacct: a sandbox's CPU is summed over its live processes)", true
+			return "v1 (" + strings.Join(v1, ", ") + "; no cpuacct: a sandbox's CPU is summed over its live processes" + kill + ")", true
 		}
-		return "v1 (" + strings.Join(v1, ", ") + ", cpuacct)", true
+		return "v1 (" + strings.Join(v1, ", ") + ", cpuacct" + kill + ")", true
 	}
 	for _, p := range []string{root, filepath.Join(root, "unified")} {
 		b, err := os.ReadFile(filepath.Join(p, "cgroup.controllers"))
@@ -203,4 +208,21 @@ func cgroupSummary(root string) (string, bool) {
 		return fmt.Sprintf("v1 with only %s mounted; Hearth needs memory, cpu, pids and freezer", strings.Join(v1, ", ")), false
 	}
 	return "no usable cgroup file system under " + root, false
+}
+
+// unifiedKill reports whether dir is a cgroup2 mount whose groups have
+// cgroup.kill (Linux 5.14), as the worker's cgroup manager checks: by a
+// group made there for the look.
+func unifiedKill(dir string) bool {
+	var st unix.Statfs_t
+	if unix.Statfs(dir, &st) != nil || st.Type != unix.CGROUP2_SUPER_MAGIC {
+		return false
+	}
+	probe := filepath.Join(dir, fmt.Sprintf("hearth-doctor-%d", os.Getpid()))
+	if os.Mkdir(probe, 0o755) != nil {
+		return false
+	}
+	defer unix.Rmdir(probe)
+	_, err := os.Stat(filepath.Join(probe, "cgroup.kill"))
+	return err == nil
 }

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestDoctor(t *testing.T) {
@@ -108,7 +110,21 @@ func TestCgroupSummary(t *testing.T) {
 	}
 	os.MkdirAll(filepath.Join(root, "cpuacct"), 0o755)
 	os.WriteFile(filepath.Join(root, "cpuacct", "cpuacct.usage"), []byte("0\n"), 0o644)
-	if s, ok := cgroupSummary(root); !ok || s != "v1 (memory, cpu, pids, freezer, cpuacct)" {
-		t.Errorf("with cpuacct: %q, %v", s, ok)
+	want := "v1 (memory, cpu, pids, freezer, cpuacct; kills freeze the group first: no cgroup2 mount with cgroup.kill beside)"
+	if s, ok := cgroupSummary(root); !ok || s != want {
+		t.Errorf("with cpuacct: %q, %v; want %q", s, ok, want)
+	}
+	// This host's: a hybrid one kills through its cgroup2 mount, which
+	// the probe finds by a group made there (as root) and removed.
+	const hybrid = "/sys/fs/cgroup/unified"
+	var st unix.Statfs_t
+	if os.Geteuid() != 0 || unix.Statfs(hybrid, &st) != nil || st.Type != unix.CGROUP2_SUPER_MAGIC {
+		return
+	}
+	if s, _ := cgroupSummary("/sys/fs/cgroup"); strings.HasPrefix(s, "v1") && !strings.Contains(s, "cgroup.kill") {
+		t.Errorf("hybrid host as root: %q, want the kills through its cgroup2 mount", s)
+	}
+	if left, _ := filepath.Glob(filepath.Join(hybrid, "hearth-doctor-*")); len(left) > 0 {
+		t.Errorf("probe groups left behind: %v", left)
 	}
 }

@@ -261,6 +261,10 @@ func (m *Manager) Create(name string, lim Limits) (_ *Group, err error) {
 	case V2:
 		err = m.createV2(g, lim)
 	}
+	if errors.Is(err, os.ErrExist) {
+		// In a v1 hierarchy only (dirs[0] is the twin, see uni).
+		return nil, fmt.Errorf("cgroup %s: %w: %w", name, ErrExists, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("cgroup %s: %w", name, err)
 	}
@@ -566,7 +570,7 @@ func (g *Group) kill(ctx context.Context) error {
 		// races no fork.
 		err := writeFile(filepath.Join(g.dirs[0], "cgroup.kill"), "1")
 		if err == nil {
-			if err := g.waitEmpty(ctx); err != nil {
+			if err := waitEmpty(ctx, g.dirs); err != nil {
 				return err
 			}
 			return g.setFrozen(ctx, false, 0)
@@ -576,28 +580,8 @@ func (g *Group) kill(ctx context.Context) error {
 		}
 	}
 	if g.m.uni >= 0 {
-		// The same through the hybrid cgroup2 mount: no freeze, and so
-		// no wait for a task that cannot freeze. v1-frozen tasks die
-		// once thawed (they run no code of theirs first).
-		err := writeFile(filepath.Join(g.dirs[g.m.uni], "cgroup.kill"), "1")
-		if err == nil {
-			// Usually thawed already (a sandbox's teardown thaws it
-			// first): a read, not a write and a read.
-			if b, err := readFile(filepath.Join(g.dirs[g.m.frz], "freezer.state")); err != nil || string(b) != "THAWED\n" {
-				if err := g.setFrozen(ctx, false, 0); err != nil {
-					return err
-				}
-			}
-			// A process in the v1 groups alone (never there: see
-			// Manager.uni) would outlast the round; the freeze below
-			// kills it.
-			wctx, cancel := context.WithTimeout(ctx, waitRound)
-			err := g.waitEmpty(wctx)
-			cancel()
-			if err == nil || ctx.Err() != nil {
-				return err
-			}
-		} else if !errors.Is(err, os.ErrNotExist) {
+		done, err := g.killTwin(ctx)
+		if done || err != nil {
 			return err
 		}
 	}
@@ -634,7 +618,7 @@ func (g *Group) kill(ctx context.Context) error {
 		// A task can be in some v1 hierarchies but not the freezer's; go
 		// round again if anything is left after a short wait.
 		wctx, cancel := context.WithTimeout(ctx, waitRound)
-		err := g.waitEmpty(wctx)
+		err := waitEmpty(wctx, g.dirs)
 		cancel()
 		if err == nil || ctx.Err() != nil {
 			return err
@@ -691,6 +675,50 @@ func (g *Group) killListed() error {
 	return errors.Join(errs...)
 }
 
+// killTwin kills the group through its twin on the hybrid cgroup2 mount
+// (see Manager.uni): no freeze, and so no wait for a task that cannot
+// freeze. It reports whether the group is empty after; not (and no
+// error) if it has no twin (a group an older worker left) or a process
+// is in its v1 groups alone, for the freeze to kill. The only such
+// processes are the worker's own threads, briefly (the criu runner's
+// around its fork), and one whose Add failed half-way.
+func (g *Group) killTwin(ctx context.Context) (bool, error) {
+	twin := g.dirs[g.m.uni : g.m.uni+1]
+	for round := 0; ; round++ {
+		err := writeFile(filepath.Join(twin[0], "cgroup.kill"), "1")
+		if errors.Is(err, os.ErrNotExist) {
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		if round == 0 {
+			// v1-frozen tasks die once thawed (they run no code of
+			// theirs first). Usually thawed already (a sandbox's
+			// teardown thaws it first): a read, not a write and a read.
+			if b, err := readFile(filepath.Join(g.dirs[g.m.frz], "freezer.state")); err != nil || string(b) != "THAWED\n" {
+				if err := g.setFrozen(ctx, false, 0); err != nil {
+					return false, err
+				}
+			}
+		}
+		// Killed ones can take long to unmap a large memory; a round
+		// that ends with some still listed kills again, for a fork that
+		// raced the kill (kernels before 6.14 let one through).
+		wctx, cancel := context.WithTimeout(ctx, waitRound)
+		err = waitEmpty(wctx, twin)
+		cancel()
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return false, err
+		}
+	}
+	pids, err := firstProcs(g.dirs[1:]) // the v1 ones: uni is 0
+	return err == nil && len(pids) == 0, err
+}
+
 // frozenKills counts the kills that froze their group (the tests' way to
 // tell which way a kill went).
 var frozenKills atomic.Int64
@@ -703,15 +731,15 @@ const waitRound = 200 * time.Millisecond
 // freezer's retries (setFrozen rewrites the state after about 150 ms).
 const freezeBound = 250 * time.Millisecond
 
-// waitEmpty waits until no hierarchy of the group lists a process. It
+// waitEmpty waits until none of dirs (a group's) lists a process. It
 // sleeps on the listed processes' pidfds until they exit rather than
 // reading the lists in a loop: a killed sandbox takes milliseconds to
 // unmap its memory, and a loop would take CPU from the starts running
 // meanwhile.
-func (g *Group) waitEmpty(ctx context.Context) error {
+func waitEmpty(ctx context.Context, dirs []string) error {
 	delay := 50 * time.Microsecond
 	for {
-		pids, err := firstProcs(g.dirs)
+		pids, err := firstProcs(dirs)
 		if err != nil || len(pids) == 0 {
 			return err
 		}

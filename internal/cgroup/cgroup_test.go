@@ -225,6 +225,16 @@ func TestDetect(t *testing.T) {
 			v1 = v1[1:]
 		} else if m.uni >= 0 {
 			t.Errorf("uni = %d without a hybrid cgroup2 mount", m.uni)
+		} else if isFS(hybridV2, unix.CGROUP2_SUPER_MAGIC) {
+			// Not used: only right on a kernel without cgroup.kill.
+			probe := filepath.Join(hybridV2, testParent(t)+"-probe")
+			if err := os.Mkdir(probe, 0o755); err == nil {
+				_, err := os.Stat(filepath.Join(probe, "cgroup.kill"))
+				os.Remove(probe)
+				if err == nil {
+					t.Errorf("hybrid cgroup2 mount with cgroup.kill, and not used")
+				}
+			}
 		}
 		if len(v1) < 1 || len(v1) > 5 {
 			t.Errorf("v1 parent in %d hierarchies, want 1..5: %v", len(v1), v1)

@@ -1,7 +1,6 @@
 package criu
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -84,20 +83,22 @@ func enterStopped(pid int, dirs []string) error {
 		break
 	}
 	if !ws.Stopped() {
-		return fmt.Errorf("criu did not stop at exec: wait status %#x", uint32(ws))
+		// Killed (its ctx) before the exec's stop: reaped here.
+		return fmt.Errorf("criu ended before it ran: wait status %#x", uint32(ws))
 	}
-	var errs []error
 	for _, d := range dirs {
 		if err := os.WriteFile(filepath.Join(d, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0); err != nil {
-			errs = append(errs, fmt.Errorf("moving criu into cgroup %s: %w", d, err))
-			break
+			// Killed while stopped: it must not run outside the group.
+			unix.Kill(pid, unix.SIGKILL)
+			return fmt.Errorf("moving criu into cgroup %s: %w", d, err)
 		}
 	}
 	// Detached with no signal: the exec's SIGTRAP is dropped.
 	if err := unix.PtraceDetach(pid); err != nil {
-		errs = append(errs, fmt.Errorf("letting criu run: %w", err))
+		unix.Kill(pid, unix.SIGKILL)
+		return fmt.Errorf("letting criu run: %w", err)
 	}
-	return errors.Join(errs...)
+	return nil
 }
 
 type cgMount struct {

@@ -155,13 +155,36 @@ func TestRunnerIntoKilledV2Group(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
+	dirs := []string{dir}
+	// On a hybrid host, as a restore runs: a v1 group besides, which the
+	// runner's thread joins around the fork.
+	mem := "/sys/fs/cgroup/memory"
+	var v1 string
+	var st unix.Statfs_t
+	if unix.Statfs(mem, &st) == nil && st.Type == unix.CGROUP_SUPER_MAGIC {
+		v1 = filepath.Join(mem, filepath.Base(dir))
+		if err := os.Mkdir(v1, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.Remove(v1) })
+		dirs = append(dirs, v1)
+	}
 	before := cpuUsec(t, dir)
-	if err := r.Run(ctx, Job{Args: []string{"check"}, Cgroup: []string{dir}}); err != nil {
+	if err := r.Run(ctx, Job{Args: []string{"check"}, Cgroup: dirs}); err != nil {
 		t.Fatalf("criu check in a group killed before: %v", err)
 	}
 	// It ran there: the group's CPU count (core, no controller needed) grew.
 	if after := cpuUsec(t, dir); after <= before {
 		t.Errorf("group's usage_usec %d -> %d: criu did not run in it", before, after)
+	}
+	if v1 != "" {
+		if b, err := os.ReadFile(filepath.Join(v1, "memory.max_usage_in_bytes")); err != nil || strings.TrimSpace(string(b)) == "0" {
+			t.Errorf("v1 group's peak %q (%v): criu was not charged there", b, err)
+		}
+		// The runner's thread went back: nothing of the test's is left.
+		if b, err := os.ReadFile(filepath.Join(v1, "cgroup.procs")); err != nil || len(b) != 0 {
+			t.Errorf("v1 group lists %q (%v) after the run, want none", b, err)
+		}
 	}
 }
 

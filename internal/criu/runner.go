@@ -118,13 +118,16 @@ func (r *Runner) start(req *startReq) error {
 		return req.fn()
 	}
 	var v2 []string
+	back := func() {}
 	if len(req.job.Cgroup) > 0 {
-		back, dirs, err := joinCgroup(req.job.Cgroup, req.cmd)
+		b, dirs, err := joinCgroup(req.job.Cgroup, req.cmd)
 		if err != nil {
 			return err
 		}
-		defer back()
-		v2 = dirs
+		// Called at once after the fork: while this thread is in the
+		// group, a kill of the group would list the worker itself.
+		back, v2 = b, dirs
+		defer func() { back() }()
 	}
 	if req.job.GID != 0 {
 		if _, _, e := unix.RawSyscall(unix.SYS_SETRESGID, uintptr(req.job.GID), ^uintptr(0), ^uintptr(0)); e != 0 {
@@ -141,6 +144,8 @@ func (r *Runner) start(req *startReq) error {
 	if err := req.cmd.Start(); err != nil {
 		return err
 	}
+	back()
+	back = func() {}
 	if len(v2) > 0 {
 		if err := enterStopped(req.cmd.Process.Pid, v2); err != nil {
 			req.cmd.Process.Kill()
@@ -168,6 +173,10 @@ func (r *Runner) Start(ctx context.Context, job Job) (*exec.Cmd, error) {
 		return nil, ctx.Err()
 	}
 	if err := <-req.err; err != nil {
+		if ctx.Err() != nil {
+			// Killed by ctx while it started (see enterStopped).
+			return nil, fmt.Errorf("starting criu: %w (%v)", ctx.Err(), err)
+		}
 		return nil, fmt.Errorf("starting criu: %w", err)
 	}
 	return cmd, nil

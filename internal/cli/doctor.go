@@ -187,7 +187,10 @@ func cgroupSummary(root string) (string, bool) {
 	}
 	if len(v1) == 4 {
 		kill := "; kills freeze the group first: no cgroup2 mount with cgroup.kill beside"
-		if unifiedKill(filepath.Join(root, "unified")) {
+		switch ok, err := unifiedKill(filepath.Join(root, "unified")); {
+		case err != nil:
+			kill = "; how kills work unknown: " + err.Error()
+		case ok:
 			kill = "; kills through the hybrid cgroup2 mount's cgroup.kill"
 		}
 		// Without cpuacct, first-come's 300 ms rule sums the CPU of a
@@ -212,17 +215,17 @@ func cgroupSummary(root string) (string, bool) {
 
 // unifiedKill reports whether dir is a cgroup2 mount whose groups have
 // cgroup.kill (Linux 5.14), as the worker's cgroup manager checks: by a
-// group made there for the look.
-func unifiedKill(dir string) bool {
+// group made there for the look. The error says why it could not look.
+func unifiedKill(dir string) (bool, error) {
 	var st unix.Statfs_t
 	if unix.Statfs(dir, &st) != nil || st.Type != unix.CGROUP2_SUPER_MAGIC {
-		return false
+		return false, nil
 	}
 	probe := filepath.Join(dir, fmt.Sprintf("hearth-doctor-%d", os.Getpid()))
-	if os.Mkdir(probe, 0o755) != nil {
-		return false
+	if err := os.Mkdir(probe, 0o755); err != nil {
+		return false, fmt.Errorf("cannot make a group on the cgroup2 mount to look (%w)", err)
 	}
 	defer unix.Rmdir(probe)
 	_, err := os.Stat(filepath.Join(probe, "cgroup.kill"))
-	return err == nil
+	return err == nil, nil
 }

@@ -193,3 +193,55 @@ func BenchmarkFreezeThaw(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkKill measures a forked sandbox's teardown kill: a group of one
+// sleeping process, killed and waited for, in each mode this host offers
+// (on a hybrid v1 host: through the twin's cgroup.kill, and v1-legacy,
+// the freeze, list and signal a host without one takes). The process is
+// started and reaped off the clock. cpu-us/op is this process's own CPU
+// (user and system) per kill: the worker's share of a teardown.
+func BenchmarkKill(b *testing.B) {
+	for _, mc := range modes(b) {
+		b.Run(mc.name, func(b *testing.B) {
+			ctx := context.Background()
+			m := newManager(b, mc.opts...)
+			g, err := m.Create("kill", Limits{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			var cpu time.Duration
+			ds := make([]time.Duration, 0, b.N)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				cmd := exec.Command("/bin/sleep", "600")
+				if err := cmd.Start(); err != nil {
+					b.Fatal(err)
+				}
+				if err := g.Add(cmd.Process.Pid); err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+				c0, t0 := selfCPU(b), time.Now()
+				if err := g.Kill(ctx); err != nil {
+					b.Fatal(err)
+				}
+				ds = append(ds, time.Since(t0))
+				cpu += selfCPU(b) - c0
+				b.StopTimer()
+				cmd.Wait()
+				b.StartTimer()
+			}
+			b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-us/op")
+			quantiles(b, ds)
+		})
+	}
+}
+
+func selfCPU(b *testing.B) time.Duration {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}

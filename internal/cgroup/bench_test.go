@@ -199,12 +199,13 @@ func BenchmarkFreezeThaw(b *testing.B) {
 // (on a hybrid v1 host: through the twin's cgroup.kill, and v1-legacy,
 // the freeze, list and signal a host without one takes). The process is
 // started and reaped off the clock. cpu-us/op is this process's own CPU
-// (user and system) per kill: the worker's share of a teardown.
+// (user and system) per kill: the worker's share of a teardown. Managers
+// keep the frozen pin group the worker's does (WithFreezerPin).
 func BenchmarkKill(b *testing.B) {
 	for _, mc := range modes(b) {
 		b.Run(mc.name, func(b *testing.B) {
 			ctx := context.Background()
-			m := newManager(b, mc.opts...)
+			m := newManager(b, append(mc.opts, WithFreezerPin())...)
 			g, err := m.Create("kill", Limits{})
 			if err != nil {
 				b.Fatal(err)

@@ -262,7 +262,7 @@ func (m *Manager) Create(name string, lim Limits) (_ *Group, err error) {
 		err = m.createV2(g, lim)
 	}
 	if errors.Is(err, os.ErrExist) {
-		// In a v1 hierarchy only (dirs[0] is the twin, see uni).
+		// In a v1 hierarchy only: dirs[0] was made above.
 		return nil, fmt.Errorf("cgroup %s: %w: %w", name, ErrExists, err)
 	}
 	if err != nil {
@@ -565,22 +565,8 @@ func (g *Group) kill(ctx context.Context) error {
 	if len(pids) == 0 {
 		return nil
 	}
-	if g.m.mode == V2 {
-		// cgroup.kill (Linux 5.14) kills atomically, frozen or not, and
-		// races no fork.
-		err := writeFile(filepath.Join(g.dirs[0], "cgroup.kill"), "1")
-		if err == nil {
-			if err := waitEmpty(ctx, g.dirs); err != nil {
-				return err
-			}
-			return g.setFrozen(ctx, false, 0)
-		}
-		if !errors.Is(err, os.ErrNotExist) {
-			return err
-		}
-	}
-	if g.m.uni >= 0 {
-		done, err := g.killTwin(ctx)
+	if g.m.mode == V2 || g.m.uni >= 0 {
+		done, err := g.killAtOnce(ctx)
 		if done || err != nil {
 			return err
 		}
@@ -646,7 +632,11 @@ func (g *Group) killListed() error {
 		}
 	}()
 	var errs []error
+	self := os.Getpid()
 	for _, p := range all {
+		if p == self {
+			continue // a thread of ours (the criu runner's, around a fork)
+		}
 		fd, err := unix.PidfdOpen(p, 0)
 		if err != nil {
 			if !errors.Is(err, unix.ESRCH) {
@@ -675,24 +665,27 @@ func (g *Group) killListed() error {
 	return errors.Join(errs...)
 }
 
-// killTwin kills the group through its twin on the hybrid cgroup2 mount
-// (see Manager.uni): no freeze, and so no wait for a task that cannot
-// freeze. It reports whether the group is empty after; not (and no
-// error) if it has no twin (a group an older worker left) or a process
-// is in its v1 groups alone, for the freeze to kill. The only such
-// processes are the worker's own threads, briefly (the criu runner's
-// around its fork), and one whose Add failed half-way.
-func (g *Group) killTwin(ctx context.Context) (bool, error) {
-	twin := g.dirs[g.m.uni : g.m.uni+1]
+// killAtOnce kills the group with cgroup.kill (Linux 5.14): on v2 its
+// own, on a hybrid v1 host its twin's (see Manager.uni). No freeze, and
+// so no wait for a task that cannot freeze. It reports whether the group
+// is empty after; not (and no error) without cgroup.kill (an older
+// kernel; a group an older worker left, with no twin) or, on v1, with a
+// process in the v1 groups alone, for the freeze to kill: the criu
+// runner's thread for the moment of criu's fork is the only one.
+func (g *Group) killAtOnce(ctx context.Context) (bool, error) {
+	dir := g.dirs[0]
+	if g.m.mode == V1 {
+		dir = g.dirs[g.m.uni]
+	}
 	for round := 0; ; round++ {
-		err := writeFile(filepath.Join(twin[0], "cgroup.kill"), "1")
+		err := writeFile(filepath.Join(dir, "cgroup.kill"), "1")
 		if errors.Is(err, os.ErrNotExist) {
 			return false, nil
 		}
 		if err != nil {
 			return false, err
 		}
-		if round == 0 {
+		if round == 0 && g.m.mode == V1 {
 			// v1-frozen tasks die once thawed (they run no code of
 			// theirs first). Usually thawed already (a sandbox's
 			// teardown thaws it first): a read, not a write and a read.
@@ -706,14 +699,19 @@ func (g *Group) killTwin(ctx context.Context) (bool, error) {
 		// that ends with some still listed kills again, for a fork that
 		// raced the kill (kernels before 6.14 let one through).
 		wctx, cancel := context.WithTimeout(ctx, waitRound)
-		err = waitEmpty(wctx, twin)
+		err = waitEmpty(wctx, []string{dir})
+		timedOut := wctx.Err() != nil && ctx.Err() == nil // the round ended, not ctx
 		cancel()
 		if err == nil {
 			break
 		}
-		if ctx.Err() != nil {
+		if !timedOut {
 			return false, err
 		}
+	}
+	if g.m.mode == V2 {
+		// v2 kills frozen tasks too; a pooled group must be thawed.
+		return true, g.setFrozen(ctx, false, 0)
 	}
 	pids, err := firstProcs(g.dirs[1:]) // the v1 ones: uni is 0
 	return err == nil && len(pids) == 0, err

@@ -173,10 +173,6 @@ func (r *Runner) Start(ctx context.Context, job Job) (*exec.Cmd, error) {
 		return nil, ctx.Err()
 	}
 	if err := <-req.err; err != nil {
-		if ctx.Err() != nil {
-			// Killed by ctx while it started (see enterStopped).
-			return nil, fmt.Errorf("starting criu: %w (%v)", ctx.Err(), err)
-		}
 		return nil, fmt.Errorf("starting criu: %w", err)
 	}
 	return cmd, nil
@@ -218,6 +214,11 @@ func (r *Runner) Run(ctx context.Context, job Job) error {
 	}
 	cmd, err := r.Start(ctx, job)
 	if err != nil {
+		if parent.Err() == nil && ctx.Err() != nil {
+			// Killed while it started (stopped at its exec, see
+			// enterStopped): the timeout's.
+			return fmt.Errorf("criu %s: killed after %s while starting (%v): %w", job.Args[0], timeout, err, ErrTimeout)
+		}
 		return err
 	}
 	if err := cmd.Wait(); err != nil {

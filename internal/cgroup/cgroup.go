@@ -268,6 +268,9 @@ func (m *Manager) Create(name string, lim Limits) (_ *Group, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("cgroup %s: %w", name, err)
 	}
+	// createV1 wrote what differs from a new group's defaults; the
+	// library's v2 create is left unknown (the first set writes all).
+	g.lim, g.limKnown = lim, m.mode == V1
 	g.held = holdDirs(g.dirs)
 	m.mu.Lock()
 	m.groups[name] = g
@@ -396,6 +399,11 @@ type Group struct {
 	oomBase, oomEvBase uint64
 	// peakStale marks a v2 group a pool cleaned for reuse (PeakMemory).
 	peakStale bool
+	// lim is the group's limits as the last write left its files, if
+	// limKnown (see setLimits); limMu guards both and orders the writes.
+	limMu    sync.Mutex
+	lim      Limits
+	limKnown bool
 
 	deleted atomic.Bool
 }

@@ -370,6 +370,62 @@ func TestCreateLimits(t *testing.T) {
 	}
 }
 
+// TestSetLimitsWritesChanges: a set writes only the files whose value
+// differs from the group's last write, and all of them again after a
+// failed one. A file changed behind the manager's back shows which were
+// written: the test's way in, not the worker's (only the manager writes
+// them).
+func TestSetLimitsWritesChanges(t *testing.T) {
+	for _, mc := range modes(t) {
+		t.Run(mc.name, func(t *testing.T) {
+			m := newManager(t, mc.opts...)
+			if !hasLimits(m) {
+				t.Skip("no memory, pids and cpu controllers for this manager's groups")
+			}
+			g := create(t, m, "diff", Limits{MemoryBytes: 64 << 20, Pids: 16})
+			pids, mem := filepath.Join(g.dirs[m.pids], "pids.max"), filepath.Join(g.dirs[m.mem], "memory.limit_in_bytes")
+			if m.Mode() == V2 {
+				mem = filepath.Join(g.dirs[m.mem], "memory.max")
+			}
+			if err := g.SetLimits(Limits{}); err != nil { // a pooled group's first set: v2 writes all
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(pids, []byte("7"), 0); err != nil {
+				t.Fatal(err)
+			}
+			if err := g.SetLimits(Limits{MemoryBytes: 32 << 20}); err != nil {
+				t.Fatal(err)
+			}
+			if got := cat(t, pids); got != "7" {
+				t.Errorf("pids.max = %q after a set that left pids alone: written again", got)
+			}
+			if got := cat(t, mem); got != "33554432" {
+				t.Errorf("memory limit = %q, want 33554432", got)
+			}
+			if err := g.SetLimits(Limits{MemoryBytes: 32 << 20, Pids: 9}); err != nil {
+				t.Fatal(err)
+			}
+			if got := cat(t, pids); got != "9" {
+				t.Errorf("pids.max = %q after a set of 9", got)
+			}
+			// With the files unknown, as a failed set leaves them, the
+			// next set writes every one.
+			if err := os.WriteFile(pids, []byte("7"), 0); err != nil {
+				t.Fatal(err)
+			}
+			g.limMu.Lock()
+			g.limKnown = false
+			g.limMu.Unlock()
+			if err := g.SetLimits(Limits{MemoryBytes: 32 << 20, Pids: 9}); err != nil {
+				t.Fatal(err)
+			}
+			if got := cat(t, pids); got != "9" {
+				t.Errorf("pids.max = %q after a set with the files unknown, want 9", got)
+			}
+		})
+	}
+}
+
 func TestSetLimitsAndCPUWeight(t *testing.T) {
 	requireRoot(t)
 	m := newManager(t)

@@ -28,9 +28,13 @@ func (g *Group) SetCPUWeight(w uint64) error {
 	if g.m.mode == V2 && !g.m.enabled["cpu"] {
 		return fmt.Errorf("cgroup %s: cpu weight: %w", g.name, ErrNoController)
 	}
+	g.limMu.Lock()
+	defer g.limMu.Unlock()
 	if err := writeWeight(g.m.mode, g.dirs[g.m.cpu], w); err != nil {
+		g.limKnown = false
 		return fmt.Errorf("cgroup %s: %w", g.name, err)
 	}
+	g.lim.CPUWeight = w
 	return nil
 }
 
@@ -56,20 +60,47 @@ func writeWeight(mode Mode, dir string, w uint64) error {
 func v1Shares(w uint64) uint64 { return max(w*1024/100, 2) }
 
 // setLimits writes lim to an existing group, zero values as the defaults.
+// A file that has the value already, as the group's last write left it,
+// is not written again: only the manager writes them, and a pooled
+// group's limits are set when it is handed out (Pool.Get), reset when it
+// is cleaned, and set again for its function (a spare's group).
 func (m *Manager) setLimits(g *Group, lim Limits) error {
-	if m.mode == V1 {
-		return m.limitsV1(g, lim, false)
+	g.limMu.Lock()
+	defer g.limMu.Unlock()
+	var cur *Limits
+	if g.limKnown {
+		c := g.lim
+		cur = &c
 	}
-	return m.limitsV2(g, lim)
+	var err error
+	if m.mode == V1 {
+		err = m.limitsV1(g, lim, cur)
+	} else {
+		err = m.limitsV2(g, lim, cur)
+	}
+	// A failed write leaves the files unknown: the next write writes all.
+	g.lim, g.limKnown = lim, err == nil
+	return err
+}
+
+// weight is l's CPU weight, 100 (a default group's) for zero.
+func (l Limits) weight() uint64 {
+	if l.CPUWeight == 0 {
+		return 100
+	}
+	return l.CPUWeight
 }
 
 // limitsV2 writes a v2 group's limit files. A controller that is not
 // enabled is skipped when its default is wanted and reported otherwise.
-func (m *Manager) limitsV2(g *Group, lim Limits) error {
+func (m *Manager) limitsV2(g *Group, lim Limits, cur *Limits) error {
 	dir := g.dirs[0]
 	type w struct {
 		ctl, file, val string
-		set            bool
+		set, same      bool
+	}
+	if cur == nil {
+		cur = &Limits{MemoryBytes: -1, Pids: -1, CPUs: -1} // no field matches
 	}
 	mem, swap, pids, wt := "max", "max", "max", "100"
 	period := strconv.FormatInt(int64(CPUPeriod/time.Microsecond), 10)
@@ -87,11 +118,11 @@ func (m *Manager) limitsV2(g *Group, lim Limits) error {
 		wt = strconv.FormatUint(lim.CPUWeight, 10)
 	}
 	ws := []w{
-		{"memory", "memory.max", mem, lim.MemoryBytes > 0},
-		{"memory", "memory.swap.max", swap, lim.MemoryBytes > 0},
-		{"pids", "pids.max", pids, lim.Pids > 0},
-		{"cpu", "cpu.weight", wt, lim.CPUWeight > 0},
-		{"cpu", "cpu.max", quota, lim.CPUs > 0},
+		{"memory", "memory.max", mem, lim.MemoryBytes > 0, cur.MemoryBytes == lim.MemoryBytes},
+		{"memory", "memory.swap.max", swap, lim.MemoryBytes > 0, cur.MemoryBytes == lim.MemoryBytes},
+		{"pids", "pids.max", pids, lim.Pids > 0, cur.Pids == lim.Pids},
+		{"cpu", "cpu.weight", wt, lim.CPUWeight > 0, cur.CPUs >= 0 && cur.weight() == lim.weight()},
+		{"cpu", "cpu.max", quota, lim.CPUs > 0, cur.CPUs == lim.CPUs},
 	}
 	for _, x := range ws {
 		if !m.enabled[x.ctl] {
@@ -100,7 +131,7 @@ func (m *Manager) limitsV2(g *Group, lim Limits) error {
 			}
 			continue
 		}
-		if x.file == "memory.swap.max" && !m.swap {
+		if x.file == "memory.swap.max" && !m.swap || x.same {
 			continue
 		}
 		if err := writeFile(filepath.Join(dir, x.file), x.val); err != nil {

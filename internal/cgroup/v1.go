@@ -131,32 +131,36 @@ func (m *Manager) createV1(g *Group, lim Limits) error {
 			return err
 		}
 	}
-	return m.limitsV1(g, lim, true)
+	return m.limitsV1(g, lim, &Limits{})
 }
 
 // limitsV1 writes a group's limits; zero values write the kernel's
-// defaults, so a pooled group can be re-limited or reset, unless fresh (a
-// new group has the defaults already). The swap limit must stay at or
-// above the memory limit: it is raised first and lowered last.
-func (m *Manager) limitsV1(g *Group, lim Limits, fresh bool) error {
-	mem, memsw := filepath.Join(g.dirs[m.mem], "memory.limit_in_bytes"), filepath.Join(g.dirs[m.mem], "memory.memsw.limit_in_bytes")
-	v := "-1"
-	if lim.MemoryBytes > 0 {
-		v = strconv.FormatInt(lim.MemoryBytes, 10)
-	}
-	order := []string{mem, memsw}
-	if lim.MemoryBytes <= 0 || lim.MemoryBytes > g.limit && g.limit > 0 {
-		order = []string{memsw, mem}
-	}
-	for _, f := range order {
-		if f == memsw && !m.swap || fresh && lim.MemoryBytes <= 0 {
-			continue
+// defaults, so a pooled group can be re-limited or reset. Where cur (the
+// group's limits as last written, nil if not known; a new group's are
+// the defaults) has a file's value already, it is not written. The swap
+// limit must stay at or above the memory limit: it is raised first and
+// lowered last.
+func (m *Manager) limitsV1(g *Group, lim Limits, cur *Limits) error {
+	if cur == nil || cur.MemoryBytes != lim.MemoryBytes {
+		mem, memsw := filepath.Join(g.dirs[m.mem], "memory.limit_in_bytes"), filepath.Join(g.dirs[m.mem], "memory.memsw.limit_in_bytes")
+		v := "-1"
+		if lim.MemoryBytes > 0 {
+			v = strconv.FormatInt(lim.MemoryBytes, 10)
 		}
-		if err := writeFile(f, v); err != nil {
-			return err
+		order := []string{mem, memsw}
+		if lim.MemoryBytes <= 0 || lim.MemoryBytes > g.limit && g.limit > 0 {
+			order = []string{memsw, mem}
+		}
+		for _, f := range order {
+			if f == memsw && !m.swap {
+				continue
+			}
+			if err := writeFile(f, v); err != nil {
+				return err
+			}
 		}
 	}
-	if !fresh || lim.Pids > 0 {
+	if cur == nil || cur.Pids != lim.Pids {
 		p := "max"
 		if lim.Pids > 0 {
 			p = strconv.FormatInt(lim.Pids, 10)
@@ -165,23 +169,20 @@ func (m *Manager) limitsV1(g *Group, lim Limits, fresh bool) error {
 			return err
 		}
 	}
-	if !fresh || lim.CPUWeight > 0 {
-		shares := uint64(1024)
-		if lim.CPUWeight > 0 {
-			shares = v1Shares(lim.CPUWeight)
-		}
-		if err := writeFile(filepath.Join(g.dirs[m.cpu], "cpu.shares"), strconv.FormatUint(shares, 10)); err != nil {
+	if cur == nil || v1Shares(cur.weight()) != v1Shares(lim.weight()) {
+		if err := writeFile(filepath.Join(g.dirs[m.cpu], "cpu.shares"), strconv.FormatUint(v1Shares(lim.weight()), 10)); err != nil {
 			return err
 		}
 	}
-	if !fresh || lim.CPUs > 0 {
-		// The period first: the quota is checked against it (and a new
-		// group's period is the default, 100 ms, already).
-		if !fresh {
-			if err := writeFile(filepath.Join(g.dirs[m.cpu], "cpu.cfs_period_us"), strconv.FormatInt(int64(CPUPeriod/time.Microsecond), 10)); err != nil {
-				return err
-			}
+	if cur == nil {
+		// The period first: the quota is checked against it. It is the
+		// default, and the only value ever written, so a known group
+		// has it already.
+		if err := writeFile(filepath.Join(g.dirs[m.cpu], "cpu.cfs_period_us"), strconv.FormatInt(int64(CPUPeriod/time.Microsecond), 10)); err != nil {
+			return err
 		}
+	}
+	if cur == nil || cur.cpuQuota() != lim.cpuQuota() {
 		return writeFile(filepath.Join(g.dirs[m.cpu], "cpu.cfs_quota_us"), strconv.FormatInt(lim.cpuQuota(), 10))
 	}
 	return nil

@@ -408,19 +408,40 @@ func TestSetLimitsWritesChanges(t *testing.T) {
 			if got := cat(t, pids); got != "9" {
 				t.Errorf("pids.max = %q after a set of 9", got)
 			}
-			// With the files unknown, as a failed set leaves them, the
-			// next set writes every one.
-			if err := os.WriteFile(pids, []byte("7"), 0); err != nil {
+			// A weight lowered for a dying sandbox is set back for the
+			// next tenant.
+			if err := g.SetCPUWeight(1); err != nil {
 				t.Fatal(err)
 			}
-			g.limMu.Lock()
-			g.limKnown = false
-			g.limMu.Unlock()
 			if err := g.SetLimits(Limits{MemoryBytes: 32 << 20, Pids: 9}); err != nil {
 				t.Fatal(err)
 			}
+			cpuFile, want := filepath.Join(g.dirs[m.cpu], "cpu.shares"), "1024"
+			if m.Mode() == V2 {
+				cpuFile, want = filepath.Join(g.dirs[m.cpu], "cpu.weight"), "100"
+			}
+			if got := cat(t, cpuFile); got != want {
+				t.Errorf("%s = %q after SetCPUWeight(1) and a set of the default weight, want %q", filepath.Base(cpuFile), got, want)
+			}
+			if m.Mode() != V1 {
+				return // a v2 memory.max below usage reclaims or kills; it does not fail
+			}
+			// A failed set (v1 refuses a memory limit below what the
+			// group holds and cannot reclaim) leaves the files unknown:
+			// the next set writes every one.
+			start(t, g, "/usr/bin/python3", "-S", "-c", "import time; b = bytearray(16 << 20); time.sleep(60)")
+			waitFor(t, 10*time.Second, func() bool { u, _ := g.MemoryUsage(); return u >= 16<<20 })
+			if err := g.SetLimits(Limits{MemoryBytes: 4 << 20, Pids: 9}); err == nil {
+				t.Skip("this host took a memory limit below the group's anonymous memory (swap to reclaim into): no failed set to test")
+			}
+			if err := os.WriteFile(pids, []byte("7"), 0); err != nil {
+				t.Fatal(err)
+			}
+			if err := g.SetLimits(Limits{MemoryBytes: 64 << 20, Pids: 9}); err != nil {
+				t.Fatal(err)
+			}
 			if got := cat(t, pids); got != "9" {
-				t.Errorf("pids.max = %q after a set with the files unknown, want 9", got)
+				t.Errorf("pids.max = %q after a set that followed a failed one, want 9 (all written)", got)
 			}
 		})
 	}

@@ -31,7 +31,9 @@ func (g *Group) SetCPUWeight(w uint64) error {
 	g.limMu.Lock()
 	defer g.limMu.Unlock()
 	if err := writeWeight(g.m.mode, g.dirs[g.m.cpu], w); err != nil {
-		g.limKnown = false
+		if !errors.Is(err, ErrBadLimits) { // refused before any write
+			g.limKnown = false
+		}
 		return fmt.Errorf("cgroup %s: %w", g.name, err)
 	}
 	g.lim.CPUWeight = w
@@ -61,9 +63,11 @@ func v1Shares(w uint64) uint64 { return max(w*1024/100, 2) }
 
 // setLimits writes lim to an existing group, zero values as the defaults.
 // A file that has the value already, as the group's last write left it,
-// is not written again: only the manager writes them, and a pooled
-// group's limits are set when it is handed out (Pool.Get), reset when it
-// is cleaned, and set again for its function (a spare's group).
+// is not written again: a pooled group's limits are set when it is
+// handed out (Pool.Get), reset when it is cleaned, and set again for its
+// function (a spare's group). That assumes the manager is these files'
+// only writer; a v2 parent that the host's init does not delegate could
+// have them reset behind it.
 func (m *Manager) setLimits(g *Group, lim Limits) error {
 	g.limMu.Lock()
 	defer g.limMu.Unlock()

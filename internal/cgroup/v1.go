@@ -147,8 +147,12 @@ func (m *Manager) limitsV1(g *Group, lim Limits, cur *Limits) error {
 		if lim.MemoryBytes > 0 {
 			v = strconv.FormatInt(lim.MemoryBytes, 10)
 		}
+		prev := g.limit
+		if cur != nil {
+			prev = cur.MemoryBytes
+		}
 		order := []string{mem, memsw}
-		if lim.MemoryBytes <= 0 || lim.MemoryBytes > g.limit && g.limit > 0 {
+		if lim.MemoryBytes <= 0 || lim.MemoryBytes > prev && prev > 0 {
 			order = []string{memsw, mem}
 		}
 		for _, f := range order {

@@ -57,10 +57,12 @@ func TestV2LimitFiles(t *testing.T) {
 				}
 			}
 			// Re-limiting (a pooled group handed to a function) writes
-			// the quota; resetting it writes no quota. (SetLimits writes
-			// every file, which must exist, as the kernel's do; empty
-			// them first: a fake file is not truncated by a write.)
-			for _, lim := range []struct {
+			// the quota; resetting it writes no quota. The first set
+			// after a v2 create writes every file (the library's create
+			// leaves them unknown), the next only what changed: the
+			// quota. (Files are emptied first: a fake file is not
+			// truncated by a write; an empty one was not written.)
+			for i, lim := range []struct {
 				lim  Limits
 				want string
 			}{{Limits{CPUs: 0.5}, "50000 100000"}, {Limits{}, "max 100000"}} {
@@ -72,6 +74,10 @@ func TestV2LimitFiles(t *testing.T) {
 				}
 				if b, _ := os.ReadFile(filepath.Join(g.Dirs()[0], "cpu.max")); string(b) != lim.want {
 					t.Errorf("after SetLimits(%+v) cpu.max = %q, want %q", lim.lim, b, lim.want)
+				}
+				b, _ := os.ReadFile(filepath.Join(g.Dirs()[0], "pids.max"))
+				if written := len(b) > 0; written != (i == 0) {
+					t.Errorf("set %d: pids.max %q: written %v, want %v (only the first set after create)", i, b, written, i == 0)
 				}
 			}
 		})

@@ -307,6 +307,17 @@ func (m *Manager) Sweep(ctx context.Context) (int, error) {
 		sorted = append(sorted, n)
 	}
 	sort.Strings(sorted)
+	// Thawed first, all of them: the worker that froze them is gone, and
+	// a process frozen in one group can be listed in another's (a child
+	// a zygote's frozen group held while the worker moved it, caught
+	// half-way: in its sandbox's twin or first hierarchies, still in the
+	// zygote's freezer). Killed there, it would never die.
+	for _, n := range sorted {
+		g := &Group{m: m, name: n, dirs: m.dirs(n)}
+		tctx, cancel := context.WithTimeout(ctx, time.Second)
+		g.setFrozen(tctx, false, 0) // a group gone meanwhile, or never frozen
+		cancel()
+	}
 	count := 0
 	for _, n := range sorted {
 		g := &Group{m: m, name: n, dirs: m.dirs(n)}

@@ -124,6 +124,20 @@ func start(t testing.TB, g *Group, args ...string) *proc {
 	return p
 }
 
+// startOutside runs a command in the test's own groups, for the test to
+// move; it is killed and collected at clean-up.
+func startOutside(t testing.TB, args ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(args[0], args[1:]...)
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting %v: %v", args, err)
+	}
+	p := &proc{Pid: cmd.Process.Pid, done: make(chan struct{})}
+	go func() { p.err = cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() { cmd.Process.Kill(); <-p.done })
+	return p
+}
+
 // proc is a started process whose exit is collected in the background.
 type proc struct {
 	Pid  int
@@ -872,13 +886,7 @@ func TestKillPartlyJoined(t *testing.T) {
 		t.Skip("needs several cgroup v1 hierarchies")
 	}
 	g := create(t, m, "partly", Limits{})
-	cmd := exec.Command("/bin/sleep", "60")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &proc{Pid: cmd.Process.Pid, done: make(chan struct{})}
-	go func() { p.err = cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() { cmd.Process.Kill(); <-p.done })
+	p := startOutside(t, "/bin/sleep", "60")
 	last := g.dirs[len(g.dirs)-2]
 	if err := addV1([]string{last}, p.Pid); err != nil {
 		t.Fatal(err)
@@ -965,13 +973,7 @@ func TestUnifiedKill(t *testing.T) {
 		t.Errorf("ProcsFiles()[0] = %s, want %s: a joiner must be there before any v1 group", fs[0].Name(), want)
 	}
 	loop := start(t, g, "/bin/sh", "-c", "while :; do sleep 60 & done")
-	cmd := exec.Command("/bin/sleep", "60")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	added := &proc{Pid: cmd.Process.Pid, done: make(chan struct{})}
-	go func() { added.err = cmd.Wait(); close(added.done) }()
-	t.Cleanup(func() { cmd.Process.Kill(); <-added.done })
+	added := startOutside(t, "/bin/sleep", "60")
 	if err := g.Add(added.Pid); err != nil {
 		t.Fatal(err)
 	}

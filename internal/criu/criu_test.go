@@ -59,21 +59,29 @@ func TestFindMissing(t *testing.T) {
 	}
 }
 
+// newRunner starts a runner on the private CRIU (scripts/criu.sh); it is
+// closed at clean-up (closing twice is harmless).
+func newRunner(t *testing.T) *Runner {
+	t.Helper()
+	b, err := Find(context.Background(), os.Getenv("HEARTH_CRIU_ROOT"))
+	if err != nil {
+		t.Fatalf("no CRIU (run scripts/criu.sh): %v", err)
+	}
+	r, err := NewRunner(context.Background(), b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r
+}
+
 // TestRunner needs root and the private CRIU (scripts/criu.sh).
 func TestRunner(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Fatal("needs root")
 	}
 	ctx := context.Background()
-	b, err := Find(ctx, os.Getenv("HEARTH_CRIU_ROOT"))
-	if err != nil {
-		t.Fatalf("no CRIU (run scripts/criu.sh): %v", err)
-	}
-	r, err := NewRunner(ctx, b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	r := newRunner(t)
 	// The runner's /run is a private tmpfs holding the probe cache.
 	var st unix.Statfs_t
 	var kdat error
@@ -95,7 +103,7 @@ func TestRunner(t *testing.T) {
 	if _, err := os.Stat("/run/criu.kdat"); err == nil {
 		t.Error("kdat cache leaked into the host's /run")
 	}
-	err = r.Run(ctx, Job{Args: []string{"restore", "-D", t.TempDir()}})
+	err := r.Run(ctx, Job{Args: []string{"restore", "-D", t.TempDir()}})
 	if err == nil || !strings.Contains(err.Error(), "criu restore") {
 		t.Fatalf("restore from an empty dir: %v", err)
 	}
@@ -146,15 +154,7 @@ func TestRunnerIntoKilledV2Group(t *testing.T) {
 		t.Fatalf("member after cgroup.kill: %v, want killed", err)
 	}
 	ctx := context.Background()
-	b, err := Find(ctx, os.Getenv("HEARTH_CRIU_ROOT"))
-	if err != nil {
-		t.Fatalf("no CRIU (run scripts/criu.sh): %v", err)
-	}
-	r, err := NewRunner(ctx, b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	r := newRunner(t)
 	dirs := []string{dir}
 	// On a hybrid host, as a restore runs: a v1 group besides, which the
 	// runner's thread joins around the fork.

@@ -312,15 +312,15 @@ func (m *Manager) Sweep(ctx context.Context) (int, error) {
 	// a zygote's frozen group held while the worker moved it, caught
 	// half-way: in its sandbox's twin or first hierarchies, still in the
 	// zygote's freezer). Killed there, it would never die.
-	for _, n := range sorted {
-		g := &Group{m: m, name: n, dirs: m.dirs(n)}
+	gs := make([]*Group, len(sorted))
+	for i, n := range sorted {
+		gs[i] = &Group{m: m, name: n, dirs: m.dirs(n)}
 		tctx, cancel := context.WithTimeout(ctx, time.Second)
-		g.setFrozen(tctx, false, 0) // a group gone meanwhile, or never frozen
+		gs[i].setFrozen(tctx, false, 0) // a group gone meanwhile, or never frozen
 		cancel()
 	}
 	count := 0
-	for _, n := range sorted {
-		g := &Group{m: m, name: n, dirs: m.dirs(n)}
+	for _, g := range gs {
 		if err := g.remove(ctx); err != nil {
 			return count, fmt.Errorf("sweeping: %w", err)
 		}
@@ -692,10 +692,7 @@ func (g *Group) killListed() error {
 // process in the v1 groups alone, for the freeze to kill: the criu
 // runner's thread for the moment of criu's fork is the only one.
 func (g *Group) killAtOnce(ctx context.Context) (bool, error) {
-	dir := g.dirs[0]
-	if g.m.mode == V1 {
-		dir = g.dirs[g.m.uni]
-	}
+	dir := g.dirs[0] // v2's own, or the twin: uni is 0
 	for round := 0; ; round++ {
 		err := writeFile(filepath.Join(dir, "cgroup.kill"), "1")
 		if errors.Is(err, os.ErrNotExist) {

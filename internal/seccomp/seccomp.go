@@ -77,6 +77,20 @@ func notIn(arg uint32, values []uint64) libseccomp.ArgumentConditions {
 // filter. None of them reaches beyond namespaces the caller owns.
 var zygoteAllowed = []string{"mount", "umount2", "move_mount", "sethostname"}
 
+// A zygote child given a home (an earlier sandbox's user and network
+// namespaces, of the same function) enters them (setns) and then makes
+// its mount, uts and ipc namespaces (unshare). The zygote's filter allows
+// exactly that: setns of a user or network namespace, named (a setns of
+// type 0 would take any kind), and unshare of those three kinds. setns
+// needs every capability over the target's owning user namespace, which
+// the zygotes' uid holds only in those its own children made; unshare
+// of the three needs them in the caller's own, which a zygote lacks.
+// unshare of a user namespace stays refused.
+const (
+	homeSetns   = unix.CLONE_NEWUSER | unix.CLONE_NEWNET
+	homeUnshare = unix.CLONE_NEWNS | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC
+)
+
 // policy is the filter's policy for the architecture info describes: the
 // tenant filter, or with zygote the zygote's.
 // Argument checks compare all 64 bits, so a value with stray upper bits
@@ -85,7 +99,7 @@ var zygoteAllowed = []string{"mount", "umount2", "move_mount", "sethostname"}
 func policy(info *arch.Info, zygote bool) libseccomp.Policy {
 	var names []string
 	for _, n := range denied {
-		if !zygote || !slices.Contains(zygoteAllowed, n) {
+		if !zygote || !slices.Contains(zygoteAllowed, n) && n != "setns" && n != "unshare" {
 			names = append(names, n)
 		}
 	}
@@ -114,6 +128,18 @@ func policy(info *arch.Info, zygote bool) libseccomp.Policy {
 				Action: eperm,
 			},
 		},
+	}
+	if zygote {
+		p.Syscalls[1].NamesWithCondtions = append(p.Syscalls[1].NamesWithCondtions,
+			libseccomp.NameWithConditions{Name: "setns", Conditions: libseccomp.ArgumentConditions{
+				{Argument: 1, Operation: libseccomp.BitsSet, Value: ^uint64(homeSetns)}}},
+			libseccomp.NameWithConditions{Name: "setns", Conditions: libseccomp.ArgumentConditions{
+				{Argument: 1, Operation: libseccomp.Equal, Value: 0}}},
+			libseccomp.NameWithConditions{Name: "unshare", Conditions: libseccomp.ArgumentConditions{
+				{Argument: 0, Operation: libseccomp.BitsSet, Value: ^uint64(homeUnshare)}}},
+			libseccomp.NameWithConditions{Name: "unshare", Conditions: libseccomp.ArgumentConditions{
+				{Argument: 0, Operation: libseccomp.Equal, Value: 0}}},
+		)
 	}
 	if !zygote {
 		// clone3's flags are in memory a filter cannot read: refuse it

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"unsafe"
@@ -21,7 +22,12 @@ import (
 // tests run the very bytes the kernel gets.
 func decoded(t *testing.T) []bpf.Instruction {
 	t.Helper()
-	b, err := Filter()
+	return decode(t, Filter)
+}
+
+func decode(t *testing.T, filter func() ([]byte, error)) []bpf.Instruction {
+	t.Helper()
+	b, err := filter()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,6 +178,72 @@ func TestDecisions(t *testing.T) {
 		}
 		if uint32(got) != c.want {
 			t.Errorf("%s (nr %d, args %#x): %s, want %s", c.name, c.nr, c.args, retName(uint32(got)), retName(c.want))
+		}
+	}
+}
+
+// TestZygoteDecisions checks the zygote's filter: what it allows of the
+// tenant's denied calls (setns and unshare among them, for a child that
+// enters a home) and that it still refuses the rest.
+func TestZygoteDecisions(t *testing.T) {
+	info, err := arch.GetInfo("")
+	if err != nil {
+		t.Skipf("no syscall table for %s: %v", runtime.GOARCH, err)
+	}
+	vm, err := bpf.NewVM(decode(t, ZygoteFilter))
+	if err != nil {
+		t.Fatal(err)
+	}
+	type call struct {
+		name string
+		args []uint64
+		want uint32
+	}
+	var calls []call
+	for _, n := range denied {
+		want := uint32(retEPERM)
+		if slices.Contains([]string{"mount", "umount2", "move_mount", "sethostname"}, n) {
+			want = retAllow
+		}
+		if n != "setns" && n != "unshare" {
+			calls = append(calls, call{n, nil, want})
+		}
+	}
+	calls = append(calls,
+		call{"setns", []uint64{3, unix.CLONE_NEWUSER}, retAllow},
+		call{"setns", []uint64{3, unix.CLONE_NEWNET}, retAllow},
+		call{"setns", []uint64{3, 0}, retEPERM},
+		call{"setns", []uint64{3, unix.CLONE_NEWNS}, retEPERM},
+		call{"setns", []uint64{3, unix.CLONE_NEWPID}, retEPERM},
+		call{"setns", []uint64{3, 1<<32 | unix.CLONE_NEWNET}, retEPERM},
+		call{"unshare", []uint64{unix.CLONE_NEWNS | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC}, retAllow},
+		call{"unshare", []uint64{unix.CLONE_NEWNS}, retAllow},
+		call{"unshare", []uint64{0}, retEPERM},
+		call{"unshare", []uint64{unix.CLONE_NEWUSER}, retEPERM},
+		call{"unshare", []uint64{unix.CLONE_NEWNS | unix.CLONE_NEWUSER}, retEPERM},
+		call{"unshare", []uint64{unix.CLONE_NEWNET}, retEPERM},
+		call{"unshare", []uint64{unix.CLONE_NEWPID}, retEPERM},
+		call{"unshare", []uint64{unix.CLONE_NEWCGROUP}, retEPERM},
+		call{"unshare", []uint64{unix.CLONE_FILES}, retEPERM},
+		call{"unshare", []uint64{1<<32 | unix.CLONE_NEWNS}, retEPERM},
+	)
+	for _, c := range calls {
+		got, err := vm.Run(seccompData(info.SyscallNames[c.name], uint32(info.ID), c.args...))
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if uint32(got) != c.want {
+			t.Errorf("zygote filter: %s %#x: %s, want %s", c.name, c.args, retName(uint32(got)), retName(c.want))
+		}
+	}
+	// The tenant's filter refuses both whatever the arguments.
+	tenant, err := bpf.NewVM(decoded(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range calls[len(calls)-16:] {
+		if got, _ := tenant.Run(seccompData(info.SyscallNames[c.name], uint32(info.ID), c.args...)); uint32(got) != retEPERM {
+			t.Errorf("tenant filter: %s %#x: %s, want EPERM", c.name, c.args, retName(uint32(got)))
 		}
 	}
 }

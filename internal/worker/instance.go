@@ -52,6 +52,7 @@ type instance struct {
 	group    *cgroup.Group
 	net      *netns.NS // isolated network, given back on destroy; nil otherwise
 	lazy     *lazyNet  // isolated network made at the first socket (lazynet.go); nil otherwise
+	home     *homeOf   // its zygote child's user and network namespaces, kept when it ends if untouched (homes.go)
 	conn     *runtime.Conn
 	proc     *proc      // the runtime process, when a zygote forked it; nil otherwise
 	out      []*outPipe // its stdout and stderr (see drainOutput)

@@ -64,6 +64,7 @@ type lazyNet struct {
 	used    func()    // called once attached (the function's netUsed)
 	failed  time.Time // the last failed attempt
 	warned  bool      // a failure was logged
+	tried   bool      // an attach began: the namespace may hold some of it
 
 	// after counts the sockets let through once attached: each was a
 	// round trip that a sandbox without the filter does not make.
@@ -171,12 +172,15 @@ func (ln *lazyNet) close() {
 // dropLazy stops serving ln and gives back its network, if attached,
 // once the sandbox's processes are gone (a process still under the
 // filter would get ENOSYS from its next socket). It waits for an attach
-// under way.
-func (w *Worker) dropLazy(ctx context.Context, ln *lazyNet) {
+// under way, and reports whether the namespace is as it was made: no
+// attach ever began, so no internet or netlink socket was ever made in
+// it (the filter holds each until attached).
+func (w *Worker) dropLazy(ctx context.Context, ln *lazyNet) (pristine bool) {
 	if ln == nil {
-		return
+		return false
 	}
 	ln.mu.Lock()
+	pristine = !ln.done && !ln.tried && ln.ns == nil
 	ln.done, ln.dropped = true, true
 	ns := ln.ns
 	ln.ns = nil
@@ -188,6 +192,7 @@ func (w *Worker) dropLazy(ctx context.Context, ln *lazyNet) {
 	// Not under ln.mu: closing waits for a receive under way.
 	ln.l.Close()
 	w.dropNet(ctx, ns)
+	return pristine
 }
 
 // attach gives ln's namespace its network, unless it has it. It reports
@@ -201,6 +206,7 @@ func (w *Worker) attach(ln *lazyNet) bool {
 	if time.Since(ln.failed) < lazyRetry {
 		return false
 	}
+	ln.tried = true
 	t0 := time.Now()
 	p, err := w.netPool(w.life)
 	var ns *netns.NS

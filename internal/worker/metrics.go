@@ -24,6 +24,9 @@ type Metrics struct {
 
 	forkFallbacks prometheus.Counter
 	spareStarts   prometheus.Counter
+	// homes counts sandboxes' homes (homes.go) kept, entered by a spare,
+	// and closed unused.
+	homes         *prometheus.CounterVec
 	deadSandboxes prometheus.Counter
 	growth        prometheus.Counter
 	// forkQueued is how long on-demand forks waited for their zygote.
@@ -82,6 +85,9 @@ func newMetrics() *Metrics {
 	m.spareStarts = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "hearth_spare_starts_total", Help: "Fork starts served by a zygote child forked ahead of need (a spare).",
 	})
+	m.homes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "hearth_homes_total", Help: "User and network namespaces of ended sandboxes (homes) kept for the same function's next sandbox (event kept), and entered by a spare of that function (entered).",
+	}, []string{"event"})
 	m.deadSandboxes = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "hearth_warm_dead_total", Help: "Cached sandboxes found dead (or failing to thaw) when taken, replaced by a new start.",
 	})
@@ -116,7 +122,7 @@ func newMetrics() *Metrics {
 		Name: "hearth_network_filter_retired_total",
 		Help: "Sandboxes not kept warm after a call because their network filter had sent the worker many sockets since their network was made: the function's next sandbox has its network from the start, without the filter.",
 	})
-	m.Registry.MustRegister(m.lazyNet, m.lazyNetSeconds, m.lazyRetired, m.turnWait, m.turnOverruns, m.forkQueued, m.growth, m.startWait, m.startCPU, m.forkFallbacks, m.spareStarts, m.deadSandboxes, m.invocations, m.latency, m.coldStarts, m.sandboxes, m.evictions,
+	m.Registry.MustRegister(m.lazyNet, m.lazyNetSeconds, m.lazyRetired, m.turnWait, m.turnOverruns, m.forkQueued, m.growth, m.startWait, m.startCPU, m.forkFallbacks, m.spareStarts, m.homes, m.deadSandboxes, m.invocations, m.latency, m.coldStarts, m.sandboxes, m.evictions,
 		// go_gc_heap_live_bytes besides the defaults (which have
 		// go_sched_gomaxprocs_threads, the worker's procs): the heap the
 		// last collection found live, the figure that shows a leak

@@ -161,6 +161,11 @@ type spare struct {
 	lazy     *lazyNet  // or made at the first socket
 	child    *zygote.Spare
 	out, err *os.File // read ends of its stdout and stderr
+	node     string   // the zygote node it was forked from
+	// home is the user and network namespaces it made or entered, for
+	// its function's instance to keep when it ends (homes.go); nil if
+	// it has none to leave.
+	home *zygote.Home
 }
 
 func (w *Worker) startSpares(min, max int) {
@@ -284,6 +289,8 @@ func (s *spares) fill(wake <-chan struct{}) {
 			if retry, host := s.made(key.node, key.net, err, time.Now()); host {
 				s.w.log.Warn("spares not made", "err", err, "retry_in", retry)
 				continue
+			} else if errors.Is(err, errNoHome) {
+				continue
 			} else if err != nil {
 				s.w.log.Warn("spare zygote child", "node", key.node, "network", key.net, "err", err, "retry_in", retry)
 				continue
@@ -325,6 +332,8 @@ func (s *spares) made(node, net string, err error, now time.Time) (retry time.Du
 		n.making--
 	}
 	switch {
+	case errors.Is(err, errNoHome):
+		return 0, false
 	case errors.Is(err, errSpareHost):
 		return s.host.failed(now), true
 	case err != nil && n != nil:
@@ -415,7 +424,12 @@ func (s *spares) short() (*spareNode, bool) {
 		if now.Before(n.retryAt) || n.failures > 0 && n.making > 0 {
 			continue
 		}
-		if g := n.want(s.min, s.max, now) - len(n.ready) - n.making; g > gap {
+		g := n.want(s.min, s.max, now) - len(n.ready) - n.making
+		if k, ok := homeKeyOf(n.node, n.net); ok && s.w.homes != nil {
+			// Made only into a home kept for it.
+			g = min(g, s.w.homes.count(k)-n.making)
+		}
+		if g > gap {
 			best, gap = n, g
 		}
 	}
@@ -427,6 +441,9 @@ func (s *spares) short() (*spareNode, bool) {
 }
 
 func (s *spares) trim(now time.Time) {
+	if s.w.homes != nil {
+		s.w.homes.drop(func(k homeKey) bool { return !s.w.zyg.Has(k.node) }, now.Add(-spareIdle))
+	}
 	var drop []*spare
 	s.mu.Lock()
 	for key, n := range s.nodes {
@@ -460,12 +477,22 @@ func (s *spares) make(key, net string) (_ *spare, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errSpareHost, err)
 	}
-	sp := &spare{sb: sb}
+	sp := &spare{sb: sb, node: key}
 	defer func() {
 		if err != nil {
 			w.discard(sp)
 		}
 	}()
+	hk, home := homeKeyOf(key, net)
+	if home {
+		if w.homes == nil {
+			return sp, errNoHome
+		}
+		if sp.home = w.homes.take(hk); sp.home == nil {
+			return sp, errNoHome
+		}
+		net = function.NetworkIsolated
+	}
 	// The lowest CPU weight until it gets a function: the child's
 	// rehearsal then yields to running functions and starts.
 	if sp.group, err = w.newGroup(ctx, sb.ID(), cgroup.Limits{MemoryBytes: spareMemory, Pids: w.cfg.PidsLimit, CPUWeight: 1}); err != nil {
@@ -482,6 +509,7 @@ func (s *spares) make(key, net string) (_ *spare, err error) {
 		Scratch: j.Scratch, Listener: j.Listener, Stdout: j.outW, Stderr: j.errW, Group: j.Group,
 		Net: net != "", Hostname: "hearth-" + shortID(sb.ID()),
 		WatchNet: net == function.NetworkIsolated && !w.cfg.EagerNetwork,
+		Home:     sp.home,
 	})
 	if err != nil {
 		return sp, err
@@ -495,6 +523,17 @@ func (s *spares) make(key, net string) (_ *spare, err error) {
 	}
 	if l, werr := sp.child.Watch(); l != nil {
 		sp.lazy, err = w.watchNet(sp.child.Pid(), pidfd, l, nil) // its function's, once it has one
+		if err == nil && sp.home == nil && w.homes != nil {
+			// Its ids are mapped when it gets its function.
+			if sp.home, err = zygote.OpenHome(sp.child.Pid(), pidfd); err != nil {
+				err = fmt.Errorf("keeping its namespaces: %w", err)
+			}
+		}
+		if err == nil && home {
+			w.metrics.homes.WithLabelValues("entered").Inc()
+		}
+	} else if home {
+		err = fmt.Errorf("a spare in a home could not watch its sockets: %w", werr)
 	} else if net == function.NetworkIsolated || net == netWired {
 		if werr != nil && !w.cfg.EagerNetwork && !w.watchWarned.Swap(true) {
 			w.log.Warn("spares get their network at start: a zygote child could not watch its sockets (said once)", "err", werr)
@@ -521,11 +560,39 @@ func (w *Worker) discard(sp *spare) {
 	}
 	w.dropNet(ctx, sp.net)
 	w.dropLazy(ctx, sp.lazy)
+	sp.home.Close()
 	for _, f := range []*os.File{sp.out, sp.err} {
 		if f != nil {
 			f.Close()
 		}
 	}
+}
+
+// dropKinds discards the spares of the reserves that match (by zygote
+// node and kind) and forgets the reserves.
+func (s *spares) dropKinds(match func(node, kind string) bool) {
+	var drop []*spare
+	s.mu.Lock()
+	for key, n := range s.nodes {
+		if match(n.node, n.net) {
+			drop = append(drop, n.ready...)
+			n.ready = nil
+			if n.inflight == 0 {
+				delete(s.nodes, key)
+			}
+		}
+	}
+	s.mu.Unlock()
+	for _, sp := range drop {
+		s.w.discard(sp)
+	}
+}
+
+// has reports whether zygote node node has a reserve of kind net.
+func (s *spares) has(node, net string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.nodes[spareKey(node, net)] != nil
 }
 
 // close drops every spare once fill has stopped.

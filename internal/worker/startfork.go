@@ -88,6 +88,14 @@ func (f forkStarter) start(ctx context.Context, l *launch) (*instance, error) {
 		if inst.lazy, err = w.watchNet(child.Pid, child.PidFD, child.Watch, used); err != nil {
 			return nil, fmt.Errorf("%s: %w: %w", l.fn.Name, err, ErrStart)
 		}
+		if w.homes != nil {
+			// Mapped already (Fork maps them): left as a home for this
+			// function alone when it ends (homes.go).
+			if h, herr := zygote.OpenHome(child.Pid, child.PidFD); herr == nil {
+				h.UID, h.GID = l.uid, l.gid
+				inst.home = &homeOf{h: h, key: homeKey{node: node, fn: l.fn.Name, uid: l.uid, gid: l.gid}}
+			}
+		}
 	} else if watch && !w.watchWarned.Swap(true) {
 		w.log.Warn("forked sandboxes get their network at start: a zygote child could not watch its sockets (said once)", "function", l.fn.Name, "err", child.WatchErr)
 	}
@@ -102,6 +110,7 @@ func (f forkStarter) start(ctx context.Context, l *launch) (*instance, error) {
 		return nil, err
 	}
 	w.metrics.noteStart("fork", child.Pid, schedStat{})
+	l.st.noteForkStart(t0)
 	w.log.Debug("fork start", "function", l.fn.Name, "sandbox", inst.id, "zygote", node,
 		"sandbox_create", t1.Sub(t0), "fork", t2.Sub(t1), "fork_queued", child.Queued, "to_ready", time.Since(t2))
 	return inst, nil

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/hearth-run/hearth/internal/function"
 	"github.com/hearth-run/hearth/internal/zygote"
 )
 
@@ -34,8 +35,20 @@ func (s spareStarter) start(ctx context.Context, l *launch) (*instance, error) {
 	}
 	t0 := time.Now()
 	kind := w.spareKind(l)
-	sp := w.spares.take(node, kind)
-	l.spareDone = func() { w.spares.finish(node, kind) }
+	var sp *spare
+	if hk, ok := w.homeKind(l, node, kind); ok && w.spares.has(node, hk) {
+		// A spare in a home the function's last sandbox left, if one is
+		// ready; else the node's others.
+		sp = w.spares.take(node, hk)
+		l.spareDone = func() { w.spares.finish(node, hk) }
+		if sp == nil {
+			sp = w.spares.take(node, kind)
+			l.spareDone = func() { w.spares.finish(node, hk); w.spares.finish(node, kind) }
+		}
+	} else {
+		sp = w.spares.take(node, kind)
+		l.spareDone = func() { w.spares.finish(node, kind) }
+	}
 	if sp == nil {
 		return nil, errSkip
 	}
@@ -43,9 +56,20 @@ func (s spareStarter) start(ctx context.Context, l *launch) (*instance, error) {
 	if err != nil {
 		return nil, err
 	}
+	l.st.noteForkStart(t0)
 	w.metrics.spareStarts.Inc()
 	w.log.Debug("spare start", "function", l.fn.Name, "zygote", node, "to_ready", time.Since(t0))
 	return inst, nil
+}
+
+// homeKind is the spare kind of the homes that l's function's sandboxes
+// leave on zygote node node, if they leave any: isolated functions whose
+// network comes at their first socket (kind).
+func (w *Worker) homeKind(l *launch, node, kind string) (string, bool) {
+	if w.homes == nil || kind != function.NetworkIsolated || w.cfg.EagerNetwork {
+		return "", false
+	}
+	return homeKey{node: node, fn: l.fn.Name, uid: l.uid, gid: l.gid}.kind(), true
 }
 
 // spareStart gives sp to l's function: its limits on the spare's cgroup,
@@ -78,6 +102,13 @@ func (w *Worker) spareStart(ctx context.Context, l *launch, sp *spare) (*instanc
 	inst.out = []*outPipe{copyLines(l.st.stdout, sp.out), copyLines(l.st.stderr, sp.err)}
 	err := sp.child.Go(zygote.Start{Mounts: l.mounts, UID: l.uid, GID: l.gid, Env: l.envMap()})
 	if err == nil {
+		if h := sp.home; h != nil {
+			// Mapped now, if it was not: the instance leaves it, as a
+			// home for this function alone, when it ends (homes.go).
+			h.UID, h.GID = l.uid, l.gid
+			inst.home = &homeOf{h: h, key: homeKey{node: sp.node, fn: l.fn.Name, uid: l.uid, gid: l.gid}}
+			sp.home = nil
+		}
 		err = w.connect(ctx, inst, l, nil, l.first)
 	} else {
 		w.destroy(inst)
@@ -91,6 +122,7 @@ func (w *Worker) spareStart(ctx context.Context, l *launch, sp *spare) (*instanc
 		}
 	}
 	sp.child.Close()
+	sp.home.Close() // not the instance's: Go failed
 	if err != nil {
 		return nil, err
 	}

@@ -267,6 +267,7 @@ type Worker struct {
 	res     *resources
 	holders *holders      // pre-made sandboxes for forks; nil when off
 	spares  *spares       // children forked ahead of need; nil when off
+	homes   *homes        // ended sandboxes' user and network namespaces (homes.go); nil when off
 	snap    *snapshots    // nil when snapshots are off
 	snapOff string        // why snap is nil
 	zygOff  string        // why zyg is nil, when a probe found zygotes cannot fork
@@ -322,6 +323,11 @@ type fnState struct {
 	// netUsed: a sandbox of the function made an internet or netlink
 	// socket, so the next ones get their network at start (lazynet.go).
 	netUsed atomic.Bool
+	// forkAt is when its last fork start began (unix ns), and forkAgain
+	// whether the one before was within spareIdle of it: its ended
+	// sandboxes then leave homes (homes.go).
+	forkAt    atomic.Int64
+	forkAgain atomic.Bool
 }
 
 // New starts a worker: it sweeps what a crashed predecessor left (cgroups,
@@ -490,6 +496,9 @@ func New(ctx context.Context, cfg Config, fns Functions) (*Worker, error) {
 			}
 			w.startHolders(n)
 			if cfg.Spares >= 0 {
+				if !cfg.EagerNetwork {
+					w.homes = newHomes()
+				}
 				w.startSpares(cmp.Or(cfg.Spares, 2), cmp.Or(cfg.MaxSpares, 128))
 			}
 		}
@@ -1027,14 +1036,17 @@ func (w *Worker) destroy(inst *instance) {
 	if err := inst.group.SetCPUWeight(1); err != nil {
 		w.log.Debug("lowering a dying sandbox's CPU weight", "sandbox", inst.id, "err", err)
 	}
+	gone := true // all its processes are
 	if err := inst.sb.Destroy(ctx); err != nil {
+		gone = false
 		w.log.Warn("destroying sandbox", "sandbox", inst.id, "err", err)
 	}
 	if err := w.dropGroup(ctx, inst.group); err != nil {
 		w.log.Warn("deleting cgroup", "sandbox", inst.id, "err", err)
 	}
 	w.dropNet(ctx, inst.net)
-	w.dropLazy(ctx, inst.lazy)
+	pristine := w.dropLazy(ctx, inst.lazy)
+	w.keepHome(inst, gone && inst.net == nil && pristine)
 	if inst.code {
 		// Unmounted: the registry may remove a retired revision's code.
 		w.dropCode(fnKey{inst.fn, inst.rev})
@@ -1083,6 +1095,9 @@ func (w *Worker) forget(name, keep string, revs ...string) {
 	w.mu.Unlock()
 	if st != nil && keep == "" {
 		w.logs.drop(st.logs)
+	}
+	if keep == "" {
+		w.dropHomes(name)
 	}
 	w.pkgMu.Lock()
 	for _, rev := range revs {
@@ -1231,6 +1246,9 @@ func (w *Worker) Close(ctx context.Context) error {
 		}()
 	}
 	wg.Wait()
+	if w.homes != nil {
+		w.homes.close()
+	}
 	stage(fmt.Sprintf("%d sandboxes", len(insts)))
 	if w.zyg != nil {
 		if err := w.zyg.Close(ctx); err != nil {

@@ -25,6 +25,9 @@ import (
 type Spare struct {
 	child Child
 	ctl   *net.UnixConn
+	// home is the home the spare entered (SpareTarget.Home), its ids
+	// mapped: Go maps none and takes only a function of those ids.
+	home *Home
 }
 
 // SpareTarget is what a spare builds its sandbox from: Target's parts
@@ -37,6 +40,10 @@ type SpareTarget struct {
 	Net            bool
 	Hostname       string
 	WatchNet       bool // see Target.WatchNet
+	// Home, if set, is a home the spare enters rather than make its user
+	// and network namespaces (Net must be set): it can then serve only a
+	// function of the home's ids. The caller keeps the home.
+	Home *Home
 }
 
 // Start is what a spare needs to become a function's sandbox.
@@ -60,7 +67,17 @@ func (p *Process) Spare(ctx context.Context, t SpareTarget) (*Spare, error) {
 		return nil, err
 	}
 	fds := []*os.File{t.Scratch, t.Listener, t.Stdout, t.Stderr, theirs}
-	r, got, err := p.backgroundRequest(ctx, map[string]any{"op": "spare", "net": t.Net, "hostname": t.Hostname, "watch": t.WatchNet}, fds)
+	req := map[string]any{"op": "spare", "net": t.Net, "hostname": t.Hostname, "watch": t.WatchNet}
+	if t.Home != nil {
+		if !t.Net || t.Home.UID < 0 || t.Home.GID < 0 {
+			ours.Close()
+			theirs.Close()
+			return nil, errors.New("spare: a home needs the network set and its ids mapped")
+		}
+		req["home"] = true
+		fds = append(fds, t.Home.User, t.Home.Net)
+	}
+	r, got, err := p.backgroundRequest(ctx, req, fds)
 	theirs.Close()
 	if err != nil {
 		ours.Close()
@@ -84,7 +101,7 @@ func (p *Process) Spare(ctx context.Context, t SpareTarget) (*Spare, error) {
 		child.kill()
 		return nil, err
 	}
-	s := &Spare{child: child, ctl: c.(*net.UnixConn)}
+	s := &Spare{child: child, ctl: c.(*net.UnixConn), home: t.Home}
 	// The child is in the spare's group already (weight 1), as it was
 	// when its zygote relayed the listener: in the zygote's cgroup, spares
 	// still sending theirs would count against its process limit.
@@ -171,7 +188,12 @@ func (s *Spare) Go(st Start) error {
 		return err
 	}
 	defer closeAll(files)
-	if err := mapIDs(s.child, st.UID, st.GID); err != nil {
+	if h := s.home; h != nil {
+		// Mapped already, and for good.
+		if st.UID != h.UID || st.GID != h.GID {
+			return fmt.Errorf("spare %d: its home is for uid %d gid %d, not %d %d", s.child.Pid, h.UID, h.GID, st.UID, st.GID)
+		}
+	} else if err := mapIDs(s.child, st.UID, st.GID); err != nil {
 		return fmt.Errorf("spare %d: %w", s.child.Pid, err)
 	}
 	b, err := json.Marshal(map[string]any{"op": "go", "mounts": targets, "uid": st.UID, "gid": st.GID, "env": st.Env})

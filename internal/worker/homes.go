@@ -1,0 +1,247 @@
+package worker
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hearth-run/hearth/internal/zygote"
+)
+
+// Homes: the user and network namespaces a forked sandbox leaves.
+//
+// Every zygote child of an isolated function makes a network namespace
+// of its own, with loopback alone until its first internet socket
+// (lazynet.go). The kernel's making and tearing down of that namespace
+// (its loopback device, its sysctl tables, its protocols' state) is
+// about 1 ms of CPU per fork start, the largest share of a start's CPU
+// left to the kernel. Most such namespaces end as they began: loopback
+// alone, no internet or netlink socket ever made in them.
+//
+// So when such a sandbox ends, once all its processes are gone, the
+// worker keeps its user and network namespaces (a zygote.Home) for the
+// same function's next sandbox, and has the sandbox's zygote node fork
+// a spare into them at once (a spare of the home's own kind, homeKind),
+// which only that function takes. The spare makes only its mount, uts
+// and ipc namespaces; the uid and gid are mapped already.
+//
+// What a home may carry from one sandbox to the next is the network
+// namespace's state beyond its processes (a unix socket an in-flight
+// descriptor keeps alive, say) and the user namespace's: nothing a
+// function can reach that it did not make itself, as a warm sandbox
+// keeps more. A home goes only to the function that left it, by name
+// and uid, from the zygote node whose child made or entered it: never to
+// another function, not even one with the same uid after a delete. A
+// namespace that got its network (attached, or tried) is never kept.
+//
+// Homes are kept only for functions started again within spareIdle of
+// their last fork start: one called once would leave a spare that waits
+// a minute for nothing.
+
+// homeKey is what a home is kept under: the zygote node whose child made
+// or entered it, and its function's name and ids.
+type homeKey struct {
+	node, fn string
+	uid, gid int
+}
+
+// kind is the spare kind of the spares that enter k's homes.
+func (k homeKey) kind() string {
+	return homePrefix + strconv.Itoa(k.uid) + ":" + strconv.Itoa(k.gid) + ":" + k.fn
+}
+
+const homePrefix = "home:"
+
+// homeKeyOf parses a spare kind of homes of zygote node node.
+func homeKeyOf(node, kind string) (homeKey, bool) {
+	rest, ok := strings.CutPrefix(kind, homePrefix)
+	if !ok {
+		return homeKey{}, false
+	}
+	f := strings.SplitN(rest, ":", 3)
+	if len(f) != 3 {
+		return homeKey{}, false
+	}
+	uid, err1 := strconv.Atoi(f[0])
+	gid, err2 := strconv.Atoi(f[1])
+	if err1 != nil || err2 != nil {
+		return homeKey{}, false
+	}
+	return homeKey{node: node, fn: f[2], uid: uid, gid: gid}, true
+}
+
+// Bounds on the homes kept: each holds a network namespace (tens of KB
+// of kernel memory) until a spare enters it or it is a minute old.
+const (
+	homesMax    = 64
+	homesPerKey = 8
+)
+
+// errNoHome: a spare of a home kind was to be made, and no home of its
+// kind was left (another filler took it).
+var errNoHome = errors.New("no home left")
+
+// homes keeps the homes of ended sandboxes, by homeKey.
+type homes struct {
+	mu     sync.Mutex
+	by     map[homeKey][]keptHome
+	n      int
+	closed bool
+}
+
+type keptHome struct {
+	h  *zygote.Home
+	at time.Time
+}
+
+func newHomes() *homes { return &homes{by: map[homeKey][]keptHome{}} }
+
+// put keeps h under k, and reports whether it did; if not, it closed h.
+func (hs *homes) put(k homeKey, h *zygote.Home, now time.Time) bool {
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	if hs.closed || hs.n >= homesMax || len(hs.by[k]) >= homesPerKey {
+		h.Close()
+		return false
+	}
+	hs.by[k] = append(hs.by[k], keptHome{h, now})
+	hs.n++
+	return true
+}
+
+// take returns the newest home kept under k, or nil.
+func (hs *homes) take(k homeKey) *zygote.Home {
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	l := hs.by[k]
+	if len(l) == 0 {
+		return nil
+	}
+	h := l[len(l)-1].h
+	if len(l) == 1 {
+		delete(hs.by, k)
+	} else {
+		hs.by[k] = l[:len(l)-1]
+	}
+	hs.n--
+	return h
+}
+
+// count returns how many homes are kept under k.
+func (hs *homes) count(k homeKey) int {
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	return len(hs.by[k])
+}
+
+// drop closes the homes that match, and those kept before old (zero:
+// none by age), and returns how many it closed.
+func (hs *homes) drop(match func(homeKey) bool, old time.Time) int {
+	hs.mu.Lock()
+	var out []*zygote.Home
+	for k, l := range hs.by {
+		keep := l[:0]
+		for _, e := range l {
+			if (match != nil && match(k)) || e.at.Before(old) {
+				out = append(out, e.h)
+			} else {
+				keep = append(keep, e)
+			}
+		}
+		if len(keep) == 0 {
+			delete(hs.by, k)
+		} else {
+			hs.by[k] = keep
+		}
+	}
+	hs.n -= len(out)
+	hs.mu.Unlock()
+	for _, h := range out {
+		h.Close()
+	}
+	return len(out)
+}
+
+// close closes every home kept, and every one put from now on.
+func (hs *homes) close() {
+	hs.mu.Lock()
+	hs.closed = true
+	hs.mu.Unlock()
+	hs.drop(func(homeKey) bool { return true }, time.Time{})
+}
+
+// homeOf is an instance's home and where it is kept once the instance
+// ends.
+type homeOf struct {
+	h   *zygote.Home
+	key homeKey
+}
+
+// noteForkStart records a fork start of st's function, and whether its
+// previous one was recent enough for its sandboxes to leave homes.
+func (st *fnState) noteForkStart(now time.Time) {
+	prev := st.forkAt.Swap(now.UnixNano())
+	st.forkAgain.Store(prev != 0 && now.Sub(time.Unix(0, prev)) < spareIdle)
+}
+
+// keepHome keeps the home of inst, whose processes are all gone and
+// whose network namespace stayed untouched (pristine), for its
+// function's next sandbox, and has a spare made into it; else it closes
+// the home.
+func (w *Worker) keepHome(inst *instance, pristine bool) {
+	ho := inst.home
+	if ho == nil {
+		return
+	}
+	inst.home = nil
+	why := ""
+	switch {
+	case w.homes == nil || w.spares == nil:
+		why = "off"
+	case !pristine:
+		why = "network used"
+	case ho.h.UID < 0:
+		why = "no function"
+	}
+	if why == "" {
+		// Under w.mu, so that forget, which deletes the function's
+		// state under it and then drops its homes, drops this one too.
+		w.mu.Lock()
+		st := w.state[ho.key.fn]
+		switch {
+		case w.closed || st == nil:
+			why = "function gone"
+		case !st.forkAgain.Load():
+			why = "not started again"
+		case !w.homes.put(ho.key, ho.h, time.Now()):
+			why = "full"
+		}
+		w.mu.Unlock()
+	}
+	if why != "" {
+		ho.h.Close()
+		return
+	}
+	w.metrics.homes.WithLabelValues("kept").Inc()
+	w.spares.prime(ho.key.node, ho.key.kind())
+}
+
+// dropHomes closes the homes of function fn, and discards its home
+// spares: a function deployed later under its name and slot is another.
+func (w *Worker) dropHomes(fn string) {
+	if w.homes == nil {
+		return
+	}
+	w.homes.drop(func(k homeKey) bool { return k.fn == fn }, time.Time{})
+	if w.spares != nil {
+		w.spares.dropKinds(func(node, kind string) bool {
+			k, ok := homeKeyOf(node, kind)
+			return ok && k.fn == fn
+		})
+	}
+}
+
+func (k homeKey) String() string { return fmt.Sprintf("%s (uid %d) on node %q", k.fn, k.uid, k.node) }

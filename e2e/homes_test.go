@@ -14,52 +14,72 @@ import (
 const homeProbe = `import ctypes, fcntl, os, socket, struct
 libc = ctypes.CDLL(None, use_errno=True)
 
+def owner(kind):
+    # NS_GET_USERNS: the user namespace that owns the namespace.
+    fd = os.open("/proc/self/ns/" + kind, os.O_RDONLY)
+    try:
+        u = fcntl.ioctl(fd, 0xb701)
+    except OSError as e:
+        return str(e)
+    finally:
+        os.close(fd)
+    try:
+        return os.fstat(u).st_ino
+    finally:
+        os.close(u)
+
 def f(event):
+    if event.get("net"):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.sendto(b"x", ("127.0.0.1", 9))
+        s.close()
     ns = {k: os.stat("/proc/self/ns/" + k).st_ino for k in ("net", "user")}
     seg = libc.shmget(0x4845, 4096, 0o1000 | 0o2000 | 0o600)  # IPC_CREAT | IPC_EXCL
     shm = "made" if seg >= 0 else os.strerror(ctypes.get_errno())
     s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     flags = struct.unpack("16sH", fcntl.ioctl(s.fileno(), 0x8913, struct.pack("16sH", b"lo", 0)))[1]  # SIOCGIFFLAGS
     s.close()
-    return {"net": ns["net"], "user": ns["user"], "uid": os.getuid(), "host": socket.gethostname(),
-            "shm": shm, "lo_up": bool(flags & 1)}
+    return {"net": ns["net"], "user": ns["user"], "uid": os.getuid(), "shm": shm, "lo_up": bool(flags & 1),
+            "owners": {k: owner(k) for k in ("mnt", "uts", "ipc", "net")}}
 `
 
 type homeSeen struct {
 	Net, User uint64
 	UID       int
-	Host      string
 	Shm       string
-	LoUp      bool `json:"lo_up"`
+	LoUp      bool           `json:"lo_up"`
+	Owners    map[string]any `json:"owners"` // inode of each namespace's owning user namespace, or an error
 }
 
 // TestHomes checks that a function's fork starts enter the user and
 // network namespaces its last sandbox left (homes), that no other
-// function ever does, that everything else about the sandbox is new
-// (IPC objects, host name), and that a deleted function's homes go
-// with it.
+// function ever does, that the sandbox's mount, uts and ipc namespaces
+// are new and its own (owned by its user namespace; no IPC object of an
+// earlier sandbox), that a namespace whose network was used is not kept,
+// and that a deleted function's homes go with it.
 func TestHomes(t *testing.T) {
 	w := startWorker(t, "--no-warm-cache", "--no-snapshots")
 	probe := fn(t, "f.py", homeProbe)
 	w.deployDir("ha", probe)
 	w.deployDir("hb", probe)
-	entered := func() float64 { return max(metricValue(t, w, `hearth_homes_total{event="entered"}`), 0) }
-	kept := func() float64 { return max(metricValue(t, w, `hearth_homes_total{event="kept"}`), 0) }
+	event := func(e string) float64 {
+		return max(metricValue(t, w, `hearth_homes_total{event="`+e+`"}`), 0)
+	}
 	// settle waits until want homes were kept and as many spares made
 	// into them: sandboxes end, and spares are made, in the background.
 	settle := func(want float64) {
 		t.Helper()
 		end := time.Now().Add(20 * time.Second)
-		for kept() < want || entered() < want {
+		for event("kept") < want || event("spare") < want {
 			if time.Now().After(end) {
-				t.Fatalf("%v homes kept and %v entered by a spare, want %v", kept(), entered(), want)
+				t.Fatalf("%v homes kept and %v spares made into one, want %v", event("kept"), event("spare"), want)
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
-	call := func(name string) homeSeen {
+	call := func(name, ev string) homeSeen {
 		t.Helper()
-		inv := w.mustInvoke(name, "{}")
+		inv := w.mustInvoke(name, ev)
 		if inv.Path != "fork" {
 			t.Fatalf("%s: path %s, want fork", name, inv.Path)
 		}
@@ -73,12 +93,15 @@ func TestHomes(t *testing.T) {
 	const rounds = 6
 	for r := range rounds {
 		for _, name := range []string{"ha", "hb"} {
-			seen[name] = append(seen[name], call(name))
+			seen[name] = append(seen[name], call(name, "{}"))
 		}
 		// The first start's sandbox leaves no home (its function was not
 		// started again yet); each later one does, and the next start
 		// enters it: the same namespaces, round after round.
 		settle(float64(2 * r))
+	}
+	if got := event("taken"); got != 2*(rounds-2) {
+		t.Errorf("%v starts took a spare in a home, want %d", got, 2*(rounds-2))
 	}
 	for name, l := range seen {
 		for i, s := range l {
@@ -91,8 +114,10 @@ func TestHomes(t *testing.T) {
 			if s.UID != l[0].UID {
 				t.Errorf("%s call %d: uid %d, want %d", name, i, s.UID, l[0].UID)
 			}
-			if i > 0 && s.Host == l[i-1].Host {
-				t.Errorf("%s call %d: host name %s again (a new UTS namespace names each sandbox)", name, i, s.Host)
+			for _, k := range []string{"mnt", "uts", "ipc", "net"} {
+				if o, ok := s.Owners[k].(float64); !ok || uint64(o) != s.User {
+					t.Errorf("%s call %d: its %s namespace's owner is %v, want its user namespace %d", name, i, k, s.Owners[k], s.User)
+				}
 			}
 			if i >= 2 && (s.Net != l[1].Net || s.User != l[1].User) {
 				t.Errorf("%s call %d: namespaces net %d user %d, want the home of call 1 (net %d user %d)", name, i, s.Net, s.User, l[1].Net, l[1].User)
@@ -113,19 +138,41 @@ func TestHomes(t *testing.T) {
 		}
 	}
 
+	// A sandbox whose network was used leaves no home: hc's third call,
+	// in the home its second left, sends a datagram.
+	// (Every sandbox so far has ended: settle saw the last round's.)
+	w.deployDir("hc", probe)
+	kept, closed := event("kept"), event("closed")
+	call("hc", "{}") // its namespaces are closed: hc was not started before
+	c := call("hc", "{}")
+	settle(kept + 1)
+	if got := call("hc", `{"net": true}`); got.Net != c.Net {
+		t.Fatalf("hc's third call is not in the home its second left: net %d, want %d", got.Net, c.Net)
+	}
+	end := time.Now().Add(20 * time.Second)
+	for event("closed") < closed+2 {
+		if time.Now().After(end) {
+			t.Fatalf("%v namespaces closed at their sandbox's end, want %v: the used home was not closed", event("closed"), closed+2)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if k, sp := event("kept"), event("spare"); k != kept+1 || sp != kept+1 {
+		t.Errorf("%v homes kept and %v spares made into one after hc used its network, want %v", k, sp, kept+1)
+	}
+
 	// Deleted, its homes and their spares go: the function deployed
 	// again under its name (and uid) starts anew.
 	if err := w.c.Delete(t.Context(), "ha"); err != nil {
 		t.Fatal(err)
 	}
 	w.deployDir("ha", probe)
-	before := entered()
-	s := call("ha")
+	before := event("taken")
+	s := call("ha", "{}")
 	if s.UID != a[0].UID {
 		t.Fatalf("deployed again, ha runs as uid %d, not %d: this test needs the same uid", s.UID, a[0].UID)
 	}
-	if got := entered(); got != before {
-		t.Errorf("ha deployed again entered a home (%v entered, %v before)", got, before)
+	if got := event("taken"); got != before {
+		t.Errorf("ha deployed again took a spare in a home (%v taken, %v before)", got, before)
 	}
 	w.stop()
 	w.assertClean()

@@ -80,16 +80,20 @@ var zygoteAllowed = []string{"mount", "umount2", "move_mount", "sethostname"}
 // A zygote child given a home (an earlier sandbox's user and network
 // namespaces, of the same function) enters them (setns) and then makes
 // its mount, uts and ipc namespaces (unshare). The zygote's filter allows
-// exactly that: setns of a user or network namespace, named (a setns of
-// type 0 would take any kind), and unshare of those three kinds. setns
-// needs every capability over the target's owning user namespace, which
-// the zygotes' uid holds only in those its own children made; unshare
-// of the three needs them in the caller's own, which a zygote lacks.
-// unshare of a user namespace stays refused.
-const (
-	homeSetns   = unix.CLONE_NEWUSER | unix.CLONE_NEWNET
-	homeUnshare = unix.CLONE_NEWNS | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC
-)
+// exactly that: setns of one user or one network namespace by its
+// descriptor's type (not type 0, which takes any kind, nor a pidfd's
+// several at once), and unshare of those three kinds. unshare of the
+// three needs every capability in the caller's own user namespace, which
+// a zygote lacks; unshare of a user namespace stays refused.
+//
+// setns needs every capability over the target's owning user namespace.
+// All zygotes share a uid, which owns the user namespace of every zygote
+// child, of every node: what keeps a node out of another's children is
+// that it cannot get a descriptor of their namespaces (they are not
+// dumpable, so /proc/PID/ns is closed to it; their pids are in another
+// pid namespace; Landlock scopes it; open_by_handle_at is refused). The
+// worker hands a node only the homes of its own children's functions.
+const homeUnshare = unix.CLONE_NEWNS | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC
 
 // policy is the filter's policy for the architecture info describes: the
 // tenant filter, or with zygote the zygote's.
@@ -131,10 +135,7 @@ func policy(info *arch.Info, zygote bool) libseccomp.Policy {
 	}
 	if zygote {
 		p.Syscalls[1].NamesWithCondtions = append(p.Syscalls[1].NamesWithCondtions,
-			libseccomp.NameWithConditions{Name: "setns", Conditions: libseccomp.ArgumentConditions{
-				{Argument: 1, Operation: libseccomp.BitsSet, Value: ^uint64(homeSetns)}}},
-			libseccomp.NameWithConditions{Name: "setns", Conditions: libseccomp.ArgumentConditions{
-				{Argument: 1, Operation: libseccomp.Equal, Value: 0}}},
+			libseccomp.NameWithConditions{Name: "setns", Conditions: notIn(1, []uint64{unix.CLONE_NEWUSER, unix.CLONE_NEWNET})},
 			libseccomp.NameWithConditions{Name: "unshare", Conditions: libseccomp.ArgumentConditions{
 				{Argument: 0, Operation: libseccomp.BitsSet, Value: ^uint64(homeUnshare)}}},
 			libseccomp.NameWithConditions{Name: "unshare", Conditions: libseccomp.ArgumentConditions{

@@ -38,19 +38,24 @@ import (
 // namespace that got its network (attached, or tried) is never kept.
 //
 // Homes are kept only for functions started again within spareIdle of
-// their last fork start: one called once would leave a spare that waits
-// a minute for nothing.
+// their last fork start, that fork start itself within spareIdle: one
+// called once would leave a spare that waits a minute for nothing. A
+// sandbox evicted to free memory leaves none, and home spares take at
+// most half of max_spares, so that the reserves of all functions stay.
 
 // homeKey is what a home is kept under: the zygote node whose child made
-// or entered it, and its function's name and ids.
+// or entered it, and its function: name, deployment (fnState.gen: a
+// function deleted and deployed again under its name, even with its
+// uid, is another) and ids.
 type homeKey struct {
 	node, fn string
+	gen      uint64
 	uid, gid int
 }
 
 // kind is the spare kind of the spares that enter k's homes.
 func (k homeKey) kind() string {
-	return homePrefix + strconv.Itoa(k.uid) + ":" + strconv.Itoa(k.gid) + ":" + k.fn
+	return homePrefix + strconv.FormatUint(k.gen, 10) + ":" + strconv.Itoa(k.uid) + ":" + strconv.Itoa(k.gid) + ":" + k.fn
 }
 
 const homePrefix = "home:"
@@ -61,16 +66,17 @@ func homeKeyOf(node, kind string) (homeKey, bool) {
 	if !ok {
 		return homeKey{}, false
 	}
-	f := strings.SplitN(rest, ":", 3)
-	if len(f) != 3 {
+	f := strings.SplitN(rest, ":", 4)
+	if len(f) != 4 {
 		return homeKey{}, false
 	}
-	uid, err1 := strconv.Atoi(f[0])
-	gid, err2 := strconv.Atoi(f[1])
-	if err1 != nil || err2 != nil {
+	gen, err0 := strconv.ParseUint(f[0], 10, 64)
+	uid, err1 := strconv.Atoi(f[1])
+	gid, err2 := strconv.Atoi(f[2])
+	if err0 != nil || err1 != nil || err2 != nil {
 		return homeKey{}, false
 	}
-	return homeKey{node: node, fn: f[2], uid: uid, gid: gid}, true
+	return homeKey{node: node, fn: f[3], gen: gen, uid: uid, gid: gid}, true
 }
 
 // Bounds on the homes kept: each holds a network namespace (tens of KB
@@ -187,16 +193,48 @@ func (st *fnState) noteForkStart(now time.Time) {
 	st.forkAgain.Store(prev != 0 && now.Sub(time.Unix(0, prev)) < spareIdle)
 }
 
-// keepHome keeps the home of inst, whose processes are all gone and
-// whose network namespace stayed untouched (pristine), for its
+// startsAgain reports whether st's function's sandboxes should leave
+// homes at now: its last two fork starts were within spareIdle of each
+// other, and the last within spareIdle of now.
+func (st *fnState) startsAgain(now time.Time) bool {
+	return st.forkAgain.Load() && now.Sub(time.Unix(0, st.forkAt.Load())) < spareIdle
+}
+
+// setHome gives inst the home its zygote child made or entered, unless
+// inst is being destroyed already: then it closes the home.
+func (w *Worker) setHome(inst *instance, ho *homeOf) {
+	w.mu.Lock()
+	_, live := w.live[inst]
+	if live {
+		inst.home = ho
+	}
+	w.mu.Unlock()
+	if !live {
+		ho.h.Close()
+	}
+}
+
+// dropHome closes the home of inst, if it has one, so that it leaves
+// none: a sandbox evicted to free memory leaves no spare to take its
+// place.
+func (w *Worker) dropHome(inst *instance) {
+	w.mu.Lock()
+	ho := inst.home
+	inst.home = nil
+	w.mu.Unlock()
+	if ho != nil {
+		ho.h.Close()
+	}
+}
+
+// keepHome keeps ho, the home of a sandbox whose processes are all gone
+// and whose network namespace stayed untouched (pristine), for its
 // function's next sandbox, and has a spare made into it; else it closes
 // the home.
-func (w *Worker) keepHome(inst *instance, pristine bool) {
-	ho := inst.home
+func (w *Worker) keepHome(ho *homeOf, pristine bool) {
 	if ho == nil {
 		return
 	}
-	inst.home = nil
 	why := ""
 	switch {
 	case w.homes == nil || w.spares == nil:
@@ -212,9 +250,9 @@ func (w *Worker) keepHome(inst *instance, pristine bool) {
 		w.mu.Lock()
 		st := w.state[ho.key.fn]
 		switch {
-		case w.closed || st == nil:
+		case w.closed || st == nil || st.gen != ho.key.gen:
 			why = "function gone"
-		case !st.forkAgain.Load():
+		case !st.startsAgain(time.Now()):
 			why = "not started again"
 		case !w.homes.put(ho.key, ho.h, time.Now()):
 			why = "full"
@@ -223,6 +261,9 @@ func (w *Worker) keepHome(inst *instance, pristine bool) {
 	}
 	if why != "" {
 		ho.h.Close()
+		if why != "off" {
+			w.metrics.homes.WithLabelValues("closed").Inc()
+		}
 		return
 	}
 	w.metrics.homes.WithLabelValues("kept").Inc()
@@ -230,12 +271,16 @@ func (w *Worker) keepHome(inst *instance, pristine bool) {
 }
 
 // dropHomes closes the homes of function fn, and discards its home
-// spares: a function deployed later under its name and slot is another.
+// spares: after a delete, a function deployed later under its name and
+// slot is another (the deployment in homeKey guards the sandboxes still
+// ending); after a deploy, the new revision may fork from another node
+// or want another network.
 func (w *Worker) dropHomes(fn string) {
 	if w.homes == nil {
 		return
 	}
-	w.homes.drop(func(k homeKey) bool { return k.fn == fn }, time.Time{})
+	n := w.homes.drop(func(k homeKey) bool { return k.fn == fn }, time.Time{})
+	w.metrics.homes.WithLabelValues("dropped").Add(float64(n))
 	if w.spares != nil {
 		w.spares.dropKinds(func(node, kind string) bool {
 			k, ok := homeKeyOf(node, kind)

@@ -24,8 +24,8 @@ type Metrics struct {
 
 	forkFallbacks prometheus.Counter
 	spareStarts   prometheus.Counter
-	// homes counts sandboxes' homes (homes.go) kept, entered by a spare,
-	// and closed unused.
+	// homes counts sandboxes' homes (homes.go) kept, made into spares,
+	// taken by starts, and closed unused.
 	homes         *prometheus.CounterVec
 	deadSandboxes prometheus.Counter
 	growth        prometheus.Counter
@@ -86,7 +86,7 @@ func newMetrics() *Metrics {
 		Name: "hearth_spare_starts_total", Help: "Fork starts served by a zygote child forked ahead of need (a spare).",
 	})
 	m.homes = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "hearth_homes_total", Help: "User and network namespaces of ended sandboxes (homes) kept for the same function's next sandbox (event kept), and entered by a spare of that function (entered).",
+		Name: "hearth_homes_total", Help: "User and network namespaces of ended sandboxes (homes): kept for the same function's next sandbox (event kept), a spare made into one (spare), a start that took such a spare (taken), kept and closed unused (dropped), closed when its sandbox ended, not to be kept (closed: network used, function not started again or gone, too many kept).",
 	}, []string{"event"})
 	m.deadSandboxes = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "hearth_warm_dead_total", Help: "Cached sandboxes found dead (or failing to thaw) when taken, replaced by a new start.",

@@ -286,17 +286,21 @@ func (s *spares) fill(wake <-chan struct{}) {
 				break
 			}
 			sp, err := s.make(key.node, key.net)
-			if retry, host := s.made(key.node, key.net, err, time.Now()); host {
+			if retry, host := s.made(key, err, time.Now()); host {
 				s.w.log.Warn("spares not made", "err", err, "retry_in", retry)
 				continue
 			} else if errors.Is(err, errNoHome) {
-				continue
+				// Another filler took the home: look again at the next
+				// wake, not in a loop.
+				break
 			} else if err != nil {
 				s.w.log.Warn("spare zygote child", "node", key.node, "network", key.net, "err", err, "retry_in", retry)
 				continue
 			}
 			if !s.add(key.node, key.net, sp) {
 				s.w.discard(sp)
+			} else if sp.home != nil && sp.home.UID >= 0 {
+				s.w.metrics.homes.WithLabelValues("spare").Inc()
 			}
 		}
 		// A node in back-off is looked at again when it ends, not at
@@ -323,20 +327,19 @@ func (s *spares) fill(wake <-chan struct{}) {
 // made ends a make for node and net counted by short, which failed with
 // err (nil: it did not), and returns the back-off the failure started or
 // extended: the host's for a failure in the host's part (errSpareHost,
-// reported by host), else the node's.
-func (s *spares) made(node, net string, err error, now time.Time) (retry time.Duration, host bool) {
+// reported by host), else the node's. n is the reserve short returned,
+// even if trim or dropKinds has let it go since (and prime made another
+// under its key, which this make never counted in).
+func (s *spares) made(n *spareNode, err error, now time.Time) (retry time.Duration, host bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	n := s.nodes[spareKey(node, net)]
-	if n != nil {
-		n.making--
-	}
+	n.making--
 	switch {
 	case errors.Is(err, errNoHome):
 		return 0, false
 	case errors.Is(err, errSpareHost):
 		return s.host.failed(now), true
-	case err != nil && n != nil:
+	case err != nil:
 		return n.failed(now), false
 	}
 	return 0, false
@@ -415,19 +418,28 @@ func (s *spares) short() (*spareNode, bool) {
 	if now.Before(s.host.retryAt) {
 		return nil, false
 	}
-	total, gap := 0, 0
+	total, homed, gap := 0, 0, 0
 	var best *spareNode
 	for _, n := range s.nodes {
 		total += len(n.ready) + n.making
+		if _, ok := homeKeyOf(n.node, n.net); ok {
+			homed += len(n.ready) + n.making
+		}
+	}
+	for _, n := range s.nodes {
 		// In back-off, or failing and already being tried by the other
 		// filler: a stuck zygote holds up one filler, not both.
 		if now.Before(n.retryAt) || n.failures > 0 && n.making > 0 {
 			continue
 		}
 		g := n.want(s.min, s.max, now) - len(n.ready) - n.making
-		if k, ok := homeKeyOf(n.node, n.net); ok && s.w.homes != nil {
-			// Made only into a home kept for it.
-			g = min(g, s.w.homes.count(k)-n.making)
+		if k, ok := homeKeyOf(n.node, n.net); ok {
+			// Made only into a home kept for it (a make under way has
+			// taken its own already), and in homes' share of max only.
+			if s.w.homes == nil || homed >= s.max/2 {
+				continue
+			}
+			g = min(g, s.w.homes.count(k))
 		}
 		if g > gap {
 			best, gap = n, g
@@ -442,7 +454,8 @@ func (s *spares) short() (*spareNode, bool) {
 
 func (s *spares) trim(now time.Time) {
 	if s.w.homes != nil {
-		s.w.homes.drop(func(k homeKey) bool { return !s.w.zyg.Has(k.node) }, now.Add(-spareIdle))
+		n := s.w.homes.drop(func(k homeKey) bool { return !s.w.zyg.Has(k.node) }, now.Add(-spareIdle))
+		s.w.metrics.homes.WithLabelValues("dropped").Add(float64(n))
 	}
 	var drop []*spare
 	s.mu.Lock()
@@ -473,26 +486,29 @@ func (s *spares) make(key, net string) (_ *spare, err error) {
 	w := s.w
 	ctx, cancel := context.WithTimeout(s.w.life, 30*time.Second)
 	defer cancel()
+	hk, home := homeKeyOf(key, net)
+	var h *zygote.Home
+	if home {
+		// First: without one, nothing else is made.
+		if w.homes == nil {
+			return nil, errNoHome
+		}
+		if h = w.homes.take(hk); h == nil {
+			return nil, errNoHome
+		}
+		net = function.NetworkIsolated
+	}
 	sb, err := w.premade(ctx, "spare")
 	if err != nil {
+		h.Close()
 		return nil, fmt.Errorf("%w: %w", errSpareHost, err)
 	}
-	sp := &spare{sb: sb, node: key}
+	sp := &spare{sb: sb, node: key, home: h}
 	defer func() {
 		if err != nil {
 			w.discard(sp)
 		}
 	}()
-	hk, home := homeKeyOf(key, net)
-	if home {
-		if w.homes == nil {
-			return sp, errNoHome
-		}
-		if sp.home = w.homes.take(hk); sp.home == nil {
-			return sp, errNoHome
-		}
-		net = function.NetworkIsolated
-	}
 	// The lowest CPU weight until it gets a function: the child's
 	// rehearsal then yields to running functions and starts.
 	if sp.group, err = w.newGroup(ctx, sb.ID(), cgroup.Limits{MemoryBytes: spareMemory, Pids: w.cfg.PidsLimit, CPUWeight: 1}); err != nil {
@@ -529,9 +545,6 @@ func (s *spares) make(key, net string) (_ *spare, err error) {
 				err = fmt.Errorf("keeping its namespaces: %w", err)
 			}
 		}
-		if err == nil && home {
-			w.metrics.homes.WithLabelValues("entered").Inc()
-		}
 	} else if home {
 		err = fmt.Errorf("a spare in a home could not watch its sockets: %w", werr)
 	} else if net == function.NetworkIsolated || net == netWired {
@@ -560,6 +573,9 @@ func (w *Worker) discard(sp *spare) {
 	}
 	w.dropNet(ctx, sp.net)
 	w.dropLazy(ctx, sp.lazy)
+	if sp.home != nil && sp.home.UID >= 0 {
+		w.metrics.homes.WithLabelValues("dropped").Inc()
+	}
 	sp.home.Close()
 	for _, f := range []*os.File{sp.out, sp.err} {
 		if f != nil {

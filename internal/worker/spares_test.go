@@ -261,7 +261,7 @@ func TestSparesBackOffHost(t *testing.T) {
 	}
 	now := time.Now()
 	herr := fmt.Errorf("%w: %w", errSpareHost, errors.New("no pre-made sandbox"))
-	if d, host := s.made(n.node, n.net, herr, now); !host || d != spareRetryMin {
+	if d, host := s.made(n, herr, now); !host || d != spareRetryMin {
 		t.Fatalf("a host failure: back-off %v, host %v; want %v, true", d, host, spareRetryMin)
 	}
 	if n.making != 0 {
@@ -283,7 +283,7 @@ func TestSparesBackOffHost(t *testing.T) {
 	if !ok {
 		t.Fatal("short gave nothing after the host's back-off")
 	}
-	if _, host := s.made(m.node, m.net, nil, time.Now()); host {
+	if _, host := s.made(m, nil, time.Now()); host {
 		t.Fatal("a make that did not fail reported as the host's failure")
 	}
 	s.add(m.node, m.net, &spare{})
@@ -292,7 +292,7 @@ func TestSparesBackOffHost(t *testing.T) {
 	}
 	// A zygote's failure is its node's.
 	m, _ = s.short()
-	if d, host := s.made(m.node, m.net, fmt.Errorf("spare from zygote: %w", errors.New("broken pipe")), time.Now()); host || d != spareRetryMin || m.failures != 1 {
+	if d, host := s.made(m, fmt.Errorf("spare from zygote: %w", errors.New("broken pipe")), time.Now()); host || d != spareRetryMin || m.failures != 1 {
 		t.Fatalf("a zygote's failure: back-off %v, host %v, node failures %d; want %v, false, 1", d, host, m.failures, spareRetryMin)
 	}
 	if !s.host.retryAt.IsZero() {

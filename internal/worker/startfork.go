@@ -88,12 +88,13 @@ func (f forkStarter) start(ctx context.Context, l *launch) (*instance, error) {
 		if inst.lazy, err = w.watchNet(child.Pid, child.PidFD, child.Watch, used); err != nil {
 			return nil, fmt.Errorf("%s: %w: %w", l.fn.Name, err, ErrStart)
 		}
-		if w.homes != nil {
+		if w.homes != nil && l.premade {
 			// Mapped already (Fork maps them): left as a home for this
-			// function alone when it ends (homes.go).
+			// function alone when it ends (homes.go), for a spare (which
+			// only a function with the pre-made /tmp takes).
 			if h, herr := zygote.OpenHome(child.Pid, child.PidFD); herr == nil {
 				h.UID, h.GID = l.uid, l.gid
-				inst.home = &homeOf{h: h, key: homeKey{node: node, fn: l.fn.Name, uid: l.uid, gid: l.gid}}
+				w.setHome(inst, &homeOf{h: h, key: homeKey{node: node, fn: l.fn.Name, gen: l.st.gen, uid: l.uid, gid: l.gid}})
 			}
 		}
 	} else if watch && !w.watchWarned.Swap(true) {

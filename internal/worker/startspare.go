@@ -69,7 +69,7 @@ func (w *Worker) homeKind(l *launch, node, kind string) (string, bool) {
 	if w.homes == nil || kind != function.NetworkIsolated || w.cfg.EagerNetwork {
 		return "", false
 	}
-	return homeKey{node: node, fn: l.fn.Name, uid: l.uid, gid: l.gid}.kind(), true
+	return homeKey{node: node, fn: l.fn.Name, gen: l.st.gen, uid: l.uid, gid: l.gid}.kind(), true
 }
 
 // spareStart gives sp to l's function: its limits on the spare's cgroup,
@@ -103,10 +103,13 @@ func (w *Worker) spareStart(ctx context.Context, l *launch, sp *spare) (*instanc
 	err := sp.child.Go(zygote.Start{Mounts: l.mounts, UID: l.uid, GID: l.gid, Env: l.envMap()})
 	if err == nil {
 		if h := sp.home; h != nil {
+			if h.UID >= 0 {
+				w.metrics.homes.WithLabelValues("taken").Inc()
+			}
 			// Mapped now, if it was not: the instance leaves it, as a
 			// home for this function alone, when it ends (homes.go).
 			h.UID, h.GID = l.uid, l.gid
-			inst.home = &homeOf{h: h, key: homeKey{node: sp.node, fn: l.fn.Name, uid: l.uid, gid: l.gid}}
+			w.setHome(inst, &homeOf{h: h, key: homeKey{node: sp.node, fn: l.fn.Name, gen: l.st.gen, uid: l.uid, gid: l.gid}})
 			sp.home = nil
 		}
 		err = w.connect(ctx, inst, l, nil, l.first)

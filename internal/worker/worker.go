@@ -268,6 +268,7 @@ type Worker struct {
 	holders *holders      // pre-made sandboxes for forks; nil when off
 	spares  *spares       // children forked ahead of need; nil when off
 	homes   *homes        // ended sandboxes' user and network namespaces (homes.go); nil when off
+	gens    uint64        // fnStates made; guarded by mu
 	snap    *snapshots    // nil when snapshots are off
 	snapOff string        // why snap is nil
 	zygOff  string        // why zyg is nil, when a probe found zygotes cannot fork
@@ -328,6 +329,9 @@ type fnState struct {
 	// sandboxes then leave homes (homes.go).
 	forkAt    atomic.Int64
 	forkAgain atomic.Bool
+	// gen tells this deployment of the function from a later one under
+	// its name (homeKey).
+	gen uint64
 }
 
 // New starts a worker: it sweeps what a crashed predecessor left (cgroups,
@@ -816,7 +820,8 @@ func (w *Worker) fnState(fn registry.Function) (*fnState, error) {
 			}
 			return nil, err
 		}
-		st = &fnState{name: fn.Name, revs: map[string]struct{}{}, logs: w.logs.ring()}
+		w.gens++
+		st = &fnState{name: fn.Name, revs: map[string]struct{}{}, logs: w.logs.ring(), gen: w.gens}
 		log := w.log.With("function", fn.Name)
 		st.stdout = &logSink{ring: st.logs, log: log, def: runtime.Stdout}
 		st.stderr = &logSink{ring: st.logs, log: log, def: runtime.Stderr}
@@ -997,6 +1002,7 @@ func (w *Worker) background(f func()) {
 
 func (w *Worker) destroyAsync(victims []*instance) {
 	for _, v := range victims {
+		w.dropHome(v)
 		w.metrics.evictions.Inc()
 		w.background(func() { w.destroy(v) })
 	}
@@ -1012,6 +1018,8 @@ func (w *Worker) destroy(inst *instance) {
 	w.mu.Lock()
 	_, ok := w.live[inst]
 	delete(w.live, inst)
+	home := inst.home // setHome gives none from now on
+	inst.home = nil
 	w.mu.Unlock()
 	if !ok {
 		return
@@ -1046,7 +1054,7 @@ func (w *Worker) destroy(inst *instance) {
 	}
 	w.dropNet(ctx, inst.net)
 	pristine := w.dropLazy(ctx, inst.lazy)
-	w.keepHome(inst, gone && inst.net == nil && pristine)
+	w.keepHome(home, gone && inst.net == nil && pristine)
 	if inst.code {
 		// Unmounted: the registry may remove a retired revision's code.
 		w.dropCode(fnKey{inst.fn, inst.rev})
@@ -1070,6 +1078,7 @@ func (w *Worker) Retire(name, keep string) {
 	}
 	w.retireSnapshots(name, keep)
 	w.forget(name, keep)
+	w.dropHomes(name)
 	w.deployed(name)
 }
 
@@ -1095,9 +1104,6 @@ func (w *Worker) forget(name, keep string, revs ...string) {
 	w.mu.Unlock()
 	if st != nil && keep == "" {
 		w.logs.drop(st.logs)
-	}
-	if keep == "" {
-		w.dropHomes(name)
 	}
 	w.pkgMu.Lock()
 	for _, rev := range revs {

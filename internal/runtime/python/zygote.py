@@ -35,7 +35,7 @@
 #       with one detached mount per dst, sent once the worker has mapped
 #       uid and gid. So a start pays for none of the clone. Reply:
 #       {"pid"} with the child's pidfd.
-#   "fork" and "spare" with "home": true carry two more descriptors,
+#   "spare" with "home": true carries two more descriptors,
 #       last: a user namespace and a network namespace (a "home") that an
 #       earlier sandbox of the same function made and left, its uid and
 #       gid mapped already and its network never used (loopback only).

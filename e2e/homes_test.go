@@ -65,14 +65,17 @@ func TestHomes(t *testing.T) {
 	event := func(e string) float64 {
 		return max(metricValue(t, w, `hearth_homes_total{event="`+e+`"}`), 0)
 	}
-	// settle waits until want homes were kept and as many spares made
-	// into them: sandboxes end, and spares are made, in the background.
-	settle := func(want float64) {
+	// Every sandbox here has a home, and leaves it, when it has ended,
+	// kept or closed: wait for each to end before the next call, and for
+	// the spare made into a home kept, so that what each call finds is
+	// known.
+	calls := 0.0
+	settle := func() {
 		t.Helper()
 		end := time.Now().Add(20 * time.Second)
-		for event("kept") < want || event("spare") < want {
+		for event("kept")+event("closed") < calls || event("spare") < event("kept") {
 			if time.Now().After(end) {
-				t.Fatalf("%v homes kept and %v spares made into one, want %v", event("kept"), event("spare"), want)
+				t.Fatalf("after %v calls: %v homes kept, %v closed, %v spares made into one", calls, event("kept"), event("closed"), event("spare"))
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
@@ -80,6 +83,8 @@ func TestHomes(t *testing.T) {
 	call := func(name, ev string) homeSeen {
 		t.Helper()
 		inv := w.mustInvoke(name, ev)
+		calls++
+		settle()
 		if inv.Path != "fork" {
 			t.Fatalf("%s: path %s, want fork", name, inv.Path)
 		}
@@ -91,17 +96,16 @@ func TestHomes(t *testing.T) {
 	}
 	seen := map[string][]homeSeen{}
 	const rounds = 6
-	for r := range rounds {
+	// The first start's sandbox leaves no home (its function was not
+	// started again yet); each later one does, and the next start
+	// enters it: the same namespaces, round after round.
+	for range rounds {
 		for _, name := range []string{"ha", "hb"} {
 			seen[name] = append(seen[name], call(name, "{}"))
 		}
-		// The first start's sandbox leaves no home (its function was not
-		// started again yet); each later one does, and the next start
-		// enters it: the same namespaces, round after round.
-		settle(float64(2 * r))
 	}
-	if got := event("taken"); got != 2*(rounds-2) {
-		t.Errorf("%v starts took a spare in a home, want %d", got, 2*(rounds-2))
+	if k, c, tk := event("kept"), event("closed"), event("taken"); k != 2*(rounds-1) || c != 2 || tk != 2*(rounds-2) {
+		t.Errorf("homes kept %v, closed %v, taken by a start %v; want %d, 2, %d", k, c, tk, 2*(rounds-1), 2*(rounds-2))
 	}
 	for name, l := range seen {
 		for i, s := range l {
@@ -140,24 +144,15 @@ func TestHomes(t *testing.T) {
 
 	// A sandbox whose network was used leaves no home: hc's third call,
 	// in the home its second left, sends a datagram.
-	// (Every sandbox so far has ended: settle saw the last round's.)
 	w.deployDir("hc", probe)
 	kept, closed := event("kept"), event("closed")
 	call("hc", "{}") // its namespaces are closed: hc was not started before
 	c := call("hc", "{}")
-	settle(kept + 1)
 	if got := call("hc", `{"net": true}`); got.Net != c.Net {
 		t.Fatalf("hc's third call is not in the home its second left: net %d, want %d", got.Net, c.Net)
 	}
-	end := time.Now().Add(20 * time.Second)
-	for event("closed") < closed+2 {
-		if time.Now().After(end) {
-			t.Fatalf("%v namespaces closed at their sandbox's end, want %v: the used home was not closed", event("closed"), closed+2)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	if k, sp := event("kept"), event("spare"); k != kept+1 || sp != kept+1 {
-		t.Errorf("%v homes kept and %v spares made into one after hc used its network, want %v", k, sp, kept+1)
+	if k, cl := event("kept"), event("closed"); k != kept+1 || cl != closed+2 {
+		t.Errorf("after hc used its network: %v homes kept, %v closed; want %v, %v", k, cl, kept+1, closed+2)
 	}
 
 	// Deleted, its homes and their spares go: the function deployed

@@ -55,6 +55,8 @@ type ZygoteResult struct {
 	// Scratch is, per method measured for CPU, what became of on-disk
 	// /tmp file systems over its starts.
 	Scratch []ScratchUse
+	// Homes is, per method measured for CPU, how its starts used homes.
+	Homes []HomeUse
 	// Zygotes is each zygote node's anonymous memory, before its first
 	// fork start.
 	Zygotes []ZygoteMemory
@@ -81,6 +83,25 @@ type ScratchUse struct {
 func readScratch(ctx context.Context, w *Worker) ([3]float64, error) {
 	v, err := w.Metrics(ctx, `hearth_scratch_filesystems_total{outcome="made"}`,
 		`hearth_scratch_filesystems_total{outcome="reused"}`, `hearth_scratch_filesystems_total{outcome="dropped"}`)
+	if err != nil {
+		return [3]float64{}, err
+	}
+	return [3]float64{v[0], v[1], v[2]}, nil
+}
+
+// HomeUse counts, over one method's starts, the starts that took a spare
+// in a home (the user and network namespaces an earlier sandbox of the
+// function left), the homes kept, and the sandboxes' namespaces closed at
+// their end instead (all 0 for a build without homes).
+type HomeUse struct {
+	Name                string
+	Taken, Kept, Closed int
+}
+
+// readHomes reads the worker's counts of homes.
+func readHomes(ctx context.Context, w *Worker) ([3]float64, error) {
+	v, err := w.Metrics(ctx, `hearth_homes_total{event="taken"}`,
+		`hearth_homes_total{event="kept"}`, `hearth_homes_total{event="closed"}`)
 	if err != nil {
 		return [3]float64{}, err
 	}
@@ -243,7 +264,7 @@ func Zygote(ctx context.Context, o ZygoteOptions) (ZygoteResult, error) {
 				}
 			}
 			var cpu0 CPUUse
-			var sc0 [3]float64
+			var sc0, ho0 [3]float64
 			starts := 0
 			if !c.warm {
 				u, err := w.CPU()
@@ -252,6 +273,9 @@ func Zygote(ctx context.Context, o ZygoteOptions) (ZygoteResult, error) {
 				}
 				cpu0 = u
 				if sc0, err = readScratch(ctx, w); err != nil {
+					return err
+				}
+				if ho0, err = readHomes(ctx, w); err != nil {
 					return err
 				}
 			}
@@ -302,6 +326,12 @@ func Zygote(ctx context.Context, o ZygoteOptions) (ZygoteResult, error) {
 				}
 				res.Scratch = append(res.Scratch, ScratchUse{Name: c.label,
 					Made: int(sc1[0] - sc0[0]), Reused: int(sc1[1] - sc0[1]), Dropped: int(sc1[2] - sc0[2])})
+				ho1, err := readHomes(ctx, w)
+				if err != nil {
+					return err
+				}
+				res.Homes = append(res.Homes, HomeUse{Name: c.label,
+					Taken: int(ho1[0] - ho0[0]), Kept: int(ho1[1] - ho0[1]), Closed: int(ho1[2] - ho0[2])})
 			}
 			if c.warm {
 				// The numpy node keeps spares: a second function with the
@@ -399,6 +429,9 @@ func Zygote(ctx context.Context, o ZygoteOptions) (ZygoteResult, error) {
 		}
 		for _, x := range res.Scratch {
 			fmt.Fprintf(o.Out, "%s: on-disk /tmp file systems made %d, reused %d, dropped %d\n", x.Name, x.Made, x.Reused, x.Dropped)
+		}
+		for _, x := range res.Homes {
+			fmt.Fprintf(o.Out, "%s: starts from a spare in a home %d; homes kept %d, sandboxes' namespaces closed at their end %d\n", x.Name, x.Taken, x.Kept, x.Closed)
 		}
 		fmt.Fprintf(o.Out, "\nanonymous memory of each zygote (each fork copies its page-table entries, each exit unmaps them)\n")
 		for _, z := range res.Zygotes {

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hearth-run/hearth/internal/registry"
 	"github.com/hearth-run/hearth/internal/zygote"
 )
 
@@ -44,9 +45,9 @@ import (
 // most half of max_spares, so that the reserves of all functions stay.
 
 // homeKey is what a home is kept under: the zygote node whose child made
-// or entered it, and its function: name, deployment (fnState.gen: a
-// function deleted and deployed again under its name, even with its
-// uid, is another) and ids.
+// or entered it, and its function: name, deployment (the registry's
+// deploy time of its revision: a function deployed again, even deleted
+// first and given the same name and uid, is another) and ids.
 type homeKey struct {
 	node, fn string
 	gen      uint64
@@ -96,6 +97,31 @@ type homes struct {
 	by     map[homeKey][]keptHome
 	n      int
 	closed bool
+	// fails counts spares that failed to be made into a home, in a row;
+	// at homesFailMax no home is kept any more (off says why): a host
+	// that refuses a child's setns into them fails every such spare.
+	fails int
+	off   error
+}
+
+// homesFailMax is how many spares in a row may fail to be made into a
+// home before the worker stops keeping homes.
+const homesFailMax = 5
+
+// made records whether a spare was made into a home (err nil) and
+// returns the error that turned homes off, the first time only.
+func (hs *homes) made(err error) error {
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	if err == nil {
+		hs.fails = 0
+		return nil
+	}
+	if hs.fails++; hs.fails == homesFailMax && hs.off == nil {
+		hs.off = err
+		return err
+	}
+	return nil
 }
 
 type keptHome struct {
@@ -109,7 +135,7 @@ func newHomes() *homes { return &homes{by: map[homeKey][]keptHome{}} }
 func (hs *homes) put(k homeKey, h *zygote.Home, now time.Time) bool {
 	hs.mu.Lock()
 	defer hs.mu.Unlock()
-	if hs.closed || hs.n >= homesMax || len(hs.by[k]) >= homesPerKey {
+	if hs.closed || hs.off != nil || hs.n >= homesMax || len(hs.by[k]) >= homesPerKey {
 		h.Close()
 		return false
 	}
@@ -171,13 +197,17 @@ func (hs *homes) drop(match func(homeKey) bool, old time.Time) int {
 	return len(out)
 }
 
-// close closes every home kept, and every one put from now on.
-func (hs *homes) close() {
+// close closes every home kept, and every one put from now on, and
+// returns how many it closed.
+func (hs *homes) close() int {
 	hs.mu.Lock()
 	hs.closed = true
 	hs.mu.Unlock()
-	hs.drop(func(homeKey) bool { return true }, time.Time{})
+	return hs.drop(func(homeKey) bool { return true }, time.Time{})
 }
+
+// deployment stamps fn's deployment for homeKey.
+func deployment(fn registry.Function) uint64 { return uint64(fn.DeployedAt.UnixNano()) }
 
 // homeOf is an instance's home and where it is kept once the instance
 // ends.
@@ -245,12 +275,18 @@ func (w *Worker) keepHome(ho *homeOf, pristine bool) {
 		why = "no function"
 	}
 	if why == "" {
-		// Under w.mu, so that forget, which deletes the function's
-		// state under it and then drops its homes, drops this one too.
+		// Still the deployment the sandbox ran: one deployed since (or
+		// deleted, and maybe deployed again) has dropped its homes, and
+		// gets none of the earlier one's.
+		if fn, err := w.fns.Get(ho.key.fn); err != nil || deployment(fn) != ho.key.gen {
+			why = "function gone"
+		}
+	}
+	if why == "" {
 		w.mu.Lock()
 		st := w.state[ho.key.fn]
 		switch {
-		case w.closed || st == nil || st.gen != ho.key.gen:
+		case w.closed || st == nil:
 			why = "function gone"
 		case !st.startsAgain(time.Now()):
 			why = "not started again"

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"errors"
 	"os"
 	"testing"
 	"time"
@@ -142,6 +143,19 @@ func TestSparesMakeHomeKindsFromHomes(t *testing.T) {
 	if n.failures != 0 || n.making != 0 {
 		t.Errorf("after errNoHome: failures %d making %d, want 0 0", n.failures, n.making)
 	}
+	// A make into a home that fails backs off nothing: the fillers would
+	// wake for a retry that short never makes.
+	w.homes.put(k, testHome(t), time.Now())
+	if n, ok = s.short(); !ok {
+		t.Fatal("nothing to make with a home kept")
+	}
+	if retry, host := s.made(n, errors.New("spare: the child sent no listener"), time.Now()); retry != 0 || host || n.failures != 0 {
+		t.Errorf("a failed make into a home: retry %v host %v failures %d, want none", retry, host, n.failures)
+	}
+	if d, ok := s.nextRetry(time.Now()); ok {
+		t.Errorf("nextRetry = %v after a failed make into a home, want none", d)
+	}
+	w.homes.take(k)
 	// Home spares take half of max at most.
 	for i := range 4 {
 		hk := homeKey{fn: "g", gen: 1, uid: 10 + i, gid: 10 + i}
@@ -187,5 +201,33 @@ func TestNoteForkStart(t *testing.T) {
 	st.noteForkStart(t0.Add(3 * spareIdle))
 	if st.startsAgain(t0.Add(3 * spareIdle)) {
 		t.Error("a start spareIdle after the last counts as started again")
+	}
+}
+
+func TestHomesOffAfterFailures(t *testing.T) {
+	hs := newHomes()
+	k := homeKey{fn: "f", gen: 1, uid: 1, gid: 1}
+	boom := errors.New("setns: operation not permitted")
+	for range homesFailMax - 1 {
+		if hs.made(boom) != nil {
+			t.Fatal("homes off before homesFailMax failures")
+		}
+	}
+	hs.made(nil) // a success starts the count again
+	for range homesFailMax - 1 {
+		hs.made(boom)
+	}
+	if !hs.put(k, testHome(t), time.Now()) {
+		t.Fatal("homes off after failures that a success interrupted")
+	}
+	if err := hs.made(boom); err != boom {
+		t.Fatalf("made = %v at the %dth failure in a row, want %v", err, homesFailMax, boom)
+	}
+	if hs.made(boom) != nil {
+		t.Error("homes turned off twice")
+	}
+	h := testHome(t)
+	if hs.put(k, h, time.Now()) || !closed(h) {
+		t.Error("a home kept after homes went off")
 	}
 }

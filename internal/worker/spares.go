@@ -192,10 +192,25 @@ func (w *Worker) startSpares(min, max int) {
 // kind net, and returns a spare for it, or nil; either way it asks for a
 // refill. The caller calls finish when the start is over.
 func (s *spares) take(node, net string) *spare {
+	return s.takeFrom(node, net, false)
+}
+
+// takeReady is take for a reserve that has a spare ready, if it has:
+// else it records nothing and returns nil (the caller takes from
+// another reserve, which then records the start).
+func (s *spares) takeReady(node, net string) *spare {
+	return s.takeFrom(node, net, true)
+}
+
+func (s *spares) takeFrom(node, net string, readyOnly bool) *spare {
 	now := time.Now()
 	key := spareKey(node, net)
 	s.mu.Lock()
 	n := s.nodes[key]
+	if readyOnly && (n == nil || len(n.ready) == 0) {
+		s.mu.Unlock()
+		return nil
+	}
 	if n == nil {
 		n = &spareNode{node: node, net: net}
 		s.nodes[key] = n
@@ -286,6 +301,11 @@ func (s *spares) fill(wake <-chan struct{}) {
 				break
 			}
 			sp, err := s.make(key.node, key.net)
+			if _, home := homeKeyOf(key.node, key.net); home && s.w.homes != nil && !errors.Is(err, errNoHome) && !errors.Is(err, errSpareHost) {
+				if off := s.w.homes.made(err); off != nil {
+					s.w.log.Warn("sandboxes' namespaces are no longer kept for their function's next: spares could not be made into them", "err", off)
+				}
+			}
 			if retry, host := s.made(key, err, time.Now()); host {
 				s.w.log.Warn("spares not made", "err", err, "retry_in", retry)
 				continue
@@ -334,14 +354,18 @@ func (s *spares) made(n *spareNode, err error, now time.Time) (retry time.Durati
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n.making--
+	_, home := homeKeyOf(n.node, n.net)
 	switch {
 	case errors.Is(err, errNoHome):
 		return 0, false
 	case errors.Is(err, errSpareHost):
 		return s.host.failed(now), true
-	case err != nil:
+	case err != nil && !home:
 		return n.failed(now), false
 	}
+	// A failed make into a home backs off nothing: it took its home,
+	// which the next make cannot have (short makes only into homes
+	// kept), and homes go off after homesFailMax such failures in a row.
 	return 0, false
 }
 
@@ -434,12 +458,13 @@ func (s *spares) short() (*spareNode, bool) {
 		}
 		g := n.want(s.min, s.max, now) - len(n.ready) - n.making
 		if k, ok := homeKeyOf(n.node, n.net); ok {
-			// Made only into a home kept for it (a make under way has
-			// taken its own already), and in homes' share of max only.
+			// Made only into a home kept for it, one at a time (a make
+			// under way counts against the homes until it takes its
+			// own), and in homes' share of max only.
 			if s.w.homes == nil || homed >= s.max/2 {
 				continue
 			}
-			g = min(g, s.w.homes.count(k))
+			g = min(g, s.w.homes.count(k)-n.making)
 		}
 		if g > gap {
 			best, gap = n, g
@@ -500,7 +525,10 @@ func (s *spares) make(key, net string) (_ *spare, err error) {
 	}
 	sb, err := w.premade(ctx, "spare")
 	if err != nil {
-		h.Close()
+		if h != nil {
+			w.metrics.homes.WithLabelValues("dropped").Inc()
+			h.Close()
+		}
 		return nil, fmt.Errorf("%w: %w", errSpareHost, err)
 	}
 	sp := &spare{sb: sb, node: key, home: h}
@@ -602,13 +630,6 @@ func (s *spares) dropKinds(match func(node, kind string) bool) {
 	for _, sp := range drop {
 		s.w.discard(sp)
 	}
-}
-
-// has reports whether zygote node node has a reserve of kind net.
-func (s *spares) has(node, net string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.nodes[spareKey(node, net)] != nil
 }
 
 // close drops every spare once fill has stopped.

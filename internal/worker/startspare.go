@@ -36,19 +36,17 @@ func (s spareStarter) start(ctx context.Context, l *launch) (*instance, error) {
 	t0 := time.Now()
 	kind := w.spareKind(l)
 	var sp *spare
-	if hk, ok := w.homeKind(l, node, kind); ok && w.spares.has(node, hk) {
+	if hk, ok := w.homeKind(l, node, kind); ok {
 		// A spare in a home the function's last sandbox left, if one is
-		// ready; else the node's others.
-		sp = w.spares.take(node, hk)
-		l.spareDone = func() { w.spares.finish(node, hk) }
-		if sp == nil {
-			sp = w.spares.take(node, kind)
-			l.spareDone = func() { w.spares.finish(node, hk); w.spares.finish(node, kind) }
+		// ready; else one of the node's others.
+		if sp = w.spares.takeReady(node, hk); sp != nil {
+			kind = hk
 		}
-	} else {
-		sp = w.spares.take(node, kind)
-		l.spareDone = func() { w.spares.finish(node, kind) }
 	}
+	if sp == nil {
+		sp = w.spares.take(node, kind)
+	}
+	l.spareDone = func() { w.spares.finish(node, kind) }
 	if sp == nil {
 		return nil, errSkip
 	}
@@ -69,7 +67,7 @@ func (w *Worker) homeKind(l *launch, node, kind string) (string, bool) {
 	if w.homes == nil || kind != function.NetworkIsolated || w.cfg.EagerNetwork {
 		return "", false
 	}
-	return homeKey{node: node, fn: l.fn.Name, gen: l.st.gen, uid: l.uid, gid: l.gid}.kind(), true
+	return homeKey{node: node, fn: l.fn.Name, gen: deployment(l.fn), uid: l.uid, gid: l.gid}.kind(), true
 }
 
 // spareStart gives sp to l's function: its limits on the spare's cgroup,
@@ -109,7 +107,7 @@ func (w *Worker) spareStart(ctx context.Context, l *launch, sp *spare) (*instanc
 			// Mapped now, if it was not: the instance leaves it, as a
 			// home for this function alone, when it ends (homes.go).
 			h.UID, h.GID = l.uid, l.gid
-			w.setHome(inst, &homeOf{h: h, key: homeKey{node: sp.node, fn: l.fn.Name, gen: l.st.gen, uid: l.uid, gid: l.gid}})
+			w.setHome(inst, &homeOf{h: h, key: homeKey{node: sp.node, fn: l.fn.Name, gen: deployment(l.fn), uid: l.uid, gid: l.gid}})
 			sp.home = nil
 		}
 		err = w.connect(ctx, inst, l, nil, l.first)
@@ -125,7 +123,12 @@ func (w *Worker) spareStart(ctx context.Context, l *launch, sp *spare) (*instanc
 		}
 	}
 	sp.child.Close()
-	sp.home.Close() // not the instance's: Go failed
+	if sp.home != nil { // not the instance's: Go failed
+		if sp.home.UID >= 0 {
+			w.metrics.homes.WithLabelValues("dropped").Inc()
+		}
+		sp.home.Close()
+	}
 	if err != nil {
 		return nil, err
 	}

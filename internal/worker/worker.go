@@ -268,7 +268,6 @@ type Worker struct {
 	holders *holders      // pre-made sandboxes for forks; nil when off
 	spares  *spares       // children forked ahead of need; nil when off
 	homes   *homes        // ended sandboxes' user and network namespaces (homes.go); nil when off
-	gens    uint64        // fnStates made; guarded by mu
 	snap    *snapshots    // nil when snapshots are off
 	snapOff string        // why snap is nil
 	zygOff  string        // why zyg is nil, when a probe found zygotes cannot fork
@@ -329,9 +328,6 @@ type fnState struct {
 	// sandboxes then leave homes (homes.go).
 	forkAt    atomic.Int64
 	forkAgain atomic.Bool
-	// gen tells this deployment of the function from a later one under
-	// its name (homeKey).
-	gen uint64
 }
 
 // New starts a worker: it sweeps what a crashed predecessor left (cgroups,
@@ -820,8 +816,7 @@ func (w *Worker) fnState(fn registry.Function) (*fnState, error) {
 			}
 			return nil, err
 		}
-		w.gens++
-		st = &fnState{name: fn.Name, revs: map[string]struct{}{}, logs: w.logs.ring(), gen: w.gens}
+		st = &fnState{name: fn.Name, revs: map[string]struct{}{}, logs: w.logs.ring()}
 		log := w.log.With("function", fn.Name)
 		st.stdout = &logSink{ring: st.logs, log: log, def: runtime.Stdout}
 		st.stderr = &logSink{ring: st.logs, log: log, def: runtime.Stderr}
@@ -1253,7 +1248,7 @@ func (w *Worker) Close(ctx context.Context) error {
 	}
 	wg.Wait()
 	if w.homes != nil {
-		w.homes.close()
+		w.metrics.homes.WithLabelValues("dropped").Add(float64(w.homes.close()))
 	}
 	stage(fmt.Sprintf("%d sandboxes", len(insts)))
 	if w.zyg != nil {

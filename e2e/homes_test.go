@@ -75,7 +75,7 @@ func TestHomes(t *testing.T) {
 		end := time.Now().Add(20 * time.Second)
 		for event("kept")+event("closed") < calls || event("spare") < event("kept") {
 			if time.Now().After(end) {
-				t.Fatalf("after %v calls: %v homes kept, %v closed, %v spares made into one", calls, event("kept"), event("closed"), event("spare"))
+				t.Fatalf("after %v calls: %v homes kept, %v closed, %v spares made into one, %v dropped (see the worker's log)", calls, event("kept"), event("closed"), event("spare"), event("dropped"))
 			}
 			time.Sleep(10 * time.Millisecond)
 		}

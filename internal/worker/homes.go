@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strconv"
@@ -98,30 +99,45 @@ type homes struct {
 	n      int
 	closed bool
 	// fails counts spares that failed to be made into a home, in a row;
-	// at homesFailMax no home is kept any more (off says why): a host
-	// that refuses a child's setns into them fails every such spare.
-	fails int
-	off   error
+	// at homesFailMax no home is kept until offUntil, a pause that
+	// doubles each time (offFor): a host that refuses a child's setns
+	// into them would fail every such spare.
+	fails    int
+	offUntil time.Time
+	offFor   time.Duration
 }
 
 // homesFailMax is how many spares in a row may fail to be made into a
-// home before the worker stops keeping homes.
-const homesFailMax = 5
+// home before the worker stops keeping homes for a while: homesOffMin,
+// doubling each time up to homesOffMax.
+const (
+	homesFailMax = 5
+	homesOffMin  = time.Minute
+	homesOffMax  = 30 * time.Minute
+)
 
-// made records whether a spare was made into a home (err nil) and
-// returns the error that turned homes off, the first time only.
-func (hs *homes) made(err error) error {
+// made records whether a spare was made into a home (err nil) at now,
+// and returns how long homes are off if this failure turned them off.
+// Failures that are no home's (the node's zygote dead or busy
+// respawning, the make's own deadline) do not count.
+func (hs *homes) made(err error, now time.Time) time.Duration {
+	if err != nil && (errors.Is(err, zygote.ErrNoZygote) || errors.Is(err, zygote.ErrDead) ||
+		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)) {
+		return 0
+	}
 	hs.mu.Lock()
 	defer hs.mu.Unlock()
 	if err == nil {
 		hs.fails = 0
-		return nil
+		return 0
 	}
-	if hs.fails++; hs.fails == homesFailMax && hs.off == nil {
-		hs.off = err
-		return err
+	if hs.fails++; hs.fails < homesFailMax {
+		return 0
 	}
-	return nil
+	hs.fails = 0
+	hs.offFor = min(max(2*hs.offFor, homesOffMin), homesOffMax)
+	hs.offUntil = now.Add(hs.offFor)
+	return hs.offFor
 }
 
 type keptHome struct {
@@ -135,7 +151,7 @@ func newHomes() *homes { return &homes{by: map[homeKey][]keptHome{}} }
 func (hs *homes) put(k homeKey, h *zygote.Home, now time.Time) bool {
 	hs.mu.Lock()
 	defer hs.mu.Unlock()
-	if hs.closed || hs.off != nil || hs.n >= homesMax || len(hs.by[k]) >= homesPerKey {
+	if hs.closed || now.Before(hs.offUntil) || hs.n >= homesMax || len(hs.by[k]) >= homesPerKey {
 		h.Close()
 		return false
 	}
@@ -294,6 +310,16 @@ func (w *Worker) keepHome(ho *homeOf, pristine bool) {
 			why = "full"
 		}
 		w.mu.Unlock()
+	}
+	if why == "" {
+		// A deploy between the check above and the put has dropped the
+		// function's homes already (Retire runs after the registry has
+		// the new revision): drop this one too.
+		if fn, err := w.fns.Get(ho.key.fn); err != nil || deployment(fn) != ho.key.gen {
+			w.homes.drop(func(k homeKey) bool { return k == ho.key }, time.Time{})
+			w.metrics.homes.WithLabelValues("closed").Inc()
+			return
+		}
 	}
 	if why != "" {
 		ho.h.Close()

@@ -1,7 +1,9 @@
 package worker
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"os"
 	"testing"
 	"time"
@@ -207,27 +209,41 @@ func TestNoteForkStart(t *testing.T) {
 func TestHomesOffAfterFailures(t *testing.T) {
 	hs := newHomes()
 	k := homeKey{fn: "f", gen: 1, uid: 1, gid: 1}
-	boom := errors.New("setns: operation not permitted")
+	boom := errors.New("spare: entering the home's user namespace: operation not permitted")
+	now := time.Now()
 	for range homesFailMax - 1 {
-		if hs.made(boom) != nil {
+		if hs.made(boom, now) != 0 {
 			t.Fatal("homes off before homesFailMax failures")
 		}
 	}
-	hs.made(nil) // a success starts the count again
+	hs.made(nil, now) // a success starts the count again
 	for range homesFailMax - 1 {
-		hs.made(boom)
+		hs.made(boom, now)
 	}
-	if !hs.put(k, testHome(t), time.Now()) {
+	// Not the home's fault: not counted.
+	for _, err := range []error{fmt.Errorf("node: %w", zygote.ErrNoZygote), fmt.Errorf("zygote 7: %w", zygote.ErrDead), context.DeadlineExceeded} {
+		if hs.made(err, now) != 0 {
+			t.Fatalf("%v turned homes off", err)
+		}
+	}
+	if !hs.put(k, testHome(t), now) {
 		t.Fatal("homes off after failures that a success interrupted")
 	}
-	if err := hs.made(boom); err != boom {
-		t.Fatalf("made = %v at the %dth failure in a row, want %v", err, homesFailMax, boom)
-	}
-	if hs.made(boom) != nil {
-		t.Error("homes turned off twice")
+	if d := hs.made(boom, now); d != homesOffMin {
+		t.Fatalf("made = %v at the %dth failure in a row, want homes off for %v", d, homesFailMax, homesOffMin)
 	}
 	h := testHome(t)
-	if hs.put(k, h, time.Now()) || !closed(h) {
-		t.Error("a home kept after homes went off")
+	if hs.put(k, h, now.Add(homesOffMin/2)) || !closed(h) {
+		t.Error("a home kept while homes are off")
+	}
+	if !hs.put(k, testHome(t), now.Add(homesOffMin)) {
+		t.Error("homes still off after their pause")
+	}
+	later := now.Add(homesOffMin)
+	for range homesFailMax - 1 {
+		hs.made(boom, later)
+	}
+	if d := hs.made(boom, later); d != 2*homesOffMin {
+		t.Errorf("second pause %v, want %v", d, 2*homesOffMin)
 	}
 }

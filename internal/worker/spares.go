@@ -302,8 +302,8 @@ func (s *spares) fill(wake <-chan struct{}) {
 			}
 			sp, err := s.make(key.node, key.net)
 			if _, home := homeKeyOf(key.node, key.net); home && s.w.homes != nil && !errors.Is(err, errNoHome) && !errors.Is(err, errSpareHost) {
-				if off := s.w.homes.made(err); off != nil {
-					s.w.log.Warn("sandboxes' namespaces are no longer kept for their function's next: spares could not be made into them", "err", off)
+				if off := s.w.homes.made(err, time.Now()); off > 0 {
+					s.w.log.Warn("sandboxes' namespaces are not kept for their function's next for a while: spares could not be made into them", "err", err, "off_for", off)
 				}
 			}
 			if retry, host := s.made(key, err, time.Now()); host {

@@ -137,6 +137,12 @@ func runDoctor(ctx context.Context, cfg doctorConfig, w io.Writer) int {
 		report(true, false, "zygotes", "unprivileged zygotes can fork children into user namespaces of their own")
 	}
 
+	if err := probeHomes(); err != nil {
+		report(false, false, "homes", "off: each forked sandbox makes a network namespace and the kernel tears it down (about 1 ms of CPU per start); the worker's spares into homes would fail, and it turns homes off after five: "+err.Error())
+	} else {
+		report(true, false, "homes", "a forked sandbox's user and network namespaces, unused, can serve its function's next")
+	}
+
 	if err := probeNetWatch(); err != nil {
 		report(false, false, "lazy network", "off: forked sandboxes of network: isolated get their veth pair at start, whether they use it or not (about 1 ms of the worker's CPU each, and the kernel's teardown): "+err.Error())
 	} else {

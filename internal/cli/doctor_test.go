@@ -61,6 +61,9 @@ func TestDoctor(t *testing.T) {
 			if os.Geteuid() == 0 && !strings.Contains(out.String(), "ok    lazy network") {
 				t.Errorf("output lacks the lazy network probe's success:\n%s", &out)
 			}
+			if os.Geteuid() == 0 && !strings.Contains(out.String(), "ok    homes") {
+				t.Errorf("output lacks the homes probe's success:\n%s", &out)
+			}
 			if !regexp.MustCompile(`(?m)^(ok  |slow)  page faults  [0-9.]+ us to zero a page, [0-9.]+ us to copy one on write`).MatchString(out.String()) {
 				t.Errorf("output lacks the page fault costs:\n%s", &out)
 			}

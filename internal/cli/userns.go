@@ -1,11 +1,13 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
@@ -42,6 +44,49 @@ func probeUserns() error {
 	out, err := c.CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("an unprivileged user cannot make user namespaces (%v: %s); check kernel.unprivileged_userns_clone, user.max_user_namespaces and the security module's policy", err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// probeHomes reports whether a process of the zygotes' user, forked
+// plainly, can enter the user and network namespaces that another of its
+// processes made (setns) and make its mount, uts and ipc namespaces
+// there (unshare), as a spare does in a home (worker/homes.go). It uses
+// util-linux's unshare and nsenter, single-threaded as a zygote child is
+// (a Go process cannot enter a user namespace).
+func probeHomes() error {
+	z := uint32(ident.Default.Zygote())
+	cred := &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: z, Gid: z, Groups: []uint32{}}}
+	// Its user namespace maps the zygotes' uid to root, so that the
+	// unshare nsenter executes keeps its capabilities there, as a zygote
+	// child, which executes nothing, does in a home.
+	holder := exec.Command("unshare", "--user", "--map-root-user", "--net", "sleep", "30")
+	holder.SysProcAttr = cred
+	if err := holder.Start(); err != nil {
+		return fmt.Errorf("not probed: %w", err)
+	}
+	defer func() {
+		holder.Process.Kill()
+		holder.Wait()
+	}()
+	own, err := os.Stat("/proc/self/ns/user")
+	if err != nil {
+		return fmt.Errorf("not probed: %w", err)
+	}
+	ns := fmt.Sprintf("/proc/%d/ns/", holder.Process.Pid)
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if st, err := os.Stat(ns + "user"); err == nil && !os.SameFile(st, own) {
+			break
+		}
+		if time.Now().After(deadline) {
+			return errors.New("not probed: no user namespace was made to enter")
+		}
+	}
+	c := exec.Command("nsenter", "--preserve-credentials", "--user="+ns+"user", "--net="+ns+"net", "--",
+		"unshare", "--mount", "--uts", "--ipc", "true")
+	c.SysProcAttr = cred
+	if out, err := c.CombinedOutput(); err != nil {
+		return fmt.Errorf("a zygote child could not enter another's user and network namespaces (%v: %s)", err, strings.TrimSpace(string(out)))
 	}
 	return nil
 }

@@ -26,17 +26,18 @@ import (
 // So when such a sandbox ends, once all its processes are gone, the
 // worker keeps its user and network namespaces (a zygote.Home) for the
 // same function's next sandbox, and has the sandbox's zygote node fork
-// a spare into them at once (a spare of the home's own kind, homeKind),
-// which only that function takes. The spare makes only its mount, uts
+// a spare into them when its refill next runs (a spare of the home's own
+// kind, homeKey.kind), which only that function takes. The spare makes only its mount, uts
 // and ipc namespaces; the uid and gid are mapped already.
 //
 // What a home may carry from one sandbox to the next is the network
 // namespace's state beyond its processes (a unix socket an in-flight
 // descriptor keeps alive, say) and the user namespace's: nothing a
 // function can reach that it did not make itself, as a warm sandbox
-// keeps more. A home goes only to the function that left it, by name
-// and uid, from the zygote node whose child made or entered it: never to
-// another function, not even one with the same uid after a delete. A
+// keeps more. A home goes only to the function that left it, by name,
+// deployment and uid, from the zygote node whose child made or entered
+// it: never to another function, not even one with the same name and
+// uid after a delete. A
 // namespace that got its network (attached, or tried) is never kept.
 //
 // Homes are kept only for functions started again within spareIdle of
@@ -47,8 +48,8 @@ import (
 
 // homeKey is what a home is kept under: the zygote node whose child made
 // or entered it, and its function: name, deployment (the registry's
-// deploy time of its revision: a function deployed again, even deleted
-// first and given the same name and uid, is another) and ids.
+// deploy time of its revision: a new revision, or the function deleted
+// and deployed again under its name and uid, is another) and ids.
 type homeKey struct {
 	node, fn string
 	gen      uint64

@@ -11,8 +11,9 @@ command -v go >/dev/null || { echo "setup: Go >= 1.26 is required (https://go.de
 
 need=()
 # awscli and python3-boto3: the Lambda API's end-to-end tests drive the
-# worker with the real clients.
-for p in debootstrap ca-certificates git python3 awscli python3-boto3; do
+# worker with the real clients. util-linux (essential, so normally there):
+# doctor's homes probe runs its unshare and nsenter.
+for p in debootstrap ca-certificates git python3 awscli python3-boto3 util-linux; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -79,14 +79,13 @@ type ScratchUse struct {
 	Made, Reused, Dropped int
 }
 
-// readScratch reads the worker's counts of /tmp file systems.
-func readScratch(ctx context.Context, w *Worker) ([3]float64, error) {
-	v, err := w.Metrics(ctx, `hearth_scratch_filesystems_total{outcome="made"}`,
-		`hearth_scratch_filesystems_total{outcome="reused"}`, `hearth_scratch_filesystems_total{outcome="dropped"}`)
-	if err != nil {
-		return [3]float64{}, err
-	}
-	return [3]float64{v[0], v[1], v[2]}, nil
+// useSeries are the worker's counts of /tmp file systems made, reused
+// and dropped, and of starts from a spare in a home, homes kept and
+// namespaces closed, read in one scrape before and after each method.
+var useSeries = []string{
+	`hearth_scratch_filesystems_total{outcome="made"}`, `hearth_scratch_filesystems_total{outcome="reused"}`,
+	`hearth_scratch_filesystems_total{outcome="dropped"}`,
+	`hearth_homes_total{event="taken"}`, `hearth_homes_total{event="kept"}`, `hearth_homes_total{event="closed"}`,
 }
 
 // HomeUse counts, over one method's starts, the starts that took a spare
@@ -96,16 +95,6 @@ func readScratch(ctx context.Context, w *Worker) ([3]float64, error) {
 type HomeUse struct {
 	Name                string
 	Taken, Kept, Closed int
-}
-
-// readHomes reads the worker's counts of homes.
-func readHomes(ctx context.Context, w *Worker) ([3]float64, error) {
-	v, err := w.Metrics(ctx, `hearth_homes_total{event="taken"}`,
-		`hearth_homes_total{event="kept"}`, `hearth_homes_total{event="closed"}`)
-	if err != nil {
-		return [3]float64{}, err
-	}
-	return [3]float64{v[0], v[1], v[2]}, nil
 }
 
 // StartWait is what the sandbox processes of one method's fork starts
@@ -264,7 +253,7 @@ func Zygote(ctx context.Context, o ZygoteOptions) (ZygoteResult, error) {
 				}
 			}
 			var cpu0 CPUUse
-			var sc0, ho0 [3]float64
+			var use0 []float64
 			starts := 0
 			if !c.warm {
 				u, err := w.CPU()
@@ -272,10 +261,7 @@ func Zygote(ctx context.Context, o ZygoteOptions) (ZygoteResult, error) {
 					return err
 				}
 				cpu0 = u
-				if sc0, err = readScratch(ctx, w); err != nil {
-					return err
-				}
-				if ho0, err = readHomes(ctx, w); err != nil {
+				if use0, err = w.Metrics(ctx, useSeries...); err != nil {
 					return err
 				}
 			}
@@ -320,18 +306,13 @@ func Zygote(ctx context.Context, o ZygoteOptions) (ZygoteResult, error) {
 					return err
 				}
 				res.CPU = append(res.CPU, CPUPerStart{Name: c.label, Starts: starts, Used: cpu1.Sub(cpu0)})
-				sc1, err := readScratch(ctx, w)
+				use1, err := w.Metrics(ctx, useSeries...)
 				if err != nil {
 					return err
 				}
-				res.Scratch = append(res.Scratch, ScratchUse{Name: c.label,
-					Made: int(sc1[0] - sc0[0]), Reused: int(sc1[1] - sc0[1]), Dropped: int(sc1[2] - sc0[2])})
-				ho1, err := readHomes(ctx, w)
-				if err != nil {
-					return err
-				}
-				res.Homes = append(res.Homes, HomeUse{Name: c.label,
-					Taken: int(ho1[0] - ho0[0]), Kept: int(ho1[1] - ho0[1]), Closed: int(ho1[2] - ho0[2])})
+				d := func(i int) int { return int(use1[i] - use0[i]) }
+				res.Scratch = append(res.Scratch, ScratchUse{Name: c.label, Made: d(0), Reused: d(1), Dropped: d(2)})
+				res.Homes = append(res.Homes, HomeUse{Name: c.label, Taken: d(3), Kept: d(4), Closed: d(5)})
 			}
 			if c.warm {
 				// The numpy node keeps spares: a second function with the

@@ -226,6 +226,12 @@ func (hs *homes) close() int {
 // deployment stamps fn's deployment for homeKey.
 func deployment(fn registry.Function) uint64 { return uint64(fn.DeployedAt.UnixNano()) }
 
+// homeKey is what the homes of l's function's sandboxes forked from
+// zygote node node are kept under.
+func (l *launch) homeKey(node string) homeKey {
+	return homeKey{node: node, fn: l.fn.Name, gen: deployment(l.fn), uid: l.uid, gid: l.gid}
+}
+
 // homeOf is an instance's home and where it is kept once the instance
 // ends.
 type homeOf struct {

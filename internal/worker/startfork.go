@@ -94,7 +94,7 @@ func (f forkStarter) start(ctx context.Context, l *launch) (*instance, error) {
 			// only a function with the pre-made /tmp takes).
 			if h, herr := zygote.OpenHome(child.Pid, child.PidFD); herr == nil {
 				h.UID, h.GID = l.uid, l.gid
-				w.setHome(inst, &homeOf{h: h, key: homeKey{node: node, fn: l.fn.Name, gen: deployment(l.fn), uid: l.uid, gid: l.gid}})
+				w.setHome(inst, &homeOf{h: h, key: l.homeKey(node)})
 			}
 		}
 	} else if watch && !w.watchWarned.Swap(true) {

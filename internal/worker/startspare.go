@@ -67,7 +67,7 @@ func (w *Worker) homeKind(l *launch, node, kind string) (string, bool) {
 	if w.homes == nil || kind != function.NetworkIsolated || w.cfg.EagerNetwork {
 		return "", false
 	}
-	return homeKey{node: node, fn: l.fn.Name, gen: deployment(l.fn), uid: l.uid, gid: l.gid}.kind(), true
+	return l.homeKey(node).kind(), true
 }
 
 // spareStart gives sp to l's function: its limits on the spare's cgroup,
@@ -107,7 +107,7 @@ func (w *Worker) spareStart(ctx context.Context, l *launch, sp *spare) (*instanc
 			// Mapped now, if it was not: the instance leaves it, as a
 			// home for this function alone, when it ends (homes.go).
 			h.UID, h.GID = l.uid, l.gid
-			w.setHome(inst, &homeOf{h: h, key: homeKey{node: sp.node, fn: l.fn.Name, gen: deployment(l.fn), uid: l.uid, gid: l.gid}})
+			w.setHome(inst, &homeOf{h: h, key: l.homeKey(sp.node)})
 			sp.home = nil
 		}
 		err = w.connect(ctx, inst, l, nil, l.first)

@@ -339,6 +339,18 @@ func (w *Worker) keepHome(ho *homeOf, pristine bool) {
 	w.spares.prime(ho.key.node, ho.key.kind())
 }
 
+// closeHome closes h, a spare's home it will not leave to an instance,
+// counting it as dropped if it was kept (its ids mapped).
+func (w *Worker) closeHome(h *zygote.Home) {
+	if h == nil {
+		return
+	}
+	if h.UID >= 0 {
+		w.metrics.homes.WithLabelValues("dropped").Inc()
+	}
+	h.Close()
+}
+
 // dropHomes closes the homes of function fn, and discards its home
 // spares: after a delete, a function deployed later under its name and
 // slot is another (the deployment in homeKey guards the sandboxes still

@@ -63,7 +63,8 @@ const spareMakers = 2
 // spareNode is the reserve of one zygote node for one network kind, and
 // its recent demand.
 type spareNode struct {
-	node, net string // zygote node key; netKind or netWired
+	node, net string   // zygote node key; netKind, netWired or a home kind
+	home      *homeKey // net parsed, for a home kind (homes.go)
 	ready     []*spare
 	making    int // being made
 	lastUse   time.Time
@@ -73,6 +74,15 @@ type spareNode struct {
 	peakAt    time.Time // when peak was last reached
 	failures  int       // makes failed in a row
 	retryAt   time.Time // no make before, after a failure
+}
+
+// newSpareNode makes the reserve of zygote node node for kind net.
+func newSpareNode(node, net string) *spareNode {
+	n := &spareNode{node: node, net: net}
+	if k, ok := homeKeyOf(node, net); ok {
+		n.home = &k
+	}
+	return n
 }
 
 // Back-off of a node whose spares fail to be made (its zygote is
@@ -212,7 +222,7 @@ func (s *spares) takeFrom(node, net string, readyOnly bool) *spare {
 		return nil
 	}
 	if n == nil {
-		n = &spareNode{node: node, net: net}
+		n = newSpareNode(node, net)
 		s.nodes[key] = n
 	}
 	n.lastUse, s.taken = now, now
@@ -247,7 +257,9 @@ func (s *spares) prime(node, net string) {
 	s.mu.Lock()
 	key := spareKey(node, net)
 	if s.nodes[key] == nil {
-		s.nodes[key] = &spareNode{node: node, net: net, lastUse: time.Now()}
+		n := newSpareNode(node, net)
+		n.lastUse = time.Now()
+		s.nodes[key] = n
 	}
 	s.mu.Unlock()
 	s.wake()
@@ -301,7 +313,7 @@ func (s *spares) fill(wake <-chan struct{}) {
 				break
 			}
 			sp, err := s.make(key.node, key.net)
-			if _, home := homeKeyOf(key.node, key.net); home && s.w.homes != nil && !errors.Is(err, errNoHome) && !errors.Is(err, errSpareHost) {
+			if key.home != nil && s.w.homes != nil && !errors.Is(err, errNoHome) && !errors.Is(err, errSpareHost) {
 				if off := s.w.homes.made(err, time.Now()); off > 0 {
 					s.w.log.Warn("sandboxes' namespaces are not kept for their function's next for a while: spares could not be made into them", "err", err, "off_for", off)
 				}
@@ -354,7 +366,7 @@ func (s *spares) made(n *spareNode, err error, now time.Time) (retry time.Durati
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n.making--
-	_, home := homeKeyOf(n.node, n.net)
+	home := n.home != nil
 	switch {
 	case errors.Is(err, errNoHome):
 		return 0, false
@@ -446,7 +458,7 @@ func (s *spares) short() (*spareNode, bool) {
 	var best *spareNode
 	for _, n := range s.nodes {
 		total += len(n.ready) + n.making
-		if _, ok := homeKeyOf(n.node, n.net); ok {
+		if n.home != nil {
 			homed += len(n.ready) + n.making
 		}
 	}
@@ -457,14 +469,14 @@ func (s *spares) short() (*spareNode, bool) {
 			continue
 		}
 		g := n.want(s.min, s.max, now) - len(n.ready) - n.making
-		if k, ok := homeKeyOf(n.node, n.net); ok {
+		if n.home != nil {
 			// Made only into a home kept for it, one at a time (a make
 			// under way counts against the homes until it takes its
 			// own), and in homes' share of max only.
 			if s.w.homes == nil || homed >= s.max/2 {
 				continue
 			}
-			g = min(g, s.w.homes.count(k)-n.making)
+			g = min(g, s.w.homes.count(*n.home)-n.making)
 		}
 		if g > gap {
 			best, gap = n, g
@@ -525,10 +537,7 @@ func (s *spares) make(key, net string) (_ *spare, err error) {
 	}
 	sb, err := w.premade(ctx, "spare")
 	if err != nil {
-		if h != nil {
-			w.metrics.homes.WithLabelValues("dropped").Inc()
-			h.Close()
-		}
+		w.closeHome(h)
 		return nil, fmt.Errorf("%w: %w", errSpareHost, err)
 	}
 	sp := &spare{sb: sb, node: key, home: h}
@@ -601,10 +610,7 @@ func (w *Worker) discard(sp *spare) {
 	}
 	w.dropNet(ctx, sp.net)
 	w.dropLazy(ctx, sp.lazy)
-	if sp.home != nil && sp.home.UID >= 0 {
-		w.metrics.homes.WithLabelValues("dropped").Inc()
-	}
-	sp.home.Close()
+	w.closeHome(sp.home)
 	for _, f := range []*os.File{sp.out, sp.err} {
 		if f != nil {
 			f.Close()

@@ -123,12 +123,7 @@ func (w *Worker) spareStart(ctx context.Context, l *launch, sp *spare) (*instanc
 		}
 	}
 	sp.child.Close()
-	if sp.home != nil { // not the instance's: Go failed
-		if sp.home.UID >= 0 {
-			w.metrics.homes.WithLabelValues("dropped").Inc()
-		}
-		sp.home.Close()
-	}
+	w.closeHome(sp.home) // not the instance's: Go failed
 	if err != nil {
 		return nil, err
 	}

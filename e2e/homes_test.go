@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"reflect"
 	"testing"
 	"time"
 )
@@ -10,9 +11,28 @@ import (
 // user namespaces' inode numbers (the kernel reuses a number only once a
 // namespace is gone), whether loopback is up, whether a System V segment
 // under a fixed key was there already (it would be if the IPC namespace
-// outlived a sandbox), and the host name and uid.
-const homeProbe = `import ctypes, fcntl, os, socket, struct
+// outlived a sandbox), and the host name and uid; when the module was
+// imported; and what its process is and holds: its ids, capabilities,
+// filters, working directory, environment, import path and mounts.
+const homeProbe = `import ctypes, fcntl, os, socket, struct, sys, time
+LOADED = time.time()
 libc = ctypes.CDLL(None, use_errno=True)
+
+def state():
+    keep = ("Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp", "Seccomp_filters")
+    st = {}
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            k, _, v = line.partition(":")
+            if k in keep:
+                st[k] = v.strip()
+    with open("/proc/self/mountinfo") as fh:
+        # mount point, its options, file system type, per-mount options
+        st["mounts"] = sorted(" ".join((l.split()[4], l.split()[5], l.split(" - ")[1].split()[0])) for l in fh)
+    st["cwd"] = os.getcwd()
+    st["env"] = sorted("%s=%s" % kv for kv in os.environ.items())
+    st["path"] = sys.path
+    return st
 
 def owner(kind):
     # NS_GET_USERNS: the user namespace that owns the namespace.
@@ -40,7 +60,7 @@ def f(event):
     flags = struct.unpack("16sH", fcntl.ioctl(s.fileno(), 0x8913, struct.pack("16sH", b"lo", 0)))[1]  # SIOCGIFFLAGS
     s.close()
     return {"net": ns["net"], "user": ns["user"], "uid": os.getuid(), "shm": shm, "lo_up": bool(flags & 1),
-            "owners": {k: owner(k) for k in ("mnt", "uts", "ipc", "net")}}
+            "owners": {k: owner(k) for k in ("mnt", "uts", "ipc", "net")}, "loaded": LOADED, "state": state()}
 `
 
 type homeSeen struct {
@@ -49,6 +69,9 @@ type homeSeen struct {
 	Shm       string
 	LoUp      bool           `json:"lo_up"`
 	Owners    map[string]any `json:"owners"` // inode of each namespace's owning user namespace, or an error
+	Loaded    float64        // when the module was imported, in Unix seconds
+	State     map[string]any // its process's ids, capabilities, filters, cwd, environment, sys.path, mounts
+	asked     time.Time      // when the call was made
 }
 
 // TestHomes checks that a function's fork starts enter the user and
@@ -82,6 +105,7 @@ func TestHomes(t *testing.T) {
 	}
 	call := func(name, ev string) homeSeen {
 		t.Helper()
+		asked := time.Now()
 		inv := w.mustInvoke(name, ev)
 		calls++
 		settle()
@@ -92,6 +116,7 @@ func TestHomes(t *testing.T) {
 		if err := json.Unmarshal(inv.Body, &s); err != nil {
 			t.Fatalf("%s: %v: %s", name, err, inv.Body)
 		}
+		s.asked = asked
 		return s
 	}
 	seen := map[string][]homeSeen{}
@@ -122,6 +147,16 @@ func TestHomes(t *testing.T) {
 				if o, ok := s.Owners[k].(float64); !ok || uint64(o) != s.User {
 					t.Errorf("%s call %d: its %s namespace's owner is %v, want its user namespace %d", name, i, k, s.Owners[k], s.User)
 				}
+			}
+			// A spare in a home has arrived (code mounted, ids, filters,
+			// environment) ahead of need, but imports nothing before
+			// its start: the same process state as a plain start's,
+			// and the module loaded after the call was made.
+			if !reflect.DeepEqual(s.State, l[0].State) {
+				t.Errorf("%s call %d: process state differs from call 0's:\n%v\nwant\n%v", name, i, s.State, l[0].State)
+			}
+			if loaded := time.Unix(0, int64(s.Loaded*1e9)); loaded.Before(s.asked.Add(-time.Millisecond)) {
+				t.Errorf("%s call %d: module imported at %v, before the call at %v", name, i, loaded, s.asked)
 			}
 			if i >= 2 && (s.Net != l[1].Net || s.User != l[1].User) {
 				t.Errorf("%s call %d: namespaces net %d user %d, want the home of call 1 (net %d user %d)", name, i, s.Net, s.User, l[1].Net, l[1].User)

@@ -90,7 +90,8 @@ const (
 )
 
 // errNoHome: a spare of a home kind was to be made, and no home of its
-// kind was left (another filler took it).
+// kind was left (another filler took it), or its function is no longer
+// the home's deployment (prepareHome).
 var errNoHome = errors.New("no home left")
 
 // homes keeps the homes of ended sandboxes, by homeKey.
@@ -371,3 +372,29 @@ func (w *Worker) dropHomes(fn string) {
 }
 
 func (k homeKey) String() string { return fmt.Sprintf("%s (uid %d) on node %q", k.fn, k.uid, k.node) }
+
+// prepareHome has sp, a spare in a home of k, arrive ahead of need (see
+// zygote.Spare.Prepare): it mounts the code, becomes the function's ids
+// and installs its filters now, off the next start's clock, and runs
+// none of the function's code until that start. It gets the start the
+// function's launch gives (spareStart's Go refuses any other), while
+// the function is still k's deployment; else errNoHome. The code
+// directory is leased until its mounts are sent.
+func (w *Worker) prepareHome(sp *spare, k homeKey) error {
+	fn, release, err := w.fns.Lease(k.fn)
+	if err != nil {
+		return fmt.Errorf("%w: %w", errNoHome, err)
+	}
+	defer release()
+	if deployment(fn) != k.gen {
+		return fmt.Errorf("%w: %s was deployed again", errNoHome, k.fn)
+	}
+	l, err := w.newLaunch(fn, nil)
+	if err != nil {
+		return err
+	}
+	if l.uid != k.uid || l.gid != k.gid {
+		return fmt.Errorf("%w: %s has other ids now", errNoHome, k.fn)
+	}
+	return sp.child.Prepare(l.start())
+}

@@ -13,6 +13,7 @@ import (
 	"github.com/hearth-run/hearth/internal/registry"
 	"github.com/hearth-run/hearth/internal/runtime"
 	"github.com/hearth-run/hearth/internal/sandbox"
+	"github.com/hearth-run/hearth/internal/zygote"
 )
 
 // launch is what any start of a function's sandbox needs, computed once
@@ -106,6 +107,11 @@ func (l *launch) envMap() map[string]string {
 		env[k] = v
 	}
 	return env
+}
+
+// start is what a zygote's spare needs to become l's function's sandbox.
+func (l *launch) start() zygote.Start {
+	return zygote.Start{Mounts: l.mounts, UID: l.uid, GID: l.gid, Env: l.envMap()}
 }
 
 // doneSpare tells the spare reserve that the start it counted is over.

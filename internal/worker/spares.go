@@ -563,6 +563,7 @@ func (s *spares) make(key, net string) (_ *spare, err error) {
 		Net: net != "", Hostname: "hearth-" + shortID(sb.ID()),
 		WatchNet: net == function.NetworkIsolated && !w.cfg.EagerNetwork,
 		Home:     sp.home,
+		Prepare:  home,
 	})
 	if err != nil {
 		return sp, err
@@ -589,6 +590,9 @@ func (s *spares) make(key, net string) (_ *spare, err error) {
 			w.log.Warn("spares get their network at start: a zygote child could not watch its sockets (said once)", "err", werr)
 		}
 		sp.net, err = w.attachNet(ctx, sp.child.Pid(), pidfd)
+	}
+	if err == nil && home {
+		err = w.prepareHome(sp, hk)
 	}
 	return sp, err
 }

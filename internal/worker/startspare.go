@@ -50,7 +50,16 @@ func (s spareStarter) start(ctx context.Context, l *launch) (*instance, error) {
 	if sp == nil {
 		return nil, errSkip
 	}
-	inst, err := w.spareStart(ctx, l, sp)
+	st := l.start()
+	if !sp.child.Takes(st) {
+		// Prepared for what the function was when it was made (its
+		// packages' mounts since changed, say): the fork on demand
+		// starts this one.
+		w.log.Warn("a spare in a home was prepared for another start of its function; discarded", "function", l.fn.Name)
+		w.discard(sp)
+		return nil, errSkip
+	}
+	inst, err := w.spareStart(ctx, l, sp, st)
 	if err != nil {
 		return nil, err
 	}
@@ -70,10 +79,10 @@ func (w *Worker) homeKind(l *launch, node, kind string) (string, bool) {
 	return l.homeKey(node).kind(), true
 }
 
-// spareStart gives sp to l's function: its limits on the spare's cgroup,
-// its code and packages mounted, its identity and environment; then
-// waits for the handler to load.
-func (w *Worker) spareStart(ctx context.Context, l *launch, sp *spare) (*instance, error) {
+// spareStart gives sp to l's function (st is l.start()): its limits on
+// the spare's cgroup, its code and packages mounted, its identity and
+// environment; then waits for the handler to load.
+func (w *Worker) spareStart(ctx context.Context, l *launch, sp *spare, st zygote.Start) (*instance, error) {
 	pid := sp.child.Pid()
 	from, _ := schedstatOf(pid)
 	if err := sp.group.SetLimits(l.limits); err != nil {
@@ -98,7 +107,7 @@ func (w *Worker) spareStart(ctx context.Context, l *launch, sp *spare) (*instanc
 	}
 	w.track(inst)
 	inst.out = []*outPipe{copyLines(l.st.stdout, sp.out), copyLines(l.st.stderr, sp.err)}
-	err := sp.child.Go(zygote.Start{Mounts: l.mounts, UID: l.uid, GID: l.gid, Env: l.envMap()})
+	err := sp.child.Go(st)
 	if err == nil {
 		if h := sp.home; h != nil {
 			if h.UID >= 0 {

@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
+	"slices"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -28,6 +30,10 @@ type Spare struct {
 	// home is the home the spare entered (SpareTarget.Home), its ids
 	// mapped: Go maps none and takes only a function of those ids.
 	home *Home
+	// prepare is SpareTarget.Prepare; prepared is what Prepare sent,
+	// the only Start that Go then takes.
+	prepare  bool
+	prepared *Start
 }
 
 // SpareTarget is what a spare builds its sandbox from: Target's parts
@@ -44,6 +50,10 @@ type SpareTarget struct {
 	// and network namespaces (Net must be set): it can then serve only a
 	// function of the home's ids. The caller keeps the home.
 	Home *Home
+	// Prepare makes a spare that waits for Prepare before Go: it then
+	// does all of a start but load the handler ahead of need. The caller
+	// must call Prepare (or Close) at once: until then the spare waits.
+	Prepare bool
 }
 
 // Start is what a spare needs to become a function's sandbox.
@@ -68,6 +78,9 @@ func (p *Process) Spare(ctx context.Context, t SpareTarget) (*Spare, error) {
 	}
 	fds := []*os.File{t.Scratch, t.Listener, t.Stdout, t.Stderr, theirs}
 	req := map[string]any{"op": "spare", "net": t.Net, "hostname": t.Hostname, "watch": t.WatchNet}
+	if t.Prepare {
+		req["prepare"] = true
+	}
 	if t.Home != nil {
 		if !t.Net || t.Home.UID < 0 || t.Home.GID < 0 {
 			ours.Close()
@@ -101,7 +114,7 @@ func (p *Process) Spare(ctx context.Context, t SpareTarget) (*Spare, error) {
 		child.kill()
 		return nil, err
 	}
-	s := &Spare{child: child, ctl: c.(*net.UnixConn), home: t.Home}
+	s := &Spare{child: child, ctl: c.(*net.UnixConn), home: t.Home, prepare: t.Prepare}
 	// The child is in the spare's group already (weight 1), as it was
 	// when its zygote relayed the listener: in the zygote's cgroup, spares
 	// still sending theirs would count against its process limit.
@@ -181,8 +194,47 @@ func (s *Spare) PidFD() (*os.File, error) {
 // detached read-only trees (open_tree) that the child moves into place,
 // so the host paths never need to be visible in the sandbox. Go returns
 // once the request is sent; the caller then waits for the runtime's READY
-// on the sandbox socket, and on failure may ask Err why.
+// on the sandbox socket, and on failure may ask Err why. A prepared
+// spare (Prepare) takes only the Start it was prepared with, and is told
+// just to go.
 func (s *Spare) Go(st Start) error {
+	if s.prepared != nil {
+		if !s.Takes(st) {
+			return fmt.Errorf("spare %d: prepared for another start", s.child.Pid)
+		}
+		return s.send(map[string]any{"op": "go"}, nil)
+	}
+	if s.prepare {
+		return fmt.Errorf("spare %d: waits for Prepare", s.child.Pid)
+	}
+	return s.hand("go", st)
+}
+
+// Takes reports whether Go would hand the spare st: any start, unless
+// it was prepared (Prepare) for another.
+func (s *Spare) Takes(st Start) bool {
+	return s.prepared == nil || st.Equal(*s.prepared)
+}
+
+// Prepare hands a spare made with SpareTarget.Prepare its function, as Go
+// would, but ahead of need: the child mounts its code, becomes its uid
+// and gid, drops its capabilities and installs its filters, then waits
+// for Go. No function code runs before Go. It returns once the request
+// is sent; a failure in the child is reported at Go (Err).
+func (s *Spare) Prepare(st Start) error {
+	if !s.prepare || s.prepared != nil {
+		return fmt.Errorf("spare %d: not made to be prepared, or prepared already", s.child.Pid)
+	}
+	if err := s.hand("prepare", st); err != nil {
+		return err
+	}
+	s.prepared = &st
+	return nil
+}
+
+// hand sends op with st's mounts, ids and environment, after mapping the
+// ids (a home's are mapped already, and must be st's).
+func (s *Spare) hand(op string, st Start) error {
 	files, targets, err := detachAll(st.Mounts)
 	if err != nil {
 		return err
@@ -196,7 +248,12 @@ func (s *Spare) Go(st Start) error {
 	} else if err := mapIDs(s.child, st.UID, st.GID); err != nil {
 		return fmt.Errorf("spare %d: %w", s.child.Pid, err)
 	}
-	b, err := json.Marshal(map[string]any{"op": "go", "mounts": targets, "uid": st.UID, "gid": st.GID, "env": st.Env})
+	return s.send(map[string]any{"op": op, "mounts": targets, "uid": st.UID, "gid": st.GID, "env": st.Env}, files)
+}
+
+// send writes one message with files to the spare.
+func (s *Spare) send(msg map[string]any, files []*os.File) error {
+	b, err := json.Marshal(msg)
 	if err != nil {
 		return err
 	}
@@ -205,6 +262,12 @@ func (s *Spare) Go(st Start) error {
 		return fmt.Errorf("spare %d: %w", s.child.Pid, err)
 	}
 	return nil
+}
+
+// Equal reports whether st and o are the same start: the same mounts in
+// the same order, ids and environment.
+func (st Start) Equal(o Start) bool {
+	return slices.Equal(st.Mounts, o.Mounts) && st.UID == o.UID && st.GID == o.GID && maps.Equal(st.Env, o.Env)
 }
 
 // Err returns the error the spare reported after Go, if it reported one

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/hearth-run/hearth/internal/sandbox"
 )
 
 // TestWatchFrom has a peer play the spare child's end of its control
@@ -114,5 +116,96 @@ func sendMsg(t *testing.T, peer *os.File, msg string, fds ...*os.File) {
 	}
 	for _, f := range fds {
 		f.Close()
+	}
+}
+
+// TestPreparedSpare plays a prepared spare's end of its control socket:
+// Prepare sends the whole start once, and Go then sends a bare go for
+// that start only; a spare made to be prepared takes no Go before, and
+// one made plainly takes no Prepare.
+func TestPreparedSpare(t *testing.T) {
+	ours, peer, err := seqpacketPair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	c, err := net.FileConn(ours)
+	ours.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Spare{child: Child{Pid: 1}, ctl: c.(*net.UnixConn), home: &Home{UID: 1000, GID: 1000}, prepare: true}
+	defer s.Close()
+	next := func() string {
+		t.Helper()
+		unix.SetNonblock(int(peer.Fd()), true)
+		buf := make([]byte, 4096)
+		n, _, err := unix.Recvfrom(int(peer.Fd()), buf, 0)
+		if errors.Is(err, unix.EAGAIN) {
+			return ""
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(buf[:n])
+	}
+	st := Start{UID: 1000, GID: 1000, Env: map[string]string{"A": "1"}}
+	if err := s.Go(st); err == nil || !strings.Contains(err.Error(), "waits for Prepare") {
+		t.Errorf("Go before Prepare: %v", err)
+	}
+	if err := s.Prepare(Start{UID: 7, GID: 7}); err == nil || s.prepared != nil {
+		t.Errorf("Prepare for ids other than its home's: %v, prepared %v", err, s.prepared)
+	}
+	if m := next(); m != "" {
+		t.Fatalf("sent %s before a Prepare that succeeded", m)
+	}
+	if err := s.Prepare(st); err != nil {
+		t.Fatal(err)
+	}
+	if m, want := next(), `{"env":{"A":"1"},"gid":1000,"mounts":[],"op":"prepare","uid":1000}`; m != want {
+		t.Errorf("prepare sent %s, want %s", m, want)
+	}
+	if err := s.Prepare(st); err == nil {
+		t.Error("a second Prepare was taken")
+	}
+	other := Start{UID: 1000, GID: 1000, Env: map[string]string{"A": "2"}}
+	if err := s.Go(other); err == nil || !strings.Contains(err.Error(), "prepared for another start") {
+		t.Errorf("Go with another environment: %v", err)
+	}
+	if m := next(); m != "" {
+		t.Fatalf("sent %s for another start", m)
+	}
+	if err := s.Go(st); err != nil {
+		t.Fatal(err)
+	}
+	if m := next(); m != `{"op":"go"}` {
+		t.Errorf("go sent %s, want a bare go", m)
+	}
+	plain := &Spare{child: Child{Pid: 1}, ctl: s.ctl}
+	if err := plain.Prepare(st); err == nil {
+		t.Error("a spare not made to be prepared took Prepare")
+	}
+}
+
+func TestStartEqual(t *testing.T) {
+	a := sandbox.Bind{Source: "/a", Target: "/code"}
+	b := sandbox.Bind{Source: "/b", Target: "/pkgs"}
+	base := Start{Mounts: []sandbox.Bind{a, b}, UID: 1, GID: 2, Env: map[string]string{"K": "v"}}
+	for _, tc := range []struct {
+		name string
+		o    Start
+		want bool
+	}{
+		{"same", Start{Mounts: []sandbox.Bind{a, b}, UID: 1, GID: 2, Env: map[string]string{"K": "v"}}, true},
+		{"mount order", Start{Mounts: []sandbox.Bind{b, a}, UID: 1, GID: 2, Env: map[string]string{"K": "v"}}, false},
+		{"mount missing", Start{Mounts: []sandbox.Bind{a}, UID: 1, GID: 2, Env: map[string]string{"K": "v"}}, false},
+		{"uid", Start{Mounts: []sandbox.Bind{a, b}, UID: 3, GID: 2, Env: map[string]string{"K": "v"}}, false},
+		{"gid", Start{Mounts: []sandbox.Bind{a, b}, UID: 1, GID: 3, Env: map[string]string{"K": "v"}}, false},
+		{"env value", Start{Mounts: []sandbox.Bind{a, b}, UID: 1, GID: 2, Env: map[string]string{"K": "w"}}, false},
+		{"env extra", Start{Mounts: []sandbox.Bind{a, b}, UID: 1, GID: 2, Env: map[string]string{"K": "v", "L": ""}}, false},
+	} {
+		if got := base.Equal(tc.o); got != tc.want {
+			t.Errorf("%s: Equal = %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }

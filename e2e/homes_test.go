@@ -2,7 +2,11 @@ package e2e
 
 import (
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"reflect"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -71,7 +75,47 @@ type homeSeen struct {
 	Owners    map[string]any `json:"owners"` // inode of each namespace's owning user namespace, or an error
 	Loaded    float64        // when the module was imported, in Unix seconds
 	State     map[string]any // its process's ids, capabilities, filters, cwd, environment, sys.path, mounts
+	Mark      int            // set by the probe deployed again
 	asked     time.Time      // when the call was made
+}
+
+// checkPrepared checks that the one process of function name's uid (first
+// is its first call's report), between calls, is a prepared spare: the
+// function's ids, no capabilities, its filters, in its code directory.
+func checkPrepared(t *testing.T, name string, first homeSeen) {
+	t.Helper()
+	uid := strconv.Itoa(first.UID)
+	var found []string
+	dirs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, d := range dirs {
+		b, err := os.ReadFile(d + "/status")
+		if err != nil {
+			continue
+		}
+		st := map[string]string{}
+		for _, line := range strings.Split(string(b), "\n") {
+			k, v, _ := strings.Cut(line, ":")
+			st[k] = strings.TrimSpace(v)
+		}
+		if f := strings.Fields(st["Uid"]); len(f) == 0 || f[0] != uid {
+			continue
+		}
+		found = append(found, d)
+		for _, k := range []string{"Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp", "Seccomp_filters"} {
+			if want := first.State[k]; st[k] != want {
+				t.Errorf("%s's waiting spare %s: %s %q, want %q as in a call", name, d, k, st[k], want)
+			}
+		}
+		// Its environment is set with putenv, which /proc/PID/environ
+		// (the block it was started with) does not show; its working
+		// directory is set with it, the function's code.
+		if cwd, err := os.Readlink(d + "/cwd"); err != nil || cwd != first.State["cwd"] {
+			t.Errorf("%s's waiting spare %s: working directory %q (%v), want %q as in a call", name, d, cwd, err, first.State["cwd"])
+		}
+	}
+	if len(found) != 1 {
+		t.Errorf("%s: %d processes of its uid %s between calls (%v), want its prepared spare alone", name, len(found), uid, found)
+	}
 }
 
 // TestHomes checks that a function's fork starts enter the user and
@@ -123,9 +167,16 @@ func TestHomes(t *testing.T) {
 	const rounds = 6
 	// The first start's sandbox leaves no home (its function was not
 	// started again yet); each later one does, and the next start
-	// enters it: the same namespaces, round after round.
+	// enters it: the same namespaces, round after round. From the third
+	// call on, a spare prepared in the home waits for it: the function's
+	// only process between calls, already its uid, confined and in its
+	// environment; a while later the call finds it has imported nothing.
 	for range rounds {
 		for _, name := range []string{"ha", "hb"} {
+			if l := seen[name]; len(l) >= 2 {
+				time.Sleep(150 * time.Millisecond)
+				checkPrepared(t, name, l[0])
+			}
 			seen[name] = append(seen[name], call(name, "{}"))
 		}
 	}
@@ -177,6 +228,17 @@ func TestHomes(t *testing.T) {
 		}
 	}
 
+	// Deployed again with other code, hb's prepared spares go: its next
+	// start runs the new code, from no home.
+	before := event("taken")
+	w.deployDir("hb", fn(t, "f.py", strings.Replace(homeProbe, `"state": state()}`, `"state": state(), "mark": 1}`, 1)))
+	if s := call("hb", "{}"); s.Mark != 1 {
+		t.Errorf("hb deployed again ran its old code: %+v", s)
+	}
+	if got := event("taken"); got != before {
+		t.Errorf("hb deployed again took a spare in a home (%v taken, %v before)", got, before)
+	}
+
 	// A sandbox whose network was used leaves no home: hc's third call,
 	// in the home its second left, sends a datagram.
 	w.deployDir("hc", probe)
@@ -196,7 +258,7 @@ func TestHomes(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.deployDir("ha", probe)
-	before := event("taken")
+	before = event("taken")
 	s := call("ha", "{}")
 	if s.UID != a[0].UID {
 		t.Fatalf("deployed again, ha runs as uid %d, not %d: this test needs the same uid", s.UID, a[0].UID)

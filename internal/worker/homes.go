@@ -378,23 +378,39 @@ func (k homeKey) String() string { return fmt.Sprintf("%s (uid %d) on node %q", 
 // and installs its filters now, off the next start's clock, and runs
 // none of the function's code until that start. It gets the start the
 // function's launch gives (spareStart's Go refuses any other), while
-// the function is still k's deployment; else errNoHome. The code
-// directory is leased until its mounts are sent.
+// the function is still k's deployment; else errNoHome, as for any
+// failure of the function's own (which must not turn homes off). The
+// spare holds the code, which it has mounted, until it is discarded or
+// its instance holds it.
 func (w *Worker) prepareHome(sp *spare, k homeKey) error {
 	fn, release, err := w.fns.Lease(k.fn)
 	if err != nil {
 		return fmt.Errorf("%w: %w", errNoHome, err)
 	}
-	defer release()
 	if deployment(fn) != k.gen {
+		release()
 		return fmt.Errorf("%w: %s was deployed again", errNoHome, k.fn)
 	}
+	code := w.holdCode(fn, release)
+	sp.code = &code
 	l, err := w.newLaunch(fn, nil)
 	if err != nil {
-		return err
+		return fmt.Errorf("%w: %w", errNoHome, err)
 	}
 	if l.uid != k.uid || l.gid != k.gid {
 		return fmt.Errorf("%w: %s has other ids now", errNoHome, k.fn)
 	}
 	return sp.child.Prepare(l.start())
+}
+
+// homeSpareDone records how a spare made into a home ended: it started
+// its function (err nil), or failed to be made or before its start (see
+// homes.made, which turns homes off after homesFailMax in a row).
+func (w *Worker) homeSpareDone(err error) {
+	if w.homes == nil {
+		return
+	}
+	if off := w.homes.made(err, time.Now()); off > 0 {
+		w.log.Warn("sandboxes' namespaces are not kept for their function's next for a while: spares could not be made into them", "err", err, "off_for", off)
+	}
 }

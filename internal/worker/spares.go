@@ -176,6 +176,9 @@ type spare struct {
 	// its function's instance to keep when it ends (homes.go); nil if
 	// it has none to leave.
 	home *zygote.Home
+	// code is the hold on its function's code, which a spare prepared
+	// in a home has mounted (prepareHome); nil otherwise.
+	code *fnKey
 }
 
 func (w *Worker) startSpares(min, max int) {
@@ -313,17 +316,18 @@ func (s *spares) fill(wake <-chan struct{}) {
 				break
 			}
 			sp, err := s.make(key.node, key.net)
-			if key.home != nil && s.w.homes != nil && !errors.Is(err, errNoHome) && !errors.Is(err, errSpareHost) {
-				if off := s.w.homes.made(err, time.Now()); off > 0 {
-					s.w.log.Warn("sandboxes' namespaces are not kept for their function's next for a while: spares could not be made into them", "err", err, "off_for", off)
-				}
+			if key.home != nil && err != nil && !errors.Is(err, errNoHome) && !errors.Is(err, errSpareHost) {
+				// Success is counted when the spare starts its function
+				// (spareStarter): a prepared spare's arrival ends after
+				// its make.
+				s.w.homeSpareDone(err)
 			}
 			if retry, host := s.made(key, err, time.Now()); host {
 				s.w.log.Warn("spares not made", "err", err, "retry_in", retry)
 				continue
 			} else if errors.Is(err, errNoHome) {
-				// Another filler took the home: look again at the next
-				// wake, not in a loop.
+				// Another filler took the home, or its function changed:
+				// look again at the next wake, not in a loop.
 				break
 			} else if err != nil {
 				s.w.log.Warn("spare zygote child", "node", key.node, "network", key.net, "err", err, "retry_in", retry)
@@ -615,6 +619,9 @@ func (w *Worker) discard(sp *spare) {
 	w.dropNet(ctx, sp.net)
 	w.dropLazy(ctx, sp.lazy)
 	w.closeHome(sp.home)
+	if sp.code != nil {
+		w.dropCode(*sp.code)
+	}
 	for _, f := range []*os.File{sp.out, sp.err} {
 		if f != nil {
 			f.Close()

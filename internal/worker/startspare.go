@@ -36,11 +36,12 @@ func (s spareStarter) start(ctx context.Context, l *launch) (*instance, error) {
 	t0 := time.Now()
 	kind := w.spareKind(l)
 	var sp *spare
+	fromHome := false
 	if hk, ok := w.homeKind(l, node, kind); ok {
 		// A spare in a home the function's last sandbox left, if one is
 		// ready; else one of the node's others.
 		if sp = w.spares.takeReady(node, hk); sp != nil {
-			kind = hk
+			kind, fromHome = hk, true
 		}
 	}
 	if sp == nil {
@@ -50,16 +51,30 @@ func (s spareStarter) start(ctx context.Context, l *launch) (*instance, error) {
 	if sp == nil {
 		return nil, errSkip
 	}
+	if err := sp.child.Failed(); err != nil {
+		// Its arrival failed (a prepared spare's), or it died waiting:
+		// the fork on demand starts this one.
+		w.log.Warn("a spare failed before its start; discarded", "function", l.fn.Name, "zygote", node, "err", err)
+		if fromHome {
+			w.homeSpareDone(err)
+		}
+		w.background(func() { w.discard(sp) })
+		return nil, errSkip
+	}
 	st := l.start()
 	if !sp.child.Takes(st) {
 		// Prepared for what the function was when it was made (its
-		// packages' mounts since changed, say): the fork on demand
-		// starts this one.
+		// packages' mounts since changed, say).
 		w.log.Warn("a spare in a home was prepared for another start of its function; discarded", "function", l.fn.Name)
-		w.discard(sp)
+		w.background(func() { w.discard(sp) })
 		return nil, errSkip
 	}
 	inst, err := w.spareStart(ctx, l, sp, st)
+	if fromHome && (err == nil || !final(ctx, err)) {
+		// A start of the function's own failing (its handler's load)
+		// says nothing of homes.
+		w.homeSpareDone(err)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -133,6 +148,11 @@ func (w *Worker) spareStart(ctx context.Context, l *launch, sp *spare, st zygote
 	}
 	sp.child.Close()
 	w.closeHome(sp.home) // not the instance's: Go failed
+	if sp.code != nil {
+		// The instance holds it now (track), if it started.
+		w.dropCode(*sp.code)
+		sp.code = nil
+	}
 	if err != nil {
 		return nil, err
 	}

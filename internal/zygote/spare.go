@@ -210,6 +210,40 @@ func (s *Spare) Go(st Start) error {
 	return s.hand("go", st)
 }
 
+// Failed reports why the spare can no longer be given a function, if it
+// said so or exited already: a spare sends nothing between its network
+// listener (read when made) and Go, so anything there, or the socket's
+// end, is a failure (a prepared spare whose arrival failed, one killed
+// for its memory). It does not wait.
+func (s *Spare) Failed() error {
+	rc, err := s.ctl.SyscallConn()
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, 4096)
+	var n int
+	var rerr error
+	if err := rc.Read(func(fd uintptr) bool {
+		n, _, rerr = unix.Recvfrom(int(fd), buf, unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		return true // never wait
+	}); err != nil {
+		return fmt.Errorf("spare %d: %w", s.child.Pid, err)
+	}
+	switch {
+	case errors.Is(rerr, unix.EAGAIN):
+		return nil
+	case rerr != nil:
+		return fmt.Errorf("spare %d: %w", s.child.Pid, rerr)
+	case n == 0:
+		return fmt.Errorf("spare %d: exited before its start", s.child.Pid)
+	}
+	var r reply
+	if json.Unmarshal(buf[:n], &r) == nil && r.Error != "" {
+		return fmt.Errorf("spare %d: %s", s.child.Pid, r.Error)
+	}
+	return fmt.Errorf("spare %d: sent %q before its start", s.child.Pid, buf[:min(n, 80)])
+}
+
 // Takes reports whether Go would hand the spare st: any start, unless
 // it was prepared (Prepare) for another.
 func (s *Spare) Takes(st Start) bool {

@@ -209,3 +209,53 @@ func TestStartEqual(t *testing.T) {
 		}
 	}
 }
+
+// TestSpareFailed checks what Failed makes of a spare's control socket:
+// nothing there is a healthy spare (and Failed does not wait); an error
+// the child sent, anything else it sent, or its end closed is a failure.
+func TestSpareFailed(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		peer func(p *os.File)
+		want string // in Failed's error; "" for none
+	}{
+		{name: "waiting", peer: func(*os.File) {}},
+		{name: "error", peer: func(p *os.File) { sendMsg(t, p, `{"error": "OSError: move_mount on /code: EPERM"}`) }, want: "move_mount on /code"},
+		{name: "other", peer: func(p *os.File) { sendMsg(t, p, `{"ok": true}`) }, want: "before its start"},
+		{name: "exited", peer: func(p *os.File) { p.Close() }, want: "exited before its start"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ours, peer, err := seqpacketPair()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer peer.Close()
+			c, err := net.FileConn(ours)
+			ours.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := &Spare{child: Child{Pid: 1}, ctl: c.(*net.UnixConn)}
+			defer s.Close()
+			tc.peer(peer)
+			t0 := time.Now()
+			err = s.Failed()
+			if d := time.Since(t0); d > time.Second {
+				t.Errorf("Failed took %v", d)
+			}
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("Failed: %v, want nil", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Failed: %v, want %q", err, tc.want)
+			}
+			// A peek: asked again, it says the same.
+			if err2 := s.Failed(); err2 == nil || err2.Error() != err.Error() {
+				t.Fatalf("Failed again: %v, want %v", err2, err)
+			}
+		})
+	}
+}

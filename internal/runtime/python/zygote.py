@@ -867,7 +867,8 @@ def spare_fork(req, fds):
             ctl.close()
             if prepare:
                 serve_function(env)
-            become(go, mfds)
+            else:
+                become(go, mfds)
         except BaseException as e:  # noqa: BLE001
             _report(ctl, e)
             raise

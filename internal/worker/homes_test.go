@@ -247,3 +247,30 @@ func TestHomesOffAfterFailures(t *testing.T) {
 		t.Errorf("second pause %v, want %v", d, 2*homesOffMin)
 	}
 }
+
+// TestShortPutsHomesFirst checks that the refill makes a spare into a
+// home kept before plain spares, once the node's plain reserve has one.
+func TestShortPutsHomesFirst(t *testing.T) {
+	w := &Worker{homes: newHomes()}
+	s := &spares{w: w, min: 4, max: 16, nodes: map[string]*spareNode{}}
+	k := homeKey{node: "n", fn: "f", gen: 1, uid: 5, gid: 5}
+	s.prime("n", "isolated")
+	s.prime(k.node, k.kind())
+	w.homes.put(k, testHome(t), time.Now())
+	// The plain reserve is empty and further below its want than the
+	// home's: it gets one first.
+	n, ok := s.short()
+	if !ok || n.net != "isolated" {
+		t.Fatalf("short = %+v %v, want the empty plain reserve first", n, ok)
+	}
+	// Then the home, though the plain reserve is still further below.
+	n, ok = s.short()
+	if !ok || n.home == nil || *n.home != k {
+		t.Fatalf("short = %+v %v, want the home kind once the plain reserve has one coming", n, ok)
+	}
+	// With no home left to make into, plain again.
+	n, ok = s.short()
+	if !ok || n.net != "isolated" {
+		t.Fatalf("short = %+v %v, want the plain reserve with the home taken", n, ok)
+	}
+}

@@ -459,7 +459,7 @@ func (s *spares) short() (*spareNode, bool) {
 		return nil, false
 	}
 	total, homed, gap := 0, 0, 0
-	var best *spareNode
+	var best, home *spareNode
 	for _, n := range s.nodes {
 		total += len(n.ready) + n.making
 		if n.home != nil {
@@ -481,6 +481,9 @@ func (s *spares) short() (*spareNode, bool) {
 				continue
 			}
 			g = min(g, s.w.homes.count(*n.home)-n.making)
+			if g > 0 && home == nil && s.floorLocked(n.node) {
+				home = n
+			}
 		}
 		if g > gap {
 			best, gap = n, g
@@ -489,8 +492,24 @@ func (s *spares) short() (*spareNode, bool) {
 	if gap <= 0 || total >= s.max {
 		return nil, false
 	}
+	if home != nil {
+		// A home kept is its function's sandbox just ended: the next
+		// start is likely that function's again (calls back to back),
+		// and a spare in its home starts it sooner and for less than
+		// a plain one. So homes come first, but for the node's plain
+		// reserve keeping one for its other functions (floorLocked).
+		best = home
+	}
 	best.making++
 	return best, true
+}
+
+// floorLocked reports whether zygote node node's plain reserve for
+// isolated functions (the kind a home's function otherwise takes) has a
+// spare ready or being made, or is not kept at all. Called with s.mu.
+func (s *spares) floorLocked(node string) bool {
+	n := s.nodes[spareKey(node, function.NetworkIsolated)]
+	return n == nil || len(n.ready)+n.making > 0
 }
 
 func (s *spares) trim(now time.Time) {

@@ -80,9 +80,11 @@ type homeSeen struct {
 }
 
 // checkPrepared checks that the one process of function name's uid (first
-// is its first call's report), between calls, is a prepared spare: the
-// function's ids, no capabilities, its filters, in its code directory.
-func checkPrepared(t *testing.T, name string, first homeSeen) {
+// is its first call's report) in the worker's cgroups (under parent),
+// between calls, is a prepared spare: the function's ids, no
+// capabilities, its filters, in its code directory. Other tests' workers
+// give their functions the same uids.
+func checkPrepared(t *testing.T, parent, name string, first homeSeen) {
 	t.Helper()
 	uid := strconv.Itoa(first.UID)
 	var found []string
@@ -98,6 +100,9 @@ func checkPrepared(t *testing.T, name string, first homeSeen) {
 			st[k] = strings.TrimSpace(v)
 		}
 		if f := strings.Fields(st["Uid"]); len(f) == 0 || f[0] != uid {
+			continue
+		}
+		if cg, err := os.ReadFile(d + "/cgroup"); err != nil || !strings.Contains(string(cg), "/"+parent+"/") {
 			continue
 		}
 		found = append(found, d)
@@ -175,7 +180,7 @@ func TestHomes(t *testing.T) {
 		for _, name := range []string{"ha", "hb"} {
 			if l := seen[name]; len(l) >= 2 {
 				time.Sleep(150 * time.Millisecond)
-				checkPrepared(t, name, l[0])
+				checkPrepared(t, w.cgroup, name, l[0])
 			}
 			seen[name] = append(seen[name], call(name, "{}"))
 		}

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -82,12 +83,48 @@ type homeSeen struct {
 // checkPrepared checks that the one process of function name's uid (first
 // is its first call's report) in the worker's cgroups (under parent),
 // between calls, is a prepared spare: the function's ids, no
-// capabilities, its filters, in its code directory. Other tests' workers
-// give their functions the same uids.
+// capabilities, its filters, in its code directory. It waits for the
+// spare to have arrived (it does so at the lowest CPU weight).
 func checkPrepared(t *testing.T, parent, name string, first homeSeen) {
 	t.Helper()
-	uid := strconv.Itoa(first.UID)
-	var found []string
+	var why []string
+	for end := time.Now().Add(20 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		why = why[:0]
+		procs := procsOf(parent, first.UID)
+		if len(procs) != 1 {
+			why = append(why, fmt.Sprintf("%d processes of its uid %d between calls, want its prepared spare alone", len(procs), first.UID))
+		}
+		for _, p := range procs {
+			for _, k := range []string{"Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp", "Seccomp_filters"} {
+				if want := first.State[k]; p.status[k] != want {
+					why = append(why, fmt.Sprintf("%s: %s %q, want %q as in a call", p.dir, k, p.status[k], want))
+				}
+			}
+			// Its environment is set with putenv, which /proc/PID/environ
+			// (the block it was started with) does not show; its working
+			// directory is set with it, the function's code.
+			if p.cwd != first.State["cwd"] {
+				why = append(why, fmt.Sprintf("%s: working directory %q, want %q as in a call", p.dir, p.cwd, first.State["cwd"]))
+			}
+		}
+		if len(why) == 0 {
+			return
+		}
+	}
+	t.Errorf("%s's waiting spare: %s", name, strings.Join(why, "; "))
+}
+
+// proc is a process's /proc/PID/status, by field, and working directory.
+type proc struct {
+	dir, cwd string
+	status   map[string]string
+}
+
+// procsOf lists the processes of uid in cgroups under parent (other
+// tests' workers, running in parallel, give their functions the same
+// uids).
+func procsOf(parent string, uid int) []proc {
+	var out []proc
 	dirs, _ := filepath.Glob("/proc/[0-9]*")
 	for _, d := range dirs {
 		b, err := os.ReadFile(d + "/status")
@@ -99,28 +136,16 @@ func checkPrepared(t *testing.T, parent, name string, first homeSeen) {
 			k, v, _ := strings.Cut(line, ":")
 			st[k] = strings.TrimSpace(v)
 		}
-		if f := strings.Fields(st["Uid"]); len(f) == 0 || f[0] != uid {
+		if f := strings.Fields(st["Uid"]); len(f) == 0 || f[0] != strconv.Itoa(uid) {
 			continue
 		}
 		if cg, err := os.ReadFile(d + "/cgroup"); err != nil || !strings.Contains(string(cg), "/"+parent+"/") {
 			continue
 		}
-		found = append(found, d)
-		for _, k := range []string{"Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp", "Seccomp_filters"} {
-			if want := first.State[k]; st[k] != want {
-				t.Errorf("%s's waiting spare %s: %s %q, want %q as in a call", name, d, k, st[k], want)
-			}
-		}
-		// Its environment is set with putenv, which /proc/PID/environ
-		// (the block it was started with) does not show; its working
-		// directory is set with it, the function's code.
-		if cwd, err := os.Readlink(d + "/cwd"); err != nil || cwd != first.State["cwd"] {
-			t.Errorf("%s's waiting spare %s: working directory %q (%v), want %q as in a call", name, d, cwd, err, first.State["cwd"])
-		}
+		cwd, _ := os.Readlink(d + "/cwd")
+		out = append(out, proc{dir: d, cwd: cwd, status: st})
 	}
-	if len(found) != 1 {
-		t.Errorf("%s: %d processes of its uid %s between calls (%v), want its prepared spare alone", name, len(found), uid, found)
-	}
+	return out
 }
 
 // TestHomes checks that a function's fork starts enter the user and
@@ -237,6 +262,11 @@ func TestHomes(t *testing.T) {
 	// start runs the new code, from no home.
 	before := event("taken")
 	w.deployDir("hb", fn(t, "f.py", strings.Replace(homeProbe, `"state": state()}`, `"state": state(), "mark": 1}`, 1)))
+	for end := time.Now().Add(20 * time.Second); len(procsOf(w.cgroup, b[0].UID)) > 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("hb deployed again: %d processes of its uid remain (its spare prepared for the earlier code)", len(procsOf(w.cgroup, b[0].UID)))
+		}
+	}
 	if s := call("hb", "{}"); s.Mark != 1 {
 		t.Errorf("hb deployed again ran its old code: %+v", s)
 	}

@@ -100,11 +100,13 @@ type homes struct {
 	by     map[homeKey][]keptHome
 	n      int
 	closed bool
-	// fails counts spares that failed to be made into a home, in a row;
-	// at homesFailMax no home is kept until offUntil, a pause that
-	// doubles each time (offFor): a host that refuses a child's setns
-	// into them would fail every such spare.
+	// fails counts spares that failed to be made into a home, or to
+	// arrive in it, in a row (none started from a home between, none
+	// more than homesFailWindow apart); at homesFailMax no home is kept
+	// until offUntil, a pause that doubles each time (offFor): a host
+	// that refuses a child's setns into them would fail every such spare.
 	fails    int
+	lastFail time.Time
 	offUntil time.Time
 	offFor   time.Duration
 }
@@ -113,9 +115,10 @@ type homes struct {
 // home before the worker stops keeping homes for a while: homesOffMin,
 // doubling each time up to homesOffMax.
 const (
-	homesFailMax = 5
-	homesOffMin  = time.Minute
-	homesOffMax  = 30 * time.Minute
+	homesFailMax    = 5
+	homesFailWindow = 10 * time.Minute
+	homesOffMin     = time.Minute
+	homesOffMax     = 30 * time.Minute
 )
 
 // made records whether a spare was made into a home (err nil) at now,
@@ -133,6 +136,10 @@ func (hs *homes) made(err error, now time.Time) time.Duration {
 		hs.fails = 0
 		return 0
 	}
+	if now.Sub(hs.lastFail) > homesFailWindow {
+		hs.fails = 0 // not in a row: homes started meanwhile, unseen
+	}
+	hs.lastFail = now
 	if hs.fails++; hs.fails < homesFailMax {
 		return 0
 	}
@@ -404,8 +411,10 @@ func (w *Worker) prepareHome(sp *spare, k homeKey) error {
 }
 
 // homeSpareDone records how a spare made into a home ended: it started
-// its function (err nil), or failed to be made or before its start (see
-// homes.made, which turns homes off after homesFailMax in a row).
+// its function (err nil), or failed to be made or to arrive (see
+// homes.made, which turns homes off after homesFailMax in a row). A
+// start that failed after the spare arrived is the function's doing (a
+// handler that exits at import, say), and counts neither way.
 func (w *Worker) homeSpareDone(err error) {
 	if w.homes == nil {
 		return

@@ -246,6 +246,13 @@ func TestHomesOffAfterFailures(t *testing.T) {
 	if d := hs.made(boom, later); d != 2*homesOffMin {
 		t.Errorf("second pause %v, want %v", d, 2*homesOffMin)
 	}
+	// Failures further apart than homesFailWindow are not in a row.
+	at := later.Add(time.Hour)
+	for i := range 2 * homesFailMax {
+		if d := hs.made(boom, at.Add(time.Duration(i)*(homesFailWindow+time.Second))); d != 0 {
+			t.Fatalf("failure %d, each more than %v after the last, turned homes off", i, homesFailWindow)
+		}
+	}
 }
 
 // TestShortPutsHomesFirst checks that the refill makes a spare into a
@@ -272,5 +279,23 @@ func TestShortPutsHomesFirst(t *testing.T) {
 	n, ok = s.short()
 	if !ok || n.net != "isolated" {
 		t.Fatalf("short = %+v %v, want the plain reserve with the home taken", n, ok)
+	}
+	// Never before another node's reserve, or another kind's, further
+	// below its want.
+	for _, other := range []struct{ node, kind string }{{"m", "isolated"}, {"n", "offline"}} {
+		s := &spares{w: w, min: 4, max: 16, nodes: map[string]*spareNode{}}
+		s.prime("n", "isolated")
+		s.prime(k.node, k.kind())
+		s.prime(other.node, other.kind)
+		s.nodes[spareKey("n", "isolated")].making = 1 // its floor
+		s.nodes[spareKey("n", "isolated")].peak = 1
+		s.nodes[spareKey("n", "isolated")].peakAt = time.Now()
+		s.min = 1
+		s.nodes[spareKey(other.node, other.kind)].peak = 4
+		s.nodes[spareKey(other.node, other.kind)].peakAt = time.Now()
+		n, ok := s.short()
+		if !ok || n.node != other.node || n.net != other.kind {
+			t.Errorf("short = %+v %v, want %s/%s, further below its want than the home", n, ok, other.node, other.kind)
+		}
 	}
 }

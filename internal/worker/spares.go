@@ -492,12 +492,15 @@ func (s *spares) short() (*spareNode, bool) {
 	if gap <= 0 || total >= s.max {
 		return nil, false
 	}
-	if home != nil {
+	if home != nil && best == s.nodes[spareKey(home.node, function.NetworkIsolated)] {
 		// A home kept is its function's sandbox just ended: the next
 		// start is likely that function's again (calls back to back),
 		// and a spare in its home starts it sooner and for less than
-		// a plain one. So homes come first, but for the node's plain
-		// reserve keeping one for its other functions (floorLocked).
+		// a plain one. So a home comes before its node's plain reserve
+		// for isolated functions, which its function would otherwise
+		// take, once that reserve has one for the node's other
+		// functions (floorLocked); never before another node's or
+		// another kind's reserve.
 		best = home
 	}
 	best.making++

@@ -70,13 +70,14 @@ func (s spareStarter) start(ctx context.Context, l *launch) (*instance, error) {
 		return nil, errSkip
 	}
 	inst, err := w.spareStart(ctx, l, sp, st)
-	if fromHome && (err == nil || !final(ctx, err)) {
-		// A start of the function's own failing (its handler's load)
-		// says nothing of homes.
-		w.homeSpareDone(err)
-	}
 	if err != nil {
+		// The handler's own doing, or the spare's arrival failing after
+		// the take: only the latter would be the home's, and they cannot
+		// be told apart here, so neither counts (homeSpareDone).
 		return nil, err
+	}
+	if fromHome {
+		w.homeSpareDone(nil)
 	}
 	l.st.noteForkStart(t0)
 	w.metrics.spareStarts.Inc()

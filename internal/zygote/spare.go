@@ -216,6 +216,9 @@ func (s *Spare) Go(st Start) error {
 // end, is a failure (a prepared spare whose arrival failed, one killed
 // for its memory). It does not wait.
 func (s *Spare) Failed() error {
+	// A deadline watchFrom's cancel set after its read ended would
+	// fail the peek; no read on the socket is under way now.
+	s.ctl.SetReadDeadline(time.Time{})
 	rc, err := s.ctl.SyscallConn()
 	if err != nil {
 		return err

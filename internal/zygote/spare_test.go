@@ -47,18 +47,7 @@ func TestWatchFrom(t *testing.T) {
 		{name: "canceled", cancel: true, wantErr: "context canceled"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ours, peer, err := seqpacketPair()
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer peer.Close()
-			c, err := net.FileConn(ours)
-			ours.Close()
-			if err != nil {
-				t.Fatal(err)
-			}
-			s := &Spare{child: Child{Pid: 1}, ctl: c.(*net.UnixConn)}
-			defer s.Close()
+			s, peer := spareOnPair(t)
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			if tc.send != nil {
@@ -73,7 +62,7 @@ func TestWatchFrom(t *testing.T) {
 				time.AfterFunc(50*time.Millisecond, cancel)
 			}
 			t0 := time.Now()
-			err = s.watchFrom(ctx)
+			err := s.watchFrom(ctx)
 			if d := time.Since(t0); d > 2*time.Second {
 				t.Errorf("watchFrom took %v", d)
 			}
@@ -109,6 +98,25 @@ func TestWatchFrom(t *testing.T) {
 }
 
 // sendMsg sends one packet with descriptors fds (closed after) on peer.
+// spareOnPair is a Spare whose control socket's other end, peer, plays
+// the child; both close when the test ends.
+func spareOnPair(t *testing.T) (*Spare, *os.File) {
+	t.Helper()
+	ours, peer, err := seqpacketPair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { peer.Close() })
+	c, err := net.FileConn(ours)
+	ours.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Spare{child: Child{Pid: 1}, ctl: c.(*net.UnixConn)}
+	t.Cleanup(func() { s.Close() })
+	return s, peer
+}
+
 func sendMsg(t *testing.T, peer *os.File, msg string, fds ...*os.File) {
 	t.Helper()
 	if err := unix.Sendmsg(int(peer.Fd()), []byte(msg), rights(fds), nil, 0); err != nil && !errors.Is(err, unix.EPIPE) {
@@ -124,18 +132,8 @@ func sendMsg(t *testing.T, peer *os.File, msg string, fds ...*os.File) {
 // that start only; a spare made to be prepared takes no Go before, and
 // one made plainly takes no Prepare.
 func TestPreparedSpare(t *testing.T) {
-	ours, peer, err := seqpacketPair()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer peer.Close()
-	c, err := net.FileConn(ours)
-	ours.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &Spare{child: Child{Pid: 1}, ctl: c.(*net.UnixConn), home: &Home{UID: 1000, GID: 1000}, prepare: true}
-	defer s.Close()
+	s, peer := spareOnPair(t)
+	s.home, s.prepare = &Home{UID: 1000, GID: 1000}, true
 	next := func() string {
 		t.Helper()
 		unix.SetNonblock(int(peer.Fd()), true)
@@ -225,21 +223,10 @@ func TestSpareFailed(t *testing.T) {
 		{name: "exited", peer: func(p *os.File) { p.Close() }, want: "exited before its start"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ours, peer, err := seqpacketPair()
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer peer.Close()
-			c, err := net.FileConn(ours)
-			ours.Close()
-			if err != nil {
-				t.Fatal(err)
-			}
-			s := &Spare{child: Child{Pid: 1}, ctl: c.(*net.UnixConn)}
-			defer s.Close()
+			s, peer := spareOnPair(t)
 			tc.peer(peer)
 			t0 := time.Now()
-			err = s.Failed()
+			err := s.Failed()
 			if d := time.Since(t0); d > time.Second {
 				t.Errorf("Failed took %v", d)
 			}

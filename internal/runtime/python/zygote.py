@@ -427,19 +427,18 @@ def settle():
     the interpreter's caches and specialized bytecode along those paths are
     set in pages every child shares, then make what exists immortal and
     leave it to no collection."""
-    path = list(sys.path)
     environ = {k.decode(): v.decode() for k, v in posix.environ.items()}
     try:
         # More than once: CPython specializes an instruction on its second
         # run, and a child would otherwise write that into shared code.
+        # Each puts sys.path back itself.
         for _ in range(_REHEARSALS):
             hearthrt.rehearse()
     except Exception as e:  # noqa: BLE001 - an optimization only
         posix.write(2, ("hearth zygote: rehearsal: %r\n" % (e,)).encode())
     finally:
-        sys.path[:] = path
         hearthrt.set_environ(environ)
-    del path, environ  # before immortalize, which would keep them
+    del environ  # before immortalize, which would keep it
     immortalize()
     gc.freeze()
     populate_files()

@@ -21,7 +21,7 @@ const spareIdle = time.Minute
 
 // spareQuiet is how long the refill waits after the last start that took
 // a spare: making one costs a few ms of CPU (a sandbox, a fork, the
-// rehearsal), which would otherwise compete with the start that just
+// child's set-up), which would otherwise compete with the start that just
 // took one, on a machine with few cores.
 const spareQuiet = 3 * time.Millisecond
 
@@ -573,7 +573,7 @@ func (s *spares) make(key, net string) (_ *spare, err error) {
 		}
 	}()
 	// The lowest CPU weight until it gets a function: the child's
-	// rehearsal then yields to running functions and starts.
+	// set-up then yields to running functions and starts.
 	if sp.group, err = w.newGroup(ctx, sb.ID(), cgroup.Limits{MemoryBytes: spareMemory, Pids: w.cfg.PidsLimit, CPUWeight: 1}); err != nil {
 		return nil, fmt.Errorf("%w: %w", errSpareHost, err)
 	}

@@ -605,13 +605,14 @@ def rehearse(scratch="/tmp"):
     """Run once, on throwaway data, what a start and its first call run:
     environment and sys.path set-up, a handler import, an invocation.
 
-    A zygote's spare child calls this while it waits for a function, so
-    the pages these paths write are copied (copy-on-write) then rather than
-    on a start's critical path: it takes a start from go to READY from
-    about 1.5 ms to 0.8 ms. It leaves nothing behind: the module, its file
-    and its path finder are removed and sys.path is put back (setup_path
-    keeps what it finds there: the scratch directory would stay on a
-    function's path); the caller sets the environment again afterwards."""
+    A zygote calls this before its first fork (settle), so that the
+    interpreter's caches and the specialized bytecode along these paths
+    are set in pages its children share rather than written by each
+    child on a start's critical path. It leaves nothing behind: the
+    module, its file and its path finder are removed and sys.path is put
+    back (setup_path keeps what it finds there: the scratch directory
+    would stay on a function's path); the caller sets the environment
+    again afterwards."""
     name = "_hearth_rehearsal"
     path = "%s/%s.py" % (scratch, name)
     env = {

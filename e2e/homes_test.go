@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -300,6 +301,71 @@ func TestHomes(t *testing.T) {
 	}
 	if got := event("taken"); got != before {
 		t.Errorf("ha deployed again took a spare in a home (%v taken, %v before)", got, before)
+	}
+	w.stop()
+	w.assertClean()
+}
+
+// TestHomeSpareDeadFallsBack checks that a start whose home holds a
+// prepared spare that died waiting takes one of its node's plain spares
+// rather than forking on demand, and still runs in a sandbox of its own.
+func TestHomeSpareDeadFallsBack(t *testing.T) {
+	w := startWorker(t, "--no-warm-cache", "--no-snapshots")
+	w.deployDir("hf", fn(t, "f.py", homeProbe))
+	metric := func(m string) float64 { return max(metricValue(t, w, m), 0) }
+	call := func() homeSeen {
+		t.Helper()
+		inv := w.mustInvoke("hf", "{}")
+		if inv.Path != "fork" {
+			t.Fatalf("path %s, want fork", inv.Path)
+		}
+		var s homeSeen
+		if err := json.Unmarshal(inv.Body, &s); err != nil {
+			t.Fatalf("%v: %s", err, inv.Body)
+		}
+		return s
+	}
+	// The second call's sandbox leaves a home; a spare is prepared in it.
+	first := call()
+	time.Sleep(150 * time.Millisecond)
+	second := call()
+	for end := time.Now().Add(20 * time.Second); metric(`hearth_homes_total{event="spare"}`) < 1; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatal("no spare was made into the home the second call left")
+		}
+	}
+	checkPrepared(t, w.cgroup, "hf", first)
+	procs := procsOf(w.cgroup, first.UID)
+	if len(procs) != 1 {
+		t.Fatalf("%d processes of hf's uid between calls, want its prepared spare alone", len(procs))
+	}
+	pid, err := strconv.Atoi(filepath.Base(procs[0].dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	// The dead spare is still counted ready (the worker finds it dead
+	// when a start takes it); wait for a plain one beside it.
+	for end := time.Now().Add(20 * time.Second); len(procsOf(w.cgroup, first.UID)) > 0 || metric(`hearth_zygote_spares{node="root"}`) < 2; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("%d processes of hf's uid, %v spares ready", len(procsOf(w.cgroup, first.UID)), metric(`hearth_zygote_spares{node="root"}`))
+		}
+	}
+	starts, taken := metric("hearth_spare_starts_total"), metric(`hearth_homes_total{event="taken"}`)
+	third := call()
+	if got := metric("hearth_spare_starts_total"); got != starts+1 {
+		t.Errorf("spare starts %v after the home's spare died, want %v: the start forked on demand", got, starts+1)
+	}
+	if got := metric(`hearth_homes_total{event="taken"}`); got != taken {
+		t.Errorf("homes taken %v, want %v: a dead spare started the function", got, taken)
+	}
+	if third.Net == second.Net || third.User == second.User || third.UID != first.UID {
+		t.Errorf("third call: net %d user %d uid %d; want other namespaces than the home's (net %d user %d), uid %d", third.Net, third.User, third.UID, second.Net, second.User, first.UID)
+	}
+	if !reflect.DeepEqual(third.State, first.State) {
+		t.Errorf("third call's process state differs from the first's:\n%v\nwant\n%v", third.State, first.State)
 	}
 	w.stop()
 	w.assertClean()

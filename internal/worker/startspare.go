@@ -35,38 +35,27 @@ func (s spareStarter) start(ctx context.Context, l *launch) (*instance, error) {
 	}
 	t0 := time.Now()
 	kind := w.spareKind(l)
+	st := l.start()
 	var sp *spare
 	fromHome := false
 	if hk, ok := w.homeKind(l, node, kind); ok {
 		// A spare in a home the function's last sandbox left, if one is
-		// ready; else one of the node's others.
+		// ready and usable; else one of the node's others, as if there
+		// had been none (the home's reserve refills what it lost).
 		if sp = w.spares.takeReady(node, hk); sp != nil {
-			kind, fromHome = hk, true
+			if w.usableSpare(l, node, sp, st, true) {
+				kind, fromHome = hk, true
+			} else {
+				w.spares.finish(node, hk)
+				sp = nil
+			}
 		}
 	}
 	if sp == nil {
 		sp = w.spares.take(node, kind)
 	}
 	l.spareDone = func() { w.spares.finish(node, kind) }
-	if sp == nil {
-		return nil, errSkip
-	}
-	if err := sp.child.Failed(); err != nil {
-		// Its arrival failed (a prepared spare's), or it died waiting:
-		// the fork on demand starts this one.
-		w.log.Warn("a spare failed before its start; discarded", "function", l.fn.Name, "zygote", node, "err", err)
-		if fromHome {
-			w.homeSpareDone(err)
-		}
-		w.background(func() { w.discard(sp) })
-		return nil, errSkip
-	}
-	st := l.start()
-	if !sp.child.Takes(st) {
-		// Prepared for what the function was when it was made (its
-		// packages' mounts since changed, say).
-		w.log.Warn("a spare in a home was prepared for another start of its function; discarded", "function", l.fn.Name)
-		w.background(func() { w.discard(sp) })
+	if sp == nil || !fromHome && !w.usableSpare(l, node, sp, st, false) {
 		return nil, errSkip
 	}
 	inst, err := w.spareStart(ctx, l, sp, st)
@@ -83,6 +72,29 @@ func (s spareStarter) start(ctx context.Context, l *launch) (*instance, error) {
 	w.metrics.spareStarts.Inc()
 	w.log.Debug("spare start", "function", l.fn.Name, "zygote", node, "to_ready", time.Since(t0))
 	return inst, nil
+}
+
+// usableSpare reports whether sp, just taken for l (st is l.start()),
+// can start it; if not, it says why, discards sp in the background and,
+// for a spare from a home, counts the home's failure.
+func (w *Worker) usableSpare(l *launch, node string, sp *spare, st zygote.Start, fromHome bool) bool {
+	if err := sp.child.Failed(); err != nil {
+		// Its arrival failed (a prepared spare's), or it died waiting.
+		w.log.Warn("a spare failed before its start; discarded", "function", l.fn.Name, "zygote", node, "err", err)
+		if fromHome {
+			w.homeSpareDone(err)
+		}
+		w.background(func() { w.discard(sp) })
+		return false
+	}
+	if !sp.child.Takes(st) {
+		// Prepared for what the function was when it was made (its
+		// packages' mounts since changed, say).
+		w.log.Warn("a spare in a home was prepared for another start of its function; discarded", "function", l.fn.Name)
+		w.background(func() { w.discard(sp) })
+		return false
+	}
+	return true
 }
 
 // homeKind is the spare kind of the homes that l's function's sandboxes

@@ -439,6 +439,7 @@ def settle():
     finally:
         hearthrt.set_environ(environ)
     del environ  # before immortalize, which would keep it
+    hearthrt.premake_output()
     immortalize()
     gc.freeze()
     populate_files()

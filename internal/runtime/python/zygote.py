@@ -82,6 +82,7 @@ import posix
 import _socket
 import _signal
 import ctypes
+import fcntl
 import gc
 
 import hearthrt
@@ -139,11 +140,9 @@ _HIGH_FD = 512  # above every descriptor a zygote or child holds otherwise (MaxF
 
 
 def _fcntl(fd, cmd, arg):
-    r = _libc.fcntl(fd, cmd, arg)
-    if r < 0:
-        e = ctypes.get_errno()
-        raise OSError(e, "fcntl: " + posix.strerror(e))
-    return r
+    # The fcntl module, not ctypes: in each child, a ctypes call's first
+    # run costs more than the call.
+    return fcntl.fcntl(fd, cmd, arg)
 
 SYS_LANDLOCK_CREATE_RULESET = 444
 SYS_LANDLOCK_RESTRICT_SELF = 446
@@ -261,9 +260,12 @@ def limit_inotify():
             posix.close(fd)
 
 
+_sethostname = _libc.sethostname  # looked up here, not in each child
+
+
 def sethostname(name):
     b = name.encode()
-    if _libc.sethostname(b, len(b)) != 0:
+    if _sethostname(b, len(b)) != 0:
         e = ctypes.get_errno()
         raise OSError(e, "sethostname: " + posix.strerror(e))
 
@@ -275,9 +277,8 @@ _IFREQ_LO_UP = ctypes.create_string_buffer(b"lo" + b"\0" * 14 + IFF_UP.to_bytes(
 
 
 def lo_up():
-    """Bring up loopback in a network namespace of the caller's own.
-    Through ctypes, with the request made in the zygote: importing fcntl
-    in each child (its module and shared object) cost 0.5 ms."""
+    """Bring up loopback in a network namespace of the caller's own,
+    with the request made in the zygote."""
     # A unix socket reaches the device ioctls as well, and is not one
     # that the network filter (watch_net) stops on.
     s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM)

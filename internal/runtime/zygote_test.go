@@ -133,6 +133,52 @@ print(json.dumps({"os": dict(os.environ), "posix": {k.decode(): v.decode() for k
 	}
 }
 
+// TestPremadeOutput checks the streams a zygote makes for its children
+// (premake_output): a forked child's tag_output installs them, its
+// lines come out tagged on its fd 1, and nothing the zygote printed
+// before the fork, left in its own buffer, reaches the child's output.
+func TestPremadeOutput(t *testing.T) {
+	const driver = `import sys, os, posix
+sys.path.insert(0, sys.argv[1])
+import hearthrt
+print("printed by the zygote, not flushed")  # a pipe: block-buffered
+hearthrt.premake_output()
+premade = hearthrt._premade[1][0][1]
+r, w = posix.pipe()
+pid = os.fork()
+if pid == 0:
+    posix.close(r)
+    posix.dup2(w, 1)
+    posix.close(w)
+    hearthrt.tag_output()
+    print("child", sys.stdout is premade)
+    hearthrt.flush()
+    posix._exit(0)
+posix.close(w)
+os.waitpid(pid, 0)
+got = b""
+while True:
+    b = posix.read(r, 4096)
+    if not b:
+        break
+    got += b
+sys.stderr.write(repr(got))
+`
+	cmd := exec.Command(python, "-S", "-B", "-c", driver, rtDir)
+	cmd.Env = []string{"PATH=/usr/bin:/bin"} // no PYTHONUNBUFFERED: a zygote's stdout is a pipe, buffered
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("%v\n%s%s", err, stdout.String(), stderr.String())
+	}
+	if want := `b'\x1eochild True\n'`; stderr.String() != want {
+		t.Errorf("the child's output: %s, want %s (its line, tagged, from the premade stream, alone)", stderr.String(), want)
+	}
+	if got := strings.Count(stdout.String(), "printed by the zygote"); got != 1 {
+		t.Errorf("the zygote's own output has its line %d times, want once: %q", got, stdout.String())
+	}
+}
+
 // TestZygoteConfine: zygote.py's confine installs the filter Install
 // wrote, which denies keyctl with EPERM in the process and what it
 // forks; load_filter refuses a file that is no filter.

@@ -485,7 +485,7 @@ def serve(lsock, h, meta):
 # subprocesses, os.write) stay untagged on their own pipes.
 
 _MARK = b"\x1e"
-_out_lock = None  # made by tag_output (in a zygote's child, after the fork)
+_out_lock = None  # set by tag_output (made ahead by premake_output in a zygote)
 
 
 class _Tagged(object):
@@ -546,8 +546,13 @@ def premake_output():
     """Make the streams tag_output installs, ahead: a zygote does before
     it forks, so that each child only installs them (about 0.07 ms of a
     child's CPU, most of it the first touches of what making them runs).
-    Once per zygote: a node forked from another has its parent's."""
+    Once per zygote: a node forked from another has its parent's.
+
+    It first flushes the zygote's own streams: tag_output flushes those it
+    replaces, so what a package printed at import and left buffered would
+    otherwise reach every child's output."""
     global _premade
+    flush()
     if _premade is None:
         _premade = _tagged_streams()
 

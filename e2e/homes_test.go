@@ -326,8 +326,14 @@ func TestHomeSpareDeadFallsBack(t *testing.T) {
 		return s
 	}
 	// The second call's sandbox leaves a home; a spare is prepared in it.
+	// The first's leaves none, once it has ended (waited for: ended
+	// after the second start, it would leave a second home).
 	first := call()
-	time.Sleep(150 * time.Millisecond)
+	for end := time.Now().Add(20 * time.Second); metric(`hearth_homes_total{event="closed"}`) < 1; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatal("the first call's sandbox did not end")
+		}
+	}
 	second := call()
 	for end := time.Now().Add(20 * time.Second); metric(`hearth_homes_total{event="spare"}`) < 1; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(end) {
@@ -353,13 +359,19 @@ func TestHomeSpareDeadFallsBack(t *testing.T) {
 			t.Fatalf("%d processes of hf's uid, %v spares ready", len(procsOf(w.cgroup, first.UID)), metric(`hearth_zygote_spares{node="root"}`))
 		}
 	}
-	starts, taken := metric("hearth_spare_starts_total"), metric(`hearth_homes_total{event="taken"}`)
+	starts, taken, dropped := metric("hearth_spare_starts_total"), metric(`hearth_homes_total{event="taken"}`), metric(`hearth_homes_total{event="dropped"}`)
 	third := call()
 	if got := metric("hearth_spare_starts_total"); got != starts+1 {
 		t.Errorf("spare starts %v after the home's spare died, want %v: the start forked on demand", got, starts+1)
 	}
 	if got := metric(`hearth_homes_total{event="taken"}`); got != taken {
 		t.Errorf("homes taken %v, want %v: a dead spare started the function", got, taken)
+	}
+	// The dead spare's home goes with it (discarded in the background).
+	for end := time.Now().Add(20 * time.Second); metric(`hearth_homes_total{event="dropped"}`) != dropped+1; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("homes dropped %v, want %v: the dead spare's home was not closed", metric(`hearth_homes_total{event="dropped"}`), dropped+1)
+		}
 	}
 	if third.Net == second.Net || third.User == second.User || third.UID != first.UID {
 		t.Errorf("third call: net %d user %d uid %d; want other namespaces than the home's (net %d user %d), uid %d", third.Net, third.User, third.UID, second.Net, second.User, first.UID)

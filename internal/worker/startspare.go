@@ -41,7 +41,7 @@ func (s spareStarter) start(ctx context.Context, l *launch) (*instance, error) {
 	if hk, ok := w.homeKind(l, node, kind); ok {
 		// A spare in a home the function's last sandbox left, if one is
 		// ready and usable; else one of the node's others, as if there
-		// had been none (the home's reserve refills what it lost).
+		// had been none (an unusable one is discarded with its home).
 		if sp = w.spares.takeReady(node, hk); sp != nil {
 			if w.usableSpare(l, node, sp, st, true) {
 				kind, fromHome = hk, true

@@ -46,6 +46,10 @@ type Ready struct {
 	// Load is how long importing the handler module took, measured by the
 	// runtime.
 	Load time.Duration
+	// LoadCPU is the CPU time the import took, measured by the runtime
+	// (zero from a runtime that does not say). The runtime's own word:
+	// a handler could make it say anything, so it is capped at Load.
+	LoadCPU time.Duration
 }
 
 // Request is one invocation.
@@ -179,13 +183,20 @@ func (c *Conn) readReady(ctx context.Context) (err error) {
 		return err
 	}
 	switch {
-	case typ == frameReady && n == 8:
-		var p [8]byte
-		if _, err := io.ReadFull(c.c, p[:]); err != nil {
+	case typ == frameReady && (n == 8 || n == 16):
+		// The load time, then the load's CPU time (a runtime made before
+		// it sends the first alone), in microseconds.
+		var p [16]byte
+		if _, err := io.ReadFull(c.c, p[:n]); err != nil {
 			return err
 		}
-		us := binary.LittleEndian.Uint64(p[:])
-		c.info = Ready{Load: time.Duration(min(us, math.MaxInt64/1000)) * time.Microsecond}
+		us := func(b []byte) time.Duration {
+			return time.Duration(min(binary.LittleEndian.Uint64(b), math.MaxInt64/1000)) * time.Microsecond
+		}
+		c.info = Ready{Load: us(p[:8])}
+		if n == 16 {
+			c.info.LoadCPU = min(us(p[8:]), c.info.Load)
+		}
 	case typ == frameLoadError && n <= maxErrorFrame:
 		p := make([]byte, n)
 		if _, err := io.ReadFull(c.c, p); err != nil {

@@ -363,3 +363,26 @@ func TestPipeline(t *testing.T) {
 		t.Errorf("Pipeline of %d bytes = %v, want ErrInvalid", len(big.Event), err)
 	}
 }
+
+// TestReadyLoadCPU checks the ready frame's two figures from the real
+// runtime: an import that spins for 30 ms of CPU and sleeps for 150 ms
+// reports a load of at least 180 ms and a load CPU time of at least
+// 30 ms, well under its load time (the sleep is not CPU).
+func TestReadyLoadCPU(t *testing.T) {
+	src := "import time\n" +
+		"t = time.thread_time()\n" +
+		"while time.thread_time() - t < 0.03:\n    pass\n" +
+		"time.sleep(0.15)\n" +
+		"def f(e):\n    return 1\n"
+	p := start(t, map[string]string{"f.py": src}, Options{Handler: "f.f"})
+	c := p.dial(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r, err := c.WaitReady(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Load < 180*time.Millisecond || r.LoadCPU < 30*time.Millisecond || r.LoadCPU > r.Load-100*time.Millisecond {
+		t.Errorf("ready: load %v, load CPU %v; want load >= 180ms, CPU >= 30ms and at least 100ms under the load", r.Load, r.LoadCPU)
+	}
+}

@@ -8,6 +8,46 @@ import (
 	"time"
 )
 
+// TestReadyFrames reads the ready frame as the runtime sends it (load and
+// load CPU time, in microseconds) and as an older one did (load alone),
+// and caps a load CPU time over the load time, which only a handler that
+// tampered with its runtime could send.
+func TestReadyFrames(t *testing.T) {
+	le := func(us uint64) []byte {
+		b := make([]byte, 8)
+		for i := range b {
+			b[i] = byte(us >> (8 * i))
+		}
+		return b
+	}
+	tests := []struct {
+		name      string
+		frame     []byte
+		load, cpu time.Duration
+	}{
+		{"load and CPU", append(append([]byte{16, 0, 0, 0, 'R'}, le(5000)...), le(1200)...), 5 * time.Millisecond, 1200 * time.Microsecond},
+		{"load alone", append([]byte{8, 0, 0, 0, 'R'}, le(5000)...), 5 * time.Millisecond, 0},
+		{"CPU over the load", append(append([]byte{16, 0, 0, 0, 'R'}, le(5000)...), le(1<<40)...), 5 * time.Millisecond, 5 * time.Millisecond},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a, b := net.Pipe()
+			defer a.Close()
+			defer b.Close()
+			go b.Write(tt.frame)
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			r, err := NewConn(a).WaitReady(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Load != tt.load || r.LoadCPU != tt.cpu {
+				t.Errorf("ready = %+v, want load %v, CPU %v", r, tt.load, tt.cpu)
+			}
+		})
+	}
+}
+
 // TestProtocolErrors feeds the client malformed frames from a fake peer;
 // the real runtime never sends these, so they cannot come from it.
 func TestProtocolErrors(t *testing.T) {

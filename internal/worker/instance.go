@@ -61,6 +61,7 @@ type instance struct {
 	// (fnInfo.note); guarded by the warm cache's mutex.
 	peakSlot uint64
 	load     time.Duration // handler load time the runtime reported
+	loadCPU  time.Duration // and its CPU time
 	weight   uint64        // CPU weight set for a call (Worker.setWeight: short-first, or first-come under its lock); 0: the limits' own
 	// firstRan is when the call sent ahead of a start (connect's first)
 	// began to run: when its ready frame was read. Zero once InvokeID

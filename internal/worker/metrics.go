@@ -80,7 +80,7 @@ func newMetrics() *Metrics {
 	}, []string{"start"})
 	m.startCPU = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "hearth_start_sandbox_cpu_seconds_total",
-		Help: "CPU time the sandbox process of fork starts ran during the start (start: spare or fork, on demand), from /proc/PID/schedstat.",
+		Help: "CPU time the sandbox process of fork starts ran during the start (start: spare or fork, on demand), from /proc/PID/schedstat, and at least its handler import's as its runtime measured it (schedstat lags a process that runs on).",
 	}, []string{"start"})
 	m.spareStarts = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "hearth_spare_starts_total", Help: "Fork starts served by a zygote child forked ahead of need (a spare).",
@@ -214,8 +214,12 @@ func schedstatOf(pid int) (s schedStat, ok bool) {
 }
 
 // noteStart adds what pid ran and waited since from (zero: since it was
-// born) to the start metrics of kind.
-func (m *Metrics) noteStart(kind string, pid int, from schedStat) {
+// born) to the start metrics of kind. The kernel adds a running task's
+// time to its schedstat only at a tick (4 ms at HZ=250) or when it stops,
+// and a sandbox's process runs on from its import into the first call
+// sent ahead: so what it ran is at least loadCPU, the import's CPU time
+// as its runtime measured it.
+func (m *Metrics) noteStart(kind string, pid int, from schedStat, loadCPU time.Duration) {
 	now, ok := schedstatOf(pid)
 	if !ok {
 		return
@@ -225,7 +229,7 @@ func (m *Metrics) noteStart(kind string, pid int, from schedStat) {
 	if now.cpu < from.cpu || now.wait < from.wait {
 		return
 	}
-	m.startCPU.WithLabelValues(kind).Add((now.cpu - from.cpu).Seconds())
+	m.startCPU.WithLabelValues(kind).Add(max(now.cpu-from.cpu, loadCPU).Seconds())
 	m.startWait.WithLabelValues(kind).Add((now.wait - from.wait).Seconds())
 }
 

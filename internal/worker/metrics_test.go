@@ -2,7 +2,9 @@ package worker
 
 import (
 	"os"
+	"os/exec"
 	"testing"
+	"time"
 )
 
 // TestSchedstatOf reads a live process's run and wait times (the test's
@@ -17,5 +19,33 @@ func TestSchedstatOf(t *testing.T) {
 	}
 	if s, ok := schedstatOf(1 << 30); ok {
 		t.Errorf("schedstatOf(no such pid) = %+v, true", s)
+	}
+}
+
+// TestNoteStartLoadCPU checks that a start's CPU is at least what its
+// runtime measured of its import: the kernel's schedstat lags a process
+// that runs on (here a sleeping one, which has run nothing since).
+func TestNoteStartLoadCPU(t *testing.T) {
+	if _, err := os.Stat("/proc/self/schedstat"); err != nil {
+		t.Skipf("host limit: no /proc/PID/schedstat (CONFIG_SCHED_INFO): %v", err)
+	}
+	cmd := exec.Command("sleep", "30")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	time.Sleep(50 * time.Millisecond)
+	from, ok := schedstatOf(cmd.Process.Pid)
+	if !ok {
+		t.Fatal("no schedstat for a live process")
+	}
+	m := newMetrics()
+	m.noteStart("spare", cmd.Process.Pid, from, 3*time.Millisecond)
+	m.noteStart("fork", cmd.Process.Pid, from, 0)
+	if got := counterValue(t, m.startCPU.WithLabelValues("spare")); got < 0.003 || got > 0.0035 {
+		t.Errorf("spare start CPU %v s, want 0.003 (the runtime's figure; the process ran nothing since)", got)
+	}
+	if got := counterValue(t, m.startCPU.WithLabelValues("fork")); got > 0.0005 {
+		t.Errorf("fork start CPU %v s, want about 0 (the process ran nothing since)", got)
 	}
 }

@@ -170,7 +170,7 @@ func (w *Worker) connect(ctx context.Context, inst *instance, l *launch, died <-
 		if first != nil {
 			inst.firstRan = time.Now()
 		}
-		inst.load = ready.Load
+		inst.load, inst.loadCPU = ready.Load, ready.LoadCPU
 		c.SetDeadline(time.Time{})
 		return nil
 	}

@@ -169,6 +169,6 @@ func (w *Worker) spareStart(ctx context.Context, l *launch, sp *spare, st zygote
 	if err != nil {
 		return nil, err
 	}
-	w.metrics.noteStart("spare", pid, from)
+	w.metrics.noteStart("spare", pid, from, inst.loadCPU)
 	return inst, nil
 }

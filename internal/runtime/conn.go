@@ -30,6 +30,8 @@ const (
 	// maxFrame is the largest invoke frame payload the runtime accepts
 	// (_MAX_FRAME in hearthrt.py).
 	maxFrame = 1 << 30
+	// maxReadyFrame bounds ready frames: two figures now, room for more.
+	maxReadyFrame = 64
 	// maxErrorFrame bounds load-error frames, which carry a stack trace.
 	maxErrorFrame = 1 << 20
 	// inlineEvent is the largest event copied into the write buffer so the
@@ -183,10 +185,12 @@ func (c *Conn) readReady(ctx context.Context) (err error) {
 		return err
 	}
 	switch {
-	case typ == frameReady && (n == 8 || n == 16):
+	case typ == frameReady && n >= 8 && n <= maxReadyFrame:
 		// The load time, then the load's CPU time (a runtime made before
-		// it sends the first alone), in microseconds.
-		var p [16]byte
+		// it sends the first alone), in microseconds; what follows is for
+		// a later client (an older one refused a longer frame, from a
+		// snapshot made by a newer runtime, say).
+		var p [maxReadyFrame]byte
 		if _, err := io.ReadFull(c.c, p[:n]); err != nil {
 			return err
 		}
@@ -194,8 +198,8 @@ func (c *Conn) readReady(ctx context.Context) (err error) {
 			return time.Duration(min(binary.LittleEndian.Uint64(b), math.MaxInt64/1000)) * time.Microsecond
 		}
 		c.info = Ready{Load: us(p[:8])}
-		if n == 16 {
-			c.info.LoadCPU = min(us(p[8:]), c.info.Load)
+		if n >= 16 {
+			c.info.LoadCPU = min(us(p[8:16]), c.info.Load)
 		}
 	case typ == frameLoadError && n <= maxErrorFrame:
 		p := make([]byte, n)

@@ -16,7 +16,7 @@
 // (ErrCrashed) instead of leaving it queued until ctx ends.
 //
 // Every connection starts with a READY frame carrying the handler's
-// import time, or a LOAD-ERROR frame; a runtime whose handler failed to
+// import time and its CPU time, or a LOAD-ERROR frame; a runtime whose handler failed to
 // load stays up and answers every invocation with that error, as Lambda
 // does.
 //

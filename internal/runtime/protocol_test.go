@@ -3,6 +3,7 @@ package runtime
 import (
 	"context"
 	"errors"
+	"math"
 	"net"
 	"testing"
 	"time"
@@ -28,6 +29,8 @@ func TestReadyFrames(t *testing.T) {
 		{"load and CPU", append(append([]byte{16, 0, 0, 0, 'R'}, le(5000)...), le(1200)...), 5 * time.Millisecond, 1200 * time.Microsecond},
 		{"load alone", append([]byte{8, 0, 0, 0, 'R'}, le(5000)...), 5 * time.Millisecond, 0},
 		{"CPU over the load", append(append([]byte{16, 0, 0, 0, 'R'}, le(5000)...), le(1<<40)...), 5 * time.Millisecond, 5 * time.Millisecond},
+		{"huge figures", append(append([]byte{16, 0, 0, 0, 'R'}, le(1<<64-1)...), le(1<<64-1)...), math.MaxInt64 / 1000 * time.Microsecond, math.MaxInt64 / 1000 * time.Microsecond},
+		{"a later runtime's third figure", append(append(append([]byte{24, 0, 0, 0, 'R'}, le(5000)...), le(1200)...), le(7)...), 5 * time.Millisecond, 1200 * time.Microsecond},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -59,6 +62,7 @@ func TestProtocolErrors(t *testing.T) {
 	}{
 		{"bad ready type", [][]byte{{0, 0, 0, 0, 'Z'}}, false},
 		{"short ready", [][]byte{{4, 0, 0, 0, 'R', 0, 0, 0, 0}}, false},
+		{"long ready", [][]byte{append([]byte{65, 0, 0, 0, 'R'}, make([]byte, 65)...)}, false},
 		{"bad load error json", [][]byte{{2, 0, 0, 0, 'L', '{', '['}}, false},
 		{"bad result type", [][]byte{ready, {8, 0, 0, 0, 'R', 0, 0, 0, 0, 0, 0, 0, 0}}, true},
 		{"short result", [][]byte{ready, {2, 0, 0, 0, 'O', 0, 0}}, true},

@@ -134,18 +134,22 @@ print(json.dumps({"os": dict(os.environ), "posix": {k.decode(): v.decode() for k
 }
 
 // TestPremadeOutput checks the streams a zygote makes for its children
-// (premake_output): a forked child's tag_output installs them, its
-// lines come out tagged on its fd 1, and nothing the zygote printed
-// before the fork, left in its own buffer, reaches the child's output.
+// (premake_output): a child cloned as zygotes clone installs them with
+// tag_output, its lines come out tagged on its fd 1, and nothing the
+// zygote printed before the clone, left in its own buffer, reaches the
+// child's output: neither before the streams were made, nor after (a
+// node zygote's packages print after its parent made them).
 func TestPremadeOutput(t *testing.T) {
 	const driver = `import sys, os, posix
 sys.path.insert(0, sys.argv[1])
-import hearthrt
+import zygote, hearthrt
 print("printed by the zygote, not flushed")  # a pipe: block-buffered
 hearthrt.premake_output()
+print("printed by the zygote after, not flushed")
+hearthrt.premake_output()  # a node's: made already
 premade = hearthrt._premade[1][0][1]
 r, w = posix.pipe()
-pid = os.fork()
+pid, pidfd = zygote.clone(0)
 if pid == 0:
     posix.close(r)
     posix.dup2(w, 1)
@@ -174,8 +178,8 @@ sys.stderr.write(repr(got))
 	if want := `b'\x1eochild True\n'`; stderr.String() != want {
 		t.Errorf("the child's output: %s, want %s (its line, tagged, from the premade stream, alone)", stderr.String(), want)
 	}
-	if got := strings.Count(stdout.String(), "printed by the zygote"); got != 1 {
-		t.Errorf("the zygote's own output has its line %d times, want once: %q", got, stdout.String())
+	if got := strings.Count(stdout.String(), "printed by the zygote"); got != 2 {
+		t.Errorf("the zygote's own output has its lines %d times, want each once: %q", got, stdout.String())
 	}
 }
 

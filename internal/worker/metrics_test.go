@@ -39,13 +39,13 @@ func TestNoteStartLoadCPU(t *testing.T) {
 	if !ok {
 		t.Fatal("no schedstat for a live process")
 	}
+	// The process may still be finishing its start-up: what schedstat
+	// shows it ran since from only grows between the two notes.
 	m := newMetrics()
 	m.noteStart("spare", cmd.Process.Pid, from, 3*time.Millisecond)
 	m.noteStart("fork", cmd.Process.Pid, from, 0)
-	if got := counterValue(t, m.startCPU.WithLabelValues("spare")); got < 0.003 || got > 0.0035 {
-		t.Errorf("spare start CPU %v s, want 0.003 (the runtime's figure; the process ran nothing since)", got)
-	}
-	if got := counterValue(t, m.startCPU.WithLabelValues("fork")); got > 0.0005 {
-		t.Errorf("fork start CPU %v s, want about 0 (the process ran nothing since)", got)
+	spare, fork := counterValue(t, m.startCPU.WithLabelValues("spare")), counterValue(t, m.startCPU.WithLabelValues("fork"))
+	if spare < 0.003 || spare > max(fork, 0.003) {
+		t.Errorf("start CPU: %v s with the runtime's 3 ms, %v s without; want at least 3 ms, and no more than the larger of 3 ms and what schedstat shows", spare, fork)
 	}
 }

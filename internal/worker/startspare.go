@@ -135,6 +135,7 @@ func (w *Worker) spareStart(ctx context.Context, l *launch, sp *spare, st zygote
 	}
 	w.track(inst)
 	inst.out = []*outPipe{copyLines(l.st.stdout, sp.out), copyLines(l.st.stderr, sp.err)}
+	handover := time.Now()
 	err := sp.child.Go(st)
 	if err == nil {
 		if h := sp.home; h != nil {
@@ -169,6 +170,8 @@ func (w *Worker) spareStart(ctx context.Context, l *launch, sp *spare, st zygote
 	if err != nil {
 		return nil, err
 	}
-	w.metrics.noteStart("spare", pid, from, inst.loadCPU)
+	// The runtime's figure, bounded by the time that passed: a handler
+	// can make its runtime say anything.
+	w.metrics.noteStart("spare", pid, from, min(inst.loadCPU, time.Since(handover)))
 	return inst, nil
 }

@@ -10,7 +10,7 @@ Frames, both directions: u32 little-endian payload length, u8 type, payload.
   worker -> runtime
     I  invoke: i64 deadline (unix ms, 0 = none), u16 id length, id, event
   runtime -> worker
-    R  ready: u64 handler load time (us)
+    R  ready: u64 handler load time (us), u64 its CPU time (us)
     L  load error: JSON {errorType, errorMessage, stackTrace}
     O  result: u64 run time (us), JSON result
     X  error: u64 run time (us), JSON {errorType, errorMessage, stackTrace}
@@ -442,12 +442,16 @@ def _read(c, buf):
 after_first_call = None
 
 
+def _ready_frame(h):
+    return _frame(_READY, h.load_us.to_bytes(8, "little") + h.load_cpu_us.to_bytes(8, "little"))
+
+
 def serve_conn(c, h, meta):
     """Answer invocations on one connection until the worker closes it."""
     if h.err is not None:
         c.sendall(_frame(_LOAD_ERROR, dumps(h.err)))
     else:
-        c.sendall(_frame(_READY, h.load_us.to_bytes(8, "little") + h.load_cpu_us.to_bytes(8, "little")))
+        c.sendall(_ready_frame(h))
     hdr = bytearray(5)
     while True:
         try:
@@ -552,13 +556,8 @@ def premake_output():
     """Make the streams tag_output installs, ahead: a zygote does before
     it forks, so that each child only installs them (about 0.07 ms of a
     child's CPU, most of it the first touches of what making them runs).
-    Once per zygote: a node forked from another has its parent's.
-
-    It first flushes the zygote's own streams: tag_output flushes those it
-    replaces, so what a package printed at import and left buffered would
-    otherwise reach every child's output."""
+    Once per zygote: a node forked from another has its parent's."""
     global _premade
-    flush()
     if _premade is None:
         _premade = _tagged_streams()
 
@@ -670,7 +669,7 @@ def rehearse(scratch="/tmp"):
         rid = b"rehearsal"
         payload = bytearray(bytes(8) + len(rid).to_bytes(2, "little") + rid + b'{"a": [1, 2.5, "x"]}')
         invoke(h, Meta(env), payload)
-        _frame(_READY, bytes(8))
+        _ready_frame(h)
     finally:
         posix.unlink(path)
         sys.modules.pop(name, None)

@@ -201,6 +201,10 @@ def clone(flags):
     _clone_args.flags = flags | CLONE_PIDFD
     _clone_args.pidfd = ctypes.addressof(_clone_pidfd)
     _clone_args.exit_signal = SIGCHLD
+    # tag_output flushes the streams it replaces in the child: what the
+    # zygote's own hold (a package's print at import, a pipe's buffer)
+    # would reach the child's output.
+    hearthrt.flush()
     _before_fork()
     pid = _syscall_gil(ctypes.c_long(SYS_CLONE3), ctypes.byref(_clone_args), ctypes.c_size_t(ctypes.sizeof(_clone_args)))
     if pid == 0:

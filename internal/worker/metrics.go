@@ -218,8 +218,10 @@ func schedstatOf(pid int) (s schedStat, ok bool) {
 // time to its schedstat only at a tick (4 ms at HZ=250) or when it stops,
 // and a sandbox's process runs on from its import into the first call
 // sent ahead: so what it ran is at least loadCPU, the import's CPU time
-// as its runtime measured it.
-func (m *Metrics) noteStart(kind string, pid int, from schedStat, loadCPU time.Duration) {
+// as its runtime measured it, bounded by the time since since (a handler
+// can make its runtime say anything).
+func (m *Metrics) noteStart(kind string, pid int, from schedStat, loadCPU time.Duration, since time.Time) {
+	loadCPU = min(loadCPU, time.Since(since))
 	now, ok := schedstatOf(pid)
 	if !ok {
 		return

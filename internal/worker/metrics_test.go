@@ -34,6 +34,7 @@ func TestNoteStartLoadCPU(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	started := time.Now()
 	time.Sleep(50 * time.Millisecond)
 	from, ok := schedstatOf(cmd.Process.Pid)
 	if !ok {
@@ -42,8 +43,8 @@ func TestNoteStartLoadCPU(t *testing.T) {
 	// The process may still be finishing its start-up: what schedstat
 	// shows it ran since from only grows between the two notes.
 	m := newMetrics()
-	m.noteStart("spare", cmd.Process.Pid, from, 3*time.Millisecond)
-	m.noteStart("fork", cmd.Process.Pid, from, 0)
+	m.noteStart("spare", cmd.Process.Pid, from, 3*time.Millisecond, started)
+	m.noteStart("fork", cmd.Process.Pid, from, 0, started)
 	spare, fork := counterValue(t, m.startCPU.WithLabelValues("spare")), counterValue(t, m.startCPU.WithLabelValues("fork"))
 	if spare < 0.003 || spare > max(fork, 0.003) {
 		t.Errorf("start CPU: %v s with the runtime's 3 ms, %v s without; want at least 3 ms, and no more than the larger of 3 ms and what schedstat shows", spare, fork)

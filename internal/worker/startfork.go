@@ -110,9 +110,7 @@ func (f forkStarter) start(ctx context.Context, l *launch) (*instance, error) {
 	if err := w.connect(ctx, inst, l, nil, l.first); err != nil {
 		return nil, err
 	}
-	// The runtime's figure, bounded by the time since the fork: a
-	// handler can make its runtime say anything.
-	w.metrics.noteStart("fork", child.Pid, schedStat{}, min(inst.loadCPU, time.Since(t1)))
+	w.metrics.noteStart("fork", child.Pid, schedStat{}, inst.loadCPU, t1)
 	l.st.noteForkStart(t0)
 	w.log.Debug("fork start", "function", l.fn.Name, "sandbox", inst.id, "zygote", node,
 		"sandbox_create", t1.Sub(t0), "fork", t2.Sub(t1), "fork_queued", child.Queued, "to_ready", time.Since(t2))

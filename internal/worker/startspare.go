@@ -170,8 +170,6 @@ func (w *Worker) spareStart(ctx context.Context, l *launch, sp *spare, st zygote
 	if err != nil {
 		return nil, err
 	}
-	// The runtime's figure, bounded by the time that passed: a handler
-	// can make its runtime say anything.
-	w.metrics.noteStart("spare", pid, from, min(inst.loadCPU, time.Since(handover)))
+	w.metrics.noteStart("spare", pid, from, inst.loadCPU, handover)
 	return inst, nil
 }

@@ -853,15 +853,14 @@ def spare_fork(req, fds):
             hand_over_watch(_socket.socket(fileno=posix.dup(ctl_fd)))
         t.enter(req, keep=ctl_fd)
         ctl = _socket.socket(fileno=hearthrt.LISTEN_FD + 1)
-        if prepare:
-            # Sent as soon as the spare is made: it comes first.
-            prep, pfds = _next(ctl)
         # No rehearsal here: the zygote's (settle) already set the shared
         # caches and specialized code, so one per spare only copied ahead
         # the pages the start copies anyway, for 0.8-1.3 ms of CPU per
         # start against 0.2 ms of p50 with starts 200 ms apart.
         env = None
         if prepare:
+            # Sent as soon as the spare is made: it comes first.
+            prep, pfds = _next(ctl)
             try:
                 if prep.get("op") != "prepare":
                     raise ValueError("spare: want prepare, got %r" % (prep,))

@@ -240,6 +240,7 @@ func (m *Manager) Create(name string, lim Limits) (_ *Group, err error) {
 		return nil, fmt.Errorf("cgroup %s: %w", name, err)
 	}
 	g := &Group{m: m, name: name, dirs: m.dirs(name), limit: lim.MemoryBytes}
+	g.emptyAt.Store(-1)
 	// An explicit mkdir first: the library uses MkdirAll, which would
 	// silently adopt a stale group and its processes.
 	if err := os.Mkdir(g.dirs[0], 0o755); err != nil {
@@ -417,13 +418,33 @@ type Group struct {
 	limKnown bool
 
 	deleted atomic.Bool
+
+	// joins counts the moves into the group through Add; emptyAt is
+	// joins as a kill that left the group empty found it (-1 before
+	// any). shared marks a group whose paths or cgroup.procs files were
+	// handed out (Dirs, ProcsFiles): a process can then enter it without
+	// Add, for instance a v1 hierarchy alone (the criu runner's thread).
+	// Only for a group never shared do these tell that it is still empty
+	// (knownEmpty), and that all its processes are in the hybrid cgroup2
+	// group too.
+	joins, emptyAt atomic.Int64
+	shared         atomic.Bool
+}
+
+// knownEmpty reports whether g is surely empty without reading its
+// cgroup.procs files: never shared, killed empty, nothing added since.
+func (g *Group) knownEmpty() bool {
+	return !g.shared.Load() && g.emptyAt.Load() == g.joins.Load()
 }
 
 // Name returns the group's name below the parent.
 func (g *Group) Name() string { return g.name }
 
 // Dirs returns the group's directory in every hierarchy.
-func (g *Group) Dirs() []string { return g.dirs }
+func (g *Group) Dirs() []string {
+	g.shared.Store(true)
+	return g.dirs
+}
 
 // MemoryLimit returns the memory limit the group was created with (0 for
 // none).
@@ -439,6 +460,7 @@ func (g *Group) Add(pid int) error {
 	if pid <= 0 {
 		return fmt.Errorf("cgroup %s: adding pid %d: %w", g.name, pid, ErrBadPid)
 	}
+	g.joins.Add(1) // before the move: see knownEmpty
 	var err error
 	if g.c2 != nil {
 		err = g.c2.AddProc(uint64(pid))
@@ -465,6 +487,7 @@ func (g *Group) ProcsFiles() ([]*os.File, error) {
 	if g.deleted.Load() {
 		return nil, fmt.Errorf("cgroup %s: %w", g.name, ErrDeleted)
 	}
+	g.shared.Store(true)
 	fs := make([]*os.File, 0, len(g.dirs))
 	for _, d := range g.dirs {
 		f, err := os.OpenFile(filepath.Join(d, "cgroup.procs"), os.O_WRONLY, 0)
@@ -577,6 +600,15 @@ func (g *Group) Kill(ctx context.Context) error {
 }
 
 func (g *Group) kill(ctx context.Context) error {
+	joins := g.joins.Load()
+	err := g.killAll(ctx)
+	if err == nil {
+		g.emptyAt.Store(joins)
+	}
+	return err
+}
+
+func (g *Group) killAll(ctx context.Context) error {
 	pids, err := firstProcs(g.dirs)
 	if err != nil {
 		return err
@@ -728,6 +760,11 @@ func (g *Group) killAtOnce(ctx context.Context) (bool, error) {
 	if g.m.mode == V2 {
 		// v2 kills frozen tasks too; a pooled group must be thawed.
 		return true, g.setFrozen(ctx, false, 0)
+	}
+	if !g.shared.Load() {
+		// Every process came in through Add, which moves it into the
+		// cgroup2 group first: that one empty, so are the v1 ones.
+		return true, nil
 	}
 	pids, err := firstProcs(g.dirs[1:]) // the v1 ones: uni is 0
 	return err == nil && len(pids) == 0, err

@@ -876,9 +876,10 @@ func TestFreezeThaw(t *testing.T) {
 }
 
 // TestKillPartlyJoined: a process in one v1 hierarchy of the group only
-// (the last but one, as one caught midway through joining them all) is
-// found and killed, and the group is empty only once it is gone from
-// there: emptiness is not read off the first hierarchy alone.
+// (the last but one, as one caught midway through joining them all, or
+// the criu runner's thread, given the group's paths) is found and killed,
+// and the group is empty only once it is gone from there: emptiness is
+// not read off the first hierarchy alone.
 func TestKillPartlyJoined(t *testing.T) {
 	requireRoot(t)
 	m := newManager(t)
@@ -887,7 +888,8 @@ func TestKillPartlyJoined(t *testing.T) {
 	}
 	g := create(t, m, "partly", Limits{})
 	p := startOutside(t, "/bin/sleep", "60")
-	last := g.dirs[len(g.dirs)-2]
+	dirs := g.Dirs() // as the criu runner takes them
+	last := dirs[len(dirs)-2]
 	if err := addV1([]string{last}, p.Pid); err != nil {
 		t.Fatal(err)
 	}
@@ -1389,6 +1391,82 @@ func TestParseKey(t *testing.T) {
 			got, err := parseKey([]byte(tt.in), tt.key, "f")
 			if (err == nil) != tt.ok || got != tt.want {
 				t.Errorf("parseKey(%q, %q) = %d, %v; want %d, ok=%v", tt.in, tt.key, got, err, tt.want, tt.ok)
+			}
+		})
+	}
+}
+
+// TestKnownEmpty: a group whose processes all came in through Add is
+// known empty after a kill, without reading its cgroup.procs files, until
+// the next Add; a group whose paths or cgroup.procs files were handed out
+// never is. A pool's clean relies on it: a process added after the kill
+// is still found and killed there.
+func TestKnownEmpty(t *testing.T) {
+	for _, mc := range modes(t) {
+		t.Run(mc.name, func(t *testing.T) {
+			ctx := ctxT(t)
+			m := newManager(t, mc.opts...)
+			p := newPool(t, m, PoolConfig{Reserve: 1})
+			g, err := p.Get(ctx, Limits{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if g.knownEmpty() {
+				t.Fatal("a group never killed is known empty")
+			}
+			add := func() *proc {
+				t.Helper()
+				pr := startOutside(t, "/bin/sleep", "60")
+				if err := g.Add(pr.Pid); err != nil {
+					t.Fatalf("Add: %v", err)
+				}
+				return pr
+			}
+			pr := add()
+			if g.knownEmpty() {
+				t.Fatal("known empty with a process added")
+			}
+			if err := g.Kill(ctx); err != nil {
+				t.Fatalf("Kill: %v", err)
+			}
+			if !pr.killed(t) {
+				t.Fatalf("pid %d: %v, want SIGKILL", pr.Pid, pr.err)
+			}
+			if !g.knownEmpty() {
+				t.Fatal("not known empty after a kill of a group joined through Add only")
+			}
+			// Added after the kill: the clean must look, and kill it.
+			late := add()
+			if g.knownEmpty() {
+				t.Fatal("known empty after an Add that followed the kill")
+			}
+			if err := p.Put(ctx, g); err != nil {
+				t.Fatalf("Put: %v", err)
+			}
+			if !late.killed(t) {
+				t.Errorf("process added after the kill survived the clean: %v", late.err)
+			}
+			if pids, err := g.Pids(); err != nil || len(pids) != 0 {
+				t.Errorf("Pids() after the clean = %v, %v", pids, err)
+			}
+			// Shared: never known empty again, whatever the kills.
+			h, err := p.Get(ctx, Limits{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer h.Delete(ctx)
+			fs, err := h.ProcsFiles()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, f := range fs {
+				f.Close()
+			}
+			if err := h.Kill(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if h.knownEmpty() {
+				t.Error("a group whose cgroup.procs files were handed out is known empty")
 			}
 		})
 	}

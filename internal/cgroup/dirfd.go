@@ -1,6 +1,7 @@
 package cgroup
 
 import (
+	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -19,11 +20,25 @@ import (
 // helpers (writeFile, readFile) use them unchanged; any other path, or a
 // group whose directory could not be held, is opened by its path.
 
-// dirFD is a held directory. fd is -1 once closed; mu keeps it open
-// while an openat uses it, so the number cannot be reused under it.
+// The control files a group's users write again and again (its limits,
+// freezer state, cgroup.procs for a join, counters reset on each clean:
+// some twenty writes per fork start) are also kept open, once written,
+// until the directory's descriptor is closed: opening and closing a
+// cgroupfs file cost more than the write itself.
+
+// dirFD is a held directory. fd is -1 once closed; mu keeps it, and the
+// files, open while an openat or a write uses one, so a number cannot be
+// reused under it.
 type dirFD struct {
 	mu sync.RWMutex
 	fd int
+	// cgfs is set for a directory of a cgroup file system, where a write
+	// ignores the file offset: only there are files held for writing.
+	cgfs bool
+	// files are the directory's files held open for writing, by name
+	// (writeHeld); fmu guards the map.
+	fmu   sync.Mutex
+	files map[string]int
 }
 
 var (
@@ -33,6 +48,10 @@ var (
 	// every process the worker starts copies its descriptor table.
 	heldFDs atomic.Int64
 	maxHeld atomic.Int64
+	// heldFiles counts the files held open for writing, at most maxHeld
+	// too: a budget of their own, so that groups made later still get
+	// their directories held.
+	heldFiles atomic.Int64
 )
 
 func init() {
@@ -59,7 +78,7 @@ func holdDirs(dirs []string) []*dirFD {
 			heldFDs.Add(-1)
 			continue
 		}
-		held[i] = &dirFD{fd: fd}
+		held[i] = &dirFD{fd: fd, cgfs: isCgroupFS(fd)}
 		if old, loaded := dirFDs.Swap(d, held[i]); loaded {
 			old.(*dirFD).close()
 		}
@@ -87,6 +106,100 @@ func (d *dirFD) close() {
 		d.fd = -1
 		heldFDs.Add(-1)
 	}
+	d.fmu.Lock()
+	defer d.fmu.Unlock()
+	for _, fd := range d.files {
+		unix.Close(fd)
+		heldFiles.Add(-1)
+	}
+	d.files = nil
+}
+
+// writeHeld writes s to path through a descriptor of it held open with
+// its directory's (opened on the first write), as writeFile does. ok is
+// false, and nothing done, if the directory is not held or the budget is
+// spent: the caller opens the file by path.
+func writeHeld(path, s string) (ok bool, err error) {
+	dir, base := filepath.Dir(path), filepath.Base(path)
+	if filepath.Join(dir, base) != path {
+		return false, nil
+	}
+	v, found := dirFDs.Load(dir)
+	if !found {
+		return false, nil
+	}
+	d := v.(*dirFD)
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	if d.fd < 0 || !d.cgfs {
+		return false, nil
+	}
+	fd, ok, err := d.file(base)
+	if !ok {
+		return false, nil
+	}
+	if err != nil {
+		return true, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	err = writeAll(fd, s)
+	if err == unix.ENODEV {
+		// The group was removed under a stale registration (a Sweep's
+		// group, never held): by path, as if never held.
+		d.drop(base, fd)
+		return false, nil
+	}
+	return true, err
+}
+
+// drop closes and forgets the held file name, if it is still fd.
+func (d *dirFD) drop(name string, fd int) {
+	d.fmu.Lock()
+	defer d.fmu.Unlock()
+	if d.files[name] == fd {
+		delete(d.files, name)
+		unix.Close(fd)
+		heldFiles.Add(-1)
+	}
+}
+
+// isCgroupFS reports whether the directory fd is on a cgroup (v1 or v2)
+// file system.
+func isCgroupFS(fd int) bool {
+	var st unix.Statfs_t
+	if err := unix.Fstatfs(fd, &st); err != nil {
+		return false
+	}
+	return st.Type == unix.CGROUP_SUPER_MAGIC || st.Type == unix.CGROUP2_SUPER_MAGIC
+}
+
+// file returns the held descriptor of the directory's file name, opening
+// it for writing if it is not held yet; ok false past the budget. The
+// caller holds d.mu for reading, with d.fd open.
+func (d *dirFD) file(name string) (fd int, ok bool, err error) {
+	d.fmu.Lock()
+	defer d.fmu.Unlock()
+	if fd, found := d.files[name]; found {
+		return fd, true, nil
+	}
+	if heldFiles.Add(1) > maxHeld.Load() {
+		heldFiles.Add(-1)
+		return -1, false, nil
+	}
+	for {
+		fd, err = unix.Openat(d.fd, name, unix.O_WRONLY|unix.O_CLOEXEC, 0)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		heldFiles.Add(-1)
+		return -1, true, err
+	}
+	if d.files == nil {
+		d.files = make(map[string]int)
+	}
+	d.files[name] = fd
+	return fd, true, nil
 }
 
 // openHeld opens path relative to its directory's held descriptor, if
@@ -112,4 +225,20 @@ func openHeld(path string, flags int) (fd int, ok bool, err error) {
 			return fd, true, err
 		}
 	}
+}
+
+// statHeld fstats the held directory dir (ok false if it is not held),
+// without the walk a stat by path makes.
+func statHeld(dir string, st *unix.Stat_t) (ok bool, err error) {
+	v, found := dirFDs.Load(dir)
+	if !found {
+		return false, nil
+	}
+	d := v.(*dirFD)
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	if d.fd < 0 {
+		return false, nil
+	}
+	return true, unix.Fstat(d.fd, st)
 }

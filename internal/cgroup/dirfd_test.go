@@ -23,7 +23,7 @@ func TestHeldDirs(t *testing.T) {
 				}
 				return len(ents)
 			}
-			before, held := fds(), heldFDs.Load()
+			before, held, files := fds(), heldFDs.Load(), heldFiles.Load()
 			for range 20 {
 				g := create(t, m, "held", Limits{})
 				if got := heldFDs.Load() - held; got != int64(len(g.dirs)) {
@@ -40,8 +40,23 @@ func TestHeldDirs(t *testing.T) {
 				if pids, err := g.Pids(); err != nil || len(pids) != 1 {
 					t.Fatalf("Pids() = %v, %v", pids, err)
 				}
+				// Written twice through one descriptor, held until Delete.
+				for range 2 {
+					if err := g.Freeze(ctxT(t)); err != nil {
+						t.Fatal(err)
+					}
+					if err := g.Thaw(ctxT(t)); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if got := heldFiles.Load() - files; got != 1 {
+					t.Errorf("%d files held after freezes and thaws, want 1 (the freezer's)", got)
+				}
 				if err := g.Delete(ctxT(t)); err != nil {
 					t.Fatal(err)
+				}
+				if got := heldFiles.Load(); got != files {
+					t.Fatalf("%d files held after Delete, want %d", got, files)
 				}
 				if _, ok, _ := openHeld(procs, unix.O_RDONLY); ok {
 					t.Fatalf("%s still held after Delete", procs)

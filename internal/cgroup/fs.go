@@ -24,10 +24,29 @@ import (
 // regular file costs an epoll registration that fails, and the worker
 // reads and writes tens of these files per start.
 func writeFile(path, s string) error {
-	fd, err := open(path, unix.O_WRONLY)
-	if err != nil {
-		return err
+	ok, err := writeHeld(path, s)
+	if !ok {
+		var fd int
+		if fd, err = open(path, unix.O_WRONLY); err != nil {
+			return err
+		}
+		err = writeAll(fd, s)
+		if cerr := unix.Close(fd); err == nil {
+			err = cerr
+		}
 	}
+	if err != nil {
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			return err // the open's, which names the path
+		}
+		return fmt.Errorf("writing %q to %s: %w", s, path, err)
+	}
+	return nil
+}
+
+// writeAll writes s to fd in one write, as cgroupfs wants it.
+func writeAll(fd int, s string) error {
 	n, err := unix.Write(fd, []byte(s))
 	for err == unix.EINTR {
 		// A signal in a long write (force_empty's or memory.reclaim's
@@ -37,13 +56,7 @@ func writeFile(path, s string) error {
 	if err == nil && n < len(s) {
 		err = io.ErrShortWrite
 	}
-	if cerr := unix.Close(fd); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("writing %q to %s: %w", s, path, err)
-	}
-	return nil
+	return err
 }
 
 // readFile reads a whole cgroupfs (or procfs) file, as os.ReadFile does;

@@ -179,12 +179,16 @@ func (p *Pool) clean(ctx context.Context, g *Group) error {
 		return ErrDeleted // deleted by its owner after Release: nothing to keep
 	}
 	// A group its owner emptied (a sandbox's Destroy kills and waits) is
-	// empty at the first look; only one with processes left is killed
-	// here and looked at again after the thaw. Nothing else can add one:
-	// only the worker moves processes into groups.
-	left, err := firstProcs(g.dirs)
-	if err != nil {
-		return err
+	// empty at the first look, or known to be without one (knownEmpty);
+	// only one with processes left is killed here and looked at again
+	// after the thaw. Nothing else can add one: only the worker moves
+	// processes into groups.
+	var left []int
+	if !g.knownEmpty() {
+		var err error
+		if left, err = firstProcs(g.dirs); err != nil {
+			return err
+		}
 	}
 	if len(left) > 0 {
 		if err := g.kill(ctx); err != nil {
@@ -234,7 +238,11 @@ func (p *Pool) clean(ctx context.Context, g *Group) error {
 // count, or an error) says list it.
 func mayHaveChildren(d string) bool {
 	var st unix.Stat_t
-	return unix.Stat(d, &st) != nil || st.Nlink != 2
+	ok, err := statHeld(d, &st)
+	if !ok {
+		err = unix.Stat(d, &st)
+	}
+	return err != nil || st.Nlink != 2
 }
 
 // quarantine keeps g aside for good: it could not be cleaned (or

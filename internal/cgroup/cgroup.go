@@ -240,7 +240,6 @@ func (m *Manager) Create(name string, lim Limits) (_ *Group, err error) {
 		return nil, fmt.Errorf("cgroup %s: %w", name, err)
 	}
 	g := &Group{m: m, name: name, dirs: m.dirs(name), limit: lim.MemoryBytes}
-	g.emptyAt.Store(-1)
 	// An explicit mkdir first: the library uses MkdirAll, which would
 	// silently adopt a stale group and its processes.
 	if err := os.Mkdir(g.dirs[0], 0o755); err != nil {
@@ -419,14 +418,13 @@ type Group struct {
 
 	deleted atomic.Bool
 
-	// joins counts the moves into the group through Add; emptyAt is
-	// joins as a kill that left the group empty found it (-1 before
-	// any). shared marks a group whose paths or cgroup.procs files were
-	// handed out (Dirs, ProcsFiles): a process can then enter it without
-	// Add, for instance a v1 hierarchy alone (the criu runner's thread).
-	// Only for a group never shared do these tell that it is still empty
-	// (knownEmpty), and that all its processes are in the hybrid cgroup2
-	// group too.
+	// joins counts the moves into the group through Add, each counted
+	// once done (or failed); a kill that left the group empty stores in
+	// emptyAt 1 + joins as it was before it looked (0: none yet, so a
+	// zero Group is never known empty). shared marks a group whose paths
+	// or cgroup.procs files were handed out (Dirs, ProcsFiles): a
+	// process can then enter it without Add. Only a group never shared,
+	// killed empty with no Add since, is known to be empty (knownEmpty).
 	joins, emptyAt atomic.Int64
 	shared         atomic.Bool
 }
@@ -434,7 +432,7 @@ type Group struct {
 // knownEmpty reports whether g is surely empty without reading its
 // cgroup.procs files: never shared, killed empty, nothing added since.
 func (g *Group) knownEmpty() bool {
-	return !g.shared.Load() && g.emptyAt.Load() == g.joins.Load()
+	return !g.shared.Load() && g.emptyAt.Load() == g.joins.Load()+1
 }
 
 // Name returns the group's name below the parent.
@@ -460,7 +458,9 @@ func (g *Group) Add(pid int) error {
 	if pid <= 0 {
 		return fmt.Errorf("cgroup %s: adding pid %d: %w", g.name, pid, ErrBadPid)
 	}
-	g.joins.Add(1) // before the move: see knownEmpty
+	// Counted after the move, failed or not: a kill that read the count
+	// before it and found no process then records an older count.
+	defer g.joins.Add(1)
 	var err error
 	if g.c2 != nil {
 		err = g.c2.AddProc(uint64(pid))
@@ -603,7 +603,7 @@ func (g *Group) kill(ctx context.Context) error {
 	joins := g.joins.Load()
 	err := g.killAll(ctx)
 	if err == nil {
-		g.emptyAt.Store(joins)
+		g.emptyAt.Store(joins + 1)
 	}
 	return err
 }
@@ -760,11 +760,6 @@ func (g *Group) killAtOnce(ctx context.Context) (bool, error) {
 	if g.m.mode == V2 {
 		// v2 kills frozen tasks too; a pooled group must be thawed.
 		return true, g.setFrozen(ctx, false, 0)
-	}
-	if !g.shared.Load() {
-		// Every process came in through Add, which moves it into the
-		// cgroup2 group first: that one empty, so are the v1 ones.
-		return true, nil
 	}
 	pids, err := firstProcs(g.dirs[1:]) // the v1 ones: uni is 0
 	return err == nil && len(pids) == 0, err

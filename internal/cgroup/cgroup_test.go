@@ -876,10 +876,9 @@ func TestFreezeThaw(t *testing.T) {
 }
 
 // TestKillPartlyJoined: a process in one v1 hierarchy of the group only
-// (the last but one, as one caught midway through joining them all, or
-// the criu runner's thread, given the group's paths) is found and killed,
-// and the group is empty only once it is gone from there: emptiness is
-// not read off the first hierarchy alone.
+// (the last but one, as one caught midway through joining them all) is
+// found and killed, and the group is empty only once it is gone from
+// there: emptiness is not read off the first hierarchy alone.
 func TestKillPartlyJoined(t *testing.T) {
 	requireRoot(t)
 	m := newManager(t)
@@ -888,8 +887,7 @@ func TestKillPartlyJoined(t *testing.T) {
 	}
 	g := create(t, m, "partly", Limits{})
 	p := startOutside(t, "/bin/sleep", "60")
-	dirs := g.Dirs() // as the criu runner takes them
-	last := dirs[len(dirs)-2]
+	last := g.dirs[len(g.dirs)-2]
 	if err := addV1([]string{last}, p.Pid); err != nil {
 		t.Fatal(err)
 	}

@@ -36,9 +36,11 @@ type dirFD struct {
 	// ignores the file offset: only there are files held for writing.
 	cgfs bool
 	// files are the directory's files held open for writing, by name
-	// (writeHeld); fmu guards the map.
+	// (writeHeld); dead ones were dropped from it but may still be in a
+	// writer's hands, closed with the rest. fmu guards both.
 	fmu   sync.Mutex
 	files map[string]int
+	dead  []int
 }
 
 var (
@@ -112,7 +114,11 @@ func (d *dirFD) close() {
 		unix.Close(fd)
 		heldFiles.Add(-1)
 	}
-	d.files = nil
+	for _, fd := range d.dead {
+		unix.Close(fd)
+		heldFiles.Add(-1)
+	}
+	d.files, d.dead = nil, nil
 }
 
 // writeHeld writes s to path through a descriptor of it held open with
@@ -151,14 +157,15 @@ func writeHeld(path, s string) (ok bool, err error) {
 	return true, err
 }
 
-// drop closes and forgets the held file name, if it is still fd.
+// drop forgets the held file name, if it is still fd. It is closed with
+// the directory's (close), when no writer can hold it: one may be about
+// to write to it now, and a number closed here could be reused meanwhile.
 func (d *dirFD) drop(name string, fd int) {
 	d.fmu.Lock()
 	defer d.fmu.Unlock()
-	if d.files[name] == fd {
+	if cur, found := d.files[name]; found && cur == fd {
 		delete(d.files, name)
-		unix.Close(fd)
-		heldFiles.Add(-1)
+		d.dead = append(d.dead, fd)
 	}
 }
 

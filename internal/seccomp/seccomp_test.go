@@ -367,3 +367,102 @@ func TestKernelAcceptsFilter(t *testing.T) {
 		t.Errorf("child's status lacks Seccomp: 2:\n%s", res.Status)
 	}
 }
+
+// TestFastAllowSame: the search put before the library's program
+// (fastAllow) changes no decision. Every call number of the table and
+// past it, with argument values around every rule's, is run through the
+// program with and without it, for the tenant's and the zygote's filter;
+// and a call the policy does not name is decided by the search alone, in
+// a few steps.
+func TestFastAllowSame(t *testing.T) {
+	info, err := arch.GetInfo("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var argSets [][]uint64
+	for _, v := range slices.Concat([]uint64{0, 1, 2, 5, ^uint64(0), 0xffffffff, 1 << 32,
+		cloneNamespaces, unix.CLONE_NEWUSER, unix.CLONE_NEWNET, unix.CLONE_NEWNS, homeUnshare, unix.AF_NETLINK},
+		personalities, families) {
+		argSets = append(argSets, []uint64{v, v, v, v, v, v},
+			[]uint64{v, 0, unix.NETLINK_ROUTE, 0, 0, 0}, []uint64{v, 0, 0, 0, 0, 0}, []uint64{0, v, 0, 0, 0, 0})
+	}
+	newest := 0
+	for nr := range info.SyscallNumbers {
+		newest = max(newest, nr)
+	}
+	for _, zygote := range []bool{false, true} {
+		guard, search, body, err := parts(zygote)
+		if err != nil {
+			t.Fatal(err)
+		}
+		plain, err := bpf.NewVM(slices.Concat(guard, body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		fast, err := bpf.NewVM(slices.Concat(guard, search, body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		named, err := numbers(info, policy(info, zygote))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for nr := 0; nr <= newest+8; nr++ {
+			for _, a := range []uint32{uint32(info.ID), 0x40000003} {
+				for _, args := range argSets {
+					in := seccompData(nr, a, args...)
+					want, err1 := plain.Run(in)
+					got, err2 := fast.Run(in)
+					if err1 != nil || err2 != nil || got != want {
+						t.Fatalf("zygote %v: call %d (%s), arch %#x, args %#x: %s with the search, %s without (%v, %v)",
+							zygote, nr, info.SyscallNumbers[nr], a, args, retName(uint32(got)), retName(uint32(want)), err2, err1)
+					}
+				}
+			}
+			if nr <= newest && !slices.Contains(named, uint32(nr)) {
+				// Decided in the search: the guard's 5, then at most
+				// log2 of the named numbers and a leaf of 3.
+				if steps := steps(slices.Concat(guard, search), nr, uint32(info.ID)); steps > 5+8+7 {
+					t.Errorf("zygote %v: call %d takes %d steps", zygote, nr, steps)
+				}
+			}
+		}
+	}
+}
+
+// steps counts the instructions prog runs on call nr of arch a, -1 if it
+// runs off its end.
+func steps(prog []bpf.Instruction, nr int, a uint32) int {
+	var acc uint32
+	for pc, n := 0, 1; pc < len(prog); n++ {
+		switch in := prog[pc].(type) {
+		case bpf.LoadAbsolute:
+			acc = map[uint32]uint32{offNr: uint32(nr), offArch: a}[in.Off]
+			pc++
+		case bpf.JumpIf:
+			var ok bool
+			switch in.Cond {
+			case bpf.JumpEqual:
+				ok = acc == in.Val
+			case bpf.JumpGreaterThan:
+				ok = acc > in.Val
+			case bpf.JumpGreaterOrEqual:
+				ok = acc >= in.Val
+			default:
+				return -1
+			}
+			if ok {
+				pc += 1 + int(in.SkipTrue)
+			} else {
+				pc += 1 + int(in.SkipFalse)
+			}
+		case bpf.Jump:
+			pc += 1 + int(in.Skip)
+		case bpf.RetConstant:
+			return n
+		default:
+			return -1
+		}
+	}
+	return -1
+}

@@ -3,6 +3,7 @@ package cgroup
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -33,14 +34,16 @@ type dirFD struct {
 	mu sync.RWMutex
 	fd int
 	// cgfs is set for a directory of a cgroup file system, where a write
-	// ignores the file offset: only there are files held for writing.
-	cgfs bool
+	// ignores the file offset: only there are files held for writing;
+	// v2 for one of the cgroup2 file system.
+	cgfs, v2 bool
 	// files are the directory's files held open for writing, by name
 	// (writeHeld); dead ones were dropped from it but may still be in a
 	// writer's hands, closed with the rest. fmu guards both.
-	fmu   sync.Mutex
-	files map[string]int
-	dead  []int
+	fmu     sync.Mutex
+	files   map[string]int
+	dead    []int
+	readers map[string]*heldReader // files held open for reading (readHeld)
 }
 
 var (
@@ -80,7 +83,8 @@ func holdDirs(dirs []string) []*dirFD {
 			heldFDs.Add(-1)
 			continue
 		}
-		held[i] = &dirFD{fd: fd, cgfs: isCgroupFS(fd)}
+		held[i] = &dirFD{fd: fd}
+		held[i].cgfs, held[i].v2 = cgroupFS(fd)
 		if old, loaded := dirFDs.Swap(d, held[i]); loaded {
 			old.(*dirFD).close()
 		}
@@ -118,7 +122,11 @@ func (d *dirFD) close() {
 		unix.Close(fd)
 		heldFiles.Add(-1)
 	}
-	d.files, d.dead = nil, nil
+	for _, r := range d.readers {
+		unix.Close(r.fd)
+		heldFiles.Add(-1)
+	}
+	d.files, d.dead, d.readers = nil, nil, nil
 }
 
 // writeHeld writes s to path through a descriptor of it held open with
@@ -169,14 +177,113 @@ func (d *dirFD) drop(name string, fd int) {
 	}
 }
 
-// isCgroupFS reports whether the directory fd is on a cgroup (v1 or v2)
-// file system.
-func isCgroupFS(fd int) bool {
+// cgroupFS reports whether the directory fd is on a cgroup (v1 or v2)
+// file system, and whether on cgroup2's.
+func cgroupFS(fd int) (cgfs, v2 bool) {
 	var st unix.Statfs_t
 	if err := unix.Fstatfs(fd, &st); err != nil {
-		return false
+		return false, false
 	}
-	return st.Type == unix.CGROUP_SUPER_MAGIC || st.Type == unix.CGROUP2_SUPER_MAGIC
+	return st.Type == unix.CGROUP_SUPER_MAGIC || st.Type == unix.CGROUP2_SUPER_MAGIC, st.Type == unix.CGROUP2_SUPER_MAGIC
+}
+
+// rereadable are the files read through a held descriptor (readHeld):
+// cgroupfs shows them anew on each read from offset 0, as the worker
+// reads them on every start (a freezer's state while it freezes or
+// thaws, a clean's memory figures). Not v1's cgroup.procs, whose open
+// file keeps the pid list of its first read; v2's restarts its walk, and
+// is read through one on cgroup2 only.
+var rereadable = map[string]bool{
+	"freezer.state": true, "cgroup.events": true, "cgroup.freeze": true,
+	"memory.stat": true, "memory.oom_control": true, "memory.events": true,
+}
+
+// readHeld reads the whole of path, as readFile does, through a
+// descriptor held open with its directory's (opened on the first read):
+// for rereadable files of a held cgroupfs directory only, else ok is
+// false and nothing is done.
+func readHeld(path string) (b []byte, ok bool, err error) {
+	dir, base := filepath.Dir(path), filepath.Base(path)
+	if !rereadable[base] && base != "cgroup.procs" || filepath.Join(dir, base) != path {
+		return nil, false, nil
+	}
+	v, found := dirFDs.Load(dir)
+	if !found {
+		return nil, false, nil
+	}
+	d := v.(*dirFD)
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	if d.fd < 0 || !d.cgfs || base == "cgroup.procs" && !d.v2 {
+		return nil, false, nil
+	}
+	r, ok, err := d.reader(base)
+	if !ok {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, true, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	b = make([]byte, 0, 512)
+	for {
+		if len(b) == cap(b) {
+			b = slices.Grow(b, cap(b))
+		}
+		n, err := unix.Pread(r.fd, b[len(b):cap(b)], int64(len(b)))
+		if err == unix.EINTR {
+			continue
+		}
+		if err == unix.ENODEV {
+			return nil, false, nil // removed under a stale registration: by path
+		}
+		if err != nil {
+			return nil, true, &os.PathError{Op: "read", Path: path, Err: err}
+		}
+		if n == 0 {
+			return b, true, nil
+		}
+		b = b[:len(b)+n]
+	}
+}
+
+// heldReader is a file held open for reading; mu keeps one read of the
+// whole file at a time (a read at offset 0 restarts the file's walk).
+type heldReader struct {
+	mu sync.Mutex
+	fd int
+}
+
+// reader is file for reading: the held descriptor of name, opened if
+// need be; ok false past the budget. The caller holds d.mu for reading.
+func (d *dirFD) reader(name string) (r *heldReader, ok bool, err error) {
+	d.fmu.Lock()
+	defer d.fmu.Unlock()
+	if r, found := d.readers[name]; found {
+		return r, true, nil
+	}
+	if heldFiles.Add(1) > maxHeld.Load() {
+		heldFiles.Add(-1)
+		return nil, false, nil
+	}
+	var fd int
+	for {
+		fd, err = unix.Openat(d.fd, name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		heldFiles.Add(-1)
+		return nil, true, err
+	}
+	if d.readers == nil {
+		d.readers = make(map[string]*heldReader)
+	}
+	r = &heldReader{fd: fd}
+	d.readers[name] = r
+	return r, true, nil
 }
 
 // file returns the held descriptor of the directory's file name, opening

@@ -1,6 +1,7 @@
 package cgroup
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -40,17 +41,26 @@ func TestHeldDirs(t *testing.T) {
 				if pids, err := g.Pids(); err != nil || len(pids) != 1 {
 					t.Fatalf("Pids() = %v, %v", pids, err)
 				}
-				// Written twice through one descriptor, held until Delete.
-				for range 2 {
+				// The freezer's file (v2: its cgroup.freeze, and the
+				// cgroup.events it polls) is written and read through
+				// descriptors opened once, held until Delete.
+				var first int64
+				for i := range 3 {
 					if err := g.Freeze(ctxT(t)); err != nil {
 						t.Fatal(err)
 					}
 					if err := g.Thaw(ctxT(t)); err != nil {
 						t.Fatal(err)
 					}
+					n := heldFiles.Load() - files
+					if i == 0 {
+						first = n
+					} else if n != first {
+						t.Fatalf("%d files held after %d freezes and thaws, %d after the first", n, i+1, first)
+					}
 				}
-				if got := heldFiles.Load() - files; got != 1 {
-					t.Errorf("%d files held after freezes and thaws, want 1 (the freezer's)", got)
+				if first < 2 {
+					t.Errorf("%d files held after freezes and thaws, want the freezer's written and read", first)
 				}
 				if err := g.Delete(ctxT(t)); err != nil {
 					t.Fatal(err)
@@ -115,5 +125,73 @@ func TestReleaseKeepsNewer(t *testing.T) {
 	}
 	if got := heldFDs.Load(); got != held {
 		t.Errorf("held %d, want %d", got, held)
+	}
+}
+
+// TestHeldReadsFresh: a file read through a held descriptor shows what
+// is there now at every read, not what its first read saw: the freezer's
+// state across a freeze and a thaw, and a cgroup2 cgroup.procs (v1's is
+// never read through one) across a join and a kill.
+func TestHeldReadsFresh(t *testing.T) {
+	for _, mc := range modes(t) {
+		t.Run(mc.name, func(t *testing.T) {
+			ctx := ctxT(t)
+			m := newManager(t, mc.opts...)
+			g := create(t, m, "fresh", Limits{})
+			defer g.Delete(ctx)
+			procs := filepath.Join(g.dirs[0], "cgroup.procs")
+			read := func(path string) string {
+				t.Helper()
+				b, err := readFile(path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return string(b)
+			}
+			if got := read(procs); got != "" {
+				t.Fatalf("cgroup.procs of a new group = %q", got)
+			}
+			p := startOutside(t, "/bin/sleep", "60")
+			if err := g.Add(p.Pid); err != nil {
+				t.Fatal(err)
+			}
+			if got, want := read(procs), fmt.Sprintf("%d\n", p.Pid); got != want {
+				t.Errorf("cgroup.procs after Add = %q, want %q", got, want)
+			}
+			if m.Mode() == V1 {
+				state := filepath.Join(g.dirs[m.frz], "freezer.state")
+				if got := read(state); got != "THAWED\n" {
+					t.Errorf("freezer.state = %q, want THAWED", got)
+				}
+				if err := g.Freeze(ctx); err != nil {
+					t.Fatal(err)
+				}
+				if got := read(state); got != "FROZEN\n" {
+					t.Errorf("freezer.state after Freeze = %q, want FROZEN", got)
+				}
+				if err := g.Thaw(ctx); err != nil {
+					t.Fatal(err)
+				}
+				if got := read(state); got != "THAWED\n" {
+					t.Errorf("freezer.state after Thaw = %q, want THAWED", got)
+				}
+			}
+			if err := g.Kill(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if got := read(procs); got != "" {
+				t.Errorf("cgroup.procs after Kill = %q, want empty", got)
+			}
+			var held bool
+			if v, ok := dirFDs.Load(g.dirs[0]); ok {
+				d := v.(*dirFD)
+				d.fmu.Lock()
+				_, held = d.readers["cgroup.procs"]
+				d.fmu.Unlock()
+				if want := d.v2; held != want {
+					t.Errorf("cgroup.procs held for reading: %v, want %v (cgroup2: %v)", held, want, d.v2)
+				}
+			}
+		})
 	}
 }

@@ -62,6 +62,9 @@ func writeAll(fd int, s string) error {
 // readFile reads a whole cgroupfs (or procfs) file, as os.ReadFile does;
 // see writeFile.
 func readFile(path string) ([]byte, error) {
+	if b, ok, err := readHeld(path); ok {
+		return b, err
+	}
 	fd, err := open(path, unix.O_RDONLY)
 	if err != nil {
 		return nil, err

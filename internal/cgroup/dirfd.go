@@ -53,9 +53,9 @@ var (
 	// every process the worker starts copies its descriptor table.
 	heldFDs atomic.Int64
 	maxHeld atomic.Int64
-	// heldFiles counts the files held open for writing, at most maxHeld
-	// too: a budget of their own, so that groups made later still get
-	// their directories held.
+	// heldFiles counts the files held open for writing or reading, at
+	// most maxHeld too: a budget of their own, so that groups made later
+	// still get their directories held.
 	heldFiles atomic.Int64
 )
 
@@ -236,7 +236,10 @@ func readHeld(path string) (b []byte, ok bool, err error) {
 			continue
 		}
 		if err == unix.ENODEV {
-			return nil, false, nil // removed under a stale registration: by path
+			// Removed under a stale registration, or made again
+			// (a controller disabled and enabled): by path.
+			d.dropReader(base, r)
+			return nil, false, nil
 		}
 		if err != nil {
 			return nil, true, &os.PathError{Op: "read", Path: path, Err: err}
@@ -245,6 +248,17 @@ func readHeld(path string) (b []byte, ok bool, err error) {
 			return b, true, nil
 		}
 		b = b[:len(b)+n]
+	}
+}
+
+// dropReader forgets the held reader of name, if it is still r; its
+// descriptor is closed with the directory's (see drop).
+func (d *dirFD) dropReader(name string, r *heldReader) {
+	d.fmu.Lock()
+	defer d.fmu.Unlock()
+	if d.readers[name] == r {
+		delete(d.readers, name)
+		d.dead = append(d.dead, r.fd)
 	}
 }
 

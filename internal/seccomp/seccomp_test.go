@@ -466,3 +466,56 @@ func steps(prog []bpf.Instruction, nr int, a uint32) int {
 	}
 	return -1
 }
+
+// TestFastAllowShapes: the search on its own, for sets of named numbers
+// of every shape (none, one, dense runs, sparse, hundreds, so that a
+// subtree is longer than a conditional jump reaches), allows exactly the
+// numbers not named and sends the named ones on to what follows it.
+func TestFastAllowShapes(t *testing.T) {
+	const newest = 1200
+	const onward = 0xdead // what follows the search returns this
+	sets := map[string][]uint32{"none": nil, "one": {7}, "first": {0}, "last": {newest}, "all": nil}
+	for i := uint32(0); i <= newest; i++ {
+		sets["all"] = append(sets["all"], i)
+		if i%3 == 0 {
+			sets["every third"] = append(sets["every third"], i)
+		}
+		if i >= 100 && i < 700 {
+			sets["dense run"] = append(sets["dense run"], i)
+		}
+		if i%97 == 5 || i%89 == 1 {
+			sets["sparse"] = append(sets["sparse"], i)
+		}
+	}
+	for name, named := range sets {
+		search := fastAllow(named, newest)
+		prog := slices.Concat([]bpf.Instruction{bpf.LoadAbsolute{Off: offNr, Size: 4}}, search,
+			[]bpf.Instruction{bpf.RetConstant{Val: onward}})
+		vm, err := bpf.NewVM(prog)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		long := false
+		for i, in := range search {
+			if j, ok := in.(bpf.Jump); ok && j.Skip > 255 && i < len(search)/2 {
+				long = true
+			}
+		}
+		if name == "every third" && !long {
+			t.Errorf("%s: no long jump over a subtree; the test no longer covers that form", name)
+		}
+		for nr := uint32(0); nr <= newest; nr++ {
+			got, err := vm.Run(seccompData(int(nr), 0))
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			want := retAllow
+			if slices.Contains(named, nr) {
+				want = onward
+			}
+			if uint32(got) != want {
+				t.Fatalf("%s: call %d: %#x, want %#x", name, nr, got, want)
+			}
+		}
+	}
+}

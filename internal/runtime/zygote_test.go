@@ -193,7 +193,7 @@ func TestZygoteConfine(t *testing.T) {
 	const driver = `import sys, os, ctypes
 sys.path.insert(0, sys.argv[1])
 import zygote
-zygote._filter = zygote.load_filter(sys.argv[2])
+zygote.use_filter(zygote.load_filter(sys.argv[2]))
 zygote._prctl(zygote.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)  # hearth-init sets it for a zygote
 zygote.confine()
 libc = ctypes.CDLL(None, use_errno=True)

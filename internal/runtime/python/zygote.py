@@ -156,6 +156,27 @@ class _RulesetAttr(ctypes.Structure):
                 ("scoped", ctypes.c_uint64))
 
 
+# wall_off's arguments, made once here (a child that made them wrote to
+# its zygote's pages): the scoped ruleset, and the calls' constants.
+_LANDLOCK_ATTR = _RulesetAttr(0, 0, LANDLOCK_SCOPE_SIGNAL | LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET)
+_LANDLOCK_CREATE = (ctypes.c_long(SYS_LANDLOCK_CREATE_RULESET), ctypes.byref(_LANDLOCK_ATTR),
+                    ctypes.c_size_t(ctypes.sizeof(_LANDLOCK_ATTR)), ctypes.c_uint32(0))
+_SYS_RESTRICT_SELF = ctypes.c_long(SYS_LANDLOCK_RESTRICT_SELF)
+_U32_0 = ctypes.c_uint32(0)
+_landlock = [None, 0]  # the ABI version landlock_abi found, and its errno
+
+
+def landlock_abi():
+    """The kernel's Landlock ABI version (below 1: none), asked once per
+    process tree: a zygote asks before its first fork (main), and its
+    children and child nodes read the answer."""
+    if _landlock[0] is None:
+        abi = _syscall(ctypes.c_long(SYS_LANDLOCK_CREATE_RULESET), None, ctypes.c_size_t(0),
+                       ctypes.c_uint32(LANDLOCK_CREATE_RULESET_VERSION))
+        _landlock[:] = [abi, ctypes.get_errno() if abi < 0 else 0]
+    return _landlock[0]
+
+
 def wall_off():
     """Enter a Landlock domain of this process's own, scoped: from here on
     it, and all it forks, can signal, trace (or read through /proc) and
@@ -166,18 +187,15 @@ def wall_off():
     its packages, so that what they run reaches only the node's own
     children, which asked for them. A function child walls itself off
     from its siblings too."""
-    abi = _syscall(ctypes.c_long(SYS_LANDLOCK_CREATE_RULESET), None, ctypes.c_size_t(0),
-                   ctypes.c_uint32(LANDLOCK_CREATE_RULESET_VERSION))
+    abi = landlock_abi()
     if abi < 6:
-        raise OSError(ctypes.get_errno() or 95, "landlock: scoped domains need ABI 6 (Linux 6.12), have %d" % abi)
-    attr = _RulesetAttr(0, 0, LANDLOCK_SCOPE_SIGNAL | LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET)
-    fd = _syscall(ctypes.c_long(SYS_LANDLOCK_CREATE_RULESET), ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)),
-                  ctypes.c_uint32(0))
+        raise OSError(_landlock[1] or 95, "landlock: scoped domains need ABI 6 (Linux 6.12), have %d" % abi)
+    fd = _syscall(*_LANDLOCK_CREATE)
     if fd < 0:
         e = ctypes.get_errno()
         raise OSError(e, "landlock_create_ruleset: " + posix.strerror(e))
     try:
-        if _syscall(ctypes.c_long(SYS_LANDLOCK_RESTRICT_SELF), ctypes.c_long(fd), ctypes.c_uint32(0)) != 0:
+        if _syscall(_SYS_RESTRICT_SELF, ctypes.c_long(fd), _U32_0) != 0:
             e = ctypes.get_errno()
             raise OSError(e, "landlock_restrict_self: " + posix.strerror(e))
     finally:
@@ -192,6 +210,12 @@ class _CloneArgs(ctypes.Structure):
 
 _clone_pidfd = ctypes.c_int(-1)
 _clone_args = _CloneArgs()
+_clone_args.pidfd = ctypes.addressof(_clone_pidfd)
+_clone_args.exit_signal = SIGCHLD
+# clone3's arguments, made once: objects made for the call and freed
+# after it would be written, after the fork, by both the zygote and the
+# child (a page copied for each).
+_CLONE3 = (ctypes.c_long(SYS_CLONE3), ctypes.byref(_clone_args), ctypes.c_size_t(ctypes.sizeof(_clone_args)))
 
 
 def clone(flags):
@@ -199,14 +223,12 @@ def clone(flags):
     pidfd) in the parent and (0, -1) in the child."""
     _clone_pidfd.value = -1
     _clone_args.flags = flags | CLONE_PIDFD
-    _clone_args.pidfd = ctypes.addressof(_clone_pidfd)
-    _clone_args.exit_signal = SIGCHLD
     # tag_output flushes the streams it replaces in the child: what the
     # zygote's own hold (a package's print at import, a pipe's buffer)
     # would reach the child's output.
     hearthrt.flush()
     _before_fork()
-    pid = _syscall_gil(ctypes.c_long(SYS_CLONE3), ctypes.byref(_clone_args), ctypes.c_size_t(ctypes.sizeof(_clone_args)))
+    pid = _syscall_gil(*_CLONE3)
     if pid == 0:
         _after_fork_child()
         return 0, -1
@@ -364,6 +386,7 @@ def load_filter(path=SECCOMP_FILE):
 
 
 _filter = None  # load_filter()'s result, set in main before the first fork
+_filter_addr = 0  # the address of its sock_fprog, for confine
 # The network filter's (watch_net), or why it could not be read: read
 # once here rather than by each child, on its start's clock; and the
 # calls that install it (net_calls).
@@ -371,13 +394,18 @@ _net_filter = None
 _net_calls = OSError(22, "no network filter loaded")
 
 
+def use_filter(f):
+    """Make f (load_filter's) the filter confine installs."""
+    global _filter, _filter_addr
+    _filter, _filter_addr = f, ctypes.addressof(f[1])
+
+
 def confine():
     """Install the tenant seccomp filter on this process (a just-forked
     child, so its only thread). It needs no_new_privs (hearth-init set it
     for the root zygote), and it is for good: the process and all it
     forks stay filtered."""
-    _buf, prog = _filter
-    if _prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(prog), 0, 0) != 0:
+    if _prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, _filter_addr, 0, 0) != 0:
         e = ctypes.get_errno()
         raise OSError(e, "seccomp: " + posix.strerror(e))
 
@@ -1063,7 +1091,7 @@ def serve(ctl):
 
 
 def main():
-    global _filter, _net_filter, _net_calls
+    global _net_filter, _net_calls
     ctl = _socket.socket(fileno=3)
     posix.set_inheritable(3, False)
     send_pidfd(ctl)
@@ -1075,7 +1103,7 @@ def main():
         # The worker serves without zygotes, and says why.
         send(ctl, {"error": "unavailable: %s" % (e,)})
         posix._exit(1)
-    _filter = load_filter()
+    use_filter(load_filter())
     try:
         _net_filter = load_filter(NET_FILE)
     except (OSError, ValueError) as e:

@@ -23,8 +23,13 @@
 // the builder's table knows (ENOSYS, as on an older kernel): a denylist
 // cannot judge calls that did not exist when it was written.
 //
-// The program is built once with github.com/elastic/go-seccomp-bpf and
-// handed over as raw struct sock_filter entries (Filter, WriteFile):
+// The program is built once with github.com/elastic/go-seccomp-bpf, with
+// a binary search on the call number in front (fastAllow) that allows the
+// calls the policy does not name in a few steps rather than after a
+// comparison with every named one: the kernel runs a new filter for every
+// call number when it is installed (to cache what it always allows), and
+// each fork start installs one. It is handed over as raw struct
+// sock_filter entries (Filter, WriteFile):
 // hearth-init installs it before it execs a sandbox's main process, and
 // the zygote installs it in each function child (see internal/runtime).
 package seccomp

@@ -1466,6 +1466,19 @@ func TestKnownEmpty(t *testing.T) {
 			if h.knownEmpty() {
 				t.Error("a group whose cgroup.procs files were handed out is known empty")
 			}
+			// So is one whose paths were (the criu runner's way in).
+			k := create(t, m, "paths", Limits{})
+			defer k.Delete(ctx)
+			if err := k.Kill(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if !k.knownEmpty() {
+				t.Fatal("a new group, killed empty, is not known empty")
+			}
+			_ = k.Dirs()
+			if k.knownEmpty() {
+				t.Error("a group whose paths were handed out is known empty")
+			}
 		})
 	}
 }

@@ -3,7 +3,6 @@ package cgroup
 import (
 	"os"
 	"path/filepath"
-	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -37,13 +36,26 @@ type dirFD struct {
 	// ignores the file offset: only there are files held for writing;
 	// v2 for one of the cgroup2 file system.
 	cgfs, v2 bool
-	// files are the directory's files held open for writing, by name
-	// (writeHeld); dead ones were dropped from it but may still be in a
-	// writer's hands, closed with the rest. fmu guards both.
-	fmu     sync.Mutex
-	files   map[string]int
-	dead    []int
-	readers map[string]*heldReader // files held open for reading (readHeld)
+	// files are the directory's files held open, for writing
+	// (writeHeld) or reading (readHeld); dead ones were dropped from it
+	// but may still be in a caller's hands, and close with the rest. fmu
+	// guards both.
+	fmu   sync.Mutex
+	files map[heldKey]*heldFile
+	dead  []int
+}
+
+// heldKey names a held file and the way it is open.
+type heldKey struct {
+	name  string
+	write bool
+}
+
+// heldFile is a file held open; mu keeps one read of the whole file at a
+// time (a read at offset 0 restarts the file's walk).
+type heldFile struct {
+	mu sync.Mutex
+	fd int
 }
 
 var (
@@ -114,19 +126,34 @@ func (d *dirFD) close() {
 	}
 	d.fmu.Lock()
 	defer d.fmu.Unlock()
-	for _, fd := range d.files {
-		unix.Close(fd)
-		heldFiles.Add(-1)
+	for _, f := range d.files {
+		d.dead = append(d.dead, f.fd)
 	}
 	for _, fd := range d.dead {
 		unix.Close(fd)
 		heldFiles.Add(-1)
 	}
-	for _, r := range d.readers {
-		unix.Close(r.fd)
-		heldFiles.Add(-1)
+	d.files, d.dead = nil, nil
+}
+
+// heldDir returns path's held directory, read-locked (the caller unlocks
+// d.mu) and open, and path's base name; nil if there is none.
+func heldDir(path string) (d *dirFD, base string) {
+	dir, base := filepath.Dir(path), filepath.Base(path)
+	if filepath.Join(dir, base) != path {
+		return nil, ""
 	}
-	d.files, d.dead, d.readers = nil, nil, nil
+	v, found := dirFDs.Load(dir)
+	if !found {
+		return nil, ""
+	}
+	d = v.(*dirFD)
+	d.mu.RLock()
+	if d.fd < 0 {
+		d.mu.RUnlock()
+		return nil, ""
+	}
+	return d, base
 }
 
 // writeHeld writes s to path through a descriptor of it held open with
@@ -134,46 +161,78 @@ func (d *dirFD) close() {
 // false, and nothing done, if the directory is not held or the budget is
 // spent: the caller opens the file by path.
 func writeHeld(path, s string) (ok bool, err error) {
-	dir, base := filepath.Dir(path), filepath.Base(path)
-	if filepath.Join(dir, base) != path {
+	d, base := heldDir(path)
+	if d == nil {
 		return false, nil
 	}
-	v, found := dirFDs.Load(dir)
-	if !found {
-		return false, nil
-	}
-	d := v.(*dirFD)
-	d.mu.RLock()
 	defer d.mu.RUnlock()
-	if d.fd < 0 || !d.cgfs {
+	if !d.cgfs {
 		return false, nil
 	}
-	fd, ok, err := d.file(base)
+	k := heldKey{base, true}
+	f, ok, err := d.hold(k)
 	if !ok {
 		return false, nil
 	}
 	if err != nil {
 		return true, &os.PathError{Op: "open", Path: path, Err: err}
 	}
-	err = writeAll(fd, s)
+	err = writeAll(f.fd, s)
 	if err == unix.ENODEV {
 		// The group was removed under a stale registration (a Sweep's
 		// group, never held): by path, as if never held.
-		d.drop(base, fd)
+		d.drop(k, f)
 		return false, nil
 	}
 	return true, err
 }
 
-// drop forgets the held file name, if it is still fd. It is closed with
-// the directory's (close), when no writer can hold it: one may be about
-// to write to it now, and a number closed here could be reused meanwhile.
-func (d *dirFD) drop(name string, fd int) {
+// hold returns the held file k, opening it if it is not held yet; ok
+// false past the budget. The caller holds d.mu for reading, with d.fd
+// open.
+func (d *dirFD) hold(k heldKey) (f *heldFile, ok bool, err error) {
 	d.fmu.Lock()
 	defer d.fmu.Unlock()
-	if cur, found := d.files[name]; found && cur == fd {
-		delete(d.files, name)
-		d.dead = append(d.dead, fd)
+	if f, found := d.files[k]; found {
+		return f, true, nil
+	}
+	if heldFiles.Add(1) > maxHeld.Load() {
+		heldFiles.Add(-1)
+		return nil, false, nil
+	}
+	flags := unix.O_RDONLY
+	if k.write {
+		flags = unix.O_WRONLY
+	}
+	var fd int
+	for {
+		fd, err = unix.Openat(d.fd, k.name, flags|unix.O_CLOEXEC, 0)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		heldFiles.Add(-1)
+		return nil, true, err
+	}
+	if d.files == nil {
+		d.files = make(map[heldKey]*heldFile)
+	}
+	f = &heldFile{fd: fd}
+	d.files[k] = f
+	return f, true, nil
+}
+
+// drop forgets the held file k, if it is still f. Its descriptor is
+// closed with the directory's (close), when no caller can hold it: one
+// may be about to use it now, and a number closed here could be reused
+// meanwhile.
+func (d *dirFD) drop(k heldKey, f *heldFile) {
+	d.fmu.Lock()
+	defer d.fmu.Unlock()
+	if d.files[k] == f {
+		delete(d.files, k)
+		d.dead = append(d.dead, f.fd)
 	}
 }
 
@@ -203,150 +262,48 @@ var rereadable = map[string]bool{
 // for rereadable files of a held cgroupfs directory only, else ok is
 // false and nothing is done.
 func readHeld(path string) (b []byte, ok bool, err error) {
-	dir, base := filepath.Dir(path), filepath.Base(path)
-	if !rereadable[base] && base != "cgroup.procs" || filepath.Join(dir, base) != path {
+	if base := filepath.Base(path); !rereadable[base] && base != "cgroup.procs" {
 		return nil, false, nil
 	}
-	v, found := dirFDs.Load(dir)
-	if !found {
+	d, base := heldDir(path)
+	if d == nil {
 		return nil, false, nil
 	}
-	d := v.(*dirFD)
-	d.mu.RLock()
 	defer d.mu.RUnlock()
-	if d.fd < 0 || !d.cgfs || base == "cgroup.procs" && !d.v2 {
+	if !d.cgfs || base == "cgroup.procs" && !d.v2 {
 		return nil, false, nil
 	}
-	r, ok, err := d.reader(base)
+	k := heldKey{base, false}
+	f, ok, err := d.hold(k)
 	if !ok {
 		return nil, false, nil
 	}
 	if err != nil {
 		return nil, true, &os.PathError{Op: "open", Path: path, Err: err}
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	b = make([]byte, 0, 512)
-	for {
-		if len(b) == cap(b) {
-			b = slices.Grow(b, cap(b))
-		}
-		n, err := unix.Pread(r.fd, b[len(b):cap(b)], int64(len(b)))
-		if err == unix.EINTR {
-			continue
-		}
-		if err == unix.ENODEV {
-			// Removed under a stale registration, or made again
-			// (a controller disabled and enabled): by path.
-			d.dropReader(base, r)
-			return nil, false, nil
-		}
-		if err != nil {
-			return nil, true, &os.PathError{Op: "read", Path: path, Err: err}
-		}
-		if n == 0 {
-			return b, true, nil
-		}
-		b = b[:len(b)+n]
-	}
-}
-
-// dropReader forgets the held reader of name, if it is still r; its
-// descriptor is closed with the directory's (see drop).
-func (d *dirFD) dropReader(name string, r *heldReader) {
-	d.fmu.Lock()
-	defer d.fmu.Unlock()
-	if d.readers[name] == r {
-		delete(d.readers, name)
-		d.dead = append(d.dead, r.fd)
-	}
-}
-
-// heldReader is a file held open for reading; mu keeps one read of the
-// whole file at a time (a read at offset 0 restarts the file's walk).
-type heldReader struct {
-	mu sync.Mutex
-	fd int
-}
-
-// reader is file for reading: the held descriptor of name, opened if
-// need be; ok false past the budget. The caller holds d.mu for reading.
-func (d *dirFD) reader(name string) (r *heldReader, ok bool, err error) {
-	d.fmu.Lock()
-	defer d.fmu.Unlock()
-	if r, found := d.readers[name]; found {
-		return r, true, nil
-	}
-	if heldFiles.Add(1) > maxHeld.Load() {
-		heldFiles.Add(-1)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	b, err = readAll(f.fd, true)
+	if err == unix.ENODEV {
+		// Removed under a stale registration, or made again (a
+		// controller disabled and enabled): by path.
+		d.drop(k, f)
 		return nil, false, nil
 	}
-	var fd int
-	for {
-		fd, err = unix.Openat(d.fd, name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != unix.EINTR {
-			break
-		}
-	}
 	if err != nil {
-		heldFiles.Add(-1)
-		return nil, true, err
+		return nil, true, &os.PathError{Op: "read", Path: path, Err: err}
 	}
-	if d.readers == nil {
-		d.readers = make(map[string]*heldReader)
-	}
-	r = &heldReader{fd: fd}
-	d.readers[name] = r
-	return r, true, nil
-}
-
-// file returns the held descriptor of the directory's file name, opening
-// it for writing if it is not held yet; ok false past the budget. The
-// caller holds d.mu for reading, with d.fd open.
-func (d *dirFD) file(name string) (fd int, ok bool, err error) {
-	d.fmu.Lock()
-	defer d.fmu.Unlock()
-	if fd, found := d.files[name]; found {
-		return fd, true, nil
-	}
-	if heldFiles.Add(1) > maxHeld.Load() {
-		heldFiles.Add(-1)
-		return -1, false, nil
-	}
-	for {
-		fd, err = unix.Openat(d.fd, name, unix.O_WRONLY|unix.O_CLOEXEC, 0)
-		if err != unix.EINTR {
-			break
-		}
-	}
-	if err != nil {
-		heldFiles.Add(-1)
-		return -1, true, err
-	}
-	if d.files == nil {
-		d.files = make(map[string]int)
-	}
-	d.files[name] = fd
-	return fd, true, nil
+	return b, true, nil
 }
 
 // openHeld opens path relative to its directory's held descriptor, if
 // there is one (ok false otherwise).
 func openHeld(path string, flags int) (fd int, ok bool, err error) {
-	dir, base := filepath.Dir(path), filepath.Base(path)
-	if filepath.Join(dir, base) != path {
-		return -1, false, nil // not clean (a trailing slash): by path
+	d, base := heldDir(path)
+	if d == nil {
+		return -1, false, nil // not held, or not clean (a trailing slash): by path
 	}
-	v, found := dirFDs.Load(dir)
-	if !found {
-		return -1, false, nil
-	}
-	d := v.(*dirFD)
-	d.mu.RLock()
 	defer d.mu.RUnlock()
-	if d.fd < 0 {
-		return -1, false, nil
-	}
 	for {
 		fd, err = unix.Openat(d.fd, base, flags, 0)
 		if err != unix.EINTR {

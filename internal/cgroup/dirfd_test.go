@@ -186,7 +186,7 @@ func TestHeldReadsFresh(t *testing.T) {
 			if v, ok := dirFDs.Load(g.dirs[0]); ok {
 				d := v.(*dirFD)
 				d.fmu.Lock()
-				_, held = d.readers["cgroup.procs"]
+				_, held = d.files[heldKey{"cgroup.procs", false}]
 				d.fmu.Unlock()
 				if want := d.v2; held != want {
 					t.Errorf("cgroup.procs held for reading: %v, want %v (cgroup2: %v)", held, want, d.v2)

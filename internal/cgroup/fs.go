@@ -70,17 +70,33 @@ func readFile(path string) ([]byte, error) {
 		return nil, err
 	}
 	defer unix.Close(fd)
+	b, err := readAll(fd, false)
+	if err != nil {
+		return nil, &os.PathError{Op: "read", Path: path, Err: err}
+	}
+	return b, nil
+}
+
+// readAll reads fd to its end: from its offset, or with pread from 0
+// (a held file, read again and again).
+func readAll(fd int, pread bool) ([]byte, error) {
 	b := make([]byte, 0, 512)
 	for {
 		if len(b) == cap(b) {
 			b = slices.Grow(b, cap(b))
 		}
-		n, err := unix.Read(fd, b[len(b):cap(b)])
+		var n int
+		var err error
+		if pread {
+			n, err = unix.Pread(fd, b[len(b):cap(b)], int64(len(b)))
+		} else {
+			n, err = unix.Read(fd, b[len(b):cap(b)])
+		}
 		if err == unix.EINTR {
 			continue
 		}
 		if err != nil {
-			return nil, &os.PathError{Op: "read", Path: path, Err: err}
+			return nil, err
 		}
 		if n == 0 {
 			return b, nil

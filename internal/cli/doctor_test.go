@@ -67,6 +67,9 @@ func TestDoctor(t *testing.T) {
 			if !regexp.MustCompile(`(?m)^(ok  |slow)  page faults  [0-9.]+ us to zero a page, [0-9.]+ us to copy one on write`).MatchString(out.String()) {
 				t.Errorf("output lacks the page fault costs:\n%s", &out)
 			}
+			if !regexp.MustCompile(`(?m)^(ok  |slow)  kernel entry [0-9.]+ us per system call`).MatchString(out.String()) {
+				t.Errorf("output lacks the kernel entry cost:\n%s", &out)
+			}
 		})
 	}
 }
@@ -96,6 +99,48 @@ func TestMeasureFaults(t *testing.T) {
 		if n, pages := p[0], p[1]; pages < 64 || n < pages*9/10 || n > pages*2 {
 			t.Errorf("%s probe took %d minor faults over %d pages, want about one per page", name, n, pages)
 		}
+	}
+}
+
+// TestMeasureEntry: the probe times a call, not the loop around it or
+// nothing, and under a millisecond (a busy host's preemptions average
+// out over entryCalls).
+func TestMeasureEntry(t *testing.T) {
+	d := measureEntry()
+	t.Logf("%v per system call", d)
+	if d < 10*time.Nanosecond || d > time.Millisecond {
+		t.Errorf("%v per system call, want [10ns, 1ms]", d)
+	}
+}
+
+// TestEntryCause: the cause is named from the kernel's own report of
+// Meltdown's mitigation and the CPU's flags, as files of those formats.
+func TestEntryCause(t *testing.T) {
+	dir := t.TempDir()
+	vuln, info, cmdline := filepath.Join(dir, "vuln"), filepath.Join(dir, "cpuinfo"), filepath.Join(dir, "cmdline")
+	os.Mkdir(vuln, 0o755)
+	write := func(meltdown, flags string) {
+		os.WriteFile(filepath.Join(vuln, "meltdown"), []byte(meltdown+"\n"), 0o644)
+		os.WriteFile(info, []byte("processor\t: 0\nflags\t\t: "+flags+"\nbugs\t\t: sysret_ss_attrs\n"), 0o644)
+	}
+	for _, c := range []struct{ meltdown, flags, want string }{
+		{"Mitigation: PTI", "fpu vme de pse", "page-table isolation on (Mitigation: PTI) without PCID: each entry and exit also empties the TLB"},
+		{"Mitigation: PTI", "fpu pcid invpcid", "page-table isolation on (Mitigation: PTI), with PCID"},
+		{"Not affected", "fpu vme", ""},
+	} {
+		write(c.meltdown, c.flags)
+		if got := entryCause(vuln, info, cmdline); got != c.want {
+			t.Errorf("meltdown %q, flags %q: %q, want %q", c.meltdown, c.flags, got, c.want)
+		}
+	}
+	if got := entryCause(filepath.Join(dir, "none"), info, cmdline); got != "" {
+		t.Errorf("no vulnerabilities directory: %q, want nothing", got)
+	}
+	write("Mitigation: PTI", "fpu")
+	os.WriteFile(cmdline, []byte("console=ttyS0 quiet pti=on no_timer_check\n"), 0o644)
+	want := "page-table isolation on (Mitigation: PTI, forced by pti=on on the kernel command line) without PCID: each entry and exit also empties the TLB"
+	if got := entryCause(vuln, info, cmdline); got != want {
+		t.Errorf("forced on the command line: %q, want %q", got, want)
 	}
 }
 

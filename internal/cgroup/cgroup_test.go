@@ -844,6 +844,26 @@ func cpuTicks(t testing.TB, pid int) int {
 	return u + k
 }
 
+// runsWithin bounds waitRuns: a frozen process never gets a tick, and a
+// running one gets one long before, even where both cores are busy and
+// page faults slow (on such a PVM guest a new shell got no tick in its
+// first 200 ms).
+const runsWithin = 10 * time.Second
+
+// waitRuns waits until pid has used CPU since the call, at most
+// runsWithin, and returns its ticks before and after.
+func waitRuns(t testing.TB, pid int) (before, after int) {
+	t.Helper()
+	before = cpuTicks(t, pid)
+	end := time.Now().Add(runsWithin)
+	for {
+		time.Sleep(20 * time.Millisecond)
+		if after = cpuTicks(t, pid); after > before || time.Now().After(end) {
+			return before, after
+		}
+	}
+}
+
 func TestFreezeThaw(t *testing.T) {
 	for _, mc := range modes(t) {
 		t.Run(mc.name, func(t *testing.T) {
@@ -866,10 +886,8 @@ func TestFreezeThaw(t *testing.T) {
 			if err := g.Thaw(ctx); err != nil {
 				t.Fatalf("Thaw: %v", err)
 			}
-			a = cpuTicks(t, pid)
-			time.Sleep(300 * time.Millisecond)
-			if b := cpuTicks(t, pid); b <= a {
-				t.Errorf("thawed process used no CPU: %d -> %d ticks", a, b)
+			if a, b := waitRuns(t, pid); b <= a {
+				t.Errorf("thawed process used no CPU: %d -> %d ticks in %v", a, b, runsWithin)
 			}
 		})
 	}
@@ -931,10 +949,8 @@ func TestKillFrozen(t *testing.T) {
 			}
 			// Kill leaves the group thawed and usable.
 			c := start(t, g, "/bin/sh", "-c", "while :; do :; done")
-			a := cpuTicks(t, c.Pid)
-			time.Sleep(200 * time.Millisecond)
-			if b := cpuTicks(t, c.Pid); b <= a {
-				t.Errorf("process started after Kill does not run: %d -> %d", a, b)
+			if a, b := waitRuns(t, c.Pid); b <= a {
+				t.Errorf("process started after Kill does not run: %d -> %d ticks in %v", a, b, runsWithin)
 			}
 			if err := g.Kill(ctx); err != nil {
 				t.Fatal(err)

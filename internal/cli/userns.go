@@ -73,15 +73,11 @@ func probeHomes() error {
 	if err != nil {
 		return fmt.Errorf("not probed: %w", err)
 	}
-	ns := fmt.Sprintf("/proc/%d/ns/", holder.Process.Pid)
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		if st, err := os.Stat(ns + "user"); err == nil && !os.SameFile(st, own) {
-			break
-		}
-		if time.Now().After(deadline) {
-			return errors.New("not probed: no user namespace was made to enter")
-		}
+	proc := fmt.Sprintf("/proc/%d/", holder.Process.Pid)
+	if err := awaitMapped(proc, own, 5*time.Second); err != nil {
+		return fmt.Errorf("not probed: %w", err)
 	}
+	ns := proc + "ns/"
 	c := exec.Command("nsenter", "--preserve-credentials", "--user="+ns+"user", "--net="+ns+"net", "--",
 		"unshare", "--mount", "--uts", "--ipc", "true")
 	c.SysProcAttr = cred
@@ -89,4 +85,27 @@ func probeHomes() error {
 		return fmt.Errorf("a zygote child could not enter another's user and network namespaces (%v: %s)", err, strings.TrimSpace(string(out)))
 	}
 	return nil
+}
+
+// awaitMapped waits until the process at proc (a /proc/PID/ directory)
+// is in a user namespace other than the one own names, with its uid and
+// gid maps written. unshare writes the maps after it made the namespace:
+// entered before that, the zygotes' uid maps to no one there, and what
+// nsenter executes loses its capabilities (an EPERM that was the host's
+// fault only in its timing, seen under load).
+func awaitMapped(proc string, own os.FileInfo, within time.Duration) error {
+	for deadline := time.Now().Add(within); ; time.Sleep(5 * time.Millisecond) {
+		if st, err := os.Stat(proc + "ns/user"); err == nil && !os.SameFile(st, own) && written(proc+"uid_map") && written(proc+"gid_map") {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return errors.New("no user namespace with its ids mapped was made to enter")
+		}
+	}
+}
+
+// written reports whether the id map at path has a line.
+func written(path string) bool {
+	b, err := os.ReadFile(path)
+	return err == nil && len(strings.TrimSpace(string(b))) > 0
 }

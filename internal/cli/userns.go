@@ -91,8 +91,7 @@ func probeHomes() error {
 // is in a user namespace other than the one own names, with its uid and
 // gid maps written. unshare writes the maps after it made the namespace:
 // entered before that, the zygotes' uid maps to no one there, and what
-// nsenter executes loses its capabilities (an EPERM that was the host's
-// fault only in its timing, seen under load).
+// nsenter executes loses its capabilities (an EPERM, seen under load).
 func awaitMapped(proc string, own os.FileInfo, within time.Duration) error {
 	for deadline := time.Now().Add(within); ; time.Sleep(5 * time.Millisecond) {
 		if st, err := os.Stat(proc + "ns/user"); err == nil && !os.SameFile(st, own) && written(proc+"uid_map") && written(proc+"gid_map") {

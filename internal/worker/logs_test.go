@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hearth-run/hearth/internal/runtime"
+	"golang.org/x/sys/unix"
 )
 
 func seqs(ls []LogLine) []uint64 {
@@ -215,8 +216,8 @@ func TestDrainOutputGivesUp(t *testing.T) {
 	<-inst.out[0].done
 	t0 := time.Now()
 	inst.drainOutput()
-	if d := time.Since(t0); d > 50*time.Millisecond {
-		t.Errorf("drain of a closed pipe took %v", d)
+	if d := time.Since(t0); d >= drainLimit {
+		t.Errorf("drain of a closed pipe took %v: it waited for its limit", d)
 	}
 }
 
@@ -226,8 +227,10 @@ func TestDrainOutputGivesUp(t *testing.T) {
 func TestDrainOutputIgnoresLaterLines(t *testing.T) {
 	sink := &logSink{ring: newLogStore(10, 1<<20).ring(), log: slog.New(slowHandler{0, nil}), def: runtime.Stdout}
 	took, _ := drainBesideWriter(t, sink, func() {})
-	if took > drainLimit/2 {
-		t.Errorf("drain beside a writer that never stops took %v, want well under %v", took, drainLimit)
+	// A drain that waited for the later lines ends at its limit; one that
+	// did not took what parsing the backlog took (a small pipe's worth).
+	if took >= drainLimit {
+		t.Errorf("drain beside a writer that never stops took %v: it waited for its limit", took)
 	}
 }
 
@@ -238,6 +241,11 @@ func drainBesideWriter(t *testing.T, sink *logSink, settle func()) (time.Duratio
 	t.Helper()
 	r, wr, err := os.Pipe()
 	if err != nil {
+		t.Fatal(err)
+	}
+	// The smallest pipe: the backlog a drain must parse stays a few
+	// hundred lines, quick even under the race detector on a busy host.
+	if _, err := unix.FcntlInt(wr.Fd(), unix.F_SETPIPE_SZ, 4096); err != nil {
 		t.Fatal(err)
 	}
 	inst := &instance{out: []*outPipe{copyLines(sink, r)}}

@@ -11,8 +11,8 @@ func TestBusyGate(t *testing.T) {
 	g := newBusyGate()
 	t0 := time.Now()
 	g.wait(time.Second, nil)
-	if d := time.Since(t0); d > 100*time.Millisecond {
-		t.Fatalf("idle gate waited %v", d)
+	if d := time.Since(t0); d >= time.Second/2 {
+		t.Fatalf("idle gate waited %v, near its bound of 1s", d)
 	}
 	g.enter()
 	g.enter()

@@ -3,6 +3,8 @@ package worker
 import (
 	"context"
 	"errors"
+	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -49,7 +51,7 @@ func TestStartTurns(t *testing.T) {
 	b2 := turn("b")
 	order := make(chan string, 2)
 	var wg sync.WaitGroup
-	for _, name := range []string{"c", "d"} {
+	for i, name := range []string{"c", "d"} {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -61,7 +63,9 @@ func TestStartTurns(t *testing.T) {
 			order <- name
 			done()
 		}()
-		time.Sleep(20 * time.Millisecond) // queued in this order
+		// Queued in this order: c parked in its wait before d starts
+		// (a sleep instead let a preempted c arrive second on a busy host).
+		waitTurnWaiters(t, i+1)
 	}
 	cctx, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
 	defer cancel()
@@ -88,20 +92,23 @@ func TestStartTurns(t *testing.T) {
 	}
 
 	// A turn not given back ends after startHold; a wait ends after
-	// QueueTimeout, or when the worker closes.
-	startHold = 50 * time.Millisecond
-	t.Cleanup(func() { startHold = time.Second })
+	// QueueTimeout, or when the worker closes. The bounds are far apart
+	// (20 ms, startHold's 1 s, 10 s), so that a test thread preempted on
+	// a busy host does not see one pass before the other.
+	if startHold != time.Second {
+		t.Fatalf("startHold is %v, the test assumes 1s", startHold)
+	}
 	w = newW(1)
 	w.cfg.QueueTimeout = 20 * time.Millisecond
 	turn("a")
 	if _, err := w.startTurn(ctx, "b"); !errors.Is(err, ErrTooMany) {
 		t.Errorf("a wait past QueueTimeout: %v, want ErrTooMany", err)
 	}
-	w.cfg.QueueTimeout = time.Second
+	w.cfg.QueueTimeout = 10 * time.Second
 	t0 := time.Now()
 	turn("b")
-	if d := time.Since(t0); d > 500*time.Millisecond {
-		t.Errorf("a's turn, never ended, held b for %v", d)
+	if d := time.Since(t0); d > 5*time.Second {
+		t.Errorf("a's turn, never ended, held b for %v, want about startHold (%v)", d, startHold)
 	}
 	// Metrics: a's turn ran out, b's did not yet; a and b waited (the
 	// timed-out wait is not counted).
@@ -120,6 +127,27 @@ func TestStartTurns(t *testing.T) {
 	for range 100 {
 		if _, err := w.startTurn(ctx, "a"); err != nil {
 			t.Fatal(err)
+		}
+	}
+}
+
+// waitTurnWaiters waits until n goroutines are parked in startTurn's
+// wait for a turn (a select in startTurn), at most 10 s.
+func waitTurnWaiters(t *testing.T, n int) {
+	t.Helper()
+	buf := make([]byte, 1<<20)
+	for end := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		got := 0
+		for _, g := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
+			if strings.Contains(g, "[select") && strings.Contains(g, ").startTurn(") {
+				got++
+			}
+		}
+		if got >= n {
+			return
+		}
+		if time.Now().After(end) {
+			t.Fatalf("%d starts waiting for a turn after 10 s, want %d", got, n)
 		}
 	}
 }

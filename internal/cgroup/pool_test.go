@@ -260,7 +260,7 @@ func TestPoolExhaustionFallsBack(t *testing.T) {
 	// The refiller may still be making a group it started during the
 	// burst; once it is done, it keeps it only if Puts left room.
 	var got []string
-	for end := time.Now().Add(time.Second); ; time.Sleep(5 * time.Millisecond) {
+	for end := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
 		s, got = p.Stats(), children(t, m)
 		if len(got) == s.Ready || time.Now().After(end) {
 			break

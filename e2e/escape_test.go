@@ -20,6 +20,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -180,8 +181,12 @@ type bait struct {
 	loUDP    int
 	anyTCP   int
 	anyUDP   int
-	lo6TCP   int // 0: no IPv6 loopback
-	bridgeMu sync.Mutex
+	lo6TCP   int        // 0: no IPv6 loopback
+	bridgeMu sync.Mutex // also guards addrs
+	// Every listener's address (tcp or udp), for settle.
+	addrs    []net.Addr
+	inflight atomic.Int32 // accepted TCP connections still being read
+	settles  int
 }
 
 func newBait(t *testing.T) *bait {
@@ -238,6 +243,75 @@ func newBait(t *testing.T) *bait {
 	return b
 }
 
+// settle returns once every connection and datagram that reached the
+// listeners before it was called has been read and recorded: it sends a
+// line of its own to each listener and waits for them all, and for the
+// connections accepted before them to be read. A fixed pause let a
+// reader starved on a busy host miss an escape's line. A listener on an
+// address the host itself cannot reach now (a bridge's, of a worker
+// gone or behind its filter: the dial is refused) gets a pause instead,
+// with its address's UDP listener.
+func (b *bait) settle(t *testing.T) {
+	t.Helper()
+	b.bridgeMu.Lock()
+	addrs := slices.Clone(b.addrs)
+	b.settles++
+	n := b.settles
+	b.bridgeMu.Unlock()
+	// The host's own address for a listener's: loopback for a wildcard.
+	dst := func(ip net.IP, port int) string {
+		if ip.IsUnspecified() {
+			ip = net.IPv4(127, 0, 0, 1)
+		}
+		return net.JoinHostPort(ip.String(), strconv.Itoa(port))
+	}
+	var want []string
+	unreached := map[string]bool{} // by IP
+	for i, a := range addrs {      // TCP first: it says which IPs answer
+		if a, ok := a.(*net.TCPAddr); ok {
+			c, err := net.DialTimeout("tcp", dst(a.IP, a.Port), 10*time.Second)
+			if err != nil {
+				t.Logf("settling the bait: %v: a pause instead", err)
+				unreached[a.IP.String()] = true
+				continue
+			}
+			line := fmt.Sprintf("%s settle %d %d", b.token, n, i)
+			want = append(want, line)
+			fmt.Fprintln(c, line)
+			c.Close()
+		}
+	}
+	for i, a := range addrs {
+		if a, ok := a.(*net.UDPAddr); ok && !unreached[a.IP.String()] {
+			c, err := net.Dial("udp", dst(a.IP, a.Port))
+			if err != nil {
+				t.Fatalf("settling the bait: %v", err)
+			}
+			line := fmt.Sprintf("%s settle %d %d", b.token, n, i)
+			want = append(want, line)
+			fmt.Fprintln(c, line)
+			c.Close()
+		}
+	}
+	if len(unreached) > 0 {
+		time.Sleep(500 * time.Millisecond)
+	}
+	// A listener's connections are accepted, and its datagrams read, in
+	// arrival order: once its own line is in, so is all that came before
+	// (but connections still being read, which end within their 2 s).
+	for end := time.Now().Add(30 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		b.mu.Lock()
+		all := !slices.ContainsFunc(want, func(l string) bool { return !b.got[l] })
+		b.mu.Unlock()
+		if all && b.inflight.Load() == 0 {
+			return
+		}
+		if time.Now().After(end) {
+			t.Fatalf("the bait's listeners did not read their own lines within 30 s (all in: %v; connections being read: %d)", all, b.inflight.Load())
+		}
+	}
+}
+
 func (b *bait) record(line string) {
 	b.mu.Lock()
 	b.got[strings.TrimSpace(line)] = true
@@ -258,6 +332,7 @@ func (b *bait) listenTCP(t *testing.T, addr string) int {
 	}
 	b.bridgeMu.Lock()
 	b.closers = append(b.closers, l)
+	b.addrs = append(b.addrs, l.Addr())
 	b.bridgeMu.Unlock()
 	b.wg.Add(1)
 	go func() {
@@ -267,7 +342,9 @@ func (b *bait) listenTCP(t *testing.T, addr string) int {
 			if err != nil {
 				return
 			}
+			b.inflight.Add(1)
 			go func() {
+				defer b.inflight.Add(-1)
 				defer c.Close()
 				c.SetReadDeadline(time.Now().Add(2 * time.Second))
 				if line, err := bufio.NewReader(c).ReadString('\n'); err == nil {
@@ -287,6 +364,7 @@ func (b *bait) listenUDP(t *testing.T, addr string) int {
 	}
 	b.bridgeMu.Lock()
 	b.closers = append(b.closers, c)
+	b.addrs = append(b.addrs, c.LocalAddr())
 	b.bridgeMu.Unlock()
 	b.wg.Add(1)
 	go func() {
@@ -818,7 +896,7 @@ func escapeFromFunctions(t *testing.T, b *bait, nr map[string]int, path string, 
 				var rel map[string]any
 				invokeJSON(t, w, r.attack, map[string]any{"role": "release"}, &rel)
 			}
-			time.Sleep(100 * time.Millisecond) // datagrams in flight to the host's listeners
+			b.settle(t) // what reached the host's listeners is recorded
 			t.Logf("probe took %vs; pids visible %v; uid %v (host %v); seccomp %v; victim: %+v",
 				rep.Info["probe_s"], rep.Info["pids_visible"], rep.Info["uid"], rep.Info["host_uid"], rep.Info["seccomp"], r.vinfo)
 			extra := append(udpVerdicts(cfg, rep, b, after), commonVerdicts(rep, r.vinfo, after, exhaust)...)
@@ -905,7 +983,7 @@ func escapeFromImport(t *testing.T, b *bait, nr map[string]int) {
 	}
 	var after victimState
 	invokeJSON(t, w, r.victim, map[string]any{"role": "check", "cfg": map[string]any{}}, &after)
-	time.Sleep(100 * time.Millisecond)
+	b.settle(t)
 	t.Logf("zygote: %v", got.Zygote.Info)
 	t.Run("zygote", func(t *testing.T) {
 		extra := append(udpVerdicts(zcfg, *got.Zygote, b, after), commonVerdicts(*got.Zygote, r.vinfo, after, true)...)

@@ -41,6 +41,14 @@ type RootConfig struct {
 // hold threads across fork, and every thread's stack is memory each
 // child would otherwise share.
 //
+// LD_BIND_NOW has the dynamic linker bind every library call of the
+// interpreter when the zygote starts, once, rather than at its first use
+// in each process: a child's first call of a function its zygote never
+// made (setresuid, setsid, ...) otherwise ran the linker's symbol lookup,
+// faulting in its code and the libraries' symbol tables, and wrote the
+// binding to a page copied for it. Children do not keep the variable
+// (their environment is the function's), only the mode it set.
+//
 // It sets no PYTHONHASHSEED: each root zygote draws its own random hash
 // secret (from getrandom) when it starts, as a fresh interpreter does. A
 // forked process cannot draw another one (every dict and set it holds is
@@ -49,6 +57,7 @@ type RootConfig struct {
 // forked functions share".
 var zygoteEnv = []string{
 	"OPENBLAS_NUM_THREADS=1", "OMP_NUM_THREADS=1", "MKL_NUM_THREADS=1",
+	"LD_BIND_NOW=1",
 	"PATH=/usr/local/bin:/usr/bin:/bin",
 }
 

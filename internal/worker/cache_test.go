@@ -1003,12 +1003,12 @@ func TestCachePassHoldEnds(t *testing.T) {
 		if r.err != nil || r.id == 0 {
 			t.Fatalf("small: %+v, want a reservation", r)
 		}
-		if d := time.Since(since); d < holdEnd-holdPoll {
+		if d := time.Since(since); d < holdEnd {
 			t.Errorf("small took the room %v after big queued, while big held it (until %v)", d, holdEnd)
 		}
 	case r := <-bigRes:
 		t.Fatalf("big served with 100 MB free: %+v", r)
-	case <-time.After(5 * time.Second):
+	case <-time.After(passHold + 4*time.Second):
 		t.Fatal("small still waiting after big's hold ended")
 	}
 }

@@ -208,7 +208,7 @@ func TestDrainOutputWaitsForTheParser(t *testing.T) {
 func TestDrainOutputGivesUp(t *testing.T) {
 	var fast atomic.Bool
 	sink := &logSink{ring: newLogStore(10, 1<<20).ring(), log: slog.New(slowHandler{time.Millisecond, &fast}), def: runtime.Stdout}
-	took, inst := drainBesideWriter(t, sink, func() { fast.Store(true) })
+	took, inst := drainBesideWriter(t, sink, true, func() { fast.Store(true) })
 	if took < drainLimit || took > drainLimit+2*time.Second {
 		t.Errorf("drain behind a lagging parser took %v, want about %v", took, drainLimit)
 	}
@@ -226,7 +226,7 @@ func TestDrainOutputGivesUp(t *testing.T) {
 // before it began, not for the pipe to empty.
 func TestDrainOutputIgnoresLaterLines(t *testing.T) {
 	sink := &logSink{ring: newLogStore(10, 1<<20).ring(), log: slog.New(slowHandler{0, nil}), def: runtime.Stdout}
-	took, _ := drainBesideWriter(t, sink, func() {})
+	took, _ := drainBesideWriter(t, sink, false, func() {})
 	// A drain that waited for the later lines ends at its limit; one that
 	// did not took what parsing the backlog took (a small pipe's worth).
 	if took >= drainLimit {
@@ -236,8 +236,10 @@ func TestDrainOutputIgnoresLaterLines(t *testing.T) {
 
 // drainBesideWriter drains a pipe parsed into sink while a goroutine
 // writes lines to it without pause, and returns how long the drain took.
-// settle runs after the drain, before the writer is stopped.
-func drainBesideWriter(t *testing.T, sink *logSink, settle func()) (time.Duration, *instance) {
+// The drain begins once the pipe is full (full: for a parser that lags)
+// or once 100 lines are written. settle runs after the drain, before the
+// writer is stopped.
+func drainBesideWriter(t *testing.T, sink *logSink, full bool, settle func()) (time.Duration, *instance) {
 	t.Helper()
 	r, wr, err := os.Pipe()
 	if err != nil {
@@ -245,13 +247,15 @@ func drainBesideWriter(t *testing.T, sink *logSink, settle func()) (time.Duratio
 	}
 	// The smallest pipe: the backlog a drain must parse stays a few
 	// hundred lines, quick even under the race detector on a busy host.
-	if _, err := unix.FcntlInt(wr.Fd(), unix.F_SETPIPE_SZ, 4096); err != nil {
-		t.Fatal(err)
+	var ferr error
+	if err := rawControl(wr, func(fd int) { _, ferr = unix.FcntlInt(uintptr(fd), unix.F_SETPIPE_SZ, 4096) }); err != nil || ferr != nil {
+		t.Fatal(err, ferr)
 	}
 	inst := &instance{out: []*outPipe{copyLines(sink, r)}}
 	fmt.Fprintln(wr, "first") // the pipe is not empty when the drain starts
 	stop := make(chan struct{})
 	done := make(chan struct{})
+	var written atomic.Int64
 	go func() {
 		defer close(done)
 		defer wr.Close()
@@ -261,10 +265,24 @@ func drainBesideWriter(t *testing.T, sink *logSink, settle func()) (time.Duratio
 				return
 			default:
 				fmt.Fprintln(wr, "again")
+				written.Add(1)
 			}
 		}
 	}()
-	time.Sleep(20 * time.Millisecond) // the writer is under way
+	// The writer is under way: a fixed pause let a writer not yet run on
+	// a busy host leave the drain nothing to wait for.
+	for end := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		inq := 0
+		if err := rawControl(r, func(fd int) { inq, _ = unix.IoctlGetInt(fd, unix.TIOCINQ) }); err != nil {
+			t.Fatal(err)
+		}
+		if full && inq >= 4000 || !full && written.Load() >= 100 {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("after 10 s the writer has written %d lines, the pipe holds %d bytes", written.Load(), inq)
+		}
+	}
 	t0 := time.Now()
 	inst.drainOutput()
 	took := time.Since(t0)
@@ -272,4 +290,14 @@ func drainBesideWriter(t *testing.T, sink *logSink, settle func()) (time.Duratio
 	close(stop)
 	<-done
 	return took, inst
+}
+
+// rawControl runs fn on f's descriptor without taking it out of the
+// runtime's poller (as f.Fd would, making it blocking).
+func rawControl(f *os.File, fn func(fd int)) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	return rc.Control(func(fd uintptr) { fn(int(fd)) })
 }

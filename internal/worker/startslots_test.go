@@ -15,8 +15,13 @@ import (
 // most; a wait ends with its context, with the worker, or after
 // QueueTimeout; a negative bound is none.
 func TestStartTurns(t *testing.T) {
+	// Turns and waits that outlast any stall of a busy host, but where
+	// the test lets them run out (below).
+	old := startHold
+	startHold = 30 * time.Second
+	t.Cleanup(func() { startHold = old })
 	newW := func(max int) *Worker {
-		return &Worker{cfg: Config{QueueTimeout: time.Second}, starts: newStartTurns(max), stop: make(chan struct{}), metrics: newMetrics()}
+		return &Worker{cfg: Config{QueueTimeout: 30 * time.Second}, starts: newStartTurns(max), stop: make(chan struct{}), metrics: newMetrics()}
 	}
 	w := newW(4)
 	ctx := context.Background()
@@ -73,11 +78,15 @@ func TestStartTurns(t *testing.T) {
 		t.Errorf("waiting past its context: %v", err)
 	}
 	b1()
-	if got := <-order; got != "c" {
-		t.Errorf("%s went first, want c (arrival order)", got)
-	}
-	if got := <-order; got != "d" {
-		t.Errorf("then %s, want d", got)
+	for _, want := range []string{"c", "d"} {
+		select {
+		case got := <-order:
+			if got != want {
+				t.Errorf("%s went, want %s (arrival order: c, then d)", got, want)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("no turn for %s within 30 s of b's", want)
+		}
 	}
 	wg.Wait() // c and d gave their turns back
 	a2()
@@ -95,11 +104,10 @@ func TestStartTurns(t *testing.T) {
 	// QueueTimeout, or when the worker closes. The bounds are far apart
 	// (20 ms, startHold's 1 s, 10 s), so that a test thread preempted on
 	// a busy host does not see one pass before the other.
-	if startHold != time.Second {
-		t.Fatalf("startHold is %v, the test assumes 1s", startHold)
-	}
+	startHold = time.Second
 	w = newW(1)
 	w.cfg.QueueTimeout = 20 * time.Millisecond
+	tA := time.Now()
 	turn("a")
 	if _, err := w.startTurn(ctx, "b"); !errors.Is(err, ErrTooMany) {
 		t.Errorf("a wait past QueueTimeout: %v, want ErrTooMany", err)
@@ -109,6 +117,9 @@ func TestStartTurns(t *testing.T) {
 	turn("b")
 	if d := time.Since(t0); d > 5*time.Second {
 		t.Errorf("a's turn, never ended, held b for %v, want about startHold (%v)", d, startHold)
+	}
+	if d := time.Since(tA); d < startHold {
+		t.Errorf("a's turn ran out %v after it began, before startHold (%v)", d, startHold)
 	}
 	// Metrics: a's turn ran out, b's did not yet; a and b waited (the
 	// timed-out wait is not counted).
@@ -131,15 +142,15 @@ func TestStartTurns(t *testing.T) {
 	}
 }
 
-// waitTurnWaiters waits until n goroutines are parked in startTurn's
-// wait for a turn (a select in startTurn), at most 10 s.
+// waitTurnWaiters waits until n goroutines that TestStartTurns started
+// are parked in startTurn's wait for a turn (a select), at most 10 s.
 func waitTurnWaiters(t *testing.T, n int) {
 	t.Helper()
 	buf := make([]byte, 1<<20)
 	for end := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
 		got := 0
 		for _, g := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
-			if strings.Contains(g, "[select") && strings.Contains(g, ").startTurn(") {
+			if strings.Contains(g, "[select") && strings.Contains(g, ").startTurn(") && strings.Contains(g, ".TestStartTurns in goroutine") {
 				got++
 			}
 		}

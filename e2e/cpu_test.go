@@ -355,7 +355,7 @@ func TestFirstComeWeights(t *testing.T) {
 			// sent once the first one's sandbox is busy (a fixed pause let
 			// a client slowed on a busy host send them out of order).
 			go call(3)
-			waitBusy(t, w, "hold", 1)
+			waitBusy(t, w, "hold", 1, errs)
 			go call(1.5)
 			seen := map[int][]string{} // by sandbox pid: the weights seen, each change once
 			first := 0                 // the first call's sandbox: the one busy alone
@@ -424,9 +424,9 @@ func TestFirstComeWeights(t *testing.T) {
 func TestFirstComeStarts(t *testing.T) {
 	w := startWorker(t, noSnapshots, "--first-come=true")
 	w.deployDir("hold", fn(t, "f.py", "import time\ndef f(e):\n    time.sleep(e.get('s', 0))\n    return 1\n"))
-	// The load sleeps 3 s: it outlasts the readings below, which end
-	// while both calls are young (2 s), however long the start took to
-	// get to the load on a busy host.
+	// The load sleeps 3 s: it outlasts the time both calls are young
+	// (2 s from the second's arrival), so the slow sandbox can have the
+	// earlier call's rank only while it loads.
 	w.deployDir("slowload", fn(t, "f.py", "import time\ntime.sleep(3)\ndef f(e):\n    return 1\n"))
 	w.mustInvoke("hold", `{"s": 0}`) // warm
 	errs := make(chan error, 2)
@@ -435,37 +435,50 @@ func TestFirstComeStarts(t *testing.T) {
 		errs <- err
 	}
 	go call("slowload", `{}`)
-	// The warm call is sent once the slow one's sandbox is busy loading
-	// (its rank runs from the start of its load): a fixed pause let a
-	// cold start slowed on a busy host begin its load after the readings.
-	waitBusy(t, w, "slowload", 1)
-	t0 := time.Now()
+	// The warm call is sent once the slow one's sandbox is busy (its
+	// start under way): a fixed pause let a cold start slowed on a busy
+	// host send it too early.
+	waitBusy(t, w, "slowload", 1, errs)
 	go call("hold", `{"s": 2.5}`)
-	// Weights seen while the slow handler surely still loads and both
-	// calls are young (under 2 s since the load began, which was before
-	// t0): by function, each change once.
-	const until = 1500 * time.Millisecond
+	// v1 cpu.shares (1024 per 100 of weight), or v2 cpu.weight.
+	wants := map[string][]string{"slowload": {"1361", "133"}, "hold": {"686", "67"}}
+	// Weights seen, by function, each change once, while the calls run,
+	// until both ranked weights are seen: outside the time both calls are
+	// young (2 s from their arrival), the readings can only add a
+	// sandbox's default weight, never a ranked one.
 	seen := map[string][]string{}
-	for time.Since(t0) < until {
-		time.Sleep(20 * time.Millisecond)
+	ranked := func() bool {
+		for f, want := range wants {
+			if !slices.ContainsFunc(seen[f], func(v string) bool { return slices.Contains(want, v) }) {
+				return false
+			}
+		}
+		return true
+	}
+	for done := 0; done < 2; {
+		select {
+		case err := <-errs:
+			if err != nil {
+				t.Fatalf("a call: %v", err)
+			}
+			done++
+		case <-time.After(20 * time.Millisecond):
+		}
+		if ranked() {
+			continue // seen: only the calls' ends are awaited
+		}
 		for _, s := range w.status().Sandboxes {
 			if s.State != "busy" || len(s.Pids) == 0 || s.Function != "hold" && s.Function != "slowload" {
 				continue
 			}
-			if v := cpuShare(t, s.Pids[0]); v != "" && time.Since(t0) < until {
+			if v := cpuShare(t, s.Pids[0]); v != "" {
 				if vs := seen[s.Function]; len(vs) == 0 || vs[len(vs)-1] != v {
 					seen[s.Function] = append(vs, v)
 				}
 			}
 		}
 	}
-	for range 2 {
-		if err := <-errs; err != nil {
-			t.Fatalf("a call: %v", err)
-		}
-	}
-	// v1 cpu.shares (1024 per 100 of weight), or v2 cpu.weight.
-	for f, want := range map[string][]string{"slowload": {"1361", "133"}, "hold": {"686", "67"}} {
+	for f, want := range wants {
 		if !slices.ContainsFunc(seen[f], func(v string) bool { return slices.Contains(want, v) }) {
 			t.Errorf("%s's sandbox: weights %v while the slow handler loaded, want one of %v (all seen: %v)", f, seen[f], want, seen)
 		}
@@ -473,10 +486,16 @@ func TestFirstComeStarts(t *testing.T) {
 }
 
 // waitBusy waits, at most 30 s, until n of fn's sandboxes are busy (a
-// call in them, or their load under way).
-func waitBusy(t *testing.T, w *worker, fn string, n int) {
+// call in them, or their start under way). A call's error on errs, from
+// the call awaited, ends the test.
+func waitBusy(t *testing.T, w *worker, fn string, n int, errs chan error) {
 	t.Helper()
-	for end := time.Now().Add(30 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+	for end := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		select {
+		case err := <-errs:
+			t.Fatalf("%s's call ended before its sandbox was seen busy: %v", fn, err)
+		default:
+		}
 		busy := 0
 		for _, s := range w.status().Sandboxes {
 			if s.Function == fn && s.State == "busy" {

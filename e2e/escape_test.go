@@ -247,10 +247,9 @@ func newBait(t *testing.T) *bait {
 // listeners before it was called has been read and recorded: it sends a
 // line of its own to each listener and waits for them all, and for the
 // connections accepted before them to be read. A fixed pause let a
-// reader starved on a busy host miss an escape's line. A listener on an
-// address the host itself cannot reach now (a bridge's, of a worker
-// gone or behind its filter: the dial is refused) gets a pause instead,
-// with its address's UDP listener.
+// reader starved on a busy host miss an escape's line. Listeners on an
+// address the host no longer has (the bridge of an earlier subtest's
+// worker, gone with it) are left out: nothing reaches them.
 func (b *bait) settle(t *testing.T) {
 	t.Helper()
 	b.bridgeMu.Lock()
@@ -265,46 +264,70 @@ func (b *bait) settle(t *testing.T) {
 		}
 		return net.JoinHostPort(ip.String(), strconv.Itoa(port))
 	}
+	ifas, err := net.InterfaceAddrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	local := func(ip net.IP) bool {
+		return ip.IsUnspecified() || slices.ContainsFunc(ifas, func(a net.Addr) bool {
+			n, ok := a.(*net.IPNet)
+			return ok && n.IP.Equal(ip)
+		})
+	}
 	var want []string
-	unreached := map[string]bool{} // by IP
-	for i, a := range addrs {      // TCP first: it says which IPs answer
-		if a, ok := a.(*net.TCPAddr); ok {
-			c, err := net.DialTimeout("tcp", dst(a.IP, a.Port), 10*time.Second)
-			if err != nil {
-				t.Logf("settling the bait: %v: a pause instead", err)
-				unreached[a.IP.String()] = true
+	resend := map[string]string{} // a UDP line's destination, sent again until it is in
+	for i, a := range addrs {
+		line := fmt.Sprintf("%s settle %d %d", b.token, n, i)
+		var c net.Conn
+		var err error
+		switch a := a.(type) {
+		case *net.TCPAddr:
+			if !local(a.IP) {
 				continue
 			}
-			line := fmt.Sprintf("%s settle %d %d", b.token, n, i)
-			want = append(want, line)
-			fmt.Fprintln(c, line)
-			c.Close()
-		}
-	}
-	for i, a := range addrs {
-		if a, ok := a.(*net.UDPAddr); ok && !unreached[a.IP.String()] {
-			c, err := net.Dial("udp", dst(a.IP, a.Port))
-			if err != nil {
-				t.Fatalf("settling the bait: %v", err)
+			c, err = net.DialTimeout("tcp", dst(a.IP, a.Port), 10*time.Second)
+		case *net.UDPAddr:
+			if !local(a.IP) {
+				continue
 			}
-			line := fmt.Sprintf("%s settle %d %d", b.token, n, i)
-			want = append(want, line)
-			fmt.Fprintln(c, line)
-			c.Close()
+			c, err = net.Dial("udp", dst(a.IP, a.Port))
+			resend[line] = dst(a.IP, a.Port)
+		default:
+			continue
 		}
-	}
-	if len(unreached) > 0 {
-		time.Sleep(500 * time.Millisecond)
+		if err != nil {
+			t.Fatalf("settling the bait: %v", err)
+		}
+		want = append(want, line)
+		fmt.Fprintln(c, line)
+		c.Close()
 	}
 	// A listener's connections are accepted, and its datagrams read, in
 	// arrival order: once its own line is in, so is all that came before
 	// (but connections still being read, which end within their 2 s).
-	for end := time.Now().Add(30 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+	// A datagram can be dropped (a full socket buffer): each is sent
+	// again every 200 ms until it is in.
+	for end, again := time.Now().Add(30*time.Second), time.Now().Add(200*time.Millisecond); ; time.Sleep(5 * time.Millisecond) {
 		b.mu.Lock()
 		all := !slices.ContainsFunc(want, func(l string) bool { return !b.got[l] })
+		var lost []string
+		for l := range resend {
+			if !b.got[l] {
+				lost = append(lost, l)
+			}
+		}
 		b.mu.Unlock()
 		if all && b.inflight.Load() == 0 {
 			return
+		}
+		if time.Now().After(again) {
+			for _, l := range lost {
+				if c, err := net.Dial("udp", resend[l]); err == nil {
+					fmt.Fprintln(c, l)
+					c.Close()
+				}
+			}
+			again = time.Now().Add(200 * time.Millisecond)
 		}
 		if time.Now().After(end) {
 			t.Fatalf("the bait's listeners did not read their own lines within 30 s (all in: %v; connections being read: %d)", all, b.inflight.Load())

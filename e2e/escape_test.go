@@ -277,24 +277,25 @@ func (b *bait) settle(t *testing.T) {
 	var want []string
 	resend := map[string]string{} // a UDP line's destination, sent again until it is in
 	for i, a := range addrs {
-		line := fmt.Sprintf("%s settle %d %d", b.token, n, i)
-		var c net.Conn
-		var err error
+		var to string
 		switch a := a.(type) {
 		case *net.TCPAddr:
-			if !local(a.IP) {
-				continue
+			if local(a.IP) {
+				to = dst(a.IP, a.Port)
 			}
-			c, err = net.DialTimeout("tcp", dst(a.IP, a.Port), 10*time.Second)
 		case *net.UDPAddr:
-			if !local(a.IP) {
-				continue
+			if local(a.IP) {
+				to = dst(a.IP, a.Port)
 			}
-			c, err = net.Dial("udp", dst(a.IP, a.Port))
-			resend[line] = dst(a.IP, a.Port)
-		default:
+		}
+		if to == "" {
 			continue
 		}
+		line := fmt.Sprintf("%s settle %d %d", b.token, n, i)
+		if a.Network() == "udp" {
+			resend[line] = to
+		}
+		c, err := net.DialTimeout(a.Network(), to, 10*time.Second)
 		if err != nil {
 			t.Fatalf("settling the bait: %v", err)
 		}

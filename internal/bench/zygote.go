@@ -69,6 +69,9 @@ type ZygoteResult struct {
 type ZygoteMemory struct {
 	Packages []string
 	Anon     int64 // bytes
+	// HugeCode is how much of Anon is code the zygote moved onto huge
+	// pages of its own (0 for a build that does not).
+	HugeCode int64
 }
 
 // ScratchUse counts the on-disk /tmp file systems a worker made, reused
@@ -414,9 +417,11 @@ func Zygote(ctx context.Context, o ZygoteOptions) (ZygoteResult, error) {
 		for _, x := range res.Homes {
 			fmt.Fprintf(o.Out, "%s: starts from a spare in a home %d; homes kept %d, sandboxes' namespaces closed at their end %d\n", x.Name, x.Taken, x.Kept, x.Closed)
 		}
-		fmt.Fprintf(o.Out, "\nanonymous memory of each zygote (each fork copies its page-table entries, each exit unmaps them)\n")
+		fmt.Fprintf(o.Out, "\nanonymous memory of each zygote (each fork copies its page-table entries, each exit unmaps them;\n"+
+			"of it, code it moved onto huge pages, one entry per 2 MiB)\n")
 		for _, z := range res.Zygotes {
-			fmt.Fprintf(o.Out, "%-32s %8.2f MiB\n", "["+strings.Join(z.Packages, " ")+"]", float64(z.Anon)/(1<<20))
+			fmt.Fprintf(o.Out, "%-32s %8.2f MiB   code on huge pages %5.1f MiB\n", "["+strings.Join(z.Packages, " ")+"]",
+				float64(z.Anon)/(1<<20), float64(z.HugeCode)/(1<<20))
 		}
 		fmt.Fprintf(o.Out, "\nthe sandbox process during a fork start (from hand-over to loaded handler), mean per start\n")
 		fmt.Fprintf(o.Out, "(and, per start forked on demand, its wait for the zygote behind spares' clones and other forks)\n")
@@ -513,7 +518,7 @@ func zygoteMemory(ctx context.Context, w *Worker) ([]ZygoteMemory, error) {
 		if err != nil {
 			return nil, fmt.Errorf("zygote node %d: %w", n.ID, err)
 		}
-		out = append(out, ZygoteMemory{Packages: n.Packages, Anon: anon})
+		out = append(out, ZygoteMemory{Packages: n.Packages, Anon: anon, HugeCode: n.HugeCode})
 	}
 	if len(out) == 0 {
 		return nil, errors.New("no zygote node has a process")

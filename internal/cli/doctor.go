@@ -154,6 +154,12 @@ func runDoctor(ctx context.Context, cfg doctorConfig, w io.Writer) int {
 		report(true, false, "lazy network", "a forked sandbox gets its veth pair at its first internet or netlink socket (seccomp user notification)")
 	}
 
+	if mode, err := probeHugePages(); err != nil {
+		report(false, false, "huge code", "off: zygotes keep their code on 4 KiB pages, and each forked child faults in, page by page, the code it runs: "+err.Error())
+	} else {
+		report(true, false, "huge code", "zygotes move their hot code onto transparent huge pages of their own (enabled: "+mode+"), which their children share: a child takes no page fault on it")
+	}
+
 	// Kernel entries first: a fault is one too, and its line says so.
 	entry := measureEntry()
 	entryDetail := fmt.Sprintf("%.2f us per system call", us(entry))

@@ -998,6 +998,7 @@ func (m *Manager) Nodes() []NodeInfo {
 			info.Pids = append(info.Pids, r.Pid())
 			info.Forks += r.Forks()
 			info.Memory += r.Memory()
+			info.HugeCode, info.HugeCodeError = r.HugeCode()
 		}
 		if !n.lastUse.IsZero() {
 			info.LastUse = n.lastUse.UTC().Format(time.RFC3339Nano)

@@ -42,6 +42,11 @@ type Process struct {
 	forks    atomic.Int64
 	killOnce sync.Once
 	joinMu   sync.Mutex // one join's freeze of group at a time
+
+	// hugeCode and hugeCodeErr are its ready message's HugeCode and
+	// HugeCodeError.
+	hugeCode    int64
+	hugeCodeErr string
 }
 
 // Target is what a function child builds its sandbox from. The child
@@ -103,6 +108,11 @@ type reply struct {
 	Error string `json:"error"`
 	// NetWatchError is why a child asked to watch its sockets could not.
 	NetWatchError string `json:"net_watch_error"`
+	// HugeCode is, in a ready message, how many bytes of code the zygote
+	// moved onto huge pages of its own; HugeCodeError why it moved no
+	// more, if something failed.
+	HugeCode      int64  `json:"huge_code"`
+	HugeCodeError string `json:"huge_code_error"`
 }
 
 // Pid returns the zygote's host pid.
@@ -117,6 +127,12 @@ func (p *Process) Inflight() int { return int(p.inflight.Load()) }
 // Forking is the number of Fork requests (starts waiting on this zygote)
 // in flight; background work such as making spares is not counted.
 func (p *Process) Forking() int { return int(p.forking.Load()) }
+
+// HugeCode returns how many bytes of code the zygote moved onto huge
+// pages of its own when it settled (its parent's are not counted), and
+// why it moved no more, if something failed (the kernel gave no huge
+// pages, say).
+func (p *Process) HugeCode() (int64, string) { return p.hugeCode, p.hugeCodeErr }
 
 // Forks is the number of children forked.
 func (p *Process) Forks() int64 { return p.forks.Load() }
@@ -682,6 +698,7 @@ func attach(ctx context.Context, sb *sandbox.Sandbox, group *cgroup.Group, ctl *
 		return nil, err
 	}
 	p.ctl.SetDeadline(time.Time{})
+	p.hugeCode, p.hugeCodeErr = r.HugeCode, r.HugeCodeError
 	fd := int(me.PidFD.Fd())
 	go func() {
 		pidfd.Wait(context.Background(), fd)

@@ -467,7 +467,8 @@ def settle():
     """Before a zygote's first fork: rehearse a start and a call here, so
     the interpreter's caches and specialized bytecode along those paths are
     set in pages every child shares, then make what exists immortal and
-    leave it to no collection."""
+    leave it to no collection, and move its hot code onto huge pages.
+    Returns the ready message's report of the last (huge_code)."""
     environ = {k.decode(): v.decode() for k, v in posix.environ.items()}
     try:
         # More than once: CPython specializes an instruction on its second
@@ -483,6 +484,9 @@ def settle():
     hearthrt.premake_output()
     immortalize()
     gc.freeze()
+    # Before populate_files, which would map all of it: the pages mapped
+    # now are those the rehearsals ran.
+    moved, why = huge_code()
     populate_files()
     # A full collection empties the free lists (tuples, lists, dicts...),
     # whose objects a child would otherwise reuse in place, scattered.
@@ -491,6 +495,10 @@ def settle():
     # Heap pages freed by the above go back to the kernel, so a child's
     # allocations there touch fresh pages rather than copy old ones.
     trim()
+    report = {"huge_code": moved}
+    if why:
+        report["huge_code_error"] = why
+    return report
 
 
 MADV_POPULATE_READ = 22
@@ -499,6 +507,150 @@ _madvise = _libc.madvise
 _madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
 _mincore = _libc.mincore
 _mincore.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p)
+
+MADV_HUGEPAGE = 14
+MADV_COLLAPSE = 25
+PROT_READ, PROT_WRITE, PROT_EXEC = 1, 2, 4
+MAP_PRIVATE, MAP_ANONYMOUS = 0x02, 0x20
+MREMAP_MAYMOVE, MREMAP_FIXED = 1, 2
+_HUGE = 2 << 20
+# A 2 MiB stretch is moved if at least this many of its 512 pages are
+# resident in the zygote once settled: one its children barely run would
+# cost 2 MiB for nothing.
+_HOT_PAGES = 128
+_mmap = _libc.mmap
+_mmap.restype = ctypes.c_void_p
+_mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long)
+_munmap = _libc.munmap
+_munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
+_mprotect = _libc.mprotect
+_mprotect.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+_mremap = _libc.mremap
+_mremap.restype = ctypes.c_void_p
+_mremap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_int, ctypes.c_void_p)
+_MAP_FAILED = ctypes.c_void_p(-1).value
+
+
+def mappings():
+    """This process's mappings from /proc/self/smaps, as (lo, hi, perms,
+    file offset, path, resident bytes). smaps, not pagemap: a zygote is
+    not dumpable, so its pagemap is closed even to itself."""
+    out = []
+    with open("/proc/self/smaps", "rb") as f:
+        for line in f:
+            parts = line.split()
+            if not parts:
+                continue
+            if b"-" in parts[0] and line[:1] in b"0123456789abcdef":
+                lo, _, hi = parts[0].partition(b"-")
+                path = parts[5] if len(parts) > 5 else b""
+                out.append([int(lo, 16), int(hi, 16), parts[1], int(parts[2], 16), path, 0, 0])
+            elif out and parts[0] == b"Rss:":
+                out[-1][5] = int(parts[1]) * 1024
+            elif out and parts[0] == b"AnonHugePages:":
+                out[-1][6] = int(parts[1]) * 1024
+    return out
+
+
+def code_stretches(maps):
+    """The 2 MiB-aligned stretches of code worth a huge page, as (lo, hi,
+    path), given mappings(): each lies wholly in one program's or
+    library's run of adjacent read-only mappings (its code and the
+    constants and headers beside it), and at least _HOT_PAGES of each of
+    its 2 MiB are resident, as far as each mapping's resident share,
+    spread evenly over it, tells. Pages past the file's end are never in
+    one: reading them would fault."""
+    runs = []  # [lo, hi, path, has code, ok, [(lo, hi, rss)]]
+    for lo, hi, perm, off, path, rss, _ in maps:
+        if not path.startswith(b"/") or perm[1:2] == b"w":
+            continue
+        try:
+            size = posix.stat(path).st_size
+        except OSError:
+            size = -1
+        ok = off + (hi - lo) <= (size + _PAGE - 1) // _PAGE * _PAGE
+        r = runs[-1] if runs else None
+        if r is not None and r[1] == lo and r[2] == path:
+            r[1] = hi
+            r[3] = r[3] or perm[2:3] == b"x"
+            r[4] = r[4] and ok
+            r[5].append((lo, hi, rss))
+        else:
+            runs.append([lo, hi, path, perm[2:3] == b"x", ok, [(lo, hi, rss)]])
+    out = []
+    for lo, hi, path, code, ok, parts in runs:
+        if not code or not ok:
+            continue
+        for c in range((lo + _HUGE - 1) // _HUGE * _HUGE, hi // _HUGE * _HUGE, _HUGE):
+            resident = sum(rss * (min(h, c + _HUGE) - max(l, c)) // (h - l)
+                           for l, h, rss in parts if l < c + _HUGE and h > c)
+            if resident < _HOT_PAGES * _PAGE:
+                continue
+            if out and out[-1][1] == c and out[-1][2] == path:
+                out[-1][1] = c + _HUGE
+            else:
+                out.append([c, c + _HUGE, path])
+    return out
+
+
+def _anon_huge(lo):
+    """AnonHugePages, in bytes, of this process's mapping that starts at
+    lo."""
+    for m in mappings():
+        if m[0] == lo:
+            return m[6]
+    return 0
+
+
+def huge_code():
+    """Move the code the zygote runs most onto transparent huge pages of
+    its own: each stretch code_stretches picks (its pages resident now
+    are mostly those settle's rehearsals and imports ran) is copied into
+    an anonymous huge page that takes its place, the same bytes at the
+    same address, readable and executable. Children share it as they
+    share the zygote's heap, and fork copies one entry of its page table
+    per 2 MiB rather than none: a child then takes no page fault on that
+    code, and the TLB (on a hypervisor that shadows page tables, the
+    shadow) needs one entry for it instead of up to 512. Returns (bytes
+    moved, why a stretch was not, or None)."""
+    try:
+        hot = code_stretches(mappings())
+    except OSError as e:
+        return 0, "reading this process's mappings: %s" % (e,)
+    moved, why = 0, None
+    for lo, hi, path in hot:
+        n = hi - lo
+        raw = _mmap(None, n + _HUGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+        if raw in (None, _MAP_FAILED):
+            why = "mmap: %s" % (posix.strerror(ctypes.get_errno()),)
+            break
+        new = (raw + _HUGE - 1) // _HUGE * _HUGE
+        # Only [new, new+n) stays.
+        if new > raw:
+            _munmap(raw, new - raw)
+        if raw + _HUGE > new:
+            _munmap(new + n, raw + _HUGE - new)
+        _madvise(new, n, MADV_HUGEPAGE)
+        ctypes.memmove(new, lo, n)
+        if _anon_huge(new) < n:
+            _madvise(new, n, MADV_COLLAPSE)
+        got = _anon_huge(new)
+        if got < n:
+            _munmap(new, n)
+            why = "%s: the kernel gave %d of %d KiB as huge pages" % (path.decode(errors="replace"), got >> 10, n >> 10)
+            continue
+        if _mprotect(new, n, PROT_READ | PROT_EXEC) != 0:
+            why = "mprotect: %s" % (posix.strerror(ctypes.get_errno()),)
+            _munmap(new, n)
+            break
+        # Replaces [lo, hi) at once; the bytes there never change, so the
+        # code running now (this call's return path) goes on in the copy.
+        if _mremap(new, n, n, MREMAP_MAYMOVE | MREMAP_FIXED, lo) != lo:
+            why = "mremap: %s" % (posix.strerror(ctypes.get_errno()),)
+            _munmap(new, n)
+            break
+        moved += n
+    return moved, why
 
 
 def populate_files():
@@ -979,8 +1131,7 @@ def spawn_child(req, fds):
             # Objects that exist now are never collected or counted: the
             # collector and reference counts would otherwise touch (and copy)
             # their pages in every child.
-            settle()
-            send(ctl, {"ready": True})
+            send(ctl, dict(settle(), ready=True))
             serve(ctl)
             code = 0
         finally:
@@ -1113,8 +1264,7 @@ def main():
     # by the worker on its socket and in its cgroup.
     _signal.signal(_signal.SIGCHLD, _signal.SIG_IGN)
     hearthrt.setup_path()
-    settle()
-    send(ctl, {"ready": True})
+    send(ctl, dict(settle(), ready=True))
     serve(ctl)
 
 

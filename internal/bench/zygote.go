@@ -69,8 +69,9 @@ type ZygoteResult struct {
 type ZygoteMemory struct {
 	Packages []string
 	Anon     int64 // bytes
-	// HugeCode is how much of Anon is code the zygote moved onto huge
-	// pages of its own (0 for a build that does not).
+	// HugeCode is the code the zygote itself moved onto huge pages of
+	// its own (0 for a build that does not), which Anon counts; a
+	// node's Anon also counts what its parent moved.
 	HugeCode int64
 }
 
@@ -418,7 +419,7 @@ func Zygote(ctx context.Context, o ZygoteOptions) (ZygoteResult, error) {
 			fmt.Fprintf(o.Out, "%s: starts from a spare in a home %d; homes kept %d, sandboxes' namespaces closed at their end %d\n", x.Name, x.Taken, x.Kept, x.Closed)
 		}
 		fmt.Fprintf(o.Out, "\nanonymous memory of each zygote (each fork copies its page-table entries, each exit unmaps them;\n"+
-			"of it, code it moved onto huge pages, one entry per 2 MiB)\n")
+			"of it, code the zygote itself moved onto huge pages, one entry per 2 MiB; a node's also holds its parent's)\n")
 		for _, z := range res.Zygotes {
 			fmt.Fprintf(o.Out, "%-32s %8.2f MiB   code on huge pages %5.1f MiB\n", "["+strings.Join(z.Packages, " ")+"]",
 				float64(z.Anon)/(1<<20), float64(z.HugeCode)/(1<<20))

@@ -17,6 +17,7 @@ import (
 	"github.com/hearth-run/hearth/internal/netns"
 	"github.com/hearth-run/hearth/internal/sandbox"
 	"github.com/hearth-run/hearth/internal/snapshot"
+	"github.com/hearth-run/hearth/internal/zygote"
 )
 
 // doctorConfig is what `hearth doctor` checks.
@@ -154,10 +155,10 @@ func runDoctor(ctx context.Context, cfg doctorConfig, w io.Writer) int {
 		report(true, false, "lazy network", "a forked sandbox gets its veth pair at its first internet or netlink socket (seccomp user notification)")
 	}
 
-	if mode, err := probeHugePages(); err != nil {
-		report(false, false, "huge code", "off: zygotes keep their code on 4 KiB pages, and each forked child faults in, page by page, the code it runs: "+err.Error())
+	if mode, err := zygote.ProbeHugeCode(); err != nil {
+		report(false, false, "huge code", "off: zygotes keep their code on 4 KiB pages of its files, and each forked child faults in, page by page, the code it runs: "+err.Error())
 	} else {
-		report(true, false, "huge code", "zygotes move their hot code onto transparent huge pages of their own (enabled: "+mode+"), which their children share: a child takes no page fault on it")
+		report(true, false, "huge code", "zygotes move the code they run most onto transparent huge pages of their own (THP "+mode+"), which their children share: a child takes no page fault on it (zygote.small_code turns it off)")
 	}
 
 	// Kernel entries first: a fault is one too, and its line says so.

@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -282,5 +283,76 @@ func TestImmortalizeKeepsNothingOfItsOwn(t *testing.T) {
 	}
 	if len(got.Left) > 0 {
 		t.Errorf("sets of %v entries outlived immortalize, which changed %d objects: its record of visited objects was made immortal", got.Left, got.N)
+	}
+}
+
+// stretchesProbe feeds zygote.code_stretches made-up mappings of a real
+// file (argv[2], 10 MiB) and prints the stretches it picks, by case.
+const stretchesProbe = `import sys, os, json
+sys.path.insert(0, sys.argv[1])
+import zygote
+path = sys.argv[2].encode()
+st = os.stat(path)
+M = 1 << 20
+def m(lo, hi, perms, off, rss=None, anon=0, ino=st.st_ino, p=path):
+    return [lo, hi, perms, off, ino, p, hi - lo if rss is None else rss, anon, 0]
+def code(share=1.0):
+    # headers, code, constants: 2 MiB-aligned chunks at 4, 6 and 8 MiB,
+    # share of each resident
+    return [m(lo, hi, p, off, rss=int((hi - lo) * share) // 4096 * 4096) for lo, hi, p, off in
+            ((4*M, 4*M + 0x20000, b"r--p", 0), (4*M + 0x20000, 9*M, b"r-xp", 0x20000), (9*M, 10*M, b"r--p", 5*M))]
+cases = {
+    "hot": code(),
+    "cold": code(0.2),
+    "a quarter": code(0.26),
+    "relocated": [m(4*M, 6*M, b"r-xp", 0), m(6*M, 8*M, b"r--p", 2*M, anon=4096), m(8*M, 10*M, b"r--p", 4*M)],
+    "gap": [m(4*M, 7*M, b"r-xp", 0), m(7*M, 7*M + 4096, b"---p", 3*M + 4096), m(7*M + 4096, 10*M, b"r--p", 3*M + 4096)],
+    "shared": [m(4*M, 10*M, b"r-xs", 0)],
+    "no code": [m(4*M, 10*M, b"r--p", 0)],
+    "past the end": [m(4*M, 16*M, b"r-xp", 0)],
+    "another file": [m(4*M, 10*M, b"r-xp", 0, ino=st.st_ino + 1)],
+    "writable": [m(4*M, 10*M, b"rwxp", 0)],
+}
+print(json.dumps({k: [[lo // M, hi // M] for lo, hi, _ in zygote.code_stretches(v)] for k, v in cases.items()}))
+`
+
+// TestCodeStretches: huge_code moves only 2 MiB-aligned stretches of a
+// file's private, read-only, unmodified mappings with code, that are
+// mostly resident; nothing with pages of the process's own (relocated
+// data, a uprobe's patch), across an unreadable gap, past the file's end,
+// of a file other than the one mapped, shared or writable.
+func TestCodeStretches(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "lib.so")
+	if err := os.WriteFile(f, make([]byte, 10<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(python, "-S", "-B", "-c", stretchesProbe, rtDir, f).CombinedOutput()
+	if err != nil {
+		t.Fatalf("probe: %v\n%s", err, out)
+	}
+	var got map[string][][2]int
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatalf("probe output %q: %v", out, err)
+	}
+	want := map[string][][2]int{
+		"hot":          {{4, 10}}, // the file's 4-10 MiB, one stretch of three huge pages
+		"cold":         {},
+		"a quarter":    {{4, 10}},
+		"relocated":    {{4, 6}},
+		"gap":          {{4, 6}},
+		"shared":       {},
+		"no code":      {},
+		"past the end": {},
+		"another file": {},
+		"writable":     {},
+	}
+	for k, w := range want {
+		g := got[k]
+		if len(g) == 0 && len(w) == 0 {
+			continue
+		}
+		if fmt.Sprint(g) != fmt.Sprint(w) {
+			t.Errorf("%s: stretches %v (MiB), want %v", k, g, w)
+		}
 	}
 }

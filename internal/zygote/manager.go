@@ -56,6 +56,12 @@ type Config struct {
 	// MinZygotes keeps at least this many zygote processes: idle nodes
 	// are not evicted below it (the memory budget still applies).
 	MinZygotes int `yaml:"min"`
+	// SmallCode keeps the zygotes' code where the loader mapped it, on
+	// 4 KiB pages of its files, rather than moving what they run most
+	// onto huge pages of their own (zygote.py's huge_code): for profilers
+	// and uprobes, which find code by its file. Forked children then take
+	// more page faults.
+	SmallCode bool `yaml:"small_code"`
 	// MaxReplicas bounds replicas of one node (default 4).
 	MaxReplicas int `yaml:"max_replicas"`
 	// PlantDeployed bounds the nodes planted ahead of calls for the
@@ -169,7 +175,8 @@ func (m *Manager) startRoot(ctx context.Context) (*Process, error) {
 		return nil, fmt.Errorf("zygote cgroup: %w", err)
 	}
 	p, err := StartRoot(ctx, m.factory, RootConfig{ID: id, Group: g, Runtime: m.cfg.Runtime,
-		Binds: m.cfg.Binds, Python: m.cfg.Python, Log: m.cfg.Log, UID: m.cfg.UID, GID: m.cfg.GID, HostNetwork: m.cfg.HostNetwork})
+		Binds: m.cfg.Binds, Python: m.cfg.Python, Log: m.cfg.Log, UID: m.cfg.UID, GID: m.cfg.GID, HostNetwork: m.cfg.HostNetwork,
+		SmallCode: m.cfg.SmallCode})
 	if err != nil {
 		if derr := g.Delete(context.Background()); derr != nil {
 			m.log.Warn("deleting zygote cgroup", "err", derr)
@@ -998,7 +1005,14 @@ func (m *Manager) Nodes() []NodeInfo {
 			info.Pids = append(info.Pids, r.Pid())
 			info.Forks += r.Forks()
 			info.Memory += r.Memory()
-			info.HugeCode, info.HugeCodeError = r.HugeCode()
+			// Each replica moved its own: the first's, and any's error.
+			n, why := r.HugeCode()
+			if len(info.Pids) == 1 {
+				info.HugeCode = n
+			}
+			if info.HugeCodeError == "" {
+				info.HugeCodeError = why
+			}
 		}
 		if !n.lastUse.IsZero() {
 			info.LastUse = n.lastUse.UTC().Format(time.RFC3339Nano)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -35,6 +36,9 @@ type RootConfig struct {
 	// HostNetwork keeps the zygote in the host's network namespace (see
 	// Config.HostNetwork).
 	HostNetwork bool
+	// SmallCode keeps the zygotes' code where the loader mapped it (see
+	// Config.SmallCode).
+	SmallCode bool
 }
 
 // zygoteEnv keeps numeric libraries single-threaded: a zygote must not
@@ -74,12 +78,17 @@ func StartRoot(ctx context.Context, f *sandbox.Factory, cfg RootConfig) (*Proces
 	}
 	defer theirs.Close()
 	binds := append([]sandbox.Bind{{Source: cfg.Runtime, Target: runtime.MountPoint}}, cfg.Binds...)
+	env := zygoteEnv
+	if cfg.SmallCode {
+		// Read by settle (zygote.py), in the root and every node it forks.
+		env = append(slices.Clip(env), "HEARTH_HUGE_CODE=0")
+	}
 	sb, err := f.Create(ctx, sandbox.Config{
 		ID:            cfg.ID,
 		Binds:         binds,
 		Group:         cfg.Group,
 		Command:       []string{cfg.Python, "-S", "-B", runtime.MountPoint + "/zygote.py"},
-		Env:           zygoteEnv,
+		Env:           env,
 		Dir:           "/",
 		Files:         []*os.File{theirs},
 		Stdout:        cfg.Log,

@@ -486,7 +486,10 @@ def settle():
     gc.freeze()
     # Before populate_files, which would map all of it: the pages mapped
     # now are those the rehearsals ran.
-    moved, why = huge_code()
+    if posix.environ.get(b"HEARTH_HUGE_CODE") == b"0":
+        moved, why = 0, "off: the worker's zygote.small_code is set"
+    else:
+        moved, why = huge_code()
     populate_files()
     # A full collection empties the free lists (tuples, lists, dicts...),
     # whose objects a child would otherwise reuse in place, scattered.
@@ -532,54 +535,61 @@ _MAP_FAILED = ctypes.c_void_p(-1).value
 
 
 def mappings():
-    """This process's mappings from /proc/self/smaps, as (lo, hi, perms,
-    file offset, path, resident bytes). smaps, not pagemap: a zygote is
-    not dumpable, so its pagemap is closed even to itself."""
+    """This process's mappings from /proc/self/smaps, as [lo, hi, perms,
+    file offset, inode, path, resident bytes, anonymous bytes, anonymous
+    huge bytes]. smaps, not pagemap: a zygote is not dumpable, so its
+    pagemap is closed even to itself."""
     out = []
     with open("/proc/self/smaps", "rb") as f:
         for line in f:
-            parts = line.split()
+            parts = line.split(None, 5)
             if not parts:
                 continue
-            if b"-" in parts[0] and line[:1] in b"0123456789abcdef":
+            if len(parts) >= 5 and b"-" in parts[0] and not parts[0].endswith(b":"):
                 lo, _, hi = parts[0].partition(b"-")
-                path = parts[5] if len(parts) > 5 else b""
-                out.append([int(lo, 16), int(hi, 16), parts[1], int(parts[2], 16), path, 0, 0])
+                path = parts[5].rstrip(b"\n") if len(parts) > 5 else b""
+                out.append([int(lo, 16), int(hi, 16), parts[1], int(parts[2], 16), int(parts[4]), path, 0, 0, 0])
             elif out and parts[0] == b"Rss:":
-                out[-1][5] = int(parts[1]) * 1024
-            elif out and parts[0] == b"AnonHugePages:":
                 out[-1][6] = int(parts[1]) * 1024
+            elif out and parts[0] == b"Anonymous:":
+                out[-1][7] = int(parts[1]) * 1024
+            elif out and parts[0] == b"AnonHugePages:":
+                out[-1][8] = int(parts[1]) * 1024
     return out
 
 
 def code_stretches(maps):
-    """The 2 MiB-aligned stretches of code worth a huge page, as (lo, hi,
-    path), given mappings(): each lies wholly in one program's or
-    library's run of adjacent read-only mappings (its code and the
-    constants and headers beside it), and at least _HOT_PAGES of each of
-    its 2 MiB are resident, as far as each mapping's resident share,
-    spread evenly over it, tells. Pages past the file's end are never in
-    one: reading them would fault."""
-    runs = []  # [lo, hi, path, has code, ok, [(lo, hi, rss)]]
-    for lo, hi, perm, off, path, rss, _ in maps:
-        if not path.startswith(b"/") or perm[1:2] == b"w":
+    """The 2 MiB-aligned stretches of code worth a huge page, as [lo, hi,
+    path], given mappings(): each lies wholly in one program's or
+    library's run of adjacent private, readable, not writable mappings
+    with code among them (its code and the constants and headers beside
+    it), whose every page is still the file's, and at least _HOT_PAGES
+    of each of its 2 MiB are resident, as far as each mapping's resident
+    share, spread evenly over it, tells. Left out: a mapping with pages
+    of its own (relocated data; a page a uprobe patched, whose copy would
+    keep the breakpoint without the probe), one past its file's end (a
+    read there faults), an unreadable gap between segments, or a file
+    that is not the one mapped (replaced, deleted)."""
+    runs = []  # [lo, hi, path, has code, [(lo, hi, rss)]]
+    for lo, hi, perm, off, ino, path, rss, anon, _ in maps:
+        if not path.startswith(b"/") or perm[0:1] != b"r" or perm[1:2] == b"w" or perm[3:4] != b"p" or anon:
             continue
         try:
-            size = posix.stat(path).st_size
+            st = posix.stat(path)
         except OSError:
-            size = -1
-        ok = off + (hi - lo) <= (size + _PAGE - 1) // _PAGE * _PAGE
+            continue
+        if st.st_ino != ino or off + (hi - lo) > (st.st_size + _PAGE - 1) // _PAGE * _PAGE:
+            continue
         r = runs[-1] if runs else None
         if r is not None and r[1] == lo and r[2] == path:
             r[1] = hi
             r[3] = r[3] or perm[2:3] == b"x"
-            r[4] = r[4] and ok
-            r[5].append((lo, hi, rss))
+            r[4].append((lo, hi, rss))
         else:
-            runs.append([lo, hi, path, perm[2:3] == b"x", ok, [(lo, hi, rss)]])
+            runs.append([lo, hi, path, perm[2:3] == b"x", [(lo, hi, rss)]])
     out = []
-    for lo, hi, path, code, ok, parts in runs:
-        if not code or not ok:
+    for lo, hi, path, code, parts in runs:
+        if not code:
             continue
         for c in range((lo + _HUGE - 1) // _HUGE * _HUGE, hi // _HUGE * _HUGE, _HUGE):
             resident = sum(rss * (min(h, c + _HUGE) - max(l, c)) // (h - l)
@@ -598,7 +608,7 @@ def _anon_huge(lo):
     lo."""
     for m in mappings():
         if m[0] == lo:
-            return m[6]
+            return m[8]
     return 0
 
 
@@ -643,8 +653,11 @@ def huge_code():
             why = "mprotect: %s" % (posix.strerror(ctypes.get_errno()),)
             _munmap(new, n)
             break
-        # Replaces [lo, hi) at once; the bytes there never change, so the
-        # code running now (this call's return path) goes on in the copy.
+        # The same bytes, so the code running now (this call's return
+        # path) goes on in the copy. The kernel unmaps [lo, hi) before it
+        # moves the copy there: a move that then failed (out of memory
+        # for the mapping's own structures) would leave the zygote
+        # without that code, dead, and the worker would start another.
         if _mremap(new, n, n, MREMAP_MAYMOVE | MREMAP_FIXED, lo) != lo:
             why = "mremap: %s" % (posix.strerror(ctypes.get_errno()),)
             _munmap(new, n)

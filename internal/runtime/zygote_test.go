@@ -287,7 +287,7 @@ func TestImmortalizeKeepsNothingOfItsOwn(t *testing.T) {
 }
 
 // stretchesProbe feeds zygote.code_stretches made-up mappings of a real
-// file (argv[2], 10 MiB) and prints the stretches it picks, by case.
+// file (argv[2], 64 MiB) and prints the stretches it picks, by case.
 const stretchesProbe = `import sys, os, json
 sys.path.insert(0, sys.argv[1])
 import zygote
@@ -309,9 +309,12 @@ cases = {
     "gap": [m(4*M, 7*M, b"r-xp", 0), m(7*M, 7*M + 4096, b"---p", 3*M + 4096), m(7*M + 4096, 10*M, b"r--p", 3*M + 4096)],
     "shared": [m(4*M, 10*M, b"r-xs", 0)],
     "no code": [m(4*M, 10*M, b"r--p", 0)],
-    "past the end": [m(4*M, 16*M, b"r-xp", 0)],
+    "past the end": [m(4*M, 10*M, b"r-xp", 60*M)],
     "another file": [m(4*M, 10*M, b"r-xp", 0, ino=st.st_ino + 1)],
     "writable": [m(4*M, 10*M, b"rwxp", 0)],
+    # 40 MiB of code, its first 20 MiB more resident than the rest: the
+    # bound keeps the hottest 32 MiB
+    "bounded": [m(4*M, 24*M, b"r-xp", 0), m(24*M, 44*M, b"r-xp", 20*M, rss=8*M)],
 }
 print(json.dumps({k: [[lo // M, hi // M] for lo, hi, _ in zygote.code_stretches(v)] for k, v in cases.items()}))
 `
@@ -323,7 +326,10 @@ print(json.dumps({k: [[lo // M, hi // M] for lo, hi, _ in zygote.code_stretches(
 // of a file other than the one mapped, shared or writable.
 func TestCodeStretches(t *testing.T) {
 	f := filepath.Join(t.TempDir(), "lib.so")
-	if err := os.WriteFile(f, make([]byte, 10<<20), 0o644); err != nil {
+	if err := os.WriteFile(f, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(f, 64<<20); err != nil {
 		t.Fatal(err)
 	}
 	out, err := exec.Command(python, "-S", "-B", "-c", stretchesProbe, rtDir, f).CombinedOutput()
@@ -345,6 +351,7 @@ func TestCodeStretches(t *testing.T) {
 		"past the end": {},
 		"another file": {},
 		"writable":     {},
+		"bounded":      {{4, 36}},
 	}
 	for k, w := range want {
 		g := got[k]

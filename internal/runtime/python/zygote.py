@@ -521,6 +521,9 @@ _HUGE = 2 << 20
 # resident in the zygote once settled: one its children barely run would
 # cost 2 MiB for nothing.
 _HOT_PAGES = 128
+# At most this much code per zygote: each moves its own copy, charged to
+# the zygotes' memory budget.
+_HUGE_CODE_MAX = 32 << 20
 _mmap = _libc.mmap
 _mmap.restype = ctypes.c_void_p
 _mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long)
@@ -565,7 +568,8 @@ def code_stretches(maps):
     with code among them (its code and the constants and headers beside
     it), whose every page is still the file's, and at least _HOT_PAGES
     of each of its 2 MiB are resident, as far as each mapping's resident
-    share, spread evenly over it, tells. Left out: a mapping with pages
+    share, spread evenly over it, tells; the most resident first, up to
+    _HUGE_CODE_MAX in all. Left out: a mapping with pages
     of its own (relocated data; a page a uprobe patched, whose copy would
     keep the breakpoint without the probe), one past its file's end (a
     read there faults), an unreadable gap between segments, or a file
@@ -587,19 +591,25 @@ def code_stretches(maps):
             r[4].append((lo, hi, rss))
         else:
             runs.append([lo, hi, path, perm[2:3] == b"x", [(lo, hi, rss)]])
-    out = []
+    hot = []  # (resident, lo, path) of each 2 MiB
     for lo, hi, path, code, parts in runs:
         if not code:
             continue
         for c in range((lo + _HUGE - 1) // _HUGE * _HUGE, hi // _HUGE * _HUGE, _HUGE):
             resident = sum(rss * (min(h, c + _HUGE) - max(l, c)) // (h - l)
                            for l, h, rss in parts if l < c + _HUGE and h > c)
-            if resident < _HOT_PAGES * _PAGE:
-                continue
-            if out and out[-1][1] == c and out[-1][2] == path:
-                out[-1][1] = c + _HUGE
-            else:
-                out.append([c, c + _HUGE, path])
+            if resident >= _HOT_PAGES * _PAGE:
+                hot.append((resident, c, path))
+    # The most resident first, up to the bound: a big library (a deep
+    # learning framework's hundreds of MiB of code) a quarter resident
+    # would otherwise be copied whole.
+    hot.sort(key=lambda x: (-x[0], x[1]))
+    out = []
+    for _, c, path in sorted(hot[:_HUGE_CODE_MAX // _HUGE], key=lambda x: x[1]):
+        if out and out[-1][1] == c and out[-1][2] == path:
+            out[-1][1] = c + _HUGE
+        else:
+            out.append([c, c + _HUGE, path])
     return out
 
 

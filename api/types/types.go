@@ -206,10 +206,11 @@ type ZygoteNode struct {
 	Hits     int64    `json:"hits"`
 	Forks    int64    `json:"forks"`
 	Memory   int64    `json:"memory_bytes"`
-	// HugeCode is how many bytes of code each of the node's zygotes
-	// moved onto transparent huge pages of its own (the hot 2 MiB
-	// stretches of its libraries' code, shared by its children), and
-	// HugeCodeError why not more, if something failed.
+	// HugeCode is how many bytes of code the node's first zygote moved
+	// onto transparent huge pages of its own (the hot 2 MiB stretches of
+	// its libraries' code, shared by its children; each replica moves
+	// its own), and HugeCodeError why any moved no more, if something
+	// failed.
 	HugeCode      int64  `json:"huge_code_bytes"`
 	HugeCodeError string `json:"huge_code_error,omitempty"`
 	LastUse       string `json:"last_use,omitempty"`

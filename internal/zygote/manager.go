@@ -1006,9 +1006,9 @@ func (m *Manager) Nodes() []NodeInfo {
 			info.Forks += r.Forks()
 			info.Memory += r.Memory()
 			// Each replica moved its own: the first's, and any's error.
-			n, why := r.HugeCode()
+			moved, why := r.HugeCode()
 			if len(info.Pids) == 1 {
-				info.HugeCode = n
+				info.HugeCode = moved
 			}
 			if info.HugeCodeError == "" {
 				info.HugeCodeError = why

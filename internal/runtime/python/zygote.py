@@ -489,7 +489,10 @@ def settle():
     if posix.environ.get(b"HEARTH_HUGE_CODE") == b"0":
         moved, why = 0, "off: the worker's zygote.small_code is set"
     else:
-        moved, why = huge_code()
+        try:
+            moved, why = huge_code()
+        except Exception as e:  # noqa: BLE001 - an optimization only
+            moved, why = 0, "%s: %s" % (e.__class__.__name__, e)
     populate_files()
     # A full collection empties the free lists (tuples, lists, dicts...),
     # whose objects a child would otherwise reuse in place, scattered.
@@ -650,14 +653,21 @@ def huge_code():
             _munmap(raw, new - raw)
         if raw + _HUGE > new:
             _munmap(new + n, raw + _HUGE - new)
+        # Read in first, where a failure is an error: in the copy it
+        # would be a SIGBUS (the file shrank, or a read failed).
+        if _madvise(lo, n, MADV_POPULATE_READ) != 0:
+            why = "%s: reading it in: %s" % (path.decode(errors="replace"), posix.strerror(ctypes.get_errno()))
+            _munmap(new, n)
+            continue
         _madvise(new, n, MADV_HUGEPAGE)
         ctypes.memmove(new, lo, n)
-        if _anon_huge(new) < n:
-            _madvise(new, n, MADV_COLLAPSE)
+        collapse = ""
+        if _anon_huge(new) < n and _madvise(new, n, MADV_COLLAPSE) != 0:
+            collapse = " (MADV_COLLAPSE: %s)" % (posix.strerror(ctypes.get_errno()),)
         got = _anon_huge(new)
         if got < n:
             _munmap(new, n)
-            why = "%s: the kernel gave %d of %d KiB as huge pages" % (path.decode(errors="replace"), got >> 10, n >> 10)
+            why = "%s: the kernel gave %d of %d KiB as huge pages%s" % (path.decode(errors="replace"), got >> 10, n >> 10, collapse)
             continue
         if _mprotect(new, n, PROT_READ | PROT_EXEC) != 0:
             why = "mprotect: %s" % (posix.strerror(ctypes.get_errno()),)
